@@ -1,0 +1,78 @@
+//! `netron-bench`: runs Netron's side-by-side comparisons on this machine and prints a table.
+//!
+//! Every figure is measured in the same run as the floor it is compared with, because absolute
+//! times on shared 2-core machines vary by up to 4x between runs (see docs/benchmarks.md).
+//!
+//! ```text
+//! cargo run --release -p netron-bench            # all sections, human-readable tables
+//! cargo run --release -p netron-bench -- --json  # one JSON object per line
+//! cargo run --release -p netron-bench -- --quick # shorter runs (CI smoke)
+//! cargo run --release -p netron-bench -- codec   # only the named sections
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod codec_section;
+mod pin;
+mod shm_section;
+mod stats;
+mod table;
+
+use table::Table;
+
+/// Options shared by all sections.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Shorter measurement windows (for CI smoke runs).
+    pub quick: bool,
+}
+
+type Section = (&'static str, fn(&Options) -> Vec<Table>);
+
+const SECTIONS: &[Section] = &[("codec", codec_section::run), ("shm", shm_section::run)];
+
+fn main() {
+    let mut json = false;
+    let mut quick = false;
+    let mut only: Vec<String> = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--json" => json = true,
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!("usage: netron-bench [--json] [--quick] [SECTION...]");
+                println!(
+                    "sections: {}",
+                    SECTIONS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+                );
+                return;
+            }
+            s if SECTIONS.iter().any(|(n, _)| *n == s) => only.push(s.to_owned()),
+            other => {
+                eprintln!("netron-bench: unknown argument {other:?} (try --help)");
+                std::process::exit(2);
+            }
+        }
+    }
+    let opts = Options { quick };
+    if !json {
+        println!(
+            "netron-bench {} — {} CPUs online; ratios compare against floors measured in this run",
+            env!("CARGO_PKG_VERSION"),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        println!();
+    }
+    for (name, run) in SECTIONS {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        for table in run(&opts) {
+            if json {
+                println!("{}", table.to_json());
+            } else {
+                println!("{}", table.render());
+            }
+        }
+    }
+}

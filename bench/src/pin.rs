@@ -1,0 +1,18 @@
+//! Pinning the calling thread to one CPU, so client and server of a measurement sit on
+//! different cores for the whole run.
+
+/// Pins the calling thread to `cpu` (modulo the number of online CPUs).
+///
+/// Returns `false` (and leaves the thread unpinned) if the kernel refuses.
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = cpu % n;
+    // SAFETY: `cpu_set_t` is plain old data for which all-zero bits are a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu < n <= CPU_SETSIZE` on any machine this runs on; CPU_SET only writes
+    // inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 means the calling thread; `set` is a valid, initialised cpu_set_t
+    // and the size passed is its exact size.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}

@@ -1,0 +1,62 @@
+//! Latency samples and the percentiles the tables print.
+
+/// Collected latency samples in nanoseconds.
+#[derive(Debug, Default, Clone)]
+pub struct Samples {
+    ns: Vec<u64>,
+}
+
+impl Samples {
+    /// An empty sample set with room for `n` samples.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            ns: Vec::with_capacity(n),
+        }
+    }
+
+    /// Records one sample.
+    pub fn push(&mut self, ns: u64) {
+        self.ns.push(ns);
+    }
+
+    /// The `p`-th percentile (0.0..=100.0) in nanoseconds, or 0 when empty.
+    pub fn percentile(&mut self, p: f64) -> u64 {
+        if self.ns.is_empty() {
+            return 0;
+        }
+        self.ns.sort_unstable();
+        let rank = ((p / 100.0) * (self.ns.len() - 1) as f64).round() as usize;
+        self.ns[rank.min(self.ns.len() - 1)]
+    }
+}
+
+/// Formats nanoseconds as microseconds with two decimals.
+pub fn us(ns: u64) -> String {
+    format!("{:.2} µs", ns as f64 / 1000.0)
+}
+
+/// Formats a ratio `a / b` as e.g. `1.07x`.
+pub fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 {
+        "-".to_owned()
+    } else {
+        format!("{:.2}x", a / b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_rank() {
+        let mut s = Samples::with_capacity(100);
+        for v in (1..=100).rev() {
+            s.push(v);
+        }
+        assert_eq!(s.percentile(0.0), 1);
+        assert_eq!(s.percentile(50.0), 51);
+        assert_eq!(s.percentile(100.0), 100);
+        assert_eq!(ratio(3.0, 2.0), "1.50x");
+    }
+}

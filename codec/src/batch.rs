@@ -1,0 +1,263 @@
+//! Encoding: frames written into one reusable batch buffer, flushed as one write.
+
+use core::time::Duration;
+
+use crate::compress::Compressor;
+use crate::hpack::{Header, HeaderEncoder};
+use crate::{Deadline, EncodeError, Flags, FrameHeader, FrameKind, HEADER_LEN, Limits};
+
+/// Frames queued for one write (one SQE, one shared-memory record, one datagram).
+///
+/// The buffer is reused: [`BatchEncoder::clear`] keeps its capacity, so in steady state
+/// encoding allocates nothing. The encoder refuses to start a frame once the batch holds
+/// `max_batch_frames` frames or `max_batch_bytes` bytes ([`EncodeError::BatchFull`]: flush,
+/// then encode again); only the last frame of a batch may cross `max_batch_bytes`.
+#[derive(Debug)]
+pub struct BatchEncoder {
+    buf: Vec<u8>,
+    frames: u32,
+    limits: Limits,
+}
+
+impl BatchEncoder {
+    /// An empty batch with the given limits.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            buf: Vec::new(),
+            frames: 0,
+            limits,
+        }
+    }
+
+    /// An empty batch with room for `bytes` bytes before it first allocates.
+    pub fn with_capacity(limits: Limits, bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            frames: 0,
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Replaces the limits (e.g. after the handshake).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The encoded frames, ready to write.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Bytes queued.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no frame is queued.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Frames queued.
+    #[inline]
+    pub fn frame_count(&self) -> u32 {
+        self.frames
+    }
+
+    /// Whether no further frame may be started before a flush.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.frames >= self.limits.max_batch_frames
+            || self.buf.len() >= self.limits.max_batch_bytes as usize
+    }
+
+    /// Forgets the queued frames (after they were written), keeping the capacity.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.frames = 0;
+    }
+
+    /// Swaps the internal buffer with `other` (e.g. to hand the bytes to an in-flight write
+    /// and keep encoding into a spare buffer). The batch is empty afterwards if `other` was.
+    pub fn swap_buffer(&mut self, other: &mut Vec<u8>) {
+        core::mem::swap(&mut self.buf, other);
+        self.buf.clear();
+        self.frames = 0;
+    }
+
+    /// Starts a frame of `kind` for `id`.
+    #[inline]
+    pub fn frame(&mut self, kind: FrameKind, id: u32) -> Result<FrameBuilder<'_>, EncodeError> {
+        if self.is_full() {
+            return Err(EncodeError::BatchFull);
+        }
+        let start = self.buf.len();
+        self.buf
+            .extend_from_slice(FrameHeader::new(0, kind, Flags::empty(), 0, id, 0).as_bytes());
+        Ok(FrameBuilder {
+            batch: self,
+            start,
+            flags: Flags::empty(),
+            headers_encoded: false,
+            arg: 0,
+        })
+    }
+
+    /// Starts a Request with a relative deadline.
+    #[inline]
+    pub fn request(
+        &mut self,
+        id: u32,
+        deadline: Option<Duration>,
+    ) -> Result<FrameBuilder<'_>, EncodeError> {
+        Ok(self
+            .frame(FrameKind::Request, id)?
+            .arg(Deadline::encode(deadline)))
+    }
+
+    /// Starts a Response.
+    #[inline]
+    pub fn response(&mut self, id: u32) -> Result<FrameBuilder<'_>, EncodeError> {
+        self.frame(FrameKind::Response, id)
+    }
+
+    /// Queues a frame with no header block and no payload (Cancel, WindowUpdate, Ping, ...).
+    pub fn empty_frame(&mut self, kind: FrameKind, id: u32, arg: u32) -> Result<(), EncodeError> {
+        self.frame(kind, id)?.arg(arg).finish().map(|_| ())
+    }
+}
+
+/// One frame being written into a [`BatchEncoder`]. Call the setters in wire order (flags and
+/// arg any time, then headers, then the payload) and finish with [`FrameBuilder::finish`].
+/// Dropping a builder without finishing removes the partial frame; but if a header block was
+/// already encoded, the header encoder is then ahead of the peer's decoder and the connection
+/// must be closed (see [`EncodeError::FrameTooLarge`]).
+#[derive(Debug)]
+#[must_use = "a frame is only queued by finish()"]
+pub struct FrameBuilder<'a> {
+    batch: &'a mut BatchEncoder,
+    start: usize,
+    flags: Flags,
+    headers_encoded: bool,
+    arg: u32,
+}
+
+impl<'a> FrameBuilder<'a> {
+    /// Adds flags (HAS_HEADERS and COMPRESSED are managed by the builder).
+    #[inline]
+    pub fn flags(mut self, flags: Flags) -> Self {
+        self.flags |= flags - (Flags::HAS_HEADERS | Flags::COMPRESSED);
+        self
+    }
+
+    /// Sets the kind-specific argument.
+    #[inline]
+    pub fn arg(mut self, arg: u32) -> Self {
+        self.arg = arg;
+        self
+    }
+
+    /// Encodes `headers` as this frame's header block with the connection's encoder.
+    #[inline]
+    pub fn headers(
+        mut self,
+        encoder: &mut HeaderEncoder,
+        headers: &[Header<'_>],
+    ) -> Result<Self, EncodeError> {
+        debug_assert_eq!(
+            self.batch.buf.len(),
+            self.start + HEADER_LEN,
+            "headers go before the payload"
+        );
+        if headers.is_empty() {
+            return Ok(self);
+        }
+        encoder.encode(headers, &mut self.batch.buf)?;
+        self.headers_encoded = true;
+        let len = self.batch.buf.len() - self.start - HEADER_LEN;
+        if len > u16::MAX as usize {
+            return Err(EncodeError::Headers(crate::HeaderError::BlockTooLarge));
+        }
+        if len > 0 {
+            self.flags |= Flags::HAS_HEADERS;
+        }
+        self.header_mut().set_header_len(len as u16);
+        Ok(self)
+    }
+
+    /// Appends payload bytes.
+    #[inline]
+    pub fn payload(self, bytes: &[u8]) -> Self {
+        self.batch.buf.extend_from_slice(bytes);
+        self
+    }
+
+    /// Lets `write` append the payload straight into the batch buffer (e.g. a handler
+    /// serialising its reply in place).
+    #[inline]
+    pub fn payload_with(self, write: impl FnOnce(&mut Vec<u8>)) -> Self {
+        write(&mut self.batch.buf);
+        self
+    }
+
+    /// Appends `bytes` compressed with `compressor` if it is at least the threshold and
+    /// compression shrinks it; otherwise appends it raw.
+    pub fn payload_compressed(mut self, bytes: &[u8], compressor: &mut Compressor) -> Self {
+        if compressor.compress_into(bytes, &mut self.batch.buf) {
+            self.flags |= Flags::COMPRESSED;
+        } else {
+            self.batch.buf.extend_from_slice(bytes);
+        }
+        self
+    }
+
+    fn header_mut(&mut self) -> &mut FrameHeader {
+        let bytes = &mut self.batch.buf[self.start..self.start + HEADER_LEN];
+        zerocopy::FromBytes::mut_from_bytes(bytes).expect("16 bytes")
+    }
+
+    /// Completes the frame: patches length, flags and arg into its header. Returns the frame
+    /// length.
+    ///
+    /// Fails with [`EncodeError::FrameTooLarge`] (and removes the partial frame) if the frame
+    /// exceeds `max_frame_size`; `headers_encoded` then says whether the header encoder moved
+    /// ahead of the peer, in which case the connection must be closed.
+    #[inline]
+    pub fn finish(mut self) -> Result<usize, EncodeError> {
+        let length = self.batch.buf.len() - self.start;
+        if length > self.batch.limits.max_frame_size as usize {
+            let headers_encoded = self.headers_encoded;
+            // Drop removes the partial frame.
+            return Err(EncodeError::FrameTooLarge {
+                length,
+                max: self.batch.limits.max_frame_size,
+                headers_encoded,
+            });
+        }
+        let (flags, arg) = (self.flags, self.arg);
+        let h = self.header_mut();
+        h.set_length(length as u32);
+        h.set_flags(flags);
+        h.set_arg(arg);
+        self.batch.frames += 1;
+        self.start = usize::MAX; // finished: Drop keeps the frame
+        Ok(length)
+    }
+}
+
+impl Drop for FrameBuilder<'_> {
+    fn drop(&mut self) {
+        if self.start != usize::MAX {
+            self.batch.buf.truncate(self.start);
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The header-block encoder: one per connection and direction.
+
+use rustc_hash::{FxHashMap, FxHasher};
+use std::hash::Hasher;
+
+use super::integer::{encode_int, encode_str};
+use super::static_table::{self, STATIC_LEN};
+use super::table::{DynamicTable, NameSource};
+use crate::HeaderError;
+
+/// How a header field may be stored in the dynamic tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Indexing {
+    /// Let the encoder decide: pseudo-headers and ordinary metadata are indexed; keys whose
+    /// values change on every call (`traceparent`, `tracestate`, `x-request-id`,
+    /// `idempotency-key`, `x-retry-attempt`) are not; `authorization` is never indexed; values
+    /// larger than half the table are not indexed.
+    #[default]
+    Auto,
+    /// Add the field to the dynamic table (later sends cost one byte).
+    Incremental,
+    /// Send literally and do not add to the table.
+    No,
+    /// Send literally, do not add, and ask intermediaries never to index it (secrets).
+    Never,
+}
+
+/// One header field to encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Field name (lower-case by convention; `:`-prefixed names are Netron pseudo-headers).
+    pub name: &'a [u8],
+    /// Field value.
+    pub value: &'a [u8],
+    /// Indexing policy.
+    pub indexing: Indexing,
+}
+
+impl<'a> Header<'a> {
+    /// A field with [`Indexing::Auto`].
+    pub const fn new(name: &'a [u8], value: &'a [u8]) -> Self {
+        Self {
+            name,
+            value,
+            indexing: Indexing::Auto,
+        }
+    }
+    /// `:service` = `name@version`.
+    pub const fn service(value: &'a [u8]) -> Self {
+        Self::new(b":service", value)
+    }
+    /// `:method` = method name.
+    pub const fn method(value: &'a [u8]) -> Self {
+        Self::new(b":method", value)
+    }
+    /// `:topic` = event topic.
+    pub const fn topic(value: &'a [u8]) -> Self {
+        Self::new(b":topic", value)
+    }
+    /// The same field with another indexing policy.
+    pub const fn with_indexing(mut self, indexing: Indexing) -> Self {
+        self.indexing = indexing;
+        self
+    }
+}
+
+fn hash_field(name: &[u8], value: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(name);
+    h.write_u8(0xff);
+    h.write(value);
+    h.finish()
+}
+
+fn hash_name(name: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(name);
+    h.finish()
+}
+
+/// Encodes header lists into header blocks, keeping the dynamic table in step with the peer's
+/// [`super::HeaderDecoder`].
+///
+/// Lookups go through two hash maps (field → newest entry, name → newest entry) that are
+/// checked against the table bytes on a hit, so a lookup costs one hash and one compare. In
+/// steady state (the same fields again) encoding allocates nothing.
+#[derive(Debug)]
+pub struct HeaderEncoder {
+    table: DynamicTable,
+    by_field: FxHashMap<u64, u64>,
+    by_name: FxHashMap<u64, u64>,
+    pending_size_update: Option<u32>,
+}
+
+impl HeaderEncoder {
+    /// An encoder whose dynamic table may hold `max_table_size` bytes (the negotiated
+    /// `header_table_size`; 0 disables the dynamic table).
+    pub fn new(max_table_size: u32) -> Self {
+        Self {
+            table: DynamicTable::new(max_table_size),
+            by_field: FxHashMap::default(),
+            by_name: FxHashMap::default(),
+            pending_size_update: None,
+        }
+    }
+
+    /// Shrinks (or regrows, up to the negotiated size) the table; a size update goes at the
+    /// start of the next block. Returns an error if `size` exceeds the negotiated size.
+    pub fn set_max_table_size(&mut self, size: u32) -> Result<(), HeaderError> {
+        if size as usize > self.table.limit() {
+            return Err(HeaderError::TableSizeTooLarge {
+                requested: size,
+                max: self.table.limit() as u32,
+            });
+        }
+        let (by_field, by_name) = (&mut self.by_field, &mut self.by_name);
+        self.table
+            .set_max_size(size as usize, &mut |n: &[u8], v: &[u8], id| {
+                forget(by_field, by_name, n, v, id)
+            });
+        self.pending_size_update = Some(size);
+        Ok(())
+    }
+
+    /// Bytes currently held by the dynamic table (by the size rule).
+    pub fn table_size(&self) -> usize {
+        self.table.size()
+    }
+
+    /// Entries in the dynamic table.
+    pub fn table_len(&self) -> u32 {
+        self.table.len()
+    }
+
+    /// Appends one header block for `headers` to `out`.
+    pub fn encode<'h, I>(&mut self, headers: I, out: &mut Vec<u8>) -> Result<(), HeaderError>
+    where
+        I: IntoIterator<Item = &'h Header<'h>>,
+    {
+        if let Some(size) = self.pending_size_update.take() {
+            encode_int(out, 0x20, 5, size);
+        }
+        for h in headers {
+            self.encode_field(h, out);
+        }
+        Ok(())
+    }
+
+    fn dynamic_index(&self, id: Option<&u64>) -> Option<u32> {
+        id.and_then(|&id| self.table.index_of_id(id))
+            .map(|i| i + STATIC_LEN)
+    }
+
+    fn encode_field(&mut self, h: &Header<'_>, out: &mut Vec<u8>) {
+        let (name, value) = (h.name, h.value);
+        // 1. Whole field already known: one indexed byte (for the first 127 entries).
+        if let Some(i) = static_table::find_field(name, value) {
+            encode_int(out, 0x80, 7, i);
+            return;
+        }
+        let fh = hash_field(name, value);
+        if let Some(idx) = self.dynamic_index(self.by_field.get(&fh)) {
+            if self.table.get(idx - STATIC_LEN) == Some((name, value)) {
+                encode_int(out, 0x80, 7, idx);
+                return;
+            }
+        }
+        // 2. A literal value; the name by index if known.
+        let nh = hash_name(name);
+        let name_index = static_table::find_name(name).or_else(|| {
+            self.dynamic_index(self.by_name.get(&nh)).filter(|&idx| {
+                self.table
+                    .get(idx - STATIC_LEN)
+                    .is_some_and(|(n, _)| n == name)
+            })
+        });
+        let indexing = match h.indexing {
+            Indexing::Auto => auto_policy(name, value, self.table.max_size()),
+            other => other,
+        };
+        let (pattern, prefix) = match indexing {
+            Indexing::Incremental | Indexing::Auto => (0x40, 6),
+            Indexing::No => (0x00, 4),
+            Indexing::Never => (0x10, 4),
+        };
+        match name_index {
+            Some(i) => encode_int(out, pattern, prefix, i),
+            None => {
+                out.push(pattern);
+                encode_str(out, name);
+            }
+        }
+        encode_str(out, value);
+        if pattern == 0x40 {
+            let src = match name_index {
+                Some(i) if i > STATIC_LEN => NameSource::Entry(i - STATIC_LEN),
+                _ => NameSource::Bytes(name),
+            };
+            let (by_field, by_name) = (&mut self.by_field, &mut self.by_name);
+            let added = self
+                .table
+                .insert(src, value, &mut |n: &[u8], v: &[u8], id| {
+                    forget(by_field, by_name, n, v, id)
+                });
+            if added {
+                let id = self.table.id_of(1);
+                self.by_field.insert(fh, id);
+                self.by_name.insert(nh, id);
+            }
+        }
+    }
+}
+
+/// Drops map entries that point at an evicted entry (only if they still point at it).
+fn forget(
+    by_field: &mut FxHashMap<u64, u64>,
+    by_name: &mut FxHashMap<u64, u64>,
+    n: &[u8],
+    v: &[u8],
+    id: u64,
+) {
+    let fh = hash_field(n, v);
+    if by_field.get(&fh) == Some(&id) {
+        by_field.remove(&fh);
+    }
+    let nh = hash_name(n);
+    if by_name.get(&nh) == Some(&id) {
+        by_name.remove(&nh);
+    }
+}
+
+fn auto_policy(name: &[u8], value: &[u8], max_size: usize) -> Indexing {
+    match name {
+        b"authorization" => Indexing::Never,
+        b"traceparent" | b"tracestate" | b"x-request-id" | b"idempotency-key"
+        | b"x-retry-attempt" => Indexing::No,
+        _ if name.len() + value.len() + 32 > max_size / 2 => Indexing::No,
+        _ => Indexing::Incremental,
+    }
+}
