@@ -130,6 +130,15 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// Frames are equal when their bytes are.
+impl PartialEq for Frame<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Frame<'_> {}
+
 impl core::fmt::Debug for Frame<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Frame")
