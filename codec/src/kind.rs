@@ -114,7 +114,7 @@ impl FrameKind {
     }
 
     /// What the frame carries after its header block.
-    pub fn body(self) -> Body {
+    pub const fn body(self) -> Body {
         match self {
             FrameKind::Hello => Body::Table("Hello"),
             FrameKind::Welcome => Body::Table("Welcome"),
@@ -137,7 +137,8 @@ impl FrameKind {
     }
 
     /// Whether frames of this kind may carry a header block.
-    pub fn may_have_headers(self) -> bool {
+    #[inline]
+    pub const fn may_have_headers(self) -> bool {
         matches!(
             self,
             FrameKind::Request
@@ -150,25 +151,42 @@ impl FrameKind {
     }
 
     /// The flags that may be set on frames of this kind; any other set bit is a protocol error.
+    #[inline]
     pub fn allowed_flags(self) -> Flags {
-        let headers = if self.may_have_headers() {
-            Flags::HAS_HEADERS
-        } else {
-            Flags::empty()
+        const TABLE: [Flags; 18] = {
+            let mut t = [Flags::empty(); 18];
+            let mut i = 0;
+            while i < FrameKind::ALL.len() {
+                let k = FrameKind::ALL[i];
+                t[k as usize] = Flags::from_bits_retain(k.compute_allowed_flags().bits());
+                i += 1;
+            }
+            t
         };
-        let payload = if self.body() == Body::Opaque {
-            Flags::COMPRESSED
+        TABLE[self as usize]
+    }
+
+    const fn compute_allowed_flags(self) -> Flags {
+        let headers = if self.may_have_headers() {
+            Flags::HAS_HEADERS.bits()
         } else {
-            Flags::empty()
+            0
+        };
+        let payload = if matches!(self.body(), Body::Opaque) {
+            Flags::COMPRESSED.bits()
+        } else {
+            0
         };
         let specific = match self {
-            FrameKind::Request => Flags::IDEMPOTENT | Flags::HIGH_PRIORITY,
-            FrameKind::StreamOpen => Flags::IDEMPOTENT | Flags::HIGH_PRIORITY | Flags::END_STREAM,
-            FrameKind::StreamData => Flags::END_STREAM | Flags::HIGH_PRIORITY,
-            FrameKind::Response | FrameKind::Event => Flags::HIGH_PRIORITY,
-            _ => Flags::empty(),
+            FrameKind::Request => Flags::IDEMPOTENT.bits() | Flags::HIGH_PRIORITY.bits(),
+            FrameKind::StreamOpen => {
+                Flags::IDEMPOTENT.bits() | Flags::HIGH_PRIORITY.bits() | Flags::END_STREAM.bits()
+            }
+            FrameKind::StreamData => Flags::END_STREAM.bits() | Flags::HIGH_PRIORITY.bits(),
+            FrameKind::Response | FrameKind::Event => Flags::HIGH_PRIORITY.bits(),
+            _ => 0,
         };
-        headers | payload | specific
+        Flags::from_bits_retain(headers | payload | specific)
     }
 }
 

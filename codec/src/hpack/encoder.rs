@@ -65,6 +65,28 @@ impl<'a> Header<'a> {
     }
 }
 
+/// Byte-slice equality without a `memcmp` call for the short strings headers usually are.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() <= 32 {
+        let mut diff = 0u8;
+        for i in 0..a.len() {
+            diff |= a[i] ^ b[i];
+        }
+        diff == 0
+    } else {
+        a == b
+    }
+}
+
+#[inline(always)]
+fn same_field(entry: Option<(&[u8], &[u8])>, name: &[u8], value: &[u8]) -> bool {
+    entry.is_some_and(|(n, v)| same(n, name) && same(v, value))
+}
+
 fn hash_field(name: &[u8], value: &[u8]) -> u64 {
     let mut h = FxHasher::default();
     h.write(name);
@@ -91,6 +113,36 @@ pub struct HeaderEncoder {
     by_field: FxHashMap<u64, u64>,
     by_name: FxHashMap<u64, u64>,
     pending_size_update: Option<u32>,
+    hints: [Hint; HINTS],
+}
+
+/// Number of hint slots (direct-mapped by the value's address).
+const HINTS: usize = 16;
+
+/// A hint that the field whose name and value live at these addresses is the table entry
+/// `id`. Callers usually pass the same `&'static` or long-lived slices call after call, so
+/// checking addresses skips hashing; a hit is still verified against the table's bytes, so a
+/// stale hint only costs a compare.
+#[derive(Debug, Clone, Copy, Default)]
+struct Hint {
+    name: usize,
+    value: usize,
+    lens: u64,
+    id: u64,
+}
+
+#[inline]
+fn hint_slot(value: &[u8]) -> usize {
+    ((value.as_ptr() as usize) >> 3) % HINTS
+}
+
+#[inline]
+fn hint_key(name: &[u8], value: &[u8]) -> (usize, usize, u64) {
+    (
+        name.as_ptr() as usize,
+        value.as_ptr() as usize,
+        (name.len() as u64) << 32 | value.len() as u64,
+    )
 }
 
 impl HeaderEncoder {
@@ -102,6 +154,7 @@ impl HeaderEncoder {
             by_field: FxHashMap::default(),
             by_name: FxHashMap::default(),
             pending_size_update: None,
+            hints: [Hint::default(); HINTS],
         }
     }
 
@@ -152,6 +205,7 @@ impl HeaderEncoder {
             .map(|i| i + STATIC_LEN)
     }
 
+    #[inline]
     fn encode_field(&mut self, h: &Header<'_>, out: &mut Vec<u8>) {
         let (name, value) = (h.name, h.value);
         // 1. Whole field already known: one indexed byte (for the first 127 entries).
@@ -159,11 +213,30 @@ impl HeaderEncoder {
             encode_int(out, 0x80, 7, i);
             return;
         }
+        let slot = hint_slot(value);
+        let (np, vp, lens) = hint_key(name, value);
+        let hint = self.hints[slot];
+        if hint.name == np && hint.value == vp && hint.lens == lens {
+            if let Some(idx) = self.dynamic_index(Some(&hint.id)) {
+                if same_field(self.table.get(idx - STATIC_LEN), name, value) {
+                    encode_int(out, 0x80, 7, idx);
+                    return;
+                }
+            }
+        }
         let fh = hash_field(name, value);
-        if let Some(idx) = self.dynamic_index(self.by_field.get(&fh)) {
-            if self.table.get(idx - STATIC_LEN) == Some((name, value)) {
-                encode_int(out, 0x80, 7, idx);
-                return;
+        if let Some(&id) = self.by_field.get(&fh) {
+            if let Some(idx) = self.dynamic_index(Some(&id)) {
+                if same_field(self.table.get(idx - STATIC_LEN), name, value) {
+                    self.hints[slot] = Hint {
+                        name: np,
+                        value: vp,
+                        lens,
+                        id,
+                    };
+                    encode_int(out, 0x80, 7, idx);
+                    return;
+                }
             }
         }
         // 2. A literal value; the name by index if known.
@@ -207,6 +280,12 @@ impl HeaderEncoder {
                 let id = self.table.id_of(1);
                 self.by_field.insert(fh, id);
                 self.by_name.insert(nh, id);
+                self.hints[slot] = Hint {
+                    name: np,
+                    value: vp,
+                    lens,
+                    id,
+                };
             }
         }
     }
