@@ -1,0 +1,281 @@
+//! The rendezvous: a Unix socket per server name; each client that connects gets its own
+//! segment and doorbells, passed with `SCM_RIGHTS`. The socket then stays open as the
+//! liveness signal (see `liveness.rs`).
+//!
+//! Wire messages (native-endian `u64` words):
+//! - hello, client → server, 32 bytes: `HELLO_MAGIC`, `VERSION`, requested client → server
+//!   capacity, requested server → client capacity (0 = server default);
+//! - reply, server → client, 32 bytes: `REPLY_MAGIC`, `VERSION`, status (0 = ok), 0; with one
+//!   `SCM_RIGHTS` message carrying `[memfd, doorbell to server, doorbell to client]`.
+
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+use crate::config::Config;
+use crate::connection::{Role, ShmConnection};
+use crate::doorbell::EventBell;
+use crate::error::{Error, Result};
+use crate::layout::{SegmentLayout, VERSION};
+use crate::liveness::timespec;
+use crate::segment::Segment;
+
+const HELLO_MAGIC: u64 = u64::from_le_bytes(*b"NTRNHELO");
+const REPLY_MAGIC: u64 = u64::from_le_bytes(*b"NTRNSEGM");
+const MSG_LEN: usize = 32;
+
+/// Resolves a server name: `/abs/path` or `./rel/path` is a filesystem socket; anything else
+/// (optionally written `shm://name`) is the Linux abstract socket `netron-shm/<name>`, which
+/// needs no file and vanishes with the process that bound it.
+fn resolve(name: &str) -> Result<(SocketAddr, Option<PathBuf>)> {
+    let name = name.strip_prefix("shm://").unwrap_or(name);
+    let bad = |e| Error::io("resolving the shared-memory socket name", e);
+    if name.starts_with('/') || name.starts_with("./") {
+        Ok((
+            SocketAddr::from_pathname(name).map_err(bad)?,
+            Some(name.into()),
+        ))
+    } else {
+        let addr = SocketAddr::from_abstract_name(format!("netron-shm/{name}")).map_err(bad)?;
+        Ok((addr, None))
+    }
+}
+
+fn to_words(b: &[u8; MSG_LEN]) -> [u64; 4] {
+    std::array::from_fn(|i| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8])))
+}
+
+fn to_bytes(w: [u64; 4]) -> [u8; MSG_LEN] {
+    let mut b = [0u8; MSG_LEN];
+    for (i, w) in w.iter().enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+    }
+    b
+}
+
+fn handshake_io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout,
+        std::io::ErrorKind::UnexpectedEof => Error::Handshake { what },
+        _ => Error::io("shared-memory rendezvous", e),
+    }
+}
+
+fn set_timeouts(s: &UnixStream, t: Option<std::time::Duration>) -> Result<()> {
+    s.set_read_timeout(t)
+        .and_then(|()| s.set_write_timeout(t))
+        .map_err(|e| Error::io("setting socket timeouts", e))
+}
+
+/// A server endpoint: accepts clients on a name, one segment per client.
+#[derive(Debug)]
+pub struct ShmListener {
+    listener: UnixListener,
+    config: Config,
+    path: Option<PathBuf>,
+}
+
+impl ShmListener {
+    /// Listens on `name` with the default configuration (see [`bind_with`](Self::bind_with)).
+    pub fn bind(name: &str) -> Result<Self> {
+        Self::bind_with(name, Config::default())
+    }
+
+    /// Listens on `name`: `/path` or `./path` for a filesystem socket (removed again when the
+    /// listener drops), otherwise an abstract socket name, optionally written `shm://name`.
+    pub fn bind_with(name: &str, config: Config) -> Result<Self> {
+        config.validate()?;
+        let (addr, path) = resolve(name)?;
+        let listener = UnixListener::bind_addr(&addr).map_err(|e| Error::io("bind", e))?;
+        Ok(Self {
+            listener,
+            config,
+            path,
+        })
+    }
+
+    /// Waits for the next client and completes its rendezvous.
+    ///
+    /// An error concerns that client only; the listener stays usable.
+    pub fn accept(&self) -> Result<ShmConnection> {
+        self.accept_timeout(None)
+    }
+
+    /// Like [`accept`](Self::accept), giving up with `Timeout` at `deadline`.
+    pub fn accept_timeout(&self, deadline: Option<Instant>) -> Result<ShmConnection> {
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(Error::Timeout);
+            }
+            let ts = timespec(left);
+            let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(Error::io("poll on the listener", e)),
+            }
+            let (stream, _) = self.listener.accept().map_err(|e| Error::io("accept", e))?;
+            return serve(stream, &self.config);
+        }
+    }
+
+    /// The listening socket (readable when a client is waiting), for event loops.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+impl Drop for ShmListener {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Server side of one rendezvous.
+fn serve(stream: UnixStream, cfg: &Config) -> Result<ShmConnection> {
+    set_timeouts(&stream, Some(cfg.handshake_timeout))?;
+    let mut hello = [0u8; MSG_LEN];
+    (&stream)
+        .read_exact(&mut hello)
+        .map_err(handshake_io("the client closed before sending its hello"))?;
+    let [magic, version, to_server, to_client] = to_words(&hello);
+    if magic != HELLO_MAGIC || version != VERSION {
+        return Err(Error::Handshake {
+            what: "the client's hello has the wrong magic or version",
+        });
+    }
+    let pick = |req: u64, default: usize| -> Result<usize> {
+        let req = if req == 0 { default as u64 } else { req };
+        let cap = req.min(cfg.max_capacity as u64) as usize;
+        crate::layout::check_capacity(cap).map_err(|_| Error::Handshake {
+            what: "the client asked for a ring capacity that is not a power of two from 64 bytes",
+        })?;
+        Ok(cap)
+    };
+    let layout = SegmentLayout::new(
+        pick(to_server, cfg.to_server)?,
+        pick(to_client, cfg.to_client)?,
+    )?;
+    let (segment, memfd) = Segment::create(layout)?;
+    let bell_to_server = EventBell::new()?;
+    let bell_to_client = EventBell::new()?;
+
+    let reply = to_bytes([REPLY_MAGIC, VERSION, 0, 0]);
+    let fds = [
+        memfd.as_fd(),
+        bell_to_server.as_fd(),
+        bell_to_client.as_fd(),
+    ];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Error::Handshake {
+            what: "could not build the SCM_RIGHTS message",
+        });
+    }
+    let sent = rustix::net::sendmsg(
+        &stream,
+        &[IoSlice::new(&reply)],
+        &mut cmsg,
+        SendFlags::NOSIGNAL,
+    )
+    .map_err(|e| Error::io("sendmsg(SCM_RIGHTS)", e))?;
+    if sent != MSG_LEN {
+        return Err(Error::Handshake {
+            what: "the reply was cut short",
+        });
+    }
+    drop(memfd);
+    set_timeouts(&stream, None)?;
+    Ok(ShmConnection::assemble(
+        segment,
+        stream,
+        bell_to_server,
+        bell_to_client,
+        Role::Server,
+        cfg.spin,
+    ))
+}
+
+/// Client side of one rendezvous.
+pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
+    cfg.validate()?;
+    let (addr, _) = resolve(name)?;
+    let stream = UnixStream::connect_addr(&addr).map_err(|e| Error::io("connect", e))?;
+    set_timeouts(&stream, Some(cfg.handshake_timeout))?;
+    let hello = to_bytes([
+        HELLO_MAGIC,
+        VERSION,
+        cfg.to_server as u64,
+        cfg.to_client as u64,
+    ]);
+    let n = rustix::net::send(&stream, &hello, SendFlags::NOSIGNAL)
+        .map_err(|e| Error::io("sending the hello", e))?;
+    if n != MSG_LEN {
+        return Err(Error::Handshake {
+            what: "the hello was cut short",
+        });
+    }
+
+    let mut reply = [0u8; MSG_LEN];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        &stream,
+        &mut [IoSliceMut::new(&mut reply)],
+        &mut cmsg,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| handshake_io("")(e.into()))?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for m in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(it) = m {
+            fds.extend(it);
+        }
+    }
+    if msg.bytes == 0 {
+        return Err(Error::Handshake {
+            what: "the server closed the connection instead of replying",
+        });
+    }
+    if msg.bytes < MSG_LEN {
+        (&stream)
+            .read_exact(&mut reply[msg.bytes..])
+            .map_err(handshake_io("the server closed during its reply"))?;
+    }
+    let [magic, version, status, _] = to_words(&reply);
+    if magic != REPLY_MAGIC || version != VERSION || status != 0 {
+        return Err(Error::Handshake {
+            what: "the server's reply has the wrong magic, version or status",
+        });
+    }
+    let [memfd, to_server, to_client]: [OwnedFd; 3] =
+        fds.try_into().map_err(|_| Error::Handshake {
+            what: "the server did not send exactly three descriptors",
+        })?;
+    let segment = Segment::open(memfd)?;
+    let bell_to_server = EventBell::from_peer(to_server)?;
+    let bell_to_client = EventBell::from_peer(to_client)?;
+    set_timeouts(&stream, None)?;
+    Ok(ShmConnection::assemble(
+        segment,
+        stream,
+        bell_to_server,
+        bell_to_client,
+        Role::Client,
+        cfg.spin,
+    ))
+}

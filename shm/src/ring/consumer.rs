@@ -1,0 +1,254 @@
+//! The consuming half of a ring: borrow records in place, release them in bulk, wait.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::mem::RingMem;
+use super::record::{self, HEADER, Record};
+use crate::doorbell::Bell;
+use crate::error::{Error, Result};
+use crate::liveness::Link;
+use crate::sync::{Ordering, fence, spin_step};
+
+/// The reading half of one ring.
+///
+/// [`read`](Self::read) lends each record's payload as one `&[u8]` in place; the slices stay
+/// valid until [`release`](Self::release) (which needs `&mut self`, so the borrow checker ends
+/// them first) hands all the space back with one index store.
+///
+/// The producer's tail is re-read only when every cached record has been read, and every
+/// index and record header is validated before use.
+pub struct Consumer {
+    mem: RingMem,
+    mask: u64,
+    cap: u64,
+    /// Position of the next record to read.
+    read: Cell<u64>,
+    /// Value last stored to `head`.
+    released: Cell<u64>,
+    /// Last validated value of the producer's `tail`.
+    tail_cache: Cell<u64>,
+    bell: Arc<dyn Bell>,
+    link: Arc<Link>,
+    spin: Duration,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.cap)
+            .field("read", &self.read.get())
+            .field("released", &self.released.get())
+            .field("tail_cache", &self.tail_cache.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(mem: RingMem, bell: Arc<dyn Bell>, link: Arc<Link>, spin: Duration) -> Self {
+        let cap = mem.capacity() as u64;
+        Self {
+            mem,
+            mask: cap - 1,
+            cap,
+            read: Cell::new(0),
+            released: Cell::new(0),
+            tail_cache: Cell::new(0),
+            bell,
+            link,
+            spin,
+        }
+    }
+
+    /// Capacity of the ring's data area in bytes.
+    pub fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// The next record's payload, or `None` if none is published yet.
+    ///
+    /// The slice points into shared memory and stays valid until [`release`](Self::release).
+    /// A record that breaks the ring's rules closes the connection and returns `Corrupt`.
+    pub fn read(&self) -> Result<Option<&[u8]>> {
+        match self.next(true)? {
+            Some((pos, len)) => Ok(Some(self.mem.bytes(pos + HEADER, len))),
+            None => Ok(None),
+        }
+    }
+
+    /// An iterator over the records published so far (each item as [`read`](Self::read)).
+    pub fn records(&self) -> Records<'_> {
+        Records { consumer: self }
+    }
+
+    /// `true` if a record can be read now (re-reads the tail if needed).
+    pub fn ready(&self) -> Result<bool> {
+        Ok(self.next(false)?.is_some())
+    }
+
+    /// Hands every record read so far back to the producer: one release store of `head`.
+    pub fn release(&mut self) {
+        let r = self.read.get();
+        if r != self.released.get() {
+            self.mem.ctrl().head.0.store(r, Ordering::Release);
+            self.released.set(r);
+        }
+    }
+
+    /// Waits until a record is ready, the deadline passes (`Timeout`), or the peer is gone
+    /// (`PeerGone`, only once everything it published has been read).
+    ///
+    /// Spins for the configured spin time first; then announces sleep in shared memory,
+    /// re-checks the ring, and blocks on the doorbell together with the liveness socket.
+    pub fn wait(&self, deadline: Option<Instant>) -> Result<()> {
+        if self.ready()? {
+            return Ok(());
+        }
+        if !self.spin.is_zero() {
+            let start = Instant::now();
+            loop {
+                for _ in 0..64 {
+                    spin_step();
+                    if self.ready()? {
+                        return Ok(());
+                    }
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(Error::Timeout);
+                }
+                if now.duration_since(start) >= self.spin {
+                    break;
+                }
+            }
+        }
+        let sleeping = &self.mem.ctrl().sleeping.0;
+        loop {
+            self.link.check()?;
+            sleeping.store(1, Ordering::Relaxed);
+            // Pairs with the fence in `Producer::publish` (see docs/shm.md, "Wakeups").
+            fence(Ordering::SeqCst);
+            if self.ready()? {
+                sleeping.store(0, Ordering::Relaxed);
+                return Ok(());
+            }
+            let slept = self.bell.sleep(&self.link, deadline);
+            sleeping.store(0, Ordering::Relaxed);
+            if self.ready()? {
+                return Ok(());
+            }
+            slept?;
+        }
+    }
+
+    /// Finds the next data record, skipping (and, when nothing is lent, releasing) padding.
+    /// With `consume`, moves the read position past it. Returns `(offset, payload_len)`.
+    fn next(&self, consume: bool) -> Result<Option<(usize, usize)>> {
+        self.link.check_local()?;
+        loop {
+            let r = self.read.get();
+            if r == self.tail_cache.get() && !self.refresh_tail()? {
+                return Ok(None);
+            }
+            let avail = self.tail_cache.get() - r;
+            let pos = (r & self.mask) as usize;
+            let word = self.mem.load_header(pos);
+            match record::decode(word, pos, avail, self.cap as usize) {
+                Ok(Record::Data { len, size }) => {
+                    if consume {
+                        self.read.set(r + size as u64);
+                    }
+                    return Ok(Some((pos, len)));
+                }
+                Ok(Record::Pad { size }) => {
+                    let next = r + size as u64;
+                    self.read.set(next);
+                    if self.released.get() == r {
+                        // Nothing is lent: give the padding back right away so a producer
+                        // waiting to wrap is not stuck behind it.
+                        self.mem.ctrl().head.0.store(next, Ordering::Release);
+                        self.released.set(next);
+                    }
+                }
+                Err(what) => return Err(self.link.corrupt(what)),
+            }
+        }
+    }
+
+    /// Re-reads the producer's tail and validates it; `true` if it moved.
+    fn refresh_tail(&self) -> Result<bool> {
+        let tail = self.mem.ctrl().tail.0.load(Ordering::Acquire);
+        let old = self.tail_cache.get();
+        if tail == old {
+            return Ok(false);
+        }
+        if tail < old || tail - self.released.get() > self.cap || tail % 8 != 0 {
+            return Err(self.link.corrupt(
+                "the producer's tail index went backwards, ran more than a ring ahead, or is off 8-byte alignment",
+            ));
+        }
+        self.tail_cache.set(tail);
+        Ok(true)
+    }
+
+    /// The doorbell eventfd this consumer sleeps on (`None` for in-process channels).
+    ///
+    /// An event loop can watch it for readability instead of calling [`wait`](Self::wait):
+    /// store a non-zero value to the sleep flag first with [`announce_sleep`](Self::announce_sleep).
+    pub fn doorbell_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.bell.fd()
+    }
+
+    /// The liveness socket's fd (readable = peer gone; `None` for in-process channels).
+    pub fn liveness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.link.fd()
+    }
+
+    /// For event loops that wait on [`doorbell_fd`](Self::doorbell_fd) themselves: announces
+    /// sleep and re-checks the ring. Returns `Ok(true)` if it is safe to block now (the
+    /// producer will ring), `Ok(false)` if a record arrived meanwhile (the announcement is
+    /// withdrawn). After waking, call [`cancel_sleep`](Self::cancel_sleep) and drain the eventfd.
+    pub fn announce_sleep(&self) -> Result<bool> {
+        self.link.check()?;
+        let sleeping = &self.mem.ctrl().sleeping.0;
+        sleeping.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.ready()? {
+            sleeping.store(0, Ordering::Relaxed);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Withdraws a sleep announcement (see [`announce_sleep`](Self::announce_sleep)).
+    pub fn cancel_sleep(&self) {
+        self.mem.ctrl().sleeping.0.store(0, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn mem(&self) -> &RingMem {
+        &self.mem
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.link.is_local() {
+            let _ = self.link.peer_gone();
+        }
+    }
+}
+
+/// Iterator over published records; see [`Consumer::records`].
+#[derive(Debug)]
+pub struct Records<'a> {
+    consumer: &'a Consumer,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<&'a [u8]>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.consumer.read().transpose()
+    }
+}

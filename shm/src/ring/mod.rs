@@ -1,0 +1,43 @@
+//! Single-producer single-consumer byte rings of length-prefixed, contiguous records.
+//!
+//! The index logic here does not care where the memory is: [`channel`] puts a ring on the heap
+//! (for threads, tests and loom models), `ShmConnection` puts two in a shared segment.
+
+mod consumer;
+pub(crate) mod mem;
+mod producer;
+pub(crate) mod record;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use consumer::{Consumer, Records};
+pub use producer::{Producer, Reservation};
+
+use crate::doorbell::{Bell, ThreadBell};
+use crate::error::Result;
+use crate::layout::check_capacity;
+use crate::liveness::Link;
+
+/// Bytes of ring a record with a `len`-byte payload occupies (8-byte header, 8-byte aligned).
+pub fn record_footprint(len: usize) -> usize {
+    record::size_for(len).unwrap_or(usize::MAX)
+}
+
+/// An in-process ring of `capacity` bytes (a power of two, 64 B to 1 GiB) between two threads.
+///
+/// Same code and rules as the shared-memory rings; the doorbell is a condvar, and dropping one
+/// half makes the other's waits return `PeerGone`. `spin` is how long `wait` busy-polls before
+/// sleeping.
+pub fn channel(capacity: usize, spin: Duration) -> Result<(Producer, Consumer)> {
+    check_capacity(capacity)?;
+    let mem = mem::heap_ring(capacity);
+    let bell: Arc<dyn Bell> = Arc::new(ThreadBell::default());
+    let link = Arc::new(Link::local());
+    let consumer = Consumer::new(mem.share(), Arc::clone(&bell), Arc::clone(&link), spin);
+    let producer = Producer::new(mem, bell, link, spin);
+    Ok((producer, consumer))
+}
+
+#[cfg(test)]
+mod tests;

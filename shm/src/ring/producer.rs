@@ -1,0 +1,322 @@
+//! The producing half of a ring: reserve space, write in place, commit, publish.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::mem::RingMem;
+use super::record::{self, HEADER, TAG_DATA, TAG_PAD};
+use crate::doorbell::Bell;
+use crate::error::{Error, Result};
+use crate::liveness::Link;
+use crate::sync::{Ordering, fence, spin_step};
+
+/// The writing half of one ring.
+///
+/// Records are written in place: [`reserve`](Self::reserve) lends the space, the caller fills
+/// it, [`Reservation::commit`] adds it to the pending batch, and [`publish`](Self::publish)
+/// makes every pending record visible with one release store (and at most one doorbell ring).
+///
+/// Indices the consumer writes are re-read only when the cached copy says the ring is full,
+/// and are validated every time (they come from an untrusted peer).
+pub struct Producer {
+    mem: RingMem,
+    mask: u64,
+    cap: u64,
+    /// Bytes committed locally (published or not).
+    committed: u64,
+    /// Bytes made visible to the consumer.
+    published: u64,
+    /// Last validated value of the consumer's `head`.
+    head_cache: u64,
+    bell: Arc<dyn Bell>,
+    link: Arc<Link>,
+    spin: Duration,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.cap)
+            .field("committed", &self.committed)
+            .field("published", &self.published)
+            .field("head_cache", &self.head_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(mem: RingMem, bell: Arc<dyn Bell>, link: Arc<Link>, spin: Duration) -> Self {
+        let cap = mem.capacity() as u64;
+        Self {
+            mem,
+            mask: cap - 1,
+            cap,
+            committed: 0,
+            published: 0,
+            head_cache: 0,
+            bell,
+            link,
+            spin,
+        }
+    }
+
+    /// Capacity of the ring's data area in bytes.
+    pub fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// The largest payload a single record can carry (`capacity - 8`).
+    pub fn max_record_len(&self) -> usize {
+        self.cap as usize - HEADER
+    }
+
+    /// Bytes committed but not yet published.
+    pub fn pending(&self) -> usize {
+        (self.committed - self.published) as usize
+    }
+
+    /// Reserves room for a `len`-byte record, without waiting.
+    ///
+    /// Returns `Full` if the consumer has not released enough space yet (pending commits are
+    /// then published, so the consumer can make progress), `TooLarge` if the record can never
+    /// fit, and `PeerGone`/`Closed`/`Corrupt` if the connection is unusable.
+    pub fn reserve(&mut self, len: usize) -> Result<Reservation<'_>> {
+        if !self.make_room(len)? {
+            return Err(Error::Full);
+        }
+        let pos = (self.committed & self.mask) as usize;
+        let size = record::size_for(len).unwrap_or(usize::MAX);
+        Ok(Reservation {
+            producer: self,
+            pos,
+            len,
+            size,
+        })
+    }
+
+    /// Reserves room for a `len`-byte record, waiting until `deadline` (`None`: no deadline).
+    ///
+    /// Spins for the configured spin time, then naps on the liveness socket with growing naps
+    /// (20 µs up to 1 ms), so a dead peer is noticed while waiting. Returns `Timeout` at the
+    /// deadline and `PeerGone` if the peer dies.
+    pub fn reserve_wait(
+        &mut self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Reservation<'_>> {
+        self.wait_room(len, deadline)?;
+        self.reserve(len)
+    }
+
+    /// Copies `data` into a new record and commits it (not yet published).
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        let mut r = self.reserve(data.len())?;
+        r.copy_from_slice(data);
+        r.commit();
+        Ok(())
+    }
+
+    /// Like [`send`](Self::send), waiting for room until `deadline`.
+    pub fn send_wait(&mut self, data: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let mut r = self.reserve_wait(data.len(), deadline)?;
+        r.copy_from_slice(data);
+        r.commit();
+        Ok(())
+    }
+
+    /// Makes every committed record visible to the consumer: one release store of the tail,
+    /// then (after a `SeqCst` fence) a look at the consumer's sleep flag, and a doorbell ring
+    /// only if it announced sleep. Does nothing if nothing is pending.
+    pub fn publish(&mut self) -> Result<()> {
+        if self.committed == self.published {
+            return Ok(());
+        }
+        let ctrl = self.mem.ctrl();
+        ctrl.tail.0.store(self.committed, Ordering::Release);
+        self.published = self.committed;
+        // Pairs with the fence in `Consumer::wait`: either the consumer's re-check after
+        // announcing sleep sees this tail, or this load sees its announcement.
+        fence(Ordering::SeqCst);
+        let sleeping = &ctrl.sleeping.0;
+        if sleeping.load(Ordering::Relaxed) != 0 && sleeping.swap(0, Ordering::Relaxed) != 0 {
+            self.bell.ring()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until a `len`-byte record fits (see [`reserve_wait`](Self::reserve_wait)).
+    pub fn wait_room(&mut self, len: usize, deadline: Option<Instant>) -> Result<()> {
+        if self.make_room(len)? {
+            return Ok(());
+        }
+        if !self.spin.is_zero() {
+            let start = Instant::now();
+            loop {
+                for _ in 0..32 {
+                    spin_step();
+                    if self.make_room(len)? {
+                        return Ok(());
+                    }
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(Error::Timeout);
+                }
+                if now.duration_since(start) >= self.spin {
+                    break;
+                }
+            }
+        }
+        let mut nap = Duration::from_micros(20);
+        loop {
+            let left = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout);
+                    }
+                    left
+                }
+                None => Duration::MAX,
+            };
+            self.link.poll_peer(nap.min(left))?;
+            if self.make_room(len)? {
+                return Ok(());
+            }
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Makes room for a `len`-byte record at the write position if the ring allows it now;
+    /// writes a padding record first when the record must wrap. Returns `false` when the ring
+    /// is full (after publishing pending records so the consumer can drain them).
+    fn make_room(&mut self, len: usize) -> Result<bool> {
+        self.link.check()?;
+        let max = self.max_record_len();
+        let size = match record::size_for(len) {
+            Some(s) if len <= max => s as u64,
+            _ => return Err(Error::TooLarge { len, max }),
+        };
+        let pos = self.committed & self.mask;
+        let contiguous = self.cap - pos;
+        let pad = if size > contiguous { contiguous } else { 0 };
+        if self.free() < pad + size {
+            self.refresh_head()?;
+        }
+        let free = self.free();
+        if free >= pad + size {
+            if pad != 0 {
+                self.write_pad(pos, pad);
+            }
+            return Ok(true);
+        }
+        if pad != 0 && free >= pad {
+            // Wrap now, so the consumer can skip to the start while we wait.
+            self.write_pad(pos, pad);
+        }
+        self.publish()?;
+        Ok(false)
+    }
+
+    fn write_pad(&mut self, pos: u64, pad: u64) {
+        // pad <= cap <= 1 GiB, so the length fits in u32.
+        let hdr = record::encode(TAG_PAD, (pad - HEADER as u64) as u32);
+        self.mem.store_header(pos as usize, hdr);
+        self.committed += pad;
+    }
+
+    #[inline]
+    fn free(&self) -> u64 {
+        self.cap - (self.committed - self.head_cache)
+    }
+
+    /// Re-reads the consumer's head and validates it.
+    fn refresh_head(&mut self) -> Result<()> {
+        let head = self.mem.ctrl().head.0.load(Ordering::Acquire);
+        if head < self.head_cache || head > self.published || head % 8 != 0 {
+            return Err(self.link.corrupt(
+                "the consumer's head index went backwards, past the published tail, or off 8-byte alignment",
+            ));
+        }
+        self.head_cache = head;
+        Ok(())
+    }
+
+    /// The doorbell fd this producer rings (`None` for in-process channels).
+    pub fn doorbell_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.bell.fd()
+    }
+
+    /// The liveness socket's fd (readable = peer gone; `None` for in-process channels).
+    pub fn liveness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.link.fd()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn mem(&self) -> &RingMem {
+        &self.mem
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if self.link.is_local() {
+            // In-process channel: publish what was committed, then tell the consumer we are gone.
+            let _ = self.publish();
+            let _ = self.link.peer_gone();
+            let _ = self.bell.ring();
+        }
+    }
+}
+
+/// Space reserved in the ring for one record; derefs to the payload bytes.
+///
+/// Dropping it without [`commit`](Self::commit) abandons the record (nothing is published).
+pub struct Reservation<'a> {
+    producer: &'a mut Producer,
+    pos: usize,
+    len: usize,
+    size: usize,
+}
+
+impl std::fmt::Debug for Reservation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation<'_> {
+    /// Adds the record to the pending batch; [`Producer::publish`] makes it visible.
+    pub fn commit(self) {
+        let len = self.len;
+        self.commit_len(len);
+    }
+
+    /// Commits only the first `len` bytes (for encoders that reserve a maximum).
+    ///
+    /// # Panics
+    /// If `len` is larger than the reserved length.
+    pub fn commit_len(self, len: usize) {
+        assert!(len <= self.len, "commit_len past the reservation");
+        let size = record::size_for(len).unwrap_or(self.size).min(self.size);
+        let p = self.producer;
+        p.mem
+            .store_header(self.pos, record::encode(TAG_DATA, len as u32));
+        p.committed += size as u64;
+    }
+}
+
+impl std::ops::Deref for Reservation<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.producer.mem.bytes(self.pos + HEADER, self.len)
+    }
+}
+
+impl std::ops::DerefMut for Reservation<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.producer.mem.bytes_mut(self.pos + HEADER, self.len)
+    }
+}

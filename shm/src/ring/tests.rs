@@ -1,0 +1,347 @@
+//! Ring unit tests over heap rings: behaviour, corruption handling, and a proptest model.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::record::{TAG_DATA, encode};
+use super::*;
+use crate::error::Error;
+
+fn pair(cap: usize) -> (Producer, Consumer) {
+    channel(cap, Duration::ZERO).unwrap()
+}
+
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
+}
+
+#[test]
+fn records_arrive_in_order_and_in_one_piece() {
+    let (mut p, mut c) = pair(256);
+    for round in 0..50u64 {
+        for k in 0..3 {
+            let len = ((round * 7 + k * 13) % 60) as usize;
+            p.send(&payload(round * 3 + k, len)).unwrap();
+        }
+        assert_eq!(c.read().unwrap(), None, "visible before publish");
+        p.publish().unwrap();
+        for k in 0..3 {
+            let len = ((round * 7 + k * 13) % 60) as usize;
+            assert_eq!(c.read().unwrap().unwrap(), &payload(round * 3 + k, len)[..]);
+        }
+        assert_eq!(c.read().unwrap(), None);
+        c.release();
+    }
+}
+
+#[test]
+fn full_ring_and_too_large() {
+    let (mut p, mut c) = pair(128);
+    assert!(matches!(
+        p.reserve(121),
+        Err(Error::TooLarge { len: 121, max: 120 })
+    ));
+    p.send(&[1; 120]).unwrap(); // exactly the whole ring
+    assert!(matches!(p.reserve(0), Err(Error::Full)));
+    // `Full` published what was pending.
+    assert_eq!(c.read().unwrap().unwrap().len(), 120);
+    assert!(matches!(p.reserve(0), Err(Error::Full)), "not released yet");
+    c.release();
+    p.send(&[2; 10]).unwrap();
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap().unwrap(), &[2; 10]);
+}
+
+#[test]
+fn wrap_writes_padding_and_reader_gets_contiguous_records() {
+    let (mut p, mut c) = pair(128);
+    p.send(&[1; 72]).unwrap(); // 80 bytes
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap().unwrap().len(), 72);
+    c.release();
+    // 48 bytes left before the end; a 56-byte record must wrap behind a 48-byte pad.
+    p.send(&[2; 48]).unwrap();
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap().unwrap(), &[2; 48]);
+    c.release();
+    assert_eq!(
+        p.mem().ctrl().head.0.load(crate::sync::Ordering::Relaxed),
+        128 + 56
+    );
+}
+
+#[test]
+fn full_record_behind_padding_makes_progress() {
+    let (mut p, mut c) = pair(128);
+    p.send(&[1; 8]).unwrap();
+    p.publish().unwrap();
+    assert!(c.read().unwrap().is_some());
+    c.release();
+    // Ring empty at offset 16: a whole-ring record needs the pad consumed first.
+    assert!(matches!(p.reserve(120), Err(Error::Full)));
+    assert_eq!(c.read().unwrap(), None, "the pad is skipped and released");
+    p.send(&[3; 120]).unwrap();
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap().unwrap(), &[3; 120]);
+}
+
+#[test]
+fn abandoned_reservation_publishes_nothing() {
+    let (mut p, c) = pair(128);
+    {
+        let mut r = p.reserve(10).unwrap();
+        r.fill(9);
+    }
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap(), None);
+    let mut r = p.reserve(40).unwrap();
+    r[..3].copy_from_slice(b"abc");
+    r.commit_len(3);
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap().unwrap(), b"abc");
+}
+
+#[test]
+fn records_iterator_and_bulk_release() {
+    let (mut p, mut c) = pair(1024);
+    for i in 0..10u8 {
+        p.send(&[i; 5]).unwrap();
+    }
+    p.publish().unwrap();
+    let all: Vec<&[u8]> = c.records().collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[9], &[9; 5]);
+    c.release();
+    assert_eq!(
+        p.mem().ctrl().head.0.load(crate::sync::Ordering::Relaxed),
+        160
+    );
+}
+
+#[test]
+fn corrupt_tail_is_detected_and_closes() {
+    for bad in [u64::MAX, 4, 1 << 40] {
+        let (p, c) = pair(128);
+        p.mem()
+            .ctrl()
+            .tail
+            .0
+            .store(bad, crate::sync::Ordering::Relaxed);
+        assert!(matches!(c.read(), Err(Error::Corrupt { .. })), "tail {bad}");
+        assert!(matches!(c.read(), Err(Error::Closed)));
+    }
+}
+
+#[test]
+fn corrupt_record_headers_are_detected() {
+    let words = [
+        0,
+        u64::MAX,
+        encode(TAG_DATA, 200),
+        encode(TAG_DATA, 24),
+        encode(super::record::TAG_PAD, 0),
+    ];
+    for w in words {
+        let (mut p, c) = pair(128);
+        p.send(&[0; 8]).unwrap();
+        p.publish().unwrap();
+        p.mem().store_header(0, w);
+        assert!(
+            matches!(c.read(), Err(Error::Corrupt { .. })),
+            "header {w:#x}"
+        );
+    }
+}
+
+#[test]
+fn corrupt_head_is_detected_by_the_producer() {
+    for bad in [u64::MAX, 8, 3] {
+        let (mut p, c) = pair(128);
+        c.mem()
+            .ctrl()
+            .head
+            .0
+            .store(bad, crate::sync::Ordering::Relaxed);
+        p.send(&[0; 100]).unwrap();
+        assert!(
+            matches!(p.reserve(100), Err(Error::Corrupt { .. })),
+            "head {bad}"
+        );
+        assert!(matches!(p.reserve(1), Err(Error::Closed)));
+    }
+}
+
+#[test]
+fn wait_times_out_and_sees_a_dropped_producer() {
+    let (p, c) = channel(128, Duration::from_micros(50)).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        c.wait(Some(Instant::now() + Duration::from_millis(20))),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    drop(p);
+    assert!(matches!(c.wait(None), Err(Error::PeerGone)));
+}
+
+#[test]
+fn threads_exchange_records_with_sleeping_consumer() {
+    let (mut p, mut c) = channel(256, Duration::ZERO).unwrap();
+    const N: u64 = 20_000;
+    let t = std::thread::spawn(move || {
+        for i in 0..N {
+            let len = (i % 50) as usize;
+            p.send_wait(
+                &payload(i, len),
+                Some(Instant::now() + Duration::from_secs(20)),
+            )
+            .unwrap();
+            if i % 7 == 0 {
+                p.publish().unwrap();
+            }
+        }
+        p.publish().unwrap();
+    });
+    let mut i = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while i < N {
+        c.wait(Some(deadline)).unwrap();
+        while let Some(r) = c.read().unwrap() {
+            assert_eq!(r, &payload(i, (i % 50) as usize)[..]);
+            i += 1;
+        }
+        c.release();
+    }
+    t.join().unwrap();
+    assert!(matches!(c.wait(None), Err(Error::PeerGone)));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send { len: usize, keep: Option<usize> },
+    Abandon { len: usize },
+    Publish,
+    Read { n: usize },
+    Release,
+}
+
+fn op(max: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..=max, proptest::option::of(0..=max)).prop_map(|(len, keep)| Op::Send {
+            len,
+            keep: keep.map(|k| k.min(len)),
+        }),
+        1 => (0..=max).prop_map(|len| Op::Abandon { len }),
+        3 => Just(Op::Publish),
+        3 => (0usize..6).prop_map(|n| Op::Read { n }),
+        2 => Just(Op::Release),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+
+    /// Random reserves, commits, abandons, publishes, reads and releases against a `VecDeque`
+    /// model: every record comes out once, in order, byte for byte; reads see exactly what was
+    /// published; `Full` only when the ring is plausibly full; a drained ring always makes room.
+    #[test]
+    fn ring_matches_vecdeque_model(
+        cap_log in 6u32..10,
+        ops in proptest::collection::vec(op(1100), 1..200),
+    ) {
+        let cap = 1usize << cap_log;
+        let max = cap - 8;
+        let (mut p, mut c) = pair(cap);
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        let mut unread: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut lent_bytes = 0usize;
+        let mut seq = 0u64;
+        let mut biggest = 0usize;
+        for op in ops {
+            match op {
+                Op::Send { len, .. } | Op::Abandon { len } if len > max => {
+                    let too_large = matches!(p.reserve(len), Err(Error::TooLarge { .. }));
+                    prop_assert!(too_large);
+                }
+                Op::Send { len, keep } => {
+                    let used: usize = pending.iter().chain(unread.iter())
+                        .map(|r| record_footprint(r.len())).sum::<usize>() + lent_bytes;
+                    let size = record_footprint(len);
+                    match p.reserve(len) {
+                        Ok(mut r) => {
+                            let data = payload(seq, len);
+                            r.copy_from_slice(&data);
+                            let keep = keep.unwrap_or(len);
+                            r.commit_len(keep);
+                            pending.push(data[..keep].to_vec());
+                            seq += 1;
+                            biggest = biggest.max(record_footprint(keep));
+                        }
+                        Err(Error::Full) => {
+                            // Full flushes what was pending.
+                            unread.extend(pending.drain(..));
+                            // Room needed: the record plus at most one wrap pad (< size) and
+                            // at most one unreleased pad (<= biggest record seen).
+                            prop_assert!(used + 2 * size + biggest > cap,
+                                "Full with {used} of {cap} bytes used for {size}");
+                            // Draining everything must make room within one more try.
+                            let mut tries = 0;
+                            loop {
+                                while let Some(r) = c.read().unwrap() {
+                                    prop_assert_eq!(Some(r.to_vec()), unread.pop_front());
+                                }
+                                prop_assert!(unread.is_empty());
+                                c.release();
+                                lent_bytes = 0;
+                                match p.reserve(len) {
+                                    Ok(_) => break,
+                                    Err(Error::Full) if tries == 0 => {
+                                        tries += 1;
+                                        unread.extend(pending.drain(..));
+                                    }
+                                    Err(e) => prop_assert!(false, "drained ring refused {len}: {e}"),
+                                }
+                            }
+                        }
+                        Err(e) => prop_assert!(false, "unexpected error {e}"),
+                    }
+                }
+                Op::Abandon { len } => {
+                    if let Ok(mut r) = p.reserve(len) {
+                        r.fill(0xEE);
+                    } else {
+                        unread.extend(pending.drain(..));
+                    }
+                }
+                Op::Publish => {
+                    p.publish().unwrap();
+                    unread.extend(pending.drain(..));
+                }
+                Op::Read { n } => {
+                    for _ in 0..n {
+                        let got = c.read().unwrap().map(<[u8]>::to_vec);
+                        let want = unread.pop_front();
+                        if let Some(w) = &want {
+                            lent_bytes += record_footprint(w.len());
+                        }
+                        prop_assert_eq!(got, want);
+                    }
+                }
+                Op::Release => {
+                    c.release();
+                    lent_bytes = 0;
+                }
+            }
+        }
+        p.publish().unwrap();
+        unread.extend(pending.drain(..));
+        while let Some(r) = c.read().unwrap() {
+            prop_assert_eq!(Some(r.to_vec()), unread.pop_front());
+        }
+        prop_assert!(unread.is_empty());
+    }
+}
