@@ -65,20 +65,30 @@ impl<'a> Header<'a> {
     }
 }
 
-/// Byte-slice equality without a `memcmp` call for the short strings headers usually are.
+/// Byte-slice equality without a `memcmp` call for the short strings headers usually are:
+/// two overlapping loads cover lengths up to 16.
 #[inline(always)]
 fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    #[inline(always)]
+    fn load32(s: &[u8], i: usize) -> u32 {
+        u32::from_ne_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]])
+    }
+    #[inline(always)]
+    fn load64(s: &[u8], i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_ne_bytes(w)
+    }
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    if a.len() <= 32 {
-        let mut diff = 0u8;
-        for i in 0..a.len() {
-            diff |= a[i] ^ b[i];
-        }
-        diff == 0
-    } else {
-        a == b
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=8 => load32(a, 0) == load32(b, 0) && load32(a, n - 4) == load32(b, n - 4),
+        9..=16 => load64(a, 0) == load64(b, 0) && load64(a, n - 8) == load64(b, n - 8),
+        _ => a == b,
     }
 }
 
