@@ -245,6 +245,21 @@ pub enum EncodeError {
     Headers(#[from] HeaderError),
 }
 
+impl EncodeError {
+    /// Whether the connection must be closed: a header block was encoded (the encoder's
+    /// dynamic table moved) but the frame could not be queued, so the peer's decoder would no
+    /// longer be in step.
+    pub fn must_close(&self) -> bool {
+        matches!(
+            self,
+            EncodeError::FrameTooLarge {
+                headers_encoded: true,
+                ..
+            } | EncodeError::Headers(HeaderError::BlockTooLarge)
+        )
+    }
+}
+
 /// The handshake failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

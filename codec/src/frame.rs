@@ -228,7 +228,7 @@ impl<'a> Iterator for FrameIter<'a> {
                     max: self.limits.max_batch_frames,
                 }));
             }
-            if self.pos >= self.limits.max_batch_bytes as usize {
+            if self.pos > 0 && self.pos >= self.limits.max_batch_bytes as usize {
                 self.done = true;
                 return Some(Err(DecodeError::BatchTooLarge {
                     len: self.buf.len(),
@@ -257,7 +257,7 @@ impl<'a> Iterator for FrameIter<'a> {
 
 /// Batch mode over one record (a shared-memory record or a datagram): yields its frames,
 /// and an error if it holds a partial frame, more than `max_batch_frames` frames, or a frame
-/// starting at or after `max_batch_bytes`.
+/// other than the first starting at or after `max_batch_bytes`.
 #[inline]
 pub fn decode_batch<'a>(buf: &'a [u8], limits: &Limits) -> FrameIter<'a> {
     FrameIter {

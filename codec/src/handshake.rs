@@ -326,6 +326,7 @@ impl ClientHandshake {
         }
         if w.header_table_size() > c.header_table_size
             || w.max_batch_frames() == 0
+            || w.max_batch_bytes() == 0
             || w.max_batch_frames() > c.limits.max_batch_frames
             || w.max_batch_bytes() > c.limits.max_batch_bytes
             || w.max_decompressed_size() > c.limits.max_decompressed_size
@@ -484,6 +485,9 @@ impl ServerHandshake {
             .iter()
             .copied()
             .find(|c| *c != Compression::None && c.is_available() && s.compression.contains(c))
+            .filter(|_| {
+                offer.limits.max_decompressed_size > 0 && s.limits.max_decompressed_size > 0
+            })
             .unwrap_or(Compression::None);
         Ok(Settings {
             version_minor: VERSION_MINOR,
@@ -556,6 +560,7 @@ impl ServerHandshake {
         let mut fixed = offer.clone();
         fixed.limits.max_frame_size = fixed.limits.max_frame_size.max(Limits::MIN_FRAME_SIZE);
         fixed.limits.max_batch_frames = fixed.limits.max_batch_frames.max(1);
+        fixed.limits.max_batch_bytes = fixed.limits.max_batch_bytes.max(1);
         self.try_accept(&fixed, out)
             .unwrap_or_else(|_| unreachable!("offer was made usable"))
     }

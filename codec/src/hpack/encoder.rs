@@ -122,7 +122,8 @@ pub struct HeaderEncoder {
     table: DynamicTable,
     by_field: FxHashMap<u64, u64>,
     by_name: FxHashMap<u64, u64>,
-    pending_size_update: Option<u32>,
+    /// Smallest and last size set since the last block (RFC 7541 §4.2: both are signalled).
+    pending_size_update: Option<(u32, u32)>,
     hints: [Hint; HINTS],
 }
 
@@ -182,7 +183,10 @@ impl HeaderEncoder {
             .set_max_size(size as usize, &mut |n: &[u8], v: &[u8], id| {
                 forget(by_field, by_name, n, v, id)
             });
-        self.pending_size_update = Some(size);
+        self.pending_size_update = Some(match self.pending_size_update {
+            Some((min, _)) => (min.min(size), size),
+            None => (size, size),
+        });
         Ok(())
     }
 
@@ -201,8 +205,11 @@ impl HeaderEncoder {
     where
         I: IntoIterator<Item = &'h Header<'h>>,
     {
-        if let Some(size) = self.pending_size_update.take() {
-            encode_int(out, 0x20, 5, size);
+        if let Some((min, last)) = self.pending_size_update.take() {
+            encode_int(out, 0x20, 5, min);
+            if last != min {
+                encode_int(out, 0x20, 5, last);
+            }
         }
         for h in headers {
             self.encode_field(h, out);
@@ -218,6 +225,14 @@ impl HeaderEncoder {
     #[inline]
     fn encode_field(&mut self, h: &Header<'_>, out: &mut Vec<u8>) {
         let (name, value) = (h.name, h.value);
+        // A never-indexed field is always sent literally, even if the table holds it.
+        let never = h.indexing == Indexing::Never
+            || (h.indexing == Indexing::Auto && name == b"authorization");
+        if never {
+            let name_index = static_table::find_name(name);
+            self.encode_literal(0x10, 4, name_index, name, value, out);
+            return;
+        }
         // 1. Whole field already known: one indexed byte (for the first 127 entries).
         if let Some(i) = static_table::find_field(name, value) {
             encode_int(out, 0x80, 7, i);
@@ -267,14 +282,7 @@ impl HeaderEncoder {
             Indexing::No => (0x00, 4),
             Indexing::Never => (0x10, 4),
         };
-        match name_index {
-            Some(i) => encode_int(out, pattern, prefix, i),
-            None => {
-                out.push(pattern);
-                encode_str(out, name);
-            }
-        }
-        encode_str(out, value);
+        self.encode_literal(pattern, prefix, name_index, name, value, out);
         if pattern == 0x40 {
             let src = match name_index {
                 Some(i) if i > STATIC_LEN => NameSource::Entry(i - STATIC_LEN),
@@ -298,6 +306,28 @@ impl HeaderEncoder {
                 };
             }
         }
+    }
+}
+
+impl HeaderEncoder {
+    #[inline]
+    fn encode_literal(
+        &self,
+        pattern: u8,
+        prefix: u8,
+        name_index: Option<u32>,
+        name: &[u8],
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        match name_index {
+            Some(i) => encode_int(out, pattern, prefix, i),
+            None => {
+                out.push(pattern);
+                encode_str(out, name);
+            }
+        }
+        encode_str(out, value);
     }
 }
 

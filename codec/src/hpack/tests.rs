@@ -186,3 +186,36 @@ proptest! {
         prop_assert!(dec.table_size() <= table_size as usize);
     }
 }
+
+#[test]
+fn shrink_then_grow_signals_both_sizes() {
+    let mut enc = HeaderEncoder::new(4096);
+    let mut dec = HeaderDecoder::new(4096, 64 * 1024);
+    let mut block = Vec::new();
+    enc.encode(&[Header::new(b"k", b"v")], &mut block).unwrap();
+    decode_all(&mut dec, &block).unwrap();
+    enc.set_max_table_size(0).unwrap();
+    enc.set_max_table_size(4096).unwrap();
+    block.clear();
+    enc.encode(&[Header::new(b"k", b"v")], &mut block).unwrap();
+    assert_eq!(&block[..4], &[0x20, 0x3f, 0xe1, 0x1f], "size 0 then 4096");
+    decode_all(&mut dec, &block).unwrap();
+    assert_eq!(
+        (enc.table_len(), dec.table_len()),
+        (1, 1),
+        "the flush reached the peer"
+    );
+}
+
+#[test]
+fn never_indexed_stays_literal_even_if_indexed_before() {
+    let mut enc = HeaderEncoder::new(4096);
+    let mut block = Vec::new();
+    let f = Header::new(b"x-secret", b"s3cr3t");
+    enc.encode(&[f.with_indexing(Indexing::Incremental)], &mut block)
+        .unwrap();
+    block.clear();
+    enc.encode(&[f.with_indexing(Indexing::Never)], &mut block)
+        .unwrap();
+    assert_eq!(block[0] & 0xf0, 0x10, "never-indexed literal, not an index");
+}
