@@ -65,6 +65,7 @@ impl Config {
         self
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn validate(&self) -> Result<()> {
         check_capacity(self.to_server)?;
         check_capacity(self.to_client)?;

@@ -29,6 +29,7 @@ pub struct ShmConnection {
     producer: Producer,
     consumer: Consumer,
     link: Arc<Link>,
+    segment: Arc<Segment>,
 }
 
 impl ShmConnection {
@@ -64,6 +65,7 @@ impl ShmConnection {
             producer,
             consumer,
             link,
+            segment,
         }
     }
 
@@ -98,5 +100,14 @@ impl ShmConnection {
     /// `PeerGone`.
     pub fn close(&self) {
         self.link.close();
+    }
+}
+
+impl ShmConnection {
+    /// The mapped segment's base address and length, for tests that play a malicious peer.
+    /// Not part of the API.
+    #[doc(hidden)]
+    pub fn raw_segment(&self) -> (*mut u8, usize) {
+        self.segment.span()
     }
 }

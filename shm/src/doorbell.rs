@@ -8,7 +8,9 @@
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use crate::error::{Error, Result};
+#[cfg(not(loom))]
+use crate::error::Error;
+use crate::error::Result;
 use crate::liveness::Link;
 
 /// A wake-up primitive shared by one ring's producer and consumer.

@@ -48,6 +48,7 @@ impl Link {
     }
 
     /// A link watching the rendezvous socket.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn with_socket(sock: UnixStream) -> Self {
         Self {
             state: AtomicU8::new(OPEN),

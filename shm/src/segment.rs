@@ -23,6 +23,14 @@ pub(crate) struct Segment {
     layout: SegmentLayout,
 }
 
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
 impl Segment {
     /// Creates a zeroed, sealed memfd of the layout's size, maps it and writes the header.
     /// Returns the segment and the memfd to send to the client.
@@ -72,6 +80,11 @@ impl Segment {
             std::array::from_fn(|i| header_word(&map, i).load(Ordering::Relaxed));
         let layout = SegmentLayout::from_words(&words, len)?;
         Ok(Arc::new(Self { map, layout }))
+    }
+
+    /// Base address and length of the mapping.
+    pub(crate) fn span(&self) -> (*mut u8, usize) {
+        (self.map.as_mut_ptr(), self.map.len())
     }
 
     fn header_word(&self, i: usize) -> &AtomicU64 {

@@ -29,6 +29,8 @@ pub struct Consumer {
     released: Cell<u64>,
     /// Last validated value of the producer's `tail`.
     tail_cache: Cell<u64>,
+    /// Our sleep word: odd while announced; each announcement gets a new value.
+    sleep_seq: Cell<u64>,
     bell: Arc<dyn Bell>,
     link: Arc<Link>,
     spin: Duration,
@@ -55,6 +57,7 @@ impl Consumer {
             read: Cell::new(0),
             released: Cell::new(0),
             tail_cache: Cell::new(0),
+            sleep_seq: Cell::new(0),
             bell,
             link,
             spin,
@@ -123,18 +126,13 @@ impl Consumer {
                 }
             }
         }
-        let sleeping = &self.mem.ctrl().sleeping.0;
         loop {
             self.link.check()?;
-            sleeping.store(1, Ordering::Relaxed);
-            // Pairs with the fence in `Producer::publish` (see docs/shm.md, "Wakeups").
-            fence(Ordering::SeqCst);
-            if self.ready()? {
-                sleeping.store(0, Ordering::Relaxed);
+            if !self.announce_sleep()? {
                 return Ok(());
             }
             let slept = self.bell.sleep(&self.link, deadline);
-            sleeping.store(0, Ordering::Relaxed);
+            self.cancel_sleep();
             if self.ready()? {
                 return Ok(());
             }
@@ -211,11 +209,15 @@ impl Consumer {
     /// withdrawn). After waking, call [`cancel_sleep`](Self::cancel_sleep) and drain the eventfd.
     pub fn announce_sleep(&self) -> Result<bool> {
         self.link.check()?;
-        let sleeping = &self.mem.ctrl().sleeping.0;
-        sleeping.store(1, Ordering::Relaxed);
+        let seq = self.sleep_seq.get();
+        let seq = if seq & 1 == 1 { seq } else { seq + 1 };
+        self.sleep_seq.set(seq);
+        self.mem.ctrl().sleeping.0.store(seq, Ordering::Relaxed);
+        // Pairs with the fence in `Producer::publish`: either our re-check below sees its new
+        // tail, or its look at the sleep word sees this announcement (docs/shm.md, "Wakeups").
         fence(Ordering::SeqCst);
         if self.ready()? {
-            sleeping.store(0, Ordering::Relaxed);
+            self.cancel_sleep();
             return Ok(false);
         }
         Ok(true)
@@ -223,10 +225,14 @@ impl Consumer {
 
     /// Withdraws a sleep announcement (see [`announce_sleep`](Self::announce_sleep)).
     pub fn cancel_sleep(&self) {
-        self.mem.ctrl().sleeping.0.store(0, Ordering::Relaxed);
+        let seq = self.sleep_seq.get();
+        if seq & 1 == 1 {
+            self.sleep_seq.set(seq + 1);
+            self.mem.ctrl().sleeping.0.store(seq + 1, Ordering::Relaxed);
+        }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn mem(&self) -> &RingMem {
         &self.mem
     }

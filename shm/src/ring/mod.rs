@@ -39,5 +39,5 @@ pub fn channel(capacity: usize, spin: Duration) -> Result<(Producer, Consumer)> 
     Ok((producer, consumer))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;

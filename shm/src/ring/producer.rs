@@ -28,6 +28,8 @@ pub struct Producer {
     published: u64,
     /// Last validated value of the consumer's `head`.
     head_cache: u64,
+    /// The consumer's sleep announcement we last rang for.
+    last_rung: u64,
     bell: Arc<dyn Bell>,
     link: Arc<Link>,
     spin: Duration,
@@ -54,6 +56,7 @@ impl Producer {
             committed: 0,
             published: 0,
             head_cache: 0,
+            last_rung: 0,
             bell,
             link,
             spin,
@@ -125,8 +128,8 @@ impl Producer {
     }
 
     /// Makes every committed record visible to the consumer: one release store of the tail,
-    /// then (after a `SeqCst` fence) a look at the consumer's sleep flag, and a doorbell ring
-    /// only if it announced sleep. Does nothing if nothing is pending.
+    /// then (after a `SeqCst` fence) a look at the consumer's sleep word, and a doorbell ring
+    /// only if it announced sleep (once per announcement). Does nothing if nothing is pending.
     pub fn publish(&mut self) -> Result<()> {
         if self.committed == self.published {
             return Ok(());
@@ -137,8 +140,12 @@ impl Producer {
         // Pairs with the fence in `Consumer::wait`: either the consumer's re-check after
         // announcing sleep sees this tail, or this load sees its announcement.
         fence(Ordering::SeqCst);
-        let sleeping = &ctrl.sleeping.0;
-        if sleeping.load(Ordering::Relaxed) != 0 && sleeping.swap(0, Ordering::Relaxed) != 0 {
+        // An odd value is a sleep announcement; each one has a new value, so ringing once per
+        // value is enough (the eventfd keeps the count until the consumer drains it). The
+        // producer never writes this word: every word of the control block has one writer.
+        let announced = ctrl.sleeping.0.load(Ordering::Relaxed);
+        if announced & 1 == 1 && announced != self.last_rung {
+            self.last_rung = announced;
             self.bell.ring()?;
         }
         Ok(())
@@ -252,7 +259,7 @@ impl Producer {
         self.link.fd()
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn mem(&self) -> &RingMem {
         &self.mem
     }

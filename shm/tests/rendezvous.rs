@@ -1,0 +1,135 @@
+//! Rendezvous behaviour within one process (real sockets, memfds and eventfds).
+
+#![cfg(not(loom))]
+
+use std::os::linux::net::SocketAddrExt;
+use std::time::{Duration, Instant};
+
+use netron_shm::{Config, Error, ShmConnection, ShmListener};
+
+fn deadline() -> Option<Instant> {
+    Some(Instant::now() + Duration::from_secs(10))
+}
+
+/// Several clients on one name each get their own segment: records never cross.
+#[test]
+fn several_clients_per_name_each_get_their_own_segment() {
+    const CLIENTS: u8 = 3;
+    const ROUNDS: u32 = 2000;
+    let name = format!("multi-{}", std::process::id());
+    let listener = ShmListener::bind(&name).unwrap();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let mut cfg = Config::default();
+                cfg.ring_capacities(4096, 8192);
+                let mut conn = ShmConnection::connect_with(&name, &cfg).unwrap();
+                for round in 0..ROUNDS {
+                    let msg = [id, round as u8, (round >> 8) as u8];
+                    conn.producer().send_wait(&msg, deadline()).unwrap();
+                    conn.producer().publish().unwrap();
+                    let c = conn.consumer();
+                    c.wait(deadline()).unwrap();
+                    let echo = c.read().unwrap().unwrap();
+                    assert_eq!(echo, [msg[0] ^ 0xFF, msg[1], msg[2]]);
+                    c.release();
+                }
+            })
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for _ in 0..CLIENTS {
+        let conn = listener.accept_timeout(deadline()).unwrap();
+        servers.push(std::thread::spawn(move || {
+            let (mut p, mut c) = conn.split();
+            let mut id = None;
+            for _ in 0..ROUNDS {
+                c.wait(deadline()).unwrap();
+                let m = c.read().unwrap().unwrap().to_vec();
+                c.release();
+                // A connection only ever carries one client's records.
+                assert_eq!(*id.get_or_insert(m[0]), m[0]);
+                p.send_wait(&[m[0] ^ 0xFF, m[1], m[2]], deadline()).unwrap();
+                p.publish().unwrap();
+            }
+            id.unwrap()
+        }));
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut ids: Vec<u8> = servers.into_iter().map(|s| s.join().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..CLIENTS).collect::<Vec<_>>());
+}
+
+#[test]
+fn filesystem_names_work_and_are_removed() {
+    let dir = std::env::temp_dir().join(format!("netron-shm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let path = path.to_str().unwrap().to_owned();
+    {
+        let listener = ShmListener::bind(&path).unwrap();
+        let t = {
+            let path = path.clone();
+            std::thread::spawn(move || ShmConnection::connect(&path).unwrap())
+        };
+        let _server = listener.accept_timeout(deadline()).unwrap();
+        let _client = t.join().unwrap();
+        assert!(std::path::Path::new(&path).exists());
+    }
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "socket file left behind"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn shm_url_names_and_missing_servers() {
+    let name = format!("url-{}", std::process::id());
+    let listener = ShmListener::bind(&format!("shm://{name}")).unwrap();
+    let t = std::thread::spawn(move || ShmConnection::connect(&name).map(|_| ()));
+    listener.accept_timeout(deadline()).unwrap();
+    t.join().unwrap().unwrap();
+    let err = ShmConnection::connect("no-such-server-anywhere").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+}
+
+#[test]
+fn accept_times_out_and_a_silent_client_cannot_block_the_server() {
+    let name = format!("silent-{}", std::process::id());
+    let mut cfg = Config::default();
+    cfg.handshake_timeout(Duration::from_millis(200));
+    let listener = ShmListener::bind_with(&name, cfg).unwrap();
+    let r = listener.accept_timeout(Some(Instant::now() + Duration::from_millis(50)));
+    assert!(matches!(r, Err(Error::Timeout)));
+    // A client that connects but never says hello.
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(format!("netron-shm/{name}")).unwrap();
+    let _silent = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+    let r = listener.accept_timeout(deadline());
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+}
+
+#[test]
+fn closing_one_side_is_seen_by_the_other() {
+    let name = format!("close-{}", std::process::id());
+    let listener = ShmListener::bind(&name).unwrap();
+    let t = std::thread::spawn(move || ShmConnection::connect(&name).unwrap());
+    let mut server = listener.accept_timeout(deadline()).unwrap();
+    let mut client = t.join().unwrap();
+    client.producer().send(b"last words").unwrap();
+    client.producer().publish().unwrap();
+    client.check_peer().unwrap();
+    drop(client);
+    // What was published before the close is still delivered, then PeerGone.
+    let c = server.consumer();
+    c.wait(deadline()).unwrap();
+    assert_eq!(c.read().unwrap().unwrap(), b"last words");
+    c.release();
+    assert!(matches!(c.wait(deadline()), Err(Error::PeerGone)));
+    assert!(matches!(server.check_peer(), Err(Error::PeerGone)));
+}
