@@ -94,6 +94,14 @@ impl BatchEncoder {
         self.frames = 0;
     }
 
+    /// Appends `count` complete frames encoded elsewhere (e.g. by the handshake state
+    /// machines), bypassing the batch limits. The caller vouches that `frames` holds exactly
+    /// `count` well-formed frames.
+    pub fn push_encoded(&mut self, frames: &[u8], count: u32) {
+        self.buf.extend_from_slice(frames);
+        self.frames += count;
+    }
+
     /// Starts a frame of `kind` for `id`.
     #[inline]
     pub fn frame(&mut self, kind: FrameKind, id: u32) -> Result<FrameBuilder<'_>, EncodeError> {

@@ -1,0 +1,945 @@
+//! A core: one thread's `io_uring`, its listeners, connections, timers and inbox.
+//!
+//! One loop turn ([`Core::run_once`]): reap completions (decode and dispatch frames straight
+//! from the kernel-filled buffers; sync handlers write replies into the connection's batch) →
+//! drain the inbox → timers → flush one batch per connection (one send per batch) → submit
+//! and, depending on the idle policy, poll or park.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use slab::Slab;
+
+use crate::config::{CoreConfig, IdlePolicy};
+use crate::conn::{ConnConfig, Connection, Env, Role};
+use crate::driver::buf_ring::BufRing;
+use crate::driver::ring::{self, RingError};
+use crate::driver::sock;
+use crate::driver::token::{Op, Token};
+use crate::inbox::{Command, ConnRef, Inbox};
+use crate::service::Registry;
+use crate::slot::CallSlot;
+use crate::stats::CoreStats;
+use crate::{Endpoint, Status, StatusCode};
+
+/// Buffer group id of the receive buffer ring.
+const BGID: u16 = 0;
+/// `IORING_ENTER_GETEVENTS` (linux/io_uring.h): run deferred completions in this enter.
+const IORING_ENTER_GETEVENTS: u32 = 1;
+/// How often timers run.
+const TIMER_TICK: Duration = Duration::from_millis(5);
+
+/// A client connection on a core, as returned by [`Core::connect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId(pub(crate) ConnRef);
+
+struct InFlight {
+    buf: Vec<u8>,
+    off: usize,
+    frames: u32,
+}
+
+struct Entry {
+    fd: OwnedFd,
+    conn: Connection,
+    generation: u32,
+    recv_armed: bool,
+    send: Option<InFlight>,
+    /// Closing: no new operations; the entry goes when its operations completed.
+    closing: bool,
+    shut: bool,
+    dirty: bool,
+    /// A cross-thread connect waiting for the handshake.
+    adopt: Option<Arc<CallSlot>>,
+}
+
+struct Listener {
+    fd: OwnedFd,
+    endpoint: Endpoint,
+    armed: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Cqe {
+    user_data: u64,
+    result: i32,
+    flags: u32,
+}
+
+/// One core. Create it on the thread that will drive it (the ring is single-issuer).
+pub struct Core {
+    ring: IoUring,
+    bufs: BufRing,
+    conns: Slab<Entry>,
+    next_gen: u32,
+    listeners: Vec<Listener>,
+    registry: Arc<Registry>,
+    inbox: Arc<Inbox>,
+    inbox_buf: Box<[u8; 8]>,
+    inbox_armed: bool,
+    cfg: CoreConfig,
+    conn_cfg: ConnConfig,
+    stats: CoreStats,
+    cqes: Vec<Cqe>,
+    dirty: Vec<usize>,
+    closing: Vec<usize>,
+    last_timer: Instant,
+    idle_since: Option<Instant>,
+    drain_until: Option<Instant>,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("connections", &self.conns.len())
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A core could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// `io_uring` is unavailable; the message says why.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// Another setup step failed.
+    #[error("core setup failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Core {
+    /// A core serving no services (a pure client, or add services with
+    /// [`crate::Engine`]).
+    pub fn new(cfg: CoreConfig) -> Result<Core, CoreError> {
+        Self::with_registry(cfg, Arc::new(Registry::default()), Inbox::new()?)
+    }
+
+    /// A core serving `services`.
+    pub fn with_services(
+        cfg: CoreConfig,
+        services: impl IntoIterator<Item = crate::Service>,
+    ) -> Result<Core, crate::EngineError> {
+        let mut r = Registry::default();
+        for s in services {
+            r.add(s)?;
+        }
+        Ok(Self::with_registry(
+            cfg,
+            Arc::new(r),
+            Inbox::new().map_err(CoreError::Io)?,
+        )?)
+    }
+
+    pub(crate) fn with_registry(
+        cfg: CoreConfig,
+        registry: Arc<Registry>,
+        inbox: Arc<Inbox>,
+    ) -> Result<Core, CoreError> {
+        let ring = ring::build(cfg.ring_entries)?;
+        let bufs = BufRing::new(
+            &ring.submitter(),
+            cfg.recv_buffers,
+            cfg.recv_buffer_size,
+            BGID,
+        )?;
+        let conn_cfg = ConnConfig {
+            server: cfg.server.clone(),
+            client: cfg.client.clone(),
+        };
+        let mut core = Core {
+            ring,
+            bufs,
+            conns: Slab::new(),
+            next_gen: 0,
+            listeners: Vec::new(),
+            registry,
+            inbox,
+            inbox_buf: Box::new([0; 8]),
+            inbox_armed: false,
+            cfg,
+            conn_cfg,
+            stats: CoreStats::default(),
+            cqes: Vec::with_capacity(256),
+            dirty: Vec::new(),
+            closing: Vec::new(),
+            last_timer: Instant::now(),
+            idle_since: None,
+            drain_until: None,
+            stopped: false,
+        };
+        core.arm_inbox();
+        Ok(core)
+    }
+
+    /// This core's statistics.
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether a shutdown finished draining.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Listens on `endpoint` with a socket of this core's own (TCP: `SO_REUSEPORT`). Returns
+    /// the bound endpoint (useful with port 0).
+    pub fn listen(&mut self, endpoint: &Endpoint) -> io::Result<Endpoint> {
+        let fd = sock::listen(endpoint, 1024)?;
+        let bound = sock::local_endpoint(&fd, endpoint);
+        self.add_listener(fd, bound.clone());
+        Ok(bound)
+    }
+
+    pub(crate) fn add_listener(&mut self, fd: OwnedFd, endpoint: Endpoint) {
+        self.listeners.push(Listener {
+            fd,
+            endpoint,
+            armed: false,
+        });
+        let idx = self.listeners.len() - 1;
+        self.arm_accept(idx);
+    }
+
+    // ---- submissions -------------------------------------------------------------------
+
+    fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: every entry built by this core points only at memory that outlives the
+        // operation: receive buffers belong to the registered buffer ring (unregistered only in
+        // Drop), send buffers are owned by the connection's `InFlight` until the send's
+        // completion, and the inbox buffer is a Box owned by the core. Descriptors stay open
+        // until their operations complete (see `finish_close`).
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            // Queue full: hand what we have to the kernel and retry.
+            let _ = self.ring.submit();
+            self.stats.submits += 1;
+        }
+    }
+
+    fn arm_inbox(&mut self) {
+        if self.inbox_armed {
+            return;
+        }
+        let e = opcode::Read::new(
+            types::Fd(self.inbox.eventfd().as_raw_fd()),
+            self.inbox_buf.as_mut_ptr(),
+            8,
+        )
+        .build()
+        .user_data(Token::new(Op::Inbox, 0, 0).encode());
+        self.push(e);
+        self.inbox_armed = true;
+    }
+
+    fn arm_accept(&mut self, idx: usize) {
+        let l = &mut self.listeners[idx];
+        if l.armed || self.drain_until.is_some() {
+            return;
+        }
+        l.armed = true;
+        let e = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Token::new(Op::Accept, idx, 0).encode());
+        self.push(e);
+    }
+
+    fn arm_recv(&mut self, key: usize) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        if en.recv_armed || en.closing {
+            return;
+        }
+        en.recv_armed = true;
+        let e = opcode::RecvMulti::new(types::Fd(en.fd.as_raw_fd()), self.bufs.bgid())
+            .build()
+            .user_data(Token::new(Op::Recv, key, en.generation).encode());
+        self.push(e);
+    }
+
+    fn submit_send(&mut self, key: usize) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(f) = &en.send else { return };
+        let rest = &f.buf[f.off..];
+        let e = opcode::Send::new(
+            types::Fd(en.fd.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len() as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(Token::new(Op::Send, key, en.generation).encode());
+        self.push(e);
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    fn add_conn(&mut self, fd: OwnedFd, role: Role, now: Instant) -> Option<usize> {
+        if self.conns.len() >= self.cfg.max_connections || self.drain_until.is_some() {
+            self.stats.refused += 1;
+            return None;
+        }
+        self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
+        let conn = Connection::new(role, &self.conn_cfg, now);
+        let key = self.conns.insert(Entry {
+            fd,
+            conn,
+            generation: self.next_gen,
+            recv_armed: false,
+            send: None,
+            closing: false,
+            shut: false,
+            dirty: false,
+            adopt: None,
+        });
+        self.arm_recv(key);
+        self.mark_dirty(key);
+        Some(key)
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(en) = self.conns.get_mut(key) {
+            if !en.dirty {
+                en.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Starts closing `key`: no new operations; shuts the socket down so pending ones finish.
+    fn begin_close(&mut self, key: usize) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        if en.closing {
+            return;
+        }
+        en.closing = true;
+        en.conn.on_closed();
+        if let Some(slot) = en.adopt.take() {
+            slot.complete(Err(Status::unavailable(
+                "connection closed during the handshake",
+            )));
+        }
+        if en.recv_armed || en.send.is_some() {
+            en.shut = true;
+            sock::shutdown(&en.fd);
+        }
+        self.closing.push(key);
+    }
+
+    fn finish_closes(&mut self) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            let key = self.closing[i];
+            let done = self
+                .conns
+                .get(key)
+                .is_none_or(|en| !en.recv_armed && en.send.is_none());
+            if done {
+                self.closing.swap_remove(i);
+                if self.conns.try_remove(key).is_some() {
+                    self.stats.closed += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    // ---- the loop ----------------------------------------------------------------------
+
+    /// Runs one loop turn. Returns whether any work was done.
+    pub fn run_once(&mut self) -> io::Result<bool> {
+        let now = Instant::now();
+        self.stats.turns += 1;
+        let mut work = self.reap(now);
+        work |= self.drain_inbox(now);
+        if now.duration_since(self.last_timer) >= TIMER_TICK {
+            self.last_timer = now;
+            self.timers(now);
+        }
+        work |= self.flush();
+        self.finish_closes();
+        if let Some(until) = self.drain_until {
+            let idle = self
+                .conns
+                .iter()
+                .all(|(_, en)| !en.conn.wants_write() && en.send.is_none());
+            if (idle || now >= until) && !self.stopped {
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for k in keys {
+                    self.begin_close(k);
+                }
+                self.listeners.clear();
+                self.stopped = self.conns.is_empty();
+            }
+        }
+        self.enter(work)?;
+        Ok(work)
+    }
+
+    /// Runs turns until `done()` or `timeout`.
+    pub fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Core) -> bool,
+    ) -> io::Result<bool> {
+        let end = Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+            self.run_once()?;
+        }
+    }
+
+    fn enter(&mut self, work: bool) -> io::Result<()> {
+        let to_submit = self.ring.submission().len() as u32;
+        let park = match self.cfg.idle {
+            IdlePolicy::BusyPoll => false,
+            IdlePolicy::Adaptive { spin } => {
+                if work {
+                    self.idle_since = None;
+                    false
+                } else {
+                    let since = *self.idle_since.get_or_insert_with(Instant::now);
+                    since.elapsed() >= spin
+                }
+            }
+        };
+        self.stats.submits += 1;
+        let r = if park && self.inbox.prepare_sleep() {
+            let ts = types::Timespec::new().nsec(TIMER_TICK.as_nanos() as u32);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let r = self.ring.submitter().submit_with_args(1, &args);
+            self.inbox.woke();
+            r.map(|_| ())
+        } else {
+            // SAFETY: a plain io_uring_enter: submit what is queued and run completions
+            // without waiting; no argument pointer is passed.
+            unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    to_submit,
+                    0,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
+            }
+            .map(|_| ())
+        };
+        match r {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn reap(&mut self, now: Instant) -> bool {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(self.ring.completion().map(|c| Cqe {
+            user_data: c.user_data(),
+            result: c.result(),
+            flags: c.flags(),
+        }));
+        let work = !cqes.is_empty();
+        for c in &cqes {
+            self.on_cqe(*c, now);
+        }
+        self.cqes = cqes;
+        work
+    }
+
+    fn on_cqe(&mut self, c: Cqe, now: Instant) {
+        let Some(t) = Token::decode(c.user_data) else {
+            return;
+        };
+        match t.op {
+            Op::Inbox => {
+                self.inbox_armed = false;
+                self.arm_inbox();
+            }
+            Op::Accept => self.on_accept(t.key as usize, c, now),
+            Op::Recv => self.on_recv(t, c, now),
+            Op::Send => self.on_send(t, c),
+            Op::Cancel => {}
+        }
+    }
+
+    fn on_accept(&mut self, idx: usize, c: Cqe, now: Instant) {
+        let Some(l) = self.listeners.get_mut(idx) else {
+            return;
+        };
+        if !cqueue::more(c.flags) {
+            l.armed = false;
+        }
+        let tcp = matches!(l.endpoint, Endpoint::Tcp(_));
+        if c.result >= 0 {
+            use std::os::fd::FromRawFd;
+            // SAFETY: a successful accept returns a new descriptor that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+            if tcp {
+                sock::set_nodelay(&fd);
+            }
+            if self.add_conn(fd, Role::Server, now).is_some() {
+                self.stats.accepted += 1;
+            }
+        } else {
+            self.stats.count_error("accept_failed");
+        }
+        if self.listeners.get(idx).is_some_and(|l| !l.armed) {
+            self.arm_accept(idx);
+        }
+    }
+
+    fn on_recv(&mut self, t: Token, c: Cqe, now: Instant) {
+        let bid = cqueue::buffer_select(c.flags);
+        let key = t.key as usize;
+        let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == t.generation)
+        else {
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        };
+        if !cqueue::more(c.flags) {
+            en.recv_armed = false;
+        }
+        if c.result > 0 {
+            let b = bid.expect("a successful provided-buffer receive names its buffer");
+            if !en.closing {
+                if let Some(data) = self.bufs.get(b, c.result as usize) {
+                    let mut env = Env {
+                        registry: &self.registry,
+                        now,
+                        stats: &mut self.stats,
+                    };
+                    let _ = en.conn.on_recv(data, &mut env);
+                }
+            }
+            self.bufs.recycle(b);
+            self.after_event(key);
+        } else {
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            match -c.result {
+                0 => {
+                    // Orderly EOF from the peer.
+                    self.begin_close(key);
+                }
+                libc::ENOBUFS => {
+                    // All receive buffers are lent out this turn; re-arm after they return.
+                    self.stats.count_error("recv_no_buffers");
+                }
+                libc::ECANCELED if en.closing => {}
+                _ => {
+                    self.stats.count_error("recv_failed");
+                    self.begin_close(key);
+                }
+            }
+        }
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|en| !en.recv_armed && !en.closing)
+        {
+            self.arm_recv(key);
+        }
+    }
+
+    fn on_send(&mut self, t: Token, c: Cqe) {
+        let key = t.key as usize;
+        let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == t.generation)
+        else {
+            return;
+        };
+        if c.result < 0 {
+            if let Some(f) = en.send.take() {
+                en.conn.recycle(f.buf);
+            }
+            if !en.closing {
+                self.stats.count_error("send_failed");
+            }
+            self.begin_close(key);
+            return;
+        }
+        let Some(f) = en.send.as_mut() else { return };
+        f.off += c.result as usize;
+        self.stats.bytes_out += c.result as u64;
+        if f.off < f.buf.len() && !en.closing {
+            // Short write: send the rest.
+            self.submit_send(key);
+            return;
+        }
+        let f = en.send.take().expect("checked above");
+        self.stats.writes += 1;
+        self.stats.frames_out += f.frames as u64;
+        en.conn.recycle(f.buf);
+        self.after_event(key);
+    }
+
+    /// After a connection changed: schedule a flush, close it if it failed.
+    fn after_event(&mut self, key: usize) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        if en.adopt.is_some() && (en.conn.is_open() || en.conn.is_closing()) {
+            let slot = en.adopt.take().expect("checked");
+            if en.conn.is_open() {
+                let r = ConnRef {
+                    key: key as u32,
+                    generation: en.generation,
+                };
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&r.key.to_le_bytes());
+                b[4..].copy_from_slice(&r.generation.to_le_bytes());
+                slot.complete(Ok(&b));
+            } else {
+                slot.complete(Err(Status::unavailable("handshake failed")));
+            }
+        }
+        if en.conn.wants_write() {
+            self.mark_dirty(key);
+        } else if en.conn.is_closing() && en.send.is_none() {
+            self.begin_close(key);
+        }
+    }
+
+    /// Hands one batch per connection to the kernel (one send each).
+    fn flush(&mut self) -> bool {
+        let mut work = false;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            let Some(en) = self.conns.get_mut(key) else {
+                continue;
+            };
+            en.dirty = false;
+            if en.closing || en.send.is_some() {
+                continue;
+            }
+            if en.conn.backlog_bytes() > self.cfg.max_backlog_bytes {
+                self.stats.count_error("slow_consumer");
+                self.begin_close(key);
+                continue;
+            }
+            if let Some((buf, frames)) = en.conn.take_batch() {
+                en.send = Some(InFlight {
+                    buf,
+                    off: 0,
+                    frames,
+                });
+                self.submit_send(key);
+                work = true;
+            } else if en.conn.is_closing() {
+                self.begin_close(key);
+            }
+        }
+        self.dirty = dirty;
+        work
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let (keepalive, dead_after, stall) = (
+            self.cfg.keepalive,
+            self.cfg.dead_after,
+            self.cfg.stall_timeout,
+        );
+        let mut failed = Vec::new();
+        for (key, en) in self.conns.iter_mut() {
+            if en.closing {
+                continue;
+            }
+            let mut env = Env {
+                registry: &self.registry,
+                now,
+                stats: &mut self.stats,
+            };
+            if en.conn.awaiting_more() && now.duration_since(en.conn.last_rx) >= stall {
+                env.stats.count_error("stalled");
+                failed.push(key);
+                continue;
+            }
+            let before = en.conn.wants_write();
+            if en.conn.on_timer(&mut env, keepalive, dead_after).is_err() {
+                failed.push(key);
+            } else if !before && en.conn.wants_write() {
+                failed.push(usize::MAX - key); // marker: needs a flush
+            }
+        }
+        for k in failed {
+            if k > usize::MAX / 2 {
+                self.mark_dirty(usize::MAX - k);
+            } else {
+                self.begin_close(k);
+            }
+        }
+    }
+
+    fn drain_inbox(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        while let Some(cmd) = self.inbox.pop() {
+            work = true;
+            self.on_command(cmd, now);
+        }
+        work
+    }
+
+    fn on_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Adopt { fd, slot } => match self.add_conn(fd, Role::Client, now) {
+                Some(key) => self.conns[key].adopt = Some(slot),
+                None => slot.complete(Err(Status::new(
+                    StatusCode::ResourceExhausted,
+                    "core is at its connection limit",
+                ))),
+            },
+            Command::Call {
+                conn,
+                service,
+                method,
+                payload,
+                deadline,
+                idempotent,
+                slot,
+            } => {
+                let spec = crate::conn::CallSpec {
+                    service: &service,
+                    method: &method,
+                    payload: &payload,
+                    deadline,
+                    idempotent,
+                };
+                self.start_call(conn, &spec, slot, now);
+            }
+            Command::Close { conn } => {
+                if self
+                    .conns
+                    .get(conn.key as usize)
+                    .is_some_and(|en| en.generation == conn.generation)
+                {
+                    self.begin_close(conn.key as usize);
+                }
+            }
+            Command::Shutdown { drain } => self.shutdown(drain),
+            Command::Stats(tx) => {
+                let _ = tx.send(self.stats.clone());
+            }
+        }
+    }
+
+    fn start_call(
+        &mut self,
+        conn: ConnRef,
+        spec: &crate::conn::CallSpec<'_>,
+        slot: Arc<CallSlot>,
+        now: Instant,
+    ) -> Option<u32> {
+        let key = conn.key as usize;
+        match self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.generation && !en.closing)
+        {
+            Some(en) => match en.conn.start_call(spec, slot.clone(), now) {
+                Ok(id) => {
+                    self.mark_dirty(key);
+                    Some(id)
+                }
+                Err(s) => {
+                    slot.complete(Err(s));
+                    None
+                }
+            },
+            None => {
+                slot.complete(Err(Status::unavailable("connection is closed")));
+                None
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, send GoAway on every connection, let in-flight work
+    /// finish for up to `drain`, then close everything.
+    pub fn shutdown(&mut self, drain: Duration) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        self.drain_until = Some(Instant::now() + drain);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            if let Some(en) = self.conns.get_mut(k) {
+                if en.conn.role() == Role::Server {
+                    en.conn.go_away(u32::MAX);
+                }
+            }
+            self.mark_dirty(k);
+        }
+    }
+
+    // ---- embedded client -------------------------------------------------------------------
+
+    /// Connects to `endpoint` as a client and completes the handshake, driving this core from
+    /// the calling thread.
+    pub fn connect(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<ConnId, Status> {
+        let fd = sock::connect(endpoint, timeout)
+            .map_err(|e| Status::unavailable(format!("connect to {endpoint}: {e}")))?;
+        let key = self
+            .add_conn(fd, Role::Client, Instant::now())
+            .ok_or_else(|| {
+                Status::new(
+                    StatusCode::ResourceExhausted,
+                    "core is at its connection limit",
+                )
+            })?;
+        let generation = self.conns[key].generation;
+        let done = |c: &Core| {
+            c.conns
+                .get(key)
+                .is_none_or(|en| en.generation != generation || en.conn.is_open() || en.closing)
+        };
+        self.run_until(timeout, done)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        match self.conns.get(key).filter(|en| en.generation == generation) {
+            Some(en) if en.conn.is_open() => Ok(ConnId(ConnRef {
+                key: key as u32,
+                generation,
+            })),
+            Some(_) => {
+                self.begin_close(key);
+                Err(Status::unavailable(format!(
+                    "handshake with {endpoint} failed or timed out"
+                )))
+            }
+            None => Err(Status::unavailable(format!(
+                "{endpoint} closed the connection during the handshake"
+            ))),
+        }
+    }
+
+    /// Starts a unary call on `conn` and returns its id; the outcome arrives in `slot` while
+    /// this core runs (check [`CallSlot::is_done`]). `slot` must have been created on the
+    /// calling thread.
+    pub fn start(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        slot: &Arc<CallSlot>,
+    ) -> Option<u32> {
+        slot.arm();
+        let spec = crate::conn::CallSpec {
+            service,
+            method,
+            payload,
+            deadline,
+            idempotent: false,
+        };
+        self.start_call(conn.0, &spec, slot.clone(), Instant::now())
+    }
+
+    /// Cancels call `id` on `conn`: the slot is completed with `Cancelled` and a Cancel frame
+    /// tells the server to stop.
+    pub fn cancel(&mut self, conn: ConnId, id: u32) {
+        let key = conn.0.key as usize;
+        if let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.0.generation)
+        {
+            en.conn.cancel_call(id);
+            self.mark_dirty(key);
+        }
+    }
+
+    /// A unary call driven by the calling thread: starts it, runs this core until the reply,
+    /// and lends the reply from `slot`. Allocates nothing in steady state.
+    pub fn call<'s>(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        slot: &'s Arc<CallSlot>,
+    ) -> Result<&'s [u8], Status> {
+        self.start(conn, service, method, payload, deadline, slot);
+        // Flush in this same turn's tail: one enter submits the send.
+        while !slot.is_done() {
+            self.run_once()
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        slot.result()
+    }
+
+    /// Closes a client connection.
+    pub fn close(&mut self, conn: ConnId) {
+        if self
+            .conns
+            .get(conn.0.key as usize)
+            .is_some_and(|en| en.generation == conn.0.generation)
+        {
+            self.begin_close(conn.0.key as usize);
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Fail whatever waits on us, then make sure the kernel is done with our memory before
+        // it is freed: close the sockets (ending their operations) and wait for completions.
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.begin_close(k);
+        }
+        self.listeners.clear();
+        let end = Instant::now() + Duration::from_secs(2);
+        while !self.conns.is_empty() && Instant::now() < end {
+            let _ = self.ring.submit_and_wait(0);
+            let now = Instant::now();
+            self.reap(now);
+            self.finish_closes();
+            if !self.conns.is_empty() {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        // Operations that never completed may still reference their send buffers: leak those
+        // rather than free memory the kernel might touch.
+        for en in self.conns.drain() {
+            if let Some(f) = en.send {
+                std::mem::forget(f.buf);
+            }
+        }
+        self.bufs.unregister(&self.ring);
+    }
+}

@@ -1,0 +1,50 @@
+//! Setting up a core's `io_uring`, with an error that says why when it cannot be done.
+
+use std::io;
+
+use io_uring::IoUring;
+
+/// `io_uring` could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("io_uring is not available: {reason} ({source})")]
+pub struct RingError {
+    /// What most likely stopped it, and what to do.
+    pub reason: String,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Builds a ring of `entries` for a single-threaded core: SINGLE_ISSUER + DEFER_TASKRUN
+/// (completions run only when this thread asks), falling back to COOP_TASKRUN on kernels that
+/// lack DEFER_TASKRUN.
+pub(crate) fn build(entries: u32) -> Result<IoUring, RingError> {
+    let first = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(entries * 4)
+        .build(entries);
+    match first {
+        Ok(r) => Ok(r),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_cqsize(entries * 4)
+            .build(entries)
+            .map_err(explain),
+        Err(e) => Err(explain(e)),
+    }
+}
+
+fn explain(e: io::Error) -> RingError {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    let reason = match (e.raw_os_error(), sysctl.as_deref().map(str::trim)) {
+        (_, Some("2")) => "the sysctl kernel.io_uring_disabled is 2 (io_uring disabled for everyone); set it to 0".into(),
+        (Some(libc::EPERM), Some("1")) => "the sysctl kernel.io_uring_disabled is 1 (only the io_uring_group may use it); set it to 0 or run in that group".into(),
+        (Some(libc::ENOSYS), _) => "the kernel has no io_uring (built without CONFIG_IO_URING, or older than 5.1)".into(),
+        (Some(libc::EPERM), _) => "permission denied: a seccomp filter (e.g. a container runtime's default profile) blocks io_uring_setup".into(),
+        (Some(libc::ENOMEM), _) => "not enough locked memory for the ring: raise RLIMIT_MEMLOCK or use fewer entries".into(),
+        (Some(libc::EINVAL), _) => "the kernel rejected the ring parameters: it is too old for the features Netron needs (5.19+)".into(),
+        _ => "io_uring_setup failed".into(),
+    };
+    RingError { reason, source: e }
+}

@@ -1,0 +1,85 @@
+//! Sockets: listeners (one per core with `SO_REUSEPORT` for TCP), outgoing connections, and
+//! socket options. Plain setup syscalls, none on the per-message path.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::Endpoint;
+
+/// A listening socket for `endpoint`. TCP listeners set `SO_REUSEPORT`, so each core binds its
+/// own and the kernel spreads connections across them. A Unix socket path can be bound only
+/// once: the engine binds it once and gives every core a duplicate of the descriptor.
+pub(crate) fn listen(endpoint: &Endpoint, backlog: i32) -> io::Result<OwnedFd> {
+    let (socket, addr) = match endpoint {
+        Endpoint::Tcp(a) => {
+            let s = Socket::new(Domain::for_address(*a), Type::STREAM.cloexec(), None)?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.set_tcp_nodelay(true)?;
+            (s, SockAddr::from(*a))
+        }
+        Endpoint::Unix(p) => {
+            // A stale socket file from a previous run would make bind fail.
+            if let Ok(meta) = std::fs::symlink_metadata(p) {
+                use std::os::unix::fs::FileTypeExt;
+                if meta.file_type().is_socket() {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            (
+                Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?,
+                SockAddr::unix(p)?,
+            )
+        }
+    };
+    socket.bind(&addr)?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// The address a listener is bound to (for `tcp://127.0.0.1:0`).
+pub(crate) fn local_endpoint(fd: &OwnedFd, requested: &Endpoint) -> Endpoint {
+    match requested {
+        Endpoint::Tcp(_) => {
+            let s = socket2::SockRef::from(fd);
+            s.local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map_or_else(|| requested.clone(), Endpoint::Tcp)
+        }
+        Endpoint::Unix(_) => requested.clone(),
+    }
+}
+
+/// Connects to `endpoint` (blocking, on the caller's thread), with `TCP_NODELAY` on.
+pub(crate) fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<OwnedFd> {
+    let (socket, addr) = match endpoint {
+        Endpoint::Tcp(a) => (
+            Socket::new(Domain::for_address(*a), Type::STREAM.cloexec(), None)?,
+            SockAddr::from(*a),
+        ),
+        Endpoint::Unix(p) => (
+            Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?,
+            SockAddr::unix(p)?,
+        ),
+    };
+    socket.connect_timeout(&addr, timeout)?;
+    if matches!(endpoint, Endpoint::Tcp(_)) {
+        socket.set_tcp_nodelay(true)?;
+    }
+    Ok(socket.into())
+}
+
+/// Turns Nagle off on an accepted TCP connection (no-op error on Unix sockets is ignored).
+pub(crate) fn set_nodelay(fd: &OwnedFd) {
+    let _ = socket2::SockRef::from(fd).set_tcp_nodelay(true);
+}
+
+/// Shuts both directions down, so pending receives and sends complete and the peer sees EOF.
+pub(crate) fn shutdown(fd: &OwnedFd) {
+    // SAFETY: `fd` is a valid open descriptor owned by the caller for the whole call.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+}

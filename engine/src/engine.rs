@@ -1,0 +1,273 @@
+//! `Engine`: N cores on threads of their own, each pinned to a CPU.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::config::CoreConfig;
+use crate::core::{Core, CoreError};
+use crate::driver::sock;
+use crate::inbox::{Command, Inbox};
+use crate::service::{Registry, ServiceError};
+use crate::stats::CoreStats;
+use crate::{Endpoint, EndpointError, Service};
+
+/// The engine could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A core could not be set up (e.g. io_uring unavailable; the message says why).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// A service definition is invalid.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// An endpoint string is invalid.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Binding a listener failed.
+    #[error("cannot listen on {endpoint}: {source}")]
+    Listen {
+        /// The endpoint.
+        endpoint: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    cores: Option<usize>,
+    cpus: Option<Vec<usize>>,
+    config: CoreConfig,
+    services: Vec<Service>,
+    listen: Vec<String>,
+}
+
+impl EngineBuilder {
+    /// Number of cores (default: the available parallelism).
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cores = Some(n.max(1));
+        self
+    }
+    /// Pins core `i` to `cpus[i % cpus.len()]` (default: core `i` on CPU `i`).
+    pub fn cpus(mut self, cpus: &[usize]) -> Self {
+        self.cpus = Some(cpus.to_vec());
+        self
+    }
+    /// Per-core settings.
+    pub fn config(mut self, cfg: CoreConfig) -> Self {
+        self.config = cfg;
+        self
+    }
+    /// Serves `service` on every core.
+    pub fn service(mut self, service: Service) -> Self {
+        self.services.push(service);
+        self
+    }
+    /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`) on every core.
+    pub fn listen(mut self, endpoint: &str) -> Self {
+        self.listen.push(endpoint.to_owned());
+        self
+    }
+
+    /// Starts the cores. Fails with a clear error if io_uring cannot be set up, a service is
+    /// invalid, or an endpoint cannot be bound.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        let n = self
+            .cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let mut registry = Registry::default();
+        for s in self.services {
+            registry.add(s)?;
+        }
+        let registry = Arc::new(registry);
+        // Bind every listener here, so errors surface from build() and port 0 resolves once.
+        let mut per_core: Vec<Vec<(OwnedFd, Endpoint)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut bound = Vec::new();
+        for s in &self.listen {
+            let ep: Endpoint = s.parse()?;
+            let listen_err = |e| EngineError::Listen {
+                endpoint: s.clone(),
+                source: e,
+            };
+            let first = sock::listen(&ep, 1024).map_err(listen_err)?;
+            let actual = sock::local_endpoint(&first, &ep);
+            for (i, slots) in per_core.iter_mut().enumerate() {
+                let fd = if i == 0 {
+                    first.try_clone().map_err(listen_err)?
+                } else {
+                    match &actual {
+                        // One socket per core; the kernel balances connections between them.
+                        Endpoint::Tcp(_) => sock::listen(&actual, 1024).map_err(listen_err)?,
+                        // A path binds once: cores share duplicates of one descriptor.
+                        Endpoint::Unix(_) => first.try_clone().map_err(listen_err)?,
+                    }
+                };
+                slots.push((fd, actual.clone()));
+            }
+            bound.push(actual);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut inboxes = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), CoreError>>();
+        for (i, listeners) in per_core.into_iter().enumerate() {
+            let inbox = Inbox::new().map_err(CoreError::Io)?;
+            inboxes.push(inbox.clone());
+            let cpu = self.cpus.as_ref().map_or(i, |c| c[i % c.len()]);
+            let (cfg, registry, stop, ready) = (
+                self.config.clone(),
+                registry.clone(),
+                stop.clone(),
+                ready_tx.clone(),
+            );
+            let t = std::thread::Builder::new()
+                .name(format!("netron-core-{i}"))
+                .spawn(move || {
+                    pin_to_cpu(cpu);
+                    let mut core = match Core::with_registry(cfg, registry, inbox) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    for (fd, ep) in listeners {
+                        core.add_listener(fd, ep);
+                    }
+                    let _ = ready.send(Ok(()));
+                    drop(ready);
+                    while !core.is_stopped() && !stop.load(Ordering::Relaxed) {
+                        if core.run_once().is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(CoreError::Io)?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let mut engine = Engine {
+            inboxes,
+            threads,
+            stop,
+            endpoints: bound,
+        };
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    engine.stop_now();
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    engine.stop_now();
+                    return Err(CoreError::Io(std::io::Error::other(
+                        "a core thread exited during setup",
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(engine)
+    }
+}
+
+/// A running engine. Dropping it stops the cores at once; [`Engine::shutdown`] drains first.
+#[derive(Debug)]
+pub struct Engine {
+    inboxes: Vec<Arc<Inbox>>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Engine {
+    /// A builder with defaults.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The endpoints listened on, as bound (port 0 resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// A client whose connections live on this engine's cores.
+    pub fn client(&self) -> Client {
+        Client::new(self.inboxes.clone())
+    }
+
+    /// A copy of every core's statistics.
+    pub fn stats(&self) -> Vec<CoreStats> {
+        self.inboxes
+            .iter()
+            .filter_map(|inbox| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                inbox.push(Command::Stats(tx));
+                rx.recv_timeout(Duration::from_secs(5)).ok()
+            })
+            .collect()
+    }
+
+    /// Engine-wide totals.
+    pub fn total_stats(&self) -> CoreStats {
+        let mut t = CoreStats::default();
+        for s in self.stats() {
+            t.merge(&s);
+        }
+        t
+    }
+
+    /// Graceful shutdown: every core stops accepting, sends GoAway, lets in-flight calls
+    /// finish for up to `drain` (new calls get Unavailable), closes, and exits.
+    pub fn shutdown(mut self, drain: Duration) {
+        for inbox in &self.inboxes {
+            inbox.push(Command::Shutdown { drain });
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for inbox in &self.inboxes {
+            inbox.push(Command::Shutdown {
+                drain: Duration::ZERO,
+            });
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Pins the calling thread to `cpu` (modulo the online CPUs); best effort.
+pub(crate) fn pin_to_cpu(cpu: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu % n` is below CPU_SETSIZE on any machine this runs on; CPU_SET writes
+    // only inside `set`.
+    unsafe { libc::CPU_SET(cpu % n, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is initialised and its size is passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}

@@ -1,0 +1,108 @@
+//! Work sent to a core from other threads: a lock-free queue plus an eventfd doorbell that the
+//! core's ring watches. The doorbell is rung only when the core announced that it sleeps, so a
+//! busy core costs producers no syscall.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_queue::SegQueue;
+
+use crate::slot::CallSlot;
+use crate::stats::CoreStats;
+
+/// A connection on a core: slab key and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnRef {
+    pub key: u32,
+    pub generation: u32,
+}
+
+pub(crate) enum Command {
+    /// Take over a connected socket as a client connection; complete `slot` with the
+    /// `ConnRef` (8 bytes) once the handshake is done, or with the failure.
+    Adopt { fd: OwnedFd, slot: Arc<CallSlot> },
+    /// Start a call on a client connection.
+    Call {
+        conn: ConnRef,
+        service: Arc<[u8]>,
+        method: Arc<[u8]>,
+        payload: Bytes,
+        deadline: Option<Duration>,
+        idempotent: bool,
+        slot: Arc<CallSlot>,
+    },
+    /// Close a client connection.
+    Close { conn: ConnRef },
+    /// GoAway to every connection, drain, then stop.
+    Shutdown { drain: Duration },
+    /// Send a copy of the core's statistics.
+    Stats(std::sync::mpsc::Sender<CoreStats>),
+}
+
+pub(crate) struct Inbox {
+    queue: SegQueue<Command>,
+    eventfd: OwnedFd,
+    sleeping: AtomicBool,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    pub(crate) fn new() -> std::io::Result<Arc<Inbox>> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(Inbox {
+            queue: SegQueue::new(),
+            eventfd,
+            sleeping: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn eventfd(&self) -> &OwnedFd {
+        &self.eventfd
+    }
+
+    /// Queues `cmd` and wakes the core if it sleeps.
+    pub(crate) fn push(&self, cmd: Command) {
+        self.queue.push(cmd);
+        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+            unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    pub(crate) fn pop(&self) -> Option<Command> {
+        self.queue.pop()
+    }
+
+    /// Core: announces it is about to sleep. Returns `false` (and stays awake) if work
+    /// arrived meanwhile.
+    pub(crate) fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.queue.is_empty() {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Core: awake again.
+    pub(crate) fn woke(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,47 @@
+//! netron-engine: the thread-per-core `io_uring` engine.
+//!
+//! Each [`Core`] owns one `io_uring`, its listeners and connections, timers and an inbox for
+//! work from other threads. An [`Engine`] runs N cores on pinned threads; a latency-critical
+//! program can instead drive a [`Core`] from its own loop ([`Core::run_once`]).
+//!
+//! ```no_run
+//! use netron_engine::{Engine, Service};
+//! use std::time::Duration;
+//!
+//! let calc = Service::new("calc", "1.2.0")?.unary("add", |req, reply| {
+//!     reply.write(&[req.payload.iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
+//!     Ok(())
+//! });
+//! let engine = Engine::builder().service(calc).listen("tcp://127.0.0.1:7000").build()?;
+//! let channel = engine.client().connect("tcp://127.0.0.1:7000")?;
+//! let sum = channel.call("calc@1.2.0", "add", &b"\x02\x03"[..], Some(Duration::from_millis(100)))?;
+//! assert_eq!(sum, [5]);
+//! engine.shutdown(Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod conn;
+mod core;
+mod driver;
+mod endpoint;
+mod engine;
+mod inbox;
+mod service;
+mod slot;
+mod stats;
+mod status;
+
+pub use client::{Channel, Client, Method};
+pub use config::{CoreConfig, IdlePolicy};
+pub use core::{ConnId, Core, CoreError};
+pub use driver::ring::RingError;
+pub use endpoint::{Endpoint, EndpointError};
+pub use engine::{Engine, EngineBuilder, EngineError};
+pub use service::{Reply, Request, Service, ServiceError, SyncHandler, Version};
+pub use slot::CallSlot;
+pub use stats::CoreStats;
+pub use status::{Status, StatusCode};

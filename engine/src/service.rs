@@ -1,0 +1,279 @@
+//! Services `name@semver` with methods, and the registry a core dispatches through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use netron_codec::hpack::HeaderList;
+use rustc_hash::FxHashMap;
+
+use crate::Status;
+
+/// A request as a sync handler sees it: everything is borrowed from the receive buffer.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The call id on its connection.
+    pub id: u32,
+    /// The request payload (decompressed if it arrived compressed).
+    pub payload: &'a [u8],
+    /// The request's header fields (`:service`, `:method`, metadata).
+    pub headers: &'a HeaderList,
+    /// Time left before the caller gives up, as carried by the request.
+    pub deadline: Option<Duration>,
+}
+
+/// Where a sync handler writes its reply: straight into the connection's send buffer.
+#[derive(Debug)]
+pub struct Reply<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl<'a> Reply<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        let start = buf.len();
+        Self { buf, start }
+    }
+    /// Appends reply bytes.
+    #[inline]
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+    /// The underlying buffer, for serialisers that append in place (e.g. a FlatBuffers
+    /// builder's finished bytes, or `bytes::BufMut`). Only append: bytes before the reply's
+    /// start belong to other frames.
+    #[inline]
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.buf
+    }
+    /// Reply bytes written so far.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+    /// Whether nothing was written yet.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A synchronous handler: runs on the core that received the request, must not block.
+pub type SyncHandler = dyn Fn(&Request<'_>, &mut Reply<'_>) -> Result<(), Status> + Send + Sync;
+
+/// A service definition error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The version is not `MAJOR.MINOR.PATCH`.
+    #[error("service version {0:?} is not semver MAJOR.MINOR.PATCH")]
+    BadVersion(String),
+    /// The name is empty or contains `@`.
+    #[error("service name {0:?} must be non-empty and must not contain '@'")]
+    BadName(String),
+    /// Two services with the same `name@version`.
+    #[error("service {0} is registered twice")]
+    Duplicate(String),
+}
+
+/// A parsed semantic version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Major.
+    pub major: u64,
+    /// Minor.
+    pub minor: u64,
+    /// Patch.
+    pub patch: u64,
+}
+
+impl Version {
+    /// Parses `MAJOR.MINOR.PATCH`.
+    pub fn parse(s: &str) -> Option<Version> {
+        let mut it = s.split('.').map(|p| {
+            if p.is_empty() || (p.len() > 1 && p.starts_with('0')) {
+                None
+            } else {
+                p.parse::<u64>().ok()
+            }
+        });
+        let v = Version {
+            major: it.next()??,
+            minor: it.next()??,
+            patch: it.next()??,
+        };
+        it.next().is_none().then_some(v)
+    }
+}
+
+/// A service: `name@version` and its methods.
+///
+/// ```
+/// use netron_engine::{Service, Status};
+/// let calc = Service::new("calc", "1.2.0").unwrap()
+///     .unary("add", |req, reply| {
+///         let [a, b]: [u8; 2] = req.payload.try_into().map_err(|_| Status::invalid_argument("need 2 bytes"))?;
+///         reply.write(&[a.wrapping_add(b)]);
+///         Ok(())
+///     });
+/// assert_eq!(calc.key(), "calc@1.2.0");
+/// ```
+#[derive(Clone)]
+pub struct Service {
+    name: String,
+    version: Version,
+    key: String,
+    methods: FxHashMap<Box<[u8]>, Arc<SyncHandler>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m: Vec<_> = self
+            .methods
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        m.sort();
+        f.debug_struct("Service")
+            .field("key", &self.key)
+            .field("methods", &m)
+            .finish()
+    }
+}
+
+impl Service {
+    /// A service named `name` at `version` (`MAJOR.MINOR.PATCH`).
+    pub fn new(name: &str, version: &str) -> Result<Service, ServiceError> {
+        if name.is_empty() || name.contains('@') {
+            return Err(ServiceError::BadName(name.to_owned()));
+        }
+        let v =
+            Version::parse(version).ok_or_else(|| ServiceError::BadVersion(version.to_owned()))?;
+        Ok(Service {
+            name: name.to_owned(),
+            version: v,
+            key: format!("{name}@{version}"),
+            methods: FxHashMap::default(),
+        })
+    }
+
+    /// Adds a unary method served by a sync handler.
+    pub fn unary<F>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(&Request<'_>, &mut Reply<'_>) -> Result<(), Status> + Send + Sync + 'static,
+    {
+        self.methods
+            .insert(method.as_bytes().into(), Arc::new(handler));
+        self
+    }
+
+    /// `name@version`, as sent in `:service`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+    /// Method names.
+    pub fn methods(&self) -> impl Iterator<Item = &[u8]> {
+        self.methods.keys().map(|k| &k[..])
+    }
+}
+
+/// All services a core serves; shared read-only between cores.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Registry {
+    by_key: FxHashMap<Box<[u8]>, Service>,
+}
+
+impl Registry {
+    pub(crate) fn add(&mut self, s: Service) -> Result<(), ServiceError> {
+        let key: Box<[u8]> = s.key.as_bytes().into();
+        if self.by_key.contains_key(&key) {
+            return Err(ServiceError::Duplicate(s.key));
+        }
+        self.by_key.insert(key, s);
+        Ok(())
+    }
+
+    /// The handler for `service` (`name@version`) and `method`, or the status to answer.
+    #[inline]
+    pub(crate) fn lookup(
+        &self,
+        service: Option<&[u8]>,
+        method: Option<&[u8]>,
+    ) -> Result<&Arc<SyncHandler>, Status> {
+        let service =
+            service.ok_or_else(|| Status::invalid_argument("request has no :service header"))?;
+        let method =
+            method.ok_or_else(|| Status::invalid_argument("request has no :method header"))?;
+        let svc = self.by_key.get(service).ok_or_else(|| {
+            Status::new(
+                crate::StatusCode::NotFound,
+                format!("no service {}", String::from_utf8_lossy(service)),
+            )
+        })?;
+        svc.methods.get(method).ok_or_else(|| {
+            Status::new(
+                crate::StatusCode::Unimplemented,
+                format!(
+                    "service {} has no method {}",
+                    svc.key,
+                    String::from_utf8_lossy(method)
+                ),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_lookup() {
+        assert_eq!(
+            Version::parse("1.2.3"),
+            Some(Version {
+                major: 1,
+                minor: 2,
+                patch: 3
+            })
+        );
+        for bad in ["1.2", "1.2.3.4", "01.2.3", "a.b.c", "", "1..3"] {
+            assert_eq!(Version::parse(bad), None, "{bad}");
+        }
+        assert!(Service::new("a@b", "1.0.0").is_err());
+        let mut r = Registry::default();
+        r.add(
+            Service::new("calc", "1.0.0")
+                .unwrap()
+                .unary("add", |_, _| Ok(())),
+        )
+        .unwrap();
+        assert!(r.add(Service::new("calc", "1.0.0").unwrap()).is_err());
+        assert!(r.lookup(Some(b"calc@1.0.0"), Some(b"add")).is_ok());
+        assert_eq!(
+            r.lookup(Some(b"calc@2.0.0"), Some(b"add"))
+                .err()
+                .unwrap()
+                .code,
+            crate::StatusCode::NotFound
+        );
+        assert_eq!(
+            r.lookup(Some(b"calc@1.0.0"), Some(b"sub"))
+                .err()
+                .unwrap()
+                .code,
+            crate::StatusCode::Unimplemented
+        );
+        assert_eq!(
+            r.lookup(None, Some(b"sub")).err().unwrap().code,
+            crate::StatusCode::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Shared helpers for Netron's integration tests: test services, endpoints and a raw-socket
+//! peer that speaks (or deliberately mangles) the wire protocol.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress};
+use netron_engine::{Service, Status};
+
+/// `calc@1.2.0`: `add` (sum of bytes), `echo`, `fail` (InvalidArgument), `sleep` (blocks the
+/// core for the number of milliseconds in the first payload byte).
+pub fn calc() -> Service {
+    Service::new("calc", "1.2.0")
+        .expect("valid service")
+        .unary("add", |req, reply| {
+            reply.write(&[req.payload.iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
+            Ok(())
+        })
+        .unary("echo", |req, reply| {
+            reply.write(req.payload);
+            Ok(())
+        })
+        .unary("fail", |_, _| {
+            Err(Status::invalid_argument("fail always fails"))
+        })
+        .unary("sleep", |req, reply| {
+            std::thread::sleep(Duration::from_millis(
+                req.payload.first().copied().unwrap_or(0) as u64,
+            ));
+            reply.write(b"slept");
+            Ok(())
+        })
+}
+
+/// A fresh Unix socket path for this test process.
+pub fn unix_path(tag: &str) -> String {
+    format!("/tmp/netron-test-{}-{tag}.sock", std::process::id())
+}
+
+/// A raw TCP peer that performs the client handshake by hand, then lets the test write
+/// arbitrary bytes.
+pub struct RawPeer {
+    /// The socket.
+    pub stream: TcpStream,
+}
+
+impl RawPeer {
+    /// Connects without a handshake.
+    pub fn connect(addr: &str) -> RawPeer {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        RawPeer { stream }
+    }
+
+    /// Connects and completes the handshake.
+    pub fn handshake(addr: &str) -> RawPeer {
+        let mut p = RawPeer::connect(addr);
+        let mut hs = ClientHandshake::new(ClientConfig::default());
+        let mut out = Vec::new();
+        hs.start(&mut out).expect("hello");
+        p.stream.write_all(&out).expect("write hello");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = p.stream.read(&mut chunk).expect("read welcome");
+            assert!(n > 0, "server closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            match hs.handle(&buf).expect("welcome") {
+                ClientProgress::NeedMore { .. } => continue,
+                ClientProgress::Done { .. } => return p,
+            }
+        }
+    }
+
+    /// Reads until the server closes (returns what it sent), or fails after the read timeout.
+    pub fn read_to_close(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(all),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(all),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

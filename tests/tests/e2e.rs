@@ -1,0 +1,190 @@
+//! Unary RPC end to end over TCP and Unix sockets through the io_uring engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use netron_engine::{CallSlot, Core, CoreConfig, Endpoint, Engine, IdlePolicy, StatusCode};
+use netron_tests::{calc, unix_path};
+
+const DL: Option<Duration> = Some(Duration::from_secs(5));
+
+fn engine(extra: &[&str]) -> Engine {
+    let mut b = Engine::builder()
+        .cores(2)
+        .service(calc())
+        .listen("tcp://127.0.0.1:0");
+    for e in extra {
+        b = b.listen(e);
+    }
+    b.build().expect("engine")
+}
+
+#[test]
+fn unary_calls_over_tcp_and_unix() {
+    let path = unix_path("unary");
+    let e = engine(&[&format!("unix://{path}")]);
+    let client = e.client();
+    for ep in e.endpoints().iter().map(ToString::to_string) {
+        let ch = client.connect(&ep).expect("connect");
+        assert_eq!(
+            ch.call("calc@1.2.0", "add", &[2u8, 3, 4][..], DL).unwrap(),
+            [9]
+        );
+        let big = vec![7u8; 200_000];
+        assert_eq!(
+            ch.call("calc@1.2.0", "echo", big.clone(), DL).unwrap(),
+            big,
+            "{ep}: large payload"
+        );
+        assert_eq!(
+            ch.call("calc@1.2.0", "fail", &b""[..], DL)
+                .unwrap_err()
+                .code,
+            StatusCode::InvalidArgument
+        );
+        assert_eq!(
+            ch.call("calc@9.0.0", "add", &b""[..], DL).unwrap_err().code,
+            StatusCode::NotFound
+        );
+        assert_eq!(
+            ch.call("calc@1.2.0", "nope", &b""[..], DL)
+                .unwrap_err()
+                .code,
+            StatusCode::Unimplemented
+        );
+        // Still usable after errors.
+        assert_eq!(ch.call("calc@1.2.0", "add", &[1u8][..], DL).unwrap(), [1]);
+    }
+    let t = e.total_stats();
+    assert!(t.handshakes >= 4, "{t:?}");
+    assert_eq!(t.errors_of("unknown_service"), 2);
+    assert_eq!(t.errors_of("unknown_method"), 2);
+    e.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn many_threads_many_connections() {
+    let e = engine(&[]);
+    let ep = e.endpoints()[0].to_string();
+    let client = e.client();
+    let shared = client.connect(&ep).unwrap();
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let (client, ep, shared) = (client.clone(), ep.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let own = client.connect(&ep).unwrap();
+                let add = own.method("calc@1.2.0", "add");
+                for i in 0..300u32 {
+                    let x = (i % 200) as u8;
+                    assert_eq!(add.call(vec![x, t], DL).unwrap(), [x.wrapping_add(t)]);
+                    assert_eq!(
+                        shared.call("calc@1.2.0", "echo", vec![t; 3], DL).unwrap(),
+                        [t; 3]
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = e.stats();
+    assert_eq!(stats.len(), 2);
+    // Connections were spread over both cores (9 server connections + 9 client ones).
+    assert!(
+        stats.iter().all(|s| s.accepted + s.handshakes > 0),
+        "{stats:?}"
+    );
+    let t = e.total_stats();
+    assert_eq!(t.calls_in, 8 * 300 * 2);
+    assert!(t.frames_per_write() >= 1.0);
+    e.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn deadline_exceeded_and_the_caller_moves_on() {
+    // Server and client on different engines, so the slow handler blocks only the server core.
+    let server = Engine::builder()
+        .cores(1)
+        .service(calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let ch = client_engine
+        .client()
+        .connect(&server.endpoints()[0].to_string())
+        .unwrap();
+    let err = ch
+        .call(
+            "calc@1.2.0",
+            "sleep",
+            &[200u8][..],
+            Some(Duration::from_millis(20)),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, StatusCode::DeadlineExceeded);
+    // The late reply is dropped; the connection keeps working.
+    assert_eq!(
+        ch.call("calc@1.2.0", "add", &[1u8, 1][..], DL).unwrap(),
+        [2]
+    );
+    let cs = client_engine.total_stats();
+    assert_eq!(cs.deadline_exceeded, 1);
+    server.shutdown(Duration::from_secs(1));
+    client_engine.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_caller_driven_core_makes_calls() {
+    let path = unix_path("embedded");
+    let e = engine(&[&format!("unix://{path}")]);
+    for ep in e.endpoints() {
+        let mut core =
+            Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+        let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
+        let slot = Arc::new(CallSlot::new());
+        for i in 0..1000u32 {
+            let p = i.to_le_bytes();
+            assert_eq!(
+                core.call(conn, b"calc@1.2.0", b"echo", &p, DL, &slot)
+                    .unwrap(),
+                &p
+            );
+        }
+        assert!(core.stats().writes >= 1000);
+    }
+    e.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn bad_endpoints_and_services_fail_build() {
+    assert!(Engine::builder().listen("udp://x").build().is_err());
+    assert!(
+        Engine::builder()
+            .service(calc())
+            .service(calc())
+            .build()
+            .is_err()
+    );
+    let e = Engine::builder()
+        .cores(1)
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let taken = e.endpoints()[0].to_string();
+    // A second engine can share a TCP port (SO_REUSEPORT), but not with a non-reuseport socket.
+    let _std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = _std.local_addr().unwrap();
+    assert!(
+        Engine::builder()
+            .listen(&format!("tcp://{addr}"))
+            .build()
+            .is_err()
+    );
+    drop(taken);
+    assert!(matches!(
+        "tcp://127.0.0.1:1".parse::<Endpoint>(),
+        Ok(Endpoint::Tcp(_))
+    ));
+}
