@@ -480,6 +480,12 @@ impl ServerHandshake {
                 "max_batch_frames must be at least 1",
             ));
         }
+        if offer.limits.max_batch_bytes == 0 {
+            return Err((
+                StatusCode::InvalidArgument,
+                "max_batch_bytes must be at least 1",
+            ));
+        }
         let compression = offer
             .compression
             .iter()

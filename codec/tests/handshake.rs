@@ -158,3 +158,22 @@ fn oversized_tokens_are_refused_locally() {
         Err(HandshakeError::InvalidSettings(_))
     ));
 }
+
+#[test]
+fn zero_batch_bytes_is_rejected() {
+    let (hello, _) =
+        offer_for(ClientConfig::default().with_limits(Limits::default().with_max_batch_bytes(0)));
+    let mut server = ServerHandshake::new(ServerConfig::default());
+    let ServerProgress::Offer { offer, .. } = server.handle(&hello).unwrap() else {
+        panic!()
+    };
+    let mut out = Vec::new();
+    assert!(
+        matches!(server.try_accept(&offer, &mut out), Err(HandshakeError::InvalidSettings(r)) if r.contains("max_batch_bytes"))
+    );
+    let f = FrameIter::new(&out, &Limits::default())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.kind(), FrameKind::Reject);
+}

@@ -110,8 +110,8 @@ fn server(input: &[u8]) {
             let unusable = offer.limits.max_frame_size < Limits::MIN_FRAME_SIZE
                 || offer.limits.max_batch_frames == 0
                 || offer.limits.max_batch_bytes == 0;
-            // Known finding F1 (docs/fuzzing.md): negotiate() accepts max_batch_bytes = 0.
-            let known_gap = offer.limits.max_batch_bytes == 0 && !cfg!(feature = "known-bugs");
+            // Finding F1 (docs/fuzzing.md, fixed): negotiate() used to accept max_batch_bytes = 0.
+            let known_gap = false;
             let mut welcome = Vec::new();
             match server.try_accept(&offer, &mut welcome) {
                 Ok(settings) if !known_gap => {
