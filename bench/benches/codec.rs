@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p netron-bench --bench codec`
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented `pub fn`.
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod codec_section;
+mod engine_section;
 mod pin;
 mod shm_section;
 mod stats;
@@ -29,7 +30,11 @@ pub struct Options {
 
 type Section = (&'static str, fn(&Options) -> Vec<Table>);
 
-const SECTIONS: &[Section] = &[("codec", codec_section::run), ("shm", shm_section::run)];
+const SECTIONS: &[Section] = &[
+    ("engine", engine_section::run),
+    ("codec", codec_section::run),
+    ("shm", shm_section::run),
+];
 
 fn main() {
     let mut json = false;

@@ -93,6 +93,11 @@ impl CoreConfig {
         self.stall_timeout = t;
         self
     }
+    /// Sets the unsent-output cap per connection (slow-consumer guard).
+    pub fn with_max_backlog_bytes(mut self, n: usize) -> Self {
+        self.max_backlog_bytes = n;
+        self
+    }
     /// Sets the connection cap per core.
     pub fn with_max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;

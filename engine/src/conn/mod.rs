@@ -236,7 +236,9 @@ impl Connection {
     /// closing.
     pub(crate) fn fail(&mut self, e: ConnError, env: &mut Env<'_>) {
         env.stats.count_error(e.counter);
-        if !self.is_closing() {
+        // Before the handshake completed the peer may not speak Netron at all: the handshake
+        // already queued a Reject where one is due, and nothing else is sent.
+        if self.is_open() {
             let _ = self.queue(|c, b| c.control.error(b, 0, e.status, &e.message, &[]).map(|_| ()));
         }
         self.calls.fail_all(crate::slot::conn_lost(

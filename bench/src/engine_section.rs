@@ -1,0 +1,386 @@
+//! The engine section of `netron-bench`: a Netron server (one engine core pinned to cpu1) and
+//! a client core driven by this thread (pinned to cpu0), against socket ping-pong floors
+//! measured in the same run with the same message sizes and the same pinning.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, Endpoint, Engine, IdlePolicy, Service};
+
+use crate::Options;
+use crate::pin::pin_to_cpu;
+use crate::stats::{Samples, ratio, us};
+use crate::table::Table;
+
+const SIZE: usize = 64;
+const SERVICE: &[u8] = b"bench@1.0.0";
+const METHOD: &[u8] = b"echo";
+
+fn service() -> Service {
+    Service::new("bench", "1.0.0")
+        .expect("service")
+        .unary("echo", |req, reply| {
+            reply.write(req.payload);
+            Ok(())
+        })
+}
+
+/// Runs the engine measurements.
+pub fn run(opts: &Options) -> Vec<Table> {
+    pin_to_cpu(0);
+    let n = if opts.quick { 5_000 } else { 50_000 };
+    let mut tables = vec![latency(n)];
+    tables.push(throughput(if opts.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(2)
+    }));
+    tables.push(memory(if opts.quick { 2_000 } else { 10_000 }));
+    tables
+}
+
+// ---- floors ------------------------------------------------------------------------------
+
+trait Stream: Read + Write + Send + 'static {
+    fn nonblocking(&self, on: bool);
+}
+impl Stream for TcpStream {
+    fn nonblocking(&self, on: bool) {
+        self.set_nonblocking(on).expect("nonblocking");
+        self.set_nodelay(true).expect("nodelay");
+    }
+}
+impl Stream for UnixStream {
+    fn nonblocking(&self, on: bool) {
+        self.set_nonblocking(on).expect("nonblocking");
+    }
+}
+
+fn write_all(s: &mut impl Stream, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        match s.write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => panic!("floor write: {e}"),
+        }
+    }
+}
+
+fn read_exact(s: &mut impl Stream, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => return false,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Ping-pong of `SIZE`-byte messages: echo thread on cpu1, this thread on cpu0.
+fn floor<S: Stream>(mut client: S, mut server: S, busy: bool, n: usize) -> Samples {
+    client.nonblocking(busy);
+    server.nonblocking(busy);
+    let echo = std::thread::spawn(move || {
+        pin_to_cpu(1);
+        let mut buf = [0u8; SIZE];
+        while read_exact(&mut server, &mut buf) {
+            write_all(&mut server, &buf);
+        }
+    });
+    let msg = [0x5au8; SIZE];
+    let mut back = [0u8; SIZE];
+    let mut s = Samples::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        write_all(&mut client, &msg);
+        assert!(read_exact(&mut client, &mut back), "floor peer closed");
+        if i >= n / 10 {
+            s.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    drop(client);
+    let _ = echo.join();
+    s
+}
+
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (s, _) = l.accept().expect("accept");
+    (c, s)
+}
+
+fn unix_pair() -> (UnixStream, UnixStream) {
+    UnixStream::pair().expect("socketpair")
+}
+
+// ---- netron --------------------------------------------------------------------------------
+
+fn server(endpoint: &str, idle: IdlePolicy) -> Engine {
+    Engine::builder()
+        .cores(1)
+        .cpus(&[1])
+        .config(CoreConfig::default().with_idle(idle))
+        .service(service())
+        .listen(endpoint)
+        .build()
+        .expect("netron server")
+}
+
+fn unix_endpoint(tag: &str) -> String {
+    format!("unix:///tmp/netron-bench-{}-{tag}.sock", std::process::id())
+}
+
+fn netron_rtt(endpoint: &str, idle: IdlePolicy, n: usize) -> Samples {
+    let engine = server(endpoint, idle);
+    let ep: Endpoint = engine.endpoints()[0].clone();
+    let mut core = Core::new(CoreConfig::default().with_idle(idle)).expect("client core");
+    let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
+    let slot = Arc::new(CallSlot::new());
+    let msg = [0x5au8; SIZE];
+    let mut s = Samples::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let r = core
+            .call(conn, SERVICE, METHOD, &msg, None, &slot)
+            .expect("call");
+        debug_assert_eq!(r.len(), SIZE);
+        if i >= n / 10 {
+            s.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    core.close(conn);
+    drop(core);
+    engine.shutdown(Duration::from_millis(200));
+    s
+}
+
+fn latency(n: usize) -> Table {
+    let mut t = Table::new(
+        "engine: unary round trip, 64-byte request and reply (client cpu0, server cpu1)",
+        &[
+            "transport / mode",
+            "p50",
+            "p99",
+            "p99.9",
+            "floor p50",
+            "p50 ratio",
+            "p99 ratio",
+            "floor",
+        ],
+    );
+    let spin = IdlePolicy::Adaptive {
+        spin: Duration::from_micros(50),
+    };
+    let park = IdlePolicy::Adaptive {
+        spin: Duration::ZERO,
+    };
+    for transport in ["tcp", "unix"] {
+        let floor_of = |busy: bool| {
+            if transport == "tcp" {
+                let (c, s) = tcp_pair();
+                floor(c, s, busy, n)
+            } else {
+                let (c, s) = unix_pair();
+                floor(c, s, busy, n)
+            }
+        };
+        let mut busy_floor = floor_of(true);
+        let mut block_floor = floor_of(false);
+        let busy = (busy_floor.percentile(50.0), busy_floor.percentile(99.0));
+        let block = (block_floor.percentile(50.0), block_floor.percentile(99.0));
+        let ep = |tag: &str| {
+            if transport == "tcp" {
+                "tcp://127.0.0.1:0".to_owned()
+            } else {
+                unix_endpoint(tag)
+            }
+        };
+        let rows = [
+            ("busy-poll", IdlePolicy::BusyPoll, busy, "busy-poll socket"),
+            ("adaptive (spin 50 µs)", spin, block, "blocking socket"),
+            ("adaptive (spin 0: park)", park, block, "blocking socket"),
+        ];
+        for (i, (mode, idle, (f50, f99), fl_name)) in rows.into_iter().enumerate() {
+            let mut s = netron_rtt(&ep(&format!("rtt{i}")), idle, n);
+            let (p50, p99, p999) = (s.percentile(50.0), s.percentile(99.0), s.percentile(99.9));
+            t.row(&[
+                format!("{transport} {mode}"),
+                us(p50),
+                us(p99),
+                us(p999),
+                us(f50),
+                ratio(p50 as f64, f50 as f64),
+                ratio(p99 as f64, f99 as f64),
+                fl_name.to_owned(),
+            ]);
+        }
+    }
+    t.note(format!("{n} round trips per row after {} warm-up; floors: std sockets ping-pong, same sizes and pinning, measured just before", n / 10));
+    t.note(
+        "targets: busy-poll p50 <= 1.2x the busy-poll floor; adaptive <= 1.1x the blocking floor",
+    );
+    t
+}
+
+// ---- throughput ------------------------------------------------------------------------------
+
+fn throughput(window: Duration) -> Table {
+    let mut t = Table::new(
+        "engine: pipelined unary calls on one TCP connection (64-byte payloads, busy-poll)",
+        &[
+            "in flight",
+            "calls/s",
+            "frames/write (client)",
+            "frames/write (server)",
+            "submits/call",
+            "target",
+        ],
+    );
+    for depth in [1usize, 16, 256] {
+        let engine = server("tcp://127.0.0.1:0", IdlePolicy::BusyPoll);
+        let ep = engine.endpoints()[0].clone();
+        let mut core =
+            Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+        let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
+        let slots: Vec<Arc<CallSlot>> = (0..depth).map(|_| Arc::new(CallSlot::new())).collect();
+        let msg = [0x5au8; SIZE];
+        let run = |core: &mut Core, dur: Duration| -> u64 {
+            for s in &slots {
+                core.start(conn, SERVICE, METHOD, &msg, None, s);
+            }
+            let mut done = 0u64;
+            let end = Instant::now() + dur;
+            while Instant::now() < end {
+                core.run_once().expect("run");
+                for s in &slots {
+                    if s.is_done() {
+                        done += 1;
+                        core.start(conn, SERVICE, METHOD, &msg, None, s);
+                    }
+                }
+            }
+            // Let the last calls land before the next phase.
+            let _ = core.run_until(Duration::from_secs(2), |_| {
+                slots.iter().all(|s| s.is_done())
+            });
+            done
+        };
+        run(&mut core, window / 4); // warm-up
+        let before: CoreStats = core.stats().clone();
+        let server_before = engine.total_stats();
+        let t0 = Instant::now();
+        let calls = run(&mut core, window);
+        let secs = t0.elapsed().as_secs_f64();
+        let after = core.stats().clone();
+        let server_after = engine.total_stats();
+        let fpw = |a: &CoreStats, b: &CoreStats| {
+            let w = a.writes - b.writes;
+            if w == 0 {
+                0.0
+            } else {
+                (a.frames_out - b.frames_out) as f64 / w as f64
+            }
+        };
+        let submits =
+            (after.submits - before.submits) + (server_after.submits - server_before.submits);
+        t.row(&[
+            depth.to_string(),
+            format!("{:.0}", calls as f64 / secs),
+            format!("{:.1}", fpw(&after, &before)),
+            format!("{:.1}", fpw(&server_after, &server_before)),
+            format!("{:.2}", submits as f64 / calls.max(1) as f64),
+            if depth == 256 {
+                ">= 1,000,000 calls/s".into()
+            } else {
+                String::new()
+            },
+        ]);
+        core.close(conn);
+        drop(core);
+        engine.shutdown(Duration::from_millis(200));
+    }
+    t.note("client: a core driven by this thread; server: one engine core; both busy-poll, so submits count loop turns of both");
+    t
+}
+
+// ---- memory ----------------------------------------------------------------------------------
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn raise_fd_limit(want: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `r`, a valid rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    if r.rlim_cur < want {
+        r.rlim_cur = want.min(r.rlim_max.max(want));
+        r.rlim_max = r.rlim_max.max(want);
+        // SAFETY: setrlimit reads a valid rlimit; failure leaves the old limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
+}
+
+fn memory(conns: usize) -> Table {
+    let mut t = Table::new(
+        "engine: memory per idle connection (server side, after the handshake)",
+        &["connections", "RSS delta", "per connection", "target"],
+    );
+    raise_fd_limit(4 * conns as u64 + 1024);
+    let engine = server(
+        "tcp://127.0.0.1:0",
+        IdlePolicy::Adaptive {
+            spin: Duration::from_micros(50),
+        },
+    );
+    let addr = match &engine.endpoints()[0] {
+        Endpoint::Tcp(a) => *a,
+        _ => unreachable!("tcp endpoint"),
+    };
+    let mut hello = Vec::new();
+    netron_codec::handshake::ClientHandshake::new(Default::default())
+        .start(&mut hello)
+        .expect("hello");
+    let before = rss_bytes();
+    let mut socks = Vec::with_capacity(conns);
+    let mut buf = [0u8; 512];
+    for _ in 0..conns {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            break;
+        };
+        if s.write_all(&hello).is_err() || s.read(&mut buf).unwrap_or(0) == 0 {
+            break;
+        }
+        socks.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_bytes();
+    let opened = socks.len();
+    let delta = after.saturating_sub(before);
+    t.row(&[
+        opened.to_string(),
+        format!("{:.1} MiB", delta as f64 / (1 << 20) as f64),
+        format!("{:.1} KiB", delta as f64 / opened.max(1) as f64 / 1024.0),
+        "<= 16 KiB".into(),
+    ]);
+    t.note("RSS of this process (server core + idle raw client sockets, which hold no user memory); receive buffers come from a shared ring, so an idle connection holds none");
+    drop(socks);
+    engine.shutdown(Duration::from_millis(200));
+    t
+}
