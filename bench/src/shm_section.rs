@@ -1,9 +1,558 @@
-//! The shared-memory section of `netron-bench` (filled in by the netron-shm work).
+//! The shared-memory section of `netron-bench`: netron-shm between two processes pinned to
+//! cpu0 (this process) and cpu1 (a re-executed child), against floors measured in the same run.
+//!
+//! The child is this same binary started as `netron-bench shm` with `NETRON_BENCH_SHM_CHILD`
+//! set to its role; `run` checks the variable first and, in a child, plays the role and exits.
+//!
+//! - round trip of a 64-byte record: raw spinning atomic ping-pong (floor) vs netron-shm with a
+//!   spinning consumer vs netron-shm with a consumer asleep on its eventfd doorbell;
+//! - throughput of 64-byte and 4 KiB records with batched publication vs a memcpy floor.
+
+use std::hint::black_box;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use netron_shm::{Config, Error, ShmConnection, ShmListener};
 
 use crate::Options;
+use crate::pin::pin_to_cpu;
+use crate::stats::{Samples, ratio, us};
 use crate::table::Table;
 
-/// Runs the shared-memory measurements.
-pub fn run(_opts: &Options) -> Vec<Table> {
-    Vec::new()
+const CHILD: &str = "NETRON_BENCH_SHM_CHILD";
+const NAME: &str = "NETRON_BENCH_SHM_NAME";
+const COUNT: &str = "NETRON_BENCH_SHM_COUNT";
+const SIZE: &str = "NETRON_BENCH_SHM_SIZE";
+const FD: &str = "NETRON_BENCH_SHM_FD";
+
+/// How long any side waits for the other before giving up (nothing here should take long).
+const PATIENCE: Duration = Duration::from_secs(20);
+/// Records per publication in the throughput runs.
+const BATCH: u64 = 32;
+
+type BenchResult<T> = Result<T, String>;
+
+/// Runs the shared-memory measurements (or, in a re-executed child, plays its role and exits).
+pub fn run(opts: &Options) -> Vec<Table> {
+    if let Ok(role) = std::env::var(CHILD) {
+        let code = match child(&role) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("netron-bench shm child {role}: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    match measure(opts) {
+        Ok(tables) => tables,
+        Err(e) => {
+            let mut t = Table::new("shm", &["error"]);
+            t.row(&[e]);
+            vec![t]
+        }
+    }
+}
+
+fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
+    let pinned = pin_to_cpu(0);
+    let (rtt_n, wake_n, small_n, big_n) = if opts.quick {
+        (50_000, 300, 2_000_000, 100_000)
+    } else {
+        (1_000_000, 3_000, 20_000_000, 1_000_000)
+    };
+
+    // Cap on each sampling loop, so a loaded machine (another process competing for the two
+    // cores turns every spin into a scheduler time slice) cannot stretch the run for minutes.
+    let budget = if opts.quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(15)
+    };
+    let (mut floor, floor_n) = spin_floor(rtt_n, budget)?;
+    let (mut shm, shm_n) = shm_round_trip(rtt_n, "echo", 0, budget)?;
+    let (mut wake, wake_n_got) = shm_round_trip(wake_n, "echo_sleepy", 300, budget)?;
+    let timer = timer_overhead();
+
+    let mut rtt = Table::new(
+        "shm: round trip of a 64-byte record, two processes (cpu0 <-> cpu1)",
+        &[
+            "path",
+            "p50",
+            "p99",
+            "p99.9",
+            "p50 vs floor",
+            "p99 vs floor",
+        ],
+    );
+    let (f50, f99, f999) = (
+        floor.percentile(50.0),
+        floor.percentile(99.0),
+        floor.percentile(99.9),
+    );
+    rtt.row(&[
+        "spin floor: raw atomic ping-pong".to_owned(),
+        us(f50),
+        us(f99),
+        us(f999),
+        "1.00x".to_owned(),
+        "1.00x".to_owned(),
+    ]);
+    for (label, s) in [
+        ("netron-shm, spinning consumer", &mut shm),
+        ("netron-shm, consumer asleep (eventfd)", &mut wake),
+    ] {
+        let (p50, p99, p999) = (s.percentile(50.0), s.percentile(99.0), s.percentile(99.9));
+        rtt.row(&[
+            label.to_owned(),
+            us(p50),
+            us(p99),
+            us(p999),
+            ratio(p50 as f64, f50 as f64),
+            ratio(p99 as f64, f99 as f64),
+        ]);
+    }
+    let p50_ratio = shm.percentile(50.0) as f64 / f50.max(1) as f64;
+    rtt.note(format!(
+        "target: netron-shm p50 <= 1.3x the spin floor: {:.2}x ({})",
+        p50_ratio,
+        if p50_ratio <= 1.3 { "met" } else { "NOT met" }
+    ));
+    rtt.note(format!(
+        "each sample is one round trip timed with Instant::now (a timer pair costs ~{} ns here, in every row)",
+        timer
+    ));
+    let counts = [floor_n, shm_n, wake_n_got];
+    if counts[0] < rtt_n || counts[1] < rtt_n || counts[2] < wake_n {
+        rtt.note(format!(
+            "WARNING: sampling hit the {budget:?} budget (samples {counts:?}): the cores are busy with something else, figures are unreliable"
+        ));
+    }
+    rtt.note(format!(
+        "{rtt_n} round trips per spinning row; asleep row: {wake_n} samples, 300 µs idle before each so the child is parked on its eventfd; the parent always spins"
+    ));
+    if !pinned {
+        rtt.note("WARNING: could not pin to cpu0; figures are less stable");
+    }
+
+    let mut tp = Table::new(
+        "shm: throughput, two processes (cpu0 producer -> cpu1 consumer)",
+        &["path", "record", "records/s", "GB/s", "vs memcpy floor"],
+    );
+    let mut verdicts = Vec::new();
+    for (size, n) in [(64usize, small_n), (4096usize, big_n)] {
+        let floor_rate = memcpy_floor(size, n);
+        let rate = shm_throughput(size, n)?;
+        let gbps = |r: f64| format!("{:.2}", r * size as f64 / 1e9);
+        let label = if size == 64 { "64 B" } else { "4 KiB" };
+        tp.row(&[
+            "memcpy floor (one thread, 1 MiB buffer)".to_owned(),
+            label.to_owned(),
+            format!("{:.1} M", floor_rate / 1e6),
+            gbps(floor_rate),
+            "1.00x".to_owned(),
+        ]);
+        tp.row(&[
+            format!("netron-shm, publish every {BATCH}"),
+            label.to_owned(),
+            format!("{:.1} M", rate / 1e6),
+            gbps(rate),
+            ratio(rate, floor_rate),
+        ]);
+        if size == 64 {
+            verdicts.push(format!(
+                "target: >= 20 M records/s of 64 B: {:.1} M ({})",
+                rate / 1e6,
+                if rate >= 20e6 { "met" } else { "NOT met" }
+            ));
+        } else {
+            let r = rate / floor_rate;
+            verdicts.push(format!(
+                "target: 4 KiB >= 50% of the memcpy floor: {:.0}% ({})",
+                r * 100.0,
+                if r >= 0.5 { "met" } else { "NOT met" }
+            ));
+        }
+    }
+    for v in verdicts {
+        tp.note(v);
+    }
+    tp.note(
+        "the producer copies each payload into the ring in place (reserve/commit), the consumer copies it out (read/release); the floor is one memcpy of the same size",
+    );
+    Ok(vec![rtt, tp])
+}
+
+/// Pins the calling thread to `cpu` exactly (whatever the inherited affinity was).
+fn pin_exact(cpu: usize) -> bool {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if online <= cpu as libc::c_long {
+        return false;
+    }
+    // SAFETY: an all-zero `cpu_set_t` is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below the number of online CPUs, hence below CPU_SETSIZE; CPU_SET only
+    // writes inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is initialised and its exact size is passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// Cost of an `Instant::now()` pair, median of many, in ns.
+fn timer_overhead() -> u64 {
+    let mut s = Samples::with_capacity(10_000);
+    for _ in 0..10_000 {
+        let t = Instant::now();
+        s.push(t.elapsed().as_nanos() as u64);
+    }
+    s.percentile(50.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Children.
+
+/// Kills and reaps a child on drop, so a failed measurement never leaves one spinning.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(role: &str, envs: &[(&str, String)]) -> BenchResult<ChildGuard> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("shm").env(CHILD, role).stdout(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn()
+        .map(ChildGuard)
+        .map_err(|e| format!("spawning the child: {e}"))
+}
+
+fn env_u64(key: &str) -> BenchResult<u64> {
+    std::env::var(key)
+        .map_err(|_| format!("{key} not set"))?
+        .parse()
+        .map_err(|_| format!("{key} is not a number"))
+}
+
+fn child(role: &str) -> BenchResult<()> {
+    // Not `pin_to_cpu(1)`: the child inherits the parent's cpu0-only affinity, under which
+    // `available_parallelism()` is 1 and `pin_to_cpu` would wrap cpu 1 around to cpu 0.
+    if !pin_exact(1) {
+        eprintln!("netron-bench shm child: could not pin to cpu1");
+    }
+    match role {
+        "floor" => child_floor(),
+        "echo" => child_echo(Duration::from_secs(1)),
+        "echo_sleepy" => child_echo(Duration::ZERO),
+        "sink" => child_sink(),
+        other => Err(format!("unknown role {other}")),
+    }
+}
+
+fn connect(spin: Duration) -> BenchResult<ShmConnection> {
+    let name = std::env::var(NAME).map_err(|_| "no name".to_owned())?;
+    let mut cfg = Config::default();
+    cfg.spin(spin);
+    ShmConnection::connect_with(&name, &cfg).map_err(|e| e.to_string())
+}
+
+/// Echoes every record back until the parent goes away.
+fn child_echo(spin: Duration) -> BenchResult<()> {
+    let (mut p, mut c) = connect(spin)?.split();
+    loop {
+        match c.wait(Some(Instant::now() + PATIENCE)) {
+            Ok(()) => {}
+            Err(Error::PeerGone) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        while let Some(r) = c.read().map_err(|e| e.to_string())? {
+            p.send_wait(r, Some(Instant::now() + PATIENCE))
+                .map_err(|e| e.to_string())?;
+        }
+        p.publish().map_err(|e| e.to_string())?;
+        c.release();
+    }
+}
+
+/// Consumes COUNT records of SIZE bytes, copying each out, then answers with one record.
+fn child_sink() -> BenchResult<()> {
+    let n = env_u64(COUNT)?;
+    let size = env_u64(SIZE)? as usize;
+    let conn = connect(Duration::from_secs(1))?;
+    let (mut p, mut c) = conn.split();
+    let mut local = vec![0u8; size];
+    let mut got = 0u64;
+    let mut check = 0u64;
+    while got < n {
+        c.wait(Some(Instant::now() + PATIENCE))
+            .map_err(|e| e.to_string())?;
+        while let Some(r) = c.read().map_err(|e| e.to_string())? {
+            if r.len() != size {
+                return Err(format!("record of {} bytes, expected {size}", r.len()));
+            }
+            local.copy_from_slice(r);
+            check = check.wrapping_add(u64::from(black_box(&local)[size - 1]));
+            got += 1;
+        }
+        c.release();
+    }
+    p.send(&check.to_le_bytes()).map_err(|e| e.to_string())?;
+    p.publish().map_err(|e| e.to_string())?;
+    // Stay until the parent has read the answer and dropped the connection.
+    let _ = c.wait(Some(Instant::now() + PATIENCE));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The spin floor: two cache lines in a memfd shared with the child.
+
+/// Two 128-byte-separated words in a shared mapping.
+struct PingPong {
+    base: *mut u8,
+    len: usize,
+}
+
+impl PingPong {
+    const LEN: usize = 4096;
+
+    fn map(fd: &OwnedFd) -> BenchResult<Self> {
+        // SAFETY: mapping a fresh region (null hint) of an fd we own, shared and read/write;
+        // the kernel checks the fd and the length. We touch no memory here.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Self {
+            base: p.cast(),
+            len: Self::LEN,
+        })
+    }
+
+    /// Word 0 (ping, written by the parent) or word 1 (pong, by the child).
+    fn word(&self, i: usize) -> &AtomicU64 {
+        let p = self.base.wrapping_add(i * 128).cast::<u64>();
+        // SAFETY: i is 0 or 1, so the word is inside the 4096-byte page-aligned mapping, which
+        // lives as long as `self`; both processes only access it atomically.
+        unsafe { AtomicU64::from_ptr(p) }
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region `map` created; no references into it outlive
+        // `self` (word() borrows self).
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn child_floor() -> BenchResult<()> {
+    let fd = env_u64(FD)? as i32;
+    // SAFETY: the parent left this fd open for us (no CLOEXEC) and nothing else in this
+    // process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let pp = PingPong::map(&fd)?;
+    let (ping, pong) = (pp.word(0), pp.word(1));
+    let mut last = 0;
+    let mut idle_since = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let v = ping.load(Ordering::Acquire);
+        if v != last {
+            if v == u64::MAX {
+                return Ok(());
+            }
+            pong.store(v, Ordering::Release);
+            last = v;
+            spins = 0;
+            continue;
+        }
+        std::hint::spin_loop();
+        spins += 1;
+        if spins == 1 << 20 {
+            spins = 0;
+            if idle_since.elapsed() > PATIENCE {
+                return Err("parent went quiet".into());
+            }
+        } else if spins == 1 {
+            idle_since = Instant::now();
+        }
+    }
+}
+
+fn spin_floor(n: usize, budget: Duration) -> BenchResult<(Samples, usize)> {
+    // SAFETY: memfd_create with a NUL-terminated name and no CLOEXEC (the child inherits it).
+    let raw = unsafe { libc::memfd_create(c"netron-bench-floor".as_ptr(), 0) };
+    if raw < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ftruncate on our own fd with a positive length.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), PingPong::LEN as libc::off_t) } != 0 {
+        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+    }
+    let pp = PingPong::map(&fd)?;
+    let _child = spawn("floor", &[(FD, raw.to_string())])?;
+    let (ping, pong) = (pp.word(0), pp.word(1));
+    let mut samples = Samples::with_capacity(n);
+    let warmup = (n / 10).max(1000);
+    let mut got = 0;
+    let started = Instant::now();
+    let give_up = started + PATIENCE;
+    for i in 1..=(warmup + n) as u64 {
+        if i % 1024 == 0 && started.elapsed() > budget {
+            break;
+        }
+        let t = Instant::now();
+        ping.store(i, Ordering::Release);
+        let mut spins = 0u32;
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins == 0 && Instant::now() > give_up {
+                return Err("floor child stopped answering".into());
+            }
+        }
+        if i > warmup as u64 {
+            samples.push(t.elapsed().as_nanos() as u64);
+            got += 1;
+        }
+    }
+    ping.store(u64::MAX, Ordering::Release);
+    Ok((samples, got))
+}
+
+// ---------------------------------------------------------------------------------------
+// netron-shm runs.
+
+fn listen(role: &str) -> BenchResult<(ShmListener, String)> {
+    let name = format!("netron-bench-{}-{role}", std::process::id());
+    let mut cfg = Config::default();
+    cfg.spin(Duration::from_secs(1));
+    let l = ShmListener::bind_with(&name, cfg).map_err(|e| e.to_string())?;
+    Ok((l, name))
+}
+
+/// `n` timed round trips of a 64-byte record through an echoing child (`idle_us` of idle time
+/// before each, so a non-spinning child is asleep when the record arrives).
+fn shm_round_trip(
+    n: usize,
+    role: &str,
+    idle_us: u64,
+    budget: Duration,
+) -> BenchResult<(Samples, usize)> {
+    let (listener, name) = listen(role)?;
+    let _child = spawn(role, &[(NAME, name)])?;
+    let conn = listener
+        .accept_timeout(Some(Instant::now() + PATIENCE))
+        .map_err(|e| e.to_string())?;
+    let (mut p, mut c) = conn.split();
+    let payload = [0x5Au8; 64];
+    let mut samples = Samples::with_capacity(n);
+    let warmup = if idle_us > 0 { 20 } else { (n / 10).max(1000) };
+    let err = |e: Error| e.to_string();
+    let mut got = 0;
+    let started = Instant::now();
+    for i in 0..warmup + n {
+        if i % 64 == 63 && started.elapsed() > budget {
+            break;
+        }
+        if idle_us > 0 {
+            std::thread::sleep(Duration::from_micros(idle_us));
+        }
+        let t = Instant::now();
+        let mut r = p.reserve(64).map_err(err)?;
+        r.copy_from_slice(&payload);
+        r.commit();
+        p.publish().map_err(err)?;
+        c.wait(Some(t + PATIENCE)).map_err(err)?;
+        let ok = c.read().map_err(err)?.is_some_and(|r| r.len() == 64);
+        c.release();
+        let ns = t.elapsed().as_nanos() as u64;
+        if !ok {
+            return Err("echo came back wrong".into());
+        }
+        if i >= warmup {
+            samples.push(ns);
+            got += 1;
+        }
+    }
+    Ok((samples, got))
+}
+
+/// Records per second for `n` records of `size` bytes into a consuming child.
+fn shm_throughput(size: usize, n: u64) -> BenchResult<f64> {
+    let (listener, name) = listen("sink")?;
+    let _child = spawn(
+        "sink",
+        &[
+            (NAME, name),
+            (COUNT, n.to_string()),
+            (SIZE, size.to_string()),
+        ],
+    )?;
+    let conn = listener
+        .accept_timeout(Some(Instant::now() + PATIENCE))
+        .map_err(|e| e.to_string())?;
+    let (mut p, c) = conn.split();
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let err = |e: Error| e.to_string();
+    let t = Instant::now();
+    let end = Some(t + PATIENCE);
+    for i in 0..n {
+        let mut r = p.reserve_wait(size, end).map_err(err)?;
+        r.copy_from_slice(&src);
+        r.commit();
+        if i % BATCH == BATCH - 1 {
+            p.publish().map_err(err)?;
+        }
+    }
+    p.publish().map_err(err)?;
+    c.wait(end).map_err(err)?;
+    let secs = t.elapsed().as_secs_f64();
+    let answer = c.read().map_err(err)?.map(<[u8]>::to_vec);
+    let expect = n.wrapping_mul(u64::from(src[size - 1]));
+    if answer.as_deref() != Some(&expect.to_le_bytes()[..]) {
+        return Err("the sink's checksum is wrong".into());
+    }
+    Ok(n as f64 / secs)
+}
+
+/// Records per second for one thread copying `size`-byte records into a 1 MiB buffer.
+fn memcpy_floor(size: usize, n: u64) -> f64 {
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; 1 << 20];
+    let slots = dst.len() / size;
+    let t = Instant::now();
+    for i in 0..n as usize {
+        let at = (i % slots) * size;
+        dst[at..at + size].copy_from_slice(black_box(&src));
+        black_box(&mut dst);
+    }
+    n as f64 / t.elapsed().as_secs_f64()
 }
