@@ -5,7 +5,10 @@
 ///
 /// Returns `false` (and leaves the thread unpinned) if the kernel refuses.
 pub fn pin_to_cpu(cpu: usize) -> bool {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Online CPUs, not `available_parallelism()`: the latter honours the caller's affinity
+    // mask, so a thread already pinned to one CPU would see 1 and pin everything there.
+    // SAFETY: sysconf has no preconditions.
+    let n = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize;
     let cpu = cpu % n;
     // SAFETY: `cpu_set_t` is plain old data for which all-zero bits are a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

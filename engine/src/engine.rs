@@ -262,7 +262,10 @@ impl Drop for Engine {
 
 /// Pins the calling thread to `cpu` (modulo the online CPUs); best effort.
 pub(crate) fn pin_to_cpu(cpu: usize) {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Online CPUs, not `available_parallelism()`: the latter honours the caller's affinity
+    // mask, so a thread already pinned to one CPU would see 1 and pin everything there.
+    // SAFETY: sysconf has no preconditions.
+    let n = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize;
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu % n` is below CPU_SETSIZE on any machine this runs on; CPU_SET writes
