@@ -239,7 +239,7 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
         &mut cmsg,
         RecvFlags::CMSG_CLOEXEC,
     )
-    .map_err(|e| handshake_io("")(e.into()))?;
+    .map_err(|e| handshake_io("the server closed before replying")(e.into()))?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in cmsg.drain() {
         if let RecvAncillaryMessage::ScmRights(it) = m {

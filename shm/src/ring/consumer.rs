@@ -113,7 +113,6 @@ impl Consumer {
             loop {
                 for _ in 0..64 {
                     spin_step();
-                    self.mem.prefetch((self.read.get() & self.mask) as usize);
                     if self.ready()? {
                         return Ok(());
                     }

@@ -143,32 +143,6 @@ impl RingMem {
         unsafe { std::slice::from_raw_parts_mut(p, len) }
     }
 
-    /// Hints the CPU to start fetching the cache lines of the record that will appear at `pos`
-    /// (a spinning consumer calls this so the record's lines travel in parallel with the
-    /// `tail` line instead of after it). A prefetch is not a memory access: no data race, no
-    /// fault, whatever the producer is doing.
-    #[inline]
-    pub(crate) fn prefetch(&self, pos: usize) {
-        #[cfg(all(target_arch = "x86_64", not(loom)))]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let mask = self.cap - 1;
-            for off in [pos & mask, (pos + 64) & mask] {
-                let p = self
-                    .data
-                    .as_ptr()
-                    .wrapping_add(off)
-                    .cast::<i8>()
-                    .cast_const();
-                // SAFETY: `off < cap`, so `p` points into the live data area; `prefetch` only
-                // hints the cache and never faults or reads in the abstract machine's sense.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-            }
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-        let _ = pos;
-    }
-
     #[cfg(loom)]
     fn cells(&self, pos: usize, len: usize) -> &[loom::cell::UnsafeCell<()>] {
         let end = (pos + len).div_ceil(8).min(self.cells.len());

@@ -87,14 +87,19 @@ impl Producer {
         if !self.make_room(len)? {
             return Err(Error::Full);
         }
+        Ok(self.reservation(len))
+    }
+
+    /// The reservation at the write position, once `make_room(len)` said yes.
+    fn reservation(&mut self, len: usize) -> Reservation<'_> {
         let pos = (self.committed & self.mask) as usize;
         let size = record::size_for(len).unwrap_or(usize::MAX);
-        Ok(Reservation {
+        Reservation {
             producer: self,
             pos,
             len,
             size,
-        })
+        }
     }
 
     /// Reserves room for a `len`-byte record, waiting until `deadline` (`None`: no deadline).
@@ -108,7 +113,7 @@ impl Producer {
         deadline: Option<Instant>,
     ) -> Result<Reservation<'_>> {
         self.wait_room(len, deadline)?;
-        self.reserve(len)
+        Ok(self.reservation(len))
     }
 
     /// Copies `data` into a new record and commits it (not yet published).
