@@ -19,6 +19,7 @@ use crate::driver::buf_ring::BufRing;
 use crate::driver::ring::{self, RingError};
 use crate::driver::sock;
 use crate::driver::token::{Op, Token};
+use crate::executor::{Executor, Outcome};
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::service::Registry;
 use crate::slot::CallSlot;
@@ -84,6 +85,8 @@ pub struct Core {
     conn_cfg: ConnConfig,
     stats: CoreStats,
     cqes: Vec<Cqe>,
+    executor: Executor,
+    outcomes: Vec<Outcome>,
     dirty: Vec<usize>,
     closing: Vec<usize>,
     last_timer: Instant,
@@ -159,13 +162,15 @@ impl Core {
             next_gen: 0,
             listeners: Vec::new(),
             registry,
-            inbox,
+            inbox: inbox.clone(),
             inbox_buf: Box::new([0; 8]),
             inbox_armed: false,
             cfg,
             conn_cfg,
             stats: CoreStats::default(),
             cqes: Vec::with_capacity(256),
+            executor: Executor::new(inbox.clone()),
+            outcomes: Vec::new(),
             dirty: Vec::new(),
             closing: Vec::new(),
             last_timer: Instant::now(),
@@ -329,6 +334,7 @@ impl Core {
         }
         en.closing = true;
         en.conn.on_closed();
+        self.executor.drop_conn(key as u32);
         if let Some(slot) = en.adopt.take() {
             slot.complete(Err(Status::unavailable(
                 "connection closed during the handshake",
@@ -368,6 +374,7 @@ impl Core {
         self.stats.turns += 1;
         let mut work = self.reap(now);
         work |= self.drain_inbox(now);
+        work |= self.run_tasks(now);
         if now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = now;
             self.timers(now);
@@ -425,7 +432,14 @@ impl Core {
             }
         };
         self.stats.submits += 1;
-        let r = if park && self.inbox.prepare_sleep() {
+        // Announce sleep first, then look at both queues: a producer pushes before it checks
+        // the flag, so either we see its work or it sees us asleep and rings the doorbell.
+        let r = if park
+            && self.inbox.prepare_sleep()
+            && (!self.executor.has_ready() || {
+                self.inbox.woke();
+                false
+            }) {
             let ts = types::Timespec::new().nsec(TIMER_TICK.as_nanos() as u32);
             let args = types::SubmitArgs::new().timespec(&ts);
             let r = self.ring.submitter().submit_with_args(1, &args);
@@ -613,6 +627,21 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
+        if !en.conn.spawns.is_empty() || !en.conn.cancels.is_empty() {
+            let conn = ConnRef {
+                key: key as u32,
+                generation: en.generation,
+            };
+            for sp in en.conn.spawns.drain(..) {
+                self.executor.spawn(conn, sp.id, sp.future, sp.deadline);
+            }
+            let cancels = std::mem::take(&mut en.conn.cancels);
+            for &id in &cancels {
+                if self.executor.cancel(conn.key, id) {
+                    en.conn.abandon_async(id, None);
+                }
+            }
+        }
         if en.adopt.is_some() && (en.conn.is_open() || en.conn.is_closing()) {
             let slot = en.adopt.take().expect("checked");
             if en.conn.is_open() {
@@ -669,6 +698,26 @@ impl Core {
     }
 
     fn timers(&mut self, now: Instant) {
+        if self.executor.len() > 0 {
+            for (conn, call) in self.executor.expire(now) {
+                self.stats.deadline_exceeded += 1;
+                let key = conn.key as usize;
+                if let Some(en) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|en| en.generation == conn.generation)
+                {
+                    en.conn.abandon_async(
+                        call,
+                        Some((
+                            StatusCode::DeadlineExceeded,
+                            "the handler did not finish before the deadline",
+                        )),
+                    );
+                    self.mark_dirty(key);
+                }
+            }
+        }
         let (keepalive, dead_after, stall) = (
             self.cfg.keepalive,
             self.cfg.dead_after,
@@ -703,6 +752,33 @@ impl Core {
                 self.begin_close(k);
             }
         }
+    }
+
+    /// Polls woken async handlers and answers the calls that finished.
+    fn run_tasks(&mut self, now: Instant) -> bool {
+        if !self.executor.has_ready() {
+            return false;
+        }
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        let work = self.executor.run(&mut outcomes);
+        for Outcome::Done(conn, call, result) in outcomes.drain(..) {
+            let key = conn.key as usize;
+            if let Some(en) = self
+                .conns
+                .get_mut(key)
+                .filter(|en| en.generation == conn.generation && !en.closing)
+            {
+                let mut env = Env {
+                    registry: &self.registry,
+                    now,
+                    stats: &mut self.stats,
+                };
+                en.conn.complete_async(call, result, &mut env);
+                self.mark_dirty(key);
+            }
+        }
+        self.outcomes = outcomes;
+        work
     }
 
     fn drain_inbox(&mut self, now: Instant) -> bool {

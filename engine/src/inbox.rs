@@ -79,6 +79,11 @@ impl Inbox {
     /// Queues `cmd` and wakes the core if it sleeps.
     pub(crate) fn push(&self, cmd: Command) {
         self.queue.push(cmd);
+        self.nudge();
+    }
+
+    /// Wakes the core if it sleeps, without queueing a command (an async task was woken).
+    pub(crate) fn nudge(&self) {
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.

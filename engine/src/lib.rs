@@ -29,19 +29,24 @@ mod core;
 mod driver;
 mod endpoint;
 mod engine;
+mod executor;
 mod inbox;
 mod service;
 mod slot;
 mod stats;
 mod status;
 
+pub use bytes::Bytes;
 pub use client::{Channel, Client, Method};
 pub use config::{CoreConfig, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::ring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{Engine, EngineBuilder, EngineError};
-pub use service::{Reply, Request, Service, ServiceError, SyncHandler, Version};
+pub use service::{
+    AsyncHandler, AsyncRequest, HandlerFuture, Reply, Request, Service, ServiceError, SyncHandler,
+    Version,
+};
 pub use slot::CallSlot;
 pub use stats::CoreStats;
 pub use status::{Status, StatusCode};

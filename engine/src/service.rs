@@ -1,7 +1,11 @@
 //! Services `name@semver` with methods, and the registry a core dispatches through.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use netron_codec::hpack::HeaderList;
 use rustc_hash::FxHashMap;
@@ -59,6 +63,34 @@ impl<'a> Reply<'a> {
 
 /// A synchronous handler: runs on the core that received the request, must not block.
 pub type SyncHandler = dyn Fn(&Request<'_>, &mut Reply<'_>) -> Result<(), Status> + Send + Sync;
+
+/// A request as an async handler sees it: owned, so the future can hold it across awaits.
+#[derive(Debug, Clone)]
+pub struct AsyncRequest {
+    /// The call id on its connection.
+    pub id: u32,
+    /// The request payload (decompressed if it arrived compressed).
+    pub payload: Bytes,
+    /// The request's header fields.
+    pub headers: HeaderList,
+    /// Time left before the caller gives up, as carried by the request. The core cancels the
+    /// handler's future (dropping it) and answers DeadlineExceeded when it passes.
+    pub deadline: Option<Duration>,
+}
+
+/// The future an async handler returns: it runs on the core that received the request (it
+/// need not be `Send`) and resolves to the reply payload or a status.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, Status>> + 'static>>;
+
+/// An asynchronous handler.
+pub type AsyncHandler = dyn Fn(AsyncRequest) -> HandlerFuture + Send + Sync;
+
+/// How a method is served.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Sync(Arc<SyncHandler>),
+    Async(Arc<AsyncHandler>),
+}
 
 /// A service definition error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,7 +154,7 @@ pub struct Service {
     name: String,
     version: Version,
     key: String,
-    methods: FxHashMap<Box<[u8]>, Arc<SyncHandler>>,
+    methods: FxHashMap<Box<[u8]>, Handler>,
 }
 
 impl std::fmt::Debug for Service {
@@ -162,7 +194,22 @@ impl Service {
         F: Fn(&Request<'_>, &mut Reply<'_>) -> Result<(), Status> + Send + Sync + 'static,
     {
         self.methods
-            .insert(method.as_bytes().into(), Arc::new(handler));
+            .insert(method.as_bytes().into(), Handler::Sync(Arc::new(handler)));
+        self
+    }
+
+    /// Adds a unary method served by an async handler. Its future runs on the core's executor
+    /// (it may `await` work completed by other threads: the waker rings the core's doorbell)
+    /// and gets an owned [`AsyncRequest`]. Costs one allocation for the payload copy and one
+    /// for the future per call; prefer [`Service::unary`] for handlers that can answer at once.
+    pub fn unary_async<F, Fut>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(AsyncRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Status>> + 'static,
+    {
+        let h: Arc<AsyncHandler> = Arc::new(move |req| Box::pin(handler(req)) as HandlerFuture);
+        self.methods
+            .insert(method.as_bytes().into(), Handler::Async(h));
         self
     }
 
@@ -206,7 +253,7 @@ impl Registry {
         &self,
         service: Option<&[u8]>,
         method: Option<&[u8]>,
-    ) -> Result<&Arc<SyncHandler>, Status> {
+    ) -> Result<&Handler, Status> {
         let service =
             service.ok_or_else(|| Status::invalid_argument("request has no :service header"))?;
         let method =

@@ -16,5 +16,6 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
+#[rustfmt::skip]
 mod netron_generated;
 pub use netron_generated::netron::wire::*;

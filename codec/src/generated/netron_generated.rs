@@ -2,975 +2,883 @@
 // @generated
 extern crate alloc;
 
+
 #[allow(unused_imports, dead_code)]
 pub mod netron {
 
-    #[allow(unused_imports, dead_code)]
-    pub mod wire {
+#[allow(unused_imports, dead_code)]
+pub mod wire {
 
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MIN_FRAME_KIND: u8 = 0;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MAX_FRAME_KIND: u8 = 17;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_FRAME_KIND: [FrameKind; 18] = [
-            FrameKind::Invalid,
-            FrameKind::Hello,
-            FrameKind::Welcome,
-            FrameKind::Reject,
-            FrameKind::Request,
-            FrameKind::Response,
-            FrameKind::Error,
-            FrameKind::StreamOpen,
-            FrameKind::StreamData,
-            FrameKind::StreamEnd,
-            FrameKind::Cancel,
-            FrameKind::WindowUpdate,
-            FrameKind::Subscribe,
-            FrameKind::Unsubscribe,
-            FrameKind::Event,
-            FrameKind::Ping,
-            FrameKind::Pong,
-            FrameKind::GoAway,
-        ];
 
-        /// Frame kinds. 0 is never valid on the wire.
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        #[repr(transparent)]
-        pub struct FrameKind(pub u8);
-        #[allow(non_upper_case_globals)]
-        impl FrameKind {
-            pub const Invalid: Self = Self(0);
-            pub const Hello: Self = Self(1);
-            pub const Welcome: Self = Self(2);
-            pub const Reject: Self = Self(3);
-            pub const Request: Self = Self(4);
-            pub const Response: Self = Self(5);
-            pub const Error: Self = Self(6);
-            pub const StreamOpen: Self = Self(7);
-            pub const StreamData: Self = Self(8);
-            pub const StreamEnd: Self = Self(9);
-            pub const Cancel: Self = Self(10);
-            pub const WindowUpdate: Self = Self(11);
-            pub const Subscribe: Self = Self(12);
-            pub const Unsubscribe: Self = Self(13);
-            pub const Event: Self = Self(14);
-            pub const Ping: Self = Self(15);
-            pub const Pong: Self = Self(16);
-            pub const GoAway: Self = Self(17);
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_FRAME_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_FRAME_KIND: u8 = 17;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_FRAME_KIND: [FrameKind; 18] = [
+  FrameKind::Invalid,
+  FrameKind::Hello,
+  FrameKind::Welcome,
+  FrameKind::Reject,
+  FrameKind::Request,
+  FrameKind::Response,
+  FrameKind::Error,
+  FrameKind::StreamOpen,
+  FrameKind::StreamData,
+  FrameKind::StreamEnd,
+  FrameKind::Cancel,
+  FrameKind::WindowUpdate,
+  FrameKind::Subscribe,
+  FrameKind::Unsubscribe,
+  FrameKind::Event,
+  FrameKind::Ping,
+  FrameKind::Pong,
+  FrameKind::GoAway,
+];
 
-            pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 17;
-            pub const ENUM_VALUES: &'static [Self] = &[
-                Self::Invalid,
-                Self::Hello,
-                Self::Welcome,
-                Self::Reject,
-                Self::Request,
-                Self::Response,
-                Self::Error,
-                Self::StreamOpen,
-                Self::StreamData,
-                Self::StreamEnd,
-                Self::Cancel,
-                Self::WindowUpdate,
-                Self::Subscribe,
-                Self::Unsubscribe,
-                Self::Event,
-                Self::Ping,
-                Self::Pong,
-                Self::GoAway,
-            ];
-            /// Returns the variant's name or "" if unknown.
-            pub fn variant_name(self) -> Option<&'static str> {
-                match self {
-                    Self::Invalid => Some("Invalid"),
-                    Self::Hello => Some("Hello"),
-                    Self::Welcome => Some("Welcome"),
-                    Self::Reject => Some("Reject"),
-                    Self::Request => Some("Request"),
-                    Self::Response => Some("Response"),
-                    Self::Error => Some("Error"),
-                    Self::StreamOpen => Some("StreamOpen"),
-                    Self::StreamData => Some("StreamData"),
-                    Self::StreamEnd => Some("StreamEnd"),
-                    Self::Cancel => Some("Cancel"),
-                    Self::WindowUpdate => Some("WindowUpdate"),
-                    Self::Subscribe => Some("Subscribe"),
-                    Self::Unsubscribe => Some("Unsubscribe"),
-                    Self::Event => Some("Event"),
-                    Self::Ping => Some("Ping"),
-                    Self::Pong => Some("Pong"),
-                    Self::GoAway => Some("GoAway"),
-                    _ => None,
-                }
-            }
-        }
-        impl ::core::fmt::Debug for FrameKind {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-                if let Some(name) = self.variant_name() {
-                    f.write_str(name)
-                } else {
-                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
-                }
-            }
-        }
-        impl<'a> ::flatbuffers::Follow<'a> for FrameKind {
-            type Inner = Self;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
-                Self(b)
-            }
-        }
+/// Frame kinds. 0 is never valid on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct FrameKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl FrameKind {
+  pub const Invalid: Self = Self(0);
+  pub const Hello: Self = Self(1);
+  pub const Welcome: Self = Self(2);
+  pub const Reject: Self = Self(3);
+  pub const Request: Self = Self(4);
+  pub const Response: Self = Self(5);
+  pub const Error: Self = Self(6);
+  pub const StreamOpen: Self = Self(7);
+  pub const StreamData: Self = Self(8);
+  pub const StreamEnd: Self = Self(9);
+  pub const Cancel: Self = Self(10);
+  pub const WindowUpdate: Self = Self(11);
+  pub const Subscribe: Self = Self(12);
+  pub const Unsubscribe: Self = Self(13);
+  pub const Event: Self = Self(14);
+  pub const Ping: Self = Self(15);
+  pub const Pong: Self = Self(16);
+  pub const GoAway: Self = Self(17);
 
-        impl ::flatbuffers::Push for FrameKind {
-            type Output = FrameKind;
-            #[inline]
-            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-                unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
-            }
-        }
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Invalid,
+    Self::Hello,
+    Self::Welcome,
+    Self::Reject,
+    Self::Request,
+    Self::Response,
+    Self::Error,
+    Self::StreamOpen,
+    Self::StreamData,
+    Self::StreamEnd,
+    Self::Cancel,
+    Self::WindowUpdate,
+    Self::Subscribe,
+    Self::Unsubscribe,
+    Self::Event,
+    Self::Ping,
+    Self::Pong,
+    Self::GoAway,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Invalid => Some("Invalid"),
+      Self::Hello => Some("Hello"),
+      Self::Welcome => Some("Welcome"),
+      Self::Reject => Some("Reject"),
+      Self::Request => Some("Request"),
+      Self::Response => Some("Response"),
+      Self::Error => Some("Error"),
+      Self::StreamOpen => Some("StreamOpen"),
+      Self::StreamData => Some("StreamData"),
+      Self::StreamEnd => Some("StreamEnd"),
+      Self::Cancel => Some("Cancel"),
+      Self::WindowUpdate => Some("WindowUpdate"),
+      Self::Subscribe => Some("Subscribe"),
+      Self::Unsubscribe => Some("Unsubscribe"),
+      Self::Event => Some("Event"),
+      Self::Ping => Some("Ping"),
+      Self::Pong => Some("Pong"),
+      Self::GoAway => Some("GoAway"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for FrameKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for FrameKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::EndianScalar for FrameKind {
-            type Scalar = u8;
-            #[inline]
-            fn to_little_endian(self) -> u8 {
-                self.0.to_le()
-            }
-            #[inline]
-            #[allow(clippy::wrong_self_convention)]
-            fn from_little_endian(v: u8) -> Self {
-                let b = u8::from_le(v);
-                Self(b)
-            }
-        }
+impl ::flatbuffers::Push for FrameKind {
+    type Output = FrameKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
 
-        impl<'a> ::flatbuffers::Verifiable for FrameKind {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                u8::run_verifier(v, pos)
-            }
-        }
+impl ::flatbuffers::EndianScalar for FrameKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::SimpleToVerifyInSlice for FrameKind {}
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MIN_STATUS_CODE: u16 = 0;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MAX_STATUS_CODE: u16 = 16;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_STATUS_CODE: [StatusCode; 17] = [
-            StatusCode::Ok,
-            StatusCode::Cancelled,
-            StatusCode::Unknown,
-            StatusCode::InvalidArgument,
-            StatusCode::DeadlineExceeded,
-            StatusCode::NotFound,
-            StatusCode::AlreadyExists,
-            StatusCode::PermissionDenied,
-            StatusCode::ResourceExhausted,
-            StatusCode::FailedPrecondition,
-            StatusCode::Aborted,
-            StatusCode::OutOfRange,
-            StatusCode::Unimplemented,
-            StatusCode::Internal,
-            StatusCode::Unavailable,
-            StatusCode::DataLoss,
-            StatusCode::Unauthenticated,
-        ];
+impl<'a> ::flatbuffers::Verifiable for FrameKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
 
-        /// Status codes (the gRPC set, same numbers).
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        #[repr(transparent)]
-        pub struct StatusCode(pub u16);
-        #[allow(non_upper_case_globals)]
-        impl StatusCode {
-            pub const Ok: Self = Self(0);
-            pub const Cancelled: Self = Self(1);
-            pub const Unknown: Self = Self(2);
-            pub const InvalidArgument: Self = Self(3);
-            pub const DeadlineExceeded: Self = Self(4);
-            pub const NotFound: Self = Self(5);
-            pub const AlreadyExists: Self = Self(6);
-            pub const PermissionDenied: Self = Self(7);
-            pub const ResourceExhausted: Self = Self(8);
-            pub const FailedPrecondition: Self = Self(9);
-            pub const Aborted: Self = Self(10);
-            pub const OutOfRange: Self = Self(11);
-            pub const Unimplemented: Self = Self(12);
-            pub const Internal: Self = Self(13);
-            pub const Unavailable: Self = Self(14);
-            pub const DataLoss: Self = Self(15);
-            pub const Unauthenticated: Self = Self(16);
+impl ::flatbuffers::SimpleToVerifyInSlice for FrameKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_STATUS_CODE: u16 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_STATUS_CODE: u16 = 16;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_STATUS_CODE: [StatusCode; 17] = [
+  StatusCode::Ok,
+  StatusCode::Cancelled,
+  StatusCode::Unknown,
+  StatusCode::InvalidArgument,
+  StatusCode::DeadlineExceeded,
+  StatusCode::NotFound,
+  StatusCode::AlreadyExists,
+  StatusCode::PermissionDenied,
+  StatusCode::ResourceExhausted,
+  StatusCode::FailedPrecondition,
+  StatusCode::Aborted,
+  StatusCode::OutOfRange,
+  StatusCode::Unimplemented,
+  StatusCode::Internal,
+  StatusCode::Unavailable,
+  StatusCode::DataLoss,
+  StatusCode::Unauthenticated,
+];
 
-            pub const ENUM_MIN: u16 = 0;
-            pub const ENUM_MAX: u16 = 16;
-            pub const ENUM_VALUES: &'static [Self] = &[
-                Self::Ok,
-                Self::Cancelled,
-                Self::Unknown,
-                Self::InvalidArgument,
-                Self::DeadlineExceeded,
-                Self::NotFound,
-                Self::AlreadyExists,
-                Self::PermissionDenied,
-                Self::ResourceExhausted,
-                Self::FailedPrecondition,
-                Self::Aborted,
-                Self::OutOfRange,
-                Self::Unimplemented,
-                Self::Internal,
-                Self::Unavailable,
-                Self::DataLoss,
-                Self::Unauthenticated,
-            ];
-            /// Returns the variant's name or "" if unknown.
-            pub fn variant_name(self) -> Option<&'static str> {
-                match self {
-                    Self::Ok => Some("Ok"),
-                    Self::Cancelled => Some("Cancelled"),
-                    Self::Unknown => Some("Unknown"),
-                    Self::InvalidArgument => Some("InvalidArgument"),
-                    Self::DeadlineExceeded => Some("DeadlineExceeded"),
-                    Self::NotFound => Some("NotFound"),
-                    Self::AlreadyExists => Some("AlreadyExists"),
-                    Self::PermissionDenied => Some("PermissionDenied"),
-                    Self::ResourceExhausted => Some("ResourceExhausted"),
-                    Self::FailedPrecondition => Some("FailedPrecondition"),
-                    Self::Aborted => Some("Aborted"),
-                    Self::OutOfRange => Some("OutOfRange"),
-                    Self::Unimplemented => Some("Unimplemented"),
-                    Self::Internal => Some("Internal"),
-                    Self::Unavailable => Some("Unavailable"),
-                    Self::DataLoss => Some("DataLoss"),
-                    Self::Unauthenticated => Some("Unauthenticated"),
-                    _ => None,
-                }
-            }
-        }
-        impl ::core::fmt::Debug for StatusCode {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-                if let Some(name) = self.variant_name() {
-                    f.write_str(name)
-                } else {
-                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
-                }
-            }
-        }
-        impl<'a> ::flatbuffers::Follow<'a> for StatusCode {
-            type Inner = Self;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                let b = unsafe { ::flatbuffers::read_scalar_at::<u16>(buf, loc) };
-                Self(b)
-            }
-        }
+/// Status codes (the gRPC set, same numbers).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct StatusCode(pub u16);
+#[allow(non_upper_case_globals)]
+impl StatusCode {
+  pub const Ok: Self = Self(0);
+  pub const Cancelled: Self = Self(1);
+  pub const Unknown: Self = Self(2);
+  pub const InvalidArgument: Self = Self(3);
+  pub const DeadlineExceeded: Self = Self(4);
+  pub const NotFound: Self = Self(5);
+  pub const AlreadyExists: Self = Self(6);
+  pub const PermissionDenied: Self = Self(7);
+  pub const ResourceExhausted: Self = Self(8);
+  pub const FailedPrecondition: Self = Self(9);
+  pub const Aborted: Self = Self(10);
+  pub const OutOfRange: Self = Self(11);
+  pub const Unimplemented: Self = Self(12);
+  pub const Internal: Self = Self(13);
+  pub const Unavailable: Self = Self(14);
+  pub const DataLoss: Self = Self(15);
+  pub const Unauthenticated: Self = Self(16);
 
-        impl ::flatbuffers::Push for StatusCode {
-            type Output = StatusCode;
-            #[inline]
-            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-                unsafe { ::flatbuffers::emplace_scalar::<u16>(dst, self.0) };
-            }
-        }
+  pub const ENUM_MIN: u16 = 0;
+  pub const ENUM_MAX: u16 = 16;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Ok,
+    Self::Cancelled,
+    Self::Unknown,
+    Self::InvalidArgument,
+    Self::DeadlineExceeded,
+    Self::NotFound,
+    Self::AlreadyExists,
+    Self::PermissionDenied,
+    Self::ResourceExhausted,
+    Self::FailedPrecondition,
+    Self::Aborted,
+    Self::OutOfRange,
+    Self::Unimplemented,
+    Self::Internal,
+    Self::Unavailable,
+    Self::DataLoss,
+    Self::Unauthenticated,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Ok => Some("Ok"),
+      Self::Cancelled => Some("Cancelled"),
+      Self::Unknown => Some("Unknown"),
+      Self::InvalidArgument => Some("InvalidArgument"),
+      Self::DeadlineExceeded => Some("DeadlineExceeded"),
+      Self::NotFound => Some("NotFound"),
+      Self::AlreadyExists => Some("AlreadyExists"),
+      Self::PermissionDenied => Some("PermissionDenied"),
+      Self::ResourceExhausted => Some("ResourceExhausted"),
+      Self::FailedPrecondition => Some("FailedPrecondition"),
+      Self::Aborted => Some("Aborted"),
+      Self::OutOfRange => Some("OutOfRange"),
+      Self::Unimplemented => Some("Unimplemented"),
+      Self::Internal => Some("Internal"),
+      Self::Unavailable => Some("Unavailable"),
+      Self::DataLoss => Some("DataLoss"),
+      Self::Unauthenticated => Some("Unauthenticated"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for StatusCode {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for StatusCode {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u16>(buf, loc) };
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::EndianScalar for StatusCode {
-            type Scalar = u16;
-            #[inline]
-            fn to_little_endian(self) -> u16 {
-                self.0.to_le()
-            }
-            #[inline]
-            #[allow(clippy::wrong_self_convention)]
-            fn from_little_endian(v: u16) -> Self {
-                let b = u16::from_le(v);
-                Self(b)
-            }
-        }
+impl ::flatbuffers::Push for StatusCode {
+    type Output = StatusCode;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u16>(dst, self.0) };
+    }
+}
 
-        impl<'a> ::flatbuffers::Verifiable for StatusCode {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                u16::run_verifier(v, pos)
-            }
-        }
+impl ::flatbuffers::EndianScalar for StatusCode {
+  type Scalar = u16;
+  #[inline]
+  fn to_little_endian(self) -> u16 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u16) -> Self {
+    let b = u16::from_le(v);
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::SimpleToVerifyInSlice for StatusCode {}
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MIN_COMPRESSION: u8 = 0;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MAX_COMPRESSION: u8 = 2;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_COMPRESSION: [Compression; 3] =
-            [Compression::None, Compression::Lz4, Compression::Zstd];
+impl<'a> ::flatbuffers::Verifiable for StatusCode {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u16::run_verifier(v, pos)
+  }
+}
 
-        /// Payload compression algorithms.
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        #[repr(transparent)]
-        pub struct Compression(pub u8);
-        #[allow(non_upper_case_globals)]
-        impl Compression {
-            pub const None: Self = Self(0);
-            pub const Lz4: Self = Self(1);
-            pub const Zstd: Self = Self(2);
+impl ::flatbuffers::SimpleToVerifyInSlice for StatusCode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_COMPRESSION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_COMPRESSION: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_COMPRESSION: [Compression; 3] = [
+  Compression::None,
+  Compression::Lz4,
+  Compression::Zstd,
+];
 
-            pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 2;
-            pub const ENUM_VALUES: &'static [Self] = &[Self::None, Self::Lz4, Self::Zstd];
-            /// Returns the variant's name or "" if unknown.
-            pub fn variant_name(self) -> Option<&'static str> {
-                match self {
-                    Self::None => Some("None"),
-                    Self::Lz4 => Some("Lz4"),
-                    Self::Zstd => Some("Zstd"),
-                    _ => None,
-                }
-            }
-        }
-        impl ::core::fmt::Debug for Compression {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-                if let Some(name) = self.variant_name() {
-                    f.write_str(name)
-                } else {
-                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
-                }
-            }
-        }
-        impl<'a> ::flatbuffers::Follow<'a> for Compression {
-            type Inner = Self;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
-                Self(b)
-            }
-        }
+/// Payload compression algorithms.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Compression(pub u8);
+#[allow(non_upper_case_globals)]
+impl Compression {
+  pub const None: Self = Self(0);
+  pub const Lz4: Self = Self(1);
+  pub const Zstd: Self = Self(2);
 
-        impl ::flatbuffers::Push for Compression {
-            type Output = Compression;
-            #[inline]
-            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-                unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
-            }
-        }
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::None,
+    Self::Lz4,
+    Self::Zstd,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::None => Some("None"),
+      Self::Lz4 => Some("Lz4"),
+      Self::Zstd => Some("Zstd"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Compression {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Compression {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::EndianScalar for Compression {
-            type Scalar = u8;
-            #[inline]
-            fn to_little_endian(self) -> u8 {
-                self.0.to_le()
-            }
-            #[inline]
-            #[allow(clippy::wrong_self_convention)]
-            fn from_little_endian(v: u8) -> Self {
-                let b = u8::from_le(v);
-                Self(b)
-            }
-        }
+impl ::flatbuffers::Push for Compression {
+    type Output = Compression;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
 
-        impl<'a> ::flatbuffers::Verifiable for Compression {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                u8::run_verifier(v, pos)
-            }
-        }
+impl ::flatbuffers::EndianScalar for Compression {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::SimpleToVerifyInSlice for Compression {}
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MIN_METHOD_KIND: u8 = 0;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        pub const ENUM_MAX_METHOD_KIND: u8 = 3;
-        #[deprecated(
-            since = "2.0.0",
-            note = "Use associated constants instead. This will no longer be generated in 2021."
-        )]
-        #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_METHOD_KIND: [MethodKind; 4] = [
-            MethodKind::Unary,
-            MethodKind::ServerStream,
-            MethodKind::ClientStream,
-            MethodKind::Bidi,
-        ];
+impl<'a> ::flatbuffers::Verifiable for Compression {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
 
-        /// The kind of a method, as listed by the `$sys` service.
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        #[repr(transparent)]
-        pub struct MethodKind(pub u8);
-        #[allow(non_upper_case_globals)]
-        impl MethodKind {
-            pub const Unary: Self = Self(0);
-            pub const ServerStream: Self = Self(1);
-            pub const ClientStream: Self = Self(2);
-            pub const Bidi: Self = Self(3);
+impl ::flatbuffers::SimpleToVerifyInSlice for Compression {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_METHOD_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_METHOD_KIND: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_METHOD_KIND: [MethodKind; 4] = [
+  MethodKind::Unary,
+  MethodKind::ServerStream,
+  MethodKind::ClientStream,
+  MethodKind::Bidi,
+];
 
-            pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 3;
-            pub const ENUM_VALUES: &'static [Self] = &[
-                Self::Unary,
-                Self::ServerStream,
-                Self::ClientStream,
-                Self::Bidi,
-            ];
-            /// Returns the variant's name or "" if unknown.
-            pub fn variant_name(self) -> Option<&'static str> {
-                match self {
-                    Self::Unary => Some("Unary"),
-                    Self::ServerStream => Some("ServerStream"),
-                    Self::ClientStream => Some("ClientStream"),
-                    Self::Bidi => Some("Bidi"),
-                    _ => None,
-                }
-            }
-        }
-        impl ::core::fmt::Debug for MethodKind {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-                if let Some(name) = self.variant_name() {
-                    f.write_str(name)
-                } else {
-                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
-                }
-            }
-        }
-        impl<'a> ::flatbuffers::Follow<'a> for MethodKind {
-            type Inner = Self;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
-                Self(b)
-            }
-        }
+/// The kind of a method, as listed by the `$sys` service.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MethodKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl MethodKind {
+  pub const Unary: Self = Self(0);
+  pub const ServerStream: Self = Self(1);
+  pub const ClientStream: Self = Self(2);
+  pub const Bidi: Self = Self(3);
 
-        impl ::flatbuffers::Push for MethodKind {
-            type Output = MethodKind;
-            #[inline]
-            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-                unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
-            }
-        }
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unary,
+    Self::ServerStream,
+    Self::ClientStream,
+    Self::Bidi,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unary => Some("Unary"),
+      Self::ServerStream => Some("ServerStream"),
+      Self::ClientStream => Some("ClientStream"),
+      Self::Bidi => Some("Bidi"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MethodKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MethodKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::EndianScalar for MethodKind {
-            type Scalar = u8;
-            #[inline]
-            fn to_little_endian(self) -> u8 {
-                self.0.to_le()
-            }
-            #[inline]
-            #[allow(clippy::wrong_self_convention)]
-            fn from_little_endian(v: u8) -> Self {
-                let b = u8::from_le(v);
-                Self(b)
-            }
-        }
+impl ::flatbuffers::Push for MethodKind {
+    type Output = MethodKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
 
-        impl<'a> ::flatbuffers::Verifiable for MethodKind {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                u8::run_verifier(v, pos)
-            }
-        }
+impl ::flatbuffers::EndianScalar for MethodKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
 
-        impl ::flatbuffers::SimpleToVerifyInSlice for MethodKind {}
-        /// The fixed 16-byte header at the start of every frame (little-endian, no vtable).
-        /// Read in place; see docs/protocol.md section "Frame header".
-        // struct FrameHeader, aligned to 4
-        #[repr(transparent)]
-        #[derive(Clone, Copy, PartialEq)]
-        pub struct FrameHeader(pub [u8; 16]);
-        impl Default for FrameHeader {
-            fn default() -> Self {
-                Self([0; 16])
-            }
-        }
-        impl ::core::fmt::Debug for FrameHeader {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-                f.debug_struct("FrameHeader")
-                    .field("length", &self.length())
-                    .field("kind", &self.kind())
-                    .field("flags", &self.flags())
-                    .field("header_len", &self.header_len())
-                    .field("id", &self.id())
-                    .field("arg", &self.arg())
-                    .finish()
-            }
-        }
+impl<'a> ::flatbuffers::Verifiable for MethodKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
 
-        impl ::flatbuffers::SimpleToVerifyInSlice for FrameHeader {}
-        impl<'a> ::flatbuffers::Follow<'a> for FrameHeader {
-            type Inner = &'a FrameHeader;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                unsafe { <&'a FrameHeader>::follow(buf, loc) }
-            }
-        }
-        impl<'a> ::flatbuffers::Follow<'a> for &'a FrameHeader {
-            type Inner = &'a FrameHeader;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                unsafe { ::flatbuffers::follow_cast_ref::<FrameHeader>(buf, loc) }
-            }
-        }
-        impl<'b> ::flatbuffers::Push for FrameHeader {
-            type Output = FrameHeader;
-            #[inline]
-            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-                let src = unsafe {
-                    ::core::slice::from_raw_parts(
-                        self as *const FrameHeader as *const u8,
-                        <Self as ::flatbuffers::Push>::size(),
-                    )
-                };
-                dst.copy_from_slice(src);
-            }
-            #[inline]
-            fn alignment() -> ::flatbuffers::PushAlignment {
-                ::flatbuffers::PushAlignment::new(4)
-            }
-        }
+impl ::flatbuffers::SimpleToVerifyInSlice for MethodKind {}
+/// The fixed 16-byte header at the start of every frame (little-endian, no vtable).
+/// Read in place; see docs/protocol.md section "Frame header".
+// struct FrameHeader, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct FrameHeader(pub [u8; 16]);
+impl Default for FrameHeader { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for FrameHeader {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("FrameHeader")
+      .field("length", &self.length())
+      .field("kind", &self.kind())
+      .field("flags", &self.flags())
+      .field("header_len", &self.header_len())
+      .field("id", &self.id())
+      .field("arg", &self.arg())
+      .finish()
+  }
+}
 
-        impl<'a> ::flatbuffers::Verifiable for FrameHeader {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.in_buffer::<Self>(pos)
-            }
-        }
+impl ::flatbuffers::SimpleToVerifyInSlice for FrameHeader {}
+impl<'a> ::flatbuffers::Follow<'a> for FrameHeader {
+  type Inner = &'a FrameHeader;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a FrameHeader>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a FrameHeader {
+  type Inner = &'a FrameHeader;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<FrameHeader>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for FrameHeader {
+    type Output = FrameHeader;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const FrameHeader as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(4)
+    }
+}
 
-        impl<'a> FrameHeader {
-            #[allow(clippy::too_many_arguments)]
-            pub fn new(
-                length: u32,
-                kind: u8,
-                flags: u8,
-                header_len: u16,
-                id: u32,
-                arg: u32,
-            ) -> Self {
-                let mut s = Self([0; 16]);
-                s.set_length(length);
-                s.set_kind(kind);
-                s.set_flags(flags);
-                s.set_header_len(header_len);
-                s.set_id(id);
-                s.set_arg(arg);
-                s
-            }
+impl<'a> ::flatbuffers::Verifiable for FrameHeader {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
 
-            /// Total frame length in bytes, this header included.
-            pub fn length(&self) -> u32 {
-                let mut mem = ::core::mem::MaybeUninit::<
-                    <u32 as ::flatbuffers::EndianScalar>::Scalar,
-                >::uninit();
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        self.0[0..].as_ptr(),
-                        mem.as_mut_ptr() as *mut u8,
-                        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                    mem.assume_init()
-                })
-            }
+impl<'a> FrameHeader {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    length: u32,
+    kind: u8,
+    flags: u8,
+    header_len: u16,
+    id: u32,
+    arg: u32,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_length(length);
+    s.set_kind(kind);
+    s.set_flags(flags);
+    s.set_header_len(header_len);
+    s.set_id(id);
+    s.set_arg(arg);
+    s
+  }
 
-            pub fn set_length(&mut self, x: u32) {
-                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        &x_le as *const _ as *const u8,
-                        self.0[0..].as_mut_ptr(),
-                        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                }
-            }
+  /// Total frame length in bytes, this header included.
+  pub fn length(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
 
-            /// Frame kind (FrameKind).
-            pub fn kind(&self) -> u8 {
-                let mut mem =
-                    ::core::mem::MaybeUninit::<<u8 as ::flatbuffers::EndianScalar>::Scalar>::uninit(
-                    );
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        self.0[4..].as_ptr(),
-                        mem.as_mut_ptr() as *mut u8,
-                        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                    mem.assume_init()
-                })
-            }
+  pub fn set_length(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
 
-            pub fn set_kind(&mut self, x: u8) {
-                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        &x_le as *const _ as *const u8,
-                        self.0[4..].as_mut_ptr(),
-                        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                }
-            }
+  /// Frame kind (FrameKind).
+  pub fn kind(&self) -> u8 {
+    let mut mem = ::core::mem::MaybeUninit::<<u8 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[4..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
 
-            /// Flag bits (see docs/protocol.md, "Flags").
-            pub fn flags(&self) -> u8 {
-                let mut mem =
-                    ::core::mem::MaybeUninit::<<u8 as ::flatbuffers::EndianScalar>::Scalar>::uninit(
-                    );
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        self.0[5..].as_ptr(),
-                        mem.as_mut_ptr() as *mut u8,
-                        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                    mem.assume_init()
-                })
-            }
+  pub fn set_kind(&mut self, x: u8) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[4..].as_mut_ptr(),
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
 
-            pub fn set_flags(&mut self, x: u8) {
-                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        &x_le as *const _ as *const u8,
-                        self.0[5..].as_mut_ptr(),
-                        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                }
-            }
+  /// Flag bits (see docs/protocol.md, "Flags").
+  pub fn flags(&self) -> u8 {
+    let mut mem = ::core::mem::MaybeUninit::<<u8 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[5..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
 
-            /// Length of the header block that follows this header.
-            pub fn header_len(&self) -> u16 {
-                let mut mem = ::core::mem::MaybeUninit::<
-                    <u16 as ::flatbuffers::EndianScalar>::Scalar,
-                >::uninit();
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        self.0[6..].as_ptr(),
-                        mem.as_mut_ptr() as *mut u8,
-                        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                    mem.assume_init()
-                })
-            }
+  pub fn set_flags(&mut self, x: u8) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[5..].as_mut_ptr(),
+        ::core::mem::size_of::<<u8 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
 
-            pub fn set_header_len(&mut self, x: u16) {
-                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        &x_le as *const _ as *const u8,
-                        self.0[6..].as_mut_ptr(),
-                        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                }
-            }
+  /// Length of the header block that follows this header.
+  pub fn header_len(&self) -> u16 {
+    let mut mem = ::core::mem::MaybeUninit::<<u16 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[6..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
 
-            /// Request, stream or subscription id (0 = the connection itself).
-            pub fn id(&self) -> u32 {
-                let mut mem = ::core::mem::MaybeUninit::<
-                    <u32 as ::flatbuffers::EndianScalar>::Scalar,
-                >::uninit();
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        self.0[8..].as_ptr(),
-                        mem.as_mut_ptr() as *mut u8,
-                        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                    mem.assume_init()
-                })
-            }
+  pub fn set_header_len(&mut self, x: u16) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[6..].as_mut_ptr(),
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
 
-            pub fn set_id(&mut self, x: u32) {
-                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        &x_le as *const _ as *const u8,
-                        self.0[8..].as_mut_ptr(),
-                        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                }
-            }
+  /// Request, stream or subscription id (0 = the connection itself).
+  pub fn id(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
 
-            /// Kind-specific 32-bit argument: deadline, sequence number, window credit, ...
-            pub fn arg(&self) -> u32 {
-                let mut mem = ::core::mem::MaybeUninit::<
-                    <u32 as ::flatbuffers::EndianScalar>::Scalar,
-                >::uninit();
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        self.0[12..].as_ptr(),
-                        mem.as_mut_ptr() as *mut u8,
-                        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                    mem.assume_init()
-                })
-            }
+  pub fn set_id(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
 
-            pub fn set_arg(&mut self, x: u32) {
-                let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-                // Safety:
-                // Created from a valid Table for this object
-                // Which contains a valid value in this slot
-                unsafe {
-                    ::core::ptr::copy_nonoverlapping(
-                        &x_le as *const _ as *const u8,
-                        self.0[12..].as_mut_ptr(),
-                        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
-                    );
-                }
-            }
-        }
+  /// Kind-specific 32-bit argument: deadline, sequence number, window credit, ...
+  pub fn arg(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[12..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
 
-        pub enum HelloOffset {}
-        #[derive(Copy, Clone, PartialEq)]
+  pub fn set_arg(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[12..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
 
-        /// Client -> server, the first frame after the preface.
-        pub struct Hello<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
+}
 
-        impl<'a> ::flatbuffers::Follow<'a> for Hello<'a> {
-            type Inner = Hello<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
+pub enum HelloOffset {}
+#[derive(Copy, Clone, PartialEq)]
 
-        impl<'a> Hello<'a> {
-            pub const VT_FEATURES: ::flatbuffers::VOffsetT = 4;
-            pub const VT_COMPRESSION: ::flatbuffers::VOffsetT = 6;
-            pub const VT_MAX_FRAME_SIZE: ::flatbuffers::VOffsetT = 8;
-            pub const VT_HEADER_TABLE_SIZE: ::flatbuffers::VOffsetT = 10;
-            pub const VT_MAX_BATCH_FRAMES: ::flatbuffers::VOffsetT = 12;
-            pub const VT_MAX_BATCH_BYTES: ::flatbuffers::VOffsetT = 14;
-            pub const VT_MAX_DECOMPRESSED_SIZE: ::flatbuffers::VOffsetT = 16;
-            pub const VT_AUTH_TOKEN: ::flatbuffers::VOffsetT = 18;
-            pub const VT_CLIENT_NAME: ::flatbuffers::VOffsetT = 20;
+/// Client -> server, the first frame after the preface.
+pub struct Hello<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
 
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Hello { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args HelloArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
-                let mut builder = HelloBuilder::new(_fbb);
-                builder.add_features(args.features);
-                if let Some(x) = args.client_name {
-                    builder.add_client_name(x);
-                }
-                if let Some(x) = args.auth_token {
-                    builder.add_auth_token(x);
-                }
-                builder.add_max_decompressed_size(args.max_decompressed_size);
-                builder.add_max_batch_bytes(args.max_batch_bytes);
-                builder.add_max_batch_frames(args.max_batch_frames);
-                builder.add_header_table_size(args.header_table_size);
-                builder.add_max_frame_size(args.max_frame_size);
-                if let Some(x) = args.compression {
-                    builder.add_compression(x);
-                }
-                builder.finish()
-            }
+impl<'a> ::flatbuffers::Follow<'a> for Hello<'a> {
+  type Inner = Hello<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
 
-            /// Feature bits the client supports (unknown bits are ignored by the server).
-            #[inline]
-            pub fn features(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Hello::VT_FEATURES, Some(0)).unwrap() }
-            }
-            /// Compression algorithms the client can decode, most preferred first.
-            #[inline]
-            pub fn compression(&self) -> Option<::flatbuffers::Vector<'a, Compression>> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Compression>>>(Hello::VT_COMPRESSION, None)
-                }
-            }
-            /// Largest frame the client accepts (bytes, header included).
-            #[inline]
-            pub fn max_frame_size(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Hello::VT_MAX_FRAME_SIZE, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Largest header-compression dynamic table the client's decoder keeps (bytes).
-            #[inline]
-            pub fn header_table_size(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Hello::VT_HEADER_TABLE_SIZE, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Most frames the client accepts in one batch.
-            #[inline]
-            pub fn max_batch_frames(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Hello::VT_MAX_BATCH_FRAMES, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Most bytes the client accepts in one batch.
-            #[inline]
-            pub fn max_batch_bytes(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Hello::VT_MAX_BATCH_BYTES, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Largest decompressed payload the client accepts (bytes).
-            #[inline]
-            pub fn max_decompressed_size(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Hello::VT_MAX_DECOMPRESSED_SIZE, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Opaque authentication token (e.g. a bearer token), optional.
-            #[inline]
-            pub fn auth_token(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
-                            Hello::VT_AUTH_TOKEN,
-                            None,
-                        )
-                }
-            }
-            /// Free-form client name for logs, optional.
-            #[inline]
-            pub fn client_name(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_CLIENT_NAME, None)
-                }
-            }
-        }
+impl<'a> Hello<'a> {
+  pub const VT_FEATURES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_COMPRESSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MAX_FRAME_SIZE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_HEADER_TABLE_SIZE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MAX_BATCH_FRAMES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MAX_BATCH_BYTES: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAX_DECOMPRESSED_SIZE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_AUTH_TOKEN: ::flatbuffers::VOffsetT = 18;
+  pub const VT_CLIENT_NAME: ::flatbuffers::VOffsetT = 20;
 
-        impl ::flatbuffers::Verifiable for Hello<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Hello { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HelloArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
+    let mut builder = HelloBuilder::new(_fbb);
+    builder.add_features(args.features);
+    if let Some(x) = args.client_name { builder.add_client_name(x); }
+    if let Some(x) = args.auth_token { builder.add_auth_token(x); }
+    builder.add_max_decompressed_size(args.max_decompressed_size);
+    builder.add_max_batch_bytes(args.max_batch_bytes);
+    builder.add_max_batch_frames(args.max_batch_frames);
+    builder.add_header_table_size(args.header_table_size);
+    builder.add_max_frame_size(args.max_frame_size);
+    if let Some(x) = args.compression { builder.add_compression(x); }
+    builder.finish()
+  }
+
+
+  /// Feature bits the client supports (unknown bits are ignored by the server).
+  #[inline]
+  pub fn features(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Hello::VT_FEATURES, Some(0)).unwrap()}
+  }
+  /// Compression algorithms the client can decode, most preferred first.
+  #[inline]
+  pub fn compression(&self) -> Option<::flatbuffers::Vector<'a, Compression>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Compression>>>(Hello::VT_COMPRESSION, None)}
+  }
+  /// Largest frame the client accepts (bytes, header included).
+  #[inline]
+  pub fn max_frame_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Hello::VT_MAX_FRAME_SIZE, Some(0)).unwrap()}
+  }
+  /// Largest header-compression dynamic table the client's decoder keeps (bytes).
+  #[inline]
+  pub fn header_table_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Hello::VT_HEADER_TABLE_SIZE, Some(0)).unwrap()}
+  }
+  /// Most frames the client accepts in one batch.
+  #[inline]
+  pub fn max_batch_frames(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Hello::VT_MAX_BATCH_FRAMES, Some(0)).unwrap()}
+  }
+  /// Most bytes the client accepts in one batch.
+  #[inline]
+  pub fn max_batch_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Hello::VT_MAX_BATCH_BYTES, Some(0)).unwrap()}
+  }
+  /// Largest decompressed payload the client accepts (bytes).
+  #[inline]
+  pub fn max_decompressed_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Hello::VT_MAX_DECOMPRESSED_SIZE, Some(0)).unwrap()}
+  }
+  /// Opaque authentication token (e.g. a bearer token), optional.
+  #[inline]
+  pub fn auth_token(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Hello::VT_AUTH_TOKEN, None)}
+  }
+  /// Free-form client name for logs, optional.
+  #[inline]
+  pub fn client_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_CLIENT_NAME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Hello<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
      .visit_field::<u64>("features", Self::VT_FEATURES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Compression>>>("compression", Self::VT_COMPRESSION, false)?
      .visit_field::<u32>("max_frame_size", Self::VT_MAX_FRAME_SIZE, false)?
@@ -981,1686 +889,1281 @@ pub mod netron {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("auth_token", Self::VT_AUTH_TOKEN, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_name", Self::VT_CLIENT_NAME, false)?
      .finish();
-                Ok(())
-            }
-        }
-        pub struct HelloArgs<'a> {
-            pub features: u64,
-            pub compression:
-                Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Compression>>>,
-            pub max_frame_size: u32,
-            pub header_table_size: u32,
-            pub max_batch_frames: u32,
-            pub max_batch_bytes: u32,
-            pub max_decompressed_size: u32,
-            pub auth_token: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-            pub client_name: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for HelloArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                HelloArgs {
-                    features: 0,
-                    compression: None,
-                    max_frame_size: 0,
-                    header_table_size: 0,
-                    max_batch_frames: 0,
-                    max_batch_bytes: 0,
-                    max_decompressed_size: 0,
-                    auth_token: None,
-                    client_name: None,
-                }
-            }
-        }
-
-        pub struct HelloBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_features(&mut self, features: u64) {
-                self.fbb_.push_slot::<u64>(Hello::VT_FEATURES, features, 0);
-            }
-            #[inline]
-            pub fn add_compression(
-                &mut self,
-                compression: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, Compression>>,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Hello::VT_COMPRESSION,
-                    compression,
-                );
-            }
-            #[inline]
-            pub fn add_max_frame_size(&mut self, max_frame_size: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Hello::VT_MAX_FRAME_SIZE, max_frame_size, 0);
-            }
-            #[inline]
-            pub fn add_header_table_size(&mut self, header_table_size: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Hello::VT_HEADER_TABLE_SIZE, header_table_size, 0);
-            }
-            #[inline]
-            pub fn add_max_batch_frames(&mut self, max_batch_frames: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Hello::VT_MAX_BATCH_FRAMES, max_batch_frames, 0);
-            }
-            #[inline]
-            pub fn add_max_batch_bytes(&mut self, max_batch_bytes: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Hello::VT_MAX_BATCH_BYTES, max_batch_bytes, 0);
-            }
-            #[inline]
-            pub fn add_max_decompressed_size(&mut self, max_decompressed_size: u32) {
-                self.fbb_.push_slot::<u32>(
-                    Hello::VT_MAX_DECOMPRESSED_SIZE,
-                    max_decompressed_size,
-                    0,
-                );
-            }
-            #[inline]
-            pub fn add_auth_token(
-                &mut self,
-                auth_token: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Hello::VT_AUTH_TOKEN,
-                    auth_token,
-                );
-            }
-            #[inline]
-            pub fn add_client_name(&mut self, client_name: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Hello::VT_CLIENT_NAME,
-                    client_name,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> HelloBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                HelloBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Hello<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Hello<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Hello");
-                ds.field("features", &self.features());
-                ds.field("compression", &self.compression());
-                ds.field("max_frame_size", &self.max_frame_size());
-                ds.field("header_table_size", &self.header_table_size());
-                ds.field("max_batch_frames", &self.max_batch_frames());
-                ds.field("max_batch_bytes", &self.max_batch_bytes());
-                ds.field("max_decompressed_size", &self.max_decompressed_size());
-                ds.field("auth_token", &self.auth_token());
-                ds.field("client_name", &self.client_name());
-                ds.finish()
-            }
-        }
-        pub enum WelcomeOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Server -> client: the handshake succeeded; these are the settings in force.
-        pub struct Welcome<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Welcome<'a> {
-            type Inner = Welcome<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Welcome<'a> {
-            pub const VT_VERSION_MINOR: ::flatbuffers::VOffsetT = 4;
-            pub const VT_FEATURES: ::flatbuffers::VOffsetT = 6;
-            pub const VT_COMPRESSION: ::flatbuffers::VOffsetT = 8;
-            pub const VT_COMPRESSION_THRESHOLD: ::flatbuffers::VOffsetT = 10;
-            pub const VT_MAX_FRAME_SIZE: ::flatbuffers::VOffsetT = 12;
-            pub const VT_HEADER_TABLE_SIZE: ::flatbuffers::VOffsetT = 14;
-            pub const VT_MAX_BATCH_FRAMES: ::flatbuffers::VOffsetT = 16;
-            pub const VT_MAX_BATCH_BYTES: ::flatbuffers::VOffsetT = 18;
-            pub const VT_MAX_DECOMPRESSED_SIZE: ::flatbuffers::VOffsetT = 20;
-            pub const VT_MAX_CONCURRENT_CALLS: ::flatbuffers::VOffsetT = 22;
-            pub const VT_INITIAL_STREAM_WINDOW: ::flatbuffers::VOffsetT = 24;
-            pub const VT_KEEPALIVE_INTERVAL_MS: ::flatbuffers::VOffsetT = 26;
-            pub const VT_SERVER_ID: ::flatbuffers::VOffsetT = 28;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Welcome { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args WelcomeArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Welcome<'bldr>> {
-                let mut builder = WelcomeBuilder::new(_fbb);
-                builder.add_features(args.features);
-                if let Some(x) = args.server_id {
-                    builder.add_server_id(x);
-                }
-                builder.add_keepalive_interval_ms(args.keepalive_interval_ms);
-                builder.add_initial_stream_window(args.initial_stream_window);
-                builder.add_max_concurrent_calls(args.max_concurrent_calls);
-                builder.add_max_decompressed_size(args.max_decompressed_size);
-                builder.add_max_batch_bytes(args.max_batch_bytes);
-                builder.add_max_batch_frames(args.max_batch_frames);
-                builder.add_header_table_size(args.header_table_size);
-                builder.add_max_frame_size(args.max_frame_size);
-                builder.add_compression_threshold(args.compression_threshold);
-                builder.add_compression(args.compression);
-                builder.add_version_minor(args.version_minor);
-                builder.finish()
-            }
-
-            /// Minor protocol version the server speaks (major is the preface's).
-            #[inline]
-            pub fn version_minor(&self) -> u8 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u8>(Welcome::VT_VERSION_MINOR, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Feature bits both sides support.
-            #[inline]
-            pub fn features(&self) -> u64 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Welcome::VT_FEATURES, Some(0)).unwrap() }
-            }
-            /// Payload compression both directions may use (None = off).
-            #[inline]
-            pub fn compression(&self) -> Compression {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<Compression>(Welcome::VT_COMPRESSION, Some(Compression::None))
-                        .unwrap()
-                }
-            }
-            /// Payloads smaller than this are never compressed (bytes).
-            #[inline]
-            pub fn compression_threshold(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_COMPRESSION_THRESHOLD, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Negotiated largest frame (bytes, header included), both directions.
-            #[inline]
-            pub fn max_frame_size(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_MAX_FRAME_SIZE, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Negotiated dynamic-table size (bytes), both directions.
-            #[inline]
-            pub fn header_table_size(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_HEADER_TABLE_SIZE, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Negotiated most frames per batch.
-            #[inline]
-            pub fn max_batch_frames(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_MAX_BATCH_FRAMES, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Negotiated most bytes per batch.
-            #[inline]
-            pub fn max_batch_bytes(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_MAX_BATCH_BYTES, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Negotiated largest decompressed payload (bytes).
-            #[inline]
-            pub fn max_decompressed_size(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_MAX_DECOMPRESSED_SIZE, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Most calls and streams the client may have open at once on this connection.
-            #[inline]
-            pub fn max_concurrent_calls(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_MAX_CONCURRENT_CALLS, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Initial per-stream flow-control window (bytes).
-            #[inline]
-            pub fn initial_stream_window(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_INITIAL_STREAM_WINDOW, Some(0))
-                        .unwrap()
-                }
-            }
-            /// The server pings an idle connection after this many milliseconds (0 = never).
-            #[inline]
-            pub fn keepalive_interval_ms(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Welcome::VT_KEEPALIVE_INTERVAL_MS, Some(0))
-                        .unwrap()
-                }
-            }
-            /// Server identity for logs.
-            #[inline]
-            pub fn server_id(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Welcome::VT_SERVER_ID, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Welcome<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u8>("version_minor", Self::VT_VERSION_MINOR, false)?
-                    .visit_field::<u64>("features", Self::VT_FEATURES, false)?
-                    .visit_field::<Compression>("compression", Self::VT_COMPRESSION, false)?
-                    .visit_field::<u32>(
-                        "compression_threshold",
-                        Self::VT_COMPRESSION_THRESHOLD,
-                        false,
-                    )?
-                    .visit_field::<u32>("max_frame_size", Self::VT_MAX_FRAME_SIZE, false)?
-                    .visit_field::<u32>("header_table_size", Self::VT_HEADER_TABLE_SIZE, false)?
-                    .visit_field::<u32>("max_batch_frames", Self::VT_MAX_BATCH_FRAMES, false)?
-                    .visit_field::<u32>("max_batch_bytes", Self::VT_MAX_BATCH_BYTES, false)?
-                    .visit_field::<u32>(
-                        "max_decompressed_size",
-                        Self::VT_MAX_DECOMPRESSED_SIZE,
-                        false,
-                    )?
-                    .visit_field::<u32>(
-                        "max_concurrent_calls",
-                        Self::VT_MAX_CONCURRENT_CALLS,
-                        false,
-                    )?
-                    .visit_field::<u32>(
-                        "initial_stream_window",
-                        Self::VT_INITIAL_STREAM_WINDOW,
-                        false,
-                    )?
-                    .visit_field::<u32>(
-                        "keepalive_interval_ms",
-                        Self::VT_KEEPALIVE_INTERVAL_MS,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "server_id",
-                        Self::VT_SERVER_ID,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct WelcomeArgs<'a> {
-            pub version_minor: u8,
-            pub features: u64,
-            pub compression: Compression,
-            pub compression_threshold: u32,
-            pub max_frame_size: u32,
-            pub header_table_size: u32,
-            pub max_batch_frames: u32,
-            pub max_batch_bytes: u32,
-            pub max_decompressed_size: u32,
-            pub max_concurrent_calls: u32,
-            pub initial_stream_window: u32,
-            pub keepalive_interval_ms: u32,
-            pub server_id: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for WelcomeArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                WelcomeArgs {
-                    version_minor: 0,
-                    features: 0,
-                    compression: Compression::None,
-                    compression_threshold: 0,
-                    max_frame_size: 0,
-                    header_table_size: 0,
-                    max_batch_frames: 0,
-                    max_batch_bytes: 0,
-                    max_decompressed_size: 0,
-                    max_concurrent_calls: 0,
-                    initial_stream_window: 0,
-                    keepalive_interval_ms: 0,
-                    server_id: None,
-                }
-            }
-        }
-
-        pub struct WelcomeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WelcomeBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_version_minor(&mut self, version_minor: u8) {
-                self.fbb_
-                    .push_slot::<u8>(Welcome::VT_VERSION_MINOR, version_minor, 0);
-            }
-            #[inline]
-            pub fn add_features(&mut self, features: u64) {
-                self.fbb_
-                    .push_slot::<u64>(Welcome::VT_FEATURES, features, 0);
-            }
-            #[inline]
-            pub fn add_compression(&mut self, compression: Compression) {
-                self.fbb_.push_slot::<Compression>(
-                    Welcome::VT_COMPRESSION,
-                    compression,
-                    Compression::None,
-                );
-            }
-            #[inline]
-            pub fn add_compression_threshold(&mut self, compression_threshold: u32) {
-                self.fbb_.push_slot::<u32>(
-                    Welcome::VT_COMPRESSION_THRESHOLD,
-                    compression_threshold,
-                    0,
-                );
-            }
-            #[inline]
-            pub fn add_max_frame_size(&mut self, max_frame_size: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Welcome::VT_MAX_FRAME_SIZE, max_frame_size, 0);
-            }
-            #[inline]
-            pub fn add_header_table_size(&mut self, header_table_size: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Welcome::VT_HEADER_TABLE_SIZE, header_table_size, 0);
-            }
-            #[inline]
-            pub fn add_max_batch_frames(&mut self, max_batch_frames: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Welcome::VT_MAX_BATCH_FRAMES, max_batch_frames, 0);
-            }
-            #[inline]
-            pub fn add_max_batch_bytes(&mut self, max_batch_bytes: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Welcome::VT_MAX_BATCH_BYTES, max_batch_bytes, 0);
-            }
-            #[inline]
-            pub fn add_max_decompressed_size(&mut self, max_decompressed_size: u32) {
-                self.fbb_.push_slot::<u32>(
-                    Welcome::VT_MAX_DECOMPRESSED_SIZE,
-                    max_decompressed_size,
-                    0,
-                );
-            }
-            #[inline]
-            pub fn add_max_concurrent_calls(&mut self, max_concurrent_calls: u32) {
-                self.fbb_.push_slot::<u32>(
-                    Welcome::VT_MAX_CONCURRENT_CALLS,
-                    max_concurrent_calls,
-                    0,
-                );
-            }
-            #[inline]
-            pub fn add_initial_stream_window(&mut self, initial_stream_window: u32) {
-                self.fbb_.push_slot::<u32>(
-                    Welcome::VT_INITIAL_STREAM_WINDOW,
-                    initial_stream_window,
-                    0,
-                );
-            }
-            #[inline]
-            pub fn add_keepalive_interval_ms(&mut self, keepalive_interval_ms: u32) {
-                self.fbb_.push_slot::<u32>(
-                    Welcome::VT_KEEPALIVE_INTERVAL_MS,
-                    keepalive_interval_ms,
-                    0,
-                );
-            }
-            #[inline]
-            pub fn add_server_id(&mut self, server_id: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Welcome::VT_SERVER_ID,
-                    server_id,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> WelcomeBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                WelcomeBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Welcome<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Welcome<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Welcome");
-                ds.field("version_minor", &self.version_minor());
-                ds.field("features", &self.features());
-                ds.field("compression", &self.compression());
-                ds.field("compression_threshold", &self.compression_threshold());
-                ds.field("max_frame_size", &self.max_frame_size());
-                ds.field("header_table_size", &self.header_table_size());
-                ds.field("max_batch_frames", &self.max_batch_frames());
-                ds.field("max_batch_bytes", &self.max_batch_bytes());
-                ds.field("max_decompressed_size", &self.max_decompressed_size());
-                ds.field("max_concurrent_calls", &self.max_concurrent_calls());
-                ds.field("initial_stream_window", &self.initial_stream_window());
-                ds.field("keepalive_interval_ms", &self.keepalive_interval_ms());
-                ds.field("server_id", &self.server_id());
-                ds.finish()
-            }
-        }
-        pub enum RejectOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Server -> client: the handshake failed; the server closes the connection after it.
-        pub struct Reject<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Reject<'a> {
-            type Inner = Reject<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Reject<'a> {
-            pub const VT_STATUS: ::flatbuffers::VOffsetT = 4;
-            pub const VT_REASON: ::flatbuffers::VOffsetT = 6;
-            pub const VT_RETRY_AFTER_MS: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Reject { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args RejectArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Reject<'bldr>> {
-                let mut builder = RejectBuilder::new(_fbb);
-                builder.add_retry_after_ms(args.retry_after_ms);
-                if let Some(x) = args.reason {
-                    builder.add_reason(x);
-                }
-                builder.add_status(args.status);
-                builder.finish()
-            }
-
-            /// Why (a StatusCode: FailedPrecondition for versions, Unauthenticated, ResourceExhausted, Unavailable).
-            #[inline]
-            pub fn status(&self) -> StatusCode {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<StatusCode>(Reject::VT_STATUS, Some(StatusCode::Ok))
-                        .unwrap()
-                }
-            }
-            /// Human-readable reason.
-            #[inline]
-            pub fn reason(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Reject::VT_REASON, None)
-                }
-            }
-            /// When non-zero, the client should not retry before this many milliseconds.
-            #[inline]
-            pub fn retry_after_ms(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Reject::VT_RETRY_AFTER_MS, Some(0))
-                        .unwrap()
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Reject<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<StatusCode>("status", Self::VT_STATUS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "reason",
-                        Self::VT_REASON,
-                        false,
-                    )?
-                    .visit_field::<u32>("retry_after_ms", Self::VT_RETRY_AFTER_MS, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct RejectArgs<'a> {
-            pub status: StatusCode,
-            pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub retry_after_ms: u32,
-        }
-        impl<'a> Default for RejectArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                RejectArgs {
-                    status: StatusCode::Ok,
-                    reason: None,
-                    retry_after_ms: 0,
-                }
-            }
-        }
-
-        pub struct RejectBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RejectBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_status(&mut self, status: StatusCode) {
-                self.fbb_
-                    .push_slot::<StatusCode>(Reject::VT_STATUS, status, StatusCode::Ok);
-            }
-            #[inline]
-            pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(Reject::VT_REASON, reason);
-            }
-            #[inline]
-            pub fn add_retry_after_ms(&mut self, retry_after_ms: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Reject::VT_RETRY_AFTER_MS, retry_after_ms, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> RejectBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                RejectBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Reject<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Reject<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Reject");
-                ds.field("status", &self.status());
-                ds.field("reason", &self.reason());
-                ds.field("retry_after_ms", &self.retry_after_ms());
-                ds.finish()
-            }
-        }
-        pub enum ErrorBodyOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Body of Error frames and of StreamEnd frames that end a stream with an error.
-        pub struct ErrorBody<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for ErrorBody<'a> {
-            type Inner = ErrorBody<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> ErrorBody<'a> {
-            pub const VT_STATUS: ::flatbuffers::VOffsetT = 4;
-            pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
-            pub const VT_DETAILS: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                ErrorBody { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args ErrorBodyArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<ErrorBody<'bldr>> {
-                let mut builder = ErrorBodyBuilder::new(_fbb);
-                if let Some(x) = args.details {
-                    builder.add_details(x);
-                }
-                if let Some(x) = args.message {
-                    builder.add_message(x);
-                }
-                builder.add_status(args.status);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn status(&self) -> StatusCode {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<StatusCode>(ErrorBody::VT_STATUS, Some(StatusCode::Ok))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn message(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(ErrorBody::VT_MESSAGE, None)
-                }
-            }
-            /// Opaque details (e.g. a FlatBuffer of the application's choice).
-            #[inline]
-            pub fn details(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
-                            ErrorBody::VT_DETAILS,
-                            None,
-                        )
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for ErrorBody<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<StatusCode>("status", Self::VT_STATUS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "message",
-                        Self::VT_MESSAGE,
-                        false,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
-                        "details",
-                        Self::VT_DETAILS,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct ErrorBodyArgs<'a> {
-            pub status: StatusCode,
-            pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub details: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-        }
-        impl<'a> Default for ErrorBodyArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                ErrorBodyArgs {
-                    status: StatusCode::Ok,
-                    message: None,
-                    details: None,
-                }
-            }
-        }
-
-        pub struct ErrorBodyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBodyBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_status(&mut self, status: StatusCode) {
-                self.fbb_
-                    .push_slot::<StatusCode>(ErrorBody::VT_STATUS, status, StatusCode::Ok);
-            }
-            #[inline]
-            pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    ErrorBody::VT_MESSAGE,
-                    message,
-                );
-            }
-            #[inline]
-            pub fn add_details(
-                &mut self,
-                details: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    ErrorBody::VT_DETAILS,
-                    details,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> ErrorBodyBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                ErrorBodyBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<ErrorBody<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for ErrorBody<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("ErrorBody");
-                ds.field("status", &self.status());
-                ds.field("message", &self.message());
-                ds.field("details", &self.details());
-                ds.finish()
-            }
-        }
-        pub enum GoAwayOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Body of GoAway: the sender stops accepting new calls.
-        pub struct GoAway<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for GoAway<'a> {
-            type Inner = GoAway<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> GoAway<'a> {
-            pub const VT_LAST_ID: ::flatbuffers::VOffsetT = 4;
-            pub const VT_STATUS: ::flatbuffers::VOffsetT = 6;
-            pub const VT_REASON: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                GoAway { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args GoAwayArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<GoAway<'bldr>> {
-                let mut builder = GoAwayBuilder::new(_fbb);
-                if let Some(x) = args.reason {
-                    builder.add_reason(x);
-                }
-                builder.add_last_id(args.last_id);
-                builder.add_status(args.status);
-                builder.finish()
-            }
-
-            /// Highest call or stream id the sender will still process.
-            #[inline]
-            pub fn last_id(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe { self._tab.get::<u32>(GoAway::VT_LAST_ID, Some(0)).unwrap() }
-            }
-            #[inline]
-            pub fn status(&self) -> StatusCode {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<StatusCode>(GoAway::VT_STATUS, Some(StatusCode::Ok))
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn reason(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(GoAway::VT_REASON, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for GoAway<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<u32>("last_id", Self::VT_LAST_ID, false)?
-                    .visit_field::<StatusCode>("status", Self::VT_STATUS, false)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "reason",
-                        Self::VT_REASON,
-                        false,
-                    )?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct GoAwayArgs<'a> {
-            pub last_id: u32,
-            pub status: StatusCode,
-            pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
-        }
-        impl<'a> Default for GoAwayArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                GoAwayArgs {
-                    last_id: 0,
-                    status: StatusCode::Ok,
-                    reason: None,
-                }
-            }
-        }
-
-        pub struct GoAwayBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GoAwayBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_last_id(&mut self, last_id: u32) {
-                self.fbb_.push_slot::<u32>(GoAway::VT_LAST_ID, last_id, 0);
-            }
-            #[inline]
-            pub fn add_status(&mut self, status: StatusCode) {
-                self.fbb_
-                    .push_slot::<StatusCode>(GoAway::VT_STATUS, status, StatusCode::Ok);
-            }
-            #[inline]
-            pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_
-                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(GoAway::VT_REASON, reason);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> GoAwayBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                GoAwayBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<GoAway<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for GoAway<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("GoAway");
-                ds.field("last_id", &self.last_id());
-                ds.field("status", &self.status());
-                ds.field("reason", &self.reason());
-                ds.finish()
-            }
-        }
-        pub enum SubscribeOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Body of Subscribe.
-        pub struct Subscribe<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for Subscribe<'a> {
-            type Inner = Subscribe<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> Subscribe<'a> {
-            pub const VT_PATTERN: ::flatbuffers::VOffsetT = 4;
-            pub const VT_QUEUE_DEPTH: ::flatbuffers::VOffsetT = 6;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                Subscribe { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args SubscribeArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<Subscribe<'bldr>> {
-                let mut builder = SubscribeBuilder::new(_fbb);
-                builder.add_queue_depth(args.queue_depth);
-                if let Some(x) = args.pattern {
-                    builder.add_pattern(x);
-                }
-                builder.finish()
-            }
-
-            /// Topic pattern: dot-separated tokens, `*` matches one token, a final `>` one or more.
-            #[inline]
-            pub fn pattern(&self) -> Option<&'a str> {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(Subscribe::VT_PATTERN, None)
-                }
-            }
-            /// Requested depth of the subscriber's queue (events); 0 = server default.
-            #[inline]
-            pub fn queue_depth(&self) -> u32 {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<u32>(Subscribe::VT_QUEUE_DEPTH, Some(0))
-                        .unwrap()
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for Subscribe<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "pattern",
-                        Self::VT_PATTERN,
-                        false,
-                    )?
-                    .visit_field::<u32>("queue_depth", Self::VT_QUEUE_DEPTH, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct SubscribeArgs<'a> {
-            pub pattern: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub queue_depth: u32,
-        }
-        impl<'a> Default for SubscribeArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                SubscribeArgs {
-                    pattern: None,
-                    queue_depth: 0,
-                }
-            }
-        }
-
-        pub struct SubscribeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_pattern(&mut self, pattern: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    Subscribe::VT_PATTERN,
-                    pattern,
-                );
-            }
-            #[inline]
-            pub fn add_queue_depth(&mut self, queue_depth: u32) {
-                self.fbb_
-                    .push_slot::<u32>(Subscribe::VT_QUEUE_DEPTH, queue_depth, 0);
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> SubscribeBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                SubscribeBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<Subscribe<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for Subscribe<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("Subscribe");
-                ds.field("pattern", &self.pattern());
-                ds.field("queue_depth", &self.queue_depth());
-                ds.finish()
-            }
-        }
-        pub enum MethodDescriptorOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// One method of a service.
-        pub struct MethodDescriptor<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for MethodDescriptor<'a> {
-            type Inner = MethodDescriptor<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> MethodDescriptor<'a> {
-            pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
-            pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                MethodDescriptor { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args MethodDescriptorArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<MethodDescriptor<'bldr>> {
-                let mut builder = MethodDescriptorBuilder::new(_fbb);
-                if let Some(x) = args.name {
-                    builder.add_name(x);
-                }
-                builder.add_kind(args.kind);
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn name(&self) -> &'a str {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
-                            MethodDescriptor::VT_NAME,
-                            None,
-                        )
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn kind(&self) -> MethodKind {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<MethodKind>(MethodDescriptor::VT_KIND, Some(MethodKind::Unary))
-                        .unwrap()
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for MethodDescriptor<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "name",
-                        Self::VT_NAME,
-                        true,
-                    )?
-                    .visit_field::<MethodKind>("kind", Self::VT_KIND, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct MethodDescriptorArgs<'a> {
-            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub kind: MethodKind,
-        }
-        impl<'a> Default for MethodDescriptorArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                MethodDescriptorArgs {
-                    name: None, // required field
-                    kind: MethodKind::Unary,
-                }
-            }
-        }
-
-        pub struct MethodDescriptorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MethodDescriptorBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    MethodDescriptor::VT_NAME,
-                    name,
-                );
-            }
-            #[inline]
-            pub fn add_kind(&mut self, kind: MethodKind) {
-                self.fbb_.push_slot::<MethodKind>(
-                    MethodDescriptor::VT_KIND,
-                    kind,
-                    MethodKind::Unary,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> MethodDescriptorBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                MethodDescriptorBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<MethodDescriptor<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                self.fbb_.required(o, MethodDescriptor::VT_NAME, "name");
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for MethodDescriptor<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("MethodDescriptor");
-                ds.field("name", &self.name());
-                ds.field("kind", &self.kind());
-                ds.finish()
-            }
-        }
-        pub enum ServiceDescriptorOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// One exposed service version.
-        pub struct ServiceDescriptor<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for ServiceDescriptor<'a> {
-            type Inner = ServiceDescriptor<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> ServiceDescriptor<'a> {
-            pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
-            pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
-            pub const VT_METHODS: ::flatbuffers::VOffsetT = 8;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                ServiceDescriptor { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args ServiceDescriptorArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<ServiceDescriptor<'bldr>> {
-                let mut builder = ServiceDescriptorBuilder::new(_fbb);
-                if let Some(x) = args.methods {
-                    builder.add_methods(x);
-                }
-                if let Some(x) = args.version {
-                    builder.add_version(x);
-                }
-                if let Some(x) = args.name {
-                    builder.add_name(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn name(&self) -> &'a str {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
-                            ServiceDescriptor::VT_NAME,
-                            None,
-                        )
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn version(&self) -> &'a str {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<::flatbuffers::ForwardsUOffset<&str>>(
-                            ServiceDescriptor::VT_VERSION,
-                            None,
-                        )
-                        .unwrap()
-                }
-            }
-            #[inline]
-            pub fn methods(
-                &self,
-            ) -> Option<
-                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MethodDescriptor<'a>>>,
-            > {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MethodDescriptor>>,
-                    >>(ServiceDescriptor::VT_METHODS, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for ServiceDescriptor<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "name",
-                        Self::VT_NAME,
-                        true,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
-                        "version",
-                        Self::VT_VERSION,
-                        true,
-                    )?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MethodDescriptor>>,
-                    >>("methods", Self::VT_METHODS, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct ServiceDescriptorArgs<'a> {
-            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub version: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub methods: Option<
-                ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MethodDescriptor<'a>>>,
-                >,
-            >,
-        }
-        impl<'a> Default for ServiceDescriptorArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                ServiceDescriptorArgs {
-                    name: None,    // required field
-                    version: None, // required field
-                    methods: None,
-                }
-            }
-        }
-
-        pub struct ServiceDescriptorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ServiceDescriptorBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    ServiceDescriptor::VT_NAME,
-                    name,
-                );
-            }
-            #[inline]
-            pub fn add_version(&mut self, version: ::flatbuffers::WIPOffset<&'b str>) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    ServiceDescriptor::VT_VERSION,
-                    version,
-                );
-            }
-            #[inline]
-            pub fn add_methods(
-                &mut self,
-                methods: ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<MethodDescriptor<'b>>>,
-                >,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    ServiceDescriptor::VT_METHODS,
-                    methods,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> ServiceDescriptorBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                ServiceDescriptorBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<ServiceDescriptor<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                self.fbb_.required(o, ServiceDescriptor::VT_NAME, "name");
-                self.fbb_
-                    .required(o, ServiceDescriptor::VT_VERSION, "version");
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for ServiceDescriptor<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("ServiceDescriptor");
-                ds.field("name", &self.name());
-                ds.field("version", &self.version());
-                ds.field("methods", &self.methods());
-                ds.finish()
-            }
-        }
-        pub enum ServiceListOffset {}
-        #[derive(Copy, Clone, PartialEq)]
-
-        /// Reply of `$sys.list`.
-        pub struct ServiceList<'a> {
-            pub _tab: ::flatbuffers::Table<'a>,
-        }
-
-        impl<'a> ::flatbuffers::Follow<'a> for ServiceList<'a> {
-            type Inner = ServiceList<'a>;
-            #[inline]
-            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                Self {
-                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
-                }
-            }
-        }
-
-        impl<'a> ServiceList<'a> {
-            pub const VT_SERVICES: ::flatbuffers::VOffsetT = 4;
-
-            #[inline]
-            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-                ServiceList { _tab: table }
-            }
-            #[allow(unused_mut)]
-            pub fn create<
-                'bldr: 'args,
-                'args: 'mut_bldr,
-                'mut_bldr,
-                A: ::flatbuffers::Allocator + 'bldr,
-            >(
-                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-                args: &'args ServiceListArgs<'args>,
-            ) -> ::flatbuffers::WIPOffset<ServiceList<'bldr>> {
-                let mut builder = ServiceListBuilder::new(_fbb);
-                if let Some(x) = args.services {
-                    builder.add_services(x);
-                }
-                builder.finish()
-            }
-
-            #[inline]
-            pub fn services(
-                &self,
-            ) -> Option<
-                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'a>>>,
-            > {
-                // Safety:
-                // Created from valid Table for this object
-                // which contains a valid value in this slot
-                unsafe {
-                    self._tab.get::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<
-                            'a,
-                            ::flatbuffers::ForwardsUOffset<ServiceDescriptor>,
-                        >,
-                    >>(ServiceList::VT_SERVICES, None)
-                }
-            }
-        }
-
-        impl ::flatbuffers::Verifiable for ServiceList<'_> {
-            #[inline]
-            fn run_verifier(
-                v: &mut ::flatbuffers::Verifier,
-                pos: usize,
-            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-                v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<
-                        ::flatbuffers::Vector<
-                            '_,
-                            ::flatbuffers::ForwardsUOffset<ServiceDescriptor>,
-                        >,
-                    >>("services", Self::VT_SERVICES, false)?
-                    .finish();
-                Ok(())
-            }
-        }
-        pub struct ServiceListArgs<'a> {
-            pub services: Option<
-                ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<
-                        'a,
-                        ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'a>>,
-                    >,
-                >,
-            >,
-        }
-        impl<'a> Default for ServiceListArgs<'a> {
-            #[inline]
-            fn default() -> Self {
-                ServiceListArgs { services: None }
-            }
-        }
-
-        pub struct ServiceListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-        }
-        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ServiceListBuilder<'a, 'b, A> {
-            #[inline]
-            pub fn add_services(
-                &mut self,
-                services: ::flatbuffers::WIPOffset<
-                    ::flatbuffers::Vector<
-                        'b,
-                        ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'b>>,
-                    >,
-                >,
-            ) {
-                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    ServiceList::VT_SERVICES,
-                    services,
-                );
-            }
-            #[inline]
-            pub fn new(
-                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-            ) -> ServiceListBuilder<'a, 'b, A> {
-                let start = _fbb.start_table();
-                ServiceListBuilder {
-                    fbb_: _fbb,
-                    start_: start,
-                }
-            }
-            #[inline]
-            pub fn finish(self) -> ::flatbuffers::WIPOffset<ServiceList<'a>> {
-                let o = self.fbb_.end_table(self.start_);
-                ::flatbuffers::WIPOffset::new(o.value())
-            }
-        }
-
-        impl ::core::fmt::Debug for ServiceList<'_> {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                let mut ds = f.debug_struct("ServiceList");
-                ds.field("services", &self.services());
-                ds.finish()
-            }
-        }
-    } // pub mod wire
-} // pub mod netron
+    Ok(())
+  }
+}
+pub struct HelloArgs<'a> {
+    pub features: u64,
+    pub compression: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Compression>>>,
+    pub max_frame_size: u32,
+    pub header_table_size: u32,
+    pub max_batch_frames: u32,
+    pub max_batch_bytes: u32,
+    pub max_decompressed_size: u32,
+    pub auth_token: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub client_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for HelloArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HelloArgs {
+      features: 0,
+      compression: None,
+      max_frame_size: 0,
+      header_table_size: 0,
+      max_batch_frames: 0,
+      max_batch_bytes: 0,
+      max_decompressed_size: 0,
+      auth_token: None,
+      client_name: None,
+    }
+  }
+}
+
+pub struct HelloBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_features(&mut self, features: u64) {
+    self.fbb_.push_slot::<u64>(Hello::VT_FEATURES, features, 0);
+  }
+  #[inline]
+  pub fn add_compression(&mut self, compression: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Compression>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_COMPRESSION, compression);
+  }
+  #[inline]
+  pub fn add_max_frame_size(&mut self, max_frame_size: u32) {
+    self.fbb_.push_slot::<u32>(Hello::VT_MAX_FRAME_SIZE, max_frame_size, 0);
+  }
+  #[inline]
+  pub fn add_header_table_size(&mut self, header_table_size: u32) {
+    self.fbb_.push_slot::<u32>(Hello::VT_HEADER_TABLE_SIZE, header_table_size, 0);
+  }
+  #[inline]
+  pub fn add_max_batch_frames(&mut self, max_batch_frames: u32) {
+    self.fbb_.push_slot::<u32>(Hello::VT_MAX_BATCH_FRAMES, max_batch_frames, 0);
+  }
+  #[inline]
+  pub fn add_max_batch_bytes(&mut self, max_batch_bytes: u32) {
+    self.fbb_.push_slot::<u32>(Hello::VT_MAX_BATCH_BYTES, max_batch_bytes, 0);
+  }
+  #[inline]
+  pub fn add_max_decompressed_size(&mut self, max_decompressed_size: u32) {
+    self.fbb_.push_slot::<u32>(Hello::VT_MAX_DECOMPRESSED_SIZE, max_decompressed_size, 0);
+  }
+  #[inline]
+  pub fn add_auth_token(&mut self, auth_token: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_AUTH_TOKEN, auth_token);
+  }
+  #[inline]
+  pub fn add_client_name(&mut self, client_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_CLIENT_NAME, client_name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HelloBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HelloBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Hello<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Hello<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Hello");
+      ds.field("features", &self.features());
+      ds.field("compression", &self.compression());
+      ds.field("max_frame_size", &self.max_frame_size());
+      ds.field("header_table_size", &self.header_table_size());
+      ds.field("max_batch_frames", &self.max_batch_frames());
+      ds.field("max_batch_bytes", &self.max_batch_bytes());
+      ds.field("max_decompressed_size", &self.max_decompressed_size());
+      ds.field("auth_token", &self.auth_token());
+      ds.field("client_name", &self.client_name());
+      ds.finish()
+  }
+}
+pub enum WelcomeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Server -> client: the handshake succeeded; these are the settings in force.
+pub struct Welcome<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Welcome<'a> {
+  type Inner = Welcome<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Welcome<'a> {
+  pub const VT_VERSION_MINOR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FEATURES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_COMPRESSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_COMPRESSION_THRESHOLD: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MAX_FRAME_SIZE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_HEADER_TABLE_SIZE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAX_BATCH_FRAMES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_MAX_BATCH_BYTES: ::flatbuffers::VOffsetT = 18;
+  pub const VT_MAX_DECOMPRESSED_SIZE: ::flatbuffers::VOffsetT = 20;
+  pub const VT_MAX_CONCURRENT_CALLS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_INITIAL_STREAM_WINDOW: ::flatbuffers::VOffsetT = 24;
+  pub const VT_KEEPALIVE_INTERVAL_MS: ::flatbuffers::VOffsetT = 26;
+  pub const VT_SERVER_ID: ::flatbuffers::VOffsetT = 28;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Welcome { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WelcomeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Welcome<'bldr>> {
+    let mut builder = WelcomeBuilder::new(_fbb);
+    builder.add_features(args.features);
+    if let Some(x) = args.server_id { builder.add_server_id(x); }
+    builder.add_keepalive_interval_ms(args.keepalive_interval_ms);
+    builder.add_initial_stream_window(args.initial_stream_window);
+    builder.add_max_concurrent_calls(args.max_concurrent_calls);
+    builder.add_max_decompressed_size(args.max_decompressed_size);
+    builder.add_max_batch_bytes(args.max_batch_bytes);
+    builder.add_max_batch_frames(args.max_batch_frames);
+    builder.add_header_table_size(args.header_table_size);
+    builder.add_max_frame_size(args.max_frame_size);
+    builder.add_compression_threshold(args.compression_threshold);
+    builder.add_compression(args.compression);
+    builder.add_version_minor(args.version_minor);
+    builder.finish()
+  }
+
+
+  /// Minor protocol version the server speaks (major is the preface's).
+  #[inline]
+  pub fn version_minor(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Welcome::VT_VERSION_MINOR, Some(0)).unwrap()}
+  }
+  /// Feature bits both sides support.
+  #[inline]
+  pub fn features(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Welcome::VT_FEATURES, Some(0)).unwrap()}
+  }
+  /// Payload compression both directions may use (None = off).
+  #[inline]
+  pub fn compression(&self) -> Compression {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Compression>(Welcome::VT_COMPRESSION, Some(Compression::None)).unwrap()}
+  }
+  /// Payloads smaller than this are never compressed (bytes).
+  #[inline]
+  pub fn compression_threshold(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_COMPRESSION_THRESHOLD, Some(0)).unwrap()}
+  }
+  /// Negotiated largest frame (bytes, header included), both directions.
+  #[inline]
+  pub fn max_frame_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_MAX_FRAME_SIZE, Some(0)).unwrap()}
+  }
+  /// Negotiated dynamic-table size (bytes), both directions.
+  #[inline]
+  pub fn header_table_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_HEADER_TABLE_SIZE, Some(0)).unwrap()}
+  }
+  /// Negotiated most frames per batch.
+  #[inline]
+  pub fn max_batch_frames(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_MAX_BATCH_FRAMES, Some(0)).unwrap()}
+  }
+  /// Negotiated most bytes per batch.
+  #[inline]
+  pub fn max_batch_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_MAX_BATCH_BYTES, Some(0)).unwrap()}
+  }
+  /// Negotiated largest decompressed payload (bytes).
+  #[inline]
+  pub fn max_decompressed_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_MAX_DECOMPRESSED_SIZE, Some(0)).unwrap()}
+  }
+  /// Most calls and streams the client may have open at once on this connection.
+  #[inline]
+  pub fn max_concurrent_calls(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_MAX_CONCURRENT_CALLS, Some(0)).unwrap()}
+  }
+  /// Initial per-stream flow-control window (bytes).
+  #[inline]
+  pub fn initial_stream_window(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_INITIAL_STREAM_WINDOW, Some(0)).unwrap()}
+  }
+  /// The server pings an idle connection after this many milliseconds (0 = never).
+  #[inline]
+  pub fn keepalive_interval_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_KEEPALIVE_INTERVAL_MS, Some(0)).unwrap()}
+  }
+  /// Server identity for logs.
+  #[inline]
+  pub fn server_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Welcome::VT_SERVER_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Welcome<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u8>("version_minor", Self::VT_VERSION_MINOR, false)?
+     .visit_field::<u64>("features", Self::VT_FEATURES, false)?
+     .visit_field::<Compression>("compression", Self::VT_COMPRESSION, false)?
+     .visit_field::<u32>("compression_threshold", Self::VT_COMPRESSION_THRESHOLD, false)?
+     .visit_field::<u32>("max_frame_size", Self::VT_MAX_FRAME_SIZE, false)?
+     .visit_field::<u32>("header_table_size", Self::VT_HEADER_TABLE_SIZE, false)?
+     .visit_field::<u32>("max_batch_frames", Self::VT_MAX_BATCH_FRAMES, false)?
+     .visit_field::<u32>("max_batch_bytes", Self::VT_MAX_BATCH_BYTES, false)?
+     .visit_field::<u32>("max_decompressed_size", Self::VT_MAX_DECOMPRESSED_SIZE, false)?
+     .visit_field::<u32>("max_concurrent_calls", Self::VT_MAX_CONCURRENT_CALLS, false)?
+     .visit_field::<u32>("initial_stream_window", Self::VT_INITIAL_STREAM_WINDOW, false)?
+     .visit_field::<u32>("keepalive_interval_ms", Self::VT_KEEPALIVE_INTERVAL_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("server_id", Self::VT_SERVER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WelcomeArgs<'a> {
+    pub version_minor: u8,
+    pub features: u64,
+    pub compression: Compression,
+    pub compression_threshold: u32,
+    pub max_frame_size: u32,
+    pub header_table_size: u32,
+    pub max_batch_frames: u32,
+    pub max_batch_bytes: u32,
+    pub max_decompressed_size: u32,
+    pub max_concurrent_calls: u32,
+    pub initial_stream_window: u32,
+    pub keepalive_interval_ms: u32,
+    pub server_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for WelcomeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WelcomeArgs {
+      version_minor: 0,
+      features: 0,
+      compression: Compression::None,
+      compression_threshold: 0,
+      max_frame_size: 0,
+      header_table_size: 0,
+      max_batch_frames: 0,
+      max_batch_bytes: 0,
+      max_decompressed_size: 0,
+      max_concurrent_calls: 0,
+      initial_stream_window: 0,
+      keepalive_interval_ms: 0,
+      server_id: None,
+    }
+  }
+}
+
+pub struct WelcomeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WelcomeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_version_minor(&mut self, version_minor: u8) {
+    self.fbb_.push_slot::<u8>(Welcome::VT_VERSION_MINOR, version_minor, 0);
+  }
+  #[inline]
+  pub fn add_features(&mut self, features: u64) {
+    self.fbb_.push_slot::<u64>(Welcome::VT_FEATURES, features, 0);
+  }
+  #[inline]
+  pub fn add_compression(&mut self, compression: Compression) {
+    self.fbb_.push_slot::<Compression>(Welcome::VT_COMPRESSION, compression, Compression::None);
+  }
+  #[inline]
+  pub fn add_compression_threshold(&mut self, compression_threshold: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_COMPRESSION_THRESHOLD, compression_threshold, 0);
+  }
+  #[inline]
+  pub fn add_max_frame_size(&mut self, max_frame_size: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_MAX_FRAME_SIZE, max_frame_size, 0);
+  }
+  #[inline]
+  pub fn add_header_table_size(&mut self, header_table_size: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_HEADER_TABLE_SIZE, header_table_size, 0);
+  }
+  #[inline]
+  pub fn add_max_batch_frames(&mut self, max_batch_frames: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_MAX_BATCH_FRAMES, max_batch_frames, 0);
+  }
+  #[inline]
+  pub fn add_max_batch_bytes(&mut self, max_batch_bytes: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_MAX_BATCH_BYTES, max_batch_bytes, 0);
+  }
+  #[inline]
+  pub fn add_max_decompressed_size(&mut self, max_decompressed_size: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_MAX_DECOMPRESSED_SIZE, max_decompressed_size, 0);
+  }
+  #[inline]
+  pub fn add_max_concurrent_calls(&mut self, max_concurrent_calls: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_MAX_CONCURRENT_CALLS, max_concurrent_calls, 0);
+  }
+  #[inline]
+  pub fn add_initial_stream_window(&mut self, initial_stream_window: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_INITIAL_STREAM_WINDOW, initial_stream_window, 0);
+  }
+  #[inline]
+  pub fn add_keepalive_interval_ms(&mut self, keepalive_interval_ms: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_KEEPALIVE_INTERVAL_MS, keepalive_interval_ms, 0);
+  }
+  #[inline]
+  pub fn add_server_id(&mut self, server_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Welcome::VT_SERVER_ID, server_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WelcomeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WelcomeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Welcome<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Welcome<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Welcome");
+      ds.field("version_minor", &self.version_minor());
+      ds.field("features", &self.features());
+      ds.field("compression", &self.compression());
+      ds.field("compression_threshold", &self.compression_threshold());
+      ds.field("max_frame_size", &self.max_frame_size());
+      ds.field("header_table_size", &self.header_table_size());
+      ds.field("max_batch_frames", &self.max_batch_frames());
+      ds.field("max_batch_bytes", &self.max_batch_bytes());
+      ds.field("max_decompressed_size", &self.max_decompressed_size());
+      ds.field("max_concurrent_calls", &self.max_concurrent_calls());
+      ds.field("initial_stream_window", &self.initial_stream_window());
+      ds.field("keepalive_interval_ms", &self.keepalive_interval_ms());
+      ds.field("server_id", &self.server_id());
+      ds.finish()
+  }
+}
+pub enum RejectOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Server -> client: the handshake failed; the server closes the connection after it.
+pub struct Reject<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Reject<'a> {
+  type Inner = Reject<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Reject<'a> {
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RETRY_AFTER_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Reject { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RejectArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Reject<'bldr>> {
+    let mut builder = RejectBuilder::new(_fbb);
+    builder.add_retry_after_ms(args.retry_after_ms);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  /// Why (a StatusCode: FailedPrecondition for versions, Unauthenticated, ResourceExhausted, Unavailable).
+  #[inline]
+  pub fn status(&self) -> StatusCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<StatusCode>(Reject::VT_STATUS, Some(StatusCode::Ok)).unwrap()}
+  }
+  /// Human-readable reason.
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Reject::VT_REASON, None)}
+  }
+  /// When non-zero, the client should not retry before this many milliseconds.
+  #[inline]
+  pub fn retry_after_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Reject::VT_RETRY_AFTER_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Reject<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<StatusCode>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .visit_field::<u32>("retry_after_ms", Self::VT_RETRY_AFTER_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RejectArgs<'a> {
+    pub status: StatusCode,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub retry_after_ms: u32,
+}
+impl<'a> Default for RejectArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RejectArgs {
+      status: StatusCode::Ok,
+      reason: None,
+      retry_after_ms: 0,
+    }
+  }
+}
+
+pub struct RejectBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RejectBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_status(&mut self, status: StatusCode) {
+    self.fbb_.push_slot::<StatusCode>(Reject::VT_STATUS, status, StatusCode::Ok);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Reject::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn add_retry_after_ms(&mut self, retry_after_ms: u32) {
+    self.fbb_.push_slot::<u32>(Reject::VT_RETRY_AFTER_MS, retry_after_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RejectBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RejectBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Reject<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Reject<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Reject");
+      ds.field("status", &self.status());
+      ds.field("reason", &self.reason());
+      ds.field("retry_after_ms", &self.retry_after_ms());
+      ds.finish()
+  }
+}
+pub enum ErrorBodyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Body of Error frames and of StreamEnd frames that end a stream with an error.
+pub struct ErrorBody<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ErrorBody<'a> {
+  type Inner = ErrorBody<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ErrorBody<'a> {
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DETAILS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ErrorBody { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ErrorBodyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ErrorBody<'bldr>> {
+    let mut builder = ErrorBodyBuilder::new(_fbb);
+    if let Some(x) = args.details { builder.add_details(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn status(&self) -> StatusCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<StatusCode>(ErrorBody::VT_STATUS, Some(StatusCode::Ok)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ErrorBody::VT_MESSAGE, None)}
+  }
+  /// Opaque details (e.g. a FlatBuffer of the application's choice).
+  #[inline]
+  pub fn details(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ErrorBody::VT_DETAILS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ErrorBody<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<StatusCode>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("details", Self::VT_DETAILS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ErrorBodyArgs<'a> {
+    pub status: StatusCode,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub details: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ErrorBodyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ErrorBodyArgs {
+      status: StatusCode::Ok,
+      message: None,
+      details: None,
+    }
+  }
+}
+
+pub struct ErrorBodyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBodyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_status(&mut self, status: StatusCode) {
+    self.fbb_.push_slot::<StatusCode>(ErrorBody::VT_STATUS, status, StatusCode::Ok);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ErrorBody::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_details(&mut self, details: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ErrorBody::VT_DETAILS, details);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorBodyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ErrorBodyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ErrorBody<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ErrorBody<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ErrorBody");
+      ds.field("status", &self.status());
+      ds.field("message", &self.message());
+      ds.field("details", &self.details());
+      ds.finish()
+  }
+}
+pub enum GoAwayOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Body of GoAway: the sender stops accepting new calls.
+pub struct GoAway<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GoAway<'a> {
+  type Inner = GoAway<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GoAway<'a> {
+  pub const VT_LAST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GoAway { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GoAwayArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GoAway<'bldr>> {
+    let mut builder = GoAwayBuilder::new(_fbb);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    builder.add_last_id(args.last_id);
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  /// Highest call or stream id the sender will still process.
+  #[inline]
+  pub fn last_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GoAway::VT_LAST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status(&self) -> StatusCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<StatusCode>(GoAway::VT_STATUS, Some(StatusCode::Ok)).unwrap()}
+  }
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GoAway::VT_REASON, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GoAway<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("last_id", Self::VT_LAST_ID, false)?
+     .visit_field::<StatusCode>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GoAwayArgs<'a> {
+    pub last_id: u32,
+    pub status: StatusCode,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GoAwayArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GoAwayArgs {
+      last_id: 0,
+      status: StatusCode::Ok,
+      reason: None,
+    }
+  }
+}
+
+pub struct GoAwayBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GoAwayBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_last_id(&mut self, last_id: u32) {
+    self.fbb_.push_slot::<u32>(GoAway::VT_LAST_ID, last_id, 0);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: StatusCode) {
+    self.fbb_.push_slot::<StatusCode>(GoAway::VT_STATUS, status, StatusCode::Ok);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GoAway::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GoAwayBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GoAwayBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GoAway<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GoAway<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GoAway");
+      ds.field("last_id", &self.last_id());
+      ds.field("status", &self.status());
+      ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum SubscribeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Body of Subscribe.
+pub struct Subscribe<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Subscribe<'a> {
+  type Inner = Subscribe<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Subscribe<'a> {
+  pub const VT_PATTERN: ::flatbuffers::VOffsetT = 4;
+  pub const VT_QUEUE_DEPTH: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Subscribe { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SubscribeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Subscribe<'bldr>> {
+    let mut builder = SubscribeBuilder::new(_fbb);
+    builder.add_queue_depth(args.queue_depth);
+    if let Some(x) = args.pattern { builder.add_pattern(x); }
+    builder.finish()
+  }
+
+
+  /// Topic pattern: dot-separated tokens, `*` matches one token, a final `>` one or more.
+  #[inline]
+  pub fn pattern(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Subscribe::VT_PATTERN, None)}
+  }
+  /// Requested depth of the subscriber's queue (events); 0 = server default.
+  #[inline]
+  pub fn queue_depth(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Subscribe::VT_QUEUE_DEPTH, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Subscribe<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("pattern", Self::VT_PATTERN, false)?
+     .visit_field::<u32>("queue_depth", Self::VT_QUEUE_DEPTH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SubscribeArgs<'a> {
+    pub pattern: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub queue_depth: u32,
+}
+impl<'a> Default for SubscribeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SubscribeArgs {
+      pattern: None,
+      queue_depth: 0,
+    }
+  }
+}
+
+pub struct SubscribeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_pattern(&mut self, pattern: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Subscribe::VT_PATTERN, pattern);
+  }
+  #[inline]
+  pub fn add_queue_depth(&mut self, queue_depth: u32) {
+    self.fbb_.push_slot::<u32>(Subscribe::VT_QUEUE_DEPTH, queue_depth, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SubscribeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Subscribe<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Subscribe<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Subscribe");
+      ds.field("pattern", &self.pattern());
+      ds.field("queue_depth", &self.queue_depth());
+      ds.finish()
+  }
+}
+pub enum MethodDescriptorOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One method of a service.
+pub struct MethodDescriptor<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MethodDescriptor<'a> {
+  type Inner = MethodDescriptor<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MethodDescriptor<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MethodDescriptor { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MethodDescriptorArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MethodDescriptor<'bldr>> {
+    let mut builder = MethodDescriptorBuilder::new(_fbb);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MethodDescriptor::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> MethodKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MethodKind>(MethodDescriptor::VT_KIND, Some(MethodKind::Unary)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MethodDescriptor<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<MethodKind>("kind", Self::VT_KIND, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MethodDescriptorArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub kind: MethodKind,
+}
+impl<'a> Default for MethodDescriptorArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MethodDescriptorArgs {
+      name: None, // required field
+      kind: MethodKind::Unary,
+    }
+  }
+}
+
+pub struct MethodDescriptorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MethodDescriptorBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MethodDescriptor::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: MethodKind) {
+    self.fbb_.push_slot::<MethodKind>(MethodDescriptor::VT_KIND, kind, MethodKind::Unary);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MethodDescriptorBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MethodDescriptorBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MethodDescriptor<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MethodDescriptor::VT_NAME,"name");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MethodDescriptor<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MethodDescriptor");
+      ds.field("name", &self.name());
+      ds.field("kind", &self.kind());
+      ds.finish()
+  }
+}
+pub enum ServiceDescriptorOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One exposed service version.
+pub struct ServiceDescriptor<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ServiceDescriptor<'a> {
+  type Inner = ServiceDescriptor<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ServiceDescriptor<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_METHODS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ServiceDescriptor { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ServiceDescriptorArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ServiceDescriptor<'bldr>> {
+    let mut builder = ServiceDescriptorBuilder::new(_fbb);
+    if let Some(x) = args.methods { builder.add_methods(x); }
+    if let Some(x) = args.version { builder.add_version(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ServiceDescriptor::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn version(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ServiceDescriptor::VT_VERSION, None).unwrap()}
+  }
+  #[inline]
+  pub fn methods(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MethodDescriptor<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MethodDescriptor>>>>(ServiceDescriptor::VT_METHODS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ServiceDescriptor<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("version", Self::VT_VERSION, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MethodDescriptor>>>>("methods", Self::VT_METHODS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ServiceDescriptorArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub version: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub methods: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MethodDescriptor<'a>>>>>,
+}
+impl<'a> Default for ServiceDescriptorArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ServiceDescriptorArgs {
+      name: None, // required field
+      version: None, // required field
+      methods: None,
+    }
+  }
+}
+
+pub struct ServiceDescriptorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ServiceDescriptorBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ServiceDescriptor::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ServiceDescriptor::VT_VERSION, version);
+  }
+  #[inline]
+  pub fn add_methods(&mut self, methods: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MethodDescriptor<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ServiceDescriptor::VT_METHODS, methods);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ServiceDescriptorBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ServiceDescriptorBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ServiceDescriptor<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ServiceDescriptor::VT_NAME,"name");
+    self.fbb_.required(o, ServiceDescriptor::VT_VERSION,"version");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ServiceDescriptor<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ServiceDescriptor");
+      ds.field("name", &self.name());
+      ds.field("version", &self.version());
+      ds.field("methods", &self.methods());
+      ds.finish()
+  }
+}
+pub enum ServiceListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Reply of `$sys.list`.
+pub struct ServiceList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ServiceList<'a> {
+  type Inner = ServiceList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ServiceList<'a> {
+  pub const VT_SERVICES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ServiceList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ServiceListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ServiceList<'bldr>> {
+    let mut builder = ServiceListBuilder::new(_fbb);
+    if let Some(x) = args.services { builder.add_services(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn services(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ServiceDescriptor>>>>(ServiceList::VT_SERVICES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ServiceList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ServiceDescriptor>>>>("services", Self::VT_SERVICES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ServiceListArgs<'a> {
+    pub services: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'a>>>>>,
+}
+impl<'a> Default for ServiceListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ServiceListArgs {
+      services: None,
+    }
+  }
+}
+
+pub struct ServiceListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ServiceListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_services(&mut self, services: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ServiceList::VT_SERVICES, services);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ServiceListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ServiceListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ServiceList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ServiceList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ServiceList");
+      ds.field("services", &self.services());
+      ds.finish()
+  }
+}
+}  // pub mod wire
+}  // pub mod netron
+

@@ -29,6 +29,13 @@ pub(crate) use client::{CallSpec, PendingCalls};
 use crate::service::Registry;
 use crate::stats::CoreStats;
 
+/// An async handler's future to run on the core's executor.
+pub(crate) struct Spawn {
+    pub id: u32,
+    pub future: crate::service::HandlerFuture,
+    pub deadline: Option<Instant>,
+}
+
 /// Which side of the handshake this connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -114,6 +121,12 @@ pub(crate) struct Connection {
     pub(crate) last_rx: Instant,
     /// A Ping we sent is unanswered since this time.
     pub(crate) ping_outstanding: Option<Instant>,
+    /// Async calls to start (drained by the core after each event).
+    pub(crate) spawns: Vec<Spawn>,
+    /// Cancel frames received (server role), for the core to drop those calls' futures.
+    pub(crate) cancels: Vec<u32>,
+    /// Async calls running for this connection.
+    pub(crate) async_inflight: u32,
 }
 
 impl std::fmt::Debug for Connection {
@@ -153,6 +166,9 @@ impl Connection {
             going_away: false,
             last_rx: now,
             ping_outstanding: None,
+            spawns: Vec::new(),
+            cancels: Vec::new(),
+            async_inflight: 0,
         };
         c.state = match role {
             Role::Server => {
@@ -326,9 +342,12 @@ impl Connection {
             }
             FrameKind::Pong => Ok(()),
             FrameKind::Cancel => {
-                // Sync handlers finish within the loop turn that received their request, so
-                // there is nothing in flight to stop.
+                // Sync handlers finish within the loop turn that received their request; async
+                // ones may still run: the core drops their futures.
                 env.stats.cancels_in += 1;
+                if self.role == Role::Server && self.async_inflight > 0 {
+                    self.cancels.push(frame.id());
+                }
                 Ok(())
             }
             FrameKind::GoAway => {

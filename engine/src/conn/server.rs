@@ -2,7 +2,7 @@
 
 use netron_codec::{Flags, Frame, FrameKind, StatusCode};
 
-use super::{ConnError, Connection, Env};
+use super::{ConnError, Connection, Env, Spawn};
 use crate::service::{Reply, Request};
 
 impl Connection {
@@ -39,7 +39,37 @@ impl Connection {
             .registry
             .lookup(self.headers.service(), self.headers.method())
         {
-            Ok(h) => h.clone(),
+            Ok(crate::service::Handler::Sync(h)) => h.clone(),
+            Ok(crate::service::Handler::Async(h)) => {
+                let h = h.clone();
+                let max = self
+                    .settings
+                    .as_ref()
+                    .map_or(u32::MAX, |s| s.max_concurrent_calls);
+                if self.async_inflight >= max {
+                    self.scratch = scratch;
+                    env.stats.count_error("too_many_calls");
+                    return self.answer_error(
+                        id,
+                        StatusCode::ResourceExhausted,
+                        "too many calls in flight on this connection",
+                    );
+                }
+                let req = crate::service::AsyncRequest {
+                    id,
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                    headers: self.headers.clone(),
+                    deadline,
+                };
+                self.scratch = scratch;
+                self.async_inflight += 1;
+                self.spawns.push(Spawn {
+                    id,
+                    future: h(req),
+                    deadline: deadline.map(|d| env.now + d),
+                });
+                return Ok(());
+            }
             Err(status) => {
                 self.scratch = scratch;
                 env.stats.count_error(match status.code {
@@ -95,6 +125,44 @@ impl Connection {
                 env.stats.calls_failed += 1;
                 env.stats.count_error("reply_too_large");
                 self.answer_error(id, StatusCode::ResourceExhausted, &e.to_string())
+            }
+        }
+    }
+
+    /// Delivers the outcome of async call `id` (from the core's executor).
+    pub(crate) fn complete_async(
+        &mut self,
+        id: u32,
+        result: Result<bytes::Bytes, crate::Status>,
+        env: &mut Env<'_>,
+    ) {
+        self.async_inflight = self.async_inflight.saturating_sub(1);
+        if self.is_closing() {
+            return;
+        }
+        let r = match result {
+            Ok(payload) => {
+                env.stats.calls_ok += 1;
+                self.queue(|_, b| b.response(id)?.payload(&payload).finish().map(|_| ()))
+            }
+            Err(status) => {
+                env.stats.calls_failed += 1;
+                self.answer_error(id, status.code, &status.message)
+            }
+        };
+        if let Err(e) = r {
+            // The reply does not fit in a frame: tell the caller instead.
+            env.stats.count_error("reply_too_large");
+            let _ = self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
+        }
+    }
+
+    /// An async call was dropped (deadline or cancel): forget it, and answer if asked to.
+    pub(crate) fn abandon_async(&mut self, id: u32, answer: Option<(StatusCode, &str)>) {
+        self.async_inflight = self.async_inflight.saturating_sub(1);
+        if let Some((code, msg)) = answer {
+            if !self.is_closing() {
+                let _ = self.answer_error(id, code, msg);
             }
         }
     }

@@ -1,0 +1,179 @@
+//! The core's local executor for async handlers.
+//!
+//! Futures run only on their core's thread (they need not be `Send`). Their wakers are
+//! `Send + Sync`: waking queues the task on a lock-free queue and rings the core's doorbell if
+//! the core sleeps, so a future may be completed from any thread. A task whose call is
+//! cancelled, whose deadline passes, or whose connection closes is dropped, which cancels it.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_queue::SegQueue;
+use rustc_hash::FxHashMap;
+use slab::Slab;
+
+use crate::Status;
+use crate::inbox::{ConnRef, Inbox};
+use crate::service::HandlerFuture;
+
+struct Task {
+    future: HandlerFuture,
+    conn: ConnRef,
+    call: u32,
+    deadline: Option<Instant>,
+    generation: u32,
+    waker: Waker,
+}
+
+struct TaskWaker {
+    key: usize,
+    generation: u32,
+    ready: Arc<SegQueue<(usize, u32)>>,
+    inbox: Arc<Inbox>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.push((self.key, self.generation));
+        self.inbox.nudge();
+    }
+}
+
+/// A finished or abandoned call, for the core to answer.
+pub(crate) enum Outcome {
+    /// The future resolved.
+    Done(ConnRef, u32, Result<Bytes, Status>),
+}
+
+pub(crate) struct Executor {
+    tasks: Slab<Task>,
+    ready: Arc<SegQueue<(usize, u32)>>,
+    by_call: FxHashMap<(u32, u32), usize>,
+    next_gen: u32,
+    inbox: Arc<Inbox>,
+}
+
+impl Executor {
+    pub(crate) fn new(inbox: Arc<Inbox>) -> Executor {
+        Executor {
+            tasks: Slab::new(),
+            ready: Arc::new(SegQueue::new()),
+            by_call: FxHashMap::default(),
+            next_gen: 0,
+            inbox,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether a woken task waits to be polled.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Starts a task for call `call` on `conn`; it is first polled on the next `run`.
+    pub(crate) fn spawn(
+        &mut self,
+        conn: ConnRef,
+        call: u32,
+        future: HandlerFuture,
+        deadline: Option<Instant>,
+    ) {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let entry = self.tasks.vacant_entry();
+        let key = entry.key();
+        let waker = Waker::from(Arc::new(TaskWaker {
+            key,
+            generation: self.next_gen,
+            ready: self.ready.clone(),
+            inbox: self.inbox.clone(),
+        }));
+        entry.insert(Task {
+            future,
+            conn,
+            call,
+            deadline,
+            generation: self.next_gen,
+            waker,
+        });
+        self.by_call.insert((conn.key, call), key);
+        self.ready.push((key, self.next_gen));
+    }
+
+    /// Polls the tasks that were woken (at most as many as were queued when it started, so a
+    /// task that wakes itself cannot starve the loop). Returns the finished ones.
+    pub(crate) fn run(&mut self, out: &mut Vec<Outcome>) -> bool {
+        let n = self.ready.len();
+        let mut work = false;
+        for _ in 0..n {
+            let Some((key, generation)) = self.ready.pop() else {
+                break;
+            };
+            let Some(task) = self
+                .tasks
+                .get_mut(key)
+                .filter(|t| t.generation == generation)
+            else {
+                continue;
+            };
+            work = true;
+            let waker = task.waker.clone();
+            let mut cx = Context::from_waker(&waker);
+            if let Poll::Ready(result) = task.future.as_mut().poll(&mut cx) {
+                let t = self.tasks.remove(key);
+                self.by_call.remove(&(t.conn.key, t.call));
+                out.push(Outcome::Done(t.conn, t.call, result));
+            }
+        }
+        work
+    }
+
+    /// Drops the task of `call` on connection slot `conn_key` (a Cancel arrived).
+    pub(crate) fn cancel(&mut self, conn_key: u32, call: u32) -> bool {
+        match self.by_call.remove(&(conn_key, call)) {
+            Some(key) => {
+                self.tasks.remove(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every task of connection slot `conn_key` (it closed).
+    pub(crate) fn drop_conn(&mut self, conn_key: u32) {
+        let keys: Vec<usize> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.conn.key == conn_key)
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            let t = self.tasks.remove(k);
+            self.by_call.remove(&(t.conn.key, t.call));
+        }
+    }
+
+    /// Drops tasks whose deadline passed; returns their calls, to answer DeadlineExceeded.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(ConnRef, u32)> {
+        let keys: Vec<usize> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| k)
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                let t = self.tasks.remove(k);
+                self.by_call.remove(&(t.conn.key, t.call));
+                (t.conn, t.call)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,180 @@
+//! Async handlers: owned requests, futures on the core's executor woken from other threads,
+//! server-side deadlines and cancellation (a dropped future).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use netron_engine::{
+    Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, Service, Status, StatusCode,
+};
+
+/// A value delivered by another thread: the smallest cross-thread future.
+#[derive(Default)]
+struct Shared {
+    value: Option<Vec<u8>>,
+    waker: Option<Waker>,
+}
+
+struct Later(Arc<Mutex<Shared>>);
+
+impl Future for Later {
+    type Output = Vec<u8>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<u8>> {
+        let mut s = self.0.lock().unwrap();
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Computes `payload` reversed on a worker thread after `ms` milliseconds.
+fn reverse_later(payload: Bytes, ms: u64) -> Later {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let s2 = shared.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        let mut s = s2.lock().unwrap();
+        s.value = Some(payload.iter().rev().copied().collect());
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    });
+    Later(shared)
+}
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+struct CountDrop;
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        DROPPED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn service() -> Service {
+    Service::new("async", "1.0.0")
+        .unwrap()
+        .unary_async("now", |req| async move { Ok(req.payload) })
+        .unary_async("reverse", |req| async move {
+            let ms = req.payload.first().copied().unwrap_or(0) as u64;
+            Ok(Bytes::from(reverse_later(req.payload, ms).await))
+        })
+        .unary_async("never", |_req| async move {
+            let _guard = CountDrop;
+            std::future::pending::<()>().await;
+            Ok(Bytes::new())
+        })
+        .unary_async("fail", |_req| async move {
+            Err(Status::new(StatusCode::Aborted, "no"))
+        })
+}
+
+#[test]
+fn async_handlers_answer_fail_expire_and_cancel() {
+    for idle in [
+        IdlePolicy::BusyPoll,
+        IdlePolicy::Adaptive {
+            spin: Duration::ZERO,
+        },
+    ] {
+        DROPPED.store(0, Ordering::SeqCst);
+        let server = Engine::builder()
+            .cores(1)
+            .config(CoreConfig::default().with_idle(idle))
+            .service(service())
+            .listen("tcp://127.0.0.1:0")
+            .build()
+            .unwrap();
+        let ep = server.endpoints()[0].to_string();
+        let ch = Engine::builder().cores(1).build().unwrap();
+        let chan = ch.client().connect(&ep).unwrap();
+        let dl = Some(Duration::from_secs(5));
+        assert_eq!(
+            chan.call("async@1.0.0", "now", &b"abc"[..], dl).unwrap(),
+            b"abc"
+        );
+        // Woken from another thread (with a parked core, through the doorbell).
+        assert_eq!(
+            chan.call("async@1.0.0", "reverse", &[30u8, 1, 2][..], dl)
+                .unwrap(),
+            [2, 1, 30]
+        );
+        assert_eq!(
+            chan.call("async@1.0.0", "fail", &b""[..], dl)
+                .unwrap_err()
+                .code,
+            StatusCode::Aborted
+        );
+        // Many in flight at once from several threads.
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let chan = chan.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20u8 {
+                        assert_eq!(
+                            chan.call("async@1.0.0", "reverse", vec![1, t, i], dl)
+                                .unwrap(),
+                            [i, t, 1]
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Deadline: the server drops the future and answers DeadlineExceeded; the client too.
+        let e = chan
+            .call(
+                "async@1.0.0",
+                "never",
+                &b""[..],
+                Some(Duration::from_millis(30)),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, StatusCode::DeadlineExceeded);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            1,
+            "the server dropped the expired future"
+        );
+        // Whichever came first, the server's own deadline or the client's Cancel, dropped it.
+        let st = server.total_stats();
+        assert!(st.deadline_exceeded + st.cancels_in >= 1, "{st:?}");
+
+        // Cancel from a caller-driven core: the server drops the future.
+        let mut core = Core::new(CoreConfig::default()).unwrap();
+        let conn = core
+            .connect(&server.endpoints()[0], Duration::from_secs(5))
+            .unwrap();
+        let slot = Arc::new(CallSlot::new());
+        let id = core
+            .start(conn, b"async@1.0.0", b"never", b"", None, &slot)
+            .unwrap();
+        core.run_until(Duration::from_millis(50), |_| false)
+            .unwrap();
+        core.cancel(conn, id);
+        assert!(slot.is_done());
+        core.run_until(Duration::from_secs(5), |_| {
+            DROPPED.load(Ordering::SeqCst) == 2
+        })
+        .unwrap();
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            2,
+            "Cancel dropped the running future"
+        );
+        drop(core);
+        ch.shutdown(Duration::from_secs(1));
+        server.shutdown(Duration::from_secs(1));
+    }
+}
