@@ -129,7 +129,68 @@ impl Channel {
     }
 }
 
+/// A call in flight, as a future. Dropping it before it resolves cancels the call: the
+/// server gets a Cancel and drops its work.
+#[derive(Debug)]
+#[must_use = "a call future does nothing unless awaited; dropping it cancels the call"]
+pub struct CallFuture {
+    slot: Arc<CallSlot>,
+    channel: Channel,
+    finished: bool,
+}
+
+impl std::future::Future for CallFuture {
+    type Output = Result<Vec<u8>, Status>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.slot.register(cx.waker());
+        if !self.slot.is_done() {
+            return std::task::Poll::Pending;
+        }
+        self.finished = true;
+        std::task::Poll::Ready(self.slot.result().map(<[u8]>::to_vec))
+    }
+}
+
+impl Drop for CallFuture {
+    fn drop(&mut self) {
+        if !self.finished && !self.slot.is_done() {
+            let ch = &self.channel.inner;
+            ch.inbox.push(Command::CancelSlot {
+                conn: ch.conn,
+                slot: self.slot.clone(),
+            });
+        }
+    }
+}
+
 impl Method {
+    /// Calls the method without blocking: the returned future resolves to the reply. Works with
+    /// any executor (the core wakes the future's task). Dropping the future cancels the call.
+    /// Costs one allocation per call for its completion slot.
+    pub fn call_async(&self, payload: impl Into<Bytes>, deadline: Option<Duration>) -> CallFuture {
+        let slot = Arc::new(CallSlot::new());
+        slot.arm();
+        let ch = &self.channel.inner;
+        ch.inbox.push(Command::Call {
+            conn: ch.conn,
+            service: self.service.clone(),
+            method: self.method.clone(),
+            payload: payload.into(),
+            deadline,
+            idempotent: false,
+            slot: slot.clone(),
+        });
+        CallFuture {
+            slot,
+            channel: self.channel.clone(),
+            finished: false,
+        }
+    }
+
     /// Calls the method (blocking), returning the reply bytes.
     pub fn call(
         &self,

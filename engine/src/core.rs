@@ -817,6 +817,17 @@ impl Core {
                 };
                 self.start_call(conn, &spec, slot, now);
             }
+            Command::CancelSlot { conn, slot } => {
+                let key = conn.key as usize;
+                if let Some(en) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|en| en.generation == conn.generation)
+                {
+                    en.conn.cancel_slot(&slot);
+                    self.mark_dirty(key);
+                }
+            }
             Command::Close { conn } => {
                 if self
                     .conns

@@ -34,6 +34,8 @@ pub(crate) enum Command {
         idempotent: bool,
         slot: Arc<CallSlot>,
     },
+    /// Cancel the call whose outcome goes to `slot` (its future was dropped).
+    CancelSlot { conn: ConnRef, slot: Arc<CallSlot> },
     /// Close a client connection.
     Close { conn: ConnRef },
     /// GoAway to every connection, drain, then stop.

@@ -37,7 +37,7 @@ mod stats;
 mod status;
 
 pub use bytes::Bytes;
-pub use client::{Channel, Client, Method};
+pub use client::{CallFuture, Channel, Client, Method};
 pub use config::{CoreConfig, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::ring::RingError;

@@ -32,6 +32,8 @@ struct Outcome {
 #[derive(Debug)]
 pub struct CallSlot {
     state: AtomicU8,
+    /// For async callers: woken on completion.
+    waker: atomic_waker::AtomicWaker,
     parked: AtomicBool,
     owner: Thread,
     outcome: UnsafeCell<Outcome>,
@@ -49,6 +51,7 @@ impl CallSlot {
     pub fn new() -> Self {
         Self {
             state: AtomicU8::new(IDLE),
+            waker: atomic_waker::AtomicWaker::new(),
             parked: AtomicBool::new(false),
             owner: std::thread::current(),
             outcome: UnsafeCell::new(Outcome::default()),
@@ -79,6 +82,7 @@ impl CallSlot {
             Err(s) => o.status = Some(s),
         }
         self.state.store(DONE, Ordering::SeqCst);
+        self.waker.wake();
         if self.parked.load(Ordering::SeqCst) {
             self.owner.unpark();
         }
@@ -121,6 +125,11 @@ impl CallSlot {
         };
         self.parked.store(false, Ordering::SeqCst);
         done
+    }
+
+    /// Async owner: registers the task to wake on completion.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
     }
 
     /// Owner, after `is_done()`: the reply payload or the failure.

@@ -51,6 +51,8 @@ fn reverse_later(payload: Bytes, ms: u64) -> Later {
 }
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The tests share `DROPPED`, so they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 struct CountDrop;
 impl Drop for CountDrop {
@@ -79,6 +81,7 @@ fn service() -> Service {
 
 #[test]
 fn async_handlers_answer_fail_expire_and_cancel() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for idle in [
         IdlePolicy::BusyPoll,
         IdlePolicy::Adaptive {
@@ -177,4 +180,53 @@ fn async_handlers_answer_fail_expire_and_cancel() {
         ch.shutdown(Duration::from_secs(1));
         server.shutdown(Duration::from_secs(1));
     }
+}
+
+#[test]
+fn async_calls_resolve_and_dropping_one_cancels_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use netron_tests::block_on;
+    let server = Engine::builder()
+        .cores(1)
+        .service(service())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let chan = client_engine
+        .client()
+        .connect(&server.endpoints()[0].to_string())
+        .unwrap();
+    let dl = Some(Duration::from_secs(5));
+    let now = chan.method("async@1.0.0", "now");
+    assert_eq!(block_on(now.call_async(&b"hi"[..], dl)).unwrap(), b"hi");
+    // Many in flight at once, awaited afterwards.
+    let reverse = chan.method("async@1.0.0", "reverse");
+    let futures: Vec<_> = (0..10u8)
+        .map(|i| reverse.call_async(vec![5, i], dl))
+        .collect();
+    for (i, f) in futures.into_iter().enumerate() {
+        assert_eq!(block_on(f).unwrap(), [i as u8, 5]);
+    }
+    // Dropping a pending call cancels it on the server.
+    let before = DROPPED.load(Ordering::SeqCst);
+    let never = chan
+        .method("async@1.0.0", "never")
+        .call_async(&b""[..], None);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(never);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while DROPPED.load(Ordering::SeqCst) == before && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        DROPPED.load(Ordering::SeqCst),
+        before + 1,
+        "the server dropped the cancelled call's future"
+    );
+    assert!(server.total_stats().cancels_in >= 1);
+    // The channel is still fine.
+    assert_eq!(block_on(now.call_async(&b"ok"[..], dl)).unwrap(), b"ok");
+    client_engine.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
 }

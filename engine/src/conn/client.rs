@@ -157,6 +157,19 @@ impl Connection {
         Ok(id)
     }
 
+    /// Cancels the call whose outcome goes to `slot`, if it is still pending.
+    pub(crate) fn cancel_slot(&mut self, slot: &Arc<CallSlot>) {
+        let id = self
+            .calls
+            .by_id
+            .iter()
+            .find(|(_, p)| Arc::ptr_eq(&p.slot, slot))
+            .map(|(id, _)| *id);
+        if let Some(id) = id {
+            self.cancel_call(id);
+        }
+    }
+
     /// Cancels call `id`: completes it with `Cancelled` and tells the server.
     pub(crate) fn cancel_call(&mut self, id: u32) {
         if let Some(slot) = self.calls.forget(id) {
