@@ -35,6 +35,7 @@ mod service;
 mod slot;
 mod stats;
 mod status;
+pub mod typed;
 
 pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, Method};
