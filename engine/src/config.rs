@@ -52,6 +52,11 @@ pub struct CoreConfig {
     /// Close a connection whose unsent output exceeds this many bytes because the peer does not
     /// read (default 8 MiB).
     pub max_backlog_bytes: usize,
+    /// Batches of at least this many bytes are written with `SendZc` (zero-copy: the NIC reads
+    /// the buffer in place; the buffer is held until the kernel's notification). `None` turns
+    /// it off. Default `None`: on loopback the kernel copies anyway and the extra notification
+    /// makes it slower (see docs/benchmarks.md); enable it for real NICs and large payloads.
+    pub send_zc_threshold: Option<usize>,
     /// Handshake settings offered as a server.
     pub server: ServerConfig,
     /// Handshake settings offered as a client.
@@ -70,6 +75,7 @@ impl Default for CoreConfig {
             dead_after: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(10),
             max_backlog_bytes: 8 << 20,
+            send_zc_threshold: None,
             server: ServerConfig::default(),
             client: ClientConfig::default(),
         }
@@ -96,6 +102,11 @@ impl CoreConfig {
     /// Sets the unsent-output cap per connection (slow-consumer guard).
     pub fn with_max_backlog_bytes(mut self, n: usize) -> Self {
         self.max_backlog_bytes = n;
+        self
+    }
+    /// Sets the zero-copy send threshold (`None`: never).
+    pub fn with_send_zc_threshold(mut self, bytes: Option<usize>) -> Self {
+        self.send_zc_threshold = bytes;
         self
     }
     /// Sets the connection cap per core.

@@ -41,6 +41,10 @@ struct InFlight {
     buf: Vec<u8>,
     off: usize,
     frames: u32,
+    /// Sent with `SendZc`: the kernel reads `buf` until its notification completion.
+    zero_copy: bool,
+    /// Zero-copy notifications still to come; `buf` may not be reused before they arrive.
+    notifs: u32,
 }
 
 struct Entry {
@@ -279,14 +283,19 @@ impl Core {
         };
         let Some(f) = &en.send else { return };
         let rest = &f.buf[f.off..];
-        let e = opcode::Send::new(
-            types::Fd(en.fd.as_raw_fd()),
-            rest.as_ptr(),
-            rest.len() as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(Token::new(Op::Send, key, en.generation).encode());
+        let fd = types::Fd(en.fd.as_raw_fd());
+        let token = Token::new(Op::Send, key, en.generation).encode();
+        let e = if f.zero_copy {
+            opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(token)
+        } else {
+            opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(token)
+        };
         self.push(e);
     }
 
@@ -597,27 +606,53 @@ impl Core {
         else {
             return;
         };
-        if c.result < 0 {
-            if let Some(f) = en.send.take() {
-                en.conn.recycle(f.buf);
-            }
-            if !en.closing {
-                self.stats.count_error("send_failed");
-            }
-            self.begin_close(key);
-            return;
-        }
         let Some(f) = en.send.as_mut() else { return };
-        f.off += c.result as usize;
-        self.stats.bytes_out += c.result as u64;
-        if f.off < f.buf.len() && !en.closing {
-            // Short write: send the rest.
-            self.submit_send(key);
+        if f.zero_copy && cqueue::notif(c.flags) {
+            // The kernel no longer reads the buffer for one earlier zero-copy send.
+            f.notifs = f.notifs.saturating_sub(1);
+        } else {
+            if f.zero_copy && cqueue::more(c.flags) {
+                f.notifs += 1;
+            }
+            if c.result < 0 {
+                if !en.closing {
+                    self.stats.count_error("send_failed");
+                }
+                // Keep the buffer until outstanding notifications arrive (begin_close waits).
+                f.off = f.buf.len();
+                self.begin_close(key);
+                self.maybe_finish_send(key);
+                return;
+            }
+            f.off += c.result as usize;
+            self.stats.bytes_out += c.result as u64;
+            if f.off < f.buf.len() && !en.closing {
+                // Short write: send the rest.
+                self.submit_send(key);
+                return;
+            }
+        }
+        self.maybe_finish_send(key);
+    }
+
+    /// Completes the in-flight send once everything is written and the kernel released the
+    /// buffer (zero-copy notifications), then schedules the next batch.
+    fn maybe_finish_send(&mut self, key: usize) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(f) = en.send.as_ref() else { return };
+        if f.off < f.buf.len() || f.notifs > 0 {
             return;
         }
         let f = en.send.take().expect("checked above");
-        self.stats.writes += 1;
-        self.stats.frames_out += f.frames as u64;
+        if !en.closing {
+            self.stats.writes += 1;
+            self.stats.frames_out += f.frames as u64;
+            if f.zero_copy {
+                self.stats.zero_copy_writes += 1;
+            }
+        }
         en.conn.recycle(f.buf);
         self.after_event(key);
     }
@@ -682,10 +717,13 @@ impl Core {
                 continue;
             }
             if let Some((buf, frames)) = en.conn.take_batch() {
+                let zero_copy = self.cfg.send_zc_threshold.is_some_and(|t| buf.len() >= t);
                 en.send = Some(InFlight {
                     buf,
                     off: 0,
                     frames,
+                    zero_copy,
+                    notifs: 0,
                 });
                 self.submit_send(key);
                 work = true;

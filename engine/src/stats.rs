@@ -35,6 +35,8 @@ pub struct CoreStats {
     pub bytes_out: u64,
     /// Write operations submitted (one per batch).
     pub writes: u64,
+    /// Of those, writes sent with `SendZc` (zero-copy).
+    pub zero_copy_writes: u64,
     /// `io_uring_enter` calls.
     pub submits: u64,
     /// Loop turns.
@@ -74,6 +76,7 @@ impl CoreStats {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.writes += other.writes;
+        self.zero_copy_writes += other.zero_copy_writes;
         self.submits += other.submits;
         self.turns += other.turns;
         for (k, v) in &other.errors {

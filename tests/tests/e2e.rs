@@ -188,3 +188,51 @@ fn bad_endpoints_and_services_fail_build() {
         Ok(Endpoint::Tcp(_))
     ));
 }
+
+#[test]
+fn zero_copy_sends_deliver_large_replies_intact() {
+    let cfg = CoreConfig::default().with_send_zc_threshold(Some(16 << 10));
+    let e = Engine::builder()
+        .cores(1)
+        .config(cfg.clone())
+        .service(calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let mut core = Core::new(cfg).expect("core");
+    let conn = core
+        .connect(&e.endpoints()[0], Duration::from_secs(5))
+        .expect("connect");
+    let slot = Arc::new(CallSlot::new());
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..50u32 {
+        // Incompressible, so the negotiated compression leaves it large.
+        let big: Vec<u8> = (0..(256 << 10) + i)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        assert_eq!(
+            core.call(conn, b"calc@1.2.0", b"echo", &big, DL, &slot)
+                .unwrap(),
+            &big[..]
+        );
+        // Small calls still go through plain sends.
+        assert_eq!(
+            core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &slot)
+                .unwrap(),
+            &[3]
+        );
+    }
+    let client = core.stats().clone();
+    let server = e.total_stats();
+    assert!(
+        client.zero_copy_writes >= 50 && server.zero_copy_writes >= 50,
+        "{client:?} {server:?}"
+    );
+    assert!(client.writes > client.zero_copy_writes);
+    e.shutdown(Duration::from_secs(1));
+}

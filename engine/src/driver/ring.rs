@@ -19,6 +19,14 @@ pub struct RingError {
 /// (completions run only when this thread asks), falling back to COOP_TASKRUN on kernels that
 /// lack DEFER_TASKRUN.
 pub(crate) fn build(entries: u32) -> Result<IoUring, RingError> {
+    let ring = build_ring(entries)?;
+    // Registering the ring's own descriptor saves a descriptor lookup on every
+    // io_uring_enter (one per loop turn); optional, so a failure is ignored.
+    let _ = ring.submitter().register_ring_fd();
+    Ok(ring)
+}
+
+fn build_ring(entries: u32) -> Result<IoUring, RingError> {
     let first = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
