@@ -24,6 +24,7 @@ use crate::inbox::{Command, ConnRef, Inbox};
 use crate::service::Registry;
 use crate::slot::CallSlot;
 use crate::stats::CoreStats;
+use crate::timer::TimerWheel;
 use crate::{Endpoint, Status, StatusCode};
 
 /// Buffer group id of the receive buffer ring.
@@ -59,6 +60,10 @@ struct Entry {
     dirty: bool,
     /// A cross-thread connect waiting for the handshake.
     adopt: Option<Arc<CallSlot>>,
+    /// Generation of this connection's live timer-wheel entry (older entries are stale).
+    timer_gen: u32,
+    /// When its live timer fires, if one is scheduled.
+    scheduled: Option<Instant>,
 }
 
 struct Listener {
@@ -91,6 +96,8 @@ pub struct Core {
     cqes: Vec<Cqe>,
     executor: Executor,
     outcomes: Vec<Outcome>,
+    wheel: TimerWheel,
+    fired: Vec<(usize, u32)>,
     dirty: Vec<usize>,
     closing: Vec<usize>,
     last_timer: Instant,
@@ -175,6 +182,8 @@ impl Core {
             cqes: Vec::with_capacity(256),
             executor: Executor::new(inbox.clone()),
             outcomes: Vec::new(),
+            wheel: TimerWheel::new(Instant::now(), Duration::from_millis(1), 1024),
+            fired: Vec::new(),
             dirty: Vec::new(),
             closing: Vec::new(),
             last_timer: Instant::now(),
@@ -318,9 +327,12 @@ impl Core {
             shut: false,
             dirty: false,
             adopt: None,
+            timer_gen: 0,
+            scheduled: None,
         });
         self.arm_recv(key);
         self.mark_dirty(key);
+        self.reschedule(key);
         Some(key)
     }
 
@@ -384,9 +396,10 @@ impl Core {
         let mut work = self.reap(now);
         work |= self.drain_inbox(now);
         work |= self.run_tasks(now);
+        self.fire_timers(now);
         if now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = now;
-            self.timers(now);
+            self.expire_tasks(now);
         }
         work |= self.flush();
         self.finish_closes();
@@ -696,7 +709,9 @@ impl Core {
             self.mark_dirty(key);
         } else if en.conn.is_closing() && en.send.is_none() {
             self.begin_close(key);
+            return;
         }
+        self.reschedule(key);
     }
 
     /// Hands one batch per connection to the kernel (one send each).
@@ -708,12 +723,17 @@ impl Core {
                 continue;
             };
             en.dirty = false;
-            if en.closing || en.send.is_some() {
+            if en.closing {
                 continue;
             }
+            // Checked even while a send is in flight: a peer that does not read keeps that send
+            // pending forever, and its backlog must not grow without bound.
             if en.conn.backlog_bytes() > self.cfg.max_backlog_bytes {
                 self.stats.count_error("slow_consumer");
                 self.begin_close(key);
+                continue;
+            }
+            if en.send.is_some() {
                 continue;
             }
             if let Some((buf, frames)) = en.conn.take_batch() {
@@ -735,7 +755,8 @@ impl Core {
         work
     }
 
-    fn timers(&mut self, now: Instant) {
+    /// Drops async handlers past their deadline and answers DeadlineExceeded.
+    fn expire_tasks(&mut self, now: Instant) {
         if self.executor.len() > 0 {
             for (conn, call) in self.executor.expire(now) {
                 self.stats.deadline_exceeded += 1;
@@ -756,14 +777,54 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// (Re)schedules `key`'s timer if it now needs one earlier than the one scheduled.
+    fn reschedule(&mut self, key: usize) {
         let (keepalive, dead_after, stall) = (
             self.cfg.keepalive,
             self.cfg.dead_after,
             self.cfg.stall_timeout,
         );
-        let mut failed = Vec::new();
-        for (key, en) in self.conns.iter_mut() {
-            if en.closing {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        if en.closing {
+            return;
+        }
+        let Some(next) = en.conn.next_timer(keepalive, dead_after, stall) else {
+            return;
+        };
+        if en.scheduled.is_some_and(|s| s <= next) {
+            return; // the earlier timer fires first and reschedules
+        }
+        en.timer_gen = en.timer_gen.wrapping_add(1);
+        en.scheduled = Some(next);
+        self.wheel.schedule(next, key, en.timer_gen);
+    }
+
+    /// Runs the connection timers that are due: call deadlines, keepalive, dead peers, stalls.
+    fn fire_timers(&mut self, now: Instant) {
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        self.wheel.advance(now, &mut fired);
+        let (keepalive, dead_after, stall) = (
+            self.cfg.keepalive,
+            self.cfg.dead_after,
+            self.cfg.stall_timeout,
+        );
+        for &(key, timer_gen) in &fired {
+            let Some(en) = self
+                .conns
+                .get_mut(key)
+                .filter(|en| en.timer_gen == timer_gen && !en.closing)
+            else {
+                continue; // stale entry, or the connection is gone
+            };
+            en.scheduled = None;
+            if en.conn.awaiting_more() && now.duration_since(en.conn.last_rx) >= stall {
+                self.stats.count_error("stalled");
+                self.begin_close(key);
                 continue;
             }
             let mut env = Env {
@@ -771,25 +832,17 @@ impl Core {
                 now,
                 stats: &mut self.stats,
             };
-            if en.conn.awaiting_more() && now.duration_since(en.conn.last_rx) >= stall {
-                env.stats.count_error("stalled");
-                failed.push(key);
-                continue;
-            }
             let before = en.conn.wants_write();
             if en.conn.on_timer(&mut env, keepalive, dead_after).is_err() {
-                failed.push(key);
-            } else if !before && en.conn.wants_write() {
-                failed.push(usize::MAX - key); // marker: needs a flush
+                self.after_event(key);
+                continue;
             }
-        }
-        for k in failed {
-            if k > usize::MAX / 2 {
-                self.mark_dirty(usize::MAX - k);
-            } else {
-                self.begin_close(k);
+            if !before && en.conn.wants_write() {
+                self.mark_dirty(key);
             }
+            self.reschedule(key);
         }
+        self.fired = fired;
     }
 
     /// Polls woken async handlers and answers the calls that finished.
@@ -898,6 +951,9 @@ impl Core {
             Some(en) => match en.conn.start_call(spec, slot.clone(), now) {
                 Ok(id) => {
                     self.mark_dirty(key);
+                    if spec.deadline.is_some() {
+                        self.reschedule(key);
+                    }
                     Some(id)
                 }
                 Err(s) => {

@@ -35,6 +35,7 @@ mod service;
 mod slot;
 mod stats;
 mod status;
+mod timer;
 pub mod typed;
 
 pub use bytes::Bytes;

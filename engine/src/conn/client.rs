@@ -23,7 +23,7 @@ pub(crate) struct PendingCalls {
     by_id: FxHashMap<u32, Pending>,
     next_id: u32,
     /// Earliest deadline among pending calls (a lower bound; recomputed on expiry).
-    next_deadline: Option<Instant>,
+    pub(crate) next_deadline: Option<Instant>,
 }
 
 impl PendingCalls {

@@ -497,6 +497,28 @@ impl Connection {
         Ok(())
     }
 
+    /// When this connection next needs `on_timer` (or the stall check): the earliest of its
+    /// calls' deadlines, the keepalive or dead-peer time, and the stall time.
+    pub(crate) fn next_timer(
+        &self,
+        keepalive: Duration,
+        dead_after: Duration,
+        stall: Duration,
+    ) -> Option<Instant> {
+        let mut next = self.calls.next_deadline;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        if self.awaiting_more() {
+            consider(self.last_rx + stall);
+        }
+        if self.is_open() && !keepalive.is_zero() {
+            match self.ping_outstanding {
+                Some(since) => consider(since + dead_after),
+                None => consider(self.last_rx + keepalive),
+            }
+        }
+        next
+    }
+
     /// Starts a graceful shutdown: tells the peer no new calls will be accepted.
     pub(crate) fn go_away(&mut self, last_id: u32) {
         if self.going_away || !self.is_open() {
