@@ -56,3 +56,37 @@ fn explain(e: io::Error) -> RingError {
     };
     RingError { reason, source: e }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_explained() {
+        let e = explain(io::Error::from_raw_os_error(libc::ENOSYS));
+        assert!(
+            e.reason.contains("kernel") || e.reason.contains("sysctl"),
+            "{}",
+            e.reason
+        );
+        let e = explain(io::Error::from_raw_os_error(libc::EPERM));
+        assert!(
+            e.reason.contains("seccomp") || e.reason.contains("io_uring_disabled"),
+            "{}",
+            e.reason
+        );
+        let e = explain(io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(
+            e.to_string().starts_with("io_uring is not available: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_ring_builds_here() {
+        // The machines this project runs on have io_uring; if this fails, the message says why.
+        if let Err(e) = build(8) {
+            panic!("{e}");
+        }
+    }
+}
