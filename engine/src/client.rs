@@ -168,22 +168,27 @@ impl Drop for CallFuture {
 }
 
 impl Method {
-    /// Calls the method without blocking: the returned future resolves to the reply. Works with
-    /// any executor (the core wakes the future's task). Dropping the future cancels the call.
-    /// Costs one allocation per call for its completion slot.
-    pub fn call_async(&self, payload: impl Into<Bytes>, deadline: Option<Duration>) -> CallFuture {
-        let slot = Arc::new(CallSlot::new());
+    /// Arms `slot` and hands the call to the connection's core.
+    fn send(&self, payload: Bytes, deadline: Option<Duration>, slot: &Arc<CallSlot>) {
         slot.arm();
         let ch = &self.channel.inner;
         ch.inbox.push(Command::Call {
             conn: ch.conn,
             service: self.service.clone(),
             method: self.method.clone(),
-            payload: payload.into(),
+            payload,
             deadline,
             idempotent: false,
             slot: slot.clone(),
         });
+    }
+
+    /// Calls the method without blocking: the returned future resolves to the reply. Works with
+    /// any executor (the core wakes the future's task). Dropping the future cancels the call.
+    /// Costs one allocation per call for its completion slot.
+    pub fn call_async(&self, payload: impl Into<Bytes>, deadline: Option<Duration>) -> CallFuture {
+        let slot = Arc::new(CallSlot::new());
+        self.send(payload.into(), deadline, &slot);
         CallFuture {
             slot,
             channel: self.channel.clone(),
@@ -210,17 +215,7 @@ impl Method {
         out: &mut Vec<u8>,
     ) -> Result<(), Status> {
         let slot = thread_slot();
-        slot.arm();
-        let ch = &self.channel.inner;
-        ch.inbox.push(Command::Call {
-            conn: ch.conn,
-            service: self.service.clone(),
-            method: self.method.clone(),
-            payload: payload.into(),
-            deadline,
-            idempotent: false,
-            slot: slot.clone(),
-        });
+        self.send(payload.into(), deadline, &slot);
         // The core completes the slot on reply, error, deadline or connection loss.
         slot.wait(SPIN, None);
         out.extend_from_slice(slot.result()?);
