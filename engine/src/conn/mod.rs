@@ -138,6 +138,11 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Largest buffer capacity a connection keeps once it is empty again (receive reassembly and
+/// spare batch buffers): bigger ones are freed, so a connection that once carried a large
+/// frame does not hold that memory while idle.
+const KEEP_BUFFER: usize = 256 << 10;
+
 /// Limits in force before the handshake completes.
 fn handshake_limits() -> Limits {
     Limits::default().with_max_frame_size(netron_codec::handshake::HANDSHAKE_MAX_FRAME)
@@ -239,6 +244,10 @@ impl Connection {
             let r = self.process(&rx, env).map(|consumed| {
                 rx.drain(..consumed);
             });
+            if rx.is_empty() && rx.capacity() > KEEP_BUFFER {
+                // A large frame was reassembled here; an idle connection keeps no big buffer.
+                rx = Vec::new();
+            }
             self.rx = rx;
             r
         };
@@ -459,7 +468,8 @@ impl Connection {
     /// Returns a written batch buffer for reuse.
     pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
         buf.clear();
-        if self.spare.len() < 2 {
+        // Keep small buffers for reuse (steady state allocates nothing); let large ones go.
+        if self.spare.len() < 2 && buf.capacity() <= KEEP_BUFFER {
             self.spare.push(buf);
         }
     }

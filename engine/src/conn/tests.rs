@@ -284,3 +284,21 @@ fn go_away_refuses_new_calls() {
         StatusCode::Unavailable
     );
 }
+
+#[test]
+fn large_frames_leave_no_large_buffers_behind() {
+    let mut p = Pair::new();
+    p.pump(usize::MAX);
+    let big = vec![9u8; 2 << 20];
+    // Delivered in 16 KiB pieces, as the receive buffer ring would.
+    assert_eq!(p.call(b"echo", &big, 16 << 10).unwrap(), big);
+    assert!(
+        p.server.rx.capacity() <= KEEP_BUFFER,
+        "rx kept {}",
+        p.server.rx.capacity()
+    );
+    assert!(p.server.spare.iter().all(|b| b.capacity() <= KEEP_BUFFER));
+    assert!(p.client.spare.iter().all(|b| b.capacity() <= KEEP_BUFFER));
+    // Small calls still reuse their buffers.
+    assert_eq!(p.call(b"add", &[1, 2], usize::MAX).unwrap(), vec![3]);
+}
