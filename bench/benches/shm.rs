@@ -167,7 +167,9 @@ fn bench_throughput(cr: &mut Criterion) {
             })
         });
 
-        // netron-shm: producer here, consumer copying out on cpu1, publish every 32 records.
+        // netron-shm: producer here, consumer copying out on cpu1; publish every 32 small
+        // records or every 4 records of 4 KiB (as `netron-bench shm`).
+        let batch: u64 = if size <= 256 { 32 } else { 4 };
         let (conn, peer) = pair(&format!("tp{size}"), Duration::from_secs(1));
         let consumed = Arc::new(AtomicU64::new(0));
         let sink = {
@@ -195,14 +197,14 @@ fn bench_throughput(cr: &mut Criterion) {
         };
         let (mut p, c) = conn.split();
         let mut sent = 0u64;
-        g.bench_function(format!("netron_shm_{size}B_batch32"), |b| {
+        g.bench_function(format!("netron_shm_{size}B_batch{batch}"), |b| {
             b.iter_custom(|iters| {
                 let t = Instant::now();
                 for k in 0..iters {
                     let mut r = p.reserve_wait(size, deadline()).unwrap();
                     r.copy_from_slice(&src);
                     r.commit();
-                    if k % 32 == 31 {
+                    if k % batch == batch - 1 {
                         p.publish().unwrap();
                     }
                 }
