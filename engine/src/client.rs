@@ -55,6 +55,12 @@ impl Client {
             .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
         let fd = sock::connect(&ep, Duration::from_secs(5))
             .map_err(|e| Status::unavailable(format!("connect to {ep}: {e}")))?;
+        if self.inner.inboxes.iter().any(Inbox::is_current) {
+            return Err(Status::new(
+                crate::StatusCode::FailedPrecondition,
+                "Client::connect blocks; calling it from a core's own thread would deadlock (connect before, or from another thread)",
+            ));
+        }
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.inboxes.len();
         let inbox = self.inner.inboxes[i].clone();
         let slot = thread_slot();
@@ -87,7 +93,7 @@ struct ChannelInner {
 
 impl Drop for ChannelInner {
     fn drop(&mut self) {
-        self.inbox.push(Command::Close { conn: self.conn });
+        self.inbox.send(Command::Close { conn: self.conn });
     }
 }
 
@@ -159,7 +165,7 @@ impl Drop for CallFuture {
     fn drop(&mut self) {
         if !self.finished && !self.slot.is_done() {
             let ch = &self.channel.inner;
-            ch.inbox.push(Command::CancelSlot {
+            ch.inbox.send(Command::CancelSlot {
                 conn: ch.conn,
                 slot: self.slot.clone(),
             });
@@ -172,7 +178,7 @@ impl Method {
     fn send(&self, payload: Bytes, deadline: Option<Duration>, slot: &Arc<CallSlot>) {
         slot.arm();
         let ch = &self.channel.inner;
-        ch.inbox.push(Command::Call {
+        ch.inbox.send(Command::Call {
             conn: ch.conn,
             service: self.service.clone(),
             method: self.method.clone(),
@@ -214,6 +220,12 @@ impl Method {
         deadline: Option<Duration>,
         out: &mut Vec<u8>,
     ) -> Result<(), Status> {
+        if self.channel.inner.inbox.is_current() {
+            return Err(Status::new(
+                crate::StatusCode::FailedPrecondition,
+                "a blocking call from a handler on the connection's own core would deadlock; use call_async",
+            ));
+        }
         let slot = thread_slot();
         self.send(payload.into(), deadline, &slot);
         // The core completes the slot on reply, error, deadline or connection loss.

@@ -391,11 +391,13 @@ impl Core {
 
     /// Runs one loop turn. Returns whether any work was done.
     pub fn run_once(&mut self) -> io::Result<bool> {
+        let _running = self.inbox.enter();
         let now = Instant::now();
         self.stats.turns += 1;
         let mut work = self.reap(now);
         work |= self.drain_inbox(now);
         work |= self.run_tasks(now);
+        work |= self.drain_local(now);
         self.fire_timers(now);
         if now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = now;
@@ -870,6 +872,25 @@ impl Core {
         }
         self.outcomes = outcomes;
         work
+    }
+
+    /// Commands this core's own tasks sent directly (e.g. a handler calling another service on a
+    /// connection of this core): handled in this turn, so the request goes out in this flush.
+    fn drain_local(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        loop {
+            let mut local = Vec::new();
+            Inbox::take_local(&mut local);
+            if local.is_empty() {
+                return work;
+            }
+            work = true;
+            for cmd in local {
+                self.on_command(cmd, now);
+            }
+            // Completions may have woken tasks that send more.
+            self.run_tasks(now);
+        }
     }
 
     fn drain_inbox(&mut self, now: Instant) -> bool {

@@ -44,6 +44,25 @@ pub(crate) enum Command {
     Stats(std::sync::mpsc::Sender<CoreStats>),
 }
 
+thread_local! {
+    /// The inbox of the core this thread is running right now (0: none).
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Commands the running core's own tasks sent to it: handled in the same loop turn, with
+    /// no cross-thread queue and no atomics.
+    static LOCAL: std::cell::RefCell<Vec<Command>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks the calling thread as running a core until dropped.
+pub(crate) struct RunningCore {
+    previous: usize,
+}
+
+impl Drop for RunningCore {
+    fn drop(&mut self) {
+        CURRENT.set(self.previous);
+    }
+}
+
 pub(crate) struct Inbox {
     queue: SegQueue<Command>,
     eventfd: OwnedFd,
@@ -82,6 +101,33 @@ impl Inbox {
     pub(crate) fn push(&self, cmd: Command) {
         self.queue.push(cmd);
         self.nudge();
+    }
+
+    /// Whether the calling thread is this inbox's core, inside its loop turn.
+    pub(crate) fn is_current(self: &Arc<Self>) -> bool {
+        CURRENT.get() == Arc::as_ptr(self) as usize
+    }
+
+    /// Marks the calling thread as running this inbox's core.
+    pub(crate) fn enter(self: &Arc<Self>) -> RunningCore {
+        RunningCore {
+            previous: CURRENT.replace(Arc::as_ptr(self) as usize),
+        }
+    }
+
+    /// Sends `cmd` to the core: directly (same loop turn, no atomics) when called from the
+    /// core's own thread, e.g. by one of its async handlers; through the queue otherwise.
+    pub(crate) fn send(self: &Arc<Self>, cmd: Command) {
+        if self.is_current() {
+            LOCAL.with_borrow_mut(|q| q.push(cmd));
+        } else {
+            self.push(cmd);
+        }
+    }
+
+    /// Takes the commands sent directly by the running core's own tasks.
+    pub(crate) fn take_local(into: &mut Vec<Command>) {
+        LOCAL.with_borrow_mut(|q| std::mem::swap(q, into));
     }
 
     /// Wakes the core if it sleeps, without queueing a command (an async task was woken).

@@ -230,3 +230,68 @@ fn async_calls_resolve_and_dropping_one_cancels_it() {
     client_engine.shutdown(Duration::from_secs(1));
     server.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn a_handler_calls_another_service_on_its_own_core() {
+    use std::sync::OnceLock;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The proxy's outgoing channel lives on the same (only) core as the proxy's handler.
+    let upstream: Arc<OnceLock<netron_engine::Channel>> = Arc::new(OnceLock::new());
+    let (u1, u2) = (upstream.clone(), upstream.clone());
+    let proxy = Service::new("proxy", "1.0.0")
+        .unwrap()
+        .unary_async("forward", move |req| {
+            let add = u1
+                .get()
+                .expect("upstream connected")
+                .method("calc@1.2.0", "add");
+            // Sent directly to this core's own connection: no cross-thread queue.
+            async move {
+                add.call_async(req.payload, Some(Duration::from_secs(5)))
+                    .await
+                    .map(Bytes::from)
+            }
+        })
+        .unary_async("blocking", move |req| {
+            // A blocking call here would wait for this very core: refused, not a deadlock.
+            let r =
+                u2.get()
+                    .expect("upstream connected")
+                    .call("calc@1.2.0", "add", req.payload, None);
+            async move { r.map(Bytes::from) }
+        });
+    let server = Engine::builder()
+        .cores(1)
+        .service(netron_tests::calc())
+        .service(proxy)
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let ep = server.endpoints()[0].to_string();
+    upstream.set(server.client().connect(&ep).unwrap()).unwrap();
+    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let chan = client_engine.client().connect(&ep).unwrap();
+    for i in 0..50u8 {
+        assert_eq!(
+            chan.call(
+                "proxy@1.0.0",
+                "forward",
+                vec![i, 1],
+                Some(Duration::from_secs(5))
+            )
+            .unwrap(),
+            [i + 1]
+        );
+    }
+    let e = chan
+        .call(
+            "proxy@1.0.0",
+            "blocking",
+            vec![1u8, 1],
+            Some(Duration::from_secs(5)),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, StatusCode::FailedPrecondition, "{e}");
+    client_engine.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+}
