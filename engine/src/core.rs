@@ -398,6 +398,8 @@ impl Core {
         work |= self.drain_inbox(now);
         work |= self.run_tasks(now);
         work |= self.drain_local(now);
+        // Replies go out before timer work: the latency of this turn's calls comes first.
+        work |= self.flush();
         self.fire_timers(now);
         if now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = now;
@@ -455,6 +457,17 @@ impl Core {
                 }
             }
         };
+        if !park && to_submit == 0 {
+            // Polling with nothing to submit: enter only if the kernel flagged completions to
+            // run (IORING_SQ_TASKRUN) or the completion queue overflowed. Completions posted
+            // directly are already visible in the ring. This turns an idle poll from a system
+            // call into a memory load.
+            let sq = self.ring.submission();
+            if !sq.taskrun() && !sq.cq_overflow() {
+                std::hint::spin_loop();
+                return Ok(());
+            }
+        }
         self.stats.submits += 1;
         // Announce sleep first, then look at both queues: a producer pushes before it checks
         // the flag, so either we see its work or it sees us asleep and rings the doorbell.

@@ -20,6 +20,8 @@ pub(crate) struct TimerWheel {
     slots: Vec<Vec<Entry>>,
     /// The next tick to process.
     cursor: u64,
+    /// When `cursor`'s tick ends: `advance` before then has nothing to do.
+    next_due: Instant,
     len: usize,
 }
 
@@ -33,12 +35,14 @@ impl TimerWheel {
             tick,
             slots: (0..slots).map(|_| Vec::with_capacity(4)).collect(),
             cursor: 0,
+            next_due: now,
             len: 0,
         }
     }
 
     fn tick_of(&self, t: Instant) -> u64 {
-        (t.saturating_duration_since(self.start).as_nanos() / self.tick.as_nanos()) as u64
+        let nanos = t.saturating_duration_since(self.start).as_nanos() as u64;
+        nanos / self.tick.as_nanos() as u64
     }
 
     /// Entries scheduled (including stale ones not yet dropped).
@@ -48,7 +52,7 @@ impl TimerWheel {
     }
 
     /// Schedules `(key, generation)` to fire at `at` (rounded up to the next tick; a time in
-    /// the past fires on the next `advance`).
+    /// the past fires within one tick).
     pub(crate) fn schedule(&mut self, at: Instant, key: usize, generation: u32) {
         let at_tick = (self.tick_of(at) + 1).max(self.cursor);
         let mask = self.slots.len() as u64 - 1;
@@ -63,6 +67,9 @@ impl TimerWheel {
     /// Moves time to `now`, appending every entry due by then to `out`. Processes at most one
     /// revolution of slots per call (entries further ahead wait in their slot).
     pub(crate) fn advance(&mut self, now: Instant, out: &mut Vec<(usize, u32)>) {
+        if now < self.next_due {
+            return; // still inside the last processed tick: one comparison per loop turn
+        }
         let target = self.tick_of(now);
         let mask = self.slots.len() as u64 - 1;
         let last = target.min(self.cursor + mask);
@@ -85,6 +92,8 @@ impl TimerWheel {
             // compared every entry with `target`, so nothing due is left; skip ahead.
             self.cursor = target + 1;
         }
+        self.next_due =
+            self.start + Duration::from_nanos(self.cursor * self.tick.as_nanos() as u64);
     }
 }
 

@@ -16,8 +16,9 @@ pub struct RingError {
 }
 
 /// Builds a ring of `entries` for a single-threaded core: SINGLE_ISSUER + DEFER_TASKRUN
-/// (completions run only when this thread asks), falling back to COOP_TASKRUN on kernels that
-/// lack DEFER_TASKRUN.
+/// (completions run only when this thread asks) + TASKRUN_FLAG (the kernel says in shared
+/// memory when there is something to run), falling back to COOP_TASKRUN on kernels that lack
+/// DEFER_TASKRUN.
 pub(crate) fn build(entries: u32) -> Result<IoUring, RingError> {
     let ring = build_ring(entries)?;
     // Registering the ring's own descriptor saves a descriptor lookup on every
@@ -27,15 +28,19 @@ pub(crate) fn build(entries: u32) -> Result<IoUring, RingError> {
 }
 
 fn build_ring(entries: u32) -> Result<IoUring, RingError> {
+    // TASKRUN_FLAG: the kernel raises IORING_SQ_TASKRUN in shared memory when completions
+    // wait to be run, so a polling core enters the kernel only when there is work.
     let first = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
+        .setup_taskrun_flag()
         .setup_cqsize(entries * 4)
         .build(entries);
     match first {
         Ok(r) => Ok(r),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
             .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .setup_cqsize(entries * 4)
             .build(entries)
             .map_err(explain),
