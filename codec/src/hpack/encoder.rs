@@ -140,6 +140,8 @@ struct Hint {
     value: usize,
     lens: u64,
     id: u64,
+    /// The entry's arena offset (stable while it lives): verification reads the bytes there.
+    off: u32,
 }
 
 #[inline]
@@ -242,10 +244,15 @@ impl HeaderEncoder {
         let (np, vp, lens) = hint_key(name, value);
         let hint = self.hints[slot];
         if hint.name == np && hint.value == vp && hint.lens == lens {
-            if let Some(idx) = self.dynamic_index(Some(&hint.id)) {
-                if same_field(self.table.get(idx - STATIC_LEN), name, value) {
-                    encode_int(out, 0x80, 7, idx);
-                    return;
+            // Still live? (age since insertion within the table) Then compare the bytes at its
+            // arena offset: name then value, contiguous.
+            if let Some(idx) = self.table.index_of_id(hint.id) {
+                let total = name.len() + value.len();
+                if let Some(b) = self.table.arena_bytes(hint.off, total) {
+                    if same(&b[..name.len()], name) && same(&b[name.len()..], value) {
+                        encode_int(out, 0x80, 7, idx + STATIC_LEN);
+                        return;
+                    }
                 }
             }
         }
@@ -253,11 +260,13 @@ impl HeaderEncoder {
         if let Some(&id) = self.by_field.get(&fh) {
             if let Some(idx) = self.dynamic_index(Some(&id)) {
                 if same_field(self.table.get(idx - STATIC_LEN), name, value) {
+                    let off = self.table.offset_of(idx - STATIC_LEN).unwrap_or(u32::MAX);
                     self.hints[slot] = Hint {
                         name: np,
                         value: vp,
                         lens,
                         id,
+                        off,
                     };
                     encode_int(out, 0x80, 7, idx);
                     return;
@@ -298,11 +307,13 @@ impl HeaderEncoder {
                 let id = self.table.id_of(1);
                 self.by_field.insert(fh, id);
                 self.by_name.insert(nh, id);
+                let off = self.table.offset_of(1).unwrap_or(u32::MAX);
                 self.hints[slot] = Hint {
                     name: np,
                     value: vp,
                     lens,
                     id,
+                    off,
                 };
             }
         }

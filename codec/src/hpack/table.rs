@@ -97,6 +97,19 @@ impl DynamicTable {
         (age >= 1 && age <= self.entries.len() as u64).then_some(age as u32)
     }
 
+    /// Arena offset of the entry at 1-based dynamic index `idx` (stable while it lives).
+    #[inline]
+    pub(crate) fn offset_of(&self, idx: u32) -> Option<u32> {
+        let i = self.entries.len().checked_sub(idx as usize)?;
+        (idx != 0).then(|| self.entries[i].off)
+    }
+
+    /// `len` arena bytes at `off` (for verifying an encoder hint without the entry list).
+    #[inline]
+    pub(crate) fn arena_bytes(&self, off: u32, len: usize) -> Option<&[u8]> {
+        self.arena.get(off as usize..off as usize + len)
+    }
+
     /// Name and value of the entry at 1-based dynamic index `idx` (1 = newest).
     #[inline]
     pub(crate) fn get(&self, idx: u32) -> Option<(&[u8], &[u8])> {
