@@ -583,7 +583,13 @@ impl Core {
             en.recv_armed = false;
         }
         if c.result > 0 {
-            let b = bid.expect("a successful provided-buffer receive names its buffer");
+            let Some(b) = bid else {
+                // The kernel always names the buffer of a successful provided-buffer receive;
+                // if it ever does not, the bytes are lost: close rather than guess.
+                self.stats.count_error("recv_without_buffer");
+                self.begin_close(key);
+                return;
+            };
             if !en.closing {
                 if let Some(data) = self.bufs.get(b, c.result as usize) {
                     let mut env = Env {

@@ -126,7 +126,12 @@ impl Executor {
             work = true;
             let waker = task.waker.clone();
             let mut cx = Context::from_waker(&waker);
-            if let Poll::Ready(result) = task.future.as_mut().poll(&mut cx) {
+            // A panicking handler future fails its call, not the core.
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                task.future.as_mut().poll(&mut cx)
+            }))
+            .unwrap_or_else(|_| Poll::Ready(Err(Status::internal("the handler panicked"))));
+            if let Poll::Ready(result) = polled {
                 let t = self.tasks.remove(key);
                 self.by_call.remove(&(t.conn.key, t.call));
                 out.push(Outcome::Done(t.conn, t.call, result));

@@ -236,3 +236,39 @@ fn zero_copy_sends_deliver_large_replies_intact() {
     assert!(client.writes > client.zero_copy_writes);
     e.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn a_panicking_handler_fails_its_call_only() {
+    let svc = netron_engine::Service::new("boom", "1.0.0")
+        .unwrap()
+        .unary("sync", |_, _| panic!("bad input made the handler panic"))
+        .unary_async("async", |_| async { panic!("and this one too") });
+    let e = Engine::builder()
+        .cores(1)
+        .service(svc)
+        .service(calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let ch = e.client().connect(&e.endpoints()[0].to_string()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            ch.call("boom@1.0.0", "sync", &b""[..], DL)
+                .unwrap_err()
+                .code,
+            StatusCode::Internal
+        );
+        assert_eq!(
+            ch.call("boom@1.0.0", "async", &b""[..], DL)
+                .unwrap_err()
+                .code,
+            StatusCode::Internal
+        );
+        // The core and the connection survive.
+        assert_eq!(
+            ch.call("calc@1.2.0", "add", &[2u8, 2][..], DL).unwrap(),
+            [4]
+        );
+    }
+    e.shutdown(Duration::from_secs(1));
+}

@@ -95,7 +95,13 @@ impl Connection {
         let mut attempt =
             |tx: &mut netron_codec::BatchEncoder| -> Result<(), netron_codec::EncodeError> {
                 let b = tx.response(id)?;
-                let b = b.payload_with(|buf| outcome = handler(&req, &mut Reply::new(buf)));
+                let b = b.payload_with(|buf| {
+                    // A panicking handler fails its call, not the core and its other
+                    // connections.
+                    let run = std::panic::AssertUnwindSafe(|| handler(&req, &mut Reply::new(buf)));
+                    outcome = std::panic::catch_unwind(run)
+                        .unwrap_or_else(|_| Err(crate::Status::internal("the handler panicked")));
+                });
                 if outcome.is_ok() {
                     b.finish().map(|_| ())
                 } else {
