@@ -19,6 +19,11 @@ fn engine() -> (Engine, String) {
         })
         .with_stall_timeout(Duration::from_millis(300))
         .with_keepalive(Duration::from_millis(200), Duration::from_millis(300));
+    engine_with(cfg)
+}
+
+/// A one-core engine serving `calc` on a fresh TCP port, and its `host:port`.
+fn engine_with(cfg: CoreConfig) -> (Engine, String) {
     let e = Engine::builder()
         .cores(1)
         .config(cfg)
@@ -170,20 +175,10 @@ fn misbehaving_peers_are_cut_off_and_others_lose_nothing() {
 fn a_flood_without_reading_is_cut_off() {
     // The peer sends requests and never reads the replies: the server's backlog is bounded.
     let cfg = CoreConfig::default().with_max_backlog_bytes(256 << 10);
-    let e = Engine::builder()
-        .cores(1)
-        .config(cfg)
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .unwrap();
-    let addr = e.endpoints()[0]
-        .to_string()
-        .trim_start_matches("tcp://")
-        .to_owned();
+    let (e, addr) = engine_with(cfg);
     let good = e.client().connect(&format!("tcp://{addr}")).unwrap();
     let mut p = RawPeer::handshake(&addr);
-    // Shrink our receive buffer so the kernel pushes back early.
+    // Non-blocking writes, so the flood stops (instead of hanging) once the server stops reading.
     let _ = p.stream.set_nonblocking(true);
     let mut batch =
         netron_codec::BatchEncoder::new(Limits::default().with_max_batch_bytes(1 << 20));
@@ -280,17 +275,7 @@ fn a_server_that_vanishes_mid_call_fails_the_call() {
 #[test]
 fn connection_limit_refuses_extra_connections() {
     let cfg = CoreConfig::default().with_max_connections(2);
-    let e = Engine::builder()
-        .cores(1)
-        .config(cfg)
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .unwrap();
-    let addr = e.endpoints()[0]
-        .to_string()
-        .trim_start_matches("tcp://")
-        .to_owned();
+    let (e, addr) = engine_with(cfg);
     let _a = RawPeer::handshake(&addr);
     let _b = RawPeer::handshake(&addr);
     let mut c = TcpStream::connect(&addr).unwrap();

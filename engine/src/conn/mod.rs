@@ -102,8 +102,8 @@ pub(crate) struct Connection {
     dec: HeaderDecoder,
     enc: HeaderEncoder,
     tx: BatchEncoder,
-    /// Full batches waiting for the socket, oldest first.
-    tx_full: VecDeque<Vec<u8>>,
+    /// Full batches waiting for the socket, oldest first, with their frame counts.
+    tx_full: VecDeque<(Vec<u8>, u32)>,
     /// Empty buffers to reuse for batches.
     spare: Vec<Vec<u8>>,
     control: ControlEncoder,
@@ -422,13 +422,14 @@ impl Connection {
 
     fn rotate(&mut self, tx: &mut BatchEncoder) {
         let mut fresh = self.spare.pop().unwrap_or_default();
+        let frames = tx.frame_count();
         tx.swap_buffer(&mut fresh);
-        self.tx_full.push_back(fresh);
+        self.tx_full.push_back((fresh, frames));
     }
 
     /// Bytes queued for the socket and not yet handed to it.
     pub(crate) fn backlog_bytes(&self) -> usize {
-        self.tx_full.iter().map(Vec::len).sum::<usize>() + self.tx.len()
+        self.tx_full.iter().map(|(b, _)| b.len()).sum::<usize>() + self.tx.len()
     }
 
     /// Whether the connection waits for the rest of a frame or of the handshake.
@@ -450,11 +451,8 @@ impl Connection {
     /// place. Returns the buffer and how many frames it holds. Give the buffer back with
     /// [`Connection::recycle`] once written.
     pub(crate) fn take_batch(&mut self) -> Option<(Vec<u8>, u32)> {
-        if let Some(b) = self.tx_full.pop_front() {
-            // Full batches were closed at the limit; count frames by walking (cheap, rare).
-            let n =
-                FrameIter::new(&b, &Limits::default().with_max_frame_size(u32::MAX)).count() as u32;
-            return Some((b, n));
+        if let Some(full) = self.tx_full.pop_front() {
+            return Some(full);
         }
         if self.tx.is_empty() {
             return None;

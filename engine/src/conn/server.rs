@@ -1,6 +1,6 @@
 //! Server role: a Request in, a Response (written in place by the handler) or an Error out.
 
-use netron_codec::{Flags, Frame, FrameKind, StatusCode};
+use netron_codec::{Flags, Frame, StatusCode};
 
 use super::{ConnError, Connection, Env, Spawn};
 use crate::service::{Reply, Request};
@@ -88,34 +88,24 @@ impl Connection {
             deadline,
         };
         let mut outcome = Ok(());
-        let mut tx = std::mem::replace(
-            &mut self.tx,
-            netron_codec::BatchEncoder::new(netron_codec::Limits::default()),
-        );
-        let mut attempt =
-            |tx: &mut netron_codec::BatchEncoder| -> Result<(), netron_codec::EncodeError> {
-                let b = tx.response(id)?;
-                let b = b.payload_with(|buf| {
-                    // A panicking handler fails its call, not the core and its other
-                    // connections.
-                    let run = std::panic::AssertUnwindSafe(|| handler(&req, &mut Reply::new(buf)));
-                    outcome = std::panic::catch_unwind(run)
-                        .unwrap_or_else(|_| Err(crate::Status::internal("the handler panicked")));
-                });
-                if outcome.is_ok() {
-                    b.finish().map(|_| ())
-                } else {
-                    // Dropping the builder removes the partial reply.
-                    drop(b);
-                    Ok(())
-                }
-            };
-        let mut r = attempt(&mut tx);
-        if matches!(r, Err(netron_codec::EncodeError::BatchFull)) {
-            self.rotate(&mut tx);
-            r = attempt(&mut tx);
-        }
-        self.tx = tx;
+        // The reply is written straight into the batch. A full batch is detected when the frame
+        // is started, before the handler runs; `queue` then retries once on a fresh batch.
+        let r = self.queue(|_, tx| {
+            let b = tx.response(id)?;
+            let b = b.payload_with(|buf| {
+                // A panicking handler fails its call, not the core and its other connections.
+                let run = std::panic::AssertUnwindSafe(|| handler(&req, &mut Reply::new(buf)));
+                outcome = std::panic::catch_unwind(run)
+                    .unwrap_or_else(|_| Err(crate::Status::internal("the handler panicked")));
+            });
+            if outcome.is_ok() {
+                b.finish().map(|_| ())
+            } else {
+                // Dropping the builder removes the partial reply.
+                drop(b);
+                Ok(())
+            }
+        });
         self.headers = headers;
         self.scratch = scratch;
         match (r, outcome) {
@@ -130,7 +120,7 @@ impl Connection {
             (Err(e), _) => {
                 env.stats.calls_failed += 1;
                 env.stats.count_error("reply_too_large");
-                self.answer_error(id, StatusCode::ResourceExhausted, &e.to_string())
+                self.answer_error(id, StatusCode::ResourceExhausted, &e.message)
             }
         }
     }
@@ -181,13 +171,4 @@ impl Connection {
     ) -> Result<(), ConnError> {
         self.queue(|c, b| c.control.error(b, id, code, message, &[]).map(|_| ()))
     }
-}
-
-/// Kinds a server accepts from a client after the handshake.
-#[allow(dead_code)]
-pub(super) fn client_may_send(kind: FrameKind) -> bool {
-    !matches!(
-        kind,
-        FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject | FrameKind::Response
-    )
 }
