@@ -6,8 +6,8 @@
 //! ```text
 //! 0      header, 16 words (128 bytes): magic, version, segment_len, header_len,
 //!        ring0 {ctrl, data, capacity}, ring1 {ctrl, data, capacity}, 6 reserved zero words
-//! 128    ring0 control block (384 bytes): tail @+0, head @+128, sleeping @+256
-//! 512    ring1 control block (384 bytes)
+//! 128    ring0 control block (256 bytes): head @+0, sleeping @+128
+//! 384    ring1 control block (256 bytes)
 //! 4096   ring0 data (capacity bytes, client -> server)
 //! ...    ring1 data (capacity bytes, server -> client), 4096-aligned
 //! ```
@@ -18,17 +18,20 @@ use crate::sync::AtomicU64;
 /// `b"NTRNSHM\0"` read as a little-endian `u64`: the first word of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"NTRNSHM\0");
 /// Layout version; bumped on any incompatible change.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 /// Size of the header in bytes (16 words).
 pub const HEADER_LEN: usize = 128;
 /// Number of header words.
 pub const HEADER_WORDS: usize = HEADER_LEN / 8;
-/// Size of one ring control block: three 128-byte lines (tail, head, sleeping).
-pub const CTRL_LEN: usize = 384;
+/// Size of one ring control block: two 128-byte lines (head, sleeping).
+///
+/// There is no tail index: the producer publishes by storing record headers in the data area
+/// and the consumer polls the header at its read position (docs/shm.md, "Publication").
+pub const CTRL_LEN: usize = 256;
 /// Byte offset of the consumer's `head` index inside a control block.
-pub const HEAD_OFFSET: usize = 128;
+pub const HEAD_OFFSET: usize = 0;
 /// Byte offset of the consumer's `sleeping` flag inside a control block.
-pub const SLEEPING_OFFSET: usize = 256;
+pub const SLEEPING_OFFSET: usize = 128;
 /// Smallest ring capacity in bytes.
 pub const MIN_CAPACITY: usize = 64;
 /// Largest ring capacity in bytes (1 GiB; record lengths are `u32`).
@@ -50,14 +53,12 @@ pub(crate) struct CachePadded<T>(pub(crate) T);
 
 /// A ring's control block as it lies in shared memory.
 ///
-/// `tail` is written by the producer only, `head` by the consumer only, `sleeping` is set by
-/// the consumer and cleared by either side. The peer can write any of them at any time with any
-/// value, so every value read here is validated before use.
+/// Both words are written by the consumer only (the producer reads them). The peer can write
+/// either at any time with any value, so every value read here is validated before use.
 #[repr(C)]
 pub(crate) struct RingControl {
-    /// Bytes ever published by the producer (monotonic, multiple of 8).
-    pub(crate) tail: CachePadded<AtomicU64>,
-    /// Bytes ever released by the consumer (monotonic, multiple of 8, `<= tail`).
+    /// Bytes ever released by the consumer (monotonic, multiple of 8, never past what was
+    /// published).
     pub(crate) head: CachePadded<AtomicU64>,
     /// Non-zero while the consumer sleeps (or is about to) and wants a doorbell ring.
     pub(crate) sleeping: CachePadded<AtomicU64>,
@@ -67,7 +68,6 @@ impl RingControl {
     /// A zeroed control block (for in-process rings; a fresh memfd is zero already).
     pub(crate) fn new() -> Self {
         Self {
-            tail: CachePadded(AtomicU64::new(0)),
             head: CachePadded(AtomicU64::new(0)),
             sleeping: CachePadded(AtomicU64::new(0)),
         }
@@ -251,7 +251,7 @@ mod tests {
         let good = l.to_words();
         let cases: &[(usize, u64)] = &[
             (0, 0),
-            (1, 2),
+            (1, VERSION + 1),
             (2, l.len as u64 + 4096),
             (3, 64),
             (4, 4096 + 8),               // misaligned ctrl

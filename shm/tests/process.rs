@@ -212,18 +212,16 @@ fn child_garbage(name: &str) -> i32 {
     wait_until_dropped(conn)
 }
 
-/// Publishes a record whose header says it is longer than what was published.
+/// Publishes a record whose header says it is longer than the ring allows, the way a
+/// malicious producer would: by storing the header word itself.
 fn child_bad_record(name: &str) -> i32 {
     let mut conn = ShmConnection::connect_with(name, &small_rings()).unwrap();
-    let mut r = conn.producer().reserve(16).unwrap();
-    r.fill(7);
-    r.commit();
     // Ring 0's data area starts at offset 4096 (docs/shm.md); its first record header is there.
-    word(&conn, 4096).store(
-        u64::from_le_bytes(*b"\xF0\xFF\x00\x00DATA"),
-        Ordering::Relaxed,
+    let at = netron_shm::layout::DATA_START;
+    word(&conn, at).store(
+        u64::from_le_bytes(*b"\x00\x00\x01\x00DATA"), // 64 KiB: more than the 64 KiB ring can hold
+        Ordering::Release,
     );
-    conn.producer().publish().unwrap();
     ring_parent(&mut conn);
     wait_until_dropped(conn)
 }
@@ -231,8 +229,9 @@ fn child_bad_record(name: &str) -> i32 {
 /// Moves the head of the ring we consume (server -> client) past anything published.
 fn child_head_jump(name: &str) -> i32 {
     let conn = ShmConnection::connect_with(name, &small_rings()).unwrap();
-    // Ring 1's control block is at 128 + 384 = 512; its head is 128 bytes further.
-    word(&conn, 640).store(1 << 40, Ordering::Relaxed);
+    // Ring 1's control block follows the header and ring 0's control block (docs/shm.md).
+    use netron_shm::layout::{CTRL_LEN, HEAD_OFFSET, HEADER_LEN};
+    word(&conn, HEADER_LEN + CTRL_LEN + HEAD_OFFSET).store(1 << 40, Ordering::Relaxed);
     wait_until_dropped(conn)
 }
 

@@ -17,8 +17,9 @@ use crate::sync::{Ordering, fence, spin_step};
 /// valid until [`release`](Self::release) (which needs `&mut self`, so the borrow checker ends
 /// them first) hands all the space back with one index store.
 ///
-/// The producer's tail is re-read only when every cached record has been read, and every
-/// index and record header is validated before use.
+/// There is no tail index to read: the consumer polls the record header at its read position
+/// (zero until the producer publishes there), so the record's first line is the only line that
+/// moves between cores before it can be read. Every header is validated before use.
 pub struct Consumer {
     mem: RingMem,
     mask: u64,
@@ -27,8 +28,6 @@ pub struct Consumer {
     read: Cell<u64>,
     /// Value last stored to `head`.
     released: Cell<u64>,
-    /// Last validated value of the producer's `tail`.
-    tail_cache: Cell<u64>,
     /// Our sleep word: odd while announced; each announcement gets a new value.
     sleep_seq: Cell<u64>,
     bell: Arc<dyn Bell>,
@@ -42,7 +41,6 @@ impl std::fmt::Debug for Consumer {
             .field("capacity", &self.cap)
             .field("read", &self.read.get())
             .field("released", &self.released.get())
-            .field("tail_cache", &self.tail_cache.get())
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +54,6 @@ impl Consumer {
             cap,
             read: Cell::new(0),
             released: Cell::new(0),
-            tail_cache: Cell::new(0),
             sleep_seq: Cell::new(0),
             bell,
             link,
@@ -85,7 +82,7 @@ impl Consumer {
         Records { consumer: self }
     }
 
-    /// `true` if a record can be read now (re-reads the tail if needed).
+    /// `true` if a record can be read now.
     pub fn ready(&self) -> Result<bool> {
         Ok(self.next(false)?.is_some())
     }
@@ -146,12 +143,15 @@ impl Consumer {
         self.link.check_local()?;
         loop {
             let r = self.read.get();
-            if r == self.tail_cache.get() && !self.refresh_tail()? {
-                return Ok(None);
-            }
-            let avail = self.tail_cache.get() - r;
             let pos = (r & self.mask) as usize;
             let word = self.mem.load_header(pos);
+            if word == 0 {
+                return Ok(None);
+            }
+            // What the producer may have written from `r` on: up to a ring past what we
+            // released, less its 8 bytes of slack. `r - released <= cap - 8` holds because every
+            // record we moved past was checked against this same bound.
+            let avail = self.released.get() + self.cap - HEADER as u64 - r;
             match record::decode(word, pos, avail, self.cap as usize) {
                 Ok(Record::Data { len, size }) => {
                     if consume {
@@ -172,22 +172,6 @@ impl Consumer {
                 Err(what) => return Err(self.link.corrupt(what)),
             }
         }
-    }
-
-    /// Re-reads the producer's tail and validates it; `true` if it moved.
-    fn refresh_tail(&self) -> Result<bool> {
-        let tail = self.mem.ctrl().tail.0.load(Ordering::Acquire);
-        let old = self.tail_cache.get();
-        if tail == old {
-            return Ok(false);
-        }
-        if tail < old || tail - self.released.get() > self.cap || tail % 8 != 0 {
-            return Err(self.link.corrupt(
-                "the producer's tail index went backwards, ran more than a ring ahead, or is off 8-byte alignment",
-            ));
-        }
-        self.tail_cache.set(tail);
-        Ok(true)
     }
 
     /// The doorbell eventfd this consumer sleeps on (`None` for in-process channels).
@@ -213,8 +197,9 @@ impl Consumer {
         let seq = if seq & 1 == 1 { seq } else { seq + 1 };
         self.sleep_seq.set(seq);
         self.mem.ctrl().sleeping.0.store(seq, Ordering::Relaxed);
-        // Pairs with the fence in `Producer::publish`: either our re-check below sees its new
-        // tail, or its look at the sleep word sees this announcement (docs/shm.md, "Wakeups").
+        // Pairs with the fence in `Producer::publish`: either our re-check below sees its
+        // published header, or its look at the sleep word sees this announcement (docs/shm.md,
+        // "Wakeups").
         fence(Ordering::SeqCst);
         if self.ready()? {
             self.cancel_sleep();

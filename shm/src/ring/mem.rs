@@ -1,18 +1,23 @@
 //! Raw access to one ring's control block and data area. This and `segment.rs` are the only
 //! places the ring touches raw pointers.
 //!
-//! Header words are read and written as relaxed atomics so a peer writing the same word at the
-//! same time is not a data race; payloads are lent as slices (see docs/shm.md, "What is
-//! validated", for what a malicious peer can and cannot do to a lent slice).
+//! Record header words are atomics: they carry the publication (the consumer polls the header
+//! at its read position, the producer publishes a batch with one release store of its first
+//! header), and a peer writing the same word at the same time is no data race. Payloads are
+//! lent as slices (see docs/shm.md, "What is validated", for what a malicious peer can and
+//! cannot do to a lent slice).
 //!
-//! Under `--cfg loom` every access to the data area is also reported to loom through one
-//! `loom::cell::UnsafeCell<()>` per 8-byte word, so a missing happens-before edge between the
-//! producer's writes and the consumer's reads (or the reverse, on reuse) fails the model.
+//! Under `--cfg loom` header words live in loom atomics (one per 8-byte word, kept apart from
+//! the bytes, so a stale header of an earlier lap is never silently overwritten by payload),
+//! and every payload access is reported to loom through one `loom::cell::UnsafeCell<()>` per
+//! 8-byte word, so a missing happens-before edge between the producer's writes and the
+//! consumer's reads (or the reverse, on reuse) fails the model.
 
 use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64 as Word, Ordering};
+
+use crate::sync::{AtomicU64 as Word, Ordering};
 
 use crate::layout::RingControl;
 
@@ -27,6 +32,8 @@ pub(crate) struct RingMem {
     _owner: Owner,
     #[cfg(loom)]
     cells: Arc<[loom::cell::UnsafeCell<()>]>,
+    #[cfg(loom)]
+    headers: Arc<[Word]>,
 }
 
 // SAFETY: the pointers stay valid while `_owner` (which is `Send + Sync`) lives, and all
@@ -58,6 +65,8 @@ impl RingMem {
             cells: (0..cap / 8)
                 .map(|_| loom::cell::UnsafeCell::new(()))
                 .collect(),
+            #[cfg(loom)]
+            headers: (0..cap / 8).map(|_| Word::new(0)).collect(),
         }
     }
 
@@ -70,6 +79,8 @@ impl RingMem {
             _owner: Arc::clone(&self._owner),
             #[cfg(loom)]
             cells: Arc::clone(&self.cells),
+            #[cfg(loom)]
+            headers: Arc::clone(&self.headers),
         }
     }
 
@@ -87,6 +98,7 @@ impl RingMem {
         self.cap
     }
 
+    #[cfg(not(loom))]
     #[inline]
     fn word(&self, pos: usize) -> &Word {
         assert!(
@@ -100,18 +112,38 @@ impl RingMem {
         unsafe { Word::from_ptr(p) }
     }
 
-    /// Reads the record header word at `pos`.
-    #[inline]
-    pub(crate) fn load_header(&self, pos: usize) -> u64 {
-        self.track_read(pos, 8);
-        self.word(pos).load(Ordering::Relaxed)
+    #[cfg(loom)]
+    fn word(&self, pos: usize) -> &Word {
+        assert!(
+            pos % 8 == 0 && pos < self.cap,
+            "ring word offset out of range"
+        );
+        &self.headers[pos / 8]
     }
 
-    /// Writes the record header word at `pos`.
+    /// Reads the record header word at `pos` (acquire: a non-zero header publishes the record
+    /// and, for the first record of a batch, every record after it in the batch).
+    ///
+    /// Header words are atomics that both sides touch concurrently by design (the consumer
+    /// polls the slot the producer will publish into), so they are not tracked as data cells
+    /// under loom; payload words are.
+    #[inline]
+    pub(crate) fn load_header(&self, pos: usize) -> u64 {
+        self.word(pos).load(Ordering::Acquire)
+    }
+
+    /// Writes the record header word at `pos` (relaxed: a later release store publishes it).
     #[inline]
     pub(crate) fn store_header(&self, pos: usize, value: u64) {
-        self.track_write(pos, 8);
         self.word(pos).store(value, Ordering::Relaxed);
+    }
+
+    /// Writes the record header word at `pos` with release ordering: this publishes the
+    /// record, and everything this side wrote before (payloads, later headers of the batch,
+    /// the zero that ends the batch).
+    #[inline]
+    pub(crate) fn publish_header(&self, pos: usize, value: u64) {
+        self.word(pos).store(value, Ordering::Release);
     }
 
     /// The `len` bytes at `pos` (a published payload the consumer owns until release).

@@ -16,6 +16,11 @@ use crate::sync::{Ordering, fence, spin_step};
 /// it, [`Reservation::commit`] adds it to the pending batch, and [`publish`](Self::publish)
 /// makes every pending record visible with one release store (and at most one doorbell ring).
 ///
+/// There is no tail index: a batch is published by storing the header of its first record
+/// last. Every other header of the batch, and the zero word that ends it, are written before
+/// that store, so a consumer polling the header at its read position sees the whole batch at
+/// once, with one cache-line transfer for the header instead of two (index, then record).
+///
 /// Indices the consumer writes are re-read only when the cached copy says the ring is full,
 /// and are validated every time (they come from an untrusted peer).
 pub struct Producer {
@@ -26,6 +31,8 @@ pub struct Producer {
     committed: u64,
     /// Bytes made visible to the consumer.
     published: u64,
+    /// Header word of the first pending record (stored last, by `publish`); 0 when none.
+    first_header: u64,
     /// Last validated value of the consumer's `head`.
     head_cache: u64,
     /// The consumer's sleep announcement we last rang for.
@@ -55,6 +62,7 @@ impl Producer {
             cap,
             committed: 0,
             published: 0,
+            first_header: 0,
             head_cache: 0,
             last_rung: 0,
             bell,
@@ -68,9 +76,10 @@ impl Producer {
         self.cap as usize
     }
 
-    /// The largest payload a single record can carry (`capacity - 8`).
+    /// The largest payload a single record can carry (`capacity - 16`: its own 8-byte header,
+    /// and the 8-byte zero word that always follows the last published record).
     pub fn max_record_len(&self) -> usize {
-        self.cap as usize - HEADER
+        self.cap as usize - 2 * HEADER
     }
 
     /// Bytes committed but not yet published.
@@ -132,18 +141,25 @@ impl Producer {
         Ok(())
     }
 
-    /// Makes every committed record visible to the consumer: one release store of the tail,
-    /// then (after a `SeqCst` fence) a look at the consumer's sleep word, and a doorbell ring
-    /// only if it announced sleep (once per announcement). Does nothing if nothing is pending.
+    /// Makes every committed record visible to the consumer: a zero word after the last one,
+    /// then one release store of the first one's header; then (after a `SeqCst` fence) a look
+    /// at the consumer's sleep word, and a doorbell ring only if it announced sleep (once per
+    /// announcement). Does nothing if nothing is pending.
     pub fn publish(&mut self) -> Result<()> {
         if self.committed == self.published {
             return Ok(());
         }
-        let ctrl = self.mem.ctrl();
-        ctrl.tail.0.store(self.committed, Ordering::Release);
+        // The slack rule (`make_room`) keeps the word at `committed` free: the consumer stops
+        // there until the next batch's first header replaces the zero.
+        self.mem
+            .store_header((self.committed & self.mask) as usize, 0);
+        self.mem
+            .publish_header((self.published & self.mask) as usize, self.first_header);
         self.published = self.committed;
-        // Pairs with the fence in `Consumer::wait`: either the consumer's re-check after
-        // announcing sleep sees this tail, or this load sees its announcement.
+        self.first_header = 0;
+        let ctrl = self.mem.ctrl();
+        // Pairs with the fence in `Consumer::announce_sleep`: either the consumer's re-check
+        // after announcing sleep sees this header, or this load sees its announcement.
         fence(Ordering::SeqCst);
         // An odd value is a sleep announcement; each one has a new value, so ringing once per
         // value is enough (the eventfd keeps the count until the consumer drains it). The
@@ -199,9 +215,10 @@ impl Producer {
         }
     }
 
-    /// Makes room for a `len`-byte record at the write position if the ring allows it now;
-    /// writes a padding record first when the record must wrap. Returns `false` when the ring
-    /// is full (after publishing pending records so the consumer can drain them).
+    /// Makes room for a `len`-byte record at the write position if the ring allows it now
+    /// (keeping 8 bytes of slack for the zero word that ends a batch); writes a padding record
+    /// first when the record must wrap. Returns `false` when the ring is full (after publishing
+    /// pending records so the consumer can drain them).
     fn make_room(&mut self, len: usize) -> Result<bool> {
         self.link.check()?;
         let max = self.max_record_len();
@@ -212,17 +229,18 @@ impl Producer {
         let pos = self.committed & self.mask;
         let contiguous = self.cap - pos;
         let pad = if size > contiguous { contiguous } else { 0 };
-        if self.free() < pad + size {
+        let slack = HEADER as u64;
+        if self.free() < pad + size + slack {
             self.refresh_head()?;
         }
         let free = self.free();
-        if free >= pad + size {
+        if free >= pad + size + slack {
             if pad != 0 {
                 self.write_pad(pos, pad);
             }
             return Ok(true);
         }
-        if pad != 0 && free >= pad {
+        if pad != 0 && free >= pad + slack {
             // Wrap now, so the consumer can skip to the start while we wait.
             self.write_pad(pos, pad);
         }
@@ -233,8 +251,19 @@ impl Producer {
     fn write_pad(&mut self, pos: u64, pad: u64) {
         // pad <= cap <= 1 GiB, so the length fits in u32.
         let hdr = record::encode(TAG_PAD, (pad - HEADER as u64) as u32);
-        self.mem.store_header(pos as usize, hdr);
+        self.put_header(pos as usize, hdr);
         self.committed += pad;
+    }
+
+    /// Writes the header of the record at the write position `pos`: kept back for `publish`
+    /// if it opens the pending batch, stored now (relaxed) otherwise.
+    #[inline]
+    fn put_header(&mut self, pos: usize, word: u64) {
+        if self.committed == self.published {
+            self.first_header = word;
+        } else {
+            self.mem.store_header(pos, word);
+        }
     }
 
     #[inline]
@@ -247,7 +276,7 @@ impl Producer {
         let head = self.mem.ctrl().head.0.load(Ordering::Acquire);
         if head < self.head_cache || head > self.published || head % 8 != 0 {
             return Err(self.link.corrupt(
-                "the consumer's head index went backwards, past the published tail, or off 8-byte alignment",
+                "the consumer's head index went backwards, past what was published, or off 8-byte alignment",
             ));
         }
         self.head_cache = head;
@@ -314,8 +343,7 @@ impl Reservation<'_> {
         assert!(len <= self.len, "commit_len past the reservation");
         let size = record::size_for(len).unwrap_or(self.size).min(self.size);
         let p = self.producer;
-        p.mem
-            .store_header(self.pos, record::encode(TAG_DATA, len as u32));
+        p.put_header(self.pos, record::encode(TAG_DATA, len as u32));
         p.committed += size as u64;
     }
 }

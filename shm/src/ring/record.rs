@@ -5,6 +5,10 @@
 //! `align8(8 + len)` bytes. A padding record fills the space from its start to the end of the
 //! data area exactly (written when the next record would not fit contiguously), so a reader
 //! always finds each payload in one piece.
+//!
+//! A zero header word means "nothing here yet": the producer always leaves a zero word right
+//! after the last record it publishes (so it keeps 8 bytes of slack: a full ring holds at most
+//! `capacity - 8` bytes of records), and the consumer polls the header at its read position.
 
 /// Size of a record header.
 pub(crate) const HEADER: usize = 8;
@@ -34,11 +38,12 @@ pub(crate) enum Record {
     Pad { size: usize },
 }
 
-/// Decodes and checks the header word found at offset `pos` of a `cap`-byte data area when
-/// `avail` published bytes start there.
+/// Decodes and checks the non-zero header word found at offset `pos` of a `cap`-byte data area,
+/// where the producer may have written at most `avail` bytes of records (the space the consumer
+/// has released, less the 8 bytes of slack for the closing zero word).
 ///
-/// Callers guarantee `pos % 8 == 0`, `pos < cap`, `avail % 8 == 0` and `8 <= avail <= cap`;
-/// the header itself comes from the untrusted peer and is checked here.
+/// Callers guarantee `pos % 8 == 0`, `pos < cap`, `avail % 8 == 0` and `avail <= cap`; the
+/// header itself comes from the untrusted peer and is checked here.
 #[inline]
 pub(crate) fn decode(
     word: u64,
@@ -53,7 +58,7 @@ pub(crate) fn decode(
         // len < 2^32, so this cannot overflow on 64-bit targets.
         let size = (len + HEADER + 7) & !7;
         if size as u64 > avail {
-            return Err("record length runs past the published tail");
+            return Err("record length runs past the space the consumer released");
         }
         if size as u64 > room {
             return Err("record length runs past the end of the ring");
@@ -65,7 +70,7 @@ pub(crate) fn decode(
             return Err("padding record does not end exactly at the end of the ring");
         }
         if size as u64 > avail {
-            return Err("padding record runs past the published tail");
+            return Err("padding record runs past the space the consumer released");
         }
         Ok(Record::Pad { size })
     } else {
@@ -102,9 +107,9 @@ mod tests {
     fn rejects_bad_records() {
         assert!(decode(encode(TAG_DATA, 60), 0, 64, 64).is_err()); // 72 > avail
         assert!(decode(encode(TAG_DATA, 9), 48, 64, 64).is_err()); // past the end
-        assert!(decode(encode(TAG_DATA, 8), 0, 8, 64).is_err()); // past the tail
+        assert!(decode(encode(TAG_DATA, 8), 0, 8, 64).is_err()); // past the released space
         assert!(decode(encode(TAG_PAD, 0), 48, 16, 64).is_err()); // does not reach the end
-        assert!(decode(encode(TAG_PAD, 8), 48, 8, 64).is_err()); // past the tail
+        assert!(decode(encode(TAG_PAD, 8), 48, 8, 64).is_err()); // past the released space
         assert!(decode(encode(7, 0), 0, 64, 64).is_err());
         assert!(decode(u64::MAX, 0, 64, 64).is_err());
     }

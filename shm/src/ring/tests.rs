@@ -42,13 +42,13 @@ fn records_arrive_in_order_and_in_one_piece() {
 fn full_ring_and_too_large() {
     let (mut p, mut c) = pair(128);
     assert!(matches!(
-        p.reserve(121),
-        Err(Error::TooLarge { len: 121, max: 120 })
+        p.reserve(113),
+        Err(Error::TooLarge { len: 113, max: 112 })
     ));
-    p.send(&[1; 120]).unwrap(); // exactly the whole ring
+    p.send(&[1; 112]).unwrap(); // the whole ring but the 8-byte zero word after it
     assert!(matches!(p.reserve(0), Err(Error::Full)));
     // `Full` published what was pending.
-    assert_eq!(c.read().unwrap().unwrap().len(), 120);
+    assert_eq!(c.read().unwrap().unwrap().len(), 112);
     assert!(matches!(p.reserve(0), Err(Error::Full)), "not released yet");
     c.release();
     p.send(&[2; 10]).unwrap();
@@ -82,11 +82,11 @@ fn full_record_behind_padding_makes_progress() {
     assert!(c.read().unwrap().is_some());
     c.release();
     // Ring empty at offset 16: a whole-ring record needs the pad consumed first.
-    assert!(matches!(p.reserve(120), Err(Error::Full)));
+    assert!(matches!(p.reserve(112), Err(Error::Full)));
     assert_eq!(c.read().unwrap(), None, "the pad is skipped and released");
-    p.send(&[3; 120]).unwrap();
+    p.send(&[3; 112]).unwrap();
     p.publish().unwrap();
-    assert_eq!(c.read().unwrap().unwrap(), &[3; 120]);
+    assert_eq!(c.read().unwrap().unwrap(), &[3; 112]);
 }
 
 #[test]
@@ -123,27 +123,51 @@ fn records_iterator_and_bulk_release() {
 }
 
 #[test]
-fn corrupt_tail_is_detected_and_closes() {
-    for bad in [u64::MAX, 4, 1 << 40] {
-        let (p, c) = pair(128);
-        p.mem()
-            .ctrl()
-            .tail
-            .0
-            .store(bad, crate::sync::Ordering::Relaxed);
-        assert!(matches!(c.read(), Err(Error::Corrupt { .. })), "tail {bad}");
-        assert!(matches!(c.read(), Err(Error::Closed)));
-    }
+fn record_past_the_released_space_is_detected_and_closes() {
+    // The consumer holds a 56-byte record at 0 (unreleased) and polls 56: an honest producer
+    // can have written at most 128 - 56 - 8 = 64 bytes there, so a 72-byte record is a lie
+    // even though it would fit before the end of the ring.
+    let (mut p, c) = pair(128);
+    p.send(&[1; 48]).unwrap();
+    p.publish().unwrap();
+    assert!(c.read().unwrap().is_some());
+    p.mem().store_header(56, encode(TAG_DATA, 64));
+    assert!(matches!(c.read(), Err(Error::Corrupt { .. })));
+    assert!(matches!(c.read(), Err(Error::Closed)));
+    // The same record is fine once the space is released (control: the bound is exact).
+    let (mut p, mut c) = pair(128);
+    p.send(&[1; 48]).unwrap();
+    p.publish().unwrap();
+    assert!(c.read().unwrap().is_some());
+    c.release();
+    p.mem().store_header(56, encode(TAG_DATA, 64));
+    assert_eq!(c.read().unwrap().map(<[u8]>::len), Some(64));
+}
+
+#[test]
+fn nothing_is_read_before_the_first_header_is_published() {
+    // Records after the first of a batch are in place before `publish`; the consumer must
+    // not see any of them (it stops at the first, still zero, header).
+    let (mut p, c) = pair(256);
+    p.send(&[1; 8]).unwrap();
+    p.send(&[2; 8]).unwrap();
+    assert_eq!(p.mem().load_header(0), 0);
+    assert_ne!(p.mem().load_header(16), 0);
+    assert_eq!(c.read().unwrap(), None);
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap(), Some(&[1; 8][..]));
+    assert_eq!(c.read().unwrap(), Some(&[2; 8][..]));
+    assert_eq!(c.read().unwrap(), None);
 }
 
 #[test]
 fn corrupt_record_headers_are_detected() {
     let words = [
-        0,
         u64::MAX,
         encode(TAG_DATA, 200),
-        encode(TAG_DATA, 24),
+        encode(TAG_DATA, 113), // 128 bytes: leaves no room for the closing zero word
         encode(super::record::TAG_PAD, 0),
+        1,
     ];
     for w in words {
         let (mut p, c) = pair(128);
@@ -254,7 +278,7 @@ proptest! {
         ops in proptest::collection::vec(op(1100), 1..200),
     ) {
         let cap = 1usize << cap_log;
-        let max = cap - 8;
+        let max = cap - 16;
         let (mut p, mut c) = pair(cap);
         let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut unread: VecDeque<Vec<u8>> = VecDeque::new();
@@ -284,9 +308,10 @@ proptest! {
                         Err(Error::Full) => {
                             // Full flushes what was pending.
                             unread.extend(pending.drain(..));
-                            // Room needed: the record plus at most one wrap pad (< size) and
-                            // at most one unreleased pad (< the biggest reservation tried).
-                            prop_assert!(used + 2 * size + biggest > cap,
+                            // Room needed: the record, the 8-byte closing zero word, at most
+                            // one wrap pad (< size) and at most one unreleased pad (< the
+                            // biggest reservation tried).
+                            prop_assert!(used + 2 * size + biggest + 8 > cap,
                                 "Full with {used} of {cap} bytes used for {size}");
                             // Draining everything must make room within one more try.
                             let mut tries = 0;
