@@ -27,6 +27,31 @@ impl Default for IdlePolicy {
     }
 }
 
+/// How a busy-poll core reads its hot connections.
+///
+/// A connection that receives data becomes *hot*: its multishot receive is cancelled and the
+/// core reads it with one non-blocking `recv(2)` per loop turn, as a busy-polling socket
+/// program would. With no receive armed, the peer's send no longer has to queue io_uring task
+/// work and the core no longer has to run it; on a Unix socket that path costs as much as the
+/// rest of a round trip (docs/architecture.md, "Hot connections"). A hot connection that stays
+/// silent for `idle` goes back to the ring receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectRecv {
+    /// Hot connections per core at most: each costs one system call per loop turn.
+    pub max_conns: usize,
+    /// A hot connection silent this long goes back to the ring receive.
+    pub idle: Duration,
+}
+
+impl Default for DirectRecv {
+    fn default() -> Self {
+        Self {
+            max_conns: 8,
+            idle: Duration::from_micros(200),
+        }
+    }
+}
+
 /// Settings of one core. `Default` gives production defaults; each setter states its cost.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -57,6 +82,10 @@ pub struct CoreConfig {
     /// it off. Default `None`: on loopback the kernel copies anyway and the extra notification
     /// makes it slower (see docs/benchmarks.md); enable it for real NICs and large payloads.
     pub send_zc_threshold: Option<usize>,
+    /// Hot connections on a busy-poll core are read with plain non-blocking `recv` calls
+    /// instead of the io_uring multishot receive (default: on, 8 connections, 200 µs). Ignored
+    /// by adaptive cores, which must be able to park in the ring. `None` turns it off.
+    pub direct_recv: Option<DirectRecv>,
     /// Handshake settings offered as a server.
     pub server: ServerConfig,
     /// Handshake settings offered as a client.
@@ -76,6 +105,7 @@ impl Default for CoreConfig {
             stall_timeout: Duration::from_secs(10),
             max_backlog_bytes: 8 << 20,
             send_zc_threshold: None,
+            direct_recv: Some(DirectRecv::default()),
             server: ServerConfig::default(),
             client: ClientConfig::default(),
         }
@@ -112,6 +142,12 @@ impl CoreConfig {
     /// Sets the connection cap per core.
     pub fn with_max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+    /// Sets the direct-receive policy of busy-poll cores (`None`: always receive through the
+    /// ring).
+    pub fn with_direct_recv(mut self, direct: Option<DirectRecv>) -> Self {
+        self.direct_recv = direct;
         self
     }
     /// Sets the receive buffer ring (count must be a power of two).

@@ -40,7 +40,7 @@ pub mod typed;
 
 pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, Method};
-pub use config::{CoreConfig, IdlePolicy};
+pub use config::{CoreConfig, DirectRecv, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::ring::RingError;
 pub use endpoint::{Endpoint, EndpointError};

@@ -39,6 +39,11 @@ pub struct CoreStats {
     pub zero_copy_writes: u64,
     /// `io_uring_enter` calls.
     pub submits: u64,
+    /// Non-blocking `recv(2)` calls on hot connections (busy-poll cores; see
+    /// [`crate::DirectRecv`]).
+    pub direct_recvs: u64,
+    /// Times a connection became hot (its ring receive was cancelled for direct reads).
+    pub hot_promotions: u64,
     /// Loop turns.
     pub turns: u64,
     /// Errors by kind (stable labels, e.g. `unknown_kind`, `frame_too_large`, `dead_peer`).
@@ -78,6 +83,8 @@ impl CoreStats {
         self.writes += other.writes;
         self.zero_copy_writes += other.zero_copy_writes;
         self.submits += other.submits;
+        self.direct_recvs += other.direct_recvs;
+        self.hot_promotions += other.hot_promotions;
         self.turns += other.turns;
         for (k, v) in &other.errors {
             *self.errors.entry(k).or_insert(0) += v;

@@ -1,5 +1,9 @@
 //! Bad input against a live server from raw sockets: each misbehaving peer is cut off with a
 //! counter incremented, and a well-behaved client on the same core is served throughout.
+//!
+//! The two main scenarios run twice: on an adaptive core (every byte arrives through the
+//! io_uring receive) and on a busy-poll core, where a connection is hot after its first bytes
+//! and the bad frames arrive through direct `recv` calls (`DirectRecv`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,12 +15,15 @@ use netron_tests::{RawPeer, calc};
 
 const DL: Option<Duration> = Some(Duration::from_secs(5));
 
+/// The adaptive policy of these tests (short spin: the core parks often).
+const ADAPTIVE: IdlePolicy = IdlePolicy::Adaptive {
+    spin: Duration::from_micros(20),
+};
+
 /// One core, so every bad peer shares the core with the good client.
-fn engine() -> (Engine, String) {
+fn engine(idle: IdlePolicy) -> (Engine, String) {
     let cfg = CoreConfig::default()
-        .with_idle(IdlePolicy::Adaptive {
-            spin: Duration::from_micros(20),
-        })
+        .with_idle(idle)
         .with_stall_timeout(Duration::from_millis(300))
         .with_keepalive(Duration::from_millis(200), Duration::from_millis(300));
     engine_with(cfg)
@@ -59,7 +66,16 @@ fn frames(bytes: &[u8]) -> Vec<(FrameKind, u32)> {
 
 #[test]
 fn misbehaving_peers_are_cut_off_and_others_lose_nothing() {
-    let (e, addr) = engine();
+    misbehaving_peers(ADAPTIVE);
+}
+
+#[test]
+fn misbehaving_peers_on_hot_connections_are_cut_off() {
+    misbehaving_peers(IdlePolicy::BusyPoll);
+}
+
+fn misbehaving_peers(idle: IdlePolicy) {
+    let (e, addr) = engine(idle);
     let good = e.client().connect(&format!("tcp://{addr}")).unwrap();
     let check_good = || {
         assert_eq!(
@@ -168,13 +184,28 @@ fn misbehaving_peers_are_cut_off_and_others_lose_nothing() {
     check_good();
     let t = e.total_stats();
     assert!(t.closed >= 7, "{t:?}");
+    if idle == IdlePolicy::BusyPoll {
+        // The bad frames came through direct reads (each peer got hot on its first bytes).
+        assert!(t.hot_promotions >= 7 && t.direct_recvs > 0, "{t:?}");
+    }
     e.shutdown(Duration::from_secs(1));
 }
 
 #[test]
 fn a_flood_without_reading_is_cut_off() {
+    flood_without_reading(IdlePolicy::default());
+}
+
+#[test]
+fn a_flood_on_a_hot_connection_is_cut_off() {
+    flood_without_reading(IdlePolicy::BusyPoll);
+}
+
+fn flood_without_reading(idle: IdlePolicy) {
     // The peer sends requests and never reads the replies: the server's backlog is bounded.
-    let cfg = CoreConfig::default().with_max_backlog_bytes(256 << 10);
+    let cfg = CoreConfig::default()
+        .with_idle(idle)
+        .with_max_backlog_bytes(256 << 10);
     let (e, addr) = engine_with(cfg);
     let good = e.client().connect(&format!("tcp://{addr}")).unwrap();
     let mut p = RawPeer::handshake(&addr);

@@ -1,5 +1,6 @@
-//! Sockets: listeners (one per core with `SO_REUSEPORT` for TCP), outgoing connections, and
-//! socket options. Plain setup syscalls, none on the per-message path.
+//! Sockets: listeners (one per core with `SO_REUSEPORT` for TCP), outgoing connections, socket
+//! options, and the one per-turn call of busy-poll cores: a non-blocking receive on a hot
+//! connection ([`recv_now`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -82,4 +83,24 @@ pub(crate) fn set_nodelay(fd: &OwnedFd) {
 pub(crate) fn shutdown(fd: &OwnedFd) {
     // SAFETY: `fd` is a valid open descriptor owned by the caller for the whole call.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// One non-blocking receive into `buf` (`MSG_DONTWAIT`; the descriptor itself stays blocking,
+/// as io_uring expects). `Ok(0)` is an orderly EOF; `WouldBlock` means nothing is queued.
+pub(crate) fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call and `fd` is an
+    // open descriptor borrowed for the call; recv writes at most `buf.len()` bytes.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }

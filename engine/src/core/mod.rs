@@ -2,8 +2,11 @@
 //!
 //! One loop turn ([`Core::run_once`]): reap completions (decode and dispatch frames straight
 //! from the kernel-filled buffers; sync handlers write replies into the connection's batch) →
-//! drain the inbox → timers → flush one batch per connection (one send per batch) → submit
-//! and, depending on the idle policy, poll or park.
+//! read hot connections directly (busy-poll cores, `hot.rs`) → drain the inbox → timers →
+//! flush one batch per connection (one send per batch) → submit and, depending on the idle
+//! policy, poll or park.
+
+mod hot;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -64,6 +67,8 @@ struct Entry {
     timer_gen: u32,
     /// When its live timer fires, if one is scheduled.
     scheduled: Option<Instant>,
+    /// Hot (read directly, see `hot.rs`): when data last arrived.
+    hot: Option<Instant>,
 }
 
 struct Listener {
@@ -104,6 +109,12 @@ pub struct Core {
     idle_since: Option<Instant>,
     drain_until: Option<Instant>,
     stopped: bool,
+    /// Hot connections (busy-poll cores), read directly every turn.
+    hot: Vec<usize>,
+    /// The other half of `hot`'s double buffer (`poll_hot` swaps them).
+    hot_spare: Vec<usize>,
+    /// Buffer of the direct reads (allocated when the first connection gets hot).
+    scratch: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Core {
@@ -190,6 +201,9 @@ impl Core {
             idle_since: None,
             drain_until: None,
             stopped: false,
+            hot: Vec::new(),
+            hot_spare: Vec::new(),
+            scratch: Box::default(),
         };
         core.arm_inbox();
         Ok(core)
@@ -329,6 +343,7 @@ impl Core {
             adopt: None,
             timer_gen: 0,
             scheduled: None,
+            hot: None,
         });
         self.arm_recv(key);
         self.mark_dirty(key);
@@ -355,6 +370,7 @@ impl Core {
         }
         en.closing = true;
         en.conn.on_closed();
+        let was_hot = en.hot.take().is_some();
         self.executor.drop_conn(key as u32);
         if let Some(slot) = en.adopt.take() {
             slot.complete(Err(Status::unavailable(
@@ -366,6 +382,9 @@ impl Core {
             sock::shutdown(&en.fd);
         }
         self.closing.push(key);
+        if was_hot {
+            self.hot.retain(|&k| k != key);
+        }
     }
 
     fn finish_closes(&mut self) {
@@ -395,6 +414,7 @@ impl Core {
         let now = Instant::now();
         self.stats.turns += 1;
         let mut work = self.reap(now);
+        work |= self.poll_hot(now);
         work |= self.drain_inbox(now);
         work |= self.run_tasks(now);
         work |= self.drain_local(now);
@@ -602,6 +622,7 @@ impl Core {
             }
             self.bufs.recycle(b);
             self.after_event(key);
+            self.maybe_promote(key, now);
         } else {
             if let Some(b) = bid {
                 self.bufs.recycle(b);
@@ -615,7 +636,8 @@ impl Core {
                     // All receive buffers are lent out this turn; re-arm after they return.
                     self.stats.count_error("recv_no_buffers");
                 }
-                libc::ECANCELED if en.closing => {}
+                // Cancelled because the connection got hot (or is closing).
+                libc::ECANCELED => {}
                 _ => {
                     self.stats.count_error("recv_failed");
                     self.begin_close(key);
@@ -625,7 +647,7 @@ impl Core {
         if self
             .conns
             .get(key)
-            .is_some_and(|en| !en.recv_armed && !en.closing)
+            .is_some_and(|en| !en.recv_armed && !en.closing && en.hot.is_none())
         {
             self.arm_recv(key);
         }

@@ -1,0 +1,162 @@
+//! Hot connections of busy-poll cores: read with one non-blocking `recv(2)` per loop turn
+//! instead of the io_uring multishot receive (see [`crate::DirectRecv`] and
+//! docs/architecture.md, "Hot connections").
+//!
+//! A connection is promoted when a ring receive delivers data: its multishot receive is
+//! cancelled and the connection joins the hot list. Bytes keep their order across the switch:
+//! every turn reaps completions (data the ring receive took earlier) before it reads hot
+//! connections directly, and both run on this thread. A hot connection silent for
+//! `DirectRecv::idle` is demoted: its ring receive is armed again.
+
+use std::io;
+use std::time::Instant;
+
+use io_uring::opcode;
+
+use super::Core;
+use crate::config::{DirectRecv, IdlePolicy};
+use crate::conn::Env;
+use crate::driver::sock;
+use crate::driver::token::{Op, Token};
+
+/// Receives per hot connection per turn at most (a peer that keeps the socket full must not
+/// starve the others).
+const MAX_READS_PER_TURN: usize = 4;
+
+/// What a direct read of one hot connection ended with.
+enum ReadEnd {
+    /// Drained (`EAGAIN`) or read its share for this turn.
+    Open,
+    /// The peer closed its side.
+    Eof,
+    /// The socket failed.
+    Failed,
+}
+
+impl Core {
+    /// The direct-receive policy in force: only busy-poll cores read directly (an adaptive core
+    /// must be able to park in the ring, which needs the ring receive armed).
+    pub(super) fn direct_recv(&self) -> Option<DirectRecv> {
+        match self.cfg.idle {
+            IdlePolicy::BusyPoll => self.cfg.direct_recv.filter(|d| d.max_conns > 0),
+            IdlePolicy::Adaptive { .. } => None,
+        }
+    }
+
+    /// Makes `key` hot if the policy allows it: cancels its ring receive (the final completion
+    /// of that receive may still bring data; it is handled before any direct read).
+    pub(super) fn maybe_promote(&mut self, key: usize, now: Instant) {
+        let Some(policy) = self.direct_recv() else {
+            return;
+        };
+        if self.hot.len() >= policy.max_conns {
+            return;
+        }
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        if en.hot.is_some() || en.closing {
+            return;
+        }
+        en.hot = Some(now);
+        let (armed, generation) = (en.recv_armed, en.generation);
+        self.hot.push(key);
+        self.stats.hot_promotions += 1;
+        if self.scratch.is_empty() {
+            // Once per core, the first time a connection gets hot.
+            self.scratch = vec![0; self.cfg.recv_buffer_size].into_boxed_slice();
+        }
+        if armed {
+            let target = Token::new(Op::Recv, key, generation).encode();
+            let e = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(Token::new(Op::Cancel, key, generation).encode());
+            self.push(e);
+        }
+    }
+
+    /// Reads every hot connection once (up to a few receives each), feeds the bytes to its
+    /// connection, and demotes the ones silent for the policy's idle time. Returns whether any
+    /// bytes arrived.
+    pub(super) fn poll_hot(&mut self, now: Instant) -> bool {
+        if self.hot.is_empty() {
+            return false;
+        }
+        let idle = self.direct_recv().map(|d| d.idle);
+        let mut work = false;
+        // The survivors go into the spare list; both keep their capacity (no allocation).
+        let spare = std::mem::take(&mut self.hot_spare);
+        let mut keys = std::mem::replace(&mut self.hot, spare);
+        for &key in &keys {
+            let (end, got) = self.read_hot(key, now);
+            work |= got;
+            match end {
+                ReadEnd::Open => {}
+                ReadEnd::Eof => {
+                    self.begin_close(key);
+                    continue;
+                }
+                ReadEnd::Failed => {
+                    self.stats.count_error("recv_failed");
+                    self.begin_close(key);
+                    continue;
+                }
+            }
+            if got {
+                self.after_event(key);
+            }
+            let Some(en) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if en.closing {
+                en.hot = None;
+                continue;
+            }
+            let silent = match (en.hot, idle) {
+                (Some(last), Some(idle)) => now.duration_since(last) >= idle,
+                // The policy went away (the idle policy changed): go back to the ring.
+                _ => true,
+            };
+            if silent {
+                en.hot = None;
+                self.arm_recv(key);
+            } else {
+                self.hot.push(key);
+            }
+        }
+        keys.clear();
+        self.hot_spare = keys;
+        work
+    }
+
+    /// Direct receives on one hot connection until it would block (or its share is used).
+    fn read_hot(&mut self, key: usize, now: Instant) -> (ReadEnd, bool) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return (ReadEnd::Open, false);
+        };
+        let mut got = false;
+        for _ in 0..MAX_READS_PER_TURN {
+            self.stats.direct_recvs += 1;
+            match sock::recv_now(&en.fd, &mut self.scratch) {
+                Ok(0) => return (ReadEnd::Eof, got),
+                Ok(n) => {
+                    got = true;
+                    en.hot = Some(now);
+                    let mut env = Env {
+                        registry: &self.registry,
+                        now,
+                        stats: &mut self.stats,
+                    };
+                    let _ = en.conn.on_recv(&self.scratch[..n], &mut env);
+                    if n < self.scratch.len() || en.conn.is_closing() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return (ReadEnd::Failed, got),
+            }
+        }
+        (ReadEnd::Open, got)
+    }
+}
