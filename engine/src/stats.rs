@@ -42,6 +42,9 @@ pub struct CoreStats {
     /// Non-blocking `recv(2)` calls on hot connections (busy-poll cores; see
     /// [`crate::DirectRecv`]).
     pub direct_recvs: u64,
+    /// Batches written with a direct non-blocking `send(2)` on a hot connection (what the
+    /// socket did not take went through the ring).
+    pub direct_sends: u64,
     /// Times a connection became hot (its ring receive was cancelled for direct reads).
     pub hot_promotions: u64,
     /// Loop turns.
@@ -85,6 +88,7 @@ impl CoreStats {
         self.submits += other.submits;
         self.direct_recvs += other.direct_recvs;
         self.hot_promotions += other.hot_promotions;
+        self.direct_sends += other.direct_sends;
         self.turns += other.turns;
         for (k, v) in &other.errors {
             *self.errors.entry(k).or_insert(0) += v;

@@ -113,6 +113,8 @@ pub struct Core {
     hot: Vec<usize>,
     /// The other half of `hot`'s double buffer (`poll_hot` swaps them).
     hot_spare: Vec<usize>,
+    /// Connections whose batch `flush` wrote directly this turn.
+    sent: Vec<usize>,
     /// Buffer of the direct reads (allocated when the first connection gets hot).
     scratch: Box<[u8]>,
 }
@@ -203,6 +205,7 @@ impl Core {
             stopped: false,
             hot: Vec::new(),
             hot_spare: Vec::new(),
+            sent: Vec::new(),
             scratch: Box::default(),
         };
         core.arm_inbox();
@@ -780,21 +783,56 @@ impl Core {
                 continue;
             }
             if let Some((buf, frames)) = en.conn.take_batch() {
+                work = true;
                 let zero_copy = self.cfg.send_zc_threshold.is_some_and(|t| buf.len() >= t);
+                let mut off = 0;
+                if en.hot.is_some() && !zero_copy {
+                    // A hot connection is written the way it is read: directly, without a
+                    // submission and a completion to reap; only what the socket does not take
+                    // now goes through the ring.
+                    self.stats.direct_sends += 1;
+                    match sock::send_now(&en.fd, &buf) {
+                        Ok(n) if n == buf.len() => {
+                            self.stats.bytes_out += n as u64;
+                            self.stats.writes += 1;
+                            self.stats.frames_out += u64::from(frames);
+                            en.conn.recycle(buf);
+                            self.sent.push(key);
+                            continue;
+                        }
+                        Ok(n) => {
+                            self.stats.bytes_out += n as u64;
+                            off = n;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => {
+                            self.stats.count_error("send_failed");
+                            en.conn.recycle(buf);
+                            self.begin_close(key);
+                            continue;
+                        }
+                    }
+                }
                 en.send = Some(InFlight {
                     buf,
-                    off: 0,
+                    off,
                     frames,
                     zero_copy,
                     notifs: 0,
                 });
                 self.submit_send(key);
-                work = true;
             } else if en.conn.is_closing() {
                 self.begin_close(key);
             }
         }
         self.dirty = dirty;
+        // Connections whose batch went out whole: schedule what comes next (as a send
+        // completion would).
+        let mut sent = std::mem::take(&mut self.sent);
+        for key in sent.drain(..) {
+            self.after_event(key);
+        }
+        self.sent = sent;
         work
     }
 

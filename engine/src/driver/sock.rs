@@ -1,6 +1,6 @@
 //! Sockets: listeners (one per core with `SO_REUSEPORT` for TCP), outgoing connections, socket
-//! options, and the one per-turn call of busy-poll cores: a non-blocking receive on a hot
-//! connection ([`recv_now`]).
+//! options, and the direct I/O of hot connections on busy-poll cores: a non-blocking receive
+//! per turn ([`recv_now`]) and a non-blocking send per batch ([`send_now`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -96,6 +96,26 @@ pub(crate) fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
             buf.as_mut_ptr().cast(),
             buf.len(),
             libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// One non-blocking send of `buf` (`MSG_DONTWAIT | MSG_NOSIGNAL`: a closed peer is `EPIPE`, not
+/// a signal). Returns how many bytes the socket took; `WouldBlock` when it took none.
+pub(crate) fn send_now(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call and `fd` is an
+    // open descriptor borrowed for the call.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
     if n < 0 {
