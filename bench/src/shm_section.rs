@@ -76,6 +76,7 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
         Duration::from_secs(15)
     };
     let (mut floor, floor_n) = spin_floor(rtt_n, budget)?;
+    let (mut records, records_n) = records_floor(rtt_n, budget)?;
     let (mut shm, shm_n) = shm_round_trip(rtt_n, "echo", 0, budget)?;
     let (mut wake, wake_n_got) = shm_round_trip(wake_n, "echo_sleepy", 300, budget)?;
     let timer = timer_overhead();
@@ -105,6 +106,10 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
         "1.00x".to_owned(),
     ]);
     for (label, s) in [
+        (
+            "records floor: 64 B records at advancing offsets, no ring",
+            &mut records,
+        ),
         ("netron-shm, spinning consumer", &mut shm),
         ("netron-shm, consumer asleep (eventfd)", &mut wake),
     ] {
@@ -124,12 +129,16 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
         p50_ratio,
         if p50_ratio <= 1.3 { "met" } else { "NOT met" }
     ));
+    let vs_records = shm.percentile(50.0) as f64 / records.percentile(50.0).max(1) as f64;
+    rtt.note(format!(
+        "netron-shm p50 vs the records floor: {vs_records:.2}x (the records floor moves the same bytes to fresh lines as a ring must, with no ring bookkeeping: the gap to the spin floor is the cost of advancing through memory)"
+    ));
     rtt.note(format!(
         "each sample is one round trip timed with Instant::now (a timer pair costs ~{} ns here, in every row)",
         timer
     ));
-    let counts = [floor_n, shm_n, wake_n_got];
-    if counts[0] < rtt_n || counts[1] < rtt_n || counts[2] < wake_n {
+    let counts = [floor_n, records_n, shm_n, wake_n_got];
+    if counts[0] < rtt_n || counts[1] < rtt_n || counts[2] < rtt_n || counts[3] < wake_n {
         rtt.note(format!(
             "WARNING: sampling hit the {budget:?} budget (samples {counts:?}): the cores are busy with something else, figures are unreliable"
         ));
@@ -278,6 +287,7 @@ fn child(role: &str) -> BenchResult<()> {
     }
     match role {
         "floor" => child_floor(),
+        "records_floor" => child_records_floor(),
         "echo" => child_echo(Duration::from_secs(1)),
         "echo_sleepy" => child_echo(Duration::ZERO),
         "sink" => child_sink(),
@@ -353,12 +363,16 @@ impl PingPong {
     const LEN: usize = 4096;
 
     fn map(fd: &OwnedFd) -> BenchResult<Self> {
+        Self::map_len(fd, Self::LEN)
+    }
+
+    fn map_len(fd: &OwnedFd, len: usize) -> BenchResult<Self> {
         // SAFETY: mapping a fresh region (null hint) of an fd we own, shared and read/write;
         // the kernel checks the fd and the length. We touch no memory here.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                Self::LEN,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
@@ -370,8 +384,20 @@ impl PingPong {
         }
         Ok(Self {
             base: p.cast(),
-            len: Self::LEN,
+            len,
         })
+    }
+
+    /// The word at byte `off` (8-aligned, inside the mapping).
+    fn word_at(&self, off: usize) -> &AtomicU64 {
+        assert!(
+            off % 8 == 0 && off + 8 <= self.len,
+            "word outside the mapping"
+        );
+        let p = self.base.wrapping_add(off).cast::<u64>();
+        // SAFETY: in bounds and 8-aligned as just checked (the mapping is page-aligned); the
+        // mapping lives as long as `self`; both processes only access it atomically.
+        unsafe { AtomicU64::from_ptr(p) }
     }
 
     /// Word 0 (ping, written by the parent) or word 1 (pong, by the child).
@@ -465,6 +491,115 @@ fn spin_floor(n: usize, budget: Duration) -> BenchResult<(Samples, usize)> {
         }
     }
     ping.store(u64::MAX, Ordering::Release);
+    Ok((samples, got))
+}
+
+// ---------------------------------------------------------------------------------------
+// The records floor: what moving a 64-byte record to fresh memory costs with no ring at all.
+
+/// Bytes of each direction's area in the records floor (as big as a default ring).
+const RECORDS_AREA: usize = 1 << 20;
+/// One record of the records floor: an 8-byte header word, then 64 payload bytes (as a
+/// netron-shm record of 64 bytes).
+const RECORD: usize = 8 + 64;
+
+/// Writes record `seq` at byte `at` of the area starting at `area`: payload words first
+/// (relaxed), then the header word (release), as a ring producer does.
+fn put_record(m: &PingPong, area: usize, at: usize, seq: u64) {
+    for w in 1..RECORD / 8 {
+        m.word_at(area + at + 8 * w).store(seq, Ordering::Relaxed);
+    }
+    m.word_at(area + at).store(seq, Ordering::Release);
+}
+
+/// Spins until record `seq` is at byte `at`, then reads its payload; `false` if it never came.
+fn get_record(m: &PingPong, area: usize, at: usize, seq: u64, give_up: Instant) -> bool {
+    let mut spins = 0u32;
+    while m.word_at(area + at).load(Ordering::Acquire) != seq {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins == 0 && Instant::now() > give_up {
+            return false;
+        }
+    }
+    let mut sum = 0u64;
+    for w in 1..RECORD / 8 {
+        sum = sum.wrapping_add(m.word_at(area + at + 8 * w).load(Ordering::Relaxed));
+    }
+    black_box(sum);
+    true
+}
+
+/// The next record position: records are packed back to back (8-aligned, like ring records)
+/// and start over at the beginning of the area.
+fn next_at(at: usize) -> usize {
+    let next = at + RECORD;
+    if next + RECORD > RECORDS_AREA {
+        0
+    } else {
+        next
+    }
+}
+
+fn child_records_floor() -> BenchResult<()> {
+    let fd = env_u64(FD)? as i32;
+    let n = env_u64(COUNT)?;
+    // SAFETY: the parent left this fd open for us (no CLOEXEC) and nothing else in this
+    // process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let m = PingPong::map_len(&fd, 2 * RECORDS_AREA)?;
+    let mut at = 0;
+    for seq in 1..=n {
+        if !get_record(&m, 0, at, seq, Instant::now() + PATIENCE) {
+            return Err("parent went quiet".into());
+        }
+        put_record(&m, RECORDS_AREA, at, seq);
+        at = next_at(at);
+    }
+    Ok(())
+}
+
+/// Round trips of a 64-byte record written at advancing positions of two 1 MiB areas of a
+/// shared memfd (header word last, release; the reader spins on the header): the data
+/// movement of a ring round trip with none of its bookkeeping.
+fn records_floor(n: usize, budget: Duration) -> BenchResult<(Samples, usize)> {
+    // SAFETY: memfd_create with a NUL-terminated name and no CLOEXEC (the child inherits it).
+    let raw = unsafe { libc::memfd_create(c"netron-bench-records".as_ptr(), 0) };
+    if raw < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ftruncate on our own fd with a positive length.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), (2 * RECORDS_AREA) as libc::off_t) } != 0 {
+        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+    }
+    let m = PingPong::map_len(&fd, 2 * RECORDS_AREA)?;
+    let warmup = (n / 10).max(1000);
+    let total = warmup + n;
+    let _child = spawn(
+        "records_floor",
+        &[(FD, raw.to_string()), (COUNT, total.to_string())],
+    )?;
+    let mut samples = Samples::with_capacity(n);
+    let (mut got, mut at) = (0, 0);
+    let started = Instant::now();
+    for seq in 1..=total as u64 {
+        let t = Instant::now();
+        put_record(&m, 0, at, seq);
+        if !get_record(&m, RECORDS_AREA, at, seq, started + PATIENCE) {
+            return Err("records floor child stopped answering".into());
+        }
+        if seq > warmup as u64 {
+            samples.push(t.elapsed().as_nanos() as u64);
+            got += 1;
+        }
+        at = next_at(at);
+        if seq % 1024 == 0 && started.elapsed() > budget {
+            // The child waits for records that never come; dropping `_child` kills it.
+            break;
+        }
+    }
     Ok((samples, got))
 }
 
