@@ -16,6 +16,19 @@ fn busy() -> CoreConfig {
     CoreConfig::default().with_idle(IdlePolicy::BusyPoll)
 }
 
+/// A one-core server on cpu1 serving `calc` with `cfg` on `endpoints`.
+fn server(cfg: CoreConfig, endpoints: &[&str]) -> Engine {
+    let mut b = Engine::builder()
+        .cores(1)
+        .cpus(&[1])
+        .config(cfg)
+        .service(calc());
+    for ep in endpoints {
+        b = b.listen(ep);
+    }
+    b.build().unwrap()
+}
+
 fn payload(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|k| (i * 31 + k * 7) as u8).collect()
 }
@@ -23,15 +36,7 @@ fn payload(i: usize, len: usize) -> Vec<u8> {
 #[test]
 fn echoes_stay_intact_across_promotion_direct_reads_and_demotion() {
     let path = unix_path("hot");
-    let server = Engine::builder()
-        .cores(1)
-        .cpus(&[1])
-        .config(busy())
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .listen(&format!("unix://{path}"))
-        .build()
-        .unwrap();
+    let server = server(busy(), &["tcp://127.0.0.1:0", &format!("unix://{path}")]);
     // Sizes around and far above the 16 KiB direct-read buffer, so frames end anywhere in a
     // read and one frame takes several reads (and several turns: 4 reads per turn at most).
     let sizes = [0usize, 1, 64, 4_000, 16_384, 40_000, 150_000];
@@ -70,14 +75,7 @@ fn echoes_stay_intact_across_promotion_direct_reads_and_demotion() {
 fn concurrent_callers_share_hot_connections() {
     // Eight threads call through one busy-poll client core: requests and replies of many
     // calls arrive coalesced, so direct reads carry several frames and cut frames anywhere.
-    let server = Engine::builder()
-        .cores(1)
-        .cpus(&[1])
-        .config(busy())
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .unwrap();
+    let server = server(busy(), &["tcp://127.0.0.1:0"]);
     let clients = Engine::builder()
         .cores(1)
         .cpus(&[0])
@@ -123,14 +121,10 @@ fn turning_direct_reads_off_keeps_every_byte_on_the_ring() {
         max_conns: 0,
         ..DirectRecv::default()
     };
-    let server = Engine::builder()
-        .cores(1)
-        .cpus(&[1])
-        .config(busy().with_direct_recv(Some(no_room)))
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .unwrap();
+    let server = server(
+        busy().with_direct_recv(Some(no_room)),
+        &["tcp://127.0.0.1:0"],
+    );
     let mut core = Core::new(busy().with_direct_recv(None)).unwrap();
     let conn = core
         .connect(&server.endpoints()[0], Duration::from_secs(5))

@@ -84,6 +84,13 @@ struct Cqe {
     flags: u32,
 }
 
+/// The connection a completion is for, unless its slot was recycled since (a stale completion).
+fn live(conns: &mut Slab<Entry>, t: Token) -> Option<&mut Entry> {
+    conns
+        .get_mut(t.key as usize)
+        .filter(|en| en.generation == t.generation)
+}
+
 /// One core. Create it on the thread that will drive it (the ring is single-issuer).
 pub struct Core {
     ring: IoUring,
@@ -592,11 +599,7 @@ impl Core {
     fn on_recv(&mut self, t: Token, c: Cqe, now: Instant) {
         let bid = cqueue::buffer_select(c.flags);
         let key = t.key as usize;
-        let Some(en) = self
-            .conns
-            .get_mut(key)
-            .filter(|en| en.generation == t.generation)
-        else {
+        let Some(en) = live(&mut self.conns, t) else {
             if let Some(b) = bid {
                 self.bufs.recycle(b);
             }
@@ -658,11 +661,7 @@ impl Core {
 
     fn on_send(&mut self, t: Token, c: Cqe) {
         let key = t.key as usize;
-        let Some(en) = self
-            .conns
-            .get_mut(key)
-            .filter(|en| en.generation == t.generation)
-        else {
+        let Some(en) = live(&mut self.conns, t) else {
             return;
         };
         let Some(f) = en.send.as_mut() else { return };
