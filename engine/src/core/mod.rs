@@ -494,7 +494,11 @@ impl Core {
             // call into a memory load.
             let sq = self.ring.submission();
             if !sq.taskrun() && !sq.cq_overflow() {
-                std::hint::spin_loop();
+                if self.hot.is_empty() {
+                    // A pure memory poll: ease off the sibling hyperthread and the bus. (With
+                    // hot connections the turn already made its system calls.)
+                    std::hint::spin_loop();
+                }
                 return Ok(());
             }
         }
@@ -1174,7 +1178,9 @@ impl Core {
         slot: &'s Arc<CallSlot>,
     ) -> Result<&'s [u8], Status> {
         self.start(conn, service, method, payload, deadline, slot);
-        // Flush in this same turn's tail: one enter submits the send.
+        // Send now rather than after the next turn's reads: a hot connection writes directly,
+        // others queue their send for the next enter.
+        self.flush();
         while !slot.is_done() {
             self.run_once()
                 .map_err(|e| Status::unavailable(e.to_string()))?;
