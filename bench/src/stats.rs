@@ -19,6 +19,11 @@ impl Samples {
         self.ns.push(ns);
     }
 
+    /// Adds every sample of `other`.
+    pub fn append(&mut self, other: Samples) {
+        self.ns.extend(other.ns);
+    }
+
     /// The `p`-th percentile (0.0..=100.0) in nanoseconds, or 0 when empty.
     pub fn percentile(&mut self, p: f64) -> u64 {
         if self.ns.is_empty() {
