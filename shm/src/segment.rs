@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{MemfdFlags, SealFlags};
 
 use crate::error::{Error, Result};
@@ -44,7 +44,7 @@ impl Segment {
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
         let file = File::from(fd);
-        let map = MmapRaw::map_raw(&file).map_err(|e| Error::io("mmap", e))?;
+        let map = map(&file)?;
         let seg = Self { map, layout };
         for (i, w) in layout.to_words().iter().enumerate() {
             seg.header_word(i).store(*w, Ordering::Relaxed);
@@ -70,7 +70,7 @@ impl Segment {
             });
         }
         let file = File::from(fd);
-        let map = MmapRaw::map_raw(&file).map_err(|e| Error::io("mmap", e))?;
+        let map = map(&file)?;
         if map.len() != len {
             return Err(Error::Corrupt {
                 what: "segment size changed while mapping",
@@ -105,6 +105,15 @@ impl Segment {
         // which is why every value read from it is validated by the ring.
         unsafe { RingMem::new(ctrl, data, r.capacity, owner) }
     }
+}
+
+/// Maps the whole memfd shared, with every page faulted in now (`MAP_POPULATE`): the data path
+/// must never stop for a page fault, so a connection pays for its rings up front.
+fn map(file: &File) -> Result<MmapRaw> {
+    MmapOptions::new()
+        .populate()
+        .map_raw(file)
+        .map_err(|e| Error::io("mmap", e))
 }
 
 fn header_word(map: &MmapRaw, i: usize) -> &AtomicU64 {

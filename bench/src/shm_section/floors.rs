@@ -41,7 +41,9 @@ impl PingPong {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                // Populated: no page faults inside the timed loops (netron-shm maps its
+                // segments the same way).
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 fd.as_raw_fd(),
                 0,
             )

@@ -29,6 +29,8 @@ const COUNT: &str = "NETRON_BENCH_SHM_COUNT";
 const SIZE: &str = "NETRON_BENCH_SHM_SIZE";
 const FD: &str = "NETRON_BENCH_SHM_FD";
 
+/// Alternating rounds of the spinning round-trip rows.
+const RTT_REPS: usize = 5;
 /// How long any side waits for the other before giving up (nothing here should take long).
 const PATIENCE: Duration = Duration::from_secs(20);
 /// Records per publication in the throughput runs: 32 small records, or 4 KiB records four at
@@ -77,9 +79,28 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
     } else {
         Duration::from_secs(15)
     };
-    let (mut floor, floor_n) = spin_floor(rtt_n, budget)?;
-    let (mut records, records_n) = records_floor(rtt_n, budget)?;
-    let (mut shm, shm_n) = shm_round_trip(rtt_n, "echo", 0, budget)?;
+    // The host's speed drifts from one second to the next: alternate the three spinning rows
+    // in RTT_REPS rounds of rtt_n / RTT_REPS round trips and pool each row's samples.
+    let per = rtt_n / RTT_REPS;
+    let round_budget = budget / RTT_REPS as u32;
+    let (mut floor, mut records, mut shm) = (
+        Samples::with_capacity(rtt_n),
+        Samples::with_capacity(rtt_n),
+        Samples::with_capacity(rtt_n),
+    );
+    let (mut floor_n, mut records_n, mut shm_n) = (0, 0, 0);
+    for _ in 0..RTT_REPS {
+        let (s, k) = spin_floor(per, round_budget)?;
+        floor.append(s);
+        floor_n += k;
+        let (s, k) = records_floor(per, round_budget)?;
+        records.append(s);
+        records_n += k;
+        let (s, k) = shm_round_trip(per, "echo", 0, round_budget)?;
+        shm.append(s);
+        shm_n += k;
+    }
+    let rtt_n = per * RTT_REPS;
     let (mut wake, wake_n_got) = shm_round_trip(wake_n, "echo_sleepy", 300, budget)?;
     let timer = timer_overhead();
 
@@ -146,7 +167,7 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
         ));
     }
     rtt.note(format!(
-        "{rtt_n} round trips per spinning row; asleep row: {wake_n} samples, 300 µs idle before each so the child is parked on its eventfd; the parent always spins"
+        "{rtt_n} round trips per spinning row, in {RTT_REPS} alternating rounds (spin floor, records floor, netron-shm); asleep row: {wake_n} samples, 300 µs idle before each so the child is parked on its eventfd; the parent always spins"
     ));
     if !pinned {
         rtt.note("WARNING: could not pin to cpu0; figures are less stable");
