@@ -46,7 +46,8 @@ impl Config {
     /// Ring capacities in bytes requested by a client (`to_server`: client → server,
     /// `to_client`: server → client); powers of two from 64 B to 1 GiB. Default 1 MiB each.
     /// Each costs that much shared memory per connection; a record can be at most
-    /// `capacity - 8` bytes. The server clamps requests to its `max_capacity`.
+    /// `capacity - 16` bytes. Bulk transfers go faster with rings bigger than a core's L2
+    /// (docs/shm.md, "Benchmarks"). The server clamps requests to its `max_capacity`.
     pub fn ring_capacities(&mut self, to_server: usize, to_client: usize) -> &mut Self {
         self.to_server = to_server;
         self.to_client = to_client;

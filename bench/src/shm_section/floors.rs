@@ -4,10 +4,7 @@
 //! - spin floor: two words ping-ponged through a shared memfd (the cheapest round trip);
 //! - records floor: 64-byte records at advancing offsets, no ring bookkeeping (what moving a
 //!   record to fresh cache lines costs);
-//! - memcpy floor: one thread copying records into a 1 MiB buffer;
-//! - transfer floor: 4 KiB chunks copied in by this process and out by the child through a
-//!   shared 1 MiB area with the least synchronisation that works (a sequence word per chunk, an
-//!   acknowledgement word every 16 chunks): what moving bytes between the two cores costs.
+//! - memcpy floor: one thread copying records into a 1 MiB buffer.
 
 use std::hint::black_box;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -284,107 +281,4 @@ pub(super) fn memcpy_floor(size: usize, n: u64) -> f64 {
         black_box(&mut dst);
     }
     n as f64 / t.elapsed().as_secs_f64()
-}
-
-// ---------------------------------------------------------------------------------------
-// The transfer floor: 4 KiB chunks through shared memory with the least synchronisation.
-
-/// Payload bytes per chunk of the transfer floor.
-const CHUNK: usize = 4096;
-/// A chunk slot: a sequence word on its own line, then the payload.
-const SLOT: usize = 64 + CHUNK;
-/// Slots in the 1 MiB area (the size of a netron-shm ring).
-const SLOTS: usize = (1 << 20) / SLOT;
-/// The consumer acknowledges every this many chunks.
-const ACK_EVERY: u64 = 16;
-/// Where the acknowledgement word lives (after the slots, on its own line).
-const ACK_AT: usize = SLOTS * SLOT;
-/// Bytes of the shared mapping.
-const TRANSFER_LEN: usize = ACK_AT + 4096;
-
-/// The payload of slot `i` as a raw pointer.
-fn slot_payload(m: &PingPong, i: usize) -> *mut u8 {
-    m.base.wrapping_add(i * SLOT + 64)
-}
-
-pub(super) fn child_transfer_floor() -> BenchResult<()> {
-    let fd = env_u64(FD)? as i32;
-    let n = env_u64(COUNT)?;
-    // SAFETY: the parent left this fd open for us (no CLOEXEC) and nothing else in this
-    // process owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let m = PingPong::map_len(&fd, TRANSFER_LEN)?;
-    let mut local = vec![0u8; CHUNK];
-    let mut check = 0u64;
-    for seq in 1..=n {
-        let i = (seq as usize - 1) % SLOTS;
-        let mut spins = 0u32;
-        let give_up = Instant::now() + PATIENCE;
-        while m.word_at(i * SLOT).load(Ordering::Acquire) != seq {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins == 0 && Instant::now() > give_up {
-                return Err("parent went quiet".into());
-            }
-        }
-        // SAFETY: the slot's payload is CHUNK bytes inside the mapping; the parent wrote it
-        // before the release store we acquired and does not touch it again before our
-        // acknowledgement; `local` is CHUNK bytes and does not overlap the mapping.
-        unsafe { std::ptr::copy_nonoverlapping(slot_payload(&m, i), local.as_mut_ptr(), CHUNK) };
-        check = check.wrapping_add(u64::from(black_box(&local)[CHUNK - 1]));
-        if seq % ACK_EVERY == 0 || seq == n {
-            m.word_at(ACK_AT).store(seq, Ordering::Release);
-        }
-    }
-    black_box(check);
-    Ok(())
-}
-
-/// Chunks per second for `n` 4 KiB chunks copied into a shared 1 MiB area here and out of it
-/// by the child on the other core, with a release/acquire sequence word per chunk and an
-/// acknowledgement every 16 chunks: the bytes netron-shm moves, with none of its records.
-pub(super) fn transfer_floor(n: u64) -> BenchResult<f64> {
-    // SAFETY: memfd_create with a NUL-terminated name and no CLOEXEC (the child inherits it).
-    let raw = unsafe { libc::memfd_create(c"netron-bench-transfer".as_ptr(), 0) };
-    if raw < 0 {
-        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a fresh fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: ftruncate on our own fd with a positive length.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), TRANSFER_LEN as libc::off_t) } != 0 {
-        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
-    }
-    let m = PingPong::map_len(&fd, TRANSFER_LEN)?;
-    let _child = spawn(
-        "transfer_floor",
-        &[(FD, raw.to_string()), (COUNT, n.to_string())],
-    )?;
-    let src: Vec<u8> = (0..CHUNK).map(|i| i as u8).collect();
-    let t = Instant::now();
-    let give_up = t + PATIENCE;
-    let mut acked = 0u64;
-    for seq in 1..=n {
-        // Room: the slot we are about to fill was acknowledged (re-read only when needed).
-        while seq > acked + SLOTS as u64 {
-            acked = m.word_at(ACK_AT).load(Ordering::Acquire);
-            std::hint::spin_loop();
-            if Instant::now() > give_up {
-                return Err("transfer floor child stopped answering".into());
-            }
-        }
-        let i = (seq as usize - 1) % SLOTS;
-        // SAFETY: the payload is CHUNK bytes inside the mapping, and the child acknowledged
-        // the previous chunk in this slot, so it no longer reads it; `src` is CHUNK bytes.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), slot_payload(&m, i), CHUNK) };
-        m.word_at(i * SLOT).store(seq, Ordering::Release);
-    }
-    while acked < n {
-        acked = m.word_at(ACK_AT).load(Ordering::Acquire);
-        std::hint::spin_loop();
-        if Instant::now() > give_up {
-            return Err("transfer floor child stopped answering".into());
-        }
-    }
-    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
