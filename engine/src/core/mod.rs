@@ -424,7 +424,11 @@ impl Core {
         let now = Instant::now();
         self.stats.turns += 1;
         let mut work = self.reap(now);
-        work |= self.poll_hot(now);
+        if self.poll_hot(now) {
+            // Replies to what just arrived go out before the rest of the turn.
+            self.flush();
+            work = true;
+        }
         work |= self.drain_inbox(now);
         work |= self.run_tasks(now);
         work |= self.drain_local(now);
