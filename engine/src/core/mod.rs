@@ -769,6 +769,10 @@ impl Core {
 
     /// Hands one batch per connection to the kernel (one send each).
     fn flush(&mut self) -> bool {
+        if self.dirty.is_empty() {
+            // Called several times a turn; most find nothing to do.
+            return false;
+        }
         let mut work = false;
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
