@@ -3,9 +3,10 @@
 //! docs/architecture.md, "Hot connections").
 //!
 //! A connection is promoted when a ring receive delivers data: its multishot receive is
-//! cancelled and the connection joins the hot list. Bytes keep their order across the switch:
-//! every turn reaps completions (data the ring receive took earlier) before it reads hot
-//! connections directly, and both run on this thread. A hot connection silent for
+//! cancelled and the connection joins the hot list. Bytes keep their order across the switch
+//! because the two never read the same socket at once: a hot connection is read directly only
+//! after the final completion of its cancelled receive (whose bytes, if any, are handled like
+//! any other), whatever ring mode runs the kernel's task work. A hot connection silent for
 //! `DirectRecv::idle` is demoted: its ring receive is armed again.
 
 use std::io;
@@ -82,7 +83,10 @@ impl Core {
         if self.hot.is_empty() {
             return false;
         }
-        let idle = self.direct_recv().map(|d| d.idle);
+        // Connections only get hot under a policy, and the policy is fixed for the core's life.
+        let idle = self
+            .direct_recv()
+            .map_or(std::time::Duration::ZERO, |d| d.idle);
         let mut work = false;
         // The survivors go into the spare list; both keep their capacity (no allocation).
         let spare = std::mem::take(&mut self.hot_spare);
@@ -109,15 +113,10 @@ impl Core {
                 continue;
             };
             if en.closing {
-                en.hot = None;
+                // `begin_close` already took it off the hot list.
                 continue;
             }
-            let silent = match (en.hot, idle) {
-                (Some(last), Some(idle)) => now.duration_since(last) >= idle,
-                // The policy went away (the idle policy changed): go back to the ring.
-                _ => true,
-            };
-            if silent {
+            if en.hot.is_none_or(|last| now.duration_since(last) >= idle) {
                 en.hot = None;
                 self.arm_recv(key);
             } else {
@@ -130,8 +129,10 @@ impl Core {
     }
 
     /// Direct receives on one hot connection until it would block (or its share is used).
+    /// Nothing while its cancelled ring receive has not completed yet: that receive may still
+    /// take bytes, and they must be handled before anything read after them.
     fn read_hot(&mut self, key: usize, now: Instant) -> (ReadEnd, bool) {
-        let Some(en) = self.conns.get_mut(key) else {
+        let Some(en) = self.conns.get_mut(key).filter(|en| !en.recv_armed) else {
             return (ReadEnd::Open, false);
         };
         let mut got = false;
