@@ -68,10 +68,7 @@ impl PingPong {
 
     /// Word 0 (ping, written by the parent) or word 1 (pong, by the child).
     fn word(&self, i: usize) -> &AtomicU64 {
-        let p = self.base.wrapping_add(i * 128).cast::<u64>();
-        // SAFETY: i is 0 or 1, so the word is inside the 4096-byte page-aligned mapping, which
-        // lives as long as `self`; both processes only access it atomically.
-        unsafe { AtomicU64::from_ptr(p) }
+        self.word_at(i * 128)
     }
 }
 

@@ -822,14 +822,6 @@ impl Core {
                     // now goes through the ring.
                     self.stats.direct_sends += 1;
                     match sock::send_now(&en.fd, &buf) {
-                        Ok(n) if n == buf.len() => {
-                            self.stats.bytes_out += n as u64;
-                            self.stats.writes += 1;
-                            self.stats.frames_out += u64::from(frames);
-                            en.conn.recycle(buf);
-                            self.sent.push(key);
-                            continue;
-                        }
                         Ok(n) => {
                             self.stats.bytes_out += n as u64;
                             off = n;
@@ -843,6 +835,7 @@ impl Core {
                         }
                     }
                 }
+                let whole = off == buf.len();
                 en.send = Some(InFlight {
                     buf,
                     off,
@@ -850,17 +843,21 @@ impl Core {
                     zero_copy,
                     notifs: 0,
                 });
-                self.submit_send(key);
+                if whole {
+                    // Finished after the loop, as a send completion would be (finishing
+                    // schedules the next batch, which must not land in the list taken here).
+                    self.sent.push(key);
+                } else {
+                    self.submit_send(key);
+                }
             } else if en.conn.is_closing() {
                 self.begin_close(key);
             }
         }
         self.dirty = dirty;
-        // Connections whose batch went out whole: schedule what comes next (as a send
-        // completion would).
         let mut sent = std::mem::take(&mut self.sent);
         for key in sent.drain(..) {
-            self.after_event(key);
+            self.maybe_finish_send(key);
         }
         self.sent = sent;
         work
