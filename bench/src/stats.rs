@@ -49,6 +49,38 @@ pub fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// Ratios of measured to floor values taken in the same round (back to back, so both saw
+/// the same host state), summarised as median, minimum and maximum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedRatio {
+    /// Median of the per-round ratios.
+    pub median: f64,
+    /// Smallest per-round ratio.
+    pub min: f64,
+    /// Largest per-round ratio.
+    pub max: f64,
+}
+
+impl PairedRatio {
+    /// From `(measured, floor)` pairs; rounds with a zero floor are skipped. `None` if none is left.
+    pub fn of(pairs: &[(u64, u64)]) -> Option<Self> {
+        let mut r: Vec<f64> = pairs
+            .iter()
+            .filter(|&&(_, f)| f > 0)
+            .map(|&(m, f)| m as f64 / f as f64)
+            .collect();
+        if r.is_empty() {
+            return None;
+        }
+        r.sort_by(f64::total_cmp);
+        Some(Self {
+            median: r[r.len() / 2],
+            min: r[0],
+            max: r[r.len() - 1],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +95,14 @@ mod tests {
         assert_eq!(s.percentile(50.0), 51);
         assert_eq!(s.percentile(100.0), 100);
         assert_eq!(ratio(3.0, 2.0), "1.50x");
+    }
+
+    #[test]
+    fn paired_ratios_pair_rounds_not_pools() {
+        // A host that is 4x slower in the first round: pooled medians would mix the rounds,
+        // paired ratios do not.
+        let r = PairedRatio::of(&[(800, 400), (150, 100), (240, 100), (0, 0)]).unwrap();
+        assert_eq!((r.min, r.median, r.max), (1.5, 2.0, 2.4));
+        assert_eq!(PairedRatio::of(&[(5, 0)]), None);
     }
 }

@@ -267,7 +267,12 @@ fn op(max: usize) -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(if cfg!(miri) { ProptestConfig::with_cases(8) } else { ProptestConfig::default() })]
+    // Under miri: a few cases, and no failure file (miri's isolation has no `getcwd`).
+    #![proptest_config(if cfg!(miri) {
+        ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::default()
+    })]
 
     /// Random reserves, commits, abandons, publishes, reads and releases against a `VecDeque`
     /// model: every record comes out once, in order, byte for byte; reads see exactly what was
