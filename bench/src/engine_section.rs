@@ -12,7 +12,7 @@ use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, Endpoint, Engine, Idl
 
 use crate::Options;
 use crate::pin::pin_to_cpu;
-use crate::stats::{Samples, ratio, us};
+use crate::stats::{PairedRatio, Samples, ratio, us};
 use crate::table::Table;
 
 const SIZE: usize = 64;
@@ -178,6 +178,7 @@ fn latency(n: usize) -> Table {
             "p99.9",
             "floor p50",
             "p50 ratio",
+            "p50 ratio range",
             "p99 ratio",
             "floor",
         ],
@@ -216,25 +217,38 @@ fn latency(n: usize) -> Table {
         ];
         for (i, (mode, idle, busy_floor, fl_name)) in rows.into_iter().enumerate() {
             let (mut fl, mut s) = (Samples::with_capacity(n), Samples::with_capacity(n));
+            let mut rounds = Vec::with_capacity(REPS);
             for _ in 0..REPS {
-                fl.append(floor_of(busy_floor));
-                s.append(netron_rtt(&ep(&format!("rtt{i}")), idle, per));
+                let mut f = floor_of(busy_floor);
+                let mut m = netron_rtt(&ep(&format!("rtt{i}")), idle, per);
+                rounds.push((m.percentile(50.0), f.percentile(50.0)));
+                fl.append(f);
+                s.append(m);
             }
             let (f50, f99) = (fl.percentile(50.0), fl.percentile(99.0));
             let (p50, p99, p999) = (s.percentile(50.0), s.percentile(99.0), s.percentile(99.9));
+            let (p50_ratio, range) = match PairedRatio::of(&rounds) {
+                Some(r) => (
+                    format!("{:.2}x", r.median),
+                    format!("{:.2}-{:.2}x", r.min, r.max),
+                ),
+                None => ("-".to_owned(), "-".to_owned()),
+            };
             t.row(&[
                 format!("{transport} {mode}"),
                 us(p50),
                 us(p99),
                 us(p999),
                 us(f50),
-                ratio(p50 as f64, f50 as f64),
+                p50_ratio,
+                range,
                 ratio(p99 as f64, f99 as f64),
                 fl_name.to_owned(),
             ]);
         }
     }
     t.note(format!("{n} round trips per row in {REPS} alternating floor / Netron runs of {per} (each after {} warm-up round trips); floors: std sockets ping-pong, same sizes and pinning", per / 10));
+    t.note("percentiles pool the runs; the p50 ratio is the median of the per-round ratios (floor and Netron run back to back, so both saw the same host state), with their range");
     t.note(
         "targets: busy-poll p50 <= 1.2x the busy-poll floor; adaptive <= 1.1x the blocking floor",
     );
