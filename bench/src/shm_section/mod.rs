@@ -35,8 +35,7 @@ const RINGS: [usize; 2] = [1 << 20, 4 << 20];
 
 /// Round trips of the spin-floor probe before each throughput run.
 const PROBE_ROUND_TRIPS: usize = 20_000;
-/// Alternating rounds of the spinning round-trip rows (more rounds, `--quick` fewer: see
-/// `rtt_reps`).
+/// Alternating rounds of the spinning round-trip rows (3 with `--quick`).
 const RTT_REPS: usize = 10;
 /// How long any side waits for the other before giving up (nothing here should take long).
 const PATIENCE: Duration = Duration::from_secs(20);
