@@ -17,7 +17,9 @@ use netron_codec::handshake::{
 };
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, Flags, FrameKind, Limits, StatusCode, wire};
-use netron_fuzz::{HeaderSequence, HeaderStep, Item, RoundTrip, batch_prefix};
+use netron_fuzz::{
+    HeaderSequence, HeaderStep, Item, RoundTrip, ShmLayoutInput, ShmRing, batch_prefix,
+};
 
 struct Corpus {
     root: PathBuf,
@@ -433,6 +435,26 @@ fn main() {
         let mut seed = vec![code, 16];
         seed.extend_from_slice(&payload);
         c.write(&dir, &format!("{name}_bomb"), &seed);
+    }
+
+    // netron-shm: honest runs (long enough to wrap small rings) and runs with a tampering
+    // peer; segment headers with a few words overwritten.
+    let dir = c.target("shm_ring");
+    let honest = structured::<ShmRing>(3, 4, 384, |r| r.honest() && r.ops.len() >= 6);
+    let tampered = structured::<ShmRing>(4, 4, 384, |r| !r.honest() && r.ops.len() >= 12);
+    for (i, seed) in honest.iter().enumerate() {
+        c.write(&dir, &format!("honest_{i}"), seed);
+    }
+    for (i, seed) in tampered.iter().enumerate() {
+        c.write(&dir, &format!("tampered_{i}"), seed);
+    }
+    let dir = c.target("shm_layout");
+    c.write(&dir, "untouched", &[3, 5, 0, 0, 0, 0, 0]);
+    for (i, seed) in structured::<ShmLayoutInput>(5, 4, 24, |l| (1..=2).contains(&l.writes.len()))
+        .iter()
+        .enumerate()
+    {
+        c.write(&dir, &format!("overwritten_{i}"), seed);
     }
 
     println!(

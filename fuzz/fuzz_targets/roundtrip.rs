@@ -180,7 +180,7 @@ fn check_frame_spec(
         } else if d.as_micros() < 1 {
             assert_eq!(back.as_micros(), 1);
         } else {
-            let diff = if back > d { back - d } else { d - back };
+            let diff = back.abs_diff(d);
             assert!(
                 diff.as_micros() < 1000,
                 "deadline {d:?} came back as {back:?}"

@@ -1,7 +1,7 @@
-//! Shared pieces of the netron-codec fuzz targets: how a target turns its first input bytes
-//! into settings, the invariants every decoded frame must satisfy, "touch every field" helpers
-//! for verified FlatBuffers tables, and the structured (`arbitrary`) inputs of the stateful
-//! targets. The corpus generator (`examples/gen_corpus.rs`) uses the same definitions, so the
+//! Shared pieces of the netron-codec and netron-shm fuzz targets: how a target turns its first
+//! input bytes into settings, the invariants every decoded frame must satisfy, "touch every
+//! field" helpers for verified FlatBuffers tables, and the structured (`arbitrary`) inputs of
+//! the stateful targets. The corpus generator (`examples/gen_corpus.rs`) uses the same definitions, so the
 //! seeds it writes mean what the targets expect.
 
 use std::borrow::Cow;
@@ -762,4 +762,167 @@ pub fn representations(b: &[u8]) -> Option<Vec<Rep>> {
         out.push(rep);
     }
     Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// netron-shm: a ring driven by honest calls and by a peer that writes whatever it likes, and
+// segment headers written by a peer.
+
+/// Tag of a data record in a ring (`"DATA"` little-endian; docs/shm.md, "Records").
+pub const SHM_TAG_DATA: u32 = u32::from_le_bytes(*b"DATA");
+/// Tag of a padding record in a ring (`"PADD"` little-endian).
+pub const SHM_TAG_PAD: u32 = u32::from_le_bytes(*b"PADD");
+
+/// One step of the `shm_ring` target.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ShmOp {
+    /// The producer sends a record of `len % (capacity + 64)` bytes, then publishes if asked.
+    Send {
+        /// Payload length before reduction.
+        len: u16,
+        /// Publish right after.
+        publish: bool,
+    },
+    /// The producer publishes what it committed.
+    Publish,
+    /// The consumer reads up to `n % 8` records.
+    Read {
+        /// How many reads.
+        n: u8,
+    },
+    /// The consumer releases what it read.
+    Release,
+    /// The consumer asks whether a record is ready.
+    Ready,
+    /// The peer forges a record header at byte `pos` of the data area.
+    Header {
+        /// Byte offset (wrapped into the ring, rounded down to 8).
+        pos: u16,
+        /// Tag to forge.
+        tag: ShmTag,
+        /// Length field to forge.
+        len: ShmLen,
+    },
+    /// The peer forges the header the consumer polls next (at its read position).
+    NextHeader {
+        /// Tag to forge.
+        tag: ShmTag,
+        /// Length field to forge.
+        len: ShmLen,
+    },
+    /// The peer stores any word at byte `pos` of the data area.
+    Word {
+        /// Byte offset (wrapped, rounded down to 8).
+        pos: u16,
+        /// The word.
+        word: u64,
+    },
+    /// The peer writes bytes into the data area from `pos` on.
+    Bytes {
+        /// Byte offset (wrapped).
+        pos: u16,
+        /// The bytes (at most 512 are written).
+        bytes: Vec<u8>,
+    },
+    /// The peer moves `head` by `delta` 8-byte words from where it is.
+    HeadBy {
+        /// Signed move in words.
+        delta: i16,
+    },
+    /// The peer stores any value to `head`.
+    Head {
+        /// The value.
+        value: u64,
+    },
+    /// The peer stores any value to the consumer's sleep word.
+    Sleeping {
+        /// The value.
+        value: u64,
+    },
+}
+
+/// The tag a forged header carries.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub enum ShmTag {
+    /// A data record's tag.
+    Data,
+    /// A padding record's tag.
+    Pad,
+    /// Anything else.
+    Other(u32),
+}
+
+impl ShmTag {
+    /// The 32-bit tag value.
+    pub fn value(self) -> u32 {
+        match self {
+            Self::Data => SHM_TAG_DATA,
+            Self::Pad => SHM_TAG_PAD,
+            Self::Other(v) => v,
+        }
+    }
+}
+
+/// The length field of a forged header: mostly near the ring's size, where the bounds checks
+/// decide (a random `u32` would almost never land there), sometimes anything.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub enum ShmLen {
+    /// `v % (2 * capacity)`.
+    Near(u16),
+    /// Any value.
+    Raw(u32),
+}
+
+impl ShmLen {
+    /// The length field for a ring of `capacity` bytes.
+    pub fn value(self, capacity: usize) -> u32 {
+        match self {
+            Self::Near(v) => (v as usize % (2 * capacity)) as u32,
+            Self::Raw(v) => v,
+        }
+    }
+}
+
+/// Input of the `shm_ring` target: a ring capacity and the steps to run on it.
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ShmRing {
+    /// Capacity code: the ring holds `64 << (cap_log % 11)` bytes (64 B to 64 KiB).
+    pub cap_log: u8,
+    /// The steps.
+    pub ops: Vec<ShmOp>,
+}
+
+impl ShmRing {
+    /// The ring capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        64 << (self.cap_log % 11)
+    }
+
+    /// `true` if no step tampers with the ring.
+    pub fn honest(&self) -> bool {
+        self.ops.iter().all(|op| {
+            matches!(
+                op,
+                ShmOp::Send { .. }
+                    | ShmOp::Publish
+                    | ShmOp::Read { .. }
+                    | ShmOp::Release
+                    | ShmOp::Ready
+            )
+        })
+    }
+}
+
+/// Input of the `shm_layout` target: a valid segment header for two capacities, then words
+/// overwritten, and a mapped length that may differ from the one the header states.
+#[derive(Debug, Clone, Arbitrary)]
+pub struct ShmLayoutInput {
+    /// Client-to-server capacity code (`64 << (code % 25)`, up to 1 GiB).
+    pub to_server: u8,
+    /// Server-to-client capacity code.
+    pub to_client: u8,
+    /// `(word index % 16, value)` pairs written over the header words.
+    pub writes: Vec<(u8, u64)>,
+    /// Added to the header's length to make the mapped length (wrapping).
+    pub len_delta: i32,
 }

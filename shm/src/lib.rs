@@ -46,7 +46,8 @@
 //! # Ok::<(), netron_shm::Error>(())
 //! ```
 //!
-//! For threads in one process, [`channel`] gives the same ring on the heap.
+//! For threads in one process, [`channel`] gives the same ring on the heap, and
+//! [`testing::TamperedChannel`] one whose peer side a test or fuzz target controls.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -63,6 +64,8 @@ pub mod ring;
 #[cfg(not(loom))]
 mod segment;
 mod sync;
+#[cfg(not(loom))]
+pub mod testing;
 
 pub use config::Config;
 #[cfg(not(loom))]

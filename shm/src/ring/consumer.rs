@@ -66,6 +66,12 @@ impl Consumer {
         self.cap as usize
     }
 
+    /// Bytes of ring moved past so far (records and padding): the next header polled is at
+    /// `read_position() % capacity()`.
+    pub fn read_position(&self) -> u64 {
+        self.read.get()
+    }
+
     /// The next record's payload, or `None` if none is published yet.
     ///
     /// The slice points into shared memory and stays valid until [`release`](Self::release).

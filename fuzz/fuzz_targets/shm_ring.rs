@@ -1,0 +1,172 @@
+//! A netron-shm ring driven by honest producer and consumer calls and by a peer that writes
+//! anything into the shared words (`netron_shm::testing::TamperedChannel`).
+//!
+//! No panic, whatever the peer writes. While nobody tampers, every record comes out once, in
+//! order, byte for byte, and `Full` only publishes. Once the peer has tampered, a record may
+//! come out wrong (the peer owns those bytes), but never longer than `capacity - 16`; errors
+//! are `Corrupt` (then `Closed` for every later call on either half), never anything else.
+#![no_main]
+
+use std::collections::VecDeque;
+
+use libfuzzer_sys::fuzz_target;
+use netron_fuzz::{ShmOp, ShmRing};
+use netron_shm::Error;
+use netron_shm::testing::TamperedChannel;
+
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
+}
+
+/// What an honest run must see, and whether the run can still be checked against it.
+struct Model {
+    pending: Vec<Vec<u8>>,
+    published: VecDeque<Vec<u8>>,
+    tampered: bool,
+    failed: bool,
+}
+
+impl Model {
+    /// A half reported an error: only `Corrupt` (first) and `Closed` (after) are allowed, and
+    /// only after tampering.
+    fn error(&mut self, e: Error) {
+        assert!(self.tampered, "honest traffic failed: {e}");
+        match e {
+            Error::Corrupt { .. } => self.failed = true,
+            Error::Closed => assert!(self.failed, "Closed before any Corrupt"),
+            other => panic!("unexpected error {other}"),
+        }
+    }
+}
+
+fuzz_target!(|input: ShmRing| {
+    let cap = input.capacity();
+    let max = cap - 16;
+    let mut t = TamperedChannel::new(cap).expect("valid capacity");
+    let mut m = Model {
+        pending: Vec::new(),
+        published: VecDeque::new(),
+        tampered: false,
+        failed: false,
+    };
+    let mut seq = 0u64;
+    for op in input.ops {
+        match op {
+            ShmOp::Send { len, publish } => {
+                let len = len as usize % (cap + 64);
+                let data = payload(seq, len);
+                match t.producer().send(&data) {
+                    Ok(()) => {
+                        assert!(!m.failed, "send succeeded on a failed ring");
+                        m.pending.push(data);
+                        seq += 1;
+                    }
+                    Err(Error::Full) => {
+                        assert!(!m.failed, "Full on a failed ring");
+                        let pending = std::mem::take(&mut m.pending);
+                        m.published.extend(pending);
+                    }
+                    Err(Error::TooLarge { len: l, max: x }) => {
+                        assert!(!m.failed, "TooLarge on a failed ring");
+                        assert_eq!((l, x), (len, max));
+                        assert!(len > max);
+                    }
+                    Err(e) => m.error(e),
+                }
+                if publish {
+                    t.producer()
+                        .publish()
+                        .expect("publish on an in-process ring");
+                    let pending = std::mem::take(&mut m.pending);
+                    m.published.extend(pending);
+                }
+            }
+            ShmOp::Publish => {
+                t.producer()
+                    .publish()
+                    .expect("publish on an in-process ring");
+                let pending = std::mem::take(&mut m.pending);
+                m.published.extend(pending);
+            }
+            ShmOp::Read { n } => {
+                for _ in 0..n % 8 {
+                    match t.consumer().read().map(|r| r.map(<[u8]>::to_vec)) {
+                        Ok(got) => {
+                            assert!(!m.failed, "read succeeded on a failed ring");
+                            if let Some(r) = &got {
+                                assert!(r.len() <= max, "a record longer than the ring allows");
+                            }
+                            if !m.tampered {
+                                assert_eq!(got, m.published.pop_front());
+                            }
+                            if got.is_none() {
+                                break;
+                            }
+                        }
+                        Err(e) => m.error(e),
+                    }
+                }
+            }
+            ShmOp::Release => t.consumer().release(),
+            ShmOp::Ready => match t.consumer().ready() {
+                Ok(ready) => {
+                    assert!(!m.failed, "ready succeeded on a failed ring");
+                    if !m.tampered {
+                        assert_eq!(ready, !m.published.is_empty());
+                    }
+                }
+                Err(e) => m.error(e),
+            },
+            ShmOp::Header { pos, tag, len } => {
+                m.tampered = true;
+                let len = len.value(cap);
+                t.store_data_word(pos.into(), (u64::from(tag.value()) << 32) | u64::from(len));
+            }
+            ShmOp::NextHeader { tag, len } => {
+                m.tampered = true;
+                let len = len.value(cap);
+                t.store_next_header((u64::from(tag.value()) << 32) | u64::from(len));
+            }
+            ShmOp::Word { pos, word } => {
+                m.tampered = true;
+                t.store_data_word(pos.into(), word);
+            }
+            ShmOp::Bytes { pos, bytes } => {
+                m.tampered = true;
+                t.write_data(pos.into(), &bytes[..bytes.len().min(512)]);
+            }
+            ShmOp::HeadBy { delta } => {
+                m.tampered = true;
+                let head = t.head();
+                t.store_head(head.wrapping_add_signed(i64::from(delta) * 8));
+            }
+            ShmOp::Head { value } => {
+                m.tampered = true;
+                t.store_head(value);
+            }
+            ShmOp::Sleeping { value } => {
+                m.tampered = true;
+                t.store_sleeping(value);
+            }
+        }
+    }
+    if !m.tampered {
+        // Everything committed comes out, in order.
+        t.producer()
+            .publish()
+            .expect("publish on an in-process ring");
+        let pending = std::mem::take(&mut m.pending);
+        m.published.extend(pending);
+        while let Some(r) = t
+            .consumer()
+            .read()
+            .expect("honest ring")
+            .map(<[u8]>::to_vec)
+        {
+            assert_eq!(Some(r), m.published.pop_front());
+        }
+        assert!(m.published.is_empty(), "published records never came out");
+    }
+});
