@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# miri over the shm ring logic (unit tests and the proptest model on heap rings).
+# miri over the shm ring logic (unit tests, the proptest model and the TamperedChannel tests,
+# on heap rings).
 #
 # Needs a nightly toolchain with the miri and rust-src components. The machine image carries
 # `nightly` (2026-05-20) without miri; the component comes from rustup's server. Where no
@@ -30,4 +31,4 @@ cargo "+$tc" miri --version
 # write was atomic") when ring bytes written as payload in one lap are a header word, stored
 # atomically, in the next. Orderings are loom's job (shm/tests/loom.rs); miri checks bounds,
 # aliasing and data races here.
-MIRIFLAGS="-Zmiri-disable-weak-memory-emulation" cargo "+$tc" miri test -p netron-shm --lib ring::
+MIRIFLAGS="-Zmiri-disable-weak-memory-emulation" cargo "+$tc" miri test -p netron-shm --lib -- ring:: testing::
