@@ -16,9 +16,9 @@ tc=""
 for cand in nightly "$PINNED"; do
   if has_miri "$cand"; then tc=$cand; break; fi
   if rustup toolchain list | grep -q "^$cand"; then
-    timeout 300 rustup component add miri rust-src --toolchain "$cand" >/dev/null 2>&1 || true
+    timeout 180 rustup component add miri rust-src --toolchain "$cand" >/dev/null 2>&1 || true
   else
-    timeout 600 rustup toolchain install "$cand" --profile minimal -c miri,rust-src >/dev/null 2>&1 || true
+    timeout 240 rustup toolchain install "$cand" --profile minimal -c miri,rust-src >/dev/null 2>&1 || true
   fi
   if has_miri "$cand"; then tc=$cand; break; fi
 done
