@@ -190,8 +190,8 @@ fn latency(n: usize) -> Table {
         spin: Duration::ZERO,
     };
     // The host's speed drifts from one second to the next: each row alternates `REPS` floor
-    // and Netron runs of n / REPS round trips and pools each side's samples, so both see the
-    // same conditions.
+    // and Netron runs of n / REPS round trips; the percentiles pool each side's samples, the
+    // p50 ratio pairs each Netron run with the floor run just before it.
     let per = (n / REPS).max(1);
     for transport in ["tcp", "unix"] {
         let floor_of = |busy: bool| {

@@ -72,13 +72,20 @@ impl PairedRatio {
         if r.is_empty() {
             return None;
         }
-        r.sort_by(f64::total_cmp);
+        let median = median(&mut r);
         Some(Self {
-            median: r[r.len() / 2],
+            median,
             min: r[0],
             max: r[r.len() - 1],
         })
     }
+}
+
+/// The median of `v` (the upper one for an even count), sorting `v` in place. `v` must not be
+/// empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[cfg(test)]

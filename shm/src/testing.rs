@@ -12,15 +12,11 @@
 //! is safe code with no aliasing to break. (Between processes the peer can write at any time;
 //! docs/shm.md, "What is validated", says what that can and cannot do.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::doorbell::{Bell, ThreadBell};
 use crate::error::Result;
-use crate::layout::check_capacity;
-use crate::liveness::Link;
-use crate::ring::mem::{self, RingMem};
-use crate::ring::{Consumer, Producer};
+use crate::ring::mem::RingMem;
+use crate::ring::{Consumer, Producer, heap_channel};
 use crate::sync::Ordering;
 
 /// An in-process ring plus raw write access to everything its peer could write.
@@ -42,17 +38,7 @@ impl std::fmt::Debug for TamperedChannel {
 impl TamperedChannel {
     /// A ring of `capacity` bytes (a power of two, 64 B to 1 GiB) whose halves never spin.
     pub fn new(capacity: usize) -> Result<Self> {
-        check_capacity(capacity)?;
-        let raw = mem::heap_ring(capacity);
-        let bell: Arc<dyn Bell> = Arc::new(ThreadBell::default());
-        let link = Arc::new(Link::local());
-        let consumer = Consumer::new(
-            raw.share(),
-            Arc::clone(&bell),
-            Arc::clone(&link),
-            Duration::ZERO,
-        );
-        let producer = Producer::new(raw.share(), bell, link, Duration::ZERO);
+        let (raw, producer, consumer) = heap_channel(capacity, Duration::ZERO)?;
         Ok(Self {
             raw,
             producer,

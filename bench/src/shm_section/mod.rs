@@ -19,8 +19,8 @@ mod floors;
 use floors::{memcpy_floor, records_floor, spin_floor};
 
 use crate::Options;
-use crate::pin::pin_to_cpu;
-use crate::stats::{PairedRatio, Samples, ratio, us};
+use crate::pin::{pin_exact, pin_to_cpu};
+use crate::stats::{PairedRatio, Samples, median, ratio, us};
 use crate::table::Table;
 
 const CHILD: &str = "NETRON_BENCH_SHM_CHILD";
@@ -95,8 +95,8 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
     let reps = if opts.quick { 3 } else { RTT_REPS };
     let per = rtt_n / reps;
     let round_budget = budget / reps as u32;
-    let (mut vs_floor, mut vs_records, mut records_vs_floor, mut floor_p50s) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Each round's p50s: (spin floor, records floor, netron-shm).
+    let mut rounds: Vec<(u64, u64, u64)> = Vec::with_capacity(reps);
     let (mut floor, mut records, mut shm) = (
         Samples::with_capacity(rtt_n),
         Samples::with_capacity(rtt_n),
@@ -106,7 +106,6 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
     for _ in 0..reps {
         let (mut s, k) = spin_floor(per, round_budget)?;
         let f = s.percentile(50.0);
-        floor_p50s.push(f);
         floor.append(s);
         floor_n += k;
         let (mut s, k) = records_floor(per, round_budget)?;
@@ -117,9 +116,7 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
         let m = s.percentile(50.0);
         shm.append(s);
         shm_n += k;
-        vs_floor.push((m, f));
-        vs_records.push((m, r));
-        records_vs_floor.push((r, f));
+        rounds.push((f, r, m));
     }
     let rtt_n = per * reps;
     let (mut wake, wake_n_got) = shm_round_trip(wake_n, "echo_sleepy", 300, budget)?;
@@ -149,9 +146,13 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
         "1.00x".to_owned(),
         "1.00x".to_owned(),
     ]);
-    let paired = |pairs: &[(u64, u64)]| PairedRatio::of(pairs).ok_or("no round-trip samples");
-    let (vs_floor, vs_records) = (paired(&vs_floor)?, paired(&vs_records)?);
-    let records_vs_floor = paired(&records_vs_floor)?;
+    let paired = |pair: fn(&(u64, u64, u64)) -> (u64, u64)| {
+        let pairs: Vec<(u64, u64)> = rounds.iter().map(pair).collect();
+        PairedRatio::of(&pairs).ok_or("no round-trip samples")
+    };
+    let vs_floor = paired(|&(f, _, m)| (m, f))?;
+    let vs_records = paired(|&(_, r, m)| (m, r))?;
+    let records_vs_floor = paired(|&(f, r, _)| (r, f))?;
     let wake_p50_ratio = wake.percentile(50.0) as f64 / f50.max(1) as f64;
     for (label, s, p50_ratio) in [
         (
@@ -176,9 +177,10 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
             ratio(p99 as f64, f99 as f64),
         ]);
     }
+    let floor_p50s = rounds.iter().map(|&(f, _, _)| f);
     let (fmin, fmax) = (
-        floor_p50s.iter().min().copied().unwrap_or(0),
-        floor_p50s.iter().max().copied().unwrap_or(0),
+        floor_p50s.clone().min().unwrap_or(0),
+        floor_p50s.max().unwrap_or(0),
     );
     rtt.note(format!(
         "target: netron-shm p50 <= 1.3x the spin floor: {:.2}x, median of {reps} rounds' ratios, range {:.2}-{:.2}x ({}); the floor's own p50 ranged {} to {} over the rounds",
@@ -313,35 +315,28 @@ fn throughput_table(
             }
         }
         let (all, mib) = best_all.ok_or("no ring sizes")?;
-        let (goal, unit) = if size == 64 {
-            (20e6, "M records/s")
+        let (target, goal) = if size == 64 {
+            (">= 20 M records/s", 20e6)
         } else {
-            (0.5 * floor_rate, "of the memcpy floor")
+            (">= 50% of the memcpy floor", 0.5 * floor_rate)
         };
         let show = |r: f64| {
+            let verdict = if r >= goal { "met" } else { "NOT met" };
             if size == 64 {
-                format!("{:.1} {unit}", r / 1e6)
+                format!("{:.1} M records/s ({verdict})", r / 1e6)
             } else {
-                format!("{:.0}% {unit}", 100.0 * r / floor_rate)
+                format!(
+                    "{:.0}% of the memcpy floor ({verdict})",
+                    100.0 * r / floor_rate
+                )
             }
         };
-        let verdict = |r: f64| if r >= goal { "met" } else { "NOT met" };
+        let near = best_near
+            .map(|(r, mib)| format!("; {} in near-placement runs with {mib} MiB rings", show(r)))
+            .unwrap_or_default();
         verdicts.push(format!(
-            "target: {label} {}: {} over all runs with {mib} MiB rings ({}){}",
-            if size == 64 {
-                ">= 20 M records/s"
-            } else {
-                ">= 50% of the memcpy floor"
-            },
-            show(all),
-            verdict(all),
-            best_near
-                .map(|(r, mib)| format!(
-                    "; {} in near-placement runs with {mib} MiB rings ({})",
-                    show(r),
-                    verdict(r)
-                ))
-                .unwrap_or_default(),
+            "target: {label} {target}: {} over all runs with {mib} MiB rings{near}",
+            show(all)
         ));
     }
     for v in verdicts {
@@ -355,27 +350,6 @@ fn throughput_table(
     ));
     tp.note("rings of 1 MiB (the default) and 4 MiB (bigger than a core's 1 MiB L2: the producer then rarely overwrites lines the consumer still holds)");
     Ok(tp)
-}
-
-/// Pins the calling thread to `cpu` exactly (whatever the inherited affinity was).
-fn pin_exact(cpu: usize) -> bool {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if online <= cpu as libc::c_long {
-        return false;
-    }
-    // SAFETY: an all-zero `cpu_set_t` is a valid, empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below the number of online CPUs, hence below CPU_SETSIZE; CPU_SET only
-    // writes inside `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is initialised and its exact size is passed.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Cost of an `Instant::now()` pair, median of many, in ns.

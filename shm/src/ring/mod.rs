@@ -18,6 +18,7 @@ use crate::doorbell::{Bell, ThreadBell};
 use crate::error::Result;
 use crate::layout::check_capacity;
 use crate::liveness::Link;
+use mem::RingMem;
 
 /// Bytes of ring a record with a `len`-byte payload occupies (8-byte header, 8-byte aligned).
 pub fn record_footprint(len: usize) -> usize {
@@ -30,13 +31,22 @@ pub fn record_footprint(len: usize) -> usize {
 /// half makes the other's waits return `PeerGone`. `spin` is how long `wait` busy-polls before
 /// sleeping.
 pub fn channel(capacity: usize, spin: Duration) -> Result<(Producer, Consumer)> {
+    let (_, producer, consumer) = heap_channel(capacity, spin)?;
+    Ok((producer, consumer))
+}
+
+/// [`channel`], plus a third handle on the ring's memory (for `testing::TamperedChannel`).
+pub(crate) fn heap_channel(
+    capacity: usize,
+    spin: Duration,
+) -> Result<(RingMem, Producer, Consumer)> {
     check_capacity(capacity)?;
     let mem = mem::heap_ring(capacity);
     let bell: Arc<dyn Bell> = Arc::new(ThreadBell::default());
     let link = Arc::new(Link::local());
     let consumer = Consumer::new(mem.share(), Arc::clone(&bell), Arc::clone(&link), spin);
-    let producer = Producer::new(mem, bell, link, spin);
-    Ok((producer, consumer))
+    let producer = Producer::new(mem.share(), bell, link, spin);
+    Ok((mem, producer, consumer))
 }
 
 #[cfg(all(test, not(loom)))]
