@@ -58,7 +58,7 @@ mod kind;
 mod limits;
 mod status;
 
-pub use batch::{BatchEncoder, FrameBuilder};
+pub use batch::{BatchEncoder, FrameBuilder, PayloadBuf};
 pub use compress::Compression;
 pub use error::{CompressionError, DecodeError, EncodeError, HandshakeError, HeaderError};
 pub use frame::{Frame, FrameIter, decode_batch};

@@ -85,6 +85,13 @@ pub(crate) fn shutdown(fd: &OwnedFd) {
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
 }
 
+/// Shuts the receiving side down: a connection that is closing reads nothing more (its
+/// pending receive completes with EOF), while what it still has to send goes out.
+pub(crate) fn shutdown_read(fd: &OwnedFd) {
+    // SAFETY: `fd` is a valid open descriptor owned by the caller for the whole call.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) };
+}
+
 /// One non-blocking receive into `buf` (`MSG_DONTWAIT`; the descriptor itself stays blocking,
 /// as io_uring expects). `Ok(0)` is an orderly EOF; `WouldBlock` means nothing is queued.
 pub(crate) fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
