@@ -146,6 +146,11 @@ pub struct CoreConfig {
     /// instead of the io_uring multishot receive (default: on, 8 connections, 200 µs). Ignored
     /// by adaptive cores, which must be able to park in the ring. `None` turns it off.
     pub direct_recv: Option<DirectRecv>,
+    /// Test-only fault injection: after this many loop turns, every `io_uring_enter` fails
+    /// with `EPERM`, as under a seccomp filter installed after setup.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fail_enter_after_turns: Option<u64>,
     /// Handshake settings offered as a server.
     pub server: ServerConfig,
     /// Handshake settings offered as a client.
@@ -168,6 +173,8 @@ impl Default for CoreConfig {
             idle_frame_budget: FrameBudget::default(),
             send_zc_threshold: None,
             direct_recv: Some(DirectRecv::default()),
+            #[cfg(feature = "fault-injection")]
+            fail_enter_after_turns: None,
             server: ServerConfig::default(),
             client: ClientConfig::default(),
         }

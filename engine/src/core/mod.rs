@@ -530,6 +530,14 @@ impl Core {
     }
 
     fn enter(&mut self, work: bool) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if self
+            .cfg
+            .fail_enter_after_turns
+            .is_some_and(|n| self.stats.turns > n)
+        {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
         let to_submit = self.ring.submission().len() as u32;
         let park = match self.cfg.idle {
             IdlePolicy::BusyPoll => false,
