@@ -7,6 +7,7 @@
 //! policy, poll or park.
 
 mod hot;
+mod listener;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -73,12 +74,6 @@ struct Entry {
     hot: Option<Instant>,
 }
 
-struct Listener {
-    fd: OwnedFd,
-    endpoint: Endpoint,
-    armed: bool,
-}
-
 #[derive(Clone, Copy)]
 struct Cqe {
     user_data: u64,
@@ -99,7 +94,7 @@ pub struct Core {
     bufs: BufRing,
     conns: Slab<Entry>,
     next_gen: u32,
-    listeners: Vec<Listener>,
+    listeners: listener::Listeners,
     registry: Arc<Registry>,
     inbox: Arc<Inbox>,
     inbox_buf: Box<[u8; 8]>,
@@ -195,7 +190,7 @@ impl Core {
             bufs,
             conns: Slab::new(),
             next_gen: 0,
-            listeners: Vec::new(),
+            listeners: listener::Listeners::default(),
             registry,
             inbox: inbox.clone(),
             inbox_buf: Box::new([0; 8]),
@@ -239,25 +234,6 @@ impl Core {
         self.stopped
     }
 
-    /// Listens on `endpoint` with a socket of this core's own (TCP: `SO_REUSEPORT`). Returns
-    /// the bound endpoint (useful with port 0).
-    pub fn listen(&mut self, endpoint: &Endpoint) -> io::Result<Endpoint> {
-        let fd = sock::listen(endpoint, 1024)?;
-        let bound = sock::local_endpoint(&fd, endpoint);
-        self.add_listener(fd, bound.clone());
-        Ok(bound)
-    }
-
-    pub(crate) fn add_listener(&mut self, fd: OwnedFd, endpoint: Endpoint) {
-        self.listeners.push(Listener {
-            fd,
-            endpoint,
-            armed: false,
-        });
-        let idx = self.listeners.len() - 1;
-        self.arm_accept(idx);
-    }
-
     // ---- submissions -------------------------------------------------------------------
 
     fn push(&mut self, entry: squeue::Entry) {
@@ -286,19 +262,6 @@ impl Core {
         .user_data(Token::new(Op::Inbox, 0, 0).encode());
         self.push(e);
         self.inbox_armed = true;
-    }
-
-    fn arm_accept(&mut self, idx: usize) {
-        let l = &mut self.listeners[idx];
-        if l.armed || self.drain_until.is_some() {
-            return;
-        }
-        l.armed = true;
-        let e = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(Token::new(Op::Accept, idx, 0).encode());
-        self.push(e);
     }
 
     fn arm_recv(&mut self, key: usize) {
@@ -457,6 +420,7 @@ impl Core {
         if now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = now;
             self.expire_tasks(now);
+            self.retry_accepts(now);
         }
         work |= self.flush();
         self.finish_closes();
@@ -470,8 +434,7 @@ impl Core {
                 for k in keys {
                     self.begin_close(k);
                 }
-                self.listeners.clear();
-                self.stopped = self.conns.is_empty();
+                self.stopped = self.conns.is_empty() && self.listeners.all_closed();
             }
         }
         self.enter(work)?;
@@ -594,32 +557,6 @@ impl Core {
             Op::Recv => self.on_recv(t, c, now),
             Op::Send => self.on_send(t, c),
             Op::Cancel => {}
-        }
-    }
-
-    fn on_accept(&mut self, idx: usize, c: Cqe, now: Instant) {
-        let Some(l) = self.listeners.get_mut(idx) else {
-            return;
-        };
-        if !cqueue::more(c.flags) {
-            l.armed = false;
-        }
-        let tcp = matches!(l.endpoint, Endpoint::Tcp(_));
-        if c.result >= 0 {
-            use std::os::fd::FromRawFd;
-            // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
-            if tcp {
-                sock::set_nodelay(&fd);
-            }
-            if self.add_conn(fd, Role::Server, now).is_some() {
-                self.stats.accepted += 1;
-            }
-        } else {
-            self.stats.count_error("accept_failed");
-        }
-        if self.listeners.get(idx).is_some_and(|l| !l.armed) {
-            self.arm_accept(idx);
         }
     }
 
@@ -1102,6 +1039,7 @@ impl Core {
             return;
         }
         self.drain_until = Some(Instant::now() + drain);
+        self.close_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             if let Some(en) = self.conns.get_mut(k) {
@@ -1232,16 +1170,18 @@ impl Drop for Core {
         for k in keys {
             self.begin_close(k);
         }
-        self.listeners.clear();
+        self.close_listeners();
         let end = Instant::now() + Duration::from_secs(2);
-        while !self.conns.is_empty() && Instant::now() < end {
-            let _ = self.ring.submit_and_wait(0);
+        while !(self.conns.is_empty() && self.listeners.all_closed()) && Instant::now() < end {
+            // Wait up to 1 ms for completions, running deferred ones (GETEVENTS).
+            let ts = types::Timespec::new().nsec(1_000_000);
+            let _ = self
+                .ring
+                .submitter()
+                .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
             let now = Instant::now();
             self.reap(now);
             self.finish_closes();
-            if !self.conns.is_empty() {
-                std::thread::sleep(Duration::from_micros(100));
-            }
         }
         // Operations that never completed may still reference their send buffers: leak those
         // rather than free memory the kernel might touch.

@@ -1,58 +1,180 @@
-//! Sockets: listeners (one per core with `SO_REUSEPORT` for TCP), outgoing connections, socket
-//! options, and the direct I/O of hot connections on busy-poll cores: a non-blocking receive
-//! per turn ([`recv_now`]) and a non-blocking send per batch ([`send_now`]).
+//! Sockets: listeners (one listening socket per endpoint; the engine's cores share it
+//! through duplicates of its descriptor), outgoing connections, socket options, and the direct I/O of hot connections on busy-poll
+//! cores: a non-blocking receive per turn ([`recv_now`]) and a non-blocking send per batch
+//! ([`send_now`]).
+//!
+//! A second listener on a live endpoint is refused with "address in use" on every transport:
+//! TCP sockets do not set `SO_REUSEPORT`, so the kernel refuses the second bind atomically; a
+//! Unix socket file is replaced only when nothing listens on it (connecting to it is refused),
+//! and the check-remove-bind sequence runs under an exclusive `flock` of the socket's
+//! directory, so two Netron processes never both decide a file is stale.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::Endpoint;
 
-/// A listening socket for `endpoint`. TCP listeners set `SO_REUSEPORT`, so each core binds its
-/// own and the kernel spreads connections across them. A Unix socket path can be bound only
-/// once: the engine binds it once and gives every core a duplicate of the descriptor.
-pub(crate) fn listen(endpoint: &Endpoint, backlog: i32) -> io::Result<OwnedFd> {
-    let (socket, addr) = match endpoint {
-        Endpoint::Tcp(a) => {
-            let s = Socket::new(Domain::for_address(*a), Type::STREAM.cloexec(), None)?;
-            s.set_reuse_address(true)?;
-            s.set_reuse_port(true)?;
-            s.set_tcp_nodelay(true)?;
-            (s, SockAddr::from(*a))
-        }
-        Endpoint::Unix(p) => {
-            // A stale socket file from a previous run would make bind fail.
-            if let Ok(meta) = std::fs::symlink_metadata(p) {
-                use std::os::unix::fs::FileTypeExt;
-                if meta.file_type().is_socket() {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            (
-                Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?,
-                SockAddr::unix(p)?,
-            )
-        }
-    };
-    socket.bind(&addr)?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
+/// A listening socket as bound.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    /// The listening descriptor.
+    pub fd: OwnedFd,
+    /// The address it is bound to (port 0 resolved; a host name replaced by one address).
+    pub endpoint: Endpoint,
+    /// The socket file it created (Unix), removed when this is dropped.
+    pub file: Option<SocketFile>,
 }
 
-/// The address a listener is bound to (for `tcp://127.0.0.1:0`).
-pub(crate) fn local_endpoint(fd: &OwnedFd, requested: &Endpoint) -> Endpoint {
-    match requested {
-        Endpoint::Tcp(_) => {
-            let s = socket2::SockRef::from(fd);
-            s.local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .map_or_else(|| requested.clone(), Endpoint::Tcp)
-        }
-        Endpoint::Unix(_) => requested.clone(),
+/// A Unix socket file this process created. Dropping it removes the file, but only if the
+/// path still names the very socket that was bound (same device and inode): a file someone
+/// else bound there since is left alone.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn of(path: &Path) -> io::Result<SocketFile> {
+        let m = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_owned(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
     }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The error for a second listener on a live endpoint.
+pub(crate) fn in_use(endpoint: &Endpoint, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "address in use: {what} already listens on {endpoint}; stop it or use another endpoint"
+        ),
+    )
+}
+
+/// Binds and listens on `endpoint`: one socket per address (a host name binds every address it
+/// resolved to; port 0 is resolved by the first and reused by the others). A second listener on
+/// a live endpoint fails with [`io::ErrorKind::AddrInUse`] and a message that names it.
+pub(crate) fn listen(endpoint: &Endpoint, backlog: i32) -> io::Result<Vec<Bound>> {
+    match endpoint {
+        Endpoint::Tcp(a) => Ok(vec![listen_tcp(*a, false, backlog)?]),
+        Endpoint::Unix(p) => listen_unix(endpoint, p, backlog).map(|b| vec![b]),
+    }
+}
+
+fn listen_tcp(a: SocketAddr, only_v6: bool, backlog: i32) -> io::Result<Bound> {
+    let s = Socket::new(Domain::for_address(a), Type::STREAM.cloexec(), None)?;
+    // SO_REUSEADDR lets a restarted engine bind while its old connections sit in TIME_WAIT; it
+    // does not let a second listener in (only SO_REUSEPORT would, and it is never set).
+    s.set_reuse_address(true)?;
+    if a.is_ipv6() && only_v6 {
+        // A host name that resolves to both families binds each one separately.
+        s.set_only_v6(true)?;
+    }
+    s.set_tcp_nodelay(true)?;
+    s.bind(&SockAddr::from(a)).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            in_use(&Endpoint::Tcp(a), "another engine or process")
+        } else {
+            e
+        }
+    })?;
+    s.listen(backlog)?;
+    let actual = s.local_addr().ok().and_then(|l| l.as_socket()).unwrap_or(a);
+    Ok(Bound {
+        fd: s.into(),
+        endpoint: Endpoint::Tcp(actual),
+        file: None,
+    })
+}
+
+/// Takes an exclusive `flock` on `path`'s directory for as long as the returned descriptor
+/// lives (best effort: `None` if the directory cannot be opened).
+pub(crate) fn lock_dir(path: &Path) -> Option<std::fs::File> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let f = std::fs::File::open(dir).ok()?;
+    loop {
+        // SAFETY: `f` is an open descriptor for the whole call; flock has no memory arguments.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Some(f);
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
+/// Whether something listens on the Unix socket file `p`: `Some(true)` if a connection is
+/// accepted or queued (or the backlog is full), `Some(false)` if it is refused (a stale file
+/// whose listener is gone), `None` if the probe says neither (permissions, a vanished file).
+pub(crate) fn unix_listening(p: &Path) -> Option<bool> {
+    let s = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).ok()?;
+    s.set_nonblocking(true).ok()?;
+    match s.connect(&SockAddr::unix(p).ok()?) {
+        Ok(()) => Some(true),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINPROGRESS) => Some(true),
+            Some(libc::ECONNREFUSED) => Some(false),
+            _ => None,
+        },
+    }
+}
+
+fn listen_unix(endpoint: &Endpoint, p: &Path, backlog: i32) -> io::Result<Bound> {
+    // Held until the socket listens: another Netron process probing the same path waits, and
+    // then finds this socket live.
+    let _lock = lock_dir(p);
+    if let Ok(meta) = std::fs::symlink_metadata(p) {
+        if !meta.file_type().is_socket() {
+            return Err(in_use(endpoint, "a file that is not a socket"));
+        }
+        match unix_listening(p) {
+            Some(true) => return Err(in_use(endpoint, "another engine or process")),
+            // Stale: its listener is gone (killed, or exited without removing it).
+            Some(false) => {
+                let _ = std::fs::remove_file(p);
+            }
+            None => {} // bind says what is wrong
+        }
+    }
+    let s = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    s.bind(&SockAddr::unix(p)?).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            in_use(endpoint, "another engine or process")
+        } else {
+            e
+        }
+    })?;
+    let file = SocketFile::of(p)?;
+    s.listen(backlog)?;
+    Ok(Bound {
+        fd: s.into(),
+        endpoint: endpoint.clone(),
+        file: Some(file),
+    })
 }
 
 /// Connects to `endpoint` (blocking, on the caller's thread), with `TCP_NODELAY` on.
