@@ -1,11 +1,13 @@
 //! Listeners and lifecycle (issue 11, items 13–16): one engine per endpoint, shutdown that
-//! releases everything before it returns, accept errors that back off. Each scenario runs for TCP and Unix sockets where both apply.
+//! releases everything before it returns, accept errors that back off, and connects that try
+//! every address of a host name. Each scenario runs for TCP and Unix sockets where both apply.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use netron_engine::{Core, CoreConfig, CoreStats, Endpoint, Engine};
+use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, Endpoint, Engine};
 use netron_tests::{calc, unix_path};
 
 const DL: Option<Duration> = Some(Duration::from_secs(5));
@@ -288,4 +290,53 @@ fn accept_at_the_descriptor_limit_backs_off_and_recovers() {
         text.contains("fd-limit child: ok"),
         "child did not run:\n{text}"
     );
+}
+
+// ---- item 16: every resolved address is tried ----------------------------------------------
+
+#[test]
+fn connect_tries_every_address_of_a_host_name() {
+    // A server only on IPv4 loopback, and a name whose first address is IPv6 loopback (where
+    // nothing listens on that port).
+    let e = server("tcp://127.0.0.1:0", 1).expect("engine");
+    let Endpoint::Tcp(v4) = e.endpoints()[0] else {
+        panic!("tcp")
+    };
+    let v6 = SocketAddr::new("::1".parse().unwrap(), v4.port());
+    let ep = Endpoint::tcp_host(&format!("localhost:{}", v4.port()), [v6, v4]).unwrap();
+    assert_eq!(ep.to_string(), format!("tcp://localhost:{}", v4.port()));
+    let mut core = Core::new(CoreConfig::default()).expect("core");
+    let conn = core
+        .connect(&ep, Duration::from_secs(5))
+        .expect("the second address answers");
+    let slot = std::sync::Arc::new(CallSlot::new());
+    assert_eq!(
+        core.call(conn, b"calc@1.2.0", b"add", &[1, 1], DL, &slot)
+            .unwrap(),
+        [2]
+    );
+    // Nothing listens anywhere: the error names each address.
+    drop(core);
+    drop(e);
+    let mut core = Core::new(CoreConfig::default()).expect("core");
+    let err = core.connect(&ep, Duration::from_secs(5)).unwrap_err();
+    assert!(
+        err.message.contains(&v4.to_string()) && err.message.contains(&v6.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn listening_on_a_host_name_binds_and_reports_each_address() {
+    let e = server("tcp://localhost:0", 1).expect("engine");
+    let eps = e.endpoints().to_vec();
+    assert!(!eps.is_empty());
+    let port = eps[0].tcp_addrs()[0].port();
+    assert_ne!(port, 0);
+    for ep in &eps {
+        let Endpoint::Tcp(a) = ep else { panic!("{ep}") };
+        assert!(a.ip().is_loopback() && a.port() == port, "{ep}");
+        assert_calls(&ep.to_string(), 1);
+    }
+    assert_calls(&format!("tcp://localhost:{port}"), 2);
 }

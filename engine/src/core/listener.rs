@@ -166,7 +166,7 @@ impl Core {
                 State::Idle | State::Closed => {}
             }
         }
-        let tcp = matches!(l.endpoint, Endpoint::Tcp(_));
+        let tcp = matches!(l.endpoint, Endpoint::Tcp(_) | Endpoint::TcpHost { .. });
         if let Some(fd) = accepted {
             if closing || matches!(l.state, State::Cancelling | State::Closed) {
                 // Accepted while the listener closes: close the connection (`fd` drops).
