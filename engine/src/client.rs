@@ -50,17 +50,19 @@ impl Client {
 
     /// Connects to `endpoint` (`tcp://…`, `unix://…`) and completes the handshake.
     pub fn connect(&self, endpoint: &str) -> Result<Channel, Status> {
-        let ep: Endpoint = endpoint
-            .parse()
-            .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
-        let fd = sock::connect(&ep, Duration::from_secs(5))
-            .map_err(|e| Status::unavailable(format!("connect to {ep}: {e}")))?;
+        // Checked first: resolving the name and connecting block too, and must never run on
+        // a core's thread.
         if self.inner.inboxes.iter().any(Inbox::is_current) {
             return Err(Status::new(
                 crate::StatusCode::FailedPrecondition,
                 "Client::connect blocks; calling it from a core's own thread would deadlock (connect before, or from another thread)",
             ));
         }
+        let ep: Endpoint = endpoint
+            .parse()
+            .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
+        let fd = sock::connect(&ep, Duration::from_secs(5))
+            .map_err(|e| Status::unavailable(format!("connect to {ep}: {e}")))?;
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.inboxes.len();
         let inbox = self.inner.inboxes[i].clone();
         let slot = thread_slot();

@@ -340,3 +340,38 @@ fn listening_on_a_host_name_binds_and_reports_each_address() {
     }
     assert_calls(&format!("tcp://localhost:{port}"), 2);
 }
+
+#[test]
+fn a_core_thread_never_resolves_names() {
+    use std::sync::{Arc, OnceLock};
+    // A handler (on a core's thread) that tries to connect by name: refused before any
+    // resolution, so the answer is FailedPrecondition, not a resolver error.
+    let client: Arc<OnceLock<netron_engine::Client>> = Arc::new(OnceLock::new());
+    let c = client.clone();
+    let svc =
+        netron_engine::Service::new("dial", "1.0.0")
+            .unwrap()
+            .unary("name", move |_, reply| {
+                let s = c
+                    .get()
+                    .expect("client set")
+                    .connect("tcp://no-such-host.invalid:1")
+                    .unwrap_err();
+                reply.write(format!("{:?}", s.code).as_bytes());
+                Ok(())
+            });
+    let e = Engine::builder()
+        .cores(1)
+        .service(svc)
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .expect("engine");
+    client.set(e.client()).unwrap();
+    let caller = Engine::builder().cores(1).build().expect("client engine");
+    let ch = caller
+        .client()
+        .connect(&e.endpoints()[0].to_string())
+        .expect("connect");
+    let r = ch.call("dial@1.0.0", "name", &b""[..], DL).unwrap();
+    assert_eq!(String::from_utf8_lossy(&r), "FailedPrecondition");
+}
