@@ -1190,6 +1190,11 @@ impl Drop for Core {
                 std::mem::forget(f.buf);
             }
         }
+        // The inbox's eventfd read stays armed until the ring itself is torn down, which the
+        // kernel finishes later: leak its 8-byte buffer rather than free it under the kernel.
+        if self.inbox_armed {
+            std::mem::forget(std::mem::replace(&mut self.inbox_buf, Box::new([0; 8])));
+        }
         self.bufs.unregister(&self.ring);
     }
 }
