@@ -184,6 +184,32 @@ fn shutdown_with_connections_open_returns_after_releasing_them() {
     }
 }
 
+#[test]
+fn a_caller_driven_core_releases_its_listeners_when_dropped() {
+    for listen in transports("core-drop") {
+        let mut core = Core::new(CoreConfig::default()).expect("core");
+        let bound = core.listen(&listen.parse().unwrap()).expect("listen");
+        assert_eq!(bound.len(), 1);
+        let ep = bound[0].clone();
+        // Let the core arm its accept, then connect (the connection waits in the backlog or
+        // is accepted; either way the socket is live).
+        core.run_once().expect("turn");
+        raw_connect(&ep).expect("live while the core exists");
+        drop(core);
+        match raw_connect(&ep) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+            Err(e) if matches!(ep, Endpoint::Unix(_)) && e.kind() == ErrorKind::NotFound => {}
+            r => panic!("{ep} after the core dropped: {r:?}"),
+        }
+        if let Endpoint::Unix(p) = &ep {
+            assert!(!p.exists(), "the core removes the socket file it created");
+        }
+        // Bindable again at once.
+        let again = server(&ep.to_string(), 1).expect("rebind");
+        assert_calls(&again.endpoints()[0].to_string(), 2);
+    }
+}
+
 // ---- item 15: persistent accept errors back off --------------------------------------------
 
 const CHILD: &str = "NETRON_LISTENERS_FD_LIMIT_CHILD";
