@@ -268,3 +268,51 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::config::CoreConfig;
+
+    /// Whether the peer of `b` was closed (EOF), without blocking.
+    fn peer_closed(b: &mut UnixStream) -> bool {
+        b.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        matches!(b.read(&mut buf), Ok(0))
+    }
+
+    fn accepted(core: &mut Core, idx: usize, more: bool) -> UnixStream {
+        let (a, b) = UnixStream::pair().unwrap();
+        let c = Cqe {
+            user_data: Token::new(Op::Accept, idx, 0).encode(),
+            result: a.into_raw_fd(),
+            // IORING_CQE_F_MORE (linux/io_uring.h): the multishot accept stays armed.
+            flags: if more { 1 << 1 } else { 0 },
+        };
+        core.on_accept(idx, c, Instant::now());
+        b
+    }
+
+    #[test]
+    fn a_connection_accepted_for_a_gone_or_closing_listener_is_closed() {
+        let mut core = Core::new(CoreConfig::default()).unwrap();
+        // No such listener.
+        let mut b = accepted(&mut core, 7, false);
+        assert!(peer_closed(&mut b), "leaked the accepted descriptor");
+        assert_eq!(core.connections(), 0);
+        // A listener whose accept is being cancelled.
+        let path = format!("/tmp/netron-listener-unit-{}.sock", std::process::id());
+        let _ = std::fs::remove_file(&path);
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        core.add_listener(l.into(), Endpoint::Unix(path.clone().into()), None);
+        core.close_listeners();
+        let mut b = accepted(&mut core, 0, true);
+        assert!(peer_closed(&mut b), "leaked the accepted descriptor");
+        assert_eq!(core.connections(), 0);
+        let _ = std::fs::remove_file(&path);
+    }
+}
