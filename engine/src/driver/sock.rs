@@ -499,6 +499,33 @@ mod tests {
     }
 
     #[test]
+    fn a_host_name_listens_on_every_address_with_one_port() {
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let ep = Endpoint::tcp_host("both:0", [v6, v4]).unwrap();
+        let bound = listen(&ep, 16).expect("listen");
+        let addrs: Vec<SocketAddr> = bound
+            .iter()
+            .flat_map(|b| b.endpoint.tcp_addrs().to_vec())
+            .collect();
+        assert_eq!(addrs.len(), 2, "{addrs:?}");
+        assert!(addrs[0].is_ipv6() && addrs[1].is_ipv4(), "{addrs:?}");
+        assert_ne!(addrs[0].port(), 0);
+        assert_eq!(addrs[0].port(), addrs[1].port());
+        for a in &addrs {
+            std::net::TcpStream::connect(a).expect("each address accepts");
+        }
+        // The same name again: refused, naming the endpoint.
+        let again = Endpoint::tcp_host("both:0", addrs.clone()).unwrap();
+        let e = listen(&again, 16).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            e.to_string().contains("address in use") && e.to_string().contains("tcp://both:0"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn when_every_address_fails_the_error_names_each() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let v4 = l.local_addr().unwrap();
