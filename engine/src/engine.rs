@@ -89,9 +89,10 @@ impl EngineBuilder {
         let registry = Arc::new(registry);
         // Bind every listener here (on the caller's thread, which also resolved host names),
         // so errors surface from build() and port 0 resolves once. One listening socket per
-        // address; every core gets a duplicate of its descriptor and arms its own multishot
-        // accept on it. Nothing else can join the socket (no SO_REUSEPORT), so a second engine
-        // on a live endpoint fails here with "address in use".
+        // address; every core gets a duplicate of its descriptor and arms its own accept on it
+        // (one-shot, so the cores take turns: core/listener.rs). Nothing else can join the
+        // socket (no SO_REUSEPORT), so a second engine on a live endpoint fails here with
+        // "address in use".
         let mut per_core: Vec<Vec<(OwnedFd, Endpoint)>> = (0..n).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
         let mut files = Vec::new();

@@ -88,6 +88,30 @@ fn a_second_engine_on_a_live_endpoint_is_refused() {
 }
 
 #[test]
+fn the_cores_sharing_an_endpoint_take_turns_accepting() {
+    for listen in transports("turns") {
+        let e = server(&listen, 2).expect("engine");
+        let ep = e.endpoints()[0].to_string();
+        let client = Engine::builder().cores(1).build().expect("client engine");
+        // One connection after another, each with a call, so every core is idle and armed.
+        let chans: Vec<_> = (0..40)
+            .map(|_| {
+                let ch = client.client().connect(&ep).expect("connect");
+                assert_eq!(ch.call("calc@1.2.0", "add", &[1u8][..], DL).unwrap(), [1]);
+                ch
+            })
+            .collect();
+        let per_core: Vec<u64> = e.stats().iter().map(|s| s.accepted).collect();
+        assert_eq!(per_core.iter().sum::<u64>(), 40, "{listen}: {per_core:?}");
+        assert!(
+            per_core.iter().all(|&n| n >= 10),
+            "{listen}: one core took (nearly) every connection: {per_core:?}"
+        );
+        drop(chans);
+    }
+}
+
+#[test]
 fn a_stale_unix_socket_file_is_replaced_and_the_engine_removes_its_own() {
     let path = unix_path("stale");
     let _ = std::fs::remove_file(&path);
