@@ -208,7 +208,6 @@ impl Core {
                 }
                 Some(d) => (d * 2).min(ACCEPT_BACKOFF_MAX),
             };
-            self.stats.accept_retries += 1;
             l.backoff = Some(delay);
             let at = now + delay;
             l.retry_at = Some(at);
@@ -235,6 +234,7 @@ impl Core {
             match l.retry_at {
                 Some(at) if at <= now => {
                     l.retry_at = None;
+                    self.stats.accept_retries += 1;
                     self.arm_accept(idx);
                 }
                 Some(at) => {
