@@ -78,15 +78,17 @@ impl Client {
     pub fn connect_timeout(&self, endpoint: &str, timeout: Duration) -> Result<Channel, Status> {
         let start = Instant::now();
         let until = start.checked_add(timeout);
-        let ep: Endpoint = endpoint
-            .parse()
-            .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
+        // Checked first: resolving the name and connecting block too, and must never run on
+        // a core's thread.
         if self.inner.inboxes.iter().any(Inbox::is_current) {
             return Err(Status::new(
                 crate::StatusCode::FailedPrecondition,
                 "Client::connect blocks; calling it from a core's own thread would deadlock (connect before, or from another thread)",
             ));
         }
+        let ep: Endpoint = endpoint
+            .parse()
+            .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.inboxes.len();
         let inbox = self.inner.inboxes[i].clone();
         if let Some((why, _)) = inbox.stopped() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::client::Client;
 use crate::config::{ConfigError, CoreConfig};
 use crate::core::{Core, CoreError};
-use crate::driver::sock;
+use crate::driver::sock::{self, SocketFile};
 use crate::inbox::{Command, Inbox};
 use crate::service::{Registry, ServiceError};
 use crate::stats::CoreStats;
@@ -117,31 +117,28 @@ impl EngineBuilder {
             registry.add(s)?;
         }
         let registry = Arc::new(registry);
-        // Bind every listener here, so errors surface from build() and port 0 resolves once.
+        // Bind every listener here (on the caller's thread, which also resolved host names),
+        // so errors surface from build() and port 0 resolves once. One listening socket per
+        // address; every core gets a duplicate of its descriptor and arms its own accept on it
+        // (one-shot, so the cores take turns: core/listener.rs). Nothing else can join the
+        // socket (no SO_REUSEPORT), so a second engine on a live endpoint fails here with
+        // "address in use".
         let mut per_core: Vec<Vec<(OwnedFd, Endpoint)>> = (0..n).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
+        let mut files = Vec::new();
         for s in &self.listen {
             let ep: Endpoint = s.parse()?;
             let listen_err = |e| EngineError::Listen {
                 endpoint: s.clone(),
                 source: e,
             };
-            let first = sock::listen(&ep, 1024).map_err(listen_err)?;
-            let actual = sock::local_endpoint(&first, &ep);
-            for (i, slots) in per_core.iter_mut().enumerate() {
-                let fd = if i == 0 {
-                    first.try_clone().map_err(listen_err)?
-                } else {
-                    match &actual {
-                        // One socket per core; the kernel balances connections between them.
-                        Endpoint::Tcp(_) => sock::listen(&actual, 1024).map_err(listen_err)?,
-                        // A path binds once: cores share duplicates of one descriptor.
-                        Endpoint::Unix(_) => first.try_clone().map_err(listen_err)?,
-                    }
-                };
-                slots.push((fd, actual.clone()));
+            for b in sock::listen(&ep, 1024).map_err(listen_err)? {
+                for slots in &mut per_core {
+                    slots.push((b.fd.try_clone().map_err(listen_err)?, b.endpoint.clone()));
+                }
+                bound.push(b.endpoint);
+                files.extend(b.file);
             }
-            bound.push(actual);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::with_capacity(n);
@@ -169,7 +166,7 @@ impl EngineBuilder {
                         }
                     };
                     for (fd, ep) in listeners {
-                        core.add_listener(fd, ep);
+                        core.add_listener(fd, ep, None);
                     }
                     let _ = ready.send(Ok(()));
                     drop(ready);
@@ -184,6 +181,7 @@ impl EngineBuilder {
             threads,
             stop,
             endpoints: bound,
+            files,
         };
         for _ in 0..n {
             match ready_rx.recv() {
@@ -252,12 +250,16 @@ pub struct CoreFailure {
 }
 
 /// A running engine. Dropping it stops the cores at once; [`Engine::shutdown`] drains first.
+/// Either returns only when the cores exited and released their listeners, connections and
+/// kernel buffers.
 #[derive(Debug)]
 pub struct Engine {
     inboxes: Vec<Arc<Inbox>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     endpoints: Vec<Endpoint>,
+    /// The Unix socket files this engine created, removed at shutdown (if still ours).
+    files: Vec<SocketFile>,
 }
 
 impl Engine {
@@ -266,7 +268,9 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// The endpoints listened on, as bound (port 0 resolved).
+    /// The endpoints listened on, as bound: port 0 resolved, and a host name replaced by each
+    /// address it resolved to and was bound (`tcp://localhost:7000` may give both
+    /// `tcp://127.0.0.1:7000` and `tcp://[::1]:7000`).
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
@@ -330,7 +334,14 @@ impl Engine {
 
     /// Graceful shutdown: every core stops accepting, sends GoAway, lets in-flight calls
     /// finish for up to `drain` (new calls get Unavailable), closes, and exits.
+    ///
+    /// Returns when every core has exited and released its resources: its listening
+    /// descriptors are closed after their accepts were cancelled in the kernel (so the port
+    /// refuses connections and can be bound again at once), its Unix socket files removed,
+    /// its connections closed and its kernel-owned buffers unregistered.
     pub fn shutdown(mut self, drain: Duration) {
+        // Removed while the sockets still listen, so the files are certainly ours.
+        self.files.clear();
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
@@ -340,6 +351,7 @@ impl Engine {
     }
 
     fn stop_now(&mut self) {
+        self.files.clear();
         self.stop.store(true, Ordering::Relaxed);
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown {

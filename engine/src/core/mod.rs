@@ -7,6 +7,7 @@
 //! policy, poll or park.
 
 mod hot;
+mod listener;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -78,12 +79,6 @@ struct Entry {
     hot: Option<Instant>,
 }
 
-struct Listener {
-    fd: OwnedFd,
-    endpoint: Endpoint,
-    armed: bool,
-}
-
 #[derive(Clone, Copy)]
 struct Cqe {
     user_data: u64,
@@ -104,7 +99,7 @@ pub struct Core {
     bufs: BufRing,
     conns: Slab<Entry>,
     next_gen: u32,
-    listeners: Vec<Listener>,
+    listeners: listener::Listeners,
     registry: Arc<Registry>,
     inbox: Arc<Inbox>,
     inbox_buf: Box<[u8; 8]>,
@@ -216,7 +211,7 @@ impl Core {
             bufs,
             conns: Slab::new(),
             next_gen: 0,
-            listeners: Vec::new(),
+            listeners: listener::Listeners::default(),
             registry,
             inbox: inbox.clone(),
             inbox_buf: Box::new([0; 8]),
@@ -228,8 +223,8 @@ impl Core {
             executor: Executor::new(inbox.clone()),
             outcomes: Vec::new(),
             wheel: TimerWheel::new(Instant::now(), Duration::from_millis(1), 1024),
-            fired: Vec::new(),
-            expired: Vec::new(),
+            fired: Vec::with_capacity(64),
+            expired: Vec::with_capacity(64),
             dirty: Vec::new(),
             closing: Vec::new(),
             last_timer: Instant::now(),
@@ -265,25 +260,6 @@ impl Core {
         self.stopped
     }
 
-    /// Listens on `endpoint` with a socket of this core's own (TCP: `SO_REUSEPORT`). Returns
-    /// the bound endpoint (useful with port 0).
-    pub fn listen(&mut self, endpoint: &Endpoint) -> io::Result<Endpoint> {
-        let fd = sock::listen(endpoint, 1024)?;
-        let bound = sock::local_endpoint(&fd, endpoint);
-        self.add_listener(fd, bound.clone());
-        Ok(bound)
-    }
-
-    pub(crate) fn add_listener(&mut self, fd: OwnedFd, endpoint: Endpoint) {
-        self.listeners.push(Listener {
-            fd,
-            endpoint,
-            armed: false,
-        });
-        let idx = self.listeners.len() - 1;
-        self.arm_accept(idx);
-    }
-
     // ---- submissions -------------------------------------------------------------------
 
     fn push(&mut self, entry: squeue::Entry) {
@@ -312,19 +288,6 @@ impl Core {
         .user_data(Token::new(Op::Inbox, 0, 0).encode());
         self.push(e);
         self.inbox_armed = true;
-    }
-
-    fn arm_accept(&mut self, idx: usize) {
-        let l = &mut self.listeners[idx];
-        if l.armed || self.drain_until.is_some() {
-            return;
-        }
-        l.armed = true;
-        let e = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(Token::new(Op::Accept, idx, 0).encode());
-        self.push(e);
     }
 
     fn arm_recv(&mut self, key: usize) {
@@ -488,6 +451,7 @@ impl Core {
         if now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = now;
             self.expire_tasks(now);
+            self.retry_accepts(now);
         }
         work |= self.flush();
         self.finish_closes();
@@ -503,8 +467,7 @@ impl Core {
                 for k in keys {
                     self.begin_close(k, "the engine shut down");
                 }
-                self.listeners.clear();
-                self.stopped = self.conns.is_empty();
+                self.stopped = self.conns.is_empty() && self.listeners.all_closed();
             }
         }
         self.enter(work)?;
@@ -635,32 +598,6 @@ impl Core {
             Op::Recv => self.on_recv(t, c, now),
             Op::Send => self.on_send(t, c),
             Op::Cancel => {}
-        }
-    }
-
-    fn on_accept(&mut self, idx: usize, c: Cqe, now: Instant) {
-        let Some(l) = self.listeners.get_mut(idx) else {
-            return;
-        };
-        if !cqueue::more(c.flags) {
-            l.armed = false;
-        }
-        let tcp = matches!(l.endpoint, Endpoint::Tcp(_));
-        if c.result >= 0 {
-            use std::os::fd::FromRawFd;
-            // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
-            if tcp {
-                sock::set_nodelay(&fd);
-            }
-            if self.add_conn(fd, Role::Server, now).is_some() {
-                self.stats.accepted += 1;
-            }
-        } else {
-            self.stats.count_error("accept_failed");
-        }
-        if self.listeners.get(idx).is_some_and(|l| !l.armed) {
-            self.arm_accept(idx);
         }
     }
 
@@ -1204,6 +1141,7 @@ impl Core {
             return;
         }
         self.drain_until = Some(Instant::now() + drain);
+        self.close_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             if let Some(en) = self.conns.get_mut(k) {
@@ -1398,16 +1336,18 @@ impl Drop for Core {
         for k in keys {
             self.begin_close(k, &why);
         }
-        self.listeners.clear();
+        self.close_listeners();
         let end = Instant::now() + Duration::from_secs(2);
-        while !self.conns.is_empty() && Instant::now() < end {
-            let _ = self.ring.submit_and_wait(0);
+        while !(self.conns.is_empty() && self.listeners.all_closed()) && Instant::now() < end {
+            // Wait up to 1 ms for completions, running deferred ones (GETEVENTS).
+            let ts = types::Timespec::new().nsec(1_000_000);
+            let _ = self
+                .ring
+                .submitter()
+                .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
             let now = Instant::now();
             self.reap(now);
             self.finish_closes();
-            if !self.conns.is_empty() {
-                std::thread::sleep(Duration::from_micros(100));
-            }
         }
         // Operations that never completed may still reference their send buffers: leak those
         // rather than free memory the kernel might touch.
@@ -1415,6 +1355,11 @@ impl Drop for Core {
             if let Some(f) = en.send {
                 std::mem::forget(f.buf);
             }
+        }
+        // The inbox's eventfd read stays armed until the ring itself is torn down, which the
+        // kernel finishes later: leak its 8-byte buffer rather than free it under the kernel.
+        if self.inbox_armed {
+            std::mem::forget(std::mem::replace(&mut self.inbox_buf, Box::new([0; 8])));
         }
         self.bufs.unregister(&self.ring);
     }
