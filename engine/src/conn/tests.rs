@@ -64,6 +64,7 @@ fn test_cfg() -> ConnConfig {
         close_linger: core.close_linger,
         max_backlog_bytes: core.max_backlog_bytes,
         idle_frames: core.idle_frame_budget,
+        buffers: std::rc::Rc::new(BufferBudget::new(core.max_buffer_bytes)),
     }
 }
 
@@ -333,6 +334,11 @@ fn large_frames_leave_no_large_buffers_behind() {
         p.server.rx.capacity()
     );
     assert!(p.server.spare.iter().all(|b| b.capacity() <= KEEP_BUFFER));
+    // The 2 MiB request went compressed (a few KiB; the sync reply goes raw), so the server
+    // decompressed 2 MiB into its scratch buffer: that buffer is freed too.
+    assert!(p.stats.bytes_in < 3 << 20, "the request went compressed");
+    assert!(p.server.scratch.capacity() <= KEEP_BUFFER);
+    assert!(p.client.scratch.capacity() <= KEEP_BUFFER);
     assert!(p.client.spare.iter().all(|b| b.capacity() <= KEEP_BUFFER));
     // Small calls still reuse their buffers.
     assert_eq!(p.call(b"add", &[1, 2], usize::MAX).unwrap(), vec![3]);
@@ -707,4 +713,56 @@ fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
         .on_timer(&mut env!(q), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "stalled");
+}
+
+/// Item 20: all connections of a core share one budget for partial-frame and decompression
+/// buffers; a frame that would exceed it is refused with a connection error, and a finished
+/// frame's large buffer is given back.
+#[test]
+fn partial_frames_share_the_cores_buffer_budget() {
+    let mut cfg = test_cfg();
+    let budget = std::rc::Rc::new(BufferBudget::new(300 << 10));
+    cfg.buffers = budget.clone();
+    let mut a = Pair::with(cfg.clone());
+    a.pump(usize::MAX);
+    let mut b = Pair::with(cfg);
+    b.pump(usize::MAX);
+    // Incompressible, so the frame really is 200 KiB on the wire.
+    let mut x = 0x9e37_79b9_u32;
+    let big: Vec<u8> = (0..200 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let frame = |p: &mut Pair| {
+        let slot = Arc::new(Completion::new());
+        assert!(slot.arm());
+        p.client
+            .start_call(&Pair::spec(b"echo", &big), slot.clone(), p.now)
+            .unwrap();
+        let (buf, _) = p.client.take_batch().unwrap();
+        (buf, slot)
+    };
+    let (fa, _sa) = frame(&mut a);
+    let (fb, _sb) = frame(&mut b);
+    // A's frame arrives all but its last byte: its buffer (the whole frame) is reserved.
+    a.server.on_recv(&fa[..fa.len() - 1], &mut env!(a)).unwrap();
+    assert!(budget.used() >= fa.len() - 1);
+    // B's partial frame does not fit beside it: B gets a connection error saying why.
+    let e = b
+        .server
+        .on_recv(&fb[..fb.len() - 1], &mut env!(b))
+        .unwrap_err();
+    assert_eq!(e.counter, "buffer_budget");
+    assert_eq!(e.status, StatusCode::ResourceExhausted);
+    assert!(e.message.contains("max_buffer_bytes"), "{e:?}");
+    // A's frame completes; its large buffer is freed.
+    a.server.on_recv(&fa[fa.len() - 1..], &mut env!(a)).unwrap();
+    assert!(budget.used() <= 2 * KEEP_BUFFER, "used {}", budget.used());
+    drop(b);
+    drop(a);
+    assert_eq!(budget.used(), 0, "closed connections give everything back");
 }
