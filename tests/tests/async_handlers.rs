@@ -144,7 +144,11 @@ fn async_handlers_answer_fail_expire_and_cancel() {
             )
             .unwrap_err();
         assert_eq!(e.code, StatusCode::DeadlineExceeded);
-        std::thread::sleep(Duration::from_millis(50));
+        // The drop happens on the server's core: wait for it, with a bound.
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while DROPPED.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(
             DROPPED.load(Ordering::SeqCst),
             1,
@@ -160,11 +164,16 @@ fn async_handlers_answer_fail_expire_and_cancel() {
             .connect(&server.endpoints()[0], Duration::from_secs(5))
             .unwrap();
         let mut slot = CallSlot::new();
+        let calls_before = server.total_stats().calls_in;
         let id = core
             .start(conn, b"async@1.0.0", b"never", b"", None, &mut slot)
             .unwrap();
-        core.run_until(Duration::from_millis(50), |_| false)
-            .unwrap();
+        // Cancel once the server has the call (polled with a bound, not a fixed time).
+        core.run_until(Duration::from_secs(5), |_| {
+            server.total_stats().calls_in > calls_before
+        })
+        .unwrap();
+        assert!(server.total_stats().calls_in > calls_before);
         core.cancel(conn, id);
         assert!(slot.is_done());
         core.run_until(Duration::from_secs(5), |_| {
@@ -210,10 +219,19 @@ fn async_calls_resolve_and_dropping_one_cancels_it() {
     }
     // Dropping a pending call cancels it on the server.
     let before = DROPPED.load(Ordering::SeqCst);
+    let calls_before = server.total_stats().calls_in;
     let never = chan
         .method("async@1.0.0", "never")
         .call_async(&b""[..], None);
-    std::thread::sleep(Duration::from_millis(50));
+    // Drop it once the server has it (polled with a bound, not a fixed sleep).
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while server.total_stats().calls_in == calls_before && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        server.total_stats().calls_in > calls_before,
+        "the call reached the server"
+    );
     drop(never);
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while DROPPED.load(Ordering::SeqCst) == before && std::time::Instant::now() < end {
