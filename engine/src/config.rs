@@ -138,8 +138,8 @@ pub struct CoreConfig {
     /// Budget of frames that do no work, per connection (default 1000 at once, 1000 a second).
     pub idle_frame_budget: FrameBudget,
     /// Bytes that all connections of a core may hold in buffers for partial frames
-    /// (reassembly) and decompressed payloads together (default 256 MiB: sixteen 16 MiB
-    /// frames in flight at once). A peer whose frame would exceed it gets a connection error
+    /// (reassembly) and decompressed payloads together (default 256 MiB: fifteen 16 MiB
+    /// frames in flight at once beside every connection's small buffers). A peer whose frame would exceed it gets a connection error
     /// (ResourceExhausted). Must hold at least one largest frame plus one batch.
     pub max_buffer_bytes: usize,
     /// Batches of at least this many bytes are written with `SendZc` (zero-copy: the NIC reads

@@ -431,7 +431,12 @@ impl Connection {
             .map_or(netron_codec::handshake::HANDSHAKE_MAX_FRAME, |s| {
                 s.limits.max_frame_size
             }) as usize;
-        let declared = (u32::from_le_bytes(head) as usize).min(max);
+        // Before the handshake completed the first bytes are the preface, not a length.
+        let declared = if self.is_open() {
+            (u32::from_le_bytes(head) as usize).min(max)
+        } else {
+            needed
+        };
         let target = needed.max(declared.min(needed + max));
         let grow = target - rx.capacity();
         let b = &self.cfg.buffers;

@@ -766,3 +766,66 @@ fn partial_frames_share_the_cores_buffer_budget() {
     drop(a);
     assert_eq!(budget.used(), 0, "closed connections give everything back");
 }
+
+/// Item 20, at the default budget (256 MiB): fifteen peers may each hold a partial frame of
+/// the largest size (16 MiB) at once beside the small buffers of every connection; a
+/// seventeenth never fits. Buffers are reserved for the whole frame
+/// when they grow, not written, so the test costs address space, not memory.
+#[test]
+fn the_default_buffer_budget_holds_fifteen_largest_frames() {
+    let cfg = test_cfg();
+    let budget = cfg.buffers.clone();
+    let max = netron_codec::Limits::default().max_frame_size;
+    let mut head = Vec::new();
+    head.extend_from_slice(&max.to_le_bytes());
+    head.extend_from_slice(&[FrameKind::Request as u8, 0, 0, 0]);
+    head.extend_from_slice(&1u32.to_le_bytes());
+    head.extend_from_slice(&0u32.to_le_bytes());
+    // More than a receive buffer's worth, so the buffer must grow: to the whole frame.
+    head.resize(100 << 10, 0);
+    let mut pairs = Vec::new();
+    for i in 0..17 {
+        let mut p = Pair::with(cfg.clone());
+        p.pump(usize::MAX);
+        let r = p.server.on_recv(&head, &mut env!(p));
+        match i {
+            // Fifteen largest frames fit beside every connection's small buffers...
+            0..15 => r.unwrap(),
+            // ...the sixteenth fits only if those leave room; the seventeenth never does.
+            15 => {}
+            _ => assert_eq!(r.unwrap_err().counter, "buffer_budget"),
+        }
+        pairs.push(p);
+    }
+    assert!(budget.used() >= 15 * max as usize);
+    assert!(budget.used() <= crate::CoreConfig::default().max_buffer_bytes);
+    drop(pairs);
+    assert_eq!(budget.used(), 0);
+}
+
+/// Item 19, at the default: a connection that is closing is closed `close_linger` after it
+/// started closing, whatever the peer does (here: it never reads the Error frame).
+#[test]
+fn a_closing_connection_is_closed_after_the_linger_bound() {
+    let mut p = Pair::open();
+    let linger = p.server.cfg.close_linger;
+    p.client_sends(|_, b| {
+        b.frame(FrameKind::GoAway, 0)?
+            .payload(b"junk")
+            .finish()
+            .map(|_| ())
+    });
+    let (buf, _) = p.client.take_batch().unwrap();
+    let t0 = p.now;
+    assert!(p.server.on_recv(&buf, &mut env!(p)).is_err());
+    p.server.closing_at(t0);
+    assert_eq!(p.server.next_timer(), Some(t0 + linger));
+    p.now = t0 + linger - Duration::from_millis(1);
+    assert!(p.server.on_timer(&mut env!(p), &mut Vec::new()).is_ok());
+    p.now = t0 + linger;
+    let e = p
+        .server
+        .on_timer(&mut env!(p), &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(e.counter, "close_linger");
+}
