@@ -215,6 +215,13 @@ impl CoreConfig {
                 "must be 512 bytes to 1 GiB",
             ));
         }
+        if u64::from(self.recv_buffers).saturating_mul(self.recv_buffer_size as u64) > 1 << 30 {
+            return Err(ConfigError::new(
+                "CoreConfig::recv_buffers",
+                (self.recv_buffers, self.recv_buffer_size),
+                "recv_buffers * recv_buffer_size must be at most 1 GiB per core",
+            ));
+        }
         if self.max_connections == 0 {
             return Err(ConfigError::new(
                 "CoreConfig::max_connections",
