@@ -96,8 +96,14 @@ impl Client {
                 "the engine core is not running: {why}"
             )));
         }
-        let fd = sock::connect(&ep, timeout)
-            .map_err(|e| Status::unavailable(format!("connect to {ep}: {e}")))?;
+        let fd = sock::connect(&ep, timeout).map_err(|e| {
+            let msg = format!("connect to {ep}: {e}");
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                Status::deadline_exceeded(format!("{msg} (connect timeout {timeout:?})"))
+            } else {
+                Status::unavailable(msg)
+            }
+        })?;
         // A fresh slot per connect (not a hot path): if this caller gives up, the core learns
         // it from the slot and closes the connection instead of leaking it.
         let slot = Arc::new(Completion::new());

@@ -55,9 +55,9 @@ impl Default for DirectRecv {
 /// A token bucket for frames that do no work (cancels of calls already answered, pings,
 /// unsolicited pongs, frames of kinds this engine ignores, replies to unknown ids): the
 /// defence against floods such as HTTP/2's rapid reset (CVE-2023-44487; h2 and nginx answered
-/// it with the same kind of budget). Every Request a peer sends refunds half a frame, so a
-/// caller may cancel one call in two (hedged requests, short deadlines) at any rate without
-/// running dry. A peer that spends the budget gets a connection error, `ResourceExhausted`
+/// it with the same kind of budget). Every Request a peer sends earns it half a frame more
+/// (kept without a cap), so a caller may cancel one call in two (hedged requests, short
+/// deadlines) at any rate and in any order without running dry. A peer that spends the budget gets a connection error, `ResourceExhausted`
 /// (docs/protocol.md §17), and is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameBudget {

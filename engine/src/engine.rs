@@ -345,8 +345,17 @@ impl Engine {
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
+        self.join_cores();
+    }
+
+    /// Joins every core thread but the calling one: a handler may shut the engine down or
+    /// drop it from a core thread, which then exits by itself once the handler returns.
+    fn join_cores(&mut self) {
+        let me = std::thread::current().id();
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
     }
 
@@ -358,9 +367,7 @@ impl Engine {
                 drain: Duration::ZERO,
             });
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.join_cores();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Independent review: attempts to break the documented guarantees, as an API user and as a
-//! raw-socket peer written from docs/protocol.md. Tests whose comment starts with "FAULT"
-//! document a real deviation from the docs and fail on purpose; the others held.
+//! raw-socket peer written from docs/protocol.md. Tests whose comment starts with "Was a
+//! fault" failed on the code they were written against and pass since the fix; the others
+//! held from the start.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -102,12 +103,12 @@ fn read_frames(
 // API user
 // ---------------------------------------------------------------------------------------
 
-/// FAULT: architecture.md says "`Duration::MAX` is accepted and means never" for deadlines,
+/// Was a fault (fixed): architecture.md says "`Duration::MAX` is accepted and means never" for deadlines,
 /// but a blocking `Channel::call` with `Some(Duration::MAX)` fails with InvalidArgument
 /// ("deadline ... is too far in the future", conn/client.rs `start_call` uses
 /// `now.checked_add(d).ok_or_else(..)` instead of treating overflow as "no deadline").
 #[test]
-fn fault_channel_call_with_duration_max_deadline() {
+fn channel_call_with_duration_max_deadline() {
     let (e, addr) = engine();
     let ch = e.client().connect(&format!("tcp://{addr}")).unwrap();
     let r = ch.call("calc@1.2.0", "add", &[2u8, 3][..], Some(Duration::MAX));
@@ -117,7 +118,7 @@ fn fault_channel_call_with_duration_max_deadline() {
 
 /// Same through call_async.
 #[test]
-fn fault_call_async_with_duration_max_deadline() {
+fn call_async_with_duration_max_deadline() {
     let (e, addr) = engine();
     let ch = e.client().connect(&format!("tcp://{addr}")).unwrap();
     let m = ch.method("calc@1.2.0", "add");
@@ -126,12 +127,12 @@ fn fault_call_async_with_duration_max_deadline() {
     e.shutdown(Duration::from_secs(1));
 }
 
-/// FAULT: `Client::connect_timeout(tcp, Duration::MAX)` panics on the caller's thread
+/// Was a fault (fixed): `Client::connect_timeout(tcp, Duration::MAX)` panics on the caller's thread
 /// ("overflow when adding duration to instant") in driver/sock.rs `connect_any`
 /// (`let deadline = start + timeout;`), although `connect_timeout` itself uses
 /// `checked_add` and the docs say durations use checked arithmetic.
 #[test]
-fn fault_connect_timeout_duration_max_does_not_panic() {
+fn connect_timeout_duration_max_does_not_panic() {
     let (e, addr) = engine();
     let client = e.client();
     let ep = format!("tcp://{addr}");
@@ -658,14 +659,14 @@ fn ping_flood_without_reading_is_closed() {
     e.shutdown(Duration::from_secs(1));
 }
 
-/// FAULT (docs/protocol.md §17.1, architecture.md "Timers and budgets": "a client that
+/// Was a fault (fixed) (docs/protocol.md §17.1, architecture.md "Timers and budgets": "a client that
 /// pipelines at full rate and cancels one call in two never runs it dry"). A client that
 /// pipelines 3000 calls and then cancels half of them (hedged requests: cancel the losers
 /// after the winners answered) is cut off with idle_frame_budget: the refunds of its
 /// Requests were lost because the bucket was already full (conn/mod.rs `refund_half` caps at
 /// `cap`), so only the 1000-frame burst covers the 1500 Cancels.
 #[test]
-fn fault_pipelined_client_cancelling_half_its_calls_keeps_connection() {
+fn pipelined_client_cancelling_half_its_calls_keeps_connection() {
     let (e, addr) = engine();
     let mut p = RawPeer::handshake(&addr);
     let reader = {
@@ -747,14 +748,14 @@ fn interleaved_cancel_half_keeps_connection() {
     e.shutdown(Duration::from_secs(1));
 }
 
-/// FAULT: dropping (or shutting down) the Engine from inside a handler panics on the core
+/// Was a fault (fixed): dropping (or shutting down) the Engine from inside a handler panics on the core
 /// thread: engine.rs `stop_now`/`shutdown` join every core thread including the current
 /// one (`pthread_join` -> EDEADLK -> std panics "failed to join thread"). The panic is caught
 /// by the handler guard, but a handler behaviour makes the core thread panic (docs:
 /// "No user input, argument or handler behaviour panics a core"), and the handler's reply is
 /// lost. `Client::connect` refuses core threads for the same reason; drop/shutdown do not.
 #[test]
-fn fault_engine_dropped_from_inside_a_handler_panics_core_thread() {
+fn engine_dropped_from_inside_a_handler_does_not_panic_its_core() {
     let panicked = Arc::new(Mutex::new(Vec::<String>::new()));
     {
         let panicked = panicked.clone();

@@ -183,12 +183,8 @@ impl Connection {
                 ),
             ));
         }
-        let deadline_at = match spec.deadline {
-            Some(d) => Some(now.checked_add(d).ok_or_else(|| {
-                Status::invalid_argument(format!("deadline {d:?} is too far in the future"))
-            })?),
-            None => None,
-        };
+        // A deadline too far to represent is no local deadline (the wire saturates it).
+        let deadline_at = spec.deadline.and_then(|d| now.checked_add(d));
         let headers = [Header::service(spec.service), Header::method(spec.method)];
         self.check_outgoing(&headers, spec.payload)?;
         let id = self.calls.allocate_id();
@@ -299,7 +295,7 @@ impl Connection {
             let status = match body {
                 Ok(b) => Status::new(
                     netron_codec::control::status(b.status()),
-                    b.message().unwrap_or("").to_owned(),
+                    super::truncate_message(b.message().unwrap_or("")).to_owned(),
                 ),
                 Err(e) => Status::new(StatusCode::Internal, format!("malformed error reply: {e}")),
             };

@@ -187,17 +187,20 @@ pub(crate) struct Connection {
     cfg: ConnConfig,
 }
 
-/// A token bucket for frames that do no work (ignored frames, pings, cancels of answered
-/// calls): the defence against floods such as HTTP/2 rapid reset (CVE-2023-44487). Tokens are
-/// counted in quarters: such a frame costs 4, every Request refunds 2 (so a caller may cancel
-/// one call in two without ever running dry), and time refills `per_sec` frames a second, up
-/// to `burst`.
+/// A token bucket for frames that do no work (cancels, pings, ignored frames): the defence
+/// against floods such as HTTP/2 rapid reset (CVE-2023-44487). Tokens are counted in quarters:
+/// such a frame costs 4; time refills `per_sec` frames a second up to `burst`; and every
+/// Request earns 2 more, kept apart and without a cap, so over a connection's life a caller
+/// may send one such frame for every two calls, in any order (cancel half of a pipelined
+/// batch at once), beyond the burst. A flood that is not paid for by real calls runs dry.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
     quarters: u64,
     cap: u64,
     per_sec: u64,
     last: Instant,
+    /// Quarters earned by Requests (spent after the time-based ones).
+    earned: u64,
 }
 
 impl Budget {
@@ -208,6 +211,7 @@ impl Budget {
             cap,
             per_sec: u64::from(b.per_sec).saturating_mul(4),
             last: now,
+            earned: 0,
         }
     }
 
@@ -224,7 +228,11 @@ impl Budget {
             }
         }
         if self.quarters < 4 {
-            return false;
+            if self.earned < 4 {
+                return false;
+            }
+            self.earned -= 4;
+            return true;
         }
         if self.quarters == self.cap {
             self.last = now;
@@ -235,9 +243,7 @@ impl Budget {
 
     #[inline]
     fn refund_half(&mut self) {
-        if self.quarters < self.cap {
-            self.quarters = (self.quarters + 2).min(self.cap);
-        }
+        self.earned = self.earned.saturating_add(2);
     }
 }
 
@@ -642,7 +648,16 @@ impl Connection {
             }
             FrameKind::GoAway => {
                 let g = netron_codec::control::read_go_away(&frame)?;
-                self.on_go_away(g.last_id(), env);
+                // The header id and the body's last_id must agree (§16); if they do not, the
+                // earlier of the two is taken (§20 A2): retrying a call twice is safer than
+                // losing one.
+                let (body, head) = (g.last_id(), frame.id());
+                let last = if client::serial_after(body, head) {
+                    head
+                } else {
+                    body
+                };
+                self.on_go_away(last, env);
                 Ok(())
             }
             FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => Err(ConnError {

@@ -483,12 +483,12 @@ impl Core {
         timeout: Duration,
         mut done: impl FnMut(&Core) -> bool,
     ) -> io::Result<bool> {
-        let end = Instant::now() + timeout;
+        let end = Instant::now().checked_add(timeout);
         loop {
             if done(self) {
                 return Ok(true);
             }
-            if Instant::now() >= end {
+            if end.is_some_and(|end| Instant::now() >= end) {
                 return Ok(false);
             }
             self.run_once()?;
@@ -1143,7 +1143,12 @@ impl Core {
         if self.drain_until.is_some() {
             return;
         }
-        self.drain_until = Some(Instant::now() + drain);
+        // A drain too long to represent waits for the work to finish, however long.
+        let now = Instant::now();
+        self.drain_until = Some(
+            now.checked_add(drain)
+                .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600)),
+        );
         self.close_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {

@@ -265,7 +265,10 @@ struct Attempt {
 pub(crate) fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> io::Result<OwnedFd> {
     let order = attempt_order(addrs);
     let start = Instant::now();
-    let deadline = start + timeout;
+    // A timeout too long to represent means "no overall limit": an hour bounds the loop.
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(3600));
     let mut pending: Vec<Attempt> = Vec::new();
     let mut next = 0;
     let mut next_at = start;
