@@ -45,7 +45,7 @@ mod timer;
 pub mod typed;
 
 pub use bytes::Bytes;
-pub use client::{CallFuture, Channel, Client, Method};
+pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
 pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::ring::RingError;

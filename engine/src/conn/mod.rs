@@ -6,8 +6,13 @@
 //! `take_batch` and `on_timer`; everything here can be tested with two `Connection`s
 //! exchanging buffers, no sockets involved.
 
+mod budget;
 mod client;
 mod server;
+mod timers;
+
+use budget::Budget;
+pub(crate) use budget::BufferBudget;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -110,31 +115,6 @@ pub(crate) struct ConnConfig {
     pub buffers: std::rc::Rc<BufferBudget>,
 }
 
-/// Bytes of receive-reassembly and decompression buffers that all connections of one core
-/// hold, against `CoreConfig::max_buffer_bytes`. A connection asks before a buffer grows; a
-/// peer whose frame would take the core past its budget gets a connection error
-/// (ResourceExhausted, counter `buffer_budget`), so slow or malicious senders of large frames
-/// cannot make a core hold more than the budget, whatever their number.
-#[derive(Debug)]
-pub(crate) struct BufferBudget {
-    used: std::cell::Cell<usize>,
-    limit: usize,
-}
-
-impl BufferBudget {
-    pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            used: std::cell::Cell::new(0),
-            limit,
-        }
-    }
-
-    /// Bytes held now.
-    pub(crate) fn used(&self) -> usize {
-        self.used.get()
-    }
-}
-
 pub(crate) struct Connection {
     role: Role,
     state: State,
@@ -185,66 +165,6 @@ pub(crate) struct Connection {
     /// Bytes of `rx` and `scratch` capacity counted against the core's buffer budget.
     charged: usize,
     cfg: ConnConfig,
-}
-
-/// A token bucket for frames that do no work (cancels, pings, ignored frames): the defence
-/// against floods such as HTTP/2 rapid reset (CVE-2023-44487). Tokens are counted in quarters:
-/// such a frame costs 4; time refills `per_sec` frames a second up to `burst`; and every
-/// Request earns 2 more, kept apart and without a cap, so over a connection's life a caller
-/// may send one such frame for every two calls, in any order (cancel half of a pipelined
-/// batch at once), beyond the burst. A flood that is not paid for by real calls runs dry.
-#[derive(Debug, Clone, Copy)]
-struct Budget {
-    quarters: u64,
-    cap: u64,
-    per_sec: u64,
-    last: Instant,
-    /// Quarters earned by Requests (spent after the time-based ones).
-    earned: u64,
-}
-
-impl Budget {
-    fn new(b: crate::config::FrameBudget, now: Instant) -> Self {
-        let cap = u64::from(b.burst).saturating_mul(4);
-        Self {
-            quarters: cap,
-            cap,
-            per_sec: u64::from(b.per_sec).saturating_mul(4),
-            last: now,
-            earned: 0,
-        }
-    }
-
-    /// Takes one frame's cost; `false` when the budget is spent.
-    fn charge(&mut self, now: Instant) -> bool {
-        if self.quarters < 4 {
-            let elapsed = now.saturating_duration_since(self.last);
-            let add = (elapsed.as_micros().min(u128::from(u64::MAX)) as u64)
-                .saturating_mul(self.per_sec)
-                / 1_000_000;
-            if add > 0 {
-                self.quarters = self.quarters.saturating_add(add).min(self.cap);
-                self.last = now;
-            }
-        }
-        if self.quarters < 4 {
-            if self.earned < 4 {
-                return false;
-            }
-            self.earned -= 4;
-            return true;
-        }
-        if self.quarters == self.cap {
-            self.last = now;
-        }
-        self.quarters -= 4;
-        true
-    }
-
-    #[inline]
-    fn refund_half(&mut self) {
-        self.earned = self.earned.saturating_add(2);
-    }
 }
 
 impl Drop for Connection {
@@ -416,90 +336,6 @@ impl Connection {
         }
         self.recharge();
         result
-    }
-
-    /// Makes room in `rx` for `data`, growing it to the whole frame at once when its header
-    /// says how long it is, within the core's buffer budget.
-    fn reserve(&mut self, rx: &mut Vec<u8>, data: &[u8]) -> Result<(), ConnError> {
-        let needed = rx.len() + data.len();
-        if needed <= rx.capacity() {
-            return Ok(());
-        }
-        // The frame's declared length (validated against max_frame_size when it is parsed);
-        // reserving it at once avoids regrowing a large frame's buffer several times.
-        let mut head = [0u8; 4];
-        for (i, b) in rx.iter().chain(data).take(4).enumerate() {
-            head[i] = *b;
-        }
-        let max = self
-            .settings
-            .as_ref()
-            .map_or(netron_codec::handshake::HANDSHAKE_MAX_FRAME, |s| {
-                s.limits.max_frame_size
-            }) as usize;
-        // Before the handshake completed the first bytes are the preface, not a length.
-        let declared = if self.is_open() {
-            (u32::from_le_bytes(head) as usize).min(max)
-        } else {
-            needed
-        };
-        let target = needed.max(declared.min(needed + max));
-        let grow = target - rx.capacity();
-        let b = &self.cfg.buffers;
-        if b.used.get().saturating_add(grow) > b.limit {
-            return Err(ConnError {
-                counter: "buffer_budget",
-                status: StatusCode::ResourceExhausted,
-                message: format!(
-                    "the core's buffers for partial and decompressed frames are full \
-                     (CoreConfig::max_buffer_bytes = {} bytes); a {target}-byte frame buffer \
-                     does not fit now",
-                    b.limit
-                ),
-            });
-        }
-        rx.reserve_exact(target - rx.len());
-        Ok(())
-    }
-
-    /// Re-counts this connection's buffer capacity against the core's budget.
-    pub(crate) fn recharge(&mut self) {
-        let now = self.rx.capacity() + self.scratch.capacity();
-        let b = &self.cfg.buffers;
-        b.used.set(
-            b.used
-                .get()
-                .saturating_sub(self.charged)
-                .saturating_add(now),
-        );
-        self.charged = now;
-    }
-
-    /// Checks that decompressing `payload` (its declared size) fits the core's buffer budget.
-    pub(crate) fn check_decompress(
-        &self,
-        payload: &[u8],
-        scratch: &Vec<u8>,
-    ) -> Result<(), ConnError> {
-        let declared = self
-            .decompressor
-            .declared_size(payload)
-            .map_err(netron_codec::DecodeError::from)?;
-        let grow = declared.saturating_sub(scratch.capacity());
-        let b = &self.cfg.buffers;
-        if grow > 0 && b.used.get().saturating_add(grow) > b.limit {
-            return Err(ConnError {
-                counter: "buffer_budget",
-                status: StatusCode::ResourceExhausted,
-                message: format!(
-                    "the core's buffers for partial and decompressed frames are full \
-                     (CoreConfig::max_buffer_bytes = {} bytes); a payload declaring {declared} \
-                     decompressed bytes does not fit now",
-                    b.limit
-                ),
-            });
-        }
-        Ok(())
     }
 
     /// Queues an Error frame (id 0) for `e`, fails in-flight calls with a status that says
@@ -684,24 +520,6 @@ impl Connection {
         }
     }
 
-    /// Charges one frame that does no work against the peer's budget; a peer that spent it
-    /// gets a connection error (ResourceExhausted) and is closed (docs/protocol.md §17).
-    pub(crate) fn charge_idle_frame(&mut self, env: &mut Env<'_>) -> Result<(), ConnError> {
-        if self.budget.charge(env.now) {
-            return Ok(());
-        }
-        Err(ConnError {
-            counter: "idle_frame_budget",
-            status: StatusCode::ResourceExhausted,
-            message: format!(
-                "too many frames that do no work (cancels of answered calls, pings, ignored \
-                 frames): more than {} in a burst or {} a second \
-                 (CoreConfig::idle_frame_budget)",
-                self.cfg.idle_frames.burst, self.cfg.idle_frames.per_sec
-            ),
-        })
-    }
-
     /// Checks the id of an exchange the peer opens (docs/protocol.md §14).
     pub(crate) fn check_peer_id(&mut self, id: u32) -> Result<(), ConnError> {
         let err = |counter, message: String| {
@@ -758,54 +576,6 @@ impl Connection {
         if self.scratch.capacity() != 0 || self.charged != 0 {
             self.recharge();
         }
-    }
-
-    /// Refuses an outgoing message that the peer's negotiated limits (or this side's output
-    /// backlog) would refuse, before anything of it is encoded: header compression cannot
-    /// roll back, so a frame must never fail after its header block was written.
-    pub(crate) fn check_outgoing(
-        &self,
-        headers: &[netron_codec::hpack::Header<'_>],
-        payload: &[u8],
-    ) -> Result<(), crate::Status> {
-        let Some(s) = &self.settings else {
-            return Err(crate::Status::unavailable("connection is not open yet"));
-        };
-        let block = netron_codec::hpack::HeaderEncoder::max_encoded_len(headers);
-        if block > u16::MAX as usize {
-            return Err(crate::Status::new(
-                StatusCode::ResourceExhausted,
-                format!(
-                    "the header block may take up to {block} bytes, above the 65535 a frame \
-                     can carry (shorten the service, method or metadata)"
-                ),
-            ));
-        }
-        // The payload is sent raw when compression does not shrink it: bound by the raw size.
-        let frame = netron_codec::HEADER_LEN + block + payload.len();
-        let max = s.limits.max_frame_size as usize;
-        if frame > max {
-            return Err(crate::Status::new(
-                StatusCode::ResourceExhausted,
-                format!(
-                    "message of {} bytes exceeds the negotiated max_frame_size of {max} bytes \
-                     (frame of up to {frame} bytes with its headers)",
-                    payload.len()
-                ),
-            ));
-        }
-        let backlog = self.backlog_bytes();
-        if backlog > 0 && backlog + frame > self.cfg.max_backlog_bytes {
-            return Err(crate::Status::new(
-                StatusCode::ResourceExhausted,
-                format!(
-                    "{backlog} bytes are already waiting for the peer to read; a {frame}-byte \
-                     frame would exceed CoreConfig::max_backlog_bytes ({})",
-                    self.cfg.max_backlog_bytes
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Runs `f` to encode into the current batch; when the batch is full, moves it to the
@@ -911,129 +681,6 @@ impl Connection {
         if self.spare.len() < 2 && buf.capacity() <= KEEP_BUFFER {
             self.spare.push(buf);
         }
-    }
-
-    /// Time-driven work: expires calls past their deadline (sending Cancel), closes a
-    /// connection whose handshake or frame stalled or whose output is blocked, pings an idle
-    /// connection, and reports a dead peer. Returns `Err` when the connection must close now
-    /// (the Error frame, if it can still be carried, was queued).
-    pub(crate) fn on_timer(
-        &mut self,
-        env: &mut Env<'_>,
-        expired: &mut Vec<u32>,
-    ) -> Result<(), ConnError> {
-        let now = env.now;
-        if let Some(since) = self.closing_since {
-            if now.saturating_duration_since(since) >= self.cfg.close_linger {
-                return Err(ConnError {
-                    counter: "close_linger",
-                    status: StatusCode::Unavailable,
-                    message: format!(
-                        "closing took longer than CoreConfig::close_linger ({:?})",
-                        self.cfg.close_linger
-                    ),
-                });
-            }
-            if self.is_closing() {
-                return Ok(());
-            }
-        }
-        expired.clear();
-        self.calls.expire(now, expired);
-        for &id in expired.iter() {
-            env.stats.deadline_exceeded += 1;
-            let _ = self.queue(|_, b| b.empty_frame(FrameKind::Cancel, id, 0));
-        }
-        let stall = self.cfg.stall_timeout;
-        if self.awaiting_more() && now.saturating_duration_since(self.rx_started) >= stall {
-            let what = if self.is_open() {
-                "a frame was not completed"
-            } else {
-                "the handshake was not completed"
-            };
-            let e = ConnError {
-                counter: "stalled",
-                status: StatusCode::DeadlineExceeded,
-                message: format!(
-                    "{what} within CoreConfig::stall_timeout ({stall:?}) of its first byte"
-                ),
-            };
-            self.fail(e.clone(), env);
-            return Err(e);
-        }
-        if let Some(since) = self.write_blocked_since {
-            if now.saturating_duration_since(since) >= stall {
-                // The peer takes no bytes: an Error frame could not reach it either.
-                let e = ConnError {
-                    counter: "write_stalled",
-                    status: StatusCode::Unavailable,
-                    message: format!(
-                        "the peer took no bytes for CoreConfig::stall_timeout ({stall:?}) \
-                         while output was waiting"
-                    ),
-                };
-                env.stats.count_error(e.counter);
-                self.close_with(e.clone());
-                return Err(e);
-            }
-        }
-        let keepalive = self.cfg.keepalive;
-        if !self.is_open() || keepalive.is_zero() {
-            return Ok(());
-        }
-        if let Some(since) = self.ping_outstanding {
-            let dead_after = self.cfg.dead_after;
-            if now.saturating_duration_since(since) >= dead_after {
-                let e = ConnError {
-                    counter: "dead_peer",
-                    status: StatusCode::Unavailable,
-                    message: format!(
-                        "no answer to a keepalive ping within CoreConfig::dead_after \
-                         ({dead_after:?}); the peer is unreachable or frozen"
-                    ),
-                };
-                self.fail(e.clone(), env);
-                return Err(e);
-            }
-        } else if now.saturating_duration_since(self.last_rx) >= keepalive {
-            self.ping_outstanding = Some(now);
-            self.queue(|_, b| b.empty_frame(FrameKind::Ping, 0, 0))?;
-        }
-        Ok(())
-    }
-
-    /// When this connection next needs `on_timer`: the earliest of its calls' deadlines, the
-    /// stall time of a partial frame or handshake or of blocked output, the keepalive or
-    /// dead-peer time, and the linger bound of a closing connection.
-    pub(crate) fn next_timer(&self) -> Option<Instant> {
-        let mut next = self.calls.next_deadline;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n: Instant| n.min(t)));
-            }
-        };
-        // Durations come from validated configuration, but an `Instant` far in the future
-        // must never panic: an unrepresentable time means "never".
-        if let Some(since) = self.closing_since {
-            consider(since.checked_add(self.cfg.close_linger));
-        }
-        if self.is_closing() {
-            return next;
-        }
-        let stall = self.cfg.stall_timeout;
-        if self.awaiting_more() {
-            consider(self.rx_started.checked_add(stall));
-        }
-        if let Some(since) = self.write_blocked_since {
-            consider(since.checked_add(stall));
-        }
-        if self.is_open() && !self.cfg.keepalive.is_zero() {
-            match self.ping_outstanding {
-                Some(since) => consider(since.checked_add(self.cfg.dead_after)),
-                None => consider(self.last_rx.checked_add(self.cfg.keepalive)),
-            }
-        }
-        next
     }
 
     /// Starts a graceful shutdown: tells the peer no new calls will be accepted (GoAway with

@@ -1,0 +1,129 @@
+//! Time-driven connection work: deadlines of calls in flight, stalls (handshake, frame,
+//! blocked output), keepalive and dead peers, and the linger bound of a closing connection.
+
+use super::*;
+
+impl Connection {
+    /// Time-driven work: expires calls past their deadline (sending Cancel), closes a
+    /// connection whose handshake or frame stalled or whose output is blocked, pings an idle
+    /// connection, and reports a dead peer. Returns `Err` when the connection must close now
+    /// (the Error frame, if it can still be carried, was queued).
+    pub(crate) fn on_timer(
+        &mut self,
+        env: &mut Env<'_>,
+        expired: &mut Vec<u32>,
+    ) -> Result<(), ConnError> {
+        let now = env.now;
+        if let Some(since) = self.closing_since {
+            if now.saturating_duration_since(since) >= self.cfg.close_linger {
+                return Err(ConnError {
+                    counter: "close_linger",
+                    status: StatusCode::Unavailable,
+                    message: format!(
+                        "closing took longer than CoreConfig::close_linger ({:?})",
+                        self.cfg.close_linger
+                    ),
+                });
+            }
+            if self.is_closing() {
+                return Ok(());
+            }
+        }
+        expired.clear();
+        self.calls.expire(now, expired);
+        for &id in expired.iter() {
+            env.stats.deadline_exceeded += 1;
+            let _ = self.queue(|_, b| b.empty_frame(FrameKind::Cancel, id, 0));
+        }
+        let stall = self.cfg.stall_timeout;
+        if self.awaiting_more() && now.saturating_duration_since(self.rx_started) >= stall {
+            let what = if self.is_open() {
+                "a frame was not completed"
+            } else {
+                "the handshake was not completed"
+            };
+            let e = ConnError {
+                counter: "stalled",
+                status: StatusCode::DeadlineExceeded,
+                message: format!(
+                    "{what} within CoreConfig::stall_timeout ({stall:?}) of its first byte"
+                ),
+            };
+            self.fail(e.clone(), env);
+            return Err(e);
+        }
+        if let Some(since) = self.write_blocked_since {
+            if now.saturating_duration_since(since) >= stall {
+                // The peer takes no bytes: an Error frame could not reach it either.
+                let e = ConnError {
+                    counter: "write_stalled",
+                    status: StatusCode::Unavailable,
+                    message: format!(
+                        "the peer took no bytes for CoreConfig::stall_timeout ({stall:?}) \
+                         while output was waiting"
+                    ),
+                };
+                env.stats.count_error(e.counter);
+                self.close_with(e.clone());
+                return Err(e);
+            }
+        }
+        let keepalive = self.cfg.keepalive;
+        if !self.is_open() || keepalive.is_zero() {
+            return Ok(());
+        }
+        if let Some(since) = self.ping_outstanding {
+            let dead_after = self.cfg.dead_after;
+            if now.saturating_duration_since(since) >= dead_after {
+                let e = ConnError {
+                    counter: "dead_peer",
+                    status: StatusCode::Unavailable,
+                    message: format!(
+                        "no answer to a keepalive ping within CoreConfig::dead_after \
+                         ({dead_after:?}); the peer is unreachable or frozen"
+                    ),
+                };
+                self.fail(e.clone(), env);
+                return Err(e);
+            }
+        } else if now.saturating_duration_since(self.last_rx) >= keepalive {
+            self.ping_outstanding = Some(now);
+            self.queue(|_, b| b.empty_frame(FrameKind::Ping, 0, 0))?;
+        }
+        Ok(())
+    }
+
+    /// When this connection next needs `on_timer`: the earliest of its calls' deadlines, the
+    /// stall time of a partial frame or handshake or of blocked output, the keepalive or
+    /// dead-peer time, and the linger bound of a closing connection.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        let mut next = self.calls.next_deadline;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        // Durations come from validated configuration, but an `Instant` far in the future
+        // must never panic: an unrepresentable time means "never".
+        if let Some(since) = self.closing_since {
+            consider(since.checked_add(self.cfg.close_linger));
+        }
+        if self.is_closing() {
+            return next;
+        }
+        let stall = self.cfg.stall_timeout;
+        if self.awaiting_more() {
+            consider(self.rx_started.checked_add(stall));
+        }
+        if let Some(since) = self.write_blocked_since {
+            consider(since.checked_add(stall));
+        }
+        if self.is_open() && !self.cfg.keepalive.is_zero() {
+            match self.ping_outstanding {
+                Some(since) => consider(since.checked_add(self.cfg.dead_after)),
+                None => consider(self.last_rx.checked_add(self.cfg.keepalive)),
+            }
+        }
+        next
+    }
+}

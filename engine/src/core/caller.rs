@@ -1,0 +1,179 @@
+//! The caller-driven API: a program drives this core from its own thread and makes calls on
+//! it directly (`connect`, `start`, `call`, `cancel`, `close`), with no cross-thread hop.
+
+use super::*;
+
+impl Core {
+    /// Connects to `endpoint` as a client and completes the handshake, driving this core from
+    /// the calling thread.
+    pub fn connect(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<ConnId, Status> {
+        let fd = sock::connect(endpoint, timeout)
+            .map_err(|e| Status::unavailable(format!("connect to {endpoint}: {e}")))?;
+        let key = self
+            .add_conn(fd, Role::Client, Instant::now())
+            .ok_or_else(|| {
+                Status::new(
+                    StatusCode::ResourceExhausted,
+                    "core is at its connection limit",
+                )
+            })?;
+        let generation = self.conns[key].generation;
+        let done = |c: &Core| {
+            c.conns
+                .get(key)
+                .is_none_or(|en| en.generation != generation || en.conn.is_open() || en.closing)
+        };
+        self.run_until(timeout, done)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        match self.conns.get(key).filter(|en| en.generation == generation) {
+            Some(en) if en.conn.is_open() => Ok(ConnId(ConnRef {
+                key: key as u32,
+                generation,
+            })),
+            Some(_) => {
+                self.begin_close(key, "handshake failed or timed out");
+                Err(Status::unavailable(format!(
+                    "handshake with {endpoint} failed or timed out"
+                )))
+            }
+            None => Err(Status::unavailable(format!(
+                "{endpoint} closed the connection during the handshake"
+            ))),
+        }
+    }
+
+    /// Starts a unary call on `conn` and returns its id; the outcome arrives in `slot` while
+    /// this core runs (check [`CallSlot::is_done`], read it with [`CallSlot::reply`]).
+    ///
+    /// If `slot` still waits for an earlier call, that call is cancelled first (its reply
+    /// could never be read). Returns `None` if the call could not start; the slot then holds
+    /// the failure (e.g. `ResourceExhausted` for a payload above the negotiated frame size,
+    /// `Unavailable` for a closed connection).
+    pub fn start(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        slot: &mut CallSlot,
+    ) -> Option<u32> {
+        if slot.inner.is_pending() {
+            if let Some((c, id)) = slot.last.take() {
+                self.cancel(ConnId(c), id);
+            }
+        }
+        Completion::rearm(&mut slot.inner);
+        let spec = crate::conn::CallSpec {
+            service,
+            method,
+            payload,
+            deadline,
+            idempotent: false,
+        };
+        let id = self.start_call(conn.0, &spec, slot.inner.clone(), Instant::now());
+        slot.last = id.map(|id| (conn.0, id));
+        id
+    }
+
+    /// Cancels call `id` on `conn`: the slot is completed with `Cancelled` and a Cancel frame
+    /// tells the server to stop.
+    pub fn cancel(&mut self, conn: ConnId, id: u32) {
+        let key = conn.0.key as usize;
+        if let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.0.generation)
+        {
+            en.conn
+                .cancel_call(id, StatusCode::Cancelled, "cancelled by the caller");
+            self.mark_dirty(key);
+        }
+    }
+
+    /// A unary call driven by the calling thread: starts it, runs this core until the reply,
+    /// and lends the reply from `slot` (the borrow keeps `slot` from starting another call
+    /// while the reply is read). Allocates nothing in steady state.
+    ///
+    /// `deadline` is honoured by this loop itself: the call fails with `DeadlineExceeded` (and
+    /// a Cancel goes to the server) once it passes, whatever the connection does.
+    ///
+    /// # Errors
+    /// The call's failure: the server's status, `DeadlineExceeded`, `ResourceExhausted` for a
+    /// request above the negotiated limits (refused before anything is sent; the connection
+    /// and its other calls are untouched), `Unavailable` if the connection or the ring failed.
+    pub fn call<'s>(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        slot: &'s mut CallSlot,
+    ) -> Result<&'s [u8], Status> {
+        let until = deadline.and_then(|d| Instant::now().checked_add(d));
+        let id = self.start(conn, service, method, payload, deadline, slot);
+        // Send now rather than after the next turn's reads: a hot connection writes directly,
+        // others queue their send for the next enter.
+        self.flush();
+        while !slot.inner.is_done() {
+            if let Err(e) = self.turn(Some(&slot.inner)) {
+                if let Some(id) = id {
+                    self.expire_call(conn, id, StatusCode::Unavailable, "the core's ring failed");
+                }
+                return Err(Status::unavailable(format!(
+                    "the core's io_uring failed: {e}"
+                )));
+            }
+            if let (Some(until), Some(id)) = (until, id) {
+                if !slot.inner.is_done() && Instant::now() >= until {
+                    self.expire_call(
+                        conn,
+                        id,
+                        StatusCode::DeadlineExceeded,
+                        "the deadline passed before a reply arrived",
+                    );
+                }
+            }
+        }
+        slot.last = None;
+        let s: &'s CallSlot = slot;
+        s.inner
+            .result()
+            .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
+    }
+
+    /// Ends call `id` locally with `code` (a Cancel goes to the peer).
+    pub(super) fn expire_call(
+        &mut self,
+        conn: ConnId,
+        id: u32,
+        code: StatusCode,
+        why: &'static str,
+    ) {
+        let key = conn.0.key as usize;
+        if let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.0.generation)
+        {
+            en.conn.cancel_call(id, code, why);
+            self.mark_dirty(key);
+            self.flush();
+        }
+    }
+
+    /// Closes a client connection.
+    pub fn close(&mut self, conn: ConnId) {
+        if self
+            .conns
+            .get(conn.0.key as usize)
+            .is_some_and(|en| en.generation == conn.0.generation)
+        {
+            self.begin_close(
+                conn.0.key as usize,
+                "the connection was closed by this side",
+            );
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Work sent to the core: commands from other threads (through the inbox) and from the core's
+//! own tasks (handled in the same turn), and graceful shutdown.
+
+use super::*;
+
+impl Core {
+    /// Commands this core's own tasks sent directly (e.g. a handler calling another service on a
+    /// connection of this core): handled in this turn, so the request goes out in this flush.
+    pub(super) fn drain_local(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        loop {
+            let mut local = Vec::new();
+            Inbox::take_local(&mut local);
+            if local.is_empty() {
+                return work;
+            }
+            work = true;
+            for cmd in local {
+                self.on_command(cmd, now);
+            }
+            // Completions may have woken tasks that send more.
+            self.run_tasks(now);
+        }
+    }
+
+    pub(super) fn drain_inbox(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        while let Some(cmd) = self.inbox.pop() {
+            work = true;
+            self.on_command(cmd, now);
+        }
+        work
+    }
+
+    pub(super) fn on_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Adopt { fd, slot } => match self.add_conn(fd, Role::Client, now) {
+                Some(key) => self.conns[key].adopt = Some(slot),
+                None => slot.complete(Err(Status::new(
+                    StatusCode::ResourceExhausted,
+                    "core is at its connection limit",
+                ))),
+            },
+            Command::Call {
+                conn,
+                service,
+                method,
+                payload,
+                deadline,
+                idempotent,
+                slot,
+            } => {
+                let spec = crate::conn::CallSpec {
+                    service: &service,
+                    method: &method,
+                    payload: &payload,
+                    deadline,
+                    idempotent,
+                };
+                self.start_call(conn, &spec, slot, now);
+            }
+            Command::CancelSlot { conn, slot, code } => {
+                let key = conn.key as usize;
+                if let Some(en) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|en| en.generation == conn.generation)
+                {
+                    if en.conn.cancel_slot(&slot, code) && code == StatusCode::DeadlineExceeded {
+                        self.stats.deadline_exceeded += 1;
+                    }
+                    self.mark_dirty(key);
+                }
+            }
+            Command::Close { conn } => {
+                if self
+                    .conns
+                    .get(conn.key as usize)
+                    .is_some_and(|en| en.generation == conn.generation)
+                {
+                    self.begin_close(conn.key as usize, "the channel was closed");
+                }
+            }
+            Command::Shutdown { drain } => self.shutdown(drain),
+            Command::Stats(tx) => {
+                let _ = tx.send(self.stats());
+            }
+        }
+    }
+
+    pub(super) fn start_call(
+        &mut self,
+        conn: ConnRef,
+        spec: &crate::conn::CallSpec<'_>,
+        slot: Arc<Completion>,
+        now: Instant,
+    ) -> Option<u32> {
+        let key = conn.key as usize;
+        match self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.generation && !en.closing)
+        {
+            Some(en) => match en.conn.start_call(spec, slot.clone(), now) {
+                Ok(id) => {
+                    self.mark_dirty(key);
+                    if spec.deadline.is_some() {
+                        self.reschedule(key);
+                    }
+                    Some(id)
+                }
+                Err(s) => {
+                    slot.complete(Err(s));
+                    None
+                }
+            },
+            None => {
+                slot.complete(Err(Status::unavailable("connection is closed")));
+                None
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, send GoAway on every connection, let in-flight work
+    /// finish for up to `drain`, then close everything.
+    pub fn shutdown(&mut self, drain: Duration) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        // A drain too long to represent waits for the work to finish, however long.
+        let now = Instant::now();
+        self.drain_until = Some(
+            now.checked_add(drain)
+                .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600)),
+        );
+        self.close_listeners();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            if let Some(en) = self.conns.get_mut(k) {
+                en.conn.go_away("the engine is shutting down");
+            }
+            self.mark_dirty(k);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The connection slab's lifecycle: adding connections, marking them for a flush, closing
+//! them (begin, EOF half-close, finish once the kernel is done with their buffers), and the
+//! bookkeeping after every event on a connection.
+
+use super::*;
+
+impl Core {
+    pub(super) fn add_conn(&mut self, fd: OwnedFd, role: Role, now: Instant) -> Option<usize> {
+        if self.conns.len() >= self.cfg.max_connections || self.drain_until.is_some() {
+            self.stats.refused += 1;
+            return None;
+        }
+        self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
+        let conn = Connection::new(role, &self.conn_cfg, now);
+        let key = self.conns.insert(Entry {
+            fd,
+            conn,
+            generation: self.next_gen,
+            recv_armed: false,
+            read_done: false,
+            send: None,
+            closing: false,
+            shut: false,
+            dirty: false,
+            adopt: None,
+            timer_gen: 0,
+            scheduled: None,
+            hot: None,
+        });
+        self.arm_recv(key);
+        self.mark_dirty(key);
+        self.reschedule(key);
+        Some(key)
+    }
+
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(en) = self.conns.get_mut(key) {
+            if !en.dirty {
+                en.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Starts closing `key`: no new operations; shuts the socket down so pending ones finish.
+    /// Calls still in flight fail with `why` (unless the connection already knows a reason).
+    pub(super) fn begin_close(&mut self, key: usize, why: &str) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        if en.closing {
+            return;
+        }
+        en.closing = true;
+        en.conn.on_closed(why);
+        let was_hot = en.hot.take().is_some();
+        self.executor.drop_conn(key as u32);
+        if let Some(slot) = en.adopt.take() {
+            let why = en
+                .conn
+                .close_reason
+                .clone()
+                .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
+            slot.complete(Err(Status::unavailable(why)));
+        }
+        if en.recv_armed || en.send.is_some() {
+            en.shut = true;
+            sock::shutdown(&en.fd);
+        }
+        self.closing.push(key);
+        if was_hot {
+            self.hot.retain(|&k| k != key);
+        }
+    }
+
+    pub(super) fn finish_closes(&mut self) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            let key = self.closing[i];
+            let done = self
+                .conns
+                .get(key)
+                .is_none_or(|en| !en.recv_armed && en.send.is_none());
+            if done {
+                self.closing.swap_remove(i);
+                if self.conns.try_remove(key).is_some() {
+                    self.stats.closed += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// After a connection changed: start async work it queued, schedule a flush, and close
+    /// it once it is closing (or drained after the peer's EOF/GoAway) and its output is out.
+    pub(super) fn after_event(&mut self, key: usize) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !en.conn.spawns.is_empty() || !en.conn.cancels.is_empty() {
+            let conn = ConnRef {
+                key: key as u32,
+                generation: en.generation,
+            };
+            for sp in en.conn.spawns.drain(..) {
+                self.executor.spawn(conn, sp.id, sp.future, sp.deadline);
+            }
+            let cancels = std::mem::take(&mut en.conn.cancels);
+            for &id in &cancels {
+                self.executor.cancel(conn.key, id);
+                en.conn
+                    .abandon_async(id, StatusCode::Cancelled, "cancelled by the caller");
+            }
+        }
+        if en.adopt.is_some() && (en.conn.is_open() || en.conn.is_closing()) {
+            let slot = en.adopt.take().expect("checked");
+            if en.conn.is_open() {
+                let r = ConnRef {
+                    key: key as u32,
+                    generation: en.generation,
+                };
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&r.key.to_le_bytes());
+                b[4..].copy_from_slice(&r.generation.to_le_bytes());
+                slot.complete(Ok(&b));
+                if slot.was_abandoned() {
+                    // The connecting thread gave up (timeout) and may never see this handle.
+                    self.begin_close(key, "the connecting caller gave up");
+                    return;
+                }
+            } else {
+                let why = en
+                    .conn
+                    .close_reason
+                    .clone()
+                    .unwrap_or_else(|| "handshake failed".to_owned());
+                slot.complete(Err(Status::unavailable(why)));
+            }
+        }
+        if !en.closing && (en.conn.is_closing() || en.conn.drained()) {
+            // Nothing more is read from a connection that is closing: its input after an
+            // error is not looked at, and the closing bound runs from now.
+            if !en.conn.is_closing() {
+                en.conn.close_with(crate::conn::ConnError {
+                    counter: "drained",
+                    status: StatusCode::Unavailable,
+                    message: "the peer ended the connection".to_owned(),
+                });
+            }
+            en.conn.closing_at(Instant::now());
+            if !en.read_done {
+                en.read_done = true;
+                sock::shutdown_read(&en.fd);
+            }
+            if en.hot.take().is_some() {
+                self.hot.retain(|&k| k != key);
+            }
+        }
+        if en.conn.wants_write() {
+            self.mark_dirty(key);
+        } else if en.conn.is_closing() && en.send.is_none() {
+            self.begin_close(key, "closed");
+            return;
+        }
+        self.reschedule(key);
+    }
+
+    /// The peer sent EOF: nothing more to read; answer what is in flight, then close.
+    pub(super) fn on_eof(&mut self, key: usize, now: Instant) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        en.read_done = true;
+        en.conn.on_peer_eof(now);
+        if en.hot.take().is_some() {
+            self.hot.retain(|&k| k != key);
+        }
+        self.after_event(key);
+    }
+}
