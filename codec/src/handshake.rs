@@ -51,7 +51,8 @@ fn handshake_limits() -> Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// Feature bits (none are defined in 1.0; unknown bits are ignored by servers).
+    /// Feature bits: the protocol features the client understands and what it serves (see
+    /// [`crate::features`]; unknown bits are ignored by servers).
     pub features: u64,
     /// Compression algorithms the client can decode, preferred first.
     pub compression: Vec<Compression>,
@@ -111,7 +112,8 @@ impl ClientConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Feature bits the server supports.
+    /// Feature bits: the protocol features the server understands and what it serves (see
+    /// [`crate::features`]).
     pub features: u64,
     /// Compression algorithms the server can use, in the server's preference order (the
     /// client's order wins among those both support).
@@ -154,8 +156,12 @@ impl Default for ServerConfig {
 pub struct Settings {
     /// Minor version in use.
     pub version_minor: u8,
-    /// Feature bits both sides support.
+    /// Protocol features in force: the protocol bits (0–31) both sides set
+    /// ([`crate::features::in_force`]).
     pub features: u64,
+    /// What the server serves: the offer bits (32–63) of its Welcome
+    /// ([`crate::features::offers`]). What the client serves is in [`ClientOffer::features`].
+    pub server_offers: u64,
     /// Payload compression in use.
     pub compression: Compression,
     /// Compression threshold (bytes).
@@ -178,7 +184,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientOffer {
-    /// Feature bits offered.
+    /// Feature bits of the Hello: protocol features offered and, in bits 32–63, what the
+    /// client serves ([`crate::features::offers`]).
     pub features: u64,
     /// Compression algorithms offered (unknown values dropped).
     pub compression: Vec<Compression>,
@@ -337,7 +344,8 @@ impl ClientHandshake {
         }
         Ok(Settings {
             version_minor: w.version_minor(),
-            features: w.features() & c.features,
+            features: crate::features::in_force(w.features(), c.features),
+            server_offers: crate::features::offers(w.features()),
             compression,
             compression_threshold: w.compression_threshold(),
             limits: Limits {
@@ -497,7 +505,8 @@ impl ServerHandshake {
             .unwrap_or(Compression::None);
         Ok(Settings {
             version_minor: VERSION_MINOR,
-            features: offer.features & s.features,
+            features: crate::features::in_force(offer.features, s.features),
+            server_offers: crate::features::offers(s.features),
             compression,
             compression_threshold: s.compression_threshold,
             limits: Limits {
@@ -540,7 +549,7 @@ impl ServerHandshake {
         let mut batch = BatchEncoder::new(handshake_limits());
         let w = WelcomeFields {
             version_minor: settings.version_minor,
-            features: settings.features,
+            features: settings.features | settings.server_offers,
             compression: settings.compression,
             compression_threshold: settings.compression_threshold,
             max_frame_size: settings.limits.max_frame_size,
