@@ -80,6 +80,12 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// Sets the feature bits: protocol features the client understands and what it serves
+    /// (see [`crate::features`]).
+    pub fn with_features(mut self, features: u64) -> Self {
+        self.features = features;
+        self
+    }
     /// Sets the authentication token.
     pub fn with_auth_token(mut self, token: impl Into<Vec<u8>>) -> Self {
         self.auth_token = Some(token.into());
@@ -147,6 +153,15 @@ impl Default for ServerConfig {
             keepalive_interval_ms: 15_000,
             server_id: String::from("netron"),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Sets the feature bits: protocol features the server understands and what it serves
+    /// (see [`crate::features`]).
+    pub fn with_features(mut self, features: u64) -> Self {
+        self.features = features;
+        self
     }
 }
 

@@ -5,8 +5,9 @@
 //!   receives), the sequence numbers of StreamData in each direction, and the final frames that
 //!   decide when the stream's id may be reused.
 //! - [`Window`] is one flow-control window (per stream and direction, or per connection and
-//!   direction): credit in bytes, consumed by StreamOpen/StreamData payloads and raised by
-//!   WindowUpdate, with every edge of the `u32` arithmetic checked.
+//!   direction): credit in bytes, consumed by StreamOpen/StreamData payloads (a frame may be
+//!   sent while the credit is positive) and raised by WindowUpdate, with every edge of the
+//!   `u32` arithmetic checked.
 //!
 //! The codec checks frames one at a time; these types check sequences. A violation is a
 //! [`StreamError`], which a receiver treats as a connection error (`Error` with id 0, the
@@ -24,8 +25,11 @@
 //! assert!(s.is_finished());
 //!
 //! let mut w = Window::new(65_536);
-//! w.consume(65_536).unwrap();
+//! w.consume(100_000).unwrap(); // allowed: the credit was positive
+//! assert_eq!(w.credit(), -34_464);
 //! assert!(w.consume(1).is_err()); // beyond its credit
+//! w.grant(34_465).unwrap();
+//! w.consume(1).unwrap();
 //! w.grant(MAX_WINDOW).unwrap();
 //! assert!(w.grant(1).is_err()); // above 2^31 - 1
 //! ```
@@ -78,8 +82,8 @@ pub enum StreamError {
         /// The role of the sender.
         role: &'static str,
     },
-    /// Flow-controlled bytes beyond the credit the receiver granted.
-    #[error("{wanted} flow-controlled bytes with only {available} bytes of credit")]
+    /// Flow-controlled bytes while the credit the receiver granted was used up.
+    #[error("{wanted} flow-controlled bytes with {available} bytes of credit left")]
     FlowControl {
         /// Bytes the frame carries.
         wanted: u32,
@@ -121,100 +125,122 @@ impl StreamError {
     }
 }
 
-/// One flow-control window: bytes the sender may still send (the receiver keeps an identical
-/// copy of the credit it granted). Always `<=` [`MAX_WINDOW`].
+/// One flow-control window (§23): the sender's credit in bytes; the receiver keeps an
+/// identical copy of what it granted.
+///
+/// A frame with `n > 0` flow-controlled bytes may be sent while the credit is **positive**
+/// (at least 1 byte), whatever `n` is; the credit then drops by `n` and may become negative,
+/// and nothing more is sent until WindowUpdates bring it above 0 again. So a message larger
+/// than the window never deadlocks, and a receiver buffers at most
+/// `granted + max_frame_size − 1` bytes. The credit never exceeds [`MAX_WINDOW`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    available: u32,
+    credit: i64,
 }
 
 impl Window {
     /// A window with `initial` bytes of credit, clamped to [`MAX_WINDOW`].
     pub const fn new(initial: u32) -> Self {
         Self {
-            available: if initial > MAX_WINDOW {
-                MAX_WINDOW
+            credit: if initial > MAX_WINDOW {
+                MAX_WINDOW as i64
             } else {
-                initial
+                initial as i64
             },
         }
     }
 
-    /// Credit left (bytes).
-    pub const fn available(&self) -> u32 {
-        self.available
+    /// The credit: bytes granted and not yet used; negative after a frame larger than what
+    /// was left.
+    pub const fn credit(&self) -> i64 {
+        self.credit
     }
 
-    /// Consumes `n` bytes of credit.
+    /// Credit left, 0 if it is negative.
+    pub const fn available(&self) -> u32 {
+        if self.credit > 0 {
+            self.credit as u32
+        } else {
+            0
+        }
+    }
+
+    /// Whether a frame with flow-controlled bytes may be sent now (the credit is positive).
+    pub const fn is_open(&self) -> bool {
+        self.credit > 0
+    }
+
+    /// Consumes `n` flow-controlled bytes (a StreamOpen or StreamData payload as sent).
+    /// `n = 0` is always allowed.
     ///
     /// # Errors
     ///
-    /// [`StreamError::FlowControl`] if `n` exceeds the credit left; the window is unchanged.
+    /// [`StreamError::FlowControl`] if `n > 0` and the credit is not positive; the window is
+    /// unchanged.
     pub fn consume(&mut self, n: u32) -> Result<(), StreamError> {
-        match self.available.checked_sub(n) {
-            Some(rest) => {
-                self.available = rest;
-                Ok(())
-            }
-            None => Err(StreamError::FlowControl {
+        if n > 0 && self.credit <= 0 {
+            return Err(StreamError::FlowControl {
                 wanted: n,
-                available: self.available,
-            }),
+                available: 0,
+            });
         }
+        self.credit -= n as i64;
+        Ok(())
     }
 
     /// Adds `increment` bytes of credit (a WindowUpdate).
     ///
     /// # Errors
     ///
-    /// [`StreamError::ZeroIncrement`] for 0, [`StreamError::WindowOverflow`] if the window
+    /// [`StreamError::ZeroIncrement`] for 0, [`StreamError::WindowOverflow`] if the credit
     /// would exceed [`MAX_WINDOW`]; the window is unchanged.
     pub fn grant(&mut self, increment: u32) -> Result<(), StreamError> {
         if increment == 0 {
             return Err(StreamError::ZeroIncrement);
         }
-        let sum = self.available as u64 + increment as u64;
-        if sum > MAX_WINDOW as u64 {
+        let sum = self.credit + increment as i64;
+        if sum > MAX_WINDOW as i64 {
             return Err(StreamError::WindowOverflow {
-                window: self.available,
+                window: self.available(),
                 increment,
             });
         }
-        self.available = sum as u32;
+        self.credit = sum;
         Ok(())
     }
 
-    /// The receiver's WindowUpdate policy (**SHOULD**, §23.4): once the credit left has fallen
-    /// to half of `target` or less, grant what brings it back to `target` (clamped to
-    /// [`MAX_WINDOW`]). Returns the increment to send, or `None` while more than half is left.
-    /// The caller sends a WindowUpdate with the increment and calls [`Window::grant`] with it.
+    /// The receiver's WindowUpdate policy (**SHOULD**, §23.4): once the credit has fallen to
+    /// half of `target` or less, grant what brings it back to `target` (clamped to
+    /// [`MAX_WINDOW`]; at most `u32::MAX` at once). Returns the increment to send, or `None`
+    /// while more than half is left. The caller sends a WindowUpdate with the increment and
+    /// calls [`Window::grant`] with it.
     pub fn update_due(&self, target: u32) -> Option<u32> {
-        let target = target.min(MAX_WINDOW);
-        (self.available <= target / 2 && self.available < target).then(|| target - self.available)
+        let target = target.min(MAX_WINDOW) as i64;
+        (self.credit <= target / 2 && self.credit < target)
+            .then(|| (target - self.credit).min(u32::MAX as i64) as u32)
     }
 }
 
-/// Consumes `n` bytes from a stream window and the connection window together: both or
-/// neither.
+/// Consumes `n` flow-controlled bytes from a stream window and the connection window
+/// together: both or neither (§23.3).
 ///
 /// # Errors
 ///
-/// [`StreamError::FlowControl`] if either window has less than `n` bytes left; neither
+/// [`StreamError::FlowControl`] if `n > 0` and either credit is not positive; neither
 /// window changes.
 pub fn consume_both(
     stream: &mut Window,
     connection: &mut Window,
     n: u32,
 ) -> Result<(), StreamError> {
-    let limit = stream.available.min(connection.available);
-    if n > limit {
+    if n > 0 && !(stream.is_open() && connection.is_open()) {
         return Err(StreamError::FlowControl {
             wanted: n,
-            available: limit,
+            available: 0,
         });
     }
-    stream.available -= n;
-    connection.available -= n;
+    stream.credit -= n as i64;
+    connection.credit -= n as i64;
     Ok(())
 }
 

@@ -146,61 +146,74 @@ proptest! {
         }
     }
 
-    /// Window arithmetic against a u64 model, with increments and consumptions drawn from the
-    /// edges of u32: credit never exceeds 2^31 - 1, a refused operation changes nothing.
+    /// Window arithmetic against an i128 model, with increments and consumptions drawn from
+    /// the edges of u32: a frame is accepted while the credit is positive, the credit never
+    /// exceeds 2^31 - 1 and never falls below -(2^32 - 1), a refused operation changes nothing.
     #[test]
     fn window_arithmetic_matches_a_wide_model(
         initial in edge(),
         ops in prop::collection::vec((any::<bool>(), edge()), 0..40),
     ) {
         let mut w = Window::new(initial);
-        let mut model = (initial as u64).min(MAX_WINDOW as u64);
-        prop_assert_eq!(w.available() as u64, model);
+        let mut model = (initial as i128).min(MAX_WINDOW as i128);
+        prop_assert_eq!(w.credit() as i128, model);
         for (grant, n) in ops {
             if grant {
-                let ok = n != 0 && model + n as u64 <= MAX_WINDOW as u64;
+                let ok = n != 0 && model + n as i128 <= MAX_WINDOW as i128;
                 prop_assert_eq!(w.grant(n).is_ok(), ok);
-                if ok { model += n as u64; }
+                if ok { model += n as i128; }
             } else {
-                let ok = n as u64 <= model;
+                let ok = n == 0 || model > 0;
                 prop_assert_eq!(w.consume(n).is_ok(), ok);
-                if ok { model -= n as u64; }
+                if ok { model -= n as i128; }
             }
-            prop_assert_eq!(w.available() as u64, model);
-            prop_assert!(w.available() <= MAX_WINDOW);
+            prop_assert_eq!(w.credit() as i128, model);
+            prop_assert!(w.credit() <= MAX_WINDOW as i64);
+            prop_assert!(w.credit() > -(u32::MAX as i64) - 1);
+            prop_assert_eq!(w.available() as i128, model.max(0));
+            prop_assert_eq!(w.is_open(), model > 0);
         }
     }
 
-    /// The receiver's update policy restores exactly the target and never overflows.
+    /// The receiver's update policy restores the target (in steps of at most u32::MAX) and
+    /// never overflows.
     #[test]
-    fn update_due_restores_the_target(target in edge(), used in edge()) {
+    fn update_due_restores_the_target(target in edge(), used in prop::collection::vec(edge(), 0..3)) {
         let mut w = Window::new(target);
-        let _ = w.consume(used);
-        match w.update_due(target) {
-            Some(inc) => {
-                prop_assert!(w.available() <= target.min(MAX_WINDOW) / 2);
-                w.grant(inc).unwrap();
-                prop_assert_eq!(w.available(), target.min(MAX_WINDOW));
-            }
-            None => prop_assert!(w.available() > target.min(MAX_WINDOW) / 2 || w.available() == target.min(MAX_WINDOW)),
+        for n in used {
+            let _ = w.consume(n);
         }
+        let target_c = target.min(MAX_WINDOW) as i64;
+        for _ in 0..3 {
+            match w.update_due(target) {
+                Some(inc) => {
+                    prop_assert!(w.credit() <= target_c / 2);
+                    w.grant(inc).unwrap();
+                    prop_assert!(w.credit() <= target_c);
+                }
+                None => prop_assert!(w.credit() > target_c / 2 || w.credit() == target_c),
+            }
+        }
+        prop_assert!(w.update_due(target).is_none());
+        prop_assert!(w.credit() >= target_c / 2);
     }
 
     /// Stream and connection windows are consumed together or not at all.
     #[test]
-    fn consume_both_is_all_or_nothing(s in edge(), c in edge(), n in edge()) {
+    fn consume_both_is_all_or_nothing(s in edge(), c in edge(), pre in edge(), n in edge()) {
         let (mut sw, mut cw) = (Window::new(s), Window::new(c));
-        let (s0, c0) = (sw.available(), cw.available());
+        let _ = sw.consume(pre);
+        let (s0, c0) = (sw.credit(), cw.credit());
         match consume_both(&mut sw, &mut cw, n) {
             Ok(()) => {
-                prop_assert_eq!(sw.available(), s0 - n);
-                prop_assert_eq!(cw.available(), c0 - n);
+                prop_assert!(n == 0 || (s0 > 0 && c0 > 0));
+                prop_assert_eq!(sw.credit(), s0 - n as i64);
+                prop_assert_eq!(cw.credit(), c0 - n as i64);
             }
-            Err(StreamError::FlowControl { wanted, available }) => {
+            Err(StreamError::FlowControl { wanted, .. }) => {
                 prop_assert_eq!(wanted, n);
-                prop_assert_eq!(available, s0.min(c0));
-                prop_assert!(n > available);
-                prop_assert_eq!((sw.available(), cw.available()), (s0, c0));
+                prop_assert!(n > 0 && (s0 <= 0 || c0 <= 0));
+                prop_assert_eq!((sw.credit(), cw.credit()), (s0, c0));
             }
             Err(e) => prop_assert!(false, "unexpected {e:?}"),
         }
