@@ -5,7 +5,6 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, Endpoint, Engine, IdlePolicy, Service};
@@ -149,13 +148,13 @@ fn netron_rtt(endpoint: &str, idle: IdlePolicy, n: usize) -> Samples {
     let ep: Endpoint = engine.endpoints()[0].clone();
     let mut core = Core::new(CoreConfig::default().with_idle(idle)).expect("client core");
     let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
-    let slot = Arc::new(CallSlot::new());
+    let mut slot = CallSlot::new();
     let msg = [0x5au8; SIZE];
     let mut s = Samples::with_capacity(n);
     for i in 0..n + n / 10 {
         let t = Instant::now();
         let r = core
-            .call(conn, SERVICE, METHOD, &msg, None, &slot)
+            .call(conn, SERVICE, METHOD, &msg, None, &mut slot)
             .expect("call");
         debug_assert_eq!(r.len(), SIZE);
         if i >= n / 10 {
@@ -277,17 +276,17 @@ fn throughput(window: Duration) -> Table {
         let mut core =
             Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
         let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
-        let slots: Vec<Arc<CallSlot>> = (0..depth).map(|_| Arc::new(CallSlot::new())).collect();
+        let mut slots: Vec<CallSlot> = (0..depth).map(|_| CallSlot::new()).collect();
         let msg = [0x5au8; SIZE];
-        let run = |core: &mut Core, dur: Duration| -> u64 {
-            for s in &slots {
+        let mut run = |core: &mut Core, dur: Duration| -> u64 {
+            for s in slots.iter_mut() {
                 core.start(conn, SERVICE, METHOD, &msg, None, s);
             }
             let mut done = 0u64;
             let end = Instant::now() + dur;
             while Instant::now() < end {
                 core.run_once().expect("run");
-                for s in &slots {
+                for s in slots.iter_mut() {
                     if s.is_done() {
                         done += 1;
                         core.start(conn, SERVICE, METHOD, &msg, None, s);
@@ -380,14 +379,14 @@ fn zero_copy(window: Duration) -> Table {
             let conn = core
                 .connect(&engine.endpoints()[0], Duration::from_secs(5))
                 .expect("connect");
-            let slot = Arc::new(CallSlot::new());
+            let mut slot = CallSlot::new();
             for _ in 0..10 {
-                core.call(conn, SERVICE, METHOD, &payload, None, &slot)
+                core.call(conn, SERVICE, METHOD, &payload, None, &mut slot)
                     .expect("warm-up");
             }
             let (t0, mut n) = (Instant::now(), 0u64);
             while t0.elapsed() < window {
-                core.call(conn, SERVICE, METHOD, &payload, None, &slot)
+                core.call(conn, SERVICE, METHOD, &payload, None, &mut slot)
                     .expect("call");
                 n += 1;
             }

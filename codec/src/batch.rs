@@ -17,6 +17,8 @@ pub struct BatchEncoder {
     buf: Vec<u8>,
     frames: u32,
     limits: Limits,
+    /// The frame being built had payload appends refused at `max_frame_size`.
+    overflow: bool,
 }
 
 impl BatchEncoder {
@@ -26,6 +28,7 @@ impl BatchEncoder {
             buf: Vec::new(),
             frames: 0,
             limits,
+            overflow: false,
         }
     }
 
@@ -35,6 +38,7 @@ impl BatchEncoder {
             buf: Vec::with_capacity(bytes),
             frames: 0,
             limits,
+            overflow: false,
         }
     }
 
@@ -236,10 +240,24 @@ impl<'a> FrameBuilder<'a> {
     }
 
     /// Lets `write` append the payload straight into the batch buffer (e.g. a handler
-    /// serialising its reply in place).
+    /// serialising its reply in place) through an append-only [`PayloadBuf`]: the bytes of
+    /// earlier frames cannot be touched, and appends stop at `max_frame_size` (the frame's
+    /// `finish` then fails with [`EncodeError::FrameTooLarge`]), so whatever `write` does it
+    /// cannot corrupt the batch or make it grow without bound.
     #[inline]
-    pub fn payload_with(self, write: impl FnOnce(&mut Vec<u8>)) -> Self {
-        write(&mut self.batch.buf);
+    pub fn payload_with(self, write: impl FnOnce(&mut PayloadBuf<'_>)) -> Self {
+        let used = self.batch.buf.len() - self.start;
+        let room = (self.batch.limits.max_frame_size as usize).saturating_sub(used);
+        let mut p = PayloadBuf {
+            buf: &mut self.batch.buf,
+            room,
+            overflowed: 0,
+            written: 0,
+        };
+        write(&mut p);
+        if p.overflowed > 0 {
+            self.batch.overflow = true;
+        }
         self
     }
 
@@ -268,11 +286,17 @@ impl<'a> FrameBuilder<'a> {
     #[inline]
     pub fn finish(mut self) -> Result<usize, EncodeError> {
         let length = self.batch.buf.len() - self.start;
-        if length > self.batch.limits.max_frame_size as usize {
+        let overflowed = std::mem::take(&mut self.batch.overflow);
+        if overflowed || length > self.batch.limits.max_frame_size as usize {
             let headers_encoded = self.headers_encoded;
             // Drop removes the partial frame.
             return Err(EncodeError::FrameTooLarge {
-                length,
+                // An overflowed payload stopped at the limit: report one past it.
+                length: if overflowed {
+                    length.max(self.batch.limits.max_frame_size as usize + 1)
+                } else {
+                    length
+                },
                 max: self.batch.limits.max_frame_size,
                 headers_encoded,
             });
@@ -292,6 +316,105 @@ impl Drop for FrameBuilder<'_> {
     fn drop(&mut self) {
         if self.start != usize::MAX {
             self.batch.buf.truncate(self.start);
+            self.batch.overflow = false;
         }
+    }
+}
+
+/// Append-only access to the payload of the frame being built (see
+/// [`FrameBuilder::payload_with`]).
+///
+/// Only appends are possible, so the bytes of earlier frames in the batch stay intact, and
+/// appends stop once the frame would exceed the negotiated `max_frame_size`: the bytes past
+/// that are dropped, [`PayloadBuf::overflowed`] turns true and the frame's `finish` fails with
+/// [`EncodeError::FrameTooLarge`]. Writing through [`std::io::Write`] reports the overflow as
+/// an error of kind `WriteZero` instead of dropping bytes silently.
+#[derive(Debug)]
+pub struct PayloadBuf<'a> {
+    buf: &'a mut Vec<u8>,
+    /// Bytes that may still be appended before the frame exceeds `max_frame_size`.
+    room: usize,
+    /// Bytes refused because they did not fit.
+    overflowed: usize,
+    /// Bytes appended.
+    written: usize,
+}
+
+impl PayloadBuf<'_> {
+    /// Appends `bytes`, or as much of them as fits (see the type docs).
+    #[inline]
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.room);
+        self.buf.extend_from_slice(&bytes[..n]);
+        self.room -= n;
+        self.written += n;
+        self.overflowed = self.overflowed.saturating_add(bytes.len() - n);
+    }
+
+    /// Appends one byte.
+    #[inline]
+    pub fn push(&mut self, byte: u8) {
+        self.extend_from_slice(&[byte]);
+    }
+
+    /// Appends `len` zero bytes and lets `fill` write them in place (for serialisers that
+    /// need a sized slice). If `len` does not fit, nothing is appended, `fill` is not called,
+    /// and the frame fails as described in the type docs.
+    pub fn append_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        if len > self.room {
+            self.overflowed = self.overflowed.saturating_add(len);
+            return;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        self.room -= len;
+        self.written += len;
+        fill(&mut self.buf[start..]);
+    }
+
+    /// Reserves capacity for at least `additional` more bytes (capped at what may still be
+    /// appended).
+    #[inline]
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional.min(self.room));
+    }
+
+    /// Bytes that may still be appended before the frame exceeds `max_frame_size`.
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.room
+    }
+
+    /// Bytes appended through this `PayloadBuf` (not counting refused ones).
+    #[inline]
+    pub fn len_written(&self) -> usize {
+        self.written
+    }
+
+    /// Whether an append was refused because the frame would exceed `max_frame_size`.
+    #[inline]
+    pub fn overflowed(&self) -> bool {
+        self.overflowed > 0
+    }
+}
+
+impl std::io::Write for PayloadBuf<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 && !bytes.is_empty() {
+            self.overflowed = self.overflowed.saturating_add(bytes.len());
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "payload exceeds the negotiated max_frame_size",
+            ));
+        }
+        let n = bytes.len().min(self.room);
+        self.buf.extend_from_slice(&bytes[..n]);
+        self.room -= n;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -94,6 +94,27 @@ pub fn read_subscribe<'a>(frame: &Frame<'a>) -> Result<fb::Subscribe<'a>, Decode
     verify::<fb::Subscribe<'a>>(frame.kind(), "Subscribe", frame.payload())
 }
 
+/// Verifies the control body of any frame, whatever its kind: the same check, with the same
+/// error ([`DecodeError::InvalidBody`], status Internal), wherever a frame arrives
+/// (docs/protocol.md §12.1). Kinds with an opaque or no body pass; a receiver calls this
+/// before acting on a frame, so a malformed body is reported as such even for a kind the
+/// receiver then refuses (e.g. a Subscribe to a peer that serves no events).
+///
+/// # Errors
+/// [`DecodeError::InvalidBody`] if a body that must be a FlatBuffers table fails the verifier.
+pub fn verify_body(frame: &Frame<'_>) -> Result<(), DecodeError> {
+    match frame.kind() {
+        FrameKind::Hello => read_hello(frame).map(|_| ()),
+        FrameKind::Welcome => read_welcome(frame).map(|_| ()),
+        FrameKind::Reject => read_reject(frame).map(|_| ()),
+        FrameKind::Error => read_error(frame).map(|_| ()),
+        FrameKind::GoAway => read_go_away(frame).map(|_| ()),
+        FrameKind::Subscribe => read_subscribe(frame).map(|_| ()),
+        FrameKind::StreamEnd => read_stream_end(frame).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a verified `ServiceList` (the reply payload of `$sys.list`).
 pub fn read_service_list(payload: &[u8]) -> Result<fb::ServiceList<'_>, DecodeError> {
     verify::<fb::ServiceList<'_>>(FrameKind::Response, "ServiceList", payload)

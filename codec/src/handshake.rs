@@ -347,8 +347,8 @@ impl ClientHandshake {
             ));
         }
         if w.header_table_size() > c.header_table_size
-            || w.max_batch_frames() == 0
-            || w.max_batch_bytes() == 0
+            || w.max_batch_frames() < Limits::MIN_BATCH_FRAMES.min(c.limits.max_batch_frames)
+            || w.max_batch_bytes() < Limits::MIN_BATCH_BYTES.min(c.limits.max_batch_bytes)
             || w.max_batch_frames() > c.limits.max_batch_frames
             || w.max_batch_bytes() > c.limits.max_batch_bytes
             || w.max_decompressed_size() > c.limits.max_decompressed_size
@@ -497,16 +497,16 @@ impl ServerHandshake {
                 "max_frame_size below the 1024-byte minimum",
             ));
         }
-        if offer.limits.max_batch_frames == 0 {
+        if offer.limits.max_batch_frames < Limits::MIN_BATCH_FRAMES {
             return Err((
                 StatusCode::InvalidArgument,
-                "max_batch_frames must be at least 1",
+                "max_batch_frames below the minimum of 16",
             ));
         }
-        if offer.limits.max_batch_bytes == 0 {
+        if offer.limits.max_batch_bytes < Limits::MIN_BATCH_BYTES {
             return Err((
                 StatusCode::InvalidArgument,
-                "max_batch_bytes must be at least 1",
+                "max_batch_bytes below the minimum of 16384",
             ));
         }
         let compression = offer
@@ -589,8 +589,8 @@ impl ServerHandshake {
     pub fn accept(&mut self, offer: &ClientOffer, out: &mut Vec<u8>) -> Settings {
         let mut fixed = offer.clone();
         fixed.limits.max_frame_size = fixed.limits.max_frame_size.max(Limits::MIN_FRAME_SIZE);
-        fixed.limits.max_batch_frames = fixed.limits.max_batch_frames.max(1);
-        fixed.limits.max_batch_bytes = fixed.limits.max_batch_bytes.max(1);
+        fixed.limits.max_batch_frames = fixed.limits.max_batch_frames.max(Limits::MIN_BATCH_FRAMES);
+        fixed.limits.max_batch_bytes = fixed.limits.max_batch_bytes.max(Limits::MIN_BATCH_BYTES);
         self.try_accept(&fixed, out)
             .unwrap_or_else(|_| unreachable!("offer was made usable"))
     }

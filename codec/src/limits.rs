@@ -24,6 +24,12 @@ pub struct Limits {
 impl Limits {
     /// Smallest `max_frame_size` a peer may announce (1 KiB).
     pub const MIN_FRAME_SIZE: u32 = 1024;
+    /// Smallest `max_batch_frames` a peer may announce (16): every batch costs the sender a
+    /// write, so tiny batches would let a peer multiply the server's system calls (40x CPU
+    /// for pipelined calls with a limit of 1). docs/protocol.md §17.
+    pub const MIN_BATCH_FRAMES: u32 = 16;
+    /// Smallest `max_batch_bytes` a peer may announce (16 KiB), for the same reason.
+    pub const MIN_BATCH_BYTES: u32 = 16 << 10;
     /// Largest `max_frame_size` a peer may announce (1 GiB).
     pub const MAX_FRAME_SIZE: u32 = 1 << 30;
 

@@ -177,3 +177,39 @@ fn zero_batch_bytes_is_rejected() {
         .unwrap();
     assert_eq!(f.kind(), FrameKind::Reject);
 }
+
+/// Negotiated batch limits have minimums (docs/protocol.md §17): the exact minimum is
+/// accepted, one below is rejected with a Reject saying which limit.
+#[test]
+fn batch_limits_below_their_minimum_are_rejected() {
+    let cases = [
+        (
+            "max_batch_frames",
+            Limits::default().with_max_batch_frames(Limits::MIN_BATCH_FRAMES),
+            Limits::default().with_max_batch_frames(Limits::MIN_BATCH_FRAMES - 1),
+        ),
+        (
+            "max_batch_bytes",
+            Limits::default().with_max_batch_bytes(Limits::MIN_BATCH_BYTES),
+            Limits::default().with_max_batch_bytes(Limits::MIN_BATCH_BYTES - 1),
+        ),
+    ];
+    for (name, ok, low) in cases {
+        for (limits, accepted) in [(ok, true), (low, false)] {
+            let (hello, _) = offer_for(ClientConfig::default().with_limits(limits));
+            let mut server = ServerHandshake::new(ServerConfig::default());
+            let ServerProgress::Offer { offer, .. } = server.handle(&hello).unwrap() else {
+                panic!()
+            };
+            let r = server.try_accept(&offer, &mut Vec::new());
+            match r {
+                Ok(_) => assert!(accepted, "{name} below the minimum was accepted"),
+                Err(HandshakeError::InvalidSettings(reason)) => {
+                    assert!(!accepted, "{name} at the minimum was rejected");
+                    assert!(reason.contains(name), "{reason}");
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `Client`: calls from any thread, through the owning core's inbox.
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -9,20 +9,30 @@ use bytes::Bytes;
 
 use crate::driver::sock;
 use crate::inbox::{Command, ConnRef, Inbox};
-use crate::slot::CallSlot;
+use crate::slot::Completion;
 use crate::{Endpoint, Status};
 
 /// How long a waiting caller spins before parking (a cross-core wake-up costs ~25–30 µs on
 /// small VMs, so spinning this long keeps a fast reply on the fast path).
 const SPIN: Duration = Duration::from_micros(60);
 
+/// How long [`Client::connect`] waits for the connection and the handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 thread_local! {
     /// One completion slot per caller thread, reused call after call.
-    static SLOT: OnceCell<Arc<CallSlot>> = const { OnceCell::new() };
+    static SLOT: RefCell<Option<Arc<Completion>>> = const { RefCell::new(None) };
 }
 
-fn thread_slot() -> Arc<CallSlot> {
-    SLOT.with(|s| s.get_or_init(|| Arc::new(CallSlot::new())).clone())
+/// The calling thread's slot, armed for a new call. If a core still owns the previous one (a
+/// caller gave up on its call), a fresh slot replaces it: a call given up never poisons the
+/// thread's next call.
+fn thread_slot() -> Arc<Completion> {
+    SLOT.with_borrow_mut(|s| {
+        let slot = s.get_or_insert_with(|| Arc::new(Completion::new()));
+        Completion::rearm(slot);
+        slot.clone()
+    })
 }
 
 /// A handle for making calls; `Send + Sync + Clone`. Connections it opens live on the
@@ -48,36 +58,73 @@ impl Client {
         }
     }
 
-    /// Connects to `endpoint` (`tcp://…`, `unix://…`) and completes the handshake.
+    /// Connects to `endpoint` (`tcp://…`, `unix://…`) and completes the handshake, waiting
+    /// at most [`DEFAULT_CONNECT_TIMEOUT`].
+    ///
+    /// # Errors
+    /// See [`Client::connect_timeout`].
     pub fn connect(&self, endpoint: &str) -> Result<Channel, Status> {
-        let ep: Endpoint = endpoint
-            .parse()
-            .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
-        let fd = sock::connect(&ep, Duration::from_secs(5))
-            .map_err(|e| Status::unavailable(format!("connect to {ep}: {e}")))?;
+        self.connect_timeout(endpoint, DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// Connects to `endpoint` and completes the handshake within `timeout` (socket connect
+    /// and handshake together).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad endpoint string; `FailedPrecondition` when called from one
+    /// of the engine's own core threads (it would wait on itself); `Unavailable` if the
+    /// connection or handshake failed or the engine's cores are not running (at once, saying
+    /// why); `DeadlineExceeded` if `timeout` passed first.
+    pub fn connect_timeout(&self, endpoint: &str, timeout: Duration) -> Result<Channel, Status> {
+        let start = Instant::now();
+        let until = start.checked_add(timeout);
+        // Checked first: resolving the name and connecting block too, and must never run on
+        // a core's thread.
         if self.inner.inboxes.iter().any(Inbox::is_current) {
             return Err(Status::new(
                 crate::StatusCode::FailedPrecondition,
                 "Client::connect blocks; calling it from a core's own thread would deadlock (connect before, or from another thread)",
             ));
         }
+        let ep: Endpoint = endpoint
+            .parse()
+            .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.inboxes.len();
         let inbox = self.inner.inboxes[i].clone();
-        let slot = thread_slot();
-        slot.arm();
+        if let Some((why, _)) = inbox.stopped() {
+            return Err(Status::unavailable(format!(
+                "the engine core is not running: {why}"
+            )));
+        }
+        let fd = sock::connect(&ep, timeout)
+            .map_err(|e| Status::unavailable(format!("connect to {ep}: {e}")))?;
+        // A fresh slot per connect (not a hot path): if this caller gives up, the core learns
+        // it from the slot and closes the connection instead of leaking it.
+        let slot = Arc::new(Completion::new());
+        let armed = slot.arm();
+        debug_assert!(armed);
         inbox.push(Command::Adopt {
             fd,
             slot: slot.clone(),
         });
-        if !slot.wait(SPIN, Some(Instant::now() + Duration::from_secs(10))) {
-            return Err(Status::unavailable(format!(
-                "handshake with {ep} timed out"
+        if !slot.wait(SPIN, until) && !slot.abandon() {
+            return Err(Status::deadline_exceeded(format!(
+                "connect to {ep}: no handshake within {timeout:?}"
             )));
         }
-        let b = slot.result()?;
-        let conn = ConnRef {
-            key: u32::from_le_bytes(b[..4].try_into().expect("8 bytes")),
-            generation: u32::from_le_bytes(b[4..8].try_into().expect("8 bytes")),
+        let b = slot
+            .result()
+            .unwrap_or_else(|| Err(Status::internal("connect slot not completed")))?;
+        let conn = match (b.get(..4), b.get(4..8)) {
+            (Some(k), Some(g)) => ConnRef {
+                key: u32::from_le_bytes(k.try_into().unwrap_or_default()),
+                generation: u32::from_le_bytes(g.try_into().unwrap_or_default()),
+            },
+            _ => {
+                return Err(Status::internal(
+                    "malformed connection handle from the core",
+                ));
+            }
         };
         Ok(Channel {
             inner: Arc::new(ChannelInner { inbox, conn }),
@@ -140,7 +187,7 @@ impl Channel {
 #[derive(Debug)]
 #[must_use = "a call future does nothing unless awaited; dropping it cancels the call"]
 pub struct CallFuture {
-    slot: Arc<CallSlot>,
+    slot: Arc<Completion>,
     channel: Channel,
     finished: bool,
 }
@@ -153,11 +200,12 @@ impl std::future::Future for CallFuture {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         self.slot.register(cx.waker());
-        if !self.slot.is_done() {
+        let Some(result) = self.slot.result() else {
             return std::task::Poll::Pending;
-        }
+        };
+        let out = result.map(<[u8]>::to_vec);
         self.finished = true;
-        std::task::Poll::Ready(self.slot.result().map(<[u8]>::to_vec))
+        std::task::Poll::Ready(out)
     }
 }
 
@@ -168,15 +216,15 @@ impl Drop for CallFuture {
             ch.inbox.send(Command::CancelSlot {
                 conn: ch.conn,
                 slot: self.slot.clone(),
+                code: crate::StatusCode::Cancelled,
             });
         }
     }
 }
 
 impl Method {
-    /// Arms `slot` and hands the call to the connection's core.
-    fn send(&self, payload: Bytes, deadline: Option<Duration>, slot: &Arc<CallSlot>) {
-        slot.arm();
+    /// Hands the call to the connection's core; `slot` is armed.
+    fn send(&self, payload: Bytes, deadline: Option<Duration>, slot: &Arc<Completion>) {
         let ch = &self.channel.inner;
         ch.inbox.send(Command::Call {
             conn: ch.conn,
@@ -191,9 +239,12 @@ impl Method {
 
     /// Calls the method without blocking: the returned future resolves to the reply. Works with
     /// any executor (the core wakes the future's task). Dropping the future cancels the call.
-    /// Costs one allocation per call for its completion slot.
+    /// Costs one allocation per call for its completion slot. If the engine's core has
+    /// stopped, the future resolves at once with `Unavailable`.
     pub fn call_async(&self, payload: impl Into<Bytes>, deadline: Option<Duration>) -> CallFuture {
-        let slot = Arc::new(CallSlot::new());
+        let slot = Arc::new(Completion::new());
+        let armed = slot.arm();
+        debug_assert!(armed);
         self.send(payload.into(), deadline, &slot);
         CallFuture {
             slot,
@@ -203,6 +254,9 @@ impl Method {
     }
 
     /// Calls the method (blocking), returning the reply bytes.
+    ///
+    /// # Errors
+    /// See [`Method::call_into`].
     pub fn call(
         &self,
         payload: impl Into<Bytes>,
@@ -214,6 +268,16 @@ impl Method {
     }
 
     /// Calls the method (blocking), appending the reply to `out`.
+    ///
+    /// The caller's `deadline` is honoured by this wait itself, whatever the core is doing (a
+    /// blocking handler holding it, a stopped engine): the call returns `DeadlineExceeded` once
+    /// it passes, and the core cancels the call on the wire when it gets to it.
+    ///
+    /// # Errors
+    /// The server's status; `DeadlineExceeded`; `ResourceExhausted` for a request above the
+    /// negotiated limits (refused before anything is sent); `Unavailable` if the connection is
+    /// gone or the engine's core is not running (at once, saying why); `FailedPrecondition`
+    /// when called from a handler on the connection's own core (use `call_async`).
     pub fn call_into(
         &self,
         payload: impl Into<Bytes>,
@@ -226,11 +290,26 @@ impl Method {
                 "a blocking call from a handler on the connection's own core would deadlock; use call_async",
             ));
         }
+        let until = deadline.and_then(|d| Instant::now().checked_add(d));
         let slot = thread_slot();
         self.send(payload.into(), deadline, &slot);
-        // The core completes the slot on reply, error, deadline or connection loss.
-        slot.wait(SPIN, None);
-        out.extend_from_slice(slot.result()?);
+        // The core completes the slot on reply, error, deadline or connection loss; the
+        // caller's own deadline bounds the wait in case the core cannot.
+        if !slot.wait(SPIN, until) && !slot.is_done() {
+            let ch = &self.channel.inner;
+            ch.inbox.send(Command::CancelSlot {
+                conn: ch.conn,
+                slot,
+                code: crate::StatusCode::DeadlineExceeded,
+            });
+            return Err(Status::deadline_exceeded(
+                "the deadline passed before a reply arrived (the connection's core did not answer in time)",
+            ));
+        }
+        out.extend_from_slice(
+            slot.result()
+                .unwrap_or_else(|| Err(Status::internal("call slot not completed")))?,
+        );
         Ok(())
     }
 }

@@ -52,6 +52,57 @@ impl Default for DirectRecv {
     }
 }
 
+/// A token bucket for frames that do no work (cancels of calls already answered, pings,
+/// unsolicited pongs, frames of kinds this engine ignores, replies to unknown ids): the
+/// defence against floods such as HTTP/2's rapid reset (CVE-2023-44487; h2 and nginx answered
+/// it with the same kind of budget). Every Request a peer sends refunds half a frame, so a
+/// caller may cancel one call in two (hedged requests, short deadlines) at any rate without
+/// running dry. A peer that spends the budget gets a connection error, `ResourceExhausted`
+/// (docs/protocol.md §17), and is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameBudget {
+    /// Frames that may arrive at once (default 1000).
+    pub burst: u32,
+    /// Frames a second refilled by time alone (default 1000).
+    pub per_sec: u32,
+}
+
+impl Default for FrameBudget {
+    fn default() -> Self {
+        Self {
+            burst: 1000,
+            per_sec: 1000,
+        }
+    }
+}
+
+/// A configuration value is unusable; the message names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {setting} = {value}: {why}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The setting, as `Type::field` (e.g. `CoreConfig::recv_buffers`).
+    pub setting: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        setting: &'static str,
+        value: impl std::fmt::Debug,
+        why: impl Into<String>,
+    ) -> Self {
+        Self {
+            setting,
+            value: format!("{value:?}"),
+            why: why.into(),
+        }
+    }
+}
+
 /// Settings of one core. `Default` gives production defaults; each setter states its cost.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -71,12 +122,21 @@ pub struct CoreConfig {
     pub keepalive: Duration,
     /// Close a connection whose ping got no answer for this long (default 10 s).
     pub dead_after: Duration,
-    /// Close a connection whose handshake or partial frame has not progressed for this long
-    /// (slowloris guard; default 10 s).
+    /// A handshake, and every frame, must complete within this long of its first byte, and a
+    /// peer must take some of the output waiting for it at least this often; otherwise the
+    /// connection is closed (slowloris and slow-reader guard; default 10 s).
     pub stall_timeout: Duration,
-    /// Close a connection whose unsent output exceeds this many bytes because the peer does not
-    /// read (default 8 MiB).
+    /// A connection that is closing (after an error, a GoAway drain, or the peer's EOF) is
+    /// closed at the latest this long after it started closing, whatever the peer does
+    /// (default 5 s).
+    pub close_linger: Duration,
+    /// Output waiting for the peer to read, in bytes, above which a new call or reply on the
+    /// connection is refused with `ResourceExhausted` (that message only; the connection and
+    /// its other calls go on). Must hold at least one largest frame plus one batch: at least
+    /// `max_frame_size + max_batch_bytes` of both handshake offers (default 32 MiB).
     pub max_backlog_bytes: usize,
+    /// Budget of frames that do no work, per connection (default 1000 at once, 1000 a second).
+    pub idle_frame_budget: FrameBudget,
     /// Batches of at least this many bytes are written with `SendZc` (zero-copy: the NIC reads
     /// the buffer in place; the buffer is held until the kernel's notification). `None` turns
     /// it off. Default `None`: on loopback the kernel copies anyway and the extra notification
@@ -86,6 +146,11 @@ pub struct CoreConfig {
     /// instead of the io_uring multishot receive (default: on, 8 connections, 200 µs). Ignored
     /// by adaptive cores, which must be able to park in the ring. `None` turns it off.
     pub direct_recv: Option<DirectRecv>,
+    /// Test-only fault injection: after this many loop turns, every `io_uring_enter` fails
+    /// with `EPERM`, as under a seccomp filter installed after setup.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fail_enter_after_turns: Option<u64>,
     /// Handshake settings offered as a server.
     pub server: ServerConfig,
     /// Handshake settings offered as a client.
@@ -103,9 +168,13 @@ impl Default for CoreConfig {
             keepalive: Duration::from_secs(15),
             dead_after: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(10),
-            max_backlog_bytes: 8 << 20,
+            close_linger: Duration::from_secs(5),
+            max_backlog_bytes: 32 << 20,
+            idle_frame_budget: FrameBudget::default(),
             send_zc_threshold: None,
             direct_recv: Some(DirectRecv::default()),
+            #[cfg(feature = "fault-injection")]
+            fail_enter_after_turns: None,
             server: ServerConfig::default(),
             client: ClientConfig::default(),
         }
@@ -113,6 +182,110 @@ impl Default for CoreConfig {
 }
 
 impl CoreConfig {
+    /// Checks every setting and how they fit together.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable setting, its value and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pow2 = |n: u32| n.is_power_of_two();
+        if !(1..=32_768).contains(&self.ring_entries) {
+            return Err(ConfigError::new(
+                "CoreConfig::ring_entries",
+                self.ring_entries,
+                "must be 1 to 32768 (IORING_MAX_ENTRIES)",
+            ));
+        }
+        if !pow2(u32::from(self.recv_buffers)) || self.recv_buffers > 32_768 {
+            return Err(ConfigError::new(
+                "CoreConfig::recv_buffers",
+                self.recv_buffers,
+                "must be a power of two from 1 to 32768 (a provided-buffer ring)",
+            ));
+        }
+        if !(512..=(1 << 30)).contains(&self.recv_buffer_size) {
+            return Err(ConfigError::new(
+                "CoreConfig::recv_buffer_size",
+                self.recv_buffer_size,
+                "must be 512 bytes to 1 GiB",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "CoreConfig::max_connections",
+                self.max_connections,
+                "must be at least 1",
+            ));
+        }
+        for (setting, d) in [
+            ("CoreConfig::stall_timeout", self.stall_timeout),
+            ("CoreConfig::close_linger", self.close_linger),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(setting, d, "must be above zero"));
+            }
+        }
+        if !self.keepalive.is_zero() && self.dead_after.is_zero() {
+            return Err(ConfigError::new(
+                "CoreConfig::dead_after",
+                self.dead_after,
+                "must be above zero when keepalive is on",
+            ));
+        }
+        if let IdlePolicy::Adaptive { spin } = self.idle {
+            if spin > Duration::from_secs(3600) {
+                return Err(ConfigError::new(
+                    "CoreConfig::idle",
+                    self.idle,
+                    "an adaptive spin above an hour is busy-polling: use IdlePolicy::BusyPoll",
+                ));
+            }
+        }
+        if self.idle_frame_budget.burst == 0 {
+            return Err(ConfigError::new(
+                "CoreConfig::idle_frame_budget",
+                self.idle_frame_budget,
+                "burst must be at least 1 (every peer pings now and then)",
+            ));
+        }
+        for (side, l) in [
+            ("server", &self.server.limits),
+            ("client", &self.client.limits),
+        ] {
+            let need = l.max_frame_size as usize + l.max_batch_bytes as usize;
+            if self.max_backlog_bytes < need {
+                return Err(ConfigError::new(
+                    "CoreConfig::max_backlog_bytes",
+                    self.max_backlog_bytes,
+                    format!(
+                        "must hold one largest frame plus one batch: at least {need} bytes \
+                         (the {side} limits' max_frame_size {} + max_batch_bytes {})",
+                        l.max_frame_size, l.max_batch_bytes
+                    ),
+                ));
+            }
+        }
+        if let Some(d) = self.direct_recv {
+            if d.idle > Duration::from_secs(3600) {
+                return Err(ConfigError::new(
+                    "CoreConfig::direct_recv",
+                    d,
+                    "idle must be at most an hour",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets how long a closing connection may take before it is closed regardless.
+    pub fn with_close_linger(mut self, t: Duration) -> Self {
+        self.close_linger = t;
+        self
+    }
+    /// Sets the budget of frames that do no work.
+    pub fn with_idle_frame_budget(mut self, budget: FrameBudget) -> Self {
+        self.idle_frame_budget = budget;
+        self
+    }
     /// Sets the idle policy.
     pub fn with_idle(mut self, idle: IdlePolicy) -> Self {
         self.idle = idle;

@@ -1,4 +1,8 @@
 //! Endpoint strings: `tcp://host:port` and `unix:///path`.
+//!
+//! Host names are resolved when the string is parsed, on the parsing thread (never on a core
+//! thread: cores only see resolved addresses), and every resolved address is kept: a connect
+//! tries them all, Happy Eyeballs style, and a listen binds them all (see `driver/sock.rs`).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -9,8 +13,17 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Endpoint {
-    /// `tcp://host:port` (host may be a name; the first resolved address is used).
+    /// `tcp://ip:port` (a literal address).
     Tcp(SocketAddr),
+    /// `tcp://name:port`: a host name and every address it resolved to, in the resolver's
+    /// order (RFC 6724 preference). A connect tries all of them (RFC 8305 Happy Eyeballs); a
+    /// listen binds all of them and reports each bound address as an [`Endpoint::Tcp`].
+    TcpHost {
+        /// `name:port` as written.
+        name: String,
+        /// The resolved addresses (never empty, no duplicates).
+        addrs: Vec<SocketAddr>,
+    },
     /// `unix:///absolute/path` (a filesystem Unix socket).
     Unix(PathBuf),
 }
@@ -27,19 +40,47 @@ pub enum EndpointError {
     BadAddress(String, String),
 }
 
+impl Endpoint {
+    /// A TCP endpoint for `name` (`host:port`, used in messages) that connects to or listens
+    /// on `addrs`, tried in the order given. Duplicates are dropped; `None` if `addrs` is
+    /// empty. This is what parsing `tcp://name:port` produces, without the resolver.
+    pub fn tcp_host(name: &str, addrs: impl IntoIterator<Item = SocketAddr>) -> Option<Endpoint> {
+        let mut list: Vec<SocketAddr> = Vec::new();
+        for a in addrs {
+            if !list.contains(&a) {
+                list.push(a);
+            }
+        }
+        (!list.is_empty()).then(|| Endpoint::TcpHost {
+            name: name.to_owned(),
+            addrs: list,
+        })
+    }
+
+    /// The TCP addresses of this endpoint, in the order they are tried (empty for Unix).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        match self {
+            Endpoint::Tcp(a) => std::slice::from_ref(a),
+            Endpoint::TcpHost { addrs, .. } => addrs,
+            Endpoint::Unix(_) => &[],
+        }
+    }
+}
+
 impl FromStr for Endpoint {
     type Err = EndpointError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(rest) = s.strip_prefix("tcp://") {
-            let addr = rest
+            if let Ok(a) = rest.parse::<SocketAddr>() {
+                return Ok(Endpoint::Tcp(a));
+            }
+            let addrs = rest
                 .to_socket_addrs()
-                .map_err(|e| EndpointError::BadAddress(s.to_owned(), e.to_string()))?
-                .next()
-                .ok_or_else(|| {
-                    EndpointError::BadAddress(s.to_owned(), "resolved to nothing".into())
-                })?;
-            Ok(Endpoint::Tcp(addr))
+                .map_err(|e| EndpointError::BadAddress(s.to_owned(), e.to_string()))?;
+            Endpoint::tcp_host(rest, addrs).ok_or_else(|| {
+                EndpointError::BadAddress(s.to_owned(), "resolved to nothing".into())
+            })
         } else if let Some(rest) = s.strip_prefix("unix://") {
             if !rest.starts_with('/') {
                 return Err(EndpointError::BadAddress(
@@ -58,6 +99,7 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            Endpoint::TcpHost { name, .. } => write!(f, "tcp://{name}"),
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
         }
     }
@@ -72,6 +114,10 @@ mod tests {
         assert_eq!(
             "tcp://127.0.0.1:7000".parse::<Endpoint>().unwrap(),
             Endpoint::Tcp("127.0.0.1:7000".parse().unwrap())
+        );
+        assert_eq!(
+            "tcp://[::1]:7000".parse::<Endpoint>().unwrap(),
+            Endpoint::Tcp("[::1]:7000".parse().unwrap())
         );
         assert_eq!(
             "unix:///tmp/n.sock".parse::<Endpoint>().unwrap(),
@@ -93,5 +139,22 @@ mod tests {
             "tcp://127.0.0.1:1".parse::<Endpoint>().unwrap().to_string(),
             "tcp://127.0.0.1:1"
         );
+    }
+
+    #[test]
+    fn a_host_name_keeps_every_address() {
+        let ep: Endpoint = "tcp://localhost:7000".parse().unwrap();
+        assert_eq!(ep.to_string(), "tcp://localhost:7000");
+        assert!(!ep.tcp_addrs().is_empty());
+        assert!(
+            ep.tcp_addrs()
+                .iter()
+                .all(|a| a.port() == 7000 && a.ip().is_loopback())
+        );
+        let v6: SocketAddr = "[::1]:1".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let ep = Endpoint::tcp_host("x:1", [v6, v4, v6]).unwrap();
+        assert_eq!(ep.tcp_addrs(), &[v6, v4]);
+        assert!(Endpoint::tcp_host("x:1", []).is_none());
     }
 }

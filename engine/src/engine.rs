@@ -7,9 +7,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::config::CoreConfig;
+use crate::config::{ConfigError, CoreConfig};
 use crate::core::{Core, CoreError};
-use crate::driver::sock;
+use crate::driver::sock::{self, SocketFile};
 use crate::inbox::{Command, Inbox};
 use crate::service::{Registry, ServiceError};
 use crate::stats::CoreStats;
@@ -28,6 +28,9 @@ pub enum EngineError {
     /// An endpoint string is invalid.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Binding a listener failed.
     #[error("cannot listen on {endpoint}: {source}")]
     Listen {
@@ -50,12 +53,14 @@ pub struct EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Number of cores (default: the available parallelism).
+    /// Number of cores (default: the available parallelism; 1 to 1024, checked by
+    /// [`EngineBuilder::build`]).
     pub fn cores(mut self, n: usize) -> Self {
-        self.cores = Some(n.max(1));
+        self.cores = Some(n);
         self
     }
-    /// Pins core `i` to `cpus[i % cpus.len()]` (default: core `i` on CPU `i`).
+    /// Pins core `i` to `cpus[i % cpus.len()]` (default: core `i` on CPU `i` modulo the online
+    /// CPUs). [`EngineBuilder::build`] refuses an empty list and CPUs that are not online.
     pub fn cpus(mut self, cpus: &[usize]) -> Self {
         self.cpus = Some(cpus.to_vec());
         self
@@ -76,42 +81,64 @@ impl EngineBuilder {
         self
     }
 
-    /// Starts the cores. Fails with a clear error if io_uring cannot be set up, a service is
-    /// invalid, or an endpoint cannot be bound.
+    /// Starts the cores. Fails with a clear error if io_uring cannot be set up (or set up but
+    /// not used: every core submits one operation before `build` returns), a setting is
+    /// unusable, a service is invalid, or an endpoint cannot be bound.
+    ///
+    /// # Errors
+    /// [`EngineError`], naming the setting, service or endpoint involved.
     pub fn build(self) -> Result<Engine, EngineError> {
         let n = self
             .cores
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if !(1..=1024).contains(&n) {
+            return Err(ConfigError::new("EngineBuilder::cores", n, "must be 1 to 1024").into());
+        }
+        if let Some(cpus) = &self.cpus {
+            // SAFETY: sysconf has no preconditions.
+            let online = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize;
+            if cpus.is_empty() {
+                return Err(
+                    ConfigError::new("EngineBuilder::cpus", cpus, "the list is empty").into(),
+                );
+            }
+            if let Some(bad) = cpus.iter().find(|&&c| c >= online) {
+                return Err(ConfigError::new(
+                    "EngineBuilder::cpus",
+                    cpus,
+                    format!("CPU {bad} is not online (CPUs 0 to {} are)", online - 1),
+                )
+                .into());
+            }
+        }
+        self.config.validate()?;
         let mut registry = Registry::default();
         for s in self.services {
             registry.add(s)?;
         }
         let registry = Arc::new(registry);
-        // Bind every listener here, so errors surface from build() and port 0 resolves once.
+        // Bind every listener here (on the caller's thread, which also resolved host names),
+        // so errors surface from build() and port 0 resolves once. One listening socket per
+        // address; every core gets a duplicate of its descriptor and arms its own accept on it
+        // (one-shot, so the cores take turns: core/listener.rs). Nothing else can join the
+        // socket (no SO_REUSEPORT), so a second engine on a live endpoint fails here with
+        // "address in use".
         let mut per_core: Vec<Vec<(OwnedFd, Endpoint)>> = (0..n).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
+        let mut files = Vec::new();
         for s in &self.listen {
             let ep: Endpoint = s.parse()?;
             let listen_err = |e| EngineError::Listen {
                 endpoint: s.clone(),
                 source: e,
             };
-            let first = sock::listen(&ep, 1024).map_err(listen_err)?;
-            let actual = sock::local_endpoint(&first, &ep);
-            for (i, slots) in per_core.iter_mut().enumerate() {
-                let fd = if i == 0 {
-                    first.try_clone().map_err(listen_err)?
-                } else {
-                    match &actual {
-                        // One socket per core; the kernel balances connections between them.
-                        Endpoint::Tcp(_) => sock::listen(&actual, 1024).map_err(listen_err)?,
-                        // A path binds once: cores share duplicates of one descriptor.
-                        Endpoint::Unix(_) => first.try_clone().map_err(listen_err)?,
-                    }
-                };
-                slots.push((fd, actual.clone()));
+            for b in sock::listen(&ep, 1024).map_err(listen_err)? {
+                for slots in &mut per_core {
+                    slots.push((b.fd.try_clone().map_err(listen_err)?, b.endpoint.clone()));
+                }
+                bound.push(b.endpoint);
+                files.extend(b.file);
             }
-            bound.push(actual);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::with_capacity(n);
@@ -139,15 +166,11 @@ impl EngineBuilder {
                         }
                     };
                     for (fd, ep) in listeners {
-                        core.add_listener(fd, ep);
+                        core.add_listener(fd, ep, None);
                     }
                     let _ = ready.send(Ok(()));
                     drop(ready);
-                    while !core.is_stopped() && !stop.load(Ordering::Relaxed) {
-                        if core.run_once().is_err() {
-                            break;
-                        }
-                    }
+                    run_core(i, core, &stop);
                 })
                 .map_err(CoreError::Io)?;
             threads.push(t);
@@ -158,6 +181,7 @@ impl EngineBuilder {
             threads,
             stop,
             endpoints: bound,
+            files,
         };
         for _ in 0..n {
             match ready_rx.recv() {
@@ -179,13 +203,63 @@ impl EngineBuilder {
     }
 }
 
+/// Runs a core until it stops, and makes sure that however it ends (a ring that fails at run
+/// time, a panic that escaped every guard), its inbox is closed with the reason first, so
+/// every pending and later command is answered at once instead of hanging.
+fn run_core(index: usize, mut core: Core, stop: &AtomicBool) {
+    let inbox = core.inbox();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while !core.is_stopped() && !stop.load(Ordering::Relaxed) {
+            core.run_once()?;
+        }
+        Ok::<(), std::io::Error>(())
+    }));
+    match r {
+        Ok(Ok(())) => inbox.close("the engine shut down".to_owned(), false),
+        Ok(Err(e)) => inbox.close(
+            format!("core {index} failed: its io_uring returned {e}"),
+            true,
+        ),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            inbox.close(format!("core {index} panicked: {msg}"), true);
+        }
+    }
+    // Dropping the core fails its connections' calls with the reason above and waits for the
+    // kernel to release its buffers. If that panics too, the core is leaked rather than
+    // freeing memory the kernel may still use.
+    let mut core = std::mem::ManuallyDrop::new(core);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `core` is not used again after this drop, whether it completes or unwinds.
+        unsafe { std::mem::ManuallyDrop::drop(&mut core) }
+    }));
+}
+
+/// A core that stopped on its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("core {core} is down: {reason}")]
+pub struct CoreFailure {
+    /// The core's index.
+    pub core: usize,
+    /// Why it stopped (its ring failed, or a panic escaped every guard).
+    pub reason: String,
+}
+
 /// A running engine. Dropping it stops the cores at once; [`Engine::shutdown`] drains first.
+/// Either returns only when the cores exited and released their listeners, connections and
+/// kernel buffers.
 #[derive(Debug)]
 pub struct Engine {
     inboxes: Vec<Arc<Inbox>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     endpoints: Vec<Endpoint>,
+    /// The Unix socket files this engine created, removed at shutdown (if still ours).
+    files: Vec<SocketFile>,
 }
 
 impl Engine {
@@ -194,7 +268,9 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// The endpoints listened on, as bound (port 0 resolved).
+    /// The endpoints listened on, as bound: port 0 resolved, and a host name replaced by each
+    /// address it resolved to and was bound (`tcp://localhost:7000` may give both
+    /// `tcp://127.0.0.1:7000` and `tcp://[::1]:7000`).
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
@@ -202,6 +278,32 @@ impl Engine {
     /// Number of cores.
     pub fn cores(&self) -> usize {
         self.inboxes.len()
+    }
+
+    /// Health check: `Err` lists the cores that stopped on their own (a ring that failed at
+    /// run time, a panic that escaped the handler guards). Connections and calls on such a
+    /// core failed with `Unavailable` naming the same reason; new calls to it fail at once.
+    ///
+    /// # Errors
+    /// The failed cores, each with its reason.
+    pub fn health(&self) -> Result<(), Vec<CoreFailure>> {
+        let failed: Vec<CoreFailure> = self
+            .inboxes
+            .iter()
+            .enumerate()
+            .filter_map(|(core, inbox)| match inbox.stopped() {
+                Some((reason, true)) => Some(CoreFailure {
+                    core,
+                    reason: reason.to_owned(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed)
+        }
     }
 
     /// A client whose connections live on this engine's cores.
@@ -232,7 +334,14 @@ impl Engine {
 
     /// Graceful shutdown: every core stops accepting, sends GoAway, lets in-flight calls
     /// finish for up to `drain` (new calls get Unavailable), closes, and exits.
+    ///
+    /// Returns when every core has exited and released its resources: its listening
+    /// descriptors are closed after their accepts were cancelled in the kernel (so the port
+    /// refuses connections and can be bound again at once), its Unix socket files removed,
+    /// its connections closed and its kernel-owned buffers unregistered.
     pub fn shutdown(mut self, drain: Duration) {
+        // Removed while the sockets still listen, so the files are certainly ours.
+        self.files.clear();
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
@@ -242,6 +351,7 @@ impl Engine {
     }
 
     fn stop_now(&mut self) {
+        self.files.clear();
         self.stop.store(true, Ordering::Relaxed);
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown {

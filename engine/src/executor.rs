@@ -124,13 +124,28 @@ impl Executor {
                 continue;
             };
             work = true;
-            let waker = task.waker.clone();
-            let mut cx = Context::from_waker(&waker);
-            // A panicking handler future fails its call, not the core.
-            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                task.future.as_mut().poll(&mut cx)
-            }))
-            .unwrap_or_else(|_| Poll::Ready(Err(Status::internal("the handler panicked"))));
+            // Work whose deadline passed (while queued, or while it ran) is dropped and
+            // answered DeadlineExceeded, never answered late with a normal reply.
+            let expired = || task.deadline.is_some_and(|d| Instant::now() >= d);
+            let polled = if expired() {
+                Poll::Ready(Err(Status::deadline_exceeded(
+                    "the deadline passed before the handler finished",
+                )))
+            } else {
+                let waker = task.waker.clone();
+                let mut cx = Context::from_waker(&waker);
+                // A panicking handler future fails its call, not the core.
+                let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    task.future.as_mut().poll(&mut cx)
+                }))
+                .unwrap_or_else(|_| Poll::Ready(Err(Status::internal("the handler panicked"))));
+                match p {
+                    Poll::Ready(Ok(_)) if expired() => Poll::Ready(Err(Status::deadline_exceeded(
+                        "the deadline passed before the handler finished",
+                    ))),
+                    p => p,
+                }
+            };
             if let Poll::Ready(result) = polled {
                 let t = self.tasks.remove(key);
                 self.by_call.remove(&(t.conn.key, t.call));

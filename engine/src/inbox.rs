@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_queue::SegQueue;
 
-use crate::slot::CallSlot;
+use crate::slot::Completion;
 use crate::stats::CoreStats;
 
 /// A connection on a core: slab key and generation.
@@ -23,7 +23,7 @@ pub(crate) struct ConnRef {
 pub(crate) enum Command {
     /// Take over a connected socket as a client connection; complete `slot` with the
     /// `ConnRef` (8 bytes) once the handshake is done, or with the failure.
-    Adopt { fd: OwnedFd, slot: Arc<CallSlot> },
+    Adopt { fd: OwnedFd, slot: Arc<Completion> },
     /// Start a call on a client connection.
     Call {
         conn: ConnRef,
@@ -32,10 +32,15 @@ pub(crate) enum Command {
         payload: Bytes,
         deadline: Option<Duration>,
         idempotent: bool,
-        slot: Arc<CallSlot>,
+        slot: Arc<Completion>,
     },
-    /// Cancel the call whose outcome goes to `slot` (its future was dropped).
-    CancelSlot { conn: ConnRef, slot: Arc<CallSlot> },
+    /// End the call whose outcome goes to `slot` with `code` (its future was dropped, or its
+    /// blocking caller's deadline passed first).
+    CancelSlot {
+        conn: ConnRef,
+        slot: Arc<Completion>,
+        code: crate::StatusCode,
+    },
     /// Close a client connection.
     Close { conn: ConnRef },
     /// GoAway to every connection, drain, then stop.
@@ -67,6 +72,10 @@ pub(crate) struct Inbox {
     queue: SegQueue<Command>,
     eventfd: OwnedFd,
     sleeping: AtomicBool,
+    /// The core no longer takes commands: whoever finds one in the queue answers it.
+    closed: AtomicBool,
+    /// Why the core stopped (set once, before `closed`).
+    reason: std::sync::OnceLock<(String, bool)>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -90,6 +99,8 @@ impl Inbox {
             queue: SegQueue::new(),
             eventfd,
             sleeping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            reason: std::sync::OnceLock::new(),
         }))
     }
 
@@ -97,10 +108,54 @@ impl Inbox {
         &self.eventfd
     }
 
-    /// Queues `cmd` and wakes the core if it sleeps.
+    /// Queues `cmd` and wakes the core if it sleeps. If the core has stopped, the command
+    /// is answered at once (calls and connects fail with `Unavailable` saying why).
     pub(crate) fn push(&self, cmd: Command) {
         self.queue.push(cmd);
+        // SeqCst pairs with `close`: either the closer's drain sees this command, or this
+        // check sees `closed` and drains it here.
+        if self.closed.load(Ordering::SeqCst) {
+            self.refuse_queued();
+            return;
+        }
         self.nudge();
+    }
+
+    /// The core stops taking commands: every queued and later command is answered at once
+    /// with `why`. `fatal` marks an abnormal stop (reported by `Engine::health`). The first
+    /// reason given wins.
+    pub(crate) fn close(&self, why: String, fatal: bool) {
+        let _ = self.reason.set((why, fatal));
+        self.closed.store(true, Ordering::SeqCst);
+        self.refuse_queued();
+    }
+
+    /// Why the core stopped, if it did, and whether that was a failure.
+    pub(crate) fn stopped(&self) -> Option<(&str, bool)> {
+        if !self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.reason.get().map(|(r, f)| (r.as_str(), *f))
+    }
+
+    fn refuse_queued(&self) {
+        let why = self
+            .reason
+            .get()
+            .map_or("the core stopped", |(r, _)| r.as_str());
+        while let Some(cmd) = self.queue.pop() {
+            match cmd {
+                Command::Call { slot, .. } | Command::Adopt { slot, .. } => {
+                    slot.complete(Err(crate::Status::unavailable(format!(
+                        "the engine core is not running: {why}"
+                    ))));
+                }
+                Command::CancelSlot { .. }
+                | Command::Close { .. }
+                | Command::Shutdown { .. }
+                | Command::Stats(_) => {}
+            }
+        }
     }
 
     /// Whether the calling thread is this inbox's core, inside its loop turn.

@@ -40,11 +40,11 @@ pub mod typed;
 
 pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, Method};
-pub use config::{CoreConfig, DirectRecv, IdlePolicy};
+pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::ring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
-pub use engine::{Engine, EngineBuilder, EngineError};
+pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use service::{
     AsyncHandler, AsyncRequest, HandlerFuture, Reply, Request, Service, ServiceError, SyncHandler,
     Version,

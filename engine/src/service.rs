@@ -26,43 +26,64 @@ pub struct Request<'a> {
 }
 
 /// Where a sync handler writes its reply: straight into the connection's send buffer.
+///
+/// Append-only: the bytes of other frames in the batch are out of reach, and appends stop at
+/// the connection's negotiated `max_frame_size` (the call then fails with
+/// `ResourceExhausted` naming that limit, and the connection carries on). It implements
+/// [`std::io::Write`] for serialisers that write to a sink.
 #[derive(Debug)]
-pub struct Reply<'a> {
-    buf: &'a mut Vec<u8>,
-    start: usize,
+pub struct Reply<'a, 'b> {
+    buf: &'a mut netron_codec::PayloadBuf<'b>,
+    written: usize,
 }
 
-impl<'a> Reply<'a> {
-    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
-        let start = buf.len();
-        Self { buf, start }
+impl<'a, 'b> Reply<'a, 'b> {
+    pub(crate) fn new(buf: &'a mut netron_codec::PayloadBuf<'b>) -> Self {
+        Self { buf, written: 0 }
     }
     /// Appends reply bytes.
     #[inline]
     pub fn write(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+        self.written = self.written.saturating_add(bytes.len());
     }
-    /// The underlying buffer, for serialisers that append in place (e.g. a FlatBuffers
-    /// builder's finished bytes, or `bytes::BufMut`). Only append: bytes before the reply's
-    /// start belong to other frames.
+    /// Appends `len` zero bytes and lets `fill` write them in place (for serialisers that need
+    /// a sized slice). Nothing is appended if `len` exceeds [`Reply::remaining`].
+    pub fn write_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        self.buf.append_with(len, fill);
+        self.written = self.written.saturating_add(len);
+    }
+    /// Bytes that may still be appended before the reply exceeds the connection's
+    /// `max_frame_size`.
     #[inline]
-    pub fn buffer(&mut self) -> &mut Vec<u8> {
-        self.buf
+    pub fn remaining(&self) -> usize {
+        self.buf.remaining()
     }
-    /// Reply bytes written so far.
+    /// Reply bytes written so far (including any refused for exceeding the frame limit).
     #[inline]
     pub fn len(&self) -> usize {
-        self.buf.len() - self.start
+        self.written
     }
     /// Whether nothing was written yet.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.written == 0
+    }
+}
+
+impl std::io::Write for Reply<'_, '_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = std::io::Write::write(self.buf, bytes)?;
+        self.written = self.written.saturating_add(n);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 /// A synchronous handler: runs on the core that received the request, must not block.
-pub type SyncHandler = dyn Fn(&Request<'_>, &mut Reply<'_>) -> Result<(), Status> + Send + Sync;
+pub type SyncHandler = dyn Fn(&Request<'_>, &mut Reply<'_, '_>) -> Result<(), Status> + Send + Sync;
 
 /// A request as an async handler sees it: owned, so the future can hold it across awaits.
 #[derive(Debug, Clone)]
@@ -191,7 +212,7 @@ impl Service {
     /// Adds a unary method served by a sync handler.
     pub fn unary<F>(mut self, method: &str, handler: F) -> Self
     where
-        F: Fn(&Request<'_>, &mut Reply<'_>) -> Result<(), Status> + Send + Sync + 'static,
+        F: Fn(&Request<'_>, &mut Reply<'_, '_>) -> Result<(), Status> + Send + Sync + 'static,
     {
         self.methods
             .insert(method.as_bytes().into(), Handler::Sync(Arc::new(handler)));

@@ -11,6 +11,9 @@ pub struct CoreStats {
     pub accepted: u64,
     /// Connections refused (limit reached).
     pub refused: u64,
+    /// Accepts re-armed after a backoff (persistent accept errors such as running out of
+    /// descriptors; the episode itself counts once as the error `accept_failed`).
+    pub accept_retries: u64,
     /// Connections closed.
     pub closed: u64,
     /// Handshakes completed.
@@ -72,6 +75,7 @@ impl CoreStats {
     pub fn merge(&mut self, other: &CoreStats) {
         self.accepted += other.accepted;
         self.refused += other.refused;
+        self.accept_retries += other.accept_retries;
         self.closed += other.closed;
         self.handshakes += other.handshakes;
         self.calls_in += other.calls_in;

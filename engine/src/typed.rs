@@ -60,7 +60,7 @@ impl<'a> Request<'a> {
     }
 }
 
-impl Reply<'_> {
+impl Reply<'_, '_> {
     /// Writes the finished bytes of `fbb` as the reply.
     pub fn flatbuffer<A: flatbuffers::Allocator>(
         &mut self,

@@ -55,6 +55,14 @@ pub enum Error {
         /// Which value and why.
         what: &'static str,
     },
+    /// Another listener serves this name (a live endpoint is never shared or taken over).
+    #[error("address in use: {what} already listens on {name}; stop it or choose another name")]
+    AddrInUse {
+        /// The name as given to `bind`.
+        name: String,
+        /// Who holds it.
+        what: &'static str,
+    },
     /// A system call failed.
     #[error("I/O error during {op}: {source}")]
     Io {

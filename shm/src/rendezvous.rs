@@ -12,8 +12,9 @@ use std::io::{IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags};
@@ -77,12 +78,108 @@ fn set_timeouts(s: &UnixStream, t: Option<std::time::Duration>) -> Result<()> {
         .map_err(|e| Error::io("setting socket timeouts", e))
 }
 
+/// A socket file this listener created: removed on drop only if the path still names it
+/// (same device and inode), so a file someone else bound there since is left alone.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on `path`'s directory while the returned file lives (best
+/// effort), so two processes binding the same path never both find it stale.
+fn lock_dir(path: &Path) -> Option<std::fs::File> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let f = std::fs::File::open(dir).ok()?;
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive) {
+            Ok(()) => return Some(f),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Whether something listens on the socket file `path`: `Some(true)` if a connection is
+/// accepted or queued (or the backlog is full), `Some(false)` if it is refused (stale: the
+/// listener is gone), `None` if the probe says neither.
+fn listening(path: &Path) -> Option<bool> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let s = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let addr = SocketAddrUnix::new(path).ok()?;
+    match rustix::net::connect(&s, &addr) {
+        Ok(()) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INPROGRESS) => Some(true),
+        Err(rustix::io::Errno::CONNREFUSED) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// Binds a filesystem socket with the engine's stale-endpoint rule: an existing socket file is
+/// replaced only if connecting to it is refused (nothing listens: its owner was killed or
+/// exited without removing it); a live one, or a file that is not a socket, is refused.
+fn bind_path(name: &str, addr: &SocketAddr, path: &Path) -> Result<(UnixListener, SocketFile)> {
+    let in_use = |what| Error::AddrInUse {
+        name: name.to_owned(),
+        what,
+    };
+    let _lock = lock_dir(path);
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(in_use("a file that is not a socket"));
+        }
+        match listening(path) {
+            Some(true) => return Err(in_use("another listener")),
+            Some(false) => {
+                let _ = std::fs::remove_file(path);
+            }
+            None => {} // bind says what is wrong
+        }
+    }
+    let listener = UnixListener::bind_addr(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            in_use("another listener")
+        } else {
+            Error::io("bind", e)
+        }
+    })?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat of the socket", e))?;
+    Ok((
+        listener,
+        SocketFile {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+    ))
+}
+
 /// A server endpoint: accepts clients on a name, one segment per client.
 #[derive(Debug)]
 pub struct ShmListener {
     listener: UnixListener,
     config: Config,
-    path: Option<PathBuf>,
+    /// The socket file (filesystem names), removed on drop if still ours.
+    file: Option<SocketFile>,
 }
 
 impl ShmListener {
@@ -93,14 +190,37 @@ impl ShmListener {
 
     /// Listens on `name`: `/path` or `./path` for a filesystem socket (removed again when the
     /// listener drops), otherwise an abstract socket name, optionally written `shm://name`.
+    ///
+    /// A name something listens on is refused with [`Error::AddrInUse`]. A socket file whose
+    /// listener is gone (connecting to it is refused: its owner was killed, say) is replaced.
     pub fn bind_with(name: &str, config: Config) -> Result<Self> {
         config.validate()?;
         let (addr, path) = resolve(name)?;
-        let listener = UnixListener::bind_addr(&addr).map_err(|e| Error::io("bind", e))?;
+        let (listener, file) = match &path {
+            Some(p) => {
+                let (l, f) = bind_path(name, &addr, p)?;
+                (l, Some(f))
+            }
+            // Abstract names vanish with their socket: never stale, and the kernel refuses a
+            // second bind atomically.
+            None => (
+                UnixListener::bind_addr(&addr).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AddrInUse {
+                        Error::AddrInUse {
+                            name: name.to_owned(),
+                            what: "another listener",
+                        }
+                    } else {
+                        Error::io("bind", e)
+                    }
+                })?,
+                None,
+            ),
+        };
         Ok(Self {
             listener,
             config,
-            path,
+            file,
         })
     }
 
@@ -138,9 +258,8 @@ impl ShmListener {
 
 impl Drop for ShmListener {
     fn drop(&mut self) {
-        if let Some(p) = &self.path {
-            let _ = std::fs::remove_file(p);
-        }
+        // Removed while the socket still listens, so nobody can have replaced it legitimately.
+        self.file.take();
     }
 }
 

@@ -133,3 +133,116 @@ fn closing_one_side_is_seen_by_the_other() {
     assert!(matches!(c.wait(deadline()), Err(Error::PeerGone)));
     assert!(matches!(server.check_peer(), Err(Error::PeerGone)));
 }
+
+/// A fresh filesystem socket path for this test process.
+fn socket_path(tag: &str) -> String {
+    let p = std::env::temp_dir().join(format!("netron-shm-{}-{tag}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p.to_str().unwrap().to_owned()
+}
+
+fn serve_one(listener: &ShmListener, name: &str) {
+    let t = {
+        let name = name.to_owned();
+        std::thread::spawn(move || ShmConnection::connect(&name).map(drop))
+    };
+    // A second bind's liveness probe is a connection that closes without a hello: that
+    // accept fails (for that client only), the next one serves.
+    let mut probes = 0;
+    while let Err(e) = listener.accept_timeout(deadline()) {
+        assert!(matches!(e, Error::Handshake { .. }), "{e}");
+        probes += 1;
+        assert!(probes <= 1, "more than the one probe failed");
+    }
+    t.join().unwrap().unwrap();
+}
+
+const OWNER_VAR: &str = "NETRON_SHM_RENDEZVOUS_OWNER";
+
+/// Entry point of the re-executed owner process: binds the name given in the environment,
+/// says so on stdout, and waits to be killed. A no-op in the normal test run.
+#[test]
+fn owner_process_entry() {
+    let Ok(name) = std::env::var(OWNER_VAR) else {
+        return;
+    };
+    let _l = ShmListener::bind(&name).unwrap();
+    println!("bound");
+    std::thread::sleep(Duration::from_secs(60));
+    std::process::exit(3);
+}
+
+#[test]
+fn a_path_name_binds_again_after_its_owner_was_killed() {
+    use std::io::BufRead;
+    let path = socket_path("killed");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "owner_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OWNER_VAR, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("re-exec the test binary");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("bound") {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "the owner exited early"
+        );
+    }
+    // While the owner lives, its name is refused.
+    let err = ShmListener::bind(&path).unwrap_err();
+    assert!(matches!(err, Error::AddrInUse { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("address in use") && text.contains(&path),
+        "{text}"
+    );
+    // kill -9: the socket file stays behind, with nothing listening on it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(std::path::Path::new(&path).exists());
+    let listener = ShmListener::bind(&path).expect("a stale socket file is replaced");
+    serve_one(&listener, &path);
+    drop(listener);
+    assert!(!std::path::Path::new(&path).exists());
+}
+
+#[test]
+fn a_live_name_is_refused_on_every_kind_of_name() {
+    let abstract_name = format!("shm://live-{}", std::process::id());
+    for name in [socket_path("live"), abstract_name] {
+        let first = ShmListener::bind(&name).unwrap();
+        let err = ShmListener::bind(&name).unwrap_err();
+        assert!(matches!(err, Error::AddrInUse { .. }), "{name}: {err}");
+        assert!(err.to_string().contains("address in use"), "{err}");
+        // The first listener still serves.
+        serve_one(&first, &name);
+    }
+}
+
+#[test]
+fn only_the_listeners_own_socket_file_is_removed() {
+    let path = socket_path("own");
+    // Someone else's file replaced ours: left alone on drop.
+    let ours = ShmListener::bind(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    drop(ours);
+    assert!(std::path::Path::new(&path).exists());
+    drop(theirs);
+    // A file that is not a socket is never taken over.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"data").unwrap();
+    let err = ShmListener::bind(&path).unwrap_err();
+    assert!(matches!(err, Error::AddrInUse { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    std::fs::remove_file(&path).unwrap();
+}

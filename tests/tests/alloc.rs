@@ -5,7 +5,6 @@
 //! One test per binary, so no other test's allocations are counted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -51,18 +50,18 @@ fn steady_state_sync_calls_allocate_nothing() {
     for ep in server.endpoints().to_vec() {
         let mut core = Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).unwrap();
         let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
-        let slot = Arc::new(CallSlot::new());
+        let mut slot = CallSlot::new();
         let payload = [7u8; 64];
         let deadline = Some(Duration::from_secs(5));
         // Warm-up: tables, buffers and maps reach their steady size.
         for _ in 0..2_000 {
-            core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &slot)
+            core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
                 .unwrap();
         }
         let before = ALLOCS.load(Ordering::SeqCst);
         for _ in 0..10_000 {
             let r = core
-                .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &slot)
+                .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
                 .unwrap();
             assert_eq!(r.len(), 64);
         }
@@ -74,7 +73,7 @@ fn steady_state_sync_calls_allocate_nothing() {
         // The counter does count: a failing call allocates its error message.
         let before = ALLOCS.load(Ordering::SeqCst);
         assert!(
-            core.call(conn, b"calc@1.2.0", b"fail", &payload, deadline, &slot)
+            core.call(conn, b"calc@1.2.0", b"fail", &payload, deadline, &mut slot)
                 .is_err()
         );
         assert!(ALLOCS.load(Ordering::SeqCst) > before);

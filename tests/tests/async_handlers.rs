@@ -159,9 +159,9 @@ fn async_handlers_answer_fail_expire_and_cancel() {
         let conn = core
             .connect(&server.endpoints()[0], Duration::from_secs(5))
             .unwrap();
-        let slot = Arc::new(CallSlot::new());
+        let mut slot = CallSlot::new();
         let id = core
-            .start(conn, b"async@1.0.0", b"never", b"", None, &slot)
+            .start(conn, b"async@1.0.0", b"never", b"", None, &mut slot)
             .unwrap();
         core.run_until(Duration::from_millis(50), |_| false)
             .unwrap();

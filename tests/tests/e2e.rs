@@ -1,6 +1,5 @@
 //! Unary RPC end to end over TCP and Unix sockets through the io_uring engine.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use netron_engine::{CallSlot, Core, CoreConfig, Endpoint, Engine, IdlePolicy, StatusCode};
@@ -143,11 +142,11 @@ fn a_caller_driven_core_makes_calls() {
         let mut core =
             Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
         let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
-        let slot = Arc::new(CallSlot::new());
+        let mut slot = CallSlot::new();
         for i in 0..1000u32 {
             let p = i.to_le_bytes();
             assert_eq!(
-                core.call(conn, b"calc@1.2.0", b"echo", &p, DL, &slot)
+                core.call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
                     .unwrap(),
                 &p
             );
@@ -201,7 +200,7 @@ fn zero_copy_sends_deliver_large_replies_intact() {
     let conn = core
         .connect(&e.endpoints()[0], Duration::from_secs(5))
         .expect("connect");
-    let slot = Arc::new(CallSlot::new());
+    let mut slot = CallSlot::new();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for i in 0..50u32 {
         // Incompressible, so the negotiated compression leaves it large.
@@ -214,13 +213,13 @@ fn zero_copy_sends_deliver_large_replies_intact() {
             })
             .collect();
         assert_eq!(
-            core.call(conn, b"calc@1.2.0", b"echo", &big, DL, &slot)
+            core.call(conn, b"calc@1.2.0", b"echo", &big, DL, &mut slot)
                 .unwrap(),
             &big[..]
         );
         // Small calls still go through plain sends.
         assert_eq!(
-            core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &slot)
+            core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot)
                 .unwrap(),
             &[3]
         );

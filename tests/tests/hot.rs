@@ -4,7 +4,6 @@
 //! boundaries through promotion, direct reads that end anywhere in a frame, and demotion.
 //! (Misbehaving peers on hot connections are in bad_input.rs.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use netron_engine::{CallSlot, Core, CoreConfig, DirectRecv, Engine, IdlePolicy};
@@ -43,11 +42,11 @@ fn echoes_stay_intact_across_promotion_direct_reads_and_demotion() {
     for ep in server.endpoints().to_vec() {
         let mut core = Core::new(busy()).unwrap();
         let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
-        let slot = Arc::new(CallSlot::new());
+        let mut slot = CallSlot::new();
         for i in 0..700 {
             let p = payload(i, sizes[i % sizes.len()]);
             let r = core
-                .call(conn, b"calc@1.2.0", b"echo", &p, DL, &slot)
+                .call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
                 .unwrap();
             assert!(r == &p[..], "{ep}: call {i} came back different");
             if i % 100 == 99 {
@@ -131,11 +130,11 @@ fn turning_direct_reads_off_keeps_every_byte_on_the_ring() {
     let conn = core
         .connect(&server.endpoints()[0], Duration::from_secs(5))
         .unwrap();
-    let slot = Arc::new(CallSlot::new());
+    let mut slot = CallSlot::new();
     for i in 0..200 {
         let p = payload(i, 64);
         let r = core
-            .call(conn, b"calc@1.2.0", b"echo", &p, DL, &slot)
+            .call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
             .unwrap();
         assert!(r == &p[..]);
     }

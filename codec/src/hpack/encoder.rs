@@ -192,6 +192,19 @@ impl HeaderEncoder {
         Ok(())
     }
 
+    /// An upper bound on the header block [`HeaderEncoder::encode`] writes for `headers`,
+    /// whatever the table holds: every field as a literal with a literal name (the longest
+    /// representation, RFC 7541 §6.2.1), plus two table size updates. A sender compares it
+    /// with the negotiated limits *before* encoding, because a block once encoded has moved
+    /// the table and cannot be taken back.
+    pub fn max_encoded_len(headers: &[Header<'_>]) -> usize {
+        // A prefix integer of a u32 takes at most 1 + 5 bytes (RFC 7541 §5.1).
+        const INT: usize = 6;
+        headers.iter().fold(2 * INT, |acc, h| {
+            acc.saturating_add(1 + INT + h.name.len() + INT + h.value.len())
+        })
+    }
+
     /// Bytes currently held by the dynamic table (by the size rule).
     pub fn table_size(&self) -> usize {
         self.table.size()

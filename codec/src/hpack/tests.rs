@@ -170,6 +170,8 @@ proptest! {
             }).collect();
             block.clear();
             enc.encode(&hs, &mut block).unwrap();
+            // The pre-encoding bound a sender checks limits with really bounds the block.
+            prop_assert!(block.len() <= HeaderEncoder::max_encoded_len(&hs));
             let got = decode_all(&mut dec, &block).unwrap();
             let want: Vec<(Vec<u8>, Vec<u8>)> = fields.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect();
             prop_assert_eq!(got, want);

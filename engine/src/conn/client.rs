@@ -9,86 +9,129 @@ use rustc_hash::FxHashMap;
 
 use super::{ConnError, Connection, Env};
 use crate::Status;
-use crate::slot::CallSlot;
+use crate::slot::Completion;
 
 #[derive(Debug)]
 struct Pending {
-    slot: Arc<CallSlot>,
+    /// Where the outcome goes; `None` once the call was cancelled or expired locally: the id
+    /// stays reserved until the peer's final frame for it arrives (docs/protocol.md §14).
+    slot: Option<Arc<Completion>>,
     deadline: Option<Instant>,
 }
 
-/// The calls a client connection is waiting on, by id.
-#[derive(Debug, Default)]
+/// The calls this side opened on one connection and has not yet seen answered, by id.
+#[derive(Debug)]
 pub(crate) struct PendingCalls {
     by_id: FxHashMap<u32, Pending>,
-    next_id: u32,
+    /// The last id allocated (ids advance by 2 within this side's parity).
+    pub(super) next_id: u32,
     /// Earliest deadline among pending calls (a lower bound; recomputed on expiry).
     pub(crate) next_deadline: Option<Instant>,
+    /// Calls cancelled or expired locally whose final frame has not arrived yet.
+    abandoned: usize,
+}
+
+/// Whether `a` comes after `b` in serial-number order (RFC 1982 with 32-bit serials): ids
+/// advance modulo 2^32, so GoAway's `last_id` is compared this way (docs/protocol.md §14).
+pub(crate) fn serial_after(a: u32, b: u32) -> bool {
+    let d = a.wrapping_sub(b);
+    d != 0 && d < 1 << 31
 }
 
 impl PendingCalls {
-    fn allocate_id(&mut self) -> u32 {
+    /// Calls opened by the connection's initiator (the side that sent Hello) have odd ids,
+    /// the acceptor's even ids.
+    pub(crate) fn new(initiator: bool) -> Self {
+        Self {
+            by_id: FxHashMap::default(),
+            // The first allocation adds 2: initiator 1, acceptor 2.
+            next_id: if initiator { u32::MAX } else { 0 },
+            next_deadline: None,
+            abandoned: 0,
+        }
+    }
+
+    pub(super) fn allocate_id(&mut self) -> u32 {
         loop {
-            self.next_id = self.next_id.wrapping_add(1);
+            self.next_id = self.next_id.wrapping_add(2);
             if self.next_id != 0 && !self.by_id.contains_key(&self.next_id) {
                 return self.next_id;
             }
         }
     }
 
+    /// Calls in flight, including cancelled ones still awaiting the peer's final frame.
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    /// Fails every pending call with `status`.
-    pub(crate) fn fail_all(&mut self, status: Status) {
+    /// Fails every pending call with `status` and forgets them all (the connection ended).
+    pub(crate) fn fail_all(&mut self, status: &Status) {
         for (_, p) in self.by_id.drain() {
-            p.slot.complete(Err(status.clone()));
+            if let Some(slot) = p.slot {
+                slot.complete(Err(status.clone()));
+            }
         }
+        self.abandoned = 0;
         self.next_deadline = None;
     }
 
-    /// Fails pending calls with ids above `last_id` (after a GoAway).
-    pub(crate) fn fail_above(&mut self, last_id: u32, status: Status) {
+    /// Fails pending calls opened after `last_id` (a GoAway: the peer did not process them,
+    /// so they may be retried elsewhere).
+    pub(crate) fn fail_after(&mut self, last_id: u32, status: &Status) {
+        let mut abandoned = 0;
         self.by_id.retain(|&id, p| {
-            if id > last_id {
-                p.slot.complete(Err(status.clone()));
+            if serial_after(id, last_id) {
+                match p.slot.take() {
+                    Some(slot) => slot.complete(Err(status.clone())),
+                    None => abandoned += 1,
+                }
                 false
             } else {
                 true
             }
         });
+        self.abandoned -= abandoned;
     }
 
-    /// Completes and removes calls whose deadline passed; returns their ids (to cancel).
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<u32> {
+    /// Completes calls whose deadline passed with DeadlineExceeded; returns their ids (to
+    /// send Cancel). Their ids stay reserved until the peer answers.
+    pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<u32>) {
         match self.next_deadline {
             Some(d) if d <= now => {}
-            _ => return Vec::new(),
+            _ => return,
         }
-        let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
-        self.by_id.retain(|&id, p| match p.deadline {
-            Some(d) if d <= now => {
-                p.slot.complete(Err(Status::deadline_exceeded(
-                    "the deadline passed before a reply arrived",
-                )));
-                expired.push(id);
-                false
+        for (&id, p) in &mut self.by_id {
+            match p.deadline {
+                Some(d) if d <= now => {
+                    p.deadline = None;
+                    if let Some(slot) = p.slot.take() {
+                        slot.complete(Err(Status::deadline_exceeded(
+                            "the deadline passed before a reply arrived",
+                        )));
+                        self.abandoned += 1;
+                        out.push(id);
+                    }
+                }
+                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
+                None => {}
             }
-            Some(d) => {
-                next = Some(next.map_or(d, |n| n.min(d)));
-                true
-            }
-            None => true,
-        });
+        }
         self.next_deadline = next;
-        expired
     }
 
-    /// Removes a call without completing it (the caller gave up; a Cancel goes out).
-    pub(crate) fn forget(&mut self, id: u32) -> Option<Arc<CallSlot>> {
-        self.by_id.remove(&id).map(|p| p.slot)
+    /// Completes call `id` with `status` and keeps its id reserved until the peer's final
+    /// frame. Returns whether the call was pending (a Cancel is then due).
+    pub(crate) fn abandon(&mut self, id: u32, status: Status) -> bool {
+        match self.by_id.get_mut(&id).and_then(|p| p.slot.take()) {
+            Some(slot) => {
+                slot.complete(Err(status));
+                self.abandoned += 1;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -103,30 +146,52 @@ pub(crate) struct CallSpec<'a> {
 }
 
 impl Connection {
-    /// Encodes a Request for `spec` and registers `slot` to receive its outcome. On error the
-    /// slot is not registered and the caller completes it.
+    /// Encodes a Request for `spec` and registers `slot` to receive its outcome. On error
+    /// nothing was encoded (the connection and its other calls are untouched), the slot is
+    /// not registered, and the caller completes it with the returned status.
     pub(crate) fn start_call(
         &mut self,
         spec: &CallSpec<'_>,
-        slot: Arc<CallSlot>,
+        slot: Arc<Completion>,
         now: Instant,
     ) -> Result<u32, Status> {
         if !self.is_open() {
-            return Err(Status::unavailable("connection is not open"));
+            return Err(Status::unavailable(if self.is_closing() {
+                self.close_reason
+                    .as_deref()
+                    .unwrap_or("connection is closing")
+                    .to_owned()
+            } else {
+                "connection is not open yet".to_owned()
+            }));
         }
-        if self.peer_going_away {
-            return Err(Status::unavailable("the server is going away; reconnect"));
+        if self.peer_going_away || self.going_away {
+            return Err(Status::unavailable(
+                "the connection is going away (GoAway); open a new one",
+            ));
         }
-        if let Some(s) = &self.settings {
-            if self.calls.len() >= s.max_concurrent_calls as usize {
-                return Err(Status::new(
-                    StatusCode::ResourceExhausted,
-                    "too many calls in flight on this connection",
-                ));
-            }
+        let Some(s) = &self.settings else {
+            return Err(Status::unavailable("connection is not open yet"));
+        };
+        if self.calls.len() >= s.max_concurrent_calls as usize {
+            return Err(Status::new(
+                StatusCode::ResourceExhausted,
+                format!(
+                    "too many calls in flight on this connection: {} (the peer's \
+                     max_concurrent_calls; {} of them cancelled and awaiting the peer's answer)",
+                    s.max_concurrent_calls, self.calls.abandoned
+                ),
+            ));
         }
-        let id = self.calls.allocate_id();
+        let deadline_at = match spec.deadline {
+            Some(d) => Some(now.checked_add(d).ok_or_else(|| {
+                Status::invalid_argument(format!("deadline {d:?} is too far in the future"))
+            })?),
+            None => None,
+        };
         let headers = [Header::service(spec.service), Header::method(spec.method)];
+        self.check_outgoing(&headers, spec.payload)?;
+        let id = self.calls.allocate_id();
         let flags = if spec.idempotent {
             netron_codec::Flags::IDEMPOTENT
         } else {
@@ -143,40 +208,49 @@ impl Connection {
         match r {
             Ok(_) => {}
             Err(e) if e.status == StatusCode::Internal => {
-                // The header encoder moved ahead of the peer: the connection cannot continue.
-                self.state = super::State::Closing;
+                // Cannot happen after `check_outgoing`; if it does, the header encoder moved
+                // ahead of the peer and the connection cannot continue.
+                self.close_with(e.clone());
                 return Err(Status::new(StatusCode::Internal, e.message));
             }
             Err(e) => return Err(Status::new(e.status, e.message)),
         }
-        let deadline = spec.deadline.map(|d| now + d);
-        if let Some(d) = deadline {
+        if let Some(d) = deadline_at {
             self.calls.next_deadline = Some(self.calls.next_deadline.map_or(d, |n| n.min(d)));
         }
-        self.calls.by_id.insert(id, Pending { slot, deadline });
+        self.calls.by_id.insert(
+            id,
+            Pending {
+                slot: Some(slot),
+                deadline: deadline_at,
+            },
+        );
         Ok(id)
     }
 
-    /// Cancels the call whose outcome goes to `slot`, if it is still pending.
-    pub(crate) fn cancel_slot(&mut self, slot: &Arc<CallSlot>) {
+    /// Ends the call whose outcome goes to `slot` with `code`, if it is still pending.
+    /// Returns whether it was.
+    pub(crate) fn cancel_slot(&mut self, slot: &Arc<Completion>, code: StatusCode) -> bool {
         let id = self
             .calls
             .by_id
             .iter()
-            .find(|(_, p)| Arc::ptr_eq(&p.slot, slot))
+            .find(|(_, p)| p.slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, slot)))
             .map(|(id, _)| *id);
-        if let Some(id) = id {
-            self.cancel_call(id);
-        }
+        let Some(id) = id else { return false };
+        let why = if code == StatusCode::DeadlineExceeded {
+            "the deadline passed before a reply arrived"
+        } else {
+            "cancelled by the caller"
+        };
+        self.cancel_call(id, code, why);
+        true
     }
 
-    /// Cancels call `id`: completes it with `Cancelled` and tells the server.
-    pub(crate) fn cancel_call(&mut self, id: u32) {
-        if let Some(slot) = self.calls.forget(id) {
-            slot.complete(Err(Status::new(
-                StatusCode::Cancelled,
-                "cancelled by the caller",
-            )));
+    /// Ends call `id` locally with `code` and tells the peer (Cancel). The id stays reserved
+    /// until the peer's final frame for it.
+    pub(crate) fn cancel_call(&mut self, id: u32, code: StatusCode, why: &'static str) {
+        if self.calls.abandon(id, Status::new(code, why)) && self.is_open() {
             let _ = self.queue(|_, b| b.empty_frame(FrameKind::Cancel, id, 0));
         }
     }
@@ -188,16 +262,18 @@ impl Connection {
     ) -> Result<(), ConnError> {
         let id = frame.id();
         let Some(p) = self.calls.by_id.remove(&id) else {
-            // A reply to a call we cancelled or expired: nothing to do.
+            // No call of ours has this id: the peer broke the id rules. Ignored, but it costs
+            // the peer budget like any frame that does no work.
+            env.stats.count_error("unknown_id");
+            return self.charge_idle_frame(env);
+        };
+        let Some(slot) = p.slot else {
+            // The final frame of a call we cancelled or expired: the id is free again.
+            self.calls.abandoned -= 1;
             env.stats.count_error("late_reply");
             return Ok(());
         };
         if frame.kind() == FrameKind::Response {
-            if !frame.header_block().is_empty() {
-                self.dec
-                    .decode_into(frame.header_block(), &mut self.headers)
-                    .map_err(netron_codec::DecodeError::from)?;
-            }
             if frame.flags().contains(netron_codec::Flags::COMPRESSED) {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
@@ -205,14 +281,12 @@ impl Connection {
                     .decompressor
                     .decompress_into(frame.payload(), &mut scratch);
                 match r {
-                    Ok(()) => p.slot.complete(Ok(&scratch)),
-                    Err(e) => p
-                        .slot
-                        .complete(Err(Status::new(StatusCode::DataLoss, e.to_string()))),
+                    Ok(()) => slot.complete(Ok(&scratch)),
+                    Err(e) => slot.complete(Err(Status::new(StatusCode::DataLoss, e.to_string()))),
                 }
-                self.scratch = scratch;
+                self.release_scratch(scratch);
             } else {
-                p.slot.complete(Ok(frame.payload()));
+                slot.complete(Ok(frame.payload()));
             }
             env.stats.calls_ok += 1;
         } else {
@@ -224,7 +298,7 @@ impl Connection {
                 ),
                 Err(e) => Status::new(StatusCode::Internal, format!("malformed error reply: {e}")),
             };
-            p.slot.complete(Err(status));
+            slot.complete(Err(status));
             env.stats.calls_failed += 1;
         }
         Ok(())

@@ -87,11 +87,25 @@ pub(crate) struct Env<'a> {
     pub stats: &'a mut CoreStats,
 }
 
-/// Per-connection configuration.
+/// Per-connection configuration, fixed when the connection is created (from
+/// [`crate::CoreConfig`]; see docs/architecture.md, "Timers and budgets").
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
     pub server: ServerConfig,
     pub client: ClientConfig,
+    /// Ping a connection silent this long (zero: never).
+    pub keepalive: Duration,
+    /// Close a connection whose ping got no answer for this long.
+    pub dead_after: Duration,
+    /// A handshake or a frame must complete within this long of its first byte; an output
+    /// that makes no progress for this long closes the connection.
+    pub stall_timeout: Duration,
+    /// A closing connection is closed after this long whatever the peer does.
+    pub close_linger: Duration,
+    /// Unsent output above which a new outgoing message is refused (that message only).
+    pub max_backlog_bytes: usize,
+    /// Frames that do no work a peer may send: burst and refill per second.
+    pub idle_frames: crate::config::FrameBudget,
 }
 
 pub(crate) struct Connection {
@@ -125,8 +139,77 @@ pub(crate) struct Connection {
     pub(crate) spawns: Vec<Spawn>,
     /// Cancel frames received (server role), for the core to drop those calls' futures.
     pub(crate) cancels: Vec<u32>,
-    /// Async calls running for this connection.
-    pub(crate) async_inflight: u32,
+    /// Ids of the peer's calls this side serves asynchronously and has not answered yet.
+    pub(crate) inflight: rustc_hash::FxHashSet<u32>,
+    /// The last id the peer opened (GoAway's `last_id`).
+    last_peer_id: u32,
+    /// The peer closed its sending side (EOF): finish what is in flight, then close.
+    pub(crate) peer_eof: bool,
+    /// When the handshake began or the partial frame in `rx` got its first byte.
+    rx_started: Instant,
+    /// When output started waiting behind a send the peer does not take (set by the core).
+    pub(crate) write_blocked_since: Option<Instant>,
+    /// Since when the connection is closing (closed at the latest `close_linger` later).
+    closing_since: Option<Instant>,
+    /// Why the connection is closing, for calls that try to use it.
+    pub(crate) close_reason: Option<String>,
+    /// Budget of frames that do no work, in quarter tokens.
+    budget: Budget,
+    cfg: ConnConfig,
+}
+
+/// A token bucket for frames that do no work (ignored frames, pings, cancels of answered
+/// calls): the defence against floods such as HTTP/2 rapid reset (CVE-2023-44487). Tokens are
+/// counted in quarters: such a frame costs 4, every Request refunds 2 (so a caller may cancel
+/// one call in two without ever running dry), and time refills `per_sec` frames a second, up
+/// to `burst`.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    quarters: u64,
+    cap: u64,
+    per_sec: u64,
+    last: Instant,
+}
+
+impl Budget {
+    fn new(b: crate::config::FrameBudget, now: Instant) -> Self {
+        let cap = u64::from(b.burst).saturating_mul(4);
+        Self {
+            quarters: cap,
+            cap,
+            per_sec: u64::from(b.per_sec).saturating_mul(4),
+            last: now,
+        }
+    }
+
+    /// Takes one frame's cost; `false` when the budget is spent.
+    fn charge(&mut self, now: Instant) -> bool {
+        if self.quarters < 4 {
+            let elapsed = now.saturating_duration_since(self.last);
+            let add = (elapsed.as_micros().min(u128::from(u64::MAX)) as u64)
+                .saturating_mul(self.per_sec)
+                / 1_000_000;
+            if add > 0 {
+                self.quarters = self.quarters.saturating_add(add).min(self.cap);
+                self.last = now;
+            }
+        }
+        if self.quarters < 4 {
+            return false;
+        }
+        if self.quarters == self.cap {
+            self.last = now;
+        }
+        self.quarters -= 4;
+        true
+    }
+
+    #[inline]
+    fn refund_half(&mut self) {
+        if self.quarters < self.cap {
+            self.quarters = (self.quarters + 2).min(self.cap);
+        }
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -166,14 +249,22 @@ impl Connection {
             scratch: Vec::new(),
             headers: HeaderList::default(),
             settings: None,
-            calls: PendingCalls::default(),
+            calls: PendingCalls::new(role == Role::Client),
             peer_going_away: false,
             going_away: false,
             last_rx: now,
             ping_outstanding: None,
             spawns: Vec::new(),
             cancels: Vec::new(),
-            async_inflight: 0,
+            inflight: rustc_hash::FxHashSet::default(),
+            last_peer_id: 0,
+            peer_eof: false,
+            rx_started: now,
+            write_blocked_since: None,
+            closing_since: None,
+            close_reason: None,
+            budget: Budget::new(config.idle_frames, now),
+            cfg: config.clone(),
         };
         c.state = match role {
             Role::Server => {
@@ -187,15 +278,15 @@ impl Connection {
                         c.tx.push_encoded(&out, 1);
                         State::ClientHandshake(Box::new(hs))
                     }
-                    Err(_) => State::Closing,
+                    Err(e) => {
+                        c.closing_since = Some(now);
+                        c.close_reason = Some(format!("could not start the handshake: {e}"));
+                        State::Closing
+                    }
                 }
             }
         };
         c
-    }
-
-    pub(crate) fn role(&self) -> Role {
-        self.role
     }
 
     /// Whether the handshake completed and the connection is usable.
@@ -220,19 +311,24 @@ impl Connection {
     }
 
     /// Feeds received bytes. On `Err` the connection is closing: an Error frame (id 0) was
-    /// queued for the peer, and in-flight calls were failed.
+    /// queued for the peer, and in-flight calls were failed. Bytes that arrive once the
+    /// connection is closing are not looked at.
     pub(crate) fn on_recv(&mut self, data: &[u8], env: &mut Env<'_>) -> Result<(), ConnError> {
         self.last_rx = env.now;
         self.ping_outstanding = None;
         env.stats.bytes_in += data.len() as u64;
-        if self.is_closing() {
+        if self.is_closing() || self.peer_eof {
             return Ok(());
         }
         let result = if self.rx.is_empty() && self.is_open() {
             // Fast path: decode straight from the kernel's buffer; keep only a partial tail.
             match self.process(data, env) {
                 Ok(consumed) => {
-                    self.rx.extend_from_slice(&data[consumed..]);
+                    if consumed < data.len() && !self.is_closing() {
+                        // A frame started in this read: its deadline runs from now.
+                        self.rx_started = env.now;
+                        self.rx.extend_from_slice(&data[consumed..]);
+                    }
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -242,8 +338,15 @@ impl Connection {
             let mut rx = std::mem::take(&mut self.rx);
             rx.extend_from_slice(data);
             let r = self.process(&rx, env).map(|consumed| {
+                if consumed > 0 && self.is_open() {
+                    // The partial frame completed; what is left started in this read.
+                    self.rx_started = env.now;
+                }
                 rx.drain(..consumed);
             });
+            if self.is_closing() {
+                rx.clear();
+            }
             if rx.is_empty() && rx.capacity() > KEEP_BUFFER {
                 // A large frame was reassembled here; an idle connection keeps no big buffer.
                 rx = Vec::new();
@@ -257,19 +360,38 @@ impl Connection {
         result
     }
 
-    /// Queues an Error frame (id 0) for `e`, fails in-flight calls, and marks the connection
-    /// closing.
+    /// Queues an Error frame (id 0) for `e`, fails in-flight calls with a status that says
+    /// why, and marks the connection closing.
     pub(crate) fn fail(&mut self, e: ConnError, env: &mut Env<'_>) {
         env.stats.count_error(e.counter);
         // Before the handshake completed the peer may not speak Netron at all: the handshake
         // already queued a Reject where one is due, and nothing else is sent.
         if self.is_open() {
-            let _ = self.queue(|c, b| c.control.error(b, 0, e.status, &e.message, &[]).map(|_| ()));
+            let msg = truncate_message(&e.message);
+            let _ = self.queue(|c, b| c.control.error(b, 0, e.status, msg, &[]).map(|_| ()));
         }
-        self.calls.fail_all(crate::slot::conn_lost(
-            "connection closed after a protocol error",
-        ));
+        self.close_with(e);
+    }
+
+    /// Marks the connection closing for `e` (no frame queued) and fails the calls in flight.
+    pub(crate) fn close_with(&mut self, e: ConnError) {
+        if self.closing_since.is_none() {
+            self.closing_since = Some(self.last_rx.max(self.rx_started));
+        }
+        let reason = format!("connection closed: {}", e.message);
+        self.calls
+            .fail_all(&crate::Status::new(e.status, reason.clone()));
+        self.close_reason.get_or_insert(reason);
+        self.rx.clear();
         self.state = State::Closing;
+    }
+
+    /// Starts the closing timer at `now` (the core calls this when it sees the connection
+    /// closing, so the linger bound runs from the core's clock).
+    pub(crate) fn closing_at(&mut self, now: Instant) {
+        if self.closing_since.is_none_or(|t| t > now) {
+            self.closing_since = Some(now);
+        }
     }
 
     /// Decodes as many whole frames as `buf` holds; returns the bytes consumed.
@@ -327,45 +449,62 @@ impl Connection {
     }
 
     fn dispatch(&mut self, frame: Frame<'_>, env: &mut Env<'_>) -> Result<(), ConnError> {
+        // Every header block is decoded, in order, whatever becomes of the frame it rides on
+        // (refused, unknown id, late, cancelled): the peer's encoder already moved its table
+        // (docs/protocol.md §9.1). A kind without headers has an empty block (checked by
+        // the codec), which decodes to nothing.
+        if frame.kind().may_have_headers() {
+            self.dec
+                .decode_into(frame.header_block(), &mut self.headers)
+                .map_err(netron_codec::DecodeError::from)?;
+        }
+        // Every control body is verified the same way, before anything acts on the frame.
+        netron_codec::control::verify_body(&frame)?;
         match frame.kind() {
             FrameKind::Request => self.on_request(frame, env),
             FrameKind::Error if frame.id() == 0 => {
                 // The peer reports a connection error and closes.
                 let body = netron_codec::control::read_error(&frame)?;
                 env.stats.count_error("peer_error");
-                self.calls.fail_all(crate::Status::new(
-                    netron_codec::control::status(body.status()),
-                    format!(
-                        "peer closed the connection: {}",
-                        body.message().unwrap_or("")
-                    ),
-                ));
+                let status = netron_codec::control::status(body.status());
+                let message = format!(
+                    "the peer closed the connection: {}",
+                    truncate_message(body.message().unwrap_or(""))
+                );
+                self.calls
+                    .fail_all(&crate::Status::new(status, message.clone()));
+                self.close_reason.get_or_insert(message);
                 self.state = State::Closing;
                 Ok(())
             }
-            FrameKind::Response | FrameKind::Error if self.role == Role::Client => {
-                self.on_reply(frame, env)
-            }
+            FrameKind::Response | FrameKind::Error => self.on_reply(frame, env),
             FrameKind::Ping => {
+                self.charge_idle_frame(env)?;
                 self.queue(|_, b| b.empty_frame(FrameKind::Pong, frame.id(), frame.arg()))
             }
-            FrameKind::Pong => Ok(()),
+            FrameKind::Pong => {
+                if self.ping_outstanding.is_none() {
+                    env.stats.count_error("unsolicited_pong");
+                    self.charge_idle_frame(env)?;
+                }
+                Ok(())
+            }
             FrameKind::Cancel => {
-                // Sync handlers finish within the loop turn that received their request; async
-                // ones may still run: the core drops their futures.
                 env.stats.cancels_in += 1;
-                if self.role == Role::Server && self.async_inflight > 0 {
-                    self.cancels.push(frame.id());
+                let id = frame.id();
+                if self.inflight.contains(&id) {
+                    // An async call still runs: the core drops its future and answers
+                    // Error(Cancelled), the call's final frame.
+                    self.cancels.push(id);
+                } else {
+                    // Already answered (the Cancel crossed the reply) or never opened.
+                    self.charge_idle_frame(env)?;
                 }
                 Ok(())
             }
             FrameKind::GoAway => {
                 let g = netron_codec::control::read_go_away(&frame)?;
-                self.peer_going_away = true;
-                self.calls.fail_above(
-                    g.last_id(),
-                    crate::Status::unavailable("the server is going away; retry elsewhere"),
-                );
+                self.on_go_away(g.last_id(), env);
                 Ok(())
             }
             FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => Err(ConnError {
@@ -373,27 +512,144 @@ impl Connection {
                 status: StatusCode::Internal,
                 message: format!("{} after the handshake", frame.kind().name()),
             }),
-            // Streams and events are not served yet: refuse the call, keep the connection.
+            // Streams and events are not served yet: refuse the exchange (its final frame),
+            // keep the connection.
             FrameKind::StreamOpen | FrameKind::Subscribe => {
                 let id = frame.id();
+                self.check_peer_id(id)?;
                 env.stats.count_error("unimplemented_kind");
-                self.queue(|c, b| {
-                    c.control
-                        .error(
-                            b,
-                            id,
-                            StatusCode::Unimplemented,
-                            "streams and events are not served by this engine yet",
-                            &[],
-                        )
-                        .map(|_| ())
-                })
+                self.answer_error(
+                    id,
+                    StatusCode::Unimplemented,
+                    "streams and events are not served by this engine yet",
+                )
             }
             _ => {
                 env.stats.count_error("ignored_frame");
-                Ok(())
+                self.charge_idle_frame(env)
             }
         }
+    }
+
+    /// Charges one frame that does no work against the peer's budget; a peer that spent it
+    /// gets a connection error (ResourceExhausted) and is closed (docs/protocol.md §17).
+    pub(crate) fn charge_idle_frame(&mut self, env: &mut Env<'_>) -> Result<(), ConnError> {
+        if self.budget.charge(env.now) {
+            return Ok(());
+        }
+        Err(ConnError {
+            counter: "idle_frame_budget",
+            status: StatusCode::ResourceExhausted,
+            message: format!(
+                "too many frames that do no work (cancels of answered calls, pings, ignored \
+                 frames): more than {} in a burst or {} a second \
+                 (CoreConfig::idle_frame_budget)",
+                self.cfg.idle_frames.burst, self.cfg.idle_frames.per_sec
+            ),
+        })
+    }
+
+    /// Checks the id of an exchange the peer opens (docs/protocol.md §14).
+    pub(crate) fn check_peer_id(&mut self, id: u32) -> Result<(), ConnError> {
+        let err = |counter, message: String| {
+            Err(ConnError {
+                counter,
+                status: StatusCode::Internal,
+                message,
+            })
+        };
+        if id == 0 {
+            return err("zero_id", "id 0 on a frame that opens an exchange".into());
+        }
+        // The initiator (the side that sent Hello: our peer if we are the server) uses odd ids.
+        let peer_is_initiator = self.role == Role::Server;
+        if (id % 2 == 1) != peer_is_initiator {
+            return err(
+                "wrong_id_parity",
+                format!(
+                    "id {id} has the parity of this side's own ids (the connection's initiator \
+                     opens odd ids, the acceptor even ids)"
+                ),
+            );
+        }
+        if self.inflight.contains(&id) {
+            return err(
+                "duplicate_id",
+                format!("id {id} is already in use by a call that has not been answered"),
+            );
+        }
+        self.last_peer_id = id;
+        Ok(())
+    }
+
+    /// A GoAway from the peer: no new calls on this connection; calls it did not process are
+    /// failed (retryable); answer with our own GoAway and drain.
+    fn on_go_away(&mut self, last_id: u32, env: &mut Env<'_>) {
+        self.peer_going_away = true;
+        env.stats.count_error("peer_go_away");
+        self.calls.fail_after(
+            last_id,
+            &crate::Status::unavailable(
+                "the peer is going away (GoAway) and did not process this call; retry it elsewhere",
+            ),
+        );
+        self.go_away("the peer sent GoAway");
+    }
+
+    /// Releases a scratch buffer after use: kept for reuse only if it is small.
+    pub(crate) fn release_scratch(&mut self, mut scratch: Vec<u8>) {
+        if scratch.capacity() > KEEP_BUFFER {
+            scratch = Vec::new();
+        }
+        self.scratch = scratch;
+    }
+
+    /// Refuses an outgoing message that the peer's negotiated limits (or this side's output
+    /// backlog) would refuse, before anything of it is encoded: header compression cannot
+    /// roll back, so a frame must never fail after its header block was written.
+    pub(crate) fn check_outgoing(
+        &self,
+        headers: &[netron_codec::hpack::Header<'_>],
+        payload: &[u8],
+    ) -> Result<(), crate::Status> {
+        let Some(s) = &self.settings else {
+            return Err(crate::Status::unavailable("connection is not open yet"));
+        };
+        let block = netron_codec::hpack::HeaderEncoder::max_encoded_len(headers);
+        if block > u16::MAX as usize {
+            return Err(crate::Status::new(
+                StatusCode::ResourceExhausted,
+                format!(
+                    "the header block may take up to {block} bytes, above the 65535 a frame \
+                     can carry (shorten the service, method or metadata)"
+                ),
+            ));
+        }
+        // The payload is sent raw when compression does not shrink it: bound by the raw size.
+        let frame = netron_codec::HEADER_LEN + block + payload.len();
+        let max = s.limits.max_frame_size as usize;
+        if frame > max {
+            return Err(crate::Status::new(
+                StatusCode::ResourceExhausted,
+                format!(
+                    "message of {} bytes exceeds the negotiated max_frame_size of {max} bytes \
+                     (frame of up to {frame} bytes with its headers)",
+                    payload.len()
+                ),
+            ));
+        }
+        let backlog = self.backlog_bytes();
+        if backlog > 0 && backlog + frame > self.cfg.max_backlog_bytes {
+            return Err(crate::Status::new(
+                StatusCode::ResourceExhausted,
+                format!(
+                    "{backlog} bytes are already waiting for the peer to read; a {frame}-byte \
+                     frame would exceed CoreConfig::max_backlog_bytes ({})",
+                    self.cfg.max_backlog_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs `f` to encode into the current batch; when the batch is full, moves it to the
@@ -441,6 +697,35 @@ impl Connection {
             )
     }
 
+    /// Whether the connection has nothing left to do and should close gracefully: the peer
+    /// ended its side (EOF, or GoAway in both directions) and every call in either direction
+    /// is answered. The core closes once the output is written too.
+    pub(crate) fn drained(&self) -> bool {
+        let ended = self.peer_eof || (self.going_away && self.peer_going_away);
+        ended && self.inflight.is_empty() && self.calls.len() == 0 && self.spawns.is_empty()
+    }
+
+    /// The peer closed its sending side (EOF). Calls this side opened can get no answer any
+    /// more and fail; calls it serves finish and are answered (half-close), then it closes.
+    pub(crate) fn on_peer_eof(&mut self, now: Instant) {
+        if self.peer_eof {
+            return;
+        }
+        self.peer_eof = true;
+        let reason = if self.rx.is_empty() || !self.is_open() {
+            "the peer closed the connection"
+        } else {
+            "the peer closed the connection in the middle of a frame"
+        };
+        self.rx.clear();
+        self.calls.fail_all(&crate::Status::unavailable(reason));
+        self.close_reason.get_or_insert_with(|| reason.to_owned());
+        if !self.is_open() {
+            self.state = State::Closing;
+        }
+        self.closing_at(now);
+    }
+
     /// Whether bytes are waiting to be written.
     #[inline]
     pub(crate) fn wants_write(&self) -> bool {
@@ -472,80 +757,167 @@ impl Connection {
         }
     }
 
-    /// Time-driven work: expires client calls past their deadline (sending Cancel), pings an
-    /// idle connection, and reports a dead peer. Returns `Err` if the peer is considered dead.
+    /// Time-driven work: expires calls past their deadline (sending Cancel), closes a
+    /// connection whose handshake or frame stalled or whose output is blocked, pings an idle
+    /// connection, and reports a dead peer. Returns `Err` when the connection must close now
+    /// (the Error frame, if it can still be carried, was queued).
     pub(crate) fn on_timer(
         &mut self,
         env: &mut Env<'_>,
-        keepalive: Duration,
-        dead_after: Duration,
+        expired: &mut Vec<u32>,
     ) -> Result<(), ConnError> {
-        let expired = self.calls.expire(env.now);
-        for id in expired {
+        let now = env.now;
+        if let Some(since) = self.closing_since {
+            if now.saturating_duration_since(since) >= self.cfg.close_linger {
+                return Err(ConnError {
+                    counter: "close_linger",
+                    status: StatusCode::Unavailable,
+                    message: format!(
+                        "closing took longer than CoreConfig::close_linger ({:?})",
+                        self.cfg.close_linger
+                    ),
+                });
+            }
+            if self.is_closing() {
+                return Ok(());
+            }
+        }
+        expired.clear();
+        self.calls.expire(now, expired);
+        for &id in expired.iter() {
             env.stats.deadline_exceeded += 1;
             let _ = self.queue(|_, b| b.empty_frame(FrameKind::Cancel, id, 0));
         }
+        let stall = self.cfg.stall_timeout;
+        if self.awaiting_more() && now.saturating_duration_since(self.rx_started) >= stall {
+            let what = if self.is_open() {
+                "a frame was not completed"
+            } else {
+                "the handshake was not completed"
+            };
+            let e = ConnError {
+                counter: "stalled",
+                status: StatusCode::DeadlineExceeded,
+                message: format!(
+                    "{what} within CoreConfig::stall_timeout ({stall:?}) of its first byte"
+                ),
+            };
+            self.fail(e.clone(), env);
+            return Err(e);
+        }
+        if let Some(since) = self.write_blocked_since {
+            if now.saturating_duration_since(since) >= stall {
+                // The peer takes no bytes: an Error frame could not reach it either.
+                let e = ConnError {
+                    counter: "write_stalled",
+                    status: StatusCode::Unavailable,
+                    message: format!(
+                        "the peer took no bytes for CoreConfig::stall_timeout ({stall:?}) \
+                         while output was waiting"
+                    ),
+                };
+                env.stats.count_error(e.counter);
+                self.close_with(e.clone());
+                return Err(e);
+            }
+        }
+        let keepalive = self.cfg.keepalive;
         if !self.is_open() || keepalive.is_zero() {
             return Ok(());
         }
         if let Some(since) = self.ping_outstanding {
-            if env.now.duration_since(since) >= dead_after {
+            let dead_after = self.cfg.dead_after;
+            if now.saturating_duration_since(since) >= dead_after {
                 let e = ConnError {
                     counter: "dead_peer",
                     status: StatusCode::Unavailable,
-                    message: format!("no answer to a keepalive ping within {dead_after:?}"),
+                    message: format!(
+                        "no answer to a keepalive ping within CoreConfig::dead_after \
+                         ({dead_after:?}); the peer is unreachable or frozen"
+                    ),
                 };
                 self.fail(e.clone(), env);
                 return Err(e);
             }
-        } else if env.now.duration_since(self.last_rx) >= keepalive {
-            self.ping_outstanding = Some(env.now);
+        } else if now.saturating_duration_since(self.last_rx) >= keepalive {
+            self.ping_outstanding = Some(now);
             self.queue(|_, b| b.empty_frame(FrameKind::Ping, 0, 0))?;
         }
         Ok(())
     }
 
-    /// When this connection next needs `on_timer` (or the stall check): the earliest of its
-    /// calls' deadlines, the keepalive or dead-peer time, and the stall time.
-    pub(crate) fn next_timer(
-        &self,
-        keepalive: Duration,
-        dead_after: Duration,
-        stall: Duration,
-    ) -> Option<Instant> {
+    /// When this connection next needs `on_timer`: the earliest of its calls' deadlines, the
+    /// stall time of a partial frame or handshake or of blocked output, the keepalive or
+    /// dead-peer time, and the linger bound of a closing connection.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
         let mut next = self.calls.next_deadline;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        if self.awaiting_more() {
-            consider(self.last_rx + stall);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        // Durations come from validated configuration, but an `Instant` far in the future
+        // must never panic: an unrepresentable time means "never".
+        if let Some(since) = self.closing_since {
+            consider(since.checked_add(self.cfg.close_linger));
         }
-        if self.is_open() && !keepalive.is_zero() {
+        if self.is_closing() {
+            return next;
+        }
+        let stall = self.cfg.stall_timeout;
+        if self.awaiting_more() {
+            consider(self.rx_started.checked_add(stall));
+        }
+        if let Some(since) = self.write_blocked_since {
+            consider(since.checked_add(stall));
+        }
+        if self.is_open() && !self.cfg.keepalive.is_zero() {
             match self.ping_outstanding {
-                Some(since) => consider(since + dead_after),
-                None => consider(self.last_rx + keepalive),
+                Some(since) => consider(since.checked_add(self.cfg.dead_after)),
+                None => consider(self.last_rx.checked_add(self.cfg.keepalive)),
             }
         }
         next
     }
 
-    /// Starts a graceful shutdown: tells the peer no new calls will be accepted.
-    pub(crate) fn go_away(&mut self, last_id: u32) {
+    /// Starts a graceful shutdown: tells the peer no new calls will be accepted (GoAway with
+    /// the last id the peer opened), lets what is in flight finish.
+    pub(crate) fn go_away(&mut self, why: &str) {
         if self.going_away || !self.is_open() {
             return;
         }
         self.going_away = true;
+        let last = self.last_peer_id;
         let _ = self.queue(|c, b| {
             c.control
-                .go_away(b, last_id, StatusCode::Unavailable, "server shutting down")
+                .go_away(b, last, StatusCode::Unavailable, why)
                 .map(|_| ())
         });
     }
 
-    /// The peer closed or the socket failed: fail what is in flight.
-    pub(crate) fn on_closed(&mut self) {
-        self.calls
-            .fail_all(crate::slot::conn_lost("connection closed by the peer"));
+    /// The socket is gone (closed, failed, or the core stopped): fail what is in flight with
+    /// `why`.
+    pub(crate) fn on_closed(&mut self, why: &str) {
+        let reason = self.close_reason.clone().unwrap_or_else(|| why.to_owned());
+        self.calls.fail_all(&crate::Status::unavailable(reason));
         self.state = State::Closing;
     }
+}
+
+/// Longest message text this side puts in an Error frame or echoes from a peer: messages can
+/// carry user input (names, metadata), which must not be echoed unbounded.
+pub(crate) const MAX_MESSAGE: usize = 512;
+
+/// `msg` cut to [`MAX_MESSAGE`] bytes at a character boundary.
+pub(crate) fn truncate_message(msg: &str) -> &str {
+    if msg.len() <= MAX_MESSAGE {
+        return msg;
+    }
+    let mut end = MAX_MESSAGE;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    &msg[..end]
 }
 
 #[cfg(test)]

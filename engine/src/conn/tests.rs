@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::client::CallSpec;
 use super::*;
 use crate::service::{Registry, Service};
-use crate::slot::CallSlot;
+use crate::slot::Completion;
 use crate::{Status, StatusCode};
 
 struct Pair {
@@ -33,18 +33,46 @@ fn registry() -> Registry {
             .unary("echo", |req, reply| {
                 reply.write(req.payload);
                 Ok(())
-            }),
+            })
+            .unary("slow", |_, reply| {
+                std::thread::sleep(Duration::from_millis(5));
+                reply.write(b"late");
+                Ok(())
+            })
+            .unary("truncate", |_, reply| {
+                // Writes past the frame limit: refused, the connection goes on.
+                let chunk = vec![7u8; 1 << 20];
+                for _ in 0..17 {
+                    reply.write(&chunk);
+                }
+                Ok(())
+            })
+            .unary_async("never", |_| std::future::pending()),
     )
     .unwrap();
     r
 }
 
+fn test_cfg() -> ConnConfig {
+    let core = crate::CoreConfig::default();
+    ConnConfig {
+        server: Default::default(),
+        client: Default::default(),
+        keepalive: Duration::ZERO,
+        dead_after: Duration::from_secs(1),
+        stall_timeout: core.stall_timeout,
+        close_linger: core.close_linger,
+        max_backlog_bytes: core.max_backlog_bytes,
+        idle_frames: core.idle_frame_budget,
+    }
+}
+
 impl Pair {
     fn new() -> Pair {
-        let cfg = ConnConfig {
-            server: Default::default(),
-            client: Default::default(),
-        };
+        Pair::with(test_cfg())
+    }
+
+    fn with(cfg: ConnConfig) -> Pair {
         let now = Instant::now();
         Pair {
             server: Connection::new(Role::Server, &cfg, now),
@@ -89,8 +117,8 @@ impl Pair {
     }
 
     fn call(&mut self, method: &[u8], payload: &[u8], chunk: usize) -> Result<Vec<u8>, Status> {
-        let slot = Arc::new(CallSlot::new());
-        slot.arm();
+        let slot = Arc::new(Completion::new());
+        assert!(slot.arm());
         let spec = CallSpec {
             service: b"calc@1.2.0",
             method,
@@ -101,7 +129,7 @@ impl Pair {
         self.client.start_call(&spec, slot.clone(), self.now)?;
         self.pump(chunk);
         assert!(slot.is_done(), "no reply");
-        slot.result().map(<[u8]>::to_vec)
+        slot.result().unwrap().map(<[u8]>::to_vec)
     }
 }
 
@@ -137,8 +165,8 @@ fn errors_carry_status_codes() {
         p.call(b"mul", &[1, 2], usize::MAX).unwrap_err().code,
         StatusCode::Unimplemented
     );
-    let slot = Arc::new(CallSlot::new());
-    slot.arm();
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
     let spec = CallSpec {
         service: b"nope@1.0.0",
         method: b"x",
@@ -148,7 +176,10 @@ fn errors_carry_status_codes() {
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     p.pump(usize::MAX);
-    assert_eq!(slot.result().unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(
+        slot.result().unwrap().unwrap_err().code,
+        StatusCode::NotFound
+    );
     assert_eq!(p.stats.errors_of("unknown_service"), 1);
     // The connection is still fine.
     assert_eq!(p.call(b"add", &[1, 1], usize::MAX).unwrap(), vec![2]);
@@ -194,8 +225,8 @@ fn bad_preface_is_rejected() {
 fn deadlines_expire_and_cancel() {
     let mut p = Pair::new();
     p.pump(usize::MAX);
-    let slot = Arc::new(CallSlot::new());
-    slot.arm();
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
     let spec = CallSpec {
         service: b"calc@1.2.0",
         method: b"add",
@@ -211,26 +242,29 @@ fn deadlines_expire_and_cancel() {
         now: later,
         stats: &mut p.stats,
     };
-    p.client
-        .on_timer(&mut env, Duration::ZERO, Duration::ZERO)
-        .unwrap();
+    p.client.on_timer(&mut env, &mut Vec::new()).unwrap();
     assert_eq!(
-        slot.result().unwrap_err().code,
+        slot.result().unwrap().unwrap_err().code,
         StatusCode::DeadlineExceeded
     );
-    assert_eq!(p.client.calls.len(), 0);
-    // The Request and a Cancel are queued; a late reply is ignored.
+    // The id stays reserved until the callee's final frame (docs/protocol.md §14).
+    assert_eq!(p.client.calls.len(), 1);
+    // The Request and a Cancel are queued; the reply that crosses the Cancel frees the id.
     p.pump(usize::MAX);
     assert_eq!(p.stats.errors_of("late_reply"), 1);
     assert_eq!(p.stats.cancels_in, 1);
+    assert_eq!(p.client.calls.len(), 0);
 }
 
 #[test]
 fn keepalive_detects_a_dead_peer() {
-    let mut p = Pair::new();
+    let mut cfg = test_cfg();
+    cfg.keepalive = Duration::from_secs(1);
+    cfg.dead_after = Duration::from_secs(1);
+    let mut p = Pair::with(cfg);
     p.pump(usize::MAX);
-    let slot = Arc::new(CallSlot::new());
-    slot.arm();
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
     let spec = CallSpec {
         service: b"calc@1.2.0",
         method: b"add",
@@ -245,9 +279,7 @@ fn keepalive_detects_a_dead_peer() {
         now: t1,
         stats: &mut p.stats,
     };
-    p.client
-        .on_timer(&mut env, Duration::from_secs(1), Duration::from_secs(1))
-        .unwrap();
+    p.client.on_timer(&mut env, &mut Vec::new()).unwrap();
     assert!(p.client.ping_outstanding.is_some());
     let t2 = t1 + Duration::from_secs(2);
     let mut env = Env {
@@ -255,23 +287,26 @@ fn keepalive_detects_a_dead_peer() {
         now: t2,
         stats: &mut p.stats,
     };
-    let e = p
-        .client
-        .on_timer(&mut env, Duration::from_secs(1), Duration::from_secs(1))
-        .unwrap_err();
+    let e = p.client.on_timer(&mut env, &mut Vec::new()).unwrap_err();
     assert_eq!(e.counter, "dead_peer");
-    assert_eq!(slot.result().unwrap_err().code, StatusCode::Unavailable);
+    let status = slot.result().unwrap().unwrap_err();
+    assert_eq!(status.code, StatusCode::Unavailable);
+    // The caller is told what happened and which setting governs it.
+    assert!(
+        status.message.contains("keepalive") && status.message.contains("dead_after"),
+        "{status:?}"
+    );
 }
 
 #[test]
 fn go_away_refuses_new_calls() {
     let mut p = Pair::new();
     p.pump(usize::MAX);
-    p.server.go_away(0);
+    p.server.go_away("test");
     p.pump(usize::MAX);
     assert!(p.client.peer_going_away);
-    let slot = Arc::new(CallSlot::new());
-    slot.arm();
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
     let spec = CallSpec {
         service: b"calc@1.2.0",
         method: b"add",
@@ -301,4 +336,375 @@ fn large_frames_leave_no_large_buffers_behind() {
     assert!(p.client.spare.iter().all(|b| b.capacity() <= KEEP_BUFFER));
     // Small calls still reuse their buffers.
     assert_eq!(p.call(b"add", &[1, 2], usize::MAX).unwrap(), vec![3]);
+}
+
+/// The environment of one event on `p` (fields borrowed separately from its connections).
+macro_rules! env {
+    ($p:expr) => {
+        Env {
+            registry: &$p.registry,
+            now: $p.now,
+            stats: &mut $p.stats,
+        }
+    };
+}
+
+impl Pair {
+    fn open() -> Pair {
+        let mut p = Pair::new();
+        p.pump(usize::MAX);
+        assert!(p.client.is_open() && p.server.is_open());
+        p
+    }
+
+    /// Queues a raw frame built by `f` on the client side (which may break the rules).
+    fn client_sends(
+        &mut self,
+        f: impl FnMut(&mut Connection, &mut netron_codec::BatchEncoder) -> Result<(), EncodeError>,
+    ) {
+        self.client.queue(f).unwrap();
+    }
+
+    fn spec<'a>(method: &'a [u8], payload: &'a [u8]) -> CallSpec<'a> {
+        CallSpec {
+            service: b"calc@1.2.0",
+            method,
+            payload,
+            deadline: None,
+            idempotent: false,
+        }
+    }
+}
+
+fn request_frame<'h>(
+    id: u32,
+    deadline: Option<Duration>,
+    headers: &'h [netron_codec::hpack::Header<'h>],
+) -> impl FnMut(&mut Connection, &mut netron_codec::BatchEncoder) -> Result<(), EncodeError> + 'h {
+    move |c, b| {
+        b.request(id, deadline)?
+            .headers(&mut c.enc, headers)?
+            .payload(&[1, 2])
+            .finish()
+            .map(|_| ())
+    }
+}
+
+const ADD: [netron_codec::hpack::Header<'static>; 2] = [
+    netron_codec::hpack::Header::service(b"calc@1.2.0"),
+    netron_codec::hpack::Header::method(b"add"),
+];
+
+/// Item 4: header blocks are decoded in order whatever becomes of their frames, in both
+/// directions (a refused StreamOpen/Subscribe, a reply to an id nobody waits for).
+#[test]
+fn every_header_block_is_decoded_whatever_becomes_of_its_frame() {
+    let mut p = Pair::open();
+    // Client -> server: a StreamOpen with a header block (refused: streams not served).
+    p.client_sends(|c, b| {
+        b.frame(FrameKind::StreamOpen, 1)?
+            .headers(&mut c.enc, &ADD)?
+            .finish()
+            .map(|_| ())
+    });
+    // Server -> client: a Response with headers for an id the client never opened.
+    p.server
+        .queue(|c, b| {
+            b.response(777)?
+                .headers(
+                    &mut c.enc,
+                    &[netron_codec::hpack::Header::new(b"x-k", b"v")],
+                )?
+                .finish()
+                .map(|_| ())
+        })
+        .unwrap();
+    p.pump(usize::MAX);
+    assert_eq!(p.stats.errors_of("unimplemented_kind"), 1);
+    // The client also sees the refusal of its raw StreamOpen as a reply to an unknown id.
+    assert_eq!(p.stats.errors_of("unknown_id"), 2);
+    // Both decoders stayed in step: calls whose headers reference the dynamic table work.
+    assert_eq!(p.call(b"add", &[2, 3], usize::MAX).unwrap(), vec![5]);
+    assert_eq!(p.call(b"add", &[2, 4], usize::MAX).unwrap(), vec![6]);
+    assert!(p.client.is_open() && p.server.is_open());
+}
+
+/// Item 6: ids of exchanges the peer opens are checked (docs/protocol.md §14).
+#[test]
+fn request_ids_are_checked() {
+    for (id, counter) in [
+        (0u32, "zero_id"),
+        (2, "wrong_id_parity"),
+        (4, "wrong_id_parity"),
+    ] {
+        let mut p = Pair::open();
+        p.client_sends(request_frame(id, None, &ADD));
+        p.pump(usize::MAX);
+        assert_eq!(p.stats.errors_of(counter), 1, "id {id}");
+        assert!(p.server.is_closing(), "id {id}");
+        // The client got the connection error and failed nothing silently.
+        assert!(p.client.is_closing(), "id {id}");
+    }
+    // Two in-flight calls with the same id: the second is a protocol error.
+    let mut p = Pair::open();
+    let never = [
+        netron_codec::hpack::Header::service(b"calc@1.2.0"),
+        netron_codec::hpack::Header::method(b"never"),
+    ];
+    p.client_sends(request_frame(5, None, &never));
+    p.pump(usize::MAX);
+    assert!(p.server.inflight.contains(&5));
+    p.client_sends(request_frame(5, None, &never));
+    p.pump(usize::MAX);
+    assert_eq!(p.stats.errors_of("duplicate_id"), 1);
+    // An id may be reused once its call was answered (sync calls answer at once).
+    let mut p = Pair::open();
+    for _ in 0..3 {
+        p.client_sends(request_frame(7, None, &ADD));
+        p.pump(usize::MAX);
+    }
+    assert!(p.server.is_open());
+    assert_eq!(p.stats.calls_ok, 3);
+}
+
+/// The caller's ids: odd for the initiator, never 0, never one still in use.
+#[test]
+fn callers_allocate_ids_by_parity() {
+    let mut calls = PendingCalls::new(true);
+    let mut acceptor = PendingCalls::new(false);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let a = calls.allocate_id();
+        assert!(a % 2 == 1 && seen.insert(a));
+        let b = acceptor.allocate_id();
+        assert!(b != 0 && b % 2 == 0);
+    }
+    // Wrapping skips 0 and ids in use.
+    let mut calls = PendingCalls::new(false);
+    calls.next_id = u32::MAX - 1;
+    assert_eq!(calls.allocate_id(), 2);
+    assert!(super::client::serial_after(1, u32::MAX));
+    assert!(!super::client::serial_after(u32::MAX, 1));
+}
+
+/// Item 5 (sync handlers): work whose deadline passed is not started, and a reply that would
+/// leave after the deadline becomes DeadlineExceeded.
+#[test]
+fn callee_enforces_deadlines() {
+    let mut p = Pair::open();
+    // Arrived long ago (virtual time): the deadline passed while it was queued.
+    p.now = Instant::now() - Duration::from_secs(1);
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
+    let mut spec = Pair::spec(b"add", &[1, 2]);
+    spec.deadline = Some(Duration::from_millis(10));
+    p.client.start_call(&spec, slot.clone(), p.now).unwrap();
+    p.pump(usize::MAX);
+    let e = slot.result().unwrap().unwrap_err();
+    assert_eq!(e.code, StatusCode::DeadlineExceeded);
+    assert!(e.message.contains("before the handler started"), "{e:?}");
+    // A handler that takes 5 ms against a 1 ms deadline.
+    p.now = Instant::now();
+    assert!(slot.arm());
+    spec.method = b"slow";
+    spec.deadline = Some(Duration::from_millis(1));
+    p.client.start_call(&spec, slot.clone(), p.now).unwrap();
+    p.pump(usize::MAX);
+    let e = slot.result().unwrap().unwrap_err();
+    assert_eq!(e.code, StatusCode::DeadlineExceeded);
+    assert!(e.message.contains("before the handler finished"), "{e:?}");
+    assert_eq!(p.stats.deadline_exceeded, 2);
+    assert!(p.server.is_open());
+}
+
+/// Item 8: every control body is verified the same way, whatever the kind.
+#[test]
+fn control_bodies_are_verified_everywhere() {
+    for kind in [FrameKind::Subscribe, FrameKind::GoAway, FrameKind::Error] {
+        let mut p = Pair::open();
+        let id = if kind == FrameKind::GoAway { 0 } else { 9 };
+        p.client_sends(|_, b| b.frame(kind, id)?.payload(b"").finish().map(|_| ()));
+        p.pump(usize::MAX);
+        assert_eq!(p.stats.errors_of("invalid_body"), 1, "{kind:?}");
+        assert!(p.server.is_closing(), "{kind:?}");
+    }
+    // A well-formed Subscribe to a peer without events: refused, connection kept.
+    let mut p = Pair::open();
+    p.client_sends(|c, b| c.control.subscribe(b, 11, "orders.*", 16).map(|_| ()));
+    p.pump(usize::MAX);
+    assert_eq!(p.stats.errors_of("unimplemented_kind"), 1);
+    assert!(p.server.is_open());
+}
+
+/// Item 21: frames that do no work are budgeted; a legitimate caller that cancels half of
+/// its calls keeps its connection.
+#[test]
+fn frames_that_do_no_work_are_budgeted() {
+    let burst = crate::FrameBudget::default().burst;
+    // A Ping flood far above the burst, all at one instant (no refill).
+    let mut p = Pair::open();
+    for i in 0..=burst {
+        p.client_sends(move |_, b| b.empty_frame(FrameKind::Ping, 0, i));
+    }
+    p.pump(usize::MAX);
+    assert_eq!(p.stats.errors_of("idle_frame_budget"), 1);
+    assert!(p.server.is_closing());
+    // Unsolicited Pongs and cancels of answered calls cost the same.
+    let mut p = Pair::open();
+    for i in 0..=burst {
+        p.client_sends(move |_, b| b.empty_frame(FrameKind::Cancel, 2 * i + 1, 0));
+    }
+    p.pump(usize::MAX);
+    assert_eq!(p.stats.errors_of("idle_frame_budget"), 1);
+    // Pipelined calls, every other one cancelled (its Cancel reaches the server after the
+    // answer, as a hedged or short-deadline call's would), far past the burst.
+    let mut p = Pair::open();
+    for round in 0..(4 * burst) {
+        let slot = Arc::new(Completion::new());
+        assert!(slot.arm());
+        let id = p
+            .client
+            .start_call(&Pair::spec(b"add", &[1, 2]), slot, p.now)
+            .unwrap();
+        if round % 2 == 0 {
+            p.client
+                .cancel_call(id, StatusCode::Cancelled, "hedged elsewhere");
+        }
+        if round % 64 == 0 {
+            p.pump(usize::MAX);
+        }
+    }
+    p.pump(usize::MAX);
+    assert_eq!(p.stats.errors_of("idle_frame_budget"), 0);
+    assert_eq!(p.stats.cancels_in, u64::from(2 * burst));
+    assert!(p.server.is_open() && p.client.is_open());
+    assert_eq!(
+        p.client.calls.len(),
+        0,
+        "every id was freed by its final frame"
+    );
+}
+
+/// Item 11: a message above the negotiated limits fails that call only, before anything is
+/// encoded; the connection and its other calls go on.
+#[test]
+fn oversized_messages_fail_their_call_only() {
+    let mut p = Pair::open();
+    let max = p.client.settings.as_ref().unwrap().limits.max_frame_size as usize;
+    let big = vec![1u8; max];
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
+    let e = p
+        .client
+        .start_call(&Pair::spec(b"echo", &big), slot.clone(), p.now)
+        .unwrap_err();
+    assert_eq!(e.code, StatusCode::ResourceExhausted);
+    assert!(e.message.contains("max_frame_size"), "{e:?}");
+    // The exact bound is accepted: frame = 16 + header block bound + payload.
+    let block = netron_codec::hpack::HeaderEncoder::max_encoded_len(&[
+        netron_codec::hpack::Header::service(b"calc@1.2.0"),
+        netron_codec::hpack::Header::method(b"echo"),
+    ]);
+    let fits = vec![2u8; max - 16 - block];
+    assert_eq!(p.call(b"echo", &fits, 1 << 20).unwrap(), fits);
+    // A header block that cannot fit in a frame's u16 length.
+    let long = vec![b'm'; 70_000];
+    let e = p
+        .client
+        .start_call(&Pair::spec(&long, b""), slot.clone(), p.now)
+        .unwrap_err();
+    assert_eq!(e.code, StatusCode::ResourceExhausted);
+    assert!(e.message.len() < 300, "errors do not echo user input");
+    // A reply above the limit fails its call only (the handler writes 17 MiB).
+    let e = p.call(b"truncate", b"", usize::MAX).unwrap_err();
+    assert_eq!(e.code, StatusCode::ResourceExhausted);
+    assert!(
+        e.message.contains("max_frame_size") || e.message.contains("frame"),
+        "{e:?}"
+    );
+    assert_eq!(p.call(b"add", &[1, 2], usize::MAX).unwrap(), vec![3]);
+    assert!(p.client.is_open() && p.server.is_open());
+}
+
+/// Item 7: GoAway from the initiator is honoured: the acceptor answers with its own, takes
+/// no new calls, and both sides drain.
+#[test]
+fn go_away_from_either_side_drains_both() {
+    let mut p = Pair::open();
+    assert_eq!(p.call(b"add", &[1, 2], usize::MAX).unwrap(), vec![3]);
+    p.client.go_away("client done");
+    p.pump(usize::MAX);
+    assert!(p.server.peer_going_away && p.server.going_away);
+    assert!(p.client.peer_going_away);
+    assert!(p.server.drained() && p.client.drained());
+    // No new calls on a connection going away.
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
+    let e = p
+        .client
+        .start_call(&Pair::spec(b"add", &[1, 1]), slot, p.now)
+        .unwrap_err();
+    assert_eq!(e.code, StatusCode::Unavailable);
+}
+
+/// Item 7: a Request followed by the peer's EOF is still answered (half-close).
+#[test]
+fn replies_queued_before_eof_are_kept() {
+    let mut p = Pair::open();
+    p.client_sends(request_frame(3, None, &ADD));
+    let (buf, _) = p.client.take_batch().unwrap();
+    let now = p.now;
+    p.server.on_recv(&buf, &mut env!(p)).unwrap();
+    p.server.on_peer_eof(now);
+    assert!(p.server.wants_write(), "the reply is still queued");
+    assert!(p.server.drained());
+    assert!(
+        !p.server.is_closing(),
+        "closing waits for the reply to be written"
+    );
+}
+
+/// Items 12 and 20: a handshake and a frame must complete within the stall timeout of their
+/// first byte, however slowly the rest trickles in.
+#[test]
+fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
+    let mut p = Pair::open();
+    let stall = p.server.cfg.stall_timeout;
+    p.client_sends(request_frame(3, None, &ADD));
+    let (buf, _) = p.client.take_batch().unwrap();
+    let t0 = p.now;
+    let mut t = t0;
+    let step = stall / 20;
+    for (i, byte) in buf[..buf.len() - 1].iter().enumerate() {
+        p.now = t;
+        p.server
+            .on_recv(std::slice::from_ref(byte), &mut env!(p))
+            .unwrap();
+        let next = p.server.next_timer().expect("a frame is pending");
+        assert!(
+            next <= t0 + stall,
+            "byte {i}: deadline moved to {:?}",
+            next - t0
+        );
+        t += step;
+        if t >= t0 + stall {
+            break;
+        }
+    }
+    p.now = t0 + stall;
+    let e = p
+        .server
+        .on_timer(&mut env!(p), &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(e.counter, "stalled");
+    // An Error frame saying why goes to the peer before the close.
+    assert!(p.server.wants_write());
+    // The handshake, too.
+    let mut q = Pair::new();
+    q.now += stall;
+    let e = q
+        .server
+        .on_timer(&mut env!(q), &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(e.counter, "stalled");
 }

@@ -56,7 +56,7 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        if en.hot.is_some() || en.closing {
+        if en.hot.is_some() || en.closing || en.read_done {
             return;
         }
         en.hot = Some(now);
@@ -97,12 +97,12 @@ impl Core {
             match end {
                 ReadEnd::Open => {}
                 ReadEnd::Eof => {
-                    self.begin_close(key);
+                    self.on_eof(key, now);
                     continue;
                 }
                 ReadEnd::Failed => {
                     self.stats.count_error("recv_failed");
-                    self.begin_close(key);
+                    self.begin_close(key, "receive failed");
                     continue;
                 }
             }

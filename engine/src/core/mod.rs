@@ -7,6 +7,7 @@
 //! policy, poll or park.
 
 mod hot;
+mod listener;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -25,7 +26,7 @@ use crate::driver::token::{Op, Token};
 use crate::executor::{Executor, Outcome};
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::service::Registry;
-use crate::slot::CallSlot;
+use crate::slot::{CallSlot, Completion};
 use crate::stats::CoreStats;
 use crate::timer::TimerWheel;
 use crate::{Endpoint, Status, StatusCode};
@@ -36,6 +37,9 @@ const BGID: u16 = 0;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 /// Turns in a row that may end right after the reads because the awaited call completed.
 const MAX_SHORT_TURNS: u32 = 8;
+/// Output a connection may hold above `max_backlog_bytes` before it is closed: room for the
+/// control frames (Pong, Error, GoAway, Cancel) that are never refused.
+const BACKLOG_SLACK: usize = 1 << 20;
 /// How often timers run.
 const TIMER_TICK: Duration = Duration::from_millis(5);
 
@@ -58,25 +62,21 @@ struct Entry {
     conn: Connection,
     generation: u32,
     recv_armed: bool,
+    /// Nothing more is read: the peer sent EOF, or the connection is closing.
+    read_done: bool,
     send: Option<InFlight>,
     /// Closing: no new operations; the entry goes when its operations completed.
     closing: bool,
     shut: bool,
     dirty: bool,
     /// A cross-thread connect waiting for the handshake.
-    adopt: Option<Arc<CallSlot>>,
+    adopt: Option<Arc<Completion>>,
     /// Generation of this connection's live timer-wheel entry (older entries are stale).
     timer_gen: u32,
     /// When its live timer fires, if one is scheduled.
     scheduled: Option<Instant>,
     /// Hot (read directly, see `hot.rs`): when data last arrived.
     hot: Option<Instant>,
-}
-
-struct Listener {
-    fd: OwnedFd,
-    endpoint: Endpoint,
-    armed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -99,7 +99,7 @@ pub struct Core {
     bufs: BufRing,
     conns: Slab<Entry>,
     next_gen: u32,
-    listeners: Vec<Listener>,
+    listeners: listener::Listeners,
     registry: Arc<Registry>,
     inbox: Arc<Inbox>,
     inbox_buf: Box<[u8; 8]>,
@@ -112,6 +112,8 @@ pub struct Core {
     outcomes: Vec<Outcome>,
     wheel: TimerWheel,
     fired: Vec<(usize, u32)>,
+    /// Ids of calls whose deadline passed in a timer run (reused buffer).
+    expired: Vec<u32>,
     dirty: Vec<usize>,
     closing: Vec<usize>,
     last_timer: Instant,
@@ -149,6 +151,9 @@ pub enum CoreError {
     /// Another setup step failed.
     #[error("core setup failed: {0}")]
     Io(#[from] io::Error),
+    /// A configuration value is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl Core {
@@ -179,7 +184,12 @@ impl Core {
         registry: Arc<Registry>,
         inbox: Arc<Inbox>,
     ) -> Result<Core, CoreError> {
-        let ring = ring::build(cfg.ring_entries)?;
+        cfg.validate()?;
+        let mut ring = ring::build(cfg.ring_entries)?;
+        // Setup can succeed where submitting cannot (a seccomp filter on io_uring_enter):
+        // one NOP through the ring now turns that into a build error instead of a core that
+        // dies on its first turn.
+        ring::probe_enter(&mut ring)?;
         let bufs = BufRing::new(
             &ring.submitter(),
             cfg.recv_buffers,
@@ -189,13 +199,19 @@ impl Core {
         let conn_cfg = ConnConfig {
             server: cfg.server.clone(),
             client: cfg.client.clone(),
+            keepalive: cfg.keepalive,
+            dead_after: cfg.dead_after,
+            stall_timeout: cfg.stall_timeout,
+            close_linger: cfg.close_linger,
+            max_backlog_bytes: cfg.max_backlog_bytes,
+            idle_frames: cfg.idle_frame_budget,
         };
         let mut core = Core {
             ring,
             bufs,
             conns: Slab::new(),
             next_gen: 0,
-            listeners: Vec::new(),
+            listeners: listener::Listeners::default(),
             registry,
             inbox: inbox.clone(),
             inbox_buf: Box::new([0; 8]),
@@ -207,7 +223,8 @@ impl Core {
             executor: Executor::new(inbox.clone()),
             outcomes: Vec::new(),
             wheel: TimerWheel::new(Instant::now(), Duration::from_millis(1), 1024),
-            fired: Vec::new(),
+            fired: Vec::with_capacity(64),
+            expired: Vec::with_capacity(64),
             dirty: Vec::new(),
             closing: Vec::new(),
             last_timer: Instant::now(),
@@ -224,6 +241,10 @@ impl Core {
         Ok(core)
     }
 
+    pub(crate) fn inbox(&self) -> Arc<Inbox> {
+        self.inbox.clone()
+    }
+
     /// This core's statistics.
     pub fn stats(&self) -> &CoreStats {
         &self.stats
@@ -237,25 +258,6 @@ impl Core {
     /// Whether a shutdown finished draining.
     pub fn is_stopped(&self) -> bool {
         self.stopped
-    }
-
-    /// Listens on `endpoint` with a socket of this core's own (TCP: `SO_REUSEPORT`). Returns
-    /// the bound endpoint (useful with port 0).
-    pub fn listen(&mut self, endpoint: &Endpoint) -> io::Result<Endpoint> {
-        let fd = sock::listen(endpoint, 1024)?;
-        let bound = sock::local_endpoint(&fd, endpoint);
-        self.add_listener(fd, bound.clone());
-        Ok(bound)
-    }
-
-    pub(crate) fn add_listener(&mut self, fd: OwnedFd, endpoint: Endpoint) {
-        self.listeners.push(Listener {
-            fd,
-            endpoint,
-            armed: false,
-        });
-        let idx = self.listeners.len() - 1;
-        self.arm_accept(idx);
     }
 
     // ---- submissions -------------------------------------------------------------------
@@ -286,19 +288,6 @@ impl Core {
         .user_data(Token::new(Op::Inbox, 0, 0).encode());
         self.push(e);
         self.inbox_armed = true;
-    }
-
-    fn arm_accept(&mut self, idx: usize) {
-        let l = &mut self.listeners[idx];
-        if l.armed || self.drain_until.is_some() {
-            return;
-        }
-        l.armed = true;
-        let e = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(Token::new(Op::Accept, idx, 0).encode());
-        self.push(e);
     }
 
     fn arm_recv(&mut self, key: usize) {
@@ -351,6 +340,7 @@ impl Core {
             conn,
             generation: self.next_gen,
             recv_armed: false,
+            read_done: false,
             send: None,
             closing: false,
             shut: false,
@@ -376,7 +366,8 @@ impl Core {
     }
 
     /// Starts closing `key`: no new operations; shuts the socket down so pending ones finish.
-    fn begin_close(&mut self, key: usize) {
+    /// Calls still in flight fail with `why` (unless the connection already knows a reason).
+    fn begin_close(&mut self, key: usize, why: &str) {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
@@ -384,13 +375,16 @@ impl Core {
             return;
         }
         en.closing = true;
-        en.conn.on_closed();
+        en.conn.on_closed(why);
         let was_hot = en.hot.take().is_some();
         self.executor.drop_conn(key as u32);
         if let Some(slot) = en.adopt.take() {
-            slot.complete(Err(Status::unavailable(
-                "connection closed during the handshake",
-            )));
+            let why = en
+                .conn
+                .close_reason
+                .clone()
+                .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
+            slot.complete(Err(Status::unavailable(why)));
         }
         if en.recv_armed || en.send.is_some() {
             en.shut = true;
@@ -431,7 +425,7 @@ impl Core {
     /// One loop turn; with `awaited`, the turn ends as soon as that slot is complete after the
     /// reads (a caller-driven call returns its reply without waiting for the rest of the turn,
     /// which the next turn does).
-    fn turn(&mut self, awaited: Option<&CallSlot>) -> io::Result<bool> {
+    fn turn(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
         let _running = self.inbox.enter();
         let now = Instant::now();
         self.stats.turns += 1;
@@ -441,7 +435,7 @@ impl Core {
             self.flush();
             work = true;
         }
-        if awaited.is_some_and(CallSlot::is_done) && self.short_turns < MAX_SHORT_TURNS {
+        if awaited.is_some_and(Completion::is_done) && self.short_turns < MAX_SHORT_TURNS {
             // Bounded, so a caller whose calls all complete in their first turn still gets
             // timers, the inbox and closes run every few calls.
             self.short_turns += 1;
@@ -457,21 +451,23 @@ impl Core {
         if now.duration_since(self.last_timer) >= TIMER_TICK {
             self.last_timer = now;
             self.expire_tasks(now);
+            self.retry_accepts(now);
         }
         work |= self.flush();
         self.finish_closes();
         if let Some(until) = self.drain_until {
-            let idle = self
-                .conns
-                .iter()
-                .all(|(_, en)| !en.conn.wants_write() && en.send.is_none());
+            let idle = self.conns.iter().all(|(_, en)| {
+                !en.conn.wants_write()
+                    && en.send.is_none()
+                    && en.conn.inflight.is_empty()
+                    && en.conn.calls.len() == 0
+            });
             if (idle || now >= until) && !self.stopped {
                 let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                 for k in keys {
-                    self.begin_close(k);
+                    self.begin_close(k, "the engine shut down");
                 }
-                self.listeners.clear();
-                self.stopped = self.conns.is_empty();
+                self.stopped = self.conns.is_empty() && self.listeners.all_closed();
             }
         }
         self.enter(work)?;
@@ -497,6 +493,14 @@ impl Core {
     }
 
     fn enter(&mut self, work: bool) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if self
+            .cfg
+            .fail_enter_after_turns
+            .is_some_and(|n| self.stats.turns > n)
+        {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
         let to_submit = self.ring.submission().len() as u32;
         let park = match self.cfg.idle {
             IdlePolicy::BusyPoll => false,
@@ -597,32 +601,6 @@ impl Core {
         }
     }
 
-    fn on_accept(&mut self, idx: usize, c: Cqe, now: Instant) {
-        let Some(l) = self.listeners.get_mut(idx) else {
-            return;
-        };
-        if !cqueue::more(c.flags) {
-            l.armed = false;
-        }
-        let tcp = matches!(l.endpoint, Endpoint::Tcp(_));
-        if c.result >= 0 {
-            use std::os::fd::FromRawFd;
-            // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
-            if tcp {
-                sock::set_nodelay(&fd);
-            }
-            if self.add_conn(fd, Role::Server, now).is_some() {
-                self.stats.accepted += 1;
-            }
-        } else {
-            self.stats.count_error("accept_failed");
-        }
-        if self.listeners.get(idx).is_some_and(|l| !l.armed) {
-            self.arm_accept(idx);
-        }
-    }
-
     fn on_recv(&mut self, t: Token, c: Cqe, now: Instant) {
         let bid = cqueue::buffer_select(c.flags);
         let key = t.key as usize;
@@ -640,7 +618,7 @@ impl Core {
                 // The kernel always names the buffer of a successful provided-buffer receive;
                 // if it ever does not, the bytes are lost: close rather than guess.
                 self.stats.count_error("recv_without_buffer");
-                self.begin_close(key);
+                self.begin_close(key, "the kernel reported a receive without a buffer");
                 return;
             };
             if !en.closing {
@@ -662,8 +640,8 @@ impl Core {
             }
             match -c.result {
                 0 => {
-                    // Orderly EOF from the peer.
-                    self.begin_close(key);
+                    // Orderly EOF from the peer: finish and answer what is in flight first.
+                    self.on_eof(key, now);
                 }
                 libc::ENOBUFS => {
                     // All receive buffers are lent out this turn; re-arm after they return.
@@ -671,16 +649,17 @@ impl Core {
                 }
                 // Cancelled because the connection got hot (or is closing).
                 libc::ECANCELED => {}
-                _ => {
+                e => {
                     self.stats.count_error("recv_failed");
-                    self.begin_close(key);
+                    let why = format!("receive failed: {}", io::Error::from_raw_os_error(e));
+                    self.begin_close(key, &why);
                 }
             }
         }
         if self
             .conns
             .get(key)
-            .is_some_and(|en| !en.recv_armed && !en.closing && en.hot.is_none())
+            .is_some_and(|en| !en.recv_armed && !en.closing && en.hot.is_none() && !en.read_done)
         {
             self.arm_recv(key);
         }
@@ -705,15 +684,21 @@ impl Core {
                 }
                 // Keep the buffer until outstanding notifications arrive (begin_close waits).
                 f.off = f.buf.len();
-                self.begin_close(key);
+                let why = format!("send failed: {}", io::Error::from_raw_os_error(-c.result));
+                self.begin_close(key, &why);
                 self.maybe_finish_send(key);
                 return;
             }
             f.off += c.result as usize;
             self.stats.bytes_out += c.result as u64;
             if f.off < f.buf.len() && !en.closing {
-                // Short write: send the rest.
+                // Short write: the peer's window is full. Send the rest; if the peer takes
+                // nothing for the stall timeout the connection closes.
+                if c.result > 0 || en.conn.write_blocked_since.is_none() {
+                    en.conn.write_blocked_since = Some(Instant::now());
+                }
                 self.submit_send(key);
+                self.reschedule(key);
                 return;
             }
         }
@@ -731,6 +716,7 @@ impl Core {
             return;
         }
         let f = en.send.take().expect("checked above");
+        en.conn.write_blocked_since = None;
         if !en.closing {
             self.stats.writes += 1;
             self.stats.frames_out += f.frames as u64;
@@ -742,7 +728,8 @@ impl Core {
         self.after_event(key);
     }
 
-    /// After a connection changed: schedule a flush, close it if it failed.
+    /// After a connection changed: start async work it queued, schedule a flush, and close
+    /// it once it is closing (or drained after the peer's EOF/GoAway) and its output is out.
     fn after_event(&mut self, key: usize) {
         let Some(en) = self.conns.get_mut(key) else {
             return;
@@ -757,9 +744,9 @@ impl Core {
             }
             let cancels = std::mem::take(&mut en.conn.cancels);
             for &id in &cancels {
-                if self.executor.cancel(conn.key, id) {
-                    en.conn.abandon_async(id, None);
-                }
+                self.executor.cancel(conn.key, id);
+                en.conn
+                    .abandon_async(id, StatusCode::Cancelled, "cancelled by the caller");
             }
         }
         if en.adopt.is_some() && (en.conn.is_open() || en.conn.is_closing()) {
@@ -773,17 +760,59 @@ impl Core {
                 b[..4].copy_from_slice(&r.key.to_le_bytes());
                 b[4..].copy_from_slice(&r.generation.to_le_bytes());
                 slot.complete(Ok(&b));
+                if slot.was_abandoned() {
+                    // The connecting thread gave up (timeout) and may never see this handle.
+                    self.begin_close(key, "the connecting caller gave up");
+                    return;
+                }
             } else {
-                slot.complete(Err(Status::unavailable("handshake failed")));
+                let why = en
+                    .conn
+                    .close_reason
+                    .clone()
+                    .unwrap_or_else(|| "handshake failed".to_owned());
+                slot.complete(Err(Status::unavailable(why)));
+            }
+        }
+        if !en.closing && (en.conn.is_closing() || en.conn.drained()) {
+            // Nothing more is read from a connection that is closing: its input after an
+            // error is not looked at, and the closing bound runs from now.
+            if !en.conn.is_closing() {
+                en.conn.close_with(crate::conn::ConnError {
+                    counter: "drained",
+                    status: StatusCode::Unavailable,
+                    message: "the peer ended the connection".to_owned(),
+                });
+            }
+            en.conn.closing_at(Instant::now());
+            if !en.read_done {
+                en.read_done = true;
+                sock::shutdown_read(&en.fd);
+            }
+            if en.hot.take().is_some() {
+                self.hot.retain(|&k| k != key);
             }
         }
         if en.conn.wants_write() {
             self.mark_dirty(key);
         } else if en.conn.is_closing() && en.send.is_none() {
-            self.begin_close(key);
+            self.begin_close(key, "closed");
             return;
         }
         self.reschedule(key);
+    }
+
+    /// The peer sent EOF: nothing more to read; answer what is in flight, then close.
+    fn on_eof(&mut self, key: usize, now: Instant) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        en.read_done = true;
+        en.conn.on_peer_eof(now);
+        if en.hot.take().is_some() {
+            self.hot.retain(|&k| k != key);
+        }
+        self.after_event(key);
     }
 
     /// Hands one batch per connection to the kernel (one send each).
@@ -802,14 +831,28 @@ impl Core {
             if en.closing {
                 continue;
             }
-            // Checked even while a send is in flight: a peer that does not read keeps that send
-            // pending forever, and its backlog must not grow without bound.
-            if en.conn.backlog_bytes() > self.cfg.max_backlog_bytes {
+            // New messages are refused above `max_backlog_bytes` (that message only, see
+            // `Connection::check_outgoing`); only small control frames can pass it. A peer
+            // that takes no bytes is closed by the write-stall timer; this hard cap is the
+            // last line should control frames ever pile up.
+            let backlog = en.conn.backlog_bytes();
+            if backlog > self.cfg.max_backlog_bytes.saturating_add(BACKLOG_SLACK) {
                 self.stats.count_error("slow_consumer");
-                self.begin_close(key);
+                let why = format!(
+                    "{backlog} bytes of output waiting for a peer that does not read, above \
+                     CoreConfig::max_backlog_bytes ({}) and its control-frame allowance",
+                    self.cfg.max_backlog_bytes
+                );
+                self.begin_close(key, &why);
                 continue;
             }
             if en.send.is_some() {
+                // Output waits behind a send the peer has not taken yet: from now on the
+                // peer has the stall timeout to take bytes.
+                if en.conn.write_blocked_since.is_none() {
+                    en.conn.write_blocked_since = Some(Instant::now());
+                    self.reschedule(key);
+                }
                 continue;
             }
             if let Some((buf, frames)) = en.conn.take_batch() {
@@ -827,10 +870,10 @@ impl Core {
                             off = n;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => {
+                        Err(e) => {
                             self.stats.count_error("send_failed");
                             en.conn.recycle(buf);
-                            self.begin_close(key);
+                            self.begin_close(key, &format!("send failed: {e}"));
                             continue;
                         }
                     }
@@ -851,7 +894,7 @@ impl Core {
                     self.submit_send(key);
                 }
             } else if en.conn.is_closing() {
-                self.begin_close(key);
+                self.begin_close(key, "closed");
             }
         }
         self.dirty = dirty;
@@ -876,10 +919,8 @@ impl Core {
                 {
                     en.conn.abandon_async(
                         call,
-                        Some((
-                            StatusCode::DeadlineExceeded,
-                            "the handler did not finish before the deadline",
-                        )),
+                        StatusCode::DeadlineExceeded,
+                        "the deadline passed before the handler finished",
                     );
                     self.mark_dirty(key);
                 }
@@ -889,18 +930,13 @@ impl Core {
 
     /// (Re)schedules `key`'s timer if it now needs one earlier than the one scheduled.
     fn reschedule(&mut self, key: usize) {
-        let (keepalive, dead_after, stall) = (
-            self.cfg.keepalive,
-            self.cfg.dead_after,
-            self.cfg.stall_timeout,
-        );
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
         if en.closing {
             return;
         }
-        let Some(next) = en.conn.next_timer(keepalive, dead_after, stall) else {
+        let Some(next) = en.conn.next_timer() else {
             return;
         };
         if en.scheduled.is_some_and(|s| s <= next) {
@@ -911,16 +947,13 @@ impl Core {
         self.wheel.schedule(next, key, en.timer_gen);
     }
 
-    /// Runs the connection timers that are due: call deadlines, keepalive, dead peers, stalls.
+    /// Runs the connection timers that are due: call deadlines, stalls (handshake, frame,
+    /// blocked output), keepalive and dead peers, and the linger bound of closing connections.
     fn fire_timers(&mut self, now: Instant) {
         let mut fired = std::mem::take(&mut self.fired);
         fired.clear();
         self.wheel.advance(now, &mut fired);
-        let (keepalive, dead_after, stall) = (
-            self.cfg.keepalive,
-            self.cfg.dead_after,
-            self.cfg.stall_timeout,
-        );
+        let mut expired = std::mem::take(&mut self.expired);
         for &(key, timer_gen) in &fired {
             let Some(en) = self
                 .conns
@@ -930,19 +963,22 @@ impl Core {
                 continue; // stale entry, or the connection is gone
             };
             en.scheduled = None;
-            if en.conn.awaiting_more() && now.duration_since(en.conn.last_rx) >= stall {
-                self.stats.count_error("stalled");
-                self.begin_close(key);
-                continue;
-            }
             let mut env = Env {
                 registry: &self.registry,
                 now,
                 stats: &mut self.stats,
             };
             let before = en.conn.wants_write();
-            if en.conn.on_timer(&mut env, keepalive, dead_after).is_err() {
-                self.after_event(key);
+            if let Err(e) = en.conn.on_timer(&mut env, &mut expired) {
+                if matches!(e.counter, "close_linger" | "write_stalled") {
+                    // The peer takes no bytes: close now, whatever is still queued.
+                    if e.counter == "close_linger" {
+                        self.stats.count_error(e.counter);
+                    }
+                    self.begin_close(key, &e.message);
+                } else {
+                    self.after_event(key);
+                }
                 continue;
             }
             if !before && en.conn.wants_write() {
@@ -950,6 +986,7 @@ impl Core {
             }
             self.reschedule(key);
         }
+        self.expired = expired;
         self.fired = fired;
     }
 
@@ -973,7 +1010,7 @@ impl Core {
                     stats: &mut self.stats,
                 };
                 en.conn.complete_async(call, result, &mut env);
-                self.mark_dirty(key);
+                self.after_event(key);
             }
         }
         self.outcomes = outcomes;
@@ -1035,14 +1072,16 @@ impl Core {
                 };
                 self.start_call(conn, &spec, slot, now);
             }
-            Command::CancelSlot { conn, slot } => {
+            Command::CancelSlot { conn, slot, code } => {
                 let key = conn.key as usize;
                 if let Some(en) = self
                     .conns
                     .get_mut(key)
                     .filter(|en| en.generation == conn.generation)
                 {
-                    en.conn.cancel_slot(&slot);
+                    if en.conn.cancel_slot(&slot, code) && code == StatusCode::DeadlineExceeded {
+                        self.stats.deadline_exceeded += 1;
+                    }
                     self.mark_dirty(key);
                 }
             }
@@ -1052,7 +1091,7 @@ impl Core {
                     .get(conn.key as usize)
                     .is_some_and(|en| en.generation == conn.generation)
                 {
-                    self.begin_close(conn.key as usize);
+                    self.begin_close(conn.key as usize, "the channel was closed");
                 }
             }
             Command::Shutdown { drain } => self.shutdown(drain),
@@ -1066,7 +1105,7 @@ impl Core {
         &mut self,
         conn: ConnRef,
         spec: &crate::conn::CallSpec<'_>,
-        slot: Arc<CallSlot>,
+        slot: Arc<Completion>,
         now: Instant,
     ) -> Option<u32> {
         let key = conn.key as usize;
@@ -1102,12 +1141,11 @@ impl Core {
             return;
         }
         self.drain_until = Some(Instant::now() + drain);
+        self.close_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             if let Some(en) = self.conns.get_mut(k) {
-                if en.conn.role() == Role::Server {
-                    en.conn.go_away(u32::MAX);
-                }
+                en.conn.go_away("the engine is shutting down");
             }
             self.mark_dirty(k);
         }
@@ -1142,7 +1180,7 @@ impl Core {
                 generation,
             })),
             Some(_) => {
-                self.begin_close(key);
+                self.begin_close(key, "handshake failed or timed out");
                 Err(Status::unavailable(format!(
                     "handshake with {endpoint} failed or timed out"
                 )))
@@ -1154,8 +1192,12 @@ impl Core {
     }
 
     /// Starts a unary call on `conn` and returns its id; the outcome arrives in `slot` while
-    /// this core runs (check [`CallSlot::is_done`]). `slot` must have been created on the
-    /// calling thread.
+    /// this core runs (check [`CallSlot::is_done`], read it with [`CallSlot::reply`]).
+    ///
+    /// If `slot` still waits for an earlier call, that call is cancelled first (its reply
+    /// could never be read). Returns `None` if the call could not start; the slot then holds
+    /// the failure (e.g. `ResourceExhausted` for a payload above the negotiated frame size,
+    /// `Unavailable` for a closed connection).
     pub fn start(
         &mut self,
         conn: ConnId,
@@ -1163,9 +1205,14 @@ impl Core {
         method: &[u8],
         payload: &[u8],
         deadline: Option<Duration>,
-        slot: &Arc<CallSlot>,
+        slot: &mut CallSlot,
     ) -> Option<u32> {
-        slot.arm();
+        if slot.inner.is_pending() {
+            if let Some((c, id)) = slot.last.take() {
+                self.cancel(ConnId(c), id);
+            }
+        }
+        Completion::rearm(&mut slot.inner);
         let spec = crate::conn::CallSpec {
             service,
             method,
@@ -1173,7 +1220,9 @@ impl Core {
             deadline,
             idempotent: false,
         };
-        self.start_call(conn.0, &spec, slot.clone(), Instant::now())
+        let id = self.start_call(conn.0, &spec, slot.inner.clone(), Instant::now());
+        slot.last = id.map(|id| (conn.0, id));
+        id
     }
 
     /// Cancels call `id` on `conn`: the slot is completed with `Cancelled` and a Cancel frame
@@ -1185,13 +1234,23 @@ impl Core {
             .get_mut(key)
             .filter(|en| en.generation == conn.0.generation)
         {
-            en.conn.cancel_call(id);
+            en.conn
+                .cancel_call(id, StatusCode::Cancelled, "cancelled by the caller");
             self.mark_dirty(key);
         }
     }
 
     /// A unary call driven by the calling thread: starts it, runs this core until the reply,
-    /// and lends the reply from `slot`. Allocates nothing in steady state.
+    /// and lends the reply from `slot` (the borrow keeps `slot` from starting another call
+    /// while the reply is read). Allocates nothing in steady state.
+    ///
+    /// `deadline` is honoured by this loop itself: the call fails with `DeadlineExceeded` (and
+    /// a Cancel goes to the server) once it passes, whatever the connection does.
+    ///
+    /// # Errors
+    /// The call's failure: the server's status, `DeadlineExceeded`, `ResourceExhausted` for a
+    /// request above the negotiated limits (refused before anything is sent; the connection
+    /// and its other calls are untouched), `Unavailable` if the connection or the ring failed.
     pub fn call<'s>(
         &mut self,
         conn: ConnId,
@@ -1199,17 +1258,52 @@ impl Core {
         method: &[u8],
         payload: &[u8],
         deadline: Option<Duration>,
-        slot: &'s Arc<CallSlot>,
+        slot: &'s mut CallSlot,
     ) -> Result<&'s [u8], Status> {
-        self.start(conn, service, method, payload, deadline, slot);
+        let until = deadline.and_then(|d| Instant::now().checked_add(d));
+        let id = self.start(conn, service, method, payload, deadline, slot);
         // Send now rather than after the next turn's reads: a hot connection writes directly,
         // others queue their send for the next enter.
         self.flush();
-        while !slot.is_done() {
-            self.turn(Some(slot))
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+        while !slot.inner.is_done() {
+            if let Err(e) = self.turn(Some(&slot.inner)) {
+                if let Some(id) = id {
+                    self.expire_call(conn, id, StatusCode::Unavailable, "the core's ring failed");
+                }
+                return Err(Status::unavailable(format!(
+                    "the core's io_uring failed: {e}"
+                )));
+            }
+            if let (Some(until), Some(id)) = (until, id) {
+                if !slot.inner.is_done() && Instant::now() >= until {
+                    self.expire_call(
+                        conn,
+                        id,
+                        StatusCode::DeadlineExceeded,
+                        "the deadline passed before a reply arrived",
+                    );
+                }
+            }
         }
-        slot.result()
+        slot.last = None;
+        let s: &'s CallSlot = slot;
+        s.inner
+            .result()
+            .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
+    }
+
+    /// Ends call `id` locally with `code` (a Cancel goes to the peer).
+    fn expire_call(&mut self, conn: ConnId, id: u32, code: StatusCode, why: &'static str) {
+        let key = conn.0.key as usize;
+        if let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.0.generation)
+        {
+            en.conn.cancel_call(id, code, why);
+            self.mark_dirty(key);
+            self.flush();
+        }
     }
 
     /// Closes a client connection.
@@ -1219,29 +1313,41 @@ impl Core {
             .get(conn.0.key as usize)
             .is_some_and(|en| en.generation == conn.0.generation)
         {
-            self.begin_close(conn.0.key as usize);
+            self.begin_close(
+                conn.0.key as usize,
+                "the connection was closed by this side",
+            );
         }
     }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        // Fail whatever waits on us, then make sure the kernel is done with our memory before
-        // it is freed: close the sockets (ending their operations) and wait for completions.
+        // Commands sent from now on are answered at once; then fail whatever waits on us, and
+        // make sure the kernel is done with our memory before it is freed: close the sockets
+        // (ending their operations) and wait for completions.
+        self.inbox.close("the core stopped".to_owned(), false);
+        let why = self
+            .inbox
+            .stopped()
+            .map_or("the core stopped", |(r, _)| r)
+            .to_owned();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
-            self.begin_close(k);
+            self.begin_close(k, &why);
         }
-        self.listeners.clear();
+        self.close_listeners();
         let end = Instant::now() + Duration::from_secs(2);
-        while !self.conns.is_empty() && Instant::now() < end {
-            let _ = self.ring.submit_and_wait(0);
+        while !(self.conns.is_empty() && self.listeners.all_closed()) && Instant::now() < end {
+            // Wait up to 1 ms for completions, running deferred ones (GETEVENTS).
+            let ts = types::Timespec::new().nsec(1_000_000);
+            let _ = self
+                .ring
+                .submitter()
+                .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
             let now = Instant::now();
             self.reap(now);
             self.finish_closes();
-            if !self.conns.is_empty() {
-                std::thread::sleep(Duration::from_micros(100));
-            }
         }
         // Operations that never completed may still reference their send buffers: leak those
         // rather than free memory the kernel might touch.
@@ -1249,6 +1355,11 @@ impl Drop for Core {
             if let Some(f) = en.send {
                 std::mem::forget(f.buf);
             }
+        }
+        // The inbox's eventfd read stays armed until the ring itself is torn down, which the
+        // kernel finishes later: leak its 8-byte buffer rather than free it under the kernel.
+        if self.inbox_armed {
+            std::mem::forget(std::mem::replace(&mut self.inbox_buf, Box::new([0; 8])));
         }
         self.bufs.unregister(&self.ring);
     }

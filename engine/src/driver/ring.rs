@@ -27,6 +27,38 @@ pub(crate) fn build(entries: u32) -> Result<IoUring, RingError> {
     Ok(ring)
 }
 
+/// Submits one NOP and waits for its completion: proves `io_uring_enter` works (a seccomp
+/// filter can allow `io_uring_setup` and block `io_uring_enter`).
+///
+/// # Errors
+/// [`RingError`] saying that `io_uring_enter` is refused and why it may be.
+pub(crate) fn probe_enter(ring: &mut IoUring) -> Result<(), RingError> {
+    let nop = io_uring::opcode::Nop::new().build().user_data(u64::MAX);
+    let mut sq = ring.submission();
+    // SAFETY: a NOP references no memory.
+    let pushed = unsafe { sq.push(&nop) }.is_ok();
+    drop(sq);
+    let enter_failed = |e: io::Error| {
+        RingError {
+        reason: match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => "io_uring_enter is refused (permission denied): a seccomp filter allows setting a ring up but blocks using it".into(),
+            _ => "io_uring_enter failed on a freshly set up ring".into(),
+        },
+        source: e,
+    }
+    };
+    if !pushed {
+        return Err(enter_failed(io::Error::other("submission queue full")));
+    }
+    ring.submitter().submit_and_wait(1).map_err(enter_failed)?;
+    for c in ring.completion() {
+        if c.user_data() == u64::MAX && c.result() < 0 {
+            return Err(enter_failed(io::Error::from_raw_os_error(-c.result())));
+        }
+    }
+    Ok(())
+}
+
 fn build_ring(entries: u32) -> Result<IoUring, RingError> {
     // TASKRUN_FLAG: the kernel raises IORING_SQ_TASKRUN in shared memory when completions
     // wait to be run, so a polling core enters the kernel only when there is work.
