@@ -40,6 +40,8 @@ pub const PREFACE: [u8; 8] = [
     VERSION_MAJOR,
     VERSION_MINOR,
 ];
+/// The QUIC ALPN protocol id of Netron major version 1 (docs/protocol.md §27.1).
+pub const ALPN: &[u8] = b"netron/1";
 /// Largest Hello, Welcome or Reject frame (bytes) accepted before settings are negotiated.
 pub const HANDSHAKE_MAX_FRAME: u32 = 64 << 10;
 

@@ -35,8 +35,10 @@ const EXPECTED: [&str; 8] = [
 
 /// The golden blocks of the sections after §20 (streams, events, `$sys`, capabilities, shared
 /// memory, QUIC), checked at the end of this file.
-const EXPECTED_EXTENSIONS: [&str; 12] = [
+const EXPECTED_EXTENSIONS: [&str; 14] = [
     "features-word",
+    "subscribe-datagrams",
+    "quic-alpn",
     "stream-open",
     "stream-data-end",
     "stream-end-ok",
@@ -985,4 +987,36 @@ fn added_violations_match_the_codec() {
     }
     let bad = netron_codec::subject::Pattern::parse(b"a..b").unwrap_err();
     assert!(status_of(bad.counter()).starts_with(&bad.status().to_string()));
+}
+
+#[test]
+fn quic_alpn() {
+    let doc = check("quic-alpn", handshake::ALPN);
+    assert_eq!(doc, b"netron/1");
+    assert_eq!(doc.last(), Some(&(b'0' + handshake::VERSION_MAJOR)));
+}
+
+#[test]
+fn subscribe_with_datagrams() {
+    let limits = Limits::default();
+    let mut batch = BatchEncoder::new(limits);
+    ControlEncoder::new()
+        .subscribe_with(
+            &mut batch,
+            5,
+            &control::SubscribeFields {
+                pattern: "orders.>",
+                queue_depth: 256,
+                datagrams: true,
+            },
+        )
+        .unwrap();
+    let doc = check("subscribe-datagrams", batch.as_slice());
+    let f = one_frame(&doc, &limits);
+    assert_eq!((f.kind(), f.id()), (FrameKind::Subscribe, 5));
+    let s = control::read_subscribe(&f).unwrap();
+    assert_eq!(s.pattern(), Some("orders.>"));
+    assert_eq!(s.queue_depth(), 256);
+    assert!(s.datagrams());
+    netron_codec::subject::Pattern::parse(s.pattern().unwrap().as_bytes()).unwrap();
 }
