@@ -343,3 +343,41 @@ fn references_at_or_above_the_required_insert_count_are_refused() {
         Err(QpackError::BadIncrement)
     );
 }
+
+#[test]
+fn a_peer_that_never_acknowledges_costs_compression_not_memory() {
+    use netron_codec::qpack::MAX_UNACKED_SECTIONS;
+    let mut enc = QpackEncoder::new(4096);
+    let mut dec = QpackDecoder::new(4096, 1 << 20);
+    let fields = [Header::service(b"calc@1.2.0"), Header::method(b"add")];
+    let mut list = HeaderList::default();
+    let mut send = |enc: &mut QpackEncoder, dec: &mut QpackDecoder, stream: u64| {
+        let (mut block, mut ins) = (Vec::new(), Vec::new());
+        enc.encode(stream, &fields, &mut block, &mut ins).unwrap();
+        dec.feed_encoder_stream(&ins).unwrap();
+        assert_eq!(dec.decode(stream, &block, &mut list), Ok(Decoded::Done));
+        assert_eq!(list.method(), Some(&b"add"[..]));
+        block.len()
+    };
+    // The insertions are acknowledged once, so later blocks never block...
+    assert_eq!(send(&mut enc, &mut dec, 0), 4);
+    let mut ins = Vec::new();
+    dec.take_instructions(&mut ins);
+    enc.feed_decoder_stream(&ins).unwrap();
+    assert_eq!(enc.known_received_count(), 2);
+    // ...but their Section Acknowledgements are never delivered.
+    let sizes: Vec<usize> = (1..=MAX_UNACKED_SECTIONS as u64 + 2)
+        .map(|i| send(&mut enc, &mut dec, i * 4))
+        .collect();
+    assert!(sizes[..MAX_UNACKED_SECTIONS].iter().all(|&n| n == 4));
+    assert!(
+        sizes[MAX_UNACKED_SECTIONS..].iter().all(|&n| n > 4),
+        "static and literals only"
+    );
+    assert_eq!(enc.blocked_streams(), 0);
+    // Once the acknowledgements arrive, references resume.
+    let mut acks = Vec::new();
+    dec.take_instructions(&mut acks);
+    enc.feed_decoder_stream(&acks).unwrap();
+    assert_eq!(send(&mut enc, &mut dec, 1 << 20), 4);
+}

@@ -9,6 +9,9 @@ use super::{MAX_BLOCKED_STREAMS, QpackError, max_entries};
 use crate::hpack::static_table;
 use crate::hpack::{Header, Indexing};
 
+/// Most unacknowledged blocks with dynamic references the reference encoder keeps track of.
+pub const MAX_UNACKED_SECTIONS: usize = 1024;
+
 /// One field line, decided before the block is written (the prefix needs the largest
 /// reference first).
 enum Line<'h> {
@@ -27,7 +30,9 @@ enum Line<'h> {
 /// the decoder has not acknowledged only while fewer than [`MAX_BLOCKED_STREAMS`] streams are
 /// blocked; otherwise the field goes literally (and the inserted entry serves later blocks).
 /// Entries still referenced by unacknowledged blocks are never evicted: a field that would
-/// need such an eviction is sent literally.
+/// need such an eviction is sent literally. With [`MAX_UNACKED_SECTIONS`] blocks
+/// unacknowledged, blocks use only the static table and literals until acknowledgements
+/// arrive, so a peer that never acknowledges cannot make the encoder's memory grow.
 #[derive(Debug)]
 pub struct QpackEncoder {
     table: Table,
@@ -163,7 +168,11 @@ impl QpackEncoder {
         encoder_stream: &mut Vec<u8>,
     ) -> Result<(), QpackError> {
         let start = block.len();
-        let dynamic_ok = stream.is_some() && self.max_capacity > 0;
+        // A peer that never acknowledges costs compression, not memory: past the bound, blocks
+        // reference nothing dynamic (and insert nothing) until acknowledgements arrive.
+        let unacked: usize = self.outstanding.values().map(VecDeque::len).sum();
+        let dynamic_ok =
+            stream.is_some() && self.max_capacity > 0 && unacked < MAX_UNACKED_SECTIONS;
         let may_block = stream
             .is_some_and(|s| self.is_blocking(s) || self.blocked_streams() < MAX_BLOCKED_STREAMS);
         let mut lines: Vec<Line<'_>> = Vec::with_capacity(fields.len());

@@ -52,7 +52,7 @@ mod prefix;
 mod table;
 
 pub use decoder::{Decoded, QpackDecoder};
-pub use encoder::QpackEncoder;
+pub use encoder::{MAX_UNACKED_SECTIONS, QpackEncoder};
 
 use crate::StatusCode;
 
