@@ -171,8 +171,10 @@ impl QpackEncoder {
         // A peer that never acknowledges costs compression, not memory: past the bound, blocks
         // reference nothing dynamic (and insert nothing) until acknowledgements arrive.
         let unacked: usize = self.outstanding.values().map(VecDeque::len).sum();
-        let dynamic_ok =
-            stream.is_some() && self.max_capacity > 0 && unacked < MAX_UNACKED_SECTIONS;
+        // (A capacity below 32 bytes holds no entry: MaxEntries is 0, nothing dynamic.)
+        let dynamic_ok = stream.is_some()
+            && max_entries(self.max_capacity) > 0
+            && unacked < MAX_UNACKED_SECTIONS;
         let may_block = stream
             .is_some_and(|s| self.is_blocking(s) || self.blocked_streams() < MAX_BLOCKED_STREAMS);
         let mut lines: Vec<Line<'_>> = Vec::with_capacity(fields.len());
