@@ -121,7 +121,7 @@ impl Compressor {
         let start = out.len();
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
         let body = out.len();
-        let written = match self.algo {
+        let written: Option<usize> = match self.algo {
             #[cfg(feature = "lz4")]
             Compression::Lz4 => {
                 out.resize(
@@ -216,7 +216,9 @@ impl Decompressor {
         let block = &payload[SIZE_PREFIX..];
         let start = out.len();
         out.resize(start + declared, 0);
-        let got = match self.algo {
+        #[cfg(not(any(feature = "lz4", feature = "zstd")))]
+        let _ = (block, start); // no algorithm in this build: unreachable after the check above
+        let got: Option<usize> = match self.algo {
             #[cfg(feature = "lz4")]
             Compression::Lz4 => lz4_flex::block::decompress_into(block, &mut out[start..]).ok(),
             #[cfg(feature = "zstd")]
@@ -264,7 +266,7 @@ mod tests {
 
     #[test]
     fn bombs_are_refused_before_decompressing() {
-        for algo in [Compression::Lz4, Compression::Zstd] {
+        for &algo in Compression::supported() {
             let mut c = Compressor::new(algo, 0);
             let mut out = Vec::new();
             assert!(c.compress_into(&vec![0u8; 1 << 20], &mut out), "{algo:?}");
@@ -296,16 +298,51 @@ mod tests {
             d.decompress_into(&[0; 8], &mut Vec::new()),
             Err(CompressionError::Unsupported(Compression::None))
         );
-        let mut d = Decompressor::new(Compression::Lz4, 1024);
-        assert_eq!(
-            d.decompress_into(&[1, 0], &mut Vec::new()),
-            Err(CompressionError::Corrupt)
-        );
+        for &algo in Compression::supported() {
+            let mut d = Decompressor::new(algo, 1024);
+            assert_eq!(
+                d.decompress_into(&[1, 0], &mut Vec::new()),
+                Err(CompressionError::Corrupt)
+            );
+        }
+    }
+
+    /// In a build without an algorithm (`--no-default-features`), it is refused on both
+    /// sides, never silently treated as another.
+    #[test]
+    fn algorithms_missing_from_this_build_are_unsupported() {
+        for (algo, enabled) in [
+            (Compression::Lz4, cfg!(feature = "lz4")),
+            (Compression::Zstd, cfg!(feature = "zstd")),
+        ] {
+            assert_eq!(algo.is_available(), enabled);
+            assert_eq!(Compression::supported().contains(&algo), enabled);
+            if enabled {
+                continue;
+            }
+            let mut out = Vec::new();
+            assert!(!Compressor::new(algo, 0).compress_into(&[0; 4096], &mut out));
+            assert!(out.is_empty());
+            assert_eq!(
+                Decompressor::new(algo, 1024).decompress_into(&[4, 0, 0, 0, 0], &mut out),
+                Err(CompressionError::Unsupported(algo))
+            );
+        }
+    }
+
+    /// The algorithms this build has (None when it has neither, so the strategies stay valid).
+    fn available() -> impl Strategy<Value = Compression> {
+        let algos = Compression::supported();
+        proptest::sample::select(if algos.is_empty() {
+            &[Compression::None][..]
+        } else {
+            algos
+        })
     }
 
     proptest! {
         #[test]
-        fn round_trip(algo in prop_oneof![Just(Compression::Lz4), Just(Compression::Zstd)],
+        fn round_trip(algo in available(),
                       data in prop_oneof![
                           proptest::collection::vec(any::<u8>(), 0..3000),
                           (0usize..20000).prop_map(compressible),
@@ -325,7 +362,7 @@ mod tests {
         }
 
         #[test]
-        fn garbage_never_panics(algo in prop_oneof![Just(Compression::Lz4), Just(Compression::Zstd)],
+        fn garbage_never_panics(algo in available(),
                                 data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut d = Decompressor::new(algo, 4096);
             let mut out = Vec::new();

@@ -137,6 +137,11 @@ pub struct CoreConfig {
     pub max_backlog_bytes: usize,
     /// Budget of frames that do no work, per connection (default 1000 at once, 1000 a second).
     pub idle_frame_budget: FrameBudget,
+    /// Bytes that all connections of a core may hold in buffers for partial frames
+    /// (reassembly) and decompressed payloads together (default 256 MiB: fifteen 16 MiB
+    /// frames in flight at once beside every connection's small buffers). A peer whose frame would exceed it gets a connection error
+    /// (ResourceExhausted). Must hold at least one largest frame plus one batch.
+    pub max_buffer_bytes: usize,
     /// Batches of at least this many bytes are written with `SendZc` (zero-copy: the NIC reads
     /// the buffer in place; the buffer is held until the kernel's notification). `None` turns
     /// it off. Default `None`: on loopback the kernel copies anyway and the extra notification
@@ -171,6 +176,7 @@ impl Default for CoreConfig {
             close_linger: Duration::from_secs(5),
             max_backlog_bytes: 32 << 20,
             idle_frame_budget: FrameBudget::default(),
+            max_buffer_bytes: 256 << 20,
             send_zc_threshold: None,
             direct_recv: Some(DirectRecv::default()),
             #[cfg(feature = "fault-injection")]
@@ -207,6 +213,13 @@ impl CoreConfig {
                 "CoreConfig::recv_buffer_size",
                 self.recv_buffer_size,
                 "must be 512 bytes to 1 GiB",
+            ));
+        }
+        if u64::from(self.recv_buffers).saturating_mul(self.recv_buffer_size as u64) > 1 << 30 {
+            return Err(ConfigError::new(
+                "CoreConfig::recv_buffers",
+                (self.recv_buffers, self.recv_buffer_size),
+                "recv_buffers * recv_buffer_size must be at most 1 GiB per core",
             ));
         }
         if self.max_connections == 0 {
@@ -252,6 +265,17 @@ impl CoreConfig {
             ("client", &self.client.limits),
         ] {
             let need = l.max_frame_size as usize + l.max_batch_bytes as usize;
+            if self.max_buffer_bytes < need {
+                return Err(ConfigError::new(
+                    "CoreConfig::max_buffer_bytes",
+                    self.max_buffer_bytes,
+                    format!(
+                        "must hold one largest frame plus one batch: at least {need} bytes \
+                         (the {side} limits' max_frame_size {} + max_batch_bytes {})",
+                        l.max_frame_size, l.max_batch_bytes
+                    ),
+                ));
+            }
             if self.max_backlog_bytes < need {
                 return Err(ConfigError::new(
                     "CoreConfig::max_backlog_bytes",
@@ -279,6 +303,11 @@ impl CoreConfig {
     /// Sets how long a closing connection may take before it is closed regardless.
     pub fn with_close_linger(mut self, t: Duration) -> Self {
         self.close_linger = t;
+        self
+    }
+    /// Sets the core's budget for partial-frame and decompression buffers.
+    pub fn with_max_buffer_bytes(mut self, n: usize) -> Self {
+        self.max_buffer_bytes = n;
         self
     }
     /// Sets the budget of frames that do no work.

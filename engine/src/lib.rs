@@ -4,7 +4,7 @@
 //! work from other threads. An [`Engine`] runs N cores on pinned threads; a latency-critical
 //! program can instead drive a [`Core`] from its own loop ([`Core::run_once`]).
 //!
-//! ```no_run
+//! ```
 //! use netron_engine::{Engine, Service};
 //! use std::time::Duration;
 //!
@@ -12,15 +12,21 @@
 //!     reply.write(&[req.payload.iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
 //!     Ok(())
 //! });
-//! let engine = Engine::builder().service(calc).listen("tcp://127.0.0.1:7000").build()?;
-//! let channel = engine.client().connect("tcp://127.0.0.1:7000")?;
-//! let sum = channel.call("calc@1.2.0", "add", &b"\x02\x03"[..], Some(Duration::from_millis(100)))?;
+//! // Port 0: the OS picks a free port; `endpoints()` says which.
+//! let engine = Engine::builder().service(calc).listen("tcp://127.0.0.1:0").build()?;
+//! let channel = engine.client().connect(&engine.endpoints()[0].to_string())?;
+//! let sum = channel.call("calc@1.2.0", "add", &b"\x02\x03"[..], Some(Duration::from_secs(5)))?;
 //! assert_eq!(sum, [5]);
 //! engine.shutdown(Duration::from_secs(1));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+
+// The README's Rust examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 mod client;
 mod config;

@@ -52,6 +52,9 @@ pub struct CoreStats {
     pub hot_promotions: u64,
     /// Loop turns.
     pub turns: u64,
+    /// Bytes held right now in partial-frame and decompression buffers by the core's
+    /// connections (a gauge, against `CoreConfig::max_buffer_bytes`).
+    pub buffer_bytes: u64,
     /// Errors by kind (stable labels, e.g. `unknown_kind`, `frame_too_large`, `dead_peer`).
     pub errors: BTreeMap<&'static str, u64>,
 }
@@ -74,6 +77,7 @@ impl CoreStats {
     /// Adds `other` into `self` (for engine-wide totals).
     pub fn merge(&mut self, other: &CoreStats) {
         self.accepted += other.accepted;
+        self.buffer_bytes += other.buffer_bytes;
         self.refused += other.refused;
         self.accept_retries += other.accept_retries;
         self.closed += other.closed;

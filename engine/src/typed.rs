@@ -5,11 +5,12 @@
 //! FlatBuffers (encouraged: they are read in place, without parsing or copying).
 //!
 //! ```
-//! use netron_engine::{Service, Status, typed};
+//! use netron_engine::{Engine, Service, StatusCode, typed};
+//! use std::time::Duration;
 //! // Any flatc-generated table works; here one of Netron's own.
-//! use netron_codec::wire::{ErrorBody, ErrorBodyArgs, StatusCode};
+//! use netron_codec::wire::{self, ErrorBody, ErrorBodyArgs};
 //!
-//! let svc = Service::new("errors", "1.0.0").unwrap().unary("describe", |req, reply| {
+//! let svc = Service::new("errors", "1.0.0")?.unary("describe", |req, reply| {
 //!     let body = req.root::<ErrorBody>()?; // verified, borrowed from the receive buffer
 //!     let mut fbb = flatbuffers::FlatBufferBuilder::new();
 //!     let msg = fbb.create_string(&format!("code {}", body.status().0));
@@ -18,7 +19,23 @@
 //!     reply.flatbuffer(&fbb);
 //!     Ok(())
 //! });
-//! # let _ = svc;
+//! let engine = Engine::builder().cores(1).service(svc).listen("tcp://127.0.0.1:0").build()?;
+//! let channel = engine.client().connect(&engine.endpoints()[0].to_string())?;
+//! let dl = Some(Duration::from_secs(5));
+//!
+//! // A typed request, a typed reply read in place.
+//! let mut fbb = flatbuffers::FlatBufferBuilder::new();
+//! let req = ErrorBody::create(&mut fbb, &ErrorBodyArgs { status: wire::StatusCode(5), ..Default::default() });
+//! fbb.finish_minimal(req);
+//! let bytes = channel.call("errors@1.0.0", "describe", fbb.finished_data().to_vec(), dl)?;
+//! let reply = typed::root::<ErrorBody>(&bytes)?;
+//! assert_eq!((reply.status().0, reply.message()), (5, Some("code 5")));
+//!
+//! // A payload that is not the FlatBuffer the handler expects is refused before it runs.
+//! let e = channel.call("errors@1.0.0", "describe", &[0xffu8; 7][..], dl).unwrap_err();
+//! assert_eq!(e.code, StatusCode::InvalidArgument);
+//! engine.shutdown(Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use flatbuffers::{Follow, Verifiable, VerifierOptions};

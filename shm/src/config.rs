@@ -8,9 +8,31 @@ use crate::layout::check_capacity;
 /// Settings for a listener or a connecting client.
 ///
 /// ```
-/// use std::time::Duration;
-/// let mut cfg = netron_shm::Config::default();
-/// cfg.spin(Duration::from_micros(20)).ring_capacities(1 << 16, 1 << 20);
+/// use std::time::{Duration, Instant};
+/// use netron_shm::{Config, Error, ShmConnection, ShmListener};
+///
+/// // A client asks for a 64 KiB ring towards the server and 1 MiB back; this server grants
+/// // at most 128 KiB per ring.
+/// let mut client_cfg = Config::default();
+/// client_cfg.spin(Duration::from_micros(20)).ring_capacities(1 << 16, 1 << 20);
+/// let mut server_cfg = Config::default();
+/// server_cfg.max_capacity(1 << 17);
+///
+/// let name = format!("doc-config-{}", std::process::id());
+/// let listener = ShmListener::bind_with(&name, server_cfg)?;
+/// let client = std::thread::spawn(move || ShmConnection::connect_with(&name, &client_cfg));
+/// let mut server = listener.accept_timeout(Some(Instant::now() + Duration::from_secs(5)))?;
+/// let mut client = client.join().unwrap()?;
+/// assert_eq!(client.producer().capacity(), 1 << 16);
+/// assert_eq!(server.consumer().capacity(), 1 << 16);
+/// assert_eq!(server.producer().capacity(), 1 << 17, "clamped to max_capacity");
+/// assert_eq!(client.consumer().capacity(), 1 << 17);
+///
+/// // Capacities must be powers of two (64 B to 1 GiB).
+/// let mut bad = Config::default();
+/// bad.ring_capacities(1000, 1 << 16);
+/// assert!(matches!(ShmListener::bind_with("doc-config-bad", bad), Err(Error::Config { .. })));
+/// # Ok::<(), netron_shm::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -1,5 +1,7 @@
-//! Two real processes: the test binary re-executes itself with `NETRON_SHM_CHILD=<role>` to
-//! play the client. Covers bulk transfer with checksums, `kill -9` of the peer in every wait,
+//! Two real processes: each test re-executes the test binary, running only itself
+//! (`--exact <its name>`) with `NETRON_SHM_CHILD=<role>`, and in that child the test's first
+//! line, [`as_child`], plays the client and exits. No test exists only to be the child, so
+//! every test reported as passed checked something. Covers bulk transfer with checksums, `kill -9` of the peer in every wait,
 //! and a peer that scribbles garbage over the segment.
 //!
 //! Every wait has a deadline and every child is killed when its guard drops, so a failure
@@ -31,14 +33,20 @@ fn unique_name(test: &str) -> String {
 struct ChildGuard(Child);
 
 impl ChildGuard {
+    /// Re-executes this test binary to run only the calling test, as the child `role`.
     fn spawn(role: &str, name: &str) -> Self {
+        assert!(
+            std::env::var_os(ROLE_VAR).is_none(),
+            "a child process must not spawn children: the test is missing its as_child() call"
+        );
+        // libtest runs each test on a thread named after it.
+        let thread = std::thread::current();
+        let test = thread
+            .name()
+            .filter(|n| *n != "main")
+            .expect("called from a test thread (named after the test)");
         let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_process_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(ROLE_VAR, role)
             .env(NAME_VAR, name)
             .stdout(Stdio::null())
@@ -90,9 +98,10 @@ fn accept(listener: &ShmListener) -> ShmConnection {
 // ---------------------------------------------------------------------------------------
 // Child roles.
 
-/// Entry point of the re-executed child; a no-op in the normal test run.
-#[test]
-fn child_process_entry() {
+/// First line of every test that spawns a child: in the re-executed child process (the
+/// environment names a role), plays that role and exits with its code, so the test body never
+/// runs there; in the test run itself, returns at once.
+fn as_child() {
     let Ok(role) = std::env::var(ROLE_VAR) else {
         return;
     };
@@ -261,6 +270,7 @@ fn wait_until_dropped(mut conn: ShmConnection) -> i32 {
 
 #[test]
 fn bulk_transfer_between_processes_with_checksums() {
+    as_child();
     let name = unique_name("bulk");
     let listener = ShmListener::bind_with(&name, small_rings()).unwrap();
     let mut child = ChildGuard::spawn("bulk", &name);
@@ -306,6 +316,7 @@ fn bulk_transfer_between_processes_with_checksums() {
 
 #[test]
 fn kill_9_wakes_a_sleeping_consumer_with_peer_gone() {
+    as_child();
     let name = unique_name("kill_sleeper");
     let listener = ShmListener::bind_with(&name, small_rings()).unwrap();
     let mut child = ChildGuard::spawn("idle", &name);
@@ -327,6 +338,7 @@ fn kill_9_wakes_a_sleeping_consumer_with_peer_gone() {
 
 #[test]
 fn kill_9_mid_transfer_makes_the_consumer_return_peer_gone() {
+    as_child();
     let name = unique_name("kill_flood");
     let listener = ShmListener::bind_with(&name, small_rings()).unwrap();
     let mut child = ChildGuard::spawn("flood", &name);
@@ -359,6 +371,7 @@ fn kill_9_mid_transfer_makes_the_consumer_return_peer_gone() {
 
 #[test]
 fn kill_9_while_producer_waits_for_room_returns_peer_gone() {
+    as_child();
     let name = unique_name("kill_full");
     let listener = ShmListener::bind_with(&name, small_rings()).unwrap();
     let mut child = ChildGuard::spawn("idle", &name);
@@ -435,15 +448,18 @@ fn drain_honest(c: &netron_shm::Consumer) -> Result<(), Error> {
 
 #[test]
 fn peer_scribbling_garbage_over_the_segment_is_an_error() {
+    as_child();
     scribbler("garbage", false);
 }
 
 #[test]
 fn peer_publishing_a_lying_record_header_is_an_error() {
+    as_child();
     scribbler("bad_record", false);
 }
 
 #[test]
 fn peer_moving_its_head_past_the_tail_is_an_error() {
+    as_child();
     scribbler("head_jump", true);
 }

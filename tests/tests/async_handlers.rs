@@ -144,7 +144,11 @@ fn async_handlers_answer_fail_expire_and_cancel() {
             )
             .unwrap_err();
         assert_eq!(e.code, StatusCode::DeadlineExceeded);
-        std::thread::sleep(Duration::from_millis(50));
+        // The drop happens on the server's core: wait for it, with a bound.
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while DROPPED.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(
             DROPPED.load(Ordering::SeqCst),
             1,
@@ -160,11 +164,16 @@ fn async_handlers_answer_fail_expire_and_cancel() {
             .connect(&server.endpoints()[0], Duration::from_secs(5))
             .unwrap();
         let mut slot = CallSlot::new();
+        let calls_before = server.total_stats().calls_in;
         let id = core
             .start(conn, b"async@1.0.0", b"never", b"", None, &mut slot)
             .unwrap();
-        core.run_until(Duration::from_millis(50), |_| false)
-            .unwrap();
+        // Cancel once the server has the call (polled with a bound, not a fixed time).
+        core.run_until(Duration::from_secs(5), |_| {
+            server.total_stats().calls_in > calls_before
+        })
+        .unwrap();
+        assert!(server.total_stats().calls_in > calls_before);
         core.cancel(conn, id);
         assert!(slot.is_done());
         core.run_until(Duration::from_secs(5), |_| {
@@ -210,10 +219,19 @@ fn async_calls_resolve_and_dropping_one_cancels_it() {
     }
     // Dropping a pending call cancels it on the server.
     let before = DROPPED.load(Ordering::SeqCst);
+    let calls_before = server.total_stats().calls_in;
     let never = chan
         .method("async@1.0.0", "never")
         .call_async(&b""[..], None);
-    std::thread::sleep(Duration::from_millis(50));
+    // Drop it once the server has it (polled with a bound, not a fixed sleep).
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while server.total_stats().calls_in == calls_before && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        server.total_stats().calls_in > calls_before,
+        "the call reached the server"
+    );
     drop(never);
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while DROPPED.load(Ordering::SeqCst) == before && std::time::Instant::now() < end {
@@ -293,5 +311,166 @@ fn a_handler_calls_another_service_on_its_own_core() {
         .unwrap_err();
     assert_eq!(e.code, StatusCode::FailedPrecondition, "{e}");
     client_engine.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Sends one Request (id `id`, relative `deadline`) from a raw peer, which never sends Cancel.
+fn raw_request(
+    p: &mut netron_tests::RawPeer,
+    enc: &mut netron_codec::hpack::HeaderEncoder,
+    id: u32,
+    service: &[u8],
+    method: &[u8],
+    payload: &[u8],
+    deadline: Option<Duration>,
+) {
+    use netron_codec::hpack::Header;
+    use std::io::Write;
+    let mut batch = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
+    batch
+        .request(id, deadline)
+        .unwrap()
+        .headers(enc, &[Header::service(service), Header::method(method)])
+        .unwrap()
+        .payload(payload)
+        .finish()
+        .unwrap();
+    p.stream.write_all(batch.as_slice()).unwrap();
+}
+
+/// Reads frames until the reply to `id` (a Response or an Error) arrives. Returns `Ok(payload)`
+/// for a Response and `Err(status)` for an Error. Fails after the peer's read timeout.
+fn raw_reply(
+    p: &mut netron_tests::RawPeer,
+    buf: &mut Vec<u8>,
+    id: u32,
+) -> Result<Vec<u8>, StatusCode> {
+    use netron_codec::{FrameIter, FrameKind, Limits, control};
+    use std::io::Read;
+    loop {
+        let limits = Limits::default();
+        let mut it = FrameIter::new(buf, &limits);
+        let mut found = None;
+        for f in it.by_ref() {
+            let f = f.expect("a valid frame from the server");
+            if f.id() != id {
+                continue;
+            }
+            found = Some(match f.kind() {
+                FrameKind::Response => Ok(f.payload().to_vec()),
+                FrameKind::Error => {
+                    let body = control::read_error(&f).expect("a valid ErrorBody");
+                    Err(control::status(body.status()))
+                }
+                k => panic!("unexpected {k:?} for call {id}"),
+            });
+            break;
+        }
+        let consumed = it.consumed();
+        buf.drain(..consumed);
+        if let Some(r) = found {
+            return r;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = p
+            .stream
+            .read(&mut chunk)
+            .expect("a reply before the read timeout");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The server enforces a Request's deadline on its own: a raw peer sends no Cancel, so only
+/// the server's deadline can turn these calls into DeadlineExceeded.
+#[test]
+fn the_server_enforces_deadlines_without_help_from_the_caller() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Engine::builder()
+        .cores(1)
+        .service(service())
+        .service(netron_tests::calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let addr = server.endpoints()[0].to_string();
+    let addr = addr.strip_prefix("tcp://").unwrap_or(&addr).to_owned();
+    let mut p = netron_tests::RawPeer::handshake(&addr);
+    let mut enc = netron_codec::hpack::HeaderEncoder::new(4096);
+    let mut buf = Vec::new();
+    let ms = Some(Duration::from_millis(1));
+
+    // Control: without a deadline the async handler answers (after ~30 ms).
+    raw_request(
+        &mut p,
+        &mut enc,
+        1,
+        b"async@1.0.0",
+        b"reverse",
+        &[30, 1],
+        None,
+    );
+    assert_eq!(raw_reply(&mut p, &mut buf, 1), Ok(vec![1, 30]));
+
+    // An async handler that takes ~30 ms against a 1 ms deadline: DeadlineExceeded, not the
+    // reply it would have produced.
+    raw_request(
+        &mut p,
+        &mut enc,
+        3,
+        b"async@1.0.0",
+        b"reverse",
+        &[30, 1],
+        ms,
+    );
+    assert_eq!(
+        raw_reply(&mut p, &mut buf, 3),
+        Err(StatusCode::DeadlineExceeded)
+    );
+
+    // A handler that never finishes: only the server's deadline timer can answer it, and it
+    // drops the future.
+    let before = DROPPED.load(Ordering::SeqCst);
+    raw_request(&mut p, &mut enc, 5, b"async@1.0.0", b"never", &[], ms);
+    assert_eq!(
+        raw_reply(&mut p, &mut buf, 5),
+        Err(StatusCode::DeadlineExceeded)
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while DROPPED.load(Ordering::SeqCst) == before && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(DROPPED.load(Ordering::SeqCst), before + 1);
+
+    // A sync handler (blocks 1 ms) against a 1 µs deadline: DeadlineExceeded, whether it
+    // expired before the handler started or while it ran.
+    raw_request(
+        &mut p,
+        &mut enc,
+        7,
+        b"calc@1.2.0",
+        b"sleep",
+        &[1],
+        Some(Duration::from_micros(1)),
+    );
+    assert_eq!(
+        raw_reply(&mut p, &mut buf, 7),
+        Err(StatusCode::DeadlineExceeded)
+    );
+    // The same call with room to finish is answered.
+    raw_request(
+        &mut p,
+        &mut enc,
+        9,
+        b"calc@1.2.0",
+        b"sleep",
+        &[1],
+        Some(Duration::from_secs(5)),
+    );
+    assert_eq!(raw_reply(&mut p, &mut buf, 9), Ok(b"slept".to_vec()));
+
+    let st = server.total_stats();
+    assert!(st.deadline_exceeded >= 3, "{st:?}");
+    assert_eq!(st.cancels_in, 0, "a raw peer sends no Cancel: {st:?}");
     server.shutdown(Duration::from_secs(1));
 }

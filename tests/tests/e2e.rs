@@ -96,7 +96,91 @@ fn many_threads_many_connections() {
     );
     let t = e.total_stats();
     assert_eq!(t.calls_in, 8 * 300 * 2);
-    assert!(t.frames_per_write() >= 1.0);
+    // Every call is one Request out (client side) and one Response out (server side).
+    assert!(t.frames_out >= 2 * t.calls_in, "{t:?}");
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// Frames that arrive together are answered together: 10 requests in one write get their
+/// 10 replies in fewer than 10 writes.
+#[test]
+fn requests_that_arrive_together_are_answered_in_one_batch() {
+    use netron_codec::hpack::{Header, HeaderEncoder};
+    use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits};
+    use std::io::{Read, Write};
+    const N: u32 = 10;
+    let e = Engine::builder()
+        .cores(1)
+        .service(calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let ep = e.endpoints()[0].to_string();
+    let mut p = netron_tests::RawPeer::handshake(ep.strip_prefix("tcp://").unwrap());
+    // The handshake's own write is complete once the Welcome arrived; wait for its count.
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while e.total_stats().writes == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = e.total_stats();
+    let mut batch = BatchEncoder::new(Limits::default());
+    let mut enc = HeaderEncoder::new(4096);
+    let mut wire = Vec::new();
+    for i in 0..N {
+        batch.clear();
+        batch
+            .request(2 * i + 1, DL)
+            .unwrap()
+            .headers(
+                &mut enc,
+                &[Header::service(b"calc@1.2.0"), Header::method(b"add")],
+            )
+            .unwrap()
+            .payload(&[i as u8, 1])
+            .finish()
+            .unwrap();
+        wire.extend_from_slice(batch.as_slice());
+    }
+    p.stream.write_all(&wire).unwrap();
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    while replies.len() < N as usize {
+        let mut chunk = [0u8; 4096];
+        let n = p
+            .stream
+            .read(&mut chunk)
+            .expect("replies before the timeout");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let limits = Limits::default();
+        let mut it = FrameIter::new(&buf, &limits);
+        for f in it.by_ref() {
+            let f = f.unwrap();
+            assert_eq!(f.kind(), FrameKind::Response);
+            replies.push((f.id(), f.payload().to_vec()));
+        }
+        let used = it.consumed();
+        buf.drain(..used);
+    }
+    replies.sort();
+    let want: Vec<_> = (0..N).map(|i| (2 * i + 1, vec![i as u8 + 1])).collect();
+    assert_eq!(replies, want);
+    // Writes are counted when they complete: wait (bounded) for all 10 frames to be counted.
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = e.total_stats();
+    while after.frames_out - before.frames_out < N as u64 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+        after = e.total_stats();
+    }
+    let (frames, writes) = (
+        after.frames_out - before.frames_out,
+        after.writes - before.writes,
+    );
+    assert_eq!(frames, N as u64, "{after:?}");
+    assert!(
+        writes < N as u64,
+        "{frames} replies took {writes} writes: not batched"
+    );
     e.shutdown(Duration::from_secs(1));
 }
 

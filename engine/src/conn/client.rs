@@ -277,6 +277,11 @@ impl Connection {
             if frame.flags().contains(netron_codec::Flags::COMPRESSED) {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
+                if let Err(e) = self.check_decompress(frame.payload(), &scratch) {
+                    self.release_scratch(scratch);
+                    slot.complete(Err(Status::new(e.status, e.message.clone())));
+                    return Err(e);
+                }
                 let r = self
                     .decompressor
                     .decompress_into(frame.payload(), &mut scratch);

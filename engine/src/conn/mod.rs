@@ -106,6 +106,33 @@ pub(crate) struct ConnConfig {
     pub max_backlog_bytes: usize,
     /// Frames that do no work a peer may send: burst and refill per second.
     pub idle_frames: crate::config::FrameBudget,
+    /// The core's budget for receive reassembly and decompression buffers.
+    pub buffers: std::rc::Rc<BufferBudget>,
+}
+
+/// Bytes of receive-reassembly and decompression buffers that all connections of one core
+/// hold, against `CoreConfig::max_buffer_bytes`. A connection asks before a buffer grows; a
+/// peer whose frame would take the core past its budget gets a connection error
+/// (ResourceExhausted, counter `buffer_budget`), so slow or malicious senders of large frames
+/// cannot make a core hold more than the budget, whatever their number.
+#[derive(Debug)]
+pub(crate) struct BufferBudget {
+    used: std::cell::Cell<usize>,
+    limit: usize,
+}
+
+impl BufferBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            used: std::cell::Cell::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.get()
+    }
 }
 
 pub(crate) struct Connection {
@@ -155,6 +182,8 @@ pub(crate) struct Connection {
     pub(crate) close_reason: Option<String>,
     /// Budget of frames that do no work, in quarter tokens.
     budget: Budget,
+    /// Bytes of `rx` and `scratch` capacity counted against the core's buffer budget.
+    charged: usize,
     cfg: ConnConfig,
 }
 
@@ -212,6 +241,13 @@ impl Budget {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let b = &self.cfg.buffers;
+        b.used.set(b.used.get().saturating_sub(self.charged));
+    }
+}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
@@ -264,6 +300,7 @@ impl Connection {
             closing_since: None,
             close_reason: None,
             budget: Budget::new(config.idle_frames, now),
+            charged: 0,
             cfg: config.clone(),
         };
         c.state = match role {
@@ -327,15 +364,29 @@ impl Connection {
                     if consumed < data.len() && !self.is_closing() {
                         // A frame started in this read: its deadline runs from now.
                         self.rx_started = env.now;
-                        self.rx.extend_from_slice(&data[consumed..]);
+                        let tail = &data[consumed..];
+                        let mut rx = std::mem::take(&mut self.rx);
+                        let r = self.reserve(&mut rx, tail);
+                        if r.is_ok() {
+                            rx.extend_from_slice(tail);
+                        }
+                        self.rx = rx;
+                        r
+                    } else {
+                        Ok(())
                     }
-                    Ok(())
                 }
                 Err(e) => Err(e),
             }
         } else {
             // A partial frame is pending: reassemble once into the connection's buffer.
             let mut rx = std::mem::take(&mut self.rx);
+            if let Err(e) = self.reserve(&mut rx, data) {
+                self.rx = rx;
+                self.fail(e.clone(), env);
+                self.recharge();
+                return Err(e);
+            }
             rx.extend_from_slice(data);
             let r = self.process(&rx, env).map(|consumed| {
                 if consumed > 0 && self.is_open() {
@@ -357,7 +408,92 @@ impl Connection {
         if let Err(e) = &result {
             self.fail(e.clone(), env);
         }
+        self.recharge();
         result
+    }
+
+    /// Makes room in `rx` for `data`, growing it to the whole frame at once when its header
+    /// says how long it is, within the core's buffer budget.
+    fn reserve(&mut self, rx: &mut Vec<u8>, data: &[u8]) -> Result<(), ConnError> {
+        let needed = rx.len() + data.len();
+        if needed <= rx.capacity() {
+            return Ok(());
+        }
+        // The frame's declared length (validated against max_frame_size when it is parsed);
+        // reserving it at once avoids regrowing a large frame's buffer several times.
+        let mut head = [0u8; 4];
+        for (i, b) in rx.iter().chain(data).take(4).enumerate() {
+            head[i] = *b;
+        }
+        let max = self
+            .settings
+            .as_ref()
+            .map_or(netron_codec::handshake::HANDSHAKE_MAX_FRAME, |s| {
+                s.limits.max_frame_size
+            }) as usize;
+        // Before the handshake completed the first bytes are the preface, not a length.
+        let declared = if self.is_open() {
+            (u32::from_le_bytes(head) as usize).min(max)
+        } else {
+            needed
+        };
+        let target = needed.max(declared.min(needed + max));
+        let grow = target - rx.capacity();
+        let b = &self.cfg.buffers;
+        if b.used.get().saturating_add(grow) > b.limit {
+            return Err(ConnError {
+                counter: "buffer_budget",
+                status: StatusCode::ResourceExhausted,
+                message: format!(
+                    "the core's buffers for partial and decompressed frames are full \
+                     (CoreConfig::max_buffer_bytes = {} bytes); a {target}-byte frame buffer \
+                     does not fit now",
+                    b.limit
+                ),
+            });
+        }
+        rx.reserve_exact(target - rx.len());
+        Ok(())
+    }
+
+    /// Re-counts this connection's buffer capacity against the core's budget.
+    pub(crate) fn recharge(&mut self) {
+        let now = self.rx.capacity() + self.scratch.capacity();
+        let b = &self.cfg.buffers;
+        b.used.set(
+            b.used
+                .get()
+                .saturating_sub(self.charged)
+                .saturating_add(now),
+        );
+        self.charged = now;
+    }
+
+    /// Checks that decompressing `payload` (its declared size) fits the core's buffer budget.
+    pub(crate) fn check_decompress(
+        &self,
+        payload: &[u8],
+        scratch: &Vec<u8>,
+    ) -> Result<(), ConnError> {
+        let declared = self
+            .decompressor
+            .declared_size(payload)
+            .map_err(netron_codec::DecodeError::from)?;
+        let grow = declared.saturating_sub(scratch.capacity());
+        let b = &self.cfg.buffers;
+        if grow > 0 && b.used.get().saturating_add(grow) > b.limit {
+            return Err(ConnError {
+                counter: "buffer_budget",
+                status: StatusCode::ResourceExhausted,
+                message: format!(
+                    "the core's buffers for partial and decompressed frames are full \
+                     (CoreConfig::max_buffer_bytes = {} bytes); a payload declaring {declared} \
+                     decompressed bytes does not fit now",
+                    b.limit
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Queues an Error frame (id 0) for `e`, fails in-flight calls with a status that says
@@ -492,13 +628,15 @@ impl Connection {
             FrameKind::Cancel => {
                 env.stats.cancels_in += 1;
                 let id = frame.id();
+                // Every Cancel costs budget: work started and thrown away is what a
+                // rapid-reset flood is made of. Requests refund half, so a caller may still
+                // cancel one call in two.
+                self.charge_idle_frame(env)?;
                 if self.inflight.contains(&id) {
                     // An async call still runs: the core drops its future and answers
-                    // Error(Cancelled), the call's final frame.
+                    // Error(Cancelled), the call's final frame. (Otherwise the call was
+                    // already answered: the Cancel crossed the reply.)
                     self.cancels.push(id);
-                } else {
-                    // Already answered (the Cancel crossed the reply) or never opened.
-                    self.charge_idle_frame(env)?;
                 }
                 Ok(())
             }
@@ -602,6 +740,9 @@ impl Connection {
             scratch = Vec::new();
         }
         self.scratch = scratch;
+        if self.scratch.capacity() != 0 || self.charged != 0 {
+            self.recharge();
+        }
     }
 
     /// Refuses an outgoing message that the peer's negotiated limits (or this side's output

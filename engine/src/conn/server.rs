@@ -40,6 +40,10 @@ impl Connection {
         let mut scratch = std::mem::take(&mut self.scratch);
         let payload: &[u8] = if frame.flags().contains(Flags::COMPRESSED) {
             scratch.clear();
+            if let Err(e) = self.check_decompress(frame.payload(), &scratch) {
+                self.release_scratch(scratch);
+                return Err(e);
+            }
             if let Err(e) = self
                 .decompressor
                 .decompress_into(frame.payload(), &mut scratch)

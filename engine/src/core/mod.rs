@@ -205,6 +205,7 @@ impl Core {
             close_linger: cfg.close_linger,
             max_backlog_bytes: cfg.max_backlog_bytes,
             idle_frames: cfg.idle_frame_budget,
+            buffers: std::rc::Rc::new(crate::conn::BufferBudget::new(cfg.max_buffer_bytes)),
         };
         let mut core = Core {
             ring,
@@ -245,9 +246,11 @@ impl Core {
         self.inbox.clone()
     }
 
-    /// This core's statistics.
-    pub fn stats(&self) -> &CoreStats {
-        &self.stats
+    /// A copy of this core's statistics (counters, and gauges as of now).
+    pub fn stats(&self) -> CoreStats {
+        let mut s = self.stats.clone();
+        s.buffer_bytes = self.conn_cfg.buffers.used() as u64;
+        s
     }
 
     /// Open connections.
@@ -1096,7 +1099,7 @@ impl Core {
             }
             Command::Shutdown { drain } => self.shutdown(drain),
             Command::Stats(tx) => {
-                let _ = tx.send(self.stats.clone());
+                let _ = tx.send(self.stats());
             }
         }
     }

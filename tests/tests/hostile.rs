@@ -1,0 +1,192 @@
+//! No handler behaviour, argument value or configuration value may panic a core (issue 10,
+//! item 2a). A harness of hostile handlers (sync and async) is called; after each, the core
+//! is healthy and serves the next call. A property test throws arbitrary argument values at
+//! `Core::call` and arbitrary configuration values at `CoreConfig::validate` and `Core::new`.
+
+use std::io::Write;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use netron_engine::{
+    Bytes, CallSlot, Core, CoreConfig, DirectRecv, Engine, FrameBudget, IdlePolicy, Service,
+    Status, StatusCode,
+};
+use proptest::prelude::*;
+
+const DL: Option<Duration> = Some(Duration::from_secs(10));
+const LIMIT: usize = 16 << 20;
+
+fn hostile() -> Service {
+    Service::new("hostile", "1.0.0")
+        .unwrap()
+        .unary("panic", |_, _| panic!("a handler panics"))
+        .unary("panic_any", |_, _| std::panic::panic_any(42u64))
+        .unary("overflow", |_, reply| {
+            let chunk = vec![1u8; 1 << 20];
+            for _ in 0..17 {
+                reply.write(&chunk);
+            }
+            Ok(())
+        })
+        .unary("io_overflow", |_, reply| {
+            // `write_all` reports the overflow; the handler ignores it and returns Ok.
+            let _ = reply.write_all(&vec![2u8; 17 << 20]);
+            Ok(())
+        })
+        .unary("write_with_huge", |_, reply| {
+            reply.write_with(usize::MAX, |_| unreachable!("never called"));
+            Ok(())
+        })
+        .unary("exact_limit", |_, reply| {
+            let n = reply.remaining();
+            reply.write_with(n, |b| b.fill(3));
+            Ok(())
+        })
+        .unary("huge_error", |_, _| {
+            Err(Status::internal("x".repeat(1 << 20)))
+        })
+        .unary("ok_as_error", |_, _| {
+            Err(Status::new(StatusCode::Ok, "not an error?"))
+        })
+        .unary_async("async_panic", |_| async {
+            panic!("an async handler panics")
+        })
+        .unary_async("async_huge", |_| async {
+            Ok(Bytes::from(vec![0u8; 17 << 20]))
+        })
+}
+
+#[test]
+fn hostile_handlers_fail_their_call_only() {
+    let e = Engine::builder()
+        .cores(1)
+        .service(hostile())
+        .service(netron_tests::calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let ch = e.client().connect(&e.endpoints()[0].to_string()).unwrap();
+    let expect: &[(&str, Option<StatusCode>)] = &[
+        ("panic", Some(StatusCode::Internal)),
+        ("panic_any", Some(StatusCode::Internal)),
+        ("overflow", Some(StatusCode::ResourceExhausted)),
+        ("io_overflow", Some(StatusCode::ResourceExhausted)),
+        ("write_with_huge", Some(StatusCode::ResourceExhausted)),
+        ("exact_limit", None),
+        ("huge_error", Some(StatusCode::Internal)),
+        ("ok_as_error", None),
+        ("async_panic", Some(StatusCode::Internal)),
+        ("async_huge", Some(StatusCode::ResourceExhausted)),
+    ];
+    for &(method, want) in expect {
+        let r = ch.call("hostile@1.0.0", method, Bytes::new(), DL);
+        match (want, &r) {
+            (Some(code), Err(s)) => {
+                assert_eq!(s.code, code, "{method}: {s:?}");
+                assert!(
+                    s.message.len() <= 512,
+                    "{method}: message of {}",
+                    s.message.len()
+                );
+            }
+            (None, _) if method == "exact_limit" => {
+                // The largest reply a frame can carry: 16 MiB minus the frame header.
+                assert_eq!(r.as_ref().map(Vec::len).ok(), Some(LIMIT - 16), "{method}");
+            }
+            (None, _) => {} // any answer, as long as the core survives
+            (Some(_), Ok(v)) => panic!("{method}: answered {} bytes", v.len()),
+        }
+        assert!(e.health().is_ok(), "{method}: {:?}", e.health());
+        assert_eq!(
+            ch.call("calc@1.2.0", "add", &[1u8, 2][..], DL).unwrap(),
+            [3],
+            "after {method}"
+        );
+    }
+    e.shutdown(Duration::from_secs(1));
+}
+
+static SERVER: LazyLock<Engine> = LazyLock::new(|| {
+    Engine::builder()
+        .cores(1)
+        .service(netron_tests::calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap()
+});
+
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::from_nanos(1)),
+        (0u64..5_000).prop_map(Duration::from_micros),
+        (0u64..100_000).prop_map(Duration::from_secs),
+        Just(Duration::from_secs(u64::MAX / 2)),
+        Just(Duration::MAX),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Arbitrary argument values: every call returns (a reply or a status), none panics, and
+    /// the connection serves a normal call afterwards.
+    #[test]
+    fn arbitrary_call_arguments_never_panic(
+        service in prop_oneof![Just(b"calc@1.2.0".to_vec()), proptest::collection::vec(any::<u8>(), 0..64), Just(vec![b's'; 70_000])],
+        method in prop_oneof![Just(b"add".to_vec()), Just(b"echo".to_vec()), proptest::collection::vec(any::<u8>(), 0..16)],
+        payload_len in prop_oneof![0usize..300, Just(LIMIT - 40), Just(LIMIT), Just(LIMIT + 1)],
+        deadline in proptest::option::of(duration()),
+    ) {
+        let mut core = Core::new(CoreConfig::default()).unwrap();
+        let conn = core.connect(&SERVER.endpoints()[0], Duration::from_secs(5)).unwrap();
+        let mut slot = CallSlot::new();
+        let payload = vec![5u8; payload_len];
+        let _ = core.call(conn, &service, &method, &payload, deadline, &mut slot);
+        let r = core.call(conn, b"calc@1.2.0", b"add", &[2, 2], DL, &mut slot).map(<[u8]>::to_vec);
+        prop_assert_eq!(r, Ok(vec![4]));
+    }
+
+    /// Arbitrary configuration values: validation either refuses them by name or a core
+    /// built from them works; nothing panics.
+    #[test]
+    fn arbitrary_settings_are_validated_or_work(
+        ring_entries in prop_oneof![Just(0u32), 1u32..64, Just(32_768), Just(32_769), Just(u32::MAX)],
+        recv_buffers in prop_oneof![Just(0u16), Just(3), Just(4), Just(64), Just(u16::MAX)],
+        recv_buffer_size in prop_oneof![Just(0usize), Just(511), Just(512), Just(4096), Just(usize::MAX)],
+        keepalive in duration(),
+        dead_after in duration(),
+        stall in duration(),
+        linger in duration(),
+        backlog in prop_oneof![Just(0usize), Just(1 << 20), Just(32 << 20), Just(usize::MAX)],
+        buffers in prop_oneof![Just(0usize), Just(1 << 20), Just(256 << 20), Just(usize::MAX)],
+        burst in prop_oneof![Just(0u32), Just(1), Just(u32::MAX)],
+        per_sec in prop_oneof![Just(0u32), Just(1), Just(u32::MAX)],
+        spin in duration(),
+        direct in proptest::option::of((0usize..10, duration())),
+        max_connections in prop_oneof![Just(0usize), Just(1), Just(usize::MAX)],
+    ) {
+        let mut cfg = CoreConfig::default()
+            .with_idle(IdlePolicy::Adaptive { spin })
+            .with_keepalive(keepalive, dead_after)
+            .with_stall_timeout(stall)
+            .with_close_linger(linger)
+            .with_max_backlog_bytes(backlog)
+            .with_max_buffer_bytes(buffers)
+            .with_idle_frame_budget(FrameBudget { burst, per_sec })
+            .with_direct_recv(direct.map(|(max_conns, idle)| DirectRecv { max_conns, idle }))
+            .with_max_connections(max_connections)
+            .with_recv_buffers(recv_buffers, recv_buffer_size);
+        cfg.ring_entries = ring_entries;
+        match cfg.validate() {
+            Err(e) => prop_assert!(e.to_string().contains("CoreConfig::"), "{e}"),
+            Ok(()) => {
+                let mut core = Core::new(cfg).unwrap();
+                let conn = core.connect(&SERVER.endpoints()[0], Duration::from_secs(5)).unwrap();
+                let mut slot = CallSlot::new();
+                let r = core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot).map(<[u8]>::to_vec);
+                prop_assert_eq!(r, Ok(vec![3]));
+            }
+        }
+    }
+}
