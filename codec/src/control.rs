@@ -394,6 +394,11 @@ impl ControlEncoder {
     }
 
     /// Queues a Subscribe frame for subscription `id` with every field of §24.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::BatchFull`] (flush and retry) or [`EncodeError::FrameTooLarge`] (a
+    /// pattern far longer than any valid one, §24.2).
     pub fn subscribe_with(
         &mut self,
         batch: &mut BatchEncoder,
