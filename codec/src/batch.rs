@@ -206,6 +206,32 @@ impl<'a> FrameBuilder<'a> {
         Ok(self)
     }
 
+    /// Appends an already encoded header block (e.g. a QUIC block from
+    /// [`crate::qpack::QpackEncoder`], §27.4) and sets HAS_HEADERS if it is not empty. The
+    /// block counts as encoded for [`EncodeError::FrameTooLarge`]'s `headers_encoded`: if the
+    /// frame is then refused, the encoder that produced it is ahead of its peer.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Headers`] with `BlockTooLarge` above 65 535 bytes (nothing is written).
+    #[inline]
+    pub fn header_block(mut self, block: &[u8]) -> Result<Self, EncodeError> {
+        debug_assert_eq!(
+            self.batch.buf.len(),
+            self.start + HEADER_LEN,
+            "headers go before the payload"
+        );
+        self.headers_encoded |= !block.is_empty();
+        let len = u16::try_from(block.len())
+            .map_err(|_| EncodeError::Headers(crate::HeaderError::BlockTooLarge))?;
+        if len > 0 {
+            self.batch.buf.extend_from_slice(block);
+            self.flags |= Flags::HAS_HEADERS;
+            self.header_mut().set_header_len(len);
+        }
+        Ok(self)
+    }
+
     /// Appends payload bytes.
     #[inline]
     pub fn payload(self, bytes: &[u8]) -> Self {

@@ -174,6 +174,17 @@ pub struct WelcomeFields<'a> {
     pub server_id: &'a str,
 }
 
+/// The fields of a Subscribe (docs/protocol.md §24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeFields<'a> {
+    /// Subject pattern (`orders.*`, `orders.>`; see [`crate::subject`]).
+    pub pattern: &'a str,
+    /// Requested queue depth in events (0 = the publisher's default).
+    pub queue_depth: u32,
+    /// QUIC with DATAGRAM_EVENTS in force: events may come in datagrams (loss-tolerant).
+    pub datagrams: bool,
+}
+
 /// Builds control bodies into a reusable FlatBuffers builder and queues them as frames.
 #[derive(Default)]
 pub struct ControlEncoder {
@@ -363,7 +374,7 @@ impl ControlEncoder {
         self.queue(batch, FrameKind::GoAway, last_id, 0)
     }
 
-    /// Queues a Subscribe frame for subscription `id`.
+    /// Queues a Subscribe frame for subscription `id` (reliable delivery).
     pub fn subscribe(
         &mut self,
         batch: &mut BatchEncoder,
@@ -371,13 +382,37 @@ impl ControlEncoder {
         pattern: &str,
         queue_depth: u32,
     ) -> Result<usize, EncodeError> {
+        self.subscribe_with(
+            batch,
+            id,
+            &SubscribeFields {
+                pattern,
+                queue_depth,
+                datagrams: false,
+            },
+        )
+    }
+
+    /// Queues a Subscribe frame for subscription `id` with every field of §24.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::BatchFull`] (flush and retry) or [`EncodeError::FrameTooLarge`] (a
+    /// pattern far longer than any valid one, §24.2).
+    pub fn subscribe_with(
+        &mut self,
+        batch: &mut BatchEncoder,
+        id: u32,
+        s: &SubscribeFields<'_>,
+    ) -> Result<usize, EncodeError> {
         self.fbb.reset();
-        let pattern = Some(self.fbb.create_string(pattern));
+        let pattern = Some(self.fbb.create_string(s.pattern));
         let t = fb::Subscribe::create(
             &mut self.fbb,
             &fb::SubscribeArgs {
                 pattern,
-                queue_depth,
+                queue_depth: s.queue_depth,
+                datagrams: s.datagrams,
             },
         );
         self.fbb.finish_minimal(t);

@@ -14,6 +14,11 @@ pub struct Frame<'a> {
     header: &'a FrameHeader,
     kind: FrameKind,
     flags: Flags,
+    // Read once at parse time: on shared memory the peer may rewrite the header after it was
+    // validated (docs/protocol.md §26.5), so slicing must use the validated value.
+    header_len: u16,
+    id: u32,
+    arg: u32,
     bytes: &'a [u8],
 }
 
@@ -70,11 +75,16 @@ impl<'a> Frame<'a> {
             header,
             kind,
             flags,
+            header_len,
+            id: header.id(),
+            arg: header.arg(),
             bytes,
         })
     }
 
-    /// The fixed header.
+    /// The fixed header, in place. On shared memory its bytes may change after validation;
+    /// the accessors of `Frame` ([`Frame::id`], [`Frame::arg`], [`Frame::header_block`], ...)
+    /// return the values read once at parse time.
     #[inline]
     pub fn header(&self) -> &'a FrameHeader {
         self.header
@@ -92,12 +102,12 @@ impl<'a> Frame<'a> {
     /// Request, stream or subscription id.
     #[inline]
     pub fn id(&self) -> u32 {
-        self.header.id()
+        self.id
     }
     /// The kind-specific argument.
     #[inline]
     pub fn arg(&self) -> u32 {
-        self.header.arg()
+        self.arg
     }
     /// The relative deadline of a Request or StreamOpen (`None`: no deadline, or another kind).
     #[inline]
@@ -110,12 +120,12 @@ impl<'a> Frame<'a> {
     /// The raw header block (decode it with the connection's [`crate::hpack::HeaderDecoder`]).
     #[inline]
     pub fn header_block(&self) -> &'a [u8] {
-        &self.bytes[HEADER_LEN..HEADER_LEN + self.header.header_len() as usize]
+        &self.bytes[HEADER_LEN..HEADER_LEN + self.header_len as usize]
     }
     /// The payload (compressed if [`Flags::COMPRESSED`] is set; see [`crate::compress`]).
     #[inline]
     pub fn payload(&self) -> &'a [u8] {
-        &self.bytes[HEADER_LEN + self.header.header_len() as usize..]
+        &self.bytes[HEADER_LEN + self.header_len as usize..]
     }
     /// The whole frame as it was on the wire.
     #[inline]

@@ -40,6 +40,8 @@ pub const PREFACE: [u8; 8] = [
     VERSION_MAJOR,
     VERSION_MINOR,
 ];
+/// The QUIC ALPN protocol id of Netron major version 1 (docs/protocol.md §27.1).
+pub const ALPN: &[u8] = b"netron/1";
 /// Largest Hello, Welcome or Reject frame (bytes) accepted before settings are negotiated.
 pub const HANDSHAKE_MAX_FRAME: u32 = 64 << 10;
 
@@ -51,7 +53,8 @@ fn handshake_limits() -> Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// Feature bits (none are defined in 1.0; unknown bits are ignored by servers).
+    /// Feature bits: the protocol features the client understands and what it serves (see
+    /// [`crate::features`]; unknown bits are ignored by servers).
     pub features: u64,
     /// Compression algorithms the client can decode, preferred first.
     pub compression: Vec<Compression>,
@@ -79,6 +82,12 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// Sets the feature bits: protocol features the client understands and what it serves
+    /// (see [`crate::features`]).
+    pub fn with_features(mut self, features: u64) -> Self {
+        self.features = features;
+        self
+    }
     /// Sets the authentication token.
     pub fn with_auth_token(mut self, token: impl Into<Vec<u8>>) -> Self {
         self.auth_token = Some(token.into());
@@ -111,7 +120,8 @@ impl ClientConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Feature bits the server supports.
+    /// Feature bits: the protocol features the server understands and what it serves (see
+    /// [`crate::features`]).
     pub features: u64,
     /// Compression algorithms the server can use, in the server's preference order (the
     /// client's order wins among those both support).
@@ -148,14 +158,27 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Sets the feature bits: protocol features the server understands and what it serves
+    /// (see [`crate::features`]).
+    pub fn with_features(mut self, features: u64) -> Self {
+        self.features = features;
+        self
+    }
+}
+
 /// The settings in force after the handshake (the Welcome's contents).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
     /// Minor version in use.
     pub version_minor: u8,
-    /// Feature bits both sides support.
+    /// Protocol features in force: the protocol bits (0–31) both sides set
+    /// ([`crate::features::in_force`]).
     pub features: u64,
+    /// What the server serves: the offer bits (32–63) of its Welcome
+    /// ([`crate::features::offers`]). What the client serves is in [`ClientOffer::features`].
+    pub server_offers: u64,
     /// Payload compression in use.
     pub compression: Compression,
     /// Compression threshold (bytes).
@@ -178,7 +201,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientOffer {
-    /// Feature bits offered.
+    /// Feature bits of the Hello: protocol features offered and, in bits 32–63, what the
+    /// client serves ([`crate::features::offers`]).
     pub features: u64,
     /// Compression algorithms offered (unknown values dropped).
     pub compression: Vec<Compression>,
@@ -337,7 +361,8 @@ impl ClientHandshake {
         }
         Ok(Settings {
             version_minor: w.version_minor(),
-            features: w.features() & c.features,
+            features: crate::features::in_force(w.features(), c.features),
+            server_offers: crate::features::offers(w.features()),
             compression,
             compression_threshold: w.compression_threshold(),
             limits: Limits {
@@ -497,7 +522,8 @@ impl ServerHandshake {
             .unwrap_or(Compression::None);
         Ok(Settings {
             version_minor: VERSION_MINOR,
-            features: offer.features & s.features,
+            features: crate::features::in_force(offer.features, s.features),
+            server_offers: crate::features::offers(s.features),
             compression,
             compression_threshold: s.compression_threshold,
             limits: Limits {
@@ -540,7 +566,7 @@ impl ServerHandshake {
         let mut batch = BatchEncoder::new(handshake_limits());
         let w = WelcomeFields {
             version_minor: settings.version_minor,
-            features: settings.features,
+            features: settings.features | settings.server_offers,
             compression: settings.compression,
             compression_threshold: settings.compression_threshold,
             max_frame_size: settings.limits.max_frame_size,

@@ -10,6 +10,12 @@
 //! - [`compress`]: negotiated payload compression with bounded decompression.
 //! - [`control`]: the FlatBuffers control bodies (Hello, Welcome, ...), verified before use.
 //! - [`handshake`]: the preface and Hello/Welcome/Reject negotiation as sans-IO state machines.
+//! - [`features`]: the capability bits of Hello/Welcome (protocol features and offers).
+//! - [`stream`]: stream sequence and half-close rules, flow-control windows.
+//! - [`subject`]: event subjects and subscription patterns (`orders.*`, `orders.>`).
+//! - [`sys`]: the `$sys` introspection service and `name@^1.2` version requirements.
+//! - [`record`]: frames on record transports, with fragmentation of frames larger than a record.
+//! - [`qpack`]: header compression across independent streams (QUIC), QPACK-style.
 //!
 //! ```
 //! use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits, hpack};
@@ -48,6 +54,7 @@ mod batch;
 pub mod compress;
 pub mod control;
 mod error;
+pub mod features;
 mod frame;
 #[allow(unsafe_code)]
 pub(crate) mod generated;
@@ -56,7 +63,12 @@ mod header;
 pub mod hpack;
 mod kind;
 mod limits;
+pub mod qpack;
+pub mod record;
 mod status;
+pub mod stream;
+pub mod subject;
+pub mod sys;
 
 pub use batch::{BatchEncoder, FrameBuilder, PayloadBuf};
 pub use compress::Compression;

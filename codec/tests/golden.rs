@@ -33,6 +33,25 @@ const EXPECTED: [&str; 8] = [
     "error-connection",
 ];
 
+/// The golden blocks of the sections after §20 (streams, events, `$sys`, capabilities, shared
+/// memory, QUIC), checked at the end of this file.
+const EXPECTED_EXTENSIONS: [&str; 14] = [
+    "features-word",
+    "subscribe-datagrams",
+    "quic-alpn",
+    "stream-open",
+    "stream-data-end",
+    "stream-end-ok",
+    "window-updates",
+    "event-delivered",
+    "unsubscribe",
+    "sys-list-request",
+    "shm-fragmented-frame",
+    "quic-encoder-stream",
+    "quic-request-first",
+    "quic-decoder-stream",
+];
+
 const FENCE: &str = "```";
 const MARKER: &str = "```hex golden:";
 
@@ -145,6 +164,7 @@ fn doc_holds_exactly_the_expected_golden_blocks() {
     let goldens = parse_goldens(DOC);
     let names: Vec<&str> = goldens.keys().map(String::as_str).collect();
     let mut expected = EXPECTED.to_vec();
+    expected.extend(EXPECTED_EXTENSIONS);
     expected.sort_unstable();
     assert_eq!(names, expected, "golden blocks in docs/protocol.md");
 }
@@ -577,4 +597,430 @@ fn violation_table_matches_counters_and_statuses() {
         let status = err.status();
         assert_eq!(row[3], format!("{status} ({})", status.as_u16()), "{name}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §21–§28: capabilities, streams, flow control, events, `$sys`, shared memory, QUIC.
+
+/// `codec` computes the bytes of golden block `name`; they must equal the doc's.
+#[track_caller]
+fn check(name: &str, code: &[u8]) -> Vec<u8> {
+    let doc = golden(name);
+    assert_bytes(name, &doc, code);
+    doc
+}
+
+#[test]
+fn features_word() {
+    use netron_codec::features::*;
+    let word = STREAMS | EVENTS | PEER_CALLS | OFFERS_SERVICES | OFFERS_SYS;
+    let doc = check("features-word", &word.to_le_bytes());
+    let w = u64::from_le_bytes(doc.try_into().unwrap());
+    assert_eq!(w & PROTOCOL_MASK, STREAMS | EVENTS | PEER_CALLS);
+    assert_eq!(offers(w), OFFERS_SERVICES | OFFERS_SYS);
+    // The word travels in Hello.features; a server that serves streams and $sys answers:
+    let server = STREAMS | OFFERS_SERVICES | OFFERS_SYS | OFFERS_PUBLISH;
+    let welcome = negotiate(w, server);
+    assert_eq!(in_force(welcome, w), STREAMS);
+    assert_eq!(
+        offers(welcome),
+        OFFERS_SERVICES | OFFERS_SYS | OFFERS_PUBLISH
+    );
+    // Through the real handshake: the Welcome carries both halves, each side agrees.
+    let mut client = ClientHandshake::new(ClientConfig::default().with_features(w));
+    let mut srv = ServerHandshake::new(ServerConfig::default().with_features(server));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    client.start(&mut a).unwrap();
+    let ServerProgress::Offer { offer, .. } = srv.handle(&a).unwrap() else {
+        panic!()
+    };
+    assert_eq!(offers(offer.features), OFFERS_SERVICES | OFFERS_SYS);
+    let s = srv.accept(&offer, &mut b);
+    let ClientProgress::Done { settings, .. } = client.handle(&b).unwrap() else {
+        panic!()
+    };
+    assert_eq!(settings, s);
+    assert_eq!(settings.features, STREAMS);
+    assert_eq!(
+        settings.server_offers,
+        OFFERS_SERVICES | OFFERS_SYS | OFFERS_PUBLISH
+    );
+}
+
+/// StreamOpen, StreamData (END_STREAM), StreamEnd of stream 3 with a fresh header encoder.
+fn encode_stream() -> Vec<Vec<u8>> {
+    let mut enc = HeaderEncoder::new(4096);
+    let mut batch = BatchEncoder::new(Limits::default());
+    let mut out = Vec::new();
+    batch
+        .frame(FrameKind::StreamOpen, 3)
+        .unwrap()
+        .arg(netron_codec::Deadline::encode(Some(Duration::from_secs(1))))
+        .headers(
+            &mut enc,
+            &[Header::service(SERVICE), Header::method(b"sum")],
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+    out.push(batch.as_slice().to_vec());
+    batch.clear();
+    batch
+        .frame(FrameKind::StreamData, 3)
+        .unwrap()
+        .flags(Flags::END_STREAM)
+        .arg(0)
+        .payload(&[0x2a])
+        .finish()
+        .unwrap();
+    out.push(batch.as_slice().to_vec());
+    batch.clear();
+    batch
+        .frame(FrameKind::StreamEnd, 3)
+        .unwrap()
+        .finish()
+        .unwrap();
+    out.push(batch.as_slice().to_vec());
+    out
+}
+
+#[test]
+fn stream_frames() {
+    use netron_codec::stream::{Received, Role, Stream};
+    let limits = Limits::default();
+    let code = encode_stream();
+    let open = check("stream-open", &code[0]);
+    let data = check("stream-data-end", &code[1]);
+    let end = check("stream-end-ok", &code[2]);
+    let f = one_frame(&open, &limits);
+    assert_eq!((f.kind(), f.id()), (FrameKind::StreamOpen, 3));
+    assert_eq!(f.deadline(), Some(Duration::from_secs(1)));
+    assert!(f.payload().is_empty(), "no first message");
+    let mut dec = HeaderDecoder::new(4096, 16 << 10);
+    let mut list = HeaderList::default();
+    dec.decode_into(f.header_block(), &mut list).unwrap();
+    assert_eq!(
+        (list.service(), list.method()),
+        (Some(SERVICE), Some(&b"sum"[..]))
+    );
+    // The callee's view: the opener's half carries message 0 with END_STREAM, then the
+    // callee's StreamEnd (OK) is its final frame.
+    let mut callee = Stream::new(Role::Callee, f.flags().contains(Flags::END_STREAM));
+    let d = one_frame(&data, &limits);
+    assert_eq!((d.kind(), d.id(), d.arg()), (FrameKind::StreamData, 3, 0));
+    assert_eq!(d.payload(), [0x2a]);
+    assert_eq!(
+        callee.recv_data(d.arg(), d.flags().contains(Flags::END_STREAM)),
+        Ok(Received::Message { end: true })
+    );
+    let e = one_frame(&end, &limits);
+    assert_eq!((e.kind(), e.id(), e.len()), (FrameKind::StreamEnd, 3, 16));
+    assert!(control::read_stream_end(&e).unwrap().is_none());
+    callee.send_end(false).unwrap();
+    assert!(callee.is_finished());
+}
+
+#[test]
+fn window_updates() {
+    let limits = Limits::default();
+    let mut batch = BatchEncoder::new(limits);
+    batch
+        .empty_frame(FrameKind::WindowUpdate, 3, 65_536)
+        .unwrap();
+    batch
+        .empty_frame(FrameKind::WindowUpdate, 0, 1 << 20)
+        .unwrap();
+    let doc = check("window-updates", batch.as_slice());
+    let frames: Vec<_> = decode_batch(&doc, &limits).map(Result::unwrap).collect();
+    assert_eq!(frames.len(), 2);
+    let mut w = netron_codec::stream::Window::new(0);
+    for (f, (id, credit)) in frames.iter().zip([(3, 65_536), (0, 1 << 20)]) {
+        assert_eq!(
+            (f.kind(), f.id(), f.arg()),
+            (FrameKind::WindowUpdate, id, credit)
+        );
+        w.grant(f.arg()).unwrap();
+    }
+    assert_eq!(w.available(), 65_536 + (1 << 20));
+}
+
+#[test]
+fn events() {
+    let limits = Limits::default();
+    let mut enc = HeaderEncoder::new(4096);
+    let mut batch = BatchEncoder::new(limits);
+    batch
+        .frame(FrameKind::Event, 5)
+        .unwrap()
+        .arg(7)
+        .headers(&mut enc, &[Header::topic(b"orders.eu.created")])
+        .unwrap()
+        .payload(&[0x01])
+        .finish()
+        .unwrap();
+    let doc = check("event-delivered", batch.as_slice());
+    let f = one_frame(&doc, &limits);
+    assert_eq!((f.kind(), f.id(), f.arg()), (FrameKind::Event, 5, 7));
+    let mut dec = HeaderDecoder::new(4096, 16 << 10);
+    let mut list = HeaderList::default();
+    dec.decode_into(f.header_block(), &mut list).unwrap();
+    let topic = netron_codec::subject::Subject::parse(list.topic().unwrap()).unwrap();
+    let pattern = netron_codec::subject::Pattern::parse(b"orders.*.created").unwrap();
+    assert!(pattern.matches(&topic));
+    batch.clear();
+    batch.empty_frame(FrameKind::Unsubscribe, 5, 0).unwrap();
+    let doc = check("unsubscribe", batch.as_slice());
+    let f = one_frame(&doc, &limits);
+    assert_eq!((f.kind(), f.id(), f.arg()), (FrameKind::Unsubscribe, 5, 0));
+}
+
+#[test]
+fn sys_list_request() {
+    use netron_codec::sys;
+    let limits = Limits::default();
+    let mut enc = HeaderEncoder::new(4096);
+    let mut batch = BatchEncoder::new(limits);
+    batch
+        .request(1, None)
+        .unwrap()
+        .headers(
+            &mut enc,
+            &[
+                Header::service(sys::SYS_SERVICE.as_bytes()),
+                Header::method(sys::METHOD_LIST.as_bytes()),
+            ],
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+    let doc = check("sys-list-request", batch.as_slice());
+    let f = one_frame(&doc, &limits);
+    let mut dec = HeaderDecoder::new(4096, 16 << 10);
+    let mut list = HeaderList::default();
+    dec.decode_into(f.header_block(), &mut list).unwrap();
+    let id = sys::ServiceId::parse(list.service().unwrap()).unwrap();
+    assert_eq!((id.name, id.version), (&b"$sys"[..], sys::SYS_VERSION));
+    assert_eq!(list.method(), Some(&b"list"[..]));
+    assert!(f.payload().is_empty());
+}
+
+#[test]
+fn shm_fragmented_frame() {
+    use netron_codec::record::{Record, RecordReader, fragment_sizes};
+    let limits = Limits::default();
+    let mut batch = BatchEncoder::new(limits);
+    batch
+        .response(1)
+        .unwrap()
+        .payload(&[0x5a; 24])
+        .finish()
+        .unwrap();
+    let doc = check("shm-fragmented-frame", batch.as_slice());
+    // Over a ring whose records carry at most 32 bytes: two records, 32 + 8 bytes.
+    let sizes: Vec<usize> = fragment_sizes(doc.len(), 32).unwrap().collect();
+    assert_eq!(sizes, [32, 8]);
+    let mut rx = RecordReader::new(limits, 32);
+    assert!(matches!(
+        rx.push(&doc[..32]),
+        Ok(Record::Fragment { missing: 8 })
+    ));
+    match rx.push(&doc[32..]).unwrap() {
+        Record::Reassembled(f) => {
+            assert_eq!((f.kind(), f.id()), (FrameKind::Response, 1));
+            assert_eq!(f.payload(), [0x5a; 24]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same frame over records of 40 bytes or more is one ordinary record.
+    let mut rx = RecordReader::new(limits, 40);
+    assert!(matches!(rx.push(&doc), Ok(Record::Batch(_))));
+}
+
+#[test]
+fn quic_header_compression() {
+    use netron_codec::qpack::{
+        DECODER_STREAM_TYPE, Decoded, ENCODER_STREAM_TYPE, QpackDecoder, QpackEncoder,
+    };
+    let limits = Limits::default();
+    // The caller's first Request on its first call stream (QUIC stream 4; stream 0 is the
+    // control stream), with the encoder stream it needs.
+    let mut enc = QpackEncoder::new(4096);
+    let mut enc_stream = vec![ENCODER_STREAM_TYPE];
+    let mut block = Vec::new();
+    enc.encode(
+        4,
+        &[Header::service(SERVICE), Header::method(METHOD)],
+        &mut block,
+        &mut enc_stream,
+    )
+    .unwrap();
+    let mut batch = BatchEncoder::new(limits);
+    batch
+        .request(1, Some(DEADLINE))
+        .unwrap()
+        .header_block(&block)
+        .unwrap()
+        .payload(&PAYLOAD)
+        .finish()
+        .unwrap();
+    let frame = batch.as_slice().to_vec();
+    let doc_enc = check("quic-encoder-stream", &enc_stream);
+    let doc_req = check("quic-request-first", &frame);
+
+    let mut dec = QpackDecoder::new(4096, 16 << 10);
+    let mut list = HeaderList::default();
+    let f = one_frame(&doc_req, &limits);
+    assert_eq!(f.header_block().len(), 4);
+    // The request overtook the encoder stream: blocked, then decoded.
+    assert_eq!(
+        dec.decode(4, f.header_block(), &mut list),
+        Ok(Decoded::Blocked)
+    );
+    assert_eq!(doc_enc[0], ENCODER_STREAM_TYPE);
+    dec.feed_encoder_stream(&doc_enc[1..]).unwrap();
+    assert_eq!(dec.unblocked().collect::<Vec<_>>(), [4]);
+    assert_eq!(
+        dec.decode(4, f.header_block(), &mut list),
+        Ok(Decoded::Done)
+    );
+    assert_eq!(list.service(), Some(SERVICE));
+    assert_eq!(list.method(), Some(METHOD));
+    assert_eq!(f.payload(), PAYLOAD);
+    let mut dec_stream = vec![DECODER_STREAM_TYPE];
+    dec.take_instructions(&mut dec_stream);
+    let doc_dec = check("quic-decoder-stream", &dec_stream);
+    enc.feed_decoder_stream(&doc_dec[1..]).unwrap();
+    assert_eq!(enc.known_received_count(), 2);
+    assert_eq!(enc.blocked_streams(), 0);
+}
+
+#[test]
+fn feature_table_matches_the_codec() {
+    use netron_codec::features::{self, OFFER_BITS, OFFER_MASK, PROTOCOL_BITS};
+    let rows = table_rows("| bit | value | name | half |");
+    let mut seen = 0u64;
+    for row in rows.iter().filter(|r| r[2] != "reserved") {
+        let bit: u32 = row[0].parse().unwrap();
+        let value =
+            u64::from_str_radix(&row[1].trim_start_matches("0x").replace('_', ""), 16).unwrap();
+        assert_eq!(value, 1 << bit, "{row:?}");
+        let names: Vec<_> = features::names(value).collect();
+        assert_eq!(names, [row[2].to_lowercase().as_str()], "{row:?}");
+        assert_eq!(row[3] == "offer", value & OFFER_MASK != 0, "{row:?}");
+        seen |= value;
+    }
+    assert_eq!(seen, PROTOCOL_BITS | OFFER_BITS);
+}
+
+#[test]
+fn added_violations_match_the_codec() {
+    use netron_codec::record::RecordError;
+    use netron_codec::stream::StreamError as S;
+    let rows = table_rows("| violation | counter | status | section |");
+    let status_of = |counter: &str| -> String {
+        rows.iter()
+            .find(|r| r[1] == counter)
+            .unwrap_or_else(|| panic!("§21.3 has no row for {counter}"))[2]
+            .clone()
+    };
+    let errors: Vec<(&str, netron_codec::StatusCode)> = vec![
+        (
+            S::Sequence {
+                expected: 0,
+                got: 1,
+            }
+            .counter(),
+            S::Sequence {
+                expected: 0,
+                got: 1,
+            }
+            .status(),
+        ),
+        (
+            S::HalfClosed { frame: "" }.counter(),
+            S::HalfClosed { frame: "" }.status(),
+        ),
+        (
+            S::WrongDirection {
+                frame: "",
+                role: "",
+            }
+            .counter(),
+            S::WrongDirection {
+                frame: "",
+                role: "",
+            }
+            .status(),
+        ),
+        (
+            S::FlowControl {
+                wanted: 1,
+                available: 0,
+            }
+            .counter(),
+            S::FlowControl {
+                wanted: 1,
+                available: 0,
+            }
+            .status(),
+        ),
+        (S::ZeroIncrement.counter(), S::ZeroIncrement.status()),
+        (
+            S::WindowOverflow {
+                window: 0,
+                increment: 0,
+            }
+            .counter(),
+            S::WindowOverflow {
+                window: 0,
+                increment: 0,
+            }
+            .status(),
+        ),
+        (
+            RecordError::EmptyFragment.counter(),
+            RecordError::EmptyFragment.status(),
+        ),
+        (
+            RecordError::FragmentOverrun { missing: 0, got: 0 }.counter(),
+            RecordError::FragmentOverrun { missing: 0, got: 0 }.status(),
+        ),
+    ];
+    for (counter, status) in errors {
+        assert_eq!(status_of(counter), status.to_string(), "{counter}");
+    }
+    let bad = netron_codec::subject::Pattern::parse(b"a..b").unwrap_err();
+    assert!(status_of(bad.counter()).starts_with(&bad.status().to_string()));
+}
+
+#[test]
+fn quic_alpn() {
+    let doc = check("quic-alpn", handshake::ALPN);
+    assert_eq!(doc, b"netron/1");
+    assert_eq!(doc.last(), Some(&(b'0' + handshake::VERSION_MAJOR)));
+}
+
+#[test]
+fn subscribe_with_datagrams() {
+    let limits = Limits::default();
+    let mut batch = BatchEncoder::new(limits);
+    ControlEncoder::new()
+        .subscribe_with(
+            &mut batch,
+            5,
+            &control::SubscribeFields {
+                pattern: "orders.>",
+                queue_depth: 256,
+                datagrams: true,
+            },
+        )
+        .unwrap();
+    let doc = check("subscribe-datagrams", batch.as_slice());
+    let f = one_frame(&doc, &limits);
+    assert_eq!((f.kind(), f.id()), (FrameKind::Subscribe, 5));
+    let s = control::read_subscribe(&f).unwrap();
+    assert_eq!(s.pattern(), Some("orders.>"));
+    assert_eq!(s.queue_depth(), 256);
+    assert!(s.datagrams());
+    netron_codec::subject::Pattern::parse(s.pattern().unwrap().as_bytes()).unwrap();
 }

@@ -18,7 +18,8 @@ use netron_codec::handshake::{
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, Flags, FrameKind, Limits, StatusCode, wire};
 use netron_fuzz::{
-    HeaderSequence, HeaderStep, Item, RoundTrip, ShmLayoutInput, ShmRing, batch_prefix,
+    HeaderSequence, HeaderStep, Item, QpackRun, QpackStep, RoundTrip, ShmLayoutInput, ShmRing,
+    batch_prefix,
 };
 
 struct Corpus {
@@ -456,6 +457,105 @@ fn main() {
     {
         c.write(&dir, &format!("overwritten_{i}"), seed);
     }
+
+    // QUIC header compression: the first request of protocol.md §28.7 (encoder stream, block,
+    // decoder stream) cut as `qpack_parts` expects, and structured runs.
+    let dir = c.target("qpack_decode");
+    {
+        use netron_codec::qpack::{QpackDecoder, QpackEncoder};
+        let mut enc = QpackEncoder::new(4096);
+        let (mut ins, mut block) = (Vec::new(), Vec::new());
+        let fields = [Header::service(b"calc@1.2.0"), Header::method(b"add")];
+        enc.encode(0, &fields, &mut block, &mut ins).unwrap();
+        let mut dec = QpackDecoder::new(4096, 1 << 14);
+        dec.feed_encoder_stream(&ins).unwrap();
+        dec.decode(0, &block, &mut Default::default()).unwrap();
+        let mut acks = Vec::new();
+        dec.take_instructions(&mut acks);
+        let rest: Vec<u8> = [&ins[..], &block[..], &acks[..]].concat();
+        // Split points as fractions of 255 of the rest (rounded down by qpack_parts).
+        let a = (ins.len() * 255).div_ceil(rest.len()) as u8;
+        let b = (block.len() * 255).div_ceil(rest.len() - ins.len()) as u8;
+        let mut seed = vec![128, a, b];
+        seed.extend_from_slice(&rest);
+        c.write(&dir, "first_request", &seed);
+        let mut seed = vec![128, 0, 255];
+        seed.extend_from_slice(&block);
+        c.write(&dir, "blocked", &seed);
+        let mut seed = vec![2, 255, 0];
+        seed.extend_from_slice(b"\x3f\xe1\x1f\x43x-a\x011\x00");
+        c.write(&dir, "small_table", &seed);
+    }
+    let dir = c.target("qpack_roundtrip");
+    for (i, seed) in structured::<QpackRun>(6, 6, 512, |r| {
+        r.steps.len() >= 8
+            && r.steps
+                .iter()
+                .any(|s| matches!(s, QpackStep::Encode(f) if f.len() >= 2))
+            && r.steps.iter().any(|s| matches!(s, QpackStep::Block(_)))
+    })
+    .iter()
+    .enumerate()
+    {
+        c.write(&dir, &format!("run_{i}"), seed);
+    }
+
+    // Records: a batch, a frame in three fragments, an overrun.
+    let dir = c.target("shm_records");
+    {
+        let stream = get("stream");
+        let one = &get("requests")[..];
+        let mut seed = vec![240, 255];
+        seed.push(one.len().min(255) as u8);
+        seed.extend_from_slice(&one[..one.len().min(255)]);
+        c.write(&dir, "batch", &seed);
+        let limit = 32usize;
+        let mut seed = vec![(limit - 16) as u8, 255];
+        for chunk in stream.chunks(limit) {
+            seed.push(chunk.len() as u8);
+            seed.extend_from_slice(chunk);
+        }
+        c.write(&dir, "fragments", &seed);
+        let mut seed = vec![(limit - 16) as u8, 255, limit as u8];
+        seed.extend_from_slice(&stream[..limit]);
+        seed.push(limit as u8);
+        seed.extend_from_slice(&stream[limit..2 * limit]);
+        c.write(&dir, "partial", &seed);
+    }
+
+    let dir = c.target("subjects_versions");
+    for (name, seed) in [
+        ("star", &b"orders.*.created\x00orders.eu.created"[..]),
+        ("tail", b"orders.>\x00orders.eu"),
+        ("literal", b"a.b\x00a.b"),
+        ("caret", b"calc@^1.2"),
+        ("exact", b"calc@=1.2.3"),
+        ("version", b"1.2.3"),
+    ] {
+        c.write(&dir, name, seed);
+    }
+
+    let dir = c.target("stream_state");
+    // Opener/callee data, ends, a cancel and window events (see the target's encoding).
+    c.write(
+        &dir,
+        "exchange",
+        &[
+            0, 1, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0x89, 0, 0, 0, 0, 10, 0, 0, 0, 0,
+        ],
+    );
+    c.write(
+        &dir,
+        "cancel",
+        &[1, 14, 0, 0, 0, 0, 7, 0, 0, 0, 0, 13, 0, 0, 0, 0],
+    );
+    c.write(
+        &dir,
+        "windows",
+        &[
+            9, 16, 0, 0, 1, 0, 18, 0, 0, 0, 0x80, 0x90, 0xff, 0xff, 0xff, 0x7f,
+        ],
+    );
 
     println!(
         "wrote {} bytes of seeds under {}",

@@ -108,8 +108,8 @@ fn server(input: &[u8]) {
             }
             // §13.2 step 2: these offers are rejected; everything else is accepted.
             let unusable = offer.limits.max_frame_size < Limits::MIN_FRAME_SIZE
-                || offer.limits.max_batch_frames == 0
-                || offer.limits.max_batch_bytes == 0;
+                || offer.limits.max_batch_frames < Limits::MIN_BATCH_FRAMES
+                || offer.limits.max_batch_bytes < Limits::MIN_BATCH_BYTES;
             // Finding F1 (docs/fuzzing.md, fixed): negotiate() used to accept max_batch_bytes = 0.
             let known_gap = false;
             let mut welcome = Vec::new();

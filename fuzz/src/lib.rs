@@ -237,7 +237,7 @@ pub fn touch_go_away(g: &wire::GoAway<'_>) {
 
 /// Reads every field of a verified Subscribe.
 pub fn touch_subscribe(s: &wire::Subscribe<'_>) {
-    black_box(s.queue_depth());
+    black_box((s.queue_depth(), s.datagrams()));
     touch_str(s.pattern());
     black_box(format!("{s:?}"));
 }
@@ -926,3 +926,48 @@ pub struct ShmLayoutInput {
     /// Added to the header's length to make the mapped length (wrapping).
     pub len_delta: i32,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Header compression across QUIC streams (`qpack_roundtrip`).
+
+/// One step of a `qpack_roundtrip` run.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum QpackStep {
+    /// Encode this header list on a new QUIC stream (block and insertions go in flight).
+    Encode(Vec<FieldSpec>),
+    /// Deliver up to this many bytes of the encoder stream to the decoder.
+    EncoderBytes(u8),
+    /// Deliver the pending block with this index (modulo the number pending).
+    Block(u8),
+    /// Deliver the decoder stream to the encoder.
+    Feedback,
+    /// The receiver abandons the pending or blocked block with this index (a reset stream).
+    Cancel(u8),
+    /// Encode this header list for a datagram and decode it at once.
+    Datagram(Vec<FieldSpec>),
+}
+
+/// A `qpack_roundtrip` run: a table capacity (`capacity * 16` bytes) and steps.
+#[derive(Debug, Clone, Arbitrary)]
+pub struct QpackRun {
+    /// Table capacity in units of 16 bytes.
+    pub capacity: u8,
+    /// What happens, in order.
+    pub steps: Vec<QpackStep>,
+}
+
+/// Bytes of settings in front of a `qpack_decode` input: capacity code (capacity =
+/// `code * 32`), then two split points (fractions of 255) cutting the rest into the encoder
+/// stream, a header block and the decoder stream.
+pub const QPACK_PREFIX: usize = 3;
+
+/// Splits a `qpack_decode` input: (capacity, encoder stream, block, decoder stream).
+pub fn qpack_parts(p: [u8; QPACK_PREFIX], rest: &[u8]) -> (u32, &[u8], &[u8], &[u8]) {
+    let a = rest.len() * p[1] as usize / 255;
+    let b = a + (rest.len() - a) * p[2] as usize / 255;
+    (p[0] as u32 * 32, &rest[..a], &rest[a..b], &rest[b..])
+}
+
+/// Bytes of settings in front of a `shm_records` input: record limit (`16 + byte`) and frame
+/// size limit (`16 + 64 * byte`); then records, each a length byte and that many bytes.
+pub const RECORDS_PREFIX: usize = 2;

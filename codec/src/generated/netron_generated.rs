@@ -1722,6 +1722,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Subscribe<'a> {
 impl<'a> Subscribe<'a> {
   pub const VT_PATTERN: ::flatbuffers::VOffsetT = 4;
   pub const VT_QUEUE_DEPTH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DATAGRAMS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1735,6 +1736,7 @@ impl<'a> Subscribe<'a> {
     let mut builder = SubscribeBuilder::new(_fbb);
     builder.add_queue_depth(args.queue_depth);
     if let Some(x) = args.pattern { builder.add_pattern(x); }
+    builder.add_datagrams(args.datagrams);
     builder.finish()
   }
 
@@ -1755,6 +1757,15 @@ impl<'a> Subscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Subscribe::VT_QUEUE_DEPTH, Some(0)).unwrap()}
   }
+  /// QUIC only, with the DATAGRAM_EVENTS feature in force: the subscriber accepts delivery
+  /// in QUIC datagrams (loss-tolerant; gaps in the sequence show losses). Default false.
+  #[inline]
+  pub fn datagrams(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Subscribe::VT_DATAGRAMS, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Subscribe<'_> {
@@ -1765,6 +1776,7 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("pattern", Self::VT_PATTERN, false)?
      .visit_field::<u32>("queue_depth", Self::VT_QUEUE_DEPTH, false)?
+     .visit_field::<bool>("datagrams", Self::VT_DATAGRAMS, false)?
      .finish();
     Ok(())
   }
@@ -1772,6 +1784,7 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
 pub struct SubscribeArgs<'a> {
     pub pattern: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub queue_depth: u32,
+    pub datagrams: bool,
 }
 impl<'a> Default for SubscribeArgs<'a> {
   #[inline]
@@ -1779,6 +1792,7 @@ impl<'a> Default for SubscribeArgs<'a> {
     SubscribeArgs {
       pattern: None,
       queue_depth: 0,
+      datagrams: false,
     }
   }
 }
@@ -1795,6 +1809,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_queue_depth(&mut self, queue_depth: u32) {
     self.fbb_.push_slot::<u32>(Subscribe::VT_QUEUE_DEPTH, queue_depth, 0);
+  }
+  #[inline]
+  pub fn add_datagrams(&mut self, datagrams: bool) {
+    self.fbb_.push_slot::<bool>(Subscribe::VT_DATAGRAMS, datagrams, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeBuilder<'a, 'b, A> {
@@ -1816,6 +1834,7 @@ impl ::core::fmt::Debug for Subscribe<'_> {
     let mut ds = f.debug_struct("Subscribe");
       ds.field("pattern", &self.pattern());
       ds.field("queue_depth", &self.queue_depth());
+      ds.field("datagrams", &self.datagrams());
       ds.finish()
   }
 }

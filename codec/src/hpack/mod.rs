@@ -27,7 +27,7 @@ mod decoder;
 mod encoder;
 mod integer;
 mod list;
-mod static_table;
+pub(crate) mod static_table;
 mod table;
 
 pub use decoder::HeaderDecoder;

@@ -1,0 +1,358 @@
+//! The sending side: header lists in, header blocks plus encoder-stream instructions out,
+//! decoder-stream instructions from the peer in.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::prefix::{decode_int, encode_int, encode_str};
+use super::table::{Table, entry_size};
+use super::{MAX_BLOCKED_STREAMS, QpackError, max_entries};
+use crate::hpack::static_table;
+use crate::hpack::{Header, Indexing};
+
+/// Most unacknowledged blocks with dynamic references the reference encoder keeps track of.
+pub const MAX_UNACKED_SECTIONS: usize = 1024;
+
+/// One field line, decided before the block is written (the prefix needs the largest
+/// reference first).
+enum Line<'h> {
+    Static(u64),
+    Dynamic(u64),
+    LiteralStaticName(u64, &'h [u8], bool),
+    LiteralDynamicName(u64, &'h [u8], bool),
+    Literal(&'h [u8], &'h [u8], bool),
+}
+
+/// Encodes header blocks for one direction of a QUIC connection (see the [module](super)).
+///
+/// Policy (the reference encoder; any valid encoding is accepted by decoders): fields the
+/// [`Indexing::Auto`] policy of §9.9 would index are inserted into the dynamic table through
+/// the encoder stream the first time and referenced afterwards. A block references an entry
+/// the decoder has not acknowledged only while fewer than [`MAX_BLOCKED_STREAMS`] streams are
+/// blocked; otherwise the field goes literally (and the inserted entry serves later blocks).
+/// Entries still referenced by unacknowledged blocks are never evicted: a field that would
+/// need such an eviction is sent literally. With [`MAX_UNACKED_SECTIONS`] blocks
+/// unacknowledged, blocks use only the static table and literals until acknowledgements
+/// arrive, so a peer that never acknowledges cannot make the encoder's memory grow.
+#[derive(Debug)]
+pub struct QpackEncoder {
+    table: Table,
+    max_capacity: usize,
+    known_received: u64,
+    /// Unacknowledged blocks with a non-zero Required Insert Count, per stream, in order:
+    /// (required insert count, smallest absolute index referenced).
+    outstanding: HashMap<u64, VecDeque<(u64, u64)>>,
+    /// Decoder-stream bytes of an instruction not yet complete.
+    pending: Vec<u8>,
+}
+
+impl QpackEncoder {
+    /// An encoder for a dynamic table of at most `max_capacity` bytes (the negotiated
+    /// `header_table_size`; the table starts at that capacity, as the peer's decoder does).
+    pub fn new(max_capacity: u32) -> Self {
+        Self {
+            table: Table::new(max_capacity as usize),
+            max_capacity: max_capacity as usize,
+            known_received: 0,
+            outstanding: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Insertions sent so far.
+    pub fn insert_count(&self) -> u64 {
+        self.table.insert_count()
+    }
+
+    /// Insertions the decoder is known to have received.
+    pub fn known_received_count(&self) -> u64 {
+        self.known_received
+    }
+
+    /// Streams whose unacknowledged blocks may be blocked at the decoder.
+    pub fn blocked_streams(&self) -> usize {
+        self.outstanding
+            .values()
+            .filter(|q| q.iter().any(|(ric, _)| *ric > self.known_received))
+            .count()
+    }
+
+    /// Bytes held by the dynamic table (by the size rule).
+    pub fn table_size(&self) -> usize {
+        self.table.size()
+    }
+
+    /// Lowers (or restores, up to the negotiated maximum) the table capacity: appends a Set
+    /// Dynamic Table Capacity instruction. Entries still referenced are kept, so the capacity
+    /// may not drop below what they use.
+    ///
+    /// # Errors
+    ///
+    /// [`QpackError::CapacityTooLarge`] above the negotiated maximum or below the size of the
+    /// entries that cannot be evicted yet.
+    pub fn set_capacity(
+        &mut self,
+        capacity: u32,
+        encoder_stream: &mut Vec<u8>,
+    ) -> Result<(), QpackError> {
+        let capacity = capacity as usize;
+        let pinned = self.pinned_from(u64::MAX);
+        let mut keep = 0;
+        let mut abs = pinned;
+        while let Some((n, v)) = self.table.get(abs) {
+            keep += entry_size(n, v);
+            abs += 1;
+        }
+        if capacity > self.max_capacity || capacity < keep {
+            return Err(QpackError::CapacityTooLarge {
+                requested: capacity as u64,
+                max: self.max_capacity,
+            });
+        }
+        self.table.set_capacity(capacity);
+        encode_int(encoder_stream, 0x20, 5, capacity as u64);
+        Ok(())
+    }
+
+    /// Smallest absolute index still referenced by an unacknowledged block (or `current`).
+    fn pinned_from(&self, current: u64) -> u64 {
+        self.outstanding
+            .values()
+            .flat_map(|q| q.iter().map(|(_, min)| *min))
+            .fold(current, u64::min)
+    }
+
+    fn is_blocking(&self, stream: u64) -> bool {
+        self.outstanding
+            .get(&stream)
+            .is_some_and(|q| q.iter().any(|(ric, _)| *ric > self.known_received))
+    }
+
+    /// Encodes `fields` as the header block of a frame on QUIC stream `stream` into `block`,
+    /// appending any insertions to `encoder_stream` (write those bytes to the encoder stream;
+    /// the block may reach the peer first, it is then blocked there until they arrive).
+    ///
+    /// # Errors
+    ///
+    /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes. The insertions already
+    /// appended to `encoder_stream` must still be sent (the table has moved); `block` is
+    /// unusable.
+    pub fn encode(
+        &mut self,
+        stream: u64,
+        fields: &[Header<'_>],
+        block: &mut Vec<u8>,
+        encoder_stream: &mut Vec<u8>,
+    ) -> Result<(), QpackError> {
+        self.encode_inner(Some(stream), fields, block, encoder_stream)
+    }
+
+    /// Encodes `fields` for a datagram: static references and literals only (Required Insert
+    /// Count 0), no insertion.
+    ///
+    /// # Errors
+    ///
+    /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes.
+    pub fn encode_datagram(
+        &mut self,
+        fields: &[Header<'_>],
+        block: &mut Vec<u8>,
+    ) -> Result<(), QpackError> {
+        self.encode_inner(None, fields, block, &mut Vec::new())
+    }
+
+    fn encode_inner(
+        &mut self,
+        stream: Option<u64>,
+        fields: &[Header<'_>],
+        block: &mut Vec<u8>,
+        encoder_stream: &mut Vec<u8>,
+    ) -> Result<(), QpackError> {
+        let start = block.len();
+        // A peer that never acknowledges costs compression, not memory: past the bound, blocks
+        // reference nothing dynamic (and insert nothing) until acknowledgements arrive.
+        let unacked: usize = self.outstanding.values().map(VecDeque::len).sum();
+        // (A capacity below 32 bytes holds no entry: MaxEntries is 0, nothing dynamic.)
+        let dynamic_ok = stream.is_some()
+            && max_entries(self.max_capacity) > 0
+            && unacked < MAX_UNACKED_SECTIONS;
+        let may_block = stream
+            .is_some_and(|s| self.is_blocking(s) || self.blocked_streams() < MAX_BLOCKED_STREAMS);
+        let mut lines: Vec<Line<'_>> = Vec::with_capacity(fields.len());
+        let mut min_ref = u64::MAX;
+        let mut max_ref: Option<u64> = None;
+        for h in fields {
+            let (name, value) = (h.name, h.value);
+            let policy = match h.indexing {
+                Indexing::Auto => auto_policy(name, value, self.table.capacity()),
+                other => other,
+            };
+            let never = policy == Indexing::Never;
+            let static_name = static_table::find_name(name).map(|i| i as u64 - 1);
+            if !never {
+                if let Some(i) = static_table::find_field(name, value) {
+                    lines.push(Line::Static(i as u64 - 1));
+                    continue;
+                }
+            }
+            let usable = |abs: u64, kr: u64| abs < kr || may_block;
+            let (exact, by_name) = if dynamic_ok {
+                self.table.find(name, value)
+            } else {
+                (None, None)
+            };
+            if let Some(abs) = exact.filter(|a| !never && usable(*a, self.known_received)) {
+                lines.push(Line::Dynamic(abs));
+                min_ref = min_ref.min(abs);
+                max_ref = Some(max_ref.map_or(abs, |m| m.max(abs)));
+                continue;
+            }
+            if dynamic_ok && exact.is_none() && policy == Indexing::Incremental {
+                let size = entry_size(name, value);
+                let evictable = self.pinned_from(min_ref);
+                if self.table.can_fit(size, evictable) {
+                    match static_name {
+                        Some(i) => encode_int(encoder_stream, 0xc0, 6, i),
+                        None => encode_str(encoder_stream, 0x40, 5, name),
+                    }
+                    encode_str(encoder_stream, 0x00, 7, value);
+                    self.table.insert(name, value);
+                    let abs = self.table.insert_count() - 1;
+                    if may_block {
+                        lines.push(Line::Dynamic(abs));
+                        min_ref = min_ref.min(abs);
+                        max_ref = Some(abs);
+                        continue;
+                    }
+                }
+            }
+            match (
+                static_name,
+                by_name.filter(|a| usable(*a, self.known_received)),
+            ) {
+                (Some(i), _) => lines.push(Line::LiteralStaticName(i, value, never)),
+                (None, Some(abs)) if self.table.get(abs).is_some() => {
+                    lines.push(Line::LiteralDynamicName(abs, value, never));
+                    min_ref = min_ref.min(abs);
+                    max_ref = Some(max_ref.map_or(abs, |m| m.max(abs)));
+                }
+                _ => lines.push(Line::Literal(name, value, never)),
+            }
+        }
+        // Prefix: Required Insert Count and Base = Required Insert Count (all references are
+        // relative; the reference encoder never uses post-base indices).
+        let ric = max_ref.map_or(0, |m| m + 1);
+        let encoded = if ric == 0 {
+            0
+        } else {
+            ric % (2 * max_entries(self.max_capacity)) + 1
+        };
+        encode_int(block, 0x00, 8, encoded);
+        encode_int(block, 0x00, 7, 0);
+        let base = ric;
+        for line in &lines {
+            match *line {
+                Line::Static(i) => encode_int(block, 0xc0, 6, i),
+                Line::Dynamic(abs) => encode_int(block, 0x80, 6, base - 1 - abs),
+                Line::LiteralStaticName(i, v, never) => {
+                    encode_int(block, 0x50 | if never { 0x20 } else { 0 }, 4, i);
+                    encode_str(block, 0x00, 7, v);
+                }
+                Line::LiteralDynamicName(abs, v, never) => {
+                    encode_int(
+                        block,
+                        0x40 | if never { 0x20 } else { 0 },
+                        4,
+                        base - 1 - abs,
+                    );
+                    encode_str(block, 0x00, 7, v);
+                }
+                Line::Literal(n, v, never) => {
+                    encode_str(block, 0x20 | if never { 0x10 } else { 0 }, 3, n);
+                    encode_str(block, 0x00, 7, v);
+                }
+            }
+        }
+        if let (Some(s), true) = (stream, ric > 0) {
+            self.outstanding
+                .entry(s)
+                .or_default()
+                .push_back((ric, min_ref));
+        }
+        if block.len() - start > u16::MAX as usize {
+            return Err(QpackError::BlockTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Reads decoder-stream bytes from the peer (any split), applying every complete
+    /// instruction.
+    ///
+    /// # Errors
+    ///
+    /// [`QpackError::UnexpectedAck`] for an acknowledgement of a stream with no block
+    /// outstanding, [`QpackError::BadIncrement`] for an increment of 0 or beyond the
+    /// insertions sent, [`QpackError::IntegerOverflow`]: connection errors.
+    pub fn feed_decoder_stream(&mut self, bytes: &[u8]) -> Result<(), QpackError> {
+        self.pending.extend_from_slice(bytes);
+        let mut pos = 0;
+        let result = loop {
+            let Some(&b) = self.pending.get(pos) else {
+                break Ok(());
+            };
+            let mut p = pos;
+            let prefix = if b & 0x80 != 0 { 7 } else { 6 };
+            let v = match decode_int(&self.pending, &mut p, prefix) {
+                Ok(v) => v,
+                Err(QpackError::Truncated) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            pos = p;
+            let r = if b & 0x80 != 0 {
+                self.section_ack(v)
+            } else if b & 0x40 != 0 {
+                self.outstanding.remove(&v);
+                Ok(())
+            } else {
+                self.increment(v)
+            };
+            if let Err(e) = r {
+                break Err(e);
+            }
+        };
+        self.pending.drain(..pos);
+        result
+    }
+
+    fn section_ack(&mut self, stream: u64) -> Result<(), QpackError> {
+        let q = self
+            .outstanding
+            .get_mut(&stream)
+            .ok_or(QpackError::UnexpectedAck(stream))?;
+        let (ric, _) = q.pop_front().ok_or(QpackError::UnexpectedAck(stream))?;
+        if q.is_empty() {
+            self.outstanding.remove(&stream);
+        }
+        self.known_received = self.known_received.max(ric);
+        Ok(())
+    }
+
+    fn increment(&mut self, n: u64) -> Result<(), QpackError> {
+        if n == 0 || n > self.table.insert_count() - self.known_received {
+            return Err(QpackError::BadIncrement);
+        }
+        self.known_received += n;
+        Ok(())
+    }
+}
+
+/// The §9.9 policy: `authorization` never indexed; values that change per call not indexed;
+/// fields above half the table not indexed; everything else indexed.
+fn auto_policy(name: &[u8], value: &[u8], capacity: usize) -> Indexing {
+    match name {
+        b"authorization" => Indexing::Never,
+        b"traceparent" | b"tracestate" | b"x-request-id" | b"idempotency-key"
+        | b"x-retry-attempt" => Indexing::No,
+        _ if entry_size(name, value) > capacity / 2 => Indexing::No,
+        _ => Indexing::Incremental,
+    }
+}

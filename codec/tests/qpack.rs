@@ -1,0 +1,383 @@
+//! Header compression across independent streams (docs/protocol.md §27.4): header blocks on
+//! many QUIC streams, delivered in any order and before or after the encoder-stream bytes
+//! they need (split anywhere), with decoder-stream feedback at any time. Every block must
+//! decode to exactly its header list, never more than 16 streams may be blocked, and nothing
+//! may fail.
+
+use std::collections::BTreeMap;
+
+use netron_codec::hpack::{Header, HeaderList, Indexing};
+use netron_codec::qpack::{Decoded, MAX_BLOCKED_STREAMS, QpackDecoder, QpackEncoder, QpackError};
+use proptest::prelude::*;
+
+type Fields = Vec<(Vec<u8>, Vec<u8>, Indexing)>;
+
+fn headers(f: &Fields) -> Vec<Header<'_>> {
+    f.iter()
+        .map(|(n, v, i)| Header::new(n, v).with_indexing(*i))
+        .collect()
+}
+
+fn list_of(list: &HeaderList) -> Vec<(Vec<u8>, Vec<u8>)> {
+    list.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect()
+}
+
+fn plain(f: &Fields) -> Vec<(Vec<u8>, Vec<u8>)> {
+    f.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect()
+}
+
+fn field() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, Indexing)> {
+    (
+        prop::sample::select(vec![
+            ":service",
+            ":method",
+            ":topic",
+            "content-type",
+            "authorization",
+            "traceparent",
+            "x-tenant",
+            "x-shard",
+        ]),
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "calc@1.2.0", "add", "sum", "orders.eu", "application/flatbuffers", "a", "",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            1 => prop::collection::vec(b'a'..=b'z', 0..90),
+        ],
+        prop::sample::select(vec![
+            Indexing::Auto,
+            Indexing::Auto,
+            Indexing::Auto,
+            Indexing::Incremental,
+            Indexing::No,
+            Indexing::Never,
+        ]),
+    )
+        .prop_map(|(n, v, i)| (n.as_bytes().to_vec(), v, i))
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Encode the next header list on a new stream.
+    Encode,
+    /// Deliver this many bytes of the encoder stream (whatever is in flight, at most).
+    EncoderBytes(usize),
+    /// Deliver the pending block with this index (modulo the number pending).
+    Block(usize),
+    /// Deliver the decoder stream to the encoder.
+    Feedback,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => Just(Step::Encode),
+        2 => (1usize..40).prop_map(Step::EncoderBytes),
+        3 => any::<usize>().prop_map(Step::Block),
+        1 => Just(Step::Feedback),
+    ]
+}
+
+struct Sim {
+    enc: QpackEncoder,
+    dec: QpackDecoder,
+    in_flight: Vec<u8>,
+    pending: Vec<(u64, Vec<u8>, Fields)>,
+    blocked: BTreeMap<u64, (Vec<u8>, Fields)>,
+    next_stream: u64,
+    decoded: usize,
+    list: HeaderList,
+}
+
+impl Sim {
+    fn new(capacity: u32) -> Self {
+        Self {
+            enc: QpackEncoder::new(capacity),
+            dec: QpackDecoder::new(capacity, 1 << 20),
+            in_flight: Vec::new(),
+            pending: Vec::new(),
+            blocked: BTreeMap::new(),
+            next_stream: 0,
+            decoded: 0,
+            list: HeaderList::default(),
+        }
+    }
+
+    fn encode(&mut self, fields: Fields) {
+        let stream = self.next_stream;
+        self.next_stream += 4;
+        let mut block = Vec::new();
+        self.enc
+            .encode(stream, &headers(&fields), &mut block, &mut self.in_flight)
+            .unwrap();
+        assert!(self.enc.blocked_streams() <= MAX_BLOCKED_STREAMS);
+        self.pending.push((stream, block, fields));
+    }
+
+    fn decode(&mut self, stream: u64, block: Vec<u8>, fields: Fields) {
+        match self.dec.decode(stream, &block, &mut self.list).unwrap() {
+            Decoded::Done => {
+                assert_eq!(list_of(&self.list), plain(&fields), "stream {stream}");
+                self.decoded += 1;
+            }
+            Decoded::Blocked => {
+                assert!(self.blocked.insert(stream, (block, fields)).is_none());
+            }
+        }
+        assert!(self.dec.blocked_streams() <= MAX_BLOCKED_STREAMS);
+        assert_eq!(self.dec.blocked_streams(), self.blocked.len());
+    }
+
+    fn encoder_bytes(&mut self, n: usize) {
+        let n = n.min(self.in_flight.len());
+        let chunk: Vec<u8> = self.in_flight.drain(..n).collect();
+        self.dec.feed_encoder_stream(&chunk).unwrap();
+        let ready: Vec<u64> = self.dec.unblocked().collect();
+        for s in ready {
+            let (block, fields) = self.blocked.remove(&s).expect("unblocked a known stream");
+            self.decode(s, block, fields);
+            assert!(!self.blocked.contains_key(&s), "stream {s} blocked twice");
+        }
+    }
+
+    fn feedback(&mut self) {
+        let mut ins = Vec::new();
+        self.dec.take_instructions(&mut ins);
+        self.enc.feed_decoder_stream(&ins).unwrap();
+        assert!(self.enc.known_received_count() <= self.dec.insert_count());
+    }
+
+    fn finish(&mut self) {
+        while !self.pending.is_empty() {
+            let (s, b, f) = self.pending.remove(0);
+            self.decode(s, b, f);
+        }
+        self.encoder_bytes(usize::MAX);
+        assert!(
+            self.blocked.is_empty(),
+            "blocks left blocked: {:?}",
+            self.blocked.keys()
+        );
+        self.feedback();
+        assert_eq!(self.enc.known_received_count(), self.enc.insert_count());
+        assert_eq!(self.enc.blocked_streams(), 0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Blocks delivered in any order, before or after their insertions; encoder stream split
+    /// anywhere; feedback at any time.
+    #[test]
+    fn reordered_and_blocked_streams_decode_exactly(
+        capacity in prop_oneof![Just(0u32), 64u32..512, Just(4096u32)],
+        lists in prop::collection::vec(prop::collection::vec(field(), 0..6), 1..40),
+        steps in prop::collection::vec(step(), 0..160),
+    ) {
+        let mut sim = Sim::new(capacity);
+        let mut lists = lists.into_iter();
+        for s in steps {
+            match s {
+                Step::Encode => {
+                    if let Some(f) = lists.next() {
+                        sim.encode(f);
+                    }
+                }
+                Step::EncoderBytes(n) => sim.encoder_bytes(n),
+                Step::Block(i) => {
+                    if !sim.pending.is_empty() {
+                        let (st, b, f) = sim.pending.remove(i % sim.pending.len());
+                        sim.decode(st, b, f);
+                    }
+                }
+                Step::Feedback => sim.feedback(),
+            }
+        }
+        for f in lists {
+            sim.encode(f);
+        }
+        let total = sim.next_stream / 4;
+        sim.finish();
+        prop_assert_eq!(sim.decoded as u64, total);
+    }
+
+    /// The decoder's table always equals the encoder's once the encoder stream is delivered:
+    /// a second round of the same lists, after feedback, costs nothing on the encoder stream
+    /// and references only acknowledged entries (never blocks).
+    #[test]
+    fn steady_state_after_acknowledgement(
+        lists in prop::collection::vec(prop::collection::vec(field(), 1..6), 1..10),
+    ) {
+        let mut sim = Sim::new(4096);
+        for f in lists.clone() {
+            sim.encode(f);
+        }
+        sim.finish();
+        let before = sim.enc.insert_count();
+        for f in lists {
+            let stream = sim.next_stream;
+            sim.next_stream += 4;
+            let mut block = Vec::new();
+            let mut ins = Vec::new();
+            sim.enc.encode(stream, &headers(&f), &mut block, &mut ins).unwrap();
+            // Only fields that were never inserted (policy) or evicted could need insertion.
+            prop_assert!(ins.is_empty() || sim.enc.insert_count() > before);
+            sim.dec.feed_encoder_stream(&ins).unwrap();
+            prop_assert_eq!(sim.dec.decode(stream, &block, &mut sim.list).unwrap(), Decoded::Done);
+            prop_assert_eq!(list_of(&sim.list), plain(&f));
+        }
+    }
+
+    /// Datagram blocks never reference the dynamic table and decode without the encoder
+    /// stream.
+    #[test]
+    fn datagram_blocks_are_self_contained(
+        warm in prop::collection::vec(field(), 0..8),
+        fields in prop::collection::vec(field(), 0..8),
+    ) {
+        let mut enc = QpackEncoder::new(4096);
+        let mut dec = QpackDecoder::new(4096, 1 << 20);
+        let mut sink = Vec::new();
+        enc.encode(0, &headers(&warm), &mut Vec::new(), &mut sink).unwrap();
+        let before = enc.insert_count();
+        let mut block = Vec::new();
+        enc.encode_datagram(&headers(&fields), &mut block).unwrap();
+        prop_assert_eq!(enc.insert_count(), before);
+        prop_assert_eq!(&block[..2], &[0u8, 0][..]);
+        let mut list = HeaderList::default();
+        dec.decode_datagram(&block, &mut list).unwrap();
+        prop_assert_eq!(list_of(&list), plain(&fields));
+    }
+
+    /// Arbitrary bytes never panic the decoder, on any of its three inputs.
+    #[test]
+    fn garbage_is_an_error_not_a_panic(
+        enc_stream in prop::collection::vec(any::<u8>(), 0..64),
+        block in prop::collection::vec(any::<u8>(), 0..64),
+        dec_stream in prop::collection::vec(any::<u8>(), 0..32),
+    ) {
+        let mut dec = QpackDecoder::new(256, 4096);
+        let _ = dec.feed_encoder_stream(&enc_stream);
+        let _ = dec.decode(0, &block, &mut HeaderList::default());
+        let mut enc = QpackEncoder::new(256);
+        let _ = enc.feed_decoder_stream(&dec_stream);
+        prop_assert!(dec.blocked_streams() <= MAX_BLOCKED_STREAMS);
+    }
+}
+
+#[test]
+fn at_most_sixteen_streams_block_even_without_feedback() {
+    // 40 requests with fresh values, encoder stream withheld: the encoder references new
+    // entries from at most 16 streams and sends the rest literally.
+    let mut sim = Sim::new(4096);
+    for i in 0..40u32 {
+        let v = format!("tenant-{i}").into_bytes();
+        sim.encode(vec![(b"x-tenant".to_vec(), v, Indexing::Auto)]);
+    }
+    assert_eq!(sim.enc.blocked_streams(), MAX_BLOCKED_STREAMS);
+    while !sim.pending.is_empty() {
+        let (s, b, f) = sim.pending.remove(0);
+        sim.decode(s, b, f);
+    }
+    assert_eq!(sim.blocked.len(), MAX_BLOCKED_STREAMS);
+    assert_eq!(sim.decoded, 40 - MAX_BLOCKED_STREAMS);
+    sim.finish();
+    assert_eq!(sim.decoded, 40);
+}
+
+#[test]
+fn a_seventeenth_blocked_stream_is_a_connection_error() {
+    // A peer that ignores the limit: 17 blocks, each needing an insertion not yet received.
+    let mut dec = QpackDecoder::new(4096, 1 << 20);
+    let mut list = HeaderList::default();
+    for s in 0..MAX_BLOCKED_STREAMS as u64 {
+        // Required Insert Count 1 (encoded 2), Base 1, indexed dynamic relative 0.
+        assert_eq!(
+            dec.decode(s * 4, &[0x02, 0x00, 0x80], &mut list),
+            Ok(Decoded::Blocked)
+        );
+    }
+    assert_eq!(
+        dec.decode(64, &[0x02, 0x00, 0x80], &mut list),
+        Err(QpackError::BlockedStreamsExceeded)
+    );
+    assert_eq!(
+        QpackError::BlockedStreamsExceeded.counter(),
+        "qpack_blocked_streams"
+    );
+}
+
+#[test]
+fn references_at_or_above_the_required_insert_count_are_refused() {
+    let mut dec = QpackDecoder::new(4096, 1 << 20);
+    // Two insertions: (x-a, 1), (x-b, 2) with literal names.
+    dec.feed_encoder_stream(b"\x43x-a\x011\x43x-b\x012")
+        .unwrap();
+    let mut list = HeaderList::default();
+    // RIC 1 (encoded 2), Base 1: post-base index 0 = absolute 1 >= RIC: refused.
+    assert_eq!(
+        dec.decode(0, &[0x02, 0x00, 0x10], &mut list),
+        Err(QpackError::IndexOutOfRange)
+    );
+    // RIC 2 (encoded 3), Base 1 (sign 1, delta 0): post-base 0 = absolute 1 = (x-b, 2).
+    assert_eq!(
+        dec.decode(0, &[0x03, 0x80, 0x10], &mut list),
+        Ok(Decoded::Done)
+    );
+    assert_eq!(list.get(b"x-b"), Some(&b"2"[..]));
+    // A stream-cancelled block: the encoder forgets it; an ack for it is then an error.
+    let mut enc = QpackEncoder::new(4096);
+    let mut ins = Vec::new();
+    enc.encode(8, &[Header::new(b"x-a", b"1")], &mut Vec::new(), &mut ins)
+        .unwrap();
+    enc.feed_decoder_stream(&[0x48]).unwrap(); // Stream Cancellation, stream 8
+    assert_eq!(
+        enc.feed_decoder_stream(&[0x88]),
+        Err(QpackError::UnexpectedAck(8))
+    );
+    // Increment beyond the insertions sent.
+    let mut enc = QpackEncoder::new(4096);
+    assert_eq!(
+        enc.feed_decoder_stream(&[0x01]),
+        Err(QpackError::BadIncrement)
+    );
+}
+
+#[test]
+fn a_peer_that_never_acknowledges_costs_compression_not_memory() {
+    use netron_codec::qpack::MAX_UNACKED_SECTIONS;
+    let mut enc = QpackEncoder::new(4096);
+    let mut dec = QpackDecoder::new(4096, 1 << 20);
+    let fields = [Header::service(b"calc@1.2.0"), Header::method(b"add")];
+    let mut list = HeaderList::default();
+    let mut send = |enc: &mut QpackEncoder, dec: &mut QpackDecoder, stream: u64| {
+        let (mut block, mut ins) = (Vec::new(), Vec::new());
+        enc.encode(stream, &fields, &mut block, &mut ins).unwrap();
+        dec.feed_encoder_stream(&ins).unwrap();
+        assert_eq!(dec.decode(stream, &block, &mut list), Ok(Decoded::Done));
+        assert_eq!(list.method(), Some(&b"add"[..]));
+        block.len()
+    };
+    // The insertions are acknowledged once, so later blocks never block...
+    assert_eq!(send(&mut enc, &mut dec, 0), 4);
+    let mut ins = Vec::new();
+    dec.take_instructions(&mut ins);
+    enc.feed_decoder_stream(&ins).unwrap();
+    assert_eq!(enc.known_received_count(), 2);
+    // ...but their Section Acknowledgements are never delivered.
+    let sizes: Vec<usize> = (1..=MAX_UNACKED_SECTIONS as u64 + 2)
+        .map(|i| send(&mut enc, &mut dec, i * 4))
+        .collect();
+    assert!(sizes[..MAX_UNACKED_SECTIONS].iter().all(|&n| n == 4));
+    assert!(
+        sizes[MAX_UNACKED_SECTIONS..].iter().all(|&n| n > 4),
+        "static and literals only"
+    );
+    assert_eq!(enc.blocked_streams(), 0);
+    // Once the acknowledgements arrive, references resume.
+    let mut acks = Vec::new();
+    dec.take_instructions(&mut acks);
+    enc.feed_decoder_stream(&acks).unwrap();
+    assert_eq!(send(&mut enc, &mut dec, 1 << 20), 4);
+}
