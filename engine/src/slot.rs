@@ -193,6 +193,17 @@ impl Completion {
     }
 }
 
+impl crate::conn::Caller for Arc<Completion> {
+    #[inline]
+    fn complete(self, result: Result<&[u8], Status>) {
+        Completion::complete(&self, result);
+    }
+    #[inline]
+    fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other)
+    }
+}
+
 impl Default for Completion {
     fn default() -> Self {
         Self::new()

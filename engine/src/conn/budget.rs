@@ -89,7 +89,7 @@ impl Budget {
     }
 }
 
-impl Connection {
+impl<C: Caller> Connection<C> {
     /// Charges one frame that does no work against the peer's budget; a peer that spent it
     /// gets a connection error (ResourceExhausted) and is closed (docs/protocol.md §17).
     pub(crate) fn charge_idle_frame(&mut self, env: &mut Env<'_>) -> Result<(), ConnError> {

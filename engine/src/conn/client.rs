@@ -1,6 +1,5 @@
 //! Client role: calls in flight on one connection, their deadlines, and their completion.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netron_codec::hpack::Header;
@@ -9,20 +8,30 @@ use rustc_hash::FxHashMap;
 
 use super::{ConnError, Connection, Env};
 use crate::Status;
-use crate::slot::Completion;
+
+/// Where a call's outcome goes: the connection completes it exactly once, with the reply
+/// payload (borrowed: the receiver copies what it keeps) or the failure. The core implements it
+/// for its cross-thread completion slots; `conn/` itself holds no `Arc`, thread, park or
+/// unpark (docs/architecture.md, "The connection contract").
+pub(crate) trait Caller: Sized + std::fmt::Debug {
+    /// Delivers the outcome.
+    fn complete(self, result: Result<&[u8], Status>);
+    /// Whether `self` and `other` are the same destination (to cancel by destination).
+    fn is(&self, other: &Self) -> bool;
+}
 
 #[derive(Debug)]
-struct Pending {
+struct Pending<C> {
     /// Where the outcome goes; `None` once the call was cancelled or expired locally: the id
     /// stays reserved until the peer's final frame for it arrives (docs/protocol.md §14).
-    slot: Option<Arc<Completion>>,
+    slot: Option<C>,
     deadline: Option<Instant>,
 }
 
 /// The calls this side opened on one connection and has not yet seen answered, by id.
 #[derive(Debug)]
-pub(crate) struct PendingCalls {
-    by_id: FxHashMap<u32, Pending>,
+pub(crate) struct PendingCalls<C> {
+    by_id: FxHashMap<u32, Pending<C>>,
     /// The last id allocated (ids advance by 2 within this side's parity).
     pub(super) next_id: u32,
     /// Earliest deadline among pending calls (a lower bound; recomputed on expiry).
@@ -38,7 +47,7 @@ pub(crate) fn serial_after(a: u32, b: u32) -> bool {
     d != 0 && d < 1 << 31
 }
 
-impl PendingCalls {
+impl<C: Caller> PendingCalls<C> {
     /// Calls opened by the connection's initiator (the side that sent Hello) have odd ids,
     /// the acceptor's even ids.
     pub(crate) fn new(initiator: bool) -> Self {
@@ -145,14 +154,14 @@ pub(crate) struct CallSpec<'a> {
     pub idempotent: bool,
 }
 
-impl Connection {
+impl<C: Caller> Connection<C> {
     /// Encodes a Request for `spec` and registers `slot` to receive its outcome. On error
     /// nothing was encoded (the connection and its other calls are untouched), the slot is
     /// not registered, and the caller completes it with the returned status.
     pub(crate) fn start_call(
         &mut self,
         spec: &CallSpec<'_>,
-        slot: Arc<Completion>,
+        slot: C,
         now: Instant,
     ) -> Result<u32, Status> {
         if !self.is_open() {
@@ -226,12 +235,12 @@ impl Connection {
 
     /// Ends the call whose outcome goes to `slot` with `code`, if it is still pending.
     /// Returns whether it was.
-    pub(crate) fn cancel_slot(&mut self, slot: &Arc<Completion>, code: StatusCode) -> bool {
+    pub(crate) fn cancel_slot(&mut self, slot: &C, code: StatusCode) -> bool {
         let id = self
             .calls
             .by_id
             .iter()
-            .find(|(_, p)| p.slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, slot)))
+            .find(|(_, p)| p.slot.as_ref().is_some_and(|s| s.is(slot)))
             .map(|(id, _)| *id);
         let Some(id) = id else { return false };
         let why = if code == StatusCode::DeadlineExceeded {

@@ -1,10 +1,12 @@
-//! The connection state machine, sans I/O: bytes in (`on_recv`), frames out (`tx`).
+//! The connection state machine, sans I/O, with a poll contract in the manner of quinn-proto:
+//! bytes in, batches out, timers and events, no socket, clock or thread of its own.
 //!
-//! It owns the connection's codec state: handshake, header encoder/decoder, payload
-//! (de)compression, the batch being filled and the full batches waiting for the socket, and
-//! (client role) the calls in flight. The driver only moves bytes and calls `on_recv`,
-//! `take_batch` and `on_timer`; everything here can be tested with two `Connection`s
-//! exchanging buffers, no sockets involved.
+//! It owns the connection's codec state (handshake, header encoder/decoder, payload
+//! (de)compression, the batch being filled and the full batches waiting for the transport),
+//! the calls it opened and those it serves, and its policies: stall and write-stall timeouts,
+//! keepalive, the linger bound, the budget of frames that do no work, the buffer budget, and
+//! the output backlog. Everything here is tested with two `Connection`s exchanging buffers
+//! on virtual time (`tests.rs`), no sockets involved.
 
 mod budget;
 mod client;
@@ -29,7 +31,7 @@ use netron_codec::{
     StatusCode,
 };
 
-pub(crate) use client::{CallSpec, PendingCalls};
+pub(crate) use client::{CallSpec, Caller, PendingCalls};
 
 use crate::service::Registry;
 use crate::stats::CoreStats;
@@ -39,6 +41,15 @@ pub(crate) struct Spawn {
     pub id: u32,
     pub future: crate::service::HandlerFuture,
     pub deadline: Option<Instant>,
+}
+
+/// Work a connection asks its core to do (see [`Connection::poll_event`]).
+pub(crate) enum Event {
+    /// Run this async handler's future on the core's executor.
+    Spawn(Spawn),
+    /// Drop the future of async call `id` (a Cancel arrived); then answer it with
+    /// [`Connection::abandon_async`].
+    Cancel(u32),
 }
 
 /// Which side of the handshake this connection is.
@@ -115,7 +126,23 @@ pub(crate) struct ConnConfig {
     pub buffers: std::rc::Rc<BufferBudget>,
 }
 
-pub(crate) struct Connection {
+/// One connection's state machine. `C` is where outcomes of calls it opened go ([`Caller`]).
+///
+/// Call order, for its driver (the core):
+/// 1. `handle_input(bytes)` for every chunk read, in order; `handle_eof` when the peer
+///    closed its sending side; `handle_closed` when the transport is gone;
+/// 2. after each of those, and after `handle_timeout`, `complete_async` and
+///    `abandon_async`: `poll_event` until `None` (async handlers to start, cancellations),
+///    then `poll_timeout` to (re)arm its one timer;
+/// 3. `handle_timeout(now)` when that time has come; an `Err` means close now;
+/// 4. `poll_transmit` for the next batch to write while `wants_write`, and `recycle` the
+///    buffer once written; while a write is blocked, set `write_blocked_since`;
+/// 5. close the transport when `is_closing` (or `drained`) and nothing is left to write, or
+///    at once when `handle_timeout` says so.
+///
+/// Outgoing calls: `start_call` (refused before anything is encoded if the peer's limits or
+/// the backlog would refuse it), `cancel_call`.
+pub(crate) struct Connection<C: Caller> {
     role: Role,
     state: State,
     /// Bytes of a partial frame (or of the handshake) carried over to the next receive.
@@ -133,7 +160,7 @@ pub(crate) struct Connection {
     scratch: Vec<u8>,
     headers: HeaderList,
     settings: Option<Settings>,
-    pub(crate) calls: PendingCalls,
+    pub(crate) calls: PendingCalls<C>,
     /// The peer sent GoAway: no new calls on this connection.
     pub(crate) peer_going_away: bool,
     /// We sent GoAway.
@@ -142,10 +169,10 @@ pub(crate) struct Connection {
     pub(crate) last_rx: Instant,
     /// A Ping we sent is unanswered since this time.
     pub(crate) ping_outstanding: Option<Instant>,
-    /// Async calls to start (drained by the core after each event).
-    pub(crate) spawns: Vec<Spawn>,
+    /// Async calls to start (polled by the core as events).
+    spawns: VecDeque<Spawn>,
     /// Cancel frames received (server role), for the core to drop those calls' futures.
-    pub(crate) cancels: Vec<u32>,
+    cancels: VecDeque<u32>,
     /// Ids of the peer's calls this side serves asynchronously and has not answered yet.
     pub(crate) inflight: rustc_hash::FxHashSet<u32>,
     /// The last id the peer opened (GoAway's `last_id`).
@@ -167,14 +194,14 @@ pub(crate) struct Connection {
     cfg: ConnConfig,
 }
 
-impl Drop for Connection {
+impl<C: Caller> Drop for Connection<C> {
     fn drop(&mut self) {
         let b = &self.cfg.buffers;
         b.used.set(b.used.get().saturating_sub(self.charged));
     }
 }
 
-impl std::fmt::Debug for Connection {
+impl<C: Caller> std::fmt::Debug for Connection<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("role", &self.role)
@@ -193,9 +220,9 @@ fn handshake_limits() -> Limits {
     Limits::default().with_max_frame_size(netron_codec::handshake::HANDSHAKE_MAX_FRAME)
 }
 
-impl Connection {
+impl<C: Caller> Connection<C> {
     /// A new connection. A client queues its preface and Hello at once.
-    pub(crate) fn new(role: Role, config: &ConnConfig, now: Instant) -> Connection {
+    pub(crate) fn new(role: Role, config: &ConnConfig, now: Instant) -> Self {
         let mut c = Connection {
             role,
             state: State::Open,
@@ -216,8 +243,8 @@ impl Connection {
             going_away: false,
             last_rx: now,
             ping_outstanding: None,
-            spawns: Vec::new(),
-            cancels: Vec::new(),
+            spawns: VecDeque::new(),
+            cancels: VecDeque::new(),
             inflight: rustc_hash::FxHashSet::default(),
             last_peer_id: 0,
             peer_eof: false,
@@ -276,7 +303,7 @@ impl Connection {
     /// Feeds received bytes. On `Err` the connection is closing: an Error frame (id 0) was
     /// queued for the peer, and in-flight calls were failed. Bytes that arrive once the
     /// connection is closing are not looked at.
-    pub(crate) fn on_recv(&mut self, data: &[u8], env: &mut Env<'_>) -> Result<(), ConnError> {
+    pub(crate) fn handle_input(&mut self, data: &[u8], env: &mut Env<'_>) -> Result<(), ConnError> {
         self.last_rx = env.now;
         self.ping_outstanding = None;
         env.stats.bytes_in += data.len() as u64;
@@ -478,7 +505,7 @@ impl Connection {
                     // An async call still runs: the core drops its future and answers
                     // Error(Cancelled), the call's final frame. (Otherwise the call was
                     // already answered: the Cancel crossed the reply.)
-                    self.cancels.push(id);
+                    self.cancels.push_back(id);
                 }
                 Ok(())
             }
@@ -633,7 +660,7 @@ impl Connection {
 
     /// The peer closed its sending side (EOF). Calls this side opened can get no answer any
     /// more and fail; calls it serves finish and are answered (half-close), then it closes.
-    pub(crate) fn on_peer_eof(&mut self, now: Instant) {
+    pub(crate) fn handle_eof(&mut self, now: Instant) {
         if self.peer_eof {
             return;
         }
@@ -652,6 +679,16 @@ impl Connection {
         self.closing_at(now);
     }
 
+    /// The next piece of work this connection asks of its core: async handlers to start
+    /// (in arrival order), then cancellations. Call it until `None` after every
+    /// `handle_input`, `handle_timeout` and `complete_async`.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        if let Some(sp) = self.spawns.pop_front() {
+            return Some(Event::Spawn(sp));
+        }
+        self.cancels.pop_front().map(Event::Cancel)
+    }
+
     /// Whether bytes are waiting to be written.
     #[inline]
     pub(crate) fn wants_write(&self) -> bool {
@@ -661,7 +698,7 @@ impl Connection {
     /// Takes the next batch to write (oldest full batch first), leaving an empty buffer in its
     /// place. Returns the buffer and how many frames it holds. Give the buffer back with
     /// [`Connection::recycle`] once written.
-    pub(crate) fn take_batch(&mut self) -> Option<(Vec<u8>, u32)> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<(Vec<u8>, u32)> {
         if let Some(full) = self.tx_full.pop_front() {
             return Some(full);
         }
@@ -700,7 +737,7 @@ impl Connection {
 
     /// The socket is gone (closed, failed, or the core stopped): fail what is in flight with
     /// `why`.
-    pub(crate) fn on_closed(&mut self, why: &str) {
+    pub(crate) fn handle_closed(&mut self, why: &str) {
         let reason = self.close_reason.clone().unwrap_or_else(|| why.to_owned());
         self.calls.fail_all(&crate::Status::unavailable(reason));
         self.state = State::Closing;

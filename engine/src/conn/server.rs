@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use netron_codec::{Flags, Frame, StatusCode};
 
-use super::{ConnError, Connection, Env, Spawn, truncate_message};
+use super::{Caller, ConnError, Connection, Env, Spawn, truncate_message};
 use crate::service::{Reply, Request};
 
 const LATE: &str = "the deadline passed before the handler finished";
 const EXPIRED_IN_QUEUE: &str = "the deadline passed before the handler started";
 
-impl Connection {
+impl<C: Caller> Connection<C> {
     pub(super) fn on_request(
         &mut self,
         frame: Frame<'_>,
@@ -55,55 +55,55 @@ impl Connection {
         } else {
             frame.payload()
         };
-        let handler = match env
-            .registry
-            .lookup(self.headers.service(), self.headers.method())
-        {
-            Ok(crate::service::Handler::Sync(h)) => h.clone(),
-            Ok(crate::service::Handler::Async(h)) => {
-                let h = h.clone();
-                let max = self
-                    .settings
-                    .as_ref()
-                    .map_or(u32::MAX, |s| s.max_concurrent_calls);
-                let r = if self.inflight.len() >= max as usize {
-                    env.stats.count_error("too_many_calls");
-                    self.answer_error(
-                        id,
-                        StatusCode::ResourceExhausted,
-                        "too many calls in flight on this connection (max_concurrent_calls)",
-                    )
-                } else if deadline_at.is_some_and(|at| Instant::now() >= at) {
-                    env.stats.deadline_exceeded += 1;
-                    self.answer_error(id, StatusCode::DeadlineExceeded, EXPIRED_IN_QUEUE)
-                } else {
-                    let req = crate::service::AsyncRequest {
-                        id,
-                        payload: bytes::Bytes::copy_from_slice(payload),
-                        headers: self.headers.clone(),
-                        deadline,
+        // The registry outlives this event (it is borrowed from the core, not from the
+        // connection): handlers are used by reference, no reference count per call.
+        let registry: &crate::service::Registry = env.registry;
+        let handler: &crate::service::SyncHandler =
+            match registry.lookup(self.headers.service(), self.headers.method()) {
+                Ok(crate::service::Handler::Sync(h)) => &**h,
+                Ok(crate::service::Handler::Async(h)) => {
+                    let max = self
+                        .settings
+                        .as_ref()
+                        .map_or(u32::MAX, |s| s.max_concurrent_calls);
+                    let r = if self.inflight.len() >= max as usize {
+                        env.stats.count_error("too_many_calls");
+                        self.answer_error(
+                            id,
+                            StatusCode::ResourceExhausted,
+                            "too many calls in flight on this connection (max_concurrent_calls)",
+                        )
+                    } else if deadline_at.is_some_and(|at| Instant::now() >= at) {
+                        env.stats.deadline_exceeded += 1;
+                        self.answer_error(id, StatusCode::DeadlineExceeded, EXPIRED_IN_QUEUE)
+                    } else {
+                        let req = crate::service::AsyncRequest {
+                            id,
+                            payload: bytes::Bytes::copy_from_slice(payload),
+                            headers: self.headers.clone(),
+                            deadline,
+                        };
+                        self.inflight.insert(id);
+                        self.spawns.push_back(Spawn {
+                            id,
+                            future: h(req),
+                            deadline: deadline_at,
+                        });
+                        Ok(())
                     };
-                    self.inflight.insert(id);
-                    self.spawns.push(Spawn {
-                        id,
-                        future: h(req),
-                        deadline: deadline_at,
+                    self.release_scratch(scratch);
+                    return r;
+                }
+                Err(status) => {
+                    self.release_scratch(scratch);
+                    env.stats.count_error(match status.code {
+                        StatusCode::NotFound => "unknown_service",
+                        StatusCode::Unimplemented => "unknown_method",
+                        _ => "bad_request",
                     });
-                    Ok(())
-                };
-                self.release_scratch(scratch);
-                return r;
-            }
-            Err(status) => {
-                self.release_scratch(scratch);
-                env.stats.count_error(match status.code {
-                    StatusCode::NotFound => "unknown_service",
-                    StatusCode::Unimplemented => "unknown_method",
-                    _ => "bad_request",
-                });
-                return self.answer_error(id, status.code, &status.message);
-            }
-        };
+                    return self.answer_error(id, status.code, &status.message);
+                }
+            };
         if deadline_at.is_some_and(|at| Instant::now() >= at) {
             // Queued behind other work for longer than the caller allowed: not started.
             self.release_scratch(scratch);

@@ -10,8 +10,8 @@ use crate::slot::Completion;
 use crate::{Status, StatusCode};
 
 struct Pair {
-    server: Connection,
-    client: Connection,
+    server: Connection<Arc<Completion>>,
+    client: Connection<Arc<Completion>>,
     registry: Registry,
     stats: CoreStats,
     now: Instant,
@@ -88,7 +88,7 @@ impl Pair {
     fn pump(&mut self, chunk: usize) {
         for _ in 0..100 {
             let mut moved = false;
-            while let Some((buf, _)) = self.client.take_batch() {
+            while let Some((buf, _)) = self.client.poll_transmit() {
                 moved = true;
                 for c in buf.chunks(chunk) {
                     let mut env = Env {
@@ -96,10 +96,10 @@ impl Pair {
                         now: self.now,
                         stats: &mut self.stats,
                     };
-                    let _ = self.server.on_recv(c, &mut env);
+                    let _ = self.server.handle_input(c, &mut env);
                 }
             }
-            while let Some((buf, _)) = self.server.take_batch() {
+            while let Some((buf, _)) = self.server.poll_transmit() {
                 moved = true;
                 for c in buf.chunks(chunk) {
                     let mut env = Env {
@@ -107,7 +107,7 @@ impl Pair {
                         now: self.now,
                         stats: &mut self.stats,
                     };
-                    let _ = self.client.on_recv(c, &mut env);
+                    let _ = self.client.handle_input(c, &mut env);
                 }
             }
             if !moved {
@@ -197,10 +197,10 @@ fn garbage_closes_with_an_error_frame() {
     };
     let mut junk = vec![0xffu8; 16];
     junk[4] = 0x7f; // unknown kind, length huge
-    let e = p.server.on_recv(&junk, &mut env).unwrap_err();
+    let e = p.server.handle_input(&junk, &mut env).unwrap_err();
     assert_eq!(e.counter, "frame_too_large");
     assert!(p.server.is_closing());
-    let (buf, _) = p.server.take_batch().unwrap();
+    let (buf, _) = p.server.poll_transmit().unwrap();
     let f = netron_codec::Frame::parse(&buf, &netron_codec::Limits::default()).unwrap();
     assert_eq!((f.kind(), f.id()), (netron_codec::FrameKind::Error, 0));
     assert_eq!(p.stats.errors_of("frame_too_large"), 1);
@@ -216,7 +216,7 @@ fn bad_preface_is_rejected() {
     };
     let e = p
         .server
-        .on_recv(b"GET / HTTP/1.1\r\n\r\n", &mut env)
+        .handle_input(b"GET / HTTP/1.1\r\n\r\n", &mut env)
         .unwrap_err();
     assert_eq!(e.counter, "bad_preface");
     assert!(p.server.is_closing());
@@ -243,7 +243,7 @@ fn deadlines_expire_and_cancel() {
         now: later,
         stats: &mut p.stats,
     };
-    p.client.on_timer(&mut env, &mut Vec::new()).unwrap();
+    p.client.handle_timeout(&mut env, &mut Vec::new()).unwrap();
     assert_eq!(
         slot.result().unwrap().unwrap_err().code,
         StatusCode::DeadlineExceeded
@@ -280,7 +280,7 @@ fn keepalive_detects_a_dead_peer() {
         now: t1,
         stats: &mut p.stats,
     };
-    p.client.on_timer(&mut env, &mut Vec::new()).unwrap();
+    p.client.handle_timeout(&mut env, &mut Vec::new()).unwrap();
     assert!(p.client.ping_outstanding.is_some());
     let t2 = t1 + Duration::from_secs(2);
     let mut env = Env {
@@ -288,7 +288,10 @@ fn keepalive_detects_a_dead_peer() {
         now: t2,
         stats: &mut p.stats,
     };
-    let e = p.client.on_timer(&mut env, &mut Vec::new()).unwrap_err();
+    let e = p
+        .client
+        .handle_timeout(&mut env, &mut Vec::new())
+        .unwrap_err();
     assert_eq!(e.counter, "dead_peer");
     let status = slot.result().unwrap().unwrap_err();
     assert_eq!(status.code, StatusCode::Unavailable);
@@ -366,7 +369,10 @@ impl Pair {
     /// Queues a raw frame built by `f` on the client side (which may break the rules).
     fn client_sends(
         &mut self,
-        f: impl FnMut(&mut Connection, &mut netron_codec::BatchEncoder) -> Result<(), EncodeError>,
+        f: impl FnMut(
+            &mut Connection<Arc<Completion>>,
+            &mut netron_codec::BatchEncoder,
+        ) -> Result<(), EncodeError>,
     ) {
         self.client.queue(f).unwrap();
     }
@@ -386,7 +392,11 @@ fn request_frame<'h>(
     id: u32,
     deadline: Option<Duration>,
     headers: &'h [netron_codec::hpack::Header<'h>],
-) -> impl FnMut(&mut Connection, &mut netron_codec::BatchEncoder) -> Result<(), EncodeError> + 'h {
+) -> impl FnMut(
+    &mut Connection<Arc<Completion>>,
+    &mut netron_codec::BatchEncoder,
+) -> Result<(), EncodeError>
++ 'h {
     move |c, b| {
         b.request(id, deadline)?
             .headers(&mut c.enc, headers)?
@@ -476,8 +486,8 @@ fn request_ids_are_checked() {
 /// The caller's ids: odd for the initiator, never 0, never one still in use.
 #[test]
 fn callers_allocate_ids_by_parity() {
-    let mut calls = PendingCalls::new(true);
-    let mut acceptor = PendingCalls::new(false);
+    let mut calls = PendingCalls::<Arc<Completion>>::new(true);
+    let mut acceptor = PendingCalls::<Arc<Completion>>::new(false);
     let mut seen = std::collections::HashSet::new();
     for _ in 0..1000 {
         let a = calls.allocate_id();
@@ -486,7 +496,7 @@ fn callers_allocate_ids_by_parity() {
         assert!(b != 0 && b % 2 == 0);
     }
     // Wrapping skips 0 and ids in use.
-    let mut calls = PendingCalls::new(false);
+    let mut calls = PendingCalls::<Arc<Completion>>::new(false);
     calls.next_id = u32::MAX - 1;
     assert_eq!(calls.allocate_id(), 2);
     assert!(super::client::serial_after(1, u32::MAX));
@@ -658,10 +668,10 @@ fn go_away_from_either_side_drains_both() {
 fn replies_queued_before_eof_are_kept() {
     let mut p = Pair::open();
     p.client_sends(request_frame(3, None, &ADD));
-    let (buf, _) = p.client.take_batch().unwrap();
+    let (buf, _) = p.client.poll_transmit().unwrap();
     let now = p.now;
-    p.server.on_recv(&buf, &mut env!(p)).unwrap();
-    p.server.on_peer_eof(now);
+    p.server.handle_input(&buf, &mut env!(p)).unwrap();
+    p.server.handle_eof(now);
     assert!(p.server.wants_write(), "the reply is still queued");
     assert!(p.server.drained());
     assert!(
@@ -677,16 +687,16 @@ fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
     let mut p = Pair::open();
     let stall = p.server.cfg.stall_timeout;
     p.client_sends(request_frame(3, None, &ADD));
-    let (buf, _) = p.client.take_batch().unwrap();
+    let (buf, _) = p.client.poll_transmit().unwrap();
     let t0 = p.now;
     let mut t = t0;
     let step = stall / 20;
     for (i, byte) in buf[..buf.len() - 1].iter().enumerate() {
         p.now = t;
         p.server
-            .on_recv(std::slice::from_ref(byte), &mut env!(p))
+            .handle_input(std::slice::from_ref(byte), &mut env!(p))
             .unwrap();
-        let next = p.server.next_timer().expect("a frame is pending");
+        let next = p.server.poll_timeout().expect("a frame is pending");
         assert!(
             next <= t0 + stall,
             "byte {i}: deadline moved to {:?}",
@@ -700,7 +710,7 @@ fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
     p.now = t0 + stall;
     let e = p
         .server
-        .on_timer(&mut env!(p), &mut Vec::new())
+        .handle_timeout(&mut env!(p), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "stalled");
     // An Error frame saying why goes to the peer before the close.
@@ -710,7 +720,7 @@ fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
     q.now += stall;
     let e = q
         .server
-        .on_timer(&mut env!(q), &mut Vec::new())
+        .handle_timeout(&mut env!(q), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "stalled");
 }
@@ -743,24 +753,28 @@ fn partial_frames_share_the_cores_buffer_budget() {
         p.client
             .start_call(&Pair::spec(b"echo", &big), slot.clone(), p.now)
             .unwrap();
-        let (buf, _) = p.client.take_batch().unwrap();
+        let (buf, _) = p.client.poll_transmit().unwrap();
         (buf, slot)
     };
     let (fa, _sa) = frame(&mut a);
     let (fb, _sb) = frame(&mut b);
     // A's frame arrives all but its last byte: its buffer (the whole frame) is reserved.
-    a.server.on_recv(&fa[..fa.len() - 1], &mut env!(a)).unwrap();
+    a.server
+        .handle_input(&fa[..fa.len() - 1], &mut env!(a))
+        .unwrap();
     assert!(budget.used() >= fa.len() - 1);
     // B's partial frame does not fit beside it: B gets a connection error saying why.
     let e = b
         .server
-        .on_recv(&fb[..fb.len() - 1], &mut env!(b))
+        .handle_input(&fb[..fb.len() - 1], &mut env!(b))
         .unwrap_err();
     assert_eq!(e.counter, "buffer_budget");
     assert_eq!(e.status, StatusCode::ResourceExhausted);
     assert!(e.message.contains("max_buffer_bytes"), "{e:?}");
     // A's frame completes; its large buffer is freed.
-    a.server.on_recv(&fa[fa.len() - 1..], &mut env!(a)).unwrap();
+    a.server
+        .handle_input(&fa[fa.len() - 1..], &mut env!(a))
+        .unwrap();
     assert!(budget.used() <= 2 * KEEP_BUFFER, "used {}", budget.used());
     drop(b);
     drop(a);
@@ -787,7 +801,7 @@ fn the_default_buffer_budget_holds_fifteen_largest_frames() {
     for i in 0..17 {
         let mut p = Pair::with(cfg.clone());
         p.pump(usize::MAX);
-        let r = p.server.on_recv(&head, &mut env!(p));
+        let r = p.server.handle_input(&head, &mut env!(p));
         match i {
             // Fifteen largest frames fit beside every connection's small buffers...
             0..15 => r.unwrap(),
@@ -815,17 +829,21 @@ fn a_closing_connection_is_closed_after_the_linger_bound() {
             .finish()
             .map(|_| ())
     });
-    let (buf, _) = p.client.take_batch().unwrap();
+    let (buf, _) = p.client.poll_transmit().unwrap();
     let t0 = p.now;
-    assert!(p.server.on_recv(&buf, &mut env!(p)).is_err());
+    assert!(p.server.handle_input(&buf, &mut env!(p)).is_err());
     p.server.closing_at(t0);
-    assert_eq!(p.server.next_timer(), Some(t0 + linger));
+    assert_eq!(p.server.poll_timeout(), Some(t0 + linger));
     p.now = t0 + linger - Duration::from_millis(1);
-    assert!(p.server.on_timer(&mut env!(p), &mut Vec::new()).is_ok());
+    assert!(
+        p.server
+            .handle_timeout(&mut env!(p), &mut Vec::new())
+            .is_ok()
+    );
     p.now = t0 + linger;
     let e = p
         .server
-        .on_timer(&mut env!(p), &mut Vec::new())
+        .handle_timeout(&mut env!(p), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "close_linger");
 }

@@ -3,12 +3,12 @@
 
 use super::*;
 
-impl Connection {
+impl<C: Caller> Connection<C> {
     /// Time-driven work: expires calls past their deadline (sending Cancel), closes a
     /// connection whose handshake or frame stalled or whose output is blocked, pings an idle
     /// connection, and reports a dead peer. Returns `Err` when the connection must close now
     /// (the Error frame, if it can still be carried, was queued).
-    pub(crate) fn on_timer(
+    pub(crate) fn handle_timeout(
         &mut self,
         env: &mut Env<'_>,
         expired: &mut Vec<u32>,
@@ -96,7 +96,7 @@ impl Connection {
     /// When this connection next needs `on_timer`: the earliest of its calls' deadlines, the
     /// stall time of a partial frame or handshake or of blocked output, the keepalive or
     /// dead-peer time, and the linger bound of a closing connection.
-    pub(crate) fn next_timer(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.calls.next_deadline;
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {

@@ -11,7 +11,7 @@ impl Core {
             return None;
         }
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
-        let conn = Connection::new(role, &self.conn_cfg, now);
+        let conn = Conn::new(role, &self.conn_cfg, now);
         let key = self.conns.insert(Entry {
             fd,
             conn,
@@ -52,7 +52,7 @@ impl Core {
             return;
         }
         en.closing = true;
-        en.conn.on_closed(why);
+        en.conn.handle_closed(why);
         let was_hot = en.hot.take().is_some();
         self.executor.drop_conn(key as u32);
         if let Some(slot) = en.adopt.take() {
@@ -98,19 +98,20 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        if !en.conn.spawns.is_empty() || !en.conn.cancels.is_empty() {
-            let conn = ConnRef {
-                key: key as u32,
-                generation: en.generation,
-            };
-            for sp in en.conn.spawns.drain(..) {
-                self.executor.spawn(conn, sp.id, sp.future, sp.deadline);
-            }
-            let cancels = std::mem::take(&mut en.conn.cancels);
-            for &id in &cancels {
-                self.executor.cancel(conn.key, id);
-                en.conn
-                    .abandon_async(id, StatusCode::Cancelled, "cancelled by the caller");
+        let conn = ConnRef {
+            key: key as u32,
+            generation: en.generation,
+        };
+        while let Some(ev) = en.conn.poll_event() {
+            match ev {
+                crate::conn::Event::Spawn(sp) => {
+                    self.executor.spawn(conn, sp.id, sp.future, sp.deadline);
+                }
+                crate::conn::Event::Cancel(id) => {
+                    self.executor.cancel(conn.key, id);
+                    en.conn
+                        .abandon_async(id, StatusCode::Cancelled, "cancelled by the caller");
+                }
             }
         }
         if en.adopt.is_some() && (en.conn.is_open() || en.conn.is_closing()) {
@@ -172,7 +173,7 @@ impl Core {
             return;
         };
         en.read_done = true;
-        en.conn.on_peer_eof(now);
+        en.conn.handle_eof(now);
         if en.hot.take().is_some() {
             self.hot.retain(|&k| k != key);
         }

@@ -148,7 +148,7 @@ impl Core {
                         now,
                         stats: &mut self.stats,
                     };
-                    let _ = en.conn.on_recv(&self.scratch[..n], &mut env);
+                    let _ = en.conn.handle_input(&self.scratch[..n], &mut env);
                     if n < self.scratch.len() || en.conn.is_closing() {
                         break;
                     }

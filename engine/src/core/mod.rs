@@ -64,7 +64,7 @@ struct InFlight {
 
 struct Entry {
     fd: OwnedFd,
-    conn: Connection,
+    conn: Conn,
     generation: u32,
     recv_armed: bool,
     /// Nothing more is read: the peer sent EOF, or the connection is closing.
@@ -90,6 +90,9 @@ struct Cqe {
     result: i32,
     flags: u32,
 }
+
+/// A connection whose calls complete cross-thread slots.
+pub(crate) type Conn = Connection<Arc<Completion>>;
 
 /// The connection a completion is for, unless its slot was recycled since (a stale completion).
 fn live(conns: &mut Slab<Entry>, t: Token) -> Option<&mut Entry> {

@@ -205,7 +205,7 @@ impl Core {
                         now,
                         stats: &mut self.stats,
                     };
-                    let _ = en.conn.on_recv(data, &mut env);
+                    let _ = en.conn.handle_input(data, &mut env);
                 }
             }
             self.bufs.recycle(b);
@@ -345,7 +345,7 @@ impl Core {
                 }
                 continue;
             }
-            if let Some((buf, frames)) = en.conn.take_batch() {
+            if let Some((buf, frames)) = en.conn.poll_transmit() {
                 work = true;
                 let zero_copy = self.cfg.send_zc_threshold.is_some_and(|t| buf.len() >= t);
                 let mut off = 0;

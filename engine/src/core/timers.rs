@@ -34,7 +34,7 @@ impl Core {
         if en.closing {
             return;
         }
-        let Some(next) = en.conn.next_timer() else {
+        let Some(next) = en.conn.poll_timeout() else {
             return;
         };
         if en.scheduled.is_some_and(|s| s <= next) {
@@ -67,7 +67,7 @@ impl Core {
                 stats: &mut self.stats,
             };
             let before = en.conn.wants_write();
-            if let Err(e) = en.conn.on_timer(&mut env, &mut expired) {
+            if let Err(e) = en.conn.handle_timeout(&mut env, &mut expired) {
                 if matches!(e.counter, "close_linger" | "write_stalled") {
                     // The peer takes no bytes: close now, whatever is still queued.
                     if e.counter == "close_linger" {
