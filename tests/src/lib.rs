@@ -40,21 +40,105 @@ pub fn unix_path(tag: &str) -> String {
     format!("/tmp/netron-test-{}-{tag}.sock", std::process::id())
 }
 
-/// A raw TCP peer that performs the client handshake by hand, then lets the test write
-/// arbitrary bytes.
+/// The socket of a [`RawPeer`]: TCP or a Unix stream, with the calls tests make on it.
+#[derive(Debug)]
+pub enum RawStream {
+    /// `tcp://`
+    Tcp(TcpStream),
+    /// `unix://`
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl RawStream {
+    /// Shuts down one or both directions.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        match self {
+            RawStream::Tcp(s) => s.shutdown(how),
+            RawStream::Unix(s) => s.shutdown(how),
+        }
+    }
+    /// Sets the read timeout.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            RawStream::Tcp(s) => s.set_read_timeout(t),
+            RawStream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+    /// Sets non-blocking mode.
+    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            RawStream::Tcp(s) => s.set_nonblocking(on),
+            RawStream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+    /// A second handle to the same socket.
+    pub fn try_clone(&self) -> std::io::Result<RawStream> {
+        Ok(match self {
+            RawStream::Tcp(s) => RawStream::Tcp(s.try_clone()?),
+            RawStream::Unix(s) => RawStream::Unix(s.try_clone()?),
+        })
+    }
+}
+
+impl std::os::fd::AsRawFd for RawStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            RawStream::Tcp(s) => s.as_raw_fd(),
+            RawStream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for RawStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Tcp(s) => s.read(buf),
+            RawStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for RawStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Tcp(s) => s.write(buf),
+            RawStream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The listen endpoints every transport-agnostic test runs over: TCP on a free port and a
+/// fresh Unix socket path (the record transports join this list as they arrive).
+pub fn transports(tag: &str) -> Vec<String> {
+    let path = unix_path(tag);
+    let _ = std::fs::remove_file(&path);
+    vec!["tcp://127.0.0.1:0".to_owned(), format!("unix://{path}")]
+}
+
+/// A raw peer (TCP or Unix socket) that performs the client handshake by hand, then lets the
+/// test write arbitrary bytes: an independent client written from docs/protocol.md.
 pub struct RawPeer {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: RawStream,
 }
 
 impl RawPeer {
-    /// Connects without a handshake.
+    /// Connects without a handshake to `addr`: `host:port`, `tcp://host:port` or
+    /// `unix:///path`.
     pub fn connect(addr: &str) -> RawPeer {
-        let stream = TcpStream::connect(addr).expect("connect");
+        let stream = if let Some(path) = addr.strip_prefix("unix://") {
+            RawStream::Unix(std::os::unix::net::UnixStream::connect(path).expect("connect"))
+        } else {
+            let s = TcpStream::connect(addr.trim_start_matches("tcp://")).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            RawStream::Tcp(s)
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
         RawPeer { stream }
     }
 
