@@ -113,7 +113,10 @@ impl Write for RawStream {
 /// The listen endpoints every transport-agnostic test runs over: TCP on a free port and a
 /// fresh Unix socket path (the record transports join this list as they arrive).
 pub fn transports(tag: &str) -> Vec<String> {
-    let path = unix_path(tag);
+    // Unique per call: tests of one binary run in parallel and may share a tag.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = unix_path(&format!("{tag}-{n}"));
     let _ = std::fs::remove_file(&path);
     vec!["tcp://127.0.0.1:0".to_owned(), format!("unix://{path}")]
 }

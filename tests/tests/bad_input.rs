@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use netron_codec::{FrameIter, FrameKind, Limits};
 use netron_engine::{CoreConfig, Engine, IdlePolicy, StatusCode};
-use netron_tests::{RawPeer, calc};
+use netron_tests::{RawPeer, calc, transports};
 
 const DL: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -21,27 +21,24 @@ const ADAPTIVE: IdlePolicy = IdlePolicy::Adaptive {
 };
 
 /// One core, so every bad peer shares the core with the good client.
-fn engine(idle: IdlePolicy) -> (Engine, String) {
+fn engine(idle: IdlePolicy, listen: &str) -> (Engine, String) {
     let cfg = CoreConfig::default()
         .with_idle(idle)
         .with_stall_timeout(Duration::from_millis(300))
         .with_keepalive(Duration::from_millis(200), Duration::from_millis(300));
-    engine_with(cfg)
+    engine_with(cfg, listen)
 }
 
 /// A one-core engine serving `calc` on a fresh TCP port, and its `host:port`.
-fn engine_with(cfg: CoreConfig) -> (Engine, String) {
+fn engine_with(cfg: CoreConfig, listen: &str) -> (Engine, String) {
     let e = Engine::builder()
         .cores(1)
         .config(cfg)
         .service(calc())
-        .listen("tcp://127.0.0.1:0")
+        .listen(listen)
         .build()
         .unwrap();
-    let addr = e.endpoints()[0]
-        .to_string()
-        .trim_start_matches("tcp://")
-        .to_owned();
+    let addr = e.endpoints()[0].to_string();
     (e, addr)
 }
 
@@ -74,9 +71,16 @@ fn misbehaving_peers_on_hot_connections_are_cut_off() {
     misbehaving_peers(IdlePolicy::BusyPoll);
 }
 
+/// Runs over every transport.
 fn misbehaving_peers(idle: IdlePolicy) {
-    let (e, addr) = engine(idle);
-    let good = e.client().connect(&format!("tcp://{addr}")).unwrap();
+    for listen in transports("bad") {
+        misbehaving_peers_on(idle, &listen);
+    }
+}
+
+fn misbehaving_peers_on(idle: IdlePolicy, listen: &str) {
+    let (e, addr) = engine(idle, listen);
+    let good = e.client().connect(&addr).unwrap();
     let check_good = || {
         assert_eq!(
             good.call("calc@1.2.0", "add", &[20u8, 22][..], DL).unwrap(),
@@ -205,7 +209,14 @@ fn a_flood_on_a_hot_connection_is_cut_off() {
     flood_without_reading(IdlePolicy::BusyPoll);
 }
 
+/// Runs over every transport.
 fn flood_without_reading(idle: IdlePolicy) {
+    for listen in transports("flood") {
+        flood_without_reading_on(idle, &listen);
+    }
+}
+
+fn flood_without_reading_on(idle: IdlePolicy, listen: &str) {
     // The peer sends requests and never reads the replies: the server's backlog is bounded.
     let mut cfg = CoreConfig::default()
         .with_idle(idle)
@@ -218,8 +229,8 @@ fn flood_without_reading(idle: IdlePolicy) {
         let s = e.total_stats();
         s.errors_of("slow_consumer") + s.errors_of("write_stalled")
     };
-    let (e, addr) = engine_with(cfg);
-    let good = e.client().connect(&format!("tcp://{addr}")).unwrap();
+    let (e, addr) = engine_with(cfg, listen);
+    let good = e.client().connect(&addr).unwrap();
     let mut p = RawPeer::handshake(&addr);
     // Non-blocking writes, so the flood stops (instead of hanging) once the server stops reading.
     let _ = p.stream.set_nonblocking(true);
@@ -319,10 +330,10 @@ fn a_server_that_vanishes_mid_call_fails_the_call() {
 #[test]
 fn connection_limit_refuses_extra_connections() {
     let cfg = CoreConfig::default().with_max_connections(2);
-    let (e, addr) = engine_with(cfg);
+    let (e, addr) = engine_with(cfg, "tcp://127.0.0.1:0");
     let _a = RawPeer::handshake(&addr);
     let _b = RawPeer::handshake(&addr);
-    let mut c = TcpStream::connect(&addr).unwrap();
+    let mut c = TcpStream::connect(addr.trim_start_matches("tcp://")).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(
