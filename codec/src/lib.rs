@@ -63,6 +63,7 @@ mod header;
 pub mod hpack;
 mod kind;
 mod limits;
+mod prefix_int;
 pub mod qpack;
 pub mod record;
 mod status;

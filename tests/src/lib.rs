@@ -110,6 +110,60 @@ impl Write for RawStream {
     }
 }
 
+/// A global allocator that counts allocations (for the allocation-budget tests: each declares
+/// `#[global_allocator] static GLOBAL: CountingAlloc = CountingAlloc;` and reads
+/// [`allocations`]; one test per binary, so no other test's allocations are counted).
+pub struct CountingAlloc;
+
+static ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Allocations (and reallocations) counted by [`CountingAlloc`] so far in this process.
+pub fn allocations() -> u64 {
+    ALLOCS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+// SAFETY: delegates every call to `System` unchanged, only counting.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// One single-core engine per transport (so counters are per transport) serving `services`
+/// with `cfg`, with its bound endpoint string.
+pub fn engines(
+    cfg: netron_engine::CoreConfig,
+    services: &[Service],
+    tag: &str,
+) -> Vec<(netron_engine::Engine, String)> {
+    transports(tag)
+        .into_iter()
+        .map(|listen| {
+            let mut b = netron_engine::Engine::builder()
+                .cores(1)
+                .config(cfg.clone())
+                .listen(&listen);
+            for s in services {
+                b = b.service(s.clone());
+            }
+            let e = b.build().expect("engine");
+            let addr = e.endpoints()[0].to_string();
+            (e, addr)
+        })
+        .collect()
+}
+
 /// The listen endpoints every transport-agnostic test runs over: TCP on a free port and a
 /// fresh Unix socket path (the record transports join this list as they arrive).
 pub fn transports(tag: &str) -> Vec<String> {

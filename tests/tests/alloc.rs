@@ -4,37 +4,13 @@
 //!
 //! One test per binary, so no other test's allocations are counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use netron_engine::{CallSlot, Core, CoreConfig, Engine, IdlePolicy};
-use netron_tests::{calc, unix_path};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates to `System`, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use netron_tests::{CountingAlloc, allocations, calc, unix_path};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn steady_state_sync_calls_allocate_nothing() {
@@ -58,25 +34,25 @@ fn steady_state_sync_calls_allocate_nothing() {
             core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
                 .unwrap();
         }
-        let before = ALLOCS.load(Ordering::SeqCst);
+        let before = allocations();
         for _ in 0..10_000 {
             let r = core
                 .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
                 .unwrap();
             assert_eq!(r.len(), 64);
         }
-        let n = ALLOCS.load(Ordering::SeqCst) - before;
+        let n = allocations() - before;
         assert_eq!(
             n, 0,
             "{ep}: {n} allocations in 10,000 calls (client + server)"
         );
         // The counter does count: a failing call allocates its error message.
-        let before = ALLOCS.load(Ordering::SeqCst);
+        let before = allocations();
         assert!(
             core.call(conn, b"calc@1.2.0", b"fail", &payload, deadline, &mut slot)
                 .is_err()
         );
-        assert!(ALLOCS.load(Ordering::SeqCst) > before);
+        assert!(allocations() > before);
         core.close(conn);
     }
     server.shutdown(Duration::from_secs(1));

@@ -5,37 +5,13 @@
 //!
 //! One test per binary, so no other test's allocations are counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use netron_engine::{Bytes, CoreConfig, Engine, IdlePolicy};
-use netron_tests::calc;
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates to `System`, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use netron_tests::{CountingAlloc, allocations, calc};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const CALLS: u64 = 3_100;
 
@@ -72,13 +48,13 @@ fn channel_and_async_paths_stay_within_their_allocation_budgets() {
                 out.clear();
                 m.call_into(payload.clone(), deadline, &mut out).unwrap();
             }
-            let before = ALLOCS.load(Ordering::SeqCst);
+            let before = allocations();
             for _ in 0..CALLS {
                 out.clear();
                 m.call_into(payload.clone(), deadline, &mut out).unwrap();
                 assert_eq!(out.len(), 64);
             }
-            ALLOCS.load(Ordering::SeqCst) - before
+            allocations() - before
         };
         let n_sync = measure(&sync);
         let n_async = measure(&asynch);

@@ -10,26 +10,8 @@ use std::time::Duration;
 use netron_codec::control::ControlEncoder;
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits, StatusCode};
-use netron_engine::{CoreConfig, Engine};
-use netron_tests::{RawPeer, calc, transports};
-
-/// One engine per transport (so counters are per transport), with its endpoint.
-fn engines(cfg: CoreConfig, tag: &str) -> Vec<(Engine, String)> {
-    transports(tag)
-        .into_iter()
-        .map(|listen| {
-            let e = Engine::builder()
-                .cores(1)
-                .config(cfg.clone())
-                .service(calc())
-                .listen(&listen)
-                .build()
-                .unwrap();
-            let addr = e.endpoints()[0].to_string();
-            (e, addr)
-        })
-        .collect()
-}
+use netron_engine::CoreConfig;
+use netron_tests::{RawPeer, calc, engines};
 
 fn add(b: &mut BatchEncoder, enc: &mut HeaderEncoder, id: u32) {
     b.request(id, None)
@@ -53,7 +35,7 @@ fn kinds(bytes: &[u8]) -> Vec<(FrameKind, u32, Vec<u8>)> {
 
 #[test]
 fn a_request_then_fin_in_one_read_is_still_answered() {
-    for (e, addr) in engines(CoreConfig::default(), "fin") {
+    for (e, addr) in engines(CoreConfig::default(), &[calc()], "fin") {
         for _ in 0..20 {
             let mut p = RawPeer::handshake(&addr);
             let mut b = BatchEncoder::new(Limits::default());
@@ -77,7 +59,7 @@ fn a_request_then_fin_in_one_read_is_still_answered() {
 
 #[test]
 fn a_clients_go_away_is_answered_and_the_connection_drains() {
-    for (e, addr) in engines(CoreConfig::default(), "goaway") {
+    for (e, addr) in engines(CoreConfig::default(), &[calc()], "goaway") {
         let mut p = RawPeer::handshake(&addr);
         let mut b = BatchEncoder::new(Limits::default());
         let mut enc = HeaderEncoder::new(4096);
@@ -103,7 +85,11 @@ fn a_clients_go_away_is_answered_and_the_connection_drains() {
 #[test]
 fn a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte() {
     let stall = Duration::from_millis(300);
-    for (e, addr) in engines(CoreConfig::default().with_stall_timeout(stall), "trickle") {
+    for (e, addr) in engines(
+        CoreConfig::default().with_stall_timeout(stall),
+        &[calc()],
+        "trickle",
+    ) {
         let mut p = RawPeer::handshake(&addr);
         let mut b = BatchEncoder::new(Limits::default());
         let mut enc = HeaderEncoder::new(4096);

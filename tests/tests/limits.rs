@@ -8,27 +8,9 @@ use std::time::{Duration, Instant};
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameKind, Limits};
 use netron_engine::{Bytes, CoreConfig, Engine, Service, StatusCode};
-use netron_tests::{RawPeer, calc, transports};
+use netron_tests::{RawPeer, calc, engines};
 
 const DL: Option<Duration> = Some(Duration::from_secs(10));
-
-/// One engine per transport (so counters are per transport), with its endpoint.
-fn engines(cfg: CoreConfig, svc: Service, tag: &str) -> Vec<(Engine, String)> {
-    transports(tag)
-        .into_iter()
-        .map(|listen| {
-            let e = Engine::builder()
-                .cores(1)
-                .config(cfg.clone())
-                .service(svc.clone())
-                .listen(&listen)
-                .build()
-                .unwrap();
-            let addr = e.endpoints()[0].to_string();
-            (e, addr)
-        })
-        .collect()
-}
 
 fn poll(e: &Engine, what: impl Fn(&netron_engine::CoreStats) -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(10);
@@ -58,7 +40,7 @@ fn noise(n: usize) -> Vec<u8> {
 /// the limit, and the connection's other calls go on.
 #[test]
 fn message_size_limits_fail_one_call_only() {
-    for (e, addr) in engines(CoreConfig::default(), calc(), "size") {
+    for (e, addr) in engines(CoreConfig::default(), &[calc()], "size") {
         let ch = e.client().connect(&addr).unwrap();
         let nine = noise(9 << 20);
         assert_eq!(
@@ -103,7 +85,7 @@ fn a_peer_that_stops_reading_is_disconnected() {
     let cfg = CoreConfig::default()
         .with_stall_timeout(Duration::from_millis(300))
         .with_close_linger(Duration::from_millis(300));
-    for (e, addr) in engines(cfg, calc(), "noread") {
+    for (e, addr) in engines(cfg, &[calc()], "noread") {
         let good = e.client().connect(&addr).unwrap();
         let mut p = RawPeer::handshake(&addr);
         let small: libc::c_int = 4096;
@@ -154,7 +136,7 @@ fn rapid_reset_and_empty_frame_floods_are_cut_off() {
             std::future::pending::<()>().await;
             Ok(Bytes::new())
         });
-    for (e, host) in engines(CoreConfig::default(), svc, "floods") {
+    for (e, host) in engines(CoreConfig::default(), &[svc], "floods") {
         let floods: Vec<(&str, Box<Flood>)> = vec![
             (
                 "rapid reset",

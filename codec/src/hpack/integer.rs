@@ -6,46 +6,17 @@ use crate::HeaderError;
 /// `high` holds the representation's pattern bits above the prefix.
 #[inline]
 pub(crate) fn encode_int(out: &mut Vec<u8>, high: u8, prefix_bits: u8, value: u32) {
-    let max = ((1u16 << prefix_bits) - 1) as u32;
-    if value < max {
-        out.push(high | value as u8);
-        return;
-    }
-    out.push(high | max as u8);
-    let mut rest = value - max;
-    while rest >= 0x80 {
-        out.push((rest as u8 & 0x7f) | 0x80);
-        rest >>= 7;
-    }
-    out.push(rest as u8);
+    crate::prefix_int::encode(out, high, prefix_bits, value.into());
 }
 
 /// Reads a prefix integer at `*pos`. At most 5 continuation bytes; the value must fit in u32.
 #[inline]
 pub(crate) fn decode_int(buf: &[u8], pos: &mut usize, prefix_bits: u8) -> Result<u32, HeaderError> {
-    let max = ((1u16 << prefix_bits) - 1) as u32;
-    let first = *buf.get(*pos).ok_or(HeaderError::Truncated)?;
-    *pos += 1;
-    let v = first as u32 & max;
-    if v < max {
-        return Ok(v);
-    }
-    let mut acc: u64 = max as u64;
-    let mut shift = 0u32;
-    loop {
-        let b = *buf.get(*pos).ok_or(HeaderError::Truncated)?;
-        *pos += 1;
-        acc += ((b & 0x7f) as u64) << shift;
-        if acc > u32::MAX as u64 {
-            return Err(HeaderError::IntegerOverflow);
-        }
-        if b & 0x80 == 0 {
-            return Ok(acc as u32);
-        }
-        shift += 7;
-        if shift > 28 {
-            return Err(HeaderError::IntegerOverflow);
-        }
+    use crate::prefix_int::{IntError, decode};
+    match decode(buf, pos, prefix_bits, u32::MAX.into(), 5) {
+        Ok(v) => Ok(v as u32),
+        Err(IntError::Truncated) => Err(HeaderError::Truncated),
+        Err(IntError::Overflow) => Err(HeaderError::IntegerOverflow),
     }
 }
 

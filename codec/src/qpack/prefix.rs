@@ -8,18 +8,7 @@ pub(crate) const MAX_INT: u64 = (1 << 62) - 1;
 /// Appends `value` with `prefix_bits` (1..=8) low bits in the first byte; `high` holds the
 /// pattern bits above the prefix.
 pub(crate) fn encode_int(out: &mut Vec<u8>, high: u8, prefix_bits: u8, value: u64) {
-    let max = (1u64 << prefix_bits) - 1;
-    if value < max {
-        out.push(high | value as u8);
-        return;
-    }
-    out.push(high | max as u8);
-    let mut rest = value - max;
-    while rest >= 0x80 {
-        out.push((rest as u8 & 0x7f) | 0x80);
-        rest >>= 7;
-    }
-    out.push(rest as u8);
+    crate::prefix_int::encode(out, high, prefix_bits, value);
 }
 
 /// Reads a prefix integer at `*pos` (the pattern bits of the first byte are ignored).
@@ -27,28 +16,11 @@ pub(crate) fn encode_int(out: &mut Vec<u8>, high: u8, prefix_bits: u8, value: u6
 /// `Truncated` if the buffer ends inside it; `IntegerOverflow` above 2^62 − 1 or after more
 /// than 9 continuation bytes.
 pub(crate) fn decode_int(buf: &[u8], pos: &mut usize, prefix_bits: u8) -> Result<u64, QpackError> {
-    let max = (1u64 << prefix_bits) - 1;
-    let first = *buf.get(*pos).ok_or(QpackError::Truncated)?;
-    let mut p = *pos + 1;
-    let v = first as u64 & max;
-    if v < max {
-        *pos = p;
-        return Ok(v);
-    }
-    let mut acc = max;
-    for shift in (0..63).step_by(7) {
-        let b = *buf.get(p).ok_or(QpackError::Truncated)?;
-        p += 1;
-        acc += ((b & 0x7f) as u64) << shift;
-        if acc > MAX_INT {
-            return Err(QpackError::IntegerOverflow);
-        }
-        if b & 0x80 == 0 {
-            *pos = p;
-            return Ok(acc);
-        }
-    }
-    Err(QpackError::IntegerOverflow)
+    use crate::prefix_int::{IntError, decode};
+    decode(buf, pos, prefix_bits, MAX_INT, 9).map_err(|e| match e {
+        IntError::Truncated => QpackError::Truncated,
+        IntError::Overflow => QpackError::IntegerOverflow,
+    })
 }
 
 /// Appends a raw string: H bit (just above the prefix) clear, length, bytes.
