@@ -109,7 +109,7 @@ impl ConfigError {
 pub struct CoreConfig {
     /// Idle behaviour (default: adaptive, 50 µs spin).
     pub idle: IdlePolicy,
-    /// Submission queue entries (default 1024; the completion queue is 4x).
+    /// Submission queue entries (default 1024, at most 16 384; the completion queue is 4x).
     pub ring_entries: u32,
     /// Receive buffers in the provided-buffer ring (default 256, a power of two). Memory:
     /// `recv_buffers * recv_buffer_size` per core, shared by all its connections.
@@ -194,11 +194,12 @@ impl CoreConfig {
     /// A [`ConfigError`] naming the first unusable setting, its value and why.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let pow2 = |n: u32| n.is_power_of_two();
-        if !(1..=32_768).contains(&self.ring_entries) {
+        if !(1..=16_384).contains(&self.ring_entries) {
             return Err(ConfigError::new(
                 "CoreConfig::ring_entries",
                 self.ring_entries,
-                "must be 1 to 32768 (IORING_MAX_ENTRIES)",
+                "must be 1 to 16384 (the completion queue is 4x, and the kernel allows at most \
+                 65536 completion entries)",
             ));
         }
         if !pow2(u32::from(self.recv_buffers)) || self.recv_buffers > 32_768 {

@@ -88,7 +88,7 @@ fn explain(e: io::Error) -> RingError {
         (Some(libc::ENOSYS), _) => "the kernel has no io_uring (built without CONFIG_IO_URING, or older than 5.1)".into(),
         (Some(libc::EPERM), _) => "permission denied: a seccomp filter (e.g. a container runtime's default profile) blocks io_uring_setup".into(),
         (Some(libc::ENOMEM), _) => "not enough locked memory for the ring: raise RLIMIT_MEMLOCK or use fewer entries".into(),
-        (Some(libc::EINVAL), _) => "the kernel rejected the ring parameters: it is too old for the features Netron needs (5.19+)".into(),
+        (Some(libc::EINVAL), _) => "the kernel rejected the ring parameters: it is too old for the features Netron needs (5.19+), or the ring is larger than it allows".into(),
         _ => "io_uring_setup failed".into(),
     };
     RingError { reason, source: e }
