@@ -230,20 +230,33 @@ impl CoreConfig {
                 "must be at least 1",
             ));
         }
+        // Timers run on a wheel with 1 ms ticks: shorter values cannot be honoured.
+        let tick = Duration::from_millis(1);
         for (setting, d) in [
             ("CoreConfig::stall_timeout", self.stall_timeout),
             ("CoreConfig::close_linger", self.close_linger),
         ] {
-            if d.is_zero() {
-                return Err(ConfigError::new(setting, d, "must be above zero"));
+            if d < tick {
+                return Err(ConfigError::new(
+                    setting,
+                    d,
+                    "must be at least 1 ms (the timer wheel's tick)",
+                ));
             }
         }
-        if !self.keepalive.is_zero() && self.dead_after.is_zero() {
-            return Err(ConfigError::new(
-                "CoreConfig::dead_after",
-                self.dead_after,
-                "must be above zero when keepalive is on",
-            ));
+        if !self.keepalive.is_zero() {
+            for (setting, d) in [
+                ("CoreConfig::keepalive", self.keepalive),
+                ("CoreConfig::dead_after", self.dead_after),
+            ] {
+                if d < tick {
+                    return Err(ConfigError::new(
+                        setting,
+                        d,
+                        "must be at least 1 ms when keepalive is on (the timer wheel's tick)",
+                    ));
+                }
+            }
         }
         if let IdlePolicy::Adaptive { spin } = self.idle {
             if spin > Duration::from_secs(3600) {

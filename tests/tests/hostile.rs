@@ -182,10 +182,24 @@ proptest! {
             Err(e) => prop_assert!(e.to_string().contains("CoreConfig::"), "{e}"),
             Ok(()) => {
                 let mut core = Core::new(cfg).unwrap();
-                let conn = core.connect(&SERVER.endpoints()[0], Duration::from_secs(5)).unwrap();
+                let conn = match core.connect(&SERVER.endpoints()[0], Duration::from_secs(5)) {
+                    Ok(c) => c,
+                    Err(s) => {
+                        prop_assert_eq!(s.code, StatusCode::Unavailable, "{:?}", s);
+                        return Ok(());
+                    }
+                };
                 let mut slot = CallSlot::new();
-                let r = core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot).map(<[u8]>::to_vec);
-                prop_assert_eq!(r, Ok(vec![3]));
+                // Tiny but valid timers (a 1 ms stall or dead-peer timeout) may close the
+                // connection on a loaded machine: that must be a clean status, never a panic.
+                match core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot) {
+                    Ok(v) => prop_assert_eq!(v, &[3][..]),
+                    Err(s) => prop_assert!(
+                        matches!(s.code, StatusCode::Unavailable | StatusCode::DeadlineExceeded)
+                            && !s.message.is_empty(),
+                        "{s:?}"
+                    ),
+                }
             }
         }
     }
