@@ -37,6 +37,8 @@ pub(crate) const SIZE: usize = 64;
 pub(crate) const DEPTHS: [usize; 3] = [1, 16, 256];
 /// The deadline every call carries (tarpc always sends one; gRPC as `grpc-timeout`).
 pub(crate) const DEADLINE: Duration = Duration::from_secs(1);
+/// Rounds of the TCP rows in a full run (one with `--quick`).
+const ROUNDS: usize = 3;
 
 /// Counts shared by every system of one run.
 #[derive(Debug, Clone, Copy)]
@@ -114,30 +116,74 @@ pub fn run(opts: &Options, write_docs: bool) -> Vec<Table> {
     };
     let started = std::time::SystemTime::now();
 
-    // Floors first, same pinning (client cpu0, peer cpu1).
+    // Floors first, same pinning (client cpu0, peer cpu1), with their CPU time per round trip.
     let mut floors = Vec::new();
-    let (c, s) = tcp_pair();
-    floors.push((
-        "TCP ping-pong, blocking std sockets",
-        floor(c, s, false, wl.n),
-    ));
-    let (c, s) = tcp_pair();
-    floors.push((
-        "TCP ping-pong, non-blocking busy-poll",
-        floor(c, s, true, wl.n),
-    ));
+    let mut floor_cpu = Vec::new();
+    for (name, busy) in [
+        ("TCP ping-pong, blocking std sockets", false),
+        ("TCP ping-pong, non-blocking busy-poll", true),
+    ] {
+        let (c, s) = tcp_pair();
+        let cpu0 = cpu_ns();
+        // `floor` times n round trips after n / 10 warm-up ones.
+        let samples = floor(c, s, busy, wl.n);
+        floor_cpu.push((cpu_ns() - cpu0) as f64 / (wl.n + wl.n / 10) as f64);
+        floors.push((name, samples));
+    }
     match crate::shm_section::floors::spin_floor(wl.n * 5, Duration::from_secs(5)) {
         Ok((s, _)) => floors.push(("spin ping-pong on a shared cache line (two processes)", s)),
         Err(e) => eprintln!("netron-bench compare: spin floor failed: {e}"),
     }
 
-    let mut rpcs: Vec<Rpc> = netron::tcp_rows(&wl);
-    for flavor in [rt::Flavor::CurrentThread, rt::Flavor::MultiThread] {
-        rpcs.push(tonic_peer::measure(flavor, &wl));
+    // The host's speed drifts from one minute to the next: run every TCP row in `rounds`
+    // rounds of n / rounds round trips (and full pipelined windows), pool the samples, average
+    // CPU and rates, and pair the p50s of each round for the headline ratios.
+    let rounds = if opts.quick { 1 } else { ROUNDS };
+    let per = Workload {
+        n: wl.n / rounds,
+        ..wl
+    };
+    let mut rpcs: Vec<Rpc> = Vec::new();
+    let mut paired: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        let mut round: Vec<Rpc> = netron::tcp_rows(&per);
+        for flavor in [rt::Flavor::CurrentThread, rt::Flavor::MultiThread] {
+            round.push(tonic_peer::measure(flavor, &per));
+        }
+        for flavor in [rt::Flavor::CurrentThread, rt::Flavor::MultiThread] {
+            round.push(tarpc_peer::measure(flavor, &per));
+        }
+        let park = round
+            .iter()
+            .find(|r| r.system == "Netron" && r.mode.starts_with("spin 0"))
+            .map(|r| r.p(50.0));
+        for (pairs, peer) in paired.iter_mut().zip(["tonic", "tarpc"]) {
+            if let (Some(m), Some(b)) = (park, best(&round, peer)) {
+                pairs.push((m, b.0));
+            }
+        }
+        if rpcs.is_empty() {
+            rpcs = round;
+        } else {
+            for (a, b) in rpcs.iter_mut().zip(round) {
+                a.lat.append(b.lat);
+                a.cpu_ns += b.cpu_ns;
+                for (x, y) in a.rates.iter_mut().zip(b.rates) {
+                    *x += y;
+                }
+            }
+        }
     }
-    for flavor in [rt::Flavor::CurrentThread, rt::Flavor::MultiThread] {
-        rpcs.push(tarpc_peer::measure(flavor, &wl));
+    for r in &mut rpcs {
+        r.cpu_ns /= rounds as f64;
+        for x in &mut r.rates {
+            *x /= rounds as f64;
+        }
     }
+    let wl = Workload {
+        n: per.n * rounds,
+        ..wl
+    };
 
     let ipc = ipc_rows(&wl);
 
@@ -148,8 +194,8 @@ pub fn run(opts: &Options, write_docs: bool) -> Vec<Table> {
     ];
 
     let tables = vec![
-        tcp_table(&floors, &rpcs, &wl),
-        ratio_table(&rpcs),
+        tcp_table(&floors, &floor_cpu, &rpcs, &wl, rounds),
+        ratio_table(&rpcs, &paired),
         ipc_table(&ipc, &floors, &wl),
         bytes_table(&bytes, &wl),
     ];
@@ -171,7 +217,13 @@ fn cell_rate(r: f64) -> String {
     }
 }
 
-fn tcp_table(floors: &[(&str, Samples)], rpcs: &[Rpc], wl: &Workload) -> Table {
+fn tcp_table(
+    floors: &[(&str, Samples)],
+    floor_cpu: &[f64],
+    rpcs: &[Rpc],
+    wl: &Workload,
+    rounds: usize,
+) -> Table {
     let mut t = Table::new(
         "compare: unary 64-byte round trip over TCP loopback (client cpu0, server cpu1)",
         &[
@@ -185,13 +237,14 @@ fn tcp_table(floors: &[(&str, Samples)], rpcs: &[Rpc], wl: &Workload) -> Table {
             "256 in flight",
         ],
     );
-    for (name, s) in floors.iter().take(2) {
+    for ((name, s), cpu) in floors.iter().take(2).zip(floor_cpu) {
         let mut s = s.clone();
         t.row(&[
             format!("floor: {name}"),
             us(s.percentile(50.0)),
             us(s.percentile(99.0)),
             us(s.percentile(99.9)),
+            us(*cpu as u64),
         ]);
     }
     for r in rpcs {
@@ -207,9 +260,8 @@ fn tcp_table(floors: &[(&str, Samples)], rpcs: &[Rpc], wl: &Workload) -> Table {
         ]);
     }
     t.note(format!(
-        "{} round trips per row after {} warm-up ones; pipelined: {:?} per depth after {:?} of warm-up; every call carries a {:?} deadline; 64-byte request and reply",
+        "{} round trips per row in {rounds} rounds (every row once per round, in table order), each after a tenth as many warm-up ones; pipelined: {:?} per depth and round after {:?} of warm-up, rates averaged over the rounds; every call carries a {:?} deadline; 64-byte request and reply",
         wl.n,
-        wl.n / 10,
         wl.window,
         wl.window / 4,
         DEADLINE
@@ -248,7 +300,7 @@ fn best<'a>(rpcs: &'a [Rpc], system: &str) -> Option<Best> {
     Some((p50, p99, cpu, rates))
 }
 
-fn ratio_table(rpcs: &[Rpc]) -> Table {
+fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 2]) -> Table {
     let mut t = Table::new(
         "compare: ratios, Netron / peer (the better of the peer's two runtimes)",
         &[
@@ -347,6 +399,17 @@ fn ratio_table(rpcs: &[Rpc]) -> Table {
             format!("{:.2}x", x(busy, &tonic)),
             format!("{:.2}x", x(busy, &tarpc)),
         ]);
+    }
+    for (pairs, peer) in paired.iter().zip(["tonic", "tarpc"]) {
+        if let Some(r) = crate::stats::PairedRatio::of(pairs) {
+            t.note(format!(
+                "p50 spin 0 / {peer} round by round (each round's better runtime): median {:.2}x, range {:.2}-{:.2}x over {} rounds",
+                r.median,
+                r.min,
+                r.max,
+                pairs.len()
+            ));
+        }
     }
     t.note("spin 0: Netron parks in io_uring_enter whenever it has nothing to do, as the tokio peers park in epoll_wait, so these rows compare engines rather than idle policies");
     t.note("for time and CPU lower is better (ratio < 1 means Netron is cheaper); for calls/s higher is better");
