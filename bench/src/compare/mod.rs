@@ -116,20 +116,26 @@ pub fn run(opts: &Options, write_docs: bool) -> Vec<Table> {
     };
     let started = std::time::SystemTime::now();
 
-    // Floors first, same pinning (client cpu0, peer cpu1), with their CPU time per round trip.
-    let mut floors = Vec::new();
-    let mut floor_cpu = Vec::new();
-    for (name, busy) in [
-        ("TCP ping-pong, blocking std sockets", false),
-        ("TCP ping-pong, non-blocking busy-poll", true),
-    ] {
-        let (c, s) = tcp_pair();
-        let cpu0 = cpu_ns();
-        // `floor` times n round trips after n / 10 warm-up ones.
-        let samples = floor(c, s, busy, wl.n);
-        floor_cpu.push((cpu_ns() - cpu0) as f64 / (wl.n + wl.n / 10) as f64);
-        floors.push((name, samples));
-    }
+    // Floors first, same pinning (client cpu0, peer cpu1). The two TCP floors run at the
+    // start of every round below, with their CPU time per round trip.
+    const FLOOR_NAMES: [&str; 2] = [
+        "TCP ping-pong, blocking std sockets",
+        "TCP ping-pong, non-blocking busy-poll",
+    ];
+    let tcp_floors = |n: usize| -> Vec<(Samples, f64)> {
+        [false, true]
+            .into_iter()
+            .map(|busy| {
+                let (c, s) = tcp_pair();
+                let cpu0 = cpu_ns();
+                // `floor` times n round trips after n / 10 warm-up ones.
+                let samples = floor(c, s, busy, n);
+                (samples, (cpu_ns() - cpu0) as f64 / (n + n / 10) as f64)
+            })
+            .collect()
+    };
+    let mut floor_runs: Vec<(Samples, f64)> = Vec::new();
+    let mut floors: Vec<(&str, Samples)> = Vec::new();
     match crate::shm_section::floors::spin_floor(wl.n * 5, Duration::from_secs(5)) {
         Ok((s, _)) => floors.push(("spin ping-pong on a shared cache line (two processes)", s)),
         Err(e) => eprintln!("netron-bench compare: spin floor failed: {e}"),
@@ -144,8 +150,18 @@ pub fn run(opts: &Options, write_docs: bool) -> Vec<Table> {
         ..wl
     };
     let mut rpcs: Vec<Rpc> = Vec::new();
-    let mut paired: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    let mut paired: [Vec<(u64, u64)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
+        let fl = tcp_floors(per.n);
+        let blocking_p50 = fl[0].0.clone().percentile(50.0);
+        if floor_runs.is_empty() {
+            floor_runs = fl;
+        } else {
+            for (a, b) in floor_runs.iter_mut().zip(fl) {
+                a.0.append(b.0);
+                a.1 += b.1;
+            }
+        }
         let mut round: Vec<Rpc> = netron::tcp_rows(&per);
         for flavor in [rt::Flavor::CurrentThread, rt::Flavor::MultiThread] {
             round.push(tonic_peer::measure(flavor, &per));
@@ -162,6 +178,9 @@ pub fn run(opts: &Options, write_docs: bool) -> Vec<Table> {
                 pairs.push((m, b.0));
             }
         }
+        if let Some(m) = park {
+            paired[2].push((m, blocking_p50));
+        }
         if rpcs.is_empty() {
             rpcs = round;
         } else {
@@ -174,6 +193,14 @@ pub fn run(opts: &Options, write_docs: bool) -> Vec<Table> {
             }
         }
     }
+    // The TCP floors first, then the shm spin floor (the IPC table's reference).
+    let mut floor_cpu = Vec::new();
+    let mut spin = std::mem::take(&mut floors);
+    for (name, (s, cpu)) in FLOOR_NAMES.into_iter().zip(floor_runs) {
+        floors.push((name, s));
+        floor_cpu.push(cpu / rounds as f64);
+    }
+    floors.append(&mut spin);
     for r in &mut rpcs {
         r.cpu_ns /= rounds as f64;
         for x in &mut r.rates {
@@ -260,7 +287,7 @@ fn tcp_table(
         ]);
     }
     t.note(format!(
-        "{} round trips per row in {rounds} rounds (every row once per round, in table order), each after a tenth as many warm-up ones; pipelined: {:?} per depth and round after {:?} of warm-up, rates averaged over the rounds; every call carries a {:?} deadline; 64-byte request and reply",
+        "{} round trips per row in {rounds} rounds (every row once per round, in table order, floors included), each after a tenth as many warm-up ones; pipelined: {:?} per depth and round after {:?} of warm-up, rates averaged over the rounds; every call carries a {:?} deadline; 64-byte request and reply",
         wl.n,
         wl.window,
         wl.window / 4,
@@ -300,7 +327,7 @@ fn best<'a>(rpcs: &'a [Rpc], system: &str) -> Option<Best> {
     Some((p50, p99, cpu, rates))
 }
 
-fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 2]) -> Table {
+fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 3]) -> Table {
     let mut t = Table::new(
         "compare: ratios, Netron / peer (the better of the peer's two runtimes)",
         &[
@@ -400,7 +427,10 @@ fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 2]) -> Table {
             format!("{:.2}x", x(busy, &tarpc)),
         ]);
     }
-    for (pairs, peer) in paired.iter().zip(["tonic", "tarpc"]) {
+    for (pairs, peer) in paired
+        .iter()
+        .zip(["tonic", "tarpc", "the blocking socket floor"])
+    {
         if let Some(r) = crate::stats::PairedRatio::of(pairs) {
             t.note(format!(
                 "p50 spin 0 / {peer} round by round (each round's better runtime): median {:.2}x, range {:.2}-{:.2}x over {} rounds",
