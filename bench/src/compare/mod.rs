@@ -427,13 +427,14 @@ fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 3]) -> Table {
             format!("{:.2}x", x(busy, &tarpc)),
         ]);
     }
-    for (pairs, peer) in paired
-        .iter()
-        .zip(["tonic", "tarpc", "the blocking socket floor"])
-    {
+    for (pairs, peer) in paired.iter().zip([
+        "tonic (each round's better runtime)",
+        "tarpc (each round's better runtime)",
+        "the blocking socket floor",
+    ]) {
         if let Some(r) = crate::stats::PairedRatio::of(pairs) {
             t.note(format!(
-                "p50 spin 0 / {peer} round by round (each round's better runtime): median {:.2}x, range {:.2}-{:.2}x over {} rounds",
+                "p50 spin 0 / {peer}, round by round: median {:.2}x, range {:.2}-{:.2}x over {} rounds",
                 r.median,
                 r.min,
                 r.max,
