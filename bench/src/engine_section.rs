@@ -17,10 +17,10 @@ use crate::table::Table;
 const SIZE: usize = 64;
 /// Alternating floor / Netron runs per latency row.
 const REPS: usize = 5;
-const SERVICE: &[u8] = b"bench@1.0.0";
-const METHOD: &[u8] = b"echo";
+pub(crate) const SERVICE: &[u8] = b"bench@1.0.0";
+pub(crate) const METHOD: &[u8] = b"echo";
 
-fn service() -> Service {
+pub(crate) fn service() -> Service {
     Service::new("bench", "1.0.0")
         .expect("service")
         .unary("echo", |req, reply| {
@@ -50,7 +50,7 @@ pub fn run(opts: &Options) -> Vec<Table> {
 
 // ---- floors ------------------------------------------------------------------------------
 
-trait Stream: Read + Write + Send + 'static {
+pub(crate) trait Stream: Read + Write + Send + 'static {
     fn nonblocking(&self, on: bool);
 }
 impl Stream for TcpStream {
@@ -89,7 +89,7 @@ fn read_exact(s: &mut impl Stream, buf: &mut [u8]) -> bool {
 }
 
 /// Ping-pong of `SIZE`-byte messages: echo thread on cpu1, this thread on cpu0.
-fn floor<S: Stream>(mut client: S, mut server: S, busy: bool, n: usize) -> Samples {
+pub(crate) fn floor<S: Stream>(mut client: S, mut server: S, busy: bool, n: usize) -> Samples {
     client.nonblocking(busy);
     server.nonblocking(busy);
     let echo = std::thread::spawn(move || {
@@ -115,7 +115,7 @@ fn floor<S: Stream>(mut client: S, mut server: S, busy: bool, n: usize) -> Sampl
     s
 }
 
-fn tcp_pair() -> (TcpStream, TcpStream) {
+pub(crate) fn tcp_pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
     let (s, _) = l.accept().expect("accept");
@@ -128,7 +128,7 @@ fn unix_pair() -> (UnixStream, UnixStream) {
 
 // ---- netron --------------------------------------------------------------------------------
 
-fn server(endpoint: &str, idle: IdlePolicy) -> Engine {
+pub(crate) fn server(endpoint: &str, idle: IdlePolicy) -> Engine {
     Engine::builder()
         .cores(1)
         .cpus(&[1])

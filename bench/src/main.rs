@@ -8,11 +8,15 @@
 //! cargo run --release -p netron-bench -- --json  # one JSON object per line
 //! cargo run --release -p netron-bench -- --quick # shorter runs (CI smoke)
 //! cargo run --release -p netron-bench -- codec   # only the named sections
+//! # Netron vs tonic, tarpc and iceoryx2 (builds the peers; --write-docs updates docs/)
+//! cargo run --release -p netron-bench --features compare -- compare [--write-docs]
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod codec_section;
+#[cfg(feature = "compare")]
+mod compare;
 mod engine_section;
 mod pin;
 mod shm_section;
@@ -40,12 +44,19 @@ fn main() {
     let mut json = false;
     let mut quick = false;
     let mut only: Vec<String> = Vec::new();
+    let mut compare = false;
+    let mut write_docs = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--json" => json = true,
             "--quick" => quick = true,
+            "compare" => compare = true,
+            "--write-docs" => write_docs = true,
             "-h" | "--help" => {
                 println!("usage: netron-bench [--json] [--quick] [SECTION...]");
+                println!(
+                    "       netron-bench [--json] [--quick] compare [--write-docs]  (feature `compare`)"
+                );
                 println!(
                     "sections: {}",
                     SECTIONS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
@@ -60,6 +71,14 @@ fn main() {
         }
     }
     let opts = Options { quick };
+    // A re-executed shm child (which the compare run also starts) plays its role and exits.
+    if std::env::var_os("NETRON_BENCH_SHM_CHILD").is_some() {
+        shm_section::run(&opts);
+    }
+    if compare {
+        run_compare(&opts, json, write_docs);
+        return;
+    }
     if !json {
         println!(
             "netron-bench {} — {} CPUs online; ratios compare against floors measured in this run",
@@ -80,4 +99,30 @@ fn main() {
             }
         }
     }
+}
+
+#[cfg(feature = "compare")]
+fn run_compare(opts: &Options, json: bool, write_docs: bool) {
+    if !json {
+        println!(
+            "netron-bench {} compare — Netron vs tonic, tarpc and iceoryx2 on this machine, floors of the same run first",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!();
+    }
+    for table in compare::run(opts, write_docs) {
+        if json {
+            println!("{}", table.to_json());
+        } else {
+            println!("{}", table.render());
+        }
+    }
+}
+
+#[cfg(not(feature = "compare"))]
+fn run_compare(_: &Options, _: bool, _: bool) {
+    eprintln!(
+        "netron-bench: this build has no comparison; build it with the peers:\n  cargo run --release -p netron-bench --features compare -- compare"
+    );
+    std::process::exit(2);
 }

@@ -71,6 +71,35 @@ impl Table {
         out
     }
 
+    /// Renders the table as Markdown: a heading line, the table, the notes as a list.
+    #[cfg_attr(not(feature = "compare"), allow(dead_code))]
+    pub fn to_markdown(&self) -> String {
+        let cell = |c: &str| c.replace('|', "\\|");
+        let line = |cells: &[String]| {
+            format!(
+                "| {} |\n",
+                cells
+                    .iter()
+                    .map(|c| cell(c))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )
+        };
+        let mut out = format!("**{}**\n\n", self.title);
+        out.push_str(&line(&self.columns));
+        out.push_str(&line(&vec!["---".to_owned(); self.columns.len()]));
+        for r in &self.rows {
+            out.push_str(&line(r));
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for n in &self.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
+        out
+    }
+
     /// Renders the table as one JSON object.
     pub fn to_json(&self) -> String {
         let esc = |s: &str| {
@@ -120,5 +149,7 @@ mod tests {
         assert!(text.contains("long name"));
         assert!(text.lines().nth(1).unwrap().starts_with("name     "));
         assert!(t.to_json().contains("\"a\\\"b\""));
+        let md = t.to_markdown();
+        assert!(md.contains("| name | value |\n| --- | --- |\n| a\"b | 1 |"));
     }
 }

@@ -114,7 +114,7 @@ pub(super) fn child_floor() -> BenchResult<()> {
     }
 }
 
-pub(super) fn spin_floor(n: usize, budget: Duration) -> BenchResult<(Samples, usize)> {
+pub(crate) fn spin_floor(n: usize, budget: Duration) -> BenchResult<(Samples, usize)> {
     // SAFETY: memfd_create with a NUL-terminated name and no CLOEXEC (the child inherits it).
     let raw = unsafe { libc::memfd_create(c"netron-bench-floor".as_ptr(), 0) };
     if raw < 0 {

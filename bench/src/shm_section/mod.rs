@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use netron_shm::{Config, Error, ShmConnection, ShmListener};
 
-mod floors;
+pub(crate) mod floors;
 
 use floors::{memcpy_floor, records_floor, spin_floor};
 
@@ -488,7 +488,7 @@ fn listen(role: &str) -> BenchResult<(ShmListener, String)> {
 
 /// `n` timed round trips of a 64-byte record through an echoing child (`idle_us` of idle time
 /// before each, so a non-spinning child is asleep when the record arrives).
-fn shm_round_trip(
+pub(crate) fn shm_round_trip(
     n: usize,
     role: &str,
     idle_us: u64,
