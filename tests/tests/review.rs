@@ -560,17 +560,7 @@ fn ping_rate_just_below_budget_keeps_connection() {
     for _ in 0..8 {
         b.empty_frame(FrameKind::Ping, 0, 0).unwrap();
     }
-    let reader = {
-        let mut s = p.stream.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut c = [0u8; 65536];
-            while let Ok(n) = s.read(&mut c) {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-    };
+    let reader = read_in_background(&p);
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {
         p.stream.write_all(b.as_slice()).unwrap();
@@ -659,6 +649,19 @@ fn ping_flood_without_reading_is_closed() {
     e.shutdown(Duration::from_secs(1));
 }
 
+/// Reads and discards everything the server sends to `p` on another thread, until it closes.
+fn read_in_background(p: &RawPeer) -> std::thread::JoinHandle<()> {
+    let mut s = p.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut c = [0u8; 65536];
+        while let Ok(n) = s.read(&mut c) {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+}
+
 /// Was a fault (fixed) (docs/protocol.md §17.1, architecture.md "Timers and budgets": "a client that
 /// pipelines at full rate and cancels one call in two never runs it dry"). A client that
 /// pipelines 3000 calls and then cancels half of them (hedged requests: cancel the losers
@@ -669,17 +672,7 @@ fn ping_flood_without_reading_is_closed() {
 fn pipelined_client_cancelling_half_its_calls_keeps_connection() {
     let (e, addr) = engine();
     let mut p = RawPeer::handshake(&addr);
-    let reader = {
-        let mut s = p.stream.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut c = [0u8; 65536];
-            while let Ok(n) = s.read(&mut c) {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-    };
+    let reader = read_in_background(&p);
     let mut enc = HeaderEncoder::new(4096);
     let mut b = BatchEncoder::new(Limits::default());
     let n = 3000u32;
@@ -717,17 +710,7 @@ fn pipelined_client_cancelling_half_its_calls_keeps_connection() {
 fn interleaved_cancel_half_keeps_connection() {
     let (e, addr) = engine();
     let mut p = RawPeer::handshake(&addr);
-    let reader = {
-        let mut s = p.stream.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut c = [0u8; 65536];
-            while let Ok(n) = s.read(&mut c) {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-    };
+    let reader = read_in_background(&p);
     let mut enc = HeaderEncoder::new(4096);
     let mut b = BatchEncoder::new(Limits::default());
     for i in 0..6000u32 {
