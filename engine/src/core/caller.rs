@@ -98,6 +98,27 @@ impl Core {
     /// `deadline` is honoured by this loop itself: the call fails with `DeadlineExceeded` (and
     /// a Cancel goes to the server) once it passes, whatever the connection does.
     ///
+    /// ```
+    /// use netron_engine::{CallSlot, Core, CoreConfig, Engine, Service};
+    /// use std::time::Duration;
+    ///
+    /// let echo = Service::new("echo", "1.0.0")?.unary("say", |req, reply| {
+    ///     reply.write(req.payload);
+    ///     Ok(())
+    /// });
+    /// let server = Engine::builder().cores(1).service(echo).listen("tcp://127.0.0.1:0").build()?;
+    /// // A core driven by this thread: no cross-thread hop. Names are bytes here.
+    /// let mut core = Core::new(CoreConfig::default())?;
+    /// let conn = core.connect(&server.endpoints()[0], Duration::from_secs(5))?;
+    /// let mut slot = CallSlot::new(); // reused call after call: no allocation per call
+    /// for word in [&b"one"[..], b"two"] {
+    ///     let reply = core.call(conn, b"echo@1.0.0", b"say", word, Some(Duration::from_secs(1)), &mut slot)?;
+    ///     assert_eq!(reply, word);
+    /// }
+    /// server.shutdown(Duration::from_secs(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// The call's failure: the server's status, `DeadlineExceeded`, `ResourceExhausted` for a
     /// request above the negotiated limits (refused before anything is sent; the connection
