@@ -140,6 +140,18 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     }
 }
 
+/// A single-core engine serving [`calc`] on a free TCP port, with its endpoint string.
+pub fn calc_server() -> (netron_engine::Engine, String) {
+    let e = netron_engine::Engine::builder()
+        .cores(1)
+        .service(calc())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .expect("engine");
+    let ep = e.endpoints()[0].to_string();
+    (e, ep)
+}
+
 /// One single-core engine per transport (so counters are per transport) serving `services`
 /// with `cfg`, with its bound endpoint string.
 pub fn engines(

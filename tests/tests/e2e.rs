@@ -109,14 +109,8 @@ fn requests_that_arrive_together_are_answered_in_one_batch() {
     use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits};
     use std::io::{Read, Write};
     const N: u32 = 10;
-    let e = Engine::builder()
-        .cores(1)
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .unwrap();
-    let ep = e.endpoints()[0].to_string();
-    let mut p = netron_tests::RawPeer::handshake(ep.strip_prefix("tcp://").unwrap());
+    let (e, ep) = netron_tests::calc_server();
+    let mut p = netron_tests::RawPeer::handshake(&ep);
     // The handshake's own write is complete once the Welcome arrived; wait for its count.
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while e.total_stats().writes == 0 && std::time::Instant::now() < end {

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use netron_engine::{Client, CoreConfig, Engine, IdlePolicy, StatusCode};
-use netron_tests::{block_on, calc};
+use netron_tests::{block_on, calc, calc_server};
 
 /// Runs `f` on another thread and fails the test if it does not return within 20 s (a hang).
 fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -19,22 +19,11 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
         .unwrap_or_else(|_| panic!("{what} did not return: it hangs"))
 }
 
-fn server() -> (Engine, String) {
-    let e = Engine::builder()
-        .cores(1)
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .unwrap();
-    let ep = e.endpoints()[0].to_string();
-    (e, ep)
-}
-
 /// Item 3: a shut-down client engine answers calls, async calls and connects at once, with
 /// Unavailable saying why, whatever deadline the caller gave.
 #[test]
 fn calls_on_a_stopped_engine_fail_at_once() {
-    let (srv, ep) = server();
+    let (srv, ep) = calc_server();
     let client_engine = Engine::builder().cores(1).build().unwrap();
     let client: Client = client_engine.client();
     let ch = client.connect(&ep).unwrap();
@@ -106,7 +95,7 @@ fn the_callers_deadline_holds_while_a_handler_blocks_the_core() {
 /// later calls fail at once, and `Engine::health` reports it.
 #[test]
 fn a_core_whose_ring_fails_reports_it_everywhere() {
-    let (srv, ep) = server();
+    let (srv, ep) = calc_server();
     let mut cfg = CoreConfig::default();
     cfg.fail_enter_after_turns = Some(5_000);
     let client_engine = Engine::builder().cores(1).config(cfg).build().unwrap();

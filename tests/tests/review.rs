@@ -254,10 +254,9 @@ fn racing_calls_and_cancels_on_one_connection() {
 
 use std::future::Future;
 
-/// Dropping the Engine from inside a handler (the handler runs on the core thread the drop
-/// joins). Must not hang; the call gets some answer; the process survives.
-#[test]
-fn engine_dropped_from_inside_a_handler() {
+/// An engine whose `calc@1.2.0/kill` handler drops the engine itself (from the core thread),
+/// and a channel to it, with the engine's `host:port`.
+fn engine_dropped_by_its_handler() -> (netron_engine::Channel, String) {
     let holder: Arc<Mutex<Option<Engine>>> = Arc::new(Mutex::new(None));
     let h2 = holder.clone();
     let svc = Service::new("calc", "1.2.0")
@@ -272,6 +271,14 @@ fn engine_dropped_from_inside_a_handler() {
     let client = e.client();
     *holder.lock().unwrap() = Some(e);
     let ch = client.connect(&format!("tcp://{addr}")).unwrap();
+    (ch, addr)
+}
+
+/// Dropping the Engine from inside a handler (the handler runs on the core thread the drop
+/// joins). Must not hang; the call gets some answer; the process survives.
+#[test]
+fn engine_dropped_from_inside_a_handler() {
+    let (ch, addr) = engine_dropped_by_its_handler();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let r = ch.call("calc@1.2.0", "kill", &b""[..], Some(Duration::from_secs(3)));
@@ -751,20 +758,7 @@ fn engine_dropped_from_inside_a_handler_does_not_panic_its_core() {
             prev(info);
         }));
     }
-    let holder: Arc<Mutex<Option<Engine>>> = Arc::new(Mutex::new(None));
-    let h2 = holder.clone();
-    let svc = Service::new("calc", "1.2.0")
-        .unwrap()
-        .unary("kill", move |_, reply| {
-            let e = h2.lock().unwrap().take();
-            drop(e);
-            reply.write(b"ok");
-            Ok(())
-        });
-    let (e, addr) = engine_with(CoreConfig::default(), svc);
-    let client = e.client();
-    *holder.lock().unwrap() = Some(e);
-    let ch = client.connect(&format!("tcp://{addr}")).unwrap();
+    let (ch, _) = engine_dropped_by_its_handler();
     let r = ch.call("calc@1.2.0", "kill", &b""[..], Some(Duration::from_secs(3)));
     eprintln!("reply: {r:?}");
     let p = panicked.lock().unwrap().clone();
