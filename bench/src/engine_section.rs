@@ -7,7 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, Endpoint, Engine, IdlePolicy, Service};
+use netron_engine::{
+    CallSlot, ConnId, Core, CoreConfig, CoreStats, Endpoint, Engine, IdlePolicy, Service,
+};
 
 use crate::Options;
 use crate::pin::pin_to_cpu;
@@ -279,25 +281,7 @@ fn throughput(window: Duration) -> Table {
         let mut slots: Vec<CallSlot> = (0..depth).map(|_| CallSlot::new()).collect();
         let msg = [0x5au8; SIZE];
         let mut run = |core: &mut Core, dur: Duration| -> u64 {
-            for s in slots.iter_mut() {
-                core.start(conn, SERVICE, METHOD, &msg, None, s);
-            }
-            let mut done = 0u64;
-            let end = Instant::now() + dur;
-            while Instant::now() < end {
-                core.run_once().expect("run");
-                for s in slots.iter_mut() {
-                    if s.is_done() {
-                        done += 1;
-                        core.start(conn, SERVICE, METHOD, &msg, None, s);
-                    }
-                }
-            }
-            // Let the last calls land before the next phase.
-            let _ = core.run_until(Duration::from_secs(2), |_| {
-                slots.iter().all(|s| s.is_done())
-            });
-            done
+            pipelined_calls(core, conn, (SERVICE, METHOD, &msg, None), &mut slots, dur)
         };
         run(&mut core, window / 4); // warm-up
         let before: CoreStats = core.stats().clone();
@@ -496,4 +480,37 @@ fn memory(conns: usize) -> Table {
     drop(socks);
     engine.shutdown(Duration::from_millis(200));
     t
+}
+
+/// Keeps `slots.len()` calls of `call` (service, method, payload, deadline) in flight on
+/// `conn` for `dur`, restarting each as it completes, then lets the last ones land (at most
+/// 2 s). Returns the calls completed within `dur`. Shared by the pipelined rows here and by
+/// the Netron rows of `compare`.
+pub(crate) fn pipelined_calls(
+    core: &mut Core,
+    conn: ConnId,
+    call: (&[u8], &[u8], &[u8], Option<Duration>),
+    slots: &mut [CallSlot],
+    dur: Duration,
+) -> u64 {
+    let (service, method, msg, deadline) = call;
+    for s in slots.iter_mut() {
+        core.start(conn, service, method, msg, deadline, s);
+    }
+    let mut done = 0u64;
+    let end = Instant::now() + dur;
+    while Instant::now() < end {
+        core.run_once().expect("run");
+        for s in slots.iter_mut() {
+            if s.is_done() {
+                done += 1;
+                core.start(conn, service, method, msg, deadline, s);
+            }
+        }
+    }
+    // Let the last calls land before the next phase.
+    let _ = core.run_until(Duration::from_secs(2), |_| {
+        slots.iter().all(|s| s.is_done())
+    });
+    done
 }

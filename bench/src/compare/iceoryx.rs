@@ -120,25 +120,38 @@ fn request_response(n: usize) -> Res<Samples> {
             }
         };
         // Warm-up, also until the server has seen the client (connections are set up lazily).
-        let mut warm = 0;
-        let until = Instant::now() + Duration::from_secs(10);
-        while warm < n / 10 {
-            if one(false)? {
-                warm += 1;
-            } else if Instant::now() > until {
-                return Err("no response from the iceoryx2 server".into());
-            }
-        }
-        let mut s = Samples::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            if !one(true)? {
-                return Err("lost response".into());
-            }
-            s.push(t.elapsed().as_nanos() as u64);
-        }
-        Ok(s)
+        warm_up(n, "no response from the iceoryx2 server", &one)?;
+        measure(n, "lost response", &one)
     })
+}
+
+/// Runs `n / 10` round trips that may time out (a server or subscriber found late), failing
+/// with `silent` if none succeed within 10 s.
+fn warm_up(n: usize, silent: &str, one: &impl Fn(bool) -> Res<bool>) -> Res<()> {
+    let mut warm = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while warm < n / 10 {
+        if one(false)? {
+            warm += 1;
+        } else if Instant::now() > until {
+            return Err(silent.into());
+        }
+    }
+    Ok(())
+}
+
+/// Times `n` round trips, each allowed to wait (`one(true)`); failing with `lost` if one
+/// never completes.
+fn measure(n: usize, lost: &str, one: &impl Fn(bool) -> Res<bool>) -> Res<Samples> {
+    let mut s = Samples::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        if !one(true)? {
+            return Err(lost.into());
+        }
+        s.push(t.elapsed().as_nanos() as u64);
+    }
+    Ok(s)
 }
 
 fn pub_sub(n: usize) -> Res<Samples> {
@@ -199,26 +212,10 @@ fn pub_sub(n: usize) -> Res<Samples> {
                 }
             }
         };
-        let mut warm = 0;
-        let until = Instant::now() + Duration::from_secs(10);
-        while warm < n / 10 {
-            if one(false)? {
-                warm += 1;
-            } else if Instant::now() > until {
-                return Err("no pong from the iceoryx2 server".into());
-            }
-        }
+        warm_up(n, "no pong from the iceoryx2 server", &one)?;
         // Drain pongs of warm-up pings that timed out, so every timed pong answers its ping.
         std::thread::sleep(Duration::from_millis(50));
         while sub.receive().map_err(err)?.is_some() {}
-        let mut s = Samples::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            if !one(true)? {
-                return Err("lost pong".into());
-            }
-            s.push(t.elapsed().as_nanos() as u64);
-        }
-        Ok(s)
+        measure(n, "lost pong", &one)
     })
 }

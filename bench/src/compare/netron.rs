@@ -75,24 +75,14 @@ fn pipelined(idle: IdlePolicy, depth: usize, window: Duration) -> f64 {
     let mut slots: Vec<CallSlot> = (0..depth).map(|_| CallSlot::new()).collect();
     let msg = [0x5au8; SIZE];
     let mut run = |core: &mut Core, dur: Duration| -> u64 {
-        for s in slots.iter_mut() {
-            core.start(conn, SERVICE, METHOD, &msg, Some(DEADLINE), s);
-        }
-        let mut done = 0u64;
-        let end = Instant::now() + dur;
-        while Instant::now() < end {
-            core.run_once().expect("run");
-            for s in slots.iter_mut() {
-                if s.is_done() {
-                    done += 1;
-                    core.start(conn, SERVICE, METHOD, &msg, Some(DEADLINE), s);
-                }
-            }
-        }
-        let _ = core.run_until(Duration::from_secs(2), |_| {
-            slots.iter().all(|s| s.is_done())
-        });
-        done + depth as u64
+        // The calls in flight at the end landed too: count them.
+        crate::engine_section::pipelined_calls(
+            core,
+            conn,
+            (SERVICE, METHOD, &msg, Some(DEADLINE)),
+            &mut slots,
+            dur,
+        ) + depth as u64
     };
     run(&mut core, window / 4);
     let t = Instant::now();
