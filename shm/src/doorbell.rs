@@ -157,7 +157,18 @@ mod eventfd {
             };
             let ts = timespec(timeout);
             let Some(sock) = link.fd() else {
-                return Err(Error::Closed);
+                // An in-process channel (`channel_with_doorbell`): no liveness socket; a
+                // dropped producer rings this bell after marking the link, so polling the
+                // eventfd alone cannot miss the peer going away.
+                let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+                match rustix::event::poll(&mut fds, ts.as_ref()) {
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) => return Err(Error::io("poll on the doorbell", e)),
+                }
+                if !fds[0].revents().is_empty() {
+                    self.drain()?;
+                }
+                return link.check();
             };
             let mut fds = [
                 PollFd::new(&self.fd, PollFlags::IN),

@@ -73,4 +73,6 @@ pub use connection::ShmConnection;
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use rendezvous::ShmListener;
+#[cfg(not(loom))]
+pub use ring::channel_with_doorbell;
 pub use ring::{Consumer, Producer, Records, Reservation, channel};

@@ -35,6 +35,32 @@ pub fn channel(capacity: usize, spin: Duration) -> Result<(Producer, Consumer)> 
     Ok((producer, consumer))
 }
 
+/// [`channel`] with an eventfd doorbell instead of a condvar, for consumers driven by an event
+/// loop (io_uring, epoll) rather than a thread blocked in [`Consumer::wait`].
+///
+/// The loop reads until [`Consumer::read`] gives `None`, calls [`Consumer::announce_sleep`]
+/// (which re-checks the ring), waits for [`Consumer::doorbell_fd`] to become readable, then
+/// drains the eventfd (an 8-byte read) and calls [`Consumer::cancel_sleep`]: the same
+/// announce/recheck protocol as shared-memory connections (docs/shm.md, "Wakeups"), so the
+/// producer makes at most one `write(2)` per sleep announcement. Dropping the [`Producer`]
+/// publishes what it committed, marks the peer gone and rings the doorbell, so a sleeping
+/// loop wakes up, reads the last records and then gets [`crate::Error::PeerGone`].
+/// [`Consumer::wait`] works too (it polls the eventfd).
+///
+/// # Errors
+/// [`crate::Error::Config`] if `capacity` is not a power of two from 64 B to 1 GiB;
+/// [`crate::Error::Io`] if the eventfd cannot be created (`EMFILE`, `ENFILE`).
+#[cfg(not(loom))]
+pub fn channel_with_doorbell(capacity: usize, spin: Duration) -> Result<(Producer, Consumer)> {
+    check_capacity(capacity)?;
+    let mem = mem::heap_ring(capacity);
+    let bell: Arc<dyn Bell> = Arc::new(crate::doorbell::EventBell::new()?);
+    let link = Arc::new(Link::local());
+    let consumer = Consumer::new(mem.share(), Arc::clone(&bell), Arc::clone(&link), spin);
+    let producer = Producer::new(mem, bell, link, spin);
+    Ok((producer, consumer))
+}
+
 /// [`channel`], plus a third handle on the ring's memory (for `testing::TamperedChannel`).
 pub(crate) fn heap_channel(
     capacity: usize,

@@ -376,3 +376,84 @@ proptest! {
         prop_assert!(unread.is_empty());
     }
 }
+
+/// `true` if `fd` is readable within `ms` milliseconds.
+fn readable(fd: std::os::fd::BorrowedFd<'_>, ms: i32) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: i64::from(ms / 1000),
+        tv_nsec: i64::from(ms % 1000) * 1_000_000,
+    };
+    rustix::event::poll(&mut fds, Some(&ts)).unwrap() == 1
+}
+
+fn drain(fd: std::os::fd::BorrowedFd<'_>) {
+    let mut b = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut b);
+}
+
+#[test]
+fn doorbell_channel_wakes_an_event_loop_once_per_announcement() {
+    let (mut p, mut c) = channel_with_doorbell(256, Duration::ZERO).unwrap();
+    use std::os::fd::AsFd;
+    let bell = c
+        .doorbell_fd()
+        .expect("an eventfd doorbell")
+        .try_clone_to_owned()
+        .unwrap();
+    // Nobody sleeps: publishing does not touch the eventfd.
+    p.send(b"one").unwrap();
+    p.publish().unwrap();
+    assert!(!readable(bell.as_fd(), 0), "rang without a sleeper");
+    assert_eq!(c.read().unwrap(), Some(&b"one"[..]));
+    c.release();
+    // The loop announces sleep and waits on the fd: the next publish rings once.
+    assert!(c.announce_sleep().unwrap());
+    p.send(b"two").unwrap();
+    p.publish().unwrap();
+    p.send(b"three").unwrap();
+    p.publish().unwrap();
+    assert!(
+        readable(bell.as_fd(), 1000),
+        "publish after an announcement rings"
+    );
+    let mut n = [0u8; 8];
+    rustix::io::read(&bell, &mut n).unwrap();
+    assert_eq!(u64::from_ne_bytes(n), 1, "one ring per announcement");
+    c.cancel_sleep();
+    assert_eq!(c.read().unwrap(), Some(&b"two"[..]));
+    assert_eq!(c.read().unwrap(), Some(&b"three"[..]));
+    c.release();
+    // A record that arrives between the last read and the announcement is seen by the
+    // announcement's re-check: nothing to sleep on.
+    p.send(b"four").unwrap();
+    p.publish().unwrap();
+    assert!(!c.announce_sleep().unwrap());
+    assert_eq!(c.read().unwrap(), Some(&b"four"[..]));
+    c.release();
+}
+
+#[test]
+fn doorbell_channel_reports_a_dropped_producer_after_its_last_records() {
+    use std::os::fd::AsFd;
+    let (mut p, c) = channel_with_doorbell(256, Duration::ZERO).unwrap();
+    let bell = c.doorbell_fd().unwrap().try_clone_to_owned().unwrap();
+    assert!(c.announce_sleep().unwrap());
+    p.send(b"last").unwrap(); // committed, never published by hand
+    drop(p);
+    assert!(readable(bell.as_fd(), 1000), "the dropped producer rang");
+    drain(bell.as_fd());
+    c.cancel_sleep();
+    assert_eq!(c.read().unwrap(), Some(&b"last"[..]));
+    assert!(matches!(c.read(), Ok(None) | Err(Error::PeerGone)));
+    assert!(matches!(c.announce_sleep(), Err(Error::PeerGone)));
+    // A thread blocked in `wait` wakes with PeerGone too (no liveness socket to poll).
+    let (p2, c2) = channel_with_doorbell(256, Duration::ZERO).unwrap();
+    let t = std::thread::spawn(move || c2.wait(Some(Instant::now() + Duration::from_secs(10))));
+    std::thread::sleep(Duration::from_millis(20));
+    drop(p2);
+    assert!(matches!(t.join().unwrap(), Err(Error::PeerGone)));
+}
