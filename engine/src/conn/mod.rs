@@ -10,6 +10,7 @@
 
 mod budget;
 mod client;
+mod record;
 mod server;
 mod timers;
 
@@ -289,6 +290,13 @@ impl<C: Caller> Connection<C> {
         matches!(self.state, State::Closing)
     }
 
+    /// The frame limits in force: the negotiated ones, or the handshake's until then.
+    fn limits(&self) -> Limits {
+        self.settings
+            .as_ref()
+            .map_or_else(handshake_limits, |s| s.limits)
+    }
+
     fn apply_settings(&mut self, s: Settings) {
         self.dec = HeaderDecoder::new(s.header_table_size, s.limits.max_header_list_size as usize);
         self.enc = HeaderEncoder::new(s.header_table_size);
@@ -401,6 +409,18 @@ impl<C: Caller> Connection<C> {
 
     /// Decodes as many whole frames as `buf` holds; returns the bytes consumed.
     fn process(&mut self, buf: &[u8], env: &mut Env<'_>) -> Result<usize, ConnError> {
+        self.process_frames(buf, false, env)
+    }
+
+    /// Runs the handshake on `buf`, then dispatches its frames. `batch`: `buf` is one record
+    /// of a record transport, checked as a batch (docs/protocol.md §10.2: a frame running
+    /// past its end is an error, not a wait for more bytes).
+    fn process_frames(
+        &mut self,
+        buf: &[u8],
+        batch: bool,
+        env: &mut Env<'_>,
+    ) -> Result<usize, ConnError> {
         let mut consumed = 0;
         match &mut self.state {
             State::ServerHandshake(hs) => {
@@ -437,11 +457,12 @@ impl<C: Caller> Connection<C> {
             State::Open => {}
             State::Closing => return Ok(buf.len()),
         }
-        let limits = self
-            .settings
-            .as_ref()
-            .map_or_else(handshake_limits, |s| s.limits);
-        let mut it = FrameIter::new(&buf[consumed..], &limits);
+        let limits = self.limits();
+        let mut it = if batch {
+            netron_codec::decode_batch(&buf[consumed..], &limits)
+        } else {
+            FrameIter::new(&buf[consumed..], &limits)
+        };
         for frame in it.by_ref() {
             let frame = frame?;
             env.stats.frames_in += 1;

@@ -847,3 +847,6 @@ fn a_closing_connection_is_closed_after_the_linger_bound() {
         .unwrap_err();
     assert_eq!(e.counter, "close_linger");
 }
+
+/// The same connections over a record transport (docs/protocol.md §26).
+mod records;
