@@ -37,6 +37,7 @@ mod endpoint;
 mod engine;
 mod executor;
 mod inbox;
+pub mod inproc;
 mod service;
 mod slot;
 mod stats;

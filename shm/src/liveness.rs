@@ -69,7 +69,9 @@ impl Link {
     /// Errors if the connection is known to be unusable (peer gone or closed).
     #[inline]
     pub(crate) fn check(&self) -> Result<()> {
-        match self.state.load(Ordering::Relaxed) {
+        // Acquire pairs with the Release of `peer_gone`: an in-process producer publishes its
+        // last records before marking itself gone, so whoever sees it gone also sees them.
+        match self.state.load(Ordering::Acquire) {
             OPEN => Ok(()),
             PEER_GONE => Err(Error::PeerGone),
             _ => Err(Error::Closed),
@@ -90,7 +92,7 @@ impl Link {
     pub(crate) fn peer_gone(&self) -> Error {
         let _ = self
             .state
-            .compare_exchange(OPEN, PEER_GONE, Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(OPEN, PEER_GONE, Ordering::Release, Ordering::Relaxed);
         self.check().err().unwrap_or(Error::PeerGone)
     }
 

@@ -10,7 +10,7 @@
 
 mod budget;
 mod client;
-mod record;
+pub(crate) mod record;
 mod server;
 mod timers;
 

@@ -93,6 +93,15 @@ impl Consumer {
         Ok(self.next(false)?.is_some())
     }
 
+    /// Whether the producer is known to be gone (its process died, or, in process, its half
+    /// was dropped) or this side closed the connection. Records the producer published
+    /// before going can still be read (unless this side closed): an event loop
+    /// reads until [`read`](Self::read) gives `None`, then checks this to tell "nothing yet"
+    /// from "nothing ever again".
+    pub fn peer_gone(&self) -> bool {
+        self.link.check().is_err()
+    }
+
     /// Hands every record read so far back to the producer: one release store of `head`.
     pub fn release(&mut self) {
         let r = self.read.get();

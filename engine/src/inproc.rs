@@ -1,0 +1,409 @@
+//! The in-process record transport, `inproc://name`: connections between threads of one
+//! process over two netron-shm rings on the heap (`netron_shm::channel_with_doorbell`), one
+//! per direction, each with an eventfd doorbell a core can wait on inside io_uring.
+//!
+//! It is the record transport the engine's tests run the conformance suite over (the proof
+//! that the transport layer carries records, not only byte streams), and it is useful on its
+//! own: two engines in one process talk without sockets, with the same API as `tcp://`.
+//! `shm://` (issue 19) reuses everything here except where the rings live (a shared segment
+//! instead of the heap) and the liveness socket.
+//!
+//! Framing is docs/protocol.md §26: the client's first record is the preface, then its Hello;
+//! each later record holds one batch of whole frames; a frame longer than a record is
+//! fragmented. Both sides of an in-process connection are this process's own code, so frames
+//! are decoded in place (§26.5's copies guard against a peer in another process rewriting
+//! shared memory after it was checked, which cannot happen here).
+//!
+//! A listener registers its name in a process-wide table; `connect` looks the name up, makes
+//! the two rings, and hands the server's half to the listener's acceptor (the engine routes it
+//! to one of its cores). Names are unique per process: a second bind of a bound name fails
+//! with `AddrInUse`, a connect to an unbound name with `ConnectionRefused`.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use netron_shm::{Consumer, Error as ShmError, Producer};
+
+use crate::conn::Role;
+use crate::conn::record::for_each_record;
+
+/// Bytes of ring per direction of an in-process connection: the largest record is 16 bytes
+/// less (netron-shm's record header and slack, docs/shm.md "Records"), so the default batch
+/// limits (docs/architecture.md) fit one record and larger frames are fragmented.
+pub const RING_BYTES: usize = 1 << 20;
+
+/// Records read per [`RecordPipe::read`] at most, so one busy peer does not starve a core's
+/// other connections in a turn (the rest waits for the next turn; nothing is lost).
+const MAX_RECORDS_PER_READ: usize = 64;
+
+/// One side of an in-process connection: the ring it writes and the ring it reads.
+#[derive(Debug)]
+#[allow(dead_code)] // driven by the record link of the transport layer
+pub(crate) struct RecordPipe {
+    tx: Producer,
+    rx: Consumer,
+    /// The largest record the peer writes to us (fragments are recognised against it).
+    limit_in: usize,
+    /// Records of the current batch already in the ring: a full ring stops a batch midway,
+    /// and the next `write` of the same batch resumes after them.
+    sent: usize,
+    /// `Some(role)` until this side's first batch (its handshake) is out.
+    first: Option<Role>,
+}
+
+/// What [`RecordPipe::read`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReadEnd {
+    /// This many records were delivered (and their space handed back).
+    Got(usize),
+    /// Nothing is waiting.
+    Empty,
+    /// The peer is gone and everything it published was read.
+    Eof,
+    /// The ring broke its rules (a bug, or memory corruption); close.
+    Failed(String),
+}
+
+/// What [`RecordPipe::write`] did with a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteEnd {
+    /// All of it is published.
+    Done,
+    /// The ring is full: what fitted is published; call `write` again with the same batch
+    /// once the peer has read (the rest resumes where it stopped).
+    Blocked,
+    /// The peer is gone or the ring broke; close.
+    Failed(String),
+}
+
+#[allow(dead_code)] // driven by the record link of the transport layer
+impl RecordPipe {
+    /// A connected pair: (client side, server side), each ring `capacity` bytes.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a capacity netron-shm refuses (a power of two, 64 B to 1 GiB);
+    /// the OS error if an eventfd cannot be made (`EMFILE`).
+    pub(crate) fn pair(capacity: usize) -> io::Result<(RecordPipe, RecordPipe)> {
+        let (c2s_tx, c2s_rx) =
+            netron_shm::channel_with_doorbell(capacity, Duration::ZERO).map_err(shm_io)?;
+        let (s2c_tx, s2c_rx) =
+            netron_shm::channel_with_doorbell(capacity, Duration::ZERO).map_err(shm_io)?;
+        let client = RecordPipe {
+            limit_in: s2c_tx.max_record_len(),
+            tx: c2s_tx,
+            rx: s2c_rx,
+            sent: 0,
+            first: Some(Role::Client),
+        };
+        let server = RecordPipe {
+            limit_in: client.tx.max_record_len(),
+            tx: s2c_tx,
+            rx: c2s_rx,
+            sent: 0,
+            first: Some(Role::Server),
+        };
+        Ok((client, server))
+    }
+
+    /// The largest record the peer sends (for `Connection::handle_record`).
+    pub(crate) fn limit_in(&self) -> usize {
+        self.limit_in
+    }
+
+    /// Delivers up to a turn's share of waiting records to `deliver`, in order, then hands
+    /// their space back to the peer (one store).
+    pub(crate) fn read(&mut self, mut deliver: impl FnMut(&[u8])) -> ReadEnd {
+        let mut n = 0;
+        let mut end = None;
+        while n < MAX_RECORDS_PER_READ {
+            match self.rx.read() {
+                Ok(Some(r)) => {
+                    deliver(r);
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    end = Some(ReadEnd::Failed(format!("in-process ring: {e}")));
+                    break;
+                }
+            }
+        }
+        self.rx.release();
+        match end {
+            Some(e) => e,
+            None if n > 0 => ReadEnd::Got(n),
+            // Seen gone after seeing nothing: its last records (published before it marked
+            // itself gone) are visible now; read them before reporting the end.
+            None if self.rx.peer_gone() => match self.rx.ready() {
+                Ok(true) => self.read(deliver),
+                _ => ReadEnd::Eof,
+            },
+            None => ReadEnd::Empty,
+        }
+    }
+
+    /// Writes `batch` (this side's own encoder output) as records: cut as protocol.md
+    /// §26.1–§26.3 say, copied into the ring, published with one store (and at most one
+    /// doorbell write, only if the peer sleeps).
+    pub(crate) fn write(&mut self, batch: &[u8]) -> WriteEnd {
+        let limit = self.tx.max_record_len();
+        let (tx, skip) = (&mut self.tx, self.sent);
+        let mut index = 0;
+        let mut committed = 0;
+        let mut outcome = Ok(true);
+        for_each_record(batch, self.first, limit, |record| {
+            let i = index;
+            index += 1;
+            if i < skip || !matches!(outcome, Ok(true)) {
+                return;
+            }
+            match tx.reserve(record.len()) {
+                Ok(mut r) => {
+                    r.copy_from_slice(record);
+                    r.commit();
+                    committed += 1;
+                }
+                Err(ShmError::Full) => outcome = Ok(false),
+                Err(e) => outcome = Err(e),
+            }
+        });
+        let published = self.tx.publish();
+        match (outcome, published) {
+            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(format!("in-process ring: {e}")),
+            (Ok(true), Ok(())) => {
+                self.sent = 0;
+                self.first = None;
+                WriteEnd::Done
+            }
+            (Ok(false), Ok(())) => {
+                // Everything before the record that did not fit is in the ring.
+                self.sent = skip + committed;
+                WriteEnd::Blocked
+            }
+        }
+    }
+
+    /// Announces that the core is about to wait on [`doorbell`](Self::doorbell) and re-checks
+    /// the ring: `Ok(true)`: wait; `Ok(false)`: records arrived, read instead; `Err`: the peer
+    /// is gone (read what is left, then end).
+    pub(crate) fn announce_sleep(&self) -> Result<bool, ()> {
+        self.rx.announce_sleep().map_err(drop)
+    }
+
+    /// Withdraws the announcement after the doorbell fired (or the core stopped waiting).
+    pub(crate) fn cancel_sleep(&self) {
+        self.rx.cancel_sleep();
+    }
+
+    /// The eventfd the peer writes when it publishes after [`announce_sleep`](Self::announce_sleep).
+    pub(crate) fn doorbell(&self) -> BorrowedFd<'_> {
+        self.rx
+            .doorbell_fd()
+            .expect("channel_with_doorbell always has an eventfd")
+    }
+}
+
+fn shm_io(e: ShmError) -> io::Error {
+    match e {
+        ShmError::Config { .. } => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// What a listener does with the server half of a new connection: hand it to a core. An
+/// `Err` refuses the connection with that reason (the engine is shutting down, the core's
+/// `max_connections` is reached).
+pub(crate) type Acceptor = Arc<dyn Fn(RecordPipe) -> Result<(), String> + Send + Sync>;
+
+fn table() -> &'static Mutex<HashMap<String, Acceptor>> {
+    static TABLE: OnceLock<Mutex<HashMap<String, Acceptor>>> = OnceLock::new();
+    TABLE.get_or_init(Default::default)
+}
+
+/// A bound `inproc://` name; dropping it unbinds the name (new connects are refused, open
+/// connections are not affected).
+#[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))] // made by the engine's inproc listener
+pub(crate) struct Binding {
+    name: String,
+}
+
+impl Drop for Binding {
+    fn drop(&mut self) {
+        table()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.name);
+    }
+}
+
+/// Binds `name` (the part after `inproc://`) to `acceptor`.
+///
+/// # Errors
+/// `AddrInUse` if the name is bound in this process already; `InvalidInput` if it is empty.
+#[cfg_attr(not(test), allow(dead_code))] // called by the engine's inproc listener
+pub(crate) fn bind(name: &str, acceptor: Acceptor) -> io::Result<Binding> {
+    if name.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an inproc:// endpoint needs a name (inproc://name)",
+        ));
+    }
+    let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+    if t.contains_key(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("inproc://{name} is already bound in this process"),
+        ));
+    }
+    t.insert(name.to_owned(), acceptor);
+    Ok(Binding {
+        name: name.to_owned(),
+    })
+}
+
+/// Opens a connection to the listener bound to `name`: makes the rings, hands the server
+/// half to its acceptor, returns the client half.
+pub(crate) fn connect(name: &str) -> io::Result<RecordPipe> {
+    let acceptor = table()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("nothing listens on inproc://{name} in this process"),
+            )
+        })?;
+    let (client, server) = RecordPipe::pair(RING_BYTES)?;
+    acceptor(server).map_err(|why| {
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("inproc://{name} refused the connection: {why}"),
+        )
+    })?;
+    Ok(client)
+}
+
+/// The raw rings of a new connection to `inproc://name`, for tests and tools that speak the
+/// protocol by hand (an independent client written from docs/protocol.md §26): write records
+/// with the [`Producer`] (the preface first, then the Hello, then batches of whole frames),
+/// read the server's records with the [`Consumer`]. Dropping the producer is the end of the
+/// client's side (EOF); dropping both closes the connection.
+///
+/// # Errors
+/// `ConnectionRefused` if nothing listens on the name in this process or the listener
+/// refused; the OS error if an eventfd cannot be made.
+pub fn connect_raw(name: &str) -> io::Result<(Producer, Consumer)> {
+    let RecordPipe { tx, rx, .. } = connect(name)?;
+    Ok((tx, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(frames: &[(u8, usize)]) -> Vec<u8> {
+        let mut b = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
+        for &(fill, len) in frames {
+            b.frame(netron_codec::FrameKind::Ping, 0)
+                .unwrap()
+                .payload(&vec![fill; len])
+                .finish()
+                .unwrap();
+        }
+        b.as_slice().to_vec()
+    }
+
+    fn drain(p: &mut RecordPipe) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while let ReadEnd::Got(_) = p.read(|r| got.push(r.to_vec())) {}
+        got
+    }
+
+    #[test]
+    fn a_full_ring_blocks_a_batch_midway_and_it_resumes_where_it_stopped() {
+        let (mut c, mut s) = RecordPipe::pair(1024).unwrap();
+        c.first = None;
+        // 1008-byte records: each 600-byte frame goes alone; two fit in the 1 KiB ring only
+        // one at a time.
+        let b = batch(&[(1, 600), (2, 600), (3, 600)]);
+        assert_eq!(c.write(&b), WriteEnd::Blocked);
+        let mut got = drain(&mut s);
+        assert_eq!(got.len(), 1);
+        let mut rounds = 0;
+        while c.write(&b) == WriteEnd::Blocked {
+            got.extend(drain(&mut s));
+            rounds += 1;
+            assert!(rounds < 10, "no progress");
+        }
+        got.extend(drain(&mut s));
+        assert_eq!(got.concat(), b, "every byte once, in order");
+        // The next batch starts afresh.
+        let b2 = batch(&[(4, 10)]);
+        assert_eq!(c.write(&b2), WriteEnd::Done);
+        assert_eq!(drain(&mut s), vec![b2]);
+    }
+
+    #[test]
+    fn the_end_is_reported_after_the_last_records() {
+        let (mut c, mut s) = RecordPipe::pair(4096).unwrap();
+        c.first = None;
+        let b = batch(&[(7, 10)]);
+        assert_eq!(c.write(&b), WriteEnd::Done);
+        assert_eq!(s.announce_sleep(), Ok(false), "a record is waiting");
+        drop(c);
+        assert_eq!(drain(&mut s), vec![b]);
+        assert_eq!(s.read(|_| panic!("nothing more")), ReadEnd::Eof);
+        assert_eq!(s.announce_sleep(), Err(()));
+        // Writing to a gone peer fails instead of filling a ring nobody reads.
+        assert!(matches!(s.write(&batch(&[(1, 1)])), WriteEnd::Failed(_)));
+    }
+
+    #[test]
+    fn names_are_bound_once_and_connects_reach_the_acceptor() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let name = format!("inproc-unit-{}", std::process::id());
+        let binding = bind(
+            &name,
+            Arc::new(move |p| {
+                sink.lock().unwrap().push(p);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let e = bind(&name, Arc::new(|_| Ok(()))).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains(&name));
+        let (mut tx, _rx) = connect_raw(&name).unwrap();
+        tx.send(b"hi").unwrap();
+        tx.publish().unwrap();
+        let mut server = got
+            .lock()
+            .unwrap()
+            .pop()
+            .expect("the acceptor got the server half");
+        assert_eq!(drain(&mut server), vec![b"hi".to_vec()]);
+        drop(binding);
+        let e = connect(&name).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(e.to_string().contains("nothing listens"), "{e}");
+        let refusing = bind(
+            &name,
+            Arc::new(|_| Err("the engine is shutting down".into())),
+        )
+        .unwrap();
+        let e = connect(&name).unwrap_err();
+        assert!(e.to_string().contains("shutting down"), "{e}");
+        drop(refusing);
+        assert_eq!(
+            bind("", Arc::new(|_| Ok(()))).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+}
