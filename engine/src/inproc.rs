@@ -226,7 +226,6 @@ fn table() -> &'static Mutex<HashMap<String, Acceptor>> {
 /// A bound `inproc://` name; dropping it unbinds the name (new connects are refused, open
 /// connections are not affected).
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))] // made by the engine's inproc listener
 pub(crate) struct Binding {
     name: String,
 }
@@ -244,7 +243,6 @@ impl Drop for Binding {
 ///
 /// # Errors
 /// `AddrInUse` if the name is bound in this process already; `InvalidInput` if it is empty.
-#[cfg_attr(not(test), allow(dead_code))] // called by the engine's inproc listener
 pub(crate) fn bind(name: &str, acceptor: Acceptor) -> io::Result<Binding> {
     if name.is_empty() {
         return Err(io::Error::new(
@@ -301,6 +299,57 @@ pub(crate) fn connect(name: &str) -> io::Result<RecordPipe> {
 pub fn connect_raw(name: &str) -> io::Result<(Producer, Consumer)> {
     let RecordPipe { tx, rx, .. } = connect(name)?;
     Ok((tx, rx))
+}
+
+/// A raw listener on `inproc://name` (see [`listen_raw`]); dropping it unbinds the name.
+#[derive(Debug)]
+pub struct RawListener {
+    incoming: std::sync::mpsc::Receiver<RecordPipe>,
+    _binding: Binding,
+}
+
+impl RawListener {
+    /// The next connection's raw rings: the [`Producer`] writes to the client, the
+    /// [`Consumer`] reads its records (the preface first, then its Hello).
+    ///
+    /// # Errors
+    /// `TimedOut` if no client connected within `timeout` (`None`: wait without bound).
+    pub fn accept(&self, timeout: Option<Duration>) -> io::Result<(Producer, Consumer)> {
+        let pipe = match timeout {
+            Some(t) => self.incoming.recv_timeout(t).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no inproc connection within {t:?}"),
+                )
+            })?,
+            None => self
+                .incoming
+                .recv()
+                .map_err(|_| io::Error::other("the inproc listener's name table is gone"))?,
+        };
+        let RecordPipe { tx, rx, .. } = pipe;
+        Ok((tx, rx))
+    }
+}
+
+/// Binds `inproc://name` for a hand-written server (a test or tool playing the server side
+/// of docs/protocol.md §26 by hand): engines connecting to the name reach [`RawListener::accept`].
+///
+/// # Errors
+/// `AddrInUse` if the name is bound in this process already; `InvalidInput` if it is empty.
+pub fn listen_raw(name: &str) -> io::Result<RawListener> {
+    let (tx, incoming) = std::sync::mpsc::channel();
+    let binding = bind(
+        name,
+        Arc::new(move |pipe| {
+            tx.send(pipe)
+                .map_err(|_| "the raw listener was dropped".to_owned())
+        }),
+    )?;
+    Ok(RawListener {
+        incoming,
+        _binding: binding,
+    })
 }
 
 #[cfg(test)]
@@ -401,6 +450,20 @@ mod tests {
         let e = connect(&name).unwrap_err();
         assert!(e.to_string().contains("shutting down"), "{e}");
         drop(refusing);
+        let raw = listen_raw(&name).unwrap();
+        let (mut c_tx, mut c_rx) = connect_raw(&name).unwrap();
+        let (mut s_tx, mut s_rx) = raw.accept(Some(Duration::from_secs(5))).unwrap();
+        c_tx.send(b"ping").unwrap();
+        c_tx.publish().unwrap();
+        assert_eq!(s_rx.read().unwrap(), Some(&b"ping"[..]));
+        s_rx.release();
+        s_tx.send(b"pong").unwrap();
+        s_tx.publish().unwrap();
+        assert_eq!(c_rx.read().unwrap(), Some(&b"pong"[..]));
+        c_rx.release();
+        let e = raw.accept(Some(Duration::from_millis(1))).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        drop(raw);
         assert_eq!(
             bind("", Arc::new(|_| Ok(()))).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
