@@ -4,8 +4,7 @@
 //! any transport's raw link.
 //!
 //! Transport-specific tests (TCP host names and ports, Unix socket files, listeners) are in
-//! tests/tests/socket_listeners.rs and tests/tests/tcp_only.rs; argument and configuration
-//! fuzzing in tests/tests/hostile.rs.
+//! tests/tests/socket_listeners.rs and tests/tests/tcp_only.rs.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

@@ -14,6 +14,7 @@
 //! | [`endings`]   | FIN, GoAway, trickles, stall timeouts, shutdown, engines dropped     |
 //! | [`alloc`]     | allocation counts per call (each test in its own process)            |
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
+//! | [`values`]    | arbitrary call arguments and settings (property tests)               |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
 //! legal on a stream and `Incomplete` in a record, docs/protocol.md §10.2, §26.2), the test
@@ -28,6 +29,8 @@ pub mod errors;
 pub mod hot;
 pub mod limits;
 pub mod unary;
+pub mod values;
+
 mod util;
 
 use crate::Transport;
@@ -130,6 +133,11 @@ macro_rules! conformance {
                         echoes_stay_intact_across_promotion_direct_reads_and_demotion,
                         concurrent_callers_share_hot_connections,
                         turning_direct_reads_off_keeps_every_byte_on_the_ring,
+                    }
+                    values {
+                        arbitrary_call_arguments_never_panic,
+                        arbitrary_settings_are_validated_or_work,
+                        ring_entries_at_the_bound,
                     }
                 );
             }

@@ -1,28 +1,16 @@
-//! No argument value or configuration value may panic a core (issue 10, item 2a). A property
-//! test throws arbitrary argument values at `Core::call` and arbitrary configuration values at
-//! `CoreConfig::validate` and `Core::new`, against one TCP server (the values, not the
-//! transport, are under test). Hostile handlers are in the conformance suite
-//! (`errors::hostile_handlers_fail_their_call_only`).
+//! Bad values from the API user: no argument value or configuration value may panic a core
+//! (issue 10, item 2a). Property tests throw arbitrary argument values at `Core::call` and
+//! arbitrary configuration values at `CoreConfig::validate` and `Core::new`.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use netron_engine::{
-    CallSlot, Core, CoreConfig, DirectRecv, Engine, FrameBudget, IdlePolicy, StatusCode,
-};
+use netron_engine::{CallSlot, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, StatusCode};
 use proptest::prelude::*;
+
+use crate::Transport;
 
 const DL: Option<Duration> = Some(Duration::from_secs(10));
 const LIMIT: usize = 16 << 20;
-
-static SERVER: LazyLock<Engine> = LazyLock::new(|| {
-    Engine::builder()
-        .cores(1)
-        .service(netron_tests::calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .unwrap()
-});
 
 fn duration() -> impl Strategy<Value = Duration> {
     prop_oneof![
@@ -35,31 +23,44 @@ fn duration() -> impl Strategy<Value = Duration> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Arbitrary argument values: every call returns (a reply or a status), none panics, and
-    /// the connection serves a normal call afterwards.
-    #[test]
-    fn arbitrary_call_arguments_never_panic(
+/// Arbitrary argument values: every call returns (a reply or a status), none panics, and
+/// the connection serves a normal call afterwards.
+pub fn arbitrary_call_arguments_never_panic(t: &Transport) {
+    let (server, _) = crate::calc_server(t);
+    let ep = server.endpoints()[0].clone();
+    let cfg = ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(cfg, |(
         service in prop_oneof![Just(b"calc@1.2.0".to_vec()), proptest::collection::vec(any::<u8>(), 0..64), Just(vec![b's'; 70_000])],
         method in prop_oneof![Just(b"add".to_vec()), Just(b"echo".to_vec()), proptest::collection::vec(any::<u8>(), 0..16)],
         payload_len in prop_oneof![0usize..300, Just(LIMIT - 40), Just(LIMIT), Just(LIMIT + 1)],
-        deadline in proptest::option::of(duration()),
-    ) {
+        deadline in proptest::option::of(duration())
+    )| {
         let mut core = Core::new(CoreConfig::default()).unwrap();
-        let conn = core.connect(&SERVER.endpoints()[0], Duration::from_secs(5)).unwrap();
+        let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
         let mut slot = CallSlot::new();
         let payload = vec![5u8; payload_len];
         let _ = core.call(conn, &service, &method, &payload, deadline, &mut slot);
         let r = core.call(conn, b"calc@1.2.0", b"add", &[2, 2], DL, &mut slot).map(<[u8]>::to_vec);
         prop_assert_eq!(r, Ok(vec![4]));
-    }
+    });
+    server.shutdown(Duration::from_secs(1));
+}
 
-    /// Arbitrary configuration values: validation either refuses them by name or a core
-    /// built from them works; nothing panics.
-    #[test]
-    fn arbitrary_settings_are_validated_or_work(
+/// Arbitrary configuration values: validation either refuses them by name or a core
+/// built from them works; nothing panics.
+pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
+    let (server, _) = crate::calc_server(t);
+    let ep = server.endpoints()[0].clone();
+    let cfg = ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(cfg, |(
         ring_entries in prop_oneof![Just(0u32), 1u32..64, Just(16_384), Just(16_385), Just(32_768), Just(u32::MAX)],
         recv_buffers in prop_oneof![Just(0u16), Just(3), Just(4), Just(64), Just(u16::MAX)],
         recv_buffer_size in prop_oneof![Just(0usize), Just(511), Just(512), Just(4096), Just(usize::MAX)],
@@ -73,8 +74,8 @@ proptest! {
         per_sec in prop_oneof![Just(0u32), Just(1), Just(u32::MAX)],
         spin in duration(),
         direct in proptest::option::of((0usize..10, duration())),
-        max_connections in prop_oneof![Just(0usize), Just(1), Just(usize::MAX)],
-    ) {
+        max_connections in prop_oneof![Just(0usize), Just(1), Just(usize::MAX)]
+    )| {
         let mut cfg = CoreConfig::default()
             .with_idle(IdlePolicy::Adaptive { spin })
             .with_keepalive(keepalive, dead_after)
@@ -91,7 +92,7 @@ proptest! {
             Err(e) => prop_assert!(e.to_string().contains("CoreConfig::"), "{e}"),
             Ok(()) => {
                 let mut core = Core::new(cfg).unwrap();
-                let conn = match core.connect(&SERVER.endpoints()[0], Duration::from_secs(5)) {
+                let conn = match core.connect(&ep, Duration::from_secs(5)) {
                     Ok(c) => c,
                     Err(s) => {
                         prop_assert_eq!(s.code, StatusCode::Unavailable, "{:?}", s);
@@ -111,19 +112,19 @@ proptest! {
                 }
             }
         }
-    }
+    });
+    server.shutdown(Duration::from_secs(1));
 }
 
 /// The ring-size bound at its edge: the largest accepted ring really sets up (the proptest
 /// above found 32 768 validated but refused by the kernel), one more is refused by name.
-#[test]
-fn ring_entries_at_the_bound() {
+pub fn ring_entries_at_the_bound(t: &Transport) {
+    let (server, _) = crate::calc_server(t);
+    let ep = server.endpoints()[0].clone();
     let mut cfg = CoreConfig::default();
     cfg.ring_entries = 16_384;
     let mut core = Core::new(cfg.clone()).unwrap();
-    let conn = core
-        .connect(&SERVER.endpoints()[0], Duration::from_secs(5))
-        .unwrap();
+    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
     assert_eq!(
         core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot)
@@ -133,4 +134,5 @@ fn ring_entries_at_the_bound() {
     cfg.ring_entries = 16_385;
     let e = cfg.validate().unwrap_err();
     assert_eq!(e.setting, "CoreConfig::ring_entries");
+    server.shutdown(Duration::from_secs(1));
 }
