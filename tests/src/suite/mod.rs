@@ -45,8 +45,10 @@ use crate::Transport;
 /// netron_tests::conformance!();
 /// ```
 ///
-/// A test listed as `isolated name` runs in a child process of its own (allocation counts,
-/// process-wide panic hooks): see [`isolated`].
+/// A test listed as `alone name` runs while no other suite test of the binary runs (it
+/// busy-polls: on a small machine its spinning cores would starve the others' bounded waits):
+/// see [`run_alone`]. A test listed as `isolated name` runs alone too, and in a child process
+/// of its own (allocation counts, process-wide panic hooks): see [`isolated`].
 #[macro_export]
 macro_rules! conformance {
     () => {
@@ -63,7 +65,7 @@ macro_rules! conformance {
                         calls_answer_fail_and_go_on,
                         many_threads_many_connections,
                         requests_that_arrive_together_are_answered_in_one_batch,
-                        a_caller_driven_core_makes_calls,
+                        alone a_caller_driven_core_makes_calls,
                         a_handler_calls_another_service_on_its_own_core,
                         header_table_size_zero,
                     }
@@ -80,14 +82,14 @@ macro_rules! conformance {
                         duration_max_deadline_means_never_async,
                         connect_timeout_duration_max_does_not_panic,
                         connect_timeout_zero_is_prompt,
-                        the_callers_deadline_holds_while_a_handler_blocks_the_core,
+                        alone the_callers_deadline_holds_while_a_handler_blocks_the_core,
                         caller_deadline_while_core_blocked,
                         given_up_call_does_not_poison_next,
                         the_server_enforces_deadlines_without_help_from_the_caller,
                         abandoned_calls_to_a_silent_server_fail_on_close,
                     }
                     cancel {
-                        async_handlers_answer_fail_expire_and_cancel,
+                        alone async_handlers_answer_fail_expire_and_cancel,
                         async_calls_resolve_and_dropping_one_cancels_it,
                         racing_calls_and_cancels_on_one_connection,
                         pipelined_client_cancelling_half_its_calls_keeps_connection,
@@ -95,9 +97,9 @@ macro_rules! conformance {
                     }
                     bad_input {
                         misbehaving_peers_are_cut_off_and_others_lose_nothing,
-                        misbehaving_peers_on_hot_connections_are_cut_off,
+                        alone misbehaving_peers_on_hot_connections_are_cut_off,
                         a_flood_without_reading_is_cut_off,
-                        a_flood_on_a_hot_connection_is_cut_off,
+                        alone a_flood_on_a_hot_connection_is_cut_off,
                         replies_from_client_to_server_are_ignored,
                         handshake_trickle_is_bounded,
                         frame_trickle_is_bounded,
@@ -130,9 +132,9 @@ macro_rules! conformance {
                         isolated channel_and_async_paths_stay_within_their_allocation_budgets,
                     }
                     hot {
-                        echoes_stay_intact_across_promotion_direct_reads_and_demotion,
-                        concurrent_callers_share_hot_connections,
-                        turning_direct_reads_off_keeps_every_byte_on_the_ring,
+                        alone echoes_stay_intact_across_promotion_direct_reads_and_demotion,
+                        alone concurrent_callers_share_hot_connections,
+                        alone turning_direct_reads_off_keeps_every_byte_on_the_ring,
                     }
                     values {
                         arbitrary_call_arguments_never_panic,
@@ -162,6 +164,13 @@ macro_rules! conformance {
         }
         $crate::conformance!(@tests $name, $t, $area; $($($rest)*)?);
     };
+    (@tests $name:ident, $t:ident, $area:ident; alone $test:ident $(, $($rest:tt)*)?) => {
+        #[test]
+        fn $test() {
+            $crate::suite::run_alone(&$crate::transport::$t, $crate::suite::$area::$test);
+        }
+        $crate::conformance!(@tests $name, $t, $area; $($($rest)*)?);
+    };
     (@tests $name:ident, $t:ident, $area:ident; $test:ident $(, $($rest:tt)*)?) => {
         #[test]
         fn $test() {
@@ -171,9 +180,26 @@ macro_rules! conformance {
     };
 }
 
-/// Runs one suite test over `t`; a failure is re-raised with the transport's name in front of
-/// its message (`[unix] assertion failed: ...`).
+/// Held shared by every suite test, and exclusively by the tests that must run alone
+/// ([`run_alone`], [`isolated`]).
+static CPUS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs one suite test over `t`, beside other suite tests; a failure is re-raised with the
+/// transport's name in front of its message (`[unix] assertion failed: ...`).
 pub fn run(t: &Transport, body: fn(&Transport)) {
+    let _shared = CPUS.read().unwrap_or_else(|e| e.into_inner());
+    run_here(t, body);
+}
+
+/// Runs one suite test over `t` while no other suite test of this process runs: for tests
+/// whose busy-polling cores would starve the bounded waits of tests beside them on a 2-CPU
+/// machine (before the suite, each of these sat in a binary without timing-sensitive tests).
+pub fn run_alone(t: &Transport, body: fn(&Transport)) {
+    let _all = CPUS.write().unwrap_or_else(|e| e.into_inner());
+    run_here(t, body);
+}
+
+fn run_here(t: &Transport, body: fn(&Transport)) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(t))) {
         let msg = panic
             .downcast_ref::<String>()
@@ -192,13 +218,12 @@ const ISOLATED: &str = "NETRON_TESTS_ISOLATED";
 /// (allocation counts, panic hooks). `test` is the test's full name in this binary.
 pub fn isolated(test: &str, t: &Transport, body: fn(&Transport)) {
     if std::env::var(ISOLATED).as_deref() == Ok(test) {
-        run(t, body);
+        run_here(t, body);
         println!("isolated {test}: ok");
         return;
     }
-    // One child at a time: they count allocations of busy-polling cores on a shared machine.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Alone: the children busy-poll (allocation counts) or must not be slowed into a hang.
+    let _all = CPUS.write().unwrap_or_else(|e| e.into_inner());
     let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(ISOLATED, test)
