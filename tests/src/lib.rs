@@ -1,14 +1,23 @@
-//! Shared helpers for Netron's integration tests: test services, endpoints and a raw-socket
-//! peer that speaks (or deliberately mangles) the wire protocol.
+//! Netron's integration tests: the conformance suite ([`suite`], run over every transport by
+//! [`conformance!`] in tests/tests/conformance.rs), the transports it runs over ([`transport`]),
+//! test services, and a raw peer that speaks (or deliberately mangles) the wire protocol over
+//! any transport's raw link.
+//!
+//! Transport-specific tests (TCP host names and ports, Unix socket files, listeners) are in
+//! tests/tests/socket_listeners.rs and tests/tests/tcp_only.rs.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+pub mod services;
+pub mod suite;
+pub mod transport;
+
 use std::time::Duration;
 
-use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress};
+use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress, Settings};
 use netron_engine::{Service, Status};
+
+pub use transport::{Kind, RawLink, RawListener, TCP, Transport, UNIX};
 
 /// `calc@1.2.0`: `add` (sum of bytes), `echo`, `fail` (InvalidArgument), `sleep` (blocks the
 /// core for the number of milliseconds in the first payload byte).
@@ -38,76 +47,6 @@ pub fn calc() -> Service {
 /// A fresh Unix socket path for this test process.
 pub fn unix_path(tag: &str) -> String {
     format!("/tmp/netron-test-{}-{tag}.sock", std::process::id())
-}
-
-/// The socket of a [`RawPeer`]: TCP or a Unix stream, with the calls tests make on it.
-#[derive(Debug)]
-pub enum RawStream {
-    /// `tcp://`
-    Tcp(TcpStream),
-    /// `unix://`
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl RawStream {
-    /// Shuts down one or both directions.
-    pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
-        match self {
-            RawStream::Tcp(s) => s.shutdown(how),
-            RawStream::Unix(s) => s.shutdown(how),
-        }
-    }
-    /// Sets the read timeout.
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            RawStream::Tcp(s) => s.set_read_timeout(t),
-            RawStream::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-    /// Sets non-blocking mode.
-    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
-        match self {
-            RawStream::Tcp(s) => s.set_nonblocking(on),
-            RawStream::Unix(s) => s.set_nonblocking(on),
-        }
-    }
-    /// A second handle to the same socket.
-    pub fn try_clone(&self) -> std::io::Result<RawStream> {
-        Ok(match self {
-            RawStream::Tcp(s) => RawStream::Tcp(s.try_clone()?),
-            RawStream::Unix(s) => RawStream::Unix(s.try_clone()?),
-        })
-    }
-}
-
-impl std::os::fd::AsRawFd for RawStream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        match self {
-            RawStream::Tcp(s) => s.as_raw_fd(),
-            RawStream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for RawStream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            RawStream::Tcp(s) => s.read(buf),
-            RawStream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for RawStream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            RawStream::Tcp(s) => s.write(buf),
-            RawStream::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A global allocator that counts allocations (for the allocation-budget tests: each declares
@@ -140,109 +79,136 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     }
 }
 
-/// A single-core engine serving [`calc`] on a free TCP port, with its endpoint string.
-pub fn calc_server() -> (netron_engine::Engine, String) {
-    let e = netron_engine::Engine::builder()
-        .cores(1)
-        .service(calc())
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .expect("engine");
-    let ep = e.endpoints()[0].to_string();
-    (e, ep)
+/// A single-core engine serving [`calc`] on a fresh endpoint of `t`, with its bound endpoint.
+pub fn calc_server(t: &Transport) -> (netron_engine::Engine, String) {
+    engine(t, netron_engine::CoreConfig::default(), &[calc()], "calc")
 }
 
-/// One single-core engine per transport (so counters are per transport) serving `services`
-/// with `cfg`, with its bound endpoint string.
-pub fn engines(
+/// A single-core engine (so its counters are this transport's) serving `services` with `cfg`
+/// on a fresh endpoint of `t`, with its bound endpoint string.
+pub fn engine(
+    t: &Transport,
     cfg: netron_engine::CoreConfig,
     services: &[Service],
     tag: &str,
-) -> Vec<(netron_engine::Engine, String)> {
-    transports(tag)
-        .into_iter()
-        .map(|listen| {
-            let mut b = netron_engine::Engine::builder()
-                .cores(1)
-                .config(cfg.clone())
-                .listen(&listen);
-            for s in services {
-                b = b.service(s.clone());
-            }
-            let e = b.build().expect("engine");
-            let addr = e.endpoints()[0].to_string();
-            (e, addr)
-        })
-        .collect()
+) -> (netron_engine::Engine, String) {
+    let mut b = netron_engine::Engine::builder()
+        .cores(1)
+        .config(cfg)
+        .listen(&(t.listen)(tag));
+    for s in services {
+        b = b.service(s.clone());
+    }
+    let e = b
+        .build()
+        .unwrap_or_else(|e| panic!("{}: engine: {e}", t.name));
+    let addr = e.endpoints()[0].to_string();
+    (e, addr)
 }
 
-/// The listen endpoints every transport-agnostic test runs over: TCP on a free port and a
-/// fresh Unix socket path (the record transports join this list as they arrive).
-pub fn transports(tag: &str) -> Vec<String> {
-    // Unique per call: tests of one binary run in parallel and may share a tag.
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = unix_path(&format!("{tag}-{n}"));
-    let _ = std::fs::remove_file(&path);
-    vec!["tcp://127.0.0.1:0".to_owned(), format!("unix://{path}")]
-}
+/// How long a [`RawPeer`] waits for the server's bytes before a receive fails.
+pub const RAW_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A raw peer (TCP or Unix socket) that performs the client handshake by hand, then lets the
-/// test write arbitrary bytes: an independent client written from docs/protocol.md.
+/// A raw peer over any transport's [`RawLink`] that performs the client handshake by hand,
+/// then lets the test send arbitrary bytes: an independent client written from
+/// docs/protocol.md.
 pub struct RawPeer {
-    /// The socket.
-    pub stream: RawStream,
+    /// The link.
+    pub link: Box<dyn RawLink>,
+    /// The transport's kind (a record transport carries the handshake as two records).
+    pub kind: Kind,
+    /// How long a receive waits ([`RAW_TIMEOUT`] unless the test changes it).
+    pub timeout: Option<Duration>,
 }
 
 impl RawPeer {
-    /// Connects without a handshake to `addr`: `host:port`, `tcp://host:port` or
-    /// `unix:///path`.
-    pub fn connect(addr: &str) -> RawPeer {
-        let stream = if let Some(path) = addr.strip_prefix("unix://") {
-            RawStream::Unix(std::os::unix::net::UnixStream::connect(path).expect("connect"))
-        } else {
-            let s = TcpStream::connect(addr.trim_start_matches("tcp://")).expect("connect");
-            s.set_nodelay(true).expect("nodelay");
-            RawStream::Tcp(s)
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        RawPeer { stream }
+    /// Connects to `addr` (a bound endpoint of `t`) without a handshake.
+    pub fn connect(t: &Transport, addr: &str) -> RawPeer {
+        let link = (t.connect)(addr).unwrap_or_else(|e| panic!("{}: connect {addr}: {e}", t.name));
+        RawPeer {
+            link,
+            kind: t.kind,
+            timeout: Some(RAW_TIMEOUT),
+        }
     }
 
     /// Connects and completes the handshake.
-    pub fn handshake(addr: &str) -> RawPeer {
-        let mut p = RawPeer::connect(addr);
-        let mut hs = ClientHandshake::new(ClientConfig::default());
+    pub fn handshake(t: &Transport, addr: &str) -> RawPeer {
+        RawPeer::handshake_with(t, addr, ClientConfig::default()).0
+    }
+
+    /// Connects and completes the handshake offering `cfg`; returns the negotiated settings
+    /// and how many bytes arrived after the Welcome in the same reads (they are dropped).
+    pub fn handshake_with(
+        t: &Transport,
+        addr: &str,
+        cfg: ClientConfig,
+    ) -> (RawPeer, Settings, usize) {
+        let mut p = RawPeer::connect(t, addr);
+        let mut hs = ClientHandshake::new(cfg);
         let mut out = Vec::new();
         hs.start(&mut out).expect("hello");
-        p.stream.write_all(&out).expect("write hello");
+        p.send_hello(&out).expect("send the preface and hello");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
-            let n = p.stream.read(&mut chunk).expect("read welcome");
-            assert!(n > 0, "server closed during the handshake");
+            let n = p.recv(&mut chunk).expect("read welcome");
+            assert!(n > 0, "{}: server closed during the handshake", t.name);
             buf.extend_from_slice(&chunk[..n]);
             match hs.handle(&buf).expect("welcome") {
                 ClientProgress::NeedMore { .. } => continue,
-                ClientProgress::Done { .. } => return p,
+                ClientProgress::Done { settings, consumed } => {
+                    return (p, settings, buf.len() - consumed);
+                }
             }
         }
     }
 
-    /// Reads until the server closes (returns what it sent), or fails after the read timeout.
-    pub fn read_to_close(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut all = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Ok(all),
-                Ok(n) => all.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(all),
-                Err(e) => return Err(e),
+    /// Sends the preface and Hello that `ClientHandshake::start` wrote: one write on a byte
+    /// stream, two records (the 8-byte preface, then the Hello) on a record transport (§26.1).
+    pub fn send_hello(&mut self, preface_and_hello: &[u8]) -> std::io::Result<()> {
+        match self.kind {
+            Kind::Stream => self.link.send(preface_and_hello),
+            Kind::Record => {
+                let (preface, hello) = preface_and_hello.split_at(8);
+                self.link.send(preface)?;
+                self.link.send(hello)
             }
         }
+    }
+
+    /// Sends `bytes` (one write, or one record).
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.link.send(bytes)
+    }
+
+    /// Receives what has arrived, waiting at most [`RawPeer::timeout`].
+    pub fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.link.recv(buf, self.timeout)
+    }
+
+    /// Half-closes: the server reads the end after what was sent.
+    pub fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.link.shutdown_write()
+    }
+
+    /// Reads until the server closes (returns what it sent), or fails after the timeout.
+    pub fn read_to_close(&mut self) -> std::io::Result<Vec<u8>> {
+        self.link.read_to_close(self.timeout)
+    }
+
+    /// Reads and discards everything the server sends on another thread, until the link
+    /// closes (end it with `self.link.close()`).
+    pub fn read_in_background(&self) -> std::thread::JoinHandle<()> {
+        let mut link = self.link.try_clone().expect("clone the link");
+        std::thread::spawn(move || {
+            let mut c = vec![0u8; 65536];
+            while let Ok(n) = link.recv(&mut c, None) {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
     }
 }
 

@@ -1,6 +1,8 @@
-//! Listeners and lifecycle (issue 11, items 13–16): one engine per endpoint, shutdown that
-//! releases everything before it returns, accept errors that back off, and connects that try
-//! every address of a host name. Each scenario runs for TCP and Unix sockets where both apply.
+//! Transport-specific: listeners of the socket transports (TCP and Unix sockets) and lifecycle
+//! (issue 11, items 13–16): one engine per endpoint, shutdown that releases everything before it
+//! returns, accept errors that back off, connects that try every address of a host name, TCP
+//! ports and Unix socket files, endpoint strings. Each scenario runs for TCP and Unix sockets
+//! where both apply. Transport-agnostic behaviour is in the conformance suite (tests/src/suite).
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -8,15 +10,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, Endpoint, Engine};
-use netron_tests::{calc, unix_path};
+use netron_tests::{TCP, Transport, UNIX, calc, unix_path};
 
 const DL: Option<Duration> = Some(Duration::from_secs(5));
 
-/// The two socket transports, as endpoint strings to listen on (TCP with port 0).
+/// The socket transports, as fresh endpoint strings to listen on (TCP with port 0).
 fn transports(tag: &str) -> Vec<String> {
-    let path = unix_path(tag);
-    let _ = std::fs::remove_file(&path);
-    vec!["tcp://127.0.0.1:0".to_owned(), format!("unix://{path}")]
+    let sockets: [&Transport; 2] = [&TCP, &UNIX];
+    sockets.iter().map(|t| (t.listen)(tag)).collect()
 }
 
 fn server(listen: &str, cores: usize) -> Result<Engine, netron_engine::EngineError> {

@@ -1,0 +1,106 @@
+//! Allocation counts per call, asserted with [`crate::CountingAlloc`] (the test binary must
+//! declare it as its global allocator; each test checks that the counter does count). The
+//! conformance macro runs these `isolated`: each in a child process of its own, so no other
+//! test's allocations are counted.
+
+use std::time::Duration;
+
+use netron_engine::{Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy};
+
+use crate::{Transport, allocations, calc};
+
+/// Zero heap allocations per call on the steady-state sync path, client and server together:
+/// a busy-poll server core on its own thread and a client core driven by the test thread.
+pub fn steady_state_sync_calls_allocate_nothing(t: &Transport) {
+    let busy = CoreConfig::default().with_idle(IdlePolicy::BusyPoll);
+    let (server, _) = crate::engine(t, busy.clone(), &[calc()], "alloc");
+    let ep = server.endpoints()[0].clone();
+    let mut core = Core::new(busy).unwrap();
+    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+    let mut slot = CallSlot::new();
+    let payload = [7u8; 64];
+    let deadline = Some(Duration::from_secs(5));
+    // Warm-up: tables, buffers and maps reach their steady size.
+    for _ in 0..2_000 {
+        core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
+            .unwrap();
+    }
+    let before = allocations();
+    for _ in 0..10_000 {
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
+            .unwrap();
+        assert_eq!(r.len(), 64);
+    }
+    let n = allocations() - before;
+    assert_eq!(
+        n, 0,
+        "{ep}: {n} allocations in 10,000 calls (client + server)"
+    );
+    // The counter does count: a failing call allocates its error message.
+    let before = allocations();
+    assert!(
+        core.call(conn, b"calc@1.2.0", b"fail", &payload, deadline, &mut slot)
+            .is_err()
+    );
+    assert!(
+        allocations() > before,
+        "the global allocator is not CountingAlloc"
+    );
+    core.close(conn);
+    server.shutdown(Duration::from_secs(1));
+}
+
+const CALLS: u64 = 3_100;
+
+/// The paths other than the caller-driven sync call: the cross-thread `Channel` against
+/// adaptive (parking) cores, and async handlers. Each path has a stated budget
+/// (docs/architecture.md, "Hot paths").
+pub fn channel_and_async_paths_stay_within_their_allocation_budgets(t: &Transport) {
+    let svc = calc().unary_async("async_echo", |req| async move { Ok(req.payload) });
+    // Adaptive (parking) cores: busy-poll cores are covered by the test above, and two
+    // busy-polling engines plus a caller thread would oversubscribe a 2-CPU machine.
+    let idle = IdlePolicy::default();
+    let (server, ep) = crate::engine(t, CoreConfig::default().with_idle(idle), &[svc], "alloc");
+    let client = Engine::builder()
+        .cores(1)
+        .config(CoreConfig::default().with_idle(idle))
+        .build()
+        .unwrap();
+    let ch = client.client().connect(&ep).unwrap();
+    let sync = ch.method("calc@1.2.0", "echo");
+    let asynch = ch.method("calc@1.2.0", "async_echo");
+    let payload = Bytes::from_static(&[7u8; 64]);
+    let mut out = Vec::with_capacity(64);
+    let deadline = Some(Duration::from_secs(5));
+    let mut measure = |m: &netron_engine::Method| {
+        for _ in 0..500 {
+            out.clear();
+            m.call_into(payload.clone(), deadline, &mut out).unwrap();
+        }
+        let before = allocations();
+        for _ in 0..CALLS {
+            out.clear();
+            m.call_into(payload.clone(), deadline, &mut out).unwrap();
+            assert_eq!(out.len(), 64);
+        }
+        allocations() - before
+    };
+    let n_sync = measure(&sync);
+    let n_async = measure(&asynch);
+    eprintln!("{idle:?}: channel sync {n_sync}, channel async {n_async} in {CALLS} calls");
+    // The blocking Channel: the inbox queue (crossbeam SegQueue) allocates one block per
+    // 31 commands; nothing else allocates.
+    assert!(
+        n_sync <= CALLS / 31 + 16,
+        "{idle:?}: {n_sync} allocations for sync calls"
+    );
+    // Async handlers: the owned request (payload copy, headers), the future and its
+    // waker, on top of the Channel's share.
+    assert!(
+        n_async <= 6 * CALLS + CALLS / 31 + 16,
+        "{idle:?}: {n_async} allocations for async calls"
+    );
+    client.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+}

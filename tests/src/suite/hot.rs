@@ -1,0 +1,139 @@
+//! Hot connections: busy-poll cores read a connection that receives data with direct,
+//! non-blocking `recv` calls instead of the io_uring receive (`DirectRecv`), and hand it back
+//! to the ring after it is silent for a while. Bytes must keep their order and frames their
+//! boundaries through promotion, direct reads that end anywhere in a frame, and demotion.
+//! (Misbehaving peers on hot connections are in [`super::bad_input`].)
+
+use std::time::Duration;
+
+use netron_engine::{CallSlot, Core, CoreConfig, DirectRecv, Engine, IdlePolicy};
+
+use crate::{Transport, calc};
+
+const DL: Option<Duration> = Some(Duration::from_secs(10));
+
+fn busy() -> CoreConfig {
+    CoreConfig::default().with_idle(IdlePolicy::BusyPoll)
+}
+
+/// A one-core server on cpu1 serving `calc` with `cfg` on a fresh endpoint of `t`.
+fn server(t: &Transport, cfg: CoreConfig) -> Engine {
+    Engine::builder()
+        .cores(1)
+        .cpus(&[1])
+        .config(cfg)
+        .service(calc())
+        .listen(&(t.listen)("hot"))
+        .build()
+        .unwrap()
+}
+
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (i * 31 + k * 7) as u8).collect()
+}
+
+/// Echoes of many sizes stay intact across promotion, direct reads and demotion.
+pub fn echoes_stay_intact_across_promotion_direct_reads_and_demotion(t: &Transport) {
+    let server = server(t, busy());
+    // Sizes around and far above the 16 KiB direct-read buffer, so frames end anywhere in a
+    // read and one frame takes several reads (and several turns: 4 reads per turn at most).
+    let sizes = [0usize, 1, 64, 4_000, 16_384, 40_000, 150_000];
+    let ep = server.endpoints()[0].clone();
+    let mut core = Core::new(busy()).unwrap();
+    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+    let mut slot = CallSlot::new();
+    for i in 0..700 {
+        let p = payload(i, sizes[i % sizes.len()]);
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
+            .unwrap();
+        assert!(r == &p[..], "{ep}: call {i} came back different");
+        if i % 100 == 99 {
+            // Silent far longer than the 200 µs idle time: both sides demote, and the next
+            // bytes arrive through the ring receive again (and promote again).
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    let s = core.stats();
+    // After each sleep the client sends its next request directly (still hot), then its
+    // first read finds nothing, it demotes, and the reply arrives through the ring and
+    // promotes it again. (A reply that beats that first read skips one cycle, so count
+    // at least one cycle, not all six.)
+    assert!(s.hot_promotions >= 2, "{ep}: {s:?}");
+    assert!(s.direct_recvs > 700, "{ep}: {s:?}");
+    assert!(s.errors.is_empty(), "{ep}: {:?}", s.errors);
+    core.close(conn);
+    let total = server.total_stats();
+    assert!(total.hot_promotions >= 2, "{total:?}");
+    assert!(total.direct_recvs > 0, "{total:?}");
+    assert!(total.errors.is_empty(), "{:?}", total.errors);
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Eight threads call through one busy-poll client core: requests and replies of many calls
+/// arrive coalesced, so direct reads carry several frames and cut frames anywhere.
+pub fn concurrent_callers_share_hot_connections(t: &Transport) {
+    let server = server(t, busy());
+    let clients = Engine::builder()
+        .cores(1)
+        .cpus(&[0])
+        .config(busy())
+        .build()
+        .unwrap();
+    let ch = clients
+        .client()
+        .connect(&server.endpoints()[0].to_string())
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8usize {
+            let ch = ch.clone();
+            s.spawn(move || {
+                for i in 0..150usize {
+                    let p = payload(t * 1000 + i, (i % 7) * 3_000);
+                    let r = ch.call("calc@1.2.0", "echo", p.clone(), DL).unwrap();
+                    assert!(r == p, "thread {t} call {i} came back different");
+                }
+            });
+        }
+    });
+    for (who, st) in [
+        ("server", server.total_stats()),
+        ("client", clients.total_stats()),
+    ] {
+        assert!(
+            st.hot_promotions >= 1 && st.direct_recvs > 0,
+            "{who}: {st:?}"
+        );
+        assert!(st.errors.is_empty(), "{who}: {:?}", st.errors);
+    }
+    clients.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// The control for the tests above: with `direct_recv` off (the client: `None`; the server:
+/// room for no hot connection), a busy-poll core never reads directly, so the counters those
+/// tests check do depend on the policy.
+pub fn turning_direct_reads_off_keeps_every_byte_on_the_ring(t: &Transport) {
+    let no_room = DirectRecv {
+        max_conns: 0,
+        ..DirectRecv::default()
+    };
+    let server = server(t, busy().with_direct_recv(Some(no_room)));
+    let mut core = Core::new(busy().with_direct_recv(None)).unwrap();
+    let conn = core
+        .connect(&server.endpoints()[0], Duration::from_secs(5))
+        .unwrap();
+    let mut slot = CallSlot::new();
+    for i in 0..200 {
+        let p = payload(i, 64);
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
+            .unwrap();
+        assert!(r == &p[..]);
+    }
+    let (c, s) = (core.stats().clone(), server.total_stats());
+    assert_eq!((c.hot_promotions, c.direct_recvs), (0, 0), "{c:?}");
+    assert_eq!((s.hot_promotions, s.direct_recvs), (0, 0), "{s:?}");
+    core.close(conn);
+    server.shutdown(Duration::from_secs(1));
+}

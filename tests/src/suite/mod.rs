@@ -1,0 +1,266 @@
+//! The conformance suite: every area written once, as functions taking the [`Transport`],
+//! and instantiated for every transport by [`crate::conformance!`] (tests/tests/conformance.rs)
+//! as `<transport>::<area>::<test>`, so each (area, transport) pair is its own named test and
+//! every failure message starts with the transport's name.
+//!
+//! | area          | what it checks                                                       |
+//! |---------------|----------------------------------------------------------------------|
+//! | [`unary`]     | calls answered, large payloads, batching, caller-driven cores        |
+//! | [`errors`]    | statuses of failing, unknown and panicking calls; a failing ring     |
+//! | [`deadlines`] | caller and server deadlines, late replies, `Duration::MAX`           |
+//! | [`cancel`]    | Cancel frames, dropped futures, cancel-heavy clients                 |
+//! | [`bad_input`] | misbehaving raw peers cut off with a counter, others served          |
+//! | [`limits`]    | message sizes, backlogs, frame budgets, connection limits, settings  |
+//! | [`endings`]   | FIN, GoAway, trickles, stall timeouts, shutdown, engines dropped     |
+//! | [`alloc`]     | allocation counts per call (each test in its own process)            |
+//! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
+//! | [`values`]    | arbitrary call arguments and settings (property tests)               |
+//!
+//! Where a byte stream and a record transport must differ (a frame split over two writes is
+//! legal on a stream and `Incomplete` in a record, docs/protocol.md §10.2, §26.2), the test
+//! branches on [`Transport::kind`] explicitly.
+
+pub mod alloc;
+pub mod bad_input;
+pub mod cancel;
+pub mod deadlines;
+pub mod endings;
+pub mod errors;
+pub mod hot;
+pub mod limits;
+pub mod unary;
+pub mod values;
+
+mod util;
+
+use crate::Transport;
+
+/// Instantiates the conformance suite for every transport: one module per transport, one
+/// module per area in it, one `#[test]` per suite function. Invoke it once, with no
+/// arguments, in a test binary that declares the counting allocator:
+///
+/// ```text
+/// #[global_allocator]
+/// static GLOBAL: netron_tests::CountingAlloc = netron_tests::CountingAlloc;
+/// netron_tests::conformance!();
+/// ```
+///
+/// A test listed as `alone name` runs while no other suite test of the binary runs (it
+/// busy-polls: on a small machine its spinning cores would starve the others' bounded waits):
+/// see [`run_alone`]. A test listed as `isolated name` runs alone too, and in a child process
+/// of its own (allocation counts, process-wide panic hooks): see [`isolated`].
+#[macro_export]
+macro_rules! conformance {
+    () => {
+        // THE transport list. A new transport adds one `name => STATIC` entry here (and its
+        // `Transport` static in tests/src/transport.rs), e.g. `inproc => INPROC`.
+        $crate::conformance!(tcp => TCP, unix => UNIX);
+    };
+    ($($name:ident => $t:ident),+ $(,)?) => {
+        $(
+            #[allow(missing_docs)]
+            pub mod $name {
+                $crate::conformance!(@areas $name, $t;
+                    unary {
+                        calls_answer_fail_and_go_on,
+                        many_threads_many_connections,
+                        requests_that_arrive_together_are_answered_in_one_batch,
+                        alone a_caller_driven_core_makes_calls,
+                        a_handler_calls_another_service_on_its_own_core,
+                        header_table_size_zero,
+                    }
+                    errors {
+                        a_panicking_handler_fails_its_call_only,
+                        hostile_handlers_fail_their_call_only,
+                        unknown_names_are_not_echoed,
+                        a_core_whose_ring_fails_reports_it_everywhere,
+                        a_server_that_vanishes_mid_call_fails_the_call,
+                    }
+                    deadlines {
+                        deadline_exceeded_and_the_caller_moves_on,
+                        duration_max_deadline_means_never,
+                        duration_max_deadline_means_never_async,
+                        connect_timeout_duration_max_does_not_panic,
+                        connect_timeout_zero_is_prompt,
+                        alone the_callers_deadline_holds_while_a_handler_blocks_the_core,
+                        caller_deadline_while_core_blocked,
+                        given_up_call_does_not_poison_next,
+                        the_server_enforces_deadlines_without_help_from_the_caller,
+                        abandoned_calls_to_a_silent_server_fail_on_close,
+                    }
+                    cancel {
+                        alone async_handlers_answer_fail_expire_and_cancel,
+                        async_calls_resolve_and_dropping_one_cancels_it,
+                        racing_calls_and_cancels_on_one_connection,
+                        pipelined_client_cancelling_half_its_calls_keeps_connection,
+                        interleaved_cancel_half_keeps_connection,
+                    }
+                    bad_input {
+                        misbehaving_peers_are_cut_off_and_others_lose_nothing,
+                        alone misbehaving_peers_on_hot_connections_are_cut_off,
+                        a_flood_without_reading_is_cut_off,
+                        alone a_flood_on_a_hot_connection_is_cut_off,
+                        replies_from_client_to_server_are_ignored,
+                        handshake_trickle_is_bounded,
+                        frame_trickle_is_bounded,
+                    }
+                    limits {
+                        message_size_limits_fail_one_call_only,
+                        a_peer_that_stops_reading_is_disconnected,
+                        rapid_reset_and_empty_frame_floods_are_cut_off,
+                        huge_metadata_is_refused_without_echo,
+                        ping_rate_just_below_budget_keeps_connection,
+                        ping_flood_without_reading_is_closed,
+                        connection_limit_refuses_extra_connections,
+                        bad_settings_are_refused_by_name,
+                    }
+                    endings {
+                        a_request_then_fin_in_one_read_is_still_answered,
+                        request_then_fin_is_answered,
+                        a_clients_go_away_is_answered_and_the_connection_drains,
+                        go_away_from_client_is_answered_and_drained,
+                        go_away_odd_last_id_and_request_after_it,
+                        a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte,
+                        shutdown_drains_and_refuses_new_calls,
+                        calls_on_a_stopped_engine_fail_at_once,
+                        calls_after_shutdown_fail_at_once,
+                        engine_dropped_from_inside_a_handler,
+                        isolated engine_dropped_from_inside_a_handler_does_not_panic_its_core,
+                    }
+                    alloc {
+                        isolated steady_state_sync_calls_allocate_nothing,
+                        isolated channel_and_async_paths_stay_within_their_allocation_budgets,
+                    }
+                    hot {
+                        alone echoes_stay_intact_across_promotion_direct_reads_and_demotion,
+                        alone concurrent_callers_share_hot_connections,
+                        alone turning_direct_reads_off_keeps_every_byte_on_the_ring,
+                    }
+                    values {
+                        arbitrary_call_arguments_never_panic,
+                        arbitrary_settings_are_validated_or_work,
+                        ring_entries_at_the_bound,
+                    }
+                );
+            }
+        )+
+    };
+    (@areas $name:ident, $t:ident; $($area:ident { $($tests:tt)* })*) => {
+        $(
+            pub mod $area {
+                $crate::conformance!(@tests $name, $t, $area; $($tests)*);
+            }
+        )*
+    };
+    (@tests $name:ident, $t:ident, $area:ident;) => {};
+    (@tests $name:ident, $t:ident, $area:ident; isolated $test:ident $(, $($rest:tt)*)?) => {
+        #[test]
+        fn $test() {
+            $crate::suite::isolated(
+                concat!(stringify!($name), "::", stringify!($area), "::", stringify!($test)),
+                &$crate::transport::$t,
+                $crate::suite::$area::$test,
+            );
+        }
+        $crate::conformance!(@tests $name, $t, $area; $($($rest)*)?);
+    };
+    (@tests $name:ident, $t:ident, $area:ident; alone $test:ident $(, $($rest:tt)*)?) => {
+        #[test]
+        fn $test() {
+            $crate::suite::run_alone(&$crate::transport::$t, $crate::suite::$area::$test);
+        }
+        $crate::conformance!(@tests $name, $t, $area; $($($rest)*)?);
+    };
+    (@tests $name:ident, $t:ident, $area:ident; $test:ident $(, $($rest:tt)*)?) => {
+        #[test]
+        fn $test() {
+            $crate::suite::run(&$crate::transport::$t, $crate::suite::$area::$test);
+        }
+        $crate::conformance!(@tests $name, $t, $area; $($($rest)*)?);
+    };
+}
+
+/// Held shared by every suite test, and exclusively by the tests that must run alone
+/// ([`run_alone`], [`isolated`]).
+static CPUS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs one suite test over `t`, beside other suite tests; a failure is re-raised with the
+/// transport's name in front of its message (`[unix] assertion failed: ...`).
+pub fn run(t: &Transport, body: fn(&Transport)) {
+    let _shared = CPUS.read().unwrap_or_else(|e| e.into_inner());
+    run_here(t, body);
+}
+
+/// Runs one suite test over `t` while no other suite test of this process runs: for tests
+/// whose busy-polling cores would starve the bounded waits of tests beside them on a 2-CPU
+/// machine (before the suite, each of these sat in a binary without timing-sensitive tests).
+pub fn run_alone(t: &Transport, body: fn(&Transport)) {
+    let _all = CPUS.write().unwrap_or_else(|e| e.into_inner());
+    run_here(t, body);
+}
+
+fn run_here(t: &Transport, body: fn(&Transport)) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(t))) {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(a panic without a message)");
+        panic!("[{}] {msg}", t.name);
+    }
+}
+
+/// The environment variable that tells a child process which isolated test to run.
+const ISOLATED: &str = "NETRON_TESTS_ISOLATED";
+
+/// Runs one suite test over `t` in a child process of its own: this test binary, re-run with
+/// `--exact <test>` and one test thread, so nothing else runs in the process it measures
+/// (allocation counts, panic hooks). `test` is the test's full name in this binary.
+pub fn isolated(test: &str, t: &Transport, body: fn(&Transport)) {
+    if std::env::var(ISOLATED).as_deref() == Ok(test) {
+        run_here(t, body);
+        println!("isolated {test}: ok");
+        return;
+    }
+    // Alone: the children busy-poll (allocation counts) or must not be slowed into a hang.
+    let _all = CPUS.write().unwrap_or_else(|e| e.into_inner());
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ISOLATED, test)
+        .output()
+        .expect("run the child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "[{}] {test} failed in its child process:\n{text}",
+        t.name
+    );
+    assert!(
+        text.contains(&format!("isolated {test}: ok")),
+        "[{}] {test} did not run in its child process:\n{text}",
+        t.name
+    );
+}
+
+/// The configuration of the independent review's engine (tests moved from review.rs): an
+/// adaptive core with a short spin, so it parks often, and a 500 ms stall timeout.
+pub(crate) fn review_cfg() -> netron_engine::CoreConfig {
+    netron_engine::CoreConfig::default()
+        .with_idle(netron_engine::IdlePolicy::Adaptive {
+            spin: std::time::Duration::from_micros(20),
+        })
+        .with_stall_timeout(std::time::Duration::from_millis(500))
+}
+
+/// A one-core engine serving `svc` with `cfg` on a fresh endpoint of `t`.
+pub(crate) fn review_engine(
+    t: &Transport,
+    cfg: netron_engine::CoreConfig,
+    svc: netron_engine::Service,
+) -> (netron_engine::Engine, String) {
+    crate::engine(t, cfg, &[svc], "review")
+}

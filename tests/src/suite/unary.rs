@@ -1,0 +1,281 @@
+//! Unary calls end to end: answers, large payloads, statuses of calls that fail, many threads
+//! and connections, batching, caller-driven cores, a handler calling its own core, and a raw
+//! peer that negotiates a 0-size header table.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use netron_codec::handshake::ClientConfig;
+use netron_codec::hpack::{Header, HeaderEncoder};
+use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits};
+use netron_engine::{Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, Service, StatusCode};
+
+use super::util::{read_frames, request};
+use crate::{RawPeer, Transport, calc, calc_server, services};
+
+const DL: Option<Duration> = Some(Duration::from_secs(5));
+
+/// A two-core engine serving `calc` on a fresh endpoint of `t`.
+fn two_cores(t: &Transport, tag: &str) -> Engine {
+    Engine::builder()
+        .cores(2)
+        .service(calc())
+        .listen(&(t.listen)(tag))
+        .build()
+        .expect("engine")
+}
+
+/// Answers, a large payload, and the statuses of a failing handler, an unknown service and an
+/// unknown method; the channel is still usable after errors.
+pub fn calls_answer_fail_and_go_on(t: &Transport) {
+    let e = two_cores(t, "unary");
+    let client = e.client();
+    let ep = e.endpoints()[0].to_string();
+    let ch = client.connect(&ep).expect("connect");
+    assert_eq!(
+        ch.call("calc@1.2.0", "add", &[2u8, 3, 4][..], DL).unwrap(),
+        [9]
+    );
+    let big = vec![7u8; 200_000];
+    assert_eq!(
+        ch.call("calc@1.2.0", "echo", big.clone(), DL).unwrap(),
+        big,
+        "{ep}: large payload"
+    );
+    assert_eq!(
+        ch.call("calc@1.2.0", "fail", &b""[..], DL)
+            .unwrap_err()
+            .code,
+        StatusCode::InvalidArgument
+    );
+    assert_eq!(
+        ch.call("calc@9.0.0", "add", &b""[..], DL).unwrap_err().code,
+        StatusCode::NotFound
+    );
+    assert_eq!(
+        ch.call("calc@1.2.0", "nope", &b""[..], DL)
+            .unwrap_err()
+            .code,
+        StatusCode::Unimplemented
+    );
+    // Still usable after errors.
+    assert_eq!(ch.call("calc@1.2.0", "add", &[1u8][..], DL).unwrap(), [1]);
+    let t = e.total_stats();
+    // One connection: its client side and its server side each count a handshake.
+    assert!(t.handshakes >= 2, "{t:?}");
+    assert_eq!(t.errors_of("unknown_service"), 1);
+    assert_eq!(t.errors_of("unknown_method"), 1);
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// Eight threads, each with its own connection and a shared one, on a two-core engine.
+pub fn many_threads_many_connections(t: &Transport) {
+    let e = two_cores(t, "threads");
+    let ep = e.endpoints()[0].to_string();
+    let client = e.client();
+    let shared = client.connect(&ep).unwrap();
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let (client, ep, shared) = (client.clone(), ep.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let own = client.connect(&ep).unwrap();
+                let add = own.method("calc@1.2.0", "add");
+                for i in 0..300u32 {
+                    let x = (i % 200) as u8;
+                    assert_eq!(add.call(vec![x, t], DL).unwrap(), [x.wrapping_add(t)]);
+                    assert_eq!(
+                        shared.call("calc@1.2.0", "echo", vec![t; 3], DL).unwrap(),
+                        [t; 3]
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = e.stats();
+    assert_eq!(stats.len(), 2);
+    // Connections were spread over both cores (9 server connections + 9 client ones).
+    assert!(
+        stats.iter().all(|s| s.accepted + s.handshakes > 0),
+        "{stats:?}"
+    );
+    let t = e.total_stats();
+    assert_eq!(t.calls_in, 8 * 300 * 2);
+    // Every call is one Request out (client side) and one Response out (server side).
+    assert!(t.frames_out >= 2 * t.calls_in, "{t:?}");
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// Frames that arrive together are answered together: 10 requests in one write (one record)
+/// get their 10 replies in fewer than 10 writes.
+pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
+    const N: u32 = 10;
+    let (e, ep) = calc_server(t);
+    let mut p = RawPeer::handshake(t, &ep);
+    // The handshake's own write is complete once the Welcome arrived; wait for its count.
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while e.total_stats().writes == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = e.total_stats();
+    let mut batch = BatchEncoder::new(Limits::default());
+    let mut enc = HeaderEncoder::new(4096);
+    let mut wire = Vec::new();
+    for i in 0..N {
+        batch.clear();
+        batch
+            .request(2 * i + 1, DL)
+            .unwrap()
+            .headers(
+                &mut enc,
+                &[Header::service(b"calc@1.2.0"), Header::method(b"add")],
+            )
+            .unwrap()
+            .payload(&[i as u8, 1])
+            .finish()
+            .unwrap();
+        wire.extend_from_slice(batch.as_slice());
+    }
+    p.send(&wire).unwrap();
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    while replies.len() < N as usize {
+        let mut chunk = [0u8; 4096];
+        let n = p.recv(&mut chunk).expect("replies before the timeout");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let limits = Limits::default();
+        let mut it = FrameIter::new(&buf, &limits);
+        for f in it.by_ref() {
+            let f = f.unwrap();
+            assert_eq!(f.kind(), FrameKind::Response);
+            replies.push((f.id(), f.payload().to_vec()));
+        }
+        let used = it.consumed();
+        buf.drain(..used);
+    }
+    replies.sort();
+    let want: Vec<_> = (0..N).map(|i| (2 * i + 1, vec![i as u8 + 1])).collect();
+    assert_eq!(replies, want);
+    // Writes are counted when they complete: wait (bounded) for all 10 frames to be counted.
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = e.total_stats();
+    while after.frames_out - before.frames_out < N as u64 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+        after = e.total_stats();
+    }
+    let (frames, writes) = (
+        after.frames_out - before.frames_out,
+        after.writes - before.writes,
+    );
+    assert_eq!(frames, N as u64, "{after:?}");
+    assert!(
+        writes < N as u64,
+        "{frames} replies took {writes} writes: not batched"
+    );
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// A busy-poll core driven by the test thread makes 1000 calls.
+pub fn a_caller_driven_core_makes_calls(t: &Transport) {
+    let e = two_cores(t, "embedded");
+    let ep = &e.endpoints()[0];
+    let mut core = Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+    let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
+    let mut slot = CallSlot::new();
+    for i in 0..1000u32 {
+        let p = i.to_le_bytes();
+        assert_eq!(
+            core.call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
+                .unwrap(),
+            &p
+        );
+    }
+    assert!(core.stats().writes >= 1000);
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// A handler calls another service through a channel on its own (only) core: async calls go
+/// straight to the core's own connection, a blocking call is refused, not a deadlock.
+pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
+    let _serial = services::serial();
+    // The proxy's outgoing channel lives on the same (only) core as the proxy's handler.
+    let upstream: Arc<OnceLock<netron_engine::Channel>> = Arc::new(OnceLock::new());
+    let (u1, u2) = (upstream.clone(), upstream.clone());
+    let proxy = Service::new("proxy", "1.0.0")
+        .unwrap()
+        .unary_async("forward", move |req| {
+            let add = u1
+                .get()
+                .expect("upstream connected")
+                .method("calc@1.2.0", "add");
+            // Sent directly to this core's own connection: no cross-thread queue.
+            async move {
+                add.call_async(req.payload, Some(Duration::from_secs(5)))
+                    .await
+                    .map(Bytes::from)
+            }
+        })
+        .unary_async("blocking", move |req| {
+            // A blocking call here would wait for this very core: refused, not a deadlock.
+            let r =
+                u2.get()
+                    .expect("upstream connected")
+                    .call("calc@1.2.0", "add", req.payload, None);
+            async move { r.map(Bytes::from) }
+        });
+    let (server, ep) = crate::engine(t, CoreConfig::default(), &[calc(), proxy], "proxy");
+    upstream.set(server.client().connect(&ep).unwrap()).unwrap();
+    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let chan = client_engine.client().connect(&ep).unwrap();
+    for i in 0..50u8 {
+        assert_eq!(
+            chan.call(
+                "proxy@1.0.0",
+                "forward",
+                vec![i, 1],
+                Some(Duration::from_secs(5))
+            )
+            .unwrap(),
+            [i + 1]
+        );
+    }
+    let e = chan
+        .call(
+            "proxy@1.0.0",
+            "blocking",
+            vec![1u8, 1],
+            Some(Duration::from_secs(5)),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, StatusCode::FailedPrecondition, "{e}");
+    client_engine.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Header table size 0 offered by a raw client: calls still work with a 0-size encoder.
+pub fn header_table_size_zero(t: &Transport) {
+    let (e, addr) = super::review_engine(t, super::review_cfg(), calc());
+    let mut cfg = ClientConfig::default();
+    cfg.header_table_size = 0;
+    let (mut p, settings, after_welcome) = RawPeer::handshake_with(t, &addr, cfg);
+    assert_eq!(settings.header_table_size, 0);
+    assert_eq!(after_welcome, 0, "bytes after the Welcome");
+    let mut b = BatchEncoder::new(Limits::default());
+    let mut enc = HeaderEncoder::new(0);
+    for id in [1u32, 3, 5] {
+        request(&mut b, &mut enc, id, DL, b"add", &[1, 2]);
+    }
+    p.send(b.as_slice()).unwrap();
+    let (f, _) = read_frames(&mut p, |f| {
+        f.iter().filter(|x| x.0 == FrameKind::Response).count() == 3
+    });
+    assert_eq!(
+        f.iter().filter(|x| x.0 == FrameKind::Response).count(),
+        3,
+        "{f:?}"
+    );
+    e.shutdown(Duration::from_secs(1));
+}
