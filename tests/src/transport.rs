@@ -126,10 +126,210 @@ pub static UNIX: Transport = Transport {
     },
 };
 
-// The in-process record transport (`inproc://name`, over netron-shm's heap ring) joins here
-// once netron-engine has it: a `pub static INPROC: Transport` with `kind: Kind::Record`, a
-// `RawLink` impl that publishes one record per `send` (fragmenting frames larger than a record
-// as docs/protocol.md §26.3 says), and the entry `inproc => INPROC` in `crate::conformance!`.
+/// `inproc://netron-test-<pid>-<tag>-<n>`: the in-process record transport (two netron-shm
+/// heap rings per connection, docs/protocol.md §26 framing).
+pub static INPROC: Transport = Transport {
+    name: "inproc",
+    kind: Kind::Record,
+    listen: |tag| format!("inproc://{}", fresh_inproc_name(tag)),
+    connect: |ep| {
+        let name = ep.strip_prefix("inproc://").unwrap_or(ep);
+        let (tx, rx) = netron_engine::inproc::connect_raw(name)?;
+        Ok(Box::new(InprocLink::new(tx, rx)))
+    },
+    raw_listen: |tag| {
+        let name = fresh_inproc_name(&format!("{tag}-raw"));
+        let l = netron_engine::inproc::listen_raw(&name)?;
+        Ok((format!("inproc://{name}"), Box::new(l)))
+    },
+};
+
+/// An `inproc://` name no other call of this process returns.
+fn fresh_inproc_name(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("netron-test-{}-{tag}-{n}", std::process::id())
+}
+
+/// How long a blocked `recv` or `send` on an inproc link sleeps between looks at its
+/// `closed` flag (a `close` from another handle must end it).
+const INPROC_SLICE: Duration = Duration::from_millis(10);
+
+/// The receiving side of an [`InprocLink`]: the consumer and what is left of the record a
+/// short `recv` buffer did not take.
+struct InprocRx {
+    consumer: Option<netron_shm::Consumer>,
+    rest: Vec<u8>,
+}
+
+struct InprocShared {
+    tx: std::sync::Mutex<Option<netron_shm::Producer>>,
+    rx: std::sync::Mutex<InprocRx>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// A raw in-process link: one `send` is one record (split into fragments only when it is
+/// longer than a record, §26.3); `recv` returns the records' bytes in order.
+#[derive(Clone)]
+struct InprocLink(std::sync::Arc<InprocShared>);
+
+impl InprocLink {
+    fn new(tx: netron_shm::Producer, rx: netron_shm::Consumer) -> InprocLink {
+        InprocLink(std::sync::Arc::new(InprocShared {
+            tx: std::sync::Mutex::new(Some(tx)),
+            rx: std::sync::Mutex::new(InprocRx {
+                consumer: Some(rx),
+                rest: Vec::new(),
+            }),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+fn shm_err(e: netron_shm::Error) -> io::Error {
+    match e {
+        netron_shm::Error::PeerGone | netron_shm::Error::Closed => {
+            io::Error::new(io::ErrorKind::BrokenPipe, e.to_string())
+        }
+        netron_shm::Error::Full => io::Error::new(io::ErrorKind::WouldBlock, e.to_string()),
+        netron_shm::Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, e.to_string()),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl RawLink for InprocLink {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut tx = self.0.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let p = tx
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "inproc link shut down"))?;
+        let limit = p.max_record_len();
+        // Longer than a record: fragments of at most `limit` bytes (§26.3).
+        for piece in bytes
+            .chunks(limit.max(1))
+            .chain(bytes.is_empty().then_some(&[][..]))
+        {
+            loop {
+                if self.is_closed() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "inproc link closed",
+                    ));
+                }
+                match p.reserve_wait(piece.len(), Some(std::time::Instant::now() + INPROC_SLICE)) {
+                    Ok(mut r) => {
+                        r.copy_from_slice(piece);
+                        r.commit();
+                        break;
+                    }
+                    Err(netron_shm::Error::Timeout) => {}
+                    Err(e) => return Err(shm_err(e)),
+                }
+            }
+            p.publish().map_err(shm_err)?;
+        }
+        Ok(())
+    }
+
+    fn try_send(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut tx = self.0.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let p = tx
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "inproc link shut down"))?;
+        let mut r = p.reserve(bytes.len()).map_err(shm_err)?;
+        r.copy_from_slice(bytes);
+        r.commit();
+        p.publish().map_err(shm_err)?;
+        Ok(bytes.len())
+    }
+
+    fn recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut rx = self.0.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let InprocRx { consumer, rest } = &mut *rx;
+        if !rest.is_empty() {
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            rest.drain(..n);
+            return Ok(n);
+        }
+        loop {
+            if self.is_closed() {
+                return Ok(0);
+            }
+            let Some(c) = consumer.as_mut() else {
+                return Ok(0);
+            };
+            match c.read() {
+                Ok(Some(r)) => {
+                    let n = buf.len().min(r.len());
+                    buf[..n].copy_from_slice(&r[..n]);
+                    rest.extend_from_slice(&r[n..]);
+                    c.release();
+                    return Ok(n);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(shm_err(e)),
+            }
+            let now = std::time::Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "inproc recv timed out",
+                ));
+            }
+            let slice = deadline.map_or(now + INPROC_SLICE, |d| d.min(now + INPROC_SLICE));
+            match c.wait(Some(slice)) {
+                Ok(()) | Err(netron_shm::Error::Timeout) => {}
+                Err(netron_shm::Error::PeerGone) => {
+                    if !c.ready().unwrap_or(false) {
+                        return Ok(0);
+                    }
+                }
+                Err(e) => return Err(shm_err(e)),
+            }
+        }
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        // Dropping the producer publishes what it committed and tells the engine the end.
+        self.0.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(())
+    }
+
+    fn close(&self) -> io::Result<()> {
+        self.0
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // A `recv` blocked on another handle holds the consumer; it sees `closed` within a
+        // slice and returns; the consumer is dropped here or with the last handle.
+        if let Ok(mut rx) = self.0.rx.try_lock() {
+            rx.consumer.take();
+        }
+        Ok(())
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn RawLink>> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn set_recv_buffer(&self, _bytes: usize) -> io::Result<()> {
+        // The ring's size is fixed when the connection is made.
+        Ok(())
+    }
+}
+
+impl RawListener for netron_engine::inproc::RawListener {
+    fn accept(&mut self) -> io::Result<Box<dyn RawLink>> {
+        let (tx, rx) = netron_engine::inproc::RawListener::accept(self, None)?;
+        Ok(Box::new(InprocLink::new(tx, rx)))
+    }
+}
 
 /// A Unix socket path no other call of this process returns (tests of one binary run in
 /// parallel and may share a tag), with any stale file removed.
