@@ -48,7 +48,7 @@ pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
 pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
-pub use driver::ring::RingError;
+pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use service::{

@@ -13,10 +13,10 @@ impl Core {
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
         let conn = Conn::new(role, &self.conn_cfg, now);
         let key = self.conns.insert(Entry {
-            fd,
+            fd: Rc::new(fd),
             conn,
             generation: self.next_gen,
-            recv_armed: false,
+            recv: None,
             read_done: false,
             send: None,
             closing: false,
@@ -63,7 +63,7 @@ impl Core {
                 .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
             slot.complete(Err(Status::unavailable(why)));
         }
-        if en.recv_armed || en.send.is_some() {
+        if en.recv.is_some() || en.send.is_some() {
             en.shut = true;
             sock::shutdown(&en.fd);
         }
@@ -80,7 +80,7 @@ impl Core {
             let done = self
                 .conns
                 .get(key)
-                .is_none_or(|en| !en.recv_armed && en.send.is_none());
+                .is_none_or(|en| en.recv.is_none() && en.send.is_none());
             if done {
                 self.closing.swap_remove(i);
                 if self.conns.try_remove(key).is_some() {

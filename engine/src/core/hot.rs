@@ -12,13 +12,10 @@
 use std::io;
 use std::time::Instant;
 
-use io_uring::opcode;
-
 use super::Core;
 use crate::config::{DirectRecv, IdlePolicy};
 use crate::conn::Env;
 use crate::driver::sock;
-use crate::driver::token::{Op, Token};
 
 /// Receives per hot connection per turn at most (a peer that keeps the socket full must not
 /// starve the others).
@@ -60,19 +57,15 @@ impl Core {
             return;
         }
         en.hot = Some(now);
-        let (armed, generation) = (en.recv_armed, en.generation);
+        let armed = en.recv;
         self.hot.push(key);
         self.stats.hot_promotions += 1;
         if self.scratch.is_empty() {
             // Once per core, the first time a connection gets hot.
             self.scratch = vec![0; self.cfg.recv_buffer_size].into_boxed_slice();
         }
-        if armed {
-            let target = Token::new(Op::Recv, key, generation).encode();
-            let e = opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(Token::new(Op::Cancel, key, generation).encode());
-            self.push(e);
+        if let Some(op) = armed {
+            self.driver.cancel(op);
         }
     }
 
@@ -132,7 +125,7 @@ impl Core {
     /// Nothing while its cancelled ring receive has not completed yet: that receive may still
     /// take bytes, and they must be handled before anything read after them.
     fn read_hot(&mut self, key: usize, now: Instant) -> (ReadEnd, bool) {
-        let Some(en) = self.conns.get_mut(key).filter(|en| !en.recv_armed) else {
+        let Some(en) = self.conns.get_mut(key).filter(|en| en.recv.is_none()) else {
             return (ReadEnd::Open, false);
         };
         let mut got = false;

@@ -1,72 +1,28 @@
-//! The core's io_uring traffic: building and pushing SQEs (inbox read, multishot receive,
-//! send/send-zc), entering the kernel (submit, busy-poll or park), reaping CQEs and handing
-//! each completion to its connection, and flushing one batch per connection per turn.
+//! The core's use of the driver: starting operations (inbox read, multishot receive,
+//! send/send-zc), entering the kernel (submit, busy-poll or park), reaping completions and
+//! handing each to its connection, and flushing one batch per connection per turn.
 
 use super::*;
 
 impl Core {
-    pub(super) fn push(&mut self, entry: squeue::Entry) {
-        // SAFETY: every entry built by this core points only at memory that outlives the
-        // operation: receive buffers belong to the registered buffer ring (unregistered only in
-        // Drop), send buffers are owned by the connection's `InFlight` until the send's
-        // completion, and the inbox buffer is a Box owned by the core. Descriptors stay open
-        // until their operations complete (see `finish_close`).
-        while unsafe { self.ring.submission().push(&entry) }.is_err() {
-            // Queue full: hand what we have to the kernel and retry.
-            let _ = self.ring.submit();
-            self.stats.submits += 1;
-        }
-    }
-
     pub(super) fn arm_inbox(&mut self) {
-        if self.inbox_armed {
+        let Some(buf) = self.inbox_buf.take() else {
+            // Armed already: the read owns the buffer.
             return;
-        }
-        let e = opcode::Read::new(
-            types::Fd(self.inbox.eventfd().as_raw_fd()),
-            self.inbox_buf.as_mut_ptr(),
-            8,
-        )
-        .build()
-        .user_data(Token::new(Op::Inbox, 0, 0).encode());
-        self.push(e);
-        self.inbox_armed = true;
+        };
+        let tag = Token::new(Op::Inbox, 0, 0);
+        self.driver.eventfd_read(&self.inbox_fd, buf, tag);
     }
 
     pub(super) fn arm_recv(&mut self, key: usize) {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        if en.recv_armed || en.closing {
+        if en.recv.is_some() || en.closing {
             return;
         }
-        en.recv_armed = true;
-        let e = opcode::RecvMulti::new(types::Fd(en.fd.as_raw_fd()), self.bufs.bgid())
-            .build()
-            .user_data(Token::new(Op::Recv, key, en.generation).encode());
-        self.push(e);
-    }
-
-    pub(super) fn submit_send(&mut self, key: usize) {
-        let Some(en) = self.conns.get_mut(key) else {
-            return;
-        };
-        let Some(f) = &en.send else { return };
-        let rest = &f.buf[f.off..];
-        let fd = types::Fd(en.fd.as_raw_fd());
-        let token = Token::new(Op::Send, key, en.generation).encode();
-        let e = if f.zero_copy {
-            opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(token)
-        } else {
-            opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(token)
-        };
-        self.push(e);
+        let tag = Token::new(Op::Recv, key, en.generation);
+        en.recv = Some(self.driver.recv_multi(&en.fd, tag));
     }
 
     pub(super) fn enter(&mut self, work: bool) -> io::Result<()> {
@@ -78,7 +34,7 @@ impl Core {
         {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        let to_submit = self.ring.submission().len() as u32;
+        let to_submit = self.driver.queued();
         let park = match self.cfg.idle {
             IdlePolicy::BusyPoll => false,
             IdlePolicy::Adaptive { spin } => {
@@ -96,8 +52,7 @@ impl Core {
             // run (IORING_SQ_TASKRUN) or the completion queue overflowed. Completions posted
             // directly are already visible in the ring. This turns an idle poll from a system
             // call into a memory load.
-            let sq = self.ring.submission();
-            if !sq.taskrun() && !sq.cq_overflow() {
+            if !self.driver.kernel_has_work() {
                 if self.hot.is_empty() {
                     // A pure memory poll: ease off the sibling hyperthread and the bus. (With
                     // hot connections the turn already made its system calls.)
@@ -115,23 +70,11 @@ impl Core {
                 self.inbox.woke();
                 false
             }) {
-            let ts = types::Timespec::new().nsec(TIMER_TICK.as_nanos() as u32);
-            let args = types::SubmitArgs::new().timespec(&ts);
-            let r = self.ring.submitter().submit_with_args(1, &args);
+            let r = self.driver.submit_and_wait(TIMER_TICK);
             self.inbox.woke();
-            r.map(|_| ())
+            r
         } else {
-            // SAFETY: a plain io_uring_enter: submit what is queued and run completions
-            // without waiting; no argument pointer is passed.
-            unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    to_submit,
-                    0,
-                    IORING_ENTER_GETEVENTS,
-                    None,
-                )
-            }
-            .map(|_| ())
+            self.driver.submit_nowait(to_submit)
         };
         match r {
             Err(e)
@@ -148,49 +91,51 @@ impl Core {
 
     pub(super) fn reap(&mut self, now: Instant) -> bool {
         let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.clear();
-        cqes.extend(self.ring.completion().map(|c| Cqe {
-            user_data: c.user_data(),
-            result: c.result(),
-            flags: c.flags(),
-        }));
+        self.driver.drain(&mut cqes);
         let work = !cqes.is_empty();
         for c in &cqes {
-            self.on_cqe(*c, now);
+            if let Some(done) = self.driver.complete(*c) {
+                self.on_completion(done, now);
+            }
         }
         self.cqes = cqes;
         work
     }
 
-    pub(super) fn on_cqe(&mut self, c: Cqe, now: Instant) {
-        let Some(t) = Token::decode(c.user_data) else {
-            return;
-        };
-        match t.op {
-            Op::Inbox => {
-                self.inbox_armed = false;
+    pub(super) fn on_completion(&mut self, c: crate::driver::uring::Completion, now: Instant) {
+        let t = c.tag;
+        match c.event {
+            Event::EventfdRead { buf, .. } => {
+                self.inbox_buf = Some(buf);
                 self.arm_inbox();
             }
-            Op::Accept => self.on_accept(t.key as usize, c, now),
-            Op::Recv => self.on_recv(t, c, now),
-            Op::Send => self.on_send(t, c),
-            Op::Cancel => {}
+            Event::Accepted { fd, more } => self.on_accept(t.key as usize, fd, more, now),
+            Event::Received { result, buf, more } => self.on_recv(t, result, buf, more, now),
+            Event::Sent { wrote, more, done } => self.on_send(t, wrote, more, done),
+            // Not started by the core.
+            Event::Polled { .. } | Event::TimedOut { .. } => {}
         }
     }
 
-    pub(super) fn on_recv(&mut self, t: Token, c: Cqe, now: Instant) {
-        let bid = cqueue::buffer_select(c.flags);
+    pub(super) fn on_recv(
+        &mut self,
+        t: Token,
+        result: i32,
+        bid: Option<u16>,
+        more: bool,
+        now: Instant,
+    ) {
         let key = t.key as usize;
         let Some(en) = live(&mut self.conns, t) else {
             if let Some(b) = bid {
-                self.bufs.recycle(b);
+                self.driver.recycle(b);
             }
             return;
         };
-        if !cqueue::more(c.flags) {
-            en.recv_armed = false;
+        if !more {
+            en.recv = None;
         }
-        if c.result > 0 {
+        if result > 0 {
             let Some(b) = bid else {
                 // The kernel always names the buffer of a successful provided-buffer receive;
                 // if it ever does not, the bytes are lost: close rather than guess.
@@ -199,7 +144,7 @@ impl Core {
                 return;
             };
             if !en.closing {
-                if let Some(data) = self.bufs.get(b, c.result as usize) {
+                if let Some(data) = self.driver.recv_data(b, result as usize) {
                     let mut env = Env {
                         registry: &self.registry,
                         now,
@@ -208,14 +153,14 @@ impl Core {
                     let _ = en.conn.handle_input(data, &mut env);
                 }
             }
-            self.bufs.recycle(b);
+            self.driver.recycle(b);
             self.after_event(key);
             self.maybe_promote(key, now);
         } else {
             if let Some(b) = bid {
-                self.bufs.recycle(b);
+                self.driver.recycle(b);
             }
-            match -c.result {
+            match -result {
                 0 => {
                     // Orderly EOF from the peer: finish and answer what is in flight first.
                     self.on_eof(key, now);
@@ -236,63 +181,59 @@ impl Core {
         if self
             .conns
             .get(key)
-            .is_some_and(|en| !en.recv_armed && !en.closing && en.hot.is_none() && !en.read_done)
+            .is_some_and(|en| en.recv.is_none() && !en.closing && en.hot.is_none() && !en.read_done)
         {
             self.arm_recv(key);
         }
     }
 
-    pub(super) fn on_send(&mut self, t: Token, c: Cqe) {
+    /// A completion of a connection's send: bytes written (a short write was resubmitted by
+    /// the driver), a failure, and at the end the batch buffer back.
+    pub(super) fn on_send(
+        &mut self,
+        t: Token,
+        wrote: Option<i32>,
+        more: bool,
+        done: Option<Vec<u8>>,
+    ) {
         let key = t.key as usize;
         let Some(en) = live(&mut self.conns, t) else {
             return;
         };
-        let Some(f) = en.send.as_mut() else { return };
-        if f.zero_copy && cqueue::notif(c.flags) {
-            // The kernel no longer reads the buffer for one earlier zero-copy send.
-            f.notifs = f.notifs.saturating_sub(1);
-        } else {
-            if f.zero_copy && cqueue::more(c.flags) {
-                f.notifs += 1;
-            }
-            if c.result < 0 {
+        match wrote {
+            Some(r) if r < 0 => {
                 if !en.closing {
                     self.stats.count_error("send_failed");
                 }
-                // Keep the buffer until outstanding notifications arrive (begin_close waits).
-                f.off = f.buf.len();
-                let why = format!("send failed: {}", io::Error::from_raw_os_error(-c.result));
+                // The buffer comes back once outstanding notifications arrived.
+                let why = format!("send failed: {}", io::Error::from_raw_os_error(-r));
                 self.begin_close(key, &why);
-                self.maybe_finish_send(key);
-                return;
             }
-            f.off += c.result as usize;
-            self.stats.bytes_out += c.result as u64;
-            if f.off < f.buf.len() && !en.closing {
-                // Short write: the peer's window is full. Send the rest; if the peer takes
-                // nothing for the stall timeout the connection closes.
-                if c.result > 0 || en.conn.write_blocked_since.is_none() {
-                    en.conn.write_blocked_since = Some(Instant::now());
+            Some(r) => {
+                self.stats.bytes_out += r as u64;
+                if more {
+                    // Short write: the peer's window is full; the driver sends the rest. If the
+                    // peer takes nothing for the stall timeout the connection closes.
+                    if r > 0 || en.conn.write_blocked_since.is_none() {
+                        en.conn.write_blocked_since = Some(Instant::now());
+                    }
+                    self.reschedule(key);
                 }
-                self.submit_send(key);
-                self.reschedule(key);
-                return;
             }
+            None => {}
         }
-        self.maybe_finish_send(key);
+        if let Some(buf) = done {
+            self.finish_send(key, buf);
+        }
     }
 
-    /// Completes the in-flight send once everything is written and the kernel released the
-    /// buffer (zero-copy notifications), then schedules the next batch.
-    pub(super) fn maybe_finish_send(&mut self, key: usize) {
+    /// Completes the in-flight send, whose buffer is back (all written or failed, and the
+    /// kernel released it), then schedules the next batch.
+    pub(super) fn finish_send(&mut self, key: usize, buf: Vec<u8>) {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(f) = en.send.as_ref() else { return };
-        if f.off < f.buf.len() || f.notifs > 0 {
-            return;
-        }
-        let f = en.send.take().expect("checked above");
+        let Some(f) = en.send.take() else { return };
         en.conn.write_blocked_since = None;
         if !en.closing {
             self.stats.writes += 1;
@@ -301,7 +242,7 @@ impl Core {
                 self.stats.zero_copy_writes += 1;
             }
         }
-        en.conn.recycle(f.buf);
+        en.conn.recycle(buf);
         self.after_event(key);
     }
 
@@ -368,21 +309,21 @@ impl Core {
                         }
                     }
                 }
-                let whole = off == buf.len();
-                en.send = Some(InFlight {
-                    buf,
-                    off,
-                    frames,
-                    zero_copy,
-                    notifs: 0,
-                });
-                if whole {
+                let written = if off == buf.len() {
                     // Finished after the loop, as a send completion would be (finishing
                     // schedules the next batch, which must not land in the list taken here).
                     self.sent.push(key);
+                    Some(buf)
                 } else {
-                    self.submit_send(key);
-                }
+                    let tag = Token::new(Op::Send, key, en.generation);
+                    self.driver.send(&en.fd, buf, off, zero_copy, tag);
+                    None
+                };
+                en.send = Some(InFlight {
+                    written,
+                    frames,
+                    zero_copy,
+                });
             } else if en.conn.is_closing() {
                 self.begin_close(key, "closed");
             }
@@ -390,7 +331,14 @@ impl Core {
         self.dirty = dirty;
         let mut sent = std::mem::take(&mut self.sent);
         for key in sent.drain(..) {
-            self.maybe_finish_send(key);
+            let buf = self
+                .conns
+                .get_mut(key)
+                .and_then(|en| en.send.as_mut())
+                .and_then(|f| f.written.take());
+            if let Some(buf) = buf {
+                self.finish_send(key, buf);
+            }
         }
         self.sent = sent;
         work
