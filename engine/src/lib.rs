@@ -42,6 +42,7 @@ mod slot;
 mod stats;
 mod status;
 mod timer;
+mod transport;
 pub mod typed;
 
 pub use bytes::Bytes;

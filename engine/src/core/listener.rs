@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use super::Core;
 use crate::Endpoint;
 use crate::conn::Role;
-use crate::driver::sock::{self, SocketFile};
 use crate::driver::token::{Op, Token};
 use crate::driver::uring::OpId;
+use crate::transport::sock::{self, SocketFile};
 
 /// First delay before re-arming an accept that failed with a persistent error (EMFILE and
 /// the like). Doubles on every failure of the same episode up to [`ACCEPT_BACKOFF_MAX`].

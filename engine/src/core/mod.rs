@@ -24,15 +24,16 @@ use slab::Slab;
 
 use crate::config::{CoreConfig, IdlePolicy};
 use crate::conn::{ConnConfig, Connection, Env, Role};
-use crate::driver::sock;
 use crate::driver::token::{Op, Token};
-use crate::driver::uring::{Cqe, Event, OpId, RingError, SetupError, Uring};
+use crate::driver::uring::{Cqe, Event, RingError, SetupError, Uring};
 use crate::executor::{Executor, Outcome};
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::service::Registry;
 use crate::slot::{CallSlot, Completion};
 use crate::stats::CoreStats;
 use crate::timer::TimerWheel;
+use crate::transport::sock;
+use crate::transport::{AnyLink, Link, Owner};
 use crate::{Endpoint, Status, StatusCode};
 
 /// Turns in a row that may end right after the reads because the awaited call completed.
@@ -47,28 +48,13 @@ const TIMER_TICK: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId(pub(crate) ConnRef);
 
-/// A batch being written: the driver's send operation owns the buffer until the kernel is
-/// done with it, unless a hot connection's direct send took all of it (`written`).
-struct InFlight {
-    /// The batch, when the direct send took all of it (the kernel never saw it).
-    written: Option<Vec<u8>>,
-    frames: u32,
-    /// Sent with `SendZc`.
-    zero_copy: bool,
-}
-
+/// A connection of the core: the link it travels on and its sans-IO state machine.
 struct Entry {
-    fd: Rc<OwnedFd>,
+    link: AnyLink,
     conn: Conn,
     generation: u32,
-    /// The multishot receive in the ring, if armed.
-    recv: Option<OpId>,
-    /// Nothing more is read: the peer sent EOF, or the connection is closing.
-    read_done: bool,
-    send: Option<InFlight>,
-    /// Closing: no new operations; the entry goes when its operations completed.
+    /// Closing: no new operations; the entry goes when its link is quiescent.
     closing: bool,
-    shut: bool,
     dirty: bool,
     /// A cross-thread connect waiting for the handshake.
     adopt: Option<Arc<Completion>>,
@@ -308,7 +294,7 @@ impl Core {
         if let Some(until) = self.drain_until {
             let idle = self.conns.iter().all(|(_, en)| {
                 !en.conn.wants_write()
-                    && en.send.is_none()
+                    && !en.link.writing()
                     && en.conn.inflight.is_empty()
                     && en.conn.calls.len() == 0
             });

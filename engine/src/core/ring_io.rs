@@ -3,6 +3,7 @@
 //! handing each to its connection, and flushing one batch per connection per turn.
 
 use super::*;
+use crate::transport::{Tx, TxPolicy, Update};
 
 impl Core {
     pub(super) fn arm_inbox(&mut self) {
@@ -18,11 +19,14 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        if en.recv.is_some() || en.closing {
+        if en.closing {
             return;
         }
-        let tag = Token::new(Op::Recv, key, en.generation);
-        en.recv = Some(self.driver.recv_multi(&en.fd, tag));
+        let owner = Owner {
+            key,
+            generation: en.generation,
+        };
+        en.link.start_recv(&mut self.driver, owner);
     }
 
     pub(super) fn enter(&mut self, work: bool) -> io::Result<()> {
@@ -104,117 +108,102 @@ impl Core {
 
     pub(super) fn on_completion(&mut self, c: crate::driver::uring::Completion, now: Instant) {
         let t = c.tag;
-        match c.event {
-            Event::EventfdRead { buf, .. } => {
+        match (t.op, c.event) {
+            (Op::Inbox, Event::EventfdRead { buf, .. }) => {
                 self.inbox_buf = Some(buf);
                 self.arm_inbox();
             }
-            Event::Accepted { fd, more } => self.on_accept(t.key as usize, fd, more, now),
-            Event::Received { result, buf, more } => self.on_recv(t, result, buf, more, now),
-            Event::Sent { wrote, more, done } => self.on_send(t, wrote, more, done),
-            // Not started by the core.
-            Event::Polled { .. } | Event::TimedOut { .. } => {}
+            (Op::Accept, Event::Accepted { fd, more }) => {
+                self.on_accept(t.key as usize, fd, more, now)
+            }
+            (Op::Recv | Op::Send, event) => self.on_link(t, event, now),
+            // Nothing else is started by the core.
+            _ => {}
         }
     }
 
-    pub(super) fn on_recv(
-        &mut self,
-        t: Token,
-        result: i32,
-        bid: Option<u16>,
-        more: bool,
-        now: Instant,
-    ) {
+    /// A completion of a connection's link: input for the connection, EOF, a failure, or a
+    /// write's progress.
+    pub(super) fn on_link(&mut self, t: Token, event: Event, now: Instant) {
         let key = t.key as usize;
         let Some(en) = live(&mut self.conns, t) else {
-            if let Some(b) = bid {
-                self.driver.recycle(b);
-            }
+            crate::transport::discard(&mut self.driver, event);
             return;
         };
-        if !more {
-            en.recv = None;
-        }
-        if result > 0 {
-            let Some(b) = bid else {
-                // The kernel always names the buffer of a successful provided-buffer receive;
-                // if it ever does not, the bytes are lost: close rather than guess.
-                self.stats.count_error("recv_without_buffer");
-                self.begin_close(key, "the kernel reported a receive without a buffer");
+        let closing = en.closing;
+        let conn = &mut en.conn;
+        let (registry, stats) = (&self.registry, &mut self.stats);
+        let update = en.link.on_completion(&mut self.driver, event, |input| {
+            // A closing connection's input is not looked at.
+            if !closing {
+                let mut env = Env {
+                    registry,
+                    now,
+                    stats,
+                };
+                let _ = conn.handle_input(input.bytes(), &mut env);
+            }
+        });
+        match update {
+            Update::Input => {
+                self.after_event(key);
+                self.maybe_promote(key, now);
+            }
+            // Orderly EOF from the peer: finish and answer what is in flight first.
+            Update::Eof => self.on_eof(key, now),
+            Update::Quiet(counter) => {
+                if let Some(c) = counter {
+                    self.stats.count_error(c);
+                }
+            }
+            Update::RecvFailed { counter, why } => {
+                self.stats.count_error(counter);
+                self.begin_close(key, &why);
                 return;
-            };
-            if !en.closing {
-                if let Some(data) = self.driver.recv_data(b, result as usize) {
-                    let mut env = Env {
-                        registry: &self.registry,
-                        now,
-                        stats: &mut self.stats,
-                    };
-                    let _ = en.conn.handle_input(data, &mut env);
-                }
             }
-            self.driver.recycle(b);
-            self.after_event(key);
-            self.maybe_promote(key, now);
-        } else {
-            if let Some(b) = bid {
-                self.driver.recycle(b);
-            }
-            match -result {
-                0 => {
-                    // Orderly EOF from the peer: finish and answer what is in flight first.
-                    self.on_eof(key, now);
-                }
-                libc::ENOBUFS => {
-                    // All receive buffers are lent out this turn; re-arm after they return.
-                    self.stats.count_error("recv_no_buffers");
-                }
-                // Cancelled because the connection got hot (or is closing).
-                libc::ECANCELED => {}
-                e => {
-                    self.stats.count_error("recv_failed");
-                    let why = format!("receive failed: {}", io::Error::from_raw_os_error(e));
-                    self.begin_close(key, &why);
-                }
+            Update::Sent {
+                wrote,
+                blocked,
+                done,
+            } => {
+                self.on_sent(key, wrote, blocked, done);
+                return;
             }
         }
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|en| en.recv.is_none() && !en.closing && en.hot.is_none() && !en.read_done)
-        {
+        if self.conns.get(key).is_some_and(|en| {
+            !en.link.receiving() && !en.closing && en.hot.is_none() && !en.link.read_done()
+        }) {
             self.arm_recv(key);
         }
     }
 
-    /// A completion of a connection's send: bytes written (a short write was resubmitted by
-    /// the driver), a failure, and at the end the batch buffer back.
-    pub(super) fn on_send(
+    /// A write progressed: bytes written (a short write's rest is still being written), a
+    /// failure, and at the end the batch buffer back.
+    fn on_sent(
         &mut self,
-        t: Token,
-        wrote: Option<i32>,
-        more: bool,
+        key: usize,
+        wrote: Option<io::Result<usize>>,
+        blocked: bool,
         done: Option<Vec<u8>>,
     ) {
-        let key = t.key as usize;
-        let Some(en) = live(&mut self.conns, t) else {
+        let Some(en) = self.conns.get_mut(key) else {
             return;
         };
         match wrote {
-            Some(r) if r < 0 => {
+            Some(Err(e)) => {
                 if !en.closing {
                     self.stats.count_error("send_failed");
                 }
                 // The buffer comes back once outstanding notifications arrived.
-                let why = format!("send failed: {}", io::Error::from_raw_os_error(-r));
+                let why = format!("send failed: {e}");
                 self.begin_close(key, &why);
             }
-            Some(r) => {
-                self.stats.bytes_out += r as u64;
-                if more {
-                    // Short write: the peer's window is full; the driver sends the rest. If the
+            Some(Ok(n)) => {
+                self.stats.bytes_out += n as u64;
+                if blocked {
+                    // Short write: the peer's window is full; the link writes the rest. If the
                     // peer takes nothing for the stall timeout the connection closes.
-                    if r > 0 || en.conn.write_blocked_since.is_none() {
+                    if n > 0 || en.conn.write_blocked_since.is_none() {
                         en.conn.write_blocked_since = Some(Instant::now());
                     }
                     self.reschedule(key);
@@ -227,18 +216,20 @@ impl Core {
         }
     }
 
-    /// Completes the in-flight send, whose buffer is back (all written or failed, and the
+    /// Completes the write in progress, whose buffer is back (all written or failed, and the
     /// kernel released it), then schedules the next batch.
     pub(super) fn finish_send(&mut self, key: usize, buf: Vec<u8>) {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(f) = en.send.take() else { return };
+        let Some((frames, zero_copy)) = en.link.end_write() else {
+            return;
+        };
         en.conn.write_blocked_since = None;
         if !en.closing {
             self.stats.writes += 1;
-            self.stats.frames_out += f.frames as u64;
-            if f.zero_copy {
+            self.stats.frames_out += frames as u64;
+            if zero_copy {
                 self.stats.zero_copy_writes += 1;
             }
         }
@@ -277,8 +268,8 @@ impl Core {
                 self.begin_close(key, &why);
                 continue;
             }
-            if en.send.is_some() {
-                // Output waits behind a send the peer has not taken yet: from now on the
+            if en.link.writing() {
+                // Output waits behind a write the peer has not taken yet: from now on the
                 // peer has the stall timeout to take bytes.
                 if en.conn.write_blocked_since.is_none() {
                     en.conn.write_blocked_since = Some(Instant::now());
@@ -286,46 +277,43 @@ impl Core {
                 }
                 continue;
             }
-            if let Some((buf, frames)) = en.conn.poll_transmit() {
-                work = true;
-                let zero_copy = self.cfg.send_zc_threshold.is_some_and(|t| buf.len() >= t);
-                let mut off = 0;
-                if en.hot.is_some() && !zero_copy {
-                    // A hot connection is written the way it is read: directly, without a
-                    // submission and a completion to reap; only what the socket does not take
-                    // now goes through the ring.
-                    self.stats.direct_sends += 1;
-                    match sock::send_now(&en.fd, &buf) {
-                        Ok(n) => {
-                            self.stats.bytes_out += n as u64;
-                            off = n;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            self.stats.count_error("send_failed");
-                            en.conn.recycle(buf);
-                            self.begin_close(key, &format!("send failed: {e}"));
-                            continue;
-                        }
+            let owner = Owner {
+                key,
+                generation: en.generation,
+            };
+            let policy = TxPolicy {
+                zero_copy_at: self.cfg.send_zc_threshold,
+                // A hot connection is written the way it is read: directly.
+                direct: en.hot.is_some(),
+            };
+            match en
+                .link
+                .transmit(&mut self.driver, owner, &mut en.conn, policy)
+            {
+                Tx::Started { direct, complete } => {
+                    work = true;
+                    if let Some(n) = direct {
+                        self.stats.direct_sends += 1;
+                        self.stats.bytes_out += n as u64;
+                    }
+                    if complete {
+                        // Finished after the loop, as a send completion would be (finishing
+                        // schedules the next batch, which must not land in the list taken
+                        // here).
+                        self.sent.push(key);
                     }
                 }
-                let written = if off == buf.len() {
-                    // Finished after the loop, as a send completion would be (finishing
-                    // schedules the next batch, which must not land in the list taken here).
-                    self.sent.push(key);
-                    Some(buf)
-                } else {
-                    let tag = Token::new(Op::Send, key, en.generation);
-                    self.driver.send(&en.fd, buf, off, zero_copy, tag);
-                    None
-                };
-                en.send = Some(InFlight {
-                    written,
-                    frames,
-                    zero_copy,
-                });
-            } else if en.conn.is_closing() {
-                self.begin_close(key, "closed");
+                Tx::Failed(e) => {
+                    work = true;
+                    self.stats.direct_sends += 1;
+                    self.stats.count_error("send_failed");
+                    self.begin_close(key, &format!("send failed: {e}"));
+                }
+                Tx::Nothing => {
+                    if en.conn.is_closing() {
+                        self.begin_close(key, "closed");
+                    }
+                }
             }
         }
         self.dirty = dirty;
@@ -334,8 +322,7 @@ impl Core {
             let buf = self
                 .conns
                 .get_mut(key)
-                .and_then(|en| en.send.as_mut())
-                .and_then(|f| f.written.take());
+                .and_then(|en| en.link.take_written());
             if let Some(buf) = buf {
                 self.finish_send(key, buf);
             }
