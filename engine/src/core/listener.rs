@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use super::Core;
 use crate::Endpoint;
 use crate::conn::Role;
+use crate::driver::OpId;
 use crate::driver::token::{Op, Token};
-use crate::driver::uring::OpId;
 use crate::transport::sock::{self, SocketFile};
 
 /// First delay before re-arming an accept that failed with a persistent error (EMFILE and

@@ -25,7 +25,8 @@ use slab::Slab;
 use crate::config::{CoreConfig, IdlePolicy};
 use crate::conn::{ConnConfig, Connection, Env, Role};
 use crate::driver::token::{Op, Token};
-use crate::driver::uring::{Cqe, Event, RingError, SetupError, Uring};
+use crate::driver::uring::{RingError, SetupError};
+use crate::driver::{Cqe, Driver, Event};
 use crate::executor::{Executor, Outcome};
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::service::Registry;
@@ -78,7 +79,7 @@ fn live(conns: &mut Slab<Entry>, t: Token) -> Option<&mut Entry> {
 
 /// One core. Create it on the thread that will drive it (the ring is single-issuer).
 pub struct Core {
-    driver: Uring,
+    driver: Driver,
     conns: Slab<Entry>,
     next_gen: u32,
     listeners: listener::Listeners,
@@ -178,7 +179,7 @@ impl Core {
         inbox: Arc<Inbox>,
     ) -> Result<Core, CoreError> {
         cfg.validate()?;
-        let driver = Uring::new(cfg.ring_entries, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let driver = Driver::new(cfg.ring_entries, cfg.recv_buffers, cfg.recv_buffer_size)?;
         let inbox_fd = Rc::new(inbox.eventfd().try_clone()?);
         let conn_cfg = ConnConfig {
             server: cfg.server.clone(),

@@ -106,7 +106,7 @@ impl Core {
         work
     }
 
-    pub(super) fn on_completion(&mut self, c: crate::driver::uring::Completion, now: Instant) {
+    pub(super) fn on_completion(&mut self, c: crate::driver::Completion, now: Instant) {
         let t = c.tag;
         match (t.op, c.event) {
             (Op::Inbox, Event::EventfdRead { buf, .. }) => {

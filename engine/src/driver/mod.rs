@@ -5,3 +5,8 @@
 
 pub(crate) mod token;
 pub(crate) mod uring;
+
+/// The completion-based backend every layer above uses: they name only [`Driver`],
+/// [`Completion`], [`Event`] and [`OpId`], so a readiness (epoll) backend offering the same
+/// operations can take its place without touching them.
+pub(crate) use uring::{Completion, Cqe, Event, OpId, Uring as Driver};

@@ -31,7 +31,7 @@ pub(crate) mod stream;
 use std::io;
 
 use crate::conn::{Caller, Connection};
-use crate::driver::uring::{Event, Uring};
+use crate::driver::{Driver, Event};
 
 /// What a link hands the connection.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +101,7 @@ pub(crate) enum Tx {
         direct: Option<usize>,
         complete: bool,
     },
-    /// The write failed at once (the batch buffer went back to the connection).
+    /// A direct write failed at once (the batch buffer went back to the connection).
     Failed(io::Error),
 }
 
@@ -127,21 +127,21 @@ pub(crate) enum Direct {
 pub(crate) trait Link {
     /// Starts receiving (idempotent): a stream link arms a multishot receive, a record link
     /// its doorbell.
-    fn start_recv(&mut self, io: &mut Uring, owner: Owner);
+    fn start_recv(&mut self, io: &mut Driver, owner: Owner);
     /// Whether a receiving operation is in the driver.
     fn receiving(&self) -> bool;
     /// Stops receiving through the driver (to read directly); the final completion follows.
-    fn stop_recv(&mut self, io: &mut Uring);
+    fn stop_recv(&mut self, io: &mut Driver);
     /// Applies one of this link's completions; input goes to `deliver`.
     fn on_completion(
         &mut self,
-        io: &mut Uring,
+        io: &mut Driver,
         event: Event,
-        deliver: impl FnOnce(Input<'_>),
+        deliver: impl FnMut(Input<'_>),
     ) -> Update;
     /// Reads what is waiting without the driver (busy-poll), into `scratch` if the link needs
     /// a buffer.
-    fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnOnce(Input<'_>)) -> Direct;
+    fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct;
     /// Nothing more is read: the peer ended (`shut == false`) or the connection is closing
     /// (`shut == true`: also tell the transport, so a pending receive ends).
     fn end_reading(&mut self, shut: bool);
@@ -152,7 +152,7 @@ pub(crate) trait Link {
     /// Writes the connection's next batch, if it has one.
     fn transmit<C: Caller>(
         &mut self,
-        io: &mut Uring,
+        io: &mut Driver,
         owner: Owner,
         conn: &mut Connection<C>,
         policy: TxPolicy,
@@ -171,7 +171,7 @@ pub(crate) trait Link {
 }
 
 /// Releases what a completion for a link that is gone still holds (a receive buffer).
-pub(crate) fn discard(io: &mut Uring, event: Event) {
+pub(crate) fn discard(io: &mut Driver, event: Event) {
     if let Event::Received { buf: Some(b), .. } = event {
         io.recycle(b);
     }
@@ -193,24 +193,24 @@ macro_rules! each {
 }
 
 impl Link for AnyLink {
-    fn start_recv(&mut self, io: &mut Uring, owner: Owner) {
+    fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
         each!(self, l => l.start_recv(io, owner))
     }
     fn receiving(&self) -> bool {
         each!(self, l => l.receiving())
     }
-    fn stop_recv(&mut self, io: &mut Uring) {
+    fn stop_recv(&mut self, io: &mut Driver) {
         each!(self, l => l.stop_recv(io))
     }
     fn on_completion(
         &mut self,
-        io: &mut Uring,
+        io: &mut Driver,
         event: Event,
-        deliver: impl FnOnce(Input<'_>),
+        deliver: impl FnMut(Input<'_>),
     ) -> Update {
         each!(self, l => l.on_completion(io, event, deliver))
     }
-    fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnOnce(Input<'_>)) -> Direct {
+    fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
         each!(self, l => l.read_direct(scratch, deliver))
     }
     fn end_reading(&mut self, shut: bool) {
@@ -224,7 +224,7 @@ impl Link for AnyLink {
     }
     fn transmit<C: Caller>(
         &mut self,
-        io: &mut Uring,
+        io: &mut Driver,
         owner: Owner,
         conn: &mut Connection<C>,
         policy: TxPolicy,
