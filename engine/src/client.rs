@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::driver::sock;
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::slot::Completion;
+use crate::transport::sock;
 use crate::{Endpoint, Status};
 
 /// How long a waiting caller spins before parking (a cross-core wake-up costs ~25–30 µs on

@@ -2,7 +2,7 @@
 //!
 //! Host names are resolved when the string is parsed, on the parsing thread (never on a core
 //! thread: cores only see resolved addresses), and every resolved address is kept: a connect
-//! tries them all, Happy Eyeballs style, and a listen binds them all (see `driver/sock.rs`).
+//! tries them all, Happy Eyeballs style, and a listen binds them all (see `transport/sock.rs`).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};

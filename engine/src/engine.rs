@@ -9,10 +9,10 @@ use std::time::Duration;
 use crate::client::Client;
 use crate::config::{ConfigError, CoreConfig};
 use crate::core::{Core, CoreError};
-use crate::driver::sock::{self, SocketFile};
 use crate::inbox::{Command, Inbox};
 use crate::service::{Registry, ServiceError};
 use crate::stats::CoreStats;
+use crate::transport::sock::{self, SocketFile};
 use crate::{Endpoint, EndpointError, Service};
 
 /// The engine could not be built.

@@ -43,13 +43,14 @@ mod slot;
 mod stats;
 mod status;
 mod timer;
+mod transport;
 pub mod typed;
 
 pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
 pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
-pub use driver::ring::RingError;
+pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use service::{

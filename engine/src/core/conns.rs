@@ -3,9 +3,16 @@
 //! bookkeeping after every event on a connection.
 
 use super::*;
+use crate::transport::stream::StreamLink;
 
 impl Core {
-    pub(super) fn add_conn(&mut self, fd: OwnedFd, role: Role, now: Instant) -> Option<usize> {
+    /// Adds a connection over a connected socket.
+    pub(super) fn add_socket(&mut self, fd: OwnedFd, role: Role, now: Instant) -> Option<usize> {
+        self.add_conn(AnyLink::Stream(StreamLink::new(fd)), role, now)
+    }
+
+    /// Adds a connection over `link` (any transport) and starts receiving on it.
+    pub(super) fn add_conn(&mut self, link: AnyLink, role: Role, now: Instant) -> Option<usize> {
         if self.conns.len() >= self.cfg.max_connections || self.drain_until.is_some() {
             self.stats.refused += 1;
             return None;
@@ -13,14 +20,10 @@ impl Core {
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
         let conn = Conn::new(role, &self.conn_cfg, now);
         let key = self.conns.insert(Entry {
-            fd,
+            link,
             conn,
             generation: self.next_gen,
-            recv_armed: false,
-            read_done: false,
-            send: None,
             closing: false,
-            shut: false,
             dirty: false,
             adopt: None,
             timer_gen: 0,
@@ -63,10 +66,7 @@ impl Core {
                 .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
             slot.complete(Err(Status::unavailable(why)));
         }
-        if en.recv_armed || en.send.is_some() {
-            en.shut = true;
-            sock::shutdown(&en.fd);
-        }
+        en.link.close();
         self.closing.push(key);
         if was_hot {
             self.hot.retain(|&k| k != key);
@@ -77,10 +77,7 @@ impl Core {
         let mut i = 0;
         while i < self.closing.len() {
             let key = self.closing[i];
-            let done = self
-                .conns
-                .get(key)
-                .is_none_or(|en| !en.recv_armed && en.send.is_none());
+            let done = self.conns.get(key).is_none_or(|en| en.link.quiescent());
             if done {
                 self.closing.swap_remove(i);
                 if self.conns.try_remove(key).is_some() {
@@ -150,17 +147,14 @@ impl Core {
                 });
             }
             en.conn.closing_at(Instant::now());
-            if !en.read_done {
-                en.read_done = true;
-                sock::shutdown_read(&en.fd);
-            }
+            en.link.end_reading(true);
             if en.hot.take().is_some() {
                 self.hot.retain(|&k| k != key);
             }
         }
         if en.conn.wants_write() {
             self.mark_dirty(key);
-        } else if en.conn.is_closing() && en.send.is_none() {
+        } else if en.conn.is_closing() && !en.link.writing() {
             self.begin_close(key, "closed");
             return;
         }
@@ -172,7 +166,7 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        en.read_done = true;
+        en.link.end_reading(false);
         en.conn.handle_eof(now);
         if en.hot.take().is_some() {
             self.hot.retain(|&k| k != key);

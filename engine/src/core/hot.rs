@@ -9,16 +9,12 @@
 //! any other), whatever ring mode runs the kernel's task work. A hot connection silent for
 //! `DirectRecv::idle` is demoted: its ring receive is armed again.
 
-use std::io;
 use std::time::Instant;
-
-use io_uring::opcode;
 
 use super::Core;
 use crate::config::{DirectRecv, IdlePolicy};
 use crate::conn::Env;
-use crate::driver::sock;
-use crate::driver::token::{Op, Token};
+use crate::transport::{Direct, Link};
 
 /// Receives per hot connection per turn at most (a peer that keeps the socket full must not
 /// starve the others).
@@ -56,24 +52,17 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        if en.hot.is_some() || en.closing || en.read_done {
+        if en.hot.is_some() || en.closing || en.link.read_done() {
             return;
         }
         en.hot = Some(now);
-        let (armed, generation) = (en.recv_armed, en.generation);
         self.hot.push(key);
         self.stats.hot_promotions += 1;
         if self.scratch.is_empty() {
             // Once per core, the first time a connection gets hot.
             self.scratch = vec![0; self.cfg.recv_buffer_size].into_boxed_slice();
         }
-        if armed {
-            let target = Token::new(Op::Recv, key, generation).encode();
-            let e = opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(Token::new(Op::Cancel, key, generation).encode());
-            self.push(e);
-        }
+        en.link.stop_recv(&mut self.driver);
     }
 
     /// Reads every hot connection once (up to a few receives each), feeds the bytes to its
@@ -132,30 +121,33 @@ impl Core {
     /// Nothing while its cancelled ring receive has not completed yet: that receive may still
     /// take bytes, and they must be handled before anything read after them.
     fn read_hot(&mut self, key: usize, now: Instant) -> (ReadEnd, bool) {
-        let Some(en) = self.conns.get_mut(key).filter(|en| !en.recv_armed) else {
+        let Some(en) = self.conns.get_mut(key).filter(|en| !en.link.receiving()) else {
             return (ReadEnd::Open, false);
         };
         let mut got = false;
         for _ in 0..MAX_READS_PER_TURN {
             self.stats.direct_recvs += 1;
-            match sock::recv_now(&en.fd, &mut self.scratch) {
-                Ok(0) => return (ReadEnd::Eof, got),
-                Ok(n) => {
+            let conn = &mut en.conn;
+            let (registry, stats) = (&self.registry, &mut self.stats);
+            let read = en.link.read_direct(&mut self.scratch, |input| {
+                let mut env = Env {
+                    registry,
+                    now,
+                    stats,
+                };
+                let _ = conn.handle_input(input.bytes(), &mut env);
+            });
+            match read {
+                Direct::Got { maybe_more } => {
                     got = true;
                     en.hot = Some(now);
-                    let mut env = Env {
-                        registry: &self.registry,
-                        now,
-                        stats: &mut self.stats,
-                    };
-                    let _ = en.conn.handle_input(&self.scratch[..n], &mut env);
-                    if n < self.scratch.len() || en.conn.is_closing() {
+                    if !maybe_more || en.conn.is_closing() {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return (ReadEnd::Failed, got),
+                Direct::Empty => break,
+                Direct::Eof => return (ReadEnd::Eof, got),
+                Direct::Failed => return (ReadEnd::Failed, got),
             }
         }
         (ReadEnd::Open, got)

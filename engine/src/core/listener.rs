@@ -18,16 +18,16 @@
 //! either kind.)
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, types};
-
-use super::{Core, Cqe};
+use super::Core;
 use crate::Endpoint;
 use crate::conn::Role;
-use crate::driver::sock::{self, SocketFile};
+use crate::driver::OpId;
 use crate::driver::token::{Op, Token};
+use crate::transport::sock::{self, SocketFile};
 
 /// First delay before re-arming an accept that failed with a persistent error (EMFILE and
 /// the like). Doubles on every failure of the same episode up to [`ACCEPT_BACKOFF_MAX`].
@@ -50,7 +50,10 @@ enum State {
 
 /// One listening descriptor of this core.
 pub(super) struct Listener {
-    fd: Option<OwnedFd>,
+    /// The listening descriptor (an armed accept holds it open too, until its completion).
+    fd: Option<Rc<OwnedFd>>,
+    /// The armed accept (states `Armed` and `Cancelling`).
+    op: Option<OpId>,
     endpoint: Endpoint,
     state: State,
     /// In an episode of persistent accept errors: the current delay.
@@ -122,7 +125,8 @@ impl Core {
         file: Option<SocketFile>,
     ) {
         self.listeners.list.push(Listener {
-            fd: Some(fd),
+            fd: Some(Rc::new(fd)),
+            op: None,
             endpoint,
             state: State::Idle,
             backoff: None,
@@ -147,28 +151,29 @@ impl Core {
         }
         let Some(fd) = &l.fd else { return };
         l.state = State::Armed;
-        let e = opcode::Accept::new(
-            types::Fd(fd.as_raw_fd()),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-        .flags(libc::SOCK_CLOEXEC)
-        .build()
-        .user_data(Token::new(Op::Accept, idx, 0).encode());
-        self.push(e);
+        l.op = Some(self.driver.accept(fd, Token::new(Op::Accept, idx, 0)));
     }
 
-    pub(super) fn on_accept(&mut self, idx: usize, c: Cqe, now: Instant) {
-        let accepted = (c.result >= 0).then(|| {
-            // SAFETY: a successful accept returns a new descriptor that nothing else owns.
-            unsafe { OwnedFd::from_raw_fd(c.result) }
-        });
+    /// An accept completed: `accepted` is the new connection or the `errno`; `more`: the
+    /// accept stays armed (a multishot one).
+    pub(super) fn on_accept(
+        &mut self,
+        idx: usize,
+        accepted: Result<OwnedFd, i32>,
+        more: bool,
+        now: Instant,
+    ) {
+        let (accepted, errno) = match accepted {
+            Ok(fd) => (Some(fd), 0),
+            Err(e) => (None, e),
+        };
         let closing = self.listeners.closing;
         let Some(l) = self.listeners.list.get_mut(idx) else {
             // Not one of ours: a connection accepted for it is closed (dropped), not leaked.
             return;
         };
-        if !cqueue::more(c.flags) {
+        if !more {
+            l.op = None;
             match l.state {
                 State::Armed => l.state = State::Idle,
                 State::Cancelling => {
@@ -191,12 +196,12 @@ impl Core {
             if tcp {
                 sock::set_nodelay(&fd);
             }
-            if self.add_conn(fd, Role::Server, now).is_some() {
+            if self.add_socket(fd, Role::Server, now).is_some() {
                 self.stats.accepted += 1;
             }
-        } else if -c.result == libc::ECANCELED {
+        } else if errno == libc::ECANCELED {
             // Our own cancellation (closing).
-        } else if per_connection(-c.result) {
+        } else if per_connection(errno) {
             self.stats.count_error("accept_aborted");
         } else {
             // Persistent (out of descriptors or memory, ...): re-arming at once would fail
@@ -272,10 +277,9 @@ impl Core {
             }
             State::Armed => {
                 l.state = State::Cancelling;
-                let e = opcode::AsyncCancel::new(Token::new(Op::Accept, idx, 0).encode())
-                    .build()
-                    .user_data(Token::new(Op::Cancel, idx, 0).encode());
-                self.push(e);
+                if let Some(op) = l.op {
+                    self.driver.cancel(op);
+                }
             }
             State::Cancelling | State::Closed => {}
         }
@@ -285,7 +289,6 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::os::fd::IntoRawFd;
     use std::os::unix::net::UnixStream;
 
     use super::*;
@@ -300,14 +303,8 @@ mod tests {
 
     fn accepted(core: &mut Core, idx: usize, more: bool) -> UnixStream {
         let (a, b) = UnixStream::pair().unwrap();
-        let c = Cqe {
-            user_data: Token::new(Op::Accept, idx, 0).encode(),
-            result: a.into_raw_fd(),
-            // IORING_CQE_F_MORE (linux/io_uring.h): the accept stays armed (as a multishot
-            // one would).
-            flags: if more { 1 << 1 } else { 0 },
-        };
-        core.on_accept(idx, c, Instant::now());
+        // `more`: the accept stays armed (as a multishot one would).
+        core.on_accept(idx, Ok(a.into()), more, Instant::now());
         b
     }
 

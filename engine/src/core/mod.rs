@@ -15,31 +15,28 @@ mod ring_io;
 mod timers;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
 use crate::config::{CoreConfig, IdlePolicy};
 use crate::conn::{ConnConfig, Connection, Env, Role};
-use crate::driver::buf_ring::BufRing;
-use crate::driver::ring::{self, RingError};
-use crate::driver::sock;
 use crate::driver::token::{Op, Token};
+use crate::driver::uring::{RingError, SetupError};
+use crate::driver::{Cqe, Driver, Event};
 use crate::executor::{Executor, Outcome};
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::service::Registry;
 use crate::slot::{CallSlot, Completion};
 use crate::stats::CoreStats;
 use crate::timer::TimerWheel;
+use crate::transport::sock;
+use crate::transport::{AnyLink, Link, Owner};
 use crate::{Endpoint, Status, StatusCode};
 
-/// Buffer group id of the receive buffer ring.
-const BGID: u16 = 0;
-/// `IORING_ENTER_GETEVENTS` (linux/io_uring.h): run deferred completions in this enter.
-const IORING_ENTER_GETEVENTS: u32 = 1;
 /// Turns in a row that may end right after the reads because the awaited call completed.
 const MAX_SHORT_TURNS: u32 = 8;
 /// Output a connection may hold above `max_backlog_bytes` before it is closed: room for the
@@ -52,27 +49,13 @@ const TIMER_TICK: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId(pub(crate) ConnRef);
 
-struct InFlight {
-    buf: Vec<u8>,
-    off: usize,
-    frames: u32,
-    /// Sent with `SendZc`: the kernel reads `buf` until its notification completion.
-    zero_copy: bool,
-    /// Zero-copy notifications still to come; `buf` may not be reused before they arrive.
-    notifs: u32,
-}
-
+/// A connection of the core: the link it travels on and its sans-IO state machine.
 struct Entry {
-    fd: OwnedFd,
+    link: AnyLink,
     conn: Conn,
     generation: u32,
-    recv_armed: bool,
-    /// Nothing more is read: the peer sent EOF, or the connection is closing.
-    read_done: bool,
-    send: Option<InFlight>,
-    /// Closing: no new operations; the entry goes when its operations completed.
+    /// Closing: no new operations; the entry goes when its link is quiescent.
     closing: bool,
-    shut: bool,
     dirty: bool,
     /// A cross-thread connect waiting for the handshake.
     adopt: Option<Arc<Completion>>,
@@ -82,13 +65,6 @@ struct Entry {
     scheduled: Option<Instant>,
     /// Hot (read directly, see `hot.rs`): when data last arrived.
     hot: Option<Instant>,
-}
-
-#[derive(Clone, Copy)]
-struct Cqe {
-    user_data: u64,
-    result: i32,
-    flags: u32,
 }
 
 /// A connection whose calls complete cross-thread slots.
@@ -103,15 +79,16 @@ fn live(conns: &mut Slab<Entry>, t: Token) -> Option<&mut Entry> {
 
 /// One core. Create it on the thread that will drive it (the ring is single-issuer).
 pub struct Core {
-    ring: IoUring,
-    bufs: BufRing,
+    driver: Driver,
     conns: Slab<Entry>,
     next_gen: u32,
     listeners: listener::Listeners,
     registry: Arc<Registry>,
     inbox: Arc<Inbox>,
-    inbox_buf: Box<[u8; 8]>,
-    inbox_armed: bool,
+    /// The doorbell's eventfd (a duplicate the driver's read operations hold).
+    inbox_fd: Rc<OwnedFd>,
+    /// The doorbell read's buffer while no read is armed (the read owns it meanwhile).
+    inbox_buf: Option<Box<[u8; 8]>>,
     cfg: CoreConfig,
     conn_cfg: ConnConfig,
     stats: CoreStats,
@@ -164,6 +141,15 @@ pub enum CoreError {
     Config(#[from] crate::config::ConfigError),
 }
 
+impl From<SetupError> for CoreError {
+    fn from(e: SetupError) -> CoreError {
+        match e {
+            SetupError::Ring(e) => CoreError::Ring(e),
+            SetupError::Io(e) => CoreError::Io(e),
+        }
+    }
+}
+
 impl Core {
     /// A core serving no services (a pure client, or add services with
     /// [`crate::Engine`]).
@@ -193,17 +179,8 @@ impl Core {
         inbox: Arc<Inbox>,
     ) -> Result<Core, CoreError> {
         cfg.validate()?;
-        let mut ring = ring::build(cfg.ring_entries)?;
-        // Setup can succeed where submitting cannot (a seccomp filter on io_uring_enter):
-        // one NOP through the ring now turns that into a build error instead of a core that
-        // dies on its first turn.
-        ring::probe_enter(&mut ring)?;
-        let bufs = BufRing::new(
-            &ring.submitter(),
-            cfg.recv_buffers,
-            cfg.recv_buffer_size,
-            BGID,
-        )?;
+        let driver = Driver::new(cfg.ring_entries, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let inbox_fd = Rc::new(inbox.eventfd().try_clone()?);
         let conn_cfg = ConnConfig {
             server: cfg.server.clone(),
             client: cfg.client.clone(),
@@ -216,15 +193,14 @@ impl Core {
             buffers: std::rc::Rc::new(crate::conn::BufferBudget::new(cfg.max_buffer_bytes)),
         };
         let mut core = Core {
-            ring,
-            bufs,
+            driver,
             conns: Slab::new(),
             next_gen: 0,
             listeners: listener::Listeners::default(),
             registry,
             inbox: inbox.clone(),
-            inbox_buf: Box::new([0; 8]),
-            inbox_armed: false,
+            inbox_fd,
+            inbox_buf: Some(Box::new([0; 8])),
             cfg,
             conn_cfg,
             stats: CoreStats::default(),
@@ -257,6 +233,7 @@ impl Core {
     /// A copy of this core's statistics (counters, and gauges as of now).
     pub fn stats(&self) -> CoreStats {
         let mut s = self.stats.clone();
+        s.submits += self.driver.full_submits();
         s.buffer_bytes = self.conn_cfg.buffers.used() as u64;
         s
     }
@@ -318,7 +295,7 @@ impl Core {
         if let Some(until) = self.drain_until {
             let idle = self.conns.iter().all(|(_, en)| {
                 !en.conn.wants_write()
-                    && en.send.is_none()
+                    && !en.link.writing()
                     && en.conn.inflight.is_empty()
                     && en.conn.calls.len() == 0
             });
@@ -374,27 +351,13 @@ impl Drop for Core {
         let end = Instant::now() + Duration::from_secs(2);
         while !(self.conns.is_empty() && self.listeners.all_closed()) && Instant::now() < end {
             // Wait up to 1 ms for completions, running deferred ones (GETEVENTS).
-            let ts = types::Timespec::new().nsec(1_000_000);
-            let _ = self
-                .ring
-                .submitter()
-                .submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
+            let _ = self.driver.submit_and_wait(Duration::from_millis(1));
             let now = Instant::now();
             self.reap(now);
             self.finish_closes();
         }
-        // Operations that never completed may still reference their send buffers: leak those
-        // rather than free memory the kernel might touch.
-        for en in self.conns.drain() {
-            if let Some(f) = en.send {
-                std::mem::forget(f.buf);
-            }
-        }
-        // The inbox's eventfd read stays armed until the ring itself is torn down, which the
-        // kernel finishes later: leak its 8-byte buffer rather than free it under the kernel.
-        if self.inbox_armed {
-            std::mem::forget(std::mem::replace(&mut self.inbox_buf, Box::new([0; 8])));
-        }
-        self.bufs.unregister(&self.ring);
+        // Operations that never completed (the inbox's eventfd read always) stay in the
+        // driver, which leaks their buffers when it drops rather than free memory the kernel
+        // might touch; the ring itself is torn down by the kernel later.
     }
 }

@@ -1,72 +1,32 @@
-//! The core's io_uring traffic: building and pushing SQEs (inbox read, multishot receive,
-//! send/send-zc), entering the kernel (submit, busy-poll or park), reaping CQEs and handing
-//! each completion to its connection, and flushing one batch per connection per turn.
+//! The core's use of the driver: starting operations (inbox read, multishot receive,
+//! send/send-zc), entering the kernel (submit, busy-poll or park), reaping completions and
+//! handing each to its connection, and flushing one batch per connection per turn.
 
 use super::*;
+use crate::transport::{Tx, TxPolicy, Update};
 
 impl Core {
-    pub(super) fn push(&mut self, entry: squeue::Entry) {
-        // SAFETY: every entry built by this core points only at memory that outlives the
-        // operation: receive buffers belong to the registered buffer ring (unregistered only in
-        // Drop), send buffers are owned by the connection's `InFlight` until the send's
-        // completion, and the inbox buffer is a Box owned by the core. Descriptors stay open
-        // until their operations complete (see `finish_close`).
-        while unsafe { self.ring.submission().push(&entry) }.is_err() {
-            // Queue full: hand what we have to the kernel and retry.
-            let _ = self.ring.submit();
-            self.stats.submits += 1;
-        }
-    }
-
     pub(super) fn arm_inbox(&mut self) {
-        if self.inbox_armed {
+        let Some(buf) = self.inbox_buf.take() else {
+            // Armed already: the read owns the buffer.
             return;
-        }
-        let e = opcode::Read::new(
-            types::Fd(self.inbox.eventfd().as_raw_fd()),
-            self.inbox_buf.as_mut_ptr(),
-            8,
-        )
-        .build()
-        .user_data(Token::new(Op::Inbox, 0, 0).encode());
-        self.push(e);
-        self.inbox_armed = true;
+        };
+        let tag = Token::new(Op::Inbox, 0, 0);
+        self.driver.eventfd_read(&self.inbox_fd, buf, tag);
     }
 
     pub(super) fn arm_recv(&mut self, key: usize) {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        if en.recv_armed || en.closing {
+        if en.closing {
             return;
         }
-        en.recv_armed = true;
-        let e = opcode::RecvMulti::new(types::Fd(en.fd.as_raw_fd()), self.bufs.bgid())
-            .build()
-            .user_data(Token::new(Op::Recv, key, en.generation).encode());
-        self.push(e);
-    }
-
-    pub(super) fn submit_send(&mut self, key: usize) {
-        let Some(en) = self.conns.get_mut(key) else {
-            return;
+        let owner = Owner {
+            key,
+            generation: en.generation,
         };
-        let Some(f) = &en.send else { return };
-        let rest = &f.buf[f.off..];
-        let fd = types::Fd(en.fd.as_raw_fd());
-        let token = Token::new(Op::Send, key, en.generation).encode();
-        let e = if f.zero_copy {
-            opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(token)
-        } else {
-            opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(token)
-        };
-        self.push(e);
+        en.link.start_recv(&mut self.driver, owner);
     }
 
     pub(super) fn enter(&mut self, work: bool) -> io::Result<()> {
@@ -78,7 +38,7 @@ impl Core {
         {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        let to_submit = self.ring.submission().len() as u32;
+        let to_submit = self.driver.queued();
         let park = match self.cfg.idle {
             IdlePolicy::BusyPoll => false,
             IdlePolicy::Adaptive { spin } => {
@@ -96,8 +56,7 @@ impl Core {
             // run (IORING_SQ_TASKRUN) or the completion queue overflowed. Completions posted
             // directly are already visible in the ring. This turns an idle poll from a system
             // call into a memory load.
-            let sq = self.ring.submission();
-            if !sq.taskrun() && !sq.cq_overflow() {
+            if !self.driver.kernel_has_work() {
                 if self.hot.is_empty() {
                     // A pure memory poll: ease off the sibling hyperthread and the bus. (With
                     // hot connections the turn already made its system calls.)
@@ -115,23 +74,11 @@ impl Core {
                 self.inbox.woke();
                 false
             }) {
-            let ts = types::Timespec::new().nsec(TIMER_TICK.as_nanos() as u32);
-            let args = types::SubmitArgs::new().timespec(&ts);
-            let r = self.ring.submitter().submit_with_args(1, &args);
+            let r = self.driver.submit_and_wait(TIMER_TICK);
             self.inbox.woke();
-            r.map(|_| ())
+            r
         } else {
-            // SAFETY: a plain io_uring_enter: submit what is queued and run completions
-            // without waiting; no argument pointer is passed.
-            unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    to_submit,
-                    0,
-                    IORING_ENTER_GETEVENTS,
-                    None,
-                )
-            }
-            .map(|_| ())
+            self.driver.submit_nowait(to_submit)
         };
         match r {
             Err(e)
@@ -148,160 +95,145 @@ impl Core {
 
     pub(super) fn reap(&mut self, now: Instant) -> bool {
         let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.clear();
-        cqes.extend(self.ring.completion().map(|c| Cqe {
-            user_data: c.user_data(),
-            result: c.result(),
-            flags: c.flags(),
-        }));
+        self.driver.drain(&mut cqes);
         let work = !cqes.is_empty();
         for c in &cqes {
-            self.on_cqe(*c, now);
+            if let Some(done) = self.driver.complete(*c) {
+                self.on_completion(done, now);
+            }
         }
         self.cqes = cqes;
         work
     }
 
-    pub(super) fn on_cqe(&mut self, c: Cqe, now: Instant) {
-        let Some(t) = Token::decode(c.user_data) else {
-            return;
-        };
-        match t.op {
-            Op::Inbox => {
-                self.inbox_armed = false;
+    pub(super) fn on_completion(&mut self, c: crate::driver::Completion, now: Instant) {
+        let t = c.tag;
+        match (t.op, c.event) {
+            (Op::Inbox, Event::EventfdRead { buf, .. }) => {
+                self.inbox_buf = Some(buf);
                 self.arm_inbox();
             }
-            Op::Accept => self.on_accept(t.key as usize, c, now),
-            Op::Recv => self.on_recv(t, c, now),
-            Op::Send => self.on_send(t, c),
-            Op::Cancel => {}
+            (Op::Accept, Event::Accepted { fd, more }) => {
+                self.on_accept(t.key as usize, fd, more, now)
+            }
+            (Op::Recv | Op::Send, event) => self.on_link(t, event, now),
+            // Nothing else is started by the core.
+            _ => {}
         }
     }
 
-    pub(super) fn on_recv(&mut self, t: Token, c: Cqe, now: Instant) {
-        let bid = cqueue::buffer_select(c.flags);
+    /// A completion of a connection's link: input for the connection, EOF, a failure, or a
+    /// write's progress.
+    pub(super) fn on_link(&mut self, t: Token, event: Event, now: Instant) {
         let key = t.key as usize;
         let Some(en) = live(&mut self.conns, t) else {
-            if let Some(b) = bid {
-                self.bufs.recycle(b);
-            }
+            crate::transport::discard(&mut self.driver, event);
             return;
         };
-        if !cqueue::more(c.flags) {
-            en.recv_armed = false;
-        }
-        if c.result > 0 {
-            let Some(b) = bid else {
-                // The kernel always names the buffer of a successful provided-buffer receive;
-                // if it ever does not, the bytes are lost: close rather than guess.
-                self.stats.count_error("recv_without_buffer");
-                self.begin_close(key, "the kernel reported a receive without a buffer");
+        let closing = en.closing;
+        let conn = &mut en.conn;
+        let (registry, stats) = (&self.registry, &mut self.stats);
+        let update = en.link.on_completion(&mut self.driver, event, |input| {
+            // A closing connection's input is not looked at.
+            if !closing {
+                let mut env = Env {
+                    registry,
+                    now,
+                    stats,
+                };
+                let _ = conn.handle_input(input.bytes(), &mut env);
+            }
+        });
+        match update {
+            Update::Input => {
+                self.after_event(key);
+                self.maybe_promote(key, now);
+            }
+            // Orderly EOF from the peer: finish and answer what is in flight first.
+            Update::Eof => self.on_eof(key, now),
+            Update::Quiet(counter) => {
+                if let Some(c) = counter {
+                    self.stats.count_error(c);
+                }
+            }
+            Update::RecvFailed { counter, why } => {
+                self.stats.count_error(counter);
+                self.begin_close(key, &why);
                 return;
-            };
-            if !en.closing {
-                if let Some(data) = self.bufs.get(b, c.result as usize) {
-                    let mut env = Env {
-                        registry: &self.registry,
-                        now,
-                        stats: &mut self.stats,
-                    };
-                    let _ = en.conn.handle_input(data, &mut env);
-                }
             }
-            self.bufs.recycle(b);
-            self.after_event(key);
-            self.maybe_promote(key, now);
-        } else {
-            if let Some(b) = bid {
-                self.bufs.recycle(b);
-            }
-            match -c.result {
-                0 => {
-                    // Orderly EOF from the peer: finish and answer what is in flight first.
-                    self.on_eof(key, now);
-                }
-                libc::ENOBUFS => {
-                    // All receive buffers are lent out this turn; re-arm after they return.
-                    self.stats.count_error("recv_no_buffers");
-                }
-                // Cancelled because the connection got hot (or is closing).
-                libc::ECANCELED => {}
-                e => {
-                    self.stats.count_error("recv_failed");
-                    let why = format!("receive failed: {}", io::Error::from_raw_os_error(e));
-                    self.begin_close(key, &why);
-                }
+            Update::Sent {
+                wrote,
+                blocked,
+                done,
+            } => {
+                self.on_sent(key, wrote, blocked, done);
+                return;
             }
         }
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|en| !en.recv_armed && !en.closing && en.hot.is_none() && !en.read_done)
-        {
+        if self.conns.get(key).is_some_and(|en| {
+            !en.link.receiving() && !en.closing && en.hot.is_none() && !en.link.read_done()
+        }) {
             self.arm_recv(key);
         }
     }
 
-    pub(super) fn on_send(&mut self, t: Token, c: Cqe) {
-        let key = t.key as usize;
-        let Some(en) = live(&mut self.conns, t) else {
-            return;
-        };
-        let Some(f) = en.send.as_mut() else { return };
-        if f.zero_copy && cqueue::notif(c.flags) {
-            // The kernel no longer reads the buffer for one earlier zero-copy send.
-            f.notifs = f.notifs.saturating_sub(1);
-        } else {
-            if f.zero_copy && cqueue::more(c.flags) {
-                f.notifs += 1;
-            }
-            if c.result < 0 {
-                if !en.closing {
-                    self.stats.count_error("send_failed");
-                }
-                // Keep the buffer until outstanding notifications arrive (begin_close waits).
-                f.off = f.buf.len();
-                let why = format!("send failed: {}", io::Error::from_raw_os_error(-c.result));
-                self.begin_close(key, &why);
-                self.maybe_finish_send(key);
-                return;
-            }
-            f.off += c.result as usize;
-            self.stats.bytes_out += c.result as u64;
-            if f.off < f.buf.len() && !en.closing {
-                // Short write: the peer's window is full. Send the rest; if the peer takes
-                // nothing for the stall timeout the connection closes.
-                if c.result > 0 || en.conn.write_blocked_since.is_none() {
-                    en.conn.write_blocked_since = Some(Instant::now());
-                }
-                self.submit_send(key);
-                self.reschedule(key);
-                return;
-            }
-        }
-        self.maybe_finish_send(key);
-    }
-
-    /// Completes the in-flight send once everything is written and the kernel released the
-    /// buffer (zero-copy notifications), then schedules the next batch.
-    pub(super) fn maybe_finish_send(&mut self, key: usize) {
+    /// A write progressed: bytes written (a short write's rest is still being written), a
+    /// failure, and at the end the batch buffer back.
+    fn on_sent(
+        &mut self,
+        key: usize,
+        wrote: Option<io::Result<usize>>,
+        blocked: bool,
+        done: Option<Vec<u8>>,
+    ) {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(f) = en.send.as_ref() else { return };
-        if f.off < f.buf.len() || f.notifs > 0 {
-            return;
+        match wrote {
+            Some(Err(e)) => {
+                if !en.closing {
+                    self.stats.count_error("send_failed");
+                }
+                // The buffer comes back once outstanding notifications arrived.
+                let why = format!("send failed: {e}");
+                self.begin_close(key, &why);
+            }
+            Some(Ok(n)) => {
+                self.stats.bytes_out += n as u64;
+                if blocked {
+                    // Short write: the peer's window is full; the link writes the rest. If the
+                    // peer takes nothing for the stall timeout the connection closes.
+                    if n > 0 || en.conn.write_blocked_since.is_none() {
+                        en.conn.write_blocked_since = Some(Instant::now());
+                    }
+                    self.reschedule(key);
+                }
+            }
+            None => {}
         }
-        let f = en.send.take().expect("checked above");
+        if let Some(buf) = done {
+            self.finish_send(key, buf);
+        }
+    }
+
+    /// Completes the write in progress, whose buffer is back (all written or failed, and the
+    /// kernel released it), then schedules the next batch.
+    pub(super) fn finish_send(&mut self, key: usize, buf: Vec<u8>) {
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some((frames, zero_copy)) = en.link.end_write() else {
+            return;
+        };
         en.conn.write_blocked_since = None;
         if !en.closing {
             self.stats.writes += 1;
-            self.stats.frames_out += f.frames as u64;
-            if f.zero_copy {
+            self.stats.frames_out += frames as u64;
+            if zero_copy {
                 self.stats.zero_copy_writes += 1;
             }
         }
-        en.conn.recycle(f.buf);
+        en.conn.recycle(buf);
         self.after_event(key);
     }
 
@@ -336,8 +268,8 @@ impl Core {
                 self.begin_close(key, &why);
                 continue;
             }
-            if en.send.is_some() {
-                // Output waits behind a send the peer has not taken yet: from now on the
+            if en.link.writing() {
+                // Output waits behind a write the peer has not taken yet: from now on the
                 // peer has the stall timeout to take bytes.
                 if en.conn.write_blocked_since.is_none() {
                     en.conn.write_blocked_since = Some(Instant::now());
@@ -345,52 +277,55 @@ impl Core {
                 }
                 continue;
             }
-            if let Some((buf, frames)) = en.conn.poll_transmit() {
-                work = true;
-                let zero_copy = self.cfg.send_zc_threshold.is_some_and(|t| buf.len() >= t);
-                let mut off = 0;
-                if en.hot.is_some() && !zero_copy {
-                    // A hot connection is written the way it is read: directly, without a
-                    // submission and a completion to reap; only what the socket does not take
-                    // now goes through the ring.
-                    self.stats.direct_sends += 1;
-                    match sock::send_now(&en.fd, &buf) {
-                        Ok(n) => {
-                            self.stats.bytes_out += n as u64;
-                            off = n;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            self.stats.count_error("send_failed");
-                            en.conn.recycle(buf);
-                            self.begin_close(key, &format!("send failed: {e}"));
-                            continue;
-                        }
+            let owner = Owner {
+                key,
+                generation: en.generation,
+            };
+            let policy = TxPolicy {
+                zero_copy_at: self.cfg.send_zc_threshold,
+                // A hot connection is written the way it is read: directly.
+                direct: en.hot.is_some(),
+            };
+            match en
+                .link
+                .transmit(&mut self.driver, owner, &mut en.conn, policy)
+            {
+                Tx::Started { direct, complete } => {
+                    work = true;
+                    if let Some(n) = direct {
+                        self.stats.direct_sends += 1;
+                        self.stats.bytes_out += n as u64;
+                    }
+                    if complete {
+                        // Finished after the loop, as a send completion would be (finishing
+                        // schedules the next batch, which must not land in the list taken
+                        // here).
+                        self.sent.push(key);
                     }
                 }
-                let whole = off == buf.len();
-                en.send = Some(InFlight {
-                    buf,
-                    off,
-                    frames,
-                    zero_copy,
-                    notifs: 0,
-                });
-                if whole {
-                    // Finished after the loop, as a send completion would be (finishing
-                    // schedules the next batch, which must not land in the list taken here).
-                    self.sent.push(key);
-                } else {
-                    self.submit_send(key);
+                Tx::Failed(e) => {
+                    work = true;
+                    self.stats.direct_sends += 1;
+                    self.stats.count_error("send_failed");
+                    self.begin_close(key, &format!("send failed: {e}"));
                 }
-            } else if en.conn.is_closing() {
-                self.begin_close(key, "closed");
+                Tx::Nothing => {
+                    if en.conn.is_closing() {
+                        self.begin_close(key, "closed");
+                    }
+                }
             }
         }
         self.dirty = dirty;
         let mut sent = std::mem::take(&mut self.sent);
         for key in sent.drain(..) {
-            self.maybe_finish_send(key);
+            let buf = self
+                .conns
+                .get_mut(key)
+                .and_then(|en| en.link.take_written());
+            if let Some(buf) = buf {
+                self.finish_send(key, buf);
+            }
         }
         self.sent = sent;
         work

@@ -1,0 +1,243 @@
+//! Transports: one link kind per transport, between the driver and the connection.
+//!
+//! A link owns what a connection's bytes travel on (a socket today; an shm segment's two
+//! record rings and doorbells, or one QUIC stream of a shared UDP socket, later), starts the
+//! driver operations that move them, turns their completions into [`Input`] for the sans-IO
+//! connection, and takes the connection's batches out. The core's connection entry holds a
+//! link and a connection and routes each completion by its token; it never touches a socket.
+//!
+//! ```text
+//!   core turn ──> Link::on_completion(event) ──> deliver(Input) ──> Connection::handle_input
+//!             ──> Link::read_direct(...)     ──> deliver(Input)      (busy-poll, hot links)
+//!             ──> Link::transmit(conn, ...)  ──> Connection::poll_transmit ──> send / record
+//! ```
+//!
+//! Input is either **bytes of a stream** (cut anywhere; the connection reassembles frames) or
+//! **one record of whole frames** (shm: one batch per record, protocol.md §26). Output is
+//! pulled by the link from the connection ([`Link::transmit`]), so the link decides where a
+//! batch goes: a byte-stream link takes the connection's batch buffer and hands it to a send
+//! operation; a record link reserves ring space and has the connection fill it (the codec
+//! refuses a frame that does not fit *before* encoding any header, because header
+//! compression cannot roll back, so a full record never corrupts the encoder state).
+//!
+//! Kinds: [`stream::StreamLink`] (TCP and Unix sockets, including the direct reads and writes
+//! of hot connections on busy-poll cores). A record link over `netron_shm::channel` is the
+//! next variant of [`AnyLink`]; QUIC links share one UDP socket per endpoint and are fed by
+//! the endpoint's datagram demultiplexer instead of a receive of their own.
+
+pub(crate) mod sock;
+pub(crate) mod stream;
+
+use std::io;
+
+use crate::conn::{Caller, Connection};
+use crate::driver::{Driver, Event};
+
+/// What a link hands the connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    /// Bytes of a byte stream, cut anywhere.
+    Bytes(&'a [u8]),
+    /// One record holding whole frames (a record transport's batch).
+    #[allow(dead_code)] // the shm link delivers records
+    Record(&'a [u8]),
+}
+
+impl<'a> Input<'a> {
+    /// The bytes, whatever their framing.
+    pub(crate) fn bytes(self) -> &'a [u8] {
+        match self {
+            Input::Bytes(b) | Input::Record(b) => b,
+        }
+    }
+}
+
+/// The owner of a link's operations: its connection slot and the slot's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub key: usize,
+    pub generation: u32,
+}
+
+/// What one completion meant for the link's connection.
+#[derive(Debug)]
+pub(crate) enum Update {
+    /// Input was delivered.
+    Input,
+    /// The peer ended its sending side (EOF).
+    Eof,
+    /// Nothing for the connection; `Some(counter)` if it is worth counting (a receive that
+    /// found no buffer). Receiving may have stopped: see [`Link::receiving`].
+    Quiet(Option<&'static str>),
+    /// Receiving failed: close the connection.
+    RecvFailed { counter: &'static str, why: String },
+    /// A write progressed: `wrote` bytes (or failed), `blocked`: the peer took only part and
+    /// the rest waits for it; `done`: the batch is out and its buffer back.
+    Sent {
+        wrote: Option<io::Result<usize>>,
+        blocked: bool,
+        done: Option<Vec<u8>>,
+    },
+}
+
+/// How [`Link::transmit`] may write a batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxPolicy {
+    /// Batches of at least this many bytes go out zero-copy.
+    pub zero_copy_at: Option<usize>,
+    /// Write directly (a non-blocking send) before involving the driver.
+    pub direct: bool,
+}
+
+/// What [`Link::transmit`] did.
+#[derive(Debug)]
+pub(crate) enum Tx {
+    /// The connection had nothing to write.
+    Nothing,
+    /// A batch of `frames` frames went out (`direct` bytes of it without the driver, `Some`
+    /// if a direct write was tried); `complete`: all of it, call [`Link::take_written`] after
+    /// the flush; otherwise the rest is in the driver.
+    Started {
+        direct: Option<usize>,
+        complete: bool,
+    },
+    /// A direct write failed at once (the batch buffer went back to the connection).
+    Failed(io::Error),
+}
+
+/// What a direct read returned.
+#[derive(Debug)]
+pub(crate) enum Direct {
+    /// Input was delivered; `maybe_more`: the read filled the buffer.
+    Got { maybe_more: bool },
+    /// Nothing is waiting.
+    Empty,
+    /// The peer ended its sending side.
+    Eof,
+    /// The transport failed.
+    Failed,
+}
+
+/// One link kind per transport. Every method is cheap and allocation-free on the hot path.
+///
+/// Lifecycle: `start_recv` after creation (and after every `Update` that left it not
+/// receiving, unless closing or `read_done`); completions tagged with the link's tokens go to
+/// `on_completion`; `transmit` when the connection wants to write and the link is not
+/// `writing`; `close` once; the entry may go when `quiescent` (no operation in the driver).
+pub(crate) trait Link {
+    /// Starts receiving (idempotent): a stream link arms a multishot receive, a record link
+    /// its doorbell.
+    fn start_recv(&mut self, io: &mut Driver, owner: Owner);
+    /// Whether a receiving operation is in the driver.
+    fn receiving(&self) -> bool;
+    /// Stops receiving through the driver (to read directly); the final completion follows.
+    fn stop_recv(&mut self, io: &mut Driver);
+    /// Applies one of this link's completions; input goes to `deliver`.
+    fn on_completion(
+        &mut self,
+        io: &mut Driver,
+        event: Event,
+        deliver: impl FnMut(Input<'_>),
+    ) -> Update;
+    /// Reads what is waiting without the driver (busy-poll), into `scratch` if the link needs
+    /// a buffer.
+    fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct;
+    /// Nothing more is read: the peer ended (`shut == false`) or the connection is closing
+    /// (`shut == true`: also tell the transport, so a pending receive ends).
+    fn end_reading(&mut self, shut: bool);
+    /// Whether nothing more is read.
+    fn read_done(&self) -> bool;
+    /// Whether a batch is being written.
+    fn writing(&self) -> bool;
+    /// Writes the connection's next batch, if it has one.
+    fn transmit<C: Caller>(
+        &mut self,
+        io: &mut Driver,
+        owner: Owner,
+        conn: &mut Connection<C>,
+        policy: TxPolicy,
+    ) -> Tx;
+    /// The batch a direct write took whole (its buffer, for [`Link::end_write`]).
+    fn take_written(&mut self) -> Option<Vec<u8>>;
+    /// Ends the current write after its buffer came back: its frame count and whether it
+    /// went out zero-copy.
+    fn end_write(&mut self) -> Option<(u32, bool)>;
+    /// Closing: make pending operations complete (a stream link shuts the socket down).
+    fn close(&mut self);
+    /// Whether no operation of the link is in the driver (its entry may go).
+    fn quiescent(&self) -> bool {
+        !self.receiving() && !self.writing()
+    }
+}
+
+/// Releases what a completion for a link that is gone still holds (a receive buffer).
+pub(crate) fn discard(io: &mut Driver, event: Event) {
+    if let Event::Received { buf: Some(b), .. } = event {
+        io.recycle(b);
+    }
+}
+
+/// The links of a core, one variant per transport.
+#[derive(Debug)]
+pub(crate) enum AnyLink {
+    /// TCP or Unix socket.
+    Stream(stream::StreamLink),
+}
+
+macro_rules! each {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            AnyLink::Stream($l) => $e,
+        }
+    };
+}
+
+impl Link for AnyLink {
+    fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
+        each!(self, l => l.start_recv(io, owner))
+    }
+    fn receiving(&self) -> bool {
+        each!(self, l => l.receiving())
+    }
+    fn stop_recv(&mut self, io: &mut Driver) {
+        each!(self, l => l.stop_recv(io))
+    }
+    fn on_completion(
+        &mut self,
+        io: &mut Driver,
+        event: Event,
+        deliver: impl FnMut(Input<'_>),
+    ) -> Update {
+        each!(self, l => l.on_completion(io, event, deliver))
+    }
+    fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
+        each!(self, l => l.read_direct(scratch, deliver))
+    }
+    fn end_reading(&mut self, shut: bool) {
+        each!(self, l => l.end_reading(shut))
+    }
+    fn read_done(&self) -> bool {
+        each!(self, l => l.read_done())
+    }
+    fn writing(&self) -> bool {
+        each!(self, l => l.writing())
+    }
+    fn transmit<C: Caller>(
+        &mut self,
+        io: &mut Driver,
+        owner: Owner,
+        conn: &mut Connection<C>,
+        policy: TxPolicy,
+    ) -> Tx {
+        each!(self, l => l.transmit(io, owner, conn, policy))
+    }
+    fn take_written(&mut self) -> Option<Vec<u8>> {
+        each!(self, l => l.take_written())
+    }
+    fn end_write(&mut self) -> Option<(u32, bool)> {
+        each!(self, l => l.end_write())
+    }
+    fn close(&mut self) {
+        each!(self, l => l.close())
+    }
+}
