@@ -10,7 +10,7 @@ impl Core {
         let fd = sock::connect(endpoint, timeout)
             .map_err(|e| Status::unavailable(format!("connect to {endpoint}: {e}")))?;
         let key = self
-            .add_conn(fd, Role::Client, Instant::now())
+            .add_socket(fd, Role::Client, Instant::now())
             .ok_or_else(|| {
                 Status::new(
                     StatusCode::ResourceExhausted,

@@ -34,7 +34,7 @@ impl Core {
 
     pub(super) fn on_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::Adopt { fd, slot } => match self.add_conn(fd, Role::Client, now) {
+            Command::Adopt { fd, slot } => match self.add_socket(fd, Role::Client, now) {
                 Some(key) => self.conns[key].adopt = Some(slot),
                 None => slot.complete(Err(Status::new(
                     StatusCode::ResourceExhausted,

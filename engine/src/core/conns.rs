@@ -6,7 +6,13 @@ use super::*;
 use crate::transport::stream::StreamLink;
 
 impl Core {
-    pub(super) fn add_conn(&mut self, fd: OwnedFd, role: Role, now: Instant) -> Option<usize> {
+    /// Adds a connection over a connected socket.
+    pub(super) fn add_socket(&mut self, fd: OwnedFd, role: Role, now: Instant) -> Option<usize> {
+        self.add_conn(AnyLink::Stream(StreamLink::new(fd)), role, now)
+    }
+
+    /// Adds a connection over `link` (any transport) and starts receiving on it.
+    pub(super) fn add_conn(&mut self, link: AnyLink, role: Role, now: Instant) -> Option<usize> {
         if self.conns.len() >= self.cfg.max_connections || self.drain_until.is_some() {
             self.stats.refused += 1;
             return None;
@@ -14,7 +20,7 @@ impl Core {
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
         let conn = Conn::new(role, &self.conn_cfg, now);
         let key = self.conns.insert(Entry {
-            link: AnyLink::Stream(StreamLink::new(fd)),
+            link,
             conn,
             generation: self.next_gen,
             closing: false,

@@ -196,7 +196,7 @@ impl Core {
             if tcp {
                 sock::set_nodelay(&fd);
             }
-            if self.add_conn(fd, Role::Server, now).is_some() {
+            if self.add_socket(fd, Role::Server, now).is_some() {
                 self.stats.accepted += 1;
             }
         } else if errno == libc::ECANCELED {
