@@ -9,7 +9,6 @@ use bytes::Bytes;
 
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::slot::Completion;
-use crate::transport::sock;
 use crate::{Endpoint, Status};
 
 /// How long a waiting caller spins before parking (a cross-core wake-up costs ~25–30 µs on
@@ -96,7 +95,7 @@ impl Client {
                 "the engine core is not running: {why}"
             )));
         }
-        let fd = sock::connect(&ep, timeout).map_err(|e| {
+        let link = crate::transport::connect(&ep, timeout).map_err(|e| {
             let msg = format!("connect to {ep}: {e}");
             if e.kind() == std::io::ErrorKind::TimedOut {
                 Status::deadline_exceeded(format!("{msg} (connect timeout {timeout:?})"))
@@ -110,7 +109,7 @@ impl Client {
         let armed = slot.arm();
         debug_assert!(armed);
         inbox.push(Command::Adopt {
-            fd,
+            link,
             slot: slot.clone(),
         });
         if !slot.wait(SPIN, until) && !slot.abandon() {

@@ -1,4 +1,4 @@
-//! Endpoint strings: `tcp://host:port` and `unix:///path`.
+//! Endpoint strings: `tcp://host:port`, `unix:///path` and `inproc://name`.
 //!
 //! Host names are resolved when the string is parsed, on the parsing thread (never on a core
 //! thread: cores only see resolved addresses), and every resolved address is kept: a connect
@@ -26,6 +26,9 @@ pub enum Endpoint {
     },
     /// `unix:///absolute/path` (a filesystem Unix socket).
     Unix(PathBuf),
+    /// `inproc://name`: the in-process record transport (engines of this process only; see
+    /// [`crate::inproc`]). Names are unique per process.
+    Inproc(String),
 }
 
 /// An endpoint string could not be parsed.
@@ -33,7 +36,7 @@ pub enum Endpoint {
 #[non_exhaustive]
 pub enum EndpointError {
     /// The scheme is not one Netron knows.
-    #[error("unknown endpoint scheme in {0:?}: use tcp://host:port or unix:///path")]
+    #[error("unknown endpoint scheme in {0:?}: use tcp://host:port, unix:///path or inproc://name")]
     UnknownScheme(String),
     /// The address part is malformed or did not resolve.
     #[error("invalid address in {0:?}: {1}")]
@@ -57,12 +60,12 @@ impl Endpoint {
         })
     }
 
-    /// The TCP addresses of this endpoint, in the order they are tried (empty for Unix).
+    /// The TCP addresses of this endpoint, in the order they are tried (empty for the others).
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         match self {
             Endpoint::Tcp(a) => std::slice::from_ref(a),
             Endpoint::TcpHost { addrs, .. } => addrs,
-            Endpoint::Unix(_) => &[],
+            Endpoint::Unix(_) | Endpoint::Inproc(_) => &[],
         }
     }
 }
@@ -89,6 +92,14 @@ impl FromStr for Endpoint {
                 ));
             }
             Ok(Endpoint::Unix(PathBuf::from(rest)))
+        } else if let Some(name) = s.strip_prefix("inproc://") {
+            if name.is_empty() {
+                return Err(EndpointError::BadAddress(
+                    s.to_owned(),
+                    "the name is empty (inproc://name)".into(),
+                ));
+            }
+            Ok(Endpoint::Inproc(name.to_owned()))
         } else {
             Err(EndpointError::UnknownScheme(s.to_owned()))
         }
@@ -101,6 +112,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
             Endpoint::TcpHost { name, .. } => write!(f, "tcp://{name}"),
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            Endpoint::Inproc(n) => write!(f, "inproc://{n}"),
         }
     }
 }
@@ -110,7 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_both_schemes() {
+    fn parses_every_scheme() {
         assert_eq!(
             "tcp://127.0.0.1:7000".parse::<Endpoint>().unwrap(),
             Endpoint::Tcp("127.0.0.1:7000".parse().unwrap())
@@ -123,6 +135,18 @@ mod tests {
             "unix:///tmp/n.sock".parse::<Endpoint>().unwrap(),
             Endpoint::Unix("/tmp/n.sock".into())
         );
+        assert_eq!(
+            "inproc://a/b c".parse::<Endpoint>().unwrap(),
+            Endpoint::Inproc("a/b c".into())
+        );
+        assert_eq!(
+            "inproc://x".parse::<Endpoint>().unwrap().to_string(),
+            "inproc://x"
+        );
+        assert!(matches!(
+            "inproc://".parse::<Endpoint>(),
+            Err(EndpointError::BadAddress(..))
+        ));
         assert!(matches!(
             "udp://x".parse::<Endpoint>(),
             Err(EndpointError::UnknownScheme(_))

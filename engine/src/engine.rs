@@ -126,12 +126,19 @@ impl EngineBuilder {
         let mut per_core: Vec<Vec<(OwnedFd, Endpoint)>> = (0..n).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
         let mut files = Vec::new();
+        let mut inproc_names = Vec::new();
         for s in &self.listen {
             let ep: Endpoint = s.parse()?;
             let listen_err = |e| EngineError::Listen {
                 endpoint: s.clone(),
                 source: e,
             };
+            if let Endpoint::Inproc(name) = &ep {
+                // Bound once the cores run (their inboxes take the connections).
+                inproc_names.push((name.clone(), s.clone()));
+                bound.push(ep.clone());
+                continue;
+            }
             for b in sock::listen(&ep, 1024).map_err(listen_err)? {
                 for slots in &mut per_core {
                     slots.push((b.fd.try_clone().map_err(listen_err)?, b.endpoint.clone()));
@@ -182,6 +189,7 @@ impl EngineBuilder {
             stop,
             endpoints: bound,
             files,
+            inproc: Vec::new(),
         };
         for _ in 0..n {
             match ready_rx.recv() {
@@ -196,6 +204,27 @@ impl EngineBuilder {
                         "a core thread exited during setup",
                     ))
                     .into());
+                }
+            }
+        }
+        // In-process names: a connect from any thread of this process goes to the cores in
+        // turn, as the kernel spreads a socket's connections over their accepts.
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for (name, s) in inproc_names {
+            let (inboxes, next) = (engine.inboxes.clone(), next.clone());
+            let acceptor = Arc::new(move |pipe| {
+                let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
+                inboxes[i].push(Command::AcceptRecord(pipe));
+                Ok(())
+            });
+            match crate::transport::inproc::bind(&name, acceptor) {
+                Ok(b) => engine.inproc.push(b),
+                Err(e) => {
+                    engine.stop_now();
+                    return Err(EngineError::Listen {
+                        endpoint: s,
+                        source: e,
+                    });
                 }
             }
         }
@@ -260,6 +289,8 @@ pub struct Engine {
     endpoints: Vec<Endpoint>,
     /// The Unix socket files this engine created, removed at shutdown (if still ours).
     files: Vec<SocketFile>,
+    /// The `inproc://` names this engine listens on, unbound at shutdown.
+    inproc: Vec<crate::transport::inproc::Binding>,
 }
 
 impl Engine {
@@ -342,6 +373,7 @@ impl Engine {
     pub fn shutdown(mut self, drain: Duration) {
         // Removed while the sockets still listen, so the files are certainly ours.
         self.files.clear();
+        self.inproc.clear();
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
@@ -361,6 +393,7 @@ impl Engine {
 
     fn stop_now(&mut self) {
         self.files.clear();
+        self.inproc.clear();
         self.stop.store(true, Ordering::Relaxed);
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown {

@@ -21,9 +21,14 @@ pub(crate) struct ConnRef {
 }
 
 pub(crate) enum Command {
-    /// Take over a connected socket as a client connection; complete `slot` with the
-    /// `ConnRef` (8 bytes) once the handshake is done, or with the failure.
-    Adopt { fd: OwnedFd, slot: Arc<Completion> },
+    /// Take over a connection made on another thread as a client connection; complete
+    /// `slot` with the `ConnRef` (8 bytes) once the handshake is done, or with the failure.
+    Adopt {
+        link: crate::transport::Connected,
+        slot: Arc<Completion>,
+    },
+    /// Serve a new in-process connection (an `inproc://` listener's acceptor sends it).
+    AcceptRecord(crate::transport::inproc::RecordPipe),
     /// Start a call on a client connection.
     Call {
         conn: ConnRef,
@@ -150,7 +155,9 @@ impl Inbox {
                         "the engine core is not running: {why}"
                     ))));
                 }
-                Command::CancelSlot { .. }
+                // The dropped rings are the in-process client's refusal.
+                Command::AcceptRecord(_)
+                | Command::CancelSlot { .. }
                 | Command::Close { .. }
                 | Command::Shutdown { .. }
                 | Command::Stats(_) => {}

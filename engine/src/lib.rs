@@ -37,7 +37,13 @@ mod endpoint;
 mod engine;
 mod executor;
 mod inbox;
-pub mod inproc;
+/// The in-process record transport, `inproc://name`: engines of one process connect over
+/// netron-shm rings on the heap instead of sockets (docs/architecture.md, "Transports").
+/// Listening and connecting go through the usual endpoint strings; this module has the raw
+/// access for hand-written peers (tests, protocol tools).
+pub mod inproc {
+    pub use crate::transport::inproc::{RING_BYTES, RawListener, connect_raw, listen_raw};
+}
 mod service;
 mod slot;
 mod stats;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress, Settings};
 use netron_engine::{Service, Status};
 
-pub use transport::{Kind, RawLink, RawListener, TCP, Transport, UNIX};
+pub use transport::{INPROC, Kind, RawLink, RawListener, TCP, Transport, UNIX};
 
 /// `calc@1.2.0`: `add` (sum of bytes), `echo`, `fail` (InvalidArgument), `sleep` (blocks the
 /// core for the number of milliseconds in the first payload byte).
@@ -109,6 +109,43 @@ pub fn engine(
 /// How long a [`RawPeer`] waits for the server's bytes before a receive fails.
 pub const RAW_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Cuts a run of whole frames into the records a conforming sender would use (docs/protocol.md
+/// §10.2, §26.2): frames grouped while a record holds fewer than the default
+/// `max_batch_frames` frames, no frame starts at or after the default `max_batch_bytes`, and
+/// the record stays within that size; a larger frame goes alone (the raw link fragments it if
+/// it exceeds the ring's record limit, §26.3).
+pub fn records_of(frames: &[u8]) -> Vec<&[u8]> {
+    let limits = netron_codec::Limits::default();
+    let (max_frames, max_bytes) = (
+        limits.max_batch_frames as usize,
+        limits.max_batch_bytes as usize,
+    );
+    let len_at = |b: &[u8]| -> usize {
+        b.get(..4)
+            .map_or(b.len(), |h| {
+                u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize
+            })
+            .clamp(1, b.len())
+    };
+    let mut out = Vec::new();
+    let mut rest = frames;
+    while !rest.is_empty() {
+        let mut end = len_at(rest);
+        let mut n = 1;
+        while end < rest.len() && n < max_frames {
+            let next = len_at(&rest[end..]);
+            if end + next > max_bytes {
+                break;
+            }
+            end += next;
+            n += 1;
+        }
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// A raw peer over any transport's [`RawLink`] that performs the client handshake by hand,
 /// then lets the test send arbitrary bytes: an independent client written from
 /// docs/protocol.md.
@@ -180,6 +217,17 @@ impl RawPeer {
     /// Sends `bytes` (one write, or one record).
     pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.link.send(bytes)
+    }
+
+    /// Sends a run of whole frames the way a conforming sender does on this transport: one
+    /// write on a byte stream; on a record transport, the records of [`records_of`].
+    pub fn send_frames(&mut self, frames: &[u8]) -> std::io::Result<()> {
+        match self.kind {
+            Kind::Stream => self.link.send(frames),
+            Kind::Record => records_of(frames)
+                .into_iter()
+                .try_for_each(|r| self.link.send(r)),
+        }
     }
 
     /// Receives what has arrived, waiting at most [`RawPeer::timeout`].

@@ -39,6 +39,22 @@ impl<C: Caller> Connection<C> {
         env: &mut Env<'_>,
     ) -> Result<(), ConnError> {
         if !self.is_open() {
+            if self.role == Role::Server
+                && self.rx.is_empty()
+                && matches!(self.state, super::State::ServerHandshake(_))
+                && record.len() != netron_codec::handshake::PREFACE.len()
+            {
+                // §26.1: the client's first record is exactly the 8-byte preface; anything
+                // else is not Netron (a byte stream would wait for the rest instead).
+                let mut got = [0u8; 6];
+                let n = record.len().min(got.len());
+                got[..n].copy_from_slice(&record[..n]);
+                let e = ConnError::from(netron_codec::HandshakeError::BadPreface(got));
+                env.stats.bytes_in += record.len() as u64;
+                self.fail(e.clone(), env);
+                self.recharge();
+                return Err(e);
+            }
             self.handle_input(record, env)?;
             if self.is_open() && !self.rx.is_empty() {
                 // The handshake's record went on with part of a frame: records carry whole

@@ -7,10 +7,10 @@ impl Core {
     /// Connects to `endpoint` as a client and completes the handshake, driving this core from
     /// the calling thread.
     pub fn connect(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<ConnId, Status> {
-        let fd = sock::connect(endpoint, timeout)
+        let link = crate::transport::connect(endpoint, timeout)
             .map_err(|e| Status::unavailable(format!("connect to {endpoint}: {e}")))?;
         let key = self
-            .add_socket(fd, Role::Client, Instant::now())
+            .add_connected(link, Role::Client, Instant::now())
             .ok_or_else(|| {
                 Status::new(
                     StatusCode::ResourceExhausted,

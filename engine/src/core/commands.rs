@@ -34,13 +34,29 @@ impl Core {
 
     pub(super) fn on_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::Adopt { fd, slot } => match self.add_socket(fd, Role::Client, now) {
+            Command::Adopt { link, slot } => match self.add_connected(link, Role::Client, now) {
                 Some(key) => self.conns[key].adopt = Some(slot),
                 None => slot.complete(Err(Status::new(
                     StatusCode::ResourceExhausted,
-                    "core is at its connection limit",
+                    "core is at its connection limit (CoreConfig::max_connections) or \
+                     shutting down",
                 ))),
             },
+            Command::AcceptRecord(pipe) => {
+                if self.listeners.is_closing() {
+                    // Stopped listening: the dropped rings are the client's refusal.
+                    self.stats.refused += 1;
+                } else if self
+                    .add_connected(
+                        crate::transport::Connected::Record(Box::new(pipe)),
+                        Role::Server,
+                        now,
+                    )
+                    .is_some()
+                {
+                    self.stats.accepted += 1;
+                }
+            }
             Command::Call {
                 conn,
                 service,

@@ -11,6 +11,24 @@ impl Core {
         self.add_conn(AnyLink::Stream(StreamLink::new(fd)), role, now)
     }
 
+    /// Adds a connection made on another thread (a socket, or an in-process connection's
+    /// rings); `None` if it could not be added (the connection is then dropped, which the
+    /// peer sees as a close).
+    pub(super) fn add_connected(
+        &mut self,
+        c: crate::transport::Connected,
+        role: Role,
+        now: Instant,
+    ) -> Option<usize> {
+        match c.into_link() {
+            Ok(link) => self.add_conn(link, role, now),
+            Err(_) => {
+                self.stats.count_error("link_setup_failed");
+                None
+            }
+        }
+    }
+
     /// Adds a connection over `link` (any transport) and starts receiving on it.
     pub(super) fn add_conn(&mut self, link: AnyLink, role: Role, now: Instant) -> Option<usize> {
         if self.conns.len() >= self.cfg.max_connections || self.drain_until.is_some() {

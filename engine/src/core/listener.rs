@@ -73,9 +73,16 @@ pub(super) struct Listeners {
     retry_at: Option<Instant>,
     /// Closing (shutdown or drop): nothing is armed again.
     closing: bool,
+    /// `inproc://` names this core listens on itself (`Core::listen`); dropped on close.
+    inproc: Vec<crate::transport::inproc::Binding>,
 }
 
 impl Listeners {
+    /// Whether the core stopped listening (shutdown or drop).
+    pub(super) fn is_closing(&self) -> bool {
+        self.closing
+    }
+
     /// Listeners not closed yet.
     pub(super) fn len(&self) -> usize {
         self.list
@@ -107,6 +114,19 @@ impl Core {
     /// [`io::ErrorKind::AddrInUse`]; a stale Unix socket file (nothing listens) is replaced,
     /// and the file this core created is removed when the core shuts down or drops.
     pub fn listen(&mut self, endpoint: &Endpoint) -> io::Result<Vec<Endpoint>> {
+        if let Endpoint::Inproc(name) = endpoint {
+            // Connects from any thread of this process reach this core's inbox.
+            let inbox = self.inbox.clone();
+            let binding = crate::transport::inproc::bind(
+                name,
+                std::sync::Arc::new(move |pipe| {
+                    inbox.push(crate::inbox::Command::AcceptRecord(pipe));
+                    Ok(())
+                }),
+            )?;
+            self.listeners.inproc.push(binding);
+            return Ok(vec![endpoint.clone()]);
+        }
         let bound = sock::listen(endpoint, 1024)?;
         let mut eps = Vec::with_capacity(bound.len());
         for b in bound {
@@ -257,6 +277,8 @@ impl Core {
     pub(super) fn close_listeners(&mut self) {
         self.listeners.closing = true;
         self.listeners.retry_at = None;
+        // New inproc connects are refused from now on.
+        self.listeners.inproc.clear();
         for idx in 0..self.listeners.list.len() {
             self.close_listener(idx);
         }

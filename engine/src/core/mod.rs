@@ -33,7 +33,6 @@ use crate::service::Registry;
 use crate::slot::{CallSlot, Completion};
 use crate::stats::CoreStats;
 use crate::timer::TimerWheel;
-use crate::transport::sock;
 use crate::transport::{AnyLink, Link, Owner};
 use crate::{Endpoint, Status, StatusCode};
 

@@ -141,7 +141,7 @@ impl Core {
                     now,
                     stats,
                 };
-                let _ = conn.handle_input(input.bytes(), &mut env);
+                let _ = crate::transport::feed(conn, input, &mut env);
             }
         });
         match update {

@@ -25,6 +25,8 @@
 //! next variant of [`AnyLink`]; QUIC links share one UDP socket per endpoint and are fed by
 //! the endpoint's datagram demultiplexer instead of a receive of their own.
 
+pub(crate) mod inproc;
+pub(crate) mod record;
 pub(crate) mod sock;
 pub(crate) mod stream;
 
@@ -38,17 +40,31 @@ use crate::driver::{Driver, Event};
 pub(crate) enum Input<'a> {
     /// Bytes of a byte stream, cut anywhere.
     Bytes(&'a [u8]),
-    /// One record holding whole frames (a record transport's batch).
-    #[allow(dead_code)] // the shm link delivers records
-    Record(&'a [u8]),
+    /// One record holding whole frames (a record transport's batch), or one fragment of a
+    /// frame longer than `limit`, the largest record the peer sends (protocol.md §26.3).
+    Record { bytes: &'a [u8], limit: usize },
 }
 
 impl<'a> Input<'a> {
     /// The bytes, whatever their framing.
+    #[cfg(test)]
     pub(crate) fn bytes(self) -> &'a [u8] {
         match self {
-            Input::Bytes(b) | Input::Record(b) => b,
+            Input::Bytes(b) | Input::Record { bytes: b, .. } => b,
         }
+    }
+}
+
+/// Hands `input` to `conn` the way its framing says (see [`Input`]). Same contract as
+/// `Connection::handle_input`: on `Err` the connection is closing.
+pub(crate) fn feed<C: Caller>(
+    conn: &mut Connection<C>,
+    input: Input<'_>,
+    env: &mut crate::conn::Env<'_>,
+) -> Result<(), crate::conn::ConnError> {
+    match input {
+        Input::Bytes(b) => conn.handle_input(b, env),
+        Input::Record { bytes, limit } => conn.handle_record(bytes, limit, env),
     }
 }
 
@@ -170,6 +186,45 @@ pub(crate) trait Link {
     }
 }
 
+/// A connection made on a caller's thread, before a core takes it over.
+#[derive(Debug)]
+pub(crate) enum Connected {
+    /// A connected TCP or Unix socket.
+    Socket(std::os::fd::OwnedFd),
+    /// An in-process connection's rings (boxed: several hundred bytes of ring handles).
+    Record(Box<inproc::RecordPipe>),
+}
+
+impl Connected {
+    /// The link a core runs this connection on.
+    ///
+    /// # Errors
+    /// The OS error if the record link cannot duplicate its doorbell (`EMFILE`).
+    pub(crate) fn into_link(self) -> io::Result<AnyLink> {
+        Ok(match self {
+            Connected::Socket(fd) => AnyLink::Stream(stream::StreamLink::new(fd)),
+            Connected::Record(pipe) => AnyLink::Record(Box::new(record::RecordLink::new(*pipe)?)),
+        })
+    }
+}
+
+/// Connects to `endpoint` on the calling thread (blocking for sockets; see
+/// [`sock::connect`]), within `timeout`.
+///
+/// # Errors
+/// The socket's error, or `ConnectionRefused` if nothing listens on an `inproc://` name.
+pub(crate) fn connect(
+    endpoint: &crate::Endpoint,
+    timeout: std::time::Duration,
+) -> io::Result<Connected> {
+    match endpoint {
+        crate::Endpoint::Inproc(name) => {
+            inproc::connect(name).map(|p| Connected::Record(Box::new(p)))
+        }
+        _ => sock::connect(endpoint, timeout).map(Connected::Socket),
+    }
+}
+
 /// Releases what a completion for a link that is gone still holds (a receive buffer).
 pub(crate) fn discard(io: &mut Driver, event: Event) {
     if let Event::Received { buf: Some(b), .. } = event {
@@ -182,12 +237,16 @@ pub(crate) fn discard(io: &mut Driver, event: Event) {
 pub(crate) enum AnyLink {
     /// TCP or Unix socket.
     Stream(stream::StreamLink),
+    /// Two record rings with doorbells (`inproc://`; `shm://` next). Boxed, so the entries of
+    /// stream connections stay small.
+    Record(Box<record::RecordLink>),
 }
 
 macro_rules! each {
     ($self:ident, $l:ident => $e:expr) => {
         match $self {
             AnyLink::Stream($l) => $e,
+            AnyLink::Record($l) => $e,
         }
     };
 }

@@ -202,19 +202,26 @@ fn flood_without_reading(t: &Transport, idle: IdlePolicy) {
         for id in 0..8u32 {
             request(&mut batch, &mut enc, 2 * id + 1, None, b"echo", &payload);
         }
-        let mut buf = batch.as_slice();
-        // Non-blocking sends, so the flood stops (instead of hanging) once the server stops
-        // reading.
-        while !buf.is_empty() {
-            match p.link.try_send(buf) {
-                Ok(n) => {
-                    buf = &buf[n..];
-                    sent += n;
+        // One write on a stream; conforming records on a record transport (a record over
+        // the batch limits would be a protocol error, not a flood).
+        let units = match t.kind {
+            Kind::Stream => vec![batch.as_slice()],
+            Kind::Record => crate::records_of(batch.as_slice()),
+        };
+        for mut buf in units {
+            // Non-blocking sends, so the flood stops (instead of hanging) once the server
+            // stops reading.
+            while !buf.is_empty() {
+                match p.link.try_send(buf) {
+                    Ok(n) => {
+                        buf = &buf[n..];
+                        sent += n;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => break 'flood,
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(_) => break 'flood,
             }
         }
     }

@@ -53,7 +53,7 @@ pub fn a_peer_that_stops_reading_is_disconnected(t: &Transport) {
     for i in 0..6u32 {
         request(&mut batch, &mut enc, 2 * i + 1, None, b"echo", &mb);
     }
-    p.send(batch.as_slice()).unwrap();
+    p.send_frames(batch.as_slice()).unwrap();
     assert!(
         poll(&e, |s| s.errors_of("write_stalled")
             + s.errors_of("close_linger")
@@ -128,7 +128,7 @@ pub fn rapid_reset_and_empty_frame_floods_are_cut_off(t: &Transport) {
         for i in 0..5_000 {
             flood(&mut b, &mut enc, i);
         }
-        let _ = p.send(b.as_slice());
+        let _ = p.send_frames(b.as_slice());
         let got = p.read_to_close().unwrap_or_default();
         assert!(
             poll(&e, |s| s.errors_of("idle_frame_budget") > n as u64),

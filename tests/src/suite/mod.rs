@@ -54,7 +54,7 @@ macro_rules! conformance {
     () => {
         // THE transport list. A new transport adds one `name => STATIC` entry here (and its
         // `Transport` static in tests/src/transport.rs), e.g. `inproc => INPROC`.
-        $crate::conformance!(tcp => TCP, unix => UNIX);
+        $crate::conformance!(tcp => TCP, unix => UNIX, inproc => INPROC);
     };
     ($($name:ident => $t:ident),+ $(,)?) => {
         $(

@@ -37,7 +37,7 @@ pub const RING_BYTES: usize = 1 << 20;
 
 /// Records read per [`RecordPipe::read`] at most, so one busy peer does not starve a core's
 /// other connections in a turn (the rest waits for the next turn; nothing is lost).
-const MAX_RECORDS_PER_READ: usize = 64;
+pub(crate) const MAX_RECORDS_PER_READ: usize = 64;
 
 /// One side of an in-process connection: the ring it writes and the ring it reads.
 #[derive(Debug)]
@@ -70,11 +70,11 @@ pub(crate) enum ReadEnd {
 /// What [`RecordPipe::write`] did with a batch.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum WriteEnd {
-    /// All of it is published.
-    Done,
-    /// The ring is full: what fitted is published; call `write` again with the same batch
-    /// once the peer has read (the rest resumes where it stopped).
-    Blocked,
+    /// All of it is published; this call wrote this many bytes of it.
+    Done(usize),
+    /// The ring is full: this many bytes (whole records) are published; call `write` again
+    /// with the same batch once the peer has read (the rest resumes where it stopped).
+    Blocked(usize),
     /// The peer is gone or the ring broke; close.
     Failed(String),
 }
@@ -153,6 +153,7 @@ impl RecordPipe {
         let (tx, skip) = (&mut self.tx, self.sent);
         let mut index = 0;
         let mut committed = 0;
+        let mut wrote = 0;
         let mut outcome = Ok(true);
         for_each_record(batch, self.first, limit, |record| {
             let i = index;
@@ -165,6 +166,7 @@ impl RecordPipe {
                     r.copy_from_slice(record);
                     r.commit();
                     committed += 1;
+                    wrote += record.len();
                 }
                 Err(ShmError::Full) => outcome = Ok(false),
                 Err(e) => outcome = Err(e),
@@ -176,12 +178,12 @@ impl RecordPipe {
             (Ok(true), Ok(())) => {
                 self.sent = 0;
                 self.first = None;
-                WriteEnd::Done
+                WriteEnd::Done(wrote)
             }
             (Ok(false), Ok(())) => {
                 // Everything before the record that did not fit is in the ring.
                 self.sent = skip + committed;
-                WriteEnd::Blocked
+                WriteEnd::Blocked(wrote)
             }
         }
     }
@@ -381,20 +383,31 @@ mod tests {
         // 1008-byte records: each 600-byte frame goes alone; two fit in the 1 KiB ring only
         // one at a time.
         let b = batch(&[(1, 600), (2, 600), (3, 600)]);
-        assert_eq!(c.write(&b), WriteEnd::Blocked);
+        let WriteEnd::Blocked(mut total) = c.write(&b) else {
+            panic!("three 600-byte records cannot fit a 1 KiB ring at once");
+        };
         let mut got = drain(&mut s);
         assert_eq!(got.len(), 1);
         let mut rounds = 0;
-        while c.write(&b) == WriteEnd::Blocked {
+        loop {
+            match c.write(&b) {
+                WriteEnd::Blocked(n) => total += n,
+                WriteEnd::Done(n) => {
+                    total += n;
+                    break;
+                }
+                WriteEnd::Failed(e) => panic!("{e}"),
+            }
             got.extend(drain(&mut s));
             rounds += 1;
             assert!(rounds < 10, "no progress");
         }
         got.extend(drain(&mut s));
         assert_eq!(got.concat(), b, "every byte once, in order");
+        assert_eq!(total, b.len(), "bytes reported written, each once");
         // The next batch starts afresh.
         let b2 = batch(&[(4, 10)]);
-        assert_eq!(c.write(&b2), WriteEnd::Done);
+        assert_eq!(c.write(&b2), WriteEnd::Done(b2.len()));
         assert_eq!(drain(&mut s), vec![b2]);
     }
 
@@ -403,7 +416,7 @@ mod tests {
         let (mut c, mut s) = RecordPipe::pair(4096).unwrap();
         c.first = None;
         let b = batch(&[(7, 10)]);
-        assert_eq!(c.write(&b), WriteEnd::Done);
+        assert_eq!(c.write(&b), WriteEnd::Done(b.len()));
         assert_eq!(s.announce_sleep(), Ok(false), "a record is waiting");
         drop(c);
         assert_eq!(drain(&mut s), vec![b]);

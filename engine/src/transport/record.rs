@@ -1,0 +1,338 @@
+//! The record link: a connection over two single-producer single-consumer record rings with
+//! eventfd doorbells (today the in-process rings of [`super::inproc`]; `shm://` segments
+//! next). Input is one record at a time ([`Input::Record`], docs/protocol.md §26); output is
+//! the connection's batches cut into records ([`crate::conn::record::for_each_record`]).
+//!
+//! Receiving: a core that may sleep announces it in the ring and waits on the doorbell with
+//! one poll operation in the driver; the peer's publish then writes the eventfd (at most once
+//! per announcement). A busy-poll core reads hot record links directly, with no system call
+//! at all: the ring is memory (`read_direct`).
+//!
+//! Writing: a batch that the ring cannot take whole (the peer is slow) keeps its place, and a
+//! driver timeout retries it with a backoff from 20 µs to 1 ms, the way netron-shm's
+//! `wait_room` naps (the rings have no "room" doorbell). The connection's write-stall timer
+//! still bounds how long a peer may take nothing.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::inproc::{ReadEnd, RecordPipe, WriteEnd};
+use super::{Direct, Input, Link, Owner, Tx, TxPolicy, Update};
+use crate::conn::{Caller, Connection};
+use crate::driver::token::{Op, Token};
+use crate::driver::{Driver, Event, OpId};
+
+/// First retry of a write the ring could not take.
+const RETRY_MIN: Duration = Duration::from_micros(20);
+/// Longest wait between retries.
+const RETRY_MAX: Duration = Duration::from_millis(1);
+
+/// A batch being written.
+#[derive(Debug)]
+struct Writing {
+    /// The batch (kept until all of it is in the ring).
+    buf: Option<Vec<u8>>,
+    frames: u32,
+    /// The ring was full: a retry timer is in the driver.
+    retry: Option<OpId>,
+    backoff: Duration,
+    /// The whole batch is in the ring (`take_written` hands it back).
+    complete: bool,
+}
+
+/// A connection's two rings and doorbell.
+#[derive(Debug)]
+pub(crate) struct RecordLink {
+    /// `None` once closed (dropping it ends the peer's side: EOF to its reads, `PeerGone` to
+    /// its writes).
+    pipe: Option<RecordPipe>,
+    /// Our doorbell (a duplicate of the ring's eventfd, so a poll in the driver keeps it
+    /// open until its completion, whatever happens to the pipe).
+    bell: Rc<OwnedFd>,
+    /// The same eventfd, to drain it after a wake-up and to ring it ourselves.
+    bell_io: File,
+    /// Whose link this is (for the tokens of operations started from a completion).
+    owner: Owner,
+    /// The doorbell poll in the driver, if armed.
+    recv: Option<OpId>,
+    write: Option<Writing>,
+    read_done: bool,
+}
+
+impl RecordLink {
+    /// A link over `pipe`.
+    ///
+    /// # Errors
+    /// The OS error if the doorbell's descriptor cannot be duplicated (`EMFILE`).
+    pub(crate) fn new(pipe: RecordPipe) -> io::Result<RecordLink> {
+        let bell = Rc::new(pipe.doorbell().try_clone_to_owned()?);
+        let bell_io = File::from(pipe.doorbell().try_clone_to_owned()?);
+        Ok(RecordLink {
+            pipe: Some(pipe),
+            bell,
+            bell_io,
+            owner: Owner {
+                key: usize::MAX,
+                generation: 0,
+            },
+            recv: None,
+            write: None,
+            read_done: false,
+        })
+    }
+
+    /// Makes a pending doorbell poll complete now (records are waiting, or the link closes).
+    fn ring_own_bell(&self) {
+        // A full counter (EAGAIN) means the poll fires anyway.
+        let _ = (&self.bell_io).write(&1u64.to_ne_bytes());
+    }
+
+    /// Empties the doorbell's counter after a wake-up (the eventfd is non-blocking: an empty
+    /// counter is `EAGAIN`, which is fine).
+    fn drain_bell(&self) {
+        let mut b = [0u8; 8];
+        let _ = (&self.bell_io).read(&mut b);
+    }
+
+    /// Delivers waiting records.
+    fn read(&mut self, mut deliver: impl FnMut(Input<'_>)) -> ReadEnd {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return ReadEnd::Empty;
+        };
+        let limit = pipe.limit_in();
+        pipe.read(|bytes| deliver(Input::Record { bytes, limit }))
+    }
+
+    /// Writes (the rest of) the current batch; arms a retry if the ring is full.
+    fn push(&mut self, io: &mut Driver) -> Update {
+        let owner = self.owner;
+        let Some(w) = self.write.as_mut() else {
+            return Update::Quiet(None);
+        };
+        let buf = w.buf.as_deref().unwrap_or_default();
+        let end = match self.pipe.as_mut() {
+            Some(p) => p.write(buf),
+            None => WriteEnd::Failed("the link is closed".to_owned()),
+        };
+        match end {
+            WriteEnd::Done(n) => {
+                w.complete = true;
+                w.backoff = RETRY_MIN;
+                Update::Sent {
+                    wrote: Some(Ok(n)),
+                    blocked: false,
+                    done: w.buf.take(),
+                }
+            }
+            WriteEnd::Blocked(n) => {
+                let tag = Token::new(Op::Send, owner.key, owner.generation);
+                w.retry = Some(io.timeout(w.backoff, tag));
+                w.backoff = (w.backoff * 2).min(RETRY_MAX);
+                Update::Sent {
+                    wrote: Some(Ok(n)),
+                    blocked: true,
+                    done: None,
+                }
+            }
+            WriteEnd::Failed(why) => Update::Sent {
+                wrote: Some(Err(io::Error::new(io::ErrorKind::BrokenPipe, why))),
+                blocked: false,
+                done: w.buf.take(),
+            },
+        }
+    }
+}
+
+impl Link for RecordLink {
+    fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
+        self.owner = owner;
+        if self.recv.is_some() || self.read_done {
+            return;
+        }
+        let Some(pipe) = self.pipe.as_ref() else {
+            return;
+        };
+        // Announce the sleep in the ring, then wait on the doorbell. If records arrived
+        // meanwhile (or the peer is gone), the poll is made to fire at once instead.
+        if pipe.announce_sleep() != Ok(true) {
+            self.ring_own_bell();
+        }
+        let tag = Token::new(Op::Recv, owner.key, owner.generation);
+        self.recv = Some(io.poll(&self.bell, libc::POLLIN as u32, tag));
+    }
+
+    fn receiving(&self) -> bool {
+        self.recv.is_some()
+    }
+
+    fn stop_recv(&mut self, _io: &mut Driver) {
+        // The poll completes at once; records are then read directly.
+        if self.recv.is_some() {
+            self.ring_own_bell();
+        }
+    }
+
+    fn on_completion(
+        &mut self,
+        io: &mut Driver,
+        event: Event,
+        deliver: impl FnMut(Input<'_>),
+    ) -> Update {
+        match event {
+            Event::Polled { result, .. } => {
+                self.recv = None;
+                self.drain_bell();
+                if let Some(p) = self.pipe.as_ref() {
+                    p.cancel_sleep();
+                }
+                if self.read_done {
+                    return Update::Quiet(None);
+                }
+                if result < 0 && result != -libc::ECANCELED {
+                    return Update::RecvFailed {
+                        counter: "recv_failed",
+                        why: format!(
+                            "waiting on the ring's doorbell failed: {}",
+                            io::Error::from_raw_os_error(-result)
+                        ),
+                    };
+                }
+                match self.read(deliver) {
+                    ReadEnd::Got(_) => Update::Input,
+                    ReadEnd::Empty => Update::Quiet(None),
+                    ReadEnd::Eof => Update::Eof,
+                    ReadEnd::Failed(why) => Update::RecvFailed {
+                        counter: "recv_failed",
+                        why,
+                    },
+                }
+            }
+            Event::TimedOut { .. } => {
+                // A write's retry timer.
+                let Some(w) = self.write.as_mut() else {
+                    return Update::Quiet(None);
+                };
+                w.retry = None;
+                if w.complete || self.pipe.is_none() {
+                    // Closed meanwhile: the batch comes back without being written.
+                    self.pipe = None;
+                    return Update::Sent {
+                        wrote: None,
+                        blocked: false,
+                        done: w.buf.take(),
+                    };
+                }
+                self.push(io)
+            }
+            _ => Update::Quiet(None),
+        }
+    }
+
+    fn read_direct(&mut self, _scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
+        if self.read_done {
+            return Direct::Empty;
+        }
+        match self.read(deliver) {
+            ReadEnd::Got(n) => Direct::Got {
+                maybe_more: n >= super::inproc::MAX_RECORDS_PER_READ,
+            },
+            ReadEnd::Empty => Direct::Empty,
+            ReadEnd::Eof => Direct::Eof,
+            ReadEnd::Failed(_) => Direct::Failed,
+        }
+    }
+
+    fn end_reading(&mut self, shut: bool) {
+        self.read_done = true;
+        if shut && self.recv.is_some() {
+            self.ring_own_bell();
+        }
+    }
+
+    fn read_done(&self) -> bool {
+        self.read_done
+    }
+
+    fn writing(&self) -> bool {
+        self.write.is_some()
+    }
+
+    fn transmit<C: Caller>(
+        &mut self,
+        io: &mut Driver,
+        owner: Owner,
+        conn: &mut Connection<C>,
+        _policy: TxPolicy,
+    ) -> Tx {
+        self.owner = owner;
+        let Some((buf, frames)) = conn.poll_transmit() else {
+            return Tx::Nothing;
+        };
+        self.write = Some(Writing {
+            buf: Some(buf),
+            frames,
+            retry: None,
+            backoff: RETRY_MIN,
+            complete: false,
+        });
+        match self.push(io) {
+            Update::Sent {
+                wrote: Some(Ok(n)),
+                blocked: false,
+                done: Some(buf),
+            } => {
+                if let Some(w) = self.write.as_mut() {
+                    w.buf = Some(buf);
+                }
+                Tx::Started {
+                    direct: Some(n),
+                    complete: true,
+                }
+            }
+            Update::Sent {
+                wrote: Some(Err(e)),
+                done,
+                ..
+            } => {
+                self.write = None;
+                if let Some(buf) = done {
+                    conn.recycle(buf);
+                }
+                Tx::Failed(e)
+            }
+            Update::Sent {
+                wrote: Some(Ok(n)), ..
+            } => Tx::Started {
+                direct: Some(n),
+                complete: false,
+            },
+            _ => Tx::Started {
+                direct: None,
+                complete: false,
+            },
+        }
+    }
+
+    fn take_written(&mut self) -> Option<Vec<u8>> {
+        self.write
+            .as_mut()
+            .filter(|w| w.complete)
+            .and_then(|w| w.buf.take())
+    }
+
+    fn end_write(&mut self) -> Option<(u32, bool)> {
+        self.write.take().map(|w| (w.frames, false))
+    }
+
+    fn close(&mut self) {
+        // Dropping the rings tells the peer (EOF, PeerGone); a pending doorbell poll is made
+        // to complete, and a retry timer completes by itself within RETRY_MAX.
+        self.pipe = None;
+        if self.recv.is_some() {
+            self.ring_own_bell();
+        }
+    }
+}
