@@ -146,6 +146,8 @@ pub struct CoreConfig {
     /// the buffer in place; the buffer is held until the kernel's notification). `None` turns
     /// it off. Default `None`: on loopback the kernel copies anyway and the extra notification
     /// makes it slower (see docs/benchmarks.md); enable it for real NICs and large payloads.
+    /// Applies to TCP connections only: Unix sockets cannot send zero-copy and record
+    /// transports copy into their rings, so they ignore it.
     pub send_zc_threshold: Option<usize>,
     /// Hot connections on a busy-poll core are read with plain non-blocking `recv` calls
     /// instead of the io_uring multishot receive (default: on, 8 connections, 200 µs). Ignored

@@ -37,6 +37,10 @@ pub struct Transport {
     pub name: &'static str,
     /// Byte stream or records: the few tests whose expectation differs branch on it.
     pub kind: Kind,
+    /// Whether the engine sends zero-copy (`SendZc`) on it when
+    /// `CoreConfig::send_zc_threshold` says so: TCP only (Unix sockets refuse it, record
+    /// transports copy into their rings).
+    pub zero_copy: bool,
     /// A fresh endpoint to listen on, unique per call (`tag` names the test in paths).
     pub listen: fn(tag: &str) -> String,
     /// Opens a raw link (no handshake) to a bound endpoint, as the engine printed it.
@@ -98,6 +102,7 @@ pub trait RawListener: Send {
 pub static TCP: Transport = Transport {
     name: "tcp",
     kind: Kind::Stream,
+    zero_copy: true,
     listen: |_| "tcp://127.0.0.1:0".to_owned(),
     connect: |ep| {
         let s = TcpStream::connect(ep.trim_start_matches("tcp://"))?;
@@ -114,6 +119,7 @@ pub static TCP: Transport = Transport {
 pub static UNIX: Transport = Transport {
     name: "unix",
     kind: Kind::Stream,
+    zero_copy: false,
     listen: |tag| format!("unix://{}", fresh_unix_path(tag)),
     connect: |ep| {
         let path = ep.strip_prefix("unix://").unwrap_or(ep);
@@ -131,6 +137,7 @@ pub static UNIX: Transport = Transport {
 pub static INPROC: Transport = Transport {
     name: "inproc",
     kind: Kind::Record,
+    zero_copy: false,
     listen: |tag| format!("inproc://{}", fresh_inproc_name(tag)),
     connect: |ep| {
         let name = ep.strip_prefix("inproc://").unwrap_or(ep);

@@ -36,16 +36,23 @@ pub(crate) struct StreamLink {
     write: Option<Writing>,
     /// Nothing more is read: the peer sent EOF, or the connection is closing.
     read_done: bool,
+    /// The socket can send zero-copy (`SendZc`): TCP. Unix sockets refuse it (the kernel
+    /// answers `EOPNOTSUPP`), so the zero-copy threshold does not apply to them.
+    zero_copy_ok: bool,
 }
 
 impl StreamLink {
     /// A link over the connected socket `fd` (blocking mode, as io_uring expects).
     pub(crate) fn new(fd: OwnedFd) -> StreamLink {
+        let zero_copy_ok = socket2::SockRef::from(&fd)
+            .local_addr()
+            .is_ok_and(|a| a.is_ipv4() || a.is_ipv6());
         StreamLink {
             fd: Rc::new(fd),
             recv: None,
             write: None,
             read_done: false,
+            zero_copy_ok,
         }
     }
 }
@@ -171,7 +178,7 @@ impl Link for StreamLink {
         let Some((buf, frames)) = conn.poll_transmit() else {
             return Tx::Nothing;
         };
-        let zero_copy = policy.zero_copy_at.is_some_and(|t| buf.len() >= t);
+        let zero_copy = self.zero_copy_ok && policy.zero_copy_at.is_some_and(|t| buf.len() >= t);
         let mut off = 0;
         let mut direct = None;
         if policy.direct && !zero_copy {

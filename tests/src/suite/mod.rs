@@ -68,6 +68,7 @@ macro_rules! conformance {
                         alone a_caller_driven_core_makes_calls,
                         a_handler_calls_another_service_on_its_own_core,
                         header_table_size_zero,
+                        a_zero_copy_threshold_keeps_large_replies_intact,
                     }
                     errors {
                         a_panicking_handler_fails_its_call_only,

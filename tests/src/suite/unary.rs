@@ -279,3 +279,60 @@ pub fn header_table_size_zero(t: &Transport) {
     );
     e.shutdown(Duration::from_secs(1));
 }
+
+/// With a zero-copy threshold, large replies (and requests) go out as zero-copy sends where
+/// the transport can (TCP) and arrive intact everywhere; small calls still use plain sends.
+/// Transports that cannot send zero-copy ignore the setting (before, a Unix socket failed
+/// every large call with EOPNOTSUPP).
+pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
+    let cfg = CoreConfig::default().with_send_zc_threshold(Some(16 << 10));
+    let (e, _) = crate::engine(t, cfg.clone(), &[calc()], "zc");
+    let mut core = Core::new(cfg).expect("core");
+    let conn = core
+        .connect(&e.endpoints()[0], Duration::from_secs(5))
+        .expect("connect");
+    let mut slot = CallSlot::new();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..50u32 {
+        // Incompressible, so the negotiated compression leaves it large.
+        let big: Vec<u8> = (0..(256 << 10) + i)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        assert_eq!(
+            core.call(conn, b"calc@1.2.0", b"echo", &big, DL, &mut slot)
+                .unwrap(),
+            &big[..]
+        );
+        // Small calls still go through plain sends.
+        assert_eq!(
+            core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot)
+                .unwrap(),
+            &[3]
+        );
+    }
+    let client = core.stats().clone();
+    let server = e.total_stats();
+    if t.zero_copy {
+        assert!(
+            client.zero_copy_writes >= 50 && server.zero_copy_writes >= 50,
+            "{client:?} {server:?}"
+        );
+    } else {
+        assert_eq!(
+            (client.zero_copy_writes, server.zero_copy_writes),
+            (0, 0),
+            "{client:?} {server:?}"
+        );
+        assert!(
+            client.errors.is_empty() && server.errors.is_empty(),
+            "{client:?} {server:?}"
+        );
+    }
+    assert!(client.writes > client.zero_copy_writes);
+    e.shutdown(Duration::from_secs(1));
+}
