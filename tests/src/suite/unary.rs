@@ -292,17 +292,9 @@ pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
         .connect(&e.endpoints()[0], Duration::from_secs(5))
         .expect("connect");
     let mut slot = CallSlot::new();
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for i in 0..50u32 {
         // Incompressible, so the negotiated compression leaves it large.
-        let big: Vec<u8> = (0..(256 << 10) + i)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let big = super::util::noise((256 << 10) + i as usize);
         assert_eq!(
             core.call(conn, b"calc@1.2.0", b"echo", &big, DL, &mut slot)
                 .unwrap(),

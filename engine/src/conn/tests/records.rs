@@ -274,16 +274,14 @@ fn broken_records_are_refused_as_the_reference_reader_refuses_them() {
     }
 }
 
-#[test]
-fn a_fragmented_frame_counts_against_the_buffer_budget_and_the_stall_timer() {
-    let mut cfg = test_cfg();
-    cfg.buffers = std::rc::Rc::new(BufferBudget::new(64 << 10));
+/// An open pair over 1 KiB records and the first 1 KiB fragment of a `len`-byte echo request
+/// from its client, fed to its server.
+fn first_fragment(cfg: ConnConfig, len: usize) -> (Pair, Result<(), ConnError>) {
     let mut p = Pair::with(cfg);
     p.pump_records(1 << 10, true);
-    // A 200 KB request over 1 KiB records: its first fragment asks for more than the budget.
     p.client
         .start_call(
-            &Pair::spec(b"echo", &noise(200_000)),
+            &Pair::spec(b"echo", &noise(len)),
             Arc::new(Completion::new()),
             p.now,
         )
@@ -294,31 +292,21 @@ fn a_fragmented_frame_counts_against_the_buffer_budget_and_the_stall_timer() {
         now: p.now,
         stats: &mut p.stats,
     };
-    let e = p
-        .server
-        .handle_record(&req[..1024], 1024, &mut env)
-        .unwrap_err();
-    assert_eq!(e.counter, "buffer_budget");
+    let r = p.server.handle_record(&req[..1024], 1024, &mut env);
+    (p, r)
+}
+
+#[test]
+fn a_fragmented_frame_counts_against_the_buffer_budget_and_the_stall_timer() {
+    // A 200 KB request over 1 KiB records: its first fragment asks for more than the budget.
+    let mut cfg = test_cfg();
+    cfg.buffers = std::rc::Rc::new(BufferBudget::new(64 << 10));
+    let (_, r) = first_fragment(cfg, 200_000);
+    assert_eq!(r.unwrap_err().counter, "buffer_budget");
 
     // Within budget, an unfinished fragment is a partial frame: the stall timer closes it.
-    let mut p = Pair::new();
-    p.pump_records(1 << 10, true);
-    p.client
-        .start_call(
-            &Pair::spec(b"echo", &noise(20_000)),
-            Arc::new(Completion::new()),
-            p.now,
-        )
-        .unwrap();
-    let (req, _) = p.client.poll_transmit().unwrap();
-    let mut env = Env {
-        registry: &p.registry,
-        now: p.now,
-        stats: &mut p.stats,
-    };
-    p.server
-        .handle_record(&req[..1024], 1024, &mut env)
-        .unwrap();
+    let (mut p, r) = first_fragment(test_cfg(), 20_000);
+    r.unwrap();
     assert!(p.server.awaiting_more());
     let later = p.now + test_cfg().stall_timeout + Duration::from_millis(1);
     let mut env = Env {
