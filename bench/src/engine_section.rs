@@ -67,6 +67,79 @@ impl Stream for UnixStream {
     }
 }
 
+/// The in-process floor: one 64-byte record per message over a pair of netron-shm heap rings
+/// with eventfd doorbells, which is what `inproc://` runs on. Non-blocking reads spin on the
+/// ring; blocking reads announce sleep and wait on the doorbell (`Consumer::wait`).
+pub(crate) struct RingStream {
+    tx: netron_shm::Producer,
+    rx: netron_shm::Consumer,
+    nonblocking: std::cell::Cell<bool>,
+}
+
+impl Stream for RingStream {
+    fn nonblocking(&self, on: bool) {
+        self.nonblocking.set(on);
+    }
+}
+
+impl Write for RingStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.tx.send(buf) {
+            Ok(()) => {}
+            Err(netron_shm::Error::Full) => return Err(ErrorKind::WouldBlock.into()),
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
+        self.tx
+            .publish()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for RingStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let got = self
+                .rx
+                .read()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Some(r) = got {
+                // The floor's messages are one record each, never larger than `buf`.
+                let n = r.len().min(buf.len());
+                buf[..n].copy_from_slice(&r[..n]);
+                self.rx.release();
+                return Ok(n);
+            }
+            if self.rx.peer_gone() {
+                return Ok(0);
+            }
+            if self.nonblocking.get() {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            match self.rx.wait(None) {
+                Ok(()) => {}
+                Err(netron_shm::Error::PeerGone) => return Ok(0),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+    }
+}
+
+/// Two connected [`RingStream`]s.
+fn ring_pair() -> (RingStream, RingStream) {
+    let ring = || netron_shm::channel_with_doorbell(1 << 16, Duration::ZERO).expect("ring");
+    let ((a_tx, b_rx), (b_tx, a_rx)) = (ring(), ring());
+    let side = |tx, rx| RingStream {
+        tx,
+        rx,
+        nonblocking: std::cell::Cell::new(false),
+    };
+    (side(a_tx, a_rx), side(b_tx, b_rx))
+}
+
 fn write_all(s: &mut impl Stream, mut buf: &[u8]) {
     while !buf.is_empty() {
         match s.write(buf) {
@@ -194,27 +267,35 @@ fn latency(n: usize) -> Table {
     // and Netron runs of n / REPS round trips; the percentiles pool each side's samples, the
     // p50 ratio pairs each Netron run with the floor run just before it.
     let per = (n / REPS).max(1);
-    for transport in ["tcp", "unix"] {
-        let floor_of = |busy: bool| {
-            if transport == "tcp" {
+    for transport in ["tcp", "unix", "inproc"] {
+        let floor_of = |busy: bool| match transport {
+            "tcp" => {
                 let (c, s) = tcp_pair();
                 floor(c, s, busy, per)
-            } else {
+            }
+            "unix" => {
                 let (c, s) = unix_pair();
                 floor(c, s, busy, per)
             }
-        };
-        let ep = |tag: &str| {
-            if transport == "tcp" {
-                "tcp://127.0.0.1:0".to_owned()
-            } else {
-                unix_endpoint(tag)
+            _ => {
+                let (c, s) = ring_pair();
+                floor(c, s, busy, per)
             }
         };
+        let ep = |tag: &str| match transport {
+            "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            "unix" => unix_endpoint(tag),
+            _ => format!("inproc://netron-bench-{}-{tag}", std::process::id()),
+        };
+        let (busy_floor, blocking_floor) = if transport == "inproc" {
+            ("busy-poll ring", "blocking ring")
+        } else {
+            ("busy-poll socket", "blocking socket")
+        };
         let rows = [
-            ("busy-poll", IdlePolicy::BusyPoll, true, "busy-poll socket"),
-            ("adaptive (spin 50 µs)", spin, false, "blocking socket"),
-            ("adaptive (spin 0: park)", park, false, "blocking socket"),
+            ("busy-poll", IdlePolicy::BusyPoll, true, busy_floor),
+            ("adaptive (spin 50 µs)", spin, false, blocking_floor),
+            ("adaptive (spin 0: park)", park, false, blocking_floor),
         ];
         for (i, (mode, idle, busy_floor, fl_name)) in rows.into_iter().enumerate() {
             let (mut fl, mut s) = (Samples::with_capacity(n), Samples::with_capacity(n));
@@ -248,7 +329,7 @@ fn latency(n: usize) -> Table {
             ]);
         }
     }
-    t.note(format!("{n} round trips per row in {REPS} alternating floor / Netron runs of {per} (each after {} warm-up round trips); floors: std sockets ping-pong, same sizes and pinning", per / 10));
+    t.note(format!("{n} round trips per row in {REPS} alternating floor / Netron runs of {per} (each after {} warm-up round trips); floors: std sockets ping-pong (tcp, unix) and netron-shm heap rings with eventfd doorbells, one record per message (inproc), same sizes and pinning", per / 10));
     t.note("percentiles pool the runs; the p50 ratio is the median of the per-round ratios (floor and Netron run back to back, so both saw the same host state), with their range");
     t.note(
         "targets: busy-poll p50 <= 1.2x the busy-poll floor; adaptive <= 1.1x the blocking floor",
