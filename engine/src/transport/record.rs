@@ -4,8 +4,8 @@
 //! the connection's batches cut into records ([`crate::conn::record::for_each_record`]).
 //!
 //! Receiving: a core that may sleep announces it in the ring and waits on the doorbell with
-//! one poll operation in the driver; the peer's publish then writes the eventfd (at most once
-//! per announcement). A busy-poll core reads hot record links directly, with no system call
+//! one eventfd read in the driver (which also empties the counter); the peer's publish then
+//! writes the eventfd (at most once per announcement). A busy-poll core reads hot record links directly, with no system call
 //! at all: the ring is memory (`read_direct`).
 //!
 //! Writing: a batch that the ring cannot take whole (the peer is slow) keeps its place, and a
@@ -14,7 +14,7 @@
 //! still bounds how long a peer may take nothing.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
@@ -52,11 +52,13 @@ pub(crate) struct RecordLink {
     /// Our doorbell (a duplicate of the ring's eventfd, so a poll in the driver keeps it
     /// open until its completion, whatever happens to the pipe).
     bell: Rc<OwnedFd>,
-    /// The same eventfd, to drain it after a wake-up and to ring it ourselves.
+    /// The same eventfd, to ring it ourselves (so a pending read completes now).
     bell_io: File,
+    /// The doorbell read's buffer while no read is in the driver (the read owns it).
+    bell_buf: Option<Box<[u8; 8]>>,
     /// Whose link this is (for the tokens of operations started from a completion).
     owner: Owner,
-    /// The doorbell poll in the driver, if armed.
+    /// The doorbell read in the driver, if armed.
     recv: Option<OpId>,
     write: Option<Writing>,
     read_done: bool,
@@ -74,6 +76,7 @@ impl RecordLink {
             pipe: Some(pipe),
             bell,
             bell_io,
+            bell_buf: Some(Box::new([0; 8])),
             owner: Owner {
                 key: usize::MAX,
                 generation: 0,
@@ -84,17 +87,10 @@ impl RecordLink {
         })
     }
 
-    /// Makes a pending doorbell poll complete now (records are waiting, or the link closes).
+    /// Makes a pending doorbell read complete now (records are waiting, or the link closes).
     fn ring_own_bell(&self) {
         // A full counter (EAGAIN) means the poll fires anyway.
         let _ = (&self.bell_io).write(&1u64.to_ne_bytes());
-    }
-
-    /// Empties the doorbell's counter after a wake-up (the eventfd is non-blocking: an empty
-    /// counter is `EAGAIN`, which is fine).
-    fn drain_bell(&self) {
-        let mut b = [0u8; 8];
-        let _ = (&self.bell_io).read(&mut b);
     }
 
     /// Delivers waiting records.
@@ -155,13 +151,16 @@ impl Link for RecordLink {
         let Some(pipe) = self.pipe.as_ref() else {
             return;
         };
+        let Some(buf) = self.bell_buf.take() else {
+            return;
+        };
         // Announce the sleep in the ring, then wait on the doorbell. If records arrived
-        // meanwhile (or the peer is gone), the poll is made to fire at once instead.
+        // meanwhile (or the peer is gone), the read is made to complete at once instead.
         if pipe.announce_sleep() != Ok(true) {
             self.ring_own_bell();
         }
         let tag = Token::new(Op::Recv, owner.key, owner.generation);
-        self.recv = Some(io.poll(&self.bell, libc::POLLIN as u32, tag));
+        self.recv = Some(io.eventfd_read(&self.bell, buf, tag));
     }
 
     fn receiving(&self) -> bool {
@@ -169,7 +168,7 @@ impl Link for RecordLink {
     }
 
     fn stop_recv(&mut self, _io: &mut Driver) {
-        // The poll completes at once; records are then read directly.
+        // The read completes at once; records are then read directly.
         if self.recv.is_some() {
             self.ring_own_bell();
         }
@@ -182,9 +181,9 @@ impl Link for RecordLink {
         deliver: impl FnMut(Input<'_>),
     ) -> Update {
         match event {
-            Event::Polled { result, .. } => {
+            Event::EventfdRead { result, buf } => {
                 self.recv = None;
-                self.drain_bell();
+                self.bell_buf = Some(buf);
                 if let Some(p) = self.pipe.as_ref() {
                     p.cancel_sleep();
                 }
@@ -328,7 +327,7 @@ impl Link for RecordLink {
     }
 
     fn close(&mut self) {
-        // Dropping the rings tells the peer (EOF, PeerGone); a pending doorbell poll is made
+        // Dropping the rings tells the peer (EOF, PeerGone); a pending doorbell read is made
         // to complete, and a retry timer completes by itself within RETRY_MAX.
         self.pipe = None;
         if self.recv.is_some() {
