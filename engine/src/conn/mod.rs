@@ -1,5 +1,5 @@
 //! The connection state machine, sans I/O, with a poll contract in the manner of quinn-proto:
-//! bytes in, batches out, timers and events, no socket, clock or thread of its own.
+//! bytes or records in, batches out, timers and events, no socket, clock or thread of its own.
 //!
 //! It owns the connection's codec state (handshake, header encoder/decoder, payload
 //! (de)compression, the batch being filled and the full batches waiting for the transport),
@@ -130,8 +130,10 @@ pub(crate) struct ConnConfig {
 /// One connection's state machine. `C` is where outcomes of calls it opened go ([`Caller`]).
 ///
 /// Call order, for its driver (the core):
-/// 1. `handle_input(bytes)` for every chunk read, in order; `handle_eof` when the peer
-///    closed its sending side; `handle_closed` when the transport is gone;
+/// 1. `handle_input(bytes)` for every chunk of a byte stream, in order, or `handle_record`
+///    for every record of a record transport (`conn/record.rs`, protocol.md §26), never
+///    both on one connection; `handle_eof` when the peer closed its sending side;
+///    `handle_closed` when the transport is gone;
 /// 2. after each of those, and after `handle_timeout`, `complete_async` and
 ///    `abandon_async`: `poll_event` until `None` (async handlers to start, cancellations),
 ///    then `poll_timeout` to (re)arm its one timer;
