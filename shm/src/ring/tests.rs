@@ -396,6 +396,7 @@ fn drain(fd: std::os::fd::BorrowedFd<'_>) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "poll(2) on the eventfd is not supported by miri")]
 fn doorbell_channel_wakes_an_event_loop_once_per_announcement() {
     let (mut p, mut c) = channel_with_doorbell(256, Duration::ZERO).unwrap();
     use std::os::fd::AsFd;
@@ -437,6 +438,7 @@ fn doorbell_channel_wakes_an_event_loop_once_per_announcement() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "poll(2) on the eventfd is not supported by miri")]
 fn doorbell_channel_reports_a_dropped_producer_after_its_last_records() {
     use std::os::fd::AsFd;
     let (mut p, c) = channel_with_doorbell(256, Duration::ZERO).unwrap();
