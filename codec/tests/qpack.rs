@@ -529,3 +529,38 @@ fn capacity_cannot_drop_below_unacknowledged_insertions() {
     enc.set_capacity(0, &mut ins).unwrap();
     assert_eq!(enc.table_size(), 0);
 }
+
+#[test]
+fn a_block_too_large_is_neither_kept_nor_awaited() {
+    // A block above 65 535 bytes is refused and never sent, so the encoder must not wait for
+    // its acknowledgement: the stream would count as blocked and the entries it references
+    // stay pinned for good. Its insertions are still valid (they go on the encoder stream).
+    let mut enc = QpackEncoder::new(4096);
+    let mut dec = QpackDecoder::new(4096, 1 << 20);
+    let big = vec![b'v'; 700];
+    let mut fields = vec![Header::new(b"x-a", b"1").with_indexing(Indexing::Incremental)];
+    fields.extend((0..100).map(|_| Header::new(b"x-big", &big).with_indexing(Indexing::No)));
+    let (mut block, mut ins) = (b"kept".to_vec(), Vec::new());
+    assert_eq!(
+        enc.encode(0, &fields, &mut block, &mut ins),
+        Err(QpackError::BlockTooLarge)
+    );
+    assert_eq!(block, b"kept", "block left as it was");
+    assert_eq!(enc.insert_count(), 1);
+    assert_eq!(enc.blocked_streams(), 0, "the refused block blocks nothing");
+    // The insertion reaches the decoder and is acknowledged; then nothing pins it.
+    dec.feed_encoder_stream(&ins).unwrap();
+    let mut fb = Vec::new();
+    dec.take_instructions(&mut fb);
+    enc.feed_decoder_stream(&fb).unwrap();
+    assert_eq!(enc.known_received_count(), 1);
+    enc.set_capacity(0, &mut ins).unwrap();
+    assert_eq!(enc.table_size(), 0);
+    // The same fields fit a datagram no better; the block is left as it was there too.
+    let mut dgram = b"kept".to_vec();
+    assert_eq!(
+        enc.encode_datagram(&fields, &mut dgram),
+        Err(QpackError::BlockTooLarge)
+    );
+    assert_eq!(dgram, b"kept");
+}

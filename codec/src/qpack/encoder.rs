@@ -142,8 +142,9 @@ impl QpackEncoder {
     /// # Errors
     ///
     /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes. The insertions already
-    /// appended to `encoder_stream` must still be sent (the table has moved); `block` is
-    /// unusable.
+    /// appended to `encoder_stream` must still be sent (the table has moved); `block` is left
+    /// as it was and the encoder does not wait for an acknowledgement of it (send the fields
+    /// some other way, or fail the call).
     pub fn encode(
         &mut self,
         stream: u64,
@@ -159,7 +160,8 @@ impl QpackEncoder {
     ///
     /// # Errors
     ///
-    /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes.
+    /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes (`block` is left as it
+    /// was).
     pub fn encode_datagram(
         &mut self,
         fields: &[Header<'_>],
@@ -280,14 +282,17 @@ impl QpackEncoder {
                 }
             }
         }
+        if block.len() - start > u16::MAX as usize {
+            // The block is never sent, so it must not be tracked: no acknowledgement would ever
+            // come, its stream would count as blocked and its entries stay pinned for good.
+            block.truncate(start);
+            return Err(QpackError::BlockTooLarge);
+        }
         if let (Some(s), true) = (stream, ric > 0) {
             self.outstanding
                 .entry(s)
                 .or_default()
                 .push_back((ric, min_ref));
-        }
-        if block.len() - start > u16::MAX as usize {
-            return Err(QpackError::BlockTooLarge);
         }
         Ok(())
     }
