@@ -57,6 +57,26 @@ fn field() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, Indexing)> {
         .prop_map(|(n, v, i)| (n.as_bytes().to_vec(), v, i))
 }
 
+/// A field that is mostly new to the table: short random names and values, inserted.
+fn fresh_field() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, Indexing)> {
+    (
+        prop::collection::vec(b'a'..=b'z', 1..6),
+        prop::collection::vec(b'a'..=b'z', 0..6),
+        prop::sample::select(vec![Indexing::Incremental, Indexing::Auto]),
+    )
+}
+
+/// Steps where streams are often abandoned and the encoder stream trickles.
+fn abandon_heavy_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => Just(Step::Encode),
+        1 => (1usize..8).prop_map(Step::EncoderBytes),
+        2 => any::<usize>().prop_map(Step::Block),
+        3 => Just(Step::Feedback),
+        4 => any::<usize>().prop_map(Step::Cancel),
+    ]
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     /// Encode the next header list on a new stream.
@@ -67,6 +87,9 @@ enum Step {
     Block(usize),
     /// Deliver the decoder stream to the encoder.
     Feedback,
+    /// The receiver abandons the pending or blocked block with this index (a reset stream):
+    /// the encoder then forgets it, so nothing pins the entries it inserted.
+    Cancel(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -75,6 +98,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (1usize..40).prop_map(Step::EncoderBytes),
         3 => any::<usize>().prop_map(Step::Block),
         1 => Just(Step::Feedback),
+        1 => any::<usize>().prop_map(Step::Cancel),
     ]
 }
 
@@ -140,6 +164,25 @@ impl Sim {
         }
     }
 
+    /// Abandons the pending or blocked block with index `i` (modulo their number); returns
+    /// whether there was one.
+    fn cancel(&mut self, i: usize) -> bool {
+        let victims: Vec<u64> = self
+            .pending
+            .iter()
+            .map(|p| p.0)
+            .chain(self.blocked.keys().copied())
+            .collect();
+        if victims.is_empty() {
+            return false;
+        }
+        let s = victims[i % victims.len()];
+        self.pending.retain(|p| p.0 != s);
+        self.blocked.remove(&s);
+        self.dec.cancel_stream(s);
+        true
+    }
+
     fn feedback(&mut self) {
         let mut ins = Vec::new();
         self.dec.take_instructions(&mut ins);
@@ -168,7 +211,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Blocks delivered in any order, before or after their insertions; encoder stream split
-    /// anywhere; feedback at any time.
+    /// anywhere; feedback at any time; streams abandoned by the receiver (every block not
+    /// abandoned decodes).
     #[test]
     fn reordered_and_blocked_streams_decode_exactly(
         capacity in prop_oneof![Just(0u32), 64u32..512, Just(4096u32)],
@@ -177,6 +221,7 @@ proptest! {
     ) {
         let mut sim = Sim::new(capacity);
         let mut lists = lists.into_iter();
+        let mut cancelled = 0usize;
         for s in steps {
             match s {
                 Step::Encode => {
@@ -192,6 +237,7 @@ proptest! {
                     }
                 }
                 Step::Feedback => sim.feedback(),
+                Step::Cancel(i) => cancelled += usize::from(sim.cancel(i)),
             }
         }
         for f in lists {
@@ -199,7 +245,42 @@ proptest! {
         }
         let total = sim.next_stream / 4;
         sim.finish();
-        prop_assert_eq!(sim.decoded as u64, total);
+        prop_assert_eq!(sim.decoded as u64 + cancelled as u64, total);
+    }
+
+    /// Abandon-heavy traffic on small tables with fresh values and a slow encoder stream:
+    /// abandoned streams unpin entries the decoder has not received, which must stay anyway
+    /// (else a later block's Required Insert Count can run more than MaxEntries ahead).
+    #[test]
+    fn abandoned_streams_never_make_a_block_undecodable(
+        capacity in 64u32..400,
+        lists in prop::collection::vec(prop::collection::vec(fresh_field(), 1..5), 1..40),
+        steps in prop::collection::vec(abandon_heavy_step(), 0..120),
+    ) {
+        let mut sim = Sim::new(capacity);
+        let mut lists = lists.into_iter();
+        let mut cancelled = 0usize;
+        for s in steps {
+            match s {
+                Step::Encode => {
+                    if let Some(f) = lists.next() {
+                        sim.encode(f);
+                    }
+                }
+                Step::EncoderBytes(n) => sim.encoder_bytes(n),
+                Step::Block(i) => {
+                    if !sim.pending.is_empty() {
+                        let (st, b, f) = sim.pending.remove(i % sim.pending.len());
+                        sim.decode(st, b, f);
+                    }
+                }
+                Step::Feedback => sim.feedback(),
+                Step::Cancel(i) => cancelled += usize::from(sim.cancel(i)),
+            }
+        }
+        let total = sim.next_stream / 4;
+        sim.finish();
+        prop_assert_eq!(sim.decoded as u64 + cancelled as u64, total);
     }
 
     /// The decoder's table always equals the encoder's once the encoder stream is delivered:
@@ -380,4 +461,106 @@ fn a_peer_that_never_acknowledges_costs_compression_not_memory() {
     dec.take_instructions(&mut acks);
     enc.feed_decoder_stream(&acks).unwrap();
     assert_eq!(send(&mut enc, &mut dec, 1 << 20), 4);
+}
+
+#[test]
+fn entries_the_decoder_has_not_received_are_never_evicted() {
+    // Regression (fuzz qpack_roundtrip, BadRequiredInsertCount): capacity 128, so MaxEntries
+    // = 4 and three 36-byte entries fill the table. Each round inserts three fresh entries for
+    // a block the receiver then abandons; the Stream Cancellation unpins them although the
+    // decoder has received none of the insertions. Were they evictable, round three would
+    // reference insertion 9 (RIC 9 > 0 + MaxEntries), which the wrapped encoding cannot
+    // express to a decoder that has received fewer than 5 insertions.
+    let mut sim = Sim::new(128);
+    for round in 0..3u8 {
+        let fields: Fields = (0..3u8)
+            .map(|i| {
+                let name = format!("x-{}", (b'a' + round * 3 + i) as char).into_bytes();
+                (name, b"1".to_vec(), Indexing::Incremental)
+            })
+            .collect();
+        sim.encode(fields);
+        if round < 2 {
+            assert!(sim.cancel(0));
+            sim.feedback();
+        }
+    }
+    assert_eq!(sim.dec.insert_count(), 0);
+    let unacknowledged = sim.enc.insert_count() - sim.enc.known_received_count();
+    // The last block reaches the decoder before any insertion: blocked (or self-contained),
+    // never undecodable; then the insertions trickle in one byte at a time (a wrapped RIC
+    // would be misread as an earlier one and the block decoded too soon, against the wrong
+    // entries) and it decodes exactly.
+    let (s, b, f) = sim.pending.remove(0);
+    sim.decode(s, b, f);
+    while !sim.in_flight.is_empty() {
+        sim.encoder_bytes(1);
+    }
+    sim.finish();
+    assert_eq!(sim.decoded, 1);
+    assert!(
+        unacknowledged <= 4,
+        "{unacknowledged} insertions the decoder had not acknowledged, MaxEntries 4"
+    );
+}
+
+#[test]
+fn capacity_cannot_drop_below_unacknowledged_insertions() {
+    // set_capacity has the same rule: an insertion the decoder has not acknowledged is kept,
+    // referenced or not.
+    let mut enc = QpackEncoder::new(4096);
+    let mut ins = Vec::new();
+    enc.encode(
+        0,
+        &[Header::new(b"x-a", b"1").with_indexing(Indexing::Incremental)],
+        &mut Vec::new(),
+        &mut ins,
+    )
+    .unwrap();
+    enc.feed_decoder_stream(&[0x40]).unwrap(); // Stream Cancellation, stream 0
+    let before = ins.len();
+    assert!(matches!(
+        enc.set_capacity(0, &mut ins),
+        Err(QpackError::CapacityTooLarge { requested: 0, .. })
+    ));
+    assert_eq!(ins.len(), before, "nothing appended on error");
+    // Once the decoder acknowledges the insertion, it may go.
+    enc.feed_decoder_stream(&[0x01]).unwrap(); // Insert Count Increment 1
+    enc.set_capacity(0, &mut ins).unwrap();
+    assert_eq!(enc.table_size(), 0);
+}
+
+#[test]
+fn a_block_too_large_is_neither_kept_nor_awaited() {
+    // A block above 65 535 bytes is refused and never sent, so the encoder must not wait for
+    // its acknowledgement: the stream would count as blocked and the entries it references
+    // stay pinned for good. Its insertions are still valid (they go on the encoder stream).
+    let mut enc = QpackEncoder::new(4096);
+    let mut dec = QpackDecoder::new(4096, 1 << 20);
+    let big = vec![b'v'; 700];
+    let mut fields = vec![Header::new(b"x-a", b"1").with_indexing(Indexing::Incremental)];
+    fields.extend((0..100).map(|_| Header::new(b"x-big", &big).with_indexing(Indexing::No)));
+    let (mut block, mut ins) = (b"kept".to_vec(), Vec::new());
+    assert_eq!(
+        enc.encode(0, &fields, &mut block, &mut ins),
+        Err(QpackError::BlockTooLarge)
+    );
+    assert_eq!(block, b"kept", "block left as it was");
+    assert_eq!(enc.insert_count(), 1);
+    assert_eq!(enc.blocked_streams(), 0, "the refused block blocks nothing");
+    // The insertion reaches the decoder and is acknowledged; then nothing pins it.
+    dec.feed_encoder_stream(&ins).unwrap();
+    let mut fb = Vec::new();
+    dec.take_instructions(&mut fb);
+    enc.feed_decoder_stream(&fb).unwrap();
+    assert_eq!(enc.known_received_count(), 1);
+    enc.set_capacity(0, &mut ins).unwrap();
+    assert_eq!(enc.table_size(), 0);
+    // The same fields fit a datagram no better; the block is left as it was there too.
+    let mut dgram = b"kept".to_vec();
+    assert_eq!(
+        enc.encode_datagram(&fields, &mut dgram),
+        Err(QpackError::BlockTooLarge)
+    );
+    assert_eq!(dgram, b"kept");
 }

@@ -499,6 +499,52 @@ fn main() {
     {
         c.write(&dir, &format!("run_{i}"), seed);
     }
+    // Regression F2 (docs/fuzzing.md): the crash input, minimised. Insertions for a block the
+    // receiver abandons, then more insertions that evicted them before the decoder had any.
+    c.write(
+        &dir,
+        "unacked_eviction_after_cancel",
+        &[
+            18, 155, 65, 20, 48, 18, 155, 244, 195, 49, 138, 225, 225, 225, 225, 225, 31, 224, 225,
+            225, 225, 93, 225, 225, 225, 225, 225, 225, 225, 0, 0, 225, 225, 225, 3, 73, 124, 68,
+            56, 157, 58, 109, 101, 116, 104, 133, 33, 73, 126, 133, 10, 2, 220, 209, 197, 49, 97,
+            247, 25, 146, 249, 232, 150, 255, 20, 67, 97, 70, 182, 42, 244, 202, 73, 124, 121, 138,
+            225, 225, 225, 225, 225, 225, 225, 225, 225, 225, 225,
+        ],
+    );
+    // Regression F3: a block of 101 fields (one inserted, 100 literal values of 700 bytes) is
+    // above 65 535 bytes and refused, as a stream block and as a datagram; then a small block.
+    // Bytes as `arbitrary` 1.x reads a `QpackRun`: capacity, then per step a continue byte,
+    // a u32 variant selector (0 = Encode, u32::MAX = Datagram) and the fields, each behind a
+    // continue byte: name (ratio byte 0 = from NAMES, index), value kind (0 = from VALUES,
+    // index; 5 = repeated byte, byte, length as 2 bytes), indexing (1 = Incremental, 2 = No),
+    // scratch (1 = no).
+    {
+        let small = [0, 1, 0, 1, 1, 1]; // :method = calc@1.0.0, Incremental
+        let big = [0, 0, 5, b'v', 0x02, 0xbc, 2, 1]; // :service = 700 x 'v', No
+        let fields = |first: bool| {
+            let mut b = Vec::new();
+            if first {
+                b.push(1);
+                b.extend_from_slice(&small);
+            }
+            for _ in 0..100 {
+                b.push(1);
+                b.extend_from_slice(&big);
+            }
+            b.push(0);
+            b
+        };
+        let mut seed = vec![255];
+        seed.extend_from_slice(&[1, 0, 0, 0, 0]);
+        seed.extend(fields(true));
+        seed.extend_from_slice(&[1, 0xff, 0xff, 0xff, 0xff]);
+        seed.extend(fields(false));
+        seed.extend_from_slice(&[1, 0, 0, 0, 0, 1]);
+        seed.extend_from_slice(&small);
+        seed.push(0);
+        c.write(&dir, "block_too_large", &seed);
+    }
 
     // Records: a batch, a frame in three fragments, an overrun.
     let dir = c.target("shm_records");

@@ -29,8 +29,10 @@ enum Line<'h> {
 /// the encoder stream the first time and referenced afterwards. A block references an entry
 /// the decoder has not acknowledged only while fewer than [`MAX_BLOCKED_STREAMS`] streams are
 /// blocked; otherwise the field goes literally (and the inserted entry serves later blocks).
-/// Entries still referenced by unacknowledged blocks are never evicted: a field that would
-/// need such an eviction is sent literally. With [`MAX_UNACKED_SECTIONS`] blocks
+/// Entries still referenced by unacknowledged blocks, and entries whose insertion the decoder
+/// has not acknowledged yet (RFC 9204 §2.1.1), are never evicted: a field that would need such
+/// an eviction is sent literally. (The second rule keeps every Required Insert Count within
+/// `MaxEntries` of what the decoder has received, which its decoding relies on.) With [`MAX_UNACKED_SECTIONS`] blocks
 /// unacknowledged, blocks use only the static table and literals until acknowledgements
 /// arrive, so a peer that never acknowledges cannot make the encoder's memory grow.
 #[derive(Debug)]
@@ -81,21 +83,22 @@ impl QpackEncoder {
         self.table.size()
     }
 
-    /// Lowers (or restores, up to the negotiated maximum) the table capacity: appends a Set
-    /// Dynamic Table Capacity instruction. Entries still referenced are kept, so the capacity
-    /// may not drop below what they use.
+    /// Lowers (or restores, up to the negotiated maximum) the table capacity, in bytes:
+    /// appends a Set Dynamic Table Capacity instruction. Entries still referenced, and entries
+    /// the decoder has not acknowledged yet, are kept, so the capacity may not drop below what
+    /// they use.
     ///
     /// # Errors
     ///
     /// [`QpackError::CapacityTooLarge`] above the negotiated maximum or below the size of the
-    /// entries that cannot be evicted yet.
+    /// entries that cannot be evicted yet (nothing is appended then).
     pub fn set_capacity(
         &mut self,
         capacity: u32,
         encoder_stream: &mut Vec<u8>,
     ) -> Result<(), QpackError> {
         let capacity = capacity as usize;
-        let pinned = self.pinned_from(u64::MAX);
+        let pinned = self.evictable_below(u64::MAX);
         let mut keep = 0;
         let mut abs = pinned;
         while let Some((n, v)) = self.table.get(abs) {
@@ -113,12 +116,17 @@ impl QpackEncoder {
         Ok(())
     }
 
-    /// Smallest absolute index still referenced by an unacknowledged block (or `current`).
-    fn pinned_from(&self, current: u64) -> u64 {
+    /// Entries with an absolute index below the result may be evicted: not referenced by an
+    /// unacknowledged block (nor by the block being encoded, whose smallest reference is
+    /// `current`), and known to have reached the decoder. An entry the decoder has not
+    /// received must stay even if nothing references it (RFC 9204 §2.1.1): evicting it would
+    /// let later blocks carry a Required Insert Count more than `MaxEntries` ahead of the
+    /// decoder, which the wrapped encoding of §4.5.1.1 cannot express.
+    fn evictable_below(&self, current: u64) -> u64 {
         self.outstanding
             .values()
             .flat_map(|q| q.iter().map(|(_, min)| *min))
-            .fold(current, u64::min)
+            .fold(current.min(self.known_received), u64::min)
     }
 
     fn is_blocking(&self, stream: u64) -> bool {
@@ -134,8 +142,9 @@ impl QpackEncoder {
     /// # Errors
     ///
     /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes. The insertions already
-    /// appended to `encoder_stream` must still be sent (the table has moved); `block` is
-    /// unusable.
+    /// appended to `encoder_stream` must still be sent (the table has moved); `block` is left
+    /// as it was and the encoder does not wait for an acknowledgement of it (send the fields
+    /// some other way, or fail the call).
     pub fn encode(
         &mut self,
         stream: u64,
@@ -151,7 +160,8 @@ impl QpackEncoder {
     ///
     /// # Errors
     ///
-    /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes.
+    /// [`QpackError::BlockTooLarge`] if the block exceeds 65 535 bytes (`block` is left as it
+    /// was).
     pub fn encode_datagram(
         &mut self,
         fields: &[Header<'_>],
@@ -208,7 +218,7 @@ impl QpackEncoder {
             }
             if dynamic_ok && exact.is_none() && policy == Indexing::Incremental {
                 let size = entry_size(name, value);
-                let evictable = self.pinned_from(min_ref);
+                let evictable = self.evictable_below(min_ref);
                 if self.table.can_fit(size, evictable) {
                     match static_name {
                         Some(i) => encode_int(encoder_stream, 0xc0, 6, i),
@@ -272,14 +282,17 @@ impl QpackEncoder {
                 }
             }
         }
+        if block.len() - start > u16::MAX as usize {
+            // The block is never sent, so it must not be tracked: no acknowledgement would ever
+            // come, its stream would count as blocked and its entries stay pinned for good.
+            block.truncate(start);
+            return Err(QpackError::BlockTooLarge);
+        }
         if let (Some(s), true) = (stream, ric > 0) {
             self.outstanding
                 .entry(s)
                 .or_default()
                 .push_back((ric, min_ref));
-        }
-        if block.len() - start > u16::MAX as usize {
-            return Err(QpackError::BlockTooLarge);
         }
         Ok(())
     }
