@@ -126,7 +126,7 @@ impl RecordPipe {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    end = Some(ReadEnd::Failed(format!("in-process ring: {e}")));
+                    end = Some(ReadEnd::Failed(ring_err(&e)));
                     break;
                 }
             }
@@ -174,7 +174,7 @@ impl RecordPipe {
         });
         let published = self.tx.publish();
         match (outcome, published) {
-            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(format!("in-process ring: {e}")),
+            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(ring_err(&e)),
             (Ok(true), Ok(())) => {
                 self.sent = 0;
                 self.first = None;
@@ -205,6 +205,15 @@ impl RecordPipe {
         self.rx
             .doorbell_fd()
             .expect("channel_with_doorbell always has an eventfd")
+    }
+}
+
+/// Why a ring operation failed, in this transport's words: netron-shm's `PeerGone` speaks of
+/// another process and its liveness socket, which an in-process peer has neither.
+fn ring_err(e: &ShmError) -> String {
+    match e {
+        ShmError::PeerGone => "the in-process peer closed the connection".to_owned(),
+        other => format!("in-process ring: {other}"),
     }
 }
 
@@ -424,6 +433,23 @@ mod tests {
         assert_eq!(s.announce_sleep(), Err(()));
         // Writing to a gone peer fails instead of filling a ring nobody reads.
         assert!(matches!(s.write(&batch(&[(1, 1)])), WriteEnd::Failed(_)));
+    }
+
+    #[test]
+    fn a_gone_in_process_peer_is_not_called_a_dead_process() {
+        // netron-shm's PeerGone speaks of another process and its liveness socket; an
+        // in-process peer has neither, and the text reaches users ("send failed: ...").
+        let (mut c, s) = RecordPipe::pair(4096).unwrap();
+        c.first = None;
+        drop(s);
+        let WriteEnd::Failed(why) = c.write(&batch(&[(1, 1)])) else {
+            panic!("a write to a gone peer fails");
+        };
+        assert!(
+            !why.contains("peer process") && !why.contains("liveness"),
+            "misleading: {why}"
+        );
+        assert!(why.contains("in-process peer closed"), "{why}");
     }
 
     #[test]
