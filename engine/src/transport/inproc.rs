@@ -225,8 +225,11 @@ fn shm_io(e: ShmError) -> io::Error {
 }
 
 /// What a listener does with the server half of a new connection: hand it to a core. An
-/// `Err` refuses the connection with that reason (the engine is shutting down, the core's
-/// `max_connections` is reached).
+/// `Err` refuses the connection with that reason, which the connecting side gets from
+/// `connect` (a dropped raw listener). The engine's and `Core::listen`'s acceptors only queue
+/// the rings in a core's inbox and return `Ok`: a core that is full (`max_connections`) or
+/// shutting down refuses later by dropping them, which the client sees as a close during the
+/// handshake.
 pub(crate) type Acceptor = Arc<dyn Fn(RecordPipe) -> Result<(), String> + Send + Sync>;
 
 fn table() -> &'static Mutex<HashMap<String, Acceptor>> {
