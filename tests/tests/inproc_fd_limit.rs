@@ -18,14 +18,13 @@ fn set_nofile(n: u64) -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: `lim` is a valid rlimit for both calls.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        let old = lim.rlim_cur;
-        lim.rlim_cur = n.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        old
-    }
+    // SAFETY: `lim` is a valid, writable rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let old = lim.rlim_cur;
+    lim.rlim_cur = n.min(lim.rlim_max);
+    // SAFETY: `lim` is a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    old
 }
 
 /// An in-process connection costs descriptors (eventfd doorbells and their duplicates). When
@@ -36,7 +35,7 @@ fn set_nofile(n: u64) -> u64 {
 #[test]
 fn connects_that_run_out_of_descriptors_say_so() {
     let ep = format!("inproc://netron-fd-limit-{}", std::process::id());
-    let e = Engine::builder()
+    let _server = Engine::builder()
         .cores(1)
         .service(calc())
         .listen(&ep)
