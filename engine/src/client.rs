@@ -57,8 +57,8 @@ impl Client {
         }
     }
 
-    /// Connects to `endpoint` (`tcp://…`, `unix://…`) and completes the handshake, waiting
-    /// at most [`DEFAULT_CONNECT_TIMEOUT`].
+    /// Connects to `endpoint` (`tcp://…`, `unix://…`, `inproc://…`) and completes the
+    /// handshake, waiting at most [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
     /// See [`Client::connect_timeout`].

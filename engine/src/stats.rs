@@ -43,10 +43,12 @@ pub struct CoreStats {
     /// `io_uring_enter` calls.
     pub submits: u64,
     /// Non-blocking `recv(2)` calls on hot connections (busy-poll cores; see
-    /// [`crate::DirectRecv`]).
+    /// [`crate::DirectRecv`]). On a record transport (`inproc://`): looks at a hot link's
+    /// ring, with no system call.
     pub direct_recvs: u64,
     /// Batches written with a direct non-blocking `send(2)` on a hot connection (what the
-    /// socket did not take went through the ring).
+    /// socket did not take went through the ring). On a record transport (`inproc://`) every
+    /// batch counts, hot or not: it is copied straight into the peer's ring.
     pub direct_sends: u64,
     /// Times a connection became hot (its ring receive was cancelled for direct reads).
     pub hot_promotions: u64,

@@ -56,6 +56,32 @@ impl<C: Caller> Connection<C> {
                 return Err(e);
             }
             self.handle_input(record, env)?;
+            // Where the awaited handshake frame starts in `rx` (the server keeps the
+            // preface there until the Hello is whole).
+            let awaited = match self.state {
+                super::State::ServerHandshake(_) => Some(netron_codec::handshake::PREFACE.len()),
+                super::State::ClientHandshake(_) => Some(0),
+                _ => None,
+            };
+            if let Some(part) = awaited
+                .and_then(|start| self.rx.get(start..))
+                .filter(|p| !p.is_empty())
+            {
+                // The record ended inside the Hello (or Welcome): legal only as the first
+                // fragments of a frame longer than a record (§26.1, §26.3 rule 2).
+                let length = part
+                    .get(..4)
+                    .map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
+                if part.len() < HEADER_LEN || length <= record_limit {
+                    let e = ConnError::from(DecodeError::Incomplete {
+                        needed: length.max(HEADER_LEN).saturating_sub(part.len()).max(1),
+                    });
+                    self.rx.clear();
+                    self.fail(e.clone(), env);
+                    self.recharge();
+                    return Err(e);
+                }
+            }
             if self.is_open() && !self.rx.is_empty() {
                 // The handshake's record went on with part of a frame: records carry whole
                 // frames, so this one ends inside a frame (§10.2 check 3).
@@ -75,7 +101,12 @@ impl<C: Caller> Connection<C> {
         if self.peer_eof {
             return Ok(());
         }
-        let r = if self.rx.is_empty() {
+        let r = if self.rx.is_empty() && record.is_empty() {
+            // An empty record holds no frame (§2.2) yet costs the receiver a read, like an
+            // empty frame: it is charged to the peer's idle-frame budget, so a flood of them
+            // is cut off as a ping flood is.
+            self.charge_idle_frame(env)
+        } else if self.rx.is_empty() {
             self.first_record(record, record_limit, env)
         } else {
             self.continuation(record, env)

@@ -11,12 +11,7 @@ impl Core {
             .map_err(|e| Status::unavailable(format!("connect to {endpoint}: {e}")))?;
         let key = self
             .add_connected(link, Role::Client, Instant::now())
-            .ok_or_else(|| {
-                Status::new(
-                    StatusCode::ResourceExhausted,
-                    "core is at its connection limit",
-                )
-            })?;
+            .map_err(|s| Status::new(s.code, format!("connect to {endpoint}: {}", s.message)))?;
         let generation = self.conns[key].generation;
         let done = |c: &Core| {
             c.conns

@@ -35,12 +35,8 @@ impl Core {
     pub(super) fn on_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
             Command::Adopt { link, slot } => match self.add_connected(link, Role::Client, now) {
-                Some(key) => self.conns[key].adopt = Some(slot),
-                None => slot.complete(Err(Status::new(
-                    StatusCode::ResourceExhausted,
-                    "core is at its connection limit (CoreConfig::max_connections) or \
-                     shutting down",
-                ))),
+                Ok(key) => self.conns[key].adopt = Some(slot),
+                Err(why) => slot.complete(Err(why)),
             },
             Command::AcceptRecord(pipe) => {
                 if self.listeners.is_closing() {
@@ -52,7 +48,7 @@ impl Core {
                         Role::Server,
                         now,
                     )
-                    .is_some()
+                    .is_ok()
                 {
                     self.stats.accepted += 1;
                 }

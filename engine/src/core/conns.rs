@@ -12,19 +12,28 @@ impl Core {
     }
 
     /// Adds a connection made on another thread (a socket, or an in-process connection's
-    /// rings); `None` if it could not be added (the connection is then dropped, which the
-    /// peer sees as a close).
+    /// rings); `Err` says why it could not be added (the core is full or shutting down, or
+    /// the link could not be set up, e.g. `EMFILE`); the connection is then dropped, which
+    /// the peer sees as a close.
     pub(super) fn add_connected(
         &mut self,
         c: crate::transport::Connected,
         role: Role,
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Result<usize, Status> {
         match c.into_link() {
-            Ok(link) => self.add_conn(link, role, now),
-            Err(_) => {
+            Ok(link) => self.add_conn(link, role, now).ok_or_else(|| {
+                Status::new(
+                    StatusCode::ResourceExhausted,
+                    "core is at its connection limit (CoreConfig::max_connections) or \
+                     shutting down",
+                )
+            }),
+            Err(e) => {
                 self.stats.count_error("link_setup_failed");
-                None
+                Err(Status::unavailable(format!(
+                    "setting up the connection's link failed: {e}"
+                )))
             }
         }
     }

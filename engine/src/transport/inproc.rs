@@ -126,7 +126,7 @@ impl RecordPipe {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    end = Some(ReadEnd::Failed(format!("in-process ring: {e}")));
+                    end = Some(ReadEnd::Failed(ring_err(&e)));
                     break;
                 }
             }
@@ -174,7 +174,7 @@ impl RecordPipe {
         });
         let published = self.tx.publish();
         match (outcome, published) {
-            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(format!("in-process ring: {e}")),
+            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(ring_err(&e)),
             (Ok(true), Ok(())) => {
                 self.sent = 0;
                 self.first = None;
@@ -208,6 +208,15 @@ impl RecordPipe {
     }
 }
 
+/// Why a ring operation failed, in this transport's words: netron-shm's `PeerGone` speaks of
+/// another process and its liveness socket, which an in-process peer has neither.
+fn ring_err(e: &ShmError) -> String {
+    match e {
+        ShmError::PeerGone => "the in-process peer closed the connection".to_owned(),
+        other => format!("in-process ring: {other}"),
+    }
+}
+
 fn shm_io(e: ShmError) -> io::Error {
     match e {
         ShmError::Config { .. } => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
@@ -216,8 +225,11 @@ fn shm_io(e: ShmError) -> io::Error {
 }
 
 /// What a listener does with the server half of a new connection: hand it to a core. An
-/// `Err` refuses the connection with that reason (the engine is shutting down, the core's
-/// `max_connections` is reached).
+/// `Err` refuses the connection with that reason, which the connecting side gets from
+/// `connect` (a dropped raw listener). The engine's and `Core::listen`'s acceptors only queue
+/// the rings in a core's inbox and return `Ok`: a core that is full (`max_connections`) or
+/// shutting down refuses later by dropping them, which the client sees as a close during the
+/// handshake.
 pub(crate) type Acceptor = Arc<dyn Fn(RecordPipe) -> Result<(), String> + Send + Sync>;
 
 fn table() -> &'static Mutex<HashMap<String, Acceptor>> {
@@ -424,6 +436,23 @@ mod tests {
         assert_eq!(s.announce_sleep(), Err(()));
         // Writing to a gone peer fails instead of filling a ring nobody reads.
         assert!(matches!(s.write(&batch(&[(1, 1)])), WriteEnd::Failed(_)));
+    }
+
+    #[test]
+    fn a_gone_in_process_peer_is_not_called_a_dead_process() {
+        // netron-shm's PeerGone speaks of another process and its liveness socket; an
+        // in-process peer has neither, and the text reaches users ("send failed: ...").
+        let (mut c, s) = RecordPipe::pair(4096).unwrap();
+        c.first = None;
+        drop(s);
+        let WriteEnd::Failed(why) = c.write(&batch(&[(1, 1)])) else {
+            panic!("a write to a gone peer fails");
+        };
+        assert!(
+            !why.contains("peer process") && !why.contains("liveness"),
+            "misleading: {why}"
+        );
+        assert!(why.contains("in-process peer closed"), "{why}");
     }
 
     #[test]
