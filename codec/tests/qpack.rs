@@ -190,6 +190,31 @@ impl Sim {
         assert!(self.enc.known_received_count() <= self.dec.insert_count());
     }
 
+    /// Plays `steps`, taking the lists to encode from `lists`; returns how many streams the
+    /// receiver abandoned.
+    fn run(&mut self, lists: &mut impl Iterator<Item = Fields>, steps: Vec<Step>) -> usize {
+        let mut cancelled = 0usize;
+        for s in steps {
+            match s {
+                Step::Encode => {
+                    if let Some(f) = lists.next() {
+                        self.encode(f);
+                    }
+                }
+                Step::EncoderBytes(n) => self.encoder_bytes(n),
+                Step::Block(i) => {
+                    if !self.pending.is_empty() {
+                        let (st, b, f) = self.pending.remove(i % self.pending.len());
+                        self.decode(st, b, f);
+                    }
+                }
+                Step::Feedback => self.feedback(),
+                Step::Cancel(i) => cancelled += usize::from(self.cancel(i)),
+            }
+        }
+        cancelled
+    }
+
     fn finish(&mut self) {
         while !self.pending.is_empty() {
             let (s, b, f) = self.pending.remove(0);
@@ -221,25 +246,7 @@ proptest! {
     ) {
         let mut sim = Sim::new(capacity);
         let mut lists = lists.into_iter();
-        let mut cancelled = 0usize;
-        for s in steps {
-            match s {
-                Step::Encode => {
-                    if let Some(f) = lists.next() {
-                        sim.encode(f);
-                    }
-                }
-                Step::EncoderBytes(n) => sim.encoder_bytes(n),
-                Step::Block(i) => {
-                    if !sim.pending.is_empty() {
-                        let (st, b, f) = sim.pending.remove(i % sim.pending.len());
-                        sim.decode(st, b, f);
-                    }
-                }
-                Step::Feedback => sim.feedback(),
-                Step::Cancel(i) => cancelled += usize::from(sim.cancel(i)),
-            }
-        }
+        let cancelled = sim.run(&mut lists, steps);
         for f in lists {
             sim.encode(f);
         }
@@ -259,25 +266,7 @@ proptest! {
     ) {
         let mut sim = Sim::new(capacity);
         let mut lists = lists.into_iter();
-        let mut cancelled = 0usize;
-        for s in steps {
-            match s {
-                Step::Encode => {
-                    if let Some(f) = lists.next() {
-                        sim.encode(f);
-                    }
-                }
-                Step::EncoderBytes(n) => sim.encoder_bytes(n),
-                Step::Block(i) => {
-                    if !sim.pending.is_empty() {
-                        let (st, b, f) = sim.pending.remove(i % sim.pending.len());
-                        sim.decode(st, b, f);
-                    }
-                }
-                Step::Feedback => sim.feedback(),
-                Step::Cancel(i) => cancelled += usize::from(sim.cancel(i)),
-            }
-        }
+        let cancelled = sim.run(&mut lists, steps);
         let total = sim.next_stream / 4;
         sim.finish();
         prop_assert_eq!(sim.decoded as u64 + cancelled as u64, total);

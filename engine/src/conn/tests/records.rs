@@ -27,45 +27,58 @@ fn cut(batch: &[u8], first: Option<Role>, limit: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// Moves every batch `from` has into `to` as records of at most `limit` bytes; `first`: the
+/// next batch is `from`'s first (its handshake). Returns the records, and whether any moved.
+fn move_records(
+    from: &mut Connection<Arc<Completion>>,
+    to: &mut Connection<Arc<Completion>>,
+    first: &mut Option<Role>,
+    limit: usize,
+    env: &mut Env<'_>,
+) -> Vec<Vec<u8>> {
+    let mut moved = Vec::new();
+    while let Some((buf, _)) = from.poll_transmit() {
+        for r in cut(&buf, first.take(), limit) {
+            assert!(r.len() <= limit, "record of {} > {limit}", r.len());
+            let _ = to.handle_record(&r, limit, env);
+            moved.push(r);
+        }
+    }
+    moved
+}
+
 impl Pair {
     /// Moves batches both ways as records of at most `limit` bytes until quiet; returns every
     /// record the client sent, in order. `handshake`: the first batch of each side holds its
     /// handshake (the first pump of a pair).
     fn pump_records(&mut self, limit: usize, handshake: bool) -> Vec<Vec<u8>> {
         let mut sent = Vec::new();
-        let (mut client_first, mut server_first) = (handshake, handshake);
+        let mut client_first = handshake.then_some(Role::Client);
+        let mut server_first = handshake.then_some(Role::Server);
         for _ in 0..100 {
-            let mut moved = false;
-            while let Some((buf, _)) = self.client.poll_transmit() {
-                moved = true;
-                let first = std::mem::take(&mut client_first).then_some(Role::Client);
-                for r in cut(&buf, first, limit) {
-                    assert!(r.len() <= limit, "record of {} > {limit}", r.len());
-                    let mut env = Env {
-                        registry: &self.registry,
-                        now: self.now,
-                        stats: &mut self.stats,
-                    };
-                    let _ = self.server.handle_record(&r, limit, &mut env);
-                    sent.push(r);
-                }
-            }
-            while let Some((buf, _)) = self.server.poll_transmit() {
-                moved = true;
-                let first = std::mem::take(&mut server_first).then_some(Role::Server);
-                for r in cut(&buf, first, limit) {
-                    assert!(r.len() <= limit, "record of {} > {limit}", r.len());
-                    let mut env = Env {
-                        registry: &self.registry,
-                        now: self.now,
-                        stats: &mut self.stats,
-                    };
-                    let _ = self.client.handle_record(&r, limit, &mut env);
-                }
-            }
-            if !moved {
+            let mut env = Env {
+                registry: &self.registry,
+                now: self.now,
+                stats: &mut self.stats,
+            };
+            let up = move_records(
+                &mut self.client,
+                &mut self.server,
+                &mut client_first,
+                limit,
+                &mut env,
+            );
+            let down = move_records(
+                &mut self.server,
+                &mut self.client,
+                &mut server_first,
+                limit,
+                &mut env,
+            );
+            if up.is_empty() && down.is_empty() {
                 return sent;
             }
+            sent.extend(up);
         }
         panic!("pump did not settle");
     }
