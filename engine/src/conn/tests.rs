@@ -9,6 +9,21 @@ use crate::service::{Registry, Service};
 use crate::slot::Completion;
 use crate::{Status, StatusCode};
 
+/// The environment of one event on pair `$p` (at `$now`, default the pair's clock); a macro,
+/// so the fields are borrowed apart from the pair's connections.
+macro_rules! conn_env {
+    ($p:expr) => {
+        conn_env!($p, $p.now)
+    };
+    ($p:expr, $now:expr) => {
+        Env {
+            registry: &$p.registry,
+            now: $now,
+            stats: &mut $p.stats,
+        }
+    };
+}
+
 struct Pair {
     server: Connection<Arc<Completion>>,
     client: Connection<Arc<Completion>>,
@@ -91,22 +106,14 @@ impl Pair {
             while let Some((buf, _)) = self.client.poll_transmit() {
                 moved = true;
                 for c in buf.chunks(chunk) {
-                    let mut env = Env {
-                        registry: &self.registry,
-                        now: self.now,
-                        stats: &mut self.stats,
-                    };
+                    let mut env = conn_env!(self);
                     let _ = self.server.handle_input(c, &mut env);
                 }
             }
             while let Some((buf, _)) = self.server.poll_transmit() {
                 moved = true;
                 for c in buf.chunks(chunk) {
-                    let mut env = Env {
-                        registry: &self.registry,
-                        now: self.now,
-                        stats: &mut self.stats,
-                    };
+                    let mut env = conn_env!(self);
                     let _ = self.client.handle_input(c, &mut env);
                 }
             }
@@ -190,11 +197,7 @@ fn errors_carry_status_codes() {
 fn garbage_closes_with_an_error_frame() {
     let mut p = Pair::new();
     p.pump(usize::MAX);
-    let mut env = Env {
-        registry: &p.registry,
-        now: p.now,
-        stats: &mut p.stats,
-    };
+    let mut env = conn_env!(p);
     let mut junk = vec![0xffu8; 16];
     junk[4] = 0x7f; // unknown kind, length huge
     let e = p.server.handle_input(&junk, &mut env).unwrap_err();
@@ -209,11 +212,7 @@ fn garbage_closes_with_an_error_frame() {
 #[test]
 fn bad_preface_is_rejected() {
     let mut p = Pair::new();
-    let mut env = Env {
-        registry: &p.registry,
-        now: p.now,
-        stats: &mut p.stats,
-    };
+    let mut env = conn_env!(p);
     let e = p
         .server
         .handle_input(b"GET / HTTP/1.1\r\n\r\n", &mut env)
@@ -238,11 +237,7 @@ fn deadlines_expire_and_cancel() {
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     // No pump: the request never reaches the server. Time passes.
     let later = p.now + Duration::from_millis(6);
-    let mut env = Env {
-        registry: &p.registry,
-        now: later,
-        stats: &mut p.stats,
-    };
+    let mut env = conn_env!(p, later);
     p.client.handle_timeout(&mut env, &mut Vec::new()).unwrap();
     assert_eq!(
         slot.result().unwrap().unwrap_err().code,
@@ -275,19 +270,11 @@ fn keepalive_detects_a_dead_peer() {
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     let t1 = p.now + Duration::from_secs(2);
-    let mut env = Env {
-        registry: &p.registry,
-        now: t1,
-        stats: &mut p.stats,
-    };
+    let mut env = conn_env!(p, t1);
     p.client.handle_timeout(&mut env, &mut Vec::new()).unwrap();
     assert!(p.client.ping_outstanding.is_some());
     let t2 = t1 + Duration::from_secs(2);
-    let mut env = Env {
-        registry: &p.registry,
-        now: t2,
-        stats: &mut p.stats,
-    };
+    let mut env = conn_env!(p, t2);
     let e = p
         .client
         .handle_timeout(&mut env, &mut Vec::new())
@@ -345,17 +332,6 @@ fn large_frames_leave_no_large_buffers_behind() {
     assert!(p.client.spare.iter().all(|b| b.capacity() <= KEEP_BUFFER));
     // Small calls still reuse their buffers.
     assert_eq!(p.call(b"add", &[1, 2], usize::MAX).unwrap(), vec![3]);
-}
-
-/// The environment of one event on `p` (fields borrowed separately from its connections).
-macro_rules! env {
-    ($p:expr) => {
-        Env {
-            registry: &$p.registry,
-            now: $p.now,
-            stats: &mut $p.stats,
-        }
-    };
 }
 
 impl Pair {
@@ -670,7 +646,7 @@ fn replies_queued_before_eof_are_kept() {
     p.client_sends(request_frame(3, None, &ADD));
     let (buf, _) = p.client.poll_transmit().unwrap();
     let now = p.now;
-    p.server.handle_input(&buf, &mut env!(p)).unwrap();
+    p.server.handle_input(&buf, &mut conn_env!(p)).unwrap();
     p.server.handle_eof(now);
     assert!(p.server.wants_write(), "the reply is still queued");
     assert!(p.server.drained());

@@ -18,7 +18,7 @@ fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
     for (i, byte) in buf[..buf.len() - 1].iter().enumerate() {
         p.now = t;
         p.server
-            .handle_input(std::slice::from_ref(byte), &mut env!(p))
+            .handle_input(std::slice::from_ref(byte), &mut conn_env!(p))
             .unwrap();
         let next = p.server.poll_timeout().expect("a frame is pending");
         assert!(
@@ -34,7 +34,7 @@ fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
     p.now = t0 + stall;
     let e = p
         .server
-        .handle_timeout(&mut env!(p), &mut Vec::new())
+        .handle_timeout(&mut conn_env!(p), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "stalled");
     // An Error frame saying why goes to the peer before the close.
@@ -44,7 +44,7 @@ fn frames_complete_within_the_stall_timeout_of_their_first_byte() {
     q.now += stall;
     let e = q
         .server
-        .handle_timeout(&mut env!(q), &mut Vec::new())
+        .handle_timeout(&mut conn_env!(q), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "stalled");
 }
@@ -84,20 +84,20 @@ fn partial_frames_share_the_cores_buffer_budget() {
     let (fb, _sb) = frame(&mut b);
     // A's frame arrives all but its last byte: its buffer (the whole frame) is reserved.
     a.server
-        .handle_input(&fa[..fa.len() - 1], &mut env!(a))
+        .handle_input(&fa[..fa.len() - 1], &mut conn_env!(a))
         .unwrap();
     assert!(budget.used() >= fa.len() - 1);
     // B's partial frame does not fit beside it: B gets a connection error saying why.
     let e = b
         .server
-        .handle_input(&fb[..fb.len() - 1], &mut env!(b))
+        .handle_input(&fb[..fb.len() - 1], &mut conn_env!(b))
         .unwrap_err();
     assert_eq!(e.counter, "buffer_budget");
     assert_eq!(e.status, StatusCode::ResourceExhausted);
     assert!(e.message.contains("max_buffer_bytes"), "{e:?}");
     // A's frame completes; its large buffer is freed.
     a.server
-        .handle_input(&fa[fa.len() - 1..], &mut env!(a))
+        .handle_input(&fa[fa.len() - 1..], &mut conn_env!(a))
         .unwrap();
     assert!(budget.used() <= 2 * KEEP_BUFFER, "used {}", budget.used());
     drop(b);
@@ -125,7 +125,7 @@ fn the_default_buffer_budget_holds_fifteen_largest_frames() {
     for i in 0..17 {
         let mut p = Pair::with(cfg.clone());
         p.pump(usize::MAX);
-        let r = p.server.handle_input(&head, &mut env!(p));
+        let r = p.server.handle_input(&head, &mut conn_env!(p));
         match i {
             // Fifteen largest frames fit beside every connection's small buffers...
             0..15 => r.unwrap(),
@@ -155,19 +155,19 @@ fn a_closing_connection_is_closed_after_the_linger_bound() {
     });
     let (buf, _) = p.client.poll_transmit().unwrap();
     let t0 = p.now;
-    assert!(p.server.handle_input(&buf, &mut env!(p)).is_err());
+    assert!(p.server.handle_input(&buf, &mut conn_env!(p)).is_err());
     p.server.closing_at(t0);
     assert_eq!(p.server.poll_timeout(), Some(t0 + linger));
     p.now = t0 + linger - Duration::from_millis(1);
     assert!(
         p.server
-            .handle_timeout(&mut env!(p), &mut Vec::new())
+            .handle_timeout(&mut conn_env!(p), &mut Vec::new())
             .is_ok()
     );
     p.now = t0 + linger;
     let e = p
         .server
-        .handle_timeout(&mut env!(p), &mut Vec::new())
+        .handle_timeout(&mut conn_env!(p), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "close_linger");
 }

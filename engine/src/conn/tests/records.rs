@@ -56,11 +56,7 @@ impl Pair {
         let mut client_first = handshake.then_some(Role::Client);
         let mut server_first = handshake.then_some(Role::Server);
         for _ in 0..100 {
-            let mut env = Env {
-                registry: &self.registry,
-                now: self.now,
-                stats: &mut self.stats,
-            };
+            let mut env = conn_env!(self);
             let up = move_records(
                 &mut self.client,
                 &mut self.server,
@@ -202,11 +198,7 @@ fn engine(records: &[&[u8]], limit: usize) -> Option<&'static str> {
     let mut p = Pair::new();
     p.pump_records(limit, true);
     for r in records {
-        let mut env = Env {
-            registry: &p.registry,
-            now: p.now,
-            stats: &mut p.stats,
-        };
+        let mut env = conn_env!(p);
         if let Err(e) = p.server.handle_record(r, limit, &mut env) {
             assert!(p.server.is_closing());
             return Some(e.counter);
@@ -300,11 +292,7 @@ fn first_fragment(cfg: ConnConfig, len: usize) -> (Pair, Result<(), ConnError>) 
         )
         .unwrap();
     let (req, _) = p.client.poll_transmit().unwrap();
-    let mut env = Env {
-        registry: &p.registry,
-        now: p.now,
-        stats: &mut p.stats,
-    };
+    let mut env = conn_env!(p);
     let r = p.server.handle_record(&req[..1024], 1024, &mut env);
     (p, r)
 }
@@ -322,11 +310,7 @@ fn a_fragmented_frame_counts_against_the_buffer_budget_and_the_stall_timer() {
     r.unwrap();
     assert!(p.server.awaiting_more());
     let later = p.now + test_cfg().stall_timeout + Duration::from_millis(1);
-    let mut env = Env {
-        registry: &p.registry,
-        now: later,
-        stats: &mut p.stats,
-    };
+    let mut env = conn_env!(p, later);
     let e = p
         .server
         .handle_timeout(&mut env, &mut Vec::new())
