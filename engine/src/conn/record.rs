@@ -127,11 +127,16 @@ impl<C: Caller> Connection<C> {
         record_limit: usize,
         env: &mut Env<'_>,
     ) -> Result<(), ConnError> {
-        let limits = self.limits();
-        match Frame::parse(record, &limits) {
-            Err(DecodeError::Incomplete { needed })
-                if record.len() >= HEADER_LEN && record.len() + needed > record_limit =>
-            {
+        // Only a record whose first frame declares more bytes than any record holds can be a
+        // first fragment; every other record is a batch, parsed once by `process_frames`.
+        let declared = record
+            .get(..4)
+            .map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
+        if record.len() < HEADER_LEN || declared <= record_limit || declared <= record.len() {
+            return self.process_frames(record, true, env).map(drop);
+        }
+        match Frame::parse(record, &self.limits()) {
+            Err(DecodeError::Incomplete { needed }) if record.len() + needed > record_limit => {
                 // The first fragment: its header is valid (length <= max_frame_size), so
                 // reserving the whole frame is bounded; the stall timer runs from now.
                 self.rx_started = env.now;
