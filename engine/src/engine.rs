@@ -75,7 +75,9 @@ impl EngineBuilder {
         self.services.push(service);
         self
     }
-    /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`) on every core.
+    /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`, `inproc://name`) on every
+    /// core: sockets are bound once and shared by the cores; an `inproc://` name hands its
+    /// connections to the cores in turn.
     pub fn listen(mut self, endpoint: &str) -> Self {
         self.listen.push(endpoint.to_owned());
         self

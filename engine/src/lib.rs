@@ -38,7 +38,7 @@ mod engine;
 mod executor;
 mod inbox;
 /// The in-process record transport, `inproc://name`: engines of one process connect over
-/// netron-shm rings on the heap instead of sockets (docs/architecture.md, "Transports").
+/// netron-shm rings on the heap instead of sockets (docs/architecture.md, "`inproc://name`").
 /// Listening and connecting go through the usual endpoint strings; this module has the raw
 /// access for hand-written peers (tests, protocol tools).
 pub mod inproc {
