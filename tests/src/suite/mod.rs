@@ -13,6 +13,7 @@
 //! | [`limits`]    | message sizes, backlogs, frame budgets, connection limits, settings  |
 //! | [`endings`]   | FIN, GoAway, trickles, stall timeouts, shutdown, engines dropped     |
 //! | [`alloc`]     | allocation counts per call (each test in its own process)            |
+//! | [`counts`]    | writes, frames and `io_uring_enter` calls per call (parked cores)    |
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
 //!
@@ -23,6 +24,7 @@
 pub mod alloc;
 pub mod bad_input;
 pub mod cancel;
+pub mod counts;
 pub mod deadlines;
 pub mod endings;
 pub mod errors;
@@ -131,6 +133,9 @@ macro_rules! conformance {
                     alloc {
                         isolated steady_state_sync_calls_allocate_nothing,
                         isolated channel_and_async_paths_stay_within_their_allocation_budgets,
+                    }
+                    counts {
+                        isolated a_parked_sync_call_costs_fixed_writes_frames_and_enters,
                     }
                     hot {
                         alone echoes_stay_intact_across_promotion_direct_reads_and_demotion,

@@ -1,0 +1,100 @@
+//! System-call and write counts per call, the deterministic half of the engine's "must not
+//! regress" rule (issues 13 and 14: counted per call, before and after a change, they must be
+//! equal). Both sides park (`IdlePolicy::Adaptive { spin: 0 }`), so every count is fixed by
+//! the design, not by how fast the host is: a busy-poll core's empty polls would vary.
+//!
+//! The conformance macro runs these `isolated` (alone, in a child process), so no other test's
+//! cores share the machine while counting.
+
+use std::time::Duration;
+
+use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, IdlePolicy};
+
+use crate::{Kind, Transport, calc};
+
+const CALLS: u64 = 2_000;
+
+/// Per-call counts of `after - before` over `calls`.
+fn per_call(after: &CoreStats, before: &CoreStats, calls: u64) -> [f64; 4] {
+    let d = |a: u64, b: u64| (a - b) as f64 / calls as f64;
+    [
+        d(after.submits, before.submits),
+        d(after.writes, before.writes),
+        d(after.frames_out, before.frames_out),
+        d(after.bytes_out, before.bytes_out),
+    ]
+}
+
+/// One steady-state unary call (64-byte request and reply, a deadline, a caller-driven client
+/// core, a server engine core, both parking) costs exactly, per side: one batch written with
+/// one frame, a constant number of bytes, and a fixed number of `io_uring_enter` calls (see
+/// the comment at the assertion).
+pub fn a_parked_sync_call_costs_fixed_writes_frames_and_enters(t: &Transport) {
+    let park = CoreConfig::default().with_idle(IdlePolicy::Adaptive {
+        spin: Duration::ZERO,
+    });
+    let (server, _) = crate::engine(t, park.clone(), &[calc()], "counts");
+    let mut core = Core::new(park).unwrap();
+    let conn = core
+        .connect(&server.endpoints()[0], Duration::from_secs(5))
+        .unwrap();
+    let mut slot = CallSlot::new();
+    let payload = [7u8; 64];
+    let deadline = Some(Duration::from_secs(5));
+    let mut call = |core: &mut Core| {
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
+            .unwrap();
+        assert_eq!(r.len(), 64);
+    };
+    // Warm-up: header tables reach their steady state (names indexed after the first call).
+    for _ in 0..200 {
+        call(&mut core);
+    }
+    let (c0, s0) = (core.stats(), server.total_stats());
+    for _ in 0..CALLS {
+        call(&mut core);
+    }
+    let (c1, s1) = (core.stats(), server.total_stats());
+    let client = per_call(&c1, &c0, CALLS);
+    let srv = per_call(&s1, &s0, CALLS);
+    eprintln!(
+        "{}: per call [submits, writes, frames, bytes out]: client {client:?}, server {srv:?}",
+        t.name
+    );
+    let [c_submits, c_writes, c_frames, c_bytes] = client;
+    let [s_submits, s_writes, s_frames, s_bytes] = srv;
+    assert_eq!((c_writes, c_frames), (1.0, 1.0), "{}: client", t.name);
+    assert_eq!((s_writes, s_frames), (1.0, 1.0), "{}: server", t.name);
+    // The request carries the indexed names, the deadline and 64 bytes; the reply 64 bytes.
+    assert!(
+        c_bytes.fract() == 0.0 && s_bytes.fract() == 0.0 && c_bytes > 64.0 && s_bytes > 64.0,
+        "{}: bytes per call {c_bytes} / {s_bytes} are not constant",
+        t.name
+    );
+    // Sockets: the client enters once to submit its write and once to wait for the reply
+    // (2), the server once to wait for the request and once to submit the reply (2). Record
+    // links write the ring and ring the peer's doorbell without io_uring: the client's only
+    // enter is its wait; the server's second one re-arms its doorbell read. Timing can save
+    // enters (a request already there when a core would park: a few in 1,000 on a loaded
+    // host) or add one (a parked core's wait times out after 5 ms without work, so a host
+    // that stalls the test adds one per stall): a design change moves the count by a whole
+    // enter per call or a large fraction of one, so more than 1 % above, or 10 % below, the
+    // expected count fails.
+    let (c_expected, s_expected) = match t.kind {
+        Kind::Stream => (2.0, 2.0),
+        Kind::Record => (1.0, 2.0),
+    };
+    for (side, submits, expected) in [
+        ("client", c_submits, c_expected),
+        ("server", s_submits, s_expected),
+    ] {
+        assert!(
+            (expected * 0.9..=expected * 1.01).contains(&submits),
+            "{}: the {side} makes {submits} io_uring_enter calls per call ({expected} expected)",
+            t.name
+        );
+    }
+    core.close(conn);
+    server.shutdown(Duration::from_secs(1));
+}
