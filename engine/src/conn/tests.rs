@@ -660,3 +660,5 @@ fn replies_queued_before_eof_are_kept() {
 mod bounds;
 /// The same connections over a record transport (docs/protocol.md §26).
 mod records;
+/// Calls in both directions on one connection (symmetric peers).
+mod peers;
