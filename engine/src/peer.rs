@@ -26,6 +26,35 @@ use crate::{Status, StatusCode};
 /// `Unavailable` (the peer's services went with its connection), and so do calls still
 /// pending when it closes.
 ///
+/// ```
+/// use netron_engine::{Bytes, Engine, Service};
+/// use std::time::Duration;
+///
+/// let dl = Some(Duration::from_secs(5));
+/// // The accepting side's handler calls the caller's `phone@1.0.0/ring` back, mid-call.
+/// let desk = Service::new("desk", "1.0.0")?.unary_async("ask", move |req| {
+///     let peer = req.peer();
+///     async move {
+///         let r = peer.call_async("phone@1.0.0", "ring", req.payload, dl).await?;
+///         Ok(Bytes::from(r))
+///     }
+/// });
+/// let server = Engine::builder().cores(1).service(desk).listen("tcp://127.0.0.1:0").build()?;
+/// // The connecting side serves `phone` on its engine's cores, where its connections live.
+/// let phone = Service::new("phone", "1.0.0")?.unary("ring", |req, reply| {
+///     reply.write(b"ringing ");
+///     reply.write(req.payload);
+///     Ok(())
+/// });
+/// let client = Engine::builder().cores(1).service(phone).build()?;
+/// let ch = client.client().connect(&server.endpoints()[0].to_string())?;
+/// assert_eq!(ch.call("desk@1.0.0", "ask", &b"bob"[..], dl)?, b"ringing bob");
+/// drop(ch);
+/// client.shutdown(Duration::from_secs(1));
+/// server.shutdown(Duration::from_secs(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// Only the engine makes peers: one cannot be made up for a connection.
 ///
 /// ```compile_fail
