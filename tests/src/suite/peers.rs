@@ -211,9 +211,36 @@ pub fn a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock(t: &Transpor
 /// Both sides call each other at once on one connection, many calls each way, blocking and
 /// async, with callbacks nested in calls: every call gets its own answer, and no counter shows
 /// ids of the two directions colliding.
+///
+/// Then the same with both ends of the connection on one core (an engine serving both
+/// services connected to itself): both roles are served by that core in the same turns.
 pub fn both_sides_call_each_other_at_once(t: &Transport) {
     let (server, kept, client, ch) = pair(t, "peers-both");
     let peer = kept_peer(&ch, &kept);
+    both_ways(&ch, &peer);
+    assert_no_id_trouble(&[&server, &client]);
+    drop(ch);
+    client.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+
+    let kept = Arc::new(Mutex::new(None));
+    let (one, ep) = crate::engine(
+        t,
+        CoreConfig::default(),
+        &[desk(kept.clone()), phone()],
+        "peers-one-core",
+    );
+    let ch = one.client().connect(&ep).expect("connect");
+    let peer = kept_peer(&ch, &kept);
+    both_ways(&ch, &peer);
+    assert_no_id_trouble(&[&one]);
+    drop(ch);
+    one.shutdown(Duration::from_secs(1));
+}
+
+/// Calls both ways on `ch`'s connection at once: from `ch`'s side (`echo`, and `ask`, which
+/// calls back) and from the other side through `peer`, blocking and async, on several threads.
+fn both_ways(ch: &Channel, peer: &Peer) {
     const THREADS: usize = 3;
     const CALLS: u32 = 40;
     let mut hs = Vec::new();
@@ -269,10 +296,6 @@ pub fn both_sides_call_each_other_at_once(t: &Transport) {
     let want = (u64::from(CALLS) + u64::from(CALLS / 2)) * THREADS as u64 + 40;
     let n = peer.call("phone@1.0.0", "count", Bytes::new(), DL).unwrap();
     assert_eq!(u64::from_le_bytes(n.try_into().unwrap()), want);
-    assert_no_id_trouble(&[&server, &client]);
-    drop(ch);
-    client.shutdown(Duration::from_secs(1));
-    server.shutdown(Duration::from_secs(1));
 }
 
 /// The peer's services vanish with its connection: a callback pending when the client closes

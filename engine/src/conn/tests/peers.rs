@@ -27,7 +27,11 @@ fn both_sides_call_each_other_at_once() {
             let slot = Arc::new(Completion::new());
             assert!(slot.arm());
             let id = conn
-                .start_call(&spec(b"add", &[i, u8::from(from_server)]), slot.clone(), p.now)
+                .start_call(
+                    &spec(b"add", &[i, u8::from(from_server)]),
+                    slot.clone(),
+                    p.now,
+                )
                 .unwrap();
             assert_eq!(id % 2 == 0, from_server, "id {id}");
             slots.push((slot, i.wrapping_add(u8::from(from_server))));
@@ -41,7 +45,12 @@ fn both_sides_call_each_other_at_once() {
         assert_eq!(slot.result().unwrap().unwrap(), [*want]);
     }
     assert_eq!(p.stats.calls_in, 400);
-    for c in ["wrong_id_parity", "duplicate_id", "unknown_id", "late_reply"] {
+    for c in [
+        "wrong_id_parity",
+        "duplicate_id",
+        "unknown_id",
+        "late_reply",
+    ] {
         assert_eq!(p.stats.errors_of(c), 0, "{c}");
     }
     assert_eq!((p.client.calls.len(), p.server.calls.len()), (0, 0));
@@ -55,7 +64,9 @@ fn the_acceptors_calls_fail_when_the_connection_closes() {
     p.pump(usize::MAX);
     let slot = Arc::new(Completion::new());
     assert!(slot.arm());
-    p.server.start_call(&spec(b"add", &[1, 2]), slot.clone(), p.now).unwrap();
+    p.server
+        .start_call(&spec(b"add", &[1, 2]), slot.clone(), p.now)
+        .unwrap();
     p.server.handle_eof(p.now);
     let e = slot.result().unwrap().unwrap_err();
     assert_eq!(e.code, StatusCode::Unavailable, "{e}");
