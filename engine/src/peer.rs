@@ -67,13 +67,23 @@ use crate::{Status, StatusCode};
 /// only that same core can read. [`Peer::call`] (blocking) made on the core that owns the
 /// connection therefore fails at once with `FailedPrecondition` instead of deadlocking. Call
 /// back with [`Peer::call_async`] from an async handler (awaiting it there lets the core go
-/// on serving, including the peer's own calls), or block from another thread.
+/// on serving, including the peer's own calls), or block from a thread that is no core's. (A
+/// blocking call from another core's handler stalls that core until the reply or the
+/// deadline, as with a [`crate::Channel`].)
 #[derive(Clone)]
 pub struct Peer {
     /// The owning core's inbox and the connection on it; `None` for a request that did not
     /// arrive on a connection of a core (a detached peer: its calls fail).
     link: Option<(Arc<Inbox>, ConnRef)>,
 }
+
+// A `Peer` goes anywhere a handler's state goes; its call futures may run on any executor.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + Clone>() {}
+    const fn assert_send<T: Send>() {}
+    assert_send_sync::<Peer>();
+    assert_send::<CallFuture>();
+};
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
