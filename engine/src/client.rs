@@ -193,7 +193,12 @@ impl Channel {
 #[must_use = "a call future does nothing unless awaited; dropping it cancels the call"]
 pub struct CallFuture {
     slot: Arc<Completion>,
-    channel: Channel,
+    /// The core that owns the call's connection, and that connection (to cancel on drop);
+    /// `None` for a call that failed before it was sent.
+    target: Option<(Arc<Inbox>, ConnRef)>,
+    /// A channel's call keeps its connection open until it resolves; a [`crate::Peer`]'s
+    /// call does not (the connection is the peer's, and closes with it).
+    _channel: Option<Channel>,
     finished: bool,
 }
 
@@ -214,12 +219,31 @@ impl std::future::Future for CallFuture {
     }
 }
 
+impl CallFuture {
+    /// A call that failed before it was sent: resolves at once to `status`.
+    pub(crate) fn failed(status: Status) -> CallFuture {
+        let slot = Arc::new(Completion::new());
+        let armed = slot.arm();
+        debug_assert!(armed);
+        slot.complete(Err(status));
+        CallFuture {
+            slot,
+            target: None,
+            _channel: None,
+            finished: false,
+        }
+    }
+}
+
 impl Drop for CallFuture {
     fn drop(&mut self) {
-        if !self.finished && !self.slot.is_done() {
-            let ch = &self.channel.inner;
-            ch.inbox.send(Command::CancelSlot {
-                conn: ch.conn,
+        if let Some((inbox, conn)) = self
+            .target
+            .as_ref()
+            .filter(|_| !self.finished && !self.slot.is_done())
+        {
+            inbox.send(Command::CancelSlot {
+                conn: *conn,
                 slot: self.slot.clone(),
                 code: crate::StatusCode::Cancelled,
             });
@@ -251,9 +275,11 @@ impl Method {
         let armed = slot.arm();
         debug_assert!(armed);
         self.send(payload.into(), deadline, &slot);
+        let ch = &self.channel.inner;
         CallFuture {
             slot,
-            channel: self.channel.clone(),
+            target: Some((ch.inbox.clone(), ch.conn)),
+            _channel: Some(self.channel.clone()),
             finished: false,
         }
     }
@@ -317,4 +343,85 @@ impl Method {
         );
         Ok(())
     }
+}
+
+/// Starts a call of `service`/`method` on connection `conn` of the core behind `inbox` and
+/// returns its future (for [`crate::Peer::call_async`]: the future does not keep the
+/// connection open). One allocation for the completion slot.
+pub(crate) fn start_async(
+    inbox: &Arc<Inbox>,
+    conn: ConnRef,
+    service: Arc<[u8]>,
+    method: Arc<[u8]>,
+    payload: Bytes,
+    deadline: Option<Duration>,
+) -> CallFuture {
+    let slot = Arc::new(Completion::new());
+    let armed = slot.arm();
+    debug_assert!(armed);
+    inbox.send(Command::Call {
+        conn,
+        service,
+        method,
+        payload,
+        deadline,
+        idempotent: false,
+        slot: slot.clone(),
+    });
+    CallFuture {
+        slot,
+        target: Some((inbox.clone(), conn)),
+        _channel: None,
+        finished: false,
+    }
+}
+
+/// A blocking call of `service`/`method` on connection `conn` of the core behind `inbox`,
+/// appending the reply to `out` (for [`crate::Peer::call`]). Called on that core's own
+/// thread, the wait would never end (the core cannot answer while its thread waits), so it
+/// fails at once with `FailedPrecondition`.
+pub(crate) fn call_blocking(
+    inbox: &Arc<Inbox>,
+    conn: ConnRef,
+    spec: (Arc<[u8]>, Arc<[u8]>),
+    payload: Bytes,
+    deadline: Option<Duration>,
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    if inbox.is_current() {
+        return Err(Status::new(
+            crate::StatusCode::FailedPrecondition,
+            "a blocking call to the peer from a handler on its connection's own core would \
+             deadlock (the core cannot serve the reply while its thread waits); use \
+             Peer::call_async from an async handler",
+        ));
+    }
+    let until = deadline.and_then(|d| Instant::now().checked_add(d));
+    let slot = thread_slot();
+    let (service, method) = spec;
+    inbox.send(Command::Call {
+        conn,
+        service,
+        method,
+        payload,
+        deadline,
+        idempotent: false,
+        slot: slot.clone(),
+    });
+    if !slot.wait(SPIN, until) && !slot.is_done() {
+        inbox.send(Command::CancelSlot {
+            conn,
+            slot,
+            code: crate::StatusCode::DeadlineExceeded,
+        });
+        return Err(Status::deadline_exceeded(
+            "the deadline passed before the peer's reply arrived (the connection's core did \
+             not answer in time)",
+        ));
+    }
+    out.extend_from_slice(
+        slot.result()
+            .unwrap_or_else(|| Err(Status::internal("call slot not completed")))?,
+    );
+    Ok(())
 }

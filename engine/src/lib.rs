@@ -44,6 +44,7 @@ mod inbox;
 pub mod inproc {
     pub use crate::transport::inproc::{RING_BYTES, RawListener, connect_raw, listen_raw};
 }
+mod peer;
 mod service;
 mod slot;
 mod stats;
@@ -59,6 +60,7 @@ pub use core::{ConnId, Core, CoreError};
 pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
+pub use peer::Peer;
 pub use service::{
     AsyncHandler, AsyncRequest, HandlerFuture, Reply, Request, Service, ServiceError, SyncHandler,
     Version,

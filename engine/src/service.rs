@@ -23,6 +23,18 @@ pub struct Request<'a> {
     pub headers: &'a HeaderList,
     /// Time left before the caller gives up, as carried by the request.
     pub deadline: Option<Duration>,
+    /// The connection's peer (`None` outside a core).
+    pub(crate) peer: Option<&'a crate::Peer>,
+}
+
+impl Request<'_> {
+    /// The peer that made this call, to call its services back over the same connection
+    /// (see [`crate::Peer`]: a sync handler must not block on it, so only keep it or start
+    /// [`crate::Peer::call_async`]; a blocking [`crate::Peer::call`] here fails at once).
+    /// A reference-count increment, no allocation.
+    pub fn peer(&self) -> crate::Peer {
+        self.peer.cloned().unwrap_or_else(crate::Peer::detached)
+    }
 }
 
 /// Where a sync handler writes its reply: straight into the connection's send buffer.
@@ -97,6 +109,17 @@ pub struct AsyncRequest {
     /// Time left before the caller gives up, as carried by the request. The core cancels the
     /// handler's future (dropping it) and answers DeadlineExceeded when it passes.
     pub deadline: Option<Duration>,
+    /// The connection's peer.
+    pub(crate) peer: crate::Peer,
+}
+
+impl AsyncRequest {
+    /// The peer that made this call, to call its services back over the same connection,
+    /// during this call (await [`crate::Peer::call_async`] in the handler's future) or later
+    /// (keep the [`crate::Peer`]).
+    pub fn peer(&self) -> crate::Peer {
+        self.peer.clone()
+    }
 }
 
 /// The future an async handler returns: it runs on the core that received the request (it

@@ -192,6 +192,8 @@ pub(crate) struct Connection<C: Caller> {
     pub(crate) close_reason: Option<String>,
     /// Budget of frames that do no work, in quarter tokens.
     budget: Budget,
+    /// The handle its handlers get to the other side (set by the core; opaque here).
+    pub(crate) peer: Option<crate::Peer>,
     /// Bytes of `rx` and `scratch` capacity counted against the core's buffer budget.
     charged: usize,
     cfg: ConnConfig,
@@ -256,6 +258,7 @@ impl<C: Caller> Connection<C> {
             closing_since: None,
             close_reason: None,
             budget: Budget::new(config.idle_frames, now),
+            peer: None,
             charged: 0,
             cfg: config.clone(),
         };

@@ -82,6 +82,7 @@ impl<C: Caller> Connection<C> {
                             payload: bytes::Bytes::copy_from_slice(payload),
                             headers: self.headers.clone(),
                             deadline,
+                            peer: self.peer.clone().unwrap_or_else(crate::Peer::detached),
                         };
                         self.inflight.insert(id);
                         self.spawns.push_back(Spawn {
@@ -111,11 +112,13 @@ impl<C: Caller> Connection<C> {
             return self.answer_error(id, StatusCode::DeadlineExceeded, EXPIRED_IN_QUEUE);
         }
         let headers = std::mem::take(&mut self.headers);
+        let peer = self.peer.take();
         let req = Request {
             id,
             payload,
             headers: &headers,
             deadline,
+            peer: peer.as_ref(),
         };
         let mut outcome = Ok(());
         let backlog = self.backlog_bytes();
@@ -153,6 +156,7 @@ impl<C: Caller> Connection<C> {
             }
         });
         self.headers = headers;
+        self.peer = peer;
         self.release_scratch(scratch);
         match (r, outcome) {
             (Ok(()), Ok(())) => {

@@ -658,5 +658,7 @@ fn replies_queued_before_eof_are_kept() {
 
 /// Stall, buffer budget and linger bounds.
 mod bounds;
+/// Calls in both directions on one connection (symmetric peers).
+mod peers;
 /// The same connections over a record transport (docs/protocol.md §26).
 mod records;

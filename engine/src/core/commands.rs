@@ -127,7 +127,7 @@ impl Core {
                 }
             },
             None => {
-                slot.complete(Err(Status::unavailable("connection is closed")));
+                slot.complete(Err(crate::peer::closed()));
                 None
             }
         }

@@ -45,7 +45,15 @@ impl Core {
             return None;
         }
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
-        let conn = Conn::new(role, &self.conn_cfg, now);
+        let mut conn = Conn::new(role, &self.conn_cfg, now);
+        // Its handlers' handle to the other side (either role: peers are symmetric).
+        conn.peer = Some(crate::Peer::new(
+            self.inbox.clone(),
+            ConnRef {
+                key: self.conns.vacant_key() as u32,
+                generation: self.next_gen,
+            },
+        ));
         let key = self.conns.insert(Entry {
             link,
             conn,

@@ -16,6 +16,7 @@
 //! | [`counts`]    | writes, frames and `io_uring_enter` calls per call (parked cores)    |
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
+//! | [`peers`]     | symmetric peers: callbacks mid-call and after, both ways, vanishing  |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
 //! legal on a stream and `Incomplete` in a record, docs/protocol.md §10.2, §26.2), the test
@@ -30,6 +31,7 @@ pub mod endings;
 pub mod errors;
 pub mod hot;
 pub mod limits;
+pub mod peers;
 pub mod unary;
 pub mod values;
 
@@ -141,6 +143,13 @@ macro_rules! conformance {
                         alone echoes_stay_intact_across_promotion_direct_reads_and_demotion,
                         alone concurrent_callers_share_hot_connections,
                         alone turning_direct_reads_off_keeps_every_byte_on_the_ring,
+                    }
+                    peers {
+                        a_server_calls_back_into_the_clients_services_mid_call_and_after,
+                        a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock,
+                        both_sides_call_each_other_at_once,
+                        peer_services_vanish_with_the_connection,
+                        a_request_with_the_wrong_id_parity_is_cut_off,
                     }
                     values {
                         arbitrary_call_arguments_never_panic,
