@@ -8,7 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use netron_engine::{
-    CallSlot, ConnId, Core, CoreConfig, CoreStats, Endpoint, Engine, IdlePolicy, Service,
+    CallSlot, ConnId, Core, CoreConfig, CoreStats, DriverChoice, Endpoint, Engine, IdlePolicy,
+    Service,
 };
 
 use crate::Options;
@@ -204,10 +205,14 @@ fn unix_pair() -> (UnixStream, UnixStream) {
 // ---- netron --------------------------------------------------------------------------------
 
 pub(crate) fn server(endpoint: &str, idle: IdlePolicy) -> Engine {
+    server_with(endpoint, CoreConfig::default().with_idle(idle))
+}
+
+fn server_with(endpoint: &str, cfg: CoreConfig) -> Engine {
     Engine::builder()
         .cores(1)
         .cpus(&[1])
-        .config(CoreConfig::default().with_idle(idle))
+        .config(cfg)
         .service(service())
         .listen(endpoint)
         .build()
@@ -218,10 +223,10 @@ fn unix_endpoint(tag: &str) -> String {
     format!("unix:///tmp/netron-bench-{}-{tag}.sock", std::process::id())
 }
 
-fn netron_rtt(endpoint: &str, idle: IdlePolicy, n: usize) -> Samples {
-    let engine = server(endpoint, idle);
+fn netron_rtt(endpoint: &str, cfg: CoreConfig, n: usize) -> Samples {
+    let engine = server_with(endpoint, cfg.clone());
     let ep: Endpoint = engine.endpoints()[0].clone();
-    let mut core = Core::new(CoreConfig::default().with_idle(idle)).expect("client core");
+    let mut core = Core::new(cfg).expect("client core");
     let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
     let mut slot = CallSlot::new();
     let msg = [0x5au8; SIZE];
@@ -292,17 +297,37 @@ fn latency(n: usize) -> Table {
         } else {
             ("busy-poll socket", "blocking socket")
         };
-        let rows = [
-            ("busy-poll", IdlePolicy::BusyPoll, true, busy_floor),
-            ("adaptive (spin 50 µs)", spin, false, blocking_floor),
-            ("adaptive (spin 0: park)", park, false, blocking_floor),
+        let auto = DriverChoice::Auto;
+        let mut rows = vec![
+            ("busy-poll", IdlePolicy::BusyPoll, true, busy_floor, auto),
+            ("adaptive (spin 50 µs)", spin, false, blocking_floor, auto),
+            ("adaptive (spin 0: park)", park, false, blocking_floor, auto),
         ];
-        for (i, (mode, idle, busy_floor, fl_name)) in rows.into_iter().enumerate() {
+        if transport != "inproc" {
+            // The epoll driver (for hosts that block io_uring) on the same floors.
+            let epoll = DriverChoice::Epoll;
+            rows.push((
+                "busy-poll, epoll",
+                IdlePolicy::BusyPoll,
+                true,
+                busy_floor,
+                epoll,
+            ));
+            rows.push((
+                "adaptive (spin 0: park), epoll",
+                park,
+                false,
+                blocking_floor,
+                epoll,
+            ));
+        }
+        for (i, (mode, idle, busy_floor, fl_name, driver)) in rows.into_iter().enumerate() {
+            let cfg = CoreConfig::default().with_idle(idle).with_driver(driver);
             let (mut fl, mut s) = (Samples::with_capacity(n), Samples::with_capacity(n));
             let mut rounds = Vec::with_capacity(REPS);
             for _ in 0..REPS {
                 let mut f = floor_of(busy_floor);
-                let mut m = netron_rtt(&ep(&format!("rtt{i}")), idle, per);
+                let mut m = netron_rtt(&ep(&format!("rtt{i}")), cfg.clone(), per);
                 rounds.push((m.percentile(50.0), f.percentile(50.0)));
                 fl.append(f);
                 s.append(m);
@@ -332,9 +357,18 @@ fn latency(n: usize) -> Table {
     t.note(format!("{n} round trips per row in {REPS} alternating floor / Netron runs of {per} (each after {} warm-up round trips); floors: std sockets ping-pong (tcp, unix) and netron-shm heap rings with eventfd doorbells, one record per message (inproc), same sizes and pinning", per / 10));
     t.note("percentiles pool the runs; the p50 ratio is the median of the per-round ratios (floor and Netron run back to back, so both saw the same host state), with their range");
     t.note(
-        "targets: busy-poll p50 <= 1.2x the busy-poll floor; adaptive <= 1.1x the blocking floor",
+        "targets: busy-poll p50 <= 1.2x the busy-poll floor (io_uring and epoll); adaptive <= 1.1x the blocking floor",
     );
+    t.note(format!("rows without a driver run on {} (CoreConfig::driver auto; NETRON_DRIVER overrides); `, epoll` rows force the readiness driver", default_driver()));
     t
+}
+
+/// The driver a default core gets on this host.
+fn default_driver() -> String {
+    Core::new(CoreConfig::default()).map_or_else(
+        |e| format!("(no core: {e})"),
+        |c| c.driver().kind.to_string(),
+    )
 }
 
 // ---- throughput ------------------------------------------------------------------------------
@@ -353,11 +387,22 @@ fn throughput(window: Duration) -> Table {
             "target",
         ],
     );
-    for depth in [1usize, 16, 256] {
-        let engine = server("tcp://127.0.0.1:0", IdlePolicy::BusyPoll);
+    let mut uring_rate = [0.0f64; 3];
+    let runs = [DriverChoice::Auto, DriverChoice::Epoll]
+        .into_iter()
+        .flat_map(|d| {
+            [1usize, 16, 256]
+                .into_iter()
+                .enumerate()
+                .map(move |(k, n)| (d, k, n))
+        });
+    for (driver, k, depth) in runs {
+        let cfg = CoreConfig::default()
+            .with_idle(IdlePolicy::BusyPoll)
+            .with_driver(driver);
+        let engine = server_with("tcp://127.0.0.1:0", cfg.clone());
         let ep = engine.endpoints()[0].clone();
-        let mut core =
-            Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+        let mut core = Core::new(cfg).expect("core");
         let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
         let mut slots: Vec<CallSlot> = (0..depth).map(|_| CallSlot::new()).collect();
         let msg = [0x5au8; SIZE];
@@ -385,26 +430,40 @@ fn throughput(window: Duration) -> Table {
         };
         let per_call = |n: u64| format!("{:.2}", n as f64 / calls.max(1) as f64);
         let submits = both(|s| s.submits);
+        let rate = calls as f64 / secs;
+        let epoll = driver == DriverChoice::Epoll;
+        let target = match (epoll, depth) {
+            (false, 256) => ">= 1,000,000 calls/s".to_owned(),
+            (false, _) => String::new(),
+            (true, _) => format!(
+                "{} io_uring's{}",
+                ratio(rate, uring_rate[k]),
+                if depth == 256 { " (>= 0.7x)" } else { "" }
+            ),
+        };
+        if !epoll {
+            uring_rate[k] = rate;
+        }
         t.row(&[
-            depth.to_string(),
-            format!("{:.0}", calls as f64 / secs),
+            if epoll {
+                format!("{depth}, epoll")
+            } else {
+                depth.to_string()
+            },
+            format!("{rate:.0}"),
             format!("{:.1}", fpw(&after, &before)),
             format!("{:.1}", fpw(&server_after, &server_before)),
             per_call(submits),
             per_call(both(|s| s.direct_recvs)),
             per_call(both(|s| s.direct_sends)),
-            if depth == 256 {
-                ">= 1,000,000 calls/s".into()
-            } else {
-                String::new()
-            },
+            target,
         ]);
         core.close(conn);
         drop(core);
         engine.shutdown(Duration::from_millis(200));
     }
     t.note("client: a core driven by this thread; server: one engine core; both busy-poll; every count is client + server, per call");
-    t.note("busy-poll cores read and write hot connections directly (CoreConfig::direct_recv): direct recv/call counts the non-blocking recv(2) of every loop turn, most of them empty polls, like the busy-poll socket floor's; submits/call counts io_uring_enter calls");
+    t.note("busy-poll cores read and write hot connections directly (CoreConfig::direct_recv): direct recv/call counts the non-blocking recv(2) of every loop turn, most of them empty polls, like the busy-poll socket floor's; submits/call counts io_uring_enter calls (epoll_wait calls on the epoll driver, where each send is a send(2) of its own)");
     t
 }
 

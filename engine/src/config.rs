@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::driver::DriverChoice;
+
 use netron_codec::handshake::{ClientConfig, ServerConfig};
 
 /// What a core does when it has nothing to do.
@@ -153,6 +155,10 @@ pub struct CoreConfig {
     /// instead of the io_uring multishot receive (default: on, 8 connections, 200 µs). Ignored
     /// by adaptive cores, which must be able to park in the ring. `None` turns it off.
     pub direct_recv: Option<DirectRecv>,
+    /// The I/O backend (default [`DriverChoice::Auto`]: the `NETRON_DRIVER` environment
+    /// variable if set, else io_uring with a fallback to epoll where io_uring is blocked;
+    /// docs/architecture.md, "The epoll driver").
+    pub driver: DriverChoice,
     /// Test-only fault injection: after this many loop turns, every `io_uring_enter` fails
     /// with `EPERM`, as under a seccomp filter installed after setup.
     #[cfg(feature = "fault-injection")]
@@ -181,6 +187,7 @@ impl Default for CoreConfig {
             max_buffer_bytes: 256 << 20,
             send_zc_threshold: None,
             direct_recv: Some(DirectRecv::default()),
+            driver: DriverChoice::Auto,
             #[cfg(feature = "fault-injection")]
             fail_enter_after_turns: None,
             server: ServerConfig::default(),
@@ -366,6 +373,11 @@ impl CoreConfig {
     /// ring).
     pub fn with_direct_recv(mut self, direct: Option<DirectRecv>) -> Self {
         self.direct_recv = direct;
+        self
+    }
+    /// Sets the I/O backend.
+    pub fn with_driver(mut self, driver: DriverChoice) -> Self {
+        self.driver = driver;
         self
     }
     /// Sets the receive buffer ring (count must be a power of two).

@@ -152,7 +152,8 @@ impl EngineBuilder {
         let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), CoreError>>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<(usize, crate::DriverInfo), CoreError>>();
         for (i, listeners) in per_core.into_iter().enumerate() {
             let inbox = Inbox::new().map_err(CoreError::Io)?;
             inboxes.push(inbox.clone());
@@ -177,7 +178,7 @@ impl EngineBuilder {
                     for (fd, ep) in listeners {
                         core.add_listener(fd, ep, None);
                     }
-                    let _ = ready.send(Ok(()));
+                    let _ = ready.send(Ok((i, core.driver())));
                     drop(ready);
                     run_core(i, core, &stop);
                 })
@@ -192,10 +193,12 @@ impl EngineBuilder {
             endpoints: bound,
             files,
             inproc: Vec::new(),
+            drivers: Vec::with_capacity(n),
         };
+        let mut drivers = vec![None; n];
         for _ in 0..n {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok((i, info))) => drivers[i] = Some(info),
                 Ok(Err(e)) => {
                     engine.stop_now();
                     return Err(e.into());
@@ -209,6 +212,7 @@ impl EngineBuilder {
                 }
             }
         }
+        engine.drivers = drivers.into_iter().flatten().collect();
         // In-process names: a connect from any thread of this process goes to the cores in
         // turn, as the kernel spreads a socket's connections over their accepts.
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -293,6 +297,8 @@ pub struct Engine {
     files: Vec<SocketFile>,
     /// The `inproc://` names this engine listens on, unbound at shutdown.
     inproc: Vec<crate::transport::inproc::Binding>,
+    /// The I/O backend of each core, by core index.
+    drivers: Vec<crate::DriverInfo>,
 }
 
 impl Engine {
@@ -311,6 +317,13 @@ impl Engine {
     /// Number of cores.
     pub fn cores(&self) -> usize {
         self.inboxes.len()
+    }
+
+    /// The I/O backend each core runs (by core index) and, where a core fell back from
+    /// io_uring to epoll, why (`CoreConfig::driver`, docs/architecture.md, "The epoll
+    /// driver").
+    pub fn drivers(&self) -> &[crate::DriverInfo] {
+        &self.drivers
     }
 
     /// Health check: `Err` lists the cores that stopped on their own (a ring that failed at

@@ -58,6 +58,7 @@ pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
 pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::uring::RingError;
+pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use peer::Peer;

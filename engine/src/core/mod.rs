@@ -24,8 +24,9 @@ use slab::Slab;
 
 use crate::config::{CoreConfig, IdlePolicy};
 use crate::conn::{ConnConfig, Connection, Env, Role};
+use crate::driver::SetupError;
 use crate::driver::token::{Op, Token};
-use crate::driver::uring::{RingError, SetupError};
+use crate::driver::uring::RingError;
 use crate::driver::{Cqe, Driver, Event};
 use crate::executor::{Executor, Outcome};
 use crate::inbox::{Command, ConnRef, Inbox};
@@ -145,6 +146,11 @@ impl From<SetupError> for CoreError {
         match e {
             SetupError::Ring(e) => CoreError::Ring(e),
             SetupError::Io(e) => CoreError::Io(e),
+            SetupError::Env(why) => CoreError::Config(crate::config::ConfigError {
+                setting: crate::driver::DRIVER_ENV,
+                value: std::env::var(crate::driver::DRIVER_ENV).unwrap_or_default(),
+                why,
+            }),
         }
     }
 }
@@ -178,7 +184,12 @@ impl Core {
         inbox: Arc<Inbox>,
     ) -> Result<Core, CoreError> {
         cfg.validate()?;
-        let driver = Driver::new(cfg.ring_entries, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let driver = Driver::new(
+            cfg.driver,
+            cfg.ring_entries,
+            cfg.recv_buffers,
+            cfg.recv_buffer_size,
+        )?;
         let inbox_fd = Rc::new(inbox.eventfd().try_clone()?);
         let conn_cfg = ConnConfig {
             server: cfg.server.clone(),
@@ -235,6 +246,11 @@ impl Core {
         s.submits += self.driver.full_submits();
         s.buffer_bytes = self.conn_cfg.buffers.used() as u64;
         s
+    }
+
+    /// The I/O backend this core runs, and why if it fell back to epoll.
+    pub fn driver(&self) -> crate::DriverInfo {
+        self.driver.info()
     }
 
     /// Open connections.

@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn bytes_in_order_through_the_ring_and_directly_then_eof() {
-        let mut io = Driver::new(8, 8, 4096).unwrap();
+        let mut io = Driver::new(crate::DriverChoice::IoUring, 8, 8, 4096).unwrap();
         let (a, b) = UnixStream::pair().unwrap();
         let mut link = StreamLink::new(b.into());
         link.start_recv(&mut io, OWNER);

@@ -81,6 +81,14 @@ pub fn a_parked_sync_call_costs_fixed_writes_frames_and_enters(t: &Transport) {
     // that stalls the test adds one per stall): a design change moves the count by a whole
     // enter per call or a large fraction of one, so more than 1 % above, or 10 % below, the
     // expected count fails.
+    // On the epoll driver (docs/architecture.md, "The epoll driver") a send is its own
+    // send(2) and an enter is an epoll_wait, taken only when a core has to wait: that count
+    // follows the timing, so only the io_uring driver's is fixed.
+    if core.driver().kind == netron_engine::DriverKind::Epoll {
+        core.close(conn);
+        server.shutdown(Duration::from_secs(1));
+        return;
+    }
     let (c_expected, s_expected) = match t.kind {
         Kind::Stream => (2.0, 2.0),
         Kind::Record => (1.0, 2.0),

@@ -261,6 +261,40 @@ pub fn isolated(test: &str, t: &Transport, body: fn(&Transport)) {
     );
 }
 
+/// Runs this whole test binary again with [`netron_engine::DRIVER_ENV`] = `driver`, so every
+/// suite test also runs on that I/O backend (the same suite body; docs/architecture.md, "The
+/// epoll driver"), and fails with the child's failures if any test fails there. `this` is the
+/// calling test's name, skipped in the child. Runs alone (the child runs its own tests in
+/// parallel). In a process that already has the variable set (the child itself, or a user who
+/// forced a driver for the whole run) it does nothing.
+pub fn rerun_with_driver(driver: &str, this: &str) {
+    if std::env::var_os(netron_engine::DRIVER_ENV).is_some() {
+        println!(
+            "{} is set: this run is already on one driver",
+            netron_engine::DRIVER_ENV
+        );
+        return;
+    }
+    let _all = CPUS.write().unwrap_or_else(|e| e.into_inner());
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--skip", this])
+        .env(netron_engine::DRIVER_ENV, driver)
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with("FAILED") || l.starts_with("test result"))
+        .collect();
+    assert!(
+        out.status.success() && stdout.contains("test result: ok"),
+        "the suite failed on the {driver} driver:\n{}\n\n{stdout}\n{}",
+        failed.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{driver}: {}", failed.join(" "));
+}
+
 /// The configuration of the independent review's engine (tests moved from review.rs): an
 /// adaptive core with a short spin, so it parks often, and a 500 ms stall timeout.
 pub(crate) fn review_cfg() -> netron_engine::CoreConfig {

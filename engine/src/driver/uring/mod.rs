@@ -14,7 +14,6 @@
 //! (epoll) backend be added beside this one later.
 
 pub(crate) mod buf_ring;
-pub(crate) mod lifecycle;
 pub(crate) mod op;
 pub(crate) mod setup;
 
@@ -27,86 +26,22 @@ use io_uring::{IoUring, types};
 use slab::Slab;
 
 use self::buf_ring::BufRing;
-pub(crate) use self::lifecycle::OpId;
-use self::lifecycle::{Lifecycle, PROBE, Slot};
 use self::op::Op;
 pub use self::setup::RingError;
+use crate::driver::lifecycle::{Lifecycle, OpId, PROBE, Slot};
 use crate::driver::token::Token;
+use crate::driver::{Completion, Cqe, SetupError};
 
 /// `IORING_ENTER_GETEVENTS` (linux/io_uring.h): run deferred completions in this enter.
 const IORING_ENTER_GETEVENTS: u32 = 1;
 /// Buffer group id of the receive buffer ring.
 const BGID: u16 = 0;
 
-/// The driver could not be set up.
-#[derive(Debug)]
-pub(crate) enum SetupError {
-    /// The ring itself.
-    Ring(RingError),
-    /// The receive buffer ring.
-    Io(io::Error),
-}
-
-/// What a completion means to the operation's owner.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// An accept finished: the new connection or `errno`; `more`: the accept stays armed.
-    Accepted {
-        fd: Result<OwnedFd, i32>,
-        more: bool,
-    },
-    /// A multishot receive delivered bytes (`result > 0`, in buffer `buf`: read it with
-    /// [`Uring::recv_data`], give it back with [`Uring::recycle`]), EOF (`0`) or `-errno`;
-    /// `more`: the receive stays armed.
-    Received {
-        result: i32,
-        buf: Option<u16>,
-        more: bool,
-    },
-    /// A send progressed. `wrote`: bytes written by one completed submission (or `-errno`),
-    /// `None` for a zero-copy notification; `more`: a short write, the rest was resubmitted;
-    /// `done`: the operation is over and the buffer is the owner's again.
-    Sent {
-        wrote: Option<i32>,
-        more: bool,
-        done: Option<Vec<u8>>,
-    },
-    /// An eventfd read finished (`result`: bytes read or `-errno`); the buffer comes back.
-    EventfdRead { result: i32, buf: Box<[u8; 8]> },
-    /// A poll fired (`result`: the ready events or `-errno`).
-    #[cfg_attr(not(test), allow(dead_code))] // the shm doorbells and the epoll bridge use it
-    Polled { result: i32, more: bool },
-    /// A timeout expired (`-ETIME`) or was cancelled.
-    TimedOut {
-        #[cfg_attr(not(test), allow(dead_code))] // an expiry and a cancel end a retry alike
-        result: i32,
-    },
-}
-
-/// One completion for its owner.
-#[derive(Debug)]
-pub(crate) struct Completion {
-    /// The token the operation was started with.
-    pub tag: Token,
-    /// The operation (still valid until its final completion).
-    #[cfg_attr(not(test), allow(dead_code))] // owners keep their own `OpId`s
-    pub op: OpId,
-    pub event: Event,
-}
-
-/// A raw completion queue entry, copied out of the ring (opaque to the layers above).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Cqe {
-    user_data: u64,
-    result: i32,
-    flags: u32,
-}
-
 /// One core's ring, receive buffers and operations.
 pub(crate) struct Uring {
     ring: IoUring,
     bufs: BufRing,
-    ops: Slab<Slot>,
+    ops: Slab<Slot<Op>>,
     next_gen: u32,
     /// `io_uring_enter` calls made because the submission queue was full.
     full_submits: u64,
@@ -382,6 +317,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
+    use crate::driver::Event;
     use crate::driver::token::Op as Kind;
 
     fn tag(key: usize) -> Token {

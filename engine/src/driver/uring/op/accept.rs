@@ -6,7 +6,7 @@ use std::rc::Rc;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::Step;
-use crate::driver::uring::Event;
+use crate::driver::Event;
 
 /// Accepts one connection on `listener`, which it keeps open until its final completion.
 pub(crate) struct Accept {

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use io_uring::{opcode, squeue, types};
 
 use super::Step;
-use crate::driver::uring::Event;
+use crate::driver::Event;
 
 /// Reads the counter of the eventfd `fd` (kept open until the completion) into `buf`.
 pub(crate) struct EventfdRead {

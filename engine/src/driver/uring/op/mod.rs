@@ -23,8 +23,8 @@ pub(crate) use recv::RecvMulti;
 pub(crate) use send::Send;
 pub(crate) use timeout::Timeout;
 
-use super::Event;
-use super::lifecycle::Lifecycle;
+use crate::driver::Event;
+use crate::driver::lifecycle::Lifecycle;
 
 /// An operation and its resources.
 pub(crate) enum Op {

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::Step;
-use crate::driver::uring::Event;
+use crate::driver::Event;
 
 /// Waits until `fd` (kept open until the completion) has one of `events` (`POLLIN`, ...).
 pub(crate) struct Poll {

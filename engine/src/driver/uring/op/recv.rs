@@ -7,7 +7,7 @@ use std::rc::Rc;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::Step;
-use crate::driver::uring::Event;
+use crate::driver::Event;
 
 /// Receives on `fd` (kept open until the final completion) into the driver's buffer ring.
 pub(crate) struct RecvMulti {

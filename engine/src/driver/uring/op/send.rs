@@ -9,7 +9,7 @@ use std::rc::Rc;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::Step;
-use crate::driver::uring::Event;
+use crate::driver::Event;
 
 /// Writes `buf[off..]` to `fd` (kept open until the final completion).
 pub(crate) struct Send {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types};
 
 use super::Step;
-use crate::driver::uring::Event;
+use crate::driver::Event;
 
 /// Completes after `after`.
 pub(crate) struct Timeout {

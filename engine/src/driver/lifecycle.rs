@@ -19,7 +19,6 @@
 //! driver itself is dropped with operations still in the kernel, their resources are leaked
 //! rather than freed under the kernel.
 
-use super::op::Op;
 use crate::driver::token::Token;
 
 /// `user_data` reserved for the setup probe (never a slot).
@@ -28,16 +27,16 @@ pub(crate) const PROBE: u64 = u64::MAX;
 /// One operation in the driver, as its owner names it (to cancel or forget it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OpId {
-    pub(super) index: u32,
-    pub(super) generation: u32,
+    pub(in crate::driver) index: u32,
+    pub(in crate::driver) generation: u32,
 }
 
 impl OpId {
-    pub(super) fn user_data(self) -> u64 {
+    pub(in crate::driver) fn user_data(self) -> u64 {
         (self.generation as u64) << 32 | self.index as u64
     }
 
-    pub(super) fn from_user_data(v: u64) -> OpId {
+    pub(in crate::driver) fn from_user_data(v: u64) -> OpId {
         OpId {
             index: v as u32,
             generation: (v >> 32) as u32,
@@ -47,7 +46,7 @@ impl OpId {
 
 /// Whether the owner still wants the operation's completions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lifecycle {
+pub(in crate::driver) enum Lifecycle {
     /// In the kernel; completions go to the owner.
     Submitted,
     /// In the kernel; the owner lost interest: completions are consumed by the driver and the
@@ -56,12 +55,12 @@ pub(super) enum Lifecycle {
 }
 
 /// A slot of the operation slab.
-pub(super) struct Slot {
+pub(in crate::driver) struct Slot<O> {
     pub generation: u32,
     pub state: Lifecycle,
     /// Who gets the completions (handed back unchanged with each).
     pub tag: Token,
-    pub op: Op,
+    pub op: O,
 }
 
 #[cfg(test)]
