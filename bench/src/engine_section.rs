@@ -7,9 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use netron_engine::{
-    CallSlot, ConnId, Core, CoreConfig, CoreStats, Endpoint, Engine, IdlePolicy, Service,
-};
+use netron_engine::{CallSlot, ConnId, Core, CoreStats, Endpoint, Engine, IdlePolicy, RuntimeConfig, Service};
 
 use crate::Options;
 use crate::pin::pin_to_cpu;
@@ -207,7 +205,7 @@ pub(crate) fn server(endpoint: &str, idle: IdlePolicy) -> Engine {
     Engine::builder()
         .cores(1)
         .cpus(&[1])
-        .config(CoreConfig::default().with_idle(idle))
+        .config(RuntimeConfig::default().with_idle(idle))
         .service(service())
         .listen(endpoint)
         .build()
@@ -221,7 +219,7 @@ fn unix_endpoint(tag: &str) -> String {
 fn netron_rtt(endpoint: &str, idle: IdlePolicy, n: usize) -> Samples {
     let engine = server(endpoint, idle);
     let ep: Endpoint = engine.endpoints()[0].clone();
-    let mut core = Core::new(CoreConfig::default().with_idle(idle)).expect("client core");
+    let mut core = Core::new(RuntimeConfig::default().with_idle(idle)).expect("client core");
     let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
     let mut slot = CallSlot::new();
     let msg = [0x5au8; SIZE];
@@ -357,7 +355,7 @@ fn throughput(window: Duration) -> Table {
         let engine = server("tcp://127.0.0.1:0", IdlePolicy::BusyPoll);
         let ep = engine.endpoints()[0].clone();
         let mut core =
-            Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+            Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
         let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
         let mut slots: Vec<CallSlot> = (0..depth).map(|_| CallSlot::new()).collect();
         let msg = [0x5au8; SIZE];
@@ -404,7 +402,7 @@ fn throughput(window: Duration) -> Table {
         engine.shutdown(Duration::from_millis(200));
     }
     t.note("client: a core driven by this thread; server: one engine core; both busy-poll; every count is client + server, per call");
-    t.note("busy-poll cores read and write hot connections directly (CoreConfig::direct_recv): direct recv/call counts the non-blocking recv(2) of every loop turn, most of them empty polls, like the busy-poll socket floor's; submits/call counts io_uring_enter calls");
+    t.note("busy-poll cores read and write hot connections directly (RuntimeConfig::direct_recv): direct recv/call counts the non-blocking recv(2) of every loop turn, most of them empty polls, like the busy-poll socket floor's; submits/call counts io_uring_enter calls");
     t
 }
 
@@ -429,7 +427,7 @@ fn zero_copy(window: Duration) -> Table {
             .collect();
         let mut rates = [0f64; 2];
         for (i, zc) in [None, Some(0)].into_iter().enumerate() {
-            let cfg = CoreConfig::default()
+            let cfg = RuntimeConfig::default()
                 .with_idle(IdlePolicy::BusyPoll)
                 .with_send_zc_threshold(zc);
             let engine = Engine::builder()
@@ -468,7 +466,7 @@ fn zero_copy(window: Duration) -> Table {
             ratio(rates[1], rates[0]),
         ]);
     }
-    t.note("on loopback the kernel copies zero-copy sends anyway, so SendZc only adds its notification; the default threshold is therefore off (CoreConfig::send_zc_threshold), to be enabled for real NICs");
+    t.note("on loopback the kernel copies zero-copy sends anyway, so SendZc only adds its notification; the default threshold is therefore off (RuntimeConfig::send_zc_threshold), to be enabled for real NICs");
     t
 }
 

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::config::{ConfigError, CoreConfig};
+use crate::config::{ConfigError, CoreConfig, ProtocolConfig, RuntimeConfig};
 use crate::core::{Core, CoreError};
 use crate::inbox::{Command, Inbox};
 use crate::service::{Registry, ServiceError};
@@ -65,9 +65,21 @@ impl EngineBuilder {
         self.cpus = Some(cpus.to_vec());
         self
     }
-    /// Per-core settings.
-    pub fn config(mut self, cfg: CoreConfig) -> Self {
-        self.config = cfg;
+    /// Per-core settings, both parts (a [`RuntimeConfig`] or a [`ProtocolConfig`] alone
+    /// leaves the other at its defaults). Checked by [`EngineBuilder::build`].
+    pub fn config(mut self, cfg: impl Into<CoreConfig>) -> Self {
+        self.config = cfg.into();
+        self
+    }
+    /// Per-core runtime settings (ring, buffers, idle policy), keeping the protocol settings.
+    pub fn runtime(mut self, runtime: RuntimeConfig) -> Self {
+        self.config.runtime = runtime;
+        self
+    }
+    /// Per-core protocol settings (handshake offers, limits, timeouts, keepalive), keeping the
+    /// runtime settings.
+    pub fn protocol(mut self, protocol: ProtocolConfig) -> Self {
+        self.config.protocol = protocol;
         self
     }
     /// Serves `service` on every core.

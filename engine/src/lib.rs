@@ -54,7 +54,9 @@ pub mod typed;
 
 pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
-pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
+pub use config::{
+    ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
+};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};

@@ -55,7 +55,7 @@ pub struct CoreStats {
     /// Loop turns.
     pub turns: u64,
     /// Bytes held right now in partial-frame and decompression buffers by the core's
-    /// connections (a gauge, against `CoreConfig::max_buffer_bytes`).
+    /// connections (a gauge, against `ProtocolConfig::max_buffer_bytes`).
     pub buffer_bytes: u64,
     /// Errors by kind (stable labels, e.g. `unknown_kind`, `frame_too_large`, `dead_peer`).
     pub errors: BTreeMap<&'static str, u64>,

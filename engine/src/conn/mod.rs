@@ -105,13 +105,19 @@ pub(crate) struct Env<'a> {
 }
 
 /// Per-connection configuration, fixed when the connection is created (from
-/// [`crate::CoreConfig`]; see docs/architecture.md, "Timers and budgets").
+/// [`crate::ProtocolConfig`]; see docs/configuration.md).
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
+    /// The accepting side's offer; its `keepalive_interval_ms` is `keepalive` (advertised in
+    /// the Welcome).
     pub server: ServerConfig,
     pub client: ClientConfig,
-    /// Ping a connection silent this long (zero: never).
+    /// Ping a connection silent this long (zero: never). A client pings at the server's
+    /// advertised interval instead when that is shorter and not zero (`Connection::keepalive`).
     pub keepalive: Duration,
+    /// A connection whose handshake has not completed this long after it was created is
+    /// closed (both roles).
+    pub handshake_timeout: Duration,
     /// Close a connection whose ping got no answer for this long.
     pub dead_after: Duration,
     /// A handshake or a frame must complete within this long of its first byte; an output
@@ -125,6 +131,27 @@ pub(crate) struct ConnConfig {
     pub idle_frames: crate::config::FrameBudget,
     /// The core's budget for receive reassembly and decompression buffers.
     pub buffers: std::rc::Rc<BufferBudget>,
+}
+
+impl ConnConfig {
+    /// The per-connection part of `p`, with a fresh buffer budget for one core.
+    pub(crate) fn new(p: &crate::ProtocolConfig) -> Self {
+        let mut server = p.server.clone();
+        // What the Welcome advertises is this side's keepalive, whatever the offer held.
+        server.keepalive_interval_ms = crate::config::millis_u32(p.keepalive);
+        ConnConfig {
+            server,
+            client: p.client.clone(),
+            keepalive: p.keepalive,
+            handshake_timeout: p.handshake_timeout,
+            dead_after: p.dead_after,
+            stall_timeout: p.stall_timeout,
+            close_linger: p.close_linger,
+            max_backlog_bytes: p.max_backlog_bytes,
+            idle_frames: p.idle_frame_budget,
+            buffers: std::rc::Rc::new(BufferBudget::new(p.max_buffer_bytes)),
+        }
+    }
 }
 
 /// One connection's state machine. `C` is where outcomes of calls it opened go ([`Caller`]).
@@ -184,6 +211,12 @@ pub(crate) struct Connection<C: Caller> {
     pub(crate) peer_eof: bool,
     /// When the handshake began or the partial frame in `rx` got its first byte.
     rx_started: Instant,
+    /// When the connection was created: the handshake must complete within
+    /// `handshake_timeout` of it.
+    opened_at: Instant,
+    /// The keepalive in force: this side's, or the server's advertised interval when that is
+    /// shorter and not zero (client role, once the Welcome arrived). Zero: never ping.
+    pub(crate) keepalive: Duration,
     /// When output started waiting behind a send the peer does not take (set by the core).
     pub(crate) write_blocked_since: Option<Instant>,
     /// Since when the connection is closing (closed at the latest `close_linger` later).
@@ -223,6 +256,17 @@ fn handshake_limits() -> Limits {
     Limits::default().with_max_frame_size(netron_codec::handshake::HANDSHAKE_MAX_FRAME)
 }
 
+/// The keepalive a client uses: its own `own` (zero: never ping, whatever the server
+/// advertises), or the server's advertised `advertised_ms` when that is shorter and not zero.
+pub(crate) fn effective_keepalive(own: Duration, advertised_ms: u32) -> Duration {
+    let advertised = Duration::from_millis(u64::from(advertised_ms));
+    if own.is_zero() || advertised.is_zero() {
+        own
+    } else {
+        own.min(advertised)
+    }
+}
+
 impl<C: Caller> Connection<C> {
     /// A new connection. A client queues its preface and Hello at once.
     pub(crate) fn new(role: Role, config: &ConnConfig, now: Instant) -> Self {
@@ -252,6 +296,8 @@ impl<C: Caller> Connection<C> {
             last_peer_id: 0,
             peer_eof: false,
             rx_started: now,
+            opened_at: now,
+            keepalive: config.keepalive,
             write_blocked_since: None,
             closing_since: None,
             close_reason: None,
@@ -306,6 +352,9 @@ impl<C: Caller> Connection<C> {
         self.tx.set_limits(s.limits);
         self.compressor = Compressor::new(s.compression, s.compression_threshold as usize);
         self.decompressor = Decompressor::new(s.compression, s.limits.max_decompressed_size);
+        if self.role == Role::Client {
+            self.keepalive = effective_keepalive(self.cfg.keepalive, s.keepalive_interval_ms);
+        }
         self.settings = Some(s);
         self.state = State::Open;
     }

@@ -25,7 +25,7 @@ impl Core {
             Ok(link) => self.add_conn(link, role, now).ok_or_else(|| {
                 Status::new(
                     StatusCode::ResourceExhausted,
-                    "core is at its connection limit (CoreConfig::max_connections) or \
+                    "core is at its connection limit (RuntimeConfig::max_connections) or \
                      shutting down",
                 )
             }),
@@ -40,7 +40,7 @@ impl Core {
 
     /// Adds a connection over `link` (any transport) and starts receiving on it.
     pub(super) fn add_conn(&mut self, link: AnyLink, role: Role, now: Instant) -> Option<usize> {
-        if self.conns.len() >= self.cfg.max_connections || self.drain_until.is_some() {
+        if self.conns.len() >= self.cfg.runtime.max_connections || self.drain_until.is_some() {
             self.stats.refused += 1;
             return None;
         }

@@ -34,8 +34,8 @@ impl Core {
     /// The direct-receive policy in force: only busy-poll cores read directly (an adaptive core
     /// must be able to park in the ring, which needs the ring receive armed).
     pub(super) fn direct_recv(&self) -> Option<DirectRecv> {
-        match self.cfg.idle {
-            IdlePolicy::BusyPoll => self.cfg.direct_recv.filter(|d| d.max_conns > 0),
+        match self.cfg.runtime.idle {
+            IdlePolicy::BusyPoll => self.cfg.runtime.direct_recv.filter(|d| d.max_conns > 0),
             IdlePolicy::Adaptive { .. } => None,
         }
     }
@@ -60,7 +60,7 @@ impl Core {
         self.stats.hot_promotions += 1;
         if self.scratch.is_empty() {
             // Once per core, the first time a connection gets hot.
-            self.scratch = vec![0; self.cfg.recv_buffer_size].into_boxed_slice();
+            self.scratch = vec![0; self.cfg.runtime.recv_buffer_size].into_boxed_slice();
         }
         en.link.stop_recv(&mut self.driver);
     }

@@ -152,13 +152,13 @@ impl From<SetupError> for CoreError {
 impl Core {
     /// A core serving no services (a pure client, or add services with
     /// [`crate::Engine`]).
-    pub fn new(cfg: CoreConfig) -> Result<Core, CoreError> {
-        Self::with_registry(cfg, Arc::new(Registry::default()), Inbox::new()?)
+    pub fn new(cfg: impl Into<CoreConfig>) -> Result<Core, CoreError> {
+        Self::with_registry(cfg.into(), Arc::new(Registry::default()), Inbox::new()?)
     }
 
     /// A core serving `services`.
     pub fn with_services(
-        cfg: CoreConfig,
+        cfg: impl Into<CoreConfig>,
         services: impl IntoIterator<Item = crate::Service>,
     ) -> Result<Core, crate::EngineError> {
         let mut r = Registry::default();
@@ -166,7 +166,7 @@ impl Core {
             r.add(s)?;
         }
         Ok(Self::with_registry(
-            cfg,
+            cfg.into(),
             Arc::new(r),
             Inbox::new().map_err(CoreError::Io)?,
         )?)
@@ -178,19 +178,10 @@ impl Core {
         inbox: Arc<Inbox>,
     ) -> Result<Core, CoreError> {
         cfg.validate()?;
-        let driver = Driver::new(cfg.ring_entries, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let rt = &cfg.runtime;
+        let driver = Driver::new(rt.ring_entries, rt.recv_buffers, rt.recv_buffer_size)?;
         let inbox_fd = Rc::new(inbox.eventfd().try_clone()?);
-        let conn_cfg = ConnConfig {
-            server: cfg.server.clone(),
-            client: cfg.client.clone(),
-            keepalive: cfg.keepalive,
-            dead_after: cfg.dead_after,
-            stall_timeout: cfg.stall_timeout,
-            close_linger: cfg.close_linger,
-            max_backlog_bytes: cfg.max_backlog_bytes,
-            idle_frames: cfg.idle_frame_budget,
-            buffers: std::rc::Rc::new(crate::conn::BufferBudget::new(cfg.max_buffer_bytes)),
-        };
+        let conn_cfg = ConnConfig::new(&cfg.protocol);
         let mut core = Core {
             driver,
             conns: Slab::new(),

@@ -32,14 +32,14 @@ impl Core {
     pub(super) fn enter(&mut self, work: bool) -> io::Result<()> {
         #[cfg(feature = "fault-injection")]
         if self
-            .cfg
+            .cfg.runtime
             .fail_enter_after_turns
             .is_some_and(|n| self.stats.turns > n)
         {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         let to_submit = self.driver.queued();
-        let park = match self.cfg.idle {
+        let park = match self.cfg.runtime.idle {
             IdlePolicy::BusyPoll => false,
             IdlePolicy::Adaptive { spin } => {
                 if work {
@@ -258,12 +258,12 @@ impl Core {
             // that takes no bytes is closed by the write-stall timer; this hard cap is the
             // last line should control frames ever pile up.
             let backlog = en.conn.backlog_bytes();
-            if backlog > self.cfg.max_backlog_bytes.saturating_add(BACKLOG_SLACK) {
+            if backlog > self.cfg.protocol.max_backlog_bytes.saturating_add(BACKLOG_SLACK) {
                 self.stats.count_error("slow_consumer");
                 let why = format!(
                     "{backlog} bytes of output waiting for a peer that does not read, above \
-                     CoreConfig::max_backlog_bytes ({}) and its control-frame allowance",
-                    self.cfg.max_backlog_bytes
+                     ProtocolConfig::max_backlog_bytes ({}) and its control-frame allowance",
+                    self.cfg.protocol.max_backlog_bytes
                 );
                 self.begin_close(key, &why);
                 continue;
@@ -282,7 +282,7 @@ impl Core {
                 generation: en.generation,
             };
             let policy = TxPolicy {
-                zero_copy_at: self.cfg.send_zc_threshold,
+                zero_copy_at: self.cfg.runtime.send_zc_threshold,
                 // A hot connection is written the way it is read: directly.
                 direct: en.hot.is_some(),
             };

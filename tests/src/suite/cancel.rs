@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use netron_codec::hpack::HeaderEncoder;
 use netron_codec::{BatchEncoder, FrameKind, Limits};
-use netron_engine::{CallSlot, Core, CoreConfig, Engine, IdlePolicy, StatusCode};
+use netron_engine::{CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, StatusCode};
 
 use super::util::request;
 use crate::{RawPeer, Transport, block_on, calc, services};
@@ -27,7 +27,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
         services::reset_dropped();
         let (server, ep) = crate::engine(
             t,
-            CoreConfig::default().with_idle(idle),
+            RuntimeConfig::default().with_idle(idle),
             &[services::async_service()],
             "async",
         );

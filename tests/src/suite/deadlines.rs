@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use netron_codec::hpack::HeaderEncoder;
 use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits, control};
-use netron_engine::{CoreConfig, Engine, IdlePolicy, StatusCode};
+use netron_engine::{CoreConfig, Engine, IdlePolicy, RuntimeConfig, StatusCode};
 
 use super::util::within;
 use crate::{RawPeer, Transport, block_on, calc, services};
@@ -94,7 +94,7 @@ pub fn connect_timeout_zero_is_prompt(t: &Transport) {
 pub fn the_callers_deadline_holds_while_a_handler_blocks_the_core(t: &Transport) {
     let (e, ep) = crate::engine(
         t,
-        CoreConfig::default().with_idle(IdlePolicy::BusyPoll),
+        RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll),
         &[calc()],
         "blocked",
     );

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use netron_codec::control::ControlEncoder;
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameKind, Limits, StatusCode};
-use netron_engine::{Client, CoreConfig, Engine, Service};
+use netron_engine::{Client, CoreConfig, Engine, ProtocolConfig, Service};
 
 use super::util::{kinds, read_frames, request, within};
 use crate::{Kind, RawPeer, Transport, block_on, calc, calc_server};
@@ -165,7 +165,7 @@ pub fn a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte(t: &Tr
     let stall = Duration::from_millis(300);
     let (e, addr) = crate::engine(
         t,
-        CoreConfig::default().with_stall_timeout(stall),
+        ProtocolConfig::default().with_stall_timeout(stall),
         &[calc()],
         "trickle",
     );

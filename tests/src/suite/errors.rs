@@ -120,8 +120,7 @@ pub fn unknown_names_are_not_echoed(t: &Transport) {
 /// reason, later calls fail at once, and `Engine::health` reports it.
 pub fn a_core_whose_ring_fails_reports_it_everywhere(t: &Transport) {
     let (srv, ep) = calc_server(t);
-    let mut cfg = CoreConfig::default();
-    cfg.fail_enter_after_turns = Some(5_000);
+    let cfg = netron_engine::RuntimeConfig::default().with_fail_enter_after_turns(Some(5_000));
     let client_engine = Engine::builder().cores(1).config(cfg).build().unwrap();
     assert!(client_engine.health().is_ok());
     let ch = client_engine.client().connect(&ep).unwrap();

@@ -6,18 +6,18 @@
 
 use std::time::Duration;
 
-use netron_engine::{CallSlot, Core, CoreConfig, DirectRecv, Engine, IdlePolicy};
+use netron_engine::{CallSlot, Core, DirectRecv, Engine, IdlePolicy, RuntimeConfig};
 
 use crate::{Transport, calc};
 
 const DL: Option<Duration> = Some(Duration::from_secs(10));
 
-fn busy() -> CoreConfig {
-    CoreConfig::default().with_idle(IdlePolicy::BusyPoll)
+fn busy() -> RuntimeConfig {
+    RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)
 }
 
 /// A one-core server on cpu1 serving `calc` with `cfg` on a fresh endpoint of `t`.
-fn server(t: &Transport, cfg: CoreConfig) -> Engine {
+fn server(t: &Transport, cfg: RuntimeConfig) -> Engine {
     Engine::builder()
         .cores(1)
         .cpus(&[1])
@@ -114,10 +114,7 @@ pub fn concurrent_callers_share_hot_connections(t: &Transport) {
 /// room for no hot connection), a busy-poll core never reads directly, so the counters those
 /// tests check do depend on the policy.
 pub fn turning_direct_reads_off_keeps_every_byte_on_the_ring(t: &Transport) {
-    let no_room = DirectRecv {
-        max_conns: 0,
-        ..DirectRecv::default()
-    };
+    let no_room = DirectRecv::new(0, DirectRecv::default().idle);
     let server = server(t, busy().with_direct_recv(Some(no_room)));
     let mut core = Core::new(busy().with_direct_recv(None)).unwrap();
     let conn = core

@@ -250,11 +250,15 @@ pub fn isolated(test: &str, t: &Transport, body: fn(&Transport)) {
 /// The configuration of the independent review's engine (tests moved from review.rs): an
 /// adaptive core with a short spin, so it parks often, and a 500 ms stall timeout.
 pub(crate) fn review_cfg() -> netron_engine::CoreConfig {
-    netron_engine::CoreConfig::default()
-        .with_idle(netron_engine::IdlePolicy::Adaptive {
+    let ms500 = std::time::Duration::from_millis(500);
+    netron_engine::CoreConfig::new(
+        netron_engine::RuntimeConfig::default().with_idle(netron_engine::IdlePolicy::Adaptive {
             spin: std::time::Duration::from_micros(20),
-        })
-        .with_stall_timeout(std::time::Duration::from_millis(500))
+        }),
+        netron_engine::ProtocolConfig::default()
+            .with_stall_timeout(ms500)
+            .with_handshake_timeout(ms500),
+    )
 }
 
 /// A one-core engine serving `svc` with `cfg` on a fresh endpoint of `t`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use netron_codec::handshake::ClientConfig;
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits};
-use netron_engine::{Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, Service, StatusCode};
+use netron_engine::{Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, Service, StatusCode};
 
 use super::util::{read_frames, request};
 use crate::{RawPeer, Transport, calc, calc_server, services};
@@ -182,7 +182,7 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
 pub fn a_caller_driven_core_makes_calls(t: &Transport) {
     let e = two_cores(t, "embedded");
     let ep = &e.endpoints()[0];
-    let mut core = Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+    let mut core = Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
     let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
     let mut slot = CallSlot::new();
     for i in 0..1000u32 {
@@ -285,7 +285,7 @@ pub fn header_table_size_zero(t: &Transport) {
 /// Transports that cannot send zero-copy ignore the setting (before, a Unix socket failed
 /// every large call with EOPNOTSUPP).
 pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
-    let cfg = CoreConfig::default().with_send_zc_threshold(Some(16 << 10));
+    let cfg = RuntimeConfig::default().with_send_zc_threshold(Some(16 << 10));
     let (e, _) = crate::engine(t, cfg.clone(), &[calc()], "zc");
     let mut core = Core::new(cfg).expect("core");
     let conn = core
