@@ -126,6 +126,7 @@ impl EngineBuilder {
             }
         }
         self.config.validate()?;
+        let connect_timeout = self.config.protocol.connect_timeout;
         let mut registry = Registry::default();
         for s in self.services {
             registry.add(s)?;
@@ -204,6 +205,7 @@ impl EngineBuilder {
             endpoints: bound,
             files,
             inproc: Vec::new(),
+            connect_timeout,
         };
         for _ in 0..n {
             match ready_rx.recv() {
@@ -305,6 +307,8 @@ pub struct Engine {
     files: Vec<SocketFile>,
     /// The `inproc://` names this engine listens on, unbound at shutdown.
     inproc: Vec<crate::transport::inproc::Binding>,
+    /// `ProtocolConfig::connect_timeout`, for [`Engine::client`].
+    connect_timeout: Duration,
 }
 
 impl Engine {
@@ -353,7 +357,7 @@ impl Engine {
 
     /// A client whose connections live on this engine's cores.
     pub fn client(&self) -> Client {
-        Client::new(self.inboxes.clone())
+        Client::new(self.inboxes.clone(), self.connect_timeout)
     }
 
     /// A copy of every core's statistics.

@@ -35,6 +35,7 @@ mod core;
 mod driver;
 mod endpoint;
 mod engine;
+mod error;
 mod executor;
 mod inbox;
 /// The in-process record transport, `inproc://name`: engines of one process connect over
@@ -53,7 +54,7 @@ mod transport;
 pub mod typed;
 
 pub use bytes::Bytes;
-pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
+pub use client::{CallFuture, Channel, Client, Method};
 pub use config::{
     ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
 };
@@ -61,6 +62,7 @@ pub use core::{ConnId, Core, CoreError};
 pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
+pub use error::{CallError, ConnectError};
 pub use service::{
     AsyncHandler, AsyncRequest, HandlerFuture, Reply, Request, Service, ServiceError, SyncHandler,
     Version,

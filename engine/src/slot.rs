@@ -274,9 +274,11 @@ impl CallSlot {
     }
 
     /// The last call's reply payload or failure, once delivered; `None` while it is pending
-    /// (or before the first call).
-    pub fn reply(&self) -> Option<Result<&[u8], Status>> {
-        self.inner.result()
+    /// (or before the first call). The failures are those of [`crate::Core::call`].
+    pub fn reply(&self) -> Option<Result<&[u8], crate::CallError>> {
+        self.inner
+            .result()
+            .map(|r| r.map_err(crate::CallError::from_status))
     }
 }
 

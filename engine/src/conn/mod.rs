@@ -223,6 +223,9 @@ pub(crate) struct Connection<C: Caller> {
     closing_since: Option<Instant>,
     /// Why the connection is closing, for calls that try to use it.
     pub(crate) close_reason: Option<String>,
+    /// Why the handshake failed, when it was the peer's refusal or the handshake timeout (for
+    /// the connecting caller's [`crate::ConnectError`]).
+    pub(crate) handshake_failure: Option<crate::Status>,
     /// Budget of frames that do no work, in quarter tokens.
     budget: Budget,
     /// Bytes of `rx` and `scratch` capacity counted against the core's buffer budget.
@@ -301,6 +304,7 @@ impl<C: Caller> Connection<C> {
             write_blocked_since: None,
             closing_since: None,
             close_reason: None,
+            handshake_failure: None,
             budget: Budget::new(config.idle_frames, now),
             charged: 0,
             cfg: config.clone(),
@@ -443,8 +447,9 @@ impl<C: Caller> Connection<C> {
             self.closing_since = Some(self.last_rx.max(self.rx_started));
         }
         let reason = format!("connection closed: {}", e.message);
-        self.calls
-            .fail_all(&crate::Status::new(e.status, reason.clone()));
+        self.calls.fail_all(
+            &crate::Status::new(e.status, reason.clone()).with_origin(crate::status::Origin::Closed),
+        );
         self.close_reason.get_or_insert(reason);
         self.rx.clear();
         self.state = State::Closing;
@@ -494,7 +499,14 @@ impl<C: Caller> Connection<C> {
                     }
                 }
             }
-            State::ClientHandshake(hs) => match hs.handle(buf)? {
+            State::ClientHandshake(hs) => match hs.handle(buf).inspect_err(|e| {
+                if let HandshakeError::Rejected { status, reason, .. } = e {
+                    self.handshake_failure = Some(
+                        crate::Status::new(*status, reason.clone())
+                            .with_origin(crate::status::Origin::HandshakeRefused),
+                    );
+                }
+            })? {
                 ClientProgress::NeedMore { .. } => return Ok(0),
                 ClientProgress::Done {
                     settings,

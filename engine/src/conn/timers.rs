@@ -47,6 +47,10 @@ impl<C: Caller> Connection<C> {
                          ProtocolConfig::handshake_timeout ({limit:?}) of the connection's start"
                     ),
                 };
+                self.handshake_failure = Some(
+                    crate::Status::new(e.status, e.message.clone())
+                        .with_origin(crate::status::Origin::HandshakeTimeout),
+                );
                 self.fail(e.clone(), env);
                 return Err(e);
             }

@@ -86,12 +86,7 @@ impl Core {
         let was_hot = en.hot.take().is_some();
         self.executor.drop_conn(key as u32);
         if let Some(slot) = en.adopt.take() {
-            let why = en
-                .conn
-                .close_reason
-                .clone()
-                .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
-            slot.complete(Err(Status::unavailable(why)));
+            slot.complete(Err(handshake_failure(&en.conn, why)));
         }
         en.link.close();
         self.closing.push(key);
@@ -155,12 +150,7 @@ impl Core {
                     return;
                 }
             } else {
-                let why = en
-                    .conn
-                    .close_reason
-                    .clone()
-                    .unwrap_or_else(|| "handshake failed".to_owned());
-                slot.complete(Err(Status::unavailable(why)));
+                slot.complete(Err(handshake_failure(&en.conn, "handshake failed")));
             }
         }
         if !en.closing && (en.conn.is_closing() || en.conn.drained()) {
@@ -200,4 +190,17 @@ impl Core {
         }
         self.after_event(key);
     }
+}
+
+/// Why a connection failed before its handshake completed, for the connecting caller: the
+/// peer's refusal or the handshake timeout as recorded by the connection, or else its close
+/// reason (`why` when it has none).
+fn handshake_failure<C: crate::conn::Caller>(conn: &Connection<C>, why: &str) -> Status {
+    conn.handshake_failure.clone().unwrap_or_else(|| {
+        let reason = conn
+            .close_reason
+            .clone()
+            .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
+        Status::unavailable(reason).with_origin(crate::status::Origin::Closed)
+    })
 }

@@ -47,7 +47,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
         assert_eq!(
             chan.call("async@1.0.0", "fail", &b""[..], dl)
                 .unwrap_err()
-                .code,
+                .code(),
             StatusCode::Aborted
         );
         // Many in flight at once from several threads.
@@ -77,7 +77,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
                 Some(Duration::from_millis(30)),
             )
             .unwrap_err();
-        assert_eq!(e.code, StatusCode::DeadlineExceeded);
+        assert_eq!(e.code(), StatusCode::DeadlineExceeded);
         // The drop happens on the server's core: wait for it, with a bound.
         let end = Instant::now() + Duration::from_secs(5);
         while services::dropped() == 0 && Instant::now() < end {

@@ -26,8 +26,8 @@ pub fn message_size_limits_fail_one_call_only(t: &Transport) {
     );
     for len in [(16 << 20) + 1, 17 << 20] {
         let err = ch.call("calc@1.2.0", "echo", noise(len), DL).unwrap_err();
-        assert_eq!(err.code, StatusCode::ResourceExhausted, "{err:?}");
-        assert!(err.message.contains("max_frame_size"), "{err:?}");
+        assert_eq!(err.code(), StatusCode::ResourceExhausted, "{err:?}");
+        assert!(err.status().message.contains("max_frame_size"), "{err:?}");
     }
     assert_eq!(
         ch.call("calc@1.2.0", "add", &[2u8, 3][..], DL).unwrap(),

@@ -45,17 +45,17 @@ pub fn calls_answer_fail_and_go_on(t: &Transport) {
     assert_eq!(
         ch.call("calc@1.2.0", "fail", &b""[..], DL)
             .unwrap_err()
-            .code,
+            .code(),
         StatusCode::InvalidArgument
     );
     assert_eq!(
-        ch.call("calc@9.0.0", "add", &b""[..], DL).unwrap_err().code,
+        ch.call("calc@9.0.0", "add", &b""[..], DL).unwrap_err().code(),
         StatusCode::NotFound
     );
     assert_eq!(
         ch.call("calc@1.2.0", "nope", &b""[..], DL)
             .unwrap_err()
-            .code,
+            .code(),
         StatusCode::Unimplemented
     );
     // Still usable after errors.
@@ -212,10 +212,12 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
                 .expect("upstream connected")
                 .method("calc@1.2.0", "add");
             // Sent directly to this core's own connection: no cross-thread queue.
+            // A failed call becomes the handler's status (`From<CallError> for Status`).
             async move {
-                add.call_async(req.payload, Some(Duration::from_secs(5)))
-                    .await
-                    .map(Bytes::from)
+                let sum = add
+                    .call_async(req.payload, Some(Duration::from_secs(5)))
+                    .await?;
+                Ok(Bytes::from(sum))
             }
         })
         .unary_async("blocking", move |req| {
@@ -224,7 +226,7 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
                 u2.get()
                     .expect("upstream connected")
                     .call("calc@1.2.0", "add", req.payload, None);
-            async move { r.map(Bytes::from) }
+            async move { Ok(Bytes::from(r?)) }
         });
     let (server, ep) = crate::engine(t, CoreConfig::default(), &[calc(), proxy], "proxy");
     upstream.set(server.client().connect(&ep).unwrap()).unwrap();
@@ -250,7 +252,7 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
             Some(Duration::from_secs(5)),
         )
         .unwrap_err();
-    assert_eq!(e.code, StatusCode::FailedPrecondition, "{e}");
+    assert_eq!(e.code(), StatusCode::FailedPrecondition, "{e}");
     client_engine.shutdown(Duration::from_secs(1));
     server.shutdown(Duration::from_secs(1));
 }

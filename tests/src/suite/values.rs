@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use netron_engine::{
-    CallSlot, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
+    CallSlot, ConnectError, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
     StatusCode,
 };
 use proptest::prelude::*;
@@ -105,7 +105,15 @@ pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
                 let conn = match core.connect(&ep, Duration::from_secs(5)) {
                     Ok(c) => c,
                     Err(s) => {
-                        prop_assert_eq!(s.code, StatusCode::Unavailable, "{:?}", s);
+                        // Tiny but valid timers may end the handshake: a clean error.
+                        prop_assert!(
+                            matches!(
+                                s,
+                                ConnectError::Closed { .. } | ConnectError::Timeout { .. }
+                            ),
+                            "{:?}",
+                            s
+                        );
                         return Ok(());
                     }
                 };
@@ -115,8 +123,8 @@ pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
                 match core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot) {
                     Ok(v) => prop_assert_eq!(v, &[3][..]),
                     Err(s) => prop_assert!(
-                        matches!(s.code, StatusCode::Unavailable | StatusCode::DeadlineExceeded)
-                            && !s.message.is_empty(),
+                        matches!(s.code(), StatusCode::Unavailable | StatusCode::DeadlineExceeded)
+                            && !s.status().message.is_empty(),
                         "{s:?}"
                     ),
                 }
