@@ -7,7 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use netron_engine::{CallSlot, ConnId, Core, CoreStats, Endpoint, Engine, IdlePolicy, RuntimeConfig, Service};
+use netron_engine::{
+    CallSlot, ConnId, Core, CoreStats, Endpoint, Engine, IdlePolicy, RuntimeConfig, Service,
+};
 
 use crate::Options;
 use crate::pin::pin_to_cpu;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use netron_codec::Limits;
 use netron_codec::handshake::{ClientConfig, ServerConfig};
 
 /// What a core does when it has nothing to do.
@@ -517,6 +518,36 @@ impl ProtocolConfig {
                 self.idle_frame_budget,
                 "burst must be at least 1 (every peer pings now and then)",
             ));
+        }
+        for (setting, l) in [
+            ("ProtocolConfig::server", &self.server.limits),
+            ("ProtocolConfig::client", &self.client.limits),
+        ] {
+            // A peer refuses an offer below the protocol's minimums (docs/protocol.md §9).
+            for (field, value, min) in [
+                ("max_frame_size", l.max_frame_size, Limits::MIN_FRAME_SIZE),
+                (
+                    "max_batch_frames",
+                    l.max_batch_frames,
+                    Limits::MIN_BATCH_FRAMES,
+                ),
+                (
+                    "max_batch_bytes",
+                    l.max_batch_bytes,
+                    Limits::MIN_BATCH_BYTES,
+                ),
+            ] {
+                if value < min {
+                    return Err(ConfigError::new(
+                        setting,
+                        value,
+                        format!(
+                            "limits.{field} must be at least {min} (the protocol's minimum; a \
+                             peer refuses a smaller offer)"
+                        ),
+                    ));
+                }
+            }
         }
         for (side, l) in [
             ("server", &self.server.limits),

@@ -448,7 +448,8 @@ impl<C: Caller> Connection<C> {
         }
         let reason = format!("connection closed: {}", e.message);
         self.calls.fail_all(
-            &crate::Status::new(e.status, reason.clone()).with_origin(crate::status::Origin::Closed),
+            &crate::Status::new(e.status, reason.clone())
+                .with_origin(crate::status::Origin::Closed),
         );
         self.close_reason.get_or_insert(reason);
         self.rx.clear();

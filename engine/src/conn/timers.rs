@@ -54,8 +54,7 @@ impl<C: Caller> Connection<C> {
                 self.fail(e.clone(), env);
                 return Err(e);
             }
-        } else if self.awaiting_more() && now.saturating_duration_since(self.rx_started) >= stall
-        {
+        } else if self.awaiting_more() && now.saturating_duration_since(self.rx_started) >= stall {
             let e = ConnError {
                 counter: "stalled",
                 status: StatusCode::DeadlineExceeded,

@@ -32,7 +32,8 @@ impl Core {
     pub(super) fn enter(&mut self, work: bool) -> io::Result<()> {
         #[cfg(feature = "fault-injection")]
         if self
-            .cfg.runtime
+            .cfg
+            .runtime
             .fail_enter_after_turns
             .is_some_and(|n| self.stats.turns > n)
         {
@@ -258,7 +259,13 @@ impl Core {
             // that takes no bytes is closed by the write-stall timer; this hard cap is the
             // last line should control frames ever pile up.
             let backlog = en.conn.backlog_bytes();
-            if backlog > self.cfg.protocol.max_backlog_bytes.saturating_add(BACKLOG_SLACK) {
+            if backlog
+                > self
+                    .cfg
+                    .protocol
+                    .max_backlog_bytes
+                    .saturating_add(BACKLOG_SLACK)
+            {
                 self.stats.count_error("slow_consumer");
                 let why = format!(
                     "{backlog} bytes of output waiting for a peer that does not read, above \

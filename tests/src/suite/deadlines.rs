@@ -354,7 +354,10 @@ pub fn abandoned_calls_to_a_silent_server_fail_on_close(t: &Transport) {
         futs.push(m.call_async(&[1u8][..], Some(Duration::from_millis(100))));
     }
     for f in futs {
-        assert_eq!(block_on(f).unwrap_err().code(), StatusCode::DeadlineExceeded);
+        assert_eq!(
+            block_on(f).unwrap_err().code(),
+            StatusCode::DeadlineExceeded
+        );
     }
     let total = srv.join().unwrap();
     assert!(total > 0);

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameKind, Limits};
-use netron_engine::{Bytes, CoreConfig, Engine, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig, Service, StatusCode};
+use netron_engine::{
+    Bytes, CoreConfig, Engine, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig, Service,
+    StatusCode,
+};
 
 use super::util::{noise, poll, request, wait_for};
 use crate::{RawPeer, Transport, calc};

@@ -15,6 +15,7 @@
 //! | [`alloc`]     | allocation counts per call (each test in its own process)            |
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
+//! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
 //! legal on a stream and `Incomplete` in a record, docs/protocol.md §10.2, §26.2), the test
@@ -23,6 +24,7 @@
 pub mod alloc;
 pub mod bad_input;
 pub mod cancel;
+pub mod config;
 pub mod deadlines;
 pub mod endings;
 pub mod errors;
@@ -69,6 +71,15 @@ macro_rules! conformance {
                         a_handler_calls_another_service_on_its_own_core,
                         header_table_size_zero,
                         a_zero_copy_threshold_keeps_large_replies_intact,
+                    }
+                    config {
+                        invalid_settings_are_refused_with_the_setting_and_the_rule,
+                        the_welcome_advertises_the_configured_keepalive,
+                        a_client_pings_at_the_servers_shorter_keepalive,
+                        a_silent_client_is_closed_at_the_handshake_timeout,
+                        a_silent_server_fails_connect_naming_the_timeout,
+                        connect_errors_name_their_cause,
+                        call_errors_name_their_cause,
                     }
                     errors {
                         a_panicking_handler_fails_its_call_only,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use netron_codec::handshake::ClientConfig;
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits};
-use netron_engine::{Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, Service, StatusCode};
+use netron_engine::{
+    Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, Service, StatusCode,
+};
 
 use super::util::{read_frames, request};
 use crate::{RawPeer, Transport, calc, calc_server, services};
@@ -49,7 +51,9 @@ pub fn calls_answer_fail_and_go_on(t: &Transport) {
         StatusCode::InvalidArgument
     );
     assert_eq!(
-        ch.call("calc@9.0.0", "add", &b""[..], DL).unwrap_err().code(),
+        ch.call("calc@9.0.0", "add", &b""[..], DL)
+            .unwrap_err()
+            .code(),
         StatusCode::NotFound
     );
     assert_eq!(
@@ -182,7 +186,8 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
 pub fn a_caller_driven_core_makes_calls(t: &Transport) {
     let e = two_cores(t, "embedded");
     let ep = &e.endpoints()[0];
-    let mut core = Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+    let mut core =
+        Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
     let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
     let mut slot = CallSlot::new();
     for i in 0..1000u32 {

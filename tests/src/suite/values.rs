@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use netron_engine::{
-    CallSlot, ConnectError, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
-    StatusCode,
+    CallSlot, ConnectError, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig,
+    RuntimeConfig, StatusCode,
 };
 use proptest::prelude::*;
 

@@ -39,7 +39,10 @@ fn an_accepted_connection_that_sends_nothing_is_closed_at_the_handshake_timeout(
         .handle_timeout(&mut conn_env!(p, at), &mut Vec::new())
         .unwrap_err();
     assert_eq!(e.counter, "handshake_timeout");
-    assert!(e.message.contains("ProtocolConfig::handshake_timeout"), "{e:?}");
+    assert!(
+        e.message.contains("ProtocolConfig::handshake_timeout"),
+        "{e:?}"
+    );
     assert_eq!(p.stats.errors_of("handshake_timeout"), 1);
 }
 
