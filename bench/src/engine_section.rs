@@ -373,26 +373,26 @@ fn throughput(window: Duration) -> Table {
         let after = core.stats().clone();
         let server_after = engine.total_stats();
         let fpw = |a: &CoreStats, b: &CoreStats| {
-            let w = a.writes - b.writes;
+            let w = a.driver().writes - b.driver().writes;
             if w == 0 {
                 0.0
             } else {
-                (a.frames_out - b.frames_out) as f64 / w as f64
+                (a.frames_out() - b.frames_out()) as f64 / w as f64
             }
         };
         let both = |f: fn(&CoreStats) -> u64| {
             (f(&after) - f(&before)) + (f(&server_after) - f(&server_before))
         };
         let per_call = |n: u64| format!("{:.2}", n as f64 / calls.max(1) as f64);
-        let submits = both(|s| s.submits);
+        let submits = both(|s| s.driver().submits);
         t.row(&[
             depth.to_string(),
             format!("{:.0}", calls as f64 / secs),
             format!("{:.1}", fpw(&after, &before)),
             format!("{:.1}", fpw(&server_after, &server_before)),
             per_call(submits),
-            per_call(both(|s| s.direct_recvs)),
-            per_call(both(|s| s.direct_sends)),
+            per_call(both(|s| s.driver().direct_recvs)),
+            per_call(both(|s| s.driver().direct_sends)),
             if depth == 256 {
                 ">= 1,000,000 calls/s".into()
             } else {

@@ -28,6 +28,11 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+// So are those of docs/configuration.md.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/configuration.md")]
+struct ConfigurationDoctests;
+
 mod client;
 mod config;
 mod conn;
@@ -68,5 +73,5 @@ pub use service::{
     Version,
 };
 pub use slot::CallSlot;
-pub use stats::CoreStats;
+pub use stats::{CoreStats, DriverStats};
 pub use status::{Status, StatusCode};

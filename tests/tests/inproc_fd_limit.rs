@@ -29,7 +29,7 @@ fn set_nofile(n: u64) -> u64 {
 
 /// An in-process connection costs descriptors (eventfd doorbells and their duplicates). When
 /// the process has none left, a connect fails with the OS's reason; it must not blame
-/// `CoreConfig::max_connections`, which a user would then raise for nothing (the client
+/// `RuntimeConfig::max_connections`, which a user would then raise for nothing (the client
 /// core's link setup, which duplicates the doorbell, used to report exactly that). Connections
 /// made before keep working, and connects work again once descriptors are available.
 #[test]

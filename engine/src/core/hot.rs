@@ -57,7 +57,7 @@ impl Core {
         }
         en.hot = Some(now);
         self.hot.push(key);
-        self.stats.hot_promotions += 1;
+        self.stats.driver.hot_promotions += 1;
         if self.scratch.is_empty() {
             // Once per core, the first time a connection gets hot.
             self.scratch = vec![0; self.cfg.runtime.recv_buffer_size].into_boxed_slice();
@@ -126,7 +126,7 @@ impl Core {
         };
         let mut got = false;
         for _ in 0..MAX_READS_PER_TURN {
-            self.stats.direct_recvs += 1;
+            self.stats.driver.direct_recvs += 1;
             let conn = &mut en.conn;
             let (registry, stats) = (&self.registry, &mut self.stats);
             let read = en.link.read_direct(&mut self.scratch, |input| {

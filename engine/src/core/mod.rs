@@ -223,7 +223,7 @@ impl Core {
     /// A copy of this core's statistics (counters, and gauges as of now).
     pub fn stats(&self) -> CoreStats {
         let mut s = self.stats.clone();
-        s.submits += self.driver.full_submits();
+        s.driver.submits += self.driver.full_submits();
         s.buffer_bytes = self.conn_cfg.buffers.used() as u64;
         s
     }
@@ -255,7 +255,7 @@ impl Core {
     fn turn(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
         let _running = self.inbox.enter();
         let now = Instant::now();
-        self.stats.turns += 1;
+        self.stats.driver.turns += 1;
         let mut work = self.reap(now);
         if self.poll_hot(now) {
             // Replies to what just arrived go out before the rest of the turn.

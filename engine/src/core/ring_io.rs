@@ -35,7 +35,7 @@ impl Core {
             .cfg
             .runtime
             .fail_enter_after_turns
-            .is_some_and(|n| self.stats.turns > n)
+            .is_some_and(|n| self.stats.driver.turns > n)
         {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
@@ -66,7 +66,7 @@ impl Core {
                 return Ok(());
             }
         }
-        self.stats.submits += 1;
+        self.stats.driver.submits += 1;
         // Announce sleep first, then look at both queues: a producer pushes before it checks
         // the flag, so either we see its work or it sees us asleep and rings the doorbell.
         let r = if park
@@ -228,10 +228,10 @@ impl Core {
         };
         en.conn.write_blocked_since = None;
         if !en.closing {
-            self.stats.writes += 1;
+            self.stats.driver.writes += 1;
             self.stats.frames_out += frames as u64;
             if zero_copy {
-                self.stats.zero_copy_writes += 1;
+                self.stats.driver.zero_copy_writes += 1;
             }
         }
         en.conn.recycle(buf);
@@ -300,7 +300,7 @@ impl Core {
                 Tx::Started { direct, complete } => {
                     work = true;
                     if let Some(n) = direct {
-                        self.stats.direct_sends += 1;
+                        self.stats.driver.direct_sends += 1;
                         self.stats.bytes_out += n as u64;
                     }
                     if complete {
@@ -312,7 +312,7 @@ impl Core {
                 }
                 Tx::Failed(e) => {
                     work = true;
-                    self.stats.direct_sends += 1;
+                    self.stats.driver.direct_sends += 1;
                     self.stats.count_error("send_failed");
                     self.begin_close(key, &format!("send failed: {e}"));
                 }

@@ -66,7 +66,7 @@ pub fn calls_answer_fail_and_go_on(t: &Transport) {
     assert_eq!(ch.call("calc@1.2.0", "add", &[1u8][..], DL).unwrap(), [1]);
     let t = e.total_stats();
     // One connection: its client side and its server side each count a handshake.
-    assert!(t.handshakes >= 2, "{t:?}");
+    assert!(t.handshakes() >= 2, "{t:?}");
     assert_eq!(t.errors_of("unknown_service"), 1);
     assert_eq!(t.errors_of("unknown_method"), 1);
     e.shutdown(Duration::from_secs(1));
@@ -102,13 +102,13 @@ pub fn many_threads_many_connections(t: &Transport) {
     assert_eq!(stats.len(), 2);
     // Connections were spread over both cores (9 server connections + 9 client ones).
     assert!(
-        stats.iter().all(|s| s.accepted + s.handshakes > 0),
+        stats.iter().all(|s| s.accepted() + s.handshakes() > 0),
         "{stats:?}"
     );
     let t = e.total_stats();
-    assert_eq!(t.calls_in, 8 * 300 * 2);
+    assert_eq!(t.calls_in(), 8 * 300 * 2);
     // Every call is one Request out (client side) and one Response out (server side).
-    assert!(t.frames_out >= 2 * t.calls_in, "{t:?}");
+    assert!(t.frames_out() >= 2 * t.calls_in(), "{t:?}");
     e.shutdown(Duration::from_secs(1));
 }
 
@@ -120,7 +120,7 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
     let mut p = RawPeer::handshake(t, &ep);
     // The handshake's own write is complete once the Welcome arrived; wait for its count.
     let end = std::time::Instant::now() + Duration::from_secs(5);
-    while e.total_stats().writes == 0 && std::time::Instant::now() < end {
+    while e.total_stats().driver().writes == 0 && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(1));
     }
     let before = e.total_stats();
@@ -166,13 +166,13 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
     // Writes are counted when they complete: wait (bounded) for all 10 frames to be counted.
     let end = std::time::Instant::now() + Duration::from_secs(5);
     let mut after = e.total_stats();
-    while after.frames_out - before.frames_out < N as u64 && std::time::Instant::now() < end {
+    while after.frames_out() - before.frames_out() < N as u64 && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(1));
         after = e.total_stats();
     }
     let (frames, writes) = (
-        after.frames_out - before.frames_out,
-        after.writes - before.writes,
+        after.frames_out() - before.frames_out(),
+        after.driver().writes - before.driver().writes,
     );
     assert_eq!(frames, N as u64, "{after:?}");
     assert!(
@@ -198,7 +198,7 @@ pub fn a_caller_driven_core_makes_calls(t: &Transport) {
             &p
         );
     }
-    assert!(core.stats().writes >= 1000);
+    assert!(core.stats().driver().writes >= 1000);
     e.shutdown(Duration::from_secs(1));
 }
 
@@ -318,20 +318,23 @@ pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
     let server = e.total_stats();
     if t.zero_copy {
         assert!(
-            client.zero_copy_writes >= 50 && server.zero_copy_writes >= 50,
+            client.driver().zero_copy_writes >= 50 && server.driver().zero_copy_writes >= 50,
             "{client:?} {server:?}"
         );
     } else {
         assert_eq!(
-            (client.zero_copy_writes, server.zero_copy_writes),
+            (
+                client.driver().zero_copy_writes,
+                server.driver().zero_copy_writes
+            ),
             (0, 0),
             "{client:?} {server:?}"
         );
         assert!(
-            client.errors.is_empty() && server.errors.is_empty(),
+            client.errors().is_empty() && server.errors().is_empty(),
             "{client:?} {server:?}"
         );
     }
-    assert!(client.writes > client.zero_copy_writes);
+    assert!(client.driver().writes > client.driver().zero_copy_writes);
     e.shutdown(Duration::from_secs(1));
 }
