@@ -9,7 +9,12 @@
 use std::collections::BTreeMap;
 
 /// Counters of one core. Each core owns its own, and publishes a copy on request (see
-/// [`crate::Engine::stats`]).
+/// [`crate::Engine::stats`]). Read-only for users:
+///
+/// ```compile_fail
+/// let mut s = netron_engine::CoreStats::default();
+/// s.calls_in += 1;
+/// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CoreStats {

@@ -11,6 +11,14 @@ pub use netron_codec::StatusCode;
 /// sending, core stopped, handshake refused or timed out), so that [`crate::CallError`] and
 /// [`crate::ConnectError`] blame the right side; a status read from the wire, or made with
 /// [`Status::new`], is the peer's (or a handler's) own.
+///
+/// So a status is made with its constructors, never as a literal (which could not say where
+/// it came from):
+///
+/// ```compile_fail
+/// # use netron_engine::{Status, StatusCode};
+/// let s = Status { code: StatusCode::Internal, message: "x".into() };
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Status {

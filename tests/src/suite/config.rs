@@ -124,7 +124,9 @@ pub fn invalid_settings_are_refused_with_the_setting_and_the_rule(t: &Transport)
         let e = cfg.validate().unwrap_err();
         assert_eq!(e.setting, setting, "{}: {e}", t.name);
         assert!(e.why.contains(rule), "{}: {setting}: {e}", t.name);
-        let core = Core::new(cfg.clone()).err().expect("Core::new refuses it");
+        let Err(core) = Core::new(cfg.clone()) else {
+            panic!("{}: Core::new took an invalid {setting}", t.name)
+        };
         assert!(core.to_string().contains(setting), "{core}");
         let b = Engine::builder().cores(1).config(cfg).build().unwrap_err();
         assert!(b.to_string().contains(setting), "{b}");
