@@ -152,11 +152,20 @@ impl From<SetupError> for CoreError {
 impl Core {
     /// A core serving no services (a pure client, or add services with
     /// [`crate::Engine`]).
+    ///
+    /// # Errors
+    /// [`CoreError::Config`] for an unusable setting (named, with the rule);
+    /// [`CoreError::Ring`] or [`CoreError::Io`] when the `io_uring` or the inbox's eventfd
+    /// cannot be set up (e.g. io_uring disabled, or out of locked memory or descriptors).
     pub fn new(cfg: impl Into<CoreConfig>) -> Result<Core, CoreError> {
         Self::with_registry(cfg.into(), Arc::new(Registry::default()), Inbox::new()?)
     }
 
     /// A core serving `services`.
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Service`] for an invalid or duplicate service, otherwise the
+    /// errors of [`Core::new`] as [`crate::EngineError::Core`].
     pub fn with_services(
         cfg: impl Into<CoreConfig>,
         services: impl IntoIterator<Item = crate::Service>,
@@ -245,6 +254,11 @@ impl Core {
     // ---- the loop ----------------------------------------------------------------------
 
     /// Runs one loop turn. Returns whether any work was done.
+    ///
+    /// # Errors
+    /// The OS error of `io_uring_enter` when the ring fails at run time (e.g. a seccomp filter
+    /// installed after setup); the core is then unusable and its calls fail
+    /// [`crate::CallError::EngineStopped`].
     pub fn run_once(&mut self) -> io::Result<bool> {
         self.turn(None)
     }
