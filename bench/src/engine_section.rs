@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use netron_engine::{
-    CallSlot, ConnId, Core, CoreConfig, CoreStats, DriverChoice, Endpoint, Engine, IdlePolicy,
+    CallSlot, ConnId, Core, CoreStats, DriverChoice, Endpoint, Engine, IdlePolicy, RuntimeConfig,
     Service,
 };
 
@@ -205,10 +205,10 @@ fn unix_pair() -> (UnixStream, UnixStream) {
 // ---- netron --------------------------------------------------------------------------------
 
 pub(crate) fn server(endpoint: &str, idle: IdlePolicy) -> Engine {
-    server_with(endpoint, CoreConfig::default().with_idle(idle))
+    server_with(endpoint, RuntimeConfig::default().with_idle(idle))
 }
 
-fn server_with(endpoint: &str, cfg: CoreConfig) -> Engine {
+fn server_with(endpoint: &str, cfg: RuntimeConfig) -> Engine {
     Engine::builder()
         .cores(1)
         .cpus(&[1])
@@ -223,7 +223,7 @@ fn unix_endpoint(tag: &str) -> String {
     format!("unix:///tmp/netron-bench-{}-{tag}.sock", std::process::id())
 }
 
-fn netron_rtt(endpoint: &str, cfg: CoreConfig, n: usize) -> Samples {
+fn netron_rtt(endpoint: &str, cfg: RuntimeConfig, n: usize) -> Samples {
     let engine = server_with(endpoint, cfg.clone());
     let ep: Endpoint = engine.endpoints()[0].clone();
     let mut core = Core::new(cfg).expect("client core");
@@ -322,7 +322,7 @@ fn latency(n: usize) -> Table {
             ));
         }
         for (i, (mode, idle, busy_floor, fl_name, driver)) in rows.into_iter().enumerate() {
-            let cfg = CoreConfig::default().with_idle(idle).with_driver(driver);
+            let cfg = RuntimeConfig::default().with_idle(idle).with_driver(driver);
             let (mut fl, mut s) = (Samples::with_capacity(n), Samples::with_capacity(n));
             let mut rounds = Vec::with_capacity(REPS);
             for _ in 0..REPS {
@@ -359,13 +359,13 @@ fn latency(n: usize) -> Table {
     t.note(
         "targets: busy-poll p50 <= 1.2x the busy-poll floor (io_uring and epoll); adaptive <= 1.1x the blocking floor",
     );
-    t.note(format!("rows without a driver run on {} (CoreConfig::driver auto; NETRON_DRIVER overrides); `, epoll` rows force the readiness driver", default_driver()));
+    t.note(format!("rows without a driver run on {} (RuntimeConfig::driver auto; NETRON_DRIVER overrides); `, epoll` rows force the readiness driver", default_driver()));
     t
 }
 
 /// The driver a default core gets on this host.
 fn default_driver() -> String {
-    Core::new(CoreConfig::default()).map_or_else(
+    Core::new(RuntimeConfig::default()).map_or_else(
         |e| format!("(no core: {e})"),
         |c| c.driver().kind.to_string(),
     )
@@ -397,7 +397,7 @@ fn throughput(window: Duration) -> Table {
                 .map(move |(k, n)| (d, k, n))
         });
     for (driver, k, depth) in runs {
-        let cfg = CoreConfig::default()
+        let cfg = RuntimeConfig::default()
             .with_idle(IdlePolicy::BusyPoll)
             .with_driver(driver);
         let engine = server_with("tcp://127.0.0.1:0", cfg.clone());
@@ -418,18 +418,18 @@ fn throughput(window: Duration) -> Table {
         let after = core.stats().clone();
         let server_after = engine.total_stats();
         let fpw = |a: &CoreStats, b: &CoreStats| {
-            let w = a.writes - b.writes;
+            let w = a.driver().writes - b.driver().writes;
             if w == 0 {
                 0.0
             } else {
-                (a.frames_out - b.frames_out) as f64 / w as f64
+                (a.frames_out() - b.frames_out()) as f64 / w as f64
             }
         };
         let both = |f: fn(&CoreStats) -> u64| {
             (f(&after) - f(&before)) + (f(&server_after) - f(&server_before))
         };
         let per_call = |n: u64| format!("{:.2}", n as f64 / calls.max(1) as f64);
-        let submits = both(|s| s.submits);
+        let submits = both(|s| s.driver().submits);
         let rate = calls as f64 / secs;
         let epoll = driver == DriverChoice::Epoll;
         let target = match (epoll, depth) {
@@ -454,8 +454,8 @@ fn throughput(window: Duration) -> Table {
             format!("{:.1}", fpw(&after, &before)),
             format!("{:.1}", fpw(&server_after, &server_before)),
             per_call(submits),
-            per_call(both(|s| s.direct_recvs)),
-            per_call(both(|s| s.direct_sends)),
+            per_call(both(|s| s.driver().direct_recvs)),
+            per_call(both(|s| s.driver().direct_sends)),
             target,
         ]);
         core.close(conn);
@@ -463,7 +463,7 @@ fn throughput(window: Duration) -> Table {
         engine.shutdown(Duration::from_millis(200));
     }
     t.note("client: a core driven by this thread; server: one engine core; both busy-poll; every count is client + server, per call");
-    t.note("busy-poll cores read and write hot connections directly (CoreConfig::direct_recv): direct recv/call counts the non-blocking recv(2) of every loop turn, most of them empty polls, like the busy-poll socket floor's; submits/call counts io_uring_enter calls (epoll_wait calls on the epoll driver, where each send is a send(2) of its own)");
+    t.note("busy-poll cores read and write hot connections directly (RuntimeConfig::direct_recv): direct recv/call counts the non-blocking recv(2) of every loop turn, most of them empty polls, like the busy-poll socket floor's; submits/call counts io_uring_enter calls (epoll_wait calls on the epoll driver, where each send is a send(2) of its own)");
     t
 }
 
@@ -488,7 +488,7 @@ fn zero_copy(window: Duration) -> Table {
             .collect();
         let mut rates = [0f64; 2];
         for (i, zc) in [None, Some(0)].into_iter().enumerate() {
-            let cfg = CoreConfig::default()
+            let cfg = RuntimeConfig::default()
                 .with_idle(IdlePolicy::BusyPoll)
                 .with_send_zc_threshold(zc);
             let engine = Engine::builder()
@@ -527,7 +527,7 @@ fn zero_copy(window: Duration) -> Table {
             ratio(rates[1], rates[0]),
         ]);
     }
-    t.note("on loopback the kernel copies zero-copy sends anyway, so SendZc only adds its notification; the default threshold is therefore off (CoreConfig::send_zc_threshold), to be enabled for real NICs");
+    t.note("on loopback the kernel copies zero-copy sends anyway, so SendZc only adds its notification; the default threshold is therefore off (RuntimeConfig::send_zc_threshold), to be enabled for real NICs");
     t
 }
 

@@ -9,14 +9,11 @@ use bytes::Bytes;
 
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::slot::Completion;
-use crate::{Endpoint, Status};
+use crate::{CallError, ConnectError, Endpoint, Status};
 
 /// How long a waiting caller spins before parking (a cross-core wake-up costs ~25–30 µs on
 /// small VMs, so spinning this long keeps a fast reply on the fast path).
 const SPIN: Duration = Duration::from_micros(60);
-
-/// How long [`Client::connect`] waits for the connection and the handshake.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 thread_local! {
     /// One completion slot per caller thread, reused call after call.
@@ -45,64 +42,83 @@ pub struct Client {
 struct Inner {
     inboxes: Vec<Arc<Inbox>>,
     next: AtomicUsize,
+    /// `ProtocolConfig::connect_timeout` of the engine.
+    connect_timeout: Duration,
 }
 
 impl Client {
-    pub(crate) fn new(inboxes: Vec<Arc<Inbox>>) -> Client {
+    pub(crate) fn new(inboxes: Vec<Arc<Inbox>>, connect_timeout: Duration) -> Client {
         Client {
             inner: Arc::new(Inner {
                 inboxes,
                 next: AtomicUsize::new(0),
+                connect_timeout,
             }),
         }
     }
 
     /// Connects to `endpoint` (`tcp://…`, `unix://…`, `inproc://…`) and completes the
-    /// handshake, waiting at most [`DEFAULT_CONNECT_TIMEOUT`].
+    /// handshake, waiting at most the engine's `ProtocolConfig::connect_timeout` (default
+    /// 10 s) for both together.
     ///
     /// # Errors
-    /// See [`Client::connect_timeout`].
-    pub fn connect(&self, endpoint: &str) -> Result<Channel, Status> {
-        self.connect_timeout(endpoint, DEFAULT_CONNECT_TIMEOUT)
+    /// As [`Client::connect_timeout`]; a [`ConnectError::Timeout`] names
+    /// `ProtocolConfig::connect_timeout`.
+    pub fn connect(&self, endpoint: &str) -> Result<Channel, ConnectError> {
+        self.connect_within(
+            endpoint,
+            self.inner.connect_timeout,
+            "ProtocolConfig::connect_timeout",
+        )
     }
 
     /// Connects to `endpoint` and completes the handshake within `timeout` (socket connect
-    /// and handshake together).
+    /// and handshake together), instead of the configured connect timeout.
     ///
     /// # Errors
-    /// `InvalidArgument` for a bad endpoint string; `FailedPrecondition` when called from one
-    /// of the engine's own core threads (it would wait on itself); `Unavailable` if the
-    /// connection or handshake failed or the engine's cores are not running (at once, saying
-    /// why); `DeadlineExceeded` if `timeout` passed first.
-    pub fn connect_timeout(&self, endpoint: &str, timeout: Duration) -> Result<Channel, Status> {
+    /// - [`ConnectError::Endpoint`]: the endpoint string is invalid;
+    /// - [`ConnectError::OnCoreThread`]: called from one of the engine's own core threads;
+    /// - [`ConnectError::EngineStopped`]: the engine's core is not running (at once);
+    /// - [`ConnectError::Io`]: the transport could not connect (e.g. connection refused);
+    /// - [`ConnectError::Refused`]: the peer refused the handshake (its status inside);
+    /// - [`ConnectError::Timeout`]: `timeout`, or the engine's
+    ///   `ProtocolConfig::handshake_timeout`, passed first (the variant names which);
+    /// - [`ConnectError::Closed`]: the connection closed during the handshake.
+    pub fn connect_timeout(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<Channel, ConnectError> {
+        self.connect_within(
+            endpoint,
+            timeout,
+            "the timeout argument of Client::connect_timeout",
+        )
+    }
+
+    fn connect_within(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+        setting: &'static str,
+    ) -> Result<Channel, ConnectError> {
         let start = Instant::now();
         let until = start.checked_add(timeout);
         // Checked first: resolving the name and connecting block too, and must never run on
         // a core's thread.
         if self.inner.inboxes.iter().any(Inbox::is_current) {
-            return Err(Status::new(
-                crate::StatusCode::FailedPrecondition,
-                "Client::connect blocks; calling it from a core's own thread would deadlock (connect before, or from another thread)",
-            ));
+            return Err(ConnectError::OnCoreThread);
         }
-        let ep: Endpoint = endpoint
-            .parse()
-            .map_err(|e: crate::EndpointError| Status::invalid_argument(e.to_string()))?;
+        let ep: Endpoint = endpoint.parse()?;
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.inboxes.len();
         let inbox = self.inner.inboxes[i].clone();
         if let Some((why, _)) = inbox.stopped() {
-            return Err(Status::unavailable(format!(
-                "the engine core is not running: {why}"
-            )));
+            return Err(ConnectError::EngineStopped {
+                reason: why.to_owned(),
+            });
         }
-        let link = crate::transport::connect(&ep, timeout).map_err(|e| {
-            let msg = format!("connect to {ep}: {e}");
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                Status::deadline_exceeded(format!("{msg} (connect timeout {timeout:?})"))
-            } else {
-                Status::unavailable(msg)
-            }
-        })?;
+        let link = crate::transport::connect(&ep, timeout)
+            .map_err(|e| ConnectError::from_io(ep.to_string(), e, timeout, setting))?;
         // A fresh slot per connect (not a hot path): if this caller gives up, the core learns
         // it from the slot and closes the connection instead of leaking it.
         let slot = Arc::new(Completion::new());
@@ -113,22 +129,26 @@ impl Client {
             slot: slot.clone(),
         });
         if !slot.wait(SPIN, until) && !slot.abandon() {
-            return Err(Status::deadline_exceeded(format!(
-                "connect to {ep}: no handshake within {timeout:?}"
-            )));
+            return Err(ConnectError::Timeout {
+                endpoint: ep.to_string(),
+                timeout,
+                setting,
+            });
         }
         let b = slot
             .result()
-            .unwrap_or_else(|| Err(Status::internal("connect slot not completed")))?;
+            .unwrap_or_else(|| Err(Status::internal("connect slot not completed")))
+            .map_err(|s| ConnectError::from_core(ep.to_string(), s, timeout))?;
         let conn = match (b.get(..4), b.get(4..8)) {
             (Some(k), Some(g)) => ConnRef {
                 key: u32::from_le_bytes(k.try_into().unwrap_or_default()),
                 generation: u32::from_le_bytes(g.try_into().unwrap_or_default()),
             },
             _ => {
-                return Err(Status::internal(
-                    "malformed connection handle from the core",
-                ));
+                return Err(ConnectError::Closed {
+                    endpoint: ep.to_string(),
+                    reason: "malformed connection handle from the core (a bug)".to_owned(),
+                });
             }
         };
         Ok(Channel {
@@ -176,13 +196,16 @@ impl Channel {
 
     /// One unary call (blocking): sends `payload` and waits for the reply, the error, or the
     /// deadline (the call is then cancelled on the wire and fails with DeadlineExceeded).
+    ///
+    /// # Errors
+    /// As [`Method::call_into`].
     pub fn call(
         &self,
         service: &str,
         method: &str,
         payload: impl Into<Bytes>,
         deadline: Option<Duration>,
-    ) -> Result<Vec<u8>, Status> {
+    ) -> Result<Vec<u8>, CallError> {
         self.method(service, method).call(payload, deadline)
     }
 }
@@ -203,7 +226,7 @@ pub struct CallFuture {
 }
 
 impl std::future::Future for CallFuture {
-    type Output = Result<Vec<u8>, Status>;
+    type Output = Result<Vec<u8>, CallError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -213,7 +236,7 @@ impl std::future::Future for CallFuture {
         let Some(result) = self.slot.result() else {
             return std::task::Poll::Pending;
         };
-        let out = result.map(<[u8]>::to_vec);
+        let out = result.map(<[u8]>::to_vec).map_err(CallError::from_status);
         self.finished = true;
         std::task::Poll::Ready(out)
     }
@@ -269,7 +292,8 @@ impl Method {
     /// Calls the method without blocking: the returned future resolves to the reply. Works with
     /// any executor (the core wakes the future's task). Dropping the future cancels the call.
     /// Costs one allocation per call for its completion slot. If the engine's core has
-    /// stopped, the future resolves at once with `Unavailable`.
+    /// stopped, the future resolves at once with [`CallError::EngineStopped`]; its other
+    /// failures are those of [`Method::call_into`].
     pub fn call_async(&self, payload: impl Into<Bytes>, deadline: Option<Duration>) -> CallFuture {
         let slot = Arc::new(Completion::new());
         let armed = slot.arm();
@@ -287,12 +311,12 @@ impl Method {
     /// Calls the method (blocking), returning the reply bytes.
     ///
     /// # Errors
-    /// See [`Method::call_into`].
+    /// As [`Method::call_into`].
     pub fn call(
         &self,
         payload: impl Into<Bytes>,
         deadline: Option<Duration>,
-    ) -> Result<Vec<u8>, Status> {
+    ) -> Result<Vec<u8>, CallError> {
         let mut out = Vec::new();
         self.call_into(payload, deadline, &mut out)?;
         Ok(out)
@@ -305,21 +329,28 @@ impl Method {
     /// it passes, and the core cancels the call on the wire when it gets to it.
     ///
     /// # Errors
-    /// The server's status; `DeadlineExceeded`; `ResourceExhausted` for a request above the
-    /// negotiated limits (refused before anything is sent); `Unavailable` if the connection is
-    /// gone or the engine's core is not running (at once, saying why); `FailedPrecondition`
-    /// when called from a handler on the connection's own core (use `call_async`).
+    /// - [`CallError::Status`]: the peer's failure status, or `DeadlineExceeded` once
+    ///   `deadline` passed (the call is cancelled on the wire);
+    /// - [`CallError::Refused`]: refused before anything was sent, by a limit of the
+    ///   connection (`ResourceExhausted`: a request above the peer's negotiated
+    ///   `max_frame_size`, too many calls in flight, or `ProtocolConfig::max_backlog_bytes`;
+    ///   the message names which); the connection and its other calls go on;
+    /// - [`CallError::Closed`]: the connection is closed or going away, or closed before the
+    ///   reply (`Unavailable`, saying why);
+    /// - [`CallError::EngineStopped`]: the connection's core is not running (at once);
+    /// - [`CallError::WouldDeadlock`]: called from a handler on the connection's own core
+    ///   (`FailedPrecondition`; use [`Method::call_async`]).
     pub fn call_into(
         &self,
         payload: impl Into<Bytes>,
         deadline: Option<Duration>,
         out: &mut Vec<u8>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CallError> {
         if self.channel.inner.inbox.is_current() {
-            return Err(Status::new(
+            return Err(CallError::WouldDeadlock(Status::new(
                 crate::StatusCode::FailedPrecondition,
                 "a blocking call from a handler on the connection's own core would deadlock; use call_async",
-            ));
+            )));
         }
         let until = deadline.and_then(|d| Instant::now().checked_add(d));
         let slot = thread_slot();
@@ -333,13 +364,14 @@ impl Method {
                 slot,
                 code: crate::StatusCode::DeadlineExceeded,
             });
-            return Err(Status::deadline_exceeded(
+            return Err(CallError::Status(Status::deadline_exceeded(
                 "the deadline passed before a reply arrived (the connection's core did not answer in time)",
-            ));
+            )));
         }
         out.extend_from_slice(
             slot.result()
-                .unwrap_or_else(|| Err(Status::internal("call slot not completed")))?,
+                .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
+                .map_err(CallError::from_status)?,
         );
         Ok(())
     }
@@ -387,14 +419,14 @@ pub(crate) fn call_blocking(
     payload: Bytes,
     deadline: Option<Duration>,
     out: &mut Vec<u8>,
-) -> Result<(), Status> {
+) -> Result<(), CallError> {
     if inbox.is_current() {
-        return Err(Status::new(
+        return Err(CallError::WouldDeadlock(Status::new(
             crate::StatusCode::FailedPrecondition,
             "a blocking call to the peer from a handler on its connection's own core would \
              deadlock (the core cannot serve the reply while its thread waits); use \
              Peer::call_async from an async handler",
-        ));
+        )));
     }
     let until = deadline.and_then(|d| Instant::now().checked_add(d));
     let slot = thread_slot();
@@ -414,14 +446,15 @@ pub(crate) fn call_blocking(
             slot,
             code: crate::StatusCode::DeadlineExceeded,
         });
-        return Err(Status::deadline_exceeded(
+        return Err(CallError::Status(Status::deadline_exceeded(
             "the deadline passed before the peer's reply arrived (the connection's core did \
              not answer in time)",
-        ));
+        )));
     }
     out.extend_from_slice(
         slot.result()
-            .unwrap_or_else(|| Err(Status::internal("call slot not completed")))?,
+            .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
+            .map_err(CallError::from_status)?,
     );
     Ok(())
 }

@@ -1,9 +1,13 @@
-//! Core configuration.
+//! Core configuration: what configures the runtime ([`RuntimeConfig`]: the ring, buffers,
+//! idle policy, connection cap) and what configures the protocol ([`ProtocolConfig`]: handshake
+//! offers, limits, budgets, timeouts, keepalive), held together by [`CoreConfig`].
+//! docs/configuration.md lists every setting with its unit and default.
 
 use std::time::Duration;
 
-use crate::driver::DriverChoice;
+use netron_codec::Limits;
 
+use crate::driver::DriverChoice;
 use netron_codec::handshake::{ClientConfig, ServerConfig};
 
 /// What a core does when it has nothing to do.
@@ -38,11 +42,20 @@ impl Default for IdlePolicy {
 /// rest of a round trip (docs/architecture.md, "Hot connections"). A hot connection that stays
 /// silent for `idle` goes back to the ring receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DirectRecv {
     /// Hot connections per core at most: each costs one system call per loop turn.
     pub max_conns: usize,
     /// A hot connection silent this long goes back to the ring receive.
     pub idle: Duration,
+}
+
+impl DirectRecv {
+    /// At most `max_conns` hot connections per core; one silent for `idle` goes back to the
+    /// ring receive.
+    pub fn new(max_conns: usize, idle: Duration) -> Self {
+        Self { max_conns, idle }
+    }
 }
 
 impl Default for DirectRecv {
@@ -62,11 +75,19 @@ impl Default for DirectRecv {
 /// deadlines) at any rate and in any order without running dry. A peer that spends the budget gets a connection error, `ResourceExhausted`
 /// (docs/protocol.md §17), and is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrameBudget {
     /// Frames that may arrive at once (default 1000).
     pub burst: u32,
     /// Frames a second refilled by time alone (default 1000).
     pub per_sec: u32,
+}
+
+impl FrameBudget {
+    /// `burst` frames at once, refilled at `per_sec` frames a second.
+    pub fn new(burst: u32, per_sec: u32) -> Self {
+        Self { burst, per_sec }
+    }
 }
 
 impl Default for FrameBudget {
@@ -83,7 +104,8 @@ impl Default for FrameBudget {
 #[error("invalid configuration: {setting} = {value}: {why}")]
 #[non_exhaustive]
 pub struct ConfigError {
-    /// The setting, as `Type::field` (e.g. `CoreConfig::recv_buffers`).
+    /// The setting, as `Type::field` (e.g. `RuntimeConfig::recv_buffers`); two settings that do
+    /// not fit together are named as `A + B`.
     pub setting: &'static str,
     /// The value given.
     pub value: String,
@@ -105,72 +127,24 @@ impl ConfigError {
     }
 }
 
-/// Settings of one core. `Default` gives production defaults; each setter states its cost.
+/// Settings of the runtime of one core: its `io_uring`, receive buffers, idle behaviour and
+/// connection cap. None of them is visible to a peer. `Default` gives production defaults;
+/// each setter states its unit and cost. Checked by [`CoreConfig::validate`].
 #[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct CoreConfig {
-    /// Idle behaviour (default: adaptive, 50 µs spin).
-    pub idle: IdlePolicy,
-    /// Submission queue entries (default 1024, at most 16 384; the completion queue is 4x).
-    pub ring_entries: u32,
-    /// Receive buffers in the provided-buffer ring (default 256, a power of two). Memory:
-    /// `recv_buffers * recv_buffer_size` per core, shared by all its connections.
-    pub recv_buffers: u16,
-    /// Size of each receive buffer (default 16 KiB).
-    pub recv_buffer_size: usize,
-    /// Connections a core keeps at most; more are closed on accept (default 65 536).
-    pub max_connections: usize,
-    /// Ping a connection silent for this long (default 15 s; zero disables keepalive).
-    pub keepalive: Duration,
-    /// Close a connection whose ping got no answer for this long (default 10 s).
-    pub dead_after: Duration,
-    /// A handshake, and every frame, must complete within this long of its first byte, and a
-    /// peer must take some of the output waiting for it at least this often; otherwise the
-    /// connection is closed (slowloris and slow-reader guard; default 10 s).
-    pub stall_timeout: Duration,
-    /// A connection that is closing (after an error, a GoAway drain, or the peer's EOF) is
-    /// closed at the latest this long after it started closing, whatever the peer does
-    /// (default 5 s).
-    pub close_linger: Duration,
-    /// Output waiting for the peer to read, in bytes, above which a new call or reply on the
-    /// connection is refused with `ResourceExhausted` (that message only; the connection and
-    /// its other calls go on). Must hold at least one largest frame plus one batch: at least
-    /// `max_frame_size + max_batch_bytes` of both handshake offers (default 32 MiB).
-    pub max_backlog_bytes: usize,
-    /// Budget of frames that do no work, per connection (default 1000 at once, 1000 a second).
-    pub idle_frame_budget: FrameBudget,
-    /// Bytes that all connections of a core may hold in buffers for partial frames
-    /// (reassembly) and decompressed payloads together (default 256 MiB: fifteen 16 MiB
-    /// frames in flight at once beside every connection's small buffers). A peer whose frame would exceed it gets a connection error
-    /// (ResourceExhausted). Must hold at least one largest frame plus one batch.
-    pub max_buffer_bytes: usize,
-    /// Batches of at least this many bytes are written with `SendZc` (zero-copy: the NIC reads
-    /// the buffer in place; the buffer is held until the kernel's notification). `None` turns
-    /// it off. Default `None`: on loopback the kernel copies anyway and the extra notification
-    /// makes it slower (see docs/benchmarks.md); enable it for real NICs and large payloads.
-    /// Applies to TCP connections only: Unix sockets cannot send zero-copy and record
-    /// transports copy into their rings, so they ignore it.
-    pub send_zc_threshold: Option<usize>,
-    /// Hot connections on a busy-poll core are read with plain non-blocking `recv` calls
-    /// instead of the io_uring multishot receive (default: on, 8 connections, 200 µs). Ignored
-    /// by adaptive cores, which must be able to park in the ring. `None` turns it off.
-    pub direct_recv: Option<DirectRecv>,
-    /// The I/O backend (default [`DriverChoice::Auto`]: the `NETRON_DRIVER` environment
-    /// variable if set, else io_uring with a fallback to epoll where io_uring is blocked;
-    /// docs/architecture.md, "The epoll driver").
-    pub driver: DriverChoice,
-    /// Test-only fault injection: after this many loop turns, every `io_uring_enter` fails
-    /// with `EPERM`, as under a seccomp filter installed after setup.
+pub struct RuntimeConfig {
+    pub(crate) idle: IdlePolicy,
+    pub(crate) ring_entries: u32,
+    pub(crate) recv_buffers: u16,
+    pub(crate) recv_buffer_size: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) send_zc_threshold: Option<usize>,
+    pub(crate) direct_recv: Option<DirectRecv>,
+    pub(crate) driver: DriverChoice,
     #[cfg(feature = "fault-injection")]
-    #[doc(hidden)]
-    pub fail_enter_after_turns: Option<u64>,
-    /// Handshake settings offered as a server.
-    pub server: ServerConfig,
-    /// Handshake settings offered as a client.
-    pub client: ClientConfig,
+    pub(crate) fail_enter_after_turns: Option<u64>,
 }
 
-impl Default for CoreConfig {
+impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             idle: IdlePolicy::default(),
@@ -178,72 +152,351 @@ impl Default for CoreConfig {
             recv_buffers: 256,
             recv_buffer_size: 16 << 10,
             max_connections: 65_536,
-            keepalive: Duration::from_secs(15),
-            dead_after: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(10),
-            close_linger: Duration::from_secs(5),
-            max_backlog_bytes: 32 << 20,
-            idle_frame_budget: FrameBudget::default(),
-            max_buffer_bytes: 256 << 20,
             send_zc_threshold: None,
             direct_recv: Some(DirectRecv::default()),
             driver: DriverChoice::Auto,
             #[cfg(feature = "fault-injection")]
             fail_enter_after_turns: None,
-            server: ServerConfig::default(),
-            client: ClientConfig::default(),
         }
     }
 }
 
-impl CoreConfig {
-    /// Checks every setting and how they fit together.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first unusable setting, its value and why.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let pow2 = |n: u32| n.is_power_of_two();
+impl RuntimeConfig {
+    /// Sets the I/O backend (default [`DriverChoice::Auto`]: the `NETRON_DRIVER` environment
+    /// variable if set, else io_uring, falling back to epoll where io_uring is blocked; the
+    /// core reports which it runs and why, docs/architecture.md, "The epoll driver").
+    /// [`DriverChoice::IoUring`] never falls back.
+    pub fn with_driver(mut self, driver: DriverChoice) -> Self {
+        self.driver = driver;
+        self
+    }
+    /// Sets what the core does when it has nothing to do (default: adaptive, 50 µs spin).
+    /// [`IdlePolicy::BusyPoll`] costs one CPU at 100% per core and buys the lowest latency.
+    pub fn with_idle(mut self, idle: IdlePolicy) -> Self {
+        self.idle = idle;
+        self
+    }
+    /// Sets the submission queue entries (default 1024, 1 to 16 384; the completion queue is
+    /// 4x). Memory: about 64 bytes per entry plus 64 per completion entry, per core.
+    pub fn with_ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+    /// Sets the provided-buffer ring: `count` buffers (a power of two, default 256) of `size`
+    /// bytes each (512 B to 1 GiB, default 16 KiB). Memory: `count * size` per core (at most
+    /// 1 GiB), shared by all its connections; too few buffers for many busy connections makes
+    /// receives wait for a free buffer.
+    pub fn with_recv_buffers(mut self, count: u16, size: usize) -> Self {
+        self.recv_buffers = count;
+        self.recv_buffer_size = size;
+        self
+    }
+    /// Sets the connections a core keeps at most; more are closed on accept (default 65 536,
+    /// at least 1). Each open connection costs a few KiB of state plus its buffers.
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Sets the batch size in bytes from which batches are written with `SendZc` (zero-copy:
+    /// the NIC reads the buffer in place, held until the kernel's notification); `None` turns
+    /// it off. Default `None`: on loopback the kernel copies anyway and the extra notification
+    /// makes it slower (see docs/benchmarks.md); enable it for real NICs and large payloads.
+    /// TCP only: Unix sockets cannot send zero-copy and record transports copy into their
+    /// rings, so they ignore it.
+    pub fn with_send_zc_threshold(mut self, bytes: Option<usize>) -> Self {
+        self.send_zc_threshold = bytes;
+        self
+    }
+    /// Sets how busy-poll cores read hot connections: with plain non-blocking `recv` calls
+    /// instead of the io_uring multishot receive (default: on, 8 connections, 200 µs; each hot
+    /// connection costs one system call per loop turn). Ignored by adaptive cores, which must
+    /// be able to park in the ring. `None`: always receive through the ring.
+    pub fn with_direct_recv(mut self, direct: Option<DirectRecv>) -> Self {
+        self.direct_recv = direct;
+        self
+    }
+    /// Test-only fault injection: after this many loop turns, every `io_uring_enter` fails
+    /// with `EPERM`, as under a seccomp filter installed after setup.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn with_fail_enter_after_turns(mut self, turns: Option<u64>) -> Self {
+        self.fail_enter_after_turns = turns;
+        self
+    }
+
+    /// The idle policy.
+    pub fn idle(&self) -> IdlePolicy {
+        self.idle
+    }
+    /// Submission queue entries.
+    pub fn ring_entries(&self) -> u32 {
+        self.ring_entries
+    }
+    /// Receive buffers in the provided-buffer ring.
+    pub fn recv_buffers(&self) -> u16 {
+        self.recv_buffers
+    }
+    /// Size of each receive buffer, in bytes.
+    pub fn recv_buffer_size(&self) -> usize {
+        self.recv_buffer_size
+    }
+    /// Connections a core keeps at most.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+    /// Batch size in bytes from which writes are zero-copy, if on.
+    pub fn send_zc_threshold(&self) -> Option<usize> {
+        self.send_zc_threshold
+    }
+    /// The direct-receive policy of busy-poll cores, if on.
+    pub fn direct_recv(&self) -> Option<DirectRecv> {
+        self.direct_recv
+    }
+    /// The I/O backend choice.
+    pub fn driver(&self) -> DriverChoice {
+        self.driver
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=16_384).contains(&self.ring_entries) {
             return Err(ConfigError::new(
-                "CoreConfig::ring_entries",
+                "RuntimeConfig::ring_entries",
                 self.ring_entries,
                 "must be 1 to 16384 (the completion queue is 4x, and the kernel allows at most \
                  65536 completion entries)",
             ));
         }
-        if !pow2(u32::from(self.recv_buffers)) || self.recv_buffers > 32_768 {
+        if !u32::from(self.recv_buffers).is_power_of_two() || self.recv_buffers > 32_768 {
             return Err(ConfigError::new(
-                "CoreConfig::recv_buffers",
+                "RuntimeConfig::recv_buffers",
                 self.recv_buffers,
                 "must be a power of two from 1 to 32768 (a provided-buffer ring)",
             ));
         }
         if !(512..=(1 << 30)).contains(&self.recv_buffer_size) {
             return Err(ConfigError::new(
-                "CoreConfig::recv_buffer_size",
+                "RuntimeConfig::recv_buffer_size",
                 self.recv_buffer_size,
                 "must be 512 bytes to 1 GiB",
             ));
         }
         if u64::from(self.recv_buffers).saturating_mul(self.recv_buffer_size as u64) > 1 << 30 {
             return Err(ConfigError::new(
-                "CoreConfig::recv_buffers",
+                "RuntimeConfig::recv_buffers + RuntimeConfig::recv_buffer_size",
                 (self.recv_buffers, self.recv_buffer_size),
                 "recv_buffers * recv_buffer_size must be at most 1 GiB per core",
             ));
         }
         if self.max_connections == 0 {
             return Err(ConfigError::new(
-                "CoreConfig::max_connections",
+                "RuntimeConfig::max_connections",
                 self.max_connections,
                 "must be at least 1",
             ));
         }
+        if let IdlePolicy::Adaptive { spin } = self.idle {
+            if spin > Duration::from_secs(3600) {
+                return Err(ConfigError::new(
+                    "RuntimeConfig::idle",
+                    self.idle,
+                    "an adaptive spin above an hour is busy-polling: use IdlePolicy::BusyPoll",
+                ));
+            }
+        }
+        if let Some(d) = self.direct_recv {
+            if d.idle > Duration::from_secs(3600) {
+                return Err(ConfigError::new(
+                    "RuntimeConfig::direct_recv",
+                    d,
+                    "idle must be at most an hour",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings of the protocol: the handshake offers (limits, compression), what this side
+/// advertises (keepalive), budgets and timeouts. `Default` gives production defaults; each
+/// setter states its unit and cost. Checked by [`CoreConfig::validate`].
+///
+/// Keepalive is symmetric: this side pings a connection silent for its keepalive, and a server
+/// advertises that interval in its Welcome (`keepalive_interval_ms`). A client that gets a
+/// shorter non-zero interval from the server pings at the server's interval instead (the peer
+/// asked to hear from it that often, e.g. for a NAT); a side whose own keepalive is zero never
+/// pings, whatever the peer advertises. docs/configuration.md, "Keepalive".
+#[derive(Debug, Clone)]
+pub struct ProtocolConfig {
+    pub(crate) server: ServerConfig,
+    pub(crate) client: ClientConfig,
+    pub(crate) keepalive: Duration,
+    pub(crate) dead_after: Duration,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) close_linger: Duration,
+    pub(crate) max_backlog_bytes: usize,
+    pub(crate) idle_frame_budget: FrameBudget,
+    pub(crate) max_buffer_bytes: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        let keepalive = Duration::from_secs(15);
+        let mut server = ServerConfig::default();
+        server.keepalive_interval_ms = millis_u32(keepalive);
+        Self {
+            server,
+            client: ClientConfig::default(),
+            keepalive,
+            dead_after: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            close_linger: Duration::from_secs(5),
+            max_backlog_bytes: 32 << 20,
+            idle_frame_budget: FrameBudget::default(),
+            max_buffer_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A duration in whole milliseconds for the wire, saturating at `u32::MAX` (49 days); a
+/// non-zero duration below 1 ms rounds up to 1 so it never reads as "off".
+pub(crate) fn millis_u32(d: Duration) -> u32 {
+    if d.is_zero() {
+        0
+    } else {
+        u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+    }
+}
+
+impl ProtocolConfig {
+    /// Sets the handshake offer made when accepting (limits, compression, concurrency). Its
+    /// `keepalive_interval_ms` is ignored: the Welcome advertises
+    /// [`ProtocolConfig::keepalive`].
+    pub fn with_server(mut self, server: ServerConfig) -> Self {
+        self.server = server;
+        self.server.keepalive_interval_ms = millis_u32(self.keepalive);
+        self
+    }
+    /// Sets the handshake offer made when connecting (limits, compression, auth token).
+    pub fn with_client(mut self, client: ClientConfig) -> Self {
+        self.client = client;
+        self
+    }
+    /// Sets the keepalive: a connection silent for `every` gets a Ping (zero: never ping;
+    /// default 15 s), and one whose Ping got no answer for `dead_after` is closed as dead
+    /// (default 10 s; at most `every`). A server advertises `every` in its Welcome. Cost: one
+    /// 9-byte frame each way per idle connection per interval.
+    pub fn with_keepalive(mut self, every: Duration, dead_after: Duration) -> Self {
+        self.keepalive = every;
+        self.dead_after = dead_after;
+        self.server.keepalive_interval_ms = millis_u32(every);
+        self
+    }
+    /// Sets the stall timeout (slowloris and slow-reader guard, default 10 s, at least 1 ms):
+    /// every frame must complete within this long of its first byte, and a peer must take
+    /// some of the output waiting for it at least this often.
+    pub fn with_stall_timeout(mut self, t: Duration) -> Self {
+        self.stall_timeout = t;
+        self
+    }
+    /// Sets the handshake timeout (default 10 s, at least 1 ms): on both sides, a connection
+    /// whose handshake has not completed this long after it was opened or accepted is closed
+    /// (an accepted connection that sends nothing at all included).
+    pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+    /// Sets how long [`crate::Client::connect`] waits for the socket connection and the
+    /// handshake together (default 10 s, at least 1 ms).
+    pub fn with_connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+    /// Sets how long a closing connection (after an error, a GoAway drain, or the peer's EOF)
+    /// may take before it is closed whatever the peer does (default 5 s, at least 1 ms).
+    pub fn with_close_linger(mut self, t: Duration) -> Self {
+        self.close_linger = t;
+        self
+    }
+    /// Sets the output waiting for the peer to read, in bytes, above which a new call or reply
+    /// on the connection is refused with `ResourceExhausted` (that message only; default
+    /// 32 MiB). Must hold one largest frame plus one batch of both handshake offers. Memory:
+    /// up to this much per slow connection.
+    pub fn with_max_backlog_bytes(mut self, n: usize) -> Self {
+        self.max_backlog_bytes = n;
+        self
+    }
+    /// Sets the budget of frames that do no work, per connection (default 1000 at once, 1000
+    /// a second; see [`FrameBudget`]).
+    pub fn with_idle_frame_budget(mut self, budget: FrameBudget) -> Self {
+        self.idle_frame_budget = budget;
+        self
+    }
+    /// Sets the bytes that all connections of a core may hold in buffers for partial frames
+    /// and decompressed payloads together (default 256 MiB). A peer whose frame would exceed
+    /// it gets a connection error (ResourceExhausted). Must hold one largest frame plus one
+    /// batch of both handshake offers.
+    pub fn with_max_buffer_bytes(mut self, n: usize) -> Self {
+        self.max_buffer_bytes = n;
+        self
+    }
+
+    /// The handshake offer made when accepting (its keepalive is [`ProtocolConfig::keepalive`]).
+    pub fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+    /// The handshake offer made when connecting.
+    pub fn client(&self) -> &ClientConfig {
+        &self.client
+    }
+    /// The keepalive interval (zero: off).
+    pub fn keepalive(&self) -> Duration {
+        self.keepalive
+    }
+    /// How long a Ping may go unanswered before the connection is closed as dead.
+    pub fn dead_after(&self) -> Duration {
+        self.dead_after
+    }
+    /// The stall timeout.
+    pub fn stall_timeout(&self) -> Duration {
+        self.stall_timeout
+    }
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+    /// The connect timeout of [`crate::Client::connect`].
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// The close linger bound.
+    pub fn close_linger(&self) -> Duration {
+        self.close_linger
+    }
+    /// The backlog cap per connection, in bytes.
+    pub fn max_backlog_bytes(&self) -> usize {
+        self.max_backlog_bytes
+    }
+    /// The budget of frames that do no work.
+    pub fn idle_frame_budget(&self) -> FrameBudget {
+        self.idle_frame_budget
+    }
+    /// The core's buffer budget, in bytes.
+    pub fn max_buffer_bytes(&self) -> usize {
+        self.max_buffer_bytes
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
         // Timers run on a wheel with 1 ms ticks: shorter values cannot be honoured.
         let tick = Duration::from_millis(1);
         for (setting, d) in [
-            ("CoreConfig::stall_timeout", self.stall_timeout),
-            ("CoreConfig::close_linger", self.close_linger),
+            ("ProtocolConfig::stall_timeout", self.stall_timeout),
+            ("ProtocolConfig::handshake_timeout", self.handshake_timeout),
+            ("ProtocolConfig::connect_timeout", self.connect_timeout),
+            ("ProtocolConfig::close_linger", self.close_linger),
         ] {
             if d < tick {
                 return Err(ConfigError::new(
@@ -255,8 +508,8 @@ impl CoreConfig {
         }
         if !self.keepalive.is_zero() {
             for (setting, d) in [
-                ("CoreConfig::keepalive", self.keepalive),
-                ("CoreConfig::dead_after", self.dead_after),
+                ("ProtocolConfig::keepalive", self.keepalive),
+                ("ProtocolConfig::dead_after", self.dead_after),
             ] {
                 if d < tick {
                     return Err(ConfigError::new(
@@ -266,124 +519,138 @@ impl CoreConfig {
                     ));
                 }
             }
-        }
-        if let IdlePolicy::Adaptive { spin } = self.idle {
-            if spin > Duration::from_secs(3600) {
+            if self.dead_after > self.keepalive {
                 return Err(ConfigError::new(
-                    "CoreConfig::idle",
-                    self.idle,
-                    "an adaptive spin above an hour is busy-polling: use IdlePolicy::BusyPoll",
+                    "ProtocolConfig::dead_after + ProtocolConfig::keepalive",
+                    (self.dead_after, self.keepalive),
+                    "dead_after must be at most keepalive (a peer silent for longer than one \
+                     keepalive interval after a Ping is dead; set both with with_keepalive)",
                 ));
             }
         }
         if self.idle_frame_budget.burst == 0 {
             return Err(ConfigError::new(
-                "CoreConfig::idle_frame_budget",
+                "ProtocolConfig::idle_frame_budget",
                 self.idle_frame_budget,
                 "burst must be at least 1 (every peer pings now and then)",
             ));
+        }
+        for (setting, l) in [
+            ("ProtocolConfig::server", &self.server.limits),
+            ("ProtocolConfig::client", &self.client.limits),
+        ] {
+            // A peer refuses an offer below the protocol's minimums (docs/protocol.md §9).
+            for (field, value, min) in [
+                ("max_frame_size", l.max_frame_size, Limits::MIN_FRAME_SIZE),
+                (
+                    "max_batch_frames",
+                    l.max_batch_frames,
+                    Limits::MIN_BATCH_FRAMES,
+                ),
+                (
+                    "max_batch_bytes",
+                    l.max_batch_bytes,
+                    Limits::MIN_BATCH_BYTES,
+                ),
+            ] {
+                if value < min {
+                    return Err(ConfigError::new(
+                        setting,
+                        value,
+                        format!(
+                            "limits.{field} must be at least {min} (the protocol's minimum; a \
+                             peer refuses a smaller offer)"
+                        ),
+                    ));
+                }
+            }
         }
         for (side, l) in [
             ("server", &self.server.limits),
             ("client", &self.client.limits),
         ] {
             let need = l.max_frame_size as usize + l.max_batch_bytes as usize;
-            if self.max_buffer_bytes < need {
-                return Err(ConfigError::new(
-                    "CoreConfig::max_buffer_bytes",
-                    self.max_buffer_bytes,
-                    format!(
-                        "must hold one largest frame plus one batch: at least {need} bytes \
-                         (the {side} limits' max_frame_size {} + max_batch_bytes {})",
-                        l.max_frame_size, l.max_batch_bytes
-                    ),
-                ));
-            }
-            if self.max_backlog_bytes < need {
-                return Err(ConfigError::new(
-                    "CoreConfig::max_backlog_bytes",
-                    self.max_backlog_bytes,
-                    format!(
-                        "must hold one largest frame plus one batch: at least {need} bytes \
-                         (the {side} limits' max_frame_size {} + max_batch_bytes {})",
-                        l.max_frame_size, l.max_batch_bytes
-                    ),
-                ));
-            }
-        }
-        if let Some(d) = self.direct_recv {
-            if d.idle > Duration::from_secs(3600) {
-                return Err(ConfigError::new(
-                    "CoreConfig::direct_recv",
-                    d,
-                    "idle must be at most an hour",
-                ));
+            for (setting, value) in [
+                ("ProtocolConfig::max_buffer_bytes", self.max_buffer_bytes),
+                ("ProtocolConfig::max_backlog_bytes", self.max_backlog_bytes),
+            ] {
+                if value < need {
+                    return Err(ConfigError::new(
+                        setting,
+                        value,
+                        format!(
+                            "must hold one largest frame plus one batch: at least {need} bytes \
+                             (the {side} limits' max_frame_size {} + max_batch_bytes {})",
+                            l.max_frame_size, l.max_batch_bytes
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
     }
+}
 
-    /// Sets how long a closing connection may take before it is closed regardless.
-    pub fn with_close_linger(mut self, t: Duration) -> Self {
-        self.close_linger = t;
+/// Settings of one core: a [`RuntimeConfig`] and a [`ProtocolConfig`]. `Default` gives
+/// production defaults. Built from either part alone (`From`), or from both with
+/// [`CoreConfig::new`]; [`crate::Core::new`] and [`crate::EngineBuilder::config`] take anything
+/// that converts.
+#[derive(Debug, Clone, Default)]
+pub struct CoreConfig {
+    pub(crate) runtime: RuntimeConfig,
+    pub(crate) protocol: ProtocolConfig,
+}
+
+impl From<RuntimeConfig> for CoreConfig {
+    fn from(runtime: RuntimeConfig) -> Self {
+        Self {
+            runtime,
+            protocol: ProtocolConfig::default(),
+        }
+    }
+}
+
+impl From<ProtocolConfig> for CoreConfig {
+    fn from(protocol: ProtocolConfig) -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            protocol,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// Both parts.
+    pub fn new(runtime: RuntimeConfig, protocol: ProtocolConfig) -> Self {
+        Self { runtime, protocol }
+    }
+    /// Replaces the runtime part.
+    pub fn with_runtime(mut self, runtime: RuntimeConfig) -> Self {
+        self.runtime = runtime;
         self
     }
-    /// Sets the core's budget for partial-frame and decompression buffers.
-    pub fn with_max_buffer_bytes(mut self, n: usize) -> Self {
-        self.max_buffer_bytes = n;
+    /// Replaces the protocol part.
+    pub fn with_protocol(mut self, protocol: ProtocolConfig) -> Self {
+        self.protocol = protocol;
         self
     }
-    /// Sets the budget of frames that do no work.
-    pub fn with_idle_frame_budget(mut self, budget: FrameBudget) -> Self {
-        self.idle_frame_budget = budget;
-        self
+    /// The runtime part.
+    pub fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
     }
-    /// Sets the idle policy.
-    pub fn with_idle(mut self, idle: IdlePolicy) -> Self {
-        self.idle = idle;
-        self
+    /// The protocol part.
+    pub fn protocol(&self) -> &ProtocolConfig {
+        &self.protocol
     }
-    /// Sets the keepalive interval and the dead-peer timeout.
-    pub fn with_keepalive(mut self, every: Duration, dead_after: Duration) -> Self {
-        self.keepalive = every;
-        self.dead_after = dead_after;
-        self
-    }
-    /// Sets the stall timeout (slowloris guard).
-    pub fn with_stall_timeout(mut self, t: Duration) -> Self {
-        self.stall_timeout = t;
-        self
-    }
-    /// Sets the unsent-output cap per connection (slow-consumer guard).
-    pub fn with_max_backlog_bytes(mut self, n: usize) -> Self {
-        self.max_backlog_bytes = n;
-        self
-    }
-    /// Sets the zero-copy send threshold (`None`: never).
-    pub fn with_send_zc_threshold(mut self, bytes: Option<usize>) -> Self {
-        self.send_zc_threshold = bytes;
-        self
-    }
-    /// Sets the connection cap per core.
-    pub fn with_max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n;
-        self
-    }
-    /// Sets the direct-receive policy of busy-poll cores (`None`: always receive through the
-    /// ring).
-    pub fn with_direct_recv(mut self, direct: Option<DirectRecv>) -> Self {
-        self.direct_recv = direct;
-        self
-    }
-    /// Sets the I/O backend.
-    pub fn with_driver(mut self, driver: DriverChoice) -> Self {
-        self.driver = driver;
-        self
-    }
-    /// Sets the receive buffer ring (count must be a power of two).
-    pub fn with_recv_buffers(mut self, count: u16, size: usize) -> Self {
-        self.recv_buffers = count;
-        self.recv_buffer_size = size;
-        self
+
+    /// Checks every setting and how they fit together.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable setting (as `RuntimeConfig::…` or
+    /// `ProtocolConfig::…`, or both settings of a combination that does not fit), its value
+    /// and the rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.runtime.validate()?;
+        self.protocol.validate()
     }
 }

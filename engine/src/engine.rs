@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::config::{ConfigError, CoreConfig};
+use crate::config::{ConfigError, CoreConfig, ProtocolConfig, RuntimeConfig};
 use crate::core::{Core, CoreError};
 use crate::inbox::{Command, Inbox};
 use crate::service::{Registry, ServiceError};
@@ -65,9 +65,21 @@ impl EngineBuilder {
         self.cpus = Some(cpus.to_vec());
         self
     }
-    /// Per-core settings.
-    pub fn config(mut self, cfg: CoreConfig) -> Self {
-        self.config = cfg;
+    /// Per-core settings, both parts (a [`RuntimeConfig`] or a [`ProtocolConfig`] alone
+    /// leaves the other at its defaults). Checked by [`EngineBuilder::build`].
+    pub fn config(mut self, cfg: impl Into<CoreConfig>) -> Self {
+        self.config = cfg.into();
+        self
+    }
+    /// Per-core runtime settings (ring, buffers, idle policy), keeping the protocol settings.
+    pub fn runtime(mut self, runtime: RuntimeConfig) -> Self {
+        self.config.runtime = runtime;
+        self
+    }
+    /// Per-core protocol settings (handshake offers, limits, timeouts, keepalive), keeping the
+    /// runtime settings.
+    pub fn protocol(mut self, protocol: ProtocolConfig) -> Self {
+        self.config.protocol = protocol;
         self
     }
     /// Serves `service` on every core.
@@ -114,6 +126,7 @@ impl EngineBuilder {
             }
         }
         self.config.validate()?;
+        let connect_timeout = self.config.protocol.connect_timeout;
         let mut registry = Registry::default();
         for s in self.services {
             registry.add(s)?;
@@ -194,6 +207,7 @@ impl EngineBuilder {
             files,
             inproc: Vec::new(),
             drivers: Vec::with_capacity(n),
+            connect_timeout,
         };
         let mut drivers = vec![None; n];
         for _ in 0..n {
@@ -299,6 +313,8 @@ pub struct Engine {
     inproc: Vec<crate::transport::inproc::Binding>,
     /// The I/O backend of each core, by core index.
     drivers: Vec<crate::DriverInfo>,
+    /// `ProtocolConfig::connect_timeout`, for [`Engine::client`].
+    connect_timeout: Duration,
 }
 
 impl Engine {
@@ -320,7 +336,7 @@ impl Engine {
     }
 
     /// The I/O backend each core runs (by core index) and, where a core fell back from
-    /// io_uring to epoll, why (`CoreConfig::driver`, docs/architecture.md, "The epoll
+    /// io_uring to epoll, why (`RuntimeConfig::with_driver`, docs/architecture.md, "The epoll
     /// driver").
     pub fn drivers(&self) -> &[crate::DriverInfo] {
         &self.drivers
@@ -354,7 +370,7 @@ impl Engine {
 
     /// A client whose connections live on this engine's cores.
     pub fn client(&self) -> Client {
-        Client::new(self.inboxes.clone())
+        Client::new(self.inboxes.clone(), self.connect_timeout)
     }
 
     /// A copy of every core's statistics.

@@ -153,7 +153,8 @@ impl Inbox {
                 Command::Call { slot, .. } | Command::Adopt { slot, .. } => {
                     slot.complete(Err(crate::Status::unavailable(format!(
                         "the engine core is not running: {why}"
-                    ))));
+                    ))
+                    .with_origin(crate::status::Origin::EngineStopped)));
                 }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)

@@ -28,6 +28,11 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+// So are those of docs/configuration.md.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/configuration.md")]
+struct ConfigurationDoctests;
+
 mod client;
 mod config;
 mod conn;
@@ -35,6 +40,7 @@ mod core;
 mod driver;
 mod endpoint;
 mod engine;
+mod error;
 mod executor;
 mod inbox;
 /// The in-process record transport, `inproc://name`: engines of one process connect over
@@ -54,18 +60,21 @@ mod transport;
 pub mod typed;
 
 pub use bytes::Bytes;
-pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
-pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
+pub use client::{CallFuture, Channel, Client, Method};
+pub use config::{
+    ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
+};
 pub use core::{ConnId, Core, CoreError};
 pub use driver::uring::RingError;
 pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
+pub use error::{CallError, ConnectError};
 pub use peer::Peer;
 pub use service::{
     AsyncHandler, AsyncRequest, HandlerFuture, Reply, Request, Service, ServiceError, SyncHandler,
     Version,
 };
 pub use slot::CallSlot;
-pub use stats::CoreStats;
+pub use stats::{CoreStats, DriverStats};
 pub use status::{Status, StatusCode};

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::client::CallFuture;
 use crate::inbox::{ConnRef, Inbox};
-use crate::{Status, StatusCode};
+use crate::{CallError, Status, StatusCode};
 
 /// The peer at the other end of the connection a request arrived on: calls made through it
 /// go to that peer's services, over that same connection.
@@ -111,6 +111,7 @@ impl Peer {
 
     fn detached_status() -> Status {
         Status::unavailable("this request did not arrive on a connection: it has no peer to call")
+            .with_origin(crate::status::Origin::Closed)
     }
 
     /// Calls `method` of the peer's `service` (`name@version`) without blocking: the future
@@ -148,20 +149,22 @@ impl Peer {
     /// one that drives it (that thread must keep running turns for the reply to be read).
     ///
     /// # Errors
-    /// `FailedPrecondition` when called on the thread of the core that owns the connection
-    /// (it would deadlock); `Unavailable` if the connection is closed or closes before the
-    /// reply (the peer's services go with it) or the core stopped; `DeadlineExceeded` once
-    /// `deadline` passes (the call is then cancelled on the wire); `ResourceExhausted` for a
-    /// request above the negotiated limits; otherwise the peer's status.
+    /// [`CallError::WouldDeadlock`] (`FailedPrecondition`) when called on the thread of the
+    /// core that owns the connection; [`CallError::Closed`] (`Unavailable`) if the connection
+    /// is closed or closes before the reply (the peer's services go with it);
+    /// [`CallError::EngineStopped`] if the core stopped; [`CallError::Refused`]
+    /// (`ResourceExhausted`) for a request above the negotiated limits, refused before
+    /// sending; [`CallError::Status`] with `DeadlineExceeded` once `deadline` passes (the call
+    /// is then cancelled on the wire), or with the peer's status.
     pub fn call(
         &self,
         service: &str,
         method: &str,
         payload: impl Into<Bytes>,
         deadline: Option<Duration>,
-    ) -> Result<Vec<u8>, Status> {
+    ) -> Result<Vec<u8>, CallError> {
         let Some((inbox, conn)) = &self.link else {
-            return Err(Self::detached_status());
+            return Err(CallError::Closed(Self::detached_status()));
         };
         let mut out = Vec::new();
         crate::client::call_blocking(
@@ -190,4 +193,5 @@ pub(crate) fn closed() -> Status {
         StatusCode::Unavailable,
         "the connection is closed: the peer's services went with it",
     )
+    .with_origin(crate::status::Origin::Closed)
 }

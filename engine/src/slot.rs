@@ -218,6 +218,12 @@ impl Default for Completion {
 /// reader. A slot belongs to the thread that created it (it is neither `Send` nor `Sync`).
 /// Reusing one slot call after call allocates nothing in steady state.
 ///
+/// Why it is public: the caller-driven core's calls allocate nothing per call, so the reply
+/// cannot be a fresh `Vec` and the outcome cell cannot be created per call; the caller owns
+/// that cell and lends it to each call. It has no public fields and only [`CallSlot::new`],
+/// [`CallSlot::is_done`] and [`CallSlot::reply`]: its insides (a completion shared with the
+/// core) may change without notice (docs/architecture.md, "Public surface").
+///
 /// Using a reply after the next call does not compile:
 ///
 /// ```compile_fail
@@ -274,9 +280,11 @@ impl CallSlot {
     }
 
     /// The last call's reply payload or failure, once delivered; `None` while it is pending
-    /// (or before the first call).
-    pub fn reply(&self) -> Option<Result<&[u8], Status>> {
-        self.inner.result()
+    /// (or before the first call). The failures are those of [`crate::Core::call`].
+    pub fn reply(&self) -> Option<Result<&[u8], crate::CallError>> {
+        self.inner
+            .result()
+            .map(|r| r.map_err(crate::CallError::from_status))
     }
 }
 

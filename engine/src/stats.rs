@@ -1,41 +1,67 @@
 //! Per-core statistics, readable through the API.
+//!
+//! [`CoreStats`] holds what users watch (connections, calls, frames, bytes, errors by kind)
+//! behind getters; the driver's own counters (`io_uring` submits, direct reads and sends, hot
+//! promotions, loop turns, zero-copy writes) are diagnostics in [`DriverStats`], reached with
+//! [`CoreStats::driver`]: they describe how this engine version drives the kernel, are not
+//! part of the stable API, and may change with the driver.
 
 use std::collections::BTreeMap;
 
-/// Counters of one core. Plain integers: each core owns its own, and publishes a copy on
-/// request (see [`crate::Engine::stats`]).
+/// Counters of one core. Each core owns its own, and publishes a copy on request (see
+/// [`crate::Engine::stats`]). Read-only for users:
+///
+/// ```compile_fail
+/// let mut s = netron_engine::CoreStats::default();
+/// s.calls_in += 1;
+/// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CoreStats {
     /// Connections accepted.
-    pub accepted: u64,
+    pub(crate) accepted: u64,
     /// Connections refused (limit reached).
-    pub refused: u64,
+    pub(crate) refused: u64,
     /// Accepts re-armed after a backoff (persistent accept errors such as running out of
     /// descriptors; the episode itself counts once as the error `accept_failed`).
-    pub accept_retries: u64,
+    pub(crate) accept_retries: u64,
     /// Connections closed.
-    pub closed: u64,
+    pub(crate) closed: u64,
     /// Handshakes completed.
-    pub handshakes: u64,
+    pub(crate) handshakes: u64,
     /// Requests received (server role).
-    pub calls_in: u64,
+    pub(crate) calls_in: u64,
     /// Calls that completed with a reply.
-    pub calls_ok: u64,
+    pub(crate) calls_ok: u64,
     /// Calls that completed with an error status.
-    pub calls_failed: u64,
+    pub(crate) calls_failed: u64,
     /// Client calls that hit their deadline.
-    pub deadline_exceeded: u64,
+    pub(crate) deadline_exceeded: u64,
     /// Cancel frames received.
-    pub cancels_in: u64,
+    pub(crate) cancels_in: u64,
     /// Frames decoded.
-    pub frames_in: u64,
+    pub(crate) frames_in: u64,
     /// Frames written.
-    pub frames_out: u64,
+    pub(crate) frames_out: u64,
     /// Bytes received.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// Bytes written.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
+    /// Bytes held right now in partial-frame and decompression buffers by the core's
+    /// connections (a gauge, against `ProtocolConfig::max_buffer_bytes`).
+    pub(crate) buffer_bytes: u64,
+    /// The driver's counters (diagnostics).
+    pub(crate) driver: DriverStats,
+    /// Errors by kind (stable labels, e.g. `unknown_kind`, `frame_too_large`, `dead_peer`).
+    pub(crate) errors: BTreeMap<&'static str, u64>,
+}
+
+/// Diagnostics: how a core drove the kernel (what the benchmarks report per call). These
+/// counters follow the driver's implementation and may change between versions; watch
+/// [`CoreStats`] for the engine's behaviour.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
     /// Write operations submitted (one per batch).
     pub writes: u64,
     /// Of those, writes sent with `SendZc` (zero-copy).
@@ -54,32 +80,110 @@ pub struct CoreStats {
     pub hot_promotions: u64,
     /// Loop turns.
     pub turns: u64,
-    /// Bytes held right now in partial-frame and decompression buffers by the core's
-    /// connections (a gauge, against `CoreConfig::max_buffer_bytes`).
-    pub buffer_bytes: u64,
-    /// Errors by kind (stable labels, e.g. `unknown_kind`, `frame_too_large`, `dead_peer`).
-    pub errors: BTreeMap<&'static str, u64>,
+}
+
+impl DriverStats {
+    fn merge(&mut self, o: &DriverStats) {
+        self.writes += o.writes;
+        self.zero_copy_writes += o.zero_copy_writes;
+        self.submits += o.submits;
+        self.direct_recvs += o.direct_recvs;
+        self.direct_sends += o.direct_sends;
+        self.hot_promotions += o.hot_promotions;
+        self.turns += o.turns;
+    }
 }
 
 impl CoreStats {
+    /// Connections accepted.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+    /// Connections refused (limit reached).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+    /// Accepts re-armed after a backoff (persistent accept errors such as running out of
+    /// descriptors; the episode itself counts once as the error `accept_failed`).
+    pub fn accept_retries(&self) -> u64 {
+        self.accept_retries
+    }
+    /// Connections closed.
+    pub fn closed(&self) -> u64 {
+        self.closed
+    }
+    /// Handshakes completed.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes
+    }
+    /// Requests received (server role).
+    pub fn calls_in(&self) -> u64 {
+        self.calls_in
+    }
+    /// Calls that completed with a reply.
+    pub fn calls_ok(&self) -> u64 {
+        self.calls_ok
+    }
+    /// Calls that completed with an error status.
+    pub fn calls_failed(&self) -> u64 {
+        self.calls_failed
+    }
+    /// Client calls that hit their deadline.
+    pub fn deadline_exceeded(&self) -> u64 {
+        self.deadline_exceeded
+    }
+    /// Cancel frames received.
+    pub fn cancels_in(&self) -> u64 {
+        self.cancels_in
+    }
+    /// Frames decoded.
+    pub fn frames_in(&self) -> u64 {
+        self.frames_in
+    }
+    /// Frames written.
+    pub fn frames_out(&self) -> u64 {
+        self.frames_out
+    }
+    /// Bytes received.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+    /// Bytes written.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+    /// Bytes held right now in partial-frame and decompression buffers by the core's
+    /// connections (a gauge, against `ProtocolConfig::max_buffer_bytes`).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffer_bytes
+    }
+    /// The driver's counters: diagnostics, not a stable API (see [`DriverStats`]).
+    pub fn driver(&self) -> &DriverStats {
+        &self.driver
+    }
+
+    /// Errors by kind, with their counts (stable labels, e.g. `unknown_kind`, `dead_peer`).
+    pub fn errors(&self) -> &BTreeMap<&'static str, u64> {
+        &self.errors
+    }
+
     /// Counts one error of kind `label`.
-    pub fn count_error(&mut self, label: &'static str) {
+    pub(crate) fn count_error(&mut self, label: &'static str) {
         *self.errors.entry(label).or_insert(0) += 1;
     }
 
     /// Frames per write so far.
     pub fn frames_per_write(&self) -> f64 {
-        if self.writes == 0 {
+        if self.driver.writes == 0 {
             0.0
         } else {
-            self.frames_out as f64 / self.writes as f64
+            self.frames_out as f64 / self.driver.writes as f64
         }
     }
 
     /// Adds `other` into `self` (for engine-wide totals).
     pub fn merge(&mut self, other: &CoreStats) {
         self.accepted += other.accepted;
-        self.buffer_bytes += other.buffer_bytes;
         self.refused += other.refused;
         self.accept_retries += other.accept_retries;
         self.closed += other.closed;
@@ -93,13 +197,8 @@ impl CoreStats {
         self.frames_out += other.frames_out;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
-        self.writes += other.writes;
-        self.zero_copy_writes += other.zero_copy_writes;
-        self.submits += other.submits;
-        self.direct_recvs += other.direct_recvs;
-        self.hot_promotions += other.hot_promotions;
-        self.direct_sends += other.direct_sends;
-        self.turns += other.turns;
+        self.buffer_bytes += other.buffer_bytes;
+        self.driver.merge(&other.driver);
         for (k, v) in &other.errors {
             *self.errors.entry(k).or_insert(0) += v;
         }

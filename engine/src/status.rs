@@ -5,13 +5,54 @@ use std::borrow::Cow;
 pub use netron_codec::StatusCode;
 
 /// A failed call: a gRPC-style status code and a human-readable message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Equality compares the code and the message. A status also remembers, privately, whether
+/// this side produced it for a local cause (connection closed, request refused before
+/// sending, core stopped, handshake refused or timed out), so that [`crate::CallError`] and
+/// [`crate::ConnectError`] blame the right side; a status read from the wire, or made with
+/// [`Status::new`], is the peer's (or a handler's) own.
+///
+/// So a status is made with its constructors, never as a literal (which could not say where
+/// it came from):
+///
+/// ```compile_fail
+/// # use netron_engine::{Status, StatusCode};
+/// let s = Status { code: StatusCode::Internal, message: "x".into() };
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Status {
     /// The code.
     pub code: StatusCode,
     /// What happened, for people.
     pub message: Cow<'static, str>,
+    origin: Origin,
+}
+
+impl PartialEq for Status {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for Status {}
+
+/// Where a failure arose, when this side produced it for a local cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Origin {
+    /// A status as such: the peer's answer, a handler's, or a deadline.
+    #[default]
+    Status,
+    /// The connection is closed, closing or going away.
+    Closed,
+    /// Refused before anything was sent (a limit of the connection).
+    Refused,
+    /// The core is not running.
+    EngineStopped,
+    /// The peer refused the handshake; the status is the peer's.
+    HandshakeRefused,
+    /// The handshake did not complete within `ProtocolConfig::handshake_timeout`.
+    HandshakeTimeout,
 }
 
 impl Status {
@@ -20,7 +61,19 @@ impl Status {
         Self {
             code,
             message: message.into(),
+            origin: Origin::Status,
         }
+    }
+
+    /// The same status, marked as produced here for a local cause.
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Where this status arose (see [`Origin`]).
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
     }
     /// `InvalidArgument` with a message.
     pub fn invalid_argument(message: impl Into<Cow<'static, str>>) -> Self {

@@ -33,7 +33,7 @@
 //!
 //! // A payload that is not the FlatBuffer the handler expects is refused before it runs.
 //! let e = channel.call("errors@1.0.0", "describe", &[0xffu8; 7][..], dl).unwrap_err();
-//! assert_eq!(e.code, StatusCode::InvalidArgument);
+//! assert_eq!(e.code(), StatusCode::InvalidArgument);
 //! engine.shutdown(Duration::from_secs(1));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -88,7 +88,7 @@ pub fn calc_server(t: &Transport) -> (netron_engine::Engine, String) {
 /// on a fresh endpoint of `t`, with its bound endpoint string.
 pub fn engine(
     t: &Transport,
-    cfg: netron_engine::CoreConfig,
+    cfg: impl Into<netron_engine::CoreConfig>,
     services: &[Service],
     tag: &str,
 ) -> (netron_engine::Engine, String) {

@@ -38,7 +38,7 @@ pub struct Transport {
     /// Byte stream or records: the few tests whose expectation differs branch on it.
     pub kind: Kind,
     /// Whether the engine sends zero-copy (`SendZc`) on it when
-    /// `CoreConfig::send_zc_threshold` says so: TCP only (Unix sockets refuse it, record
+    /// `RuntimeConfig::send_zc_threshold` says so: TCP only (Unix sockets refuse it, record
     /// transports copy into their rings).
     pub zero_copy: bool,
     /// A fresh endpoint to listen on, unique per call (`tag` names the test in paths).

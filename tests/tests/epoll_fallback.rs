@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use netron_engine::{Core, CoreConfig, DRIVER_ENV, DriverChoice, DriverKind, Engine};
+use netron_engine::{
+    Core, CoreConfig, DRIVER_ENV, DriverChoice, DriverKind, Engine, RuntimeConfig,
+};
 
 const CHILD: &str = "NETRON_TESTS_SECCOMP_CHILD";
 const NAME: &str = "an_engine_falls_back_to_epoll_where_seccomp_blocks_io_uring";
@@ -67,7 +69,7 @@ fn in_the_child() {
         assert_eq!(r, [i.wrapping_add(1)]);
     }
     // Told to use io_uring only: a clear error, no core.
-    let err = Core::new(CoreConfig::default().with_driver(DriverChoice::IoUring)).unwrap_err();
+    let err = Core::new(RuntimeConfig::default().with_driver(DriverChoice::IoUring)).unwrap_err();
     assert!(err.to_string().contains("io_uring"), "{err}");
     engine.shutdown(Duration::from_secs(1));
     println!("fallback checked: {why}");

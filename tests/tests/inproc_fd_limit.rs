@@ -29,7 +29,7 @@ fn set_nofile(n: u64) -> u64 {
 
 /// An in-process connection costs descriptors (eventfd doorbells and their duplicates). When
 /// the process has none left, a connect fails with the OS's reason; it must not blame
-/// `CoreConfig::max_connections`, which a user would then raise for nothing (the client
+/// `RuntimeConfig::max_connections`, which a user would then raise for nothing (the client
 /// core's link setup, which duplicates the doorbell, used to report exactly that). Connections
 /// made before keep working, and connects work again once descriptors are available.
 #[test]
@@ -61,7 +61,7 @@ fn connects_that_run_out_of_descriptors_say_so() {
     );
     for s in &errors {
         assert!(
-            !s.message.contains("max_connections"),
+            !s.to_string().contains("max_connections"),
             "a connect that ran out of descriptors blames the connection limit: {s}"
         );
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress};
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameIter, FrameKind};
-use netron_engine::{CallSlot, Core, CoreConfig, Endpoint, IdlePolicy};
+use netron_engine::{CallSlot, Core, CoreConfig, Endpoint, IdlePolicy, RuntimeConfig};
 
 use super::{DEADLINE, DEPTHS, Overhead, Rpc, SIZE, Workload, cpu_ns, proxy, traceparent};
 use crate::engine_section::{METHOD, SERVICE, server};
@@ -38,7 +38,7 @@ fn endpoint_of(engine: &netron_engine::Engine) -> Endpoint {
 /// Round trips with a deadline on every call, and the CPU time (both sides) they took.
 fn round_trips(endpoint: &str, idle: IdlePolicy, n: usize) -> (Samples, f64) {
     let engine = server(endpoint, idle);
-    let mut core = Core::new(CoreConfig::default().with_idle(idle)).expect("client core");
+    let mut core = Core::new(RuntimeConfig::default().with_idle(idle)).expect("client core");
     let conn = core
         .connect(&endpoint_of(&engine), Duration::from_secs(5))
         .expect("connect");
@@ -68,7 +68,7 @@ fn round_trips(endpoint: &str, idle: IdlePolicy, n: usize) -> (Samples, f64) {
 /// Calls/s with `depth` calls in flight on one TCP connection.
 fn pipelined(idle: IdlePolicy, depth: usize, window: Duration) -> f64 {
     let engine = server("tcp://127.0.0.1:0", idle);
-    let mut core = Core::new(CoreConfig::default().with_idle(idle)).expect("core");
+    let mut core = Core::new(RuntimeConfig::default().with_idle(idle)).expect("core");
     let conn = core
         .connect(&endpoint_of(&engine), Duration::from_secs(5))
         .expect("connect");

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Bytes of receive-reassembly and decompression buffers that all connections of one core
-/// hold, against `CoreConfig::max_buffer_bytes`. A connection asks before a buffer grows; a
+/// hold, against `ProtocolConfig::max_buffer_bytes`. A connection asks before a buffer grows; a
 /// peer whose frame would take the core past its budget gets a connection error
 /// (ResourceExhausted, counter `buffer_budget`), so slow or malicious senders of large frames
 /// cannot make a core hold more than the budget, whatever their number.
@@ -102,7 +102,7 @@ impl<C: Caller> Connection<C> {
             message: format!(
                 "too many frames that do no work (cancels of answered calls, pings, ignored \
                  frames): more than {} in a burst or {} a second \
-                 (CoreConfig::idle_frame_budget)",
+                 (ProtocolConfig::idle_frame_budget)",
                 self.cfg.idle_frames.burst, self.cfg.idle_frames.per_sec
             ),
         })
@@ -142,7 +142,7 @@ impl<C: Caller> Connection<C> {
                 status: StatusCode::ResourceExhausted,
                 message: format!(
                     "the core's buffers for partial and decompressed frames are full \
-                     (CoreConfig::max_buffer_bytes = {} bytes); a {target}-byte frame buffer \
+                     (ProtocolConfig::max_buffer_bytes = {} bytes); a {target}-byte frame buffer \
                      does not fit now",
                     b.limit
                 ),
@@ -183,7 +183,7 @@ impl<C: Caller> Connection<C> {
                 status: StatusCode::ResourceExhausted,
                 message: format!(
                     "the core's buffers for partial and decompressed frames are full \
-                     (CoreConfig::max_buffer_bytes = {} bytes); a payload declaring {declared} \
+                     (ProtocolConfig::max_buffer_bytes = {} bytes); a payload declaring {declared} \
                      decompressed bytes does not fit now",
                     b.limit
                 ),
@@ -232,7 +232,7 @@ impl<C: Caller> Connection<C> {
                 StatusCode::ResourceExhausted,
                 format!(
                     "{backlog} bytes are already waiting for the peer to read; a {frame}-byte \
-                     frame would exceed CoreConfig::max_backlog_bytes ({})",
+                     frame would exceed ProtocolConfig::max_backlog_bytes ({})",
                     self.cfg.max_backlog_bytes
                 ),
             ));

@@ -10,12 +10,15 @@
 
 mod budget;
 mod client;
+mod config;
 pub(crate) mod record;
 mod server;
 mod timers;
 
 use budget::Budget;
 pub(crate) use budget::BufferBudget;
+pub(crate) use config::ConnConfig;
+use config::effective_keepalive;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -23,8 +26,7 @@ use std::time::{Duration, Instant};
 use netron_codec::compress::{Compressor, Decompressor};
 use netron_codec::control::ControlEncoder;
 use netron_codec::handshake::{
-    ClientConfig, ClientHandshake, ClientProgress, ServerConfig, ServerHandshake, ServerProgress,
-    Settings,
+    ClientHandshake, ClientProgress, ServerHandshake, ServerProgress, Settings,
 };
 use netron_codec::hpack::{HeaderDecoder, HeaderEncoder, HeaderList};
 use netron_codec::{
@@ -104,29 +106,6 @@ pub(crate) struct Env<'a> {
     pub stats: &'a mut CoreStats,
 }
 
-/// Per-connection configuration, fixed when the connection is created (from
-/// [`crate::CoreConfig`]; see docs/architecture.md, "Timers and budgets").
-#[derive(Debug, Clone)]
-pub(crate) struct ConnConfig {
-    pub server: ServerConfig,
-    pub client: ClientConfig,
-    /// Ping a connection silent this long (zero: never).
-    pub keepalive: Duration,
-    /// Close a connection whose ping got no answer for this long.
-    pub dead_after: Duration,
-    /// A handshake or a frame must complete within this long of its first byte; an output
-    /// that makes no progress for this long closes the connection.
-    pub stall_timeout: Duration,
-    /// A closing connection is closed after this long whatever the peer does.
-    pub close_linger: Duration,
-    /// Unsent output above which a new outgoing message is refused (that message only).
-    pub max_backlog_bytes: usize,
-    /// Frames that do no work a peer may send: burst and refill per second.
-    pub idle_frames: crate::config::FrameBudget,
-    /// The core's budget for receive reassembly and decompression buffers.
-    pub buffers: std::rc::Rc<BufferBudget>,
-}
-
 /// One connection's state machine. `C` is where outcomes of calls it opened go ([`Caller`]).
 ///
 /// Call order, for its driver (the core):
@@ -184,12 +163,21 @@ pub(crate) struct Connection<C: Caller> {
     pub(crate) peer_eof: bool,
     /// When the handshake began or the partial frame in `rx` got its first byte.
     rx_started: Instant,
+    /// When the connection was created: the handshake must complete within
+    /// `handshake_timeout` of it.
+    opened_at: Instant,
+    /// The keepalive in force: this side's, or the server's advertised interval when that is
+    /// shorter and not zero (client role, once the Welcome arrived). Zero: never ping.
+    pub(crate) keepalive: Duration,
     /// When output started waiting behind a send the peer does not take (set by the core).
     pub(crate) write_blocked_since: Option<Instant>,
     /// Since when the connection is closing (closed at the latest `close_linger` later).
     closing_since: Option<Instant>,
     /// Why the connection is closing, for calls that try to use it.
     pub(crate) close_reason: Option<String>,
+    /// Why the handshake failed, when it was the peer's refusal or the handshake timeout (for
+    /// the connecting caller's [`crate::ConnectError`]).
+    pub(crate) handshake_failure: Option<crate::Status>,
     /// Budget of frames that do no work, in quarter tokens.
     budget: Budget,
     /// The handle its handlers get to the other side (set by the core; opaque here).
@@ -254,9 +242,12 @@ impl<C: Caller> Connection<C> {
             last_peer_id: 0,
             peer_eof: false,
             rx_started: now,
+            opened_at: now,
+            keepalive: config.keepalive,
             write_blocked_since: None,
             closing_since: None,
             close_reason: None,
+            handshake_failure: None,
             budget: Budget::new(config.idle_frames, now),
             peer: None,
             charged: 0,
@@ -309,6 +300,9 @@ impl<C: Caller> Connection<C> {
         self.tx.set_limits(s.limits);
         self.compressor = Compressor::new(s.compression, s.compression_threshold as usize);
         self.decompressor = Decompressor::new(s.compression, s.limits.max_decompressed_size);
+        if self.role == Role::Client {
+            self.keepalive = effective_keepalive(self.cfg.keepalive, s.keepalive_interval_ms);
+        }
         self.settings = Some(s);
         self.state = State::Open;
     }
@@ -397,8 +391,10 @@ impl<C: Caller> Connection<C> {
             self.closing_since = Some(self.last_rx.max(self.rx_started));
         }
         let reason = format!("connection closed: {}", e.message);
-        self.calls
-            .fail_all(&crate::Status::new(e.status, reason.clone()));
+        self.calls.fail_all(
+            &crate::Status::new(e.status, reason.clone())
+                .with_origin(crate::status::Origin::Closed),
+        );
         self.close_reason.get_or_insert(reason);
         self.rx.clear();
         self.state = State::Closing;
@@ -448,7 +444,14 @@ impl<C: Caller> Connection<C> {
                     }
                 }
             }
-            State::ClientHandshake(hs) => match hs.handle(buf)? {
+            State::ClientHandshake(hs) => match hs.handle(buf).inspect_err(|e| {
+                if let HandshakeError::Rejected { status, reason, .. } = e {
+                    self.handshake_failure = Some(
+                        crate::Status::new(*status, reason.clone())
+                            .with_origin(crate::status::Origin::HandshakeRefused),
+                    );
+                }
+            })? {
                 ClientProgress::NeedMore { .. } => return Ok(0),
                 ClientProgress::Done {
                     settings,

@@ -142,7 +142,7 @@ impl<C: Caller> Connection<C> {
                 outcome = Err(crate::Status::new(
                     StatusCode::ResourceExhausted,
                     format!(
-                        "the {len}-byte reply would exceed CoreConfig::max_backlog_bytes \
+                        "the {len}-byte reply would exceed ProtocolConfig::max_backlog_bytes \
                          ({max_backlog}) of output waiting for the caller to read"
                     ),
                 ));

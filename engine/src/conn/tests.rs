@@ -69,18 +69,9 @@ fn registry() -> Registry {
 }
 
 fn test_cfg() -> ConnConfig {
-    let core = crate::CoreConfig::default();
-    ConnConfig {
-        server: Default::default(),
-        client: Default::default(),
-        keepalive: Duration::ZERO,
-        dead_after: Duration::from_secs(1),
-        stall_timeout: core.stall_timeout,
-        close_linger: core.close_linger,
-        max_backlog_bytes: core.max_backlog_bytes,
-        idle_frames: core.idle_frame_budget,
-        buffers: std::rc::Rc::new(BufferBudget::new(core.max_buffer_bytes)),
-    }
+    ConnConfig::new(
+        &crate::ProtocolConfig::default().with_keepalive(Duration::ZERO, Duration::from_secs(1)),
+    )
 }
 
 impl Pair {
@@ -662,3 +653,5 @@ mod bounds;
 mod peers;
 /// The same connections over a record transport (docs/protocol.md §26).
 mod records;
+/// Handshake timeout and keepalive (own and advertised).
+mod timers;

@@ -20,7 +20,7 @@ impl<C: Caller> Connection<C> {
                     counter: "close_linger",
                     status: StatusCode::Unavailable,
                     message: format!(
-                        "closing took longer than CoreConfig::close_linger ({:?})",
+                        "closing took longer than ProtocolConfig::close_linger ({:?})",
                         self.cfg.close_linger
                     ),
                 });
@@ -36,17 +36,31 @@ impl<C: Caller> Connection<C> {
             let _ = self.queue(|_, b| b.empty_frame(FrameKind::Cancel, id, 0));
         }
         let stall = self.cfg.stall_timeout;
-        if self.awaiting_more() && now.saturating_duration_since(self.rx_started) >= stall {
-            let what = if self.is_open() {
-                "a frame was not completed"
-            } else {
-                "the handshake was not completed"
-            };
+        if self.in_handshake() {
+            let limit = self.cfg.handshake_timeout;
+            if now.saturating_duration_since(self.opened_at) >= limit {
+                let e = ConnError {
+                    counter: "handshake_timeout",
+                    status: StatusCode::DeadlineExceeded,
+                    message: format!(
+                        "the handshake was not completed within \
+                         ProtocolConfig::handshake_timeout ({limit:?}) of the connection's start"
+                    ),
+                };
+                self.handshake_failure = Some(
+                    crate::Status::new(e.status, e.message.clone())
+                        .with_origin(crate::status::Origin::HandshakeTimeout),
+                );
+                self.fail(e.clone(), env);
+                return Err(e);
+            }
+        } else if self.awaiting_more() && now.saturating_duration_since(self.rx_started) >= stall {
             let e = ConnError {
                 counter: "stalled",
                 status: StatusCode::DeadlineExceeded,
                 message: format!(
-                    "{what} within CoreConfig::stall_timeout ({stall:?}) of its first byte"
+                    "a frame was not completed within ProtocolConfig::stall_timeout ({stall:?}) \
+                     of its first byte"
                 ),
             };
             self.fail(e.clone(), env);
@@ -59,7 +73,7 @@ impl<C: Caller> Connection<C> {
                     counter: "write_stalled",
                     status: StatusCode::Unavailable,
                     message: format!(
-                        "the peer took no bytes for CoreConfig::stall_timeout ({stall:?}) \
+                        "the peer took no bytes for ProtocolConfig::stall_timeout ({stall:?}) \
                          while output was waiting"
                     ),
                 };
@@ -68,7 +82,7 @@ impl<C: Caller> Connection<C> {
                 return Err(e);
             }
         }
-        let keepalive = self.cfg.keepalive;
+        let keepalive = self.keepalive;
         if !self.is_open() || keepalive.is_zero() {
             return Ok(());
         }
@@ -79,7 +93,7 @@ impl<C: Caller> Connection<C> {
                     counter: "dead_peer",
                     status: StatusCode::Unavailable,
                     message: format!(
-                        "no answer to a keepalive ping within CoreConfig::dead_after \
+                        "no answer to a keepalive ping within ProtocolConfig::dead_after \
                          ({dead_after:?}); the peer is unreachable or frozen"
                     ),
                 };
@@ -91,6 +105,15 @@ impl<C: Caller> Connection<C> {
             self.queue(|_, b| b.empty_frame(FrameKind::Ping, 0, 0))?;
         }
         Ok(())
+    }
+
+    /// Whether the handshake is under way (bounded by `handshake_timeout`, not by the stall
+    /// timer).
+    fn in_handshake(&self) -> bool {
+        matches!(
+            self.state,
+            State::ServerHandshake(_) | State::ClientHandshake(_)
+        )
     }
 
     /// When this connection next needs `on_timer`: the earliest of its calls' deadlines, the
@@ -112,16 +135,18 @@ impl<C: Caller> Connection<C> {
             return next;
         }
         let stall = self.cfg.stall_timeout;
-        if self.awaiting_more() {
+        if self.in_handshake() {
+            consider(self.opened_at.checked_add(self.cfg.handshake_timeout));
+        } else if self.awaiting_more() {
             consider(self.rx_started.checked_add(stall));
         }
         if let Some(since) = self.write_blocked_since {
             consider(since.checked_add(stall));
         }
-        if self.is_open() && !self.cfg.keepalive.is_zero() {
+        if self.is_open() && !self.keepalive.is_zero() {
             match self.ping_outstanding {
                 Some(since) => consider(since.checked_add(self.cfg.dead_after)),
-                None => consider(self.last_rx.checked_add(self.cfg.keepalive)),
+                None => consider(self.last_rx.checked_add(self.keepalive)),
             }
         }
         next

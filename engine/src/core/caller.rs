@@ -2,16 +2,36 @@
 //! it directly (`connect`, `start`, `call`, `cancel`, `close`), with no cross-thread hop.
 
 use super::*;
+use crate::{CallError, ConnectError};
 
 impl Core {
-    /// Connects to `endpoint` as a client and completes the handshake, driving this core from
+    /// Connects to `endpoint` as a client and completes the handshake within `timeout`
+    /// (transport connect and handshake together; the core's
+    /// `ProtocolConfig::handshake_timeout` bounds the handshake too), driving this core from
     /// the calling thread.
-    pub fn connect(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<ConnId, Status> {
+    ///
+    /// # Errors
+    /// - [`ConnectError::Io`]: the transport could not connect (e.g. connection refused);
+    /// - [`ConnectError::Refused`]: the peer refused the handshake (its status inside);
+    /// - [`ConnectError::Timeout`]: `timeout` or the handshake timeout passed first (named);
+    /// - [`ConnectError::Closed`]: the connection closed during the handshake, or the core is
+    ///   at its connection limit;
+    /// - [`ConnectError::EngineStopped`]: this core's ring failed.
+    pub fn connect(
+        &mut self,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<ConnId, ConnectError> {
+        const SETTING: &str = "the timeout argument of Core::connect";
+        let ep = || endpoint.to_string();
         let link = crate::transport::connect(endpoint, timeout)
-            .map_err(|e| Status::unavailable(format!("connect to {endpoint}: {e}")))?;
+            .map_err(|e| ConnectError::from_io(ep(), e, timeout, SETTING))?;
         let key = self
             .add_connected(link, Role::Client, Instant::now())
-            .map_err(|s| Status::new(s.code, format!("connect to {endpoint}: {}", s.message)))?;
+            .map_err(|s| ConnectError::Closed {
+                endpoint: ep(),
+                reason: s.message.into_owned(),
+            })?;
         let generation = self.conns[key].generation;
         let done = |c: &Core| {
             c.conns
@@ -19,21 +39,36 @@ impl Core {
                 .is_none_or(|en| en.generation != generation || en.conn.is_open() || en.closing)
         };
         self.run_until(timeout, done)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| ConnectError::EngineStopped {
+                reason: format!("the core's io_uring failed: {e}"),
+            })?;
         match self.conns.get(key).filter(|en| en.generation == generation) {
             Some(en) if en.conn.is_open() => Ok(ConnId(ConnRef {
                 key: key as u32,
                 generation,
             })),
-            Some(_) => {
+            Some(en) => {
+                let failure = en.conn.handshake_failure.clone();
+                let closing = en.closing || en.conn.is_closing();
+                let reason = en.conn.close_reason.clone();
                 self.begin_close(key, "handshake failed or timed out");
-                Err(Status::unavailable(format!(
-                    "handshake with {endpoint} failed or timed out"
-                )))
+                Err(match failure {
+                    Some(s) => ConnectError::from_core(ep(), s, timeout),
+                    None if !closing => ConnectError::Timeout {
+                        endpoint: ep(),
+                        timeout,
+                        setting: SETTING,
+                    },
+                    None => ConnectError::Closed {
+                        endpoint: ep(),
+                        reason: reason.unwrap_or_else(|| "handshake failed".to_owned()),
+                    },
+                })
             }
-            None => Err(Status::unavailable(format!(
-                "{endpoint} closed the connection during the handshake"
-            ))),
+            None => Err(ConnectError::Closed {
+                endpoint: ep(),
+                reason: "the peer closed the connection".to_owned(),
+            }),
         }
     }
 
@@ -115,9 +150,13 @@ impl Core {
     /// ```
     ///
     /// # Errors
-    /// The call's failure: the server's status, `DeadlineExceeded`, `ResourceExhausted` for a
-    /// request above the negotiated limits (refused before anything is sent; the connection
-    /// and its other calls are untouched), `Unavailable` if the connection or the ring failed.
+    /// - [`CallError::Status`]: the server's failure status, or `DeadlineExceeded` once
+    ///   `deadline` passed;
+    /// - [`CallError::Refused`]: a request above the peer's negotiated limits
+    ///   (`max_frame_size`, `max_concurrent_calls`) or this side's backlog cap, refused before
+    ///   anything is sent; the connection and its other calls are untouched;
+    /// - [`CallError::Closed`]: the connection is closed or closed before the reply;
+    /// - [`CallError::EngineStopped`]: this core's ring failed.
     pub fn call<'s>(
         &mut self,
         conn: ConnId,
@@ -126,7 +165,7 @@ impl Core {
         payload: &[u8],
         deadline: Option<Duration>,
         slot: &'s mut CallSlot,
-    ) -> Result<&'s [u8], Status> {
+    ) -> Result<&'s [u8], CallError> {
         let until = deadline.and_then(|d| Instant::now().checked_add(d));
         let id = self.start(conn, service, method, payload, deadline, slot);
         // Send now rather than after the next turn's reads: a hot connection writes directly,
@@ -137,9 +176,9 @@ impl Core {
                 if let Some(id) = id {
                     self.expire_call(conn, id, StatusCode::Unavailable, "the core's ring failed");
                 }
-                return Err(Status::unavailable(format!(
+                return Err(CallError::EngineStopped(Status::unavailable(format!(
                     "the core's io_uring failed: {e}"
-                )));
+                ))));
             }
             if let (Some(until), Some(id)) = (until, id) {
                 if !slot.inner.is_done() && Instant::now() >= until {
@@ -157,6 +196,7 @@ impl Core {
         s.inner
             .result()
             .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
+            .map_err(CallError::from_status)
     }
 
     /// Ends call `id` locally with `code` (a Cancel goes to the peer).

@@ -2,6 +2,7 @@
 //! own tasks (handled in the same turn), and graceful shutdown.
 
 use super::*;
+use crate::status::Origin;
 
 impl Core {
     /// Commands this core's own tasks sent directly (e.g. a handler calling another service on a
@@ -122,7 +123,13 @@ impl Core {
                     Some(id)
                 }
                 Err(s) => {
-                    slot.complete(Err(s));
+                    // Refused before anything was encoded: a connection that cannot carry
+                    // calls (Unavailable: closed, closing, going away) or a limit.
+                    let origin = match s.code {
+                        StatusCode::Unavailable | StatusCode::Internal => Origin::Closed,
+                        _ => Origin::Refused,
+                    };
+                    slot.complete(Err(s.with_origin(origin)));
                     None
                 }
             },

@@ -25,7 +25,7 @@ impl Core {
             Ok(link) => self.add_conn(link, role, now).ok_or_else(|| {
                 Status::new(
                     StatusCode::ResourceExhausted,
-                    "core is at its connection limit (CoreConfig::max_connections) or \
+                    "core is at its connection limit (RuntimeConfig::max_connections) or \
                      shutting down",
                 )
             }),
@@ -40,7 +40,7 @@ impl Core {
 
     /// Adds a connection over `link` (any transport) and starts receiving on it.
     pub(super) fn add_conn(&mut self, link: AnyLink, role: Role, now: Instant) -> Option<usize> {
-        if self.conns.len() >= self.cfg.max_connections || self.drain_until.is_some() {
+        if self.conns.len() >= self.cfg.runtime.max_connections || self.drain_until.is_some() {
             self.stats.refused += 1;
             return None;
         }
@@ -94,12 +94,7 @@ impl Core {
         let was_hot = en.hot.take().is_some();
         self.executor.drop_conn(key as u32);
         if let Some(slot) = en.adopt.take() {
-            let why = en
-                .conn
-                .close_reason
-                .clone()
-                .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
-            slot.complete(Err(Status::unavailable(why)));
+            slot.complete(Err(handshake_failure(&en.conn, why)));
         }
         en.link.close();
         self.closing.push(key);
@@ -163,12 +158,7 @@ impl Core {
                     return;
                 }
             } else {
-                let why = en
-                    .conn
-                    .close_reason
-                    .clone()
-                    .unwrap_or_else(|| "handshake failed".to_owned());
-                slot.complete(Err(Status::unavailable(why)));
+                slot.complete(Err(handshake_failure(&en.conn, "handshake failed")));
             }
         }
         if !en.closing && (en.conn.is_closing() || en.conn.drained()) {
@@ -208,4 +198,17 @@ impl Core {
         }
         self.after_event(key);
     }
+}
+
+/// Why a connection failed before its handshake completed, for the connecting caller: the
+/// peer's refusal or the handshake timeout as recorded by the connection, or else its close
+/// reason (`why` when it has none).
+fn handshake_failure<C: crate::conn::Caller>(conn: &Connection<C>, why: &str) -> Status {
+    conn.handshake_failure.clone().unwrap_or_else(|| {
+        let reason = conn
+            .close_reason
+            .clone()
+            .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
+        Status::unavailable(reason).with_origin(crate::status::Origin::Closed)
+    })
 }

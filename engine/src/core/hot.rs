@@ -34,8 +34,8 @@ impl Core {
     /// The direct-receive policy in force: only busy-poll cores read directly (an adaptive core
     /// must be able to park in the ring, which needs the ring receive armed).
     pub(super) fn direct_recv(&self) -> Option<DirectRecv> {
-        match self.cfg.idle {
-            IdlePolicy::BusyPoll => self.cfg.direct_recv.filter(|d| d.max_conns > 0),
+        match self.cfg.runtime.idle {
+            IdlePolicy::BusyPoll => self.cfg.runtime.direct_recv.filter(|d| d.max_conns > 0),
             IdlePolicy::Adaptive { .. } => None,
         }
     }
@@ -57,10 +57,10 @@ impl Core {
         }
         en.hot = Some(now);
         self.hot.push(key);
-        self.stats.hot_promotions += 1;
+        self.stats.driver.hot_promotions += 1;
         if self.scratch.is_empty() {
             // Once per core, the first time a connection gets hot.
-            self.scratch = vec![0; self.cfg.recv_buffer_size].into_boxed_slice();
+            self.scratch = vec![0; self.cfg.runtime.recv_buffer_size].into_boxed_slice();
         }
         en.link.stop_recv(&mut self.driver);
     }
@@ -126,7 +126,7 @@ impl Core {
         };
         let mut got = false;
         for _ in 0..MAX_READS_PER_TURN {
-            self.stats.direct_recvs += 1;
+            self.stats.driver.direct_recvs += 1;
             let conn = &mut en.conn;
             let (registry, stats) = (&self.registry, &mut self.stats);
             let read = en.link.read_direct(&mut self.scratch, |input| {

@@ -158,13 +158,22 @@ impl From<SetupError> for CoreError {
 impl Core {
     /// A core serving no services (a pure client, or add services with
     /// [`crate::Engine`]).
-    pub fn new(cfg: CoreConfig) -> Result<Core, CoreError> {
-        Self::with_registry(cfg, Arc::new(Registry::default()), Inbox::new()?)
+    ///
+    /// # Errors
+    /// [`CoreError::Config`] for an unusable setting (named, with the rule);
+    /// [`CoreError::Ring`] or [`CoreError::Io`] when the `io_uring` or the inbox's eventfd
+    /// cannot be set up (e.g. io_uring disabled, or out of locked memory or descriptors).
+    pub fn new(cfg: impl Into<CoreConfig>) -> Result<Core, CoreError> {
+        Self::with_registry(cfg.into(), Arc::new(Registry::default()), Inbox::new()?)
     }
 
     /// A core serving `services`.
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Service`] for an invalid or duplicate service, otherwise the
+    /// errors of [`Core::new`] as [`crate::EngineError::Core`].
     pub fn with_services(
-        cfg: CoreConfig,
+        cfg: impl Into<CoreConfig>,
         services: impl IntoIterator<Item = crate::Service>,
     ) -> Result<Core, crate::EngineError> {
         let mut r = Registry::default();
@@ -172,7 +181,7 @@ impl Core {
             r.add(s)?;
         }
         Ok(Self::with_registry(
-            cfg,
+            cfg.into(),
             Arc::new(r),
             Inbox::new().map_err(CoreError::Io)?,
         )?)
@@ -184,24 +193,15 @@ impl Core {
         inbox: Arc<Inbox>,
     ) -> Result<Core, CoreError> {
         cfg.validate()?;
+        let rt = &cfg.runtime;
         let driver = Driver::new(
-            cfg.driver,
-            cfg.ring_entries,
-            cfg.recv_buffers,
-            cfg.recv_buffer_size,
+            rt.driver,
+            rt.ring_entries,
+            rt.recv_buffers,
+            rt.recv_buffer_size,
         )?;
         let inbox_fd = Rc::new(inbox.eventfd().try_clone()?);
-        let conn_cfg = ConnConfig {
-            server: cfg.server.clone(),
-            client: cfg.client.clone(),
-            keepalive: cfg.keepalive,
-            dead_after: cfg.dead_after,
-            stall_timeout: cfg.stall_timeout,
-            close_linger: cfg.close_linger,
-            max_backlog_bytes: cfg.max_backlog_bytes,
-            idle_frames: cfg.idle_frame_budget,
-            buffers: std::rc::Rc::new(crate::conn::BufferBudget::new(cfg.max_buffer_bytes)),
-        };
+        let conn_cfg = ConnConfig::new(&cfg.protocol);
         let mut core = Core {
             driver,
             conns: Slab::new(),
@@ -243,7 +243,7 @@ impl Core {
     /// A copy of this core's statistics (counters, and gauges as of now).
     pub fn stats(&self) -> CoreStats {
         let mut s = self.stats.clone();
-        s.submits += self.driver.full_submits();
+        s.driver.submits += self.driver.full_submits();
         s.buffer_bytes = self.conn_cfg.buffers.used() as u64;
         s
     }
@@ -270,6 +270,11 @@ impl Core {
     // ---- the loop ----------------------------------------------------------------------
 
     /// Runs one loop turn. Returns whether any work was done.
+    ///
+    /// # Errors
+    /// The OS error of `io_uring_enter` when the ring fails at run time (e.g. a seccomp filter
+    /// installed after setup); the core is then unusable and its calls fail
+    /// [`crate::CallError::EngineStopped`].
     pub fn run_once(&mut self) -> io::Result<bool> {
         self.turn(None)
     }
@@ -280,7 +285,7 @@ impl Core {
     fn turn(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
         let _running = self.inbox.enter();
         let now = Instant::now();
-        self.stats.turns += 1;
+        self.stats.driver.turns += 1;
         let mut work = self.reap(now);
         if self.poll_hot(now) {
             // Replies to what just arrived go out before the rest of the turn.

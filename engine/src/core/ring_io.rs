@@ -33,13 +33,14 @@ impl Core {
         #[cfg(feature = "fault-injection")]
         if self
             .cfg
+            .runtime
             .fail_enter_after_turns
-            .is_some_and(|n| self.stats.turns > n)
+            .is_some_and(|n| self.stats.driver.turns > n)
         {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         let to_submit = self.driver.queued();
-        let park = match self.cfg.idle {
+        let park = match self.cfg.runtime.idle {
             IdlePolicy::BusyPoll => false,
             IdlePolicy::Adaptive { spin } => {
                 if work {
@@ -65,7 +66,7 @@ impl Core {
                 return Ok(());
             }
         }
-        self.stats.submits += 1;
+        self.stats.driver.submits += 1;
         // Announce sleep first, then look at both queues: a producer pushes before it checks
         // the flag, so either we see its work or it sees us asleep and rings the doorbell.
         let r = if park
@@ -227,10 +228,10 @@ impl Core {
         };
         en.conn.write_blocked_since = None;
         if !en.closing {
-            self.stats.writes += 1;
+            self.stats.driver.writes += 1;
             self.stats.frames_out += frames as u64;
             if zero_copy {
-                self.stats.zero_copy_writes += 1;
+                self.stats.driver.zero_copy_writes += 1;
             }
         }
         en.conn.recycle(buf);
@@ -258,12 +259,18 @@ impl Core {
             // that takes no bytes is closed by the write-stall timer; this hard cap is the
             // last line should control frames ever pile up.
             let backlog = en.conn.backlog_bytes();
-            if backlog > self.cfg.max_backlog_bytes.saturating_add(BACKLOG_SLACK) {
+            if backlog
+                > self
+                    .cfg
+                    .protocol
+                    .max_backlog_bytes
+                    .saturating_add(BACKLOG_SLACK)
+            {
                 self.stats.count_error("slow_consumer");
                 let why = format!(
                     "{backlog} bytes of output waiting for a peer that does not read, above \
-                     CoreConfig::max_backlog_bytes ({}) and its control-frame allowance",
-                    self.cfg.max_backlog_bytes
+                     ProtocolConfig::max_backlog_bytes ({}) and its control-frame allowance",
+                    self.cfg.protocol.max_backlog_bytes
                 );
                 self.begin_close(key, &why);
                 continue;
@@ -282,7 +289,7 @@ impl Core {
                 generation: en.generation,
             };
             let policy = TxPolicy {
-                zero_copy_at: self.cfg.send_zc_threshold,
+                zero_copy_at: self.cfg.runtime.send_zc_threshold,
                 // A hot connection is written the way it is read: directly.
                 direct: en.hot.is_some(),
             };
@@ -293,7 +300,7 @@ impl Core {
                 Tx::Started { direct, complete } => {
                     work = true;
                     if let Some(n) = direct {
-                        self.stats.direct_sends += 1;
+                        self.stats.driver.direct_sends += 1;
                         self.stats.bytes_out += n as u64;
                     }
                     if complete {
@@ -305,7 +312,7 @@ impl Core {
                 }
                 Tx::Failed(e) => {
                     work = true;
-                    self.stats.direct_sends += 1;
+                    self.stats.driver.direct_sends += 1;
                     self.stats.count_error("send_failed");
                     self.begin_close(key, &format!("send failed: {e}"));
                 }

@@ -43,7 +43,7 @@ impl std::fmt::Display for DriverKind {
     }
 }
 
-/// Which I/O backend a core should run (`CoreConfig::with_driver`).
+/// Which I/O backend a core should run (`RuntimeConfig::with_driver`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum DriverChoice {

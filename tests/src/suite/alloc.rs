@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use netron_engine::{Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy};
+use netron_engine::{Bytes, CallSlot, Core, Engine, IdlePolicy, RuntimeConfig};
 
 use crate::{Transport, allocations, calc};
 
 /// Zero heap allocations per call on the steady-state sync path, client and server together:
 /// a busy-poll server core on its own thread and a client core driven by the test thread.
 pub fn steady_state_sync_calls_allocate_nothing(t: &Transport) {
-    let busy = CoreConfig::default().with_idle(IdlePolicy::BusyPoll);
+    let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
     let (server, _) = crate::engine(t, busy.clone(), &[calc()], "alloc");
     let ep = server.endpoints()[0].clone();
     let mut core = Core::new(busy).unwrap();
@@ -61,10 +61,10 @@ pub fn channel_and_async_paths_stay_within_their_allocation_budgets(t: &Transpor
     // Adaptive (parking) cores: busy-poll cores are covered by the test above, and two
     // busy-polling engines plus a caller thread would oversubscribe a 2-CPU machine.
     let idle = IdlePolicy::default();
-    let (server, ep) = crate::engine(t, CoreConfig::default().with_idle(idle), &[svc], "alloc");
+    let (server, ep) = crate::engine(t, RuntimeConfig::default().with_idle(idle), &[svc], "alloc");
     let client = Engine::builder()
         .cores(1)
-        .config(CoreConfig::default().with_idle(idle))
+        .config(RuntimeConfig::default().with_idle(idle))
         .build()
         .unwrap();
     let ch = client.client().connect(&ep).unwrap();

@@ -12,9 +12,10 @@
 use std::time::{Duration, Instant};
 
 use netron_codec::control::ControlEncoder;
+use netron_codec::handshake::{ClientConfig, ServerConfig};
 use netron_codec::hpack::HeaderEncoder;
 use netron_codec::{BatchEncoder, FrameKind, Limits, StatusCode};
-use netron_engine::{CoreConfig, Engine, IdlePolicy};
+use netron_engine::{CoreConfig, Engine, IdlePolicy, ProtocolConfig, RuntimeConfig};
 
 use super::util::{frames, read_frames, request, wait_for};
 use crate::{Kind, RawPeer, Transport, calc};
@@ -38,10 +39,13 @@ pub fn misbehaving_peers_on_hot_connections_are_cut_off(t: &Transport) {
 
 fn misbehaving_peers(t: &Transport, idle: IdlePolicy) {
     // One core, so every bad peer shares the core with the good client.
-    let cfg = CoreConfig::default()
-        .with_idle(idle)
-        .with_stall_timeout(Duration::from_millis(300))
-        .with_keepalive(Duration::from_millis(200), Duration::from_millis(300));
+    let cfg = CoreConfig::new(
+        RuntimeConfig::default().with_idle(idle),
+        ProtocolConfig::default()
+            .with_stall_timeout(Duration::from_millis(300))
+            .with_handshake_timeout(Duration::from_millis(300))
+            .with_keepalive(Duration::from_millis(300), Duration::from_millis(300)),
+    );
     let (e, addr) = crate::engine(t, cfg, &[calc()], "bad");
     let wait_for = |label| wait_for(&e, label, Duration::from_secs(10));
     let good = e.client().connect(&addr).unwrap();
@@ -157,10 +161,13 @@ fn misbehaving_peers(t: &Transport, idle: IdlePolicy) {
 
     check_good();
     let s = e.total_stats();
-    assert!(s.closed >= 7, "{s:?}");
+    assert!(s.closed() >= 7, "{s:?}");
     if idle == IdlePolicy::BusyPoll {
         // The bad frames came through direct reads (each peer got hot on its first bytes).
-        assert!(s.hot_promotions >= 7 && s.direct_recvs > 0, "{s:?}");
+        assert!(
+            s.driver().hot_promotions >= 7 && s.driver().direct_recvs > 0,
+            "{s:?}"
+        );
     }
     e.shutdown(Duration::from_secs(1));
 }
@@ -178,13 +185,19 @@ pub fn a_flood_on_a_hot_connection_is_cut_off(t: &Transport) {
 
 fn flood_without_reading(t: &Transport, idle: IdlePolicy) {
     // The peer sends requests and never reads the replies: the server's backlog is bounded.
-    let mut cfg = CoreConfig::default()
-        .with_idle(idle)
-        .with_stall_timeout(Duration::from_millis(300))
-        .with_max_backlog_bytes(256 << 10);
     // The backlog cap must hold one largest frame plus a batch (checked by build()).
-    cfg.server.limits = Limits::default().with_max_frame_size(64 << 10);
-    cfg.client.limits = cfg.server.limits;
+    let limits = Limits::default().with_max_frame_size(64 << 10);
+    let mut server = ServerConfig::default();
+    server.limits = limits;
+    let cfg = CoreConfig::new(
+        RuntimeConfig::default().with_idle(idle),
+        ProtocolConfig::default()
+            .with_stall_timeout(Duration::from_millis(300))
+            .with_handshake_timeout(Duration::from_millis(300))
+            .with_max_backlog_bytes(256 << 10)
+            .with_server(server)
+            .with_client(ClientConfig::default().with_limits(limits)),
+    );
     let cut = |e: &Engine| {
         let s = e.total_stats();
         s.errors_of("slow_consumer") + s.errors_of("write_stalled")
@@ -262,7 +275,7 @@ pub fn replies_from_client_to_server_are_ignored(t: &Transport) {
 }
 
 /// The preface and Hello trickled one byte per write, each well within the stall timeout: on
-/// a stream, closed within the stall timeout of the first byte (counter `stalled`). In a
+/// a stream, closed at the handshake timeout (counter `handshake_timeout`). In a
 /// record transport a 1-byte record is not a preface: closed at once (`bad_preface`).
 pub fn handshake_trickle_is_bounded(t: &Transport) {
     let (e, addr) = super::review_engine(t, super::review_cfg(), calc());
@@ -285,7 +298,7 @@ pub fn handshake_trickle_is_bounded(t: &Transport) {
     let _ = p.read_to_close();
     let el = closed_at.unwrap_or(start.elapsed());
     let counter = match t.kind {
-        Kind::Stream => "stalled",
+        Kind::Stream => "handshake_timeout",
         Kind::Record => "bad_preface",
     };
     assert!(wait_for(&e, counter, Duration::from_secs(5)) >= 1);

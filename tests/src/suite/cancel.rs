@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use netron_codec::hpack::HeaderEncoder;
 use netron_codec::{BatchEncoder, FrameKind, Limits};
-use netron_engine::{CallSlot, Core, CoreConfig, Engine, IdlePolicy, StatusCode};
+use netron_engine::{CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, StatusCode};
 
 use super::util::request;
 use crate::{RawPeer, Transport, block_on, calc, services};
@@ -27,7 +27,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
         services::reset_dropped();
         let (server, ep) = crate::engine(
             t,
-            CoreConfig::default().with_idle(idle),
+            RuntimeConfig::default().with_idle(idle),
             &[services::async_service()],
             "async",
         );
@@ -47,7 +47,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
         assert_eq!(
             chan.call("async@1.0.0", "fail", &b""[..], dl)
                 .unwrap_err()
-                .code,
+                .code(),
             StatusCode::Aborted
         );
         // Many in flight at once from several threads.
@@ -77,7 +77,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
                 Some(Duration::from_millis(30)),
             )
             .unwrap_err();
-        assert_eq!(e.code, StatusCode::DeadlineExceeded);
+        assert_eq!(e.code(), StatusCode::DeadlineExceeded);
         // The drop happens on the server's core: wait for it, with a bound.
         let end = Instant::now() + Duration::from_secs(5);
         while services::dropped() == 0 && Instant::now() < end {
@@ -90,7 +90,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
         );
         // Whichever came first, the server's own deadline or the client's Cancel, dropped it.
         let st = server.total_stats();
-        assert!(st.deadline_exceeded + st.cancels_in >= 1, "{st:?}");
+        assert!(st.deadline_exceeded() + st.cancels_in() >= 1, "{st:?}");
 
         // Cancel from a caller-driven core: the server drops the future.
         let mut core = Core::new(CoreConfig::default()).unwrap();
@@ -98,16 +98,16 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
             .connect(&server.endpoints()[0], Duration::from_secs(5))
             .unwrap();
         let mut slot = CallSlot::new();
-        let calls_before = server.total_stats().calls_in;
+        let calls_before = server.total_stats().calls_in();
         let id = core
             .start(conn, b"async@1.0.0", b"never", b"", None, &mut slot)
             .unwrap();
         // Cancel once the server has the call (polled with a bound, not a fixed time).
         core.run_until(Duration::from_secs(5), |_| {
-            server.total_stats().calls_in > calls_before
+            server.total_stats().calls_in() > calls_before
         })
         .unwrap();
-        assert!(server.total_stats().calls_in > calls_before);
+        assert!(server.total_stats().calls_in() > calls_before);
         core.cancel(conn, id);
         assert!(slot.is_done());
         core.run_until(Duration::from_secs(5), |_| services::dropped() == 2)
@@ -148,17 +148,17 @@ pub fn async_calls_resolve_and_dropping_one_cancels_it(t: &Transport) {
     }
     // Dropping a pending call cancels it on the server.
     let before = services::dropped();
-    let calls_before = server.total_stats().calls_in;
+    let calls_before = server.total_stats().calls_in();
     let never = chan
         .method("async@1.0.0", "never")
         .call_async(&b""[..], None);
     // Drop it once the server has it (polled with a bound, not a fixed sleep).
     let end = Instant::now() + Duration::from_secs(5);
-    while server.total_stats().calls_in == calls_before && Instant::now() < end {
+    while server.total_stats().calls_in() == calls_before && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(
-        server.total_stats().calls_in > calls_before,
+        server.total_stats().calls_in() > calls_before,
         "the call reached the server"
     );
     drop(never);
@@ -171,7 +171,7 @@ pub fn async_calls_resolve_and_dropping_one_cancels_it(t: &Transport) {
         before + 1,
         "the server dropped the cancelled call's future"
     );
-    assert!(server.total_stats().cancels_in >= 1);
+    assert!(server.total_stats().cancels_in() >= 1);
     // The channel is still fine.
     assert_eq!(block_on(now.call_async(&b"ok"[..], dl)).unwrap(), b"ok");
     client_engine.shutdown(Duration::from_secs(1));

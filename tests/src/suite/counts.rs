@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use netron_engine::{CallSlot, Core, CoreConfig, CoreStats, IdlePolicy};
+use netron_engine::{CallSlot, Core, CoreStats, IdlePolicy, RuntimeConfig};
 
 use crate::{Kind, Transport, calc};
 
@@ -18,10 +18,10 @@ const CALLS: u64 = 2_000;
 fn per_call(after: &CoreStats, before: &CoreStats, calls: u64) -> [f64; 4] {
     let d = |a: u64, b: u64| (a - b) as f64 / calls as f64;
     [
-        d(after.submits, before.submits),
-        d(after.writes, before.writes),
-        d(after.frames_out, before.frames_out),
-        d(after.bytes_out, before.bytes_out),
+        d(after.driver().submits, before.driver().submits),
+        d(after.driver().writes, before.driver().writes),
+        d(after.frames_out(), before.frames_out()),
+        d(after.bytes_out(), before.bytes_out()),
     ]
 }
 
@@ -30,7 +30,7 @@ fn per_call(after: &CoreStats, before: &CoreStats, calls: u64) -> [f64; 4] {
 /// one frame, a constant number of bytes, and a fixed number of `io_uring_enter` calls (see
 /// the comment at the assertion).
 pub fn a_parked_sync_call_costs_fixed_writes_frames_and_enters(t: &Transport) {
-    let park = CoreConfig::default().with_idle(IdlePolicy::Adaptive {
+    let park = RuntimeConfig::default().with_idle(IdlePolicy::Adaptive {
         spin: Duration::ZERO,
     });
     let (server, _) = crate::engine(t, park.clone(), &[calc()], "counts");

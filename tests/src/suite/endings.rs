@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use netron_codec::control::ControlEncoder;
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameKind, Limits, StatusCode};
-use netron_engine::{Client, CoreConfig, Engine, Service};
+use netron_engine::{Client, CoreConfig, Engine, ProtocolConfig, Service};
 
 use super::util::{kinds, read_frames, request, within};
 use crate::{Kind, RawPeer, Transport, block_on, calc, calc_server};
@@ -165,7 +165,7 @@ pub fn a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte(t: &Tr
     let stall = Duration::from_millis(300);
     let (e, addr) = crate::engine(
         t,
-        CoreConfig::default().with_stall_timeout(stall),
+        ProtocolConfig::default().with_stall_timeout(stall),
         &[calc()],
         "trickle",
     );
@@ -245,7 +245,7 @@ pub fn shutdown_drains_and_refuses_new_calls(t: &Transport) {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(s) => {
-                            assert_eq!(s.code, netron_engine::StatusCode::Unavailable, "{s}");
+                            assert_eq!(s.code(), netron_engine::StatusCode::Unavailable, "{s}");
                             unavailable.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
@@ -291,18 +291,21 @@ pub fn calls_on_a_stopped_engine_fail_at_once(t: &Transport) {
             ch2.call("calc@1.2.0", "add", &[1u8, 2][..], deadline)
         })
         .unwrap_err();
-        assert_eq!(e.code, StatusCode::Unavailable, "{e:?}");
-        assert!(e.message.contains("not running"), "{e:?}");
+        assert_eq!(e.code(), StatusCode::Unavailable, "{e:?}");
+        assert!(e.status().message.contains("not running"), "{e:?}");
     }
     let m = ch.method("calc@1.2.0", "add");
     let e = within("an async call", move || {
         block_on(m.call_async(&[1u8][..], None))
     })
     .unwrap_err();
-    assert_eq!(e.code, StatusCode::Unavailable, "{e:?}");
+    assert_eq!(e.code(), StatusCode::Unavailable, "{e:?}");
     let ep2 = ep.clone();
     let e = within("a connect", move || client.connect(&ep2).map(|_| ())).unwrap_err();
-    assert_eq!(e.code, StatusCode::Unavailable, "{e:?}");
+    assert!(
+        matches!(e, netron_engine::ConnectError::EngineStopped { .. }),
+        "{e:?}"
+    );
     srv.shutdown(Duration::from_secs(1));
 }
 
@@ -316,9 +319,9 @@ pub fn calls_after_shutdown_fail_at_once(t: &Transport) {
     e.shutdown(Duration::from_secs(1));
     let start = Instant::now();
     let r = block_on(m.call_async(&[1u8][..], None));
-    assert_eq!(r.unwrap_err().code, StatusCode::Unavailable);
+    assert_eq!(r.unwrap_err().code(), StatusCode::Unavailable);
     let r = m.call(&[1u8][..], None);
-    assert_eq!(r.unwrap_err().code, StatusCode::Unavailable);
+    assert_eq!(r.unwrap_err().code(), StatusCode::Unavailable);
     assert!(start.elapsed() < Duration::from_millis(500));
     // Many threads on surviving clones.
     let hs: Vec<_> = (0..4)
@@ -327,7 +330,7 @@ pub fn calls_after_shutdown_fail_at_once(t: &Transport) {
             std::thread::spawn(move || {
                 for _ in 0..200 {
                     assert_eq!(
-                        m.call(&[1u8][..], None).unwrap_err().code,
+                        m.call(&[1u8][..], None).unwrap_err().code(),
                         StatusCode::Unavailable
                     );
                     drop(m.call_async(&[1u8][..], None));

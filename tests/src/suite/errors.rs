@@ -24,13 +24,13 @@ pub fn a_panicking_handler_fails_its_call_only(t: &Transport) {
         assert_eq!(
             ch.call("boom@1.0.0", "sync", &b""[..], DL)
                 .unwrap_err()
-                .code,
+                .code(),
             StatusCode::Internal
         );
         assert_eq!(
             ch.call("boom@1.0.0", "async", &b""[..], DL)
                 .unwrap_err()
-                .code,
+                .code(),
             StatusCode::Internal
         );
         // The core and the connection survive.
@@ -70,11 +70,11 @@ pub fn hostile_handlers_fail_their_call_only(t: &Transport) {
         let r = ch.call("hostile@1.0.0", method, Bytes::new(), dl);
         match (want, &r) {
             (Some(code), Err(s)) => {
-                assert_eq!(s.code, code, "{method}: {s:?}");
+                assert_eq!(s.code(), code, "{method}: {s:?}");
                 assert!(
-                    s.message.len() <= 512,
+                    s.status().message.len() <= 512,
                     "{method}: message of {}",
-                    s.message.len()
+                    s.status().message.len()
                 );
             }
             (None, _) if method == "exact_limit" => {
@@ -101,16 +101,16 @@ pub fn unknown_names_are_not_echoed(t: &Transport) {
     let name = "m".repeat(12_000);
     let r = ch.call("calc@1.2.0", &name, &b""[..], DL).unwrap_err();
     assert!(
-        r.message.len() <= 600,
+        r.status().message.len() <= 600,
         "message of {} bytes",
-        r.message.len()
+        r.status().message.len()
     );
     let svc = format!("{}@1.2.0", "s".repeat(12_000));
     let r = ch.call(&svc, "add", &b""[..], DL).unwrap_err();
     assert!(
-        r.message.len() <= 600,
+        r.status().message.len() <= 600,
         "message of {} bytes",
-        r.message.len()
+        r.status().message.len()
     );
     e.shutdown(Duration::from_secs(1));
 }
@@ -120,8 +120,7 @@ pub fn unknown_names_are_not_echoed(t: &Transport) {
 /// reason, later calls fail at once, and `Engine::health` reports it.
 pub fn a_core_whose_ring_fails_reports_it_everywhere(t: &Transport) {
     let (srv, ep) = calc_server(t);
-    let mut cfg = CoreConfig::default();
-    cfg.fail_enter_after_turns = Some(5_000);
+    let cfg = netron_engine::RuntimeConfig::default().with_fail_enter_after_turns(Some(5_000));
     let client_engine = Engine::builder().cores(1).config(cfg).build().unwrap();
     assert!(client_engine.health().is_ok());
     let ch = client_engine.client().connect(&ep).unwrap();
@@ -135,7 +134,7 @@ pub fn a_core_whose_ring_fails_reports_it_everywhere(t: &Transport) {
             }
         }
     });
-    assert_eq!(e.code, StatusCode::Unavailable, "{e:?}");
+    assert_eq!(e.code(), StatusCode::Unavailable, "{e:?}");
     let later = within("a later call", move || {
         ch.call(
             "calc@1.2.0",
@@ -145,8 +144,8 @@ pub fn a_core_whose_ring_fails_reports_it_everywhere(t: &Transport) {
         )
     })
     .unwrap_err();
-    assert_eq!(later.code, StatusCode::Unavailable);
-    assert!(later.message.contains("io_uring"), "{later:?}");
+    assert_eq!(later.code(), StatusCode::Unavailable);
+    assert!(later.status().message.contains("io_uring"), "{later:?}");
     let failures = client_engine.health().unwrap_err();
     assert_eq!(failures.len(), 1);
     assert!(failures[0].reason.contains("io_uring"), "{failures:?}");
@@ -180,13 +179,13 @@ pub fn a_server_that_vanishes_mid_call_fails_the_call(t: &Transport) {
     let client_engine = Engine::builder().cores(1).build().unwrap();
     let ch = client_engine.client().connect(&addr).unwrap();
     let err = ch.call("calc@1.2.0", "add", &[1u8][..], None).unwrap_err();
-    assert_eq!(err.code, StatusCode::Unavailable, "{err}");
+    assert_eq!(err.code(), StatusCode::Unavailable, "{err}");
     fake.join().unwrap();
     // The connection is gone; further calls fail fast instead of hanging.
     assert_eq!(
         ch.call("calc@1.2.0", "add", &[1u8][..], None)
             .unwrap_err()
-            .code,
+            .code(),
         StatusCode::Unavailable
     );
     client_engine.shutdown(Duration::from_secs(1));

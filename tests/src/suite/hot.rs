@@ -6,18 +6,18 @@
 
 use std::time::Duration;
 
-use netron_engine::{CallSlot, Core, CoreConfig, DirectRecv, Engine, IdlePolicy};
+use netron_engine::{CallSlot, Core, DirectRecv, Engine, IdlePolicy, RuntimeConfig};
 
 use crate::{Transport, calc};
 
 const DL: Option<Duration> = Some(Duration::from_secs(10));
 
-fn busy() -> CoreConfig {
-    CoreConfig::default().with_idle(IdlePolicy::BusyPoll)
+fn busy() -> RuntimeConfig {
+    RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)
 }
 
 /// A one-core server on cpu1 serving `calc` with `cfg` on a fresh endpoint of `t`.
-fn server(t: &Transport, cfg: CoreConfig) -> Engine {
+fn server(t: &Transport, cfg: RuntimeConfig) -> Engine {
     Engine::builder()
         .cores(1)
         .cpus(&[1])
@@ -59,14 +59,14 @@ pub fn echoes_stay_intact_across_promotion_direct_reads_and_demotion(t: &Transpo
     // first read finds nothing, it demotes, and the reply arrives through the ring and
     // promotes it again. (A reply that beats that first read skips one cycle, so count
     // at least one cycle, not all six.)
-    assert!(s.hot_promotions >= 2, "{ep}: {s:?}");
-    assert!(s.direct_recvs > 700, "{ep}: {s:?}");
-    assert!(s.errors.is_empty(), "{ep}: {:?}", s.errors);
+    assert!(s.driver().hot_promotions >= 2, "{ep}: {s:?}");
+    assert!(s.driver().direct_recvs > 700, "{ep}: {s:?}");
+    assert!(s.errors().is_empty(), "{ep}: {:?}", s.errors());
     core.close(conn);
     let total = server.total_stats();
-    assert!(total.hot_promotions >= 2, "{total:?}");
-    assert!(total.direct_recvs > 0, "{total:?}");
-    assert!(total.errors.is_empty(), "{:?}", total.errors);
+    assert!(total.driver().hot_promotions >= 2, "{total:?}");
+    assert!(total.driver().direct_recvs > 0, "{total:?}");
+    assert!(total.errors().is_empty(), "{:?}", total.errors());
     server.shutdown(Duration::from_secs(1));
 }
 
@@ -101,10 +101,10 @@ pub fn concurrent_callers_share_hot_connections(t: &Transport) {
         ("client", clients.total_stats()),
     ] {
         assert!(
-            st.hot_promotions >= 1 && st.direct_recvs > 0,
+            st.driver().hot_promotions >= 1 && st.driver().direct_recvs > 0,
             "{who}: {st:?}"
         );
-        assert!(st.errors.is_empty(), "{who}: {:?}", st.errors);
+        assert!(st.errors().is_empty(), "{who}: {:?}", st.errors());
     }
     clients.shutdown(Duration::from_secs(1));
     server.shutdown(Duration::from_secs(1));
@@ -114,10 +114,7 @@ pub fn concurrent_callers_share_hot_connections(t: &Transport) {
 /// room for no hot connection), a busy-poll core never reads directly, so the counters those
 /// tests check do depend on the policy.
 pub fn turning_direct_reads_off_keeps_every_byte_on_the_ring(t: &Transport) {
-    let no_room = DirectRecv {
-        max_conns: 0,
-        ..DirectRecv::default()
-    };
+    let no_room = DirectRecv::new(0, DirectRecv::default().idle);
     let server = server(t, busy().with_direct_recv(Some(no_room)));
     let mut core = Core::new(busy().with_direct_recv(None)).unwrap();
     let conn = core
@@ -132,8 +129,16 @@ pub fn turning_direct_reads_off_keeps_every_byte_on_the_ring(t: &Transport) {
         assert!(r == &p[..]);
     }
     let (c, s) = (core.stats().clone(), server.total_stats());
-    assert_eq!((c.hot_promotions, c.direct_recvs), (0, 0), "{c:?}");
-    assert_eq!((s.hot_promotions, s.direct_recvs), (0, 0), "{s:?}");
+    assert_eq!(
+        (c.driver().hot_promotions, c.driver().direct_recvs),
+        (0, 0),
+        "{c:?}"
+    );
+    assert_eq!(
+        (s.driver().hot_promotions, s.driver().direct_recvs),
+        (0, 0),
+        "{s:?}"
+    );
     core.close(conn);
     server.shutdown(Duration::from_secs(1));
 }

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameKind, Limits};
-use netron_engine::{Bytes, CoreConfig, Engine, FrameBudget, IdlePolicy, Service, StatusCode};
+use netron_engine::{
+    Bytes, CoreConfig, Engine, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig, Service,
+    StatusCode,
+};
 
 use super::util::{noise, poll, request, wait_for};
 use crate::{RawPeer, Transport, calc};
@@ -26,21 +29,21 @@ pub fn message_size_limits_fail_one_call_only(t: &Transport) {
     );
     for len in [(16 << 20) + 1, 17 << 20] {
         let err = ch.call("calc@1.2.0", "echo", noise(len), DL).unwrap_err();
-        assert_eq!(err.code, StatusCode::ResourceExhausted, "{err:?}");
-        assert!(err.message.contains("max_frame_size"), "{err:?}");
+        assert_eq!(err.code(), StatusCode::ResourceExhausted, "{err:?}");
+        assert!(err.status().message.contains("max_frame_size"), "{err:?}");
     }
     assert_eq!(
         ch.call("calc@1.2.0", "add", &[2u8, 3][..], DL).unwrap(),
         [5]
     );
-    assert_eq!(e.total_stats().closed, 0, "no connection was closed");
+    assert_eq!(e.total_stats().closed(), 0, "no connection was closed");
     e.shutdown(Duration::from_secs(1));
 }
 
 /// Item 19: a peer that stops reading is disconnected within a bounded time (the stall
 /// timeout without progress, then the closing bound), and what it sends afterwards is not read.
 pub fn a_peer_that_stops_reading_is_disconnected(t: &Transport) {
-    let cfg = CoreConfig::default()
+    let cfg = ProtocolConfig::default()
         .with_stall_timeout(Duration::from_millis(300))
         .with_close_linger(Duration::from_millis(300));
     let (e, addr) = crate::engine(t, cfg, &[calc()], "noread");
@@ -58,7 +61,7 @@ pub fn a_peer_that_stops_reading_is_disconnected(t: &Transport) {
         poll(&e, |s| s.errors_of("write_stalled")
             + s.errors_of("close_linger")
             >= 1
-            && s.closed >= 1),
+            && s.closed() >= 1),
         "the server still holds the connection: {:?}",
         e.total_stats()
     );
@@ -187,14 +190,12 @@ pub fn huge_metadata_is_refused_without_echo(t: &Transport) {
 
 /// Pings just under the budget rate for 3 s keep the connection.
 pub fn ping_rate_just_below_budget_keeps_connection(t: &Transport) {
-    let cfg = CoreConfig::default()
-        .with_idle(IdlePolicy::Adaptive {
+    let cfg = CoreConfig::new(
+        RuntimeConfig::default().with_idle(IdlePolicy::Adaptive {
             spin: Duration::from_micros(20),
-        })
-        .with_idle_frame_budget(FrameBudget {
-            burst: 100,
-            per_sec: 1000,
-        });
+        }),
+        ProtocolConfig::default().with_idle_frame_budget(FrameBudget::new(100, 1000)),
+    );
     let (e, addr) = super::review_engine(t, cfg, calc());
     let mut p = RawPeer::handshake(t, &addr);
     // ~800/s in 8-frame batches every 10 ms
@@ -236,7 +237,7 @@ pub fn ping_flood_without_reading_is_closed(t: &Transport) {
 
 /// `max_connections`: a connection past the limit is closed at once and counted as refused.
 pub fn connection_limit_refuses_extra_connections(t: &Transport) {
-    let cfg = CoreConfig::default().with_max_connections(2);
+    let cfg = RuntimeConfig::default().with_max_connections(2);
     let (e, addr) = crate::engine(t, cfg, &[calc()], "max-conns");
     let _a = RawPeer::handshake(t, &addr);
     let _b = RawPeer::handshake(t, &addr);
@@ -247,7 +248,7 @@ pub fn connection_limit_refuses_extra_connections(t: &Transport) {
         0,
         "third connection closed at once"
     );
-    assert_eq!(e.total_stats().refused, 1);
+    assert_eq!(e.total_stats().refused(), 1);
     e.shutdown(Duration::from_secs(1));
 }
 
@@ -259,20 +260,20 @@ pub fn bad_settings_are_refused_by_name(t: &Transport) {
         ("EngineBuilder::cpus", Engine::builder().cpus(&[1 << 20])),
         ("EngineBuilder::cores", Engine::builder().cores(0)),
         (
-            "CoreConfig::recv_buffers",
-            Engine::builder().config(CoreConfig::default().with_recv_buffers(3, 4096)),
+            "RuntimeConfig::recv_buffers",
+            Engine::builder().config(RuntimeConfig::default().with_recv_buffers(3, 4096)),
         ),
         (
-            "CoreConfig::stall_timeout",
-            Engine::builder().config(CoreConfig::default().with_stall_timeout(Duration::ZERO)),
+            "ProtocolConfig::stall_timeout",
+            Engine::builder().config(ProtocolConfig::default().with_stall_timeout(Duration::ZERO)),
         ),
         (
-            "CoreConfig::max_backlog_bytes",
-            Engine::builder().config(CoreConfig::default().with_max_backlog_bytes(1 << 20)),
+            "ProtocolConfig::max_backlog_bytes",
+            Engine::builder().config(ProtocolConfig::default().with_max_backlog_bytes(1 << 20)),
         ),
         (
-            "CoreConfig::max_connections",
-            Engine::builder().config(CoreConfig::default().with_max_connections(0)),
+            "RuntimeConfig::max_connections",
+            Engine::builder().config(RuntimeConfig::default().with_max_connections(0)),
         ),
     ];
     for (setting, b) in cases {
@@ -282,7 +283,7 @@ pub fn bad_settings_are_refused_by_name(t: &Transport) {
     // Durations at the far end are accepted and never panic a core.
     let (e, ep) = crate::engine(
         t,
-        CoreConfig::default()
+        ProtocolConfig::default()
             .with_keepalive(Duration::MAX, Duration::MAX)
             .with_stall_timeout(Duration::MAX)
             .with_close_linger(Duration::MAX),

@@ -17,6 +17,7 @@
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
 //! | [`peers`]     | symmetric peers: callbacks mid-call and after, both ways, vanishing  |
+//! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
 //! legal on a stream and `Incomplete` in a record, docs/protocol.md §10.2, §26.2), the test
@@ -25,6 +26,7 @@
 pub mod alloc;
 pub mod bad_input;
 pub mod cancel;
+pub mod config;
 pub mod counts;
 pub mod deadlines;
 pub mod endings;
@@ -73,6 +75,15 @@ macro_rules! conformance {
                         a_handler_calls_another_service_on_its_own_core,
                         header_table_size_zero,
                         a_zero_copy_threshold_keeps_large_replies_intact,
+                    }
+                    config {
+                        invalid_settings_are_refused_with_the_setting_and_the_rule,
+                        the_welcome_advertises_the_configured_keepalive,
+                        a_client_pings_at_the_servers_shorter_keepalive,
+                        a_silent_client_is_closed_at_the_handshake_timeout,
+                        a_silent_server_fails_connect_naming_the_timeout,
+                        connect_errors_name_their_cause,
+                        call_errors_name_their_cause,
                     }
                     errors {
                         a_panicking_handler_fails_its_call_only,
@@ -298,11 +309,15 @@ pub fn rerun_with_driver(driver: &str, this: &str) {
 /// The configuration of the independent review's engine (tests moved from review.rs): an
 /// adaptive core with a short spin, so it parks often, and a 500 ms stall timeout.
 pub(crate) fn review_cfg() -> netron_engine::CoreConfig {
-    netron_engine::CoreConfig::default()
-        .with_idle(netron_engine::IdlePolicy::Adaptive {
+    let ms500 = std::time::Duration::from_millis(500);
+    netron_engine::CoreConfig::new(
+        netron_engine::RuntimeConfig::default().with_idle(netron_engine::IdlePolicy::Adaptive {
             spin: std::time::Duration::from_micros(20),
-        })
-        .with_stall_timeout(std::time::Duration::from_millis(500))
+        }),
+        netron_engine::ProtocolConfig::default()
+            .with_stall_timeout(ms500)
+            .with_handshake_timeout(ms500),
+    )
 }
 
 /// A one-core engine serving `svc` with `cfg` on a fresh endpoint of `t`.

@@ -8,7 +8,9 @@ use std::time::Duration;
 use netron_codec::handshake::ClientConfig;
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits};
-use netron_engine::{Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, Service, StatusCode};
+use netron_engine::{
+    Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, Service, StatusCode,
+};
 
 use super::util::{read_frames, request};
 use crate::{RawPeer, Transport, calc, calc_server, services};
@@ -45,24 +47,26 @@ pub fn calls_answer_fail_and_go_on(t: &Transport) {
     assert_eq!(
         ch.call("calc@1.2.0", "fail", &b""[..], DL)
             .unwrap_err()
-            .code,
+            .code(),
         StatusCode::InvalidArgument
     );
     assert_eq!(
-        ch.call("calc@9.0.0", "add", &b""[..], DL).unwrap_err().code,
+        ch.call("calc@9.0.0", "add", &b""[..], DL)
+            .unwrap_err()
+            .code(),
         StatusCode::NotFound
     );
     assert_eq!(
         ch.call("calc@1.2.0", "nope", &b""[..], DL)
             .unwrap_err()
-            .code,
+            .code(),
         StatusCode::Unimplemented
     );
     // Still usable after errors.
     assert_eq!(ch.call("calc@1.2.0", "add", &[1u8][..], DL).unwrap(), [1]);
     let t = e.total_stats();
     // One connection: its client side and its server side each count a handshake.
-    assert!(t.handshakes >= 2, "{t:?}");
+    assert!(t.handshakes() >= 2, "{t:?}");
     assert_eq!(t.errors_of("unknown_service"), 1);
     assert_eq!(t.errors_of("unknown_method"), 1);
     e.shutdown(Duration::from_secs(1));
@@ -98,13 +102,13 @@ pub fn many_threads_many_connections(t: &Transport) {
     assert_eq!(stats.len(), 2);
     // Connections were spread over both cores (9 server connections + 9 client ones).
     assert!(
-        stats.iter().all(|s| s.accepted + s.handshakes > 0),
+        stats.iter().all(|s| s.accepted() + s.handshakes() > 0),
         "{stats:?}"
     );
     let t = e.total_stats();
-    assert_eq!(t.calls_in, 8 * 300 * 2);
+    assert_eq!(t.calls_in(), 8 * 300 * 2);
     // Every call is one Request out (client side) and one Response out (server side).
-    assert!(t.frames_out >= 2 * t.calls_in, "{t:?}");
+    assert!(t.frames_out() >= 2 * t.calls_in(), "{t:?}");
     e.shutdown(Duration::from_secs(1));
 }
 
@@ -116,7 +120,7 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
     let mut p = RawPeer::handshake(t, &ep);
     // The handshake's own write is complete once the Welcome arrived; wait for its count.
     let end = std::time::Instant::now() + Duration::from_secs(5);
-    while e.total_stats().writes == 0 && std::time::Instant::now() < end {
+    while e.total_stats().driver().writes == 0 && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(1));
     }
     let before = e.total_stats();
@@ -162,13 +166,13 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
     // Writes are counted when they complete: wait (bounded) for all 10 frames to be counted.
     let end = std::time::Instant::now() + Duration::from_secs(5);
     let mut after = e.total_stats();
-    while after.frames_out - before.frames_out < N as u64 && std::time::Instant::now() < end {
+    while after.frames_out() - before.frames_out() < N as u64 && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(1));
         after = e.total_stats();
     }
     let (frames, writes) = (
-        after.frames_out - before.frames_out,
-        after.writes - before.writes,
+        after.frames_out() - before.frames_out(),
+        after.driver().writes - before.driver().writes,
     );
     assert_eq!(frames, N as u64, "{after:?}");
     assert!(
@@ -182,7 +186,8 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
 pub fn a_caller_driven_core_makes_calls(t: &Transport) {
     let e = two_cores(t, "embedded");
     let ep = &e.endpoints()[0];
-    let mut core = Core::new(CoreConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+    let mut core =
+        Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
     let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
     let mut slot = CallSlot::new();
     for i in 0..1000u32 {
@@ -193,7 +198,7 @@ pub fn a_caller_driven_core_makes_calls(t: &Transport) {
             &p
         );
     }
-    assert!(core.stats().writes >= 1000);
+    assert!(core.stats().driver().writes >= 1000);
     e.shutdown(Duration::from_secs(1));
 }
 
@@ -212,10 +217,12 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
                 .expect("upstream connected")
                 .method("calc@1.2.0", "add");
             // Sent directly to this core's own connection: no cross-thread queue.
+            // A failed call becomes the handler's status (`From<CallError> for Status`).
             async move {
-                add.call_async(req.payload, Some(Duration::from_secs(5)))
-                    .await
-                    .map(Bytes::from)
+                let sum = add
+                    .call_async(req.payload, Some(Duration::from_secs(5)))
+                    .await?;
+                Ok(Bytes::from(sum))
             }
         })
         .unary_async("blocking", move |req| {
@@ -224,7 +231,7 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
                 u2.get()
                     .expect("upstream connected")
                     .call("calc@1.2.0", "add", req.payload, None);
-            async move { r.map(Bytes::from) }
+            async move { Ok(Bytes::from(r?)) }
         });
     let (server, ep) = crate::engine(t, CoreConfig::default(), &[calc(), proxy], "proxy");
     upstream.set(server.client().connect(&ep).unwrap()).unwrap();
@@ -250,7 +257,7 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
             Some(Duration::from_secs(5)),
         )
         .unwrap_err();
-    assert_eq!(e.code, StatusCode::FailedPrecondition, "{e}");
+    assert_eq!(e.code(), StatusCode::FailedPrecondition, "{e}");
     client_engine.shutdown(Duration::from_secs(1));
     server.shutdown(Duration::from_secs(1));
 }
@@ -285,7 +292,7 @@ pub fn header_table_size_zero(t: &Transport) {
 /// Transports that cannot send zero-copy ignore the setting (before, a Unix socket failed
 /// every large call with EOPNOTSUPP).
 pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
-    let cfg = CoreConfig::default().with_send_zc_threshold(Some(16 << 10));
+    let cfg = RuntimeConfig::default().with_send_zc_threshold(Some(16 << 10));
     let (e, _) = crate::engine(t, cfg.clone(), &[calc()], "zc");
     let mut core = Core::new(cfg).expect("core");
     let conn = core
@@ -311,20 +318,23 @@ pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
     let server = e.total_stats();
     if t.zero_copy {
         assert!(
-            client.zero_copy_writes >= 50 && server.zero_copy_writes >= 50,
+            client.driver().zero_copy_writes >= 50 && server.driver().zero_copy_writes >= 50,
             "{client:?} {server:?}"
         );
     } else {
         assert_eq!(
-            (client.zero_copy_writes, server.zero_copy_writes),
+            (
+                client.driver().zero_copy_writes,
+                server.driver().zero_copy_writes
+            ),
             (0, 0),
             "{client:?} {server:?}"
         );
         assert!(
-            client.errors.is_empty() && server.errors.is_empty(),
+            client.errors().is_empty() && server.errors().is_empty(),
             "{client:?} {server:?}"
         );
     }
-    assert!(client.writes > client.zero_copy_writes);
+    assert!(client.driver().writes > client.driver().zero_copy_writes);
     e.shutdown(Duration::from_secs(1));
 }

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use netron_engine::{CallSlot, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, StatusCode};
+use netron_engine::{
+    CallSlot, ConnectError, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig,
+    RuntimeConfig, StatusCode,
+};
 use proptest::prelude::*;
 
 use crate::Transport;
@@ -76,26 +79,41 @@ pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
         direct in proptest::option::of((0usize..10, duration())),
         max_connections in prop_oneof![Just(0usize), Just(1), Just(usize::MAX)]
     )| {
-        let mut cfg = CoreConfig::default()
+        let runtime = RuntimeConfig::default()
             .with_idle(IdlePolicy::Adaptive { spin })
+            .with_direct_recv(direct.map(|(max_conns, idle)| DirectRecv::new(max_conns, idle)))
+            .with_max_connections(max_connections)
+            .with_recv_buffers(recv_buffers, recv_buffer_size)
+            .with_ring_entries(ring_entries);
+        let protocol = ProtocolConfig::default()
             .with_keepalive(keepalive, dead_after)
             .with_stall_timeout(stall)
+            .with_handshake_timeout(stall)
+            .with_connect_timeout(stall)
             .with_close_linger(linger)
             .with_max_backlog_bytes(backlog)
             .with_max_buffer_bytes(buffers)
-            .with_idle_frame_budget(FrameBudget { burst, per_sec })
-            .with_direct_recv(direct.map(|(max_conns, idle)| DirectRecv { max_conns, idle }))
-            .with_max_connections(max_connections)
-            .with_recv_buffers(recv_buffers, recv_buffer_size);
-        cfg.ring_entries = ring_entries;
+            .with_idle_frame_budget(FrameBudget::new(burst, per_sec));
+        let cfg = CoreConfig::new(runtime, protocol);
         match cfg.validate() {
-            Err(e) => prop_assert!(e.to_string().contains("CoreConfig::"), "{e}"),
+            Err(e) => prop_assert!(
+                e.to_string().contains("RuntimeConfig::") || e.to_string().contains("ProtocolConfig::"),
+                "{e}"
+            ),
             Ok(()) => {
                 let mut core = Core::new(cfg).unwrap();
                 let conn = match core.connect(&ep, Duration::from_secs(5)) {
                     Ok(c) => c,
                     Err(s) => {
-                        prop_assert_eq!(s.code, StatusCode::Unavailable, "{:?}", s);
+                        // Tiny but valid timers may end the handshake: a clean error.
+                        prop_assert!(
+                            matches!(
+                                s,
+                                ConnectError::Closed { .. } | ConnectError::Timeout { .. }
+                            ),
+                            "{:?}",
+                            s
+                        );
                         return Ok(());
                     }
                 };
@@ -105,8 +123,8 @@ pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
                 match core.call(conn, b"calc@1.2.0", b"add", &[1, 2], DL, &mut slot) {
                     Ok(v) => prop_assert_eq!(v, &[3][..]),
                     Err(s) => prop_assert!(
-                        matches!(s.code, StatusCode::Unavailable | StatusCode::DeadlineExceeded)
-                            && !s.message.is_empty(),
+                        matches!(s.code(), StatusCode::Unavailable | StatusCode::DeadlineExceeded)
+                            && !s.status().message.is_empty(),
                         "{s:?}"
                     ),
                 }
@@ -121,8 +139,7 @@ pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
 pub fn ring_entries_at_the_bound(t: &Transport) {
     let (server, _) = crate::calc_server(t);
     let ep = server.endpoints()[0].clone();
-    let mut cfg = CoreConfig::default();
-    cfg.ring_entries = 16_384;
+    let cfg = RuntimeConfig::default().with_ring_entries(16_384);
     let mut core = Core::new(cfg.clone()).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
@@ -131,8 +148,9 @@ pub fn ring_entries_at_the_bound(t: &Transport) {
             .unwrap(),
         [3]
     );
-    cfg.ring_entries = 16_385;
-    let e = cfg.validate().unwrap_err();
-    assert_eq!(e.setting, "CoreConfig::ring_entries");
+    let e = CoreConfig::from(cfg.with_ring_entries(16_385))
+        .validate()
+        .unwrap_err();
+    assert_eq!(e.setting, "RuntimeConfig::ring_entries");
     server.shutdown(Duration::from_secs(1));
 }
