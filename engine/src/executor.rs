@@ -19,7 +19,10 @@ use crate::inbox::{ConnRef, Inbox};
 use crate::service::HandlerFuture;
 
 struct Task {
-    future: HandlerFuture,
+    /// `None`: a deferred call, answered through the inbox (never polled).
+    future: Option<HandlerFuture>,
+    /// A deferred call's token (tells it from a later call that reuses the id).
+    token: u32,
     conn: ConnRef,
     call: u32,
     deadline: Option<Instant>,
@@ -96,7 +99,8 @@ impl Executor {
             inbox: self.inbox.clone(),
         }));
         entry.insert(Task {
-            future,
+            future: Some(future),
+            token: 0,
             conn,
             call,
             deadline,
@@ -105,6 +109,44 @@ impl Executor {
         });
         self.by_call.insert((conn.key, call), key);
         self.ready.push((key, self.next_gen));
+    }
+
+    /// Tracks deferred call `call` on `conn` (its deadline, cancel and connection close are
+    /// handled like a task's; it is never polled: the answer comes through the inbox).
+    pub(crate) fn spawn_deferred(
+        &mut self,
+        conn: ConnRef,
+        call: u32,
+        token: u32,
+        deadline: Option<Instant>,
+    ) {
+        let waker = Waker::noop().clone();
+        let key = self.tasks.insert(Task {
+            future: None,
+            token,
+            conn,
+            call,
+            deadline,
+            generation: 0,
+            waker,
+        });
+        self.by_call.insert((conn.key, call), key);
+    }
+
+    /// A deferred call was answered: whether it is still waiting for that answer (then it
+    /// is no longer tracked and the answer is to be delivered).
+    pub(crate) fn answer_deferred(&mut self, conn: ConnRef, call: u32, token: u32) -> bool {
+        let Some(&key) = self.by_call.get(&(conn.key, call)) else {
+            return false;
+        };
+        let live = self.tasks.get(key).is_some_and(|t| {
+            t.future.is_none() && t.token == token && t.conn.generation == conn.generation
+        });
+        if live {
+            self.tasks.remove(key);
+            self.by_call.remove(&(conn.key, call));
+        }
+        live
     }
 
     /// Polls the tasks that were woken (at most as many as were queued when it started, so a
@@ -119,8 +161,11 @@ impl Executor {
             let Some(task) = self
                 .tasks
                 .get_mut(key)
-                .filter(|t| t.generation == generation)
+                .filter(|t| t.generation == generation && t.future.is_some())
             else {
+                continue;
+            };
+            let Some(future) = task.future.as_mut() else {
                 continue;
             };
             work = true;
@@ -136,7 +181,7 @@ impl Executor {
                 let mut cx = Context::from_waker(&waker);
                 // A panicking handler future fails its call, not the core.
                 let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    task.future.as_mut().poll(&mut cx)
+                    future.as_mut().poll(&mut cx)
                 }))
                 .unwrap_or_else(|_| Poll::Ready(Err(Status::internal("the handler panicked"))));
                 match p {

@@ -48,6 +48,14 @@ pub(crate) enum Command {
     },
     /// Close a client connection.
     Close { conn: ConnRef },
+    /// A deferred reply's answer to call `id` on `conn` (`token` tells this call from a later
+    /// one that reused the id).
+    Answer {
+        conn: ConnRef,
+        id: u32,
+        token: u32,
+        result: Result<Bytes, crate::Status>,
+    },
     /// GoAway to every connection, drain, then stop.
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
@@ -159,6 +167,7 @@ impl Inbox {
                 Command::AcceptRecord(_)
                 | Command::CancelSlot { .. }
                 | Command::Close { .. }
+                | Command::Answer { .. }
                 | Command::Shutdown { .. }
                 | Command::Stats(_) => {}
             }

@@ -9,7 +9,7 @@
 //! use std::time::Duration;
 //!
 //! let calc = Service::new("calc", "1.2.0")?.unary("add", |req, reply| {
-//!     reply.write(&[req.payload.iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
+//!     reply.write(&[req.payload().iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
 //!     Ok(())
 //! });
 //! // Port 0: the OS picks a free port; `endpoints()` says which.
@@ -32,6 +32,7 @@ mod client;
 mod config;
 mod conn;
 mod core;
+mod dispatch;
 mod driver;
 mod endpoint;
 mod engine;
@@ -59,9 +60,10 @@ pub use core::{ConnId, Core, CoreError};
 pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
+pub use dispatch::{After, Before, DeferredReply, Interceptor};
 pub use service::{
-    AsyncHandler, AsyncRequest, HandlerFuture, Reply, Request, Service, ServiceError, SyncHandler,
-    Version,
+    AsyncHandler, AsyncRequest, DeferredHandler, HandlerFuture, Reply, Request, Service,
+    ServiceError, SyncHandler, Version,
 };
 pub use slot::CallSlot;
 pub use stats::CoreStats;

@@ -12,17 +12,69 @@ use rustc_hash::FxHashMap;
 
 use crate::Status;
 
-/// A request as a sync handler sees it: everything is borrowed from the receive buffer.
+/// A request as a sync handler sees it: everything is borrowed from the receive buffer, so it
+/// cannot outlive the handler call:
+///
+/// ```compile_fail
+/// // error: the payload is borrowed from the receive buffer for this call only
+/// fn keep<'a>(req: &netron_engine::Request<'a>) -> &'static [u8] {
+///     req.payload()
+/// }
+/// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Request<'a> {
+    id: u32,
+    payload: &'a [u8],
+    headers: &'a HeaderList,
+    deadline: Option<Duration>,
+    /// Room for the calling peer's handle (symmetric peers).
+    #[allow(dead_code)]
+    pub(crate) peer: (),
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(
+        id: u32,
+        payload: &'a [u8],
+        headers: &'a HeaderList,
+        deadline: Option<Duration>,
+    ) -> Self {
+        Self {
+            id,
+            payload,
+            headers,
+            deadline,
+            peer: (),
+        }
+    }
     /// The call id on its connection.
-    pub id: u32,
+    #[inline]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
     /// The request payload (decompressed if it arrived compressed).
-    pub payload: &'a [u8],
-    /// The request's header fields (`:service`, `:method`, metadata).
-    pub headers: &'a HeaderList,
-    /// Time left before the caller gives up, as carried by the request.
-    pub deadline: Option<Duration>,
+    #[inline]
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+    /// The request's header fields: `:service`, `:method`, the caller's metadata, then any
+    /// metadata the interceptors added (docs/architecture.md, "Dispatch").
+    #[inline]
+    pub fn headers(&self) -> &'a HeaderList {
+        self.headers
+    }
+    /// The value of the first metadata field named `name` (see [`Request::headers`]).
+    #[inline]
+    pub fn metadata(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.get(name.as_bytes())
+    }
+    /// Time left before the caller gives up, as carried by the request (measured from when
+    /// the request was read).
+    #[inline]
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
 }
 
 /// Where a sync handler writes its reply: straight into the connection's send buffer.
@@ -35,11 +87,26 @@ pub struct Request<'a> {
 pub struct Reply<'a, 'b> {
     buf: &'a mut netron_codec::PayloadBuf<'b>,
     written: usize,
+    metadata: &'a mut HeaderList,
 }
 
 impl<'a, 'b> Reply<'a, 'b> {
-    pub(crate) fn new(buf: &'a mut netron_codec::PayloadBuf<'b>) -> Self {
-        Self { buf, written: 0 }
+    pub(crate) fn new(
+        buf: &'a mut netron_codec::PayloadBuf<'b>,
+        metadata: &'a mut HeaderList,
+    ) -> Self {
+        Self {
+            buf,
+            written: 0,
+            metadata,
+        }
+    }
+    /// Adds a response metadata field (sent HPACK-encoded in the Response frame's header
+    /// block; the caller reads it with [`crate::Method::call_with`]). A reply with metadata
+    /// costs one copy of the payload and one allocation for the field list
+    /// (docs/architecture.md, "Dispatch"); a reply without any costs nothing extra.
+    pub fn metadata(&mut self, name: &str, value: &[u8]) {
+        self.metadata.push(name.as_bytes(), value);
     }
     /// Appends reply bytes.
     #[inline]
@@ -87,16 +154,57 @@ pub type SyncHandler = dyn Fn(&Request<'_>, &mut Reply<'_, '_>) -> Result<(), St
 
 /// A request as an async handler sees it: owned, so the future can hold it across awaits.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AsyncRequest {
+    id: u32,
+    payload: Bytes,
+    headers: HeaderList,
+    deadline: Option<Duration>,
+    /// Room for the calling peer's handle (symmetric peers).
+    #[allow(dead_code)]
+    pub(crate) peer: (),
+}
+
+impl AsyncRequest {
+    pub(crate) fn new(
+        id: u32,
+        payload: Bytes,
+        headers: HeaderList,
+        deadline: Option<Duration>,
+    ) -> Self {
+        Self {
+            id,
+            payload,
+            headers,
+            deadline,
+            peer: (),
+        }
+    }
     /// The call id on its connection.
-    pub id: u32,
+    pub fn id(&self) -> u32 {
+        self.id
+    }
     /// The request payload (decompressed if it arrived compressed).
-    pub payload: Bytes,
-    /// The request's header fields.
-    pub headers: HeaderList,
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+    /// Takes the payload out of the request.
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+    /// The request's header fields (see [`Request::headers`]).
+    pub fn headers(&self) -> &HeaderList {
+        &self.headers
+    }
+    /// The value of the first metadata field named `name`.
+    pub fn metadata(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name.as_bytes())
+    }
     /// Time left before the caller gives up, as carried by the request. The core cancels the
     /// handler's future (dropping it) and answers DeadlineExceeded when it passes.
-    pub deadline: Option<Duration>,
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
 }
 
 /// The future an async handler returns: it runs on the core that received the request (it
@@ -106,11 +214,15 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, Status>> + 's
 /// An asynchronous handler.
 pub type AsyncHandler = dyn Fn(AsyncRequest) -> HandlerFuture + Send + Sync;
 
+/// A handler that answers later through a [`crate::DeferredReply`] (from any thread).
+pub type DeferredHandler = dyn Fn(&Request<'_>, crate::DeferredReply) + Send + Sync;
+
 /// How a method is served.
 #[derive(Clone)]
 pub(crate) enum Handler {
     Sync(Arc<SyncHandler>),
     Async(Arc<AsyncHandler>),
+    Deferred(Arc<DeferredHandler>),
 }
 
 /// A service definition error.
@@ -164,7 +276,7 @@ impl Version {
 /// use netron_engine::{Service, Status};
 /// let calc = Service::new("calc", "1.2.0").unwrap()
 ///     .unary("add", |req, reply| {
-///         let [a, b]: [u8; 2] = req.payload.try_into().map_err(|_| Status::invalid_argument("need 2 bytes"))?;
+///         let [a, b]: [u8; 2] = req.payload().try_into().map_err(|_| Status::invalid_argument("need 2 bytes"))?;
 ///         reply.write(&[a.wrapping_add(b)]);
 ///         Ok(())
 ///     });
@@ -234,6 +346,29 @@ impl Service {
         self
     }
 
+    /// Adds a unary method whose handler may answer later, from any thread, through the
+    /// [`crate::DeferredReply`] it gets (for handlers that wait on other services, and for
+    /// the C ABI). The handler runs on the core like a sync one and must not block; the
+    /// handle costs no allocation (an `Arc` clone of the core's inbox, the connection and the
+    /// call id), and answering travels through the core's inbox. See
+    /// [`crate::DeferredReply`] for deadlines and dropped handles.
+    ///
+    /// ```
+    /// use netron_engine::{Service, Bytes};
+    /// let svc = Service::new("later", "1.0.0").unwrap().unary_deferred("echo", |req, reply| {
+    ///     let payload = Bytes::copy_from_slice(req.payload());
+    ///     std::thread::spawn(move || reply.send(payload));
+    /// });
+    /// ```
+    pub fn unary_deferred<F>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(&Request<'_>, crate::DeferredReply) + Send + Sync + 'static,
+    {
+        self.methods
+            .insert(method.as_bytes().into(), Handler::Deferred(Arc::new(handler)));
+        self
+    }
+
     /// `name@version`, as sent in `:service`.
     pub fn key(&self) -> &str {
         &self.key
@@ -252,10 +387,12 @@ impl Service {
     }
 }
 
-/// All services a core serves; shared read-only between cores.
+/// All services a core serves and the interceptors its dispatcher runs; shared read-only
+/// between cores.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Registry {
     by_key: FxHashMap<Box<[u8]>, Service>,
+    pub(crate) interceptors: crate::dispatch::Interceptors,
 }
 
 impl Registry {

@@ -37,10 +37,12 @@ pub(crate) use client::{CallSpec, Caller, PendingCalls};
 use crate::service::Registry;
 use crate::stats::CoreStats;
 
-/// An async handler's future to run on the core's executor.
+/// An async handler's future to run on the core's executor, or a deferred call to track.
 pub(crate) struct Spawn {
     pub id: u32,
-    pub future: crate::service::HandlerFuture,
+    /// `None`: a deferred call (answered through the inbox with `token`).
+    pub future: Option<crate::service::HandlerFuture>,
+    pub token: u32,
     pub deadline: Option<Instant>,
 }
 
@@ -102,6 +104,9 @@ pub(crate) struct Env<'a> {
     pub registry: &'a Registry,
     pub now: Instant,
     pub stats: &'a mut CoreStats,
+    /// The core's inbox and this connection, for deferred reply handles (`None` in tests
+    /// that drive a connection without a core: deferred methods then answer `Internal`).
+    pub origin: Option<crate::dispatch::Origin<'a>>,
 }
 
 /// Per-connection configuration, fixed when the connection is created (from
@@ -178,6 +183,8 @@ pub(crate) struct Connection<C: Caller> {
     cancels: VecDeque<u32>,
     /// Ids of the peer's calls this side serves asynchronously and has not answered yet.
     pub(crate) inflight: rustc_hash::FxHashSet<u32>,
+    /// The dispatcher's per-connection state (conn/server.rs).
+    serve: server::ServeState,
     /// The last id the peer opened (GoAway's `last_id`).
     last_peer_id: u32,
     /// The peer closed its sending side (EOF): finish what is in flight, then close.
@@ -249,6 +256,7 @@ impl<C: Caller> Connection<C> {
             spawns: VecDeque::new(),
             cancels: VecDeque::new(),
             inflight: rustc_hash::FxHashSet::default(),
+            serve: server::ServeState::default(),
             last_peer_id: 0,
             peer_eof: false,
             rx_started: now,

@@ -20,6 +20,7 @@ macro_rules! conn_env {
             registry: &$p.registry,
             now: $now,
             stats: &mut $p.stats,
+            origin: None,
         }
     };
 }

@@ -93,10 +93,47 @@ impl Core {
                     self.begin_close(conn.key as usize, "the channel was closed");
                 }
             }
+            Command::Answer {
+                conn,
+                id,
+                token,
+                result,
+            } => self.answer_deferred(conn, id, token, result, now),
             Command::Shutdown { drain } => self.shutdown(drain),
             Command::Stats(tx) => {
                 let _ = tx.send(self.stats());
             }
+        }
+    }
+
+    /// A deferred reply answered call `id`: deliver it unless the call ended meanwhile
+    /// (deadline, cancel, connection closed), in which case the answer is dropped and counted.
+    fn answer_deferred(
+        &mut self,
+        conn: ConnRef,
+        id: u32,
+        token: u32,
+        result: Result<bytes::Bytes, Status>,
+        now: Instant,
+    ) {
+        if !self.executor.answer_deferred(conn, id, token) {
+            self.stats.count_error("late_deferred_reply");
+            return;
+        }
+        let key = conn.key as usize;
+        if let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.generation && !en.closing)
+        {
+            let mut env = Env {
+                registry: &self.registry,
+                now,
+                stats: &mut self.stats,
+                origin: None,
+            };
+            en.conn.complete_async(id, result, &mut env);
+            self.after_event(key);
         }
     }
 

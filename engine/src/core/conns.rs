@@ -128,9 +128,12 @@ impl Core {
         };
         while let Some(ev) = en.conn.poll_event() {
             match ev {
-                crate::conn::Event::Spawn(sp) => {
-                    self.executor.spawn(conn, sp.id, sp.future, sp.deadline);
-                }
+                crate::conn::Event::Spawn(sp) => match sp.future {
+                    Some(f) => self.executor.spawn(conn, sp.id, f, sp.deadline),
+                    None => self
+                        .executor
+                        .spawn_deferred(conn, sp.id, sp.token, sp.deadline),
+                },
                 crate::conn::Event::Cancel(id) => {
                     self.executor.cancel(conn.key, id);
                     en.conn

@@ -65,6 +65,7 @@ impl Core {
                 registry: &self.registry,
                 now,
                 stats: &mut self.stats,
+                origin: None,
             };
             let before = en.conn.wants_write();
             if let Err(e) = en.conn.handle_timeout(&mut env, &mut expired) {
@@ -106,6 +107,7 @@ impl Core {
                     registry: &self.registry,
                     now,
                     stats: &mut self.stats,
+                    origin: None,
                 };
                 en.conn.complete_async(call, result, &mut env);
                 self.after_event(key);
