@@ -53,6 +53,17 @@ pub(crate) enum Outcome {
     Done(ConnRef, u32, Result<Bytes, Status>),
 }
 
+/// What became of a deferred call when its answer arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// It waited for the answer: deliver it.
+    Live,
+    /// Its deadline passed before the answer came (not yet noticed): answer DeadlineExceeded.
+    Expired,
+    /// It ended already (deadline, cancel, connection closed): drop the answer.
+    Gone,
+}
+
 pub(crate) struct Executor {
     tasks: Slab<Task>,
     ready: Arc<SegQueue<(usize, u32)>>,
@@ -133,20 +144,31 @@ impl Executor {
         self.by_call.insert((conn.key, call), key);
     }
 
-    /// A deferred call was answered: whether it is still waiting for that answer (then it
-    /// is no longer tracked and the answer is to be delivered).
-    pub(crate) fn answer_deferred(&mut self, conn: ConnRef, call: u32, token: u32) -> bool {
+    /// A deferred call was answered at `now`: whether it still waits for that answer (it is
+    /// then no longer tracked), and if so whether its deadline passed meanwhile.
+    pub(crate) fn answer_deferred(
+        &mut self,
+        conn: ConnRef,
+        call: u32,
+        token: u32,
+        now: Instant,
+    ) -> Answered {
         let Some(&key) = self.by_call.get(&(conn.key, call)) else {
-            return false;
+            return Answered::Gone;
         };
         let live = self.tasks.get(key).is_some_and(|t| {
             t.future.is_none() && t.token == token && t.conn.generation == conn.generation
         });
-        if live {
-            self.tasks.remove(key);
-            self.by_call.remove(&(conn.key, call));
+        if !live {
+            return Answered::Gone;
         }
-        live
+        let t = self.tasks.remove(key);
+        self.by_call.remove(&(conn.key, call));
+        if t.deadline.is_some_and(|d| now >= d) {
+            Answered::Expired
+        } else {
+            Answered::Live
+        }
     }
 
     /// Polls the tasks that were woken (at most as many as were queued when it started, so a

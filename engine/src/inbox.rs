@@ -37,6 +37,8 @@ pub(crate) enum Command {
         payload: Bytes,
         deadline: Option<Duration>,
         idempotent: bool,
+        /// Request metadata (`None`: none; boxed so calls without it stay small).
+        metadata: Option<Box<netron_codec::hpack::HeaderList>>,
         slot: Arc<Completion>,
     },
     /// End the call whose outcome goes to `slot` with `code` (its future was dropped, or its

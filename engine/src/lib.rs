@@ -57,10 +57,10 @@ pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, DEFAULT_CONNECT_TIMEOUT, Method};
 pub use config::{ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy};
 pub use core::{ConnId, Core, CoreError};
+pub use dispatch::{After, Before, CallOptions, DeferredReply, Interceptor, Response};
 pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
-pub use dispatch::{After, Before, DeferredReply, Interceptor};
 pub use service::{
     AsyncHandler, AsyncRequest, DeferredHandler, HandlerFuture, Reply, Request, Service,
     ServiceError, SyncHandler, Version,

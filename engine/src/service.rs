@@ -364,8 +364,10 @@ impl Service {
     where
         F: Fn(&Request<'_>, crate::DeferredReply) + Send + Sync + 'static,
     {
-        self.methods
-            .insert(method.as_bytes().into(), Handler::Deferred(Arc::new(handler)));
+        self.methods.insert(
+            method.as_bytes().into(),
+            Handler::Deferred(Arc::new(handler)),
+        );
         self
     }
 

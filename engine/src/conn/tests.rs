@@ -40,14 +40,14 @@ fn registry() -> Registry {
             .unwrap()
             .unary("add", |req, reply| {
                 let [a, b]: [u8; 2] = req
-                    .payload
+                    .payload()
                     .try_into()
                     .map_err(|_| Status::invalid_argument("need two bytes"))?;
                 reply.write(&[a.wrapping_add(b)]);
                 Ok(())
             })
             .unary("echo", |req, reply| {
-                reply.write(req.payload);
+                reply.write(req.payload());
                 Ok(())
             })
             .unary("slow", |_, reply| {
@@ -134,6 +134,7 @@ impl Pair {
             payload,
             deadline: Some(Duration::from_secs(1)),
             idempotent: false,
+            metadata: None,
         };
         self.client.start_call(&spec, slot.clone(), self.now)?;
         self.pump(chunk);
@@ -182,6 +183,7 @@ fn errors_carry_status_codes() {
         payload: b"",
         deadline: None,
         idempotent: false,
+        metadata: None,
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     p.pump(usize::MAX);
@@ -234,6 +236,7 @@ fn deadlines_expire_and_cancel() {
         payload: &[1, 2],
         deadline: Some(Duration::from_millis(5)),
         idempotent: false,
+        metadata: None,
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     // No pump: the request never reaches the server. Time passes.
@@ -268,6 +271,7 @@ fn keepalive_detects_a_dead_peer() {
         payload: &[1, 2],
         deadline: None,
         idempotent: false,
+        metadata: None,
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     let t1 = p.now + Duration::from_secs(2);
@@ -305,6 +309,7 @@ fn go_away_refuses_new_calls() {
         payload: &[1, 2],
         deadline: None,
         idempotent: false,
+        metadata: None,
     };
     assert_eq!(
         p.client.start_call(&spec, slot, p.now).unwrap_err().code,
@@ -361,6 +366,7 @@ impl Pair {
             payload,
             deadline: None,
             idempotent: false,
+            metadata: None,
         }
     }
 }

@@ -53,6 +53,20 @@ impl Core {
         deadline: Option<Duration>,
         slot: &mut CallSlot,
     ) -> Option<u32> {
+        self.start_with_metadata(conn, service, method, payload, deadline, None, slot)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_with_metadata(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
+        slot: &mut CallSlot,
+    ) -> Option<u32> {
         if slot.inner.is_pending() {
             if let Some((c, id)) = slot.last.take() {
                 self.cancel(ConnId(c), id);
@@ -65,6 +79,7 @@ impl Core {
             payload,
             deadline,
             idempotent: false,
+            metadata,
         };
         let id = self.start_call(conn.0, &spec, slot.inner.clone(), Instant::now());
         slot.last = id.map(|id| (conn.0, id));
@@ -98,7 +113,7 @@ impl Core {
     /// use std::time::Duration;
     ///
     /// let echo = Service::new("echo", "1.0.0")?.unary("say", |req, reply| {
-    ///     reply.write(req.payload);
+    ///     reply.write(req.payload());
     ///     Ok(())
     /// });
     /// let server = Engine::builder().cores(1).service(echo).listen("tcp://127.0.0.1:0").build()?;
@@ -127,8 +142,45 @@ impl Core {
         deadline: Option<Duration>,
         slot: &'s mut CallSlot,
     ) -> Result<&'s [u8], Status> {
+        self.call_inner(conn, service, method, payload, deadline, None, slot)
+    }
+
+    /// [`Core::call`] with [`crate::CallOptions`]: its deadline and request metadata. The
+    /// response metadata is read from the slot ([`CallSlot::metadata`]) while the reply is
+    /// borrowed. Request metadata costs one allocation to encode; a reply with response
+    /// metadata, a copy of it into the slot (reused call after call).
+    ///
+    /// # Errors
+    /// As [`Core::call`]; `InvalidArgument` for a reserved metadata name (see
+    /// [`crate::CallOptions::metadata`]), before anything is sent.
+    pub fn call_with<'s>(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        options: &crate::CallOptions,
+        slot: &'s mut CallSlot,
+    ) -> Result<&'s [u8], Status> {
+        options.check()?;
+        let metadata = Some(options.get_metadata()).filter(|m| !m.is_empty());
+        let deadline = options.get_deadline();
+        self.call_inner(conn, service, method, payload, deadline, metadata, slot)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_inner<'s>(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
+        slot: &'s mut CallSlot,
+    ) -> Result<&'s [u8], Status> {
         let until = deadline.and_then(|d| Instant::now().checked_add(d));
-        let id = self.start(conn, service, method, payload, deadline, slot);
+        let id = self.start_with_metadata(conn, service, method, payload, deadline, metadata, slot);
         // Send now rather than after the next turn's reads: a hot connection writes directly,
         // others queue their send for the next enter.
         self.flush();

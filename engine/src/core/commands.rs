@@ -60,6 +60,7 @@ impl Core {
                 payload,
                 deadline,
                 idempotent,
+                metadata,
                 slot,
             } => {
                 let spec = crate::conn::CallSpec {
@@ -68,6 +69,7 @@ impl Core {
                     payload: &payload,
                     deadline,
                     idempotent,
+                    metadata: metadata.as_deref(),
                 };
                 self.start_call(conn, &spec, slot, now);
             }
@@ -116,10 +118,21 @@ impl Core {
         result: Result<bytes::Bytes, Status>,
         now: Instant,
     ) {
-        if !self.executor.answer_deferred(conn, id, token) {
+        let state = self.executor.answer_deferred(conn, id, token, now);
+        if state != crate::executor::Answered::Live {
             self.stats.count_error("late_deferred_reply");
+        }
+        if state == crate::executor::Answered::Gone {
             return;
         }
+        let result = if state == crate::executor::Answered::Expired {
+            self.stats.deadline_exceeded += 1;
+            Err(Status::deadline_exceeded(
+                "the deadline passed before the handler finished",
+            ))
+        } else {
+            result
+        };
         let key = conn.key as usize;
         if let Some(en) = self
             .conns

@@ -5,8 +5,10 @@
 //! [`crate::Core::with_dispatch`]). The ergonomic middleware API and ready-made interceptors
 //! come with the `$sys`/middleware issue (18).
 
+mod call;
 mod deferred;
 
+pub use call::{CallOptions, Response};
 pub use deferred::DeferredReply;
 pub(crate) use deferred::Origin;
 

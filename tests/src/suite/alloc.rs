@@ -57,7 +57,7 @@ const CALLS: u64 = 3_100;
 /// adaptive (parking) cores, and async handlers. Each path has a stated budget
 /// (docs/architecture.md, "Hot paths").
 pub fn channel_and_async_paths_stay_within_their_allocation_budgets(t: &Transport) {
-    let svc = calc().unary_async("async_echo", |req| async move { Ok(req.payload) });
+    let svc = calc().unary_async("async_echo", |req| async move { Ok(req.into_payload()) });
     // Adaptive (parking) cores: busy-poll cores are covered by the test above, and two
     // busy-polling engines plus a caller thread would oversubscribe a 2-CPU machine.
     let idle = IdlePolicy::default();

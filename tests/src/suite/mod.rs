@@ -7,6 +7,7 @@
 //! |---------------|----------------------------------------------------------------------|
 //! | [`unary`]     | calls answered, large payloads, batching, caller-driven cores        |
 //! | [`errors`]    | statuses of failing, unknown and panicking calls; a failing ring     |
+//! | [`dispatch`]  | interceptors, metadata both ways, deferred replies                  |
 //! | [`deadlines`] | caller and server deadlines, late replies, `Duration::MAX`           |
 //! | [`cancel`]    | Cancel frames, dropped futures, cancel-heavy clients                 |
 //! | [`bad_input`] | misbehaving raw peers cut off with a counter, others served          |
@@ -24,6 +25,7 @@ pub mod alloc;
 pub mod bad_input;
 pub mod cancel;
 pub mod deadlines;
+pub mod dispatch;
 pub mod endings;
 pub mod errors;
 pub mod hot;
@@ -76,6 +78,16 @@ macro_rules! conformance {
                         unknown_names_are_not_echoed,
                         a_core_whose_ring_fails_reports_it_everywhere,
                         a_server_that_vanishes_mid_call_fails_the_call,
+                    }
+                    dispatch {
+                        interceptors_run_in_order_then_in_reverse,
+                        a_rejecting_interceptor_stops_the_call,
+                        metadata_travels_both_ways,
+                        an_interceptor_times_the_call,
+                        deferred_replies_answer_from_other_threads,
+                        dropped_deferred_replies_answer_the_caller,
+                        a_deferred_answer_after_the_deadline_is_dropped,
+                        a_deferred_reply_outliving_its_engine_is_harmless,
                     }
                     deadlines {
                         deadline_exceeded_and_the_caller_moves_on,

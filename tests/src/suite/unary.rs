@@ -213,17 +213,19 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
                 .method("calc@1.2.0", "add");
             // Sent directly to this core's own connection: no cross-thread queue.
             async move {
-                add.call_async(req.payload, Some(Duration::from_secs(5)))
+                add.call_async(req.into_payload(), Some(Duration::from_secs(5)))
                     .await
                     .map(Bytes::from)
             }
         })
         .unary_async("blocking", move |req| {
             // A blocking call here would wait for this very core: refused, not a deadlock.
-            let r =
-                u2.get()
-                    .expect("upstream connected")
-                    .call("calc@1.2.0", "add", req.payload, None);
+            let r = u2.get().expect("upstream connected").call(
+                "calc@1.2.0",
+                "add",
+                req.into_payload(),
+                None,
+            );
             async move { r.map(Bytes::from) }
         });
     let (server, ep) = crate::engine(t, CoreConfig::default(), &[calc(), proxy], "proxy");
