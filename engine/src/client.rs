@@ -345,8 +345,9 @@ impl Method {
     /// Calls the method (blocking) with [`CallOptions`]: its deadline (honoured as in
     /// [`Method::call_into`]) and request metadata. The [`Response`] holds the reply or the
     /// failure, and the response metadata the callee sent. Costs, beyond [`Method::call`]:
-    /// with request metadata, a copy of the field list and one allocation to encode it;
-    /// with response metadata, a copy of it into the [`Response`].
+    /// the reply is copied into the [`Response`] (one allocation), request metadata is
+    /// copied to hand it to the core (three allocations), response metadata into the
+    /// [`Response`] (two allocations when there is some).
     pub fn call_with(&self, payload: impl Into<Bytes>, options: &CallOptions) -> Response {
         if let Err(s) = options.check() {
             return Response::new(Err(s), HeaderList::default());

@@ -103,8 +103,9 @@ impl<'a, 'b> Reply<'a, 'b> {
     }
     /// Adds a response metadata field (sent HPACK-encoded in the Response frame's header
     /// block; the caller reads it with [`crate::Method::call_with`]). A reply with metadata
-    /// costs one copy of the payload and one allocation for the field list
-    /// (docs/architecture.md, "Dispatch"); a reply without any costs nothing extra.
+    /// costs one copy of the payload into a reused buffer (the header block goes first) and
+    /// no allocation for up to 8 fields (docs/architecture.md, "Dispatch"); a reply without
+    /// any costs nothing extra.
     pub fn metadata(&mut self, name: &str, value: &[u8]) {
         self.metadata.push(name.as_bytes(), value);
     }

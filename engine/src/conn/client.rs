@@ -202,18 +202,30 @@ impl<C: Caller> Connection<C> {
         // A deadline too far to represent is no local deadline (the wire saturates it).
         let deadline_at = spec.deadline.and_then(|d| now.checked_add(d));
         let base = [Header::service(spec.service), Header::method(spec.method)];
-        let with_metadata: Vec<Header<'_>>;
-        let headers: &[Header<'_>] = match spec.metadata.filter(|m| !m.is_empty()) {
-            None => &base,
-            Some(m) => {
-                with_metadata = base
-                    .iter()
-                    .copied()
-                    .chain(m.iter().map(|(n, v)| Header::new(n, v)))
-                    .collect();
-                &with_metadata
-            }
-        };
+        let none = HeaderList::default();
+        let metadata = spec.metadata.unwrap_or(&none);
+        let id = crate::dispatch::with_fields(&base, metadata, |headers| {
+            self.encode_request(spec, headers)
+        })?;
+        if let Some(d) = deadline_at {
+            self.calls.next_deadline = Some(self.calls.next_deadline.map_or(d, |n| n.min(d)));
+        }
+        self.calls.by_id.insert(
+            id,
+            Pending {
+                slot: Some(slot),
+                deadline: deadline_at,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Encodes the Request of `spec` with `headers`; returns its id.
+    fn encode_request(
+        &mut self,
+        spec: &CallSpec<'_>,
+        headers: &[Header<'_>],
+    ) -> Result<u32, Status> {
         self.check_outgoing(headers, spec.payload)?;
         let id = self.calls.allocate_id();
         let flags = if spec.idempotent {
@@ -239,16 +251,6 @@ impl<C: Caller> Connection<C> {
             }
             Err(e) => return Err(Status::new(e.status, e.message)),
         }
-        if let Some(d) = deadline_at {
-            self.calls.next_deadline = Some(self.calls.next_deadline.map_or(d, |n| n.min(d)));
-        }
-        self.calls.by_id.insert(
-            id,
-            Pending {
-                slot: Some(slot),
-                deadline: deadline_at,
-            },
-        );
         Ok(id)
     }
 

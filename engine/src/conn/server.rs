@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use netron_codec::hpack::{Header, HeaderList};
+use netron_codec::hpack::HeaderList;
 use netron_codec::{Flags, Frame, StatusCode};
 use rustc_hash::FxHashMap;
 
@@ -265,30 +265,30 @@ impl<C: Caller> Connection<C> {
         payload: &[u8],
         env: &mut Env<'_>,
     ) -> Result<(), ConnError> {
-        // Empty metadata collects into an empty Vec: no allocation.
-        let fields: Vec<Header<'_>> = metadata.iter().map(|(n, v)| Header::new(n, v)).collect();
-        match self.check_outgoing(&fields, payload) {
-            Ok(()) => {
-                env.stats.calls_ok += 1;
-                let r = self.queue(|c, b| {
-                    b.response(id)?
-                        .headers(&mut c.enc, &fields)?
-                        .payload(payload)
-                        .finish()
-                        .map(|_| ())
-                });
-                if let Err(e) = r {
-                    env.stats.count_error("reply_too_large");
-                    return self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
+        crate::dispatch::with_fields(&[], metadata, |fields| {
+            match self.check_outgoing(fields, payload) {
+                Ok(()) => {
+                    env.stats.calls_ok += 1;
+                    let r = self.queue(|c, b| {
+                        b.response(id)?
+                            .headers(&mut c.enc, fields)?
+                            .payload(payload)
+                            .finish()
+                            .map(|_| ())
+                    });
+                    if let Err(e) = r {
+                        env.stats.count_error("reply_too_large");
+                        return self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
+                    }
+                    Ok(())
                 }
-                Ok(())
+                Err(status) => {
+                    env.stats.calls_failed += 1;
+                    env.stats.count_error("reply_too_large");
+                    self.answer_error(id, status.code, &status.message)
+                }
             }
-            Err(status) => {
-                env.stats.calls_failed += 1;
-                env.stats.count_error("reply_too_large");
-                self.answer_error(id, status.code, &status.message)
-            }
-        }
+        })
     }
 
     /// Delivers the outcome of async or deferred call `id` (from the core's executor or

@@ -10,9 +10,9 @@ use crate::Status;
 /// its deadline and the request metadata sent with it.
 ///
 /// Metadata fields travel HPACK-encoded in the Request frame's header block after
-/// `:service` and `:method`; the handler reads them with [`crate::Request::metadata`]. A call
-/// with metadata costs one allocation for the field list when it is encoded (plus, through a
-/// [`crate::Channel`], one copy of the list to hand it to the core).
+/// `:service` and `:method`; the handler reads them with [`crate::Request::metadata`].
+/// Encoding costs no allocation for up to 6 fields (one beyond); through a
+/// [`crate::Channel`], handing the list to the core costs a copy of it (three allocations).
 ///
 /// ```
 /// use netron_engine::CallOptions;

@@ -15,7 +15,7 @@ pub(crate) use deferred::Origin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use netron_codec::hpack::HeaderList;
+use netron_codec::hpack::{Header, HeaderList};
 
 use crate::Status;
 
@@ -120,6 +120,34 @@ impl After<'_> {
     /// The response metadata added so far (by the handler and by inner interceptors).
     pub fn metadata(&self) -> &HeaderList {
         self.metadata
+    }
+}
+
+/// Metadata fields lent as a slice of [`Header`]s without allocating, up to this many.
+const INLINE_FIELDS: usize = 8;
+
+/// Calls `f` with `prefix` followed by the fields of `list`, as encoder input: on the stack
+/// for up to [`INLINE_FIELDS`] fields in all, in one allocation beyond.
+pub(crate) fn with_fields<R>(
+    prefix: &[Header<'_>],
+    list: &HeaderList,
+    f: impl FnOnce(&[Header<'_>]) -> R,
+) -> R {
+    let n = prefix.len() + list.len();
+    if n <= INLINE_FIELDS {
+        let mut inline = [Header::new(b"", b""); INLINE_FIELDS];
+        inline[..prefix.len()].copy_from_slice(prefix);
+        for (slot, (name, value)) in inline[prefix.len()..].iter_mut().zip(list.iter()) {
+            *slot = Header::new(name, value);
+        }
+        f(&inline[..n])
+    } else {
+        let fields: Vec<Header<'_>> = prefix
+            .iter()
+            .copied()
+            .chain(list.iter().map(|(n, v)| Header::new(n, v)))
+            .collect();
+        f(&fields)
     }
 }
 

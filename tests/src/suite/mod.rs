@@ -143,6 +143,7 @@ macro_rules! conformance {
                     alloc {
                         isolated steady_state_sync_calls_allocate_nothing,
                         isolated channel_and_async_paths_stay_within_their_allocation_budgets,
+                        isolated one_interceptor_costs_what_the_docs_say,
                     }
                     hot {
                         alone echoes_stay_intact_across_promotion_direct_reads_and_demotion,
