@@ -15,6 +15,16 @@ use crate::Status;
 /// A request as a sync handler sees it: everything is borrowed from the receive buffer, so it
 /// cannot outlive the handler call:
 ///
+/// Its parts borrow the receive buffer (`'a`), not the `Request`:
+///
+/// ```
+/// fn payload_of<'a>(req: &netron_engine::Request<'a>) -> &'a [u8] {
+///     req.payload()
+/// }
+/// ```
+///
+/// and nothing of it can be kept past the handler call:
+///
 /// ```compile_fail
 /// // error: the payload is borrowed from the receive buffer for this call only
 /// fn keep<'a>(req: &netron_engine::Request<'a>) -> &'static [u8] {

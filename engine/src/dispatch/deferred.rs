@@ -33,6 +33,14 @@ const DROPPED: &str = "the handler dropped its DeferredReply without answering";
 ///   connection closed) is dropped and counted in [`crate::CoreStats`] errors as
 ///   `late_deferred_reply`. A handle that outlives its connection or engine is harmless.
 ///
+/// It moves to other threads and answers once:
+///
+/// ```
+/// fn answer_elsewhere(reply: netron_engine::DeferredReply) {
+///     std::thread::spawn(move || reply.send(netron_engine::Bytes::new()));
+/// }
+/// ```
+///
 /// Answering twice does not compile:
 ///
 /// ```compile_fail
