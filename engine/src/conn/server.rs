@@ -328,11 +328,30 @@ impl<C: Caller> Connection<C> {
         }
     }
 
-    /// An async call was dropped (deadline, cancel): answer it with `code` (its final frame).
-    pub(crate) fn abandon_async(&mut self, id: u32, code: StatusCode, message: &str) {
-        self.serve.started.remove(&id);
+    /// An async or deferred call was dropped (deadline, cancel): answer it with `code` (its
+    /// final frame), after the interceptors' `after` hooks (which see that status).
+    pub(crate) fn abandon_async(
+        &mut self,
+        id: u32,
+        code: StatusCode,
+        message: &'static str,
+        registry: &crate::service::Registry,
+    ) {
+        let started = self.serve.started.remove(&id);
         if self.inflight.remove(&id) && !self.is_closing() {
-            let _ = self.answer_error(id, code, message);
+            let mut outcome = Err(crate::Status::new(code, message));
+            if let Some(s) = started {
+                let mut response = std::mem::take(&mut self.serve.response);
+                response.clear();
+                registry
+                    .interceptors
+                    .after(id, None, &mut outcome, s, &mut response);
+                self.serve.response = response;
+            }
+            let status = outcome
+                .err()
+                .unwrap_or_else(|| crate::Status::new(code, message));
+            let _ = self.answer_error(id, status.code, &status.message);
         }
     }
 

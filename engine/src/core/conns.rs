@@ -136,8 +136,12 @@ impl Core {
                 },
                 crate::conn::Event::Cancel(id) => {
                     self.executor.cancel(conn.key, id);
-                    en.conn
-                        .abandon_async(id, StatusCode::Cancelled, "cancelled by the caller");
+                    en.conn.abandon_async(
+                        id,
+                        StatusCode::Cancelled,
+                        "cancelled by the caller",
+                        &self.registry,
+                    );
                 }
             }
         }

@@ -19,6 +19,7 @@ impl Core {
                         call,
                         StatusCode::DeadlineExceeded,
                         "the deadline passed before the handler finished",
+                        &self.registry,
                     );
                     self.mark_dirty(key);
                 }

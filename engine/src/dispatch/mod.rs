@@ -42,7 +42,8 @@ pub trait Interceptor: Send + Sync + 'static {
         let _ = call;
         Ok(())
     }
-    /// Runs after the handler (for async and deferred handlers: when they answer): sees the
+    /// Runs after the handler (for async and deferred handlers: when they answer, or when
+    /// the call ends by its deadline or a Cancel; not when its connection closes): sees the
     /// outcome and the time the call took, may add response metadata or replace the outcome.
     fn after(&self, call: &mut After<'_>) {
         let _ = call;

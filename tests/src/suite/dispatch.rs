@@ -122,7 +122,7 @@ fn take(log: &Log) -> Vec<String> {
 /// and deferred handlers alike; each sees the outcome.
 pub fn interceptors_run_in_order_then_in_reverse(t: &Transport) {
     let log: Log = Arc::default();
-    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+    let (l1, l2, l3, l4) = (log.clone(), log.clone(), log.clone(), log.clone());
     let svc = Service::new("order", "1.0.0")
         .unwrap()
         .unary("sync", move |_, reply| {
@@ -138,7 +138,14 @@ pub fn interceptors_run_in_order_then_in_reverse(t: &Transport) {
             l3.lock().unwrap().push("handler".into());
             std::thread::spawn(move || reply.send(&b"d"[..]));
         })
-        .unary("fail", |_, _| Err(Status::invalid_argument("no")));
+        .unary("fail", |_, _| Err(Status::invalid_argument("no")))
+        .unary_deferred("slow", move |_, reply| {
+            l4.lock().unwrap().push("handler".into());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                reply.send(&b"late"[..]);
+            });
+        });
     let (e, ep) = serve(
         t,
         "order",
@@ -169,6 +176,40 @@ pub fn interceptors_run_in_order_then_in_reverse(t: &Transport) {
             "B.before",
             "B.after:InvalidArgument",
             "A.after:InvalidArgument"
+        ]
+    );
+    // A call ended by its deadline (or the caller's Cancel) runs the after hooks too.
+    let err = ch
+        .call(
+            "order@1.0.0",
+            "slow",
+            &b""[..],
+            Some(Duration::from_millis(20)),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, StatusCode::DeadlineExceeded);
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while log.lock().unwrap().len() < 5 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen = take(&log);
+    let code = seen
+        .last()
+        .and_then(|l| l.strip_prefix("A.after:"))
+        .unwrap_or("none")
+        .to_owned();
+    assert!(
+        ["DeadlineExceeded", "Cancelled"].contains(&code.as_str()),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen,
+        [
+            "A.before".to_owned(),
+            "B.before".to_owned(),
+            "handler".to_owned(),
+            format!("B.after:{code}"),
+            format!("A.after:{code}"),
         ]
     );
     e.shutdown(Duration::from_secs(1));
