@@ -57,6 +57,8 @@ pub(crate) enum Command {
         id: u32,
         token: u32,
         result: Result<Bytes, crate::Status>,
+        /// Response metadata (`None`: none).
+        metadata: Option<Box<netron_codec::hpack::HeaderList>>,
     },
     /// GoAway to every connection, drain, then stop.
     Shutdown { drain: Duration },

@@ -61,6 +61,8 @@ pub use dispatch::{After, Before, CallOptions, DeferredReply, Interceptor, Respo
 pub use driver::uring::RingError;
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
+/// Header fields: request and response metadata ([`Request::headers`], [`Response::metadata`]).
+pub use netron_codec::hpack::HeaderList;
 pub use service::{
     AsyncHandler, AsyncRequest, DeferredHandler, HandlerFuture, Reply, Request, Service,
     ServiceError, SyncHandler, Version,

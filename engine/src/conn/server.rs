@@ -297,6 +297,7 @@ impl<C: Caller> Connection<C> {
         &mut self,
         id: u32,
         result: Result<bytes::Bytes, crate::Status>,
+        metadata: Option<&HeaderList>,
         env: &mut Env<'_>,
     ) {
         let started = self.serve.started.remove(&id);
@@ -309,6 +310,9 @@ impl<C: Caller> Connection<C> {
         };
         let mut response = std::mem::take(&mut self.serve.response);
         response.clear();
+        for (n, v) in metadata.iter().flat_map(|m| m.iter()) {
+            response.push(n, v);
+        }
         if let Some(s) = started {
             env.registry
                 .interceptors

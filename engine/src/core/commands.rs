@@ -100,7 +100,8 @@ impl Core {
                 id,
                 token,
                 result,
-            } => self.answer_deferred(conn, id, token, result, now),
+                metadata,
+            } => self.answer_deferred(conn, id, token, result, metadata.as_deref(), now),
             Command::Shutdown { drain } => self.shutdown(drain),
             Command::Stats(tx) => {
                 let _ = tx.send(self.stats());
@@ -116,6 +117,7 @@ impl Core {
         id: u32,
         token: u32,
         result: Result<bytes::Bytes, Status>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
         now: Instant,
     ) {
         let state = self.executor.answer_deferred(conn, id, token, now);
@@ -145,7 +147,7 @@ impl Core {
                 stats: &mut self.stats,
                 origin: None,
             };
-            en.conn.complete_async(id, result, &mut env);
+            en.conn.complete_async(id, result, metadata, &mut env);
             self.after_event(key);
         }
     }

@@ -110,7 +110,7 @@ impl Core {
                     stats: &mut self.stats,
                     origin: None,
                 };
-                en.conn.complete_async(call, result, &mut env);
+                en.conn.complete_async(call, result, None, &mut env);
                 self.after_event(key);
             }
         }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use netron_codec::hpack::HeaderList;
 
 use crate::Status;
 use crate::inbox::{Command, ConnRef, Inbox};
@@ -90,6 +91,14 @@ impl DeferredReply {
         self.answer(Ok(payload.into()));
     }
 
+    /// Answers the call with `payload` and response `metadata` (sent in the Response's header
+    /// block, after which the interceptors' `after` hooks may add more). Costs the boxing of
+    /// the list to send it to the core.
+    pub fn send_with_metadata(mut self, payload: impl Into<Bytes>, metadata: HeaderList) {
+        let metadata = (!metadata.is_empty()).then(|| Box::new(metadata));
+        self.deliver(Ok(payload.into()), metadata);
+    }
+
     /// Fails the call with `status`.
     pub fn fail(self, status: Status) {
         self.answer(Err(status));
@@ -97,16 +106,17 @@ impl DeferredReply {
 
     /// Answers the call with `result`.
     pub fn answer(mut self, result: Result<Bytes, Status>) {
-        self.deliver(result);
+        self.deliver(result, None);
     }
 
-    fn deliver(&mut self, result: Result<Bytes, Status>) {
+    fn deliver(&mut self, result: Result<Bytes, Status>, metadata: Option<Box<HeaderList>>) {
         if let Some(inbox) = self.inbox.take() {
             inbox.send(Command::Answer {
                 conn: self.conn,
                 id: self.id,
                 token: self.token,
                 result,
+                metadata,
             });
         }
     }
@@ -115,7 +125,7 @@ impl DeferredReply {
 impl Drop for DeferredReply {
     fn drop(&mut self) {
         if self.inbox.is_some() {
-            self.deliver(Err(Status::internal(DROPPED)));
+            self.deliver(Err(Status::internal(DROPPED)), None);
         }
     }
 }

@@ -409,6 +409,13 @@ fn deferred_service(kept: Arc<Mutex<Vec<DeferredReply>>>) -> Service {
         .unary_deferred("fail", |_, reply| {
             std::thread::spawn(move || reply.fail(Status::new(StatusCode::Aborted, "later, no")));
         })
+        .unary_deferred("tagged", |_, reply| {
+            std::thread::spawn(move || {
+                let mut m = netron_engine::HeaderList::default();
+                m.push(b"answered-by", b"another thread");
+                reply.send_with_metadata(&b"tagged"[..], m);
+            });
+        })
         .unary_deferred("drop", |_, reply| drop(reply))
         .unary_deferred("panic", |_, _reply| panic!("deferred handler panicked"))
         .unary_deferred("keep", move |_, reply| kept.lock().unwrap().push(reply))
@@ -439,6 +446,9 @@ pub fn deferred_replies_answer_from_other_threads(t: &Transport) {
     for th in threads {
         th.join().unwrap();
     }
+    let r = ch.call_with("later@1.0.0", "tagged", &b""[..], &CallOptions::new());
+    assert_eq!(r.result().unwrap(), b"tagged");
+    assert_eq!(r.get("answered-by"), Some(&b"another thread"[..]));
     let err = ch.call("later@1.0.0", "fail", &b""[..], DL).unwrap_err();
     assert_eq!(
         (err.code, &*err.message),
