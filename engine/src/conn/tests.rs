@@ -665,5 +665,7 @@ fn replies_queued_before_eof_are_kept() {
 
 /// Stall, buffer budget and linger bounds.
 mod bounds;
+/// The dispatcher: interceptors, metadata both ways, deferred methods without a core.
+mod dispatch;
 /// The same connections over a record transport (docs/protocol.md §26).
 mod records;
