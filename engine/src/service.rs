@@ -74,10 +74,12 @@ impl<'a> Request<'a> {
     pub fn headers(&self) -> &'a HeaderList {
         self.headers
     }
-    /// The value of the first metadata field named `name` (see [`Request::headers`]).
+    /// The value of the last field named `name` (see [`Request::headers`]): a field an
+    /// interceptor added overrides one of the same name the caller sent, so a caller cannot
+    /// forge what an interceptor vouches for.
     #[inline]
     pub fn metadata(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers.get(name.as_bytes())
+        last(self.headers, name)
     }
     /// Time left before the caller gives up, as carried by the request (measured from when
     /// the request was read).
@@ -160,6 +162,14 @@ impl std::io::Write for Reply<'_, '_> {
     }
 }
 
+/// The value of the last field of `list` named `name`.
+pub(crate) fn last<'l>(list: &'l HeaderList, name: &str) -> Option<&'l [u8]> {
+    list.iter()
+        .filter(|(n, _)| *n == name.as_bytes())
+        .last()
+        .map(|(_, v)| v)
+}
+
 /// A synchronous handler: runs on the core that received the request, must not block.
 pub type SyncHandler = dyn Fn(&Request<'_>, &mut Reply<'_, '_>) -> Result<(), Status> + Send + Sync;
 
@@ -207,9 +217,9 @@ impl AsyncRequest {
     pub fn headers(&self) -> &HeaderList {
         &self.headers
     }
-    /// The value of the first metadata field named `name`.
+    /// The value of the last field named `name` (see [`Request::metadata`]).
     pub fn metadata(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name.as_bytes())
+        last(&self.headers, name)
     }
     /// Time left before the caller gives up, as carried by the request. The core cancels the
     /// handler's future (dropping it) and answers DeadlineExceeded when it passes.

@@ -101,8 +101,9 @@ impl Response {
     pub fn metadata(&self) -> &HeaderList {
         &self.metadata
     }
-    /// The value of the first response metadata field named `name`.
+    /// The value of the last response metadata field named `name` (what an interceptor
+    /// added overrides the handler's field of the same name).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.metadata.get(name.as_bytes())
+        crate::service::last(&self.metadata, name)
     }
 }

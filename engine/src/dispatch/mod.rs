@@ -67,9 +67,10 @@ impl Before<'_> {
     pub fn headers(&self) -> &HeaderList {
         self.headers
     }
-    /// The value of the first field named `name`.
+    /// The value of the last field named `name` (as [`crate::Request::metadata`]: what an
+    /// earlier interceptor added overrides what the caller sent).
     pub fn metadata(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name.as_bytes())
+        crate::service::last(self.headers, name)
     }
     /// Adds request metadata visible to later interceptors and to the handler
     /// ([`crate::Request::headers`]). Reuses the connection's header buffer: no allocation

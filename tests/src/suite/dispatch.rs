@@ -321,6 +321,14 @@ pub fn metadata_travels_both_ways(t: &Transport) {
             .unwrap();
         assert!(us <= max_us.load(Ordering::SeqCst));
     }
+    // A caller cannot forge what an interceptor vouches for: the interceptor's field wins.
+    let forged = ch.call_with(
+        "meta@1.0.0",
+        "show",
+        &b""[..],
+        &opts.clone().metadata("x-auth", b"forged"),
+    );
+    assert_eq!(forged.result().unwrap(), b"blue/ok");
     // The plain API still works, and sees no metadata.
     assert_eq!(
         ch.call("meta@1.0.0", "show", &b""[..], DL).unwrap(),
