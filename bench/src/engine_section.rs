@@ -27,7 +27,7 @@ pub(crate) fn service() -> Service {
     Service::new("bench", "1.0.0")
         .expect("service")
         .unary("echo", |req, reply| {
-            reply.write(req.payload);
+            reply.write(req.payload());
             Ok(())
         })
 }

@@ -391,6 +391,12 @@ impl PayloadBuf<'_> {
         self.written
     }
 
+    /// The bytes appended through this `PayloadBuf` so far.
+    #[inline]
+    pub fn written(&self) -> &[u8] {
+        &self.buf[self.buf.len() - self.written..]
+    }
+
     /// Whether an append was refused because the frame would exceed `max_frame_size`.
     #[inline]
     pub fn overflowed(&self) -> bool {

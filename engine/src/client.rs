@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use netron_codec::hpack::HeaderList;
 
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::slot::Completion;
-use crate::{CallError, ConnectError, Endpoint, Status};
+use crate::{CallError, CallOptions, ConnectError, Endpoint, Response, Status};
 
 /// How long a waiting caller spins before parking (a cross-core wake-up costs ~25–30 µs on
 /// small VMs, so spinning this long keeps a fast reply on the fast path).
@@ -208,6 +209,18 @@ impl Channel {
     ) -> Result<Vec<u8>, CallError> {
         self.method(service, method).call(payload, deadline)
     }
+
+    /// One unary call (blocking) with [`CallOptions`] (deadline, request metadata); the
+    /// [`Response`] also carries the response metadata. See [`Method::call_with`].
+    pub fn call_with(
+        &self,
+        service: &str,
+        method: &str,
+        payload: impl Into<Bytes>,
+        options: &CallOptions,
+    ) -> Response {
+        self.method(service, method).call_with(payload, options)
+    }
 }
 
 /// A call in flight, as a future. Dropping it before it resolves cancels the call: the
@@ -277,6 +290,16 @@ impl Drop for CallFuture {
 impl Method {
     /// Hands the call to the connection's core; `slot` is armed.
     fn send(&self, payload: Bytes, deadline: Option<Duration>, slot: &Arc<Completion>) {
+        self.send_with(payload, deadline, None, slot);
+    }
+
+    fn send_with(
+        &self,
+        payload: Bytes,
+        deadline: Option<Duration>,
+        metadata: Option<Box<HeaderList>>,
+        slot: &Arc<Completion>,
+    ) {
         let ch = &self.channel.inner;
         ch.inbox.send(Command::Call {
             conn: ch.conn,
@@ -285,6 +308,7 @@ impl Method {
             payload,
             deadline,
             idempotent: false,
+            metadata,
             slot: slot.clone(),
         });
     }
@@ -375,6 +399,55 @@ impl Method {
         );
         Ok(())
     }
+
+    /// Calls the method (blocking) with [`CallOptions`]: its deadline (honoured as in
+    /// [`Method::call_into`]) and request metadata. The [`Response`] holds the reply or the
+    /// failure, and the response metadata the callee sent. Costs, beyond [`Method::call`]:
+    /// the reply is copied into the [`Response`] (one allocation), request metadata is
+    /// copied to hand it to the core (three allocations), response metadata into the
+    /// [`Response`] (two allocations when there is some).
+    pub fn call_with(&self, payload: impl Into<Bytes>, options: &CallOptions) -> Response {
+        if let Err(s) = options.check() {
+            return Response::new(Err(CallError::Refused(s)), HeaderList::default());
+        }
+        if self.channel.inner.inbox.is_current() {
+            return Response::new(
+                Err(CallError::WouldDeadlock(Status::new(
+                    crate::StatusCode::FailedPrecondition,
+                    "a blocking call from a handler on the connection's own core would deadlock; use call_async",
+                ))),
+                HeaderList::default(),
+            );
+        }
+        let deadline = options.get_deadline();
+        let until = deadline.and_then(|d| Instant::now().checked_add(d));
+        let slot = thread_slot();
+        let metadata = Some(options.get_metadata())
+            .filter(|m| !m.is_empty())
+            .map(|m| Box::new(m.clone()));
+        self.send_with(payload.into(), deadline, metadata, &slot);
+        if !slot.wait(SPIN, until) && !slot.is_done() {
+            let ch = &self.channel.inner;
+            ch.inbox.send(Command::CancelSlot {
+                conn: ch.conn,
+                slot,
+                code: crate::StatusCode::DeadlineExceeded,
+            });
+            return Response::new(
+                Err(CallError::Status(Status::deadline_exceeded(
+                    "the deadline passed before a reply arrived (the connection's core did not answer in time)",
+                ))),
+                HeaderList::default(),
+            );
+        }
+        let result = slot
+            .result()
+            .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
+            .map(<[u8]>::to_vec)
+            .map_err(CallError::from_status);
+        let metadata = slot.metadata().cloned().unwrap_or_default();
+        Response::new(result, metadata)
+    }
 }
 
 /// Starts a call of `service`/`method` on connection `conn` of the core behind `inbox` and
@@ -398,6 +471,7 @@ pub(crate) fn start_async(
         payload,
         deadline,
         idempotent: false,
+        metadata: None,
         slot: slot.clone(),
     });
     CallFuture {
@@ -438,6 +512,7 @@ pub(crate) fn call_blocking(
         payload,
         deadline,
         idempotent: false,
+        metadata: None,
         slot: slot.clone(),
     });
     if !slot.wait(SPIN, until) && !slot.is_done() {

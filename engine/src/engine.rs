@@ -49,6 +49,7 @@ pub struct EngineBuilder {
     cpus: Option<Vec<usize>>,
     config: CoreConfig,
     services: Vec<Service>,
+    interceptors: crate::dispatch::Interceptors,
     listen: Vec<String>,
 }
 
@@ -85,6 +86,13 @@ impl EngineBuilder {
     /// Serves `service` on every core.
     pub fn service(mut self, service: Service) -> Self {
         self.services.push(service);
+        self
+    }
+    /// Runs `interceptor` around every call the engine's cores serve (all cores share it).
+    /// `before` hooks run in installation order, `after` hooks in reverse order (see
+    /// [`crate::Interceptor`]; docs/architecture.md, "Dispatch").
+    pub fn interceptor(mut self, interceptor: impl crate::Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
         self
     }
     /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`, `inproc://name`) on every
@@ -131,6 +139,7 @@ impl EngineBuilder {
         for s in self.services {
             registry.add(s)?;
         }
+        registry.interceptors = self.interceptors;
         let registry = Arc::new(registry);
         // Bind every listener here (on the caller's thread, which also resolved host names),
         // so errors surface from build() and port 0 resolves once. One listening socket per

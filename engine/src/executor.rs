@@ -19,7 +19,10 @@ use crate::inbox::{ConnRef, Inbox};
 use crate::service::HandlerFuture;
 
 struct Task {
-    future: HandlerFuture,
+    /// `None`: a deferred call, answered through the inbox (never polled).
+    future: Option<HandlerFuture>,
+    /// A deferred call's token (tells it from a later call that reuses the id).
+    token: u32,
     conn: ConnRef,
     call: u32,
     deadline: Option<Instant>,
@@ -48,6 +51,17 @@ impl Wake for TaskWaker {
 pub(crate) enum Outcome {
     /// The future resolved.
     Done(ConnRef, u32, Result<Bytes, Status>),
+}
+
+/// What became of a deferred call when its answer arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// It waited for the answer: deliver it.
+    Live,
+    /// Its deadline passed before the answer came (not yet noticed): answer DeadlineExceeded.
+    Expired,
+    /// It ended already (deadline, cancel, connection closed): drop the answer.
+    Gone,
 }
 
 pub(crate) struct Executor {
@@ -96,7 +110,8 @@ impl Executor {
             inbox: self.inbox.clone(),
         }));
         entry.insert(Task {
-            future,
+            future: Some(future),
+            token: 0,
             conn,
             call,
             deadline,
@@ -105,6 +120,55 @@ impl Executor {
         });
         self.by_call.insert((conn.key, call), key);
         self.ready.push((key, self.next_gen));
+    }
+
+    /// Tracks deferred call `call` on `conn` (its deadline, cancel and connection close are
+    /// handled like a task's; it is never polled: the answer comes through the inbox).
+    pub(crate) fn spawn_deferred(
+        &mut self,
+        conn: ConnRef,
+        call: u32,
+        token: u32,
+        deadline: Option<Instant>,
+    ) {
+        let waker = Waker::noop().clone();
+        let key = self.tasks.insert(Task {
+            future: None,
+            token,
+            conn,
+            call,
+            deadline,
+            generation: 0,
+            waker,
+        });
+        self.by_call.insert((conn.key, call), key);
+    }
+
+    /// A deferred call was answered at `now`: whether it still waits for that answer (it is
+    /// then no longer tracked), and if so whether its deadline passed meanwhile.
+    pub(crate) fn answer_deferred(
+        &mut self,
+        conn: ConnRef,
+        call: u32,
+        token: u32,
+        now: Instant,
+    ) -> Answered {
+        let Some(&key) = self.by_call.get(&(conn.key, call)) else {
+            return Answered::Gone;
+        };
+        let live = self.tasks.get(key).is_some_and(|t| {
+            t.future.is_none() && t.token == token && t.conn.generation == conn.generation
+        });
+        if !live {
+            return Answered::Gone;
+        }
+        let t = self.tasks.remove(key);
+        self.by_call.remove(&(conn.key, call));
+        if t.deadline.is_some_and(|d| now >= d) {
+            Answered::Expired
+        } else {
+            Answered::Live
+        }
     }
 
     /// Polls the tasks that were woken (at most as many as were queued when it started, so a
@@ -119,8 +183,11 @@ impl Executor {
             let Some(task) = self
                 .tasks
                 .get_mut(key)
-                .filter(|t| t.generation == generation)
+                .filter(|t| t.generation == generation && t.future.is_some())
             else {
+                continue;
+            };
+            let Some(future) = task.future.as_mut() else {
                 continue;
             };
             work = true;
@@ -136,7 +203,7 @@ impl Executor {
                 let mut cx = Context::from_waker(&waker);
                 // A panicking handler future fails its call, not the core.
                 let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    task.future.as_mut().poll(&mut cx)
+                    future.as_mut().poll(&mut cx)
                 }))
                 .unwrap_or_else(|_| Poll::Ready(Err(Status::internal("the handler panicked"))));
                 match p {

@@ -37,6 +37,8 @@ pub(crate) enum Command {
         payload: Bytes,
         deadline: Option<Duration>,
         idempotent: bool,
+        /// Request metadata (`None`: none; boxed so calls without it stay small).
+        metadata: Option<Box<netron_codec::hpack::HeaderList>>,
         slot: Arc<Completion>,
     },
     /// End the call whose outcome goes to `slot` with `code` (its future was dropped, or its
@@ -48,6 +50,16 @@ pub(crate) enum Command {
     },
     /// Close a client connection.
     Close { conn: ConnRef },
+    /// A deferred reply's answer to call `id` on `conn` (`token` tells this call from a later
+    /// one that reused the id).
+    Answer {
+        conn: ConnRef,
+        id: u32,
+        token: u32,
+        result: Result<Bytes, crate::Status>,
+        /// Response metadata (`None`: none).
+        metadata: Option<Box<netron_codec::hpack::HeaderList>>,
+    },
     /// GoAway to every connection, drain, then stop.
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
@@ -160,6 +172,7 @@ impl Inbox {
                 Command::AcceptRecord(_)
                 | Command::CancelSlot { .. }
                 | Command::Close { .. }
+                | Command::Answer { .. }
                 | Command::Shutdown { .. }
                 | Command::Stats(_) => {}
             }

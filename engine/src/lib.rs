@@ -9,7 +9,7 @@
 //! use std::time::Duration;
 //!
 //! let calc = Service::new("calc", "1.2.0")?.unary("add", |req, reply| {
-//!     reply.write(&[req.payload.iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
+//!     reply.write(&[req.payload().iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
 //!     Ok(())
 //! });
 //! // Port 0: the OS picks a free port; `endpoints()` says which.
@@ -37,6 +37,7 @@ mod client;
 mod config;
 mod conn;
 mod core;
+mod dispatch;
 mod driver;
 mod endpoint;
 mod engine;
@@ -65,15 +66,18 @@ pub use config::{
     ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
 };
 pub use core::{ConnId, Core, CoreError};
+pub use dispatch::{After, Before, CallOptions, DeferredReply, Interceptor, Response};
 pub use driver::uring::RingError;
 pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use error::{CallError, ConnectError};
+/// Header fields: request and response metadata ([`Request::headers`], [`Response::metadata`]).
+pub use netron_codec::hpack::HeaderList;
 pub use peer::Peer;
 pub use service::{
-    AsyncHandler, AsyncRequest, HandlerFuture, Reply, Request, Service, ServiceError, SyncHandler,
-    Version,
+    AsyncHandler, AsyncRequest, DeferredHandler, HandlerFuture, Reply, Request, Service,
+    ServiceError, SyncHandler, Version,
 };
 pub use slot::CallSlot;
 pub use stats::{CoreStats, DriverStats};

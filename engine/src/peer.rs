@@ -35,7 +35,7 @@ use crate::{CallError, Status, StatusCode};
 /// let desk = Service::new("desk", "1.0.0")?.unary_async("ask", move |req| {
 ///     let peer = req.peer();
 ///     async move {
-///         let r = peer.call_async("phone@1.0.0", "ring", req.payload, dl).await?;
+///         let r = peer.call_async("phone@1.0.0", "ring", req.into_payload(), dl).await?;
 ///         Ok(Bytes::from(r))
 ///     }
 /// });
@@ -43,7 +43,7 @@ use crate::{CallError, Status, StatusCode};
 /// // The connecting side serves `phone` on its engine's cores, where its connections live.
 /// let phone = Service::new("phone", "1.0.0")?.unary("ring", |req, reply| {
 ///     reply.write(b"ringing ");
-///     reply.write(req.payload);
+///     reply.write(req.payload());
 ///     Ok(())
 /// });
 /// let client = Engine::builder().cores(1).service(phone).build()?;

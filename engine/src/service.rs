@@ -12,28 +12,90 @@ use rustc_hash::FxHashMap;
 
 use crate::Status;
 
-/// A request as a sync handler sees it: everything is borrowed from the receive buffer.
+/// A request as a sync handler sees it: everything is borrowed from the receive buffer, so it
+/// cannot outlive the handler call:
+///
+/// Its parts borrow the receive buffer (`'a`), not the `Request`:
+///
+/// ```
+/// fn payload_of<'a>(req: &netron_engine::Request<'a>) -> &'a [u8] {
+///     req.payload()
+/// }
+/// ```
+///
+/// and nothing of it can be kept past the handler call:
+///
+/// ```compile_fail
+/// // error: the payload is borrowed from the receive buffer for this call only
+/// fn keep<'a>(req: &netron_engine::Request<'a>) -> &'static [u8] {
+///     req.payload()
+/// }
+/// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Request<'a> {
-    /// The call id on its connection.
-    pub id: u32,
-    /// The request payload (decompressed if it arrived compressed).
-    pub payload: &'a [u8],
-    /// The request's header fields (`:service`, `:method`, metadata).
-    pub headers: &'a HeaderList,
-    /// Time left before the caller gives up, as carried by the request.
-    pub deadline: Option<Duration>,
-    /// The connection's peer (`None` outside a core).
-    pub(crate) peer: Option<&'a crate::Peer>,
+    id: u32,
+    payload: &'a [u8],
+    headers: &'a HeaderList,
+    deadline: Option<Duration>,
+    /// The core and connection the request arrived on (`None` outside a core), for
+    /// [`Request::peer`].
+    origin: Option<crate::dispatch::Origin<'a>>,
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    pub(crate) fn new(
+        id: u32,
+        payload: &'a [u8],
+        headers: &'a HeaderList,
+        deadline: Option<Duration>,
+        origin: Option<crate::dispatch::Origin<'a>>,
+    ) -> Self {
+        Self {
+            id,
+            payload,
+            headers,
+            deadline,
+            origin,
+        }
+    }
     /// The peer that made this call, to call its services back over the same connection
     /// (see [`crate::Peer`]: a sync handler must not block on it, so only keep it or start
     /// [`crate::Peer::call_async`]; a blocking [`crate::Peer::call`] here fails at once).
-    /// A reference-count increment, no allocation.
+    /// A reference-count increment, no allocation; nothing when not called.
     pub fn peer(&self) -> crate::Peer {
-        self.peer.cloned().unwrap_or_else(crate::Peer::detached)
+        self.origin.map_or_else(crate::Peer::detached, |o| {
+            crate::Peer::new(o.inbox.clone(), o.conn)
+        })
+    }
+    /// The call id on its connection.
+    #[inline]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// The request payload (decompressed if it arrived compressed).
+    #[inline]
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+    /// The request's header fields: `:service`, `:method`, the caller's metadata, then any
+    /// metadata the interceptors added (docs/architecture.md, "Dispatch").
+    #[inline]
+    pub fn headers(&self) -> &'a HeaderList {
+        self.headers
+    }
+    /// The value of the last field named `name` (see [`Request::headers`]): a field an
+    /// interceptor added overrides one of the same name the caller sent, so a caller cannot
+    /// forge what an interceptor vouches for.
+    #[inline]
+    pub fn metadata(&self, name: &str) -> Option<&'a [u8]> {
+        last(self.headers, name)
+    }
+    /// Time left before the caller gives up, as carried by the request (measured from when
+    /// the request was read).
+    #[inline]
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 }
 
@@ -47,11 +109,27 @@ impl Request<'_> {
 pub struct Reply<'a, 'b> {
     buf: &'a mut netron_codec::PayloadBuf<'b>,
     written: usize,
+    metadata: &'a mut HeaderList,
 }
 
 impl<'a, 'b> Reply<'a, 'b> {
-    pub(crate) fn new(buf: &'a mut netron_codec::PayloadBuf<'b>) -> Self {
-        Self { buf, written: 0 }
+    pub(crate) fn new(
+        buf: &'a mut netron_codec::PayloadBuf<'b>,
+        metadata: &'a mut HeaderList,
+    ) -> Self {
+        Self {
+            buf,
+            written: 0,
+            metadata,
+        }
+    }
+    /// Adds a response metadata field (sent HPACK-encoded in the Response frame's header
+    /// block; the caller reads it with [`crate::Method::call_with`]). A reply with metadata
+    /// costs one copy of the payload into a reused buffer (the header block goes first) and
+    /// no allocation for up to 8 fields (docs/architecture.md, "Dispatch"); a reply without
+    /// any costs nothing extra.
+    pub fn metadata(&mut self, name: &str, value: &[u8]) {
+        self.metadata.push(name.as_bytes(), value);
     }
     /// Appends reply bytes.
     #[inline]
@@ -94,31 +172,75 @@ impl std::io::Write for Reply<'_, '_> {
     }
 }
 
+/// The value of the last field of `list` named `name`.
+pub(crate) fn last<'l>(list: &'l HeaderList, name: &str) -> Option<&'l [u8]> {
+    list.iter()
+        .filter(|(n, _)| *n == name.as_bytes())
+        .last()
+        .map(|(_, v)| v)
+}
+
 /// A synchronous handler: runs on the core that received the request, must not block.
 pub type SyncHandler = dyn Fn(&Request<'_>, &mut Reply<'_, '_>) -> Result<(), Status> + Send + Sync;
 
 /// A request as an async handler sees it: owned, so the future can hold it across awaits.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AsyncRequest {
-    /// The call id on its connection.
-    pub id: u32,
-    /// The request payload (decompressed if it arrived compressed).
-    pub payload: Bytes,
-    /// The request's header fields.
-    pub headers: HeaderList,
-    /// Time left before the caller gives up, as carried by the request. The core cancels the
-    /// handler's future (dropping it) and answers DeadlineExceeded when it passes.
-    pub deadline: Option<Duration>,
+    id: u32,
+    payload: Bytes,
+    headers: HeaderList,
+    deadline: Option<Duration>,
     /// The connection's peer.
-    pub(crate) peer: crate::Peer,
+    peer: crate::Peer,
 }
 
 impl AsyncRequest {
+    pub(crate) fn new(
+        id: u32,
+        payload: Bytes,
+        headers: HeaderList,
+        deadline: Option<Duration>,
+        peer: crate::Peer,
+    ) -> Self {
+        Self {
+            id,
+            payload,
+            headers,
+            deadline,
+            peer,
+        }
+    }
     /// The peer that made this call, to call its services back over the same connection,
     /// during this call (await [`crate::Peer::call_async`] in the handler's future) or later
     /// (keep the [`crate::Peer`]).
     pub fn peer(&self) -> crate::Peer {
         self.peer.clone()
+    }
+    /// The call id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// The request payload (decompressed if it arrived compressed).
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+    /// Takes the payload out of the request.
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+    /// The request's header fields (see [`Request::headers`]).
+    pub fn headers(&self) -> &HeaderList {
+        &self.headers
+    }
+    /// The value of the last field named `name` (see [`Request::metadata`]).
+    pub fn metadata(&self, name: &str) -> Option<&[u8]> {
+        last(&self.headers, name)
+    }
+    /// Time left before the caller gives up, as carried by the request. The core cancels the
+    /// handler's future (dropping it) and answers DeadlineExceeded when it passes.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 }
 
@@ -129,11 +251,15 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, Status>> + 's
 /// An asynchronous handler.
 pub type AsyncHandler = dyn Fn(AsyncRequest) -> HandlerFuture + Send + Sync;
 
+/// A handler that answers later through a [`crate::DeferredReply`] (from any thread).
+pub type DeferredHandler = dyn Fn(&Request<'_>, crate::DeferredReply) + Send + Sync;
+
 /// How a method is served.
 #[derive(Clone)]
 pub(crate) enum Handler {
     Sync(Arc<SyncHandler>),
     Async(Arc<AsyncHandler>),
+    Deferred(Arc<DeferredHandler>),
 }
 
 /// A service definition error.
@@ -187,7 +313,7 @@ impl Version {
 /// use netron_engine::{Service, Status};
 /// let calc = Service::new("calc", "1.2.0").unwrap()
 ///     .unary("add", |req, reply| {
-///         let [a, b]: [u8; 2] = req.payload.try_into().map_err(|_| Status::invalid_argument("need 2 bytes"))?;
+///         let [a, b]: [u8; 2] = req.payload().try_into().map_err(|_| Status::invalid_argument("need 2 bytes"))?;
 ///         reply.write(&[a.wrapping_add(b)]);
 ///         Ok(())
 ///     });
@@ -257,6 +383,31 @@ impl Service {
         self
     }
 
+    /// Adds a unary method whose handler may answer later, from any thread, through the
+    /// [`crate::DeferredReply`] it gets (for handlers that wait on other services, and for
+    /// the C ABI). The handler runs on the core like a sync one and must not block; the
+    /// handle costs no allocation (an `Arc` clone of the core's inbox, the connection and the
+    /// call id), and answering travels through the core's inbox. See
+    /// [`crate::DeferredReply`] for deadlines and dropped handles.
+    ///
+    /// ```
+    /// use netron_engine::{Service, Bytes};
+    /// let svc = Service::new("later", "1.0.0").unwrap().unary_deferred("echo", |req, reply| {
+    ///     let payload = Bytes::copy_from_slice(req.payload());
+    ///     std::thread::spawn(move || reply.send(payload));
+    /// });
+    /// ```
+    pub fn unary_deferred<F>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(&Request<'_>, crate::DeferredReply) + Send + Sync + 'static,
+    {
+        self.methods.insert(
+            method.as_bytes().into(),
+            Handler::Deferred(Arc::new(handler)),
+        );
+        self
+    }
+
     /// `name@version`, as sent in `:service`.
     pub fn key(&self) -> &str {
         &self.key
@@ -275,10 +426,12 @@ impl Service {
     }
 }
 
-/// All services a core serves; shared read-only between cores.
+/// All services a core serves and the interceptors its dispatcher runs; shared read-only
+/// between cores.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Registry {
     by_key: FxHashMap<Box<[u8]>, Service>,
+    pub(crate) interceptors: crate::dispatch::Interceptors,
 }
 
 impl Registry {

@@ -30,6 +30,8 @@ const DONE: u8 = 2;
 struct Outcome {
     status: Option<Status>,
     payload: Vec<u8>,
+    /// The reply's header block (response metadata); kept empty when there is none.
+    metadata: netron_codec::hpack::HeaderList,
 }
 
 /// A reusable completion slot for one call at a time.
@@ -80,6 +82,7 @@ impl Completion {
         let o = unsafe { &mut *self.outcome.get() };
         o.status = None;
         o.payload.clear();
+        o.metadata.clear();
         self.state.store(PENDING, Ordering::Release);
         true
     }
@@ -115,6 +118,16 @@ impl Completion {
 
     /// Core: delivers the outcome. Called at most once per `arm` (a second call is ignored).
     pub(crate) fn complete(&self, result: Result<&[u8], Status>) {
+        self.complete_with(result, None);
+    }
+
+    /// Core: delivers the outcome with the reply's response metadata (copied only when
+    /// there is some).
+    pub(crate) fn complete_with(
+        &self,
+        result: Result<&[u8], Status>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
+    ) {
         if self.state.load(Ordering::Acquire) != PENDING {
             debug_assert!(false, "Completion completed twice");
             return;
@@ -124,6 +137,11 @@ impl Completion {
         match result {
             Ok(bytes) => o.payload.extend_from_slice(bytes),
             Err(s) => o.status = Some(s),
+        }
+        if let Some(m) = metadata.filter(|m| !m.is_empty()) {
+            for (n, v) in m.iter() {
+                o.metadata.push(n, v);
+            }
         }
         self.state.store(DONE, Ordering::SeqCst);
         self.waker.wake();
@@ -171,6 +189,16 @@ impl Completion {
         done
     }
 
+    /// Owner: the response metadata of the delivered outcome (`None` while pending).
+    pub(crate) fn metadata(&self) -> Option<&netron_codec::hpack::HeaderList> {
+        if !self.is_done() {
+            return None;
+        }
+        // SAFETY: as in `result`: DONE was observed, the core no longer touches the outcome.
+        let o = unsafe { &*self.outcome.get() };
+        Some(&o.metadata)
+    }
+
     /// Async owner: registers the task to wake on completion.
     pub(crate) fn register(&self, waker: &std::task::Waker) {
         self.waker.register(waker);
@@ -197,6 +225,14 @@ impl crate::conn::Caller for Arc<Completion> {
     #[inline]
     fn complete(self, result: Result<&[u8], Status>) {
         Completion::complete(&self, result);
+    }
+    #[inline]
+    fn complete_with(
+        self,
+        result: Result<&[u8], Status>,
+        metadata: &netron_codec::hpack::HeaderList,
+    ) {
+        Completion::complete_with(&self, result, Some(metadata));
     }
     #[inline]
     fn is(&self, other: &Self) -> bool {
@@ -285,6 +321,12 @@ impl CallSlot {
         self.inner
             .result()
             .map(|r| r.map_err(crate::CallError::from_status))
+    }
+
+    /// The last call's response metadata, once delivered (empty if the callee sent none);
+    /// `None` while it is pending.
+    pub fn metadata(&self) -> Option<&netron_codec::hpack::HeaderList> {
+        self.inner.metadata()
     }
 }
 

@@ -73,7 +73,7 @@ impl<'a> Request<'a> {
     where
         T: Follow<'a> + Verifiable + 'a,
     {
-        root::<T>(self.payload)
+        root::<T>(self.payload())
     }
 }
 

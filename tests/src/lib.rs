@@ -25,11 +25,11 @@ pub fn calc() -> Service {
     Service::new("calc", "1.2.0")
         .expect("valid service")
         .unary("add", |req, reply| {
-            reply.write(&[req.payload.iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
+            reply.write(&[req.payload().iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
             Ok(())
         })
         .unary("echo", |req, reply| {
-            reply.write(req.payload);
+            reply.write(req.payload());
             Ok(())
         })
         .unary("fail", |_, _| {
@@ -37,7 +37,7 @@ pub fn calc() -> Service {
         })
         .unary("sleep", |req, reply| {
             std::thread::sleep(Duration::from_millis(
-                req.payload.first().copied().unwrap_or(0) as u64,
+                req.payload().first().copied().unwrap_or(0) as u64,
             ));
             reply.write(b"slept");
             Ok(())

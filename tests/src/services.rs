@@ -80,10 +80,10 @@ impl Drop for CountDrop {
 pub fn async_service() -> Service {
     Service::new("async", "1.0.0")
         .unwrap()
-        .unary_async("now", |req| async move { Ok(req.payload) })
+        .unary_async("now", |req| async move { Ok(req.into_payload()) })
         .unary_async("reverse", |req| async move {
-            let ms = req.payload.first().copied().unwrap_or(0) as u64;
-            Ok(Bytes::from(reverse_later(req.payload, ms).await))
+            let ms = req.payload().first().copied().unwrap_or(0) as u64;
+            Ok(Bytes::from(reverse_later(req.into_payload(), ms).await))
         })
         .unary_async("never", |_req| async move {
             let _guard = CountDrop;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use netron_codec::hpack::Header;
+use netron_codec::hpack::{Header, HeaderList};
 use netron_codec::{Frame, FrameKind, StatusCode};
 use rustc_hash::FxHashMap;
 
@@ -16,6 +16,11 @@ use crate::Status;
 pub(crate) trait Caller: Sized + std::fmt::Debug {
     /// Delivers the outcome.
     fn complete(self, result: Result<&[u8], Status>);
+    /// Delivers the outcome with the reply's header block (response metadata).
+    fn complete_with(self, result: Result<&[u8], Status>, metadata: &HeaderList) {
+        let _ = metadata;
+        self.complete(result);
+    }
     /// Whether `self` and `other` are the same destination (to cancel by destination).
     fn is(&self, other: &Self) -> bool;
 }
@@ -152,6 +157,8 @@ pub(crate) struct CallSpec<'a> {
     pub payload: &'a [u8],
     pub deadline: Option<Duration>,
     pub idempotent: bool,
+    /// Request metadata sent after `:service` and `:method`.
+    pub metadata: Option<&'a HeaderList>,
 }
 
 impl<C: Caller> Connection<C> {
@@ -194,8 +201,32 @@ impl<C: Caller> Connection<C> {
         }
         // A deadline too far to represent is no local deadline (the wire saturates it).
         let deadline_at = spec.deadline.and_then(|d| now.checked_add(d));
-        let headers = [Header::service(spec.service), Header::method(spec.method)];
-        self.check_outgoing(&headers, spec.payload)?;
+        let base = [Header::service(spec.service), Header::method(spec.method)];
+        let none = HeaderList::default();
+        let metadata = spec.metadata.unwrap_or(&none);
+        let id = crate::dispatch::with_fields(&base, metadata, |headers| {
+            self.encode_request(spec, headers)
+        })?;
+        if let Some(d) = deadline_at {
+            self.calls.next_deadline = Some(self.calls.next_deadline.map_or(d, |n| n.min(d)));
+        }
+        self.calls.by_id.insert(
+            id,
+            Pending {
+                slot: Some(slot),
+                deadline: deadline_at,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Encodes the Request of `spec` with `headers`; returns its id.
+    fn encode_request(
+        &mut self,
+        spec: &CallSpec<'_>,
+        headers: &[Header<'_>],
+    ) -> Result<u32, Status> {
+        self.check_outgoing(headers, spec.payload)?;
         let id = self.calls.allocate_id();
         let flags = if spec.idempotent {
             netron_codec::Flags::IDEMPOTENT
@@ -206,7 +237,7 @@ impl<C: Caller> Connection<C> {
             let fb = b
                 .request(id, spec.deadline)?
                 .flags(flags)
-                .headers(&mut c.enc, &headers)?;
+                .headers(&mut c.enc, headers)?;
             fb.payload_compressed(spec.payload, &mut c.compressor)
                 .finish()
         });
@@ -220,16 +251,6 @@ impl<C: Caller> Connection<C> {
             }
             Err(e) => return Err(Status::new(e.status, e.message)),
         }
-        if let Some(d) = deadline_at {
-            self.calls.next_deadline = Some(self.calls.next_deadline.map_or(d, |n| n.min(d)));
-        }
-        self.calls.by_id.insert(
-            id,
-            Pending {
-                slot: Some(slot),
-                deadline: deadline_at,
-            },
-        );
         Ok(id)
     }
 
@@ -291,12 +312,12 @@ impl<C: Caller> Connection<C> {
                     .decompressor
                     .decompress_into(frame.payload(), &mut scratch);
                 match r {
-                    Ok(()) => slot.complete(Ok(&scratch)),
+                    Ok(()) => slot.complete_with(Ok(&scratch), &self.headers),
                     Err(e) => slot.complete(Err(Status::new(StatusCode::DataLoss, e.to_string()))),
                 }
                 self.release_scratch(scratch);
             } else {
-                slot.complete(Ok(frame.payload()));
+                slot.complete_with(Ok(frame.payload()), &self.headers);
             }
             env.stats.calls_ok += 1;
         } else {

@@ -39,10 +39,12 @@ pub(crate) use client::{CallSpec, Caller, PendingCalls};
 use crate::service::Registry;
 use crate::stats::CoreStats;
 
-/// An async handler's future to run on the core's executor.
+/// An async handler's future to run on the core's executor, or a deferred call to track.
 pub(crate) struct Spawn {
     pub id: u32,
-    pub future: crate::service::HandlerFuture,
+    /// `None`: a deferred call (answered through the inbox with `token`).
+    pub future: Option<crate::service::HandlerFuture>,
+    pub token: u32,
     pub deadline: Option<Instant>,
 }
 
@@ -104,6 +106,9 @@ pub(crate) struct Env<'a> {
     pub registry: &'a Registry,
     pub now: Instant,
     pub stats: &'a mut CoreStats,
+    /// The core's inbox and this connection, for deferred reply handles (`None` in tests
+    /// that drive a connection without a core: deferred methods then answer `Internal`).
+    pub origin: Option<crate::dispatch::Origin<'a>>,
 }
 
 /// One connection's state machine. `C` is where outcomes of calls it opened go ([`Caller`]).
@@ -157,6 +162,8 @@ pub(crate) struct Connection<C: Caller> {
     cancels: VecDeque<u32>,
     /// Ids of the peer's calls this side serves asynchronously and has not answered yet.
     pub(crate) inflight: rustc_hash::FxHashSet<u32>,
+    /// The dispatcher's per-connection state (conn/server.rs).
+    serve: server::ServeState,
     /// The last id the peer opened (GoAway's `last_id`).
     last_peer_id: u32,
     /// The peer closed its sending side (EOF): finish what is in flight, then close.
@@ -180,8 +187,6 @@ pub(crate) struct Connection<C: Caller> {
     pub(crate) handshake_failure: Option<crate::Status>,
     /// Budget of frames that do no work, in quarter tokens.
     budget: Budget,
-    /// The handle its handlers get to the other side (set by the core; opaque here).
-    pub(crate) peer: Option<crate::Peer>,
     /// Bytes of `rx` and `scratch` capacity counted against the core's buffer budget.
     charged: usize,
     cfg: ConnConfig,
@@ -239,6 +244,7 @@ impl<C: Caller> Connection<C> {
             spawns: VecDeque::new(),
             cancels: VecDeque::new(),
             inflight: rustc_hash::FxHashSet::default(),
+            serve: server::ServeState::default(),
             last_peer_id: 0,
             peer_eof: false,
             rx_started: now,
@@ -249,7 +255,6 @@ impl<C: Caller> Connection<C> {
             close_reason: None,
             handshake_failure: None,
             budget: Budget::new(config.idle_frames, now),
-            peer: None,
             charged: 0,
             cfg: config.clone(),
         };

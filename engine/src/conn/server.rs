@@ -8,10 +8,27 @@
 
 use std::time::Instant;
 
+use netron_codec::hpack::HeaderList;
 use netron_codec::{Flags, Frame, StatusCode};
+use rustc_hash::FxHashMap;
 
 use super::{Caller, ConnError, Connection, Env, Spawn, truncate_message};
-use crate::service::{Reply, Request};
+use crate::dispatch::{DeferredReply, Started};
+use crate::service::{AsyncRequest, Handler, Reply, Request};
+
+/// The dispatcher's per-connection state: buffers reused call after call, and what it keeps
+/// about calls answered later.
+#[derive(Debug, Default)]
+pub(super) struct ServeState {
+    /// Response metadata of the call being answered.
+    response: HeaderList,
+    /// A reply's payload, copied out of the batch when it gets a header block.
+    copy: Vec<u8>,
+    /// When intercepted async and deferred calls started, by id.
+    started: FxHashMap<u32, Started>,
+    /// The last deferred-call token handed out.
+    token: u32,
+}
 
 const LATE: &str = "the deadline passed before the handler finished";
 const EXPIRED_IN_QUEUE: &str = "the deadline passed before the handler started";
@@ -58,68 +75,121 @@ impl<C: Caller> Connection<C> {
         // The registry outlives this event (it is borrowed from the core, not from the
         // connection): handlers are used by reference, no reference count per call.
         let registry: &crate::service::Registry = env.registry;
-        let handler: &crate::service::SyncHandler =
-            match registry.lookup(self.headers.service(), self.headers.method()) {
-                Ok(crate::service::Handler::Sync(h)) => &**h,
-                Ok(crate::service::Handler::Async(h)) => {
-                    let max = self
-                        .settings
-                        .as_ref()
-                        .map_or(u32::MAX, |s| s.max_concurrent_calls);
-                    let r = if self.inflight.len() >= max as usize {
-                        env.stats.count_error("too_many_calls");
-                        self.answer_error(
-                            id,
-                            StatusCode::ResourceExhausted,
-                            "too many calls in flight on this connection (max_concurrent_calls)",
-                        )
-                    } else if deadline_at.is_some_and(|at| Instant::now() >= at) {
-                        env.stats.deadline_exceeded += 1;
-                        self.answer_error(id, StatusCode::DeadlineExceeded, EXPIRED_IN_QUEUE)
-                    } else {
-                        let req = crate::service::AsyncRequest {
-                            id,
-                            payload: bytes::Bytes::copy_from_slice(payload),
-                            headers: self.headers.clone(),
-                            deadline,
-                            peer: self.peer.clone().unwrap_or_else(crate::Peer::detached),
-                        };
-                        self.inflight.insert(id);
-                        self.spawns.push_back(Spawn {
-                            id,
-                            future: h(req),
-                            deadline: deadline_at,
-                        });
-                        Ok(())
-                    };
-                    self.release_scratch(scratch);
-                    return r;
-                }
-                Err(status) => {
-                    self.release_scratch(scratch);
-                    env.stats.count_error(match status.code {
-                        StatusCode::NotFound => "unknown_service",
-                        StatusCode::Unimplemented => "unknown_method",
-                        _ => "bad_request",
-                    });
-                    return self.answer_error(id, status.code, &status.message);
-                }
-            };
+        let handler = match registry.lookup(self.headers.service(), self.headers.method()) {
+            Ok(h) => h,
+            Err(status) => {
+                self.release_scratch(scratch);
+                env.stats.count_error(match status.code {
+                    StatusCode::NotFound => "unknown_service",
+                    StatusCode::Unimplemented => "unknown_method",
+                    _ => "bad_request",
+                });
+                return self.answer_error(id, status.code, &status.message);
+            }
+        };
+        let later = !matches!(handler, Handler::Sync(_));
+        if later {
+            let max = self
+                .settings
+                .as_ref()
+                .map_or(u32::MAX, |s| s.max_concurrent_calls);
+            if self.inflight.len() >= max as usize {
+                self.release_scratch(scratch);
+                env.stats.count_error("too_many_calls");
+                return self.answer_error(
+                    id,
+                    StatusCode::ResourceExhausted,
+                    "too many calls in flight on this connection (max_concurrent_calls)",
+                );
+            }
+        }
         if deadline_at.is_some_and(|at| Instant::now() >= at) {
             // Queued behind other work for longer than the caller allowed: not started.
             self.release_scratch(scratch);
             env.stats.deadline_exceeded += 1;
             return self.answer_error(id, StatusCode::DeadlineExceeded, EXPIRED_IN_QUEUE);
         }
-        let headers = std::mem::take(&mut self.headers);
-        let peer = self.peer.take();
-        let req = Request {
-            id,
-            payload,
-            headers: &headers,
-            deadline,
-            peer: peer.as_ref(),
+        let interceptors = &registry.interceptors;
+        let mut response = std::mem::take(&mut self.serve.response);
+        response.clear();
+        let started = if interceptors.is_empty() {
+            None
+        } else {
+            match interceptors.before(id, &mut self.headers, &mut response) {
+                Ok(s) => Some(s),
+                Err(status) => {
+                    self.release_scratch(scratch);
+                    self.serve.response = response;
+                    env.stats.count_error("rejected_by_interceptor");
+                    env.stats.calls_failed += 1;
+                    return self.answer_error(id, status.code, &status.message);
+                }
+            }
         };
+        let handler: &crate::service::SyncHandler = match handler {
+            Handler::Sync(h) => &**h,
+            Handler::Async(h) => {
+                let peer = env.origin.map_or_else(crate::Peer::detached, |o| {
+                    crate::Peer::new(o.inbox.clone(), o.conn)
+                });
+                let req = AsyncRequest::new(
+                    id,
+                    bytes::Bytes::copy_from_slice(payload),
+                    self.headers.clone(),
+                    deadline,
+                    peer,
+                );
+                self.inflight.insert(id);
+                if let Some(s) = started {
+                    self.serve.started.insert(id, s);
+                }
+                self.spawns.push_back(Spawn {
+                    id,
+                    future: Some(h(req)),
+                    token: 0,
+                    deadline: deadline_at,
+                });
+                self.release_scratch(scratch);
+                self.serve.response = response;
+                return Ok(());
+            }
+            Handler::Deferred(h) => {
+                self.serve.response = response;
+                let Some(origin) = env.origin else {
+                    self.release_scratch(scratch);
+                    return self.answer_error(
+                        id,
+                        StatusCode::Internal,
+                        "deferred replies need a core (this connection has none)",
+                    );
+                };
+                self.serve.token = self.serve.token.wrapping_add(1);
+                let token = self.serve.token;
+                self.inflight.insert(id);
+                if let Some(s) = started {
+                    self.serve.started.insert(id, s);
+                }
+                // Tracked (deadline, cancel, close) before the handler can answer.
+                self.spawns.push_back(Spawn {
+                    id,
+                    future: None,
+                    token,
+                    deadline: deadline_at,
+                });
+                let headers = std::mem::take(&mut self.headers);
+                let req = Request::new(id, payload, &headers, deadline, Some(origin));
+                let reply = DeferredReply::new(Some(origin), id, token);
+                // A panicking handler drops its reply handle, which answers Internal.
+                let run = std::panic::AssertUnwindSafe(|| h(&req, reply));
+                let _ = std::panic::catch_unwind(run);
+                self.headers = headers;
+                self.release_scratch(scratch);
+                return Ok(());
+            }
+        };
+        let headers = std::mem::take(&mut self.headers);
+        let req = Request::new(id, payload, &headers, deadline, env.origin);
+        let mut copy = std::mem::take(&mut self.serve.copy);
         let mut outcome = Ok(());
         let backlog = self.backlog_bytes();
         let max_backlog = self.cfg.max_backlog_bytes;
@@ -127,27 +197,36 @@ impl<C: Caller> Connection<C> {
         // is started, before the handler runs; `queue` then retries once on a fresh batch.
         let r = self.queue(|_, tx| {
             let b = tx.response(id)?;
-            let mut len = 0;
             let b = b.payload_with(|buf| {
                 // A panicking handler fails its call, not the core and its other connections.
-                let run = std::panic::AssertUnwindSafe(|| handler(&req, &mut Reply::new(buf)));
+                let run = std::panic::AssertUnwindSafe(|| {
+                    handler(&req, &mut Reply::new(buf, &mut response))
+                });
                 outcome = std::panic::catch_unwind(run)
                     .unwrap_or_else(|_| Err(crate::Status::internal("the handler panicked")));
-                len = buf.len_written();
+                let len = buf.len_written();
+                if outcome.is_ok() && deadline_at.is_some_and(|at| Instant::now() >= at) {
+                    outcome = Err(crate::Status::deadline_exceeded(LATE));
+                }
+                if outcome.is_ok() && backlog > 0 && backlog + len > max_backlog {
+                    outcome = Err(crate::Status::new(
+                        StatusCode::ResourceExhausted,
+                        format!(
+                            "the {len}-byte reply would exceed ProtocolConfig::max_backlog_bytes \
+                             ({max_backlog}) of output waiting for the caller to read"
+                        ),
+                    ));
+                }
+                if let Some(s) = started {
+                    interceptors.after(id, Some(&headers), &mut outcome, s, &mut response);
+                }
+                if outcome.is_ok() && !response.is_empty() {
+                    // Headers go before the payload: the reply is re-encoded with them.
+                    copy.clear();
+                    copy.extend_from_slice(buf.written());
+                }
             });
-            if outcome.is_ok() && deadline_at.is_some_and(|at| Instant::now() >= at) {
-                outcome = Err(crate::Status::deadline_exceeded(LATE));
-            }
-            if outcome.is_ok() && backlog > 0 && backlog + len > max_backlog {
-                outcome = Err(crate::Status::new(
-                    StatusCode::ResourceExhausted,
-                    format!(
-                        "the {len}-byte reply would exceed ProtocolConfig::max_backlog_bytes \
-                         ({max_backlog}) of output waiting for the caller to read"
-                    ),
-                ));
-            }
-            if outcome.is_ok() {
+            if outcome.is_ok() && response.is_empty() {
                 b.finish().map(|_| ())
             } else {
                 // Dropping the builder removes the partial reply.
@@ -156,9 +235,9 @@ impl<C: Caller> Connection<C> {
             }
         });
         self.headers = headers;
-        self.peer = peer;
         self.release_scratch(scratch);
-        match (r, outcome) {
+        let r = match (r, outcome) {
+            (Ok(()), Ok(())) if !response.is_empty() => self.send_reply(id, &response, &copy, env),
             (Ok(()), Ok(())) => {
                 env.stats.calls_ok += 1;
                 Ok(())
@@ -175,46 +254,112 @@ impl<C: Caller> Connection<C> {
                 env.stats.count_error("reply_too_large");
                 self.answer_error(id, StatusCode::ResourceExhausted, &e.message)
             }
-        }
+        };
+        self.serve.response = response;
+        self.serve.copy = copy;
+        r
     }
 
-    /// Delivers the outcome of async call `id` (from the core's executor).
-    pub(crate) fn complete_async(
+    /// Queues a Response to `id` with `metadata` as its header block, or an Error if it
+    /// would not fit the peer's limits.
+    fn send_reply(
         &mut self,
         id: u32,
-        result: Result<bytes::Bytes, crate::Status>,
+        metadata: &HeaderList,
+        payload: &[u8],
         env: &mut Env<'_>,
-    ) {
-        if !self.inflight.remove(&id) || self.is_closing() {
-            return;
-        }
-        let r = match result {
-            Ok(payload) => match self.check_outgoing(&[], &payload) {
+    ) -> Result<(), ConnError> {
+        crate::dispatch::with_fields(&[], metadata, |fields| {
+            match self.check_outgoing(fields, payload) {
                 Ok(()) => {
                     env.stats.calls_ok += 1;
-                    self.queue(|_, b| b.response(id)?.payload(&payload).finish().map(|_| ()))
+                    let r = self.queue(|c, b| {
+                        b.response(id)?
+                            .headers(&mut c.enc, fields)?
+                            .payload(payload)
+                            .finish()
+                            .map(|_| ())
+                    });
+                    if let Err(e) = r {
+                        env.stats.count_error("reply_too_large");
+                        return self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
+                    }
+                    Ok(())
                 }
                 Err(status) => {
                     env.stats.calls_failed += 1;
                     env.stats.count_error("reply_too_large");
                     self.answer_error(id, status.code, &status.message)
                 }
-            },
+            }
+        })
+    }
+
+    /// Delivers the outcome of async or deferred call `id` (from the core's executor or
+    /// inbox), after the interceptors' `after` hooks.
+    pub(crate) fn complete_async(
+        &mut self,
+        id: u32,
+        result: Result<bytes::Bytes, crate::Status>,
+        metadata: Option<&HeaderList>,
+        env: &mut Env<'_>,
+    ) {
+        let started = self.serve.started.remove(&id);
+        if !self.inflight.remove(&id) || self.is_closing() {
+            return;
+        }
+        let (mut outcome, payload) = match result {
+            Ok(p) => (Ok(()), p),
+            Err(s) => (Err(s), bytes::Bytes::new()),
+        };
+        let mut response = std::mem::take(&mut self.serve.response);
+        response.clear();
+        for (n, v) in metadata.iter().flat_map(|m| m.iter()) {
+            response.push(n, v);
+        }
+        if let Some(s) = started {
+            env.registry
+                .interceptors
+                .after(id, None, &mut outcome, s, &mut response);
+        }
+        let r = match outcome {
+            Ok(()) => self.send_reply(id, &response, &payload, env),
             Err(status) => {
                 env.stats.calls_failed += 1;
                 self.answer_error(id, status.code, &status.message)
             }
         };
+        self.serve.response = response;
         if let Err(e) = r {
             env.stats.count_error("reply_too_large");
             let _ = self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
         }
     }
 
-    /// An async call was dropped (deadline, cancel): answer it with `code` (its final frame).
-    pub(crate) fn abandon_async(&mut self, id: u32, code: StatusCode, message: &str) {
+    /// An async or deferred call was dropped (deadline, cancel): answer it with `code` (its
+    /// final frame), after the interceptors' `after` hooks (which see that status).
+    pub(crate) fn abandon_async(
+        &mut self,
+        id: u32,
+        code: StatusCode,
+        message: &'static str,
+        registry: &crate::service::Registry,
+    ) {
+        let started = self.serve.started.remove(&id);
         if self.inflight.remove(&id) && !self.is_closing() {
-            let _ = self.answer_error(id, code, message);
+            let mut outcome = Err(crate::Status::new(code, message));
+            if let Some(s) = started {
+                let mut response = std::mem::take(&mut self.serve.response);
+                response.clear();
+                registry
+                    .interceptors
+                    .after(id, None, &mut outcome, s, &mut response);
+                self.serve.response = response;
+            }
+            let status = outcome
+                .err()
+                .unwrap_or_else(|| crate::Status::new(code, message));
+            let _ = self.answer_error(id, status.code, &status.message);
         }
     }
 

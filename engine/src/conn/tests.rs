@@ -20,6 +20,7 @@ macro_rules! conn_env {
             registry: &$p.registry,
             now: $now,
             stats: &mut $p.stats,
+            origin: None,
         }
     };
 }
@@ -39,14 +40,14 @@ fn registry() -> Registry {
             .unwrap()
             .unary("add", |req, reply| {
                 let [a, b]: [u8; 2] = req
-                    .payload
+                    .payload()
                     .try_into()
                     .map_err(|_| Status::invalid_argument("need two bytes"))?;
                 reply.write(&[a.wrapping_add(b)]);
                 Ok(())
             })
             .unary("echo", |req, reply| {
-                reply.write(req.payload);
+                reply.write(req.payload());
                 Ok(())
             })
             .unary("slow", |_, reply| {
@@ -124,6 +125,7 @@ impl Pair {
             payload,
             deadline: Some(Duration::from_secs(1)),
             idempotent: false,
+            metadata: None,
         };
         self.client.start_call(&spec, slot.clone(), self.now)?;
         self.pump(chunk);
@@ -172,6 +174,7 @@ fn errors_carry_status_codes() {
         payload: b"",
         deadline: None,
         idempotent: false,
+        metadata: None,
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     p.pump(usize::MAX);
@@ -224,6 +227,7 @@ fn deadlines_expire_and_cancel() {
         payload: &[1, 2],
         deadline: Some(Duration::from_millis(5)),
         idempotent: false,
+        metadata: None,
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     // No pump: the request never reaches the server. Time passes.
@@ -258,6 +262,7 @@ fn keepalive_detects_a_dead_peer() {
         payload: &[1, 2],
         deadline: None,
         idempotent: false,
+        metadata: None,
     };
     p.client.start_call(&spec, slot.clone(), p.now).unwrap();
     let t1 = p.now + Duration::from_secs(2);
@@ -295,6 +300,7 @@ fn go_away_refuses_new_calls() {
         payload: &[1, 2],
         deadline: None,
         idempotent: false,
+        metadata: None,
     };
     assert_eq!(
         p.client.start_call(&spec, slot, p.now).unwrap_err().code,
@@ -351,6 +357,7 @@ impl Pair {
             payload,
             deadline: None,
             idempotent: false,
+            metadata: None,
         }
     }
 }
@@ -649,6 +656,8 @@ fn replies_queued_before_eof_are_kept() {
 
 /// Stall, buffer budget and linger bounds.
 mod bounds;
+/// The dispatcher: interceptors, metadata both ways, deferred methods without a core.
+mod dispatch;
 /// Calls in both directions on one connection (symmetric peers).
 mod peers;
 /// The same connections over a record transport (docs/protocol.md §26).

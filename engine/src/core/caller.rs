@@ -88,6 +88,20 @@ impl Core {
         deadline: Option<Duration>,
         slot: &mut CallSlot,
     ) -> Option<u32> {
+        self.start_with_metadata(conn, service, method, payload, deadline, None, slot)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_with_metadata(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
+        slot: &mut CallSlot,
+    ) -> Option<u32> {
         if slot.inner.is_pending() {
             if let Some((c, id)) = slot.last.take() {
                 self.cancel(ConnId(c), id);
@@ -100,6 +114,7 @@ impl Core {
             payload,
             deadline,
             idempotent: false,
+            metadata,
         };
         let id = self.start_call(conn.0, &spec, slot.inner.clone(), Instant::now());
         slot.last = id.map(|id| (conn.0, id));
@@ -133,7 +148,7 @@ impl Core {
     /// use std::time::Duration;
     ///
     /// let echo = Service::new("echo", "1.0.0")?.unary("say", |req, reply| {
-    ///     reply.write(req.payload);
+    ///     reply.write(req.payload());
     ///     Ok(())
     /// });
     /// let server = Engine::builder().cores(1).service(echo).listen("tcp://127.0.0.1:0").build()?;
@@ -166,8 +181,45 @@ impl Core {
         deadline: Option<Duration>,
         slot: &'s mut CallSlot,
     ) -> Result<&'s [u8], CallError> {
+        self.call_inner(conn, service, method, payload, deadline, None, slot)
+    }
+
+    /// [`Core::call`] with [`crate::CallOptions`]: its deadline and request metadata. The
+    /// response metadata is read from the slot ([`CallSlot::metadata`]) while the reply is
+    /// borrowed. Allocates nothing in steady state for up to 6 request metadata fields (the
+    /// response metadata is copied into the slot's buffer, reused call after call).
+    ///
+    /// # Errors
+    /// As [`Core::call`]; [`CallError::Refused`] with `InvalidArgument` for a reserved
+    /// metadata name (see [`crate::CallOptions::metadata`]), before anything is sent.
+    pub fn call_with<'s>(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        options: &crate::CallOptions,
+        slot: &'s mut CallSlot,
+    ) -> Result<&'s [u8], CallError> {
+        options.check().map_err(CallError::Refused)?;
+        let metadata = Some(options.get_metadata()).filter(|m| !m.is_empty());
+        let deadline = options.get_deadline();
+        self.call_inner(conn, service, method, payload, deadline, metadata, slot)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_inner<'s>(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        payload: &[u8],
+        deadline: Option<Duration>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
+        slot: &'s mut CallSlot,
+    ) -> Result<&'s [u8], CallError> {
         let until = deadline.and_then(|d| Instant::now().checked_add(d));
-        let id = self.start(conn, service, method, payload, deadline, slot);
+        let id = self.start_with_metadata(conn, service, method, payload, deadline, metadata, slot);
         // Send now rather than after the next turn's reads: a hot connection writes directly,
         // others queue their send for the next enter.
         self.flush();

@@ -61,6 +61,7 @@ impl Core {
                 payload,
                 deadline,
                 idempotent,
+                metadata,
                 slot,
             } => {
                 let spec = crate::conn::CallSpec {
@@ -69,6 +70,7 @@ impl Core {
                     payload: &payload,
                     deadline,
                     idempotent,
+                    metadata: metadata.as_deref(),
                 };
                 self.start_call(conn, &spec, slot, now);
             }
@@ -94,10 +96,60 @@ impl Core {
                     self.begin_close(conn.key as usize, "the channel was closed");
                 }
             }
+            Command::Answer {
+                conn,
+                id,
+                token,
+                result,
+                metadata,
+            } => self.answer_deferred(conn, id, token, result, metadata.as_deref(), now),
             Command::Shutdown { drain } => self.shutdown(drain),
             Command::Stats(tx) => {
                 let _ = tx.send(self.stats());
             }
+        }
+    }
+
+    /// A deferred reply answered call `id`: deliver it unless the call ended meanwhile
+    /// (deadline, cancel, connection closed), in which case the answer is dropped and counted.
+    fn answer_deferred(
+        &mut self,
+        conn: ConnRef,
+        id: u32,
+        token: u32,
+        result: Result<bytes::Bytes, Status>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
+        now: Instant,
+    ) {
+        let state = self.executor.answer_deferred(conn, id, token, now);
+        if state != crate::executor::Answered::Live {
+            self.stats.count_error("late_deferred_reply");
+        }
+        if state == crate::executor::Answered::Gone {
+            return;
+        }
+        let result = if state == crate::executor::Answered::Expired {
+            self.stats.deadline_exceeded += 1;
+            Err(Status::deadline_exceeded(
+                "the deadline passed before the handler finished",
+            ))
+        } else {
+            result
+        };
+        let key = conn.key as usize;
+        if let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.generation && !en.closing)
+        {
+            let mut env = Env {
+                registry: &self.registry,
+                now,
+                stats: &mut self.stats,
+                origin: None,
+            };
+            en.conn.complete_async(id, result, metadata, &mut env);
+            self.after_event(key);
         }
     }
 

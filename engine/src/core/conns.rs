@@ -45,15 +45,7 @@ impl Core {
             return None;
         }
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
-        let mut conn = Conn::new(role, &self.conn_cfg, now);
-        // Its handlers' handle to the other side (either role: peers are symmetric).
-        conn.peer = Some(crate::Peer::new(
-            self.inbox.clone(),
-            ConnRef {
-                key: self.conns.vacant_key() as u32,
-                generation: self.next_gen,
-            },
-        ));
+        let conn = Conn::new(role, &self.conn_cfg, now);
         let key = self.conns.insert(Entry {
             link,
             conn,
@@ -131,13 +123,20 @@ impl Core {
         };
         while let Some(ev) = en.conn.poll_event() {
             match ev {
-                crate::conn::Event::Spawn(sp) => {
-                    self.executor.spawn(conn, sp.id, sp.future, sp.deadline);
-                }
+                crate::conn::Event::Spawn(sp) => match sp.future {
+                    Some(f) => self.executor.spawn(conn, sp.id, f, sp.deadline),
+                    None => self
+                        .executor
+                        .spawn_deferred(conn, sp.id, sp.token, sp.deadline),
+                },
                 crate::conn::Event::Cancel(id) => {
                     self.executor.cancel(conn.key, id);
-                    en.conn
-                        .abandon_async(id, StatusCode::Cancelled, "cancelled by the caller");
+                    en.conn.abandon_async(
+                        id,
+                        StatusCode::Cancelled,
+                        "cancelled by the caller",
+                        &self.registry,
+                    );
                 }
             }
         }

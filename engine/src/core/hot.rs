@@ -128,12 +128,20 @@ impl Core {
         for _ in 0..MAX_READS_PER_TURN {
             self.stats.driver.direct_recvs += 1;
             let conn = &mut en.conn;
-            let (registry, stats) = (&self.registry, &mut self.stats);
+            let (registry, stats, inbox) = (&self.registry, &mut self.stats, &self.inbox);
+            let origin = crate::dispatch::Origin {
+                inbox,
+                conn: crate::inbox::ConnRef {
+                    key: key as u32,
+                    generation: en.generation,
+                },
+            };
             let read = en.link.read_direct(&mut self.scratch, |input| {
                 let mut env = Env {
                     registry,
                     now,
                     stats,
+                    origin: Some(origin),
                 };
                 let _ = crate::transport::feed(conn, input, &mut env);
             });

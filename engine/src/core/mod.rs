@@ -187,6 +187,31 @@ impl Core {
         )?)
     }
 
+    /// A core serving `services` with `interceptors` around every call, `before` hooks in
+    /// the order given, `after` hooks in reverse (see [`crate::Interceptor`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::with_services`].
+    pub fn with_dispatch(
+        cfg: CoreConfig,
+        services: impl IntoIterator<Item = crate::Service>,
+        interceptors: impl IntoIterator<Item = Arc<dyn crate::Interceptor>>,
+    ) -> Result<Core, crate::EngineError> {
+        let mut r = Registry::default();
+        for s in services {
+            r.add(s)?;
+        }
+        for i in interceptors {
+            r.interceptors.push(i);
+        }
+        Ok(Self::with_registry(
+            cfg,
+            Arc::new(r),
+            Inbox::new().map_err(CoreError::Io)?,
+        )?)
+    }
+
     pub(crate) fn with_registry(
         cfg: CoreConfig,
         registry: Arc<Registry>,

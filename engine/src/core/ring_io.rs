@@ -133,7 +133,14 @@ impl Core {
         };
         let closing = en.closing;
         let conn = &mut en.conn;
-        let (registry, stats) = (&self.registry, &mut self.stats);
+        let (registry, stats, inbox) = (&self.registry, &mut self.stats, &self.inbox);
+        let origin = crate::dispatch::Origin {
+            inbox,
+            conn: ConnRef {
+                key: key as u32,
+                generation: en.generation,
+            },
+        };
         let update = en.link.on_completion(&mut self.driver, event, |input| {
             // A closing connection's input is not looked at.
             if !closing {
@@ -141,6 +148,7 @@ impl Core {
                     registry,
                     now,
                     stats,
+                    origin: Some(origin),
                 };
                 let _ = crate::transport::feed(conn, input, &mut env);
             }

@@ -19,6 +19,7 @@ impl Core {
                         call,
                         StatusCode::DeadlineExceeded,
                         "the deadline passed before the handler finished",
+                        &self.registry,
                     );
                     self.mark_dirty(key);
                 }
@@ -65,6 +66,7 @@ impl Core {
                 registry: &self.registry,
                 now,
                 stats: &mut self.stats,
+                origin: None,
             };
             let before = en.conn.wants_write();
             if let Err(e) = en.conn.handle_timeout(&mut env, &mut expired) {
@@ -106,8 +108,9 @@ impl Core {
                     registry: &self.registry,
                     now,
                     stats: &mut self.stats,
+                    origin: None,
                 };
-                en.conn.complete_async(call, result, &mut env);
+                en.conn.complete_async(call, result, None, &mut env);
                 self.after_event(key);
             }
         }

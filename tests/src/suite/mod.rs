@@ -7,6 +7,7 @@
 //! |---------------|----------------------------------------------------------------------|
 //! | [`unary`]     | calls answered, large payloads, batching, caller-driven cores        |
 //! | [`errors`]    | statuses of failing, unknown and panicking calls; a failing ring     |
+//! | [`dispatch`]  | interceptors, metadata both ways, deferred replies                  |
 //! | [`deadlines`] | caller and server deadlines, late replies, `Duration::MAX`           |
 //! | [`cancel`]    | Cancel frames, dropped futures, cancel-heavy clients                 |
 //! | [`bad_input`] | misbehaving raw peers cut off with a counter, others served          |
@@ -29,6 +30,7 @@ pub mod cancel;
 pub mod config;
 pub mod counts;
 pub mod deadlines;
+pub mod dispatch;
 pub mod endings;
 pub mod errors;
 pub mod hot;
@@ -92,6 +94,16 @@ macro_rules! conformance {
                         a_core_whose_ring_fails_reports_it_everywhere,
                         a_server_that_vanishes_mid_call_fails_the_call,
                     }
+                    dispatch {
+                        interceptors_run_in_order_then_in_reverse,
+                        a_rejecting_interceptor_stops_the_call,
+                        metadata_travels_both_ways,
+                        an_interceptor_times_the_call,
+                        deferred_replies_answer_from_other_threads,
+                        dropped_deferred_replies_answer_the_caller,
+                        a_deferred_answer_after_the_deadline_is_dropped,
+                        a_deferred_reply_outliving_its_engine_is_harmless,
+                    }
                     deadlines {
                         deadline_exceeded_and_the_caller_moves_on,
                         duration_max_deadline_means_never,
@@ -146,6 +158,7 @@ macro_rules! conformance {
                     alloc {
                         isolated steady_state_sync_calls_allocate_nothing,
                         isolated channel_and_async_paths_stay_within_their_allocation_budgets,
+                        isolated one_interceptor_costs_what_the_docs_say,
                     }
                     counts {
                         isolated a_parked_sync_call_costs_fixed_writes_frames_and_enters,

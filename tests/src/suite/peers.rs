@@ -36,7 +36,7 @@ fn phone() -> Service {
         .unary("ring", move |req, reply| {
             rung.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             reply.write(b"phone:");
-            reply.write(req.payload);
+            reply.write(req.payload());
             Ok(())
         })
         .unary("count", move |_, reply| {
@@ -57,7 +57,7 @@ fn desk(kept: Arc<Mutex<Option<Peer>>>) -> Service {
             let peer = req.peer();
             async move {
                 let r = peer
-                    .call_async("phone@1.0.0", "ring", req.payload, DL)
+                    .call_async("phone@1.0.0", "ring", req.into_payload(), DL)
                     .await?;
                 let mut out = b"desk:".to_vec();
                 out.extend_from_slice(&r);
@@ -75,7 +75,7 @@ fn desk(kept: Arc<Mutex<Option<Peer>>>) -> Service {
             Ok(())
         })
         .unary("echo", |req, reply| {
-            reply.write(req.payload);
+            reply.write(req.payload());
             Ok(())
         })
 }

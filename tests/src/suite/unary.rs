@@ -220,17 +220,19 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
             // A failed call becomes the handler's status (`From<CallError> for Status`).
             async move {
                 let sum = add
-                    .call_async(req.payload, Some(Duration::from_secs(5)))
+                    .call_async(req.into_payload(), Some(Duration::from_secs(5)))
                     .await?;
                 Ok(Bytes::from(sum))
             }
         })
         .unary_async("blocking", move |req| {
             // A blocking call here would wait for this very core: refused, not a deadlock.
-            let r =
-                u2.get()
-                    .expect("upstream connected")
-                    .call("calc@1.2.0", "add", req.payload, None);
+            let r = u2.get().expect("upstream connected").call(
+                "calc@1.2.0",
+                "add",
+                req.into_payload(),
+                None,
+            );
             async move { Ok(Bytes::from(r?)) }
         });
     let (server, ep) = crate::engine(t, CoreConfig::default(), &[calc(), proxy], "proxy");

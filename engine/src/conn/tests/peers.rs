@@ -11,6 +11,7 @@ fn spec<'a>(method: &'a [u8], payload: &'a [u8]) -> CallSpec<'a> {
         payload,
         deadline: Some(Duration::from_secs(1)),
         idempotent: false,
+        metadata: None,
     }
 }
 

@@ -88,6 +88,7 @@ impl Pair {
             payload,
             deadline: Some(Duration::from_secs(1)),
             idempotent: false,
+            metadata: None,
         };
         self.client
             .start_call(&spec, slot.clone(), self.now)

@@ -1,0 +1,131 @@
+//! Deferred replies: a handle that answers a call later, from any thread, through the core's
+//! inbox.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use netron_codec::hpack::HeaderList;
+
+use crate::Status;
+use crate::inbox::{Command, ConnRef, Inbox};
+
+/// Where a call being dispatched came from: the core's inbox and the connection, for the
+/// deferred reply handles of its calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub inbox: &'a Arc<Inbox>,
+    pub conn: ConnRef,
+}
+
+const DROPPED: &str = "the handler dropped its DeferredReply without answering";
+
+/// The reply handle of a call served by a [`crate::Service::unary_deferred`] handler: answer
+/// the call later, from any thread.
+///
+/// - Cheap: it holds the core's inbox (an `Arc` clone), the connection and the call id; it
+///   allocates nothing. Answering sends one command through the core's inbox (a queue push,
+///   and a doorbell write if the core sleeps).
+/// - `Send`: answer from any thread. Answering consumes the handle, so a call is answered
+///   at most once.
+/// - Dropped unanswered, it answers `Internal` (the callee failed to answer, not the caller's
+///   doing), so the caller never hangs.
+/// - The caller's deadline still applies: when it passes, the core answers
+///   `DeadlineExceeded`; an answer arriving after that (or after the caller cancelled, or the
+///   connection closed) is dropped and counted in [`crate::CoreStats`] errors as
+///   `late_deferred_reply`. A handle that outlives its connection or engine is harmless.
+///
+/// It moves to other threads and answers once:
+///
+/// ```
+/// fn answer_elsewhere(reply: netron_engine::DeferredReply) {
+///     std::thread::spawn(move || reply.send(netron_engine::Bytes::new()));
+/// }
+/// ```
+///
+/// Answering twice does not compile:
+///
+/// ```compile_fail
+/// fn twice(reply: netron_engine::DeferredReply) {
+///     reply.send(netron_engine::Bytes::new());
+///     reply.send(netron_engine::Bytes::new()); // error: use of moved value
+/// }
+/// ```
+#[derive(Debug)]
+#[must_use = "a dropped DeferredReply answers the call with Internal"]
+pub struct DeferredReply {
+    inbox: Option<Arc<Inbox>>,
+    conn: ConnRef,
+    id: u32,
+    token: u32,
+}
+
+impl DeferredReply {
+    pub(crate) fn new(origin: Option<Origin<'_>>, id: u32, token: u32) -> Self {
+        match origin {
+            Some(o) => Self {
+                inbox: Some(o.inbox.clone()),
+                conn: o.conn,
+                id,
+                token,
+            },
+            None => Self {
+                inbox: None,
+                conn: ConnRef {
+                    key: 0,
+                    generation: 0,
+                },
+                id,
+                token,
+            },
+        }
+    }
+
+    /// The call id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Answers the call with `payload` (subject to the connection's `max_frame_size`: a
+    /// reply above it fails the call with `ResourceExhausted`).
+    pub fn send(self, payload: impl Into<Bytes>) {
+        self.answer(Ok(payload.into()));
+    }
+
+    /// Answers the call with `payload` and response `metadata` (sent in the Response's header
+    /// block, after which the interceptors' `after` hooks may add more). Costs the boxing of
+    /// the list to send it to the core.
+    pub fn send_with_metadata(mut self, payload: impl Into<Bytes>, metadata: HeaderList) {
+        let metadata = (!metadata.is_empty()).then(|| Box::new(metadata));
+        self.deliver(Ok(payload.into()), metadata);
+    }
+
+    /// Fails the call with `status`.
+    pub fn fail(self, status: Status) {
+        self.answer(Err(status));
+    }
+
+    /// Answers the call with `result`.
+    pub fn answer(mut self, result: Result<Bytes, Status>) {
+        self.deliver(result, None);
+    }
+
+    fn deliver(&mut self, result: Result<Bytes, Status>, metadata: Option<Box<HeaderList>>) {
+        if let Some(inbox) = self.inbox.take() {
+            inbox.send(Command::Answer {
+                conn: self.conn,
+                id: self.id,
+                token: self.token,
+                result,
+                metadata,
+            });
+        }
+    }
+}
+
+impl Drop for DeferredReply {
+    fn drop(&mut self) {
+        if self.inbox.is_some() {
+            self.deliver(Err(Status::internal(DROPPED)), None);
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The dispatch layer: every handler (sync, async or deferred) is invoked through it, with the
+//! installed [`Interceptor`]s around the call (docs/architecture.md, "Dispatch").
+//!
+//! This is the mechanism: a trait and an installation point ([`crate::EngineBuilder::interceptor`],
+//! [`crate::Core::with_dispatch`]). The ergonomic middleware API and ready-made interceptors
+//! come with the `$sys`/middleware issue (18).
+
+mod call;
+mod deferred;
+
+pub use call::{CallOptions, Response};
+pub use deferred::DeferredReply;
+pub(crate) use deferred::Origin;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use netron_codec::hpack::{Header, HeaderList};
+
+use crate::Status;
+
+/// Code that runs around every call a core serves.
+///
+/// Order, as with tower layers and gRPC interceptors: [`Interceptor::before`] runs in the
+/// order the interceptors were installed, [`Interceptor::after`] in the reverse order, so the
+/// first installed is the outermost. An interceptor whose `before` rejects the call (returns a
+/// [`Status`]) stops it: the handler and the later interceptors do not run, the `after` of
+/// the interceptors that ran before it does (in reverse order, seeing the rejection), and the
+/// caller gets the status. Both hooks run on the core that serves the call and must not
+/// block. A panic in a hook fails the call with `Internal`, like a panicking handler.
+///
+/// Costs (docs/architecture.md, "Dispatch"): with no interceptor installed nothing is added
+/// to a call; with interceptors, two clock reads per call, plus what the hooks themselves do.
+pub trait Interceptor: Send + Sync + 'static {
+    /// Runs before the handler: may read the request's headers, add request metadata the
+    /// handler sees ([`Before::insert`]), or reject the call.
+    ///
+    /// # Errors
+    ///
+    /// The status the caller gets instead of running the handler.
+    fn before(&self, call: &mut Before<'_>) -> Result<(), Status> {
+        let _ = call;
+        Ok(())
+    }
+    /// Runs after the handler (for async and deferred handlers: when they answer, or when
+    /// the call ends by its deadline or a Cancel; not when its connection closes): sees the
+    /// outcome and the time the call took, may add response metadata or replace the outcome.
+    fn after(&self, call: &mut After<'_>) {
+        let _ = call;
+    }
+}
+
+/// A call before its handler runs (see [`Interceptor::before`]).
+#[derive(Debug)]
+pub struct Before<'a> {
+    id: u32,
+    headers: &'a mut HeaderList,
+}
+
+impl Before<'_> {
+    /// The call id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// The request's header fields (`:service`, `:method`, the caller's metadata, and what
+    /// earlier interceptors added).
+    pub fn headers(&self) -> &HeaderList {
+        self.headers
+    }
+    /// The value of the last field named `name` (as [`crate::Request::metadata`]: what an
+    /// earlier interceptor added overrides what the caller sent).
+    pub fn metadata(&self, name: &str) -> Option<&[u8]> {
+        crate::service::last(self.headers, name)
+    }
+    /// Adds request metadata visible to later interceptors and to the handler
+    /// ([`crate::Request::headers`]). Reuses the connection's header buffer: no allocation
+    /// once it has grown to fit.
+    pub fn insert(&mut self, name: &str, value: &[u8]) {
+        self.headers.push(name.as_bytes(), value);
+    }
+}
+
+/// A call after its handler answered (see [`Interceptor::after`]).
+#[derive(Debug)]
+pub struct After<'a> {
+    id: u32,
+    request: Option<&'a HeaderList>,
+    outcome: &'a mut Result<(), Status>,
+    elapsed_us: u64,
+    metadata: &'a mut HeaderList,
+}
+
+impl After<'_> {
+    /// The call id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    /// The request's header fields, for sync and deferred handlers answered at once; `None`
+    /// for calls answered later (async and deferred handlers), whose headers the connection
+    /// no longer holds (the handler's [`crate::AsyncRequest::headers`] has them).
+    pub fn request_headers(&self) -> Option<&HeaderList> {
+        self.request
+    }
+    /// The outcome so far: `Ok` for a reply, the status otherwise.
+    pub fn outcome(&self) -> Result<(), &Status> {
+        self.outcome.as_ref().map(|_| ())
+    }
+    /// Microseconds from just before the first `before` hook to just after the handler
+    /// answered (for async and deferred handlers: until the core got the answer).
+    pub fn elapsed_us(&self) -> u64 {
+        self.elapsed_us
+    }
+    /// Replaces the outcome with `status` (the reply is dropped; the caller gets `status`).
+    pub fn fail(&mut self, status: Status) {
+        *self.outcome = Err(status);
+    }
+    /// Adds response metadata, sent in the Response frame's header block (dropped if the
+    /// call fails: Error frames carry no header block).
+    pub fn insert(&mut self, name: &str, value: &[u8]) {
+        self.metadata.push(name.as_bytes(), value);
+    }
+    /// The response metadata added so far (by the handler and by inner interceptors).
+    pub fn metadata(&self) -> &HeaderList {
+        self.metadata
+    }
+}
+
+/// Metadata fields lent as a slice of [`Header`]s without allocating, up to this many.
+const INLINE_FIELDS: usize = 8;
+
+/// Calls `f` with `prefix` followed by the fields of `list`, as encoder input: on the stack
+/// for up to [`INLINE_FIELDS`] fields in all, in one allocation beyond.
+pub(crate) fn with_fields<R>(
+    prefix: &[Header<'_>],
+    list: &HeaderList,
+    f: impl FnOnce(&[Header<'_>]) -> R,
+) -> R {
+    let n = prefix.len() + list.len();
+    if n <= INLINE_FIELDS {
+        let mut inline = [Header::new(b"", b""); INLINE_FIELDS];
+        inline[..prefix.len()].copy_from_slice(prefix);
+        for (slot, (name, value)) in inline[prefix.len()..].iter_mut().zip(list.iter()) {
+            *slot = Header::new(name, value);
+        }
+        f(&inline[..n])
+    } else {
+        let fields: Vec<Header<'_>> = prefix
+            .iter()
+            .copied()
+            .chain(list.iter().map(|(n, v)| Header::new(n, v)))
+            .collect();
+        f(&fields)
+    }
+}
+
+/// The interceptors a dispatcher runs, in installation order; shared by the cores.
+#[derive(Clone, Default)]
+pub(crate) struct Interceptors(Vec<Arc<dyn Interceptor>>);
+
+impl std::fmt::Debug for Interceptors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Interceptors({})", self.0.len())
+    }
+}
+
+/// The bookkeeping of one intercepted call: when it started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started(pub Instant);
+
+impl Interceptors {
+    pub(crate) fn push(&mut self, i: Arc<dyn Interceptor>) {
+        self.0.push(i);
+    }
+
+    /// Whether no interceptor is installed (then dispatch adds nothing to a call).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Runs every `before` hook in order. On a rejection, runs the `after` hooks of those
+    /// that ran before it (reverse order) and returns the final status.
+    pub(crate) fn before(
+        &self,
+        id: u32,
+        headers: &mut HeaderList,
+        response: &mut HeaderList,
+    ) -> Result<Started, Status> {
+        let started = Started(Instant::now());
+        for (i, ic) in self.0.iter().enumerate() {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ic.before(&mut Before { id, headers })
+            }))
+            .unwrap_or_else(|_| Err(Status::internal("an interceptor panicked")));
+            if let Err(status) = r {
+                let mut outcome = Err(status);
+                self.after_from(i, id, Some(headers), &mut outcome, started, response);
+                return Err(outcome.err().unwrap_or_else(|| {
+                    Status::internal("an interceptor accepted a call another rejected")
+                }));
+            }
+        }
+        Ok(started)
+    }
+
+    /// Runs every `after` hook in reverse order.
+    pub(crate) fn after(
+        &self,
+        id: u32,
+        request: Option<&HeaderList>,
+        outcome: &mut Result<(), Status>,
+        started: Started,
+        response: &mut HeaderList,
+    ) {
+        self.after_from(self.0.len(), id, request, outcome, started, response);
+    }
+
+    /// Runs the `after` hooks of the first `n` interceptors, last first.
+    fn after_from(
+        &self,
+        n: usize,
+        id: u32,
+        request: Option<&HeaderList>,
+        outcome: &mut Result<(), Status>,
+        started: Started,
+        response: &mut HeaderList,
+    ) {
+        let elapsed_us = u64::try_from(started.0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        for ic in self.0[..n].iter().rev() {
+            let mut call = After {
+                id,
+                request,
+                outcome,
+                elapsed_us,
+                metadata: response,
+            };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ic.after(&mut call)))
+                .is_err()
+            {
+                *outcome = Err(Status::internal("an interceptor panicked"));
+            }
+        }
+    }
+}
