@@ -202,11 +202,14 @@ impl<C: Caller> Connection<C> {
         // A deadline too far to represent is no local deadline (the wire saturates it).
         let deadline_at = spec.deadline.and_then(|d| now.checked_add(d));
         let base = [Header::service(spec.service), Header::method(spec.method)];
-        let none = HeaderList::default();
-        let metadata = spec.metadata.unwrap_or(&none);
-        let id = crate::dispatch::with_fields(&base, metadata, |headers| {
-            self.encode_request(spec, headers)
-        })?;
+        // Without metadata (the common case) the two fields go to the encoder as they are;
+        // with it, they are gathered with the metadata on the stack first.
+        let id = match spec.metadata.filter(|m| !m.is_empty()) {
+            None => self.encode_request(spec, &base)?,
+            Some(metadata) => crate::dispatch::with_fields(&base, metadata, |headers| {
+                self.encode_request(spec, headers)
+            })?,
+        };
         if let Some(d) = deadline_at {
             self.calls.next_deadline = Some(self.calls.next_deadline.map_or(d, |n| n.min(d)));
         }
@@ -220,7 +223,10 @@ impl<C: Caller> Connection<C> {
         Ok(id)
     }
 
-    /// Encodes the Request of `spec` with `headers`; returns its id.
+    /// Encodes the Request of `spec` with `headers`; returns its id. Inlined into each call
+    /// site so that the common one (just `:service` and `:method`) is compiled for its two
+    /// known fields, as before request metadata existed.
+    #[inline(always)]
     fn encode_request(
         &mut self,
         spec: &CallSpec<'_>,

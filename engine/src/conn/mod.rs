@@ -163,7 +163,7 @@ pub(crate) struct Connection<C: Caller> {
     /// Ids of the peer's calls this side serves asynchronously and has not answered yet.
     pub(crate) inflight: rustc_hash::FxHashSet<u32>,
     /// The dispatcher's per-connection state (conn/server.rs).
-    serve: server::ServeState,
+    serve: Option<Box<server::ServeState>>,
     /// The last id the peer opened (GoAway's `last_id`).
     last_peer_id: u32,
     /// The peer closed its sending side (EOF): finish what is in flight, then close.
@@ -189,7 +189,7 @@ pub(crate) struct Connection<C: Caller> {
     budget: Budget,
     /// Bytes of `rx` and `scratch` capacity counted against the core's buffer budget.
     charged: usize,
-    cfg: ConnConfig,
+    cfg: std::rc::Rc<ConnConfig>,
 }
 
 impl<C: Caller> Drop for Connection<C> {
@@ -220,7 +220,9 @@ fn handshake_limits() -> Limits {
 
 impl<C: Caller> Connection<C> {
     /// A new connection. A client queues its preface and Hello at once.
-    pub(crate) fn new(role: Role, config: &ConnConfig, now: Instant) -> Self {
+    /// A connection in `role` under `config` (shared by the core's connections: one copy per
+    /// core, not per connection).
+    pub(crate) fn new(role: Role, config: &std::rc::Rc<ConnConfig>, now: Instant) -> Self {
         let mut c = Connection {
             role,
             state: State::Open,
@@ -244,7 +246,7 @@ impl<C: Caller> Connection<C> {
             spawns: VecDeque::new(),
             cancels: VecDeque::new(),
             inflight: rustc_hash::FxHashSet::default(),
-            serve: server::ServeState::default(),
+            serve: None,
             last_peer_id: 0,
             peer_eof: false,
             rx_started: now,
@@ -256,7 +258,7 @@ impl<C: Caller> Connection<C> {
             handshake_failure: None,
             budget: Budget::new(config.idle_frames, now),
             charged: 0,
-            cfg: config.clone(),
+            cfg: std::rc::Rc::clone(config),
         };
         c.state = match role {
             Role::Server => {

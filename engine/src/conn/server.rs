@@ -34,6 +34,13 @@ const LATE: &str = "the deadline passed before the handler finished";
 const EXPIRED_IN_QUEUE: &str = "the deadline passed before the handler started";
 
 impl<C: Caller> Connection<C> {
+    /// The dispatcher's state, made on this connection's first request (an idle connection
+    /// holds a null pointer instead of its ~110 bytes).
+    #[inline]
+    fn serve(&mut self) -> &mut ServeState {
+        self.serve.get_or_insert_with(Box::default)
+    }
+
     pub(super) fn on_request(
         &mut self,
         frame: Frame<'_>,
@@ -110,7 +117,7 @@ impl<C: Caller> Connection<C> {
             return self.answer_error(id, StatusCode::DeadlineExceeded, EXPIRED_IN_QUEUE);
         }
         let interceptors = &registry.interceptors;
-        let mut response = std::mem::take(&mut self.serve.response);
+        let mut response = std::mem::take(&mut self.serve().response);
         response.clear();
         let started = if interceptors.is_empty() {
             None
@@ -119,7 +126,7 @@ impl<C: Caller> Connection<C> {
                 Ok(s) => Some(s),
                 Err(status) => {
                     self.release_scratch(scratch);
-                    self.serve.response = response;
+                    self.serve().response = response;
                     env.stats.count_error("rejected_by_interceptor");
                     env.stats.calls_failed += 1;
                     return self.answer_error(id, status.code, &status.message);
@@ -141,7 +148,7 @@ impl<C: Caller> Connection<C> {
                 );
                 self.inflight.insert(id);
                 if let Some(s) = started {
-                    self.serve.started.insert(id, s);
+                    self.serve().started.insert(id, s);
                 }
                 self.spawns.push_back(Spawn {
                     id,
@@ -150,11 +157,11 @@ impl<C: Caller> Connection<C> {
                     deadline: deadline_at,
                 });
                 self.release_scratch(scratch);
-                self.serve.response = response;
+                self.serve().response = response;
                 return Ok(());
             }
             Handler::Deferred(h) => {
-                self.serve.response = response;
+                self.serve().response = response;
                 let Some(origin) = env.origin else {
                     self.release_scratch(scratch);
                     return self.answer_error(
@@ -163,11 +170,12 @@ impl<C: Caller> Connection<C> {
                         "deferred replies need a core (this connection has none)",
                     );
                 };
-                self.serve.token = self.serve.token.wrapping_add(1);
-                let token = self.serve.token;
+                let serve = self.serve();
+                serve.token = serve.token.wrapping_add(1);
+                let token = serve.token;
                 self.inflight.insert(id);
                 if let Some(s) = started {
-                    self.serve.started.insert(id, s);
+                    self.serve().started.insert(id, s);
                 }
                 // Tracked (deadline, cancel, close) before the handler can answer.
                 self.spawns.push_back(Spawn {
@@ -189,7 +197,7 @@ impl<C: Caller> Connection<C> {
         };
         let headers = std::mem::take(&mut self.headers);
         let req = Request::new(id, payload, &headers, deadline, env.origin);
-        let mut copy = std::mem::take(&mut self.serve.copy);
+        let mut copy = std::mem::take(&mut self.serve().copy);
         let mut outcome = Ok(());
         let backlog = self.backlog_bytes();
         let max_backlog = self.cfg.max_backlog_bytes;
@@ -255,8 +263,8 @@ impl<C: Caller> Connection<C> {
                 self.answer_error(id, StatusCode::ResourceExhausted, &e.message)
             }
         };
-        self.serve.response = response;
-        self.serve.copy = copy;
+        self.serve().response = response;
+        self.serve().copy = copy;
         r
     }
 
@@ -304,7 +312,7 @@ impl<C: Caller> Connection<C> {
         metadata: Option<&HeaderList>,
         env: &mut Env<'_>,
     ) {
-        let started = self.serve.started.remove(&id);
+        let started = self.serve().started.remove(&id);
         if !self.inflight.remove(&id) || self.is_closing() {
             return;
         }
@@ -312,7 +320,7 @@ impl<C: Caller> Connection<C> {
             Ok(p) => (Ok(()), p),
             Err(s) => (Err(s), bytes::Bytes::new()),
         };
-        let mut response = std::mem::take(&mut self.serve.response);
+        let mut response = std::mem::take(&mut self.serve().response);
         response.clear();
         for (n, v) in metadata.iter().flat_map(|m| m.iter()) {
             response.push(n, v);
@@ -329,7 +337,7 @@ impl<C: Caller> Connection<C> {
                 self.answer_error(id, status.code, &status.message)
             }
         };
-        self.serve.response = response;
+        self.serve().response = response;
         if let Err(e) = r {
             env.stats.count_error("reply_too_large");
             let _ = self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
@@ -345,16 +353,16 @@ impl<C: Caller> Connection<C> {
         message: &'static str,
         registry: &crate::service::Registry,
     ) {
-        let started = self.serve.started.remove(&id);
+        let started = self.serve().started.remove(&id);
         if self.inflight.remove(&id) && !self.is_closing() {
             let mut outcome = Err(crate::Status::new(code, message));
             if let Some(s) = started {
-                let mut response = std::mem::take(&mut self.serve.response);
+                let mut response = std::mem::take(&mut self.serve().response);
                 response.clear();
                 registry
                     .interceptors
                     .after(id, None, &mut outcome, s, &mut response);
-                self.serve.response = response;
+                self.serve().response = response;
             }
             let status = outcome
                 .err()

@@ -83,8 +83,8 @@ impl Pair {
     fn with(cfg: ConnConfig) -> Pair {
         let now = Instant::now();
         Pair {
-            server: Connection::new(Role::Server, &cfg, now),
-            client: Connection::new(Role::Client, &cfg, now),
+            server: Connection::new(Role::Server, &std::rc::Rc::new(cfg.clone()), now),
+            client: Connection::new(Role::Client, &std::rc::Rc::new(cfg), now),
             registry: registry(),
             stats: CoreStats::default(),
             now,
@@ -664,3 +664,14 @@ mod peers;
 mod records;
 /// Handshake timeout and keepalive (own and advertised).
 mod timers;
+
+/// An idle connection's state stays small (the "memory per idle connection" row of
+/// `netron-bench engine`): the configuration is shared by the core's connections and the
+/// dispatcher's buffers come with the first request. A change that grows the struct past
+/// this bound should say why in docs/architecture.md.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn an_idle_connection_stays_small() {
+    let size = std::mem::size_of::<Connection<Arc<Completion>>>();
+    assert!(size <= 1920, "Connection is {size} bytes");
+}

@@ -90,7 +90,7 @@ pub struct Core {
     /// The doorbell read's buffer while no read is armed (the read owns it meanwhile).
     inbox_buf: Option<Box<[u8; 8]>>,
     cfg: CoreConfig,
-    conn_cfg: ConnConfig,
+    conn_cfg: Rc<ConnConfig>,
     stats: CoreStats,
     cqes: Vec<Cqe>,
     executor: Executor,
@@ -226,7 +226,7 @@ impl Core {
             rt.recv_buffer_size,
         )?;
         let inbox_fd = Rc::new(inbox.eventfd().try_clone()?);
-        let conn_cfg = ConnConfig::new(&cfg.protocol);
+        let conn_cfg = Rc::new(ConnConfig::new(&cfg.protocol));
         let mut core = Core {
             driver,
             conns: Slab::new(),

@@ -8,8 +8,16 @@ use crate::ProtocolConfig;
 fn pair(server: &ProtocolConfig, client: &ProtocolConfig) -> Pair {
     let now = Instant::now();
     Pair {
-        server: Connection::new(Role::Server, &ConnConfig::new(server), now),
-        client: Connection::new(Role::Client, &ConnConfig::new(client), now),
+        server: Connection::new(
+            Role::Server,
+            &std::rc::Rc::new(ConnConfig::new(server)),
+            now,
+        ),
+        client: Connection::new(
+            Role::Client,
+            &std::rc::Rc::new(ConnConfig::new(client)),
+            now,
+        ),
         registry: registry(),
         stats: CoreStats::default(),
         now,
