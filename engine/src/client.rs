@@ -301,16 +301,8 @@ impl Method {
         slot: &Arc<Completion>,
     ) {
         let ch = &self.channel.inner;
-        ch.inbox.send(Command::Call {
-            conn: ch.conn,
-            service: self.service.clone(),
-            method: self.method.clone(),
-            payload,
-            deadline,
-            idempotent: false,
-            metadata,
-            slot: slot.clone(),
-        });
+        let names = (self.service.clone(), self.method.clone());
+        push_call(&ch.inbox, ch.conn, names, payload, deadline, metadata, slot);
     }
 
     /// Calls the method without blocking: the returned future resolves to the reply. Works with
@@ -450,6 +442,30 @@ impl Method {
     }
 }
 
+/// Hands a call of `names` (service, method) on connection `conn` to the core behind `inbox`;
+/// its outcome goes to `slot`.
+fn push_call(
+    inbox: &Arc<Inbox>,
+    conn: ConnRef,
+    names: (Arc<[u8]>, Arc<[u8]>),
+    payload: Bytes,
+    deadline: Option<Duration>,
+    metadata: Option<Box<HeaderList>>,
+    slot: &Arc<Completion>,
+) {
+    let (service, method) = names;
+    inbox.send(Command::Call {
+        conn,
+        service,
+        method,
+        payload,
+        deadline,
+        idempotent: false,
+        metadata,
+        slot: slot.clone(),
+    });
+}
+
 /// Starts a call of `service`/`method` on connection `conn` of the core behind `inbox` and
 /// returns its future (for [`crate::Peer::call_async`]: the future does not keep the
 /// connection open). One allocation for the completion slot.
@@ -464,16 +480,15 @@ pub(crate) fn start_async(
     let slot = Arc::new(Completion::new());
     let armed = slot.arm();
     debug_assert!(armed);
-    inbox.send(Command::Call {
+    push_call(
+        inbox,
         conn,
-        service,
-        method,
+        (service, method),
         payload,
         deadline,
-        idempotent: false,
-        metadata: None,
-        slot: slot.clone(),
-    });
+        None,
+        &slot,
+    );
     CallFuture {
         slot,
         target: Some((inbox.clone(), conn)),
@@ -504,17 +519,7 @@ pub(crate) fn call_blocking(
     }
     let until = deadline.and_then(|d| Instant::now().checked_add(d));
     let slot = thread_slot();
-    let (service, method) = spec;
-    inbox.send(Command::Call {
-        conn,
-        service,
-        method,
-        payload,
-        deadline,
-        idempotent: false,
-        metadata: None,
-        slot: slot.clone(),
-    });
+    push_call(inbox, conn, spec, payload, deadline, None, &slot);
     if !slot.wait(SPIN, until) && !slot.is_done() {
         inbox.send(Command::CancelSlot {
             conn,

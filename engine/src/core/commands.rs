@@ -136,6 +136,19 @@ impl Core {
         } else {
             result
         };
+        self.complete_later(conn, id, result, metadata, now);
+    }
+
+    /// Delivers the outcome of async or deferred call `id` to its connection (if it is still
+    /// the same, open connection).
+    pub(super) fn complete_later(
+        &mut self,
+        conn: ConnRef,
+        id: u32,
+        result: Result<bytes::Bytes, Status>,
+        metadata: Option<&netron_codec::hpack::HeaderList>,
+        now: Instant,
+    ) {
         let key = conn.key as usize;
         if let Some(en) = self
             .conns

@@ -98,21 +98,7 @@ impl Core {
         let mut outcomes = std::mem::take(&mut self.outcomes);
         let work = self.executor.run(&mut outcomes);
         for Outcome::Done(conn, call, result) in outcomes.drain(..) {
-            let key = conn.key as usize;
-            if let Some(en) = self
-                .conns
-                .get_mut(key)
-                .filter(|en| en.generation == conn.generation && !en.closing)
-            {
-                let mut env = Env {
-                    registry: &self.registry,
-                    now,
-                    stats: &mut self.stats,
-                    origin: None,
-                };
-                en.conn.complete_async(call, result, None, &mut env);
-                self.after_event(key);
-            }
+            self.complete_later(conn, call, result, None, now);
         }
         self.outcomes = outcomes;
         work

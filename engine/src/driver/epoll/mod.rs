@@ -67,14 +67,7 @@ enum Op {
 
 impl Op {
     fn fd(&self) -> Option<RawFd> {
-        match self {
-            Op::Accept { fd }
-            | Op::Recv { fd }
-            | Op::Send { fd, .. }
-            | Op::EventfdRead { fd, .. }
-            | Op::Poll { fd, .. } => Some(fd.as_raw_fd()),
-            Op::Timeout => None,
-        }
+        op_fd(self).map(|fd| fd.as_raw_fd())
     }
 
     /// The readiness this operation waits for.
