@@ -247,6 +247,19 @@ impl std::future::Future for CallFuture {
     ) -> std::task::Poll<Self::Output> {
         self.slot.register(cx.waker());
         let Some(result) = self.slot.result() else {
+            if let Some((inbox, _)) = &self.target {
+                if inbox.is_current() && !crate::executor::in_task() {
+                    // Polled on the connection's own core outside its executor (a sync
+                    // handler blocking on it): the core cannot read the reply until this
+                    // returns, so waiting would never end. Fails now; the drop cancels it.
+                    return std::task::Poll::Ready(Err(CallError::WouldDeadlock(Status::new(
+                        crate::StatusCode::FailedPrecondition,
+                        "a call future polled by a sync handler on its connection's own core \
+                         would deadlock (the core cannot read the reply while the handler \
+                         waits); await it in an async handler or hand it to another thread",
+                    ))));
+                }
+            }
             return std::task::Poll::Pending;
         };
         let out = result.map(<[u8]>::to_vec).map_err(CallError::from_status);

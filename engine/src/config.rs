@@ -258,6 +258,17 @@ impl RuntimeConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.driver == DriverChoice::Auto {
+            if let Ok(v) = std::env::var(crate::driver::DRIVER_ENV) {
+                if DriverChoice::parse(&v).is_none() {
+                    return Err(ConfigError::new(
+                        crate::driver::DRIVER_ENV,
+                        v,
+                        "names no driver (use io_uring, epoll or auto)",
+                    ));
+                }
+            }
+        }
         if !(1..=16_384).contains(&self.ring_entries) {
             return Err(ConfigError::new(
                 "RuntimeConfig::ring_entries",

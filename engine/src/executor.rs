@@ -202,6 +202,7 @@ impl Executor {
                 let waker = task.waker.clone();
                 let mut cx = Context::from_waker(&waker);
                 // A panicking handler future fails its call, not the core.
+                let _in_task = InTask::enter();
                 let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     future.as_mut().poll(&mut cx)
                 }))
@@ -263,4 +264,31 @@ impl Executor {
             })
             .collect()
     }
+}
+
+thread_local! {
+    /// Whether this thread is polling one of its core's tasks right now.
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as polling a task of its core until dropped.
+struct InTask(bool);
+
+impl InTask {
+    fn enter() -> InTask {
+        InTask(IN_TASK.replace(true))
+    }
+}
+
+impl Drop for InTask {
+    fn drop(&mut self) {
+        IN_TASK.set(self.0);
+    }
+}
+
+/// Whether the calling thread is polling one of its core's tasks (an async handler's future)
+/// right now, as opposed to running a sync handler or other code of the core's turn: a
+/// future that needs the core to make progress may wait only in the former.
+pub(crate) fn in_task() -> bool {
+    IN_TASK.get()
 }

@@ -74,13 +74,28 @@ thread_local! {
     static LOCAL: std::cell::RefCell<Vec<Command>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Marks the calling thread as running a core until dropped.
+/// Marks the calling thread as running a core until dropped. The thread's direct-command
+/// queue belongs to that core meanwhile: what the previous core (a caller-driven core driven
+/// from a handler of another) had queued is set aside and put back at the end; before the
+/// end the core hands what its turn did not handle to its own inbox
+/// ([`Inbox::hand_back_local`]), so a command never reaches another core that runs on the
+/// same thread later.
 pub(crate) struct RunningCore {
     previous: usize,
+    previous_local: Vec<Command>,
 }
 
 impl Drop for RunningCore {
     fn drop(&mut self) {
+        let previous = std::mem::take(&mut self.previous_local);
+        LOCAL.with_borrow_mut(|q| {
+            // Empty unless a panic unwound through the turn before `hand_back_local`; such
+            // commands must not reach another core, so they are dropped.
+            q.clear();
+            if !previous.is_empty() {
+                *q = previous;
+            }
+        });
         CURRENT.set(self.previous);
     }
 }
@@ -188,6 +203,15 @@ impl Inbox {
     pub(crate) fn enter(self: &Arc<Self>) -> RunningCore {
         RunningCore {
             previous: CURRENT.replace(Arc::as_ptr(self) as usize),
+            // Taken only when another core's commands wait (nesting): the usual empty queue
+            // keeps its capacity, so a turn allocates nothing here.
+            previous_local: LOCAL.with_borrow_mut(|q| {
+                if q.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::take(q)
+                }
+            }),
         }
     }
 
@@ -197,6 +221,23 @@ impl Inbox {
         if self.is_current() {
             LOCAL.with_borrow_mut(|q| q.push(cmd));
         } else {
+            self.push(cmd);
+        }
+    }
+
+    /// End of a turn of this inbox's core: commands its tasks sent directly that the turn did
+    /// not handle (it ended early for a caller, or timers queued them after the drain) move
+    /// to this inbox's queue, for the next turn. Nothing happens (no atomic) when none is
+    /// left.
+    pub(crate) fn hand_back_local(self: &Arc<Self>) {
+        let left = LOCAL.with_borrow_mut(|q| {
+            if q.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(q)
+            }
+        });
+        for cmd in left {
             self.push(cmd);
         }
     }

@@ -81,6 +81,7 @@ impl<C: Caller> PendingCalls<C> {
 
     /// Fails every pending call with `status` and forgets them all (the connection ended).
     pub(crate) fn fail_all(&mut self, status: &Status) {
+        let status = &closed(status);
         for (_, p) in self.by_id.drain() {
             if let Some(slot) = p.slot {
                 slot.complete(Err(status.clone()));
@@ -93,6 +94,7 @@ impl<C: Caller> PendingCalls<C> {
     /// Fails pending calls opened after `last_id` (a GoAway: the peer did not process them,
     /// so they may be retried elsewhere).
     pub(crate) fn fail_after(&mut self, last_id: u32, status: &Status) {
+        let status = &closed(status);
         let mut abandoned = 0;
         self.by_id.retain(|&id, p| {
             if serial_after(id, last_id) {
@@ -146,6 +148,16 @@ impl<C: Caller> PendingCalls<C> {
             }
             None => false,
         }
+    }
+}
+
+/// `status` as the end of calls whose connection ended (closed, failed, going away): a
+/// local cause, `CallError::Closed` for the caller, unless it already names another.
+fn closed(status: &Status) -> Status {
+    if status.origin() == crate::status::Origin::Status {
+        status.clone().with_origin(crate::status::Origin::Closed)
+    } else {
+        status.clone()
     }
 }
 

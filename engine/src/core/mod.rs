@@ -308,7 +308,14 @@ impl Core {
     /// reads (a caller-driven call returns its reply without waiting for the rest of the turn,
     /// which the next turn does).
     fn turn(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
-        let _running = self.inbox.enter();
+        let running = self.inbox.enter();
+        let r = self.turn_body(awaited);
+        self.inbox.hand_back_local();
+        drop(running);
+        r
+    }
+
+    fn turn_body(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
         let now = Instant::now();
         self.stats.driver.turns += 1;
         let mut work = self.reap(now);
@@ -324,6 +331,10 @@ impl Core {
             return Ok(true);
         }
         self.short_turns = 0;
+        // Handlers ran in the reads: commands queued meanwhile (a call with a deadline) are
+        // stamped with the time they are taken, not the turn's start (one clock read, only
+        // on turns that did work).
+        let now = if work { Instant::now() } else { now };
         work |= self.drain_inbox(now);
         work |= self.run_tasks(now);
         work |= self.drain_local(now);

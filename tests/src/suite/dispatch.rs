@@ -12,7 +12,7 @@ use netron_engine::{
 };
 
 use super::util::{poll, within};
-use crate::Transport;
+use crate::{Transport, block_on};
 
 const DL: Option<Duration> = Some(Duration::from_secs(5));
 
@@ -578,4 +578,82 @@ pub fn a_deferred_reply_outliving_its_engine_is_harmless(t: &Transport) {
     handles.pop().unwrap().send(&b"nobody listens"[..]);
     drop(handles); // answers Internal to a core that is gone
     client.shutdown(Duration::from_secs(1));
+}
+
+/// Two caller-driven cores driven by one thread, both connected to a server that calls each
+/// back (a deferred method of the same name on each): X answers its callback inside its
+/// handler, Y keeps its own pending. X's answer reaches the server's call to X, never Y's
+/// (before, a core's directly-queued commands could be taken by the next core run on the
+/// thread: X's answer completed the server's call to Y and X's call timed out).
+pub fn a_deferred_answer_reaches_only_its_own_core(t: &Transport) {
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::channel::<(String, Result<Vec<u8>, netron_engine::CallError>)>();
+    let tx = std::sync::Mutex::new(tx);
+    let trigger = Service::new("t", "1.0.0")
+        .unwrap()
+        .unary("trigger", move |req, reply| {
+            let who = String::from_utf8_lossy(req.payload()).into_owned();
+            let fut = req
+                .peer()
+                .call_async("x@1.0.0", "d", &b""[..], Some(Duration::from_secs(3)));
+            let tx = tx.lock().unwrap().clone();
+            std::thread::spawn(move || {
+                let _ = tx.send((who, block_on(fut)));
+            });
+            reply.write(b"triggered");
+            Ok(())
+        });
+    let (server, ep) = crate::engine(t, CoreConfig::default(), &[trigger], "dispatch-two-cores");
+    let kept: Arc<Mutex<Vec<DeferredReply>>> = Arc::default();
+    let held = kept.clone();
+    let xsvc = Service::new("x", "1.0.0")
+        .unwrap()
+        .unary_deferred("d", |_, d| d.send(&b"from X"[..]));
+    let ysvc = Service::new("x", "1.0.0")
+        .unwrap()
+        .unary_deferred("d", move |_, d| held.lock().unwrap().push(d));
+    let mut x = Core::with_services(CoreConfig::default(), vec![xsvc]).unwrap();
+    let mut y = Core::with_services(CoreConfig::default(), vec![ysvc]).unwrap();
+    let ep: netron_engine::Endpoint = ep.parse().unwrap();
+    let cx = x.connect(&ep, Duration::from_secs(5)).unwrap();
+    let cy = y.connect(&ep, Duration::from_secs(5)).unwrap();
+    let mut slot = CallSlot::new();
+    let dl = Some(Duration::from_secs(5));
+    y.call(cy, b"t@1.0.0", b"trigger", b"Y", dl, &mut slot)
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while kept.lock().unwrap().is_empty() && std::time::Instant::now() < until {
+        y.run_once().unwrap();
+    }
+    assert_eq!(
+        kept.lock().unwrap().len(),
+        1,
+        "{}: Y holds the server's call",
+        t.name
+    );
+    x.call(cx, b"t@1.0.0", b"trigger", b"X", dl, &mut slot)
+        .unwrap();
+    // Only Y runs now, then both: X's answer must still go to X's connection.
+    let until = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < until {
+        y.run_once().unwrap();
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let (who, r) = loop {
+        x.run_once().unwrap();
+        y.run_once().unwrap();
+        if let Ok(got) = rx.try_recv() {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{}: no callback answered",
+            t.name
+        );
+    };
+    assert_eq!(who, "X", "{}: the first answered call", t.name);
+    assert_eq!(r.unwrap(), b"from X", "{}", t.name);
+    assert_eq!(y.stats().errors_of("late_deferred_reply"), 0, "{}", t.name);
+    kept.lock().unwrap().clear();
+    server.shutdown(Duration::from_secs(1));
 }

@@ -103,6 +103,7 @@ macro_rules! conformance {
                         dropped_deferred_replies_answer_the_caller,
                         a_deferred_answer_after_the_deadline_is_dropped,
                         a_deferred_reply_outliving_its_engine_is_harmless,
+                        a_deferred_answer_reaches_only_its_own_core,
                     }
                     deadlines {
                         deadline_exceeded_and_the_caller_moves_on,

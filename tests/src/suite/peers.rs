@@ -176,11 +176,21 @@ pub fn a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock(t: &Transpor
             });
             Ok(())
         });
+    // Blocking on the future instead, in the sync handler: the future fails at once with
+    // WouldDeadlock (before, the core stopped for good: it could never read the reply).
+    let wait = Service::new("wait", "1.0.0")
+        .unwrap()
+        .unary("on_future", |req, reply| {
+            let fut = req.peer().call_async("phone@1.0.0", "ring", &b"w"[..], DL);
+            let e = block_on(fut).expect_err("a blocked sync handler cannot get the reply");
+            reply.write(format!("{:?}", e.code()).as_bytes());
+            Ok(())
+        });
     let kept = Arc::new(Mutex::new(None));
     let (server, ep) = crate::engine(
         t,
         CoreConfig::default(),
-        &[desk(kept.clone()), handoff],
+        &[desk(kept.clone()), handoff, wait],
         "peers-block",
     );
     let client = Engine::builder().cores(1).service(phone()).build().unwrap();
@@ -193,6 +203,12 @@ pub fn a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock(t: &Transpor
     assert_eq!(e.code(), StatusCode::FailedPrecondition, "{e}");
     assert!(e.status().message.contains("deadlock"), "{e}");
     assert!(e.status().message.contains("call_async"), "{e}");
+    let ch3 = ch.clone();
+    let r = within("a sync handler blocking on a call future", move || {
+        ch3.call("wait@1.0.0", "on_future", Bytes::new(), DL)
+    })
+    .unwrap();
+    assert_eq!(r, b"FailedPrecondition");
     // The connection goes on, and the handed-off call is answered.
     assert_eq!(
         ch.call("desk@1.0.0", "echo", &b"on"[..], DL).unwrap(),
@@ -312,16 +328,19 @@ pub fn peer_services_vanish_with_the_connection(t: &Transport) {
     // Both calls reached the client before it goes.
     assert!(poll(&client, |s| s.calls_in() >= 2), "the stalls arrived");
     drop(ch);
+    // Local causes, named as such (not the peer's status): CallError::Closed.
     let e = within("a pending callback whose connection closed", move || {
         block_on(pending)
     })
     .unwrap_err();
     assert_eq!(e.code(), StatusCode::Unavailable, "{e}");
+    assert!(matches!(e, netron_engine::CallError::Closed(_)), "{e:?}");
     let e = within("a blocked callback whose connection closed", move || {
         blocked.join().unwrap()
     })
     .unwrap_err();
     assert_eq!(e.code(), StatusCode::Unavailable, "{e}");
+    assert!(matches!(e, netron_engine::CallError::Closed(_)), "{e:?}");
     assert!(poll(&server, |s| s.closed() >= 1), "the server closed it");
     let p2 = peer.clone();
     let e = within("a call through a peer whose connection closed", move || {
