@@ -76,26 +76,42 @@ thread_local! {
 
 /// Marks the calling thread as running a core until dropped. The thread's direct-command
 /// queue belongs to that core meanwhile: what the previous core (a caller-driven core driven
-/// from a handler of another) had queued is set aside and put back at the end; before the
-/// end the core hands what its turn did not handle to its own inbox
-/// ([`Inbox::hand_back_local`]), so a command never reaches another core that runs on the
-/// same thread later.
+/// from a handler of another) had queued is set aside and put back at the end, and what the
+/// turn did not handle goes to the core's own inbox ([`RunningCore::finish`]), so a command
+/// never reaches another core that runs on the same thread later.
 pub(crate) struct RunningCore {
     previous: usize,
     previous_local: Vec<Command>,
 }
 
-impl Drop for RunningCore {
-    fn drop(&mut self) {
+impl RunningCore {
+    /// The end of the turn of `inbox`'s core: commands its tasks sent directly that the turn
+    /// did not handle (it ended early for a caller, or timers queued them after the drain)
+    /// move to `inbox`'s queue for its next turn; the previous core's are put back. One
+    /// thread-local access and no atomic when nothing is left, as is usual.
+    pub(crate) fn finish(mut self, inbox: &Arc<Inbox>) {
         let previous = std::mem::take(&mut self.previous_local);
-        LOCAL.with_borrow_mut(|q| {
-            // Empty unless a panic unwound through the turn before `hand_back_local`; such
-            // commands must not reach another core, so they are dropped.
-            q.clear();
-            if !previous.is_empty() {
-                *q = previous;
+        let left = LOCAL.with_borrow_mut(|q| {
+            if q.is_empty() && previous.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::replace(q, previous)
             }
         });
+        for cmd in left {
+            inbox.push(cmd);
+        }
+        CURRENT.set(self.previous);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for RunningCore {
+    /// Only when a panic unwound through the turn (`finish` did not run): the commands left
+    /// must not reach another core, so they are dropped.
+    fn drop(&mut self) {
+        let previous = std::mem::take(&mut self.previous_local);
+        LOCAL.with_borrow_mut(|q| *q = previous);
         CURRENT.set(self.previous);
     }
 }
@@ -221,23 +237,6 @@ impl Inbox {
         if self.is_current() {
             LOCAL.with_borrow_mut(|q| q.push(cmd));
         } else {
-            self.push(cmd);
-        }
-    }
-
-    /// End of a turn of this inbox's core: commands its tasks sent directly that the turn did
-    /// not handle (it ended early for a caller, or timers queued them after the drain) move
-    /// to this inbox's queue, for the next turn. Nothing happens (no atomic) when none is
-    /// left.
-    pub(crate) fn hand_back_local(self: &Arc<Self>) {
-        let left = LOCAL.with_borrow_mut(|q| {
-            if q.is_empty() {
-                Vec::new()
-            } else {
-                std::mem::take(q)
-            }
-        });
-        for cmd in left {
             self.push(cmd);
         }
     }

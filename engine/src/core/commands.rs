@@ -24,13 +24,19 @@ impl Core {
         }
     }
 
-    pub(super) fn drain_inbox(&mut self, now: Instant) -> bool {
-        let mut work = false;
+    /// Handles the commands other threads queued. They are stamped with the time they are
+    /// taken (one clock read when there are any): handlers may have run for a while since
+    /// the turn began, and a call's deadline must not start before it is taken.
+    pub(super) fn drain_inbox(&mut self) -> bool {
+        let Some(first) = self.inbox.pop() else {
+            return false;
+        };
+        let now = Instant::now();
+        self.on_command(first, now);
         while let Some(cmd) = self.inbox.pop() {
-            work = true;
             self.on_command(cmd, now);
         }
-        work
+        true
     }
 
     pub(super) fn on_command(&mut self, cmd: Command, now: Instant) {

@@ -310,8 +310,7 @@ impl Core {
     fn turn(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
         let running = self.inbox.enter();
         let r = self.turn_body(awaited);
-        self.inbox.hand_back_local();
-        drop(running);
+        running.finish(&self.inbox);
         r
     }
 
@@ -331,11 +330,7 @@ impl Core {
             return Ok(true);
         }
         self.short_turns = 0;
-        // Handlers ran in the reads: commands queued meanwhile (a call with a deadline) are
-        // stamped with the time they are taken, not the turn's start (one clock read, only
-        // on turns that did work).
-        let now = if work { Instant::now() } else { now };
-        work |= self.drain_inbox(now);
+        work |= self.drain_inbox();
         work |= self.run_tasks(now);
         work |= self.drain_local(now);
         // Replies go out before timer work: the latency of this turn's calls comes first.
