@@ -69,49 +69,22 @@ pub(crate) enum Command {
 thread_local! {
     /// The inbox of the core this thread is running right now (0: none).
     static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// Commands the running core's own tasks sent to it: handled in the same loop turn, with
-    /// no cross-thread queue and no atomics.
-    static LOCAL: std::cell::RefCell<Vec<Command>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Commands the running core's own tasks sent to it, each tagged with that core's inbox
+    /// address: handled in the same loop turn, with no cross-thread queue and no atomics. A
+    /// core takes only its own, so one left by a turn that ended early waits for its own
+    /// core's next turn and never reaches another core run on this thread (a caller-driven
+    /// core driven beside, or inside a handler of, another).
+    static LOCAL: std::cell::RefCell<Vec<(usize, Command)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Marks the calling thread as running a core until dropped. The thread's direct-command
-/// queue belongs to that core meanwhile: what the previous core (a caller-driven core driven
-/// from a handler of another) had queued is set aside and put back at the end, and what the
-/// turn did not handle goes to the core's own inbox ([`RunningCore::finish`]), so a command
-/// never reaches another core that runs on the same thread later.
+/// Marks the calling thread as running a core until dropped.
 pub(crate) struct RunningCore {
     previous: usize,
-    previous_local: Vec<Command>,
-}
-
-impl RunningCore {
-    /// The end of the turn of `inbox`'s core: commands its tasks sent directly that the turn
-    /// did not handle (it ended early for a caller, or timers queued them after the drain)
-    /// move to `inbox`'s queue for its next turn; the previous core's are put back. One
-    /// thread-local access and no atomic when nothing is left, as is usual.
-    pub(crate) fn finish(mut self, inbox: &Arc<Inbox>) {
-        let previous = std::mem::take(&mut self.previous_local);
-        let left = LOCAL.with_borrow_mut(|q| {
-            if q.is_empty() && previous.is_empty() {
-                Vec::new()
-            } else {
-                std::mem::replace(q, previous)
-            }
-        });
-        for cmd in left {
-            inbox.push(cmd);
-        }
-        CURRENT.set(self.previous);
-        std::mem::forget(self);
-    }
 }
 
 impl Drop for RunningCore {
-    /// Only when a panic unwound through the turn (`finish` did not run): the commands left
-    /// must not reach another core, so they are dropped.
     fn drop(&mut self) {
-        let previous = std::mem::take(&mut self.previous_local);
-        LOCAL.with_borrow_mut(|q| *q = previous);
         CURRENT.set(self.previous);
     }
 }
@@ -219,15 +192,6 @@ impl Inbox {
     pub(crate) fn enter(self: &Arc<Self>) -> RunningCore {
         RunningCore {
             previous: CURRENT.replace(Arc::as_ptr(self) as usize),
-            // Taken only when another core's commands wait (nesting): the usual empty queue
-            // keeps its capacity, so a turn allocates nothing here.
-            previous_local: LOCAL.with_borrow_mut(|q| {
-                if q.is_empty() {
-                    Vec::new()
-                } else {
-                    std::mem::take(q)
-                }
-            }),
         }
     }
 
@@ -235,15 +199,38 @@ impl Inbox {
     /// core's own thread, e.g. by one of its async handlers; through the queue otherwise.
     pub(crate) fn send(self: &Arc<Self>, cmd: Command) {
         if self.is_current() {
-            LOCAL.with_borrow_mut(|q| q.push(cmd));
+            let me = Arc::as_ptr(self) as usize;
+            LOCAL.with_borrow_mut(|q| q.push((me, cmd)));
         } else {
             self.push(cmd);
         }
     }
 
-    /// Takes the commands sent directly by the running core's own tasks.
-    pub(crate) fn take_local(into: &mut Vec<Command>) {
-        LOCAL.with_borrow_mut(|q| std::mem::swap(q, into));
+    /// Takes the commands this inbox's core's tasks sent directly (`into` is empty), leaving
+    /// other cores' where they are.
+    pub(crate) fn take_local(self: &Arc<Self>, into: &mut Vec<(usize, Command)>) {
+        let me = Arc::as_ptr(self) as usize;
+        LOCAL.with_borrow_mut(|q| {
+            if q.iter().all(|(owner, _)| *owner == me) {
+                std::mem::swap(q, into);
+            } else {
+                let mut i = 0;
+                while i < q.len() {
+                    if q[i].0 == me {
+                        into.push(q.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Drops the commands this inbox's core's tasks sent directly and that it will never
+    /// take (the core is dropped), so a later core at the same address cannot take them.
+    pub(crate) fn discard_local(self: &Arc<Self>) {
+        let mut mine = Vec::new();
+        self.take_local(&mut mine);
     }
 
     /// Wakes the core if it sleeps, without queueing a command (an async task was woken).

@@ -11,12 +11,12 @@ impl Core {
         let mut work = false;
         loop {
             let mut local = Vec::new();
-            Inbox::take_local(&mut local);
+            self.inbox.take_local(&mut local);
             if local.is_empty() {
                 return work;
             }
             work = true;
-            for cmd in local {
+            for (_, cmd) in local {
                 self.on_command(cmd, now);
             }
             // Completions may have woken tasks that send more.

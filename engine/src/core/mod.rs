@@ -308,10 +308,8 @@ impl Core {
     /// reads (a caller-driven call returns its reply without waiting for the rest of the turn,
     /// which the next turn does).
     fn turn(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
-        let running = self.inbox.enter();
-        let r = self.turn_body(awaited);
-        running.finish(&self.inbox);
-        r
+        let _running = self.inbox.enter();
+        self.turn_body(awaited)
     }
 
     fn turn_body(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
@@ -389,6 +387,7 @@ impl Drop for Core {
         // make sure the kernel is done with our memory before it is freed: close the sockets
         // (ending their operations) and wait for completions.
         self.inbox.close("the core stopped".to_owned(), false);
+        self.inbox.discard_local();
         let why = self
             .inbox
             .stopped()
