@@ -12,6 +12,10 @@ use crate::inbox::{Command, ConnRef, Inbox};
 use crate::slot::Completion;
 use crate::{CallError, CallOptions, ConnectError, Endpoint, Response, Status};
 
+/// What a blocking call says when its deadline passes before the reply.
+const LATE: &str =
+    "the deadline passed before a reply arrived (the connection's core did not answer in time)";
+
 /// How long a waiting caller spins before parking (a cross-core wake-up costs ~25–30 µs on
 /// small VMs, so spinning this long keeps a fast reply on the fast path).
 const SPIN: Duration = Duration::from_micros(60);
@@ -384,19 +388,9 @@ impl Method {
         let until = deadline.and_then(|d| Instant::now().checked_add(d));
         let slot = thread_slot();
         self.send(payload.into(), deadline, &slot);
-        // The core completes the slot on reply, error, deadline or connection loss; the
-        // caller's own deadline bounds the wait in case the core cannot.
-        if !slot.wait(SPIN, until) && !slot.is_done() {
-            let ch = &self.channel.inner;
-            ch.inbox.send(Command::CancelSlot {
-                conn: ch.conn,
-                slot,
-                code: crate::StatusCode::DeadlineExceeded,
-            });
-            return Err(CallError::Status(Status::deadline_exceeded(
-                "the deadline passed before a reply arrived (the connection's core did not answer in time)",
-            )));
-        }
+        // The core completes the slot on reply, error, deadline or connection loss.
+        let ch = &self.channel.inner;
+        let slot = await_slot(&ch.inbox, ch.conn, slot, until, LATE)?;
         out.extend_from_slice(
             slot.result()
                 .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
@@ -431,20 +425,11 @@ impl Method {
             .filter(|m| !m.is_empty())
             .map(|m| Box::new(m.clone()));
         self.send_with(payload.into(), deadline, metadata, &slot);
-        if !slot.wait(SPIN, until) && !slot.is_done() {
-            let ch = &self.channel.inner;
-            ch.inbox.send(Command::CancelSlot {
-                conn: ch.conn,
-                slot,
-                code: crate::StatusCode::DeadlineExceeded,
-            });
-            return Response::new(
-                Err(CallError::Status(Status::deadline_exceeded(
-                    "the deadline passed before a reply arrived (the connection's core did not answer in time)",
-                ))),
-                HeaderList::default(),
-            );
-        }
+        let ch = &self.channel.inner;
+        let slot = match await_slot(&ch.inbox, ch.conn, slot, until, LATE) {
+            Ok(slot) => slot,
+            Err(e) => return Response::new(Err(e), HeaderList::default()),
+        };
         let result = slot
             .result()
             .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
@@ -453,6 +438,28 @@ impl Method {
         let metadata = slot.metadata().cloned().unwrap_or_default();
         Response::new(result, metadata)
     }
+}
+
+/// Waits for `slot` (a call on connection `conn` of the core behind `inbox`) until `until`:
+/// the completed slot, or — the deadline passed first — a Cancel to the core and
+/// `DeadlineExceeded` saying `late`. The caller's own deadline bounds the wait in case the
+/// core cannot complete the slot.
+fn await_slot(
+    inbox: &Arc<Inbox>,
+    conn: ConnRef,
+    slot: Arc<Completion>,
+    until: Option<Instant>,
+    late: &'static str,
+) -> Result<Arc<Completion>, CallError> {
+    if !slot.wait(SPIN, until) && !slot.is_done() {
+        inbox.send(Command::CancelSlot {
+            conn,
+            slot,
+            code: crate::StatusCode::DeadlineExceeded,
+        });
+        return Err(CallError::Status(Status::deadline_exceeded(late)));
+    }
+    Ok(slot)
 }
 
 /// Hands a call of `names` (service, method) on connection `conn` to the core behind `inbox`;
@@ -533,17 +540,14 @@ pub(crate) fn call_blocking(
     let until = deadline.and_then(|d| Instant::now().checked_add(d));
     let slot = thread_slot();
     push_call(inbox, conn, spec, payload, deadline, None, &slot);
-    if !slot.wait(SPIN, until) && !slot.is_done() {
-        inbox.send(Command::CancelSlot {
-            conn,
-            slot,
-            code: crate::StatusCode::DeadlineExceeded,
-        });
-        return Err(CallError::Status(Status::deadline_exceeded(
-            "the deadline passed before the peer's reply arrived (the connection's core did \
-             not answer in time)",
-        )));
-    }
+    let slot = await_slot(
+        inbox,
+        conn,
+        slot,
+        until,
+        "the deadline passed before the peer's reply arrived (the connection's core did \
+         not answer in time)",
+    )?;
     out.extend_from_slice(
         slot.result()
             .unwrap_or_else(|| Err(Status::internal("call slot not completed")))
