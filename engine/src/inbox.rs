@@ -76,6 +76,9 @@ thread_local! {
     /// core driven beside, or inside a handler of, another).
     static LOCAL: std::cell::RefCell<Vec<(usize, Command)>> =
         const { std::cell::RefCell::new(Vec::new()) };
+    /// Whether `LOCAL` may hold commands: a turn with none (nearly every busy-poll turn)
+    /// checks this flag alone, one load, instead of borrowing and scanning the queue.
+    static LOCAL_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Marks the calling thread as running a core until dropped.
@@ -201,6 +204,7 @@ impl Inbox {
         if self.is_current() {
             let me = Arc::as_ptr(self) as usize;
             LOCAL.with_borrow_mut(|q| q.push((me, cmd)));
+            LOCAL_PENDING.set(true);
         } else {
             self.push(cmd);
         }
@@ -209,6 +213,9 @@ impl Inbox {
     /// Takes the commands this inbox's core's tasks sent directly (`into` is empty), leaving
     /// other cores' where they are.
     pub(crate) fn take_local(self: &Arc<Self>, into: &mut Vec<(usize, Command)>) {
+        if !Self::has_local() {
+            return;
+        }
         let me = Arc::as_ptr(self) as usize;
         LOCAL.with_borrow_mut(|q| {
             if q.iter().all(|(owner, _)| *owner == me) {
@@ -223,7 +230,15 @@ impl Inbox {
                     }
                 }
             }
+            LOCAL_PENDING.set(!q.is_empty());
         });
+    }
+
+    /// Whether this thread's direct-command queue may hold commands (of any core run on it):
+    /// a single thread-local load, checked first by every turn.
+    #[inline]
+    pub(crate) fn has_local() -> bool {
+        LOCAL_PENDING.get()
     }
 
     /// Drops the commands this inbox's core's tasks sent directly and that it will never

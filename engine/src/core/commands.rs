@@ -9,7 +9,7 @@ impl Core {
     /// connection of this core): handled in this turn, so the request goes out in this flush.
     pub(super) fn drain_local(&mut self, now: Instant) -> bool {
         let mut work = false;
-        loop {
+        while Inbox::has_local() {
             let mut local = Vec::new();
             self.inbox.take_local(&mut local);
             if local.is_empty() {
@@ -22,6 +22,7 @@ impl Core {
             // Completions may have woken tasks that send more.
             self.run_tasks(now);
         }
+        work
     }
 
     /// Handles the commands other threads queued. They are stamped with the time they are

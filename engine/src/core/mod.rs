@@ -101,7 +101,8 @@ pub struct Core {
     expired: Vec<u32>,
     dirty: Vec<usize>,
     closing: Vec<usize>,
-    last_timer: Instant,
+    /// When the next coarse timer run is due (a comparison per turn, not a subtraction).
+    next_tick: Instant,
     idle_since: Option<Instant>,
     drain_until: Option<Instant>,
     stopped: bool,
@@ -247,7 +248,7 @@ impl Core {
             expired: Vec::with_capacity(64),
             dirty: Vec::new(),
             closing: Vec::new(),
-            last_timer: Instant::now(),
+            next_tick: Instant::now(),
             idle_since: None,
             drain_until: None,
             stopped: false,
@@ -334,8 +335,8 @@ impl Core {
         // Replies go out before timer work: the latency of this turn's calls comes first.
         work |= self.flush();
         self.fire_timers(now);
-        if now.duration_since(self.last_timer) >= TIMER_TICK {
-            self.last_timer = now;
+        if now >= self.next_tick {
+            self.next_tick = now + TIMER_TICK;
             self.expire_tasks(now);
             self.retry_accepts(now);
         }

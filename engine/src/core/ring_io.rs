@@ -57,7 +57,7 @@ impl Core {
             // run (IORING_SQ_TASKRUN) or the completion queue overflowed. Completions posted
             // directly are already visible in the ring. This turns an idle poll from a system
             // call into a memory load.
-            if !self.driver.kernel_has_work() {
+            if !self.driver.kernel_has_work(!self.hot.is_empty()) {
                 if self.hot.is_empty() {
                     // A pure memory poll: ease off the sibling hyperthread and the bus. (With
                     // hot connections the turn already made its system calls.)

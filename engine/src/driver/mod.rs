@@ -263,11 +263,13 @@ impl Driver {
     }
 
     /// Whether a polling core must enter even with nothing to submit: io_uring says so in
-    /// shared memory; readiness can only be learnt from `epoll_wait`, so always on epoll.
-    pub(crate) fn kernel_has_work(&mut self) -> bool {
+    /// shared memory; readiness can only be learnt from `epoll_wait`, so on epoll always,
+    /// except that a turn that already read hot connections directly (`hot`) lets the waits
+    /// back off while they find nothing ([`epoll::Epoll::should_poll`]).
+    pub(crate) fn kernel_has_work(&mut self, hot: bool) -> bool {
         match self {
             Driver::Uring(u) => u.kernel_has_work(),
-            Driver::Epoll(..) => true,
+            Driver::Epoll(e, _) => !hot || e.should_poll(),
         }
     }
 

@@ -40,6 +40,9 @@ use crate::driver::{Completion, Cqe, Event};
 const READS_PER_EVENT: usize = 16;
 /// Most readiness events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
+/// Most polling turns a busy core with hot connections lets pass between two `epoll_wait(0)`
+/// calls once they keep finding nothing (see [`Epoll::should_poll`]).
+pub(crate) const MAX_POLL_BACKOFF: u32 = 8;
 
 /// An operation and the resources it holds until its final completion.
 enum Op {
@@ -111,6 +114,10 @@ pub(crate) struct Epoll {
     events: Vec<epoll::Event>,
     /// Operation ids of one descriptor, copied out while their steps run.
     scratch: Vec<OpId>,
+    /// Zero-timeout waits in a row that found nothing (reset by any readiness or timer).
+    empty_polls: u32,
+    /// Polling turns still to let pass before the next zero-timeout wait.
+    skip: u32,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -147,6 +154,8 @@ impl Epoll {
             timers: BinaryHeap::new(),
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             scratch: Vec::new(),
+            empty_polls: 0,
+            skip: 0,
         })
     }
 
@@ -631,9 +640,30 @@ impl Epoll {
 
     // ---- entering the kernel ---------------------------------------------------------------
 
+    /// Whether a polling core whose turn already made system calls of its own (direct reads
+    /// of hot connections) should look for readiness with `epoll_wait(0)` this turn.
+    ///
+    /// Readiness can only be learnt from the kernel, but on a busy-poll core serving hot
+    /// connections most zero-timeout waits find nothing: the hot sockets are read directly,
+    /// and what epoll still watches (the listener, cold connections, the doorbell) is rare.
+    /// So the waits back off linearly: after `k` empty waits in a row the next `min(k, 7)`
+    /// turns skip it, and any readiness or timer found resets the backoff. A cold event then
+    /// waits at most [`MAX_POLL_BACKOFF`] turns (each a few hundred ns of direct reads);
+    /// the hot path loses a system call on most turns, which on a Unix socket ping-pong is a
+    /// tenth of the round trip (docs/benchmarks.md, the epoll rows).
+    pub(crate) fn should_poll(&mut self) -> bool {
+        if self.skip > 0 && self.ready.is_empty() {
+            self.skip -= 1;
+            false
+        } else {
+            true
+        }
+    }
+
     /// Waits up to `timeout` (zero: just looks) for readiness, runs the ready operations'
     /// steps and fires due timers: one `epoll_wait`.
     pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let queued = self.ready.len();
         let now = Instant::now();
         self.fire_timers(now);
         let timeout = if self.ready.is_empty() {
@@ -658,8 +688,16 @@ impl Epoll {
         for e in &events {
             self.on_ready(e.data.u64() as RawFd, e.flags);
         }
+        let found = !events.is_empty();
         self.events = events;
         self.fire_timers(Instant::now());
+        if found || self.ready.len() > queued || !timeout.is_zero() {
+            self.empty_polls = 0;
+            self.skip = 0;
+        } else {
+            self.empty_polls = self.empty_polls.saturating_add(1);
+            self.skip = self.empty_polls.min(MAX_POLL_BACKOFF - 1);
+        }
         match r {
             Ok(_) | Err(Errno::INTR) => Ok(()),
             Err(e) => Err(e.into()),

@@ -222,3 +222,50 @@ fn poll_timeout_eventfd_read_and_accept() {
     ));
     assert_eq!(e.in_flight(), 0);
 }
+
+/// Zero-timeout waits that keep finding nothing back off linearly up to
+/// `MAX_POLL_BACKOFF - 1` skipped turns; readiness found resets the backoff, and a readiness
+/// arriving while turns are skipped is found within `MAX_POLL_BACKOFF` turns.
+#[test]
+fn empty_polls_back_off_and_readiness_resets_them() {
+    let mut e = Epoll::new(8, 4096).unwrap();
+    // Turns between two waits, for the first few empty waits: 0, 1, 2, ... then capped.
+    let mut gaps = Vec::new();
+    let mut gap = 0;
+    while gaps.len() < MAX_POLL_BACKOFF as usize + 2 {
+        if e.should_poll() {
+            e.wait(Duration::ZERO).unwrap();
+            gaps.push(gap);
+            gap = 0;
+        } else {
+            gap += 1;
+        }
+    }
+    let cap = MAX_POLL_BACKOFF - 1;
+    let want: Vec<u32> = (0..gaps.len() as u32).map(|k| k.min(cap)).collect();
+    assert_eq!(gaps, want);
+
+    // Readiness while the waits are backed off: found within MAX_POLL_BACKOFF turns.
+    let (mut a, b) = pair();
+    e.poll(&b, libc::POLLIN as u32, tag(5));
+    a.write_all(b"x").unwrap();
+    let mut cqes = Vec::new();
+    let mut turns = 0;
+    loop {
+        turns += 1;
+        if e.should_poll() {
+            e.wait(Duration::ZERO).unwrap();
+        }
+        e.drain(&mut cqes);
+        if !cqes.is_empty() {
+            break;
+        }
+        assert!(turns <= MAX_POLL_BACKOFF, "not found after {turns} turns");
+    }
+    assert!(matches!(
+        e.complete(cqes[0]).map(|c| c.event),
+        Some(Event::Polled { .. })
+    ));
+    // ... and the wait that found it reset the backoff: the next turn polls again.
+    assert!(e.should_poll());
+}
