@@ -268,7 +268,7 @@ fn run_core(index: usize, mut core: Core, stop: &AtomicBool) {
     let inbox = core.inbox();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while !core.is_stopped() && !stop.load(Ordering::Relaxed) {
-            core.run_once()?;
+            core.run_looped()?;
         }
         Ok::<(), std::io::Error>(())
     }));

@@ -223,8 +223,11 @@ impl Core {
         // Send now rather than after the next turn's reads: a hot connection writes directly,
         // others queue their send for the next enter.
         self.flush();
+        let mut looped = false;
         while !slot.inner.is_done() {
-            if let Err(e) = self.turn(Some(&slot.inner)) {
+            let turned = self.turn(Some(&slot.inner), looped);
+            looped = true;
+            if let Err(e) = turned {
                 if let Some(id) = id {
                     self.expire_call(conn, id, StatusCode::Unavailable, "the core's ring failed");
                 }

@@ -44,6 +44,14 @@ const MAX_SHORT_TURNS: u32 = 8;
 const BACKLOG_SLACK: usize = 1 << 20;
 /// How often timers run.
 const TIMER_TICK: Duration = Duration::from_millis(5);
+/// Idle turns of a core's own loop that reuse the clock reading of the turn before instead of
+/// reading it again. An idle turn does no work (no input, no handler, no command) and lasts
+/// well under a microsecond to a few (its polls and system calls), while a clock read is a
+/// sixth of an inproc busy-poll turn on a VM's clock source (`perf`, this host): reading it
+/// every fourth idle turn makes a turn's `now` at most three idle turns old, a few µs,
+/// against timers of millisecond resolution. A turn after work, after a park, and every
+/// `Core::run_once` (the caller may have paused) read the clock.
+const CLOCK_REUSES: u8 = 3;
 
 /// A client connection on a core, as returned by [`Core::connect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +111,10 @@ pub struct Core {
     closing: Vec<usize>,
     /// When the next coarse timer run is due (a comparison per turn, not a subtraction).
     next_tick: Instant,
+    /// The clock as last read by a turn, and how many more idle turns of the same loop may
+    /// use it instead of reading it again (see [`CLOCK_REUSES`]).
+    clock: Instant,
+    clock_reuses: u8,
     idle_since: Option<Instant>,
     drain_until: Option<Instant>,
     stopped: bool,
@@ -249,6 +261,8 @@ impl Core {
             dirty: Vec::new(),
             closing: Vec::new(),
             next_tick: Instant::now(),
+            clock: Instant::now(),
+            clock_reuses: 0,
             idle_since: None,
             drain_until: None,
             stopped: false,
@@ -302,19 +316,39 @@ impl Core {
     /// installed after setup); the core is then unusable and its calls fail
     /// [`crate::CallError::EngineStopped`].
     pub fn run_once(&mut self) -> io::Result<bool> {
-        self.turn(None)
+        // The caller may have done anything since its last turn: read the clock.
+        self.turn(None, false)
+    }
+
+    /// One turn of an engine core's own loop, which turns without pause: idle turns may
+    /// reuse the clock (see [`CLOCK_REUSES`]).
+    pub(crate) fn run_looped(&mut self) -> io::Result<bool> {
+        self.turn(None, true)
     }
 
     /// One loop turn; with `awaited`, the turn ends as soon as that slot is complete after the
     /// reads (a caller-driven call returns its reply without waiting for the rest of the turn,
-    /// which the next turn does).
-    fn turn(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
+    /// which the next turn does). `looped`: this turn follows the previous one of the same
+    /// loop at once (so a clock read a few idle turns ago is still current).
+    fn turn(&mut self, awaited: Option<&Completion>, looped: bool) -> io::Result<bool> {
         let _running = self.inbox.enter();
-        self.turn_body(awaited)
+        self.turn_body(awaited, looped)
     }
 
-    fn turn_body(&mut self, awaited: Option<&Completion>) -> io::Result<bool> {
-        let now = Instant::now();
+    /// The time for this turn: read from the clock, or, on the next few turns of a loop after
+    /// an idle turn, the last reading (at most [`CLOCK_REUSES`] idle turns old).
+    fn turn_clock(&mut self, looped: bool) -> Instant {
+        if looped && self.clock_reuses > 0 {
+            self.clock_reuses -= 1;
+        } else {
+            self.clock = Instant::now();
+            self.clock_reuses = CLOCK_REUSES;
+        }
+        self.clock
+    }
+
+    fn turn_body(&mut self, awaited: Option<&Completion>, looped: bool) -> io::Result<bool> {
+        let now = self.turn_clock(looped);
         self.stats.driver.turns += 1;
         let mut work = self.reap(now);
         if self.poll_hot(now) {
@@ -326,6 +360,7 @@ impl Core {
             // Bounded, so a caller whose calls all complete in their first turn still gets
             // timers, the inbox and closes run every few calls.
             self.short_turns += 1;
+            self.clock_reuses = 0;
             return Ok(true);
         }
         self.short_turns = 0;
@@ -356,6 +391,10 @@ impl Core {
                 }
                 self.stopped = self.conns.is_empty() && self.listeners.all_closed();
             }
+        }
+        if work {
+            // Work takes time (handlers run): the next turn reads the clock.
+            self.clock_reuses = 0;
         }
         self.enter(work)?;
         Ok(work)
@@ -410,5 +449,41 @@ impl Drop for Core {
         // Operations that never completed (the inbox's eventfd read always) stay in the
         // driver, which leaks their buffers when it drops rather than free memory the kernel
         // might touch; the ring itself is torn down by the kernel later.
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    /// A loop's idle turns reuse a reading at most `CLOCK_REUSES` times; work, a park and
+    /// every turn outside the loop (`run_once`) read the clock again.
+    #[test]
+    fn idle_turns_reuse_the_clock_a_bounded_number_of_times() {
+        let mut core = Core::new(crate::RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll))
+            .expect("core");
+        let pause = || std::thread::sleep(Duration::from_millis(1));
+        let first = core.turn_clock(true);
+        for _ in 0..CLOCK_REUSES {
+            pause();
+            assert_eq!(
+                core.turn_clock(true),
+                first,
+                "an idle turn of the loop reuses it"
+            );
+        }
+        pause();
+        let second = core.turn_clock(true);
+        assert!(second > first, "read again after {CLOCK_REUSES} reuses");
+        pause();
+        assert!(
+            core.turn_clock(false) > second,
+            "a turn outside the loop reads it"
+        );
+        // A turn that worked (or parked) leaves no reuse for the next one.
+        core.clock_reuses = 0;
+        let third = core.clock;
+        pause();
+        assert!(core.turn_clock(true) > third);
     }
 }

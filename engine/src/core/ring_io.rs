@@ -77,6 +77,8 @@ impl Core {
             }) {
             let r = self.driver.submit_and_wait(TIMER_TICK);
             self.inbox.woke();
+            // Parked for up to a tick: the next turn reads the clock.
+            self.clock_reuses = 0;
             r
         } else {
             self.driver.submit_nowait(to_submit)
