@@ -664,15 +664,15 @@ impl Epoll {
     /// steps and fires due timers: one `epoll_wait`.
     pub(crate) fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         let queued = self.ready.len();
-        let now = Instant::now();
-        self.fire_timers(now);
-        let timeout = if self.ready.is_empty() {
-            match self.timers.peek() {
-                Some(Reverse((at, _))) => timeout.min(at.saturating_duration_since(now)),
-                None => timeout,
-            }
-        } else {
-            Duration::ZERO
+        // No timeout operation pending (a busy core's usual state): no clock reads.
+        let timers = !self.timers.is_empty();
+        if timers {
+            self.fire_timers(Instant::now());
+        }
+        let timeout = match self.timers.peek() {
+            _ if !self.ready.is_empty() => Duration::ZERO,
+            Some(Reverse((at, _))) => timeout.min(at.saturating_duration_since(Instant::now())),
+            None => timeout,
         };
         let ts = rustix::event::Timespec {
             tv_sec: timeout.as_secs() as _,
@@ -690,7 +690,9 @@ impl Epoll {
         }
         let found = !events.is_empty();
         self.events = events;
-        self.fire_timers(Instant::now());
+        if timers || !self.timers.is_empty() {
+            self.fire_timers(Instant::now());
+        }
         if found || self.ready.len() > queued || !timeout.is_zero() {
             self.empty_polls = 0;
             self.skip = 0;
