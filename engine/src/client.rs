@@ -157,7 +157,11 @@ impl Client {
             }
         };
         Ok(Channel {
-            inner: Arc::new(ChannelInner { inbox, conn }),
+            inner: Arc::new(ChannelInner {
+                inbox,
+                conn,
+                sys: crate::sys::Cache::default(),
+            }),
         })
     }
 }
@@ -166,6 +170,8 @@ impl Client {
 struct ChannelInner {
     inbox: Arc<Inbox>,
     conn: ConnRef,
+    /// The peer's `$sys` listing, once fetched (requirements resolved on this connection).
+    sys: crate::sys::Cache,
 }
 
 impl Drop for ChannelInner {
@@ -202,8 +208,11 @@ impl Channel {
     /// One unary call (blocking): sends `payload` and waits for the reply, the error, or the
     /// deadline (the call is then cancelled on the wire and fails with DeadlineExceeded).
     ///
+    /// `service` is an exact `name@VERSION` or a requirement (`name@^1.2`, `name`), resolved
+    /// through the peer's `$sys` within the same `deadline` (see [`Channel::resolve`]).
+    ///
     /// # Errors
-    /// As [`Method::call_into`].
+    /// As [`Method::call_into`], and [`Channel::resolve`] for a requirement.
     pub fn call(
         &self,
         service: &str,
@@ -211,7 +220,14 @@ impl Channel {
         payload: impl Into<Bytes>,
         deadline: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        self.method(service, method).call(payload, deadline)
+        let payload = payload.into();
+        self.with_resolved(
+            service,
+            deadline,
+            Err,
+            |svc, dl| self.method(svc, method).call(payload.clone(), dl),
+            |r| matches!(r, Err(CallError::Status(s)) if s.code == crate::StatusCode::NotFound),
+        )
     }
 
     /// One unary call (blocking) with [`CallOptions`] (deadline, request metadata); the
@@ -223,7 +239,26 @@ impl Channel {
         payload: impl Into<Bytes>,
         options: &CallOptions,
     ) -> Response {
-        self.method(service, method).call_with(payload, options)
+        let payload = payload.into();
+        self.with_resolved(
+            service,
+            options.get_deadline(),
+            |e| Response::new(Err(e), HeaderList::default()),
+            |svc, dl| match dl {
+                Some(dl) if Some(dl) != options.get_deadline() => {
+                    // Less time left after resolving: the rest of the caller's deadline.
+                    let o = options.clone().deadline(dl);
+                    self.method(svc, method).call_with(payload.clone(), &o)
+                }
+                _ => self.method(svc, method).call_with(payload.clone(), options),
+            },
+            |r| matches!(r.result(), Err(CallError::Status(s)) if s.code == crate::StatusCode::NotFound),
+        )
+    }
+
+    /// The cache of the peer's `$sys` listing.
+    pub(crate) fn sys_cache(&self) -> &crate::sys::Cache {
+        &self.inner.sys
     }
 }
 

@@ -64,6 +64,12 @@ pub(crate) enum Command {
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
     Stats(std::sync::mpsc::Sender<CoreStats>),
+    /// Serve this set of services from now on (added or removed at run time); say so on
+    /// `done`.
+    Services {
+        registry: Arc<crate::service::Registry>,
+        done: std::sync::mpsc::Sender<()>,
+    },
 }
 
 thread_local! {
@@ -178,7 +184,8 @@ impl Inbox {
                 | Command::Close { .. }
                 | Command::Answer { .. }
                 | Command::Shutdown { .. }
-                | Command::Stats(_) => {}
+                | Command::Stats(_)
+                | Command::Services { .. } => {}
             }
         }
     }

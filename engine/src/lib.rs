@@ -56,6 +56,7 @@ mod service;
 mod slot;
 mod stats;
 mod status;
+mod sys;
 mod timer;
 mod transport;
 pub mod typed;

@@ -18,6 +18,7 @@
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
 //! | [`peers`]     | symmetric peers: callbacks mid-call and after, both ways, vanishing  |
+//! | [`sys`]       | `$sys` listing, requirement resolution (semver, pre-releases), NotFound and InvalidArgument texts, services added and removed at run time |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
@@ -36,6 +37,7 @@ pub mod errors;
 pub mod hot;
 pub mod limits;
 pub mod peers;
+pub mod sys;
 pub mod unary;
 pub mod values;
 
@@ -175,6 +177,13 @@ macro_rules! conformance {
                         both_sides_call_each_other_at_once,
                         peer_services_vanish_with_the_connection,
                         a_request_with_the_wrong_id_parity_is_cut_off,
+                    }
+                    sys {
+                        requirements_resolve_to_the_highest_matching_version,
+                        not_found_names_the_versions_that_exist,
+                        sys_lists_services_versions_and_methods,
+                        services_added_and_removed_at_run_time,
+                        a_caller_driven_core_resolves_and_serves_changes,
                     }
                     values {
                         arbitrary_call_arguments_never_panic,
