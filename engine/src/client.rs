@@ -49,6 +49,8 @@ struct Inner {
     next: AtomicUsize,
     /// `ProtocolConfig::connect_timeout` of the engine.
     connect_timeout: Duration,
+    /// Around every call of the channels it opens.
+    interceptors: crate::dispatch::ClientInterceptors,
 }
 
 impl Client {
@@ -58,6 +60,7 @@ impl Client {
                 inboxes,
                 next: AtomicUsize::new(0),
                 connect_timeout,
+                interceptors: crate::dispatch::ClientInterceptors::default(),
             }),
         }
     }
@@ -161,6 +164,7 @@ impl Client {
                 inbox,
                 conn,
                 sys: crate::sys::Cache::default(),
+                interceptors: self.inner.interceptors.clone(),
             }),
         })
     }
@@ -172,6 +176,8 @@ struct ChannelInner {
     conn: ConnRef,
     /// The peer's `$sys` listing, once fetched (requirements resolved on this connection).
     sys: crate::sys::Cache,
+    /// The client's interceptors when this channel was opened.
+    interceptors: crate::dispatch::ClientInterceptors,
 }
 
 impl Drop for ChannelInner {
@@ -414,6 +420,14 @@ impl Method {
         deadline: Option<Duration>,
         out: &mut Vec<u8>,
     ) -> Result<(), CallError> {
+        if !self.channel.inner.interceptors.is_empty() {
+            let opts = match deadline {
+                Some(d) => CallOptions::new().deadline(d),
+                None => CallOptions::new(),
+            };
+            out.extend_from_slice(&self.call_with(payload, &opts).into_result()?);
+            return Ok(());
+        }
         if self.channel.inner.inbox.is_current() {
             return Err(CallError::WouldDeadlock(Status::new(
                 crate::StatusCode::FailedPrecondition,
@@ -441,6 +455,22 @@ impl Method {
     /// copied to hand it to the core (three allocations), response metadata into the
     /// [`Response`] (two allocations when there is some).
     pub fn call_with(&self, payload: impl Into<Bytes>, options: &CallOptions) -> Response {
+        let interceptors = &self.channel.inner.interceptors;
+        if interceptors.is_empty() {
+            return self.call_with_raw(payload.into(), options);
+        }
+        let payload = payload.into();
+        let (service, method) = (
+            String::from_utf8_lossy(&self.service),
+            String::from_utf8_lossy(&self.method),
+        );
+        interceptors.run(&service, &method, options, |o| {
+            self.call_with_raw(payload, o)
+        })
+    }
+
+    /// [`Method::call_with`] without the client's interceptors.
+    fn call_with_raw(&self, payload: Bytes, options: &CallOptions) -> Response {
         if let Err(s) = options.check() {
             return Response::new(Err(CallError::Refused(s)), HeaderList::default());
         }
@@ -459,7 +489,7 @@ impl Method {
         let metadata = Some(options.get_metadata())
             .filter(|m| !m.is_empty())
             .map(|m| Box::new(m.clone()));
-        self.send_with(payload.into(), deadline, metadata, &slot);
+        self.send_with(payload, deadline, metadata, &slot);
         let ch = &self.channel.inner;
         let slot = match await_slot(&ch.inbox, ch.conn, slot, until, LATE) {
             Ok(slot) => slot,
@@ -589,4 +619,23 @@ pub(crate) fn call_blocking(
             .map_err(CallError::from_status)?,
     );
     Ok(())
+}
+
+/// Client-side interceptors (docs/architecture.md, "Middleware").
+impl Client {
+    /// A client whose channels run `interceptor` around every blocking call (see
+    /// [`crate::ClientInterceptor`]), after the interceptors this client already has. The
+    /// new client shares the engine's cores; channels opened before keep their interceptors.
+    pub fn with_interceptor(&self, interceptor: impl crate::ClientInterceptor) -> Client {
+        let mut interceptors = self.inner.interceptors.clone();
+        interceptors.push(Arc::new(interceptor));
+        Client {
+            inner: Arc::new(Inner {
+                inboxes: self.inner.inboxes.clone(),
+                next: AtomicUsize::new(0),
+                connect_timeout: self.inner.connect_timeout,
+                interceptors,
+            }),
+        }
+    }
 }

@@ -50,6 +50,7 @@ pub struct EngineBuilder {
     config: CoreConfig,
     services: Vec<Service>,
     interceptors: crate::dispatch::Interceptors,
+    asyncs: crate::dispatch::AsyncInterceptors,
     listen: Vec<String>,
 }
 
@@ -95,6 +96,14 @@ impl EngineBuilder {
         self.interceptors.push(Arc::new(interceptor));
         self
     }
+    /// Runs `interceptor`, which may await, before every call the engine's cores serve
+    /// (`$sys` included), before the services' own async interceptors. See
+    /// [`crate::AsyncInterceptor`] for the order and the cost (every method is then served
+    /// as an async one).
+    pub fn async_interceptor(mut self, interceptor: impl crate::AsyncInterceptor) -> Self {
+        self.asyncs.0.push(Arc::new(interceptor));
+        self
+    }
     /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`, `inproc://name`) on every
     /// core: sockets are bound once and shared by the cores; an `inproc://` name hands its
     /// connections to the cores in turn.
@@ -136,10 +145,12 @@ impl EngineBuilder {
         self.config.validate()?;
         let connect_timeout = self.config.protocol.connect_timeout;
         let mut registry = Registry::default();
+        // Set first: services are wrapped by the engine's async interceptors as they are added.
+        registry.interceptors = self.interceptors;
+        registry.set_asyncs(self.asyncs);
         for s in self.services {
             registry.add(s)?;
         }
-        registry.interceptors = self.interceptors;
         let master = registry.clone();
         let registry = Arc::new(registry);
         // Bind every listener here (on the caller's thread, which also resolved host names),

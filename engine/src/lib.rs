@@ -67,7 +67,10 @@ pub use config::{
     ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
 };
 pub use core::{ConnId, Core, CoreError};
-pub use dispatch::{After, Before, CallOptions, DeferredReply, Interceptor, Response};
+pub use dispatch::{
+    After, AsyncInterceptor, Before, CallOptions, ClientInterceptor, DeferredReply,
+    InterceptFuture, Interceptor, Outgoing, Response, Returned,
+};
 pub use driver::uring::RingError;
 pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
 pub use endpoint::{Endpoint, EndpointError};

@@ -237,6 +237,12 @@ impl AsyncRequest {
     pub fn metadata(&self, name: &str) -> Option<&[u8]> {
         last(&self.headers, name)
     }
+    /// Adds request metadata that later hooks and the handler see, overriding a field of
+    /// the same name the caller sent (for [`crate::AsyncInterceptor`]s, e.g. the identity an
+    /// auth check established).
+    pub fn insert_metadata(&mut self, name: &str, value: &[u8]) {
+        self.headers.push(name.as_bytes(), value);
+    }
     /// Time left before the caller gives up, as carried by the request. The core cancels the
     /// handler's future (dropping it) and answers DeadlineExceeded when it passes.
     pub fn deadline(&self) -> Option<Duration> {
@@ -311,8 +317,9 @@ pub struct Service {
     methods: FxHashMap<Box<[u8]>, Handler>,
     /// This service's own interceptors, inside the engine's (docs/architecture.md,
     /// "Middleware").
-    #[allow(dead_code)] // Installed and run with the middleware API (next commit).
     pub(crate) interceptors: crate::dispatch::Interceptors,
+    /// This service's own async interceptors (applied to its handlers by the registry).
+    asyncs: crate::dispatch::AsyncInterceptors,
 }
 
 impl std::fmt::Debug for Service {
@@ -363,6 +370,7 @@ impl Service {
             version,
             methods: FxHashMap::default(),
             interceptors: crate::dispatch::Interceptors::default(),
+            asyncs: crate::dispatch::AsyncInterceptors::default(),
         }
     }
 
@@ -416,6 +424,24 @@ impl Service {
         self
     }
 
+    /// Runs `interceptor` around every call of this service, inside the engine's
+    /// interceptors ([`crate::EngineBuilder::interceptor`]): `before` hooks run engine's
+    /// first then the service's, each group in installation order; `after` hooks in exactly
+    /// the reverse order (docs/architecture.md, "Middleware"). Costs as an engine-wide
+    /// interceptor, on this service's calls only.
+    pub fn interceptor(mut self, interceptor: impl crate::Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Runs `interceptor`, which may await, before every call of this service, after the
+    /// engine's async interceptors (see [`crate::AsyncInterceptor`] for the order and the
+    /// cost: every method of the service is then served as an async one).
+    pub fn async_interceptor(mut self, interceptor: impl crate::AsyncInterceptor) -> Self {
+        self.asyncs.0.push(Arc::new(interceptor));
+        self
+    }
+
     /// `name@version`, as sent in `:service`.
     pub fn key(&self) -> &str {
         &self.key
@@ -446,6 +472,8 @@ impl Service {
 pub(crate) struct Registry {
     by_key: FxHashMap<Box<[u8]>, Service>,
     pub(crate) interceptors: crate::dispatch::Interceptors,
+    /// The engine's async interceptors, applied to services as they are added.
+    asyncs: crate::dispatch::AsyncInterceptors,
 }
 
 impl Default for Registry {
@@ -454,6 +482,7 @@ impl Default for Registry {
         let mut r = Registry {
             by_key: FxHashMap::default(),
             interceptors: crate::dispatch::Interceptors::default(),
+            asyncs: crate::dispatch::AsyncInterceptors::default(),
         };
         r.refresh_sys();
         r
@@ -461,10 +490,19 @@ impl Default for Registry {
 }
 
 impl Registry {
-    pub(crate) fn add(&mut self, s: Service) -> Result<(), ServiceError> {
+    pub(crate) fn add(&mut self, mut s: Service) -> Result<(), ServiceError> {
         let key: Box<[u8]> = s.key.as_bytes().into();
         if self.by_key.contains_key(&key) {
             return Err(ServiceError::Duplicate(s.key));
+        }
+        if !self.asyncs.0.is_empty() || !s.asyncs.0.is_empty() {
+            let chain: crate::dispatch::AsyncChain =
+                self.asyncs.0.iter().chain(&s.asyncs.0).cloned().collect();
+            for h in s.methods.values_mut() {
+                *h = crate::dispatch::wrap_async(h, chain.clone());
+            }
+            // Wrapped once: a registry that copies this service does not wrap it again.
+            s.asyncs.0.clear();
         }
         self.by_key.insert(key, s);
         self.refresh_sys();
@@ -491,9 +529,22 @@ impl Registry {
 
     /// Rebuilds `$sys` from the services registered now.
     fn refresh_sys(&mut self) {
-        let sys =
+        let mut sys =
             crate::sys::sys_service(self.by_key.values().filter(|s| !s.name.starts_with('$')));
+        if !self.asyncs.0.is_empty() {
+            let chain: crate::dispatch::AsyncChain = self.asyncs.0.iter().cloned().collect();
+            for h in sys.methods.values_mut() {
+                *h = crate::dispatch::wrap_async(h, chain.clone());
+            }
+        }
         self.by_key.insert(sys.key.as_bytes().into(), sys);
+    }
+
+    /// Sets the engine's async interceptors (before services are added: they are wrapped as
+    /// they are added).
+    pub(crate) fn set_asyncs(&mut self, asyncs: crate::dispatch::AsyncInterceptors) {
+        self.asyncs = asyncs;
+        self.refresh_sys();
     }
 
     /// The handler for `service` (`name@version`) and `method`, or the status to answer.
@@ -502,7 +553,7 @@ impl Registry {
         &self,
         service: Option<&[u8]>,
         method: Option<&[u8]>,
-    ) -> Result<&Handler, Status> {
+    ) -> Result<(&Handler, &crate::dispatch::Interceptors), Status> {
         let service =
             service.ok_or_else(|| Status::invalid_argument("request has no :service header"))?;
         let method =
@@ -511,7 +562,7 @@ impl Registry {
             Some(svc) => svc,
             None => return Err(crate::sys::unknown_service(self, service)),
         };
-        svc.methods.get(method).ok_or_else(|| {
+        let h = svc.methods.get(method).ok_or_else(|| {
             Status::new(
                 crate::StatusCode::Unimplemented,
                 format!(
@@ -520,7 +571,8 @@ impl Registry {
                     String::from_utf8_lossy(method)
                 ),
             )
-        })
+        })?;
+        Ok((h, &svc.interceptors))
     }
 }
 

@@ -82,7 +82,7 @@ impl<C: Caller> Connection<C> {
         // The registry outlives this event (it is borrowed from the core, not from the
         // connection): handlers are used by reference, no reference count per call.
         let registry: &crate::service::Registry = env.registry;
-        let handler = match registry.lookup(self.headers.service(), self.headers.method()) {
+        let (handler, own) = match registry.lookup(self.headers.service(), self.headers.method()) {
             Ok(h) => h,
             Err(status) => {
                 self.release_scratch(scratch);
@@ -119,10 +119,10 @@ impl<C: Caller> Connection<C> {
         let interceptors = &registry.interceptors;
         let mut response = std::mem::take(&mut self.serve().response);
         response.clear();
-        let started = if interceptors.is_empty() {
+        let started = if interceptors.is_empty() && own.is_empty() {
             None
         } else {
-            match interceptors.before(id, &mut self.headers, &mut response) {
+            match interceptors.before(own, id, &mut self.headers, &mut response) {
                 Ok(s) => Some(s),
                 Err(status) => {
                     self.release_scratch(scratch);
@@ -225,7 +225,7 @@ impl<C: Caller> Connection<C> {
                         ),
                     ));
                 }
-                if let Some(s) = started {
+                if let Some(s) = &started {
                     interceptors.after(id, Some(&headers), &mut outcome, s, &mut response);
                 }
                 if outcome.is_ok() && !response.is_empty() {
@@ -328,7 +328,7 @@ impl<C: Caller> Connection<C> {
         if let Some(s) = started {
             env.registry
                 .interceptors
-                .after(id, None, &mut outcome, s, &mut response);
+                .after(id, None, &mut outcome, &s, &mut response);
         }
         let r = match outcome {
             Ok(()) => self.send_reply(id, &response, &payload, env),
@@ -361,7 +361,7 @@ impl<C: Caller> Connection<C> {
                 response.clear();
                 registry
                     .interceptors
-                    .after(id, None, &mut outcome, s, &mut response);
+                    .after(id, None, &mut outcome, &s, &mut response);
                 self.serve().response = response;
             }
             let status = outcome

@@ -10,6 +10,7 @@ mod caller;
 mod commands;
 mod conns;
 mod hot;
+mod intercept;
 mod listener;
 mod ring_io;
 mod timers;
@@ -117,6 +118,8 @@ pub struct Core {
     scratch: Box<[u8]>,
     /// Peers' `$sys` listings, by connection (`Core::resolve`).
     sys: crate::sys::CoreCache,
+    /// Around the calls this core makes (`Core::client_interceptor`).
+    client_interceptors: crate::dispatch::ClientInterceptors,
 }
 
 impl std::fmt::Debug for Core {
@@ -259,6 +262,7 @@ impl Core {
             short_turns: 0,
             scratch: Box::default(),
             sys: crate::sys::CoreCache::default(),
+            client_interceptors: crate::dispatch::ClientInterceptors::default(),
         };
         core.arm_inbox();
         Ok(core)
