@@ -51,6 +51,7 @@ mod inbox;
 pub mod inproc {
     pub use crate::transport::inproc::{RING_BYTES, RawListener, connect_raw, listen_raw};
 }
+pub mod middleware;
 mod peer;
 mod service;
 mod slot;

@@ -122,7 +122,8 @@ impl<C: Caller> Connection<C> {
         let started = if interceptors.is_empty() && own.is_empty() {
             None
         } else {
-            match interceptors.before(own, id, &mut self.headers, &mut response) {
+            let peer = env.origin.map_or(0, |o| o.peer_key());
+            match interceptors.before(own, (id, peer), &mut self.headers, &mut response) {
                 Ok(s) => Some(s),
                 Err(status) => {
                     self.release_scratch(scratch);
@@ -148,6 +149,7 @@ impl<C: Caller> Connection<C> {
                 );
                 self.inflight.insert(id);
                 if let Some(s) = started {
+                    let s = s.with_names(&self.headers);
                     self.serve().started.insert(id, s);
                 }
                 self.spawns.push_back(Spawn {
@@ -175,6 +177,7 @@ impl<C: Caller> Connection<C> {
                 let token = serve.token;
                 self.inflight.insert(id);
                 if let Some(s) = started {
+                    let s = s.with_names(&self.headers);
                     self.serve().started.insert(id, s);
                 }
                 // Tracked (deadline, cancel, close) before the handler can answer.

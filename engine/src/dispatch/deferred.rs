@@ -17,6 +17,15 @@ pub(crate) struct Origin<'a> {
     pub conn: ConnRef,
 }
 
+impl Origin<'_> {
+    /// An opaque key of the connection (the core's inbox address, the slab key and its
+    /// generation): distinct for every connection open at the same time in this process.
+    pub(crate) fn peer_key(&self) -> u64 {
+        let core = Arc::as_ptr(self.inbox) as u64;
+        core.rotate_left(29) ^ (u64::from(self.conn.key) << 32 | u64::from(self.conn.generation))
+    }
+}
+
 const DROPPED: &str = "the handler dropped its DeferredReply without answering";
 
 /// The reply handle of a call served by a [`crate::Service::unary_deferred`] handler: answer

@@ -60,6 +60,7 @@ pub trait Interceptor: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Before<'a> {
     id: u32,
+    peer: u64,
     headers: &'a mut HeaderList,
 }
 
@@ -67,6 +68,21 @@ impl Before<'_> {
     /// The call id on its connection.
     pub fn id(&self) -> u32 {
         self.id
+    }
+    /// An opaque key of the calling connection (the peer): the same for every call on
+    /// one connection, distinct between connections open at the same time in this process
+    /// (a closed connection's key may come back later). 0 for calls not on a core's
+    /// connection.
+    pub fn peer(&self) -> u64 {
+        self.peer
+    }
+    /// The `:service` the call is for (`name@VERSION`).
+    pub fn service(&self) -> Option<&[u8]> {
+        self.headers.service()
+    }
+    /// The `:method` the call is for.
+    pub fn method(&self) -> Option<&[u8]> {
+        self.headers.method()
     }
     /// The request's header fields (`:service`, `:method`, the caller's metadata, and what
     /// earlier interceptors added).
@@ -91,6 +107,7 @@ impl Before<'_> {
 pub struct After<'a> {
     id: u32,
     request: Option<&'a HeaderList>,
+    names: Option<&'a Names>,
     outcome: &'a mut Result<(), Status>,
     elapsed_us: u64,
     metadata: &'a mut HeaderList,
@@ -106,6 +123,20 @@ impl After<'_> {
     /// no longer holds (the handler's [`crate::AsyncRequest::headers`] has them).
     pub fn request_headers(&self) -> Option<&HeaderList> {
         self.request
+    }
+    /// The `:service` the call was for (for every call, also those answered later).
+    pub fn service(&self) -> Option<&[u8]> {
+        match self.request {
+            Some(h) => h.service(),
+            None => self.names.map(|n| &n.0[..]),
+        }
+    }
+    /// The `:method` the call was for (for every call, also those answered later).
+    pub fn method(&self) -> Option<&[u8]> {
+        match self.request {
+            Some(h) => h.method(),
+            None => self.names.map(|n| &n.1[..]),
+        }
     }
     /// The outcome so far: `Ok` for a reply, the status otherwise.
     pub fn outcome(&self) -> Result<(), &Status> {
@@ -170,12 +201,27 @@ impl std::fmt::Debug for Interceptors {
     }
 }
 
+/// A call's `:service` and `:method`.
+type Names = (Box<[u8]>, Box<[u8]>);
+
 /// The bookkeeping of one intercepted call: when it started, and the service's own
 /// interceptors (the engine's come from the registry).
 #[derive(Debug, Clone)]
 pub(crate) struct Started {
     at: Instant,
     own: Interceptors,
+    /// `:service` and `:method`, kept for calls answered later (their headers are gone by
+    /// then): one allocation per such call with interceptors.
+    names: Option<Box<Names>>,
+}
+
+impl Started {
+    /// Keeps the call's `:service` and `:method` from `headers` for its `after` hooks.
+    pub(crate) fn with_names(mut self, headers: &HeaderList) -> Self {
+        let name = |v: Option<&[u8]>| Box::<[u8]>::from(v.unwrap_or_default());
+        self.names = Some(Box::new((name(headers.service()), name(headers.method()))));
+        self
+    }
 }
 
 impl Interceptors {
@@ -204,18 +250,19 @@ impl Interceptors {
     pub(crate) fn before(
         &self,
         own: &Interceptors,
-        id: u32,
+        (id, peer): (u32, u64),
         headers: &mut HeaderList,
         response: &mut HeaderList,
     ) -> Result<Started, Status> {
         let started = Started {
             at: Instant::now(),
             own: own.clone(),
+            names: None,
         };
         for i in 0..self.0.len() + own.0.len() {
             let ic = self.nth(own, i);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ic.before(&mut Before { id, headers })
+                ic.before(&mut Before { id, peer, headers })
             }))
             .unwrap_or_else(|_| Err(Status::internal("an interceptor panicked")));
             if let Err(status) = r {
@@ -258,6 +305,7 @@ impl Interceptors {
             let mut call = After {
                 id,
                 request,
+                names: started.names.as_deref(),
                 outcome,
                 elapsed_us,
                 metadata: response,

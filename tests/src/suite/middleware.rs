@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use netron_engine::middleware::{Auth, RateLimit, Trace};
 use netron_engine::{
     After, AsyncInterceptor, AsyncRequest, Before, Bytes, CallError, CallOptions,
     ClientInterceptor, Engine, InterceptFuture, Interceptor, Outgoing, Returned, Service, Status,
@@ -355,4 +356,211 @@ pub fn a_caller_driven_core_runs_client_interceptors(t: &Transport) {
     );
     core.close(conn);
     e.shutdown(Duration::from_secs(1));
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+struct Token(&'static str);
+
+impl ClientInterceptor for Token {
+    fn before(&self, call: &mut Outgoing<'_>) -> Result<(), Status> {
+        call.insert("authorization", format!("Bearer {}", self.0).as_bytes());
+        Ok(())
+    }
+}
+
+fn whoami() -> Service {
+    Service::new("calc", "1.0.0")
+        .unwrap()
+        .unary("whoami", |req, reply| {
+            reply.write(req.metadata(Auth::IDENTITY).unwrap_or(b"nobody"));
+            Ok(())
+        })
+        .unary("add", |req, reply| {
+            reply.write(&[req.payload().iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
+            Ok(())
+        })
+}
+
+/// `Auth` on real calls: a valid token's identity reaches the handler (and a forged identity
+/// field does not), a missing or unknown token is `Unauthenticated`, `$sys` is let through
+/// when allowed.
+pub fn auth_checks_tokens_and_hands_the_identity_to_the_handler(t: &Transport) {
+    let auth = Auth::new(|token: &[u8]| match token {
+        b"tok-alice" => Some("alice"),
+        b"tok-bob" => Some("bob"),
+        _ => None,
+    })
+    .allow("$sys");
+    let e = Engine::builder()
+        .cores(1)
+        .interceptor(auth)
+        .service(whoami())
+        .listen(&(t.listen)("mw-auth"))
+        .build()
+        .unwrap();
+    let ep = e.endpoints()[0].to_string();
+    let alice = e
+        .client()
+        .with_interceptor(Token("tok-alice"))
+        .connect(&ep)
+        .unwrap();
+    // Resolution through `$sys` needs no token; the call does.
+    assert_eq!(
+        alice.call("calc@^1", "whoami", Bytes::new(), DL).unwrap(),
+        b"alice"
+    );
+    let forged = alice.call_with(
+        "calc@1.0.0",
+        "whoami",
+        Bytes::new(),
+        &CallOptions::new()
+            .deadline(Duration::from_secs(5))
+            .metadata(Auth::IDENTITY, b"root"),
+    );
+    assert_eq!(forged.result().unwrap(), b"alice", "{}", t.name);
+    let bare = e.client().connect(&ep).unwrap();
+    let err = bare
+        .call("calc@1.0.0", "whoami", Bytes::new(), DL)
+        .unwrap_err();
+    assert_eq!(err.code(), StatusCode::Unauthenticated);
+    assert!(err.status().message.contains("authorization"), "{err}");
+    assert_eq!(bare.resolve("calc@1", DL).unwrap(), "calc@1.0.0");
+    let mallory = e
+        .client()
+        .with_interceptor(Token("tok-mallory"))
+        .connect(&ep)
+        .unwrap();
+    let err = mallory
+        .call("calc@1.0.0", "whoami", Bytes::new(), DL)
+        .unwrap_err();
+    assert_eq!(err.code(), StatusCode::Unauthenticated);
+    assert!(err.status().message.contains("not accepted"), "{err}");
+    assert!(e.total_stats().errors_of("rejected_by_interceptor") >= 2);
+    drop((alice, bare, mallory));
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// `RateLimit` on real calls: a burst per connection and method, then `ResourceExhausted`
+/// naming the limit; another method and another connection have their own buckets.
+pub fn rate_limit_rejects_over_the_burst_per_peer_and_method(t: &Transport) {
+    // No refill (0 per second): exactly the burst gets through, whatever the timing.
+    let e = Engine::builder()
+        .cores(1)
+        .interceptor(RateLimit::new(0.0, 3).method("whoami", 0.0, 1))
+        .service(whoami())
+        .listen(&(t.listen)("mw-rate"))
+        .build()
+        .unwrap();
+    let ep = e.endpoints()[0].to_string();
+    let a = e.client().connect(&ep).unwrap();
+    for _ in 0..3 {
+        assert_eq!(a.call("calc@1.0.0", "add", &[1u8, 2][..], DL).unwrap(), [3]);
+    }
+    let err = a.call("calc@1.0.0", "add", &[1u8][..], DL).unwrap_err();
+    assert_eq!(err.code(), StatusCode::ResourceExhausted, "{}", t.name);
+    let msg = &err.status().message;
+    assert!(
+        msg.contains("rate limit") && msg.contains("method add") && msg.contains("bursts of 3"),
+        "{msg}"
+    );
+    // Another method: its own (smaller) bucket.
+    assert!(a.call("calc@1.0.0", "whoami", Bytes::new(), DL).is_ok());
+    let err = a
+        .call("calc@1.0.0", "whoami", Bytes::new(), DL)
+        .unwrap_err();
+    assert!(err.status().message.contains("bursts of 1"), "{err}");
+    // Another connection: its own buckets.
+    let b = e.client().connect(&ep).unwrap();
+    assert_eq!(b.call("calc@1.0.0", "add", &[1u8, 2][..], DL).unwrap(), [3]);
+    drop((a, b));
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// Events recorded by [`Collect`]: one line of `name=value` fields per event.
+static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A `tracing` subscriber that records every event's fields into [`EVENTS`].
+struct Collect;
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!("{}={} ", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Collect {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut f = Fields(format!(
+            "target={} level={} ",
+            event.metadata().target(),
+            event.metadata().level()
+        ));
+        event.record(&mut f);
+        EVENTS.lock().unwrap().push(f.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// `Trace` on real calls: one event per call with service, method, latency and outcome
+/// (sync and async handlers, successes and failures).
+pub fn trace_logs_every_call_with_its_latency(t: &Transport) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(Collect);
+    });
+    // A service name of this transport's own: other tests' events are told apart.
+    let name = format!("traced-{}", t.name);
+    let service = Service::new(&name, "1.0.0")
+        .unwrap()
+        .unary("ok", |_, _| Ok(()))
+        .unary("bad", |_, _| Err(Status::invalid_argument("nope")))
+        .unary_async("later", |_| async { Ok(Bytes::from_static(b"x")) });
+    let e = Engine::builder()
+        .cores(1)
+        .interceptor(Trace::new())
+        .service(service)
+        .listen(&(t.listen)("mw-trace"))
+        .build()
+        .unwrap();
+    let ch = e.client().connect(&e.endpoints()[0].to_string()).unwrap();
+    let svc = format!("{name}@1.0.0");
+    ch.call(&svc, "ok", Bytes::new(), DL).unwrap();
+    ch.call(&svc, "bad", Bytes::new(), DL).unwrap_err();
+    ch.call(&svc, "later", Bytes::new(), DL).unwrap();
+    drop(ch);
+    e.shutdown(Duration::from_secs(1));
+    let mine: Vec<String> = EVENTS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(&format!("service={svc} ")))
+        .cloned()
+        .collect();
+    assert_eq!(mine.len(), 3, "{}: {mine:#?}", t.name);
+    for (line, method, level, code) in [
+        (&mine[0], "ok", "INFO", "code=OK"),
+        (&mine[1], "bad", "WARN", "code=InvalidArgument"),
+        (&mine[2], "later", "INFO", "code=OK"),
+    ] {
+        assert!(line.contains("target=netron::call"), "{line}");
+        assert!(line.contains(&format!("level={level} ")), "{line}");
+        assert!(line.contains(&format!("method={method} ")), "{line}");
+        assert!(line.contains(code), "{line}");
+        assert!(line.contains("latency_us="), "{line}");
+    }
+    assert!(mine[1].contains("message=nope"), "{}", mine[1]);
 }

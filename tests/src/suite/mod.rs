@@ -186,6 +186,9 @@ macro_rules! conformance {
                         client_interceptors_see_both_ways_and_refuse_locally,
                         async_interceptors_await_before_any_handler,
                         a_caller_driven_core_runs_client_interceptors,
+                        auth_checks_tokens_and_hands_the_identity_to_the_handler,
+                        rate_limit_rejects_over_the_burst_per_peer_and_method,
+                        trace_logs_every_call_with_its_latency,
                     }
                     sys {
                         requirements_resolve_to_the_highest_matching_version,
