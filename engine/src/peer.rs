@@ -71,11 +71,22 @@ use crate::{CallError, Status, StatusCode};
 /// on serving, including the peer's own calls), or block from a thread that is no core's. (A
 /// blocking call from another core's handler stalls that core until the reply or the
 /// deadline, as with a [`crate::Channel`].)
-#[derive(Clone)]
 pub struct Peer {
     /// The owning core's inbox and the connection on it; `None` for a request that did not
     /// arrive on a connection of a core (a detached peer: its calls fail).
     link: Option<(Arc<Inbox>, ConnRef)>,
+    /// The peer's `$sys` listing once [`Peer::resolve`] fetched it (kept by this `Peer`
+    /// and the clones made after).
+    pub(crate) sys: crate::sys::Cache,
+}
+
+impl Clone for Peer {
+    fn clone(&self) -> Self {
+        Peer {
+            link: self.link.clone(),
+            sys: self.sys.clone(),
+        }
+    }
 }
 
 // A `Peer` goes anywhere a handler's state goes; its call futures may run on any executor.
@@ -102,12 +113,16 @@ impl Peer {
     pub(crate) fn new(inbox: Arc<Inbox>, conn: ConnRef) -> Peer {
         Peer {
             link: Some((inbox, conn)),
+            sys: crate::sys::Cache::default(),
         }
     }
 
     /// A peer reached through no connection (a request built outside a core).
     pub(crate) fn detached() -> Peer {
-        Peer { link: None }
+        Peer {
+            link: None,
+            sys: crate::sys::Cache::default(),
+        }
     }
 
     fn detached_status() -> Status {

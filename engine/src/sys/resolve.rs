@@ -66,9 +66,16 @@ impl Listing {
     }
 }
 
-/// A connection's cached listing (a [`Channel`]'s).
+/// A connection's cached listing (a [`Channel`]'s, a [`crate::Peer`]'s).
 #[derive(Debug, Default)]
 pub(crate) struct Cache(Mutex<Option<Arc<Listing>>>);
+
+impl Clone for Cache {
+    /// A cache of its own, holding what this one holds now.
+    fn clone(&self) -> Self {
+        Cache(Mutex::new(self.get()))
+    }
+}
 
 impl Cache {
     fn get(&self) -> Option<Arc<Listing>> {
@@ -236,5 +243,70 @@ impl Core {
     /// `NotFound`, the next [`Core::resolve`] fetches a fresh one).
     pub fn forget_resolution(&mut self, conn: ConnId) {
         self.sys_cache().remove(&(conn.0.key, conn.0.generation));
+    }
+}
+
+impl crate::Peer {
+    /// Resolves `requirement` (as [`Channel::resolve`]) against the services this peer
+    /// exposes on its side of the connection, through its `$sys` (fetched with
+    /// [`crate::Peer::call_async`] within `deadline`, then kept by this `Peer` and clones
+    /// made after; a requirement the kept listing cannot satisfy refetches it). Await it
+    /// in an async handler.
+    ///
+    /// # Errors
+    /// As [`Channel::resolve`]; `Unavailable` once the connection is closed.
+    pub async fn resolve(
+        &self,
+        requirement: &str,
+        deadline: Option<Duration>,
+    ) -> Result<String, CallError> {
+        let Some(req) = self::requirement(requirement)? else {
+            return Ok(requirement.to_owned());
+        };
+        if let Some(Ok(s)) = self.sys.get().map(|l| l.pick(&req, requirement)) {
+            return Ok(s);
+        }
+        let body = self
+            .call_async(SYS_SERVICE, METHOD_LIST, bytes::Bytes::new(), deadline)
+            .await?;
+        let l = Arc::new(Listing::from_body(&body).map_err(CallError::Status)?);
+        self.sys.set(l.clone());
+        l.pick(&req, requirement).map_err(CallError::Status)
+    }
+
+    /// Calls `method` of the peer's service that best satisfies `requirement` (`name@^1.2`,
+    /// `name`, or an exact `name@VERSION`), without blocking: [`crate::Peer::resolve`], then
+    /// [`crate::Peer::call_async`] within what is left of `deadline`. A `NotFound` from a
+    /// resolved version (gone since it was listed) refetches the listing and calls again
+    /// once if the pick changed.
+    ///
+    /// # Errors
+    /// As [`crate::Peer::resolve`] and [`crate::Peer::call_async`].
+    pub async fn call_by(
+        &self,
+        requirement: &str,
+        method: &str,
+        payload: impl Into<bytes::Bytes>,
+        deadline: Option<Duration>,
+    ) -> Result<Vec<u8>, CallError> {
+        let until = deadline.and_then(|d| Instant::now().checked_add(d));
+        let payload = payload.into();
+        let exact = self::requirement(requirement)?.is_none();
+        let first = self.resolve(requirement, deadline).await?;
+        let r = self
+            .call_async(&first, method, payload.clone(), remaining(until))
+            .await;
+        match r {
+            Err(CallError::Status(s)) if !exact && s.code == StatusCode::NotFound => {
+                self.sys.clear();
+                let again = self.resolve(requirement, remaining(until)).await?;
+                if again == first {
+                    return Err(CallError::Status(s));
+                }
+                self.call_async(&again, method, payload, remaining(until))
+                    .await
+            }
+            r => r,
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
 //! | [`peers`]     | symmetric peers: callbacks mid-call and after, both ways, vanishing  |
 //! | [`middleware`]| interceptor order (engine, service), client-side and async interceptors, the ready `auth`, `rate_limit` and `trace` interceptors |
+//! | [`typed`]     | typed FlatBuffers methods: requests built, replies verified      |
 //! | [`sys`]       | `$sys` listing, requirement resolution (semver, pre-releases), NotFound and InvalidArgument texts, services added and removed at run time |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
@@ -40,6 +41,7 @@ pub mod limits;
 pub mod middleware;
 pub mod peers;
 pub mod sys;
+pub mod typed;
 pub mod unary;
 pub mod values;
 
@@ -196,6 +198,10 @@ macro_rules! conformance {
                         sys_lists_services_versions_and_methods,
                         services_added_and_removed_at_run_time,
                         a_caller_driven_core_resolves_and_serves_changes,
+                        a_handler_calls_its_peer_back_by_requirement,
+                    }
+                    typed {
+                        a_typed_method_builds_requests_and_verifies_replies,
                     }
                     values {
                         arbitrary_call_arguments_never_panic,

@@ -288,3 +288,55 @@ pub fn a_caller_driven_core_resolves_and_serves_changes(t: &Transport) {
     core.close(conn);
     e.shutdown(Duration::from_secs(1));
 }
+
+/// A server handler resolves a requirement against its calling peer's `$sys` (the services
+/// the connecting side registered) and calls back by requirement, mid-call; a requirement
+/// the peer cannot satisfy fails with `NotFound` naming the peer's versions.
+pub fn a_handler_calls_its_peer_back_by_requirement(t: &Transport) {
+    let desk = Service::new("desk", "1.0.0")
+        .unwrap()
+        .unary_async("ask", |req| {
+            let peer = req.peer();
+            let want = String::from_utf8_lossy(req.payload()).into_owned();
+            async move {
+                match peer.call_by(&want, "which", Bytes::new(), DL).await {
+                    Ok(r) => Ok(Bytes::from(r)),
+                    Err(e) => Err(e.status().clone()),
+                }
+            }
+        });
+    let (server, addr) = crate::engine(t, CoreConfig::default(), &[desk], "sys-peer");
+    // The connecting side registers `calc` in three versions on its own engine.
+    let client = Engine::builder()
+        .cores(1)
+        .service(calc_at("1.0.0"))
+        .service(calc_at("1.5.0"))
+        .service(calc_at("2.0.0-beta.1"))
+        .build()
+        .unwrap();
+    let ch = client.client().connect(&addr).unwrap();
+    for (want, got) in [
+        ("calc@^1", "1.5.0"),
+        ("calc@~1.0", "1.0.0"),
+        ("calc", "1.5.0"),
+        ("calc@^2.0.0-beta", "2.0.0-beta.1"),
+        ("calc@1.0.0", "1.0.0"),
+    ] {
+        let r = ch
+            .call("desk@1.0.0", "ask", want.as_bytes().to_vec(), DL)
+            .unwrap();
+        assert_eq!(r, got.as_bytes(), "{}: {want}", t.name);
+    }
+    let err = ch
+        .call("desk@1.0.0", "ask", &b"calc@^3"[..], DL)
+        .unwrap_err();
+    assert_eq!(err.code(), StatusCode::NotFound);
+    assert!(
+        err.status().message.contains("1.0.0, 1.5.0, 2.0.0-beta.1"),
+        "{}: {err}",
+        t.name
+    );
+    drop(ch);
+    client.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+}
