@@ -281,6 +281,8 @@ pub struct CallFuture {
     /// call does not (the connection is the peer's, and closes with it).
     _channel: Option<Channel>,
     finished: bool,
+    /// The client interceptors' `after` hooks still to run (a channel with interceptors).
+    after: Option<Box<crate::dispatch::PendingAfter>>,
 }
 
 impl std::future::Future for CallFuture {
@@ -307,7 +309,10 @@ impl std::future::Future for CallFuture {
             }
             return std::task::Poll::Pending;
         };
-        let out = result.map(<[u8]>::to_vec).map_err(CallError::from_status);
+        let mut out = result.map(<[u8]>::to_vec).map_err(CallError::from_status);
+        if let Some(after) = self.after.take() {
+            after.run(&mut out, self.slot.metadata());
+        }
         self.finished = true;
         std::task::Poll::Ready(out)
     }
@@ -325,6 +330,7 @@ impl CallFuture {
             target: None,
             _channel: None,
             finished: false,
+            after: None,
         }
     }
 }
@@ -372,13 +378,37 @@ impl Method {
         let slot = Arc::new(Completion::new());
         let armed = slot.arm();
         debug_assert!(armed);
-        self.send(payload.into(), deadline, &slot);
         let ch = &self.channel.inner;
+        let after = if ch.interceptors.is_empty() {
+            self.send(payload.into(), deadline, &slot);
+            None
+        } else {
+            // The client's interceptors: `before` now, `after` when the future resolves.
+            match crate::dispatch::PendingAfter::begin(
+                &ch.interceptors,
+                (&self.service, &self.method),
+                deadline,
+            ) {
+                Ok((after, metadata)) => {
+                    let metadata = (!metadata.is_empty()).then(|| Box::new(metadata));
+                    self.send_with(payload.into(), deadline, metadata, &slot);
+                    Some(after)
+                }
+                Err(e) => {
+                    let status = e
+                        .status()
+                        .clone()
+                        .with_origin(crate::status::Origin::Refused);
+                    return CallFuture::failed(status);
+                }
+            }
+        };
         CallFuture {
             slot,
             target: Some((ch.inbox.clone(), ch.conn)),
             _channel: Some(self.channel.clone()),
             finished: false,
+            after,
         }
     }
 
@@ -579,6 +609,7 @@ pub(crate) fn start_async(
         target: Some((inbox.clone(), conn)),
         _channel: None,
         finished: false,
+        after: None,
     }
 }
 

@@ -8,7 +8,7 @@ use netron_codec::hpack::HeaderList;
 
 use crate::{CallError, CallOptions, Response, Status};
 
-/// Code that runs around every blocking call made through the channels of a
+/// Code that runs around every call made through the channels of a
 /// [`crate::Client`] it is installed on ([`crate::Client::with_interceptor`]): add or read
 /// request metadata, refuse a call locally, read the response metadata, time the call.
 ///
@@ -20,8 +20,9 @@ use crate::{CallError, CallOptions, Response, Status};
 /// is a call like any other, so it is intercepted too.
 ///
 /// Applies to [`crate::Method::call`], [`crate::Method::call_into`],
-/// [`crate::Method::call_with`] and the [`crate::Channel`] calls built on them; not to
-/// [`crate::Method::call_async`] nor to a [`crate::Peer`]'s calls.
+/// [`crate::Method::call_with`], [`crate::Method::call_async`] (the `after` hooks run when
+/// its future resolves, on the thread that polls it; not if it is dropped first) and the
+/// [`crate::Channel`] calls built on them; not to a [`crate::Peer`]'s calls.
 ///
 /// Cost: nothing when none is installed (one emptiness check per call). With any installed,
 /// a call goes the way of [`crate::Method::call_with`] (its request metadata copied to
@@ -37,6 +38,8 @@ pub trait ClientInterceptor: Send + Sync + 'static {
         Ok(())
     }
     /// Runs once the call's outcome is known (a reply, the peer's status, a local failure).
+    /// For [`crate::Method::call_async`]: on the thread that polls the future (possibly a
+    /// core's, for a future awaited in an async handler), so it must not block.
     fn after(&self, call: &mut Returned<'_>) {
         let _ = call;
     }
@@ -221,5 +224,64 @@ impl ClientInterceptors {
                 elapsed_us,
             });
         }
+    }
+}
+
+/// The `after` hooks of a [`crate::Method::call_async`] call, run when its future resolves.
+pub(crate) struct PendingAfter {
+    chain: ClientInterceptors,
+    service: String,
+    method: String,
+    started: Instant,
+}
+
+impl std::fmt::Debug for PendingAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAfter")
+            .field("service", &self.service)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingAfter {
+    /// Runs the `before` hooks of `chain` for a call of `names` (service, method): the
+    /// hooks still to run and the request metadata to send, or the refusal.
+    pub(crate) fn begin(
+        chain: &ClientInterceptors,
+        (service, method): (&[u8], &[u8]),
+        deadline: Option<Duration>,
+    ) -> Result<(Box<PendingAfter>, HeaderList), CallError> {
+        let service = String::from_utf8_lossy(service).into_owned();
+        let method = String::from_utf8_lossy(method).into_owned();
+        let options = deadline.map_or_else(CallOptions::new, |d| CallOptions::new().deadline(d));
+        let (opts, started) = chain.begin(&service, &method, &options)?;
+        opts.check().map_err(CallError::Refused)?;
+        let metadata = opts.get_metadata().clone();
+        Ok((
+            Box::new(PendingAfter {
+                chain: chain.clone(),
+                service,
+                method,
+                started,
+            }),
+            metadata,
+        ))
+    }
+
+    /// Runs the `after` hooks on the call's outcome.
+    pub(crate) fn run(
+        self,
+        result: &mut Result<Vec<u8>, CallError>,
+        metadata: Option<&HeaderList>,
+    ) {
+        let empty = HeaderList::default();
+        self.chain.end(
+            &self.service,
+            &self.method,
+            result,
+            metadata.unwrap_or(&empty),
+            self.started,
+        );
     }
 }

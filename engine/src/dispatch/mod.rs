@@ -13,8 +13,8 @@ mod deferred;
 pub(crate) use asynch::{AsyncChain, AsyncInterceptors, wrap as wrap_async};
 pub use asynch::{AsyncInterceptor, InterceptFuture};
 pub use call::{CallOptions, Response};
-pub(crate) use client::ClientInterceptors;
 pub use client::{ClientInterceptor, Outgoing, Returned};
+pub(crate) use client::{ClientInterceptors, PendingAfter};
 pub use deferred::DeferredReply;
 pub(crate) use deferred::Origin;
 

@@ -219,16 +219,31 @@ pub fn client_interceptors_see_both_ways_and_refuse_locally(t: &Transport) {
     );
     assert_eq!(resp.result().unwrap(), b"x-outer=o;x-client=c1;");
     assert_eq!(resp.get("x-served-by"), Some(&b"calc"[..]));
+    // call_async: `before` at the call, `after` when the future resolves.
+    let r = crate::block_on(ch.method("calc@1.0.0", "who").call_async(Bytes::new(), DL)).unwrap();
+    assert_eq!(r, b"x-client=c1;");
+    let err = crate::block_on(
+        ch.method("calc@1.0.0", "forbidden")
+            .call_async(Bytes::new(), DL),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CallError::Refused(_)), "{err}");
+    assert_eq!(
+        e.total_stats().calls_in(),
+        calls_in + 2,
+        "a refused call is not sent"
+    );
     let seen = seen.lock().unwrap().clone();
     // The `$sys.list` of the resolution first; the refused call ran no `after` hook of its
     // own (only those of interceptors installed before the refusing one would run).
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(seen[0].starts_with("$sys@1.0.0/list -> "), "{}", seen[0]);
     assert_eq!(
         seen[1..],
         [
             "calc@1.0.0/who -> x-client=c1; (served by Some(\"calc\"))",
             "calc@1.0.0/who -> x-outer=o;x-client=c1; (served by Some(\"calc\"))",
+            "calc@1.0.0/who -> x-client=c1; (served by Some(\"calc\"))",
         ]
     );
     // A client without the interceptor is unaffected.
