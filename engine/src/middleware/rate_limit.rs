@@ -1,5 +1,6 @@
 //! [`RateLimit`]: a token bucket per peer (connection) and method.
 
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -52,6 +53,8 @@ struct Bucket {
     tokens: f64,
     /// Seconds since the limiter's epoch at the last refill.
     at: f64,
+    /// The limit this bucket refills by.
+    limit: Limit,
 }
 
 impl RateLimit {
@@ -114,6 +117,7 @@ impl RateLimit {
         let b = map.entry(key).or_insert(Bucket {
             tokens: f64::from(limit.burst),
             at: now,
+            limit,
         });
         b.tokens =
             (b.tokens + (now - b.at).max(0.0) * limit.per_second).min(f64::from(limit.burst));
@@ -128,19 +132,9 @@ impl RateLimit {
 
     /// Makes room: drops full buckets, then the least recently used half.
     fn evict(&self, map: &mut FxHashMap<(u64, u64), Bucket>, now: f64) {
+        // A bucket that refilled completely is as good as untracked.
         let full = |b: &Bucket| {
-            let rate = self.default.per_second.max(
-                self.methods
-                    .iter()
-                    .map(|(_, l)| l.per_second)
-                    .fold(0.0, f64::max),
-            );
-            let burst = self
-                .methods
-                .iter()
-                .map(|(_, l)| l.burst)
-                .fold(self.default.burst, u32::max);
-            b.tokens + (now - b.at).max(0.0) * rate >= f64::from(burst)
+            b.tokens + (now - b.at).max(0.0) * b.limit.per_second >= f64::from(b.limit.burst)
         };
         map.retain(|_, b| !full(b));
         if map.len() >= self.max_tracked {
@@ -152,8 +146,6 @@ impl RateLimit {
         }
     }
 }
-
-use std::hash::BuildHasher;
 
 impl Interceptor for RateLimit {
     fn before(&self, call: &mut Before<'_>) -> Result<(), Status> {

@@ -134,10 +134,10 @@ pub(crate) fn unknown_service(registry: &Registry, service: &[u8]) -> Status {
     versions.sort();
     let name = String::from_utf8_lossy(id.name);
     let message = if versions.is_empty() {
-        format!("no service {shown}: this peer exposes no service named {name}")
+        format!("no service {shown}: the callee serves no service named {name}")
     } else {
         format!(
-            "no service {shown}: this peer exposes {name} in versions {}",
+            "no service {shown}: the callee serves {name} in versions {}",
             join(versions.iter().map(|v| v.to_string()))
         )
     };
