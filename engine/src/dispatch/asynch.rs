@@ -124,10 +124,18 @@ fn run_sync(f: &crate::SyncHandler, req: &AsyncRequest) -> Result<Bytes, Status>
     );
     let mut out = Vec::new();
     let mut metadata = HeaderList::default();
-    // No frame limit here: the connection checks the reply against the peer's
-    // `max_frame_size` when it sends it (ResourceExhausted naming it).
-    let mut buf = netron_codec::PayloadBuf::over(&mut out, usize::MAX);
+    // Bounded by the largest frame the protocol allows; the connection checks the reply
+    // against the peer's negotiated `max_frame_size` when it sends it (ResourceExhausted
+    // naming it).
+    let room = netron_codec::Limits::MAX_FRAME_SIZE as usize;
+    let mut buf = netron_codec::PayloadBuf::over(&mut out, room);
     f(&r, &mut Reply::new(&mut buf, &mut metadata))?;
+    if buf.overflowed() {
+        return Err(Status::new(
+            crate::StatusCode::ResourceExhausted,
+            format!("the reply exceeds the largest frame the protocol allows ({room} bytes)"),
+        ));
+    }
     Ok(Bytes::from(out))
 }
 

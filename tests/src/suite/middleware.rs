@@ -32,6 +32,15 @@ impl Interceptor for Logger {
     }
 }
 
+/// Rejects every call with `PermissionDenied`.
+struct DenyAll;
+
+impl Interceptor for DenyAll {
+    fn before(&self, _: &mut Before<'_>) -> Result<(), Status> {
+        Err(Status::new(StatusCode::PermissionDenied, "guarded"))
+    }
+}
+
 /// Logs `<name>.async`, and adds `x-<name>: yes` after an await point.
 struct AsyncLogger(&'static str, Log);
 
@@ -100,12 +109,18 @@ pub fn engine_wide_then_per_service_in_a_defined_order(t: &Transport) {
     let other = Service::new("other", "1.0.0")
         .unwrap()
         .unary("ok", |_, _| Ok(()));
+    let guarded = Service::new("guarded", "1.0.0")
+        .unwrap()
+        .unary("ok", |_, _| Ok(()))
+        .interceptor(Logger("guard", log.clone()))
+        .interceptor(DenyAll);
     let e = Engine::builder()
         .cores(1)
         .interceptor(Logger("engine1", log.clone()))
         .interceptor(Logger("engine2", log.clone()))
         .service(svc(&log))
         .service(other)
+        .service(guarded)
         .listen(&(t.listen)("mw-order"))
         .build()
         .unwrap();
@@ -134,6 +149,24 @@ pub fn engine_wide_then_per_service_in_a_defined_order(t: &Transport) {
         [
             "engine1.before",
             "engine2.before",
+            "engine2.after",
+            "engine1.after"
+        ]
+    );
+    // A per-service interceptor that rejects: the handler does not run, the `after` hooks
+    // of those that ran before it do (inside out), the caller gets the status.
+    log.lock().unwrap().clear();
+    let err = ch
+        .call("guarded@1.0.0", "ok", Bytes::new(), DL)
+        .unwrap_err();
+    assert_eq!(err.code(), StatusCode::PermissionDenied, "{err}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "engine1.before",
+            "engine2.before",
+            "guard.before",
+            "guard.after",
             "engine2.after",
             "engine1.after"
         ]
