@@ -103,6 +103,8 @@ pub(crate) struct Inbox {
     closed: AtomicBool,
     /// Why the core stopped (set once, before `closed`).
     reason: std::sync::OnceLock<(String, bool)>,
+    /// The `$sys` listings of this core's peers, by connection (`Peer::resolve`).
+    pub(crate) peer_sys: crate::sys::PeerCache,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -128,6 +130,7 @@ impl Inbox {
             sleeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             reason: std::sync::OnceLock::new(),
+            peer_sys: crate::sys::PeerCache::default(),
         }))
     }
 

@@ -71,22 +71,11 @@ use crate::{CallError, Status, StatusCode};
 /// on serving, including the peer's own calls), or block from a thread that is no core's. (A
 /// blocking call from another core's handler stalls that core until the reply or the
 /// deadline, as with a [`crate::Channel`].)
+#[derive(Clone)]
 pub struct Peer {
     /// The owning core's inbox and the connection on it; `None` for a request that did not
     /// arrive on a connection of a core (a detached peer: its calls fail).
     link: Option<(Arc<Inbox>, ConnRef)>,
-    /// The peer's `$sys` listing once [`Peer::resolve`] fetched it (kept by this `Peer`
-    /// and the clones made after).
-    pub(crate) sys: crate::sys::Cache,
-}
-
-impl Clone for Peer {
-    fn clone(&self) -> Self {
-        Peer {
-            link: self.link.clone(),
-            sys: self.sys.clone(),
-        }
-    }
 }
 
 // A `Peer` goes anywhere a handler's state goes; its call futures may run on any executor.
@@ -113,16 +102,12 @@ impl Peer {
     pub(crate) fn new(inbox: Arc<Inbox>, conn: ConnRef) -> Peer {
         Peer {
             link: Some((inbox, conn)),
-            sys: crate::sys::Cache::default(),
         }
     }
 
     /// A peer reached through no connection (a request built outside a core).
     pub(crate) fn detached() -> Peer {
-        Peer {
-            link: None,
-            sys: crate::sys::Cache::default(),
-        }
+        Peer { link: None }
     }
 
     fn detached_status() -> Status {
@@ -192,6 +177,11 @@ impl Peer {
             &mut out,
         )?;
         Ok(out)
+    }
+
+    /// The core's inbox and the connection (`None` if detached).
+    pub(crate) fn link(&self) -> Option<(&Arc<Inbox>, ConnRef)> {
+        self.link.as_ref().map(|(i, c)| (i, *c))
     }
 
     /// The core and connection of this peer, as a dispatch origin (`None` if detached).

@@ -14,7 +14,7 @@
 
 mod resolve;
 
-pub(crate) use resolve::{Cache, CoreCache};
+pub(crate) use resolve::{Cache, CoreCache, PeerCache};
 
 use std::sync::Arc;
 

@@ -70,13 +70,6 @@ impl Listing {
 #[derive(Debug, Default)]
 pub(crate) struct Cache(Mutex<Option<Arc<Listing>>>);
 
-impl Clone for Cache {
-    /// A cache of its own, holding what this one holds now.
-    fn clone(&self) -> Self {
-        Cache(Mutex::new(self.get()))
-    }
-}
-
 impl Cache {
     fn get(&self) -> Option<Arc<Listing>> {
         self.0.lock().map_or(None, |g| g.clone())
@@ -95,6 +88,34 @@ impl Cache {
 
 /// A caller-driven core's cached listings, by connection (slab key and generation).
 pub(crate) type CoreCache = FxHashMap<(u32, u32), Arc<Listing>>;
+
+/// Most peers' listings a core keeps for its handlers ([`PeerCache`]).
+const PEER_CACHE_MAX: usize = 1024;
+
+/// The listings of a core's peers, by connection (slab key and generation, so a reused
+/// slot never sees its predecessor's), shared by the handlers' [`crate::Peer`]s. Bounded:
+/// at [`PEER_CACHE_MAX`] entries it starts over (entries of closed connections go then).
+#[derive(Debug, Default)]
+pub(crate) struct PeerCache(Mutex<FxHashMap<(u32, u32), Arc<Listing>>>);
+
+impl PeerCache {
+    fn get(&self, conn: (u32, u32)) -> Option<Arc<Listing>> {
+        self.0.lock().ok()?.get(&conn).cloned()
+    }
+    fn set(&self, conn: (u32, u32), l: Arc<Listing>) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= PEER_CACHE_MAX && !m.contains_key(&conn) {
+                m.clear();
+            }
+            m.insert(conn, l);
+        }
+    }
+    fn clear(&self, conn: (u32, u32)) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&conn);
+        }
+    }
+}
 
 /// What a service string is: an exact `name@VERSION` (sent as is) or a requirement to
 /// resolve.
@@ -249,9 +270,9 @@ impl Core {
 impl crate::Peer {
     /// Resolves `requirement` (as [`Channel::resolve`]) against the services this peer
     /// exposes on its side of the connection, through its `$sys` (fetched with
-    /// [`crate::Peer::call_async`] within `deadline`, then kept by this `Peer` and clones
-    /// made after; a requirement the kept listing cannot satisfy refetches it). Await it
-    /// in an async handler.
+    /// [`crate::Peer::call_async`] within `deadline`, then kept for the connection by its
+    /// core, for every handler's `Peer` of it; a requirement the kept listing cannot
+    /// satisfy refetches it). Await it in an async handler.
     ///
     /// # Errors
     /// As [`Channel::resolve`]; `Unavailable` once the connection is closed.
@@ -263,14 +284,21 @@ impl crate::Peer {
         let Some(req) = self::requirement(requirement)? else {
             return Ok(requirement.to_owned());
         };
-        if let Some(Ok(s)) = self.sys.get().map(|l| l.pick(&req, requirement)) {
-            return Ok(s);
+        let cache = self
+            .link()
+            .map(|(inbox, c)| (inbox.clone(), (c.key, c.generation)));
+        if let Some((inbox, conn)) = &cache {
+            if let Some(Ok(s)) = inbox.peer_sys.get(*conn).map(|l| l.pick(&req, requirement)) {
+                return Ok(s);
+            }
         }
         let body = self
             .call_async(SYS_SERVICE, METHOD_LIST, bytes::Bytes::new(), deadline)
             .await?;
         let l = Arc::new(Listing::from_body(&body).map_err(CallError::Status)?);
-        self.sys.set(l.clone());
+        if let Some((inbox, conn)) = &cache {
+            inbox.peer_sys.set(*conn, l.clone());
+        }
         l.pick(&req, requirement).map_err(CallError::Status)
     }
 
@@ -298,7 +326,9 @@ impl crate::Peer {
             .await;
         match r {
             Err(CallError::Status(s)) if !exact && s.code == StatusCode::NotFound => {
-                self.sys.clear();
+                if let Some((inbox, c)) = self.link() {
+                    inbox.peer_sys.clear((c.key, c.generation));
+                }
                 let again = self.resolve(requirement, remaining(until)).await?;
                 if again == first {
                     return Err(CallError::Status(s));

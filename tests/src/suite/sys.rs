@@ -290,8 +290,9 @@ pub fn a_caller_driven_core_resolves_and_serves_changes(t: &Transport) {
 }
 
 /// A server handler resolves a requirement against its calling peer's `$sys` (the services
-/// the connecting side registered) and calls back by requirement, mid-call; a requirement
-/// the peer cannot satisfy fails with `NotFound` naming the peer's versions.
+/// the connecting side registered) and calls back by requirement, mid-call; the listing is
+/// kept for the connection across handler calls; a requirement the peer cannot satisfy
+/// fails with `NotFound` naming the peer's versions.
 pub fn a_handler_calls_its_peer_back_by_requirement(t: &Transport) {
     let desk = Service::new("desk", "1.0.0")
         .unwrap()
@@ -336,6 +337,9 @@ pub fn a_handler_calls_its_peer_back_by_requirement(t: &Transport) {
         "{}: {err}",
         t.name
     );
+    // The server's core kept the listing for the connection across handler calls: one
+    // `$sys.list`, one refetch for the requirement nothing matched, and the 5 callbacks.
+    assert_eq!(client.total_stats().calls_in(), 5 + 2, "{}", t.name);
     drop(ch);
     client.shutdown(Duration::from_secs(1));
     server.shutdown(Duration::from_secs(1));
