@@ -340,6 +340,19 @@ pub struct PayloadBuf<'a> {
     written: usize,
 }
 
+impl<'a> PayloadBuf<'a> {
+    /// An append-only view of `buf` that takes at most `room` more bytes (for writing a
+    /// payload outside a batch, e.g. a reply produced later and sent as a whole).
+    pub fn over(buf: &'a mut Vec<u8>, room: usize) -> Self {
+        PayloadBuf {
+            buf,
+            room,
+            overflowed: 0,
+            written: 0,
+        }
+    }
+}
+
 impl PayloadBuf<'_> {
     /// Appends `bytes`, or as much of them as fits (see the type docs).
     #[inline]

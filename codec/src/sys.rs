@@ -15,8 +15,6 @@
 //! assert_eq!(resolve(&req.req, exposed), Some(Version::new(1, 4, 0)));
 //! ```
 
-use core::fmt;
-
 use flatbuffers::FlatBufferBuilder;
 
 use crate::generated as fb;
@@ -41,83 +39,61 @@ pub enum VersionError {
     #[error("expected name@version")]
     MissingAt,
     /// An empty or over-long name, or one with a byte outside printable ASCII or an `@`.
-    #[error("bad service name")]
+    #[error("bad service name (1 to 128 bytes of printable ASCII, no '@')")]
     BadName,
-    /// Not `MAJOR.MINOR.PATCH` with decimal numbers (no leading zeros, each < 2^32).
-    #[error("bad version number")]
+    /// Not a Semantic Versioning 2.0.0 version `MAJOR.MINOR.PATCH[-PRERELEASE]` (no leading
+    /// zeros, no build metadata).
+    #[error("bad version (expected MAJOR.MINOR.PATCH or MAJOR.MINOR.PATCH-PRERELEASE)")]
     BadVersion,
-    /// An unknown requirement operator or a malformed requirement.
-    #[error("bad version requirement")]
+    /// Not a requirement the `semver` crate accepts (`^1.2`, `~1.2.3`, `=1.2`, `1`, `*`,
+    /// `>=1.2, <1.5`, ...).
+    #[error("bad version requirement (expected e.g. ^1.2, ~1.2.3, =1.2.3, 1, *)")]
     BadRequirement,
 }
 
-/// A version `MAJOR.MINOR.PATCH` (Semantic Versioning 2.0.0 without pre-release or build
-/// parts, which Netron service versions do not use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    /// Incompatible changes.
-    pub major: u32,
-    /// Compatible additions.
-    pub minor: u32,
-    /// Fixes.
-    pub patch: u32,
-}
+/// A service version: Semantic Versioning 2.0.0 `MAJOR.MINOR.PATCH`, optionally with a
+/// pre-release part (`2.0.0-beta.1`); never build metadata (two versions differing only in
+/// it would be one identity). The `semver` crate's type, so its ordering (a pre-release
+/// sorts before its release) and matching rules apply.
+pub type Version = semver::Version;
 
-impl Version {
-    /// `major.minor.patch`.
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-        }
-    }
+/// A version requirement, with the `semver` crate's (Cargo's) rules: `^1.2` (and `1.2`),
+/// `~1.2.3`, `=1.2`, `*`, comparisons such as `>=1.2, <1.5`. A pre-release version matches
+/// only a requirement that names a pre-release of the same `MAJOR.MINOR.PATCH`
+/// (`^2.0.0-beta` matches `2.0.0-beta.3` and `2.0.1`, `^2` matches neither `2.0.0-beta.3`
+/// nor any other pre-release).
+pub type VersionReq = semver::VersionReq;
 
-    /// Parses exactly `MAJOR.MINOR.PATCH`.
-    ///
-    /// # Errors
-    ///
-    /// [`VersionError::BadVersion`].
-    pub fn parse(s: &[u8]) -> Result<Self, VersionError> {
-        let parts = numbers(s)?;
-        match parts {
-            [Some(major), Some(minor), Some(patch)] => Ok(Self::new(major, minor, patch)),
-            _ => Err(VersionError::BadVersion),
-        }
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-fn number(s: &[u8]) -> Result<u32, VersionError> {
-    if s.is_empty() || s.len() > 10 || (s.len() > 1 && s[0] == b'0') {
+/// Parses a service version (see [`Version`]).
+///
+/// # Errors
+///
+/// [`VersionError::BadVersion`] for anything else (build metadata included).
+pub fn parse_version(s: &[u8]) -> Result<Version, VersionError> {
+    let text = core::str::from_utf8(s).map_err(|_| VersionError::BadVersion)?;
+    let v = Version::parse(text).map_err(|_| VersionError::BadVersion)?;
+    if !v.build.is_empty() {
         return Err(VersionError::BadVersion);
     }
-    let mut v: u64 = 0;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return Err(VersionError::BadVersion);
-        }
-        v = v * 10 + (b - b'0') as u64;
-    }
-    u32::try_from(v).map_err(|_| VersionError::BadVersion)
+    Ok(v)
 }
 
-/// One to three dot-separated numbers.
-fn numbers(s: &[u8]) -> Result<[Option<u32>; 3], VersionError> {
-    let mut out = [None; 3];
-    for (i, part) in s.split(|&b| b == b'.').enumerate() {
-        let slot = out.get_mut(i).ok_or(VersionError::BadVersion)?;
-        *slot = Some(number(part)?);
-    }
-    Ok(out)
+/// Parses a version requirement (see [`VersionReq`]).
+///
+/// # Errors
+///
+/// [`VersionError::BadRequirement`].
+pub fn parse_req(s: &[u8]) -> Result<VersionReq, VersionError> {
+    let text = core::str::from_utf8(s).map_err(|_| VersionError::BadRequirement)?;
+    VersionReq::parse(text).map_err(|_| VersionError::BadRequirement)
 }
 
-fn check_name(name: &[u8]) -> Result<(), VersionError> {
+/// Checks a service name: 1 … 128 bytes in `0x21..=0x7e`, without `@` (§25.2).
+///
+/// # Errors
+///
+/// [`VersionError::BadName`].
+pub fn check_name(name: &[u8]) -> Result<(), VersionError> {
     if name.is_empty()
         || name.len() > MAX_NAME_LEN
         || name
@@ -129,8 +105,8 @@ fn check_name(name: &[u8]) -> Result<(), VersionError> {
     Ok(())
 }
 
-/// An exact service identity `name@MAJOR.MINOR.PATCH`, as sent in `:service`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An exact service identity `name@VERSION`, as sent in `:service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceId<'a> {
     /// The name.
     pub name: &'a [u8],
@@ -153,92 +129,14 @@ impl<'a> ServiceId<'a> {
         check_name(name)?;
         Ok(Self {
             name,
-            version: Version::parse(&s[at + 1..])?,
+            version: parse_version(&s[at + 1..])?,
         })
     }
 }
 
-/// How a requirement compares versions (Cargo's operators, which the brief's `name@^1.2`
-/// follows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// `^` (or no operator): compatible with, by the left-most non-zero component.
-    Caret,
-    /// `~`: same major and minor (same major if only the major is given).
-    Tilde,
-    /// `=`: exactly the given components.
-    Exact,
-    /// `*`: any version.
-    Any,
-}
-
-/// A version requirement: `^1.2`, `~1.2.3`, `=1.2.3`, `1.2` (same as `^1.2`), `*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VersionReq {
-    /// The operator.
-    pub op: Op,
-    /// The components given (missing ones are `None`).
-    pub parts: [Option<u32>; 3],
-}
-
-impl VersionReq {
-    /// Any version.
-    pub const ANY: VersionReq = VersionReq {
-        op: Op::Any,
-        parts: [None; 3],
-    };
-
-    /// Parses a requirement.
-    ///
-    /// # Errors
-    ///
-    /// [`VersionError::BadRequirement`] or [`VersionError::BadVersion`].
-    pub fn parse(s: &[u8]) -> Result<Self, VersionError> {
-        if s == b"*" {
-            return Ok(Self::ANY);
-        }
-        let (op, rest) = match s.first() {
-            Some(b'^') => (Op::Caret, &s[1..]),
-            Some(b'~') => (Op::Tilde, &s[1..]),
-            Some(b'=') => (Op::Exact, &s[1..]),
-            Some(b) if b.is_ascii_digit() => (Op::Caret, s),
-            _ => return Err(VersionError::BadRequirement),
-        };
-        let parts = numbers(rest)?;
-        Ok(Self { op, parts })
-    }
-
-    /// Whether `v` satisfies the requirement.
-    pub fn matches(&self, v: Version) -> bool {
-        let [ma, mi, pa] = self.parts;
-        let (Some(major), mi_) = (ma, mi) else {
-            return self.op == Op::Any;
-        };
-        let lower = Version::new(major, mi_.unwrap_or(0), pa.unwrap_or(0));
-        match self.op {
-            Op::Any => true,
-            Op::Exact => {
-                v.major == major
-                    && mi.is_none_or(|m| v.minor == m)
-                    && pa.is_none_or(|p| v.patch == p)
-            }
-            Op::Tilde => v >= lower && v.major == major && mi.is_none_or(|m| v.minor == m),
-            Op::Caret => {
-                if v < lower || v.major != major {
-                    return false;
-                }
-                match (major, mi, pa) {
-                    (0, Some(0), Some(p)) => v.minor == 0 && v.patch == p,
-                    (0, Some(m), _) => v.minor == m,
-                    _ => true,
-                }
-            }
-        }
-    }
-}
-
-/// A service requirement `name@REQ` (or just `name`, any version).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A service requirement `name@REQ` (or just `name`: any release, i.e. `*`, which by the
+/// `semver` rules matches no pre-release).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceReq<'a> {
     /// The service name.
     pub name: &'a [u8],
@@ -254,8 +152,8 @@ impl<'a> ServiceReq<'a> {
     /// A [`VersionError`] naming the part that is wrong.
     pub fn parse(s: &'a [u8]) -> Result<Self, VersionError> {
         let (name, req) = match s.iter().rposition(|&b| b == b'@') {
-            Some(at) => (&s[..at], VersionReq::parse(&s[at + 1..])?),
-            None => (s, VersionReq::ANY),
+            Some(at) => (&s[..at], parse_req(&s[at + 1..])?),
+            None => (s, VersionReq::STAR),
         };
         check_name(name)?;
         Ok(Self { name, req })
@@ -264,7 +162,7 @@ impl<'a> ServiceReq<'a> {
 
 /// The highest of `exposed` that satisfies `req` (§25.3).
 pub fn resolve(req: &VersionReq, exposed: impl IntoIterator<Item = Version>) -> Option<Version> {
-    exposed.into_iter().filter(|v| req.matches(*v)).max()
+    exposed.into_iter().filter(|v| req.matches(v)).max()
 }
 
 /// Resolves `req` against a verified `ServiceList` (the `$sys.list` reply): the highest version
@@ -276,7 +174,7 @@ pub fn resolve_in_list(list: &fb::ServiceList<'_>, req: &ServiceReq<'_>) -> Opti
         services
             .iter()
             .filter(|s| s.name().as_bytes() == req.name)
-            .filter_map(|s| Version::parse(s.version().as_bytes()).ok()),
+            .filter_map(|s| parse_version(s.version().as_bytes()).ok()),
     )
 }
 
@@ -295,12 +193,12 @@ pub enum MethodKind {
 }
 
 /// One service version for [`service_list_body`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServiceInfo<'a> {
     /// The name.
     pub name: &'a str,
     /// The version.
-    pub version: Version,
+    pub version: &'a Version,
     /// Its methods.
     pub methods: &'a [(&'a str, MethodKind)],
 }
@@ -351,52 +249,55 @@ mod tests {
     use super::*;
 
     fn req(s: &str) -> VersionReq {
-        VersionReq::parse(s.as_bytes()).unwrap()
+        parse_req(s.as_bytes()).unwrap()
     }
     fn v(s: &str) -> Version {
-        Version::parse(s.as_bytes()).unwrap()
+        parse_version(s.as_bytes()).unwrap()
     }
 
     #[test]
     fn cargo_semantics() {
-        assert!(req("^1.2").matches(v("1.2.0")));
-        assert!(req("^1.2").matches(v("1.9.9")));
-        assert!(!req("^1.2").matches(v("1.1.9")));
-        assert!(!req("^1.2").matches(v("2.0.0")));
-        assert!(req("1.2").matches(v("1.3.0")));
-        assert!(req("^0.2.3").matches(v("0.2.9")));
-        assert!(!req("^0.2.3").matches(v("0.3.0")));
-        assert!(!req("^0.2.3").matches(v("0.2.2")));
-        assert!(req("^0.0.3").matches(v("0.0.3")));
-        assert!(!req("^0.0.3").matches(v("0.0.4")));
-        assert!(req("^0.0").matches(v("0.0.7")));
-        assert!(!req("^0.0").matches(v("0.1.0")));
-        assert!(req("^0").matches(v("0.9.0")));
-        assert!(req("~1.2.3").matches(v("1.2.9")));
-        assert!(!req("~1.2.3").matches(v("1.3.0")));
-        assert!(!req("~1.2.3").matches(v("1.2.2")));
-        assert!(req("~1").matches(v("1.5.0")));
-        assert!(req("=1.2.3").matches(v("1.2.3")));
-        assert!(!req("=1.2.3").matches(v("1.2.4")));
-        assert!(req("=1.2").matches(v("1.2.4")));
-        assert!(req("*").matches(v("7.0.0")));
+        assert!(req("^1.2").matches(&v("1.2.0")));
+        assert!(req("^1.2").matches(&v("1.9.9")));
+        assert!(!req("^1.2").matches(&v("1.1.9")));
+        assert!(!req("^1.2").matches(&v("2.0.0")));
+        assert!(req("1.2").matches(&v("1.3.0")));
+        assert!(req("^0.2.3").matches(&v("0.2.9")));
+        assert!(!req("^0.2.3").matches(&v("0.3.0")));
+        assert!(!req("^0.2.3").matches(&v("0.2.2")));
+        assert!(req("^0.0.3").matches(&v("0.0.3")));
+        assert!(!req("^0.0.3").matches(&v("0.0.4")));
+        assert!(req("^0.0").matches(&v("0.0.7")));
+        assert!(!req("^0.0").matches(&v("0.1.0")));
+        assert!(req("^0").matches(&v("0.9.0")));
+        assert!(req("~1.2.3").matches(&v("1.2.9")));
+        assert!(!req("~1.2.3").matches(&v("1.3.0")));
+        assert!(!req("~1.2.3").matches(&v("1.2.2")));
+        assert!(req("~1").matches(&v("1.5.0")));
+        assert!(req("=1.2.3").matches(&v("1.2.3")));
+        assert!(!req("=1.2.3").matches(&v("1.2.4")));
+        assert!(req("=1.2").matches(&v("1.2.4")));
+        assert!(req("*").matches(&v("7.0.0")));
+        // Pre-releases (the semver crate's rule): only a requirement naming a pre-release
+        // of the same MAJOR.MINOR.PATCH matches one.
+        assert!(!req("^2").matches(&v("2.0.0-beta.1")));
+        assert!(!req("*").matches(&v("2.0.0-beta.1")));
+        assert!(req("^2.0.0-beta").matches(&v("2.0.0-beta.3")));
+        assert!(req("^2.0.0-beta").matches(&v("2.0.1")));
+        assert!(!req("^2.0.0-beta").matches(&v("2.0.1-rc.1")));
+        assert!(v("2.0.0-beta.1") < v("2.0.0"));
     }
 
     #[test]
     fn malformed() {
-        for bad in [
-            "",
-            "^",
-            "^1.",
-            "1.2.3.4",
-            "01.2",
-            "x",
-            ">=1",
-            "^1.-2",
-            "4294967296",
-        ] {
-            assert!(VersionReq::parse(bad.as_bytes()).is_err(), "{bad}");
+        for bad in ["", "^", "^1.", "1.2.3.4", "01.2", "y", "^1.-2"] {
+            assert!(parse_req(bad.as_bytes()).is_err(), "{bad}");
         }
+        assert_eq!(
+            ServiceId::parse(b"calc@1.2.3+build"),
+            Err(VersionError::BadVersion)
+        );
+        assert!(ServiceId::parse(b"calc@1.2.3-rc.1").is_ok());
         assert_eq!(ServiceId::parse(b"calc1.2.3"), Err(VersionError::MissingAt));
         assert_eq!(ServiceId::parse(b"@1.2.3"), Err(VersionError::BadName));
         assert_eq!(ServiceId::parse(b"ca lc@1.2.3"), Err(VersionError::BadName));
@@ -413,12 +314,12 @@ mod tests {
             &[
                 ServiceInfo {
                     name: SYS_NAME,
-                    version: SYS_VERSION,
+                    version: &SYS_VERSION,
                     methods: &[(METHOD_LIST, MethodKind::Unary)],
                 },
                 ServiceInfo {
                     name: "calc",
-                    version: Version::new(1, 2, 0),
+                    version: &Version::new(1, 2, 0),
                     methods: &[
                         ("add", MethodKind::Unary),
                         ("sum", MethodKind::ClientStream),
@@ -426,7 +327,7 @@ mod tests {
                 },
                 ServiceInfo {
                     name: "calc",
-                    version: Version::new(1, 7, 1),
+                    version: &Version::new(1, 7, 1),
                     methods: &[],
                 },
             ],

@@ -2,7 +2,7 @@
 //! (§25.3): parsers against independent models.
 
 use netron_codec::subject::{MAX_SUBJECT_LEN, MAX_TOKENS, Pattern, Subject};
-use netron_codec::sys::{ServiceId, ServiceReq, Version, VersionReq, resolve};
+use netron_codec::sys::{ServiceId, ServiceReq, Version, parse_req, parse_version, resolve};
 use proptest::prelude::*;
 
 fn token() -> impl Strategy<Value = String> {
@@ -81,19 +81,19 @@ proptest! {
     /// picks the highest match.
     #[test]
     fn requirements_match_the_cargo_model(
-        major in 0u32..3, minor in 0u32..3, patch in 0u32..3,
+        major in 0u64..3, minor in 0u64..3, patch in 0u64..3,
         parts in 1usize..=3,
         op in prop::sample::select(vec!["^", "~", "=", ""]),
-        candidates in prop::collection::vec((0u32..3, 0u32..3, 0u32..3), 0..12),
+        candidates in prop::collection::vec((0u64..3, 0u64..3, 0u64..3), 0..12),
     ) {
         let given = [major, minor, patch];
-        let text = format!("{op}{}", given[..parts].iter().map(u32::to_string).collect::<Vec<_>>().join("."));
-        let req = VersionReq::parse(text.as_bytes()).unwrap();
+        let text = format!("{op}{}", given[..parts].iter().map(u64::to_string).collect::<Vec<_>>().join("."));
+        let req = parse_req(text.as_bytes()).unwrap();
         let lower = Version::new(major, if parts > 1 { minor } else { 0 }, if parts > 2 { patch } else { 0 });
-        let model = |v: Version| -> bool {
+        let model = |v: &Version| -> bool {
             match op {
                 "=" => v.major == major && (parts < 2 || v.minor == minor) && (parts < 3 || v.patch == patch),
-                "~" => v >= lower && v.major == major && (parts < 2 || v.minor == minor),
+                "~" => *v >= lower && v.major == major && (parts < 2 || v.minor == minor),
                 _ => {
                     // Caret: below the next increment of the left-most non-zero given part.
                     let upper = if major > 0 || parts == 1 {
@@ -103,16 +103,16 @@ proptest! {
                     } else {
                         Version::new(0, 0, patch + 1)
                     };
-                    v >= lower && v < upper
+                    *v >= lower && *v < upper
                 }
             }
         };
         let vs: Vec<Version> = candidates.iter().map(|&(a, b, c)| Version::new(a, b, c)).collect();
         for v in &vs {
-            prop_assert_eq!(req.matches(*v), model(*v), "{} vs {}", text, v);
+            prop_assert_eq!(req.matches(v), model(v), "{} vs {}", text, v);
         }
-        let best = resolve(&req, vs.iter().copied());
-        prop_assert_eq!(best, vs.iter().copied().filter(|v| model(*v)).max());
+        let best = resolve(&req, vs.iter().cloned());
+        prop_assert_eq!(best, vs.iter().filter(|v| model(v)).max().cloned());
         let id = format!("calc@{lower}");
         prop_assert_eq!(ServiceId::parse(id.as_bytes()).unwrap().version, lower);
         let r = format!("calc@{text}");
@@ -121,9 +121,9 @@ proptest! {
 
     #[test]
     fn version_parsing_is_total(bytes in prop::collection::vec(any::<u8>(), 0..24)) {
-        let _ = VersionReq::parse(&bytes);
+        let _ = parse_req(&bytes);
         let _ = ServiceReq::parse(&bytes);
-        if let Ok(v) = Version::parse(&bytes) {
+        if let Ok(v) = parse_version(&bytes) {
             let text = v.to_string();
             prop_assert_eq!(text.as_bytes(), &bytes[..]);
         }

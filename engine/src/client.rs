@@ -49,6 +49,8 @@ struct Inner {
     next: AtomicUsize,
     /// `ProtocolConfig::connect_timeout` of the engine.
     connect_timeout: Duration,
+    /// Around every call of the channels it opens.
+    interceptors: crate::dispatch::ClientInterceptors,
 }
 
 impl Client {
@@ -58,6 +60,7 @@ impl Client {
                 inboxes,
                 next: AtomicUsize::new(0),
                 connect_timeout,
+                interceptors: crate::dispatch::ClientInterceptors::default(),
             }),
         }
     }
@@ -157,7 +160,12 @@ impl Client {
             }
         };
         Ok(Channel {
-            inner: Arc::new(ChannelInner { inbox, conn }),
+            inner: Arc::new(ChannelInner {
+                inbox,
+                conn,
+                sys: crate::sys::Cache::default(),
+                interceptors: self.inner.interceptors.clone(),
+            }),
         })
     }
 }
@@ -166,6 +174,10 @@ impl Client {
 struct ChannelInner {
     inbox: Arc<Inbox>,
     conn: ConnRef,
+    /// The peer's `$sys` listing, once fetched (requirements resolved on this connection).
+    sys: crate::sys::Cache,
+    /// The client's interceptors when this channel was opened.
+    interceptors: crate::dispatch::ClientInterceptors,
 }
 
 impl Drop for ChannelInner {
@@ -202,8 +214,11 @@ impl Channel {
     /// One unary call (blocking): sends `payload` and waits for the reply, the error, or the
     /// deadline (the call is then cancelled on the wire and fails with DeadlineExceeded).
     ///
+    /// `service` is an exact `name@VERSION` or a requirement (`name@^1.2`, `name`), resolved
+    /// through the peer's `$sys` within the same `deadline` (see [`Channel::resolve`]).
+    ///
     /// # Errors
-    /// As [`Method::call_into`].
+    /// As [`Method::call_into`], and [`Channel::resolve`] for a requirement.
     pub fn call(
         &self,
         service: &str,
@@ -211,7 +226,14 @@ impl Channel {
         payload: impl Into<Bytes>,
         deadline: Option<Duration>,
     ) -> Result<Vec<u8>, CallError> {
-        self.method(service, method).call(payload, deadline)
+        let payload = payload.into();
+        self.with_resolved(
+            service,
+            deadline,
+            Err,
+            |svc, dl| self.method(svc, method).call(payload.clone(), dl),
+            |r| matches!(r, Err(CallError::Status(s)) if s.code == crate::StatusCode::NotFound),
+        )
     }
 
     /// One unary call (blocking) with [`CallOptions`] (deadline, request metadata); the
@@ -223,7 +245,26 @@ impl Channel {
         payload: impl Into<Bytes>,
         options: &CallOptions,
     ) -> Response {
-        self.method(service, method).call_with(payload, options)
+        let payload = payload.into();
+        self.with_resolved(
+            service,
+            options.get_deadline(),
+            |e| Response::new(Err(e), HeaderList::default()),
+            |svc, dl| match dl {
+                Some(dl) if Some(dl) != options.get_deadline() => {
+                    // Less time left after resolving: the rest of the caller's deadline.
+                    let o = options.clone().deadline(dl);
+                    self.method(svc, method).call_with(payload.clone(), &o)
+                }
+                _ => self.method(svc, method).call_with(payload.clone(), options),
+            },
+            |r| matches!(r.result(), Err(CallError::Status(s)) if s.code == crate::StatusCode::NotFound),
+        )
+    }
+
+    /// The cache of the peer's `$sys` listing.
+    pub(crate) fn sys_cache(&self) -> &crate::sys::Cache {
+        &self.inner.sys
     }
 }
 
@@ -240,6 +281,8 @@ pub struct CallFuture {
     /// call does not (the connection is the peer's, and closes with it).
     _channel: Option<Channel>,
     finished: bool,
+    /// The client interceptors' `after` hooks still to run (a channel with interceptors).
+    after: Option<Box<crate::dispatch::PendingAfter>>,
 }
 
 impl std::future::Future for CallFuture {
@@ -266,7 +309,10 @@ impl std::future::Future for CallFuture {
             }
             return std::task::Poll::Pending;
         };
-        let out = result.map(<[u8]>::to_vec).map_err(CallError::from_status);
+        let mut out = result.map(<[u8]>::to_vec).map_err(CallError::from_status);
+        if let Some(after) = self.after.take() {
+            after.run(&mut out, self.slot.metadata());
+        }
         self.finished = true;
         std::task::Poll::Ready(out)
     }
@@ -284,6 +330,7 @@ impl CallFuture {
             target: None,
             _channel: None,
             finished: false,
+            after: None,
         }
     }
 }
@@ -331,13 +378,37 @@ impl Method {
         let slot = Arc::new(Completion::new());
         let armed = slot.arm();
         debug_assert!(armed);
-        self.send(payload.into(), deadline, &slot);
         let ch = &self.channel.inner;
+        let after = if ch.interceptors.is_empty() {
+            self.send(payload.into(), deadline, &slot);
+            None
+        } else {
+            // The client's interceptors: `before` now, `after` when the future resolves.
+            match crate::dispatch::PendingAfter::begin(
+                &ch.interceptors,
+                (&self.service, &self.method),
+                deadline,
+            ) {
+                Ok((after, metadata)) => {
+                    let metadata = (!metadata.is_empty()).then(|| Box::new(metadata));
+                    self.send_with(payload.into(), deadline, metadata, &slot);
+                    Some(after)
+                }
+                Err(e) => {
+                    let status = e
+                        .status()
+                        .clone()
+                        .with_origin(crate::status::Origin::Refused);
+                    return CallFuture::failed(status);
+                }
+            }
+        };
         CallFuture {
             slot,
             target: Some((ch.inbox.clone(), ch.conn)),
             _channel: Some(self.channel.clone()),
             finished: false,
+            after,
         }
     }
 
@@ -379,6 +450,14 @@ impl Method {
         deadline: Option<Duration>,
         out: &mut Vec<u8>,
     ) -> Result<(), CallError> {
+        if !self.channel.inner.interceptors.is_empty() {
+            let opts = match deadline {
+                Some(d) => CallOptions::new().deadline(d),
+                None => CallOptions::new(),
+            };
+            out.extend_from_slice(&self.call_with(payload, &opts).into_result()?);
+            return Ok(());
+        }
         if self.channel.inner.inbox.is_current() {
             return Err(CallError::WouldDeadlock(Status::new(
                 crate::StatusCode::FailedPrecondition,
@@ -406,6 +485,22 @@ impl Method {
     /// copied to hand it to the core (three allocations), response metadata into the
     /// [`Response`] (two allocations when there is some).
     pub fn call_with(&self, payload: impl Into<Bytes>, options: &CallOptions) -> Response {
+        let interceptors = &self.channel.inner.interceptors;
+        if interceptors.is_empty() {
+            return self.call_with_raw(payload.into(), options);
+        }
+        let payload = payload.into();
+        let (service, method) = (
+            String::from_utf8_lossy(&self.service),
+            String::from_utf8_lossy(&self.method),
+        );
+        interceptors.run(&service, &method, options, |o| {
+            self.call_with_raw(payload, o)
+        })
+    }
+
+    /// [`Method::call_with`] without the client's interceptors.
+    fn call_with_raw(&self, payload: Bytes, options: &CallOptions) -> Response {
         if let Err(s) = options.check() {
             return Response::new(Err(CallError::Refused(s)), HeaderList::default());
         }
@@ -424,7 +519,7 @@ impl Method {
         let metadata = Some(options.get_metadata())
             .filter(|m| !m.is_empty())
             .map(|m| Box::new(m.clone()));
-        self.send_with(payload.into(), deadline, metadata, &slot);
+        self.send_with(payload, deadline, metadata, &slot);
         let ch = &self.channel.inner;
         let slot = match await_slot(&ch.inbox, ch.conn, slot, until, LATE) {
             Ok(slot) => slot,
@@ -514,6 +609,7 @@ pub(crate) fn start_async(
         target: Some((inbox.clone(), conn)),
         _channel: None,
         finished: false,
+        after: None,
     }
 }
 
@@ -554,4 +650,23 @@ pub(crate) fn call_blocking(
             .map_err(CallError::from_status)?,
     );
     Ok(())
+}
+
+/// Client-side interceptors (docs/architecture.md, "Middleware").
+impl Client {
+    /// A client whose channels run `interceptor` around every blocking call (see
+    /// [`crate::ClientInterceptor`]), after the interceptors this client already has. The
+    /// new client shares the engine's cores; channels opened before keep their interceptors.
+    pub fn with_interceptor(&self, interceptor: impl crate::ClientInterceptor) -> Client {
+        let mut interceptors = self.inner.interceptors.clone();
+        interceptors.push(Arc::new(interceptor));
+        Client {
+            inner: Arc::new(Inner {
+                inboxes: self.inner.inboxes.clone(),
+                next: AtomicUsize::new(0),
+                connect_timeout: self.inner.connect_timeout,
+                interceptors,
+            }),
+        }
+    }
 }

@@ -50,6 +50,7 @@ pub struct EngineBuilder {
     config: CoreConfig,
     services: Vec<Service>,
     interceptors: crate::dispatch::Interceptors,
+    asyncs: crate::dispatch::AsyncInterceptors,
     listen: Vec<String>,
 }
 
@@ -95,6 +96,14 @@ impl EngineBuilder {
         self.interceptors.push(Arc::new(interceptor));
         self
     }
+    /// Runs `interceptor`, which may await, before every call the engine's cores serve
+    /// (`$sys` included), before the services' own async interceptors. See
+    /// [`crate::AsyncInterceptor`] for the order and the cost (every method is then served
+    /// as an async one).
+    pub fn async_interceptor(mut self, interceptor: impl crate::AsyncInterceptor) -> Self {
+        self.asyncs.0.push(Arc::new(interceptor));
+        self
+    }
     /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`, `inproc://name`) on every
     /// core: sockets are bound once and shared by the cores; an `inproc://` name hands its
     /// connections to the cores in turn.
@@ -136,10 +145,13 @@ impl EngineBuilder {
         self.config.validate()?;
         let connect_timeout = self.config.protocol.connect_timeout;
         let mut registry = Registry::default();
+        // Set first: services are wrapped by the engine's async interceptors as they are added.
+        registry.interceptors = self.interceptors;
+        registry.set_asyncs(self.asyncs);
         for s in self.services {
             registry.add(s)?;
         }
-        registry.interceptors = self.interceptors;
+        let master = registry.clone();
         let registry = Arc::new(registry);
         // Bind every listener here (on the caller's thread, which also resolved host names),
         // so errors surface from build() and port 0 resolves once. One listening socket per
@@ -217,6 +229,7 @@ impl EngineBuilder {
             inproc: Vec::new(),
             drivers: Vec::with_capacity(n),
             connect_timeout,
+            registry: std::sync::Mutex::new(master),
         };
         let mut drivers = vec![None; n];
         for _ in 0..n {
@@ -324,6 +337,8 @@ pub struct Engine {
     drivers: Vec<crate::DriverInfo>,
     /// `ProtocolConfig::connect_timeout`, for [`Engine::client`].
     connect_timeout: Duration,
+    /// The services the cores serve (each holds a copy), for changes at run time.
+    registry: std::sync::Mutex<Registry>,
 }
 
 impl Engine {
@@ -463,4 +478,66 @@ pub(crate) fn pin_to_cpu(cpu: usize) {
     unsafe { libc::CPU_SET(cpu % n, &mut set) };
     // SAFETY: pid 0 is the calling thread; `set` is initialised and its size is passed.
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// How long [`Engine::add_service`] and [`Engine::remove_service`] wait for a core that is
+/// busy (in a long handler) to take the new set of services.
+const SERVICES_WAIT: Duration = Duration::from_secs(5);
+
+/// Services added and removed at run time (docs/architecture.md, "Services at run time").
+impl Engine {
+    /// Serves `service` on every core from now on; `$sys` lists it. Returns once every core
+    /// serves it (a core busy in a handler for longer than 5 s takes it at its next turn;
+    /// called from a handler, its own core takes it at the end of the current turn).
+    ///
+    /// # Errors
+    /// [`crate::ServiceError::Duplicate`] if a service of the same `name@version` is served.
+    pub fn add_service(&self, service: Service) -> Result<(), ServiceError> {
+        self.change_services(|r| r.add(service))
+    }
+
+    /// Stops serving the service `key` (`name@version`) on every core: later calls to it
+    /// get `NotFound` (naming the versions left) and `$sys` no longer lists it. Calls
+    /// already dispatched to it finish normally: a sync handler's call is answered within
+    /// the turn that started it, and async and deferred calls answer when their handlers
+    /// do (or by their deadline). Returns as [`Engine::add_service`] does.
+    ///
+    /// # Errors
+    /// [`crate::ServiceError::NotRegistered`], or [`crate::ServiceError::Reserved`] for `$sys`.
+    pub fn remove_service(&self, key: &str) -> Result<(), ServiceError> {
+        self.change_services(|r| r.remove(key).map(drop))
+    }
+
+    fn change_services(
+        &self,
+        change: impl FnOnce(&mut Registry) -> Result<(), ServiceError>,
+    ) -> Result<(), ServiceError> {
+        let mut master = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut master)?;
+        let snapshot = Arc::new(master.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut waiting = 0;
+        for inbox in &self.inboxes {
+            if !inbox.is_current() {
+                waiting += 1;
+            }
+            inbox.send(Command::Services {
+                registry: snapshot.clone(),
+                done: tx.clone(),
+            });
+        }
+        drop(tx);
+        let until = std::time::Instant::now() + SERVICES_WAIT;
+        for _ in 0..waiting {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            // A stopped core drops the command (and its sender): nothing to wait for.
+            if rx.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
 }

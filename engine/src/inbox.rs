@@ -64,6 +64,12 @@ pub(crate) enum Command {
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
     Stats(std::sync::mpsc::Sender<CoreStats>),
+    /// Serve this set of services from now on (added or removed at run time); say so on
+    /// `done`.
+    Services {
+        registry: Arc<crate::service::Registry>,
+        done: std::sync::mpsc::Sender<()>,
+    },
 }
 
 thread_local! {
@@ -100,6 +106,8 @@ pub(crate) struct Inbox {
     closed: AtomicBool,
     /// Why the core stopped (set once, before `closed`).
     reason: std::sync::OnceLock<(String, bool)>,
+    /// The `$sys` listings of this core's peers, by connection (`Peer::resolve`).
+    pub(crate) peer_sys: crate::sys::PeerCache,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -125,6 +133,7 @@ impl Inbox {
             sleeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             reason: std::sync::OnceLock::new(),
+            peer_sys: crate::sys::PeerCache::default(),
         }))
     }
 
@@ -181,7 +190,8 @@ impl Inbox {
                 | Command::Close { .. }
                 | Command::Answer { .. }
                 | Command::Shutdown { .. }
-                | Command::Stats(_) => {}
+                | Command::Stats(_)
+                | Command::Services { .. } => {}
             }
         }
     }

@@ -51,11 +51,13 @@ mod inbox;
 pub mod inproc {
     pub use crate::transport::inproc::{RING_BYTES, RawListener, connect_raw, listen_raw};
 }
+pub mod middleware;
 mod peer;
 mod service;
 mod slot;
 mod stats;
 mod status;
+mod sys;
 mod timer;
 mod transport;
 pub mod typed;
@@ -66,7 +68,10 @@ pub use config::{
     ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
 };
 pub use core::{ConnId, Core, CoreError};
-pub use dispatch::{After, Before, CallOptions, DeferredReply, Interceptor, Response};
+pub use dispatch::{
+    After, AsyncInterceptor, Before, CallOptions, ClientInterceptor, DeferredReply,
+    InterceptFuture, Interceptor, Outgoing, Response, Returned,
+};
 pub use driver::uring::RingError;
 pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
 pub use endpoint::{Endpoint, EndpointError};

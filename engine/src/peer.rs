@@ -179,6 +179,18 @@ impl Peer {
         Ok(out)
     }
 
+    /// The core's inbox and the connection (`None` if detached).
+    pub(crate) fn link(&self) -> Option<(&Arc<Inbox>, ConnRef)> {
+        self.link.as_ref().map(|(i, c)| (i, *c))
+    }
+
+    /// The core and connection of this peer, as a dispatch origin (`None` if detached).
+    pub(crate) fn origin(&self) -> Option<crate::dispatch::Origin<'_>> {
+        self.link
+            .as_ref()
+            .map(|(inbox, conn)| crate::dispatch::Origin { inbox, conn: *conn })
+    }
+
     /// Whether `self` and `other` reach the same connection (the same peer).
     pub fn same_connection(&self, other: &Peer) -> bool {
         match (&self.link, &other.link) {

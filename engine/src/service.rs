@@ -237,6 +237,12 @@ impl AsyncRequest {
     pub fn metadata(&self, name: &str) -> Option<&[u8]> {
         last(&self.headers, name)
     }
+    /// Adds request metadata that later hooks and the handler see, overriding a field of
+    /// the same name the caller sent (for [`crate::AsyncInterceptor`]s, e.g. the identity an
+    /// auth check established).
+    pub fn insert_metadata(&mut self, name: &str, value: &[u8]) {
+        self.headers.push(name.as_bytes(), value);
+    }
     /// Time left before the caller gives up, as carried by the request. The core cancels the
     /// handler's future (dropping it) and answers DeadlineExceeded when it passes.
     pub fn deadline(&self) -> Option<Duration> {
@@ -266,46 +272,30 @@ pub(crate) enum Handler {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
-    /// The version is not `MAJOR.MINOR.PATCH`.
-    #[error("service version {0:?} is not semver MAJOR.MINOR.PATCH")]
+    /// The version is not semver `MAJOR.MINOR.PATCH[-PRERELEASE]`.
+    #[error(
+        "service version {0:?} is not semver MAJOR.MINOR.PATCH or MAJOR.MINOR.PATCH-PRERELEASE \
+         (no leading zeros, no build metadata)"
+    )]
     BadVersion(String),
-    /// The name is empty or contains `@`.
-    #[error("service name {0:?} must be non-empty and must not contain '@'")]
+    /// The name is not 1 to 128 bytes of printable ASCII without `@`.
+    #[error("service name {0:?} must be 1 to 128 bytes of printable ASCII (0x21-0x7e) without '@'")]
     BadName(String),
+    /// The name starts with `$`, reserved for the protocol's services (`$sys`).
+    #[error("service name {0:?} starts with '$', which is reserved for the protocol (e.g. $sys)")]
+    Reserved(String),
     /// Two services with the same `name@version`.
     #[error("service {0} is registered twice")]
     Duplicate(String),
+    /// [`crate::Engine::remove_service`] or [`crate::Core::remove_service`] of a service that
+    /// is not registered.
+    #[error("service {0} is not registered")]
+    NotRegistered(String),
 }
 
-/// A parsed semantic version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    /// Major.
-    pub major: u64,
-    /// Minor.
-    pub minor: u64,
-    /// Patch.
-    pub patch: u64,
-}
-
-impl Version {
-    /// Parses `MAJOR.MINOR.PATCH`.
-    pub fn parse(s: &str) -> Option<Version> {
-        let mut it = s.split('.').map(|p| {
-            if p.is_empty() || (p.len() > 1 && p.starts_with('0')) {
-                None
-            } else {
-                p.parse::<u64>().ok()
-            }
-        });
-        let v = Version {
-            major: it.next()??,
-            minor: it.next()??,
-            patch: it.next()??,
-        };
-        it.next().is_none().then_some(v)
-    }
-}
+/// A service version: the `semver` crate's [`semver::Version`] (re-exported by the codec),
+/// `MAJOR.MINOR.PATCH` with an optional pre-release part (docs/protocol.md §25.2).
+pub use netron_codec::sys::Version;
 
 /// A service: `name@version` and its methods.
 ///
@@ -325,6 +315,11 @@ pub struct Service {
     version: Version,
     key: String,
     methods: FxHashMap<Box<[u8]>, Handler>,
+    /// This service's own interceptors, inside the engine's (docs/architecture.md,
+    /// "Middleware").
+    pub(crate) interceptors: crate::dispatch::Interceptors,
+    /// This service's own async interceptors (applied to its handlers by the registry).
+    asyncs: crate::dispatch::AsyncInterceptors,
 }
 
 impl std::fmt::Debug for Service {
@@ -343,19 +338,40 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// A service named `name` at `version` (`MAJOR.MINOR.PATCH`).
+    /// A service named `name` at `version` (`MAJOR.MINOR.PATCH`, optionally with a
+    /// pre-release part such as `2.0.0-beta.1`; docs/protocol.md §25.2).
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::BadName`], [`ServiceError::Reserved`] (a name starting with `$`) or
+    /// [`ServiceError::BadVersion`].
     pub fn new(name: &str, version: &str) -> Result<Service, ServiceError> {
-        if name.is_empty() || name.contains('@') {
+        if netron_codec::sys::check_name(name.as_bytes()).is_err() {
             return Err(ServiceError::BadName(name.to_owned()));
         }
-        let v =
-            Version::parse(version).ok_or_else(|| ServiceError::BadVersion(version.to_owned()))?;
-        Ok(Service {
+        if name.starts_with('$') {
+            return Err(ServiceError::Reserved(name.to_owned()));
+        }
+        Self::reserved(name, version)
+    }
+
+    /// [`Service::new`] without the check for the reserved `$` prefix (for `$sys`).
+    pub(crate) fn reserved(name: &str, version: &str) -> Result<Service, ServiceError> {
+        let v = netron_codec::sys::parse_version(version.as_bytes())
+            .map_err(|_| ServiceError::BadVersion(version.to_owned()))?;
+        Ok(Self::with_version(name, v))
+    }
+
+    /// A service of a checked name and version.
+    pub(crate) fn with_version(name: &str, version: Version) -> Service {
+        Service {
             name: name.to_owned(),
-            version: v,
             key: format!("{name}@{version}"),
+            version,
             methods: FxHashMap::default(),
-        })
+            interceptors: crate::dispatch::Interceptors::default(),
+            asyncs: crate::dispatch::AsyncInterceptors::default(),
+        }
     }
 
     /// Adds a unary method served by a sync handler.
@@ -408,6 +424,24 @@ impl Service {
         self
     }
 
+    /// Runs `interceptor` around every call of this service, inside the engine's
+    /// interceptors ([`crate::EngineBuilder::interceptor`]): `before` hooks run engine's
+    /// first then the service's, each group in installation order; `after` hooks in exactly
+    /// the reverse order (docs/architecture.md, "Middleware"). Costs as an engine-wide
+    /// interceptor, on this service's calls only.
+    pub fn interceptor(mut self, interceptor: impl crate::Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Runs `interceptor`, which may await, before every call of this service, after the
+    /// engine's async interceptors (see [`crate::AsyncInterceptor`] for the order and the
+    /// cost: every method of the service is then served as an async one).
+    pub fn async_interceptor(mut self, interceptor: impl crate::AsyncInterceptor) -> Self {
+        self.asyncs.0.push(Arc::new(interceptor));
+        self
+    }
+
     /// `name@version`, as sent in `:service`.
     pub fn key(&self) -> &str {
         &self.key
@@ -417,31 +451,100 @@ impl Service {
         &self.name
     }
     /// The version.
-    pub fn version(&self) -> Version {
-        self.version
+    pub fn version(&self) -> &Version {
+        &self.version
     }
     /// Method names.
     pub fn methods(&self) -> impl Iterator<Item = &[u8]> {
         self.methods.keys().map(|k| &k[..])
     }
+
+    /// Method names and how they are served (for `$sys`).
+    pub(crate) fn handlers(&self) -> impl Iterator<Item = (&[u8], &Handler)> {
+        self.methods.iter().map(|(k, h)| (&k[..], h))
+    }
 }
 
-/// All services a core serves and the interceptors its dispatcher runs; shared read-only
-/// between cores.
-#[derive(Debug, Default, Clone)]
+/// All services a core serves (with `$sys`, which lists them) and the interceptors its
+/// dispatcher runs; shared read-only between cores, replaced whole when services are added
+/// or removed at run time.
+#[derive(Debug, Clone)]
 pub(crate) struct Registry {
     by_key: FxHashMap<Box<[u8]>, Service>,
     pub(crate) interceptors: crate::dispatch::Interceptors,
+    /// The engine's async interceptors, applied to services as they are added.
+    asyncs: crate::dispatch::AsyncInterceptors,
+}
+
+impl Default for Registry {
+    /// No application services: `$sys` only.
+    fn default() -> Self {
+        let mut r = Registry {
+            by_key: FxHashMap::default(),
+            interceptors: crate::dispatch::Interceptors::default(),
+            asyncs: crate::dispatch::AsyncInterceptors::default(),
+        };
+        r.refresh_sys();
+        r
+    }
 }
 
 impl Registry {
-    pub(crate) fn add(&mut self, s: Service) -> Result<(), ServiceError> {
+    pub(crate) fn add(&mut self, mut s: Service) -> Result<(), ServiceError> {
         let key: Box<[u8]> = s.key.as_bytes().into();
         if self.by_key.contains_key(&key) {
             return Err(ServiceError::Duplicate(s.key));
         }
+        if !self.asyncs.0.is_empty() || !s.asyncs.0.is_empty() {
+            let chain: crate::dispatch::AsyncChain =
+                self.asyncs.0.iter().chain(&s.asyncs.0).cloned().collect();
+            for h in s.methods.values_mut() {
+                *h = crate::dispatch::wrap_async(h, chain.clone());
+            }
+            // Wrapped once: a registry that copies this service does not wrap it again.
+            s.asyncs.0.clear();
+        }
         self.by_key.insert(key, s);
+        self.refresh_sys();
         Ok(())
+    }
+
+    /// Removes the service `key` (`name@version`).
+    pub(crate) fn remove(&mut self, key: &str) -> Result<Service, ServiceError> {
+        if key.starts_with('$') {
+            return Err(ServiceError::Reserved(key.to_owned()));
+        }
+        let s = self
+            .by_key
+            .remove(key.as_bytes())
+            .ok_or_else(|| ServiceError::NotRegistered(key.to_owned()))?;
+        self.refresh_sys();
+        Ok(s)
+    }
+
+    /// The registered services, `$sys` included.
+    pub(crate) fn services(&self) -> impl Iterator<Item = &Service> {
+        self.by_key.values()
+    }
+
+    /// Rebuilds `$sys` from the services registered now.
+    fn refresh_sys(&mut self) {
+        let mut sys =
+            crate::sys::sys_service(self.by_key.values().filter(|s| !s.name.starts_with('$')));
+        if !self.asyncs.0.is_empty() {
+            let chain: crate::dispatch::AsyncChain = self.asyncs.0.iter().cloned().collect();
+            for h in sys.methods.values_mut() {
+                *h = crate::dispatch::wrap_async(h, chain.clone());
+            }
+        }
+        self.by_key.insert(sys.key.as_bytes().into(), sys);
+    }
+
+    /// Sets the engine's async interceptors (before services are added: they are wrapped as
+    /// they are added).
+    pub(crate) fn set_asyncs(&mut self, asyncs: crate::dispatch::AsyncInterceptors) {
+        self.asyncs = asyncs;
+        self.refresh_sys();
     }
 
     /// The handler for `service` (`name@version`) and `method`, or the status to answer.
@@ -450,18 +553,16 @@ impl Registry {
         &self,
         service: Option<&[u8]>,
         method: Option<&[u8]>,
-    ) -> Result<&Handler, Status> {
+    ) -> Result<(&Handler, &crate::dispatch::Interceptors), Status> {
         let service =
             service.ok_or_else(|| Status::invalid_argument("request has no :service header"))?;
         let method =
             method.ok_or_else(|| Status::invalid_argument("request has no :method header"))?;
-        let svc = self.by_key.get(service).ok_or_else(|| {
-            Status::new(
-                crate::StatusCode::NotFound,
-                format!("no service {}", String::from_utf8_lossy(service)),
-            )
-        })?;
-        svc.methods.get(method).ok_or_else(|| {
+        let svc = match self.by_key.get(service) {
+            Some(svc) => svc,
+            None => return Err(crate::sys::unknown_service(self, service)),
+        };
+        let h = svc.methods.get(method).ok_or_else(|| {
             Status::new(
                 crate::StatusCode::Unimplemented,
                 format!(
@@ -470,7 +571,8 @@ impl Registry {
                     String::from_utf8_lossy(method)
                 ),
             )
-        })
+        })?;
+        Ok((h, &svc.interceptors))
     }
 }
 
@@ -481,17 +583,18 @@ mod tests {
     #[test]
     fn versions_and_lookup() {
         assert_eq!(
-            Version::parse("1.2.3"),
-            Some(Version {
-                major: 1,
-                minor: 2,
-                patch: 3
-            })
+            *Service::new("calc", "1.2.3").unwrap().version(),
+            Version::new(1, 2, 3)
         );
-        for bad in ["1.2", "1.2.3.4", "01.2.3", "a.b.c", "", "1..3"] {
-            assert_eq!(Version::parse(bad), None, "{bad}");
+        for bad in ["1.2", "1.2.3.4", "01.2.3", "a.b.c", "", "1..3", "1.2.3+b"] {
+            assert!(Service::new("calc", bad).is_err(), "{bad}");
         }
+        assert!(Service::new("calc", "2.0.0-beta.1").is_ok());
         assert!(Service::new("a@b", "1.0.0").is_err());
+        assert_eq!(
+            Service::new("$mine", "1.0.0").unwrap_err(),
+            ServiceError::Reserved("$mine".into())
+        );
         let mut r = Registry::default();
         r.add(
             Service::new("calc", "1.0.0")

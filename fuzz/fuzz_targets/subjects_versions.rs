@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use libfuzzer_sys::fuzz_target;
 use netron_codec::subject::{Pattern, Subject};
-use netron_codec::sys::{ServiceId, ServiceReq, Version, VersionReq, resolve};
+use netron_codec::sys::{ServiceId, ServiceReq, Version, parse_req, parse_version, resolve};
 
 fuzz_target!(|data: &[u8]| {
     let (p, s) = match data.iter().position(|&b| b == 0) {
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    if let Ok(v) = Version::parse(data) {
+    if let Ok(v) = parse_version(data) {
         assert_eq!(v.to_string().as_bytes(), data);
     }
     if let Ok(id) = ServiceId::parse(data) {
@@ -50,10 +50,10 @@ fuzz_target!(|data: &[u8]| {
             Version::new(1, 9, 0),
             Version::new(2, 0, 0),
         ];
-        if let Some(best) = resolve(&req.req, vs) {
-            assert!(req.req.matches(best));
-            assert!(vs.iter().all(|v| !req.req.matches(*v) || *v <= best));
+        if let Some(best) = resolve(&req.req, vs.iter().cloned()) {
+            assert!(req.req.matches(&best));
+            assert!(vs.iter().all(|v| !req.req.matches(v) || *v <= best));
         }
     }
-    let _ = VersionReq::parse(data);
+    let _ = parse_req(data);
 });

@@ -82,7 +82,7 @@ impl<C: Caller> Connection<C> {
         // The registry outlives this event (it is borrowed from the core, not from the
         // connection): handlers are used by reference, no reference count per call.
         let registry: &crate::service::Registry = env.registry;
-        let handler = match registry.lookup(self.headers.service(), self.headers.method()) {
+        let (handler, own) = match registry.lookup(self.headers.service(), self.headers.method()) {
             Ok(h) => h,
             Err(status) => {
                 self.release_scratch(scratch);
@@ -119,10 +119,11 @@ impl<C: Caller> Connection<C> {
         let interceptors = &registry.interceptors;
         let mut response = std::mem::take(&mut self.serve().response);
         response.clear();
-        let started = if interceptors.is_empty() {
+        let started = if interceptors.is_empty() && own.is_empty() {
             None
         } else {
-            match interceptors.before(id, &mut self.headers, &mut response) {
+            let peer = env.origin.map_or(0, |o| o.peer_key());
+            match interceptors.before(own, (id, peer), &mut self.headers, &mut response) {
                 Ok(s) => Some(s),
                 Err(status) => {
                     self.release_scratch(scratch);
@@ -148,6 +149,7 @@ impl<C: Caller> Connection<C> {
                 );
                 self.inflight.insert(id);
                 if let Some(s) = started {
+                    let s = s.with_names(&self.headers);
                     self.serve().started.insert(id, s);
                 }
                 self.spawns.push_back(Spawn {
@@ -175,6 +177,7 @@ impl<C: Caller> Connection<C> {
                 let token = serve.token;
                 self.inflight.insert(id);
                 if let Some(s) = started {
+                    let s = s.with_names(&self.headers);
                     self.serve().started.insert(id, s);
                 }
                 // Tracked (deadline, cancel, close) before the handler can answer.
@@ -225,7 +228,7 @@ impl<C: Caller> Connection<C> {
                         ),
                     ));
                 }
-                if let Some(s) = started {
+                if let Some(s) = &started {
                     interceptors.after(id, Some(&headers), &mut outcome, s, &mut response);
                 }
                 if outcome.is_ok() && !response.is_empty() {
@@ -328,7 +331,7 @@ impl<C: Caller> Connection<C> {
         if let Some(s) = started {
             env.registry
                 .interceptors
-                .after(id, None, &mut outcome, s, &mut response);
+                .after(id, None, &mut outcome, &s, &mut response);
         }
         let r = match outcome {
             Ok(()) => self.send_reply(id, &response, &payload, env),
@@ -361,7 +364,7 @@ impl<C: Caller> Connection<C> {
                 response.clear();
                 registry
                     .interceptors
-                    .after(id, None, &mut outcome, s, &mut response);
+                    .after(id, None, &mut outcome, &s, &mut response);
                 self.serve().response = response;
             }
             let status = outcome

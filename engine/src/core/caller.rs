@@ -181,6 +181,12 @@ impl Core {
         deadline: Option<Duration>,
         slot: &'s mut CallSlot,
     ) -> Result<&'s [u8], CallError> {
+        if !self.client_interceptors.is_empty() {
+            let opts = deadline.map_or_else(crate::CallOptions::new, |d| {
+                crate::CallOptions::new().deadline(d)
+            });
+            return self.call_intercepted(conn, (service, method), payload, &opts, slot);
+        }
         self.call_inner(conn, service, method, payload, deadline, None, slot)
     }
 
@@ -201,6 +207,9 @@ impl Core {
         options: &crate::CallOptions,
         slot: &'s mut CallSlot,
     ) -> Result<&'s [u8], CallError> {
+        if !self.client_interceptors.is_empty() {
+            return self.call_intercepted(conn, (service, method), payload, options, slot);
+        }
         options.check().map_err(CallError::Refused)?;
         let metadata = Some(options.get_metadata()).filter(|m| !m.is_empty());
         let deadline = options.get_deadline();
@@ -208,7 +217,7 @@ impl Core {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn call_inner<'s>(
+    pub(super) fn call_inner<'s>(
         &mut self,
         conn: ConnId,
         service: &[u8],

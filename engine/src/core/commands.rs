@@ -114,6 +114,10 @@ impl Core {
             Command::Stats(tx) => {
                 let _ = tx.send(self.stats());
             }
+            Command::Services { registry, done } => {
+                self.set_registry(registry);
+                let _ = done.send(());
+            }
         }
     }
 

@@ -10,6 +10,7 @@ mod caller;
 mod commands;
 mod conns;
 mod hot;
+mod intercept;
 mod listener;
 mod ring_io;
 mod timers;
@@ -128,6 +129,10 @@ pub struct Core {
     short_turns: u32,
     /// Buffer of the direct reads (allocated when the first connection gets hot).
     scratch: Box<[u8]>,
+    /// Peers' `$sys` listings, by connection (`Core::resolve`).
+    sys: crate::sys::CoreCache,
+    /// Around the calls this core makes (`Core::client_interceptor`).
+    client_interceptors: crate::dispatch::ClientInterceptors,
 }
 
 impl std::fmt::Debug for Core {
@@ -271,6 +276,8 @@ impl Core {
             sent: Vec::new(),
             short_turns: 0,
             scratch: Box::default(),
+            sys: crate::sys::CoreCache::default(),
+            client_interceptors: crate::dispatch::ClientInterceptors::default(),
         };
         core.arm_inbox();
         Ok(core)
@@ -449,6 +456,46 @@ impl Drop for Core {
         // Operations that never completed (the inbox's eventfd read always) stay in the
         // driver, which leaks their buffers when it drops rather than free memory the kernel
         // might touch; the ring itself is torn down by the kernel later.
+    }
+}
+
+/// Services added and removed at run time, and `$sys` (engine/src/sys/).
+impl Core {
+    /// Serves `service` from now on (calls already dispatched are not affected); `$sys`
+    /// lists it at once.
+    ///
+    /// # Errors
+    /// [`crate::ServiceError::Duplicate`] if a service of the same `name@version` is served.
+    pub fn add_service(&mut self, service: crate::Service) -> Result<(), crate::ServiceError> {
+        Arc::make_mut(&mut self.registry).add(service)
+    }
+
+    /// Stops serving the service `key` (`name@version`): later calls to it get `NotFound`
+    /// (naming the versions left); calls already dispatched to it finish normally (see
+    /// docs/architecture.md, "Services at run time").
+    ///
+    /// # Errors
+    /// [`crate::ServiceError::NotRegistered`], or [`crate::ServiceError::Reserved`] for `$sys`.
+    pub fn remove_service(&mut self, key: &str) -> Result<(), crate::ServiceError> {
+        Arc::make_mut(&mut self.registry).remove(key).map(drop)
+    }
+
+    /// Serves `registry` from now on (an engine's services changed).
+    pub(crate) fn set_registry(&mut self, registry: Arc<Registry>) {
+        self.registry = registry;
+    }
+
+    /// The cache of peers' `$sys` listings.
+    pub(crate) fn sys_cache(&mut self) -> &mut crate::sys::CoreCache {
+        &mut self.sys
+    }
+
+    /// The (key, generation) of every live connection.
+    pub(crate) fn connection_keys(&self) -> Vec<(u32, u32)> {
+        self.conns
+            .iter()
+            .map(|(k, en)| (k as u32, en.generation))
+            .collect()
     }
 }
 

@@ -97,6 +97,10 @@ impl Response {
     pub fn into_result(self) -> Result<Vec<u8>, CallError> {
         self.result
     }
+    /// The outcome and the response metadata.
+    pub(crate) fn into_parts(self) -> (Result<Vec<u8>, CallError>, HeaderList) {
+        (self.result, self.metadata)
+    }
     /// The response metadata (empty for a failed call: Error frames carry no header block).
     pub fn metadata(&self) -> &HeaderList {
         &self.metadata

@@ -17,6 +17,15 @@ pub(crate) struct Origin<'a> {
     pub conn: ConnRef,
 }
 
+impl Origin<'_> {
+    /// An opaque key of the connection (the core's inbox address, the slab key and its
+    /// generation): distinct for every connection open at the same time in this process.
+    pub(crate) fn peer_key(&self) -> u64 {
+        let core = Arc::as_ptr(self.inbox) as u64;
+        core.rotate_left(29) ^ (u64::from(self.conn.key) << 32 | u64::from(self.conn.generation))
+    }
+}
+
 const DROPPED: &str = "the handler dropped its DeferredReply without answering";
 
 /// The reply handle of a call served by a [`crate::Service::unary_deferred`] handler: answer
@@ -54,6 +63,8 @@ const DROPPED: &str = "the handler dropped its DeferredReply without answering";
 #[must_use = "a dropped DeferredReply answers the call with Internal"]
 pub struct DeferredReply {
     inbox: Option<Arc<Inbox>>,
+    /// Instead of the inbox: the slot a handler behind async interceptors is awaited on.
+    slot: Option<Arc<crate::slot::Completion>>,
     conn: ConnRef,
     id: u32,
     token: u32,
@@ -64,12 +75,14 @@ impl DeferredReply {
         match origin {
             Some(o) => Self {
                 inbox: Some(o.inbox.clone()),
+                slot: None,
                 conn: o.conn,
                 id,
                 token,
             },
             None => Self {
                 inbox: None,
+                slot: None,
                 conn: ConnRef {
                     key: 0,
                     generation: 0,
@@ -77,6 +90,20 @@ impl DeferredReply {
                 id,
                 token,
             },
+        }
+    }
+
+    /// A handle that completes `slot` (armed) instead of answering through an inbox.
+    pub(crate) fn to_slot(slot: Arc<crate::slot::Completion>, id: u32) -> Self {
+        Self {
+            inbox: None,
+            slot: Some(slot),
+            conn: ConnRef {
+                key: 0,
+                generation: 0,
+            },
+            id,
+            token: 0,
         }
     }
 
@@ -110,6 +137,15 @@ impl DeferredReply {
     }
 
     fn deliver(&mut self, result: Result<Bytes, Status>, metadata: Option<Box<HeaderList>>) {
+        if let Some(slot) = self.slot.take() {
+            // Awaited by the call's future on its core (async interceptors, dispatch/asynch.rs);
+            // this handle is the slot's only completer.
+            slot.complete_with(
+                result.as_deref().map_err(Status::clone),
+                metadata.as_deref(),
+            );
+            return;
+        }
         if let Some(inbox) = self.inbox.take() {
             inbox.send(Command::Answer {
                 conn: self.conn,
@@ -124,7 +160,7 @@ impl DeferredReply {
 
 impl Drop for DeferredReply {
     fn drop(&mut self) {
-        if self.inbox.is_some() {
+        if self.inbox.is_some() || self.slot.is_some() {
             self.deliver(Err(Status::internal(DROPPED)), None);
         }
     }

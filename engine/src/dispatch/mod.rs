@@ -5,10 +5,16 @@
 //! [`crate::Core::with_dispatch`]). The ergonomic middleware API and ready-made interceptors
 //! come with the `$sys`/middleware issue (18).
 
+mod asynch;
 mod call;
+mod client;
 mod deferred;
 
+pub(crate) use asynch::{AsyncChain, AsyncInterceptors, wrap as wrap_async};
+pub use asynch::{AsyncInterceptor, InterceptFuture};
 pub use call::{CallOptions, Response};
+pub use client::{ClientInterceptor, Outgoing, Returned};
+pub(crate) use client::{ClientInterceptors, PendingAfter};
 pub use deferred::DeferredReply;
 pub(crate) use deferred::Origin;
 
@@ -54,6 +60,7 @@ pub trait Interceptor: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Before<'a> {
     id: u32,
+    peer: u64,
     headers: &'a mut HeaderList,
 }
 
@@ -61,6 +68,21 @@ impl Before<'_> {
     /// The call id on its connection.
     pub fn id(&self) -> u32 {
         self.id
+    }
+    /// An opaque key of the calling connection (the peer): the same for every call on
+    /// one connection, distinct between connections open at the same time in this process
+    /// (a closed connection's key may come back later). 0 for calls not on a core's
+    /// connection.
+    pub fn peer(&self) -> u64 {
+        self.peer
+    }
+    /// The `:service` the call is for (`name@VERSION`).
+    pub fn service(&self) -> Option<&[u8]> {
+        self.headers.service()
+    }
+    /// The `:method` the call is for.
+    pub fn method(&self) -> Option<&[u8]> {
+        self.headers.method()
     }
     /// The request's header fields (`:service`, `:method`, the caller's metadata, and what
     /// earlier interceptors added).
@@ -85,6 +107,7 @@ impl Before<'_> {
 pub struct After<'a> {
     id: u32,
     request: Option<&'a HeaderList>,
+    names: Option<&'a Names>,
     outcome: &'a mut Result<(), Status>,
     elapsed_us: u64,
     metadata: &'a mut HeaderList,
@@ -100,6 +123,20 @@ impl After<'_> {
     /// no longer holds (the handler's [`crate::AsyncRequest::headers`] has them).
     pub fn request_headers(&self) -> Option<&HeaderList> {
         self.request
+    }
+    /// The `:service` the call was for (for every call, also those answered later).
+    pub fn service(&self) -> Option<&[u8]> {
+        match self.request {
+            Some(h) => h.service(),
+            None => self.names.map(|n| &n.0[..]),
+        }
+    }
+    /// The `:method` the call was for (for every call, also those answered later).
+    pub fn method(&self) -> Option<&[u8]> {
+        match self.request {
+            Some(h) => h.method(),
+            None => self.names.map(|n| &n.1[..]),
+        }
     }
     /// The outcome so far: `Ok` for a reply, the status otherwise.
     pub fn outcome(&self) -> Result<(), &Status> {
@@ -153,9 +190,10 @@ pub(crate) fn with_fields<R>(
     }
 }
 
-/// The interceptors a dispatcher runs, in installation order; shared by the cores.
+/// The interceptors a dispatcher runs, in installation order; shared by the cores (cloning
+/// is a reference-count increment).
 #[derive(Clone, Default)]
-pub(crate) struct Interceptors(Vec<Arc<dyn Interceptor>>);
+pub(crate) struct Interceptors(Arc<Vec<Arc<dyn Interceptor>>>);
 
 impl std::fmt::Debug for Interceptors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,13 +201,32 @@ impl std::fmt::Debug for Interceptors {
     }
 }
 
-/// The bookkeeping of one intercepted call: when it started.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Started(pub Instant);
+/// A call's `:service` and `:method`.
+type Names = (Box<[u8]>, Box<[u8]>);
+
+/// The bookkeeping of one intercepted call: when it started, and the service's own
+/// interceptors (the engine's come from the registry).
+#[derive(Debug, Clone)]
+pub(crate) struct Started {
+    at: Instant,
+    own: Interceptors,
+    /// `:service` and `:method`, kept for calls answered later (their headers are gone by
+    /// then): one allocation per such call with interceptors.
+    names: Option<Box<Names>>,
+}
+
+impl Started {
+    /// Keeps the call's `:service` and `:method` from `headers` for its `after` hooks.
+    pub(crate) fn with_names(mut self, headers: &HeaderList) -> Self {
+        let name = |v: Option<&[u8]>| Box::<[u8]>::from(v.unwrap_or_default());
+        self.names = Some(Box::new((name(headers.service()), name(headers.method()))));
+        self
+    }
+}
 
 impl Interceptors {
     pub(crate) fn push(&mut self, i: Arc<dyn Interceptor>) {
-        self.0.push(i);
+        Arc::make_mut(&mut self.0).push(i);
     }
 
     /// Whether no interceptor is installed (then dispatch adds nothing to a call).
@@ -178,23 +235,39 @@ impl Interceptors {
         self.0.is_empty()
     }
 
-    /// Runs every `before` hook in order. On a rejection, runs the `after` hooks of those
-    /// that ran before it (reverse order) and returns the final status.
+    /// The `i`-th interceptor of the chain `self` (the engine's, outermost) then `own` (the
+    /// service's).
+    fn nth<'a>(&'a self, own: &'a Interceptors, i: usize) -> &'a Arc<dyn Interceptor> {
+        match self.0.get(i) {
+            Some(ic) => ic,
+            None => &own.0[i - self.0.len()],
+        }
+    }
+
+    /// Runs every `before` hook in order: the engine's (`self`), then the service's (`own`).
+    /// On a rejection, runs the `after` hooks of those that ran before it (reverse order)
+    /// and returns the final status.
     pub(crate) fn before(
         &self,
-        id: u32,
+        own: &Interceptors,
+        (id, peer): (u32, u64),
         headers: &mut HeaderList,
         response: &mut HeaderList,
     ) -> Result<Started, Status> {
-        let started = Started(Instant::now());
-        for (i, ic) in self.0.iter().enumerate() {
+        let started = Started {
+            at: Instant::now(),
+            own: own.clone(),
+            names: None,
+        };
+        for i in 0..self.0.len() + own.0.len() {
+            let ic = self.nth(own, i);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ic.before(&mut Before { id, headers })
+                ic.before(&mut Before { id, peer, headers })
             }))
             .unwrap_or_else(|_| Err(Status::internal("an interceptor panicked")));
             if let Err(status) = r {
                 let mut outcome = Err(status);
-                self.after_from(i, id, Some(headers), &mut outcome, started, response);
+                self.after_from(i, id, Some(headers), &mut outcome, &started, response);
                 return Err(outcome.err().unwrap_or_else(|| {
                     Status::internal("an interceptor accepted a call another rejected")
                 }));
@@ -203,33 +276,36 @@ impl Interceptors {
         Ok(started)
     }
 
-    /// Runs every `after` hook in reverse order.
+    /// Runs every `after` hook in reverse order: the service's, then the engine's.
     pub(crate) fn after(
         &self,
         id: u32,
         request: Option<&HeaderList>,
         outcome: &mut Result<(), Status>,
-        started: Started,
+        started: &Started,
         response: &mut HeaderList,
     ) {
-        self.after_from(self.0.len(), id, request, outcome, started, response);
+        let n = self.0.len() + started.own.0.len();
+        self.after_from(n, id, request, outcome, started, response);
     }
 
-    /// Runs the `after` hooks of the first `n` interceptors, last first.
+    /// Runs the `after` hooks of the first `n` interceptors of the chain, last first.
     fn after_from(
         &self,
         n: usize,
         id: u32,
         request: Option<&HeaderList>,
         outcome: &mut Result<(), Status>,
-        started: Started,
+        started: &Started,
         response: &mut HeaderList,
     ) {
-        let elapsed_us = u64::try_from(started.0.elapsed().as_micros()).unwrap_or(u64::MAX);
-        for ic in self.0[..n].iter().rev() {
+        let elapsed_us = u64::try_from(started.at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        for i in (0..n).rev() {
+            let ic = self.nth(&started.own, i);
             let mut call = After {
                 id,
                 request,
+                names: started.names.as_deref(),
                 outcome,
                 elapsed_us,
                 metadata: response,

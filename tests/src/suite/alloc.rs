@@ -171,3 +171,48 @@ pub fn one_interceptor_costs_what_the_docs_say(t: &Transport) {
         server.shutdown(Duration::from_secs(1));
     }
 }
+
+/// No middleware installed (no interceptor of any kind, no client interceptor), and the
+/// engine's services changed at run time (its cores swapped their registry): the steady-state
+/// sync path still allocates nothing, client and server together.
+pub fn no_middleware_installed_costs_nothing(t: &Transport) {
+    let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
+    let (server, _) = crate::engine(t, busy.clone(), &[calc()], "alloc-none");
+    let extra = netron_engine::Service::new("extra", "1.0.0").unwrap();
+    server.add_service(extra).unwrap();
+    server.remove_service("extra@1.0.0").unwrap();
+    let ep = server.endpoints()[0].clone();
+    let mut core = Core::new(busy).unwrap();
+    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+    let mut slot = CallSlot::new();
+    let payload = [7u8; 64];
+    let deadline = Some(Duration::from_secs(5));
+    for _ in 0..2_000 {
+        core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
+            .unwrap();
+    }
+    let before = allocations();
+    for _ in 0..10_000 {
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
+            .unwrap();
+        assert_eq!(r.len(), 64);
+    }
+    let n = allocations() - before;
+    assert_eq!(
+        n, 0,
+        "{ep}: {n} allocations in 10,000 calls (client + server)"
+    );
+    // The counter does count: resolving a requirement allocates.
+    let before = allocations();
+    assert_eq!(
+        core.resolve(conn, "calc@^1", deadline).unwrap(),
+        "calc@1.2.0"
+    );
+    assert!(
+        allocations() > before,
+        "the global allocator is not CountingAlloc"
+    );
+    core.close(conn);
+    server.shutdown(Duration::from_secs(1));
+}

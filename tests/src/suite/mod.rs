@@ -18,6 +18,9 @@
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
 //! | [`peers`]     | symmetric peers: callbacks mid-call and after, both ways, vanishing  |
+//! | [`middleware`]| interceptor order (engine, service), client-side and async interceptors, the ready `auth`, `rate_limit` and `trace` interceptors |
+//! | [`typed`]     | typed FlatBuffers methods: requests built, replies verified      |
+//! | [`sys`]       | `$sys` listing, requirement resolution (semver, pre-releases), NotFound and InvalidArgument texts, services added and removed at run time |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
@@ -35,7 +38,10 @@ pub mod endings;
 pub mod errors;
 pub mod hot;
 pub mod limits;
+pub mod middleware;
 pub mod peers;
+pub mod sys;
+pub mod typed;
 pub mod unary;
 pub mod values;
 
@@ -160,6 +166,7 @@ macro_rules! conformance {
                         isolated steady_state_sync_calls_allocate_nothing,
                         isolated channel_and_async_paths_stay_within_their_allocation_budgets,
                         isolated one_interceptor_costs_what_the_docs_say,
+                        isolated no_middleware_installed_costs_nothing,
                     }
                     counts {
                         isolated a_parked_sync_call_costs_fixed_writes_frames_and_enters,
@@ -175,6 +182,26 @@ macro_rules! conformance {
                         both_sides_call_each_other_at_once,
                         peer_services_vanish_with_the_connection,
                         a_request_with_the_wrong_id_parity_is_cut_off,
+                    }
+                    middleware {
+                        engine_wide_then_per_service_in_a_defined_order,
+                        client_interceptors_see_both_ways_and_refuse_locally,
+                        async_interceptors_await_before_any_handler,
+                        a_caller_driven_core_runs_client_interceptors,
+                        auth_checks_tokens_and_hands_the_identity_to_the_handler,
+                        rate_limit_rejects_over_the_burst_per_peer_and_method,
+                        trace_logs_every_call_with_its_latency,
+                    }
+                    sys {
+                        requirements_resolve_to_the_highest_matching_version,
+                        not_found_names_the_versions_that_exist,
+                        sys_lists_services_versions_and_methods,
+                        services_added_and_removed_at_run_time,
+                        a_caller_driven_core_resolves_and_serves_changes,
+                        a_handler_calls_its_peer_back_by_requirement,
+                    }
+                    typed {
+                        a_typed_method_builds_requests_and_verifies_replies,
                     }
                     values {
                         arbitrary_call_arguments_never_panic,
