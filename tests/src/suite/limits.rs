@@ -56,7 +56,10 @@ pub fn a_peer_that_stops_reading_is_disconnected(t: &Transport) {
     for i in 0..6u32 {
         request(&mut batch, &mut enc, 2 * i + 1, None, b"echo", &mb);
     }
-    p.send_frames(batch.as_slice()).unwrap();
+    // The server may cut the connection before all 6 MiB are written (its stall timeout runs
+    // while this peer still writes on a loaded host): a reset write is that outcome, which
+    // the counters below check.
+    let _ = p.send_frames(batch.as_slice());
     assert!(
         poll(&e, |s| s.errors_of("write_stalled")
             + s.errors_of("close_linger")
