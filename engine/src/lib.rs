@@ -56,6 +56,7 @@ mod service;
 mod slot;
 mod stats;
 mod status;
+mod streams;
 mod timer;
 mod transport;
 pub mod typed;
@@ -82,3 +83,4 @@ pub use service::{
 pub use slot::CallSlot;
 pub use stats::{CoreStats, DriverStats};
 pub use status::{Status, StatusCode};
+pub use streams::{StreamReceiver, StreamRequest, StreamSender, TrySendError};

@@ -260,6 +260,8 @@ pub(crate) enum Handler {
     Sync(Arc<SyncHandler>),
     Async(Arc<AsyncHandler>),
     Deferred(Arc<DeferredHandler>),
+    /// A stream handler (any of the three shapes; streams/serve.rs).
+    Stream(Arc<crate::streams::StreamHandler>),
 }
 
 /// A service definition error.
@@ -405,6 +407,12 @@ impl Service {
             method.as_bytes().into(),
             Handler::Deferred(Arc::new(handler)),
         );
+        self
+    }
+
+    /// Adds `method` served by `handler` (the stream registrations, streams/serve.rs).
+    pub(crate) fn with_handler(mut self, method: &str, handler: Handler) -> Self {
+        self.methods.insert(method.as_bytes().into(), handler);
         self
     }
 

@@ -109,6 +109,37 @@ impl Core {
                 result,
                 metadata,
             } => self.answer_deferred(conn, id, token, result, metadata.as_deref(), now),
+            Command::OpenStream {
+                conn,
+                service,
+                method,
+                metadata,
+                deadline,
+                first,
+                end,
+                app,
+            } => {
+                let spec = crate::conn::StreamSpec {
+                    service: &service,
+                    method: &method,
+                    deadline,
+                    metadata: metadata.as_deref(),
+                    first,
+                    end,
+                };
+                self.open_stream(conn, &spec, app, now);
+            }
+            Command::StreamWork { conn, id } => {
+                let key = conn.key as usize;
+                if let Some(en) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|en| en.generation == conn.generation && !en.closing)
+                {
+                    en.conn.stream_work(id);
+                    self.after_event(key);
+                }
+            }
             Command::Shutdown { drain } => self.shutdown(drain),
             Command::Stats(tx) => {
                 let _ = tx.send(self.stats());
@@ -169,6 +200,33 @@ impl Core {
             };
             en.conn.complete_async(id, result, metadata, &mut env);
             self.after_event(key);
+        }
+    }
+
+    /// Opens a stream on client connection `conn` (or fails `app` saying why not).
+    fn open_stream(
+        &mut self,
+        conn: ConnRef,
+        spec: &crate::conn::StreamSpec<'_>,
+        app: Arc<crate::streams::Shared>,
+        now: Instant,
+    ) {
+        let key = conn.key as usize;
+        let mut app: Box<dyn crate::conn::StreamApp> = Box::new(crate::streams::AppHandle(app));
+        match self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.generation && !en.closing)
+        {
+            Some(en) => {
+                en.conn.open_stream(spec, app, now);
+                self.after_event(key);
+            }
+            None => {
+                let st = crate::peer::closed();
+                app.recv_closed(Err(st.clone()));
+                app.send_closed(st);
+            }
         }
     }
 
