@@ -18,6 +18,7 @@
 //! | [`hot`]       | busy-poll cores' direct reads (hot connections)                      |
 //! | [`values`]    | arbitrary call arguments and settings (property tests)               |
 //! | [`peers`]     | symmetric peers: callbacks mid-call and after, both ways, vanishing  |
+//! | [`streams`]   | the three stream shapes, flow control bounding a slow reader, cancel, deadline, peer death, bad stream input |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
@@ -36,6 +37,7 @@ pub mod errors;
 pub mod hot;
 pub mod limits;
 pub mod peers;
+pub mod streams;
 pub mod unary;
 pub mod values;
 
@@ -77,6 +79,15 @@ macro_rules! conformance {
                         a_handler_calls_another_service_on_its_own_core,
                         header_table_size_zero,
                         a_zero_copy_threshold_keeps_large_replies_intact,
+                    }
+                    streams {
+                        server_client_and_bidi_streams_work,
+                        a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order,
+                        a_slow_reader_bounds_what_the_writer_buffers,
+                        cancel_from_either_side_mid_stream,
+                        a_deadline_ends_the_stream_midway,
+                        a_peer_killed_mid_stream_fails_it_unavailable,
+                        bad_stream_input_gets_a_connection_error_and_a_counter,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,

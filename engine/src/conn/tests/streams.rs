@@ -47,7 +47,12 @@ fn stream_registry() -> Registry {
                 }
                 Ok(Bytes::copy_from_slice(&sum.to_le_bytes()))
             })
-            .bidi_stream("hang", |_, _rx, _tx| std::future::pending())
+            .bidi_stream("hang", |_, rx, tx| async move {
+                // Holds both halves (reads nothing: no credit goes back) until dropped.
+                let _halves = (rx, tx);
+                std::future::pending::<()>().await;
+                Ok(())
+            })
             .bidi_stream("fail", |_, _rx, _tx| async move {
                 Err(Status::new(StatusCode::PermissionDenied, "no"))
             }),
