@@ -15,6 +15,8 @@ mod ids;
 pub(crate) mod record;
 mod server;
 pub(crate) mod stream;
+mod stream_end;
+mod stream_send;
 mod timers;
 
 use budget::Budget;
@@ -599,12 +601,11 @@ impl<C: Caller> Connection<C> {
     fn on_go_away(&mut self, last_id: u32, env: &mut Env<'_>) {
         self.peer_going_away = true;
         env.stats.count_error("peer_go_away");
-        self.calls.fail_after(
-            last_id,
-            &crate::Status::unavailable(
-                "the peer is going away (GoAway) and did not process this call; retry it elsewhere",
-            ),
+        let status = crate::Status::unavailable(
+            "the peer is going away (GoAway) and did not process this call; retry it elsewhere",
         );
+        self.calls.fail_after(last_id, &status);
+        self.fail_streams_after(last_id, &status);
         self.go_away("the peer sent GoAway");
     }
 

@@ -23,9 +23,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use netron_codec::hpack::Header;
 use netron_codec::stream::{Role as Side, Stream, StreamError, Window, consume_both};
-use netron_codec::{Deadline, Flags, Frame, FrameKind, StatusCode};
+use netron_codec::{Flags, Frame, FrameKind, StatusCode};
 use rustc_hash::FxHashMap;
 
 use super::{Caller, ConnError, Connection, Env, Spawn};
@@ -33,7 +32,7 @@ use crate::Status;
 
 /// Ids of streams that ended here remembered for late frames of the peer (frames that crossed
 /// the end): those are ignored without charging the peer's idle-frame budget.
-const RECENT: usize = 64;
+pub(super) const RECENT: usize = 64;
 
 /// What the application queued for the connection to send on a stream, in order.
 #[derive(Debug)]
@@ -69,43 +68,43 @@ pub(crate) trait StreamApp: std::fmt::Debug {
 
 /// One open stream.
 #[derive(Debug)]
-struct Entry {
-    state: Stream,
+pub(super) struct Entry {
+    pub(super) state: Stream,
     /// This side's credit for sending (the peer's grants).
-    send: Window,
+    pub(super) send: Window,
     /// The peer's credit as this side granted it.
-    recv: Window,
+    pub(super) recv: Window,
     /// Bytes consumed by the application and not yet granted back.
-    pending: u32,
+    pub(super) pending: u32,
     /// Bytes delivered to the application and not yet consumed.
-    unread: u64,
-    deadline: Option<Instant>,
+    pub(super) unread: u64,
+    pub(super) deadline: Option<Instant>,
     /// `None` once the application is done with the stream (the opener cancelled or its
     /// deadline passed): the id stays in use until the peer's final frame.
-    app: Option<Box<dyn StreamApp>>,
+    pub(super) app: Option<Box<dyn StreamApp>>,
     /// A first message the StreamOpen could not carry (no connection credit), sent first.
-    first: Option<(Bytes, bool)>,
+    pub(super) first: Option<(Bytes, bool)>,
     /// The interceptors' start of a stream this side serves.
-    started: Option<crate::dispatch::Started>,
+    pub(super) started: Option<crate::dispatch::Started>,
 }
 
 /// The streams of one connection and its two connection windows (made on first use).
 #[derive(Debug)]
 pub(crate) struct Streams {
-    map: FxHashMap<u32, Entry>,
-    conn_send: Window,
-    conn_recv: Window,
+    pub(super) map: FxHashMap<u32, Entry>,
+    pub(super) conn_send: Window,
+    pub(super) conn_recv: Window,
     /// Bytes consumed on any stream (or dropped) and not yet granted back to the connection.
-    conn_pending: u32,
+    pub(super) conn_pending: u32,
     /// Initial (target) windows: stream and connection.
-    stream_window: u32,
-    conn_window: u32,
+    pub(super) stream_window: u32,
+    pub(super) conn_window: u32,
     /// Streams that may have something to send, in round-robin order.
-    ready: VecDeque<u32>,
+    pub(super) ready: VecDeque<u32>,
     /// Streams that waited for connection credit.
-    blocked: Vec<u32>,
-    recent: VecDeque<u32>,
-    next_deadline: Option<Instant>,
+    pub(super) blocked: Vec<u32>,
+    pub(super) recent: VecDeque<u32>,
+    pub(super) next_deadline: Option<Instant>,
 }
 
 impl Streams {
@@ -126,7 +125,7 @@ impl Streams {
         }
     }
 
-    fn track_deadline(&mut self, at: Option<Instant>) {
+    pub(super) fn track_deadline(&mut self, at: Option<Instant>) {
         if let Some(d) = at {
             self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
         }
@@ -146,7 +145,7 @@ pub(crate) struct StreamSpec<'a> {
     pub end: bool,
 }
 
-fn stream_error(e: StreamError) -> ConnError {
+pub(super) fn stream_error(e: StreamError) -> ConnError {
     ConnError {
         counter: e.counter(),
         status: e.status(),
@@ -164,14 +163,14 @@ fn peer_status(frame: &Frame<'_>) -> Status {
     }
 }
 
-fn fail_app(app: &mut dyn StreamApp, st: &Status) {
+pub(super) fn fail_app(app: &mut dyn StreamApp, st: &Status) {
     app.recv_closed(Err(st.clone()));
     app.send_closed(st.clone());
 }
 
 impl<C: Caller> Connection<C> {
     /// The connection's stream state, made on first use with the negotiated window.
-    fn streams_mut(&mut self) -> &mut Streams {
+    pub(super) fn streams_mut(&mut self) -> &mut Streams {
         let w = self
             .settings
             .as_ref()
@@ -200,7 +199,7 @@ impl<C: Caller> Connection<C> {
     }
 
     /// Whether STREAMS is in force on this connection (docs/protocol.md §21).
-    fn streams_in_force(&self) -> bool {
+    pub(super) fn streams_in_force(&self) -> bool {
         self.settings
             .as_ref()
             .is_some_and(|s| s.features & netron_codec::features::STREAMS != 0)
@@ -376,7 +375,7 @@ impl<C: Caller> Connection<C> {
     }
 
     /// Largest message a stream may send (a StreamData frame of `max_frame_size`).
-    fn max_message(&self) -> usize {
+    pub(super) fn max_message(&self) -> usize {
         self.limits().max_frame_size as usize - netron_codec::HEADER_LEN
     }
 
@@ -553,447 +552,9 @@ impl<C: Caller> Connection<C> {
         if let Some(app) = e.app.as_mut() {
             app.grant(inc);
         }
-        s.ready.push_back(id);
-        Ok(())
-    }
-
-    /// Removes stream `id` if it is over for this side; what its application had not read is
-    /// given back to the connection window.
-    fn end_if_finished(&mut self, id: u32) {
-        let Some(s) = self.streams.as_mut() else {
-            return;
-        };
-        if s.map.get(&id).is_some_and(|e| e.state.is_finished()) {
-            self.remove_stream(id);
-        }
-    }
-
-    fn remove_stream(&mut self, id: u32) {
-        let Some(s) = self.streams.as_mut() else {
-            return;
-        };
-        let Some(e) = s.map.remove(&id) else {
-            return;
-        };
-        s.conn_pending = s
-            .conn_pending
-            .saturating_add(e.unread.min(u32::MAX as u64) as u32);
-        if s.recent.len() == RECENT {
-            s.recent.pop_front();
-        }
-        s.recent.push_back(id);
-        let _ = self.grant_connection();
-    }
-
-    /// Sends a connection WindowUpdate once half of the connection window was consumed.
-    fn grant_connection(&mut self) -> Result<(), ConnError> {
-        let s = self.streams_mut();
-        if s.conn_pending == 0 || s.conn_pending < s.conn_window / 2 {
-            return Ok(());
-        }
-        let inc = std::mem::take(&mut s.conn_pending);
-        if s.conn_recv.grant(inc).is_err() {
-            return Ok(());
-        }
-        self.queue(|_, b| b.empty_frame(FrameKind::WindowUpdate, 0, inc))
-    }
-
-    /// Ends stream `id` that this side serves with `Error(id, code)` (its final frame), if it
-    /// has not sent one, and forgets it; the interceptors' `after` hooks see that status.
-    /// Returns whether the Error was sent.
-    fn abort_served(
-        &mut self,
-        id: u32,
-        code: StatusCode,
-        message: &str,
-        registry: &crate::service::Registry,
-    ) -> bool {
-        let Some(e) = self.streams.as_mut().and_then(|s| s.map.get_mut(&id)) else {
-            return false;
-        };
-        let sent = e.state.send_error().is_ok();
-        let started = e.started.take();
-        if let Some(app) = e.app.as_mut() {
-            fail_app(&mut **app, &Status::new(code, message.to_owned()));
-        }
-        self.remove_stream(id);
-        if sent {
-            let mut outcome = Err(Status::new(code, message.to_owned()));
-            if let Some(s) = started {
-                let mut response = netron_codec::hpack::HeaderList::default();
-                registry
-                    .interceptors
-                    .after(id, None, &mut outcome, s, &mut response);
-            }
-            let st = outcome
-                .err()
-                .unwrap_or_else(|| Status::new(code, message.to_owned()));
-            let _ = self.answer_error(id, st.code, &st.message);
-        }
-        sent
-    }
-
-    /// The core dropped (or is about to drop) the task serving stream `id` (its deadline, or
-    /// a Cancel): ends the stream with `code` unless it already sent its final frame. Returns
-    /// whether `id` was a stream this side serves.
-    pub(crate) fn abandon_stream(
-        &mut self,
-        id: u32,
-        code: StatusCode,
-        message: &str,
-        registry: &crate::service::Registry,
-    ) -> bool {
-        let served = self
-            .streams
-            .as_ref()
-            .and_then(|s| s.map.get(&id))
-            .is_some_and(|e| e.state.role() == Side::Callee);
-        if served {
-            self.abort_served(id, code, message, registry);
-        }
-        served
-    }
-
-    /// Opens a stream for `spec`; its application side is `app`. On refusal nothing was
-    /// encoded and `app` was told why (both halves closed).
-    pub(crate) fn open_stream(
-        &mut self,
-        spec: &StreamSpec<'_>,
-        mut app: Box<dyn StreamApp>,
-        now: Instant,
-    ) -> Option<u32> {
-        match self.encode_open(spec, now) {
-            Ok((id, credit, first)) => {
-                app.opened(id, credit, self.max_message());
-                let s = self.streams_mut();
-                let e = s.map.get_mut(&id).expect("just inserted");
-                e.app = Some(app);
-                e.first = first;
-                s.ready.push_back(id);
-                Some(id)
-            }
-            Err(st) => {
-                fail_app(&mut *app, &st);
-                None
-            }
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn encode_open(
-        &mut self,
-        spec: &StreamSpec<'_>,
-        now: Instant,
-    ) -> Result<(u32, i64, Option<(Bytes, bool)>), Status> {
-        if !self.is_open() {
-            return Err(Status::unavailable(
-                self.close_reason
-                    .clone()
-                    .unwrap_or_else(|| "connection is not open".to_owned()),
-            ));
-        }
-        if self.peer_going_away || self.going_away {
-            return Err(Status::unavailable(
-                "the connection is going away (GoAway); open a new one",
-            ));
-        }
-        if !self.streams_in_force() {
-            return Err(Status::new(
-                StatusCode::Unimplemented,
-                "the peer does not serve streams (STREAMS is not in force on this connection)",
-            ));
-        }
-        let max = self.settings.as_ref().map_or(0, |s| s.max_concurrent_calls) as usize;
-        if self.calls.len() + self.stream_count() >= max {
-            return Err(Status::new(
-                StatusCode::ResourceExhausted,
-                format!(
-                    "too many calls and streams in flight on this connection ({max}, the \
-                     peer's max_concurrent_calls)"
-                ),
-            ));
-        }
-        let first_len = spec.first.as_ref().map_or(0, |b| b.len());
-        if first_len > self.max_message() {
-            return Err(Status::new(
-                StatusCode::ResourceExhausted,
-                format!(
-                    "message of {first_len} bytes exceeds the largest a stream frame carries \
-                     ({} bytes, the negotiated max_frame_size)",
-                    self.max_message()
-                ),
-            ));
-        }
-        let base = [Header::service(spec.service), Header::method(spec.method)];
-        let meta = netron_codec::hpack::HeaderList::default();
-        let metadata = spec.metadata.unwrap_or(&meta);
-        let s = self.streams_mut();
-        // The first message rides on the StreamOpen when the connection has credit for it.
-        let inline = spec.first.is_some() && (first_len == 0 || s.conn_send.is_open());
-        let (payload, open_end, later) = match &spec.first {
-            Some(b) if inline => (b.clone(), spec.end, None),
-            Some(b) => (Bytes::new(), false, Some((b.clone(), spec.end))),
-            None => (Bytes::new(), spec.end, None),
-        };
-        let id = loop {
-            let id = self.calls.allocate_id();
-            if !self.has_stream(id) {
-                break id;
-            }
-        };
-        crate::dispatch::with_fields(&base, metadata, |headers| {
-            self.check_outgoing(headers, &payload)?;
-            let flags = if open_end {
-                Flags::END_STREAM
-            } else {
-                Flags::empty()
-            };
-            let r = self.queue(|c, b| {
-                b.frame(FrameKind::StreamOpen, id)?
-                    .arg(Deadline::encode(spec.deadline))
-                    .flags(flags)
-                    .headers(&mut c.enc, headers)?
-                    .payload(&payload)
-                    .finish()
-            });
-            match r {
-                Ok(_) => Ok(()),
-                Err(e) if e.status == StatusCode::Internal => {
-                    self.close_with(e.clone());
-                    Err(Status::new(StatusCode::Internal, e.message))
-                }
-                Err(e) => Err(Status::new(e.status, e.message)),
-            }
-        })?;
-        let deadline_at = spec.deadline.and_then(|d| now.checked_add(d));
-        let s = self.streams_mut();
-        let mut send = Window::new(s.stream_window);
-        let _ = consume_both(&mut send, &mut s.conn_send, payload.len() as u32);
-        s.track_deadline(deadline_at);
-        s.map.insert(
-            id,
-            Entry {
-                state: Stream::new(Side::Opener, open_end),
-                send,
-                recv: Window::new(s.stream_window),
-                pending: 0,
-                unread: 0,
-                deadline: deadline_at,
-                app: None,
-                first: None,
-                started: None,
-            },
-        );
-        Ok((id, send.credit(), later))
-    }
-
-    /// The application of stream `id` changed something (queued, consumed, gave up): grant
-    /// consumed credit back and schedule the stream for sending.
-    pub(crate) fn stream_work(&mut self, id: u32) {
-        let Some(s) = self.streams.as_mut() else {
-            return;
-        };
-        let Some(e) = s.map.get_mut(&id) else {
-            return;
-        };
-        let consumed = e.app.as_mut().map_or(0, |a| a.take_consumed());
-        if consumed > 0 {
-            e.unread = e.unread.saturating_sub(consumed as u64);
-            e.pending = e.pending.saturating_add(consumed);
-            s.conn_pending = s.conn_pending.saturating_add(consumed);
-            let due = e.state.can_receive() && e.pending >= s.stream_window / 2;
-            if due && e.recv.grant(e.pending).is_ok() {
-                let inc = std::mem::take(&mut e.pending);
-                let _ = self.queue(|_, b| b.empty_frame(FrameKind::WindowUpdate, id, inc));
-            }
-            let _ = self.grant_connection();
-        }
-        let s = self.streams.as_mut().expect("checked");
         if !s.ready.contains(&id) {
             s.ready.push_back(id);
         }
-    }
-
-    /// Fills the current batch with queued stream messages, one per stream per round, until
-    /// the batch is full or nothing more may be sent (called when the transport asks for a
-    /// batch, so stream bytes never queue up behind the socket).
-    pub(super) fn pump_streams(&mut self) {
-        if !self.is_open() || !self.streams_want_write() {
-            return;
-        }
-        while !self.tx.is_full() {
-            let s = self.streams.as_mut().expect("checked");
-            let Some(id) = s.ready.pop_front() else {
-                break;
-            };
-            let conn_open = s.conn_send.is_open();
-            let Some(e) = s.map.get_mut(&id) else {
-                continue;
-            };
-            let data_ok = conn_open && e.send.is_open() && e.state.can_send();
-            let item = match e.first.take() {
-                Some((msg, end)) if data_ok => Some(Outgoing::Data { msg, end }),
-                Some(f) => {
-                    e.first = Some(f);
-                    None
-                }
-                None => e.app.as_mut().and_then(|a| a.next_send(data_ok)),
-            };
-            let Some(item) = item else {
-                if !conn_open {
-                    s.blocked.push(id);
-                }
-                continue;
-            };
-            if self.send_item(id, item).is_err() {
-                return;
-            }
-            let s = self.streams.as_mut().expect("checked");
-            if s.map.contains_key(&id) {
-                s.ready.push_back(id);
-            }
-        }
-    }
-
-    /// Encodes one queued item of stream `id`.
-    fn send_item(&mut self, id: u32, item: Outgoing) -> Result<(), ConnError> {
-        let s = self.streams.as_mut().expect("checked");
-        let e = s.map.get_mut(&id).expect("checked");
-        let r = match item {
-            Outgoing::Data { msg, end } => {
-                let Ok(seq) = e.state.send_data(end) else {
-                    return Ok(());
-                };
-                let _ = consume_both(&mut e.send, &mut s.conn_send, msg.len() as u32);
-                let flags = if end {
-                    Flags::END_STREAM
-                } else {
-                    Flags::empty()
-                };
-                self.queue(|_, b| {
-                    b.frame(FrameKind::StreamData, id)?
-                        .arg(seq)
-                        .flags(flags)
-                        .payload(&msg)
-                        .finish()
-                        .map(|_| ())
-                })
-            }
-            Outgoing::End(Ok(())) => {
-                if e.state.send_end(false).is_err() {
-                    return Ok(());
-                }
-                self.queue(|_, b| b.empty_frame(FrameKind::StreamEnd, id, 0))
-            }
-            Outgoing::End(Err(st)) => {
-                if e.state.send_end(true).is_err() {
-                    return Ok(());
-                }
-                let msg = super::truncate_message(&st.message);
-                self.queue(|c, b| c.control.stream_end_error(b, id, st.code, msg).map(|_| ()))
-            }
-            Outgoing::Abort(st) => match e.state.role() {
-                Side::Opener => {
-                    e.app = None;
-                    if e.state.send_cancel().is_err() {
-                        return Ok(());
-                    }
-                    self.queue(|_, b| b.empty_frame(FrameKind::Cancel, id, 0))
-                }
-                Side::Callee => {
-                    if e.state.send_error().is_err() {
-                        return Ok(());
-                    }
-                    let msg = super::truncate_message(&st.message).to_owned();
-                    self.queue(|c, b| c.control.error(b, id, st.code, &msg, &[]).map(|_| ()))
-                }
-            },
-        };
-        if let Err(e) = &r {
-            self.close_with(e.clone());
-        }
-        self.end_if_finished(id);
-        r
-    }
-
-    /// Fails every stream (the connection ended) with `status`.
-    pub(super) fn fail_streams(&mut self, status: &Status) {
-        let Some(s) = self.streams.as_mut() else {
-            return;
-        };
-        for (_, mut e) in s.map.drain() {
-            if let Some(app) = e.app.as_mut() {
-                fail_app(&mut **app, status);
-            }
-        }
-        s.ready.clear();
-        s.blocked.clear();
-        s.next_deadline = None;
-    }
-
-    /// Ends streams whose deadline passed: an opener fails its side with DeadlineExceeded and
-    /// sends Cancel; a callee answers `Error(id, DeadlineExceeded)` and its task is dropped.
-    pub(super) fn expire_streams(&mut self, env: &mut Env<'_>) {
-        let now = env.now;
-        let Some(s) = self.streams.as_mut() else {
-            return;
-        };
-        if s.next_deadline.is_none_or(|d| d > now) {
-            return;
-        }
-        let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        for (&id, e) in &s.map {
-            match e.deadline {
-                Some(d) if d <= now => due.push((id, e.state.role())),
-                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
-                None => {}
-            }
-        }
-        s.next_deadline = next;
-        const LATE: &str = "the stream's deadline passed";
-        for (id, role) in due {
-            env.stats.deadline_exceeded += 1;
-            match role {
-                Side::Callee => {
-                    let registry = env.registry;
-                    if self.abort_served(id, StatusCode::DeadlineExceeded, LATE, registry) {
-                        env.stats.streams_failed += 1;
-                    }
-                    self.cancels.push_back(id);
-                }
-                Side::Opener => {
-                    let s = self.streams.as_mut().expect("checked");
-                    let e = s.map.get_mut(&id).expect("listed");
-                    e.deadline = None;
-                    if let Some(mut app) = e.app.take() {
-                        fail_app(&mut *app, &Status::deadline_exceeded(LATE));
-                    }
-                    if e.state.send_cancel().is_ok() {
-                        let _ = self.queue(|_, b| b.empty_frame(FrameKind::Cancel, id, 0));
-                    }
-                    self.end_if_finished(id);
-                }
-            }
-        }
-    }
-
-    /// The earliest stream deadline.
-    pub(super) fn stream_deadline(&self) -> Option<Instant> {
-        self.streams.as_ref().and_then(|s| s.next_deadline)
-    }
-
-    /// Ids of the streams open (tests).
-    #[cfg(test)]
-    pub(crate) fn stream_ids(&self) -> Vec<u32> {
-        self.streams
-            .as_ref()
-            .map_or_else(Vec::new, |s| s.map.keys().copied().collect())
-    }
-
-    /// The connection's send credit (tests).
-    #[cfg(test)]
-    pub(crate) fn connection_credit(&self) -> i64 {
-        self.streams.as_ref().map_or(0, |s| s.conn_send.credit())
+        Ok(())
     }
 }

@@ -34,6 +34,8 @@ struct Inner {
     queued: usize,
     /// This side ended its half (or gave up): nothing more may be queued.
     send_done: bool,
+    /// The application gave the stream up (an abort is queued).
+    aborted: bool,
     /// Why nothing more can be sent (the stream ended).
     send_err: Option<Status>,
     inq: VecDeque<Bytes>,
@@ -109,9 +111,13 @@ impl Shared {
     /// Queues `item` (an end or abort, or a message already admitted).
     pub(crate) fn push(&self, item: Outgoing) {
         let mut g = self.lock();
-        if g.send_done || g.send_err.is_some() {
+        // An abort may follow the end of this side's half (the stream is not over until the
+        // peer's final frame); nothing else may.
+        let abort = matches!(item, Outgoing::Abort(_));
+        if g.send_err.is_some() || g.aborted || (g.send_done && !abort) {
             return;
         }
+        g.aborted = abort;
         if !matches!(item, Outgoing::Data { end: false, .. }) {
             g.send_done = true;
         }
