@@ -66,7 +66,7 @@ pub use client::{CallFuture, Channel, Client, Method};
 pub use config::{
     ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
 };
-pub use core::{ConnId, Core, CoreError};
+pub use core::{ConnId, Core, CoreError, CoreStream};
 pub use dispatch::{After, Before, CallOptions, DeferredReply, Interceptor, Response};
 pub use driver::uring::RingError;
 pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};

@@ -10,15 +10,19 @@ impl Core {
     pub(super) fn drain_local(&mut self, now: Instant) -> bool {
         let mut work = false;
         loop {
-            let mut local = Vec::new();
+            // The empty buffer goes to the thread, its commands come here: the two buffers
+            // alternate, keeping their capacity.
+            let mut local = std::mem::take(&mut self.local);
             self.inbox.take_local(&mut local);
             if local.is_empty() {
+                self.local = local;
                 return work;
             }
             work = true;
-            for (_, cmd) in local {
+            for (_, cmd) in local.drain(..) {
                 self.on_command(cmd, now);
             }
+            self.local = local;
             // Completions may have woken tasks that send more.
             self.run_tasks(now);
         }
@@ -127,7 +131,7 @@ impl Core {
                     first,
                     end,
                 };
-                self.open_stream(conn, &spec, app, now);
+                self.open_stream_for(conn, &spec, app, now);
             }
             Command::StreamWork { conn, id } => {
                 let key = conn.key as usize;
@@ -204,7 +208,7 @@ impl Core {
     }
 
     /// Opens a stream on client connection `conn` (or fails `app` saying why not).
-    fn open_stream(
+    fn open_stream_for(
         &mut self,
         conn: ConnRef,
         spec: &crate::conn::StreamSpec<'_>,

@@ -171,6 +171,7 @@ macro_rules! conformance {
                         isolated steady_state_sync_calls_allocate_nothing,
                         isolated channel_and_async_paths_stay_within_their_allocation_budgets,
                         isolated one_interceptor_costs_what_the_docs_say,
+                        isolated steady_state_stream_chunks_allocate_nothing,
                     }
                     counts {
                         isolated a_parked_sync_call_costs_fixed_writes_frames_and_enters,
