@@ -196,3 +196,10 @@ pub(crate) fn closed() -> Status {
     )
     .with_origin(crate::status::Origin::Closed)
 }
+
+impl Peer {
+    /// The core inbox and connection this peer is reached through (`None`: detached).
+    pub(crate) fn link(&self) -> Option<(&Arc<Inbox>, ConnRef)> {
+        self.link.as_ref().map(|(i, c)| (i, *c))
+    }
+}

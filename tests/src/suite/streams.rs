@@ -376,3 +376,42 @@ pub fn bad_stream_input_gets_a_connection_error_and_a_counter(t: &Transport) {
 fn frames_of(f: &[(FrameKind, u32, Vec<u8>)]) -> Vec<(FrameKind, u32)> {
     f.iter().map(|f| (f.0, f.1)).collect()
 }
+
+/// A handler opens a stream into the peer that called it (through its `Peer`): the client's
+/// engine serves the stream.
+pub fn a_handler_streams_into_its_calling_peer(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let back = Service::new("back", "1.0.0")
+        .unwrap()
+        .unary_async("echo3", |req| async move {
+            let (mut tx, mut rx) = req.peer().open_bidi(SVC, "echo", &opts());
+            let mut out = Vec::new();
+            for m in [&b"a"[..], b"b", b"c"] {
+                tx.send(m).await?;
+                out.extend_from_slice(&rx.recv().await.unwrap_or(Ok(Bytes::new()))?);
+            }
+            tx.finish();
+            Ok(Bytes::from(out))
+        });
+    let (_s, addr) = crate::engine(
+        t,
+        netron_engine::CoreConfig::default(),
+        &[back],
+        "peerstream",
+    );
+    let c = Engine::builder()
+        .cores(1)
+        .service(stream_service(&probe))
+        .build()
+        .unwrap();
+    let ch = c.client().connect(&addr).unwrap();
+    let r = ch
+        .call(
+            "back@1.0.0",
+            "echo3",
+            &b""[..],
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert_eq!(r, b"abc");
+}
