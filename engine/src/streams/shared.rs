@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::conn::{Outgoing, StreamApp};
 use crate::inbox::{Command, ConnRef, Inbox};
@@ -18,6 +18,9 @@ use crate::{Status, StatusCode};
 /// Where to send a stream's `StreamWork` commands (`None`: a connection driven without a
 /// core, in tests).
 pub(crate) type Notify = Option<(Arc<Inbox>, ConnRef)>;
+
+/// Size of the buffers received messages are copied into.
+const RBUF: usize = 64 << 10;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -39,6 +42,9 @@ struct Inner {
     /// Why nothing more can be sent (the stream ended).
     send_err: Option<Status>,
     inq: VecDeque<Bytes>,
+    /// Where received messages are copied: each one a slice of it, so a steady stream costs
+    /// an allocation per 64 KiB or so, not one per message.
+    rbuf: BytesMut,
     unread: usize,
     /// How the peer's half ended, once it did (taken by the receiver when it reports it).
     recv_end: Option<Result<(), Status>>,
@@ -263,7 +269,12 @@ impl StreamApp for AppHandle {
             return;
         }
         g.unread += msg.len();
-        g.inq.push_back(Bytes::copy_from_slice(msg));
+        if g.rbuf.capacity() < msg.len() {
+            g.rbuf.reserve(msg.len().max(RBUF));
+        }
+        g.rbuf.extend_from_slice(msg);
+        let m = g.rbuf.split().freeze();
+        g.inq.push_back(m);
         if let Some(w) = g.rx_waker.take() {
             w.wake();
         }
