@@ -105,6 +105,8 @@ pub(crate) struct Streams {
     pub(super) blocked: Vec<u32>,
     pub(super) recent: VecDeque<u32>,
     pub(super) next_deadline: Option<Instant>,
+    /// Interceptor `after` hooks due: streams this side served whose final frame went out.
+    pub(super) hooks: Vec<(u32, crate::dispatch::Started, Result<(), Status>)>,
 }
 
 impl Streams {
@@ -122,6 +124,7 @@ impl Streams {
             blocked: Vec::new(),
             recent: VecDeque::new(),
             next_deadline: None,
+            hooks: Vec::new(),
         }
     }
 

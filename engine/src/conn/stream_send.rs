@@ -219,6 +219,15 @@ impl<C: Caller> Connection<C> {
     pub(super) fn send_item(&mut self, id: u32, item: Outgoing) -> Result<(), ConnError> {
         let s = self.streams.as_mut().expect("checked");
         let e = s.map.get_mut(&id).expect("checked");
+        // The interceptors' `after` of a stream this side serves runs once its final frame is
+        // encoded (in `run_stream_hooks`, where the registry is at hand).
+        let final_outcome = (e.state.role() == Side::Callee && e.started.is_some())
+            .then(|| match &item {
+                Outgoing::Data { end: true, .. } | Outgoing::End(Ok(())) => Some(Ok(())),
+                Outgoing::End(Err(st)) | Outgoing::Abort(st) => Some(Err(st.clone())),
+                Outgoing::Data { .. } => None,
+            })
+            .flatten();
         let r = match item {
             Outgoing::Data { msg, end } => {
                 let Ok(seq) = e.state.send_data(end) else {
@@ -269,10 +278,30 @@ impl<C: Caller> Connection<C> {
                 }
             },
         };
+        if let (Some(outcome), Ok(())) = (final_outcome, &r) {
+            let s = self.streams.as_mut().expect("checked");
+            if let Some(started) = s.map.get_mut(&id).and_then(|e| e.started.take()) {
+                s.hooks.push((id, started, outcome));
+            }
+        }
         if let Err(e) = &r {
             self.close_with(e.clone());
         }
         self.end_if_finished(id);
         r
+    }
+
+    /// Runs the interceptors' `after` hooks of streams whose final frame was encoded since
+    /// the last call (the core calls this after every event on the connection).
+    pub(crate) fn run_stream_hooks(&mut self, registry: &crate::service::Registry) {
+        let Some(s) = self.streams.as_mut() else {
+            return;
+        };
+        for (id, started, mut outcome) in s.hooks.drain(..) {
+            let mut response = netron_codec::hpack::HeaderList::default();
+            registry
+                .interceptors
+                .after(id, None, &mut outcome, started, &mut response);
+        }
     }
 }

@@ -6,8 +6,7 @@
 //! handler already ended it), `Err(status)` ends the whole stream with `Error(id, status)`. A
 //! panic fails the stream with `Internal`; the stream's deadline or the opener's Cancel drops
 //! the handler's future. The interceptors' `before` runs when the StreamOpen arrives (and may
-//! refuse the stream); `after` runs when the stream ends with an error (deadline, Cancel,
-//! refusal by the handler), seeing that status.
+//! refuse the stream); `after` runs once the server's final frame is out, seeing the outcome.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -89,6 +89,7 @@ macro_rules! conformance {
                         a_peer_killed_mid_stream_fails_it_unavailable,
                         bad_stream_input_gets_a_connection_error_and_a_counter,
                         a_handler_streams_into_its_calling_peer,
+                        interceptors_run_around_the_whole_stream,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,

@@ -415,3 +415,74 @@ pub fn a_handler_streams_into_its_calling_peer(t: &Transport) {
         .unwrap();
     assert_eq!(r, b"abc");
 }
+
+/// Counts the interceptor hooks and keeps the last outcome `after` saw.
+#[derive(Default)]
+struct Hooks {
+    before: AtomicU64,
+    after_ok: AtomicU64,
+    after_deadline: AtomicU64,
+}
+
+struct Counting(Arc<Hooks>);
+impl netron_engine::Interceptor for Counting {
+    fn before(&self, _: &mut netron_engine::Before<'_>) -> Result<(), Status> {
+        self.0.before.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn after(&self, call: &mut netron_engine::After<'_>) {
+        match call.outcome() {
+            Ok(()) => self.0.after_ok.fetch_add(1, Ordering::SeqCst),
+            // The server's own deadline, or the client's Cancel when its clock ran out first.
+            Err(st)
+                if matches!(
+                    st.code,
+                    StatusCode::DeadlineExceeded | StatusCode::Cancelled
+                ) =>
+            {
+                self.0.after_deadline.fetch_add(1, Ordering::SeqCst)
+            }
+            Err(_) => 0,
+        };
+    }
+}
+
+/// Interceptors run around a stream as a whole: `before` at the StreamOpen, `after` once the
+/// server's final frame is out, with its outcome (OK, or the end by the deadline).
+pub fn interceptors_run_around_the_whole_stream(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let hooks = Arc::new(Hooks::default());
+    let s = Engine::builder()
+        .cores(1)
+        .service(stream_service(&probe))
+        .interceptor(Counting(hooks.clone()))
+        .listen(&(t.listen)("streams-ic"))
+        .build()
+        .unwrap();
+    let addr = s.endpoints()[0].to_string();
+    let (_c, ch) = client(&addr);
+    within("interceptors", move || {
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        for _ in 0..3 {
+            block_on(tx.send(&b"m"[..])).unwrap();
+            block_on(rx.recv()).unwrap().unwrap();
+        }
+        tx.finish();
+        assert!(block_on(rx.recv()).is_none());
+        let o = CallOptions::new().deadline(Duration::from_millis(100));
+        let (_tx, mut rx) = ch.open_bidi(SVC, "hang", &o);
+        assert!(block_on(rx.recv()).unwrap().is_err());
+    });
+    let h = hooks.clone();
+    let done = poll(&s, move |_| {
+        h.after_ok.load(Ordering::SeqCst) == 1 && h.after_deadline.load(Ordering::SeqCst) == 1
+    });
+    assert!(
+        done,
+        "after: {} ok, {} deadline; before {}",
+        hooks.after_ok.load(Ordering::SeqCst),
+        hooks.after_deadline.load(Ordering::SeqCst),
+        hooks.before.load(Ordering::SeqCst)
+    );
+    assert_eq!(hooks.before.load(Ordering::SeqCst), 2);
+}
