@@ -192,8 +192,8 @@ impl Inbox {
                     ))
                     .with_origin(crate::status::Origin::EngineStopped);
                     let mut h = crate::streams::AppHandle(app);
-                    h.recv_closed(Err(st.clone()));
-                    h.send_closed(st);
+                    h.send_closed(st.clone());
+                    h.recv_closed(Err(st));
                 }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)

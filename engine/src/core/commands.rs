@@ -228,8 +228,8 @@ impl Core {
             }
             None => {
                 let st = crate::peer::closed();
-                app.recv_closed(Err(st.clone()));
-                app.send_closed(st);
+                app.send_closed(st.clone());
+                app.recv_closed(Err(st));
             }
         }
     }

@@ -26,8 +26,8 @@ fn open(
         let st = Status::unavailable("this request did not arrive on a connection: it has no peer")
             .with_origin(crate::status::Origin::Closed);
         let mut app = AppHandle(shared.clone());
-        app.recv_closed(Err(st.clone()));
-        app.send_closed(st);
+        app.send_closed(st.clone());
+        app.recv_closed(Err(st));
         return shared;
     };
     let shared = Shared::new(Some((inbox.clone(), conn)));

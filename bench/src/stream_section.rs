@@ -1,0 +1,204 @@
+//! Stream throughput (issue 16): a server stream of 64-byte and 64 KiB chunks read by a
+//! caller-driven client core ([`Core::recv_chunk`], chunks borrowed in place), against the raw
+//! socket throughput floor of the same transport in the same run (one thread writing the same
+//! chunk sizes, one reading), and 64-byte chunks against unary pipelined calls at 256 in
+//! flight on the same transport.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use netron_engine::{Bytes, CallSlot, Core, Endpoint, Engine, IdlePolicy, RuntimeConfig, Service};
+
+use crate::Options;
+use crate::engine_section::{METHOD, SERVICE, pipelined_calls, service, tcp_pair};
+use crate::table::Table;
+
+/// A service with a server stream: the request is the chunk size (u32 LE) and the chunk count
+/// (u32 LE); the handler sends that many shared chunks.
+fn stream_service() -> Service {
+    service().server_stream("flood", |_, req, mut tx| async move {
+        let word = |i: usize| {
+            req.get(i..i + 4)
+                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+        };
+        let (size, n) = (word(0) as usize, word(4));
+        let chunk = Bytes::from(vec![0x5a; size]);
+        for _ in 0..n {
+            tx.send(chunk.clone()).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Raw floor: one thread writes `total` bytes in `size` chunks, this one reads them.
+/// Returns bytes per second.
+fn raw_floor<S: Read + Write + Send + 'static>(
+    mut w: S,
+    mut r: S,
+    size: usize,
+    total: usize,
+) -> f64 {
+    let t = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![0x5au8; size];
+        let mut left = total;
+        while left > 0 {
+            let n = size.min(left);
+            w.write_all(&chunk[..n]).expect("write");
+            left -= n;
+        }
+    });
+    let mut buf = vec![0u8; size.max(64 << 10)];
+    let mut got = 0;
+    while got < total {
+        let n = r.read(&mut buf).expect("read");
+        assert!(n > 0, "the writer closed early");
+        got += n;
+    }
+    writer.join().expect("writer");
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Netron: a server stream of `n` chunks of `size` bytes read on a caller-driven core.
+/// Returns chunks per second.
+fn netron_stream(endpoint: &str, size: usize, n: u32) -> f64 {
+    let server = Engine::builder()
+        .cores(1)
+        .cpus(&[1])
+        .config(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll))
+        .service(stream_service())
+        .listen(endpoint)
+        .build()
+        .expect("netron server");
+    let ep: Endpoint = server.endpoints()[0].clone();
+    let mut core =
+        Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("client core");
+    let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
+    let mut req = (size as u32).to_le_bytes().to_vec();
+    req.extend_from_slice(&n.to_le_bytes());
+    let t = Instant::now();
+    let s = core
+        .open_stream(conn, SERVICE, b"flood", Some(&req), true, None)
+        .expect("open");
+    let mut got = 0u32;
+    while let Some(len) = core.recv_chunk(&s, |c| c.len()).expect("chunk") {
+        debug_assert_eq!(len, size);
+        got += 1;
+    }
+    let rate = got as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(got, n);
+    core.close(conn);
+    drop(core);
+    server.shutdown(Duration::from_millis(200));
+    rate
+}
+
+/// Unary calls per second with 256 in flight (the 64-byte stream target's yardstick).
+fn pipelined(endpoint: &str, dur: Duration) -> f64 {
+    let server = Engine::builder()
+        .cores(1)
+        .cpus(&[1])
+        .config(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll))
+        .service(service())
+        .listen(endpoint)
+        .build()
+        .expect("netron server");
+    let ep: Endpoint = server.endpoints()[0].clone();
+    let mut core =
+        Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("client core");
+    let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
+    let mut slots: Vec<CallSlot> = (0..256).map(|_| CallSlot::new()).collect();
+    let msg = [0x5au8; 64];
+    let done = pipelined_calls(
+        &mut core,
+        conn,
+        (SERVICE, METHOD, &msg, None),
+        &mut slots,
+        dur,
+    );
+    core.close(conn);
+    drop(core);
+    server.shutdown(Duration::from_millis(200));
+    done as f64 / dur.as_secs_f64()
+}
+
+/// Runs the stream measurements.
+pub fn run(opts: &Options) -> Vec<Table> {
+    let mut t = Table::new(
+        "streams: server stream read on a caller-driven core vs raw socket floor",
+        &[
+            "transport",
+            "chunk",
+            "floor MB/s",
+            "netron chunks/s",
+            "netron MB/s",
+            "vs floor",
+            "target",
+        ],
+    );
+    let big_total: usize = if opts.quick { 256 << 20 } else { 1 << 30 };
+    let small_n: u32 = if opts.quick { 500_000 } else { 4_000_000 };
+    let dur = if opts.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(2)
+    };
+    for transport in ["tcp", "unix"] {
+        let endpoint = |tag: &str| match transport {
+            "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            _ => format!("unix:///tmp/netron-bench-{}-{tag}.sock", std::process::id()),
+        };
+        for (size, label) in [(64usize, "64 B"), (64 << 10, "64 KiB")] {
+            let n = if size == 64 {
+                small_n
+            } else {
+                (big_total / size) as u32
+            };
+            let total = n as usize * size;
+            let floor = match transport {
+                "tcp" => {
+                    let (a, b) = tcp_pair();
+                    raw_floor(a, b, size, total)
+                }
+                _ => {
+                    let (a, b) = UnixStream::pair().expect("socketpair");
+                    raw_floor(a, b, size, total)
+                }
+            };
+            let rate = netron_stream(&endpoint(&format!("stream-{size}")), size, n);
+            let mbs = rate * size as f64 / 1e6;
+            let ratio = mbs / (floor / 1e6);
+            let target = if size == 64 {
+                let calls = pipelined(&endpoint("pipelined"), dur);
+                format!(
+                    "{:.2}x unary pipelined ({:.0} calls/s; target >= 1.5x)",
+                    rate / calls,
+                    calls
+                )
+            } else {
+                format!("{:.0}% of floor (target >= 70%)", ratio * 100.0)
+            };
+            t.row(&[
+                transport.to_owned(),
+                label.to_owned(),
+                format!("{:.0}", floor / 1e6),
+                format!("{rate:.0}"),
+                format!("{mbs:.0}"),
+                format!("{ratio:.2}x"),
+                target,
+            ]);
+        }
+    }
+    t.note(
+        "floor: one thread writes the same chunk sizes into a socket pair, one reads (same run)",
+    );
+    t.note(
+        "netron: busy-poll server core (cpu 1) sending shared Bytes chunks; the client is a \
+         caller-driven Core reading each chunk in place with Core::recv_chunk",
+    );
+    t.note(
+        "the Channel (async halves) path copies each chunk into a reused buffer; not measured here",
+    );
+    vec![t]
+}
