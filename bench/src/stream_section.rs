@@ -8,7 +8,10 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use netron_engine::{Bytes, CallSlot, Core, Endpoint, Engine, IdlePolicy, RuntimeConfig, Service};
+use netron_engine::{
+    Bytes, CallSlot, Core, CoreConfig, Endpoint, Engine, IdlePolicy, ProtocolConfig, RuntimeConfig,
+    Service,
+};
 
 use crate::Options;
 use crate::engine_section::{METHOD, SERVICE, pipelined_calls, service, tcp_pair};
@@ -62,11 +65,20 @@ fn raw_floor<S: Read + Write + Send + 'static>(
 
 /// Netron: a server stream of `n` chunks of `size` bytes read on a caller-driven core.
 /// Returns chunks per second.
-fn netron_stream(endpoint: &str, size: usize, n: u32) -> f64 {
+fn netron_stream(endpoint: &str, size: usize, n: u32, window: Option<u32>) -> f64 {
+    let mut protocol = ProtocolConfig::default();
+    if let Some(w) = window {
+        let mut server = protocol.server().clone();
+        server.initial_stream_window = w;
+        protocol = protocol.with_server(server);
+    }
     let server = Engine::builder()
         .cores(1)
         .cpus(&[1])
-        .config(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll))
+        .config(CoreConfig::new(
+            RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll),
+            protocol,
+        ))
         .service(stream_service())
         .listen(endpoint)
         .build()
@@ -149,7 +161,11 @@ pub fn run(opts: &Options) -> Vec<Table> {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
             _ => format!("unix:///tmp/netron-bench-{}-{tag}.sock", std::process::id()),
         };
-        for (size, label) in [(64usize, "64 B"), (64 << 10, "64 KiB")] {
+        for (size, label, window) in [
+            (64usize, "64 B", None),
+            (64 << 10, "64 KiB", None),
+            (64 << 10, "64 KiB, 4 MiB window", Some(4u32 << 20)),
+        ] {
             let n = if size == 64 {
                 small_n
             } else {
@@ -166,7 +182,7 @@ pub fn run(opts: &Options) -> Vec<Table> {
                     raw_floor(a, b, size, total)
                 }
             };
-            let rate = netron_stream(&endpoint(&format!("stream-{size}")), size, n);
+            let rate = netron_stream(&endpoint(&format!("stream-{size}")), size, n, window);
             let mbs = rate * size as f64 / 1e6;
             let ratio = mbs / (floor / 1e6);
             let target = if size == 64 {
