@@ -430,15 +430,23 @@ impl<C: Caller> Connection<C> {
     ) -> Result<(), ConnError> {
         let id = frame.id();
         {
-            let s = self.streams.as_mut().expect("has_stream");
-            let e = s.map.get_mut(&id).expect("has_stream");
+            let Some(s) = self.streams.as_mut() else {
+                return Ok(());
+            };
+            let Some(e) = s.map.get_mut(&id) else {
+                return Ok(());
+            };
             e.state.recv_data(frame.arg(), end).map_err(stream_error)?;
             consume_both(&mut e.recv, &mut s.conn_recv, n).map_err(stream_error)?;
         }
         let payload = self.stream_payload(frame, scratch)?;
         env.stats.stream_messages_in += 1;
-        let s = self.streams.as_mut().expect("has_stream");
-        let e = s.map.get_mut(&id).expect("has_stream");
+        let Some(s) = self.streams.as_mut() else {
+            return Ok(());
+        };
+        let Some(e) = s.map.get_mut(&id) else {
+            return Ok(());
+        };
         match e.app.as_mut() {
             Some(app) => {
                 e.unread += n as u64;
@@ -461,8 +469,12 @@ impl<C: Caller> Connection<C> {
         }
         let error = !frame.payload().is_empty();
         let status = error.then(|| peer_status(&frame));
-        let s = self.streams.as_mut().expect("has_stream");
-        let e = s.map.get_mut(&id).expect("has_stream");
+        let Some(s) = self.streams.as_mut() else {
+            return Ok(());
+        };
+        let Some(e) = s.map.get_mut(&id) else {
+            return Ok(());
+        };
         e.state.recv_end(error).map_err(stream_error)?;
         let opener = e.state.role() == Side::Opener;
         if let Some(app) = e.app.as_mut() {
@@ -484,8 +496,12 @@ impl<C: Caller> Connection<C> {
     ) -> Result<(), ConnError> {
         let id = frame.id();
         let status = peer_status(&frame);
-        let s = self.streams.as_mut().expect("caller checked has_stream");
-        let e = s.map.get_mut(&id).expect("caller checked has_stream");
+        let Some(s) = self.streams.as_mut() else {
+            return Ok(());
+        };
+        let Some(e) = s.map.get_mut(&id) else {
+            return Ok(());
+        };
         e.state.recv_error().map_err(stream_error)?;
         env.stats.streams_failed += 1;
         if let Some(app) = e.app.as_mut() {
@@ -503,8 +519,12 @@ impl<C: Caller> Connection<C> {
     ) -> Result<(), ConnError> {
         let id = frame.id();
         env.stats.cancels_in += 1;
-        let s = self.streams.as_mut().expect("caller checked has_stream");
-        let e = s.map.get_mut(&id).expect("caller checked has_stream");
+        let Some(s) = self.streams.as_mut() else {
+            return Ok(());
+        };
+        let Some(e) = s.map.get_mut(&id) else {
+            return Ok(());
+        };
         e.state.recv_cancel().map_err(stream_error)?;
         let answer = e.state.must_answer_cancel();
         if let Some(app) = e.app.as_mut() {

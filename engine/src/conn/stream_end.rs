@@ -178,8 +178,9 @@ impl<C: Caller> Connection<C> {
                     self.cancels.push_back(id);
                 }
                 Side::Opener => {
-                    let s = self.streams.as_mut().expect("checked");
-                    let e = s.map.get_mut(&id).expect("listed");
+                    let Some(e) = self.streams.as_mut().and_then(|s| s.map.get_mut(&id)) else {
+                        continue;
+                    };
                     e.deadline = None;
                     if let Some(mut app) = e.app.take() {
                         fail_app(&mut *app, &Status::deadline_exceeded(LATE));

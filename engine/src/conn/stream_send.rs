@@ -26,7 +26,7 @@ impl<C: Caller> Connection<C> {
             Ok((id, credit, first)) => {
                 app.opened(id, credit, self.max_message());
                 let s = self.streams_mut();
-                let e = s.map.get_mut(&id).expect("just inserted");
+                let e = s.map.get_mut(&id)?;
                 e.app = Some(app);
                 e.first = first;
                 s.ready.push_back(id);
@@ -168,9 +168,10 @@ impl<C: Caller> Connection<C> {
             }
             let _ = self.grant_connection();
         }
-        let s = self.streams.as_mut().expect("checked");
-        if !s.ready.contains(&id) {
-            s.ready.push_back(id);
+        if let Some(s) = self.streams.as_mut() {
+            if !s.ready.contains(&id) {
+                s.ready.push_back(id);
+            }
         }
     }
 
@@ -182,7 +183,9 @@ impl<C: Caller> Connection<C> {
             return;
         }
         while !self.tx.is_full() {
-            let s = self.streams.as_mut().expect("checked");
+            let Some(s) = self.streams.as_mut() else {
+                return;
+            };
             let Some(id) = s.ready.pop_front() else {
                 break;
             };
@@ -208,8 +211,7 @@ impl<C: Caller> Connection<C> {
             if self.send_item(id, item).is_err() {
                 return;
             }
-            let s = self.streams.as_mut().expect("checked");
-            if s.map.contains_key(&id) {
+            if let Some(s) = self.streams.as_mut().filter(|s| s.map.contains_key(&id)) {
                 s.ready.push_back(id);
             }
         }
@@ -217,8 +219,12 @@ impl<C: Caller> Connection<C> {
 
     /// Encodes one queued item of stream `id`.
     pub(super) fn send_item(&mut self, id: u32, item: Outgoing) -> Result<(), ConnError> {
-        let s = self.streams.as_mut().expect("checked");
-        let e = s.map.get_mut(&id).expect("checked");
+        let Some(s) = self.streams.as_mut() else {
+            return Ok(());
+        };
+        let Some(e) = s.map.get_mut(&id) else {
+            return Ok(());
+        };
         // The interceptors' `after` of a stream this side serves runs once its final frame is
         // encoded (in `run_stream_hooks`, where the registry is at hand).
         let final_outcome = (e.state.role() == Side::Callee && e.started.is_some())
@@ -279,9 +285,10 @@ impl<C: Caller> Connection<C> {
             },
         };
         if let (Some(outcome), Ok(())) = (final_outcome, &r) {
-            let s = self.streams.as_mut().expect("checked");
-            if let Some(started) = s.map.get_mut(&id).and_then(|e| e.started.take()) {
-                s.hooks.push((id, started, outcome));
+            if let Some(s) = self.streams.as_mut() {
+                if let Some(started) = s.map.get_mut(&id).and_then(|e| e.started.take()) {
+                    s.hooks.push((id, started, outcome));
+                }
             }
         }
         if let Err(e) = &r {
