@@ -90,6 +90,7 @@ macro_rules! conformance {
                         bad_stream_input_gets_a_connection_error_and_a_counter,
                         a_handler_streams_into_its_calling_peer,
                         interceptors_run_around_the_whole_stream,
+                        a_caller_driven_core_streams_with_would_block,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,

@@ -486,3 +486,54 @@ pub fn interceptors_run_around_the_whole_stream(t: &Transport) {
     );
     assert_eq!(hooks.before.load(Ordering::SeqCst), 2);
 }
+
+/// A caller-driven core streams without waiting: `stream_try_send` says `WouldBlock` once the
+/// window is used up (nothing is read meanwhile), and `recv_chunk` reads each echo in place.
+pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    within("caller-driven stream", move || {
+        let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+        let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+        let s = core
+            .open_stream(
+                conn,
+                SVC.as_bytes(),
+                b"echo",
+                None,
+                false,
+                Some(Duration::from_secs(60)),
+            )
+            .unwrap();
+        let chunk = [7u8; 1024];
+        let mut sent = 0usize;
+        loop {
+            match core.stream_try_send(&s, &chunk) {
+                Ok(()) => sent += 1,
+                Err(netron_engine::TrySendError::WouldBlock(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent * 1024 <= WINDOW + 1024, "queued beyond the window");
+        }
+        assert_eq!(sent * 1024, WINDOW, "the window, then WouldBlock");
+        // Read the echoes (credit flows back both ways), sending the rest as credit allows.
+        let total = 4 * sent;
+        let mut got = 0;
+        while got < total {
+            if sent < total && core.stream_try_send(&s, &chunk).is_ok() {
+                sent += 1;
+                continue;
+            }
+            let len = core.recv_chunk(&s, |c| {
+                assert!(c.iter().all(|&b| b == 7));
+                c.len()
+            });
+            assert_eq!(len.unwrap(), Some(1024));
+            got += 1;
+        }
+        core.stream_finish(&s);
+        assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
+        core.close(conn);
+    });
+}
