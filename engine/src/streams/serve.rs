@@ -19,7 +19,7 @@ use netron_codec::hpack::HeaderList;
 use super::shared::{AppHandle, Notify, Shared};
 use super::{StreamReceiver, StreamRequest, StreamSender};
 use crate::Status;
-use crate::conn::{Outgoing, StreamApp};
+use crate::conn::StreamApp;
 use crate::service::{Handler, HandlerFuture, Service};
 
 /// A stream handler's future (runs on its core; need not be `Send`).
@@ -110,7 +110,7 @@ pub(crate) fn serve(
     peer: crate::Peer,
     notify: Notify,
 ) -> (Box<dyn StreamApp>, HandlerFuture) {
-    let shared = Shared::new(notify);
+    let shared = Shared::new_callee(notify);
     let req = StreamRequest {
         headers,
         deadline,
@@ -122,11 +122,9 @@ pub(crate) fn serve(
     let fin = shared.clone();
     let future: HandlerFuture = Box::pin(async move {
         let r = fut.await;
-        // After what the handler queued: the end of its half, or the end of the stream.
-        fin.push(match r {
-            Ok(()) => Outgoing::End(Ok(())),
-            Err(st) => Outgoing::Abort(st),
-        });
+        // After what the handler queued: the end of its half, or the end of the stream. Only
+        // now, so the stream's id is not free while this task runs.
+        fin.finish_callee(r);
         Ok(Bytes::new())
     });
     (Box::new(AppHandle(shared)), future)

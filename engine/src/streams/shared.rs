@@ -39,6 +39,12 @@ struct Inner {
     send_done: bool,
     /// The application gave the stream up (an abort is queued).
     aborted: bool,
+    /// A served stream (the handler's side): the end of its half is queued only when the
+    /// handler's future completes (`finish_callee`), so the stream's id is never free while
+    /// its task still runs.
+    callee: bool,
+    /// A served stream's end, asked for by the handler and queued at its completion.
+    deferred_end: Option<Outgoing>,
     /// Why nothing more can be sent (the stream ended).
     send_err: Option<Status>,
     inq: VecDeque<Bytes>,
@@ -114,9 +120,41 @@ impl Shared {
         }
     }
 
+    /// The shared state of a stream this side serves (see `Inner::callee`).
+    pub(crate) fn new_callee(notify: Notify) -> Arc<Shared> {
+        let s = Shared::new(notify);
+        s.lock().callee = true;
+        s
+    }
+
+    /// A served stream's handler completed with `r`: queues the end of its half (what the
+    /// handler asked for, or from `r`: an error ends the whole stream).
+    pub(crate) fn finish_callee(&self, r: Result<(), Status>) {
+        let mut g = self.lock();
+        if g.send_err.is_some() || g.aborted {
+            return;
+        }
+        let item = match r {
+            Err(st) => Outgoing::Abort(st),
+            Ok(()) => g.deferred_end.take().unwrap_or(Outgoing::End(Ok(()))),
+        };
+        g.send_done = true;
+        g.aborted = true;
+        g.out.push_back(item);
+        self.wake_core(g);
+    }
+
     /// Queues `item` (an end or abort, or a message already admitted).
     pub(crate) fn push(&self, item: Outgoing) {
         let mut g = self.lock();
+        if g.callee {
+            // A handler's end waits for its completion.
+            if !g.send_done && g.send_err.is_none() {
+                g.send_done = true;
+                g.deferred_end = Some(item);
+            }
+            return;
+        }
         // An abort may follow the end of this side's half (the stream is not over until the
         // peer's final frame); nothing else may.
         let abort = matches!(item, Outgoing::Abort(_));
@@ -158,6 +196,8 @@ impl Shared {
         g.credit -= msg.len() as i64;
         g.queued += msg.len();
         g.send_done = end;
+        // A handler's last message is followed by the end of its half at its completion.
+        let end = end && !g.callee;
         g.out.push_back(Outgoing::Data { msg, end });
         self.wake_core(g);
         Ok(())
