@@ -354,6 +354,7 @@ impl Core {
                     && !en.link.writing()
                     && en.conn.inflight.is_empty()
                     && en.conn.calls.len() == 0
+                    && en.conn.stream_count() == 0
             });
             if (idle || now >= until) && !self.stopped {
                 let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
