@@ -82,8 +82,8 @@ macro_rules! conformance {
                     }
                     streams {
                         server_client_and_bidi_streams_work,
-                        a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order,
-                        a_slow_reader_bounds_what_the_writer_buffers,
+                        alone a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order,
+                        alone a_slow_reader_bounds_what_the_writer_buffers,
                         cancel_from_either_side_mid_stream,
                         a_deadline_ends_the_stream_midway,
                         a_peer_killed_mid_stream_fails_it_unavailable,

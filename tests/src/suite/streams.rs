@@ -144,7 +144,8 @@ pub fn server_client_and_bidi_streams_work(t: &Transport) {
 }
 
 /// A bidirectional echo of 100k chunks arrives complete and in order (writer and reader on
-/// two threads).
+/// two threads). Runs alone: it keeps both CPUs of a small machine busy for a while, which
+/// would starve the bounded waits of timing-sensitive tests beside it.
 pub fn a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
@@ -172,7 +173,7 @@ pub fn a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order(t: &Transport) {
 }
 
 /// A server stream of 256 MiB to a reader that reads slowly: the writer's queued bytes stay
-/// under one stream window plus one chunk, however much it writes.
+/// under one stream window plus one chunk, however much it writes. Runs alone (like the echo).
 pub fn a_slow_reader_bounds_what_the_writer_buffers(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (s, addr) = server(t, &probe);
