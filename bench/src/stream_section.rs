@@ -15,6 +15,7 @@ use netron_engine::{
 
 use crate::Options;
 use crate::engine_section::{METHOD, SERVICE, pipelined_calls, service, tcp_pair};
+use crate::stats::{Samples, us};
 use crate::table::Table;
 
 /// A service with a server stream: the request is the chunk size (u32 LE) and the chunk count
@@ -135,6 +136,151 @@ fn pipelined(endpoint: &str, dur: Duration) -> f64 {
     done as f64 / dur.as_secs_f64()
 }
 
+/// Mixed floor: a raw socket pair where the server side writes 64 KiB bulk frames
+/// continuously and answers each 64-byte ping (length-prefixed frames on the same socket);
+/// returns the ping round trips in ns.
+fn mixed_floor(n: usize) -> Samples {
+    let (mut c, s) = tcp_pair();
+    let _ = c.set_nodelay(true);
+    let _ = s.set_nodelay(true);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        let mut s = s;
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut bulk = vec![0u8; 4 + (64 << 10)];
+        bulk[..4].copy_from_slice(&((64u32 << 10).to_le_bytes()));
+        let mut pong = [0u8; 4 + 64];
+        pong[..4].copy_from_slice(&64u32.to_le_bytes());
+        let mut inbuf = [0u8; 64];
+        let mut have = 0;
+        let write_all = |s: &mut std::net::TcpStream, mut b: &[u8]| {
+            while !b.is_empty() {
+                match s.write(b) {
+                    Ok(n) => b = &b[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::yield_now()
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        };
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match s.read(&mut inbuf[have..]) {
+                Ok(0) => return,
+                Ok(k) => have += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+            if have == 64 {
+                have = 0;
+                if !write_all(&mut s, &pong) {
+                    return;
+                }
+            }
+            if !write_all(&mut s, &bulk) {
+                return;
+            }
+        }
+    });
+    let mut samples = Samples::with_capacity(n);
+    let ping = [0x5au8; 64];
+    let mut buf = vec![0u8; 64 << 10];
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        c.write_all(&ping).expect("ping");
+        // Read frames until the pong (64-byte frame), discarding bulk frames.
+        loop {
+            let mut len = [0u8; 4];
+            c.read_exact(&mut len).expect("len");
+            let len = u32::from_le_bytes(len) as usize;
+            c.read_exact(&mut buf[..len]).expect("frame");
+            if len == 64 {
+                break;
+            }
+        }
+        if i >= n / 10 {
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(c);
+    let _ = server.join();
+    samples
+}
+
+/// Netron: unary round trips on a connection that also carries a server stream of 64 KiB
+/// chunks (read between calls); returns the call round trips in ns.
+fn netron_mixed(n: usize) -> Samples {
+    let server = Engine::builder()
+        .cores(1)
+        .cpus(&[1])
+        .config(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll))
+        .service(stream_service())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .expect("netron server");
+    let ep: Endpoint = server.endpoints()[0].clone();
+    let mut core =
+        Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("client core");
+    let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
+    let mut req = (64u32 << 10).to_le_bytes().to_vec();
+    req.extend_from_slice(&u32::MAX.to_le_bytes());
+    let stream = core
+        .open_stream(conn, SERVICE, b"flood", Some(&req), true, None)
+        .expect("open");
+    let mut slot = CallSlot::new();
+    let msg = [0x5au8; 64];
+    let mut samples = Samples::with_capacity(n);
+    for i in 0..n + n / 10 {
+        // Keep the bulk stream flowing: take one chunk between calls.
+        core.recv_chunk(&stream, |c| c.len()).expect("chunk");
+        let t = Instant::now();
+        core.call(conn, SERVICE, METHOD, &msg, None, &mut slot)
+            .expect("call");
+        if i >= n / 10 {
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    core.stream_cancel(stream);
+    core.close(conn);
+    drop(core);
+    server.shutdown(Duration::from_millis(200));
+    samples
+}
+
+/// Unary p99 while a bulk stream saturates the same connection, against the mixed floor.
+fn mixed(n: usize) -> Table {
+    let mut t = Table::new(
+        "streams: unary round trip under a bulk stream (tcp) vs raw mixed floor",
+        &["what", "p50 us", "p99 us"],
+    );
+    let mut floor = mixed_floor(n);
+    let mut net = netron_mixed(n);
+    let (f50, f99) = (floor.percentile(50.0), floor.percentile(99.0));
+    let (n50, n99) = (net.percentile(50.0), net.percentile(99.0));
+    t.row(&[
+        "raw ping-pong beside bulk writes".to_owned(),
+        us(f50),
+        us(f99),
+    ]);
+    t.row(&[
+        "netron unary call beside a 64 KiB-chunk stream".to_owned(),
+        us(n50),
+        us(n99),
+    ]);
+    t.note(format!(
+        "p99 ratio {:.2}x the floor (target <= 1.5x)",
+        n99 as f64 / f99.max(1) as f64
+    ));
+    t.note(
+        "floor: one socket; the server side writes 64 KiB frames continuously and answers each \
+         64-byte ping between them; netron: the client reads one stream chunk between calls",
+    );
+    t
+}
+
 /// Runs the stream measurements.
 pub fn run(opts: &Options) -> Vec<Table> {
     let mut t = Table::new(
@@ -216,5 +362,5 @@ pub fn run(opts: &Options) -> Vec<Table> {
     t.note(
         "the Channel (async halves) path copies each chunk into a reused buffer; not measured here",
     );
-    vec![t]
+    vec![t, mixed(if opts.quick { 2_000 } else { 20_000 })]
 }
