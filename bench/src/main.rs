@@ -21,6 +21,7 @@ mod engine_section;
 mod pin;
 mod shm_section;
 mod stats;
+mod stream_section;
 mod table;
 
 use table::Table;
@@ -38,6 +39,7 @@ const SECTIONS: &[Section] = &[
     ("engine", engine_section::run),
     ("codec", codec_section::run),
     ("shm", shm_section::run),
+    ("streams", stream_section::run),
 ];
 
 fn main() {

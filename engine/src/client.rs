@@ -202,6 +202,11 @@ pub struct Method {
 }
 
 impl Channel {
+    /// The core inbox and connection this channel's calls and streams go to.
+    pub(crate) fn route(&self) -> (&Arc<Inbox>, ConnRef) {
+        (&self.inner.inbox, self.inner.conn)
+    }
+
     /// Binds `service` (`name@version`) and `method` for repeated calls.
     pub fn method(&self, service: &str, method: &str) -> Method {
         Method {

@@ -356,9 +356,12 @@ impl Default for ProtocolConfig {
         let keepalive = Duration::from_secs(15);
         let mut server = ServerConfig::default();
         server.keepalive_interval_ms = millis_u32(keepalive);
+        // Streams are served and opened (docs/protocol.md §21: STREAMS in force on both sides).
+        server.features |= netron_codec::features::STREAMS;
+        let client = ClientConfig::default().with_features(netron_codec::features::STREAMS);
         Self {
             server,
-            client: ClientConfig::default(),
+            client,
             keepalive,
             dead_after: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(10),

@@ -60,6 +60,19 @@ pub(crate) enum Command {
         /// Response metadata (`None`: none).
         metadata: Option<Box<netron_codec::hpack::HeaderList>>,
     },
+    /// Open a stream on a client connection; `app` is its application side.
+    OpenStream {
+        conn: ConnRef,
+        service: Box<[u8]>,
+        method: Box<[u8]>,
+        metadata: Option<Box<netron_codec::hpack::HeaderList>>,
+        deadline: Option<Duration>,
+        first: Option<Bytes>,
+        end: bool,
+        app: Arc<crate::streams::Shared>,
+    },
+    /// Stream `id` on `conn` has work (messages queued, credit to give back).
+    StreamWork { conn: ConnRef, id: u32 },
     /// GoAway to every connection, drain, then stop.
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
@@ -184,8 +197,19 @@ impl Inbox {
                     ))
                     .with_origin(crate::status::Origin::EngineStopped)));
                 }
+                Command::OpenStream { app, .. } => {
+                    use crate::conn::StreamApp;
+                    let st = crate::Status::unavailable(format!(
+                        "the engine core is not running: {why}"
+                    ))
+                    .with_origin(crate::status::Origin::EngineStopped);
+                    let mut h = crate::streams::AppHandle(app);
+                    h.send_closed(st.clone());
+                    h.recv_closed(Err(st));
+                }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)
+                | Command::StreamWork { .. }
                 | Command::CancelSlot { .. }
                 | Command::Close { .. }
                 | Command::Answer { .. }

@@ -57,6 +57,7 @@ mod service;
 mod slot;
 mod stats;
 mod status;
+mod streams;
 mod sys;
 mod timer;
 mod transport;
@@ -67,7 +68,7 @@ pub use client::{CallFuture, Channel, Client, Method};
 pub use config::{
     ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
 };
-pub use core::{ConnId, Core, CoreError};
+pub use core::{ConnId, Core, CoreError, CoreStream};
 pub use dispatch::{
     After, AsyncInterceptor, Before, CallOptions, ClientInterceptor, DeferredReply,
     InterceptFuture, Interceptor, Outgoing, Response, Returned,
@@ -87,3 +88,4 @@ pub use service::{
 pub use slot::CallSlot;
 pub use stats::{CoreStats, DriverStats};
 pub use status::{Status, StatusCode};
+pub use streams::{StreamReceiver, StreamRequest, StreamSender, TrySendError};

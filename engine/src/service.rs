@@ -266,6 +266,12 @@ pub(crate) enum Handler {
     Sync(Arc<SyncHandler>),
     Async(Arc<AsyncHandler>),
     Deferred(Arc<DeferredHandler>),
+    /// A stream handler (any of the three shapes; streams/serve.rs).
+    /// A stream method, with its shape (as `$sys` lists it).
+    Stream(
+        Arc<crate::streams::StreamHandler>,
+        netron_codec::sys::MethodKind,
+    ),
 }
 
 /// A service definition error.
@@ -439,6 +445,12 @@ impl Service {
     /// cost: every method of the service is then served as an async one).
     pub fn async_interceptor(mut self, interceptor: impl crate::AsyncInterceptor) -> Self {
         self.asyncs.0.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Adds `method` served by `handler` (the stream registrations, streams/serve.rs).
+    pub(crate) fn with_handler(mut self, method: &str, handler: Handler) -> Self {
+        self.methods.insert(method.as_bytes().into(), handler);
         self
     }
 

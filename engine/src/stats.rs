@@ -39,6 +39,12 @@ pub struct CoreStats {
     pub(crate) deadline_exceeded: u64,
     /// Cancel frames received.
     pub(crate) cancels_in: u64,
+    /// Streams the peers opened (StreamOpen received).
+    pub(crate) streams_in: u64,
+    /// Stream messages received (StreamData).
+    pub(crate) stream_messages_in: u64,
+    /// Streams that ended with an error (`Error(id)` sent or received).
+    pub(crate) streams_failed: u64,
     /// Frames decoded.
     pub(crate) frames_in: u64,
     /// Frames written.
@@ -136,6 +142,19 @@ impl CoreStats {
     pub fn cancels_in(&self) -> u64 {
         self.cancels_in
     }
+    /// Streams the peers opened (StreamOpen received).
+    pub fn streams_in(&self) -> u64 {
+        self.streams_in
+    }
+    /// Stream messages received (StreamData).
+    pub fn stream_messages_in(&self) -> u64 {
+        self.stream_messages_in
+    }
+    /// Streams that ended with an error (`Error(id)` sent or received: a deadline, a Cancel
+    /// answered, a refused or failed stream).
+    pub fn streams_failed(&self) -> u64 {
+        self.streams_failed
+    }
     /// Frames decoded.
     pub fn frames_in(&self) -> u64 {
         self.frames_in
@@ -193,6 +212,9 @@ impl CoreStats {
         self.calls_failed += other.calls_failed;
         self.deadline_exceeded += other.deadline_exceeded;
         self.cancels_in += other.cancels_in;
+        self.streams_in += other.streams_in;
+        self.stream_messages_in += other.stream_messages_in;
+        self.streams_failed += other.streams_failed;
         self.frames_in += other.frames_in;
         self.frames_out += other.frames_out;
         self.bytes_in += other.bytes_in;

@@ -11,8 +11,12 @@
 mod budget;
 mod client;
 mod config;
+mod ids;
 pub(crate) mod record;
 mod server;
+pub(crate) mod stream;
+mod stream_end;
+mod stream_send;
 mod timers;
 
 use budget::Budget;
@@ -35,6 +39,7 @@ use netron_codec::{
 };
 
 pub(crate) use client::{CallSpec, Caller, PendingCalls};
+pub(crate) use stream::{Outgoing, StreamApp, StreamSpec};
 
 use crate::service::Registry;
 use crate::stats::CoreStats;
@@ -164,6 +169,8 @@ pub(crate) struct Connection<C: Caller> {
     pub(crate) inflight: rustc_hash::FxHashSet<u32>,
     /// The dispatcher's per-connection state (conn/server.rs).
     serve: Option<Box<server::ServeState>>,
+    /// Streams and their windows (conn/stream.rs), made on first use.
+    streams: Option<Box<stream::Streams>>,
     /// The last id the peer opened (GoAway's `last_id`).
     last_peer_id: u32,
     /// The peer closed its sending side (EOF): finish what is in flight, then close.
@@ -247,6 +254,7 @@ impl<C: Caller> Connection<C> {
             cancels: VecDeque::new(),
             inflight: rustc_hash::FxHashSet::default(),
             serve: None,
+            streams: None,
             last_peer_id: 0,
             peer_eof: false,
             rx_started: now,
@@ -398,7 +406,7 @@ impl<C: Caller> Connection<C> {
             self.closing_since = Some(self.last_rx.max(self.rx_started));
         }
         let reason = format!("connection closed: {}", e.message);
-        self.calls.fail_all(
+        self.fail_all(
             &crate::Status::new(e.status, reason.clone())
                 .with_origin(crate::status::Origin::Closed),
         );
@@ -512,12 +520,12 @@ impl<C: Caller> Connection<C> {
                     "the peer closed the connection: {}",
                     truncate_message(body.message().unwrap_or(""))
                 );
-                self.calls
-                    .fail_all(&crate::Status::new(status, message.clone()));
+                self.fail_all(&crate::Status::new(status, message.clone()));
                 self.close_reason.get_or_insert(message);
                 self.state = State::Closing;
                 Ok(())
             }
+            FrameKind::Error if self.has_stream(frame.id()) => self.on_stream_error(frame, env),
             FrameKind::Response | FrameKind::Error => self.on_reply(frame, env),
             FrameKind::Ping => {
                 self.charge_idle_frame(env)?;
@@ -530,6 +538,7 @@ impl<C: Caller> Connection<C> {
                 }
                 Ok(())
             }
+            FrameKind::Cancel if self.has_stream(frame.id()) => self.on_stream_cancel(frame, env),
             FrameKind::Cancel => {
                 env.stats.cancels_in += 1;
                 let id = frame.id();
@@ -564,16 +573,20 @@ impl<C: Caller> Connection<C> {
                 status: StatusCode::Internal,
                 message: format!("{} after the handshake", frame.kind().name()),
             }),
-            // Streams and events are not served yet: refuse the exchange (its final frame),
-            // keep the connection.
-            FrameKind::StreamOpen | FrameKind::Subscribe => {
+            FrameKind::StreamOpen
+            | FrameKind::StreamData
+            | FrameKind::StreamEnd
+            | FrameKind::WindowUpdate => self.on_stream_frame(frame, env),
+            // Events are not served yet: refuse the exchange (its final frame), keep the
+            // connection.
+            FrameKind::Subscribe => {
                 let id = frame.id();
                 self.check_peer_id(id)?;
                 env.stats.count_error("unimplemented_kind");
                 self.answer_error(
                     id,
                     StatusCode::Unimplemented,
-                    "streams and events are not served by this engine yet",
+                    "events are not served by this engine yet",
                 )
             }
             _ => {
@@ -583,50 +596,16 @@ impl<C: Caller> Connection<C> {
         }
     }
 
-    /// Checks the id of an exchange the peer opens (docs/protocol.md §14).
-    pub(crate) fn check_peer_id(&mut self, id: u32) -> Result<(), ConnError> {
-        let err = |counter, message: String| {
-            Err(ConnError {
-                counter,
-                status: StatusCode::Internal,
-                message,
-            })
-        };
-        if id == 0 {
-            return err("zero_id", "id 0 on a frame that opens an exchange".into());
-        }
-        // The initiator (the side that sent Hello: our peer if we are the server) uses odd ids.
-        let peer_is_initiator = self.role == Role::Server;
-        if (id % 2 == 1) != peer_is_initiator {
-            return err(
-                "wrong_id_parity",
-                format!(
-                    "id {id} has the parity of this side's own ids (the connection's initiator \
-                     opens odd ids, the acceptor even ids)"
-                ),
-            );
-        }
-        if self.inflight.contains(&id) {
-            return err(
-                "duplicate_id",
-                format!("id {id} is already in use by a call that has not been answered"),
-            );
-        }
-        self.last_peer_id = id;
-        Ok(())
-    }
-
     /// A GoAway from the peer: no new calls on this connection; calls it did not process are
     /// failed (retryable); answer with our own GoAway and drain.
     fn on_go_away(&mut self, last_id: u32, env: &mut Env<'_>) {
         self.peer_going_away = true;
         env.stats.count_error("peer_go_away");
-        self.calls.fail_after(
-            last_id,
-            &crate::Status::unavailable(
-                "the peer is going away (GoAway) and did not process this call; retry it elsewhere",
-            ),
+        let status = crate::Status::unavailable(
+            "the peer is going away (GoAway) and did not process this call; retry it elsewhere",
         );
+        self.calls.fail_after(last_id, &status);
+        self.fail_streams_after(last_id, &status);
         self.go_away("the peer sent GoAway");
     }
 
@@ -691,7 +670,11 @@ impl<C: Caller> Connection<C> {
     /// is answered. The core closes once the output is written too.
     pub(crate) fn drained(&self) -> bool {
         let ended = self.peer_eof || (self.going_away && self.peer_going_away);
-        ended && self.inflight.is_empty() && self.calls.len() == 0 && self.spawns.is_empty()
+        ended
+            && self.inflight.is_empty()
+            && self.calls.len() == 0
+            && self.spawns.is_empty()
+            && self.stream_count() == 0
     }
 
     /// The peer closed its sending side (EOF). Calls this side opened can get no answer any
@@ -707,7 +690,7 @@ impl<C: Caller> Connection<C> {
             "the peer closed the connection in the middle of a frame"
         };
         self.rx.clear();
-        self.calls.fail_all(&crate::Status::unavailable(reason));
+        self.fail_all(&crate::Status::unavailable(reason));
         self.close_reason.get_or_insert_with(|| reason.to_owned());
         if !self.is_open() {
             self.state = State::Closing;
@@ -728,13 +711,18 @@ impl<C: Caller> Connection<C> {
     /// Whether bytes are waiting to be written.
     #[inline]
     pub(crate) fn wants_write(&self) -> bool {
-        !self.tx_full.is_empty() || !self.tx.is_empty()
+        !self.tx_full.is_empty() || !self.tx.is_empty() || self.streams_want_write()
     }
 
     /// Takes the next batch to write (oldest full batch first), leaving an empty buffer in its
     /// place. Returns the buffer and how many frames it holds. Give the buffer back with
     /// [`Connection::recycle`] once written.
     pub(crate) fn poll_transmit(&mut self) -> Option<(Vec<u8>, u32)> {
+        if let Some(full) = self.tx_full.pop_front() {
+            return Some(full);
+        }
+        // Stream messages are encoded only now, when the transport takes a batch.
+        self.pump_streams();
         if let Some(full) = self.tx_full.pop_front() {
             return Some(full);
         }
@@ -775,7 +763,7 @@ impl<C: Caller> Connection<C> {
     /// `why`.
     pub(crate) fn handle_closed(&mut self, why: &str) {
         let reason = self.close_reason.clone().unwrap_or_else(|| why.to_owned());
-        self.calls.fail_all(&crate::Status::unavailable(reason));
+        self.fail_all(&crate::Status::unavailable(reason));
         self.state = State::Closing;
     }
 }

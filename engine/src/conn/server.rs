@@ -94,6 +94,15 @@ impl<C: Caller> Connection<C> {
                 return self.answer_error(id, status.code, &status.message);
             }
         };
+        if matches!(handler, Handler::Stream(..)) {
+            self.release_scratch(scratch);
+            env.stats.count_error("not_a_unary_method");
+            return self.answer_error(
+                id,
+                StatusCode::Unimplemented,
+                "the method is a stream: open it with a StreamOpen, not a Request",
+            );
+        }
         let later = !matches!(handler, Handler::Sync(_));
         if later {
             let max = self
@@ -158,6 +167,12 @@ impl<C: Caller> Connection<C> {
                     token: 0,
                     deadline: deadline_at,
                 });
+                self.release_scratch(scratch);
+                self.serve().response = response;
+                return Ok(());
+            }
+            // Answered above.
+            Handler::Stream(..) => {
                 self.release_scratch(scratch);
                 self.serve().response = response;
                 return Ok(());
@@ -315,6 +330,13 @@ impl<C: Caller> Connection<C> {
         metadata: Option<&HeaderList>,
         env: &mut Env<'_>,
     ) {
+        if let Err(st) = &result {
+            // A stream's handler task that failed before it ended the stream (its normal
+            // end goes through the stream's queue).
+            if self.abandon_stream(id, st.code, &st.message, env.registry) {
+                return;
+            }
+        }
         let started = self.serve().started.remove(&id);
         if !self.inflight.remove(&id) || self.is_closing() {
             return;
@@ -356,6 +378,9 @@ impl<C: Caller> Connection<C> {
         message: &'static str,
         registry: &crate::service::Registry,
     ) {
+        if self.abandon_stream(id, code, message, registry) {
+            return;
+        }
         let started = self.serve().started.remove(&id);
         if self.inflight.remove(&id) && !self.is_closing() {
             let mut outcome = Err(crate::Status::new(code, message));

@@ -390,7 +390,7 @@ const ADD: [netron_codec::hpack::Header<'static>; 2] = [
 #[test]
 fn every_header_block_is_decoded_whatever_becomes_of_its_frame() {
     let mut p = Pair::open();
-    // Client -> server: a StreamOpen with a header block (refused: streams not served).
+    // Client -> server: a StreamOpen with a header block (refused: a unary method).
     p.client_sends(|c, b| {
         b.frame(FrameKind::StreamOpen, 1)?
             .headers(&mut c.enc, &ADD)?
@@ -410,7 +410,7 @@ fn every_header_block_is_decoded_whatever_becomes_of_its_frame() {
         })
         .unwrap();
     p.pump(usize::MAX);
-    assert_eq!(p.stats.errors_of("unimplemented_kind"), 1);
+    assert_eq!(p.stats.errors_of("not_a_stream_method"), 1);
     // The client also sees the refusal of its raw StreamOpen as a reply to an unknown id.
     assert_eq!(p.stats.errors_of("unknown_id"), 2);
     // Both decoders stayed in step: calls whose headers reference the dynamic table work.
@@ -675,3 +675,5 @@ fn an_idle_connection_stays_small() {
     let size = std::mem::size_of::<Connection<Arc<Completion>>>();
     assert!(size <= 1920, "Connection is {size} bytes");
 }
+
+mod streams;

@@ -29,6 +29,7 @@ impl<C: Caller> Connection<C> {
                 return Ok(());
             }
         }
+        self.expire_streams(env);
         expired.clear();
         self.calls.expire(now, expired);
         for &id in expired.iter() {
@@ -126,6 +127,7 @@ impl<C: Caller> Connection<C> {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
             }
         };
+        consider(self.stream_deadline());
         // Durations come from validated configuration, but an `Instant` far in the future
         // must never panic: an unrepresentable time means "never".
         if let Some(since) = self.closing_since {

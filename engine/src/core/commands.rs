@@ -10,15 +10,19 @@ impl Core {
     pub(super) fn drain_local(&mut self, now: Instant) -> bool {
         let mut work = false;
         while Inbox::has_local() {
-            let mut local = Vec::new();
+            // The empty buffer goes to the thread, its commands come here: the two buffers
+            // alternate, keeping their capacity.
+            let mut local = std::mem::take(&mut self.local);
             self.inbox.take_local(&mut local);
             if local.is_empty() {
+                self.local = local;
                 return work;
             }
             work = true;
-            for (_, cmd) in local {
+            for (_, cmd) in local.drain(..) {
                 self.on_command(cmd, now);
             }
+            self.local = local;
             // Completions may have woken tasks that send more.
             self.run_tasks(now);
         }
@@ -110,6 +114,37 @@ impl Core {
                 result,
                 metadata,
             } => self.answer_deferred(conn, id, token, result, metadata.as_deref(), now),
+            Command::OpenStream {
+                conn,
+                service,
+                method,
+                metadata,
+                deadline,
+                first,
+                end,
+                app,
+            } => {
+                let spec = crate::conn::StreamSpec {
+                    service: &service,
+                    method: &method,
+                    deadline,
+                    metadata: metadata.as_deref(),
+                    first,
+                    end,
+                };
+                self.open_stream_for(conn, &spec, app, now);
+            }
+            Command::StreamWork { conn, id } => {
+                let key = conn.key as usize;
+                if let Some(en) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|en| en.generation == conn.generation && !en.closing)
+                {
+                    en.conn.stream_work(id);
+                    self.after_event(key);
+                }
+            }
             Command::Shutdown { drain } => self.shutdown(drain),
             Command::Stats(tx) => {
                 let _ = tx.send(self.stats());
@@ -174,6 +209,33 @@ impl Core {
             };
             en.conn.complete_async(id, result, metadata, &mut env);
             self.after_event(key);
+        }
+    }
+
+    /// Opens a stream on client connection `conn` (or fails `app` saying why not).
+    fn open_stream_for(
+        &mut self,
+        conn: ConnRef,
+        spec: &crate::conn::StreamSpec<'_>,
+        app: Arc<crate::streams::Shared>,
+        now: Instant,
+    ) {
+        let key = conn.key as usize;
+        let mut app: Box<dyn crate::conn::StreamApp> = Box::new(crate::streams::AppHandle(app));
+        match self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.generation && !en.closing)
+        {
+            Some(en) => {
+                en.conn.open_stream(spec, app, now);
+                self.after_event(key);
+            }
+            None => {
+                let st = crate::peer::closed();
+                app.send_closed(st.clone());
+                app.recv_closed(Err(st));
+            }
         }
     }
 

@@ -121,6 +121,7 @@ impl Core {
             key: key as u32,
             generation: en.generation,
         };
+        en.conn.run_stream_hooks(&self.registry);
         while let Some(ev) = en.conn.poll_event() {
             match ev {
                 crate::conn::Event::Spawn(sp) => match sp.future {

@@ -13,7 +13,10 @@ mod hot;
 mod intercept;
 mod listener;
 mod ring_io;
+mod streams;
 mod timers;
+
+pub use streams::CoreStream;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -123,6 +126,9 @@ pub struct Core {
     hot: Vec<usize>,
     /// The other half of `hot`'s double buffer (`poll_hot` swaps them).
     hot_spare: Vec<usize>,
+    /// The other half of the direct-command buffer (`drain_local` swaps it with the
+    /// thread's, so steady state allocates nothing).
+    local: Vec<(usize, Command)>,
     /// Connections whose batch `flush` wrote directly this turn.
     sent: Vec<usize>,
     /// Turns in a row that ended early (see `turn`).
@@ -273,6 +279,7 @@ impl Core {
             stopped: false,
             hot: Vec::new(),
             hot_spare: Vec::new(),
+            local: Vec::new(),
             sent: Vec::new(),
             short_turns: 0,
             scratch: Box::default(),
@@ -390,6 +397,7 @@ impl Core {
                     && !en.link.writing()
                     && en.conn.inflight.is_empty()
                     && en.conn.calls.len() == 0
+                    && en.conn.stream_count() == 0
             });
             if (idle || now >= until) && !self.stopped {
                 let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();

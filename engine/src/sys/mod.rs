@@ -30,6 +30,7 @@ use crate::{Status, StatusCode};
 fn kind(h: &Handler) -> MethodKind {
     match h {
         Handler::Sync(_) | Handler::Async(_) | Handler::Deferred(_) => MethodKind::Unary,
+        Handler::Stream(_, kind) => *kind,
     }
 }
 

@@ -21,6 +21,7 @@
 //! | [`middleware`]| interceptor order (engine, service), client-side and async interceptors, the ready `auth`, `rate_limit` and `trace` interceptors |
 //! | [`typed`]     | typed FlatBuffers methods: requests built, replies verified      |
 //! | [`sys`]       | `$sys` listing, requirement resolution (semver, pre-releases), NotFound and InvalidArgument texts, services added and removed at run time |
+//! | [`streams`]   | the three stream shapes, flow control bounding a slow reader, cancel, deadline, peer death, bad stream input |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
@@ -40,6 +41,7 @@ pub mod hot;
 pub mod limits;
 pub mod middleware;
 pub mod peers;
+pub mod streams;
 pub mod sys;
 pub mod typed;
 pub mod unary;
@@ -83,6 +85,18 @@ macro_rules! conformance {
                         a_handler_calls_another_service_on_its_own_core,
                         header_table_size_zero,
                         a_zero_copy_threshold_keeps_large_replies_intact,
+                    }
+                    streams {
+                        server_client_and_bidi_streams_work,
+                        alone a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order,
+                        alone a_slow_reader_bounds_what_the_writer_buffers,
+                        cancel_from_either_side_mid_stream,
+                        a_deadline_ends_the_stream_midway,
+                        a_peer_killed_mid_stream_fails_it_unavailable,
+                        bad_stream_input_gets_a_connection_error_and_a_counter,
+                        a_handler_streams_into_its_calling_peer,
+                        interceptors_run_around_the_whole_stream,
+                        a_caller_driven_core_streams_with_would_block,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,
@@ -167,6 +181,7 @@ macro_rules! conformance {
                         isolated channel_and_async_paths_stay_within_their_allocation_budgets,
                         isolated one_interceptor_costs_what_the_docs_say,
                         isolated no_middleware_installed_costs_nothing,
+                        isolated steady_state_stream_chunks_allocate_nothing,
                     }
                     counts {
                         isolated a_parked_sync_call_costs_fixed_writes_frames_and_enters,

@@ -1,0 +1,288 @@
+//! Streams on a caller-driven core: open, send without waiting (`WouldBlock` when out of
+//! credit), and read each chunk borrowed in place from the stream's receive buffer. Nothing
+//! is allocated per chunk in steady state: received chunks are appended to one reused buffer
+//! per stream, sent ones staged in one reused `BytesMut`.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+use crate::conn::{Outgoing, StreamApp};
+use crate::{CallError, TrySendError};
+
+/// One stream's state on the caller's side (shared by the connection and the [`CoreStream`]).
+#[derive(Debug, Default)]
+struct Local {
+    credit: i64,
+    max_message: usize,
+    /// Received bytes; `chunks` are (offset, length) into it, oldest first, from `head`.
+    buf: Vec<u8>,
+    chunks: VecDeque<(usize, usize)>,
+    consumed: u32,
+    recv_end: Option<Result<(), Status>>,
+    recv_done: bool,
+    out: VecDeque<Outgoing>,
+    staging: BytesMut,
+    send_done: bool,
+    send_err: Option<Status>,
+}
+
+#[derive(Debug)]
+struct LocalApp(Rc<RefCell<Local>>);
+
+impl StreamApp for LocalApp {
+    fn opened(&mut self, _id: u32, credit: i64, max_message: usize) {
+        let mut l = self.0.borrow_mut();
+        l.credit = credit;
+        l.max_message = max_message;
+    }
+    fn deliver(&mut self, msg: &[u8]) {
+        let mut l = self.0.borrow_mut();
+        let at = l.buf.len();
+        l.buf.extend_from_slice(msg);
+        l.chunks.push_back((at, msg.len()));
+    }
+    fn recv_closed(&mut self, end: Result<(), Status>) {
+        let mut l = self.0.borrow_mut();
+        if l.recv_end.is_none() && !l.recv_done {
+            l.recv_end = Some(end);
+        }
+    }
+    fn send_closed(&mut self, why: Status) {
+        let mut l = self.0.borrow_mut();
+        l.send_err.get_or_insert(why);
+        l.out.clear();
+    }
+    fn grant(&mut self, n: u32) {
+        self.0.borrow_mut().credit += n as i64;
+    }
+    fn take_consumed(&mut self) -> u32 {
+        std::mem::take(&mut self.0.borrow_mut().consumed)
+    }
+    fn next_send(&mut self, data_ok: bool) -> Option<Outgoing> {
+        let mut l = self.0.borrow_mut();
+        if !data_ok && matches!(l.out.front(), Some(Outgoing::Data { .. })) {
+            return None;
+        }
+        l.out.pop_front()
+    }
+}
+
+/// A stream opened on a caller-driven [`Core`] with [`Core::open_stream`]; used through that
+/// core's `stream_*` methods and [`Core::recv_chunk`]. Not `Send`: it belongs to the thread
+/// that drives the core. Dropping it does not end the stream: call [`Core::stream_finish`]
+/// or [`Core::stream_cancel`].
+#[derive(Debug)]
+pub struct CoreStream {
+    conn: ConnRef,
+    id: u32,
+    local: Rc<RefCell<Local>>,
+}
+
+impl CoreStream {
+    /// The stream's id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The credit left for sending, in bytes (negative after a message larger than what was
+    /// left).
+    pub fn credit(&self) -> i64 {
+        self.local.borrow().credit
+    }
+}
+
+impl Core {
+    /// Opens a stream to `service` / `method` on client connection `conn`: `first` goes with
+    /// the StreamOpen, `end` closes this side's half at once (a server stream), `deadline`
+    /// bounds the whole stream.
+    ///
+    /// # Errors
+    /// [`CallError::Closed`] for a closed connection, [`CallError::Refused`] above the peer's
+    /// limits (`max_concurrent_calls`, frame size), [`CallError::Status`] (`Unimplemented`)
+    /// if the peer does not serve streams.
+    pub fn open_stream(
+        &mut self,
+        conn: ConnId,
+        service: &[u8],
+        method: &[u8],
+        first: Option<&[u8]>,
+        end: bool,
+        deadline: Option<Duration>,
+    ) -> Result<CoreStream, CallError> {
+        let local = Rc::new(RefCell::new(Local::default()));
+        let key = conn.0.key as usize;
+        let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == conn.0.generation && !en.closing)
+        else {
+            return Err(CallError::Closed(crate::peer::closed()));
+        };
+        let spec = crate::conn::StreamSpec {
+            service,
+            method,
+            deadline,
+            metadata: None,
+            first: first.map(Bytes::copy_from_slice),
+            end,
+        };
+        let app = Box::new(LocalApp(local.clone()));
+        let Some(id) = en.conn.open_stream(&spec, app, Instant::now()) else {
+            let st = local
+                .borrow_mut()
+                .recv_end
+                .take()
+                .and_then(Result::err)
+                .unwrap_or_else(crate::peer::closed);
+            return Err(CallError::from_status(st));
+        };
+        self.after_event(key);
+        self.flush();
+        Ok(CoreStream {
+            conn: conn.0,
+            id,
+            local,
+        })
+    }
+
+    /// Queues `msg` (copied) on `stream` if it has credit, without waiting; it is sent on this
+    /// core's next turn.
+    ///
+    /// # Errors
+    /// [`TrySendError::WouldBlock`] with no credit left (run the core, e.g. read with
+    /// [`Core::recv_chunk`], until the peer grants more), [`TrySendError::TooLarge`] above
+    /// the negotiated frame size, [`TrySendError::Closed`] once the stream ended.
+    pub fn stream_try_send(&mut self, stream: &CoreStream, msg: &[u8]) -> Result<(), TrySendError> {
+        {
+            let mut l = stream.local.borrow_mut();
+            if let Some(st) = &l.send_err {
+                return Err(TrySendError::Closed(st.clone()));
+            }
+            if l.send_done {
+                return Err(TrySendError::Closed(Status::new(
+                    StatusCode::FailedPrecondition,
+                    "this side already ended its half of the stream",
+                )));
+            }
+            if l.credit <= 0 {
+                return Err(TrySendError::WouldBlock(Bytes::new()));
+            }
+            if msg.len() > l.max_message {
+                return Err(TrySendError::TooLarge {
+                    len: msg.len(),
+                    max: l.max_message,
+                });
+            }
+            l.credit -= msg.len() as i64;
+            // One staging buffer, reclaimed once the connection dropped what it took.
+            l.staging.reserve(msg.len().max(4096));
+            l.staging.extend_from_slice(msg);
+            let msg = l.staging.split().freeze();
+            l.out.push_back(Outgoing::Data { msg, end: false });
+        }
+        self.stream_touched(stream);
+        Ok(())
+    }
+
+    /// Ends this side's half of `stream` (OK).
+    pub fn stream_finish(&mut self, stream: &CoreStream) {
+        self.stream_push(stream, Outgoing::End(Ok(())));
+    }
+
+    /// Cancels `stream` (the peer's handler is stopped).
+    pub fn stream_cancel(&mut self, stream: CoreStream) {
+        let st = Status::new(StatusCode::Cancelled, "cancelled by the caller");
+        self.stream_push(&stream, Outgoing::Abort(st));
+    }
+
+    fn stream_push(&mut self, stream: &CoreStream, item: Outgoing) {
+        {
+            let mut l = stream.local.borrow_mut();
+            if l.send_err.is_some() || (l.send_done && !matches!(item, Outgoing::Abort(_))) {
+                return;
+            }
+            l.send_done = true;
+            l.out.push_back(item);
+        }
+        self.stream_touched(stream);
+    }
+
+    /// The stream's queue or consumption changed: let its connection act on it.
+    fn stream_touched(&mut self, stream: &CoreStream) {
+        let key = stream.conn.key as usize;
+        if let Some(en) = self
+            .conns
+            .get_mut(key)
+            .filter(|en| en.generation == stream.conn.generation)
+        {
+            en.conn.stream_work(stream.id);
+            self.after_event(key);
+        }
+    }
+
+    /// Runs this core until `stream` has a chunk, then calls `f` with it, borrowed in place
+    /// from the stream's receive buffer; returns `Ok(None)` once the peer ended its half.
+    /// The chunk's credit goes back to the peer as the window policy says. Allocates nothing
+    /// in steady state. Waits as long as the stream's deadline allows (none: until the peer
+    /// sends, ends or the connection closes).
+    ///
+    /// # Errors
+    /// The status the stream ended with ([`CallError::Status`]: the peer's failure,
+    /// `DeadlineExceeded`, `Cancelled`; [`CallError::Closed`] when the connection closed),
+    /// once; [`CallError::EngineStopped`] if this core's ring failed.
+    pub fn recv_chunk<R>(
+        &mut self,
+        stream: &CoreStream,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, CallError> {
+        // The first turn follows the caller's own time: it reads the clock.
+        let mut looped = false;
+        loop {
+            {
+                let mut l = stream.local.borrow_mut();
+                if let Some((at, len)) = l.chunks.pop_front() {
+                    let r = f(&l.buf[at..at + len]);
+                    l.consumed = l.consumed.saturating_add(len as u32);
+                    if l.chunks.is_empty() {
+                        l.buf.clear();
+                    } else if at + len > l.buf.len() / 2 {
+                        // Compact in place: what is left moves to the front.
+                        let cut = at + len;
+                        l.buf.drain(..cut);
+                        for c in l.chunks.iter_mut() {
+                            c.0 -= cut;
+                        }
+                    }
+                    drop(l);
+                    self.stream_touched(stream);
+                    return Ok(Some(r));
+                }
+                if l.recv_done {
+                    return Ok(None);
+                }
+                match l.recv_end.take() {
+                    Some(Ok(())) => {
+                        l.recv_done = true;
+                        return Ok(None);
+                    }
+                    Some(Err(st)) => {
+                        l.recv_done = true;
+                        return Err(CallError::from_status(st));
+                    }
+                    None => {}
+                }
+            }
+            let turned = self.turn(None, looped);
+            looped = true;
+            turned.map_err(|e| {
+                CallError::EngineStopped(Status::unavailable(format!(
+                    "the core's io_uring failed: {e}"
+                )))
+            })?;
+        }
+    }
+}

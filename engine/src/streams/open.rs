@@ -1,0 +1,111 @@
+//! Opening streams from a [`Channel`] (any thread) or from a handler through its [`Peer`]
+//! (a stream into the peer that called); the halves are used asynchronously.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::shared::{AppHandle, Shared};
+use super::{StreamReceiver, StreamSender};
+use crate::conn::StreamApp;
+use crate::inbox::{Command, ConnRef, Inbox};
+use crate::{CallOptions, Channel, Peer, Status};
+
+/// Sends the StreamOpen command for a new stream to the core behind `route`; a detached
+/// route (a [`Peer`] of a request that came from no connection) fails the stream at once.
+fn open(
+    route: Option<(&Arc<Inbox>, ConnRef)>,
+    service: &str,
+    method: &str,
+    options: &CallOptions,
+    first: Option<Bytes>,
+    end: bool,
+) -> Arc<Shared> {
+    let Some((inbox, conn)) = route else {
+        let shared = Shared::new(None);
+        let st = Status::unavailable("this request did not arrive on a connection: it has no peer")
+            .with_origin(crate::status::Origin::Closed);
+        let mut app = AppHandle(shared.clone());
+        app.send_closed(st.clone());
+        app.recv_closed(Err(st));
+        return shared;
+    };
+    let shared = Shared::new(Some((inbox.clone(), conn)));
+    let metadata = options.get_metadata();
+    inbox.send(Command::OpenStream {
+        conn,
+        service: service.as_bytes().into(),
+        method: method.as_bytes().into(),
+        metadata: (!metadata.is_empty()).then(|| Box::new(metadata.clone())),
+        deadline: options.get_deadline(),
+        first,
+        end,
+        app: shared.clone(),
+    });
+    shared
+}
+
+macro_rules! stream_openers {
+    ($ty:ty, $route:ident) => {
+        impl $ty {
+            /// Opens a bidirectional stream to `service` (`name@version`) / `method`. Both halves are
+            /// usable at once; messages queued before the stream is open wait for it. The options'
+            /// deadline bounds the whole stream.
+            ///
+            /// Failures (unknown method, refused, connection closed, deadline) arrive as the
+            /// receiver's `Some(Err(status))` and as the sender's errors.
+            pub fn open_bidi(
+                &self,
+                service: &str,
+                method: &str,
+                options: &CallOptions,
+            ) -> (StreamSender, StreamReceiver) {
+                let shared = open(self.$route(), service, method, options, None, false);
+                (
+                    StreamSender::new(shared.clone(), true),
+                    StreamReceiver::new(shared, true),
+                )
+            }
+
+            /// Opens a server stream: `request` goes with the StreamOpen (which closes this side's
+            /// half); the receiver yields the server's messages.
+            pub fn open_server_stream(
+                &self,
+                service: &str,
+                method: &str,
+                request: impl Into<Bytes>,
+                options: &CallOptions,
+            ) -> StreamReceiver {
+                let shared = open(
+                    self.$route(),
+                    service,
+                    method,
+                    options,
+                    Some(request.into()),
+                    true,
+                );
+                StreamReceiver::new(shared, true)
+            }
+
+            /// Opens a client stream: send the messages, then end the sender (drop it or call
+            /// [`StreamSender::finish`]); the receiver yields the server's one reply.
+            pub fn open_client_stream(
+                &self,
+                service: &str,
+                method: &str,
+                options: &CallOptions,
+            ) -> (StreamSender, StreamReceiver) {
+                self.open_bidi(service, method, options)
+            }
+        }
+    };
+}
+
+stream_openers!(Channel, channel_route);
+stream_openers!(Peer, link);
+
+impl Channel {
+    fn channel_route(&self) -> Option<(&Arc<Inbox>, ConnRef)> {
+        Some(self.route())
+    }
+}

@@ -1,0 +1,372 @@
+//! The state one stream's application side shares with its connection: the messages queued
+//! to send (bounded by the stream's credit), the messages received and not yet read, and the
+//! wakers of the sender and the receiver. The connection reaches it through
+//! [`crate::conn::StreamApp`]; the application through `StreamSender` / `StreamReceiver`, on
+//! any thread. A change the connection must act on (a message queued, credit to give back)
+//! sends one `StreamWork` command to the core, and no more until the core took it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::conn::{Outgoing, StreamApp};
+use crate::inbox::{Command, ConnRef, Inbox};
+use crate::{Status, StatusCode};
+
+/// Where to send a stream's `StreamWork` commands (`None`: a connection driven without a
+/// core, in tests).
+pub(crate) type Notify = Option<(Arc<Inbox>, ConnRef)>;
+
+/// Size of the buffers received messages are copied into.
+const RBUF: usize = 64 << 10;
+
+#[derive(Debug, Default)]
+struct Inner {
+    id: u32,
+    opened: bool,
+    /// Bytes this side may still queue: the stream window minus what it queued; a message may
+    /// be queued while it is positive (docs/protocol.md §23.3).
+    credit: i64,
+    /// The stream's initial window (to report consumption in large enough steps).
+    window: u32,
+    max_message: usize,
+    out: VecDeque<Outgoing>,
+    /// Bytes of messages in `out`.
+    queued: usize,
+    /// This side ended its half (or gave up): nothing more may be queued.
+    send_done: bool,
+    /// The application gave the stream up (an abort is queued).
+    aborted: bool,
+    /// A served stream (the handler's side): the end of its half is queued only when the
+    /// handler's future completes (`finish_callee`), so the stream's id is never free while
+    /// its task still runs.
+    callee: bool,
+    /// A served stream's end, asked for by the handler and queued at its completion.
+    deferred_end: Option<Outgoing>,
+    /// Why nothing more can be sent (the stream ended).
+    send_err: Option<Status>,
+    inq: VecDeque<Bytes>,
+    /// Where received messages are copied: each one a slice of it, so a steady stream costs
+    /// an allocation per 64 KiB or so, not one per message.
+    rbuf: BytesMut,
+    unread: usize,
+    /// How the peer's half ended, once it did (taken by the receiver when it reports it).
+    recv_end: Option<Result<(), Status>>,
+    recv_done: bool,
+    receiver_gone: bool,
+    consumed: u32,
+    notified: bool,
+    rx_waker: Option<Waker>,
+    tx_waker: Option<Waker>,
+}
+
+/// One stream's shared state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    notify: Notify,
+}
+
+/// Why a message could not be queued without waiting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// No credit left (the peer has not read enough yet), or the stream is not open yet:
+    /// try again later, or use the awaiting `send`. The message is given back.
+    #[error("no stream credit left: the peer has not consumed enough of what was sent")]
+    WouldBlock(Bytes),
+    /// The message is larger than a stream frame can carry.
+    #[error(
+        "message of {len} bytes exceeds the largest a stream frame carries ({max} bytes, the \
+         negotiated max_frame_size)"
+    )]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// The stream ended (cancelled, failed, deadline, connection closed) or this side already
+    /// ended its half.
+    #[error("the stream is closed for sending: {0}")]
+    Closed(Status),
+}
+
+impl Shared {
+    pub(crate) fn new(notify: Notify) -> Arc<Shared> {
+        Arc::new(Shared {
+            inner: Mutex::new(Inner::default()),
+            notify,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the core to look at this stream, unless it already was told and has not looked.
+    fn wake_core(&self, mut g: MutexGuard<'_, Inner>) {
+        if g.notified || !g.opened {
+            return;
+        }
+        g.notified = true;
+        let id = g.id;
+        drop(g);
+        if let Some((inbox, conn)) = &self.notify {
+            inbox.send(Command::StreamWork { conn: *conn, id });
+        }
+    }
+
+    /// The shared state of a stream this side serves (see `Inner::callee`).
+    pub(crate) fn new_callee(notify: Notify) -> Arc<Shared> {
+        let s = Shared::new(notify);
+        s.lock().callee = true;
+        s
+    }
+
+    /// A served stream's handler completed with `r`: queues the end of its half (what the
+    /// handler asked for, or from `r`: an error ends the whole stream).
+    pub(crate) fn finish_callee(&self, r: Result<(), Status>) {
+        let mut g = self.lock();
+        if g.send_err.is_some() || g.aborted {
+            return;
+        }
+        let item = match r {
+            Err(st) => Outgoing::Abort(st),
+            Ok(()) => g.deferred_end.take().unwrap_or(Outgoing::End(Ok(()))),
+        };
+        g.send_done = true;
+        g.aborted = true;
+        g.out.push_back(item);
+        self.wake_core(g);
+    }
+
+    /// Queues `item` (an end or abort, or a message already admitted).
+    pub(crate) fn push(&self, item: Outgoing) {
+        let mut g = self.lock();
+        if g.callee {
+            // A handler's end waits for its completion.
+            if !g.send_done && g.send_err.is_none() {
+                g.send_done = true;
+                g.deferred_end = Some(item);
+            }
+            return;
+        }
+        // An abort may follow the end of this side's half (the stream is not over until the
+        // peer's final frame); nothing else may.
+        let abort = matches!(item, Outgoing::Abort(_));
+        if g.send_err.is_some() || g.aborted || (g.send_done && !abort) {
+            return;
+        }
+        g.aborted = abort;
+        if !matches!(item, Outgoing::Data { end: false, .. }) {
+            g.send_done = true;
+        }
+        if let Outgoing::Data { msg, .. } = &item {
+            g.queued += msg.len();
+        }
+        g.out.push_back(item);
+        self.wake_core(g);
+    }
+
+    /// Queues a message if credit allows.
+    pub(crate) fn try_send(&self, msg: Bytes, end: bool) -> Result<(), TrySendError> {
+        let mut g = self.lock();
+        if let Some(st) = &g.send_err {
+            return Err(TrySendError::Closed(st.clone()));
+        }
+        if g.send_done {
+            return Err(TrySendError::Closed(Status::new(
+                StatusCode::FailedPrecondition,
+                "this side already ended its half of the stream",
+            )));
+        }
+        if !g.opened || g.credit <= 0 {
+            return Err(TrySendError::WouldBlock(msg));
+        }
+        if msg.len() > g.max_message {
+            return Err(TrySendError::TooLarge {
+                len: msg.len(),
+                max: g.max_message,
+            });
+        }
+        g.credit -= msg.len() as i64;
+        g.queued += msg.len();
+        g.send_done = end;
+        // A handler's last message is followed by the end of its half at its completion.
+        let end = end && !g.callee;
+        g.out.push_back(Outgoing::Data { msg, end });
+        self.wake_core(g);
+        Ok(())
+    }
+
+    /// Ready when a message may be queued (credit positive), or with the reason it never can.
+    pub(crate) fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        let mut g = self.lock();
+        if let Some(st) = &g.send_err {
+            return Poll::Ready(Err(st.clone()));
+        }
+        if g.send_done {
+            return Poll::Ready(Err(Status::new(
+                StatusCode::FailedPrecondition,
+                "this side already ended its half of the stream",
+            )));
+        }
+        if g.opened && g.credit > 0 {
+            return Poll::Ready(Ok(()));
+        }
+        g.tx_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The next received message, the end (`None`), or the failure (once, then `None`).
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+        let mut g = self.lock();
+        if let Some(msg) = g.inq.pop_front() {
+            let n = msg.len();
+            g.unread -= n;
+            g.consumed = g.consumed.saturating_add(n as u32);
+            // Reported in steps (a quarter of the window, or when all is read), so that the
+            // core is told at most a few times per window.
+            if g.unread == 0 || g.consumed >= (g.window / 4).max(1) {
+                self.wake_core(g);
+            }
+            return Poll::Ready(Some(Ok(msg)));
+        }
+        if g.recv_done {
+            return Poll::Ready(None);
+        }
+        match g.recv_end.take() {
+            Some(Ok(())) => {
+                g.recv_done = true;
+                Poll::Ready(None)
+            }
+            Some(Err(st)) => {
+                g.recv_done = true;
+                Poll::Ready(Some(Err(st)))
+            }
+            None => {
+                g.rx_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Bytes queued to send and not yet taken by the connection.
+    pub(crate) fn buffered(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// The credit left (bytes; negative after a message larger than what was left).
+    pub(crate) fn credit(&self) -> i64 {
+        self.lock().credit
+    }
+
+    /// The receiver is gone: what arrives is consumed at once.
+    pub(crate) fn drop_receiver(&self) {
+        let mut g = self.lock();
+        g.receiver_gone = true;
+        let unread = std::mem::take(&mut g.unread);
+        g.inq.clear();
+        g.consumed = g.consumed.saturating_add(unread as u32);
+        if unread > 0 {
+            self.wake_core(g);
+        }
+    }
+
+    /// Whether the peer's half is over (the receiver has nothing more to wait for).
+    pub(crate) fn recv_finished(&self) -> bool {
+        let g = self.lock();
+        g.recv_done || g.recv_end.is_some() || g.send_err.is_some()
+    }
+}
+
+/// The connection's handle on a stream's shared state.
+#[derive(Debug)]
+pub(crate) struct AppHandle(pub(crate) Arc<Shared>);
+
+impl StreamApp for AppHandle {
+    fn opened(&mut self, id: u32, credit: i64, max_message: usize) {
+        let mut g = self.0.lock();
+        g.id = id;
+        g.opened = true;
+        g.credit = credit;
+        g.window = credit.clamp(1, u32::MAX as i64) as u32;
+        g.max_message = max_message;
+        if let Some(w) = g.tx_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn deliver(&mut self, msg: &[u8]) {
+        let mut g = self.0.lock();
+        if g.receiver_gone {
+            g.consumed = g.consumed.saturating_add(msg.len() as u32);
+            self.0.wake_core(g);
+            return;
+        }
+        g.unread += msg.len();
+        if g.rbuf.capacity() < msg.len() {
+            g.rbuf.reserve(msg.len().max(RBUF));
+        }
+        g.rbuf.extend_from_slice(msg);
+        let m = g.rbuf.split().freeze();
+        g.inq.push_back(m);
+        if let Some(w) = g.rx_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn recv_closed(&mut self, end: Result<(), Status>) {
+        let mut g = self.0.lock();
+        if g.recv_end.is_none() && !g.recv_done {
+            g.recv_end = Some(end);
+        }
+        if let Some(w) = g.rx_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn send_closed(&mut self, why: Status) {
+        let mut g = self.0.lock();
+        if g.send_err.is_none() {
+            g.send_err = Some(why);
+        }
+        g.out.clear();
+        g.queued = 0;
+        if let Some(w) = g.tx_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn grant(&mut self, n: u32) {
+        let mut g = self.0.lock();
+        g.credit += n as i64;
+        if g.credit > 0 {
+            if let Some(w) = g.tx_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn take_consumed(&mut self) -> u32 {
+        let mut g = self.0.lock();
+        g.notified = false;
+        std::mem::take(&mut g.consumed)
+    }
+
+    fn next_send(&mut self, data_ok: bool) -> Option<Outgoing> {
+        let mut g = self.0.lock();
+        if !data_ok && matches!(g.out.front(), Some(Outgoing::Data { .. })) {
+            return None;
+        }
+        let item = g.out.pop_front()?;
+        if let Outgoing::Data { msg, .. } = &item {
+            g.queued -= msg.len();
+        }
+        Some(item)
+    }
+}

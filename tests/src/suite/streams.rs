@@ -1,0 +1,540 @@
+//! Streams (docs/protocol.md §22–§23): the three shapes, a long bidirectional echo, a slow
+//! reader bounding the writer's buffer, cancel from either side, deadlines, a peer killed
+//! mid-stream, and raw peers breaking the stream rules.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use netron_codec::handshake::ClientConfig;
+use netron_codec::hpack::{Header, HeaderEncoder};
+use netron_codec::{BatchEncoder, Flags, FrameKind, Limits};
+use netron_engine::{Bytes, CallOptions, Engine, Service, Status, StatusCode};
+
+use super::util::{poll, read_frames, wait_for, within};
+use crate::{RawPeer, Transport, block_on};
+
+const SVC: &str = "st@1.0.0";
+/// The default stream window (Welcome `initial_stream_window`).
+const WINDOW: usize = 256 << 10;
+
+/// What the handlers report to the test that runs them.
+#[derive(Default)]
+struct Probe {
+    /// Handlers whose future was dropped (ended by a deadline, a Cancel or a closed peer).
+    dropped: AtomicU64,
+    /// Largest `buffered()` a flooding handler saw on its sender.
+    peak: AtomicUsize,
+}
+
+struct OnDrop(Arc<Probe>);
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn stream_service(probe: &Arc<Probe>) -> Service {
+    let (p1, p2) = (probe.clone(), probe.clone());
+    Service::new("st", "1.0.0")
+        .unwrap()
+        .bidi_stream("echo", move |_, mut rx, mut tx| {
+            let guard = OnDrop(p1.clone());
+            async move {
+                while let Some(m) = rx.recv().await {
+                    tx.send(m?).await?;
+                }
+                std::mem::forget(guard);
+                Ok(())
+            }
+        })
+        // Request: u32 LE count of 64 KiB chunks.
+        .server_stream("flood", move |_, req, mut tx| {
+            let probe = p2.clone();
+            async move {
+                let n = req
+                    .get(..4)
+                    .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+                let chunk = Bytes::from(vec![5u8; 64 << 10]);
+                for _ in 0..n {
+                    tx.send(chunk.clone()).await?;
+                    probe.peak.fetch_max(tx.buffered(), Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        })
+        .client_stream("sum", |_, mut rx| async move {
+            let mut sum = 0u64;
+            while let Some(m) = rx.recv().await {
+                sum += m?.iter().map(|&b| b as u64).sum::<u64>();
+            }
+            Ok(Bytes::copy_from_slice(&sum.to_le_bytes()))
+        })
+        // Never reads, never writes.
+        .bidi_stream("hang", |_, rx, tx| async move {
+            // Holds both halves (reads nothing: no credit goes back) until dropped.
+            let _halves = (rx, tx);
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        // Echoes two messages, then fails the stream with Cancelled: the server cancels.
+        .bidi_stream("quit", |_, mut rx, mut tx| async move {
+            for _ in 0..2 {
+                if let Some(m) = rx.recv().await {
+                    tx.send(m?).await?;
+                }
+            }
+            Err(Status::new(
+                StatusCode::Cancelled,
+                "the server stopped the stream",
+            ))
+        })
+}
+
+fn server(t: &Transport, probe: &Arc<Probe>) -> (Engine, String) {
+    crate::engine(
+        t,
+        netron_engine::CoreConfig::default(),
+        &[stream_service(probe)],
+        "streams",
+    )
+}
+
+fn client(addr: &str) -> (Engine, netron_engine::Channel) {
+    let c = Engine::builder().cores(1).build().unwrap();
+    let ch = c.client().connect(addr).unwrap();
+    (c, ch)
+}
+
+fn opts() -> CallOptions {
+    CallOptions::new().deadline(Duration::from_secs(60))
+}
+
+/// The three shapes, through a `Channel`.
+pub fn server_client_and_bidi_streams_work(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("the three shapes", move || {
+        // Server stream: 3 chunks of 64 KiB.
+        let mut rx = ch.open_server_stream(SVC, "flood", 3u32.to_le_bytes().to_vec(), &opts());
+        let mut n = 0;
+        while let Some(m) = block_on(rx.recv()) {
+            assert_eq!(m.unwrap().len(), 64 << 10);
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        // Client stream: one reply.
+        let (mut tx, mut rx) = ch.open_client_stream(SVC, "sum", &opts());
+        block_on(async {
+            for i in 0..100u8 {
+                tx.send(vec![i; 2]).await.unwrap();
+            }
+        });
+        tx.finish();
+        let reply = block_on(rx.recv()).unwrap().unwrap();
+        let want: u64 = (0..100u64).map(|i| 2 * i).sum();
+        assert_eq!(reply[..], want.to_le_bytes());
+        assert!(block_on(rx.recv()).is_none());
+        // Unknown method: the receiver gets the status.
+        let (_tx, mut rx) = ch.open_bidi(SVC, "nope", &opts());
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::Unimplemented);
+    });
+}
+
+/// A bidirectional echo of 100k chunks arrives complete and in order (writer and reader on
+/// two threads). Runs alone: it keeps both CPUs of a small machine busy for a while, which
+/// would starve the bounded waits of timing-sensitive tests beside it.
+pub fn a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    const N: u32 = 100_000;
+    within("the echo", move || {
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        let writer = std::thread::spawn(move || {
+            block_on(async {
+                for i in 0..N {
+                    tx.send(i.to_le_bytes().to_vec()).await.unwrap();
+                }
+            });
+            tx.finish();
+        });
+        let mut next = 0u32;
+        while let Some(m) = block_on(rx.recv()) {
+            let m = m.unwrap();
+            assert_eq!(u32::from_le_bytes(m[..].try_into().unwrap()), next);
+            next += 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(next, N, "complete");
+    });
+}
+
+/// A server stream of 256 MiB to a reader that reads slowly: the writer's queued bytes stay
+/// under one stream window plus one chunk, however much it writes. Runs alone (like the echo).
+pub fn a_slow_reader_bounds_what_the_writer_buffers(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    let chunks = 4096u32; // 4096 * 64 KiB = 256 MiB
+    let p = probe.clone();
+    within("the flood", move || {
+        let mut rx = ch.open_server_stream(SVC, "flood", chunks.to_le_bytes().to_vec(), &opts());
+        // The writer runs ahead while nobody reads.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut total = 0usize;
+        let mut i = 0u64;
+        while let Some(m) = block_on(rx.recv()) {
+            total += m.unwrap().len();
+            i += 1;
+            if i % 512 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        assert_eq!(total, chunks as usize * (64 << 10));
+        let peak = p.peak.load(Ordering::SeqCst);
+        assert!(
+            peak <= WINDOW + (64 << 10),
+            "the writer queued {peak} bytes, above the window {WINDOW} plus one chunk"
+        );
+        assert!(peak > 0);
+    });
+    assert_eq!(s.total_stats().streams_in(), 1);
+}
+
+/// Cancel from the client (the server's handler is dropped) and from the server (the client
+/// gets the status), mid-stream.
+pub fn cancel_from_either_side_mid_stream(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("cancel", move || {
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        block_on(tx.send(&b"one"[..])).unwrap();
+        assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], b"one");
+        rx.cancel();
+        // Sending fails once the stream ended (at the latest when the server's answer came).
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while block_on(tx.send(&b"more"[..])).is_ok() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // From the server: the handler fails the stream after two echoes.
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "quit", &opts());
+        for m in [&b"a"[..], b"b"] {
+            block_on(tx.send(m)).unwrap();
+            assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], m);
+        }
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::Cancelled);
+        assert!(block_on(rx.recv()).is_none());
+        assert!(block_on(tx.send(&b"c"[..])).is_err());
+    });
+    assert!(
+        poll(&s, |st| st.cancels_in() >= 1),
+        "the server saw the Cancel"
+    );
+    let p = probe.clone();
+    assert!(poll(&s, move |_| p.dropped.load(Ordering::SeqCst) == 1));
+}
+
+/// The deadline of the StreamOpen bounds the whole stream: mid-stream it fails the client's
+/// halves with DeadlineExceeded and drops the server's handler.
+pub fn a_deadline_ends_the_stream_midway(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("deadline", move || {
+        let o = CallOptions::new().deadline(Duration::from_millis(300));
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &o);
+        block_on(tx.send(&b"x"[..])).unwrap();
+        assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], b"x");
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::DeadlineExceeded, "{e:?}");
+        assert!(block_on(tx.send(&b"y"[..])).is_err());
+    });
+    let p = probe.clone();
+    assert!(poll(&s, move |_| p.dropped.load(Ordering::SeqCst) == 1));
+}
+
+/// A server that goes away mid-stream fails the client's stream with Unavailable.
+pub fn a_peer_killed_mid_stream_fails_it_unavailable(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("peer killed", move || {
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        block_on(tx.send(&b"x"[..])).unwrap();
+        assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], b"x");
+        drop(s);
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::Unavailable, "{e:?}");
+        assert!(block_on(tx.send(&b"y"[..])).is_err());
+    });
+}
+
+fn stream_open(b: &mut BatchEncoder, enc: &mut HeaderEncoder, id: u32, method: &[u8]) {
+    b.frame(FrameKind::StreamOpen, id)
+        .unwrap()
+        .headers(
+            enc,
+            &[Header::service(SVC.as_bytes()), Header::method(method)],
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+}
+
+fn stream_data(b: &mut BatchEncoder, id: u32, seq: u32, len: usize) {
+    b.frame(FrameKind::StreamData, id)
+        .unwrap()
+        .arg(seq)
+        .payload(&vec![1u8; len])
+        .finish()
+        .unwrap();
+}
+
+/// Raw peers that break the stream rules get `Error(0)` and a closed connection, each with its
+/// counter; a StreamData for a stream that does not exist is ignored and counted.
+pub fn bad_stream_input_gets_a_connection_error_and_a_counter(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    let good = s.client().connect(&addr).unwrap();
+    type Build = fn(&mut BatchEncoder);
+    let cases: [(&str, Build); 5] = [
+        ("stream_sequence", |b| stream_data(b, 1, 1, 1)),
+        ("flow_control", |b| {
+            // 8 * 32 KiB use up the 256 KiB window: the 9th is beyond the credit.
+            for seq in 0..9 {
+                stream_data(b, 1, seq, 32 << 10);
+            }
+        }),
+        ("stream_half_closed", |b| {
+            b.frame(FrameKind::StreamData, 1)
+                .unwrap()
+                .flags(Flags::END_STREAM)
+                .finish()
+                .unwrap();
+            stream_data(b, 1, 1, 1);
+        }),
+        ("window_overflow", |b| {
+            b.empty_frame(FrameKind::WindowUpdate, 1, 0x7fff_ffff)
+                .unwrap();
+        }),
+        ("zero_window_update", |b| {
+            b.empty_frame(FrameKind::WindowUpdate, 0, 0).unwrap();
+        }),
+    ];
+    let limits = Limits::default()
+        .with_max_frame_size(1 << 20)
+        .with_max_batch_bytes(4 << 20);
+    let cfg = ClientConfig::default().with_features(netron_codec::features::STREAMS);
+    for (counter, build) in cases {
+        let (mut p, settings, _) = RawPeer::handshake_with(t, &addr, cfg.clone());
+        let mut enc = HeaderEncoder::new(settings.header_table_size);
+        let mut b = BatchEncoder::new(limits);
+        stream_open(&mut b, &mut enc, 1, b"hang");
+        build(&mut b);
+        // One record per frame on record transports (a batch must fit a record).
+        for f in netron_codec::FrameIter::new(b.as_slice(), &limits) {
+            p.send_frames(f.unwrap().as_bytes()).unwrap();
+        }
+        let (got, closed) = read_frames(&mut p, |f| f.iter().any(|f| f.0 == FrameKind::Error));
+        assert!(
+            got.iter().any(|f| (f.0, f.1) == (FrameKind::Error, 0)),
+            "{counter}: {:?}",
+            got.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>()
+        );
+        let _ = closed;
+        assert_eq!(
+            wait_for(&s, counter, Duration::from_secs(10)),
+            1,
+            "{counter}"
+        );
+        assert_eq!(
+            good.call("st@1.0.0", "echo", &b""[..], Some(Duration::from_secs(5)))
+                .unwrap_err()
+                .code(),
+            StatusCode::Unimplemented,
+            "a unary call to a stream method is refused; the good client goes on"
+        );
+    }
+    // StreamData for a stream that does not exist: ignored, counted, connection kept.
+    let (mut p, _, _) = RawPeer::handshake_with(t, &addr, cfg);
+    let mut b = BatchEncoder::new(limits);
+    stream_data(&mut b, 41, 0, 1);
+    b.empty_frame(FrameKind::Ping, 0, 7).unwrap();
+    for f in netron_codec::FrameIter::new(b.as_slice(), &limits) {
+        p.send_frames(f.unwrap().as_bytes()).unwrap();
+    }
+    let (got, closed) = read_frames(&mut p, |f| f.iter().any(|f| f.0 == FrameKind::Pong));
+    assert!(!closed);
+    assert_eq!(frames_of(&got), vec![(FrameKind::Pong, 0)]);
+    assert_eq!(wait_for(&s, "unknown_stream", Duration::from_secs(10)), 1);
+}
+
+fn frames_of(f: &[(FrameKind, u32, Vec<u8>)]) -> Vec<(FrameKind, u32)> {
+    f.iter().map(|f| (f.0, f.1)).collect()
+}
+
+/// A handler opens a stream into the peer that called it (through its `Peer`): the client's
+/// engine serves the stream.
+pub fn a_handler_streams_into_its_calling_peer(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let back = Service::new("back", "1.0.0")
+        .unwrap()
+        .unary_async("echo3", |req| async move {
+            let (mut tx, mut rx) = req.peer().open_bidi(SVC, "echo", &opts());
+            let mut out = Vec::new();
+            for m in [&b"a"[..], b"b", b"c"] {
+                tx.send(m).await?;
+                out.extend_from_slice(&rx.recv().await.unwrap_or(Ok(Bytes::new()))?);
+            }
+            tx.finish();
+            Ok(Bytes::from(out))
+        });
+    let (_s, addr) = crate::engine(
+        t,
+        netron_engine::CoreConfig::default(),
+        &[back],
+        "peerstream",
+    );
+    let c = Engine::builder()
+        .cores(1)
+        .service(stream_service(&probe))
+        .build()
+        .unwrap();
+    let ch = c.client().connect(&addr).unwrap();
+    let r = ch
+        .call(
+            "back@1.0.0",
+            "echo3",
+            &b""[..],
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert_eq!(r, b"abc");
+}
+
+/// Counts the interceptor hooks and keeps the last outcome `after` saw.
+#[derive(Default)]
+struct Hooks {
+    before: AtomicU64,
+    after_ok: AtomicU64,
+    after_deadline: AtomicU64,
+}
+
+struct Counting(Arc<Hooks>);
+impl netron_engine::Interceptor for Counting {
+    fn before(&self, _: &mut netron_engine::Before<'_>) -> Result<(), Status> {
+        self.0.before.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn after(&self, call: &mut netron_engine::After<'_>) {
+        match call.outcome() {
+            Ok(()) => self.0.after_ok.fetch_add(1, Ordering::SeqCst),
+            // The server's own deadline, or the client's Cancel when its clock ran out first.
+            Err(st)
+                if matches!(
+                    st.code,
+                    StatusCode::DeadlineExceeded | StatusCode::Cancelled
+                ) =>
+            {
+                self.0.after_deadline.fetch_add(1, Ordering::SeqCst)
+            }
+            Err(_) => 0,
+        };
+    }
+}
+
+/// Interceptors run around a stream as a whole: `before` at the StreamOpen, `after` once the
+/// server's final frame is out, with its outcome (OK, or the end by the deadline).
+pub fn interceptors_run_around_the_whole_stream(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let hooks = Arc::new(Hooks::default());
+    let s = Engine::builder()
+        .cores(1)
+        .service(stream_service(&probe))
+        .interceptor(Counting(hooks.clone()))
+        .listen(&(t.listen)("streams-ic"))
+        .build()
+        .unwrap();
+    let addr = s.endpoints()[0].to_string();
+    let (_c, ch) = client(&addr);
+    within("interceptors", move || {
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        for _ in 0..3 {
+            block_on(tx.send(&b"m"[..])).unwrap();
+            block_on(rx.recv()).unwrap().unwrap();
+        }
+        tx.finish();
+        assert!(block_on(rx.recv()).is_none());
+        let o = CallOptions::new().deadline(Duration::from_millis(100));
+        let (_tx, mut rx) = ch.open_bidi(SVC, "hang", &o);
+        assert!(block_on(rx.recv()).unwrap().is_err());
+    });
+    let h = hooks.clone();
+    let done = poll(&s, move |_| {
+        h.after_ok.load(Ordering::SeqCst) == 1 && h.after_deadline.load(Ordering::SeqCst) == 1
+    });
+    assert!(
+        done,
+        "after: {} ok, {} deadline; before {}",
+        hooks.after_ok.load(Ordering::SeqCst),
+        hooks.after_deadline.load(Ordering::SeqCst),
+        hooks.before.load(Ordering::SeqCst)
+    );
+    assert_eq!(hooks.before.load(Ordering::SeqCst), 2);
+}
+
+/// A caller-driven core streams without waiting: `stream_try_send` says `WouldBlock` once the
+/// window is used up (nothing is read meanwhile), and `recv_chunk` reads each echo in place.
+pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    within("caller-driven stream", move || {
+        let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+        let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+        let s = core
+            .open_stream(
+                conn,
+                SVC.as_bytes(),
+                b"echo",
+                None,
+                false,
+                Some(Duration::from_secs(60)),
+            )
+            .unwrap();
+        let chunk = [7u8; 1024];
+        let mut sent = 0usize;
+        loop {
+            match core.stream_try_send(&s, &chunk) {
+                Ok(()) => sent += 1,
+                Err(netron_engine::TrySendError::WouldBlock(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent * 1024 <= WINDOW + 1024, "queued beyond the window");
+        }
+        assert_eq!(sent * 1024, WINDOW, "the window, then WouldBlock");
+        // Read the echoes (credit flows back both ways), sending the rest as credit allows.
+        let total = 4 * sent;
+        let mut got = 0;
+        while got < total {
+            if sent < total && core.stream_try_send(&s, &chunk).is_ok() {
+                sent += 1;
+                continue;
+            }
+            let len = core.recv_chunk(&s, |c| {
+                assert!(c.iter().all(|&b| b == 7));
+                c.len()
+            });
+            assert_eq!(len.unwrap(), Some(1024));
+            got += 1;
+        }
+        core.stream_finish(&s);
+        assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
+        core.close(conn);
+    });
+}
