@@ -8,6 +8,7 @@ use std::time::Duration;
 use netron_codec::Limits;
 
 use crate::driver::DriverChoice;
+use netron_codec::features;
 use netron_codec::handshake::{ClientConfig, ServerConfig};
 
 /// What a core does when it has nothing to do.
@@ -386,17 +387,46 @@ pub(crate) fn millis_u32(d: Duration) -> u32 {
 }
 
 impl ProtocolConfig {
-    /// Sets the handshake offer made when accepting (limits, compression, concurrency). Its
-    /// `keepalive_interval_ms` is ignored: the Welcome advertises
-    /// [`ProtocolConfig::keepalive`].
+    /// Sets the handshake offer made when accepting (limits, compression, concurrency, the
+    /// stream window). Its `keepalive_interval_ms` is ignored: the Welcome advertises
+    /// [`ProtocolConfig::keepalive`]; its `STREAMS` feature bit too: streams stay as
+    /// [`ProtocolConfig::with_streams`] set them (on by default), so a `ServerConfig` built
+    /// from its `Default` (no feature bits) does not turn them off unnoticed.
     pub fn with_server(mut self, server: ServerConfig) -> Self {
+        let streams = self.server.features & features::STREAMS;
         self.server = server;
+        self.server.features = (self.server.features & !features::STREAMS) | streams;
         self.server.keepalive_interval_ms = millis_u32(self.keepalive);
         self
     }
-    /// Sets the handshake offer made when connecting (limits, compression, auth token).
+    /// Sets the handshake offer made when connecting (limits, compression, auth token). Its
+    /// `STREAMS` feature bit is ignored, as for [`ProtocolConfig::with_server`].
     pub fn with_client(mut self, client: ClientConfig) -> Self {
+        let streams = self.client.features & features::STREAMS;
         self.client = client;
+        self.client.features = (self.client.features & !features::STREAMS) | streams;
+        self
+    }
+    /// Turns streams on or off on both sides (default on): off, this side neither serves
+    /// nor opens streams, and a StreamOpen from the peer is refused (docs/protocol.md §21:
+    /// `STREAMS` is in force only when both sides set it).
+    pub fn with_streams(mut self, on: bool) -> Self {
+        for f in [&mut self.server.features, &mut self.client.features] {
+            if on {
+                *f |= features::STREAMS;
+            } else {
+                *f &= !features::STREAMS;
+            }
+        }
+        self
+    }
+    /// Sets the initial flow-control window of every stream, in bytes, that this side
+    /// offers when it accepts (docs/protocol.md §23.2; default 256 KiB; 1 B to 2^31 − 1 B).
+    /// The connection window is 16 times it (at most 2^31 − 1). It bounds the memory a slow
+    /// reader can make a writer hold: about one window (plus one message) per stream. The
+    /// side that accepted decides: a connecting side uses the window of the peer's Welcome.
+    pub fn with_stream_window(mut self, bytes: u32) -> Self {
+        self.server.initial_stream_window = bytes;
         self
     }
     /// Sets the keepalive: a connection silent for `every` gets a Ping (zero: never ping;
@@ -504,6 +534,15 @@ impl ProtocolConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let window = self.server.initial_stream_window;
+        if window == 0 || window > netron_codec::stream::MAX_WINDOW {
+            return Err(ConfigError::new(
+                "ProtocolConfig::stream_window",
+                window,
+                "must be 1 to 2^31 - 1 bytes (a zero window never lets a stream send; \
+                 docs/protocol.md §23.2)",
+            ));
+        }
         // Timers run on a wheel with 1 ms ticks: shorter values cannot be honoured.
         let tick = Duration::from_millis(1);
         for (setting, d) in [

@@ -69,6 +69,16 @@ pub fn invalid_settings_are_refused_with_the_setting_and_the_rule(t: &Transport)
             pr().with_stall_timeout(Duration::ZERO).into(),
         ),
         (
+            "ProtocolConfig::stream_window",
+            "1 to 2^31 - 1 bytes",
+            pr().with_stream_window(0).into(),
+        ),
+        (
+            "ProtocolConfig::stream_window",
+            "1 to 2^31 - 1 bytes",
+            pr().with_stream_window(1 << 31).into(),
+        ),
+        (
             "ProtocolConfig::handshake_timeout",
             "1 ms",
             pr().with_handshake_timeout(Duration::ZERO).into(),

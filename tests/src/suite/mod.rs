@@ -97,6 +97,7 @@ macro_rules! conformance {
                         a_handler_streams_into_its_calling_peer,
                         interceptors_run_around_the_whole_stream,
                         a_caller_driven_core_streams_with_would_block,
+                        a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,

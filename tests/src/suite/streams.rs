@@ -538,3 +538,47 @@ pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
         core.close(conn);
     });
 }
+
+/// `ProtocolConfig::with_stream_window` sets the window a server offers (a caller-driven
+/// client queues exactly that much, then `WouldBlock`), and a `ServerConfig` given with
+/// `with_server` (built from its `Default`, no feature bits) leaves streams on.
+pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Transport) {
+    const SMALL: usize = 16 << 10;
+    let probe = Arc::new(Probe::default());
+    let cfg = netron_engine::ProtocolConfig::default()
+        .with_server(netron_codec::handshake::ServerConfig::default())
+        .with_stream_window(SMALL as u32);
+    let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "streams-window");
+    let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    within("a configured window", move || {
+        let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+        let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+        let s = core
+            .open_stream(
+                conn,
+                SVC.as_bytes(),
+                b"echo",
+                None,
+                false,
+                Some(Duration::from_secs(60)),
+            )
+            .unwrap();
+        let chunk = [7u8; 1024];
+        let mut sent = 0usize;
+        loop {
+            match core.stream_try_send(&s, &chunk) {
+                Ok(()) => sent += 1,
+                Err(netron_engine::TrySendError::WouldBlock(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent * 1024 <= SMALL, "queued beyond the configured window");
+        }
+        assert_eq!(sent * 1024, SMALL, "the configured window, then WouldBlock");
+        for _ in 0..sent {
+            assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), Some(1024));
+        }
+        core.stream_finish(&s);
+        assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
+        core.close(conn);
+    });
+}
