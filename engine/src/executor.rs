@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use crossbeam_queue::SegQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
@@ -30,10 +30,46 @@ struct Task {
     waker: Waker,
 }
 
+/// Tasks woken and not yet polled (task key, generation), pushed from any thread.
+///
+/// A bounded ring first ([`READY_RING`] entries, allocated once with the executor), an
+/// unbounded queue only when the ring is full: a `SegQueue` alone allocates a block every 31
+/// pushes, which made a stream writer woken once per WindowUpdate allocate in steady state.
+struct ReadyQueue {
+    ring: ArrayQueue<(usize, u32)>,
+    overflow: SegQueue<(usize, u32)>,
+}
+
+/// Wake-ups the ready ring holds before spilling into the overflow queue.
+const READY_RING: usize = 1024;
+
+impl ReadyQueue {
+    fn new() -> ReadyQueue {
+        ReadyQueue {
+            ring: ArrayQueue::new(READY_RING),
+            overflow: SegQueue::new(),
+        }
+    }
+    fn push(&self, v: (usize, u32)) {
+        if let Err(v) = self.ring.push(v) {
+            self.overflow.push(v);
+        }
+    }
+    fn pop(&self) -> Option<(usize, u32)> {
+        self.ring.pop().or_else(|| self.overflow.pop())
+    }
+    fn is_empty(&self) -> bool {
+        self.ring.is_empty() && self.overflow.is_empty()
+    }
+    fn len(&self) -> usize {
+        self.ring.len() + self.overflow.len()
+    }
+}
+
 struct TaskWaker {
     key: usize,
     generation: u32,
-    ready: Arc<SegQueue<(usize, u32)>>,
+    ready: Arc<ReadyQueue>,
     inbox: Arc<Inbox>,
 }
 
@@ -66,7 +102,7 @@ pub(crate) enum Answered {
 
 pub(crate) struct Executor {
     tasks: Slab<Task>,
-    ready: Arc<SegQueue<(usize, u32)>>,
+    ready: Arc<ReadyQueue>,
     by_call: FxHashMap<(u32, u32), usize>,
     next_gen: u32,
     inbox: Arc<Inbox>,
@@ -76,7 +112,7 @@ impl Executor {
     pub(crate) fn new(inbox: Arc<Inbox>) -> Executor {
         Executor {
             tasks: Slab::new(),
-            ready: Arc::new(SegQueue::new()),
+            ready: Arc::new(ReadyQueue::new()),
             by_call: FxHashMap::default(),
             next_gen: 0,
             inbox,

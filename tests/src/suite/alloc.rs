@@ -261,9 +261,12 @@ pub fn steady_state_stream_chunks_allocate_nothing(t: &Transport) {
     read(100_000);
     let n = allocations() - before;
     eprintln!("{ep}: {n} allocations in 100,000 stream chunks (client + server)");
-    // The executor's wake queue allocates a block per 31 wakes of the writer, which wakes
-    // once per WindowUpdate (every 128 KiB, 2048 chunks): a handful in all, none per chunk.
-    assert!(n <= 16, "{ep}: {n} allocations in 100,000 stream chunks");
+    // The writer wakes once per WindowUpdate (every 128 KiB, 2048 chunks) through the
+    // executor's ready ring, which allocates nothing (a `SegQueue` allocated a block every 31
+    // wakes: 1-6 per 100,000 chunks before). What may remain is per batch, not per chunk: on
+    // tcp a backed-up socket can hold more batches in flight than a connection keeps spare
+    // buffers for (2), seen as 0 or 7 allocations per 100,000 chunks; unix and inproc show 0.
+    assert!(n <= 8, "{ep}: {n} allocations in 100,000 stream chunks");
     read(20_000);
     assert_eq!(core.recv_chunk(&stream, |c| c.len()).unwrap(), None);
     core.close(conn);
