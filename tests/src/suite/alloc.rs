@@ -14,29 +14,8 @@ use crate::{Transport, allocations, calc};
 pub fn steady_state_sync_calls_allocate_nothing(t: &Transport) {
     let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
     let (server, _) = crate::engine(t, busy.clone(), &[calc()], "alloc");
-    let ep = server.endpoints()[0].clone();
-    let mut core = Core::new(busy).unwrap();
-    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
-    let mut slot = CallSlot::new();
-    let payload = [7u8; 64];
-    let deadline = Some(Duration::from_secs(5));
-    // Warm-up: tables, buffers and maps reach their steady size.
-    for _ in 0..2_000 {
-        core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
-            .unwrap();
-    }
-    let before = allocations();
-    for _ in 0..10_000 {
-        let r = core
-            .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
-            .unwrap();
-        assert_eq!(r.len(), 64);
-    }
-    let n = allocations() - before;
-    assert_eq!(
-        n, 0,
-        "{ep}: {n} allocations in 10,000 calls (client + server)"
-    );
+    let (mut core, conn, mut slot) = count_steady_calls(&server, busy);
+    let (payload, deadline) = ([7u8; 64], Some(Duration::from_secs(5)));
     // The counter does count: a failing call allocates its error message.
     let before = allocations();
     assert!(
@@ -181,28 +160,8 @@ pub fn no_middleware_installed_costs_nothing(t: &Transport) {
     let extra = netron_engine::Service::new("extra", "1.0.0").unwrap();
     server.add_service(extra).unwrap();
     server.remove_service("extra@1.0.0").unwrap();
-    let ep = server.endpoints()[0].clone();
-    let mut core = Core::new(busy).unwrap();
-    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
-    let mut slot = CallSlot::new();
-    let payload = [7u8; 64];
+    let (mut core, conn, _) = count_steady_calls(&server, busy);
     let deadline = Some(Duration::from_secs(5));
-    for _ in 0..2_000 {
-        core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
-            .unwrap();
-    }
-    let before = allocations();
-    for _ in 0..10_000 {
-        let r = core
-            .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
-            .unwrap();
-        assert_eq!(r.len(), 64);
-    }
-    let n = allocations() - before;
-    assert_eq!(
-        n, 0,
-        "{ep}: {n} allocations in 10,000 calls (client + server)"
-    );
     // The counter does count: resolving a requirement allocates.
     let before = allocations();
     assert_eq!(
@@ -271,4 +230,36 @@ pub fn steady_state_stream_chunks_allocate_nothing(t: &Transport) {
     assert_eq!(core.recv_chunk(&stream, |c| c.len()).unwrap(), None);
     core.close(conn);
     server.shutdown(Duration::from_secs(1));
+}
+
+/// Connects a caller-driven core with `cfg` to `server`, warms up with 2,000 echo calls of
+/// 64 bytes (tables, buffers and maps reach their steady size), then asserts that 10,000 more
+/// allocate nothing, client and server together.
+fn count_steady_calls(
+    server: &netron_engine::Engine,
+    cfg: RuntimeConfig,
+) -> (Core, netron_engine::ConnId, CallSlot) {
+    let ep = server.endpoints()[0].clone();
+    let mut core = Core::new(cfg).unwrap();
+    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+    let mut slot = CallSlot::new();
+    let payload = [7u8; 64];
+    let deadline = Some(Duration::from_secs(5));
+    for _ in 0..2_000 {
+        core.call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
+            .unwrap();
+    }
+    let before = allocations();
+    for _ in 0..10_000 {
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &payload, deadline, &mut slot)
+            .unwrap();
+        assert_eq!(r.len(), 64);
+    }
+    let n = allocations() - before;
+    assert_eq!(
+        n, 0,
+        "{ep}: {n} allocations in 10,000 calls (client + server)"
+    );
+    (core, conn, slot)
 }

@@ -495,29 +495,8 @@ pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
     let (_s, addr) = server(t, &probe);
     let ep: netron_engine::Endpoint = addr.parse().unwrap();
     within("caller-driven stream", move || {
-        let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
-        let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
-        let s = core
-            .open_stream(
-                conn,
-                SVC.as_bytes(),
-                b"echo",
-                None,
-                false,
-                Some(Duration::from_secs(60)),
-            )
-            .unwrap();
+        let (mut core, conn, s, mut sent) = fill_the_window(&ep, WINDOW);
         let chunk = [7u8; 1024];
-        let mut sent = 0usize;
-        loop {
-            match core.stream_try_send(&s, &chunk) {
-                Ok(()) => sent += 1,
-                Err(netron_engine::TrySendError::WouldBlock(_)) => break,
-                Err(e) => panic!("{e}"),
-            }
-            assert!(sent * 1024 <= WINDOW + 1024, "queued beyond the window");
-        }
-        assert_eq!(sent * 1024, WINDOW, "the window, then WouldBlock");
         // Read the echoes (credit flows back both ways), sending the rest as credit allows.
         let total = 4 * sent;
         let mut got = 0;
@@ -551,29 +530,7 @@ pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Tra
     let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "streams-window");
     let ep: netron_engine::Endpoint = addr.parse().unwrap();
     within("a configured window", move || {
-        let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
-        let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
-        let s = core
-            .open_stream(
-                conn,
-                SVC.as_bytes(),
-                b"echo",
-                None,
-                false,
-                Some(Duration::from_secs(60)),
-            )
-            .unwrap();
-        let chunk = [7u8; 1024];
-        let mut sent = 0usize;
-        loop {
-            match core.stream_try_send(&s, &chunk) {
-                Ok(()) => sent += 1,
-                Err(netron_engine::TrySendError::WouldBlock(_)) => break,
-                Err(e) => panic!("{e}"),
-            }
-            assert!(sent * 1024 <= SMALL, "queued beyond the configured window");
-        }
-        assert_eq!(sent * 1024, SMALL, "the configured window, then WouldBlock");
+        let (mut core, conn, s, sent) = fill_the_window(&ep, SMALL);
         for _ in 0..sent {
             assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), Some(1024));
         }
@@ -581,4 +538,45 @@ pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Tra
         assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
         core.close(conn);
     });
+}
+
+/// Connects a caller-driven core to `ep`, opens an echo stream and sends 1 KiB chunks until
+/// `WouldBlock`, checking that exactly `window` bytes were queued; returns what it made and
+/// the chunks sent.
+fn fill_the_window(
+    ep: &netron_engine::Endpoint,
+    window: usize,
+) -> (
+    netron_engine::Core,
+    netron_engine::ConnId,
+    netron_engine::CoreStream,
+    usize,
+) {
+    let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+    let conn = core.connect(ep, Duration::from_secs(5)).unwrap();
+    let s = core
+        .open_stream(
+            conn,
+            SVC.as_bytes(),
+            b"echo",
+            None,
+            false,
+            Some(Duration::from_secs(60)),
+        )
+        .unwrap();
+    let chunk = [7u8; 1024];
+    let mut sent = 0usize;
+    loop {
+        match core.stream_try_send(&s, &chunk) {
+            Ok(()) => sent += 1,
+            Err(netron_engine::TrySendError::WouldBlock(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            sent * 1024 <= window,
+            "queued beyond the window ({window} B)"
+        );
+    }
+    assert_eq!(sent * 1024, window, "the window, then WouldBlock");
+    (core, conn, s, sent)
 }
