@@ -357,9 +357,11 @@ impl Default for ProtocolConfig {
         let keepalive = Duration::from_secs(15);
         let mut server = ServerConfig::default();
         server.keepalive_interval_ms = millis_u32(keepalive);
-        // Streams are served and opened (docs/protocol.md §21: STREAMS in force on both sides).
-        server.features |= netron_codec::features::STREAMS;
-        let client = ClientConfig::default().with_features(netron_codec::features::STREAMS);
+        // Streams are served and opened (docs/protocol.md §21: STREAMS in force on both
+        // sides), and every core serves `$sys` (offer bit OFFERS_SYS, announced both ways).
+        server.features |= features::STREAMS | features::OFFERS_SYS;
+        let client =
+            ClientConfig::default().with_features(features::STREAMS | features::OFFERS_SYS);
         Self {
             server,
             client,
@@ -391,11 +393,13 @@ impl ProtocolConfig {
     /// stream window). Its `keepalive_interval_ms` is ignored: the Welcome advertises
     /// [`ProtocolConfig::keepalive`]; its `STREAMS` feature bit too: streams stay as
     /// [`ProtocolConfig::with_streams`] set them (on by default), so a `ServerConfig` built
-    /// from its `Default` (no feature bits) does not turn them off unnoticed.
+    /// from its `Default` (no feature bits) does not turn them off unnoticed; and the offer
+    /// bit `OFFERS_SYS` is always set (every core serves `$sys`).
     pub fn with_server(mut self, server: ServerConfig) -> Self {
         let streams = self.server.features & features::STREAMS;
         self.server = server;
-        self.server.features = (self.server.features & !features::STREAMS) | streams;
+        self.server.features =
+            (self.server.features & !features::STREAMS) | streams | features::OFFERS_SYS;
         self.server.keepalive_interval_ms = millis_u32(self.keepalive);
         self
     }
@@ -404,7 +408,8 @@ impl ProtocolConfig {
     pub fn with_client(mut self, client: ClientConfig) -> Self {
         let streams = self.client.features & features::STREAMS;
         self.client = client;
-        self.client.features = (self.client.features & !features::STREAMS) | streams;
+        self.client.features =
+            (self.client.features & !features::STREAMS) | streams | features::OFFERS_SYS;
         self
     }
     /// Turns streams on or off on both sides (default on): off, this side neither serves

@@ -176,6 +176,14 @@ pub fn the_welcome_advertises_the_configured_keepalive(t: &Transport) {
         let (e, addr) = crate::engine(t, cfg, &[calc()], "cfg-advertise");
         let (_p, settings, _) = RawPeer::handshake_with(t, &addr, Default::default());
         assert_eq!(settings.keepalive_interval_ms, want, "{}", t.name);
+        // Every core serves `$sys`: the Welcome says so, even with a `ServerConfig` built
+        // from its `Default` (no feature bits).
+        assert!(
+            settings.server_offers & netron_codec::features::OFFERS_SYS != 0,
+            "{}: offers {:#x}",
+            t.name,
+            settings.server_offers
+        );
         e.shutdown(Duration::from_secs(1));
     }
 }
