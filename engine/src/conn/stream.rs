@@ -157,8 +157,15 @@ pub(super) fn stream_error(e: StreamError) -> ConnError {
 }
 
 fn peer_status(frame: &Frame<'_>) -> Status {
-    match netron_codec::control::read_error(frame) {
-        Ok(b) => Status::new(
+    // The same `ErrorBody` ends an Error frame and, optionally, a StreamEnd (§22.4): each
+    // kind has its reader (which checks the kind).
+    let body = match frame.kind() {
+        netron_codec::FrameKind::StreamEnd => netron_codec::control::read_stream_end(frame),
+        _ => netron_codec::control::read_error(frame).map(Some),
+    };
+    match body {
+        Ok(None) => Status::internal("a StreamEnd without an ErrorBody carries no status"),
+        Ok(Some(b)) => Status::new(
             netron_codec::control::status(b.status()),
             super::truncate_message(b.message().unwrap_or("")).to_owned(),
         ),

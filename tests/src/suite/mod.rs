@@ -98,6 +98,7 @@ macro_rules! conformance {
                         interceptors_run_around_the_whole_stream,
                         a_caller_driven_core_streams_with_would_block,
                         a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
+                        a_failed_half_delivers_its_status_both_ways,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,

@@ -77,6 +77,21 @@ fn stream_service(probe: &Arc<Probe>) -> Service {
             std::future::pending::<()>().await;
             Ok(())
         })
+        // One message, then `StreamSender::fail` (a StreamEnd carrying an ErrorBody).
+        .server_stream("sfail", |_, _, mut tx| async move {
+            tx.send(Bytes::from_static(b"one")).await?;
+            tx.fail(Status::new(StatusCode::Aborted, "server gave up"));
+            Ok(())
+        })
+        // Replies with the status the opener's half ended with ("ok" if it finished).
+        .client_stream("seen", |_, mut rx| async move {
+            while let Some(m) = rx.recv().await {
+                if let Err(st) = m {
+                    return Ok(Bytes::from(format!("{:?}: {}", st.code, st.message)));
+                }
+            }
+            Ok(Bytes::from_static(b"ok"))
+        })
         // Echoes two messages, then fails the stream with Cancelled: the server cancels.
         .bidi_stream("quit", |_, mut rx, mut tx| async move {
             for _ in 0..2 {
@@ -579,4 +594,29 @@ fn fill_the_window(
     }
     assert_eq!(sent * 1024, window, "the window, then WouldBlock");
     (core, conn, s, sent)
+}
+
+/// `StreamSender::fail` ends a half with a StreamEnd carrying an ErrorBody: the other side
+/// gets that status (code and message), from the server's handler and from the opener.
+pub fn a_failed_half_delivers_its_status_both_ways(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("failed halves", move || {
+        let mut rx = ch.open_server_stream(SVC, "sfail", Vec::new(), &opts());
+        assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], b"one");
+        let st = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(
+            (st.code, &*st.message),
+            (StatusCode::Aborted, "server gave up")
+        );
+        let (mut tx, mut rx) = ch.open_client_stream(SVC, "seen", &opts());
+        block_on(tx.send(vec![1u8])).unwrap();
+        tx.fail(Status::new(StatusCode::Aborted, "client gave up"));
+        let reply = block_on(rx.recv()).unwrap().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&reply).unwrap(),
+            "Aborted: client gave up"
+        );
+    });
 }
