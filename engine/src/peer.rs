@@ -67,7 +67,10 @@ use crate::{CallError, Status, StatusCode};
 /// only that same core can read. [`Peer::call`] (blocking) made on the core that owns the
 /// connection therefore fails at once with `FailedPrecondition` instead of deadlocking, and a
 /// [`Peer::call_async`] future polled there outside the core's executor (a sync handler
-/// blocking on it) resolves at once with [`crate::CallError::WouldDeadlock`]. Call back with [`Peer::call_async`] from an async handler (awaiting it there lets the core go
+/// blocking on it) resolves at once with [`crate::CallError::WouldDeadlock`]; so do the
+/// halves of a stream opened into the peer (`Peer::open_*`): a `recv` or `send` that would
+/// wait, polled there, ends at once with `FailedPrecondition`. Call back with
+/// [`Peer::call_async`] from an async handler (awaiting it there lets the core go
 /// on serving, including the peer's own calls), or block from a thread that is no core's. (A
 /// blocking call from another core's handler stalls that core until the reply or the
 /// deadline, as with a [`crate::Channel`].)

@@ -218,8 +218,27 @@ impl Shared {
         if g.opened && g.credit > 0 {
             return Poll::Ready(Ok(()));
         }
+        if let Some(st) = self.would_deadlock() {
+            return Poll::Ready(Err(st));
+        }
         g.tx_waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// The error for a wait that could never end: this stream's connection lives on the
+    /// calling thread's core, which is running a sync handler (polled outside the core's
+    /// executor), so the core cannot read or send anything until the wait returns. As for a
+    /// call's future (`CallError::WouldDeadlock`).
+    fn would_deadlock(&self) -> Option<Status> {
+        let (inbox, _) = self.notify.as_ref()?;
+        (inbox.is_current() && !crate::executor::in_task()).then(|| {
+            Status::new(
+                StatusCode::FailedPrecondition,
+                "a stream half polled by a sync handler on its connection's own core would \
+                 deadlock (the core cannot move the stream while the handler waits); use it \
+                 from an async handler or hand it to another thread",
+            )
+        })
     }
 
     /// The next received message, the end (`None`), or the failure (once, then `None`).
@@ -249,6 +268,9 @@ impl Shared {
                 Poll::Ready(Some(Err(st)))
             }
             None => {
+                if let Some(st) = self.would_deadlock() {
+                    return Poll::Ready(Some(Err(st)));
+                }
                 g.rx_waker = Some(cx.waker().clone());
                 Poll::Pending
             }

@@ -196,6 +196,7 @@ macro_rules! conformance {
                     peers {
                         a_server_calls_back_into_the_clients_services_mid_call_and_after,
                         a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock,
+                        a_sync_handlers_blocking_stream_is_an_error_not_a_deadlock,
                         both_sides_call_each_other_at_once,
                         peer_services_vanish_with_the_connection,
                         a_request_with_the_wrong_id_parity_is_cut_off,

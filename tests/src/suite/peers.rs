@@ -376,3 +376,54 @@ pub fn a_request_with_the_wrong_id_parity_is_cut_off(t: &Transport) {
     assert!(wait_for(&e, "wrong_id_parity", Duration::from_secs(5)) >= 1);
     e.shutdown(Duration::from_secs(1));
 }
+
+/// A sync handler that blocks on a stream into its own peer (either half) gets an error at
+/// once instead of stopping its core for good (the core could never move the stream while
+/// the handler waits), and the connection goes on.
+pub fn a_sync_handlers_blocking_stream_is_an_error_not_a_deadlock(t: &Transport) {
+    let opts = || netron_engine::CallOptions::new().deadline(Duration::from_secs(1));
+    let wait = Service::new("wait", "1.0.0")
+        .unwrap()
+        .unary("on_stream", move |req, reply| {
+            let mut rx = req
+                .peer()
+                .open_server_stream("tick@1.0.0", "tick", Bytes::new(), &opts());
+            let got = block_on(rx.recv())
+                .expect("an item")
+                .expect_err("no chunk can come");
+            let (mut tx, _rx) = req.peer().open_bidi("tick@1.0.0", "tick", &opts());
+            let sent = block_on(tx.send(Bytes::from_static(b"x"))).expect_err("no credit");
+            reply.write(format!("{:?} {:?}", got.code, sent.code).as_bytes());
+            Ok(())
+        });
+    let tick = Service::new("tick", "1.0.0")
+        .unwrap()
+        .server_stream("tick", |_, _, mut tx| async move {
+            tx.send(Bytes::from_static(b"tick")).await
+        });
+    let (server, ep) = crate::engine(
+        t,
+        CoreConfig::default(),
+        &[wait, calc()],
+        "peers-block-stream",
+    );
+    let client = Engine::builder().cores(1).service(tick).build().unwrap();
+    let ch = client.client().connect(&ep).expect("connect");
+    let ch2 = ch.clone();
+    let r = within("a sync handler blocking on a stream", move || {
+        ch2.call("wait@1.0.0", "on_stream", Bytes::new(), DL)
+    })
+    .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&r).unwrap(),
+        "FailedPrecondition FailedPrecondition"
+    );
+    // The core still serves.
+    assert_eq!(
+        ch.call("calc@1.2.0", "add", &[1u8, 2][..], DL).unwrap(),
+        [3]
+    );
+    drop(ch);
+    client.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+}
