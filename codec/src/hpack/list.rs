@@ -27,6 +27,16 @@ impl HeaderList {
             .push((start, name.len() as u32, value.len() as u32));
     }
 
+    /// Removes every field named `name` (the bytes stay in the buffer until [`Self::clear`]:
+    /// no allocation, no copy).
+    pub fn remove(&mut self, name: &[u8]) {
+        let bytes = &self.bytes;
+        self.fields.retain(|&(start, n, _)| {
+            let s = start as usize;
+            &bytes[s..s + n as usize] != name
+        });
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.fields.len()

@@ -100,6 +100,12 @@ impl Before<'_> {
     pub fn insert(&mut self, name: &str, value: &[u8]) {
         self.headers.push(name.as_bytes(), value);
     }
+    /// Removes every request field named `name`, whoever sent it: for metadata only this
+    /// interceptor may set (e.g. an identity it vouches for), so that a caller cannot supply
+    /// it. No allocation.
+    pub fn remove(&mut self, name: &str) {
+        self.headers.remove(name.as_bytes());
+    }
 }
 
 /// A call after its handler answered (see [`Interceptor::after`]).

@@ -6,8 +6,9 @@ use crate::{Before, Interceptor, Status, StatusCode};
 /// token) with a user-supplied verifier, rejects calls without a valid one with
 /// `Unauthenticated`, and puts the identity the verifier returns into the request metadata
 /// as [`Auth::IDENTITY`] (`auth-identity`), where the handler reads it
-/// ([`crate::Request::metadata`]). A field the interceptor adds overrides one of the same
-/// name the caller sent, so a caller cannot forge its identity.
+/// ([`crate::Request::metadata`]). Every `auth-identity` field the caller sent is removed
+/// first, on every call (services exempted with [`Auth::allow`] included), so a caller cannot
+/// forge its identity.
 ///
 /// The verifier is `Fn(&[u8]) -> Option<I>` with `I: AsRef<[u8]>`: the token in, the
 /// identity out (`None`: not valid). It runs on the core, once per call, and must not
@@ -51,7 +52,7 @@ where
     }
 
     /// Lets calls to every version of service `name` (e.g. `"$sys"`) through without a
-    /// token (no identity is set for them).
+    /// token (no identity is set for them, and one the caller sent is removed).
     pub fn allow(mut self, name: &str) -> Self {
         self.allow.push(name.as_bytes().into());
         self
@@ -78,6 +79,9 @@ where
     I: AsRef<[u8]>,
 {
     fn before(&self, call: &mut Before<'_>) -> Result<(), Status> {
+        // Only this interceptor vouches for an identity: a caller's own `auth-identity` is
+        // dropped on every call, services exempted with `allow` included.
+        call.remove(Auth::IDENTITY);
         if self.allowed(call.service()) {
             return Ok(());
         }

@@ -486,6 +486,29 @@ pub fn auth_checks_tokens_and_hands_the_identity_to_the_handler(t: &Transport) {
     assert!(e.total_stats().errors_of("rejected_by_interceptor") >= 2);
     drop((alice, bare, mallory));
     e.shutdown(Duration::from_secs(1));
+    // A service let through without a token gets no identity, even one the caller sends.
+    let open = Engine::builder()
+        .cores(1)
+        .interceptor(Auth::new(|_: &[u8]| Some("x")).allow("calc"))
+        .service(whoami())
+        .listen(&(t.listen)("mw-auth-open"))
+        .build()
+        .unwrap();
+    let anon = open
+        .client()
+        .connect(&open.endpoints()[0].to_string())
+        .unwrap();
+    let forged = anon.call_with(
+        "calc@1.0.0",
+        "whoami",
+        Bytes::new(),
+        &CallOptions::new()
+            .deadline(Duration::from_secs(5))
+            .metadata(Auth::IDENTITY, b"root"),
+    );
+    assert_eq!(forged.result().unwrap(), b"nobody", "{}", t.name);
+    drop(anon);
+    open.shutdown(Duration::from_secs(1));
 }
 
 /// `RateLimit` on real calls: a burst per connection and method, then `ResourceExhausted`
