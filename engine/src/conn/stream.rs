@@ -76,8 +76,11 @@ pub(super) struct Entry {
     pub(super) recv: Window,
     /// Bytes consumed by the application and not yet granted back.
     pub(super) pending: u32,
-    /// Bytes delivered to the application and not yet consumed.
+    /// Bytes (as sent) delivered to the application and not yet consumed.
     pub(super) unread: u64,
+    /// Bytes by which the delivered messages exceed their payloads as sent (they arrived
+    /// compressed): the application's consumption counts them, flow control does not.
+    pub(super) surplus: u64,
     pub(super) deadline: Option<Instant>,
     /// `None` once the application is done with the stream (the opener cancelled or its
     /// deadline passed): the id stays in use until the peer's final frame.
@@ -346,6 +349,7 @@ impl<C: Caller> Connection<C> {
         let (mut app, future) =
             crate::streams::serve(&handler, self.headers.clone(), deadline, peer, notify);
         let max_message = self.max_message();
+        let surplus = (payload.len() as u64).saturating_sub(n as u64);
         app.opened(id, send.credit(), max_message);
         if !payload.is_empty() {
             app.deliver(payload);
@@ -364,6 +368,7 @@ impl<C: Caller> Connection<C> {
                 recv,
                 pending: 0,
                 unread: n as u64,
+                surplus,
                 deadline: deadline_at,
                 app: Some(app),
                 first: None,
@@ -458,6 +463,7 @@ impl<C: Caller> Connection<C> {
         match e.app.as_mut() {
             Some(app) => {
                 e.unread += n as u64;
+                e.surplus += (payload.len() as u64).saturating_sub(n as u64);
                 app.deliver(payload);
                 if end {
                     app.recv_closed(Ok(()));

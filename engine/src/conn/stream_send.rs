@@ -101,6 +101,8 @@ impl<C: Caller> Connection<C> {
                 break id;
             }
         };
+        // The first message's bytes as sent (compressed or not): what flow control counts.
+        let mut sent = payload.len();
         crate::dispatch::with_fields(&base, metadata, |headers| {
             self.check_outgoing(headers, &payload)?;
             let flags = if open_end {
@@ -109,12 +111,16 @@ impl<C: Caller> Connection<C> {
                 Flags::empty()
             };
             let r = self.queue(|c, b| {
-                b.frame(FrameKind::StreamOpen, id)?
+                let start = b.len();
+                let len = b
+                    .frame(FrameKind::StreamOpen, id)?
                     .arg(Deadline::encode(spec.deadline))
                     .flags(flags)
                     .headers(&mut c.enc, headers)?
-                    .payload(&payload)
-                    .finish()
+                    .payload_compressed(&payload, &mut c.compressor)
+                    .finish()?;
+                sent = sent_payload(&b.as_slice()[start..], b.limits(), payload.len());
+                Ok(len)
             });
             match r {
                 Ok(_) => Ok(()),
@@ -128,7 +134,7 @@ impl<C: Caller> Connection<C> {
         let deadline_at = spec.deadline.and_then(|d| now.checked_add(d));
         let s = self.streams_mut();
         let mut send = Window::new(s.stream_window);
-        let _ = consume_both(&mut send, &mut s.conn_send, payload.len() as u32);
+        let _ = consume_both(&mut send, &mut s.conn_send, sent as u32);
         s.track_deadline(deadline_at);
         s.map.insert(
             id,
@@ -138,6 +144,7 @@ impl<C: Caller> Connection<C> {
                 recv: Window::new(s.stream_window),
                 pending: 0,
                 unread: 0,
+                surplus: 0,
                 deadline: deadline_at,
                 app: None,
                 first: None,
@@ -157,6 +164,11 @@ impl<C: Caller> Connection<C> {
             return;
         };
         let consumed = e.app.as_mut().map_or(0, |a| a.take_consumed());
+        // The application counts messages as delivered (decompressed); flow control counts
+        // them as sent (docs/protocol.md §23.1): their surplus is not granted back.
+        let surplus = e.surplus.min(consumed as u64);
+        e.surplus -= surplus;
+        let consumed = consumed - surplus as u32;
         if consumed > 0 {
             e.unread = e.unread.saturating_sub(consumed as u64);
             e.pending = e.pending.saturating_add(consumed);
@@ -239,20 +251,20 @@ impl<C: Caller> Connection<C> {
                 let Ok(seq) = e.state.send_data(end) else {
                     return Ok(());
                 };
-                let _ = consume_both(&mut e.send, &mut s.conn_send, msg.len() as u32);
                 let flags = if end {
                     Flags::END_STREAM
                 } else {
                     Flags::empty()
                 };
-                self.queue(|_, b| {
+                // Compressed like a unary payload (docs/protocol.md §11.2).
+                let r = self.queue(|c, b| {
                     b.frame(FrameKind::StreamData, id)?
                         .arg(seq)
                         .flags(flags)
-                        .payload(&msg)
+                        .payload_compressed(&msg, &mut c.compressor)
                         .finish()
-                        .map(|_| ())
-                })
+                });
+                r.map(|len| self.charge_sent(id, msg.len(), len - netron_codec::HEADER_LEN))
             }
             Outgoing::End(Ok(())) => {
                 if e.state.send_end(false).is_err() {
@@ -298,6 +310,25 @@ impl<C: Caller> Connection<C> {
         r
     }
 
+    /// Charges a message of `len` bytes, sent as `sent` payload bytes (fewer if compressed),
+    /// to the stream and connection credit (flow control counts bytes as sent, §23.1). The
+    /// application counted `len` against its credit when it queued the message: what
+    /// compression saved is given back to it.
+    fn charge_sent(&mut self, id: u32, len: usize, sent: usize) {
+        let Some(s) = self.streams.as_mut() else {
+            return;
+        };
+        let Some(e) = s.map.get_mut(&id) else {
+            return;
+        };
+        let _ = consume_both(&mut e.send, &mut s.conn_send, sent as u32);
+        if let (Some(app), Some(saved)) = (e.app.as_mut(), len.checked_sub(sent)) {
+            if saved > 0 {
+                app.grant(saved as u32);
+            }
+        }
+    }
+
     /// Runs the interceptors' `after` hooks of streams whose final frame was encoded since
     /// the last call (the core calls this after every event on the connection).
     pub(crate) fn run_stream_hooks(&mut self, registry: &crate::service::Registry) {
@@ -311,4 +342,10 @@ impl<C: Caller> Connection<C> {
                 .after(id, None, &mut outcome, &started, &mut response);
         }
     }
+}
+
+/// Payload bytes of the frame at the start of `frame` (the one just encoded; `raw` if it
+/// cannot be read back, which does not happen).
+fn sent_payload(frame: &[u8], limits: &netron_codec::Limits, raw: usize) -> usize {
+    netron_codec::Frame::parse(frame, limits).map_or(raw, |f| f.payload().len())
 }

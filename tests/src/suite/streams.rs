@@ -620,3 +620,310 @@ pub fn a_failed_half_delivers_its_status_both_ways(t: &Transport) {
         );
     });
 }
+
+/// A StreamOpen of `flood` with its request (`chunks` chunks of 64 KiB) and END_STREAM: the
+/// client's half is closed at once (a server stream).
+fn flood_open(b: &mut BatchEncoder, enc: &mut HeaderEncoder, id: u32, chunks: u32) {
+    b.frame(FrameKind::StreamOpen, id)
+        .unwrap()
+        .flags(Flags::END_STREAM)
+        .headers(
+            enc,
+            &[Header::service(SVC.as_bytes()), Header::method(b"flood")],
+        )
+        .unwrap()
+        .payload(&chunks.to_le_bytes())
+        .finish()
+        .unwrap();
+}
+
+/// A raw client's offer: STREAMS, no payload compression (payload sizes on the wire are the
+/// messages' sizes).
+fn uncompressed_streams() -> ClientConfig {
+    let mut cfg = ClientConfig::default().with_features(netron_codec::features::STREAMS);
+    cfg.compression = Vec::new();
+    cfg
+}
+
+/// Sends the frames of `b` (one write, or the records of a conforming sender) and clears it.
+fn flush(p: &mut RawPeer, b: &mut BatchEncoder) {
+    p.send_frames(b.as_slice()).unwrap();
+    b.clear();
+}
+
+/// StreamData and a WindowUpdate for a stream that is over at the server (the server sent its
+/// final frame and the client's half was closed) are ignored and counted
+/// (docs/protocol.md §22.2, §22.5: `late_stream_frame` for the 64 streams that ended last);
+/// for an id ended longer ago they are `unknown_stream`. The connection keeps serving.
+pub fn frames_for_a_finished_stream_are_ignored_and_counted(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    let cfg = uncompressed_streams();
+    let (mut p, settings, _) = RawPeer::handshake_with(t, &addr, cfg);
+    let mut enc = HeaderEncoder::new(settings.header_table_size);
+    let mut b = BatchEncoder::new(Limits::default());
+    let end_of = |id: u32| {
+        move |f: &[(FrameKind, u32, Vec<u8>)]| {
+            f.iter().any(|f| (f.0, f.1) == (FrameKind::StreamEnd, id))
+        }
+    };
+    // Stream 1: no chunks; the server ends it at once (StreamEnd, its final frame).
+    flood_open(&mut b, &mut enc, 1, 0);
+    flush(&mut p, &mut b);
+    let (got, closed) = read_frames(&mut p, end_of(1));
+    assert!(!closed, "{:?}", frames_of(&got));
+    // Late frames for it, then a Ping: only the Pong comes back, the connection stays.
+    stream_data(&mut b, 1, 0, 10);
+    b.empty_frame(FrameKind::WindowUpdate, 1, 1000).unwrap();
+    b.empty_frame(FrameKind::Ping, 0, 7).unwrap();
+    flush(&mut p, &mut b);
+    let pong = |f: &[(FrameKind, u32, Vec<u8>)]| f.iter().any(|f| f.0 == FrameKind::Pong);
+    let (got, closed) = read_frames(&mut p, pong);
+    assert!(!closed);
+    assert_eq!(frames_of(&got), vec![(FrameKind::Pong, 0)]);
+    assert!(
+        poll(&s, |st| st.errors_of("late_stream_frame") == 2),
+        "late_stream_frame: {}",
+        s.total_stats().errors_of("late_stream_frame")
+    );
+    assert_eq!(s.total_stats().errors_of("unknown_stream"), 0);
+    // 64 more streams end (8 at a time): stream 1 is now long gone.
+    for group in 0..8u32 {
+        let ids: Vec<u32> = (0..8).map(|i| 3 + 2 * (group * 8 + i)).collect();
+        for &id in &ids {
+            flood_open(&mut b, &mut enc, id, 0);
+        }
+        flush(&mut p, &mut b);
+        let all = |f: &[(FrameKind, u32, Vec<u8>)]| {
+            ids.iter()
+                .all(|id| f.iter().any(|f| (f.0, f.1) == (FrameKind::StreamEnd, *id)))
+        };
+        let (got, closed) = read_frames(&mut p, all);
+        assert!(!closed, "{:?}", frames_of(&got));
+    }
+    stream_data(&mut b, 1, 0, 10);
+    b.empty_frame(FrameKind::Ping, 0, 8).unwrap();
+    flush(&mut p, &mut b);
+    let (got, closed) = read_frames(&mut p, pong);
+    assert!(!closed);
+    assert_eq!(frames_of(&got), vec![(FrameKind::Pong, 0)]);
+    assert!(
+        poll(&s, |st| st.errors_of("unknown_stream") == 1),
+        "unknown_stream: {}",
+        s.total_stats().errors_of("unknown_stream")
+    );
+    assert_eq!(s.total_stats().errors_of("late_stream_frame"), 2);
+    // The connection still serves streams: two chunks, then the end.
+    flood_open(&mut b, &mut enc, 131, 2);
+    flush(&mut p, &mut b);
+    let (got, closed) = read_frames(&mut p, end_of(131));
+    assert!(!closed);
+    let data: Vec<usize> = got
+        .iter()
+        .filter(|f| (f.0, f.1) == (FrameKind::StreamData, 131))
+        .map(|f| f.2.len())
+        .collect();
+    assert_eq!(data, vec![64 << 10, 64 << 10], "{:?}", frames_of(&got));
+}
+
+/// Reads whole frames one at a time from a raw peer (kind, id, payload length), without
+/// re-parsing what was already read.
+struct FrameReader {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl FrameReader {
+    fn new() -> FrameReader {
+        FrameReader {
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// The next frame's kind, id and payload length.
+    fn next(&mut self, p: &mut RawPeer) -> (FrameKind, u32, usize) {
+        self.read(p, |f| (f.kind(), f.id(), f.payload().len()))
+    }
+
+    /// Reads the next whole frame and gives it to `f`.
+    fn read<T>(&mut self, p: &mut RawPeer, f: impl FnOnce(&netron_codec::Frame<'_>) -> T) -> T {
+        let limits = Limits::default();
+        loop {
+            if let Some(Ok(frame)) =
+                netron_codec::FrameIter::new(&self.buf[self.at..], &limits).next()
+            {
+                self.at += frame.as_bytes().len();
+                return f(&frame);
+            }
+            if self.at > 0 {
+                self.buf.drain(..self.at);
+                self.at = 0;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = p.recv(&mut chunk).expect("read");
+            assert!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Fairness over a real transport: once a unary Request has arrived, its Response goes out
+/// with at most one batch of stream bytes ahead of it, while a server stream floods the same
+/// connection (64 KiB chunks, a 32 MiB stream window, thousands of chunks queued).
+///
+/// "After the Request arrived" is made exact on the wire with the connection window: the
+/// raw client lets the server send exactly one connection window (4 MiB) and reads all of it,
+/// so nothing is in flight and the handler has queued far more than the connection may send.
+/// Then one write (one record) carries a connection WindowUpdate *and* the Request: every
+/// StreamData read after that write was sent after the server read the Request, and at most
+/// one batch of them (the raw client's limits: one 64 KiB chunk) may come before the Response.
+/// Three rounds.
+pub fn a_response_overtakes_a_flooding_stream(t: &Transport) {
+    const CHUNK: usize = 64 << 10;
+    const CONN: u32 = 16 * WINDOW as u32; // the default connection window (§23.2)
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = crate::engine(
+        t,
+        netron_engine::CoreConfig::default(),
+        &[stream_service(&probe), crate::calc()],
+        "streams-fair",
+    );
+    let (mut p, settings, extra) = RawPeer::handshake_with(t, &addr, uncompressed_streams());
+    assert_eq!(extra, 0);
+    let limits = Limits::default();
+    // What one batch of the server holds: its batches follow the raw client's limits.
+    let frame = netron_codec::HEADER_LEN + CHUNK;
+    let per_batch = (limits.max_batch_bytes as usize)
+        .div_ceil(frame)
+        .min(limits.max_batch_frames as usize);
+    let mut enc = HeaderEncoder::new(settings.header_table_size);
+    let mut b = BatchEncoder::new(limits);
+    flood_open(&mut b, &mut enc, 1, 1_000_000);
+    b.empty_frame(FrameKind::WindowUpdate, 1, 32 << 20).unwrap();
+    flush(&mut p, &mut b);
+    let mut r = FrameReader::new();
+    let read_window = |r: &mut FrameReader, p: &mut RawPeer, mut bytes: usize| {
+        while bytes > 0 {
+            let (kind, id, len) = r.next(p);
+            assert_eq!((kind, id), (FrameKind::StreamData, 1));
+            bytes -= len;
+        }
+    };
+    // The first connection window, read entirely: the server is blocked on it.
+    read_window(&mut r, &mut p, CONN as usize);
+    let pr = probe.clone();
+    assert!(
+        poll(&s, move |_| pr.peak.load(Ordering::SeqCst) >= 4 << 20),
+        "the handler queued only {} bytes",
+        probe.peak.load(Ordering::SeqCst)
+    );
+    for round in 0..3u32 {
+        let id = 3 + 2 * round;
+        b.empty_frame(FrameKind::WindowUpdate, 0, CONN).unwrap();
+        super::util::request(&mut b, &mut enc, id, None, b"add", &[1, 2, 3]);
+        // One write, or one record: the server reads both together.
+        p.send(b.as_slice()).unwrap();
+        b.clear();
+        let mut ahead = 0usize;
+        let mut bytes = 0usize;
+        loop {
+            match r.next(&mut p) {
+                (FrameKind::Response, i, _) if i == id => break,
+                (FrameKind::StreamData, 1, len) => {
+                    ahead += 1;
+                    bytes += len;
+                }
+                other => panic!("{}: round {round}: unexpected {other:?}", t.name),
+            }
+        }
+        assert!(
+            ahead <= per_batch,
+            "{}: round {round}: {ahead} StreamData frames came before the Response, more \
+             than one batch ({per_batch})",
+            t.name
+        );
+        // The rest of this connection window: the server is blocked again.
+        read_window(&mut r, &mut p, CONN as usize - bytes);
+    }
+    assert!(poll(&s, |st| st.calls_ok() == 3), "three Responses counted");
+}
+
+/// A compressible 64 KiB message (a pattern, not one repeated byte) numbered `i`.
+fn compressible(i: u8) -> Vec<u8> {
+    (0..64usize << 10)
+        .map(|j| (j % 251) as u8 ^ (j >> 12) as u8 ^ i)
+        .collect()
+}
+
+/// Stream messages are compressed like unary payloads when compression is negotiated and a
+/// message reaches the threshold (docs/protocol.md §11.2), in both directions, and arrive
+/// intact; flow control counts them as sent (§23.1) without stalling a long stream.
+pub fn compressible_stream_messages_go_compressed_and_arrive_intact(t: &Transport) {
+    use netron_codec::compress::{Compression, Decompressor};
+    const CHUNK: usize = 64 << 10;
+    if Compression::supported().is_empty() {
+        return; // a build without compression: nothing to negotiate
+    }
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    // A raw client offering the default algorithms: the server's chunks arrive compressed.
+    let cfg = ClientConfig::default().with_features(netron_codec::features::STREAMS);
+    let (mut p, settings, extra) = RawPeer::handshake_with(t, &addr, cfg);
+    assert_eq!(extra, 0);
+    assert_ne!(settings.compression, Compression::None);
+    let mut enc = HeaderEncoder::new(settings.header_table_size);
+    let mut b = BatchEncoder::new(Limits::default());
+    flood_open(&mut b, &mut enc, 1, 3);
+    flush(&mut p, &mut b);
+    let mut dec = Decompressor::new(settings.compression, settings.limits.max_decompressed_size);
+    let mut r = FrameReader::new();
+    for seq in 0..3 {
+        let (flags, arg, wire, msg) = r.read(&mut p, |f| {
+            assert_eq!((f.kind(), f.id()), (FrameKind::StreamData, 1));
+            let mut out = Vec::new();
+            if f.flags().contains(Flags::COMPRESSED) {
+                dec.decompress_into(f.payload(), &mut out).unwrap();
+            }
+            (f.flags(), f.arg(), f.payload().len(), out)
+        });
+        assert_eq!(arg, seq);
+        assert!(flags.contains(Flags::COMPRESSED), "chunk {seq}: {flags:?}");
+        assert!(wire < CHUNK / 8, "chunk {seq}: {wire} bytes on the wire");
+        assert_eq!(msg, vec![5u8; CHUNK], "chunk {seq} intact");
+    }
+    // Through a `Channel` (it negotiates compression by default): a bidirectional echo of
+    // 200 compressible 64 KiB messages (12.5 MiB, 50 stream windows if counted uncompressed)
+    // arrives complete, intact and in order, and the server read far fewer bytes.
+    let (_c, ch) = client(&addr);
+    let before = s.total_stats().bytes_in();
+    const N: u8 = 200;
+    within("a compressed echo", move || {
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        let writer = std::thread::spawn(move || {
+            block_on(async {
+                for i in 0..N {
+                    tx.send(compressible(i)).await.unwrap();
+                }
+            });
+            tx.finish();
+        });
+        let mut next = 0u8;
+        while let Some(m) = block_on(rx.recv()) {
+            assert!(
+                m.unwrap()[..] == compressible(next)[..],
+                "message {next} intact"
+            );
+            next += 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(next, N, "complete");
+    });
+    let st = s.total_stats();
+    assert!(st.stream_messages_in() >= N as u64);
+    let read = st.bytes_in() - before;
+    assert!(
+        read < N as u64 * CHUNK as u64 / 8,
+        "the server read {read} bytes for {N} compressible 64 KiB messages"
+    );
+}
