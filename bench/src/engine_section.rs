@@ -32,6 +32,20 @@ pub(crate) fn service() -> Service {
         })
 }
 
+/// `len` incompressible bytes (xorshift64, Marsaglia 2003), the same on every run: payloads
+/// that negotiated compression leaves as they are.
+pub(crate) fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// Runs the engine measurements.
 pub fn run(opts: &Options) -> Vec<Table> {
     pin_to_cpu(0);
@@ -476,16 +490,8 @@ fn zero_copy(window: Duration) -> Table {
         "engine: large echo over TCP loopback, Send vs SendZc (busy-poll, 1 call in flight)",
         &["payload", "Send GB/s", "SendZc GB/s", "SendZc / Send"],
     );
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for size in [16usize << 10, 64 << 10, 256 << 10, 1 << 20] {
-        let payload: Vec<u8> = (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let payload = noise(size);
         let mut rates = [0f64; 2];
         for (i, zc) in [None, Some(0)].into_iter().enumerate() {
             let cfg = RuntimeConfig::default()

@@ -14,7 +14,7 @@ use netron_engine::{
 };
 
 use crate::Options;
-use crate::engine_section::{METHOD, SERVICE, pipelined_calls, service, tcp_pair};
+use crate::engine_section::{METHOD, SERVICE, noise, pipelined_calls, service, tcp_pair};
 use crate::stats::{Samples, us};
 use crate::table::Table;
 
@@ -27,7 +27,9 @@ fn stream_service() -> Service {
                 .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
         };
         let (size, n) = (word(0) as usize, word(4));
-        let chunk = Bytes::from(vec![0x5a; size]);
+        // Incompressible, so that negotiated compression (on by default above 1 KiB) does not
+        // turn the row into a compression measurement against an uncompressed floor.
+        let chunk = Bytes::from(noise(size));
         for _ in 0..n {
             tx.send(chunk.clone()).await?;
         }
