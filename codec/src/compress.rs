@@ -61,9 +61,21 @@ pub const SIZE_PREFIX: usize = 4;
 
 /// Compresses payloads for one connection direction. Holds the algorithm's reusable state,
 /// so compressing allocates nothing beyond the output buffer's growth.
+///
+/// Incompressible data backs off: a payload that does not shrink makes the next attempts
+/// skip compression (1 payload, then 2, 4, ... up to [`Compressor::MAX_BACKOFF`] after
+/// failures in a row; any payload that shrinks resets it). A stream of encrypted or
+/// already-compressed 64 KiB messages then costs an attempt every 64 messages instead of
+/// every message (an LZ4 pass over 64 KiB that fails costs about as much as sending it),
+/// while mixed traffic loses at most a few compressible payloads after an incompressible
+/// one. docs/protocol.md §11.2 leaves when to compress to the sender.
 pub struct Compressor {
     algo: Compression,
     threshold: usize,
+    /// Payloads (at or above the threshold) still to send without trying.
+    skip: u32,
+    /// The current backoff: 0 after a success, else the skip set by the last failure.
+    backoff: u32,
     #[cfg(feature = "zstd")]
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -73,6 +85,7 @@ impl core::fmt::Debug for Compressor {
         f.debug_struct("Compressor")
             .field("algo", &self.algo)
             .field("threshold", &self.threshold)
+            .field("backoff", &self.backoff)
             .finish()
     }
 }
@@ -82,6 +95,8 @@ impl Compressor {
     pub const DEFAULT_THRESHOLD: usize = 1024;
     /// Default Zstandard level (fast).
     pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+    /// Most payloads skipped after incompressible ones in a row (see [`Compressor`]).
+    pub const MAX_BACKOFF: u32 = 64;
 
     /// A compressor for `algo` that leaves payloads below `threshold` bytes alone.
     /// An algorithm not compiled in behaves as [`Compression::None`].
@@ -94,6 +109,8 @@ impl Compressor {
         Self {
             algo,
             threshold,
+            skip: 0,
+            backoff: 0,
             #[cfg(feature = "zstd")]
             zstd: if algo == Compression::Zstd {
                 zstd::bulk::Compressor::new(Self::DEFAULT_ZSTD_LEVEL).ok()
@@ -109,13 +126,18 @@ impl Compressor {
     }
 
     /// Appends the compressed form of `data` (size prefix + block) to `out` and returns `true`
-    /// if compression is on, `data` reaches the threshold, and the result is smaller than
-    /// `data`. Otherwise leaves `out` unchanged and returns `false`.
+    /// if compression is on, `data` reaches the threshold, no backoff is in force (see
+    /// [`Compressor`]), and the result is smaller than `data`. Otherwise leaves `out`
+    /// unchanged and returns `false`.
     pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
         if self.algo == Compression::None
             || data.len() < self.threshold
             || data.len() > u32::MAX as usize
         {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
             return false;
         }
         let start = out.len();
@@ -143,10 +165,13 @@ impl Compressor {
         match written {
             Some(n) if SIZE_PREFIX + n < data.len() => {
                 out.truncate(body + n);
+                self.backoff = 0;
                 true
             }
             _ => {
                 out.truncate(start);
+                self.backoff = (self.backoff * 2).clamp(1, Self::MAX_BACKOFF);
+                self.skip = self.backoff;
                 false
             }
         }
@@ -262,6 +287,43 @@ mod tests {
             .collect();
         assert!(!c.compress_into(&noise, &mut out));
         assert!(out.is_empty());
+    }
+
+    /// Incompressible payloads in a row back off 1, 2, 4, ... up to `MAX_BACKOFF` attempts;
+    /// payloads skipped go raw (even compressible ones); a payload that shrinks resets it.
+    #[test]
+    fn incompressible_payloads_back_off_and_a_success_resets() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut noise = || -> Vec<u8> {
+            (0..4096)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect()
+        };
+        let mut c = Compressor::new(Compression::Lz4, 64);
+        let mut out = Vec::new();
+        // Each failure is followed by `skip` raw payloads, doubling up to the cap.
+        let mut skips = Vec::new();
+        for _ in 0..9 {
+            assert!(!c.compress_into(&noise(), &mut out), "an attempt fails");
+            let mut n = 0;
+            while c.skip > 0 {
+                assert!(!c.compress_into(&compressible(4096), &mut out), "skipped");
+                n += 1;
+            }
+            skips.push(n);
+        }
+        assert_eq!(skips, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        assert!(out.is_empty());
+        // The next attempt succeeds and resets: the one after is tried at once.
+        assert!(c.compress_into(&compressible(4096), &mut out));
+        out.clear();
+        assert!(!c.compress_into(&noise(), &mut out));
+        assert_eq!(c.skip, 1, "backoff restarted from 1");
     }
 
     #[test]
