@@ -207,6 +207,11 @@ impl Channel {
         (&self.inner.inbox, self.inner.conn)
     }
 
+    /// The client interceptors of this channel (run around its calls and stream opens).
+    pub(crate) fn client_interceptors(&self) -> &crate::dispatch::ClientInterceptors {
+        &self.inner.interceptors
+    }
+
     /// Binds `service` (`name@version`) and `method` for repeated calls.
     pub fn method(&self, service: &str, method: &str) -> Method {
         Method {

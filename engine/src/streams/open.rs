@@ -8,13 +8,26 @@ use bytes::Bytes;
 use super::shared::{AppHandle, Shared};
 use super::{StreamReceiver, StreamSender};
 use crate::conn::StreamApp;
+use crate::dispatch::ClientInterceptors;
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::{CallOptions, Channel, Peer, Status};
 
+/// A stream that failed before it was opened: both halves end with `st`.
+fn failed(st: Status) -> Arc<Shared> {
+    let shared = Shared::new(None);
+    let mut app = AppHandle(shared.clone());
+    app.send_closed(st.clone());
+    app.recv_closed(Err(st));
+    shared
+}
+
 /// Sends the StreamOpen command for a new stream to the core behind `route`; a detached
 /// route (a [`Peer`] of a request that came from no connection) fails the stream at once.
+/// The client interceptors' `before` hooks run first (they may add metadata, e.g. a token,
+/// or refuse the stream: its halves then end with the refusal); their `after` hooks do not
+/// run for streams.
 fn open(
-    route: Option<(&Arc<Inbox>, ConnRef)>,
+    (route, interceptors): (Option<(&Arc<Inbox>, ConnRef)>, Option<&ClientInterceptors>),
     service: &str,
     method: &str,
     options: &CallOptions,
@@ -22,13 +35,21 @@ fn open(
     end: bool,
 ) -> Arc<Shared> {
     let Some((inbox, conn)) = route else {
-        let shared = Shared::new(None);
-        let st = Status::unavailable("this request did not arrive on a connection: it has no peer")
-            .with_origin(crate::status::Origin::Closed);
-        let mut app = AppHandle(shared.clone());
-        app.send_closed(st.clone());
-        app.recv_closed(Err(st));
-        return shared;
+        return failed(
+            Status::unavailable("this request did not arrive on a connection: it has no peer")
+                .with_origin(crate::status::Origin::Closed),
+        );
+    };
+    let intercepted;
+    let options = match interceptors.filter(|i| !i.is_empty()) {
+        None => options,
+        Some(i) => match i.begin(service, method, options) {
+            Ok((opts, _)) => {
+                intercepted = opts;
+                &intercepted
+            }
+            Err(e) => return failed(e.status().clone()),
+        },
     };
     let shared = Shared::new(Some((inbox.clone(), conn)));
     let metadata = options.get_metadata();
@@ -102,10 +123,17 @@ macro_rules! stream_openers {
 }
 
 stream_openers!(Channel, channel_route);
-stream_openers!(Peer, link);
+stream_openers!(Peer, peer_route);
 
 impl Channel {
-    fn channel_route(&self) -> Option<(&Arc<Inbox>, ConnRef)> {
-        Some(self.route())
+    fn channel_route(&self) -> (Option<(&Arc<Inbox>, ConnRef)>, Option<&ClientInterceptors>) {
+        (Some(self.route()), Some(self.client_interceptors()))
+    }
+}
+
+impl Peer {
+    /// Client interceptors do not apply to calls into a peer (yet).
+    fn peer_route(&self) -> (Option<(&Arc<Inbox>, ConnRef)>, Option<&ClientInterceptors>) {
+        (self.link(), None)
     }
 }

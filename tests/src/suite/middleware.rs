@@ -427,6 +427,10 @@ fn whoami() -> Service {
             reply.write(&[req.payload().iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
             Ok(())
         })
+        .server_stream("who_stream", |req, _, mut tx| async move {
+            let who = req.metadata(Auth::IDENTITY).unwrap_or(b"nobody").to_vec();
+            tx.send(who).await
+        })
 }
 
 /// `Auth` on real calls: a valid token's identity reaches the handler (and a forged identity
@@ -466,6 +470,15 @@ pub fn auth_checks_tokens_and_hands_the_identity_to_the_handler(t: &Transport) {
             .metadata(Auth::IDENTITY, b"root"),
     );
     assert_eq!(forged.result().unwrap(), b"alice", "{}", t.name);
+    // A stream opened on the same channel goes through its client interceptors too.
+    let opts = CallOptions::new().deadline(Duration::from_secs(5));
+    let mut rx = alice.open_server_stream("calc@1.0.0", "who_stream", Bytes::new(), &opts);
+    assert_eq!(
+        &crate::block_on(rx.recv()).unwrap().unwrap()[..],
+        b"alice",
+        "{}",
+        t.name
+    );
     let bare = e.client().connect(&ep).unwrap();
     let err = bare
         .call("calc@1.0.0", "whoami", Bytes::new(), DL)
