@@ -291,6 +291,7 @@ mod tests {
 
     /// Incompressible payloads in a row back off 1, 2, 4, ... up to `MAX_BACKOFF` attempts;
     /// payloads skipped go raw (even compressible ones); a payload that shrinks resets it.
+    /// For every algorithm compiled in.
     #[test]
     fn incompressible_payloads_back_off_and_a_success_resets() {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -304,26 +305,31 @@ mod tests {
                 })
                 .collect()
         };
-        let mut c = Compressor::new(Compression::Lz4, 64);
-        let mut out = Vec::new();
-        // Each failure is followed by `skip` raw payloads, doubling up to the cap.
-        let mut skips = Vec::new();
-        for _ in 0..9 {
-            assert!(!c.compress_into(&noise(), &mut out), "an attempt fails");
-            let mut n = 0;
-            while c.skip > 0 {
-                assert!(!c.compress_into(&compressible(4096), &mut out), "skipped");
-                n += 1;
+        for &algo in Compression::supported() {
+            let mut c = Compressor::new(algo, 64);
+            let mut out = Vec::new();
+            // Each failure is followed by `skip` raw payloads, doubling up to the cap.
+            let mut skips = Vec::new();
+            for _ in 0..9 {
+                assert!(
+                    !c.compress_into(&noise(), &mut out),
+                    "{algo:?}: an attempt fails"
+                );
+                let mut n = 0;
+                while c.skip > 0 {
+                    assert!(!c.compress_into(&compressible(4096), &mut out), "skipped");
+                    n += 1;
+                }
+                skips.push(n);
             }
-            skips.push(n);
+            assert_eq!(skips, [1, 2, 4, 8, 16, 32, 64, 64, 64], "{algo:?}");
+            assert!(out.is_empty());
+            // The next attempt succeeds and resets: the one after is tried at once.
+            assert!(c.compress_into(&compressible(4096), &mut out), "{algo:?}");
+            out.clear();
+            assert!(!c.compress_into(&noise(), &mut out));
+            assert_eq!(c.skip, 1, "{algo:?}: backoff restarted from 1");
         }
-        assert_eq!(skips, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
-        assert!(out.is_empty());
-        // The next attempt succeeds and resets: the one after is tried at once.
-        assert!(c.compress_into(&compressible(4096), &mut out));
-        out.clear();
-        assert!(!c.compress_into(&noise(), &mut out));
-        assert_eq!(c.skip, 1, "backoff restarted from 1");
     }
 
     #[test]
