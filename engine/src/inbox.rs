@@ -198,14 +198,11 @@ impl Inbox {
                     .with_origin(crate::status::Origin::EngineStopped)));
                 }
                 Command::OpenStream { app, .. } => {
-                    use crate::conn::StreamApp;
                     let st = crate::Status::unavailable(format!(
                         "the engine core is not running: {why}"
                     ))
                     .with_origin(crate::status::Origin::EngineStopped);
-                    let mut h = crate::streams::AppHandle(app);
-                    h.send_closed(st.clone());
-                    h.recv_closed(Err(st));
+                    crate::conn::fail_app(&mut crate::streams::AppHandle(app), &st);
                 }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)

@@ -39,7 +39,7 @@ use netron_codec::{
 };
 
 pub(crate) use client::{CallSpec, Caller, PendingCalls};
-pub(crate) use stream::{Outgoing, StreamApp, StreamSpec};
+pub(crate) use stream::{Outgoing, StreamApp, StreamSpec, fail_app};
 
 use crate::service::Registry;
 use crate::stats::CoreStats;

@@ -178,7 +178,7 @@ fn peer_status(frame: &Frame<'_>) -> Status {
 
 /// Ends both halves of the application's side with `st`. The sending half first: a reader
 /// woken by the end of its half finds sending closed already.
-pub(super) fn fail_app(app: &mut dyn StreamApp, st: &Status) {
+pub(crate) fn fail_app(app: &mut dyn StreamApp, st: &Status) {
     app.send_closed(st.clone());
     app.recv_closed(Err(st.clone()));
 }

@@ -231,11 +231,7 @@ impl Core {
                 en.conn.open_stream(spec, app, now);
                 self.after_event(key);
             }
-            None => {
-                let st = crate::peer::closed();
-                app.send_closed(st.clone());
-                app.recv_closed(Err(st));
-            }
+            None => crate::conn::fail_app(&mut *app, &crate::peer::closed()),
         }
     }
 

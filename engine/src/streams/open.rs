@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 use super::shared::{AppHandle, Shared};
 use super::{StreamReceiver, StreamSender};
-use crate::conn::StreamApp;
 use crate::dispatch::ClientInterceptors;
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::{CallOptions, Channel, Peer, Status};
@@ -15,9 +14,7 @@ use crate::{CallOptions, Channel, Peer, Status};
 /// A stream that failed before it was opened: both halves end with `st`.
 fn failed(st: Status) -> Arc<Shared> {
     let shared = Shared::new(None);
-    let mut app = AppHandle(shared.clone());
-    app.send_closed(st.clone());
-    app.recv_closed(Err(st));
+    crate::conn::fail_app(&mut AppHandle(shared.clone()), &st);
     shared
 }
 
