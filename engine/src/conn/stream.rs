@@ -20,6 +20,7 @@
 //!   (`flow_control`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use rustc_hash::FxHashMap;
 
 use super::{Caller, ConnError, Connection, Env, Spawn};
 use crate::Status;
+use crate::streams::SendBudget;
 
 /// Ids of streams that ended here remembered for late frames of the peer (frames that crossed
 /// the end): those are ignored without charging the peer's idle-frame budget.
@@ -49,8 +51,10 @@ pub(crate) enum Outgoing {
 /// and wake; they never call back into the connection.
 pub(crate) trait StreamApp: std::fmt::Debug {
     /// The stream is open with id `id`: the application may queue messages while its
-    /// `credit` (bytes; may be negative) is positive; none may exceed `max_message` bytes.
-    fn opened(&mut self, id: u32, credit: i64, max_message: usize);
+    /// `credit` (bytes; may be negative) is positive and `budget`, the connection's bound on
+    /// what all its streams queue, has room; none may exceed `max_message` bytes. What the
+    /// application queues it takes from `budget`, and gives back as `next_send` takes it.
+    fn opened(&mut self, id: u32, credit: i64, max_message: usize, budget: &Arc<SendBudget>);
     /// A message arrived (copied by the application).
     fn deliver(&mut self, msg: &[u8]);
     /// The peer closed its half: OK, or with the failure it reported (or the stream ended).
@@ -110,6 +114,8 @@ pub(crate) struct Streams {
     pub(super) next_deadline: Option<Instant>,
     /// Interceptor `after` hooks due: streams this side served whose final frame went out.
     pub(super) hooks: Vec<(u32, crate::dispatch::Started, Result<(), Status>)>,
+    /// What the writers of all this connection's streams may queue: one connection window.
+    pub(super) budget: Arc<SendBudget>,
 }
 
 impl Streams {
@@ -128,6 +134,7 @@ impl Streams {
             recent: VecDeque::new(),
             next_deadline: None,
             hooks: Vec::new(),
+            budget: Arc::new(SendBudget::new(conn_window)),
         }
     }
 
@@ -350,7 +357,7 @@ impl<C: Caller> Connection<C> {
             crate::streams::serve(&handler, self.headers.clone(), deadline, peer, notify);
         let max_message = self.max_message();
         let surplus = (payload.len() as u64).saturating_sub(n as u64);
-        app.opened(id, send.credit(), max_message);
+        app.opened(id, send.credit(), max_message, &self.streams_mut().budget);
         if !payload.is_empty() {
             app.deliver(payload);
         }

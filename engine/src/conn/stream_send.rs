@@ -24,8 +24,9 @@ impl<C: Caller> Connection<C> {
     ) -> Option<u32> {
         match self.encode_open(spec, now) {
             Ok((id, credit, first)) => {
-                app.opened(id, credit, self.max_message());
+                let max_message = self.max_message();
                 let s = self.streams_mut();
+                app.opened(id, credit, max_message, &s.budget);
                 let e = s.map.get_mut(&id)?;
                 e.app = Some(app);
                 e.first = first;

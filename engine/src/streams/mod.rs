@@ -3,7 +3,8 @@
 //! "Streams").
 //!
 //! Both sides of a stream hold a [`StreamSender`] (messages out; it waits for credit, so a
-//! slow reader bounds what a writer can queue to one stream window) and a [`StreamReceiver`]
+//! slow reader bounds what a writer can queue to one stream window, and all the streams of a
+//! connection together to one connection window) and a [`StreamReceiver`]
 //! (messages in, as [`Bytes`]). Servers register handlers for the three shapes on a
 //! [`crate::Service`] ([`crate::Service::server_stream`], [`crate::Service::client_stream`],
 //! [`crate::Service::bidi_stream`]); clients open them on a [`crate::Channel`]
@@ -11,6 +12,7 @@
 //! [`crate::Channel::open_client_stream`]). Async users get [`futures_core::Stream`] and
 //! [`futures_sink::Sink`] implementations.
 
+mod budget;
 mod open;
 mod serve;
 mod shared;
@@ -27,6 +29,7 @@ use netron_codec::hpack::HeaderList;
 use crate::Status;
 use crate::conn::Outgoing;
 
+pub(crate) use budget::SendBudget;
 pub(crate) use serve::{StreamHandler, serve};
 pub use shared::TrySendError;
 pub(crate) use shared::{AppHandle, Shared};
@@ -34,9 +37,10 @@ pub(crate) use shared::{AppHandle, Shared};
 /// The sending half of a stream: queues messages while the stream has credit.
 ///
 /// At most one stream window (`ProtocolConfig` server's `initial_stream_window`, 256 KiB by
-/// default) plus one message is ever queued per stream, however fast the sender is and however
-/// slow the peer reads: [`StreamSender::send`] waits for credit, [`StreamSender::try_send`]
-/// says [`TrySendError::WouldBlock`]. Dropping an opener's sender ends its half (OK); a
+/// default) plus one message is ever queued per stream, and at most one connection window
+/// (16 stream windows) plus one message by all the streams of a connection together, however
+/// fast the senders are and however slow the peer reads: [`StreamSender::send`] waits for
+/// credit and room, [`StreamSender::try_send`] says [`TrySendError::WouldBlock`]. Dropping an opener's sender ends its half (OK); a
 /// handler's sender is ended by the handler's result.
 #[derive(Debug)]
 pub struct StreamSender {
@@ -53,11 +57,12 @@ impl StreamSender {
         }
     }
 
-    /// Queues `msg` if the stream has credit, without waiting.
+    /// Queues `msg` if the stream has credit and its connection room, without waiting.
     ///
     /// # Errors
-    /// [`TrySendError::WouldBlock`] (with the message) when no credit is left or the stream
-    /// is not open yet; [`TrySendError::TooLarge`] above the negotiated frame size;
+    /// [`TrySendError::WouldBlock`] (with the message) when no credit is left, the
+    /// connection's streams together queue a connection window already, or the stream is not
+    /// open yet; [`TrySendError::TooLarge`] above the negotiated frame size;
     /// [`TrySendError::Closed`] once the stream ended or this half was ended.
     pub fn try_send(&mut self, msg: impl Into<Bytes>) -> Result<(), TrySendError> {
         self.shared.try_send(msg.into(), false)
@@ -82,7 +87,7 @@ impl StreamSender {
 
     async fn send_inner(&mut self, msg: Bytes, end: bool) -> Result<(), Status> {
         poll_fn(|cx| self.shared.poll_send_ready(cx)).await?;
-        self.shared.try_send(msg, end).map_err(to_status)
+        self.shared.send_ready(msg, end).map_err(to_status)
     }
 
     /// Ends this side's half: OK (an empty StreamEnd).
@@ -138,7 +143,7 @@ impl futures_sink::Sink<Bytes> for StreamSender {
     }
 
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), Status> {
-        self.shared.try_send(item, false).map_err(to_status)
+        self.shared.send_ready(item, false).map_err(to_status)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {

@@ -219,6 +219,79 @@ pub fn a_slow_reader_bounds_what_the_writer_buffers(t: &Transport) {
     assert_eq!(s.total_stats().streams_in(), 1);
 }
 
+/// Many streams to a reader that reads none of them: the writers of the connection queue, all
+/// together, at most one connection window plus one message (not one stream window each, which
+/// a peer could multiply by opening streams); a writer waiting for room in the connection's
+/// budget is woken when other streams give theirs back, and nothing stays charged to it.
+pub fn a_connection_bounds_what_all_its_streams_queue(t: &Transport) {
+    const SMALL: usize = 16 << 10;
+    const STREAMS: usize = 64;
+    const CHUNK: usize = 1024;
+    let conn_window = netron_codec::stream::initial_connection_window(SMALL as u32) as usize;
+    assert!(
+        STREAMS * SMALL > 2 * conn_window,
+        "the test needs more than the bound"
+    );
+    let probe = Arc::new(Probe::default());
+    let cfg = netron_engine::ProtocolConfig::default().with_stream_window(SMALL as u32);
+    let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "streams-budget");
+    let (_c, ch) = client(&addr);
+    within("a connection's stream budget", move || {
+        let mut halves: Vec<_> = (0..STREAMS)
+            .map(|_| ch.open_bidi(SVC, "hang", &opts()))
+            .collect();
+        // Queue until no stream takes anything, with pauses for the core to send what the
+        // windows allow (the reader grants nothing back).
+        let chunk = Bytes::from(vec![0x5au8; CHUNK]);
+        let mut quiet = 0;
+        while quiet < 3 {
+            let mut took = false;
+            for (tx, _) in halves.iter_mut() {
+                while tx.try_send(chunk.clone()).is_ok() {
+                    took = true;
+                }
+            }
+            quiet = if took { 0 } else { quiet + 1 };
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let queued: usize = halves.iter().map(|(tx, _)| tx.buffered()).sum();
+        assert!(
+            queued <= conn_window + CHUNK,
+            "{STREAMS} streams queue {queued} bytes, above one connection window \
+             ({conn_window} B) plus one message"
+        );
+        // A stream with credit of its own waits for room in the connection's budget...
+        let i = halves
+            .iter()
+            .position(|(tx, _)| tx.credit() > 0)
+            .expect("some stream still has credit (the budget ran out first)");
+        let (mut tx, _rx) = halves.swap_remove(i);
+        let waiter = std::thread::spawn(move || block_on(tx.send(vec![1u8; CHUNK])));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "sent although the budget was spent");
+        // ...and gets it when the other streams end (cancelled: their queues are dropped).
+        for (_, rx) in halves.drain(..) {
+            rx.cancel();
+        }
+        let sent = waiter.join().unwrap();
+        assert!(sent.is_ok(), "the waiting send: {sent:?}");
+        // Nothing stays charged: a new stream moves more than a connection window.
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        let total = 2 * conn_window;
+        let reader = std::thread::spawn(move || {
+            let mut got = 0;
+            while got < total {
+                got += block_on(rx.recv()).unwrap().unwrap().len();
+            }
+            got
+        });
+        for _ in 0..total / CHUNK {
+            block_on(tx.send(chunk.clone())).unwrap();
+        }
+        assert_eq!(reader.join().unwrap(), total);
+    });
+}
+
 /// Cancel from the client (the server's handler is dropped) and from the server (the client
 /// gets the status), mid-stream.
 pub fn cancel_from_either_side_mid_stream(t: &Transport) {
