@@ -133,7 +133,7 @@ impl CoreStream {
 impl Core {
     /// Opens a stream to `service` / `method` on client connection `conn`: `first` goes with
     /// the StreamOpen, `end` closes this side's half at once (a server stream), `deadline`
-    /// bounds the whole stream.
+    /// bounds the whole stream. [`Core::open_stream_with`] also sends request metadata.
     ///
     /// # Errors
     /// [`CallError::Closed`] for a closed connection, [`CallError::Refused`] above the peer's
@@ -148,6 +148,30 @@ impl Core {
         end: bool,
         deadline: Option<Duration>,
     ) -> Result<CoreStream, CallError> {
+        let options = match deadline {
+            Some(d) => crate::CallOptions::new().deadline(d),
+            None => crate::CallOptions::new(),
+        };
+        self.open_stream_with(conn, (service, method), first, end, &options)
+    }
+
+    /// [`Core::open_stream`] with [`crate::CallOptions`]: the deadline and the request
+    /// metadata the handler (and the server's interceptors) see.
+    ///
+    /// # Errors
+    /// As [`Core::open_stream`], and [`CallError::Refused`] (`InvalidArgument`) for a
+    /// metadata name starting with `:` (reserved for pseudo-headers), before anything is sent.
+    pub fn open_stream_with(
+        &mut self,
+        conn: ConnId,
+        (service, method): (&[u8], &[u8]),
+        first: Option<&[u8]>,
+        end: bool,
+        options: &crate::CallOptions,
+    ) -> Result<CoreStream, CallError> {
+        options.check().map_err(CallError::Refused)?;
+        let deadline = options.get_deadline();
+        let metadata = options.get_metadata();
         let local = Rc::new(RefCell::new(Local::default()));
         let key = conn.0.key as usize;
         let Some(en) = self
@@ -161,7 +185,7 @@ impl Core {
             service,
             method,
             deadline,
-            metadata: None,
+            metadata: (!metadata.is_empty()).then_some(metadata),
             first: first.map(Bytes::copy_from_slice),
             end,
         };

@@ -302,6 +302,33 @@ impl crate::Peer {
         l.pick(&req, requirement).map_err(CallError::Status)
     }
 
+    /// `service` for a stream opened into this peer (which cannot wait for a `$sys` round
+    /// trip): an exact `name@VERSION` unchanged, or a requirement resolved from the listing
+    /// this connection already fetched.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a malformed requirement; `FailedPrecondition` when nothing was
+    /// resolved on this connection yet (await [`crate::Peer::resolve`] first);
+    /// `NotFound` when the kept listing has no version that matches.
+    pub(crate) fn resolved_for_stream(&self, service: &str) -> Result<String, Status> {
+        let Some(req) = requirement(service).map_err(|e| e.status().clone())? else {
+            return Ok(service.to_owned());
+        };
+        let listing = self
+            .link()
+            .and_then(|(inbox, c)| inbox.peer_sys.get((c.key, c.generation)));
+        match listing {
+            Some(l) => l.pick(&req, service),
+            None => Err(Status::new(
+                StatusCode::FailedPrecondition,
+                format!(
+                    "a stream into a peer needs an exact name@VERSION or a requirement already \
+                     resolved on its connection: await Peer::resolve(\"{service}\") first"
+                ),
+            )),
+        }
+    }
+
     /// Calls `method` of the peer's service that best satisfies `requirement` (`name@^1.2`,
     /// `name`, or an exact `name@VERSION`), without blocking: [`crate::Peer::resolve`], then
     /// [`crate::Peer::call_async`] within what is left of `deadline`. A `NotFound` from a

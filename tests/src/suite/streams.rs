@@ -70,6 +70,14 @@ fn stream_service(probe: &Arc<Probe>) -> Service {
             }
             Ok(Bytes::copy_from_slice(&sum.to_le_bytes()))
         })
+        // Sends back the request's `who` metadata.
+        .server_stream("meta", |r, _, mut tx| {
+            let who = Bytes::copy_from_slice(r.metadata("who").unwrap_or_default());
+            async move {
+                tx.send(who).await?;
+                Ok(())
+            }
+        })
         // Never reads, never writes.
         .bidi_stream("hang", |_, rx, tx| async move {
             // Holds both halves (reads nothing: no credit goes back) until dropped.
@@ -509,6 +517,71 @@ pub fn a_handler_streams_into_its_calling_peer(t: &Transport) {
     assert_eq!(r, b"abc");
 }
 
+/// Streams take a requirement for the service as calls do: a `Channel` resolves it through the
+/// peer's `$sys` (a version that does not exist fails the stream with NotFound naming the ones
+/// that do); a handler's `Peer` resolves from what its connection already fetched, and says to
+/// `Peer::resolve` first when nothing was.
+pub fn streams_open_by_requirement_like_calls(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("streams by requirement", move || {
+        let mut rx = ch.open_server_stream("st@^1", "flood", 2u32.to_le_bytes().to_vec(), &opts());
+        let mut total = 0;
+        while let Some(m) = block_on(rx.recv()) {
+            total += m.unwrap().len();
+        }
+        assert_eq!(total, 2 * (64 << 10));
+        let (mut tx, mut rx) = ch.open_bidi("st", "echo", &opts());
+        block_on(tx.send(&b"newest"[..])).unwrap();
+        assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], b"newest");
+        let (_tx, mut rx) = ch.open_bidi("st@^2", "echo", &opts());
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::NotFound, "{e:?}");
+        assert!(e.message.contains("1.0.0"), "{}", e.message);
+        // A reserved metadata name is refused here, as for calls.
+        let o = opts().metadata(":service", b"other@1.0.0");
+        let (_tx, mut rx) = ch.open_bidi(SVC, "echo", &o);
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::InvalidArgument, "{e:?}");
+    });
+    // From a handler, into the peer that called it.
+    let back = Service::new("back", "1.0.0")
+        .unwrap()
+        .unary_async("req", |req| async move {
+            let peer = req.peer();
+            let (_tx, mut rx) = peer.open_bidi("st@^1", "echo", &opts());
+            let before = match rx.recv().await {
+                Some(Err(st)) => format!("{:?}", st.code),
+                other => format!("{other:?}"),
+            };
+            peer.resolve("st@^1", Some(Duration::from_secs(10))).await?;
+            let (mut tx, mut rx) = peer.open_bidi("st@^1", "echo", &opts());
+            tx.send(&b"after"[..]).await?;
+            let after = rx.recv().await.unwrap_or(Ok(Bytes::new()))?;
+            Ok(Bytes::from(format!(
+                "{before} {}",
+                String::from_utf8_lossy(&after)
+            )))
+        });
+    let (_b, addr) = crate::engine(
+        t,
+        netron_engine::CoreConfig::default(),
+        &[back],
+        "streamreq",
+    );
+    let c = Engine::builder()
+        .cores(1)
+        .service(stream_service(&probe))
+        .build()
+        .unwrap();
+    let ch = c.client().connect(&addr).unwrap();
+    let r = ch
+        .call("back@1.0.0", "req", &b""[..], Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r), "FailedPrecondition after");
+}
+
 /// Counts the interceptor hooks and keeps the last outcome `after` saw.
 #[derive(Default)]
 struct Hooks {
@@ -606,6 +679,21 @@ pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
         }
         core.stream_finish(&s);
         assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
+        // Request metadata reaches the handler; a reserved name is refused before sending.
+        let o = opts().metadata("who", b"core");
+        let s = core
+            .open_stream_with(conn, (SVC.as_bytes(), b"meta"), Some(b""), true, &o)
+            .unwrap();
+        assert_eq!(
+            core.recv_chunk(&s, |c| c.to_vec()).unwrap().unwrap(),
+            b"core"
+        );
+        assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
+        let o = opts().metadata(":method", b"echo");
+        let e = core
+            .open_stream_with(conn, (SVC.as_bytes(), b"meta"), None, true, &o)
+            .unwrap_err();
+        assert!(matches!(e, netron_engine::CallError::Refused(_)), "{e:?}");
         core.close(conn);
     });
 }
