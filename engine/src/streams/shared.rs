@@ -85,9 +85,14 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrySendError {
-    /// No credit left (the peer has not read enough yet), or the stream is not open yet:
-    /// try again later, or use the awaiting `send`. The message is given back.
-    #[error("no stream credit left: the peer has not consumed enough of what was sent")]
+    /// No credit left (the peer has not read enough yet), no room left in the connection's
+    /// send budget, or the stream is not open yet: try again later, or use the awaiting
+    /// `send`. The message is given back.
+    #[error(
+        "cannot queue now: the stream is not open yet, or the peer has not consumed enough of \
+         what was sent (no stream credit, or the connection's streams queue a connection \
+         window already)"
+    )]
     WouldBlock(Bytes),
     /// The message is larger than a stream frame can carry.
     #[error(
@@ -174,6 +179,10 @@ impl Shared {
             return;
         }
         g.aborted = abort;
+        if let Outgoing::Abort(st) = &item {
+            // Later sends say why the stream ended (not that this half was ended).
+            g.send_err = Some(st.clone());
+        }
         if abort {
             // A cancel or failure goes out at once: what was queued is dropped, not sent first
             // (it may wait for credit a peer never grants), and leaves the budget.

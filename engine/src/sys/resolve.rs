@@ -165,6 +165,13 @@ impl Channel {
         self.resolve_req(&req, requirement, until)
     }
 
+    /// Forgets this channel's cached `$sys` listing: the next requirement is resolved from a
+    /// fresh one (to pick up versions the peer added since; a call to a version removed since
+    /// refetches by itself after its `NotFound`). Clones of the channel share the cache.
+    pub fn forget_resolution(&self) {
+        self.sys_cache().clear();
+    }
+
     fn resolve_req(
         &self,
         req: &ServiceReq<'_>,
