@@ -86,6 +86,12 @@ impl StreamSender {
     }
 
     async fn send_inner(&mut self, msg: Bytes, end: bool) -> Result<(), Status> {
+        // With credit and room (the steady state), one lock: queue at once.
+        let msg = match self.shared.try_send(msg, end) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::WouldBlock(msg)) => msg,
+            Err(e) => return Err(to_status(e)),
+        };
         poll_fn(|cx| self.shared.poll_send_ready(cx)).await?;
         self.shared.send_ready(msg, end).map_err(to_status)
     }
