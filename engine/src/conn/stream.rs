@@ -394,7 +394,7 @@ impl<C: Caller> Connection<C> {
         });
         let notify = env.origin.map(|o| (o.inbox.clone(), o.conn));
         let (mut app, future) =
-            crate::streams::serve(&handler, self.headers.clone(), deadline, peer, notify);
+            crate::streams::serve(&handler, id, self.headers.clone(), deadline, peer, notify);
         let max_message = self.max_message();
         let surplus = (payload.len() as u64).saturating_sub(n as u64);
         app.opened(id, send.credit(), max_message, &self.streams_mut().budget);

@@ -30,7 +30,7 @@ use crate::Status;
 use crate::conn::Outgoing;
 
 pub(crate) use budget::SendBudget;
-pub(crate) use serve::{StreamHandler, serve};
+pub(crate) use serve::{StreamFuture, StreamHandler, serve};
 pub use shared::TrySendError;
 pub(crate) use shared::{AppHandle, Shared};
 
@@ -224,12 +224,24 @@ impl futures_core::Stream for StreamReceiver {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct StreamRequest {
+    id: u32,
     headers: HeaderList,
     deadline: Option<Duration>,
     peer: crate::Peer,
 }
 
 impl StreamRequest {
+    /// The stream's id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The same request with `headers` (after async interceptors added metadata).
+    pub(crate) fn with_headers(mut self, headers: HeaderList) -> StreamRequest {
+        self.headers = headers;
+        self
+    }
+
     /// All header fields of the StreamOpen (`:service`, `:method` and metadata).
     pub fn headers(&self) -> &HeaderList {
         &self.headers
