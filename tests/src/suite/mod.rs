@@ -162,6 +162,7 @@ macro_rules! conformance {
                     }
                     limits {
                         message_size_limits_fail_one_call_only,
+                        metadata_above_the_header_list_limit_fails_one_call_only,
                         a_peer_that_stops_reading_is_disconnected,
                         rapid_reset_and_empty_frame_floods_are_cut_off,
                         huge_metadata_is_refused_without_echo,
