@@ -17,8 +17,8 @@ pub struct BatchEncoder {
     buf: Vec<u8>,
     frames: u32,
     limits: Limits,
-    /// The frame being built had payload appends refused at `max_frame_size`.
-    overflow: bool,
+    /// Payload bytes of the frame being built that were refused at `max_frame_size` (0: none).
+    overflow: usize,
 }
 
 impl BatchEncoder {
@@ -28,7 +28,7 @@ impl BatchEncoder {
             buf: Vec::new(),
             frames: 0,
             limits,
-            overflow: false,
+            overflow: 0,
         }
     }
 
@@ -38,7 +38,7 @@ impl BatchEncoder {
             buf: Vec::with_capacity(bytes),
             frames: 0,
             limits,
-            overflow: false,
+            overflow: 0,
         }
     }
 
@@ -256,7 +256,7 @@ impl<'a> FrameBuilder<'a> {
         };
         write(&mut p);
         if p.overflowed > 0 {
-            self.batch.overflow = true;
+            self.batch.overflow = p.overflowed;
         }
         self
     }
@@ -286,17 +286,14 @@ impl<'a> FrameBuilder<'a> {
     #[inline]
     pub fn finish(mut self) -> Result<usize, EncodeError> {
         let length = self.batch.buf.len() - self.start;
-        let overflowed = std::mem::take(&mut self.batch.overflow);
-        if overflowed || length > self.batch.limits.max_frame_size as usize {
+        let refused = std::mem::take(&mut self.batch.overflow);
+        if refused > 0 || length > self.batch.limits.max_frame_size as usize {
             let headers_encoded = self.headers_encoded;
             // Drop removes the partial frame.
             return Err(EncodeError::FrameTooLarge {
-                // An overflowed payload stopped at the limit: report one past it.
-                length: if overflowed {
-                    length.max(self.batch.limits.max_frame_size as usize + 1)
-                } else {
-                    length
-                },
+                // An overflowed payload stopped at the limit: the frame it wanted, what was
+                // kept plus what was refused.
+                length: length.saturating_add(refused),
                 max: self.batch.limits.max_frame_size,
                 headers_encoded,
             });
@@ -316,7 +313,7 @@ impl Drop for FrameBuilder<'_> {
     fn drop(&mut self) {
         if self.start != usize::MAX {
             self.batch.buf.truncate(self.start);
-            self.batch.overflow = false;
+            self.batch.overflow = 0;
         }
     }
 }

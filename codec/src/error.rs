@@ -264,8 +264,9 @@ impl EncodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    /// The first 6 bytes are not the Netron magic: the peer does not speak Netron.
-    #[error("bad preface: the peer does not speak Netron/1 (first bytes {0:02x?})")]
+    /// The first 6 bytes are not the Netron magic (a server reading a client), or not a frame
+    /// header (a client reading a server's answer): the peer does not speak Netron.
+    #[error("the peer does not speak Netron/1: bad preface or first frame (first bytes {0:02x?})")]
     BadPreface([u8; 6]),
     /// The peer's major version is not ours.
     #[error("protocol major version {theirs} is incompatible with ours ({ours}); upgrade one side")]

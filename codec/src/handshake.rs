@@ -304,10 +304,21 @@ impl ClientHandshake {
 
     /// Feeds the bytes received so far (from the start of the connection).
     pub fn handle(&mut self, input: &[u8]) -> Result<ClientProgress, HandshakeError> {
-        let Some(frame) = parse_one(input)? else {
-            return Ok(ClientProgress::NeedMore {
-                needed: needed(input),
-            });
+        let frame = match parse_one(input) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                return Ok(ClientProgress::NeedMore {
+                    needed: needed(input),
+                });
+            }
+            // The first bytes are not even a frame header (an HTTP server answers "HTTP/1.1",
+            // which reads as a 1.3 GB frame): the peer does not speak Netron.
+            Err(_) => {
+                let mut got = [0u8; 6];
+                let n = input.len().min(6);
+                got[..n].copy_from_slice(&input[..n]);
+                return Err(HandshakeError::BadPreface(got));
+            }
         };
         match frame.kind() {
             FrameKind::Welcome => {

@@ -87,6 +87,23 @@ fn bad_preface_is_refused_without_reply() {
 }
 
 #[test]
+fn a_client_answered_by_a_non_netron_server_says_so() {
+    let mut client = ClientHandshake::new(ClientConfig::default());
+    let mut out = Vec::new();
+    client.start(&mut out).unwrap();
+    // "HTTP/1.1 400" reads as a frame header of a 1.3 GB frame: not a size problem.
+    let e = client
+        .handle(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        .unwrap_err();
+    assert!(
+        matches!(e, HandshakeError::BadPreface(m) if &m == b"HTTP/1"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("does not speak Netron"), "{e}");
+    assert_eq!(e.counter(), "bad_preface");
+}
+
+#[test]
 fn incompatible_major_gets_a_reject_the_client_understands() {
     let mut server = ServerHandshake::new(ServerConfig::default());
     let mut out = Vec::new();

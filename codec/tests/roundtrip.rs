@@ -254,6 +254,28 @@ fn oversize_frames_are_refused_and_removed() {
     );
     assert_eq!(batch.len(), before, "partial frame removed");
     assert_eq!(batch.frame_count(), 1);
+    // Written in place: appends stop at the limit, and the error names the frame the writer
+    // wanted (not one byte past the limit).
+    let err = batch
+        .response(2)
+        .unwrap()
+        .payload_with(|p| {
+            let _ = std::io::Write::write_all(p, &[0; 5000]);
+        })
+        .finish()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            netron_codec::EncodeError::FrameTooLarge {
+                length: 5016,
+                max: 1024,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(batch.len(), before, "partial frame removed");
     // A builder dropped without finish() leaves nothing behind either.
     drop(batch.response(3).unwrap().payload(b"abandoned"));
     assert_eq!(batch.len(), before);

@@ -240,8 +240,9 @@ impl<C: Caller> Connection<C> {
             return Err(crate::Status::new(
                 StatusCode::ResourceExhausted,
                 format!(
-                    "message of {} bytes exceeds the negotiated max_frame_size of {max} bytes \
-                     (frame of up to {frame} bytes with its headers)",
+                    "message of {} bytes does not fit the negotiated max_frame_size of {max} \
+                     bytes once its frame header and header block are added (a frame of up to \
+                     {frame} bytes); send it as a stream",
                     payload.len()
                 ),
             ));

@@ -228,14 +228,21 @@ impl Shared {
                 "this side already ended its half of the stream",
             )));
         }
-        if !g.opened || g.credit <= 0 {
-            return Err(TrySendError::WouldBlock(msg));
-        }
-        if msg.len() > g.max_message {
+        // Before the stream is open the negotiated size is not known yet, but a message above
+        // the largest the protocol allows can never go: say so now, not "would block".
+        let max = if g.opened {
+            g.max_message
+        } else {
+            netron_codec::Limits::MAX_FRAME_SIZE as usize - netron_codec::HEADER_LEN
+        };
+        if msg.len() > max {
             return Err(TrySendError::TooLarge {
                 len: msg.len(),
-                max: g.max_message,
+                max,
             });
+        }
+        if !g.opened || g.credit <= 0 {
+            return Err(TrySendError::WouldBlock(msg));
         }
         if let Some(b) = &g.budget {
             if ready {

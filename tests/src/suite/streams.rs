@@ -147,6 +147,13 @@ pub fn server_client_and_bidi_streams_work(t: &Transport) {
             n += 1;
         }
         assert_eq!(n, 3);
+        // A message no frame can carry is TooLarge at once, even before the stream is open.
+        let (mut tx, _rx) = ch.open_bidi(SVC, "echo", &opts());
+        let e = tx.try_send(vec![0u8; 64 << 20]).unwrap_err();
+        assert!(
+            matches!(e, netron_engine::TrySendError::TooLarge { .. }),
+            "{e:?}"
+        );
         // Client stream: one reply.
         let (mut tx, mut rx) = ch.open_client_stream(SVC, "sum", &opts());
         block_on(async {
