@@ -1,8 +1,8 @@
-//! Gives the shared library its soname (docs/ffi.md, "Versioning"): `libnetron.so.0` while the
-//! ABI is 0.x; the major number changes only when a symbol is removed or changes meaning.
+//! Gives the shared library its soname, `libnetron.so.<ABI>` (docs/ffi.md, "Versioning"). The
+//! ABI number changes only when an exported symbol is removed or changes its signature or
+//! meaning; adding symbols keeps it. scripts/install.sh reads it from here.
 fn main() {
-    let target = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if target == "linux" {
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libnetron.so.0");
     }
     println!("cargo:rerun-if-changed=build.rs");
