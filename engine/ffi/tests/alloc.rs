@@ -59,13 +59,14 @@ fn core_call_allocates_nothing_per_call() {
         cap: 0,
     };
     let payload = [7u8; 64];
-    // SAFETY (all the calls below): valid pointers to live locals, as netron.h requires.
-    unsafe {
-        assert_eq!(ntr_core_new(&mut core), NTR_OK);
-        assert_eq!(ntr_core_connect(core, ep.as_ptr(), 5000, &mut conn), NTR_OK);
-    }
+    // SAFETY: a valid out-pointer to a local.
+    assert_eq!(unsafe { ntr_core_new(&mut core) }, NTR_OK);
+    // SAFETY: a NUL-terminated endpoint and a valid out-pointer to a local.
+    let st = unsafe { ntr_core_connect(core, ep.as_ptr(), 5000, &mut conn) };
+    assert_eq!(st, NTR_OK);
     let call = |reply: &mut ntr_buf| {
-        // SAFETY: as above; the strings are static and NUL-terminated.
+        // SAFETY: live locals, static NUL-terminated names, a reply buffer zeroed or filled
+        // by the library; on the thread that created the core.
         unsafe {
             ntr_core_call(
                 core,
@@ -95,7 +96,7 @@ fn core_call_allocates_nothing_per_call() {
     );
     // The counter does count: a failing call allocates its error text.
     let before = ALLOCS.load(Ordering::SeqCst);
-    // SAFETY: as above.
+    // SAFETY: as for `call`; NULL data with length 0 is allowed.
     let s = unsafe {
         ntr_core_call(
             core,
@@ -113,10 +114,8 @@ fn core_call_allocates_nothing_per_call() {
         ALLOCS.load(Ordering::SeqCst) > before,
         "the global allocator is not counting"
     );
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(ntr_buf_free(&mut reply), NTR_OK);
-    }
+    // SAFETY: filled by the library, unchanged since.
+    assert_eq!(unsafe { ntr_buf_free(&mut reply) }, NTR_OK);
     assert_eq!(ntr_core_close(core, conn), NTR_OK);
     assert_eq!(ntr_core_free(core), NTR_OK);
     server.shutdown(Duration::from_secs(1));
