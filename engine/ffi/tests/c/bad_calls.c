@@ -4,6 +4,7 @@
 #include <netron.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,10 +70,21 @@ static ntr_status answer_then_fail(void *user, const ntr_request *req, ntr_reply
 
 /* Never answers: keeps the reply in a global, freed by main after the caller's deadline. */
 static ntr_reply kept;
+static atomic_int kept_count;
 static ntr_status keep(void *user, const ntr_request *req, ntr_reply reply) {
   (void)user, (void)req;
   kept = reply;
+  atomic_fetch_add(&kept_count, 1);
   return NTR_OK;
+}
+
+/* The completion of an async call that the engine's shutdown ends. */
+static atomic_int done_count;
+static atomic_uint done_status;
+static void record_done(void *user, ntr_status status, const uint8_t *data, size_t len) {
+  (void)user, (void)data, (void)len;
+  atomic_store(&done_status, status);
+  atomic_fetch_add(&done_count, 1);
 }
 
 /* Calls back into the library: a blocking call on its own core (refused, it would deadlock),
@@ -256,6 +268,16 @@ int main(void) {
   EXPECT(ntr_core_free(main_core), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_run_once(main_core, NULL), NTR_INVALID_HANDLE);
 
+  /* An async call whose server never answers and which has no deadline: the engine's
+   * shutdown ends it, the completion runs once with a failure, and the reply handle that
+   * outlives the engine is still harmless to answer. */
+  ntr_method keep_m;
+  EXPECT(ntr_channel_method(ch, "t@1.0.0", "keep", &keep_m), NTR_OK);
+  int kept_before = atomic_load(&kept_count);
+  EXPECT(ntr_method_call_async(keep_m, NULL, 0, 0, record_done, NULL), NTR_OK);
+  while (atomic_load(&kept_count) == kept_before) sched_yield();
+  EXPECT(ntr_method_free(keep_m), NTR_OK);
+
   /* Use after free and double free. */
   EXPECT(ntr_method_free(m), NTR_OK);
   EXPECT(ntr_method_free(m), NTR_INVALID_HANDLE);
@@ -264,8 +286,12 @@ int main(void) {
   EXPECT(ntr_channel_free(ch), NTR_INVALID_HANDLE);
   EXPECT(ntr_channel_call(ch, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
   TRUE(atomic_load(&released) == 0);
-  EXPECT(ntr_engine_shutdown(e, 500), NTR_OK);
+  TRUE(atomic_load(&done_count) == 0);
+  EXPECT(ntr_engine_shutdown(e, 100), NTR_OK);
   TRUE(atomic_load(&released) == 7);
+  TRUE(atomic_load(&done_count) == 1);
+  TRUE(atomic_load(&done_status) == NTR_UNAVAILABLE);
+  EXPECT(ntr_reply_send(kept, (const uint8_t *)"after", 5), NTR_OK); /* engine gone: dropped */
   EXPECT(ntr_engine_free(e), NTR_INVALID_HANDLE);
   EXPECT(ntr_engine_connect(e, ep = "tcp://127.0.0.1:1", &ch), NTR_INVALID_HANDLE);
 
