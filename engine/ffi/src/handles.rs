@@ -51,7 +51,12 @@ impl<T> Table<T> {
         let index = match s.free.pop() {
             Some(i) => i,
             None => {
-                let i = u32::try_from(s.entries.len()).unwrap_or(u32::MAX - 1);
+                // Ids hold the index in 32 bits: 4 billion live handles of one kind is a
+                // leak in the program (each holds memory); refuse rather than alias one.
+                let i = u32::try_from(s.entries.len())
+                    .ok()
+                    .filter(|&i| i < u32::MAX)
+                    .expect("more than 4 billion live handles of one kind");
                 s.entries.push(Entry {
                     generation: 1,
                     value: None,

@@ -156,6 +156,15 @@ int main(void) {
   EXPECT(ntr_service_unary(svc, "x", NULL, NULL, NULL), NTR_NULL_ARGUMENT);
   EXPECT(ntr_engine_builder_listen(b, "\xff\xfe"), NTR_INVALID_UTF8);
 
+  /* A setting out of range, found by the build (which consumes the builder anyway). */
+  ntr_engine_builder zero_cores;
+  ntr_engine none;
+  EXPECT(ntr_engine_builder_new(&zero_cores), NTR_OK);
+  EXPECT(ntr_engine_builder_cores(zero_cores, 0), NTR_OK);
+  EXPECT(ntr_engine_build(zero_cores, &none), NTR_INVALID_CONFIG);
+  TRUE(strstr(ntr_last_error(), "cores") != NULL);
+  EXPECT(ntr_engine_builder_free(zero_cores), NTR_INVALID_HANDLE);
+
   /* Zeroed handles. */
   EXPECT(ntr_engine_builder_cores(no_builder, 1), NTR_INVALID_HANDLE);
   EXPECT(ntr_engine_builder_service(b, no_service), NTR_INVALID_HANDLE);
