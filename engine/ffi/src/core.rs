@@ -1,0 +1,270 @@
+//! The caller-driven core: a C thread runs a core itself and calls on it with no thread hop.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::c_char;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use netron_engine::{CallSlot, ConnId, Core, CoreConfig, Endpoint};
+use rustc_hash::FxHashMap;
+
+use crate::buf::{ntr_buf, put, take};
+use crate::guard::{bytes_arg, entry, non_null, str_arg, write};
+use crate::status::*;
+
+/// A core driven by the thread that created it (`ntr_core_new`): calls on it run its loop
+/// until they complete, and `ntr_core_run_once` runs one turn. Usable only from that thread
+/// (`NTR_WRONG_THREAD` elsewhere).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ntr_core {
+    /// Library-internal id; 0 is never valid.
+    pub id: u64,
+}
+
+/// A connection of a caller-driven core (`ntr_core_connect`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ntr_conn {
+    /// Library-internal id; 0 is never valid.
+    pub id: u64,
+}
+
+struct CoreCell {
+    core: Core,
+    slot: CallSlot,
+    conns: FxHashMap<u64, ConnId>,
+    next_conn: u64,
+}
+
+static THREADS: AtomicU32 = AtomicU32::new(1);
+
+thread_local! {
+    /// This thread's number (in the high half of its cores' ids), 0 until first needed.
+    static THREAD_NO: Cell<u32> = const { Cell::new(0) };
+    /// The cores of this thread by id; ids are never reused, so a freed one is detected.
+    static CORES: RefCell<(FxHashMap<u64, CoreCell>, u32)> = RefCell::new((FxHashMap::default(), 0));
+}
+
+fn thread_no() -> u32 {
+    THREAD_NO.with(|n| {
+        if n.get() == 0 {
+            n.set(THREADS.fetch_add(1, Ordering::Relaxed).max(1));
+        }
+        n.get()
+    })
+}
+
+/// Runs `f` on the core of `id`, owned by this thread.
+fn with_core<R>(id: u64, f: impl FnOnce(&mut CoreCell) -> Result<R, Error>) -> Result<R, Error> {
+    if id >> 32 != u64::from(thread_no())
+        && id != 0
+        && CORES.with(|c| !c.borrow().0.contains_key(&id))
+    {
+        return Err(Error::new(
+            NTR_WRONG_THREAD,
+            format!(
+                "ntr_core {id:#x} belongs to another thread (or was freed there); a caller-driven core is used only by the thread that created it"
+            ),
+        ));
+    }
+    CORES.with(|c| {
+        let mut c = c.try_borrow_mut().map_err(|_| {
+            Error::new(
+                NTR_FAILED_PRECONDITION,
+                "a caller-driven core was used re-entrantly",
+            )
+        })?;
+        let cell = c.0.get_mut(&id).ok_or_else(|| {
+            Error::new(
+                NTR_INVALID_HANDLE,
+                format!("invalid ntr_core handle {id:#x}: zero, already freed, or never created"),
+            )
+        })?;
+        f(cell)
+    })
+}
+
+/// A new caller-driven core with default settings, owned by the calling thread, as a pure
+/// client (it serves no services).
+///
+/// # Errors
+/// `NTR_START_FAILED` when its io_uring (or the epoll fallback) cannot be set up.
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
+    entry(|| {
+        non_null(out, "out")?;
+        let core = Core::new(CoreConfig::default())
+            .map_err(|e| Error::new(NTR_START_FAILED, e.to_string()))?;
+        let me = u64::from(thread_no());
+        let id = CORES.with(|c| {
+            let mut c = c.borrow_mut();
+            c.1 = c.1.wrapping_add(1).max(1);
+            let id = me << 32 | u64::from(c.1);
+            c.0.insert(
+                id,
+                CoreCell {
+                    core,
+                    slot: CallSlot::new(),
+                    conns: FxHashMap::default(),
+                    next_conn: 0,
+                },
+            );
+            id
+        });
+        // SAFETY: not NULL (checked); valid for a write (contract).
+        unsafe { write(out, ntr_core { id }) }
+    })
+}
+
+/// Frees the core: its connections close and calls in flight fail.
+#[unsafe(no_mangle)]
+pub extern "C" fn ntr_core_free(core: ntr_core) -> ntr_status {
+    entry(|| {
+        with_core(core.id, |_| Ok(()))?;
+        let cell = CORES.with(|c| c.borrow_mut().0.remove(&core.id));
+        drop(cell);
+        Ok(())
+    })
+}
+
+/// Connects to `endpoint` and completes the handshake within `timeout_ms` milliseconds,
+/// running the core on the calling thread meanwhile.
+///
+/// # Errors
+/// `NTR_INVALID_ENDPOINT`, `NTR_CONNECT_FAILED` (the text says why).
+///
+/// # Safety
+/// `endpoint` is NULL or a NUL-terminated string; `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_connect(
+    core: ntr_core,
+    endpoint: *const c_char,
+    timeout_ms: u64,
+    out: *mut ntr_conn,
+) -> ntr_status {
+    entry(|| {
+        // SAFETY: NULL or NUL-terminated (contract); used during this call only.
+        let ep = unsafe { str_arg(endpoint, "endpoint") }?;
+        non_null(out, "out")?;
+        let ep: Endpoint = ep.parse().map_err(|e: netron_engine::EndpointError| {
+            Error::new(NTR_INVALID_ENDPOINT, e.to_string())
+        })?;
+        let id = with_core(core.id, |cell| {
+            let conn = cell
+                .core
+                .connect(&ep, Duration::from_millis(timeout_ms))
+                .map_err(crate::engine::connect_error)?;
+            cell.next_conn += 1;
+            cell.conns.insert(cell.next_conn, conn);
+            Ok(cell.next_conn)
+        })?;
+        // SAFETY: not NULL (checked); valid for a write (contract).
+        unsafe { write(out, ntr_conn { id }) }
+    })
+}
+
+/// Closes a connection of the core (its calls in flight fail) and frees the handle.
+#[unsafe(no_mangle)]
+pub extern "C" fn ntr_core_close(core: ntr_core, conn: ntr_conn) -> ntr_status {
+    entry(|| {
+        with_core(core.id, |cell| {
+            let c = cell.conns.remove(&conn.id).ok_or_else(|| bad_conn(conn))?;
+            cell.core.close(c);
+            Ok(())
+        })
+    })
+}
+
+fn bad_conn(conn: ntr_conn) -> Error {
+    Error::new(
+        NTR_INVALID_HANDLE,
+        format!(
+            "invalid ntr_conn handle {:#x} for this core: zero, closed, or of another core",
+            conn.id
+        ),
+    )
+}
+
+/// One blocking unary call on `conn`, running the core on the calling thread until the reply,
+/// the failure or the deadline (`deadline_ms`, 0: none). The reply replaces the contents of
+/// `*reply`, whose memory is reused: no allocation per call in steady state. `service` is an
+/// exact `name@1.2.0`.
+///
+/// # Errors
+/// As `ntr_channel_call`.
+///
+/// # Safety
+/// As `ntr_channel_call`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ntr_core_call(
+    core: ntr_core,
+    conn: ntr_conn,
+    service: *const c_char,
+    method: *const c_char,
+    data: *const u8,
+    len: usize,
+    deadline_ms: u64,
+    reply: *mut ntr_buf,
+) -> ntr_status {
+    entry(|| {
+        non_null(service, "service")?;
+        non_null(method, "method")?;
+        // SAFETY: not NULL (checked) and NUL-terminated (contract); used during this call.
+        let service = unsafe { std::ffi::CStr::from_ptr(service) }.to_bytes();
+        // SAFETY: as above.
+        let method = unsafe { std::ffi::CStr::from_ptr(method) }.to_bytes();
+        // SAFETY: valid for `len` bytes during this call (contract).
+        let payload = unsafe { bytes_arg(data, len, "data") }?;
+        non_null(reply, "reply")?;
+        // SAFETY: not NULL (checked); exclusively ours during this call (contract).
+        let out = unsafe { &mut *reply };
+        with_core(core.id, |cell| {
+            let c = *cell.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
+            let dl = (deadline_ms != 0).then(|| Duration::from_millis(deadline_ms));
+            // SAFETY: zeroed or filled by us (contract).
+            let mut v = unsafe { take(out) };
+            v.clear();
+            let r = match cell
+                .core
+                .call(c, service, method, payload, dl, &mut cell.slot)
+            {
+                Ok(bytes) => {
+                    v.extend_from_slice(bytes);
+                    Ok(())
+                }
+                Err(e) => Err(Error::new(from_code(e.code()), e.to_string())),
+            };
+            put(out, v);
+            r
+        })
+    })
+}
+
+/// Runs one turn of the core's loop (completions, timers, commands) without blocking; writes
+/// whether it did any work to `*did_work` (NULL: not wanted).
+///
+/// # Errors
+/// `NTR_UNAVAILABLE` when the core's ring failed (the core is unusable from then on).
+///
+/// # Safety
+/// `did_work` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_run_once(core: ntr_core, did_work: *mut bool) -> ntr_status {
+    entry(|| {
+        let work = with_core(core.id, |cell| {
+            cell.core.run_once().map_err(|e| {
+                Error::new(NTR_UNAVAILABLE, format!("the core's io_uring failed: {e}"))
+            })
+        })?;
+        if !did_work.is_null() {
+            // SAFETY: not NULL (checked); valid for a write (contract).
+            unsafe { write(did_work, work) }?;
+        }
+        Ok(())
+    })
+}

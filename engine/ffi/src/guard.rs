@@ -1,0 +1,97 @@
+//! The panic boundary and argument checks every entry point goes through.
+
+use std::ffi::{CStr, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::status::{
+    Error, NTR_INVALID_UTF8, NTR_NULL_ARGUMENT, NTR_OK, NTR_PANIC, ntr_status, set_last_error,
+};
+
+/// Runs the body of an entry point: its error becomes the returned status and this thread's
+/// last error text; a panic becomes `NTR_PANIC` and never unwinds into C.
+pub(crate) fn entry(body: impl FnOnce() -> Result<(), Error>) -> ntr_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => NTR_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.message);
+            e.status
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            set_last_error(&format!(
+                "libnetron panicked (a bug, please report): {what}"
+            ));
+            NTR_PANIC
+        }
+    }
+}
+
+/// `Err(NTR_NULL_ARGUMENT)` naming `what` when `p` is NULL.
+pub(crate) fn non_null<T>(p: *const T, what: &str) -> Result<(), Error> {
+    if p.is_null() {
+        Err(Error::new(
+            NTR_NULL_ARGUMENT,
+            format!("argument `{what}` is NULL"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes `v` to the out-parameter `out`.
+///
+/// # Safety
+/// `out` is NULL (an error) or valid for a write of `T`.
+pub(crate) unsafe fn write<T>(out: *mut T, v: T) -> Result<(), Error> {
+    non_null(out, "out")?;
+    // SAFETY: not NULL (checked), and valid for writes by the caller's contract.
+    unsafe { out.write(v) };
+    Ok(())
+}
+
+/// The UTF-8 string at `p`, named `what` in errors.
+///
+/// # Safety
+/// `p` is NULL (an error) or a NUL-terminated string that stays valid and unchanged for `'a`.
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+    non_null(p, what)?;
+    // SAFETY: not NULL (checked) and NUL-terminated, valid for 'a by the caller's contract.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map_err(|_| Error::new(NTR_INVALID_UTF8, format!("argument `{what}` is not UTF-8")))
+}
+
+/// The `len` bytes at `p`; `p` may be NULL when `len` is 0.
+///
+/// # Safety
+/// Unless `len` is 0, `p` is NULL (an error) or valid for reads of `len` bytes, unchanged for
+/// `'a`.
+pub(crate) unsafe fn bytes_arg<'a>(
+    p: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], Error> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    non_null(p, what)?;
+    // SAFETY: not NULL (checked), valid for `len` bytes for 'a by the caller's contract (and so
+    // `len` is within one allocation, below isize::MAX).
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A C `void *user` context that the caller promised may be used from any thread (stated for
+/// every callback in the header).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserPtr(pub *mut std::ffi::c_void);
+
+// SAFETY: the header's contract for every `user` argument: the library may pass it to the
+// callbacks from any thread, and the C caller makes that safe (it is opaque to Rust, never
+// dereferenced here).
+unsafe impl Send for UserPtr {}
+// SAFETY: as for Send: only copied and handed back to C, never dereferenced by Rust.
+unsafe impl Sync for UserPtr {}

@@ -1,0 +1,322 @@
+/* Bad calls from C: every one must give its error status, never a crash, a leak or a hang.
+ * Built and run by tests/examples.rs (plain) and by .ci/run under AddressSanitizer and
+ * LeakSanitizer. Prints "bad_calls: N passed, M failed" and exits non-zero on a failure. */
+#include <netron.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+#define EXPECT(call, want)                                                                \
+  do {                                                                                    \
+    ntr_status got_ = (call);                                                             \
+    if (got_ == (want)) {                                                                 \
+      passed++;                                                                           \
+    } else {                                                                              \
+      failed++;                                                                           \
+      fprintf(stderr, "FAIL line %d: %s gave %s, want %s (%s)\n", __LINE__, #call,        \
+              ntr_status_str(got_), ntr_status_str(want), ntr_last_error());              \
+    }                                                                                     \
+  } while (0)
+
+#define TRUE(cond)                                                                        \
+  do {                                                                                    \
+    if (cond) {                                                                           \
+      passed++;                                                                           \
+    } else {                                                                              \
+      failed++;                                                                           \
+      fprintf(stderr, "FAIL line %d: %s\n", __LINE__, #cond);                             \
+    }                                                                                     \
+  } while (0)
+
+static atomic_int released;
+static void release(void *user) {
+  (void)user;
+  atomic_fetch_add(&released, 1);
+}
+
+static ntr_status ok_handler(void *user, const ntr_request *req, ntr_reply reply) {
+  (void)user;
+  return ntr_reply_send(reply, req->data, req->len);
+}
+
+static ntr_status deny(void *user, const ntr_request *req, ntr_reply reply) {
+  (void)user, (void)req, (void)reply;
+  return NTR_PERMISSION_DENIED;
+}
+
+static ntr_status bogus_status(void *user, const ntr_request *req, ntr_reply reply) {
+  (void)user, (void)req, (void)reply;
+  return 9999;
+}
+
+static ntr_status drop_reply(void *user, const ntr_request *req, ntr_reply reply) {
+  (void)user, (void)req;
+  return ntr_reply_free(reply);
+}
+
+/* Answers, then returns an error: the answer stands. A second answer is refused. */
+static ntr_status answer_then_fail(void *user, const ntr_request *req, ntr_reply reply) {
+  (void)user, (void)req;
+  ntr_reply_send(reply, (const uint8_t *)"ok", 2);
+  if (ntr_reply_send(reply, (const uint8_t *)"no", 2) != NTR_INVALID_HANDLE) return NTR_OK;
+  return NTR_ABORTED;
+}
+
+/* Never answers: keeps the reply in a global, freed by main after the caller's deadline. */
+static ntr_reply kept;
+static atomic_int kept_count;
+static ntr_status keep(void *user, const ntr_request *req, ntr_reply reply) {
+  (void)user, (void)req;
+  kept = reply;
+  atomic_fetch_add(&kept_count, 1);
+  return NTR_OK;
+}
+
+/* The completion of an async call that the engine's shutdown ends. */
+static atomic_int done_count;
+static atomic_uint done_status;
+static void record_done(void *user, ntr_status status, const uint8_t *data, size_t len) {
+  (void)user, (void)data, (void)len;
+  atomic_store(&done_status, status);
+  atomic_fetch_add(&done_count, 1);
+}
+
+/* Calls back into the library: a blocking call on its own core (refused, it would deadlock),
+ * then an async call whose completion callback answers this call. */
+static ntr_channel self_channel;
+static ntr_method self_echo;
+static void answer_from_completion(void *user, ntr_status status, const uint8_t *data, size_t len) {
+  ntr_reply *r = user;
+  uint8_t out[64];
+  out[0] = (uint8_t)status;
+  size_t n = len < sizeof out - 1 ? len : sizeof out - 1;
+  if (n) memcpy(out + 1, data, n);
+  ntr_reply_send(*r, out, n + 1);
+  free(r);
+}
+static ntr_status reenter(void *user, const ntr_request *req, ntr_reply reply) {
+  (void)user, (void)req;
+  ntr_buf b = {0};
+  ntr_status s = ntr_channel_call(self_channel, "t@1.0.0", "ok", NULL, 0, 1000, &b);
+  ntr_buf_free(&b);
+  if (s != NTR_FAILED_PRECONDITION) return NTR_DATA_LOSS;
+  ntr_reply *r = malloc(sizeof *r);
+  *r = reply;
+  s = ntr_method_call_async(self_echo, (const uint8_t *)"inner", 5, 1000, answer_from_completion, r);
+  if (s != NTR_OK) {
+    free(r);
+    return s;
+  }
+  return NTR_OK;
+}
+
+static ntr_core main_core;
+static void *other_thread(void *arg) {
+  (void)arg;
+  ntr_status *out = arg;
+  *out = ntr_core_run_once(main_core, NULL);
+  return NULL;
+}
+
+int main(void) {
+  const ntr_engine_builder no_builder = {0};
+  const ntr_service no_service = {0};
+  const ntr_engine no_engine = {0};
+  const ntr_channel no_channel = {0};
+  const ntr_method no_method = {0};
+  const ntr_reply no_reply = {0};
+  const ntr_core no_core = {0};
+  const ntr_conn no_conn = {0};
+  ntr_buf buf = {0};
+  const char *text;
+  size_t n;
+
+  /* NULL for every pointer argument. */
+  EXPECT(ntr_version(NULL), NTR_NULL_ARGUMENT);
+  TRUE(strlen(ntr_last_error()) > 0);
+  EXPECT(ntr_buf_free(NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_builder_new(NULL), NTR_NULL_ARGUMENT);
+  ntr_engine_builder b;
+  EXPECT(ntr_engine_builder_new(&b), NTR_OK);
+  EXPECT(ntr_engine_builder_listen(b, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_build(b, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_new(NULL, "1.0.0", NULL), NTR_NULL_ARGUMENT);
+  ntr_service svc;
+  EXPECT(ntr_service_new("t", NULL, &svc), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_new("t", "1.0.0", NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_new("t", "not a version", &svc), NTR_INVALID_CONFIG);
+  EXPECT(ntr_service_new("t", "1.0.0", &svc), NTR_OK);
+  EXPECT(ntr_service_unary(svc, NULL, ok_handler, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_unary(svc, "x", NULL, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_builder_listen(b, "\xff\xfe"), NTR_INVALID_UTF8);
+
+  /* A setting out of range, found by the build (which consumes the builder anyway). */
+  ntr_engine_builder zero_cores;
+  ntr_engine none;
+  EXPECT(ntr_engine_builder_new(&zero_cores), NTR_OK);
+  EXPECT(ntr_engine_builder_cores(zero_cores, 0), NTR_OK);
+  EXPECT(ntr_engine_build(zero_cores, &none), NTR_INVALID_CONFIG);
+  TRUE(strstr(ntr_last_error(), "cores") != NULL);
+  EXPECT(ntr_engine_builder_free(zero_cores), NTR_INVALID_HANDLE);
+
+  /* Zeroed handles. */
+  EXPECT(ntr_engine_builder_cores(no_builder, 1), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_builder_service(b, no_service), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_builder_free(no_builder), NTR_INVALID_HANDLE);
+  EXPECT(ntr_service_free(no_service), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_free(no_engine), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_shutdown(no_engine, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_endpoint_count(no_engine, &n), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_free(no_channel), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_call(no_channel, "t@1.0.0", "ok", NULL, 0, 100, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_method_free(no_method), NTR_INVALID_HANDLE);
+  EXPECT(ntr_method_call(no_method, NULL, 0, 100, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_reply_send(no_reply, NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_reply_fail(no_reply, NTR_INTERNAL, NULL), NTR_INVALID_HANDLE);
+  EXPECT(ntr_reply_free(no_reply), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_free(no_core), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_run_once(no_core, NULL), NTR_INVALID_HANDLE);
+
+  /* A service with every kind of handler; the release callbacks counted. */
+  EXPECT(ntr_service_unary(svc, "ok", ok_handler, NULL, release), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "deny", deny, NULL, release), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "bogus", bogus_status, NULL, release), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "drop", drop_reply, NULL, release), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "twice", answer_then_fail, NULL, release), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "keep", keep, NULL, release), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "reenter", reenter, NULL, release), NTR_OK);
+  EXPECT(ntr_engine_builder_cores(b, 1), NTR_OK);
+  EXPECT(ntr_engine_builder_listen(b, "tcp://127.0.0.1:0"), NTR_OK);
+  EXPECT(ntr_engine_builder_service(b, svc), NTR_OK);
+  EXPECT(ntr_engine_builder_service(b, svc), NTR_INVALID_HANDLE); /* consumed */
+  EXPECT(ntr_service_free(svc), NTR_INVALID_HANDLE);              /* consumed */
+  ntr_engine e;
+  EXPECT(ntr_engine_build(b, &e), NTR_OK);
+  EXPECT(ntr_engine_builder_cores(b, 1), NTR_INVALID_HANDLE); /* consumed by build */
+  EXPECT(ntr_engine_builder_free(b), NTR_INVALID_HANDLE);
+
+  EXPECT(ntr_engine_endpoint_count(e, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_endpoint_count(e, &n), NTR_OK);
+  TRUE(n == 1);
+  EXPECT(ntr_engine_endpoint(e, 1, &text), NTR_INDEX_OUT_OF_RANGE);
+  EXPECT(ntr_engine_endpoint(e, 0, NULL), NTR_NULL_ARGUMENT);
+  const char *ep;
+  EXPECT(ntr_engine_endpoint(e, 0, &ep), NTR_OK);
+
+  ntr_channel ch;
+  EXPECT(ntr_engine_connect(e, NULL, &ch), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_connect(e, ep, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_connect(e, "bogus://x", &ch), NTR_INVALID_ENDPOINT);
+  EXPECT(ntr_engine_connect(e, "unix:///nonexistent/netron.sock", &ch), NTR_CONNECT_FAILED);
+  EXPECT(ntr_engine_connect(e, ep, &ch), NTR_OK);
+  self_channel = ch;
+
+  EXPECT(ntr_channel_call(ch, NULL, "ok", NULL, 0, 1000, &buf), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", NULL, NULL, 0, 1000, &buf), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "ok", NULL, 3, 1000, &buf), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "ok", NULL, 0, 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "ok", (const uint8_t *)"abc", 3, 1000, &buf), NTR_OK);
+  TRUE(buf.len == 3 && memcmp(buf.data, "abc", 3) == 0);
+
+  /* Callbacks that return an error status, or misbehave. */
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "deny", NULL, 0, 1000, &buf), NTR_PERMISSION_DENIED);
+  TRUE(buf.len == 0);
+  TRUE(strstr(ntr_last_error(), "NTR_PERMISSION_DENIED") != NULL);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "bogus", NULL, 0, 1000, &buf), NTR_INTERNAL);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "drop", NULL, 0, 1000, &buf), NTR_INTERNAL);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "twice", NULL, 0, 1000, &buf), NTR_OK);
+  TRUE(buf.len == 2 && memcmp(buf.data, "ok", 2) == 0);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "missing", NULL, 0, 1000, &buf), NTR_UNIMPLEMENTED);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "keep", NULL, 0, 200, &buf), NTR_DEADLINE_EXCEEDED);
+  EXPECT(ntr_reply_send(kept, (const uint8_t *)"late", 4), NTR_OK); /* dropped, harmless */
+  EXPECT(ntr_reply_free(kept), NTR_INVALID_HANDLE);                 /* already answered */
+
+  /* Methods, and a handler that calls back into the library. */
+  ntr_method m;
+  EXPECT(ntr_channel_method(ch, NULL, "ok", &m), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_method(ch, "t@1.0.0", NULL, &m), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_method(ch, "t@1.0.0", "ok", NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_method(ch, "t@1.0.0", "ok", &m), NTR_OK);
+  self_echo = m;
+  EXPECT(ntr_method_call(m, NULL, 0, 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_method_call_async(m, NULL, 0, 1000, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "reenter", NULL, 0, 2000, &buf), NTR_OK);
+  TRUE(buf.len == 6 && buf.data[0] == NTR_OK && memcmp(buf.data + 1, "inner", 5) == 0);
+
+  /* A caller-driven core: NULLs, bad connections, another thread. */
+  EXPECT(ntr_core_new(NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_new(&main_core), NTR_OK);
+  ntr_conn conn;
+  EXPECT(ntr_core_connect(main_core, NULL, 1000, &conn), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_connect(main_core, ep, 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_connect(main_core, ep, 1000, &conn), NTR_OK);
+  EXPECT(ntr_core_call(main_core, conn, NULL, "ok", NULL, 0, 1000, &buf), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_call(main_core, conn, "t@1.0.0", NULL, NULL, 0, 1000, &buf), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_call(main_core, conn, "t@1.0.0", "ok", NULL, 0, 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_call(main_core, no_conn, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_call(main_core, conn, "t@1.0.0", "ok", (const uint8_t *)"x", 1, 1000, &buf), NTR_OK);
+  TRUE(buf.len == 1 && buf.data[0] == 'x');
+  EXPECT(ntr_core_call(main_core, conn, "t@1.0.0", "deny", NULL, 0, 1000, &buf), NTR_PERMISSION_DENIED);
+  bool work;
+  EXPECT(ntr_core_run_once(main_core, &work), NTR_OK);
+  ntr_status from_other = NTR_OK;
+  pthread_t t;
+  pthread_create(&t, NULL, other_thread, &from_other);
+  pthread_join(t, NULL);
+  TRUE(from_other == NTR_WRONG_THREAD);
+  EXPECT(ntr_core_close(main_core, conn), NTR_OK);
+  EXPECT(ntr_core_close(main_core, conn), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_call(main_core, conn, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_free(main_core), NTR_OK);
+  EXPECT(ntr_core_free(main_core), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_run_once(main_core, NULL), NTR_INVALID_HANDLE);
+
+  /* An async call whose server never answers and which has no deadline: the engine's
+   * shutdown ends it, the completion runs once with a failure, and the reply handle that
+   * outlives the engine is still harmless to answer. */
+  ntr_method keep_m;
+  EXPECT(ntr_channel_method(ch, "t@1.0.0", "keep", &keep_m), NTR_OK);
+  int kept_before = atomic_load(&kept_count);
+  EXPECT(ntr_method_call_async(keep_m, NULL, 0, 0, record_done, NULL), NTR_OK);
+  while (atomic_load(&kept_count) == kept_before) sched_yield();
+  EXPECT(ntr_method_free(keep_m), NTR_OK);
+
+  /* Use after free and double free. */
+  EXPECT(ntr_method_free(m), NTR_OK);
+  EXPECT(ntr_method_free(m), NTR_INVALID_HANDLE);
+  EXPECT(ntr_method_call(m, NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_free(ch), NTR_OK);
+  EXPECT(ntr_channel_free(ch), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_call(ch, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  TRUE(atomic_load(&released) == 0);
+  TRUE(atomic_load(&done_count) == 0);
+  EXPECT(ntr_engine_shutdown(e, 100), NTR_OK);
+  TRUE(atomic_load(&released) == 7);
+  TRUE(atomic_load(&done_count) == 1);
+  TRUE(atomic_load(&done_status) == NTR_UNAVAILABLE);
+  EXPECT(ntr_reply_send(kept, (const uint8_t *)"after", 5), NTR_OK); /* engine gone: dropped */
+  EXPECT(ntr_engine_free(e), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_connect(e, ep = "tcp://127.0.0.1:1", &ch), NTR_INVALID_HANDLE);
+
+  /* A service freed without an engine releases its user contexts. */
+  EXPECT(ntr_service_new("u", "1.0.0", &svc), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "ok", ok_handler, NULL, release), NTR_OK);
+  EXPECT(ntr_service_free(svc), NTR_OK);
+  TRUE(atomic_load(&released) == 8);
+  EXPECT(ntr_service_unary(svc, "ok", ok_handler, NULL, release), NTR_INVALID_HANDLE);
+
+  EXPECT(ntr_buf_free(&buf), NTR_OK);
+  EXPECT(ntr_buf_free(&buf), NTR_OK); /* a zeroed buffer is fine */
+  TRUE(buf.data == NULL && buf.len == 0);
+  EXPECT(ntr_version(&text), NTR_OK);
+  TRUE(strcmp(ntr_status_str(12345), "NTR_?") == 0);
+
+  printf("bad_calls: %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,294 @@
+//! The C and C++ examples and the C bad-calls test, built with the system compilers against
+//! the library cargo just built, run against each other and against a Rust peer.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use netron_engine::{Engine, Service};
+
+/// The libraries that a program linking `libnetron.a` needs too (`rustc --print
+/// native-static-libs` for the std of x86_64/aarch64 Linux; also in netron.pc).
+const NATIVE_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/<profile>/deps`, where `cargo test` builds libnetron.a and libnetron.so for this
+/// run (it copies them up to `target/<profile>` only on `cargo build`).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().expect("target/<profile>/deps");
+    assert!(
+        dir.join("libnetron.a").exists(),
+        "libnetron.a not found in {}",
+        dir.display()
+    );
+    dir.to_path_buf()
+}
+
+fn out_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi-examples");
+    std::fs::create_dir_all(&d).expect("out dir");
+    d
+}
+
+fn run_compiler(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds a C program against the static library.
+fn build_c(name: &str, src: &Path) -> PathBuf {
+    let exe = out_dir().join(name);
+    run_compiler(
+        Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+            .arg("-I")
+            .arg(crate_dir().join("include"))
+            .arg(src)
+            .arg(lib_dir().join("libnetron.a"))
+            .args(NATIVE_LIBS)
+            .arg("-o")
+            .arg(&exe),
+    );
+    exe
+}
+
+fn server() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_c("c-server", &crate_dir().join("examples/c/server.c")))
+}
+
+fn client() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_c("c-client", &crate_dir().join("examples/c/client.c")))
+}
+
+/// The C++ client, linked against the shared library (found through its soname).
+fn cpp_client() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let libs = out_dir().join("shared");
+        std::fs::create_dir_all(&libs).expect("lib dir");
+        let so = libs.join("libnetron.so.0");
+        let _ = std::fs::remove_file(&so);
+        std::fs::copy(lib_dir().join("libnetron.so"), &so).expect("copy libnetron.so");
+        let link = libs.join("libnetron.so");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("libnetron.so.0", &link).expect("symlink");
+        let exe = out_dir().join("cpp-client");
+        run_compiler(
+            Command::new("c++")
+                .args([
+                    "-std=c++17",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-g",
+                    "-pthread",
+                ])
+                .arg("-I")
+                .arg(crate_dir().join("include"))
+                .arg("-I")
+                .arg(crate_dir().join("examples/cpp"))
+                .arg(crate_dir().join("examples/cpp/client.cpp"))
+                .arg("-L")
+                .arg(&libs)
+                .arg("-lnetron")
+                .arg(format!("-Wl,-rpath,{}", libs.display()))
+                .arg("-o")
+                .arg(&exe),
+        );
+        exe
+    })
+}
+
+/// A running C server and the endpoint it printed.
+struct CServer {
+    child: Child,
+    endpoint: String,
+}
+
+impl CServer {
+    fn start() -> CServer {
+        let mut child = Command::new(server())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the C server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the endpoint");
+        let endpoint = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        CServer { child, endpoint }
+    }
+
+    /// Closes its stdin (it shuts down) and returns the rest of its output.
+    fn stop(mut self) -> String {
+        drop(self.child.stdin.take());
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            o.read_to_string(&mut out).expect("server output");
+        }
+        let status = self.child.wait().expect("server exit");
+        assert!(status.success(), "server failed: {status:?} {out}");
+        out
+    }
+}
+
+impl Drop for CServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(exe: &Path, args: &[&str]) -> String {
+    let out = Command::new(exe).args(args).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}\n{}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the C client prints against a calc@1.0.0 server.
+fn check_client_output(out: &str) {
+    let want = [
+        "add: 5",
+        "add via calc@^1: 2",
+        "echo: hello",
+        "async: NTR_OK async",
+        "nope: NTR_UNIMPLEMENTED",
+        "core: 10 calls, sum 45",
+        "done",
+    ];
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines, want, "client output:\n{out}");
+    assert!(out.starts_with(&format!("libnetron {}", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn c_client_against_c_server() {
+    let server = CServer::start();
+    let out = run(client(), &[&server.endpoint]);
+    check_client_output(&out);
+    let rest = server.stop();
+    // add, add via ^1, echo twice, 10 core calls ("nope" never reaches a handler).
+    assert_eq!(rest.trim(), "served 14 calls");
+}
+
+/// The same service in Rust.
+fn rust_calc() -> Engine {
+    let calc = Service::new("calc", "1.0.0")
+        .expect("service")
+        .unary("add", |req, reply| {
+            reply.write(&[req.payload().iter().fold(0u8, |a, b| a.wrapping_add(*b))]);
+            Ok(())
+        })
+        .unary("echo", |req, reply| {
+            reply.write(req.payload());
+            Ok(())
+        });
+    Engine::builder()
+        .cores(1)
+        .service(calc)
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .expect("engine")
+}
+
+#[test]
+fn c_client_against_rust_server() {
+    let engine = rust_calc();
+    let out = run(client(), &[&engine.endpoints()[0].to_string()]);
+    check_client_output(&out);
+    engine.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn rust_client_against_c_server() {
+    let server = CServer::start();
+    let engine = Engine::builder().cores(1).build().expect("client engine");
+    let ch = engine.client().connect(&server.endpoint).expect("connect");
+    let dl = Some(Duration::from_secs(5));
+    assert_eq!(
+        ch.call("calc@1.0.0", "add", &b"\x01\x02\x03"[..], dl)
+            .expect("add"),
+        [6]
+    );
+    assert_eq!(
+        ch.call("calc@^1.0", "echo", &b"rust"[..], dl)
+            .expect("echo"),
+        b"rust"
+    );
+    let err = ch
+        .call("calc@1.0.0", "nope", &b""[..], dl)
+        .expect_err("no such method");
+    assert_eq!(err.code(), netron_engine::StatusCode::Unimplemented);
+    drop(ch);
+    engine.shutdown(Duration::from_secs(1));
+    assert_eq!(server.stop().trim(), "served 2 calls");
+}
+
+#[test]
+fn cpp_client_against_c_server() {
+    let server = CServer::start();
+    let out = run(cpp_client(), &[&server.endpoint]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "add: 12",
+            "echo: from C++",
+            "error: NTR_UNIMPLEMENTED",
+            "done"
+        ],
+        "C++ client output:\n{out}"
+    );
+    assert_eq!(server.stop().trim(), "served 2 calls");
+}
+
+#[test]
+fn cpp_client_against_rust_server() {
+    let engine = rust_calc();
+    let out = run(cpp_client(), &[&engine.endpoints()[0].to_string()]);
+    assert!(out.starts_with("add: 12\necho: from C++\n"), "{out}");
+    engine.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn bad_calls_from_c() {
+    let exe = build_c("bad-calls", &crate_dir().join("tests/c/bad_calls.c"));
+    let out = run(&exe, &[]);
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("bad_calls: ") && last.ends_with(" passed, 0 failed"),
+        "{out}"
+    );
+}
