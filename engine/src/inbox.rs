@@ -77,6 +77,37 @@ pub(crate) enum Command {
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
     Stats(std::sync::mpsc::Sender<CoreStats>),
+    /// An event published on the engine: fan it out on this core; with `forward`, send it
+    /// on to the engine's other cores too.
+    Publish {
+        topic: Bytes,
+        payload: Bytes,
+        forward: bool,
+    },
+    /// Publish an event to the peer of a client connection.
+    PublishTo {
+        conn: ConnRef,
+        topic: Bytes,
+        payload: Bytes,
+    },
+    /// Subscribe at the peer of a client connection.
+    Subscribe {
+        conn: ConnRef,
+        pattern: Box<str>,
+        opts: crate::events::SubscribeOptions,
+        app: Arc<crate::events::SubShared>,
+    },
+    /// End subscription `id` held at the peer of `conn`.
+    Unsubscribe { conn: ConnRef, id: u32 },
+    /// Subscribe in-process at this core.
+    SubscribeLocal {
+        pattern: Box<str>,
+        opts: crate::events::SubscribeOptions,
+        app: Arc<crate::events::SubShared>,
+        key: u64,
+    },
+    /// End in-process subscription `key`.
+    UnsubscribeLocal { key: u64 },
     /// Serve this set of services from now on (added or removed at run time); say so on
     /// `done`.
     Services {
@@ -204,6 +235,12 @@ impl Inbox {
                     .with_origin(crate::status::Origin::EngineStopped);
                     crate::conn::fail_app(&mut crate::streams::AppHandle(app), &st);
                 }
+                Command::Subscribe { app, .. } | Command::SubscribeLocal { app, .. } => {
+                    app.end(Err(crate::Status::unavailable(format!(
+                        "the engine core is not running: {why}"
+                    ))
+                    .with_origin(crate::status::Origin::EngineStopped)));
+                }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)
                 | Command::StreamWork { .. }
@@ -212,7 +249,11 @@ impl Inbox {
                 | Command::Answer { .. }
                 | Command::Shutdown { .. }
                 | Command::Stats(_)
-                | Command::Services { .. } => {}
+                | Command::Services { .. }
+                | Command::Publish { .. }
+                | Command::PublishTo { .. }
+                | Command::Unsubscribe { .. }
+                | Command::UnsubscribeLocal { .. } => {}
             }
         }
     }
