@@ -354,9 +354,7 @@ impl<C: Caller> Connection<C> {
         };
         let topic = self.headers.topic().unwrap_or_default();
         let id = frame.id();
-        let Some(ev) = self.events.as_mut() else {
-            return Ok(());
-        };
+        let ev = self.events.get_or_insert_with(Box::default);
         if id == 0 {
             env.stats.events_published_in += 1;
             ev.published.push(Published {

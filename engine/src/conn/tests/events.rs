@@ -131,6 +131,20 @@ fn published_events_reach_matching_subscriptions_in_order() {
 }
 
 #[test]
+fn a_publish_on_a_connection_without_subscriptions_is_taken() {
+    let mut p = pair_with(EventConfig::default());
+    p.client.publish(b"a.b", b"x").unwrap();
+    p.pump(usize::MAX);
+    let mut published = Vec::new();
+    p.server.take_published(&mut published);
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        (&published[0].topic[..], &published[0].payload[..]),
+        (&b"a.b"[..], &b"x"[..])
+    );
+}
+
+#[test]
 fn a_full_queue_drops_the_oldest_and_the_subscriber_learns_how_many() {
     let mut p = pair_with(EventConfig::default());
     let opts = SubscribeOptions::new()
