@@ -557,6 +557,10 @@ impl ProtocolConfig {
     pub fn max_buffer_bytes(&self) -> usize {
         self.max_buffer_bytes
     }
+    /// The limits and defaults of events.
+    pub fn events(&self) -> crate::events::EventConfig {
+        self.events
+    }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let window = self.server.initial_stream_window;

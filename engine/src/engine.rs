@@ -195,12 +195,8 @@ impl EngineBuilder {
             let inbox = inboxes[i].clone();
             // Published events are forwarded to the other cores (docs/architecture.md,
             // "Events"): each core knows their inboxes before it serves anything.
-            let siblings: Vec<Arc<Inbox>> = inboxes
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, x)| x.clone())
-                .collect();
+            // In chain order: the next core first.
+            let siblings: Vec<Arc<Inbox>> = (1..n).map(|d| inboxes[(i + d) % n].clone()).collect();
             let cpu = self.cpus.as_ref().map_or(i, |c| c[i % c.len()]);
             let (cfg, registry, stop, ready) = (
                 self.config.clone(),
@@ -516,7 +512,8 @@ impl Engine {
         self.any_core().send(Command::Publish {
             topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
             payload: payload.into(),
-            forward: true,
+            hops: self.inboxes.len() as u32 - 1,
+            served: Vec::new(),
         });
         Ok(())
     }

@@ -77,12 +77,14 @@ pub(crate) enum Command {
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
     Stats(std::sync::mpsc::Sender<CoreStats>),
-    /// An event published on the engine: fan it out on this core; with `forward`, send it
-    /// on to the engine's other cores too.
+    /// An event published on the engine: fan it out on this core, then pass it to the next
+    /// core while `hops` > 0 (a chain through the engine's cores, one message per core).
+    /// `served`: queue groups an earlier core of the chain gave it to (skipped here).
     Publish {
         topic: Bytes,
         payload: Bytes,
-        forward: bool,
+        hops: u32,
+        served: Vec<Box<[u8]>>,
     },
     /// Publish an event to the peer of a client connection.
     PublishTo {

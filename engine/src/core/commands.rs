@@ -152,10 +152,11 @@ impl Core {
             Command::Publish {
                 topic,
                 payload,
-                forward,
+                hops,
+                served,
             } => {
                 let ev = std::rc::Rc::new(crate::conn::Published { topic, payload });
-                self.fan_out(&ev, forward);
+                self.fan_out(&ev, Some(hops), served);
             }
             Command::PublishTo {
                 conn,

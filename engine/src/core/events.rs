@@ -60,25 +60,36 @@ impl Core {
         self.events.changes = changes;
         let mut published = std::mem::take(&mut self.events.published);
         for p in published.drain(..) {
-            self.fan_out(&Rc::new(p), true);
+            self.fan_out(&Rc::new(p), None, Vec::new());
         }
         self.events.published = published;
     }
 
-    /// Delivers `ev` to every matching subscription of this core; with `forward`, also
-    /// sends it once to each other core of the engine.
-    pub(super) fn fan_out(&mut self, ev: &Rc<Published>, forward: bool) {
-        if forward {
-            for s in &self.events.siblings {
-                s.push(Command::Publish {
+    /// Delivers `ev` to every matching subscription of this core (skipping the queue groups
+    /// in `served`, which an earlier core gave it to), then passes it on to the next core of
+    /// the engine while `hops` (`None`: the event enters here, all other cores to go) is
+    /// not zero: every core gets it once, and each queue group one member engine-wide.
+    pub(super) fn fan_out(
+        &mut self,
+        ev: &Rc<Published>,
+        hops: Option<u32>,
+        mut served: Vec<Box<[u8]>>,
+    ) {
+        let mut matched = std::mem::take(&mut self.events.matched);
+        self.events
+            .index
+            .matches(&ev.topic, &mut matched, &mut served);
+        let hops = hops.unwrap_or(self.events.siblings.len() as u32);
+        if hops > 0 {
+            if let Some(next) = self.events.siblings.first() {
+                next.push(Command::Publish {
                     topic: ev.topic.clone(),
                     payload: ev.payload.clone(),
-                    forward: false,
+                    hops: hops - 1,
+                    served,
                 });
             }
         }
-        let mut matched = std::mem::take(&mut self.events.matched);
-        self.events.index.matches(&ev.topic, &mut matched);
         for &e in &matched {
             let Some(t) = self.events.index.target(e) else {
                 continue;
@@ -274,7 +285,7 @@ impl Core {
             topic: Bytes::copy_from_slice(topic.as_bytes()),
             payload: Bytes::copy_from_slice(payload),
         });
-        self.fan_out(&ev, true);
+        self.fan_out(&ev, None, Vec::new());
         Ok(())
     }
 

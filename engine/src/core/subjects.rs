@@ -244,9 +244,15 @@ impl SubjectIndex {
     }
 
     /// The entries whose pattern matches `subject` (a valid subject), into `out` (cleared
-    /// first), with queue groups resolved: of the matching entries of one group, one (in
-    /// turn) is kept.
-    pub(crate) fn matches(&mut self, subject: &[u8], out: &mut Vec<usize>) {
+    /// first), with queue groups resolved: the members of the groups in `served` are left
+    /// out; of the matching entries of any other group, one (in turn) is kept, and the
+    /// group is added to `served`.
+    pub(crate) fn matches(
+        &mut self,
+        subject: &[u8],
+        out: &mut Vec<usize>,
+        served: &mut Vec<Box<[u8]>>,
+    ) {
         out.clear();
         let mut toks: [&[u8]; MAX_TOKENS] = [&[]; MAX_TOKENS];
         let mut n = 0;
@@ -259,7 +265,7 @@ impl SubjectIndex {
         }
         self.collect(self.root, &toks[..n], out);
         if out.iter().any(|&e| self.entries[e].group.is_some()) {
-            self.resolve_groups(out);
+            self.resolve_groups(out, served);
         }
     }
 
@@ -279,7 +285,7 @@ impl SubjectIndex {
     }
 
     /// Keeps one member of each queue group among `out` (round-robin over events).
-    fn resolve_groups(&mut self, out: &mut Vec<usize>) {
+    fn resolve_groups(&mut self, out: &mut Vec<usize>, served: &mut Vec<Box<[u8]>>) {
         self.turn = self.turn.wrapping_add(1);
         let mut kept = Vec::with_capacity(out.len());
         let mut done: Vec<&[u8]> = Vec::new();
@@ -287,6 +293,7 @@ impl SubjectIndex {
             match &self.entries[e].group {
                 None => kept.push(e),
                 Some(g) if done.contains(&&g[..]) => {}
+                Some(g) if served.iter().any(|s| s[..] == g[..]) => {}
                 Some(g) => {
                     let members: Vec<usize> = out
                         .iter()
@@ -295,6 +302,7 @@ impl SubjectIndex {
                         .collect();
                     kept.push(members[self.turn as usize % members.len()]);
                     done.push(g);
+                    served.push(g.clone());
                 }
             }
         }

@@ -40,11 +40,11 @@ fn edge_cases() {
         ix.insert(p.as_bytes(), None, conn(i as u32)).unwrap();
     }
     let mut out = Vec::new();
-    ix.matches(b"a", &mut out);
+    ix.matches(b"a", &mut out, &mut Vec::new());
     assert_eq!(ids(&ix, &out), vec![1, 4, 6], "`a.>` needs one more token");
-    ix.matches(b"a.b", &mut out);
+    ix.matches(b"a.b", &mut out, &mut Vec::new());
     assert_eq!(ids(&ix, &out), vec![0, 1, 2, 3]);
-    ix.matches(b"a.b.c", &mut out);
+    ix.matches(b"a.b.c", &mut out, &mut Vec::new());
     assert_eq!(ids(&ix, &out), vec![0, 1, 5]);
     // Empty tokens and misplaced wildcards are refused, nothing is indexed.
     for bad in ["", "a..b", ".a", "a.", "a.>.b", "a*", "a b"] {
@@ -84,7 +84,7 @@ fn queue_groups_keep_one_member_in_turn() {
     let mut out = Vec::new();
     let mut seen = [0u32; 3];
     for _ in 0..30 {
-        ix.matches(b"jobs.x", &mut out);
+        ix.matches(b"jobs.x", &mut out, &mut Vec::new());
         let got = ids(&ix, &out);
         assert_eq!(
             got.len(),
@@ -126,11 +126,26 @@ proptest! {
         }
         let mut out = Vec::new();
         for s in &subjects {
-            ix.matches(s.join(".").as_bytes(), &mut out);
+            ix.matches(s.join(".").as_bytes(), &mut out, &mut Vec::new());
             let want: Vec<u32> = pats.iter().enumerate()
                 .filter(|(i, p)| !removed[*i] && reference(p, s))
                 .map(|(i, _)| i as u32).collect();
             prop_assert_eq!(ids(&ix, &out), want, "subject {:?}", s.join("."));
         }
     }
+}
+
+#[test]
+fn a_group_served_by_an_earlier_core_is_skipped() {
+    let mut ix = SubjectIndex::default();
+    ix.insert(b"jobs.*", Some(b"workers"), conn(1)).unwrap();
+    ix.insert(b"jobs.*", None, conn(2)).unwrap();
+    let mut out = Vec::new();
+    let mut served: Vec<Box<[u8]>> = vec![b"workers"[..].into()];
+    ix.matches(b"jobs.x", &mut out, &mut served);
+    assert_eq!(ids(&ix, &out), vec![2]);
+    let mut served = Vec::new();
+    ix.matches(b"jobs.x", &mut out, &mut served);
+    assert_eq!(ids(&ix, &out), vec![1, 2]);
+    assert_eq!(served, vec![Box::<[u8]>::from(&b"workers"[..])]);
 }

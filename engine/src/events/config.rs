@@ -109,6 +109,27 @@ impl EventConfig {
         self
     }
 
+    /// Subscriptions a peer may hold on one connection.
+    pub fn max_subscriptions(&self) -> usize {
+        self.max_subscriptions
+    }
+
+    /// Longest subject or pattern accepted, in bytes.
+    pub fn max_subject_len(&self) -> usize {
+        self.max_subject_len
+    }
+
+    /// Queue depth (events) of a subscription that asks for none, and the most one may ask
+    /// for.
+    pub fn queue_depth(&self) -> (u32, u32) {
+        (self.default_queue_depth, self.max_queue_depth)
+    }
+
+    /// The policy of a subscription that did not choose one.
+    pub fn default_policy(&self) -> SlowPolicy {
+        self.default_policy
+    }
+
     /// The queue depth of a subscription that asked for `requested` (0: the default).
     pub(crate) fn depth(&self, requested: u32) -> usize {
         let d = if requested == 0 {

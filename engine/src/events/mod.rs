@@ -53,9 +53,10 @@ impl SubscribeOptions {
         self
     }
 
-    /// Joins queue group `group`: of the group's subscriptions at one publisher core, one
-    /// gets each event (round-robin), as with NATS queue groups (see docs/architecture.md
-    /// "Events" for the scope across cores).
+    /// Joins queue group `group`: of the group's subscriptions at the publisher, one gets
+    /// each event, as with NATS queue groups. On a Netron engine: members on the core where
+    /// the event enters first (round-robin among them), else those of the next core (see
+    /// docs/architecture.md "Events").
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
         self

@@ -22,7 +22,7 @@
 //! | [`typed`]     | typed FlatBuffers methods: requests built, replies verified      |
 //! | [`sys`]       | `$sys` listing, requirement resolution (semver, pre-releases), NotFound and InvalidArgument texts, services added and removed at run time |
 //! | [`streams`]   | the three stream shapes, flow control bounding a slow reader, cancel, deadline, peer death, bad stream input, frames for finished streams, a Response overtaking a flood, compressed messages |
-//! | [`events`]    | publish/subscribe: fan-out across both cores and in-process, slow-subscriber policies, queue groups, cleanup, bad event input |
+//! | [`events`]    | publish/subscribe: fan-out across both cores and in-process, slow-subscriber policies, queue groups, cleanup, bad event input, `Peer` and caller-driven `Core` |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
@@ -111,6 +111,7 @@ macro_rules! conformance {
                         queue_groups_give_each_event_to_one_member,
                         unsubscribe_and_disconnect_clean_up,
                         bad_event_input_gets_defined_errors_and_counters,
+                        peers_and_caller_driven_cores_publish_and_subscribe,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,
