@@ -459,6 +459,10 @@ impl Drop for Core {
         for k in keys {
             self.begin_close(k, &why);
         }
+        // In-process subscriptions learn that no event will come any more.
+        self.events
+            .index
+            .end_locals(&Status::unavailable(format!("the core stopped: {why}")));
         self.close_listeners();
         let end = Instant::now() + Duration::from_secs(2);
         while !(self.conns.is_empty() && self.listeners.all_closed()) && Instant::now() < end {

@@ -309,6 +309,19 @@ impl SubjectIndex {
         *out = kept;
     }
 
+    /// Ends every in-process subscription with `why` and forgets it (the core stops).
+    pub(crate) fn end_locals(&mut self, why: &crate::Status) {
+        let keys: Vec<u64> = self.by_local.keys().copied().collect();
+        for k in keys {
+            if let Some(Target::Local { sub, .. }) =
+                self.by_local.get(&k).and_then(|&e| self.target(e))
+            {
+                sub.end(Err(why.clone()));
+            }
+            self.remove_local(k);
+        }
+    }
+
     /// Entry `e`'s target.
     pub(crate) fn target(&self, e: usize) -> Option<&Target> {
         self.entries.get(e).map(|x| &x.target)

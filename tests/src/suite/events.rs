@@ -313,10 +313,18 @@ pub fn unsubscribe_and_disconnect_clean_up(t: &Transport) {
     drop(ch);
     wait_subscriptions(&s, 0);
     assert!(poll(&s, |st| st.event_queue_bytes() == 0));
+    // An in-process subscription ends when its engine stops.
+    let local = s.subscribe("z", SubscribeOptions::new()).unwrap();
+    wait_subscriptions(&s, 1);
     // The subscription whose connection went is told so.
     match b.recv_timeout(WAIT) {
         Err(RecvError::Ended(st)) => assert_eq!(st.code, StatusCode::Unavailable, "{st:?}"),
         other => panic!("want the end of the subscription, got {other:?}"),
+    }
+    s.shutdown(Duration::from_secs(1));
+    match local.recv_timeout(WAIT) {
+        Err(RecvError::Ended(st)) => assert_eq!(st.code, StatusCode::Unavailable, "{st:?}"),
+        other => panic!("want the end of the in-process subscription, got {other:?}"),
     }
 }
 
