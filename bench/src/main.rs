@@ -18,6 +18,7 @@ mod codec_section;
 #[cfg(feature = "compare")]
 mod compare;
 mod engine_section;
+mod event_section;
 mod pin;
 mod shm_section;
 mod stats;
@@ -40,6 +41,7 @@ const SECTIONS: &[Section] = &[
     ("codec", codec_section::run),
     ("shm", shm_section::run),
     ("streams", stream_section::run),
+    ("events", event_section::run),
 ];
 
 fn main() {

@@ -218,13 +218,19 @@ impl Channel {
     /// frame size) is counted as `publish_failed`, not reported (§24.5).
     ///
     /// # Errors
-    /// `InvalidArgument` for an invalid topic (§24.2).
+    /// `InvalidArgument` for an invalid topic (§24.2); `ResourceExhausted` when the
+    /// connection's core has 64 MiB of published events still to take (the publisher is
+    /// faster than the core: retry later).
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Status> {
         crate::core::check_topic(topic)?;
+        let payload = payload.into();
+        if !self.inner.inbox.reserve_event(topic.len() + payload.len()) {
+            return Err(crate::inbox::events_backlog());
+        }
         self.inner.inbox.send(Command::PublishTo {
             conn: self.inner.conn,
             topic: Bytes::copy_from_slice(topic.as_bytes()),
-            payload: payload.into(),
+            payload,
         });
         Ok(())
     }

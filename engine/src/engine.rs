@@ -502,16 +502,23 @@ impl Engine {
     /// Returns once it is handed to a core (fire-and-forget, docs/protocol.md §24.5).
     ///
     /// # Errors
-    /// `InvalidArgument` for an invalid topic (docs/protocol.md §24.2).
+    /// `InvalidArgument` for an invalid topic (docs/protocol.md §24.2); `ResourceExhausted`
+    /// when the core has 64 MiB of published events still to take (the publisher is faster
+    /// than the engine: retry later).
     pub fn publish(
         &self,
         topic: &str,
         payload: impl Into<bytes::Bytes>,
     ) -> Result<(), crate::Status> {
         crate::core::check_topic(topic)?;
-        self.any_core().send(Command::Publish {
+        let payload = payload.into();
+        let inbox = self.any_core();
+        if !inbox.reserve_event(topic.len() + payload.len()) {
+            return Err(crate::inbox::events_backlog());
+        }
+        inbox.send(Command::Publish {
             topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
-            payload: payload.into(),
+            payload,
             hops: self.inboxes.len() as u32 - 1,
             served: Vec::new(),
         });

@@ -154,7 +154,25 @@ pub(crate) struct Inbox {
     reason: std::sync::OnceLock<(String, bool)>,
     /// The `$sys` listings of this core's peers, by connection (`Peer::resolve`).
     pub(crate) peer_sys: crate::sys::PeerCache,
+    /// Bytes of events queued in this inbox (`Publish`, `PublishTo`) and not yet taken: a
+    /// publisher faster than this core is refused above [`MAX_QUEUED_EVENT_BYTES`] instead
+    /// of growing the queue without bound.
+    event_bytes: std::sync::atomic::AtomicUsize,
 }
+
+/// The status of a publish refused because the core's inbox holds too many events.
+pub(crate) fn events_backlog() -> crate::Status {
+    crate::Status::new(
+        crate::StatusCode::ResourceExhausted,
+        "64 MiB of published events wait for this core (MAX_QUEUED_EVENT_BYTES): the \
+         publisher is faster than the engine; retry later",
+    )
+}
+
+/// Most bytes of published events one core's inbox holds (64 MiB): above it a publish through
+/// the inbox is refused (`ResourceExhausted`) or, for an event passed on from another core,
+/// dropped and counted (`forward_dropped`).
+pub(crate) const MAX_QUEUED_EVENT_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for Inbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,6 +198,7 @@ impl Inbox {
             closed: AtomicBool::new(false),
             reason: std::sync::OnceLock::new(),
             peer_sys: crate::sys::PeerCache::default(),
+            event_bytes: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -198,6 +217,22 @@ impl Inbox {
             return;
         }
         self.nudge();
+    }
+
+    /// Counts `n` bytes of an event about to be queued here; `false` (nothing counted) when
+    /// that would pass [`MAX_QUEUED_EVENT_BYTES`].
+    pub(crate) fn reserve_event(&self, n: usize) -> bool {
+        let prev = self.event_bytes.fetch_add(n, Ordering::AcqRel);
+        if prev.saturating_add(n) > MAX_QUEUED_EVENT_BYTES {
+            self.event_bytes.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// The core took an event of `n` bytes counted by [`Inbox::reserve_event`].
+    pub(crate) fn release_event(&self, n: usize) {
+        self.event_bytes.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// The core stops taking commands: every queued and later command is answered at once

@@ -122,16 +122,21 @@ impl Peer {
     /// peer's matching subscriptions. Never blocks.
     ///
     /// # Errors
-    /// `InvalidArgument` for an invalid topic; `Unavailable` for a detached peer.
+    /// `InvalidArgument` for an invalid topic; `Unavailable` for a detached peer;
+    /// `ResourceExhausted` when the core has 64 MiB of published events still to take.
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Status> {
         let Some((inbox, conn)) = &self.link else {
             return Err(Self::detached_status());
         };
         crate::core::check_topic(topic)?;
+        let payload = payload.into();
+        if !inbox.reserve_event(topic.len() + payload.len()) {
+            return Err(crate::inbox::events_backlog());
+        }
         inbox.send(crate::inbox::Command::PublishTo {
             conn: *conn,
             topic: Bytes::copy_from_slice(topic.as_bytes()),
-            payload: payload.into(),
+            payload,
         });
         Ok(())
     }

@@ -155,6 +155,7 @@ impl Core {
                 hops,
                 served,
             } => {
+                self.inbox.release_event(topic.len() + payload.len());
                 let ev = std::rc::Rc::new(crate::conn::Published { topic, payload });
                 self.fan_out(&ev, Some(hops), served);
             }
@@ -163,6 +164,7 @@ impl Core {
                 topic,
                 payload,
             } => {
+                self.inbox.release_event(topic.len() + payload.len());
                 if self.publish_for(conn, &topic, &payload).is_err() {
                     // Fire-and-forget (docs/protocol.md §24.5): counted, not reported.
                     self.stats.count_error("publish_failed");

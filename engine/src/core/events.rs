@@ -81,13 +81,20 @@ impl Core {
             .matches(&ev.topic, &mut matched, &mut served);
         let hops = hops.unwrap_or(self.events.siblings.len() as u32);
         if hops > 0 {
+            let size = ev.topic.len() + ev.payload.len();
             if let Some(next) = self.events.siblings.first() {
-                next.push(Command::Publish {
-                    topic: ev.topic.clone(),
-                    payload: ev.payload.clone(),
-                    hops: hops - 1,
-                    served,
-                });
+                if next.reserve_event(size) {
+                    next.push(Command::Publish {
+                        topic: ev.topic.clone(),
+                        payload: ev.payload.clone(),
+                        hops: hops - 1,
+                        served,
+                    });
+                } else {
+                    // The next core is that far behind (64 MiB of events queued for it): its
+                    // subscribers, and those of the cores after it, miss this event.
+                    self.stats.count_error("forward_dropped");
+                }
             }
         }
         for &e in &matched {
