@@ -127,7 +127,9 @@ impl<'a, 'b> Reply<'a, 'b> {
     /// block; the caller reads it with [`crate::Method::call_with`]). A reply with metadata
     /// costs one copy of the payload into a reused buffer (the header block goes first) and
     /// no allocation for up to 8 fields (docs/architecture.md, "Dispatch"); a reply without
-    /// any costs nothing extra.
+    /// any costs nothing extra. Names are case-sensitive bytes. The fields together (name +
+    /// value + 32 bytes each) must stay within `max_header_list_size` (16 KiB by default):
+    /// above it the call fails with ResourceExhausted instead of the reply going out.
     pub fn metadata(&mut self, name: &str, value: &[u8]) {
         self.metadata.push(name.as_bytes(), value);
     }

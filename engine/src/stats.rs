@@ -43,6 +43,9 @@ pub struct CoreStats {
     pub(crate) streams_in: u64,
     /// Stream messages received (StreamData).
     pub(crate) stream_messages_in: u64,
+    /// Compressed stream messages held as they arrived (the readers had not consumed enough
+    /// to decompress them; docs/architecture.md "Streams").
+    pub(crate) stream_messages_held: u64,
     /// Streams that ended with an error (`Error(id)` sent or received).
     pub(crate) streams_failed: u64,
     /// Frames decoded.
@@ -164,6 +167,12 @@ impl CoreStats {
     pub fn stream_messages_in(&self) -> u64 {
         self.stream_messages_in
     }
+    /// Received stream messages held compressed, as they arrived, because the connection's
+    /// readers held a connection window of decompression surplus already (they are
+    /// decompressed and delivered, in order, as the readers consume).
+    pub fn stream_messages_held(&self) -> u64 {
+        self.stream_messages_held
+    }
     /// Streams that ended with an error (`Error(id)` sent or received: a deadline, a Cancel
     /// answered, a refused or failed stream).
     pub fn streams_failed(&self) -> u64 {
@@ -256,6 +265,7 @@ impl CoreStats {
         self.cancels_in += other.cancels_in;
         self.streams_in += other.streams_in;
         self.stream_messages_in += other.stream_messages_in;
+        self.stream_messages_held += other.stream_messages_held;
         self.streams_failed += other.streams_failed;
         self.frames_in += other.frames_in;
         self.frames_out += other.frames_out;

@@ -213,6 +213,26 @@ impl<C: Caller> Connection<C> {
                 ),
             ));
         }
+        // The peer refuses a block that decodes to more than the negotiated
+        // max_header_list_size (name + value + 32 per field, RFC 7541 §4.1) as a connection
+        // error: refuse this one message here instead.
+        let list: usize = headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len() + 32)
+            .sum();
+        let max_list = s.limits.max_header_list_size as usize;
+        if list > max_list {
+            return Err(crate::Status::new(
+                StatusCode::ResourceExhausted,
+                format!(
+                    "the header list (service, method and metadata) decodes to {list} bytes \
+                     (name + value + 32 per field), above max_header_list_size ({max_list} \
+                     bytes, this side's setting, taken as the peer's: a receiver closes the \
+                     connection beyond its own, 16 KiB by default, protocol.md §9.7); send \
+                     less metadata"
+                ),
+            ));
+        }
         // The payload is sent raw when compression does not shrink it: bound by the raw size.
         let frame = netron_codec::HEADER_LEN + block + payload.len();
         let max = s.limits.max_frame_size as usize;

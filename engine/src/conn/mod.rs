@@ -17,6 +17,7 @@ pub(crate) mod record;
 mod server;
 pub(crate) mod stream;
 mod stream_end;
+mod stream_held;
 mod stream_send;
 mod timers;
 

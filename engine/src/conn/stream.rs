@@ -20,6 +20,7 @@
 //!   (`flow_control`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use rustc_hash::FxHashMap;
 
 use super::{Caller, ConnError, Connection, Env, Spawn};
 use crate::Status;
+use crate::streams::SendBudget;
 
 /// Ids of streams that ended here remembered for late frames of the peer (frames that crossed
 /// the end): those are ignored without charging the peer's idle-frame budget.
@@ -49,8 +51,10 @@ pub(crate) enum Outgoing {
 /// and wake; they never call back into the connection.
 pub(crate) trait StreamApp: std::fmt::Debug {
     /// The stream is open with id `id`: the application may queue messages while its
-    /// `credit` (bytes; may be negative) is positive; none may exceed `max_message` bytes.
-    fn opened(&mut self, id: u32, credit: i64, max_message: usize);
+    /// `credit` (bytes; may be negative) is positive and `budget`, the connection's bound on
+    /// what all its streams queue, has room; none may exceed `max_message` bytes. What the
+    /// application queues it takes from `budget`, and gives back as `next_send` takes it.
+    fn opened(&mut self, id: u32, credit: i64, max_message: usize, budget: &Arc<SendBudget>);
     /// A message arrived (copied by the application).
     fn deliver(&mut self, msg: &[u8]);
     /// The peer closed its half: OK, or with the failure it reported (or the stream ended).
@@ -87,6 +91,8 @@ pub(super) struct Entry {
     pub(super) app: Option<Box<dyn StreamApp>>,
     /// A first message the StreamOpen could not carry (no connection credit), sent first.
     pub(super) first: Option<(Bytes, bool)>,
+    /// Received messages held back from the application (`stream_held.rs`).
+    pub(super) held: Option<Box<super::stream_held::Held>>,
     /// The interceptors' start of a stream this side serves.
     pub(super) started: Option<crate::dispatch::Started>,
 }
@@ -110,6 +116,13 @@ pub(crate) struct Streams {
     pub(super) next_deadline: Option<Instant>,
     /// Interceptor `after` hooks due: streams this side served whose final frame went out.
     pub(super) hooks: Vec<(u32, crate::dispatch::Started, Result<(), Status>)>,
+    /// What the writers of all this connection's streams may queue: one connection window.
+    pub(super) budget: Arc<SendBudget>,
+    /// Sum of the streams' `surplus`: decompressed bytes the applications hold beyond their
+    /// wire size, bounded by one connection window (`stream_held.rs`).
+    pub(super) surplus: u64,
+    /// Streams holding messages back (`Entry::held`).
+    pub(super) held: Vec<u32>,
 }
 
 impl Streams {
@@ -128,6 +141,9 @@ impl Streams {
             recent: VecDeque::new(),
             next_deadline: None,
             hooks: Vec::new(),
+            budget: Arc::new(SendBudget::new(conn_window)),
+            surplus: 0,
+            held: Vec::new(),
         }
     }
 
@@ -235,20 +251,43 @@ impl<C: Caller> Connection<C> {
     }
 
     /// A stream's payload as delivered: decompressed into `scratch` when it was compressed.
-    fn stream_payload<'f>(
+    /// `wire` itself, or (if `compressed`) what it decompresses to, in `scratch`.
+    pub(super) fn decompress_if<'f>(
         &mut self,
-        frame: &Frame<'f>,
+        wire: &'f [u8],
+        compressed: bool,
         scratch: &'f mut Vec<u8>,
     ) -> Result<&'f [u8], ConnError> {
-        if !frame.flags().contains(Flags::COMPRESSED) {
-            return Ok(frame.payload());
+        if !compressed {
+            return Ok(wire);
         }
         scratch.clear();
-        self.check_decompress(frame.payload(), scratch)?;
+        self.check_decompress(wire, scratch)?;
         self.decompressor
-            .decompress_into(frame.payload(), scratch)
+            .decompress_into(wire, scratch)
             .map_err(|e| ConnError::from(netron_codec::DecodeError::from(e)))?;
         Ok(scratch)
+    }
+
+    /// Gives stream `id`'s application a message that took `n` bytes on the wire; what it
+    /// decompressed to beyond that is the stream's (and the connection's) surplus.
+    pub(super) fn deliver_payload(&mut self, id: u32, n: u32, payload: &[u8]) {
+        let Some(s) = self.streams.as_mut() else {
+            return;
+        };
+        let Some(e) = s.map.get_mut(&id) else {
+            return;
+        };
+        let Some(app) = e.app.as_mut() else {
+            // Nobody reads any more: the bytes are consumed at once.
+            s.conn_pending += n;
+            return;
+        };
+        let extra = (payload.len() as u64).saturating_sub(n as u64);
+        e.unread += n as u64;
+        e.surplus += extra;
+        s.surplus += extra;
+        app.deliver(payload);
     }
 
     fn on_stream_open(&mut self, frame: Frame<'_>, env: &mut Env<'_>) -> Result<(), ConnError> {
@@ -334,31 +373,40 @@ impl<C: Caller> Connection<C> {
                 }
             }
         };
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let payload = match self.stream_payload(&frame, &mut scratch) {
-            Ok(p) => p,
-            Err(e) => {
-                self.release_scratch(scratch);
-                return Err(e);
-            }
+        // A compressed first message waits, as it came, while the surplus is used up.
+        let compressed = frame.flags().contains(Flags::COMPRESSED);
+        let hold_first = compressed && {
+            let s = self.streams_mut();
+            s.surplus >= s.conn_window as u64
         };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let payload =
+            match self.decompress_if(frame.payload(), compressed && !hold_first, &mut scratch) {
+                Ok(_) if hold_first => &[][..],
+                Ok(p) => p,
+                Err(e) => {
+                    self.release_scratch(scratch);
+                    return Err(e);
+                }
+            };
         let peer = env.origin.map_or_else(crate::Peer::detached, |o| {
             crate::Peer::new(o.inbox.clone(), o.conn)
         });
         let notify = env.origin.map(|o| (o.inbox.clone(), o.conn));
         let (mut app, future) =
-            crate::streams::serve(&handler, self.headers.clone(), deadline, peer, notify);
+            crate::streams::serve(&handler, id, self.headers.clone(), deadline, peer, notify);
         let max_message = self.max_message();
         let surplus = (payload.len() as u64).saturating_sub(n as u64);
-        app.opened(id, send.credit(), max_message);
+        app.opened(id, send.credit(), max_message, &self.streams_mut().budget);
         if !payload.is_empty() {
             app.deliver(payload);
         }
-        if end {
+        if end && !hold_first {
             app.recv_closed(Ok(()));
         }
         self.release_scratch(scratch);
         let s = self.streams_mut();
+        s.surplus += surplus;
         s.track_deadline(deadline_at);
         s.map.insert(
             id,
@@ -367,14 +415,22 @@ impl<C: Caller> Connection<C> {
                 send,
                 recv,
                 pending: 0,
-                unread: n as u64,
+                unread: if hold_first { 0 } else { n as u64 },
                 surplus,
                 deadline: deadline_at,
                 app: Some(app),
                 first: None,
+                held: None,
                 started,
             },
         );
+        if hold_first {
+            env.stats.stream_messages_held += 1;
+            self.hold(id, frame.payload(), true);
+            if end {
+                self.close_recv(id, Ok(()), false);
+            }
+        }
         self.spawns.push_back(Spawn {
             id,
             future: Some(future),
@@ -452,25 +508,17 @@ impl<C: Caller> Connection<C> {
             e.state.recv_data(frame.arg(), end).map_err(stream_error)?;
             consume_both(&mut e.recv, &mut s.conn_recv, n).map_err(stream_error)?;
         }
-        let payload = self.stream_payload(frame, scratch)?;
         env.stats.stream_messages_in += 1;
-        let Some(s) = self.streams.as_mut() else {
-            return Ok(());
-        };
-        let Some(e) = s.map.get_mut(&id) else {
-            return Ok(());
-        };
-        match e.app.as_mut() {
-            Some(app) => {
-                e.unread += n as u64;
-                e.surplus += (payload.len() as u64).saturating_sub(n as u64);
-                app.deliver(payload);
-                if end {
-                    app.recv_closed(Ok(()));
-                }
-            }
-            // Nobody reads any more: the bytes are consumed at once.
-            None => s.conn_pending += n,
+        let compressed = frame.flags().contains(Flags::COMPRESSED);
+        if self.must_hold(id, compressed) {
+            env.stats.stream_messages_held += 1;
+            self.hold(id, frame.payload(), compressed);
+        } else {
+            let payload = self.decompress_if(frame.payload(), compressed, scratch)?;
+            self.deliver_payload(id, n, payload);
+        }
+        if end {
+            self.close_recv(id, Ok(()), false);
         }
         self.end_if_finished(id);
         self.grant_connection()
@@ -491,12 +539,9 @@ impl<C: Caller> Connection<C> {
         };
         e.state.recv_end(error).map_err(stream_error)?;
         let opener = e.state.role() == Side::Opener;
-        if let Some(app) = e.app.as_mut() {
-            match status {
-                None => app.recv_closed(Ok(())),
-                Some(st) if opener => fail_app(&mut **app, &st),
-                Some(st) => app.recv_closed(Err(st)),
-            }
+        match status {
+            None => self.close_recv(id, Ok(()), false),
+            Some(st) => self.close_recv(id, Err(st), opener),
         }
         self.end_if_finished(id);
         Ok(())
@@ -518,9 +563,8 @@ impl<C: Caller> Connection<C> {
         };
         e.state.recv_error().map_err(stream_error)?;
         env.stats.streams_failed += 1;
-        if let Some(app) = e.app.as_mut() {
-            fail_app(&mut **app, &status);
-        }
+        // After the messages that came before it (held ones included).
+        self.close_recv(id, Err(status), true);
         self.end_if_finished(id);
         Ok(())
     }

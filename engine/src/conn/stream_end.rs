@@ -17,7 +17,10 @@ impl<C: Caller> Connection<C> {
         let Some(s) = self.streams.as_mut() else {
             return;
         };
-        if s.map.get(&id).is_some_and(|e| e.state.is_finished()) {
+        if s.map
+            .get(&id)
+            .is_some_and(|e| e.state.is_finished() && e.held.is_none())
+        {
             self.remove_stream(id);
         }
     }
@@ -29,9 +32,15 @@ impl<C: Caller> Connection<C> {
         let Some(e) = s.map.remove(&id) else {
             return;
         };
+        // What the application had not read, and what was held back from it.
+        let held = e.held.as_deref().map_or(0, Self::held_bytes);
+        if e.held.is_some() {
+            s.held.retain(|&h| h != id);
+        }
+        s.surplus -= e.surplus.min(s.surplus);
         s.conn_pending = s
             .conn_pending
-            .saturating_add(e.unread.min(u32::MAX as u64) as u32);
+            .saturating_add((e.unread + held).min(u32::MAX as u64) as u32);
         if s.recent.len() == RECENT {
             s.recent.pop_front();
         }

@@ -24,8 +24,9 @@ impl<C: Caller> Connection<C> {
     ) -> Option<u32> {
         match self.encode_open(spec, now) {
             Ok((id, credit, first)) => {
-                app.opened(id, credit, self.max_message());
+                let max_message = self.max_message();
                 let s = self.streams_mut();
+                app.opened(id, credit, max_message, &s.budget);
                 let e = s.map.get_mut(&id)?;
                 e.app = Some(app);
                 e.first = first;
@@ -148,6 +149,7 @@ impl<C: Caller> Connection<C> {
                 deadline: deadline_at,
                 app: None,
                 first: None,
+                held: None,
                 started: None,
             },
         );
@@ -168,6 +170,7 @@ impl<C: Caller> Connection<C> {
         // them as sent (docs/protocol.md §23.1): their surplus is not granted back.
         let surplus = e.surplus.min(consumed as u64);
         e.surplus -= surplus;
+        s.surplus -= surplus.min(s.surplus);
         let consumed = consumed - surplus as u32;
         if consumed > 0 {
             e.unread = e.unread.saturating_sub(consumed as u64);
@@ -183,6 +186,9 @@ impl<C: Caller> Connection<C> {
         if let Some(s) = self.streams.as_mut() {
             if !s.ready.contains(&id) {
                 s.ready.push_back(id);
+            }
+            if (consumed > 0 || surplus > 0) && !s.held.is_empty() {
+                self.deliver_held();
             }
         }
     }

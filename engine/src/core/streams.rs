@@ -25,6 +25,10 @@ struct Local {
     recv_end: Option<Result<(), Status>>,
     recv_done: bool,
     out: VecDeque<Outgoing>,
+    /// Bytes of messages in `out`, all taken from `budget`.
+    queued: usize,
+    /// The connection's bound on what its streams queue (set when the stream opens).
+    budget: Option<Arc<crate::streams::SendBudget>>,
     staging: BytesMut,
     send_done: bool,
     send_err: Option<Status>,
@@ -34,8 +38,15 @@ struct Local {
 struct LocalApp(Rc<RefCell<Local>>);
 
 impl StreamApp for LocalApp {
-    fn opened(&mut self, _id: u32, credit: i64, max_message: usize) {
+    fn opened(
+        &mut self,
+        _id: u32,
+        credit: i64,
+        max_message: usize,
+        budget: &Arc<crate::streams::SendBudget>,
+    ) {
         let mut l = self.0.borrow_mut();
+        l.budget = Some(budget.clone());
         l.credit = credit;
         l.max_message = max_message;
     }
@@ -55,6 +66,7 @@ impl StreamApp for LocalApp {
         let mut l = self.0.borrow_mut();
         l.send_err.get_or_insert(why);
         l.out.clear();
+        l.give_back();
     }
     fn grant(&mut self, n: u32) {
         self.0.borrow_mut().credit += n as i64;
@@ -67,7 +79,30 @@ impl StreamApp for LocalApp {
         if !data_ok && matches!(l.out.front(), Some(Outgoing::Data { .. })) {
             return None;
         }
-        l.out.pop_front()
+        let item = l.out.pop_front()?;
+        if let Outgoing::Data { msg, .. } = &item {
+            l.queued -= msg.len();
+            if let Some(b) = &l.budget {
+                b.give(msg.len());
+            }
+        }
+        Some(item)
+    }
+}
+
+impl Local {
+    /// Gives what is still queued back to the connection's budget.
+    fn give_back(&mut self) {
+        let queued = std::mem::take(&mut self.queued);
+        if let Some(b) = &self.budget {
+            b.give(queued);
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 
@@ -98,7 +133,7 @@ impl CoreStream {
 impl Core {
     /// Opens a stream to `service` / `method` on client connection `conn`: `first` goes with
     /// the StreamOpen, `end` closes this side's half at once (a server stream), `deadline`
-    /// bounds the whole stream.
+    /// bounds the whole stream. [`Core::open_stream_with`] also sends request metadata.
     ///
     /// # Errors
     /// [`CallError::Closed`] for a closed connection, [`CallError::Refused`] above the peer's
@@ -113,6 +148,30 @@ impl Core {
         end: bool,
         deadline: Option<Duration>,
     ) -> Result<CoreStream, CallError> {
+        let options = match deadline {
+            Some(d) => crate::CallOptions::new().deadline(d),
+            None => crate::CallOptions::new(),
+        };
+        self.open_stream_with(conn, (service, method), first, end, &options)
+    }
+
+    /// [`Core::open_stream`] with [`crate::CallOptions`]: the deadline and the request
+    /// metadata the handler (and the server's interceptors) see.
+    ///
+    /// # Errors
+    /// As [`Core::open_stream`], and [`CallError::Refused`] (`InvalidArgument`) for a
+    /// metadata name starting with `:` (reserved for pseudo-headers), before anything is sent.
+    pub fn open_stream_with(
+        &mut self,
+        conn: ConnId,
+        (service, method): (&[u8], &[u8]),
+        first: Option<&[u8]>,
+        end: bool,
+        options: &crate::CallOptions,
+    ) -> Result<CoreStream, CallError> {
+        options.check().map_err(CallError::Refused)?;
+        let deadline = options.get_deadline();
+        let metadata = options.get_metadata();
         let local = Rc::new(RefCell::new(Local::default()));
         let key = conn.0.key as usize;
         let Some(en) = self
@@ -126,7 +185,7 @@ impl Core {
             service,
             method,
             deadline,
-            metadata: None,
+            metadata: (!metadata.is_empty()).then_some(metadata),
             first: first.map(Bytes::copy_from_slice),
             end,
         };
@@ -153,7 +212,8 @@ impl Core {
     /// core's next turn.
     ///
     /// # Errors
-    /// [`TrySendError::WouldBlock`] with no credit left (run the core, e.g. read with
+    /// [`TrySendError::WouldBlock`] with no credit left, or when the connection's streams
+    /// together queue a connection window already (run the core, e.g. read with
     /// [`Core::recv_chunk`], until the peer grants more), [`TrySendError::TooLarge`] above
     /// the negotiated frame size, [`TrySendError::Closed`] once the stream ended.
     pub fn stream_try_send(&mut self, stream: &CoreStream, msg: &[u8]) -> Result<(), TrySendError> {
@@ -177,7 +237,12 @@ impl Core {
                     max: l.max_message,
                 });
             }
+            if l.budget.as_ref().is_some_and(|b| !b.try_take(msg.len())) {
+                // The connection's streams together queue a connection window already.
+                return Err(TrySendError::WouldBlock(Bytes::new()));
+            }
             l.credit -= msg.len() as i64;
+            l.queued += msg.len();
             // One staging buffer, reclaimed once the connection dropped what it took.
             l.staging.reserve(msg.len().max(4096));
             l.staging.extend_from_slice(msg);
@@ -206,6 +271,11 @@ impl Core {
                 return;
             }
             l.send_done = true;
+            if matches!(item, Outgoing::Abort(_)) {
+                // A cancel goes out at once: what was queued is dropped, not sent first.
+                l.out.clear();
+                l.give_back();
+            }
             l.out.push_back(item);
         }
         self.stream_touched(stream);

@@ -109,20 +109,29 @@ pub(crate) fn wrap(h: &Handler, chain: AsyncChain) -> Handler {
                 }) as HandlerFuture
             }))
         }
-        // Async interceptors do not run around streams yet: the stream is refused rather than
-        // served unchecked (an authorisation hook must never be skipped).
-        Handler::Stream(_, kind) => Handler::Stream(
-            Arc::new(|_, _, _| {
-                Box::pin(async {
-                    Err(Status::new(
-                        crate::StatusCode::Unimplemented,
-                        "this service has async interceptors, which do not run around streams \
-                         yet: its stream methods are refused rather than served unchecked",
-                    ))
-                })
-            }),
-            *kind,
-        ),
+        // Around a stream: the hooks see the StreamOpen's metadata (not its messages) and may
+        // add to it or refuse the stream (its handler never runs; the stream ends with the
+        // status).
+        Handler::Stream(f, kind) => {
+            let f = f.clone();
+            Handler::Stream(
+                Arc::new(move |req: crate::StreamRequest, rx, tx| {
+                    let (chain, f) = (chain.clone(), f.clone());
+                    Box::pin(async move {
+                        let checked = AsyncRequest::new(
+                            req.id(),
+                            Bytes::new(),
+                            req.headers().clone(),
+                            req.deadline(),
+                            req.peer(),
+                        );
+                        let checked = run_chain(&chain, checked).await?;
+                        f(req.with_headers(checked.headers().clone()), rx, tx).await
+                    }) as crate::streams::StreamFuture
+                }),
+                *kind,
+            )
+        }
     }
 }
 

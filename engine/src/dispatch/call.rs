@@ -35,14 +35,22 @@ impl CallOptions {
         Self::default()
     }
     /// The call fails with `DeadlineExceeded` (and is cancelled on the wire) if no answer
-    /// arrives within `deadline`; the server gets the time left with the request.
+    /// arrives within `deadline`; the server gets the time left with the request (in
+    /// microseconds up to about 35 minutes, then in milliseconds rounded up, at most
+    /// 2^31 − 1 ms, about 24.8 days, protocol.md §8.1: a longer deadline reaches the server
+    /// as that; the caller's own wait still honours the full `deadline`). Without one a call waits as long as the peer takes (a
+    /// deferred reply that is leaked, not dropped, is then never answered).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
     }
-    /// Adds a request metadata field. Names starting with `:` are reserved for the
-    /// protocol's pseudo-headers: a call carrying one fails with `InvalidArgument` before
-    /// anything is sent.
+    /// Adds a request metadata field. Names are case-sensitive bytes (`authorization`, not
+    /// `Authorization`, is what [`crate::middleware::Auth`] reads). Names starting with `:` are
+    /// reserved for the protocol's pseudo-headers: a call carrying one fails with
+    /// `InvalidArgument` before anything is sent. The header list (service, method and
+    /// metadata: name + value + 32 bytes per field, RFC 7541 §4.1) must stay within
+    /// `max_header_list_size` (16 KiB by default; a receiver closes the connection beyond its
+    /// own): above it the call fails with `ResourceExhausted` before anything is sent.
     pub fn metadata(mut self, name: &str, value: &[u8]) -> Self {
         self.metadata.push(name.as_bytes(), value);
         self

@@ -3,7 +3,8 @@
 //! "Streams").
 //!
 //! Both sides of a stream hold a [`StreamSender`] (messages out; it waits for credit, so a
-//! slow reader bounds what a writer can queue to one stream window) and a [`StreamReceiver`]
+//! slow reader bounds what a writer can queue to one stream window, and all the streams of a
+//! connection together to one connection window) and a [`StreamReceiver`]
 //! (messages in, as [`Bytes`]). Servers register handlers for the three shapes on a
 //! [`crate::Service`] ([`crate::Service::server_stream`], [`crate::Service::client_stream`],
 //! [`crate::Service::bidi_stream`]); clients open them on a [`crate::Channel`]
@@ -11,6 +12,7 @@
 //! [`crate::Channel::open_client_stream`]). Async users get [`futures_core::Stream`] and
 //! [`futures_sink::Sink`] implementations.
 
+mod budget;
 mod open;
 mod serve;
 mod shared;
@@ -27,16 +29,18 @@ use netron_codec::hpack::HeaderList;
 use crate::Status;
 use crate::conn::Outgoing;
 
-pub(crate) use serve::{StreamHandler, serve};
+pub(crate) use budget::SendBudget;
+pub(crate) use serve::{StreamFuture, StreamHandler, serve};
 pub use shared::TrySendError;
 pub(crate) use shared::{AppHandle, Shared};
 
 /// The sending half of a stream: queues messages while the stream has credit.
 ///
 /// At most one stream window (`ProtocolConfig` server's `initial_stream_window`, 256 KiB by
-/// default) plus one message is ever queued per stream, however fast the sender is and however
-/// slow the peer reads: [`StreamSender::send`] waits for credit, [`StreamSender::try_send`]
-/// says [`TrySendError::WouldBlock`]. Dropping an opener's sender ends its half (OK); a
+/// default) plus one message is ever queued per stream, and at most one connection window
+/// (16 stream windows) plus one message by all the streams of a connection together, however
+/// fast the senders are and however slow the peer reads: [`StreamSender::send`] waits for
+/// credit and room, [`StreamSender::try_send`] says [`TrySendError::WouldBlock`]. Dropping an opener's sender ends its half (OK); a
 /// handler's sender is ended by the handler's result.
 #[derive(Debug)]
 pub struct StreamSender {
@@ -53,11 +57,12 @@ impl StreamSender {
         }
     }
 
-    /// Queues `msg` if the stream has credit, without waiting.
+    /// Queues `msg` if the stream has credit and its connection room, without waiting.
     ///
     /// # Errors
-    /// [`TrySendError::WouldBlock`] (with the message) when no credit is left or the stream
-    /// is not open yet; [`TrySendError::TooLarge`] above the negotiated frame size;
+    /// [`TrySendError::WouldBlock`] (with the message) when no credit is left, the
+    /// connection's streams together queue a connection window already, or the stream is not
+    /// open yet; [`TrySendError::TooLarge`] above the negotiated frame size;
     /// [`TrySendError::Closed`] once the stream ended or this half was ended.
     pub fn try_send(&mut self, msg: impl Into<Bytes>) -> Result<(), TrySendError> {
         self.shared.try_send(msg.into(), false)
@@ -81,8 +86,14 @@ impl StreamSender {
     }
 
     async fn send_inner(&mut self, msg: Bytes, end: bool) -> Result<(), Status> {
+        // With credit and room (the steady state), one lock: queue at once.
+        let msg = match self.shared.try_send(msg, end) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::WouldBlock(msg)) => msg,
+            Err(e) => return Err(to_status(e)),
+        };
         poll_fn(|cx| self.shared.poll_send_ready(cx)).await?;
-        self.shared.try_send(msg, end).map_err(to_status)
+        self.shared.send_ready(msg, end).map_err(to_status)
     }
 
     /// Ends this side's half: OK (an empty StreamEnd).
@@ -138,7 +149,7 @@ impl futures_sink::Sink<Bytes> for StreamSender {
     }
 
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), Status> {
-        self.shared.try_send(item, false).map_err(to_status)
+        self.shared.send_ready(item, false).map_err(to_status)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
@@ -213,12 +224,24 @@ impl futures_core::Stream for StreamReceiver {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct StreamRequest {
+    id: u32,
     headers: HeaderList,
     deadline: Option<Duration>,
     peer: crate::Peer,
 }
 
 impl StreamRequest {
+    /// The stream's id on its connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The same request with `headers` (after async interceptors added metadata).
+    pub(crate) fn with_headers(mut self, headers: HeaderList) -> StreamRequest {
+        self.headers = headers;
+        self
+    }
+
     /// All header fields of the StreamOpen (`:service`, `:method` and metadata).
     pub fn headers(&self) -> &HeaderList {
         &self.headers

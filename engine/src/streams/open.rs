@@ -48,6 +48,10 @@ fn open(
             Err(e) => return failed(e.status().clone()),
         },
     };
+    // As for calls: a reserved (`:`) metadata name is refused before anything is sent.
+    if let Err(st) = options.check() {
+        return failed(st.with_origin(crate::status::Origin::Refused));
+    }
     let shared = Shared::new(Some((inbox.clone(), conn)));
     let metadata = options.get_metadata();
     inbox.send(Command::OpenStream {
@@ -63,12 +67,47 @@ fn open(
     shared
 }
 
+/// Opens with `service` resolved first (`name@^1.2`, `name`: see [`Channel::resolve`] and
+/// [`Peer::resolve`]); a failure to resolve fails the stream's halves. Time spent resolving
+/// comes off the stream's deadline.
+fn open_resolved(
+    route: (Option<(&Arc<Inbox>, ConnRef)>, Option<&ClientInterceptors>),
+    resolve: impl FnOnce(&str, Option<std::time::Duration>) -> Result<String, Status>,
+    (service, method): (&str, &str),
+    options: &CallOptions,
+    first: Option<Bytes>,
+    end: bool,
+) -> Arc<Shared> {
+    if netron_codec::sys::ServiceId::parse(service.as_bytes()).is_ok() {
+        return open(route, service, method, options, first, end);
+    }
+    let start = std::time::Instant::now();
+    let resolved = match resolve(service, options.get_deadline()) {
+        Ok(s) => s,
+        Err(st) => return failed(st),
+    };
+    match options.get_deadline() {
+        Some(d) => {
+            let left = d.saturating_sub(start.elapsed());
+            let options = options.clone().deadline(left);
+            open(route, &resolved, method, &options, first, end)
+        }
+        None => open(route, &resolved, method, options, first, end),
+    }
+}
+
 macro_rules! stream_openers {
-    ($ty:ty, $route:ident) => {
+    ($ty:ty, $route:ident, $resolve:ident) => {
         impl $ty {
-            /// Opens a bidirectional stream to `service` (`name@version`) / `method`. Both halves are
-            /// usable at once; messages queued before the stream is open wait for it. The options'
+            /// Opens a bidirectional stream to `service` / `method`. Both halves are usable at
+            /// once; messages queued before the stream is open wait for it. The options'
             /// deadline bounds the whole stream.
+            ///
+            /// `service` is an exact `name@VERSION` or a requirement (`name@^1.2`, `name`):
+            /// a [`Channel`] resolves it through the peer's `$sys` as [`Channel::resolve`]
+            /// does (blocking on a cache miss, within the deadline, which the stream then
+            /// gets the rest of); a [`Peer`] (inside a handler, which cannot wait) only
+            /// from what its connection already resolved (await [`Peer::resolve`] first).
             ///
             /// Failures (unknown method, refused, connection closed, deadline) arrive as the
             /// receiver's `Some(Err(status))` and as the sender's errors.
@@ -78,7 +117,14 @@ macro_rules! stream_openers {
                 method: &str,
                 options: &CallOptions,
             ) -> (StreamSender, StreamReceiver) {
-                let shared = open(self.$route(), service, method, options, None, false);
+                let shared = open_resolved(
+                    self.$route(),
+                    |s, d| self.$resolve(s, d),
+                    (service, method),
+                    options,
+                    None,
+                    false,
+                );
                 (
                     StreamSender::new(shared.clone(), true),
                     StreamReceiver::new(shared, true),
@@ -94,10 +140,10 @@ macro_rules! stream_openers {
                 request: impl Into<Bytes>,
                 options: &CallOptions,
             ) -> StreamReceiver {
-                let shared = open(
+                let shared = open_resolved(
                     self.$route(),
-                    service,
-                    method,
+                    |s, d| self.$resolve(s, d),
+                    (service, method),
                     options,
                     Some(request.into()),
                     true,
@@ -119,16 +165,36 @@ macro_rules! stream_openers {
     };
 }
 
-stream_openers!(Channel, channel_route);
-stream_openers!(Peer, peer_route);
+stream_openers!(Channel, channel_route, resolve_blocking);
+stream_openers!(Peer, peer_route, resolve_kept);
 
 impl Channel {
+    /// Resolves a requirement for a stream: a blocking `$sys` round trip on a cache miss.
+    fn resolve_blocking(
+        &self,
+        service: &str,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<String, Status> {
+        self.resolve(service, deadline)
+            .map_err(|e| e.status().clone())
+    }
+
     fn channel_route(&self) -> (Option<(&Arc<Inbox>, ConnRef)>, Option<&ClientInterceptors>) {
         (Some(self.route()), Some(self.client_interceptors()))
     }
 }
 
 impl Peer {
+    /// Resolves a requirement for a stream from what the connection already fetched (a
+    /// handler cannot wait here).
+    fn resolve_kept(
+        &self,
+        service: &str,
+        _deadline: Option<std::time::Duration>,
+    ) -> Result<String, Status> {
+        self.resolved_for_stream(service)
+    }
+
     /// Client interceptors do not apply to calls into a peer (yet).
     fn peer_route(&self) -> (Option<(&Arc<Inbox>, ConnRef)>, Option<&ClientInterceptors>) {
         (self.link(), None)

@@ -24,7 +24,7 @@ use crate::service::{Handler, HandlerFuture, Service};
 use netron_codec::sys::MethodKind;
 
 /// A stream handler's future (runs on its core; need not be `Send`).
-type StreamFuture = Pin<Box<dyn Future<Output = Result<(), Status>> + 'static>>;
+pub(crate) type StreamFuture = Pin<Box<dyn Future<Output = Result<(), Status>> + 'static>>;
 
 /// A stream handler as stored: every shape reduced to request, receiver and sender.
 pub(crate) type StreamHandler =
@@ -115,6 +115,7 @@ impl Service {
 /// and the future to run on the core's executor.
 pub(crate) fn serve(
     h: &Arc<StreamHandler>,
+    id: u32,
     headers: HeaderList,
     deadline: Option<Duration>,
     peer: crate::Peer,
@@ -122,6 +123,7 @@ pub(crate) fn serve(
 ) -> (Box<dyn StreamApp>, HandlerFuture) {
     let shared = Shared::new_callee(notify);
     let req = StreamRequest {
+        id,
         headers,
         deadline,
         peer,

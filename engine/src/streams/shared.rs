@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 
+use super::SendBudget;
 use crate::conn::{Outgoing, StreamApp};
 use crate::inbox::{Command, ConnRef, Inbox};
 use crate::{Status, StatusCode};
@@ -33,8 +34,10 @@ struct Inner {
     window: u32,
     max_message: usize,
     out: VecDeque<Outgoing>,
-    /// Bytes of messages in `out`.
+    /// Bytes of messages in `out`, all taken from `budget`.
     queued: usize,
+    /// The connection's bound on what its streams queue (set when the stream opens).
+    budget: Option<Arc<SendBudget>>,
     /// This side ended its half (or gave up): nothing more may be queued.
     send_done: bool,
     /// The application gave the stream up (an abort is queued).
@@ -62,6 +65,15 @@ struct Inner {
     tx_waker: Option<Waker>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Messages still queued when the stream's last handle goes leave the budget.
+        if let Some(b) = &self.budget {
+            b.give(self.queued);
+        }
+    }
+}
+
 /// One stream's shared state.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -73,9 +85,14 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrySendError {
-    /// No credit left (the peer has not read enough yet), or the stream is not open yet:
-    /// try again later, or use the awaiting `send`. The message is given back.
-    #[error("no stream credit left: the peer has not consumed enough of what was sent")]
+    /// No credit left (the peer has not read enough yet), no room left in the connection's
+    /// send budget, or the stream is not open yet: try again later, or use the awaiting
+    /// `send`. The message is given back.
+    #[error(
+        "cannot queue now: the stream is not open yet, or the peer has not consumed enough of \
+         what was sent (no stream credit, or the connection's streams queue a connection \
+         window already)"
+    )]
     WouldBlock(Bytes),
     /// The message is larger than a stream frame can carry.
     #[error(
@@ -162,18 +179,45 @@ impl Shared {
             return;
         }
         g.aborted = abort;
+        if let Outgoing::Abort(st) = &item {
+            // Later sends say why the stream ended (not that this half was ended).
+            g.send_err = Some(st.clone());
+        }
+        if abort {
+            // A cancel or failure goes out at once: what was queued is dropped, not sent first
+            // (it may wait for credit a peer never grants), and leaves the budget.
+            g.out.clear();
+            let queued = std::mem::take(&mut g.queued);
+            if let Some(b) = &g.budget {
+                b.give(queued);
+            }
+        }
         if !matches!(item, Outgoing::Data { end: false, .. }) {
             g.send_done = true;
         }
         if let Outgoing::Data { msg, .. } = &item {
             g.queued += msg.len();
+            if let Some(b) = &g.budget {
+                b.take(msg.len());
+            }
         }
         g.out.push_back(item);
         self.wake_core(g);
     }
 
-    /// Queues a message if credit allows.
+    /// Queues a message if credit and the connection's budget allow.
     pub(crate) fn try_send(&self, msg: Bytes, end: bool) -> Result<(), TrySendError> {
+        self.queue(msg, end, false)
+    }
+
+    /// Queues a message after [`Shared::poll_send_ready`] said there was room: the
+    /// connection's budget is charged even if another stream took the room in between (so a
+    /// ready sender never fails for want of it; the overshoot is one message).
+    pub(crate) fn send_ready(&self, msg: Bytes, end: bool) -> Result<(), TrySendError> {
+        self.queue(msg, end, true)
+    }
+
+    fn queue(&self, msg: Bytes, end: bool, ready: bool) -> Result<(), TrySendError> {
         let mut g = self.lock();
         if let Some(st) = &g.send_err {
             return Err(TrySendError::Closed(st.clone()));
@@ -193,6 +237,13 @@ impl Shared {
                 max: g.max_message,
             });
         }
+        if let Some(b) = &g.budget {
+            if ready {
+                b.take(msg.len());
+            } else if !b.try_take(msg.len()) {
+                return Err(TrySendError::WouldBlock(msg));
+            }
+        }
         g.credit -= msg.len() as i64;
         g.queued += msg.len();
         g.send_done = end;
@@ -203,7 +254,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Ready when a message may be queued (credit positive), or with the reason it never can.
+    /// Ready when a message may be queued (credit positive and room in the connection's
+    /// budget), or with the reason it never can.
     pub(crate) fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         let mut g = self.lock();
         if let Some(st) = &g.send_err {
@@ -216,7 +268,12 @@ impl Shared {
             )));
         }
         if g.opened && g.credit > 0 {
-            return Poll::Ready(Ok(()));
+            match &g.budget {
+                None => return Poll::Ready(Ok(())),
+                Some(b) if b.has_room() || b.wait(cx.waker()) => return Poll::Ready(Ok(())),
+                // Woken by the budget when bytes come back (and by credit, below).
+                Some(_) => {}
+            }
         }
         if let Some(st) = self.would_deadlock() {
             return Poll::Ready(Err(st));
@@ -311,8 +368,9 @@ impl Shared {
 pub(crate) struct AppHandle(pub(crate) Arc<Shared>);
 
 impl StreamApp for AppHandle {
-    fn opened(&mut self, id: u32, credit: i64, max_message: usize) {
+    fn opened(&mut self, id: u32, credit: i64, max_message: usize, budget: &Arc<SendBudget>) {
         let mut g = self.0.lock();
+        g.budget = Some(budget.clone());
         g.id = id;
         g.opened = true;
         g.credit = credit;
@@ -358,7 +416,10 @@ impl StreamApp for AppHandle {
             g.send_err = Some(why);
         }
         g.out.clear();
-        g.queued = 0;
+        let queued = std::mem::take(&mut g.queued);
+        if let Some(b) = &g.budget {
+            b.give(queued);
+        }
         if let Some(w) = g.tx_waker.take() {
             w.wake();
         }
@@ -388,6 +449,9 @@ impl StreamApp for AppHandle {
         let item = g.out.pop_front()?;
         if let Outgoing::Data { msg, .. } = &item {
             g.queued -= msg.len();
+            if let Some(b) = &g.budget {
+                b.give(msg.len());
+            }
         }
         Some(item)
     }

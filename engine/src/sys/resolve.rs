@@ -165,6 +165,13 @@ impl Channel {
         self.resolve_req(&req, requirement, until)
     }
 
+    /// Forgets this channel's cached `$sys` listing: the next requirement is resolved from a
+    /// fresh one (to pick up versions the peer added since; a call to a version removed since
+    /// refetches by itself after its `NotFound`). Clones of the channel share the cache.
+    pub fn forget_resolution(&self) {
+        self.sys_cache().clear();
+    }
+
     fn resolve_req(
         &self,
         req: &ServiceReq<'_>,
@@ -300,6 +307,33 @@ impl crate::Peer {
             inbox.peer_sys.set(*conn, l.clone());
         }
         l.pick(&req, requirement).map_err(CallError::Status)
+    }
+
+    /// `service` for a stream opened into this peer (which cannot wait for a `$sys` round
+    /// trip): an exact `name@VERSION` unchanged, or a requirement resolved from the listing
+    /// this connection already fetched.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a malformed requirement; `FailedPrecondition` when nothing was
+    /// resolved on this connection yet (await [`crate::Peer::resolve`] first);
+    /// `NotFound` when the kept listing has no version that matches.
+    pub(crate) fn resolved_for_stream(&self, service: &str) -> Result<String, Status> {
+        let Some(req) = requirement(service).map_err(|e| e.status().clone())? else {
+            return Ok(service.to_owned());
+        };
+        let listing = self
+            .link()
+            .and_then(|(inbox, c)| inbox.peer_sys.get((c.key, c.generation)));
+        match listing {
+            Some(l) => l.pick(&req, service),
+            None => Err(Status::new(
+                StatusCode::FailedPrecondition,
+                format!(
+                    "a stream into a peer needs an exact name@VERSION or a requirement already \
+                     resolved on its connection: await Peer::resolve(\"{service}\") first"
+                ),
+            )),
+        }
     }
 
     /// Calls `method` of the peer's service that best satisfies `requirement` (`name@^1.2`,

@@ -40,6 +40,55 @@ pub fn message_size_limits_fail_one_call_only(t: &Transport) {
     e.shutdown(Duration::from_secs(1));
 }
 
+/// Metadata whose header list would decode above max_header_list_size (16 KiB by default, a
+/// receiver's connection error, protocol.md §9.7) fails that one call, stream or reply on the
+/// side that sends it, naming the limit: request metadata (one large field, or many small
+/// ones), a stream's metadata, and a handler's response metadata. The connection goes on.
+pub fn metadata_above_the_header_list_limit_fails_one_call_only(t: &Transport) {
+    let svc = Service::new("meta", "1.0.0")
+        .unwrap()
+        .unary("big", |_, reply| {
+            reply.metadata("r", &[b'z'; 20_000]);
+            reply.write(b"dropped");
+            Ok(())
+        })
+        .bidi_stream("s", |_, _rx, _tx| async move { Ok(()) });
+    let (e, addr) = crate::engine(t, CoreConfig::default(), &[calc(), svc], "hlist");
+    let ch = e.client().connect(&addr).unwrap();
+    let opts = || netron_engine::CallOptions::new().deadline(Duration::from_secs(10));
+    let mut many = opts();
+    for i in 0..1000 {
+        many = many.metadata(&format!("h{i}"), b"v");
+    }
+    let big = opts().metadata("x", &[b'a'; 16 << 10]);
+    for (what, o) in [("one large field", &big), ("1000 small fields", &many)] {
+        let r = ch.call_with("calc@1.2.0", "add", &[1u8, 2][..], o);
+        let err = r.into_result().unwrap_err();
+        assert_eq!(err.code(), StatusCode::ResourceExhausted, "{what}: {err:?}");
+        assert!(
+            err.status().message.contains("max_header_list_size"),
+            "{what}: {err}"
+        );
+    }
+    let (_tx, mut rx) = ch.open_bidi("meta@1.0.0", "s", &big);
+    let err = crate::block_on(rx.recv()).unwrap().unwrap_err();
+    assert_eq!(err.code, StatusCode::ResourceExhausted, "{err:?}");
+    assert!(err.message.contains("max_header_list_size"), "{err:?}");
+    // The handler's reply metadata: its call fails (the reply is not sent), not the connection.
+    let err = ch.call("meta@1.0.0", "big", Bytes::new(), DL).unwrap_err();
+    assert_eq!(err.code(), StatusCode::ResourceExhausted, "{err:?}");
+    assert!(
+        err.status().message.contains("max_header_list_size"),
+        "{err}"
+    );
+    assert_eq!(
+        ch.call("calc@1.2.0", "add", &[2u8, 3][..], DL).unwrap(),
+        [5]
+    );
+    assert_eq!(e.total_stats().closed(), 0, "no connection was closed");
+    e.shutdown(Duration::from_secs(1));
+}
+
 /// Item 19: a peer that stops reading is disconnected within a bounded time (the stall
 /// timeout without progress, then the closing bound), and what it sends afterwards is not read.
 pub fn a_peer_that_stops_reading_is_disconnected(t: &Transport) {

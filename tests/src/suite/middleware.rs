@@ -313,6 +313,15 @@ pub fn async_interceptors_await_before_any_handler(t: &Transport) {
             std::thread::spawn(move || reply.send(v));
         })
         .unary("fail", |_, _| Err(Status::invalid_argument("bad")))
+        // A stream: the async hooks run before its handler too.
+        .server_stream("stream", |req, _, mut tx| {
+            let mut v = req.metadata("x-outer").unwrap_or(b"-").to_vec();
+            v.extend_from_slice(req.metadata("x-inner").unwrap_or(b"-"));
+            async move {
+                tx.send(Bytes::from(v)).await?;
+                Ok(())
+            }
+        })
         .interceptor(Logger("svc", l.clone()))
         .async_interceptor(AsyncLogger("inner", l.clone()));
     let e = Engine::builder()
@@ -367,6 +376,22 @@ pub fn async_interceptors_await_before_any_handler(t: &Transport) {
             "engine.after"
         ]
     );
+    // A stream: served after the async hooks, which see (and add to) its metadata...
+    log.lock().unwrap().clear();
+    let o = CallOptions::new().deadline(Duration::from_secs(5));
+    let mut rx = ch.open_server_stream("calc@1.0.0", "stream", Bytes::new(), &o);
+    assert_eq!(&crate::block_on(rx.recv()).unwrap().unwrap()[..], b"yesyes");
+    assert!(crate::block_on(rx.recv()).is_none());
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(
+        seen[..4],
+        ["engine.before", "svc.before", "outer.async", "inner.async"]
+    );
+    // ...or refuse it: its handler never runs and the opener gets the status.
+    let o = o.metadata("deny-async", b"1");
+    let mut rx = ch.open_server_stream("calc@1.0.0", "stream", Bytes::new(), &o);
+    let err = crate::block_on(rx.recv()).unwrap().unwrap_err();
+    assert_eq!(err.code, StatusCode::PermissionDenied, "{err:?}");
     // `$sys` is behind the engine's async interceptor too, and answers.
     assert_eq!(ch.resolve("calc@1", DL).unwrap(), "calc@1.0.0");
     drop(ch);

@@ -21,7 +21,7 @@
 //! | [`middleware`]| interceptor order (engine, service), client-side and async interceptors, the ready `auth`, `rate_limit` and `trace` interceptors |
 //! | [`typed`]     | typed FlatBuffers methods: requests built, replies verified      |
 //! | [`sys`]       | `$sys` listing, requirement resolution (semver, pre-releases), NotFound and InvalidArgument texts, services added and removed at run time |
-//! | [`streams`]   | the three stream shapes, flow control bounding a slow reader, cancel, deadline, peer death, bad stream input, frames for finished streams, a Response overtaking a flood, compressed messages |
+//! | [`streams`]   | the three stream shapes, flow control bounding a slow reader and a connection's many streams, cancel, deadline, peer death, bad stream input, frames for finished streams, a Response overtaking a flood, compressed messages |
 //! | [`events`]    | publish/subscribe: fan-out across both cores and in-process, slow-subscriber policies, queue groups, cleanup, bad event input, `Peer` and caller-driven `Core` |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
@@ -100,6 +100,8 @@ macro_rules! conformance {
                         interceptors_run_around_the_whole_stream,
                         a_caller_driven_core_streams_with_would_block,
                         a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
+                        a_connection_bounds_what_all_its_streams_queue,
+                        streams_open_by_requirement_like_calls,
                         a_failed_half_delivers_its_status_both_ways,
                         frames_for_a_finished_stream_are_ignored_and_counted,
                         a_response_overtakes_a_flooding_stream,
@@ -170,6 +172,7 @@ macro_rules! conformance {
                     }
                     limits {
                         message_size_limits_fail_one_call_only,
+                        metadata_above_the_header_list_limit_fails_one_call_only,
                         a_peer_that_stops_reading_is_disconnected,
                         rapid_reset_and_empty_frame_floods_are_cut_off,
                         huge_metadata_is_refused_without_echo,

@@ -70,6 +70,14 @@ fn stream_service(probe: &Arc<Probe>) -> Service {
             }
             Ok(Bytes::copy_from_slice(&sum.to_le_bytes()))
         })
+        // Sends back the request's `who` metadata.
+        .server_stream("meta", |r, _, mut tx| {
+            let who = Bytes::copy_from_slice(r.metadata("who").unwrap_or_default());
+            async move {
+                tx.send(who).await?;
+                Ok(())
+            }
+        })
         // Never reads, never writes.
         .bidi_stream("hang", |_, rx, tx| async move {
             // Holds both halves (reads nothing: no credit goes back) until dropped.
@@ -219,6 +227,79 @@ pub fn a_slow_reader_bounds_what_the_writer_buffers(t: &Transport) {
     assert_eq!(s.total_stats().streams_in(), 1);
 }
 
+/// Many streams to a reader that reads none of them: the writers of the connection queue, all
+/// together, at most one connection window plus one message (not one stream window each, which
+/// a peer could multiply by opening streams); a writer waiting for room in the connection's
+/// budget is woken when other streams give theirs back, and nothing stays charged to it.
+pub fn a_connection_bounds_what_all_its_streams_queue(t: &Transport) {
+    const SMALL: usize = 16 << 10;
+    const STREAMS: usize = 64;
+    const CHUNK: usize = 1024;
+    let conn_window = netron_codec::stream::initial_connection_window(SMALL as u32) as usize;
+    assert!(
+        STREAMS * SMALL > 2 * conn_window,
+        "the test needs more than the bound"
+    );
+    let probe = Arc::new(Probe::default());
+    let cfg = netron_engine::ProtocolConfig::default().with_stream_window(SMALL as u32);
+    let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "streams-budget");
+    let (_c, ch) = client(&addr);
+    within("a connection's stream budget", move || {
+        let mut halves: Vec<_> = (0..STREAMS)
+            .map(|_| ch.open_bidi(SVC, "hang", &opts()))
+            .collect();
+        // Queue until no stream takes anything, with pauses for the core to send what the
+        // windows allow (the reader grants nothing back).
+        let chunk = Bytes::from(vec![0x5au8; CHUNK]);
+        let mut quiet = 0;
+        while quiet < 3 {
+            let mut took = false;
+            for (tx, _) in halves.iter_mut() {
+                while tx.try_send(chunk.clone()).is_ok() {
+                    took = true;
+                }
+            }
+            quiet = if took { 0 } else { quiet + 1 };
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let queued: usize = halves.iter().map(|(tx, _)| tx.buffered()).sum();
+        assert!(
+            queued <= conn_window + CHUNK,
+            "{STREAMS} streams queue {queued} bytes, above one connection window \
+             ({conn_window} B) plus one message"
+        );
+        // A stream with credit of its own waits for room in the connection's budget...
+        let i = halves
+            .iter()
+            .position(|(tx, _)| tx.credit() > 0)
+            .expect("some stream still has credit (the budget ran out first)");
+        let (mut tx, _rx) = halves.swap_remove(i);
+        let waiter = std::thread::spawn(move || block_on(tx.send(vec![1u8; CHUNK])));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "sent although the budget was spent");
+        // ...and gets it when the other streams end (cancelled: their queues are dropped).
+        for (_, rx) in halves.drain(..) {
+            rx.cancel();
+        }
+        let sent = waiter.join().unwrap();
+        assert!(sent.is_ok(), "the waiting send: {sent:?}");
+        // Nothing stays charged: a new stream moves more than a connection window.
+        let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
+        let total = 2 * conn_window;
+        let reader = std::thread::spawn(move || {
+            let mut got = 0;
+            while got < total {
+                got += block_on(rx.recv()).unwrap().unwrap().len();
+            }
+            got
+        });
+        for _ in 0..total / CHUNK {
+            block_on(tx.send(chunk.clone())).unwrap();
+        }
+        assert_eq!(reader.join().unwrap(), total);
+    });
+}
+
 /// Cancel from the client (the server's handler is dropped) and from the server (the client
 /// gets the status), mid-stream.
 pub fn cancel_from_either_side_mid_stream(t: &Transport) {
@@ -235,10 +316,9 @@ pub fn cancel_from_either_side_mid_stream(t: &Transport) {
         while block_on(tx.send(&b"more"[..])).is_ok() && std::time::Instant::now() < end {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(
-            block_on(tx.send(&b"more"[..])).is_err(),
-            "sends still succeed 10 s after the receiver cancelled the stream"
-        );
+        let e = block_on(tx.send(&b"more"[..]))
+            .expect_err("sends still succeed 10 s after the receiver cancelled the stream");
+        assert_eq!(e.code, StatusCode::Cancelled, "{e:?}");
         // From the server: the handler fails the stream after two echoes.
         let (mut tx, mut rx) = ch.open_bidi(SVC, "quit", &opts());
         for m in [&b"a"[..], b"b"] {
@@ -436,6 +516,71 @@ pub fn a_handler_streams_into_its_calling_peer(t: &Transport) {
     assert_eq!(r, b"abc");
 }
 
+/// Streams take a requirement for the service as calls do: a `Channel` resolves it through the
+/// peer's `$sys` (a version that does not exist fails the stream with NotFound naming the ones
+/// that do); a handler's `Peer` resolves from what its connection already fetched, and says to
+/// `Peer::resolve` first when nothing was.
+pub fn streams_open_by_requirement_like_calls(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("streams by requirement", move || {
+        let mut rx = ch.open_server_stream("st@^1", "flood", 2u32.to_le_bytes().to_vec(), &opts());
+        let mut total = 0;
+        while let Some(m) = block_on(rx.recv()) {
+            total += m.unwrap().len();
+        }
+        assert_eq!(total, 2 * (64 << 10));
+        let (mut tx, mut rx) = ch.open_bidi("st", "echo", &opts());
+        block_on(tx.send(&b"newest"[..])).unwrap();
+        assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], b"newest");
+        let (_tx, mut rx) = ch.open_bidi("st@^2", "echo", &opts());
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::NotFound, "{e:?}");
+        assert!(e.message.contains("1.0.0"), "{}", e.message);
+        // A reserved metadata name is refused here, as for calls.
+        let o = opts().metadata(":service", b"other@1.0.0");
+        let (_tx, mut rx) = ch.open_bidi(SVC, "echo", &o);
+        let e = block_on(rx.recv()).unwrap().unwrap_err();
+        assert_eq!(e.code, StatusCode::InvalidArgument, "{e:?}");
+    });
+    // From a handler, into the peer that called it.
+    let back = Service::new("back", "1.0.0")
+        .unwrap()
+        .unary_async("req", |req| async move {
+            let peer = req.peer();
+            let (_tx, mut rx) = peer.open_bidi("st@^1", "echo", &opts());
+            let before = match rx.recv().await {
+                Some(Err(st)) => format!("{:?}", st.code),
+                other => format!("{other:?}"),
+            };
+            peer.resolve("st@^1", Some(Duration::from_secs(10))).await?;
+            let (mut tx, mut rx) = peer.open_bidi("st@^1", "echo", &opts());
+            tx.send(&b"after"[..]).await?;
+            let after = rx.recv().await.unwrap_or(Ok(Bytes::new()))?;
+            Ok(Bytes::from(format!(
+                "{before} {}",
+                String::from_utf8_lossy(&after)
+            )))
+        });
+    let (_b, addr) = crate::engine(
+        t,
+        netron_engine::CoreConfig::default(),
+        &[back],
+        "streamreq",
+    );
+    let c = Engine::builder()
+        .cores(1)
+        .service(stream_service(&probe))
+        .build()
+        .unwrap();
+    let ch = c.client().connect(&addr).unwrap();
+    let r = ch
+        .call("back@1.0.0", "req", &b""[..], Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r), "FailedPrecondition after");
+}
+
 /// Counts the interceptor hooks and keeps the last outcome `after` saw.
 #[derive(Default)]
 struct Hooks {
@@ -533,6 +678,21 @@ pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
         }
         core.stream_finish(&s);
         assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
+        // Request metadata reaches the handler; a reserved name is refused before sending.
+        let o = opts().metadata("who", b"core");
+        let s = core
+            .open_stream_with(conn, (SVC.as_bytes(), b"meta"), Some(b""), true, &o)
+            .unwrap();
+        assert_eq!(
+            core.recv_chunk(&s, |c| c.to_vec()).unwrap().unwrap(),
+            b"core"
+        );
+        assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), None);
+        let o = opts().metadata(":method", b"echo");
+        let e = core
+            .open_stream_with(conn, (SVC.as_bytes(), b"meta"), None, true, &o)
+            .unwrap_err();
+        assert!(matches!(e, netron_engine::CallError::Refused(_)), "{e:?}");
         core.close(conn);
     });
 }

@@ -261,6 +261,18 @@ pub fn services_added_and_removed_at_run_time(t: &Transport) {
     assert_eq!(r.unwrap(), b"done", "{}", t.name);
     let err = ch.call("slow@1.0.0", "wait", Bytes::new(), DL).unwrap_err();
     assert_eq!(err.code(), StatusCode::NotFound);
+    // A version added later: the cached listing keeps picking 1.1.0 until forgotten (by any
+    // clone: they share it).
+    e.add_service(calc_at("1.2.0")).unwrap();
+    assert_eq!(
+        ch.call("calc@^1", "which", Bytes::new(), DL).unwrap(),
+        b"1.1.0"
+    );
+    ch.clone().forget_resolution();
+    assert_eq!(
+        ch.call("calc@^1", "which", Bytes::new(), DL).unwrap(),
+        b"1.2.0"
+    );
     drop((ch, fresh));
     e.shutdown(Duration::from_secs(1));
 }

@@ -53,6 +53,19 @@ fn stream_registry() -> Registry {
                 std::future::pending::<()>().await;
                 Ok(())
             })
+            // Request: [n]: n messages of 64 KiB of zeros (each a few hundred bytes
+            // compressed).
+            // [n, 1]: then fails its half (a StreamEnd with an error).
+            .server_stream("zeros", |_, req, mut tx| async move {
+                let zeros = Bytes::from(vec![0u8; 64 << 10]);
+                for _ in 0..req.first().copied().unwrap_or(0) {
+                    tx.send(zeros.clone()).await?;
+                }
+                if req.get(1) == Some(&1) {
+                    tx.fail(Status::new(StatusCode::Aborted, "after the zeros"));
+                }
+                Ok(())
+            })
             .bidi_stream("fail", |_, _rx, _tx| async move {
                 Err(Status::new(StatusCode::PermissionDenied, "no"))
             }),
@@ -504,4 +517,70 @@ fn compressed_messages_go_compressed_and_are_flow_controlled_as_sent() {
     let conn = netron_codec::stream::initial_connection_window(window as u32) as i64;
     assert!(s.p.client.connection_credit() <= conn && s.p.client.connection_credit() > 0);
     assert!(s.p.server.connection_credit() <= conn && s.p.server.connection_credit() > 0);
+}
+
+/// The decompression surplus (decompressed bytes delivered and not read, beyond their wire
+/// size) of all the streams of a connection.
+fn surplus(c: &Connection<Arc<Completion>>) -> u64 {
+    c.streams.as_ref().map_or(0, |s| s.surplus)
+}
+
+#[test]
+fn compressed_messages_a_reader_does_not_read_are_held_as_they_came() {
+    let mut s = S::new();
+    // 200 messages of 64 KiB of zeros: 12.5 MiB decompressed, about 50 KiB on the wire (all
+    // within one stream window, so the server sends them all while nobody reads).
+    const N: usize = 200;
+    let (_, tx, mut rx) = s.open_with(b"zeros", Some(Bytes::from_static(&[N as u8])), true, None);
+    drop(tx);
+    s.run();
+    let conn_window = netron_codec::stream::initial_connection_window(256 << 10) as u64;
+    let held = surplus(&s.p.client);
+    assert!(
+        held <= conn_window + (64 << 10),
+        "the reader holds {held} decompressed bytes it has not read, above one connection \
+         window ({conn_window} B) plus one message"
+    );
+    assert!(held > 0);
+    assert!(
+        s.p.stats.stream_messages_held > 0,
+        "some messages were held"
+    );
+    // Read as they come: complete, intact, in order, then the end.
+    let (got, end) = recv_all(&mut s, &mut rx);
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(got.len(), N);
+    assert!(
+        got.iter()
+            .all(|m| m.len() == 64 << 10 && m.iter().all(|&b| b == 0))
+    );
+    s.run();
+    assert!(s.p.client.stream_ids().is_empty() && s.p.server.stream_ids().is_empty());
+    assert_eq!(surplus(&s.p.client), 0);
+    let conn = conn_window as i64;
+    assert!(s.p.server.connection_credit() <= conn && s.p.server.connection_credit() > 0);
+}
+
+#[test]
+fn a_failure_after_held_messages_arrives_after_them() {
+    let mut s = S::new();
+    const N: usize = 200;
+    let req = Bytes::from_static(&[N as u8, 1]);
+    let (_, tx, mut rx) = s.open_with(b"zeros", Some(req), true, None);
+    drop(tx);
+    s.run();
+    assert!(
+        s.p.stats.stream_messages_held > 0,
+        "some messages were held"
+    );
+    let (got, end) = recv_all(&mut s, &mut rx);
+    assert_eq!(got.len(), N, "every message before the failure");
+    let end = end.expect("the failure");
+    assert_eq!(
+        (end.code, &end.message[..]),
+        (StatusCode::Aborted, "after the zeros")
+    );
+    s.run();
+    assert!(s.p.client.stream_ids().is_empty() && s.p.server.stream_ids().is_empty());
+    assert_eq!(surplus(&s.p.client), 0);
 }
