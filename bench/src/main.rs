@@ -19,6 +19,7 @@ mod codec_section;
 mod compare;
 mod engine_section;
 mod ffi_section;
+mod event_section;
 mod pin;
 mod shm_section;
 mod stats;
@@ -42,6 +43,7 @@ const SECTIONS: &[Section] = &[
     ("shm", shm_section::run),
     ("streams", stream_section::run),
     ("ffi", ffi_section::run),
+    ("events", event_section::run),
 ];
 
 fn main() {

@@ -183,6 +183,11 @@ pub struct SubscribeFields<'a> {
     pub queue_depth: u32,
     /// QUIC with DATAGRAM_EVENTS in force: events may come in datagrams (loss-tolerant).
     pub datagrams: bool,
+    /// When the queue is full (§24.4): 0 = the publisher's default, 1 = drop the oldest
+    /// queued event, 2 = end the subscription with ResourceExhausted.
+    pub on_full: u8,
+    /// Queue group (§24.6; empty = none): one subscription of the group gets each event.
+    pub queue_group: &'a str,
 }
 
 /// Builds control bodies into a reusable FlatBuffers builder and queues them as frames.
@@ -389,6 +394,8 @@ impl ControlEncoder {
                 pattern,
                 queue_depth,
                 datagrams: false,
+                on_full: 0,
+                queue_group: "",
             },
         )
     }
@@ -407,12 +414,16 @@ impl ControlEncoder {
     ) -> Result<usize, EncodeError> {
         self.fbb.reset();
         let pattern = Some(self.fbb.create_string(s.pattern));
+        let queue_group =
+            (!s.queue_group.is_empty()).then(|| self.fbb.create_string(s.queue_group));
         let t = fb::Subscribe::create(
             &mut self.fbb,
             &fb::SubscribeArgs {
                 pattern,
                 queue_depth: s.queue_depth,
                 datagrams: s.datagrams,
+                on_full: s.on_full,
+                queue_group,
             },
         );
         self.fbb.finish_minimal(t);

@@ -1012,6 +1012,8 @@ fn subscribe_with_datagrams() {
                 pattern: "orders.>",
                 queue_depth: 256,
                 datagrams: true,
+                on_full: 0,
+                queue_group: "",
             },
         )
         .unwrap();

@@ -212,6 +212,52 @@ impl Channel {
         &self.inner.interceptors
     }
 
+    /// Publishes an event to the peer (docs/protocol.md §24.1): the peer delivers it to its
+    /// matching subscriptions, on all its cores. Fire-and-forget: returns once it is handed
+    /// to the connection's core; a refusal there (connection closed, event above the peer's
+    /// frame size) is counted as `publish_failed`, not reported (§24.5).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid topic (§24.2); `ResourceExhausted` when the
+    /// connection's core has 64 MiB of published events still to take (the publisher is
+    /// faster than the core: retry later).
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Status> {
+        crate::core::check_topic(topic)?;
+        let payload = payload.into();
+        if !self.inner.inbox.reserve_event(topic.len() + payload.len()) {
+            return Err(crate::inbox::events_backlog());
+        }
+        self.inner.inbox.send(Command::PublishTo {
+            conn: self.inner.conn,
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            payload,
+        });
+        Ok(())
+    }
+
+    /// Subscribes at the peer to the subjects matching `pattern` (`orders.*` one token,
+    /// `orders.>` the rest). A refusal by the peer (its subscription limit, an unsupported
+    /// feature) or the connection's end ends the subscription with that status, which
+    /// [`crate::Subscription::recv_timeout`] returns after the events received before.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid pattern.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        opts: crate::SubscribeOptions,
+    ) -> Result<crate::Subscription, Status> {
+        crate::core::check_pattern(pattern)?;
+        let app = crate::events::SubShared::new(opts.queue_depth);
+        self.inner.inbox.send(Command::Subscribe {
+            conn: self.inner.conn,
+            pattern: pattern.into(),
+            opts,
+            app: app.clone(),
+        });
+        Ok(crate::Subscription::new(app))
+    }
+
     /// Binds `service` (`name@version`) and `method` for repeated calls.
     pub fn method(&self, service: &str, method: &str) -> Method {
         Method {

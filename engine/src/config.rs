@@ -350,6 +350,7 @@ pub struct ProtocolConfig {
     pub(crate) max_backlog_bytes: usize,
     pub(crate) idle_frame_budget: FrameBudget,
     pub(crate) max_buffer_bytes: usize,
+    pub(crate) events: crate::events::EventConfig,
 }
 
 impl Default for ProtocolConfig {
@@ -359,9 +360,14 @@ impl Default for ProtocolConfig {
         server.keepalive_interval_ms = millis_u32(keepalive);
         // Streams are served and opened (docs/protocol.md §21: STREAMS in force on both
         // sides), and every core serves `$sys` (offer bit OFFERS_SYS, announced both ways).
-        server.features |= features::STREAMS | features::OFFERS_SYS;
-        let client =
-            ClientConfig::default().with_features(features::STREAMS | features::OFFERS_SYS);
+        // Events too (EVENTS, and the offers to accept subscriptions and published events).
+        let on = features::STREAMS
+            | features::EVENTS
+            | features::OFFERS_SYS
+            | features::OFFERS_SUBSCRIPTIONS
+            | features::OFFERS_PUBLISH;
+        server.features |= on;
+        let client = ClientConfig::default().with_features(on);
         Self {
             server,
             client,
@@ -374,6 +380,7 @@ impl Default for ProtocolConfig {
             max_backlog_bytes: 32 << 20,
             idle_frame_budget: FrameBudget::default(),
             max_buffer_bytes: 256 << 20,
+            events: crate::events::EventConfig::default(),
         }
     }
 }
@@ -388,6 +395,13 @@ pub(crate) fn millis_u32(d: Duration) -> u32 {
     }
 }
 
+/// Feature bits a handshake offer set with `with_server` / `with_client` does not change
+/// (streams and events stay as configured).
+const KEPT_FEATURES: u64 = features::STREAMS
+    | features::EVENTS
+    | features::OFFERS_SUBSCRIPTIONS
+    | features::OFFERS_PUBLISH;
+
 impl ProtocolConfig {
     /// Sets the handshake offer made when accepting (limits, compression, concurrency, the
     /// stream window). Its `keepalive_interval_ms` is ignored: the Welcome advertises
@@ -396,20 +410,26 @@ impl ProtocolConfig {
     /// from its `Default` (no feature bits) does not turn them off unnoticed; and the offer
     /// bit `OFFERS_SYS` is always set (every core serves `$sys`).
     pub fn with_server(mut self, server: ServerConfig) -> Self {
-        let streams = self.server.features & features::STREAMS;
+        let streams = self.server.features & KEPT_FEATURES;
         self.server = server;
         self.server.features =
-            (self.server.features & !features::STREAMS) | streams | features::OFFERS_SYS;
+            (self.server.features & !KEPT_FEATURES) | streams | features::OFFERS_SYS;
         self.server.keepalive_interval_ms = millis_u32(self.keepalive);
         self
     }
     /// Sets the handshake offer made when connecting (limits, compression, auth token). Its
     /// `STREAMS` feature bit is ignored, as for [`ProtocolConfig::with_server`].
     pub fn with_client(mut self, client: ClientConfig) -> Self {
-        let streams = self.client.features & features::STREAMS;
+        let streams = self.client.features & KEPT_FEATURES;
         self.client = client;
         self.client.features =
-            (self.client.features & !features::STREAMS) | streams | features::OFFERS_SYS;
+            (self.client.features & !KEPT_FEATURES) | streams | features::OFFERS_SYS;
+        self
+    }
+    /// Sets the limits and defaults of events (subscriptions per connection, subject length,
+    /// queue depths, slow-subscriber policy; see [`crate::EventConfig`]).
+    pub fn with_events(mut self, events: crate::events::EventConfig) -> Self {
+        self.events = events;
         self
     }
     /// Turns streams on or off on both sides (default on): off, this side neither serves
@@ -536,6 +556,10 @@ impl ProtocolConfig {
     /// The core's buffer budget, in bytes.
     pub fn max_buffer_bytes(&self) -> usize {
         self.max_buffer_bytes
+    }
+    /// The limits and defaults of events.
+    pub fn events(&self) -> crate::events::EventConfig {
+        self.events
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

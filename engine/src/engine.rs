@@ -2,7 +2,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -185,12 +185,18 @@ impl EngineBuilder {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            inboxes.push(Inbox::new().map_err(CoreError::Io)?);
+        }
         let mut threads = Vec::with_capacity(n);
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<Result<(usize, crate::DriverInfo), CoreError>>();
         for (i, listeners) in per_core.into_iter().enumerate() {
-            let inbox = Inbox::new().map_err(CoreError::Io)?;
-            inboxes.push(inbox.clone());
+            let inbox = inboxes[i].clone();
+            // Published events are forwarded to the other cores (docs/architecture.md,
+            // "Events"): each core knows their inboxes before it serves anything.
+            // In chain order: the next core first.
+            let siblings: Vec<Arc<Inbox>> = (1..n).map(|d| inboxes[(i + d) % n].clone()).collect();
             let cpu = self.cpus.as_ref().map_or(i, |c| c[i % c.len()]);
             let (cfg, registry, stop, ready) = (
                 self.config.clone(),
@@ -209,6 +215,7 @@ impl EngineBuilder {
                             return;
                         }
                     };
+                    core.set_siblings(siblings);
                     for (fd, ep) in listeners {
                         core.add_listener(fd, ep, None);
                     }
@@ -230,6 +237,7 @@ impl EngineBuilder {
             drivers: Vec::with_capacity(n),
             connect_timeout,
             registry: std::sync::Mutex::new(master),
+            next_core: AtomicUsize::new(0),
         };
         let mut drivers = vec![None; n];
         for _ in 0..n {
@@ -339,6 +347,8 @@ pub struct Engine {
     connect_timeout: Duration,
     /// The services the cores serve (each holds a copy), for changes at run time.
     registry: std::sync::Mutex<Registry>,
+    /// The core that takes the next in-process publish or subscription.
+    next_core: AtomicUsize,
 }
 
 impl Engine {
@@ -478,6 +488,64 @@ pub(crate) fn pin_to_cpu(cpu: usize) {
     unsafe { libc::CPU_SET(cpu % n, &mut set) };
     // SAFETY: pid 0 is the calling thread; `set` is initialised and its size is passed.
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// Events published and subscribed in-process (docs/guide.md "Events").
+impl Engine {
+    fn any_core(&self) -> &Arc<Inbox> {
+        let i = self.next_core.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
+        &self.inboxes[i]
+    }
+
+    /// Publishes an event on the engine: every matching subscription gets it, those the
+    /// engine's peers hold on any core and the in-process ones ([`Engine::subscribe`]).
+    /// Returns once it is handed to a core (fire-and-forget, docs/protocol.md §24.5).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid topic (docs/protocol.md §24.2); `ResourceExhausted`
+    /// when the core has 64 MiB of published events still to take (the publisher is faster
+    /// than the engine: retry later).
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<bytes::Bytes>,
+    ) -> Result<(), crate::Status> {
+        crate::core::check_topic(topic)?;
+        let payload = payload.into();
+        let inbox = self.any_core();
+        if !inbox.reserve_event(topic.len() + payload.len()) {
+            return Err(crate::inbox::events_backlog());
+        }
+        inbox.send(Command::Publish {
+            topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
+            payload,
+            hops: self.inboxes.len() as u32 - 1,
+            served: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Subscribes in-process to the events published on this engine (by its peers, on any
+    /// core, and with [`Engine::publish`]). The subscription lives on one core, which every
+    /// event reaches.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid pattern.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        opts: crate::SubscribeOptions,
+    ) -> Result<crate::Subscription, crate::Status> {
+        crate::core::check_pattern(pattern)?;
+        let app = crate::events::SubShared::new(opts.queue_depth);
+        self.any_core().send(Command::SubscribeLocal {
+            pattern: pattern.into(),
+            opts,
+            app: app.clone(),
+            key: crate::core::local_key(),
+        });
+        Ok(crate::Subscription::new(app))
+    }
 }
 
 /// How long [`Engine::add_service`] and [`Engine::remove_service`] wait for a core that is

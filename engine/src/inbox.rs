@@ -77,6 +77,39 @@ pub(crate) enum Command {
     Shutdown { drain: Duration },
     /// Send a copy of the core's statistics.
     Stats(std::sync::mpsc::Sender<CoreStats>),
+    /// An event published on the engine: fan it out on this core, then pass it to the next
+    /// core while `hops` > 0 (a chain through the engine's cores, one message per core).
+    /// `served`: queue groups an earlier core of the chain gave it to (skipped here).
+    Publish {
+        topic: Bytes,
+        payload: Bytes,
+        hops: u32,
+        served: Vec<Box<[u8]>>,
+    },
+    /// Publish an event to the peer of a client connection.
+    PublishTo {
+        conn: ConnRef,
+        topic: Bytes,
+        payload: Bytes,
+    },
+    /// Subscribe at the peer of a client connection.
+    Subscribe {
+        conn: ConnRef,
+        pattern: Box<str>,
+        opts: crate::events::SubscribeOptions,
+        app: Arc<crate::events::SubShared>,
+    },
+    /// End subscription `id` held at the peer of `conn`.
+    Unsubscribe { conn: ConnRef, id: u32 },
+    /// Subscribe in-process at this core.
+    SubscribeLocal {
+        pattern: Box<str>,
+        opts: crate::events::SubscribeOptions,
+        app: Arc<crate::events::SubShared>,
+        key: u64,
+    },
+    /// End in-process subscription `key`.
+    UnsubscribeLocal { key: u64 },
     /// Serve this set of services from now on (added or removed at run time); say so on
     /// `done`.
     Services {
@@ -121,7 +154,25 @@ pub(crate) struct Inbox {
     reason: std::sync::OnceLock<(String, bool)>,
     /// The `$sys` listings of this core's peers, by connection (`Peer::resolve`).
     pub(crate) peer_sys: crate::sys::PeerCache,
+    /// Bytes of events queued in this inbox (`Publish`, `PublishTo`) and not yet taken: a
+    /// publisher faster than this core is refused above [`MAX_QUEUED_EVENT_BYTES`] instead
+    /// of growing the queue without bound.
+    event_bytes: std::sync::atomic::AtomicUsize,
 }
+
+/// The status of a publish refused because the core's inbox holds too many events.
+pub(crate) fn events_backlog() -> crate::Status {
+    crate::Status::new(
+        crate::StatusCode::ResourceExhausted,
+        "64 MiB of published events wait for this core (MAX_QUEUED_EVENT_BYTES): the \
+         publisher is faster than the engine; retry later",
+    )
+}
+
+/// Most bytes of published events one core's inbox holds (64 MiB): above it a publish through
+/// the inbox is refused (`ResourceExhausted`) or, for an event passed on from another core,
+/// dropped and counted (`forward_dropped`).
+pub(crate) const MAX_QUEUED_EVENT_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for Inbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +198,7 @@ impl Inbox {
             closed: AtomicBool::new(false),
             reason: std::sync::OnceLock::new(),
             peer_sys: crate::sys::PeerCache::default(),
+            event_bytes: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -165,6 +217,22 @@ impl Inbox {
             return;
         }
         self.nudge();
+    }
+
+    /// Counts `n` bytes of an event about to be queued here; `false` (nothing counted) when
+    /// that would pass [`MAX_QUEUED_EVENT_BYTES`].
+    pub(crate) fn reserve_event(&self, n: usize) -> bool {
+        let prev = self.event_bytes.fetch_add(n, Ordering::AcqRel);
+        if prev.saturating_add(n) > MAX_QUEUED_EVENT_BYTES {
+            self.event_bytes.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// The core took an event of `n` bytes counted by [`Inbox::reserve_event`].
+    pub(crate) fn release_event(&self, n: usize) {
+        self.event_bytes.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// The core stops taking commands: every queued and later command is answered at once
@@ -204,6 +272,12 @@ impl Inbox {
                     .with_origin(crate::status::Origin::EngineStopped);
                     crate::conn::fail_app(&mut crate::streams::AppHandle(app), &st);
                 }
+                Command::Subscribe { app, .. } | Command::SubscribeLocal { app, .. } => {
+                    app.end(Err(crate::Status::unavailable(format!(
+                        "the engine core is not running: {why}"
+                    ))
+                    .with_origin(crate::status::Origin::EngineStopped)));
+                }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)
                 | Command::StreamWork { .. }
@@ -212,7 +286,11 @@ impl Inbox {
                 | Command::Answer { .. }
                 | Command::Shutdown { .. }
                 | Command::Stats(_)
-                | Command::Services { .. } => {}
+                | Command::Services { .. }
+                | Command::Publish { .. }
+                | Command::PublishTo { .. }
+                | Command::Unsubscribe { .. }
+                | Command::UnsubscribeLocal { .. } => {}
             }
         }
     }

@@ -42,6 +42,7 @@ mod driver;
 mod endpoint;
 mod engine;
 mod error;
+mod events;
 mod executor;
 mod inbox;
 /// The in-process record transport, `inproc://name`: engines of one process connect over
@@ -78,6 +79,7 @@ pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
 pub use endpoint::{Endpoint, EndpointError};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use error::{CallError, ConnectError};
+pub use events::{Event, EventConfig, RecvError, SlowPolicy, SubscribeOptions, Subscription};
 /// Header fields: request and response metadata ([`Request::headers`], [`Response::metadata`]).
 pub use netron_codec::hpack::HeaderList;
 pub use peer::Peer;

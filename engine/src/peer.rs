@@ -118,6 +118,55 @@ impl Peer {
             .with_origin(crate::status::Origin::Closed)
     }
 
+    /// Publishes an event to the peer (as [`crate::Channel::publish`]): it reaches the
+    /// peer's matching subscriptions. Never blocks.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid topic; `Unavailable` for a detached peer;
+    /// `ResourceExhausted` when the core has 64 MiB of published events still to take.
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Status> {
+        let Some((inbox, conn)) = &self.link else {
+            return Err(Self::detached_status());
+        };
+        crate::core::check_topic(topic)?;
+        let payload = payload.into();
+        if !inbox.reserve_event(topic.len() + payload.len()) {
+            return Err(crate::inbox::events_backlog());
+        }
+        inbox.send(crate::inbox::Command::PublishTo {
+            conn: *conn,
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            payload,
+        });
+        Ok(())
+    }
+
+    /// Subscribes at the peer (as [`crate::Channel::subscribe`]): the peer's events
+    /// matching `pattern` arrive on the returned subscription. Never blocks; read it from
+    /// an async handler (its `Stream`) or another thread, not by blocking in a sync handler
+    /// of the same core.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an invalid pattern; `Unavailable` for a detached peer.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        opts: crate::SubscribeOptions,
+    ) -> Result<crate::Subscription, Status> {
+        let Some((inbox, conn)) = &self.link else {
+            return Err(Self::detached_status());
+        };
+        crate::core::check_pattern(pattern)?;
+        let app = crate::events::SubShared::new(opts.queue_depth);
+        inbox.send(crate::inbox::Command::Subscribe {
+            conn: *conn,
+            pattern: pattern.into(),
+            opts,
+            app: app.clone(),
+        });
+        Ok(crate::Subscription::new(app))
+    }
+
     /// Calls `method` of the peer's `service` (`name@version`) without blocking: the future
     /// resolves to the reply, the peer's status, `DeadlineExceeded` once `deadline` passes, or
     /// `Unavailable` if the connection is closed or closes first (or the core stopped).

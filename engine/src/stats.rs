@@ -59,6 +59,20 @@ pub struct CoreStats {
     /// Bytes held right now in partial-frame and decompression buffers by the core's
     /// connections (a gauge, against `ProtocolConfig::max_buffer_bytes`).
     pub(crate) buffer_bytes: u64,
+    /// Subscribe frames received (subscriptions the peers asked for, refused ones included).
+    pub(crate) subscriptions_in: u64,
+    /// Events the peers published here (Event with id 0 received).
+    pub(crate) events_published_in: u64,
+    /// Events received on subscriptions this side holds at its peers.
+    pub(crate) events_in: u64,
+    /// Events delivered: Event frames queued for a subscriber connection, and events handed to in-process subscriptions.
+    pub(crate) events_out: u64,
+    /// Events dropped for slow subscribers (queue full, policy drop-oldest): each is a gap the subscriber sees.
+    pub(crate) events_dropped: u64,
+    /// Subscriptions held right now at this core: by peers' connections and in-process (a gauge).
+    pub(crate) subscriptions: u64,
+    /// Bytes of events queued right now for subscribers of this core (a gauge; an event queued for n subscriptions counts n times, though it is held once).
+    pub(crate) event_queue_bytes: u64,
     /// The driver's counters (diagnostics).
     pub(crate) driver: DriverStats,
     /// Errors by kind (stable labels, e.g. `unknown_kind`, `frame_too_large`, `dead_peer`).
@@ -185,6 +199,34 @@ impl CoreStats {
     pub fn buffer_bytes(&self) -> u64 {
         self.buffer_bytes
     }
+    /// Subscribe frames received (subscriptions the peers asked for, refused ones included).
+    pub fn subscriptions_in(&self) -> u64 {
+        self.subscriptions_in
+    }
+    /// Events the peers published here (Event with id 0 received).
+    pub fn events_published_in(&self) -> u64 {
+        self.events_published_in
+    }
+    /// Events received on subscriptions this side holds at its peers.
+    pub fn events_in(&self) -> u64 {
+        self.events_in
+    }
+    /// Events delivered: Event frames queued for a subscriber connection, and events handed to in-process subscriptions.
+    pub fn events_out(&self) -> u64 {
+        self.events_out
+    }
+    /// Events dropped for slow subscribers (queue full, policy drop-oldest): each is a gap the subscriber sees.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+    /// Subscriptions held right now at this core: by peers' connections and in-process (a gauge).
+    pub fn subscriptions(&self) -> u64 {
+        self.subscriptions
+    }
+    /// Bytes of events queued right now for subscribers of this core (a gauge; an event queued for n subscriptions counts n times, though it is held once).
+    pub fn event_queue_bytes(&self) -> u64 {
+        self.event_queue_bytes
+    }
     /// The driver's counters: diagnostics, not a stable API (see [`DriverStats`]).
     pub fn driver(&self) -> &DriverStats {
         &self.driver
@@ -230,6 +272,13 @@ impl CoreStats {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.buffer_bytes += other.buffer_bytes;
+        self.subscriptions_in += other.subscriptions_in;
+        self.events_published_in += other.events_published_in;
+        self.events_in += other.events_in;
+        self.events_out += other.events_out;
+        self.events_dropped += other.events_dropped;
+        self.subscriptions += other.subscriptions;
+        self.event_queue_bytes += other.event_queue_bytes;
         self.driver.merge(&other.driver);
         for (k, v) in &other.errors {
             *self.errors.entry(k).or_insert(0) += v;

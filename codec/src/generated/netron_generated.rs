@@ -1723,6 +1723,8 @@ impl<'a> Subscribe<'a> {
   pub const VT_PATTERN: ::flatbuffers::VOffsetT = 4;
   pub const VT_QUEUE_DEPTH: ::flatbuffers::VOffsetT = 6;
   pub const VT_DATAGRAMS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ON_FULL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_QUEUE_GROUP: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1734,8 +1736,10 @@ impl<'a> Subscribe<'a> {
     args: &'args SubscribeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Subscribe<'bldr>> {
     let mut builder = SubscribeBuilder::new(_fbb);
+    if let Some(x) = args.queue_group { builder.add_queue_group(x); }
     builder.add_queue_depth(args.queue_depth);
     if let Some(x) = args.pattern { builder.add_pattern(x); }
+    builder.add_on_full(args.on_full);
     builder.add_datagrams(args.datagrams);
     builder.finish()
   }
@@ -1766,6 +1770,23 @@ impl<'a> Subscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(Subscribe::VT_DATAGRAMS, Some(false)).unwrap()}
   }
+  /// What the publisher does when the subscriber's queue is full: 0 = the publisher's
+  /// default, 1 = drop the oldest queued event, 2 = end the subscription (disconnect).
+  #[inline]
+  pub fn on_full(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Subscribe::VT_ON_FULL, Some(0)).unwrap()}
+  }
+  /// Queue group: of the subscriptions with the same pattern and group, one gets each event.
+  #[inline]
+  pub fn queue_group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Subscribe::VT_QUEUE_GROUP, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Subscribe<'_> {
@@ -1777,6 +1798,8 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("pattern", Self::VT_PATTERN, false)?
      .visit_field::<u32>("queue_depth", Self::VT_QUEUE_DEPTH, false)?
      .visit_field::<bool>("datagrams", Self::VT_DATAGRAMS, false)?
+     .visit_field::<u8>("on_full", Self::VT_ON_FULL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("queue_group", Self::VT_QUEUE_GROUP, false)?
      .finish();
     Ok(())
   }
@@ -1785,6 +1808,8 @@ pub struct SubscribeArgs<'a> {
     pub pattern: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub queue_depth: u32,
     pub datagrams: bool,
+    pub on_full: u8,
+    pub queue_group: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for SubscribeArgs<'a> {
   #[inline]
@@ -1793,6 +1818,8 @@ impl<'a> Default for SubscribeArgs<'a> {
       pattern: None,
       queue_depth: 0,
       datagrams: false,
+      on_full: 0,
+      queue_group: None,
     }
   }
 }
@@ -1815,6 +1842,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<bool>(Subscribe::VT_DATAGRAMS, datagrams, false);
   }
   #[inline]
+  pub fn add_on_full(&mut self, on_full: u8) {
+    self.fbb_.push_slot::<u8>(Subscribe::VT_ON_FULL, on_full, 0);
+  }
+  #[inline]
+  pub fn add_queue_group(&mut self, queue_group: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Subscribe::VT_QUEUE_GROUP, queue_group);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubscribeBuilder {
@@ -1835,6 +1870,8 @@ impl ::core::fmt::Debug for Subscribe<'_> {
       ds.field("pattern", &self.pattern());
       ds.field("queue_depth", &self.queue_depth());
       ds.field("datagrams", &self.datagrams());
+      ds.field("on_full", &self.on_full());
+      ds.field("queue_group", &self.queue_group());
       ds.finish()
   }
 }

@@ -35,6 +35,8 @@ pub(crate) struct ConnConfig {
     pub idle_frames: crate::config::FrameBudget,
     /// The core's budget for receive reassembly and decompression buffers.
     pub buffers: std::rc::Rc<BufferBudget>,
+    /// Limits and defaults of events.
+    pub events: crate::events::EventConfig,
 }
 
 impl ConnConfig {
@@ -54,6 +56,7 @@ impl ConnConfig {
             max_backlog_bytes: p.max_backlog_bytes,
             idle_frames: p.idle_frame_budget,
             buffers: std::rc::Rc::new(BufferBudget::new(p.max_buffer_bytes)),
+            events: p.events,
         }
     }
 }

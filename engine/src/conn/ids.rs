@@ -27,10 +27,12 @@ impl<C: Caller> Connection<C> {
                 ),
             );
         }
-        if self.inflight.contains(&id) || self.has_stream(id) {
+        if self.inflight.contains(&id) || self.has_stream(id) || self.has_served(id) {
             return err(
                 "duplicate_id",
-                format!("id {id} is already in use by a call or stream that has not ended"),
+                format!(
+                    "id {id} is already in use by a call, stream or subscription that has not ended"
+                ),
             );
         }
         self.last_peer_id = id;
@@ -41,5 +43,6 @@ impl<C: Caller> Connection<C> {
     pub(crate) fn fail_all(&mut self, status: &crate::Status) {
         self.calls.fail_all(status);
         self.fail_streams(status);
+        self.fail_events(status);
     }
 }

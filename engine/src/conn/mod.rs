@@ -11,6 +11,7 @@
 mod budget;
 mod client;
 mod config;
+pub(crate) mod events;
 mod ids;
 pub(crate) mod record;
 mod server;
@@ -40,6 +41,7 @@ use netron_codec::{
 };
 
 pub(crate) use client::{CallSpec, Caller, PendingCalls};
+pub(crate) use events::{Change, Enqueued, EventApp, Published};
 pub(crate) use stream::{Outgoing, StreamApp, StreamSpec, fail_app};
 
 use crate::service::Registry;
@@ -172,6 +174,8 @@ pub(crate) struct Connection<C: Caller> {
     serve: Option<Box<server::ServeState>>,
     /// Streams and their windows (conn/stream.rs), made on first use.
     streams: Option<Box<stream::Streams>>,
+    /// Subscriptions both ways (conn/events.rs), made on first use.
+    events: Option<Box<events::Events>>,
     /// The last id the peer opened (GoAway's `last_id`).
     last_peer_id: u32,
     /// The peer closed its sending side (EOF): finish what is in flight, then close.
@@ -256,6 +260,7 @@ impl<C: Caller> Connection<C> {
             inflight: rustc_hash::FxHashSet::default(),
             serve: None,
             streams: None,
+            events: None,
             last_peer_id: 0,
             peer_eof: false,
             rx_started: now,
@@ -527,6 +532,7 @@ impl<C: Caller> Connection<C> {
                 Ok(())
             }
             FrameKind::Error if self.has_stream(frame.id()) => self.on_stream_error(frame, env),
+            FrameKind::Error if self.has_mine(frame.id()) => self.on_subscription_error(frame, env),
             FrameKind::Response | FrameKind::Error => self.on_reply(frame, env),
             FrameKind::Ping => {
                 self.charge_idle_frame(env)?;
@@ -578,17 +584,8 @@ impl<C: Caller> Connection<C> {
             | FrameKind::StreamData
             | FrameKind::StreamEnd
             | FrameKind::WindowUpdate => self.on_stream_frame(frame, env),
-            // Events are not served yet: refuse the exchange (its final frame), keep the
-            // connection.
-            FrameKind::Subscribe => {
-                let id = frame.id();
-                self.check_peer_id(id)?;
-                env.stats.count_error("unimplemented_kind");
-                self.answer_error(
-                    id,
-                    StatusCode::Unimplemented,
-                    "events are not served by this engine yet",
-                )
+            FrameKind::Subscribe | FrameKind::Unsubscribe | FrameKind::Event => {
+                self.on_event_frame(frame, env)
             }
             _ => {
                 env.stats.count_error("ignored_frame");
@@ -712,7 +709,10 @@ impl<C: Caller> Connection<C> {
     /// Whether bytes are waiting to be written.
     #[inline]
     pub(crate) fn wants_write(&self) -> bool {
-        !self.tx_full.is_empty() || !self.tx.is_empty() || self.streams_want_write()
+        !self.tx_full.is_empty()
+            || !self.tx.is_empty()
+            || self.streams_want_write()
+            || self.events_want_write()
     }
 
     /// Takes the next batch to write (oldest full batch first), leaving an empty buffer in its
@@ -724,6 +724,7 @@ impl<C: Caller> Connection<C> {
         }
         // Stream messages are encoded only now, when the transport takes a batch.
         self.pump_streams();
+        self.pump_events();
         if let Some(full) = self.tx_full.pop_front() {
             return Some(full);
         }

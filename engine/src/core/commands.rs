@@ -149,6 +149,41 @@ impl Core {
             Command::Stats(tx) => {
                 let _ = tx.send(self.stats());
             }
+            Command::Publish {
+                topic,
+                payload,
+                hops,
+                served,
+            } => {
+                self.inbox.release_event(topic.len() + payload.len());
+                let ev = std::rc::Rc::new(crate::conn::Published { topic, payload });
+                self.fan_out(&ev, Some(hops), served);
+            }
+            Command::PublishTo {
+                conn,
+                topic,
+                payload,
+            } => {
+                self.inbox.release_event(topic.len() + payload.len());
+                if self.publish_for(conn, &topic, &payload).is_err() {
+                    // Fire-and-forget (docs/protocol.md §24.5): counted, not reported.
+                    self.stats.count_error("publish_failed");
+                }
+            }
+            Command::Subscribe {
+                conn,
+                pattern,
+                opts,
+                app,
+            } => self.subscribe_for(conn, &pattern, &opts, app),
+            Command::Unsubscribe { conn, id } => self.unsubscribe_for(conn, id),
+            Command::SubscribeLocal {
+                pattern,
+                opts,
+                app,
+                key,
+            } => self.add_local_sub(pattern.as_bytes(), &opts, app, key),
+            Command::UnsubscribeLocal { key } => self.events.index.remove_local(key),
             Command::Services { registry, done } => {
                 self.set_registry(registry);
                 let _ = done.send(());

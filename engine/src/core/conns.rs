@@ -83,6 +83,7 @@ impl Core {
         }
         en.closing = true;
         en.conn.handle_closed(why);
+        self.events.index.remove_conn(key as u32);
         let was_hot = en.hot.take().is_some();
         self.executor.drop_conn(key as u32);
         if let Some(slot) = en.adopt.take() {
@@ -122,6 +123,13 @@ impl Core {
             generation: en.generation,
         };
         en.conn.run_stream_hooks(&self.registry);
+        if en.conn.has_event_news() {
+            // Subscriptions changed or events were published: index, fan out.
+            self.event_news(key);
+        }
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
         while let Some(ev) = en.conn.poll_event() {
             match ev {
                 crate::conn::Event::Spawn(sp) => match sp.future {

@@ -9,13 +9,16 @@
 mod caller;
 mod commands;
 mod conns;
+mod events;
 mod hot;
 mod intercept;
 mod listener;
 mod ring_io;
 mod streams;
+mod subjects;
 mod timers;
 
+pub(crate) use events::{check_pattern, check_topic, local_key};
 pub use streams::CoreStream;
 
 use std::io;
@@ -139,6 +142,8 @@ pub struct Core {
     sys: crate::sys::CoreCache,
     /// Around the calls this core makes (`Core::client_interceptor`).
     client_interceptors: crate::dispatch::ClientInterceptors,
+    /// The subject index and fan-out state (core/events.rs).
+    events: events::CoreEvents,
 }
 
 impl std::fmt::Debug for Core {
@@ -285,6 +290,7 @@ impl Core {
             scratch: Box::default(),
             sys: crate::sys::CoreCache::default(),
             client_interceptors: crate::dispatch::ClientInterceptors::default(),
+            events: events::CoreEvents::default(),
         };
         core.arm_inbox();
         Ok(core)
@@ -299,6 +305,7 @@ impl Core {
         let mut s = self.stats.clone();
         s.driver.submits += self.driver.full_submits();
         s.buffer_bytes = self.conn_cfg.buffers.used() as u64;
+        (s.subscriptions, s.event_queue_bytes) = self.event_gauges();
         s
     }
 
@@ -452,6 +459,10 @@ impl Drop for Core {
         for k in keys {
             self.begin_close(k, &why);
         }
+        // In-process subscriptions learn that no event will come any more.
+        self.events
+            .index
+            .end_locals(&Status::unavailable(format!("the core stopped: {why}")));
         self.close_listeners();
         let end = Instant::now() + Duration::from_secs(2);
         while !(self.conns.is_empty() && self.listeners.all_closed()) && Instant::now() < end {
@@ -491,6 +502,11 @@ impl Core {
     /// Serves `registry` from now on (an engine's services changed).
     pub(crate) fn set_registry(&mut self, registry: Arc<Registry>) {
         self.registry = registry;
+    }
+
+    /// The inboxes of the engine's other cores (published events are forwarded to them).
+    pub(crate) fn set_siblings(&mut self, siblings: Vec<Arc<Inbox>>) {
+        self.events.siblings = siblings;
     }
 
     /// The cache of peers' `$sys` listings.

@@ -22,6 +22,7 @@
 //! | [`typed`]     | typed FlatBuffers methods: requests built, replies verified      |
 //! | [`sys`]       | `$sys` listing, requirement resolution (semver, pre-releases), NotFound and InvalidArgument texts, services added and removed at run time |
 //! | [`streams`]   | the three stream shapes, flow control bounding a slow reader and a connection's many streams, cancel, deadline, peer death, bad stream input, frames for finished streams, a Response overtaking a flood, compressed messages |
+//! | [`events`]    | publish/subscribe: fan-out across both cores and in-process, slow-subscriber policies, queue groups, cleanup, bad event input, `Peer` and caller-driven `Core` |
 //! | [`config`]    | settings refused by rule, advertised keepalive, handshake and connect timeouts, `ConnectError`/`CallError` variants |
 //!
 //! Where a byte stream and a record transport must differ (a frame split over two writes is
@@ -37,6 +38,7 @@ pub mod deadlines;
 pub mod dispatch;
 pub mod endings;
 pub mod errors;
+pub mod events;
 pub mod hot;
 pub mod limits;
 pub mod middleware;
@@ -104,6 +106,14 @@ macro_rules! conformance {
                         frames_for_a_finished_stream_are_ignored_and_counted,
                         a_response_overtakes_a_flooding_stream,
                         compressible_stream_messages_go_compressed_and_arrive_intact,
+                    }
+                    events {
+                        fan_out_reaches_every_subscriber_across_both_cores,
+                        slow_subscribers_drop_or_are_ended_and_others_lose_nothing,
+                        queue_groups_give_each_event_to_one_member,
+                        unsubscribe_and_disconnect_clean_up,
+                        bad_event_input_gets_defined_errors_and_counters,
+                        peers_and_caller_driven_cores_publish_and_subscribe,
                     }
                     config {
                         invalid_settings_are_refused_with_the_setting_and_the_rule,

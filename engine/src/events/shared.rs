@@ -1,0 +1,247 @@
+//! The state a subscription's application side shares with the core that feeds it: a bounded
+//! queue of received events, how the subscription ended, the waker of an async reader, and
+//! where to send the unsubscribe when the [`super::Subscription`] is dropped.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{Event, RecvError};
+use crate::Status;
+use crate::inbox::{Command, ConnRef, Inbox};
+
+/// Where a dropped subscription's unsubscribe goes.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// Not known yet (the subscribe command is on its way).
+    None,
+    /// Subscription `id` at the peer of `conn`, on the core of `inbox`.
+    Remote {
+        inbox: Arc<Inbox>,
+        conn: ConnRef,
+        id: u32,
+    },
+    /// An in-process subscription with index key `key` on the core of `inbox`.
+    Local { inbox: Arc<Inbox>, key: u64 },
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: VecDeque<Event>,
+    depth: usize,
+    /// Events this side's queue dropped (not read in time), reported with the next event.
+    lost: u32,
+    end: Option<Result<(), Status>>,
+    /// The end was reported to the reader.
+    end_taken: bool,
+    waker: Option<Waker>,
+    route: Route,
+    /// The application dropped its `Subscription`.
+    cancelled: bool,
+}
+
+/// One subscription's shared state.
+#[derive(Debug)]
+pub(crate) struct SubShared {
+    inner: Mutex<Inner>,
+    ready: Condvar,
+}
+
+impl SubShared {
+    /// A subscription whose own queue holds at most `depth` events (0: 1024).
+    pub(crate) fn new(depth: u32) -> Arc<SubShared> {
+        let depth = if depth == 0 { 1024 } else { depth as usize };
+        Arc::new(SubShared {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                depth,
+                lost: 0,
+                end: None,
+                end_taken: false,
+                waker: None,
+                route: Route::None,
+                cancelled: false,
+            }),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where to unsubscribe; if the application already dropped it, unsubscribes at once.
+    pub(crate) fn set_route(&self, route: Route) {
+        let mut g = self.lock();
+        if g.cancelled {
+            drop(g);
+            send_unsubscribe(&route);
+            return;
+        }
+        g.route = route;
+    }
+
+    /// Whether the application dropped its subscription.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Queues an event (the oldest is dropped and counted as lost when the queue is full).
+    /// Returns `false` if the queue was full.
+    pub(crate) fn push(&self, lost: u32, topic: Bytes, payload: Bytes) -> bool {
+        let mut g = self.lock();
+        if g.end.is_some() || g.cancelled {
+            return true;
+        }
+        let mut room = true;
+        if g.queue.len() >= g.depth {
+            room = false;
+            if let Some(old) = g.queue.pop_front() {
+                g.lost = g.lost.saturating_add(1).saturating_add(old.lost);
+            }
+        }
+        let lost = lost.saturating_add(std::mem::take(&mut g.lost));
+        g.queue.push_back(Event {
+            topic,
+            payload,
+            lost,
+        });
+        let w = g.waker.take();
+        drop(g);
+        self.ready.notify_one();
+        if let Some(w) = w {
+            w.wake();
+        }
+        room
+    }
+
+    /// Whether the queue is full.
+    pub(crate) fn is_full(&self) -> bool {
+        let g = self.lock();
+        g.queue.len() >= g.depth
+    }
+
+    /// The subscription ended (first end wins).
+    pub(crate) fn end(&self, end: Result<(), Status>) {
+        let mut g = self.lock();
+        if g.end.is_none() {
+            g.end = Some(end);
+        }
+        g.route = Route::None;
+        let w = g.waker.take();
+        drop(g);
+        self.ready.notify_all();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    fn take(g: &mut Inner) -> Result<Option<Event>, RecvError> {
+        if let Some(e) = g.queue.pop_front() {
+            return Ok(Some(e));
+        }
+        match &g.end {
+            Some(end) => {
+                g.end_taken = true;
+                Err(RecvError::Ended(match end {
+                    Ok(()) => Status::new(crate::StatusCode::Ok, "the publisher ended it"),
+                    Err(st) => st.clone(),
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn try_recv(&self) -> Result<Option<Event>, RecvError> {
+        Self::take(&mut self.lock())
+    }
+
+    pub(crate) fn recv_timeout(&self, timeout: Duration) -> Result<Event, RecvError> {
+        let end = Instant::now().checked_add(timeout);
+        let mut g = self.lock();
+        loop {
+            if let Some(e) = Self::take(&mut g)? {
+                return Ok(e);
+            }
+            let left = match end {
+                Some(end) => match end.checked_duration_since(Instant::now()) {
+                    Some(d) if !d.is_zero() => d,
+                    _ => return Err(RecvError::Timeout),
+                },
+                None => Duration::from_secs(3600),
+            };
+            g = self
+                .ready
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Status>>> {
+        let mut g = self.lock();
+        if g.end_taken && g.queue.is_empty() {
+            return Poll::Ready(None);
+        }
+        match Self::take(&mut g) {
+            Ok(Some(e)) => Poll::Ready(Some(Ok(e))),
+            Ok(None) => {
+                g.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Err(RecvError::Ended(st)) if st.code == crate::StatusCode::Ok => Poll::Ready(None),
+            Err(RecvError::Ended(st)) => Poll::Ready(Some(Err(st))),
+            Err(RecvError::Timeout) => Poll::Pending,
+        }
+    }
+
+    /// The application dropped its subscription: unsubscribe (once).
+    pub(crate) fn cancel(&self) {
+        let mut g = self.lock();
+        if g.cancelled {
+            return;
+        }
+        g.cancelled = true;
+        g.queue.clear();
+        let route = std::mem::replace(&mut g.route, Route::None);
+        drop(g);
+        send_unsubscribe(&route);
+    }
+}
+
+fn send_unsubscribe(route: &Route) {
+    match route {
+        Route::None => {}
+        Route::Remote { inbox, conn, id } => {
+            inbox.send(Command::Unsubscribe {
+                conn: *conn,
+                id: *id,
+            });
+        }
+        Route::Local { inbox, key } => inbox.send(Command::UnsubscribeLocal { key: *key }),
+    }
+}
+
+/// The connection-side face of a subscription this side holds at a peer.
+#[derive(Debug)]
+pub(crate) struct RemoteApp(pub Arc<SubShared>);
+
+impl crate::conn::EventApp for RemoteApp {
+    fn deliver(&mut self, lost: u32, topic: &[u8], payload: &[u8]) {
+        self.0.push(
+            lost,
+            Bytes::copy_from_slice(topic),
+            Bytes::copy_from_slice(payload),
+        );
+    }
+    fn ended(&mut self, end: Result<(), Status>) {
+        self.0.end(end);
+    }
+}
