@@ -18,8 +18,8 @@ mod codec_section;
 #[cfg(feature = "compare")]
 mod compare;
 mod engine_section;
-mod ffi_section;
 mod event_section;
+mod ffi_section;
 mod pin;
 mod shm_section;
 mod stats;

@@ -204,10 +204,11 @@ pub struct ServiceInfo<'a> {
 }
 
 /// Builds a `ServiceList` body (the `$sys.list` reply) in `fbb` (reset first) and returns its
-/// bytes.
+/// bytes; `features` is the lister's capability word (docs/protocol.md §21, §25.1).
 pub fn service_list_body<'b>(
     fbb: &'b mut FlatBufferBuilder<'static>,
     services: &[ServiceInfo<'_>],
+    features: u64,
 ) -> &'b [u8] {
     fbb.reset();
     let mut offs = Vec::with_capacity(services.len());
@@ -239,7 +240,7 @@ pub fn service_list_body<'b>(
         ));
     }
     let services = Some(fbb.create_vector(&offs));
-    let list = fb::ServiceList::create(fbb, &fb::ServiceListArgs { services });
+    let list = fb::ServiceList::create(fbb, &fb::ServiceListArgs { services, features });
     fbb.finish_minimal(list);
     fbb.finished_data()
 }
@@ -331,9 +332,14 @@ mod tests {
                     methods: &[],
                 },
             ],
+            crate::features::STREAMS | crate::features::OFFERS_SYS,
         )
         .to_vec();
         let list = crate::control::read_service_list(&body).unwrap();
+        assert_eq!(
+            list.features(),
+            crate::features::STREAMS | crate::features::OFFERS_SYS
+        );
         let r = ServiceReq::parse(b"calc@^1.2").unwrap();
         assert_eq!(resolve_in_list(&list, &r), Some(Version::new(1, 7, 1)));
         let r = ServiceReq::parse(b"calc@~1.2").unwrap();

@@ -107,7 +107,13 @@ fn service_list() -> Vec<u8> {
         ));
     }
     let services = Some(fbb.create_vector(&services));
-    let root = ServiceList::create(&mut fbb, &ServiceListArgs { services });
+    let root = ServiceList::create(
+        &mut fbb,
+        &ServiceListArgs {
+            services,
+            features: 0,
+        },
+    );
     fbb.finish_minimal(root);
     fbb.finished_data().to_vec()
 }
@@ -159,7 +165,13 @@ fn service_list_garbage_is_invalid_body() {
     let empty = fbb.end_table(start);
     let d = flatbuffers::WIPOffset::<ServiceDescriptor>::new(empty.value());
     let services = Some(fbb.create_vector(&[d]));
-    let root = ServiceList::create(&mut fbb, &ServiceListArgs { services });
+    let root = ServiceList::create(
+        &mut fbb,
+        &ServiceListArgs {
+            services,
+            features: 0,
+        },
+    );
     fbb.finish_minimal(root);
     assert_invalid(
         control::read_service_list(fbb.finished_data()).unwrap_err(),

@@ -148,6 +148,7 @@ impl EngineBuilder {
         // Set first: services are wrapped by the engine's async interceptors as they are added.
         registry.interceptors = self.interceptors;
         registry.set_asyncs(self.asyncs);
+        registry.set_features(self.config.protocol.server().features);
         for s in self.services {
             registry.add(s)?;
         }

@@ -488,6 +488,8 @@ pub(crate) struct Registry {
     pub(crate) interceptors: crate::dispatch::Interceptors,
     /// The engine's async interceptors, applied to services as they are added.
     asyncs: crate::dispatch::AsyncInterceptors,
+    /// The capability word `$sys` lists (what this side offers in its handshake).
+    features: u64,
 }
 
 impl Default for Registry {
@@ -497,6 +499,7 @@ impl Default for Registry {
             by_key: FxHashMap::default(),
             interceptors: crate::dispatch::Interceptors::default(),
             asyncs: crate::dispatch::AsyncInterceptors::default(),
+            features: crate::ProtocolConfig::default().server().features,
         };
         r.refresh_sys();
         r
@@ -543,8 +546,10 @@ impl Registry {
 
     /// Rebuilds `$sys` from the services registered now.
     fn refresh_sys(&mut self) {
-        let mut sys =
-            crate::sys::sys_service(self.by_key.values().filter(|s| !s.name.starts_with('$')));
+        let mut sys = crate::sys::sys_service(
+            self.by_key.values().filter(|s| !s.name.starts_with('$')),
+            self.features,
+        );
         if !self.asyncs.0.is_empty() {
             let chain: crate::dispatch::AsyncChain = self.asyncs.0.iter().cloned().collect();
             for h in sys.methods.values_mut() {
@@ -552,6 +557,14 @@ impl Registry {
             }
         }
         self.by_key.insert(sys.key.as_bytes().into(), sys);
+    }
+
+    /// Sets the capability word `$sys` lists (the engine's or core's handshake offer).
+    pub(crate) fn set_features(&mut self, features: u64) {
+        if self.features != features {
+            self.features = features;
+            self.refresh_sys();
+        }
     }
 
     /// Sets the engine's async interceptors (before services are added: they are wrapped as

@@ -238,7 +238,13 @@ fn service_list() -> Vec<u8> {
         ));
     }
     let services = Some(fbb.create_vector(&services));
-    let l = wire::ServiceList::create(&mut fbb, &wire::ServiceListArgs { services });
+    let l = wire::ServiceList::create(
+        &mut fbb,
+        &wire::ServiceListArgs {
+            services,
+            features: 0,
+        },
+    );
     fbb.finish_minimal(l);
     fbb.finished_data().to_vec()
 }

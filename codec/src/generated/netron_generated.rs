@@ -1770,8 +1770,8 @@ impl<'a> Subscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(Subscribe::VT_DATAGRAMS, Some(false)).unwrap()}
   }
-  /// What the publisher does when the subscriber's queue is full: 0 = the publisher's
-  /// default, 1 = drop the oldest queued event, 2 = end the subscription (disconnect).
+  /// What the publisher does when the subscriber's queue is full (§24.4): 0 = the
+  /// publisher's default, 1 = drop the oldest queued event, 2 = end the subscription.
   #[inline]
   pub fn on_full(&self) -> u8 {
     // Safety:
@@ -1779,7 +1779,8 @@ impl<'a> Subscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u8>(Subscribe::VT_ON_FULL, Some(0)).unwrap()}
   }
-  /// Queue group: of the subscriptions with the same pattern and group, one gets each event.
+  /// Queue group (§24.6; absent or empty = none): of the subscriptions with the same group,
+  /// one gets each event.
   #[inline]
   pub fn queue_group(&self) -> Option<&'a str> {
     // Safety:
@@ -2141,6 +2142,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ServiceList<'a> {
 
 impl<'a> ServiceList<'a> {
   pub const VT_SERVICES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FEATURES: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2152,6 +2154,7 @@ impl<'a> ServiceList<'a> {
     args: &'args ServiceListArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ServiceList<'bldr>> {
     let mut builder = ServiceListBuilder::new(_fbb);
+    builder.add_features(args.features);
     if let Some(x) = args.services { builder.add_services(x); }
     builder.finish()
   }
@@ -2164,6 +2167,15 @@ impl<'a> ServiceList<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ServiceDescriptor>>>>(ServiceList::VT_SERVICES, None)}
   }
+  /// The listing side's capability word (§21): the feature and offer bits it sends in its
+  /// handshake (absent = 0: not said).
+  #[inline]
+  pub fn features(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ServiceList::VT_FEATURES, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ServiceList<'_> {
@@ -2173,18 +2185,21 @@ impl ::flatbuffers::Verifiable for ServiceList<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ServiceDescriptor>>>>("services", Self::VT_SERVICES, false)?
+     .visit_field::<u64>("features", Self::VT_FEATURES, false)?
      .finish();
     Ok(())
   }
 }
 pub struct ServiceListArgs<'a> {
     pub services: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'a>>>>>,
+    pub features: u64,
 }
 impl<'a> Default for ServiceListArgs<'a> {
   #[inline]
   fn default() -> Self {
     ServiceListArgs {
       services: None,
+      features: 0,
     }
   }
 }
@@ -2197,6 +2212,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ServiceListBuilder<'a, 'b, A>
   #[inline]
   pub fn add_services(&mut self, services: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ServiceDescriptor<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ServiceList::VT_SERVICES, services);
+  }
+  #[inline]
+  pub fn add_features(&mut self, features: u64) {
+    self.fbb_.push_slot::<u64>(ServiceList::VT_FEATURES, features, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ServiceListBuilder<'a, 'b, A> {
@@ -2217,6 +2236,7 @@ impl ::core::fmt::Debug for ServiceList<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("ServiceList");
       ds.field("services", &self.services());
+      ds.field("features", &self.features());
       ds.finish()
   }
 }

@@ -193,7 +193,10 @@ impl Core {
     /// [`CoreError::Ring`] or [`CoreError::Io`] when the `io_uring` or the inbox's eventfd
     /// cannot be set up (e.g. io_uring disabled, or out of locked memory or descriptors).
     pub fn new(cfg: impl Into<CoreConfig>) -> Result<Core, CoreError> {
-        Self::with_registry(cfg.into(), Arc::new(Registry::default()), Inbox::new()?)
+        let cfg = cfg.into();
+        let mut r = Registry::default();
+        r.set_features(cfg.protocol.server().features);
+        Self::with_registry(cfg, Arc::new(r), Inbox::new()?)
     }
 
     /// A core serving `services`.
@@ -205,12 +208,14 @@ impl Core {
         cfg: impl Into<CoreConfig>,
         services: impl IntoIterator<Item = crate::Service>,
     ) -> Result<Core, crate::EngineError> {
+        let cfg = cfg.into();
         let mut r = Registry::default();
+        r.set_features(cfg.protocol.server().features);
         for s in services {
             r.add(s)?;
         }
         Ok(Self::with_registry(
-            cfg.into(),
+            cfg,
             Arc::new(r),
             Inbox::new().map_err(CoreError::Io)?,
         )?)
@@ -228,6 +233,7 @@ impl Core {
         interceptors: impl IntoIterator<Item = Arc<dyn crate::Interceptor>>,
     ) -> Result<Core, crate::EngineError> {
         let mut r = Registry::default();
+        r.set_features(cfg.protocol.server().features);
         for s in services {
             r.add(s)?;
         }

@@ -48,7 +48,7 @@ struct Snapshot {
     full: Vec<u8>,
 }
 
-fn encode(entries: &[&Entry]) -> Vec<u8> {
+fn encode(entries: &[&Entry], features: u64) -> Vec<u8> {
     let methods: Vec<Vec<(&str, MethodKind)>> = entries
         .iter()
         .map(|e| e.methods.iter().map(|(m, k)| (m.as_str(), *k)).collect())
@@ -63,11 +63,15 @@ fn encode(entries: &[&Entry]) -> Vec<u8> {
         })
         .collect();
     let mut fbb = FlatBufferBuilder::new();
-    service_list_body(&mut fbb, &infos).to_vec()
+    service_list_body(&mut fbb, &infos, features).to_vec()
 }
 
-/// The `$sys@1.0.0` service listing `services` and itself.
-pub(crate) fn sys_service<'a>(services: impl Iterator<Item = &'a Service>) -> Service {
+/// The `$sys@1.0.0` service listing `services` and itself, and the capability word
+/// `features` (what this side offers in its handshake, docs/protocol.md §21).
+pub(crate) fn sys_service<'a>(
+    services: impl Iterator<Item = &'a Service>,
+    features: u64,
+) -> Service {
     let mut entries: Vec<Entry> = services
         .map(|s| {
             let mut methods: Vec<(String, MethodKind)> = s
@@ -88,7 +92,7 @@ pub(crate) fn sys_service<'a>(services: impl Iterator<Item = &'a Service>) -> Se
         methods: vec![(METHOD_LIST.to_owned(), MethodKind::Unary)],
     });
     entries.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
-    let full = encode(&entries.iter().collect::<Vec<_>>());
+    let full = encode(&entries.iter().collect::<Vec<_>>(), features);
     let snap = Arc::new(Snapshot { entries, full });
     Service::with_version(SYS_NAME, SYS_VERSION).unary(METHOD_LIST, move |req, reply| {
         let name = req.payload();
@@ -100,7 +104,7 @@ pub(crate) fn sys_service<'a>(services: impl Iterator<Item = &'a Service>) -> Se
                 .iter()
                 .filter(|e| e.name.as_bytes() == name)
                 .collect();
-            reply.write(&encode(&some));
+            reply.write(&encode(&some, features));
         }
         Ok(())
     })

@@ -13,6 +13,8 @@ use crate::{CallError, CallSlot, Channel, ConnId, Core, Status, StatusCode};
 #[derive(Debug)]
 pub(crate) struct Listing {
     entries: Vec<(String, Version)>,
+    /// The lister's capability word (docs/protocol.md §21; 0 if it did not say).
+    features: u64,
 }
 
 impl Listing {
@@ -33,7 +35,10 @@ impl Listing {
                 Some((s.name().to_owned(), v))
             })
             .collect();
-        Ok(Listing { entries })
+        Ok(Listing {
+            entries,
+            features: list.features(),
+        })
     }
 
     /// The exact `name@VERSION` for `req` (written `shown` by the caller), or `NotFound`
@@ -163,6 +168,27 @@ impl Channel {
         };
         let until = deadline.and_then(|d| Instant::now().checked_add(d));
         self.resolve_req(&req, requirement, until)
+    }
+
+    /// The peer's capability word as its `$sys` lists it (docs/protocol.md §21: the
+    /// `netron_codec::features` bits it offers, e.g. `STREAMS`, `EVENTS`, `OFFERS_SYS`; 0 from
+    /// a peer whose `$sys` does not say), from the cached listing or one `$sys.list` round
+    /// trip within `deadline`.
+    ///
+    /// # Errors
+    /// The errors of [`crate::Method::call`] for the `$sys.list` call; `Internal` if the reply
+    /// is not a valid `ServiceList`.
+    pub fn peer_features(&self, deadline: Option<Duration>) -> Result<u64, CallError> {
+        let cache = self.sys_cache();
+        if let Some(l) = cache.get() {
+            return Ok(l.features);
+        }
+        let body = self
+            .method(SYS_SERVICE, METHOD_LIST)
+            .call(bytes::Bytes::new(), deadline)?;
+        let l = Arc::new(Listing::from_body(&body).map_err(CallError::Status)?);
+        cache.set(l.clone());
+        Ok(l.features)
     }
 
     /// Forgets this channel's cached `$sys` listing: the next requirement is resolved from a

@@ -193,7 +193,26 @@ pub fn sys_lists_services_versions_and_methods(t: &Transport) {
     let body = sys.call(&b"nosuch"[..], DL).unwrap();
     let list = read_service_list(&body).unwrap();
     assert_eq!(list.services().map_or(0, |s| s.len()), 0);
-    drop(ch);
+    // The engine's capabilities: what its handshake offers (streams, events, `$sys`).
+    use netron_codec::features::{EVENTS, OFFERS_SYS, STREAMS};
+    let features = ch.peer_features(DL).unwrap();
+    assert_eq!(
+        features,
+        list.features(),
+        "the cached listing says the same"
+    );
+    assert_eq!(
+        features & (STREAMS | EVENTS | OFFERS_SYS),
+        STREAMS | EVENTS | OFFERS_SYS,
+        "{features:#x}"
+    );
+    // A server configured without streams says so.
+    let cfg = netron_engine::ProtocolConfig::default().with_streams(false);
+    let (plain, paddr) = crate::engine(t, cfg, &[], "sys-nostreams");
+    let pch = plain.client().connect(&paddr).unwrap();
+    assert_eq!(pch.peer_features(DL).unwrap() & STREAMS, 0);
+    drop((ch, pch));
+    plain.shutdown(Duration::from_secs(1));
     e.shutdown(Duration::from_secs(1));
 }
 
