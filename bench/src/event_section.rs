@@ -12,7 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netron_engine::{Engine, SubscribeOptions, Subscription};
+use std::cell::RefCell;
+
+use netron_engine::{
+    Core, CoreConfig, Endpoint, Engine, IdlePolicy, ProtocolConfig, RuntimeConfig,
+    SubscribeOptions, Subscription,
+};
 
 use crate::Options;
 use crate::engine_section::tcp_pair;
@@ -43,13 +48,15 @@ fn latency(base: Instant, e: &[u8]) -> u64 {
     (base.elapsed().as_nanos() as u64).saturating_sub(sent)
 }
 
-/// Waits until `seen` counted `n` deliveries (or `bound` passed).
-fn wait_delivered(seen: &Seen, n: u64, bound: Duration) -> bool {
+/// Waits until `seen` counted `n` deliveries (or `bound` passed), calling `pump` meanwhile
+/// (a caller-driven core's turn; nothing for sides read by a thread of their own).
+fn wait_delivered(seen: &Seen, n: u64, bound: Duration, pump: &mut dyn FnMut()) -> bool {
     let end = Instant::now() + bound;
     while seen.delivered.load(Ordering::Acquire) < n {
         if Instant::now() > end {
             return false;
         }
+        pump();
         std::hint::spin_loop();
     }
     true
@@ -60,11 +67,10 @@ fn wait_delivered(seen: &Seen, n: u64, bound: Duration) -> bool {
 fn measure(
     seen: &Seen,
     subscribers: u64,
-    events: u64,
-    in_flight_rounds: u64,
-    paced_for: Duration,
+    (events, in_flight_rounds, paced_for): (u64, u64, Duration),
     base: Instant,
     mut publish: impl FnMut([u8; SIZE]),
+    pump: &mut dyn FnMut(),
 ) -> (f64, u64, u64) {
     // Throughput: publish all, at most WINDOW events ahead of the slowest possible
     // accounting (deliveries / subscribers), so no queue overflows; wait for every delivery.
@@ -75,11 +81,17 @@ fn measure(
         while i.saturating_sub((seen.delivered.load(Ordering::Acquire) - before) / subscribers)
             > WINDOW
         {
+            pump();
             std::hint::spin_loop();
         }
         publish(stamped(base));
     }
-    let done = wait_delivered(seen, before + events * subscribers, Duration::from_secs(60));
+    let done = wait_delivered(
+        seen,
+        before + events * subscribers,
+        Duration::from_secs(60),
+        pump,
+    );
     let rate = if done {
         (events * subscribers) as f64 / t.elapsed().as_secs_f64()
     } else {
@@ -91,7 +103,7 @@ fn measure(
     for _ in 0..in_flight_rounds {
         let n = seen.delivered.load(Ordering::Acquire);
         publish(stamped(base));
-        wait_delivered(seen, n + subscribers, Duration::from_secs(5));
+        wait_delivered(seen, n + subscribers, Duration::from_secs(5), pump);
     }
     seen.sampling.store(false, Ordering::Release);
     let one = std::mem::take(&mut *seen.samples.lock().unwrap_or_else(|p| p.into_inner()))
@@ -109,13 +121,14 @@ fn measure(
     let n0 = seen.delivered.load(Ordering::Acquire);
     while start.elapsed() < paced_for {
         while Instant::now() < next {
+            pump();
             std::hint::spin_loop();
         }
         publish(stamped(base));
         sent += 1;
         next += per_event;
     }
-    wait_delivered(seen, n0 + sent * subscribers, Duration::from_secs(30));
+    wait_delivered(seen, n0 + sent * subscribers, Duration::from_secs(30), pump);
     seen.sampling.store(false, Ordering::Release);
     let half = std::mem::take(&mut *seen.samples.lock().unwrap_or_else(|p| p.into_inner()))
         .percentile(99.0);
@@ -179,15 +192,91 @@ fn netron(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64
             }
         }
     });
-    let r = measure(&seen, n as u64, events, rounds, paced, base, |e| {
+    let publish = |e: [u8; SIZE]| {
         publisher
             .publish("bench.ev", bytes::Bytes::copy_from_slice(&e))
             .expect("publish");
-    });
+    };
+    let r = measure(
+        &seen,
+        n as u64,
+        (events, rounds, paced),
+        base,
+        publish,
+        &mut || {},
+    );
     seen.stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
     drop((chans, publisher));
     client.shutdown(Duration::from_secs(1));
+    server.shutdown(Duration::from_secs(1));
+    r
+}
+
+/// Netron on two threads, as many as the floor: a 1-core busy-poll server engine (CPU 1) and
+/// one caller-driven busy-poll client core on this thread that holds the publisher's and the
+/// N subscribers' connections, publishing and reading (two hops: publisher to server to
+/// subscribers, where the floor's writer reaches the readers in one). On a 2-vCPU host the
+/// 2-core rows run four engine threads and two bench threads on two CPUs, so their latency
+/// is the scheduler's time slices; these rows measure the engine.
+fn netron_two_threads(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64) {
+    let busy = || RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
+    let server = Engine::builder()
+        .cores(1)
+        .cpus(&[1])
+        .config(CoreConfig::new(busy(), ProtocolConfig::default()))
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .expect("netron server");
+    let ep: Endpoint = server.endpoints()[0].clone();
+    let core = RefCell::new(Core::new(busy()).expect("client core"));
+    let opts = || SubscribeOptions::new().queue_depth(65_536);
+    let subs: Vec<Subscription> = (0..n)
+        .map(|_| {
+            let mut c = core.borrow_mut();
+            let conn = c.connect(&ep, Duration::from_secs(5)).expect("connect");
+            c.subscribe(conn, "bench.ev", opts()).expect("subscribe")
+        })
+        .collect();
+    let publisher = core
+        .borrow_mut()
+        .connect(&ep, Duration::from_secs(5))
+        .expect("connect");
+    let end = Instant::now() + Duration::from_secs(10);
+    while server.total_stats().subscriptions() < n as u64 && Instant::now() < end {
+        let _ = core.borrow_mut().run_once();
+    }
+    let base = Instant::now();
+    let seen = Seen::default();
+    let local = RefCell::new(Samples::default());
+    let mut pump = || {
+        let _ = core.borrow_mut().run_once();
+        let mut any = false;
+        for sub in &subs {
+            while let Ok(Some(ev)) = sub.try_recv() {
+                record(&seen, base, ev.payload(), &mut local.borrow_mut());
+                any = true;
+            }
+        }
+        if any {
+            flush_samples(&seen, &mut local.borrow_mut());
+        }
+    };
+    let publish = |e: [u8; SIZE]| {
+        core.borrow_mut()
+            .publish(publisher, "bench.ev", &e)
+            .expect("publish");
+    };
+    let r = measure(
+        &seen,
+        n as u64,
+        (events, rounds, paced),
+        base,
+        publish,
+        &mut pump,
+    );
+    drop(subs);
+    drop(core);
     server.shutdown(Duration::from_secs(1));
     r
 }
@@ -230,7 +319,7 @@ fn floor(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64)
             }
         }
     });
-    let r = measure(&seen, n as u64, events, rounds, paced, base, |e| {
+    let publish = |e: [u8; SIZE]| {
         for w in writers.iter_mut() {
             let mut off = 0;
             while off < SIZE {
@@ -241,7 +330,15 @@ fn floor(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64)
                 }
             }
         }
-    });
+    };
+    let r = measure(
+        &seen,
+        n as u64,
+        (events, rounds, paced),
+        base,
+        publish,
+        &mut || {},
+    );
     seen.stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
     r
@@ -251,6 +348,20 @@ fn floor(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64)
 pub fn run(opts: &Options) -> Vec<Table> {
     let mut t = Table::new(
         "Event fan-out over TCP: 64-byte events, 2-core engine (issue 17)",
+        &[
+            "subscribers",
+            "floor events/s",
+            "netron events/s",
+            "ratio (target >= 0.7 at 16, 256)",
+            "p99 1 in flight floor",
+            "p99 1 in flight netron (target <= 2x)",
+            "p99 at 50% floor",
+            "p99 at 50% netron",
+        ],
+    );
+    let mut t2 = Table::new(
+        "Event fan-out over TCP, two threads like the floor: 1-core busy-poll server, one \
+         caller-driven client core publishing and reading (issue 17)",
         &[
             "subscribers",
             "floor events/s",
@@ -273,6 +384,17 @@ pub fn run(opts: &Options) -> Vec<Table> {
         let rounds = if opts.quick { 200 } else { 2_000 };
         let f = floor(n, events, rounds, paced);
         let x = netron(n, events, rounds, paced);
+        let y = netron_two_threads(n, events, rounds, paced);
+        t2.row(&[
+            n.to_string(),
+            format!("{:.0}", f.0),
+            format!("{:.0}", y.0),
+            format!("{:.2}x", if f.0 > 0.0 { y.0 / f.0 } else { 0.0 }),
+            us(f.1),
+            format!("{} ({:.2}x)", us(y.1), y.1 as f64 / f.1.max(1) as f64),
+            us(f.2),
+            us(y.2),
+        ]);
         t.row(&[
             n.to_string(),
             format!("{:.0}", f.0),
@@ -294,5 +416,10 @@ pub fn run(opts: &Options) -> Vec<Table> {
          (a 2-core client engine) subscribe, one thread reads every Subscription",
     );
     t.note("a throughput of 0 means the deliveries did not complete within 60 s");
-    vec![t]
+    t2.note(
+        "same floor (same run); netron: two threads like the floor, publisher to server to \
+         subscribers (two hops where the floor's writer makes one); the 2-core table above \
+         runs six threads on this host's CPUs, so its latencies are scheduling",
+    );
+    vec![t, t2]
 }
