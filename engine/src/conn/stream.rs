@@ -199,6 +199,13 @@ pub(crate) fn fail_app(app: &mut dyn StreamApp, st: &Status) {
     app.recv_closed(Err(st.clone()));
 }
 
+impl Entry {
+    /// Whether the application consumed everything delivered to it (its reader waits).
+    pub(super) fn drained(&self) -> bool {
+        self.unread == 0 && self.surplus == 0
+    }
+}
+
 impl<C: Caller> Connection<C> {
     /// The connection's stream state, made on first use with the negotiated window.
     pub(super) fn streams_mut(&mut self) -> &mut Streams {

@@ -48,10 +48,15 @@ impl<C: Caller> Connection<C> {
         let _ = self.grant_connection();
     }
 
-    /// Sends a connection WindowUpdate once half of the connection window was consumed.
+    /// Sends a connection WindowUpdate once half of the connection window was consumed, or,
+    /// while the peer has half the window or less left to send, for whatever was consumed:
+    /// a reader that drains one stream while others sit unread (holding most of the window)
+    /// must get connection credit back for what it reads, however little that is, or it
+    /// would stall for good.
     pub(super) fn grant_connection(&mut self) -> Result<(), ConnError> {
         let s = self.streams_mut();
-        if s.conn_pending == 0 || s.conn_pending < s.conn_window / 2 {
+        let low = s.conn_recv.credit() <= i64::from(s.conn_window / 2);
+        if s.conn_pending == 0 || (s.conn_pending < s.conn_window / 2 && !low) {
             return Ok(());
         }
         let inc = std::mem::take(&mut s.conn_pending);

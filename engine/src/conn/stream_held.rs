@@ -9,7 +9,9 @@
 //! while that surplus is used up is kept as it came (its wire bytes, which the windows already
 //! bound) and decompressed when the readers have consumed enough; the messages after it on the
 //! same stream, and its end, wait behind it so the order holds. Uncompressed messages of other
-//! streams are not held (they add no surplus).
+//! streams are not held (they add no surplus), and neither is the next message of a stream
+//! whose reader has consumed everything it was given (a waiting reader is never stalled by
+//! another stream's silent one; each such stream adds at most one message to the bound).
 
 use std::collections::VecDeque;
 
@@ -37,7 +39,9 @@ impl<C: Caller> Connection<C> {
         let Some(e) = s.map.get(&id) else {
             return false;
         };
-        e.app.is_some() && (e.held.is_some() || (compressed && s.surplus >= s.conn_window as u64))
+        e.app.is_some()
+            && (e.held.is_some()
+                || (compressed && s.surplus >= s.conn_window as u64 && !e.drained()))
     }
 
     /// Keeps a copy of `payload` (as it arrived) for stream `id`, delivered later.
@@ -101,6 +105,9 @@ impl<C: Caller> Connection<C> {
                 s.held.swap_remove(i);
                 continue;
             };
+            // A reader that has read everything it was given always gets its next message,
+            // whatever the other streams hold: one stream's silent reader never stalls another.
+            let room = room || e.drained();
             let Some(h) = e.held.as_mut() else {
                 s.held.swap_remove(i);
                 continue;

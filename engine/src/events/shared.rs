@@ -100,7 +100,13 @@ impl SubShared {
         if g.queue.len() >= g.depth {
             room = false;
             if let Some(old) = g.queue.pop_front() {
-                g.lost = g.lost.saturating_add(1).saturating_add(old.lost);
+                // Lost just before the event that is now first (or, with nothing left, before
+                // the one being pushed).
+                let carried = old.lost.saturating_add(1);
+                match g.queue.front_mut() {
+                    Some(head) => head.lost = head.lost.saturating_add(carried),
+                    None => g.lost = g.lost.saturating_add(carried),
+                }
             }
         }
         let lost = lost.saturating_add(std::mem::take(&mut g.lost));
@@ -243,5 +249,24 @@ impl crate::conn::EventApp for RemoteApp {
     }
     fn ended(&mut self, end: Result<(), Status>) {
         self.0.end(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_reports_the_loss_before_the_first_event_kept() {
+        let sub = SubShared::new(4);
+        for i in 1..=10u8 {
+            sub.push(0, Bytes::from_static(b"t"), Bytes::copy_from_slice(&[i]));
+        }
+        let mut got = Vec::new();
+        while let Ok(Some(ev)) = sub.try_recv() {
+            got.push((ev.payload()[0], ev.lost()));
+        }
+        // #1..#6 were dropped, all just before #7; nothing between the ones kept.
+        assert_eq!(got, [(7, 6), (8, 0), (9, 0), (10, 0)]);
     }
 }

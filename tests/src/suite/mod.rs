@@ -101,6 +101,7 @@ macro_rules! conformance {
                         a_caller_driven_core_streams_with_would_block,
                         a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
                         a_connection_bounds_what_all_its_streams_queue,
+                        a_reader_of_one_stream_is_not_stalled_by_unread_others,
                         streams_open_by_requirement_like_calls,
                         a_failed_half_delivers_its_status_both_ways,
                         frames_for_a_finished_stream_are_ignored_and_counted,

@@ -70,6 +70,23 @@ fn stream_service(probe: &Arc<Probe>) -> Service {
             }
             Ok(Bytes::copy_from_slice(&sum.to_le_bytes()))
         })
+        // Request: u32 LE count, u32 LE size, u8 kind (0 zeros, 1 incompressible).
+        .server_stream("sized", |_, req, mut tx| async move {
+            let word = |i: usize| {
+                req.get(i..i + 4)
+                    .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+            };
+            let (n, size) = (word(0), word(4) as usize);
+            let chunk = if req.get(8) == Some(&1) {
+                Bytes::from(super::util::noise(size))
+            } else {
+                Bytes::from(vec![0u8; size])
+            };
+            for _ in 0..n {
+                tx.send(chunk.clone()).await?;
+            }
+            Ok(())
+        })
         // Sends back the request's `who` metadata.
         .server_stream("meta", |r, _, mut tx| {
             let who = Bytes::copy_from_slice(r.metadata("who").unwrap_or_default());
@@ -304,6 +321,37 @@ pub fn a_connection_bounds_what_all_its_streams_queue(t: &Transport) {
             block_on(tx.send(chunk.clone())).unwrap();
         }
         assert_eq!(reader.join().unwrap(), total);
+    });
+}
+
+/// Streams read one after the other: a reader draining one stream while the others sit unread
+/// is never stalled by them (compressible messages held for the unread streams, or their
+/// unread bytes filling the connection window), and each stream arrives complete.
+pub fn a_reader_of_one_stream_is_not_stalled_by_unread_others(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (_s, addr) = server(t, &probe);
+    let (_c, ch) = client(&addr);
+    within("streams read one after the other", move || {
+        // (streams, messages, size, kind): zeros (held compressed for the unread streams),
+        // then incompressible on as many streams as the connection window holds windows of
+        // (16: more can stall, docs/architecture.md "Streams", known limit).
+        for (streams, n, size, kind) in [(2u32, 2000u32, 4096u32, 0u8), (16, 100, 16 << 10, 1)] {
+            let mut req = n.to_le_bytes().to_vec();
+            req.extend_from_slice(&size.to_le_bytes());
+            req.push(kind);
+            let rxs: Vec<_> = (0..streams)
+                .map(|_| ch.open_server_stream(SVC, "sized", req.clone(), &opts()))
+                .collect();
+            for (i, mut rx) in rxs.into_iter().enumerate() {
+                let mut got = 0u32;
+                while let Some(m) = block_on(rx.recv()) {
+                    let m = m.unwrap_or_else(|e| panic!("stream {i} of {streams}: {e:?}"));
+                    assert_eq!(m.len(), size as usize);
+                    got += 1;
+                }
+                assert_eq!(got, n, "stream {i} of {streams}");
+            }
+        }
     });
 }
 
