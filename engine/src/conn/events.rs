@@ -542,6 +542,7 @@ impl<C: Caller> Connection<C> {
         stats: &mut crate::stats::CoreStats,
     ) -> Enqueued {
         let too_large = self.check_event_size(&ev.topic, &ev.payload).is_err();
+        let max_bytes = self.event_cfg().max_queued_bytes;
         let open = self.is_open();
         let Some(e) = self.events.as_mut() else {
             return Enqueued::Gone;
@@ -559,7 +560,12 @@ impl<C: Caller> Connection<C> {
             stats.count_error("event_too_large");
             return Enqueued::Skipped;
         }
-        if s.queue.len() >= s.depth {
+        // Full on depth, or on the connection's queued bytes (while this subscription has
+        // something queued to drop: one event always fits, so the bound holds per connection
+        // plus one event per subscription).
+        let over =
+            |len: usize, bytes: usize| len >= s.depth || (len > 0 && bytes + ev.size() > max_bytes);
+        while over(s.queue.len(), e.queued_bytes) {
             match s.policy {
                 SlowPolicy::Disconnect => {
                     let depth = s.depth;
@@ -567,7 +573,8 @@ impl<C: Caller> Connection<C> {
                     stats.count_error("slow_subscriber");
                     let msg = format!(
                         "subscriber too slow: its queue of {depth} events (Subscribe \
-                         queue_depth) was full"
+                         queue_depth) or the connection's {max_bytes} bytes of queued events \
+                         (EventConfig::max_queued_bytes) was full"
                     );
                     let _ = self.answer_error(id, StatusCode::ResourceExhausted, &msg);
                     return Enqueued::Gone;

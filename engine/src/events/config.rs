@@ -61,6 +61,7 @@ pub struct EventConfig {
     pub(crate) default_queue_depth: u32,
     pub(crate) max_queue_depth: u32,
     pub(crate) default_policy: SlowPolicy,
+    pub(crate) max_queued_bytes: usize,
 }
 
 impl Default for EventConfig {
@@ -71,6 +72,7 @@ impl Default for EventConfig {
             default_queue_depth: 1024,
             max_queue_depth: 65_536,
             default_policy: SlowPolicy::DropOldest,
+            max_queued_bytes: 16 << 20,
         }
     }
 }
@@ -107,6 +109,21 @@ impl EventConfig {
     pub fn with_default_policy(mut self, policy: SlowPolicy) -> Self {
         self.default_policy = policy.or(SlowPolicy::DropOldest);
         self
+    }
+
+    /// Bytes of events (topic + payload) queued for one connection's subscriptions together
+    /// before its slow-subscriber policies apply on bytes as they do on depth (default
+    /// 16 MiB, at least 1): drop-oldest drops the subscription's oldest events (counted,
+    /// the subscriber sees the gap) and disconnect ends it; a subscription with nothing queued
+    /// still takes the event, so the bound is this plus one event per subscription.
+    pub fn with_max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// Bytes of events queued for one connection's subscriptions before the policies apply.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.max_queued_bytes
     }
 
     /// Subscriptions a peer may hold on one connection.

@@ -28,9 +28,19 @@ pub(crate) enum Route {
     Local { inbox: Arc<Inbox>, key: u64 },
 }
 
+/// Bytes (topic + payload) one subscription's own queue holds before it drops its oldest
+/// events as when it is full (at least one event is always kept).
+pub(crate) const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+fn size(e: &Event) -> usize {
+    e.topic.len() + e.payload.len()
+}
+
 #[derive(Debug)]
 struct Inner {
     queue: VecDeque<Event>,
+    /// Bytes of the events in `queue`.
+    bytes: usize,
     depth: usize,
     /// Events this side's queue dropped (not read in time), reported with the next event.
     lost: u32,
@@ -57,6 +67,7 @@ impl SubShared {
         Arc::new(SubShared {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
+                bytes: 0,
                 depth,
                 lost: 0,
                 end: None,
@@ -97,9 +108,13 @@ impl SubShared {
             return true;
         }
         let mut room = true;
-        if g.queue.len() >= g.depth {
+        let incoming = topic.len() + payload.len();
+        while g.queue.len() >= g.depth
+            || (!g.queue.is_empty() && g.bytes + incoming > MAX_QUEUED_BYTES)
+        {
             room = false;
             if let Some(old) = g.queue.pop_front() {
+                g.bytes -= size(&old);
                 // Lost just before the event that is now first (or, with nothing left, before
                 // the one being pushed).
                 let carried = old.lost.saturating_add(1);
@@ -110,6 +125,7 @@ impl SubShared {
             }
         }
         let lost = lost.saturating_add(std::mem::take(&mut g.lost));
+        g.bytes += incoming;
         g.queue.push_back(Event {
             topic,
             payload,
@@ -147,6 +163,7 @@ impl SubShared {
 
     fn take(g: &mut Inner) -> Result<Option<Event>, RecvError> {
         if let Some(e) = g.queue.pop_front() {
+            g.bytes -= size(&e);
             return Ok(Some(e));
         }
         match &g.end {
@@ -216,6 +233,7 @@ impl SubShared {
         }
         g.cancelled = true;
         g.queue.clear();
+        g.bytes = 0;
         let route = std::mem::replace(&mut g.route, Route::None);
         drop(g);
         send_unsubscribe(&route);
@@ -268,5 +286,26 @@ mod tests {
         }
         // #1..#6 were dropped, all just before #7; nothing between the ones kept.
         assert_eq!(got, [(7, 6), (8, 0), (9, 0), (10, 0)]);
+    }
+
+    #[test]
+    fn a_queue_of_large_events_is_bounded_in_bytes_too() {
+        let sub = SubShared::new(1024);
+        let mib = Bytes::from(vec![0u8; 1 << 20]);
+        for _ in 0..40 {
+            sub.push(0, Bytes::from_static(b"t"), mib.clone());
+        }
+        assert!(sub.lock().bytes <= MAX_QUEUED_BYTES, "{}", sub.lock().bytes);
+        let mut got = Vec::new();
+        while let Ok(Some(ev)) = sub.try_recv() {
+            got.push(ev.lost());
+        }
+        assert_eq!(got.len(), MAX_QUEUED_BYTES / ((1 << 20) + 1), "{got:?}");
+        assert_eq!(
+            got[0] as usize + got.len(),
+            40,
+            "the rest counted as lost, before the first"
+        );
+        assert_eq!(sub.lock().bytes, 0);
     }
 }

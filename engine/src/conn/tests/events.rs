@@ -73,7 +73,10 @@ fn fan_out(p: &mut Pair, extra: &[Published]) -> usize {
     for ev in published {
         let ev = Rc::new(ev);
         for &id in &ids {
-            let (pat, _) = p.server.served_pattern(id).unwrap();
+            // Ended meanwhile (a disconnect policy): offered nothing more.
+            let Some((pat, _)) = p.server.served_pattern(id) else {
+                continue;
+            };
             let pat = pat.to_vec();
             if Pattern::parse(&pat)
                 .unwrap()
@@ -170,6 +173,40 @@ fn a_full_queue_drops_the_oldest_and_the_subscriber_learns_how_many() {
     );
     assert_eq!((got[1].0, got[1].2[0]), (0, 4));
     assert_eq!(p.server.event_gauges(), (1, 0));
+}
+
+#[test]
+fn queued_bytes_are_bounded_per_connection_whatever_the_depth() {
+    // 10 bytes per connection; events of 5 bytes ("t" + 4), depth 1000.
+    let mut p = pair_with(EventConfig::default().with_max_queued_bytes(10));
+    let opts = SubscribeOptions::new()
+        .queue_depth(1000)
+        .on_full(SlowPolicy::DropOldest);
+    let (_, log) = subscribe(&mut p, "t", opts);
+    let evs: Vec<Published> = (0..6u8).map(|i| event("t", &[i, 0, 0, 0])).collect();
+    fan_out(&mut p, &evs);
+    assert_eq!(p.stats.events_dropped, 4, "two events of 5 bytes fit");
+    assert_eq!(p.server.event_gauges(), (1, 10));
+    p.pump(usize::MAX);
+    let got = &log.borrow().events;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].0, got[0].2[0]),
+        (4, 4),
+        "events 0..4 lost, then event 4"
+    );
+    // With the disconnect policy the subscription ends instead.
+    let mut p = pair_with(EventConfig::default().with_max_queued_bytes(10));
+    let opts = SubscribeOptions::new()
+        .queue_depth(1000)
+        .on_full(SlowPolicy::Disconnect);
+    let (_, log) = subscribe(&mut p, "t", opts);
+    fan_out(&mut p, &evs);
+    p.pump(usize::MAX);
+    let end = log.borrow().end.clone().expect("ended");
+    let st = end.expect_err("ended by the policy");
+    assert_eq!(st.code, StatusCode::ResourceExhausted);
+    assert!(st.message.contains("max_queued_bytes"), "{}", st.message);
 }
 
 #[test]
