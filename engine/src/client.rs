@@ -248,7 +248,7 @@ impl Channel {
         opts: crate::SubscribeOptions,
     ) -> Result<crate::Subscription, Status> {
         crate::core::check_pattern(pattern)?;
-        let app = crate::events::SubShared::new(opts.queue_depth);
+        let app = crate::events::SubShared::remote(&opts);
         self.inner.inbox.send(Command::Subscribe {
             conn: self.inner.conn,
             pattern: pattern.into(),

@@ -157,7 +157,7 @@ impl Peer {
             return Err(Self::detached_status());
         };
         crate::core::check_pattern(pattern)?;
-        let app = crate::events::SubShared::new(opts.queue_depth);
+        let app = crate::events::SubShared::remote(&opts);
         inbox.send(crate::inbox::Command::Subscribe {
             conn: *conn,
             pattern: pattern.into(),

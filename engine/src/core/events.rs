@@ -273,7 +273,7 @@ impl Core {
         pattern: &str,
         opts: SubscribeOptions,
     ) -> Result<Subscription, Status> {
-        let sub = SubShared::new(opts.queue_depth);
+        let sub = SubShared::remote(&opts);
         self.subscribe_for(conn.0, pattern, &opts, sub.clone());
         if let Err(crate::events::RecvError::Ended(st)) = sub.try_recv() {
             return Err(st);

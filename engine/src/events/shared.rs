@@ -51,6 +51,9 @@ struct Inner {
     route: Route,
     /// The application dropped its `Subscription`.
     cancelled: bool,
+    /// A remote subscription that chose [`crate::SlowPolicy::Disconnect`]: when this side's
+    /// own queue is full (its application does not read), it ends and unsubscribes.
+    disconnect: bool,
 }
 
 /// One subscription's shared state.
@@ -75,9 +78,19 @@ impl SubShared {
                 waker: None,
                 route: Route::None,
                 cancelled: false,
+                disconnect: false,
             }),
             ready: Condvar::new(),
         })
+    }
+
+    /// A subscription this side holds at a peer with `opts`: its own queue follows the
+    /// chosen policy too (a full queue ends a [`crate::SlowPolicy::Disconnect`] one here,
+    /// since the peer's queue never fills while this side reads the socket).
+    pub(crate) fn remote(opts: &crate::SubscribeOptions) -> Arc<SubShared> {
+        let s = Self::new(opts.queue_depth);
+        s.lock().disconnect = opts.policy == crate::SlowPolicy::Disconnect;
+        s
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -109,6 +122,28 @@ impl SubShared {
         }
         let mut room = true;
         let incoming = topic.len() + payload.len();
+        let full = g.queue.len() >= g.depth
+            || (!g.queue.is_empty() && g.bytes + incoming > MAX_QUEUED_BYTES);
+        if full && g.disconnect {
+            // The events queued stay readable; then the reader learns why it ended.
+            let depth = g.depth;
+            g.end = Some(Err(Status::new(
+                crate::StatusCode::ResourceExhausted,
+                format!(
+                    "subscriber too slow: its own queue of {depth} events (or 16 MiB) was full \
+                     (SlowPolicy::Disconnect)"
+                ),
+            )));
+            let route = std::mem::replace(&mut g.route, Route::None);
+            let w = g.waker.take();
+            drop(g);
+            send_unsubscribe(&route);
+            self.ready.notify_all();
+            if let Some(w) = w {
+                w.wake();
+            }
+            return false;
+        }
         while g.queue.len() >= g.depth
             || (!g.queue.is_empty() && g.bytes + incoming > MAX_QUEUED_BYTES)
         {
@@ -307,5 +342,38 @@ mod tests {
             "the rest counted as lost, before the first"
         );
         assert_eq!(sub.lock().bytes, 0);
+    }
+}
+
+#[cfg(test)]
+mod disconnect_tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_disconnect_subscription_ends_when_its_own_queue_is_full() {
+        let opts = crate::SubscribeOptions::new()
+            .queue_depth(4)
+            .on_full(crate::SlowPolicy::Disconnect);
+        let sub = SubShared::remote(&opts);
+        for i in 1..=10u8 {
+            sub.push(0, Bytes::from_static(b"t"), Bytes::copy_from_slice(&[i]));
+        }
+        let mut got = Vec::new();
+        let end = loop {
+            match sub.try_recv() {
+                Ok(Some(ev)) => got.push((ev.payload()[0], ev.lost())),
+                Ok(None) => panic!("neither ended nor an event"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(
+            got,
+            [(1, 0), (2, 0), (3, 0), (4, 0)],
+            "what was queued, then the end"
+        );
+        assert!(
+            matches!(&end, RecvError::Ended(st) if st.code == crate::StatusCode::ResourceExhausted),
+            "{end:?}"
+        );
     }
 }
