@@ -377,7 +377,8 @@ ntr_status ntr_engine_builder_service(struct ntr_engine_builder builder,
 ntr_status ntr_engine_builder_free(struct ntr_engine_builder builder);
 
 // Builds and starts the engine: its cores start, bind the endpoints and serve. The builder
-// is consumed whatever the outcome.
+// is consumed whatever the outcome of the build; a NULL `out` is refused before that and
+// leaves the builder live.
 //
 // # Errors
 // `NTR_INVALID_ENDPOINT`, `NTR_INVALID_CONFIG` (a setting, service name or duplicate: the text

@@ -118,7 +118,8 @@ pub extern "C" fn ntr_engine_builder_free(builder: ntr_engine_builder) -> ntr_st
 }
 
 /// Builds and starts the engine: its cores start, bind the endpoints and serve. The builder
-/// is consumed whatever the outcome.
+/// is consumed whatever the outcome of the build; a NULL `out` is refused before that and
+/// leaves the builder live.
 ///
 /// # Errors
 /// `NTR_INVALID_ENDPOINT`, `NTR_INVALID_CONFIG` (a setting, service name or duplicate: the text
