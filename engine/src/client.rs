@@ -222,17 +222,7 @@ impl Channel {
     /// connection's core has 64 MiB of published events still to take (the publisher is
     /// faster than the core: retry later).
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Status> {
-        crate::core::check_topic(topic)?;
-        let payload = payload.into();
-        if !self.inner.inbox.reserve_event(topic.len() + payload.len()) {
-            return Err(crate::inbox::events_backlog());
-        }
-        self.inner.inbox.send(Command::PublishTo {
-            conn: self.inner.conn,
-            topic: Bytes::copy_from_slice(topic.as_bytes()),
-            payload,
-        });
-        Ok(())
+        crate::events::publish_to(&self.inner.inbox, self.inner.conn, topic, payload.into())
     }
 
     /// Subscribes at the peer to the subjects matching `pattern` (`orders.*` one token,
@@ -247,15 +237,7 @@ impl Channel {
         pattern: &str,
         opts: crate::SubscribeOptions,
     ) -> Result<crate::Subscription, Status> {
-        crate::core::check_pattern(pattern)?;
-        let app = crate::events::SubShared::remote(&opts);
-        self.inner.inbox.send(Command::Subscribe {
-            conn: self.inner.conn,
-            pattern: pattern.into(),
-            opts,
-            app: app.clone(),
-        });
-        Ok(crate::Subscription::new(app))
+        crate::events::subscribe_at(&self.inner.inbox, self.inner.conn, pattern, opts)
     }
 
     /// Binds `service` (`name@version`) and `method` for repeated calls.

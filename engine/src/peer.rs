@@ -128,17 +128,7 @@ impl Peer {
         let Some((inbox, conn)) = &self.link else {
             return Err(Self::detached_status());
         };
-        crate::core::check_topic(topic)?;
-        let payload = payload.into();
-        if !inbox.reserve_event(topic.len() + payload.len()) {
-            return Err(crate::inbox::events_backlog());
-        }
-        inbox.send(crate::inbox::Command::PublishTo {
-            conn: *conn,
-            topic: Bytes::copy_from_slice(topic.as_bytes()),
-            payload,
-        });
-        Ok(())
+        crate::events::publish_to(inbox, *conn, topic, payload.into())
     }
 
     /// Subscribes at the peer (as [`crate::Channel::subscribe`]): the peer's events
@@ -156,15 +146,7 @@ impl Peer {
         let Some((inbox, conn)) = &self.link else {
             return Err(Self::detached_status());
         };
-        crate::core::check_pattern(pattern)?;
-        let app = crate::events::SubShared::remote(&opts);
-        inbox.send(crate::inbox::Command::Subscribe {
-            conn: *conn,
-            pattern: pattern.into(),
-            opts,
-            app: app.clone(),
-        });
-        Ok(crate::Subscription::new(app))
+        crate::events::subscribe_at(inbox, *conn, pattern, opts)
     }
 
     /// Calls `method` of the peer's `service` (`name@version`) without blocking: the future

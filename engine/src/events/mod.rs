@@ -157,3 +157,42 @@ impl futures_core::Stream for Subscription {
         self.shared.poll_next(cx)
     }
 }
+
+/// Sends a publish of `topic` to the peer of `conn` through its core's `inbox` (what
+/// [`crate::Channel::publish`] and [`crate::Peer::publish`] share).
+pub(crate) fn publish_to(
+    inbox: &std::sync::Arc<crate::inbox::Inbox>,
+    conn: crate::inbox::ConnRef,
+    topic: &str,
+    payload: Bytes,
+) -> Result<(), crate::Status> {
+    crate::core::check_topic(topic)?;
+    if !inbox.reserve_event(topic.len() + payload.len()) {
+        return Err(crate::inbox::events_backlog());
+    }
+    inbox.send(crate::inbox::Command::PublishTo {
+        conn,
+        topic: Bytes::copy_from_slice(topic.as_bytes()),
+        payload,
+    });
+    Ok(())
+}
+
+/// Subscribes at the peer of `conn` through its core's `inbox` (what
+/// [`crate::Channel::subscribe`] and [`crate::Peer::subscribe`] share).
+pub(crate) fn subscribe_at(
+    inbox: &std::sync::Arc<crate::inbox::Inbox>,
+    conn: crate::inbox::ConnRef,
+    pattern: &str,
+    opts: SubscribeOptions,
+) -> Result<Subscription, crate::Status> {
+    crate::core::check_pattern(pattern)?;
+    let app = SubShared::remote(&opts);
+    inbox.send(crate::inbox::Command::Subscribe {
+        conn,
+        pattern: pattern.into(),
+        opts,
+        app: app.clone(),
+    });
+    Ok(Subscription::new(app))
+}
