@@ -400,18 +400,10 @@ impl<C: Caller> Connection<C> {
         Ok(())
     }
 
-    /// Subscribes at the peer to `pattern`; events go to `app`. Returns the subscription id.
-    ///
-    /// Errors (nothing sent): the connection is not open or the peer is going away
-    /// (`Unavailable`), EVENTS is not in force (`Unimplemented`), the pattern or group is
-    /// invalid (`InvalidArgument`).
-    pub(crate) fn subscribe(
-        &mut self,
-        pattern: &str,
-        opts: &crate::events::SubscribeOptions,
-        app: Box<dyn EventApp>,
-    ) -> Result<u32, Status> {
-        if !self.is_open() || self.peer_going_away || self.going_away {
+    /// `Unavailable` unless the connection is open and the peer is not going away (nor this
+    /// side, when `leaving` says it is), `Unimplemented` unless EVENTS is in force.
+    fn events_usable(&self, leaving: bool) -> Result<(), Status> {
+        if !self.is_open() || self.peer_going_away || leaving {
             return Err(Status::unavailable(
                 self.close_reason
                     .clone()
@@ -424,6 +416,21 @@ impl<C: Caller> Connection<C> {
                 "events (EVENTS) are not in force on this connection",
             ));
         }
+        Ok(())
+    }
+
+    /// Subscribes at the peer to `pattern`; events go to `app`. Returns the subscription id.
+    ///
+    /// Errors (nothing sent): the connection is not open or the peer is going away
+    /// (`Unavailable`), EVENTS is not in force (`Unimplemented`), the pattern or group is
+    /// invalid (`InvalidArgument`).
+    pub(crate) fn subscribe(
+        &mut self,
+        pattern: &str,
+        opts: &crate::events::SubscribeOptions,
+        app: Box<dyn EventApp>,
+    ) -> Result<u32, Status> {
+        self.events_usable(self.going_away)?;
         if let Err(e) = Pattern::parse(pattern.as_bytes()) {
             return Err(Status::new(
                 StatusCode::InvalidArgument,
@@ -480,19 +487,7 @@ impl<C: Caller> Connection<C> {
     /// (`InvalidArgument`), or an event above the peer's frame size or the backlog
     /// (`ResourceExhausted`).
     pub(crate) fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<(), Status> {
-        if !self.is_open() || self.peer_going_away {
-            return Err(Status::unavailable(
-                self.close_reason
-                    .clone()
-                    .unwrap_or_else(|| "the connection is not open (or going away)".to_owned()),
-            ));
-        }
-        if !self.events_in_force() {
-            return Err(Status::new(
-                StatusCode::Unimplemented,
-                "events (EVENTS) are not in force on this connection",
-            ));
-        }
+        self.events_usable(false)?;
         if let Err(e) = Subject::parse(topic) {
             return Err(Status::new(
                 StatusCode::InvalidArgument,
