@@ -548,26 +548,7 @@ pub fn a_handler_streams_into_its_calling_peer(t: &Transport) {
             tx.finish();
             Ok(Bytes::from(out))
         });
-    let (_s, addr) = crate::engine(
-        t,
-        netron_engine::CoreConfig::default(),
-        &[back],
-        "peerstream",
-    );
-    let c = Engine::builder()
-        .cores(1)
-        .service(stream_service(&probe))
-        .build()
-        .unwrap();
-    let ch = c.client().connect(&addr).unwrap();
-    let r = ch
-        .call(
-            "back@1.0.0",
-            "echo3",
-            &b""[..],
-            Some(Duration::from_secs(10)),
-        )
-        .unwrap();
+    let r = call_back(t, &probe, back, "peerstream", "echo3");
     assert_eq!(r, b"abc");
 }
 
@@ -618,22 +599,27 @@ pub fn streams_open_by_requirement_like_calls(t: &Transport) {
                 String::from_utf8_lossy(&after)
             )))
         });
-    let (_b, addr) = crate::engine(
-        t,
-        netron_engine::CoreConfig::default(),
-        &[back],
-        "streamreq",
-    );
+    let r = call_back(t, &probe, back, "streamreq", "req");
+    assert_eq!(String::from_utf8_lossy(&r), "FailedPrecondition after");
+}
+
+/// Serves `back` (whose `method` opens streams into its caller) on a fresh endpoint, and calls
+/// `method` from a client engine that serves the stream service: the reply.
+fn call_back(t: &Transport, probe: &Arc<Probe>, back: Service, tag: &str, method: &str) -> Vec<u8> {
+    let (_s, addr) = crate::engine(t, netron_engine::CoreConfig::default(), &[back], tag);
     let c = Engine::builder()
         .cores(1)
-        .service(stream_service(&probe))
+        .service(stream_service(probe))
         .build()
         .unwrap();
     let ch = c.client().connect(&addr).unwrap();
-    let r = ch
-        .call("back@1.0.0", "req", &b""[..], Some(Duration::from_secs(10)))
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&r), "FailedPrecondition after");
+    ch.call(
+        "back@1.0.0",
+        method,
+        &b""[..],
+        Some(Duration::from_secs(10)),
+    )
+    .unwrap()
 }
 
 /// Counts the interceptor hooks and keeps the last outcome `after` saw.
