@@ -170,6 +170,10 @@ pub enum HeaderError {
     /// The encoder was asked to write a header block larger than 65535 bytes.
     #[error("header block exceeds 65535 bytes")]
     BlockTooLarge,
+    /// A packed value (H bit set, docs/protocol.md §9.10) that is malformed, refers to a
+    /// trace-id not sent yet, or arrived without `PACKED_TRACE` in force; says which.
+    #[error("bad packed header value: {0}")]
+    PackedValue(&'static str),
 }
 
 impl HeaderError {
@@ -185,6 +189,7 @@ impl HeaderError {
             HeaderError::SizeUpdateNotFirst => "header_size_update_not_first",
             HeaderError::ListTooLarge { .. } => "header_list_too_large",
             HeaderError::BlockTooLarge => "header_block_too_large",
+            HeaderError::PackedValue(_) => "header_packed_value",
         }
     }
 }

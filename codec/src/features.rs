@@ -34,8 +34,11 @@ pub const EVENTS: u64 = 1 << 1;
 pub const PEER_CALLS: u64 = 1 << 2;
 /// Protocol bit 3: QUIC only: Event frames may travel in QUIC datagrams (§27.6).
 pub const DATAGRAM_EVENTS: u64 = 1 << 3;
+/// Protocol bit 4: packed `traceparent` values in header blocks (§9.10): 26 bytes, or 10
+/// within the trace of the previous one, instead of a 55-byte literal.
+pub const PACKED_TRACE: u64 = 1 << 4;
 /// Every protocol bit defined by version 1.
-pub const PROTOCOL_BITS: u64 = STREAMS | EVENTS | PEER_CALLS | DATAGRAM_EVENTS;
+pub const PROTOCOL_BITS: u64 = STREAMS | EVENTS | PEER_CALLS | DATAGRAM_EVENTS | PACKED_TRACE;
 /// The half of the word that is negotiated (bits 0–31).
 pub const PROTOCOL_MASK: u64 = 0x0000_0000_ffff_ffff;
 
@@ -77,11 +80,12 @@ pub const fn offers(word: u64) -> u64 {
 
 /// Human-readable names of the bits set in `word` that version 1 defines, in bit order.
 pub fn names(word: u64) -> impl Iterator<Item = &'static str> {
-    const NAMES: [(u64, &str); 9] = [
+    const NAMES: [(u64, &str); 10] = [
         (STREAMS, "streams"),
         (EVENTS, "events"),
         (PEER_CALLS, "peer_calls"),
         (DATAGRAM_EVENTS, "datagram_events"),
+        (PACKED_TRACE, "packed_trace"),
         (OFFERS_SERVICES, "offers_services"),
         (OFFERS_SYS, "offers_sys"),
         (OFFERS_SUBSCRIPTIONS, "offers_subscriptions"),
@@ -104,7 +108,7 @@ mod tests {
         assert_eq!(PROTOCOL_MASK | OFFER_MASK, u64::MAX);
         assert_eq!(PROTOCOL_BITS & !PROTOCOL_MASK, 0);
         assert_eq!(OFFER_BITS & !OFFER_MASK, 0);
-        assert_eq!(names(u64::MAX).count(), 9);
+        assert_eq!(names(u64::MAX).count(), 10);
     }
 
     #[test]

@@ -360,9 +360,11 @@ impl Default for ProtocolConfig {
         server.keepalive_interval_ms = millis_u32(keepalive);
         // Streams are served and opened (docs/protocol.md §21: STREAMS in force on both
         // sides), and every core serves `$sys` (offer bit OFFERS_SYS, announced both ways).
-        // Events too (EVENTS, and the offers to accept subscriptions and published events).
+        // Events too (EVENTS, and the offers to accept subscriptions and published events),
+        // and packed traceparent values (PACKED_TRACE, §9.8).
         let on = features::STREAMS
             | features::EVENTS
+            | features::PACKED_TRACE
             | features::OFFERS_SYS
             | features::OFFERS_SUBSCRIPTIONS
             | features::OFFERS_PUBLISH;
@@ -396,9 +398,10 @@ pub(crate) fn millis_u32(d: Duration) -> u32 {
 }
 
 /// Feature bits a handshake offer set with `with_server` / `with_client` does not change
-/// (streams and events stay as configured).
+/// (streams, events and packed traceparents stay as configured).
 const KEPT_FEATURES: u64 = features::STREAMS
     | features::EVENTS
+    | features::PACKED_TRACE
     | features::OFFERS_SUBSCRIPTIONS
     | features::OFFERS_PUBLISH;
 

@@ -1,5 +1,6 @@
 //! One `HeaderDecoder` (table size and list limit from the first 4 input bytes, see
-//! `netron_fuzz::header_block_params`) decoding the rest as a header block, twice (the second
+//! `netron_fuzz::header_block_params`; packed traceparents accepted when the table size is
+//! odd) decoding the rest as a header block, twice (the second
 //! time against the table the first left behind). No panic; the table stays within its size;
 //! the decoded list stays within its limit; `decode_into` agrees with `decode`.
 #![no_main]
@@ -18,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let (table_size, max_list) = header_block_params(*prefix);
     let mut dec = HeaderDecoder::new(table_size, max_list);
     let mut twin = HeaderDecoder::new(table_size, max_list);
+    dec.set_packed_trace(table_size & 1 == 1);
+    twin.set_packed_trace(table_size & 1 == 1);
     let mut list = HeaderList::default();
     for _ in 0..2 {
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();

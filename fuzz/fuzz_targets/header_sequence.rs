@@ -18,6 +18,9 @@ fuzz_target!(|input: HeaderSequence| {
     let mut enc = HeaderEncoder::new(size);
     let mut dec = HeaderDecoder::new(size, usize::MAX);
     let mut garbage = HeaderDecoder::new(size, 16 << 10);
+    enc.set_packed_trace(input.packed_trace);
+    dec.set_packed_trace(input.packed_trace);
+    garbage.set_packed_trace(input.packed_trace);
     let mut garbage_ok = true;
     let mut list = HeaderList::default();
     let mut block = Vec::new();

@@ -320,8 +320,24 @@ impl<'a> Arbitrary<'a> for FieldSpec {
             let n = u.int_in_range(0..=40usize)?;
             Cow::Owned(u.bytes(n)?.to_vec())
         };
-        let value = match u.int_in_range(0..=5u8)? {
+        let value = match u.int_in_range(0..=6u8)? {
             0..=2 => Cow::Borrowed(*u.choose(VALUES)?),
+            // A canonical traceparent (packed when PACKED_TRACE is on): one of two trace-ids,
+            // so the 10-byte form that reuses the last one is exercised too.
+            6 => Cow::Owned(
+                format!(
+                    "{:02x}-{}-{:016x}-{:02x}",
+                    u.arbitrary::<u8>()?,
+                    if u.arbitrary()? {
+                        "4bf92f3577b34da6a3ce929d0e0e4736"
+                    } else {
+                        "0af7651916cd43dd8448eb211c80319c"
+                    },
+                    u.arbitrary::<u64>()?,
+                    u.arbitrary::<u8>()?
+                )
+                .into_bytes(),
+            ),
             3 | 4 => {
                 let n = u.int_in_range(0..=24usize)?;
                 Cow::Owned(u.bytes(n)?.to_vec())
@@ -359,6 +375,8 @@ fn table_size(u: &mut Unstructured<'_>) -> Result<u32> {
 pub struct HeaderSequence {
     /// The negotiated dynamic table size (both encoder and decoder).
     pub table_size: u32,
+    /// Whether `PACKED_TRACE` is in force (both encoder and decoder).
+    pub packed_trace: bool,
     /// What happens, in order.
     pub steps: Vec<HeaderStep>,
 }
@@ -377,6 +395,7 @@ pub enum HeaderStep {
 impl<'a> Arbitrary<'a> for HeaderSequence {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         let table_size = table_size(u)?;
+        let packed_trace = u.arbitrary()?;
         let mut steps = Vec::new();
         while !u.is_empty() && steps.len() < 64 {
             steps.push(match u.int_in_range(0..=9u8)? {
@@ -395,7 +414,11 @@ impl<'a> Arbitrary<'a> for HeaderSequence {
                 }
             });
         }
-        Ok(HeaderSequence { table_size, steps })
+        Ok(HeaderSequence {
+            table_size,
+            packed_trace,
+            steps,
+        })
     }
 }
 

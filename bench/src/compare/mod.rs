@@ -541,6 +541,6 @@ fn bytes_table(rows: &[(&str, Option<Overhead>); 3], wl: &Workload) -> Table {
         ]);
     }
     t.note(format!("counted by a TCP proxy between client and server over {} sequential calls after {} warm-up calls (both directions, everything the sockets carried: framing, headers, flow-control and window updates), minus 2 x 64 payload bytes per call", wl.byte_calls, wl.byte_calls));
-    t.note("deadline: Netron's relative deadline field, gRPC's grpc-timeout header, tarpc's context deadline; traceparent: a new span id on every call (W3C trace context) — Netron as a traceparent header (sent by a codec-built client: the engine's call API has no per-call metadata yet), gRPC as traceparent metadata, tarpc in the trace context its Context always carries (so its two rows are the same)");
+    t.note("deadline: Netron's relative deadline field, gRPC's grpc-timeout header, tarpc's context deadline; traceparent: a new span id on every call (W3C trace context) — Netron as traceparent request metadata (packed: 12 bytes within one trace, as here, where every call keeps the trace-id and changes the span id; a call starting a new trace costs 16 more, docs/protocol.md §9.10), gRPC as traceparent metadata, tarpc in the trace context its Context always carries (so its two rows are the same)");
     t
 }

@@ -4,6 +4,7 @@ use super::HeaderList;
 use super::integer::{decode_int, decode_str};
 use super::static_table::{STATIC_LEN, STATIC_TABLE};
 use super::table::{DynamicTable, ENTRY_OVERHEAD, NameSource};
+use super::trace::{self, TraceParent};
 use crate::HeaderError;
 
 /// Decodes header blocks, keeping the dynamic table in step with the peer's
@@ -15,6 +16,10 @@ use crate::HeaderError;
 pub struct HeaderDecoder {
     table: DynamicTable,
     max_list_size: usize,
+    /// Whether packed `traceparent` values are accepted (`features::PACKED_TRACE` in force).
+    packed_trace: bool,
+    /// The trace-id of the last packed `traceparent` (docs/protocol.md §9.10).
+    last_trace: Option<[u8; 16]>,
 }
 
 impl HeaderDecoder {
@@ -25,7 +30,15 @@ impl HeaderDecoder {
         Self {
             table: DynamicTable::new(max_table_size),
             max_list_size,
+            packed_trace: false,
+            last_trace: None,
         }
+    }
+
+    /// Accepts packed `traceparent` values (docs/protocol.md §9.10), as sent by an encoder
+    /// with [`super::HeaderEncoder::set_packed_trace`]; off, a packed value is an error.
+    pub fn set_packed_trace(&mut self, on: bool) {
+        self.packed_trace = on;
     }
 
     /// Bytes currently held by the dynamic table (by the size rule).
@@ -111,6 +124,13 @@ impl HeaderDecoder {
             } else {
                 // Literal without indexing (0000) or never indexed (0001).
                 let idx = decode_int(block, &mut pos, 4)?;
+                if idx == trace::NAME_INDEX && block.get(pos).is_some_and(|b| b & 0x80 != 0) {
+                    let text = self.packed_trace_at(block, &mut pos)?;
+                    list_size = self.account(list_size, trace::NAME.len() + text.len())?;
+                    f(trace::NAME, &text);
+                    first = false;
+                    continue;
+                }
                 let name: &[u8] = if idx == 0 {
                     decode_str(block, &mut pos)?
                 } else {
@@ -132,6 +152,26 @@ impl HeaderDecoder {
     pub fn decode_into(&mut self, block: &[u8], list: &mut HeaderList) -> Result<(), HeaderError> {
         list.clear();
         self.decode(block, |n, v| list.push(n, v))
+    }
+
+    /// Reads a packed `traceparent` value at `*pos` and rebuilds its text.
+    fn packed_trace_at(
+        &mut self,
+        block: &[u8],
+        pos: &mut usize,
+    ) -> Result<[u8; trace::TEXT_LEN], HeaderError> {
+        if !self.packed_trace {
+            return Err(HeaderError::PackedValue(
+                "a packed traceparent, but PACKED_TRACE is not in force on this connection",
+            ));
+        }
+        let len = decode_int(block, pos, 7)? as usize;
+        let end = pos.checked_add(len).ok_or(HeaderError::Truncated)?;
+        let packed = block.get(*pos..end).ok_or(HeaderError::Truncated)?;
+        let tp = TraceParent::unpack(packed, self.last_trace)?;
+        *pos = end;
+        self.last_trace = Some(tp.trace_id);
+        Ok(tp.text())
     }
 
     #[inline]

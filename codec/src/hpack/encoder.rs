@@ -6,6 +6,7 @@ use std::hash::Hasher;
 use super::integer::{encode_int, encode_str};
 use super::static_table::{self, STATIC_LEN};
 use super::table::{DynamicTable, NameSource};
+use super::trace::{self, TraceParent};
 use crate::HeaderError;
 
 /// How a header field may be stored in the dynamic tables.
@@ -125,6 +126,10 @@ pub struct HeaderEncoder {
     /// Smallest and last size set since the last block (RFC 7541 §4.2: both are signalled).
     pending_size_update: Option<(u32, u32)>,
     hints: [Hint; HINTS],
+    /// Whether `traceparent` values are packed (`features::PACKED_TRACE` in force).
+    packed_trace: bool,
+    /// The trace-id of the last packed `traceparent` (docs/protocol.md §9.10).
+    last_trace: Option<[u8; 16]>,
 }
 
 /// Number of hint slots (direct-mapped by the value's address).
@@ -168,7 +173,16 @@ impl HeaderEncoder {
             by_name: FxHashMap::default(),
             pending_size_update: None,
             hints: [Hint::default(); HINTS],
+            packed_trace: false,
+            last_trace: None,
         }
+    }
+
+    /// Packs canonical `traceparent` values (26 bytes, or 10 within the trace of the previous
+    /// one, instead of 55; docs/protocol.md §9.10). Turn it on only when the protocol bit
+    /// [`crate::features::PACKED_TRACE`] is in force: a peer without it refuses the block.
+    pub fn set_packed_trace(&mut self, on: bool) {
+        self.packed_trace = on;
     }
 
     /// Shrinks (or regrows, up to the negotiated size) the table; a size update goes at the
@@ -247,6 +261,21 @@ impl HeaderEncoder {
             let name_index = static_table::find_name(name);
             self.encode_literal(0x10, 4, name_index, name, value, out);
             return;
+        }
+        if self.packed_trace && name == trace::NAME && h.indexing != Indexing::Incremental {
+            if let Some(tp) = TraceParent::parse(value) {
+                let reuse = self.last_trace == Some(tp.trace_id);
+                let len = if reuse {
+                    trace::SHORT_LEN
+                } else {
+                    trace::FULL_LEN
+                };
+                encode_int(out, 0x00, 4, trace::NAME_INDEX);
+                encode_int(out, 0x80, 7, len as u32);
+                tp.pack(reuse, out);
+                self.last_trace = Some(tp.trace_id);
+                return;
+            }
         }
         // 1. Whole field already known: one indexed byte (for the first 127 entries).
         if let Some(i) = static_table::find_field(name, value) {

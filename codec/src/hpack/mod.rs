@@ -29,6 +29,7 @@ mod integer;
 mod list;
 pub(crate) mod static_table;
 mod table;
+mod trace;
 
 pub use decoder::HeaderDecoder;
 pub use encoder::{Header, HeaderEncoder, Indexing};

@@ -221,3 +221,171 @@ fn never_indexed_stays_literal_even_if_indexed_before() {
         .unwrap();
     assert_eq!(block[0] & 0xf0, 0x10, "never-indexed literal, not an index");
 }
+
+/// A traced call's `traceparent`: trace `trace`, span `span`.
+fn traceparent(trace: u8, span: u64) -> Vec<u8> {
+    format!(
+        "00-{:032x}-{span:016x}-01",
+        u128::from(trace) * 0x0101_0101_0101_0101_0101_0101_0101_0101
+    )
+    .into_bytes()
+}
+
+fn packed_pair() -> (HeaderEncoder, HeaderDecoder) {
+    let mut enc = HeaderEncoder::new(4096);
+    let mut dec = HeaderDecoder::new(4096, 64 * 1024);
+    enc.set_packed_trace(true);
+    dec.set_packed_trace(true);
+    (enc, dec)
+}
+
+#[test]
+fn packed_traceparents_cost_28_then_12_bytes_and_rebuild_the_text() {
+    let (mut enc, mut dec) = packed_pair();
+    let mut block = Vec::new();
+    let mut sizes = Vec::new();
+    for (trace, span) in [(1, 7), (1, 8), (1, 9), (2, 10), (2, 11), (1, 12)] {
+        let tp = traceparent(trace, span);
+        let fields = [Header::method(b"get"), Header::new(b"traceparent", &tp)];
+        block.clear();
+        enc.encode(&fields, &mut block).unwrap();
+        let got = decode_all(&mut dec, &block).unwrap();
+        assert_eq!(got[1], (b"traceparent".to_vec(), tp));
+        sizes.push(block.len());
+    }
+    // `:method` costs 5 bytes literally, then 1 indexed; the traceparent 28 with its
+    // trace-id, 12 within the trace of the previous one (57 as a literal).
+    assert_eq!(sizes, [5 + 28, 1 + 12, 1 + 12, 1 + 28, 1 + 12, 1 + 28]);
+}
+
+#[test]
+fn traceparents_that_are_not_canonical_or_not_negotiated_go_literally() {
+    let tp = traceparent(0xab, 0xcd);
+    let upper = tp.to_ascii_uppercase();
+    let (mut enc, mut dec) = packed_pair();
+    for v in [&upper[..], &tp[..tp.len() - 1], b"garbage"] {
+        let mut block = Vec::new();
+        enc.encode(&[Header::new(b"traceparent", v)], &mut block)
+            .unwrap();
+        assert_eq!(block.len(), 2 + v.len(), "literal for {v:?}");
+        assert_eq!(decode_all(&mut dec, &block).unwrap()[0].1, v);
+    }
+    // Never-indexed and explicitly indexed fields keep their representation.
+    for h in [
+        Header::new(b"traceparent", &tp).with_indexing(Indexing::Never),
+        Header::new(b"traceparent", &tp).with_indexing(Indexing::Incremental),
+    ] {
+        let mut block = Vec::new();
+        enc.encode(&[h], &mut block).unwrap();
+        assert_eq!(block.len(), 2 + tp.len());
+        assert_eq!(decode_all(&mut dec, &block).unwrap()[0].1, tp);
+    }
+    // Without the feature, the encoder sends the literal.
+    let mut plain = HeaderEncoder::new(4096);
+    let mut block = Vec::new();
+    plain
+        .encode(&[Header::new(b"traceparent", &tp)], &mut block)
+        .unwrap();
+    assert_eq!(block.len(), 57);
+}
+
+#[test]
+fn bad_packed_values_are_connection_errors_that_say_why() {
+    let (mut enc, _) = packed_pair();
+    let tp = traceparent(5, 6);
+    let mut full = Vec::new();
+    enc.encode(&[Header::new(b"traceparent", &tp)], &mut full)
+        .unwrap();
+    let mut short = Vec::new();
+    enc.encode(&[Header::new(b"traceparent", &tp)], &mut short)
+        .unwrap();
+    assert_eq!((full.len(), short.len()), (28, 12));
+
+    // Not negotiated: refused, not read as Huffman or skipped.
+    let mut off = HeaderDecoder::new(4096, 64 * 1024);
+    let e = decode_all(&mut off, &full).unwrap_err();
+    assert!(
+        matches!(e, HeaderError::PackedValue(m) if m.contains("PACKED_TRACE")),
+        "{e}"
+    );
+    assert_eq!(e.counter(), "header_packed_value");
+    // A short form with no trace-id before it.
+    let (_, mut dec) = packed_pair();
+    let e = decode_all(&mut dec, &short).unwrap_err();
+    assert!(
+        matches!(e, HeaderError::PackedValue(m) if m.contains("before any trace-id")),
+        "{e}"
+    );
+    // A length that is neither 26 nor 10, and a truncated value.
+    let (_, mut dec) = packed_pair();
+    let mut odd = full.clone();
+    odd[1] = 0x80 | 25;
+    odd.pop();
+    assert!(matches!(
+        decode_all(&mut dec, &odd),
+        Err(HeaderError::PackedValue(_))
+    ));
+    assert_eq!(
+        decode_all(&mut dec, &full[..20]),
+        Err(HeaderError::Truncated)
+    );
+    // The packed value counts against the header list limit as its 55-byte text.
+    let mut small = HeaderDecoder::new(4096, 11 + 55 + 31);
+    small.set_packed_trace(true);
+    assert!(matches!(
+        decode_all(&mut small, &full),
+        Err(HeaderError::ListTooLarge { size: 98, max: 97 })
+    ));
+}
+
+proptest! {
+    #[test]
+    fn packed_and_plain_fields_interleave_and_round_trip(
+        calls in proptest::collection::vec((0u8..3, any::<u64>(), any::<bool>()), 1..40)
+    ) {
+        let (mut enc, mut dec) = packed_pair();
+        for (trace, span, tenant) in calls {
+            let tp = traceparent(trace, span);
+            let mut fields = vec![Header::service(b"svc@1.0.0"), Header::new(b"traceparent", &tp)];
+            if tenant {
+                fields.push(Header::new(b"tenant", b"acme"));
+            }
+            let mut block = Vec::new();
+            enc.encode(&fields, &mut block).unwrap();
+            let got = decode_all(&mut dec, &block).unwrap();
+            prop_assert_eq!(got.len(), fields.len());
+            for (g, f) in got.iter().zip(&fields) {
+                prop_assert_eq!(&g.0[..], f.name);
+                prop_assert_eq!(&g.1[..], f.value);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_traceparent_golden_bytes_of_protocol_md_9_10() {
+    let (mut enc, mut dec) = packed_pair();
+    let mut block = Vec::new();
+    let first = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    enc.encode(&[Header::new(b"traceparent", first)], &mut block)
+        .unwrap();
+    assert_eq!(
+        block,
+        [
+            0x04, 0x9a, 0x00, 0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92,
+            0x9d, 0x0e, 0x0e, 0x47, 0x36, 0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7, 0x01
+        ]
+    );
+    assert_eq!(decode_all(&mut dec, &block).unwrap()[0].1, first);
+    block.clear();
+    let next = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b8-01";
+    enc.encode(&[Header::new(b"traceparent", next)], &mut block)
+        .unwrap();
+    assert_eq!(
+        block,
+        [
+            0x04, 0x8a, 0x00, 0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb8, 0x01
+        ]
+    );
+    assert_eq!(decode_all(&mut dec, &block).unwrap()[0].1, next);
+}

@@ -317,6 +317,9 @@ impl<C: Caller> Connection<C> {
     fn apply_settings(&mut self, s: Settings) {
         self.dec = HeaderDecoder::new(s.header_table_size, s.limits.max_header_list_size as usize);
         self.enc = HeaderEncoder::new(s.header_table_size);
+        let packed = s.features & netron_codec::features::PACKED_TRACE != 0;
+        self.enc.set_packed_trace(packed);
+        self.dec.set_packed_trace(packed);
         // Locally, batches on a stream socket are bounded by the negotiated limits too.
         self.tx.set_limits(s.limits);
         self.compressor = Compressor::new(s.compression, s.compression_threshold as usize);

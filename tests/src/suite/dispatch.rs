@@ -375,6 +375,61 @@ pub fn metadata_travels_both_ways(t: &Transport) {
     e.shutdown(Duration::from_secs(1));
 }
 
+/// W3C `traceparent` values reach the handler and come back in the reply exactly as sent,
+/// whether the connection packs them (canonical values, within one trace or starting a new
+/// one: docs/protocol.md §9.10) or sends them literally (anything else).
+pub fn traceparents_arrive_exactly_as_sent(t: &Transport) {
+    let svc = Service::new("trace", "1.0.0")
+        .unwrap()
+        .unary("echo", |req, reply| {
+            let tp = req.metadata("traceparent").unwrap_or(b"-");
+            reply.write(tp);
+            reply.metadata("traceparent", tp);
+            Ok(())
+        });
+    let (e, ep) = serve(t, "trace", vec![svc], vec![]);
+    let ch = e.client().connect(&ep).expect("connect");
+    let mut core = Core::new(CoreConfig::default()).unwrap();
+    let conn = core
+        .connect(&e.endpoints()[0], Duration::from_secs(5))
+        .unwrap();
+    let mut slot = CallSlot::new();
+    let trace = |t: &str, span: u64| format!("00-{t}-{span:016x}-01");
+    let (a, b) = (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "0af7651916cd43dd8448eb211c80319c",
+    );
+    let values = [
+        trace(a, 1),
+        trace(a, 2),
+        trace(b, 3),
+        trace(b, 0xffff_ffff_ffff_fffe),
+        trace(a, 5).to_uppercase(),
+        trace(a, 6)[..54].to_owned(),
+        format!("{}-extra", trace(a, 7)),
+        trace(a, 8),
+    ];
+    for v in &values {
+        let opts = CallOptions::new()
+            .deadline(Duration::from_secs(5))
+            .metadata("traceparent", v.as_bytes());
+        let r = ch.call_with("trace@1.0.0", "echo", &b""[..], &opts);
+        assert_eq!(r.result().unwrap(), v.as_bytes(), "Channel request");
+        assert_eq!(r.get("traceparent"), Some(v.as_bytes()), "Channel reply");
+        let reply = core
+            .call_with(conn, b"trace@1.0.0", b"echo", b"", &opts, &mut slot)
+            .unwrap();
+        assert_eq!(reply, v.as_bytes(), "Core request");
+        assert_eq!(
+            slot.metadata().unwrap().get(b"traceparent"),
+            Some(v.as_bytes()),
+            "Core reply"
+        );
+    }
+    core.close(conn);
+    e.shutdown(Duration::from_secs(1));
+}
+
 /// An interceptor times the call: the elapsed time it sees covers the handler.
 pub fn an_interceptor_times_the_call(t: &Transport) {
     let max_us = Arc::new(AtomicU64::new(0));

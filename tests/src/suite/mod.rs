@@ -136,6 +136,7 @@ macro_rules! conformance {
                         interceptors_run_in_order_then_in_reverse,
                         a_rejecting_interceptor_stops_the_call,
                         metadata_travels_both_ways,
+                        traceparents_arrive_exactly_as_sent,
                         an_interceptor_times_the_call,
                         deferred_replies_answer_from_other_threads,
                         dropped_deferred_replies_answer_the_caller,
