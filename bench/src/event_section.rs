@@ -281,6 +281,75 @@ fn netron_two_threads(n: usize, events: u64, rounds: u64, paced: Duration) -> (f
     r
 }
 
+/// Netron in the floor's own shape (one hop, two threads): this thread's caller-driven
+/// busy-poll core listens and publishes in-process (`Core::publish_local`) to the N
+/// subscriptions that a reader thread's caller-driven busy-poll client core holds over N TCP
+/// connections, as the floor's writer writes to N sockets that its reader thread reads.
+fn netron_one_hop(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64) {
+    let busy = || RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
+    let server = RefCell::new(Core::new(busy()).expect("server core"));
+    let any: Endpoint = "tcp://127.0.0.1:0".parse().expect("endpoint");
+    let ep = server.borrow_mut().listen(&any).expect("listen")[0].clone();
+    let base = Instant::now();
+    let seen = Arc::new(Seen::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (s2, r2) = (seen.clone(), ready.clone());
+    let reader = std::thread::spawn(move || {
+        crate::pin::pin_to_cpu(1);
+        let mut core = Core::new(busy()).expect("client core");
+        let opts = || SubscribeOptions::new().queue_depth(65_536);
+        let subs: Vec<Subscription> = (0..n)
+            .map(|_| {
+                let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
+                core.subscribe(conn, "bench.ev", opts()).expect("subscribe")
+            })
+            .collect();
+        r2.store(true, Ordering::Release);
+        let mut local = Samples::default();
+        while !s2.stop.load(Ordering::Relaxed) {
+            let _ = core.run_once();
+            let mut any = false;
+            for sub in &subs {
+                while let Ok(Some(ev)) = sub.try_recv() {
+                    record(&s2, base, ev.payload(), &mut local);
+                    any = true;
+                }
+            }
+            if any {
+                flush_samples(&s2, &mut local);
+            }
+        }
+    });
+    // Accept the connections and their Subscribe frames.
+    let end = Instant::now() + Duration::from_secs(10);
+    while (!ready.load(Ordering::Acquire) || server.borrow().stats().subscriptions() < n as u64)
+        && Instant::now() < end
+    {
+        let _ = server.borrow_mut().run_once();
+    }
+    // The next pump writes (one batch per connection for every event published since).
+    let publish = |e: [u8; SIZE]| {
+        server
+            .borrow_mut()
+            .publish_local("bench.ev", &e)
+            .expect("publish");
+    };
+    let mut pump = || {
+        let _ = server.borrow_mut().run_once();
+    };
+    let r = measure(
+        &seen,
+        n as u64,
+        (events, rounds, paced),
+        base,
+        publish,
+        &mut pump,
+    );
+    seen.stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    r
+}
+
 /// The floor: one thread writes each event to N non-blocking TCP sockets, one reads them.
 fn floor(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64) {
     let (mut writers, readers): (Vec<TcpStream>, Vec<TcpStream>) =
@@ -359,6 +428,21 @@ pub fn run(opts: &Options) -> Vec<Table> {
             "p99 at 50% netron",
         ],
     );
+    let mut t1 = Table::new(
+        "Event fan-out over TCP in the floor's shape, one hop and two threads: a caller-driven \
+         core publishing in-process to N subscriber connections of a caller-driven client core \
+         on a reader thread (issue 17)",
+        &[
+            "subscribers",
+            "floor events/s",
+            "netron events/s",
+            "ratio (target >= 0.7 at 16, 256)",
+            "p99 1 in flight floor",
+            "p99 1 in flight netron (target <= 2x)",
+            "p99 at 50% floor",
+            "p99 at 50% netron",
+        ],
+    );
     let mut t2 = Table::new(
         "Event fan-out over TCP, two threads like the floor: 1-core busy-poll server, one \
          caller-driven client core publishing and reading (issue 17)",
@@ -385,6 +469,17 @@ pub fn run(opts: &Options) -> Vec<Table> {
         let f = floor(n, events, rounds, paced);
         let x = netron(n, events, rounds, paced);
         let y = netron_two_threads(n, events, rounds, paced);
+        let z = netron_one_hop(n, events, rounds, paced);
+        t1.row(&[
+            n.to_string(),
+            format!("{:.0}", f.0),
+            format!("{:.0}", z.0),
+            format!("{:.2}x", if f.0 > 0.0 { z.0 / f.0 } else { 0.0 }),
+            us(f.1),
+            format!("{} ({:.2}x)", us(z.1), z.1 as f64 / f.1.max(1) as f64),
+            us(f.2),
+            us(z.2),
+        ]);
         t2.row(&[
             n.to_string(),
             format!("{:.0}", f.0),
@@ -421,5 +516,12 @@ pub fn run(opts: &Options) -> Vec<Table> {
          subscribers (two hops where the floor's writer makes one); the 2-core table above \
          runs six threads on this host's CPUs, so its latencies are scheduling",
     );
-    vec![t, t2]
+    t1.note(
+        "same floor (same run); netron: this thread's busy-poll core publishes with \
+         Core::publish_local and writes at its next turn (the bench runs turns while it waits \
+         for a delivery, and while it is 4,096 events ahead); a reader \
+         thread (cpu1) runs a busy-poll client core holding the N subscriptions and reads them, \
+         as the floor's reader reads its N sockets",
+    );
+    vec![t, t1, t2]
 }
