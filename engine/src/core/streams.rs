@@ -22,6 +22,9 @@ struct Local {
     buf: Vec<u8>,
     chunks: VecDeque<(usize, usize)>,
     consumed: u32,
+    /// Consumed bytes after which the connection hears of them (credit may be due) even
+    /// while chunks are still queued: a quarter of the stream window, at most 16 KiB.
+    report_every: u32,
     recv_end: Option<Result<(), Status>>,
     recv_done: bool,
     out: VecDeque<Outgoing>,
@@ -49,6 +52,9 @@ impl StreamApp for LocalApp {
         l.budget = Some(budget.clone());
         l.credit = credit;
         l.max_message = max_message;
+        // Both directions start from the same negotiated window (protocol.md §23.2), so the
+        // opening credit is also this side's receive window.
+        l.report_every = u32::try_from(credit / 4).unwrap_or(0).clamp(1, 16 << 10);
     }
     fn deliver(&mut self, msg: &[u8]) {
         let mut l = self.0.borrow_mut();
@@ -327,8 +333,14 @@ impl Core {
                             c.0 -= cut;
                         }
                     }
+                    // Tell the connection (credit, WindowUpdate, a flush) once a quarter window
+                    // (at most 16 KiB) was consumed, or before this reader would wait: not
+                    // per chunk, which cost a connection pass and a timer check each.
+                    let report = l.chunks.is_empty() || l.consumed >= l.report_every;
                     drop(l);
-                    self.stream_touched(stream);
+                    if report {
+                        self.stream_touched(stream);
+                    }
                     return Ok(Some(r));
                 }
                 if l.recv_done {
