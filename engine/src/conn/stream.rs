@@ -95,6 +95,9 @@ pub(super) struct Entry {
     pub(super) held: Option<Box<super::stream_held::Held>>,
     /// The interceptors' start of a stream this side serves.
     pub(super) started: Option<crate::dispatch::Started>,
+    /// In `Streams::ready` / `Streams::blocked` now (so queuing it again is O(1)).
+    pub(super) in_ready: bool,
+    pub(super) in_blocked: bool,
 }
 
 /// The streams of one connection and its two connection windows (made on first use).
@@ -144,6 +147,46 @@ impl Streams {
             budget: Arc::new(SendBudget::new(conn_window)),
             surplus: 0,
             held: Vec::new(),
+        }
+    }
+
+    /// Queues stream `id` for the send round-robin, unless it is queued already (the entry's
+    /// flag, not a scan: many streams on one connection stay O(1) per message).
+    pub(super) fn mark_ready(&mut self, id: u32) {
+        if let Some(e) = self.map.get_mut(&id) {
+            if !e.in_ready {
+                e.in_ready = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// The next stream of the round-robin.
+    pub(super) fn pop_ready(&mut self) -> Option<u32> {
+        let id = self.ready.pop_front()?;
+        if let Some(e) = self.map.get_mut(&id) {
+            e.in_ready = false;
+        }
+        Some(id)
+    }
+
+    /// Parks stream `id` until the connection window opens, once.
+    pub(super) fn mark_blocked(&mut self, id: u32) {
+        if let Some(e) = self.map.get_mut(&id) {
+            if !e.in_blocked {
+                e.in_blocked = true;
+                self.blocked.push(id);
+            }
+        }
+    }
+
+    /// The connection window opened: every parked stream goes back to the round-robin.
+    pub(super) fn unblock_all(&mut self) {
+        for id in std::mem::take(&mut self.blocked) {
+            if let Some(e) = self.map.get_mut(&id) {
+                e.in_blocked = false;
+            }
+            self.mark_ready(id);
         }
     }
 
@@ -429,6 +472,8 @@ impl<C: Caller> Connection<C> {
                 first: None,
                 held: None,
                 started,
+                in_ready: false,
+                in_blocked: false,
             },
         );
         if hold_first {
@@ -622,8 +667,7 @@ impl<C: Caller> Connection<C> {
         let s = self.streams_mut();
         if id == 0 {
             s.conn_send.grant(inc).map_err(stream_error)?;
-            let blocked = std::mem::take(&mut s.blocked);
-            s.ready.extend(blocked);
+            s.unblock_all();
             return Ok(());
         }
         let Some(e) = s.map.get_mut(&id) else {
@@ -642,9 +686,7 @@ impl<C: Caller> Connection<C> {
         if let Some(app) = e.app.as_mut() {
             app.grant(inc);
         }
-        if !s.ready.contains(&id) {
-            s.ready.push_back(id);
-        }
+        s.mark_ready(id);
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ impl<C: Caller> Connection<C> {
                 let e = s.map.get_mut(&id)?;
                 e.app = Some(app);
                 e.first = first;
-                s.ready.push_back(id);
+                s.mark_ready(id);
                 Some(id)
             }
             Err(st) => {
@@ -151,6 +151,8 @@ impl<C: Caller> Connection<C> {
                 first: None,
                 held: None,
                 started: None,
+                in_ready: false,
+                in_blocked: false,
             },
         );
         Ok((id, send.credit(), later))
@@ -184,9 +186,7 @@ impl<C: Caller> Connection<C> {
             let _ = self.grant_connection();
         }
         if let Some(s) = self.streams.as_mut() {
-            if !s.ready.contains(&id) {
-                s.ready.push_back(id);
-            }
+            s.mark_ready(id);
             if (consumed > 0 || surplus > 0) && !s.held.is_empty() {
                 self.deliver_held();
             }
@@ -204,7 +204,7 @@ impl<C: Caller> Connection<C> {
             let Some(s) = self.streams.as_mut() else {
                 return;
             };
-            let Some(id) = s.ready.pop_front() else {
+            let Some(id) = s.pop_ready() else {
                 break;
             };
             let conn_open = s.conn_send.is_open();
@@ -221,16 +221,16 @@ impl<C: Caller> Connection<C> {
                 None => e.app.as_mut().and_then(|a| a.next_send(data_ok)),
             };
             let Some(item) = item else {
-                if !conn_open && !s.blocked.contains(&id) {
-                    s.blocked.push(id);
+                if !conn_open {
+                    s.mark_blocked(id);
                 }
                 continue;
             };
             if self.send_item(id, item).is_err() {
                 return;
             }
-            if let Some(s) = self.streams.as_mut().filter(|s| s.map.contains_key(&id)) {
-                s.ready.push_back(id);
+            if let Some(s) = self.streams.as_mut() {
+                s.mark_ready(id);
             }
         }
     }

@@ -222,6 +222,59 @@ fn bidi_echo_arrives_complete_and_in_order() {
     assert!(s.p.client.connection_credit() > 0 && s.p.server.connection_credit() > 0);
 }
 
+/// Whether each stream is queued for sending at most once (`Streams::ready` and `blocked`).
+fn queued_once(c: &Connection<Arc<Completion>>) -> bool {
+    let s = c.streams.as_ref().expect("streams");
+    let mut ids: Vec<u32> = s.ready.iter().chain(&s.blocked).copied().collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len() == n
+}
+
+#[test]
+fn many_streams_on_one_connection_each_queue_once_and_all_finish() {
+    let mut s = S::new();
+    let mut streams: Vec<_> = (0..64).map(|_| s.open(b"echo")).collect();
+    let n = 300u32;
+    let mut sent = vec![0u32; streams.len()];
+    let mut got: Vec<Vec<u32>> = vec![Vec::new(); streams.len()];
+    for _ in 0..10_000 {
+        if got.iter().all(|g| g.len() == n as usize) {
+            break;
+        }
+        for (i, (_, tx, _)) in streams.iter_mut().enumerate() {
+            // A few at a time per stream, so they interleave and grants come back often.
+            for _ in 0..4 {
+                if sent[i] == n {
+                    break;
+                }
+                match tx.try_send(Bytes::copy_from_slice(&sent[i].to_le_bytes())) {
+                    Ok(()) => sent[i] += 1,
+                    Err(crate::TrySendError::WouldBlock(_)) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        s.run();
+        assert!(queued_once(&s.p.client) && queued_once(&s.p.server));
+        for (i, (_, _, rx)) in streams.iter_mut().enumerate() {
+            while let Poll::Ready(Some(m)) = try_recv(rx) {
+                got[i].push(u32::from_le_bytes(m.unwrap()[..].try_into().unwrap()));
+            }
+        }
+    }
+    for g in &got {
+        assert!(
+            g.iter().copied().eq(0..n),
+            "every stream complete and in order"
+        );
+    }
+    streams.clear();
+    s.run();
+    assert!(s.p.client.stream_ids().is_empty() && s.p.server.stream_ids().is_empty());
+}
+
 #[test]
 fn a_slow_reader_bounds_what_the_writer_queues() {
     let mut s = S::new();
