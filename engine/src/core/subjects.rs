@@ -11,6 +11,8 @@
 use std::sync::Arc;
 
 use netron_codec::subject::{MAX_TOKENS, Pattern, SubjectError};
+use std::collections::BTreeMap;
+
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
@@ -34,6 +36,11 @@ struct Entry {
     pattern: Box<[u8]>,
     group: Option<Box<[u8]>>,
     target: Target,
+    /// Where the entry is listed: its node, which list (`tail` for a pattern ending in `>`)
+    /// and its position there, so removing it is O(1) however many share the node.
+    node: usize,
+    tail: bool,
+    slot: usize,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +63,8 @@ pub(crate) struct SubjectIndex {
     entries: Slab<Entry>,
     nodes: Slab<Node>,
     root: usize,
-    by_conn: FxHashMap<(u32, u32), usize>,
+    /// Ordered by (connection, id), so a closing connection's entries are one range.
+    by_conn: BTreeMap<(u32, u32), usize>,
     by_local: FxHashMap<u64, usize>,
     /// Round-robin position for queue groups.
     turn: u32,
@@ -70,7 +78,7 @@ impl Default for SubjectIndex {
             entries: Slab::new(),
             nodes,
             root,
-            by_conn: FxHashMap::default(),
+            by_conn: BTreeMap::new(),
             by_local: FxHashMap::default(),
             turn: 0,
         }
@@ -132,10 +140,15 @@ impl SubjectIndex {
             Target::Conn { key, id } => (Some((*key, *id)), None),
             Target::Local { key, .. } => (None, Some(*key)),
         };
+        let n = &self.nodes[node];
+        let slot = if tail { n.tail.len() } else { n.here.len() };
         let e = self.entries.insert(Entry {
             pattern: pattern.into(),
             group: group.map(Into::into),
             target,
+            node,
+            tail,
+            slot,
         });
         if tail {
             self.nodes[node].tail.push(e);
@@ -167,16 +180,17 @@ impl SubjectIndex {
         }
     }
 
-    /// Removes every subscription of connection `key` (it closed).
+    /// Removes every subscription of connection `key` (it closed): O(its own subscriptions),
+    /// not a scan of the core's index.
     pub(crate) fn remove_conn(&mut self, key: u32) {
-        let gone: Vec<(u32, u32)> = self
+        let gone: Vec<((u32, u32), usize)> = self
             .by_conn
-            .keys()
-            .filter(|(k, _)| *k == key)
-            .copied()
+            .range((key, 0)..=(key, u32::MAX))
+            .map(|(&k, &e)| (k, e))
             .collect();
-        for k in gone {
-            self.remove_conn_sub(k.0, k.1);
+        for (k, e) in gone {
+            self.by_conn.remove(&k);
+            self.remove_entry(e);
         }
     }
 
@@ -213,15 +227,24 @@ impl SubjectIndex {
         let Some(entry) = self.entries.try_remove(e) else {
             return;
         };
+        // O(1): the last entry of the list takes its place.
+        let n = &mut self.nodes[entry.node];
+        let list = if entry.tail { &mut n.tail } else { &mut n.here };
+        debug_assert_eq!(list.get(entry.slot), Some(&e));
+        list.swap_remove(entry.slot);
+        if let Some(&moved) = list.get(entry.slot) {
+            self.entries[moved].slot = entry.slot;
+        }
         let toks: Vec<&[u8]> = entry.pattern.split(|&b| b == b'.').collect();
-        self.unlink(self.root, &toks, e);
+        self.unlink(self.root, &toks);
     }
 
-    /// Removes `e` below `node` along `toks`; returns whether `node` is now empty.
-    fn unlink(&mut self, node: usize, toks: &[&[u8]], e: usize) -> bool {
+    /// Frees the nodes along `toks` below `node` that the removal left empty; returns
+    /// whether `node` is now empty.
+    fn unlink(&mut self, node: usize, toks: &[&[u8]]) -> bool {
         match toks {
-            [] => self.nodes[node].here.retain(|&x| x != e),
-            [t] if *t == b">" => self.nodes[node].tail.retain(|&x| x != e),
+            [] => {}
+            [t] if *t == b">" => {}
             [t, rest @ ..] => {
                 let child = if *t == b"*" {
                     self.nodes[node].star
@@ -229,7 +252,7 @@ impl SubjectIndex {
                     self.nodes[node].lit.get(*t).copied()
                 };
                 if let Some(c) = child {
-                    if self.unlink(c, rest, e) {
+                    if self.unlink(c, rest) {
                         self.nodes.remove(c);
                         if *t == b"*" {
                             self.nodes[node].star = None;
@@ -284,29 +307,35 @@ impl SubjectIndex {
         }
     }
 
-    /// Keeps one member of each queue group among `out` (round-robin over events).
+    /// Keeps one member of each queue group among `out` (round-robin over events), in place:
+    /// no allocation per event but the group's name added to `served` (which travels to the
+    /// engine's next core).
     fn resolve_groups(&mut self, out: &mut Vec<usize>, served: &mut Vec<Box<[u8]>>) {
         self.turn = self.turn.wrapping_add(1);
-        let mut kept = Vec::with_capacity(out.len());
-        let mut done: Vec<&[u8]> = Vec::new();
-        for &e in out.iter() {
-            match &self.entries[e].group {
-                None => kept.push(e),
-                Some(g) if done.contains(&&g[..]) => {}
-                Some(g) if served.iter().any(|s| s[..] == g[..]) => {}
-                Some(g) => {
-                    let members: Vec<usize> = out
-                        .iter()
-                        .copied()
-                        .filter(|&x| self.entries[x].group.as_deref() == Some(&g[..]))
-                        .collect();
-                    kept.push(members[self.turn as usize % members.len()]);
-                    done.push(g);
-                    served.push(g.clone());
-                }
+        let entries = &self.entries;
+        let group = |e: usize| entries[e].group.as_deref();
+        let mut kept = 0;
+        for r in 0..out.len() {
+            let e = out[r];
+            let Some(g) = group(e) else {
+                out[kept] = e;
+                kept += 1;
+                continue;
+            };
+            // Served by an earlier core, or decided earlier in this pass.
+            if served.iter().any(|s| s[..] == g[..]) {
+                continue;
             }
+            // The group's first member here: its members are all at r or later.
+            let members = out[r..].iter().filter(|&&x| group(x) == Some(g)).count();
+            let pick = self.turn as usize % members;
+            if let Some(&chosen) = out[r..].iter().filter(|&&x| group(x) == Some(g)).nth(pick) {
+                out[kept] = chosen;
+                kept += 1;
+            }
+            served.push(g.into());
         }
-        *out = kept;
+        out.truncate(kept);
     }
 
     /// Ends every in-process subscription with `why` and forgets it (the core stops).

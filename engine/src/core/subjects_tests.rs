@@ -112,26 +112,33 @@ proptest! {
             (prop::collection::vec(pattern_token(), 1..4), any::<bool>()), 1..12),
         subjects in prop::collection::vec(prop::collection::vec(token(), 1..5), 1..12),
         removed in prop::collection::vec(any::<bool>(), 12),
+        closed in 0u32..4,
     ) {
         let mut ix = SubjectIndex::default();
         let mut pats: Vec<Vec<&str>> = Vec::new();
         for (i, (toks, tail)) in patterns.iter().enumerate() {
             let mut p = toks.clone();
             if *tail { p.push(">"); }
-            ix.insert(p.join(".").as_bytes(), None, conn(i as u32)).unwrap();
+            // Three connections, several subscriptions each, often at the same node.
+            let target = Target::Conn { key: i as u32 % 3, id: i as u32 };
+            ix.insert(p.join(".").as_bytes(), None, target).unwrap();
             pats.push(p);
         }
         for (i, r) in removed.iter().enumerate().take(pats.len()) {
-            if *r { ix.remove_conn_sub(1, i as u32); }
+            if *r { ix.remove_conn_sub(i as u32 % 3, i as u32); }
         }
+        // A connection closes (key 3: one that holds nothing).
+        ix.remove_conn(closed);
         let mut out = Vec::new();
         for s in &subjects {
             ix.matches(s.join(".").as_bytes(), &mut out, &mut Vec::new());
             let want: Vec<u32> = pats.iter().enumerate()
-                .filter(|(i, p)| !removed[*i] && reference(p, s))
+                .filter(|(i, p)| !removed[*i] && *i as u32 % 3 != closed && reference(p, s))
                 .map(|(i, _)| i as u32).collect();
             prop_assert_eq!(ids(&ix, &out), want, "subject {:?}", s.join("."));
         }
+        let left = pats.len() - (0..pats.len()).filter(|&i| removed[i] || i as u32 % 3 == closed).count();
+        prop_assert_eq!(ix.len(), left);
     }
 }
 
