@@ -30,11 +30,14 @@ pub struct ntr_conn {
     pub id: u64,
 }
 
-struct CoreCell {
-    core: Core,
+pub(crate) struct CoreCell {
+    pub(crate) core: Core,
     slot: CallSlot,
-    conns: FxHashMap<u64, ConnId>,
+    pub(crate) conns: FxHashMap<u64, ConnId>,
     next_conn: u64,
+    /// Its open streams by `ntr_core_stream` id (ids are never reused on a core).
+    pub(crate) streams: FxHashMap<u64, crate::core_stream::CoreStreamCell>,
+    pub(crate) next_stream: u64,
 }
 
 static THREADS: AtomicU32 = AtomicU32::new(1);
@@ -56,7 +59,10 @@ fn thread_no() -> u32 {
 }
 
 /// Runs `f` on the core of `id`, owned by this thread.
-fn with_core<R>(id: u64, f: impl FnOnce(&mut CoreCell) -> Result<R, Error>) -> Result<R, Error> {
+pub(crate) fn with_core<R>(
+    id: u64,
+    f: impl FnOnce(&mut CoreCell) -> Result<R, Error>,
+) -> Result<R, Error> {
     if id >> 32 != u64::from(thread_no())
         && id != 0
         && CORES.with(|c| !c.borrow().0.contains_key(&id))
@@ -111,6 +117,8 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
                     slot: CallSlot::new(),
                     conns: FxHashMap::default(),
                     next_conn: 0,
+                    streams: FxHashMap::default(),
+                    next_stream: 0,
                 },
             );
             id
@@ -120,7 +128,8 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
     })
 }
 
-/// Frees the core: its connections close and calls in flight fail.
+/// Frees the core: its connections close, calls in flight fail, and its streams'
+/// (`ntr_core_stream`) handles become invalid.
 #[unsafe(no_mangle)]
 pub extern "C" fn ntr_core_free(core: ntr_core) -> ntr_status {
     entry(|| {
@@ -179,7 +188,7 @@ pub extern "C" fn ntr_core_close(core: ntr_core, conn: ntr_conn) -> ntr_status {
     })
 }
 
-fn bad_conn(conn: ntr_conn) -> Error {
+pub(crate) fn bad_conn(conn: ntr_conn) -> Error {
     Error::new(
         NTR_INVALID_HANDLE,
         format!(

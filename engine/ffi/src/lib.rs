@@ -27,15 +27,21 @@
 mod buf;
 mod client;
 mod core;
+mod core_stream;
 mod engine;
+mod events;
 mod guard;
 mod handles;
 mod server;
 mod status;
+mod streams;
 
 pub use buf::*;
 pub use client::*;
 pub use core::*;
+pub use core_stream::*;
 pub use engine::*;
+pub use events::*;
 pub use server::*;
 pub use status::*;
+pub use streams::*;
