@@ -70,9 +70,10 @@ pub struct ntr_chunk {
 /// with `ntr_stream_free` once done with it.
 ///
 /// It must not block (it holds its core): keep `stream` and serve it from another thread.
-/// Inside the callback, `ntr_stream_try_send`, `_finish`, `_fail`, `_cancel` and `_free` work;
-/// `ntr_stream_recv` and a waiting `ntr_stream_send` are refused with
-/// `NTR_FAILED_PRECONDITION` (nothing has arrived yet, and waiting would hold the core). The stream ends when the program calls `ntr_stream_finish` (OK),
+/// Inside the callback, `ntr_stream_finish`, `_fail`, `_cancel` and `_free` work;
+/// `ntr_stream_try_send` says `NTR_WOULD_BLOCK` (the stream opens once the callback returned),
+/// and `ntr_stream_recv` and a waiting `ntr_stream_send` are refused with
+/// `NTR_FAILED_PRECONDITION` (waiting would hold the core). The stream ends when the program calls `ntr_stream_finish` (OK),
 /// `ntr_stream_fail` or `ntr_stream_cancel`, or frees the handle (cancelled). Returning a
 /// status from 1 to 16 fails the stream with it (other non-zero values: `NTR_INTERNAL`)
 /// unless it already ended, and the library frees `stream` (not to be used after that).

@@ -390,3 +390,25 @@ fn c_streams_against_a_rust_server() {
     check_streams_output(&out);
     engine.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn c_publish_subscribe() {
+    let exe = build_c("c-events", &crate_dir().join("tests/c/events.c"));
+    let out = run(&exe, &[]);
+    for want in [
+        "two subscribers: 100 and 100 events in order",
+        "queue group: 100 events, each once",
+        "engine subscription: 10 chat events",
+        "core subscription: 100 events in order",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("events: ") && last.ends_with(" passed, 0 failed"),
+        "{out}"
+    );
+}
