@@ -85,6 +85,13 @@ typedef struct ntr_conn {
   uint64_t id;
 } ntr_conn;
 
+// A call started on a caller-driven core without waiting (`ntr_core_call_start`); ended by
+// `ntr_core_call_result` once it is done, or by `ntr_core_call_cancel`.
+typedef struct ntr_core_call_handle {
+  // Library-internal id; 0 is never valid.
+  uint64_t id;
+} ntr_core_call_handle;
+
 // A stream of a caller-driven core (`ntr_core_open_stream`); used with that core, on its
 // thread, and freed with `ntr_core_stream_free` (or with the core).
 typedef struct ntr_core_stream {
@@ -451,6 +458,38 @@ ntr_status ntr_core_call(struct ntr_core core,
                          uint64_t deadline_ms,
                          struct ntr_buf *reply);
 
+// Starts a unary call on `conn` without waiting, and writes its handle to `*out`: the
+// request goes out on the core's next turn, and the outcome arrives as the core runs
+// (`ntr_core_run_once`, typically after a wait on `ntr_core_fd`); read it with
+// `ntr_core_call_result`. `service` is an exact `name@1.2.0`; `deadline_ms` as in
+// `ntr_core_call`. Allocates the call's outcome slot.
+//
+// # Safety
+// As `ntr_core_call`; `out` is NULL or valid for a write.
+ntr_status ntr_core_call_start(struct ntr_core core,
+                               struct ntr_conn conn,
+                               const char *service,
+                               const char *method,
+                               const uint8_t *data,
+                               size_t len,
+                               uint64_t deadline_ms,
+                               struct ntr_core_call_handle *out);
+
+// The outcome of a started call, without waiting or running the core: `NTR_WOULD_BLOCK`
+// while it is in flight (the handle stays valid); otherwise the call is over and its handle
+// freed: `NTR_OK` with the reply in `*reply` (whose memory is reused), or the failure status
+// (as `ntr_core_call`; `*reply` then has `len` 0).
+//
+// # Safety
+// `reply` is NULL or an `ntr_buf` zeroed or filled by this library.
+ntr_status ntr_core_call_result(struct ntr_core core,
+                                struct ntr_core_call_handle call,
+                                struct ntr_buf *reply);
+
+// Cancels a started call (a Cancel goes to the server unless it is over) and frees its
+// handle.
+ntr_status ntr_core_call_cancel(struct ntr_core core, struct ntr_core_call_handle call);
+
 // Runs one turn of the core's loop (completions, timers, commands) without blocking; writes
 // whether it did any work to `*did_work` (NULL: not wanted).
 //
@@ -460,6 +499,36 @@ ntr_status ntr_core_call(struct ntr_core core,
 // # Safety
 // `did_work` is NULL or valid for a write.
 ntr_status ntr_core_run_once(struct ntr_core core, bool *did_work);
+
+// Writes to `*out` the descriptor that becomes readable when the core has work (a
+// completion, data, another thread's command), for the program's own poll(2), epoll or libuv
+// loop. It belongs to the core: valid until `ntr_core_free`; do not close or read it. On
+// io_uring it is an eventfd registered with the ring on the first call (from then on the
+// ring signals it once per batch of completions, a small cost only such cores pay).
+//
+// The loop: `ntr_core_prepare_wait(core, &ms)`; wait for `POLLIN` on the descriptor for at
+// most `ms` milliseconds (-1: no limit; 0: do not wait); then `ntr_core_run_once`.
+//
+// # Errors
+// `NTR_START_FAILED` when the eventfd cannot be created or registered.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_core_fd(struct ntr_core core, int *out);
+
+// Prepares the core for the program's wait on `ntr_core_fd`: submits what is queued,
+// announces the sleep (other threads' commands wake the descriptor from now on), and writes
+// to `*timeout_ms` how long the wait may last at most, in milliseconds rounded up: 0 when
+// work is waiting already (run a turn now), -1 for no limit, else until the core's next
+// timer (a call's or stream's deadline, a keepalive). Any `ntr_core_*` call afterwards ends
+// the wait (the next `ntr_core_run_once` runs what woke it).
+//
+// # Errors
+// `NTR_UNAVAILABLE` when the core's ring failed; `NTR_START_FAILED` as `ntr_core_fd`.
+//
+// # Safety
+// `timeout_ms` is NULL or valid for a write.
+ntr_status ntr_core_prepare_wait(struct ntr_core core, int64_t *timeout_ms);
 
 // Opens a stream to `method` of `service` (an exact `name@1.2.0`) on `conn`, and writes its
 // handle to `*out`. `data[0..len]` (copied), if `len` is not 0 or `half_close` is set, goes

@@ -412,3 +412,26 @@ fn c_publish_subscribe() {
         "{out}"
     );
 }
+
+#[test]
+fn c_core_driven_from_poll() {
+    let exe = build_c("c-poll", &crate_dir().join("tests/c/poll.c"));
+    for driver in ["io_uring", "epoll"] {
+        let out = Command::new(&exe)
+            .env("NETRON_DRIVER", driver)
+            .output()
+            .expect("run");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.contains(
+                "poll: 20 calls answered from other threads, deadline NTR_DEADLINE_EXCEEDED, 20 events"
+            ),
+            "{driver}: {out}"
+        );
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("poll: ") && last.ends_with(" passed, 0 failed"),
+            "{driver}: {out}"
+        );
+    }
+}
