@@ -574,8 +574,8 @@ ntr_status ntr_core_stream_try_send(struct ntr_core core,
 // Receives the next message of `stream` into `*out`, running the core on the calling thread
 // until one arrives, the peer ends its half, or the stream's deadline passes (a stream with
 // no deadline waits as long as the peer is silent). The chunk is borrowed until the next
-// `ntr_core_stream_recv` or `ntr_core_stream_free` of this stream (or the core's free); its
-// buffer is reused, so no allocation per chunk in steady state.
+// `ntr_core_stream_recv` / `_try_recv` or `ntr_core_stream_free` of this stream (or the
+// core's free); its buffer is reused, so no allocation per chunk in steady state.
 //
 // # Errors
 // `NTR_END_OF_STREAM` once the peer ended its half OK (and on every later call, and after a
@@ -586,6 +586,16 @@ ntr_status ntr_core_stream_try_send(struct ntr_core core,
 ntr_status ntr_core_stream_recv(struct ntr_core core,
                                 struct ntr_core_stream stream,
                                 struct ntr_chunk *out);
+
+// As `ntr_core_stream_recv`, without running the core: `NTR_WOULD_BLOCK` when nothing
+// arrived yet (for a core driven from the program's own loop: run it after its descriptor
+// is readable, then try again).
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_core_stream_try_recv(struct ntr_core core,
+                                    struct ntr_core_stream stream,
+                                    struct ntr_chunk *out);
 
 // Ends this side's half of `stream` OK (its last message was sent).
 //

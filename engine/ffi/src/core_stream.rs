@@ -2,6 +2,7 @@
 //! the core while it waits (no thread hop, no allocation per chunk in steady state).
 
 use std::ffi::c_char;
+use std::task::Poll;
 use std::time::Duration;
 
 use netron_engine::{CallError, CoreStream, TrySendError};
@@ -157,8 +158,8 @@ pub unsafe extern "C" fn ntr_core_stream_try_send(
 /// Receives the next message of `stream` into `*out`, running the core on the calling thread
 /// until one arrives, the peer ends its half, or the stream's deadline passes (a stream with
 /// no deadline waits as long as the peer is silent). The chunk is borrowed until the next
-/// `ntr_core_stream_recv` or `ntr_core_stream_free` of this stream (or the core's free); its
-/// buffer is reused, so no allocation per chunk in steady state.
+/// `ntr_core_stream_recv` / `_try_recv` or `ntr_core_stream_free` of this stream (or the
+/// core's free); its buffer is reused, so no allocation per chunk in steady state.
 ///
 /// # Errors
 /// `NTR_END_OF_STREAM` once the peer ended its half OK (and on every later call, and after a
@@ -171,6 +172,36 @@ pub unsafe extern "C" fn ntr_core_stream_recv(
     core: ntr_core,
     stream: ntr_core_stream,
     out: *mut ntr_chunk,
+) -> ntr_status {
+    // SAFETY: the same contract.
+    unsafe { recv(core, stream, out, true) }
+}
+
+/// As `ntr_core_stream_recv`, without running the core: `NTR_WOULD_BLOCK` when nothing
+/// arrived yet (for a core driven from the program's own loop: run it after its descriptor
+/// is readable, then try again).
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_stream_try_recv(
+    core: ntr_core,
+    stream: ntr_core_stream,
+    out: *mut ntr_chunk,
+) -> ntr_status {
+    // SAFETY: the same contract.
+    unsafe { recv(core, stream, out, false) }
+}
+
+/// The two receives: `wait` runs the core until something arrives.
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+unsafe fn recv(
+    core: ntr_core,
+    stream: ntr_core_stream,
+    out: *mut ntr_chunk,
+    wait: bool,
 ) -> ntr_status {
     entry(|| {
         non_null(out, "out")?;
@@ -188,7 +219,18 @@ pub unsafe extern "C" fn ntr_core_stream_recv(
                 return Err(end());
             }
             let buf = &mut s.chunk;
-            match core.recv_chunk(st, |b| buf.extend_from_slice(b)) {
+            let r = if wait {
+                core.recv_chunk(st, |b| buf.extend_from_slice(b))
+            } else {
+                match core.try_recv_chunk(st, |b| buf.extend_from_slice(b)) {
+                    Ok(Poll::Pending) => {
+                        return Err(Error::new(NTR_WOULD_BLOCK, "nothing received yet"));
+                    }
+                    Ok(Poll::Ready(r)) => Ok(r),
+                    Err(e) => Err(e),
+                }
+            };
+            match r {
                 Ok(Some(())) => Ok(ntr_chunk {
                     data: if buf.is_empty() {
                         std::ptr::null()

@@ -428,6 +428,10 @@ fn c_core_driven_from_poll() {
             ),
             "{driver}: {out}"
         );
+        assert!(
+            out.contains("poll streams: NTR_END_OF_STREAM, NTR_DEADLINE_EXCEEDED"),
+            "{driver}: {out}"
+        );
         let last = out.lines().last().unwrap_or_default();
         assert!(
             last.starts_with("poll: ") && last.ends_with(" passed, 0 failed"),

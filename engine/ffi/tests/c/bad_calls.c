@@ -286,12 +286,14 @@ static void streams_and_events(void) {
   EXPECT(ntr_core_open_stream(core, no_conn, "s@1.0.0", "finish", NULL, 0, false, 100, &cst), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_try_send(core, no_core_stream, NULL, 0), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_recv(core, no_core_stream, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_try_recv(core, no_core_stream, &c), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_finish(core, no_core_stream), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_cancel(core, no_core_stream), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_free(core, no_core_stream), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_open_stream(core, conn, "s@1.0.0", "finish", NULL, 0, false, 2000, &cst), NTR_OK);
   EXPECT(ntr_core_stream_try_send(core, cst, NULL, 2), NTR_NULL_ARGUMENT);
   EXPECT(ntr_core_stream_recv(core, cst, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_stream_try_recv(core, cst, NULL), NTR_NULL_ARGUMENT);
   EXPECT(ntr_core_stream_recv(no_core, cst, &c), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_recv(core, cst, &c), NTR_END_OF_STREAM);
   EXPECT(ntr_core_stream_finish(core, cst), NTR_OK);
@@ -300,6 +302,7 @@ static void streams_and_events(void) {
   EXPECT(ntr_core_stream_free(core, cst), NTR_OK);
   EXPECT(ntr_core_stream_free(core, cst), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_recv(core, cst, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_try_recv(core, cst, &c), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_try_send(core, cst, NULL, 0), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_stream_cancel(core, cst), NTR_INVALID_HANDLE);
   /* A core stream left open when its core is freed: no leak, no hang. */

@@ -1,6 +1,7 @@
 /* A caller-driven core driven only from poll(2) on ntr_core_fd: calls started without
  * waiting and answered by the server from other threads, events published from another
- * thread, and a call that ends at its deadline (a timer of the core). Prints
+ * thread, a call that ends at its deadline (a timer of the core), and streams read without
+ * blocking (an end, a deadline). Prints
  * "poll: N passed, M failed". */
 #define _POSIX_C_SOURCE 200809L
 #include <netron.h>
@@ -71,6 +72,20 @@ static ntr_status never(void *user, const ntr_request *req, ntr_reply reply) {
   return NTR_OK;
 }
 
+/* Streams: one the handler finishes at once, one it holds open (the opener's deadline ends
+ * it). */
+static ntr_stream held;
+static ntr_status finish_now(void *user, const ntr_stream_request *req, ntr_stream st) {
+  (void)user, (void)req;
+  ntr_stream_finish(st);
+  return ntr_stream_free(st);
+}
+static ntr_status hold(void *user, const ntr_stream_request *req, ntr_stream st) {
+  (void)user, (void)req;
+  held = st; /* freed at the end */
+  return NTR_OK;
+}
+
 static ntr_engine server;
 static void *publisher(void *arg) {
   (void)arg;
@@ -97,6 +112,8 @@ int main(void) {
   ntr_service_new("p", "1.0.0", &svc);
   ntr_service_unary(svc, "later", later, NULL, NULL);
   ntr_service_unary(svc, "never", never, NULL, NULL);
+  ntr_service_bidi_stream(svc, "finish", finish_now, NULL, NULL);
+  ntr_service_bidi_stream(svc, "hold", hold, NULL, NULL);
   ntr_engine_builder b;
   ntr_engine_builder_new(&b);
   ntr_engine_builder_cores(b, 1);
@@ -164,6 +181,27 @@ int main(void) {
          slow_status >= 0 ? ntr_status_str((ntr_status)slow_status) : "-", events);
   EXPECT(ntr_core_call_result(core, calls[0], &buf), NTR_INVALID_HANDLE); /* done: freed */
 
+  /* Streams read without blocking from the same loop: an end, and a deadline. */
+  ntr_core_stream fin, dl;
+  ntr_chunk c;
+  EXPECT(ntr_core_open_stream(core, conn, "p@1.0.0", "finish", NULL, 0, false, 10000, &fin), NTR_OK);
+  EXPECT(ntr_core_open_stream(core, conn, "p@1.0.0", "hold", NULL, 0, false, 100, &dl), NTR_OK);
+  EXPECT(ntr_core_stream_try_recv(core, dl, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_stream_try_recv(core, dl, &c), NTR_WOULD_BLOCK);
+  ntr_status fin_s = NTR_WOULD_BLOCK, dl_s = NTR_WOULD_BLOCK;
+  int stream_turns = 0;
+  while ((fin_s == NTR_WOULD_BLOCK || dl_s == NTR_WOULD_BLOCK) && stream_turns++ < 100000) {
+    round_of(core, fd);
+    if (fin_s == NTR_WOULD_BLOCK) fin_s = ntr_core_stream_try_recv(core, fin, &c);
+    if (dl_s == NTR_WOULD_BLOCK) dl_s = ntr_core_stream_try_recv(core, dl, &c);
+  }
+  EXPECT(fin_s, NTR_END_OF_STREAM);
+  EXPECT(dl_s, NTR_DEADLINE_EXCEEDED);
+  printf("poll streams: %s, %s\n", ntr_status_str(fin_s), ntr_status_str(dl_s));
+  EXPECT(ntr_core_stream_try_recv(core, dl, &c), NTR_END_OF_STREAM);
+  EXPECT(ntr_core_stream_free(core, fin), NTR_OK);
+  EXPECT(ntr_core_stream_free(core, dl), NTR_OK);
+
   /* A started call cancelled; a zeroed handle. */
   const ntr_core_call_handle no_call = {0};
   EXPECT(ntr_core_call_cancel(core, no_call), NTR_INVALID_HANDLE);
@@ -184,6 +222,7 @@ int main(void) {
   EXPECT(ntr_core_free(core), NTR_OK);
   EXPECT(ntr_core_fd(core, &fd), NTR_INVALID_HANDLE);
   ntr_reply_free(never_reply);
+  EXPECT(ntr_stream_free(held), NTR_OK);
   EXPECT(ntr_engine_shutdown(server, 1000), NTR_OK);
   printf("poll: %d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
