@@ -201,13 +201,6 @@ typedef ntr_status (*ntr_handler)(void *user,
 // must not call `ntr_` functions. NULL: nothing to release.
 typedef void (*ntr_release)(void *user);
 
-// One stream, as its opener or its handler holds it (`ntr_channel_open_*`, or given to a
-// stream handler). Usable from any thread; freed exactly once with `ntr_stream_free`.
-typedef struct ntr_stream {
-  // Library-internal id; 0 is never valid.
-  uint64_t id;
-} ntr_stream;
-
 // A stream as its handler sees it when it opens. Every pointer is borrowed: valid only until
 // the handler callback returns.
 typedef struct ntr_stream_request {
@@ -222,6 +215,13 @@ typedef struct ntr_stream_request {
   // it set none.
   uint64_t deadline_ms;
 } ntr_stream_request;
+
+// One stream, as its opener or its handler holds it (`ntr_channel_open_*`, or given to a
+// stream handler). Usable from any thread; freed exactly once with `ntr_stream_free`.
+typedef struct ntr_stream {
+  // Library-internal id; 0 is never valid.
+  uint64_t id;
+} ntr_stream;
 
 // A stream handler: called on an engine core thread when a stream of its method opens, with
 // the `user` given at registration, the request (borrowed for the duration of the call) and
@@ -849,6 +849,44 @@ const char *ntr_status_str(ntr_status status);
 // `out` is NULL or valid for one pointer write.
 ntr_status ntr_version(const char **out);
 
+// Adds bidirectional streaming method `method` served by `handler` (see
+// `ntr_stream_handler`), which gets `user` for every stream. On success the library owns
+// `user` and calls `release(user)` (if not NULL) once done with it; on failure `release` is
+// not called. Registering a method name again replaces the earlier handler.
+//
+// # Safety
+// `method` is NULL or a NUL-terminated string; `handler` and `release` are NULL or functions
+// of the stated signatures; `user` may be used by them from any thread, until `release`.
+ntr_status ntr_service_bidi_stream(struct ntr_service service,
+                                   const char *method,
+                                   ntr_stream_handler handler,
+                                   void *user,
+                                   ntr_release release);
+
+// Adds server-streaming method `method`: the handler gets the opener's request in
+// `request->data` and sends its messages on the stream, then finishes it. As
+// `ntr_service_bidi_stream` otherwise.
+//
+// # Safety
+// As `ntr_service_bidi_stream`.
+ntr_status ntr_service_server_stream(struct ntr_service service,
+                                     const char *method,
+                                     ntr_stream_handler handler,
+                                     void *user,
+                                     ntr_release release);
+
+// Adds client-streaming method `method`: the handler receives the opener's messages until
+// `NTR_END_OF_STREAM`, sends one reply (`ntr_stream_send`, kept until the finish) and
+// finishes the stream (no send: an empty reply). As `ntr_service_bidi_stream` otherwise.
+//
+// # Safety
+// As `ntr_service_bidi_stream`.
+ntr_status ntr_service_client_stream(struct ntr_service service,
+                                     const char *method,
+                                     ntr_stream_handler handler,
+                                     void *user,
+                                     ntr_release release);
+
 // Queues the `len` bytes at `data` (copied) on `stream` if it has credit, without waiting.
 // On a client-streaming handler's stream this is its one reply, sent when it finishes.
 //
@@ -963,44 +1001,6 @@ ntr_status ntr_channel_open_server_stream(struct ntr_channel channel,
                                           size_t len,
                                           uint64_t deadline_ms,
                                           struct ntr_stream *out);
-
-// Adds bidirectional streaming method `method` served by `handler` (see
-// `ntr_stream_handler`), which gets `user` for every stream. On success the library owns
-// `user` and calls `release(user)` (if not NULL) once done with it; on failure `release` is
-// not called. Registering a method name again replaces the earlier handler.
-//
-// # Safety
-// `method` is NULL or a NUL-terminated string; `handler` and `release` are NULL or functions
-// of the stated signatures; `user` may be used by them from any thread, until `release`.
-ntr_status ntr_service_bidi_stream(struct ntr_service service,
-                                   const char *method,
-                                   ntr_stream_handler handler,
-                                   void *user,
-                                   ntr_release release);
-
-// Adds server-streaming method `method`: the handler gets the opener's request in
-// `request->data` and sends its messages on the stream, then finishes it. As
-// `ntr_service_bidi_stream` otherwise.
-//
-// # Safety
-// As `ntr_service_bidi_stream`.
-ntr_status ntr_service_server_stream(struct ntr_service service,
-                                     const char *method,
-                                     ntr_stream_handler handler,
-                                     void *user,
-                                     ntr_release release);
-
-// Adds client-streaming method `method`: the handler receives the opener's messages until
-// `NTR_END_OF_STREAM`, sends one reply (`ntr_stream_send`, kept until the finish) and
-// finishes the stream (no send: an empty reply). As `ntr_service_bidi_stream` otherwise.
-//
-// # Safety
-// As `ntr_service_bidi_stream`.
-ntr_status ntr_service_client_stream(struct ntr_service service,
-                                     const char *method,
-                                     ntr_stream_handler handler,
-                                     void *user,
-                                     ntr_release release);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -33,6 +33,7 @@ mod guard;
 mod handles;
 mod server;
 mod status;
+mod stream_handlers;
 mod streams;
 
 pub use buf::*;
@@ -43,4 +44,5 @@ pub use engine::*;
 pub use events::*;
 pub use server::*;
 pub use status::*;
+pub use stream_handlers::*;
 pub use streams::*;
