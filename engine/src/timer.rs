@@ -51,6 +51,11 @@ impl TimerWheel {
         self.len
     }
 
+    /// When an entry scheduled for `at` fires: the end of `at`'s tick.
+    pub(crate) fn fires_at(&self, at: Instant) -> Instant {
+        self.start + Duration::from_nanos((self.tick_of(at) + 1) * self.tick.as_nanos() as u64)
+    }
+
     /// Schedules `(key, generation)` to fire at `at` (rounded up to the next tick; a time in
     /// the past fires within one tick).
     pub(crate) fn schedule(&mut self, at: Instant, key: usize, generation: u32) {

@@ -17,6 +17,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// What a subscriber's publisher does when the subscription's queue is full: its default
+// (drop-oldest on a Netron engine).
+#define NTR_SLOW_DEFAULT 0
+
+// Drop the oldest queued event (the subscriber sees the count in `ntr_event.lost`).
+#define NTR_SLOW_DROP_OLDEST 1
+
+// End the subscription with `NTR_RESOURCE_EXHAUSTED` ("subscriber too slow").
+#define NTR_SLOW_DISCONNECT 2
+
+// A `timeout_ms` that waits with no time limit (a stream's own deadline still applies).
+#define NTR_FOREVER UINT64_MAX
+
 // The outcome of every `ntr_` function (and what a handler callback returns).
 //
 // `NTR_OK` (0) is success. 1 to 16 are the gRPC status codes a call can end with (the peer's
@@ -72,6 +85,30 @@ typedef struct ntr_conn {
   uint64_t id;
 } ntr_conn;
 
+// A call started on a caller-driven core without waiting (`ntr_core_call_start`); ended by
+// `ntr_core_call_result` once it is done, or by `ntr_core_call_cancel`.
+typedef struct ntr_core_call_handle {
+  // Library-internal id; 0 is never valid.
+  uint64_t id;
+} ntr_core_call_handle;
+
+// A stream of a caller-driven core (`ntr_core_open_stream`); used with that core, on its
+// thread, and freed with `ntr_core_stream_free` (or with the core).
+typedef struct ntr_core_stream {
+  // Library-internal id; 0 is never valid.
+  uint64_t id;
+} ntr_core_stream;
+
+// A received message: `data[0..len]`, owned by the library and borrowed by the caller until
+// the next `ntr_stream_recv` or `ntr_stream_free` of the same stream (`ntr_core_stream_recv`
+// / `ntr_core_stream_free` for a core's stream).
+typedef struct ntr_chunk {
+  // The message's bytes (NULL if `len` is 0).
+  const uint8_t *data;
+  // Length in bytes.
+  size_t len;
+} ntr_chunk;
+
 // An engine being configured (`ntr_engine_builder_new`); consumed by `ntr_engine_build`.
 typedef struct ntr_engine_builder {
   // Library-internal id; 0 is never valid.
@@ -90,6 +127,41 @@ typedef struct ntr_engine {
   // Library-internal id; 0 is never valid.
   uint64_t id;
 } ntr_engine;
+
+// How to subscribe; a NULL `ntr_subscribe_options *` means all defaults (all zero).
+typedef struct ntr_subscribe_options {
+  // Queue group name (NUL-terminated, copied), or NULL for none: of a group's
+  // subscriptions at the publisher, one gets each event.
+  const char *group;
+  // Events the publisher (and this side) may hold for the subscription while it is not
+  // read; 0: the publisher's default (1024 on a Netron engine).
+  uint32_t queue_depth;
+  // `NTR_SLOW_DEFAULT`, `NTR_SLOW_DROP_OLDEST` or `NTR_SLOW_DISCONNECT`.
+  uint32_t on_full;
+} ntr_subscribe_options;
+
+// A subscription (`ntr_channel_subscribe`, `ntr_engine_subscribe`, `ntr_core_subscribe`):
+// pull its events with `ntr_subscription_next`; `ntr_subscription_free` unsubscribes.
+typedef struct ntr_subscription {
+  // Library-internal id; 0 is never valid.
+  uint64_t id;
+} ntr_subscription;
+
+// One event, as `ntr_subscription_next` gives it. Every pointer is owned by the library and
+// borrowed until the next `ntr_subscription_next` or `ntr_subscription_free` of the same
+// subscription.
+typedef struct ntr_event {
+  // The event's subject, NUL-terminated (`orders.eu.created`).
+  const char *subject;
+  // Length of `subject` in bytes, without the NUL.
+  size_t subject_len;
+  // The payload (NULL if `len` is 0).
+  const uint8_t *data;
+  // Payload length in bytes.
+  size_t len;
+  // Events of this subscription lost just before this one (its queue was full).
+  uint32_t lost;
+} ntr_event;
 
 // A request as a handler callback sees it. Every pointer is borrowed: valid only until the
 // callback returns (copy what must live longer).
@@ -128,6 +200,45 @@ typedef ntr_status (*ntr_handler)(void *user,
 // engine serving it, is freed, or its method is registered again). May run on any thread;
 // must not call `ntr_` functions. NULL: nothing to release.
 typedef void (*ntr_release)(void *user);
+
+// A stream as its handler sees it when it opens. Every pointer is borrowed: valid only until
+// the handler callback returns.
+typedef struct ntr_stream_request {
+  // A server-streaming method's request message (NULL if `len` is 0); NULL for the other
+  // shapes, whose messages are read with `ntr_stream_recv`.
+  const uint8_t *data;
+  // Length of `data` in bytes.
+  size_t len;
+  // The stream's id on its connection.
+  uint32_t stream_id;
+  // Milliseconds left before the opener's deadline for the whole stream, rounded up; 0 if
+  // it set none.
+  uint64_t deadline_ms;
+} ntr_stream_request;
+
+// One stream, as its opener or its handler holds it (`ntr_channel_open_*`, or given to a
+// stream handler). Usable from any thread; freed exactly once with `ntr_stream_free`.
+typedef struct ntr_stream {
+  // Library-internal id; 0 is never valid.
+  uint64_t id;
+} ntr_stream;
+
+// A stream handler: called on an engine core thread when a stream of its method opens, with
+// the `user` given at registration, the request (borrowed for the duration of the call) and
+// the stream's handle. When it returns `NTR_OK` the program owns the handle and frees it
+// with `ntr_stream_free` once done with it.
+//
+// It must not block (it holds its core): keep `stream` and serve it from another thread.
+// Inside the callback, `ntr_stream_finish`, `_fail`, `_cancel` and `_free` work;
+// `ntr_stream_try_send` says `NTR_WOULD_BLOCK` (the stream opens once the callback returned),
+// and `ntr_stream_recv` and a waiting `ntr_stream_send` are refused with
+// `NTR_FAILED_PRECONDITION` (waiting would hold the core). The stream ends when the program calls `ntr_stream_finish` (OK),
+// `ntr_stream_fail` or `ntr_stream_cancel`, or frees the handle (cancelled). Returning a
+// status from 1 to 16 fails the stream with it (other non-zero values: `NTR_INTERNAL`)
+// unless it already ended, and the library frees `stream` (not to be used after that).
+typedef ntr_status (*ntr_stream_handler)(void *user,
+                                         const struct ntr_stream_request *request,
+                                         struct ntr_stream stream);
 
 // Success.
 #define NTR_OK 0
@@ -209,6 +320,14 @@ typedef void (*ntr_release)(void *user);
 
 // An index argument is past the end.
 #define NTR_INDEX_OUT_OF_RANGE 109
+
+// Nothing can be done now without waiting: no stream credit to send (the peer has not read
+// enough yet), or nothing received within the timeout. Try again later.
+#define NTR_WOULD_BLOCK 110
+
+// The stream's receiving half or the subscription ended normally (the peer finished, or
+// the publisher ended the subscription without error); nothing more will arrive.
+#define NTR_END_OF_STREAM 111
 
 #ifdef __cplusplus
 extern "C" {
@@ -300,7 +419,8 @@ ntr_status ntr_method_call_async(struct ntr_method method,
 // `out` is NULL or valid for a write.
 ntr_status ntr_core_new(struct ntr_core *out);
 
-// Frees the core: its connections close and calls in flight fail.
+// Frees the core: its connections close, calls in flight fail, and its streams'
+// (`ntr_core_stream`) handles become invalid.
 ntr_status ntr_core_free(struct ntr_core core);
 
 // Connects to `endpoint` and completes the handshake within `timeout_ms` milliseconds,
@@ -338,6 +458,38 @@ ntr_status ntr_core_call(struct ntr_core core,
                          uint64_t deadline_ms,
                          struct ntr_buf *reply);
 
+// Starts a unary call on `conn` without waiting, and writes its handle to `*out`: the
+// request goes out on the core's next turn, and the outcome arrives as the core runs
+// (`ntr_core_run_once`, typically after a wait on `ntr_core_fd`); read it with
+// `ntr_core_call_result`. `service` is an exact `name@1.2.0`; `deadline_ms` as in
+// `ntr_core_call`. Allocates the call's outcome slot.
+//
+// # Safety
+// As `ntr_core_call`; `out` is NULL or valid for a write.
+ntr_status ntr_core_call_start(struct ntr_core core,
+                               struct ntr_conn conn,
+                               const char *service,
+                               const char *method,
+                               const uint8_t *data,
+                               size_t len,
+                               uint64_t deadline_ms,
+                               struct ntr_core_call_handle *out);
+
+// The outcome of a started call, without waiting or running the core: `NTR_WOULD_BLOCK`
+// while it is in flight (the handle stays valid); otherwise the call is over and its handle
+// freed: `NTR_OK` with the reply in `*reply` (whose memory is reused), or the failure status
+// (as `ntr_core_call`; `*reply` then has `len` 0).
+//
+// # Safety
+// `reply` is NULL or an `ntr_buf` zeroed or filled by this library.
+ntr_status ntr_core_call_result(struct ntr_core core,
+                                struct ntr_core_call_handle call,
+                                struct ntr_buf *reply);
+
+// Cancels a started call (a Cancel goes to the server unless it is over) and frees its
+// handle.
+ntr_status ntr_core_call_cancel(struct ntr_core core, struct ntr_core_call_handle call);
+
 // Runs one turn of the core's loop (completions, timers, commands) without blocking; writes
 // whether it did any work to `*did_work` (NULL: not wanted).
 //
@@ -347,6 +499,115 @@ ntr_status ntr_core_call(struct ntr_core core,
 // # Safety
 // `did_work` is NULL or valid for a write.
 ntr_status ntr_core_run_once(struct ntr_core core, bool *did_work);
+
+// Writes to `*out` the descriptor that becomes readable when the core has work (a
+// completion, data, another thread's command), for the program's own poll(2), epoll or libuv
+// loop. It belongs to the core: valid until `ntr_core_free`; do not close or read it. On
+// io_uring it is an eventfd registered with the ring on the first call (from then on the
+// ring signals it once per batch of completions, a small cost only such cores pay).
+//
+// The loop: `ntr_core_prepare_wait(core, &ms)`; wait for `POLLIN` on the descriptor for at
+// most `ms` milliseconds (-1: no limit; 0: do not wait); then `ntr_core_run_once`.
+//
+// # Errors
+// `NTR_START_FAILED` when the eventfd cannot be created or registered.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_core_fd(struct ntr_core core, int *out);
+
+// Prepares the core for the program's wait on `ntr_core_fd`: submits what is queued,
+// announces the sleep (other threads' commands wake the descriptor from now on), and writes
+// to `*timeout_ms` how long the wait may last at most, in milliseconds rounded up: 0 when
+// work is waiting already (run a turn now), -1 for no limit, else until the core's next
+// timer (a call's or stream's deadline, a keepalive). Any `ntr_core_*` call afterwards ends
+// the wait (the next `ntr_core_run_once` runs what woke it).
+//
+// # Errors
+// `NTR_UNAVAILABLE` when the core's ring failed; `NTR_START_FAILED` as `ntr_core_fd`.
+//
+// # Safety
+// `timeout_ms` is NULL or valid for a write.
+ntr_status ntr_core_prepare_wait(struct ntr_core core, int64_t *timeout_ms);
+
+// Opens a stream to `method` of `service` (an exact `name@1.2.0`) on `conn`, and writes its
+// handle to `*out`. `data[0..len]` (copied), if `len` is not 0 or `half_close` is set, goes
+// with the opening as the first message; `half_close` ends this side's half at once (a
+// server-streaming call: the request, then only receive). `deadline_ms` bounds the whole
+// stream (0: none). The shapes: bidirectional and client-streaming `(NULL, 0, false)`,
+// server-streaming `(request, n, true)`.
+//
+// # Errors
+// `NTR_UNAVAILABLE` for a closed connection, `NTR_RESOURCE_EXHAUSTED` above the peer's limits,
+// `NTR_UNIMPLEMENTED` if the peer serves no streams. A missing method shows in the first
+// `ntr_core_stream_recv`.
+//
+// # Safety
+// `service` and `method` are NULL or NUL-terminated strings; `data` is valid for `len` bytes
+// (or NULL with `len` 0); `out` is NULL or valid for a write.
+ntr_status ntr_core_open_stream(struct ntr_core core,
+                                struct ntr_conn conn,
+                                const char *service,
+                                const char *method,
+                                const uint8_t *data,
+                                size_t len,
+                                bool half_close,
+                                uint64_t deadline_ms,
+                                struct ntr_core_stream *out);
+
+// Queues `data[0..len]` (copied into a reused buffer) on `stream` if it has credit, without
+// waiting; it goes out on the core's next turn.
+//
+// # Errors
+// `NTR_WOULD_BLOCK` with no credit (run the core, e.g. `ntr_core_stream_recv` or
+// `ntr_core_run_once`, until the peer grants more); `NTR_RESOURCE_EXHAUSTED` above the frame
+// size; `NTR_FAILED_PRECONDITION` after this side finished; the stream's end status once it
+// ended.
+//
+// # Safety
+// `data` is valid for `len` bytes (or NULL with `len` 0).
+ntr_status ntr_core_stream_try_send(struct ntr_core core,
+                                    struct ntr_core_stream stream,
+                                    const uint8_t *data,
+                                    size_t len);
+
+// Receives the next message of `stream` into `*out`, running the core on the calling thread
+// until one arrives, the peer ends its half, or the stream's deadline passes (a stream with
+// no deadline waits as long as the peer is silent). The chunk is borrowed until the next
+// `ntr_core_stream_recv` / `_try_recv` or `ntr_core_stream_free` of this stream (or the
+// core's free); its buffer is reused, so no allocation per chunk in steady state.
+//
+// # Errors
+// `NTR_END_OF_STREAM` once the peer ended its half OK (and on every later call, and after a
+// cancel); the stream's failure status (1 to 16) once, then `NTR_END_OF_STREAM`.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_core_stream_recv(struct ntr_core core,
+                                struct ntr_core_stream stream,
+                                struct ntr_chunk *out);
+
+// As `ntr_core_stream_recv`, without running the core: `NTR_WOULD_BLOCK` when nothing
+// arrived yet (for a core driven from the program's own loop: run it after its descriptor
+// is readable, then try again).
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_core_stream_try_recv(struct ntr_core core,
+                                    struct ntr_core_stream stream,
+                                    struct ntr_chunk *out);
+
+// Ends this side's half of `stream` OK (its last message was sent).
+//
+// # Errors
+// `NTR_FAILED_PRECONDITION` if it already ended (or was cancelled).
+ntr_status ntr_core_stream_finish(struct ntr_core core, struct ntr_core_stream stream);
+
+// Cancels `stream` (the peer's handler is stopped); the handle stays valid until freed.
+ntr_status ntr_core_stream_cancel(struct ntr_core core, struct ntr_core_stream stream);
+
+// Frees `stream`; a stream still open is cancelled first.
+ntr_status ntr_core_stream_free(struct ntr_core core, struct ntr_core_stream stream);
 
 // A new engine builder with the defaults: as many cores as CPUs, no listener, no service.
 //
@@ -427,6 +688,105 @@ ntr_status ntr_engine_shutdown(struct ntr_engine engine, uint64_t drain_ms);
 // Stops the engine at once (calls in flight fail) and frees it; see `ntr_engine_shutdown`.
 ntr_status ntr_engine_free(struct ntr_engine engine);
 
+// Publishes an event of `subject` with payload `data[0..len]` (copied) to the channel's peer,
+// which delivers it to its matching subscriptions. Fire-and-forget: `NTR_OK` says it was
+// handed to the connection's core, not that anyone received it.
+//
+// # Errors
+// `NTR_INVALID_ARGUMENT` for an invalid subject; `NTR_RESOURCE_EXHAUSTED` when the core has
+// 64 MiB of published events still to take (retry later).
+//
+// # Safety
+// `subject` is NULL or a NUL-terminated string; `data` is valid for `len` bytes (or NULL
+// with `len` 0).
+ntr_status ntr_channel_publish(struct ntr_channel channel,
+                               const char *subject,
+                               const uint8_t *data,
+                               size_t len);
+
+// Subscribes at the channel's peer to the subjects matching `pattern` (`orders.*`: one
+// token, `orders.>`: the rest) with `opts` (NULL: defaults), and writes the subscription
+// to `*out`. A refusal by the peer (its limit) or the connection's end shows in
+// `ntr_subscription_next`.
+//
+// # Errors
+// `NTR_INVALID_ARGUMENT` for an invalid pattern, `NTR_INVALID_CONFIG` for a bad `on_full`.
+//
+// # Safety
+// `pattern` is NULL or a NUL-terminated string; `opts` is NULL or valid (its `group` NULL or
+// NUL-terminated); `out` is NULL or valid for a write.
+ntr_status ntr_channel_subscribe(struct ntr_channel channel,
+                                 const char *pattern,
+                                 const struct ntr_subscribe_options *opts,
+                                 struct ntr_subscription *out);
+
+// Publishes an event on the engine itself: the subscriptions its peers hold (on every core)
+// and its in-process ones (`ntr_engine_subscribe`) get it. As `ntr_channel_publish`
+// otherwise.
+//
+// # Safety
+// As `ntr_channel_publish`.
+ntr_status ntr_engine_publish(struct ntr_engine engine,
+                              const char *subject,
+                              const uint8_t *data,
+                              size_t len);
+
+// Subscribes in-process to the events published on the engine (by its peers and with
+// `ntr_engine_publish`). As `ntr_channel_subscribe` otherwise.
+//
+// # Safety
+// As `ntr_channel_subscribe`.
+ntr_status ntr_engine_subscribe(struct ntr_engine engine,
+                                const char *pattern,
+                                const struct ntr_subscribe_options *opts,
+                                struct ntr_subscription *out);
+
+// Publishes an event to the peer of `conn` of a caller-driven core (it goes out on the
+// core's next turn). As `ntr_channel_publish` otherwise, and `NTR_UNAVAILABLE` for a closed
+// connection, `NTR_UNIMPLEMENTED` if the peer takes no events.
+//
+// # Safety
+// As `ntr_channel_publish`.
+ntr_status ntr_core_publish(struct ntr_core core,
+                            struct ntr_conn conn,
+                            const char *subject,
+                            const uint8_t *data,
+                            size_t len);
+
+// Subscribes at the peer of `conn` of a caller-driven core. Its events arrive only while
+// that core runs (`ntr_core_run_once`, calls, stream receives on it): read them with
+// `ntr_subscription_next(sub, 0, ...)` between turns (a wait would not run the core). As
+// `ntr_channel_subscribe` otherwise.
+//
+// # Safety
+// As `ntr_channel_subscribe`.
+ntr_status ntr_core_subscribe(struct ntr_core core,
+                              struct ntr_conn conn,
+                              const char *pattern,
+                              const struct ntr_subscribe_options *opts,
+                              struct ntr_subscription *out);
+
+// Takes the next event of `sub` into `*out` (borrowed: see `ntr_event`), waiting up to
+// `timeout_ms` milliseconds (0: do not wait; `NTR_FOREVER`: no limit). The previous event of
+// this subscription is released first. Call it from one thread at a time per subscription.
+//
+// # Errors
+// `NTR_WOULD_BLOCK` when no event arrived within the timeout; once the subscription ended
+// and every event received before was taken: `NTR_END_OF_STREAM` (ended by the publisher
+// without error) or why it ended (`NTR_RESOURCE_EXHAUSTED` "subscriber too slow" or the
+// peer's limit, `NTR_UNAVAILABLE` when the connection closed...); `NTR_FAILED_PRECONDITION`
+// for a non-zero timeout inside a callback of this library.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_subscription_next(struct ntr_subscription sub,
+                                 uint64_t timeout_ms,
+                                 struct ntr_event *out);
+
+// Unsubscribes and frees `sub` (the last event taken is released). A thread waiting in
+// `ntr_subscription_next` on it returns at its timeout (or next event).
+ntr_status ntr_subscription_free(struct ntr_subscription sub);
+
 // A new service `name` at `version` (semver, `"1.2.0"`), with no method yet. Callers address
 // it as `name@version` (or a requirement such as `name@^1.2`).
 //
@@ -488,6 +848,159 @@ const char *ntr_status_str(ntr_status status);
 // # Safety
 // `out` is NULL or valid for one pointer write.
 ntr_status ntr_version(const char **out);
+
+// Adds bidirectional streaming method `method` served by `handler` (see
+// `ntr_stream_handler`), which gets `user` for every stream. On success the library owns
+// `user` and calls `release(user)` (if not NULL) once done with it; on failure `release` is
+// not called. Registering a method name again replaces the earlier handler.
+//
+// # Safety
+// `method` is NULL or a NUL-terminated string; `handler` and `release` are NULL or functions
+// of the stated signatures; `user` may be used by them from any thread, until `release`.
+ntr_status ntr_service_bidi_stream(struct ntr_service service,
+                                   const char *method,
+                                   ntr_stream_handler handler,
+                                   void *user,
+                                   ntr_release release);
+
+// Adds server-streaming method `method`: the handler gets the opener's request in
+// `request->data` and sends its messages on the stream, then finishes it. As
+// `ntr_service_bidi_stream` otherwise.
+//
+// # Safety
+// As `ntr_service_bidi_stream`.
+ntr_status ntr_service_server_stream(struct ntr_service service,
+                                     const char *method,
+                                     ntr_stream_handler handler,
+                                     void *user,
+                                     ntr_release release);
+
+// Adds client-streaming method `method`: the handler receives the opener's messages until
+// `NTR_END_OF_STREAM`, sends one reply (`ntr_stream_send`, kept until the finish) and
+// finishes the stream (no send: an empty reply). As `ntr_service_bidi_stream` otherwise.
+//
+// # Safety
+// As `ntr_service_bidi_stream`.
+ntr_status ntr_service_client_stream(struct ntr_service service,
+                                     const char *method,
+                                     ntr_stream_handler handler,
+                                     void *user,
+                                     ntr_release release);
+
+// Queues the `len` bytes at `data` (copied) on `stream` if it has credit, without waiting.
+// On a client-streaming handler's stream this is its one reply, sent when it finishes.
+//
+// # Errors
+// `NTR_WOULD_BLOCK` with no credit (the peer has not read enough yet, or the stream is not
+// open yet: retry after receiving, or use `ntr_stream_send` with a timeout);
+// `NTR_RESOURCE_EXHAUSTED` above the negotiated frame size; `NTR_FAILED_PRECONDITION` after
+// this side finished (or for a server-streaming opener, which has no sending half); the
+// stream's end status (1 to 16) once it ended.
+//
+// # Safety
+// `data` is valid for reads of `len` bytes (or NULL with `len` 0).
+ntr_status ntr_stream_try_send(struct ntr_stream stream, const uint8_t *data, size_t len);
+
+// Queues the `len` bytes at `data` (copied) on `stream`, waiting up to `timeout_ms`
+// milliseconds for credit (`NTR_FOREVER`: no limit but the stream's own deadline; 0: as
+// `ntr_stream_try_send`).
+//
+// # Errors
+// As `ntr_stream_try_send` (`NTR_WOULD_BLOCK` when the timeout passed), and
+// `NTR_FAILED_PRECONDITION` for a non-zero timeout inside a callback of this library.
+//
+// # Safety
+// `data` is valid for reads of `len` bytes (or NULL with `len` 0).
+ntr_status ntr_stream_send(struct ntr_stream stream,
+                           const uint8_t *data,
+                           size_t len,
+                           uint64_t timeout_ms);
+
+// Receives the next message of `stream` into `*out` (borrowed: see `ntr_chunk`), waiting up
+// to `timeout_ms` milliseconds (0: do not wait; `NTR_FOREVER`: no limit but the stream's
+// deadline). The previous chunk of this stream is released first. Messages arrive in order;
+// reading returns credit to the peer.
+//
+// # Errors
+// `NTR_WOULD_BLOCK` when nothing arrived within the timeout; `NTR_END_OF_STREAM` once the
+// peer ended its half OK (and on every later call); the status the stream ended with (1 to
+// 16: the peer's failure, `NTR_CANCELLED`, `NTR_DEADLINE_EXCEEDED`, `NTR_UNAVAILABLE` when
+// the connection closed) once, then `NTR_END_OF_STREAM`; `NTR_FAILED_PRECONDITION` for a
+// non-zero timeout inside a callback of this library. `*out` is written only on `NTR_OK`.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_stream_recv(struct ntr_stream stream, uint64_t timeout_ms, struct ntr_chunk *out);
+
+// Ends this side's half of `stream` OK: an opener's last message was sent (the peer's
+// receive sees the end); a handler's stream ends its half (a client-streaming handler's
+// reply, kept by its send, goes out now). The handle stays valid (receive the rest, then
+// free it).
+//
+// # Errors
+// `NTR_FAILED_PRECONDITION` when this side already ended its half (or has none).
+ntr_status ntr_stream_finish(struct ntr_stream stream);
+
+// Ends this side's half of `stream` with `status` (1 to 16; other values give
+// `NTR_INTERNAL`) and `message` (copied; NULL for none). From a handler this ends the whole
+// stream: the opener's receive returns that status.
+//
+// # Errors
+// `NTR_FAILED_PRECONDITION` when this side already ended its half (or has none).
+//
+// # Safety
+// `message` is NULL or a NUL-terminated string.
+ntr_status ntr_stream_fail(struct ntr_stream stream, ntr_status status, const char *message);
+
+// Cancels `stream`: an opener's Cancel (the peer's handler is stopped), or a handler ending
+// the stream with `NTR_CANCELLED`. What was queued and not yet sent is dropped. The handle
+// stays valid until freed; receiving gives `NTR_END_OF_STREAM` (opener) or the end.
+ntr_status ntr_stream_cancel(struct ntr_stream stream);
+
+// Frees `stream`. A stream still open is cancelled (as `ntr_stream_cancel`): a handle never
+// leaks a stream, and a thread waiting on it returns `NTR_INVALID_HANDLE`. The last chunk
+// received is released.
+ntr_status ntr_stream_free(struct ntr_stream stream);
+
+// Opens a bidirectional stream to `method` of `service` (`name@1.2.0`, or a requirement
+// resolved through the peer's `$sys` as in `ntr_channel_call`) and writes its handle to
+// `*out`. Both halves are usable at once (messages sent before it is open wait for credit);
+// `deadline_ms` bounds the whole stream (0: none). Failures to open (no such method, refused,
+// connection closed) arrive through `ntr_stream_recv`. Free it with `ntr_stream_free`.
+//
+// # Safety
+// `service` and `method` are NULL or NUL-terminated strings; `out` is NULL or valid for a
+// write.
+ntr_status ntr_channel_open_bidi(struct ntr_channel channel,
+                                 const char *service,
+                                 const char *method,
+                                 uint64_t deadline_ms,
+                                 struct ntr_stream *out);
+
+// Opens a client-streaming stream: send messages, `ntr_stream_finish`, then receive the one
+// reply. As `ntr_channel_open_bidi` otherwise.
+//
+// # Safety
+// As `ntr_channel_open_bidi`.
+ntr_status ntr_channel_open_client_stream(struct ntr_channel channel,
+                                          const char *service,
+                                          const char *method,
+                                          uint64_t deadline_ms,
+                                          struct ntr_stream *out);
+
+// Opens a server-streaming stream with the request `data[0..len]` (copied): receive the
+// server's messages until `NTR_END_OF_STREAM`. This side has no sending half. As
+// `ntr_channel_open_bidi` otherwise.
+//
+// # Safety
+// As `ntr_channel_open_bidi`; `data` is valid for `len` bytes (or NULL with `len` 0).
+ntr_status ntr_channel_open_server_stream(struct ntr_channel channel,
+                                          const char *service,
+                                          const char *method,
+                                          const uint8_t *data,
+                                          size_t len,
+                                          uint64_t deadline_ms,
+                                          struct ntr_stream *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -244,6 +244,8 @@ impl AsyncCall {
         };
         // SAFETY: `done` is a completion function (the contract of ntr_method_call_async),
         // called once (the future was taken out); `data` lives until it returns.
+        let _mark = crate::guard::InCallback::enter();
+        // SAFETY: as above.
         unsafe { (self.done)(self.user.0, status, data, len) };
     }
 }

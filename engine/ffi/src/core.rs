@@ -30,11 +30,19 @@ pub struct ntr_conn {
     pub id: u64,
 }
 
-struct CoreCell {
-    core: Core,
+pub(crate) struct CoreCell {
+    pub(crate) core: Core,
     slot: CallSlot,
-    conns: FxHashMap<u64, ConnId>,
+    pub(crate) conns: FxHashMap<u64, ConnId>,
     next_conn: u64,
+    /// Its open streams by `ntr_core_stream` id (ids are never reused on a core).
+    pub(crate) streams: FxHashMap<u64, crate::core_stream::CoreStreamCell>,
+    pub(crate) next_stream: u64,
+    /// `ntr_core_prepare_wait` announced a sleep: the next use ends it (`Core::woke`).
+    waiting: bool,
+    /// Calls started with `ntr_core_call_start`, by id: connection, call id, outcome slot.
+    pub(crate) started: FxHashMap<u64, (ConnId, Option<u32>, CallSlot)>,
+    pub(crate) next_started: u64,
 }
 
 static THREADS: AtomicU32 = AtomicU32::new(1);
@@ -56,7 +64,10 @@ fn thread_no() -> u32 {
 }
 
 /// Runs `f` on the core of `id`, owned by this thread.
-fn with_core<R>(id: u64, f: impl FnOnce(&mut CoreCell) -> Result<R, Error>) -> Result<R, Error> {
+pub(crate) fn with_core<R>(
+    id: u64,
+    f: impl FnOnce(&mut CoreCell) -> Result<R, Error>,
+) -> Result<R, Error> {
     if id >> 32 != u64::from(thread_no())
         && id != 0
         && CORES.with(|c| !c.borrow().0.contains_key(&id))
@@ -81,6 +92,10 @@ fn with_core<R>(id: u64, f: impl FnOnce(&mut CoreCell) -> Result<R, Error>) -> R
                 format!("invalid ntr_core handle {id:#x}: zero, already freed, or never created"),
             )
         })?;
+        if cell.waiting {
+            cell.waiting = false;
+            cell.core.woke();
+        }
         f(cell)
     })
 }
@@ -111,6 +126,11 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
                     slot: CallSlot::new(),
                     conns: FxHashMap::default(),
                     next_conn: 0,
+                    streams: FxHashMap::default(),
+                    next_stream: 0,
+                    waiting: false,
+                    started: FxHashMap::default(),
+                    next_started: 0,
                 },
             );
             id
@@ -120,7 +140,8 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
     })
 }
 
-/// Frees the core: its connections close and calls in flight fail.
+/// Frees the core: its connections close, calls in flight fail, and its streams'
+/// (`ntr_core_stream`) handles become invalid.
 #[unsafe(no_mangle)]
 pub extern "C" fn ntr_core_free(core: ntr_core) -> ntr_status {
     entry(|| {
@@ -179,7 +200,7 @@ pub extern "C" fn ntr_core_close(core: ntr_core, conn: ntr_conn) -> ntr_status {
     })
 }
 
-fn bad_conn(conn: ntr_conn) -> Error {
+pub(crate) fn bad_conn(conn: ntr_conn) -> Error {
     Error::new(
         NTR_INVALID_HANDLE,
         format!(
@@ -245,6 +266,131 @@ pub unsafe extern "C" fn ntr_core_call(
     })
 }
 
+/// A call started on a caller-driven core without waiting (`ntr_core_call_start`); ended by
+/// `ntr_core_call_result` once it is done, or by `ntr_core_call_cancel`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ntr_core_call_handle {
+    /// Library-internal id; 0 is never valid.
+    pub id: u64,
+}
+
+/// Starts a unary call on `conn` without waiting, and writes its handle to `*out`: the
+/// request goes out on the core's next turn, and the outcome arrives as the core runs
+/// (`ntr_core_run_once`, typically after a wait on `ntr_core_fd`); read it with
+/// `ntr_core_call_result`. `service` is an exact `name@1.2.0`; `deadline_ms` as in
+/// `ntr_core_call`. Allocates the call's outcome slot.
+///
+/// # Safety
+/// As `ntr_core_call`; `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ntr_core_call_start(
+    core: ntr_core,
+    conn: ntr_conn,
+    service: *const c_char,
+    method: *const c_char,
+    data: *const u8,
+    len: usize,
+    deadline_ms: u64,
+    out: *mut ntr_core_call_handle,
+) -> ntr_status {
+    entry(|| {
+        // SAFETY: NULL or NUL-terminated (contract); used during this call only.
+        let service = unsafe { str_arg(service, "service") }?;
+        // SAFETY: as above.
+        let method = unsafe { str_arg(method, "method") }?;
+        // SAFETY: valid for `len` bytes during this call (contract).
+        let payload = unsafe { bytes_arg(data, len, "data") }?;
+        non_null(out, "out")?;
+        let id = with_core(core.id, |cell| {
+            let c = *cell.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
+            let dl = (deadline_ms != 0).then(|| Duration::from_millis(deadline_ms));
+            let mut slot = CallSlot::new();
+            let call = cell.core.start(
+                c,
+                service.as_bytes(),
+                method.as_bytes(),
+                payload,
+                dl,
+                &mut slot,
+            );
+            cell.next_started += 1;
+            cell.started.insert(cell.next_started, (c, call, slot));
+            Ok(cell.next_started)
+        })?;
+        // SAFETY: not NULL (checked); valid for a write (contract).
+        unsafe { write(out, ntr_core_call_handle { id }) }
+    })
+}
+
+fn bad_call(call: ntr_core_call_handle) -> Error {
+    Error::new(
+        NTR_INVALID_HANDLE,
+        format!(
+            "invalid ntr_core_call_handle {:#x} for this core: zero, already done or cancelled, or of another core",
+            call.id
+        ),
+    )
+}
+
+/// The outcome of a started call, without waiting or running the core: `NTR_WOULD_BLOCK`
+/// while it is in flight (the handle stays valid); otherwise the call is over and its handle
+/// freed: `NTR_OK` with the reply in `*reply` (whose memory is reused), or the failure status
+/// (as `ntr_core_call`; `*reply` then has `len` 0).
+///
+/// # Safety
+/// `reply` is NULL or an `ntr_buf` zeroed or filled by this library.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_call_result(
+    core: ntr_core,
+    call: ntr_core_call_handle,
+    reply: *mut ntr_buf,
+) -> ntr_status {
+    entry(|| {
+        non_null(reply, "reply")?;
+        // SAFETY: not NULL (checked); exclusively ours during this call (contract).
+        let out = unsafe { &mut *reply };
+        with_core(core.id, |cell| {
+            let (_, _, slot) = cell.started.get(&call.id).ok_or_else(|| bad_call(call))?;
+            let Some(r) = slot.reply() else {
+                return Err(Error::new(NTR_WOULD_BLOCK, "the call is still in flight"));
+            };
+            // SAFETY: zeroed or filled by us (contract).
+            let mut v = unsafe { take(out) };
+            v.clear();
+            let r = match r {
+                Ok(bytes) => {
+                    v.extend_from_slice(bytes);
+                    Ok(())
+                }
+                Err(e) => Err(Error::new(from_code(e.code()), e.to_string())),
+            };
+            put(out, v);
+            cell.started.remove(&call.id);
+            r
+        })
+    })
+}
+
+/// Cancels a started call (a Cancel goes to the server unless it is over) and frees its
+/// handle.
+#[unsafe(no_mangle)]
+pub extern "C" fn ntr_core_call_cancel(core: ntr_core, call: ntr_core_call_handle) -> ntr_status {
+    entry(|| {
+        with_core(core.id, |cell| {
+            let (c, id, slot) = cell
+                .started
+                .remove(&call.id)
+                .ok_or_else(|| bad_call(call))?;
+            if let (Some(id), false) = (id, slot.is_done()) {
+                cell.core.cancel(c, id);
+            }
+            Ok(())
+        })
+    })
+}
+
 /// Runs one turn of the core's loop (completions, timers, commands) without blocking; writes
 /// whether it did any work to `*did_work` (NULL: not wanted).
 ///
@@ -266,5 +412,67 @@ pub unsafe extern "C" fn ntr_core_run_once(core: ntr_core, did_work: *mut bool) 
             unsafe { write(did_work, work) }?;
         }
         Ok(())
+    })
+}
+
+/// Writes to `*out` the descriptor that becomes readable when the core has work (a
+/// completion, data, another thread's command), for the program's own poll(2), epoll or libuv
+/// loop. It belongs to the core: valid until `ntr_core_free`; do not close or read it. On
+/// io_uring it is an eventfd registered with the ring on the first call (from then on the
+/// ring signals it once per batch of completions, a small cost only such cores pay).
+///
+/// The loop: `ntr_core_prepare_wait(core, &ms)`; wait for `POLLIN` on the descriptor for at
+/// most `ms` milliseconds (-1: no limit; 0: do not wait); then `ntr_core_run_once`.
+///
+/// # Errors
+/// `NTR_START_FAILED` when the eventfd cannot be created or registered.
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_fd(core: ntr_core, out: *mut std::ffi::c_int) -> ntr_status {
+    entry(|| {
+        non_null(out, "out")?;
+        let fd = with_core(core.id, |cell| {
+            cell.core.wait_fd().map_err(|e| {
+                Error::new(
+                    NTR_START_FAILED,
+                    format!("cannot make the core's wait descriptor: {e}"),
+                )
+            })
+        })?;
+        // SAFETY: not NULL (checked); valid for a write (contract).
+        unsafe { write(out, fd) }
+    })
+}
+
+/// Prepares the core for the program's wait on `ntr_core_fd`: submits what is queued,
+/// announces the sleep (other threads' commands wake the descriptor from now on), and writes
+/// to `*timeout_ms` how long the wait may last at most, in milliseconds rounded up: 0 when
+/// work is waiting already (run a turn now), -1 for no limit, else until the core's next
+/// timer (a call's or stream's deadline, a keepalive). Any `ntr_core_*` call afterwards ends
+/// the wait (the next `ntr_core_run_once` runs what woke it).
+///
+/// # Errors
+/// `NTR_UNAVAILABLE` when the core's ring failed; `NTR_START_FAILED` as `ntr_core_fd`.
+///
+/// # Safety
+/// `timeout_ms` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_prepare_wait(core: ntr_core, timeout_ms: *mut i64) -> ntr_status {
+    entry(|| {
+        non_null(timeout_ms, "timeout_ms")?;
+        let ms = with_core(core.id, |cell| {
+            let t = cell
+                .core
+                .prepare_wait()
+                .map_err(|e| Error::new(NTR_UNAVAILABLE, format!("the core cannot wait: {e}")))?;
+            cell.waiting = true;
+            Ok(t.map_or(-1, |d| {
+                i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
+            }))
+        })?;
+        // SAFETY: not NULL (checked); valid for a write (contract).
+        unsafe { write(timeout_ms, ms) }
     })
 }

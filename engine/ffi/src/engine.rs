@@ -29,13 +29,13 @@ pub struct ntr_engine {
 }
 
 pub(crate) struct EngineCell {
-    engine: Mutex<Option<Engine>>,
+    pub(crate) engine: Mutex<Option<Engine>>,
     client: Client,
     endpoints: Vec<CString>,
 }
 
 static BUILDERS: Table<EngineBuilder> = Table::new("ntr_engine_builder");
-static ENGINES: Table<Arc<EngineCell>> = Table::new("ntr_engine");
+pub(crate) static ENGINES: Table<Arc<EngineCell>> = Table::new("ntr_engine");
 
 fn engine_error(e: EngineError) -> Error {
     let status = match &e {

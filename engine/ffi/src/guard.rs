@@ -95,3 +95,79 @@ pub(crate) struct UserPtr(pub *mut std::ffi::c_void);
 unsafe impl Send for UserPtr {}
 // SAFETY: as for Send: only copied and handed back to C, never dereferenced by Rust.
 unsafe impl Sync for UserPtr {}
+
+thread_local! {
+    /// How many library callbacks into C are running on this thread (a handler, a stream
+    /// handler, a completion): a blocking wait for the engine there could deadlock its core.
+    static IN_CALLBACK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as inside a callback into C until dropped.
+pub(crate) struct InCallback(());
+
+impl InCallback {
+    pub(crate) fn enter() -> InCallback {
+        IN_CALLBACK.with(|c| c.set(c.get() + 1));
+        InCallback(())
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// `Err(NTR_FAILED_PRECONDITION)` when called from inside a callback of this library (which
+/// runs on an engine core: waiting there for that core would never end).
+pub(crate) fn may_block(what: &str) -> Result<(), Error> {
+    if IN_CALLBACK.with(std::cell::Cell::get) > 0 {
+        return Err(Error::new(
+            crate::status::NTR_FAILED_PRECONDITION,
+            format!(
+                "{what} with a timeout would block a core from inside a callback; pass timeout_ms 0 (do not wait) or wait on another thread"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The instant `ms` milliseconds from now; `None` for `NTR_FOREVER` (or one too far to
+/// represent).
+pub(crate) fn until(ms: u64) -> Option<std::time::Instant> {
+    if ms == u64::MAX {
+        return None;
+    }
+    std::time::Instant::now().checked_add(std::time::Duration::from_millis(ms))
+}
+
+/// Parks this thread until unparked or `until`; `false` once `until` passed.
+pub(crate) fn park_until(until: Option<std::time::Instant>) -> bool {
+    match until {
+        None => {
+            std::thread::park();
+            true
+        }
+        Some(u) => match u.checked_duration_since(std::time::Instant::now()) {
+            Some(d) if !d.is_zero() => {
+                std::thread::park_timeout(d);
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
+/// A waker that unparks the thread that made it.
+pub(crate) fn thread_waker() -> std::task::Waker {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())))
+}

@@ -17,8 +17,7 @@
 //!   panic becomes `NTR_PANIC`;
 //! - the text of the last failure on the calling thread is `ntr_last_error()`.
 //!
-//! Not yet in the surface (docs/ffi.md, "Gaps"): streams, publish/subscribe events, and a
-//! pollable descriptor for a caller-driven core.
+//! What is not in the surface yet is listed in docs/ffi.md, "Gaps".
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // The C names are the API: `ntr_engine`, not `NtrEngine`.
@@ -27,15 +26,23 @@
 mod buf;
 mod client;
 mod core;
+mod core_stream;
 mod engine;
+mod events;
 mod guard;
 mod handles;
 mod server;
 mod status;
+mod stream_handlers;
+mod streams;
 
 pub use buf::*;
 pub use client::*;
 pub use core::*;
+pub use core_stream::*;
 pub use engine::*;
+pub use events::*;
 pub use server::*;
 pub use status::*;
+pub use stream_handlers::*;
+pub use streams::*;

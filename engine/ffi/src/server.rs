@@ -104,7 +104,11 @@ impl Callback {
         // No table lock is held: the handler may call any ntr_ function.
         // SAFETY: `handler` was given as such a function by the registration's contract;
         // `request` and the payload it points to outlive the call.
-        let status = unsafe { (self.handler)(self.user.0, &request, ntr_reply { id }) };
+        let status = {
+            let _mark = crate::guard::InCallback::enter();
+            // SAFETY: as above.
+            unsafe { (self.handler)(self.user.0, &request, ntr_reply { id }) }
+        };
         if status != NTR_OK {
             if let Ok(reply) = REPLIES.remove(id) {
                 reply.fail(Status::new(

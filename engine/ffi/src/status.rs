@@ -66,6 +66,15 @@ pub const NTR_START_FAILED: ntr_status = 107;
 pub const NTR_CONNECT_FAILED: ntr_status = 108;
 /// An index argument is past the end.
 pub const NTR_INDEX_OUT_OF_RANGE: ntr_status = 109;
+/// Nothing can be done now without waiting: no stream credit to send (the peer has not read
+/// enough yet), or nothing received within the timeout. Try again later.
+pub const NTR_WOULD_BLOCK: ntr_status = 110;
+/// The stream's receiving half or the subscription ended normally (the peer finished, or
+/// the publisher ended the subscription without error); nothing more will arrive.
+pub const NTR_END_OF_STREAM: ntr_status = 111;
+
+/// A `timeout_ms` that waits with no time limit (a stream's own deadline still applies).
+pub const NTR_FOREVER: u64 = u64::MAX;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -91,6 +100,11 @@ impl Error {
 pub(crate) fn set_last_error(message: &str) {
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = text);
+}
+
+/// The error of a failure `Status` (its code, 1 to 16, and its text).
+pub(crate) fn status_error(st: &netron_engine::Status) -> Error {
+    Error::new(from_code(st.code), format!("{:?}: {}", st.code, st.message))
 }
 
 /// The `ntr_status` of a call's failure status code (1 to 16).
@@ -150,6 +164,8 @@ pub extern "C" fn ntr_status_str(status: ntr_status) -> *const c_char {
         NTR_START_FAILED => c"NTR_START_FAILED",
         NTR_CONNECT_FAILED => c"NTR_CONNECT_FAILED",
         NTR_INDEX_OUT_OF_RANGE => c"NTR_INDEX_OUT_OF_RANGE",
+        NTR_WOULD_BLOCK => c"NTR_WOULD_BLOCK",
+        NTR_END_OF_STREAM => c"NTR_END_OF_STREAM",
         _ => c"NTR_?",
     };
     s.as_ptr()

@@ -292,3 +292,150 @@ fn bad_calls_from_c() {
         "{out}"
     );
 }
+
+fn streams_exe() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_c("c-streams", &crate_dir().join("tests/c/streams.c")))
+}
+
+/// Chunk `i` of tests/c/streams.c.
+fn chunk(i: u32) -> Vec<u8> {
+    [i, i.wrapping_mul(2_654_435_761), !i]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+/// The `st@1.0.0` service of tests/c/streams.c, in Rust.
+fn rust_streams() -> Engine {
+    use netron_engine::{Bytes, Status, StatusCode};
+    let st = Service::new("st", "1.0.0")
+        .expect("service")
+        .server_stream("count", |_, req, mut tx| async move {
+            let n = u32::from_le_bytes(
+                req[..]
+                    .try_into()
+                    .map_err(|_| Status::new(StatusCode::InvalidArgument, "a uint32 request"))?,
+            );
+            for i in 0..n {
+                tx.send(chunk(i)).await?;
+            }
+            Ok(())
+        })
+        .client_stream("sum", |_, mut rx| async move {
+            let (mut n, mut in_order) = (0u32, 1u32);
+            while let Some(m) = rx.recv().await {
+                if m?[..] != chunk(n)[..] {
+                    in_order = 0;
+                }
+                n += 1;
+            }
+            let mut reply = n.to_le_bytes().to_vec();
+            reply.extend_from_slice(&in_order.to_le_bytes());
+            Ok(Bytes::from(reply))
+        })
+        .bidi_stream("echo", |_, mut rx, mut tx| async move {
+            while let Some(m) = rx.recv().await {
+                tx.send(m?).await?;
+            }
+            Ok(())
+        })
+        .bidi_stream("cancel", |_, _, _| async move {
+            Err(Status::new(
+                StatusCode::Cancelled,
+                "cancelled by the handler",
+            ))
+        })
+        .bidi_stream("deny", |_, _, _| async move {
+            Err(Status::new(StatusCode::PermissionDenied, "denied"))
+        });
+    Engine::builder()
+        .cores(1)
+        .service(st)
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .expect("engine")
+}
+
+fn check_streams_output(out: &str) {
+    for want in [
+        "channel server stream: 10000 chunks in order",
+        "channel client stream: server counted 10000 in order 1",
+        "channel bidi: 10000 echoed in order",
+        "core server stream: 10000 chunks in order",
+        "core client stream: server counted 10000",
+        "core bidi: 10000 echoed in order",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("streams: ") && last.ends_with(" passed, 0 failed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn c_streams_against_c_streams() {
+    check_streams_output(&run(streams_exe(), &[]));
+}
+
+#[test]
+fn c_streams_against_a_rust_server() {
+    let engine = rust_streams();
+    let out = run(streams_exe(), &[&engine.endpoints()[0].to_string()]);
+    check_streams_output(&out);
+    engine.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn c_publish_subscribe() {
+    let exe = build_c("c-events", &crate_dir().join("tests/c/events.c"));
+    let out = run(&exe, &[]);
+    for want in [
+        "two subscribers: 100 and 100 events in order",
+        "queue group: 100 events, each once",
+        "engine subscription: 10 chat events",
+        "core subscription: 100 events in order",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("events: ") && last.ends_with(" passed, 0 failed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn c_core_driven_from_poll() {
+    let exe = build_c("c-poll", &crate_dir().join("tests/c/poll.c"));
+    for driver in ["io_uring", "epoll"] {
+        let out = Command::new(&exe)
+            .env("NETRON_DRIVER", driver)
+            .output()
+            .expect("run");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.contains(
+                "poll: 20 calls answered from other threads, deadline NTR_DEADLINE_EXCEEDED, 20 events"
+            ),
+            "{driver}: {out}"
+        );
+        assert!(
+            out.contains("poll streams: NTR_END_OF_STREAM, NTR_DEADLINE_EXCEEDED"),
+            "{driver}: {out}"
+        );
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("poll: ") && last.ends_with(" passed, 0 failed"),
+            "{driver}: {out}"
+        );
+    }
+}

@@ -17,6 +17,7 @@ mod ring_io;
 mod streams;
 mod subjects;
 mod timers;
+mod wait;
 
 pub(crate) use events::{check_pattern, check_topic, local_key};
 pub use streams::CoreStream;
@@ -144,6 +145,9 @@ pub struct Core {
     client_interceptors: crate::dispatch::ClientInterceptors,
     /// The subject index and fan-out state (core/events.rs).
     events: events::CoreEvents,
+    /// The eventfd registered with the ring once the core is waited on from the caller's own
+    /// loop (core/wait.rs); `None` until then.
+    wait_fd: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for Core {
@@ -297,6 +301,7 @@ impl Core {
             sys: crate::sys::CoreCache::default(),
             client_interceptors: crate::dispatch::ClientInterceptors::default(),
             events: events::CoreEvents::default(),
+            wait_fd: None,
         };
         core.arm_inbox();
         Ok(core)

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 
@@ -315,48 +316,12 @@ impl Core {
         stream: &CoreStream,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, CallError> {
+        let mut f = Some(f);
         // The first turn follows the caller's own time: it reads the clock.
         let mut looped = false;
         loop {
-            {
-                let mut l = stream.local.borrow_mut();
-                if let Some((at, len)) = l.chunks.pop_front() {
-                    let r = f(&l.buf[at..at + len]);
-                    l.consumed = l.consumed.saturating_add(len as u32);
-                    if l.chunks.is_empty() {
-                        l.buf.clear();
-                    } else if at + len > l.buf.len() / 2 {
-                        // Compact in place: what is left moves to the front.
-                        let cut = at + len;
-                        l.buf.drain(..cut);
-                        for c in l.chunks.iter_mut() {
-                            c.0 -= cut;
-                        }
-                    }
-                    // Tell the connection (credit, WindowUpdate, a flush) once a quarter window
-                    // (at most 16 KiB) was consumed, or before this reader would wait: not
-                    // per chunk, which cost a connection pass and a timer check each.
-                    let report = l.chunks.is_empty() || l.consumed >= l.report_every;
-                    drop(l);
-                    if report {
-                        self.stream_touched(stream);
-                    }
-                    return Ok(Some(r));
-                }
-                if l.recv_done {
-                    return Ok(None);
-                }
-                match l.recv_end.take() {
-                    Some(Ok(())) => {
-                        l.recv_done = true;
-                        return Ok(None);
-                    }
-                    Some(Err(st)) => {
-                        l.recv_done = true;
-                        return Err(CallError::from_status(st));
-                    }
-                    None => {}
-                }
+            if let Poll::Ready(r) = self.take_chunk(stream, &mut f)? {
+                return Ok(r);
             }
             let turned = self.turn(None, looped);
             looped = true;
@@ -365,6 +330,69 @@ impl Core {
                     "the core's io_uring failed: {e}"
                 )))
             })?;
+        }
+    }
+
+    /// [`Core::recv_chunk`] without running the core: `Poll::Pending` when no chunk and no
+    /// end has arrived yet (run the core, e.g. after a wait on [`Core::wait_fd`], and try
+    /// again).
+    ///
+    /// # Errors
+    /// As [`Core::recv_chunk`].
+    pub fn try_recv_chunk<R>(
+        &mut self,
+        stream: &CoreStream,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Poll<Option<R>>, CallError> {
+        self.take_chunk(stream, &mut Some(f))
+    }
+
+    /// The next chunk (given to `f`), the end, or `Pending`.
+    fn take_chunk<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        stream: &CoreStream,
+        f: &mut Option<F>,
+    ) -> Result<Poll<Option<R>>, CallError> {
+        let mut l = stream.local.borrow_mut();
+        if let Some((at, len)) = l.chunks.front().copied() {
+            if let Some(f) = f.take() {
+                l.chunks.pop_front();
+                let r = f(&l.buf[at..at + len]);
+                l.consumed = l.consumed.saturating_add(len as u32);
+                if l.chunks.is_empty() {
+                    l.buf.clear();
+                } else if at + len > l.buf.len() / 2 {
+                    // Compact in place: what is left moves to the front.
+                    let cut = at + len;
+                    l.buf.drain(..cut);
+                    for c in l.chunks.iter_mut() {
+                        c.0 -= cut;
+                    }
+                }
+                // Tell the connection (credit, WindowUpdate, a flush) once a quarter window
+                // (at most 16 KiB) was consumed, or before this reader would wait: not per
+                // chunk, which cost a connection pass and a timer check each.
+                let report = l.chunks.is_empty() || l.consumed >= l.report_every;
+                drop(l);
+                if report {
+                    self.stream_touched(stream);
+                }
+                return Ok(Poll::Ready(Some(r)));
+            }
+        }
+        if l.recv_done {
+            return Ok(Poll::Ready(None));
+        }
+        match l.recv_end.take() {
+            Some(Ok(())) => {
+                l.recv_done = true;
+                Ok(Poll::Ready(None))
+            }
+            Some(Err(st)) => {
+                l.recv_done = true;
+                Err(CallError::from_status(st))
+            }
+            None => Ok(Poll::Pending),
         }
     }
 }

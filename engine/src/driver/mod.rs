@@ -10,6 +10,9 @@ pub(crate) mod epoll;
 pub(crate) mod lifecycle;
 pub(crate) mod token;
 pub(crate) mod uring;
+mod wait;
+
+pub(crate) use wait::clear_eventfd;
 
 use std::io;
 use std::os::fd::OwnedFd;

@@ -124,6 +124,252 @@ static void *other_thread(void *arg) {
   return NULL;
 }
 
+
+/* Stream handlers for the bad-calls of streams: finish at once, free at once, fail. */
+static atomic_int stream_released;
+static void stream_release(void *user) {
+  (void)user;
+  atomic_fetch_add(&stream_released, 1);
+}
+static ntr_status finish_at_once(void *user, const ntr_stream_request *req, ntr_stream st) {
+  (void)user, (void)req;
+  /* The stream opens once the callback returned: nothing can be sent from here yet. */
+  ntr_status s = ntr_stream_finish(st);
+  if (s == NTR_OK && ntr_stream_finish(st) != NTR_FAILED_PRECONDITION) s = NTR_INTERNAL;
+  if (s == NTR_OK && ntr_stream_send(st, NULL, 0, 100) != NTR_FAILED_PRECONDITION) s = NTR_INTERNAL;
+  ntr_stream_free(st);
+  return s;
+}
+static ntr_status free_at_once(void *user, const ntr_stream_request *req, ntr_stream st) {
+  (void)user, (void)req;
+  return ntr_stream_free(st);
+}
+static ntr_status fail_stream(void *user, const ntr_stream_request *req, ntr_stream st) {
+  (void)user, (void)req;
+  ntr_status s = ntr_stream_fail(st, NTR_NOT_FOUND, "no such thing");
+  if (s == NTR_OK && ntr_stream_fail(st, NTR_NOT_FOUND, NULL) != NTR_FAILED_PRECONDITION) s = NTR_INTERNAL;
+  ntr_stream_free(st);
+  return s;
+}
+static ntr_status bogus_stream(void *user, const ntr_stream_request *req, ntr_stream st) {
+  (void)user, (void)req, (void)st;
+  return 4242; /* fails the stream with NTR_INTERNAL; the library frees st */
+}
+
+/* Every stream and event function: NULLs, zeroed handles, use after free, double free,
+ * send after finish, next after unsubscribe, and handlers that end their stream at once. */
+static void streams_and_events(void) {
+  const ntr_service no_service = {0};
+  const ntr_channel no_channel = {0};
+  const ntr_engine no_engine = {0};
+  const ntr_stream no_stream = {0};
+  const ntr_core no_core = {0};
+  const ntr_conn no_conn = {0};
+  const ntr_core_stream no_core_stream = {0};
+  const ntr_subscription no_sub = {0};
+  ntr_stream st;
+  ntr_core_stream cst;
+  ntr_subscription sub;
+  ntr_chunk c;
+  ntr_event ev;
+
+  ntr_service svc;
+  EXPECT(ntr_service_new("s", "1.0.0", &svc), NTR_OK);
+  EXPECT(ntr_service_bidi_stream(svc, NULL, finish_at_once, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_bidi_stream(svc, "x", NULL, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_server_stream(svc, NULL, finish_at_once, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_server_stream(svc, "x", NULL, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_client_stream(svc, NULL, finish_at_once, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_client_stream(svc, "x", NULL, NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_service_bidi_stream(no_service, "x", finish_at_once, NULL, NULL), NTR_INVALID_HANDLE);
+  EXPECT(ntr_service_server_stream(no_service, "x", finish_at_once, NULL, NULL), NTR_INVALID_HANDLE);
+  EXPECT(ntr_service_client_stream(no_service, "x", finish_at_once, NULL, NULL), NTR_INVALID_HANDLE);
+  EXPECT(ntr_service_bidi_stream(svc, "finish", finish_at_once, NULL, stream_release), NTR_OK);
+  EXPECT(ntr_service_server_stream(svc, "free", free_at_once, NULL, stream_release), NTR_OK);
+  EXPECT(ntr_service_client_stream(svc, "fail", fail_stream, NULL, stream_release), NTR_OK);
+  EXPECT(ntr_service_bidi_stream(svc, "bogus", bogus_stream, NULL, stream_release), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "ok", ok_handler, NULL, NULL), NTR_OK);
+  ntr_engine_builder b;
+  EXPECT(ntr_engine_builder_new(&b), NTR_OK);
+  EXPECT(ntr_engine_builder_cores(b, 1), NTR_OK);
+  EXPECT(ntr_engine_builder_listen(b, "tcp://127.0.0.1:0"), NTR_OK);
+  EXPECT(ntr_engine_builder_service(b, svc), NTR_OK);
+  ntr_engine e;
+  EXPECT(ntr_engine_build(b, &e), NTR_OK);
+  const char *ep;
+  EXPECT(ntr_engine_endpoint(e, 0, &ep), NTR_OK);
+  ntr_channel ch;
+  EXPECT(ntr_engine_connect(e, ep, &ch), NTR_OK);
+
+  /* Opening: NULLs and zeroed handles. */
+  EXPECT(ntr_channel_open_bidi(ch, NULL, "finish", 1000, &st), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_bidi(ch, "s@1.0.0", NULL, 1000, &st), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_bidi(ch, "s@1.0.0", "finish", 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_bidi(no_channel, "s@1.0.0", "finish", 1000, &st), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_open_client_stream(ch, NULL, "fail", 1000, &st), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_client_stream(ch, "s@1.0.0", NULL, 1000, &st), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_client_stream(ch, "s@1.0.0", "fail", 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_client_stream(no_channel, "s@1.0.0", "fail", 1000, &st), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_open_server_stream(ch, NULL, "free", NULL, 0, 1000, &st), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_server_stream(ch, "s@1.0.0", NULL, NULL, 0, 1000, &st), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_server_stream(ch, "s@1.0.0", "free", NULL, 3, 1000, &st), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_server_stream(ch, "s@1.0.0", "free", NULL, 0, 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_open_server_stream(no_channel, "s@1.0.0", "free", NULL, 0, 1000, &st), NTR_INVALID_HANDLE);
+
+  /* Zeroed stream handles. */
+  EXPECT(ntr_stream_try_send(no_stream, NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_send(no_stream, NULL, 0, 100), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_recv(no_stream, 100, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_finish(no_stream), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_fail(no_stream, NTR_INTERNAL, NULL), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_cancel(no_stream), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_free(no_stream), NTR_INVALID_HANDLE);
+
+  /* A handler that finishes from its callback. */
+  EXPECT(ntr_channel_open_bidi(ch, "s@1.0.0", "finish", 2000, &st), NTR_OK);
+  EXPECT(ntr_stream_try_send(st, NULL, 3), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_stream_send(st, NULL, 3, 100), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_stream_recv(st, 100, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_stream_fail(st, NTR_INTERNAL, "\xff\xfe"), NTR_INVALID_UTF8);
+  EXPECT(ntr_stream_recv(st, 2000, &c), NTR_END_OF_STREAM);
+  EXPECT(ntr_stream_recv(st, 2000, &c), NTR_END_OF_STREAM);
+  EXPECT(ntr_stream_finish(st), NTR_OK);
+  EXPECT(ntr_stream_try_send(st, (const uint8_t *)"x", 1), NTR_FAILED_PRECONDITION); /* after finish */
+  EXPECT(ntr_stream_send(st, (const uint8_t *)"x", 1, 100), NTR_FAILED_PRECONDITION);
+  EXPECT(ntr_stream_fail(st, NTR_INTERNAL, NULL), NTR_FAILED_PRECONDITION);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+  /* Use after free, double free. */
+  EXPECT(ntr_stream_free(st), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_recv(st, 0, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_try_send(st, NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_finish(st), NTR_INVALID_HANDLE);
+  EXPECT(ntr_stream_cancel(st), NTR_INVALID_HANDLE);
+
+  /* A handler that frees its stream in the callback: the opener sees it cancelled. */
+  EXPECT(ntr_channel_open_server_stream(ch, "s@1.0.0", "free", (const uint8_t *)"r", 1, 2000, &st), NTR_OK);
+  EXPECT(ntr_stream_try_send(st, (const uint8_t *)"x", 1), NTR_FAILED_PRECONDITION); /* no sending half */
+  EXPECT(ntr_stream_finish(st), NTR_FAILED_PRECONDITION);
+  EXPECT(ntr_stream_recv(st, 2000, &c), NTR_CANCELLED);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+  /* A handler that fails its stream, and one that returns a bogus status. */
+  EXPECT(ntr_channel_open_client_stream(ch, "s@1.0.0", "fail", 2000, &st), NTR_OK);
+  EXPECT(ntr_stream_recv(st, 2000, &c), NTR_NOT_FOUND);
+  TRUE(strstr(ntr_last_error(), "no such thing") != NULL);
+  EXPECT(ntr_stream_recv(st, 0, &c), NTR_END_OF_STREAM);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+  EXPECT(ntr_channel_open_bidi(ch, "s@1.0.0", "bogus", 2000, &st), NTR_OK);
+  EXPECT(ntr_stream_recv(st, 2000, &c), NTR_INTERNAL);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+  /* A unary method opened as a stream. */
+  EXPECT(ntr_channel_open_bidi(ch, "s@1.0.0", "ok", 2000, &st), NTR_OK);
+  ntr_status s = ntr_stream_recv(st, 2000, &c);
+  TRUE(s >= 1 && s <= 16);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+  /* Waiting with nothing to come: the timeout. */
+  EXPECT(ntr_channel_open_bidi(ch, "s@1.0.0", "finish", 2000, &st), NTR_OK);
+  EXPECT(ntr_stream_recv(st, 2000, &c), NTR_END_OF_STREAM);
+  EXPECT(ntr_stream_cancel(st), NTR_OK);
+  EXPECT(ntr_stream_cancel(st), NTR_OK);
+  EXPECT(ntr_stream_recv(st, 100, &c), NTR_END_OF_STREAM);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+
+  /* Core streams. */
+  EXPECT(ntr_core_open_stream(no_core, no_conn, "s@1.0.0", "finish", NULL, 0, false, 100, &cst), NTR_INVALID_HANDLE);
+  ntr_core core;
+  ntr_conn conn;
+  EXPECT(ntr_core_new(&core), NTR_OK);
+  EXPECT(ntr_core_connect(core, ep, 2000, &conn), NTR_OK);
+  EXPECT(ntr_core_open_stream(core, conn, NULL, "finish", NULL, 0, false, 100, &cst), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_open_stream(core, conn, "s@1.0.0", NULL, NULL, 0, false, 100, &cst), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_open_stream(core, conn, "s@1.0.0", "finish", NULL, 2, false, 100, &cst), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_open_stream(core, conn, "s@1.0.0", "finish", NULL, 0, false, 100, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_open_stream(core, no_conn, "s@1.0.0", "finish", NULL, 0, false, 100, &cst), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_try_send(core, no_core_stream, NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_recv(core, no_core_stream, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_try_recv(core, no_core_stream, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_finish(core, no_core_stream), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_cancel(core, no_core_stream), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_free(core, no_core_stream), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_open_stream(core, conn, "s@1.0.0", "finish", NULL, 0, false, 2000, &cst), NTR_OK);
+  EXPECT(ntr_core_stream_try_send(core, cst, NULL, 2), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_stream_recv(core, cst, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_stream_try_recv(core, cst, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_stream_recv(no_core, cst, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_recv(core, cst, &c), NTR_END_OF_STREAM);
+  EXPECT(ntr_core_stream_finish(core, cst), NTR_OK);
+  EXPECT(ntr_core_stream_finish(core, cst), NTR_FAILED_PRECONDITION);
+  EXPECT(ntr_core_stream_try_send(core, cst, (const uint8_t *)"x", 1), NTR_FAILED_PRECONDITION); /* after finish */
+  EXPECT(ntr_core_stream_free(core, cst), NTR_OK);
+  EXPECT(ntr_core_stream_free(core, cst), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_recv(core, cst, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_try_recv(core, cst, &c), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_try_send(core, cst, NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_stream_cancel(core, cst), NTR_INVALID_HANDLE);
+  /* A core stream left open when its core is freed: no leak, no hang. */
+  EXPECT(ntr_core_open_stream(core, conn, "s@1.0.0", "fail", NULL, 0, false, 2000, &cst), NTR_OK);
+
+  /* Events: NULLs and zeroed handles. */
+  EXPECT(ntr_channel_publish(ch, NULL, NULL, 0), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_publish(ch, "a.b", NULL, 1), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_publish(ch, "a..b", NULL, 0), NTR_INVALID_ARGUMENT);
+  EXPECT(ntr_channel_publish(no_channel, "a.b", NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_publish(e, NULL, NULL, 0), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_publish(e, "a.b", NULL, 1), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_publish(no_engine, "a.b", NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_publish(core, conn, NULL, NULL, 0), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_publish(core, conn, "a.b", NULL, 1), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_publish(core, no_conn, "a.b", NULL, 0), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_publish(no_core, conn, "a.b", NULL, 0), NTR_INVALID_HANDLE);
+  ntr_subscribe_options bad_group = {"\xff", 0, NTR_SLOW_DEFAULT};
+  EXPECT(ntr_channel_subscribe(ch, NULL, NULL, &sub), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_subscribe(ch, "a.*", NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_channel_subscribe(ch, "a.*", &bad_group, &sub), NTR_INVALID_UTF8);
+  EXPECT(ntr_channel_subscribe(no_channel, "a.*", NULL, &sub), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_subscribe(e, NULL, NULL, &sub), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_subscribe(e, "a.*", NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_subscribe(e, "a..", NULL, &sub), NTR_INVALID_ARGUMENT);
+  EXPECT(ntr_engine_subscribe(no_engine, "a.*", NULL, &sub), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_subscribe(core, conn, NULL, NULL, &sub), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_subscribe(core, conn, "a.*", NULL, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_subscribe(core, no_conn, "a.*", NULL, &sub), NTR_INVALID_HANDLE);
+  EXPECT(ntr_subscription_next(no_sub, 0, &ev), NTR_INVALID_HANDLE);
+  EXPECT(ntr_subscription_free(no_sub), NTR_INVALID_HANDLE);
+
+  /* Next after unsubscribe, double free; a subscription that outlives its engine. */
+  EXPECT(ntr_engine_subscribe(e, "a.*", NULL, &sub), NTR_OK);
+  EXPECT(ntr_subscription_next(sub, 0, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_engine_publish(e, "a.b", (const uint8_t *)"x", 1), NTR_OK);
+  EXPECT(ntr_subscription_next(sub, 2000, &ev), NTR_OK);
+  TRUE(ev.len == 1 && ev.data[0] == 'x' && strcmp(ev.subject, "a.b") == 0);
+  EXPECT(ntr_subscription_next(sub, 10, &ev), NTR_WOULD_BLOCK);
+  EXPECT(ntr_subscription_free(sub), NTR_OK);
+  EXPECT(ntr_subscription_next(sub, 0, &ev), NTR_INVALID_HANDLE);
+  EXPECT(ntr_subscription_free(sub), NTR_INVALID_HANDLE);
+  ntr_subscription kept_sub, core_sub;
+  EXPECT(ntr_channel_subscribe(ch, "a.*", NULL, &kept_sub), NTR_OK);
+  EXPECT(ntr_core_subscribe(core, conn, "a.*", NULL, &core_sub), NTR_OK);
+
+  /* A stream left open when the engine stops. */
+  EXPECT(ntr_channel_open_bidi(ch, "s@1.0.0", "finish", 0, &st), NTR_OK);
+  EXPECT(ntr_core_free(core), NTR_OK); /* its open stream and subscription's connection go */
+  EXPECT(ntr_core_stream_free(core, cst), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_free(ch), NTR_OK);
+  TRUE(atomic_load(&stream_released) == 0);
+  EXPECT(ntr_engine_shutdown(e, 100), NTR_OK);
+  TRUE(atomic_load(&stream_released) == 4);
+  EXPECT(ntr_engine_publish(e, "a.b", NULL, 0), NTR_INVALID_HANDLE);
+  s = ntr_subscription_next(kept_sub, 5000, &ev);
+  TRUE(s == NTR_UNAVAILABLE || s == NTR_END_OF_STREAM);
+  s = ntr_subscription_next(core_sub, 0, &ev);
+  TRUE(s != NTR_OK && s != NTR_PANIC);
+  EXPECT(ntr_subscription_free(kept_sub), NTR_OK);
+  EXPECT(ntr_subscription_free(core_sub), NTR_OK);
+  while ((s = ntr_stream_recv(st, 5000, &c)) == NTR_OK) {
+  }
+  TRUE(s != NTR_WOULD_BLOCK && s != NTR_PANIC);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+}
+
 int main(void) {
   const ntr_engine_builder no_builder = {0};
   const ntr_service no_service = {0};
@@ -316,6 +562,8 @@ int main(void) {
   TRUE(buf.data == NULL && buf.len == 0);
   EXPECT(ntr_version(&text), NTR_OK);
   TRUE(strcmp(ntr_status_str(12345), "NTR_?") == 0);
+
+  streams_and_events();
 
   printf("bad_calls: %d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

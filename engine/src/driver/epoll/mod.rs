@@ -16,6 +16,7 @@
 //! timeout (or the next timer) when parking. Zero-copy sends are plain sends here.
 
 pub(crate) mod pool;
+mod wait;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

@@ -16,6 +16,7 @@
 pub(crate) mod buf_ring;
 pub(crate) mod op;
 pub(crate) mod setup;
+mod wait;
 
 use std::io;
 use std::os::fd::OwnedFd;
