@@ -103,6 +103,9 @@ pub struct DriverStats {
     pub hot_promotions: u64,
     /// Loop turns.
     pub turns: u64,
+    /// Turns that parked in the kernel (an idle core under `IdlePolicy::Adaptive`, past its
+    /// spin): never on [`crate::Core::poll_once`].
+    pub parks: u64,
 }
 
 impl DriverStats {
@@ -114,6 +117,7 @@ impl DriverStats {
         self.direct_sends += o.direct_sends;
         self.hot_promotions += o.hot_promotions;
         self.turns += o.turns;
+        self.parks += o.parks;
     }
 }
 

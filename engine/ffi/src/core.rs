@@ -403,7 +403,7 @@ pub extern "C" fn ntr_core_call_cancel(core: ntr_core, call: ntr_core_call_handl
 pub unsafe extern "C" fn ntr_core_run_once(core: ntr_core, did_work: *mut bool) -> ntr_status {
     entry(|| {
         let work = with_core(core.id, |cell| {
-            cell.core.run_once().map_err(|e| {
+            cell.core.poll_once().map_err(|e| {
                 Error::new(NTR_UNAVAILABLE, format!("the core's io_uring failed: {e}"))
             })
         })?;

@@ -124,6 +124,8 @@ pub struct Core {
     clock: Instant,
     clock_reuses: u8,
     idle_since: Option<Instant>,
+    /// The current turn must not park, whatever the idle policy ([`Core::poll_once`]).
+    no_park: bool,
     drain_until: Option<Instant>,
     stopped: bool,
     /// Hot connections (busy-poll cores), read directly every turn.
@@ -290,6 +292,7 @@ impl Core {
             clock: Instant::now(),
             clock_reuses: 0,
             idle_since: None,
+            no_park: false,
             drain_until: None,
             stopped: false,
             hot: Vec::new(),
@@ -341,7 +344,11 @@ impl Core {
 
     // ---- the loop ----------------------------------------------------------------------
 
-    /// Runs one loop turn. Returns whether any work was done.
+    /// Runs one loop turn. Returns whether any work was done. Under
+    /// [`crate::IdlePolicy::Adaptive`], a turn that finds nothing after the core has been idle
+    /// for longer than the spin parks in the kernel until something arrives or for at most
+    /// one timer tick (5 ms), so `loop { core.run_once()?; }` does not burn a CPU; a caller
+    /// with a loop of its own uses [`Core::poll_once`], which never waits.
     ///
     /// # Errors
     /// The OS error of `io_uring_enter` when the ring fails at run time (e.g. a seccomp filter
@@ -350,6 +357,19 @@ impl Core {
     pub fn run_once(&mut self) -> io::Result<bool> {
         // The caller may have done anything since its last turn: read the clock.
         self.turn(None, false)
+    }
+
+    /// Runs one loop turn that never waits, whatever the idle policy: for a caller that
+    /// waits in a loop of its own (on [`Core::wait_fd`] after [`Core::prepare_wait`], or on
+    /// its own timers). Returns whether any work was done.
+    ///
+    /// # Errors
+    /// As [`Core::run_once`].
+    pub fn poll_once(&mut self) -> io::Result<bool> {
+        self.no_park = true;
+        let r = self.turn(None, false);
+        self.no_park = false;
+        r
     }
 
     /// One turn of an engine core's own loop, which turns without pause: idle turns may

@@ -41,6 +41,7 @@ impl Core {
         }
         let to_submit = self.driver.queued();
         let park = match self.cfg.runtime.idle {
+            _ if self.no_park => false,
             IdlePolicy::BusyPoll => false,
             IdlePolicy::Adaptive { spin } => {
                 if work {
@@ -75,6 +76,7 @@ impl Core {
                 self.inbox.woke();
                 false
             }) {
+            self.stats.driver.parks += 1;
             let r = self.driver.submit_and_wait(TIMER_TICK);
             self.inbox.woke();
             // Parked for up to a tick: the next turn reads the clock.

@@ -5,7 +5,7 @@
 //! other threads' commands ring the eventfd doorbell, whose read is armed in the ring). A
 //! caller's loop does the same in three steps: [`Core::prepare_wait`] (submit what is queued,
 //! announce the sleep, say how long the sleep may last), its own wait on [`Core::wait_fd`],
-//! then [`Core::woke`] and [`Core::run_once`]. Nothing here runs on a core's normal turn.
+//! then [`Core::woke`] and [`Core::poll_once`]. Nothing here runs on a core's normal turn.
 
 use std::os::fd::RawFd;
 
@@ -29,7 +29,7 @@ impl Core {
     /// wait may last at most: `Some(Duration::ZERO)` when work is already waiting (run a turn
     /// now), `Some(d)` until the next timer (a call's deadline, a keepalive, the core's
     /// periodic checks), `None` without any (wait until the descriptor is readable). After
-    /// the wait call [`Core::woke`], then [`Core::run_once`].
+    /// the wait call [`Core::woke`], then [`Core::poll_once`].
     ///
     /// A busy-poll core with hot connections (read directly, not through the ring) always
     /// gets zero: it cannot sleep.
@@ -130,9 +130,26 @@ mod tests {
                 assert!(r >= 0, "poll: {}", io::Error::last_os_error());
             }
             core.woke();
-            core.run_once().expect("turn");
+            core.poll_once().expect("turn");
         }
         (turns, slept)
+    }
+
+    #[test]
+    fn poll_once_never_parks_where_run_once_would() {
+        let cfg = crate::RuntimeConfig::default().with_idle(crate::IdlePolicy::Adaptive {
+            spin: Duration::ZERO,
+        });
+        let mut core = Core::new(cfg).expect("core");
+        // Idle with no spin: each run_once parks (up to a tick).
+        core.run_once().expect("turn");
+        core.run_once().expect("turn");
+        let parked = core.stats().driver().parks;
+        assert!(parked >= 1, "an idle adaptive core parks in run_once");
+        for _ in 0..100 {
+            core.poll_once().expect("turn");
+        }
+        assert_eq!(core.stats().driver().parks, parked, "poll_once never waits");
     }
 
     fn serving_core() -> (Core, Endpoint) {
