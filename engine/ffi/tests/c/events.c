@@ -12,29 +12,7 @@
 
 #define N 100
 
-static int passed, failed;
-
-#define EXPECT(call, want)                                                                \
-  do {                                                                                    \
-    ntr_status got_ = (call);                                                             \
-    if (got_ == (want)) {                                                                 \
-      passed++;                                                                           \
-    } else {                                                                              \
-      failed++;                                                                           \
-      fprintf(stderr, "FAIL line %d: %s gave %s, want %s (%s)\n", __LINE__, #call,        \
-              ntr_status_str(got_), ntr_status_str(want), ntr_last_error());              \
-    }                                                                                     \
-  } while (0)
-
-#define TRUE(cond)                                                                        \
-  do {                                                                                    \
-    if (cond) {                                                                           \
-      passed++;                                                                           \
-    } else {                                                                              \
-      failed++;                                                                           \
-      fprintf(stderr, "FAIL line %d: %s\n", __LINE__, #cond);                             \
-    }                                                                                     \
-  } while (0)
+#include "check.h"
 
 static ntr_status ping(void *user, const ntr_request *req, ntr_reply reply) {
   (void)user;

@@ -22,29 +22,7 @@
 #define N 10000
 #define SVC "st@1.0.0"
 
-static int passed, failed;
-
-#define EXPECT(call, want)                                                                \
-  do {                                                                                    \
-    ntr_status got_ = (call);                                                             \
-    if (got_ == (want)) {                                                                 \
-      passed++;                                                                           \
-    } else {                                                                              \
-      failed++;                                                                           \
-      fprintf(stderr, "FAIL line %d: %s gave %s, want %s (%s)\n", __LINE__, #call,        \
-              ntr_status_str(got_), ntr_status_str(want), ntr_last_error());              \
-    }                                                                                     \
-  } while (0)
-
-#define TRUE(cond)                                                                        \
-  do {                                                                                    \
-    if (cond) {                                                                           \
-      passed++;                                                                           \
-    } else {                                                                              \
-      failed++;                                                                           \
-      fprintf(stderr, "FAIL line %d: %s\n", __LINE__, #cond);                             \
-    }                                                                                     \
-  } while (0)
+#include "check.h"
 
 static void put32(uint8_t *p, uint32_t v) {
   p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
