@@ -142,6 +142,20 @@ fn record(seen: &Seen, base: Instant, e: &[u8], local: &mut Samples) {
     seen.delivered.fetch_add(1, Ordering::AcqRel);
 }
 
+/// Reads every event queued on `subs`, recording each delivery.
+fn drain(subs: &[Subscription], seen: &Seen, base: Instant, local: &mut Samples) {
+    let mut any = false;
+    for sub in subs {
+        while let Ok(Some(ev)) = sub.try_recv() {
+            record(seen, base, ev.payload(), local);
+            any = true;
+        }
+    }
+    if any {
+        flush_samples(seen, local);
+    }
+}
+
 fn flush_samples(seen: &Seen, local: &mut Samples) {
     let s = std::mem::take(local);
     seen.samples
@@ -180,16 +194,7 @@ fn netron(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64
     let reader = std::thread::spawn(move || {
         let mut local = Samples::default();
         while !s2.stop.load(Ordering::Relaxed) {
-            let mut any = false;
-            for sub in &subs {
-                while let Ok(Some(ev)) = sub.try_recv() {
-                    record(&s2, base, ev.payload(), &mut local);
-                    any = true;
-                }
-            }
-            if any {
-                flush_samples(&s2, &mut local);
-            }
+            drain(&subs, &s2, base, &mut local);
         }
     });
     let publish = |e: [u8; SIZE]| {
@@ -251,16 +256,7 @@ fn netron_two_threads(n: usize, events: u64, rounds: u64, paced: Duration) -> (f
     let local = RefCell::new(Samples::default());
     let mut pump = || {
         let _ = core.borrow_mut().run_once();
-        let mut any = false;
-        for sub in &subs {
-            while let Ok(Some(ev)) = sub.try_recv() {
-                record(&seen, base, ev.payload(), &mut local.borrow_mut());
-                any = true;
-            }
-        }
-        if any {
-            flush_samples(&seen, &mut local.borrow_mut());
-        }
+        drain(&subs, &seen, base, &mut local.borrow_mut());
     };
     let publish = |e: [u8; SIZE]| {
         core.borrow_mut()
@@ -308,16 +304,7 @@ fn netron_one_hop(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, 
         let mut local = Samples::default();
         while !s2.stop.load(Ordering::Relaxed) {
             let _ = core.run_once();
-            let mut any = false;
-            for sub in &subs {
-                while let Ok(Some(ev)) = sub.try_recv() {
-                    record(&s2, base, ev.payload(), &mut local);
-                    any = true;
-                }
-            }
-            if any {
-                flush_samples(&s2, &mut local);
-            }
+            drain(&subs, &s2, base, &mut local);
         }
     });
     // Accept the connections and their Subscribe frames.
