@@ -24,6 +24,14 @@ impl Samples {
         self.ns.extend(other.ns);
     }
 
+    /// The mean in nanoseconds, or 0 when empty.
+    pub fn mean(&self) -> f64 {
+        if self.ns.is_empty() {
+            return 0.0;
+        }
+        self.ns.iter().map(|&x| x as f64).sum::<f64>() / self.ns.len() as f64
+    }
+
     /// The `p`-th percentile (0.0..=100.0) in nanoseconds, or 0 when empty.
     pub fn percentile(&mut self, p: f64) -> u64 {
         if self.ns.is_empty() {
