@@ -784,7 +784,7 @@ ntr_status ntr_subscription_next(struct ntr_subscription sub,
                                  struct ntr_event *out);
 
 // Unsubscribes and frees `sub` (the last event taken is released). A thread waiting in
-// `ntr_subscription_next` on it returns at its timeout (or next event).
+// `ntr_subscription_next` on it returns `NTR_INVALID_HANDLE` at once.
 ntr_status ntr_subscription_free(struct ntr_subscription sub);
 
 // A new service `name` at `version` (semver, `"1.2.0"`), with no method yet. Callers address

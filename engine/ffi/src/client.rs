@@ -41,8 +41,8 @@ pub type ntr_completion = Option<
     unsafe extern "C" fn(user: *mut c_void, status: ntr_status, data: *const u8, len: usize),
 >;
 
-pub(crate) static CHANNELS: Table<Channel> = Table::new("ntr_channel");
-static METHODS: Table<Method> = Table::new("ntr_method");
+pub(crate) static CHANNELS: Table<Channel> = Table::new(1, "ntr_channel");
+static METHODS: Table<Method> = Table::new(2, "ntr_method");
 
 fn deadline(ms: u64) -> Option<Duration> {
     (ms != 0).then(|| Duration::from_millis(ms))

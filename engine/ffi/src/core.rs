@@ -43,6 +43,10 @@ pub(crate) struct CoreCell {
     /// Calls started with `ntr_core_call_start`, by id: connection, call id, outcome slot.
     pub(crate) started: FxHashMap<u64, (ConnId, Option<u32>, CallSlot)>,
     pub(crate) next_started: u64,
+    /// The high half of every id this core mints (connections, streams, started calls): a
+    /// fingerprint of the core's own id, so a handle of another core is refused, not taken
+    /// for one of this core's that has the same number.
+    pub(crate) id_base: u64,
 }
 
 static THREADS: AtomicU32 = AtomicU32::new(1);
@@ -61,6 +65,19 @@ fn thread_no() -> u32 {
         }
         n.get()
     })
+}
+
+/// The high half of the ids minted by the core of `id` (Fibonacci hashing, Knuth TAOCP vol. 3
+/// §6.4), never 0.
+fn id_base(id: u64) -> u64 {
+    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xffff_ffff_0000_0000).max(1 << 32)
+}
+
+impl CoreCell {
+    /// The id of this core's `n`-th connection, stream or started call (`n` counts from 1).
+    pub(crate) fn mint(&self, n: u64) -> u64 {
+        self.id_base | (n & 0xffff_ffff)
+    }
 }
 
 /// Runs `f` on the core of `id`, owned by this thread.
@@ -131,6 +148,7 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
                     waiting: false,
                     started: FxHashMap::default(),
                     next_started: 0,
+                    id_base: id_base(id),
                 },
             );
             id
@@ -180,8 +198,9 @@ pub unsafe extern "C" fn ntr_core_connect(
                 .connect(&ep, Duration::from_millis(timeout_ms))
                 .map_err(crate::engine::connect_error)?;
             cell.next_conn += 1;
-            cell.conns.insert(cell.next_conn, conn);
-            Ok(cell.next_conn)
+            let id = cell.mint(cell.next_conn);
+            cell.conns.insert(id, conn);
+            Ok(id)
         })?;
         // SAFETY: not NULL (checked); valid for a write (contract).
         unsafe { write(out, ntr_conn { id }) }
@@ -316,8 +335,9 @@ pub unsafe extern "C" fn ntr_core_call_start(
                 &mut slot,
             );
             cell.next_started += 1;
-            cell.started.insert(cell.next_started, (c, call, slot));
-            Ok(cell.next_started)
+            let id = cell.mint(cell.next_started);
+            cell.started.insert(id, (c, call, slot));
+            Ok(id)
         })?;
         // SAFETY: not NULL (checked); valid for a write (contract).
         unsafe { write(out, ntr_core_call_handle { id }) }

@@ -95,8 +95,9 @@ pub unsafe extern "C" fn ntr_core_open_stream(
                 )
                 .map_err(|e| call_error(&e))?;
             cell.next_stream += 1;
+            let id = cell.mint(cell.next_stream);
             cell.streams.insert(
-                cell.next_stream,
+                id,
                 CoreStreamCell {
                     stream: Some(stream),
                     chunk: Vec::new(),
@@ -104,7 +105,7 @@ pub unsafe extern "C" fn ntr_core_open_stream(
                     send_done: half_close,
                 },
             );
-            Ok(cell.next_stream)
+            Ok(id)
         })?;
         // SAFETY: not NULL (checked); valid for a write (contract).
         unsafe { write(out, ntr_core_stream { id }) }

@@ -34,8 +34,8 @@ pub(crate) struct EngineCell {
     endpoints: Vec<CString>,
 }
 
-static BUILDERS: Table<EngineBuilder> = Table::new("ntr_engine_builder");
-pub(crate) static ENGINES: Table<Arc<EngineCell>> = Table::new("ntr_engine");
+static BUILDERS: Table<EngineBuilder> = Table::new(3, "ntr_engine_builder");
+pub(crate) static ENGINES: Table<Arc<EngineCell>> = Table::new(4, "ntr_engine");
 
 fn engine_error(e: EngineError) -> Error {
     let status = match &e {

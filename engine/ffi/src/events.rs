@@ -2,6 +2,7 @@
 //! there and pull events from the subscription handle.
 
 use std::ffi::c_char;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -67,9 +68,15 @@ struct SubCell {
     sub: Subscription,
     /// The event C borrows, and its subject with a NUL (a reused buffer).
     current: Mutex<(Option<Event>, Vec<u8>)>,
+    /// `ntr_subscription_free` was called: a thread still waiting gets `NTR_INVALID_HANDLE`,
+    /// never an event whose memory goes with the handle.
+    freed: AtomicBool,
+    /// The failure the subscription ended with was reported: later calls say
+    /// `NTR_END_OF_STREAM`, as streams do.
+    end_reported: AtomicBool,
 }
 
-static SUBS: Table<Arc<SubCell>> = Table::new("ntr_subscription");
+static SUBS: Table<Arc<SubCell>> = Table::new(5, "ntr_subscription");
 
 fn status_err(st: netron_engine::Status) -> Error {
     status_error(&st)
@@ -110,6 +117,8 @@ fn insert(sub: Subscription, out: *mut ntr_subscription) -> Result<(), Error> {
     let id = SUBS.insert(Arc::new(SubCell {
         sub,
         current: Mutex::new((None, Vec::new())),
+        freed: AtomicBool::new(false),
+        end_reported: AtomicBool::new(false),
     }));
     // SAFETY: checked not NULL by the caller; valid for a write (its contract).
     unsafe { write(out, ntr_subscription { id }) }
@@ -325,8 +334,20 @@ pub unsafe extern "C" fn ntr_subscription_next(
             };
             cell.sub.recv_timeout(t)
         };
+        if cell.freed.load(Ordering::Acquire) {
+            return Err(Error::new(
+                NTR_INVALID_HANDLE,
+                "the ntr_subscription was freed while this call waited on it",
+            ));
+        }
         let ev = match r {
             Ok(ev) => ev,
+            Err(RecvError::Ended(_)) if cell.end_reported.load(Ordering::Acquire) => {
+                return Err(Error::new(
+                    NTR_END_OF_STREAM,
+                    "the subscription ended (its failure was reported by an earlier call)",
+                ));
+            }
             Err(RecvError::Timeout) => {
                 return Err(Error::new(
                     NTR_WOULD_BLOCK,
@@ -339,7 +360,10 @@ pub unsafe extern "C" fn ntr_subscription_next(
                     "the subscription ended (the publisher ended it)",
                 ));
             }
-            Err(RecvError::Ended(st)) => return Err(status_error(&st)),
+            Err(RecvError::Ended(st)) => {
+                cell.end_reported.store(true, Ordering::Release);
+                return Err(status_error(&st));
+            }
             Err(e) => return Err(Error::new(NTR_UNKNOWN, e.to_string())),
         };
         let (slot, subject) = &mut *cur;
@@ -366,8 +390,13 @@ pub unsafe extern "C" fn ntr_subscription_next(
 }
 
 /// Unsubscribes and frees `sub` (the last event taken is released). A thread waiting in
-/// `ntr_subscription_next` on it returns at its timeout (or next event).
+/// `ntr_subscription_next` on it returns `NTR_INVALID_HANDLE` at once.
 #[unsafe(no_mangle)]
 pub extern "C" fn ntr_subscription_free(sub: ntr_subscription) -> ntr_status {
-    entry(|| SUBS.remove(sub.id).map(drop))
+    entry(|| {
+        let cell = SUBS.remove(sub.id)?;
+        cell.freed.store(true, Ordering::Release);
+        cell.sub.unsubscribe();
+        Ok(())
+    })
 }

@@ -1,9 +1,12 @@
 //! Generation-checked handle tables: what a C handle's 64-bit id refers to.
 //!
-//! An id is `generation << 32 | (index + 1)`. Id 0 (a zeroed handle) is never valid; freeing
-//! an entry bumps its slot's generation, so a freed id (use after free, double free) no longer
-//! matches and is refused with `NTR_INVALID_HANDLE` even after the slot is reused. No pointer
-//! from C is ever dereferenced to find an object.
+//! An id is `tag << 56 | generation << 32 | (index + 1)`: `tag` names the table (each kind of
+//! handle has its own, so a subscription's id given where a stream's is expected is refused),
+//! `generation` (24 bits) the slot's current occupant. Id 0 (a zeroed handle) is never valid;
+//! freeing an entry bumps its slot's generation, so a freed id (use after free, double free)
+//! no longer matches and is refused with `NTR_INVALID_HANDLE` even after the slot is reused
+//! (until the same slot was reused 2^24 times). No pointer from C is ever dereferenced to
+//! find an object.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -24,13 +27,19 @@ struct Slots<T> {
 /// A table of live objects of one kind, shared by all threads.
 #[derive(Debug)]
 pub(crate) struct Table<T> {
+    tag: u8,
     kind: &'static str,
     slots: Mutex<Slots<T>>,
 }
 
+/// Generations are 24 bits (the id's bits 32..56).
+const GENERATIONS: u32 = 0x00ff_ffff;
+
 impl<T> Table<T> {
-    pub(crate) const fn new(kind: &'static str) -> Self {
+    /// A table whose ids carry `tag` (distinct per table, non-zero) and say `kind` in errors.
+    pub(crate) const fn new(tag: u8, kind: &'static str) -> Self {
         Table {
+            tag,
             kind,
             slots: Mutex::new(Slots {
                 entries: Vec::new(),
@@ -66,12 +75,15 @@ impl<T> Table<T> {
         };
         let e = &mut s.entries[index as usize];
         e.value = Some(value);
-        u64::from(e.generation) << 32 | (u64::from(index) + 1)
+        u64::from(self.tag) << 56 | u64::from(e.generation) << 32 | (u64::from(index) + 1)
     }
 
-    fn slot(s: &mut Slots<T>, id: u64) -> Option<&mut Entry<T>> {
+    fn slot<'s>(&self, s: &'s mut Slots<T>, id: u64) -> Option<&'s mut Entry<T>> {
+        if (id >> 56) as u8 != self.tag {
+            return None;
+        }
         let index = (id & 0xffff_ffff).checked_sub(1)? as usize;
-        let generation = (id >> 32) as u32;
+        let generation = (id >> 32) as u32 & GENERATIONS;
         s.entries
             .get_mut(index)
             .filter(|e| e.generation == generation && e.value.is_some())
@@ -91,11 +103,14 @@ impl<T> Table<T> {
     pub(crate) fn remove(&self, id: u64) -> Result<T, Error> {
         let mut s = self.lock();
         let index = (id & 0xffff_ffff).wrapping_sub(1) as u32;
-        let Some(e) = Self::slot(&mut s, id) else {
+        let Some(e) = self.slot(&mut s, id) else {
             return Err(self.invalid(id));
         };
         let v = e.value.take();
-        e.generation = e.generation.wrapping_add(1).max(1);
+        e.generation = (e.generation + 1) & GENERATIONS;
+        if e.generation == 0 {
+            e.generation = 1;
+        }
         s.free.push(index);
         v.ok_or_else(|| self.invalid(id))
     }
@@ -104,7 +119,7 @@ impl<T> Table<T> {
     /// call back into C or into this table).
     pub(crate) fn with<R>(&self, id: u64, f: impl FnOnce(&mut T) -> R) -> Result<R, Error> {
         let mut s = self.lock();
-        match Self::slot(&mut s, id) {
+        match self.slot(&mut s, id) {
             Some(e) => Ok(f(e.value.as_mut().ok_or_else(|| self.invalid(id))?)),
             None => Err(self.invalid(id)),
         }
@@ -114,7 +129,7 @@ impl<T> Table<T> {
     /// back into C). If `f` panics the entry is left empty, so the handle is invalid.
     pub(crate) fn update(&self, id: u64, f: impl FnOnce(T) -> T) -> Result<(), Error> {
         let mut s = self.lock();
-        let Some(e) = Self::slot(&mut s, id) else {
+        let Some(e) = self.slot(&mut s, id) else {
             return Err(self.invalid(id));
         };
         let old = e.value.take().ok_or_else(|| self.invalid(id))?;
@@ -136,7 +151,7 @@ mod tests {
 
     #[test]
     fn freed_and_forged_ids_are_refused() {
-        let t = Table::<u32>::new("test");
+        let t = Table::<u32>::new(100, "test");
         let a = t.insert(7);
         assert_ne!(a, 0);
         assert_eq!(t.get(a).unwrap(), 7);
@@ -153,5 +168,19 @@ mod tests {
         assert_eq!(t.get(b).unwrap(), 8);
         assert!(t.get(0).is_err());
         assert!(t.get(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn an_id_of_another_table_is_refused_even_at_the_same_slot() {
+        let (a, b) = (Table::<u32>::new(101, "a"), Table::<u32>::new(102, "b"));
+        let (ia, ib) = (a.insert(1), b.insert(2));
+        assert_eq!(
+            ia & 0x00ff_ffff_ffff_ffff,
+            ib & 0x00ff_ffff_ffff_ffff,
+            "same slot"
+        );
+        assert_eq!(a.get(ib).unwrap_err().status, NTR_INVALID_HANDLE);
+        assert_eq!(b.remove(ia).unwrap_err().status, NTR_INVALID_HANDLE);
+        assert_eq!((a.get(ia).unwrap(), b.get(ib).unwrap()), (1, 2));
     }
 }

@@ -63,8 +63,8 @@ pub type ntr_handler = Option<
 /// must not call `ntr_` functions. NULL: nothing to release.
 pub type ntr_release = Option<unsafe extern "C" fn(user: *mut c_void)>;
 
-pub(crate) static SERVICES: Table<Service> = Table::new("ntr_service");
-static REPLIES: Table<DeferredReply> = Table::new("ntr_reply");
+pub(crate) static SERVICES: Table<Service> = Table::new(6, "ntr_service");
+static REPLIES: Table<DeferredReply> = Table::new(7, "ntr_reply");
 
 /// A registered C handler; releases its `user` when the last copy of the service drops.
 struct Callback {

@@ -185,7 +185,7 @@ impl StreamCell {
     }
 }
 
-pub(crate) static STREAMS: Table<Arc<StreamCell>> = Table::new("ntr_stream");
+pub(crate) static STREAMS: Table<Arc<StreamCell>> = Table::new(8, "ntr_stream");
 
 fn freed_error(stream: ntr_stream) -> Error {
     Error::new(

@@ -142,6 +142,13 @@ impl Subscription {
     pub fn pending(&self) -> usize {
         self.shared.pending()
     }
+
+    /// Unsubscribes now, as dropping it does, for a subscription shared between threads:
+    /// events not yet taken are dropped, and a thread waiting in
+    /// [`Subscription::recv_timeout`] returns [`RecvError::Ended`] with `Cancelled`.
+    pub fn unsubscribe(&self) {
+        self.shared.cancel();
+    }
 }
 
 impl Drop for Subscription {

@@ -260,7 +260,8 @@ impl SubShared {
         }
     }
 
-    /// The application dropped its subscription: unsubscribe (once).
+    /// The application dropped its subscription or unsubscribed: unsubscribe (once), and end
+    /// it for a thread still waiting on it (`Cancelled`).
     pub(crate) fn cancel(&self) {
         let mut g = self.lock();
         if g.cancelled {
@@ -269,8 +270,19 @@ impl SubShared {
         g.cancelled = true;
         g.queue.clear();
         g.bytes = 0;
+        if g.end.is_none() {
+            g.end = Some(Err(Status::new(
+                crate::StatusCode::Cancelled,
+                "unsubscribed by the application",
+            )));
+        }
         let route = std::mem::replace(&mut g.route, Route::None);
+        let w = g.waker.take();
         drop(g);
+        self.ready.notify_all();
+        if let Some(w) = w {
+            w.wake();
+        }
         send_unsubscribe(&route);
     }
 }
@@ -308,6 +320,25 @@ impl crate::conn::EventApp for RemoteApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsubscribing_wakes_a_thread_waiting_on_the_subscription() {
+        let sub = std::sync::Arc::new(crate::Subscription::new(SubShared::new(4)));
+        let waiter = {
+            let sub = sub.clone();
+            std::thread::spawn(move || sub.recv_timeout(std::time::Duration::from_secs(30)))
+        };
+        // Whether the waiter is already waiting or not, it sees the end, not an event.
+        sub.unsubscribe();
+        match waiter.join().expect("waiter") {
+            Err(RecvError::Ended(st)) => assert_eq!(st.code, crate::StatusCode::Cancelled),
+            other => panic!("{other:?}"),
+        }
+        // Pushed after the unsubscribe: not delivered.
+        sub.shared
+            .push(0, Bytes::from_static(b"t"), Bytes::from_static(b"x"));
+        assert!(matches!(sub.try_recv(), Err(RecvError::Ended(_))));
+    }
 
     #[test]
     fn a_full_queue_reports_the_loss_before_the_first_event_kept() {

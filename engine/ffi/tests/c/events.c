@@ -5,6 +5,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <netron.h>
 
+#include <pthread.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,18 @@ static void barrier(ntr_channel ch) {
   ntr_buf b = {0};
   EXPECT(ntr_channel_call(ch, "ev@1.0.0", "ping", NULL, 0, 5000, &b), NTR_OK);
   ntr_buf_free(&b);
+}
+
+/* Waits on a subscription (5 s at most: the old code waited that long); another thread frees it. */
+struct waiter {
+  ntr_subscription sub;
+  ntr_status status;
+};
+static void *wait_forever(void *arg) {
+  struct waiter *w = arg;
+  ntr_event e;
+  w->status = ntr_subscription_next(w->sub, 5000, &e);
+  return NULL;
 }
 
 static uint32_t payload_no(const ntr_event *e) {
@@ -172,10 +186,35 @@ group_done:
   EXPECT(ntr_subscription_next(local, 5000, &e), NTR_OK);
   TRUE(e.len == 4 && memcmp(e.data, "core", 4) == 0);
   EXPECT(ntr_core_publish(core, conn, "chat..room", NULL, 0), NTR_INVALID_ARGUMENT);
+  /* Handles of another kind, or another core's connection with the same number, are
+   * refused, not taken for one of this kind or this core. */
+  ntr_core core2;
+  ntr_conn conn2;
+  EXPECT(ntr_core_new(&core2), NTR_OK);
+  EXPECT(ntr_core_connect(core2, ep, 5000, &conn2), NTR_OK);
+  EXPECT(ntr_core_close(core, conn2), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_close(core2, conn), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_close(core2, conn2), NTR_OK);
+  EXPECT(ntr_core_free(core2), NTR_OK);
+  EXPECT(ntr_stream_cancel((ntr_stream){cs.id}), NTR_INVALID_HANDLE);
+  EXPECT(ntr_subscription_free((ntr_subscription){ch.id}), NTR_INVALID_HANDLE);
+  EXPECT(ntr_channel_free((ntr_channel){cs.id}), NTR_INVALID_HANDLE);
   EXPECT(ntr_subscription_free(cs), NTR_OK);
   ntr_buf_free(&buf);
   EXPECT(ntr_core_close(core, conn), NTR_OK);
   EXPECT(ntr_core_free(core), NTR_OK);
+
+  /* Freed while another thread waits on it: the waiter returns
+   * NTR_INVALID_HANDLE at once (it never gets an event whose memory went with the handle). */
+  struct waiter w = {.status = NTR_OK};
+  EXPECT(ntr_channel_subscribe(ch, "never.>", NULL, &w.sub), NTR_OK);
+  pthread_t th;
+  pthread_create(&th, NULL, wait_forever, &w);
+  struct timespec pause = {0, 50 * 1000 * 1000};
+  nanosleep(&pause, NULL);
+  EXPECT(ntr_subscription_free(w.sub), NTR_OK);
+  pthread_join(th, NULL);
+  EXPECT(w.status, NTR_INVALID_HANDLE);
 
   /* Unsubscribed: the handle is gone; the other subscriptions go on. */
   EXPECT(ntr_subscription_free(a), NTR_OK);
@@ -192,6 +231,8 @@ group_done:
   EXPECT(ntr_engine_shutdown(server, 1000), NTR_OK);
   ntr_status s = ntr_subscription_next(bsub, 10000, &e);
   if (s != NTR_UNAVAILABLE) EXPECT(s, NTR_UNAVAILABLE);
+  /* The failure is reported once, then the end, as for streams. */
+  EXPECT(ntr_subscription_next(bsub, 0, &e), NTR_END_OF_STREAM);
   EXPECT(ntr_subscription_free(bsub), NTR_OK);
   EXPECT(ntr_subscription_free(g1), NTR_OK);
   EXPECT(ntr_subscription_free(g2), NTR_OK);
