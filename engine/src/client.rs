@@ -214,11 +214,12 @@ impl Channel {
 
     /// Publishes an event to the peer (docs/protocol.md §24.1): the peer delivers it to its
     /// matching subscriptions, on all its cores. Fire-and-forget: returns once it is handed
-    /// to the connection's core; a refusal there (connection closed, event above the peer's
-    /// frame size) is counted as `publish_failed`, not reported (§24.5).
+    /// to the connection's core; a refusal there (connection closed, event above the
+    /// negotiated frame size) is counted as `publish_failed`, not reported (§24.5).
     ///
     /// # Errors
-    /// `InvalidArgument` for an invalid topic (§24.2); `ResourceExhausted` when the
+    /// `InvalidArgument` for an invalid topic (§24.2); `ResourceExhausted` for an event no
+    /// frame can carry (above this side's configured `max_frame_size`), or when the
     /// connection's core has 64 MiB of published events still to take (the publisher is
     /// faster than the core: retry later).
     pub fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Status> {

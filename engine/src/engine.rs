@@ -504,8 +504,9 @@ impl Engine {
     ///
     /// # Errors
     /// `InvalidArgument` for an invalid topic (docs/protocol.md §24.2); `ResourceExhausted`
-    /// when the core has 64 MiB of published events still to take (the publisher is faster
-    /// than the engine: retry later).
+    /// for an event no frame can carry (above the configured `max_frame_size`), or when the
+    /// core has 64 MiB of published events still to take (the publisher is faster than the
+    /// engine: retry later).
     pub fn publish(
         &self,
         topic: &str,
@@ -514,6 +515,7 @@ impl Engine {
         crate::core::check_topic(topic)?;
         let payload = payload.into();
         let inbox = self.any_core();
+        inbox.check_event_size(topic, payload.len())?;
         if !inbox.reserve_event(topic.len() + payload.len()) {
             return Err(crate::inbox::events_backlog());
         }

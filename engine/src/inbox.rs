@@ -158,6 +158,10 @@ pub(crate) struct Inbox {
     /// publisher faster than this core is refused above [`MAX_QUEUED_EVENT_BYTES`] instead
     /// of growing the queue without bound.
     event_bytes: std::sync::atomic::AtomicUsize,
+    /// The largest frame any connection of this core may carry (the larger of its server
+    /// and client offers' `max_frame_size`): an event that cannot fit it is refused when
+    /// published, not dropped on the way.
+    max_frame: std::sync::atomic::AtomicUsize,
 }
 
 /// The status of a publish refused because the core's inbox holds too many events.
@@ -199,6 +203,7 @@ impl Inbox {
             reason: std::sync::OnceLock::new(),
             peer_sys: crate::sys::PeerCache::default(),
             event_bytes: std::sync::atomic::AtomicUsize::new(0),
+            max_frame: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }))
     }
 
@@ -221,6 +226,36 @@ impl Inbox {
 
     /// Counts `n` bytes of an event about to be queued here; `false` (nothing counted) when
     /// that would pass [`MAX_QUEUED_EVENT_BYTES`].
+    /// Sets the largest frame this core's connections may carry (its configuration).
+    pub(crate) fn set_max_frame(&self, bytes: usize) {
+        self.max_frame.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `ResourceExhausted` when an event of `topic` and `payload` bytes can never fit a frame
+    /// of this core's connections (the frame header, the topic's header block at its longest,
+    /// and the payload must fit `max_frame_size`).
+    pub(crate) fn check_event_size(
+        &self,
+        topic: &str,
+        payload: usize,
+    ) -> Result<(), crate::Status> {
+        let need = netron_codec::HEADER_LEN
+            + netron_codec::hpack::HeaderEncoder::max_encoded_len(&[
+                netron_codec::hpack::Header::topic(topic.as_bytes()),
+            ])
+            + payload;
+        let max = self.max_frame.load(Ordering::Relaxed);
+        if need > max {
+            return Err(crate::Status::new(
+                crate::StatusCode::ResourceExhausted,
+                format!(
+                    "event of {payload} payload bytes on subject {topic:?} needs a {need}-byte frame; max_frame_size is {max} bytes (ProtocolConfig limits): it can never be delivered"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn reserve_event(&self, n: usize) -> bool {
         let prev = self.event_bytes.fetch_add(n, Ordering::AcqRel);
         if prev.saturating_add(n) > MAX_QUEUED_EVENT_BYTES {

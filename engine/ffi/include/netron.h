@@ -159,7 +159,10 @@ typedef struct ntr_event {
   const uint8_t *data;
   // Payload length in bytes.
   size_t len;
-  // Events of this subscription lost just before this one (its queue was full).
+  // Events of this subscription lost just before this one: its queue (or the
+  // publisher's queue for it) was full, or an event did not fit the connection's
+  // negotiated frame size (events above this side's own `max_frame_size` are refused
+  // when published: `NTR_RESOURCE_EXHAUSTED`).
   uint32_t lost;
 } ntr_event;
 
@@ -464,6 +467,12 @@ ntr_status ntr_core_call(struct ntr_core core,
 // `ntr_core_call_result`. `service` is an exact `name@1.2.0`; `deadline_ms` as in
 // `ntr_core_call`. Allocates the call's outcome slot.
 //
+// # Errors
+// `NTR_NULL_ARGUMENT` for a NULL name or `out` (or `data` with `len` > 0),
+// `NTR_INVALID_HANDLE` for a core or connection that is not live, `NTR_WRONG_THREAD`. A
+// refusal of the call itself (the peer's `max_concurrent_calls`, the frame size, a closed
+// connection) is its outcome: `ntr_core_call_result` returns it.
+//
 // # Safety
 // As `ntr_core_call`; `out` is NULL or valid for a write.
 ntr_status ntr_core_call_start(struct ntr_core core,
@@ -520,8 +529,10 @@ ntr_status ntr_core_fd(struct ntr_core core, int *out);
 // announces the sleep (other threads' commands wake the descriptor from now on), and writes
 // to `*timeout_ms` how long the wait may last at most, in milliseconds rounded up: 0 when
 // work is waiting already (run a turn now), -1 for no limit, else until the core's next
-// timer (a call's or stream's deadline, a keepalive). Any `ntr_core_*` call afterwards ends
-// the wait (the next `ntr_core_run_once` runs what woke it).
+// timer (a call's or stream's deadline, a keepalive). Call it last, right before the wait:
+// any `ntr_core_*` call afterwards withdraws the announcement and queues its work for the
+// next turn without waking the descriptor, so after such a call prepare again (the new
+// timeout is 0 when that call left work to do) before waiting.
 //
 // # Errors
 // `NTR_UNAVAILABLE` when the core's ring failed; `NTR_START_FAILED` as `ntr_core_fd`.
@@ -681,7 +692,9 @@ ntr_status ntr_engine_connect(struct ntr_engine engine,
 
 // Stops the engine gracefully and frees it: stops accepting, lets calls in flight finish for
 // up to `drain_ms` milliseconds (new calls get `NTR_UNAVAILABLE`), closes every connection,
-// and returns when every core has exited. The services' `release` callbacks run. Channels
+// and returns when every core has exited (called from a handler of this engine, on one of
+// its own cores, it cannot wait for itself: it starts the stop and returns at once, and the
+// cores exit after the handler returns). The services' `release` callbacks run. Channels
 // of this engine stay valid handles whose calls fail with `NTR_UNAVAILABLE`.
 ntr_status ntr_engine_shutdown(struct ntr_engine engine, uint64_t drain_ms);
 
@@ -693,8 +706,9 @@ ntr_status ntr_engine_free(struct ntr_engine engine);
 // handed to the connection's core, not that anyone received it.
 //
 // # Errors
-// `NTR_INVALID_ARGUMENT` for an invalid subject; `NTR_RESOURCE_EXHAUSTED` when the core has
-// 64 MiB of published events still to take (retry later).
+// `NTR_INVALID_ARGUMENT` for an invalid subject; `NTR_RESOURCE_EXHAUSTED` for an event no frame can carry
+// (above the configured `max_frame_size`, 16 MiB by default), or when the core has 64 MiB of
+// published events still to take (retry later).
 //
 // # Safety
 // `subject` is NULL or a NUL-terminated string; `data` is valid for `len` bytes (or NULL

@@ -300,6 +300,12 @@ pub struct ntr_core_call_handle {
 /// `ntr_core_call_result`. `service` is an exact `name@1.2.0`; `deadline_ms` as in
 /// `ntr_core_call`. Allocates the call's outcome slot.
 ///
+/// # Errors
+/// `NTR_NULL_ARGUMENT` for a NULL name or `out` (or `data` with `len` > 0),
+/// `NTR_INVALID_HANDLE` for a core or connection that is not live, `NTR_WRONG_THREAD`. A
+/// refusal of the call itself (the peer's `max_concurrent_calls`, the frame size, a closed
+/// connection) is its outcome: `ntr_core_call_result` returns it.
+///
 /// # Safety
 /// As `ntr_core_call`; `out` is NULL or valid for a write.
 #[unsafe(no_mangle)]
@@ -470,8 +476,10 @@ pub unsafe extern "C" fn ntr_core_fd(core: ntr_core, out: *mut std::ffi::c_int) 
 /// announces the sleep (other threads' commands wake the descriptor from now on), and writes
 /// to `*timeout_ms` how long the wait may last at most, in milliseconds rounded up: 0 when
 /// work is waiting already (run a turn now), -1 for no limit, else until the core's next
-/// timer (a call's or stream's deadline, a keepalive). Any `ntr_core_*` call afterwards ends
-/// the wait (the next `ntr_core_run_once` runs what woke it).
+/// timer (a call's or stream's deadline, a keepalive). Call it last, right before the wait:
+/// any `ntr_core_*` call afterwards withdraws the announcement and queues its work for the
+/// next turn without waking the descriptor, so after such a call prepare again (the new
+/// timeout is 0 when that call left work to do) before waiting.
 ///
 /// # Errors
 /// `NTR_UNAVAILABLE` when the core's ring failed; `NTR_START_FAILED` as `ntr_core_fd`.

@@ -245,7 +245,9 @@ fn stop(engine: ntr_engine, drain: Option<Duration>) -> Result<(), Error> {
 
 /// Stops the engine gracefully and frees it: stops accepting, lets calls in flight finish for
 /// up to `drain_ms` milliseconds (new calls get `NTR_UNAVAILABLE`), closes every connection,
-/// and returns when every core has exited. The services' `release` callbacks run. Channels
+/// and returns when every core has exited (called from a handler of this engine, on one of
+/// its own cores, it cannot wait for itself: it starts the stop and returns at once, and the
+/// cores exit after the handler returns). The services' `release` callbacks run. Channels
 /// of this engine stay valid handles whose calls fail with `NTR_UNAVAILABLE`.
 #[unsafe(no_mangle)]
 pub extern "C" fn ntr_engine_shutdown(engine: ntr_engine, drain_ms: u64) -> ntr_status {

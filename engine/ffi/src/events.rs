@@ -60,7 +60,10 @@ pub struct ntr_event {
     pub data: *const u8,
     /// Payload length in bytes.
     pub len: usize,
-    /// Events of this subscription lost just before this one (its queue was full).
+    /// Events of this subscription lost just before this one: its queue (or the
+    /// publisher's queue for it) was full, or an event did not fit the connection's
+    /// negotiated frame size (events above this side's own `max_frame_size` are refused
+    /// when published: `NTR_RESOURCE_EXHAUSTED`).
     pub lost: u32,
 }
 
@@ -129,8 +132,9 @@ fn insert(sub: Subscription, out: *mut ntr_subscription) -> Result<(), Error> {
 /// handed to the connection's core, not that anyone received it.
 ///
 /// # Errors
-/// `NTR_INVALID_ARGUMENT` for an invalid subject; `NTR_RESOURCE_EXHAUSTED` when the core has
-/// 64 MiB of published events still to take (retry later).
+/// `NTR_INVALID_ARGUMENT` for an invalid subject; `NTR_RESOURCE_EXHAUSTED` for an event no frame can carry
+/// (above the configured `max_frame_size`, 16 MiB by default), or when the core has 64 MiB of
+/// published events still to take (retry later).
 ///
 /// # Safety
 /// `subject` is NULL or a NUL-terminated string; `data` is valid for `len` bytes (or NULL

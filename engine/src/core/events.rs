@@ -285,9 +285,11 @@ impl Core {
     /// subscriptions its peers hold get it (and, on an engine, its other cores).
     ///
     /// # Errors
-    /// `InvalidArgument` for an invalid topic.
+    /// `InvalidArgument` for an invalid topic; `ResourceExhausted` for an event no frame of
+    /// this core's connections can carry (above its `max_frame_size`).
     pub fn publish_local(&mut self, topic: &str, payload: &[u8]) -> Result<(), Status> {
         check_topic(topic)?;
+        self.inbox.check_event_size(topic, payload.len())?;
         let ev = Rc::new(Published {
             topic: Bytes::copy_from_slice(topic.as_bytes()),
             payload: Bytes::copy_from_slice(payload),

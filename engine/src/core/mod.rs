@@ -267,6 +267,13 @@ impl Core {
             rt.recv_buffer_size,
         )?;
         let inbox_fd = Rc::new(inbox.eventfd().try_clone()?);
+        inbox.set_max_frame(
+            cfg.protocol
+                .server()
+                .limits
+                .max_frame_size
+                .max(cfg.protocol.client().limits.max_frame_size) as usize,
+        );
         let conn_cfg = Rc::new(ConnConfig::new(&cfg.protocol));
         let mut core = Core {
             driver,

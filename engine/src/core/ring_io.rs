@@ -41,7 +41,13 @@ impl Core {
         }
         let to_submit = self.driver.queued();
         let park = match self.cfg.runtime.idle {
-            _ if self.no_park => false,
+            _ if self.no_park => {
+                // Not parking here, but a turn with work still restarts the idle spin.
+                if work {
+                    self.idle_since = None;
+                }
+                false
+            }
             IdlePolicy::BusyPoll => false,
             IdlePolicy::Adaptive { spin } => {
                 if work {

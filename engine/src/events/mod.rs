@@ -88,8 +88,9 @@ impl Event {
     }
 
     /// Events of this subscription lost just before this one: dropped by the publisher
-    /// because the subscription's queue was full (the sequence gap, docs/protocol.md §24.3),
-    /// or by this side's own queue when it was not read.
+    /// because the subscription's queue was full or the event did not fit the connection's
+    /// negotiated frame size (the sequence gap, docs/protocol.md §24.3), or by this side's
+    /// own queue when it was not read.
     pub fn lost(&self) -> u32 {
         self.lost
     }
@@ -174,6 +175,7 @@ pub(crate) fn publish_to(
     payload: Bytes,
 ) -> Result<(), crate::Status> {
     crate::core::check_topic(topic)?;
+    inbox.check_event_size(topic, payload.len())?;
     if !inbox.reserve_event(topic.len() + payload.len()) {
         return Err(crate::inbox::events_backlog());
     }

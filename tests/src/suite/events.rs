@@ -158,6 +158,44 @@ fn raw_subscriber(t: &Transport, addr: &str, id: u32, depth: u32, on_full: u8) -
     p
 }
 
+/// An event no frame can carry (above the configured `max_frame_size`, 16 MiB by default)
+/// is refused when it is published, on every publishing API, instead of vanishing on the
+/// way; one that fits still arrives.
+pub fn an_event_no_frame_can_carry_is_refused_when_published(t: &Transport) {
+    let (s, addr) = server(t, 1, EventConfig::default(), "ev-huge");
+    let c = client();
+    let ch = c.client().connect(&addr).unwrap();
+    let sub = ch.subscribe("big.*", SubscribeOptions::new()).unwrap();
+    let local = s.subscribe("big.*", SubscribeOptions::new()).unwrap();
+    wait_subscriptions(&s, 2);
+    let huge = netron_engine::Bytes::from(vec![7u8; 16 << 20]);
+    for r in [
+        ch.publish("big.one", huge.clone()),
+        s.publish("big.one", huge.clone()),
+    ] {
+        let e = r.expect_err("above max_frame_size");
+        assert_eq!(e.code, StatusCode::ResourceExhausted);
+        assert!(e.message.contains("max_frame_size"), "{}", e.message);
+    }
+    let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+    let e = core
+        .publish_local("big.one", &huge)
+        .expect_err("above max_frame_size");
+    assert_eq!(e.code, StatusCode::ResourceExhausted);
+    // What fits is delivered, to the peer's subscription and the local one.
+    s.publish("big.two", netron_engine::Bytes::from(vec![1u8; 1 << 20]))
+        .unwrap();
+    for sub in [&sub, &local] {
+        let ev = sub
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the 1 MiB event");
+        assert_eq!(
+            (ev.topic(), ev.payload().len(), ev.lost()),
+            (&b"big.two"[..], 1 << 20, 0)
+        );
+    }
+}
+
 /// Both slow-subscriber policies, on raw subscribers that stop reading: drop-oldest moves
 /// `events_dropped` and leaves a gap in the sequence numbers the subscriber sees (how many
 /// it lost, in-band); disconnect ends that subscription with `Error(id,

@@ -110,6 +110,7 @@ macro_rules! conformance {
                     }
                     events {
                         fan_out_reaches_every_subscriber_across_both_cores,
+                        an_event_no_frame_can_carry_is_refused_when_published,
                         slow_subscribers_drop_or_are_ended_and_others_lose_nothing,
                         queue_groups_give_each_event_to_one_member,
                         unsubscribe_and_disconnect_clean_up,
