@@ -36,7 +36,13 @@ fn mean_and_error(d: &[f64]) -> (f64, f64) {
 fn alternated(pairs: usize) -> Table {
     let mut t = Table::new(
         "C ABI: unary round trip through ntr_core_call vs the Rust caller-driven core, alternated call by call (64 B, tcp, busy-poll server on cpu1)",
-        &["caller", "p50", "p99", "mean", "added per call (mean of pairs)"],
+        &[
+            "caller",
+            "p50",
+            "p99",
+            "mean",
+            "added per call (mean of pairs)",
+        ],
     );
     let engine = server("tcp://127.0.0.1:0", IdlePolicy::BusyPoll);
     let ep: Endpoint = engine.endpoints()[0].clone();
@@ -58,10 +64,7 @@ fn alternated(pairs: usize) -> Table {
         cap: 0,
     };
     let msg = [0x5au8; SIZE];
-    let (mut rust, mut c) = (
-        Samples::with_capacity(pairs),
-        Samples::with_capacity(pairs),
-    );
+    let (mut rust, mut c) = (Samples::with_capacity(pairs), Samples::with_capacity(pairs));
     let mut diffs = Vec::with_capacity(pairs);
     for i in 0..pairs + pairs / 10 {
         let t0 = Instant::now();
