@@ -400,6 +400,22 @@ fn floor(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64)
     r
 }
 
+/// One table row: subscribers, the floor's and Netron's events/s and their ratio, and the
+/// p99s (one in flight, with its ratio; at 50 %) of both. Each measure is (events/s, p99 at
+/// one in flight, p99 at 50 %), in ns for the latencies.
+fn row(n: usize, f: (f64, u64, u64), m: (f64, u64, u64)) -> [String; 8] {
+    [
+        n.to_string(),
+        format!("{:.0}", f.0),
+        format!("{:.0}", m.0),
+        format!("{:.2}x", if f.0 > 0.0 { m.0 / f.0 } else { 0.0 }),
+        us(f.1),
+        format!("{} ({:.2}x)", us(m.1), m.1 as f64 / f.1.max(1) as f64),
+        us(f.2),
+        us(m.2),
+    ]
+}
+
 /// The section: one row per subscriber count.
 pub fn run(opts: &Options) -> Vec<Table> {
     let mut t = Table::new(
@@ -457,36 +473,9 @@ pub fn run(opts: &Options) -> Vec<Table> {
         let x = netron(n, events, rounds, paced);
         let y = netron_two_threads(n, events, rounds, paced);
         let z = netron_one_hop(n, events, rounds, paced);
-        t1.row(&[
-            n.to_string(),
-            format!("{:.0}", f.0),
-            format!("{:.0}", z.0),
-            format!("{:.2}x", if f.0 > 0.0 { z.0 / f.0 } else { 0.0 }),
-            us(f.1),
-            format!("{} ({:.2}x)", us(z.1), z.1 as f64 / f.1.max(1) as f64),
-            us(f.2),
-            us(z.2),
-        ]);
-        t2.row(&[
-            n.to_string(),
-            format!("{:.0}", f.0),
-            format!("{:.0}", y.0),
-            format!("{:.2}x", if f.0 > 0.0 { y.0 / f.0 } else { 0.0 }),
-            us(f.1),
-            format!("{} ({:.2}x)", us(y.1), y.1 as f64 / f.1.max(1) as f64),
-            us(f.2),
-            us(y.2),
-        ]);
-        t.row(&[
-            n.to_string(),
-            format!("{:.0}", f.0),
-            format!("{:.0}", x.0),
-            format!("{:.2}x", if f.0 > 0.0 { x.0 / f.0 } else { 0.0 }),
-            us(f.1),
-            format!("{} ({:.2}x)", us(x.1), x.1 as f64 / f.1.max(1) as f64),
-            us(f.2),
-            us(x.2),
-        ]);
+        for (table, m) in [(&mut t1, z), (&mut t2, y), (&mut t, x)] {
+            table.row(&row(n, f, m));
+        }
     }
     t.note(
         "events/s = events delivered to all subscribers together per second; p99 over every \
