@@ -400,6 +400,18 @@ fn floor(n: usize, events: u64, rounds: u64, paced: Duration) -> (f64, u64, u64)
     r
 }
 
+/// The columns of the three tables.
+const COLUMNS: [&str; 8] = [
+    "subscribers",
+    "floor events/s",
+    "netron events/s",
+    "ratio (target >= 0.7 at 16, 256)",
+    "p99 1 in flight floor",
+    "p99 1 in flight netron (target <= 2x)",
+    "p99 at 50% floor",
+    "p99 at 50% netron",
+];
+
 /// One table row: subscribers, the floor's and Netron's events/s and their ratio, and the
 /// p99s (one in flight, with its ratio; at 50 %) of both. Each measure is (events/s, p99 at
 /// one in flight, p99 at 50 %), in ns for the latencies.
@@ -420,45 +432,18 @@ fn row(n: usize, f: (f64, u64, u64), m: (f64, u64, u64)) -> [String; 8] {
 pub fn run(opts: &Options) -> Vec<Table> {
     let mut t = Table::new(
         "Event fan-out over TCP: 64-byte events, 2-core engine (issue 17)",
-        &[
-            "subscribers",
-            "floor events/s",
-            "netron events/s",
-            "ratio (target >= 0.7 at 16, 256)",
-            "p99 1 in flight floor",
-            "p99 1 in flight netron (target <= 2x)",
-            "p99 at 50% floor",
-            "p99 at 50% netron",
-        ],
+        &COLUMNS,
     );
     let mut t1 = Table::new(
         "Event fan-out over TCP in the floor's shape, one hop and two threads: a caller-driven \
          core publishing in-process to N subscriber connections of a caller-driven client core \
          on a reader thread (issue 17)",
-        &[
-            "subscribers",
-            "floor events/s",
-            "netron events/s",
-            "ratio (target >= 0.7 at 16, 256)",
-            "p99 1 in flight floor",
-            "p99 1 in flight netron (target <= 2x)",
-            "p99 at 50% floor",
-            "p99 at 50% netron",
-        ],
+        &COLUMNS,
     );
     let mut t2 = Table::new(
         "Event fan-out over TCP, two threads like the floor: 1-core busy-poll server, one \
          caller-driven client core publishing and reading (issue 17)",
-        &[
-            "subscribers",
-            "floor events/s",
-            "netron events/s",
-            "ratio (target >= 0.7 at 16, 256)",
-            "p99 1 in flight floor",
-            "p99 1 in flight netron (target <= 2x)",
-            "p99 at 50% floor",
-            "p99 at 50% netron",
-        ],
+        &COLUMNS,
     );
     let deliveries: u64 = if opts.quick { 200_000 } else { 2_000_000 };
     let paced = if opts.quick {

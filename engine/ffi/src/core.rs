@@ -67,6 +67,11 @@ fn thread_no() -> u32 {
     })
 }
 
+/// A C `deadline_ms` as a deadline: 0 is none.
+pub(crate) fn deadline(ms: u64) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms))
+}
+
 /// The high half of the ids minted by the core of `id` (Fibonacci hashing, Knuth TAOCP vol. 3
 /// §6.4), never 0.
 fn id_base(id: u64) -> u64 {
@@ -74,6 +79,14 @@ fn id_base(id: u64) -> u64 {
 }
 
 impl CoreCell {
+    /// The connection of handle `conn`, if it is one of this core's live connections.
+    pub(crate) fn conn(&self, conn: ntr_conn) -> Result<ConnId, Error> {
+        self.conns
+            .get(&conn.id)
+            .copied()
+            .ok_or_else(|| bad_conn(conn))
+    }
+
     /// The id of this core's `n`-th connection, stream or started call (`n` counts from 1).
     pub(crate) fn mint(&self, n: u64) -> u64 {
         self.id_base | (n & 0xffff_ffff)
@@ -264,8 +277,8 @@ pub unsafe extern "C" fn ntr_core_call(
         // SAFETY: not NULL (checked); exclusively ours during this call (contract).
         let out = unsafe { &mut *reply };
         with_core(core.id, |cell| {
-            let c = *cell.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
-            let dl = (deadline_ms != 0).then(|| Duration::from_millis(deadline_ms));
+            let c = cell.conn(conn)?;
+            let dl = deadline(deadline_ms);
             // SAFETY: zeroed or filled by us (contract).
             let mut v = unsafe { take(out) };
             v.clear();
@@ -329,8 +342,8 @@ pub unsafe extern "C" fn ntr_core_call_start(
         let payload = unsafe { bytes_arg(data, len, "data") }?;
         non_null(out, "out")?;
         let id = with_core(core.id, |cell| {
-            let c = *cell.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
-            let dl = (deadline_ms != 0).then(|| Duration::from_millis(deadline_ms));
+            let c = cell.conn(conn)?;
+            let dl = deadline(deadline_ms);
             let mut slot = CallSlot::new();
             let call = cell.core.start(
                 c,

@@ -3,11 +3,10 @@
 
 use std::ffi::c_char;
 use std::task::Poll;
-use std::time::Duration;
 
 use netron_engine::{CallError, CoreStream, TrySendError};
 
-use crate::core::{bad_conn, ntr_conn, ntr_core, with_core};
+use crate::core::{ntr_conn, ntr_core, with_core};
 use crate::guard::{bytes_arg, entry, non_null, str_arg, write};
 use crate::status::*;
 use crate::streams::ntr_chunk;
@@ -80,9 +79,9 @@ pub unsafe extern "C" fn ntr_core_open_stream(
         let first = unsafe { bytes_arg(data, len, "data") }?;
         non_null(out, "out")?;
         let id = with_core(core.id, |cell| {
-            let c = *cell.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
+            let c = cell.conn(conn)?;
             let first = (!first.is_empty() || half_close).then_some(first);
-            let dl = (deadline_ms != 0).then(|| Duration::from_millis(deadline_ms));
+            let dl = crate::core::deadline(deadline_ms);
             let stream = cell
                 .core
                 .open_stream(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use netron_engine::{Event, RecvError, SlowPolicy, SubscribeOptions, Subscription};
 
 use crate::client::{CHANNELS, ntr_channel};
-use crate::core::{bad_conn, ntr_conn, ntr_core, with_core};
+use crate::core::{ntr_conn, ntr_core, with_core};
 use crate::engine::{ENGINES, ntr_engine};
 use crate::guard::{bytes_arg, entry, may_block, non_null, str_arg, write};
 use crate::handles::Table;
@@ -266,7 +266,7 @@ pub unsafe extern "C" fn ntr_core_publish(
         // SAFETY: valid for `len` bytes during this call (contract).
         let payload = unsafe { bytes_arg(data, len, "data") }?;
         with_core(core.id, |cell| {
-            let c = *cell.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
+            let c = cell.conn(conn)?;
             cell.core.publish(c, subject, payload).map_err(status_err)
         })
     })
@@ -294,7 +294,7 @@ pub unsafe extern "C" fn ntr_core_subscribe(
         let o = unsafe { options(opts) }?;
         non_null(out, "out")?;
         let sub = with_core(core.id, |cell| {
-            let c = *cell.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
+            let c = cell.conn(conn)?;
             cell.core.subscribe(c, pattern, o).map_err(status_err)
         })?;
         insert(sub, out)
