@@ -48,6 +48,27 @@ pub(crate) fn put(b: &mut ntr_buf, v: Vec<u8>) {
     };
 }
 
+/// Replaces the contents of `b` with a copy of `bytes`: in place when its memory is large
+/// enough (no allocation), else in a larger allocation that replaces it.
+///
+/// # Safety
+/// As [`take`]: `b`'s fields are all zero or were last written by this library.
+pub(crate) unsafe fn fill(b: &mut ntr_buf, bytes: &[u8]) {
+    if !b.data.is_null() && b.cap >= bytes.len() {
+        // SAFETY: `data` starts an allocation of `cap` >= `bytes.len()` bytes that this library
+        // made and owns (the contract); `bytes` is memory of the core, never `b`'s, so the two
+        // do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.data, bytes.len()) };
+        b.len = bytes.len();
+    } else {
+        // SAFETY: as this function's contract.
+        let mut v = unsafe { take(b) };
+        v.clear();
+        v.extend_from_slice(bytes);
+        put(b, v);
+    }
+}
+
 /// Frees the memory of `buf` and zeroes it (it may be used again). A zeroed buffer is fine.
 ///
 /// # Safety

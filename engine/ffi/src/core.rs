@@ -8,7 +8,7 @@ use std::time::Duration;
 use netron_engine::{CallSlot, ConnId, Core, CoreConfig, Endpoint};
 use rustc_hash::FxHashMap;
 
-use crate::buf::{ntr_buf, put, take};
+use crate::buf::{fill, ntr_buf};
 use crate::guard::{bytes_arg, entry, non_null, str_arg, write};
 use crate::status::*;
 
@@ -34,6 +34,9 @@ pub(crate) struct CoreCell {
     pub(crate) core: Core,
     slot: CallSlot,
     pub(crate) conns: FxHashMap<u64, ConnId>,
+    /// The connection of the last successful lookup (`CoreCell::conn`), checked before the
+    /// map: calls on one connection skip the hashing. Cleared when that connection closes.
+    last_conn: Cell<Option<(u64, ConnId)>>,
     next_conn: u64,
     /// Its open streams by `ntr_core_stream` id (ids are never reused on a core).
     pub(crate) streams: FxHashMap<u64, crate::core_stream::CoreStreamCell>,
@@ -54,8 +57,31 @@ static THREADS: AtomicU32 = AtomicU32::new(1);
 thread_local! {
     /// This thread's number (in the high half of its cores' ids), 0 until first needed.
     static THREAD_NO: Cell<u32> = const { Cell::new(0) };
-    /// The cores of this thread by id; ids are never reused, so a freed one is detected.
-    static CORES: RefCell<(FxHashMap<u64, CoreCell>, u32)> = RefCell::new((FxHashMap::default(), 0));
+    /// The cores of this thread; ids are never reused, so a freed one is detected.
+    static CORES: RefCell<Cores> = const { RefCell::new(Cores { cells: Vec::new(), last: 0, minted: 0 }) };
+}
+
+/// The caller-driven cores of one thread. A thread owns a few cores at most, so they sit in a
+/// vector searched by id, with the index of the last one used checked first: a call on the
+/// same core as the one before costs one comparison instead of a hash lookup.
+struct Cores {
+    cells: Vec<(u64, CoreCell)>,
+    /// Index into `cells` of the core used last (may be stale: always checked).
+    last: usize,
+    /// Cores created on this thread so far (the low half of their ids).
+    minted: u32,
+}
+
+impl Cores {
+    /// The index of the core of `id`, if this thread owns it.
+    fn find(&mut self, id: u64) -> Option<usize> {
+        if self.cells.get(self.last).is_some_and(|(k, _)| *k == id) {
+            return Some(self.last);
+        }
+        let i = self.cells.iter().position(|(k, _)| *k == id)?;
+        self.last = i;
+        Some(i)
+    }
 }
 
 fn thread_no() -> u32 {
@@ -81,10 +107,14 @@ fn id_base(id: u64) -> u64 {
 impl CoreCell {
     /// The connection of handle `conn`, if it is one of this core's live connections.
     pub(crate) fn conn(&self, conn: ntr_conn) -> Result<ConnId, Error> {
-        self.conns
-            .get(&conn.id)
-            .copied()
-            .ok_or_else(|| bad_conn(conn))
+        if let Some((id, c)) = self.last_conn.get()
+            && id == conn.id
+        {
+            return Ok(c);
+        }
+        let c = *self.conns.get(&conn.id).ok_or_else(|| bad_conn(conn))?;
+        self.last_conn.set(Some((conn.id, c)));
+        Ok(c)
     }
 
     /// The id of this core's `n`-th connection, stream or started call (`n` counts from 1).
@@ -98,36 +128,77 @@ pub(crate) fn with_core<R>(
     id: u64,
     f: impl FnOnce(&mut CoreCell) -> Result<R, Error>,
 ) -> Result<R, Error> {
-    if id >> 32 != u64::from(thread_no())
-        && id != 0
-        && CORES.with(|c| !c.borrow().0.contains_key(&id))
-    {
-        return Err(Error::new(
-            NTR_WRONG_THREAD,
-            format!(
-                "ntr_core {id:#x} belongs to another thread (or was freed there); a caller-driven core is used only by the thread that created it"
-            ),
-        ));
-    }
     CORES.with(|c| {
-        let mut c = c.try_borrow_mut().map_err(|_| {
-            Error::new(
-                NTR_FAILED_PRECONDITION,
-                "a caller-driven core was used re-entrantly",
-            )
-        })?;
-        let cell = c.0.get_mut(&id).ok_or_else(|| {
-            Error::new(
-                NTR_INVALID_HANDLE,
-                format!("invalid ntr_core handle {id:#x}: zero, already freed, or never created"),
-            )
-        })?;
+        let Ok(mut c) = c.try_borrow_mut() else {
+            return Err(reentrant());
+        };
+        let Some(i) = c.find(id) else {
+            return Err(not_here(id));
+        };
+        let cell = &mut c.cells[i].1;
         if cell.waiting {
             cell.waiting = false;
             cell.core.woke();
         }
         f(cell)
     })
+}
+
+#[cold]
+#[inline(never)]
+fn reentrant() -> Error {
+    Error::new(
+        NTR_FAILED_PRECONDITION,
+        "a caller-driven core was used re-entrantly",
+    )
+}
+
+/// Why `id` is not a core of this thread: another thread's (its thread number is in the
+/// high half), or no core at all.
+#[cold]
+#[inline(never)]
+fn not_here(id: u64) -> Error {
+    if id != 0 && id >> 32 != u64::from(thread_no()) {
+        Error::new(
+            NTR_WRONG_THREAD,
+            format!(
+                "ntr_core {id:#x} belongs to another thread (or was freed there); a caller-driven core is used only by the thread that created it"
+            ),
+        )
+    } else {
+        Error::new(
+            NTR_INVALID_HANDLE,
+            format!("invalid ntr_core handle {id:#x}: zero, already freed, or never created"),
+        )
+    }
+}
+
+/// For `netron-bench`'s C ABI section only (not part of the C ABI, not in `netron.h`, no
+/// stability promise): runs `f` on the Rust [`Core`] and connection behind `core` and `conn`,
+/// so that a Rust call can be timed on the very core and connection a C call uses (two cores
+/// of one thread differ by ±200 ns per call from run to run, four times the C ABI's budget).
+///
+/// # Errors
+/// The status `ntr_core_call` would return for the handles (`NTR_INVALID_HANDLE`,
+/// `NTR_WRONG_THREAD`, `NTR_FAILED_PRECONDITION` when used re-entrantly).
+/// The error of a failed call on a caller-driven core.
+#[cold]
+#[inline(never)]
+fn call_failed(e: &netron_engine::CallError) -> Error {
+    Error::new(from_code(e.code()), e.to_string())
+}
+
+#[doc(hidden)]
+pub fn with_core_and_conn<R>(
+    core: ntr_core,
+    conn: ntr_conn,
+    f: impl FnOnce(&mut Core, ConnId) -> R,
+) -> Result<R, ntr_status> {
+    with_core(core.id, |cell| {
+        let c = cell.conn(conn)?;
+        Ok(f(&mut cell.core, c))
+    })
+    .map_err(|e| e.status)
 }
 
 /// A new caller-driven core with default settings, owned by the calling thread, as a pure
@@ -147,14 +218,15 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
         let me = u64::from(thread_no());
         let id = CORES.with(|c| {
             let mut c = c.borrow_mut();
-            c.1 = c.1.wrapping_add(1).max(1);
-            let id = me << 32 | u64::from(c.1);
-            c.0.insert(
+            c.minted = c.minted.wrapping_add(1).max(1);
+            let id = me << 32 | u64::from(c.minted);
+            c.cells.push((
                 id,
                 CoreCell {
                     core,
                     slot: CallSlot::new(),
                     conns: FxHashMap::default(),
+                    last_conn: Cell::new(None),
                     next_conn: 0,
                     streams: FxHashMap::default(),
                     next_stream: 0,
@@ -163,7 +235,7 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
                     next_started: 0,
                     id_base: id_base(id),
                 },
-            );
+            ));
             id
         });
         // SAFETY: not NULL (checked); valid for a write (contract).
@@ -177,7 +249,12 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
 pub extern "C" fn ntr_core_free(core: ntr_core) -> ntr_status {
     entry(|| {
         with_core(core.id, |_| Ok(()))?;
-        let cell = CORES.with(|c| c.borrow_mut().0.remove(&core.id));
+        let cell = CORES.with(|c| {
+            let mut c = c.borrow_mut();
+            let i = c.find(core.id)?;
+            Some(c.cells.swap_remove(i))
+        });
+        // Dropped outside the borrow: closing its connections may run code that uses cores.
         drop(cell);
         Ok(())
     })
@@ -226,12 +303,15 @@ pub extern "C" fn ntr_core_close(core: ntr_core, conn: ntr_conn) -> ntr_status {
     entry(|| {
         with_core(core.id, |cell| {
             let c = cell.conns.remove(&conn.id).ok_or_else(|| bad_conn(conn))?;
+            cell.last_conn.set(None);
             cell.core.close(c);
             Ok(())
         })
     })
 }
 
+#[cold]
+#[inline(never)]
 pub(crate) fn bad_conn(conn: ntr_conn) -> Error {
     Error::new(
         NTR_INVALID_HANDLE,
@@ -279,21 +359,20 @@ pub unsafe extern "C" fn ntr_core_call(
         with_core(core.id, |cell| {
             let c = cell.conn(conn)?;
             let dl = deadline(deadline_ms);
-            // SAFETY: zeroed or filled by us (contract).
-            let mut v = unsafe { take(out) };
-            v.clear();
-            let r = match cell
+            match cell
                 .core
                 .call(c, service, method, payload, dl, &mut cell.slot)
             {
                 Ok(bytes) => {
-                    v.extend_from_slice(bytes);
+                    // SAFETY: zeroed or filled by us (contract).
+                    unsafe { fill(out, bytes) };
                     Ok(())
                 }
-                Err(e) => Err(Error::new(from_code(e.code()), e.to_string())),
-            };
-            put(out, v);
-            r
+                Err(e) => {
+                    out.len = 0;
+                    Err(call_failed(&e))
+                }
+            }
         })
     })
 }
@@ -395,17 +474,17 @@ pub unsafe extern "C" fn ntr_core_call_result(
             let Some(r) = slot.reply() else {
                 return Err(Error::new(NTR_WOULD_BLOCK, "the call is still in flight"));
             };
-            // SAFETY: zeroed or filled by us (contract).
-            let mut v = unsafe { take(out) };
-            v.clear();
             let r = match r {
                 Ok(bytes) => {
-                    v.extend_from_slice(bytes);
+                    // SAFETY: zeroed or filled by us (contract).
+                    unsafe { fill(out, bytes) };
                     Ok(())
                 }
-                Err(e) => Err(Error::new(from_code(e.code()), e.to_string())),
+                Err(e) => {
+                    out.len = 0;
+                    Err(call_failed(&e))
+                }
             };
-            put(out, v);
             cell.started.remove(&call.id);
             r
         })

@@ -12,10 +12,7 @@ use crate::status::{
 pub(crate) fn entry(body: impl FnOnce() -> Result<(), Error>) -> ntr_status {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => NTR_OK,
-        Ok(Err(e)) => {
-            set_last_error(&e.message);
-            e.status
-        }
+        Ok(Err(e)) => failed(e),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -30,16 +27,30 @@ pub(crate) fn entry(body: impl FnOnce() -> Result<(), Error>) -> ntr_status {
     }
 }
 
+/// Records `e`'s text as the thread's last error and returns its status. Out of line and
+/// cold, as every error path of the library: the success path's code stays small, which is
+/// what a call that comes after a wait (cold caches) pays for.
+#[cold]
+#[inline(never)]
+fn failed(e: Error) -> ntr_status {
+    set_last_error(&e.message);
+    e.status
+}
+
 /// `Err(NTR_NULL_ARGUMENT)` naming `what` when `p` is NULL.
+#[inline]
 pub(crate) fn non_null<T>(p: *const T, what: &str) -> Result<(), Error> {
     if p.is_null() {
-        Err(Error::new(
-            NTR_NULL_ARGUMENT,
-            format!("argument `{what}` is NULL"),
-        ))
+        Err(null_argument(what))
     } else {
         Ok(())
     }
+}
+
+#[cold]
+#[inline(never)]
+fn null_argument(what: &str) -> Error {
+    Error::new(NTR_NULL_ARGUMENT, format!("argument `{what}` is NULL"))
 }
 
 /// Writes `v` to the out-parameter `out`.

@@ -501,6 +501,32 @@ int main(void) {
   EXPECT(ntr_core_free(main_core), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_run_once(main_core, NULL), NTR_INVALID_HANDLE);
 
+  /* Two cores of one thread: each refuses the other's connection, and freeing one leaves the
+   * other usable (the library checks the core it used last first, then searches). */
+  ntr_core core_a, core_b;
+  ntr_conn conn_a, conn_b;
+  EXPECT(ntr_core_new(&core_a), NTR_OK);
+  EXPECT(ntr_core_new(&core_b), NTR_OK);
+  EXPECT(ntr_core_connect(core_a, ep, 1000, &conn_a), NTR_OK);
+  EXPECT(ntr_core_connect(core_b, ep, 1000, &conn_b), NTR_OK);
+  EXPECT(ntr_core_call(core_a, conn_b, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_call(core_a, conn_a, "t@1.0.0", "ok", (const uint8_t *)"a", 1, 1000, &buf), NTR_OK);
+  EXPECT(ntr_core_call(core_b, conn_a, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_free(core_a), NTR_OK);
+  EXPECT(ntr_core_call(core_a, conn_a, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  /* The reply buffer: grown for a long reply, reused in place for a short one, emptied by a
+   * failure. */
+  uint8_t big[300];
+  memset(big, 'b', sizeof big);
+  EXPECT(ntr_core_call(core_b, conn_b, "t@1.0.0", "ok", big, sizeof big, 1000, &buf), NTR_OK);
+  TRUE(buf.len == sizeof big && buf.data[299] == 'b');
+  const uint8_t *kept_data = buf.data;
+  EXPECT(ntr_core_call(core_b, conn_b, "t@1.0.0", "ok", (const uint8_t *)"yz", 2, 1000, &buf), NTR_OK);
+  TRUE(buf.len == 2 && buf.data == kept_data && memcmp(buf.data, "yz", 2) == 0);
+  EXPECT(ntr_core_call(core_b, conn_b, "t@1.0.0", "deny", NULL, 0, 1000, &buf), NTR_PERMISSION_DENIED);
+  TRUE(buf.len == 0);
+  EXPECT(ntr_core_free(core_b), NTR_OK);
+
   /* An async call whose server never answers and which has no deadline: the engine's
    * shutdown ends it, the completion runs once with a failure, and the reply handle that
    * outlives the engine is still harmless to answer. */
