@@ -85,7 +85,19 @@ fn client() -> &'static Path {
 /// The C++ client, linked against the shared library (found through its soname).
 fn cpp_client() -> &'static Path {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
+    EXE.get_or_init(|| build_cpp("cpp-client", "client.cpp"))
+}
+
+/// The C++ streams and events example, linked as `cpp_client`.
+fn cpp_streams() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_cpp("cpp-streams", "streams.cpp"))
+}
+
+/// Builds `examples/cpp/<source>` against the shared library (through its soname).
+fn build_cpp(name: &str, source: &str) -> PathBuf {
+    static LIBS: OnceLock<PathBuf> = OnceLock::new();
+    let libs = LIBS.get_or_init(|| {
         let libs = out_dir().join("shared");
         std::fs::create_dir_all(&libs).expect("lib dir");
         let so = libs.join("libnetron.so.0");
@@ -94,31 +106,32 @@ fn cpp_client() -> &'static Path {
         let link = libs.join("libnetron.so");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("libnetron.so.0", &link).expect("symlink");
-        let exe = out_dir().join("cpp-client");
-        run_compiler(
-            Command::new("c++")
-                .args([
-                    "-std=c++17",
-                    "-Wall",
-                    "-Wextra",
-                    "-Werror",
-                    "-g",
-                    "-pthread",
-                ])
-                .arg("-I")
-                .arg(crate_dir().join("include"))
-                .arg("-I")
-                .arg(crate_dir().join("examples/cpp"))
-                .arg(crate_dir().join("examples/cpp/client.cpp"))
-                .arg("-L")
-                .arg(&libs)
-                .arg("-lnetron")
-                .arg(format!("-Wl,-rpath,{}", libs.display()))
-                .arg("-o")
-                .arg(&exe),
-        );
-        exe
-    })
+        libs
+    });
+    let exe = out_dir().join(name);
+    run_compiler(
+        Command::new("c++")
+            .args([
+                "-std=c++17",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-g",
+                "-pthread",
+            ])
+            .arg("-I")
+            .arg(crate_dir().join("include"))
+            .arg("-I")
+            .arg(crate_dir().join("examples/cpp"))
+            .arg(crate_dir().join("examples/cpp").join(source))
+            .arg("-L")
+            .arg(libs)
+            .arg("-lnetron")
+            .arg(format!("-Wl,-rpath,{}", libs.display()))
+            .arg("-o")
+            .arg(&exe),
+    );
+    exe
 }
 
 /// A running C server and the endpoint it printed.
@@ -279,6 +292,25 @@ fn cpp_client_against_rust_server() {
     let engine = rust_calc();
     let out = run(cpp_client(), &[&engine.endpoints()[0].to_string()]);
     assert!(out.starts_with("add: 12\necho: from C++\n"), "{out}");
+    engine.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn cpp_streams_and_events_against_a_rust_server() {
+    let engine = rust_streams();
+    let out = run(cpp_streams(), &[&engine.endpoints()[0].to_string()]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "server stream: 1000 chunks in order, ended 1",
+            "client stream: server counted 1000 in order 1",
+            "bidi: 1000 of 1000 echoed in order",
+            "events: 10 in order",
+            "error: NTR_PERMISSION_DENIED",
+            "done"
+        ],
+        "C++ streams output:\n{out}"
+    );
     engine.shutdown(Duration::from_secs(1));
 }
 
