@@ -13,6 +13,7 @@ mod client;
 mod config;
 pub(crate) mod events;
 mod ids;
+mod reassembly;
 pub(crate) mod record;
 mod server;
 pub(crate) mod stream;
@@ -372,22 +373,7 @@ impl<C: Caller> Connection<C> {
                 return Err(e);
             }
             rx.extend_from_slice(data);
-            let r = self.process(&rx, env).map(|consumed| {
-                if consumed > 0 && self.is_open() {
-                    // The partial frame completed; what is left started in this read.
-                    self.rx_started = env.now;
-                }
-                rx.drain(..consumed);
-            });
-            if self.is_closing() {
-                rx.clear();
-            }
-            if rx.is_empty() && rx.capacity() > KEEP_BUFFER {
-                // A large frame was reassembled here; an idle connection keeps no big buffer.
-                rx = Vec::new();
-            }
-            self.rx = rx;
-            r
+            self.process_reassembled(rx, env)
         };
         if let Err(e) = &result {
             self.fail(e.clone(), env);
@@ -433,6 +419,27 @@ impl<C: Caller> Connection<C> {
     }
 
     /// Decodes as many whole frames as `buf` holds; returns the bytes consumed.
+    /// Processes the reassembly buffer `rx` (taken out of `self.rx`, bytes already appended),
+    /// keeps what is left of it (a partial frame) and puts it back.
+    fn process_reassembled(&mut self, mut rx: Vec<u8>, env: &mut Env<'_>) -> Result<(), ConnError> {
+        let r = self.process(&rx, env).map(|consumed| {
+            if consumed > 0 && self.is_open() {
+                // The partial frame completed; what is left started in this read.
+                self.rx_started = env.now;
+            }
+            rx.drain(..consumed);
+        });
+        if self.is_closing() {
+            rx.clear();
+        }
+        if rx.is_empty() && rx.capacity() > KEEP_BUFFER {
+            // A large frame was reassembled here; an idle connection keeps no big buffer.
+            rx = Vec::new();
+        }
+        self.rx = rx;
+        r
+    }
+
     fn process(&mut self, buf: &[u8], env: &mut Env<'_>) -> Result<usize, ConnError> {
         self.process_frames(buf, false, env)
     }

@@ -31,6 +31,41 @@ struct Pair {
     registry: Registry,
     stats: CoreStats,
     now: Instant,
+    /// Deliver as a hot connection's link does: the rest of a large partial frame is
+    /// appended straight to its reassembly buffer (`Connection::pending_frame`).
+    direct: bool,
+}
+
+/// Delivers `buf` to `conn` in pieces of at most `chunk` bytes (see `Pair::direct`). A direct
+/// append never goes past the buffer's capacity (asserted: the buffer does not move).
+fn deliver(
+    conn: &mut Connection<Arc<Completion>>,
+    buf: &[u8],
+    chunk: usize,
+    direct: bool,
+    env: &mut Env<'_>,
+) {
+    let mut off = 0;
+    while off < buf.len() {
+        let rest = &buf[off..];
+        if direct && let Some(rx) = conn.pending_frame() {
+            let n = chunk.min(rx.capacity() - rx.len()).min(rest.len());
+            assert!(n > 0, "a pending frame always has room");
+            let at = rx.as_ptr();
+            rx.extend_from_slice(&rest[..n]);
+            assert_eq!(
+                rx.as_ptr(),
+                at,
+                "appending stays within the reserved capacity"
+            );
+            let _ = conn.handle_appended(n, env);
+            off += n;
+        } else {
+            let n = chunk.min(rest.len());
+            let _ = conn.handle_input(&rest[..n], env);
+            off += n;
+        }
+    }
 }
 
 fn registry() -> Registry {
@@ -88,6 +123,7 @@ impl Pair {
             registry: registry(),
             stats: CoreStats::default(),
             now,
+            direct: false,
         }
     }
 
@@ -97,17 +133,13 @@ impl Pair {
             let mut moved = false;
             while let Some((buf, _)) = self.client.poll_transmit() {
                 moved = true;
-                for c in buf.chunks(chunk) {
-                    let mut env = conn_env!(self);
-                    let _ = self.server.handle_input(c, &mut env);
-                }
+                let mut env = conn_env!(self);
+                deliver(&mut self.server, &buf, chunk, self.direct, &mut env);
             }
             while let Some((buf, _)) = self.server.poll_transmit() {
                 moved = true;
-                for c in buf.chunks(chunk) {
-                    let mut env = conn_env!(self);
-                    let _ = self.client.handle_input(c, &mut env);
-                }
+                let mut env = conn_env!(self);
+                deliver(&mut self.client, &buf, chunk, self.direct, &mut env);
             }
             if !moved {
                 return;
@@ -152,6 +184,50 @@ fn frames_split_anywhere_are_reassembled() {
         let big = vec![chunk as u8; 3000];
         assert_eq!(p.call(b"echo", &big, chunk).unwrap(), big);
     }
+}
+
+/// Large frames read as a hot connection reads them (the rest of a frame straight into its
+/// reassembly buffer) arrive exactly as through `handle_input`, whatever the cut, including
+/// frames that follow each other in one batch and small frames between large ones.
+#[test]
+fn large_frames_appended_in_place_are_reassembled() {
+    let mut p = Pair::new();
+    p.direct = true;
+    p.pump(usize::MAX);
+    for chunk in [1, 5, 4096, 16 << 10, 100_000] {
+        for len in [super::reassembly::DIRECT_MIN, 70_000, 300_000] {
+            let big: Vec<u8> = (0..len).map(|i| (i * 7 + chunk) as u8).collect();
+            assert_eq!(
+                p.call(b"echo", &big, chunk).unwrap(),
+                big,
+                "{len} in {chunk}"
+            );
+            assert_eq!(p.call(b"add", &[2, 3], chunk).unwrap(), vec![5]);
+        }
+    }
+    // Several large calls in one batch each way.
+    let slots: Vec<_> = (0..3usize)
+        .map(|i| {
+            let slot = Arc::new(Completion::new());
+            assert!(slot.arm());
+            let payload = vec![i as u8; 50_000 + i];
+            let spec = CallSpec {
+                service: b"calc@1.2.0",
+                method: b"echo",
+                payload: &payload,
+                deadline: Some(Duration::from_secs(1)),
+                idempotent: false,
+                metadata: None,
+            };
+            p.client.start_call(&spec, slot.clone(), p.now).unwrap();
+            (slot, payload)
+        })
+        .collect();
+    p.pump(30_000);
+    for (slot, payload) in slots {
+        assert_eq!(slot.result().unwrap().unwrap(), &payload[..]);
+    }
+    assert!(p.client.is_open() && p.server.is_open());
 }
 
 #[test]

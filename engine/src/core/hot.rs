@@ -136,15 +136,39 @@ impl Core {
                     generation: en.generation,
                 },
             };
-            let read = en.link.read_direct(&mut self.scratch, |input| {
-                let mut env = Env {
-                    registry,
-                    now,
-                    stats,
-                    origin: Some(origin),
-                };
-                let _ = crate::transport::feed(conn, input, &mut env);
-            });
+            let read = if let Some(rx) = conn.pending_frame()
+                && let Some(r) = en.link.recv_appending(rx)
+            {
+                // The rest of a large frame, straight into its reassembly buffer.
+                let room_left = rx.len() < rx.capacity();
+                match r {
+                    Ok(0) => Direct::Eof,
+                    Ok(n) => {
+                        let mut env = Env {
+                            registry,
+                            now,
+                            stats,
+                            origin: Some(origin),
+                        };
+                        let _ = conn.handle_appended(n, &mut env);
+                        Direct::Got {
+                            maybe_more: !room_left,
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Direct::Empty,
+                    Err(_) => Direct::Failed,
+                }
+            } else {
+                en.link.read_direct(&mut self.scratch, |input| {
+                    let mut env = Env {
+                        registry,
+                        now,
+                        stats,
+                        origin: Some(origin),
+                    };
+                    let _ = crate::transport::feed(conn, input, &mut env);
+                })
+            };
             match read {
                 Direct::Got { maybe_more } => {
                     got = true;

@@ -158,6 +158,14 @@ pub(crate) trait Link {
     /// Reads what is waiting without the driver (busy-poll), into `scratch` if the link needs
     /// a buffer.
     fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct;
+    /// Receives without the driver (busy-poll) straight onto the end of `buf`, a partial
+    /// frame's reassembly buffer (`Connection::pending_frame`), at most its spare capacity:
+    /// the number of bytes appended (0: the peer closed), or `None` when this link does not
+    /// read byte streams (records are read in place anyway).
+    fn recv_appending(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        let _ = buf;
+        None
+    }
     /// Nothing more is read: the peer ended (`shut == false`) or the connection is closing
     /// (`shut == true`: also tell the transport, so a pending receive ends).
     fn end_reading(&mut self, shut: bool);
@@ -271,6 +279,9 @@ impl Link for AnyLink {
     }
     fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
         each!(self, l => l.read_direct(scratch, deliver))
+    }
+    fn recv_appending(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        each!(self, l => l.recv_appending(buf))
     }
     fn end_reading(&mut self, shut: bool) {
         each!(self, l => l.end_reading(shut))

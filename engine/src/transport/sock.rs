@@ -439,6 +439,26 @@ pub(crate) fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// One non-blocking receive onto the end of `buf`, at most its spare capacity (no
+/// allocation): the number of bytes appended, `Ok(0)` for an orderly EOF, `WouldBlock` when
+/// nothing is queued (or `buf` has no spare capacity); `Interrupted` is retried.
+pub(crate) fn recv_appending(fd: &OwnedFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    loop {
+        match rustix::net::recv(
+            fd,
+            rustix::buffer::spare_capacity(buf),
+            rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// One non-blocking send of `buf` (`MSG_DONTWAIT | MSG_NOSIGNAL`: a closed peer is `EPIPE`, not
 /// a signal). Returns how many bytes the socket took; `WouldBlock` when it took none.
 pub(crate) fn send_now(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {

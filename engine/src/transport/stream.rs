@@ -151,6 +151,10 @@ impl Link for StreamLink {
         }
     }
 
+    fn recv_appending(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        Some(sock::recv_appending(&self.fd, buf))
+    }
+
     fn end_reading(&mut self, shut: bool) {
         if !self.read_done {
             self.read_done = true;

@@ -355,6 +355,7 @@ fn events_not_in_force_are_refused_per_exchange() {
         registry: registry(),
         stats: CoreStats::default(),
         now,
+        direct: false,
     };
     p.pump(usize::MAX);
     let log = Rc::new(RefCell::new(Log::default()));

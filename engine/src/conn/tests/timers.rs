@@ -21,6 +21,7 @@ fn pair(server: &ProtocolConfig, client: &ProtocolConfig) -> Pair {
         registry: registry(),
         stats: CoreStats::default(),
         now,
+        direct: false,
     }
 }
 
