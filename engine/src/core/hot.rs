@@ -136,6 +136,12 @@ impl Core {
                     generation: en.generation,
                 },
             };
+            let mut env = Env {
+                registry,
+                now,
+                stats,
+                origin: Some(origin),
+            };
             let read = if let Some(rx) = conn.pending_frame()
                 && let Some(r) = en.link.recv_appending(rx)
             {
@@ -144,12 +150,6 @@ impl Core {
                 match r {
                     Ok(0) => Direct::Eof,
                     Ok(n) => {
-                        let mut env = Env {
-                            registry,
-                            now,
-                            stats,
-                            origin: Some(origin),
-                        };
                         let _ = conn.handle_appended(n, &mut env);
                         Direct::Got {
                             maybe_more: !room_left,
@@ -160,12 +160,6 @@ impl Core {
                 }
             } else {
                 en.link.read_direct(&mut self.scratch, |input| {
-                    let mut env = Env {
-                        registry,
-                        now,
-                        stats,
-                        origin: Some(origin),
-                    };
                     let _ = crate::transport::feed(conn, input, &mut env);
                 })
             };
