@@ -1,4 +1,4 @@
-//! Endpoint strings: `tcp://host:port`, `unix:///path` and `inproc://name`.
+//! Endpoint strings: `tcp://host:port`, `unix:///path`, `inproc://name` and `shm://name`.
 //!
 //! Host names are resolved when the string is parsed, on the parsing thread (never on a core
 //! thread: cores only see resolved addresses), and every resolved address is kept: a connect
@@ -29,6 +29,10 @@ pub enum Endpoint {
     /// `inproc://name`: the in-process record transport (engines of this process only; see
     /// [`crate::inproc`]). Names are unique per process.
     Inproc(String),
+    /// `shm://name`: the shared-memory record transport between processes of one host
+    /// (netron-shm segments; docs/shm.md). `name` is a Linux abstract socket name, or a
+    /// filesystem socket path when it starts with `/` or `./` (`shm:///run/app.sock`).
+    Shm(String),
 }
 
 /// An endpoint string could not be parsed.
@@ -36,7 +40,9 @@ pub enum Endpoint {
 #[non_exhaustive]
 pub enum EndpointError {
     /// The scheme is not one Netron knows.
-    #[error("unknown endpoint scheme in {0:?}: use tcp://host:port, unix:///path or inproc://name")]
+    #[error(
+        "unknown endpoint scheme in {0:?}: use tcp://host:port, unix:///path, inproc://name or shm://name"
+    )]
     UnknownScheme(String),
     /// The address part is malformed or did not resolve.
     #[error("invalid address in {0:?}: {1}")]
@@ -65,7 +71,7 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(a) => std::slice::from_ref(a),
             Endpoint::TcpHost { addrs, .. } => addrs,
-            Endpoint::Unix(_) | Endpoint::Inproc(_) => &[],
+            Endpoint::Unix(_) | Endpoint::Inproc(_) | Endpoint::Shm(_) => &[],
         }
     }
 }
@@ -100,6 +106,14 @@ impl FromStr for Endpoint {
                 ));
             }
             Ok(Endpoint::Inproc(name.to_owned()))
+        } else if let Some(name) = s.strip_prefix("shm://") {
+            if name.is_empty() {
+                return Err(EndpointError::BadAddress(
+                    s.to_owned(),
+                    "the name is empty (shm://name)".into(),
+                ));
+            }
+            Ok(Endpoint::Shm(name.to_owned()))
         } else {
             Err(EndpointError::UnknownScheme(s.to_owned()))
         }
@@ -113,6 +127,7 @@ impl fmt::Display for Endpoint {
             Endpoint::TcpHost { name, .. } => write!(f, "tcp://{name}"),
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
             Endpoint::Inproc(n) => write!(f, "inproc://{n}"),
+            Endpoint::Shm(n) => write!(f, "shm://{n}"),
         }
     }
 }
@@ -145,6 +160,18 @@ mod tests {
         );
         assert!(matches!(
             "inproc://".parse::<Endpoint>(),
+            Err(EndpointError::BadAddress(..))
+        ));
+        assert_eq!(
+            "shm://svc".parse::<Endpoint>().unwrap(),
+            Endpoint::Shm("svc".into())
+        );
+        assert_eq!(
+            "shm:///run/a.sock".parse::<Endpoint>().unwrap().to_string(),
+            "shm:///run/a.sock"
+        );
+        assert!(matches!(
+            "shm://".parse::<Endpoint>(),
             Err(EndpointError::BadAddress(..))
         ));
         assert!(matches!(

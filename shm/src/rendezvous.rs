@@ -263,6 +263,16 @@ impl Drop for ShmListener {
     }
 }
 
+/// Runs `f` again while a signal interrupts it (`EINTR`: nothing was transferred).
+fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match f() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Server side of one rendezvous.
 fn serve(stream: UnixStream, cfg: &Config) -> Result<ShmConnection> {
     set_timeouts(&stream, Some(cfg.handshake_timeout))?;
@@ -305,12 +315,14 @@ fn serve(stream: UnixStream, cfg: &Config) -> Result<ShmConnection> {
             what: "could not build the SCM_RIGHTS message",
         });
     }
-    let sent = rustix::net::sendmsg(
-        &stream,
-        &[IoSlice::new(&reply)],
-        &mut cmsg,
-        SendFlags::NOSIGNAL,
-    )
+    let sent = retry_intr(|| {
+        rustix::net::sendmsg(
+            &stream,
+            &[IoSlice::new(&reply)],
+            &mut cmsg,
+            SendFlags::NOSIGNAL,
+        )
+    })
     .map_err(|e| Error::io("sendmsg(SCM_RIGHTS)", e))?;
     if sent != MSG_LEN {
         return Err(Error::Handshake {
@@ -341,7 +353,7 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
         cfg.to_server as u64,
         cfg.to_client as u64,
     ]);
-    let n = rustix::net::send(&stream, &hello, SendFlags::NOSIGNAL)
+    let n = retry_intr(|| rustix::net::send(&stream, &hello, SendFlags::NOSIGNAL))
         .map_err(|e| Error::io("sending the hello", e))?;
     if n != MSG_LEN {
         return Err(Error::Handshake {
@@ -352,12 +364,14 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
     let mut reply = [0u8; MSG_LEN];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
-    let msg = rustix::net::recvmsg(
-        &stream,
-        &mut [IoSliceMut::new(&mut reply)],
-        &mut cmsg,
-        RecvFlags::CMSG_CLOEXEC,
-    )
+    let msg = retry_intr(|| {
+        rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut reply)],
+            &mut cmsg,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })
     .map_err(|e| handshake_io("the server closed before replying")(e.into()))?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in cmsg.drain() {

@@ -27,6 +27,7 @@
 
 pub(crate) mod inproc;
 pub(crate) mod record;
+pub(crate) mod shm;
 pub(crate) mod sock;
 pub(crate) mod stream;
 
@@ -212,7 +213,8 @@ impl Connected {
 /// [`sock::connect`]), within `timeout`.
 ///
 /// # Errors
-/// The socket's error, or `ConnectionRefused` if nothing listens on an `inproc://` name.
+/// The socket's error, or `ConnectionRefused` if nothing listens on an `inproc://` or
+/// `shm://` name.
 pub(crate) fn connect(
     endpoint: &crate::Endpoint,
     timeout: std::time::Duration,
@@ -220,6 +222,9 @@ pub(crate) fn connect(
     match endpoint {
         crate::Endpoint::Inproc(name) => {
             inproc::connect(name).map(|p| Connected::Record(Box::new(p)))
+        }
+        crate::Endpoint::Shm(name) => {
+            shm::connect(name, timeout).map(|p| Connected::Record(Box::new(p)))
         }
         _ => sock::connect(endpoint, timeout).map(Connected::Socket),
     }
@@ -237,7 +242,7 @@ pub(crate) fn discard(io: &mut Driver, event: Event) {
 pub(crate) enum AnyLink {
     /// TCP or Unix socket.
     Stream(stream::StreamLink),
-    /// Two record rings with doorbells (`inproc://`; `shm://` next). Boxed, so the entries of
+    /// Two record rings with doorbells (`inproc://`, `shm://`). Boxed, so the entries of
     /// stream connections stay small.
     Record(Box<record::RecordLink>),
 }
@@ -298,5 +303,8 @@ impl Link for AnyLink {
     }
     fn close(&mut self) {
         each!(self, l => l.close())
+    }
+    fn quiescent(&self) -> bool {
+        each!(self, l => l.quiescent())
     }
 }
