@@ -172,10 +172,9 @@ impl EngineBuilder {
                 endpoint: s.clone(),
                 source: e,
             };
-            if let Endpoint::Inproc(name) | Endpoint::Shm(name) = &ep {
+            if let Endpoint::Inproc(_) | Endpoint::Shm { .. } = &ep {
                 // Bound once the cores run (their inboxes take the connections).
-                let shm = matches!(ep, Endpoint::Shm(_));
-                inproc_names.push((name.clone(), s.clone(), shm));
+                inproc_names.push((ep.clone(), s.clone()));
                 bound.push(ep.clone());
                 continue;
             }
@@ -265,17 +264,21 @@ impl EngineBuilder {
         // In-process names: a connect from any thread of this process goes to the cores in
         // turn, as the kernel spreads a socket's connections over their accepts.
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for (name, s, shm) in inproc_names {
+        for (ep, s) in inproc_names {
             let (inboxes, next) = (engine.inboxes.clone(), next.clone());
             let acceptor = Arc::new(move |pipe| {
                 let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
                 inboxes[i].push(Command::AcceptRecord(pipe));
                 Ok(())
             });
-            let bound = if shm {
-                crate::transport::shm::bind(&name, acceptor).map(|b| engine.shm.push(b))
-            } else {
-                crate::transport::inproc::bind(&name, acceptor).map(|b| engine.inproc.push(b))
+            let bound = match &ep {
+                Endpoint::Shm { name, options } => {
+                    crate::transport::shm::bind(name, options, acceptor).map(|b| engine.shm.push(b))
+                }
+                Endpoint::Inproc(name) => {
+                    crate::transport::inproc::bind(name, acceptor).map(|b| engine.inproc.push(b))
+                }
+                _ => Ok(()),
             };
             match bound {
                 Ok(()) => {}

@@ -83,7 +83,7 @@ pub use dispatch::{
 };
 pub use driver::uring::RingError;
 pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
-pub use endpoint::{Endpoint, EndpointError};
+pub use endpoint::{Endpoint, EndpointError, ShmOptions};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use error::{CallError, ConnectError};
 pub use events::{Event, EventConfig, RecvError, SlowPolicy, SubscribeOptions, Subscription};

@@ -199,6 +199,11 @@ impl ShmListener {
         let (listener, file) = match &path {
             Some(p) => {
                 let (l, f) = bind_path(name, &addr, p)?;
+                if let Some(mode) = config.socket_mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| Error::io("chmod of the socket", e))?;
+                }
                 (l, Some(f))
             }
             // Abstract names vanish with their socket: never stale, and the kernel refuses a
@@ -246,6 +251,15 @@ impl ShmListener {
                 Err(e) => return Err(Error::io("poll on the listener", e)),
             }
             let (stream, _) = self.listener.accept().map_err(|e| Error::io("accept", e))?;
+            if let Some(uids) = &self.config.allow_uids {
+                let cred = rustix::net::sockopt::socket_peercred(&stream)
+                    .map_err(|e| Error::io("SO_PEERCRED", e))?;
+                if !uids.contains(&cred.uid.as_raw()) {
+                    return Err(Error::Handshake {
+                        what: "the client's user id is not in the listener's allow_uids",
+                    });
+                }
+            }
             return serve(stream, &self.config);
         }
     }

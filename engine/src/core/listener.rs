@@ -129,11 +129,12 @@ impl Core {
             self.listeners.inproc.push(binding);
             return Ok(vec![endpoint.clone()]);
         }
-        if let Endpoint::Shm(name) = endpoint {
+        if let Endpoint::Shm { name, options } = endpoint {
             // The rendezvous runs on the binding's accept thread, then reaches the inbox.
             let inbox = self.inbox.clone();
             let binding = crate::transport::shm::bind(
                 name,
+                options,
                 std::sync::Arc::new(move |pipe| {
                     inbox.push(crate::inbox::Command::AcceptRecord(pipe));
                     Ok(())

@@ -58,7 +58,14 @@ pub(crate) struct RecordPipe {
     /// The peer half-closed (`shm://`: it shut its socket's writing side down): reads end
     /// after what it published, as after a FIN.
     input_ended: bool,
+    /// `shm://` not trusting its peer: each record is copied here before the connection
+    /// looks at it (docs/protocol.md §26.5; docs/shm.md, "Lending ring memory"). Kept (no
+    /// allocation per record) unless a large record grew it past [`KEEP_COPY`].
+    copy: Option<Vec<u8>>,
 }
+
+/// Bytes of record copy buffer an untrusting `shm://` connection keeps between reads.
+const KEEP_COPY: usize = 256 << 10;
 
 /// What [`RecordPipe::read`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,8 +76,9 @@ pub(crate) enum ReadEnd {
     Empty,
     /// The peer is gone and everything it published was read.
     Eof,
-    /// The ring broke its rules (a bug, or memory corruption); close.
-    Failed(String),
+    /// The ring broke its rules (a bug, or a peer that corrupted the segment: counter
+    /// `shm_corrupt`); close.
+    Failed { counter: &'static str, why: String },
 }
 
 /// What [`RecordPipe::write`] did with a batch.
@@ -105,6 +113,7 @@ impl RecordPipe {
             first: Some(Role::Client),
             remote: false,
             input_ended: false,
+            copy: None,
         };
         let server = RecordPipe {
             limit_in: client.tx.max_record_len(),
@@ -114,12 +123,19 @@ impl RecordPipe {
             first: Some(Role::Server),
             remote: false,
             input_ended: false,
+            copy: None,
         };
         Ok((client, server))
     }
 
     /// One side of a `shm://` connection: the segment's two rings (`role` says which side).
-    pub(crate) fn from_shm(conn: netron_shm::ShmConnection, role: Role) -> RecordPipe {
+    /// `trust_peer`: records are read in place (the peer is trusted not to change them
+    /// while they are looked at); otherwise each is copied first (§26.5).
+    pub(crate) fn from_shm(
+        conn: netron_shm::ShmConnection,
+        role: Role,
+        trust_peer: bool,
+    ) -> RecordPipe {
         let (tx, rx) = conn.split();
         RecordPipe {
             // The peer's producer writes records of at most its ring's capacity less 16
@@ -131,6 +147,7 @@ impl RecordPipe {
             first: Some(role),
             remote: true,
             input_ended: false,
+            copy: (!trust_peer).then(Vec::new),
         }
     }
 
@@ -170,15 +187,28 @@ impl RecordPipe {
         while n < MAX_RECORDS_PER_READ {
             match self.rx.read() {
                 Ok(Some(r)) => {
-                    deliver(r);
+                    match self.copy.as_mut() {
+                        // §26.5: the peer may rewrite the record while we parse it; the
+                        // connection sees a private copy (its length was read once, by
+                        // netron-shm, before the slice was formed).
+                        Some(copy) => {
+                            copy.clear();
+                            copy.extend_from_slice(r);
+                            deliver(copy);
+                        }
+                        None => deliver(r),
+                    }
                     n += 1;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    end = Some(ReadEnd::Failed(ring_err(&e, self.remote)));
+                    end = Some(ring_failed(&e, self.remote));
                     break;
                 }
             }
+        }
+        if let Some(copy) = self.copy.as_mut().filter(|c| c.capacity() > KEEP_COPY) {
+            *copy = Vec::new();
         }
         self.rx.release();
         match end {
@@ -262,6 +292,19 @@ impl RecordPipe {
 
 /// Why a ring operation failed, in this transport's words: netron-shm's `PeerGone` speaks of
 /// another process and its liveness socket, which an in-process peer has neither.
+/// A failed read: `shm_corrupt` if the peer broke the ring's rules (netron-shm closed the
+/// connection), else `recv_failed`.
+fn ring_failed(e: &ShmError, remote: bool) -> ReadEnd {
+    let counter = match e {
+        ShmError::Corrupt { .. } => "shm_corrupt",
+        _ => "recv_failed",
+    };
+    ReadEnd::Failed {
+        counter,
+        why: ring_err(e, remote),
+    }
+}
+
 fn ring_err(e: &ShmError, remote: bool) -> String {
     match (e, remote) {
         (ShmError::PeerGone, false) => "the in-process peer closed the connection".to_owned(),

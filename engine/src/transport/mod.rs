@@ -131,8 +131,8 @@ pub(crate) enum Direct {
     Empty,
     /// The peer ended its sending side.
     Eof,
-    /// The transport failed.
-    Failed,
+    /// The transport failed: close, counting `counter` (`recv_failed`, `shm_corrupt`).
+    Failed(&'static str),
 }
 
 /// One link kind per transport. Every method is cheap and allocation-free on the hot path.
@@ -223,8 +223,8 @@ pub(crate) fn connect(
         crate::Endpoint::Inproc(name) => {
             inproc::connect(name).map(|p| Connected::Record(Box::new(p)))
         }
-        crate::Endpoint::Shm(name) => {
-            shm::connect(name, timeout).map(|p| Connected::Record(Box::new(p)))
+        crate::Endpoint::Shm { name, options } => {
+            shm::connect(name, options.trust_peer, timeout).map(|p| Connected::Record(Box::new(p)))
         }
         _ => sock::connect(endpoint, timeout).map(Connected::Socket),
     }

@@ -248,10 +248,7 @@ impl Link for RecordLink {
                     ReadEnd::Got(_) => Update::Input,
                     ReadEnd::Empty => Update::Quiet(None),
                     ReadEnd::Eof => Update::Eof,
-                    ReadEnd::Failed(why) => Update::RecvFailed {
-                        counter: "recv_failed",
-                        why,
-                    },
+                    ReadEnd::Failed { counter, why } => Update::RecvFailed { counter, why },
                 }
             }
             Event::Polled { result, .. } => {
@@ -321,7 +318,7 @@ impl Link for RecordLink {
             },
             ReadEnd::Empty => Direct::Empty,
             ReadEnd::Eof => Direct::Eof,
-            ReadEnd::Failed(_) => Direct::Failed,
+            ReadEnd::Failed { counter, .. } => Direct::Failed(counter),
         }
     }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use netron_shm::{Config, Error as ShmError, ShmConnection, ShmListener};
 
 use super::inproc::{Acceptor, RecordPipe};
+use crate::ShmOptions;
 use crate::conn::Role;
 
 /// How long the server side of one rendezvous waits for a client's hello.
@@ -40,6 +41,18 @@ fn config(handshake: Duration) -> Config {
     let mut c = Config::default();
     c.spin(Duration::ZERO)
         .handshake_timeout(handshake.max(Duration::from_millis(1)));
+    c
+}
+
+/// A listener's netron-shm settings: [`config`] plus the endpoint's `allow_uid` and `mode`.
+fn listen_config(options: &ShmOptions) -> Config {
+    let mut c = config(HANDSHAKE_TIMEOUT);
+    if let Some(uids) = &options.allow_uids {
+        c.allow_uids(uids);
+    }
+    if let Some(mode) = options.mode {
+        c.socket_mode(mode);
+    }
     c
 }
 
@@ -79,13 +92,14 @@ impl Drop for Binding {
     }
 }
 
-/// Binds `name` (the part after `shm://`) and hands every accepted connection's server half
-/// to `acceptor`, from an accept thread.
+/// Binds `name` (the part after `shm://`, without options) and hands every accepted
+/// connection's server half to `acceptor`, from an accept thread; `options` say whom to
+/// accept and whether to trust the clients' records.
 ///
 /// # Errors
 /// `AddrInUse` if something listens on the name; `InvalidInput` if it is empty; the OS error
 /// if the socket, the stop eventfd or the thread cannot be made.
-pub(crate) fn bind(name: &str, acceptor: Acceptor) -> io::Result<Binding> {
+pub(crate) fn bind(name: &str, options: &ShmOptions, acceptor: Acceptor) -> io::Result<Binding> {
     if name.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -93,7 +107,8 @@ pub(crate) fn bind(name: &str, acceptor: Acceptor) -> io::Result<Binding> {
         ));
     }
     let listener =
-        ShmListener::bind_with(name, config(HANDSHAKE_TIMEOUT)).map_err(|e| io_err(name, e))?;
+        ShmListener::bind_with(name, listen_config(options)).map_err(|e| io_err(name, e))?;
+    let trust_peer = options.trust_peer;
     let stop = Arc::new(
         rustix::event::eventfd(
             0,
@@ -104,7 +119,7 @@ pub(crate) fn bind(name: &str, acceptor: Acceptor) -> io::Result<Binding> {
     let stop2 = stop.clone();
     let thread = std::thread::Builder::new()
         .name("netron-shm-accept".to_owned())
-        .spawn(move || accept_loop(&listener, &stop2, &acceptor))?;
+        .spawn(move || accept_loop(&listener, &stop2, &acceptor, trust_peer))?;
     Ok(Binding {
         stop,
         thread: Some(thread),
@@ -112,7 +127,7 @@ pub(crate) fn bind(name: &str, acceptor: Acceptor) -> io::Result<Binding> {
 }
 
 /// Accepts until `stop` is written. A failed rendezvous concerns that client only.
-fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor) {
+fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor, trust_peer: bool) {
     use rustix::event::{PollFd, PollFlags};
     let lfd = listener.as_fd();
     loop {
@@ -134,7 +149,7 @@ fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor) {
         match listener.accept_timeout(Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
             Ok(conn) => {
                 // A refusal drops the rings: the client sees the connection close.
-                let _ = acceptor(RecordPipe::from_shm(conn, Role::Server));
+                let _ = acceptor(RecordPipe::from_shm(conn, Role::Server, trust_peer));
             }
             Err(e) => tracing::debug!("shm:// rendezvous failed: {e}"),
         }
@@ -148,8 +163,8 @@ fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor) {
 /// `ConnectionRefused` (or `NotFound` for a path name) if nothing listens; `TimedOut` if the
 /// server did not answer within `timeout`; the OS error otherwise; every message names the
 /// endpoint.
-pub(crate) fn connect(name: &str, timeout: Duration) -> io::Result<RecordPipe> {
-    connect_conn(name, timeout).map(|c| RecordPipe::from_shm(c, Role::Client))
+pub(crate) fn connect(name: &str, trust_peer: bool, timeout: Duration) -> io::Result<RecordPipe> {
+    connect_conn(name, timeout).map(|c| RecordPipe::from_shm(c, Role::Client, trust_peer))
 }
 
 fn connect_conn(name: &str, timeout: Duration) -> io::Result<ShmConnection> {
@@ -219,16 +234,18 @@ mod tests {
         let sink = got.clone();
         let b = bind(
             &name,
+            &ShmOptions::default(),
             Arc::new(move |p| {
                 sink.lock().unwrap().push(p);
                 Ok(())
             }),
         )
         .unwrap();
-        let e = bind(&name, Arc::new(|_| Ok(()))).unwrap_err();
+        let none = ShmOptions::default();
+        let e = bind(&name, &none, Arc::new(|_| Ok(()))).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
         assert!(e.to_string().contains(&name), "{e}");
-        let client = connect(&name, Duration::from_secs(5)).unwrap();
+        let client = connect(&name, false, Duration::from_secs(5)).unwrap();
         assert!(client.is_remote() && client.liveness().is_some());
         let deadline = Instant::now() + Duration::from_secs(5);
         while got.lock().unwrap().is_empty() {
@@ -236,14 +253,53 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         drop(b);
-        let e = connect(&name, Duration::from_secs(1)).unwrap_err();
+        let e = connect(&name, false, Duration::from_secs(1)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
         assert!(e.to_string().contains("nothing listens"), "{e}");
         // The name is free again at once.
-        drop(bind(&name, Arc::new(|_| Ok(()))).unwrap());
+        drop(bind(&name, &none, Arc::new(|_| Ok(()))).unwrap());
         assert_eq!(
-            bind("", Arc::new(|_| Ok(()))).unwrap_err().kind(),
+            bind("", &none, Arc::new(|_| Ok(()))).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
+    }
+
+    #[test]
+    fn a_client_whose_uid_is_not_allowed_is_refused_before_any_segment() {
+        let name = format!("netron-engine-shm-uid-{}", std::process::id());
+        let me = rustix::process::getuid().as_raw();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a1, a2) = (accepted.clone(), accepted.clone());
+        let mut others = ShmOptions::default();
+        others.allow_uids = Some(vec![me.wrapping_add(1)]);
+        let b = bind(
+            &name,
+            &others,
+            Arc::new(move |_| {
+                a1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let e = connect(&name, false, Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains(&name), "{e}");
+        drop(b);
+        assert_eq!(a2.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let mut mine = ShmOptions::default();
+        mine.allow_uids = Some(vec![me]);
+        let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let g = got.clone();
+        let b = bind(
+            &name,
+            &mine,
+            Arc::new(move |_| {
+                g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        connect(&name, false, Duration::from_secs(5)).unwrap();
+        drop(b); // joins the accept thread: the acceptor ran
+        assert_eq!(got.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }
