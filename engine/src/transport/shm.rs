@@ -270,8 +270,10 @@ mod tests {
         let me = rustix::process::getuid().as_raw();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (a1, a2) = (accepted.clone(), accepted.clone());
-        let mut others = ShmOptions::default();
-        others.allow_uids = Some(vec![me.wrapping_add(1)]);
+        let others = ShmOptions {
+            allow_uids: Some(vec![me.wrapping_add(1)]),
+            ..ShmOptions::default()
+        };
         let b = bind(
             &name,
             &others,
@@ -285,8 +287,10 @@ mod tests {
         assert!(e.to_string().contains(&name), "{e}");
         drop(b);
         assert_eq!(a2.load(std::sync::atomic::Ordering::Relaxed), 0);
-        let mut mine = ShmOptions::default();
-        mine.allow_uids = Some(vec![me]);
+        let mine = ShmOptions {
+            allow_uids: Some(vec![me]),
+            ..ShmOptions::default()
+        };
         let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let g = got.clone();
         let b = bind(
