@@ -1,4 +1,4 @@
-//! Endpoint strings: `tcp://host:port`, `unix:///path` and `inproc://name`.
+//! Endpoint strings: `tcp://host:port`, `unix:///path`, `inproc://name` and `shm://name`.
 //!
 //! Host names are resolved when the string is parsed, on the parsing thread (never on a core
 //! thread: cores only see resolved addresses), and every resolved address is kept: a connect
@@ -29,6 +29,96 @@ pub enum Endpoint {
     /// `inproc://name`: the in-process record transport (engines of this process only; see
     /// [`crate::inproc`]). Names are unique per process.
     Inproc(String),
+    /// `shm://name[?option&...]`: the shared-memory record transport between processes of
+    /// one host (netron-shm segments; docs/shm.md, "In the engine"). `name` is a Linux
+    /// abstract socket name, or a filesystem socket path when it starts with `/` or `./`
+    /// (`shm:///run/app.sock`). Options: see [`ShmOptions`].
+    Shm {
+        /// The rendezvous name (without options).
+        name: String,
+        /// The options written after `?`.
+        options: ShmOptions,
+    },
+}
+
+/// Options of an `shm://` endpoint, written after the name: `shm://name?trust_peer`,
+/// `shm:///run/a.sock?mode=660&allow_uid=1000,1001`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShmOptions {
+    /// `trust_peer`: records are parsed in place in the shared ring, with no private copy
+    /// (docs/protocol.md §26.5). Only for a peer trusted not to rewrite the segment while
+    /// it is read: a process of the same trust domain (docs/shm.md, "Lending ring memory").
+    /// Default: every record is copied before the connection looks at it.
+    pub trust_peer: bool,
+    /// `allow_uid=UID[,UID...]` (listen only): clients whose user id (`SO_PEERCRED`) is not
+    /// listed are refused before a segment is made. Default: any user who can reach the
+    /// socket (for an abstract name: any local user).
+    pub allow_uids: Option<Vec<u32>>,
+    /// `mode=OCTAL` (listen only, filesystem names): the socket file's permission bits.
+    pub mode: Option<u32>,
+}
+
+impl ShmOptions {
+    fn parse(s: &str, query: &str) -> Result<ShmOptions, EndpointError> {
+        let bad = |why: String| EndpointError::BadAddress(s.to_owned(), why);
+        let mut o = ShmOptions::default();
+        for opt in query.split('&') {
+            let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+            match (key, value) {
+                ("trust_peer", "" | "1" | "true") => o.trust_peer = true,
+                ("trust_peer", "0" | "false") => o.trust_peer = false,
+                ("allow_uid", v) => {
+                    let uids: Result<Vec<u32>, _> = v.split(',').map(str::parse).collect();
+                    o.allow_uids = Some(uids.map_err(|_| {
+                        bad(format!(
+                            "allow_uid={v:?} is not a list of user ids (allow_uid=1000,1001)"
+                        ))
+                    })?);
+                }
+                ("mode", v) => {
+                    o.mode = Some(
+                        u32::from_str_radix(v, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777)
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "mode={v:?} is not octal permission bits (mode=660)"
+                                ))
+                            })?,
+                    );
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown shm:// option {opt:?} (use trust_peer, allow_uid=UID[,UID...] \
+                         or mode=OCTAL)"
+                    )));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+impl fmt::Display for ShmOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = '?';
+        if self.trust_peer {
+            write!(f, "{sep}trust_peer")?;
+            sep = '&';
+        }
+        if let Some(uids) = &self.allow_uids {
+            write!(f, "{sep}allow_uid=")?;
+            for (i, u) in uids.iter().enumerate() {
+                write!(f, "{}{u}", if i == 0 { "" } else { "," })?;
+            }
+            sep = '&';
+        }
+        if let Some(m) = self.mode {
+            write!(f, "{sep}mode={m:o}")?;
+        }
+        Ok(())
+    }
 }
 
 /// An endpoint string could not be parsed.
@@ -36,7 +126,9 @@ pub enum Endpoint {
 #[non_exhaustive]
 pub enum EndpointError {
     /// The scheme is not one Netron knows.
-    #[error("unknown endpoint scheme in {0:?}: use tcp://host:port, unix:///path or inproc://name")]
+    #[error(
+        "unknown endpoint scheme in {0:?}: use tcp://host:port, unix:///path, inproc://name or shm://name"
+    )]
     UnknownScheme(String),
     /// The address part is malformed or did not resolve.
     #[error("invalid address in {0:?}: {1}")]
@@ -65,7 +157,7 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(a) => std::slice::from_ref(a),
             Endpoint::TcpHost { addrs, .. } => addrs,
-            Endpoint::Unix(_) | Endpoint::Inproc(_) => &[],
+            Endpoint::Unix(_) | Endpoint::Inproc(_) | Endpoint::Shm { .. } => &[],
         }
     }
 }
@@ -100,6 +192,23 @@ impl FromStr for Endpoint {
                 ));
             }
             Ok(Endpoint::Inproc(name.to_owned()))
+        } else if let Some(rest) = s.strip_prefix("shm://") {
+            let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if name.is_empty() {
+                return Err(EndpointError::BadAddress(
+                    s.to_owned(),
+                    "the name is empty (shm://name)".into(),
+                ));
+            }
+            let options = if query.is_empty() {
+                ShmOptions::default()
+            } else {
+                ShmOptions::parse(s, query)?
+            };
+            Ok(Endpoint::Shm {
+                name: name.to_owned(),
+                options,
+            })
         } else {
             Err(EndpointError::UnknownScheme(s.to_owned()))
         }
@@ -113,6 +222,7 @@ impl fmt::Display for Endpoint {
             Endpoint::TcpHost { name, .. } => write!(f, "tcp://{name}"),
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
             Endpoint::Inproc(n) => write!(f, "inproc://{n}"),
+            Endpoint::Shm { name, options } => write!(f, "shm://{name}{options}"),
         }
     }
 }
@@ -147,6 +257,35 @@ mod tests {
             "inproc://".parse::<Endpoint>(),
             Err(EndpointError::BadAddress(..))
         ));
+        assert_eq!(
+            "shm://svc".parse::<Endpoint>().unwrap(),
+            Endpoint::Shm {
+                name: "svc".into(),
+                options: ShmOptions::default()
+            }
+        );
+        for s in [
+            "shm:///run/a.sock",
+            "shm://svc?trust_peer",
+            "shm:///run/a.sock?allow_uid=0,1000&mode=660",
+        ] {
+            assert_eq!(s.parse::<Endpoint>().unwrap().to_string(), s);
+        }
+        let Ok(Endpoint::Shm { options, .. }) = "shm://x?mode=640&allow_uid=7".parse() else {
+            panic!("options parse");
+        };
+        assert_eq!(options.mode, Some(0o640));
+        assert_eq!(options.allow_uids, Some(vec![7]));
+        assert!(!options.trust_peer);
+        for (bad, names) in [
+            ("shm://", "empty"),
+            ("shm://x?trust", "trust_peer"),
+            ("shm://x?mode=999", "mode"),
+            ("shm://x?allow_uid=me", "allow_uid"),
+        ] {
+            let e = bad.parse::<Endpoint>().unwrap_err();
+            assert!(e.to_string().contains(names), "{bad}: {e}");
+        }
         assert!(matches!(
             "udp://x".parse::<Endpoint>(),
             Err(EndpointError::UnknownScheme(_))

@@ -104,9 +104,11 @@ impl EngineBuilder {
         self.asyncs.0.push(Arc::new(interceptor));
         self
     }
-    /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`, `inproc://name`) on every
-    /// core: sockets are bound once and shared by the cores; an `inproc://` name hands its
-    /// connections to the cores in turn.
+    /// Listens on `endpoint` (`tcp://host:port`, `unix:///path`, `inproc://name`,
+    /// `shm://name`) on every core: sockets are bound once and shared by the cores; an
+    /// `inproc://` or `shm://` name hands its connections to the cores in turn (an `shm://`
+    /// name's rendezvous runs on an accept thread of its own, never on a core:
+    /// docs/shm.md, "In the engine").
     pub fn listen(mut self, endpoint: &str) -> Self {
         self.listen.push(endpoint.to_owned());
         self
@@ -170,9 +172,9 @@ impl EngineBuilder {
                 endpoint: s.clone(),
                 source: e,
             };
-            if let Endpoint::Inproc(name) = &ep {
+            if let Endpoint::Inproc(_) | Endpoint::Shm { .. } = &ep {
                 // Bound once the cores run (their inboxes take the connections).
-                inproc_names.push((name.clone(), s.clone()));
+                inproc_names.push((ep.clone(), s.clone()));
                 bound.push(ep.clone());
                 continue;
             }
@@ -235,6 +237,7 @@ impl EngineBuilder {
             endpoints: bound,
             files,
             inproc: Vec::new(),
+            shm: Vec::new(),
             drivers: Vec::with_capacity(n),
             connect_timeout,
             registry: std::sync::Mutex::new(master),
@@ -261,15 +264,24 @@ impl EngineBuilder {
         // In-process names: a connect from any thread of this process goes to the cores in
         // turn, as the kernel spreads a socket's connections over their accepts.
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for (name, s) in inproc_names {
+        for (ep, s) in inproc_names {
             let (inboxes, next) = (engine.inboxes.clone(), next.clone());
             let acceptor = Arc::new(move |pipe| {
                 let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
                 inboxes[i].push(Command::AcceptRecord(pipe));
                 Ok(())
             });
-            match crate::transport::inproc::bind(&name, acceptor) {
-                Ok(b) => engine.inproc.push(b),
+            let bound = match &ep {
+                Endpoint::Shm { name, options } => {
+                    crate::transport::shm::bind(name, options, acceptor).map(|b| engine.shm.push(b))
+                }
+                Endpoint::Inproc(name) => {
+                    crate::transport::inproc::bind(name, acceptor).map(|b| engine.inproc.push(b))
+                }
+                _ => Ok(()),
+            };
+            match bound {
+                Ok(()) => {}
                 Err(e) => {
                     engine.stop_now();
                     return Err(EngineError::Listen {
@@ -342,6 +354,9 @@ pub struct Engine {
     files: Vec<SocketFile>,
     /// The `inproc://` names this engine listens on, unbound at shutdown.
     inproc: Vec<crate::transport::inproc::Binding>,
+    /// The `shm://` names this engine listens on (and their accept threads), unbound at
+    /// shutdown.
+    shm: Vec<crate::transport::shm::Binding>,
     /// The I/O backend of each core, by core index.
     drivers: Vec<crate::DriverInfo>,
     /// `ProtocolConfig::connect_timeout`, for [`Engine::client`].
@@ -440,6 +455,7 @@ impl Engine {
         // Removed while the sockets still listen, so the files are certainly ours.
         self.files.clear();
         self.inproc.clear();
+        self.shm.clear();
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
@@ -460,6 +476,7 @@ impl Engine {
     fn stop_now(&mut self) {
         self.files.clear();
         self.inproc.clear();
+        self.shm.clear();
         self.stop.store(true, Ordering::Relaxed);
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown {

@@ -53,6 +53,13 @@ pub mod inproc {
     pub use crate::transport::inproc::{RING_BYTES, RawListener, connect_raw, listen_raw};
 }
 pub mod middleware;
+/// The shared-memory record transport, `shm://name`: engines of different processes of one
+/// host connect over netron-shm segments (docs/shm.md, "In the engine"). Listening and
+/// connecting go through the usual endpoint strings; this module has the raw access for
+/// hand-written peers (tests, protocol tools).
+pub mod shm {
+    pub use crate::transport::shm::{HANDSHAKE_TIMEOUT, RawListener, connect_raw, listen_raw};
+}
 mod peer;
 mod service;
 mod slot;
@@ -76,7 +83,7 @@ pub use dispatch::{
 };
 pub use driver::uring::RingError;
 pub use driver::{DRIVER_ENV, DriverChoice, DriverInfo, DriverKind};
-pub use endpoint::{Endpoint, EndpointError};
+pub use endpoint::{Endpoint, EndpointError, ShmOptions};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use error::{CallError, ConnectError};
 pub use events::{Event, EventConfig, RecvError, SlowPolicy, SubscribeOptions, Subscription};

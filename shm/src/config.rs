@@ -42,6 +42,8 @@ pub struct Config {
     pub(crate) to_client: usize,
     pub(crate) max_capacity: usize,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) allow_uids: Option<Vec<u32>>,
+    pub(crate) socket_mode: Option<u32>,
 }
 
 impl Default for Config {
@@ -52,6 +54,8 @@ impl Default for Config {
             to_client: 1 << 20,
             max_capacity: 64 << 20,
             handshake_timeout: Duration::from_secs(5),
+            allow_uids: None,
+            socket_mode: None,
         }
     }
 }
@@ -85,6 +89,23 @@ impl Config {
     /// How long each side waits for the other during the rendezvous (default 5 s).
     pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Listener only: accept clients whose user id (`SO_PEERCRED`, taken by the kernel when
+    /// they connected) is in `uids`; others are refused before any segment is made (their
+    /// `accept` returns `Handshake`). Default: any user who can reach the socket; an abstract
+    /// name (the default form) has no file permissions, so any local user can.
+    pub fn allow_uids(&mut self, uids: &[u32]) -> &mut Self {
+        self.allow_uids = Some(uids.to_vec());
+        self
+    }
+
+    /// Listener only, filesystem names (`/path`, `./path`): the socket file's permission
+    /// bits (e.g. `0o660`), set right after `bind` (connecting needs write permission on
+    /// it). Default: the process umask's. Abstract names have no file and ignore this.
+    pub fn socket_mode(&mut self, mode: u32) -> &mut Self {
+        self.socket_mode = Some(mode);
         self
     }
 

@@ -199,6 +199,11 @@ impl ShmListener {
         let (listener, file) = match &path {
             Some(p) => {
                 let (l, f) = bind_path(name, &addr, p)?;
+                if let Some(mode) = config.socket_mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| Error::io("chmod of the socket", e))?;
+                }
                 (l, Some(f))
             }
             // Abstract names vanish with their socket: never stale, and the kernel refuses a
@@ -246,6 +251,15 @@ impl ShmListener {
                 Err(e) => return Err(Error::io("poll on the listener", e)),
             }
             let (stream, _) = self.listener.accept().map_err(|e| Error::io("accept", e))?;
+            if let Some(uids) = &self.config.allow_uids {
+                let cred = rustix::net::sockopt::socket_peercred(&stream)
+                    .map_err(|e| Error::io("SO_PEERCRED", e))?;
+                if !uids.contains(&cred.uid.as_raw()) {
+                    return Err(Error::Handshake {
+                        what: "the client's user id is not in the listener's allow_uids",
+                    });
+                }
+            }
             return serve(stream, &self.config);
         }
     }
@@ -260,6 +274,16 @@ impl Drop for ShmListener {
     fn drop(&mut self) {
         // Removed while the socket still listens, so nobody can have replaced it legitimately.
         self.file.take();
+    }
+}
+
+/// Runs `f` again while a signal interrupts it (`EINTR`: nothing was transferred).
+fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match f() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other,
+        }
     }
 }
 
@@ -305,12 +329,14 @@ fn serve(stream: UnixStream, cfg: &Config) -> Result<ShmConnection> {
             what: "could not build the SCM_RIGHTS message",
         });
     }
-    let sent = rustix::net::sendmsg(
-        &stream,
-        &[IoSlice::new(&reply)],
-        &mut cmsg,
-        SendFlags::NOSIGNAL,
-    )
+    let sent = retry_intr(|| {
+        rustix::net::sendmsg(
+            &stream,
+            &[IoSlice::new(&reply)],
+            &mut cmsg,
+            SendFlags::NOSIGNAL,
+        )
+    })
     .map_err(|e| Error::io("sendmsg(SCM_RIGHTS)", e))?;
     if sent != MSG_LEN {
         return Err(Error::Handshake {
@@ -341,7 +367,7 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
         cfg.to_server as u64,
         cfg.to_client as u64,
     ]);
-    let n = rustix::net::send(&stream, &hello, SendFlags::NOSIGNAL)
+    let n = retry_intr(|| rustix::net::send(&stream, &hello, SendFlags::NOSIGNAL))
         .map_err(|e| Error::io("sending the hello", e))?;
     if n != MSG_LEN {
         return Err(Error::Handshake {
@@ -352,12 +378,14 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
     let mut reply = [0u8; MSG_LEN];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
-    let msg = rustix::net::recvmsg(
-        &stream,
-        &mut [IoSliceMut::new(&mut reply)],
-        &mut cmsg,
-        RecvFlags::CMSG_CLOEXEC,
-    )
+    let msg = retry_intr(|| {
+        rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut reply)],
+            &mut cmsg,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })
     .map_err(|e| handshake_io("the server closed before replying")(e.into()))?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in cmsg.drain() {

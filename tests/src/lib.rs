@@ -17,7 +17,7 @@ use std::time::Duration;
 use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress, Settings};
 use netron_engine::{Service, Status};
 
-pub use transport::{INPROC, Kind, RawLink, RawListener, TCP, Transport, UNIX};
+pub use transport::{INPROC, Kind, RawLink, RawListener, SHM, TCP, Transport, UNIX};
 
 /// `calc@1.2.0`: `add` (sum of bytes), `echo`, `fail` (InvalidArgument), `sleep` (blocks the
 /// core for the number of milliseconds in the first payload byte).

@@ -9,7 +9,7 @@
 //!
 //! 1. Define its `pub static` [`Transport`] below (next to [`TCP`] and [`UNIX`]) with a
 //!    [`RawLink`] impl for its raw links (and a [`RawListener`] for its fake servers).
-//! 2. Add one entry to the list in [`crate::conformance!`] (`inproc => INPROC`).
+//! 2. Add one entry to the list in [`crate::conformance!`] (`inproc => INPROC`, `shm => SHM`).
 //!
 //! Every area of the suite then runs over it as `inproc::<area>::<test>`.
 
@@ -151,6 +151,33 @@ pub static INPROC: Transport = Transport {
     },
 };
 
+/// `shm://netron-test-<pid>-<tag>-<n>`: the shared-memory record transport (a netron-shm
+/// segment per connection, an abstract rendezvous socket, docs/protocol.md §26 framing).
+/// The raw links are the segment's rings, driven like [`INPROC`]'s.
+pub static SHM: Transport = Transport {
+    name: "shm",
+    kind: Kind::Record,
+    zero_copy: false,
+    listen: |tag| format!("shm://{}", fresh_inproc_name(tag)),
+    connect: |ep| {
+        let name = ep.strip_prefix("shm://").unwrap_or(ep);
+        let (tx, rx) = netron_engine::shm::connect_raw(name)?;
+        Ok(Box::new(InprocLink::new(tx, rx)))
+    },
+    raw_listen: |tag| {
+        let name = fresh_inproc_name(&format!("{tag}-raw"));
+        let l = netron_engine::shm::listen_raw(&name)?;
+        Ok((format!("shm://{name}"), Box::new(l)))
+    },
+};
+
+impl RawListener for netron_engine::shm::RawListener {
+    fn accept(&mut self) -> io::Result<Box<dyn RawLink>> {
+        let (tx, rx) = netron_engine::shm::RawListener::accept(self, None)?;
+        Ok(Box::new(InprocLink::new(tx, rx)))
+    }
+}
+
 /// An `inproc://` name no other call of this process returns.
 fn fresh_inproc_name(tag: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -173,6 +200,9 @@ struct InprocShared {
     tx: std::sync::Mutex<Option<netron_shm::Producer>>,
     rx: std::sync::Mutex<InprocRx>,
     closed: std::sync::atomic::AtomicBool,
+    /// `shm://`: a duplicate of the connection's liveness socket, to half-close it
+    /// (`shutdown_write`), shut it (`close`) and see the engine gone (`send`).
+    live: Option<std::os::fd::OwnedFd>,
 }
 
 /// A raw in-process link: one `send` is one record (split into fragments only when it is
@@ -182,7 +212,9 @@ struct InprocLink(std::sync::Arc<InprocShared>);
 
 impl InprocLink {
     fn new(tx: netron_shm::Producer, rx: netron_shm::Consumer) -> InprocLink {
+        let live = tx.liveness_fd().and_then(|fd| fd.try_clone_to_owned().ok());
         InprocLink(std::sync::Arc::new(InprocShared {
+            live,
             tx: std::sync::Mutex::new(Some(tx)),
             rx: std::sync::Mutex::new(InprocRx {
                 consumer: Some(rx),
@@ -194,6 +226,26 @@ impl InprocLink {
 
     fn is_closed(&self) -> bool {
         self.0.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `shm://`: whether the engine shut the connection (both directions of its socket).
+    fn peer_shut(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags};
+        let Some(fd) = &self.0.live else {
+            return false;
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::HUP | PollFlags::ERR)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&zero)).is_ok() && !fds[0].revents().is_empty()
+    }
+
+    fn shut(&self, how: rustix::net::Shutdown) {
+        if let Some(fd) = &self.0.live {
+            let _ = rustix::net::shutdown(fd, how);
+        }
     }
 }
 
@@ -214,6 +266,12 @@ impl RawLink for InprocLink {
         let p = tx
             .as_mut()
             .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "inproc link shut down"))?;
+        if self.peer_shut() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the shm peer closed the connection",
+            ));
+        }
         let limit = p.max_record_len();
         // Longer than a record: fragments of at most `limit` bytes (§26.3).
         for piece in bytes
@@ -303,8 +361,10 @@ impl RawLink for InprocLink {
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
-        // Dropping the producer publishes what it committed and tells the engine the end.
+        // Dropping the producer publishes what it committed and tells an in-process engine
+        // the end; over shm the end is the socket's writing side shut down (a half-close).
         self.0.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shut(rustix::net::Shutdown::Write);
         Ok(())
     }
 
@@ -313,6 +373,7 @@ impl RawLink for InprocLink {
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         self.0.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shut(rustix::net::Shutdown::Both);
         // A `recv` blocked on another handle holds the consumer; it sees `closed` within a
         // slice and returns; the consumer is dropped here or with the last handle.
         if let Ok(mut rx) = self.0.rx.try_lock() {

@@ -26,8 +26,8 @@ enum ReadEnd {
     Open,
     /// The peer closed its side.
     Eof,
-    /// The socket failed.
-    Failed,
+    /// The transport failed (the counter to count).
+    Failed(&'static str),
 }
 
 impl Core {
@@ -89,8 +89,8 @@ impl Core {
                     self.on_eof(key, now);
                     continue;
                 }
-                ReadEnd::Failed => {
-                    self.stats.count_error("recv_failed");
+                ReadEnd::Failed(counter) => {
+                    self.stats.count_error(counter);
                     self.begin_close(key, "receive failed");
                     continue;
                 }
@@ -173,7 +173,7 @@ impl Core {
                 }
                 Direct::Empty => break,
                 Direct::Eof => return (ReadEnd::Eof, got),
-                Direct::Failed => return (ReadEnd::Failed, got),
+                Direct::Failed(counter) => return (ReadEnd::Failed(counter), got),
             }
         }
         (ReadEnd::Open, got)

@@ -75,6 +75,8 @@ pub(super) struct Listeners {
     closing: bool,
     /// `inproc://` names this core listens on itself (`Core::listen`); dropped on close.
     inproc: Vec<crate::transport::inproc::Binding>,
+    /// `shm://` names this core listens on itself (their accept threads); dropped on close.
+    shm: Vec<crate::transport::shm::Binding>,
 }
 
 impl Listeners {
@@ -125,6 +127,20 @@ impl Core {
                 }),
             )?;
             self.listeners.inproc.push(binding);
+            return Ok(vec![endpoint.clone()]);
+        }
+        if let Endpoint::Shm { name, options } = endpoint {
+            // The rendezvous runs on the binding's accept thread, then reaches the inbox.
+            let inbox = self.inbox.clone();
+            let binding = crate::transport::shm::bind(
+                name,
+                options,
+                std::sync::Arc::new(move |pipe| {
+                    inbox.push(crate::inbox::Command::AcceptRecord(pipe));
+                    Ok(())
+                }),
+            )?;
+            self.listeners.shm.push(binding);
             return Ok(vec![endpoint.clone()]);
         }
         let bound = sock::listen(endpoint, 1024)?;
@@ -279,6 +295,7 @@ impl Core {
         self.listeners.retry_at = None;
         // New inproc connects are refused from now on.
         self.listeners.inproc.clear();
+        self.listeners.shm.clear();
         for idx in 0..self.listeners.list.len() {
             self.close_listener(idx);
         }

@@ -52,7 +52,20 @@ pub(crate) struct RecordPipe {
     sent: usize,
     /// `Some(role)` until this side's first batch (its handshake) is out.
     first: Option<Role>,
+    /// The rings are in a segment shared with another process (`shm://`): its liveness
+    /// socket tells when it is gone, and what it wrote is untrusted (docs/protocol.md §26.5).
+    remote: bool,
+    /// The peer half-closed (`shm://`: it shut its socket's writing side down): reads end
+    /// after what it published, as after a FIN.
+    input_ended: bool,
+    /// `shm://` not trusting its peer: each record is copied here before the connection
+    /// looks at it (docs/protocol.md §26.5; docs/shm.md, "Lending ring memory"). Kept (no
+    /// allocation per record) unless a large record grew it past [`KEEP_COPY`].
+    copy: Option<Vec<u8>>,
 }
+
+/// Bytes of record copy buffer an untrusting `shm://` connection keeps between reads.
+const KEEP_COPY: usize = 256 << 10;
 
 /// What [`RecordPipe::read`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,8 +76,9 @@ pub(crate) enum ReadEnd {
     Empty,
     /// The peer is gone and everything it published was read.
     Eof,
-    /// The ring broke its rules (a bug, or memory corruption); close.
-    Failed(String),
+    /// The ring broke its rules (a bug, or a peer that corrupted the segment: counter
+    /// `shm_corrupt`); close.
+    Failed { counter: &'static str, why: String },
 }
 
 /// What [`RecordPipe::write`] did with a batch.
@@ -97,6 +111,9 @@ impl RecordPipe {
             rx: s2c_rx,
             sent: 0,
             first: Some(Role::Client),
+            remote: false,
+            input_ended: false,
+            copy: None,
         };
         let server = RecordPipe {
             limit_in: client.tx.max_record_len(),
@@ -104,8 +121,57 @@ impl RecordPipe {
             rx: c2s_rx,
             sent: 0,
             first: Some(Role::Server),
+            remote: false,
+            input_ended: false,
+            copy: None,
         };
         Ok((client, server))
+    }
+
+    /// One side of a `shm://` connection: the segment's two rings (`role` says which side).
+    /// `trust_peer`: records are read in place (the peer is trusted not to change them
+    /// while they are looked at); otherwise each is copied first (§26.5).
+    pub(crate) fn from_shm(
+        conn: netron_shm::ShmConnection,
+        role: Role,
+        trust_peer: bool,
+    ) -> RecordPipe {
+        let (tx, rx) = conn.split();
+        RecordPipe {
+            // The peer's producer writes records of at most its ring's capacity less 16
+            // bytes (netron-shm's record header and closing zero word).
+            limit_in: rx.capacity().saturating_sub(16),
+            tx,
+            rx,
+            sent: 0,
+            first: Some(role),
+            remote: true,
+            input_ended: false,
+            copy: (!trust_peer).then(Vec::new),
+        }
+    }
+
+    /// The liveness socket of a `shm://` connection (`None` in process): readable once the
+    /// peer process is gone.
+    pub(crate) fn liveness(&self) -> Option<BorrowedFd<'_>> {
+        self.rx.liveness_fd()
+    }
+
+    /// Whether the rings are shared with another process (`shm://`).
+    pub(crate) fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// Records the peer as gone if its liveness socket says so (after a poll on it fired):
+    /// reads then end after what it published, writes fail.
+    pub(crate) fn check_peer(&self) {
+        let _ = self.rx.check_peer();
+    }
+
+    /// The peer sends nothing more (its half-close): reads end after what it published;
+    /// writes go on.
+    pub(crate) fn end_input(&mut self) {
+        self.input_ended = true;
     }
 
     /// The largest record the peer sends (for `Connection::handle_record`).
@@ -121,15 +187,28 @@ impl RecordPipe {
         while n < MAX_RECORDS_PER_READ {
             match self.rx.read() {
                 Ok(Some(r)) => {
-                    deliver(r);
+                    match self.copy.as_mut() {
+                        // §26.5: the peer may rewrite the record while we parse it; the
+                        // connection sees a private copy (its length was read once, by
+                        // netron-shm, before the slice was formed).
+                        Some(copy) => {
+                            copy.clear();
+                            copy.extend_from_slice(r);
+                            deliver(copy);
+                        }
+                        None => deliver(r),
+                    }
                     n += 1;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    end = Some(ReadEnd::Failed(ring_err(&e)));
+                    end = Some(ring_failed(&e, self.remote));
                     break;
                 }
             }
+        }
+        if let Some(copy) = self.copy.as_mut().filter(|c| c.capacity() > KEEP_COPY) {
+            *copy = Vec::new();
         }
         self.rx.release();
         match end {
@@ -137,7 +216,7 @@ impl RecordPipe {
             None if n > 0 => ReadEnd::Got(n),
             // Seen gone after seeing nothing: its last records (published before it marked
             // itself gone) are visible now; read them before reporting the end.
-            None if self.rx.peer_gone() => match self.rx.ready() {
+            None if self.rx.peer_gone() || self.input_ended => match self.rx.ready() {
                 Ok(true) => self.read(deliver),
                 _ => ReadEnd::Eof,
             },
@@ -174,7 +253,7 @@ impl RecordPipe {
         });
         let published = self.tx.publish();
         match (outcome, published) {
-            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(ring_err(&e)),
+            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(ring_err(&e, self.remote)),
             (Ok(true), Ok(())) => {
                 self.sent = 0;
                 self.first = None;
@@ -192,6 +271,9 @@ impl RecordPipe {
     /// the ring: `Ok(true)`: wait; `Ok(false)`: records arrived, read instead; `Err`: the peer
     /// is gone (read what is left, then end).
     pub(crate) fn announce_sleep(&self) -> Result<bool, ()> {
+        if self.input_ended {
+            return Err(());
+        }
         self.rx.announce_sleep().map_err(drop)
     }
 
@@ -210,14 +292,32 @@ impl RecordPipe {
 
 /// Why a ring operation failed, in this transport's words: netron-shm's `PeerGone` speaks of
 /// another process and its liveness socket, which an in-process peer has neither.
-fn ring_err(e: &ShmError) -> String {
-    match e {
-        ShmError::PeerGone => "the in-process peer closed the connection".to_owned(),
-        other => format!("in-process ring: {other}"),
+/// A failed read: `shm_corrupt` if the peer broke the ring's rules (netron-shm closed the
+/// connection), else `recv_failed`.
+fn ring_failed(e: &ShmError, remote: bool) -> ReadEnd {
+    let counter = match e {
+        ShmError::Corrupt { .. } => "shm_corrupt",
+        _ => "recv_failed",
+    };
+    ReadEnd::Failed {
+        counter,
+        why: ring_err(e, remote),
     }
 }
 
-fn shm_io(e: ShmError) -> io::Error {
+fn ring_err(e: &ShmError, remote: bool) -> String {
+    match (e, remote) {
+        (ShmError::PeerGone, false) => "the in-process peer closed the connection".to_owned(),
+        (other, false) => format!("in-process ring: {other}"),
+        (ShmError::PeerGone, true) => {
+            "the shm:// peer process closed the connection or died (its liveness socket closed)"
+                .to_owned()
+        }
+        (other, true) => format!("shm:// ring: {other}"),
+    }
+}
+
+pub(crate) fn shm_io(e: ShmError) -> io::Error {
     match e {
         ShmError::Config { .. } => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
         other => io::Error::other(other.to_string()),

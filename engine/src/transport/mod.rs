@@ -27,6 +27,7 @@
 
 pub(crate) mod inproc;
 pub(crate) mod record;
+pub(crate) mod shm;
 pub(crate) mod sock;
 pub(crate) mod stream;
 
@@ -130,8 +131,8 @@ pub(crate) enum Direct {
     Empty,
     /// The peer ended its sending side.
     Eof,
-    /// The transport failed.
-    Failed,
+    /// The transport failed: close, counting `counter` (`recv_failed`, `shm_corrupt`).
+    Failed(&'static str),
 }
 
 /// One link kind per transport. Every method is cheap and allocation-free on the hot path.
@@ -220,7 +221,8 @@ impl Connected {
 /// [`sock::connect`]), within `timeout`.
 ///
 /// # Errors
-/// The socket's error, or `ConnectionRefused` if nothing listens on an `inproc://` name.
+/// The socket's error, or `ConnectionRefused` if nothing listens on an `inproc://` or
+/// `shm://` name.
 pub(crate) fn connect(
     endpoint: &crate::Endpoint,
     timeout: std::time::Duration,
@@ -228,6 +230,9 @@ pub(crate) fn connect(
     match endpoint {
         crate::Endpoint::Inproc(name) => {
             inproc::connect(name).map(|p| Connected::Record(Box::new(p)))
+        }
+        crate::Endpoint::Shm { name, options } => {
+            shm::connect(name, options.trust_peer, timeout).map(|p| Connected::Record(Box::new(p)))
         }
         _ => sock::connect(endpoint, timeout).map(Connected::Socket),
     }
@@ -245,7 +250,7 @@ pub(crate) fn discard(io: &mut Driver, event: Event) {
 pub(crate) enum AnyLink {
     /// TCP or Unix socket.
     Stream(stream::StreamLink),
-    /// Two record rings with doorbells (`inproc://`; `shm://` next). Boxed, so the entries of
+    /// Two record rings with doorbells (`inproc://`, `shm://`). Boxed, so the entries of
     /// stream connections stay small.
     Record(Box<record::RecordLink>),
 }
@@ -309,5 +314,8 @@ impl Link for AnyLink {
     }
     fn close(&mut self) {
         each!(self, l => l.close())
+    }
+    fn quiescent(&self) -> bool {
+        each!(self, l => l.quiescent())
     }
 }

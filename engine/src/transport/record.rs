@@ -1,12 +1,19 @@
 //! The record link: a connection over two single-producer single-consumer record rings with
-//! eventfd doorbells (today the in-process rings of [`super::inproc`]; `shm://` segments
-//! next). Input is one record at a time ([`Input::Record`], docs/protocol.md §26); output is
+//! eventfd doorbells (the in-process rings of [`super::inproc`], or an `shm://` segment's
+//! rings, [`super::shm`]). Input is one record at a time ([`Input::Record`], docs/protocol.md §26); output is
 //! the connection's batches cut into records ([`crate::conn::record::for_each_record`]).
 //!
 //! Receiving: a core that may sleep announces it in the ring and waits on the doorbell with
 //! one eventfd read in the driver (which also empties the counter); the peer's publish then
 //! writes the eventfd (at most once per announcement). A busy-poll core reads hot record links directly, with no system call
 //! at all: the ring is memory (`read_direct`).
+//!
+//! Peer death (`shm://`): beside the doorbell read, a one-shot poll on the connection's
+//! liveness socket stays in the driver. When it fires the peer process is gone (or closed):
+//! the link records it in the rings (`check_peer`), so the reads end after what the peer
+//! published (EOF: in-flight calls fail Unavailable) and writes fail; a pending doorbell read
+//! is made to complete so that happens now. Closing shuts the socket down, which ends the
+//! poll and tells the peer at once.
 //!
 //! Writing: a batch that the ring cannot take whole (the peer is slow) keeps its place, and a
 //! driver timeout retries it with a backoff from 20 µs to 1 ms, the way netron-shm's
@@ -62,6 +69,19 @@ pub(crate) struct RecordLink {
     recv: Option<OpId>,
     write: Option<Writing>,
     read_done: bool,
+    /// `shm://`: the liveness socket (a duplicate, so the poll in the driver keeps it open)
+    /// and the poll on it, if armed; `None` in process.
+    live: Option<Live>,
+}
+
+/// The liveness socket of an `shm://` link.
+#[derive(Debug)]
+struct Live {
+    fd: Rc<OwnedFd>,
+    /// The poll in the driver, if armed.
+    poll: Option<OpId>,
+    /// The poll fired: the peer is gone (never re-armed).
+    fired: bool,
 }
 
 impl RecordLink {
@@ -72,6 +92,14 @@ impl RecordLink {
     pub(crate) fn new(pipe: RecordPipe) -> io::Result<RecordLink> {
         let bell = Rc::new(pipe.doorbell().try_clone_to_owned()?);
         let bell_io = File::from(pipe.doorbell().try_clone_to_owned()?);
+        let live = match pipe.liveness() {
+            Some(fd) => Some(Live {
+                fd: Rc::new(fd.try_clone_to_owned()?),
+                poll: None,
+                fired: false,
+            }),
+            None => None,
+        };
         Ok(RecordLink {
             pipe: Some(pipe),
             bell,
@@ -84,7 +112,23 @@ impl RecordLink {
             recv: None,
             write: None,
             read_done: false,
+            live,
         })
+    }
+
+    /// Arms the poll on the liveness socket (`shm://` only), unless armed, fired or closed.
+    fn watch_peer(&mut self, io: &mut Driver, owner: Owner) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        if live.poll.is_some() || live.fired || self.pipe.is_none() {
+            return;
+        }
+        let events = u32::from(
+            (libc::POLLIN | libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR).unsigned_abs(),
+        );
+        let tag = Token::new(Op::Recv, owner.key, owner.generation);
+        live.poll = Some(io.poll(&live.fd, events, tag));
     }
 
     /// Makes a pending doorbell read complete now (records are waiting, or the link closes).
@@ -145,6 +189,7 @@ impl RecordLink {
 impl Link for RecordLink {
     fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
         self.owner = owner;
+        self.watch_peer(io, owner);
         if self.recv.is_some() || self.read_done {
             return;
         }
@@ -203,11 +248,44 @@ impl Link for RecordLink {
                     ReadEnd::Got(_) => Update::Input,
                     ReadEnd::Empty => Update::Quiet(None),
                     ReadEnd::Eof => Update::Eof,
-                    ReadEnd::Failed(why) => Update::RecvFailed {
-                        counter: "recv_failed",
-                        why,
-                    },
+                    ReadEnd::Failed { counter, why } => Update::RecvFailed { counter, why },
                 }
+            }
+            Event::Polled { result, .. } => {
+                // The liveness socket. Both directions shut (HUP: the peer process exited,
+                // was killed, or closed the connection), an error or stray bytes: the peer
+                // is gone. Only its writing side shut (RDHUP without HUP): a half-close, as
+                // a FIN on a stream: reads end, replies still go out, and the watch goes on
+                // for HUP. A cancellation (closing) ends the watch.
+                let half = result >= 0
+                    && result & i32::from(libc::POLLRDHUP) != 0
+                    && result & i32::from(libc::POLLHUP | libc::POLLERR) == 0;
+                let owner = self.owner;
+                if let Some(live) = self.live.as_mut() {
+                    live.poll = None;
+                    live.fired = !half || self.pipe.is_none();
+                }
+                if result == -libc::ECANCELED {
+                    return Update::Quiet(None);
+                }
+                if half {
+                    if let Some(p) = self.pipe.as_mut() {
+                        p.end_input();
+                    }
+                    if let Some(live) = self.live.as_mut().filter(|l| !l.fired) {
+                        let events = u32::from((libc::POLLHUP | libc::POLLERR).unsigned_abs());
+                        let tag = Token::new(Op::Recv, owner.key, owner.generation);
+                        live.poll = Some(io.poll(&live.fd, events, tag));
+                    }
+                } else if let Some(p) = self.pipe.as_ref() {
+                    p.check_peer();
+                }
+                if self.recv.is_some() {
+                    // The doorbell read completes now: its read drains what the peer
+                    // published, then reports the end.
+                    self.ring_own_bell();
+                }
+                Update::Quiet(None)
             }
             Event::TimedOut { .. } => {
                 // A write's retry timer.
@@ -240,7 +318,7 @@ impl Link for RecordLink {
             },
             ReadEnd::Empty => Direct::Empty,
             ReadEnd::Eof => Direct::Eof,
-            ReadEnd::Failed(_) => Direct::Failed,
+            ReadEnd::Failed { counter, .. } => Direct::Failed(counter),
         }
     }
 
@@ -333,5 +411,14 @@ impl Link for RecordLink {
         if self.recv.is_some() {
             self.ring_own_bell();
         }
+        // `shm://`: our duplicate keeps the socket open, so shut it down: the peer sees us
+        // gone now and the liveness poll completes.
+        if let Some(live) = &self.live {
+            let _ = rustix::net::shutdown(&*live.fd, rustix::net::Shutdown::Both);
+        }
+    }
+
+    fn quiescent(&self) -> bool {
+        !self.receiving() && !self.writing() && self.live.as_ref().is_none_or(|l| l.poll.is_none())
     }
 }

@@ -146,7 +146,7 @@ impl Link for StreamLink {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Direct::Empty,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => Direct::Failed,
+                Err(_) => Direct::Failed("recv_failed"),
             };
         }
     }

@@ -202,6 +202,17 @@ impl Consumer {
         self.link.fd()
     }
 
+    /// Looks at the liveness socket without blocking (one `poll` system call) and records
+    /// the peer as gone if it is: afterwards [`peer_gone`](Self::peer_gone) is `true`, and
+    /// the producer half of the connection fails its writes with `PeerGone`. For event loops
+    /// that watch [`liveness_fd`](Self::liveness_fd) themselves and saw it readable.
+    ///
+    /// # Errors
+    /// `PeerGone` if the peer is gone, `Closed` if this side closed; the OS error of `poll`.
+    pub fn check_peer(&self) -> Result<()> {
+        self.link.poll_peer(std::time::Duration::ZERO)
+    }
+
     /// For event loops that wait on [`doorbell_fd`](Self::doorbell_fd) themselves: announces
     /// sleep and re-checks the ring. Returns `Ok(true)` if it is safe to block now (the
     /// producer will ring), `Ok(false)` if a record arrived meanwhile (the announcement is

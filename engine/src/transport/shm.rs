@@ -1,0 +1,309 @@
+//! The shared-memory record transport, `shm://name`: connections between processes of one
+//! host over a netron-shm segment (two SPSC rings, two eventfd doorbells, and the rendezvous
+//! socket kept open as the liveness signal; docs/shm.md).
+//!
+//! After the rendezvous a connection is the same [`RecordPipe`] as an `inproc://` one, over
+//! the segment's rings instead of heap rings, so the record link ([`super::record`]) serves
+//! both; it also polls the liveness socket beside the doorbell read, so a peer that exits or
+//! is killed ends the connection (in-flight calls fail Unavailable).
+//!
+//! **Accepting.** netron-shm's rendezvous is blocking (a hello read and an `SCM_RIGHTS` reply,
+//! each bounded by the handshake timeout), so it never runs on a core: each `shm://` listener
+//! has one accept thread (`netron-shm-accept`) that polls the listening socket together with
+//! a stop eventfd, completes each rendezvous, and hands the server half to the cores through
+//! their inboxes exactly as an `inproc://` acceptor does. A client that connects and then
+//! stays silent delays the next rendezvous of that name by at most the handshake timeout
+//! ([`HANDSHAKE_TIMEOUT`]); it never stalls a core. Dropping the binding stops the thread and
+//! unbinds the name before it returns.
+//!
+//! **Connecting** runs the client side of the rendezvous on the caller's thread (blocking,
+//! bounded by the connect timeout), like a socket connect.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use netron_shm::{Config, Error as ShmError, ShmConnection, ShmListener};
+
+use super::inproc::{Acceptor, RecordPipe};
+use crate::ShmOptions;
+use crate::conn::Role;
+
+/// How long the server side of one rendezvous waits for a client's hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The netron-shm settings of the engine's `shm://` connections: the core spins and sleeps
+/// itself (netron-shm's own spin only serves its blocking waits, which the engine never
+/// calls), rings of netron-shm's default size (1 MiB each way).
+fn config(handshake: Duration) -> Config {
+    let mut c = Config::default();
+    c.spin(Duration::ZERO)
+        .handshake_timeout(handshake.max(Duration::from_millis(1)));
+    c
+}
+
+/// A listener's netron-shm settings: [`config`] plus the endpoint's `allow_uid` and `mode`.
+fn listen_config(options: &ShmOptions) -> Config {
+    let mut c = config(HANDSHAKE_TIMEOUT);
+    if let Some(uids) = &options.allow_uids {
+        c.allow_uids(uids);
+    }
+    if let Some(mode) = options.mode {
+        c.socket_mode(mode);
+    }
+    c
+}
+
+/// netron-shm's error as an `io::Error` that names the endpoint.
+fn io_err(name: &str, e: ShmError) -> io::Error {
+    let kind = match &e {
+        ShmError::AddrInUse { .. } => io::ErrorKind::AddrInUse,
+        ShmError::Timeout => io::ErrorKind::TimedOut,
+        ShmError::Config { .. } => io::ErrorKind::InvalidInput,
+        ShmError::Io { source, .. } => source.kind(),
+        ShmError::Handshake { .. } => io::ErrorKind::ConnectionAborted,
+        _ => io::ErrorKind::Other,
+    };
+    let hint = match (&e, kind) {
+        (ShmError::Io { .. }, io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound) => {
+            " (nothing listens on that name)"
+        }
+        _ => "",
+    };
+    io::Error::new(kind, format!("shm://{name}: {e}{hint}"))
+}
+
+/// A bound `shm://` name and its accept thread; dropping it stops the thread and unbinds the
+/// name (open connections are not affected).
+#[derive(Debug)]
+pub(crate) struct Binding {
+    stop: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Binding {
+    fn drop(&mut self) {
+        let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `name` (the part after `shm://`, without options) and hands every accepted
+/// connection's server half to `acceptor`, from an accept thread; `options` say whom to
+/// accept and whether to trust the clients' records.
+///
+/// # Errors
+/// `AddrInUse` if something listens on the name; `InvalidInput` if it is empty; the OS error
+/// if the socket, the stop eventfd or the thread cannot be made.
+pub(crate) fn bind(name: &str, options: &ShmOptions, acceptor: Acceptor) -> io::Result<Binding> {
+    if name.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an shm:// endpoint needs a name (shm://name)",
+        ));
+    }
+    let listener =
+        ShmListener::bind_with(name, listen_config(options)).map_err(|e| io_err(name, e))?;
+    let trust_peer = options.trust_peer;
+    let stop = Arc::new(
+        rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+        )
+        .map_err(io::Error::from)?,
+    );
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("netron-shm-accept".to_owned())
+        .spawn(move || accept_loop(&listener, &stop2, &acceptor, trust_peer))?;
+    Ok(Binding {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Accepts until `stop` is written. A failed rendezvous concerns that client only.
+fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor, trust_peer: bool) {
+    use rustix::event::{PollFd, PollFlags};
+    let lfd = listener.as_fd();
+    loop {
+        let mut fds = [
+            PollFd::new(&lfd, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        if fds[0].revents().is_empty() {
+            continue;
+        }
+        // A client is waiting: its rendezvous, bounded by the handshake timeout.
+        match listener.accept_timeout(Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
+            Ok(conn) => {
+                // A refusal drops the rings: the client sees the connection close.
+                let _ = acceptor(RecordPipe::from_shm(conn, Role::Server, trust_peer));
+            }
+            Err(e) => tracing::debug!("shm:// rendezvous failed: {e}"),
+        }
+    }
+}
+
+/// Connects to the listener on `shm://name` (the client side of the rendezvous, on the
+/// calling thread, within `timeout`).
+///
+/// # Errors
+/// `ConnectionRefused` (or `NotFound` for a path name) if nothing listens; `TimedOut` if the
+/// server did not answer within `timeout`; the OS error otherwise; every message names the
+/// endpoint.
+pub(crate) fn connect(name: &str, trust_peer: bool, timeout: Duration) -> io::Result<RecordPipe> {
+    connect_conn(name, timeout).map(|c| RecordPipe::from_shm(c, Role::Client, trust_peer))
+}
+
+fn connect_conn(name: &str, timeout: Duration) -> io::Result<ShmConnection> {
+    ShmConnection::connect_with(name, &config(timeout)).map_err(|e| io_err(name, e))
+}
+
+/// The raw rings of a new connection to `shm://name`, for tests and tools that speak the
+/// protocol by hand (docs/protocol.md §26, as for [`crate::inproc::connect_raw`]). The
+/// connection's liveness socket is shared by both halves: dropping both closes it.
+///
+/// # Errors
+/// As connecting an engine to the name (`ConnectionRefused` if nothing listens).
+pub fn connect_raw(name: &str) -> io::Result<(netron_shm::Producer, netron_shm::Consumer)> {
+    Ok(connect_conn(name, Duration::from_secs(5))?.split())
+}
+
+/// A raw `shm://` listener for hand-written servers (see [`listen_raw`]).
+#[derive(Debug)]
+pub struct RawListener {
+    listener: ShmListener,
+    name: String,
+}
+
+impl RawListener {
+    /// The next connection's raw rings: the producer writes to the client, the consumer
+    /// reads its records (the preface first, then its Hello).
+    ///
+    /// # Errors
+    /// `TimedOut` if no client completed a rendezvous within `timeout` (`None`: no bound);
+    /// the rendezvous' error otherwise.
+    pub fn accept(
+        &self,
+        timeout: Option<Duration>,
+    ) -> io::Result<(netron_shm::Producer, netron_shm::Consumer)> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let conn = self
+            .listener
+            .accept_timeout(deadline)
+            .map_err(|e| io_err(&self.name, e))?;
+        Ok(conn.split())
+    }
+}
+
+/// Binds `shm://name` for a hand-written server: engines connecting to the name reach
+/// [`RawListener::accept`].
+///
+/// # Errors
+/// `AddrInUse` if something listens on the name.
+pub fn listen_raw(name: &str) -> io::Result<RawListener> {
+    let listener =
+        ShmListener::bind_with(name, config(HANDSHAKE_TIMEOUT)).map_err(|e| io_err(name, e))?;
+    Ok(RawListener {
+        listener,
+        name: name.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_bound_name_hands_connections_to_its_acceptor_and_unbinds_on_drop() {
+        let name = format!("netron-engine-shm-unit-{}", std::process::id());
+        let got: Arc<Mutex<Vec<RecordPipe>>> = Arc::default();
+        let sink = got.clone();
+        let b = bind(
+            &name,
+            &ShmOptions::default(),
+            Arc::new(move |p| {
+                sink.lock().unwrap().push(p);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let none = ShmOptions::default();
+        let e = bind(&name, &none, Arc::new(|_| Ok(()))).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(e.to_string().contains(&name), "{e}");
+        let client = connect(&name, false, Duration::from_secs(5)).unwrap();
+        assert!(client.is_remote() && client.liveness().is_some());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the acceptor got nothing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(b);
+        let e = connect(&name, false, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(e.to_string().contains("nothing listens"), "{e}");
+        // The name is free again at once.
+        drop(bind(&name, &none, Arc::new(|_| Ok(()))).unwrap());
+        assert_eq!(
+            bind("", &none, Arc::new(|_| Ok(()))).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn a_client_whose_uid_is_not_allowed_is_refused_before_any_segment() {
+        let name = format!("netron-engine-shm-uid-{}", std::process::id());
+        let me = rustix::process::getuid().as_raw();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a1, a2) = (accepted.clone(), accepted.clone());
+        let others = ShmOptions {
+            allow_uids: Some(vec![me.wrapping_add(1)]),
+            ..ShmOptions::default()
+        };
+        let b = bind(
+            &name,
+            &others,
+            Arc::new(move |_| {
+                a1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let e = connect(&name, false, Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains(&name), "{e}");
+        drop(b);
+        assert_eq!(a2.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let mine = ShmOptions {
+            allow_uids: Some(vec![me]),
+            ..ShmOptions::default()
+        };
+        let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let g = got.clone();
+        let b = bind(
+            &name,
+            &mine,
+            Arc::new(move |_| {
+                g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        connect(&name, false, Duration::from_secs(5)).unwrap();
+        drop(b); // joins the accept thread: the acceptor ran
+        assert_eq!(got.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,356 @@
+//! `shm://` between two real processes (issue 19): the other process is this test binary
+//! re-run with an environment variable naming its part (as tests/tests/epoll_fallback.rs does).
+//!
+//! - a server killed with SIGKILL mid-call: the in-flight call fails Unavailable (not at its
+//!   deadline), later calls fail at once; before that, calls and a frame larger than the ring
+//!   cross the processes;
+//! - a client killed with SIGKILL mid-call: the server closes that connection, unmaps its
+//!   segment and serves another client;
+//! - a client that scribbles over the whole segment while its calls run: the server's core
+//!   neither panics nor hangs, the connection is dropped with a counter, others are served.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use netron_engine::{Engine, Service, StatusCode};
+
+/// The child's part (`server`, `client`, `scribbler`) and the `shm://` name it uses.
+const PART: &str = "NETRON_TESTS_SHM_PART";
+const NAME: &str = "NETRON_TESTS_SHM_NAME";
+
+/// A service whose method never answers in time (its handler sleeps a minute).
+fn hang() -> Service {
+    Service::new("hang", "1.0.0")
+        .expect("valid service")
+        .unary("forever", |_, reply| {
+            std::thread::sleep(Duration::from_secs(60));
+            reply.write(b"late");
+            Ok(())
+        })
+}
+
+fn fresh_name(tag: &str) -> String {
+    format!("netron-shm-process-{}-{tag}", std::process::id())
+}
+
+/// Starts this binary as the child playing `part` in `test`, and waits for its "ready" line.
+/// The caller waits for the child it gets (a panic on the way leaves the child to its stdin's
+/// end, which ends it).
+#[allow(clippy::zombie_processes)]
+fn spawn(test: &str, part: &str, name: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(PART, part)
+        .env(NAME, name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait();
+            panic!("the {part} child exited before it was ready: {status:?}");
+        }
+        if line.trim_end().ends_with("ready") {
+            return (child, out);
+        }
+    }
+}
+
+/// The child's part, if this process is a child: runs it and returns `true`.
+fn child_part() -> bool {
+    let (Some(part), Some(name)) = (std::env::var_os(PART), std::env::var_os(NAME)) else {
+        return false;
+    };
+    let name = name.into_string().unwrap();
+    match part.to_str().unwrap() {
+        "server" => {
+            let e = Engine::builder()
+                .cores(1)
+                .service(netron_tests::calc())
+                .service(hang())
+                .listen(&format!("shm://{name}"))
+                .build()
+                .unwrap();
+            println!("ready");
+            // Until the parent closes our stdin (or kills us).
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            drop(e);
+        }
+        "client" => {
+            let e = Engine::builder().cores(1).build().unwrap();
+            let ch = e.client().connect(&format!("shm://{name}")).unwrap();
+            assert_eq!(
+                ch.call("calc@1.2.0", "add", &[1u8, 2][..], None).unwrap(),
+                [3]
+            );
+            println!("ready");
+            // Killed during these calls (the server's handler sleeps 200 ms each).
+            let _ = ch.call("calc@1.2.0", "sleep", &[200u8][..], None);
+            let _ = ch.call("calc@1.2.0", "sleep", &[200u8][..], None);
+        }
+        "scribbler" => scribble(&name),
+        other => panic!("unknown part {other}"),
+    }
+    true
+}
+
+#[test]
+fn a_server_killed_mid_call_fails_the_call_unavailable() {
+    if child_part() {
+        return;
+    }
+    let _serial = serial();
+    let name = fresh_name("server-killed");
+    let (mut child, _out) = spawn(
+        "a_server_killed_mid_call_fails_the_call_unavailable",
+        "server",
+        &name,
+    );
+    let e = Engine::builder().cores(1).build().unwrap();
+    let ch = e.client().connect(&format!("shm://{name}")).unwrap();
+    let dl = Some(Duration::from_secs(30));
+    assert_eq!(
+        ch.call("calc@1.2.0", "add", &[20u8, 22][..], dl).unwrap(),
+        [42]
+    );
+    // A frame three times the 1 MiB ring: fragmented both ways (protocol.md §26.3).
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let back = ch.call("calc@1.2.0", "echo", big.clone(), dl).unwrap();
+    assert!(back == big, "the 3 MiB echo came back changed");
+
+    let caller = {
+        let ch = ch.clone();
+        std::thread::spawn(move || ch.call("hang@1.0.0", "forever", &[][..], dl))
+    };
+    // Let the request reach the child's handler, then kill the child.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = caller.join().unwrap().unwrap_err();
+    assert_eq!(
+        err.code(),
+        StatusCode::Unavailable,
+        "the in-flight call must fail because the server died, not at its deadline: {err}"
+    );
+    let err = ch.call("calc@1.2.0", "add", &[1u8][..], dl).unwrap_err();
+    assert_eq!(err.code(), StatusCode::Unavailable, "{err}");
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// The tests of this binary one at a time: they count this process's segment mappings.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Mappings of netron-shm segments in this process.
+fn segments() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:netron-shm"))
+        .count()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < end, "not within 10 s: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_client_killed_mid_call_frees_its_segment_and_others_are_served() {
+    if child_part() {
+        return;
+    }
+    let _serial = serial();
+    let name = fresh_name("client-killed");
+    let e = Engine::builder()
+        .cores(1)
+        .service(netron_tests::calc())
+        .listen(&format!("shm://{name}"))
+        .build()
+        .unwrap();
+    let before = segments();
+    let (mut child, _out) = spawn(
+        "a_client_killed_mid_call_frees_its_segment_and_others_are_served",
+        "client",
+        &name,
+    );
+    assert_eq!(segments(), before + 1, "the child's segment is mapped here");
+    std::thread::sleep(Duration::from_millis(50));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the server closes the dead client's connection", || {
+        e.total_stats().closed() >= 1
+    });
+    wait_until("the dead client's segment is unmapped", || {
+        segments() == before
+    });
+    let c = Engine::builder().cores(1).build().unwrap();
+    let ch = c.client().connect(&format!("shm://{name}")).unwrap();
+    let dl = Some(Duration::from_secs(30));
+    assert_eq!(
+        ch.call("calc@1.2.0", "add", &[20u8, 22][..], dl).unwrap(),
+        [42]
+    );
+    c.shutdown(Duration::from_secs(1));
+    e.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_client_scribbling_on_the_segment_is_cut_off_and_others_are_served() {
+    if child_part() {
+        return;
+    }
+    let _serial = serial();
+    let name = fresh_name("scribbler");
+    let e = Engine::builder()
+        .cores(1)
+        .service(netron_tests::calc())
+        .listen(&format!("shm://{name}"))
+        .build()
+        .unwrap();
+    let (mut child, _out) = spawn(
+        "a_client_scribbling_on_the_segment_is_cut_off_and_others_are_served",
+        "scribbler",
+        &name,
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the scribbler failed: {status}");
+    wait_until("the scribbler's connection is closed", || {
+        e.total_stats().closed() >= 1
+    });
+    let stats = e.total_stats();
+    let errors: u64 = stats.errors().values().sum();
+    println!("counters after the scribbler: {:?}", stats.errors());
+    assert!(
+        errors >= 1,
+        "a segment overwritten everywhere went unnoticed: {:?}",
+        stats.errors()
+    );
+    // The core is alive and serves others.
+    let c = Engine::builder().cores(1).build().unwrap();
+    let ch = c.client().connect(&format!("shm://{name}")).unwrap();
+    let dl = Some(Duration::from_secs(30));
+    for i in 0..100u8 {
+        assert_eq!(
+            ch.call("calc@1.2.0", "add", vec![i, 1], dl).unwrap(),
+            [i.wrapping_add(1)]
+        );
+    }
+    c.shutdown(Duration::from_secs(1));
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// The hostile client: a hand-made Netron client on the raw rings that sends calls while a
+/// second thread writes random bytes at random places of everything in the segment the
+/// server reads (the header, ring 1's control block, ring 0's data); at the end it fills the
+/// whole client → server ring with garbage and rings the server's doorbell. It reads nothing
+/// and leaves ring 0's control block (read only by its own producer) alone, so it never
+/// finds the segment corrupt and closes first: the server has to notice by itself.
+fn scribble(name: &str) {
+    use netron_codec::hpack::{Header, HeaderEncoder};
+    use netron_codec::{BatchEncoder, Limits};
+
+    let conn = netron_shm::ShmConnection::connect(name).unwrap();
+    let (base, len) = conn.raw_segment();
+    let (mut tx, mut rx) = conn.split();
+    let mut hello = Vec::new();
+    netron_codec::handshake::ClientHandshake::new(Default::default())
+        .start(&mut hello)
+        .unwrap();
+    let pre = netron_codec::handshake::PREFACE.len();
+    tx.send(&hello[..pre]).unwrap();
+    tx.send(&hello[pre..]).unwrap();
+    tx.publish().unwrap();
+    rx.wait(Some(Instant::now() + Duration::from_secs(10)))
+        .unwrap();
+    rx.read().unwrap().expect("the Welcome");
+    rx.release();
+    println!("ready");
+
+    // SAFETY: `base..base + len` is this process's mapping of the segment, alive while `tx`
+    // and `rx` are (they hold it): it is read here before any scribbling starts.
+    let word = |off: usize| unsafe { base.wrapping_add(off).cast::<u64>().read_volatile() };
+    let (data0, cap0) = (word(40) as usize, word(48) as usize);
+    let base_addr = base as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+    let scribbler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // The header and ring 1's control block (0..640), or ring 0's data.
+                let pick = (x >> 16) as usize % (256 + cap0);
+                let off = match pick {
+                    0..128 => pick,
+                    128..256 => 384 + 2 * (pick - 128),
+                    _ => data0 + (pick - 256),
+                };
+                if off >= len {
+                    continue;
+                }
+                // SAFETY: `off < len`, inside the mapping, which outlives this thread (it is
+                // joined before `tx` and `rx` drop). The other process may write the same
+                // bytes: that is the point (shared memory, volatile byte stores).
+                unsafe { ((base_addr + off) as *mut u8).write_volatile(x as u8) };
+                n += 1;
+                if n % 256 == 0 {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+            }
+        })
+    };
+    let mut b = BatchEncoder::new(Limits::default());
+    let mut enc = HeaderEncoder::new(4096);
+    let mut id = 1u32;
+    let end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < end {
+        b.clear();
+        for _ in 0..8 {
+            let r = b.request(id, None).and_then(|f| {
+                f.headers(
+                    &mut enc,
+                    &[Header::service(b"calc@1.2.0"), Header::method(b"add")],
+                )
+            });
+            match r {
+                Ok(f) => {
+                    let _ = f.payload(&[20, 22]).finish();
+                }
+                Err(_) => break,
+            }
+            id += 2;
+        }
+        if tx.send(b.as_slice()).is_err() || tx.publish().is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    scribbler.join().unwrap();
+    if data0.checked_add(cap0).is_some_and(|e| e <= len) {
+        // SAFETY: the client → server data area, inside the mapping (checked above).
+        unsafe { std::ptr::write_bytes(base.wrapping_add(data0), 0xA5, cap0) };
+    }
+    if let Some(fd) = tx.doorbell_fd() {
+        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+    }
+    // Give the server time to look before our exit closes the connection anyway.
+    std::thread::sleep(Duration::from_millis(300));
+    println!("scribbled");
+}
