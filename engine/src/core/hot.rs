@@ -156,7 +156,7 @@ impl Core {
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Direct::Empty,
-                    Err(_) => Direct::Failed,
+                    Err(_) => Direct::Failed("recv_failed"),
                 }
             } else {
                 en.link.read_direct(&mut self.scratch, |input| {
