@@ -5,6 +5,10 @@
 use super::*;
 use crate::transport::{Tx, TxPolicy, Update};
 
+/// A flush with at most this many connections to write sends each directly (`send(2)`, no
+/// SQE): measured, see docs/architecture.md "Direct sends".
+const DIRECT_SEND_MAX_CONNS: usize = 2;
+
 impl Core {
     pub(super) fn arm_inbox(&mut self) {
         let Some(buf) = self.inbox_buf.take() else {
@@ -264,6 +268,10 @@ impl Core {
         }
         let mut work = false;
         let mut dirty = std::mem::take(&mut self.dirty);
+        // Few connections to write this turn: each is written directly (one send(2)), which
+        // costs less than a Send SQE, its CQE and the wake-up that CQE causes on a core that
+        // waits; many: their sends share one io_uring_enter.
+        let few = dirty.len() <= DIRECT_SEND_MAX_CONNS;
         for key in dirty.drain(..) {
             let Some(en) = self.conns.get_mut(key) else {
                 continue;
@@ -309,7 +317,7 @@ impl Core {
             let policy = TxPolicy {
                 zero_copy_at: self.cfg.runtime.send_zc_threshold,
                 // A hot connection is written the way it is read: directly.
-                direct: en.hot.is_some(),
+                direct: en.hot.is_some() || few,
             };
             match en
                 .link
