@@ -40,36 +40,25 @@ impl Side {
     /// One busy-poll turn: receive everything pending, run timers, send everything.
     fn turn(&mut self) {
         let now = Instant::now();
-        loop {
-            match self.sock.recv_from(&mut self.rbuf) {
-                Ok((n, from)) => {
-                    self.buf.clear();
-                    match self.ep.handle(
-                        now,
-                        from,
-                        None,
-                        None,
-                        BytesMut::from(&self.rbuf[..n]),
-                        &mut self.buf,
-                    ) {
-                        Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
-                            if let Some(c) = self.conns.get_mut(&ch) {
-                                c.handle_event(ev);
-                            }
-                        }
-                        Some(DatagramEvent::NewConnection(inc)) => {
-                            self.buf.clear();
-                            if let Ok((ch, c)) = self.ep.accept(inc, now, &mut self.buf, None) {
-                                self.conns.insert(ch, c);
-                            }
-                        }
-                        Some(DatagramEvent::Response(t)) => {
-                            let _ = self.sock.send_to(&self.buf[..t.size], t.destination);
-                        }
-                        None => {}
+        while let Ok((n, from)) = self.sock.recv_from(&mut self.rbuf) {
+            self.buf.clear();
+            let data = BytesMut::from(&self.rbuf[..n]);
+            match self.ep.handle(now, from, None, None, data, &mut self.buf) {
+                Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
+                    if let Some(c) = self.conns.get_mut(&ch) {
+                        c.handle_event(ev);
                     }
                 }
-                Err(_) => break,
+                Some(DatagramEvent::NewConnection(inc)) => {
+                    self.buf.clear();
+                    if let Ok((ch, c)) = self.ep.accept(inc, now, &mut self.buf, None) {
+                        self.conns.insert(ch, c);
+                    }
+                }
+                Some(DatagramEvent::Response(t)) => {
+                    let _ = self.sock.send_to(&self.buf[..t.size], t.destination);
+                }
+                None => {}
             }
         }
         for (&ch, c) in &mut self.conns {
