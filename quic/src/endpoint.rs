@@ -59,7 +59,14 @@ pub(crate) struct Slot {
     dirty: bool,
     closed: bool,
     connected: bool,
+    /// A server-side handshake counted in `QuicEndpoint::pending`.
+    pending: bool,
 }
+
+/// Endpoint-level datagrams (Retry, refusals, stateless resets, version negotiation) queued at
+/// most; more are dropped (the peer retransmits) so a driver that lags cannot be made to hold
+/// unbounded memory by an Initial flood.
+pub const MAX_QUEUED_RESPONSES: usize = 256;
 
 /// A QUIC endpoint without I/O: the driver feeds it received datagrams
 /// ([`handle_datagram`](Self::handle_datagram)) and timer expiries
@@ -80,6 +87,10 @@ pub struct QuicEndpoint {
     scratch: Vec<u8>,
     tx_cursor: usize,
     stats: EndpointStats,
+    /// Server-side handshakes in progress (accepted, neither connected nor closed).
+    pending: usize,
+    /// Scratch list of connections whose timer fired.
+    due: Vec<usize>,
     /// The latest `now` passed in (inputs only: no clock is read here).
     now: Option<Instant>,
 }
@@ -138,6 +149,8 @@ impl QuicEndpoint {
             scratch: Vec::new(),
             tx_cursor: 0,
             stats: EndpointStats::default(),
+            pending: 0,
+            due: Vec::new(),
             now: None,
         }
     }
@@ -174,7 +187,10 @@ impl QuicEndpoint {
     fn insert(&mut self, proto: ConnectionHandle, conn: Connection) -> ConnId {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
+        let pending = conn.side().is_server();
+        self.pending += usize::from(pending);
         let index = self.conns.insert(Slot {
+            pending,
             conn,
             proto,
             generation,
@@ -238,6 +254,9 @@ impl QuicEndpoint {
     }
 
     fn respond(&mut self, t: quinn_proto::Transmit) {
+        if self.responses.len() >= MAX_QUEUED_RESPONSES {
+            return;
+        }
         let bytes = self.scratch[..t.size].to_vec();
         self.responses.push_back((
             Transmit {
@@ -249,16 +268,9 @@ impl QuicEndpoint {
         ));
     }
 
-    fn pending_handshakes(&self) -> usize {
-        self.conns
-            .iter()
-            .filter(|(_, s)| !s.connected && !s.closed && s.conn.side().is_server())
-            .count()
-    }
-
     fn incoming(&mut self, now: Instant, incoming: Incoming) {
         self.scratch.clear();
-        let pending = self.pending_handshakes();
+        let pending = self.pending;
         if pending >= self.max_pending {
             let t = self.endpoint.refuse(incoming, &mut self.scratch);
             self.stats.refused += 1;
@@ -399,6 +411,10 @@ impl QuicEndpoint {
                 slot.conn.handle_event(back);
             }
         }
+        if slot.pending && (slot.connected || slot.closed) {
+            slot.pending = false;
+            self.pending -= 1;
+        }
         if slot.conn.is_drained() {
             let proto = slot.proto;
             self.conns.remove(index);
@@ -445,16 +461,18 @@ impl QuicEndpoint {
     /// Runs the timers (loss detection, idle timeout, pacing ...) due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.due);
         for (index, slot) in self.conns.iter_mut() {
             if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
                 slot.conn.handle_timeout(now);
                 due.push(index);
             }
         }
-        for index in due {
+        for &index in &due {
             self.mark(index);
         }
+        due.clear();
+        self.due = due;
     }
 
     /// Closes a connection with an application error code (a Netron status code, §27.1) and

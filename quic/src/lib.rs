@@ -31,7 +31,9 @@ mod stream;
 pub use config::{
     ALPN, ClientAuth, ClientConfig, Identity, QuicSettings, RetryPolicy, ServerConfig, Trust,
 };
-pub use endpoint::{ALPN_REFUSED, ConnId, EndpointStats, QuicEndpoint, Transmit};
+pub use endpoint::{
+    ALPN_REFUSED, ConnId, EndpointStats, MAX_QUEUED_RESPONSES, QuicEndpoint, Transmit,
+};
 pub use error::{ConfigError, QuicError};
 pub use event::{CloseReason, QuicEvent};
 pub use quinn_proto::StreamId;

@@ -387,7 +387,23 @@ fn pending_handshakes_over_the_budget_are_refused() {
     // The third client learns it was refused.
     net.run_until(10_000, |net| closed(net.seen(clients[2])).is_some());
     let r = closed(net.seen(clients[2])).unwrap().to_string();
-    assert!(r.contains("CONNECTION_REFUSED"), "{r}");
+    assert!(
+        r.contains("CONNECTION_REFUSED") && r.contains("max_pending_handshakes"),
+        "{r}"
+    );
+    // Completed handshakes free the budget: a fourth client is accepted.
+    net.run_until(10_000, |net| {
+        net.seen(s)
+            .iter()
+            .filter(|e| matches!(e, QuicEvent::Connected { .. }))
+            .count()
+            == 2
+    });
+    let d = net.add(13, QuicEndpoint::new(None, Some(&client(&ca))).unwrap());
+    let now = net.now;
+    net.ep(d).connect(now, s, "localhost").unwrap();
+    net.run_until(10_000, |net| connected(net.seen(d)).is_some());
+    assert_eq!(net.ep(s).stats().accepted, 3);
 }
 
 #[test]
