@@ -341,7 +341,7 @@ impl QuicEndpoint {
                         slot.connected = true;
                         self.events.push_back(QuicEvent::Connected { conn: id });
                     } else if !slot.closed {
-                        // rustls refuses a different ALPN itself; a peer offering none gets here.
+                        // rustls (QUIC mode) already requires the agreed ALPN: a safety net.
                         slot.closed = true;
                         self.stats.alpn_refused += 1;
                         if let Some(now) = self.now {
@@ -406,9 +406,11 @@ impl QuicEndpoint {
                 Event::DatagramReceived => self.events.push_back(QuicEvent::Datagram { conn: id }),
             }
         }
+        let mut again = false;
         while let Some(ev) = slot.conn.poll_endpoint_events() {
             if let Some(back) = self.endpoint.handle_event(slot.proto, ev) {
                 slot.conn.handle_event(back);
+                again = true;
             }
         }
         if slot.pending && (slot.connected || slot.closed) {
@@ -420,6 +422,9 @@ impl QuicEndpoint {
             self.conns.remove(index);
             self.by_proto.remove(&proto);
             self.events.push_back(QuicEvent::Drained { conn: id });
+        } else if again {
+            // The endpoint's answer (new connection ids ...) may raise events: look again.
+            self.mark(index);
         }
     }
 
