@@ -1,0 +1,311 @@
+//! Server and client configuration: rustls (TLS 1.3, ring provider, ALPN `netron/1`) and the
+//! QUIC transport knobs, with the defaults of docs/quic.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::ConfigError;
+
+/// The ALPN protocol id every Netron QUIC connection negotiates (docs/protocol.md §27.1).
+pub const ALPN: &[u8] = netron_codec::handshake::ALPN;
+
+/// A certificate chain (leaf first, DER) and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1, DER).
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// Whom a client trusts for the server's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The Mozilla root set (`webpki-roots`): public servers.
+    WebPki,
+    /// Only these CA certificates (DER): private deployments and tests.
+    Ca(Vec<CertificateDer<'static>>),
+}
+
+/// Whether a server asks clients for a certificate (mutual TLS).
+#[derive(Debug, Clone, Default)]
+pub enum ClientAuth {
+    /// No client certificate is requested (the default).
+    #[default]
+    None,
+    /// A client certificate signed by one of these CAs is required; a client without one, or
+    /// with one from another CA, fails the handshake.
+    Required(Vec<CertificateDer<'static>>),
+    /// A client certificate is verified against these CAs if sent; clients without one are
+    /// accepted (and have no identity).
+    Optional(Vec<CertificateDer<'static>>),
+}
+
+/// When a server answers a new client with a Retry (address validation, RFC 9000 §8.1) before
+/// spending a handshake on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Every new client address is validated first: one extra round trip per connection, and
+    /// a spoofed source address costs the server one small Retry packet only.
+    Always,
+    /// Validate only while more than `pending` handshakes are in progress (the default, with
+    /// `pending` = 64): cheap when calm, protected under an Initial flood.
+    UnderLoad {
+        /// Handshakes in progress above which new clients get a Retry.
+        pending: usize,
+    },
+    /// Never send Retry (anti-amplification, 3× the received bytes, still applies).
+    Never,
+}
+
+/// QUIC transport knobs shared by servers and clients. Defaults: docs/quic.md.
+#[derive(Debug, Clone)]
+pub struct QuicSettings {
+    /// A connection with no packet received for this long is closed (`TimedOut`). Default 30 s;
+    /// at most 2^62 − 1 ms.
+    pub idle_timeout: Duration,
+    /// Bidirectional streams the peer may have open at once (calls + Netron streams + the
+    /// control stream). Default 101 (100 concurrent calls + the control stream, §27.2 rule 6).
+    pub max_concurrent_bidi_streams: u32,
+    /// Unidirectional streams the peer may have open at once (the header encoder and decoder
+    /// streams). Default 3 (those two and one unknown stream being abandoned).
+    pub max_concurrent_uni_streams: u32,
+    /// Bytes the peer may send on one stream before it is read. Default 1 MiB.
+    pub stream_receive_window: u32,
+    /// Bytes the peer may send on all streams before they are read. Default 8 MiB.
+    pub receive_window: u32,
+    /// QUIC datagrams (RFC 9221, events only, §27.6) accepted. Default off.
+    pub datagrams: bool,
+}
+
+impl Default for QuicSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            max_concurrent_bidi_streams: 101,
+            max_concurrent_uni_streams: 3,
+            stream_receive_window: 1 << 20,
+            receive_window: 8 << 20,
+            datagrams: false,
+        }
+    }
+}
+
+impl QuicSettings {
+    fn transport(&self) -> Result<TransportConfig, ConfigError> {
+        let idle = IdleTimeout::try_from(self.idle_timeout).map_err(|_| ConfigError::Setting {
+            setting: "QuicSettings::idle_timeout",
+            why: "exceeds QUIC's maximum of 2^62 - 1 ms".into(),
+        })?;
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::Setting {
+                setting: "QuicSettings::idle_timeout",
+                why: "must be positive (0 would mean no idle timeout)".into(),
+            });
+        }
+        if self.stream_receive_window == 0 || self.receive_window < self.stream_receive_window {
+            return Err(ConfigError::Setting {
+                setting: "QuicSettings::receive_window",
+                why: format!(
+                    "stream_receive_window {} must be > 0 and <= receive_window {}",
+                    self.stream_receive_window, self.receive_window
+                ),
+            });
+        }
+        let mut t = TransportConfig::default();
+        t.max_idle_timeout(Some(idle))
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_uni_streams))
+            .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
+            .receive_window(VarInt::from_u32(self.receive_window))
+            .datagram_receive_buffer_size(
+                self.datagrams
+                    .then_some(self.stream_receive_window as usize),
+            );
+        Ok(t)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(
+    setting: &'static str,
+    cas: &[CertificateDer<'static>],
+) -> Result<Arc<RootCertStore>, ConfigError> {
+    let mut store = RootCertStore::empty();
+    for ca in cas {
+        store.add(ca.clone()).map_err(|e| ConfigError::Setting {
+            setting,
+            why: format!("CA certificate rejected: {e}"),
+        })?;
+    }
+    if store.is_empty() {
+        return Err(ConfigError::Setting {
+            setting,
+            why: "no CA certificate given".into(),
+        });
+    }
+    Ok(Arc::new(store))
+}
+
+/// A server's configuration: its certificate, client authentication, transport knobs and its
+/// defences against hostile clients.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The server's certificate chain and key.
+    pub identity: Identity,
+    /// Mutual TLS. Default [`ClientAuth::None`].
+    pub client_auth: ClientAuth,
+    /// Transport knobs.
+    pub settings: QuicSettings,
+    /// Address validation. Default `UnderLoad { pending: 64 }`.
+    pub retry: RetryPolicy,
+    /// Handshakes in progress (accepted, not yet established) above which new clients are
+    /// refused with CONNECTION_REFUSED. Default 1024.
+    pub max_pending_handshakes: usize,
+    /// Bytes buffered for one not-yet-accepted connection (0-RTT and coalesced Initial data).
+    /// Default 64 KiB.
+    pub incoming_buffer_bytes: u64,
+    /// Bytes buffered for all not-yet-accepted connections. Default 4 MiB.
+    pub incoming_buffer_bytes_total: u64,
+}
+
+impl ServerConfig {
+    /// A server with `identity` and the defaults above.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            client_auth: ClientAuth::None,
+            settings: QuicSettings::default(),
+            retry: RetryPolicy::UnderLoad { pending: 64 },
+            max_pending_handshakes: 1024,
+            incoming_buffer_bytes: 64 << 10,
+            incoming_buffer_bytes_total: 4 << 20,
+        }
+    }
+
+    /// Builds the quinn-proto server configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the setting: a bad certificate or key, an empty or bad CA list,
+    /// a transport knob out of range.
+    pub fn build(&self) -> Result<Arc<quinn_proto::ServerConfig>, ConfigError> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ConfigError::Tls {
+                setting: "TLS versions",
+                source: e,
+            })?;
+        let builder = match &self.client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::Required(cas) | ClientAuth::Optional(cas) => {
+                let store = roots("ServerConfig::client_auth", cas)?;
+                let mut v =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(store, provider());
+                if matches!(self.client_auth, ClientAuth::Optional(_)) {
+                    v = v.allow_unauthenticated();
+                }
+                let v = v.build().map_err(|e| ConfigError::Setting {
+                    setting: "ServerConfig::client_auth",
+                    why: format!("client verifier: {e}"),
+                })?;
+                builder.with_client_cert_verifier(v)
+            }
+        };
+        let mut tls = builder
+            .with_single_cert(self.identity.chain.clone(), self.identity.key.clone_key())
+            .map_err(|e| ConfigError::Tls {
+                setting: "ServerConfig::identity",
+                source: e,
+            })?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicServerConfig::try_from(tls).map_err(|e| ConfigError::Setting {
+            setting: "ServerConfig (TLS)",
+            why: e.to_string(),
+        })?;
+        let mut cfg = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+        cfg.transport_config(Arc::new(self.settings.transport()?))
+            .max_incoming(self.max_pending_handshakes.max(1))
+            .incoming_buffer_size(self.incoming_buffer_bytes)
+            .incoming_buffer_size_total(self.incoming_buffer_bytes_total)
+            // Netron connections are bound to their path (§27); migration is a later step.
+            .migration(false);
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// A client's configuration: whom it trusts, its own certificate for mutual TLS, transport knobs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Trust anchors for the server certificate. Verification is always on.
+    pub trust: Trust,
+    /// The client's certificate for servers that require mutual TLS. Default none.
+    pub identity: Option<Identity>,
+    /// Transport knobs.
+    pub settings: QuicSettings,
+}
+
+impl ClientConfig {
+    /// A client trusting `trust`, without a certificate, with default settings.
+    pub fn new(trust: Trust) -> Self {
+        Self {
+            trust,
+            identity: None,
+            settings: QuicSettings::default(),
+        }
+    }
+
+    /// Builds the quinn-proto client configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the setting: an empty or bad CA list, a bad client certificate or
+    /// key, a transport knob out of range.
+    pub fn build(&self) -> Result<quinn_proto::ClientConfig, ConfigError> {
+        let store = match &self.trust {
+            Trust::WebPki => Arc::new(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            }),
+            Trust::Ca(cas) => roots("ClientConfig::trust", cas)?,
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ConfigError::Tls {
+                setting: "TLS versions",
+                source: e,
+            })?
+            .with_root_certificates(store);
+        let mut tls = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                .map_err(|e| ConfigError::Tls {
+                    setting: "ClientConfig::identity",
+                    source: e,
+                })?,
+        };
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).map_err(|e| ConfigError::Setting {
+            setting: "ClientConfig (TLS)",
+            why: e.to_string(),
+        })?;
+        let mut cfg = quinn_proto::ClientConfig::new(Arc::new(crypto));
+        cfg.transport_config(Arc::new(self.settings.transport()?));
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,545 @@
+//! [`QuicEndpoint`]: one UDP socket's worth of QUIC, sans-IO. Datagrams and time go in,
+//! datagrams, timer deadlines and [`QuicEvent`]s come out; connections live in a slab.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::crypto::rustls::HandshakeData;
+use quinn_proto::{
+    Connection, ConnectionHandle, DatagramEvent, Dir, EndpointConfig, Event, Incoming, StreamEvent,
+    VarInt,
+};
+use rustls::pki_types::CertificateDer;
+use slab::Slab;
+
+use crate::config::{ALPN, ClientConfig, RetryPolicy, ServerConfig};
+use crate::error::{ConfigError, QuicError};
+use crate::event::{CloseReason, QuicEvent};
+
+/// A connection's handle on its endpoint. Stale handles (of drained connections) are refused
+/// with [`QuicError::NoConnection`], even when the slot is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+/// One datagram to send, written to the buffer given to [`QuicEndpoint::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length in bytes (the buffer holds exactly these bytes).
+    pub len: usize,
+    /// The source address to send from, when the endpoint is bound to several.
+    pub src_ip: Option<IpAddr>,
+}
+
+/// Counters of an endpoint's defences (docs/quic.md, "Hardening").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// New clients accepted (handshake started).
+    pub accepted: u64,
+    /// New clients answered with a Retry (address validation).
+    pub retries: u64,
+    /// New clients refused (CONNECTION_REFUSED): over `max_pending_handshakes`, or quinn-proto
+    /// refused the Initial.
+    pub refused: u64,
+    /// Connections closed because the peer negotiated no `netron/1` ALPN.
+    pub alpn_refused: u64,
+}
+
+pub(crate) struct Slot {
+    pub(crate) conn: Connection,
+    proto: ConnectionHandle,
+    generation: u32,
+    dirty: bool,
+    closed: bool,
+    connected: bool,
+    /// A server-side handshake counted in `QuicEndpoint::pending`.
+    pending: bool,
+}
+
+/// Endpoint-level datagrams (Retry, refusals, stateless resets, version negotiation) queued at
+/// most; more are dropped (the peer retransmits) so a driver that lags cannot be made to hold
+/// unbounded memory by an Initial flood.
+pub const MAX_QUEUED_RESPONSES: usize = 256;
+
+/// A QUIC endpoint without I/O: the driver feeds it received datagrams
+/// ([`handle_datagram`](Self::handle_datagram)) and timer expiries
+/// ([`handle_timeout`](Self::handle_timeout)), sends what [`poll_transmit`](Self::poll_transmit)
+/// returns, sleeps until [`poll_timeout`](Self::poll_timeout), and acts on
+/// [`poll_event`](Self::poll_event). No clock is read inside: `now` is always passed in.
+pub struct QuicEndpoint {
+    endpoint: quinn_proto::Endpoint,
+    client: Option<quinn_proto::ClientConfig>,
+    retry: RetryPolicy,
+    max_pending: usize,
+    pub(crate) conns: Slab<Slot>,
+    by_proto: HashMap<ConnectionHandle, usize>,
+    generation: u32,
+    dirty: Vec<usize>,
+    responses: VecDeque<(Transmit, Vec<u8>)>,
+    events: VecDeque<QuicEvent>,
+    scratch: Vec<u8>,
+    tx_cursor: usize,
+    stats: EndpointStats,
+    /// Server-side handshakes in progress (accepted, neither connected nor closed).
+    pending: usize,
+    /// Scratch list of connections whose timer fired.
+    due: Vec<usize>,
+    /// The latest `now` passed in (inputs only: no clock is read here).
+    now: Option<Instant>,
+}
+
+/// The application close code sent when the peer negotiated no ALPN: Netron's
+/// `FailedPrecondition` (docs/protocol.md §15).
+pub const ALPN_REFUSED: u32 = 9;
+
+impl std::fmt::Debug for QuicEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicEndpoint")
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicEndpoint {
+    /// An endpoint that accepts connections if `server` is given and can connect if `client` is.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the setting that cannot be used.
+    pub fn new(
+        server: Option<&ServerConfig>,
+        client: Option<&ClientConfig>,
+    ) -> Result<Self, ConfigError> {
+        let server_cfg = server.map(ServerConfig::build).transpose()?;
+        let client_cfg = client.map(ClientConfig::build).transpose()?;
+        let retry = server.map_or(RetryPolicy::Never, |s| s.retry);
+        let max_pending = server.map_or(0, |s| s.max_pending_handshakes);
+        Ok(Self::from_quinn(server_cfg, client_cfg, retry, max_pending))
+    }
+
+    /// An endpoint on raw quinn-proto configurations (tests that need a misbehaving peer, e.g.
+    /// one without ALPN). Prefer [`new`](Self::new).
+    #[doc(hidden)]
+    pub fn from_quinn(
+        server: Option<Arc<quinn_proto::ServerConfig>>,
+        client: Option<quinn_proto::ClientConfig>,
+        retry: RetryPolicy,
+        max_pending: usize,
+    ) -> Self {
+        let endpoint =
+            quinn_proto::Endpoint::new(Arc::new(EndpointConfig::default()), server, false, None);
+        Self {
+            endpoint,
+            client,
+            retry,
+            max_pending,
+            conns: Slab::new(),
+            by_proto: HashMap::new(),
+            generation: 0,
+            dirty: Vec::new(),
+            responses: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+            tx_cursor: 0,
+            stats: EndpointStats::default(),
+            pending: 0,
+            due: Vec::new(),
+            now: None,
+        }
+    }
+
+    /// The defence counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Live connections (including closing ones not yet drained).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Starts a connection to `remote`, verifying the server's certificate for `server_name`.
+    ///
+    /// # Errors
+    /// [`QuicError::NotAClient`] without a [`ClientConfig`]; [`QuicError::Connect`] for a bad
+    /// address or server name.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnId, QuicError> {
+        let cfg = self.client.clone().ok_or(QuicError::NotAClient)?;
+        let (ch, conn) = self
+            .endpoint
+            .connect(now, cfg, remote, server_name)
+            .map_err(|e| QuicError::Connect(e.to_string()))?;
+        Ok(self.insert(ch, conn))
+    }
+
+    fn insert(&mut self, proto: ConnectionHandle, conn: Connection) -> ConnId {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let pending = conn.side().is_server();
+        self.pending += usize::from(pending);
+        let index = self.conns.insert(Slot {
+            pending,
+            conn,
+            proto,
+            generation,
+            dirty: false,
+            closed: false,
+            connected: false,
+        });
+        self.by_proto.insert(proto, index);
+        self.mark(index);
+        ConnId {
+            index: index as u32,
+            generation,
+        }
+    }
+
+    fn mark(&mut self, index: usize) {
+        if let Some(slot) = self.conns.get_mut(index) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(index);
+            }
+        }
+    }
+
+    /// The slot of `id` (marked for event processing, since the caller is about to act on it).
+    pub(crate) fn slot(&mut self, id: ConnId) -> Result<&mut Slot, QuicError> {
+        let index = id.index as usize;
+        match self.conns.get(index) {
+            Some(s) if s.generation == id.generation => {}
+            _ => return Err(QuicError::NoConnection),
+        }
+        self.mark(index);
+        Ok(&mut self.conns[index])
+    }
+
+    /// Feeds one received UDP datagram (`data`, from `remote`, received on `local_ip` if known).
+    /// Owned because quinn-proto decrypts in place.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: BytesMut,
+    ) {
+        self.now = Some(now);
+        self.scratch.clear();
+        match self
+            .endpoint
+            .handle(now, remote, local_ip, None, data, &mut self.scratch)
+        {
+            None => {}
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(&index) = self.by_proto.get(&ch) {
+                    self.conns[index].conn.handle_event(event);
+                    self.mark(index);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.respond(t),
+            Some(DatagramEvent::NewConnection(incoming)) => self.incoming(now, incoming),
+        }
+    }
+
+    fn respond(&mut self, t: quinn_proto::Transmit) {
+        if self.responses.len() >= MAX_QUEUED_RESPONSES {
+            return;
+        }
+        let bytes = self.scratch[..t.size].to_vec();
+        self.responses.push_back((
+            Transmit {
+                destination: t.destination,
+                len: t.size,
+                src_ip: t.src_ip,
+            },
+            bytes,
+        ));
+    }
+
+    fn incoming(&mut self, now: Instant, incoming: Incoming) {
+        self.scratch.clear();
+        let pending = self.pending;
+        if pending >= self.max_pending {
+            let t = self.endpoint.refuse(incoming, &mut self.scratch);
+            self.stats.refused += 1;
+            return self.respond(t);
+        }
+        let retry = match self.retry {
+            RetryPolicy::Always => true,
+            RetryPolicy::UnderLoad { pending: limit } => pending >= limit,
+            RetryPolicy::Never => false,
+        };
+        if retry && !incoming.remote_address_validated() && incoming.may_retry() {
+            match self.endpoint.retry(incoming, &mut self.scratch) {
+                Ok(t) => {
+                    self.stats.retries += 1;
+                    self.respond(t);
+                }
+                Err(e) => self.endpoint.ignore(e.into_incoming()),
+            }
+            return;
+        }
+        match self.endpoint.accept(incoming, now, &mut self.scratch, None) {
+            Ok((ch, conn)) => {
+                self.stats.accepted += 1;
+                let conn = self.insert(ch, conn);
+                self.events.push_back(QuicEvent::Accepted { conn });
+            }
+            Err(e) => {
+                self.stats.refused += 1;
+                if let Some(t) = e.response {
+                    self.respond(t);
+                }
+            }
+        }
+    }
+
+    /// The next event, after processing what the last inputs and operations caused. Call until
+    /// `None` after every input.
+    pub fn poll_event(&mut self) -> Option<QuicEvent> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Some(e);
+            }
+            let index = self.dirty.pop()?;
+            self.process(index);
+        }
+    }
+
+    fn process(&mut self, index: usize) {
+        let Some(slot) = self.conns.get_mut(index) else {
+            return;
+        };
+        slot.dirty = false;
+        let id = ConnId {
+            index: index as u32,
+            generation: slot.generation,
+        };
+        while let Some(ev) = slot.conn.poll() {
+            match ev {
+                Event::HandshakeDataReady | Event::DatagramsUnblocked => {}
+                Event::Connected => {
+                    let alpn = slot
+                        .conn
+                        .crypto_session()
+                        .handshake_data()
+                        .and_then(|d| d.downcast::<HandshakeData>().ok())
+                        .and_then(|d| d.protocol);
+                    if alpn.as_deref() == Some(ALPN) {
+                        slot.connected = true;
+                        self.events.push_back(QuicEvent::Connected { conn: id });
+                    } else if !slot.closed {
+                        // rustls (QUIC mode) already requires the agreed ALPN: a safety net.
+                        slot.closed = true;
+                        self.stats.alpn_refused += 1;
+                        if let Some(now) = self.now {
+                            slot.conn.close(
+                                now,
+                                VarInt::from_u32(ALPN_REFUSED),
+                                Bytes::from_static(b"ALPN netron/1 required"),
+                            );
+                        }
+                        self.events.push_back(QuicEvent::Closed {
+                            conn: id,
+                            reason: CloseReason::Tls(
+                                "the peer negotiated no ALPN; netron/1 is required".into(),
+                            ),
+                        });
+                    }
+                }
+                Event::ConnectionLost { reason } => {
+                    if !slot.closed {
+                        slot.closed = true;
+                        self.events.push_back(QuicEvent::Closed {
+                            conn: id,
+                            reason: CloseReason::from(&reason),
+                        });
+                    }
+                }
+                Event::Stream(StreamEvent::Opened { dir }) => {
+                    while let Some(stream) = slot.conn.streams().accept(dir) {
+                        self.events
+                            .push_back(QuicEvent::StreamOpened { conn: id, stream });
+                        self.events
+                            .push_back(QuicEvent::Readable { conn: id, stream });
+                    }
+                }
+                Event::Stream(StreamEvent::Readable { id: stream }) => {
+                    self.events
+                        .push_back(QuicEvent::Readable { conn: id, stream });
+                }
+                Event::Stream(StreamEvent::Writable { id: stream }) => {
+                    self.events
+                        .push_back(QuicEvent::Writable { conn: id, stream });
+                }
+                Event::Stream(StreamEvent::Finished { id: stream }) => {
+                    self.events
+                        .push_back(QuicEvent::Finished { conn: id, stream });
+                }
+                Event::Stream(StreamEvent::Stopped {
+                    id: stream,
+                    error_code,
+                }) => {
+                    self.events.push_back(QuicEvent::Stopped {
+                        conn: id,
+                        stream,
+                        code: error_code.into_inner(),
+                    });
+                }
+                Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
+                    self.events
+                        .push_back(QuicEvent::StreamsAvailable { conn: id });
+                }
+                Event::Stream(StreamEvent::Available { dir: Dir::Uni }) => {}
+                Event::DatagramReceived => self.events.push_back(QuicEvent::Datagram { conn: id }),
+            }
+        }
+        let mut again = false;
+        while let Some(ev) = slot.conn.poll_endpoint_events() {
+            if let Some(back) = self.endpoint.handle_event(slot.proto, ev) {
+                slot.conn.handle_event(back);
+                again = true;
+            }
+        }
+        if slot.pending && (slot.connected || slot.closed) {
+            slot.pending = false;
+            self.pending -= 1;
+        }
+        if slot.conn.is_drained() {
+            let proto = slot.proto;
+            self.conns.remove(index);
+            self.by_proto.remove(&proto);
+            self.events.push_back(QuicEvent::Drained { conn: id });
+        } else if again {
+            // The endpoint's answer (new connection ids ...) may raise events: look again.
+            self.mark(index);
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` (cleared first) and says where it goes.
+    /// Call until `None` after every input and operation. One datagram per call (no GSO yet).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        if let Some((t, bytes)) = self.responses.pop_front() {
+            buf.extend_from_slice(&bytes);
+            return Some(t);
+        }
+        let cap = self.conns.capacity();
+        for k in 0..cap {
+            let index = (self.tx_cursor + k) % cap;
+            let Some(slot) = self.conns.get_mut(index) else {
+                continue;
+            };
+            if let Some(t) = slot.conn.poll_transmit(now, 1, buf) {
+                self.tx_cursor = index + 1;
+                self.mark(index);
+                return Some(Transmit {
+                    destination: t.destination,
+                    len: t.size,
+                    src_ip: t.src_ip,
+                });
+            }
+        }
+        None
+    }
+
+    /// The earliest instant [`handle_timeout`](Self::handle_timeout) must be called at, if any.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conns
+            .iter_mut()
+            .filter_map(|(_, s)| s.conn.poll_timeout())
+            .min()
+    }
+
+    /// Runs the timers (loss detection, idle timeout, pacing ...) due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        let mut due = std::mem::take(&mut self.due);
+        for (index, slot) in self.conns.iter_mut() {
+            if slot.conn.poll_timeout().is_some_and(|t| t <= now) {
+                slot.conn.handle_timeout(now);
+                due.push(index);
+            }
+        }
+        for &index in &due {
+            self.mark(index);
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// Closes a connection with an application error code (a Netron status code, §27.1) and
+    /// reason; a [`QuicEvent::Closed`] with [`CloseReason::Local`] follows, then `Drained`.
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn close(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        code: u32,
+        reason: &[u8],
+    ) -> Result<(), QuicError> {
+        let slot = self.slot(conn)?;
+        if slot.closed {
+            return Ok(());
+        }
+        slot.closed = true;
+        slot.conn
+            .close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason));
+        self.events.push_back(QuicEvent::Closed {
+            conn,
+            reason: CloseReason::Local,
+        });
+        Ok(())
+    }
+
+    /// The peer's certificate chain (leaf first) if it presented one: on a server with mutual
+    /// TLS, the client's verified identity, for interceptors and handlers.
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn peer_identity(
+        &mut self,
+        conn: ConnId,
+    ) -> Result<Option<Vec<CertificateDer<'static>>>, QuicError> {
+        let slot = self.slot(conn)?;
+        Ok(slot
+            .conn
+            .crypto_session()
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .map(|chain| *chain))
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn remote_address(&mut self, conn: ConnId) -> Result<SocketAddr, QuicError> {
+        Ok(self.slot(conn)?.conn.remote_address())
+    }
+
+    /// quinn-proto's statistics of the connection (packets, bytes, losses, RTT).
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn connection_stats(
+        &mut self,
+        conn: ConnId,
+    ) -> Result<quinn_proto::ConnectionStats, QuicError> {
+        Ok(self.slot(conn)?.conn.stats())
+    }
+}
