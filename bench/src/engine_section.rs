@@ -89,7 +89,14 @@ pub(crate) struct RingStream {
     tx: netron_shm::Producer,
     rx: netron_shm::Consumer,
     nonblocking: std::cell::Cell<bool>,
+    /// Empty non-blocking reads since the liveness socket was last looked at.
+    idle_reads: std::cell::Cell<u32>,
 }
+
+/// A non-blocking [`RingStream`] looks at its liveness socket (one `poll`) once every this
+/// many empty reads: a segment's peer can only be seen gone there (heap rings see it at
+/// once), and once per read would add a system call to the floor's busy loop.
+const LIVENESS_EVERY: u32 = 4096;
 
 impl Stream for RingStream {
     fn nonblocking(&self, on: bool) {
@@ -132,6 +139,11 @@ impl Read for RingStream {
                 return Ok(0);
             }
             if self.nonblocking.get() {
+                let idle = self.idle_reads.get() + 1;
+                self.idle_reads.set(idle % LIVENESS_EVERY);
+                if idle == LIVENESS_EVERY && self.rx.check_peer().is_err() {
+                    return Ok(0);
+                }
                 return Err(ErrorKind::WouldBlock.into());
             }
             match self.rx.wait(None) {
@@ -143,6 +155,32 @@ impl Read for RingStream {
     }
 }
 
+/// Two [`RingStream`]s over one real netron-shm segment (rendezvous in this process): the
+/// raw ring floor of `shm://` (the same rings, doorbells and liveness socket, no Netron).
+fn shm_ring_pair() -> (RingStream, RingStream) {
+    let name = format!("netron-bench-floor-{}", std::process::id());
+    let mut cfg = netron_shm::Config::default();
+    cfg.spin(Duration::ZERO);
+    let listener = netron_shm::ShmListener::bind_with(&name, cfg.clone()).expect("shm bind");
+    let client = std::thread::spawn(move || {
+        netron_shm::ShmConnection::connect_with(&name, &cfg).expect("shm connect")
+    });
+    let server = listener
+        .accept_timeout(Some(Instant::now() + Duration::from_secs(5)))
+        .expect("shm accept");
+    let client = client.join().expect("shm connect thread");
+    let side = |c: netron_shm::ShmConnection| {
+        let (tx, rx) = c.split();
+        RingStream {
+            tx,
+            rx,
+            nonblocking: std::cell::Cell::new(false),
+            idle_reads: std::cell::Cell::new(0),
+        }
+    };
+    (side(client), side(server))
+}
+
 /// Two connected [`RingStream`]s.
 fn ring_pair() -> (RingStream, RingStream) {
     let ring = || netron_shm::channel_with_doorbell(1 << 16, Duration::ZERO).expect("ring");
@@ -151,6 +189,7 @@ fn ring_pair() -> (RingStream, RingStream) {
         tx,
         rx,
         nonblocking: std::cell::Cell::new(false),
+        idle_reads: std::cell::Cell::new(0),
     };
     (side(a_tx, a_rx), side(b_tx, b_rx))
 }
@@ -286,7 +325,7 @@ fn latency(n: usize) -> Table {
     // and Netron runs of n / REPS round trips; the percentiles pool each side's samples, the
     // p50 ratio pairs each Netron run with the floor run just before it.
     let per = (n / REPS).max(1);
-    for transport in ["tcp", "unix", "inproc"] {
+    for transport in ["tcp", "unix", "inproc", "shm"] {
         let floor_of = |busy: bool| match transport {
             "tcp" => {
                 let (c, s) = tcp_pair();
@@ -294,6 +333,10 @@ fn latency(n: usize) -> Table {
             }
             "unix" => {
                 let (c, s) = unix_pair();
+                floor(c, s, busy, per)
+            }
+            "shm" => {
+                let (c, s) = shm_ring_pair();
                 floor(c, s, busy, per)
             }
             _ => {
@@ -304,9 +347,10 @@ fn latency(n: usize) -> Table {
         let ep = |tag: &str| match transport {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
             "unix" => unix_endpoint(tag),
+            "shm" => format!("shm://netron-bench-{}-{tag}", std::process::id()),
             _ => format!("inproc://netron-bench-{}-{tag}", std::process::id()),
         };
-        let (busy_floor, blocking_floor) = if transport == "inproc" {
+        let (busy_floor, blocking_floor) = if matches!(transport, "inproc" | "shm") {
             ("busy-poll ring", "blocking ring")
         } else {
             ("busy-poll socket", "blocking socket")
@@ -368,7 +412,7 @@ fn latency(n: usize) -> Table {
             ]);
         }
     }
-    t.note(format!("{n} round trips per row in {REPS} alternating floor / Netron runs of {per} (each after {} warm-up round trips); floors: std sockets ping-pong (tcp, unix) and netron-shm heap rings with eventfd doorbells, one record per message (inproc), same sizes and pinning", per / 10));
+    t.note(format!("{n} round trips per row in {REPS} alternating floor / Netron runs of {per} (each after {} warm-up round trips); floors: std sockets ping-pong (tcp, unix) and netron-shm heap rings with eventfd doorbells, one record per message (inproc), the same over a netron-shm segment made in this process (shm: client and server are two engines of one process, the segment and rendezvous are real), same sizes and pinning", per / 10));
     t.note("percentiles pool the runs; the p50 ratio is the median of the per-round ratios (floor and Netron run back to back, so both saw the same host state), with their range");
     t.note(
         "targets: busy-poll p50 <= 1.2x the busy-poll floor (io_uring and epoll); adaptive <= 1.1x the blocking floor",
