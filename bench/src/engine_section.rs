@@ -433,7 +433,7 @@ fn default_driver() -> String {
 
 fn throughput(window: Duration) -> Table {
     let mut t = Table::new(
-        "engine: pipelined unary calls on one TCP connection (64-byte payloads, busy-poll)",
+        "engine: pipelined unary calls on one connection, tcp (io_uring, epoll) and shm:// (64-byte payloads, busy-poll)",
         &[
             "in flight",
             "calls/s",
@@ -446,19 +446,31 @@ fn throughput(window: Duration) -> Table {
         ],
     );
     let mut uring_rate = [0.0f64; 3];
-    let runs = [DriverChoice::Auto, DriverChoice::Epoll]
-        .into_iter()
-        .flat_map(|d| {
-            [1usize, 16, 256]
-                .into_iter()
-                .enumerate()
-                .map(move |(k, n)| (d, k, n))
-        });
-    for (driver, k, depth) in runs {
+    let runs = [
+        ("tcp", DriverChoice::Auto),
+        ("tcp", DriverChoice::Epoll),
+        ("shm", DriverChoice::Auto),
+    ]
+    .into_iter()
+    .flat_map(|(transport, d)| {
+        [1usize, 16, 256]
+            .into_iter()
+            .enumerate()
+            .map(move |(k, n)| (transport, d, k, n))
+    });
+    for (transport, driver, k, depth) in runs {
         let cfg = RuntimeConfig::default()
             .with_idle(IdlePolicy::BusyPoll)
             .with_driver(driver);
-        let engine = server_with("tcp://127.0.0.1:0", cfg.clone());
+        let listen = if transport == "shm" {
+            format!(
+                "shm://netron-bench-pipelined-{}-{depth}",
+                std::process::id()
+            )
+        } else {
+            "tcp://127.0.0.1:0".to_owned()
+        };
+        let engine = server_with(&listen, cfg.clone());
         let ep = engine.endpoints()[0].clone();
         let mut core = Core::new(cfg).expect("core");
         let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
@@ -490,25 +502,32 @@ fn throughput(window: Duration) -> Table {
         let submits = both(|s| s.driver().submits);
         let rate = calls as f64 / secs;
         let epoll = driver == DriverChoice::Epoll;
+        let shm = transport == "shm";
         let verdict = |met: bool| if met { "met" } else { "NOT met" };
-        let target = match (epoll, depth) {
-            (false, 256) => format!(">= 1,000,000 calls/s: {}", verdict(rate >= 1e6)),
-            (false, _) => String::new(),
-            (true, 256) => format!(
+        let target = match (shm, epoll, depth) {
+            (true, _, 256) => format!(
+                "{} tcp's (>= 2x: {})",
+                ratio(rate, uring_rate[k]),
+                verdict(rate >= 2.0 * uring_rate[k])
+            ),
+            (true, _, _) => format!("{} tcp's", ratio(rate, uring_rate[k])),
+            (false, false, 256) => format!(">= 1,000,000 calls/s: {}", verdict(rate >= 1e6)),
+            (false, false, _) => String::new(),
+            (false, true, 256) => format!(
                 "{} io_uring's (>= 0.7x: {})",
                 ratio(rate, uring_rate[k]),
                 verdict(rate >= 0.7 * uring_rate[k])
             ),
-            (true, _) => format!("{} io_uring's", ratio(rate, uring_rate[k])),
+            (false, true, _) => format!("{} io_uring's", ratio(rate, uring_rate[k])),
         };
-        if !epoll {
+        if !epoll && !shm {
             uring_rate[k] = rate;
         }
         t.row(&[
-            if epoll {
-                format!("{depth}, epoll")
-            } else {
-                depth.to_string()
+            match (shm, epoll) {
+                (true, _) => format!("{depth}, shm"),
+                (false, true) => format!("{depth}, epoll"),
+                (false, false) => depth.to_string(),
             },
             format!("{rate:.0}"),
             format!("{:.1}", fpw(&after, &before)),

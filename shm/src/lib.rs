@@ -72,7 +72,7 @@ pub use config::Config;
 pub use connection::ShmConnection;
 pub use error::{Error, Result};
 #[cfg(not(loom))]
-pub use rendezvous::ShmListener;
+pub use rendezvous::{PendingRendezvous, ShmListener};
 #[cfg(not(loom))]
 pub use ring::channel_with_doorbell;
 pub use ring::{Consumer, Producer, Records, Reservation, channel};

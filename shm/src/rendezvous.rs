@@ -238,6 +238,18 @@ impl ShmListener {
 
     /// Like [`accept`](Self::accept), giving up with `Timeout` at `deadline`.
     pub fn accept_timeout(&self, deadline: Option<Instant>) -> Result<ShmConnection> {
+        self.accept_pending(deadline)?.complete()
+    }
+
+    /// Accepts the next client on the listening socket (waiting until `deadline`) and checks
+    /// its user id against `allow_uids`, without running its rendezvous: the caller runs
+    /// [`PendingRendezvous::complete`] where a slow client cannot hold up the next one (a
+    /// thread of its own, say), so that accepting stays quick whatever the clients do.
+    ///
+    /// # Errors
+    /// `Timeout` at `deadline`; `Handshake` for a user id not in `allow_uids`; the OS error of
+    /// `poll`, `accept` or `SO_PEERCRED`. An error concerns that client only.
+    pub fn accept_pending(&self, deadline: Option<Instant>) -> Result<PendingRendezvous> {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {
@@ -260,7 +272,10 @@ impl ShmListener {
                     });
                 }
             }
-            return serve(stream, &self.config);
+            return Ok(PendingRendezvous {
+                stream,
+                config: self.config.clone(),
+            });
         }
     }
 
@@ -274,6 +289,26 @@ impl Drop for ShmListener {
     fn drop(&mut self) {
         // Removed while the socket still listens, so nobody can have replaced it legitimately.
         self.file.take();
+    }
+}
+
+/// A client accepted by [`ShmListener::accept_pending`] whose rendezvous has not run yet.
+#[derive(Debug)]
+pub struct PendingRendezvous {
+    stream: UnixStream,
+    config: Config,
+}
+
+impl PendingRendezvous {
+    /// Runs the server side of the rendezvous: reads the client's hello (the whole of it within
+    /// the configured `handshake_timeout`, however the client spreads its bytes), makes the
+    /// segment and sends it.
+    ///
+    /// # Errors
+    /// `Timeout` when the hello did not arrive in time; `Handshake` for a bad hello or a client
+    /// that closed; the OS error of making or sending the segment.
+    pub fn complete(self) -> Result<ShmConnection> {
+        serve(self.stream, &self.config)
     }
 }
 
@@ -291,9 +326,33 @@ fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Re
 fn serve(stream: UnixStream, cfg: &Config) -> Result<ShmConnection> {
     set_timeouts(&stream, Some(cfg.handshake_timeout))?;
     let mut hello = [0u8; MSG_LEN];
-    (&stream)
-        .read_exact(&mut hello)
-        .map_err(handshake_io("the client closed before sending its hello"))?;
+    // The whole hello within the handshake timeout: a per-read timeout alone would let a
+    // client that sends a byte now and then hold the rendezvous for ever.
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let mut got = 0;
+    while got < MSG_LEN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| Error::io("setting socket timeouts", e))?;
+        match (&stream).read(&mut hello[got..]) {
+            Ok(0) => {
+                return Err(Error::Handshake {
+                    what: "the client closed before sending its hello",
+                });
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(handshake_io("the client closed before sending its hello")(
+                    e,
+                ));
+            }
+        }
+    }
     let [magic, version, to_server, to_client] = to_words(&hello);
     if magic != HELLO_MAGIC || version != VERSION {
         return Err(Error::Handshake {

@@ -159,6 +159,23 @@ fn segments() -> usize {
         .count()
 }
 
+/// An engine serving `calc@1.2.0` on `shm://name`.
+fn calc_server(name: &str) -> Engine {
+    Engine::builder()
+        .cores(1)
+        .service(netron_tests::calc())
+        .listen(&format!("shm://{name}"))
+        .build()
+        .unwrap()
+}
+
+/// A client engine and its channel to `shm://name`.
+fn client_of(name: &str) -> (Engine, netron_engine::Channel) {
+    let c = Engine::builder().cores(1).build().unwrap();
+    let ch = c.client().connect(&format!("shm://{name}")).unwrap();
+    (c, ch)
+}
+
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
     while !ok() {
@@ -174,12 +191,7 @@ fn a_client_killed_mid_call_frees_its_segment_and_others_are_served() {
     }
     let _serial = serial();
     let name = fresh_name("client-killed");
-    let e = Engine::builder()
-        .cores(1)
-        .service(netron_tests::calc())
-        .listen(&format!("shm://{name}"))
-        .build()
-        .unwrap();
+    let e = calc_server(&name);
     let before = segments();
     let (mut child, _out) = spawn(
         "a_client_killed_mid_call_frees_its_segment_and_others_are_served",
@@ -196,8 +208,7 @@ fn a_client_killed_mid_call_frees_its_segment_and_others_are_served() {
     wait_until("the dead client's segment is unmapped", || {
         segments() == before
     });
-    let c = Engine::builder().cores(1).build().unwrap();
-    let ch = c.client().connect(&format!("shm://{name}")).unwrap();
+    let (c, ch) = client_of(&name);
     let dl = Some(Duration::from_secs(30));
     assert_eq!(
         ch.call("calc@1.2.0", "add", &[20u8, 22][..], dl).unwrap(),
@@ -214,12 +225,7 @@ fn a_client_scribbling_on_the_segment_is_cut_off_and_others_are_served() {
     }
     let _serial = serial();
     let name = fresh_name("scribbler");
-    let e = Engine::builder()
-        .cores(1)
-        .service(netron_tests::calc())
-        .listen(&format!("shm://{name}"))
-        .build()
-        .unwrap();
+    let e = calc_server(&name);
     let (mut child, _out) = spawn(
         "a_client_scribbling_on_the_segment_is_cut_off_and_others_are_served",
         "scribbler",
@@ -239,8 +245,7 @@ fn a_client_scribbling_on_the_segment_is_cut_off_and_others_are_served() {
         stats.errors()
     );
     // The core is alive and serves others.
-    let c = Engine::builder().cores(1).build().unwrap();
-    let ch = c.client().connect(&format!("shm://{name}")).unwrap();
+    let (c, ch) = client_of(&name);
     let dl = Some(Duration::from_secs(30));
     for i in 0..100u8 {
         assert_eq!(

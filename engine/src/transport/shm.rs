@@ -10,11 +10,14 @@
 //! **Accepting.** netron-shm's rendezvous is blocking (a hello read and an `SCM_RIGHTS` reply,
 //! each bounded by the handshake timeout), so it never runs on a core: each `shm://` listener
 //! has one accept thread (`netron-shm-accept`) that polls the listening socket together with
-//! a stop eventfd, completes each rendezvous, and hands the server half to the cores through
-//! their inboxes exactly as an `inproc://` acceptor does. A client that connects and then
-//! stays silent delays the next rendezvous of that name by at most the handshake timeout
-//! ([`HANDSHAKE_TIMEOUT`]); it never stalls a core. Dropping the binding stops the thread and
-//! unbinds the name before it returns.
+//! a stop eventfd and accepts; each client's rendezvous then runs on a short-lived thread of
+//! its own (`netron-shm-hello`: the whole hello within [`HANDSHAKE_TIMEOUT`], however the
+//! client spreads its bytes; at most 64 at once per name, a client beyond that is dropped),
+//! which hands the server half to the cores through their inboxes exactly as an `inproc://`
+//! acceptor does. A client that connects and stays silent or trickles its hello therefore
+//! delays nobody else, and never stalls a core. Dropping the binding stops the accept thread
+//! and unbinds the name before it returns (rendezvous in progress finish or time out on
+//! their own; their connections are refused if the engine is gone).
 //!
 //! **Connecting** runs the client side of the rendezvous on the caller's thread (blocking,
 //! bounded by the connect timeout), like a socket connect.
@@ -33,6 +36,11 @@ use crate::conn::Role;
 
 /// How long the server side of one rendezvous waits for a client's hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Rendezvous of one listened name that may run at once (each on a short-lived thread, at
+/// most [`HANDSHAKE_TIMEOUT`]); a client arriving beyond that is dropped (it sees the
+/// connection close and may retry).
+const MAX_HANDSHAKES: usize = 64;
 
 /// The netron-shm settings of the engine's `shm://` connections: the core spins and sleeps
 /// itself (netron-shm's own spin only serves its blocking waits, which the engine never
@@ -129,7 +137,9 @@ pub(crate) fn bind(name: &str, options: &ShmOptions, acceptor: Acceptor) -> io::
 /// Accepts until `stop` is written. A failed rendezvous concerns that client only.
 fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor, trust_peer: bool) {
     use rustix::event::{PollFd, PollFlags};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let lfd = listener.as_fd();
+    let handshakes = Arc::new(AtomicUsize::new(0));
     loop {
         let mut fds = [
             PollFd::new(&lfd, PollFlags::IN),
@@ -145,13 +155,39 @@ fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor, trus
         if fds[0].revents().is_empty() {
             continue;
         }
-        // A client is waiting: its rendezvous, bounded by the handshake timeout.
-        match listener.accept_timeout(Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
-            Ok(conn) => {
-                // A refusal drops the rings: the client sees the connection close.
-                let _ = acceptor(RecordPipe::from_shm(conn, Role::Server, trust_peer));
+        // A client is waiting: accept it here (quick), run its rendezvous on a thread of its
+        // own (bounded by the handshake timeout), so a slow or silent client never holds up
+        // the next one; at most MAX_HANDSHAKES run at once, beyond that a client is dropped.
+        let pending = match listener.accept_pending(Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!("shm:// accept failed: {e}");
+                continue;
             }
-            Err(e) => tracing::debug!("shm:// rendezvous failed: {e}"),
+        };
+        if handshakes.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
+            handshakes.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(
+                "shm:// client dropped: {MAX_HANDSHAKES} rendezvous already in progress"
+            );
+            continue;
+        }
+        let (acceptor, count) = (acceptor.clone(), handshakes.clone());
+        let spawned = std::thread::Builder::new()
+            .name("netron-shm-hello".to_owned())
+            .spawn(move || {
+                let r = pending.complete();
+                count.fetch_sub(1, Ordering::AcqRel);
+                match r {
+                    // A refusal drops the rings: the client sees the connection close.
+                    Ok(conn) => {
+                        let _ = acceptor(RecordPipe::from_shm(conn, Role::Server, trust_peer));
+                    }
+                    Err(e) => tracing::debug!("shm:// rendezvous failed: {e}"),
+                }
+            });
+        if spawned.is_err() {
+            handshakes.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -261,6 +297,70 @@ mod tests {
         assert_eq!(
             bind("", &none, Arc::new(|_| Ok(()))).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
+        );
+    }
+
+    /// Clients that connect and never speak, or send their hello a byte at a time, do not
+    /// hold up a client that follows them (each rendezvous runs on its own, the whole hello
+    /// within the handshake timeout). On a single accept thread with a per-read timeout, the
+    /// tricklers held the name for ever and the good client timed out.
+    #[test]
+    fn silent_and_trickling_clients_do_not_hold_up_others() {
+        use std::io::Write;
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixStream};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let name = format!("netron-engine-shm-slow-{}", std::process::id());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        let b = bind(
+            &name,
+            &ShmOptions::default(),
+            Arc::new(move |_| {
+                a.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let addr = SocketAddr::from_abstract_name(format!("netron-shm/{name}")).unwrap();
+        // Queued first: three silent clients, then three that trickle (a byte per 100 ms,
+        // each read well inside a per-read timeout of 2 s).
+        let silent: Vec<UnixStream> = (0..3)
+            .map(|_| UnixStream::connect_addr(&addr).unwrap())
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tricklers: Vec<_> = (0..3)
+            .map(|_| {
+                let mut s = UnixStream::connect_addr(&addr).unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) && s.write_all(&[0]).is_ok() {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                })
+            })
+            .collect();
+        let good = connect(&name, false, Duration::from_secs(5));
+        assert!(
+            good.is_ok(),
+            "a client behind slow ones was not served: {:?}",
+            good.err()
+        );
+        stop.store(true, Ordering::Relaxed);
+        for t in tricklers {
+            t.join().unwrap();
+        }
+        drop(silent);
+        // The acceptor runs on the good client's rendezvous thread just after its reply.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while accepted.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(b);
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            1,
+            "only the good client gets a connection"
         );
     }
 
