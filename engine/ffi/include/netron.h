@@ -968,7 +968,8 @@ ntr_status ntr_stream_fail(struct ntr_stream stream, ntr_status status, const ch
 
 // Cancels `stream`: an opener's Cancel (the peer's handler is stopped), or a handler ending
 // the stream with `NTR_CANCELLED`. What was queued and not yet sent is dropped. The handle
-// stays valid until freed; receiving gives `NTR_END_OF_STREAM` (opener) or the end.
+// stays valid until freed; receiving gives `NTR_END_OF_STREAM` (opener) or the end, also to
+// a thread already waiting in `ntr_stream_recv` or `ntr_stream_send` (woken at once).
 ntr_status ntr_stream_cancel(struct ntr_stream stream);
 
 // Frees `stream`. A stream still open is cancelled (as `ntr_stream_cancel`): a handle never

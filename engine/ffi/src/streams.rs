@@ -495,13 +495,21 @@ pub unsafe extern "C" fn ntr_stream_fail(
 
 /// Cancels `stream`: an opener's Cancel (the peer's handler is stopped), or a handler ending
 /// the stream with `NTR_CANCELLED`. What was queued and not yet sent is dropped. The handle
-/// stays valid until freed; receiving gives `NTR_END_OF_STREAM` (opener) or the end.
+/// stays valid until freed; receiving gives `NTR_END_OF_STREAM` (opener) or the end, also to
+/// a thread already waiting in `ntr_stream_recv` or `ntr_stream_send` (woken at once).
 #[unsafe(no_mangle)]
 pub extern "C" fn ntr_stream_cancel(stream: ntr_stream) -> ntr_status {
     entry(|| {
         let cell = STREAMS.get(stream.id)?;
-        let mut st = cell.lock();
-        cancel(&mut st, "cancelled by the C program");
+        let waiters = {
+            let mut st = cell.lock();
+            cancel(&mut st, "cancelled by the C program");
+            std::mem::take(&mut st.waiters)
+        };
+        // A thread blocked in a send or receive of this stream finds it ended.
+        for t in waiters {
+            t.unpark();
+        }
         Ok(())
     })
 }

@@ -3,6 +3,7 @@
 #include "netron.hpp"
 
 #include <iostream>
+#include <vector>
 
 int main(int argc, char** argv) {
   if (argc < 2) {
@@ -15,8 +16,9 @@ int main(int argc, char** argv) {
       netron::channel ch = engine.connect(argv[1]);
       std::string sum = ch.call("calc@1.0.0", "add", std::string("\x05\x07", 2));
       std::cout << "add: " << unsigned(static_cast<unsigned char>(sum.at(0))) << "\n";
-      netron::method echo = ch.bind("calc@1.0.0", "echo");
-      std::cout << "echo: " << echo.call("from C++") << "\n";
+      std::vector<netron::method> bound;  // wrapper objects are move-only: containers hold them
+      bound.push_back(ch.bind("calc@1.0.0", "echo"));
+      std::cout << "echo: " << bound[0].call("from C++") << "\n";
       try {
         ch.call("calc@1.0.0", "nope", "");
       } catch (const netron::error& e) {

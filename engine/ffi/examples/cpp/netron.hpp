@@ -37,6 +37,14 @@ class buffer {
   buffer() = default;
   buffer(const buffer&) = delete;
   buffer& operator=(const buffer&) = delete;
+  buffer(buffer&& o) noexcept : buf_(std::exchange(o.buf_, ntr_buf{})) {}
+  buffer& operator=(buffer&& o) noexcept {
+    if (this != &o) {
+      ntr_buf_free(&buf_);
+      buf_ = std::exchange(o.buf_, ntr_buf{});
+    }
+    return *this;
+  }
   ~buffer() { ntr_buf_free(&buf_); }
   std::string_view view() const {
     return {reinterpret_cast<const char*>(buf_.data), buf_.len};

@@ -257,6 +257,25 @@ out:
   (void)would_block;
 }
 
+/* A thread blocked in a receive, for the cancel-from-another-thread case. */
+typedef struct {
+  ntr_stream st;
+  ntr_status got;
+} blocked_recv;
+
+static void *recv_blocked(void *arg) {
+  blocked_recv *b = arg;
+  ntr_chunk c;
+  b->got = ntr_stream_recv(b->st, 30000, &c);
+  return NULL;
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 static void channel_ends(ntr_channel ch) {
   ntr_stream st;
   ntr_chunk c;
@@ -282,6 +301,21 @@ static void channel_ends(ntr_channel ch) {
   EXPECT(ntr_stream_cancel(st), NTR_OK);
   EXPECT(ntr_stream_recv(st, 0, &c), NTR_END_OF_STREAM);
   EXPECT(ntr_stream_try_send(st, c12, 12), NTR_FAILED_PRECONDITION);
+  EXPECT(ntr_stream_free(st), NTR_OK);
+  /* Cancelled from another thread while a thread waits in a receive: the waiter returns
+   * the end when woken by the cancel, not at its 30 s timeout (a bound, like a deadline test's:
+   * without the wake-up it returns after 30 s). */
+  EXPECT(ntr_channel_open_bidi(ch, SVC, "echo", 30000, &st), NTR_OK);
+  blocked_recv b = {st, NTR_OK};
+  pthread_t waiter;
+  TRUE(pthread_create(&waiter, NULL, recv_blocked, &b) == 0);
+  struct timespec pause = {0, 50 * 1000 * 1000}; /* lets it block first; either order gives the end */
+  nanosleep(&pause, NULL);
+  double cancelled_at = now_s();
+  EXPECT(ntr_stream_cancel(st), NTR_OK);
+  pthread_join(waiter, NULL);
+  TRUE(b.got == NTR_END_OF_STREAM);
+  TRUE(now_s() - cancelled_at < 10.0);
   EXPECT(ntr_stream_free(st), NTR_OK);
   /* Freed while open: cancelled, nothing leaks or hangs (the server's thread ends). */
   EXPECT(ntr_channel_open_bidi(ch, SVC, "echo", 10000, &st), NTR_OK);
