@@ -232,6 +232,14 @@ pub(crate) fn connect(
             inproc::connect(name).map(|p| Connected::Record(Box::new(p)))
         }
         crate::Endpoint::Shm { name, options } => {
+            if options.allow_uids.is_some() || options.mode.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "shm://{name}: allow_uid and mode apply to listening, not to connecting                          (a client sets trust_peer only)"
+                    ),
+                ));
+            }
             shm::connect(name, options.trust_peer, timeout).map(|p| Connected::Record(Box::new(p)))
         }
         _ => sock::connect(endpoint, timeout).map(Connected::Socket),

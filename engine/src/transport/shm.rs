@@ -114,6 +114,14 @@ pub(crate) fn bind(name: &str, options: &ShmOptions, acceptor: Acceptor) -> io::
             "an shm:// endpoint needs a name (shm://name)",
         ));
     }
+    if options.mode.is_some() && !(name.starts_with('/') || name.starts_with("./")) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "shm://{name}: mode sets a socket file's permissions, and this name is an                  abstract socket (no file, no permissions: use allow_uid, or a name starting                  with / or ./)"
+            ),
+        ));
+    }
     let listener =
         ShmListener::bind_with(name, listen_config(options)).map_err(|e| io_err(name, e))?;
     let trust_peer = options.trust_peer;
@@ -362,6 +370,25 @@ mod tests {
             1,
             "only the good client gets a connection"
         );
+    }
+
+    #[test]
+    fn options_that_would_do_nothing_are_refused_naming_why() {
+        let mode = ShmOptions {
+            mode: Some(0o600),
+            ..ShmOptions::default()
+        };
+        let e = bind("netron-engine-shm-mode", &mode, Arc::new(|_| Ok(()))).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("abstract socket"), "{e}");
+        for ep in ["shm://x?allow_uid=0", "shm://x?mode=600"] {
+            let ep: crate::Endpoint = ep.parse().unwrap();
+            let Err(e) = crate::transport::connect(&ep, Duration::from_secs(1)) else {
+                panic!("{ep}: connected");
+            };
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{ep}");
+            assert!(e.to_string().contains("apply to listening"), "{e}");
+        }
     }
 
     #[test]
