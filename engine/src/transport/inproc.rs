@@ -52,9 +52,6 @@ pub(crate) struct RecordPipe {
     sent: usize,
     /// `Some(role)` until this side's first batch (its handshake) is out.
     first: Option<Role>,
-    /// The rings are in a segment shared with another process (`shm://`): its liveness
-    /// socket tells when it is gone, and what it wrote is untrusted (docs/protocol.md §26.5).
-    remote: bool,
     /// The peer half-closed (`shm://`: it shut its socket's writing side down): reads end
     /// after what it published, as after a FIN.
     input_ended: bool,
@@ -111,7 +108,6 @@ impl RecordPipe {
             rx: s2c_rx,
             sent: 0,
             first: Some(Role::Client),
-            remote: false,
             input_ended: false,
             copy: None,
         };
@@ -121,7 +117,6 @@ impl RecordPipe {
             rx: c2s_rx,
             sent: 0,
             first: Some(Role::Server),
-            remote: false,
             input_ended: false,
             copy: None,
         };
@@ -145,7 +140,6 @@ impl RecordPipe {
             rx,
             sent: 0,
             first: Some(role),
-            remote: true,
             input_ended: false,
             copy: (!trust_peer).then(Vec::new),
         }
@@ -159,7 +153,8 @@ impl RecordPipe {
 
     /// Whether the rings are shared with another process (`shm://`).
     pub(crate) fn is_remote(&self) -> bool {
-        self.remote
+        // Only a segment shared with another process has a liveness socket.
+        self.rx.liveness_fd().is_some()
     }
 
     /// Records the peer as gone if its liveness socket says so (after a poll on it fired):
@@ -202,7 +197,7 @@ impl RecordPipe {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    end = Some(ring_failed(&e, self.remote));
+                    end = Some(ring_failed(&e, self.is_remote()));
                     break;
                 }
             }
@@ -253,7 +248,7 @@ impl RecordPipe {
         });
         let published = self.tx.publish();
         match (outcome, published) {
-            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(ring_err(&e, self.remote)),
+            (Err(e), _) | (_, Err(e)) => WriteEnd::Failed(ring_err(&e, self.is_remote())),
             (Ok(true), Ok(())) => {
                 self.sent = 0;
                 self.first = None;

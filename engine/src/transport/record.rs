@@ -84,6 +84,16 @@ struct Live {
     fired: bool,
 }
 
+impl Live {
+    /// Arms the poll on the liveness socket for `events`, tagged as the link's receive (so
+    /// the core routes its completion to the link).
+    fn arm(&mut self, io: &mut Driver, owner: Owner, events: i16) {
+        let events = u32::from(events.unsigned_abs());
+        let tag = Token::new(Op::Recv, owner.key, owner.generation);
+        self.poll = Some(io.poll(&self.fd, events, tag));
+    }
+}
+
 impl RecordLink {
     /// A link over `pipe`.
     ///
@@ -124,11 +134,11 @@ impl RecordLink {
         if live.poll.is_some() || live.fired || self.pipe.is_none() {
             return;
         }
-        let events = u32::from(
-            (libc::POLLIN | libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR).unsigned_abs(),
+        live.arm(
+            io,
+            owner,
+            libc::POLLIN | libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR,
         );
-        let tag = Token::new(Op::Recv, owner.key, owner.generation);
-        live.poll = Some(io.poll(&live.fd, events, tag));
     }
 
     /// Makes a pending doorbell read complete now (records are waiting, or the link closes).
@@ -273,9 +283,7 @@ impl Link for RecordLink {
                         p.end_input();
                     }
                     if let Some(live) = self.live.as_mut().filter(|l| !l.fired) {
-                        let events = u32::from((libc::POLLHUP | libc::POLLERR).unsigned_abs());
-                        let tag = Token::new(Op::Recv, owner.key, owner.generation);
-                        live.poll = Some(io.poll(&live.fd, events, tag));
+                        live.arm(io, owner, libc::POLLHUP | libc::POLLERR);
                     }
                 } else if let Some(p) = self.pipe.as_ref() {
                     p.check_peer();
