@@ -116,32 +116,25 @@ impl Core {
     /// [`io::ErrorKind::AddrInUse`]; a stale Unix socket file (nothing listens) is replaced,
     /// and the file this core created is removed when the core shuts down or drops.
     pub fn listen(&mut self, endpoint: &Endpoint) -> io::Result<Vec<Endpoint>> {
-        if let Endpoint::Inproc(name) = endpoint {
-            // Connects from any thread of this process reach this core's inbox.
-            let inbox = self.inbox.clone();
-            let binding = crate::transport::inproc::bind(
-                name,
-                std::sync::Arc::new(move |pipe| {
-                    inbox.push(crate::inbox::Command::AcceptRecord(pipe));
-                    Ok(())
-                }),
-            )?;
-            self.listeners.inproc.push(binding);
-            return Ok(vec![endpoint.clone()]);
-        }
-        if let Endpoint::Shm { name, options } = endpoint {
-            // The rendezvous runs on the binding's accept thread, then reaches the inbox.
-            let inbox = self.inbox.clone();
-            let binding = crate::transport::shm::bind(
-                name,
-                options,
-                std::sync::Arc::new(move |pipe| {
-                    inbox.push(crate::inbox::Command::AcceptRecord(pipe));
-                    Ok(())
-                }),
-            )?;
-            self.listeners.shm.push(binding);
-            return Ok(vec![endpoint.clone()]);
+        // Record transports: connections reach this core's inbox from any thread (an
+        // `inproc://` connect, or an `shm://` name's rendezvous thread).
+        let inbox = self.inbox.clone();
+        let to_inbox: crate::transport::inproc::Acceptor = std::sync::Arc::new(move |pipe| {
+            inbox.push(crate::inbox::Command::AcceptRecord(pipe));
+            Ok(())
+        });
+        match endpoint {
+            Endpoint::Inproc(name) => {
+                let binding = crate::transport::inproc::bind(name, to_inbox)?;
+                self.listeners.inproc.push(binding);
+                return Ok(vec![endpoint.clone()]);
+            }
+            Endpoint::Shm { name, options } => {
+                let binding = crate::transport::shm::bind(name, options, to_inbox)?;
+                self.listeners.shm.push(binding);
+                return Ok(vec![endpoint.clone()]);
+            }
+            _ => {}
         }
         let bound = sock::listen(endpoint, 1024)?;
         let mut eps = Vec::with_capacity(bound.len());
