@@ -176,12 +176,20 @@ impl RecordPipe {
 
     /// Delivers up to a turn's share of waiting records to `deliver`, in order, then hands
     /// their space back to the peer (one store).
-    pub(crate) fn read(&mut self, mut deliver: impl FnMut(&[u8])) -> ReadEnd {
+    pub(crate) fn read(&mut self, deliver: impl FnMut(&[u8])) -> ReadEnd {
+        self.read_some(usize::MAX, deliver)
+    }
+
+    /// [`RecordPipe::read`], stopping once `budget` bytes were delivered (at least one
+    /// record is, whatever its size).
+    pub(crate) fn read_some(&mut self, budget: usize, mut deliver: impl FnMut(&[u8])) -> ReadEnd {
         let mut n = 0;
+        let mut bytes = 0usize;
         let mut end = None;
-        while n < MAX_RECORDS_PER_READ {
+        while n < MAX_RECORDS_PER_READ && bytes < budget {
             match self.rx.read() {
                 Ok(Some(r)) => {
+                    bytes += r.len();
                     match self.copy.as_mut() {
                         // §26.5: the peer may rewrite the record while we parse it; the
                         // connection sees a private copy (its length was read once, by
@@ -212,7 +220,7 @@ impl RecordPipe {
             // Seen gone after seeing nothing: its last records (published before it marked
             // itself gone) are visible now; read them before reporting the end.
             None if self.rx.peer_gone() || self.input_ended => match self.rx.ready() {
-                Ok(true) => self.read(deliver),
+                Ok(true) => self.read_some(budget, deliver),
                 _ => ReadEnd::Eof,
             },
             None => ReadEnd::Empty,
@@ -481,6 +489,25 @@ mod tests {
         let mut got = Vec::new();
         while let ReadEnd::Got(_) = p.read(|r| got.push(r.to_vec())) {}
         got
+    }
+
+    #[test]
+    fn a_read_with_a_budget_stops_after_it_and_the_next_goes_on_in_order() {
+        let (mut c, mut s) = RecordPipe::pair(1 << 16).unwrap();
+        c.first = None;
+        // Ten records of 1,000 + 16 bytes each (each frame alone: above a 1 KiB record).
+        let frames: Vec<(u8, usize)> = (0..10).map(|i| (i, 1000)).collect();
+        for f in &frames {
+            assert!(matches!(c.write(&batch(&[*f])), WriteEnd::Done(_)));
+        }
+        let mut got = Vec::new();
+        // 2,500 bytes: three records (the one that crosses the budget is delivered whole).
+        assert_eq!(s.read_some(2500, |r| got.push(r.to_vec())), ReadEnd::Got(3));
+        // A budget below one record still delivers one.
+        assert_eq!(s.read_some(1, |r| got.push(r.to_vec())), ReadEnd::Got(1));
+        got.extend(drain(&mut s));
+        let fills: Vec<u8> = got.iter().map(|r| r[netron_codec::HEADER_LEN]).collect();
+        assert_eq!(fills, (0..10).collect::<Vec<u8>>());
     }
 
     #[test]

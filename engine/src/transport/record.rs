@@ -5,8 +5,10 @@
 //!
 //! Receiving: a core that may sleep announces it in the ring and waits on the doorbell with
 //! one eventfd read in the driver (which also empties the counter); the peer's publish then
-//! writes the eventfd (at most once per announcement). A busy-poll core reads hot record links directly, with no system call
-//! at all: the ring is memory (`read_direct`).
+//! writes the eventfd (at most once per announcement). A busy-poll core reads hot record
+//! links directly, with no system call at all: the ring is memory (`read_direct`), about one
+//! record group ([`crate::conn::record::GROUP_BYTES`]) per loop turn, whose replies go out
+//! before the next.
 //!
 //! Peer death (`shm://`): beside the doorbell read, a one-shot poll on the connection's
 //! liveness socket stays in the driver. When it fires the peer process is gone (or closed):
@@ -147,13 +149,13 @@ impl RecordLink {
         let _ = (&self.bell_io).write(&1u64.to_ne_bytes());
     }
 
-    /// Delivers waiting records.
-    fn read(&mut self, mut deliver: impl FnMut(Input<'_>)) -> ReadEnd {
+    /// Delivers waiting records, about `budget` bytes of them at most.
+    fn read(&mut self, budget: usize, mut deliver: impl FnMut(Input<'_>)) -> ReadEnd {
         let Some(pipe) = self.pipe.as_mut() else {
             return ReadEnd::Empty;
         };
         let limit = pipe.limit_in();
-        pipe.read(|bytes| deliver(Input::Record { bytes, limit }))
+        pipe.read_some(budget, |bytes| deliver(Input::Record { bytes, limit }))
     }
 
     /// Writes (the rest of) the current batch; arms a retry if the ring is full.
@@ -254,7 +256,7 @@ impl Link for RecordLink {
                         ),
                     };
                 }
-                match self.read(deliver) {
+                match self.read(usize::MAX, deliver) {
                     ReadEnd::Got(_) => Update::Input,
                     ReadEnd::Empty => Update::Quiet(None),
                     ReadEnd::Eof => Update::Eof,
@@ -320,10 +322,11 @@ impl Link for RecordLink {
         if self.read_done {
             return Direct::Empty;
         }
-        match self.read(deliver) {
-            ReadEnd::Got(n) => Direct::Got {
-                maybe_more: n >= super::inproc::MAX_RECORDS_PER_READ,
-            },
+        // A turn's share: about one sender's record group, then the turn answers what it
+        // read before reading on (the link stays hot; the next turn goes on), so a large
+        // batch of calls is served in a pipeline rather than read whole first.
+        match self.read(crate::conn::record::GROUP_BYTES, deliver) {
+            ReadEnd::Got(_) => Direct::Got { maybe_more: false },
             ReadEnd::Empty => Direct::Empty,
             ReadEnd::Eof => Direct::Eof,
             ReadEnd::Failed { counter, .. } => Direct::Failed(counter),

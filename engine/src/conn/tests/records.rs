@@ -173,6 +173,62 @@ fn the_sender_groups_whole_frames_and_fragments_only_what_cannot_fit() {
     }
 }
 
+#[test]
+fn a_large_batch_of_small_frames_goes_in_groups_a_busy_reader_can_answer_one_by_one() {
+    use super::super::record::GROUP_BYTES;
+    let mut p = Pair::new();
+    p.pump_records(1 << 20, true);
+    // Small calls: their batch (at most 128 frames) is larger than a group.
+    let calls = 120;
+    for _ in 0..calls {
+        p.client
+            .start_call(
+                &Pair::spec(b"echo", &[7; 100]),
+                Arc::new(Completion::new()),
+                p.now,
+            )
+            .unwrap();
+    }
+    let (batch, frames) = p.client.poll_transmit().unwrap();
+    assert_eq!(frames, calls);
+    assert!(batch.len() > GROUP_BYTES, "{}", batch.len());
+    let limits = netron_codec::Limits::default();
+    let mut recs = cut(&batch, None, 1 << 20);
+    assert!(recs.len() >= 2, "{} records", recs.len());
+    let mut seen = 0;
+    for (i, r) in recs.iter().enumerate() {
+        let mut n = 0;
+        for f in netron_codec::decode_batch(r, &limits) {
+            f.unwrap();
+            n += 1;
+        }
+        seen += n;
+        assert!(
+            n >= 1 && r.len() <= GROUP_BYTES,
+            "record {i}: {} bytes",
+            r.len()
+        );
+    }
+    assert_eq!(seen, calls as usize);
+    assert_eq!(recs.concat(), batch, "nothing lost or reordered");
+    // A frame larger than a group but smaller than a record goes whole, alone.
+    p.client
+        .start_call(
+            &Pair::spec(b"echo", &noise(3 * GROUP_BYTES)),
+            Arc::new(Completion::new()),
+            p.now,
+        )
+        .unwrap();
+    let (big, _) = p.client.poll_transmit().unwrap();
+    assert_eq!(cut(&big, None, 1 << 20), vec![big.clone()]);
+    recs.push(big);
+    // The receiver answers them all, whatever the cut.
+    let mut env = conn_env!(p);
+    for r in &recs {
+        p.server.handle_record(r, 1 << 20, &mut env).unwrap();
+    }
+}
+
 /// What the codec's reference reader says of a sequence of records: `None` if all pass,
 /// else the counter of the first error.
 fn reference(records: &[&[u8]], limit: usize) -> Option<&'static str> {
