@@ -6,7 +6,8 @@
 //!
 //! - round trip of a 64-byte record: raw spinning atomic ping-pong (floor) vs netron-shm with a
 //!   spinning consumer vs netron-shm with a consumer asleep on its eventfd doorbell;
-//! - throughput of 64-byte and 4 KiB records with batched publication vs a memcpy floor.
+//! - throughput of 64-byte and 4 KiB records with batched publication vs a memcpy floor;
+//! - Netron calls over `shm://` between two processes ([`calls`]).
 
 use std::hint::black_box;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use netron_shm::{Config, Error, ShmConnection, ShmListener};
 
+mod calls;
 pub(crate) mod floors;
 
 use floors::{memcpy_floor, records_floor, spin_floor};
@@ -213,7 +215,9 @@ fn measure(opts: &Options) -> BenchResult<Vec<Table>> {
     }
 
     let tp = throughput_table(opts, budget, small_n, big_n)?;
-    Ok(vec![rtt, tp])
+    let mut tables = vec![rtt, tp];
+    tables.extend(calls::tables(opts)?);
+    Ok(tables)
 }
 
 /// One netron-shm throughput run, with the spin-floor probe taken just before it.
@@ -413,6 +417,7 @@ fn child(role: &str) -> BenchResult<()> {
         "echo" => child_echo(Duration::from_secs(1)),
         "echo_sleepy" => child_echo(Duration::ZERO),
         "sink" => child_sink(),
+        calls::ROLE => calls::child_server(),
         other => Err(format!("unknown role {other}")),
     }
 }
