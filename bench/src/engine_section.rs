@@ -710,26 +710,32 @@ pub(crate) fn pipelined_calls(
     }
     let mut done = 0u64;
     let end = Instant::now() + dur;
-    // Slots are scanned only after a turn that received frames (a reply is a frame), and
-    // every 64th turn whatever happened (a call can also end without one): a scan of every
+    // Slots are scanned only once the oldest call is done (a server answers the calls of
+    // one connection in order here), and every 64th turn whatever happened: a scan of every
     // slot after every turn was a fifth of the client's samples at 256 in flight over shm
     // (perf, cpu-clock), the harness's cost, not the engine's.
-    let mut frames_seen = core.stats().frames_in();
+    let mut oldest = 0usize;
     let mut turns = 0u32;
     while Instant::now() < end {
         core.run_once().expect("run");
         turns = turns.wrapping_add(1);
-        let frames = core.stats().frames_in();
-        if frames == frames_seen && turns % 64 != 0 {
+        if !slots[oldest].is_done() && turns % 64 != 0 {
             continue;
         }
-        frames_seen = frames;
-        for s in slots.iter_mut() {
-            if s.is_done() {
+        // Circularly from the oldest: the done calls are restarted in the order they were
+        // started, and the first one still waiting is the oldest from now on.
+        let n = slots.len();
+        let mut waiting = None;
+        for k in 0..n {
+            let i = (oldest + k) % n;
+            if slots[i].is_done() {
                 done += 1;
-                core.start(conn, service, method, msg, deadline, s);
+                core.start(conn, service, method, msg, deadline, &mut slots[i]);
+            } else if waiting.is_none() {
+                waiting = Some(i);
             }
         }
+        oldest = waiting.unwrap_or(oldest);
     }
     // Let the last calls land before the next phase.
     let _ = core.run_until(Duration::from_secs(2), |_| {
