@@ -143,6 +143,15 @@ fn child_part() -> bool {
             let _ = ch.call("calc@1.2.0", "sleep", &[200u8][..], None);
             let _ = ch.call("calc@1.2.0", "sleep", &[200u8][..], None);
         }
+        "whoami" => {
+            let e = Engine::builder().cores(1).build().unwrap();
+            let ch = e.client().connect(&format!("shm://{name}")).unwrap();
+            println!("ready");
+            for method in ["whoami", "whoami_async"] {
+                let got = ch.call("creds@1.0.0", method, &[][..], None).unwrap();
+                println!("{method} {}", String::from_utf8_lossy(&got));
+            }
+        }
         "scribbler" => scribble(&name, false),
         "typed-scribbler" => scribble(&name, true),
         "trusting-server" => {
@@ -315,6 +324,98 @@ fn a_client_scribbling_on_the_segment_is_cut_off_and_others_are_served() {
         );
     }
     c.shutdown(Duration::from_secs(1));
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// `creds@1.0.0`: `whoami` (sync) and `whoami_async` answer `uid gid pid` of the calling
+/// process as `Request::peer_cred` / `AsyncRequest::peer_cred` give them (`none` without).
+fn creds() -> Service {
+    fn text(c: Option<netron_engine::shm::PeerCred>) -> Vec<u8> {
+        c.map_or_else(
+            || b"none".to_vec(),
+            |c| format!("{} {} {}", c.uid, c.gid, c.pid).into_bytes(),
+        )
+    }
+    Service::new("creds", "1.0.0")
+        .expect("valid service")
+        .unary("whoami", |req, reply| {
+            reply.write(&text(req.peer_cred()));
+            Ok(())
+        })
+        .unary_async("whoami_async", |req| async move {
+            Ok(text(req.peer_cred()).into())
+        })
+}
+
+/// Records what `Before::peer_cred` says for every call.
+#[derive(Default, Clone)]
+struct SeenCreds(Arc<std::sync::Mutex<Vec<Option<netron_engine::shm::PeerCred>>>>);
+
+impl netron_engine::Interceptor for SeenCreds {
+    fn before(&self, call: &mut netron_engine::Before<'_>) -> Result<(), netron_engine::Status> {
+        self.0.lock().unwrap().push(call.peer_cred());
+        Ok(())
+    }
+}
+
+/// Handlers (sync and async) and interceptors see the calling process's uid, gid and pid on
+/// an `shm://` connection (`SO_PEERCRED` of the rendezvous socket), here a child process's;
+/// and nothing on an `inproc://` one.
+#[test]
+fn handlers_and_interceptors_see_the_shm_callers_credentials() {
+    if child_part() {
+        return;
+    }
+    let _serial = serial();
+    let name = fresh_name("creds");
+    let seen = SeenCreds::default();
+    let inproc = format!("inproc://{name}");
+    let e = Engine::builder()
+        .cores(1)
+        .service(creds())
+        .interceptor(seen.clone())
+        .listen(&format!("shm://{name}"))
+        .listen(&inproc)
+        .build()
+        .unwrap();
+    let (mut child, mut out) = spawn(
+        "handlers_and_interceptors_see_the_shm_callers_credentials",
+        "whoami",
+        &name,
+    );
+    let mut lines = String::new();
+    out.read_to_string(&mut lines).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the whoami child failed: {status}");
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    let expected = format!("{uid} {gid} {}", child.id());
+    for method in ["whoami", "whoami_async"] {
+        assert!(
+            lines.contains(&format!("{method} {expected}\n")),
+            "{method}: expected the child's credentials {expected:?}, got {lines:?}"
+        );
+    }
+    let mine = netron_engine::shm::PeerCred::clone(
+        seen.0.lock().unwrap()[0]
+            .as_ref()
+            .expect("the interceptor saw no credentials"),
+    );
+    assert_eq!(
+        (mine.uid, mine.gid, i64::from(mine.pid)),
+        (uid, gid, i64::from(child.id()))
+    );
+    assert!(seen.0.lock().unwrap().iter().all(|c| *c == Some(mine)));
+    // In process there is no peer process: nothing.
+    let ch = e.client().connect(&inproc).unwrap();
+    let dl = Some(Duration::from_secs(10));
+    assert_eq!(
+        ch.call("creds@1.0.0", "whoami", &[][..], dl).unwrap(),
+        b"none"[..]
+    );
+    assert_eq!(seen.0.lock().unwrap().last(), Some(&None));
     e.shutdown(Duration::from_secs(1));
 }
 

@@ -34,6 +34,37 @@ use super::inproc::{Acceptor, RecordPipe};
 use crate::ShmOptions;
 use crate::conn::Role;
 
+/// The credentials of the process at the other end of an `shm://` connection, as the kernel
+/// recorded them when the rendezvous socket connected (`SO_PEERCRED`): on the server, the
+/// client's at `connect`; on the client, the server's at `listen`. They cannot be forged by
+/// the peer (the kernel fills them in), but a process may have changed its ids since, and a
+/// pid may be reused once the process is gone: decide on `uid`/`gid`, log `pid`.
+///
+/// Handlers read them with [`crate::Request::peer_cred`], interceptors with
+/// [`crate::Before::peer_cred`]; `None` on other transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerCred {
+    /// The peer process's effective user id.
+    pub uid: u32,
+    /// The peer process's effective group id.
+    pub gid: u32,
+    /// The peer process's id (in this process's pid namespace; 0 if it has none there).
+    pub pid: i32,
+}
+
+impl PeerCred {
+    /// The credentials of the peer of the Unix socket `fd` (`None` if the kernel gives none).
+    pub(crate) fn of(fd: std::os::fd::BorrowedFd<'_>) -> Option<PeerCred> {
+        let c = rustix::net::sockopt::socket_peercred(fd).ok()?;
+        Some(PeerCred {
+            uid: c.uid.as_raw(),
+            gid: c.gid.as_raw(),
+            pid: c.pid.as_raw_nonzero().get(),
+        })
+    }
+}
+
 /// How long the server side of one rendezvous waits for a client's hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
