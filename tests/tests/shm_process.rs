@@ -8,7 +8,9 @@
 //!   segment and serves another client;
 //! - a client that scribbles over the whole segment while its calls run: the server's core
 //!   neither panics nor hangs, the connection is dropped with a counter, others are served;
-//! - the same under a typed FlatBuffers handler (`Request::root`), on an untrusting server
+//! - handlers and interceptors see a child client's uid, gid and pid (`peer_cred`); an
+//!   `allow_uid` refusal is named to the client and counted by the server (one process);
+//! - the same scribbler under a typed FlatBuffers handler (`Request::root`), on an untrusting server
 //!   (everything above holds) and on a `trust_peer` server in a child process (only what
 //!   `trust_peer` promises: it dies of a signal or still serves, never hangs).
 
@@ -416,6 +418,50 @@ fn handlers_and_interceptors_see_the_shm_callers_credentials() {
         b"none"[..]
     );
     assert_eq!(seen.0.lock().unwrap().last(), Some(&None));
+    e.shutdown(Duration::from_secs(1));
+}
+
+/// Fresh user finding 4: a client refused by `allow_uid` used to get a bare "Broken pipe" and
+/// the server counted nothing. Now the client's error says the server refused it by its
+/// allow_uid list, and the server counts `shm_refused_uid` (then serves an allowed client).
+#[test]
+fn an_allow_uid_refusal_is_named_to_the_client_and_counted_by_the_server() {
+    if child_part() {
+        return;
+    }
+    let _serial = serial();
+    let name = fresh_name("refused");
+    let me = rustix::process::getuid().as_raw();
+    let e = Engine::builder()
+        .cores(2)
+        .service(netron_tests::calc())
+        .listen(&format!("shm://{name}?allow_uid={}", me.wrapping_add(1)))
+        .listen(&format!("shm://{name}-ok?allow_uid={me}"))
+        .build()
+        .unwrap();
+    let c = Engine::builder().cores(1).build().unwrap();
+    for _ in 0..2 {
+        let err = c
+            .client()
+            .connect(&format!("shm://{name}"))
+            .expect_err("a user not in allow_uid connected");
+        let text = err.to_string();
+        assert!(
+            text.contains("refused") && text.contains("allow_uid"),
+            "the client's error does not name the refusal: {text}"
+        );
+        assert!(!text.contains("Broken pipe"), "{text}");
+    }
+    wait_until("the server counts both refusals", || {
+        e.total_stats().errors().get("shm_refused_uid").copied() == Some(2)
+    });
+    let ch = c.client().connect(&format!("shm://{name}-ok")).unwrap();
+    let dl = Some(Duration::from_secs(10));
+    assert_eq!(
+        ch.call("calc@1.2.0", "add", &[2u8, 3][..], dl).unwrap(),
+        [5]
+    );
+    c.shutdown(Duration::from_secs(1));
     e.shutdown(Duration::from_secs(1));
 }
 
