@@ -572,14 +572,15 @@ fn a_scribbler_against_a_trusting_server_is_not_promised_typed_reads() {
     }
 }
 
-/// The hostile client: a hand-made Netron client on the raw rings that sends calls while a
-/// second thread writes random bytes at random places of everything in the segment the
-/// server reads (the header, ring 1's control block, ring 0's data); at the end it fills the
-/// whole client → server ring with garbage and rings the server's doorbell. It reads nothing
-/// and leaves ring 0's control block (read only by its own producer) alone, so it never
+/// The hostile client: a hand-made Netron client on the raw rings (to `typed@1.0.0` when
+/// `typed`, else `calc@1.2.0`) that has one batch of clean calls answered (so the handler
+/// has run), then sends calls while a second thread writes random bytes at random places of
+/// everything in the segment the server reads (the header, ring 1's control block, ring 0's
+/// data); at the end it fills the whole client → server ring with garbage and rings the
+/// server's doorbell. While scribbling it reads nothing and leaves ring 0's control block (read only by its own producer) alone, so it never
 /// finds the segment corrupt and closes first: the server has to notice by itself.
 fn scribble(name: &str, typed: bool) {
-    use netron_codec::hpack::{Header, HeaderEncoder};
+    use netron_codec::hpack::HeaderEncoder;
     use netron_codec::{BatchEncoder, Limits};
 
     let conn = netron_shm::ShmConnection::connect(name).unwrap();
@@ -596,6 +597,22 @@ fn scribble(name: &str, typed: bool) {
     rx.wait(Some(Instant::now() + Duration::from_secs(10)))
         .unwrap();
     rx.read().unwrap().expect("the Welcome");
+    rx.release();
+    let mut b = BatchEncoder::new(Limits::default());
+    let mut enc = HeaderEncoder::new(4096);
+    let mut id = 1u32;
+    let (service, method, payload): (&[u8], &[u8], Vec<u8>) = if typed {
+        (b"typed@1.0.0", b"describe", typed_request())
+    } else {
+        (b"calc@1.2.0", b"add", vec![20, 22])
+    };
+    // One batch of clean calls answered before any scribbling: the handler has run.
+    let clean = batch(&mut b, &mut enc, &mut id, (service, method, &payload));
+    tx.send(clean).unwrap();
+    tx.publish().unwrap();
+    rx.wait(Some(Instant::now() + Duration::from_secs(10)))
+        .unwrap();
+    rx.read().unwrap().expect("the first replies");
     rx.release();
     println!("ready");
 
@@ -635,33 +652,10 @@ fn scribble(name: &str, typed: bool) {
             }
         })
     };
-    let mut b = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
-    let mut id = 1u32;
-    let (service, method, payload): (&[u8], &[u8], Vec<u8>) = if typed {
-        (b"typed@1.0.0", b"describe", typed_request())
-    } else {
-        (b"calc@1.2.0", b"add", vec![20, 22])
-    };
     let end = Instant::now() + Duration::from_millis(500);
     while Instant::now() < end {
-        b.clear();
-        for _ in 0..8 {
-            let r = b.request(id, None).and_then(|f| {
-                f.headers(
-                    &mut enc,
-                    &[Header::service(service), Header::method(method)],
-                )
-            });
-            match r {
-                Ok(f) => {
-                    let _ = f.payload(&payload).finish();
-                }
-                Err(_) => break,
-            }
-            id += 2;
-        }
-        if tx.send(b.as_slice()).is_err() || tx.publish().is_err() {
+        let calls = batch(&mut b, &mut enc, &mut id, (service, method, &payload));
+        if tx.send(calls).is_err() || tx.publish().is_err() {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -678,4 +672,28 @@ fn scribble(name: &str, typed: bool) {
     // Give the server time to look before our exit closes the connection anyway.
     std::thread::sleep(Duration::from_millis(300));
     println!("scribbled");
+}
+
+/// Eight requests of `(service, method, payload)` in `b` (cleared first), ids from `id` on.
+fn batch<'b>(
+    b: &'b mut netron_codec::BatchEncoder,
+    enc: &mut netron_codec::hpack::HeaderEncoder,
+    id: &mut u32,
+    (service, method, payload): (&[u8], &[u8], &[u8]),
+) -> &'b [u8] {
+    use netron_codec::hpack::Header;
+    b.clear();
+    for _ in 0..8 {
+        let r = b
+            .request(*id, None)
+            .and_then(|f| f.headers(enc, &[Header::service(service), Header::method(method)]));
+        match r {
+            Ok(f) => {
+                let _ = f.payload(payload).finish();
+            }
+            Err(_) => break,
+        }
+        *id += 2;
+    }
+    b.as_slice()
 }
