@@ -19,14 +19,17 @@ fn config() -> Config {
     c
 }
 
+/// How often an idle listener looks whether its upstream was found gone (one wake-up per
+/// relayed name per period, for the rest of the run).
+const IDLE_LOOK: Duration = Duration::from_millis(500);
+
 /// Accepts clients on `listener` and relays each to `upstream`, until `upstream` refuses a
 /// connection because nothing listens there any more: then the relay stops listening too (so
 /// a client sees the name released as it would without the relay).
 fn serve(listener: ShmListener, upstream: String) {
     let gone = Arc::new(AtomicBool::new(false));
     while !gone.load(Ordering::Acquire) {
-        let Ok(pending) = listener.accept_pending(Some(Instant::now() + Duration::from_millis(50)))
-        else {
+        let Ok(pending) = listener.accept_pending(Some(Instant::now() + IDLE_LOOK)) else {
             continue;
         };
         let (upstream, gone) = (upstream.clone(), gone.clone());
