@@ -273,7 +273,11 @@ impl EngineBuilder {
             });
             let bound = match &ep {
                 Endpoint::Shm { name, options } => {
-                    crate::transport::shm::bind(name, options, acceptor).map(|b| engine.shm.push(b))
+                    // Counted by the first core (the engine's stats sum the cores').
+                    let first = engine.inboxes[0].clone();
+                    let refused = Arc::new(move |label| first.push(Command::CountError(label)));
+                    crate::transport::shm::bind(name, options, acceptor, refused)
+                        .map(|b| engine.shm.push(b))
                 }
                 Endpoint::Inproc(name) => {
                     crate::transport::inproc::bind(name, acceptor).map(|b| engine.inproc.push(b))

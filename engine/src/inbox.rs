@@ -29,6 +29,9 @@ pub(crate) enum Command {
     },
     /// Serve a new in-process connection (an `inproc://` listener's acceptor sends it).
     AcceptRecord(crate::transport::inproc::RecordPipe),
+    /// Count an error that happened off the cores (an `shm://` client refused by
+    /// `allow_uid`, on the listener's accept thread) in this core's stats.
+    CountError(&'static str),
     /// Start a call on a client connection.
     Call {
         conn: ConnRef,
@@ -315,6 +318,7 @@ impl Inbox {
                 }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)
+                | Command::CountError(_)
                 | Command::StreamWork { .. }
                 | Command::CancelSlot { .. }
                 | Command::Close { .. }

@@ -58,7 +58,9 @@ pub mod middleware;
 /// connecting go through the usual endpoint strings; this module has the raw access for
 /// hand-written peers (tests, protocol tools).
 pub mod shm {
-    pub use crate::transport::shm::{HANDSHAKE_TIMEOUT, RawListener, connect_raw, listen_raw};
+    pub use crate::transport::shm::{
+        HANDSHAKE_TIMEOUT, PeerCred, RawListener, connect_raw, listen_raw,
+    };
 }
 mod peer;
 mod service;

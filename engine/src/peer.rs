@@ -222,7 +222,11 @@ impl Peer {
     pub(crate) fn origin(&self) -> Option<crate::dispatch::Origin<'_>> {
         self.link
             .as_ref()
-            .map(|(inbox, conn)| crate::dispatch::Origin { inbox, conn: *conn })
+            .map(|(inbox, conn)| crate::dispatch::Origin {
+                inbox,
+                conn: *conn,
+                cred: None,
+            })
     }
 
     /// Whether `self` and `other` reach the same connection (the same peer).

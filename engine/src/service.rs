@@ -68,6 +68,12 @@ impl<'a> Request<'a> {
             crate::Peer::new(o.inbox.clone(), o.conn)
         })
     }
+    /// The calling process's credentials (user, group and process id, `SO_PEERCRED`) on an
+    /// `shm://` connection, to decide what it may do (docs/shm.md, "Who is calling");
+    /// `None` on other transports and outside a core. A copy, no system call.
+    pub fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
+        self.origin.and_then(|o| o.cred)
+    }
     /// The call id on its connection.
     #[inline]
     pub fn id(&self) -> u32 {
@@ -195,6 +201,8 @@ pub struct AsyncRequest {
     deadline: Option<Duration>,
     /// The connection's peer.
     peer: crate::Peer,
+    /// `shm://`: the peer process's credentials.
+    cred: Option<crate::shm::PeerCred>,
 }
 
 impl AsyncRequest {
@@ -211,7 +219,18 @@ impl AsyncRequest {
             headers,
             deadline,
             peer,
+            cred: None,
         }
+    }
+    /// With the peer process's credentials (`shm://` connections).
+    pub(crate) fn with_peer_cred(mut self, cred: Option<crate::shm::PeerCred>) -> Self {
+        self.cred = cred;
+        self
+    }
+    /// The calling process's credentials on an `shm://` connection (as
+    /// [`Request::peer_cred`]); `None` on other transports and for stream requests.
+    pub fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
+        self.cred
     }
     /// The peer that made this call, to call its services back over the same connection,
     /// during this call (await [`crate::Peer::call_async`] in the handler's future) or later

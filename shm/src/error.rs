@@ -49,6 +49,14 @@ pub enum Error {
         /// What was wrong.
         what: &'static str,
     },
+    /// The server refused this client by its rules (its `allow_uids` list): on the client,
+    /// what the server's reply said; on the server, which rule refused it. Not a protocol
+    /// fault: retrying as the same user will be refused again.
+    #[error("the server refused the connection: {what}")]
+    Refused {
+        /// Which rule refused it.
+        what: &'static str,
+    },
     /// A configuration value is out of range.
     #[error("invalid netron-shm configuration: {what}")]
     Config {

@@ -6,7 +6,11 @@
 //! - hello, client → server, 32 bytes: `HELLO_MAGIC`, `VERSION`, requested client → server
 //!   capacity, requested server → client capacity (0 = server default);
 //! - reply, server → client, 32 bytes: `REPLY_MAGIC`, `VERSION`, status (0 = ok), 0; with one
-//!   `SCM_RIGHTS` message carrying `[memfd, doorbell to server, doorbell to client]`.
+//!   `SCM_RIGHTS` message carrying `[memfd, doorbell to server, doorbell to client]`;
+//! - refusal, server → client, 32 bytes: `REPLY_MAGIC`, `VERSION`, status
+//!   `STATUS_REFUSED_UID` (1: the client's user id is not in the server's `allow_uids`), 0;
+//!   no descriptors. The server sends it as soon as it accepted the socket (before reading the
+//!   hello) and closes; the client reads it even if sending its hello failed.
 
 use std::io::{IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
@@ -34,6 +38,8 @@ use crate::segment::Segment;
 const HELLO_MAGIC: u64 = u64::from_le_bytes(*b"NTRNHELO");
 const REPLY_MAGIC: u64 = u64::from_le_bytes(*b"NTRNSEGM");
 const MSG_LEN: usize = 32;
+/// Reply status: the client's user id is not in the server's `allow_uids`.
+const STATUS_REFUSED_UID: u64 = 1;
 
 /// Resolves a server name: `/abs/path` or `./rel/path` is a filesystem socket; anything else
 /// (optionally written `shm://name`) is the Linux abstract socket `netron-shm/<name>`, which
@@ -247,8 +253,9 @@ impl ShmListener {
     /// thread of its own, say), so that accepting stays quick whatever the clients do.
     ///
     /// # Errors
-    /// `Timeout` at `deadline`; `Handshake` for a user id not in `allow_uids`; the OS error of
-    /// `poll`, `accept` or `SO_PEERCRED`. An error concerns that client only.
+    /// `Timeout` at `deadline`; `Refused` for a user id not in `allow_uids` (the client is
+    /// told so before the socket closes); the OS error of `poll`, `accept` or `SO_PEERCRED`.
+    /// An error concerns that client only.
     pub fn accept_pending(&self, deadline: Option<Instant>) -> Result<PendingRendezvous> {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -267,7 +274,15 @@ impl ShmListener {
                 let cred = rustix::net::sockopt::socket_peercred(&stream)
                     .map_err(|e| Error::io("SO_PEERCRED", e))?;
                 if !uids.contains(&cred.uid.as_raw()) {
-                    return Err(Error::Handshake {
+                    // Tell the client why before closing (best effort, never blocking: a
+                    // fresh socket's buffer holds 32 bytes).
+                    let refusal = to_bytes([REPLY_MAGIC, VERSION, STATUS_REFUSED_UID, 0]);
+                    let _ = rustix::net::send(
+                        &stream,
+                        &refusal,
+                        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+                    );
+                    return Err(Error::Refused {
                         what: "the client's user id is not in the listener's allow_uids",
                     });
                 }
@@ -426,13 +441,19 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
         cfg.to_server as u64,
         cfg.to_client as u64,
     ]);
-    let n = retry_intr(|| rustix::net::send(&stream, &hello, SendFlags::NOSIGNAL))
-        .map_err(|e| Error::io("sending the hello", e))?;
-    if n != MSG_LEN {
-        return Err(Error::Handshake {
-            what: "the hello was cut short",
-        });
-    }
+    // A server that refused us wrote its refusal and closed: the hello may then fail
+    // (`EPIPE`, `ECONNRESET`), but the refusal is still there to read and says why.
+    let sent = retry_intr(|| rustix::net::send(&stream, &hello, SendFlags::NOSIGNAL));
+    let hello_failed = match sent {
+        Ok(MSG_LEN) => None,
+        Ok(_) => {
+            return Err(Error::Handshake {
+                what: "the hello was cut short",
+            });
+        }
+        Err(e @ (rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET)) => Some(e),
+        Err(e) => return Err(Error::io("sending the hello", e)),
+    };
 
     let mut reply = [0u8; MSG_LEN];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
@@ -445,7 +466,10 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
             RecvFlags::CMSG_CLOEXEC,
         )
     })
-    .map_err(|e| handshake_io("the server closed before replying")(e.into()))?;
+    .map_err(|e| match hello_failed {
+        Some(sent) => Error::io("sending the hello", sent),
+        None => handshake_io("the server closed before replying")(e.into()),
+    })?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in cmsg.drain() {
         if let RecvAncillaryMessage::ScmRights(it) = m {
@@ -453,6 +477,9 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
         }
     }
     if msg.bytes == 0 {
+        if let Some(e) = hello_failed {
+            return Err(Error::io("sending the hello", e));
+        }
         return Err(Error::Handshake {
             what: "the server closed the connection instead of replying",
         });
@@ -463,6 +490,12 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
             .map_err(handshake_io("the server closed during its reply"))?;
     }
     let [magic, version, status, _] = to_words(&reply);
+    if magic == REPLY_MAGIC && version == VERSION && status == STATUS_REFUSED_UID {
+        return Err(Error::Refused {
+            what: "this process's user id is not in the server's allow_uids list \
+                   (allow_uid=... on the endpoint it listens on)",
+        });
+    }
     if magic != REPLY_MAGIC || version != VERSION || status != 0 {
         return Err(Error::Handshake {
             what: "the server's reply has the wrong magic, version or status",

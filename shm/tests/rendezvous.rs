@@ -134,6 +134,34 @@ fn closing_one_side_is_seen_by_the_other() {
     assert!(matches!(server.check_peer(), Err(Error::PeerGone)));
 }
 
+/// A client whose user id is not in `allow_uids` is refused, and both sides say why: the
+/// listener's accept returns `Refused`, and the client's connect gets the server's refusal
+/// (not a bare "Broken pipe") naming the allow_uids list. A listed user is served.
+#[test]
+fn a_user_not_in_allow_uids_is_refused_and_told_why() {
+    let me = rustix::process::getuid().as_raw();
+    let name = format!("netron-shm-refused-{}", std::process::id());
+    let mut cfg = Config::default();
+    cfg.allow_uids(&[me.wrapping_add(1)]);
+    let listener = ShmListener::bind_with(&name, cfg).unwrap();
+    for _ in 0..3 {
+        let client = {
+            let name = name.clone();
+            std::thread::spawn(move || ShmConnection::connect(&name).map(drop))
+        };
+        let e = listener.accept_pending(deadline()).unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        let e = client.join().unwrap().unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        assert!(e.to_string().contains("allow_uids"), "{e}");
+    }
+    drop(listener);
+    let mut cfg = Config::default();
+    cfg.allow_uids(&[me]);
+    let listener = ShmListener::bind_with(&name, cfg).unwrap();
+    serve_one(&listener, &name);
+}
+
 /// A fresh filesystem socket path for this test process.
 fn socket_path(tag: &str) -> String {
     let p = std::env::temp_dir().join(format!("netron-shm-{}-{tag}.sock", std::process::id()));

@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod relay;
 pub mod services;
 pub mod suite;
 pub mod transport;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress, Settings};
 use netron_engine::{Service, Status};
 
-pub use transport::{INPROC, Kind, RawLink, RawListener, SHM, TCP, Transport, UNIX};
+pub use transport::{INPROC, Kind, RawLink, RawListener, SHM, SHM2P, TCP, Transport, UNIX};
 
 /// `calc@1.2.0`: `add` (sum of bytes), `echo`, `fail` (InvalidArgument), `sleep` (blocks the
 /// core for the number of milliseconds in the first payload byte).
@@ -102,8 +103,19 @@ pub fn engine(
     let e = b
         .build()
         .unwrap_or_else(|e| panic!("{}: engine: {e}", t.name));
-    let addr = e.endpoints()[0].to_string();
+    let addr = dial_of(t, &e).to_string();
     (e, addr)
+}
+
+/// The endpoint a client of `t` dials to reach `e`'s first listener ([`Transport::dial`]
+/// of what it printed).
+///
+/// # Panics
+/// If `e` listens nowhere, or the dialled string is not an endpoint.
+pub fn dial_of(t: &Transport, e: &netron_engine::Engine) -> netron_engine::Endpoint {
+    (t.dial)(&e.endpoints()[0].to_string())
+        .parse()
+        .unwrap_or_else(|err| panic!("{}: dial endpoint: {err}", t.name))
 }
 
 /// How long a [`RawPeer`] waits for the server's bytes before a receive fails.

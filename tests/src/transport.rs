@@ -43,6 +43,14 @@ pub struct Transport {
     pub zero_copy: bool,
     /// A fresh endpoint to listen on, unique per call (`tag` names the test in paths).
     pub listen: fn(tag: &str) -> String,
+    /// The endpoint a client dials to reach a server bound on `endpoint` (as the engine
+    /// printed it): `endpoint` itself, except where a relay sits between them ([`SHM2P`]).
+    /// The suite dials through [`crate::dial_of`] and [`crate::engine`], never
+    /// `endpoints()[0]` directly.
+    pub dial: fn(endpoint: &str) -> String,
+    /// Whether connections cross a relay process ([`SHM2P`]): the server's peer is the
+    /// relay, not the client (its pid, its half-closes and hang-ups come second-hand).
+    pub relayed: bool,
     /// Opens a raw link (no handshake) to a bound endpoint, as the engine printed it.
     pub connect: fn(endpoint: &str) -> io::Result<Box<dyn RawLink>>,
     /// Binds a raw listener (a fake server) and returns it with the endpoint clients dial.
@@ -104,6 +112,8 @@ pub static TCP: Transport = Transport {
     kind: Kind::Stream,
     zero_copy: true,
     listen: |_| "tcp://127.0.0.1:0".to_owned(),
+    dial: str::to_owned,
+    relayed: false,
     connect: |ep| {
         let s = TcpStream::connect(ep.trim_start_matches("tcp://"))?;
         s.set_nodelay(true)?;
@@ -121,6 +131,8 @@ pub static UNIX: Transport = Transport {
     kind: Kind::Stream,
     zero_copy: false,
     listen: |tag| format!("unix://{}", fresh_unix_path(tag)),
+    dial: str::to_owned,
+    relayed: false,
     connect: |ep| {
         let path = ep.strip_prefix("unix://").unwrap_or(ep);
         Ok(Box::new(SocketLink::Unix(UnixStream::connect(path)?)))
@@ -139,6 +151,8 @@ pub static INPROC: Transport = Transport {
     kind: Kind::Record,
     zero_copy: false,
     listen: |tag| format!("inproc://{}", fresh_inproc_name(tag)),
+    dial: str::to_owned,
+    relayed: false,
     connect: |ep| {
         let name = ep.strip_prefix("inproc://").unwrap_or(ep);
         let (tx, rx) = netron_engine::inproc::connect_raw(name)?;
@@ -159,17 +173,41 @@ pub static SHM: Transport = Transport {
     kind: Kind::Record,
     zero_copy: false,
     listen: |tag| format!("shm://{}", fresh_inproc_name(tag)),
-    connect: |ep| {
-        let name = ep.strip_prefix("shm://").unwrap_or(ep);
-        let (tx, rx) = netron_engine::shm::connect_raw(name)?;
-        Ok(Box::new(InprocLink::new(tx, rx)))
-    },
+    dial: str::to_owned,
+    relayed: false,
+    connect: shm_connect,
     raw_listen: |tag| {
         let name = fresh_inproc_name(&format!("{tag}-raw"));
         let l = netron_engine::shm::listen_raw(&name)?;
         Ok((format!("shm://{name}"), Box::new(l)))
     },
 };
+
+/// `shm://` between two real processes: the server listens on `shm://Y` in the test
+/// process, and clients dial `shm://Y-relay`, where a relay process ([`crate::relay`], the
+/// `shm_relay` binary of this package) forwards every record unchanged to a connection of
+/// its own to `Y`, and propagates half-closes and hang-ups both ways. Every record crosses
+/// two segments, each shared between two processes (docs/shm.md, "Two processes").
+pub static SHM2P: Transport = Transport {
+    name: "shm2p",
+    kind: Kind::Record,
+    zero_copy: false,
+    listen: |tag| format!("shm://{}", fresh_inproc_name(tag)),
+    dial: crate::relay::dial,
+    relayed: true,
+    connect: shm_connect,
+    raw_listen: |tag| {
+        let name = fresh_inproc_name(&format!("{tag}-raw"));
+        let l = netron_engine::shm::listen_raw(&name)?;
+        Ok((crate::relay::dial(&format!("shm://{name}")), Box::new(l)))
+    },
+};
+
+fn shm_connect(ep: &str) -> io::Result<Box<dyn RawLink>> {
+    let name = ep.strip_prefix("shm://").unwrap_or(ep);
+    let (tx, rx) = netron_engine::shm::connect_raw(name)?;
+    Ok(Box::new(InprocLink::new(tx, rx)))
+}
 
 impl RawListener for netron_engine::shm::RawListener {
     fn accept(&mut self) -> io::Result<Box<dyn RawLink>> {

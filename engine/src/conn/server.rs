@@ -132,7 +132,8 @@ impl<C: Caller> Connection<C> {
             None
         } else {
             let peer = env.origin.map_or(0, |o| o.peer_key());
-            match interceptors.before(own, (id, peer), &mut self.headers, &mut response) {
+            let cred = env.origin.and_then(|o| o.cred);
+            match interceptors.before(own, (id, peer, cred), &mut self.headers, &mut response) {
                 Ok(s) => Some(s),
                 Err(status) => {
                     self.release_scratch(scratch);
@@ -155,7 +156,8 @@ impl<C: Caller> Connection<C> {
                     self.headers.clone(),
                     deadline,
                     peer,
-                );
+                )
+                .with_peer_cred(env.origin.and_then(|o| o.cred));
                 self.inflight.insert(id);
                 if let Some(s) = started {
                     let s = s.with_names(&self.headers);

@@ -412,10 +412,13 @@ impl<C: Caller> Connection<C> {
             None
         } else {
             let peer = env.origin.map_or(0, |o| o.peer_key());
-            match registry
-                .interceptors
-                .before(own, (id, peer), &mut self.headers, &mut response)
-            {
+            let cred = env.origin.and_then(|o| o.cred);
+            match registry.interceptors.before(
+                own,
+                (id, peer, cred),
+                &mut self.headers,
+                &mut response,
+            ) {
                 Ok(s) => Some(s),
                 Err(st) => {
                     env.stats.count_error("rejected_by_interceptor");

@@ -50,6 +50,7 @@ impl Core {
                 Ok(key) => self.conns[key].adopt = Some(slot),
                 Err(why) => slot.complete(Err(why)),
             },
+            Command::CountError(label) => self.stats.count_error(label),
             Command::AcceptRecord(pipe) => {
                 if self.listeners.is_closing() {
                     // Stopped listening: the dropped rings are the client's refusal.

@@ -135,6 +135,7 @@ impl Core {
                     key: key as u32,
                     generation: en.generation,
                 },
+                cred: en.link.peer_cred(),
             };
             let mut env = Env {
                 registry,

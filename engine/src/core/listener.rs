@@ -130,7 +130,11 @@ impl Core {
                 return Ok(vec![endpoint.clone()]);
             }
             Endpoint::Shm { name, options } => {
-                let binding = crate::transport::shm::bind(name, options, to_inbox)?;
+                let inbox = self.inbox.clone();
+                let refused: crate::transport::shm::Refusals = std::sync::Arc::new(move |label| {
+                    inbox.push(crate::inbox::Command::CountError(label));
+                });
+                let binding = crate::transport::shm::bind(name, options, to_inbox, refused)?;
                 self.listeners.shm.push(binding);
                 return Ok(vec![endpoint.clone()]);
             }

@@ -154,6 +154,7 @@ impl Core {
                 key: key as u32,
                 generation: en.generation,
             },
+            cred: en.link.peer_cred(),
         };
         let update = en.link.on_completion(&mut self.driver, event, |input| {
             // A closing connection's input is not looked at.

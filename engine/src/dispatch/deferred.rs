@@ -15,6 +15,8 @@ use crate::inbox::{Command, ConnRef, Inbox};
 pub(crate) struct Origin<'a> {
     pub inbox: &'a Arc<Inbox>,
     pub conn: ConnRef,
+    /// `shm://`: the peer process's credentials (for [`crate::Request::peer_cred`]).
+    pub cred: Option<crate::shm::PeerCred>,
 }
 
 impl Origin<'_> {

@@ -61,6 +61,7 @@ pub trait Interceptor: Send + Sync + 'static {
 pub struct Before<'a> {
     id: u32,
     peer: u64,
+    cred: Option<crate::shm::PeerCred>,
     headers: &'a mut HeaderList,
 }
 
@@ -75,6 +76,12 @@ impl Before<'_> {
     /// connection.
     pub fn peer(&self) -> u64 {
         self.peer
+    }
+    /// The calling process's credentials (user, group and process id, `SO_PEERCRED`) on an
+    /// `shm://` connection, to decide who may call what (docs/shm.md, "Who is calling");
+    /// `None` on other transports.
+    pub fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
+        self.cred
     }
     /// The `:service` the call is for (`name@VERSION`).
     pub fn service(&self) -> Option<&[u8]> {
@@ -256,7 +263,7 @@ impl Interceptors {
     pub(crate) fn before(
         &self,
         own: &Interceptors,
-        (id, peer): (u32, u64),
+        (id, peer, cred): (u32, u64, Option<crate::shm::PeerCred>),
         headers: &mut HeaderList,
         response: &mut HeaderList,
     ) -> Result<Started, Status> {
@@ -268,7 +275,12 @@ impl Interceptors {
         for i in 0..self.0.len() + own.0.len() {
             let ic = self.nth(own, i);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ic.before(&mut Before { id, peer, headers })
+                ic.before(&mut Before {
+                    id,
+                    peer,
+                    cred,
+                    headers,
+                })
             }))
             .unwrap_or_else(|_| Err(Status::internal("an interceptor panicked")));
             if let Err(status) = r {

@@ -263,6 +263,16 @@ pub(crate) enum AnyLink {
     Record(Box<record::RecordLink>),
 }
 
+impl AnyLink {
+    /// The peer process's credentials: `shm://` links only (see [`crate::shm::PeerCred`]).
+    pub(crate) fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
+        match self {
+            AnyLink::Stream(_) => None,
+            AnyLink::Record(l) => l.peer_cred(),
+        }
+    }
+}
+
 macro_rules! each {
     ($self:ident, $l:ident => $e:expr) => {
         match $self {

@@ -74,6 +74,8 @@ pub(crate) struct RecordLink {
     /// `shm://`: the liveness socket (a duplicate, so the poll in the driver keeps it open)
     /// and the poll on it, if armed; `None` in process.
     live: Option<Live>,
+    /// `shm://`: the peer process's credentials, taken once when the link is made.
+    cred: Option<crate::shm::PeerCred>,
 }
 
 /// The liveness socket of an `shm://` link.
@@ -97,6 +99,11 @@ impl Live {
 }
 
 impl RecordLink {
+    /// `shm://`: the peer process's credentials (`None` in process).
+    pub(crate) fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
+        self.cred
+    }
+
     /// A link over `pipe`.
     ///
     /// # Errors
@@ -112,7 +119,9 @@ impl RecordLink {
             }),
             None => None,
         };
+        let cred = pipe.liveness().and_then(crate::shm::PeerCred::of);
         Ok(RecordLink {
+            cred,
             pipe: Some(pipe),
             bell,
             bell_io,

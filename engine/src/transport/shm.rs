@@ -34,6 +34,37 @@ use super::inproc::{Acceptor, RecordPipe};
 use crate::ShmOptions;
 use crate::conn::Role;
 
+/// The credentials of the process at the other end of an `shm://` connection, as the kernel
+/// recorded them when the rendezvous socket connected (`SO_PEERCRED`): on the server, the
+/// client's at `connect`; on the client, the server's at `listen`. They cannot be forged by
+/// the peer (the kernel fills them in), but a process may have changed its ids since, and a
+/// pid may be reused once the process is gone: decide on `uid`/`gid`, log `pid`.
+///
+/// Handlers read them with [`crate::Request::peer_cred`], interceptors with
+/// [`crate::Before::peer_cred`]; `None` on other transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerCred {
+    /// The peer process's effective user id.
+    pub uid: u32,
+    /// The peer process's effective group id.
+    pub gid: u32,
+    /// The peer process's id (in this process's pid namespace; 0 if it has none there).
+    pub pid: i32,
+}
+
+impl PeerCred {
+    /// The credentials of the peer of the Unix socket `fd` (`None` if the kernel gives none).
+    pub(crate) fn of(fd: std::os::fd::BorrowedFd<'_>) -> Option<PeerCred> {
+        let c = rustix::net::sockopt::socket_peercred(fd).ok()?;
+        Some(PeerCred {
+            uid: c.uid.as_raw(),
+            gid: c.gid.as_raw(),
+            pid: c.pid.as_raw_nonzero().get(),
+        })
+    }
+}
+
 /// How long the server side of one rendezvous waits for a client's hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -72,6 +103,7 @@ fn io_err(name: &str, e: ShmError) -> io::Error {
         ShmError::Config { .. } => io::ErrorKind::InvalidInput,
         ShmError::Io { source, .. } => source.kind(),
         ShmError::Handshake { .. } => io::ErrorKind::ConnectionAborted,
+        ShmError::Refused { .. } => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
     let hint = match (&e, kind) {
@@ -100,14 +132,24 @@ impl Drop for Binding {
     }
 }
 
+/// Where an `shm://` listener reports a client it refused by its rules (the counter's name,
+/// `shm_refused_uid`), to be counted in a core's stats.
+pub(crate) type Refusals = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Binds `name` (the part after `shm://`, without options) and hands every accepted
 /// connection's server half to `acceptor`, from an accept thread; `options` say whom to
-/// accept and whether to trust the clients' records.
+/// accept and whether to trust the clients' records; a client refused by `allow_uid` is told
+/// so and reported to `refused`.
 ///
 /// # Errors
 /// `AddrInUse` if something listens on the name; `InvalidInput` if it is empty; the OS error
 /// if the socket, the stop eventfd or the thread cannot be made.
-pub(crate) fn bind(name: &str, options: &ShmOptions, acceptor: Acceptor) -> io::Result<Binding> {
+pub(crate) fn bind(
+    name: &str,
+    options: &ShmOptions,
+    acceptor: Acceptor,
+    refused: Refusals,
+) -> io::Result<Binding> {
     if name.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -135,7 +177,7 @@ pub(crate) fn bind(name: &str, options: &ShmOptions, acceptor: Acceptor) -> io::
     let stop2 = stop.clone();
     let thread = std::thread::Builder::new()
         .name("netron-shm-accept".to_owned())
-        .spawn(move || accept_loop(&listener, &stop2, &acceptor, trust_peer))?;
+        .spawn(move || accept_loop(&listener, &stop2, (&acceptor, &refused), trust_peer))?;
     Ok(Binding {
         stop,
         thread: Some(thread),
@@ -143,7 +185,12 @@ pub(crate) fn bind(name: &str, options: &ShmOptions, acceptor: Acceptor) -> io::
 }
 
 /// Accepts until `stop` is written. A failed rendezvous concerns that client only.
-fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor, trust_peer: bool) {
+fn accept_loop(
+    listener: &ShmListener,
+    stop: &OwnedFd,
+    (acceptor, refused): (&Acceptor, &Refusals),
+    trust_peer: bool,
+) {
     use rustix::event::{PollFd, PollFlags};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let lfd = listener.as_fd();
@@ -168,6 +215,11 @@ fn accept_loop(listener: &ShmListener, stop: &OwnedFd, acceptor: &Acceptor, trus
         // the next one; at most MAX_HANDSHAKES run at once, beyond that a client is dropped.
         let pending = match listener.accept_pending(Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
             Ok(p) => p,
+            Err(ShmError::Refused { .. }) => {
+                // netron-shm told the client why (a refusal reply) before closing.
+                refused("shm_refused_uid");
+                continue;
+            }
             Err(e) => {
                 tracing::debug!("shm:// accept failed: {e}");
                 continue;
@@ -283,10 +335,11 @@ mod tests {
                 sink.lock().unwrap().push(p);
                 Ok(())
             }),
+            Arc::new(|_| {}),
         )
         .unwrap();
         let none = ShmOptions::default();
-        let e = bind(&name, &none, Arc::new(|_| Ok(()))).unwrap_err();
+        let e = bind(&name, &none, Arc::new(|_| Ok(())), Arc::new(|_| {})).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
         assert!(e.to_string().contains(&name), "{e}");
         let client = connect(&name, false, Duration::from_secs(5)).unwrap();
@@ -301,9 +354,11 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
         assert!(e.to_string().contains("nothing listens"), "{e}");
         // The name is free again at once.
-        drop(bind(&name, &none, Arc::new(|_| Ok(()))).unwrap());
+        drop(bind(&name, &none, Arc::new(|_| Ok(())), Arc::new(|_| {})).unwrap());
         assert_eq!(
-            bind("", &none, Arc::new(|_| Ok(()))).unwrap_err().kind(),
+            bind("", &none, Arc::new(|_| Ok(())), Arc::new(|_| {}))
+                .unwrap_err()
+                .kind(),
             io::ErrorKind::InvalidInput
         );
     }
@@ -328,6 +383,7 @@ mod tests {
                 a.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }),
+            Arc::new(|_| {}),
         )
         .unwrap();
         let addr = SocketAddr::from_abstract_name(format!("netron-shm/{name}")).unwrap();
@@ -378,7 +434,13 @@ mod tests {
             mode: Some(0o600),
             ..ShmOptions::default()
         };
-        let e = bind("netron-engine-shm-mode", &mode, Arc::new(|_| Ok(()))).unwrap_err();
+        let e = bind(
+            "netron-engine-shm-mode",
+            &mode,
+            Arc::new(|_| Ok(())),
+            Arc::new(|_| {}),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("abstract socket"), "{e}");
         for ep in ["shm://x?allow_uid=0", "shm://x?mode=600"] {
@@ -401,6 +463,8 @@ mod tests {
             allow_uids: Some(vec![me.wrapping_add(1)]),
             ..ShmOptions::default()
         };
+        let refusals: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+        let r = refusals.clone();
         let b = bind(
             &name,
             &others,
@@ -408,12 +472,18 @@ mod tests {
                 a1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }),
+            Arc::new(move |label| r.lock().unwrap().push(label)),
         )
         .unwrap();
+        // The client is told why (not a bare "Broken pipe"), and the server counts it.
         let e = connect(&name, false, Duration::from_secs(5)).unwrap_err();
         assert!(e.to_string().contains(&name), "{e}");
-        drop(b);
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert!(e.to_string().contains("allow_uid"), "{e}");
+        drop(b); // joins the accept thread
         assert_eq!(a2.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(*refusals.lock().unwrap(), ["shm_refused_uid"]);
         let mine = ShmOptions {
             allow_uids: Some(vec![me]),
             ..ShmOptions::default()
@@ -427,6 +497,7 @@ mod tests {
                 g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }),
+            Arc::new(|_| {}),
         )
         .unwrap();
         connect(&name, false, Duration::from_secs(5)).unwrap();

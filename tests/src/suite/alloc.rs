@@ -14,7 +14,7 @@ use crate::{Transport, allocations, calc};
 pub fn steady_state_sync_calls_allocate_nothing(t: &Transport) {
     let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
     let (server, _) = crate::engine(t, busy.clone(), &[calc()], "alloc");
-    let (mut core, conn, mut slot) = count_steady_calls(&server, busy);
+    let (mut core, conn, mut slot) = count_steady_calls(t, &server, busy);
     let (payload, deadline) = ([7u8; 64], Some(Duration::from_secs(5)));
     // The counter does count: a failing call allocates its error message.
     let before = allocations();
@@ -120,7 +120,7 @@ pub fn one_interceptor_costs_what_the_docs_say(t: &Transport) {
             b.interceptor(PassThrough)
         };
         let server = b.build().unwrap();
-        let ep = server.endpoints()[0].clone();
+        let ep = crate::dial_of(t, &server);
         let mut core = Core::new(busy.clone()).unwrap();
         let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
         let mut slot = CallSlot::new();
@@ -160,7 +160,7 @@ pub fn no_middleware_installed_costs_nothing(t: &Transport) {
     let extra = netron_engine::Service::new("extra", "1.0.0").unwrap();
     server.add_service(extra).unwrap();
     server.remove_service("extra@1.0.0").unwrap();
-    let (mut core, conn, _) = count_steady_calls(&server, busy);
+    let (mut core, conn, _) = count_steady_calls(t, &server, busy);
     let deadline = Some(Duration::from_secs(5));
     // The counter does count: resolving a requirement allocates.
     let before = allocations();
@@ -195,7 +195,7 @@ pub fn steady_state_stream_chunks_allocate_nothing(t: &Transport) {
         });
     let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
     let (server, _) = crate::engine(t, busy.clone(), &[svc], "alloc-stream");
-    let ep = server.endpoints()[0].clone();
+    let ep = crate::dial_of(t, &server);
     let mut core = Core::new(busy).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let stream = core
@@ -236,10 +236,11 @@ pub fn steady_state_stream_chunks_allocate_nothing(t: &Transport) {
 /// 64 bytes (tables, buffers and maps reach their steady size), then asserts that 10,000 more
 /// allocate nothing, client and server together.
 fn count_steady_calls(
+    t: &Transport,
     server: &netron_engine::Engine,
     cfg: RuntimeConfig,
 ) -> (Core, netron_engine::ConnId, CallSlot) {
-    let ep = server.endpoints()[0].clone();
+    let ep = crate::dial_of(t, server);
     let mut core = Core::new(cfg).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();

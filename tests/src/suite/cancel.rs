@@ -95,7 +95,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
         // Cancel from a caller-driven core: the server drops the future.
         let mut core = Core::new(CoreConfig::default()).unwrap();
         let conn = core
-            .connect(&server.endpoints()[0], Duration::from_secs(5))
+            .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
             .unwrap();
         let mut slot = CallSlot::new();
         let calls_before = server.total_stats().calls_in();

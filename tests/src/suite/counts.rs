@@ -36,7 +36,7 @@ pub fn a_parked_sync_call_costs_fixed_writes_frames_and_enters(t: &Transport) {
     let (server, _) = crate::engine(t, park.clone(), &[calc()], "counts");
     let mut core = Core::new(park).unwrap();
     let conn = core
-        .connect(&server.endpoints()[0], Duration::from_secs(5))
+        .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
         .unwrap();
     let mut slot = CallSlot::new();
     let payload = [7u8; 64];

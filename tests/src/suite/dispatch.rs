@@ -102,7 +102,7 @@ fn serve(
     let e = b
         .build()
         .unwrap_or_else(|e| panic!("{}: engine: {e}", t.name));
-    let ep = e.endpoints()[0].to_string();
+    let ep = crate::dial_of(t, &e).to_string();
     (e, ep)
 }
 
@@ -360,7 +360,7 @@ pub fn metadata_travels_both_ways(t: &Transport) {
     // A caller-driven core: the metadata is read from the slot with the reply.
     let mut core = Core::new(CoreConfig::default()).unwrap();
     let conn = core
-        .connect(&e.endpoints()[0], Duration::from_secs(5))
+        .connect(&crate::dial_of(t, &e), Duration::from_secs(5))
         .unwrap();
     let mut slot = CallSlot::new();
     let reply = core
@@ -391,7 +391,7 @@ pub fn traceparents_arrive_exactly_as_sent(t: &Transport) {
     let ch = e.client().connect(&ep).expect("connect");
     let mut core = Core::new(CoreConfig::default()).unwrap();
     let conn = core
-        .connect(&e.endpoints()[0], Duration::from_secs(5))
+        .connect(&crate::dial_of(t, &e), Duration::from_secs(5))
         .unwrap();
     let mut slot = CallSlot::new();
     let trace = |t: &str, span: u64| format!("00-{t}-{span:016x}-01");

@@ -220,7 +220,7 @@ pub fn shutdown_drains_and_refuses_new_calls(t: &Transport) {
         .listen(&(t.listen)("drain"))
         .build()
         .unwrap();
-    let ep = server.endpoints()[0].to_string();
+    let ep = crate::dial_of(t, &server).to_string();
     let client_engine = Engine::builder().cores(1).build().unwrap();
     let client = client_engine.client();
     let ok = Arc::new(AtomicU64::new(0));

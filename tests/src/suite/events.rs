@@ -29,7 +29,7 @@ fn server(t: &Transport, cores: usize, events: EventConfig, tag: &str) -> (Engin
         .listen(&(t.listen)(tag))
         .build()
         .unwrap_or_else(|e| panic!("{}: engine: {e}", t.name));
-    let addr = e.endpoints()[0].to_string();
+    let addr = crate::dial_of(t, &e).to_string();
     (e, addr)
 }
 
@@ -493,7 +493,7 @@ pub fn peers_and_caller_driven_cores_publish_and_subscribe(t: &Transport) {
     );
 
     // A caller-driven core: subscribe and publish on its connection, driving it meanwhile.
-    let ep = s.endpoints()[0].clone();
+    let ep = crate::dial_of(t, &s).clone();
     let mut core = Core::new(CoreConfig::default()).unwrap();
     let conn = core.connect(&ep, WAIT).unwrap();
     let mine = core

@@ -38,7 +38,7 @@ pub fn echoes_stay_intact_across_promotion_direct_reads_and_demotion(t: &Transpo
     // Sizes around and far above the 16 KiB direct-read buffer, so frames end anywhere in a
     // read and one frame takes several reads (and several turns: 4 reads per turn at most).
     let sizes = [0usize, 1, 64, 4_000, 16_384, 40_000, 150_000];
-    let ep = server.endpoints()[0].clone();
+    let ep = crate::dial_of(t, &server).clone();
     let mut core = Core::new(busy()).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
@@ -82,7 +82,7 @@ pub fn concurrent_callers_share_hot_connections(t: &Transport) {
         .unwrap();
     let ch = clients
         .client()
-        .connect(&server.endpoints()[0].to_string())
+        .connect(&crate::dial_of(t, &server).to_string())
         .unwrap();
     std::thread::scope(|s| {
         for t in 0..8usize {
@@ -118,7 +118,7 @@ pub fn turning_direct_reads_off_keeps_every_byte_on_the_ring(t: &Transport) {
     let server = server(t, busy().with_direct_recv(Some(no_room)));
     let mut core = Core::new(busy().with_direct_recv(None)).unwrap();
     let conn = core
-        .connect(&server.endpoints()[0], Duration::from_secs(5))
+        .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
         .unwrap();
     let mut slot = CallSlot::new();
     for i in 0..200 {

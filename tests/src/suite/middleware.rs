@@ -124,7 +124,10 @@ pub fn engine_wide_then_per_service_in_a_defined_order(t: &Transport) {
         .listen(&(t.listen)("mw-order"))
         .build()
         .unwrap();
-    let ch = e.client().connect(&e.endpoints()[0].to_string()).unwrap();
+    let ch = e
+        .client()
+        .connect(&crate::dial_of(t, &e).to_string())
+        .unwrap();
     ch.call("calc@1.0.0", "who", Bytes::new(), DL).unwrap();
     assert_eq!(
         *log.lock().unwrap(),
@@ -227,7 +230,7 @@ pub fn client_interceptors_see_both_ways_and_refuse_locally(t: &Transport) {
     let client = e
         .client()
         .with_interceptor(ClientSide { seen: seen.clone() });
-    let ch = client.connect(&e.endpoints()[0].to_string()).unwrap();
+    let ch = client.connect(&crate::dial_of(t, &e).to_string()).unwrap();
     let r = ch.call("calc@^1", "who", Bytes::new(), DL).unwrap();
     assert_eq!(r, b"x-client=c1;", "{}", t.name);
     let calls_in = e.total_stats().calls_in();
@@ -280,7 +283,10 @@ pub fn client_interceptors_see_both_ways_and_refuse_locally(t: &Transport) {
         ]
     );
     // A client without the interceptor is unaffected.
-    let plain = e.client().connect(&e.endpoints()[0].to_string()).unwrap();
+    let plain = e
+        .client()
+        .connect(&crate::dial_of(t, &e).to_string())
+        .unwrap();
     assert_eq!(
         plain.call("calc@1.0.0", "who", Bytes::new(), DL).unwrap(),
         b""
@@ -332,7 +338,10 @@ pub fn async_interceptors_await_before_any_handler(t: &Transport) {
         .listen(&(t.listen)("mw-async"))
         .build()
         .unwrap();
-    let ch = e.client().connect(&e.endpoints()[0].to_string()).unwrap();
+    let ch = e
+        .client()
+        .connect(&crate::dial_of(t, &e).to_string())
+        .unwrap();
     for m in ["sync", "async", "deferred"] {
         log.lock().unwrap().clear();
         let r = ch.call("calc@1.0.0", m, Bytes::new(), DL).unwrap();
@@ -412,7 +421,7 @@ pub fn a_caller_driven_core_runs_client_interceptors(t: &Transport) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     core.client_interceptor(ClientSide { seen: seen.clone() });
     let conn = core
-        .connect(&e.endpoints()[0], Duration::from_secs(5))
+        .connect(&crate::dial_of(t, &e), Duration::from_secs(5))
         .unwrap();
     let mut slot = netron_engine::CallSlot::new();
     let r = core
@@ -475,7 +484,7 @@ pub fn auth_checks_tokens_and_hands_the_identity_to_the_handler(t: &Transport) {
         .listen(&(t.listen)("mw-auth"))
         .build()
         .unwrap();
-    let ep = e.endpoints()[0].to_string();
+    let ep = crate::dial_of(t, &e).to_string();
     let alice = e
         .client()
         .with_interceptor(Token("tok-alice"))
@@ -526,7 +535,7 @@ pub fn auth_checks_tokens_and_hands_the_identity_to_the_handler(t: &Transport) {
         .unwrap();
     let anon = open
         .client()
-        .connect(&open.endpoints()[0].to_string())
+        .connect(&crate::dial_of(t, &open).to_string())
         .unwrap();
     assert_eq!(whoami_as_root(&anon), b"nobody", "{}", t.name);
     drop(anon);
@@ -554,7 +563,7 @@ pub fn rate_limit_rejects_over_the_burst_per_peer_and_method(t: &Transport) {
         .listen(&(t.listen)("mw-rate"))
         .build()
         .unwrap();
-    let ep = e.endpoints()[0].to_string();
+    let ep = crate::dial_of(t, &e).to_string();
     let a = e.client().connect(&ep).unwrap();
     for _ in 0..3 {
         assert_eq!(a.call("calc@1.0.0", "add", &[1u8, 2][..], DL).unwrap(), [3]);
@@ -639,7 +648,10 @@ pub fn trace_logs_every_call_with_its_latency(t: &Transport) {
         .listen(&(t.listen)("mw-trace"))
         .build()
         .unwrap();
-    let ch = e.client().connect(&e.endpoints()[0].to_string()).unwrap();
+    let ch = e
+        .client()
+        .connect(&crate::dial_of(t, &e).to_string())
+        .unwrap();
     let svc = format!("{name}@1.0.0");
     ch.call(&svc, "ok", Bytes::new(), DL).unwrap();
     ch.call(&svc, "bad", Bytes::new(), DL).unwrap_err();

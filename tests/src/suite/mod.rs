@@ -72,7 +72,7 @@ macro_rules! conformance {
     () => {
         // THE transport list. A new transport adds one `name => STATIC` entry here (and its
         // `Transport` static in tests/src/transport.rs), e.g. `inproc => INPROC`.
-        $crate::conformance!(tcp => TCP, unix => UNIX, inproc => INPROC, shm => SHM);
+        $crate::conformance!(tcp => TCP, unix => UNIX, inproc => INPROC, shm => SHM, shm2p => SHM2P);
     };
     ($($name:ident => $t:ident),+ $(,)?) => {
         $(

@@ -665,7 +665,7 @@ pub fn interceptors_run_around_the_whole_stream(t: &Transport) {
         .listen(&(t.listen)("streams-ic"))
         .build()
         .unwrap();
-    let addr = s.endpoints()[0].to_string();
+    let addr = crate::dial_of(t, &s).to_string();
     let (_c, ch) = client(&addr);
     within("interceptors", move || {
         let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());

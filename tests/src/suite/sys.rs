@@ -52,7 +52,7 @@ fn server(t: &Transport, versions: &[&str], cores: usize) -> (Engine, String) {
     let e = b
         .build()
         .unwrap_or_else(|e| panic!("{}: engine: {e}", t.name));
-    let addr = e.endpoints()[0].to_string();
+    let addr = crate::dial_of(t, &e).to_string();
     (e, addr)
 }
 

@@ -32,7 +32,7 @@ fn two_cores(t: &Transport, tag: &str) -> Engine {
 pub fn calls_answer_fail_and_go_on(t: &Transport) {
     let e = two_cores(t, "unary");
     let client = e.client();
-    let ep = e.endpoints()[0].to_string();
+    let ep = crate::dial_of(t, &e).to_string();
     let ch = client.connect(&ep).expect("connect");
     assert_eq!(
         ch.call("calc@1.2.0", "add", &[2u8, 3, 4][..], DL).unwrap(),
@@ -75,7 +75,7 @@ pub fn calls_answer_fail_and_go_on(t: &Transport) {
 /// Eight threads, each with its own connection and a shared one, on a two-core engine.
 pub fn many_threads_many_connections(t: &Transport) {
     let e = two_cores(t, "threads");
-    let ep = e.endpoints()[0].to_string();
+    let ep = crate::dial_of(t, &e).to_string();
     let client = e.client();
     let shared = client.connect(&ep).unwrap();
     let threads: Vec<_> = (0..8u8)
@@ -185,7 +185,7 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
 /// A busy-poll core driven by the test thread makes 1000 calls.
 pub fn a_caller_driven_core_makes_calls(t: &Transport) {
     let e = two_cores(t, "embedded");
-    let ep = &e.endpoints()[0];
+    let ep = &crate::dial_of(t, &e);
     let mut core =
         Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
     let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
@@ -298,7 +298,7 @@ pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
     let (e, _) = crate::engine(t, cfg.clone(), &[calc()], "zc");
     let mut core = Core::new(cfg).expect("core");
     let conn = core
-        .connect(&e.endpoints()[0], Duration::from_secs(5))
+        .connect(&crate::dial_of(t, &e), Duration::from_secs(5))
         .expect("connect");
     let mut slot = CallSlot::new();
     for i in 0..50u32 {

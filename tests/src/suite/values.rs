@@ -30,7 +30,7 @@ fn duration() -> impl Strategy<Value = Duration> {
 /// the connection serves a normal call afterwards.
 pub fn arbitrary_call_arguments_never_panic(t: &Transport) {
     let (server, _) = crate::calc_server(t);
-    let ep = server.endpoints()[0].clone();
+    let ep = crate::dial_of(t, &server).clone();
     let cfg = ProptestConfig {
         cases: 48,
         failure_persistence: None,
@@ -57,7 +57,7 @@ pub fn arbitrary_call_arguments_never_panic(t: &Transport) {
 /// built from them works; nothing panics.
 pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
     let (server, _) = crate::calc_server(t);
-    let ep = server.endpoints()[0].clone();
+    let ep = crate::dial_of(t, &server).clone();
     let cfg = ProptestConfig {
         cases: 48,
         failure_persistence: None,
@@ -138,7 +138,7 @@ pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
 /// above found 32 768 validated but refused by the kernel), one more is refused by name.
 pub fn ring_entries_at_the_bound(t: &Transport) {
     let (server, _) = crate::calc_server(t);
-    let ep = server.endpoints()[0].clone();
+    let ep = crate::dial_of(t, &server).clone();
     let cfg = RuntimeConfig::default().with_ring_entries(16_384);
     let mut core = Core::new(cfg.clone()).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
