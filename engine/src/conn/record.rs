@@ -244,7 +244,7 @@ pub(crate) fn for_each_record(
         } else {
             // One frame, longer than any record: fragments.
             let mut off = 0;
-            for n in netron_codec::record::fragment_sizes(end, record_limit)
+            for n in netron_codec::record::fragment_sizes(end, fragment_limit(record_limit))
                 .expect("limit checked above")
             {
                 emit(&rest[off..off + n]);
@@ -253,6 +253,14 @@ pub(crate) fn for_each_record(
         }
         rest = &rest[end..];
     }
+}
+
+/// The size of the fragments of a frame longer than any record: a quarter of the record
+/// limit (at least a frame header), so that on a ring the sender writes the next fragment
+/// while the receiver still copies the previous one out, instead of each fragment filling
+/// the whole ring and the two sides taking turns (§26.3 lets fragments be any size).
+fn fragment_limit(record_limit: usize) -> usize {
+    (record_limit / 4).max(HEADER_LEN).min(record_limit)
 }
 
 #[cfg_attr(not(test), allow(dead_code))]

@@ -157,9 +157,14 @@ fn the_sender_groups_whole_frames_and_fragments_only_what_cannot_fit() {
         assert!((1..=2).contains(&n) && r.len() <= 2 * one + 1);
     }
     assert_eq!(recs.concat(), batch, "nothing lost or reordered");
-    // Records smaller than a frame: each frame alone, in fragments.
+    // Records smaller than a frame: each frame alone, in fragments of a quarter of the
+    // record limit (at least a frame header), so a ring holds several at once.
     let recs = cut(&batch[..one], None, 40);
-    assert_eq!(recs.len(), one.div_ceil(40));
+    assert_eq!(recs.len(), one.div_ceil(16));
+    assert!(recs.iter().all(|r| r.len() <= 16));
+    let recs_large = cut(&batch[..one], None, 64);
+    assert_eq!(recs_large.len(), one.div_ceil(16));
+    assert_eq!(recs_large.concat(), &batch[..one]);
     let mut rx = RecordReader::new(limits, 40);
     for (i, r) in recs.iter().enumerate() {
         match rx.push(r).unwrap() {
