@@ -146,6 +146,7 @@ impl EngineBuilder {
         }
         self.config.validate()?;
         let connect_timeout = self.config.protocol.connect_timeout;
+        let quic_client = self.config.protocol.quic_client.clone();
         let mut registry = Registry::default();
         // Set first: services are wrapped by the engine's async interceptors as they are added.
         registry.interceptors = self.interceptors;
@@ -172,7 +173,7 @@ impl EngineBuilder {
                 endpoint: s.clone(),
                 source: e,
             };
-            if let Endpoint::Inproc(_) | Endpoint::Shm { .. } = &ep {
+            if let Endpoint::Inproc(_) | Endpoint::Shm { .. } | Endpoint::Quic { .. } = &ep {
                 // Bound once the cores run (their inboxes take the connections).
                 inproc_names.push((ep.clone(), s.clone()));
                 bound.push(ep.clone());
@@ -238,8 +239,10 @@ impl EngineBuilder {
             files,
             inproc: Vec::new(),
             shm: Vec::new(),
+            quic: Vec::new(),
             drivers: Vec::with_capacity(n),
             connect_timeout,
+            quic_client,
             registry: std::sync::Mutex::new(master),
             next_core: AtomicUsize::new(0),
         };
@@ -278,6 +281,7 @@ impl EngineBuilder {
                 Endpoint::Inproc(name) => {
                     crate::transport::inproc::bind(name, acceptor).map(|b| engine.inproc.push(b))
                 }
+                Endpoint::Quic { host, addrs } => bind_quic(&mut engine, &self.config, host, addrs),
                 _ => Ok(()),
             };
             match bound {
@@ -357,10 +361,15 @@ pub struct Engine {
     /// The `shm://` names this engine listens on (and their accept threads), unbound at
     /// shutdown.
     shm: Vec<crate::transport::shm::Binding>,
+    /// The `quic://` addresses this engine listens on (their rendezvous threads), unbound at
+    /// shutdown.
+    quic: Vec<crate::transport::quic_listen::Binding>,
     /// The I/O backend of each core, by core index.
     drivers: Vec<crate::DriverInfo>,
     /// `ProtocolConfig::connect_timeout`, for [`Engine::client`].
     connect_timeout: Duration,
+    /// `ProtocolConfig::with_quic_client`, for [`Engine::client`].
+    quic_client: Option<netron_quic::ClientConfig>,
     /// The services the cores serve (each holds a copy), for changes at run time.
     registry: std::sync::Mutex<Registry>,
     /// The core that takes the next in-process publish or subscription.
@@ -420,7 +429,11 @@ impl Engine {
 
     /// A client whose connections live on this engine's cores.
     pub fn client(&self) -> Client {
-        Client::new(self.inboxes.clone(), self.connect_timeout)
+        Client::new(
+            self.inboxes.clone(),
+            self.connect_timeout,
+            self.quic_client.clone(),
+        )
     }
 
     /// A copy of every core's statistics.
@@ -456,6 +469,7 @@ impl Engine {
         self.files.clear();
         self.inproc.clear();
         self.shm.clear();
+        self.quic.clear();
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
@@ -474,6 +488,7 @@ impl Engine {
     }
 
     fn stop_now(&mut self) {
+        self.quic.clear();
         self.files.clear();
         self.inproc.clear();
         self.shm.clear();
@@ -628,4 +643,39 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Binds every address of a `quic://` listen; new connections go to the cores in turn (each
+/// QUIC connection has its own connected socket, so any core can run it). The bound
+/// addresses (port 0 resolved) replace the endpoint in [`Engine::endpoints`].
+fn bind_quic(
+    engine: &mut Engine,
+    config: &CoreConfig,
+    host: &str,
+    addrs: &[std::net::SocketAddr],
+) -> std::io::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut bound = Vec::with_capacity(addrs.len());
+    for &a in addrs {
+        let (inboxes, next) = (engine.inboxes.clone(), next.clone());
+        let acceptor: crate::transport::quic_listen::Acceptor = Arc::new(move |pipe| {
+            let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
+            inboxes[i].push(Command::AcceptQuic(Box::new(pipe)));
+        });
+        let (b, local) =
+            crate::transport::quic_listen::bind(a, config.protocol.quic_server.as_ref(), acceptor)?;
+        engine.quic.push(b);
+        bound.push(local);
+    }
+    let asked = Endpoint::Quic {
+        host: host.to_owned(),
+        addrs: addrs.to_vec(),
+    };
+    if let Some(e) = engine.endpoints.iter_mut().find(|e| **e == asked) {
+        *e = Endpoint::Quic {
+            host: host.to_owned(),
+            addrs: bound,
+        };
+    }
+    Ok(())
 }

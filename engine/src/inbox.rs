@@ -29,6 +29,8 @@ pub(crate) enum Command {
     },
     /// Serve a new in-process connection (an `inproc://` listener's acceptor sends it).
     AcceptRecord(crate::transport::inproc::RecordPipe),
+    /// Serve a new QUIC connection (a `quic://` listener's rendezvous thread sends it).
+    AcceptQuic(Box<crate::transport::quic::QuicPipe>),
     /// Start a call on a client connection.
     Call {
         conn: ConnRef,
@@ -315,6 +317,7 @@ impl Inbox {
                 }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)
+                | Command::AcceptQuic(_)
                 | Command::StreamWork { .. }
                 | Command::CancelSlot { .. }
                 | Command::Close { .. }

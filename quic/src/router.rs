@@ -423,6 +423,11 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         }
     }
 
+    /// Whether frames made up while sending wait for [`Router::take_made`].
+    pub fn has_made(&self) -> bool {
+        !self.made.is_empty()
+    }
+
     /// A stream can take bytes again.
     pub fn on_writable<I: StreamIo<Stream = S>>(&mut self, io: &mut I, s: S) {
         self.flush(io, s);
