@@ -52,9 +52,23 @@ pub struct EngineBuilder {
     interceptors: crate::dispatch::Interceptors,
     asyncs: crate::dispatch::AsyncInterceptors,
     listen: Vec<String>,
+    quic_server: Option<netron_quic::ServerConfig>,
+    quic_client: Option<netron_quic::ClientConfig>,
 }
 
 impl EngineBuilder {
+    /// The TLS and QUIC settings of this engine's `quic://` listeners; takes precedence over
+    /// [`ProtocolConfig::with_quic_server`] whatever [`EngineBuilder::config`] sets later.
+    pub fn quic_server(mut self, config: netron_quic::ServerConfig) -> Self {
+        self.quic_server = Some(config);
+        self
+    }
+    /// The TLS and QUIC settings of this engine's `quic://` connects; takes precedence over
+    /// [`ProtocolConfig::with_quic_client`] whatever [`EngineBuilder::config`] sets later.
+    pub fn quic_client(mut self, config: netron_quic::ClientConfig) -> Self {
+        self.quic_client = Some(config);
+        self
+    }
     /// Number of cores (default: the available parallelism; 1 to 1024, checked by
     /// [`EngineBuilder::build`]).
     pub fn cores(mut self, n: usize) -> Self {
@@ -120,7 +134,7 @@ impl EngineBuilder {
     ///
     /// # Errors
     /// [`EngineError`], naming the setting, service or endpoint involved.
-    pub fn build(self) -> Result<Engine, EngineError> {
+    pub fn build(mut self) -> Result<Engine, EngineError> {
         let n = self
             .cores
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -143,6 +157,12 @@ impl EngineBuilder {
                 )
                 .into());
             }
+        }
+        if let Some(c) = self.quic_server.take() {
+            self.config.protocol.quic_server = Some(c);
+        }
+        if let Some(c) = self.quic_client.take() {
+            self.config.protocol.quic_client = Some(c);
         }
         self.config.validate()?;
         let connect_timeout = self.config.protocol.connect_timeout;

@@ -85,7 +85,7 @@ fn desk(kept: Arc<Mutex<Option<Peer>>>) -> Service {
 fn pair(t: &Transport, tag: &str) -> (Engine, Arc<Mutex<Option<Peer>>>, Engine, Channel) {
     let kept = Arc::new(Mutex::new(None));
     let (server, ep) = crate::engine(t, CoreConfig::default(), &[desk(kept.clone())], tag);
-    let client = Engine::builder().cores(1).service(phone()).build().unwrap();
+    let client = crate::builder(t).cores(1).service(phone()).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     (server, kept, client, ch)
 }
@@ -193,7 +193,7 @@ pub fn a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock(t: &Transpor
         &[desk(kept.clone()), handoff, wait],
         "peers-block",
     );
-    let client = Engine::builder().cores(1).service(phone()).build().unwrap();
+    let client = crate::builder(t).cores(1).service(phone()).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     let ch2 = ch.clone();
     let e = within("a sync handler's blocking callback", move || {
@@ -407,7 +407,7 @@ pub fn a_sync_handlers_blocking_stream_is_an_error_not_a_deadlock(t: &Transport)
         &[wait, calc()],
         "peers-block-stream",
     );
-    let client = Engine::builder().cores(1).service(tick).build().unwrap();
+    let client = crate::builder(t).cores(1).service(tick).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     let ch2 = ch.clone();
     let r = within("a sync handler blocking on a stream", move || {
