@@ -40,6 +40,8 @@ pub mod quic {
         a_failed_half_delivers_its_status_both_ways,
         a_response_overtakes_a_flooding_stream,
         compressible_stream_messages_go_compressed_and_arrive_intact,
+        a_caller_driven_core_streams_with_would_block,
+        a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
     }
     events {
         fan_out_reaches_every_subscriber_across_both_cores,
@@ -71,6 +73,7 @@ pub mod quic {
         dropped_deferred_replies_answer_the_caller,
         a_deferred_answer_after_the_deadline_is_dropped,
         a_deferred_reply_outliving_its_engine_is_harmless,
+        a_deferred_answer_reaches_only_its_own_core,
     }
     deadlines {
         deadline_exceeded_and_the_caller_moves_on,
@@ -120,6 +123,7 @@ pub mod quic {
         a_sync_handlers_blocking_stream_is_an_error_not_a_deadlock,
         both_sides_call_each_other_at_once,
         peer_services_vanish_with_the_connection,
+        a_server_calls_back_into_the_clients_services_mid_call_and_after,
     }
     middleware {
         engine_wide_then_per_service_in_a_defined_order,

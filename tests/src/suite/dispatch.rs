@@ -667,8 +667,8 @@ pub fn a_deferred_answer_reaches_only_its_own_core(t: &Transport) {
     let ysvc = Service::new("x", "1.0.0")
         .unwrap()
         .unary_deferred("d", move |_, d| held.lock().unwrap().push(d));
-    let mut x = Core::with_services(CoreConfig::default(), vec![xsvc]).unwrap();
-    let mut y = Core::with_services(CoreConfig::default(), vec![ysvc]).unwrap();
+    let mut x = Core::with_services((t.configure_core)(CoreConfig::default()), vec![xsvc]).unwrap();
+    let mut y = Core::with_services((t.configure_core)(CoreConfig::default()), vec![ysvc]).unwrap();
     let ep: netron_engine::Endpoint = ep.parse().unwrap();
     let cx = x.connect(&ep, Duration::from_secs(5)).unwrap();
     let cy = y.connect(&ep, Duration::from_secs(5)).unwrap();

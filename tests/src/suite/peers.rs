@@ -142,7 +142,8 @@ pub fn a_server_calls_back_into_the_clients_services_mid_call_and_after(t: &Tran
 
     // A caller-driven core serving `phone`: it serves the callback while it waits for its call.
     let ep = server.endpoints()[0].clone();
-    let mut core = Core::with_services(CoreConfig::default(), [phone()]).unwrap();
+    let mut core =
+        Core::with_services((t.configure_core)(CoreConfig::default()), [phone()]).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
     for i in 0..5u8 {

@@ -699,8 +699,9 @@ pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
     let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    let configure = t.configure_core;
     within("caller-driven stream", move || {
-        let (mut core, conn, s, mut sent) = fill_the_window(&ep, WINDOW);
+        let (mut core, conn, s, mut sent) = fill_the_window(configure, &ep, WINDOW);
         let chunk = [7u8; 1024];
         // Read the echoes (credit flows back both ways), sending the rest as credit allows.
         let total = 4 * sent;
@@ -749,8 +750,9 @@ pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Tra
         .with_stream_window(SMALL as u32);
     let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "streams-window");
     let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    let configure = t.configure_core;
     within("a configured window", move || {
-        let (mut core, conn, s, sent) = fill_the_window(&ep, SMALL);
+        let (mut core, conn, s, sent) = fill_the_window(configure, &ep, SMALL);
         for _ in 0..sent {
             assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), Some(1024));
         }
@@ -764,6 +766,7 @@ pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Tra
 /// `WouldBlock`, checking that exactly `window` bytes were queued; returns what it made and
 /// the chunks sent.
 fn fill_the_window(
+    configure: fn(netron_engine::CoreConfig) -> netron_engine::CoreConfig,
     ep: &netron_engine::Endpoint,
     window: usize,
 ) -> (
@@ -772,7 +775,8 @@ fn fill_the_window(
     netron_engine::CoreStream,
     usize,
 ) {
-    let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+    let mut core =
+        netron_engine::Core::new(configure(netron_engine::CoreConfig::default())).unwrap();
     let conn = core.connect(ep, Duration::from_secs(5)).unwrap();
     let s = core
         .open_stream(
