@@ -467,5 +467,32 @@ impl Link for QuicLink {
     }
 }
 
+impl Drop for QuicLink {
+    /// A link dropped without `close` (a core at its connection limit refused it) tells the
+    /// peer at once: CONNECTION_CLOSE with status ResourceExhausted, instead of letting it
+    /// time out.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        while self.conn.is_none() {
+            match self.endpoint.poll_event() {
+                Some(QuicEvent::Accepted { conn } | QuicEvent::Connected { conn }) => {
+                    self.conn = Some(conn);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if let Some(conn) = self.conn {
+            let code = netron_codec::StatusCode::ResourceExhausted as u32;
+            let why =
+                b"refused: the core is at its connection limit (RuntimeConfig::max_connections)";
+            let _ = self.endpoint.close(Instant::now(), conn, code, why);
+            self.send_out();
+        }
+    }
+}
+
 /// How long a blocking QUIC handshake on a caller's thread waits for one datagram at most.
 pub(crate) const HANDSHAKE_POLL: Duration = Duration::from_millis(20);

@@ -176,3 +176,35 @@ fn missing_quic_settings_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_connection_past_the_limit_is_refused_at_once_naming_it() {
+    let ca = Ca::new("ca");
+    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    let s = Engine::builder()
+        .cores(1)
+        .config(crate::RuntimeConfig::default().with_max_connections(1))
+        .quic_server(sc)
+        .service(echo())
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let ep = s.endpoints()[0].to_string();
+    let c = client(&ca, None);
+    let first = c.client().connect(&ep).expect("the first connection fits");
+    assert_eq!(
+        first.call("echo@1.0.0", "say", vec![3], DL).unwrap(),
+        vec![3]
+    );
+    let start = std::time::Instant::now();
+    let err = c
+        .client()
+        .connect_timeout(&ep, Duration::from_secs(8))
+        .expect_err("the second is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("max_connections"), "{msg}");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "refused before the timeout"
+    );
+}
