@@ -208,3 +208,37 @@ fn a_connection_past_the_limit_is_refused_at_once_naming_it() {
         "refused before the timeout"
     );
 }
+
+/// Not a test: prints unary round-trip percentiles over quic:// and tcp:// in one run (test
+/// profile, so indicative only; the netron-bench section is the figure of record).
+/// `cargo test -p netron-engine --lib quic_vs_tcp_round_trips -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn quic_vs_tcp_round_trips() {
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let tcp = Engine::builder()
+        .cores(1)
+        .service(echo())
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let c = client(&ca, None);
+    for ep in [s.endpoints()[0].to_string(), tcp.endpoints()[0].to_string()] {
+        let ch = c.client().connect(&ep).unwrap();
+        let mut t = Vec::with_capacity(5000);
+        for i in 0..5500u32 {
+            let start = std::time::Instant::now();
+            ch.call("echo@1.0.0", "say", vec![i as u8; 64], DL).unwrap();
+            if i >= 500 {
+                t.push(start.elapsed());
+            }
+        }
+        t.sort();
+        println!(
+            "{ep}: 64-byte unary round trip p50 {:?} p99 {:?} (5000 calls)",
+            t[t.len() / 2],
+            t[t.len() * 99 / 100]
+        );
+    }
+}
