@@ -310,6 +310,7 @@ impl QuicLink {
 
     /// After an input: events applied, datagrams out, timer and poll re-armed.
     fn pump(&mut self, io: &mut Driver, mut deliver: impl FnMut(Input<'_>)) -> Update {
+        let was_blocked = self.router.pending_bytes() > MAX_PENDING;
         let mut update = match self.apply(&mut deliver) {
             Ok(true) => Update::Input,
             Ok(false) => Update::Quiet(None),
@@ -321,6 +322,14 @@ impl QuicLink {
             if matches!(update, Update::Quiet(_)) {
                 update = Update::Input;
             }
+        }
+        if was_blocked
+            && self.router.pending_bytes() <= MAX_PENDING
+            && matches!(update, Update::Quiet(_))
+        {
+            // QUIC took the held-back bytes: the core looks at the connection again, so its
+            // waiting output goes out now rather than at the next input.
+            update = Update::Input;
         }
         self.send_out();
         self.arm_timer(io);
