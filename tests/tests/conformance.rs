@@ -112,9 +112,6 @@ pub mod quic {
         engine_dropped_from_inside_a_handler,
         isolated engine_dropped_from_inside_a_handler_does_not_panic_its_core,
     }
-    counts {
-        isolated a_parked_sync_call_costs_fixed_writes_frames_and_enters,
-    }
     hot {
         alone turning_direct_reads_off_keeps_every_byte_on_the_ring,
     }
