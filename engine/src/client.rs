@@ -49,17 +49,24 @@ struct Inner {
     next: AtomicUsize,
     /// `ProtocolConfig::connect_timeout` of the engine.
     connect_timeout: Duration,
+    /// `ProtocolConfig::with_quic_client` of the engine (`quic://` connects).
+    quic_client: Option<netron_quic::ClientConfig>,
     /// Around every call of the channels it opens.
     interceptors: crate::dispatch::ClientInterceptors,
 }
 
 impl Client {
-    pub(crate) fn new(inboxes: Vec<Arc<Inbox>>, connect_timeout: Duration) -> Client {
+    pub(crate) fn new(
+        inboxes: Vec<Arc<Inbox>>,
+        connect_timeout: Duration,
+        quic_client: Option<netron_quic::ClientConfig>,
+    ) -> Client {
         Client {
             inner: Arc::new(Inner {
                 inboxes,
                 next: AtomicUsize::new(0),
                 connect_timeout,
+                quic_client,
                 interceptors: crate::dispatch::ClientInterceptors::default(),
             }),
         }
@@ -125,7 +132,7 @@ impl Client {
                 reason: why.to_owned(),
             });
         }
-        let link = crate::transport::connect(&ep, timeout)
+        let link = crate::transport::connect(&ep, timeout, self.inner.quic_client.as_ref())
             .map_err(|e| ConnectError::from_io(ep.to_string(), e, timeout, setting))?;
         // A fresh slot per connect (not a hot path): if this caller gives up, the core learns
         // it from the slot and closes the connection instead of leaking it.
@@ -704,6 +711,7 @@ impl Client {
                 inboxes: self.inner.inboxes.clone(),
                 next: AtomicUsize::new(0),
                 connect_timeout: self.inner.connect_timeout,
+                quic_client: self.inner.quic_client.clone(),
                 interceptors,
             }),
         }

@@ -351,6 +351,8 @@ pub struct ProtocolConfig {
     pub(crate) idle_frame_budget: FrameBudget,
     pub(crate) max_buffer_bytes: usize,
     pub(crate) events: crate::events::EventConfig,
+    pub(crate) quic_server: Option<netron_quic::ServerConfig>,
+    pub(crate) quic_client: Option<netron_quic::ClientConfig>,
 }
 
 impl Default for ProtocolConfig {
@@ -383,6 +385,8 @@ impl Default for ProtocolConfig {
             idle_frame_budget: FrameBudget::default(),
             max_buffer_bytes: 256 << 20,
             events: crate::events::EventConfig::default(),
+            quic_server: None,
+            quic_client: None,
         }
     }
 }
@@ -514,6 +518,29 @@ impl ProtocolConfig {
     pub fn with_max_buffer_bytes(mut self, n: usize) -> Self {
         self.max_buffer_bytes = n;
         self
+    }
+
+    /// Sets the TLS and QUIC settings of `quic://` listeners (certificate chain and key,
+    /// client authentication for mutual TLS, QUIC limits, Retry policy; docs/quic.md).
+    /// Without it, listening on `quic://` fails naming this setting.
+    pub fn with_quic_server(mut self, config: netron_quic::ServerConfig) -> Self {
+        self.quic_server = Some(config);
+        self
+    }
+    /// Sets the TLS and QUIC settings of `quic://` connects (trusted CAs, the client identity
+    /// for mutual TLS, QUIC limits). Without it, connecting to `quic://` fails naming this
+    /// setting.
+    pub fn with_quic_client(mut self, config: netron_quic::ClientConfig) -> Self {
+        self.quic_client = Some(config);
+        self
+    }
+    /// The `quic://` listeners' settings, if set.
+    pub fn quic_server(&self) -> Option<&netron_quic::ServerConfig> {
+        self.quic_server.as_ref()
+    }
+    /// The `quic://` connects' settings, if set.
+    pub fn quic_client(&self) -> Option<&netron_quic::ClientConfig> {
+        self.quic_client.as_ref()
     }
 
     /// The handshake offer made when accepting (its keepalive is [`ProtocolConfig::keepalive`]).

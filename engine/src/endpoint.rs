@@ -1,4 +1,5 @@
-//! Endpoint strings: `tcp://host:port`, `unix:///path`, `inproc://name` and `shm://name`.
+//! Endpoint strings: `tcp://host:port`, `unix:///path`, `inproc://name`, `shm://name` and
+//! `quic://host:port`.
 //!
 //! Host names are resolved when the string is parsed, on the parsing thread (never on a core
 //! thread: cores only see resolved addresses), and every resolved address is kept: a connect
@@ -38,6 +39,16 @@ pub enum Endpoint {
         name: String,
         /// The options written after `?`.
         options: ShmOptions,
+    },
+    /// `quic://host:port`: Netron over QUIC with TLS 1.3 (docs/quic.md). `host` is the name
+    /// the server's certificate must carry (an IP literal is checked against the
+    /// certificate's IP addresses); a connect tries `addrs` in order; a listen binds them all.
+    /// TLS settings: `ProtocolConfig::with_quic_server` / `with_quic_client`.
+    Quic {
+        /// The host as written (without brackets for IPv6 literals).
+        host: String,
+        /// The resolved addresses (never empty).
+        addrs: Vec<SocketAddr>,
     },
 }
 
@@ -157,7 +168,10 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(a) => std::slice::from_ref(a),
             Endpoint::TcpHost { addrs, .. } => addrs,
-            Endpoint::Unix(_) | Endpoint::Inproc(_) | Endpoint::Shm { .. } => &[],
+            Endpoint::Unix(_)
+            | Endpoint::Inproc(_)
+            | Endpoint::Shm { .. }
+            | Endpoint::Quic { .. } => &[],
         }
     }
 }
@@ -175,6 +189,28 @@ impl FromStr for Endpoint {
                 .map_err(|e| EndpointError::BadAddress(s.to_owned(), e.to_string()))?;
             Endpoint::tcp_host(rest, addrs).ok_or_else(|| {
                 EndpointError::BadAddress(s.to_owned(), "resolved to nothing".into())
+            })
+        } else if let Some(rest) = s.strip_prefix("quic://") {
+            let bad = |why: String| EndpointError::BadAddress(s.to_owned(), why);
+            let Some((host, _port)) = rest.rsplit_once(':') else {
+                return Err(bad("a port is needed (quic://host:port)".into()));
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(bad("the host is empty (quic://host:port)".into()));
+            }
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for a in rest.to_socket_addrs().map_err(|e| bad(e.to_string()))? {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+            if addrs.is_empty() {
+                return Err(bad("resolved to nothing".into()));
+            }
+            Ok(Endpoint::Quic {
+                host: host.to_owned(),
+                addrs,
             })
         } else if let Some(rest) = s.strip_prefix("unix://") {
             if !rest.starts_with('/') {
@@ -223,6 +259,11 @@ impl fmt::Display for Endpoint {
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
             Endpoint::Inproc(n) => write!(f, "inproc://{n}"),
             Endpoint::Shm { name, options } => write!(f, "shm://{name}{options}"),
+            Endpoint::Quic { host, addrs } => match (host.contains(':'), addrs.first()) {
+                (true, Some(a)) => write!(f, "quic://[{host}]:{}", a.port()),
+                (false, Some(a)) => write!(f, "quic://{host}:{}", a.port()),
+                (_, None) => write!(f, "quic://{host}"),
+            },
         }
     }
 }
@@ -230,6 +271,23 @@ impl fmt::Display for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_quic_with_the_host_kept_for_tls() {
+        let Ok(Endpoint::Quic { host, addrs }) = "quic://127.0.0.1:4433".parse() else {
+            panic!("quic:// parses");
+        };
+        assert_eq!(host, "127.0.0.1");
+        assert_eq!(addrs, vec!["127.0.0.1:4433".parse().unwrap()]);
+        let Ok(ep @ Endpoint::Quic { .. }) = "quic://[::1]:9".parse::<Endpoint>() else {
+            panic!("quic:// with IPv6 parses");
+        };
+        assert_eq!(ep.to_string(), "quic://[::1]:9");
+        assert!(matches!(
+            "quic://nohost".parse::<Endpoint>(),
+            Err(EndpointError::BadAddress(_, why)) if why.contains("port")
+        ));
+    }
 
     #[test]
     fn parses_every_scheme() {

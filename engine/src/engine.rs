@@ -52,9 +52,23 @@ pub struct EngineBuilder {
     interceptors: crate::dispatch::Interceptors,
     asyncs: crate::dispatch::AsyncInterceptors,
     listen: Vec<String>,
+    quic_server: Option<netron_quic::ServerConfig>,
+    quic_client: Option<netron_quic::ClientConfig>,
 }
 
 impl EngineBuilder {
+    /// The TLS and QUIC settings of this engine's `quic://` listeners; takes precedence over
+    /// [`ProtocolConfig::with_quic_server`] whatever [`EngineBuilder::config`] sets later.
+    pub fn quic_server(mut self, config: netron_quic::ServerConfig) -> Self {
+        self.quic_server = Some(config);
+        self
+    }
+    /// The TLS and QUIC settings of this engine's `quic://` connects; takes precedence over
+    /// [`ProtocolConfig::with_quic_client`] whatever [`EngineBuilder::config`] sets later.
+    pub fn quic_client(mut self, config: netron_quic::ClientConfig) -> Self {
+        self.quic_client = Some(config);
+        self
+    }
     /// Number of cores (default: the available parallelism; 1 to 1024, checked by
     /// [`EngineBuilder::build`]).
     pub fn cores(mut self, n: usize) -> Self {
@@ -120,7 +134,7 @@ impl EngineBuilder {
     ///
     /// # Errors
     /// [`EngineError`], naming the setting, service or endpoint involved.
-    pub fn build(self) -> Result<Engine, EngineError> {
+    pub fn build(mut self) -> Result<Engine, EngineError> {
         let n = self
             .cores
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -144,8 +158,15 @@ impl EngineBuilder {
                 .into());
             }
         }
+        if let Some(c) = self.quic_server.take() {
+            self.config.protocol.quic_server = Some(c);
+        }
+        if let Some(c) = self.quic_client.take() {
+            self.config.protocol.quic_client = Some(c);
+        }
         self.config.validate()?;
         let connect_timeout = self.config.protocol.connect_timeout;
+        let quic_client = self.config.protocol.quic_client.clone();
         let mut registry = Registry::default();
         // Set first: services are wrapped by the engine's async interceptors as they are added.
         registry.interceptors = self.interceptors;
@@ -172,7 +193,7 @@ impl EngineBuilder {
                 endpoint: s.clone(),
                 source: e,
             };
-            if let Endpoint::Inproc(_) | Endpoint::Shm { .. } = &ep {
+            if let Endpoint::Inproc(_) | Endpoint::Shm { .. } | Endpoint::Quic { .. } = &ep {
                 // Bound once the cores run (their inboxes take the connections).
                 inproc_names.push((ep.clone(), s.clone()));
                 bound.push(ep.clone());
@@ -238,8 +259,10 @@ impl EngineBuilder {
             files,
             inproc: Vec::new(),
             shm: Vec::new(),
+            quic: Vec::new(),
             drivers: Vec::with_capacity(n),
             connect_timeout,
+            quic_client,
             registry: std::sync::Mutex::new(master),
             next_core: AtomicUsize::new(0),
         };
@@ -282,6 +305,7 @@ impl EngineBuilder {
                 Endpoint::Inproc(name) => {
                     crate::transport::inproc::bind(name, acceptor).map(|b| engine.inproc.push(b))
                 }
+                Endpoint::Quic { host, addrs } => bind_quic(&mut engine, &self.config, host, addrs),
                 _ => Ok(()),
             };
             match bound {
@@ -361,10 +385,15 @@ pub struct Engine {
     /// The `shm://` names this engine listens on (and their accept threads), unbound at
     /// shutdown.
     shm: Vec<crate::transport::shm::Binding>,
+    /// The `quic://` addresses this engine listens on (their rendezvous threads), unbound at
+    /// shutdown.
+    quic: Vec<crate::transport::quic_listen::Binding>,
     /// The I/O backend of each core, by core index.
     drivers: Vec<crate::DriverInfo>,
     /// `ProtocolConfig::connect_timeout`, for [`Engine::client`].
     connect_timeout: Duration,
+    /// `ProtocolConfig::with_quic_client`, for [`Engine::client`].
+    quic_client: Option<netron_quic::ClientConfig>,
     /// The services the cores serve (each holds a copy), for changes at run time.
     registry: std::sync::Mutex<Registry>,
     /// The core that takes the next in-process publish or subscription.
@@ -424,7 +453,11 @@ impl Engine {
 
     /// A client whose connections live on this engine's cores.
     pub fn client(&self) -> Client {
-        Client::new(self.inboxes.clone(), self.connect_timeout)
+        Client::new(
+            self.inboxes.clone(),
+            self.connect_timeout,
+            self.quic_client.clone(),
+        )
     }
 
     /// A copy of every core's statistics.
@@ -460,6 +493,7 @@ impl Engine {
         self.files.clear();
         self.inproc.clear();
         self.shm.clear();
+        self.quic.clear();
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
@@ -478,6 +512,7 @@ impl Engine {
     }
 
     fn stop_now(&mut self) {
+        self.quic.clear();
         self.files.clear();
         self.inproc.clear();
         self.shm.clear();
@@ -632,4 +667,39 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Binds every address of a `quic://` listen; new connections go to the cores in turn (each
+/// QUIC connection has its own connected socket, so any core can run it). The bound
+/// addresses (port 0 resolved) replace the endpoint in [`Engine::endpoints`].
+fn bind_quic(
+    engine: &mut Engine,
+    config: &CoreConfig,
+    host: &str,
+    addrs: &[std::net::SocketAddr],
+) -> std::io::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut bound = Vec::with_capacity(addrs.len());
+    for &a in addrs {
+        let (inboxes, next) = (engine.inboxes.clone(), next.clone());
+        let acceptor: crate::transport::quic_listen::Acceptor = Arc::new(move |pipe| {
+            let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
+            inboxes[i].push(Command::AcceptQuic(Box::new(pipe)));
+        });
+        let (b, local) =
+            crate::transport::quic_listen::bind(a, config.protocol.quic_server.as_ref(), acceptor)?;
+        engine.quic.push(b);
+        bound.push(local);
+    }
+    let asked = Endpoint::Quic {
+        host: host.to_owned(),
+        addrs: addrs.to_vec(),
+    };
+    if let Some(e) = engine.endpoints.iter_mut().find(|e| **e == asked) {
+        *e = Endpoint::Quic {
+            host: host.to_owned(),
+            addrs: bound,
+        };
+    }
+    Ok(())
 }

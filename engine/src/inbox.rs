@@ -32,6 +32,8 @@ pub(crate) enum Command {
     /// Count an error that happened off the cores (an `shm://` client refused by
     /// `allow_uid`, on the listener's accept thread) in this core's stats.
     CountError(&'static str),
+    /// Serve a new QUIC connection (a `quic://` listener's rendezvous thread sends it).
+    AcceptQuic(Box<crate::transport::quic::QuicPipe>),
     /// Start a call on a client connection.
     Call {
         conn: ConnRef,
@@ -319,6 +321,7 @@ impl Inbox {
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)
                 | Command::CountError(_)
+                | Command::AcceptQuic(_)
                 | Command::StreamWork { .. }
                 | Command::CancelSlot { .. }
                 | Command::Close { .. }

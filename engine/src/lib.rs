@@ -91,6 +91,9 @@ pub use error::{CallError, ConnectError};
 pub use events::{Event, EventConfig, RecvError, SlowPolicy, SubscribeOptions, Subscription};
 /// Header fields: request and response metadata ([`Request::headers`], [`Response::metadata`]).
 pub use netron_codec::hpack::HeaderList;
+/// The `quic://` TLS and QUIC settings ([`ProtocolConfig::with_quic_server`],
+/// [`ProtocolConfig::with_quic_client`]): the `netron-quic` crate.
+pub use netron_quic as quic;
 pub use peer::Peer;
 pub use service::{
     AsyncHandler, AsyncRequest, DeferredHandler, HandlerFuture, Reply, Request, Service,

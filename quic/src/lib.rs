@@ -26,6 +26,7 @@ mod config;
 mod endpoint;
 mod error;
 mod event;
+pub mod router;
 mod stream;
 
 pub use config::{

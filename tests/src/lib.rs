@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod quic_link;
 pub mod relay;
 pub mod services;
 pub mod suite;
@@ -18,7 +19,23 @@ use std::time::Duration;
 use netron_codec::handshake::{ClientConfig, ClientHandshake, ClientProgress, Settings};
 use netron_engine::{Service, Status};
 
-pub use transport::{INPROC, Kind, RawLink, RawListener, SHM, SHM2P, TCP, Transport, UNIX};
+pub use transport::{INPROC, Kind, QUIC, RawLink, RawListener, SHM, SHM2P, TCP, Transport, UNIX};
+
+/// A core (no engine) with `cfg` and what transport `t` needs (`quic://`: TLS settings).
+///
+/// # Errors
+/// As `Core::new`.
+pub fn new_core(
+    t: &Transport,
+    cfg: impl Into<netron_engine::CoreConfig>,
+) -> Result<netron_engine::Core, netron_engine::CoreError> {
+    netron_engine::Core::new((t.configure_core)(cfg.into()))
+}
+
+/// An engine builder with what transport `t` needs (`quic://`: TLS settings).
+pub fn builder(t: &Transport) -> netron_engine::EngineBuilder {
+    (t.configure)(netron_engine::Engine::builder())
+}
 
 /// `calc@1.2.0`: `add` (sum of bytes), `echo`, `fail` (InvalidArgument), `sleep` (blocks the
 /// core for the number of milliseconds in the first payload byte).
@@ -93,10 +110,7 @@ pub fn engine(
     services: &[Service],
     tag: &str,
 ) -> (netron_engine::Engine, String) {
-    let mut b = netron_engine::Engine::builder()
-        .cores(1)
-        .config(cfg)
-        .listen(&(t.listen)(tag));
+    let mut b = builder(t).cores(1).config(cfg).listen(&(t.listen)(tag));
     for s in services {
         b = b.service(s.clone());
     }

@@ -55,6 +55,11 @@ pub struct Transport {
     pub connect: fn(endpoint: &str) -> io::Result<Box<dyn RawLink>>,
     /// Binds a raw listener (a fake server) and returns it with the endpoint clients dial.
     pub raw_listen: fn(tag: &str) -> io::Result<BoundListener>,
+    /// What every engine of the suite needs on this transport (`quic://`: TLS settings);
+    /// [`crate::builder`] applies it.
+    pub configure: fn(netron_engine::EngineBuilder) -> netron_engine::EngineBuilder,
+    /// The same for a core made without an engine; [`crate::new_core`] applies it.
+    pub configure_core: fn(netron_engine::CoreConfig) -> netron_engine::CoreConfig,
 }
 
 /// A bound raw listener and the endpoint string clients dial to reach it.
@@ -123,6 +128,8 @@ pub static TCP: Transport = Transport {
         let l = TcpListener::bind("127.0.0.1:0")?;
         Ok((format!("tcp://{}", l.local_addr()?), Box::new(l)))
     },
+    configure: |b| b,
+    configure_core: |c| c,
 };
 
 /// `unix:///tmp/netron-test-<pid>-<tag>-<n>.sock`.
@@ -142,6 +149,8 @@ pub static UNIX: Transport = Transport {
         let l = UnixListener::bind(&path)?;
         Ok((format!("unix://{path}"), Box::new(l)))
     },
+    configure: |b| b,
+    configure_core: |c| c,
 };
 
 /// `inproc://netron-test-<pid>-<tag>-<n>`: the in-process record transport (two netron-shm
@@ -163,6 +172,8 @@ pub static INPROC: Transport = Transport {
         let l = netron_engine::inproc::listen_raw(&name)?;
         Ok((format!("inproc://{name}"), Box::new(l)))
     },
+    configure: |b| b,
+    configure_core: |c| c,
 };
 
 /// `shm://netron-test-<pid>-<tag>-<n>`: the shared-memory record transport (a netron-shm
@@ -181,6 +192,30 @@ pub static SHM: Transport = Transport {
         let l = netron_engine::shm::listen_raw(&name)?;
         Ok((format!("shm://{name}"), Box::new(l)))
     },
+    configure: |b| b,
+    configure_core: |c| c,
+};
+
+/// `quic://127.0.0.1:<free port>`: Netron over QUIC with TLS 1.3 (docs/quic.md), the suite's
+/// test CA on both sides ([`crate::quic_link`]). Each QUIC stream is a byte stream of frames,
+/// and a raw link routes whole frames (malformed bytes cannot be routed: the areas that send
+/// them do not run over QUIC, see tests/tests/conformance.rs). No raw QUIC listener yet.
+pub static QUIC: Transport = Transport {
+    name: "quic",
+    kind: Kind::Stream,
+    zero_copy: false,
+    listen: |_| "quic://127.0.0.1:0".to_owned(),
+    dial: str::to_owned,
+    relayed: false,
+    connect: crate::quic_link::connect,
+    raw_listen: |_| {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no raw QUIC listener (fake QUIC servers) yet",
+        ))
+    },
+    configure: crate::quic_link::configure,
+    configure_core: crate::quic_link::configure_core,
 };
 
 /// `shm://` between two real processes: the server listens on `shm://Y` in the test
@@ -201,6 +236,8 @@ pub static SHM2P: Transport = Transport {
         let l = netron_engine::shm::listen_raw(&name)?;
         Ok((crate::relay::dial(&format!("shm://{name}")), Box::new(l)))
     },
+    configure: |b| b,
+    configure_core: |c| c,
 };
 
 fn shm_connect(ep: &str) -> io::Result<Box<dyn RawLink>> {

@@ -61,6 +61,20 @@ impl ConnConfig {
     }
 }
 
+impl ConnConfig {
+    /// The configuration of a `quic://` connection: as `self`, but both handshake offers
+    /// carry `header_table_size` 0 (docs/protocol.md §27.4 option (a): the static table and
+    /// literals only, so a header block never depends on a block of another QUIC stream; the
+    /// negotiated size is the smaller offer, so it is 0 whatever the peer offers). The
+    /// buffer budget is shared.
+    pub(crate) fn for_quic(&self) -> Self {
+        let mut c = self.clone();
+        c.server.header_table_size = netron_quic::router::QUIC_HEADER_TABLE_SIZE;
+        c.client.header_table_size = netron_quic::router::QUIC_HEADER_TABLE_SIZE;
+        c
+    }
+}
+
 /// The keepalive a client uses: its own `own` (zero: never ping, whatever the server
 /// advertises), or the server's advertised `advertised_ms` when that is shorter and not zero.
 pub(crate) fn effective_keepalive(own: Duration, advertised_ms: u32) -> Duration {

@@ -51,6 +51,16 @@ impl Core {
                 Err(why) => slot.complete(Err(why)),
             },
             Command::CountError(label) => self.stats.count_error(label),
+            Command::AcceptQuic(pipe) => {
+                if self.listeners.is_closing() {
+                    self.stats.refused += 1;
+                } else if self
+                    .add_connected(crate::transport::Connected::Quic(pipe), Role::Server, now)
+                    .is_ok()
+                {
+                    self.stats.accepted += 1;
+                }
+            }
             Command::AcceptRecord(pipe) => {
                 if self.listeners.is_closing() {
                     // Stopped listening: the dropped rings are the client's refusal.

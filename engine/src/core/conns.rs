@@ -21,7 +21,11 @@ impl Core {
         role: Role,
         now: Instant,
     ) -> Result<usize, Status> {
-        match c.into_link() {
+        let mut limits = self.conn_cfg.server.limits;
+        limits.max_frame_size = limits
+            .max_frame_size
+            .max(self.conn_cfg.client.limits.max_frame_size);
+        match c.into_link(&limits) {
             Ok(link) => self.add_conn(link, role, now).ok_or_else(|| {
                 Status::new(
                     StatusCode::ResourceExhausted,
@@ -45,7 +49,14 @@ impl Core {
             return None;
         }
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
-        let conn = Conn::new(role, &self.conn_cfg, now);
+        let cfg = if matches!(link, AnyLink::Quic(_)) {
+            // Built on first use (header_table_size 0: ConnConfig::for_quic).
+            self.quic_conn_cfg
+                .get_or_insert_with(|| Rc::new(self.conn_cfg.for_quic()))
+        } else {
+            &self.conn_cfg
+        };
+        let conn = Conn::new(role, cfg, now);
         let key = self.conns.insert(Entry {
             link,
             conn,

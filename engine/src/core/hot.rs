@@ -52,7 +52,12 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        if en.hot.is_some() || en.closing || en.link.read_done() {
+        // QUIC links are not read directly: their datagrams go through the endpoint.
+        if en.hot.is_some()
+            || en.closing
+            || en.link.read_done()
+            || matches!(en.link, crate::transport::AnyLink::Quic(_))
+        {
             return;
         }
         en.hot = Some(now);

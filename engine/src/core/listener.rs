@@ -77,6 +77,8 @@ pub(super) struct Listeners {
     inproc: Vec<crate::transport::inproc::Binding>,
     /// `shm://` names this core listens on itself (their accept threads); dropped on close.
     shm: Vec<crate::transport::shm::Binding>,
+    /// `quic://` addresses this core listens on itself (their rendezvous threads).
+    quic: Vec<crate::transport::quic_listen::Binding>,
 }
 
 impl Listeners {
@@ -137,6 +139,27 @@ impl Core {
                 let binding = crate::transport::shm::bind(name, options, to_inbox, refused)?;
                 self.listeners.shm.push(binding);
                 return Ok(vec![endpoint.clone()]);
+            }
+            Endpoint::Quic { host, addrs } => {
+                let mut bound = Vec::with_capacity(addrs.len());
+                for &a in addrs {
+                    let inbox = self.inbox.clone();
+                    let acceptor: crate::transport::quic_listen::Acceptor =
+                        std::sync::Arc::new(move |pipe| {
+                            inbox.push(crate::inbox::Command::AcceptQuic(Box::new(pipe)));
+                        });
+                    let (b, local) = crate::transport::quic_listen::bind(
+                        a,
+                        self.cfg.protocol.quic_server.as_ref(),
+                        acceptor,
+                    )?;
+                    self.listeners.quic.push(b);
+                    bound.push(local);
+                }
+                return Ok(vec![Endpoint::Quic {
+                    host: host.clone(),
+                    addrs: bound,
+                }]);
             }
             _ => {}
         }
@@ -293,6 +316,7 @@ impl Core {
         // New inproc connects are refused from now on.
         self.listeners.inproc.clear();
         self.listeners.shm.clear();
+        self.listeners.quic.clear();
         for idx in 0..self.listeners.list.len() {
             self.close_listener(idx);
         }

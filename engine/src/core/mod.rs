@@ -107,6 +107,8 @@ pub struct Core {
     inbox_buf: Option<Box<[u8; 8]>>,
     cfg: CoreConfig,
     conn_cfg: Rc<ConnConfig>,
+    /// The configuration of `quic://` connections (`ConnConfig::for_quic`), made on first use.
+    quic_conn_cfg: Option<Rc<ConnConfig>>,
     stats: CoreStats,
     cqes: Vec<Cqe>,
     executor: Executor,
@@ -286,6 +288,7 @@ impl Core {
             inbox_buf: Some(Box::new([0; 8])),
             cfg,
             conn_cfg,
+            quic_conn_cfg: None,
             stats: CoreStats::default(),
             cqes: Vec::with_capacity(256),
             executor: Executor::new(inbox.clone()),

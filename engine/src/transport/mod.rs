@@ -26,6 +26,8 @@
 //! the endpoint's datagram demultiplexer instead of a receive of their own.
 
 pub(crate) mod inproc;
+pub(crate) mod quic;
+pub(crate) mod quic_listen;
 pub(crate) mod record;
 pub(crate) mod shm;
 pub(crate) mod sock;
@@ -202,32 +204,42 @@ pub(crate) enum Connected {
     Socket(std::os::fd::OwnedFd),
     /// An in-process connection's rings (boxed: several hundred bytes of ring handles).
     Record(Box<inproc::RecordPipe>),
+    /// A QUIC connection's socket and endpoint (`quic://`).
+    Quic(Box<quic::QuicPipe>),
 }
 
 impl Connected {
-    /// The link a core runs this connection on.
+    /// The link a core runs this connection on; `limits` bound a QUIC link's reassembly
+    /// (its `max_frame_size`).
     ///
     /// # Errors
-    /// The OS error if the record link cannot duplicate its doorbell (`EMFILE`).
-    pub(crate) fn into_link(self) -> io::Result<AnyLink> {
+    /// The OS error if the record link cannot duplicate its doorbell or the QUIC link its
+    /// socket (`EMFILE`).
+    pub(crate) fn into_link(self, limits: &netron_codec::Limits) -> io::Result<AnyLink> {
         Ok(match self {
             Connected::Socket(fd) => AnyLink::Stream(stream::StreamLink::new(fd)),
             Connected::Record(pipe) => AnyLink::Record(Box::new(record::RecordLink::new(*pipe)?)),
+            Connected::Quic(pipe) => AnyLink::Quic(Box::new(quic::QuicLink::new(*pipe, limits)?)),
         })
     }
 }
 
-/// Connects to `endpoint` on the calling thread (blocking for sockets; see
-/// [`sock::connect`]), within `timeout`.
+/// Connects to `endpoint` on the calling thread (blocking for sockets and the QUIC
+/// handshake; see [`sock::connect`], [`quic_listen::connect`]), within `timeout`; `quic` is
+/// `ProtocolConfig::with_quic_client`'s setting.
 ///
 /// # Errors
 /// The socket's error, or `ConnectionRefused` if nothing listens on an `inproc://` or
-/// `shm://` name.
+/// `shm://` name; for `quic://`, `InvalidInput` naming the missing setting, or the TLS reason.
 pub(crate) fn connect(
     endpoint: &crate::Endpoint,
     timeout: std::time::Duration,
+    quic: Option<&netron_quic::ClientConfig>,
 ) -> io::Result<Connected> {
     match endpoint {
+        crate::Endpoint::Quic { host, addrs } => {
+            quic_listen::connect(addrs, host, quic, timeout).map(|p| Connected::Quic(Box::new(p)))
+        }
         crate::Endpoint::Inproc(name) => {
             inproc::connect(name).map(|p| Connected::Record(Box::new(p)))
         }
@@ -261,13 +273,15 @@ pub(crate) enum AnyLink {
     /// Two record rings with doorbells (`inproc://`, `shm://`). Boxed, so the entries of
     /// stream connections stay small.
     Record(Box<record::RecordLink>),
+    /// One QUIC connection on its UDP socket (`quic://`). Boxed likewise.
+    Quic(Box<quic::QuicLink>),
 }
 
 impl AnyLink {
     /// The peer process's credentials: `shm://` links only (see [`crate::shm::PeerCred`]).
     pub(crate) fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
         match self {
-            AnyLink::Stream(_) => None,
+            AnyLink::Stream(_) | AnyLink::Quic(_) => None,
             AnyLink::Record(l) => l.peer_cred(),
         }
     }
@@ -278,6 +292,7 @@ macro_rules! each {
         match $self {
             AnyLink::Stream($l) => $e,
             AnyLink::Record($l) => $e,
+            AnyLink::Quic($l) => $e,
         }
     };
 }

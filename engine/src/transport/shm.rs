@@ -445,7 +445,7 @@ mod tests {
         assert!(e.to_string().contains("abstract socket"), "{e}");
         for ep in ["shm://x?allow_uid=0", "shm://x?mode=600"] {
             let ep: crate::Endpoint = ep.parse().unwrap();
-            let Err(e) = crate::transport::connect(&ep, Duration::from_secs(1)) else {
+            let Err(e) = crate::transport::connect(&ep, Duration::from_secs(1), None) else {
                 panic!("{ep}: connected");
             };
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{ep}");

@@ -122,7 +122,7 @@ pub(crate) fn listen(endpoint: &Endpoint, backlog: i32) -> io::Result<Vec<Bound>
             }
         }
         Endpoint::Unix(p) => listen_unix(endpoint, p, backlog).map(|b| vec![b]),
-        Endpoint::Inproc(_) | Endpoint::Shm { .. } => Err(io::Error::new(
+        Endpoint::Inproc(_) | Endpoint::Shm { .. } | Endpoint::Quic { .. } => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{endpoint} is not a socket endpoint"),
         )),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use netron_engine::{Bytes, CallSlot, Core, Engine, IdlePolicy, RuntimeConfig};
+use netron_engine::{Bytes, CallSlot, Core, IdlePolicy, RuntimeConfig};
 
 use crate::{Transport, allocations, calc};
 
@@ -41,7 +41,7 @@ pub fn channel_and_async_paths_stay_within_their_allocation_budgets(t: &Transpor
     // busy-polling engines plus a caller thread would oversubscribe a 2-CPU machine.
     let idle = IdlePolicy::default();
     let (server, ep) = crate::engine(t, RuntimeConfig::default().with_idle(idle), &[svc], "alloc");
-    let client = Engine::builder()
+    let client = crate::builder(t)
         .cores(1)
         .config(RuntimeConfig::default().with_idle(idle))
         .build()
@@ -109,7 +109,7 @@ impl netron_engine::Interceptor for Tagging {
 pub fn one_interceptor_costs_what_the_docs_say(t: &Transport) {
     let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
     for (name, tagging) in [("pass-through", false), ("tagging", true)] {
-        let mut b = Engine::builder()
+        let mut b = crate::builder(t)
             .cores(1)
             .config(busy.clone())
             .service(calc())
@@ -121,7 +121,7 @@ pub fn one_interceptor_costs_what_the_docs_say(t: &Transport) {
         };
         let server = b.build().unwrap();
         let ep = crate::dial_of(t, &server);
-        let mut core = Core::new(busy.clone()).unwrap();
+        let mut core = crate::new_core(t, busy.clone()).unwrap();
         let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
         let mut slot = CallSlot::new();
         let payload = [7u8; 64];
@@ -196,7 +196,7 @@ pub fn steady_state_stream_chunks_allocate_nothing(t: &Transport) {
     let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
     let (server, _) = crate::engine(t, busy.clone(), &[svc], "alloc-stream");
     let ep = crate::dial_of(t, &server);
-    let mut core = Core::new(busy).unwrap();
+    let mut core = crate::new_core(t, busy).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let stream = core
         .open_stream(
@@ -241,7 +241,7 @@ fn count_steady_calls(
     cfg: RuntimeConfig,
 ) -> (Core, netron_engine::ConnId, CallSlot) {
     let ep = crate::dial_of(t, server);
-    let mut core = Core::new(cfg).unwrap();
+    let mut core = netron_engine::Core::new(cfg).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
     let payload = [7u8; 64];

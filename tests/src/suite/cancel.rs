@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use netron_codec::hpack::HeaderEncoder;
 use netron_codec::{BatchEncoder, FrameKind, Limits};
-use netron_engine::{CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, StatusCode};
+use netron_engine::{CallSlot, CoreConfig, IdlePolicy, RuntimeConfig, StatusCode};
 
 use super::util::request;
 use crate::{RawPeer, Transport, block_on, calc, services};
@@ -31,7 +31,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
             &[services::async_service()],
             "async",
         );
-        let ch = Engine::builder().cores(1).build().unwrap();
+        let ch = crate::builder(t).cores(1).build().unwrap();
         let chan = ch.client().connect(&ep).unwrap();
         let dl = Some(Duration::from_secs(5));
         assert_eq!(
@@ -93,7 +93,7 @@ pub fn async_handlers_answer_fail_expire_and_cancel(t: &Transport) {
         assert!(st.deadline_exceeded() + st.cancels_in() >= 1, "{st:?}");
 
         // Cancel from a caller-driven core: the server drops the future.
-        let mut core = Core::new(CoreConfig::default()).unwrap();
+        let mut core = crate::new_core(t, CoreConfig::default()).unwrap();
         let conn = core
             .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
             .unwrap();
@@ -133,7 +133,7 @@ pub fn async_calls_resolve_and_dropping_one_cancels_it(t: &Transport) {
         &[services::async_service()],
         "async-drop",
     );
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let chan = client_engine.client().connect(&ep).unwrap();
     let dl = Some(Duration::from_secs(5));
     let now = chan.method("async@1.0.0", "now");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use netron_codec::handshake::{ServerConfig, ServerHandshake, ServerProgress};
 use netron_codec::{FrameIter, FrameKind, Limits, StatusCode};
 use netron_engine::{
-    CallError, ConnectError, Core, CoreConfig, Engine, FrameBudget, IdlePolicy, ProtocolConfig,
+    CallError, ConnectError, Core, CoreConfig, FrameBudget, IdlePolicy, ProtocolConfig,
     RuntimeConfig, Status,
 };
 
@@ -138,7 +138,7 @@ pub fn invalid_settings_are_refused_with_the_setting_and_the_rule(t: &Transport)
             panic!("{}: Core::new took an invalid {setting}", t.name)
         };
         assert!(core.to_string().contains(setting), "{core}");
-        let b = Engine::builder().cores(1).config(cfg).build().unwrap_err();
+        let b = crate::builder(t).cores(1).config(cfg).build().unwrap_err();
         assert!(b.to_string().contains(setting), "{b}");
     }
     // Just inside the rules: the smallest durations the timer wheel honours, dead_after equal
@@ -272,7 +272,7 @@ pub fn a_client_pings_at_the_servers_shorter_keepalive(t: &Transport) {
                 .filter(|f| f.kind() == FrameKind::Ping)
                 .count()
         });
-        let client = Engine::builder()
+        let client = crate::builder(t)
             .cores(1)
             .protocol(ProtocolConfig::default().with_keepalive(
                 client_keepalive,
@@ -330,7 +330,7 @@ pub fn a_silent_server_fails_connect_naming_the_timeout(t: &Transport) {
         ),
     ] {
         let (addr, srv) = silent_server(t, "cfg-hs-client", Duration::from_secs(5));
-        let client = Engine::builder()
+        let client = crate::builder(t)
             .cores(1)
             .protocol(
                 ProtocolConfig::default()
@@ -351,7 +351,8 @@ pub fn a_silent_server_fails_connect_naming_the_timeout(t: &Transport) {
         if hs < connect {
             let (addr, srv) = silent_server(t, "cfg-hs-core", Duration::from_secs(5));
             let ep: netron_engine::Endpoint = addr.parse().unwrap();
-            let mut core = Core::new(ProtocolConfig::default().with_handshake_timeout(hs)).unwrap();
+            let mut core =
+                crate::new_core(t, ProtocolConfig::default().with_handshake_timeout(hs)).unwrap();
             let e = core.connect(&ep, Duration::from_secs(20)).unwrap_err();
             assert!(
                 matches!(e, ConnectError::Timeout { setting: s, .. } if s == setting),
@@ -367,7 +368,7 @@ pub fn a_silent_server_fails_connect_naming_the_timeout(t: &Transport) {
 /// Each way a connect fails has its own variant: a bad endpoint, nothing listening (the OS
 /// error kept as the source), the peer's refusal (its status inside), the engine stopped.
 pub fn connect_errors_name_their_cause(t: &Transport) {
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let client = client_engine.client();
     let e = client.connect("carrier-pigeon://x").unwrap_err();
     assert!(matches!(e, ConnectError::Endpoint(_)), "{e:?}");
@@ -422,7 +423,7 @@ pub fn connect_errors_name_their_cause(t: &Transport) {
 /// with; the peer's failure stays a `Status`; `Status::from` keeps the code and message.
 pub fn call_errors_name_their_cause(t: &Transport) {
     let (srv, ep) = crate::calc_server(t);
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let ch = client_engine.client().connect(&ep).unwrap();
 
     // The peer's answer: an unknown method.

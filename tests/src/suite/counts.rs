@@ -34,7 +34,7 @@ pub fn a_parked_sync_call_costs_fixed_writes_frames_and_enters(t: &Transport) {
         spin: Duration::ZERO,
     });
     let (server, _) = crate::engine(t, park.clone(), &[calc()], "counts");
-    let mut core = Core::new(park).unwrap();
+    let mut core = crate::new_core(t, park).unwrap();
     let conn = core
         .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
         .unwrap();

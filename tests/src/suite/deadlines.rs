@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use netron_codec::hpack::HeaderEncoder;
 use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits, control};
-use netron_engine::{CoreConfig, Engine, IdlePolicy, RuntimeConfig, StatusCode};
+use netron_engine::{CoreConfig, IdlePolicy, RuntimeConfig, StatusCode};
 
 use super::util::within;
 use crate::{RawPeer, Transport, block_on, calc, services};
@@ -18,7 +18,7 @@ const DL: Option<Duration> = Some(Duration::from_secs(5));
 pub fn deadline_exceeded_and_the_caller_moves_on(t: &Transport) {
     // Server and client on different engines, so the slow handler blocks only the server core.
     let (server, ep) = crate::calc_server(t);
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let ch = client_engine.client().connect(&ep).unwrap();
     let err = ch
         .call(

@@ -92,7 +92,7 @@ fn serve(
         Box<dyn FnOnce(netron_engine::EngineBuilder) -> netron_engine::EngineBuilder>,
     >,
 ) -> (Engine, String) {
-    let mut b = Engine::builder().cores(1).listen(&(t.listen)(tag));
+    let mut b = crate::builder(t).cores(1).listen(&(t.listen)(tag));
     for s in services {
         b = b.service(s);
     }
@@ -358,7 +358,7 @@ pub fn metadata_travels_both_ways(t: &Transport) {
         StatusCode::InvalidArgument
     );
     // A caller-driven core: the metadata is read from the slot with the reply.
-    let mut core = Core::new(CoreConfig::default()).unwrap();
+    let mut core = crate::new_core(t, CoreConfig::default()).unwrap();
     let conn = core
         .connect(&crate::dial_of(t, &e), Duration::from_secs(5))
         .unwrap();
@@ -389,7 +389,7 @@ pub fn traceparents_arrive_exactly_as_sent(t: &Transport) {
         });
     let (e, ep) = serve(t, "trace", vec![svc], vec![]);
     let ch = e.client().connect(&ep).expect("connect");
-    let mut core = Core::new(CoreConfig::default()).unwrap();
+    let mut core = crate::new_core(t, CoreConfig::default()).unwrap();
     let conn = core
         .connect(&crate::dial_of(t, &e), Duration::from_secs(5))
         .unwrap();
@@ -554,7 +554,7 @@ pub fn a_deferred_answer_after_the_deadline_is_dropped(t: &Transport) {
     let kept: Arc<Mutex<Vec<DeferredReply>>> = Arc::default();
     let (e, ep) = serve(t, "late", vec![deferred_service(kept.clone())], vec![]);
     // A client on an engine of its own, so the server's counters are the server's.
-    let client = Engine::builder().cores(1).build().unwrap();
+    let client = crate::builder(t).cores(1).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     let err = ch
         .call(
@@ -603,7 +603,7 @@ pub fn a_deferred_answer_after_the_deadline_is_dropped(t: &Transport) {
 pub fn a_deferred_reply_outliving_its_engine_is_harmless(t: &Transport) {
     let kept: Arc<Mutex<Vec<DeferredReply>>> = Arc::default();
     let (e, ep) = serve(t, "outlive", vec![deferred_service(kept.clone())], vec![]);
-    let client = Engine::builder().cores(1).build().unwrap();
+    let client = crate::builder(t).cores(1).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     let c2 = ch.clone();
     let call = std::thread::spawn(move || c2.call("later@1.0.0", "keep", &b""[..], None));
@@ -667,8 +667,8 @@ pub fn a_deferred_answer_reaches_only_its_own_core(t: &Transport) {
     let ysvc = Service::new("x", "1.0.0")
         .unwrap()
         .unary_deferred("d", move |_, d| held.lock().unwrap().push(d));
-    let mut x = Core::with_services(CoreConfig::default(), vec![xsvc]).unwrap();
-    let mut y = Core::with_services(CoreConfig::default(), vec![ysvc]).unwrap();
+    let mut x = Core::with_services((t.configure_core)(CoreConfig::default()), vec![xsvc]).unwrap();
+    let mut y = Core::with_services((t.configure_core)(CoreConfig::default()), vec![ysvc]).unwrap();
     let ep: netron_engine::Endpoint = ep.parse().unwrap();
     let cx = x.connect(&ep, Duration::from_secs(5)).unwrap();
     let cy = y.connect(&ep, Duration::from_secs(5)).unwrap();

@@ -214,14 +214,14 @@ pub fn a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte(t: &Tr
 /// Graceful shutdown with calls in flight: every call ends (reply or Unavailable), nothing
 /// hangs, and the engine's threads exit.
 pub fn shutdown_drains_and_refuses_new_calls(t: &Transport) {
-    let server = Engine::builder()
+    let server = crate::builder(t)
         .cores(2)
         .service(calc())
         .listen(&(t.listen)("drain"))
         .build()
         .unwrap();
     let ep = crate::dial_of(t, &server).to_string();
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let client = client_engine.client();
     let ok = Arc::new(AtomicU64::new(0));
     let unavailable = Arc::new(AtomicU64::new(0));
@@ -277,7 +277,7 @@ pub fn shutdown_drains_and_refuses_new_calls(t: &Transport) {
 pub fn calls_on_a_stopped_engine_fail_at_once(t: &Transport) {
     use netron_engine::StatusCode;
     let (srv, ep) = calc_server(t);
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let client: Client = client_engine.client();
     let ch = client.connect(&ep).unwrap();
     assert_eq!(

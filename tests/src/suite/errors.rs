@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use netron_engine::{Bytes, CoreConfig, Engine, Service, StatusCode};
+use netron_engine::{Bytes, CoreConfig, Service, StatusCode};
 
 use super::util::within;
 use crate::{Transport, calc, calc_server, services};
@@ -121,7 +121,7 @@ pub fn unknown_names_are_not_echoed(t: &Transport) {
 pub fn a_core_whose_ring_fails_reports_it_everywhere(t: &Transport) {
     let (srv, ep) = calc_server(t);
     let cfg = netron_engine::RuntimeConfig::default().with_fail_enter_after_turns(Some(5_000));
-    let client_engine = Engine::builder().cores(1).config(cfg).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).config(cfg).build().unwrap();
     assert!(client_engine.health().is_ok());
     let ch = client_engine.client().connect(&ep).unwrap();
     // Calls go through until the injected failure, then every call fails at once.
@@ -176,7 +176,7 @@ pub fn a_server_that_vanishes_mid_call_fails_the_call(t: &Transport) {
         let _ = s.recv(&mut chunk, None); // the request
         drop(s);
     });
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let ch = client_engine.client().connect(&addr).unwrap();
     let err = ch.call("calc@1.2.0", "add", &[1u8][..], None).unwrap_err();
     assert_eq!(err.code(), StatusCode::Unavailable, "{err}");

@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A server engine of `cores` cores on a fresh endpoint of `t`, with `events`.
 fn server(t: &Transport, cores: usize, events: EventConfig, tag: &str) -> (Engine, String) {
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(cores)
         .protocol(ProtocolConfig::default().with_events(events))
         .listen(&(t.listen)(tag))
@@ -33,8 +33,8 @@ fn server(t: &Transport, cores: usize, events: EventConfig, tag: &str) -> (Engin
     (e, addr)
 }
 
-fn client() -> Engine {
-    Engine::builder().cores(1).build().unwrap()
+fn client(t: &Transport) -> Engine {
+    crate::builder(t).cores(1).build().unwrap()
 }
 
 /// Waits until the server's engine-wide subscription gauge is `n`.
@@ -71,7 +71,7 @@ pub fn fan_out_reaches_every_subscriber_across_both_cores(t: &Transport) {
     let local: Vec<Subscription> = (0..2)
         .map(|_| s.subscribe("orders.>", SubscribeOptions::new()).unwrap())
         .collect();
-    let c = client();
+    let c = client(t);
     let chans: Vec<_> = (0..8).map(|_| c.client().connect(&addr).unwrap()).collect();
     let subs: Vec<Subscription> = chans
         .iter()
@@ -163,7 +163,7 @@ fn raw_subscriber(t: &Transport, addr: &str, id: u32, depth: u32, on_full: u8) -
 /// way; one that fits still arrives.
 pub fn an_event_no_frame_can_carry_is_refused_when_published(t: &Transport) {
     let (s, addr) = server(t, 1, EventConfig::default(), "ev-huge");
-    let c = client();
+    let c = client(t);
     let ch = c.client().connect(&addr).unwrap();
     let sub = ch.subscribe("big.*", SubscribeOptions::new()).unwrap();
     let local = s.subscribe("big.*", SubscribeOptions::new()).unwrap();
@@ -177,7 +177,7 @@ pub fn an_event_no_frame_can_carry_is_refused_when_published(t: &Transport) {
         assert_eq!(e.code, StatusCode::ResourceExhausted);
         assert!(e.message.contains("max_frame_size"), "{}", e.message);
     }
-    let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+    let mut core = crate::new_core(t, netron_engine::CoreConfig::default()).unwrap();
     let e = core
         .publish_local("big.one", &huge)
         .expect_err("above max_frame_size");
@@ -205,7 +205,7 @@ pub fn slow_subscribers_drop_or_are_ended_and_others_lose_nothing(t: &Transport)
     let (s, addr) = server(t, 1, EventConfig::default(), "ev-slow");
     let mut dropper = raw_subscriber(t, &addr, 1, 4, 1);
     let mut ended = raw_subscriber(t, &addr, 1, 4, 2);
-    let c = client();
+    let c = client(t);
     let ch = c.client().connect(&addr).unwrap();
     let reader = ch
         .subscribe("slow.*", SubscribeOptions::new().queue_depth(4096))
@@ -292,7 +292,7 @@ pub fn slow_subscribers_drop_or_are_ended_and_others_lose_nothing(t: &Transport)
 /// all.
 pub fn queue_groups_give_each_event_to_one_member(t: &Transport) {
     let (s, addr) = server(t, 2, EventConfig::default(), "ev-groups");
-    let c = client();
+    let c = client(t);
     let chans: Vec<_> = (0..3).map(|_| c.client().connect(&addr).unwrap()).collect();
     let members: Vec<Subscription> = chans
         .iter()
@@ -335,7 +335,7 @@ pub fn queue_groups_give_each_event_to_one_member(t: &Transport) {
 /// subscription count and queued bytes go back to zero (in-process ones too).
 pub fn unsubscribe_and_disconnect_clean_up(t: &Transport) {
     let (s, addr) = server(t, 2, EventConfig::default(), "ev-cleanup");
-    let c = client();
+    let c = client(t);
     let ch = c.client().connect(&addr).unwrap();
     let a = ch.subscribe("a.>", SubscribeOptions::new()).unwrap();
     let b = ch.subscribe("a.*", SubscribeOptions::new()).unwrap();
@@ -432,7 +432,7 @@ pub fn bad_event_input_gets_defined_errors_and_counters(t: &Transport) {
     let (frames, closed) = read_frames(&mut p, |f| f.iter().any(|x| x.0 == FrameKind::Pong));
     assert!(!closed && frames.iter().any(|x| x.0 == FrameKind::Pong));
     // Through the API, an invalid pattern or topic never reaches the wire.
-    let c = client();
+    let c = client(t);
     let ch = c.client().connect(&addr).unwrap();
     assert_eq!(
         ch.subscribe("a..b", SubscribeOptions::new())
@@ -450,7 +450,7 @@ pub fn bad_event_input_gets_defined_errors_and_counters(t: &Transport) {
 /// `Peer::subscribe`), and a caller-driven core publishes and subscribes on its client
 /// connection (`Core::publish`, `Core::subscribe`).
 pub fn peers_and_caller_driven_cores_publish_and_subscribe(t: &Transport) {
-    use netron_engine::{Core, CoreConfig, Service};
+    use netron_engine::{CoreConfig, Service};
     use std::sync::Mutex;
 
     type Kept = Arc<Mutex<Option<Subscription>>>;
@@ -466,7 +466,7 @@ pub fn peers_and_caller_driven_cores_publish_and_subscribe(t: &Transport) {
             Ok(())
         });
     let (s, addr) = crate::engine(t, netron_engine::CoreConfig::default(), &[svc], "ev-peer");
-    let c = client();
+    let c = client(t);
     let notes = c.subscribe("note.>", SubscribeOptions::new()).unwrap();
     // The in-process subscription reaches its core before the call does (same inbox order
     // is not guaranteed across threads): wait for it.
@@ -494,7 +494,7 @@ pub fn peers_and_caller_driven_cores_publish_and_subscribe(t: &Transport) {
 
     // A caller-driven core: subscribe and publish on its connection, driving it meanwhile.
     let ep = crate::dial_of(t, &s).clone();
-    let mut core = Core::new(CoreConfig::default()).unwrap();
+    let mut core = crate::new_core(t, CoreConfig::default()).unwrap();
     let conn = core.connect(&ep, WAIT).unwrap();
     let mine = core
         .subscribe(conn, "core.*", SubscribeOptions::new())

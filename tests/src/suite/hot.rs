@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use netron_engine::{CallSlot, Core, DirectRecv, Engine, IdlePolicy, RuntimeConfig};
+use netron_engine::{CallSlot, DirectRecv, Engine, IdlePolicy, RuntimeConfig};
 
 use crate::{Transport, calc};
 
@@ -18,7 +18,7 @@ fn busy() -> RuntimeConfig {
 
 /// A one-core server on cpu1 serving `calc` with `cfg` on a fresh endpoint of `t`.
 fn server(t: &Transport, cfg: RuntimeConfig) -> Engine {
-    Engine::builder()
+    crate::builder(t)
         .cores(1)
         .cpus(&[1])
         .config(cfg)
@@ -39,7 +39,7 @@ pub fn echoes_stay_intact_across_promotion_direct_reads_and_demotion(t: &Transpo
     // read and one frame takes several reads (and several turns: 4 reads per turn at most).
     let sizes = [0usize, 1, 64, 4_000, 16_384, 40_000, 150_000];
     let ep = crate::dial_of(t, &server).clone();
-    let mut core = Core::new(busy()).unwrap();
+    let mut core = crate::new_core(t, busy()).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
     for i in 0..700 {
@@ -74,7 +74,7 @@ pub fn echoes_stay_intact_across_promotion_direct_reads_and_demotion(t: &Transpo
 /// arrive coalesced, so direct reads carry several frames and cut frames anywhere.
 pub fn concurrent_callers_share_hot_connections(t: &Transport) {
     let server = server(t, busy());
-    let clients = Engine::builder()
+    let clients = crate::builder(t)
         .cores(1)
         .cpus(&[0])
         .config(busy())
@@ -116,7 +116,7 @@ pub fn concurrent_callers_share_hot_connections(t: &Transport) {
 pub fn turning_direct_reads_off_keeps_every_byte_on_the_ring(t: &Transport) {
     let no_room = DirectRecv::new(0, DirectRecv::default().idle);
     let server = server(t, busy().with_direct_recv(Some(no_room)));
-    let mut core = Core::new(busy().with_direct_recv(None)).unwrap();
+    let mut core = crate::new_core(t, busy().with_direct_recv(None)).unwrap();
     let conn = core
         .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
         .unwrap();

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameKind, Limits};
 use netron_engine::{
-    Bytes, CoreConfig, Engine, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig, Service,
-    StatusCode,
+    Bytes, CoreConfig, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig, Service, StatusCode,
 };
 
 use super::util::{noise, poll, request, wait_for};
@@ -308,24 +307,24 @@ pub fn connection_limit_refuses_extra_connections(t: &Transport) {
 /// durations at the far end are accepted and never panic a core.
 pub fn bad_settings_are_refused_by_name(t: &Transport) {
     let cases: Vec<(&str, netron_engine::EngineBuilder)> = vec![
-        ("EngineBuilder::cpus", Engine::builder().cpus(&[])),
-        ("EngineBuilder::cpus", Engine::builder().cpus(&[1 << 20])),
-        ("EngineBuilder::cores", Engine::builder().cores(0)),
+        ("EngineBuilder::cpus", crate::builder(t).cpus(&[])),
+        ("EngineBuilder::cpus", crate::builder(t).cpus(&[1 << 20])),
+        ("EngineBuilder::cores", crate::builder(t).cores(0)),
         (
             "RuntimeConfig::recv_buffers",
-            Engine::builder().config(RuntimeConfig::default().with_recv_buffers(3, 4096)),
+            crate::builder(t).config(RuntimeConfig::default().with_recv_buffers(3, 4096)),
         ),
         (
             "ProtocolConfig::stall_timeout",
-            Engine::builder().config(ProtocolConfig::default().with_stall_timeout(Duration::ZERO)),
+            crate::builder(t).config(ProtocolConfig::default().with_stall_timeout(Duration::ZERO)),
         ),
         (
             "ProtocolConfig::max_backlog_bytes",
-            Engine::builder().config(ProtocolConfig::default().with_max_backlog_bytes(1 << 20)),
+            crate::builder(t).config(ProtocolConfig::default().with_max_backlog_bytes(1 << 20)),
         ),
         (
             "RuntimeConfig::max_connections",
-            Engine::builder().config(RuntimeConfig::default().with_max_connections(0)),
+            crate::builder(t).config(RuntimeConfig::default().with_max_connections(0)),
         ),
     ];
     for (setting, b) in cases {

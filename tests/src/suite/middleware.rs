@@ -9,7 +9,7 @@ use std::time::Duration;
 use netron_engine::middleware::{Auth, RateLimit, Trace};
 use netron_engine::{
     After, AsyncInterceptor, AsyncRequest, Before, Bytes, CallError, CallOptions,
-    ClientInterceptor, Engine, InterceptFuture, Interceptor, Outgoing, Returned, Service, Status,
+    ClientInterceptor, InterceptFuture, Interceptor, Outgoing, Returned, Service, Status,
     StatusCode,
 };
 
@@ -114,7 +114,7 @@ pub fn engine_wide_then_per_service_in_a_defined_order(t: &Transport) {
         .unary("ok", |_, _| Ok(()))
         .interceptor(Logger("guard", log.clone()))
         .interceptor(DenyAll);
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(1)
         .interceptor(Logger("engine1", log.clone()))
         .interceptor(Logger("engine2", log.clone()))
@@ -220,7 +220,7 @@ impl ClientInterceptor for ClientSide {
 /// resolution goes through them too.
 pub fn client_interceptors_see_both_ways_and_refuse_locally(t: &Transport) {
     let log: Log = Arc::default();
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(1)
         .service(svc(&log))
         .listen(&(t.listen)("mw-client"))
@@ -330,7 +330,7 @@ pub fn async_interceptors_await_before_any_handler(t: &Transport) {
         })
         .interceptor(Logger("svc", l.clone()))
         .async_interceptor(AsyncLogger("inner", l.clone()));
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(1)
         .interceptor(Logger("engine", log.clone()))
         .async_interceptor(AsyncLogger("outer", log.clone()))
@@ -411,13 +411,13 @@ pub fn async_interceptors_await_before_any_handler(t: &Transport) {
 /// metadata read after, a local refusal.
 pub fn a_caller_driven_core_runs_client_interceptors(t: &Transport) {
     let log: Log = Arc::default();
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(1)
         .service(svc(&log))
         .listen(&(t.listen)("mw-core"))
         .build()
         .unwrap();
-    let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+    let mut core = crate::new_core(t, netron_engine::CoreConfig::default()).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     core.client_interceptor(ClientSide { seen: seen.clone() });
     let conn = core
@@ -477,7 +477,7 @@ pub fn auth_checks_tokens_and_hands_the_identity_to_the_handler(t: &Transport) {
         _ => None,
     })
     .allow("$sys");
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(1)
         .interceptor(auth)
         .service(whoami())
@@ -526,7 +526,7 @@ pub fn auth_checks_tokens_and_hands_the_identity_to_the_handler(t: &Transport) {
     drop((alice, bare, mallory));
     e.shutdown(Duration::from_secs(1));
     // A service let through without a token gets no identity, even one the caller sends.
-    let open = Engine::builder()
+    let open = crate::builder(t)
         .cores(1)
         .interceptor(Auth::new(|_: &[u8]| Some("x")).allow("calc"))
         .service(whoami())
@@ -556,7 +556,7 @@ fn whoami_as_root(ch: &netron_engine::Channel) -> Vec<u8> {
 /// naming the limit; another method and another connection have their own buckets.
 pub fn rate_limit_rejects_over_the_burst_per_peer_and_method(t: &Transport) {
     // No refill (0 per second): exactly the burst gets through, whatever the timing.
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(1)
         .interceptor(RateLimit::new(0.0, 3).method("whoami", 0.0, 1))
         .service(whoami())
@@ -641,7 +641,7 @@ pub fn trace_logs_every_call_with_its_latency(t: &Transport) {
         .unary("ok", |_, _| Ok(()))
         .unary("bad", |_, _| Err(Status::invalid_argument("nope")))
         .unary_async("later", |_| async { Ok(Bytes::from_static(b"x")) });
-    let e = Engine::builder()
+    let e = crate::builder(t)
         .cores(1)
         .interceptor(Trace::new())
         .service(service)

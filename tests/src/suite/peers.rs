@@ -85,7 +85,7 @@ fn desk(kept: Arc<Mutex<Option<Peer>>>) -> Service {
 fn pair(t: &Transport, tag: &str) -> (Engine, Arc<Mutex<Option<Peer>>>, Engine, Channel) {
     let kept = Arc::new(Mutex::new(None));
     let (server, ep) = crate::engine(t, CoreConfig::default(), &[desk(kept.clone())], tag);
-    let client = Engine::builder().cores(1).service(phone()).build().unwrap();
+    let client = crate::builder(t).cores(1).service(phone()).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     (server, kept, client, ch)
 }
@@ -142,7 +142,8 @@ pub fn a_server_calls_back_into_the_clients_services_mid_call_and_after(t: &Tran
 
     // A caller-driven core serving `phone`: it serves the callback while it waits for its call.
     let ep = crate::dial_of(t, &server).clone();
-    let mut core = Core::with_services(CoreConfig::default(), [phone()]).unwrap();
+    let mut core =
+        Core::with_services((t.configure_core)(CoreConfig::default()), [phone()]).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
     for i in 0..5u8 {
@@ -193,7 +194,7 @@ pub fn a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock(t: &Transpor
         &[desk(kept.clone()), handoff, wait],
         "peers-block",
     );
-    let client = Engine::builder().cores(1).service(phone()).build().unwrap();
+    let client = crate::builder(t).cores(1).service(phone()).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     let ch2 = ch.clone();
     let e = within("a sync handler's blocking callback", move || {
@@ -407,7 +408,7 @@ pub fn a_sync_handlers_blocking_stream_is_an_error_not_a_deadlock(t: &Transport)
         &[wait, calc()],
         "peers-block-stream",
     );
-    let client = Engine::builder().cores(1).service(tick).build().unwrap();
+    let client = crate::builder(t).cores(1).service(tick).build().unwrap();
     let ch = client.client().connect(&ep).expect("connect");
     let ch2 = ch.clone();
     let r = within("a sync handler blocking on a stream", move || {

@@ -140,8 +140,8 @@ fn server(t: &Transport, probe: &Arc<Probe>) -> (Engine, String) {
     )
 }
 
-fn client(addr: &str) -> (Engine, netron_engine::Channel) {
-    let c = Engine::builder().cores(1).build().unwrap();
+fn client(t: &Transport, addr: &str) -> (Engine, netron_engine::Channel) {
+    let c = crate::builder(t).cores(1).build().unwrap();
     let ch = c.client().connect(addr).unwrap();
     (c, ch)
 }
@@ -154,7 +154,7 @@ fn opts() -> CallOptions {
 pub fn server_client_and_bidi_streams_work(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("the three shapes", move || {
         // Server stream: 3 chunks of 64 KiB.
         let mut rx = ch.open_server_stream(SVC, "flood", 3u32.to_le_bytes().to_vec(), &opts());
@@ -196,7 +196,7 @@ pub fn server_client_and_bidi_streams_work(t: &Transport) {
 pub fn a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     const N: u32 = 100_000;
     within("the echo", move || {
         let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
@@ -224,7 +224,7 @@ pub fn a_bidi_echo_of_100k_chunks_arrives_complete_and_in_order(t: &Transport) {
 pub fn a_slow_reader_bounds_what_the_writer_buffers(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     let chunks = 4096u32; // 4096 * 64 KiB = 256 MiB
     let p = probe.clone();
     within("the flood", move || {
@@ -267,7 +267,7 @@ pub fn a_connection_bounds_what_all_its_streams_queue(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let cfg = netron_engine::ProtocolConfig::default().with_stream_window(SMALL as u32);
     let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "streams-budget");
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("a connection's stream budget", move || {
         let mut halves: Vec<_> = (0..STREAMS)
             .map(|_| ch.open_bidi(SVC, "hang", &opts()))
@@ -330,7 +330,7 @@ pub fn a_connection_bounds_what_all_its_streams_queue(t: &Transport) {
 pub fn a_reader_of_one_stream_is_not_stalled_by_unread_others(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("streams read one after the other", move || {
         // (streams, messages, size, kind): zeros (held compressed for the unread streams),
         // then incompressible on as many streams as the connection window holds windows of
@@ -360,7 +360,7 @@ pub fn a_reader_of_one_stream_is_not_stalled_by_unread_others(t: &Transport) {
 pub fn cancel_from_either_side_mid_stream(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("cancel", move || {
         let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
         block_on(tx.send(&b"one"[..])).unwrap();
@@ -398,7 +398,7 @@ pub fn cancel_from_either_side_mid_stream(t: &Transport) {
 pub fn a_deadline_ends_the_stream_midway(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("deadline", move || {
         let o = CallOptions::new().deadline(Duration::from_millis(300));
         let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &o);
@@ -416,7 +416,7 @@ pub fn a_deadline_ends_the_stream_midway(t: &Transport) {
 pub fn a_peer_killed_mid_stream_fails_it_unavailable(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("peer killed", move || {
         let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
         block_on(tx.send(&b"x"[..])).unwrap();
@@ -559,7 +559,7 @@ pub fn a_handler_streams_into_its_calling_peer(t: &Transport) {
 pub fn streams_open_by_requirement_like_calls(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("streams by requirement", move || {
         let mut rx = ch.open_server_stream("st@^1", "flood", 2u32.to_le_bytes().to_vec(), &opts());
         let mut total = 0;
@@ -607,7 +607,7 @@ pub fn streams_open_by_requirement_like_calls(t: &Transport) {
 /// `method` from a client engine that serves the stream service: the reply.
 fn call_back(t: &Transport, probe: &Arc<Probe>, back: Service, tag: &str, method: &str) -> Vec<u8> {
     let (_s, addr) = crate::engine(t, netron_engine::CoreConfig::default(), &[back], tag);
-    let c = Engine::builder()
+    let c = crate::builder(t)
         .cores(1)
         .service(stream_service(probe))
         .build()
@@ -658,7 +658,7 @@ impl netron_engine::Interceptor for Counting {
 pub fn interceptors_run_around_the_whole_stream(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let hooks = Arc::new(Hooks::default());
-    let s = Engine::builder()
+    let s = crate::builder(t)
         .cores(1)
         .service(stream_service(&probe))
         .interceptor(Counting(hooks.clone()))
@@ -666,7 +666,7 @@ pub fn interceptors_run_around_the_whole_stream(t: &Transport) {
         .build()
         .unwrap();
     let addr = crate::dial_of(t, &s).to_string();
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("interceptors", move || {
         let (mut tx, mut rx) = ch.open_bidi(SVC, "echo", &opts());
         for _ in 0..3 {
@@ -699,8 +699,9 @@ pub fn a_caller_driven_core_streams_with_would_block(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
     let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    let configure = t.configure_core;
     within("caller-driven stream", move || {
-        let (mut core, conn, s, mut sent) = fill_the_window(&ep, WINDOW);
+        let (mut core, conn, s, mut sent) = fill_the_window(configure, &ep, WINDOW);
         let chunk = [7u8; 1024];
         // Read the echoes (credit flows back both ways), sending the rest as credit allows.
         let total = 4 * sent;
@@ -749,8 +750,9 @@ pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Tra
         .with_stream_window(SMALL as u32);
     let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "streams-window");
     let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    let configure = t.configure_core;
     within("a configured window", move || {
-        let (mut core, conn, s, sent) = fill_the_window(&ep, SMALL);
+        let (mut core, conn, s, sent) = fill_the_window(configure, &ep, SMALL);
         for _ in 0..sent {
             assert_eq!(core.recv_chunk(&s, |c| c.len()).unwrap(), Some(1024));
         }
@@ -764,6 +766,7 @@ pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Tra
 /// `WouldBlock`, checking that exactly `window` bytes were queued; returns what it made and
 /// the chunks sent.
 fn fill_the_window(
+    configure: fn(netron_engine::CoreConfig) -> netron_engine::CoreConfig,
     ep: &netron_engine::Endpoint,
     window: usize,
 ) -> (
@@ -772,7 +775,8 @@ fn fill_the_window(
     netron_engine::CoreStream,
     usize,
 ) {
-    let mut core = netron_engine::Core::new(netron_engine::CoreConfig::default()).unwrap();
+    let mut core =
+        netron_engine::Core::new(configure(netron_engine::CoreConfig::default())).unwrap();
     let conn = core.connect(ep, Duration::from_secs(5)).unwrap();
     let s = core
         .open_stream(
@@ -806,7 +810,7 @@ fn fill_the_window(
 pub fn a_failed_half_delivers_its_status_both_ways(t: &Transport) {
     let probe = Arc::new(Probe::default());
     let (_s, addr) = server(t, &probe);
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     within("failed halves", move || {
         let mut rx = ch.open_server_stream(SVC, "sfail", Vec::new(), &opts());
         assert_eq!(&block_on(rx.recv()).unwrap().unwrap()[..], b"one");
@@ -1100,7 +1104,7 @@ pub fn compressible_stream_messages_go_compressed_and_arrive_intact(t: &Transpor
     // Through a `Channel` (it negotiates compression by default): a bidirectional echo of
     // 200 compressible 64 KiB messages (12.5 MiB, 50 stream windows if counted uncompressed)
     // arrives complete, intact and in order, and the server read far fewer bytes.
-    let (_c, ch) = client(&addr);
+    let (_c, ch) = client(t, &addr);
     let before = s.total_stats().bytes_in();
     const N: u8 = 200;
     within("a compressed echo", move || {

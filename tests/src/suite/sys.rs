@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use netron_codec::control::read_service_list;
 use netron_codec::sys::{METHOD_LIST, SYS_SERVICE};
-use netron_engine::{Bytes, CallError, CallSlot, Core, CoreConfig, Engine, Service, StatusCode};
+use netron_engine::{Bytes, CallError, CallSlot, CoreConfig, Engine, Service, StatusCode};
 
 use super::util::within;
 use crate::Transport;
@@ -45,7 +45,7 @@ const EXPOSED: [&str; 9] = [
 ];
 
 fn server(t: &Transport, versions: &[&str], cores: usize) -> (Engine, String) {
-    let mut b = Engine::builder().cores(cores).listen(&(t.listen)("sys"));
+    let mut b = crate::builder(t).cores(cores).listen(&(t.listen)("sys"));
     for v in versions {
         b = b.service(calc_at(v));
     }
@@ -299,7 +299,7 @@ pub fn services_added_and_removed_at_run_time(t: &Transport) {
 /// `Core::resolve` on a caller-driven core, and its own services changed at run time.
 pub fn a_caller_driven_core_resolves_and_serves_changes(t: &Transport) {
     let (e, addr) = server(t, &["1.2.0", "1.3.0"], 1);
-    let mut core = Core::new(CoreConfig::default()).expect("core");
+    let mut core = crate::new_core(t, CoreConfig::default()).expect("core");
     let ep = addr.parse().unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
     let svc = core.resolve(conn, "calc@~1.2", DL).unwrap();
@@ -339,7 +339,7 @@ pub fn a_handler_calls_its_peer_back_by_requirement(t: &Transport) {
         });
     let (server, addr) = crate::engine(t, CoreConfig::default(), &[desk], "sys-peer");
     // The connecting side registers `calc` in three versions on its own engine.
-    let client = Engine::builder()
+    let client = crate::builder(t)
         .cores(1)
         .service(calc_at("1.0.0"))
         .service(calc_at("1.5.0"))

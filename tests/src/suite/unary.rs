@@ -9,7 +9,7 @@ use netron_codec::handshake::ClientConfig;
 use netron_codec::hpack::{Header, HeaderEncoder};
 use netron_codec::{BatchEncoder, FrameIter, FrameKind, Limits};
 use netron_engine::{
-    Bytes, CallSlot, Core, CoreConfig, Engine, IdlePolicy, RuntimeConfig, Service, StatusCode,
+    Bytes, CallSlot, CoreConfig, Engine, IdlePolicy, RuntimeConfig, Service, StatusCode,
 };
 
 use super::util::{read_frames, request};
@@ -19,7 +19,7 @@ const DL: Option<Duration> = Some(Duration::from_secs(5));
 
 /// A two-core engine serving `calc` on a fresh endpoint of `t`.
 fn two_cores(t: &Transport, tag: &str) -> Engine {
-    Engine::builder()
+    crate::builder(t)
         .cores(2)
         .service(calc())
         .listen(&(t.listen)(tag))
@@ -187,7 +187,7 @@ pub fn a_caller_driven_core_makes_calls(t: &Transport) {
     let e = two_cores(t, "embedded");
     let ep = &crate::dial_of(t, &e);
     let mut core =
-        Core::new(RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
+        crate::new_core(t, RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll)).expect("core");
     let conn = core.connect(ep, Duration::from_secs(5)).expect("connect");
     let mut slot = CallSlot::new();
     for i in 0..1000u32 {
@@ -237,7 +237,7 @@ pub fn a_handler_calls_another_service_on_its_own_core(t: &Transport) {
         });
     let (server, ep) = crate::engine(t, CoreConfig::default(), &[calc(), proxy], "proxy");
     upstream.set(server.client().connect(&ep).unwrap()).unwrap();
-    let client_engine = Engine::builder().cores(1).build().unwrap();
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
     let chan = client_engine.client().connect(&ep).unwrap();
     for i in 0..50u8 {
         assert_eq!(
@@ -296,7 +296,7 @@ pub fn header_table_size_zero(t: &Transport) {
 pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
     let cfg = RuntimeConfig::default().with_send_zc_threshold(Some(16 << 10));
     let (e, _) = crate::engine(t, cfg.clone(), &[calc()], "zc");
-    let mut core = Core::new(cfg).expect("core");
+    let mut core = crate::new_core(t, cfg).expect("core");
     let conn = core
         .connect(&crate::dial_of(t, &e), Duration::from_secs(5))
         .expect("connect");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use netron_engine::{
-    CallSlot, ConnectError, Core, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig,
+    CallSlot, ConnectError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig,
     RuntimeConfig, StatusCode,
 };
 use proptest::prelude::*;
@@ -42,7 +42,7 @@ pub fn arbitrary_call_arguments_never_panic(t: &Transport) {
         payload_len in prop_oneof![0usize..300, Just(LIMIT - 40), Just(LIMIT), Just(LIMIT + 1)],
         deadline in proptest::option::of(duration())
     )| {
-        let mut core = Core::new(CoreConfig::default()).unwrap();
+        let mut core = crate::new_core(t, CoreConfig::default()).unwrap();
         let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
         let mut slot = CallSlot::new();
         let payload = vec![5u8; payload_len];
@@ -101,7 +101,7 @@ pub fn arbitrary_settings_are_validated_or_work(t: &Transport) {
                 "{e}"
             ),
             Ok(()) => {
-                let mut core = Core::new(cfg).unwrap();
+                let mut core = crate::new_core(t, cfg).unwrap();
                 let conn = match core.connect(&ep, Duration::from_secs(5)) {
                     Ok(c) => c,
                     Err(s) => {
@@ -140,7 +140,7 @@ pub fn ring_entries_at_the_bound(t: &Transport) {
     let (server, _) = crate::calc_server(t);
     let ep = crate::dial_of(t, &server).clone();
     let cfg = RuntimeConfig::default().with_ring_entries(16_384);
-    let mut core = Core::new(cfg.clone()).unwrap();
+    let mut core = crate::new_core(t, cfg.clone()).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
     assert_eq!(

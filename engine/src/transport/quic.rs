@@ -1,0 +1,507 @@
+//! The QUIC link (`quic://`, docs/quic.md "In the engine"): one connected, non-blocking UDP
+//! socket and one [`QuicEndpoint`] holding one QUIC connection, polled through the driver.
+//!
+//! Input: a readiness poll on the socket (both drivers); when it fires the link receives every
+//! waiting datagram (non-blocking `recv_from`), hands each to the endpoint, applies the
+//! endpoint's events (stream bytes, resets, STOP_SENDING, credit) through the frame
+//! [`Router`], which hands whole frames to the connection as [`Input::Bytes`]. Output: the
+//! connection's batch goes through the router onto its QUIC streams, then every datagram the
+//! endpoint produced goes out with one non-blocking `send_to` each (no GSO / `sendmmsg`
+//! batching yet). QUIC's timers: one driver timeout at the endpoint's `poll_timeout`
+//! (precise to the microsecond, which the core's 1 ms wheel is not; re-armed after every
+//! input).
+//!
+//! A datagram the socket cannot take now (`EAGAIN`) is dropped: QUIC's loss recovery sends it
+//! again. Closing sends CONNECTION_CLOSE, then shuts the socket down so the poll completes,
+//! and cancels the timer when the poll's completion arrives.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use netron_quic::router::{EndpointStreams, Router};
+use netron_quic::{ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
+
+use super::{Direct, Input, Link, Owner, Tx, TxPolicy, Update};
+use crate::conn::{Caller, Connection};
+use crate::driver::token::{Op, Token};
+use crate::driver::{Driver, Event, OpId};
+
+/// Bytes the router may hold back for QUIC flow control before the link stops taking batches
+/// from the connection (which then buffers as it does for a slow socket).
+const MAX_PENDING: usize = 4 << 20;
+/// Largest UDP datagram received.
+const MAX_DATAGRAM: usize = 65_535;
+/// Bytes read from one stream per read call.
+const READ_CHUNK: usize = 64 << 10;
+
+/// A QUIC connection made (client) or begun (server) on another thread, for a core to run.
+#[derive(Debug)]
+pub(crate) struct QuicPipe {
+    /// The connection's socket, connected to the peer.
+    pub socket: UdpSocket,
+    pub endpoint: QuicEndpoint,
+    /// The connection (a server's first datagram created it).
+    pub conn: Option<ConnId>,
+    /// Whether this side is the client (the Netron initiator).
+    pub client: bool,
+}
+
+/// A QUIC connection's link.
+#[derive(Debug)]
+pub(crate) struct QuicLink {
+    socket: UdpSocket,
+    /// A duplicate of the socket for the driver's polls (it keeps the socket open until the
+    /// poll's completion).
+    poll_fd: Rc<OwnedFd>,
+    endpoint: QuicEndpoint,
+    conn: Option<ConnId>,
+    router: Router<StreamId>,
+    owner: Owner,
+    poll: Option<OpId>,
+    timer: Option<OpId>,
+    /// When the armed timer fires.
+    timer_at: Option<Instant>,
+    /// Frames the router made up wait for the next completion (the timer fires at once).
+    made_waiting: bool,
+    /// The batch whose frames went to the router (handed back by `take_written`).
+    written: Option<(Vec<u8>, u32)>,
+    read_done: bool,
+    closed: bool,
+    /// Why the QUIC connection closed, once it did.
+    close_reason: Option<String>,
+    /// The peer's verified certificate chain (mutual TLS), DER, leaf first.
+    peer_identity: Option<Vec<Vec<u8>>>,
+    rx: Vec<u8>,
+    scratch: Vec<u8>,
+    tx: Vec<u8>,
+}
+
+impl QuicLink {
+    /// A link over `pipe` (the socket becomes non-blocking).
+    ///
+    /// # Errors
+    /// The OS error if the socket cannot be made non-blocking or duplicated (`EMFILE`).
+    pub(crate) fn new(pipe: QuicPipe, limits: &netron_codec::Limits) -> io::Result<QuicLink> {
+        pipe.socket.set_nonblocking(true)?;
+        let poll_fd = Rc::new(OwnedFd::from(pipe.socket.try_clone()?));
+        let mut link = QuicLink {
+            socket: pipe.socket,
+            poll_fd,
+            endpoint: pipe.endpoint,
+            conn: pipe.conn,
+            router: Router::new(pipe.client, limits),
+            owner: Owner {
+                key: 0,
+                generation: 0,
+            },
+            poll: None,
+            timer: None,
+            timer_at: None,
+            made_waiting: false,
+            written: None,
+            read_done: false,
+            closed: false,
+            close_reason: None,
+            peer_identity: None,
+            rx: vec![0; MAX_DATAGRAM],
+            scratch: Vec::new(),
+            tx: Vec::new(),
+        };
+        link.note_identity();
+        Ok(link)
+    }
+
+    /// The peer's verified certificate chain (mutual TLS), DER, leaf first.
+    #[allow(dead_code)] // exposed to handlers in a later step (docs/quic.md)
+    pub(crate) fn peer_identity(&self) -> Option<&[Vec<u8>]> {
+        self.peer_identity.as_deref()
+    }
+
+    fn note_identity(&mut self) {
+        if self.peer_identity.is_some() {
+            return;
+        }
+        if let Some(conn) = self.conn {
+            if let Ok(Some(chain)) = self.endpoint.peer_identity(conn) {
+                self.peer_identity = Some(chain.iter().map(|c| c.to_vec()).collect());
+            }
+        }
+    }
+
+    fn tag(&self) -> Token {
+        Token::new(Op::Recv, self.owner.key, self.owner.generation)
+    }
+
+    /// Sends every datagram the endpoint has (one `send_to` each).
+    fn send_out(&mut self) {
+        let now = Instant::now();
+        while let Some(t) = self.endpoint.poll_transmit(now, &mut self.tx) {
+            // EAGAIN and other errors drop the datagram: QUIC retransmits.
+            let _ = self.socket.send_to(&self.tx[..t.len], t.destination);
+        }
+    }
+
+    /// Arms the timer at the endpoint's next timeout (or at once for frames the router made
+    /// up), unless one is armed early enough; a later one is cancelled and re-armed on its
+    /// completion.
+    fn arm_timer(&mut self, io: &mut Driver) {
+        if self.closed {
+            return;
+        }
+        let now = Instant::now();
+        let want = if self.made_waiting {
+            Some(now)
+        } else {
+            self.endpoint.poll_timeout()
+        };
+        let Some(want) = want else { return };
+        match (self.timer, self.timer_at) {
+            (Some(_), Some(at)) if at <= want => {}
+            (Some(op), _) => {
+                io.cancel(op);
+                self.timer_at = Some(now);
+            }
+            (None, _) => {
+                let tag = self.tag();
+                self.timer = Some(io.timeout(want.saturating_duration_since(now), tag));
+                self.timer_at = Some(want);
+            }
+        }
+    }
+
+    fn arm_poll(&mut self, io: &mut Driver) {
+        if self.poll.is_none() && !self.closed {
+            let tag = self.tag();
+            self.poll = Some(io.poll(&self.poll_fd, u32::from(libc::POLLIN.unsigned_abs()), tag));
+        }
+    }
+
+    /// Receives every waiting datagram into the endpoint.
+    fn receive(&mut self) -> io::Result<()> {
+        loop {
+            match self.socket.recv_from(&mut self.rx) {
+                Ok((n, from)) => {
+                    let data = BytesMut::from(&self.rx[..n]);
+                    self.endpoint
+                        .handle_datagram(Instant::now(), from, None, data);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // An ICMP error for an earlier datagram (the peer's port is closed): QUIC's
+                // idle timeout or the peer's close decides; keep reading.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies the endpoint's events; frames for the connection go to `deliver`. `Err`: the
+    /// connection must close (a router error, or QUIC closed).
+    fn apply(&mut self, deliver: &mut impl FnMut(Input<'_>)) -> Result<bool, Update> {
+        let mut got = false;
+        while let Some(ev) = self.endpoint.poll_event() {
+            match ev {
+                QuicEvent::Accepted { conn } => {
+                    self.conn.get_or_insert(conn);
+                }
+                QuicEvent::Connected { conn } => {
+                    self.conn = Some(conn);
+                    self.note_identity();
+                    let mut io = EndpointStreams {
+                        endpoint: &mut self.endpoint,
+                        conn,
+                    };
+                    self.router.on_streams_available(&mut io);
+                }
+                QuicEvent::StreamOpened { conn, stream } | QuicEvent::Readable { conn, stream } => {
+                    got |= self.read_stream(conn, stream, deliver)?;
+                }
+                QuicEvent::Writable { conn, stream } => {
+                    let mut io = EndpointStreams {
+                        endpoint: &mut self.endpoint,
+                        conn,
+                    };
+                    self.router.on_writable(&mut io, stream);
+                }
+                QuicEvent::Stopped { conn, stream, code } => {
+                    let mut io = EndpointStreams {
+                        endpoint: &mut self.endpoint,
+                        conn,
+                    };
+                    self.router.on_stopped(&mut io, stream, code, |f| {
+                        got = true;
+                        deliver(Input::Bytes(f));
+                    });
+                }
+                QuicEvent::StreamsAvailable { conn } => {
+                    let mut io = EndpointStreams {
+                        endpoint: &mut self.endpoint,
+                        conn,
+                    };
+                    self.router.on_streams_available(&mut io);
+                }
+                QuicEvent::Closed { reason, .. } => {
+                    // Nothing more can be read or written: the connection closes now, naming
+                    // QUIC's reason (a TLS alert such as a refused client certificate, the
+                    // peer's close, the idle timeout).
+                    let why = format!("QUIC connection closed: {reason}");
+                    self.close_reason = Some(why.clone());
+                    self.read_done = true;
+                    return Err(Update::RecvFailed {
+                        counter: "quic_closed",
+                        why,
+                    });
+                }
+                QuicEvent::Finished { .. }
+                | QuicEvent::Datagram { .. }
+                | QuicEvent::Drained { .. } => {}
+            }
+        }
+        if self.router.control_closed() && !self.read_done {
+            self.read_done = true;
+            return Err(Update::Eof);
+        }
+        Ok(got)
+    }
+
+    fn read_stream(
+        &mut self,
+        conn: ConnId,
+        stream: StreamId,
+        deliver: &mut impl FnMut(Input<'_>),
+    ) -> Result<bool, Update> {
+        let mut got = false;
+        loop {
+            self.scratch.clear();
+            match self
+                .endpoint
+                .read(conn, stream, &mut self.scratch, READ_CHUNK)
+            {
+                Ok(Read::Bytes { fin, .. }) => {
+                    let r = self.router.on_bytes(stream, &self.scratch, fin, |f| {
+                        got = true;
+                        deliver(Input::Bytes(f));
+                    });
+                    if let Err(e) = r {
+                        return Err(Update::RecvFailed {
+                            counter: e.counter,
+                            why: format!("{}: {}", e.counter, e.message),
+                        });
+                    }
+                    if fin {
+                        return Ok(got);
+                    }
+                }
+                Ok(Read::Reset { code }) => {
+                    self.router.on_reset(stream, code, |f| {
+                        got = true;
+                        deliver(Input::Bytes(f));
+                    });
+                    return Ok(got);
+                }
+                Ok(Read::Blocked) | Err(_) => return Ok(got),
+            }
+        }
+    }
+
+    /// After an input: events applied, datagrams out, timer and poll re-armed.
+    fn pump(&mut self, io: &mut Driver, mut deliver: impl FnMut(Input<'_>)) -> Update {
+        let was_blocked = self.router.pending_bytes() > MAX_PENDING;
+        let mut update = match self.apply(&mut deliver) {
+            Ok(true) => Update::Input,
+            Ok(false) => Update::Quiet(None),
+            Err(u) => u,
+        };
+        if self.made_waiting {
+            self.made_waiting = false;
+            self.router.take_made(|f| deliver(Input::Bytes(f)));
+            if matches!(update, Update::Quiet(_)) {
+                update = Update::Input;
+            }
+        }
+        if was_blocked
+            && self.router.pending_bytes() <= MAX_PENDING
+            && matches!(update, Update::Quiet(_))
+        {
+            // QUIC took the held-back bytes: the core looks at the connection again, so its
+            // waiting output goes out now rather than at the next input.
+            update = Update::Input;
+        }
+        self.send_out();
+        self.arm_timer(io);
+        if !matches!(update, Update::RecvFailed { .. }) {
+            self.arm_poll(io);
+        }
+        update
+    }
+}
+
+impl Link for QuicLink {
+    fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
+        self.owner = owner;
+        // A server link's first datagram is already in the endpoint: answer it now.
+        self.send_out();
+        self.arm_poll(io);
+        self.arm_timer(io);
+    }
+
+    fn receiving(&self) -> bool {
+        self.poll.is_some()
+    }
+
+    fn stop_recv(&mut self, io: &mut Driver) {
+        // QUIC links are never read directly (see `Core::maybe_promote`).
+        if let Some(op) = self.poll {
+            io.cancel(op);
+        }
+    }
+
+    fn on_completion(
+        &mut self,
+        io: &mut Driver,
+        event: Event,
+        deliver: impl FnMut(Input<'_>),
+    ) -> Update {
+        match event {
+            Event::Polled { .. } => {
+                self.poll = None;
+                if self.closed {
+                    if let Some(op) = self.timer {
+                        io.cancel(op);
+                    }
+                    return Update::Quiet(None);
+                }
+                if let Err(e) = self.receive() {
+                    return Update::RecvFailed {
+                        counter: "recv_failed",
+                        why: format!("receiving QUIC datagrams failed: {e}"),
+                    };
+                }
+                self.pump(io, deliver)
+            }
+            Event::TimedOut { .. } => {
+                self.timer = None;
+                self.timer_at = None;
+                if self.closed {
+                    return Update::Quiet(None);
+                }
+                self.endpoint.handle_timeout(Instant::now());
+                self.pump(io, deliver)
+            }
+            _ => Update::Quiet(None),
+        }
+    }
+
+    fn read_direct(&mut self, _scratch: &mut [u8], _deliver: impl FnMut(Input<'_>)) -> Direct {
+        Direct::Empty
+    }
+
+    fn end_reading(&mut self, _shut: bool) {
+        self.read_done = true;
+    }
+
+    fn read_done(&self) -> bool {
+        self.read_done
+    }
+
+    fn writing(&self) -> bool {
+        self.written.is_some() || self.router.pending_bytes() > MAX_PENDING
+    }
+
+    fn transmit<C: Caller>(
+        &mut self,
+        io: &mut Driver,
+        owner: Owner,
+        conn: &mut Connection<C>,
+        _policy: TxPolicy,
+    ) -> Tx {
+        self.owner = owner;
+        let Some(quic) = self.conn else {
+            return Tx::Nothing;
+        };
+        let Some((buf, frames)) = conn.poll_transmit() else {
+            return Tx::Nothing;
+        };
+        let mut streams = EndpointStreams {
+            endpoint: &mut self.endpoint,
+            conn: quic,
+        };
+        let routed = self.router.send(&mut streams, &buf);
+        let n = buf.len();
+        self.written = Some((buf, frames));
+        if let Err(e) = routed {
+            return Tx::Failed(io::Error::other(format!("{}: {}", e.counter, e.message)));
+        }
+        if self.router.has_made() {
+            // Delivered from the timer's completion (a transmit has no way to the
+            // connection's input): re-made there.
+            self.made_waiting = true;
+        }
+        self.send_out();
+        self.arm_timer(io);
+        Tx::Started {
+            direct: Some(n),
+            complete: true,
+        }
+    }
+
+    fn take_written(&mut self) -> Option<Vec<u8>> {
+        self.written.as_mut().map(|(b, _)| std::mem::take(b))
+    }
+
+    fn end_write(&mut self) -> Option<(u32, bool)> {
+        self.written.take().map(|(_, frames)| (frames, false))
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.read_done = true;
+        if let Some(conn) = self.conn {
+            let _ = self.endpoint.close(Instant::now(), conn, 0, b"closed");
+            self.send_out();
+        }
+        // The poll completes (HUP), and its completion cancels the timer.
+        let _ = rustix::net::shutdown(&*self.poll_fd, rustix::net::Shutdown::Both);
+    }
+
+    fn quiescent(&self) -> bool {
+        self.poll.is_none() && self.timer.is_none()
+    }
+}
+
+impl Drop for QuicLink {
+    /// A link dropped without `close` (a core at its connection limit refused it) tells the
+    /// peer at once: CONNECTION_CLOSE with status ResourceExhausted, instead of letting it
+    /// time out.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        while self.conn.is_none() {
+            match self.endpoint.poll_event() {
+                Some(QuicEvent::Accepted { conn } | QuicEvent::Connected { conn }) => {
+                    self.conn = Some(conn);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if let Some(conn) = self.conn {
+            let code = netron_codec::StatusCode::ResourceExhausted as u32;
+            let why =
+                b"refused: the core is at its connection limit (RuntimeConfig::max_connections)";
+            let _ = self.endpoint.close(Instant::now(), conn, code, why);
+            self.send_out();
+        }
+    }
+}
+
+/// How long a blocking QUIC handshake on a caller's thread waits for one datagram at most.
+pub(crate) const HANDSHAKE_POLL: Duration = Duration::from_millis(20);

@@ -1,0 +1,294 @@
+//! `quic://` connecting and listening (docs/quic.md "In the engine").
+//!
+//! **Client**: the QUIC handshake (TLS 1.3, ALPN `netron/1`) runs on the caller's thread, as a
+//! TCP connect does, within the connect timeout; the connected socket and endpoint then go to
+//! a core ([`QuicPipe`]), which runs the Netron handshake on the control stream.
+//!
+//! **Server, step 3**: a rendezvous thread per listened address receives on the listening UDP
+//! socket. A datagram from an address it has not seen makes a new UDP socket bound to the same
+//! address (`SO_REUSEPORT`) and *connected* to the client (the kernel then delivers that
+//! client's datagrams to it, not to the listening socket), and a server [`QuicEndpoint`] for
+//! that one connection, which takes the datagram; the pair goes to the core's inbox like an
+//! `shm://` connection. Consequences written down in docs/quic.md: the endpoint's Retry and
+//! handshake budgets apply per connection, not per listener (the thread's own bound is
+//! [`MAX_NEW_PER_SEC`] new addresses a second); connections are spread to the listening
+//! core only.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use netron_quic::{QuicEndpoint, QuicEvent};
+use socket2::{Domain, Socket, Type};
+
+use super::quic::{HANDSHAKE_POLL, QuicPipe};
+
+/// New client addresses a listener takes per second at most (an Initial flood costs a socket
+/// and an endpoint each, so it is bounded here).
+pub(crate) const MAX_NEW_PER_SEC: u32 = 1000;
+/// How long an address handed to a connection socket is remembered (datagrams it sent before
+/// its socket was connected are then dropped: QUIC retransmits them).
+const HANDED_FOR: Duration = Duration::from_secs(2);
+
+fn quic_err(kind: io::ErrorKind, why: impl Into<String>) -> io::Error {
+    io::Error::new(kind, why.into())
+}
+
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), None)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Connects to the first of `addrs` that answers, naming `server_name` for TLS, within
+/// `timeout`: the QUIC handshake completes here.
+///
+/// # Errors
+/// `InvalidInput` if `config` is missing (naming `ProtocolConfig::with_quic_client`) or
+/// unusable; `TimedOut`; `ConnectionRefused` with the TLS or QUIC reason (a wrong CA, a
+/// missing client certificate, ALPN refused).
+pub(crate) fn connect(
+    addrs: &[SocketAddr],
+    server_name: &str,
+    config: Option<&netron_quic::ClientConfig>,
+    timeout: Duration,
+) -> io::Result<QuicPipe> {
+    let config = config.ok_or_else(|| {
+        quic_err(
+            io::ErrorKind::InvalidInput,
+            "quic:// needs a QUIC client configuration (trusted CAs, optional client identity): \
+             set ProtocolConfig::with_quic_client",
+        )
+    })?;
+    // A huge timeout (Duration::MAX) means "no bound": a century is that here.
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
+    let mut last = quic_err(io::ErrorKind::InvalidInput, "the endpoint has no address");
+    for &remote in addrs {
+        match connect_one(remote, server_name, config, deadline) {
+            Ok(p) => return Ok(p),
+            Err(e) => last = e,
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Err(last)
+}
+
+fn connect_one(
+    remote: SocketAddr,
+    server_name: &str,
+    config: &netron_quic::ClientConfig,
+    deadline: Instant,
+) -> io::Result<QuicPipe> {
+    let any: SocketAddr = if remote.is_ipv6() {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
+    let socket: UdpSocket = bind_udp(any, false)?.into();
+    socket.connect(remote)?;
+    let mut ep = QuicEndpoint::new(None, Some(config))
+        .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let conn = ep
+        .connect(Instant::now(), remote, server_name)
+        .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut tx = Vec::new();
+    let mut rx = vec![0u8; 65_535];
+    loop {
+        let now = Instant::now();
+        while let Some(t) = ep.poll_transmit(now, &mut tx) {
+            let _ = socket.send(&tx[..t.len]);
+        }
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                QuicEvent::Connected { .. } => {
+                    return Ok(QuicPipe {
+                        socket,
+                        endpoint: ep,
+                        conn: Some(conn),
+                        client: true,
+                    });
+                }
+                QuicEvent::Closed { reason, .. } => {
+                    // QUIC strips an application close's code and reason during the
+                    // handshake (RFC 9000 §10.2.3): say what it means here.
+                    let hint = match &reason {
+                        netron_quic::CloseReason::Transport(t) if t.contains("application") => {
+                            " (the server refused the connection before the handshake \
+                             completed: a server at its connection limit, \
+                             RuntimeConfig::max_connections, or shutting down does this)"
+                        }
+                        _ => "",
+                    };
+                    return Err(quic_err(
+                        io::ErrorKind::ConnectionRefused,
+                        format!("QUIC handshake with {remote} failed: {reason}{hint}"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if now >= deadline {
+            return Err(quic_err(
+                io::ErrorKind::TimedOut,
+                format!("no QUIC handshake with {remote} within the connect timeout"),
+            ));
+        }
+        let wake = ep.poll_timeout().map_or(deadline, |t| t.min(deadline));
+        let wait = wake
+            .saturating_duration_since(now)
+            .clamp(Duration::from_micros(100), HANDSHAKE_POLL);
+        socket.set_read_timeout(Some(wait))?;
+        match socket.recv(&mut rx) {
+            Ok(n) => ep.handle_datagram(Instant::now(), remote, None, BytesMut::from(&rx[..n])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(quic_err(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("nothing listens on quic://{remote} (ICMP port unreachable)"),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        if ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            ep.handle_timeout(Instant::now());
+        }
+    }
+}
+
+/// A `quic://` listener's rendezvous thread; dropping it stops the thread.
+#[derive(Debug)]
+pub(crate) struct Binding {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Binding {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where a listener's new connections go.
+pub(crate) type Acceptor = Arc<dyn Fn(QuicPipe) + Send + Sync>;
+
+/// Binds `addr` (port 0: any) and hands every new client's connection to `acceptor`; returns
+/// the binding and the bound address.
+///
+/// # Errors
+/// `InvalidInput` if `config` is missing (naming `ProtocolConfig::with_quic_server`) or
+/// unusable; the socket's error (`AddrInUse`).
+pub(crate) fn bind(
+    addr: SocketAddr,
+    config: Option<&netron_quic::ServerConfig>,
+    acceptor: Acceptor,
+) -> io::Result<(Binding, SocketAddr)> {
+    let config = config.ok_or_else(|| {
+        quic_err(
+            io::ErrorKind::InvalidInput,
+            "listening on quic:// needs a QUIC server configuration (certificate, key, client \
+             authentication): set ProtocolConfig::with_quic_server",
+        )
+    })?;
+    // Checked now, so a bad certificate is the listen's error, not a silent thread's.
+    QuicEndpoint::new(Some(config), None)
+        .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let socket: UdpSocket = bind_udp(addr, true)?.into();
+    let local = socket.local_addr()?;
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let config = config.clone();
+    let thread = std::thread::Builder::new()
+        .name("netron-quic-accept".to_owned())
+        .spawn(move || rendezvous(&socket, local, &config, &stop2, &acceptor))?;
+    Ok((
+        Binding {
+            stop,
+            thread: Some(thread),
+        },
+        local,
+    ))
+}
+
+fn rendezvous(
+    socket: &UdpSocket,
+    local: SocketAddr,
+    config: &netron_quic::ServerConfig,
+    stop: &AtomicBool,
+    acceptor: &Acceptor,
+) {
+    let mut handed: HashMap<SocketAddr, Instant> = HashMap::new();
+    let mut rx = vec![0u8; 65_535];
+    let (mut window, mut taken) = (Instant::now(), 0u32);
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from) = match socket.recv_from(&mut rx) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        handed.retain(|_, at| now.duration_since(*at) < HANDED_FOR);
+        if handed.contains_key(&from) {
+            continue;
+        }
+        if now.duration_since(window) >= Duration::from_secs(1) {
+            (window, taken) = (now, 0);
+        }
+        if taken >= MAX_NEW_PER_SEC {
+            continue;
+        }
+        taken += 1;
+        let Ok(pipe) = begin(local, from, config, &rx[..n]) else {
+            continue;
+        };
+        handed.insert(from, now);
+        acceptor(pipe);
+    }
+}
+
+/// A connection socket and endpoint for the client at `from`, fed its first datagram.
+fn begin(
+    local: SocketAddr,
+    from: SocketAddr,
+    config: &netron_quic::ServerConfig,
+    first: &[u8],
+) -> io::Result<QuicPipe> {
+    let socket: UdpSocket = bind_udp(local, true)?.into();
+    socket.connect(from)?;
+    let mut endpoint = QuicEndpoint::new(Some(config), None)
+        .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
+    endpoint.handle_datagram(Instant::now(), from, None, BytesMut::from(first));
+    Ok(QuicPipe {
+        socket,
+        endpoint,
+        conn: None,
+        client: false,
+    })
+}
+
+#[cfg(test)]
+#[path = "quic_tests.rs"]
+mod tests;

@@ -1,0 +1,765 @@
+//! The frame router: Netron frames between one sans-IO connection and many QUIC streams
+//! (docs/protocol.md §27.2, docs/quic.md "In the engine").
+//!
+//! The engine's `Connection` speaks one ordered byte stream of frames. On QUIC each call,
+//! Netron stream and subscription has its own bidirectional QUIC stream and connection-level
+//! frames travel on the control stream, so the router sits between the two, sans-IO:
+//!
+//! - **outgoing** ([`Router::send`]): cuts a batch of whole frames at the frame headers
+//!   (kind, id, length) and writes each to its QUIC stream: connection-level kinds to the
+//!   control stream, an opening frame with our parity to a newly opened stream, later frames
+//!   to the stream of their id. Our sending half is finished (FIN) after the frame that ends it
+//!   (§27.2 rule 3). A Cancel for a call whose Request half is already finished becomes
+//!   STOP_SENDING ([`CANCELLED`]); the peer's router turns that into a Cancel frame.
+//! - **incoming** ([`Router::on_bytes`], [`Router::on_reset`], [`Router::on_stopped`]):
+//!   reassembles frames per QUIC stream and hands whole frames (and the client's 8-byte
+//!   preface) to the connection, enforcing §27.2 rule 2; a RESET_STREAM from the opener is
+//!   delivered as a Cancel frame, from the callee as `Error(id, Unavailable)` (rule 4).
+//!
+//! Streams are reached through [`StreamIo`], so the router is tested without QUIC
+//! ([`EndpointStreams`] is the implementation over [`crate::QuicEndpoint`]).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use netron_codec::control::ControlEncoder;
+use netron_codec::handshake::PREFACE;
+use netron_codec::{BatchEncoder, Flags, FrameHeader, FrameKind, HEADER_LEN, Limits, StatusCode};
+
+use crate::{ConnId, QuicEndpoint, StreamId};
+
+/// The application error code of a RESET_STREAM / STOP_SENDING that cancels an exchange
+/// (status Cancelled).
+pub const CANCELLED: u64 = StatusCode::Cancelled as u64;
+
+/// The header-table size a connection uses on QUIC: 0, the static table and literals only
+/// (§27.4 option (a)), so a header block never depends on a block of another QUIC stream.
+/// QPACK (§27.4 (c)) replaces this in a later step.
+pub const QUIC_HEADER_TABLE_SIZE: u32 = 0;
+
+/// The QUIC stream operations the router needs (one QUIC connection's streams).
+pub trait StreamIo {
+    /// A stream handle.
+    type Stream: Copy + Eq + Hash + Debug;
+    /// Opens a bidirectional stream; `None` when the peer's concurrent-stream limit is reached
+    /// (call [`Router::on_streams_available`] when it rises).
+    fn open_bi(&mut self) -> Option<Self::Stream>;
+    /// Writes what flow control takes now: bytes taken (maybe 0), or `None` if the stream can
+    /// no longer be written (the peer stopped it, or it is gone).
+    fn write(&mut self, stream: Self::Stream, bytes: &[u8]) -> Option<usize>;
+    /// Finishes the sending half (FIN).
+    fn finish(&mut self, stream: Self::Stream);
+    /// Asks the peer to stop sending (STOP_SENDING with `code`).
+    fn stop(&mut self, stream: Self::Stream, code: u64);
+    /// Abandons the sending half (RESET_STREAM with `code`).
+    fn reset(&mut self, stream: Self::Stream, code: u64);
+}
+
+/// A connection error found by the router: close the connection with `Error(0)` (status
+/// Internal) naming `counter` and `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    /// The error code and counter name (`quic_unexpected_frame`, `quic_stream_id_mismatch`,
+    /// `quic_truncated_frame`, `quic_bad_frame_length`, `quic_no_stream`).
+    pub counter: &'static str,
+    /// What happened, for the Error frame's message.
+    pub message: String,
+}
+
+/// What the router counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Streams opened by us for an exchange.
+    pub opened: u64,
+    /// Exchange streams opened by the peer.
+    pub accepted: u64,
+    /// Connection errors `quic_unexpected_frame`.
+    pub unexpected_frame: u64,
+    /// Connection errors `quic_stream_id_mismatch`.
+    pub stream_id_mismatch: u64,
+    /// Frames dropped because their stream was stopped by the peer or already ended.
+    pub dropped: u64,
+    /// Resets and STOP_SENDINGs turned into Cancel or Error frames.
+    pub resets: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// The exchange id (0: the control stream, or a peer stream before its first frame).
+    id: u32,
+    control: bool,
+    /// We opened it.
+    ours: bool,
+    /// Received bytes not yet a whole frame.
+    buf: Vec<u8>,
+    /// Bytes flow control has not taken yet.
+    out: Vec<u8>,
+    /// Our sending half has ended (FIN queued in `fin`, or stopped by the peer).
+    send_done: bool,
+    /// A FIN waits for `out` to drain.
+    fin: bool,
+    /// The peer's half has ended (FIN or reset).
+    recv_done: bool,
+    /// We asked the peer to stop (a Cancel after our half ended).
+    stopped: bool,
+    /// A frame ending the peer's half arrived (its final frame: no Cancel or Error is made up
+    /// for a later reset).
+    peer_ended: bool,
+}
+
+/// Routes one QUIC connection's frames (see the module documentation).
+#[derive(Debug)]
+pub struct Router<S> {
+    client: bool,
+    max_frame: usize,
+    control: Option<S>,
+    /// Preface bytes the client has still to route to the control stream.
+    preface_out: usize,
+    preface_in: bool,
+    control_closed: bool,
+    streams: HashMap<S, Entry>,
+    ids: HashMap<u32, S>,
+    /// Exchanges waiting for stream credit: id and their bytes so far, and whether the
+    /// half already ended.
+    waiting: Vec<(u32, Vec<u8>, bool)>,
+    pending: usize,
+    /// Frames made up for the connection while sending (see [`Router::take_made`]).
+    made: Vec<u8>,
+    stats: RouterStats,
+    enc: ControlEncoder,
+    batch: BatchEncoder,
+}
+
+/// Whether a frame belongs on the control stream. WindowUpdate travels there too while the
+/// connection's own flow control runs on QUIC (docs/quic.md "In the engine").
+fn connection_level(kind: FrameKind, id: u32) -> bool {
+    id == 0
+        || matches!(
+            kind,
+            FrameKind::Hello
+                | FrameKind::Welcome
+                | FrameKind::Reject
+                | FrameKind::Ping
+                | FrameKind::Pong
+                | FrameKind::GoAway
+                | FrameKind::WindowUpdate
+        )
+}
+
+fn opening(kind: FrameKind) -> bool {
+    matches!(
+        kind,
+        FrameKind::Request | FrameKind::StreamOpen | FrameKind::Subscribe
+    )
+}
+
+/// Whether the frame ends its sender's half of the exchange (§27.2 rule 3).
+fn ends_half(kind: FrameKind, flags: u8) -> bool {
+    match kind {
+        FrameKind::Request
+        | FrameKind::Response
+        | FrameKind::Error
+        | FrameKind::StreamEnd
+        | FrameKind::Cancel
+        | FrameKind::Unsubscribe => true,
+        FrameKind::StreamOpen | FrameKind::StreamData => flags & Flags::END_STREAM.bits() != 0,
+        _ => false,
+    }
+}
+
+impl<S: Copy + Eq + Hash + Debug> Router<S> {
+    /// A router for the client (initiator: odd ids, opens the control stream) or the server
+    /// side; `limits.max_frame_size` bounds each stream's reassembly buffer.
+    pub fn new(client: bool, limits: &Limits) -> Self {
+        Self {
+            client,
+            max_frame: limits.max_frame_size as usize,
+            control: None,
+            preface_out: if client { PREFACE.len() } else { 0 },
+            preface_in: !client,
+            control_closed: false,
+            streams: HashMap::new(),
+            ids: HashMap::new(),
+            waiting: Vec::new(),
+            pending: 0,
+            made: Vec::new(),
+            stats: RouterStats::default(),
+            enc: ControlEncoder::new(),
+            batch: BatchEncoder::new(*limits),
+        }
+    }
+
+    /// What was counted.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// Bytes written by the connection that QUIC flow control has not taken yet. The driver
+    /// stops taking batches from the connection while this is above its bound.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending
+    }
+
+    /// Exchange streams open (ours and the peer's), the control stream excluded.
+    pub fn open_streams(&self) -> usize {
+        self.streams.len() - usize::from(self.control.is_some())
+    }
+
+    /// Whether the peer finished the control stream (treat as the end of its input).
+    pub fn control_closed(&self) -> bool {
+        self.control_closed
+    }
+
+    fn our_parity(&self, id: u32) -> bool {
+        (id % 2 == 1) == self.client
+    }
+
+    /// Routes a batch of whole frames from the connection (the client's first batch starts
+    /// with the preface).
+    ///
+    /// # Errors
+    /// `quic_no_stream` if the client cannot open its control stream, `quic_bad_frame_length`
+    /// if the batch does not hold whole frames (a bug of the connection).
+    pub fn send<I: StreamIo<Stream = S>>(
+        &mut self,
+        io: &mut I,
+        batch: &[u8],
+    ) -> Result<(), RouteError> {
+        let mut rest = batch;
+        if self.preface_out > 0 {
+            let control = self.open_control(io)?;
+            let n = self.preface_out.min(rest.len());
+            self.write(io, control, &rest[..n], false);
+            rest = &rest[n..];
+            self.preface_out -= n;
+        }
+        while !rest.is_empty() {
+            let Some(h) = FrameHeader::parse(rest) else {
+                return Err(bad_length(rest.len(), self.max_frame));
+            };
+            let len = h.length() as usize;
+            if len < HEADER_LEN || len > rest.len() {
+                return Err(bad_length(len, self.max_frame));
+            }
+            let (frame, tail) = rest.split_at(len);
+            rest = tail;
+            let (id, flags) = (h.id(), h.flags_byte());
+            let Some(kind) = FrameKind::from_u8(h.kind_byte()) else {
+                return Err(bad_length(len, self.max_frame));
+            };
+            if connection_level(kind, id) {
+                let control = self.open_control(io)?;
+                self.write(io, control, frame, false);
+            } else {
+                self.send_exchange(io, kind, id, ends_half(kind, flags), frame);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_control<I: StreamIo<Stream = S>>(&mut self, io: &mut I) -> Result<S, RouteError> {
+        if let Some(c) = self.control {
+            return Ok(c);
+        }
+        if !self.client {
+            return Err(RouteError {
+                counter: "quic_no_stream",
+                message:
+                    "the server has a frame for the control stream before the client opened it"
+                        .into(),
+            });
+        }
+        let Some(c) = io.open_bi() else {
+            return Err(RouteError {
+                counter: "quic_no_stream",
+                message:
+                    "the server allows no bidirectional stream: cannot open the control stream"
+                        .into(),
+            });
+        };
+        self.control = Some(c);
+        self.streams.insert(
+            c,
+            Entry {
+                control: true,
+                ours: true,
+                ..Entry::default()
+            },
+        );
+        Ok(c)
+    }
+
+    fn send_exchange<I: StreamIo<Stream = S>>(
+        &mut self,
+        io: &mut I,
+        kind: FrameKind,
+        id: u32,
+        ends: bool,
+        frame: &[u8],
+    ) {
+        if let Some(w) = self.waiting.iter_mut().find(|w| w.0 == id) {
+            w.1.extend_from_slice(frame);
+            w.2 |= ends;
+            self.pending += frame.len();
+            return;
+        }
+        if opening(kind) && self.our_parity(id) {
+            // A new exchange. An earlier one with this id may still wait for its last FIN:
+            // it keeps its stream, the id now names the new one.
+            self.ids.remove(&id);
+            match io.open_bi() {
+                Some(s) => {
+                    self.stats.opened += 1;
+                    self.streams.insert(
+                        s,
+                        Entry {
+                            id,
+                            ours: true,
+                            ..Entry::default()
+                        },
+                    );
+                    self.ids.insert(id, s);
+                    self.write(io, s, frame, ends);
+                }
+                None => {
+                    self.pending += frame.len();
+                    self.waiting.push((id, frame.to_vec(), ends));
+                }
+            }
+            return;
+        }
+        let Some(&s) = self.ids.get(&id) else {
+            // The exchange's stream is gone (both halves ended, or the peer reset it).
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(e) = self.streams.get_mut(&s) else {
+            return;
+        };
+        if e.send_done {
+            if kind == FrameKind::Cancel && e.ours && !e.recv_done && !e.stopped {
+                // Our half (the Request) is finished: cancel by STOP_SENDING. The stream
+                // then delivers nothing more, so the call's final frame is made up here.
+                e.stopped = true;
+                e.recv_done = true;
+                e.buf.clear();
+                io.stop(s, CANCELLED);
+                if !e.peer_ended {
+                    let mut made = std::mem::take(&mut self.made);
+                    self.error_frame(id, StatusCode::Cancelled, CANCELLED, |f| {
+                        made.extend_from_slice(f);
+                    });
+                    self.made = made;
+                }
+                self.reap(s);
+            } else if kind != FrameKind::Cancel {
+                self.stats.dropped += 1;
+            }
+            return;
+        }
+        self.write(io, s, frame, ends);
+    }
+
+    /// Writes to a stream whose half has not ended; `fin` ends it after these bytes.
+    fn write<I: StreamIo<Stream = S>>(&mut self, io: &mut I, s: S, bytes: &[u8], fin: bool) {
+        let Some(e) = self.streams.get_mut(&s) else {
+            return;
+        };
+        let mut taken = 0;
+        if e.out.is_empty() {
+            match io.write(s, bytes) {
+                Some(n) => taken = n,
+                None => {
+                    // Stopped by the peer: nothing more goes out on it.
+                    e.send_done = true;
+                    self.stats.dropped += 1;
+                    self.reap(s);
+                    return;
+                }
+            }
+        }
+        e.out.extend_from_slice(&bytes[taken..]);
+        self.pending += bytes.len() - taken;
+        if fin {
+            e.send_done = true;
+            e.fin = true;
+        }
+        self.flush(io, s);
+    }
+
+    /// Writes what waits for a stream; finishes it when it drained and its half ended.
+    fn flush<I: StreamIo<Stream = S>>(&mut self, io: &mut I, s: S) {
+        let Some(e) = self.streams.get_mut(&s) else {
+            return;
+        };
+        if !e.out.is_empty() {
+            match io.write(s, &e.out) {
+                Some(n) => {
+                    e.out.drain(..n);
+                    self.pending -= n;
+                }
+                None => {
+                    self.pending -= e.out.len();
+                    e.out = Vec::new();
+                    e.send_done = true;
+                    e.fin = false;
+                }
+            }
+        }
+        if e.out.is_empty() && e.fin {
+            e.fin = false;
+            io.finish(s);
+        }
+        self.reap(s);
+    }
+
+    /// Hands the connection the frames made up while sending (an `Error(id, Cancelled)` for
+    /// a call cancelled by STOP_SENDING): call after [`Router::send`].
+    pub fn take_made(&mut self, mut deliver: impl FnMut(&[u8])) {
+        if !self.made.is_empty() {
+            deliver(&self.made);
+            self.made.clear();
+        }
+    }
+
+    /// Whether frames made up while sending wait for [`Router::take_made`].
+    pub fn has_made(&self) -> bool {
+        !self.made.is_empty()
+    }
+
+    /// A stream can take bytes again.
+    pub fn on_writable<I: StreamIo<Stream = S>>(&mut self, io: &mut I, s: S) {
+        self.flush(io, s);
+    }
+
+    /// The peer raised its stream limit: opens the streams of waiting exchanges, oldest first.
+    pub fn on_streams_available<I: StreamIo<Stream = S>>(&mut self, io: &mut I) {
+        while !self.waiting.is_empty() {
+            let Some(s) = io.open_bi() else {
+                return;
+            };
+            let (id, bytes, ends) = self.waiting.remove(0);
+            self.pending -= bytes.len();
+            self.stats.opened += 1;
+            self.streams.insert(
+                s,
+                Entry {
+                    id,
+                    ours: true,
+                    ..Entry::default()
+                },
+            );
+            self.ids.insert(id, s);
+            self.write(io, s, &bytes, ends);
+        }
+    }
+
+    /// Forgets a stream once both halves ended and nothing waits to be written.
+    fn reap(&mut self, s: S) {
+        let done = self.streams.get(&s).is_some_and(|e| {
+            !e.control && e.send_done && e.recv_done && e.out.is_empty() && !e.fin
+        });
+        if done {
+            let e = self.streams.remove(&s).expect("checked above");
+            self.pending -= e.out.len();
+            if self.ids.get(&e.id) == Some(&s) {
+                self.ids.remove(&e.id);
+            }
+        }
+    }
+
+    fn entry(&mut self, s: S) -> &mut Entry {
+        if !self.streams.contains_key(&s) {
+            let control = !self.client && self.control.is_none();
+            if control {
+                self.control = Some(s);
+            } else {
+                self.stats.accepted += 1;
+            }
+            self.streams.insert(
+                s,
+                Entry {
+                    control,
+                    ..Entry::default()
+                },
+            );
+        }
+        self.streams.get_mut(&s).expect("inserted above")
+    }
+
+    /// Bytes arrived on stream `s` (`fin`: the peer's half ended after them); whole frames
+    /// (and, on the server, the preface) go to `deliver` in order. A stream the router does
+    /// not know is one the peer opened (the server's first is the control stream).
+    ///
+    /// # Errors
+    /// A connection error (§27.2 rule 2): `quic_unexpected_frame`, `quic_stream_id_mismatch`,
+    /// `quic_truncated_frame` (FIN inside a frame), `quic_bad_frame_length` (a length below 16
+    /// or above `max_frame_size`).
+    pub fn on_bytes(
+        &mut self,
+        s: S,
+        bytes: &[u8],
+        fin: bool,
+        mut deliver: impl FnMut(&[u8]),
+    ) -> Result<(), RouteError> {
+        let peer_odd = !self.client;
+        let max = self.max_frame;
+        let preface_in = self.preface_in;
+        let e = self.entry(s);
+        let first = e.id == 0;
+        e.buf.extend_from_slice(bytes);
+        let mut at = 0;
+        let mut preface_done = false;
+        let mut checked = Ok(());
+        if e.control && preface_in {
+            if e.buf.len() < PREFACE.len() {
+                return if fin { Err(truncated(&e.buf)) } else { Ok(()) };
+            }
+            deliver(&e.buf[..PREFACE.len()]);
+            at = PREFACE.len();
+            preface_done = true;
+        }
+        while let Some(h) = FrameHeader::parse(&e.buf[at..]) {
+            let len = h.length() as usize;
+            if !(HEADER_LEN..=max).contains(&len) {
+                checked = Err(bad_length(len, max));
+                break;
+            }
+            if e.buf.len() - at < len {
+                break;
+            }
+            let (id, kind, flags) = (h.id(), FrameKind::from_u8(h.kind_byte()), h.flags_byte());
+            // An unknown kind goes to the connection, which names it.
+            if let Some(kind) = kind {
+                if let Err(err) = check(e, kind, id, peer_odd) {
+                    checked = Err(err);
+                    break;
+                }
+                e.peer_ended |= !e.control && ends_half(kind, flags);
+            }
+            deliver(&e.buf[at..at + len]);
+            at += len;
+        }
+        e.buf.drain(..at);
+        let id = e.id;
+        if checked.is_ok() && fin {
+            e.recv_done = true;
+            if !e.buf.is_empty() {
+                checked = Err(truncated(&e.buf));
+            }
+        }
+        let control = e.control;
+        if preface_done {
+            self.preface_in = false;
+        }
+        if let Err(err) = checked {
+            self.count(&err);
+            return Err(err);
+        }
+        if first && id != 0 {
+            self.ids.insert(id, s);
+        }
+        if fin {
+            if control {
+                self.control_closed = true;
+            }
+            self.reap(s);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, err: &RouteError) {
+        match err.counter {
+            "quic_unexpected_frame" => self.stats.unexpected_frame += 1,
+            "quic_stream_id_mismatch" => self.stats.stream_id_mismatch += 1,
+            _ => {}
+        }
+    }
+
+    /// The peer reset stream `s` (RESET_STREAM): the exchange's opener cancelled it (a Cancel
+    /// frame goes to `deliver`) or its callee gave up (`Error(id, Unavailable)`) (§27.2 rule 4).
+    pub fn on_reset(&mut self, s: S, code: u64, deliver: impl FnMut(&[u8])) {
+        let Some(e) = self.streams.get_mut(&s) else {
+            return;
+        };
+        e.recv_done = true;
+        e.buf.clear();
+        let (id, ours, ended) = (e.id, e.ours, e.peer_ended);
+        if e.control {
+            self.control_closed = true;
+            return;
+        }
+        if id != 0 && !(ours && ended) {
+            self.stats.resets += 1;
+            if ours {
+                self.error_frame(id, StatusCode::Unavailable, code, deliver);
+            } else {
+                cancel_frame(id, deliver);
+            }
+        }
+        self.reap(s);
+    }
+
+    /// The peer sent STOP_SENDING on stream `s`: it reads no more. From the opener this
+    /// cancels the exchange (a Cancel frame goes to `deliver`); from the callee the exchange
+    /// failed (`Error(id, Unavailable)`). Later frames of ours for it are dropped.
+    pub fn on_stopped<I: StreamIo<Stream = S>>(
+        &mut self,
+        io: &mut I,
+        s: S,
+        code: u64,
+        deliver: impl FnMut(&[u8]),
+    ) {
+        let Some(e) = self.streams.get_mut(&s) else {
+            return;
+        };
+        let was_done = e.send_done && !e.fin;
+        if !was_done {
+            // RFC 9000 §3.5: STOP_SENDING is answered with RESET_STREAM.
+            io.reset(s, code);
+        }
+        self.pending -= e.out.len();
+        e.out = Vec::new();
+        e.send_done = true;
+        e.fin = false;
+        let (id, ours, control, ended) = (e.id, e.ours, e.control, e.peer_ended);
+        if control {
+            self.control_closed = true;
+            return;
+        }
+        if id != 0 && !(ours && (ended || was_done)) {
+            self.stats.resets += 1;
+            if ours {
+                self.error_frame(id, StatusCode::Unavailable, code, deliver);
+            } else {
+                cancel_frame(id, deliver);
+            }
+        }
+        self.reap(s);
+    }
+
+    fn error_frame(
+        &mut self,
+        id: u32,
+        status: StatusCode,
+        code: u64,
+        mut deliver: impl FnMut(&[u8]),
+    ) {
+        self.batch.clear();
+        let message = if status == StatusCode::Cancelled {
+            "cancelled: the QUIC stream was stopped".to_string()
+        } else {
+            format!("the peer abandoned the QUIC stream (code {code})")
+        };
+        if self
+            .enc
+            .error(&mut self.batch, id, status, &message, &[])
+            .is_ok()
+        {
+            deliver(self.batch.as_slice());
+        }
+        self.batch.clear();
+    }
+}
+
+/// The §27.2 rule 2 checks of one received frame on stream `e`.
+fn check(e: &mut Entry, kind: FrameKind, id: u32, peer_odd: bool) -> Result<(), RouteError> {
+    if e.control {
+        if connection_level(kind, id) {
+            return Ok(());
+        }
+        return Err(RouteError {
+            counter: "quic_unexpected_frame",
+            message: format!(
+                "{kind:?} for id {id} on the control stream (exchange frames travel on their own stream)"
+            ),
+        });
+    }
+    if connection_level(kind, id) {
+        return Err(RouteError {
+            counter: "quic_unexpected_frame",
+            message: format!("connection-level {kind:?} (id {id}) on an exchange stream"),
+        });
+    }
+    if e.id == 0 {
+        if !opening(kind) || (id % 2 == 1) != peer_odd {
+            return Err(RouteError {
+                counter: "quic_unexpected_frame",
+                message: format!(
+                    "a new stream must start with Request, StreamOpen or Subscribe with the peer's parity, got {kind:?} id {id}"
+                ),
+            });
+        }
+        e.id = id;
+        return Ok(());
+    }
+    if id != e.id {
+        return Err(RouteError {
+            counter: "quic_stream_id_mismatch",
+            message: format!("{kind:?} for id {id} on the stream of id {}", e.id),
+        });
+    }
+    Ok(())
+}
+
+fn cancel_frame(id: u32, mut deliver: impl FnMut(&[u8])) {
+    let h = FrameHeader::new(
+        HEADER_LEN as u32,
+        FrameKind::Cancel,
+        Flags::empty(),
+        0,
+        id,
+        0,
+    );
+    deliver(h.as_bytes());
+}
+
+fn bad_length(len: usize, max: usize) -> RouteError {
+    RouteError {
+        counter: "quic_bad_frame_length",
+        message: format!("frame length {len} outside 16..={max} (max_frame_size)"),
+    }
+}
+
+fn truncated(buf: &[u8]) -> RouteError {
+    RouteError {
+        counter: "quic_truncated_frame",
+        message: format!(
+            "the stream ended inside a frame ({} bytes left over)",
+            buf.len()
+        ),
+    }
+}
+
+/// [`StreamIo`] over one connection of a [`QuicEndpoint`].
+#[derive(Debug)]
+pub struct EndpointStreams<'a> {
+    /// The endpoint.
+    pub endpoint: &'a mut QuicEndpoint,
+    /// The connection.
+    pub conn: ConnId,
+}
+
+impl StreamIo for EndpointStreams<'_> {
+    type Stream = StreamId;
+    fn open_bi(&mut self) -> Option<StreamId> {
+        self.endpoint.open_bi(self.conn).ok().flatten()
+    }
+    fn write(&mut self, stream: StreamId, bytes: &[u8]) -> Option<usize> {
+        self.endpoint.write(self.conn, stream, bytes).ok()
+    }
+    fn finish(&mut self, stream: StreamId) {
+        let _ = self.endpoint.finish(self.conn, stream);
+    }
+    fn stop(&mut self, stream: StreamId, code: u64) {
+        let _ = self.endpoint.stop(self.conn, stream, code);
+    }
+    fn reset(&mut self, stream: StreamId, code: u64) {
+        let _ = self.endpoint.reset(self.conn, stream, code);
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,0 +1,405 @@
+//! The router alone: a fake set of QUIC streams, no sockets, no QUIC.
+
+use std::collections::{HashMap, HashSet};
+
+use netron_codec::control::read_error;
+use netron_codec::handshake::PREFACE;
+use netron_codec::{Flags, Frame, FrameHeader, FrameKind, HEADER_LEN, Limits, StatusCode};
+
+use super::{CANCELLED, Router, StreamIo};
+
+/// Streams as byte logs. `limit`: streams that may be opened; `credit`: bytes per write.
+#[derive(Debug, Default)]
+struct Fake {
+    next: u64,
+    limit: u64,
+    credit: Option<usize>,
+    written: HashMap<u64, Vec<u8>>,
+    fins: Vec<u64>,
+    stops: Vec<(u64, u64)>,
+    resets: Vec<(u64, u64)>,
+    stopped: HashSet<u64>,
+}
+
+impl Fake {
+    fn new() -> Self {
+        Self {
+            limit: 100,
+            ..Self::default()
+        }
+    }
+    fn on(&self, s: u64) -> &[u8] {
+        self.written.get(&s).map_or(&[], Vec::as_slice)
+    }
+}
+
+impl StreamIo for Fake {
+    type Stream = u64;
+    fn open_bi(&mut self) -> Option<u64> {
+        if self.next >= self.limit {
+            return None;
+        }
+        self.next += 1;
+        Some((self.next - 1) * 4)
+    }
+    fn write(&mut self, s: u64, bytes: &[u8]) -> Option<usize> {
+        if self.stopped.contains(&s) {
+            return None;
+        }
+        assert!(!self.fins.contains(&s), "write after FIN on {s}");
+        let n = self.credit.map_or(bytes.len(), |c| c.min(bytes.len()));
+        self.written
+            .entry(s)
+            .or_default()
+            .extend_from_slice(&bytes[..n]);
+        Some(n)
+    }
+    fn finish(&mut self, s: u64) {
+        assert!(!self.fins.contains(&s), "second FIN on {s}");
+        self.fins.push(s);
+    }
+    fn stop(&mut self, s: u64, code: u64) {
+        self.stops.push((s, code));
+    }
+    fn reset(&mut self, s: u64, code: u64) {
+        self.resets.push((s, code));
+    }
+}
+
+fn frame(kind: FrameKind, flags: Flags, id: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (HEADER_LEN + payload.len()) as u32;
+    let mut v = FrameHeader::new(len, kind, flags, 0, id, 0)
+        .as_bytes()
+        .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn f(kind: FrameKind, id: u32) -> Vec<u8> {
+    frame(kind, Flags::empty(), id, b"")
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn kinds(delivered: &[Vec<u8>]) -> Vec<(FrameKind, u32)> {
+    delivered
+        .iter()
+        .filter(|d| d.len() >= HEADER_LEN)
+        .map(|d| {
+            let fr = Frame::parse(d, &Limits::default()).expect("a whole valid frame");
+            (fr.kind(), fr.id())
+        })
+        .collect()
+}
+
+fn client() -> Router<u64> {
+    Router::new(true, &Limits::default())
+}
+
+fn server() -> Router<u64> {
+    Router::new(false, &Limits::default())
+}
+
+/// A server that has received the preface and a Hello on the control stream (stream 0).
+fn server_after_hello() -> Router<u64> {
+    let mut r = server();
+    let hello = frame(FrameKind::Hello, Flags::empty(), 0, b"x");
+    r.on_bytes(0, &cat(&[&PREFACE, &hello]), false, |_| {})
+        .expect("a preface and a Hello are fine");
+    r
+}
+
+#[test]
+fn the_client_puts_connection_frames_on_control_and_each_call_on_its_own_stream() {
+    let mut io = Fake::new();
+    let mut r = client();
+    let hello = frame(FrameKind::Hello, Flags::empty(), 0, b"hi");
+    let batch = cat(&[
+        &PREFACE,
+        &hello,
+        &f(FrameKind::Request, 1),
+        &f(FrameKind::Request, 3),
+        &f(FrameKind::Ping, 0),
+    ]);
+    r.send(&mut io, &batch).expect("routable");
+    assert_eq!(io.on(0), cat(&[&PREFACE, &hello, &f(FrameKind::Ping, 0)]));
+    assert_eq!(io.on(4), f(FrameKind::Request, 1));
+    assert_eq!(io.on(8), f(FrameKind::Request, 3));
+    assert_eq!(
+        io.fins,
+        vec![4, 8],
+        "each caller's half ends after its Request"
+    );
+    assert_eq!(r.stats().opened, 2);
+    assert_eq!(r.open_streams(), 2);
+}
+
+#[test]
+fn the_preface_may_be_cut_anywhere_on_both_sides() {
+    let mut io = Fake::new();
+    let mut r = client();
+    r.send(&mut io, &PREFACE[..3]).unwrap();
+    r.send(&mut io, &cat(&[&PREFACE[3..], &f(FrameKind::Ping, 0)]))
+        .unwrap();
+    assert_eq!(io.on(0), cat(&[&PREFACE, &f(FrameKind::Ping, 0)]));
+
+    let mut s = server();
+    let mut got = Vec::new();
+    s.on_bytes(0, &PREFACE[..5], false, |b| got.push(b.to_vec()))
+        .unwrap();
+    assert!(got.is_empty(), "a partial preface is held");
+    s.on_bytes(0, &PREFACE[5..], false, |b| got.push(b.to_vec()))
+        .unwrap();
+    assert_eq!(got, vec![PREFACE.to_vec()]);
+}
+
+#[test]
+fn a_callee_answers_on_the_callers_stream_and_finishes_it() {
+    let mut io = Fake::new();
+    let mut r = server_after_hello();
+    let mut got = Vec::new();
+    r.on_bytes(4, &f(FrameKind::Request, 1), true, |b| got.push(b.to_vec()))
+        .unwrap();
+    assert_eq!(kinds(&got), vec![(FrameKind::Request, 1)]);
+    assert_eq!(r.stats().accepted, 1);
+    r.send(&mut io, &f(FrameKind::Response, 1)).unwrap();
+    assert_eq!(io.on(4), f(FrameKind::Response, 1));
+    assert_eq!(io.fins, vec![4]);
+    assert_eq!(
+        r.open_streams(),
+        0,
+        "both halves ended: the stream is forgotten"
+    );
+    // A frame for the finished exchange is dropped, not written.
+    r.send(&mut io, &f(FrameKind::Response, 1)).unwrap();
+    assert_eq!(r.stats().dropped, 1);
+}
+
+#[test]
+fn frames_cut_at_every_byte_are_delivered_whole_and_in_order() {
+    let mut r = server_after_hello();
+    let open = frame(FrameKind::StreamOpen, Flags::empty(), 1, b"open");
+    let data = frame(FrameKind::StreamData, Flags::END_STREAM, 1, b"data!");
+    let bytes = cat(&[&open, &data]);
+    let mut got = Vec::new();
+    for (i, b) in bytes.iter().enumerate() {
+        let fin = i + 1 == bytes.len();
+        r.on_bytes(4, std::slice::from_ref(b), fin, |d| got.push(d.to_vec()))
+            .unwrap();
+    }
+    assert_eq!(got, vec![open, data]);
+}
+
+fn error_of(r: &mut Router<u64>, s: u64, bytes: &[u8]) -> &'static str {
+    r.on_bytes(s, bytes, false, |_| {})
+        .expect_err("a connection error")
+        .counter
+}
+
+#[test]
+fn rule_2_first_frame_parity_id_and_connection_kinds_are_enforced() {
+    // Not an opening frame first.
+    let mut r = server_after_hello();
+    assert_eq!(
+        error_of(&mut r, 4, &f(FrameKind::Response, 1)),
+        "quic_unexpected_frame"
+    );
+    // The wrong parity: the client opens odd ids.
+    let mut r = server_after_hello();
+    assert_eq!(
+        error_of(&mut r, 4, &f(FrameKind::Request, 2)),
+        "quic_unexpected_frame"
+    );
+    // A later frame with another id.
+    let mut r = server_after_hello();
+    let b = cat(&[&f(FrameKind::StreamOpen, 1), &f(FrameKind::StreamData, 3)]);
+    assert_eq!(error_of(&mut r, 4, &b), "quic_stream_id_mismatch");
+    assert_eq!(r.stats().stream_id_mismatch, 1);
+    // A connection-level kind on an exchange stream.
+    let mut r = server_after_hello();
+    let b = cat(&[&f(FrameKind::StreamOpen, 1), &f(FrameKind::Ping, 0)]);
+    assert_eq!(error_of(&mut r, 4, &b), "quic_unexpected_frame");
+    // An exchange frame on the control stream.
+    let mut r = server_after_hello();
+    assert_eq!(
+        error_of(&mut r, 0, &f(FrameKind::Request, 1)),
+        "quic_unexpected_frame"
+    );
+    assert_eq!(r.stats().unexpected_frame, 1);
+    // On the client: a server stream must open with an even id.
+    let mut c = client();
+    c.send(&mut Fake::new(), &PREFACE).unwrap();
+    assert_eq!(
+        error_of(&mut c, 1, &f(FrameKind::Subscribe, 1)),
+        "quic_unexpected_frame"
+    );
+    let mut got = Vec::new();
+    c.on_bytes(5, &f(FrameKind::Subscribe, 2), false, |d| {
+        got.push(d.to_vec())
+    })
+    .expect("even ids are the server's");
+    assert_eq!(kinds(&got), vec![(FrameKind::Subscribe, 2)]);
+}
+
+#[test]
+fn a_frame_cut_by_fin_or_with_a_bad_length_is_a_connection_error() {
+    let mut r = server_after_hello();
+    let req = frame(FrameKind::Request, Flags::empty(), 1, b"payload");
+    let err = r.on_bytes(4, &req[..20], true, |_| {}).unwrap_err();
+    assert_eq!(err.counter, "quic_truncated_frame");
+    let mut r = server_after_hello();
+    let mut short = f(FrameKind::Request, 1);
+    short[0] = 5;
+    assert_eq!(error_of(&mut r, 4, &short), "quic_bad_frame_length");
+    let mut limits = Limits::default();
+    limits.max_frame_size = 64;
+    let mut r = Router::<u64>::new(false, &limits);
+    r.on_bytes(0, &PREFACE, false, |_| {}).unwrap();
+    let big = frame(FrameKind::Request, Flags::empty(), 1, &[0; 64]);
+    let err = r
+        .on_bytes(4, &big[..HEADER_LEN], false, |_| {})
+        .unwrap_err();
+    assert_eq!(
+        err.counter, "quic_bad_frame_length",
+        "refused before its bytes arrive"
+    );
+    assert!(err.message.contains("max_frame_size"), "{}", err.message);
+}
+
+#[test]
+fn a_reset_from_the_opener_is_a_cancel_and_from_the_callee_an_unavailable_error() {
+    let mut r = server_after_hello();
+    r.on_bytes(4, &f(FrameKind::StreamOpen, 1), false, |_| {})
+        .unwrap();
+    let mut got = Vec::new();
+    r.on_reset(4, CANCELLED, |d| got.push(d.to_vec()));
+    assert_eq!(kinds(&got), vec![(FrameKind::Cancel, 1)]);
+
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &cat(&[&PREFACE, &f(FrameKind::StreamOpen, 1)]))
+        .unwrap();
+    let mut got = Vec::new();
+    c.on_reset(4, 99, |d| got.push(d.to_vec()));
+    assert_eq!(kinds(&got), vec![(FrameKind::Error, 1)]);
+    let fr = Frame::parse(&got[0], &Limits::default()).unwrap();
+    let body = read_error(&fr).expect("a valid ErrorBody");
+    assert_eq!(
+        netron_codec::control::status(body.status()),
+        StatusCode::Unavailable
+    );
+    assert!(body.message().unwrap_or("").contains("99"));
+    assert_eq!(c.stats().resets, 1);
+}
+
+#[test]
+fn a_cancel_after_the_request_half_ended_stops_the_stream_and_ends_as_cancelled() {
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &cat(&[&PREFACE, &f(FrameKind::Request, 1)]))
+        .unwrap();
+    c.send(&mut io, &f(FrameKind::Cancel, 1)).unwrap();
+    assert_eq!(io.stops, vec![(4, CANCELLED)]);
+    assert_eq!(io.on(4), f(FrameKind::Request, 1), "no frame after the FIN");
+    let mut got = Vec::new();
+    c.take_made(|d| got.push(d.to_vec()));
+    let fr = Frame::parse(&got[0], &Limits::default()).unwrap();
+    let status = netron_codec::control::status(read_error(&fr).unwrap().status());
+    assert_eq!(status, StatusCode::Cancelled);
+    assert_eq!(c.open_streams(), 0);
+
+    // When the Response arrived first, the reset makes up nothing.
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &cat(&[&PREFACE, &f(FrameKind::Request, 1)]))
+        .unwrap();
+    c.on_bytes(4, &f(FrameKind::Response, 1), false, |_| {})
+        .unwrap();
+    c.send(&mut io, &f(FrameKind::Cancel, 1)).unwrap();
+    let mut got = Vec::new();
+    c.take_made(|d| got.push(d.to_vec()));
+    c.on_reset(4, CANCELLED, |d| got.push(d.to_vec()));
+    assert!(got.is_empty(), "the call already had its final frame");
+}
+
+#[test]
+fn stop_sending_from_the_opener_cancels_and_later_frames_are_dropped() {
+    let mut io = Fake::new();
+    let mut r = server_after_hello();
+    r.on_bytes(4, &f(FrameKind::Request, 1), true, |_| {})
+        .unwrap();
+    let mut got = Vec::new();
+    io.stopped.insert(4);
+    r.on_stopped(&mut io, 4, CANCELLED, |d| got.push(d.to_vec()));
+    assert_eq!(kinds(&got), vec![(FrameKind::Cancel, 1)]);
+    assert_eq!(
+        io.resets,
+        vec![(4, CANCELLED)],
+        "STOP_SENDING is answered by a reset"
+    );
+    assert_eq!(r.open_streams(), 0);
+    r.send(&mut io, &f(FrameKind::Error, 1)).unwrap();
+    assert!(io.on(4).is_empty());
+}
+
+#[test]
+fn bytes_flow_control_refuses_wait_and_the_fin_follows_them() {
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &PREFACE).unwrap();
+    io.credit = Some(10);
+    let open = frame(FrameKind::StreamOpen, Flags::END_STREAM, 1, &[7; 40]);
+    c.send(&mut io, &open).unwrap();
+    assert!(c.pending_bytes() > 0 && c.pending_bytes() < open.len());
+    assert!(io.fins.is_empty(), "no FIN before the bytes");
+    while c.pending_bytes() > 0 {
+        c.on_writable(&mut io, 4);
+    }
+    assert_eq!(io.on(4), open);
+    assert_eq!(io.fins, vec![4]);
+}
+
+#[test]
+fn an_exchange_waits_for_stream_credit_with_its_later_frames() {
+    let mut io = Fake::new();
+    io.limit = 1;
+    let mut c = client();
+    let open = f(FrameKind::StreamOpen, 1);
+    let data = frame(FrameKind::StreamData, Flags::END_STREAM, 1, b"d");
+    c.send(&mut io, &cat(&[&PREFACE, &open, &data])).unwrap();
+    assert_eq!(c.pending_bytes(), open.len() + data.len());
+    c.on_streams_available(&mut io);
+    assert_eq!(
+        c.pending_bytes(),
+        open.len() + data.len(),
+        "still no credit"
+    );
+    io.limit = 2;
+    c.on_streams_available(&mut io);
+    assert_eq!(io.on(4), cat(&[&open, &data]));
+    assert_eq!(io.fins, vec![4]);
+    assert_eq!(c.pending_bytes(), 0);
+}
+
+#[test]
+fn an_id_reused_before_the_old_streams_fin_gets_a_new_stream() {
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &cat(&[&PREFACE, &f(FrameKind::Request, 1)]))
+        .unwrap();
+    c.on_bytes(4, &f(FrameKind::Response, 1), false, |_| {})
+        .unwrap();
+    c.send(&mut io, &f(FrameKind::Request, 1)).unwrap();
+    assert_eq!(io.on(8), f(FrameKind::Request, 1));
+    // The old stream's FIN arrives late: the id keeps naming the new stream.
+    c.on_bytes(4, &[], true, |_| {}).unwrap();
+    c.send(&mut io, &f(FrameKind::Cancel, 1)).unwrap();
+    assert_eq!(io.stops, vec![(8, CANCELLED)]);
+    assert_eq!(
+        c.open_streams(),
+        0,
+        "the cancelled call's stream is done too"
+    );
+}
