@@ -319,6 +319,7 @@ impl Core {
                 zero_copy_at: self.cfg.runtime.send_zc_threshold,
                 // A hot connection is written the way it is read: directly.
                 direct: en.hot.is_some() || few,
+                hot: en.hot.is_some(),
             };
             match en
                 .link

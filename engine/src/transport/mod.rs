@@ -106,6 +106,9 @@ pub(crate) struct TxPolicy {
     pub zero_copy_at: Option<usize>,
     /// Write directly (a non-blocking send) before involving the driver.
     pub direct: bool,
+    /// The connection is hot on a busy-poll core: a record link whose ring is full retries
+    /// soon and at a steady pace ([`record`]) instead of backing off to a millisecond.
+    pub hot: bool,
 }
 
 /// What [`Link::transmit`] did.
