@@ -216,6 +216,21 @@ pub(crate) fn bind(
     // Checked now, so a bad certificate is the listen's error, not a silent thread's.
     QuicEndpoint::new(Some(config), None)
         .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if addr.port() != 0 {
+        // The listening socket must allow SO_REUSEPORT (each client's socket binds the same
+        // address), which would also let a second listener of the same user bind the port
+        // and silently take half the new clients: a plain bind first finds any socket there.
+        drop(bind_udp(addr, false).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                quic_err(
+                    io::ErrorKind::AddrInUse,
+                    format!("quic://{addr}: address in use: another engine or process already listens on this UDP port"),
+                )
+            } else {
+                e
+            }
+        })?);
+    }
     let socket: UdpSocket = bind_udp(addr, true)?.into();
     let local = socket.local_addr()?;
     socket.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -261,7 +276,7 @@ fn rendezvous(
             continue;
         }
         taken += 1;
-        let Ok(pipe) = begin(local, from, config, &rx[..n]) else {
+        let Some(pipe) = begin(socket, local, from, config, &rx[..n]) else {
             continue;
         };
         handed.insert(from, now);
@@ -269,20 +284,34 @@ fn rendezvous(
     }
 }
 
-/// A connection socket and endpoint for the client at `from`, fed its first datagram.
+/// A connection socket and endpoint for the client at `from`, fed its first datagram; `None`
+/// if the datagram opened no connection and asked for no Retry (not QUIC, a packet of no
+/// connection, or one the endpoint answered without accepting, e.g. a version negotiation or
+/// a refusal: that answer goes out on the listening `socket`), so junk costs no socket, no
+/// endpoint and no core (fresh user R8's finding 1: each junk datagram held two descriptors
+/// for the handshake timeout). A Retry keeps its endpoint: the client's second Initial
+/// carries a token only that endpoint can check.
 fn begin(
+    socket: &UdpSocket,
     local: SocketAddr,
     from: SocketAddr,
     config: &netron_quic::ServerConfig,
     first: &[u8],
-) -> io::Result<QuicPipe> {
-    let socket: UdpSocket = bind_udp(local, true)?.into();
-    socket.connect(from)?;
-    let mut endpoint = QuicEndpoint::new(Some(config), None)
-        .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
-    endpoint.handle_datagram(Instant::now(), from, None, BytesMut::from(first));
-    Ok(QuicPipe {
-        socket,
+) -> Option<QuicPipe> {
+    let mut endpoint = QuicEndpoint::new(Some(config), None).ok()?;
+    let now = Instant::now();
+    endpoint.handle_datagram(now, from, None, BytesMut::from(first));
+    if endpoint.connection_count() == 0 && endpoint.stats().retries == 0 {
+        let mut buf = Vec::new();
+        while let Some(t) = endpoint.poll_transmit(now, &mut buf) {
+            let _ = socket.send_to(&buf[..t.len], t.destination);
+        }
+        return None;
+    }
+    let conn_socket: UdpSocket = bind_udp(local, true).ok()?.into();
+    conn_socket.connect(from).ok()?;
+    Some(QuicPipe {
+        socket: conn_socket,
         endpoint,
         conn: None,
         client: false,

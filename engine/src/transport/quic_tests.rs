@@ -128,6 +128,54 @@ fn a_reply_larger_than_quic_flow_control_holds_arrives_whole() {
 }
 
 #[test]
+fn junk_datagrams_open_no_connection_and_a_client_after_them_is_served() {
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let ep = s.endpoints()[0].to_string();
+    let addr: std::net::SocketAddr = ep.trim_start_matches("quic://").parse().unwrap();
+    // 300 datagrams that are not QUIC, each from a source port of its own (as a flood from
+    // many addresses): one byte, a short header of nothing, a long header with garbage.
+    let mut long = vec![0xc0u8, 0, 0, 0, 1, 8];
+    long.extend_from_slice(&[0x5a; 1200]);
+    for i in 0..300 {
+        let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bytes: &[u8] = match i % 3 {
+            0 => &[0x42],
+            1 => &[0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            _ => &long,
+        };
+        junk.send_to(bytes, addr).unwrap();
+    }
+    // The listener reads its datagrams in order: once a real client (sent after them) is
+    // served, every junk datagram was seen, and none of them became a connection.
+    let c = client(&ca, None);
+    let ch = c
+        .client()
+        .connect(&ep)
+        .expect("connects over quic after the junk");
+    assert_eq!(ch.call("echo@1.0.0", "say", vec![7u8], DL).unwrap(), [7]);
+    assert_eq!(s.total_stats().accepted(), 1, "junk opened connections");
+}
+
+#[test]
+fn a_second_listener_on_a_quic_port_in_use_is_refused_naming_it() {
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let ep = s.endpoints()[0].to_string();
+    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    let err = Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_server(sc))
+        .service(echo())
+        .listen(&ep)
+        .build()
+        .map(drop)
+        .expect_err("a second listener took the port");
+    let text = err.to_string();
+    assert!(text.contains("address in use"), "{text}");
+}
+
+#[test]
 fn mutual_tls_is_accepted_with_a_client_certificate_and_refused_without() {
     let ca = Ca::new("ca");
     let s = server(&ca, ClientAuth::Required(vec![ca.cert.clone()]));
