@@ -74,8 +74,17 @@ impl ShmOptions {
     fn parse(s: &str, query: &str) -> Result<ShmOptions, EndpointError> {
         let bad = |why: String| EndpointError::BadAddress(s.to_owned(), why);
         let mut o = ShmOptions::default();
+        let mut seen: Vec<&str> = Vec::new();
         for opt in query.split('&') {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+            if seen.contains(&key) {
+                // `allow_uid=0&allow_uid=1000` would otherwise keep the last list only.
+                return Err(bad(format!(
+                    "shm:// option {key:?} given twice (give it once; allow_uid takes a list: \
+                     allow_uid=1000,1001)"
+                )));
+            }
+            seen.push(key);
             match (key, value) {
                 ("trust_peer", "" | "1" | "true") => o.trust_peer = true,
                 ("trust_peer", "0" | "false") => o.trust_peer = false,
@@ -340,6 +349,12 @@ mod tests {
             ("shm://x?trust", "trust_peer"),
             ("shm://x?mode=999", "mode"),
             ("shm://x?allow_uid=me", "allow_uid"),
+            // Twice: the first list would be dropped without a word (fresh user R8).
+            (
+                "shm://x?allow_uid=0&allow_uid=65534",
+                "\"allow_uid\" given twice",
+            ),
+            ("shm://x?trust_peer&trust_peer=0", "given twice"),
         ] {
             let e = bad.parse::<Endpoint>().unwrap_err();
             assert!(e.to_string().contains(names), "{bad}: {e}");

@@ -251,7 +251,8 @@ pub(crate) fn connect(
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
-                        "shm://{name}: allow_uid and mode apply to listening, not to connecting                          (a client sets trust_peer only)"
+                        "shm://{name}: allow_uid and mode apply to listening, not to connecting \
+                         (a client sets trust_peer only)"
                     ),
                 ));
             }

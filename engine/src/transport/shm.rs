@@ -160,7 +160,9 @@ pub(crate) fn bind(
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "shm://{name}: mode sets a socket file's permissions, and this name is an                  abstract socket (no file, no permissions: use allow_uid, or a name starting                  with / or ./)"
+                "shm://{name}: mode sets a socket file's permissions, and this name is an \
+                 abstract socket (no file, no permissions: use allow_uid, or a name starting \
+                 with / or ./)"
             ),
         ));
     }
@@ -443,6 +445,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("abstract socket"), "{e}");
+        assert!(!e.to_string().contains("  "), "runs of spaces in {e}");
         for ep in ["shm://x?allow_uid=0", "shm://x?mode=600"] {
             let ep: crate::Endpoint = ep.parse().unwrap();
             let Err(e) = crate::transport::connect(&ep, Duration::from_secs(1), None) else {
