@@ -185,6 +185,10 @@ impl Core {
                 self.begin_close(key, &why);
                 return;
             }
+            Update::Ended { why } => {
+                self.begin_close(key, &why);
+                return;
+            }
             Update::Sent {
                 wrote,
                 blocked,

@@ -90,6 +90,9 @@ pub(crate) enum Update {
     Quiet(Option<&'static str>),
     /// Receiving failed: close the connection.
     RecvFailed { counter: &'static str, why: String },
+    /// The transport's connection ended without an error (a QUIC close by the peer with
+    /// code 0, or our own): close the connection, counting nothing.
+    Ended { why: String },
     /// A write progressed: `wrote` bytes (or failed), `blocked`: the peer took only part and
     /// the rest waits for it; `done`: the batch is out and its buffer back.
     Sent {

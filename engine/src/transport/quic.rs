@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use netron_quic::router::{EndpointStreams, Router};
-use netron_quic::{ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
+use netron_quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
 
 use super::{Direct, Input, Link, Owner, Tx, TxPolicy, Update};
 use crate::conn::{Caller, Connection};
@@ -251,10 +251,17 @@ impl QuicLink {
                     let why = format!("QUIC connection closed: {reason}");
                     self.close_reason = Some(why.clone());
                     self.read_done = true;
-                    return Err(Update::RecvFailed {
-                        counter: "quic_closed",
-                        why,
-                    });
+                    // A clean close is no error (R8: 1,000 clean closes counted 1,000
+                    // `quic_closed`); the others are counted by kind.
+                    let counter = match reason {
+                        CloseReason::Local | CloseReason::Application { code: 0, .. } => {
+                            return Err(Update::Ended { why });
+                        }
+                        CloseReason::Tls(_) => "quic_tls_failed",
+                        CloseReason::TimedOut => "quic_idle_timeout",
+                        _ => "quic_closed",
+                    };
+                    return Err(Update::RecvFailed { counter, why });
                 }
                 QuicEvent::Finished { .. }
                 | QuicEvent::Datagram { .. }
@@ -333,7 +340,7 @@ impl QuicLink {
         }
         self.send_out();
         self.arm_timer(io);
-        if !matches!(update, Update::RecvFailed { .. }) {
+        if !matches!(update, Update::RecvFailed { .. } | Update::Ended { .. }) {
             self.arm_poll(io);
         }
         update

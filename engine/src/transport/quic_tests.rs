@@ -176,6 +176,37 @@ fn a_second_listener_on_a_quic_port_in_use_is_refused_naming_it() {
 }
 
 #[test]
+fn clean_closes_count_no_error_and_a_refused_handshake_counts_its_kind() {
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::Required(vec![ca.cert.clone()]));
+    let ep = s.endpoints()[0].to_string();
+    for i in 0..5u8 {
+        let id = ca.leaf("client-a", ExtendedKeyUsagePurpose::ClientAuth);
+        let c = client(&ca, Some(id));
+        let ch = c.client().connect(&ep).unwrap();
+        assert_eq!(ch.call("echo@1.0.0", "say", vec![i], DL).unwrap(), [i]);
+        c.shutdown(Duration::from_secs(2));
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while s.total_stats().closed() < 5 {
+        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let errors = s.total_stats().errors().clone();
+    assert!(
+        !errors.keys().any(|k| k.starts_with("quic_")),
+        "clean closes counted as errors: {errors:?}"
+    );
+    // A client without the required certificate: the server counts a TLS failure.
+    let anon = client(&ca, None);
+    let _ = anon.client().connect_timeout(&ep, Duration::from_secs(5));
+    while s.total_stats().errors_of("quic_tls_failed") == 0 {
+        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn mutual_tls_is_accepted_with_a_client_certificate_and_refused_without() {
     let ca = Ca::new("ca");
     let s = server(&ca, ClientAuth::Required(vec![ca.cert.clone()]));

@@ -504,7 +504,14 @@ mod tests {
         )
         .unwrap();
         connect(&name, false, Duration::from_secs(5)).unwrap();
-        drop(b); // joins the accept thread: the acceptor ran
+        // The acceptor runs on the rendezvous's own thread, after the client has its reply:
+        // wait for it (the accept thread's join does not cover that thread).
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while got.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            assert!(std::time::Instant::now() < until, "the acceptor never ran");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(b);
         assert_eq!(got.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }
