@@ -19,7 +19,7 @@
 //! Streams are reached through [`StreamIo`], so the router is tested without QUIC
 //! ([`EndpointStreams`] is the implementation over [`crate::QuicEndpoint`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -122,7 +122,7 @@ pub struct Router<S> {
     ids: HashMap<u32, S>,
     /// Exchanges waiting for stream credit: id and their bytes so far, and whether the
     /// half already ended.
-    waiting: Vec<(u32, Vec<u8>, bool)>,
+    waiting: VecDeque<(u32, Vec<u8>, bool)>,
     pending: usize,
     /// Frames made up for the connection while sending (see [`Router::take_made`]).
     made: Vec<u8>,
@@ -181,7 +181,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             control_closed: false,
             streams: HashMap::new(),
             ids: HashMap::new(),
-            waiting: Vec::new(),
+            waiting: VecDeque::new(),
             pending: 0,
             made: Vec::new(),
             stats: RouterStats::default(),
@@ -309,22 +309,10 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             // it keeps its stream, the id now names the new one.
             self.ids.remove(&id);
             match io.open_bi() {
-                Some(s) => {
-                    self.stats.opened += 1;
-                    self.streams.insert(
-                        s,
-                        Entry {
-                            id,
-                            ours: true,
-                            ..Entry::default()
-                        },
-                    );
-                    self.ids.insert(id, s);
-                    self.write(io, s, frame, ends);
-                }
+                Some(s) => self.start_exchange(io, s, id, frame, ends),
                 None => {
                     self.pending += frame.len();
-                    self.waiting.push((id, frame.to_vec(), ends));
+                    self.waiting.push_back((id, frame.to_vec(), ends));
                 }
             }
             return;
@@ -439,20 +427,34 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             let Some(s) = io.open_bi() else {
                 return;
             };
-            let (id, bytes, ends) = self.waiting.remove(0);
+            let Some((id, bytes, ends)) = self.waiting.pop_front() else {
+                return;
+            };
             self.pending -= bytes.len();
-            self.stats.opened += 1;
-            self.streams.insert(
-                s,
-                Entry {
-                    id,
-                    ours: true,
-                    ..Entry::default()
-                },
-            );
-            self.ids.insert(id, s);
-            self.write(io, s, &bytes, ends);
+            self.start_exchange(io, s, id, &bytes, ends);
         }
+    }
+
+    /// Binds our new exchange `id` to the stream `s` just opened and writes its first bytes.
+    fn start_exchange<I: StreamIo<Stream = S>>(
+        &mut self,
+        io: &mut I,
+        s: S,
+        id: u32,
+        bytes: &[u8],
+        ends: bool,
+    ) {
+        self.stats.opened += 1;
+        self.streams.insert(
+            s,
+            Entry {
+                id,
+                ours: true,
+                ..Entry::default()
+            },
+        );
+        self.ids.insert(id, s);
+        self.write(io, s, bytes, ends);
     }
 
     /// Forgets a stream once both halves ended and nothing waits to be written.
