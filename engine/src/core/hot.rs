@@ -52,12 +52,7 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        // QUIC links are not read directly: their datagrams go through the endpoint.
-        if en.hot.is_some()
-            || en.closing
-            || en.link.read_done()
-            || matches!(en.link, crate::transport::AnyLink::Quic(_))
-        {
+        if en.hot.is_some() || en.closing || en.link.read_done() || !en.link.reads_directly() {
             return;
         }
         en.hot = Some(now);

@@ -164,6 +164,11 @@ pub(crate) trait Link {
         event: Event,
         deliver: impl FnMut(Input<'_>),
     ) -> Update;
+    /// Whether a busy-poll core may read this link directly ([`Link::read_direct`]); a QUIC
+    /// link's datagrams must go through its endpoint, so it is never promoted.
+    fn reads_directly(&self) -> bool {
+        true
+    }
     /// Reads what is waiting without the driver (busy-poll), into `scratch` if the link needs
     /// a buffer.
     fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct;
@@ -321,6 +326,9 @@ impl Link for AnyLink {
         deliver: impl FnMut(Input<'_>),
     ) -> Update {
         each!(self, l => l.on_completion(io, event, deliver))
+    }
+    fn reads_directly(&self) -> bool {
+        each!(self, l => l.reads_directly())
     }
     fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
         each!(self, l => l.read_direct(scratch, deliver))

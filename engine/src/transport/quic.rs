@@ -361,7 +361,7 @@ impl Link for QuicLink {
     }
 
     fn stop_recv(&mut self, io: &mut Driver) {
-        // QUIC links are never read directly (see `Core::maybe_promote`).
+        // Not called: `reads_directly` is false, so the core never promotes this link.
         if let Some(op) = self.poll {
             io.cancel(op);
         }
@@ -401,6 +401,10 @@ impl Link for QuicLink {
             }
             _ => Update::Quiet(None),
         }
+    }
+
+    fn reads_directly(&self) -> bool {
+        false
     }
 
     fn read_direct(&mut self, _scratch: &mut [u8], _deliver: impl FnMut(Input<'_>)) -> Direct {
