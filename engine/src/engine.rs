@@ -678,19 +678,17 @@ fn bind_quic(
     host: &str,
     addrs: &[std::net::SocketAddr],
 ) -> std::io::Result<()> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut bound = Vec::with_capacity(addrs.len());
-    for &a in addrs {
-        let (inboxes, next) = (engine.inboxes.clone(), next.clone());
-        let acceptor: crate::transport::quic_listen::Acceptor = Arc::new(move |pipe| {
-            let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
-            inboxes[i].push(Command::AcceptQuic(Box::new(pipe)));
-        });
-        let (b, local) =
-            crate::transport::quic_listen::bind(a, config.protocol.quic_server.as_ref(), acceptor)?;
-        engine.quic.push(b);
-        bound.push(local);
-    }
+    let (inboxes, next) = (engine.inboxes.clone(), AtomicUsize::new(0));
+    let acceptor: crate::transport::quic_listen::Acceptor = Arc::new(move |pipe| {
+        let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
+        inboxes[i].push(Command::AcceptQuic(Box::new(pipe)));
+    });
+    let (bindings, bound) = crate::transport::quic_listen::bind_all(
+        addrs,
+        config.protocol.quic_server.as_ref(),
+        &acceptor,
+    )?;
+    engine.quic.extend(bindings);
     let asked = Endpoint::Quic {
         host: host.to_owned(),
         addrs: addrs.to_vec(),

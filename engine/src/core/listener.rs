@@ -141,21 +141,17 @@ impl Core {
                 return Ok(vec![endpoint.clone()]);
             }
             Endpoint::Quic { host, addrs } => {
-                let mut bound = Vec::with_capacity(addrs.len());
-                for &a in addrs {
-                    let inbox = self.inbox.clone();
-                    let acceptor: crate::transport::quic_listen::Acceptor =
-                        std::sync::Arc::new(move |pipe| {
-                            inbox.push(crate::inbox::Command::AcceptQuic(Box::new(pipe)));
-                        });
-                    let (b, local) = crate::transport::quic_listen::bind(
-                        a,
-                        self.cfg.protocol.quic_server.as_ref(),
-                        acceptor,
-                    )?;
-                    self.listeners.quic.push(b);
-                    bound.push(local);
-                }
+                let inbox = self.inbox.clone();
+                let acceptor: crate::transport::quic_listen::Acceptor =
+                    std::sync::Arc::new(move |pipe| {
+                        inbox.push(crate::inbox::Command::AcceptQuic(Box::new(pipe)));
+                    });
+                let (bindings, bound) = crate::transport::quic_listen::bind_all(
+                    addrs,
+                    self.cfg.protocol.quic_server.as_ref(),
+                    &acceptor,
+                )?;
+                self.listeners.quic.extend(bindings);
                 return Ok(vec![Endpoint::Quic {
                     host: host.clone(),
                     addrs: bound,

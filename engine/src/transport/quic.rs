@@ -34,7 +34,7 @@ use crate::driver::{Driver, Event, OpId};
 /// from the connection (which then buffers as it does for a slow socket).
 const MAX_PENDING: usize = 4 << 20;
 /// Largest UDP datagram received.
-const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
 /// Bytes read from one stream per read call.
 const READ_CHUNK: usize = 64 << 10;
 

@@ -26,7 +26,7 @@ use bytes::BytesMut;
 use netron_quic::{QuicEndpoint, QuicEvent};
 use socket2::{Domain, Socket, Type};
 
-use super::quic::{HANDSHAKE_POLL, QuicPipe};
+use super::quic::{HANDSHAKE_POLL, MAX_DATAGRAM, QuicPipe};
 
 /// New client addresses a listener takes per second at most (an Initial flood costs a socket
 /// and an endpoint each, so it is bounded here).
@@ -107,7 +107,7 @@ fn connect_one(
         .connect(Instant::now(), remote, server_name)
         .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut tx = Vec::new();
-    let mut rx = vec![0u8; 65_535];
+    let mut rx = vec![0u8; MAX_DATAGRAM];
     loop {
         let now = Instant::now();
         while let Some(t) = ep.poll_transmit(now, &mut tx) {
@@ -195,6 +195,26 @@ impl Drop for Binding {
 /// Where a listener's new connections go.
 pub(crate) type Acceptor = Arc<dyn Fn(QuicPipe) + Send + Sync>;
 
+/// Binds every address of a `quic://` listen ([`bind`] each), all handing their connections
+/// to `acceptor`; returns the bindings and the bound addresses (port 0 resolved), in order.
+///
+/// # Errors
+/// As [`bind`], for the first address that fails (the ones bound before are dropped).
+pub(crate) fn bind_all(
+    addrs: &[SocketAddr],
+    config: Option<&netron_quic::ServerConfig>,
+    acceptor: &Acceptor,
+) -> io::Result<(Vec<Binding>, Vec<SocketAddr>)> {
+    let mut bindings = Vec::with_capacity(addrs.len());
+    let mut bound = Vec::with_capacity(addrs.len());
+    for &a in addrs {
+        let (b, local) = bind(a, config, acceptor.clone())?;
+        bindings.push(b);
+        bound.push(local);
+    }
+    Ok((bindings, bound))
+}
+
 /// Binds `addr` (port 0: any) and hands every new client's connection to `acceptor`; returns
 /// the binding and the bound address.
 ///
@@ -257,7 +277,7 @@ fn rendezvous(
     acceptor: &Acceptor,
 ) {
     let mut handed: HashMap<SocketAddr, Instant> = HashMap::new();
-    let mut rx = vec![0u8; 65_535];
+    let mut rx = vec![0u8; MAX_DATAGRAM];
     let (mut window, mut taken) = (Instant::now(), 0u32);
     while !stop.load(Ordering::Relaxed) {
         let (n, from) = match socket.recv_from(&mut rx) {
