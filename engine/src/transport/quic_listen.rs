@@ -11,7 +11,7 @@
 //! that one connection, which takes the datagram; the pair goes to the core's inbox like an
 //! `shm://` connection. Consequences written down in docs/quic.md: the endpoint's Retry and
 //! handshake budgets apply per connection, not per listener (the thread's own bound is
-//! [`MAX_NEW_PER_SEC`] new addresses a second); connections are spread to the listening
+//! [`MAX_NEW_PER_SEC`] new connections a second); connections are spread to the listening
 //! core only.
 
 use std::collections::HashMap;
@@ -28,8 +28,9 @@ use socket2::{Domain, Socket, Type};
 
 use super::quic::{HANDSHAKE_POLL, MAX_DATAGRAM, QuicPipe};
 
-/// New client addresses a listener takes per second at most (an Initial flood costs a socket
-/// and an endpoint each, so it is bounded here).
+/// New connections a listener hands to the cores per second at most (each keeps a socket and
+/// an endpoint until its handshake ends, so an Initial flood is bounded here; datagrams that
+/// open no connection keep nothing and do not count).
 pub(crate) const MAX_NEW_PER_SEC: u32 = 1000;
 /// How long an address handed to a connection socket is remembered (datagrams it sent before
 /// its socket was connected are then dropped: QUIC retransmits them).
@@ -295,10 +296,12 @@ fn rendezvous(
         if taken >= MAX_NEW_PER_SEC {
             continue;
         }
-        taken += 1;
         let Some(pipe) = begin(socket, local, from, config, &rx[..n]) else {
             continue;
         };
+        // Only a datagram that opened a connection spends the budget: junk (which keeps
+        // nothing) cannot use it up and lock real clients out for the rest of the second.
+        taken += 1;
         handed.insert(from, now);
         acceptor(pipe);
     }
