@@ -37,6 +37,13 @@ const MAX_PENDING: usize = 4 << 20;
 pub(crate) const MAX_DATAGRAM: usize = 65_535;
 /// Bytes read from one stream per read call.
 const READ_CHUNK: usize = 64 << 10;
+/// ICMP port-unreachable errors (`ECONNREFUSED` on the connected socket) in a row, with no
+/// datagram from the peer between them, after which the peer is taken for gone: its process
+/// died (`kill -9`) or its socket closed, so nothing will answer. Three, not one, because
+/// one can be a stray (an ICMP error for a datagram sent before a rebind); three take about
+/// 100 ms on loopback (the first send and two of QUIC's retransmissions, RFC 9002 §6.2), where
+/// QUIC alone waits for its idle timeout (30 s).
+const REFUSALS: u8 = 3;
 
 /// A QUIC connection made (client) or begun (server) on another thread, for a core to run.
 #[derive(Debug)]
@@ -71,6 +78,8 @@ pub(crate) struct QuicLink {
     written: Option<(Vec<u8>, u32)>,
     read_done: bool,
     closed: bool,
+    /// ICMP port-unreachable errors since the last datagram from the peer ([`REFUSALS`]).
+    refused: u8,
     /// Why the QUIC connection closed, once it did.
     close_reason: Option<String>,
     /// The peer's verified certificate chain (mutual TLS), DER, leaf first.
@@ -105,6 +114,7 @@ impl QuicLink {
             written: None,
             read_done: false,
             closed: false,
+            refused: 0,
             close_reason: None,
             peer_identity: None,
             rx: vec![0; MAX_DATAGRAM],
@@ -140,9 +150,38 @@ impl QuicLink {
     fn send_out(&mut self) {
         let now = Instant::now();
         while let Some(t) = self.endpoint.poll_transmit(now, &mut self.tx) {
-            // EAGAIN and other errors drop the datagram: QUIC retransmits.
-            let _ = self.socket.send_to(&self.tx[..t.len], t.destination);
+            // EAGAIN and other errors drop the datagram: QUIC retransmits. An ICMP error for
+            // an earlier datagram is reported by whichever of send and receive comes first.
+            match self.socket.send_to(&self.tx[..t.len], t.destination) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.note_refused(),
+                _ => {}
+            }
         }
+    }
+
+    /// Counts one ICMP port-unreachable error ([`REFUSALS`]).
+    fn note_refused(&mut self) {
+        self.refused = self.refused.saturating_add(1);
+    }
+
+    /// `Err` once the peer refused [`REFUSALS`] datagrams in a row: it is gone.
+    fn check_reachable(&mut self) -> Result<(), Update> {
+        if self.refused < REFUSALS {
+            return Ok(());
+        }
+        self.read_done = true;
+        let peer = self
+            .socket
+            .peer_addr()
+            .map_or_else(|_| "the peer".to_owned(), |a| a.to_string());
+        Err(Update::RecvFailed {
+            counter: "quic_peer_unreachable",
+            why: format!(
+                "QUIC peer unreachable: {peer} answered {REFUSALS} datagrams in a row with ICMP \
+                 port unreachable and sent nothing between them (its process is gone or its \
+                 socket closed)"
+            ),
+        })
     }
 
     /// Arms the timer at the endpoint's next timeout (or at once for frames the router made
@@ -180,21 +219,31 @@ impl QuicLink {
         }
     }
 
-    /// Receives every waiting datagram into the endpoint.
-    fn receive(&mut self) -> io::Result<()> {
+    /// Receives every waiting datagram into the endpoint. `Err`: the link must close (the
+    /// socket failed, or the peer is unreachable).
+    fn receive(&mut self) -> Result<(), Update> {
         loop {
             match self.socket.recv_from(&mut self.rx) {
                 Ok((n, from)) => {
+                    self.refused = 0;
                     let data = BytesMut::from(&self.rx[..n]);
                     self.endpoint
                         .handle_datagram(Instant::now(), from, None, data);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // An ICMP error for an earlier datagram (the peer's port is closed): QUIC's
-                // idle timeout or the peer's close decides; keep reading.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(e),
+                // An ICMP error for an earlier datagram: the peer's port is closed. Gone
+                // after REFUSALS of them in a row; keep reading until then.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.note_refused();
+                    self.check_reachable()?;
+                }
+                Err(e) => {
+                    return Err(Update::RecvFailed {
+                        counter: "recv_failed",
+                        why: format!("receiving QUIC datagrams failed: {e}"),
+                    });
+                }
             }
         }
     }
@@ -339,6 +388,11 @@ impl QuicLink {
             update = Update::Input;
         }
         self.send_out();
+        if !matches!(update, Update::RecvFailed { .. } | Update::Ended { .. }) {
+            if let Err(gone) = self.check_reachable() {
+                return gone;
+            }
+        }
         self.arm_timer(io);
         if !matches!(update, Update::RecvFailed { .. } | Update::Ended { .. }) {
             self.arm_poll(io);
@@ -382,11 +436,8 @@ impl Link for QuicLink {
                     }
                     return Update::Quiet(None);
                 }
-                if let Err(e) = self.receive() {
-                    return Update::RecvFailed {
-                        counter: "recv_failed",
-                        why: format!("receiving QUIC datagrams failed: {e}"),
-                    };
+                if let Err(failed) = self.receive() {
+                    return failed;
                 }
                 self.pump(io, deliver)
             }

@@ -206,6 +206,85 @@ fn clean_closes_count_no_error_and_a_refused_handshake_counts_its_kind() {
     }
 }
 
+/// A UDP forwarder between one client and a server, on a port of its own: the client dials
+/// the forwarder. [`Forwarder::kill`] closes its port with no CONNECTION_CLOSE, as a server
+/// process killed with `kill -9` would: the client's next datagrams draw ICMP port
+/// unreachable.
+struct Forwarder {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    fn start(server: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut buf, mut client) = (vec![0u8; 65_535], None);
+            while !halt.load(Ordering::Acquire) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let to = if from == server {
+                    client
+                } else {
+                    client = Some(from);
+                    Some(server)
+                };
+                if let Some(to) = to {
+                    let _ = sock.send_to(&buf[..n], to);
+                }
+            }
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes the forwarder's port (its thread ends and drops the socket).
+    fn kill(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.thread.take().map(std::thread::JoinHandle::join);
+    }
+}
+
+#[test]
+fn a_killed_server_fails_calls_at_once_not_at_the_idle_timeout() {
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let addr = s.endpoints()[0].to_string();
+    let addr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
+    let fwd = Forwarder::start(addr);
+    let c = client(&ca, None);
+    let ch = c
+        .client()
+        .connect(&format!("quic://127.0.0.1:{}", fwd.port))
+        .unwrap();
+    assert_eq!(ch.call("echo@1.0.0", "say", vec![1], DL).unwrap(), [1]);
+    fwd.kill();
+    // Before: the call waited for QUIC's idle timeout (30 s) and failed naming it, or for
+    // this deadline; the ICMP answers now end the connection as unreachable.
+    let err = ch
+        .call("echo@1.0.0", "say", vec![2], Some(Duration::from_secs(120)))
+        .expect_err("nothing answers any more");
+    assert_eq!(err.code(), crate::StatusCode::Unavailable, "{err}");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    assert_eq!(
+        c.total_stats().errors_of("quic_peer_unreachable"),
+        1,
+        "{:?}",
+        c.total_stats()
+    );
+}
+
 #[test]
 fn mutual_tls_is_accepted_with_a_client_certificate_and_refused_without() {
     let ca = Ca::new("ca");

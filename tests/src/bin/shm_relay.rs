@@ -53,7 +53,23 @@ fn serve(listener: ShmListener, upstream: String) {
     }
 }
 
+/// Ends the relay once its parent (the test process) is gone, even if stdin has not ended
+/// (another process holding the pipe's write end would keep it open): an orphaned relay must
+/// not outlive the run holding the test process's stderr, which a CI log pipe waits on.
+fn exit_when_orphaned() {
+    let parent = rustix::process::getppid();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if rustix::process::getppid() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
+}
+
 fn main() {
+    exit_when_orphaned();
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     for line in stdin.lock().lines() {

@@ -48,6 +48,7 @@ pub mod sys;
 pub mod typed;
 pub mod unary;
 pub mod values;
+pub mod watchdog;
 
 mod util;
 
@@ -304,6 +305,7 @@ pub fn run_alone(t: &Transport, body: fn(&Transport)) {
 }
 
 fn run_here(t: &Transport, body: fn(&Transport)) {
+    let _watched = watchdog::Armed::arm();
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(t))) {
         let msg = panic
             .downcast_ref::<String>()
@@ -328,20 +330,18 @@ pub fn isolated(test: &str, t: &Transport, body: fn(&Transport)) {
     }
     // Alone: the children busy-poll (allocation counts) or must not be slowed into a hang.
     let _all = CPUS.write().unwrap_or_else(|e| e.into_inner());
-    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ISOLATED, test)
-        .output()
-        .expect("run the child");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ISOLATED, test);
+    // The child's own watchdog names a hung test first; this catches a child stuck after it.
+    let limit = watchdog::hang() + std::time::Duration::from_secs(30);
+    let out = watchdog::run_child(cmd, limit);
+    let text = format!("{}{}", out.stdout, out.stderr);
     assert!(
-        out.status.success(),
-        "[{}] {test} failed in its child process:\n{text}",
-        t.name
+        out.success(),
+        "[{}] {test} failed in its child process ({}):\n{text}",
+        t.name,
+        out.ending(limit)
     );
     assert!(
         text.contains(&format!("isolated {test}: ok")),
@@ -365,24 +365,30 @@ pub fn rerun_with_driver(driver: &str, this: &str) {
         return;
     }
     let _all = CPUS.write().unwrap_or_else(|e| e.into_inner());
-    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--skip", this])
-        .env(netron_engine::DRIVER_ENV, driver)
-        .output()
-        .expect("run the child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let failed: Vec<&str> = stdout
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["--skip", this])
+        .env(netron_engine::DRIVER_ENV, driver);
+    let out = watchdog::run_child(cmd, RERUN_LIMIT);
+    let failed: Vec<&str> = out
+        .stdout
         .lines()
         .filter(|l| l.ends_with("FAILED") || l.starts_with("test result"))
         .collect();
     assert!(
-        out.status.success() && stdout.contains("test result: ok"),
-        "the suite failed on the {driver} driver:\n{}\n\n{stdout}\n{}",
+        out.success() && out.stdout.contains("test result: ok"),
+        "the suite failed on the {driver} driver ({}):\n{}\n\n{}\n{}",
+        out.ending(RERUN_LIMIT),
         failed.join("\n"),
-        String::from_utf8_lossy(&out.stderr)
+        out.stdout,
+        out.stderr
     );
     println!("{driver}: {}", failed.join(" "));
 }
+
+/// How long the whole suite may take when re-run on another driver before it is taken for a
+/// hang: its own watchdog ([`watchdog::hang`] per test) ends a hung test sooner; this bounds
+/// what the per-test watchdog cannot see (a child that never exits after its tests).
+const RERUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(40 * 60);
 
 /// The configuration of the independent review's engine (tests moved from review.rs): an
 /// adaptive core with a short spin, so it parks often, and a 500 ms stall timeout.
