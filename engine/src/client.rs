@@ -98,6 +98,7 @@ impl Client {
     /// - [`ConnectError::Refused`]: the peer refused the handshake (its status inside);
     /// - [`ConnectError::Timeout`]: `timeout`, or the engine's
     ///   `ProtocolConfig::handshake_timeout`, passed first (the variant names which);
+    /// - [`ConnectError::Tls`]: a `quic://` TLS handshake failed (either side refused);
     /// - [`ConnectError::Closed`]: the connection closed during the handshake.
     pub fn connect_timeout(
         &self,

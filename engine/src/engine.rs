@@ -684,6 +684,7 @@ fn bind_quic(
         inboxes[i].push(Command::AcceptQuic(Box::new(pipe)));
     });
     let (bindings, bound) = crate::transport::quic_listen::bind_all(
+        host,
         addrs,
         config.protocol.quic_server.as_ref(),
         &acceptor,

@@ -44,6 +44,18 @@ pub enum ConnectError {
         /// Which setting or argument set it.
         setting: &'static str,
     },
+    /// The TLS handshake of a `quic://` connection failed, on either side: this side refused
+    /// the peer's certificate (not signed by a CA of `ClientConfig::trust`, not valid for the
+    /// host name, expired) or the peer refused ours (mutual TLS without or with an untrusted
+    /// `ClientConfig::identity`), or no common ALPN. `reason` says which side refused, the
+    /// TLS alert, and the setting to check.
+    #[error("connect to {endpoint}: the TLS handshake failed: {reason}")]
+    Tls {
+        /// The endpoint.
+        endpoint: String,
+        /// Which side refused, why, and what to check.
+        reason: String,
+    },
     /// The connection closed before the handshake completed (the peer hung up, or spoke
     /// something other than Netron); `reason` says what was seen.
     #[error("connect to {endpoint}: the connection closed during the handshake: {reason}")]
@@ -83,6 +95,10 @@ impl ConnectError {
             Origin::EngineStopped => ConnectError::EngineStopped {
                 reason: s.message.into_owned(),
             },
+            Origin::Tls => ConnectError::Tls {
+                endpoint,
+                reason: s.message.into_owned(),
+            },
             Origin::Status | Origin::Closed | Origin::Refused => ConnectError::Closed {
                 endpoint,
                 reason: s.message.into_owned(),
@@ -90,14 +106,20 @@ impl ConnectError {
         }
     }
 
-    /// The transport's connect failed: a timeout names `setting`, anything else is I/O.
+    /// The transport's connect failed: a timeout names `setting`, a TLS failure (a
+    /// [`TlsFailure`] inside the error) is [`ConnectError::Tls`], anything else is I/O.
     pub(crate) fn from_io(
         endpoint: String,
         e: std::io::Error,
         timeout: Duration,
         setting: &'static str,
     ) -> Self {
-        if e.kind() == std::io::ErrorKind::TimedOut {
+        if let Some(tls) = e.get_ref().and_then(|x| x.downcast_ref::<TlsFailure>()) {
+            ConnectError::Tls {
+                endpoint,
+                reason: tls.0.clone(),
+            }
+        } else if e.kind() == std::io::ErrorKind::TimedOut {
             ConnectError::Timeout {
                 endpoint,
                 timeout,
@@ -111,6 +133,20 @@ impl ConnectError {
         }
     }
 }
+
+/// A TLS handshake failure carried inside the `io::Error` of a transport's connect, so
+/// [`ConnectError::from_io`] makes it [`ConnectError::Tls`] (the text says which side refused
+/// and why).
+#[derive(Debug)]
+pub(crate) struct TlsFailure(pub String);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
 
 /// A call failed. The peer's answer (and a passed deadline) is a [`CallError::Status`]; the
 /// other variants are causes on this side, each holding the status the call ended with (so
@@ -168,7 +204,7 @@ impl CallError {
                 CallError::Status(s)
             }
             Origin::Refused => CallError::Refused(s),
-            Origin::Closed => CallError::Closed(s),
+            Origin::Closed | Origin::Tls => CallError::Closed(s),
             Origin::EngineStopped => CallError::EngineStopped(s),
         }
     }

@@ -53,6 +53,8 @@ pub(crate) enum Origin {
     HandshakeRefused,
     /// The handshake did not complete within `ProtocolConfig::handshake_timeout`.
     HandshakeTimeout,
+    /// The transport's TLS handshake failed (`quic://`).
+    Tls,
 }
 
 impl Status {

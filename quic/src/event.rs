@@ -136,7 +136,9 @@ fn alert_name(alert: u8) -> &'static str {
         50 => "decode_error",
         51 => "decrypt_error",
         80 => "internal_error",
-        116 => "certificate_required (the server requires a client certificate: mutual TLS)",
+        116 => {
+            "certificate_required (the server requires a client certificate, mutual TLS: set ClientConfig::identity)"
+        }
         120 => "no_application_protocol (ALPN: the server speaks only netron/1)",
         _ => "other alert",
     }

@@ -14,6 +14,7 @@ impl Core {
     /// - [`ConnectError::Io`]: the transport could not connect (e.g. connection refused);
     /// - [`ConnectError::Refused`]: the peer refused the handshake (its status inside);
     /// - [`ConnectError::Timeout`]: `timeout` or the handshake timeout passed first (named);
+    /// - [`ConnectError::Tls`]: a `quic://` TLS handshake failed (either side refused);
     /// - [`ConnectError::Closed`]: the connection closed during the handshake, or the core is
     ///   at its connection limit;
     /// - [`ConnectError::EngineStopped`]: this core's ring failed.

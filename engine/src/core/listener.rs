@@ -147,6 +147,7 @@ impl Core {
                         inbox.push(crate::inbox::Command::AcceptQuic(Box::new(pipe)));
                     });
                 let (bindings, bound) = crate::transport::quic_listen::bind_all(
+                    host,
                     addrs,
                     self.cfg.protocol.quic_server.as_ref(),
                     &acceptor,

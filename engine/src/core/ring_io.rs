@@ -189,6 +189,17 @@ impl Core {
                 self.begin_close(key, &why);
                 return;
             }
+            Update::TlsFailed { why } => {
+                self.stats.count_error("quic_tls_failed");
+                if let Some(en) = self.conns.get_mut(key) {
+                    en.conn.handshake_failure.get_or_insert_with(|| {
+                        crate::Status::unavailable(why.clone())
+                            .with_origin(crate::status::Origin::Tls)
+                    });
+                }
+                self.begin_close(key, &why);
+                return;
+            }
             Update::Sent {
                 wrote,
                 blocked,

@@ -93,6 +93,10 @@ pub(crate) enum Update {
     /// The transport's connection ended without an error (a QUIC close by the peer with
     /// code 0, or our own): close the connection, counting nothing.
     Ended { why: String },
+    /// The transport's TLS handshake failed (`why` says which side refused and why): close
+    /// the connection, counting `quic_tls_failed`; a connect waiting for it fails with
+    /// [`crate::ConnectError::Tls`].
+    TlsFailed { why: String },
     /// A write progressed: `wrote` bytes (or failed), `blocked`: the peer took only part and
     /// the rest waits for it; `done`: the batch is out and its buffer back.
     Sent {

@@ -306,7 +306,7 @@ impl QuicLink {
                         CloseReason::Local | CloseReason::Application { code: 0, .. } => {
                             return Err(Update::Ended { why });
                         }
-                        CloseReason::Tls(_) => "quic_tls_failed",
+                        CloseReason::Tls(_) => return Err(Update::TlsFailed { why }),
                         CloseReason::TimedOut => "quic_idle_timeout",
                         _ => "quic_closed",
                     };
@@ -388,13 +388,17 @@ impl QuicLink {
             update = Update::Input;
         }
         self.send_out();
-        if !matches!(update, Update::RecvFailed { .. } | Update::Ended { .. }) {
+        let ended = matches!(
+            update,
+            Update::RecvFailed { .. } | Update::Ended { .. } | Update::TlsFailed { .. }
+        );
+        if !ended {
             if let Err(gone) = self.check_reachable() {
                 return gone;
             }
         }
         self.arm_timer(io);
-        if !matches!(update, Update::RecvFailed { .. } | Update::Ended { .. }) {
+        if !ended {
             self.arm_poll(io);
         }
         update

@@ -32,20 +32,42 @@ use super::quic::{HANDSHAKE_POLL, MAX_DATAGRAM, QuicPipe};
 /// an endpoint until its handshake ends, so an Initial flood is bounded here; datagrams that
 /// open no connection keep nothing and do not count).
 pub(crate) const MAX_NEW_PER_SEC: u32 = 1000;
-/// How long an address handed to a connection socket is remembered (datagrams it sent before
-/// its socket was connected are then dropped: QUIC retransmits them).
+/// How long an address handed to a connection socket is remembered, with the Destination
+/// Connection ID of its first Initial: datagrams of that connection that reached the listening
+/// socket before its own socket was connected are then dropped (QUIC retransmits them), while
+/// a new connection from the same address and port (another DCID) is served at once (fresh
+/// user R8's finding 4: a client reusing its port within this time stalled ~3 s).
 const HANDED_FOR: Duration = Duration::from_secs(2);
+
+/// The Destination Connection ID of a long-header packet (RFC 8999 §5.1: the header form bit,
+/// a 32-bit version, then the DCID's length byte and the DCID, in every QUIC version); `None`
+/// for a short header or a truncated packet.
+fn long_header_dcid(datagram: &[u8]) -> Option<&[u8]> {
+    let (&first, rest) = datagram.split_first()?;
+    if first & 0x80 == 0 {
+        return None;
+    }
+    let len = usize::from(*rest.get(4)?);
+    rest.get(5..5 + len)
+}
+
+/// Whether `datagram`, from an address handed to a connection whose first Initial had the
+/// DCID `handed`, belongs to that connection (a short header, or a long header with that
+/// DCID) rather than opening a new one.
+fn of_handed_connection(datagram: &[u8], handed: &[u8]) -> bool {
+    long_header_dcid(datagram).is_none_or(|dcid| dcid == handed)
+}
 
 fn quic_err(kind: io::ErrorKind, why: impl Into<String>) -> io::Error {
     io::Error::new(kind, why.into())
 }
 
-fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+fn bind_udp(addr: SocketAddr, reuse_port: bool, only_v6: bool) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), None)?;
     if reuse_port {
         s.set_reuse_port(true)?;
     }
-    if addr.is_ipv6() {
+    if addr.is_ipv6() && only_v6 {
         s.set_only_v6(true)?;
     }
     s.bind(&addr.into())?;
@@ -100,7 +122,7 @@ fn connect_one(
     } else {
         "0.0.0.0:0".parse().expect("literal")
     };
-    let socket: UdpSocket = bind_udp(any, false)?.into();
+    let socket: UdpSocket = bind_udp(any, false, true)?.into();
     socket.connect(remote)?;
     let mut ep = QuicEndpoint::new(None, Some(config))
         .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -123,6 +145,15 @@ fn connect_one(
                         conn: Some(conn),
                         client: true,
                     });
+                }
+                QuicEvent::Closed {
+                    reason: netron_quic::CloseReason::Tls(why),
+                    ..
+                } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        crate::error::TlsFailure(format!("with {remote}: {why}")),
+                    ));
                 }
                 QuicEvent::Closed { reason, .. } => {
                     // QUIC strips an application close's code and reason during the
@@ -201,29 +232,42 @@ pub(crate) type Acceptor = Arc<dyn Fn(QuicPipe) + Send + Sync>;
 ///
 /// # Errors
 /// As [`bind`], for the first address that fails (the ones bound before are dropped).
+///
+/// As for `tcp://`, an IP literal binds as the system does by default (`quic://[::]:p` takes
+/// IPv4 clients too, as IPv4-mapped addresses: fresh user R8's finding 5), while a host name
+/// binds each address it resolved to in its own family only (`IPV6_V6ONLY`), so its IPv4 and
+/// IPv6 addresses can share the port.
 pub(crate) fn bind_all(
+    host: &str,
     addrs: &[SocketAddr],
     config: Option<&netron_quic::ServerConfig>,
     acceptor: &Acceptor,
 ) -> io::Result<(Vec<Binding>, Vec<SocketAddr>)> {
+    let only_v6 = host.parse::<std::net::IpAddr>().is_err();
     let mut bindings = Vec::with_capacity(addrs.len());
     let mut bound = Vec::with_capacity(addrs.len());
     for &a in addrs {
-        let (b, local) = bind(a, config, acceptor.clone())?;
+        // Port 0: the first address picks the port, the others take the same one.
+        let mut a = a;
+        if let (0, Some(first)) = (a.port(), bound.first()) {
+            a.set_port(SocketAddr::port(first));
+        }
+        let (b, local) = bind(a, only_v6, config, acceptor.clone())?;
         bindings.push(b);
         bound.push(local);
     }
     Ok((bindings, bound))
 }
 
-/// Binds `addr` (port 0: any) and hands every new client's connection to `acceptor`; returns
-/// the binding and the bound address.
+/// Binds `addr` (port 0: any; an IPv6 address with `IPV6_V6ONLY` if `only_v6`) and hands
+/// every new client's connection to `acceptor`; returns the binding and the bound address.
 ///
 /// # Errors
 /// `InvalidInput` if `config` is missing (naming `ProtocolConfig::with_quic_server`) or
 /// unusable; the socket's error (`AddrInUse`).
 pub(crate) fn bind(
     addr: SocketAddr,
+    only_v6: bool,
     config: Option<&netron_quic::ServerConfig>,
     acceptor: Acceptor,
 ) -> io::Result<(Binding, SocketAddr)> {
@@ -241,7 +285,7 @@ pub(crate) fn bind(
         // The listening socket must allow SO_REUSEPORT (each client's socket binds the same
         // address), which would also let a second listener of the same user bind the port
         // and silently take half the new clients: a plain bind first finds any socket there.
-        drop(bind_udp(addr, false).map_err(|e| {
+        drop(bind_udp(addr, false, only_v6).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 quic_err(
                     io::ErrorKind::AddrInUse,
@@ -252,7 +296,7 @@ pub(crate) fn bind(
             }
         })?);
     }
-    let socket: UdpSocket = bind_udp(addr, true)?.into();
+    let socket: UdpSocket = bind_udp(addr, true, only_v6)?.into();
     let local = socket.local_addr()?;
     socket.set_read_timeout(Some(Duration::from_millis(50)))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -260,7 +304,7 @@ pub(crate) fn bind(
     let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("netron-quic-accept".to_owned())
-        .spawn(move || rendezvous(&socket, local, &config, &stop2, &acceptor))?;
+        .spawn(move || rendezvous(&socket, (local, only_v6), &config, &stop2, &acceptor))?;
     Ok((
         Binding {
             stop,
@@ -270,14 +314,16 @@ pub(crate) fn bind(
     ))
 }
 
+/// `local`: the listening socket's address and whether it is IPv6-only (each client's
+/// socket binds the same way).
 fn rendezvous(
     socket: &UdpSocket,
-    local: SocketAddr,
+    local: (SocketAddr, bool),
     config: &netron_quic::ServerConfig,
     stop: &AtomicBool,
     acceptor: &Acceptor,
 ) {
-    let mut handed: HashMap<SocketAddr, Instant> = HashMap::new();
+    let mut handed: HashMap<SocketAddr, (Instant, Vec<u8>)> = HashMap::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
     let (mut window, mut taken) = (Instant::now(), 0u32);
     while !stop.load(Ordering::Relaxed) {
@@ -286,8 +332,11 @@ fn rendezvous(
             Err(_) => continue,
         };
         let now = Instant::now();
-        handed.retain(|_, at| now.duration_since(*at) < HANDED_FOR);
-        if handed.contains_key(&from) {
+        handed.retain(|_, (at, _)| now.duration_since(*at) < HANDED_FOR);
+        if handed
+            .get(&from)
+            .is_some_and(|(_, dcid)| of_handed_connection(&rx[..n], dcid))
+        {
             continue;
         }
         if now.duration_since(window) >= Duration::from_secs(1) {
@@ -302,7 +351,8 @@ fn rendezvous(
         // Only a datagram that opened a connection spends the budget: junk (which keeps
         // nothing) cannot use it up and lock real clients out for the rest of the second.
         taken += 1;
-        handed.insert(from, now);
+        let dcid = long_header_dcid(&rx[..n]).unwrap_or_default().to_vec();
+        handed.insert(from, (now, dcid));
         acceptor(pipe);
     }
 }
@@ -316,7 +366,7 @@ fn rendezvous(
 /// carries a token only that endpoint can check.
 fn begin(
     socket: &UdpSocket,
-    local: SocketAddr,
+    (local, only_v6): (SocketAddr, bool),
     from: SocketAddr,
     config: &netron_quic::ServerConfig,
     first: &[u8],
@@ -331,7 +381,7 @@ fn begin(
         }
         return None;
     }
-    let conn_socket: UdpSocket = bind_udp(local, true).ok()?.into();
+    let conn_socket: UdpSocket = bind_udp(local, true, only_v6).ok()?.into();
     conn_socket.connect(from).ok()?;
     Some(QuicPipe {
         socket: conn_socket,
