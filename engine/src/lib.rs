@@ -44,6 +44,7 @@ mod engine;
 mod error;
 mod events;
 mod executor;
+mod identity;
 mod inbox;
 /// The in-process record transport, `inproc://name`: engines of one process connect over
 /// netron-shm rings on the heap instead of sockets (docs/architecture.md, "`inproc://name`").
@@ -89,6 +90,7 @@ pub use endpoint::{Endpoint, EndpointError, ShmOptions};
 pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use error::{CallError, ConnectError};
 pub use events::{Event, EventConfig, RecvError, SlowPolicy, SubscribeOptions, Subscription};
+pub use identity::PeerCertificates;
 /// Header fields: request and response metadata ([`Request::headers`], [`Response::metadata`]).
 pub use netron_codec::hpack::HeaderList;
 /// The `quic://` TLS and QUIC settings ([`ProtocolConfig::with_quic_server`],

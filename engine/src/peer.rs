@@ -226,6 +226,7 @@ impl Peer {
                 inbox,
                 conn: *conn,
                 cred: None,
+                certs: None,
             })
     }
 

@@ -74,6 +74,13 @@ impl<'a> Request<'a> {
     pub fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
         self.origin.and_then(|o| o.cred)
     }
+    /// The caller's certificate chain on a `quic://` connection, as TLS verified it against
+    /// the server's `ClientAuth` CAs (mutual TLS; see [`crate::PeerCertificates`]), to decide
+    /// what it may do; `None` on other transports, without a client certificate, and outside
+    /// a core. A reference, no copy.
+    pub fn peer_certificates(&self) -> Option<&crate::PeerCertificates> {
+        self.origin.and_then(|o| o.certs)
+    }
     /// The call id on its connection.
     #[inline]
     pub fn id(&self) -> u32 {
@@ -203,6 +210,8 @@ pub struct AsyncRequest {
     peer: crate::Peer,
     /// `shm://`: the peer process's credentials.
     cred: Option<crate::shm::PeerCred>,
+    /// `quic://`: the peer's verified certificate chain.
+    certs: Option<crate::PeerCertificates>,
 }
 
 impl AsyncRequest {
@@ -220,12 +229,24 @@ impl AsyncRequest {
             deadline,
             peer,
             cred: None,
+            certs: None,
         }
     }
-    /// With the peer process's credentials (`shm://` connections).
-    pub(crate) fn with_peer_cred(mut self, cred: Option<crate::shm::PeerCred>) -> Self {
+    /// With the peer process's credentials (`shm://` connections) and certificate chain
+    /// (`quic://`).
+    pub(crate) fn with_caller(
+        mut self,
+        cred: Option<crate::shm::PeerCred>,
+        certs: Option<crate::PeerCertificates>,
+    ) -> Self {
         self.cred = cred;
+        self.certs = certs;
         self
+    }
+    /// The caller's verified certificate chain on a `quic://` connection with mutual TLS (as
+    /// [`Request::peer_certificates`]); `None` otherwise.
+    pub fn peer_certificates(&self) -> Option<&crate::PeerCertificates> {
+        self.certs.as_ref()
     }
     /// The calling process's credentials on an `shm://` connection (as
     /// [`Request::peer_cred`]); `None` on other transports and for stream requests.

@@ -131,9 +131,8 @@ impl<C: Caller> Connection<C> {
         let started = if interceptors.is_empty() && own.is_empty() {
             None
         } else {
-            let peer = env.origin.map_or(0, |o| o.peer_key());
-            let cred = env.origin.and_then(|o| o.cred);
-            match interceptors.before(own, (id, peer, cred), &mut self.headers, &mut response) {
+            let caller = crate::dispatch::Origin::caller(env.origin);
+            match interceptors.before(own, id, caller, &mut self.headers, &mut response) {
                 Ok(s) => Some(s),
                 Err(status) => {
                     self.release_scratch(scratch);
@@ -157,7 +156,10 @@ impl<C: Caller> Connection<C> {
                     deadline,
                     peer,
                 )
-                .with_peer_cred(env.origin.and_then(|o| o.cred));
+                .with_caller(
+                    env.origin.and_then(|o| o.cred),
+                    env.origin.and_then(|o| o.certs.cloned()),
+                );
                 self.inflight.insert(id);
                 if let Some(s) = started {
                     let s = s.with_names(&self.headers);

@@ -411,14 +411,11 @@ impl<C: Caller> Connection<C> {
         let started = if registry.interceptors.is_empty() && own.is_empty() {
             None
         } else {
-            let peer = env.origin.map_or(0, |o| o.peer_key());
-            let cred = env.origin.and_then(|o| o.cred);
-            match registry.interceptors.before(
-                own,
-                (id, peer, cred),
-                &mut self.headers,
-                &mut response,
-            ) {
+            let caller = crate::dispatch::Origin::caller(env.origin);
+            match registry
+                .interceptors
+                .before(own, id, caller, &mut self.headers, &mut response)
+            {
                 Ok(s) => Some(s),
                 Err(st) => {
                     env.stats.count_error("rejected_by_interceptor");
@@ -446,8 +443,18 @@ impl<C: Caller> Connection<C> {
             crate::Peer::new(o.inbox.clone(), o.conn)
         });
         let notify = env.origin.map(|o| (o.inbox.clone(), o.conn));
-        let (mut app, future) =
-            crate::streams::serve(&handler, id, self.headers.clone(), deadline, peer, notify);
+        let who = (
+            env.origin.and_then(|o| o.cred),
+            env.origin.and_then(|o| o.certs.cloned()),
+        );
+        let (mut app, future) = crate::streams::serve(
+            &handler,
+            id,
+            self.headers.clone(),
+            deadline,
+            (peer, who),
+            notify,
+        );
         let max_message = self.max_message();
         let surplus = (payload.len() as u64).saturating_sub(n as u64);
         app.opened(id, send.credit(), max_message, &self.streams_mut().budget);

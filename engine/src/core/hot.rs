@@ -125,6 +125,7 @@ impl Core {
             return (ReadEnd::Open, false);
         };
         let mut got = false;
+        let certs = en.link.peer_certificates();
         for _ in 0..MAX_READS_PER_TURN {
             self.stats.driver.direct_recvs += 1;
             let conn = &mut en.conn;
@@ -136,6 +137,7 @@ impl Core {
                     generation: en.generation,
                 },
                 cred: en.link.peer_cred(),
+                certs: certs.as_ref(),
             };
             let mut env = Env {
                 registry,

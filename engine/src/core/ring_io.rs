@@ -146,6 +146,8 @@ impl Core {
             return;
         };
         let closing = en.closing;
+        // `quic://` only (None elsewhere): one reference-count increment per completion.
+        let certs = en.link.peer_certificates();
         let conn = &mut en.conn;
         let (registry, stats, inbox) = (&self.registry, &mut self.stats, &self.inbox);
         let origin = crate::dispatch::Origin {
@@ -155,6 +157,7 @@ impl Core {
                 generation: en.generation,
             },
             cred: en.link.peer_cred(),
+            certs: certs.as_ref(),
         };
         let update = en.link.on_completion(&mut self.driver, event, |input| {
             // A closing connection's input is not looked at.

@@ -17,6 +17,30 @@ pub(crate) struct Origin<'a> {
     pub conn: ConnRef,
     /// `shm://`: the peer process's credentials (for [`crate::Request::peer_cred`]).
     pub cred: Option<crate::shm::PeerCred>,
+    /// `quic://`: the peer's verified certificate chain (for
+    /// [`crate::Request::peer_certificates`]).
+    pub certs: Option<&'a crate::PeerCertificates>,
+}
+
+impl<'a> Origin<'a> {
+    /// Who is calling, as interceptors see it: the connection's key, credentials and
+    /// certificates.
+    pub(crate) fn caller(origin: Option<Origin<'a>>) -> Caller<'a> {
+        Caller {
+            peer: origin.map_or(0, |o| o.peer_key()),
+            cred: origin.and_then(|o| o.cred),
+            certs: origin.and_then(|o| o.certs),
+        }
+    }
+}
+
+/// Who is calling (for [`crate::Before`]): the connection's key ([`Origin::peer_key`], 0
+/// outside a core), `shm://` credentials, `quic://` certificates.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Caller<'a> {
+    pub peer: u64,
+    pub cred: Option<crate::shm::PeerCred>,
+    pub certs: Option<&'a crate::PeerCertificates>,
 }
 
 impl Origin<'_> {

@@ -16,7 +16,7 @@ pub use call::{CallOptions, Response};
 pub use client::{ClientInterceptor, Outgoing, Returned};
 pub(crate) use client::{ClientInterceptors, PendingAfter};
 pub use deferred::DeferredReply;
-pub(crate) use deferred::Origin;
+pub(crate) use deferred::{Caller, Origin};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +62,7 @@ pub struct Before<'a> {
     id: u32,
     peer: u64,
     cred: Option<crate::shm::PeerCred>,
+    certs: Option<&'a crate::PeerCertificates>,
     headers: &'a mut HeaderList,
 }
 
@@ -82,6 +83,12 @@ impl Before<'_> {
     /// `None` on other transports.
     pub fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
         self.cred
+    }
+    /// The caller's verified certificate chain on a `quic://` connection with mutual TLS
+    /// (see [`crate::PeerCertificates`]), to decide what it may do; `None` on other
+    /// transports, without a client certificate, and outside a core.
+    pub fn peer_certificates(&self) -> Option<&crate::PeerCertificates> {
+        self.certs
     }
     /// The `:service` the call is for (`name@VERSION`).
     pub fn service(&self) -> Option<&[u8]> {
@@ -263,7 +270,8 @@ impl Interceptors {
     pub(crate) fn before(
         &self,
         own: &Interceptors,
-        (id, peer, cred): (u32, u64, Option<crate::shm::PeerCred>),
+        id: u32,
+        caller: Caller<'_>,
         headers: &mut HeaderList,
         response: &mut HeaderList,
     ) -> Result<Started, Status> {
@@ -277,8 +285,9 @@ impl Interceptors {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 ic.before(&mut Before {
                     id,
-                    peer,
-                    cred,
+                    peer: caller.peer,
+                    cred: caller.cred,
+                    certs: caller.certs,
                     headers,
                 })
             }))

@@ -228,12 +228,26 @@ pub struct StreamRequest {
     headers: HeaderList,
     deadline: Option<Duration>,
     peer: crate::Peer,
+    cred: Option<crate::shm::PeerCred>,
+    certs: Option<crate::PeerCertificates>,
 }
 
 impl StreamRequest {
     /// The stream's id on its connection.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The calling process's credentials on an `shm://` connection (as
+    /// [`crate::Request::peer_cred`]); `None` on other transports.
+    pub fn peer_cred(&self) -> Option<crate::shm::PeerCred> {
+        self.cred
+    }
+
+    /// The caller's verified certificate chain on a `quic://` connection with mutual TLS (as
+    /// [`crate::Request::peer_certificates`]); `None` otherwise.
+    pub fn peer_certificates(&self) -> Option<&crate::PeerCertificates> {
+        self.certs.as_ref()
     }
 
     /// The same request with `headers` (after async interceptors added metadata).

@@ -118,7 +118,13 @@ pub(crate) fn serve(
     id: u32,
     headers: HeaderList,
     deadline: Option<Duration>,
-    peer: crate::Peer,
+    (peer, (cred, certs)): (
+        crate::Peer,
+        (
+            Option<crate::shm::PeerCred>,
+            Option<crate::PeerCertificates>,
+        ),
+    ),
     notify: Notify,
 ) -> (Box<dyn StreamApp>, HandlerFuture) {
     let shared = Shared::new_callee(notify);
@@ -127,6 +133,8 @@ pub(crate) fn serve(
         headers,
         deadline,
         peer,
+        cred,
+        certs,
     };
     let rx = StreamReceiver::new(shared.clone(), false);
     let tx = StreamSender::new(shared.clone(), false);

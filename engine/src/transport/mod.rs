@@ -301,6 +301,15 @@ impl AnyLink {
             AnyLink::Record(l) => l.peer_cred(),
         }
     }
+
+    /// The peer's verified certificate chain: `quic://` links only (see
+    /// [`crate::PeerCertificates`]). A clone (a reference-count increment) or `None`.
+    pub(crate) fn peer_certificates(&self) -> Option<crate::PeerCertificates> {
+        match self {
+            AnyLink::Stream(_) | AnyLink::Record(_) => None,
+            AnyLink::Quic(l) => l.peer_identity().cloned(),
+        }
+    }
 }
 
 macro_rules! each {

@@ -82,8 +82,8 @@ pub(crate) struct QuicLink {
     refused: u8,
     /// Why the QUIC connection closed, once it did.
     close_reason: Option<String>,
-    /// The peer's verified certificate chain (mutual TLS), DER, leaf first.
-    peer_identity: Option<Vec<Vec<u8>>>,
+    /// The peer's verified certificate chain, DER, leaf first.
+    peer_identity: Option<crate::PeerCertificates>,
     rx: Vec<u8>,
     scratch: Vec<u8>,
     tx: Vec<u8>,
@@ -125,10 +125,10 @@ impl QuicLink {
         Ok(link)
     }
 
-    /// The peer's verified certificate chain (mutual TLS), DER, leaf first.
-    #[allow(dead_code)] // exposed to handlers in a later step (docs/quic.md)
-    pub(crate) fn peer_identity(&self) -> Option<&[Vec<u8>]> {
-        self.peer_identity.as_deref()
+    /// The peer's verified certificate chain, DER, leaf first (for
+    /// [`crate::Request::peer_certificates`]).
+    pub(crate) fn peer_identity(&self) -> Option<&crate::PeerCertificates> {
+        self.peer_identity.as_ref()
     }
 
     fn note_identity(&mut self) {
@@ -137,7 +137,7 @@ impl QuicLink {
         }
         if let Some(conn) = self.conn {
             if let Ok(Some(chain)) = self.endpoint.peer_identity(conn) {
-                self.peer_identity = Some(chain.iter().map(|c| c.to_vec()).collect());
+                self.peer_identity = crate::PeerCertificates::new(chain);
             }
         }
     }

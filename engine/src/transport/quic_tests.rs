@@ -403,6 +403,54 @@ fn mutual_tls_is_accepted_with_a_client_certificate_and_refused_without() {
     );
 }
 
+/// Lets a call through only if its caller showed a certificate (mutual TLS).
+struct CertificateRequired;
+impl crate::Interceptor for CertificateRequired {
+    fn before(&self, call: &mut crate::Before<'_>) -> Result<(), crate::Status> {
+        match call.peer_certificates() {
+            Some(c) if !c.leaf().is_empty() => Ok(()),
+            _ => Err(crate::Status::new(
+                crate::StatusCode::PermissionDenied,
+                "no client certificate",
+            )),
+        }
+    }
+}
+
+#[test]
+fn handlers_and_interceptors_see_the_callers_verified_certificate() {
+    let ca = Ca::new("ca");
+    let mut sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    sc.client_auth = ClientAuth::Required(vec![ca.cert.clone()]);
+    let svc = Service::new("who", "1.0.0")
+        .unwrap()
+        .interceptor(CertificateRequired)
+        .unary("sync", |req, reply| {
+            let certs = req.peer_certificates().expect("the caller's chain");
+            reply.write(certs.leaf());
+            Ok(())
+        })
+        .unary_async("async", |req| async move {
+            let certs = req.peer_certificates().expect("the caller's chain");
+            Ok(Bytes::copy_from_slice(certs.leaf()))
+        });
+    let s = Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_server(sc))
+        .service(svc)
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let id = ca.leaf("client-a", ExtendedKeyUsagePurpose::ClientAuth);
+    let mine = id.chain[0].to_vec();
+    let c = client(&ca, Some(id));
+    let ch = c.client().connect(&s.endpoints()[0].to_string()).unwrap();
+    for method in ["sync", "async"] {
+        let got = ch.call("who@1.0.0", method, vec![], DL).unwrap();
+        assert!(got == mine, "{method}: the handler saw another certificate");
+    }
+}
+
 #[test]
 fn a_client_with_the_wrong_ca_gets_a_clear_error() {
     let ca = Ca::new("ca");
