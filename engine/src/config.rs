@@ -543,6 +543,30 @@ impl ProtocolConfig {
         self.quic_client.as_ref()
     }
 
+    /// The bidirectional QUIC streams a peer may open, as the engine advertises them
+    /// (docs/protocol.md §27.2 rule 6): this side's `max_concurrent_calls` (the value its
+    /// Welcome carries) + 1 for the control stream, so QUIC itself enforces the limit instead
+    /// of `QuicSettings::max_concurrent_bidi_streams` (which applies to netron-quic used
+    /// alone).
+    fn quic_bidi_streams(&self) -> u32 {
+        self.server.max_concurrent_calls.saturating_add(1)
+    }
+    /// The `quic://` listeners' settings as the engine uses them ([`Self::quic_bidi_streams`]).
+    pub(crate) fn quic_server_in_use(&self) -> Option<netron_quic::ServerConfig> {
+        self.quic_server.clone().map(|mut c| {
+            c.settings.max_concurrent_bidi_streams = self.quic_bidi_streams();
+            c
+        })
+    }
+    /// The `quic://` connects' settings as the engine uses them ([`Self::quic_bidi_streams`]:
+    /// an initiator serves peer calls too).
+    pub(crate) fn quic_client_in_use(&self) -> Option<netron_quic::ClientConfig> {
+        self.quic_client.clone().map(|mut c| {
+            c.settings.max_concurrent_bidi_streams = self.quic_bidi_streams();
+            c
+        })
+    }
+
     /// The handshake offer made when accepting (its keepalive is [`ProtocolConfig::keepalive`]).
     pub fn server(&self) -> &ServerConfig {
         &self.server

@@ -166,7 +166,7 @@ impl EngineBuilder {
         }
         self.config.validate()?;
         let connect_timeout = self.config.protocol.connect_timeout;
-        let quic_client = self.config.protocol.quic_client.clone();
+        let quic_client = self.config.protocol.quic_client_in_use();
         let mut registry = Registry::default();
         // Set first: services are wrapped by the engine's async interceptors as they are added.
         registry.interceptors = self.interceptors;
@@ -686,7 +686,7 @@ fn bind_quic(
     let (bindings, bound) = crate::transport::quic_listen::bind_all(
         host,
         addrs,
-        config.protocol.quic_server.as_ref(),
+        config.protocol.quic_server_in_use().as_ref(),
         &acceptor,
     )?;
     engine.quic.extend(bindings);

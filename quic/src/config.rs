@@ -80,6 +80,8 @@ pub struct QuicSettings {
     pub idle_timeout: Duration,
     /// Bidirectional streams the peer may have open at once (calls + Netron streams + the
     /// control stream). Default 101 (100 concurrent calls + the control stream, §27.2 rule 6).
+    /// The Netron engine replaces it with its `max_concurrent_calls` + 1 (§27.2 rule 6), so
+    /// there it is set through the engine's handshake settings, not here.
     pub max_concurrent_bidi_streams: u32,
     /// Unidirectional streams the peer may have open at once (the header encoder and decoder
     /// streams). Default 3 (those two and one unknown stream being abandoned).

@@ -25,9 +25,12 @@ impl Core {
     ) -> Result<ConnId, ConnectError> {
         const SETTING: &str = "the timeout argument of Core::connect";
         let ep = || endpoint.to_string();
-        let link =
-            crate::transport::connect(endpoint, timeout, self.cfg.protocol.quic_client.as_ref())
-                .map_err(|e| ConnectError::from_io(ep(), e, timeout, SETTING))?;
+        let link = crate::transport::connect(
+            endpoint,
+            timeout,
+            self.cfg.protocol.quic_client_in_use().as_ref(),
+        )
+        .map_err(|e| ConnectError::from_io(ep(), e, timeout, SETTING))?;
         let key = self
             .add_connected(link, Role::Client, Instant::now())
             .map_err(|s| ConnectError::Closed {

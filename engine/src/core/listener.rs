@@ -149,7 +149,7 @@ impl Core {
                 let (bindings, bound) = crate::transport::quic_listen::bind_all(
                     host,
                     addrs,
-                    self.cfg.protocol.quic_server.as_ref(),
+                    self.cfg.protocol.quic_server_in_use().as_ref(),
                     &acceptor,
                 )?;
                 self.listeners.quic.extend(bindings);

@@ -111,6 +111,54 @@ fn unary_calls_over_quic_each_on_its_own_stream() {
 }
 
 #[test]
+fn quic_admits_as_many_concurrent_calls_as_max_concurrent_calls() {
+    // docs/protocol.md §27.2 rule 6: the QUIC stream limit follows max_concurrent_calls
+    // (1024 by default), not netron-quic's own default of 101 streams. The server answers
+    // nothing until 300 calls are in flight at once: under a 101-stream limit the 101st
+    // waits for a stream that never frees, and every call reaches its deadline.
+    use std::sync::{Arc, Mutex};
+    const N: usize = 300;
+    let held: Arc<Mutex<Vec<crate::DeferredReply>>> = Arc::default();
+    let h = held.clone();
+    let svc = Service::new("gate", "1.0.0")
+        .unwrap()
+        .unary_deferred("wait", move |_req, reply| {
+            let mut held = h.lock().unwrap();
+            held.push(reply);
+            if held.len() == N {
+                for r in held.drain(..) {
+                    r.answer(Ok(Bytes::from_static(b"go")));
+                }
+            }
+        });
+    let ca = Ca::new("ca");
+    let s = Engine::builder()
+        .cores(1)
+        .config(
+            ProtocolConfig::default().with_quic_server(ServerConfig::new(
+                ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+            )),
+        )
+        .service(svc)
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let c = client(&ca, None);
+    let ch = c.client().connect(&s.endpoints()[0].to_string()).unwrap();
+    std::thread::scope(|sc| {
+        let calls: Vec<_> = (0..N)
+            .map(|_| {
+                let ch = ch.clone();
+                sc.spawn(move || ch.call("gate@1.0.0", "wait", vec![], DL))
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.join().unwrap().expect("every call is answered"), b"go");
+        }
+    });
+}
+
+#[test]
 fn a_reply_larger_than_quic_flow_control_holds_arrives_whole() {
     // 6 MiB each way: more than a stream's 1 MiB window and the link's 4 MiB bound, so the
     // router holds bytes back and the link resumes the connection's output as QUIC takes them.
