@@ -182,6 +182,9 @@ pub struct RawPeer {
     pub kind: Kind,
     /// How long a receive waits ([`RAW_TIMEOUT`] unless the test changes it).
     pub timeout: Option<Duration>,
+    /// The negotiated HPACK dynamic-table size (4096 until a handshake says otherwise; 0 on
+    /// `quic://`, docs/protocol.md §27.4): what [`RawPeer::header_encoder`] uses.
+    pub header_table_size: u32,
 }
 
 impl RawPeer {
@@ -192,7 +195,14 @@ impl RawPeer {
             link,
             kind: t.kind,
             timeout: Some(RAW_TIMEOUT),
+            header_table_size: 4096,
         }
+    }
+
+    /// A header encoder for this connection's negotiated dynamic-table size (a block encoded
+    /// with a larger table than the server accepted is a protocol error).
+    pub fn header_encoder(&self) -> netron_codec::hpack::HeaderEncoder {
+        netron_codec::hpack::HeaderEncoder::new(self.header_table_size)
     }
 
     /// Connects and completes the handshake.
@@ -221,6 +231,7 @@ impl RawPeer {
             match hs.handle(&buf).expect("welcome") {
                 ClientProgress::NeedMore { .. } => continue,
                 ClientProgress::Done { settings, consumed } => {
+                    p.header_table_size = settings.header_table_size;
                     return (p, settings, buf.len() - consumed);
                 }
             }

@@ -20,6 +20,7 @@ pub mod quic {
     unary {
         calls_answer_fail_and_go_on,
         many_threads_many_connections,
+        requests_that_arrive_together_are_answered_in_one_batch,
         alone a_caller_driven_core_makes_calls,
         a_handler_calls_another_service_on_its_own_core,
         header_table_size_zero,
@@ -84,12 +85,14 @@ pub mod quic {
         alone the_callers_deadline_holds_while_a_handler_blocks_the_core,
         caller_deadline_while_core_blocked,
         given_up_call_does_not_poison_next,
+        the_server_enforces_deadlines_without_help_from_the_caller,
     }
     cancel {
         alone async_handlers_answer_fail_expire_and_cancel,
         async_calls_resolve_and_dropping_one_cancels_it,
         racing_calls_and_cancels_on_one_connection,
         interleaved_cancel_half_keeps_connection,
+        pipelined_client_cancelling_half_its_calls_keeps_connection,
     }
     bad_input {
         handshake_trickle_is_bounded,

@@ -226,8 +226,8 @@ pub fn racing_calls_and_cancels_on_one_connection(t: &Transport) {
 pub fn pipelined_client_cancelling_half_its_calls_keeps_connection(t: &Transport) {
     let (e, addr) = super::review_engine(t, super::review_cfg(), calc());
     let mut p = RawPeer::handshake(t, &addr);
+    let mut enc = p.header_encoder();
     let reader = p.read_in_background();
-    let mut enc = HeaderEncoder::new(4096);
     let mut b = BatchEncoder::new(Limits::default());
     let n = 3000u32;
     for i in 0..n {

@@ -233,7 +233,7 @@ pub fn the_server_enforces_deadlines_without_help_from_the_caller(t: &Transport)
         "server-deadline",
     );
     let mut p = RawPeer::handshake(t, &addr);
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     let mut buf = Vec::new();
     let ms = Some(Duration::from_millis(1));
 

@@ -125,7 +125,7 @@ pub fn requests_that_arrive_together_are_answered_in_one_batch(t: &Transport) {
     }
     let before = e.total_stats();
     let mut batch = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     let mut wire = Vec::new();
     for i in 0..N {
         batch.clear();
