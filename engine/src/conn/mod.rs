@@ -195,6 +195,10 @@ pub(crate) struct Connection<C: Caller> {
     closing_since: Option<Instant>,
     /// Why the connection is closing, for calls that try to use it.
     pub(crate) close_reason: Option<String>,
+    /// The status code of the connection error this side closes for (the Error(0) it
+    /// queued; its text is `close_reason`), for transports that carry it in their own close
+    /// (QUIC's CONNECTION_CLOSE, §27.1).
+    pub(crate) close_code: Option<StatusCode>,
     /// Why the handshake failed, when it was the peer's refusal or the handshake timeout (for
     /// the connecting caller's [`crate::ConnectError`]).
     pub(crate) handshake_failure: Option<crate::Status>,
@@ -270,6 +274,7 @@ impl<C: Caller> Connection<C> {
             write_blocked_since: None,
             closing_since: None,
             close_reason: None,
+            close_code: None,
             handshake_failure: None,
             budget: Budget::new(config.idle_frames, now),
             charged: 0,
@@ -400,6 +405,7 @@ impl<C: Caller> Connection<C> {
         if self.closing_since.is_none() {
             self.closing_since = Some(self.last_rx.max(self.rx_started));
         }
+        self.close_code.get_or_insert(e.status);
         let reason = format!("connection closed: {}", e.message);
         self.fail_all(
             &crate::Status::new(e.status, reason.clone())
@@ -769,6 +775,12 @@ impl<C: Caller> Connection<C> {
                 .go_away(b, last, StatusCode::Unavailable, why)
                 .map(|_| ())
         });
+    }
+
+    /// The connection error this side closes for, if any: its status code and text.
+    pub(crate) fn close_status(&self) -> Option<(StatusCode, &str)> {
+        let why = self.close_reason.as_deref().unwrap_or("");
+        self.close_code.map(|c| (c, truncate_message(why)))
     }
 
     /// The socket is gone (closed, failed, or the core stopped): fail what is in flight with

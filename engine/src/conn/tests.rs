@@ -749,7 +749,9 @@ mod timers;
 #[cfg(target_pointer_width = "64")]
 fn an_idle_connection_stays_small() {
     let size = std::mem::size_of::<Connection<Arc<Completion>>>();
-    assert!(size <= 1920, "Connection is {size} bytes");
+    // 1928: +8 (alignment) for `close_code`, the status a QUIC CONNECTION_CLOSE carries
+    // (protocol §27.1; ninth session).
+    assert!(size <= 1928, "Connection is {size} bytes");
 }
 
 mod events;

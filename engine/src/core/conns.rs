@@ -100,7 +100,7 @@ impl Core {
         if let Some(slot) = en.adopt.take() {
             slot.complete(Err(handshake_failure(&en.conn, why)));
         }
-        en.link.close();
+        en.link.close_with(en.conn.close_status());
         self.closing.push(key);
         if was_hot {
             self.hot.retain(|&k| k != key);

@@ -302,6 +302,16 @@ impl AnyLink {
         }
     }
 
+    /// Closes the link ([`Link::close`]); `status`: the connection error this side closes
+    /// for, which a QUIC link carries in its CONNECTION_CLOSE (application error code = the
+    /// status code, docs/protocol.md §27.1; other links sent it as the Error(0) frame only).
+    pub(crate) fn close_with(&mut self, status: Option<(netron_codec::StatusCode, &str)>) {
+        if let (AnyLink::Quic(l), Some((code, why))) = (&mut *self, status) {
+            l.set_close_status(code, why);
+        }
+        self.close();
+    }
+
     /// The peer's verified certificate chain: `quic://` links only (see
     /// [`crate::PeerCertificates`]). A clone (a reference-count increment) or `None`.
     pub(crate) fn peer_certificates(&self) -> Option<crate::PeerCertificates> {

@@ -82,6 +82,9 @@ pub(crate) struct QuicLink {
     refused: u8,
     /// Why the QUIC connection closed, once it did.
     close_reason: Option<String>,
+    /// The application error code and reason our CONNECTION_CLOSE carries (§27.1): the
+    /// Netron status of the connection error, or 0 for a clean close.
+    close_status: (u32, Vec<u8>),
     /// The peer's verified certificate chain, DER, leaf first.
     peer_identity: Option<crate::PeerCertificates>,
     rx: Vec<u8>,
@@ -116,6 +119,7 @@ impl QuicLink {
             closed: false,
             refused: 0,
             close_reason: None,
+            close_status: (0, b"closed".to_vec()),
             peer_identity: None,
             rx: vec![0; MAX_DATAGRAM],
             scratch: Vec::new(),
@@ -129,6 +133,13 @@ impl QuicLink {
     /// [`crate::Request::peer_certificates`]).
     pub(crate) fn peer_identity(&self) -> Option<&crate::PeerCertificates> {
         self.peer_identity.as_ref()
+    }
+
+    /// The Netron status this side closes for: CONNECTION_CLOSE carries its code and reason
+    /// (docs/protocol.md §27.1) instead of 0, so the peer learns it even if the Error(0)
+    /// frame queued before was not yet delivered (a QUIC close drops unsent stream data).
+    pub(crate) fn set_close_status(&mut self, code: netron_codec::StatusCode, why: &str) {
+        self.close_status = (code as u32, why.as_bytes().to_vec());
     }
 
     fn note_identity(&mut self) {
@@ -305,6 +316,23 @@ impl QuicLink {
                     let counter = match reason {
                         CloseReason::Local | CloseReason::Application { code: 0, .. } => {
                             return Err(Update::Ended { why });
+                        }
+                        // The peer closed for a connection error: the code is its Netron
+                        // status (§27.1), counted as an Error(0) frame would be.
+                        CloseReason::Application { code, ref reason } => {
+                            let status = u16::try_from(code)
+                                .map_or(netron_codec::StatusCode::Unknown, |c| {
+                                    netron_codec::StatusCode::from_u16(c)
+                                });
+                            let why = format!(
+                                "the peer closed the connection: {status}: {}",
+                                crate::conn::truncate_message(reason)
+                            );
+                            self.close_reason = Some(why.clone());
+                            return Err(Update::RecvFailed {
+                                counter: "peer_error",
+                                why,
+                            });
                         }
                         CloseReason::Tls(_) => return Err(Update::TlsFailed { why }),
                         CloseReason::TimedOut => "quic_idle_timeout",
@@ -530,7 +558,8 @@ impl Link for QuicLink {
         self.closed = true;
         self.read_done = true;
         if let Some(conn) = self.conn {
-            let _ = self.endpoint.close(Instant::now(), conn, 0, b"closed");
+            let (code, why) = &self.close_status;
+            let _ = self.endpoint.close(Instant::now(), conn, *code, why);
             self.send_out();
         }
         // The poll completes (HUP), and its completion cancels the timer.

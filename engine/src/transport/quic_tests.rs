@@ -344,6 +344,85 @@ fn raw_handshake(sock: &std::net::UdpSocket, cc: &ClientConfig) -> Result<(), St
 }
 
 #[test]
+fn a_connection_error_closes_quic_with_its_status_code() {
+    // docs/protocol.md §27.1: Error(0) on the control stream, then CONNECTION_CLOSE with the
+    // application error code = the status code (it was 0, a clean close, and a close drops
+    // unsent stream data, so the peer could learn nothing). A raw QUIC client completes the
+    // Netron handshake, then sends a frame of an unknown kind.
+    use netron_codec::handshake::{ClientHandshake, ClientProgress};
+    use netron_quic::router::StreamIo;
+    use netron_quic::{CloseReason, QuicEndpoint, QuicEvent, Read};
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let addr = s.endpoints()[0].to_string();
+    let addr: std::net::SocketAddr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    let mut ep = QuicEndpoint::new(None, Some(&cc)).unwrap();
+    let now = std::time::Instant::now;
+    let conn = ep.connect(now(), addr, "127.0.0.1").unwrap();
+    let (mut tx, mut rx) = (Vec::new(), vec![0u8; 65_535]);
+    let mut hs = ClientHandshake::new(netron_codec::handshake::ClientConfig::default());
+    let (mut control, mut got, mut welcomed) = (None, Vec::new(), false);
+    let until = now() + Duration::from_secs(20);
+    loop {
+        assert!(now() < until, "no CONNECTION_CLOSE from the server");
+        if ep.poll_timeout().is_some_and(|t| t <= now()) {
+            ep.handle_timeout(now());
+        }
+        while let Some(t) = ep.poll_transmit(now(), &mut tx) {
+            let _ = sock.send(&tx[..t.len]);
+        }
+        if let Ok(n) = sock.recv(&mut rx) {
+            ep.handle_datagram(now(), addr, None, bytes::BytesMut::from(&rx[..n]));
+        }
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                QuicEvent::Connected { .. } => {
+                    let mut io = netron_quic::router::EndpointStreams {
+                        endpoint: &mut ep,
+                        conn,
+                    };
+                    let c = io.open_bi().unwrap();
+                    let mut hello = Vec::new();
+                    hs.start(&mut hello).unwrap();
+                    assert_eq!(io.write(c, &hello), Some(hello.len()));
+                    control = Some(c);
+                }
+                QuicEvent::Readable { stream, .. } if Some(stream) == control => {
+                    while let Ok(Read::Bytes { .. }) = ep.read(conn, stream, &mut got, 1 << 16) {}
+                    if !welcomed {
+                        if let Ok(ClientProgress::Done { .. }) = hs.handle(&got) {
+                            welcomed = true;
+                            // A frame of an unknown kind: a connection error.
+                            let bad = [16, 0, 0, 0, 0x42, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+                            ep.write(conn, stream, &bad).unwrap();
+                        }
+                    }
+                }
+                QuicEvent::Closed { reason, .. } => {
+                    assert!(welcomed, "closed before the Welcome: {reason}");
+                    let CloseReason::Application { code, reason } = reason else {
+                        panic!("not an application close: {reason}");
+                    };
+                    let status = netron_codec::StatusCode::from_u16(code as u16);
+                    assert!(
+                        code != 0 && status != netron_codec::StatusCode::Unknown,
+                        "code {code} ({status}): {reason}"
+                    );
+                    assert!(reason.contains("kind"), "the reason says why: {reason}");
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
 fn a_new_connection_from_a_reused_port_is_served_at_once() {
     // Fresh user R8's finding 4: the listener ignored an address for 2 s after handing it to
     // a connection, so a client reconnecting from the same port waited for QUIC to resend its
