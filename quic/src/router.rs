@@ -124,6 +124,8 @@ pub struct Router<S> {
     /// half already ended.
     waiting: VecDeque<(u32, Vec<u8>, bool)>,
     pending: usize,
+    /// Bytes QUIC took from the held-back ones so far ([`Router::released_bytes`]).
+    released: u64,
     /// Frames made up for the connection while sending (see [`Router::take_made`]).
     made: Vec<u8>,
     stats: RouterStats,
@@ -183,6 +185,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             ids: HashMap::new(),
             waiting: VecDeque::new(),
             pending: 0,
+            released: 0,
             made: Vec::new(),
             stats: RouterStats::default(),
             enc: ControlEncoder::new(),
@@ -199,6 +202,13 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
     /// stops taking batches from the connection while this is above its bound.
     pub fn pending_bytes(&self) -> usize {
         self.pending
+    }
+
+    /// Bytes QUIC took so far out of those it first held back (cumulative): a sender whose
+    /// [`Router::pending_bytes`] stay above 0 while this does not move is blocked by the
+    /// peer's flow-control windows (the engine closes it after its stall timeout).
+    pub fn released_bytes(&self) -> u64 {
+        self.released
     }
 
     /// Exchange streams open (ours and the peer's), the control stream excluded.
@@ -386,6 +396,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
                 Some(n) => {
                     e.out.drain(..n);
                     self.pending -= n;
+                    self.released += n as u64;
                 }
                 None => {
                     self.pending -= e.out.len();

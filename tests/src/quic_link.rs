@@ -83,7 +83,15 @@ struct Inbound {
 struct Shared {
     inbound: Mutex<Inbound>,
     cv: Condvar,
+    /// [`RawLink::set_recv_buffer`]: the link stops reading QUIC streams while this many
+    /// bytes wait for the test, so QUIC flow control holds the peer back as a small socket
+    /// buffer would (with the raw link's small windows, [`RAW_WINDOW`]).
+    cap: std::sync::atomic::AtomicUsize,
 }
+
+/// The raw link's QUIC receive window for the whole connection (and each stream): small, so
+/// a raw peer that stops reading holds its sender back early (the engines' own are larger).
+const RAW_WINDOW: u32 = 1 << 20;
 
 enum Cmd {
     Send(Vec<u8>),
@@ -108,14 +116,18 @@ pub fn connect(endpoint: &str) -> io::Result<Box<dyn RawLink>> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.connect(addr)?;
     socket.set_read_timeout(Some(Duration::from_millis(1)))?;
-    let mut ep = QuicEndpoint::new(None, Some(&tls().client))
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut config = tls().client.clone();
+    config.settings.receive_window = RAW_WINDOW;
+    config.settings.stream_receive_window = RAW_WINDOW;
+    let mut ep =
+        QuicEndpoint::new(None, Some(&config)).map_err(|e| io::Error::other(e.to_string()))?;
     let conn = ep
         .connect(Instant::now(), addr, "127.0.0.1")
         .map_err(|e| io::Error::other(e.to_string()))?;
     let shared = Arc::new(Shared {
         inbound: Mutex::new(Inbound::default()),
         cv: Condvar::new(),
+        cap: std::sync::atomic::AtomicUsize::new(usize::MAX),
     });
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -132,6 +144,7 @@ pub fn connect(endpoint: &str) -> io::Result<Box<dyn RawLink>> {
                 preface_left: netron_codec::handshake::PREFACE.len(),
                 shared: sh,
                 ready: Some(ready_tx),
+                unread: VecDeque::new(),
             };
             d.run(&rx);
         })?;
@@ -158,9 +171,57 @@ struct Driver {
     preface_left: usize,
     shared: Arc<Shared>,
     ready: Option<Sender<Result<(), String>>>,
+    /// Readable streams left unread while the test's bytes are at the cap.
+    unread: VecDeque<StreamId>,
 }
 
 impl Driver {
+    /// Whether the bytes waiting for the test reached [`Shared::cap`].
+    fn full(&self) -> bool {
+        let cap = self.shared.cap.load(std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .inbound
+            .lock()
+            .expect("not poisoned")
+            .bytes
+            .len()
+            >= cap
+    }
+
+    /// Reads `stream` into the test's bytes (or leaves it for later while they are full);
+    /// false once the link failed.
+    fn read_stream(&mut self, stream: StreamId, scratch: &mut Vec<u8>) -> bool {
+        if self.full() {
+            if !self.unread.contains(&stream) {
+                self.unread.push_back(stream);
+            }
+            return true;
+        }
+        let shared = self.shared.clone();
+        loop {
+            scratch.clear();
+            match self.ep.read(self.conn, stream, scratch, 1 << 16) {
+                Ok(Read::Bytes { fin, .. }) => {
+                    let r = self
+                        .router
+                        .on_bytes(stream, scratch, fin, |f| push(&shared, f));
+                    if let Err(e) = r {
+                        self.fail(format!("{}: {}", e.counter, e.message));
+                        return false;
+                    }
+                    if fin {
+                        return true;
+                    }
+                }
+                Ok(Read::Reset { code }) => {
+                    self.router.on_reset(stream, code, |f| push(&shared, f));
+                    return true;
+                }
+                Ok(Read::Blocked) | Err(_) => return true,
+            }
+        }
+    }
+
     fn run(&mut self, rx: &Receiver<Cmd>) {
         let mut buf = vec![0u8; 65_535];
         let mut tx = Vec::new();
@@ -250,29 +311,10 @@ impl Driver {
                         let _ = r.send(Ok(()));
                     }
                 }
-                QuicEvent::StreamOpened { stream, .. } | QuicEvent::Readable { stream, .. } => {
-                    loop {
-                        scratch.clear();
-                        match self.ep.read(conn, stream, &mut scratch, 1 << 16) {
-                            Ok(Read::Bytes { fin, .. }) => {
-                                let r = self
-                                    .router
-                                    .on_bytes(stream, &scratch, fin, |f| push(&shared, f));
-                                if let Err(e) = r {
-                                    self.fail(format!("{}: {}", e.counter, e.message));
-                                    return false;
-                                }
-                                if fin {
-                                    break;
-                                }
-                            }
-                            Ok(Read::Reset { code }) => {
-                                self.router.on_reset(stream, code, |f| push(&shared, f));
-                                break;
-                            }
-                            Ok(Read::Blocked) | Err(_) => break,
-                        }
-                    }
+                QuicEvent::StreamOpened { stream, .. } | QuicEvent::Readable { stream, .. }
+                    if !self.read_stream(stream, &mut scratch) =>
+                {
+                    return false;
                 }
                 QuicEvent::Writable { stream, .. } => {
                     let mut io = EndpointStreams {
@@ -304,6 +346,13 @@ impl Driver {
                     return false;
                 }
                 _ => {}
+            }
+        }
+        // Streams left unread while the test's bytes were full, once it took some.
+        while !self.unread.is_empty() && !self.full() {
+            let s = self.unread.pop_front().expect("not empty");
+            if !self.read_stream(s, &mut scratch) {
+                return false;
             }
         }
         if self.router.control_closed() {
@@ -414,7 +463,10 @@ impl RawLink for QuicRawLink {
         }))
     }
 
-    fn set_recv_buffer(&self, _bytes: usize) -> io::Result<()> {
+    fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.shared
+            .cap
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

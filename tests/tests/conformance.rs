@@ -99,6 +99,7 @@ pub mod quic {
     }
     limits {
         message_size_limits_fail_one_call_only,
+        a_peer_that_stops_reading_is_disconnected,
         metadata_above_the_header_list_limit_fails_one_call_only,
         huge_metadata_is_refused_without_echo,
         ping_rate_just_below_budget_keeps_connection,

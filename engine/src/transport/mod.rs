@@ -225,16 +225,23 @@ pub(crate) enum Connected {
 
 impl Connected {
     /// The link a core runs this connection on; `limits` bound a QUIC link's reassembly
-    /// (its `max_frame_size`).
+    /// (its `max_frame_size`), `stall` is `ProtocolConfig::stall_timeout` (a QUIC link
+    /// applies it to output that QUIC flow control holds back).
     ///
     /// # Errors
     /// The OS error if the record link cannot duplicate its doorbell or the QUIC link its
     /// socket (`EMFILE`).
-    pub(crate) fn into_link(self, limits: &netron_codec::Limits) -> io::Result<AnyLink> {
+    pub(crate) fn into_link(
+        self,
+        limits: &netron_codec::Limits,
+        stall: std::time::Duration,
+    ) -> io::Result<AnyLink> {
         Ok(match self {
             Connected::Socket(fd) => AnyLink::Stream(stream::StreamLink::new(fd)),
             Connected::Record(pipe) => AnyLink::Record(Box::new(record::RecordLink::new(*pipe)?)),
-            Connected::Quic(pipe) => AnyLink::Quic(Box::new(quic::QuicLink::new(*pipe, limits)?)),
+            Connected::Quic(pipe) => {
+                AnyLink::Quic(Box::new(quic::QuicLink::new(*pipe, limits, stall)?))
+            }
         })
     }
 }

@@ -80,6 +80,12 @@ pub(crate) struct QuicLink {
     closed: bool,
     /// ICMP port-unreachable errors since the last datagram from the peer ([`REFUSALS`]).
     refused: u8,
+    /// `ProtocolConfig::stall_timeout`: how long output may wait on QUIC flow control (the
+    /// peer's windows) with no byte taken before the connection closes (`write_stalled`).
+    stall: Duration,
+    /// Since when bytes have waited in the router with none taken, and the router's
+    /// [`Router::released_bytes`] then.
+    held_since: Option<(Instant, u64)>,
     /// Why the QUIC connection closed, once it did.
     close_reason: Option<String>,
     /// The application error code and reason our CONNECTION_CLOSE carries (§27.1): the
@@ -97,7 +103,11 @@ impl QuicLink {
     ///
     /// # Errors
     /// The OS error if the socket cannot be made non-blocking or duplicated (`EMFILE`).
-    pub(crate) fn new(pipe: QuicPipe, limits: &netron_codec::Limits) -> io::Result<QuicLink> {
+    pub(crate) fn new(
+        pipe: QuicPipe,
+        limits: &netron_codec::Limits,
+        stall: Duration,
+    ) -> io::Result<QuicLink> {
         pipe.socket.set_nonblocking(true)?;
         let poll_fd = Rc::new(OwnedFd::from(pipe.socket.try_clone()?));
         let mut link = QuicLink {
@@ -118,6 +128,8 @@ impl QuicLink {
             read_done: false,
             closed: false,
             refused: 0,
+            stall,
+            held_since: None,
             close_reason: None,
             close_status: (0, b"closed".to_vec()),
             peer_identity: None,
@@ -170,6 +182,41 @@ impl QuicLink {
         }
     }
 
+    /// Follows the bytes QUIC flow control holds back: `Err` (`write_stalled`) once some have
+    /// waited [`QuicLink::stall`] with none taken, as a socket write the peer takes nothing of
+    /// (the peer's QUIC stack acknowledges but its application does not read, so its windows
+    /// stay shut). Any byte taken restarts the wait.
+    fn check_held(&mut self, now: Instant) -> Result<(), Update> {
+        let held = self.note_held(now);
+        match self.held_since {
+            Some((since, _)) if now.saturating_duration_since(since) >= self.stall => {
+                self.read_done = true;
+                Err(Update::RecvFailed {
+                    counter: "write_stalled",
+                    why: format!(
+                        "the peer took no bytes for ProtocolConfig::stall_timeout ({:?}) while \
+                         {held} bytes of output waited on its QUIC flow-control windows",
+                        self.stall
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Updates [`QuicLink::held_since`] with the bytes held back now; returns them.
+    fn note_held(&mut self, now: Instant) -> usize {
+        let (held, released) = (self.router.pending_bytes(), self.router.released_bytes());
+        self.held_since = match self.held_since {
+            _ if held == 0 => None,
+            // Nothing taken since (more may have been added): the wait goes on.
+            Some((since, r)) if r == released => Some((since, r)),
+            // First bytes held, or QUIC took some: the wait starts now.
+            _ => Some((now, released)),
+        };
+        held
+    }
+
     /// Counts one ICMP port-unreachable error ([`REFUSALS`]).
     fn note_refused(&mut self) {
         self.refused = self.refused.saturating_add(1);
@@ -206,7 +253,12 @@ impl QuicLink {
         let want = if self.made_waiting {
             Some(now)
         } else {
-            self.endpoint.poll_timeout()
+            // QUIC's own timers, and the end of the flow-control stall wait.
+            let stall_at = self.held_since.and_then(|(t, _)| t.checked_add(self.stall));
+            match (self.endpoint.poll_timeout(), stall_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         let Some(want) = want else { return };
         match (self.timer, self.timer_at) {
@@ -424,6 +476,9 @@ impl QuicLink {
             if let Err(gone) = self.check_reachable() {
                 return gone;
             }
+            if let Err(stalled) = self.check_held(Instant::now()) {
+                return stalled;
+            }
         }
         self.arm_timer(io);
         if !ended {
@@ -536,6 +591,7 @@ impl Link for QuicLink {
             self.made_waiting = true;
         }
         self.send_out();
+        self.note_held(Instant::now());
         self.arm_timer(io);
         Tx::Started {
             direct: Some(n),

@@ -99,7 +99,7 @@ pub fn a_peer_that_stops_reading_is_disconnected(t: &Transport) {
     let mut p = RawPeer::handshake(t, &addr);
     p.link.set_recv_buffer(4096).unwrap();
     let mut batch = BatchEncoder::new(Limits::default().with_max_batch_bytes(64 << 20));
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     let mb = noise(1 << 20);
     for i in 0..6u32 {
         request(&mut batch, &mut enc, 2 * i + 1, None, b"echo", &mb);
