@@ -78,6 +78,8 @@ pub struct QuicEndpoint {
     client: Option<quinn_proto::ClientConfig>,
     retry: RetryPolicy,
     max_pending: usize,
+    /// Connections this endpoint accepts at most while they live ([`Self::limit_connections`]).
+    max_conns: usize,
     pub(crate) conns: Slab<Slot>,
     by_proto: HashMap<ConnectionHandle, usize>,
     generation: u32,
@@ -140,6 +142,7 @@ impl QuicEndpoint {
             client,
             retry,
             max_pending,
+            max_conns: usize::MAX,
             conns: Slab::new(),
             by_proto: HashMap::new(),
             generation: 0,
@@ -163,6 +166,15 @@ impl QuicEndpoint {
     /// Live connections (including closing ones not yet drained).
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Accepts at most `n` connections at a time: a new client's Initial beyond them is
+    /// refused (CONNECTION_REFUSED) instead of accepted. An endpoint that serves one
+    /// connected socket (one client address and port) sets 1, so a second connection from
+    /// that address (a restarted client on the same port, or a forged Initial) can never
+    /// join or disturb the first.
+    pub fn limit_connections(&mut self, n: usize) {
+        self.max_conns = n;
     }
 
     /// Starts a connection to `remote`, verifying the server's certificate for `server_name`.
@@ -271,7 +283,7 @@ impl QuicEndpoint {
     fn incoming(&mut self, now: Instant, incoming: Incoming) {
         self.scratch.clear();
         let pending = self.pending;
-        if pending >= self.max_pending {
+        if pending >= self.max_pending || self.conns.len() >= self.max_conns {
             let t = self.endpoint.refuse(incoming, &mut self.scratch);
             self.stats.refused += 1;
             return self.respond(t);

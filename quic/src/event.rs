@@ -189,7 +189,8 @@ impl From<&ConnectionError> for CloseReason {
             {
                 Self::Transport(
                     "the server refused the connection (CONNECTION_REFUSED: its handshake budget \
-                     ServerConfig::max_pending_handshakes is reached, or it is shutting down)"
+                     ServerConfig::max_pending_handshakes is reached, it is shutting down, or a \
+                     connection from this address and port is still open there)"
                         .into(),
                 )
             }

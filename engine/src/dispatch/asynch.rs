@@ -102,7 +102,7 @@ pub(crate) fn wrap(h: &Handler, chain: AsyncChain) -> Handler {
                         req.payload(),
                         req.headers(),
                         req.deadline(),
-                        peer.origin(),
+                        origin_of(&peer, &req),
                     );
                     f(&r, reply);
                     SlotFuture(slot).await
@@ -124,7 +124,8 @@ pub(crate) fn wrap(h: &Handler, chain: AsyncChain) -> Handler {
                             req.headers().clone(),
                             req.deadline(),
                             req.peer(),
-                        );
+                        )
+                        .with_caller(req.peer_cred(), req.peer_certificates().cloned());
                         let checked = run_chain(&chain, checked).await?;
                         f(req.with_headers(checked.headers().clone()), rx, tx).await
                     }) as crate::streams::StreamFuture
@@ -135,6 +136,20 @@ pub(crate) fn wrap(h: &Handler, chain: AsyncChain) -> Handler {
     }
 }
 
+/// The origin a sync or deferred handler behind async hooks sees: the peer's core and
+/// connection, with the caller's credentials and certificates the owned request carries
+/// (fresh user R9's finding 3: they were lost, `None`, behind an async interceptor).
+fn origin_of<'a>(
+    peer: &'a crate::Peer,
+    req: &'a AsyncRequest,
+) -> Option<crate::dispatch::Origin<'a>> {
+    peer.origin().map(|o| crate::dispatch::Origin {
+        cred: req.peer_cred(),
+        certs: req.peer_certificates(),
+        ..o
+    })
+}
+
 /// Runs a sync handler on an owned request, its reply into a fresh buffer.
 fn run_sync(f: &crate::SyncHandler, req: &AsyncRequest) -> Result<Bytes, Status> {
     let peer = req.peer();
@@ -143,7 +158,7 @@ fn run_sync(f: &crate::SyncHandler, req: &AsyncRequest) -> Result<Bytes, Status>
         req.payload(),
         req.headers(),
         req.deadline(),
-        peer.origin(),
+        origin_of(&peer, req),
     );
     let mut out = Vec::new();
     let mut metadata = HeaderList::default();

@@ -316,6 +316,11 @@ impl QuicLink {
     fn apply(&mut self, deliver: &mut impl FnMut(Input<'_>)) -> Result<bool, Update> {
         let mut got = false;
         while let Some(ev) = self.endpoint.poll_event() {
+            // The link serves one QUIC connection: events of any other (the endpoint refuses
+            // them, see `QuicEndpoint::limit_connections`) are not this connection's.
+            if self.conn.is_some_and(|c| c != event_conn(&ev)) {
+                continue;
+            }
             match ev {
                 QuicEvent::Accepted { conn } => {
                     self.conn.get_or_insert(conn);
@@ -651,6 +656,23 @@ impl Drop for QuicLink {
             let _ = self.endpoint.close(Instant::now(), conn, code, why);
             self.send_out();
         }
+    }
+}
+
+/// The connection an endpoint event is about.
+fn event_conn(ev: &QuicEvent) -> ConnId {
+    match *ev {
+        QuicEvent::Accepted { conn }
+        | QuicEvent::Connected { conn }
+        | QuicEvent::StreamOpened { conn, .. }
+        | QuicEvent::Readable { conn, .. }
+        | QuicEvent::Writable { conn, .. }
+        | QuicEvent::Stopped { conn, .. }
+        | QuicEvent::StreamsAvailable { conn }
+        | QuicEvent::Finished { conn, .. }
+        | QuicEvent::Datagram { conn, .. }
+        | QuicEvent::Closed { conn, .. }
+        | QuicEvent::Drained { conn } => conn,
     }
 }
 

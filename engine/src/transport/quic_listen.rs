@@ -372,6 +372,10 @@ fn begin(
     first: &[u8],
 ) -> Option<QuicPipe> {
     let mut endpoint = QuicEndpoint::new(Some(config), None).ok()?;
+    // One connection per connected socket: a later Initial from the same address and port
+    // (a client restarted on that port, or a forged one) is refused, never served inside
+    // this connection (fresh user R9's finding 1: it was, with the first client's identity).
+    endpoint.limit_connections(1);
     let now = Instant::now();
     endpoint.handle_datagram(now, from, None, BytesMut::from(first));
     if endpoint.connection_count() == 0 && endpoint.stats().retries == 0 {

@@ -340,9 +340,10 @@ impl Forwarder {
 }
 
 /// Runs one QUIC handshake from `sock` (connected to the server) with a raw client endpoint
-/// and closes the connection. Every datagram goes out once: QUIC's timers are never run, so
-/// nothing is retransmitted and a dropped Initial means no answer.
-fn raw_handshake(sock: &std::net::UdpSocket, cc: &ClientConfig) -> Result<(), String> {
+/// and closes the connection (`close`) or leaves it open as a killed client would. Every
+/// datagram goes out once: QUIC's timers are never run, so nothing is retransmitted and a
+/// dropped Initial means no answer. `Err`: no answer, or the server's refusal.
+fn raw_handshake(sock: &std::net::UdpSocket, cc: &ClientConfig, close: bool) -> Result<(), String> {
     use netron_quic::{QuicEndpoint, QuicEvent};
     let server = sock.peer_addr().unwrap();
     let mut ep = QuicEndpoint::new(None, Some(cc)).unwrap();
@@ -357,13 +358,18 @@ fn raw_handshake(sock: &std::net::UdpSocket, cc: &ClientConfig) -> Result<(), St
             sock.send(&tx[..t.len]).unwrap();
         }
         while let Some(ev) = ep.poll_event() {
-            if let QuicEvent::Connected { .. } = ev {
-                ep.close(std::time::Instant::now(), conn, 0, b"bye")
-                    .unwrap();
-                while let Some(t) = ep.poll_transmit(std::time::Instant::now(), &mut tx) {
-                    sock.send(&tx[..t.len]).unwrap();
+            match ev {
+                QuicEvent::Connected { .. } if close => {
+                    ep.close(std::time::Instant::now(), conn, 0, b"bye")
+                        .unwrap();
+                    while let Some(t) = ep.poll_transmit(std::time::Instant::now(), &mut tx) {
+                        sock.send(&tx[..t.len]).unwrap();
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                QuicEvent::Connected { .. } => return Ok(()),
+                QuicEvent::Closed { reason, .. } => return Err(reason.to_string()),
+                _ => {}
             }
         }
         let n = sock
@@ -470,7 +476,7 @@ fn a_new_connection_from_a_reused_port_is_served_at_once() {
     let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(addr).unwrap();
-    raw_handshake(&sock, &cc).expect("the first connection");
+    raw_handshake(&sock, &cc, true).expect("the first connection");
     // The server's socket for the first connection is gone once the connection is counted
     // closed (until then the kernel would hand it the new connection's datagrams).
     let until = std::time::Instant::now() + Duration::from_secs(20);
@@ -478,7 +484,31 @@ fn a_new_connection_from_a_reused_port_is_served_at_once() {
         assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
         std::thread::sleep(Duration::from_millis(5));
     }
-    raw_handshake(&sock, &cc).expect("a second connection from the same port, at once");
+    raw_handshake(&sock, &cc, true).expect("a second connection from the same port, at once");
+}
+
+#[test]
+fn a_second_connection_on_a_live_connections_port_is_refused_not_mixed_in() {
+    // Fresh user R9's finding 1: a client killed and replaced on its port (or a forged
+    // Initial from it) had its new connection accepted by the old connection's endpoint and
+    // served as the old connection, with the old client's certificate. Now the endpoint of a
+    // connected socket takes one connection: the second is refused, the first goes on.
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let addr = s.endpoints()[0].to_string();
+    let addr: std::net::SocketAddr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
+    let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(addr).unwrap();
+    raw_handshake(&sock, &cc, false).expect("the first connection, left open");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while s.total_stats().accepted() < 1 {
+        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = raw_handshake(&sock, &cc, false).expect_err("the second is refused");
+    assert!(err.contains("still open"), "{err}");
+    assert_eq!(s.total_stats().accepted(), 1, "{:?}", s.total_stats());
 }
 
 #[test]
@@ -653,6 +683,91 @@ fn handlers_and_interceptors_see_the_callers_verified_certificate() {
         let got = ch.call("who@1.0.0", method, vec![], DL).unwrap();
         assert!(got == mine, "{method}: the handler saw another certificate");
     }
+}
+
+/// The same check as an async interceptor (fresh user R9's finding 3: behind one, sync,
+/// deferred and stream handlers lost the certificates, and the hook itself saw none on a
+/// stream).
+struct CertificateRequiredAsync;
+impl crate::AsyncInterceptor for CertificateRequiredAsync {
+    fn before(&self, req: crate::AsyncRequest) -> crate::InterceptFuture {
+        Box::pin(async move {
+            match req.peer_certificates() {
+                Some(c) if !c.leaf().is_empty() => Ok(req),
+                _ => Err(crate::Status::new(
+                    crate::StatusCode::PermissionDenied,
+                    "no client certificate (async)",
+                )),
+            }
+        })
+    }
+}
+
+/// Polls `f` to completion on this thread (parking between wake-ups).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn handlers_behind_async_interceptors_see_the_callers_certificate() {
+    let ca = Ca::new("ca");
+    let mut sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    sc.client_auth = ClientAuth::Required(vec![ca.cert.clone()]);
+    let leaf = |c: Option<&crate::PeerCertificates>| {
+        Bytes::copy_from_slice(c.expect("the caller's chain").leaf())
+    };
+    let svc = Service::new("who", "1.0.0")
+        .unwrap()
+        .async_interceptor(CertificateRequiredAsync)
+        .unary("sync", move |req, reply| {
+            reply.write(&leaf(req.peer_certificates()));
+            Ok(())
+        })
+        .unary_deferred("deferred", move |req, reply| {
+            reply.answer(Ok(leaf(req.peer_certificates())));
+        })
+        .server_stream("stream", move |req, _first, mut tx| async move {
+            tx.send(leaf(req.peer_certificates())).await?;
+            Ok(())
+        });
+    let s = Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_server(sc))
+        .service(svc)
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let id = ca.leaf("client-a", ExtendedKeyUsagePurpose::ClientAuth);
+    let mine = id.chain[0].to_vec();
+    let c = client(&ca, Some(id));
+    let ch = c.client().connect(&s.endpoints()[0].to_string()).unwrap();
+    for method in ["sync", "deferred"] {
+        let got = ch.call("who@1.0.0", method, vec![], DL).unwrap();
+        assert!(got == mine, "{method}: the handler saw another certificate");
+    }
+    let opts = crate::CallOptions::new().deadline(Duration::from_secs(10));
+    let mut rx = ch.open_server_stream("who@1.0.0", "stream", vec![0u8], &opts);
+    let got = block_on(rx.recv())
+        .expect("a message")
+        .expect("the stream is served");
+    assert!(
+        got[..] == mine[..],
+        "stream: the handler saw another certificate"
+    );
 }
 
 #[test]
