@@ -168,6 +168,16 @@ impl QuicEndpoint {
         self.conns.len()
     }
 
+    /// Sends a PING on `conn` with the next datagrams (ack-eliciting, so the peer answers, or
+    /// its host answers ICMP port unreachable if nothing listens there any more).
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] if `conn` is not live.
+    pub fn ping(&mut self, conn: ConnId) -> Result<(), QuicError> {
+        self.slot(conn)?.conn.ping();
+        Ok(())
+    }
+
     /// Accepts at most `n` connections at a time: a new client's Initial beyond them is
     /// refused (CONNECTION_REFUSED) instead of accepted. An endpoint that serves one
     /// connected socket (one client address and port) sets 1, so a second connection from

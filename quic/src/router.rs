@@ -216,6 +216,14 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         self.streams.len() - usize::from(self.control.is_some())
     }
 
+    /// Whether an exchange we opened still waits for the peer's half (a call's reply, a
+    /// stream's messages): a walk over the open streams, for occasional checks.
+    pub fn awaiting_peer(&self) -> bool {
+        self.streams
+            .values()
+            .any(|e| e.ours && !e.control && !e.recv_done)
+    }
+
     /// Whether the peer finished the control stream (treat as the end of its input).
     pub fn control_closed(&self) -> bool {
         self.control_closed

@@ -44,6 +44,12 @@ const READ_CHUNK: usize = 64 << 10;
 /// 100 ms on loopback (the first send and two of QUIC's retransmissions, RFC 9002 §6.2), where
 /// QUIC alone waits for its idle timeout (30 s).
 const REFUSALS: u8 = 3;
+/// How long a link with exchanges waiting for the peer (calls in flight) stays without a
+/// datagram before it sends a QUIC PING: a peer whose process died sends nothing, and our
+/// requests were already acknowledged, so without a probe nothing would draw the ICMP errors
+/// that tell it is gone ([`REFUSALS`]) before Netron's keepalive (15 s) or QUIC's idle
+/// timeout (fresh user R9's finding 4). One small datagram a second, only while calls wait.
+const PROBE: Duration = Duration::from_secs(1);
 
 /// A QUIC connection made (client) or begun (server) on another thread, for a core to run.
 #[derive(Debug)]
@@ -83,6 +89,9 @@ pub(crate) struct QuicLink {
     /// `ProtocolConfig::stall_timeout`: how long output may wait on QUIC flow control (the
     /// peer's windows) with no byte taken before the connection closes (`write_stalled`).
     stall: Duration,
+    /// When the last datagram from the peer arrived, and when we last probed it ([`PROBE`]).
+    last_rx: Instant,
+    probed: Option<Instant>,
     /// Since when bytes have waited in the router with none taken, and the router's
     /// [`Router::released_bytes`] then.
     held_since: Option<(Instant, u64)>,
@@ -129,6 +138,8 @@ impl QuicLink {
             closed: false,
             refused: 0,
             stall,
+            last_rx: Instant::now(),
+            probed: None,
             held_since: None,
             close_reason: None,
             close_status: (0, b"closed".to_vec()),
@@ -204,6 +215,25 @@ impl QuicLink {
         }
     }
 
+    /// When the next [`PROBE`] check is due: a probe period after the last datagram from
+    /// the peer and after the last check.
+    fn next_probe(&self) -> Instant {
+        let since = self.probed.map_or(self.last_rx, |p| p.max(self.last_rx));
+        since + PROBE
+    }
+
+    /// Once a [`PROBE`] period passed with nothing from the peer: sends a PING if an exchange
+    /// of ours waits for it (a walk over the open streams, once a period at most).
+    fn probe(&mut self, now: Instant) {
+        if now < self.next_probe() {
+            return;
+        }
+        self.probed = Some(now);
+        if let (true, Some(conn)) = (self.router.awaiting_peer(), self.conn) {
+            let _ = self.endpoint.ping(conn);
+        }
+    }
+
     /// Updates [`QuicLink::held_since`] with the bytes held back now; returns them.
     fn note_held(&mut self, now: Instant) -> usize {
         let (held, released) = (self.router.pending_bytes(), self.router.released_bytes());
@@ -253,12 +283,14 @@ impl QuicLink {
         let want = if self.made_waiting {
             Some(now)
         } else {
-            // QUIC's own timers, and the end of the flow-control stall wait.
+            // QUIC's own timers, the end of the flow-control stall wait, and the next probe
+            // while exchanges are open (the timer then checks whether one awaits the peer).
             let stall_at = self.held_since.and_then(|(t, _)| t.checked_add(self.stall));
-            match (self.endpoint.poll_timeout(), stall_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            let probe_at = (self.router.open_streams() > 0).then(|| self.next_probe());
+            [self.endpoint.poll_timeout(), stall_at, probe_at]
+                .into_iter()
+                .flatten()
+                .min()
         };
         let Some(want) = want else { return };
         match (self.timer, self.timer_at) {
@@ -289,6 +321,7 @@ impl QuicLink {
             match self.socket.recv_from(&mut self.rx) {
                 Ok((n, from)) => {
                     self.refused = 0;
+                    self.last_rx = Instant::now();
                     let data = BytesMut::from(&self.rx[..n]);
                     self.endpoint
                         .handle_datagram(Instant::now(), from, None, data);
@@ -539,7 +572,9 @@ impl Link for QuicLink {
                 if self.closed {
                     return Update::Quiet(None);
                 }
-                self.endpoint.handle_timeout(Instant::now());
+                let now = Instant::now();
+                self.endpoint.handle_timeout(now);
+                self.probe(now);
                 self.pump(io, deliver)
             }
             _ => Update::Quiet(None),

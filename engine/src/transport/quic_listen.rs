@@ -100,7 +100,21 @@ pub(crate) fn connect(
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
     let mut last = quic_err(io::ErrorKind::InvalidInput, "the endpoint has no address");
     for &remote in addrs {
-        match connect_one(remote, server_name, config, deadline) {
+        // An unspecified address (what a wildcard listen reports: quic://0.0.0.0:p,
+        // quic://[::]:p) means this host, as a TCP connect to it does on Linux: its loopback
+        // address, which the certificate must then name (fresh user R9's finding 7: "invalid
+        // remote address").
+        let (remote, name) = if remote.ip().is_unspecified() {
+            let lo: std::net::IpAddr = if remote.is_ipv6() {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            };
+            (SocketAddr::new(lo, remote.port()), lo.to_string())
+        } else {
+            (remote, server_name.to_owned())
+        };
+        match connect_one(remote, &name, config, deadline) {
             Ok(p) => return Ok(p),
             Err(e) => last = e,
         }
