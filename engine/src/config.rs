@@ -664,6 +664,28 @@ impl ProtocolConfig {
                 ));
             }
         }
+        // The QUIC settings are checked now (a key that does not match its certificate, an
+        // empty or unparsable CA list...), so a bad one fails the build naming the setting,
+        // not every later connect (fresh user R9's finding 6: a bad client configuration only
+        // failed at connect, as `ConnectError::Io`).
+        if let Some(c) = &self.quic_client {
+            netron_quic::QuicEndpoint::new(None, Some(c)).map_err(|e| {
+                ConfigError::new(
+                    "ProtocolConfig::with_quic_client",
+                    "(the client's TLS and QUIC settings)",
+                    e.to_string(),
+                )
+            })?;
+        }
+        if let Some(c) = &self.quic_server {
+            netron_quic::QuicEndpoint::new(Some(c), None).map_err(|e| {
+                ConfigError::new(
+                    "ProtocolConfig::with_quic_server",
+                    "(the server's TLS and QUIC settings)",
+                    e.to_string(),
+                )
+            })?;
+        }
         if self.idle_frame_budget.burst == 0 {
             return Err(ConfigError::new(
                 "ProtocolConfig::idle_frame_budget",

@@ -386,7 +386,10 @@ impl QuicEndpoint {
                         slot.closed = true;
                         self.events.push_back(QuicEvent::Closed {
                             conn: id,
-                            reason: CloseReason::from(&reason),
+                            reason: CloseReason::of(
+                                &reason,
+                                slot.conn.side() == quinn_proto::Side::Client,
+                            ),
                         });
                     }
                 }

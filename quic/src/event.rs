@@ -149,10 +149,15 @@ fn crypto_alert(code: TransportErrorCode) -> Option<u8> {
     (0x100..0x200).contains(&c).then(|| (c - 0x100) as u8)
 }
 
-/// Adds what to check to rustls' certificate error text.
-fn hint(reason: &str) -> &'static str {
+/// Adds what to check to rustls' certificate error text, for the side that detected it
+/// (`client`: we checked the server's certificate; else a client's, mutual TLS).
+fn hint(reason: &str, client: bool) -> &'static str {
     if reason.contains("UnknownIssuer") {
-        " (the peer's certificate is not signed by a trusted CA: check ClientConfig::trust or ServerConfig::client_auth)"
+        if client {
+            " (the server's certificate is not signed by a CA this client trusts: check ClientConfig::trust)"
+        } else {
+            " (the client's certificate is not signed by a CA this server accepts: check ServerConfig::client_auth)"
+        }
     } else if reason.contains("NotValidForName") {
         " (the server certificate does not name the host given to connect)"
     } else if reason.contains("no certificates") || reason.contains("NoCertificatesPresented") {
@@ -161,6 +166,40 @@ fn hint(reason: &str) -> &'static str {
         " (certificate expired)"
     } else {
         ""
+    }
+}
+
+/// What to check when the peer refused our certificate with `alert`.
+fn refused_hint(alert: u8) -> &'static str {
+    match alert {
+        42 | 48 => {
+            " (our certificate is not trusted by the peer: check ClientConfig::identity / the peer's CA)"
+        }
+        45 => {
+            " (our certificate has expired: renew ClientConfig::identity or the server's Identity)"
+        }
+        43 => {
+            " (our certificate's key usage does not fit: a client certificate needs the clientAuth extended key usage, a server's serverAuth)"
+        }
+        _ => "",
+    }
+}
+
+impl CloseReason {
+    /// The reason for `e`, on the `client` side of the connection or the server's.
+    pub(crate) fn of(e: &ConnectionError, client: bool) -> Self {
+        match e {
+            ConnectionError::TransportError(t) => match crypto_alert(t.code) {
+                Some(alert) => Self::Tls(format!(
+                    "detected here: {}{} (alert {})",
+                    t.reason,
+                    hint(&t.reason, client),
+                    alert_name(alert)
+                )),
+                None => Self::Transport(format!("detected here: {t}")),
+            },
+            other => Self::from(other),
+        }
     }
 }
 
@@ -179,7 +218,7 @@ impl From<&ConnectionError> for CloseReason {
                 Some(alert) => Self::Tls(format!(
                     "detected here: {}{} (alert {})",
                     t.reason,
-                    hint(&t.reason),
+                    hint(&t.reason, true),
                     alert_name(alert)
                 )),
                 None => Self::Transport(format!("detected here: {t}")),
@@ -198,11 +237,7 @@ impl From<&ConnectionError> for CloseReason {
                 Some(alert) => Self::Tls(format!(
                     "the peer refused the handshake with alert {}{}",
                     alert_name(alert),
-                    if alert == 48 || alert == 42 {
-                        " (our certificate is not trusted by the peer: check ClientConfig::identity / the peer's CA)"
-                    } else {
-                        ""
-                    }
+                    refused_hint(alert)
                 )),
                 None => Self::Transport(format!(
                     "closed by peer: {} {}",

@@ -907,6 +907,38 @@ fn missing_quic_settings_are_named() {
 }
 
 #[test]
+fn unusable_quic_settings_fail_the_build_naming_them() {
+    // R9 finding 6: a client key that does not match its certificate, or an empty CA list,
+    // passed `build()` and failed every connect later as `ConnectError::Io`.
+    let ca = Ca::new("ca");
+    let other = Ca::new("other");
+    let mut id = ca.leaf("client-a", ExtendedKeyUsagePurpose::ClientAuth);
+    id.key = other.leaf("x", ExtendedKeyUsagePurpose::ClientAuth).key;
+    let mut cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    cc.identity = Some(id);
+    let e = Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_client(cc))
+        .build()
+        .map(|_| ())
+        .expect_err("a key that is not the certificate's");
+    assert!(
+        e.to_string().contains("ProtocolConfig::with_quic_client"),
+        "{e}"
+    );
+    let e = Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_client(ClientConfig::new(Trust::Ca(vec![]))))
+        .build()
+        .map(|_| ())
+        .expect_err("no trusted CA at all");
+    assert!(
+        e.to_string().contains("ProtocolConfig::with_quic_client"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_connection_past_the_limit_is_refused_at_once_naming_it() {
     let ca = Ca::new("ca");
     let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
