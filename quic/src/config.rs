@@ -186,9 +186,51 @@ pub struct ServerConfig {
     pub incoming_buffer_bytes: u64,
     /// Bytes buffered for all not-yet-accepted connections. Default 4 MiB.
     pub incoming_buffer_bytes_total: u64,
+    /// The secret of this server's stateless resets (RFC 9000 §10.3: a server that lost a
+    /// connection's state, e.g. after a restart, answers its packets with a reset the client
+    /// recognises, instead of silence until the client's idle timeout). The same secret must
+    /// survive restarts. Default `None`: derived from the identity's private key (SHA-256 of a
+    /// label and the key), so a server restarted with the same key needs no setting; servers
+    /// sharing one key behind one address share resets too. Give one explicitly to rotate it
+    /// independently of the certificate.
+    pub stateless_reset_key: Option<[u8; 32]>,
 }
 
 impl ServerConfig {
+    /// The endpoint settings every endpoint of this server shares, in this process and in
+    /// a restarted one: the HMAC key of its stateless resets
+    /// ([`ServerConfig::stateless_reset_key`], or derived from the identity's private key),
+    /// and the key of its connection-id generator, so a restarted server recognises the ids
+    /// it issued before (quinn drops a packet whose id it cannot validate, without a reset).
+    pub(crate) fn endpoint_config(&self) -> quinn_proto::EndpointConfig {
+        let derive = |label: &[u8], secret: &[u8]| {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(label);
+            ctx.update(secret);
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        };
+        let secret = self.stateless_reset_key.unwrap_or_else(|| {
+            derive(
+                b"netron-quic stateless reset key v1",
+                self.identity.key.secret_der(),
+            )
+        });
+        let cid = derive(b"netron-quic connection id key v1", &secret);
+        let cid_key = u64::from_le_bytes(cid[..8].try_into().expect("8 of 32 bytes"));
+        let mut config = quinn_proto::EndpointConfig::default();
+        config
+            .reset_key(std::sync::Arc::new(ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &secret,
+            )))
+            .cid_generator(move || {
+                Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+            });
+        config
+    }
+
     /// A server with `identity` and the defaults above.
     pub fn new(identity: Identity) -> Self {
         Self {
@@ -199,6 +241,7 @@ impl ServerConfig {
             max_pending_handshakes: 1024,
             incoming_buffer_bytes: 64 << 10,
             incoming_buffer_bytes_total: 4 << 20,
+            stateless_reset_key: None,
         }
     }
 

@@ -123,7 +123,16 @@ impl QuicEndpoint {
         let client_cfg = client.map(ClientConfig::build).transpose()?;
         let retry = server.map_or(RetryPolicy::Never, |s| s.retry);
         let max_pending = server.map_or(0, |s| s.max_pending_handshakes);
-        Ok(Self::from_quinn(server_cfg, client_cfg, retry, max_pending))
+        // Every endpoint of a server (one per connection in the engine, and those of a
+        // restarted process) issues the same reset tokens for the same connection ids.
+        let config = server.map_or_else(EndpointConfig::default, ServerConfig::endpoint_config);
+        Ok(Self::with_config(
+            config,
+            server_cfg,
+            client_cfg,
+            retry,
+            max_pending,
+        ))
     }
 
     /// An endpoint on raw quinn-proto configurations (tests that need a misbehaving peer, e.g.
@@ -135,8 +144,23 @@ impl QuicEndpoint {
         retry: RetryPolicy,
         max_pending: usize,
     ) -> Self {
-        let endpoint =
-            quinn_proto::Endpoint::new(Arc::new(EndpointConfig::default()), server, false, None);
+        Self::with_config(
+            EndpointConfig::default(),
+            server,
+            client,
+            retry,
+            max_pending,
+        )
+    }
+
+    fn with_config(
+        config: EndpointConfig,
+        server: Option<Arc<quinn_proto::ServerConfig>>,
+        client: Option<quinn_proto::ClientConfig>,
+        retry: RetryPolicy,
+        max_pending: usize,
+    ) -> Self {
+        let endpoint = quinn_proto::Endpoint::new(Arc::new(config), server, false, None);
         Self {
             endpoint,
             client,

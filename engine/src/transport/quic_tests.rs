@@ -267,6 +267,8 @@ struct Forwarder {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Datagrams dropped and reordered so far.
     impaired: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+    /// Where the client's datagrams go ([`Forwarder::redirect`]).
+    upstream: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -283,7 +285,8 @@ impl Forwarder {
         let port = sock.local_addr().unwrap().port();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let impaired = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-        let (halt, count) = (stop.clone(), impaired.clone());
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(server));
+        let (halt, count, up) = (stop.clone(), impaired.clone(), upstream.clone());
         let thread = std::thread::spawn(move || {
             let (mut buf, mut client) = (vec![0u8; 65_535], None);
             let (mut n_seen, mut held): (u64, Option<(Vec<u8>, std::net::SocketAddr)>) = (0, None);
@@ -291,13 +294,13 @@ impl Forwarder {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
-                let to = if from == server {
-                    client
+                // The first sender is the client; the rest is the server's (any of them).
+                let client = *client.get_or_insert(from);
+                let to = if from == client {
+                    *up.lock().unwrap()
                 } else {
-                    client = Some(from);
-                    Some(server)
+                    client
                 };
-                let Some(to) = to else { continue };
                 n_seen += 1;
                 let impair = n_seen > 20;
                 if impair && drop > 0 && n_seen % drop == 0 {
@@ -319,8 +322,15 @@ impl Forwarder {
             port,
             stop,
             impaired,
+            upstream,
             thread: Some(thread),
         }
+    }
+
+    /// Sends the client's datagrams to `server` from now on (a server restarted elsewhere, as
+    /// the client sees it: same address, no state).
+    fn redirect(&self, server: std::net::SocketAddr) {
+        *self.upstream.lock().unwrap() = server;
     }
 
     /// Datagrams dropped and reordered so far.
@@ -625,6 +635,53 @@ fn a_server_killed_with_calls_in_flight_fails_them_promptly() {
     let err = call.join().unwrap().expect_err("the server is gone");
     assert_eq!(err.code(), crate::StatusCode::Unavailable, "{err}");
     assert!(err.to_string().contains("unreachable"), "{err}");
+}
+
+#[test]
+fn a_restarted_server_resets_its_old_clients_at_once() {
+    // R9 finding 5: after a restart the server knows nothing of its old connections; their
+    // next packets drew no stateless reset the clients would accept (each endpoint had a
+    // random reset key), so they hung until the keepalive or the idle timeout. The reset key
+    // now derives from the server's identity: the restarted server (another engine with the
+    // same identity, which the forwarder now reaches) resets them.
+    let ca = Ca::new("ca");
+    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    let serve = |sc: ServerConfig| {
+        Engine::builder()
+            .cores(1)
+            .config(ProtocolConfig::default().with_quic_server(sc))
+            .service(echo())
+            .listen("quic://127.0.0.1:0")
+            .build()
+            .unwrap()
+    };
+    let addr_of = |e: &Engine| -> std::net::SocketAddr {
+        let a = e.endpoints()[0].to_string();
+        a.strip_prefix("quic://").unwrap().parse().unwrap()
+    };
+    let (first, second) = (serve(sc.clone()), serve(sc));
+    let fwd = Forwarder::start(addr_of(&first));
+    // No keepalive: only the reset can end the old connection before QUIC's idle timeout.
+    let c = Engine::builder()
+        .cores(1)
+        .config(
+            ProtocolConfig::default()
+                .with_keepalive(Duration::ZERO, Duration::from_secs(10))
+                .with_quic_client(ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]))),
+        )
+        .build()
+        .unwrap();
+    let ch = c
+        .client()
+        .connect(&format!("quic://127.0.0.1:{}", fwd.port))
+        .unwrap();
+    assert_eq!(ch.call("echo@1.0.0", "say", vec![1], DL).unwrap(), [1]);
+    fwd.redirect(addr_of(&second));
+    let err = ch
+        .call("echo@1.0.0", "say", vec![2], Some(Duration::from_secs(120)))
+        .expect_err("the old connection is gone");
+    assert!(err.to_string().contains("reset"), "{err}");
+    drop(first);
 }
 
 #[test]
