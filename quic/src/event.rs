@@ -185,26 +185,17 @@ fn refused_hint(alert: u8) -> &'static str {
     }
 }
 
-impl CloseReason {
-    /// The reason for `e`, on the `client` side of the connection or the server's.
-    pub(crate) fn of(e: &ConnectionError, client: bool) -> Self {
-        match e {
-            ConnectionError::TransportError(t) => match crypto_alert(t.code) {
-                Some(alert) => Self::Tls(format!(
-                    "detected here: {}{} (alert {})",
-                    t.reason,
-                    hint(&t.reason, client),
-                    alert_name(alert)
-                )),
-                None => Self::Transport(format!("detected here: {t}")),
-            },
-            other => Self::from(other),
-        }
+impl From<&ConnectionError> for CloseReason {
+    /// As seen by a client ([`CloseReason::of`] names the side).
+    fn from(e: &ConnectionError) -> Self {
+        Self::of(e, true)
     }
 }
 
-impl From<&ConnectionError> for CloseReason {
-    fn from(e: &ConnectionError) -> Self {
+impl CloseReason {
+    /// The reason for `e`, on the `client` side of the connection or the server's (a
+    /// certificate error names the detecting side's own setting).
+    pub(crate) fn of(e: &ConnectionError, client: bool) -> Self {
         match e {
             ConnectionError::LocallyClosed => Self::Local,
             ConnectionError::TimedOut => Self::TimedOut,
@@ -218,7 +209,7 @@ impl From<&ConnectionError> for CloseReason {
                 Some(alert) => Self::Tls(format!(
                     "detected here: {}{} (alert {})",
                     t.reason,
-                    hint(&t.reason, true),
+                    hint(&t.reason, client),
                     alert_name(alert)
                 )),
                 None => Self::Transport(format!("detected here: {t}")),

@@ -84,6 +84,28 @@ fn client(trust: &Ca, identity: Option<Identity>) -> Engine {
 
 const DL: Option<Duration> = Some(Duration::from_secs(10));
 
+/// The UDP address of `e`'s first `quic://` listen.
+fn quic_addr(e: &Engine) -> std::net::SocketAddr {
+    let a = e.endpoints()[0].to_string();
+    a.strip_prefix("quic://").unwrap().parse().unwrap()
+}
+
+/// A UDP socket connected to `e`'s first `quic://` listen, for a raw QUIC client.
+fn raw_socket(e: &Engine) -> std::net::UdpSocket {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(quic_addr(e)).unwrap();
+    sock
+}
+
+/// Waits up to 20 s for `done` to hold on `e`'s counters.
+fn wait_stats(e: &Engine, done: impl Fn(&crate::CoreStats) -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !done(&e.total_stats()) {
+        assert!(std::time::Instant::now() < until, "{:?}", e.total_stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn unary_calls_over_quic_each_on_its_own_stream() {
     let ca = Ca::new("ca");
@@ -241,11 +263,7 @@ fn clean_closes_count_no_error_and_a_refused_handshake_counts_its_kind() {
         assert_eq!(ch.call("echo@1.0.0", "say", vec![i], DL).unwrap(), [i]);
         c.shutdown(Duration::from_secs(2));
     }
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while s.total_stats().closed() < 5 {
-        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_stats(&s, |st| st.closed() >= 5);
     let errors = s.total_stats().errors().clone();
     assert!(
         !errors.keys().any(|k| k.starts_with("quic_")),
@@ -254,10 +272,7 @@ fn clean_closes_count_no_error_and_a_refused_handshake_counts_its_kind() {
     // A client without the required certificate: the server counts a TLS failure.
     let anon = client(&ca, None);
     let _ = anon.client().connect_timeout(&ep, Duration::from_secs(5));
-    while s.total_stats().errors_of("quic_tls_failed") == 0 {
-        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_stats(&s, |st| st.errors_of("quic_tls_failed") > 0);
 }
 
 /// A UDP forwarder between one client and a server, on a port of its own: the client dials
@@ -411,8 +426,7 @@ fn a_connection_error_closes_quic_with_its_status_code() {
     use netron_quic::{CloseReason, QuicEndpoint, QuicEvent, Read};
     let ca = Ca::new("ca");
     let s = server(&ca, ClientAuth::None);
-    let addr = s.endpoints()[0].to_string();
-    let addr: std::net::SocketAddr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
+    let addr = quic_addr(&s);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(5)))
@@ -487,19 +501,12 @@ fn a_new_connection_from_a_reused_port_is_served_at_once() {
     // answer only if the listener serves its first Initial.
     let ca = Ca::new("ca");
     let s = server(&ca, ClientAuth::None);
-    let addr = s.endpoints()[0].to_string();
-    let addr: std::net::SocketAddr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
     let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.connect(addr).unwrap();
+    let sock = raw_socket(&s);
     raw_handshake(&sock, &cc, true).expect("the first connection");
     // The server's socket for the first connection is gone once the connection is counted
     // closed (until then the kernel would hand it the new connection's datagrams).
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while s.total_stats().closed() < 1 {
-        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_stats(&s, |st| st.closed() >= 1);
     raw_handshake(&sock, &cc, true).expect("a second connection from the same port, at once");
 }
 
@@ -511,17 +518,10 @@ fn a_second_connection_on_a_live_connections_port_is_refused_not_mixed_in() {
     // connected socket takes one connection: the second is refused, the first goes on.
     let ca = Ca::new("ca");
     let s = server(&ca, ClientAuth::None);
-    let addr = s.endpoints()[0].to_string();
-    let addr: std::net::SocketAddr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
     let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.connect(addr).unwrap();
+    let sock = raw_socket(&s);
     raw_handshake(&sock, &cc, false).expect("the first connection, left open");
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while s.total_stats().accepted() < 1 {
-        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_stats(&s, |st| st.accepted() >= 1);
     let err = raw_handshake(&sock, &cc, false).expect_err("the second is refused");
     assert!(err.contains("still open"), "{err}");
     assert_eq!(s.total_stats().accepted(), 1, "{:?}", s.total_stats());
@@ -600,8 +600,7 @@ fn a_server_killed_with_calls_in_flight_fails_them_promptly() {
         .listen("quic://127.0.0.1:0")
         .build()
         .unwrap();
-    let addr = s.endpoints()[0].to_string();
-    let addr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
+    let addr = quic_addr(&s);
     let fwd = Forwarder::start(addr);
     // No Netron keepalive: nothing but the probe makes the client send (before it, the call
     // waited for QUIC's idle timeout, 30 s, and failed naming it).
@@ -661,12 +660,8 @@ fn a_restarted_server_resets_its_old_clients_at_once() {
             .build()
             .unwrap()
     };
-    let addr_of = |e: &Engine| -> std::net::SocketAddr {
-        let a = e.endpoints()[0].to_string();
-        a.strip_prefix("quic://").unwrap().parse().unwrap()
-    };
     let (first, second) = (serve(sc.clone()), serve(sc));
-    let fwd = Forwarder::start(addr_of(&first));
+    let fwd = Forwarder::start(quic_addr(&first));
     // No keepalive: only the reset can end the old connection before QUIC's idle timeout.
     let c = Engine::builder()
         .cores(1)
@@ -682,7 +677,7 @@ fn a_restarted_server_resets_its_old_clients_at_once() {
         .connect(&format!("quic://127.0.0.1:{}", fwd.port))
         .unwrap();
     assert_eq!(ch.call("echo@1.0.0", "say", vec![1], DL).unwrap(), [1]);
-    fwd.redirect(addr_of(&second));
+    fwd.redirect(quic_addr(&second));
     let err = ch
         .call("echo@1.0.0", "say", vec![2], Some(Duration::from_secs(120)))
         .expect_err("the old connection is gone");
@@ -697,8 +692,7 @@ fn calls_and_streams_survive_loss_and_reordering_on_the_path() {
     // 200 KB, one at a time and from four threads, all answered exactly, and a stream.
     let ca = Ca::new("ca");
     let s = server(&ca, ClientAuth::None);
-    let addr = s.endpoints()[0].to_string();
-    let addr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
+    let addr = quic_addr(&s);
     let fwd = Forwarder::lossy(addr, 13, 7);
     let c = client(&ca, None);
     let ch = c
@@ -760,8 +754,7 @@ fn calls_and_streams_survive_loss_and_reordering_on_the_path() {
 fn a_killed_server_fails_calls_at_once_not_at_the_idle_timeout() {
     let ca = Ca::new("ca");
     let s = server(&ca, ClientAuth::None);
-    let addr = s.endpoints()[0].to_string();
-    let addr = addr.strip_prefix("quic://").unwrap().parse().unwrap();
+    let addr = quic_addr(&s);
     let fwd = Forwarder::start(addr);
     let c = client(&ca, None);
     let ch = c
