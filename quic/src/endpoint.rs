@@ -202,11 +202,34 @@ impl QuicEndpoint {
         Ok(())
     }
 
+    /// At the connection limit, a new client's Initial replaces a connection whose handshake
+    /// never completed (closed here, its `Closed` event follows): its "client" may have been
+    /// one forged Initial, which would otherwise lock the real client of that address out
+    /// until the handshake times out. False if every connection is established.
+    fn give_way(&mut self, now: Instant) -> bool {
+        let stale = self
+            .conns
+            .iter()
+            .find(|(_, s)| !s.connected && !s.closed && s.conn.side().is_server())
+            .map(|(index, s)| ConnId {
+                index: index as u32,
+                generation: s.generation,
+            });
+        match stale {
+            Some(id) => {
+                let _ = self.close(now, id, 0, b"replaced by a new connection from its address");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Accepts at most `n` connections at a time: a new client's Initial beyond them is
-    /// refused (CONNECTION_REFUSED) instead of accepted. An endpoint that serves one
-    /// connected socket (one client address and port) sets 1, so a second connection from
-    /// that address (a restarted client on the same port, or a forged Initial) can never
-    /// join or disturb the first.
+    /// refused (CONNECTION_REFUSED) instead of accepted, unless it can replace one whose
+    /// handshake never completed. An endpoint that serves one connected socket (one client
+    /// address and port) sets 1, so a second connection from that address (a restarted
+    /// client on the same port, or a forged Initial) can never join or disturb an established
+    /// first one, and a forged Initial cannot lock the real client out.
     pub fn limit_connections(&mut self, n: usize) {
         self.max_conns = n;
     }
@@ -317,7 +340,12 @@ impl QuicEndpoint {
     fn incoming(&mut self, now: Instant, incoming: Incoming) {
         self.scratch.clear();
         let pending = self.pending;
-        if pending >= self.max_pending || self.conns.len() >= self.max_conns {
+        if self.conns.len() >= self.max_conns && !self.give_way(now) {
+            let t = self.endpoint.refuse(incoming, &mut self.scratch);
+            self.stats.refused += 1;
+            return self.respond(t);
+        }
+        if pending >= self.max_pending {
             let t = self.endpoint.refuse(incoming, &mut self.scratch);
             self.stats.refused += 1;
             return self.respond(t);

@@ -86,6 +86,8 @@ pub(crate) struct QuicLink {
     closed: bool,
     /// ICMP port-unreachable errors since the last datagram from the peer ([`REFUSALS`]).
     refused: u8,
+    /// QUIC's handshake completed (until then a new client's connection may replace ours).
+    quic_connected: bool,
     /// `ProtocolConfig::stall_timeout`: how long output may wait on QUIC flow control (the
     /// peer's windows) with no byte taken before the connection closes (`write_stalled`).
     stall: Duration,
@@ -137,6 +139,7 @@ impl QuicLink {
             read_done: false,
             closed: false,
             refused: 0,
+            quic_connected: pipe.client,
             stall,
             last_rx: Instant::now(),
             probed: None,
@@ -349,8 +352,16 @@ impl QuicLink {
     fn apply(&mut self, deliver: &mut impl FnMut(Input<'_>)) -> Result<bool, Update> {
         let mut got = false;
         while let Some(ev) = self.endpoint.poll_event() {
-            // The link serves one QUIC connection: events of any other (the endpoint refuses
-            // them, see `QuicEndpoint::limit_connections`) are not this connection's.
+            // A new connection replaced ours before its handshake completed (the endpoint
+            // lets a real client's Initial replace one that may have been forged: see
+            // `QuicEndpoint::limit_connections`): the link serves the new one.
+            if let QuicEvent::Accepted { conn } = ev {
+                if !self.quic_connected {
+                    self.conn = Some(conn);
+                }
+            }
+            // The link serves one QUIC connection: events of any other (refused or replaced
+            // by the endpoint) are not this connection's.
             if self.conn.is_some_and(|c| c != event_conn(&ev)) {
                 continue;
             }
@@ -360,6 +371,7 @@ impl QuicLink {
                 }
                 QuicEvent::Connected { conn } => {
                     self.conn = Some(conn);
+                    self.quic_connected = true;
                     self.note_identity();
                     let mut io = EndpointStreams {
                         endpoint: &mut self.endpoint,

@@ -511,6 +511,30 @@ fn a_new_connection_from_a_reused_port_is_served_at_once() {
 }
 
 #[test]
+fn a_forged_initial_does_not_lock_the_real_client_out() {
+    // Fresh user R10's finding A: one Initial from a client's address (forged; it never
+    // completes a handshake) made the listener hold a connection for that address, and the
+    // real client was refused until the handshake timeout (~10 s; forever if re-sent). A new
+    // Initial now replaces a connection whose handshake never completed.
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    let sock = raw_socket(&s);
+    // The forger: its first flight only, nothing after.
+    let mut forged = netron_quic::QuicEndpoint::new(None, Some(&cc)).unwrap();
+    let now = std::time::Instant::now();
+    forged.connect(now, quic_addr(&s), "127.0.0.1").unwrap();
+    let mut tx = Vec::new();
+    while let Some(t) = forged.poll_transmit(now, &mut tx) {
+        sock.send(&tx[..t.len]).unwrap();
+    }
+    wait_stats(&s, |st| st.accepted() >= 1);
+    // The real client, from the same address and port, at once (nothing resent: only an
+    // answer to its first Initial lets it in).
+    raw_handshake(&sock, &cc, false).expect("the real client is served at once");
+}
+
+#[test]
 fn a_second_connection_on_a_live_connections_port_is_refused_not_mixed_in() {
     // Fresh user R9's finding 1: a client killed and replaced on its port (or a forged
     // Initial from it) had its new connection accepted by the old connection's endpoint and
