@@ -106,6 +106,9 @@ struct Entry {
     /// A frame ending the peer's half arrived (its final frame: no Cancel or Error is made up
     /// for a later reset).
     peer_ended: bool,
+    /// A subscription (opened by Subscribe): it may wait for the peer indefinitely, so it
+    /// does not count for [`Router::awaiting_peer`].
+    subscription: bool,
 }
 
 /// Routes one QUIC connection's frames (see the module documentation).
@@ -216,12 +219,13 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         self.streams.len() - usize::from(self.control.is_some())
     }
 
-    /// Whether an exchange we opened still waits for the peer's half (a call's reply, a
-    /// stream's messages): a walk over the open streams, for occasional checks.
+    /// Whether a call or stream we opened still waits for the peer's half (a reply, a
+    /// stream's messages); subscriptions, which may wait for events indefinitely, do not
+    /// count. A walk over the open streams, for occasional checks.
     pub fn awaiting_peer(&self) -> bool {
         self.streams
             .values()
-            .any(|e| e.ours && !e.control && !e.recv_done)
+            .any(|e| e.ours && !e.control && !e.recv_done && !e.subscription)
     }
 
     /// Whether the peer finished the control stream (treat as the end of its input).
@@ -464,11 +468,14 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         ends: bool,
     ) {
         self.stats.opened += 1;
+        let subscription =
+            FrameHeader::parse(bytes).is_some_and(|h| h.kind_byte() == FrameKind::Subscribe as u8);
         self.streams.insert(
             s,
             Entry {
                 id,
                 ours: true,
+                subscription,
                 ..Entry::default()
             },
         );

@@ -403,3 +403,25 @@ fn an_id_reused_before_the_old_streams_fin_gets_a_new_stream() {
         "the cancelled call's stream is done too"
     );
 }
+
+#[test]
+fn calls_await_the_peer_and_subscriptions_do_not() {
+    // The engine's link probes a silent peer (a QUIC PING) only while `awaiting_peer`: a
+    // call waits for its reply, an idle subscription may wait for events for ever and must
+    // not cost a PING a second (fresh user R10's finding B).
+    let mut io = Fake::new();
+    let mut r = client();
+    let hello = frame(FrameKind::Hello, Flags::empty(), 0, b"hi");
+    r.send(
+        &mut io,
+        &cat(&[&PREFACE, &hello, &f(FrameKind::Subscribe, 1)]),
+    )
+    .expect("routable");
+    assert!(!r.awaiting_peer(), "a subscription alone");
+    r.send(&mut io, &f(FrameKind::Request, 3))
+        .expect("routable");
+    assert!(r.awaiting_peer(), "a call waits for its reply");
+    let reply = frame(FrameKind::Response, Flags::END_STREAM, 3, b"ok");
+    r.on_bytes(8, &reply, true, |_| {}).expect("the reply");
+    assert!(!r.awaiting_peer(), "the call was answered");
+}
