@@ -80,6 +80,25 @@ pub enum QuicEvent {
     },
 }
 
+impl QuicEvent {
+    /// The connection the event is about.
+    pub fn conn(&self) -> ConnId {
+        match *self {
+            Self::Accepted { conn }
+            | Self::Connected { conn }
+            | Self::StreamOpened { conn, .. }
+            | Self::Readable { conn, .. }
+            | Self::Writable { conn, .. }
+            | Self::Stopped { conn, .. }
+            | Self::StreamsAvailable { conn }
+            | Self::Finished { conn, .. }
+            | Self::Datagram { conn, .. }
+            | Self::Closed { conn, .. }
+            | Self::Drained { conn } => conn,
+        }
+    }
+}
+
 /// Why a connection closed, blaming the right side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {

@@ -36,7 +36,7 @@ impl<'a> Origin<'a> {
 
 /// Who is calling (for [`crate::Before`]): the connection's key ([`Origin::peer_key`], 0
 /// outside a core), `shm://` credentials, `quic://` certificates.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Caller<'a> {
     pub peer: u64,
     pub cred: Option<crate::shm::PeerCred>,

@@ -323,11 +323,11 @@ impl QuicLink {
         loop {
             match self.socket.recv_from(&mut self.rx) {
                 Ok((n, from)) => {
+                    let now = Instant::now();
                     self.refused = 0;
-                    self.last_rx = Instant::now();
+                    self.last_rx = now;
                     let data = BytesMut::from(&self.rx[..n]);
-                    self.endpoint
-                        .handle_datagram(Instant::now(), from, None, data);
+                    self.endpoint.handle_datagram(now, from, None, data);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -362,7 +362,7 @@ impl QuicLink {
             }
             // The link serves one QUIC connection: events of any other (refused or replaced
             // by the endpoint) are not this connection's.
-            if self.conn.is_some_and(|c| c != event_conn(&ev)) {
+            if self.conn.is_some_and(|c| c != ev.conn()) {
                 continue;
             }
             match ev {
@@ -703,23 +703,6 @@ impl Drop for QuicLink {
             let _ = self.endpoint.close(Instant::now(), conn, code, why);
             self.send_out();
         }
-    }
-}
-
-/// The connection an endpoint event is about.
-fn event_conn(ev: &QuicEvent) -> ConnId {
-    match *ev {
-        QuicEvent::Accepted { conn }
-        | QuicEvent::Connected { conn }
-        | QuicEvent::StreamOpened { conn, .. }
-        | QuicEvent::Readable { conn, .. }
-        | QuicEvent::Writable { conn, .. }
-        | QuicEvent::Stopped { conn, .. }
-        | QuicEvent::StreamsAvailable { conn }
-        | QuicEvent::Finished { conn, .. }
-        | QuicEvent::Datagram { conn, .. }
-        | QuicEvent::Closed { conn, .. }
-        | QuicEvent::Drained { conn } => conn,
     }
 }
 
