@@ -291,7 +291,7 @@ impl EngineBuilder {
             let (inboxes, next) = (engine.inboxes.clone(), next.clone());
             let acceptor = Arc::new(move |pipe| {
                 let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
-                inboxes[i].push(Command::AcceptRecord(pipe));
+                inboxes[i].push(Command::AcceptRecord(Box::new(pipe)));
                 Ok(())
             });
             let bound = match &ep {

@@ -28,7 +28,7 @@ pub(crate) enum Command {
         slot: Arc<Completion>,
     },
     /// Serve a new in-process connection (an `inproc://` listener's acceptor sends it).
-    AcceptRecord(crate::transport::inproc::RecordPipe),
+    AcceptRecord(Box<crate::transport::inproc::RecordPipe>),
     /// Count an error that happened off the cores (an `shm://` client refused by
     /// `allow_uid`, on the listener's accept thread) in this core's stats.
     CountError(&'static str),

@@ -134,6 +134,52 @@ fn closing_one_side_is_seen_by_the_other() {
     assert!(matches!(server.check_peer(), Err(Error::PeerGone)));
 }
 
+/// A writer that never waits (`reserve`, no `reserve_wait`) to a peer that stopped reading and
+/// then went away: once the ring is full, its retries report `PeerGone`, not `Full` forever
+/// (it has no other way to learn: nothing it does waits on the liveness socket).
+#[test]
+fn a_non_blocking_writer_to_a_gone_peer_gets_peer_gone_not_full_forever() {
+    let name = format!("gone-writer-{}", std::process::id());
+    let listener = ShmListener::bind(&name).unwrap();
+    let t = std::thread::spawn(move || ShmConnection::connect(&name).unwrap());
+    let server = listener.accept_timeout(deadline()).unwrap();
+    let mut client = t.join().unwrap();
+    let p = client.producer();
+    let record = [7u8; 1024];
+    let mut sent = 0usize;
+    loop {
+        match p.send(&record) {
+            Ok(()) => sent += 1,
+            Err(Error::Full) => break,
+            Err(e) => panic!("filling the ring: {e:?}"),
+        }
+        assert!(sent < 1 << 20, "the ring never filled");
+    }
+    p.publish().unwrap();
+    assert!(
+        matches!(p.reserve(record.len()), Err(Error::Full)),
+        "the peer is alive"
+    );
+    drop(server);
+    let give_up = Instant::now() + Duration::from_secs(5);
+    let outcome = loop {
+        match p.reserve(record.len()) {
+            Err(Error::Full) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            Err(e) => break e,
+            Ok(_) => panic!("room appeared in a ring nobody reads"),
+        }
+    };
+    assert!(matches!(outcome, Error::PeerGone), "got {outcome:?}");
+    // The consumer half learns it from the same look.
+    assert!(client.consumer().peer_gone());
+    assert!(matches!(
+        client.producer().check_peer(),
+        Err(Error::PeerGone)
+    ));
+}
+
 /// A client whose user id is not in `allow_uids` is refused, and both sides say why: the
 /// listener's accept returns `Refused`, and the client's connect gets the server's refusal
 /// (not a bare "Broken pipe") naming the allow_uids list. A listed user is served.

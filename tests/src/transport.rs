@@ -380,6 +380,12 @@ impl RawLink for InprocLink {
         let p = tx
             .as_mut()
             .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "inproc link shut down"))?;
+        if self.peer_shut() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the shm peer closed the connection",
+            ));
+        }
         let mut r = p.reserve(bytes.len()).map_err(shm_err)?;
         r.copy_from_slice(bytes);
         r.commit();

@@ -66,11 +66,7 @@ impl Core {
                     // Stopped listening: the dropped rings are the client's refusal.
                     self.stats.refused += 1;
                 } else if self
-                    .add_connected(
-                        crate::transport::Connected::Record(Box::new(pipe)),
-                        Role::Server,
-                        now,
-                    )
+                    .add_connected(crate::transport::Connected::Record(pipe), Role::Server, now)
                     .is_ok()
                 {
                     self.stats.accepted += 1;

@@ -122,7 +122,7 @@ impl Core {
         // `inproc://` connect, or an `shm://` name's rendezvous thread).
         let inbox = self.inbox.clone();
         let to_inbox: crate::transport::inproc::Acceptor = std::sync::Arc::new(move |pipe| {
-            inbox.push(crate::inbox::Command::AcceptRecord(pipe));
+            inbox.push(crate::inbox::Command::AcceptRecord(Box::new(pipe)));
             Ok(())
         });
         match endpoint {

@@ -1,7 +1,8 @@
 //! Streams on a caller-driven core: open, send without waiting (`WouldBlock` when out of
 //! credit), and read each chunk borrowed in place from the stream's receive buffer. Nothing
 //! is allocated per chunk in steady state: received chunks are appended to one reused buffer
-//! per stream, sent ones staged in one reused `BytesMut`.
+//! per stream (each behind a 4-byte length), sized when the stream opens for what its receive
+//! window lets the peer send ahead, and sent ones staged in one reused `BytesMut`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -19,9 +20,11 @@ use crate::{CallError, TrySendError};
 struct Local {
     credit: i64,
     max_message: usize,
-    /// Received bytes; `chunks` are (offset, length) into it, oldest first, from `head`.
+    /// Received chunks, oldest first, each as a 4-byte little-endian length and its bytes;
+    /// the unread ones start at `head` (what is before it was read and is compacted away
+    /// once it is more than half the buffer).
     buf: Vec<u8>,
-    chunks: VecDeque<(usize, usize)>,
+    head: usize,
     consumed: u32,
     /// Consumed bytes after which the connection hears of them (credit may be due) even
     /// while chunks are still queued: a quarter of the stream window, at most 16 KiB.
@@ -37,6 +40,10 @@ struct Local {
     send_done: bool,
     send_err: Option<Status>,
 }
+
+/// The most a stream's receive buffer reserves when it opens (bytes): twice the window up to
+/// this; a larger window's buffer grows as it fills.
+const RECV_RESERVE_CAP: usize = 4 << 20;
 
 #[derive(Debug)]
 struct LocalApp(Rc<RefCell<Local>>);
@@ -56,12 +63,20 @@ impl StreamApp for LocalApp {
         // Both directions start from the same negotiated window (protocol.md §23.2), so the
         // opening credit is also this side's receive window.
         l.report_every = u32::try_from(credit / 4).unwrap_or(0).clamp(1, 16 << 10);
+        // The peer may send a window (plus one message) ahead of the reader, and the read
+        // part is compacted away once it is half the buffer: room for twice the window is
+        // what a reader that falls behind needs, so the buffer reaches it once, here, instead
+        // of by doublings in the middle of a stream (capped, so a huge configured window
+        // does not reserve its double per stream up front; pages are touched only when used).
+        let room = usize::try_from(credit.max(0)).unwrap_or(usize::MAX);
+        l.buf.reserve(room.saturating_mul(2).min(RECV_RESERVE_CAP));
     }
     fn deliver(&mut self, msg: &[u8]) {
         let mut l = self.0.borrow_mut();
-        let at = l.buf.len();
+        // A message is at most `max_frame_size` (< 4 GiB, protocol.md §3) bytes.
+        let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
+        l.buf.extend_from_slice(&len.to_le_bytes());
         l.buf.extend_from_slice(msg);
-        l.chunks.push_back((at, msg.len()));
     }
     fn recv_closed(&mut self, end: Result<(), Status>) {
         let mut l = self.0.borrow_mut();
@@ -354,25 +369,28 @@ impl Core {
         f: &mut Option<F>,
     ) -> Result<Poll<Option<R>>, CallError> {
         let mut l = stream.local.borrow_mut();
-        if let Some((at, len)) = l.chunks.front().copied() {
+        let at = l.head;
+        if let Some(prefix) = l.buf.get(at..at + 4) {
             if let Some(f) = f.take() {
-                l.chunks.pop_front();
-                let r = f(&l.buf[at..at + len]);
+                let len = u32::from_le_bytes(prefix.try_into().unwrap_or([0; 4])) as usize;
+                let start = at + 4;
+                let r = f(&l.buf[start..start + len]);
                 l.consumed = l.consumed.saturating_add(len as u32);
-                if l.chunks.is_empty() {
+                l.head = start + len;
+                let drained = l.head == l.buf.len();
+                if drained {
                     l.buf.clear();
-                } else if at + len > l.buf.len() / 2 {
-                    // Compact in place: what is left moves to the front.
-                    let cut = at + len;
+                    l.head = 0;
+                } else if l.head > l.buf.len() / 2 {
+                    // Compact in place: what is left (less than half) moves to the front.
+                    let cut = l.head;
                     l.buf.drain(..cut);
-                    for c in l.chunks.iter_mut() {
-                        c.0 -= cut;
-                    }
+                    l.head = 0;
                 }
                 // Tell the connection (credit, WindowUpdate, a flush) once a quarter window
                 // (at most 16 KiB) was consumed, or before this reader would wait: not per
                 // chunk, which cost a connection pass and a timer check each.
-                let report = l.chunks.is_empty() || l.consumed >= l.report_every;
+                let report = drained || l.consumed >= l.report_every;
                 drop(l);
                 if report {
                     self.stream_touched(stream);

@@ -76,6 +76,12 @@ impl Consumer {
     ///
     /// The slice points into shared memory and stays valid until [`release`](Self::release).
     /// A record that breaks the ring's rules closes the connection and returns `Corrupt`.
+    ///
+    /// `read` never makes a system call, so across processes it cannot tell "nothing yet"
+    /// from "the peer died": a reader that never [`wait`](Self::wait)s learns of a dead peer
+    /// from [`check_peer`](Self::check_peer) or by watching
+    /// [`liveness_fd`](Self::liveness_fd) (the producer half's `reserve` looks by itself once
+    /// its ring is full).
     pub fn read(&self) -> Result<Option<&[u8]>> {
         match self.next(true)? {
             Some((pos, len)) => Ok(Some(self.mem.bytes(pos + HEADER, len))),

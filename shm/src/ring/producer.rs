@@ -40,7 +40,15 @@ pub struct Producer {
     bell: Arc<dyn Bell>,
     link: Arc<Link>,
     spin: Duration,
+    /// When a full ring last made [`reserve`](Producer::reserve) look at the liveness socket
+    /// (`None`: never): at most one look per [`LOOK_EVERY`].
+    last_look: Option<Instant>,
 }
+
+/// How often, at most, a `reserve` that finds the ring full looks at the liveness socket (one
+/// `poll` system call): a producer retrying on `Full` learns of a dead peer within this long
+/// of its first retry after the death, and a busy-polling one pays one system call per 1 ms.
+const LOOK_EVERY: Duration = Duration::from_millis(1);
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,6 +76,7 @@ impl Producer {
             bell,
             link,
             spin,
+            last_look: None,
         }
     }
 
@@ -89,14 +98,49 @@ impl Producer {
 
     /// Reserves room for a `len`-byte record, without waiting.
     ///
-    /// Returns `Full` if the consumer has not released enough space yet (pending commits are
-    /// then published, so the consumer can make progress), `TooLarge` if the record can never
-    /// fit, and `PeerGone`/`Closed`/`Corrupt` if the connection is unusable.
+    /// # Errors
+    /// `Full` if the consumer has not released enough space yet (pending commits are then
+    /// published, so the consumer can make progress); `TooLarge` if the record can never fit;
+    /// `PeerGone`/`Closed`/`Corrupt` if the connection is unusable. A full ring is where a
+    /// dead peer shows (it stopped releasing space): across processes, a `reserve` that finds
+    /// the ring full looks at the liveness socket (one `poll`, at most once per millisecond),
+    /// so a caller retrying on `Full` gets `PeerGone` within about 1 ms of the peer's death
+    /// instead of `Full` forever. While the ring has room, records go into it as into a
+    /// socket's send buffer, peer or no peer.
     pub fn reserve(&mut self, len: usize) -> Result<Reservation<'_>> {
         if !self.make_room(len)? {
+            self.look_at_peer()?;
             return Err(Error::Full);
         }
         Ok(self.reservation(len))
+    }
+
+    /// After `make_room` found the ring full: looks at the liveness socket without blocking,
+    /// unless it looked less than [`LOOK_EVERY`] ago (in-process channels learn of a gone peer
+    /// from its drop, with no system call).
+    fn look_at_peer(&mut self) -> Result<()> {
+        if self.link.is_local() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self
+            .last_look
+            .is_some_and(|t| now.saturating_duration_since(t) < LOOK_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_look = Some(now);
+        self.link.poll_peer(Duration::ZERO)
+    }
+
+    /// Looks at the liveness socket without blocking (one `poll` system call) and records the
+    /// peer as gone if it is (the consumer half then reports it too). For event loops that
+    /// watch [`liveness_fd`](Self::liveness_fd) themselves and saw it readable.
+    ///
+    /// # Errors
+    /// `PeerGone` if the peer is gone, `Closed` if this side closed; the OS error of `poll`.
+    pub fn check_peer(&self) -> Result<()> {
+        self.link.poll_peer(Duration::ZERO)
     }
 
     /// The reservation at the write position, once `make_room(len)` said yes.

@@ -232,7 +232,12 @@ fn flood_without_reading(t: &Transport, idle: IdlePolicy) {
                         buf = &buf[n..];
                         sent += n;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // No room: the server stopped reading (backpressure) or cut the
+                    // connection; the loop's bounds apply here too (a hang otherwise).
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() >= end || cut(&e) != 0 {
+                            break 'flood;
+                        }
                         std::thread::sleep(Duration::from_millis(1))
                     }
                     Err(_) => break 'flood,
