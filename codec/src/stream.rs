@@ -221,6 +221,29 @@ impl Window {
     }
 }
 
+/// The credit one StreamData message consumes (docs/protocol.md §23.1): its payload length as
+/// sent, and at least 1 byte, so that an empty message is not free. Without the floor, empty
+/// messages could be sent without any credit and each one costs its receiver a queue entry
+/// until the application reads it: a peer could fill a receiver's memory with them (HTTP/2's
+/// "empty frames flood", CVE-2019-9518). With it, a window of `w` bytes bounds the messages a
+/// receiver holds to `w` as well as their bytes.
+///
+/// ```
+/// use netron_codec::stream::message_credit;
+/// assert_eq!(message_credit(0), 1);
+/// assert_eq!(message_credit(1), 1);
+/// assert_eq!(message_credit(4096), 4096);
+/// ```
+pub const fn message_credit(payload_len: usize) -> u32 {
+    if payload_len == 0 {
+        1
+    } else if payload_len > u32::MAX as usize {
+        u32::MAX
+    } else {
+        payload_len as u32
+    }
+}
+
 /// Consumes `n` flow-controlled bytes from a stream window and the connection window
 /// together: both or neither (§23.3).
 ///

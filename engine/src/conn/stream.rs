@@ -540,7 +540,9 @@ impl<C: Caller> Connection<C> {
 
     fn on_stream_data(&mut self, frame: Frame<'_>, env: &mut Env<'_>) -> Result<(), ConnError> {
         let id = frame.id();
-        let n = frame.payload().len() as u32;
+        // An empty message consumes one byte of credit (§23.1): a flood of them hits the
+        // window like any other bytes.
+        let n = netron_codec::stream::message_credit(frame.payload().len());
         if !self.has_stream(id) {
             return self.stream_frame_unknown(id, n, env);
         }

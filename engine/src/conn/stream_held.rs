@@ -151,7 +151,13 @@ impl<C: Caller> Connection<C> {
     fn deliver_one(&mut self, id: u32, wire: &[u8], compressed: bool) -> Result<(), ConnError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let r = self.decompress_if(wire, compressed, &mut scratch);
-        let r = r.map(|payload| self.deliver_payload(id, wire.len() as u32, payload));
+        let r = r.map(|payload| {
+            self.deliver_payload(
+                id,
+                netron_codec::stream::message_credit(wire.len()),
+                payload,
+            )
+        });
         self.release_scratch(scratch);
         r
     }

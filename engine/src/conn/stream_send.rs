@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use netron_codec::hpack::Header;
-use netron_codec::stream::{Role as Side, Stream, Window, consume_both};
+use netron_codec::stream::{Role as Side, Stream, Window, consume_both, message_credit};
 use netron_codec::{Deadline, Flags, FrameKind, StatusCode};
 
 use super::stream::{Entry, Outgoing, StreamApp, StreamSpec, fail_app};
@@ -327,10 +327,12 @@ impl<C: Caller> Connection<C> {
         let Some(e) = s.map.get_mut(&id) else {
             return;
         };
-        let _ = consume_both(&mut e.send, &mut s.conn_send, sent as u32);
+        // Both as credit: an empty message costs 1 byte (§23.1).
+        let (len, sent) = (message_credit(len), message_credit(sent));
+        let _ = consume_both(&mut e.send, &mut s.conn_send, sent);
         if let (Some(app), Some(saved)) = (e.app.as_mut(), len.checked_sub(sent)) {
             if saved > 0 {
-                app.grant(saved as u32);
+                app.grant(saved);
             }
         }
     }

@@ -103,9 +103,10 @@ impl StreamApp for LocalApp {
         }
         let item = l.out.pop_front()?;
         if let Outgoing::Data { msg, .. } = &item {
-            l.queued -= msg.len();
+            let credit = netron_codec::stream::message_credit(msg.len()) as usize;
+            l.queued -= credit;
             if let Some(b) = &l.budget {
-                b.give(msg.len());
+                b.give(credit);
             }
         }
         Some(item)
@@ -259,12 +260,14 @@ impl Core {
                     max: l.max_message,
                 });
             }
-            if l.budget.as_ref().is_some_and(|b| !b.try_take(msg.len())) {
+            // An empty message takes 1 byte of credit and budget (§23.1).
+            let credit = netron_codec::stream::message_credit(msg.len()) as usize;
+            if l.budget.as_ref().is_some_and(|b| !b.try_take(credit)) {
                 // The connection's streams together queue a connection window already.
                 return Err(TrySendError::WouldBlock(Bytes::new()));
             }
-            l.credit -= msg.len() as i64;
-            l.queued += msg.len();
+            l.credit -= credit as i64;
+            l.queued += credit;
             // One staging buffer, reclaimed once the connection dropped what it took.
             l.staging.reserve(msg.len().max(4096));
             l.staging.extend_from_slice(msg);
@@ -375,7 +378,9 @@ impl Core {
                 let len = u32::from_le_bytes(prefix.try_into().unwrap_or([0; 4])) as usize;
                 let start = at + 4;
                 let r = f(&l.buf[start..start + len]);
-                l.consumed = l.consumed.saturating_add(len as u32);
+                l.consumed = l
+                    .consumed
+                    .saturating_add(netron_codec::stream::message_credit(len));
                 l.head = start + len;
                 let drained = l.head == l.buf.len();
                 if drained {

@@ -4,7 +4,8 @@
 //!
 //! Both sides of a stream hold a [`StreamSender`] (messages out; it waits for credit, so a
 //! slow reader bounds what a writer can queue to one stream window, and all the streams of a
-//! connection together to one connection window) and a [`StreamReceiver`]
+//! connection together to one connection window; a message takes its length in credit, an
+//! empty one 1 byte, so windows bound message counts too) and a [`StreamReceiver`]
 //! (messages in, as [`Bytes`]). Servers register handlers for the three shapes on a
 //! [`crate::Service`] ([`crate::Service::server_stream`], [`crate::Service::client_stream`],
 //! [`crate::Service::bidi_stream`]); clients open them on a [`crate::Channel`]

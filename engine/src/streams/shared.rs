@@ -196,9 +196,10 @@ impl Shared {
             g.send_done = true;
         }
         if let Outgoing::Data { msg, .. } = &item {
-            g.queued += msg.len();
+            let credit = credit_of(msg);
+            g.queued += credit;
             if let Some(b) = &g.budget {
-                b.take(msg.len());
+                b.take(credit);
             }
         }
         g.out.push_back(item);
@@ -244,15 +245,18 @@ impl Shared {
         if !g.opened || g.credit <= 0 {
             return Err(TrySendError::WouldBlock(msg));
         }
+        // What the message takes of the credit and the budget: its length, at least 1 (an
+        // empty message is not free, §23.1).
+        let credit = credit_of(&msg);
         if let Some(b) = &g.budget {
             if ready {
-                b.take(msg.len());
-            } else if !b.try_take(msg.len()) {
+                b.take(credit);
+            } else if !b.try_take(credit) {
                 return Err(TrySendError::WouldBlock(msg));
             }
         }
-        g.credit -= msg.len() as i64;
-        g.queued += msg.len();
+        g.credit -= credit as i64;
+        g.queued += credit;
         g.send_done = end;
         // A handler's last message is followed by the end of its half at its completion.
         let end = end && !g.callee;
@@ -309,7 +313,7 @@ impl Shared {
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
         let mut g = self.lock();
         if let Some(msg) = g.inq.pop_front() {
-            let n = msg.len();
+            let n = credit_of(&msg);
             g.unread -= n;
             g.consumed = g.consumed.saturating_add(n as u32);
             // Reported in steps (a quarter of the window, or when all is read), so that the
@@ -391,11 +395,13 @@ impl StreamApp for AppHandle {
     fn deliver(&mut self, msg: &[u8]) {
         let mut g = self.0.lock();
         if g.receiver_gone {
-            g.consumed = g.consumed.saturating_add(msg.len() as u32);
+            g.consumed = g
+                .consumed
+                .saturating_add(netron_codec::stream::message_credit(msg.len()));
             self.0.wake_core(g);
             return;
         }
-        g.unread += msg.len();
+        g.unread += credit_of(msg);
         if g.rbuf.capacity() < msg.len() {
             g.rbuf.reserve(msg.len().max(RBUF));
         }
@@ -455,11 +461,18 @@ impl StreamApp for AppHandle {
         }
         let item = g.out.pop_front()?;
         if let Outgoing::Data { msg, .. } = &item {
-            g.queued -= msg.len();
+            let credit = credit_of(msg);
+            g.queued -= credit;
             if let Some(b) = &g.budget {
-                b.give(msg.len());
+                b.give(credit);
             }
         }
         Some(item)
     }
+}
+
+/// The credit (and connection budget) a message takes: its length, at least 1 byte
+/// (`netron_codec::stream::message_credit`, protocol.md §23.1).
+fn credit_of(msg: &[u8]) -> usize {
+    netron_codec::stream::message_credit(msg.len()) as usize
 }

@@ -762,6 +762,111 @@ pub fn a_configured_window_bounds_a_stream_and_with_server_keeps_streams(t: &Tra
     });
 }
 
+/// Empty messages are not free (protocol.md §23.1): each consumes one byte of credit, so a
+/// peer that floods empty StreamData into a stream nobody reads meets the window like any other
+/// bytes (connection error `flow_control` once past it) instead of filling the receiver's
+/// memory one queue entry at a time (HTTP/2's "empty frames flood", CVE-2019-9518). Other
+/// connections go on.
+pub fn an_empty_message_flood_is_stopped_by_the_window(t: &Transport) {
+    const WINDOW: u32 = 1024;
+    let probe = Arc::new(Probe::default());
+    let cfg = netron_engine::ProtocolConfig::default().with_stream_window(WINDOW);
+    let (s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "empty-flood");
+    let good = s.client().connect(&addr).unwrap();
+    let cfg = ClientConfig::default().with_features(netron_codec::features::STREAMS);
+    let (mut p, settings, _) = RawPeer::handshake_with(t, &addr, cfg);
+    let mut enc = HeaderEncoder::new(settings.header_table_size);
+    let mut b = BatchEncoder::new(Limits::default().with_max_batch_bytes(1 << 20));
+    stream_open(&mut b, &mut enc, 1, b"hang");
+    // Four windows' worth: within the window they are queued (unread), past it refused.
+    // Batches of 64 frames (a batch holds 128 at most by default); sending stops once the
+    // server has closed the connection.
+    'flood: for seq in 0..4 * WINDOW {
+        if seq % 64 == 63 {
+            if p.send_frames(b.as_slice()).is_err() {
+                break 'flood;
+            }
+            b.clear();
+        }
+        b.frame(FrameKind::StreamData, 1)
+            .unwrap()
+            .arg(seq)
+            .finish()
+            .unwrap();
+    }
+    let _ = p.send_frames(b.as_slice());
+    let (got, _) = read_frames(&mut p, |f| f.iter().any(|f| f.0 == FrameKind::Error));
+    assert!(
+        got.iter().any(|f| (f.0, f.1) == (FrameKind::Error, 0)),
+        "empty messages past the window were taken: {:?}",
+        got.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>()
+    );
+    assert_eq!(wait_for(&s, "flow_control", Duration::from_secs(10)), 1);
+    assert_eq!(
+        good.call("st@1.0.0", "echo", &b""[..], Some(Duration::from_secs(5)))
+            .unwrap_err()
+            .code(),
+        StatusCode::Unimplemented,
+        "the good connection goes on"
+    );
+}
+
+/// The sending side of the same rule: empty messages take one byte of credit each, so a
+/// sender queues at most a window of them into a stream whose reader does not read, then
+/// `WouldBlock` (they queued without bound before: the credit never moved), on a
+/// caller-driven core and through a `Channel`'s `StreamSender`.
+pub fn empty_messages_take_credit_when_sent(t: &Transport) {
+    const WINDOW: usize = 512;
+    let probe = Arc::new(Probe::default());
+    let cfg = netron_engine::ProtocolConfig::default().with_stream_window(WINDOW as u32);
+    let (_s, addr) = crate::engine(t, cfg, &[stream_service(&probe)], "empty-credit");
+    let ep: netron_engine::Endpoint = addr.parse().unwrap();
+    let configure = t.configure_core;
+    let (_c, ch) = client(t, &addr);
+    within("empty messages take credit", move || {
+        let mut core =
+            netron_engine::Core::new(configure(netron_engine::CoreConfig::default())).unwrap();
+        let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+        let s = core
+            .open_stream(
+                conn,
+                SVC.as_bytes(),
+                b"hang",
+                None,
+                false,
+                Some(Duration::from_secs(60)),
+            )
+            .unwrap();
+        let mut sent = 0usize;
+        loop {
+            match core.stream_try_send(&s, &[]) {
+                Ok(()) => sent += 1,
+                Err(netron_engine::TrySendError::WouldBlock(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent <= WINDOW, "queued beyond the window ({WINDOW} B)");
+        }
+        assert_eq!(sent, WINDOW, "a window of empty messages, then WouldBlock");
+        assert_eq!(s.credit(), 0);
+        core.stream_cancel(s);
+        core.close(conn);
+
+        let (mut tx, _rx) = ch.open_bidi(SVC, "hang", &opts());
+        // The first send waits for the stream to open; the rest never wait.
+        block_on(tx.send(Vec::new())).unwrap();
+        let mut sent = 1usize;
+        loop {
+            match tx.try_send(Vec::new()) {
+                Ok(()) => sent += 1,
+                Err(netron_engine::TrySendError::WouldBlock(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent <= WINDOW, "queued beyond the window ({WINDOW} B)");
+        }
+        assert_eq!(sent, WINDOW, "a window of empty messages, then WouldBlock");
+    });
+}
+
 /// Connects a caller-driven core to `ep`, opens an echo stream and sends 1 KiB chunks until
 /// `WouldBlock`, checking that exactly `window` bytes were queued; returns what it made and
 /// the chunks sent.
