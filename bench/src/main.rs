@@ -21,6 +21,7 @@ mod engine_section;
 mod event_section;
 mod ffi_section;
 mod pin;
+mod quic_section;
 mod shm_section;
 mod stats;
 mod stream_section;
@@ -44,6 +45,7 @@ const SECTIONS: &[Section] = &[
     ("streams", stream_section::run),
     ("ffi", ffi_section::run),
     ("events", event_section::run),
+    ("quic", quic_section::run),
 ];
 
 fn main() {

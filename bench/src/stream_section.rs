@@ -20,7 +20,7 @@ use crate::table::Table;
 
 /// A service with a server stream: the request is the chunk size (u32 LE) and the chunk count
 /// (u32 LE); the handler sends that many shared chunks.
-fn stream_service() -> Service {
+pub(crate) fn stream_service() -> Service {
     service().server_stream("flood", |_, req, mut tx| async move {
         let word = |i: usize| {
             req.get(i..i + 4)
