@@ -118,6 +118,9 @@ pub mod quic {
         isolated engine_dropped_from_inside_a_handler_does_not_panic_its_core,
     }
     hot {
+        alone echoes_stay_intact_across_promotion_direct_reads_and_demotion,
+        alone concurrent_callers_share_hot_connections,
+        alone a_hot_connection_sees_its_peer_go,
         alone turning_direct_reads_off_keeps_every_byte_on_the_ring,
     }
     peers {

@@ -28,6 +28,8 @@ enum ReadEnd {
     Eof,
     /// The transport failed (the counter to count).
     Failed(&'static str),
+    /// The link ended with this update (handled as from a completion).
+    Ended(crate::transport::Update),
 }
 
 impl Core {
@@ -92,6 +94,13 @@ impl Core {
                 ReadEnd::Failed(counter) => {
                     self.stats.count_error(counter);
                     self.begin_close(key, "receive failed");
+                    continue;
+                }
+                ReadEnd::Ended(update) => {
+                    if got {
+                        self.after_event(key);
+                    }
+                    self.end_link(key, update, now);
                     continue;
                 }
             }
@@ -177,6 +186,7 @@ impl Core {
                 Direct::Empty => break,
                 Direct::Eof => return (ReadEnd::Eof, got),
                 Direct::Failed(counter) => return (ReadEnd::Failed(counter), got),
+                Direct::Ended(update) => return (ReadEnd::Ended(update), got),
             }
         }
         (ReadEnd::Open, got)

@@ -183,24 +183,8 @@ impl Core {
                     self.stats.count_error(c);
                 }
             }
-            Update::RecvFailed { counter, why } => {
-                self.stats.count_error(counter);
-                self.begin_close(key, &why);
-                return;
-            }
-            Update::Ended { why } => {
-                self.begin_close(key, &why);
-                return;
-            }
-            Update::TlsFailed { why } => {
-                self.stats.count_error("quic_tls_failed");
-                if let Some(en) = self.conns.get_mut(key) {
-                    en.conn.handshake_failure.get_or_insert_with(|| {
-                        crate::Status::unavailable(why.clone())
-                            .with_origin(crate::status::Origin::Tls)
-                    });
-                }
-                self.begin_close(key, &why);
+            end @ (Update::RecvFailed { .. } | Update::Ended { .. } | Update::TlsFailed { .. }) => {
+                self.end_link(key, end, now);
                 return;
             }
             Update::Sent {
@@ -216,6 +200,32 @@ impl Core {
             !en.link.receiving() && !en.closing && en.hot.is_none() && !en.link.read_done()
         }) {
             self.arm_recv(key);
+        }
+    }
+
+    /// The end of a link's input, from a completion or a direct read: EOF (what is in flight
+    /// is answered first), a failure (counted), a clean end, or a failed TLS handshake (a
+    /// connect waiting for it fails with `ConnectError::Tls`). Other updates are not ends
+    /// and change nothing here.
+    pub(super) fn end_link(&mut self, key: usize, update: Update, now: Instant) {
+        match update {
+            Update::Eof => self.on_eof(key, now),
+            Update::RecvFailed { counter, why } => {
+                self.stats.count_error(counter);
+                self.begin_close(key, &why);
+            }
+            Update::Ended { why } => self.begin_close(key, &why),
+            Update::TlsFailed { why } => {
+                self.stats.count_error("quic_tls_failed");
+                if let Some(en) = self.conns.get_mut(key) {
+                    en.conn.handshake_failure.get_or_insert_with(|| {
+                        crate::Status::unavailable(why.clone())
+                            .with_origin(crate::status::Origin::Tls)
+                    });
+                }
+                self.begin_close(key, &why);
+            }
+            Update::Input | Update::Quiet(_) | Update::Sent { .. } => {}
         }
     }
 

@@ -145,6 +145,10 @@ pub(crate) enum Direct {
     Eof,
     /// The transport failed: close, counting `counter` (`recv_failed`, `shm_corrupt`).
     Failed(&'static str),
+    /// The transport's connection ended with this update (`Eof`, `RecvFailed`, `Ended`,
+    /// `TlsFailed`; a `quic://` link, whose ends carry QUIC's reasons): handled as the same
+    /// update from a completion.
+    Ended(Update),
 }
 
 /// One link kind per transport. Every method is cheap and allocation-free on the hot path.

@@ -75,6 +75,9 @@ pub(crate) struct QuicLink {
     router: Router<StreamId>,
     owner: Owner,
     poll: Option<OpId>,
+    /// Hot on a busy-poll core (`stop_recv` until the next `start_recv`): the core reads the
+    /// socket itself every turn ([`Link::read_direct`]), so no poll is armed.
+    direct: bool,
     timer: Option<OpId>,
     /// When the armed timer fires.
     timer_at: Option<Instant>,
@@ -132,6 +135,7 @@ impl QuicLink {
                 generation: 0,
             },
             poll: None,
+            direct: false,
             timer: None,
             timer_at: None,
             made_waiting: false,
@@ -311,7 +315,7 @@ impl QuicLink {
     }
 
     fn arm_poll(&mut self, io: &mut Driver) {
-        if self.poll.is_none() && !self.closed {
+        if self.poll.is_none() && !self.closed && !self.direct {
             let tag = self.tag();
             self.poll = Some(io.poll(&self.poll_fd, u32::from(libc::POLLIN.unsigned_abs()), tag));
         }
@@ -541,6 +545,7 @@ impl QuicLink {
 impl Link for QuicLink {
     fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
         self.owner = owner;
+        self.direct = false;
         // A server link's first datagram is already in the endpoint: answer it now.
         self.send_out();
         self.arm_poll(io);
@@ -552,7 +557,10 @@ impl Link for QuicLink {
     }
 
     fn stop_recv(&mut self, io: &mut Driver) {
-        // Not called: `reads_directly` is false, so the core never promotes this link.
+        // Hot: the core reads the socket itself from now on (`read_direct`); the cancelled
+        // poll's completion re-arms nothing. QUIC's timer stays armed by the driver (a
+        // transmit re-arms it), and `read_direct` also runs what is due on every turn.
+        self.direct = true;
         if let Some(op) = self.poll {
             io.cancel(op);
         }
@@ -594,11 +602,54 @@ impl Link for QuicLink {
     }
 
     fn reads_directly(&self) -> bool {
-        false
+        !self.closed
     }
 
-    fn read_direct(&mut self, _scratch: &mut [u8], _deliver: impl FnMut(Input<'_>)) -> Direct {
-        Direct::Empty
+    /// One busy-poll turn of a hot link, without the driver: the datagrams waiting (one
+    /// non-blocking `recvfrom` each, and one that finds none), QUIC's timers that are due,
+    /// the frames for the connection, and the datagrams to send (as after a poll's
+    /// completion, [`QuicLink::pump`], less the re-arming: nothing is armed while hot).
+    fn read_direct(&mut self, _scratch: &mut [u8], mut deliver: impl FnMut(Input<'_>)) -> Direct {
+        if self.closed || self.read_done {
+            return Direct::Empty;
+        }
+        let before = self.last_rx;
+        if let Err(end) = self.receive() {
+            return Direct::Ended(end);
+        }
+        let now = Instant::now();
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        self.probe(now);
+        let was_blocked = self.router.pending_bytes() > MAX_PENDING;
+        let mut got = match self.apply(&mut deliver) {
+            Ok(got) => got,
+            Err(end) => {
+                self.send_out();
+                return Direct::Ended(end);
+            }
+        };
+        if self.made_waiting {
+            self.made_waiting = false;
+            self.router.take_made(|f| deliver(Input::Bytes(f)));
+            got = true;
+        }
+        // QUIC took held-back bytes: the core looks at the connection again, so its waiting
+        // output goes out now.
+        got |= was_blocked && self.router.pending_bytes() <= MAX_PENDING;
+        self.send_out();
+        if let Err(end) = self.check_reachable() {
+            return Direct::Ended(end);
+        }
+        if let Err(end) = self.check_held(now) {
+            return Direct::Ended(end);
+        }
+        if got || self.last_rx != before {
+            Direct::Got { maybe_more: false }
+        } else {
+            Direct::Empty
+        }
     }
 
     fn end_reading(&mut self, _shut: bool) {

@@ -606,6 +606,21 @@ fn a_server_killed_with_calls_in_flight_fails_them_promptly() {
     // R9 finding 4: the requests were acknowledged before the server died, so the client
     // sent nothing more and heard no ICMP until Netron's keepalive (15 s + 10 s). A link with
     // calls waiting now sends a QUIC PING after a second of silence.
+    server_killed_with_a_call_in_flight(crate::RuntimeConfig::default(), false);
+}
+
+#[test]
+fn a_server_killed_fails_the_calls_of_a_hot_busy_poll_client_promptly() {
+    // The same with the client's link read directly by a busy-poll core the whole time (no
+    // poll armed, no completion): the probe, the ICMP errors and the end come through
+    // `QuicLink::read_direct`, and the call fails naming the cause, not at its deadline.
+    let stay_hot = crate::RuntimeConfig::default()
+        .with_idle(crate::IdlePolicy::BusyPoll)
+        .with_direct_recv(Some(crate::DirectRecv::new(8, Duration::from_secs(600))));
+    server_killed_with_a_call_in_flight(stay_hot, true);
+}
+
+fn server_killed_with_a_call_in_flight(client_runtime: crate::RuntimeConfig, hot: bool) {
     use std::sync::{Arc, Mutex};
     let held: Arc<Mutex<Vec<crate::DeferredReply>>> = Arc::default();
     let h = held.clone();
@@ -630,11 +645,12 @@ fn a_server_killed_with_calls_in_flight_fails_them_promptly() {
     // waited for QUIC's idle timeout, 30 s, and failed naming it).
     let c = Engine::builder()
         .cores(1)
-        .config(
+        .config(crate::CoreConfig::new(
+            client_runtime,
             ProtocolConfig::default()
                 .with_keepalive(Duration::ZERO, Duration::from_secs(10))
                 .with_quic_client(ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]))),
-        )
+        ))
         .build()
         .unwrap();
     let ch = c
@@ -664,6 +680,10 @@ fn a_server_killed_with_calls_in_flight_fails_them_promptly() {
     let err = call.join().unwrap().expect_err("the server is gone");
     assert_eq!(err.code(), crate::StatusCode::Unavailable, "{err}");
     assert!(err.to_string().contains("unreachable"), "{err}");
+    let st = c.total_stats();
+    assert_eq!(st.errors_of("quic_peer_unreachable"), 1, "{st:?}");
+    assert_eq!(st.driver().hot_promotions > 0, hot, "{st:?}");
+    c.shutdown(Duration::from_secs(1));
 }
 
 #[test]

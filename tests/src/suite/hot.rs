@@ -70,6 +70,45 @@ pub fn echoes_stay_intact_across_promotion_direct_reads_and_demotion(t: &Transpo
     server.shutdown(Duration::from_secs(1));
 }
 
+/// A hot connection sees its peer go: the server shuts down while the client's connection
+/// is read directly (no ring receive armed), and the client's next call fails at once as the
+/// connection's end (Unavailable, naming the close), not at its deadline. Over `quic://` the
+/// end comes as QUIC's CONNECTION_CLOSE inside a direct read.
+pub fn a_hot_connection_sees_its_peer_go(t: &Transport) {
+    let server = server(t, busy());
+    let ep = crate::dial_of(t, &server).clone();
+    // The client stays hot however long it is silent: the end must arrive in a direct read.
+    let stay_hot = busy().with_direct_recv(Some(DirectRecv::new(8, Duration::from_secs(600))));
+    let mut core = crate::new_core(t, stay_hot).unwrap();
+    let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
+    let mut slot = CallSlot::new();
+    for i in 0..200 {
+        let p = payload(i, 64);
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
+            .unwrap();
+        assert!(r == &p[..], "{ep}: call {i} came back different");
+    }
+    assert!(core.stats().driver().hot_promotions >= 1, "{ep}: never hot");
+    server.shutdown(Duration::from_secs(1));
+    let long = Some(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let e = core
+        .call(conn, b"calc@1.2.0", b"echo", b"x", long, &mut slot)
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        netron_engine::StatusCode::Unavailable,
+        "{ep}: {e}"
+    );
+    // Bounded, not a timing assertion: the deadline was 60 s and the failure is the end.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{ep}: the call waited for its deadline"
+    );
+    core.close(conn);
+}
+
 /// Eight threads call through one busy-poll client core: requests and replies of many calls
 /// arrive coalesced, so direct reads carry several frames and cut frames anywhere.
 pub fn concurrent_callers_share_hot_connections(t: &Transport) {
