@@ -39,7 +39,6 @@ pub mod quic {
         a_reader_of_one_stream_is_not_stalled_by_unread_others,
         streams_open_by_requirement_like_calls,
         a_failed_half_delivers_its_status_both_ways,
-        a_response_overtakes_a_flooding_stream,
         compressible_stream_messages_go_compressed_and_arrive_intact,
         a_caller_driven_core_streams_with_would_block,
         a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
