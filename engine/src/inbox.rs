@@ -183,6 +183,12 @@ pub(crate) fn events_backlog() -> crate::Status {
 /// dropped and counted (`forward_dropped`).
 pub(crate) const MAX_QUEUED_EVENT_BYTES: usize = 64 << 20;
 
+/// What a queued event command costs beyond its topic and payload (the command itself in the
+/// queue, and the two `Bytes` handles' shared blocks), counted by [`Inbox::reserve_event`]:
+/// without it a burst of empty events counted 0 bytes each against the 64 MiB bound (fresh
+/// user R11's finding 2).
+const EVENT_COMMAND_BYTES: usize = std::mem::size_of::<Command>() + 64;
+
 impl std::fmt::Debug for Inbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbox")
@@ -262,6 +268,7 @@ impl Inbox {
     }
 
     pub(crate) fn reserve_event(&self, n: usize) -> bool {
+        let n = n + EVENT_COMMAND_BYTES;
         let prev = self.event_bytes.fetch_add(n, Ordering::AcqRel);
         if prev.saturating_add(n) > MAX_QUEUED_EVENT_BYTES {
             self.event_bytes.fetch_sub(n, Ordering::AcqRel);
@@ -272,7 +279,8 @@ impl Inbox {
 
     /// The core took an event of `n` bytes counted by [`Inbox::reserve_event`].
     pub(crate) fn release_event(&self, n: usize) {
-        self.event_bytes.fetch_sub(n, Ordering::AcqRel);
+        self.event_bytes
+            .fetch_sub(n + EVENT_COMMAND_BYTES, Ordering::AcqRel);
     }
 
     /// The core stops taking commands: every queued and later command is answered at once

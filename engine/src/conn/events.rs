@@ -38,10 +38,20 @@ pub(crate) struct Published {
     pub payload: Bytes,
 }
 
+/// What one queued entry costs beyond its topic and payload, counted against
+/// `EventConfig::max_queued_bytes`: its queue slot (sequence number and reference) and the
+/// shared event's own allocation (reference counts and the two `Bytes` handles), counted for
+/// every entry, shared or not. Without it an empty event counted 1 byte while its entry took
+/// 16 or more: 16 Mi entries (266 MiB) fitted under the 16 MiB bound (fresh user R11's
+/// finding 2).
+pub(crate) const ENTRY_BYTES: usize = std::mem::size_of::<(u32, Rc<Published>)>()
+    + std::mem::size_of::<Published>()
+    + 2 * std::mem::size_of::<usize>();
+
 impl Published {
-    /// Bytes a queued reference to it is counted for.
+    /// Bytes a queued reference to it is counted for: topic, payload and [`ENTRY_BYTES`].
     fn size(&self) -> usize {
-        self.topic.len() + self.payload.len()
+        self.topic.len() + self.payload.len() + ENTRY_BYTES
     }
 }
 
@@ -81,6 +91,10 @@ struct Served {
     /// The next sequence number (assigned at match time, §24.3).
     seq: u32,
     queue: VecDeque<(u32, Rc<Published>)>,
+    /// Whether its id is in `Events::ready` (at most once: it was pushed once per event
+    /// queued into an emptied queue, so a depth-1 subscription nobody read grew the list by
+    /// one entry per event, R11's finding 1, 2.5 GiB in 17 s).
+    in_ready: bool,
 }
 
 struct Mine {
@@ -279,6 +293,7 @@ impl<C: Caller> Connection<C> {
             policy: SlowPolicy::from_wire(body.on_full()).or(cfg.default_policy),
             seq: 0,
             queue: VecDeque::new(),
+            in_ready: false,
         };
         let ev = self.events_mut();
         ev.served.insert(id, served);
@@ -582,12 +597,19 @@ impl<C: Caller> Connection<C> {
                 }
             }
         }
-        if s.queue.is_empty() {
+        if !s.in_ready {
+            s.in_ready = true;
             e.ready.push_back(id);
         }
         s.queue.push_back((seq, Rc::clone(ev)));
         e.queued_bytes += ev.size();
         Enqueued::Queued
+    }
+
+    /// Entries in the round-robin list of subscriptions with queued events (tests).
+    #[cfg(test)]
+    pub(crate) fn ready_len(&self) -> usize {
+        self.events.as_ref().map_or(0, |e| e.ready.len())
     }
 
     /// Encodes queued events into the current batch, one per subscription per round, while
@@ -606,10 +628,12 @@ impl<C: Caller> Connection<C> {
             let Some(s) = e.served.get_mut(&id) else {
                 continue;
             };
+            s.in_ready = false;
             let Some((seq, ev)) = s.queue.pop_front() else {
                 continue;
             };
             if !s.queue.is_empty() {
+                s.in_ready = true;
                 e.ready.push_back(id);
             }
             e.queued_bytes -= ev.size();

@@ -111,7 +111,9 @@ impl EventConfig {
         self
     }
 
-    /// Bytes of events (topic + payload) queued for one connection's subscriptions together
+    /// Bytes of events (topic + payload + a fixed overhead per queued entry, 96 bytes on 64-bit:
+    /// its queue slot and the shared event's allocation) queued for one connection's
+    /// subscriptions together
     /// before its slow-subscriber policies apply on bytes as they do on depth (default
     /// 16 MiB, at least 1): drop-oldest drops the subscription's oldest events (counted,
     /// the subscriber sees the gap) and disconnect ends it; a subscription with nothing queued

@@ -9,7 +9,7 @@ use netron_codec::hpack::Header;
 use netron_codec::subject::{Pattern, Subject};
 
 use super::*;
-use crate::conn::events::{Change, EventApp, Published};
+use crate::conn::events::{Change, ENTRY_BYTES, EventApp, Published};
 use crate::events::{EventConfig, SlowPolicy, SubscribeOptions};
 
 #[derive(Debug, Default)]
@@ -160,8 +160,8 @@ fn a_full_queue_drops_the_oldest_and_the_subscriber_learns_how_many() {
     assert_eq!(p.stats.events_dropped, 3);
     assert_eq!(
         p.server.event_gauges(),
-        (1, 2 * 2),
-        "two events of 2 bytes queued"
+        (1, 2 * (2 + ENTRY_BYTES)),
+        "two events of 2 bytes queued, each with its entry's overhead"
     );
     p.pump(usize::MAX);
     let got = &log.borrow().events;
@@ -177,8 +177,9 @@ fn a_full_queue_drops_the_oldest_and_the_subscriber_learns_how_many() {
 
 #[test]
 fn queued_bytes_are_bounded_per_connection_whatever_the_depth() {
-    // 10 bytes per connection; events of 5 bytes ("t" + 4), depth 1000.
-    let mut p = pair_with(EventConfig::default().with_max_queued_bytes(10));
+    // Room for two events of 5 bytes ("t" + 4) and their entries; depth 1000.
+    let two = 2 * (5 + ENTRY_BYTES);
+    let mut p = pair_with(EventConfig::default().with_max_queued_bytes(two));
     let opts = SubscribeOptions::new()
         .queue_depth(1000)
         .on_full(SlowPolicy::DropOldest);
@@ -186,7 +187,7 @@ fn queued_bytes_are_bounded_per_connection_whatever_the_depth() {
     let evs: Vec<Published> = (0..6u8).map(|i| event("t", &[i, 0, 0, 0])).collect();
     fan_out(&mut p, &evs);
     assert_eq!(p.stats.events_dropped, 4, "two events of 5 bytes fit");
-    assert_eq!(p.server.event_gauges(), (1, 10));
+    assert_eq!(p.server.event_gauges(), (1, two));
     p.pump(usize::MAX);
     let got = &log.borrow().events;
     assert_eq!(got.len(), 2);
@@ -196,7 +197,7 @@ fn queued_bytes_are_bounded_per_connection_whatever_the_depth() {
         "events 0..4 lost, then event 4"
     );
     // With the disconnect policy the subscription ends instead.
-    let mut p = pair_with(EventConfig::default().with_max_queued_bytes(10));
+    let mut p = pair_with(EventConfig::default().with_max_queued_bytes(two));
     let opts = SubscribeOptions::new()
         .queue_depth(1000)
         .on_full(SlowPolicy::Disconnect);
@@ -207,6 +208,43 @@ fn queued_bytes_are_bounded_per_connection_whatever_the_depth() {
     let st = end.expect_err("ended by the policy");
     assert_eq!(st.code, StatusCode::ResourceExhausted);
     assert!(st.message.contains("max_queued_bytes"), "{}", st.message);
+}
+
+#[test]
+fn empty_events_are_counted_with_their_entries() {
+    // 16 Mi empty events fitted under 16 MiB when each counted its 1-byte topic only (fresh
+    // user R11's finding 2): now each also counts its entry, so the bound is in real memory.
+    let cap = 64 * (1 + ENTRY_BYTES);
+    let mut p = pair_with(EventConfig::default().with_max_queued_bytes(cap));
+    let opts = SubscribeOptions::new()
+        .queue_depth(65_536)
+        .on_full(SlowPolicy::DropOldest);
+    let _sub = subscribe(&mut p, "t", opts);
+    let evs: Vec<Published> = (0..1000).map(|_| event("t", &[])).collect();
+    fan_out(&mut p, &evs);
+    assert_eq!(p.server.event_gauges(), (1, cap), "64 entries, not 1000");
+    assert_eq!(p.stats.events_dropped, 1000 - 64);
+}
+
+#[test]
+fn a_subscription_is_in_the_ready_list_once_however_many_events_it_drops() {
+    // Depth 1, nobody reads: every event empties the queue (dropping the oldest) and queues
+    // itself; the subscription was pushed onto the ready list each time (fresh user R11's
+    // finding 1: 4 bytes per event per subscription, 2.5 GiB in 17 s).
+    let mut p = pair_with(EventConfig::default());
+    let opts = SubscribeOptions::new()
+        .queue_depth(1)
+        .on_full(SlowPolicy::DropOldest);
+    let _a = subscribe(&mut p, "t", opts.clone());
+    let _b = subscribe(&mut p, "t", opts);
+    let evs: Vec<Published> = (0..10_000u32)
+        .map(|i| event("t", &i.to_le_bytes()))
+        .collect();
+    fan_out(&mut p, &evs);
+    assert_eq!(p.stats.events_dropped, 2 * 9_999);
+    assert_eq!(p.server.ready_len(), 2, "each subscription once");
+    p.pump(usize::MAX);
+    assert_eq!(p.server.ready_len(), 0);
 }
 
 #[test]
@@ -314,7 +352,7 @@ fn unsubscribe_and_connection_loss_clean_up() {
     let (id, log) = subscribe(&mut p, "t.>", SubscribeOptions::new());
     let (_, log2) = subscribe(&mut p, "t.*", SubscribeOptions::new());
     fan_out(&mut p, &[event("t.a", b"1")]);
-    assert_eq!(p.server.event_gauges(), (2, 8));
+    assert_eq!(p.server.event_gauges(), (2, 2 * (4 + ENTRY_BYTES)));
     p.client.unsubscribe(id);
     p.pump(usize::MAX);
     assert!(!p.server.has_served(id));
