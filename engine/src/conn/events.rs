@@ -234,6 +234,10 @@ impl<C: Caller> Connection<C> {
         let id = frame.id();
         self.check_peer_id(id)?;
         env.stats.subscriptions_in += 1;
+        // A Subscribe opens an exchange, as a Request does: it earns half a frame of the
+        // budget its Unsubscribe spends (so subscribe/unsubscribe churn is paid for by
+        // real subscriptions, and a pure churn flood runs dry: fresh user R11's finding 5).
+        self.budget.refund_half();
         if !self.events_in_force() {
             env.stats.count_error("feature_not_negotiated");
             return self.answer_error(
@@ -308,7 +312,9 @@ impl<C: Caller> Connection<C> {
             return self.charge_idle_frame(env);
         }
         if self.events.as_mut().is_some_and(|e| e.remove_served(id)) {
-            // The subscriber ended it: answer with the final frame.
+            // The subscriber ended it: answer with the final frame. Work started and thrown
+            // away, as a call's Cancel: it costs a frame of the budget.
+            self.charge_idle_frame(env)?;
             return self.queue(|_, b| b.empty_frame(FrameKind::Unsubscribe, id, 0));
         }
         if let Some(m) = self.events.as_mut().and_then(|e| e.mine.remove(&id)) {

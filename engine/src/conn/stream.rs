@@ -35,6 +35,9 @@ use crate::streams::SendBudget;
 /// Ids of streams that ended here remembered for late frames of the peer (frames that crossed
 /// the end): those are ignored without charging the peer's idle-frame budget.
 pub(super) const RECENT: usize = 64;
+/// Late frames a recently ended stream may receive free (a WindowUpdate or a StreamEnd that
+/// crossed its end); later ones cost a frame of the idle-frame budget each.
+pub(super) const LATE_FREE: u8 = 2;
 
 /// What the application queued for the connection to send on a stream, in order.
 #[derive(Debug)]
@@ -95,6 +98,9 @@ pub(super) struct Entry {
     pub(super) held: Option<Box<super::stream_held::Held>>,
     /// The interceptors' start of a stream this side serves.
     pub(super) started: Option<crate::dispatch::Started>,
+    /// WindowUpdates received after this side's sending half closed (ignored; past
+    /// [`LATE_FREE`] each costs a frame of the idle-frame budget).
+    pub(super) ignored_updates: u8,
     /// In `Streams::ready` / `Streams::blocked` now (so queuing it again is O(1)).
     pub(super) in_ready: bool,
     pub(super) in_blocked: bool,
@@ -115,7 +121,8 @@ pub(crate) struct Streams {
     pub(super) ready: VecDeque<u32>,
     /// Streams that waited for connection credit.
     pub(super) blocked: Vec<u32>,
-    pub(super) recent: VecDeque<u32>,
+    /// Streams that ended lately, with the late frames each has had (see [`LATE_FREE`]).
+    pub(super) recent: VecDeque<(u32, u8)>,
     pub(super) next_deadline: Option<Instant>,
     /// Interceptor `after` hooks due: streams this side served whose final frame went out.
     pub(super) hooks: Vec<(u32, crate::dispatch::Started, Result<(), Status>)>,
@@ -129,6 +136,15 @@ pub(crate) struct Streams {
 }
 
 impl Streams {
+    /// For a frame of stream `id` that has no entry: `None` if `id` did not end lately;
+    /// otherwise counts it as a late frame of that stream and says whether it is one of
+    /// its first [`LATE_FREE`] (free) ones.
+    pub(super) fn late_frame(&mut self, id: u32) -> Option<bool> {
+        let (_, seen) = self.recent.iter_mut().find(|(r, _)| *r == id)?;
+        *seen = seen.saturating_add(1);
+        Some(*seen <= LATE_FREE)
+    }
+
     fn new(stream_window: u32) -> Streams {
         let stream_window = stream_window.min(netron_codec::stream::MAX_WINDOW);
         let conn_window = netron_codec::stream::initial_connection_window(stream_window);
@@ -482,6 +498,7 @@ impl<C: Caller> Connection<C> {
                 first: None,
                 held: None,
                 started,
+                ignored_updates: 0,
                 in_ready: false,
                 in_blocked: false,
             },
@@ -526,12 +543,16 @@ impl<C: Caller> Connection<C> {
         let s = self.streams_mut();
         s.conn_recv.consume(n).map_err(stream_error)?;
         s.conn_pending += n;
-        let late = s.recent.contains(&id);
+        let late = s.late_frame(id);
         self.grant_connection()?;
-        if late {
-            // Crossed the stream's end: normal, costs the peer nothing.
+        if let Some(free) = late {
+            // Crossed the stream's end: normal, and the first few cost the peer nothing.
             env.stats.count_error("late_stream_frame");
-            Ok(())
+            if free {
+                Ok(())
+            } else {
+                self.charge_idle_frame(env)
+            }
         } else {
             env.stats.count_error("unknown_stream");
             self.charge_idle_frame(env)
@@ -641,6 +662,10 @@ impl<C: Caller> Connection<C> {
     ) -> Result<(), ConnError> {
         let id = frame.id();
         env.stats.cancels_in += 1;
+        // As a call's Cancel (conn/mod.rs): every Cancel costs budget, StreamOpen refunds
+        // half, so StreamOpen+Cancel floods run dry (they were free: fresh user R11's
+        // finding 4, 200,000 handlers started and stopped uncharged).
+        self.charge_idle_frame(env)?;
         let Some(s) = self.streams.as_mut() else {
             return Ok(());
         };
@@ -677,22 +702,35 @@ impl<C: Caller> Connection<C> {
             return Err(stream_error(StreamError::ZeroIncrement));
         }
         let s = self.streams_mut();
+        // A grant that is applied is work, however small (a receiver may grant what it
+        // consumed while its peer's credit is low); it cannot go on for ever: past 2^31 − 1
+        // bytes of credit it is `window_overflow`. Grants that change nothing are budgeted.
         if id == 0 {
             s.conn_send.grant(inc).map_err(stream_error)?;
             s.unblock_all();
             return Ok(());
         }
         let Some(e) = s.map.get_mut(&id) else {
-            if s.recent.contains(&id) {
+            if let Some(free) = s.late_frame(id) {
                 env.stats.count_error("late_stream_frame");
-                return Ok(());
+                return if free {
+                    Ok(())
+                } else {
+                    self.charge_idle_frame(env)
+                };
             }
             env.stats.count_error("unknown_stream");
             return self.charge_idle_frame(env);
         };
         if !e.state.can_send() {
-            // For a half already closed: ignored (§23.4).
-            return Ok(());
+            // For a half already closed: ignored (§23.4). The first few race the close and
+            // are free; more cost a frame each (they could be sent forever: nothing grows).
+            e.ignored_updates = e.ignored_updates.saturating_add(1);
+            return if e.ignored_updates <= LATE_FREE {
+                Ok(())
+            } else {
+                self.charge_idle_frame(env)
+            };
         }
         e.send.grant(inc).map_err(stream_error)?;
         if let Some(app) = e.app.as_mut() {

@@ -44,7 +44,7 @@ impl<C: Caller> Connection<C> {
         if s.recent.len() == RECENT {
             s.recent.pop_front();
         }
-        s.recent.push_back(id);
+        s.recent.push_back((id, 0));
         let _ = self.grant_connection();
     }
 

@@ -151,6 +151,7 @@ impl<C: Caller> Connection<C> {
                 first: None,
                 held: None,
                 started: None,
+                ignored_updates: 0,
                 in_ready: false,
                 in_blocked: false,
             },

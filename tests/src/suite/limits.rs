@@ -127,8 +127,24 @@ pub fn a_peer_that_stops_reading_is_disconnected(t: &Transport) {
 /// Appends the frames of one round of a flood.
 type Flood = dyn Fn(&mut BatchEncoder, &mut HeaderEncoder, u32);
 
+/// A StreamOpen of `slow@1.0.0/hang` (a bidirectional stream that reads nothing) with `id`.
+fn stream_open(b: &mut BatchEncoder, enc: &mut HeaderEncoder, id: u32) {
+    b.frame(FrameKind::StreamOpen, id)
+        .unwrap()
+        .headers(
+            enc,
+            &[Header::service(b"slow@1.0.0"), Header::method(b"hang")],
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+}
+
 /// Item 21: Request + Cancel pairs (HTTP/2 rapid reset) and floods of frames that do no work
-/// spend the peer's budget and close its connection with ResourceExhausted.
+/// spend the peer's budget and close its connection with ResourceExhausted. The same for the
+/// other exchanges (fresh user R11's findings 4 and 5, free before): StreamOpen + Cancel,
+/// Subscribe + Unsubscribe, and late frames for a stream that ended (past the few that may
+/// cross its end).
 pub fn rapid_reset_and_empty_frame_floods_are_cut_off(t: &Transport) {
     let svc = Service::new("slow", "1.0.0")
         .unwrap()
@@ -136,6 +152,11 @@ pub fn rapid_reset_and_empty_frame_floods_are_cut_off(t: &Transport) {
             // Never finishes on its own: only a Cancel (or the connection's end) drops it.
             std::future::pending::<()>().await;
             Ok(Bytes::new())
+        })
+        .bidi_stream("hang", |_, rx, tx| async move {
+            let _halves = (rx, tx);
+            std::future::pending::<()>().await;
+            Ok(())
         });
     let (e, host) = crate::engine(t, CoreConfig::default(), &[svc], "floods");
     let floods: Vec<(&str, Box<Flood>)> = vec![
@@ -170,10 +191,41 @@ pub fn rapid_reset_and_empty_frame_floods_are_cut_off(t: &Transport) {
                     .unwrap()
             }),
         ),
+        (
+            "stream rapid reset",
+            Box::new(|b, enc, i| {
+                let id = 2 * i + 1;
+                stream_open(b, enc, id);
+                b.empty_frame(FrameKind::Cancel, id, 0).unwrap();
+            }),
+        ),
+        (
+            "late stream frames",
+            Box::new(|b, enc, i| {
+                if i == 0 {
+                    stream_open(b, enc, 1);
+                    b.empty_frame(FrameKind::Cancel, 1, 0).unwrap();
+                } else {
+                    b.empty_frame(FrameKind::WindowUpdate, 1, 1).unwrap();
+                }
+            }),
+        ),
+        (
+            "subscribe churn",
+            Box::new(|b, _, i| {
+                let id = 2 * i + 1;
+                netron_codec::control::ControlEncoder::new()
+                    .subscribe(b, id, "churn.x", 16)
+                    .unwrap();
+                b.empty_frame(FrameKind::Unsubscribe, id, 0).unwrap();
+            }),
+        ),
     ];
+    let features = netron_codec::features::STREAMS | netron_codec::features::EVENTS;
     for (n, (what, flood)) in floods.iter().enumerate() {
-        let mut p = RawPeer::handshake(t, &host);
-        let mut enc = HeaderEncoder::new(4096);
+        let cfg = netron_codec::handshake::ClientConfig::default().with_features(features);
+        let (mut p, _, _) = RawPeer::handshake_with(t, &host, cfg);
+        let mut enc = p.header_encoder();
         let mut b = BatchEncoder::new(
             Limits::default()
                 .with_max_batch_frames(1 << 20)
