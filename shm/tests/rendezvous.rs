@@ -114,6 +114,59 @@ fn accept_times_out_and_a_silent_client_cannot_block_the_server() {
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
 }
 
+/// A server that sends its reply one byte at a time cannot hold a connect past its handshake
+/// timeout: the whole reply is due by then (a per-read timeout let it take 32 times as long,
+/// fresh user R11's finding 6). Bounds checked generously: they are deadlines, not speed.
+#[test]
+fn a_trickling_server_cannot_hold_a_connect_past_its_timeout() {
+    let name = format!("trickle-server-{}", std::process::id());
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(format!("netron-shm/{name}")).unwrap();
+    let fake = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = fake.accept().unwrap();
+        let mut hello = [0u8; 32];
+        s.read_exact(&mut hello).unwrap();
+        for _ in 0..32 {
+            if s.write_all(&[0]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut cfg = Config::default();
+    cfg.handshake_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let r = ShmConnection::connect_with(&name, &cfg);
+    let took = started.elapsed();
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(took < Duration::from_secs(2), "connect took {took:?}");
+    server.join().unwrap();
+}
+
+/// `accept_timeout` honours its deadline when the client it accepted stays silent: the
+/// rendezvous gives up at the caller's deadline, not at the (longer) handshake timeout
+/// (R11's finding 7: 5.15 s for 200 ms).
+#[test]
+fn accept_timeout_honours_its_deadline_with_a_silent_client() {
+    let name = format!("silent-deadline-{}", std::process::id());
+    let mut cfg = Config::default();
+    cfg.handshake_timeout(Duration::from_secs(5));
+    let listener = ShmListener::bind_with(&name, cfg).unwrap();
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(format!("netron-shm/{name}")).unwrap();
+    let _silent = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+    let started = Instant::now();
+    let r = listener.accept_timeout(Some(Instant::now() + Duration::from_millis(200)));
+    let took = started.elapsed();
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "accept_timeout took {took:?}"
+    );
+}
+
 #[test]
 fn closing_one_side_is_seen_by_the_other() {
     let name = format!("close-{}", std::process::id());
