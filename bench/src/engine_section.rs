@@ -281,6 +281,16 @@ fn netron_rtt(endpoint: &str, cfg: RuntimeConfig, n: usize) -> Samples {
     let ep: Endpoint = engine.endpoints()[0].clone();
     let mut core = Core::new(cfg).expect("client core");
     let conn = core.connect(&ep, Duration::from_secs(5)).expect("connect");
+    let s = round_trips(&mut core, conn, n);
+    core.close(conn);
+    drop(core);
+    engine.shutdown(Duration::from_millis(200));
+    s
+}
+
+/// `n` unary calls of 64 bytes to the echo method on `conn`, after `n / 10` warm-up ones;
+/// nanoseconds each.
+pub(crate) fn round_trips(core: &mut Core, conn: ConnId, n: usize) -> Samples {
     let mut slot = CallSlot::new();
     let msg = [0x5au8; SIZE];
     let mut s = Samples::with_capacity(n);
@@ -294,9 +304,6 @@ fn netron_rtt(endpoint: &str, cfg: RuntimeConfig, n: usize) -> Samples {
             s.push(t.elapsed().as_nanos() as u64);
         }
     }
-    core.close(conn);
-    drop(core);
-    engine.shutdown(Duration::from_millis(200));
     s
 }
 

@@ -358,14 +358,17 @@ fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Re
     }
 }
 
-/// Server side of one rendezvous, all of it by `deadline`.
-fn serve(stream: UnixStream, cfg: &Config, deadline: Instant) -> Result<ShmConnection> {
-    set_timeouts(&stream, Some(cfg.handshake_timeout))?;
-    let mut hello = [0u8; MSG_LEN];
-    // The whole hello by the deadline: a per-read timeout alone would let a client that
-    // sends a byte now and then hold the rendezvous for ever.
+/// Reads all of `buf` from `stream` by `deadline` (`Timeout` after it, whatever the pace of
+/// the bytes: a per-read timeout alone lets a peer that sends a byte now and then hold the
+/// rendezvous for ever); `Handshake { what: closed }` if the peer closes first.
+fn read_by(
+    mut stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Instant,
+    closed: &'static str,
+) -> Result<()> {
     let mut got = 0;
-    while got < MSG_LEN {
+    while got < buf.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Timeout);
@@ -373,21 +376,28 @@ fn serve(stream: UnixStream, cfg: &Config, deadline: Instant) -> Result<ShmConne
         stream
             .set_read_timeout(Some(left))
             .map_err(|e| Error::io("setting socket timeouts", e))?;
-        match (&stream).read(&mut hello[got..]) {
-            Ok(0) => {
-                return Err(Error::Handshake {
-                    what: "the client closed before sending its hello",
-                });
-            }
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => return Err(Error::Handshake { what: closed }),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(handshake_io("the client closed before sending its hello")(
-                    e,
-                ));
-            }
+            Err(e) => return Err(handshake_io(closed)(e)),
         }
     }
+    Ok(())
+}
+
+/// Server side of one rendezvous, all of it by `deadline`.
+fn serve(stream: UnixStream, cfg: &Config, deadline: Instant) -> Result<ShmConnection> {
+    set_timeouts(&stream, Some(cfg.handshake_timeout))?;
+    let mut hello = [0u8; MSG_LEN];
+    // The whole hello by the deadline: a per-read timeout alone would let a client that
+    // sends a byte now and then hold the rendezvous for ever.
+    read_by(
+        &stream,
+        &mut hello,
+        deadline,
+        "the client closed before sending its hello",
+    )?;
     let [magic, version, to_server, to_client] = to_words(&hello);
     if magic != HELLO_MAGIC || version != VERSION {
         return Err(Error::Handshake {
@@ -508,26 +518,12 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
             what: "the server closed the connection instead of replying",
         });
     }
-    let mut got = msg.bytes;
-    while got < MSG_LEN {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Timeout);
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| Error::io("setting socket timeouts", e))?;
-        match (&stream).read(&mut reply[got..]) {
-            Ok(0) => {
-                return Err(Error::Handshake {
-                    what: "the server closed during its reply",
-                });
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(handshake_io("the server closed during its reply")(e)),
-        }
-    }
+    read_by(
+        &stream,
+        &mut reply[msg.bytes..],
+        deadline,
+        "the server closed during its reply",
+    )?;
     let [magic, version, status, _] = to_words(&reply);
     if magic == REPLY_MAGIC && version == VERSION && status == STATUS_REFUSED_UID {
         return Err(Error::Refused {

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use netron_engine::quic::{ClientConfig, Identity, PrivateKeyDer, ServerConfig, Trust};
 use netron_engine::{
-    CallSlot, Core, CoreConfig, Endpoint, Engine, IdlePolicy, ProtocolConfig, RuntimeConfig,
+    Core, CoreConfig, Endpoint, Engine, IdlePolicy, ProtocolConfig, RuntimeConfig,
 };
 
 use crate::Options;
-use crate::engine_section::{METHOD, SERVICE};
+use crate::engine_section::SERVICE;
 use crate::pin::pin_to_cpu;
 use crate::stats::{PairedRatio, Samples, ratio, us};
 use crate::table::Table;
@@ -76,19 +76,7 @@ fn client(server: &Engine, tls: &ClientConfig) -> (Core, netron_engine::ConnId) 
 fn netron_rtt(endpoint: &str, tls: &(ServerConfig, ClientConfig), n: usize) -> Samples {
     let engine = server(endpoint, &tls.0);
     let (mut core, conn) = client(&engine, &tls.1);
-    let mut slot = CallSlot::new();
-    let msg = [0x5au8; SIZE];
-    let mut s = Samples::with_capacity(n);
-    for i in 0..n + n / 10 {
-        let t = Instant::now();
-        let r = core
-            .call(conn, SERVICE, METHOD, &msg, None, &mut slot)
-            .expect("call");
-        debug_assert_eq!(r.len(), SIZE);
-        if i >= n / 10 {
-            s.push(t.elapsed().as_nanos() as u64);
-        }
-    }
+    let s = crate::engine_section::round_trips(&mut core, conn, n);
     core.close(conn);
     drop(core);
     engine.shutdown(Duration::from_millis(200));

@@ -32,6 +32,22 @@ fn payload(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|k| (i * 31 + k * 7) as u8).collect()
 }
 
+/// `n` echo calls of 64 distinct bytes each on `conn`, every reply checked.
+fn echo_64(
+    core: &mut netron_engine::Core,
+    conn: netron_engine::ConnId,
+    slot: &mut CallSlot,
+    n: usize,
+) {
+    for i in 0..n {
+        let p = payload(i, 64);
+        let r = core
+            .call(conn, b"calc@1.2.0", b"echo", &p, DL, slot)
+            .unwrap();
+        assert!(r == &p[..], "call {i} came back different");
+    }
+}
+
 /// Echoes of many sizes stay intact across promotion, direct reads and demotion.
 pub fn echoes_stay_intact_across_promotion_direct_reads_and_demotion(t: &Transport) {
     let server = server(t, busy());
@@ -82,13 +98,7 @@ pub fn a_hot_connection_sees_its_peer_go(t: &Transport) {
     let mut core = crate::new_core(t, stay_hot).unwrap();
     let conn = core.connect(&ep, Duration::from_secs(5)).unwrap();
     let mut slot = CallSlot::new();
-    for i in 0..200 {
-        let p = payload(i, 64);
-        let r = core
-            .call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
-            .unwrap();
-        assert!(r == &p[..], "{ep}: call {i} came back different");
-    }
+    echo_64(&mut core, conn, &mut slot, 200);
     assert!(core.stats().driver().hot_promotions >= 1, "{ep}: never hot");
     server.shutdown(Duration::from_secs(1));
     let long = Some(Duration::from_secs(60));
@@ -160,13 +170,7 @@ pub fn turning_direct_reads_off_keeps_every_byte_on_the_ring(t: &Transport) {
         .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
         .unwrap();
     let mut slot = CallSlot::new();
-    for i in 0..200 {
-        let p = payload(i, 64);
-        let r = core
-            .call(conn, b"calc@1.2.0", b"echo", &p, DL, &mut slot)
-            .unwrap();
-        assert!(r == &p[..]);
-    }
+    echo_64(&mut core, conn, &mut slot, 200);
     let (c, s) = (core.stats().clone(), server.total_stats());
     assert_eq!(
         (c.driver().hot_promotions, c.driver().direct_recvs),
