@@ -339,12 +339,13 @@ impl PendingRendezvous {
     /// # Errors
     /// As [`complete`](Self::complete).
     pub fn complete_by(self, deadline: Option<Instant>) -> Result<ShmConnection> {
-        let own = Instant::now() + self.config.handshake_timeout;
-        serve(
-            self.stream,
-            &self.config,
-            deadline.map_or(own, |d| d.min(own)),
-        )
+        // A timeout too large for the clock (`Duration::MAX`) means no bound.
+        let own = Instant::now().checked_add(self.config.handshake_timeout);
+        let by = match (deadline, own) {
+            (Some(d), Some(o)) => Some(d.min(o)),
+            (d, o) => d.or(o),
+        };
+        serve(self.stream, &self.config, by)
     }
 }
 
@@ -360,21 +361,28 @@ fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Re
 
 /// Reads all of `buf` from `stream` by `deadline` (`Timeout` after it, whatever the pace of
 /// the bytes: a per-read timeout alone lets a peer that sends a byte now and then hold the
-/// rendezvous for ever); `Handshake { what: closed }` if the peer closes first.
+/// rendezvous for ever; `None`: no bound); `Handshake { what: closed }` if the peer closes
+/// first.
 fn read_by(
     mut stream: &UnixStream,
     buf: &mut [u8],
-    deadline: Instant,
+    deadline: Option<Instant>,
     closed: &'static str,
 ) -> Result<()> {
     let mut got = 0;
     while got < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Timeout);
-        }
+        let left = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout);
+                }
+                Some(left)
+            }
+            None => None,
+        };
         stream
-            .set_read_timeout(Some(left))
+            .set_read_timeout(left)
             .map_err(|e| Error::io("setting socket timeouts", e))?;
         match stream.read(&mut buf[got..]) {
             Ok(0) => return Err(Error::Handshake { what: closed }),
@@ -386,8 +394,8 @@ fn read_by(
     Ok(())
 }
 
-/// Server side of one rendezvous, all of it by `deadline`.
-fn serve(stream: UnixStream, cfg: &Config, deadline: Instant) -> Result<ShmConnection> {
+/// Server side of one rendezvous, all of it by `deadline` (`None`: no bound).
+fn serve(stream: UnixStream, cfg: &Config, deadline: Option<Instant>) -> Result<ShmConnection> {
     set_timeouts(&stream, Some(cfg.handshake_timeout))?;
     let mut hello = [0u8; MSG_LEN];
     // The whole hello by the deadline: a per-read timeout alone would let a client that
@@ -466,7 +474,8 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
     // The whole rendezvous within the handshake timeout: a per-read timeout alone let a
     // server that sends its reply a byte at a time hold a connect for 32 times it (fresh
     // user R11's finding 6: 8 s for a 300 ms timeout).
-    let deadline = Instant::now() + cfg.handshake_timeout;
+    // A timeout too large for the clock (`Duration::MAX`) means no bound.
+    let deadline = Instant::now().checked_add(cfg.handshake_timeout);
     let stream = UnixStream::connect_addr(&addr).map_err(|e| Error::io("connect", e))?;
     set_timeouts(&stream, Some(cfg.handshake_timeout))?;
     let hello = to_bytes([

@@ -297,7 +297,8 @@ impl RawListener {
         &self,
         timeout: Option<Duration>,
     ) -> io::Result<(netron_shm::Producer, netron_shm::Consumer)> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large for the clock (`Duration::MAX`) means no bound.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let conn = self
             .listener
             .accept_timeout(deadline)
