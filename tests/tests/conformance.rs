@@ -43,6 +43,7 @@ pub mod quic {
         a_caller_driven_core_streams_with_would_block,
         a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
         empty_messages_take_credit_when_sent,
+        rejected_uploads_keep_the_connection,
     }
     events {
         fan_out_reaches_every_subscriber_across_both_cores,

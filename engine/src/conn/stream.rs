@@ -34,7 +34,10 @@ use crate::streams::SendBudget;
 
 /// Ids of streams that ended here remembered for late frames of the peer (frames that crossed
 /// the end): those are ignored without charging the peer's idle-frame budget.
-pub(super) const RECENT: usize = 64;
+/// Streams remembered after their end, so that frames that crossed it are told from frames
+/// for streams that never were (a quarter of the default `max_concurrent_calls`: many uploads
+/// rejected at once must not turn their in-flight data into `unknown_stream` charges).
+pub(super) const RECENT: usize = 256;
 /// Late frames a recently ended stream may receive free (a WindowUpdate or a StreamEnd that
 /// crossed its end); later ones cost a frame of the idle-frame budget each.
 pub(super) const LATE_FREE: u8 = 2;
@@ -534,19 +537,29 @@ impl<C: Caller> Connection<C> {
 
     /// Handles a frame for a stream id not in use: ignored and counted; flow-controlled bytes
     /// still count against the connection window (and are given back at once).
+    /// A StreamData (`data`, `n` bytes of credit) or StreamEnd for a stream with no entry.
     fn stream_frame_unknown(
         &mut self,
         id: u32,
         n: u32,
+        data: bool,
         env: &mut Env<'_>,
     ) -> Result<(), ConnError> {
         let s = self.streams_mut();
         s.conn_recv.consume(n).map_err(stream_error)?;
         s.conn_pending += n;
-        let late = s.late_frame(id);
+        // Late data is free: a stream this side ended early (a handler that failed an upload)
+        // may still receive a whole window the peer sent before it knew, and the connection
+        // window bounds it like any data (fresh user R12's finding 1: charging it cut honest
+        // clients off after a few rejected uploads). Other late frames: the first few.
+        let late = if data {
+            s.recent.iter().any(|(r, _)| *r == id).then_some(true)
+        } else {
+            s.late_frame(id)
+        };
         self.grant_connection()?;
         if let Some(free) = late {
-            // Crossed the stream's end: normal, and the first few cost the peer nothing.
+            // Crossed the stream's end: normal.
             env.stats.count_error("late_stream_frame");
             if free {
                 Ok(())
@@ -565,7 +578,7 @@ impl<C: Caller> Connection<C> {
         // window like any other bytes.
         let n = netron_codec::stream::message_credit(frame.payload().len());
         if !self.has_stream(id) {
-            return self.stream_frame_unknown(id, n, env);
+            return self.stream_frame_unknown(id, n, true, env);
         }
         let end = frame.flags().contains(Flags::END_STREAM);
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -612,7 +625,7 @@ impl<C: Caller> Connection<C> {
     fn on_stream_end(&mut self, frame: Frame<'_>, env: &mut Env<'_>) -> Result<(), ConnError> {
         let id = frame.id();
         if !self.has_stream(id) {
-            return self.stream_frame_unknown(id, 0, env);
+            return self.stream_frame_unknown(id, 0, false, env);
         }
         let error = !frame.payload().is_empty();
         let status = error.then(|| peer_status(&frame));
@@ -707,7 +720,12 @@ impl<C: Caller> Connection<C> {
         // bytes of credit it is `window_overflow`. Grants that change nothing are budgeted.
         if id == 0 {
             s.conn_send.grant(inc).map_err(stream_error)?;
-            s.unblock_all();
+            // Streams wait here only while the window is shut: a grant that leaves it shut
+            // wakes none (a flood of tiny updates walked every blocked stream per frame,
+            // fresh user R12's finding 4).
+            if s.conn_send.is_open() {
+                s.unblock_all();
+            }
             return Ok(());
         }
         let Some(e) = s.map.get_mut(&id) else {

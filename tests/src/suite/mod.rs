@@ -102,6 +102,7 @@ macro_rules! conformance {
                         a_caller_driven_core_streams_with_would_block,
                         a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
                         empty_messages_take_credit_when_sent,
+                        rejected_uploads_keep_the_connection,
                         an_empty_message_flood_is_stopped_by_the_window,
                         a_connection_bounds_what_all_its_streams_queue,
                         a_reader_of_one_stream_is_not_stalled_by_unread_others,

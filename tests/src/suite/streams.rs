@@ -108,6 +108,11 @@ fn stream_service(probe: &Arc<Probe>) -> Service {
             tx.fail(Status::new(StatusCode::Aborted, "server gave up"));
             Ok(())
         })
+        // Reads one message and rejects the upload (the rest is in flight).
+        .client_stream("reject", |_, mut rx| async move {
+            let _ = rx.recv().await;
+            Err(Status::new(StatusCode::InvalidArgument, "rejected"))
+        })
         // Replies with the status the opener's half ended with ("ok" if it finished).
         .client_stream("seen", |_, mut rx| async move {
             while let Some(m) = rx.recv().await {
@@ -865,6 +870,39 @@ pub fn empty_messages_take_credit_when_sent(t: &Transport) {
         }
         assert_eq!(sent, WINDOW, "a window of empty messages, then WouldBlock");
     });
+}
+
+/// A server that rejects uploads early (its handler fails after one message) keeps serving
+/// the client that sent them: the data already in flight when the stream ended arrives late,
+/// and late data is no flood (the connection window bounds it). Charging it cut an honest
+/// client off after a few rejected uploads (fresh user R12's finding 1).
+pub fn rejected_uploads_keep_the_connection(t: &Transport) {
+    let probe = Arc::new(Probe::default());
+    let (s, addr) = server(t, &probe);
+    let (_c, ch) = client(t, &addr);
+    within("rejected uploads", move || {
+        for round in 0..20 {
+            let (mut tx, mut rx) = ch.open_client_stream(SVC, "reject", &opts());
+            // Small messages, as fast as credit allows, until the end is known.
+            let mut sent = 0u32;
+            while block_on(tx.send(vec![round as u8; 8])).is_ok() {
+                sent += 1;
+                assert!(sent < 1 << 20, "round {round}: the upload never ended");
+            }
+            let e = block_on(rx.recv()).unwrap().unwrap_err();
+            assert_eq!(e.code, StatusCode::InvalidArgument, "round {round}: {e:?}");
+        }
+        let (mut tx, mut rx) = ch.open_client_stream(SVC, "sum", &opts());
+        block_on(tx.send(vec![1u8, 2])).unwrap();
+        tx.finish();
+        assert!(
+            block_on(rx.recv()).unwrap().is_ok(),
+            "the connection still works"
+        );
+    });
+    let st = s.total_stats();
+    assert_eq!(st.errors_of("idle_frame_budget"), 0, "{st:?}");
+    assert!(st.errors().get("unknown_stream").is_none(), "{st:?}");
 }
 
 /// Connects a caller-driven core to `ep`, opens an echo stream and sends 1 KiB chunks until
