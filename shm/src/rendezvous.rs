@@ -467,6 +467,55 @@ fn serve(stream: UnixStream, cfg: &Config, deadline: Option<Instant>) -> Result<
     ))
 }
 
+/// Connects to the listener at `addr` by `deadline` (`None`: no bound). A blocking connect
+/// to a Unix socket whose listen backlog is full waits without limit, whatever the socket's
+/// timeouts (fresh user R12's finding 2: a connect with a 300 ms timeout still waiting after
+/// 20 s): the connect is non-blocking and retried, with growing naps (100 µs to 10 ms), while
+/// the backlog is full (`EAGAIN`), until the deadline (`Timeout`). Returns a blocking stream.
+fn connect_by(addr: &SocketAddr, deadline: Option<Instant>) -> Result<UnixStream> {
+    let target = if let Some(name) = addr.as_abstract_name() {
+        rustix::net::SocketAddrUnix::new_abstract_name(name)
+    } else if let Some(path) = addr.as_pathname() {
+        rustix::net::SocketAddrUnix::new(path)
+    } else {
+        Err(rustix::io::Errno::INVAL)
+    }
+    .map_err(|e| {
+        Error::io(
+            "resolving the shared-memory socket name",
+            std::io::Error::from(e),
+        )
+    })?;
+    let fd = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(|e| Error::io("connect", std::io::Error::from(e)))?;
+    let mut nap = std::time::Duration::from_micros(100);
+    loop {
+        match retry_intr(|| rustix::net::connect(&fd, &target)) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::AGAIN) => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(Error::Timeout);
+                }
+                let left = deadline.map_or(nap, |d| d.saturating_duration_since(now));
+                std::thread::sleep(nap.min(left));
+                nap = (nap * 2).min(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(Error::io("connect", std::io::Error::from(e))),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| Error::io("connect", e))?;
+    Ok(stream)
+}
+
 /// Client side of one rendezvous.
 pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
     cfg.validate()?;
@@ -476,7 +525,7 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
     // user R11's finding 6: 8 s for a 300 ms timeout).
     // A timeout too large for the clock (`Duration::MAX`) means no bound.
     let deadline = Instant::now().checked_add(cfg.handshake_timeout);
-    let stream = UnixStream::connect_addr(&addr).map_err(|e| Error::io("connect", e))?;
+    let stream = connect_by(&addr, deadline)?;
     set_timeouts(&stream, Some(cfg.handshake_timeout))?;
     let hello = to_bytes([
         HELLO_MAGIC,
@@ -498,6 +547,15 @@ pub(crate) fn connect(name: &str, cfg: &Config) -> Result<ShmConnection> {
         Err(e) => return Err(Error::io("sending the hello", e)),
     };
 
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| Error::io("setting socket timeouts", e))?;
+    }
     let mut reply = [0u8; MSG_LEN];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);

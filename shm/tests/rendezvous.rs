@@ -145,6 +145,49 @@ fn a_trickling_server_cannot_hold_a_connect_past_its_timeout() {
     server.join().unwrap();
 }
 
+/// A listener whose backlog is full (it accepts nothing) cannot hold a connect past its
+/// timeout: a blocking connect to a Unix socket waits for backlog room without limit (fresh
+/// user R12's finding 2: still waiting after 20 s for 300 ms).
+#[test]
+fn a_full_backlog_cannot_hold_a_connect_past_its_timeout() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let name = format!("full-backlog-{}", std::process::id());
+    let addr = SocketAddrUnix::new_abstract_name(format!("netron-shm/{name}").as_bytes()).unwrap();
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&listener, &addr).unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    // Fill the backlog with connections nobody accepts.
+    let mut queued = Vec::new();
+    loop {
+        let s = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match rustix::net::connect(&s, &addr) {
+            Ok(()) => queued.push(s),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 64, "the backlog never filled");
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut cfg = Config::default();
+        cfg.handshake_timeout(Duration::from_millis(300));
+        let started = Instant::now();
+        let r = ShmConnection::connect_with(&name, &cfg).map(drop);
+        let _ = tx.send((r, started.elapsed()));
+    });
+    let (r, took) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("connect still waiting after 10 s");
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(took < Duration::from_secs(2), "connect took {took:?}");
+    drop(queued);
+}
+
 /// `accept_timeout` honours its deadline when the client it accepted stays silent: the
 /// rendezvous gives up at the caller's deadline, not at the (longer) handshake timeout
 /// (R11's finding 7: 5.15 s for 200 ms).

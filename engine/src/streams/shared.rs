@@ -50,12 +50,8 @@ struct Inner {
     deferred_end: Option<Outgoing>,
     /// Why nothing more can be sent (the stream ended).
     send_err: Option<Status>,
-    /// Received messages not read yet, in order, each as a 4-byte little-endian length and
-    /// its bytes; a message read is split off as a slice of this buffer (a steady stream
-    /// costs an allocation per 64 KiB or so, not one per message). 4 bytes per queued
-    /// message, where a queue of `Bytes` took 32: a window of empty messages (each takes 1
-    /// byte of credit) cost 33 times the window (fresh user R11's finding 3).
-    inq: BytesMut,
+    /// Received messages not read yet ([`RecvQueue`]).
+    inq: RecvQueue,
     unread: usize,
     /// How the peer's half ended, once it did (taken by the receiver when it reports it).
     recv_end: Option<Result<(), Status>>,
@@ -314,7 +310,7 @@ impl Shared {
     /// The next received message, the end (`None`), or the failure (once, then `None`).
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
         let mut g = self.lock();
-        if let Some(msg) = pop_message(&mut g.inq) {
+        if let Some(msg) = g.inq.pop() {
             let n = credit_of(&msg);
             g.unread -= n;
             g.consumed = g.consumed.saturating_add(n as u32);
@@ -404,14 +400,7 @@ impl StreamApp for AppHandle {
             return;
         }
         g.unread += credit_of(msg);
-        let need = 4 + msg.len();
-        if g.inq.capacity() - g.inq.len() < need {
-            g.inq.reserve(need.max(RBUF));
-        }
-        // A message is at most `max_frame_size` (< 4 GiB, protocol.md §3) bytes.
-        let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
-        g.inq.extend_from_slice(&len.to_le_bytes());
-        g.inq.extend_from_slice(msg);
+        g.inq.push(msg);
         if let Some(w) = g.rx_waker.take() {
             w.wake();
         }
@@ -481,12 +470,68 @@ fn credit_of(msg: &[u8]) -> usize {
     netron_codec::stream::message_credit(msg.len()) as usize
 }
 
-/// The first message of `inq` (see `Inner::inq`), split off as a slice of the buffer.
-fn pop_message(inq: &mut BytesMut) -> Option<Bytes> {
-    let prefix: [u8; 4] = inq.get(..4)?.try_into().ok()?;
-    let len = (u32::from_le_bytes(prefix) as usize).min(inq.len() - 4);
-    bytes::Buf::advance(inq, 4);
-    Some(inq.split_to(len).freeze())
+/// Received messages not read yet, in order, each as a 4-byte little-endian length and its
+/// bytes, in blocks of about [`RBUF`] bytes: the block being filled, and the full ones before
+/// it (frozen). A message read is split off as a slice of its block, so a steady stream costs
+/// an allocation per block, not per message, and nothing is copied again however far behind
+/// the reader is or whatever messages it still holds. 4 bytes per queued message, where a
+/// queue of `Bytes` took 32: with an empty message taking 1 byte of credit a window of them
+/// cost 33 times the window (fresh user R11's finding 3). (One growing buffer instead copied
+/// the whole backlog each time it grew while the reader held a message: R12's finding 3.)
+#[derive(Debug, Default)]
+struct RecvQueue {
+    full: VecDeque<Bytes>,
+    filling: BytesMut,
+}
+
+impl RecvQueue {
+    fn push(&mut self, msg: &[u8]) {
+        let need = 4 + msg.len();
+        if self.filling.capacity() - self.filling.len() < need {
+            if !self.filling.is_empty() {
+                self.full.push_back(self.filling.split().freeze());
+            }
+            // Empty now: a new block (or this one's unused rest) with no copy.
+            self.filling.reserve(need.max(RBUF));
+        }
+        // A message is at most `max_frame_size` (< 4 GiB, protocol.md §3) bytes.
+        let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
+        self.filling.extend_from_slice(&len.to_le_bytes());
+        self.filling.extend_from_slice(msg);
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        if let Some(block) = self.full.front_mut() {
+            let msg = take_message(block);
+            if block.is_empty() {
+                self.full.pop_front();
+            }
+            return msg;
+        }
+        let prefix: [u8; 4] = self.filling.get(..4)?.try_into().ok()?;
+        let len = (u32::from_le_bytes(prefix) as usize).min(self.filling.len() - 4);
+        bytes::Buf::advance(&mut self.filling, 4);
+        Some(self.filling.split_to(len).freeze())
+    }
+
+    fn clear(&mut self) {
+        self.full.clear();
+        self.filling.clear();
+    }
+
+    /// Bytes of the blocks held (tests).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.full.iter().map(Bytes::len).sum::<usize>() + self.filling.capacity()
+    }
+}
+
+/// The first message of a full block, split off as a slice of it.
+fn take_message(block: &mut Bytes) -> Option<Bytes> {
+    let prefix: [u8; 4] = block.get(..4)?.try_into().ok()?;
+    let len = (u32::from_le_bytes(prefix) as usize).min(block.len() - 4);
+    bytes::Buf::advance(block, 4);
+    Some(block.split_to(len))
 }
 
 #[cfg(test)]
@@ -510,7 +555,7 @@ mod tests {
         }
         // Their bytes and lengths, with the buffer's doubling slack.
         let content = N * 4 + (N / 10) * 3;
-        let held = shared.lock().inq.capacity();
+        let held = shared.lock().inq.held();
         assert!(
             held <= 2 * content + RBUF,
             "{held} bytes held for {N} queued messages ({content} bytes with their lengths)"
