@@ -458,6 +458,14 @@ fn ipc_rows(wl: &Workload) -> Vec<(String, Samples)> {
         Err(e) => eprintln!("netron-bench compare: netron-shm round trip failed: {e}"),
     }
     rows.extend(iceoryx::rows(wl));
+    match crate::shm_section::shm_call_round_trips(wl.n) {
+        Ok(s) => rows.push((
+            "Netron unary call over shm://, busy-poll (server engine in a second process)"
+                .to_owned(),
+            s,
+        )),
+        Err(e) => eprintln!("netron-bench compare: Netron shm:// calls failed: {e}"),
+    }
     rows.extend(netron::unix_rows(wl));
     rows
 }
@@ -490,7 +498,7 @@ fn ipc_table(rows: &[(String, Samples)], floors: &[(&str, Samples)], wl: &Worklo
         ]);
     }
     t.note(format!("{} round trips per row (iceoryx2 and Unix rows: {}), client cpu0, server cpu1; iceoryx2 with its default configuration, both sides polling receive() in a loop as iceoryx2's own benchmarks do", wl.n * 5, wl.n));
-    t.note("Netron shm:// calls: not measured yet, shm:// is not an engine transport (netron-shm is); this table gets the row when it is");
+    t.note("Netron shm:// calls: a client core on this thread (cpu0) and a one-core server engine in a re-executed child process (cpu1), both busy-poll, as netron-bench's shm section measures them; the unix:// rows' server engine runs in this process");
     t
 }
 

@@ -144,6 +144,14 @@ fn round_trips(ep: &Endpoint, n: usize) -> BenchResult<Samples> {
     Ok(s)
 }
 
+/// `n` 64-byte unary calls over `shm://` to a server engine in a child process (busy-poll
+/// both sides, client on this thread), for `netron-bench compare`'s local IPC table.
+#[cfg(feature = "compare")]
+pub(crate) fn shm_call_round_trips(n: usize) -> BenchResult<Samples> {
+    let server = Server::start()?;
+    round_trips(&server.shm, n)
+}
+
 /// Calls per second with `depth` 64-byte calls in flight for `window`.
 fn pipelined(ep: &Endpoint, depth: usize, window: Duration) -> BenchResult<f64> {
     let mut core = client()?;

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use netron_shm::{Config, Error, ShmConnection, ShmListener};
 
 mod calls;
+#[cfg(feature = "compare")]
+pub(crate) use calls::shm_call_round_trips;
 pub(crate) mod floors;
 
 use floors::{memcpy_floor, records_floor, spin_floor};
