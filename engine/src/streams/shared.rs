@@ -570,4 +570,31 @@ mod tests {
         }
         assert!(matches!(shared.poll_recv(&mut cx), Poll::Pending));
     }
+
+    /// A reader that holds a message while its backlog grows costs no copies: full blocks
+    /// are frozen where they are, so the queue holds the backlog and at most one block being
+    /// filled, and every message comes out intact (one growing buffer copied the whole
+    /// backlog each time it grew while a message was held: fresh user R12's finding 3).
+    #[test]
+    fn a_held_message_does_not_make_the_backlog_copy() {
+        let mut q = RecvQueue::default();
+        let msg = |i: u32| i.to_le_bytes().repeat(25); // 100 bytes
+        q.push(&msg(0));
+        let held = q.pop().unwrap();
+        const N: u32 = 40_000; // about 4 MiB behind the held message
+        for i in 1..=N {
+            q.push(&msg(i));
+        }
+        let content = N as usize * 104;
+        assert!(
+            q.held() <= content + 2 * RBUF,
+            "{} bytes held for {content} bytes of backlog",
+            q.held()
+        );
+        assert_eq!(&held[..], &msg(0)[..]);
+        for i in 1..=N {
+            assert_eq!(&q.pop().unwrap()[..], &msg(i)[..], "message {i}");
+        }
+        assert!(q.pop().is_none());
+    }
 }
