@@ -32,11 +32,10 @@ use super::{Caller, ConnError, Connection, Env, Spawn};
 use crate::Status;
 use crate::streams::SendBudget;
 
-/// Ids of streams that ended here remembered for late frames of the peer (frames that crossed
-/// the end): those are ignored without charging the peer's idle-frame budget.
-/// Streams remembered after their end, so that frames that crossed it are told from frames
-/// for streams that never were (a quarter of the default `max_concurrent_calls`: many uploads
-/// rejected at once must not turn their in-flight data into `unknown_stream` charges).
+/// Streams remembered after their end, so that the peer's frames that crossed it are told
+/// from frames for streams that never were (a quarter of the default `max_concurrent_calls`:
+/// many uploads rejected at once must not turn their in-flight data into `unknown_stream`
+/// charges).
 pub(super) const RECENT: usize = 256;
 /// Late frames a recently ended stream may receive free (a WindowUpdate or a StreamEnd that
 /// crossed its end); later ones cost a frame of the idle-frame budget each.
@@ -140,10 +139,14 @@ pub(crate) struct Streams {
 
 impl Streams {
     /// For a frame of stream `id` that has no entry: `None` if `id` did not end lately;
-    /// otherwise counts it as a late frame of that stream and says whether it is one of
-    /// its first [`LATE_FREE`] (free) ones.
-    pub(super) fn late_frame(&mut self, id: u32) -> Option<bool> {
+    /// otherwise whether the late frame is free: data always (the connection window bounds
+    /// it, and a stream ended early may receive a whole window: fresh user R12's finding 1),
+    /// other frames for the first [`LATE_FREE`] of that stream.
+    pub(super) fn late_frame(&mut self, id: u32, data: bool) -> Option<bool> {
         let (_, seen) = self.recent.iter_mut().find(|(r, _)| *r == id)?;
+        if data {
+            return Some(true);
+        }
         *seen = seen.saturating_add(1);
         Some(*seen <= LATE_FREE)
     }
@@ -535,9 +538,9 @@ impl<C: Caller> Connection<C> {
         self.limits().max_frame_size as usize - netron_codec::HEADER_LEN
     }
 
-    /// Handles a frame for a stream id not in use: ignored and counted; flow-controlled bytes
-    /// still count against the connection window (and are given back at once).
-    /// A StreamData (`data`, `n` bytes of credit) or StreamEnd for a stream with no entry.
+    /// Handles a StreamData (`data`, `n` bytes of credit) or StreamEnd for a stream id not in
+    /// use: ignored and counted; flow-controlled bytes still count against the connection
+    /// window (and are given back at once).
     fn stream_frame_unknown(
         &mut self,
         id: u32,
@@ -548,28 +551,29 @@ impl<C: Caller> Connection<C> {
         let s = self.streams_mut();
         s.conn_recv.consume(n).map_err(stream_error)?;
         s.conn_pending += n;
-        // Late data is free: a stream this side ended early (a handler that failed an upload)
-        // may still receive a whole window the peer sent before it knew, and the connection
-        // window bounds it like any data (fresh user R12's finding 1: charging it cut honest
-        // clients off after a few rejected uploads). Other late frames: the first few.
-        let late = if data {
-            s.recent.iter().any(|(r, _)| *r == id).then_some(true)
-        } else {
-            s.late_frame(id)
-        };
+        let late = s.late_frame(id, data);
         self.grant_connection()?;
-        if let Some(free) = late {
+        self.charge_stray_frame(late, env)
+    }
+
+    /// Counts a frame for a stream with no entry (`late`: from [`Streams::late_frame`]) and
+    /// charges the idle-frame budget unless it is a free late frame.
+    fn charge_stray_frame(
+        &mut self,
+        late: Option<bool>,
+        env: &mut Env<'_>,
+    ) -> Result<(), ConnError> {
+        match late {
             // Crossed the stream's end: normal.
-            env.stats.count_error("late_stream_frame");
-            if free {
-                Ok(())
-            } else {
-                self.charge_idle_frame(env)
+            Some(free) => {
+                env.stats.count_error("late_stream_frame");
+                if free {
+                    return Ok(());
+                }
             }
-        } else {
-            env.stats.count_error("unknown_stream");
-            self.charge_idle_frame(env)
+            None => env.stats.count_error("unknown_stream"),
         }
+        self.charge_idle_frame(env)
     }
 
     fn on_stream_data(&mut self, frame: Frame<'_>, env: &mut Env<'_>) -> Result<(), ConnError> {
@@ -729,16 +733,8 @@ impl<C: Caller> Connection<C> {
             return Ok(());
         }
         let Some(e) = s.map.get_mut(&id) else {
-            if let Some(free) = s.late_frame(id) {
-                env.stats.count_error("late_stream_frame");
-                return if free {
-                    Ok(())
-                } else {
-                    self.charge_idle_frame(env)
-                };
-            }
-            env.stats.count_error("unknown_stream");
-            return self.charge_idle_frame(env);
+            let late = s.late_frame(id, false);
+            return self.charge_stray_frame(late, env);
         };
         if !e.state.can_send() {
             // For a half already closed: ignored (§23.4). The first few race the close and

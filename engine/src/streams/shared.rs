@@ -501,17 +501,17 @@ impl RecvQueue {
     }
 
     fn pop(&mut self) -> Option<Bytes> {
-        if let Some(block) = self.full.front_mut() {
-            let msg = take_message(block);
-            if block.is_empty() {
-                self.full.pop_front();
-            }
-            return msg;
+        if self.full.is_empty() && !self.filling.is_empty() {
+            // The reader caught up: what was filled is frozen where it is (the rest of the
+            // block stays with `filling`), and read like any full block.
+            self.full.push_back(self.filling.split().freeze());
         }
-        let prefix: [u8; 4] = self.filling.get(..4)?.try_into().ok()?;
-        let len = (u32::from_le_bytes(prefix) as usize).min(self.filling.len() - 4);
-        bytes::Buf::advance(&mut self.filling, 4);
-        Some(self.filling.split_to(len).freeze())
+        let block = self.full.front_mut()?;
+        let msg = take_message(block);
+        if block.is_empty() {
+            self.full.pop_front();
+        }
+        msg
     }
 
     fn clear(&mut self) {
@@ -526,7 +526,7 @@ impl RecvQueue {
     }
 }
 
-/// The first message of a full block, split off as a slice of it.
+/// The first message of a block, split off as a slice of it.
 fn take_message(block: &mut Bytes) -> Option<Bytes> {
     let prefix: [u8; 4] = block.get(..4)?.try_into().ok()?;
     let len = (u32::from_le_bytes(prefix) as usize).min(block.len() - 4);

@@ -499,7 +499,23 @@ impl QuicLink {
     }
 
     /// After an input: events applied, datagrams out, timer and poll re-armed.
-    fn pump(&mut self, io: &mut Driver, mut deliver: impl FnMut(Input<'_>)) -> Update {
+    fn pump(&mut self, io: &mut Driver, deliver: impl FnMut(Input<'_>)) -> Update {
+        let update = self.process(Instant::now(), deliver);
+        let ended = matches!(
+            update,
+            Update::RecvFailed { .. } | Update::Ended { .. } | Update::TlsFailed { .. }
+        );
+        self.arm_timer(io);
+        if !ended {
+            self.arm_poll(io);
+        }
+        update
+    }
+
+    /// What an input leaves to do, with or without the driver: the endpoint's events
+    /// applied (frames to `deliver`), made-up frames delivered, datagrams sent, and the
+    /// peer's reachability and the flow-control stall checked.
+    fn process(&mut self, now: Instant, mut deliver: impl FnMut(Input<'_>)) -> Update {
         let was_blocked = self.router.pending_bytes() > MAX_PENDING;
         let mut update = match self.apply(&mut deliver) {
             Ok(true) => Update::Input,
@@ -530,13 +546,9 @@ impl QuicLink {
             if let Err(gone) = self.check_reachable() {
                 return gone;
             }
-            if let Err(stalled) = self.check_held(Instant::now()) {
+            if let Err(stalled) = self.check_held(now) {
                 return stalled;
             }
-        }
-        self.arm_timer(io);
-        if !ended {
-            self.arm_poll(io);
         }
         update
     }
@@ -609,7 +621,7 @@ impl Link for QuicLink {
     /// non-blocking `recvfrom` each, and one that finds none), QUIC's timers that are due,
     /// the frames for the connection, and the datagrams to send (as after a poll's
     /// completion, [`QuicLink::pump`], less the re-arming: nothing is armed while hot).
-    fn read_direct(&mut self, _scratch: &mut [u8], mut deliver: impl FnMut(Input<'_>)) -> Direct {
+    fn read_direct(&mut self, _scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
         if self.closed || self.read_done {
             return Direct::Empty;
         }
@@ -622,33 +634,12 @@ impl Link for QuicLink {
             self.endpoint.handle_timeout(now);
         }
         self.probe(now);
-        let was_blocked = self.router.pending_bytes() > MAX_PENDING;
-        let mut got = match self.apply(&mut deliver) {
-            Ok(got) => got,
-            Err(end) => {
-                self.send_out();
-                return Direct::Ended(end);
-            }
-        };
-        if self.made_waiting {
-            self.made_waiting = false;
-            self.router.take_made(|f| deliver(Input::Bytes(f)));
-            got = true;
-        }
-        // QUIC took held-back bytes: the core looks at the connection again, so its waiting
-        // output goes out now.
-        got |= was_blocked && self.router.pending_bytes() <= MAX_PENDING;
-        self.send_out();
-        if let Err(end) = self.check_reachable() {
-            return Direct::Ended(end);
-        }
-        if let Err(end) = self.check_held(now) {
-            return Direct::Ended(end);
-        }
-        if got || self.last_rx != before {
-            Direct::Got { maybe_more: false }
-        } else {
-            Direct::Empty
+        match self.process(now, deliver) {
+            Update::Input => Direct::Got { maybe_more: false },
+            // Datagrams that delivered nothing (acknowledgements) still keep the link hot.
+            Update::Quiet(_) if self.last_rx != before => Direct::Got { maybe_more: false },
+            Update::Quiet(_) | Update::Sent { .. } => Direct::Empty,
+            end => Direct::Ended(end),
         }
     }
 

@@ -102,7 +102,8 @@ pub fn a_hot_connection_sees_its_peer_go(t: &Transport) {
     assert!(core.stats().driver().hot_promotions >= 1, "{ep}: never hot");
     server.shutdown(Duration::from_secs(1));
     let long = Some(Duration::from_secs(60));
-    let started = std::time::Instant::now();
+    // The failure is the connection's end (Unavailable), not the 60 s deadline
+    // (DeadlineExceeded): no clock needed to tell them apart.
     let e = core
         .call(conn, b"calc@1.2.0", b"echo", b"x", long, &mut slot)
         .unwrap_err();
@@ -110,11 +111,6 @@ pub fn a_hot_connection_sees_its_peer_go(t: &Transport) {
         e.code(),
         netron_engine::StatusCode::Unavailable,
         "{ep}: {e}"
-    );
-    // Bounded, not a timing assertion: the deadline was 60 s and the failure is the end.
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{ep}: the call waited for its deadline"
     );
     core.close(conn);
 }
