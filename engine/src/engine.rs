@@ -679,9 +679,13 @@ fn bind_quic(
     addrs: &[std::net::SocketAddr],
 ) -> std::io::Result<()> {
     let (inboxes, next) = (engine.inboxes.clone(), AtomicUsize::new(0));
-    let acceptor: crate::transport::quic_listen::Acceptor = Arc::new(move |pipe| {
-        let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
-        inboxes[i].push(Command::AcceptQuic(Box::new(pipe)));
+    use crate::transport::quic_listen::Handed;
+    let acceptor: crate::transport::quic_listen::Acceptor = Arc::new(move |handed| match handed {
+        Handed::Pipe(pipe) => {
+            let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
+            inboxes[i].push(Command::AcceptQuic(pipe));
+        }
+        Handed::Count(label) => inboxes[0].push(Command::CountError(label)),
     });
     let (bindings, bound) = crate::transport::quic_listen::bind_all(
         host,

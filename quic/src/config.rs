@@ -62,10 +62,11 @@ pub enum RetryPolicy {
     /// Every new client address is validated first: one extra round trip per connection, and
     /// a spoofed source address costs the server one small Retry packet only.
     Always,
-    /// Validate only while more than `pending` handshakes are in progress (the default, with
-    /// `pending` = 64): cheap when calm, protected under an Initial flood.
+    /// Validate only while `pending` or more handshakes are in progress (the default, with
+    /// `pending` = 64): cheap when calm, protected under an Initial flood. In the engine the
+    /// count is the whole listener's (docs/quic.md, "Address validation").
     UnderLoad {
-        /// Handshakes in progress above which new clients get a Retry.
+        /// Handshakes in progress from which new clients get a Retry.
         pending: usize,
     },
     /// Never send Retry (anti-amplification, 3× the received bytes, still applies).
@@ -178,8 +179,9 @@ pub struct ServerConfig {
     pub settings: QuicSettings,
     /// Address validation. Default `UnderLoad { pending: 64 }`.
     pub retry: RetryPolicy,
-    /// Handshakes in progress (accepted, not yet established) above which new clients are
-    /// refused with CONNECTION_REFUSED. Default 1024.
+    /// Handshakes in progress (accepted, not yet established) at most: with this many in
+    /// progress, new clients are refused with CONNECTION_REFUSED (in the engine, counted
+    /// across the whole listener). Default 1024.
     pub max_pending_handshakes: usize,
     /// Bytes buffered for one not-yet-accepted connection (0-RTT and coalesced Initial data).
     /// Default 64 KiB.
@@ -196,6 +198,16 @@ pub struct ServerConfig {
     pub stateless_reset_key: Option<[u8; 32]>,
 }
 
+/// SHA-256 of `label` then `secret`: a 32-byte key for one purpose from a server's secret.
+fn derive(label: &[u8], secret: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(label);
+    ctx.update(secret);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 impl ServerConfig {
     /// The endpoint settings every endpoint of this server shares, in this process and in
     /// a restarted one: the HMAC key of its stateless resets
@@ -203,20 +215,7 @@ impl ServerConfig {
     /// and the key of its connection-id generator, so a restarted server recognises the ids
     /// it issued before (quinn drops a packet whose id it cannot validate, without a reset).
     pub(crate) fn endpoint_config(&self) -> quinn_proto::EndpointConfig {
-        let derive = |label: &[u8], secret: &[u8]| {
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(label);
-            ctx.update(secret);
-            let mut out = [0u8; 32];
-            out.copy_from_slice(ctx.finish().as_ref());
-            out
-        };
-        let secret = self.stateless_reset_key.unwrap_or_else(|| {
-            derive(
-                b"netron-quic stateless reset key v1",
-                self.identity.key.secret_der(),
-            )
-        });
+        let secret = self.secret();
         let cid = derive(b"netron-quic connection id key v1", &secret);
         let cid_key = u64::from_le_bytes(cid[..8].try_into().expect("8 of 32 bytes"));
         let mut config = quinn_proto::EndpointConfig::default();
@@ -229,6 +228,27 @@ impl ServerConfig {
                 Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
             });
         config
+    }
+
+    /// The server's secret: [`ServerConfig::stateless_reset_key`], or derived from the
+    /// identity's private key. Every key an endpoint of this server uses is derived from it.
+    fn secret(&self) -> [u8; 32] {
+        self.stateless_reset_key.unwrap_or_else(|| {
+            derive(
+                b"netron-quic stateless reset key v1",
+                self.identity.key.secret_der(),
+            )
+        })
+    }
+
+    /// The key of this server's address-validation tokens (Retry, RFC 9000 §8.1.2): HKDF-SHA256
+    /// (RFC 5869) extracted from a key derived from [`Self::secret`], as quinn-proto's own
+    /// `ServerConfig::with_crypto` extracts it from random bytes. Shared by every endpoint of the
+    /// server, so a Retry sent by a listener's gate endpoint is accepted by the connection's
+    /// own endpoint (docs/quic.md, "Address validation").
+    fn token_key(&self) -> ring::hkdf::Prk {
+        let key = derive(b"netron-quic token key v1", &self.secret());
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&key)
     }
 
     /// A server with `identity` and the defaults above.
@@ -284,7 +304,7 @@ impl ServerConfig {
             setting: "ServerConfig (TLS)",
             why: e.to_string(),
         })?;
-        let mut cfg = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut cfg = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(self.token_key()));
         cfg.transport_config(Arc::new(self.settings.transport()?))
             .max_incoming(self.max_pending_handshakes.max(1))
             .incoming_buffer_size(self.incoming_buffer_bytes)

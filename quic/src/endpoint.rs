@@ -52,6 +52,15 @@ pub struct EndpointStats {
     pub alpn_refused: u64,
 }
 
+/// What a listener's gate decided about a datagram ([`QuicEndpoint::screen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The datagram opens a connection to start on an endpoint of its own.
+    Admit,
+    /// Answered by the gate (Retry, refusal, version negotiation, stateless reset) or dropped.
+    Answered,
+}
+
 pub(crate) struct Slot {
     pub(crate) conn: Connection,
     proto: ConnectionHandle,
@@ -339,16 +348,40 @@ impl QuicEndpoint {
 
     fn incoming(&mut self, now: Instant, incoming: Incoming) {
         self.scratch.clear();
-        let pending = self.pending;
         if self.conns.len() >= self.max_conns && !self.give_way(now) {
             let t = self.endpoint.refuse(incoming, &mut self.scratch);
             self.stats.refused += 1;
             return self.respond(t);
         }
+        let Some(incoming) = self.admission(incoming, self.pending) else {
+            return;
+        };
+        match self.endpoint.accept(incoming, now, &mut self.scratch, None) {
+            Ok((ch, conn)) => {
+                self.stats.accepted += 1;
+                let conn = self.insert(ch, conn);
+                self.events.push_back(QuicEvent::Accepted { conn });
+            }
+            Err(e) => {
+                self.stats.refused += 1;
+                if let Some(t) = e.response {
+                    self.respond(t);
+                }
+            }
+        }
+    }
+
+    /// The Retry and pending-handshake policy for a new client while `pending` handshakes are
+    /// in progress: `None` if it was answered here (CONNECTION_REFUSED at
+    /// `max_pending_handshakes`, or a Retry, RFC 9000 §8.1.2, counted in [`EndpointStats`]),
+    /// else the client to accept.
+    fn admission(&mut self, incoming: Incoming, pending: usize) -> Option<Incoming> {
+        self.scratch.clear();
         if pending >= self.max_pending {
             let t = self.endpoint.refuse(incoming, &mut self.scratch);
             self.stats.refused += 1;
-            return self.respond(t);
+            self.respond(t);
+            return None;
         }
         let retry = match self.retry {
             RetryPolicy::Always => true,
@@ -363,21 +396,59 @@ impl QuicEndpoint {
                 }
                 Err(e) => self.endpoint.ignore(e.into_incoming()),
             }
-            return;
+            return None;
         }
-        match self.endpoint.accept(incoming, now, &mut self.scratch, None) {
-            Ok((ch, conn)) => {
-                self.stats.accepted += 1;
-                let conn = self.insert(ch, conn);
-                self.events.push_back(QuicEvent::Accepted { conn });
-            }
-            Err(e) => {
-                self.stats.refused += 1;
-                if let Some(t) = e.response {
-                    self.respond(t);
+        Some(incoming)
+    }
+
+    /// A listener's gate: decides what a datagram that reached the listening socket gets,
+    /// while `pending` handshakes are in progress across every endpoint of the listener (the
+    /// caller counts them; this endpoint keeps no connection). A new client is answered here
+    /// with a Retry or a refusal as the server's [`RetryPolicy`] and
+    /// `max_pending_handshakes` say (sent by [`poll_transmit`](Self::poll_transmit), counted
+    /// in [`stats`](Self::stats)), or admitted: the caller then starts its connection on an
+    /// endpoint of its own made with [`admit_all`](Self::admit_all) from the same
+    /// [`ServerConfig`], fed the same datagram (the Retry token it may carry was made with the
+    /// server's token key, which every endpoint of the server shares). Anything else (not
+    /// QUIC, a packet of no connection) is answered as an endpoint would (a version
+    /// negotiation, a stateless reset) or dropped.
+    pub fn screen(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        data: BytesMut,
+        pending: usize,
+    ) -> Admission {
+        self.now = Some(now);
+        self.scratch.clear();
+        match self
+            .endpoint
+            .handle(now, remote, None, None, data, &mut self.scratch)
+        {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                match self.admission(incoming, pending) {
+                    Some(incoming) => {
+                        self.endpoint.ignore(incoming);
+                        self.stats.accepted += 1;
+                        Admission::Admit
+                    }
+                    None => Admission::Answered,
                 }
             }
+            Some(DatagramEvent::Response(t)) => {
+                self.respond(t);
+                Admission::Answered
+            }
+            Some(DatagramEvent::ConnectionEvent(..)) | None => Admission::Answered,
         }
+    }
+
+    /// Makes this endpoint accept every new client without a Retry or pending-handshake
+    /// decision of its own: for an endpoint whose clients a gate ([`screen`](Self::screen))
+    /// admitted, so the listener's policy is applied once, with its whole count.
+    pub fn admit_all(&mut self) {
+        self.retry = RetryPolicy::Never;
+        self.max_pending = usize::MAX;
     }
 
     /// The next event, after processing what the last inputs and operations caused. Call until

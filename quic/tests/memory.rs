@@ -6,6 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use common::*;
 use netron_quic::*;
 
@@ -471,4 +473,100 @@ fn settings_errors_name_the_setting() {
     sc.identity.key = ca.client("x").key;
     let e = QuicEndpoint::new(Some(&sc), None).unwrap_err().to_string();
     assert!(e.contains("ServerConfig::identity"), "{e}");
+}
+
+/// Every datagram `ep` has to send now.
+fn flight(ep: &mut QuicEndpoint, now: std::time::Instant) -> Vec<BytesMut> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while let Some(t) = ep.poll_transmit(now, &mut buf) {
+        out.push(BytesMut::from(&buf[..t.len]));
+    }
+    out
+}
+
+#[test]
+fn a_listener_gate_retries_under_load_and_the_connections_endpoint_takes_its_token() {
+    // docs/quic.md "Address validation": a listener's gate endpoint decides Retry and refusals
+    // from the handshakes in progress across the whole listener; an admitted client's
+    // connection then runs on an endpoint of its own, which must accept the token of the
+    // gate's Retry (every endpoint of a server shares its token key; with quinn-proto's
+    // default key, random per configuration, the connection was refused INVALID_TOKEN).
+    let ca = Ca::new("ca");
+    let mut sc = server(&ca);
+    sc.retry = RetryPolicy::UnderLoad { pending: 1 };
+    sc.max_pending_handshakes = 4;
+    let (s_addr, c_addr) = (addr(1), addr(2));
+    let mut gate = QuicEndpoint::new(Some(&sc), None).unwrap();
+    let mut cl = QuicEndpoint::new(None, Some(&client(&ca))).unwrap();
+    let mut now = std::time::Instant::now();
+    let conn = cl.connect(now, s_addr, "localhost").unwrap();
+    let first = flight(&mut cl, now);
+    assert_eq!(first.len(), 1, "one coalesced Initial");
+    // Calm (no handshake in progress): admitted without a Retry, nothing sent by the gate.
+    assert_eq!(
+        gate.screen(now, c_addr, first[0].clone(), 0),
+        Admission::Admit
+    );
+    assert!(flight(&mut gate, now).is_empty());
+    // At the listener's pending-handshake limit: refused.
+    assert_eq!(
+        gate.screen(now, c_addr, first[0].clone(), 4),
+        Admission::Answered
+    );
+    assert_eq!(gate.stats().refused, 1);
+    assert_eq!(flight(&mut gate, now).len(), 1, "the refusal");
+    // Under load (one handshake in progress elsewhere): a Retry.
+    assert_eq!(
+        gate.screen(now, c_addr, first[0].clone(), 1),
+        Admission::Answered
+    );
+    assert_eq!(gate.stats().retries, 1);
+    let retry = flight(&mut gate, now);
+    assert_eq!(retry.len(), 1);
+    cl.handle_datagram(now, s_addr, None, retry[0].clone());
+    let second = flight(&mut cl, now);
+    assert!(!second.is_empty(), "the client answers the Retry");
+    // The token validates the address: admitted even under load.
+    assert_eq!(
+        gate.screen(now, c_addr, second[0].clone(), 3),
+        Admission::Admit
+    );
+    assert_eq!(gate.stats().retries, 1);
+    // The connection's own endpoint takes the gate's token and completes the handshake.
+    let mut own = QuicEndpoint::new(Some(&sc), None).unwrap();
+    own.admit_all();
+    for d in second {
+        own.handle_datagram(now, c_addr, None, d);
+    }
+    let (mut client_up, mut server_up) = (false, false);
+    for _ in 0..50 {
+        while let Some(e) = own.poll_event() {
+            match e {
+                QuicEvent::Connected { .. } => server_up = true,
+                QuicEvent::Closed { reason, .. } => panic!("the server closed: {reason}"),
+                _ => {}
+            }
+        }
+        while let Some(e) = cl.poll_event() {
+            match e {
+                QuicEvent::Connected { conn: c } if c == conn => client_up = true,
+                QuicEvent::Closed { reason, .. } => panic!("the client closed: {reason}"),
+                _ => {}
+            }
+        }
+        if client_up && server_up {
+            break;
+        }
+        now += Duration::from_micros(100);
+        for d in flight(&mut own, now) {
+            cl.handle_datagram(now, s_addr, None, d);
+        }
+        for d in flight(&mut cl, now) {
+            own.handle_datagram(now, c_addr, None, d);
+        }
+    }
+    assert!(client_up && server_up, "the handshake completed");
+    assert_eq!(own.stats().accepted, 1);
+    assert_eq!(own.stats().retries, 0, "the gate decided; no second Retry");
 }

@@ -142,9 +142,13 @@ impl Core {
             }
             Endpoint::Quic { host, addrs } => {
                 let inbox = self.inbox.clone();
+                use crate::transport::quic_listen::Handed;
                 let acceptor: crate::transport::quic_listen::Acceptor =
-                    std::sync::Arc::new(move |pipe| {
-                        inbox.push(crate::inbox::Command::AcceptQuic(Box::new(pipe)));
+                    std::sync::Arc::new(move |handed| {
+                        inbox.push(match handed {
+                            Handed::Pipe(pipe) => crate::inbox::Command::AcceptQuic(pipe),
+                            Handed::Count(label) => crate::inbox::Command::CountError(label),
+                        });
                     });
                 let (bindings, bound) = crate::transport::quic_listen::bind_all(
                     host,

@@ -61,6 +61,8 @@ pub(crate) struct QuicPipe {
     pub conn: Option<ConnId>,
     /// Whether this side is the client (the Netron initiator).
     pub client: bool,
+    /// A server's handshake in progress, counted in its listener's total until `Connected`.
+    pub pending: Option<super::quic_listen::PendingHandshake>,
 }
 
 /// A QUIC connection's link.
@@ -91,6 +93,8 @@ pub(crate) struct QuicLink {
     refused: u8,
     /// QUIC's handshake completed (until then a new client's connection may replace ours).
     quic_connected: bool,
+    /// Counted in the listener's handshakes in progress until `quic_connected` (or the end).
+    pending: Option<super::quic_listen::PendingHandshake>,
     /// `ProtocolConfig::stall_timeout`: how long output may wait on QUIC flow control (the
     /// peer's windows) with no byte taken before the connection closes (`write_stalled`).
     stall: Duration,
@@ -144,6 +148,7 @@ impl QuicLink {
             closed: false,
             refused: 0,
             quic_connected: pipe.client,
+            pending: pipe.pending,
             stall,
             last_rx: Instant::now(),
             probed: None,
@@ -376,6 +381,7 @@ impl QuicLink {
                 QuicEvent::Connected { conn } => {
                     self.conn = Some(conn);
                     self.quic_connected = true;
+                    self.pending = None;
                     self.note_identity();
                     let mut io = EndpointStreams {
                         endpoint: &mut self.endpoint,
@@ -417,6 +423,7 @@ impl QuicLink {
                     let why = format!("QUIC connection closed: {reason}");
                     self.close_reason = Some(why.clone());
                     self.read_done = true;
+                    self.pending = None;
                     // A clean close is no error (R8: 1,000 clean closes counted 1,000
                     // `quic_closed`); the others are counted by kind.
                     let counter = match reason {
@@ -707,6 +714,7 @@ impl Link for QuicLink {
         }
         self.closed = true;
         self.read_done = true;
+        self.pending = None;
         if let Some(conn) = self.conn {
             let (code, why) = &self.close_status;
             let _ = self.endpoint.close(Instant::now(), conn, *code, why);

@@ -9,21 +9,23 @@
 //! address (`SO_REUSEPORT`) and *connected* to the client (the kernel then delivers that
 //! client's datagrams to it, not to the listening socket), and a server [`QuicEndpoint`] for
 //! that one connection, which takes the datagram; the pair goes to the core's inbox like an
-//! `shm://` connection. Consequences written down in docs/quic.md: the endpoint's Retry and
-//! handshake budgets apply per connection, not per listener (the thread's own bound is
-//! [`MAX_NEW_PER_SEC`] new connections a second); connections are spread to the listening
-//! core only.
+//! `shm://` connection. Before that, the thread's *gate* endpoint decides what a new client
+//! gets from the handshakes in progress across the whole listener ([`PendingHandshake`]): a
+//! Retry (address validation, RFC 9000 §8.1.2) as the server's `RetryPolicy` says, a refusal
+//! at `max_pending_handshakes`, or admission (docs/quic.md, "Address validation"); the
+//! connection's own endpoint then accepts the gate's tokens. The thread also bounds new
+//! connections to [`MAX_NEW_PER_SEC`] a second.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use netron_quic::{QuicEndpoint, QuicEvent};
+use netron_quic::{Admission, QuicEndpoint, QuicEvent};
 use socket2::{Domain, Socket, Type};
 
 use super::quic::{HANDSHAKE_POLL, MAX_DATAGRAM, QuicPipe};
@@ -158,6 +160,7 @@ fn connect_one(
                         endpoint: ep,
                         conn: Some(conn),
                         client: true,
+                        pending: None,
                     });
                 }
                 QuicEvent::Closed {
@@ -238,8 +241,37 @@ impl Drop for Binding {
     }
 }
 
-/// Where a listener's new connections go.
-pub(crate) type Acceptor = Arc<dyn Fn(QuicPipe) + Send + Sync>;
+/// What a listener's thread hands to the engine.
+pub(crate) enum Handed {
+    /// A new connection for a core.
+    Pipe(Box<QuicPipe>),
+    /// An error counter to move: `quic_retry` (a new client answered with a Retry while the
+    /// listener was under load) or `quic_handshakes_refused` (refused at
+    /// `ServerConfig::max_pending_handshakes`).
+    Count(&'static str),
+}
+
+/// Where a listener's new connections and counts go.
+pub(crate) type Acceptor = Arc<dyn Fn(Handed) + Send + Sync>;
+
+/// One server-side QUIC handshake in progress, counted in its listener's total until the
+/// handshake completes or the connection ends (dropped then: by the link on `Connected`, or
+/// with the link or the pipe). The gate's Retry and refusal decisions read that total.
+#[derive(Debug)]
+pub(crate) struct PendingHandshake(Arc<AtomicUsize>);
+
+impl PendingHandshake {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Binds every address of a `quic://` listen ([`bind`] each), all handing their connections
 /// to `acceptor`; returns the bindings and the bound addresses (port 0 resolved), in order.
@@ -340,6 +372,12 @@ fn rendezvous(
     let mut handed: HashMap<SocketAddr, (Instant, Vec<u8>)> = HashMap::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
     let (mut window, mut taken) = (Instant::now(), 0u32);
+    // Checked by `bind` already: this endpoint is made the same way.
+    let Ok(mut gate) = QuicEndpoint::new(Some(config), None) else {
+        return;
+    };
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut tx = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let (n, from) = match socket.recv_from(&mut rx) {
             Ok(r) => r,
@@ -359,25 +397,45 @@ fn rendezvous(
         if taken >= MAX_NEW_PER_SEC {
             continue;
         }
-        let Some(pipe) = begin(socket, local, from, config, &rx[..n]) else {
+        let before = gate.stats();
+        let admitted = gate.screen(
+            now,
+            from,
+            BytesMut::from(&rx[..n]),
+            pending.load(Ordering::Acquire),
+        );
+        while let Some(t) = gate.poll_transmit(now, &mut tx) {
+            let _ = socket.send_to(&tx[..t.len], t.destination);
+        }
+        let after = gate.stats();
+        if after.retries > before.retries {
+            acceptor(Handed::Count("quic_retry"));
+        }
+        if after.refused > before.refused {
+            acceptor(Handed::Count("quic_handshakes_refused"));
+        }
+        if admitted != Admission::Admit {
+            continue;
+        }
+        let Some(mut pipe) = begin(socket, local, from, config, &rx[..n]) else {
             continue;
         };
+        pipe.pending = Some(PendingHandshake::new(&pending));
         // Only a datagram that opened a connection spends the budget: junk (which keeps
         // nothing) cannot use it up and lock real clients out for the rest of the second.
         taken += 1;
         let dcid = long_header_dcid(&rx[..n]).unwrap_or_default().to_vec();
         handed.insert(from, (now, dcid));
-        acceptor(pipe);
+        acceptor(Handed::Pipe(Box::new(pipe)));
     }
 }
 
-/// A connection socket and endpoint for the client at `from`, fed its first datagram; `None`
-/// if the datagram opened no connection and asked for no Retry (not QUIC, a packet of no
-/// connection, or one the endpoint answered without accepting, e.g. a version negotiation or
-/// a refusal: that answer goes out on the listening `socket`), so junk costs no socket, no
-/// endpoint and no core (fresh user R8's finding 1: each junk datagram held two descriptors
-/// for the handshake timeout). A Retry keeps its endpoint: the client's second Initial
-/// carries a token only that endpoint can check.
+/// A connection socket and endpoint for the client at `from` that the gate admitted, fed its
+/// first datagram; `None` if the endpoint did not accept it after all (its answer goes out on
+/// the listening `socket`), so junk costs no socket, no endpoint and no core (fresh user R8's
+/// finding 1: each junk datagram held two descriptors for the handshake timeout). The
+/// endpoint makes no Retry or pending-handshake decision of its own (the gate made it with
+/// the listener's count) and accepts the token of the gate's Retry (the server's token key).
 fn begin(
     socket: &UdpSocket,
     (local, only_v6): (SocketAddr, bool),
@@ -390,9 +448,10 @@ fn begin(
     // (a client restarted on that port, or a forged one) is refused, never served inside
     // this connection (fresh user R9's finding 1: it was, with the first client's identity).
     endpoint.limit_connections(1);
+    endpoint.admit_all();
     let now = Instant::now();
     endpoint.handle_datagram(now, from, None, BytesMut::from(first));
-    if endpoint.connection_count() == 0 && endpoint.stats().retries == 0 {
+    if endpoint.connection_count() == 0 {
         let mut buf = Vec::new();
         while let Some(t) = endpoint.poll_transmit(now, &mut buf) {
             let _ = socket.send_to(&buf[..t.len], t.destination);
@@ -406,6 +465,7 @@ fn begin(
         endpoint,
         conn: None,
         client: false,
+        pending: None,
     })
 }
 

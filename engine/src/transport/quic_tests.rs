@@ -1094,6 +1094,84 @@ fn a_connection_past_the_limit_is_refused_at_once_naming_it() {
     );
 }
 
+/// A server engine listening on quic:// with `retry` and `max_pending` handshakes.
+fn server_with_admission(ca: &Ca, retry: netron_quic::RetryPolicy, max_pending: usize) -> Engine {
+    let mut sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    sc.retry = retry;
+    sc.max_pending_handshakes = max_pending;
+    Engine::builder()
+        .cores(1)
+        .quic_server(sc)
+        .service(echo())
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap()
+}
+
+/// Sends the first flight of a QUIC handshake from `sock` and nothing after, as a forged or
+/// vanished client would: the server counts it as a handshake in progress.
+fn first_flight_only(sock: &std::net::UdpSocket, cc: &ClientConfig) {
+    let mut forged = netron_quic::QuicEndpoint::new(None, Some(cc)).unwrap();
+    let now = std::time::Instant::now();
+    forged
+        .connect(now, sock.peer_addr().unwrap(), "127.0.0.1")
+        .unwrap();
+    let mut tx = Vec::new();
+    while let Some(t) = forged.poll_transmit(now, &mut tx) {
+        sock.send(&tx[..t.len]).unwrap();
+    }
+}
+
+#[test]
+fn a_listener_under_load_validates_new_clients_with_a_retry_and_serves_them() {
+    // docs/quic.md "Address validation": the Retry policy counts the handshakes in progress
+    // across the whole listener (each connection has an endpoint of its own, so a count per
+    // endpoint was never above 1 and `UnderLoad` never sent a Retry).
+    let ca = Ca::new("ca");
+    let s = server_with_admission(&ca, netron_quic::RetryPolicy::UnderLoad { pending: 1 }, 64);
+    let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    // One handshake in progress that never completes.
+    first_flight_only(&raw_socket(&s), &cc);
+    wait_stats(&s, |st| st.accepted() >= 1);
+    // A real client is now asked to validate its address, does, and is served.
+    let c = client(&ca, None);
+    let ch = c.client().connect(&s.endpoints()[0].to_string()).unwrap();
+    assert_eq!(ch.call("echo@1.0.0", "say", vec![5], DL).unwrap(), vec![5]);
+    wait_stats(&s, |st| st.errors_of("quic_retry") >= 1);
+    assert_eq!(s.total_stats().errors_of("quic_retry"), 1);
+    assert_eq!(s.total_stats().errors_of("quic_handshakes_refused"), 0);
+}
+
+#[test]
+fn handshakes_past_the_listeners_pending_budget_are_refused_naming_it() {
+    // `max_pending_handshakes` bounds the handshakes in progress across the listener; a
+    // completed handshake leaves the count.
+    let ca = Ca::new("ca");
+    let s = server_with_admission(&ca, netron_quic::RetryPolicy::Never, 1);
+    let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    // A handshake that completes (the connection stays open) leaves the budget free (the
+    // call's answer comes after the server saw the handshake complete)...
+    let c = client(&ca, None);
+    let ep = s.endpoints()[0].to_string();
+    let first = c.client().connect(&ep).expect("the first client");
+    assert_eq!(
+        first.call("echo@1.0.0", "say", vec![1], DL).unwrap(),
+        vec![1]
+    );
+    // ...for one that never completes...
+    first_flight_only(&raw_socket(&s), &cc);
+    wait_stats(&s, |st| st.accepted() >= 2);
+    // ...which holds the whole budget: the next client is refused at once.
+    let err = c
+        .client()
+        .connect_timeout(&ep, Duration::from_secs(8))
+        .expect_err("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("max_pending_handshakes"), "{msg}");
+    wait_stats(&s, |st| st.errors_of("quic_handshakes_refused") >= 1);
+    assert_eq!(s.total_stats().errors_of("quic_retry"), 0);
+}
+
 /// Not a test: prints unary round-trip percentiles over quic:// and tcp:// in one run (test
 /// profile, so indicative only; the netron-bench section is the figure of record).
 /// `cargo test -p netron-engine --lib quic_vs_tcp_round_trips -- --ignored --nocapture`
