@@ -324,8 +324,9 @@ pub(crate) fn bind(
              authentication): set ProtocolConfig::with_quic_server",
         )
     })?;
-    // Checked now, so a bad certificate is the listen's error, not a silent thread's.
-    QuicEndpoint::new(Some(config), None)
+    // Made now, so a bad certificate is the listen's error, not a silent thread's: the
+    // listener's gate (see `rendezvous`).
+    let gate = QuicEndpoint::new(Some(config), None)
         .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
     if addr.port() != 0 {
         // The listening socket must allow SO_REUSEPORT (each client's socket binds the same
@@ -350,7 +351,15 @@ pub(crate) fn bind(
     let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("netron-quic-accept".to_owned())
-        .spawn(move || rendezvous(&socket, (local, only_v6), &config, &stop2, &acceptor))?;
+        .spawn(move || {
+            rendezvous(
+                &socket,
+                (local, only_v6),
+                (&config, gate),
+                &stop2,
+                &acceptor,
+            )
+        })?;
     Ok((
         Binding {
             stop,
@@ -361,21 +370,17 @@ pub(crate) fn bind(
 }
 
 /// `local`: the listening socket's address and whether it is IPv6-only (each client's
-/// socket binds the same way).
+/// socket binds the same way); `gate`: the listener's endpoint that screens new clients.
 fn rendezvous(
     socket: &UdpSocket,
     local: (SocketAddr, bool),
-    config: &netron_quic::ServerConfig,
+    (config, mut gate): (&netron_quic::ServerConfig, QuicEndpoint),
     stop: &AtomicBool,
     acceptor: &Acceptor,
 ) {
     let mut handed: HashMap<SocketAddr, (Instant, Vec<u8>)> = HashMap::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
     let (mut window, mut taken) = (Instant::now(), 0u32);
-    // Checked by `bind` already: this endpoint is made the same way.
-    let Ok(mut gate) = QuicEndpoint::new(Some(config), None) else {
-        return;
-    };
     let pending = Arc::new(AtomicUsize::new(0));
     let mut tx = Vec::new();
     while !stop.load(Ordering::Relaxed) {
