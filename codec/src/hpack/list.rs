@@ -9,6 +9,17 @@ pub struct HeaderList {
     bytes: Vec<u8>,
     // (name start, name len, value len) into `bytes`; the value follows the name.
     fields: Vec<(u32, u32, u32)>,
+    /// Non-zero: the list holds exactly what a decoder wrote under this stamp (unique in the
+    /// process, from [`next_stamp`]); any change sets it to 0. A clone keeps it, with the
+    /// same fields. See `HeaderDecoder::decode_into`.
+    stamp: u64,
+}
+
+/// A process-wide unique, non-zero stamp.
+fn next_stamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl HeaderList {
@@ -16,10 +27,23 @@ impl HeaderList {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.fields.clear();
+        self.stamp = 0;
+    }
+
+    /// Marks the fields as a decoder's output and returns the new stamp.
+    pub(crate) fn seal(&mut self) -> u64 {
+        self.stamp = next_stamp();
+        self.stamp
+    }
+
+    /// The stamp of the last [`Self::seal`], or 0 if the list changed since.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     /// Appends a field.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.stamp = 0;
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(name);
         self.bytes.extend_from_slice(value);
@@ -30,6 +54,7 @@ impl HeaderList {
     /// Removes every field named `name` (the bytes stay in the buffer until [`Self::clear`]:
     /// no allocation, no copy).
     pub fn remove(&mut self, name: &[u8]) {
+        self.stamp = 0;
         let bytes = &self.bytes;
         self.fields.retain(|&(start, n, _)| {
             let s = start as usize;

@@ -180,6 +180,43 @@ proptest! {
         }
     }
 
+    /// `decode_into` with one list kept across blocks (where a repeated block may be
+    /// recognised and left in place) gives what a fresh decode of the same block gives,
+    /// whatever happens to the list or the decoder in between: fields pushed or removed, the
+    /// list cloned and the clone decoded into, table size updates, insertions.
+    #[test]
+    fn a_repeated_block_left_in_place_is_what_a_fresh_decode_gives(
+        table_size in prop_oneof![Just(0u32), 64u32..400, 4096u32..4097],
+        steps in proptest::collection::vec((0usize..4, 0u8..6), 1..80),
+        pool in proptest::collection::vec(proptest::collection::vec(header_strategy(), 0..4), 1..4),
+    ) {
+        let mut enc = HeaderEncoder::new(table_size);
+        let mut kept = HeaderDecoder::new(table_size, 1 << 20);
+        let mut fresh = HeaderDecoder::new(table_size, 1 << 20);
+        let mut list = HeaderList::default();
+        let mut block = Vec::new();
+        for (pick, action) in steps {
+            let fields = &pool[pick % pool.len()];
+            let hs: Vec<Header<'_>> = fields.iter().map(|(n, v, ix)| {
+                let ix = [Indexing::Auto, Indexing::Incremental, Indexing::No, Indexing::Never][*ix as usize];
+                Header::new(n, v).with_indexing(ix)
+            }).collect();
+            match action {
+                0 => list.push(b"x-changed", b"1"),
+                1 => list.remove(b":method"),
+                2 => list = list.clone(),
+                3 => enc.set_max_table_size(table_size / 2).unwrap(),
+                _ => {}
+            }
+            block.clear();
+            enc.encode(&hs, &mut block).unwrap();
+            kept.decode_into(&block, &mut list).unwrap();
+            let want = decode_all(&mut fresh, &block).unwrap();
+            let got: Fields = list.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            prop_assert_eq!(&got, &want);
+        }
+    }
+
     /// Arbitrary bytes never panic the decoder, and the table never exceeds its limit.
     #[test]
     fn garbage_never_panics(table_size in 0u32..512, block in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -187,6 +224,56 @@ proptest! {
         let _ = dec.decode(&block, |_, _| {});
         prop_assert!(dec.table_size() <= table_size as usize);
     }
+}
+
+#[test]
+fn a_repeated_steady_state_block_is_recognised_and_not_decoded_again() {
+    let mut enc = HeaderEncoder::new(4096);
+    let mut dec = HeaderDecoder::new(4096, 64 * 1024);
+    let fields = [Header::service(b"calc@1.2.0"), Header::method(b"add")];
+    let mut list = HeaderList::default();
+    let mut block = Vec::new();
+    // The first block inserts both fields: it changed the table, so it is not remembered.
+    enc.encode(&fields, &mut block).unwrap();
+    dec.decode_into(&block, &mut list).unwrap();
+    let first = list.stamp();
+    block.clear();
+    enc.encode(&fields, &mut block).unwrap();
+    assert_eq!(block.len(), 2, "two indexed fields");
+    dec.decode_into(&block, &mut list).unwrap();
+    let second = list.stamp();
+    assert_ne!(second, first, "decoded");
+    // The same bytes again: left in place (a decode would seal the list with a new stamp).
+    dec.decode_into(&block, &mut list).unwrap();
+    assert_eq!(list.stamp(), second, "recognised");
+    assert_eq!(list.service(), Some(&b"calc@1.2.0"[..]));
+    assert_eq!(list.method(), Some(&b"add"[..]));
+    // A list changed in between is decoded again, and comes out right.
+    list.remove(b":method");
+    dec.decode_into(&block, &mut list).unwrap();
+    assert_ne!(list.stamp(), second);
+    assert_eq!(list.method(), Some(&b"add"[..]));
+    // The same bytes after a table change mean something else: an indexed reference to the
+    // newest entry, decoded again after another block (into another list) inserted a newer one.
+    let mut newest = Vec::new();
+    let tenant = [Header::new(b"tenant", b"acme")];
+    enc.encode(&tenant, &mut newest).unwrap();
+    dec.decode_into(&newest, &mut HeaderList::default())
+        .unwrap();
+    newest.clear();
+    enc.encode(&tenant, &mut newest).unwrap();
+    assert_eq!(newest.len(), 1, "the newest dynamic entry, indexed");
+    dec.decode_into(&newest, &mut list).unwrap();
+    assert_eq!(list.get(b"tenant"), Some(&b"acme"[..]));
+    let mut other = Vec::new();
+    enc.encode(&[Header::new(b"region", b"eu")], &mut other)
+        .unwrap();
+    // (Decoded with `decode`, which keeps no list: the remembered block is only outdated by
+    // the table's change.)
+    decode_all(&mut dec, &other).unwrap();
+    dec.decode_into(&newest, &mut list).unwrap();
+    assert_eq!(list.get(b"tenant"), None, "not the remembered meaning");
+    assert_eq!(list.get(b"region"), Some(&b"eu"[..]));
 }
 
 #[test]
