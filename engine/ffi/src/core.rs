@@ -302,6 +302,9 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
 pub extern "C" fn ntr_core_free(core: ntr_core) -> ntr_status {
     entry(|| {
         let cell = with_cores(|c| {
+            // Ends a wait `ntr_core_prepare_wait` announced, as every use does (and refuses
+            // another thread's core or a freed one).
+            c.core(core.id)?;
             let i = c.find(core.id).ok_or_else(|| not_here(core.id))?;
             c.prepared.core_freed(core.id);
             Ok(c.cells.swap_remove(i))
