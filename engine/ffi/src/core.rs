@@ -9,7 +9,7 @@ use netron_engine::{CallSlot, ConnId, Core, CoreConfig, Endpoint};
 use rustc_hash::FxHashMap;
 
 use crate::buf::{fill, ntr_buf};
-use crate::core_prepared::{Prepared, PreparedCalls, bad_prepared};
+use crate::core_prepared::{Prepared, PreparedCalls};
 use crate::guard::{bytes_arg, entry, non_null, str_arg, write};
 use crate::status::*;
 
@@ -111,17 +111,13 @@ impl Cores {
     /// The prepared call of `id` and its core (woken as by [`Cores::core`]): one slot index
     /// and one comparison for the call, the core found as by [`with_core`].
     #[inline]
-    pub(crate) fn prepared_call(&mut self, id: u64) -> Result<(&Prepared, &mut CoreCell), Error> {
-        let Some(p) = self.prepared.get(id) else {
-            return Err(bad_prepared(id));
-        };
+    pub(crate) fn prepared_call(&mut self, id: u64) -> Option<(&Prepared, &mut CoreCell)> {
+        let p = self.prepared.get(id)?;
         // Always found: freeing a core frees its prepared calls (`ntr_core_free`).
-        let Some(i) = find(&self.cells, &mut self.last, p.core) else {
-            return Err(bad_prepared(id));
-        };
+        let i = find(&self.cells, &mut self.last, p.core)?;
         let cell = &mut self.cells[i].1;
         cell.wake_if_waiting();
-        Ok((p, cell))
+        Some((p, cell))
     }
 }
 
@@ -195,6 +191,13 @@ pub(crate) fn with_cores<R>(f: impl FnOnce(&mut Cores) -> Result<R, Error>) -> R
         };
         f(&mut c)
     })
+}
+
+/// [`with_cores`] for a fast path: `None`, and no error built, when this thread's cores are
+/// in use already (a re-entrant call).
+#[inline]
+pub(crate) fn try_with_cores<R>(f: impl FnOnce(&mut Cores) -> R) -> Option<R> {
+    CORES.with(|c| c.try_borrow_mut().ok().map(|mut c| f(&mut c)))
 }
 
 #[cold]

@@ -26,8 +26,10 @@ use std::ffi::c_char;
 use netron_engine::ConnId;
 
 use crate::buf::{fill, ntr_buf};
-use crate::core::{call_failed, deadline, ntr_conn, ntr_core, thread_no, with_cores};
-use crate::guard::{bytes_arg, entry, non_null, str_arg, write};
+use crate::core::{
+    call_failed, deadline, ntr_conn, ntr_core, thread_no, try_with_cores, with_cores,
+};
+use crate::guard::{bytes_arg, entry, entry_status, failed, non_null, str_arg, write};
 use crate::status::*;
 
 /// A unary call prepared on a connection of a caller-driven core (`ntr_core_prepare_call`):
@@ -263,33 +265,85 @@ pub unsafe extern "C" fn ntr_core_call_prepared(
     deadline_ms: u64,
     reply: *mut ntr_buf,
 ) -> ntr_status {
+    // The common case in one pass that builds no error values: valid pointers and a live
+    // prepared call of this thread on an open connection. Anything else gives up before
+    // doing anything, and the checked path below finds and reports it.
+    if !reply.is_null() && (len == 0 || !data.is_null()) {
+        let status = entry_status(|| {
+            let payload: &[u8] = if len == 0 {
+                &[]
+            } else {
+                // SAFETY: not NULL (checked) and valid for `len` bytes during this call
+                // (contract), so within one allocation.
+                unsafe { std::slice::from_raw_parts(data, len) }
+            };
+            // SAFETY: not NULL (checked); exclusively ours during this call (contract).
+            let out = unsafe { &mut *reply };
+            try_with_cores(|cores| {
+                let (p, cell) = cores.prepared_call(call.id)?;
+                let c = p.conn?;
+                let dl = deadline(deadline_ms);
+                Some(
+                    match cell
+                        .core
+                        .call(c, &p.service, &p.method, payload, dl, &mut cell.slot)
+                    {
+                        Ok(bytes) => {
+                            // SAFETY: zeroed or filled by us (contract).
+                            unsafe { fill(out, bytes) };
+                            NTR_OK
+                        }
+                        Err(e) => {
+                            out.len = 0;
+                            failed(call_failed(&e))
+                        }
+                    },
+                )
+            })
+            .flatten()
+            .unwrap_or(GAVE_UP)
+        });
+        if status != GAVE_UP {
+            return status;
+        }
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { call_prepared_checked(call, data, len, reply) }
+}
+
+/// Not a status: the fast path of `ntr_core_call_prepared` gave up without doing anything.
+const GAVE_UP: ntr_status = ntr_status::MAX;
+
+/// Why `ntr_core_call_prepared` cannot call: the argument or handle at fault, as an error.
+///
+/// # Safety
+/// As `ntr_core_call_prepared`.
+#[cold]
+#[inline(never)]
+unsafe fn call_prepared_checked(
+    call: ntr_core_prepared_call,
+    data: *const u8,
+    len: usize,
+    reply: *mut ntr_buf,
+) -> ntr_status {
     entry(|| {
         // SAFETY: valid for `len` bytes during this call (contract).
-        let payload = unsafe { bytes_arg(data, len, "data") }?;
+        unsafe { bytes_arg(data, len, "data") }?;
         non_null(reply, "reply")?;
         // SAFETY: not NULL (checked); exclusively ours during this call (contract).
         let out = unsafe { &mut *reply };
         with_cores(|cores| {
-            let (p, cell) = cores.prepared_call(call.id)?;
-            let Some(c) = p.conn else {
-                out.len = 0;
-                return Err(conn_closed(call.id));
+            let Some((p, _)) = cores.prepared_call(call.id) else {
+                return Err(bad_prepared(call.id));
             };
-            let dl = deadline(deadline_ms);
-            match cell
-                .core
-                .call(c, &p.service, &p.method, payload, dl, &mut cell.slot)
-            {
-                Ok(bytes) => {
-                    // SAFETY: zeroed or filled by us (contract).
-                    unsafe { fill(out, bytes) };
-                    Ok(())
-                }
-                Err(e) => {
-                    out.len = 0;
-                    Err(call_failed(&e))
-                }
+            out.len = 0;
+            if p.conn.is_none() {
+                return Err(conn_closed(call.id));
             }
+            Err(Error::new(
+                NTR_PANIC,
+                "ntr_core_call_prepared: the fast path gave up on a valid call (a bug)",
+            ))
         })
     })
 }
