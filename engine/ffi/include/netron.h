@@ -457,7 +457,8 @@ ntr_status ntr_core_close(struct ntr_core core, struct ntr_conn conn);
 // the failure or the deadline (`deadline_ms`, 0: none). The reply replaces the contents of
 // `*reply`, whose memory is reused: no allocation per call in steady state. `service` is an
 // exact `name@1.2.0`. Repeated calls of one method are cheaper prepared once
-// (`ntr_core_prepare_call`, `ntr_core_call_prepared`): no names to scan, no lookups.
+// (`ntr_core_prepare_call`, `ntr_core_call_prepared`): no names to scan, no connection
+// lookup.
 //
 // # Errors
 // As `ntr_channel_call`.

@@ -213,7 +213,7 @@ fn reentrant() -> Error {
 /// high half), or no core at all.
 #[cold]
 #[inline(never)]
-pub(crate) fn not_here(id: u64) -> Error {
+fn not_here(id: u64) -> Error {
     if id != 0 && id >> 32 != u64::from(thread_no()) {
         Error::new(
             NTR_WRONG_THREAD,
@@ -388,7 +388,8 @@ pub(crate) fn bad_conn(conn: ntr_conn) -> Error {
 /// the failure or the deadline (`deadline_ms`, 0: none). The reply replaces the contents of
 /// `*reply`, whose memory is reused: no allocation per call in steady state. `service` is an
 /// exact `name@1.2.0`. Repeated calls of one method are cheaper prepared once
-/// (`ntr_core_prepare_call`, `ntr_core_call_prepared`): no names to scan, no lookups.
+/// (`ntr_core_prepare_call`, `ntr_core_call_prepared`): no names to scan, no connection
+/// lookup.
 ///
 /// # Errors
 /// As `ntr_channel_call`.
