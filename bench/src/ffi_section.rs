@@ -15,6 +15,11 @@
 //! symmetric about the added cost, whose centre the median estimates; the round trips'
 //! heavy tail (preemptions of several µs) makes the mean's standard error ~100 ns while the
 //! median's interval stays a few ns wide.
+//!
+//! A second C row, the prepared call (`ntr_core_call_prepared`: core, connection and names
+//! resolved once by `ntr_core_prepare_call`, so no `strlen` and no connection lookup per
+//! call), is measured the same way: the pairs alternate between the two C variants, each
+//! against its own Rust call, so both rows see the same stretch of the run.
 
 use std::time::{Duration, Instant};
 
@@ -60,7 +65,7 @@ fn median_and_interval(d: &mut [f64]) -> (f64, f64, f64) {
 
 fn alternated(pairs: usize) -> Table {
     let mut t = Table::new(
-        "C ABI: unary round trip through ntr_core_call vs the Rust caller-driven core, alternated call by call (64 B, tcp, busy-poll server on cpu1)",
+        "C ABI: unary round trip through ntr_core_call and ntr_core_call_prepared vs the Rust caller-driven core, alternated call by call (64 B, tcp, busy-poll server on cpu1)",
         &[
             "caller",
             "p50",
@@ -87,9 +92,29 @@ fn alternated(pairs: usize) -> Table {
         len: 0,
         cap: 0,
     };
+    let mut prepared = netron::ntr_core_prepared_call { id: 0 };
+    // SAFETY: NUL-terminated static names and a valid out-pointer to a local; on this thread,
+    // which created the core.
+    let st = unsafe {
+        netron::ntr_core_prepare_call(
+            c_core,
+            c_conn,
+            c"bench@1.0.0".as_ptr(),
+            c"echo".as_ptr(),
+            &mut prepared,
+        )
+    };
+    assert_eq!(st, netron::NTR_OK);
     let msg = [0x5au8; SIZE];
-    let (mut rust, mut c) = (Samples::with_capacity(pairs), Samples::with_capacity(pairs));
-    let mut diffs = Vec::with_capacity(pairs);
+    // One pair compares a Rust call with one C variant: `ntr_core_call` (names and handles
+    // per call) or `ntr_core_call_prepared` (resolved once), pairs of the two kinds
+    // alternating, so both see the same stretch of the run.
+    let (mut rust, mut c, mut p) = (
+        Samples::with_capacity(2 * pairs),
+        Samples::with_capacity(pairs),
+        Samples::with_capacity(pairs),
+    );
+    let (mut diffs, mut diffs_p) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
     // A Rust call on the C handles' core and connection, timed around `Core::call` alone.
     let rust_call = |slot: &mut CallSlot| {
         netron::with_core_and_conn(c_core, c_conn, |core, conn| {
@@ -123,27 +148,50 @@ fn alternated(pairs: usize) -> Table {
         debug_assert_eq!(reply.len, SIZE);
         took
     };
-    for i in 0..pairs + pairs / 10 {
+    let prepared_call = |reply: &mut netron::ntr_buf| {
+        let t = Instant::now();
+        // SAFETY: a live 64-byte request and a zeroed-then-ours reply buffer, as netron.h
+        // requires; on this thread, which created the core and the prepared call.
+        let st = unsafe { netron::ntr_core_call_prepared(prepared, msg.as_ptr(), SIZE, 0, reply) };
+        let took = t.elapsed();
+        assert_eq!(st, netron::NTR_OK, "ntr_core_call_prepared");
+        debug_assert_eq!(reply.len, SIZE);
+        took
+    };
+    let warm = pairs / 10;
+    for i in 0..2 * (pairs + warm) {
         // The order alternates, so neither caller always runs second (warm caches, a
-        // reply that arrived during the other's call).
+        // reply that arrived during the other's call); the C variant every other pair.
         let rust_first = i % 2 == 0;
+        let use_prepared = (i / 2) % 2 == 1;
+        let other = |reply: &mut netron::ntr_buf| {
+            if use_prepared {
+                prepared_call(reply)
+            } else {
+                c_call(reply)
+            }
+        };
         let (rust_ns, c_ns);
         if rust_first {
             rust_ns = rust_call(&mut slot);
-            c_ns = c_call(&mut reply);
+            c_ns = other(&mut reply);
         } else {
-            c_ns = c_call(&mut reply);
+            c_ns = other(&mut reply);
             rust_ns = rust_call(&mut slot);
         }
-        if i >= pairs / 10 {
+        if i >= 2 * warm {
             let (a, b) = (rust_ns.as_nanos() as u64, c_ns.as_nanos() as u64);
             rust.push(a);
-            c.push(b);
-            diffs.push(b as f64 - a as f64);
+            let d = b as f64 - a as f64;
+            if use_prepared {
+                p.push(b);
+                diffs_p.push(d);
+            } else {
+                c.push(b);
+                diffs.push(d);
+            }
         }
     }
-    let (added, err) = mean_and_error(&diffs);
-    let (median, lo, hi) = median_and_interval(&mut diffs);
     t.row(&[
         "Rust: Core::call".to_owned(),
         us(rust.percentile(50.0)),
@@ -152,19 +200,29 @@ fn alternated(pairs: usize) -> Table {
         "-".to_owned(),
         "-".to_owned(),
     ]);
-    t.row(&[
-        "C ABI: ntr_core_call".to_owned(),
-        us(c.percentile(50.0)),
-        us(c.percentile(99.0)),
-        us(c.mean() as u64),
-        format!("{median:+.0} ns [{lo:+.0}, {hi:+.0}]"),
-        format!("{added:+.1} ns ({err:.1})"),
-    ]);
+    for (name, samples, d) in [
+        ("C ABI: ntr_core_call", &mut c, &mut diffs),
+        ("C ABI: ntr_core_call_prepared", &mut p, &mut diffs_p),
+    ] {
+        let (added, err) = mean_and_error(d);
+        let (median, lo, hi) = median_and_interval(d);
+        t.row(&[
+            name.to_owned(),
+            us(samples.percentile(50.0)),
+            us(samples.percentile(99.0)),
+            us(samples.mean() as u64),
+            format!("{median:+.0} ns [{lo:+.0}, {hi:+.0}]"),
+            format!("{added:+.1} ns ({err:.1})"),
+        ]);
+    }
     t.note(format!(
-        "{pairs} pairs (after {} warm-up pairs): a Rust call and a C ABI call, order swapped every pair, each on its own client core of this thread, to the same server; added = C minus Rust per pair",
-        pairs / 10
+        "{pairs} pairs per C variant (after {warm} warm-up pairs each): a Rust call and a C ABI call on the same core and connection, order swapped every pair, the C variant (ntr_core_call, ntr_core_call_prepared) every other pair; added = C minus Rust per pair",
     ));
-    t.note("target: <= 50 ns added per call; allocations per call: 0 for both (engine/ffi/tests/alloc.rs asserts it for ntr_core_call); instruction count: docs/benchmarks.md \"C ABI\"");
+    t.note("target: <= 50 ns added per call; allocations per call: 0 for all three (engine/ffi/tests/alloc.rs asserts it for both C calls); instruction count: docs/benchmarks.md \"C ABI\"");
+    assert_eq!(
+        netron::ntr_core_prepared_call_free(prepared),
+        netron::NTR_OK
+    );
     // SAFETY: filled by the library, unchanged since.
     unsafe { netron::ntr_buf_free(&mut reply) };
     assert_eq!(netron::ntr_core_close(c_core, c_conn), netron::NTR_OK);

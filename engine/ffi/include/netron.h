@@ -92,6 +92,15 @@ typedef struct ntr_core_call_handle {
   uint64_t id;
 } ntr_core_call_handle;
 
+// A unary call prepared on a connection of a caller-driven core (`ntr_core_prepare_call`):
+// the core, the connection and the names resolved once, for repeated
+// `ntr_core_call_prepared`. Used on the core's thread only, like the core; freed with
+// `ntr_core_prepared_call_free` (or with its core, by `ntr_core_free`).
+typedef struct ntr_core_prepared_call {
+  // Library-internal id; 0 is never valid.
+  uint64_t id;
+} ntr_core_prepared_call;
+
 // A stream of a caller-driven core (`ntr_core_open_stream`); used with that core, on its
 // thread, and freed with `ntr_core_stream_free` (or with the core).
 typedef struct ntr_core_stream {
@@ -423,7 +432,7 @@ ntr_status ntr_method_call_async(struct ntr_method method,
 ntr_status ntr_core_new(struct ntr_core *out);
 
 // Frees the core: its connections close, calls in flight fail, and its streams'
-// (`ntr_core_stream`) handles become invalid.
+// (`ntr_core_stream`) and prepared calls' (`ntr_core_prepared_call`) handles become invalid.
 ntr_status ntr_core_free(struct ntr_core core);
 
 // Connects to `endpoint` and completes the handshake within `timeout_ms` milliseconds,
@@ -439,13 +448,17 @@ ntr_status ntr_core_connect(struct ntr_core core,
                             uint64_t timeout_ms,
                             struct ntr_conn *out);
 
-// Closes a connection of the core (its calls in flight fail) and frees the handle.
+// Closes a connection of the core (its calls in flight fail) and frees the handle. Calls
+// prepared on it (`ntr_core_prepare_call`) stay valid handles that fail with
+// `NTR_UNAVAILABLE` until freed.
 ntr_status ntr_core_close(struct ntr_core core, struct ntr_conn conn);
 
 // One blocking unary call on `conn`, running the core on the calling thread until the reply,
 // the failure or the deadline (`deadline_ms`, 0: none). The reply replaces the contents of
 // `*reply`, whose memory is reused: no allocation per call in steady state. `service` is an
-// exact `name@1.2.0`.
+// exact `name@1.2.0`. Repeated calls of one method are cheaper prepared once
+// (`ntr_core_prepare_call`, `ntr_core_call_prepared`): no names to scan, no connection
+// lookup.
 //
 // # Errors
 // As `ntr_channel_call`.
@@ -540,6 +553,58 @@ ntr_status ntr_core_fd(struct ntr_core core, int *out);
 // # Safety
 // `timeout_ms` is NULL or valid for a write.
 ntr_status ntr_core_prepare_wait(struct ntr_core core, int64_t *timeout_ms);
+
+// Prepares unary calls of `method` of `service` (an exact `name@1.2.0`) on `conn` of `core`
+// and writes the handle to `*out`: the names are copied and the handles resolved once, for
+// `ntr_core_call_prepared`. Allocates the names' copies (once).
+//
+// The prepared call belongs to the core's thread, like the core (`NTR_WRONG_THREAD`
+// elsewhere). It keeps no connection open: once `conn` is closed (`ntr_core_close`, or by
+// the peer) its calls fail with `NTR_UNAVAILABLE`. Free it with
+// `ntr_core_prepared_call_free`; `ntr_core_free` frees its core's prepared calls.
+//
+// # Errors
+// `NTR_NULL_ARGUMENT`, `NTR_INVALID_UTF8` for a name, `NTR_INVALID_HANDLE` for a core or
+// connection that is not live, `NTR_WRONG_THREAD`, `NTR_RESOURCE_EXHAUSTED` above 1,048,575
+// live prepared calls on the thread.
+//
+// # Safety
+// `service` and `method` are NULL or NUL-terminated strings (copied); `out` is NULL or valid
+// for a write.
+ntr_status ntr_core_prepare_call(struct ntr_core core,
+                                 struct ntr_conn conn,
+                                 const char *service,
+                                 const char *method,
+                                 struct ntr_core_prepared_call *out);
+
+// One blocking unary call of a prepared call: as `ntr_core_call` on the prepared core,
+// connection and names (the core runs on the calling thread until the reply, the failure or
+// the deadline, `deadline_ms`, 0: none), with no string scan and no handle search per call.
+// The reply replaces the contents of `*reply`, whose memory is reused: no allocation per
+// call in steady state.
+//
+// # Errors
+// As `ntr_core_call`: a status from 1 to 16 for the call (`*reply` then has `len` 0),
+// `NTR_UNAVAILABLE` also when the connection was closed (`ntr_core_close`);
+// `NTR_NULL_ARGUMENT` for a NULL `reply` (or `data` with `len` > 0); `NTR_INVALID_HANDLE`
+// for a zeroed or freed prepared call (or one whose core was freed); `NTR_WRONG_THREAD` off
+// the core's thread.
+//
+// # Safety
+// `data` is valid for `len` bytes (or NULL with `len` 0); `reply` is NULL or an `ntr_buf`
+// zeroed or filled by this library.
+ntr_status ntr_core_call_prepared(struct ntr_core_prepared_call call,
+                                  const uint8_t *data,
+                                  size_t len,
+                                  uint64_t deadline_ms,
+                                  struct ntr_buf *reply);
+
+// Frees a prepared call (calls on its connection are not affected).
+//
+// # Errors
+// `NTR_INVALID_HANDLE` for a zeroed or already freed one (or one whose core was freed),
+// `NTR_WRONG_THREAD` off the core's thread.
+ntr_status ntr_core_prepared_call_free(struct ntr_core_prepared_call call);
 
 // Opens a stream to `method` of `service` (an exact `name@1.2.0`) on `conn`, and writes its
 // handle to `*out`. `data[0..len]` (copied), if `len` is not 0 or `half_close` is set, goes

@@ -9,6 +9,7 @@ use netron_engine::{CallSlot, ConnId, Core, CoreConfig, Endpoint};
 use rustc_hash::FxHashMap;
 
 use crate::buf::{fill, ntr_buf};
+use crate::core_prepared::{Prepared, PreparedCalls};
 use crate::guard::{bytes_arg, entry, non_null, str_arg, write};
 use crate::status::*;
 
@@ -32,7 +33,7 @@ pub struct ntr_conn {
 
 pub(crate) struct CoreCell {
     pub(crate) core: Core,
-    slot: CallSlot,
+    pub(crate) slot: CallSlot,
     pub(crate) conns: FxHashMap<u64, ConnId>,
     /// The connection of the last successful lookup (`CoreCell::conn`), checked before the
     /// map: calls on one connection skip the hashing. Cleared when that connection closes.
@@ -58,33 +59,69 @@ thread_local! {
     /// This thread's number (in the high half of its cores' ids), 0 until first needed.
     static THREAD_NO: Cell<u32> = const { Cell::new(0) };
     /// The cores of this thread; ids are never reused, so a freed one is detected.
-    static CORES: RefCell<Cores> = const { RefCell::new(Cores { cells: Vec::new(), last: 0, minted: 0 }) };
+    static CORES: RefCell<Cores> = const {
+        RefCell::new(Cores { cells: Vec::new(), last: 0, minted: 0, prepared: PreparedCalls::new() })
+    };
 }
 
 /// The caller-driven cores of one thread. A thread owns a few cores at most, so they sit in a
 /// vector searched by id, with the index of the last one used checked first: a call on the
 /// same core as the one before costs one comparison instead of a hash lookup.
-struct Cores {
+pub(crate) struct Cores {
     cells: Vec<(u64, CoreCell)>,
     /// Index into `cells` of the core used last (may be stale: always checked).
     last: usize,
     /// Cores created on this thread so far (the low half of their ids).
     minted: u32,
+    /// The prepared calls of this thread's cores (`ntr_core_prepare_call`): beside the cores,
+    /// not inside them, so that a prepared call's handle alone finds both its entry and its
+    /// core with one borrow of this thread's state.
+    pub(crate) prepared: PreparedCalls,
+}
+
+/// The index in `cells` of the core of `id`, if this thread owns it; `last` is checked first
+/// and updated.
+#[inline]
+fn find(cells: &[(u64, CoreCell)], last: &mut usize, id: u64) -> Option<usize> {
+    if cells.get(*last).is_some_and(|(k, _)| *k == id) {
+        return Some(*last);
+    }
+    let i = cells.iter().position(|(k, _)| *k == id)?;
+    *last = i;
+    Some(i)
 }
 
 impl Cores {
     /// The index of the core of `id`, if this thread owns it.
     fn find(&mut self, id: u64) -> Option<usize> {
-        if self.cells.get(self.last).is_some_and(|(k, _)| *k == id) {
-            return Some(self.last);
-        }
-        let i = self.cells.iter().position(|(k, _)| *k == id)?;
-        self.last = i;
-        Some(i)
+        find(&self.cells, &mut self.last, id)
+    }
+
+    /// The core of `id`, woken from a wait `ntr_core_prepare_wait` announced (as
+    /// [`with_core`] does).
+    pub(crate) fn core(&mut self, id: u64) -> Result<&mut CoreCell, Error> {
+        let Some(i) = self.find(id) else {
+            return Err(not_here(id));
+        };
+        let cell = &mut self.cells[i].1;
+        cell.wake_if_waiting();
+        Ok(cell)
+    }
+
+    /// The prepared call of `id` and its core (woken as by [`Cores::core`]): one slot index
+    /// and one comparison for the call, the core found as by [`with_core`].
+    #[inline]
+    pub(crate) fn prepared_call(&mut self, id: u64) -> Option<(&Prepared, &mut CoreCell)> {
+        let p = self.prepared.get(id)?;
+        // Always found: freeing a core frees its prepared calls (`ntr_core_free`).
+        let i = find(&self.cells, &mut self.last, p.core)?;
+        let cell = &mut self.cells[i].1;
+        cell.wake_if_waiting();
+        Some((p, cell))
     }
 }
 
-fn thread_no() -> u32 {
+pub(crate) fn thread_no() -> u32 {
     THREAD_NO.with(|n| {
         if n.get() == 0 {
             n.set(THREADS.fetch_add(1, Ordering::Relaxed).max(1));
@@ -121,6 +158,15 @@ impl CoreCell {
     pub(crate) fn mint(&self, n: u64) -> u64 {
         self.id_base | (n & 0xffff_ffff)
     }
+
+    /// Ends a wait `ntr_core_prepare_wait` announced: every use of the core does this first.
+    #[inline]
+    fn wake_if_waiting(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            self.core.woke();
+        }
+    }
 }
 
 /// Runs `f` on the core of `id`, owned by this thread.
@@ -132,16 +178,26 @@ pub(crate) fn with_core<R>(
         let Ok(mut c) = c.try_borrow_mut() else {
             return Err(reentrant());
         };
-        let Some(i) = c.find(id) else {
-            return Err(not_here(id));
-        };
-        let cell = &mut c.cells[i].1;
-        if cell.waiting {
-            cell.waiting = false;
-            cell.core.woke();
-        }
-        f(cell)
+        f(c.core(id)?)
     })
+}
+
+/// Runs `f` on this thread's cores and prepared calls (one borrow of both).
+#[inline]
+pub(crate) fn with_cores<R>(f: impl FnOnce(&mut Cores) -> Result<R, Error>) -> Result<R, Error> {
+    CORES.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else {
+            return Err(reentrant());
+        };
+        f(&mut c)
+    })
+}
+
+/// [`with_cores`] for a fast path: `None`, and no error built, when this thread's cores are
+/// in use already (a re-entrant call).
+#[inline]
+pub(crate) fn try_with_cores<R>(f: impl FnOnce(&mut Cores) -> R) -> Option<R> {
+    CORES.with(|c| c.try_borrow_mut().ok().map(|mut c| f(&mut c)))
 }
 
 #[cold]
@@ -173,6 +229,13 @@ fn not_here(id: u64) -> Error {
     }
 }
 
+/// The error of a failed call on a caller-driven core.
+#[cold]
+#[inline(never)]
+pub(crate) fn call_failed(e: &netron_engine::CallError) -> Error {
+    Error::new(from_code(e.code()), e.to_string())
+}
+
 /// For `netron-bench`'s C ABI section only (not part of the C ABI, not in `netron.h`, no
 /// stability promise): runs `f` on the Rust [`Core`] and connection behind `core` and `conn`,
 /// so that a Rust call can be timed on the very core and connection a C call uses (two cores
@@ -181,13 +244,6 @@ fn not_here(id: u64) -> Error {
 /// # Errors
 /// The status `ntr_core_call` would return for the handles (`NTR_INVALID_HANDLE`,
 /// `NTR_WRONG_THREAD`, `NTR_FAILED_PRECONDITION` when used re-entrantly).
-/// The error of a failed call on a caller-driven core.
-#[cold]
-#[inline(never)]
-fn call_failed(e: &netron_engine::CallError) -> Error {
-    Error::new(from_code(e.code()), e.to_string())
-}
-
 #[doc(hidden)]
 pub fn with_core_and_conn<R>(
     core: ntr_core,
@@ -244,16 +300,18 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
 }
 
 /// Frees the core: its connections close, calls in flight fail, and its streams'
-/// (`ntr_core_stream`) handles become invalid.
+/// (`ntr_core_stream`) and prepared calls' (`ntr_core_prepared_call`) handles become invalid.
 #[unsafe(no_mangle)]
 pub extern "C" fn ntr_core_free(core: ntr_core) -> ntr_status {
     entry(|| {
-        with_core(core.id, |_| Ok(()))?;
-        let cell = CORES.with(|c| {
-            let mut c = c.borrow_mut();
-            let i = c.find(core.id)?;
-            Some(c.cells.swap_remove(i))
-        });
+        let cell = with_cores(|c| {
+            // Ends a wait `ntr_core_prepare_wait` announced, as every use does (and refuses
+            // another thread's core or a freed one).
+            c.core(core.id)?;
+            let i = c.find(core.id).ok_or_else(|| not_here(core.id))?;
+            c.prepared.core_freed(core.id);
+            Ok(c.cells.swap_remove(i))
+        })?;
         // Dropped outside the borrow: closing its connections may run code that uses cores.
         drop(cell);
         Ok(())
@@ -297,14 +355,18 @@ pub unsafe extern "C" fn ntr_core_connect(
     })
 }
 
-/// Closes a connection of the core (its calls in flight fail) and frees the handle.
+/// Closes a connection of the core (its calls in flight fail) and frees the handle. Calls
+/// prepared on it (`ntr_core_prepare_call`) stay valid handles that fail with
+/// `NTR_UNAVAILABLE` until freed.
 #[unsafe(no_mangle)]
 pub extern "C" fn ntr_core_close(core: ntr_core, conn: ntr_conn) -> ntr_status {
     entry(|| {
-        with_core(core.id, |cell| {
+        with_cores(|cores| {
+            let cell = cores.core(core.id)?;
             let c = cell.conns.remove(&conn.id).ok_or_else(|| bad_conn(conn))?;
             cell.last_conn.set(None);
             cell.core.close(c);
+            cores.prepared.conn_closed(core.id, conn.id);
             Ok(())
         })
     })
@@ -325,7 +387,9 @@ pub(crate) fn bad_conn(conn: ntr_conn) -> Error {
 /// One blocking unary call on `conn`, running the core on the calling thread until the reply,
 /// the failure or the deadline (`deadline_ms`, 0: none). The reply replaces the contents of
 /// `*reply`, whose memory is reused: no allocation per call in steady state. `service` is an
-/// exact `name@1.2.0`.
+/// exact `name@1.2.0`. Repeated calls of one method are cheaper prepared once
+/// (`ntr_core_prepare_call`, `ntr_core_call_prepared`): no names to scan, no connection
+/// lookup.
 ///
 /// # Errors
 /// As `ntr_channel_call`.

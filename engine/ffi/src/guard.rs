@@ -13,18 +13,33 @@ pub(crate) fn entry(body: impl FnOnce() -> Result<(), Error>) -> ntr_status {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => NTR_OK,
         Ok(Err(e)) => failed(e),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            set_last_error(&format!(
-                "libnetron panicked (a bug, please report): {what}"
-            ));
-            NTR_PANIC
-        }
+        Err(panic) => panicked(&*panic),
     }
+}
+
+/// As [`entry`], for a body that returns its status itself (having recorded any error text
+/// already, e.g. with [`failed`]): a fast path that builds no error values.
+#[inline]
+pub(crate) fn entry_status(body: impl FnOnce() -> ntr_status) -> ntr_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(status) => status,
+        Err(panic) => panicked(&*panic),
+    }
+}
+
+/// A panic caught at the boundary: its text as the thread's last error, and `NTR_PANIC`.
+#[cold]
+#[inline(never)]
+fn panicked(panic: &(dyn std::any::Any + Send)) -> ntr_status {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    set_last_error(&format!(
+        "libnetron panicked (a bug, please report): {what}"
+    ));
+    NTR_PANIC
 }
 
 /// Records `e`'s text as the thread's last error and returns its status. Out of line and
@@ -32,7 +47,7 @@ pub(crate) fn entry(body: impl FnOnce() -> Result<(), Error>) -> ntr_status {
 /// what a call that comes after a wait (cold caches) pays for.
 #[cold]
 #[inline(never)]
-fn failed(e: Error) -> ntr_status {
+pub(crate) fn failed(e: Error) -> ntr_status {
     set_last_error(&e.message);
     e.status
 }

@@ -1,12 +1,13 @@
 //! Generation-checked handle tables: what a C handle's 64-bit id refers to.
 //!
 //! An id is `tag << 56 | generation << 32 | (index + 1)`: `tag` names the table (each kind of
-//! handle has its own, so a subscription's id given where a stream's is expected is refused),
-//! `generation` (24 bits) the slot's current occupant. Id 0 (a zeroed handle) is never valid;
-//! freeing an entry bumps its slot's generation, so a freed id (use after free, double free)
-//! no longer matches and is refused with `NTR_INVALID_HANDLE` even after the slot is reused
-//! (until the same slot was reused 2^24 times). No pointer from C is ever dereferenced to
-//! find an object.
+//! handle has its own, so a subscription's id given where a stream's is expected is refused;
+//! tags 1 to 8 are taken here, and 9 by the prepared calls, kept outside these tables in
+//! `core_prepared.rs`), `generation` (24 bits) the slot's current occupant. Id 0 (a zeroed
+//! handle) is never valid; freeing an entry bumps its slot's generation, so a freed id (use
+//! after free, double free) no longer matches and is refused with `NTR_INVALID_HANDLE` even
+//! after the slot is reused (until the same slot was reused 2^24 times). No pointer from C
+//! is ever dereferenced to find an object.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

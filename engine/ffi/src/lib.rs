@@ -26,6 +26,7 @@
 mod buf;
 mod client;
 mod core;
+mod core_prepared;
 mod core_stream;
 mod engine;
 mod events;
@@ -39,6 +40,7 @@ mod streams;
 pub use buf::*;
 pub use client::*;
 pub use core::*;
+pub use core_prepared::*;
 pub use core_stream::*;
 pub use engine::*;
 pub use events::*;

@@ -1,7 +1,7 @@
-//! `ntr_core_call` allocates nothing per call in steady state (docs/ffi.md, "Costs per
-//! call"): a C caller through a caller-driven core costs what the Rust caller-driven core
-//! costs, 0 allocations, client and server together. One test in this binary, so no other
-//! test's allocations are counted.
+//! `ntr_core_call` and `ntr_core_call_prepared` allocate nothing per call in steady state
+//! (docs/ffi.md, "Costs per call"): a C caller through a caller-driven core costs what the
+//! Rust caller-driven core costs, 0 allocations, client and server together. One test in this
+//! binary, so no other test's allocations are counted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +94,39 @@ fn core_call_allocates_nothing_per_call() {
         n, 0,
         "{n} allocations in {N} ntr_core_call calls (client + server)"
     );
+    // The same through a prepared call (`ntr_core_prepare_call` allocates the names' copies
+    // once, before the count).
+    let mut prepared = ntr_core_prepared_call { id: 0 };
+    // SAFETY: static NUL-terminated names and a valid out-pointer to a local.
+    let st = unsafe {
+        ntr_core_prepare_call(
+            core,
+            conn,
+            c"calc@1.2.0".as_ptr(),
+            c"echo".as_ptr(),
+            &mut prepared,
+        )
+    };
+    assert_eq!(st, NTR_OK);
+    let call_prepared = |reply: &mut ntr_buf| {
+        // SAFETY: a live local request and a reply buffer zeroed or filled by the library;
+        // on the thread that created the core.
+        unsafe { ntr_core_call_prepared(prepared, payload.as_ptr(), payload.len(), 5000, reply) }
+    };
+    for _ in 0..2_000 {
+        assert_eq!(call_prepared(&mut reply), NTR_OK);
+    }
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for _ in 0..N {
+        assert_eq!(call_prepared(&mut reply), NTR_OK);
+        assert_eq!(reply.len, 64);
+    }
+    let n = ALLOCS.load(Ordering::SeqCst) - before;
+    assert_eq!(
+        n, 0,
+        "{n} allocations in {N} ntr_core_call_prepared calls (client + server)"
+    );
+    assert_eq!(ntr_core_prepared_call_free(prepared), NTR_OK);
     // The counter does count: a failing call allocates its error text.
     let before = ALLOCS.load(Ordering::SeqCst);
     // SAFETY: as for `call`; NULL data with length 0 is allowed.

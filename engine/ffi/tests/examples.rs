@@ -200,6 +200,7 @@ fn check_client_output(out: &str) {
         "async: NTR_OK async",
         "nope: NTR_UNIMPLEMENTED",
         "core: 10 calls, sum 45",
+        "core prepared: 10 calls, sum 45",
         "done",
     ];
     let lines: Vec<&str> = out.lines().skip(1).collect();
@@ -213,8 +214,9 @@ fn c_client_against_c_server() {
     let out = run(client(), &[&server.endpoint]);
     check_client_output(&out);
     let rest = server.stop();
-    // add, add via ^1, echo twice, 10 core calls ("nope" never reaches a handler).
-    assert_eq!(rest.trim(), "served 14 calls");
+    // add, add via ^1, echo twice, 10 core calls, 10 prepared core calls ("nope" never
+    // reaches a handler).
+    assert_eq!(rest.trim(), "served 24 calls");
 }
 
 /// The same service in Rust.

@@ -2,7 +2,8 @@
  *
  * Usage: client ENDPOINT
  * Makes a blocking call, a deferred-reply call, an async call with a completion callback,
- * a call to a method that does not exist, and calls through a caller-driven core.
+ * a call to a method that does not exist, and calls through a caller-driven core (plain and
+ * prepared).
  */
 #include <netron.h>
 
@@ -97,6 +98,19 @@ int main(int argc, char **argv) {
     total += reply.data[0];
   }
   printf("core: 10 calls, sum %u\n", total);
+
+  /* The same calls prepared once: the core, the connection and the names are resolved by
+   * ntr_core_prepare_call, so each call passes only the prepared handle, the request, the
+   * deadline and the reply buffer (no string scan, no lookup per call). */
+  ntr_core_prepared_call add;
+  CHECK(ntr_core_prepare_call(core, conn, "calc@1.0.0", "add", &add));
+  total = 0;
+  for (uint8_t i = 0; i < 10; i++) {
+    CHECK(ntr_core_call_prepared(add, &i, 1, 5000, &reply));
+    total += reply.data[0];
+  }
+  printf("core prepared: 10 calls, sum %u\n", total);
+  CHECK(ntr_core_prepared_call_free(add));
   CHECK(ntr_core_close(core, conn));
   CHECK(ntr_core_free(core));
 

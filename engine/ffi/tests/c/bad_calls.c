@@ -102,6 +102,121 @@ static void *other_thread(void *arg) {
   return NULL;
 }
 
+/* A prepared call used from a thread other than its core's: a call and a free, both refused. */
+static ntr_core_prepared_call main_prepared;
+static void *other_thread_prepared(void *arg) {
+  ntr_status *out = arg;
+  ntr_buf b = {0};
+  out[0] = ntr_core_call_prepared(main_prepared, (const uint8_t *)"x", 1, 1000, &b);
+  out[1] = ntr_core_prepared_call_free(main_prepared);
+  ntr_buf_free(&b);
+  return NULL;
+}
+
+/* Prepared calls (ntr_core_prepare_call): NULL for every pointer, zeroed, freed and foreign
+ * handles, another thread, a closed connection (by this side and by the peer), a freed core. */
+static void prepared_calls(const char *ep) {
+  const ntr_core no_core = {0};
+  const ntr_conn no_conn = {0};
+  const ntr_core_prepared_call no_prepared = {0};
+  ntr_core_prepared_call p, q;
+  ntr_buf buf = {0};
+  ntr_core core;
+  ntr_conn conn;
+  EXPECT(ntr_core_new(&core), NTR_OK);
+  main_core = core;
+  EXPECT(ntr_core_connect(core, ep, 1000, &conn), NTR_OK);
+  EXPECT(ntr_core_prepare_call(core, conn, NULL, "ok", &p), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", NULL, &p), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "ok", NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "\xff\xfe", &p), NTR_INVALID_UTF8);
+  EXPECT(ntr_core_prepare_call(no_core, conn, "t@1.0.0", "ok", &p), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_prepare_call(core, no_conn, "t@1.0.0", "ok", &p), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_call_prepared(no_prepared, NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_prepared_call_free(no_prepared), NTR_INVALID_HANDLE);
+  /* Handles of other kinds passed as a prepared call. */
+  EXPECT(ntr_core_call_prepared((ntr_core_prepared_call){core.id}, NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_call_prepared((ntr_core_prepared_call){conn.id}, NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "ok", &p), NTR_OK);
+  TRUE(p.id != 0);
+  EXPECT(ntr_core_call_prepared(p, NULL, 2, 1000, &buf), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"x", 1, 1000, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"abc", 3, 1000, &buf), NTR_OK);
+  TRUE(buf.len == 3 && memcmp(buf.data, "abc", 3) == 0);
+  EXPECT(ntr_core_call_prepared(p, NULL, 0, 0, &buf), NTR_OK); /* no deadline, empty request */
+  TRUE(buf.len == 0);
+  /* The handler's status, and the buffer emptied by the failure. */
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "deny", &q), NTR_OK);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"abc", 3, 1000, &buf), NTR_OK);
+  EXPECT(ntr_core_call_prepared(q, NULL, 0, 1000, &buf), NTR_PERMISSION_DENIED);
+  TRUE(buf.len == 0);
+  /* A deadline, and a missing method: found at the call, not at the preparation. */
+  EXPECT(ntr_core_prepared_call_free(q), NTR_OK);
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "keep", &q), NTR_OK);
+  EXPECT(ntr_core_call_prepared(q, NULL, 0, 100, &buf), NTR_DEADLINE_EXCEEDED);
+  EXPECT(ntr_reply_free(kept), NTR_OK); /* the kept reply of that call */
+  EXPECT(ntr_core_prepared_call_free(q), NTR_OK);
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "missing", &q), NTR_OK);
+  EXPECT(ntr_core_call_prepared(q, NULL, 0, 1000, &buf), NTR_UNIMPLEMENTED);
+  /* Use after free and double free; the freed slot reused by a new one keeps the old handle
+   * refused. */
+  EXPECT(ntr_core_prepared_call_free(q), NTR_OK);
+  EXPECT(ntr_core_prepared_call_free(q), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_call_prepared(q, NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  ntr_core_prepared_call r;
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "ok", &r), NTR_OK);
+  TRUE(r.id != q.id);
+  EXPECT(ntr_core_call_prepared(q, NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_call_prepared(r, (const uint8_t *)"r", 1, 1000, &buf), NTR_OK);
+  TRUE(buf.len == 1 && buf.data[0] == 'r');
+  /* Another thread: refused, and the handle still works on its own thread. */
+  main_prepared = p;
+  ntr_status from_other[2] = {NTR_OK, NTR_OK};
+  pthread_t t;
+  pthread_create(&t, NULL, other_thread_prepared, from_other);
+  pthread_join(t, NULL);
+  TRUE(from_other[0] == NTR_WRONG_THREAD);
+  TRUE(from_other[1] == NTR_WRONG_THREAD);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"y", 1, 1000, &buf), NTR_OK);
+  /* Its connection closed by this side: a clear NTR_UNAVAILABLE, the handle still to free. */
+  EXPECT(ntr_core_close(core, conn), NTR_OK);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"z", 1, 1000, &buf), NTR_UNAVAILABLE);
+  TRUE(buf.len == 0);
+  TRUE(strstr(ntr_last_error(), "closed") != NULL);
+  EXPECT(ntr_core_prepare_call(core, conn, "t@1.0.0", "ok", &q), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_prepared_call_free(p), NTR_OK);
+  /* A freed core frees its prepared calls (r was never freed). */
+  EXPECT(ntr_core_free(core), NTR_OK);
+  EXPECT(ntr_core_call_prepared(r, NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
+  EXPECT(ntr_core_prepared_call_free(r), NTR_INVALID_HANDLE);
+
+  /* Its connection closed by the peer (a server shut down): NTR_UNAVAILABLE. */
+  ntr_service svc;
+  EXPECT(ntr_service_new("p", "1.0.0", &svc), NTR_OK);
+  EXPECT(ntr_service_unary(svc, "ok", ok_handler, NULL, NULL), NTR_OK);
+  ntr_engine_builder b;
+  EXPECT(ntr_engine_builder_new(&b), NTR_OK);
+  EXPECT(ntr_engine_builder_cores(b, 1), NTR_OK);
+  EXPECT(ntr_engine_builder_listen(b, "tcp://127.0.0.1:0"), NTR_OK);
+  EXPECT(ntr_engine_builder_service(b, svc), NTR_OK);
+  ntr_engine e;
+  EXPECT(ntr_engine_build(b, &e), NTR_OK);
+  const char *ep2;
+  EXPECT(ntr_engine_endpoint(e, 0, &ep2), NTR_OK);
+  EXPECT(ntr_core_new(&core), NTR_OK);
+  EXPECT(ntr_core_connect(core, ep2, 1000, &conn), NTR_OK);
+  EXPECT(ntr_core_prepare_call(core, conn, "p@1.0.0", "ok", &p), NTR_OK);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"1", 1, 1000, &buf), NTR_OK);
+  EXPECT(ntr_engine_shutdown(e, 100), NTR_OK);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"2", 1, 1000, &buf), NTR_UNAVAILABLE);
+  EXPECT(ntr_core_call_prepared(p, (const uint8_t *)"3", 1, 1000, &buf), NTR_UNAVAILABLE);
+  EXPECT(ntr_core_prepared_call_free(p), NTR_OK);
+  EXPECT(ntr_core_close(core, conn), NTR_OK);
+  EXPECT(ntr_core_free(core), NTR_OK);
+  EXPECT(ntr_buf_free(&buf), NTR_OK);
+}
+
 
 /* Stream handlers for the bad-calls of streams: finish at once, free at once, fail. */
 static atomic_int stream_released;
@@ -496,6 +611,8 @@ int main(void) {
   TRUE(from_other == NTR_WRONG_THREAD);
   EXPECT(ntr_core_close(main_core, conn), NTR_OK);
   EXPECT(ntr_core_close(main_core, conn), NTR_INVALID_HANDLE);
+  ntr_core_prepared_call closed_p;
+  EXPECT(ntr_core_prepare_call(main_core, conn, "t@1.0.0", "ok", &closed_p), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_call(main_core, conn, "t@1.0.0", "ok", NULL, 0, 1000, &buf), NTR_INVALID_HANDLE);
   EXPECT(ntr_core_free(main_core), NTR_OK);
   EXPECT(ntr_core_free(main_core), NTR_INVALID_HANDLE);
@@ -526,6 +643,8 @@ int main(void) {
   EXPECT(ntr_core_call(core_b, conn_b, "t@1.0.0", "deny", NULL, 0, 1000, &buf), NTR_PERMISSION_DENIED);
   TRUE(buf.len == 0);
   EXPECT(ntr_core_free(core_b), NTR_OK);
+
+  prepared_calls(ep);
 
   /* An async call whose server never answers and which has no deadline: the engine's
    * shutdown ends it, the completion runs once with a failure, and the reply handle that
