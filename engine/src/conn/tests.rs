@@ -750,8 +750,10 @@ mod timers;
 fn an_idle_connection_stays_small() {
     let size = std::mem::size_of::<Connection<Arc<Completion>>>();
     // 1928: +8 (alignment) for `close_code`, the status a QUIC CONNECTION_CLOSE carries
-    // (protocol §27.1; ninth session).
-    assert!(size <= 1928, "Connection is {size} bytes");
+    // (protocol §27.1; ninth session). 1960: +32 for the header decoder's repeated block
+    // (docs/architecture.md "Decoder repeats"; eleventh session: 2,922 -> 2,675 instructions
+    // per pipelined call).
+    assert!(size <= 1960, "Connection is {size} bytes");
 }
 
 mod events;
