@@ -298,7 +298,8 @@ impl EngineBuilder {
                 Endpoint::Shm { name, options } => {
                     // Counted by the first core (the engine's stats sum the cores').
                     let first = engine.inboxes[0].clone();
-                    let refused = Arc::new(move |label| first.push(Command::CountError(label)));
+                    let refused =
+                        Arc::new(move |label, n| first.push(Command::CountError(label, n)));
                     crate::transport::shm::bind(name, options, acceptor, refused)
                         .map(|b| engine.shm.push(b))
                 }
@@ -685,7 +686,7 @@ fn bind_quic(
             let i = next.fetch_add(1, Ordering::Relaxed) % inboxes.len();
             inboxes[i].push(Command::AcceptQuic(pipe));
         }
-        Handed::Count(label) => inboxes[0].push(Command::CountError(label)),
+        Handed::Count(label, n) => inboxes[0].push(Command::CountError(label, n)),
     });
     let (bindings, bound) = crate::transport::quic_listen::bind_all(
         host,

@@ -29,9 +29,11 @@ pub(crate) enum Command {
     },
     /// Serve a new in-process connection (an `inproc://` listener's acceptor sends it).
     AcceptRecord(Box<crate::transport::inproc::RecordPipe>),
-    /// Count an error that happened off the cores (an `shm://` client refused by
-    /// `allow_uid`, on the listener's accept thread) in this core's stats.
-    CountError(&'static str),
+    /// Count errors that happened off the cores (an `shm://` client refused by `allow_uid`,
+    /// on the listener's accept thread; a `quic://` listener's Retries and refusals, summed
+    /// over up to [`crate::transport::quic_listen::COUNT_EVERY`]) in this core's stats: the
+    /// label, and how many.
+    CountError(&'static str, u64),
     /// Serve a new QUIC connection (a `quic://` listener's rendezvous thread sends it).
     AcceptQuic(Box<crate::transport::quic::QuicPipe>),
     /// Start a call on a client connection.
@@ -328,7 +330,7 @@ impl Inbox {
                 }
                 // The dropped rings are the in-process client's refusal.
                 Command::AcceptRecord(_)
-                | Command::CountError(_)
+                | Command::CountError(..)
                 | Command::AcceptQuic(_)
                 | Command::StreamWork { .. }
                 | Command::CancelSlot { .. }

@@ -243,7 +243,12 @@ impl CoreStats {
 
     /// Counts one error of kind `label`.
     pub(crate) fn count_error(&mut self, label: &'static str) {
-        *self.errors.entry(label).or_insert(0) += 1;
+        self.count_errors(label, 1);
+    }
+
+    /// Counts `n` errors of the kind `label`.
+    pub(crate) fn count_errors(&mut self, label: &'static str, n: u64) {
+        *self.errors.entry(label).or_insert(0) += n;
     }
 
     /// Frames per write so far.

@@ -183,6 +183,12 @@ pub struct ServerConfig {
     /// progress, new clients are refused with CONNECTION_REFUSED (in the engine, counted
     /// across the whole listener). Default 1024.
     pub max_pending_handshakes: usize,
+    /// Handshakes in progress of clients that proved their address (with a Retry token) at
+    /// most per client IP address; more from that address are refused with
+    /// CONNECTION_REFUSED. Bounds what one real host can hold of `max_pending_handshakes`
+    /// (unproven clients cannot be told apart by address: they are bounded by the Retry
+    /// policy instead). In the engine, counted across the whole listener. Default 64.
+    pub max_pending_handshakes_per_ip: usize,
     /// Bytes buffered for one not-yet-accepted connection (0-RTT and coalesced Initial data).
     /// Default 64 KiB.
     pub incoming_buffer_bytes: u64,
@@ -259,6 +265,7 @@ impl ServerConfig {
             settings: QuicSettings::default(),
             retry: RetryPolicy::UnderLoad { pending: 64 },
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_ip: 64,
             incoming_buffer_bytes: 64 << 10,
             incoming_buffer_bytes_total: 4 << 20,
             stateless_reset_key: None,
@@ -269,8 +276,25 @@ impl ServerConfig {
     ///
     /// # Errors
     /// [`ConfigError`] naming the setting: a bad certificate or key, an empty or bad CA list,
-    /// a transport knob out of range.
+    /// a transport knob out of range, a handshake budget of 0.
     pub fn build(&self) -> Result<Arc<quinn_proto::ServerConfig>, ConfigError> {
+        for (setting, value) in [
+            (
+                "ServerConfig::max_pending_handshakes",
+                self.max_pending_handshakes,
+            ),
+            (
+                "ServerConfig::max_pending_handshakes_per_ip",
+                self.max_pending_handshakes_per_ip,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Setting {
+                    setting,
+                    why: "0 would refuse every client; at least 1".to_owned(),
+                });
+            }
+        }
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| ConfigError::Tls {
@@ -306,7 +330,7 @@ impl ServerConfig {
         })?;
         let mut cfg = quinn_proto::ServerConfig::new(Arc::new(crypto), Arc::new(self.token_key()));
         cfg.transport_config(Arc::new(self.settings.transport()?))
-            .max_incoming(self.max_pending_handshakes.max(1))
+            .max_incoming(self.max_pending_handshakes)
             .incoming_buffer_size(self.incoming_buffer_bytes)
             .incoming_buffer_size_total(self.incoming_buffer_bytes_total)
             // Netron connections are bound to their path (§27); migration is a later step.

@@ -55,8 +55,12 @@ pub struct EndpointStats {
 /// What a listener's gate decided about a datagram ([`QuicEndpoint::screen`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// The datagram opens a connection to start on an endpoint of its own.
-    Admit,
+    /// The datagram opens a connection to start on an endpoint of its own; `validated`: the
+    /// client proved its address (a Retry token), so its IP address can be counted.
+    Admit {
+        /// The client echoed a valid Retry token.
+        validated: bool,
+    },
     /// Answered by the gate (Retry, refusal, version negotiation, stateless reset) or dropped.
     Answered,
 }
@@ -87,6 +91,8 @@ pub struct QuicEndpoint {
     client: Option<quinn_proto::ClientConfig>,
     retry: RetryPolicy,
     max_pending: usize,
+    /// `ServerConfig::max_pending_handshakes_per_ip` (for [`Self::screen`]).
+    max_pending_per_ip: usize,
     /// Connections this endpoint accepts at most while they live ([`Self::limit_connections`]).
     max_conns: usize,
     pub(crate) conns: Slab<Slot>,
@@ -132,16 +138,13 @@ impl QuicEndpoint {
         let client_cfg = client.map(ClientConfig::build).transpose()?;
         let retry = server.map_or(RetryPolicy::Never, |s| s.retry);
         let max_pending = server.map_or(0, |s| s.max_pending_handshakes);
+        let max_pending_per_ip = server.map_or(0, |s| s.max_pending_handshakes_per_ip);
         // Every endpoint of a server (one per connection in the engine, and those of a
         // restarted process) issues the same reset tokens for the same connection ids.
         let config = server.map_or_else(EndpointConfig::default, ServerConfig::endpoint_config);
-        Ok(Self::with_config(
-            config,
-            server_cfg,
-            client_cfg,
-            retry,
-            max_pending,
-        ))
+        let mut ep = Self::with_config(config, server_cfg, client_cfg, retry, max_pending);
+        ep.max_pending_per_ip = max_pending_per_ip;
+        Ok(ep)
     }
 
     /// An endpoint on raw quinn-proto configurations (tests that need a misbehaving peer, e.g.
@@ -175,6 +178,7 @@ impl QuicEndpoint {
             client,
             retry,
             max_pending,
+            max_pending_per_ip: usize::MAX,
             max_conns: usize::MAX,
             conns: Slab::new(),
             by_proto: HashMap::new(),
@@ -353,7 +357,7 @@ impl QuicEndpoint {
             self.stats.refused += 1;
             return self.respond(t);
         }
-        let Some(incoming) = self.admission(incoming, self.pending) else {
+        let Some(incoming) = self.admission(incoming, self.pending, 0) else {
             return;
         };
         match self.endpoint.accept(incoming, now, &mut self.scratch, None) {
@@ -372,12 +376,20 @@ impl QuicEndpoint {
     }
 
     /// The Retry and pending-handshake policy for a new client while `pending` handshakes are
-    /// in progress: `None` if it was answered here (CONNECTION_REFUSED at
-    /// `max_pending_handshakes`, or a Retry, RFC 9000 §8.1.2, counted in [`EndpointStats`]),
-    /// else the client to accept.
-    fn admission(&mut self, incoming: Incoming, pending: usize) -> Option<Incoming> {
+    /// in progress, `from_ip` of them by proven clients of its IP address: `None` if it was
+    /// answered here (CONNECTION_REFUSED at `max_pending_handshakes`, or for a proven client
+    /// at `max_pending_handshakes_per_ip`; or a Retry, RFC 9000 §8.1.2; counted in
+    /// [`EndpointStats`]), else the client to accept.
+    fn admission(
+        &mut self,
+        incoming: Incoming,
+        pending: usize,
+        from_ip: usize,
+    ) -> Option<Incoming> {
         self.scratch.clear();
-        if pending >= self.max_pending {
+        if pending >= self.max_pending
+            || (incoming.remote_address_validated() && from_ip >= self.max_pending_per_ip)
+        {
             let t = self.endpoint.refuse(incoming, &mut self.scratch);
             self.stats.refused += 1;
             self.respond(t);
@@ -402,10 +414,11 @@ impl QuicEndpoint {
     }
 
     /// A listener's gate: decides what a datagram that reached the listening socket gets,
-    /// while `pending` handshakes are in progress across every endpoint of the listener (the
-    /// caller counts them; this endpoint keeps no connection). A new client is answered here
-    /// with a Retry or a refusal as the server's [`RetryPolicy`] and
-    /// `max_pending_handshakes` say (sent by [`poll_transmit`](Self::poll_transmit), counted
+    /// while `pending` handshakes are in progress across every endpoint of the listener,
+    /// `from_ip` of them by proven clients of the sender's IP address (the caller counts
+    /// them; this endpoint keeps no connection). A new client is answered here with a Retry
+    /// or a refusal as the server's [`RetryPolicy`], `max_pending_handshakes` and
+    /// `max_pending_handshakes_per_ip` say (sent by [`poll_transmit`](Self::poll_transmit), counted
     /// in [`stats`](Self::stats)), or admitted: the caller then starts its connection on an
     /// endpoint of its own made with [`admit_all`](Self::admit_all) from the same
     /// [`ServerConfig`], fed the same datagram (the Retry token it may carry was made with the
@@ -417,7 +430,7 @@ impl QuicEndpoint {
         now: Instant,
         remote: SocketAddr,
         data: BytesMut,
-        pending: usize,
+        (pending, from_ip): (usize, usize),
     ) -> Admission {
         self.now = Some(now);
         self.scratch.clear();
@@ -426,11 +439,12 @@ impl QuicEndpoint {
             .handle(now, remote, None, None, data, &mut self.scratch)
         {
             Some(DatagramEvent::NewConnection(incoming)) => {
-                match self.admission(incoming, pending) {
+                match self.admission(incoming, pending, from_ip) {
                     Some(incoming) => {
+                        let validated = incoming.remote_address_validated();
                         self.endpoint.ignore(incoming);
                         self.stats.accepted += 1;
-                        Admission::Admit
+                        Admission::Admit { validated }
                     }
                     None => Admission::Answered,
                 }
@@ -449,6 +463,7 @@ impl QuicEndpoint {
     pub fn admit_all(&mut self) {
         self.retry = RetryPolicy::Never;
         self.max_pending = usize::MAX;
+        self.max_pending_per_ip = usize::MAX;
     }
 
     /// The next event, after processing what the last inputs and operations caused. Call until

@@ -238,7 +238,8 @@ impl CloseReason {
             {
                 Self::Transport(
                     "the server refused the connection (CONNECTION_REFUSED: its handshake budget \
-                     ServerConfig::max_pending_handshakes is reached, it is shutting down, or a \
+                     ServerConfig::max_pending_handshakes is reached, or this IP address's share \
+                     of it, max_pending_handshakes_per_ip; it is shutting down; or a \
                      connection from this address and port is still open there)"
                         .into(),
                 )

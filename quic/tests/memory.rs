@@ -473,6 +473,18 @@ fn settings_errors_name_the_setting() {
     sc.identity.key = ca.client("x").key;
     let e = QuicEndpoint::new(Some(&sc), None).unwrap_err().to_string();
     assert!(e.contains("ServerConfig::identity"), "{e}");
+    // A handshake budget of 0 would refuse every client: refused when built.
+    let mut sc = server(&ca);
+    sc.max_pending_handshakes = 0;
+    let e = QuicEndpoint::new(Some(&sc), None).unwrap_err().to_string();
+    assert!(e.contains("ServerConfig::max_pending_handshakes"), "{e}");
+    let mut sc = server(&ca);
+    sc.max_pending_handshakes_per_ip = 0;
+    let e = QuicEndpoint::new(Some(&sc), None).unwrap_err().to_string();
+    assert!(
+        e.contains("ServerConfig::max_pending_handshakes_per_ip"),
+        "{e}"
+    );
 }
 
 /// Every datagram `ep` has to send now.
@@ -496,6 +508,7 @@ fn a_listener_gate_retries_under_load_and_the_connections_endpoint_takes_its_tok
     let mut sc = server(&ca);
     sc.retry = RetryPolicy::UnderLoad { pending: 1 };
     sc.max_pending_handshakes = 4;
+    sc.max_pending_handshakes_per_ip = 1;
     let (s_addr, c_addr) = (addr(1), addr(2));
     let mut gate = QuicEndpoint::new(Some(&sc), None).unwrap();
     let mut cl = QuicEndpoint::new(None, Some(&client(&ca))).unwrap();
@@ -505,20 +518,20 @@ fn a_listener_gate_retries_under_load_and_the_connections_endpoint_takes_its_tok
     assert_eq!(first.len(), 1, "one coalesced Initial");
     // Calm (no handshake in progress): admitted without a Retry, nothing sent by the gate.
     assert_eq!(
-        gate.screen(now, c_addr, first[0].clone(), 0),
-        Admission::Admit
+        gate.screen(now, c_addr, first[0].clone(), (0, 0)),
+        Admission::Admit { validated: false }
     );
     assert!(flight(&mut gate, now).is_empty());
     // At the listener's pending-handshake limit: refused.
     assert_eq!(
-        gate.screen(now, c_addr, first[0].clone(), 4),
+        gate.screen(now, c_addr, first[0].clone(), (4, 0)),
         Admission::Answered
     );
     assert_eq!(gate.stats().refused, 1);
     assert_eq!(flight(&mut gate, now).len(), 1, "the refusal");
     // Under load (one handshake in progress elsewhere): a Retry.
     assert_eq!(
-        gate.screen(now, c_addr, first[0].clone(), 1),
+        gate.screen(now, c_addr, first[0].clone(), (1, 0)),
         Admission::Answered
     );
     assert_eq!(gate.stats().retries, 1);
@@ -527,10 +540,17 @@ fn a_listener_gate_retries_under_load_and_the_connections_endpoint_takes_its_tok
     cl.handle_datagram(now, s_addr, None, retry[0].clone());
     let second = flight(&mut cl, now);
     assert!(!second.is_empty(), "the client answers the Retry");
-    // The token validates the address: admitted even under load.
+    // The token proves the address: admitted even under load, unless that address already
+    // holds its share of handshakes in progress (`max_pending_handshakes_per_ip`).
     assert_eq!(
-        gate.screen(now, c_addr, second[0].clone(), 3),
-        Admission::Admit
+        gate.screen(now, c_addr, second[0].clone(), (3, 1)),
+        Admission::Answered
+    );
+    assert_eq!(gate.stats().refused, 2);
+    flight(&mut gate, now);
+    assert_eq!(
+        gate.screen(now, c_addr, second[0].clone(), (3, 0)),
+        Admission::Admit { validated: true }
     );
     assert_eq!(gate.stats().retries, 1);
     // The connection's own endpoint takes the gate's token and completes the handshake.

@@ -50,7 +50,7 @@ impl Core {
                 Ok(key) => self.conns[key].adopt = Some(slot),
                 Err(why) => slot.complete(Err(why)),
             },
-            Command::CountError(label) => self.stats.count_error(label),
+            Command::CountError(label, n) => self.stats.count_errors(label, n),
             Command::AcceptQuic(pipe) => {
                 if self.listeners.is_closing() {
                     self.stats.refused += 1;

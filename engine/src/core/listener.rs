@@ -133,9 +133,10 @@ impl Core {
             }
             Endpoint::Shm { name, options } => {
                 let inbox = self.inbox.clone();
-                let refused: crate::transport::shm::Refusals = std::sync::Arc::new(move |label| {
-                    inbox.push(crate::inbox::Command::CountError(label));
-                });
+                let refused: crate::transport::shm::Refusals =
+                    std::sync::Arc::new(move |label, n| {
+                        inbox.push(crate::inbox::Command::CountError(label, n));
+                    });
                 let binding = crate::transport::shm::bind(name, options, to_inbox, refused)?;
                 self.listeners.shm.push(binding);
                 return Ok(vec![endpoint.clone()]);
@@ -147,7 +148,7 @@ impl Core {
                     std::sync::Arc::new(move |handed| {
                         inbox.push(match handed {
                             Handed::Pipe(pipe) => crate::inbox::Command::AcceptQuic(pipe),
-                            Handed::Count(label) => crate::inbox::Command::CountError(label),
+                            Handed::Count(label, n) => crate::inbox::Command::CountError(label, n),
                         });
                     });
                 let (bindings, bound) = crate::transport::quic_listen::bind_all(

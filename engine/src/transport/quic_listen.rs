@@ -245,31 +245,78 @@ impl Drop for Binding {
 pub(crate) enum Handed {
     /// A new connection for a core.
     Pipe(Box<QuicPipe>),
-    /// An error counter to move: `quic_retry` (a new client answered with a Retry while the
-    /// listener was under load) or `quic_handshakes_refused` (refused at
-    /// `ServerConfig::max_pending_handshakes`).
-    Count(&'static str),
+    /// Error counters to move, summed over at most [`COUNT_EVERY`] (so a flood costs the
+    /// cores a few commands a second, not one per datagram): `quic_retry` (Retry packets sent
+    /// to new clients while the listener was under load; a client whose first flight spans
+    /// several datagrams gets one for each) or `quic_handshakes_refused` (refused at
+    /// `ServerConfig::max_pending_handshakes` or `max_pending_handshakes_per_ip`).
+    Count(&'static str, u64),
 }
+
+/// How long a listener's thread sums its counts before handing them over.
+pub(crate) const COUNT_EVERY: Duration = Duration::from_millis(100);
 
 /// Where a listener's new connections and counts go.
 pub(crate) type Acceptor = Arc<dyn Fn(Handed) + Send + Sync>;
 
-/// One server-side QUIC handshake in progress, counted in its listener's total until the
-/// handshake completes or the connection ends (dropped then: by the link on `Connected`, or
-/// with the link or the pipe). The gate's Retry and refusal decisions read that total.
+/// The handshakes in progress of one `quic://` listen, across all its addresses: the total,
+/// and per IP address those of clients that proved their address (Retry).
+#[derive(Debug, Default)]
+pub(crate) struct Admissions {
+    total: AtomicUsize,
+    proven: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+impl Admissions {
+    /// The handshakes in progress, and those of proven clients from `ip`.
+    fn counts(&self, ip: std::net::IpAddr) -> (usize, usize) {
+        let from_ip = self
+            .proven
+            .lock()
+            .map_or(0, |m| m.get(&ip).copied().unwrap_or(0));
+        (self.total.load(Ordering::Acquire), from_ip)
+    }
+}
+
+/// One server-side QUIC handshake in progress, counted in its listener's [`Admissions`]
+/// until the handshake completes or the connection ends (dropped then: by the link on
+/// `Connected` or close, or with the link or the pipe). The gate's Retry and refusal
+/// decisions read those counts.
 #[derive(Debug)]
-pub(crate) struct PendingHandshake(Arc<AtomicUsize>);
+pub(crate) struct PendingHandshake {
+    admissions: Arc<Admissions>,
+    /// The client's IP address, if it proved it (counted per address).
+    proven: Option<std::net::IpAddr>,
+}
 
 impl PendingHandshake {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count.clone())
+    fn new(admissions: &Arc<Admissions>, proven: Option<std::net::IpAddr>) -> Self {
+        admissions.total.fetch_add(1, Ordering::AcqRel);
+        if let Some(ip) = proven {
+            if let Ok(mut m) = admissions.proven.lock() {
+                *m.entry(ip).or_insert(0) += 1;
+            }
+        }
+        Self {
+            admissions: admissions.clone(),
+            proven,
+        }
     }
 }
 
 impl Drop for PendingHandshake {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.admissions.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.proven {
+            if let Ok(mut m) = self.admissions.proven.lock() {
+                if let Some(n) = m.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&ip);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -292,13 +339,16 @@ pub(crate) fn bind_all(
     let only_v6 = host.parse::<std::net::IpAddr>().is_err();
     let mut bindings = Vec::with_capacity(addrs.len());
     let mut bound = Vec::with_capacity(addrs.len());
+    // One count for the whole listen: a host name that resolves to several addresses gets one
+    // budget, not one per address.
+    let admissions = Arc::new(Admissions::default());
     for &a in addrs {
         // Port 0: the first address picks the port, the others take the same one.
         let mut a = a;
         if let (0, Some(first)) = (a.port(), bound.first()) {
             a.set_port(SocketAddr::port(first));
         }
-        let (b, local) = bind(a, only_v6, config, acceptor.clone())?;
+        let (b, local) = bind(a, only_v6, config, (acceptor.clone(), admissions.clone()))?;
         bindings.push(b);
         bound.push(local);
     }
@@ -306,16 +356,17 @@ pub(crate) fn bind_all(
 }
 
 /// Binds `addr` (port 0: any; an IPv6 address with `IPV6_V6ONLY` if `only_v6`) and hands
-/// every new client's connection to `acceptor`; returns the binding and the bound address.
+/// every new client's connection to `acceptor`, counting handshakes in progress in
+/// `admissions` (shared by the listen's addresses); returns the binding and the bound address.
 ///
 /// # Errors
 /// `InvalidInput` if `config` is missing (naming `ProtocolConfig::with_quic_server`) or
 /// unusable; the socket's error (`AddrInUse`).
-pub(crate) fn bind(
+fn bind(
     addr: SocketAddr,
     only_v6: bool,
     config: Option<&netron_quic::ServerConfig>,
-    acceptor: Acceptor,
+    (acceptor, admissions): (Acceptor, Arc<Admissions>),
 ) -> io::Result<(Binding, SocketAddr)> {
     let config = config.ok_or_else(|| {
         quic_err(
@@ -355,7 +406,7 @@ pub(crate) fn bind(
             rendezvous(
                 &socket,
                 (local, only_v6),
-                (&config, gate),
+                (&config, gate, &admissions),
                 &stop2,
                 &acceptor,
             )
@@ -370,25 +421,39 @@ pub(crate) fn bind(
 }
 
 /// `local`: the listening socket's address and whether it is IPv6-only (each client's
-/// socket binds the same way); `gate`: the listener's endpoint that screens new clients.
+/// socket binds the same way); `gate`: the listener's endpoint that screens new clients
+/// against the listen's `admissions`.
 fn rendezvous(
     socket: &UdpSocket,
     local: (SocketAddr, bool),
-    (config, mut gate): (&netron_quic::ServerConfig, QuicEndpoint),
+    (config, mut gate, admissions): (&netron_quic::ServerConfig, QuicEndpoint, &Arc<Admissions>),
     stop: &AtomicBool,
     acceptor: &Acceptor,
 ) {
     let mut handed: HashMap<SocketAddr, (Instant, Vec<u8>)> = HashMap::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
     let (mut window, mut taken) = (Instant::now(), 0u32);
-    let pending = Arc::new(AtomicUsize::new(0));
     let mut tx = Vec::new();
+    // The gate's counters as last handed over, and when.
+    let (mut counted, mut counted_at) = (gate.stats(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
-        let (n, from) = match socket.recv_from(&mut rx) {
-            Ok(r) => r,
-            Err(_) => continue,
-        };
+        let got = socket.recv_from(&mut rx);
         let now = Instant::now();
+        if now.duration_since(counted_at) >= COUNT_EVERY {
+            let stats = gate.stats();
+            for (label, n) in [
+                ("quic_retry", stats.retries - counted.retries),
+                ("quic_handshakes_refused", stats.refused - counted.refused),
+            ] {
+                if n > 0 {
+                    acceptor(Handed::Count(label, n));
+                }
+            }
+            (counted, counted_at) = (stats, now);
+        }
+        let Ok((n, from)) = got else {
+            continue;
+        };
         handed.retain(|_, (at, _)| now.duration_since(*at) < HANDED_FOR);
         if handed
             .get(&from)
@@ -402,30 +467,25 @@ fn rendezvous(
         if taken >= MAX_NEW_PER_SEC {
             continue;
         }
-        let before = gate.stats();
         let admitted = gate.screen(
             now,
             from,
             BytesMut::from(&rx[..n]),
-            pending.load(Ordering::Acquire),
+            admissions.counts(from.ip()),
         );
         while let Some(t) = gate.poll_transmit(now, &mut tx) {
             let _ = socket.send_to(&tx[..t.len], t.destination);
         }
-        let after = gate.stats();
-        if after.retries > before.retries {
-            acceptor(Handed::Count("quic_retry"));
-        }
-        if after.refused > before.refused {
-            acceptor(Handed::Count("quic_handshakes_refused"));
-        }
-        if admitted != Admission::Admit {
+        let Admission::Admit { validated } = admitted else {
             continue;
-        }
+        };
         let Some(mut pipe) = begin(socket, local, from, config, &rx[..n]) else {
             continue;
         };
-        pipe.pending = Some(PendingHandshake::new(&pending));
+        pipe.pending = Some(PendingHandshake::new(
+            admissions,
+            validated.then(|| from.ip()),
+        ));
         // Only a datagram that opened a connection spends the budget: junk (which keeps
         // nothing) cannot use it up and lock real clients out for the rest of the second.
         taken += 1;

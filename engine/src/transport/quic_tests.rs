@@ -1108,6 +1108,64 @@ fn server_with_admission(ca: &Ca, retry: netron_quic::RetryPolicy, max_pending: 
         .unwrap()
 }
 
+/// Proves its address to the server at `sock`'s peer (answers the Retry the server sends
+/// first) and then vanishes, as one real host repeating this from many ports would: each
+/// counts as a proven client's handshake in progress of 127.0.0.1.
+fn proven_then_vanished(sock: &std::net::UdpSocket, cc: &ClientConfig) {
+    let mut ep = netron_quic::QuicEndpoint::new(None, Some(cc)).unwrap();
+    let server = sock.peer_addr().unwrap();
+    let now = std::time::Instant::now();
+    ep.connect(now, server, "127.0.0.1").unwrap();
+    let mut tx = Vec::new();
+    while let Some(t) = ep.poll_transmit(now, &mut tx) {
+        sock.send(&tx[..t.len]).unwrap();
+    }
+    let mut rx = vec![0u8; 65_535];
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = sock.recv(&mut rx).expect("the server's Retry");
+    ep.handle_datagram(
+        std::time::Instant::now(),
+        server,
+        None,
+        bytes::BytesMut::from(&rx[..n]),
+    );
+    while let Some(t) = ep.poll_transmit(std::time::Instant::now(), &mut tx) {
+        sock.send(&tx[..t.len]).unwrap();
+    }
+}
+
+#[test]
+fn one_host_holds_at_most_its_share_of_the_handshake_budget() {
+    // Fresh user R13's finding 1: a host that answers Retry and vanishes, from many ports,
+    // filled the whole budget (1,024 in 1 s) and locked every new client out. Proven clients
+    // are now also counted per IP address, across every address of the listen.
+    let ca = Ca::new("ca");
+    let mut sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    sc.retry = netron_quic::RetryPolicy::Always;
+    sc.max_pending_handshakes_per_ip = 2;
+    let s = Engine::builder()
+        .cores(1)
+        .quic_server(sc)
+        .service(echo())
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    for _ in 0..2 {
+        proven_then_vanished(&raw_socket(&s), &cc);
+    }
+    wait_stats(&s, |st| st.accepted() >= 2);
+    let c = client(&ca, None);
+    let err = c
+        .client()
+        .connect_timeout(&s.endpoints()[0].to_string(), Duration::from_secs(8))
+        .expect_err("refused: 127.0.0.1 holds its share");
+    let msg = err.to_string();
+    assert!(msg.contains("max_pending_handshakes_per_ip"), "{msg}");
+    wait_stats(&s, |st| st.errors_of("quic_handshakes_refused") >= 1);
+}
+
 /// Sends the first flight of a QUIC handshake from `sock` and nothing after, as a forged or
 /// vanished client would: the server counts it as a handshake in progress.
 fn first_flight_only(sock: &std::net::UdpSocket, cc: &ClientConfig) {

@@ -132,9 +132,11 @@ impl Drop for Binding {
     }
 }
 
-/// Where an `shm://` listener reports a client it refused by its rules (the counter's name,
-/// `shm_refused_uid`), to be counted in a core's stats.
-pub(crate) type Refusals = Arc<dyn Fn(&'static str) + Send + Sync>;
+/// Where an `shm://` listener reports the clients it refused by its rules (the counter's
+/// name, `shm_refused_uid`, and how many: summed over at most
+/// [`crate::transport::quic_listen::COUNT_EVERY`], so a flood of refused connects costs the
+/// core a few commands a second, not one per client), to be counted in a core's stats.
+pub(crate) type Refusals = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 
 /// Binds `name` (the part after `shm://`, without options) and hands every accepted
 /// connection's server half to `acceptor`, from an accept thread; `options` say whom to
@@ -193,20 +195,36 @@ fn accept_loop(
     (acceptor, refused): (&Acceptor, &Refusals),
     trust_peer: bool,
 ) {
+    use crate::transport::quic_listen::COUNT_EVERY;
     use rustix::event::{PollFd, PollFlags};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let lfd = listener.as_fd();
     let handshakes = Arc::new(AtomicUsize::new(0));
+    // Refusals not yet reported, and when the last report went.
+    let (mut unreported, mut reported_at) = (0u64, Instant::now());
     loop {
         let mut fds = [
             PollFd::new(&lfd, PollFlags::IN),
             PollFd::new(stop, PollFlags::IN),
         ];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return,
+        // With refusals to report, wake up in time to report them.
+        let wait = (unreported > 0).then(|| {
+            let left = COUNT_EVERY.saturating_sub(reported_at.elapsed());
+            rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        let failed = !matches!(
+            rustix::event::poll(&mut fds, wait.as_ref()),
+            Ok(_) | Err(rustix::io::Errno::INTR)
+        );
+        let stopping = failed || !fds[1].revents().is_empty();
+        if unreported > 0 && (stopping || reported_at.elapsed() >= COUNT_EVERY) {
+            refused("shm_refused_uid", unreported);
+            (unreported, reported_at) = (0, Instant::now());
         }
-        if !fds[1].revents().is_empty() {
+        if stopping {
             return;
         }
         if fds[0].revents().is_empty() {
@@ -218,8 +236,12 @@ fn accept_loop(
         let pending = match listener.accept_pending(Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
             Ok(p) => p,
             Err(ShmError::Refused { .. }) => {
-                // netron-shm told the client why (a refusal reply) before closing.
-                refused("shm_refused_uid");
+                // netron-shm told the client why (a refusal reply) before closing; counted
+                // with the others of the next report.
+                if unreported == 0 {
+                    reported_at = Instant::now();
+                }
+                unreported += 1;
                 continue;
             }
             Err(e) => {
@@ -338,11 +360,11 @@ mod tests {
                 sink.lock().unwrap().push(p);
                 Ok(())
             }),
-            Arc::new(|_| {}),
+            Arc::new(|_, _| {}),
         )
         .unwrap();
         let none = ShmOptions::default();
-        let e = bind(&name, &none, Arc::new(|_| Ok(())), Arc::new(|_| {})).unwrap_err();
+        let e = bind(&name, &none, Arc::new(|_| Ok(())), Arc::new(|_, _| {})).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
         assert!(e.to_string().contains(&name), "{e}");
         let client = connect(&name, false, Duration::from_secs(5)).unwrap();
@@ -357,9 +379,9 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
         assert!(e.to_string().contains("nothing listens"), "{e}");
         // The name is free again at once.
-        drop(bind(&name, &none, Arc::new(|_| Ok(())), Arc::new(|_| {})).unwrap());
+        drop(bind(&name, &none, Arc::new(|_| Ok(())), Arc::new(|_, _| {})).unwrap());
         assert_eq!(
-            bind("", &none, Arc::new(|_| Ok(())), Arc::new(|_| {}))
+            bind("", &none, Arc::new(|_| Ok(())), Arc::new(|_, _| {}))
                 .unwrap_err()
                 .kind(),
             io::ErrorKind::InvalidInput
@@ -386,7 +408,7 @@ mod tests {
                 a.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }),
-            Arc::new(|_| {}),
+            Arc::new(|_, _| {}),
         )
         .unwrap();
         let addr = SocketAddr::from_abstract_name(format!("netron-shm/{name}")).unwrap();
@@ -441,7 +463,7 @@ mod tests {
             "netron-engine-shm-mode",
             &mode,
             Arc::new(|_| Ok(())),
-            Arc::new(|_| {}),
+            Arc::new(|_, _| {}),
         )
         .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
@@ -476,7 +498,10 @@ mod tests {
                 a1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }),
-            Arc::new(move |label| r.lock().unwrap().push(label)),
+            Arc::new(move |label, n| {
+                let mut got = r.lock().unwrap();
+                (0..n).for_each(|_| got.push(label));
+            }),
         )
         .unwrap();
         // The client is told why (not a bare "Broken pipe"), and the server counts it.
@@ -501,7 +526,7 @@ mod tests {
                 g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }),
-            Arc::new(|_| {}),
+            Arc::new(|_, _| {}),
         )
         .unwrap();
         connect(&name, false, Duration::from_secs(5)).unwrap();
