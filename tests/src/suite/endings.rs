@@ -175,7 +175,7 @@ pub fn a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte(t: &Tr
     };
     let mut p = RawPeer::handshake(t, &addr);
     let mut b = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     add(&mut b, &mut enc, 1);
     // 40 bytes at one byte every 50 ms would take 2 s; the frame has 300 ms.
     let frame = b.as_slice().to_vec();
