@@ -36,10 +36,12 @@
 //! `netron/1`) on a thread of its own; each accepted connection is a raw link as above from
 //! the server's side (the client's preface and frames arrive as on TCP).
 //!
-//! Not expressible: a half-close (a QUIC connection has none; the control stream's FIN ends
-//! it: [`RawLink::shutdown_write`] is `Unsupported`).
+//! **Half-closing** ([`RawLink::shutdown_write`]): the control stream's FIN, which ends the
+//! peer's input (§27.2: the engine answers what is in flight, then closes), sent once every
+//! byte the test sent before is out and acknowledged by the peer's QUIC stack, so that it
+//! cannot overtake a frame on another stream (a TCP FIN cannot overtake the bytes before it).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
@@ -127,6 +129,8 @@ const TICK: Duration = Duration::from_millis(1);
 struct Inbound {
     bytes: VecDeque<u8>,
     eof: bool,
+    /// The test half-closed the link: no more sends.
+    write_shut: bool,
     error: Option<String>,
 }
 
@@ -183,6 +187,7 @@ impl Shared {
 
 enum Cmd {
     Send(Vec<u8>),
+    ShutdownWrite,
     Close,
 }
 
@@ -211,6 +216,8 @@ struct Streams {
     /// The control stream (the client's first bidirectional stream).
     control: Option<StreamId>,
     out: HashMap<StreamId, StreamOut>,
+    /// Streams we finished whose bytes the peer has not all acknowledged yet.
+    unacked: HashSet<StreamId>,
 }
 
 impl Streams {
@@ -245,8 +252,8 @@ impl Streams {
             }
         }
         if o.queue.is_empty() && o.owed == 0 {
-            if o.fin {
-                let _ = ep.finish(conn, s);
+            if o.fin && ep.finish(conn, s).is_ok() {
+                self.unacked.insert(s);
             }
             if o.fin || Some(s) != self.control {
                 self.out.remove(&s);
@@ -332,6 +339,8 @@ struct Conn {
     piece: Option<(Piece, usize)>,
     /// A header named no stream: every byte goes as it is on the control stream.
     raw: bool,
+    /// The test half-closed: the control stream's FIN goes once all sent before is out.
+    half_closed: bool,
     shared: Arc<Shared>,
     rx: Receiver<Cmd>,
     /// Readable streams left unread while the test's bytes are at the cap.
@@ -353,6 +362,7 @@ impl Conn {
             preface_left: if client { PREFACE.len() } else { 0 },
             piece: None,
             raw: false,
+            half_closed: false,
             shared,
             rx,
             unread: VecDeque::new(),
@@ -488,6 +498,9 @@ impl Conn {
                 let (mut io, router) = (raw_io(ep, self.conn, &mut self.streams), &mut self.router);
                 router.on_writable(&mut io, stream);
             }
+            QuicEvent::Finished { stream, .. } => {
+                self.streams.unacked.remove(&stream);
+            }
             QuicEvent::Stopped { stream, code, .. } => {
                 let (mut io, router) = (raw_io(ep, self.conn, &mut self.streams), &mut self.router);
                 router.on_stopped(&mut io, stream, code, |f| shared.push(f));
@@ -518,6 +531,7 @@ impl Conn {
         if self.router.control_closed() {
             self.shared.end(None);
         }
+        self.half_close(ep);
         self.shared
             .backlog
             .store(self.streams.backlog() + self.buf.len(), Relaxed);
@@ -533,9 +547,34 @@ impl Conn {
                         self.fail(ep, why);
                     }
                 }
+                Ok(Cmd::ShutdownWrite) => {
+                    self.half_closed = true;
+                    self.half_close(ep);
+                }
                 Ok(Cmd::Close) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
+        }
+    }
+
+    /// The half-close: the control stream's FIN (the end of this side's input for the peer,
+    /// §27.2), once everything the test sent before is out and acknowledged by the peer's
+    /// QUIC stack, so that it cannot overtake a frame on another stream as a TCP FIN cannot.
+    fn half_close(&mut self, ep: &mut QuicEndpoint) {
+        let out = self.buf.is_empty()
+            && self.piece.is_none()
+            && self.streams.unacked.is_empty()
+            && self
+                .streams
+                .out
+                .values()
+                .all(|o| o.queue.is_empty() && o.owed == 0);
+        if !self.half_closed || !out {
+            return;
+        }
+        self.half_closed = false;
+        if let Some(c) = self.streams.control {
+            let _ = ep.finish(self.conn, c);
         }
     }
 
@@ -785,6 +824,12 @@ impl QuicRawLink {
     fn cmd(&self, c: Cmd) -> io::Result<()> {
         let closed = {
             let i = self.shared.inbound();
+            if i.write_shut && !matches!(c, Cmd::Close) {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the QUIC link was half-closed",
+                ));
+            }
             i.eof.then(|| i.error.clone())
         };
         if let Some(why) = closed {
@@ -852,10 +897,9 @@ impl RawLink for QuicRawLink {
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "a raw QUIC link has no half-close (the control stream's FIN ends the connection)",
-        ))
+        self.cmd(Cmd::ShutdownWrite)?;
+        self.shared.inbound().write_shut = true;
+        Ok(())
     }
 
     fn close(&self) -> io::Result<()> {

@@ -214,8 +214,9 @@ pub static SHM: Transport = Transport {
 /// (from its complete header on, byte by byte if sent so), and a header that names no stream
 /// with everything after it as it is on the control stream; a raw listener is a QUIC server
 /// (the test CA, ALPN `netron/1`) handing out the same raw links. A frame for an exchange
-/// with no open stream cannot be sent ([`Transport::stream_per_exchange`]), and there is no
-/// half-close. The tests left out, and why: docs/quic.md, "Conformance over quic://".
+/// with no open stream cannot be sent ([`Transport::stream_per_exchange`]). A half-close is
+/// the control stream's FIN, sent once all written before is acknowledged. The tests left
+/// out, and why: docs/quic.md, "Conformance over quic://".
 pub static QUIC: Transport = Transport {
     name: "quic",
     kind: Kind::Stream,

@@ -118,6 +118,8 @@ pub mod quic {
         bad_settings_are_refused_by_name,
     }
     endings {
+        a_request_then_fin_in_one_read_is_still_answered,
+        request_then_fin_is_answered,
         a_clients_go_away_is_answered_and_the_connection_drains,
         go_away_from_client_is_answered_and_drained,
         go_away_odd_last_id_and_request_after_it,

@@ -36,7 +36,7 @@ pub fn a_request_then_fin_in_one_read_is_still_answered(t: &Transport) {
     for _ in 0..20 {
         let mut p = RawPeer::handshake(t, &addr);
         let mut b = BatchEncoder::new(Limits::default());
-        let mut enc = HeaderEncoder::new(4096);
+        let mut enc = p.header_encoder();
         add(&mut b, &mut enc, 1);
         add(&mut b, &mut enc, 3);
         p.send(b.as_slice()).unwrap();
@@ -59,7 +59,7 @@ pub fn request_then_fin_is_answered(t: &Transport) {
     let (e, addr) = super::review_engine(t, super::review_cfg(), calc());
     let mut p = RawPeer::handshake(t, &addr);
     let mut b = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     let dl = Some(Duration::from_secs(5));
     let mut answered = vec![];
     request(&mut b, &mut enc, 1, dl, b"sleep", &[50]);
