@@ -14,6 +14,8 @@
 //!   stream: a QUIC sender cannot place a byte before); from then on every byte of the frame
 //!   goes out on that stream as it is sent (a trickle reaches the engine byte by byte, a
 //!   truncated frame stays truncated), and the FIN that ends its half follows its last byte;
+//! - an opening frame with the peer's id parity (which the router does not open streams for)
+//!   goes as it is on a new stream of its own;
 //! - a header that names no stream (a length below 16 or above the default `max_frame_size`,
 //!   an unknown kind) turns the link raw: that header and every later byte go as they are on
 //!   the control stream, where the engine's decoder meets them as it would on TCP.
@@ -426,8 +428,22 @@ impl Conn {
                 continue;
             }
             let have = self.buf.len().min(len);
-            let mut frame: Vec<u8> = self.buf.drain(..have).collect();
             let owed = len - have;
+            if self.opens_with_peer_parity(h) {
+                // The header names a new stream, but the router opens streams for this side's
+                // parity only: a new stream here, outside the router, the frame as it is (the
+                // peer refuses it, §27.2 rule 2).
+                let Some(s) = ep.open_bi(self.conn).ok().flatten() else {
+                    return Err("no stream credit for an opening frame".to_owned());
+                };
+                let frame: Vec<u8> = self.buf.drain(..have).collect();
+                self.streams.append(ep, self.conn, s, &frame);
+                if owed > 0 {
+                    self.piece = Some((Piece::Stream(s), owed));
+                }
+                continue;
+            }
+            let mut frame: Vec<u8> = self.buf.drain(..have).collect();
             frame.resize(len, 0);
             let (mut io, router) = (raw_io(ep, self.conn, &mut self.streams), &mut self.router);
             io.placeholder = owed;
@@ -444,6 +460,19 @@ impl Conn {
                 self.piece = Some((piece, owed));
             }
         }
+    }
+
+    /// Whether `h` is an opening frame (Request, StreamOpen, Subscribe) with the peer's id
+    /// parity, which this side may not open.
+    fn opens_with_peer_parity(&self, h: &FrameHeader) -> bool {
+        let opening = [
+            FrameKind::Request,
+            FrameKind::StreamOpen,
+            FrameKind::Subscribe,
+        ]
+        .iter()
+        .any(|k| *k as u8 == h.kind_byte());
+        opening && h.id() != 0 && (h.id() % 2 == 1) != self.client
     }
 
     /// Reads `stream` into the test's bytes (or leaves it for later while they are full);

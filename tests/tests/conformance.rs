@@ -136,6 +136,7 @@ pub mod quic {
         alone turning_direct_reads_off_keeps_every_byte_on_the_ring,
     }
     peers {
+        a_request_with_the_wrong_id_parity_is_cut_off,
         a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock,
         a_sync_handlers_blocking_stream_is_an_error_not_a_deadlock,
         both_sides_call_each_other_at_once,
