@@ -878,7 +878,11 @@ impl QuicRawLink {
 impl RawLink for QuicRawLink {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.shared.in_flight.fetch_add(bytes.len(), Relaxed);
-        self.cmd(Cmd::Send(bytes.to_vec()))
+        let r = self.cmd(Cmd::Send(bytes.to_vec()));
+        if r.is_err() {
+            self.shared.in_flight.fetch_sub(bytes.len(), Relaxed);
+        }
+        r
     }
 
     fn try_send(&mut self, bytes: &[u8]) -> io::Result<usize> {
