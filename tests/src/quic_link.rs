@@ -445,11 +445,21 @@ impl Conn {
             }
             let mut frame: Vec<u8> = self.buf.drain(..have).collect();
             frame.resize(len, 0);
+            let held = self.router.pending_bytes();
             let (mut io, router) = (raw_io(ep, self.conn, &mut self.streams), &mut self.router);
             io.placeholder = owed;
             let r = router.send(&mut io, &frame);
             let wrote = io.wrote;
             r.map_err(|e| format!("{}: {}", e.counter, e.message))?;
+            if owed > 0 && wrote.is_none() && self.router.pending_bytes() > held {
+                // The router holds the frame, placeholder included, until the peer allows
+                // another stream: its rest could not be filled in. Fail loudly.
+                return Err(
+                    "a raw QUIC link cannot send an opening frame in pieces while the peer's \
+                     stream limit holds it back"
+                        .to_owned(),
+                );
+            }
             let shared = self.shared.clone();
             self.router.take_made(|f| shared.push(f));
             if owed > 0 {
