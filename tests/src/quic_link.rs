@@ -127,6 +127,9 @@ pub const SEND_BUFFER: usize = 1 << 20;
 /// How long the link's thread waits for a datagram before it looks at its commands and timers.
 const TICK: Duration = Duration::from_millis(1);
 
+/// Datagrams the link's thread takes in one turn at most before it looks at its commands.
+const BURST: usize = 64;
+
 #[derive(Default)]
 struct Inbound {
     bytes: VecDeque<u8>,
@@ -666,11 +669,7 @@ impl Driver {
                 }
                 self.flush(&mut tx);
             }
-            // A timeout (nothing arrived within the tick) or an ICMP error: look again.
-            if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-                self.ep
-                    .handle_datagram(Instant::now(), from, None, buf[..n].into());
-            }
+            self.receive(&mut buf);
             if self.ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
                 self.ep.handle_timeout(Instant::now());
             }
@@ -690,6 +689,38 @@ impl Driver {
                     let _ = self.ep.close(Instant::now(), c.conn, 0, b"listener closed");
                     c.done = true;
                 }
+            }
+        }
+    }
+
+    /// Feeds the endpoint what arrived (at most [`BURST`] datagrams), waiting at most
+    /// [`TICK`] (or until QUIC's timer) for the first.
+    fn receive(&mut self, buf: &mut [u8]) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        for got in 0..BURST {
+            match self.socket.recv_from(buf) {
+                Ok((n, from)) => {
+                    self.ep
+                        .handle_datagram(Instant::now(), from, None, buf[..n].into());
+                }
+                // Nothing more now (or an ICMP error): wait for the next one if none came.
+                Err(_) if got == 0 => {
+                    let wait = self
+                        .ep
+                        .poll_timeout()
+                        .map_or(TICK, |t| t.saturating_duration_since(Instant::now()))
+                        .min(TICK);
+                    let ts = Timespec {
+                        tv_sec: 0,
+                        tv_nsec: i64::from(wait.subsec_nanos()),
+                    };
+                    let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
+                    let _ = poll(&mut fds, Some(&ts));
+                    if fds[0].revents().is_empty() {
+                        return;
+                    }
+                }
+                Err(_) => return,
             }
         }
     }
@@ -766,7 +797,7 @@ pub fn connect(endpoint: &str) -> io::Result<Box<dyn RawLink>> {
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{endpoint}: {e}")))?;
     let socket = UdpSocket::bind("127.0.0.1:0")?;
-    socket.set_read_timeout(Some(TICK))?;
+    socket.set_nonblocking(true)?;
     let mut config = tls().client.clone();
     config.settings.receive_window = RAW_WINDOW;
     config.settings.stream_receive_window = RAW_WINDOW;
@@ -819,7 +850,7 @@ pub struct QuicRawListener {
 /// The socket's error, or the TLS configuration's.
 pub fn raw_listen(_tag: &str) -> io::Result<crate::transport::BoundListener> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
-    socket.set_read_timeout(Some(TICK))?;
+    socket.set_nonblocking(true)?;
     let addr = socket.local_addr()?;
     let mut config = tls().server.clone();
     config.settings.receive_window = RAW_WINDOW;
