@@ -56,8 +56,8 @@ use netron_codec::handshake::PREFACE;
 use netron_codec::{FrameHeader, FrameKind, HEADER_LEN};
 use netron_engine::quic::router::{Router, StreamIo};
 use netron_engine::quic::{
-    CertificateDer, ClientConfig, ConnId, Identity, PrivateKeyDer, QuicEndpoint, QuicEvent, Read,
-    ServerConfig, StreamId, Trust,
+    CertificateDer, ClientConfig, CloseReason, ConnId, Identity, PrivateKeyDer, QuicEndpoint,
+    QuicEvent, Read, ServerConfig, StreamId, Trust,
 };
 use netron_engine::{CoreConfig, EngineBuilder, ProtocolConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
@@ -136,6 +136,8 @@ struct Inbound {
     eof: bool,
     /// The test half-closed the link: no more sends.
     write_shut: bool,
+    /// The application code of the peer's CONNECTION_CLOSE, once it closed.
+    peer_close: Option<u64>,
     error: Option<String>,
 }
 
@@ -552,6 +554,9 @@ impl Conn {
                 router.on_streams_available(&mut io);
             }
             QuicEvent::Closed { reason, .. } => {
+                if let CloseReason::Application { code, .. } = &reason {
+                    shared.inbound().peer_close = Some(*code);
+                }
                 shared.end(Some(format!("the QUIC connection closed: {reason}")));
                 self.done = true;
             }
@@ -792,6 +797,14 @@ impl Driver {
 /// # Errors
 /// The socket's error, or the QUIC close reason.
 pub fn connect(endpoint: &str) -> io::Result<Box<dyn RawLink>> {
+    connect_link(endpoint).map(|l| Box::new(l) as Box<dyn RawLink>)
+}
+
+/// [`connect`], as the link itself (for [`QuicRawLink::peer_close_code`]).
+///
+/// # Errors
+/// As [`connect`].
+pub fn connect_link(endpoint: &str) -> io::Result<QuicRawLink> {
     let addr: SocketAddr = endpoint
         .trim_start_matches("quic://")
         .parse()
@@ -823,10 +836,10 @@ pub fn connect(endpoint: &str) -> io::Result<Box<dyn RawLink>> {
         .name("quic-raw-link".to_owned())
         .spawn(move || d.run())?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => Ok(Box::new(QuicRawLink {
+        Ok(Ok(())) => Ok(QuicRawLink {
             tx: Mutex::new(tx),
             shared,
-        })),
+        }),
         Ok(Err(why)) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, why)),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -891,6 +904,12 @@ impl Drop for QuicRawListener {
 }
 
 impl QuicRawLink {
+    /// The application error code of the peer's CONNECTION_CLOSE (§27.1: a connection
+    /// error's status, 0 for a clean close), once the peer closed with one.
+    pub fn peer_close_code(&self) -> Option<u64> {
+        self.shared.inbound().peer_close
+    }
+
     fn cmd(&self, c: Cmd) -> io::Result<()> {
         let closed = {
             let i = self.shared.inbound();
@@ -995,5 +1014,55 @@ impl RawLink for QuicRawLink {
     fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
         self.shared.cap.store(bytes, Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use netron_codec::control::ControlEncoder;
+    use netron_codec::handshake::{ClientHandshake, ClientProgress};
+    use netron_codec::{BatchEncoder, Limits, StatusCode};
+
+    use crate::transport::{QUIC, RawLink};
+
+    #[test]
+    fn a_connection_drained_after_go_away_closes_with_code_0() {
+        // docs/protocol.md §27.1: CONNECTION_CLOSE carries a status code for a connection
+        // error. A connection that drained after GoAway both ways ends cleanly (on TCP no
+        // Error(0) is sent), so its close carries 0; it carried Unavailable, which the peer
+        // counts as `peer_error`.
+        let (e, addr) = crate::engine(
+            &QUIC,
+            netron_engine::CoreConfig::default(),
+            &[crate::calc()],
+            "drain-code",
+        );
+        let mut link = super::connect_link(&addr).expect("connect");
+        let mut hs = ClientHandshake::new(Default::default());
+        let mut out = Vec::new();
+        hs.start(&mut out).expect("hello");
+        link.send(&out).expect("hello sent");
+        let (mut got, mut chunk) = (Vec::new(), [0u8; 4096]);
+        loop {
+            let n = link
+                .recv(&mut chunk, Some(Duration::from_secs(10)))
+                .expect("welcome");
+            assert!(n > 0, "closed during the handshake");
+            got.extend_from_slice(&chunk[..n]);
+            if let ClientProgress::Done { .. } = hs.handle(&got).expect("a welcome") {
+                break;
+            }
+        }
+        let mut b = BatchEncoder::new(Limits::default());
+        ControlEncoder::new()
+            .go_away(&mut b, 0, StatusCode::Unavailable, "leaving")
+            .expect("go away");
+        link.send(b.as_slice()).expect("go away sent");
+        link.read_to_close(Some(Duration::from_secs(10)))
+            .expect("the server closes once drained");
+        assert_eq!(link.peer_close_code(), Some(0));
+        e.shutdown(Duration::from_secs(1));
     }
 }
