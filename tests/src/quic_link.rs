@@ -579,9 +579,15 @@ impl Conn {
             self.shared.end(None);
         }
         self.half_close(ep);
-        self.shared
-            .backlog
-            .store(self.streams.backlog() + self.buf.len(), Relaxed);
+        self.publish_backlog();
+    }
+
+    /// Tells `try_send` what is held here unsent: the streams' queues, an incomplete header,
+    /// and the router's own held bytes (exchanges waiting for stream credit; the link's writes
+    /// are always taken whole otherwise).
+    fn publish_backlog(&self) {
+        let held = self.streams.backlog() + self.buf.len() + self.router.pending_bytes();
+        self.shared.backlog.store(held, Relaxed);
     }
 
     /// Takes the test's commands; false once it closed the link (or dropped every handle).
@@ -589,10 +595,11 @@ impl Conn {
         loop {
             match self.rx.try_recv() {
                 Ok(Cmd::Send(b)) => {
-                    self.shared.in_flight.fetch_sub(b.len(), Relaxed);
                     if let Err(why) = self.send(ep, &b) {
                         self.fail(ep, why);
                     }
+                    self.publish_backlog();
+                    self.shared.in_flight.fetch_sub(b.len(), Relaxed);
                 }
                 Ok(Cmd::ShutdownWrite) => {
                     self.half_closed = true;
