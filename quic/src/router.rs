@@ -131,10 +131,19 @@ pub struct Router<S> {
     released: u64,
     /// Frames made up for the connection while sending (see [`Router::take_made`]).
     made: Vec<u8>,
+    /// STOP_SENDINGs that came for a stream the router did not know yet (the peer's new
+    /// stream, whose opening frame QUIC delivers after: both may come in one packet, and
+    /// quinn applies control frames first): the Cancel each stands for is delivered after
+    /// that opening frame. At most [`EARLY_STOPS`]; the oldest are forgotten (one for a
+    /// stream of ours already forgotten never matches).
+    early_stops: VecDeque<S>,
     stats: RouterStats,
     enc: ControlEncoder,
     batch: BatchEncoder,
 }
+
+/// STOP_SENDINGs for unknown streams remembered at most ([`Router::on_stopped`]).
+const EARLY_STOPS: usize = 1024;
 
 /// Whether a frame belongs on the control stream. WindowUpdate travels there too while the
 /// connection's own flow control runs on QUIC (docs/quic.md "In the engine").
@@ -190,6 +199,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             pending: 0,
             released: 0,
             made: Vec::new(),
+            early_stops: VecDeque::new(),
             stats: RouterStats::default(),
             enc: ControlEncoder::new(),
             batch: BatchEncoder::new(*limits),
@@ -587,6 +597,19 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         }
         if first && id != 0 {
             self.ids.insert(id, s);
+            if let Some(at) = self.early_stops.iter().position(|x| *x == s) {
+                // Its opener stopped it before this opening frame was read: the Cancel that
+                // STOP_SENDING stands for follows the frame, as on a known stream.
+                self.early_stops.remove(at);
+                if let Some(e) = self.streams.get_mut(&s) {
+                    e.send_done = true;
+                    e.fin = false;
+                    self.pending -= e.out.len();
+                    e.out = Vec::new();
+                }
+                self.stats.resets += 1;
+                cancel_frame(id, &mut deliver);
+            }
         }
         if fin {
             if control {
@@ -640,6 +663,14 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         deliver: impl FnMut(&[u8]),
     ) {
         let Some(e) = self.streams.get_mut(&s) else {
+            // A stream not known yet: the peer's new stream, its opening frame still to be
+            // read (or one of ours already forgotten). Answer with RESET_STREAM and cancel the
+            // exchange once its opening frame arrives (`on_bytes`).
+            io.reset(s, code);
+            if self.early_stops.len() >= EARLY_STOPS {
+                self.early_stops.pop_front();
+            }
+            self.early_stops.push_back(s);
             return;
         };
         let was_done = e.send_done && !e.fin;

@@ -345,6 +345,38 @@ fn stop_sending_from_the_opener_cancels_and_later_frames_are_dropped() {
 }
 
 #[test]
+fn stop_sending_before_the_opening_frame_still_cancels_the_exchange() {
+    // A Request and the STOP_SENDING that cancels it can come in one packet, and quinn
+    // applies the STOP_SENDING first: the router heard of a stream it did not know yet and
+    // dropped it, so the call ran on, never cancelled (rapid reset over quic: 1,024 calls
+    // started, no cancel counted).
+    let mut io = Fake::new();
+    let mut r = server_after_hello();
+    r.on_stopped(&mut io, 4, CANCELLED, |_| panic!("nothing to deliver yet"));
+    assert_eq!(
+        io.resets,
+        vec![(4, CANCELLED)],
+        "answered by a reset at once"
+    );
+    let mut got = Vec::new();
+    r.on_bytes(4, &f(FrameKind::Request, 1), true, |d| got.push(d.to_vec()))
+        .unwrap();
+    assert_eq!(
+        kinds(&got),
+        vec![(FrameKind::Request, 1), (FrameKind::Cancel, 1)]
+    );
+    assert_eq!(r.open_streams(), 0, "both halves ended");
+    // The callee's answer is dropped, as after any STOP_SENDING.
+    r.send(&mut io, &f(FrameKind::Error, 1)).unwrap();
+    assert!(io.on(4).is_empty());
+    // Another new stream is not affected.
+    let mut got = Vec::new();
+    r.on_bytes(8, &f(FrameKind::Request, 3), true, |d| got.push(d.to_vec()))
+        .unwrap();
+    assert_eq!(kinds(&got), vec![(FrameKind::Request, 3)]);
+}
+
+#[test]
 fn bytes_flow_control_refuses_wait_and_the_fin_follows_them() {
     let mut io = Fake::new();
     let mut c = client();

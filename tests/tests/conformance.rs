@@ -33,6 +33,7 @@ pub mod quic {
         cancel_from_either_side_mid_stream,
         a_deadline_ends_the_stream_midway,
         a_peer_killed_mid_stream_fails_it_unavailable,
+        bad_stream_input_gets_a_connection_error_and_a_counter,
         a_handler_streams_into_its_calling_peer,
         interceptors_run_around_the_whole_stream,
         a_connection_bounds_what_all_its_streams_queue,
@@ -44,6 +45,7 @@ pub mod quic {
         a_configured_window_bounds_a_stream_and_with_server_keeps_streams,
         empty_messages_take_credit_when_sent,
         rejected_uploads_keep_the_connection,
+        an_empty_message_flood_is_stopped_by_the_window,
     }
     events {
         fan_out_reaches_every_subscriber_across_both_cores,
@@ -51,12 +53,16 @@ pub mod quic {
         slow_subscribers_drop_or_are_ended_and_others_lose_nothing,
         queue_groups_give_each_event_to_one_member,
         unsubscribe_and_disconnect_clean_up,
+        bad_event_input_gets_defined_errors_and_counters,
         peers_and_caller_driven_cores_publish_and_subscribe,
     }
     config {
         invalid_settings_are_refused_with_the_setting_and_the_rule,
         the_welcome_advertises_the_configured_keepalive,
+        a_client_pings_at_the_servers_shorter_keepalive,
         a_silent_client_is_closed_at_the_handshake_timeout,
+        a_silent_server_fails_connect_naming_the_timeout,
+        connect_errors_name_their_cause,
         call_errors_name_their_cause,
     }
     errors {
@@ -64,6 +70,7 @@ pub mod quic {
         hostile_handlers_fail_their_call_only,
         unknown_names_are_not_echoed,
         a_core_whose_ring_fails_reports_it_everywhere,
+        a_server_that_vanishes_mid_call_fails_the_call,
     }
     dispatch {
         interceptors_run_in_order_then_in_reverse,
@@ -87,6 +94,7 @@ pub mod quic {
         caller_deadline_while_core_blocked,
         given_up_call_does_not_poison_next,
         the_server_enforces_deadlines_without_help_from_the_caller,
+        abandoned_calls_to_a_silent_server_fail_on_close,
     }
     cancel {
         alone async_handlers_answer_fail_expire_and_cancel,
@@ -96,6 +104,8 @@ pub mod quic {
         pipelined_client_cancelling_half_its_calls_keeps_connection,
     }
     bad_input {
+        a_flood_without_reading_is_cut_off,
+        alone a_flood_on_a_hot_connection_is_cut_off,
         handshake_trickle_is_bounded,
     }
     limits {
@@ -108,6 +118,8 @@ pub mod quic {
         bad_settings_are_refused_by_name,
     }
     endings {
+        a_request_then_fin_in_one_read_is_still_answered,
+        request_then_fin_is_answered,
         a_clients_go_away_is_answered_and_the_connection_drains,
         go_away_from_client_is_answered_and_drained,
         go_away_odd_last_id_and_request_after_it,
@@ -124,6 +136,7 @@ pub mod quic {
         alone turning_direct_reads_off_keeps_every_byte_on_the_ring,
     }
     peers {
+        a_request_with_the_wrong_id_parity_is_cut_off,
         a_sync_handlers_blocking_callback_is_an_error_not_a_deadlock,
         a_sync_handlers_blocking_stream_is_an_error_not_a_deadlock,
         both_sides_call_each_other_at_once,

@@ -189,6 +189,9 @@ impl Core {
                     status: StatusCode::Unavailable,
                     message: "the peer ended the connection".to_owned(),
                 });
+                // Drained is a clean end, not a connection error (no Error(0) is sent): a
+                // QUIC close carries code 0 (protocol.md §27.1), so the peer counts nothing.
+                en.conn.close_code = None;
             }
             en.conn.closing_at(Instant::now());
             en.link.end_reading(true);

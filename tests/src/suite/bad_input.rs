@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use netron_codec::control::ControlEncoder;
 use netron_codec::handshake::{ClientConfig, ServerConfig};
-use netron_codec::hpack::HeaderEncoder;
 use netron_codec::{BatchEncoder, FrameKind, Limits, StatusCode};
 use netron_engine::{CoreConfig, Engine, IdlePolicy, ProtocolConfig, RuntimeConfig};
 
@@ -208,7 +207,7 @@ fn flood_without_reading(t: &Transport, idle: IdlePolicy) {
     let good = e.client().connect(&addr).unwrap();
     let mut p = RawPeer::handshake(t, &addr);
     let mut batch = BatchEncoder::new(Limits::default().with_max_batch_bytes(1 << 20));
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     let payload = vec![0u8; 16 << 10];
     let mut sent = 0usize;
     let end = Instant::now() + Duration::from_secs(20);
@@ -263,7 +262,7 @@ pub fn replies_from_client_to_server_are_ignored(t: &Transport) {
     let (e, addr) = super::review_engine(t, super::review_cfg(), calc());
     let mut p = RawPeer::handshake(t, &addr);
     let mut b = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     let mut ctl = ControlEncoder::new();
     b.response(1).unwrap().payload(b"x").finish().unwrap();
     ctl.error(&mut b, 3, StatusCode::Internal, "boo", &[])
@@ -319,7 +318,7 @@ pub fn frame_trickle_is_bounded(t: &Transport) {
     let (e, addr) = super::review_engine(t, super::review_cfg(), calc());
     let mut p = RawPeer::handshake(t, &addr);
     let mut b = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     request(&mut b, &mut enc, 1, DL, b"echo", &[7u8; 200]);
     let bytes = b.as_slice().to_vec();
     let start = Instant::now();

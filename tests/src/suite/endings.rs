@@ -36,7 +36,7 @@ pub fn a_request_then_fin_in_one_read_is_still_answered(t: &Transport) {
     for _ in 0..20 {
         let mut p = RawPeer::handshake(t, &addr);
         let mut b = BatchEncoder::new(Limits::default());
-        let mut enc = HeaderEncoder::new(4096);
+        let mut enc = p.header_encoder();
         add(&mut b, &mut enc, 1);
         add(&mut b, &mut enc, 3);
         p.send(b.as_slice()).unwrap();
@@ -59,7 +59,7 @@ pub fn request_then_fin_is_answered(t: &Transport) {
     let (e, addr) = super::review_engine(t, super::review_cfg(), calc());
     let mut p = RawPeer::handshake(t, &addr);
     let mut b = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     let dl = Some(Duration::from_secs(5));
     let mut answered = vec![];
     request(&mut b, &mut enc, 1, dl, b"sleep", &[50]);
@@ -175,7 +175,7 @@ pub fn a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte(t: &Tr
     };
     let mut p = RawPeer::handshake(t, &addr);
     let mut b = BatchEncoder::new(Limits::default());
-    let mut enc = HeaderEncoder::new(4096);
+    let mut enc = p.header_encoder();
     add(&mut b, &mut enc, 1);
     // 40 bytes at one byte every 50 ms would take 2 s; the frame has 300 ms.
     let frame = b.as_slice().to_vec();
