@@ -163,9 +163,6 @@ pub mod quic {
     typed {
         a_typed_method_builds_requests_and_verifies_replies,
     }
-    counts {
-        alone a_parked_sync_call_costs_fixed_writes_frames_and_enters,
-    }
     values {
         arbitrary_call_arguments_never_panic,
         arbitrary_settings_are_validated_or_work,
