@@ -109,9 +109,6 @@ struct Entry {
     /// A subscription (opened by Subscribe): it may wait for the peer indefinitely, so it
     /// does not count for [`Router::awaiting_peer`].
     subscription: bool,
-    /// When the first byte of the partial frame in `buf` arrived (`None`: no partial frame,
-    /// or no time was given).
-    partial_since: Option<std::time::Instant>,
 }
 
 /// Routes one QUIC connection's frames (see the module documentation).
@@ -141,10 +138,6 @@ pub struct Router<S> {
     /// stream of ours already forgotten never matches).
     early_stops: VecDeque<S>,
     stats: RouterStats,
-    /// The time of the bytes being fed ([`Router::set_now`]): when a partial frame began.
-    now: Option<std::time::Instant>,
-    /// A stream began a partial frame since [`Router::take_partial_started`].
-    partial_started: bool,
     enc: ControlEncoder,
     batch: BatchEncoder,
 }
@@ -208,31 +201,9 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             made: Vec::new(),
             early_stops: VecDeque::new(),
             stats: RouterStats::default(),
-            now: None,
-            partial_started: false,
             enc: ControlEncoder::new(),
             batch: BatchEncoder::new(*limits),
         }
-    }
-
-    /// The time of the bytes fed next ([`Router::on_bytes`]): partial frames are stamped with
-    /// it, for [`Router::oldest_partial`] (no clock is read inside).
-    pub fn set_now(&mut self, now: std::time::Instant) {
-        self.now = Some(now);
-    }
-
-    /// Whether a stream began a partial frame since the last call (then cleared): the
-    /// caller's cue to check [`Router::oldest_partial`] a stall timeout later.
-    pub fn take_partial_started(&mut self) -> bool {
-        std::mem::take(&mut self.partial_started)
-    }
-
-    /// When the first byte of the oldest partial frame waiting for its rest arrived, over
-    /// every stream (a walk over the streams: call it when a check is due, not per input).
-    /// A peer that trickles a frame, or sends half of one and goes silent, is cut off by
-    /// comparing this with `ProtocolConfig::stall_timeout`, as on a byte stream.
-    pub fn oldest_partial(&self) -> Option<std::time::Instant> {
-        self.streams.values().filter_map(|e| e.partial_since).min()
     }
 
     /// What was counted.
@@ -573,10 +544,8 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         let peer_odd = !self.client;
         let max = self.max_frame;
         let preface_in = self.preface_in;
-        let now = self.now;
         let e = self.entry(s);
         let first = e.id == 0;
-        let was_empty = e.buf.is_empty();
         e.buf.extend_from_slice(bytes);
         let mut at = 0;
         let mut preface_done = false;
@@ -611,15 +580,6 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             at += len;
         }
         e.buf.drain(..at);
-        // A partial frame whose first byte came now (nothing was waiting, or whole frames
-        // went before it) starts its stall clock; one still growing keeps its start.
-        let mut started = false;
-        if e.buf.is_empty() {
-            e.partial_since = None;
-        } else if was_empty || at > 0 || e.partial_since.is_none() {
-            e.partial_since = now;
-            started = now.is_some();
-        }
         let id = e.id;
         if checked.is_ok() && fin {
             e.recv_done = true;
@@ -628,7 +588,6 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             }
         }
         let control = e.control;
-        self.partial_started |= started;
         if preface_done {
             self.preface_in = false;
         }

@@ -192,45 +192,6 @@ fn frames_cut_at_every_byte_are_delivered_whole_and_in_order() {
     assert_eq!(got, vec![open, data]);
 }
 
-#[test]
-fn a_partial_frame_is_dated_by_its_first_byte_and_forgotten_when_whole() {
-    // The link cuts off a frame not completed within the stall timeout of its first byte
-    // (the router holds partial frames, so the connection's own stall clock never sees them).
-    use std::time::{Duration, Instant};
-    let mut r = server_after_hello();
-    let t0 = Instant::now();
-    let at = |ms| t0 + Duration::from_millis(ms);
-    let open = frame(FrameKind::StreamOpen, Flags::empty(), 1, b"open");
-    let data = frame(FrameKind::StreamData, Flags::empty(), 1, b"data!");
-    assert_eq!(r.oldest_partial(), None);
-    // Half of a frame at 0 ms, the rest of it trickled until 50 ms: dated 0 ms throughout.
-    r.set_now(at(0));
-    r.on_bytes(4, &open[..5], false, |_| {}).unwrap();
-    assert!(r.take_partial_started());
-    assert!(!r.take_partial_started(), "taken");
-    r.set_now(at(50));
-    r.on_bytes(4, &open[5..9], false, |_| {}).unwrap();
-    assert!(!r.take_partial_started(), "the same frame still");
-    assert_eq!(r.oldest_partial(), Some(at(0)));
-    // Completed together with the start of the next frame at 80 ms: that one is dated 80 ms.
-    r.set_now(at(80));
-    let rest = cat(&[&open[9..], &data[..3]]);
-    r.on_bytes(4, &rest, false, |_| {}).unwrap();
-    assert!(r.take_partial_started());
-    assert_eq!(r.oldest_partial(), Some(at(80)));
-    // An older partial frame on another stream is the oldest.
-    r.set_now(at(90));
-    let other = frame(FrameKind::StreamOpen, Flags::empty(), 3, b"other");
-    r.on_bytes(8, &other[..2], false, |_| {}).unwrap();
-    assert_eq!(r.oldest_partial(), Some(at(80)));
-    // Whole again: nothing partial on stream 4, stream 8's remains.
-    r.set_now(at(100));
-    r.on_bytes(4, &data[3..], false, |_| {}).unwrap();
-    assert_eq!(r.oldest_partial(), Some(at(90)));
-    r.on_bytes(8, &other[2..], false, |_| {}).unwrap();
-    assert_eq!(r.oldest_partial(), None);
-}
-
 fn error_of(r: &mut Router<u64>, s: u64, bytes: &[u8]) -> &'static str {
     r.on_bytes(s, bytes, false, |_| {})
         .expect_err("a connection error")

@@ -107,7 +107,6 @@ pub mod quic {
         a_flood_without_reading_is_cut_off,
         alone a_flood_on_a_hot_connection_is_cut_off,
         handshake_trickle_is_bounded,
-        frame_trickle_is_bounded,
     }
     limits {
         message_size_limits_fail_one_call_only,

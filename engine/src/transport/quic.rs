@@ -104,8 +104,6 @@ pub(crate) struct QuicLink {
     /// Since when bytes have waited in the router with none taken, and the router's
     /// [`Router::released_bytes`] then.
     held_since: Option<(Instant, u64)>,
-    /// When to look for a partial frame older than `stall` ([`Router::oldest_partial`]).
-    partial_check: Option<Instant>,
     /// Why the QUIC connection closed, once it did.
     close_reason: Option<String>,
     /// The application error code and reason our CONNECTION_CLOSE carries (§27.1): the
@@ -155,7 +153,6 @@ impl QuicLink {
             last_rx: Instant::now(),
             probed: None,
             held_since: None,
-            partial_check: None,
             close_reason: None,
             close_status: (0, b"closed".to_vec()),
             peer_identity: None,
@@ -227,41 +224,6 @@ impl QuicLink {
                 })
             }
             _ => Ok(()),
-        }
-    }
-
-    /// A frame begun on any QUIC stream and not completed within `ProtocolConfig::
-    /// stall_timeout` of its first byte ends the connection (`stalled`), as a partial frame
-    /// does on a byte stream: the router holds partial frames, so the connection's own stall
-    /// clock never sees them (a peer trickling a frame, or sending half of one and going
-    /// silent, held its connection open for ever). The streams are walked only when a check
-    /// is due: a stall timeout after a partial frame began, then at the oldest one's limit.
-    fn check_partials(&mut self, now: Instant) -> Result<(), Update> {
-        if self.router.take_partial_started() && self.partial_check.is_none() {
-            self.partial_check = now.checked_add(self.stall);
-        }
-        let Some(at) = self.partial_check else {
-            return Ok(());
-        };
-        if now < at {
-            return Ok(());
-        }
-        match self.router.oldest_partial() {
-            Some(since) if now.saturating_duration_since(since) >= self.stall => {
-                self.read_done = true;
-                Err(Update::RecvFailed {
-                    counter: "stalled",
-                    why: format!(
-                        "a frame was not completed within ProtocolConfig::stall_timeout \
-                         ({:?}) of its first byte",
-                        self.stall
-                    ),
-                })
-            }
-            oldest => {
-                self.partial_check = oldest.and_then(|t| t.checked_add(self.stall));
-                Ok(())
-            }
         }
     }
 
@@ -337,15 +299,10 @@ impl QuicLink {
             // while exchanges are open (the timer then checks whether one awaits the peer).
             let stall_at = self.held_since.and_then(|(t, _)| t.checked_add(self.stall));
             let probe_at = (self.router.open_streams() > 0).then(|| self.next_probe());
-            [
-                self.endpoint.poll_timeout(),
-                stall_at,
-                probe_at,
-                self.partial_check,
-            ]
-            .into_iter()
-            .flatten()
-            .min()
+            [self.endpoint.poll_timeout(), stall_at, probe_at]
+                .into_iter()
+                .flatten()
+                .min()
         };
         let Some(want) = want else { return };
         match (self.timer, self.timer_at) {
@@ -567,7 +524,6 @@ impl QuicLink {
     /// peer's reachability and the flow-control stall checked.
     fn process(&mut self, now: Instant, mut deliver: impl FnMut(Input<'_>)) -> Update {
         let was_blocked = self.router.pending_bytes() > MAX_PENDING;
-        self.router.set_now(now);
         let mut update = match self.apply(&mut deliver) {
             Ok(true) => Update::Input,
             Ok(false) => Update::Quiet(None),
@@ -598,9 +554,6 @@ impl QuicLink {
                 return gone;
             }
             if let Err(stalled) = self.check_held(now) {
-                return stalled;
-            }
-            if let Err(stalled) = self.check_partials(now) {
                 return stalled;
             }
         }
