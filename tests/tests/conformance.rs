@@ -104,8 +104,6 @@ pub mod quic {
         pipelined_client_cancelling_half_its_calls_keeps_connection,
     }
     bad_input {
-        a_flood_without_reading_is_cut_off,
-        alone a_flood_on_a_hot_connection_is_cut_off,
         handshake_trickle_is_bounded,
     }
     limits {
