@@ -12,6 +12,19 @@
 
 #include "check.h"
 
+/* A one-core engine serving `svc` on tcp://127.0.0.1 (a free port), its endpoint in `*ep`. */
+static ntr_engine tcp_engine(ntr_service svc, const char **ep) {
+  ntr_engine_builder b;
+  EXPECT(ntr_engine_builder_new(&b), NTR_OK);
+  EXPECT(ntr_engine_builder_cores(b, 1), NTR_OK);
+  EXPECT(ntr_engine_builder_listen(b, "tcp://127.0.0.1:0"), NTR_OK);
+  EXPECT(ntr_engine_builder_service(b, svc), NTR_OK);
+  ntr_engine e;
+  EXPECT(ntr_engine_build(b, &e), NTR_OK);
+  EXPECT(ntr_engine_endpoint(e, 0, ep), NTR_OK);
+  return e;
+}
+
 static atomic_int released;
 static void release(void *user) {
   (void)user;
@@ -195,15 +208,8 @@ static void prepared_calls(const char *ep) {
   ntr_service svc;
   EXPECT(ntr_service_new("p", "1.0.0", &svc), NTR_OK);
   EXPECT(ntr_service_unary(svc, "ok", ok_handler, NULL, NULL), NTR_OK);
-  ntr_engine_builder b;
-  EXPECT(ntr_engine_builder_new(&b), NTR_OK);
-  EXPECT(ntr_engine_builder_cores(b, 1), NTR_OK);
-  EXPECT(ntr_engine_builder_listen(b, "tcp://127.0.0.1:0"), NTR_OK);
-  EXPECT(ntr_engine_builder_service(b, svc), NTR_OK);
-  ntr_engine e;
-  EXPECT(ntr_engine_build(b, &e), NTR_OK);
   const char *ep2;
-  EXPECT(ntr_engine_endpoint(e, 0, &ep2), NTR_OK);
+  ntr_engine e = tcp_engine(svc, &ep2);
   EXPECT(ntr_core_new(&core), NTR_OK);
   EXPECT(ntr_core_connect(core, ep2, 1000, &conn), NTR_OK);
   EXPECT(ntr_core_prepare_call(core, conn, "p@1.0.0", "ok", &p), NTR_OK);
@@ -282,15 +288,8 @@ static void streams_and_events(void) {
   EXPECT(ntr_service_client_stream(svc, "fail", fail_stream, NULL, stream_release), NTR_OK);
   EXPECT(ntr_service_bidi_stream(svc, "bogus", bogus_stream, NULL, stream_release), NTR_OK);
   EXPECT(ntr_service_unary(svc, "ok", ok_handler, NULL, NULL), NTR_OK);
-  ntr_engine_builder b;
-  EXPECT(ntr_engine_builder_new(&b), NTR_OK);
-  EXPECT(ntr_engine_builder_cores(b, 1), NTR_OK);
-  EXPECT(ntr_engine_builder_listen(b, "tcp://127.0.0.1:0"), NTR_OK);
-  EXPECT(ntr_engine_builder_service(b, svc), NTR_OK);
-  ntr_engine e;
-  EXPECT(ntr_engine_build(b, &e), NTR_OK);
   const char *ep;
-  EXPECT(ntr_engine_endpoint(e, 0, &ep), NTR_OK);
+  ntr_engine e = tcp_engine(svc, &ep);
   ntr_channel ch;
   EXPECT(ntr_engine_connect(e, ep, &ch), NTR_OK);
 
