@@ -31,7 +31,7 @@ pub(crate) enum Command {
     AcceptRecord(Box<crate::transport::inproc::RecordPipe>),
     /// Count errors that happened off the cores (an `shm://` client refused by `allow_uid`,
     /// on the listener's accept thread; a `quic://` listener's Retries and refusals, summed
-    /// over up to [`crate::transport::quic_listen::COUNT_EVERY`]) in this core's stats: the
+    /// over up to [`crate::transport::COUNT_EVERY`]) in this core's stats: the
     /// label, and how many.
     CountError(&'static str, u64),
     /// Serve a new QUIC connection (a `quic://` listener's rendezvous thread sends it).

@@ -25,6 +25,11 @@
 //! next variant of [`AnyLink`]; QUIC links share one UDP socket per endpoint and are fed by
 //! the endpoint's datagram demultiplexer instead of a receive of their own.
 
+/// How long a listener's accept thread (`quic://`, `shm://`) sums the errors it counts before
+/// handing them to a core in one command: a flood costs the cores a few commands a second,
+/// not one per datagram or connect.
+pub(crate) const COUNT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub(crate) mod inproc;
 pub(crate) mod quic;
 pub(crate) mod quic_listen;

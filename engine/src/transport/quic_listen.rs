@@ -245,16 +245,13 @@ impl Drop for Binding {
 pub(crate) enum Handed {
     /// A new connection for a core.
     Pipe(Box<QuicPipe>),
-    /// Error counters to move, summed over at most [`COUNT_EVERY`] (so a flood costs the
+    /// Error counters to move, summed over at most [`super::COUNT_EVERY`] (so a flood costs the
     /// cores a few commands a second, not one per datagram): `quic_retry` (Retry packets sent
     /// to new clients while the listener was under load; a client whose first flight spans
     /// several datagrams gets one for each) or `quic_handshakes_refused` (refused at
     /// `ServerConfig::max_pending_handshakes` or `max_pending_handshakes_per_ip`).
     Count(&'static str, u64),
 }
-
-/// How long a listener's thread sums its counts before handing them over.
-pub(crate) const COUNT_EVERY: Duration = Duration::from_millis(100);
 
 /// Where a listener's new connections and counts go.
 pub(crate) type Acceptor = Arc<dyn Fn(Handed) + Send + Sync>;
@@ -439,7 +436,7 @@ fn rendezvous(
     while !stop.load(Ordering::Relaxed) {
         let got = socket.recv_from(&mut rx);
         let now = Instant::now();
-        if now.duration_since(counted_at) >= COUNT_EVERY {
+        if now.duration_since(counted_at) >= super::COUNT_EVERY {
             let stats = gate.stats();
             for (label, n) in [
                 ("quic_retry", stats.retries - counted.retries),

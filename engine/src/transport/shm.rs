@@ -134,7 +134,7 @@ impl Drop for Binding {
 
 /// Where an `shm://` listener reports the clients it refused by its rules (the counter's
 /// name, `shm_refused_uid`, and how many: summed over at most
-/// [`crate::transport::quic_listen::COUNT_EVERY`], so a flood of refused connects costs the
+/// [`crate::transport::COUNT_EVERY`], so a flood of refused connects costs the
 /// core a few commands a second, not one per client), to be counted in a core's stats.
 pub(crate) type Refusals = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 
@@ -195,7 +195,7 @@ fn accept_loop(
     (acceptor, refused): (&Acceptor, &Refusals),
     trust_peer: bool,
 ) {
-    use crate::transport::quic_listen::COUNT_EVERY;
+    use crate::transport::COUNT_EVERY;
     use rustix::event::{PollFd, PollFlags};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let lfd = listener.as_fd();
