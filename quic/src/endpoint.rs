@@ -695,6 +695,27 @@ impl QuicEndpoint {
         Ok(self.slot(conn)?.conn.remote_address())
     }
 
+    /// Sending halves of the connection that may still have unacknowledged data (quinn-proto's
+    /// `Streams::send_streams`): open halves, and finished or reset ones whose data or reset
+    /// the peer has not acknowledged yet. With every half finished, 0 means the peer has all
+    /// the stream data (quinn-proto's `Connection::close` documentation).
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn unacked_send_streams(&mut self, conn: ConnId) -> Result<usize, QuicError> {
+        Ok(self.slot(conn)?.conn.streams().send_streams())
+    }
+
+    /// Whether the connection is closed (by either side, or timed out): nothing more can be
+    /// sent on it.
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn is_closed(&mut self, conn: ConnId) -> Result<bool, QuicError> {
+        let slot = self.slot(conn)?;
+        Ok(slot.closed || slot.conn.is_closed())
+    }
+
     /// quinn-proto's statistics of the connection (packets, bytes, losses, RTT).
     ///
     /// # Errors

@@ -25,7 +25,9 @@ use std::hash::Hash;
 
 use netron_codec::control::ControlEncoder;
 use netron_codec::handshake::PREFACE;
-use netron_codec::{BatchEncoder, Flags, FrameHeader, FrameKind, HEADER_LEN, Limits, StatusCode};
+use netron_codec::{
+    BatchEncoder, DecodeError, Flags, FrameHeader, FrameKind, HEADER_LEN, Limits, StatusCode,
+};
 
 use crate::{ConnId, QuicEndpoint, StreamId};
 
@@ -56,15 +58,42 @@ pub trait StreamIo {
     fn reset(&mut self, stream: Self::Stream, code: u64);
 }
 
-/// A connection error found by the router: close the connection with `Error(0)` (status
-/// Internal) naming `counter` and `message`.
+/// A connection error found by the router: close the connection with `Error(0, status)`
+/// naming `counter` and `message` (docs/protocol.md §21's table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteError {
-    /// The error code and counter name (`quic_unexpected_frame`, `quic_stream_id_mismatch`,
-    /// `quic_truncated_frame`, `quic_bad_frame_length`, `quic_no_stream`).
+    /// The error code and counter name: the §27.2 ones (`quic_unexpected_frame`,
+    /// `quic_stream_id_mismatch`, `quic_truncated_frame`, `quic_no_stream`, status Internal),
+    /// or, for a frame length outside 16..=`max_frame_size`, the byte-stream decoder's own
+    /// (`length_too_short` Internal, `frame_too_large` ResourceExhausted: §27.2 rule 1 makes
+    /// each QUIC stream a byte stream in the sense of §2.1, so the same frame gets the same
+    /// error on every transport).
     pub counter: &'static str,
+    /// The status of the `Error(0)` frame and of the QUIC CONNECTION_CLOSE (§27.1).
+    pub status: StatusCode,
     /// What happened, for the Error frame's message.
     pub message: String,
+}
+
+impl From<DecodeError> for RouteError {
+    fn from(e: DecodeError) -> Self {
+        RouteError {
+            counter: e.counter(),
+            status: e.status(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl RouteError {
+    /// A §27.2 violation (status Internal, as docs/protocol.md §21 lists them).
+    fn internal(counter: &'static str, message: String) -> Self {
+        RouteError {
+            counter,
+            status: StatusCode::Internal,
+            message,
+        }
+    }
 }
 
 /// What the router counted.
@@ -109,6 +138,9 @@ struct Entry {
     /// A subscription (opened by Subscribe): it may wait for the peer indefinitely, so it
     /// does not count for [`Router::awaiting_peer`].
     subscription: bool,
+    /// When the first byte of the partial frame in `buf` arrived (`None`: no partial frame,
+    /// or no time was given).
+    partial_since: Option<std::time::Instant>,
 }
 
 /// Routes one QUIC connection's frames (see the module documentation).
@@ -138,6 +170,10 @@ pub struct Router<S> {
     /// stream of ours already forgotten never matches).
     early_stops: VecDeque<S>,
     stats: RouterStats,
+    /// The time of the bytes being fed ([`Router::set_now`]): when a partial frame began.
+    now: Option<std::time::Instant>,
+    /// A stream began a partial frame since [`Router::take_partial_started`].
+    partial_started: bool,
     enc: ControlEncoder,
     batch: BatchEncoder,
 }
@@ -201,9 +237,31 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             made: Vec::new(),
             early_stops: VecDeque::new(),
             stats: RouterStats::default(),
+            now: None,
+            partial_started: false,
             enc: ControlEncoder::new(),
             batch: BatchEncoder::new(*limits),
         }
+    }
+
+    /// The time of the bytes fed next ([`Router::on_bytes`]): partial frames are stamped with
+    /// it, for [`Router::oldest_partial`] (no clock is read inside).
+    pub fn set_now(&mut self, now: std::time::Instant) {
+        self.now = Some(now);
+    }
+
+    /// Whether a stream began a partial frame since the last call (then cleared): the
+    /// caller's cue to check [`Router::oldest_partial`] a stall timeout later.
+    pub fn take_partial_started(&mut self) -> bool {
+        std::mem::take(&mut self.partial_started)
+    }
+
+    /// When the first byte of the oldest partial frame waiting for its rest arrived, over
+    /// every stream (a walk over the streams: call it when a check is due, not per input).
+    /// A peer that trickles a frame, or sends half of one and goes silent, is cut off by
+    /// comparing this with `ProtocolConfig::stall_timeout`, as on a byte stream.
+    pub fn oldest_partial(&self) -> Option<std::time::Instant> {
+        self.streams.values().filter_map(|e| e.partial_since).min()
     }
 
     /// What was counted.
@@ -243,6 +301,44 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         self.control_closed
     }
 
+    /// The control stream, once opened (by the client) or accepted (by the server).
+    pub fn control_stream(&self) -> Option<S> {
+        self.control
+    }
+
+    /// Ends our half of the control stream (FIN after what waits to be written on it), when
+    /// the connection closes: quinn-proto reports the stream `Finished` once the peer
+    /// acknowledged all of it, so the closing side knows its last control frames (the
+    /// `Error(0)` that says why, a GoAway) arrived before its CONNECTION_CLOSE, which would
+    /// otherwise drop them (§27.1).
+    ///
+    /// Returns whether a FIN was queued: `false` when there is no control stream or our half
+    /// already ended (the peer stopped it), so no `Finished` will come for it.
+    pub fn end_control<I: StreamIo<Stream = S>>(&mut self, io: &mut I) -> bool {
+        let Some(c) = self.control else {
+            return false;
+        };
+        let Some(e) = self.streams.get_mut(&c) else {
+            return false;
+        };
+        if e.send_done {
+            return false;
+        }
+        e.send_done = true;
+        e.fin = true;
+        self.flush(io, c);
+        true
+    }
+
+    /// Exchange streams whose sending half (ours) has not ended: their data is not expected
+    /// to be acknowledged before a close (see [`Router::end_control`]).
+    pub fn unended_sends(&self) -> usize {
+        self.streams
+            .values()
+            .filter(|e| !e.control && !e.send_done)
+            .count()
+    }
+
     fn our_parity(&self, id: u32) -> bool {
         (id % 2 == 1) == self.client
     }
@@ -251,8 +347,8 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
     /// with the preface).
     ///
     /// # Errors
-    /// `quic_no_stream` if the client cannot open its control stream, `quic_bad_frame_length`
-    /// if the batch does not hold whole frames (a bug of the connection).
+    /// `quic_no_stream` if the client cannot open its control stream, `quic_bad_batch` if
+    /// the batch does not hold whole frames of known kinds (a bug of the connection).
     pub fn send<I: StreamIo<Stream = S>>(
         &mut self,
         io: &mut I,
@@ -268,17 +364,17 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         }
         while !rest.is_empty() {
             let Some(h) = FrameHeader::parse(rest) else {
-                return Err(bad_length(rest.len(), self.max_frame));
+                return Err(bad_batch(rest.len()));
             };
             let len = h.length() as usize;
             if len < HEADER_LEN || len > rest.len() {
-                return Err(bad_length(len, self.max_frame));
+                return Err(bad_batch(rest.len()));
             }
             let (frame, tail) = rest.split_at(len);
             rest = tail;
             let (id, flags) = (h.id(), h.flags_byte());
             let Some(kind) = FrameKind::from_u8(h.kind_byte()) else {
-                return Err(bad_length(len, self.max_frame));
+                return Err(bad_batch(rest.len()));
             };
             if connection_level(kind, id) {
                 let control = self.open_control(io)?;
@@ -295,20 +391,16 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             return Ok(c);
         }
         if !self.client {
-            return Err(RouteError {
-                counter: "quic_no_stream",
-                message:
-                    "the server has a frame for the control stream before the client opened it"
-                        .into(),
-            });
+            return Err(RouteError::internal(
+                "quic_no_stream",
+                "the server has a frame for the control stream before the client opened it".into(),
+            ));
         }
         let Some(c) = io.open_bi() else {
-            return Err(RouteError {
-                counter: "quic_no_stream",
-                message:
-                    "the server allows no bidirectional stream: cannot open the control stream"
-                        .into(),
-            });
+            return Err(RouteError::internal(
+                "quic_no_stream",
+                "the server allows no bidirectional stream: cannot open the control stream".into(),
+            ));
         };
         self.control = Some(c);
         self.streams.insert(
@@ -544,8 +636,10 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         let peer_odd = !self.client;
         let max = self.max_frame;
         let preface_in = self.preface_in;
+        let now = self.now;
         let e = self.entry(s);
         let first = e.id == 0;
+        let was_empty = e.buf.is_empty();
         e.buf.extend_from_slice(bytes);
         let mut at = 0;
         let mut preface_done = false;
@@ -561,7 +655,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         while let Some(h) = FrameHeader::parse(&e.buf[at..]) {
             let len = h.length() as usize;
             if !(HEADER_LEN..=max).contains(&len) {
-                checked = Err(bad_length(len, max));
+                checked = Err(bad_length(h.length(), max));
                 break;
             }
             if e.buf.len() - at < len {
@@ -580,6 +674,15 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             at += len;
         }
         e.buf.drain(..at);
+        // A partial frame whose first byte came now (nothing was waiting, or whole frames
+        // went before it) starts its stall clock; one still growing keeps its start.
+        let mut started = false;
+        if e.buf.is_empty() {
+            e.partial_since = None;
+        } else if was_empty || at > 0 || e.partial_since.is_none() {
+            e.partial_since = now;
+            started = now.is_some();
+        }
         let id = e.id;
         if checked.is_ok() && fin {
             e.recv_done = true;
@@ -588,6 +691,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             }
         }
         let control = e.control;
+        self.partial_started |= started;
         if preface_done {
             self.preface_in = false;
         }
@@ -728,36 +832,36 @@ fn check(e: &mut Entry, kind: FrameKind, id: u32, peer_odd: bool) -> Result<(), 
         if connection_level(kind, id) {
             return Ok(());
         }
-        return Err(RouteError {
-            counter: "quic_unexpected_frame",
-            message: format!(
+        return Err(RouteError::internal(
+            "quic_unexpected_frame",
+            format!(
                 "{kind:?} for id {id} on the control stream (exchange frames travel on their own stream)"
             ),
-        });
+        ));
     }
     if connection_level(kind, id) {
-        return Err(RouteError {
-            counter: "quic_unexpected_frame",
-            message: format!("connection-level {kind:?} (id {id}) on an exchange stream"),
-        });
+        return Err(RouteError::internal(
+            "quic_unexpected_frame",
+            format!("connection-level {kind:?} (id {id}) on an exchange stream"),
+        ));
     }
     if e.id == 0 {
         if !opening(kind) || (id % 2 == 1) != peer_odd {
-            return Err(RouteError {
-                counter: "quic_unexpected_frame",
-                message: format!(
+            return Err(RouteError::internal(
+                "quic_unexpected_frame",
+                format!(
                     "a new stream must start with Request, StreamOpen or Subscribe with the peer's parity, got {kind:?} id {id}"
                 ),
-            });
+            ));
         }
         e.id = id;
         return Ok(());
     }
     if id != e.id {
-        return Err(RouteError {
-            counter: "quic_stream_id_mismatch",
-            message: format!("{kind:?} for id {id} on the stream of id {}", e.id),
-        });
+        return Err(RouteError::internal(
+            "quic_stream_id_mismatch",
+            format!("{kind:?} for id {id} on the stream of id {}", e.id),
+        ));
     }
     Ok(())
 }
@@ -774,21 +878,40 @@ fn cancel_frame(id: u32, mut deliver: impl FnMut(&[u8])) {
     deliver(h.as_bytes());
 }
 
-fn bad_length(len: usize, max: usize) -> RouteError {
-    RouteError {
-        counter: "quic_bad_frame_length",
-        message: format!("frame length {len} outside 16..={max} (max_frame_size)"),
+/// A received frame length outside 16..=`max`: the error the byte-stream decoder gives the
+/// same bytes (§27.2 rule 1), `length_too_short` or `frame_too_large`.
+fn bad_length(len: u32, max: usize) -> RouteError {
+    if (len as usize) < HEADER_LEN {
+        DecodeError::LengthTooShort { length: len }.into()
+    } else {
+        DecodeError::FrameTooLarge {
+            length: len,
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+        }
+        .into()
     }
 }
 
+/// The connection handed the router a batch that is not whole frames of known kinds: a bug
+/// on this side, not the peer's fault.
+fn bad_batch(left: usize) -> RouteError {
+    RouteError::internal(
+        "quic_bad_batch",
+        format!(
+            "the connection's batch does not hold whole frames of known kinds ({left} bytes \
+             left at the fault)"
+        ),
+    )
+}
+
 fn truncated(buf: &[u8]) -> RouteError {
-    RouteError {
-        counter: "quic_truncated_frame",
-        message: format!(
+    RouteError::internal(
+        "quic_truncated_frame",
+        format!(
             "the stream ended inside a frame ({} bytes left over)",
             buf.len()
         ),
-    }
+    )
 }
 
 /// [`StreamIo`] over one connection of a [`QuicEndpoint`].

@@ -192,6 +192,45 @@ fn frames_cut_at_every_byte_are_delivered_whole_and_in_order() {
     assert_eq!(got, vec![open, data]);
 }
 
+#[test]
+fn a_partial_frame_is_dated_by_its_first_byte_and_forgotten_when_whole() {
+    // The link cuts off a frame not completed within the stall timeout of its first byte
+    // (the router holds partial frames, so the connection's own stall clock never sees them).
+    use std::time::{Duration, Instant};
+    let mut r = server_after_hello();
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let open = frame(FrameKind::StreamOpen, Flags::empty(), 1, b"open");
+    let data = frame(FrameKind::StreamData, Flags::empty(), 1, b"data!");
+    assert_eq!(r.oldest_partial(), None);
+    // Half of a frame at 0 ms, the rest of it trickled until 50 ms: dated 0 ms throughout.
+    r.set_now(at(0));
+    r.on_bytes(4, &open[..5], false, |_| {}).unwrap();
+    assert!(r.take_partial_started());
+    assert!(!r.take_partial_started(), "taken");
+    r.set_now(at(50));
+    r.on_bytes(4, &open[5..9], false, |_| {}).unwrap();
+    assert!(!r.take_partial_started(), "the same frame still");
+    assert_eq!(r.oldest_partial(), Some(at(0)));
+    // Completed together with the start of the next frame at 80 ms: that one is dated 80 ms.
+    r.set_now(at(80));
+    let rest = cat(&[&open[9..], &data[..3]]);
+    r.on_bytes(4, &rest, false, |_| {}).unwrap();
+    assert!(r.take_partial_started());
+    assert_eq!(r.oldest_partial(), Some(at(80)));
+    // An older partial frame on another stream is the oldest.
+    r.set_now(at(90));
+    let other = frame(FrameKind::StreamOpen, Flags::empty(), 3, b"other");
+    r.on_bytes(8, &other[..2], false, |_| {}).unwrap();
+    assert_eq!(r.oldest_partial(), Some(at(80)));
+    // Whole again: nothing partial on stream 4, stream 8's remains.
+    r.set_now(at(100));
+    r.on_bytes(4, &data[3..], false, |_| {}).unwrap();
+    assert_eq!(r.oldest_partial(), Some(at(90)));
+    r.on_bytes(8, &other[2..], false, |_| {}).unwrap();
+    assert_eq!(r.oldest_partial(), None);
+}
+
 fn error_of(r: &mut Router<u64>, s: u64, bytes: &[u8]) -> &'static str {
     r.on_bytes(s, bytes, false, |_| {})
         .expect_err("a connection error")
@@ -252,7 +291,8 @@ fn a_frame_cut_by_fin_or_with_a_bad_length_is_a_connection_error() {
     let mut r = server_after_hello();
     let mut short = f(FrameKind::Request, 1);
     short[0] = 5;
-    assert_eq!(error_of(&mut r, 4, &short), "quic_bad_frame_length");
+    // §27.2 rule 1: the byte-stream decoder's errors, as on every transport.
+    assert_eq!(error_of(&mut r, 4, &short), "length_too_short");
     let mut limits = Limits::default();
     limits.max_frame_size = 64;
     let mut r = Router::<u64>::new(false, &limits);
@@ -262,9 +302,10 @@ fn a_frame_cut_by_fin_or_with_a_bad_length_is_a_connection_error() {
         .on_bytes(4, &big[..HEADER_LEN], false, |_| {})
         .unwrap_err();
     assert_eq!(
-        err.counter, "quic_bad_frame_length",
+        err.counter, "frame_too_large",
         "refused before its bytes arrive"
     );
+    assert_eq!(err.status, StatusCode::ResourceExhausted);
     assert!(err.message.contains("max_frame_size"), "{}", err.message);
 }
 
@@ -456,4 +497,47 @@ fn calls_await_the_peer_and_subscriptions_do_not() {
     let reply = frame(FrameKind::Response, Flags::END_STREAM, 3, b"ok");
     r.on_bytes(8, &reply, true, |_| {}).expect("the reply");
     assert!(!r.awaiting_peer(), "the call was answered");
+}
+
+#[test]
+fn ending_the_control_stream_queues_its_fin_after_its_bytes_once() {
+    let mut io = Fake::new();
+    let mut c = client();
+    assert!(
+        !c.end_control(&mut io),
+        "no control stream yet: nothing to wait for"
+    );
+    let hello = frame(FrameKind::Hello, Flags::empty(), 0, b"hi");
+    c.send(&mut io, &cat(&[&PREFACE, &hello])).unwrap();
+    io.credit = Some(5);
+    let error0 = frame(FrameKind::Error, Flags::empty(), 0, &[1; 30]);
+    c.send(&mut io, &error0).unwrap();
+    assert!(c.pending_bytes() > 0);
+    assert_eq!(c.control_stream(), Some(0));
+    assert!(c.end_control(&mut io), "a FIN is queued");
+    assert!(io.fins.is_empty(), "not before the Error(0)'s bytes");
+    while c.pending_bytes() > 0 {
+        c.on_writable(&mut io, 0);
+    }
+    assert_eq!(io.on(0), cat(&[&PREFACE, &hello, &error0]));
+    assert_eq!(io.fins, vec![0]);
+    assert!(!c.end_control(&mut io), "a second end queues nothing");
+    assert_eq!(io.fins, vec![0]);
+}
+
+#[test]
+fn unended_sends_count_exchange_halves_still_open() {
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &PREFACE).unwrap();
+    // A call's half ends with its Request; a stream's half stays open until END_STREAM.
+    c.send(&mut io, &f(FrameKind::Request, 1)).unwrap();
+    c.send(&mut io, &f(FrameKind::StreamOpen, 3)).unwrap();
+    assert_eq!(c.unended_sends(), 1);
+    c.send(
+        &mut io,
+        &frame(FrameKind::StreamData, Flags::END_STREAM, 3, b"x"),
+    )
+    .unwrap();
+    assert_eq!(c.unended_sends(), 0);
 }

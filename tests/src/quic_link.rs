@@ -18,7 +18,10 @@
 //!   goes as it is on a new stream of its own;
 //! - a header that names no stream (a length below 16 or above the default `max_frame_size`,
 //!   an unknown kind) turns the link raw: that header and every later byte go as they are on
-//!   the control stream, where the engine's decoder meets them as it would on TCP.
+//!   the control stream, where the engine's decoder meets them as it would on TCP;
+//! - an incomplete header when the test then waits for input (`recv`: half a frame, then
+//!   silence) goes out as it is: on a new stream if its kind (5 bytes) opens an exchange,
+//!   else on the control stream, turning the link raw.
 //!
 //! Sent bytes that QUIC flow control has not taken wait in the link; [`RawLink::try_send`]
 //! refuses (`WouldBlock`) above [`SEND_BUFFER`] of them, as a full socket buffer does, so a
@@ -194,6 +197,8 @@ impl Shared {
 
 enum Cmd {
     Send(Vec<u8>),
+    /// The test waits for input: an incomplete frame header it sent goes out as it is.
+    Flush,
     ShutdownWrite,
     Close,
 }
@@ -477,6 +482,47 @@ impl Conn {
         }
     }
 
+    /// The test sent an incomplete frame header and now waits for input (half a frame, then
+    /// silence: slowloris): the bytes go out as they are, since nothing more will come to
+    /// name their stream. A header whose kind is known (5 bytes or more) and opens an
+    /// exchange goes on a new stream of its own, outside the router, as a frame with the
+    /// peer's parity does (the router never learns its id, so later frames of that exchange
+    /// are dropped); anything else turns the link raw (the control stream, as the module
+    /// documentation says of headers that name no stream).
+    fn flush_partial(&mut self, ep: &mut QuicEndpoint) -> Result<(), String> {
+        if self.buf.is_empty() || self.raw || self.piece.is_some() || self.preface_left > 0 {
+            return Ok(());
+        }
+        let opening = self.buf.len() > 4
+            && [
+                FrameKind::Request,
+                FrameKind::StreamOpen,
+                FrameKind::Subscribe,
+            ]
+            .iter()
+            .any(|k| *k as u8 == self.buf[4]);
+        let len = self
+            .buf
+            .get(..4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let max = netron_codec::Limits::default().max_frame_size as usize;
+        if opening && (HEADER_LEN..=max).contains(&len) {
+            let Some(s) = ep.open_bi(self.conn).ok().flatten() else {
+                return Err("no stream credit for an incomplete opening frame".to_owned());
+            };
+            let have = std::mem::take(&mut self.buf);
+            self.streams.append(ep, self.conn, s, &have);
+            self.piece = Some((Piece::Stream(s), len - have.len()));
+            return Ok(());
+        }
+        self.raw = true;
+        if self.streams.control.is_none() {
+            let mut io = raw_io(ep, self.conn, &mut self.streams);
+            io.open_bi();
+        }
+        self.send(ep, &[])
+    }
+
     /// Whether `h` is an opening frame (Request, StreamOpen, Subscribe) with the peer's id
     /// parity, which this side may not open.
     fn opens_with_peer_parity(&self, h: &FrameHeader) -> bool {
@@ -600,6 +646,11 @@ impl Conn {
                     }
                     self.publish_backlog();
                     self.shared.in_flight.fetch_sub(b.len(), Relaxed);
+                }
+                Ok(Cmd::Flush) => {
+                    if let Err(why) = self.flush_partial(ep) {
+                        self.fail(ep, why);
+                    }
                 }
                 Ok(Cmd::ShutdownWrite) => {
                     self.half_closed = true;
@@ -964,6 +1015,8 @@ impl RawLink for QuicRawLink {
     }
 
     fn recv(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+        // After the bytes sent before (one channel, in order): an incomplete header goes out.
+        let _ = self.cmd(Cmd::Flush);
         let until = timeout.map(|t| Instant::now() + t);
         let mut i = self.shared.inbound();
         loop {

@@ -104,7 +104,10 @@ pub mod quic {
         pipelined_client_cancelling_half_its_calls_keeps_connection,
     }
     bad_input {
+        misbehaving_peers_are_cut_off_and_others_lose_nothing,
+        alone misbehaving_peers_on_hot_connections_are_cut_off,
         handshake_trickle_is_bounded,
+        frame_trickle_is_bounded,
     }
     limits {
         message_size_limits_fail_one_call_only,
@@ -113,6 +116,7 @@ pub mod quic {
         huge_metadata_is_refused_without_echo,
         ping_rate_just_below_budget_keeps_connection,
         ping_flood_without_reading_is_closed,
+        rapid_reset_and_empty_frame_floods_are_cut_off,
         bad_settings_are_refused_by_name,
     }
     endings {
@@ -121,6 +125,7 @@ pub mod quic {
         a_clients_go_away_is_answered_and_the_connection_drains,
         go_away_from_client_is_answered_and_drained,
         go_away_odd_last_id_and_request_after_it,
+        a_trickled_frame_is_cut_off_at_the_stall_timeout_of_its_first_byte,
         shutdown_drains_and_refuses_new_calls,
         calls_on_a_stopped_engine_fail_at_once,
         calls_after_shutdown_fail_at_once,

@@ -100,7 +100,15 @@ impl Core {
         if let Some(slot) = en.adopt.take() {
             slot.complete(Err(handshake_failure(&en.conn, why)));
         }
-        en.link.close_with(en.conn.close_status());
+        // A QUIC link waits (at most close_linger) for the peer to acknowledge its last
+        // frames, the Error(0) above all; a core being dropped does not wait.
+        let linger = if self.dropping {
+            Duration::ZERO
+        } else {
+            self.conn_cfg.close_linger
+        };
+        en.link
+            .close_with(&mut self.driver, en.conn.close_status(), linger);
         self.closing.push(key);
         if was_hot {
             self.hot.retain(|&k| k != key);

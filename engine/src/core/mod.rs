@@ -130,6 +130,8 @@ pub struct Core {
     no_park: bool,
     drain_until: Option<Instant>,
     stopped: bool,
+    /// The core is being dropped: links close at once (no QUIC close linger).
+    dropping: bool,
     /// Hot connections (busy-poll cores), read directly every turn.
     hot: Vec<usize>,
     /// The other half of `hot`'s double buffer (`poll_hot` swaps them).
@@ -305,6 +307,7 @@ impl Core {
             no_park: false,
             drain_until: None,
             stopped: false,
+            dropping: false,
             hot: Vec::new(),
             hot_spare: Vec::new(),
             local: Vec::new(),
@@ -496,6 +499,7 @@ impl Drop for Core {
             .stopped()
             .map_or("the core stopped", |(r, _)| r)
             .to_owned();
+        self.dropping = true;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             self.begin_close(k, &why);

@@ -51,6 +51,14 @@ pub(crate) enum Input<'a> {
     /// One record holding whole frames (a record transport's batch), or one fragment of a
     /// frame longer than `limit`, the largest record the peer sends (protocol.md §26.3).
     Record { bytes: &'a [u8], limit: usize },
+    /// The link found the peer's input malformed before it reached the connection (a QUIC
+    /// link's frame router, docs/protocol.md §27.2): the connection fails as it does for its
+    /// own decode errors, counting `counter` and queueing `Error(0, status)` with `message`.
+    Failed {
+        counter: &'static str,
+        status: netron_codec::StatusCode,
+        message: &'a str,
+    },
 }
 
 impl<'a> Input<'a> {
@@ -59,6 +67,7 @@ impl<'a> Input<'a> {
     pub(crate) fn bytes(self) -> &'a [u8] {
         match self {
             Input::Bytes(b) | Input::Record { bytes: b, .. } => b,
+            Input::Failed { .. } => &[],
         }
     }
 }
@@ -73,6 +82,22 @@ pub(crate) fn feed<C: Caller>(
     match input {
         Input::Bytes(b) => conn.handle_input(b, env),
         Input::Record { bytes, limit } => conn.handle_record(bytes, limit, env),
+        Input::Failed {
+            counter,
+            status,
+            message,
+        } => {
+            let e = crate::conn::ConnError {
+                counter,
+                status,
+                message: message.to_owned(),
+            };
+            // Counted once: a connection already closing looks at no more input.
+            if !conn.is_closing() {
+                conn.fail(e.clone(), env);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -321,11 +346,26 @@ impl AnyLink {
     /// Closes the link ([`Link::close`]); `status`: the connection error this side closes
     /// for, which a QUIC link carries in its CONNECTION_CLOSE (application error code = the
     /// status code, docs/protocol.md §27.1; other links sent it as the Error(0) frame only).
-    pub(crate) fn close_with(&mut self, status: Option<(netron_codec::StatusCode, &str)>) {
-        if let (AnyLink::Quic(l), Some((code, why))) = (&mut *self, status) {
-            l.set_close_status(code, why);
+    ///
+    /// `linger` bounds how long a QUIC link may wait for the peer to acknowledge what was
+    /// written before its CONNECTION_CLOSE goes out ([`quic::QuicLink::begin_close`]; zero:
+    /// at once). Other links close now: the kernel delivers a socket's written bytes, a
+    /// record ring keeps them for the peer.
+    pub(crate) fn close_with(
+        &mut self,
+        io: &mut Driver,
+        status: Option<(netron_codec::StatusCode, &str)>,
+        linger: std::time::Duration,
+    ) {
+        match self {
+            AnyLink::Quic(l) => {
+                if let Some((code, why)) = status {
+                    l.set_close_status(code, why);
+                }
+                l.begin_close(io, linger);
+            }
+            _ => self.close(),
         }
-        self.close();
     }
 
     /// The peer's verified certificate chain: `quic://` links only (see

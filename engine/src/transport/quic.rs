@@ -104,11 +104,21 @@ pub(crate) struct QuicLink {
     /// Since when bytes have waited in the router with none taken, and the router's
     /// [`Router::released_bytes`] then.
     held_since: Option<(Instant, u64)>,
+    /// When to look for a partial frame older than `stall` ([`QuicLink::check_partials`]).
+    partial_check: Option<Instant>,
+    /// When the connection was last handed a whole frame (from any stream).
+    last_frame: Instant,
     /// Why the QUIC connection closed, once it did.
     close_reason: Option<String>,
     /// The application error code and reason our CONNECTION_CLOSE carries (§27.1): the
     /// Netron status of the connection error, or 0 for a clean close.
     close_status: (u32, Vec<u8>),
+    /// Closing, waiting until this instant at most for the peer to acknowledge our last
+    /// frames before the CONNECTION_CLOSE ([`QuicLink::begin_close`]).
+    linger_until: Option<Instant>,
+    /// The peer acknowledged all of our control stream, FIN included (quinn-proto's
+    /// `Finished`), after [`Router::end_control`].
+    control_acked: bool,
     /// The peer's verified certificate chain, DER, leaf first.
     peer_identity: Option<crate::PeerCertificates>,
     rx: Vec<u8>,
@@ -153,8 +163,12 @@ impl QuicLink {
             last_rx: Instant::now(),
             probed: None,
             held_since: None,
+            partial_check: None,
+            last_frame: Instant::now(),
             close_reason: None,
             close_status: (0, b"closed".to_vec()),
+            linger_until: None,
+            control_acked: false,
             peer_identity: None,
             rx: vec![0; MAX_DATAGRAM],
             scratch: Vec::new(),
@@ -175,6 +189,97 @@ impl QuicLink {
     /// frame queued before was not yet delivered (a QUIC close drops unsent stream data).
     pub(crate) fn set_close_status(&mut self, code: netron_codec::StatusCode, why: &str) {
         self.close_status = (code as u32, why.as_bytes().to_vec());
+    }
+
+    /// Closes the connection once the peer has what we wrote, waiting `linger` at most
+    /// (`ProtocolConfig::close_linger`; zero: at once). QUIC's CONNECTION_CLOSE ends every
+    /// stream at once, dropping stream data not yet delivered (RFC 9000 §10.2), so the
+    /// `Error(0)` that says why a connection closed, queued just before, was lost whenever it
+    /// had not been sent and acknowledged yet (§27.1 orders Error(0), then the close).
+    /// So: our half of the control stream ends (FIN), and the CONNECTION_CLOSE goes out when
+    /// the peer acknowledged all of the control stream (quinn-proto's `Finished`) and, for a
+    /// clean close (code 0: a drained connection's replies must arrive), every stream whose
+    /// half we ended; or when the peer closed; or at the linger bound. Meanwhile the link
+    /// receives (acknowledgements, the peer's own close) and hands the connection nothing.
+    pub(crate) fn begin_close(&mut self, io: &mut Driver, linger: Duration) {
+        if self.closed || self.linger_until.is_some() {
+            return;
+        }
+        self.read_done = true;
+        self.pending = None;
+        let until = Instant::now().checked_add(linger);
+        let open = self.quic_connected
+            && self
+                .conn
+                .is_some_and(|c| !self.endpoint.is_closed(c).unwrap_or(true));
+        let (Some(conn), Some(until), true, false) = (self.conn, until, open, linger.is_zero())
+        else {
+            self.close();
+            return;
+        };
+        let mut streams = EndpointStreams {
+            endpoint: &mut self.endpoint,
+            conn,
+        };
+        if !self.router.end_control(&mut streams) {
+            // No control stream of ours to wait for (none, or the peer stopped it).
+            self.control_acked = true;
+        }
+        self.linger_until = Some(until);
+        self.send_out();
+        if self.delivered() {
+            self.close();
+            return;
+        }
+        // A hot link had no poll armed: the linger needs the socket's completions.
+        self.direct = false;
+        self.arm_poll(io);
+        self.arm_timer(io);
+    }
+
+    /// Whether the peer acknowledged what must reach it before our CONNECTION_CLOSE (see
+    /// [`QuicLink::begin_close`]).
+    fn delivered(&mut self) -> bool {
+        let Some(conn) = self.conn else {
+            return true;
+        };
+        if !self.control_acked {
+            return false;
+        }
+        if self.close_status.0 != 0 {
+            // A connection error: the Error(0) on the control stream is what matters; the
+            // exchanges' data would be of no use to the peer.
+            return true;
+        }
+        self.router.pending_bytes() == 0
+            && self
+                .endpoint
+                .unacked_send_streams(conn)
+                .is_ok_and(|n| n <= self.router.unended_sends())
+    }
+
+    /// One completion of a link waiting to close ([`QuicLink::begin_close`]): datagrams and
+    /// QUIC's timers processed (nothing goes to the connection), then the close once the
+    /// peer has our data, closed itself, or the linger bound passed.
+    fn linger_turn(&mut self, io: &mut Driver) -> Update {
+        let now = Instant::now();
+        let mut ended = self.receive().is_err();
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        ended |= self.apply(&mut |_| {}).is_err();
+        self.send_out();
+        if ended || self.delivered() || self.linger_until.is_some_and(|t| now >= t) {
+            self.close();
+            // The socket's shutdown completes the poll; the timer is cancelled here.
+            if let Some(op) = self.timer {
+                io.cancel(op);
+            }
+            return Update::Quiet(None);
+        }
+        self.arm_poll(io);
+        self.arm_timer(io);
+        Update::Quiet(None)
     }
 
     fn note_identity(&mut self) {
@@ -224,6 +329,47 @@ impl QuicLink {
                 })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Slowloris on QUIC: a frame begun on a QUIC stream and not completed ends the
+    /// connection (`stalled`) once `ProtocolConfig::stall_timeout` passed since its first
+    /// byte *and* since the connection last received a whole frame. The router holds partial
+    /// frames per stream, so the connection's own stall clock (for a byte stream) never sees
+    /// them: a peer trickling a frame, or sending half of one and going silent, held its
+    /// connection open for ever. The second condition is the byte stream's rule carried over
+    /// to many streams (on a byte stream, a frame completing restarts the clock of the one
+    /// after it): a peer whose frames keep completing on some stream is making progress, and
+    /// QUIC delivers its streams' bytes in an order of its own (flow control, the sender's
+    /// scheduling, loss), so under a flood a frame may wait on one stream while others move;
+    /// the eleventh session's per-frame clock cut such peers off as `stalled`. What a partial
+    /// frame holds stays bounded by `max_frame_size` per stream and by QUIC's stream limit.
+    /// The streams are walked only when a check is due. `Err`: why, for the connection's
+    /// `Error(0)` (status DeadlineExceeded, as on a byte stream).
+    fn check_partials(&mut self, now: Instant) -> Result<(), String> {
+        if self.router.take_partial_started() && self.partial_check.is_none() {
+            self.partial_check = now.checked_add(self.stall);
+        }
+        let Some(at) = self.partial_check else {
+            return Ok(());
+        };
+        if now < at {
+            return Ok(());
+        }
+        let since = self.router.oldest_partial().map(|t| t.max(self.last_frame));
+        match since {
+            Some(since) if now.saturating_duration_since(since) >= self.stall => {
+                self.partial_check = None;
+                Err(format!(
+                    "a frame was not completed within ProtocolConfig::stall_timeout ({:?}) of \
+                     its first byte, and no other frame arrived meanwhile",
+                    self.stall
+                ))
+            }
+            since => {
+                self.partial_check = since.and_then(|t| t.checked_add(self.stall));
+                Ok(())
+            }
         }
     }
 
@@ -299,10 +445,16 @@ impl QuicLink {
             // while exchanges are open (the timer then checks whether one awaits the peer).
             let stall_at = self.held_since.and_then(|(t, _)| t.checked_add(self.stall));
             let probe_at = (self.router.open_streams() > 0).then(|| self.next_probe());
-            [self.endpoint.poll_timeout(), stall_at, probe_at]
-                .into_iter()
-                .flatten()
-                .min()
+            [
+                self.endpoint.poll_timeout(),
+                stall_at,
+                probe_at,
+                self.partial_check,
+                self.linger_until,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
         };
         let Some(want) = want else { return };
         match (self.timer, self.timer_at) {
@@ -453,9 +605,12 @@ impl QuicLink {
                     };
                     return Err(Update::RecvFailed { counter, why });
                 }
-                QuicEvent::Finished { .. }
-                | QuicEvent::Datagram { .. }
-                | QuicEvent::Drained { .. } => {}
+                QuicEvent::Finished { stream, .. } => {
+                    if self.router.control_stream() == Some(stream) {
+                        self.control_acked = true;
+                    }
+                }
+                QuicEvent::Datagram { .. } | QuicEvent::Drained { .. } => {}
             }
         }
         if self.router.control_closed() && !self.read_done {
@@ -484,10 +639,16 @@ impl QuicLink {
                         deliver(Input::Bytes(f));
                     });
                     if let Err(e) = r {
-                        return Err(Update::RecvFailed {
+                        // The peer broke §27.2 (or sent a frame length its decoder refuses):
+                        // the connection fails as for its own decode errors, counting it and
+                        // sending Error(0) with the status, before the close.
+                        deliver(Input::Failed {
                             counter: e.counter,
-                            why: format!("{}: {}", e.counter, e.message),
+                            status: e.status,
+                            message: &e.message,
                         });
+                        self.read_done = true;
+                        return Ok(true);
                     }
                     if fin {
                         return Ok(got);
@@ -524,8 +685,12 @@ impl QuicLink {
     /// peer's reachability and the flow-control stall checked.
     fn process(&mut self, now: Instant, mut deliver: impl FnMut(Input<'_>)) -> Update {
         let was_blocked = self.router.pending_bytes() > MAX_PENDING;
+        self.router.set_now(now);
         let mut update = match self.apply(&mut deliver) {
-            Ok(true) => Update::Input,
+            Ok(true) => {
+                self.last_frame = now;
+                Update::Input
+            }
             Ok(false) => Update::Quiet(None),
             Err(u) => u,
         };
@@ -555,6 +720,17 @@ impl QuicLink {
             }
             if let Err(stalled) = self.check_held(now) {
                 return stalled;
+            }
+            if let Err(why) = self.check_partials(now) {
+                // The connection fails as for a stalled frame on a byte stream: counted,
+                // Error(0) sent, then the close.
+                deliver(Input::Failed {
+                    counter: "stalled",
+                    status: netron_codec::StatusCode::DeadlineExceeded,
+                    message: &why,
+                });
+                self.read_done = true;
+                return Update::Input;
             }
         }
         update
@@ -600,6 +776,9 @@ impl Link for QuicLink {
                     }
                     return Update::Quiet(None);
                 }
+                if self.linger_until.is_some() {
+                    return self.linger_turn(io);
+                }
                 if let Err(failed) = self.receive() {
                     return failed;
                 }
@@ -610,6 +789,9 @@ impl Link for QuicLink {
                 self.timer_at = None;
                 if self.closed {
                     return Update::Quiet(None);
+                }
+                if self.linger_until.is_some() {
+                    return self.linger_turn(io);
                 }
                 let now = Instant::now();
                 self.endpoint.handle_timeout(now);
