@@ -159,6 +159,8 @@ pub struct Router<S> {
     /// half already ended.
     waiting: VecDeque<(u32, Vec<u8>, bool)>,
     pending: usize,
+    /// Capacity of the streams' reassembly buffers, bytes ([`Router::buffered_bytes`]).
+    buffered: usize,
     /// Bytes QUIC took from the held-back ones so far ([`Router::released_bytes`]).
     released: u64,
     /// Frames made up for the connection while sending (see [`Router::take_made`]).
@@ -177,6 +179,10 @@ pub struct Router<S> {
     enc: ControlEncoder,
     batch: BatchEncoder,
 }
+
+/// Capacity of an empty reassembly buffer kept for its stream (bytes); a larger one, left by
+/// a large frame, is freed once the frame is delivered.
+const KEEP_BUFFER: usize = 64 << 10;
 
 /// STOP_SENDINGs for unknown streams remembered at most ([`Router::on_stopped`]).
 const EARLY_STOPS: usize = 1024;
@@ -233,6 +239,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             ids: HashMap::new(),
             waiting: VecDeque::new(),
             pending: 0,
+            buffered: 0,
             released: 0,
             made: Vec::new(),
             early_stops: VecDeque::new(),
@@ -273,6 +280,14 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
     /// stops taking batches from the connection while this is above its bound.
     pub fn pending_bytes(&self) -> usize {
         self.pending
+    }
+
+    /// Bytes the streams' reassembly buffers hold (their capacity): partial frames waiting for
+    /// their rest, on every stream together. A peer can make this grow up to `max_frame_size`
+    /// per stream it opens, so the engine charges it to its core's buffer budget
+    /// (`ProtocolConfig::max_buffer_bytes`), as it charges a byte stream's partial frame.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     /// Bytes QUIC took so far out of those it first held back (cumulative): a sender whose
@@ -455,7 +470,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
                 // then delivers nothing more, so the call's final frame is made up here.
                 e.stopped = true;
                 e.recv_done = true;
-                e.buf.clear();
+                self.buffered -= std::mem::take(&mut e.buf).capacity();
                 io.stop(s, CANCELLED);
                 if !e.peer_ended {
                     let mut made = std::mem::take(&mut self.made);
@@ -593,6 +608,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         if done {
             let e = self.streams.remove(&s).expect("checked above");
             self.pending -= e.out.len();
+            self.buffered -= e.buf.capacity();
             if self.ids.get(&e.id) == Some(&s) {
                 self.ids.remove(&e.id);
             }
@@ -640,13 +656,17 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         let e = self.entry(s);
         let first = e.id == 0;
         let was_empty = e.buf.is_empty();
+        let held_before = e.buf.capacity();
         e.buf.extend_from_slice(bytes);
         let mut at = 0;
         let mut preface_done = false;
         let mut checked = Ok(());
         if e.control && preface_in {
             if e.buf.len() < PREFACE.len() {
-                return if fin { Err(truncated(&e.buf)) } else { Ok(()) };
+                let r = if fin { Err(truncated(&e.buf)) } else { Ok(()) };
+                let held = e.buf.capacity();
+                self.buffered = self.buffered - held_before + held;
+                return r;
             }
             deliver(&e.buf[..PREFACE.len()]);
             at = PREFACE.len();
@@ -674,6 +694,11 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             at += len;
         }
         e.buf.drain(..at);
+        if e.buf.is_empty() && e.buf.capacity() > KEEP_BUFFER {
+            // A large frame's buffer is not kept for a stream that waits for nothing.
+            e.buf = Vec::new();
+        }
+        let held = e.buf.capacity();
         // A partial frame whose first byte came now (nothing was waiting, or whole frames
         // went before it) starts its stall clock; one still growing keeps its start.
         let mut started = false;
@@ -691,6 +716,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             }
         }
         let control = e.control;
+        self.buffered = self.buffered - held_before + held;
         self.partial_started |= started;
         if preface_done {
             self.preface_in = false;
@@ -739,7 +765,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             return;
         };
         e.recv_done = true;
-        e.buf.clear();
+        self.buffered -= std::mem::take(&mut e.buf).capacity();
         let (id, ours, ended) = (e.id, e.ours, e.peer_ended);
         if e.control {
             self.control_closed = true;

@@ -541,3 +541,30 @@ fn unended_sends_count_exchange_halves_still_open() {
     .unwrap();
     assert_eq!(c.unended_sends(), 0);
 }
+
+#[test]
+fn partial_frames_are_counted_in_buffered_bytes_until_delivered_or_reset() {
+    let mut r = server_after_hello();
+    let base = r.buffered_bytes();
+    let big = frame(FrameKind::Request, Flags::empty(), 1, &[9; 200 << 10]);
+    let small = frame(FrameKind::Request, Flags::empty(), 3, &[9; 100]);
+    r.on_bytes(4, &big[..150 << 10], false, |_| {}).unwrap();
+    r.on_bytes(8, &small[..50], false, |_| {}).unwrap();
+    assert!(
+        r.buffered_bytes() >= base + (150 << 10) + 50,
+        "both partial frames are held: {}",
+        r.buffered_bytes()
+    );
+    let mut got = 0;
+    r.on_bytes(4, &big[150 << 10..], false, |_| got += 1)
+        .unwrap();
+    assert_eq!(got, 1);
+    assert!(
+        r.buffered_bytes() < base + (64 << 10) + 200,
+        "the large frame's buffer is freed once delivered: {}",
+        r.buffered_bytes()
+    );
+    r.on_reset(8, CANCELLED, |_| {});
+    r.on_bytes(4, &[], true, |_| {}).unwrap();
+    assert_eq!(r.buffered_bytes(), base, "a reset stream holds nothing");
+}

@@ -1122,6 +1122,12 @@ mod tests {
         link.send(b.as_slice()).expect("go away sent");
         link.read_to_close(Some(Duration::from_secs(10)))
             .expect("the server closes once drained");
+        // The control stream's FIN ends the input; the CONNECTION_CLOSE follows once this
+        // side acknowledged it (the engine's close linger, docs/quic.md "In the engine").
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while link.peer_close_code().is_none() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(link.peer_close_code(), Some(0));
         e.shutdown(Duration::from_secs(1));
     }

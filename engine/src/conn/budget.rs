@@ -27,6 +27,18 @@ impl BufferBudget {
     pub(crate) fn used(&self) -> usize {
         self.used.get()
     }
+
+    /// The budget, bytes (`ProtocolConfig::max_buffer_bytes`).
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A holder outside a connection's own buffers (a QUIC link's per-stream reassembly)
+    /// now holds `new` bytes where it was charged `old`.
+    pub(crate) fn recharge(&self, old: usize, new: usize) {
+        self.used
+            .set(self.used.get().saturating_sub(old).saturating_add(new));
+    }
 }
 
 /// A token bucket for frames that do no work (cancels, pings, ignored frames): the defence

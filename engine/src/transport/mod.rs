@@ -260,7 +260,8 @@ pub(crate) enum Connected {
 impl Connected {
     /// The link a core runs this connection on; `limits` bound a QUIC link's reassembly
     /// (its `max_frame_size`), `stall` is `ProtocolConfig::stall_timeout` (a QUIC link
-    /// applies it to output that QUIC flow control holds back).
+    /// applies it to output that QUIC flow control holds back and to partial frames), and
+    /// `buffers` the core's buffer budget (a QUIC link charges its streams' partial frames).
     ///
     /// # Errors
     /// The OS error if the record link cannot duplicate its doorbell or the QUIC link its
@@ -269,13 +270,14 @@ impl Connected {
         self,
         limits: &netron_codec::Limits,
         stall: std::time::Duration,
+        buffers: &std::rc::Rc<crate::conn::BufferBudget>,
     ) -> io::Result<AnyLink> {
         Ok(match self {
             Connected::Socket(fd) => AnyLink::Stream(stream::StreamLink::new(fd)),
             Connected::Record(pipe) => AnyLink::Record(Box::new(record::RecordLink::new(*pipe)?)),
-            Connected::Quic(pipe) => {
-                AnyLink::Quic(Box::new(quic::QuicLink::new(*pipe, limits, stall)?))
-            }
+            Connected::Quic(pipe) => AnyLink::Quic(Box::new(quic::QuicLink::new(
+                *pipe, limits, stall, buffers,
+            )?)),
         })
     }
 }

@@ -119,6 +119,12 @@ pub(crate) struct QuicLink {
     /// The peer acknowledged all of our control stream, FIN included (quinn-proto's
     /// `Finished`), after [`Router::end_control`].
     control_acked: bool,
+    /// The core's buffer budget (`ProtocolConfig::max_buffer_bytes`), charged with the
+    /// router's partial frames ([`Router::buffered_bytes`]) as a byte stream's partial frame
+    /// is charged by its connection.
+    buffers: Rc<crate::conn::BufferBudget>,
+    /// What this link has charged to `buffers`, bytes.
+    charged: usize,
     /// The peer's verified certificate chain, DER, leaf first.
     peer_identity: Option<crate::PeerCertificates>,
     rx: Vec<u8>,
@@ -135,6 +141,7 @@ impl QuicLink {
         pipe: QuicPipe,
         limits: &netron_codec::Limits,
         stall: Duration,
+        buffers: &Rc<crate::conn::BufferBudget>,
     ) -> io::Result<QuicLink> {
         pipe.socket.set_nonblocking(true)?;
         let poll_fd = Rc::new(OwnedFd::from(pipe.socket.try_clone()?));
@@ -169,6 +176,8 @@ impl QuicLink {
             close_status: (0, b"closed".to_vec()),
             linger_until: None,
             control_acked: false,
+            buffers: buffers.clone(),
+            charged: 0,
             peer_identity: None,
             rx: vec![0; MAX_DATAGRAM],
             scratch: Vec::new(),
@@ -371,6 +380,29 @@ impl QuicLink {
                 Ok(())
             }
         }
+    }
+
+    /// Charges the router's partial frames to the core's buffer budget. `Err` (why) when they
+    /// grew and the core's buffers are over `ProtocolConfig::max_buffer_bytes`: the peer whose
+    /// frames filled them loses its connection (`buffer_budget`, ResourceExhausted), as on
+    /// a byte stream; the others keep theirs.
+    fn charge_buffers(&mut self) -> Result<(), String> {
+        let held = self.router.buffered_bytes();
+        if held == self.charged {
+            return Ok(());
+        }
+        self.buffers.recharge(self.charged, held);
+        let grew = held > self.charged;
+        self.charged = held;
+        if grew && self.buffers.used() > self.buffers.limit() {
+            return Err(format!(
+                "the core's buffers for partial and decompressed frames are full \
+                 (ProtocolConfig::max_buffer_bytes = {} bytes); this connection's QUIC streams \
+                 hold {held} bytes of partial frames",
+                self.buffers.limit()
+            ));
+        }
+        Ok(())
     }
 
     /// When the next [`PROBE`] check is due: a probe period after the last datagram from
@@ -721,6 +753,15 @@ impl QuicLink {
             if let Err(stalled) = self.check_held(now) {
                 return stalled;
             }
+            if let Err(why) = self.charge_buffers() {
+                deliver(Input::Failed {
+                    counter: "buffer_budget",
+                    status: netron_codec::StatusCode::ResourceExhausted,
+                    message: &why,
+                });
+                self.read_done = true;
+                return Update::Input;
+            }
             if let Err(why) = self.check_partials(now) {
                 // The connection fails as for a stalled frame on a byte stream: counted,
                 // Error(0) sent, then the close.
@@ -912,10 +953,12 @@ impl Link for QuicLink {
 }
 
 impl Drop for QuicLink {
-    /// A link dropped without `close` (a core at its connection limit refused it) tells the
-    /// peer at once: CONNECTION_CLOSE with status ResourceExhausted, instead of letting it
-    /// time out.
+    /// Releases the link's charge on the core's buffer budget. A link dropped without
+    /// `close` (a core at its connection limit refused it) tells the peer at once:
+    /// CONNECTION_CLOSE with status ResourceExhausted, instead of letting it time out.
     fn drop(&mut self) {
+        self.buffers.recharge(self.charged, 0);
+        self.charged = 0;
         if self.closed {
             return;
         }

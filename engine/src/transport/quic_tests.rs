@@ -415,40 +415,49 @@ fn raw_handshake(sock: &std::net::UdpSocket, cc: &ClientConfig, close: bool) -> 
     }
 }
 
-#[test]
-fn a_connection_error_closes_quic_with_its_status_code() {
-    // docs/protocol.md §27.1: Error(0) on the control stream, then CONNECTION_CLOSE with the
-    // application error code = the status code (it was 0, a clean close, and a close drops
-    // unsent stream data, so the peer could learn nothing). A raw QUIC client completes the
-    // Netron handshake, then sends a frame of an unknown kind.
+/// A raw QUIC client that speaks Netron by hand (netron-quic's endpoint, the codec's client
+/// handshake): it connects to `addr`, opens the control stream and completes the Netron
+/// handshake, then calls `welcomed(endpoint, conn, control stream)` once and `turn(endpoint,
+/// conn)` on every loop; returns the reason of the CONNECTION_CLOSE that ends the connection
+/// (20 s at most).
+fn raw_netron_client(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    mut welcomed: impl FnMut(&mut netron_quic::QuicEndpoint, netron_quic::ConnId, netron_quic::StreamId),
+    mut turn: impl FnMut(&mut netron_quic::QuicEndpoint, netron_quic::ConnId),
+) -> netron_quic::CloseReason {
     use netron_codec::handshake::{ClientHandshake, ClientProgress};
     use netron_quic::router::StreamIo;
-    use netron_quic::{CloseReason, QuicEndpoint, QuicEvent, Read};
-    let ca = Ca::new("ca");
-    let s = server(&ca, ClientAuth::None);
-    let addr = quic_addr(&s);
+    use netron_quic::{QuicEndpoint, QuicEvent, Read};
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(5)))
-        .unwrap();
+    sock.set_nonblocking(true).unwrap();
     let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
     let mut ep = QuicEndpoint::new(None, Some(&cc)).unwrap();
     let now = std::time::Instant::now;
     let conn = ep.connect(now(), addr, "127.0.0.1").unwrap();
     let (mut tx, mut rx) = (Vec::new(), vec![0u8; 65_535]);
     let mut hs = ClientHandshake::new(netron_codec::handshake::ClientConfig::default());
-    let (mut control, mut got, mut welcomed) = (None, Vec::new(), false);
+    let (mut control, mut got, mut done) = (None, Vec::new(), false);
     let until = now() + Duration::from_secs(20);
     loop {
         assert!(now() < until, "no CONNECTION_CLOSE from the server");
         if ep.poll_timeout().is_some_and(|t| t <= now()) {
             ep.handle_timeout(now());
         }
+        if done {
+            turn(&mut ep, conn);
+        }
         while let Some(t) = ep.poll_transmit(now(), &mut tx) {
             let _ = sock.send(&tx[..t.len]);
         }
-        if let Ok(n) = sock.recv(&mut rx) {
+        let mut idle = true;
+        while let Ok(n) = sock.recv(&mut rx) {
+            idle = false;
             ep.handle_datagram(now(), addr, None, bytes::BytesMut::from(&rx[..n]));
+        }
+        if idle {
+            std::thread::sleep(Duration::from_micros(200));
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
@@ -465,32 +474,124 @@ fn a_connection_error_closes_quic_with_its_status_code() {
                 }
                 QuicEvent::Readable { stream, .. } if Some(stream) == control => {
                     while let Ok(Read::Bytes { .. }) = ep.read(conn, stream, &mut got, 1 << 16) {}
-                    if !welcomed {
+                    if !done {
                         if let Ok(ClientProgress::Done { .. }) = hs.handle(&got) {
-                            welcomed = true;
-                            // A frame of an unknown kind: a connection error.
-                            let bad = [16, 0, 0, 0, 0x42, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
-                            ep.write(conn, stream, &bad).unwrap();
+                            done = true;
+                            welcomed(&mut ep, conn, stream);
                         }
                     }
                 }
                 QuicEvent::Closed { reason, .. } => {
-                    assert!(welcomed, "closed before the Welcome: {reason}");
-                    let CloseReason::Application { code, reason } = reason else {
-                        panic!("not an application close: {reason}");
-                    };
-                    let status = netron_codec::StatusCode::from_u16(code as u16);
-                    assert!(
-                        code != 0 && status != netron_codec::StatusCode::Unknown,
-                        "code {code} ({status}): {reason}"
-                    );
-                    assert!(reason.contains("kind"), "the reason says why: {reason}");
-                    return;
+                    assert!(done, "closed before the Welcome: {reason}");
+                    return reason;
                 }
                 _ => {}
             }
         }
     }
+}
+
+#[test]
+fn a_connection_error_closes_quic_with_its_status_code() {
+    // docs/protocol.md §27.1: Error(0) on the control stream, then CONNECTION_CLOSE with the
+    // application error code = the status code (it was 0, a clean close, and a close drops
+    // unsent stream data, so the peer could learn nothing). A raw QUIC client completes the
+    // Netron handshake, then sends a frame of an unknown kind.
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let reason = raw_netron_client(
+        quic_addr(&s),
+        &ca,
+        |ep, conn, control| {
+            // A frame of an unknown kind: a connection error.
+            let bad = [16, 0, 0, 0, 0x42, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+            ep.write(conn, control, &bad).unwrap();
+        },
+        |_, _| {},
+    );
+    let netron_quic::CloseReason::Application { code, reason } = reason else {
+        panic!("not an application close: {reason}");
+    };
+    let status = netron_codec::StatusCode::from_u16(code as u16);
+    assert!(
+        code != 0 && status != netron_codec::StatusCode::Unknown,
+        "code {code} ({status}): {reason}"
+    );
+    assert!(reason.contains("kind"), "the reason says why: {reason}");
+}
+
+#[test]
+fn partial_frames_on_many_quic_streams_are_charged_to_the_cores_buffer_budget() {
+    // A byte stream holds one partial frame, charged to the core's buffer budget
+    // (ProtocolConfig::max_buffer_bytes); over QUIC the router holds one per stream, and
+    // they were charged to nothing: a peer could make a core hold max_frame_size (16 MiB)
+    // per stream it opened. Here four streams each carry 6 MiB of an 8 MiB Request against
+    // a 20 MiB budget: the connection is refused naming the budget (ResourceExhausted), its
+    // Error(0) first, and the core holds nothing after.
+    let ca = Ca::new("ca");
+    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    let budget = 20 << 20;
+    let s = Engine::builder()
+        .cores(1)
+        .config(
+            ProtocolConfig::default()
+                .with_quic_server(sc)
+                .with_max_buffer_bytes(budget),
+        )
+        .service(echo())
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let (frame_len, sent_each) = (8usize << 20, 6usize << 20);
+    let streams = std::cell::RefCell::new(Vec::<(netron_quic::StreamId, Vec<u8>, usize)>::new());
+    let chunk = vec![0u8; 64 << 10];
+    let reason = raw_netron_client(
+        quic_addr(&s),
+        &ca,
+        |ep, conn, _| {
+            for id in [1u32, 3, 5, 7] {
+                let st = ep.open_bi(conn).unwrap().expect("stream credit");
+                let h = netron_codec::FrameHeader::new(
+                    frame_len as u32,
+                    netron_codec::FrameKind::Request,
+                    netron_codec::Flags::empty(),
+                    0,
+                    id,
+                    0,
+                );
+                streams.borrow_mut().push((st, h.as_bytes().to_vec(), 0));
+            }
+        },
+        |ep, conn| {
+            for (st, head, sent) in streams.borrow_mut().iter_mut() {
+                if !head.is_empty() {
+                    let n = ep.write(conn, *st, head).unwrap_or(0);
+                    head.drain(..n);
+                    continue;
+                }
+                while *sent < sent_each {
+                    let n = ep.write(conn, *st, &chunk[..chunk.len().min(sent_each - *sent)]);
+                    match n {
+                        Ok(n) if n > 0 => *sent += n,
+                        _ => break,
+                    }
+                }
+            }
+        },
+    );
+    let netron_quic::CloseReason::Application { code, reason } = reason else {
+        panic!("not an application close: {reason}");
+    };
+    assert_eq!(
+        code,
+        netron_codec::StatusCode::ResourceExhausted as u64,
+        "{reason}"
+    );
+    assert!(reason.contains("max_buffer_bytes"), "{reason}");
+    // The link's charge goes with it (`buffer_bytes`: the budget in use).
+    wait_stats(&s, |st| {
+        st.errors_of("buffer_budget") == 1 && st.closed() == 1 && st.buffer_bytes() == 0
+    });
 }
 
 #[test]
