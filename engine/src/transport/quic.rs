@@ -208,7 +208,9 @@ impl QuicLink {
     /// So: our half of the control stream ends (FIN), and the CONNECTION_CLOSE goes out when
     /// the peer acknowledged all of the control stream (quinn-proto's `Finished`) and, for a
     /// clean close (code 0: a drained connection's replies must arrive), every stream whose
-    /// half we ended; or when the peer closed; or at the linger bound. Meanwhile the link
+    /// half we ended; or when the peer closed; or when bytes waiting on the peer's flow-control
+    /// windows saw none taken for `stall_timeout` (a peer that does not read would only hold
+    /// it to the bound); or at the linger bound. Meanwhile the link
     /// receives (acknowledgements, the peer's own close) and hands the connection nothing.
     pub(crate) fn begin_close(&mut self, io: &mut Driver, linger: Duration) {
         if self.closed || self.linger_until.is_some() {
@@ -236,7 +238,7 @@ impl QuicLink {
         }
         self.linger_until = Some(until);
         self.send_out();
-        if self.delivered() {
+        if self.delivered() || self.linger_stalled(Instant::now()) {
             self.close();
             return;
         }
@@ -267,6 +269,15 @@ impl QuicLink {
                 .is_ok_and(|n| n <= self.router.unended_sends())
     }
 
+    /// Whether the linger is futile: bytes wait on the peer's flow-control windows and it
+    /// took none of them for `ProtocolConfig::stall_timeout` (a peer that does not read, the
+    /// flood tests' cut-off). The bytes QUIC accepted are sendable; these are not.
+    fn linger_stalled(&mut self, now: Instant) -> bool {
+        self.note_held(now);
+        self.held_since
+            .is_some_and(|(t, _)| now.saturating_duration_since(t) >= self.stall)
+    }
+
     /// One completion of a link waiting to close ([`QuicLink::begin_close`]): datagrams and
     /// QUIC's timers processed (nothing goes to the connection), then the close once the
     /// peer has our data, closed itself, or the linger bound passed.
@@ -278,7 +289,11 @@ impl QuicLink {
         }
         ended |= self.apply(&mut |_| {}).is_err();
         self.send_out();
-        if ended || self.delivered() || self.linger_until.is_some_and(|t| now >= t) {
+        if ended
+            || self.delivered()
+            || self.linger_stalled(now)
+            || self.linger_until.is_some_and(|t| now >= t)
+        {
             self.close();
             // The socket's shutdown completes the poll; the timer is cancelled here.
             if let Some(op) = self.timer {
