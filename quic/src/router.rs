@@ -161,6 +161,8 @@ pub struct Router<S> {
     pending: usize,
     /// Capacity of the streams' reassembly buffers, bytes ([`Router::buffered_bytes`]).
     buffered: usize,
+    /// Stream bytes received ([`Router::received_bytes`]).
+    received: u64,
     /// Bytes QUIC took from the held-back ones so far ([`Router::released_bytes`]).
     released: u64,
     /// Frames made up for the connection while sending (see [`Router::take_made`]).
@@ -240,6 +242,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             waiting: VecDeque::new(),
             pending: 0,
             buffered: 0,
+            received: 0,
             released: 0,
             made: Vec::new(),
             early_stops: VecDeque::new(),
@@ -263,12 +266,26 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         std::mem::take(&mut self.partial_started)
     }
 
-    /// When the first byte of the oldest partial frame waiting for its rest arrived, over
-    /// every stream (a walk over the streams: call it when a check is due, not per input).
-    /// A peer that trickles a frame, or sends half of one and goes silent, is cut off by
-    /// comparing this with `ProtocolConfig::stall_timeout`, as on a byte stream.
-    pub fn oldest_partial(&self) -> Option<std::time::Instant> {
-        self.streams.values().filter_map(|e| e.partial_since).min()
+    /// The oldest partial frame waiting for its rest, over every stream (a walk over the
+    /// streams: call it when a check is due, not per input): when its first byte arrived,
+    /// and how many bytes it still misses (of its header, while that is incomplete, then of
+    /// the frame). A peer that trickles a frame, or sends half of one and goes silent, is
+    /// cut off by comparing this with `ProtocolConfig::stall_timeout` and with the bytes it
+    /// sent meanwhile ([`Router::received_bytes`]).
+    pub fn oldest_partial(&self) -> Option<(std::time::Instant, usize)> {
+        self.streams
+            .values()
+            .filter_map(|e| e.partial_since.map(|t| (t, e)))
+            .min_by_key(|(t, _)| *t)
+            .map(|(t, e)| {
+                let need = FrameHeader::parse(&e.buf).map_or(HEADER_LEN, |h| h.length() as usize);
+                (t, need.saturating_sub(e.buf.len()))
+            })
+    }
+
+    /// Stream bytes received from the peer so far, on every stream (cumulative).
+    pub fn received_bytes(&self) -> u64 {
+        self.received
     }
 
     /// What was counted.
@@ -653,6 +670,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         let max = self.max_frame;
         let preface_in = self.preface_in;
         let now = self.now;
+        self.received += bytes.len() as u64;
         let e = self.entry(s);
         let first = e.id == 0;
         let was_empty = e.buf.is_empty();

@@ -211,24 +211,30 @@ fn a_partial_frame_is_dated_by_its_first_byte_and_forgotten_when_whole() {
     r.set_now(at(50));
     r.on_bytes(4, &open[5..9], false, |_| {}).unwrap();
     assert!(!r.take_partial_started(), "the same frame still");
-    assert_eq!(r.oldest_partial(), Some(at(0)));
+    assert_eq!(
+        r.oldest_partial(),
+        Some((at(0), HEADER_LEN - 9)),
+        "the header first"
+    );
     // Completed together with the start of the next frame at 80 ms: that one is dated 80 ms.
     r.set_now(at(80));
     let rest = cat(&[&open[9..], &data[..3]]);
     r.on_bytes(4, &rest, false, |_| {}).unwrap();
     assert!(r.take_partial_started());
-    assert_eq!(r.oldest_partial(), Some(at(80)));
+    assert_eq!(r.oldest_partial(), Some((at(80), HEADER_LEN - 3)));
     // An older partial frame on another stream is the oldest.
     r.set_now(at(90));
     let other = frame(FrameKind::StreamOpen, Flags::empty(), 3, b"other");
     r.on_bytes(8, &other[..2], false, |_| {}).unwrap();
-    assert_eq!(r.oldest_partial(), Some(at(80)));
+    assert_eq!(r.oldest_partial(), Some((at(80), HEADER_LEN - 3)));
     // Whole again: nothing partial on stream 4, stream 8's remains.
     r.set_now(at(100));
     r.on_bytes(4, &data[3..], false, |_| {}).unwrap();
-    assert_eq!(r.oldest_partial(), Some(at(90)));
+    assert_eq!(r.oldest_partial(), Some((at(90), HEADER_LEN - 2)));
+    let before = r.received_bytes();
     r.on_bytes(8, &other[2..], false, |_| {}).unwrap();
     assert_eq!(r.oldest_partial(), None);
+    assert_eq!(r.received_bytes() - before, (other.len() - 2) as u64);
 }
 
 fn error_of(r: &mut Router<u64>, s: u64, bytes: &[u8]) -> &'static str {

@@ -106,8 +106,9 @@ pub(crate) struct QuicLink {
     held_since: Option<(Instant, u64)>,
     /// When to look for a partial frame older than `stall` ([`QuicLink::check_partials`]).
     partial_check: Option<Instant>,
-    /// When the connection was last handed a whole frame (from any stream).
-    last_frame: Instant,
+    /// Since when, and from which [`Router::received_bytes`], the peer's progress is
+    /// measured for the partial-frame check ([`QuicLink::check_partials`]).
+    partial_window: (Instant, u64),
     /// Why the QUIC connection closed, once it did.
     close_reason: Option<String>,
     /// The application error code and reason our CONNECTION_CLOSE carries (§27.1): the
@@ -171,7 +172,7 @@ impl QuicLink {
             probed: None,
             held_since: None,
             partial_check: None,
-            last_frame: Instant::now(),
+            partial_window: (Instant::now(), 0),
             close_reason: None,
             close_status: (0, b"closed".to_vec()),
             linger_until: None,
@@ -358,21 +359,25 @@ impl QuicLink {
 
     /// Slowloris on QUIC: a frame begun on a QUIC stream and not completed ends the
     /// connection (`stalled`) once `ProtocolConfig::stall_timeout` passed since its first
-    /// byte *and* since the connection last received a whole frame. The router holds partial
-    /// frames per stream, so the connection's own stall clock (for a byte stream) never sees
-    /// them: a peer trickling a frame, or sending half of one and going silent, held its
-    /// connection open for ever. The second condition is the byte stream's rule carried over
-    /// to many streams (on a byte stream, a frame completing restarts the clock of the one
-    /// after it): a peer whose frames keep completing on some stream is making progress, and
-    /// QUIC delivers its streams' bytes in an order of its own (flow control, the sender's
-    /// scheduling, loss), so under a flood a frame may wait on one stream while others move;
-    /// the eleventh session's per-frame clock cut such peers off as `stalled`. What a partial
-    /// frame holds stays bounded by `max_frame_size` per stream and by QUIC's stream limit.
-    /// The streams are walked only when a check is due. `Err`: why, for the connection's
-    /// `Error(0)` (status DeadlineExceeded, as on a byte stream).
+    /// byte, unless the peer sent, over the last stall timeout, at least the bytes that frame
+    /// still misses. The router holds partial frames per stream, so the connection's own
+    /// stall clock (for a byte stream) never sees them: a peer trickling a frame, or sending
+    /// half of one and going silent, held its connection open for ever. The byte condition
+    /// is what a byte stream gives for free: there every byte the peer sends goes to the
+    /// frame in progress, while QUIC spreads a sender's bytes over its streams in an order of
+    /// its own (flow control, the sender's scheduling), so a peer flooding hundreds of calls
+    /// at once completes none of them for a while yet sends megabytes; the eleventh
+    /// session's clock per frame alone, and a first twelfth-session rule (since the last
+    /// whole frame), cut such peers off as `stalled`. A peer that could have completed the
+    /// frame with what it sent is making progress; one that sends less is cut off, within
+    /// two stall timeouts of the frame's first byte at most. What partial frames hold is
+    /// charged to the core's buffer budget ([`QuicLink::charge_buffers`]). The streams are
+    /// walked only when a check is due. `Err`: why, for the connection's `Error(0)` (status
+    /// DeadlineExceeded, as on a byte stream).
     fn check_partials(&mut self, now: Instant) -> Result<(), String> {
         if self.router.take_partial_started() && self.partial_check.is_none() {
             self.partial_check = now.checked_add(self.stall);
+            self.partial_window = (now, self.router.received_bytes());
         }
         let Some(at) = self.partial_check else {
             return Ok(());
@@ -380,21 +385,33 @@ impl QuicLink {
         if now < at {
             return Ok(());
         }
-        let since = self.router.oldest_partial().map(|t| t.max(self.last_frame));
-        match since {
-            Some(since) if now.saturating_duration_since(since) >= self.stall => {
-                self.partial_check = None;
-                Err(format!(
-                    "a frame was not completed within ProtocolConfig::stall_timeout ({:?}) of \
-                     its first byte, and no other frame arrived meanwhile",
-                    self.stall
-                ))
-            }
-            since => {
-                self.partial_check = since.and_then(|t| t.checked_add(self.stall));
-                Ok(())
-            }
+        let Some((since, missing)) = self.router.oldest_partial() else {
+            self.partial_check = None;
+            return Ok(());
+        };
+        if now.saturating_duration_since(since) < self.stall {
+            self.partial_check = since.checked_add(self.stall);
+            return Ok(());
         }
+        let (start, base) = self.partial_window;
+        let received = self.router.received_bytes();
+        if now.saturating_duration_since(start) < self.stall {
+            // The window is younger than a stall timeout: look again when it is not.
+            self.partial_check = start.checked_add(self.stall);
+            return Ok(());
+        }
+        if received.saturating_sub(base) >= missing as u64 {
+            // Enough bytes came to have completed it: progress. Measure the next window.
+            self.partial_window = (now, received);
+            self.partial_check = now.checked_add(self.stall);
+            return Ok(());
+        }
+        self.partial_check = None;
+        Err(format!(
+            "a frame was not completed within ProtocolConfig::stall_timeout ({:?}) of its \
+             first byte, and the peer sent fewer bytes meanwhile than it misses ({missing})",
+            self.stall
+        ))
     }
 
     /// Charges the router's partial frames to the core's buffer budget. `Err` (why) when they
@@ -588,6 +605,10 @@ impl QuicLink {
                     };
                     self.router.on_streams_available(&mut io);
                 }
+                // Closing (the linger): the peer's stream data is of no use any more and is
+                // left in QUIC's buffers, where its flow-control windows bound it.
+                QuicEvent::StreamOpened { .. } | QuicEvent::Readable { .. }
+                    if self.linger_until.is_some() => {}
                 QuicEvent::StreamOpened { conn, stream } | QuicEvent::Readable { conn, stream } => {
                     got |= self.read_stream(conn, stream, deliver)?;
                 }
@@ -607,6 +628,11 @@ impl QuicLink {
                         got = true;
                         deliver(Input::Bytes(f));
                     });
+                    if self.router.control_stream() == Some(stream) {
+                        // The peer reads no more of the control stream: nothing of it will be
+                        // acknowledged, so a close linger has nothing to wait for there.
+                        self.control_acked = true;
+                    }
                 }
                 QuicEvent::StreamsAvailable { conn } => {
                     let mut io = EndpointStreams {
@@ -734,10 +760,7 @@ impl QuicLink {
         let was_blocked = self.router.pending_bytes() > MAX_PENDING;
         self.router.set_now(now);
         let mut update = match self.apply(&mut deliver) {
-            Ok(true) => {
-                self.last_frame = now;
-                Update::Input
-            }
+            Ok(true) => Update::Input,
             Ok(false) => Update::Quiet(None),
             Err(u) => u,
         };

@@ -521,6 +521,84 @@ fn a_connection_error_closes_quic_with_its_status_code() {
 }
 
 #[test]
+fn calls_whose_bytes_quic_spreads_over_many_streams_are_not_taken_for_a_slowloris() {
+    // A peer sends 40 calls of 8 KiB at once, 256 bytes of each in turn every 20 ms: no frame
+    // completes for ~640 ms, over twice the stall timeout, yet the peer sends ~150 KiB in
+    // every stall timeout, more than any of its frames misses. QUIC senders spread their
+    // bytes over streams like this (flow control, round-robin scheduling), so it is progress,
+    // not a trickle: every call is answered and nothing is cut off as `stalled` (a clock per
+    // frame alone, or one since the last whole frame, cut this peer off).
+    let ca = Ca::new("ca");
+    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    let s = Engine::builder()
+        .cores(1)
+        .config(
+            ProtocolConfig::default()
+                .with_quic_server(sc)
+                .with_stall_timeout(Duration::from_millis(300)),
+        )
+        .service(echo())
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let calls = 40;
+    let streams = std::cell::RefCell::new(Vec::<(netron_quic::StreamId, Vec<u8>, usize)>::new());
+    let mut last = std::time::Instant::now();
+    let reason = raw_netron_client(
+        quic_addr(&s),
+        &ca,
+        |ep, conn, _| {
+            let mut enc = netron_codec::hpack::HeaderEncoder::new(0);
+            for i in 0..calls {
+                let st = ep.open_bi(conn).unwrap().expect("stream credit");
+                let mut b = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
+                b.request(2 * i + 1, Some(Duration::from_secs(20)))
+                    .unwrap()
+                    .headers(
+                        &mut enc,
+                        &[
+                            netron_codec::hpack::Header::service(b"echo@1.0.0"),
+                            netron_codec::hpack::Header::method(b"say"),
+                        ],
+                    )
+                    .unwrap()
+                    .payload(&[7u8; 8 << 10])
+                    .finish()
+                    .unwrap();
+                streams.borrow_mut().push((st, b.as_slice().to_vec(), 0));
+            }
+        },
+        |ep, conn| {
+            if s.total_stats().calls_ok() == u64::from(calls) {
+                ep.close(std::time::Instant::now(), conn, 0, b"done")
+                    .unwrap();
+                return;
+            }
+            if last.elapsed() < Duration::from_millis(20) {
+                return;
+            }
+            last = std::time::Instant::now();
+            for (st, bytes, sent) in streams.borrow_mut().iter_mut() {
+                if *sent < bytes.len() {
+                    let end = (*sent + 256).min(bytes.len());
+                    *sent += ep.write(conn, *st, &bytes[*sent..end]).unwrap_or(0);
+                    if *sent == bytes.len() {
+                        ep.finish(conn, *st).unwrap();
+                    }
+                }
+            }
+        },
+    );
+    assert!(
+        matches!(reason, netron_quic::CloseReason::Local),
+        "the client closed, not the server: {reason}"
+    );
+    let st = s.total_stats();
+    assert_eq!(st.calls_ok(), u64::from(calls), "{st:?}");
+    assert_eq!(st.errors_of("stalled"), 0, "{st:?}");
+}
+
+#[test]
 fn partial_frames_on_many_quic_streams_are_charged_to_the_cores_buffer_budget() {
     // A byte stream holds one partial frame, charged to the core's buffer budget
     // (ProtocolConfig::max_buffer_bytes); over QUIC the router holds one per stream, and
