@@ -122,6 +122,11 @@ pub enum CloseReason {
     Reset,
     /// The peer supports no QUIC version we do.
     VersionMismatch,
+    /// The peer's application closed the connection before the QUIC handshake completed.
+    /// QUIC carries no application code or reason this early (RFC 9000 §10.2.3: the close
+    /// becomes the transport error APPLICATION_ERROR); a Netron server does this when it
+    /// refuses a connection (its connection limit, or shutting down).
+    HandshakeRefused,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -138,6 +143,12 @@ impl std::fmt::Display for CloseReason {
             }
             Self::Reset => f.write_str("reset by peer (stateless reset)"),
             Self::VersionMismatch => f.write_str("peer supports no common QUIC version"),
+            Self::HandshakeRefused => f.write_str(
+                "the peer's application closed the connection during the QUIC handshake \
+                 (QUIC carries no reason this early, RFC 9000 §10.2.3; a Netron server does \
+                 this at its connection limit, RuntimeConfig::max_connections, or when \
+                 shutting down)",
+            ),
         }
     }
 }
@@ -243,6 +254,11 @@ impl CloseReason {
                      connection from this address and port is still open there)"
                         .into(),
                 )
+            }
+            ConnectionError::ConnectionClosed(c)
+                if c.error_code == TransportErrorCode::APPLICATION_ERROR =>
+            {
+                Self::HandshakeRefused
             }
             ConnectionError::ConnectionClosed(c) => match crypto_alert(c.error_code) {
                 Some(alert) => Self::Tls(format!(

@@ -712,8 +712,10 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             at += len;
         }
         e.buf.drain(..at);
-        if e.buf.is_empty() && e.buf.capacity() > KEEP_BUFFER {
-            // A large frame's buffer is not kept for a stream that waits for nothing.
+        if e.buf.is_empty() && (e.buf.capacity() > KEEP_BUFFER || e.peer_ended) {
+            // No buffer is kept for a stream whose peer sends no more frames (a call after
+            // its Request: hundreds of calls may wait for their replies), nor a large
+            // frame's for a stream that waits for nothing.
             e.buf = Vec::new();
         }
         let held = e.buf.capacity();

@@ -573,4 +573,14 @@ fn partial_frames_are_counted_in_buffered_bytes_until_delivered_or_reset() {
     r.on_reset(8, CANCELLED, |_| {});
     r.on_bytes(4, &[], true, |_| {}).unwrap();
     assert_eq!(r.buffered_bytes(), base, "a reset stream holds nothing");
+    // A call whose Request came whole in pieces keeps no buffer while it waits for its
+    // reply (its peer sends nothing more on the stream).
+    let call = frame(FrameKind::Request, Flags::empty(), 5, &[1; 1000]);
+    r.on_bytes(12, &call[..500], false, |_| {}).unwrap();
+    r.on_bytes(12, &call[500..], false, |_| {}).unwrap();
+    assert_eq!(
+        r.buffered_bytes(),
+        base,
+        "nothing kept for a call waiting for its reply"
+    );
 }

@@ -826,7 +826,20 @@ impl Driver {
                 }
                 QuicEvent::Closed { ref reason, .. } => {
                     if let Some(r) = self.ready.take() {
-                        let _ = r.send(Err(reason.to_string()));
+                        // An application close during the handshake is the Netron server
+                        // answering and closing at once (a refusal at its connection limit):
+                        // as a TCP server that accepts and closes, the connect succeeds and
+                        // the link's input ends (with the close code). Anything else (a TLS
+                        // alert, a timeout) is a failed connect.
+                        let answered = matches!(
+                            reason,
+                            CloseReason::Application { .. } | CloseReason::HandshakeRefused
+                        );
+                        let _ = r.send(if answered {
+                            Ok(())
+                        } else {
+                            Err(reason.to_string())
+                        });
                     }
                     self.pending_links.remove(&id);
                     if let Some(c) = self.conns.get_mut(&id) {

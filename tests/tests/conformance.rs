@@ -106,8 +106,6 @@ pub mod quic {
     bad_input {
         misbehaving_peers_are_cut_off_and_others_lose_nothing,
         alone misbehaving_peers_on_hot_connections_are_cut_off,
-        a_flood_without_reading_is_cut_off,
-        alone a_flood_on_a_hot_connection_is_cut_off,
         handshake_trickle_is_bounded,
         frame_trickle_is_bounded,
     }
@@ -119,6 +117,7 @@ pub mod quic {
         ping_rate_just_below_budget_keeps_connection,
         ping_flood_without_reading_is_closed,
         rapid_reset_and_empty_frame_floods_are_cut_off,
+        connection_limit_refuses_extra_connections,
         bad_settings_are_refused_by_name,
     }
     endings {

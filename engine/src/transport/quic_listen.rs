@@ -173,19 +173,11 @@ fn connect_one(
                     ));
                 }
                 QuicEvent::Closed { reason, .. } => {
-                    // QUIC strips an application close's code and reason during the
-                    // handshake (RFC 9000 §10.2.3): say what it means here.
-                    let hint = match &reason {
-                        netron_quic::CloseReason::Transport(t) if t.contains("application") => {
-                            " (the server refused the connection before the handshake \
-                             completed: a server at its connection limit, \
-                             RuntimeConfig::max_connections, or shutting down does this)"
-                        }
-                        _ => "",
-                    };
+                    // `CloseReason::HandshakeRefused` says what a close without a reason
+                    // means here (QUIC strips it during the handshake, RFC 9000 §10.2.3).
                     return Err(quic_err(
                         io::ErrorKind::ConnectionRefused,
-                        format!("QUIC handshake with {remote} failed: {reason}{hint}"),
+                        format!("QUIC handshake with {remote} failed: {reason}"),
                     ));
                 }
                 _ => {}
