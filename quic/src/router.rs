@@ -283,6 +283,16 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             })
     }
 
+    /// Frees every stream's partial frame ([`Router::buffered_bytes`] drops to 0): the
+    /// connection is closing and will read no more.
+    pub fn drop_partials(&mut self) {
+        for e in self.streams.values_mut() {
+            e.buf = Vec::new();
+            e.partial_since = None;
+        }
+        self.buffered = 0;
+    }
+
     /// Stream bytes received from the peer so far, on every stream (cumulative).
     pub fn received_bytes(&self) -> u64 {
         self.received

@@ -584,3 +584,6 @@ fn partial_frames_are_counted_in_buffered_bytes_until_delivered_or_reset() {
         "nothing kept for a call waiting for its reply"
     );
 }
+
+#[path = "router_buffer_tests.rs"]
+mod buffers;

@@ -329,10 +329,15 @@ impl Core {
                 .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600)),
         );
         self.close_listeners();
+        let until = self.drain_until;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             if let Some(en) = self.conns.get_mut(k) {
                 en.conn.go_away("the engine is shutting down");
+                // A QUIC close already waiting for its peer ends with the drain too.
+                if let Some(until) = until {
+                    en.link.limit_linger(&mut self.driver, until);
+                }
             }
             self.mark_dirty(k);
         }

@@ -102,10 +102,15 @@ impl Core {
         }
         // A QUIC link waits (at most close_linger) for the peer to acknowledge its last
         // frames, the Error(0) above all; a core being dropped does not wait.
-        let linger = if self.dropping {
-            Duration::ZERO
-        } else {
-            self.conn_cfg.close_linger
+        // During a shutdown the linger ends with the drain (`Engine::shutdown`'s bound).
+        let now = Instant::now();
+        let linger = match self.drain_until {
+            _ if self.dropping => Duration::ZERO,
+            Some(until) => self
+                .conn_cfg
+                .close_linger
+                .min(until.saturating_duration_since(now)),
+            None => self.conn_cfg.close_linger,
         };
         en.link
             .close_with(&mut self.driver, en.conn.close_status(), linger);
@@ -203,6 +208,7 @@ impl Core {
             }
             en.conn.closing_at(Instant::now());
             en.link.end_reading(true);
+            en.link.keep_transport_going(&mut self.driver);
             if en.hot.take().is_some() {
                 self.hot.retain(|&k| k != key);
             }
@@ -222,6 +228,7 @@ impl Core {
             return;
         };
         en.link.end_reading(false);
+        en.link.keep_transport_going(&mut self.driver);
         en.conn.handle_eof(now);
         if en.hot.take().is_some() {
             self.hot.retain(|&k| k != key);

@@ -503,6 +503,10 @@ impl Drop for Core {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             self.begin_close(k, &why);
+            // One already waiting for its peer (a QUIC close linger) does not wait on.
+            if let Some(en) = self.conns.get_mut(k) {
+                en.link.abort_linger();
+            }
         }
         // In-process subscriptions learn that no event will come any more.
         self.events

@@ -370,6 +370,31 @@ impl AnyLink {
         }
     }
 
+    /// After [`Link::end_reading`]: a QUIC link must still run QUIC (acknowledgements and
+    /// flow-control credit for the output it has left), so it polls its socket again if it
+    /// was read directly (hot); nothing for other links.
+    pub(crate) fn keep_transport_going(&mut self, io: &mut Driver) {
+        if let AnyLink::Quic(l) = self {
+            l.keep_polling(io);
+        }
+    }
+
+    /// A QUIC link waiting for the peer before its close waits until `until` at most (an
+    /// engine shutdown's drain bound); nothing for other links.
+    pub(crate) fn limit_linger(&mut self, io: &mut Driver, until: std::time::Instant) {
+        if let AnyLink::Quic(l) = self {
+            l.limit_linger(io, until);
+        }
+    }
+
+    /// A QUIC link waiting for the peer before its close closes now (a core being dropped);
+    /// nothing for other links.
+    pub(crate) fn abort_linger(&mut self) {
+        if let AnyLink::Quic(l) = self {
+            l.abort_linger();
+        }
+    }
+
     /// The peer's verified certificate chain: `quic://` links only (see
     /// [`crate::PeerCertificates`]). A clone (a reference-count increment) or `None`.
     pub(crate) fn peer_certificates(&self) -> Option<crate::PeerCertificates> {

@@ -1442,3 +1442,6 @@ fn quic_vs_tcp_round_trips() {
         );
     }
 }
+
+#[path = "quic_close_tests.rs"]
+mod close;
