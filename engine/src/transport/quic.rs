@@ -22,6 +22,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use netron_codec::StatusCode;
 use netron_quic::router::{EndpointStreams, Router};
 use netron_quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
 
@@ -832,21 +833,19 @@ impl QuicLink {
             if let Err(stalled) = self.check_held(now) {
                 return stalled;
             }
-            if let Err(why) = self.charge_buffers() {
+            // The peer's partial frames past the core's buffer budget, or stalled: the
+            // connection fails as for these on a byte stream (counted, Error(0), the close).
+            let failed = match self.charge_buffers() {
+                Err(why) => Some(("buffer_budget", StatusCode::ResourceExhausted, why)),
+                Ok(()) => self
+                    .check_partials(now)
+                    .err()
+                    .map(|why| ("stalled", StatusCode::DeadlineExceeded, why)),
+            };
+            if let Some((counter, status, why)) = failed {
                 deliver(Input::Failed {
-                    counter: "buffer_budget",
-                    status: netron_codec::StatusCode::ResourceExhausted,
-                    message: &why,
-                });
-                self.read_done = true;
-                return Update::Input;
-            }
-            if let Err(why) = self.check_partials(now) {
-                // The connection fails as for a stalled frame on a byte stream: counted,
-                // Error(0) sent, then the close.
-                deliver(Input::Failed {
-                    counter: "stalled",
-                    status: netron_codec::StatusCode::DeadlineExceeded,
+                    counter,
+                    status,
                     message: &why,
                 });
                 self.read_done = true;

@@ -9,15 +9,17 @@ use netron_quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
 
 use super::*;
 
-/// A hand-driven Netron-over-QUIC client that can go mute (drop every datagram from the
-/// server, send nothing: no acknowledgements) while its socket stays bound (no ICMP).
-struct RawPeer {
+/// A hand-driven Netron-over-QUIC client (netron-quic's endpoint, the codec's client
+/// handshake) that can go mute (drop every datagram from the server, send nothing: no
+/// acknowledgements) while its socket stays bound (no ICMP).
+pub(super) struct RawPeer {
     sock: std::net::UdpSocket,
-    ep: QuicEndpoint,
-    conn: ConnId,
-    control: StreamId,
+    pub(super) ep: QuicEndpoint,
+    pub(super) conn: ConnId,
+    pub(super) control: StreamId,
     addr: std::net::SocketAddr,
-    closed: Option<CloseReason>,
+    /// Why the connection closed, once it did.
+    pub(super) closed: Option<CloseReason>,
     rx: Vec<u8>,
     tx: Vec<u8>,
     /// Read nothing from the control stream after the Welcome.
@@ -25,7 +27,8 @@ struct RawPeer {
 }
 
 impl RawPeer {
-    fn connect(addr: std::net::SocketAddr, ca: &Ca) -> RawPeer {
+    /// Connects to `addr` and completes the Netron handshake on the control stream.
+    pub(super) fn connect(addr: std::net::SocketAddr, ca: &Ca) -> RawPeer {
         Self::connect_with(addr, ca, |_| {})
     }
 
@@ -104,7 +107,7 @@ impl RawPeer {
     }
 
     /// One turn: timers, datagrams in and out (none when `mute`: incoming ones are dropped).
-    fn turn(&mut self, mute: bool) {
+    pub(super) fn turn(&mut self, mute: bool) {
         let now = Instant::now();
         if mute {
             while self.sock.recv(&mut self.rx).is_ok() {}
@@ -295,7 +298,8 @@ fn attack_mute_peer_after_an_error_is_closed_within_close_linger() {
         s.total_stats().errors()
     );
     let (took, buf) = done.expect("the connection was never closed");
-    assert!(took <= linger + Duration::from_millis(700), "took {took:?}");
+    // Bounded by the linger (a few times over, for a loaded host): never a hang.
+    assert!(took < linger * 4, "took {took:?}");
     assert_eq!(buf, 0);
 }
 
@@ -314,7 +318,8 @@ fn attack_shutdown_with_a_mute_peer_waits_at_most_close_linger() {
     let took = t0.elapsed();
     eprintln!("Engine::shutdown(0) with a mute peer took {took:?}");
     drop(peer);
-    assert!(took <= linger + Duration::from_millis(700), "took {took:?}");
+    // shutdown(0) ends the drain at once, and a linger with it (it waited close_linger).
+    assert!(took < linger, "took {took:?}");
 }
 
 /// Attack 3b: the engine dropped while a link lingers (after a connection error, the peer
@@ -375,13 +380,19 @@ fn attack_budget_after_resets_and_a_close_mid_frame() {
             sts.push(peer.partial_request(id, 2 << 20, 1 << 20));
             id += 2;
         }
-        peer.run_for(Duration::from_millis(100), false, |_| {});
-        let during = s.total_stats().buffer_bytes();
+        // Turns until the server's stats say so (10 s at most: no timing is asserted).
+        let turn_until = |peer: &mut RawPeer, done: &dyn Fn(u64) -> bool| {
+            let until = Instant::now() + Duration::from_secs(10);
+            while !done(s.total_stats().buffer_bytes()) && Instant::now() < until {
+                peer.run_for(Duration::from_millis(5), false, |_| {});
+            }
+            s.total_stats().buffer_bytes()
+        };
+        let during = turn_until(&mut peer, &|b| b >= 4 << 20);
         for st in sts {
             peer.ep.reset(peer.conn, st, 0x1).unwrap();
         }
-        peer.run_for(Duration::from_millis(200), false, |_| {});
-        let after = s.total_stats().buffer_bytes();
+        let after = turn_until(&mut peer, &|b| b < 1 << 20);
         eprintln!("round {round}: buffer_bytes during {during} after resets {after}");
         assert!(during >= 4 << 20, "not charged: {during}");
         assert!(after < 1 << 20, "not released after resets: {after}");
@@ -405,7 +416,10 @@ fn attack_bad_lengths_are_counted_once_under_the_decoders_names() {
         let st = peer.ep.open_bi(peer.conn).unwrap().unwrap();
         let h = FrameHeader::new(len, FrameKind::Request, Flags::empty(), 0, 1, 0);
         peer.write_all(st, h.as_bytes());
-        peer.run_for(Duration::from_secs(1), false, |_| {});
+        let until = Instant::now() + Duration::from_secs(10);
+        while peer.closed.is_none() && Instant::now() < until {
+            peer.run_for(Duration::from_millis(5), false, |_| {});
+        }
         eprintln!(
             "len {len}: peer saw {:?}; errors {:?}",
             peer.closed,
@@ -562,7 +576,7 @@ fn attack_many_mute_lingers_at_once() {
         st.errors()
     );
     drop(peers);
-    assert!(took <= linger + Duration::from_secs(1), "{took:?}");
+    assert!(took < linger * 4, "{took:?}");
 }
 
 /// Attack 9: the same mute linger on a busy-poll core whose link is hot (read directly).
@@ -609,6 +623,6 @@ fn attack_mute_linger_on_a_hot_busy_poll_core() {
     drop(s);
     eprintln!("drop took {:?}", t1.elapsed());
     drop(peer);
-    assert!(took <= linger + Duration::from_millis(700), "{took:?}");
+    assert!(took < linger * 4, "{took:?}");
     assert_eq!(st.buffer_bytes(), 0);
 }

@@ -415,79 +415,30 @@ fn raw_handshake(sock: &std::net::UdpSocket, cc: &ClientConfig, close: bool) -> 
     }
 }
 
-/// A raw QUIC client that speaks Netron by hand (netron-quic's endpoint, the codec's client
-/// handshake): it connects to `addr`, opens the control stream and completes the Netron
-/// handshake, then calls `welcomed(endpoint, conn, control stream)` once and `turn(endpoint,
-/// conn)` on every loop; returns the reason of the CONNECTION_CLOSE that ends the connection
-/// (20 s at most).
+/// A raw QUIC client that speaks Netron by hand ([`close::RawPeer`]): it connects to
+/// `addr` and completes the Netron handshake, then calls `welcomed(endpoint, conn, control
+/// stream)` once and `turn(endpoint, conn)` on every loop; returns the reason of the
+/// CONNECTION_CLOSE that ends the connection (20 s at most).
 fn raw_netron_client(
     addr: std::net::SocketAddr,
     ca: &Ca,
-    mut welcomed: impl FnMut(&mut netron_quic::QuicEndpoint, netron_quic::ConnId, netron_quic::StreamId),
+    welcomed: impl FnOnce(&mut netron_quic::QuicEndpoint, netron_quic::ConnId, netron_quic::StreamId),
     mut turn: impl FnMut(&mut netron_quic::QuicEndpoint, netron_quic::ConnId),
 ) -> netron_quic::CloseReason {
-    use netron_codec::handshake::{ClientHandshake, ClientProgress};
-    use netron_quic::router::StreamIo;
-    use netron_quic::{QuicEndpoint, QuicEvent, Read};
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.connect(addr).unwrap();
-    sock.set_nonblocking(true).unwrap();
-    let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
-    let mut ep = QuicEndpoint::new(None, Some(&cc)).unwrap();
-    let now = std::time::Instant::now;
-    let conn = ep.connect(now(), addr, "127.0.0.1").unwrap();
-    let (mut tx, mut rx) = (Vec::new(), vec![0u8; 65_535]);
-    let mut hs = ClientHandshake::new(netron_codec::handshake::ClientConfig::default());
-    let (mut control, mut got, mut done) = (None, Vec::new(), false);
-    let until = now() + Duration::from_secs(20);
+    let mut p = close::RawPeer::connect(addr, ca);
+    welcomed(&mut p.ep, p.conn, p.control);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(now() < until, "no CONNECTION_CLOSE from the server");
-        if ep.poll_timeout().is_some_and(|t| t <= now()) {
-            ep.handle_timeout(now());
+        assert!(
+            std::time::Instant::now() < until,
+            "no CONNECTION_CLOSE from the server"
+        );
+        turn(&mut p.ep, p.conn);
+        p.turn(false);
+        if let Some(reason) = p.closed.take() {
+            return reason;
         }
-        if done {
-            turn(&mut ep, conn);
-        }
-        while let Some(t) = ep.poll_transmit(now(), &mut tx) {
-            let _ = sock.send(&tx[..t.len]);
-        }
-        let mut idle = true;
-        while let Ok(n) = sock.recv(&mut rx) {
-            idle = false;
-            ep.handle_datagram(now(), addr, None, bytes::BytesMut::from(&rx[..n]));
-        }
-        if idle {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        while let Some(ev) = ep.poll_event() {
-            match ev {
-                QuicEvent::Connected { .. } => {
-                    let mut io = netron_quic::router::EndpointStreams {
-                        endpoint: &mut ep,
-                        conn,
-                    };
-                    let c = io.open_bi().unwrap();
-                    let mut hello = Vec::new();
-                    hs.start(&mut hello).unwrap();
-                    assert_eq!(io.write(c, &hello), Some(hello.len()));
-                    control = Some(c);
-                }
-                QuicEvent::Readable { stream, .. } if Some(stream) == control => {
-                    while let Ok(Read::Bytes { .. }) = ep.read(conn, stream, &mut got, 1 << 16) {}
-                    if !done {
-                        if let Ok(ClientProgress::Done { .. }) = hs.handle(&got) {
-                            done = true;
-                            welcomed(&mut ep, conn, stream);
-                        }
-                    }
-                }
-                QuicEvent::Closed { reason, .. } => {
-                    assert!(done, "closed before the Welcome: {reason}");
-                    return reason;
-                }
-                _ => {}
-            }
-        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
