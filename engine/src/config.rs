@@ -492,7 +492,10 @@ impl ProtocolConfig {
         self
     }
     /// Sets how long a closing connection (after an error, a GoAway drain, or the peer's EOF)
-    /// may take before it is closed whatever the peer does (default 5 s, at least 1 ms).
+    /// may take before it is closed whatever the peer does (default 5 s, at least 1 ms). A
+    /// `quic://` connection also waits up to this long after its last frames for the peer to
+    /// acknowledge them before its CONNECTION_CLOSE, which would drop them (docs/quic.md,
+    /// "Closing (the close linger)"); an engine shutdown's drain bounds that wait too.
     pub fn with_close_linger(mut self, t: Duration) -> Self {
         self.close_linger = t;
         self
