@@ -547,20 +547,29 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         let Some(e) = self.streams.get_mut(&s) else {
             return;
         };
-        if !e.out.is_empty() {
-            match io.write(s, &e.out) {
-                Some(n) => {
-                    e.out.drain(..n);
-                    self.pending -= n;
-                    self.released += n as u64;
-                }
+        // Until QUIC takes nothing more: a write it takes only part of does not register the
+        // stream for a `Writable` event (quinn-proto registers a stream when a write finds no
+        // credit at all), so a flush that stopped after a partial write waited for ever (a
+        // graceful shutdown's last 512 KiB reply stayed held until the drain's bound).
+        let mut taken = 0;
+        while taken < e.out.len() {
+            match io.write(s, &e.out[taken..]) {
+                Some(0) => break,
+                Some(n) => taken += n,
                 None => {
-                    self.pending -= e.out.len();
+                    self.pending -= e.out.len() - taken;
                     e.out = Vec::new();
                     e.send_done = true;
                     e.fin = false;
+                    taken = 0;
+                    break;
                 }
             }
+        }
+        if taken > 0 {
+            e.out.drain(..taken);
+            self.pending -= taken;
+            self.released += taken as u64;
         }
         if e.out.is_empty() && e.fin {
             e.fin = false;

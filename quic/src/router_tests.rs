@@ -8,7 +8,9 @@ use netron_codec::{Flags, Frame, FrameHeader, FrameKind, HEADER_LEN, Limits, Sta
 
 use super::{CANCELLED, Router, StreamIo};
 
-/// Streams as byte logs. `limit`: streams that may be opened; `credit`: bytes per write.
+/// Streams as byte logs. `limit`: streams that may be opened; `credit`: bytes flow control
+/// takes until the test gives more (as QUIC's windows: each write spends it, and a write with
+/// none left takes 0 bytes).
 #[derive(Debug, Default)]
 struct Fake {
     next: u64,
@@ -19,6 +21,8 @@ struct Fake {
     stops: Vec<(u64, u64)>,
     resets: Vec<(u64, u64)>,
     stopped: HashSet<u64>,
+    /// Streams a write found without credit (quinn-proto wakes these with `Writable`).
+    blocked: HashSet<u64>,
 }
 
 impl Fake {
@@ -48,6 +52,12 @@ impl StreamIo for Fake {
         }
         assert!(!self.fins.contains(&s), "write after FIN on {s}");
         let n = self.credit.map_or(bytes.len(), |c| c.min(bytes.len()));
+        if let Some(c) = &mut self.credit {
+            *c -= n;
+        }
+        if n == 0 && !bytes.is_empty() {
+            self.blocked.insert(s);
+        }
         self.written
             .entry(s)
             .or_default()
@@ -434,6 +444,7 @@ fn bytes_flow_control_refuses_wait_and_the_fin_follows_them() {
     assert!(c.pending_bytes() > 0 && c.pending_bytes() < open.len());
     assert!(io.fins.is_empty(), "no FIN before the bytes");
     while c.pending_bytes() > 0 {
+        io.credit = Some(10);
         c.on_writable(&mut io, 4);
     }
     assert_eq!(io.on(4), open);
@@ -506,6 +517,33 @@ fn calls_await_the_peer_and_subscriptions_do_not() {
 }
 
 #[test]
+fn a_flush_writes_until_flow_control_takes_nothing() {
+    // quinn-proto wakes a stream with `Writable` only if a write found no credit at all
+    // (`Fake::blocked`), so a flush must write until QUIC takes 0 bytes: one that stopped
+    // after a partial write was never woken again (a graceful shutdown's last 512 KiB reply
+    // stayed held until the drain's bound).
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &PREFACE).unwrap();
+    io.credit = Some(0);
+    let open = frame(FrameKind::StreamOpen, Flags::END_STREAM, 1, &[7; 100]);
+    c.send(&mut io, &open).unwrap();
+    assert_eq!(c.pending_bytes(), open.len());
+    // Wake only what QUIC would wake, until everything went out.
+    let mut credit = [40, 30, 1000].into_iter();
+    while c.pending_bytes() > 0 {
+        assert!(
+            io.blocked.remove(&4),
+            "the stream waits with bytes but QUIC would never wake it"
+        );
+        io.credit = credit.next();
+        c.on_writable(&mut io, 4);
+    }
+    assert_eq!(io.on(4), open);
+    assert_eq!(io.fins, vec![4]);
+}
+
+#[test]
 fn ending_the_control_stream_queues_its_fin_after_its_bytes_once() {
     let mut io = Fake::new();
     let mut c = client();
@@ -523,6 +561,7 @@ fn ending_the_control_stream_queues_its_fin_after_its_bytes_once() {
     assert!(c.end_control(&mut io), "a FIN is queued");
     assert!(io.fins.is_empty(), "not before the Error(0)'s bytes");
     while c.pending_bytes() > 0 {
+        io.credit = Some(5);
         c.on_writable(&mut io, 0);
     }
     assert_eq!(io.on(0), cat(&[&PREFACE, &hello, &error0]));
