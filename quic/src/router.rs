@@ -293,7 +293,8 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         self.buffered = 0;
     }
 
-    /// Stream bytes received from the peer so far, on every stream (cumulative).
+    /// Bytes received from the peer so far on exchange streams (cumulative; the control
+    /// stream's are not counted: see [`Router::oldest_partial`]).
     pub fn received_bytes(&self) -> u64 {
         self.received
     }
@@ -689,7 +690,11 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         let max = self.max_frame;
         let preface_in = self.preface_in;
         let now = self.now;
-        self.received += bytes.len() as u64;
+        if !self.entry(s).control {
+            // Only exchange bytes show progress: control-stream frames (Pings) cost a peer
+            // nothing, so counting them let it keep a partial frame alive for ever.
+            self.received += bytes.len() as u64;
+        }
         let e = self.entry(s);
         let first = e.id == 0;
         let was_empty = e.buf.is_empty();

@@ -245,6 +245,11 @@ fn a_partial_frame_is_dated_by_its_first_byte_and_forgotten_when_whole() {
     r.on_bytes(8, &other[2..], false, |_| {}).unwrap();
     assert_eq!(r.oldest_partial(), None);
     assert_eq!(r.received_bytes() - before, (other.len() - 2) as u64);
+    // Control-stream frames (stream 0: Pings) are no progress of the peer's exchanges.
+    let before = r.received_bytes();
+    r.on_bytes(0, &f(FrameKind::Ping, 0), false, |_| {})
+        .unwrap();
+    assert_eq!(r.received_bytes(), before, "a Ping is not counted");
 }
 
 fn error_of(r: &mut Router<u64>, s: u64, bytes: &[u8]) -> &'static str {

@@ -241,9 +241,7 @@ impl QuicLink {
             return;
         }
         // A hot link had no poll armed: the linger needs the socket's completions.
-        self.direct = false;
-        self.arm_poll(io);
-        self.arm_timer(io);
+        self.keep_polling(io);
     }
 
     /// Whether the peer acknowledged what must reach it before our CONNECTION_CLOSE (see
