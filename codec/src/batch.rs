@@ -148,6 +148,37 @@ impl BatchEncoder {
     }
 }
 
+/// A header-block encoder a [`FrameBuilder`] can use: HPACK's [`HeaderEncoder`] (one ordered
+/// byte stream, §9), or a QUIC connection's, whose blocks are tracked per exchange (§27.4: the
+/// frame's `id` names the exchange, so a QPACK encoder knows which blocks a Section
+/// Acknowledgment settles).
+pub trait HeaderBlockEncoder {
+    /// Appends the header block of `headers` for a frame of exchange `id` to `out`.
+    ///
+    /// # Errors
+    ///
+    /// A [`HeaderError`](crate::HeaderError) if the list cannot be encoded (a block above
+    /// 65 535 bytes); what `out` then holds past its old length is the caller's to drop.
+    fn encode_block(
+        &mut self,
+        id: u32,
+        headers: &[Header<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::HeaderError>;
+}
+
+impl HeaderBlockEncoder for HeaderEncoder {
+    #[inline]
+    fn encode_block(
+        &mut self,
+        _id: u32,
+        headers: &[Header<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::HeaderError> {
+        self.encode(headers, out)
+    }
+}
+
 /// One frame being written into a [`BatchEncoder`]. Call the setters in wire order (flags and
 /// arg any time, then headers, then the payload) and finish with [`FrameBuilder::finish`].
 /// Dropping a builder without finishing removes the partial frame; but if a header block was
@@ -178,11 +209,18 @@ impl<'a> FrameBuilder<'a> {
         self
     }
 
-    /// Encodes `headers` as this frame's header block with the connection's encoder.
+    /// Encodes `headers` as this frame's header block with the connection's encoder (HPACK's
+    /// [`HeaderEncoder`], or any [`HeaderBlockEncoder`] such as a QUIC connection's QPACK
+    /// encoder, which is told the frame's id).
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Headers`] if the encoder refuses the list or the block exceeds 65 535
+    /// bytes.
     #[inline]
-    pub fn headers(
+    pub fn headers<E: HeaderBlockEncoder + ?Sized>(
         mut self,
-        encoder: &mut HeaderEncoder,
+        encoder: &mut E,
         headers: &[Header<'_>],
     ) -> Result<Self, EncodeError> {
         debug_assert_eq!(
@@ -193,7 +231,8 @@ impl<'a> FrameBuilder<'a> {
         if headers.is_empty() {
             return Ok(self);
         }
-        encoder.encode(headers, &mut self.batch.buf)?;
+        let id = self.header_mut().id();
+        encoder.encode_block(id, headers, &mut self.batch.buf)?;
         self.headers_encoded = true;
         let len = self.batch.buf.len() - self.start - HEADER_LEN;
         if len > u16::MAX as usize {

@@ -86,6 +86,9 @@ pub enum DecodeError {
     /// The payload could not be decompressed.
     #[error(transparent)]
     Compression(#[from] CompressionError),
+    /// A QUIC header block (§27.4) is malformed or out of range.
+    #[error(transparent)]
+    Qpack(#[from] crate::qpack::QpackError),
 }
 
 impl DecodeError {
@@ -105,6 +108,7 @@ impl DecodeError {
             DecodeError::InvalidBody { .. } => "invalid_body",
             DecodeError::Headers(e) => e.counter(),
             DecodeError::Compression(e) => e.counter(),
+            DecodeError::Qpack(e) => e.counter(),
         }
     }
 
@@ -119,6 +123,7 @@ impl DecodeError {
                 StatusCode::ResourceExhausted
             }
             DecodeError::Compression(CompressionError::Unsupported(_)) => StatusCode::Unimplemented,
+            DecodeError::Qpack(e) => e.status(),
             _ => StatusCode::Internal,
         }
     }

@@ -71,7 +71,7 @@ pub mod stream;
 pub mod subject;
 pub mod sys;
 
-pub use batch::{BatchEncoder, FrameBuilder, PayloadBuf};
+pub use batch::{BatchEncoder, FrameBuilder, HeaderBlockEncoder, PayloadBuf};
 pub use compress::Compression;
 pub use error::{CompressionError, DecodeError, EncodeError, HandshakeError, HeaderError};
 pub use frame::{Frame, FrameIter, decode_batch};

@@ -847,8 +847,9 @@ fn quic_header_compression() {
     let mut enc = QpackEncoder::new(4096);
     let mut enc_stream = vec![ENCODER_STREAM_TYPE];
     let mut block = Vec::new();
+    // Blocks are tracked per exchange: the Request's id, 1 (§27.4).
     enc.encode(
-        4,
+        1,
         &[Header::service(SERVICE), Header::method(METHOD)],
         &mut block,
         &mut enc_stream,
@@ -873,14 +874,14 @@ fn quic_header_compression() {
     assert_eq!(f.header_block().len(), 4);
     // The request overtook the encoder stream: blocked, then decoded.
     assert_eq!(
-        dec.decode(4, f.header_block(), &mut list),
+        dec.decode(1, f.header_block(), &mut list),
         Ok(Decoded::Blocked)
     );
     assert_eq!(doc_enc[0], ENCODER_STREAM_TYPE);
     dec.feed_encoder_stream(&doc_enc[1..]).unwrap();
-    assert_eq!(dec.unblocked().collect::<Vec<_>>(), [4]);
+    assert_eq!(dec.unblocked().collect::<Vec<_>>(), [1]);
     assert_eq!(
-        dec.decode(4, f.header_block(), &mut list),
+        dec.decode(1, f.header_block(), &mut list),
         Ok(Decoded::Done)
     );
     assert_eq!(list.service(), Some(SERVICE));

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use quinn_proto::crypto::rustls::HandshakeData;
 use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, Dir, EndpointConfig, Event, Incoming, StreamEvent,
+    Connection, ConnectionHandle, DatagramEvent, EndpointConfig, Event, Incoming, StreamEvent,
     VarInt,
 };
 use rustls::pki_types::CertificateDer;
@@ -561,11 +561,11 @@ impl QuicEndpoint {
                         code: error_code.into_inner(),
                     });
                 }
-                Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
+                // Bidirectional: waiting exchanges; unidirectional: a header stream (§27.4).
+                Event::Stream(StreamEvent::Available { .. }) => {
                     self.events
                         .push_back(QuicEvent::StreamsAvailable { conn: id });
                 }
-                Event::Stream(StreamEvent::Available { dir: Dir::Uni }) => {}
                 Event::DatagramReceived => self.events.push_back(QuicEvent::Datagram { conn: id }),
             }
         }

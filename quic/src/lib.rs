@@ -26,6 +26,7 @@ mod config;
 mod endpoint;
 mod error;
 mod event;
+mod header_streams;
 pub mod router;
 mod stream;
 

@@ -29,16 +29,13 @@ use netron_codec::{
     BatchEncoder, DecodeError, Flags, FrameHeader, FrameKind, HEADER_LEN, Limits, StatusCode,
 };
 
+pub use crate::header_streams::HeaderStream;
+use crate::header_streams::HeaderStreams;
 use crate::{ConnId, QuicEndpoint, StreamId};
 
 /// The application error code of a RESET_STREAM / STOP_SENDING that cancels an exchange
 /// (status Cancelled).
 pub const CANCELLED: u64 = StatusCode::Cancelled as u64;
-
-/// The header-table size a connection uses on QUIC: 0, the static table and literals only
-/// (§27.4 option (a)), so a header block never depends on a block of another QUIC stream.
-/// QPACK (§27.4 (c)) replaces this in a later step.
-pub const QUIC_HEADER_TABLE_SIZE: u32 = 0;
 
 /// The QUIC stream operations the router needs (one QUIC connection's streams).
 pub trait StreamIo {
@@ -47,6 +44,9 @@ pub trait StreamIo {
     /// Opens a bidirectional stream; `None` when the peer's concurrent-stream limit is reached
     /// (call [`Router::on_streams_available`] when it rises).
     fn open_bi(&mut self) -> Option<Self::Stream>;
+    /// Opens a unidirectional stream (a header stream, §27.4); `None` when the peer's limit is
+    /// reached (call [`Router::on_streams_available`] when it rises).
+    fn open_uni(&mut self) -> Option<Self::Stream>;
     /// Writes what flow control takes now: bytes taken (maybe 0), or `None` if the stream can
     /// no longer be written (the peer stopped it, or it is gone).
     fn write(&mut self, stream: Self::Stream, bytes: &[u8]) -> Option<usize>;
@@ -180,6 +180,8 @@ pub struct Router<S> {
     partial_started: bool,
     enc: ControlEncoder,
     batch: BatchEncoder,
+    /// Both sides' header streams (§27.4).
+    headers: HeaderStreams<S>,
 }
 
 /// Capacity of an empty reassembly buffer kept for its stream (bytes); a larger one, left by
@@ -251,6 +253,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             partial_started: false,
             enc: ControlEncoder::new(),
             batch: BatchEncoder::new(*limits),
+            headers: HeaderStreams::default(),
         }
     }
 
@@ -307,7 +310,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
     /// Bytes written by the connection that QUIC flow control has not taken yet. The driver
     /// stops taking batches from the connection while this is above its bound.
     pub fn pending_bytes(&self) -> usize {
-        self.pending
+        self.pending + self.headers.pending_bytes()
     }
 
     /// Bytes the streams' reassembly buffers hold (their capacity): partial frames waiting for
@@ -373,13 +376,58 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         true
     }
 
-    /// Exchange streams whose sending half (ours) has not ended: their data is not expected
-    /// to be acknowledged before a close (see [`Router::end_control`]).
+    /// Streams whose sending half (ours) has not ended, the control stream excepted: their
+    /// data is not expected to be acknowledged before a close (see [`Router::end_control`]).
+    /// Our header streams (§27.4), which never end, are among them.
     pub fn unended_sends(&self) -> usize {
         self.streams
             .values()
             .filter(|e| !e.control && !e.send_done)
             .count()
+            + self.headers.opened()
+    }
+
+    /// Writes what the connection's header encoder (`encoder`) and decoder (`decoder`)
+    /// produced to our header streams (§27.4), opening them on first use. Call before
+    /// [`Router::send`] with the batch whose blocks needed those insertions, so they tend to
+    /// arrive first (a block that overtakes them is held by the peer, not lost).
+    pub fn send_header_streams<I: StreamIo<Stream = S>>(
+        &mut self,
+        io: &mut I,
+        encoder: &[u8],
+        decoder: &[u8],
+    ) {
+        self.headers.send(io, HeaderStream::Encoder, encoder);
+        self.headers.send(io, HeaderStream::Decoder, decoder);
+    }
+
+    /// Bytes arrived on the peer's unidirectional stream `s` (`fin`: it ended): header-stream
+    /// bytes go to `deliver`, their type byte taken off. Unidirectional streams carry no
+    /// frames, so they are not counted as progress for a partial frame.
+    ///
+    /// # Errors
+    /// `quic_critical_stream`: a second header stream of a type, or one that ends.
+    pub fn on_uni_bytes(
+        &mut self,
+        s: S,
+        bytes: &[u8],
+        fin: bool,
+        deliver: impl FnMut(HeaderStream, &[u8]),
+    ) -> Result<(), RouteError> {
+        self.headers.on_bytes(s, bytes, fin, deliver)
+    }
+
+    /// The peer reset its unidirectional stream `s`, or stopped one of ours.
+    ///
+    /// # Errors
+    /// `quic_critical_stream` if it is a header stream.
+    pub fn on_uni_closed(&mut self, s: S) -> Result<(), RouteError> {
+        self.headers.on_closed(s)
+    }
+
+    /// Whether `s` is one of the header streams (ours, or the peer's whose type arrived).
+    pub fn is_header_stream(&self, s: S) -> bool {
+        self.headers.knows(s)
     }
 
     fn our_parity(&self, id: u32) -> bool {
@@ -595,11 +643,14 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
 
     /// A stream can take bytes again.
     pub fn on_writable<I: StreamIo<Stream = S>>(&mut self, io: &mut I, s: S) {
-        self.flush(io, s);
+        if !self.headers.on_writable(io, s) {
+            self.flush(io, s);
+        }
     }
 
     /// The peer raised its stream limit: opens the streams of waiting exchanges, oldest first.
     pub fn on_streams_available<I: StreamIo<Stream = S>>(&mut self, io: &mut I) {
+        self.headers.on_streams_available(io);
         while !self.waiting.is_empty() {
             let Some(s) = io.open_bi() else {
                 return;
@@ -804,16 +855,23 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
 
     /// The peer reset stream `s` (RESET_STREAM): the exchange's opener cancelled it (a Cancel
     /// frame goes to `deliver`) or its callee gave up (`Error(id, Unavailable)`) (§27.2 rule 4).
-    pub fn on_reset(&mut self, s: S, code: u64, deliver: impl FnMut(&[u8])) {
-        let Some(e) = self.streams.get_mut(&s) else {
-            return;
-        };
+    ///
+    /// Returns the exchange whose partial frame the reset cut off, if one was (its header
+    /// block will never be decoded: the connection's header decoder cancels it, §27.4).
+    pub fn on_reset(&mut self, s: S, code: u64, deliver: impl FnMut(&[u8])) -> Option<u32> {
+        let e = self.streams.get_mut(&s)?;
         e.recv_done = true;
-        self.buffered -= std::mem::take(&mut e.buf).capacity();
+        let lost = std::mem::take(&mut e.buf);
+        self.buffered -= lost.capacity();
+        let cut = match (lost.is_empty(), e.id) {
+            (true, _) => None,
+            (false, 0) => FrameHeader::parse(&lost).map(|h| h.id()),
+            (false, id) => Some(id),
+        };
         let (id, ours, ended) = (e.id, e.ours, e.peer_ended);
         if e.control {
             self.control_closed = true;
-            return;
+            return None;
         }
         if id != 0 && !(ours && ended) {
             self.stats.resets += 1;
@@ -824,6 +882,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             }
         }
         self.reap(s);
+        cut
     }
 
     /// The peer sent STOP_SENDING on stream `s`: it reads no more. From the opener this
@@ -984,6 +1043,12 @@ fn truncated(buf: &[u8]) -> RouteError {
     )
 }
 
+/// Whether `s` is a unidirectional stream (a header stream or one of an unknown type, for
+/// [`Router::on_uni_bytes`]); bidirectional ones carry frames ([`Router::on_bytes`]).
+pub fn is_unidirectional(s: StreamId) -> bool {
+    s.dir() == quinn_proto::Dir::Uni
+}
+
 /// [`StreamIo`] over one connection of a [`QuicEndpoint`].
 #[derive(Debug)]
 pub struct EndpointStreams<'a> {
@@ -997,6 +1062,9 @@ impl StreamIo for EndpointStreams<'_> {
     type Stream = StreamId;
     fn open_bi(&mut self) -> Option<StreamId> {
         self.endpoint.open_bi(self.conn).ok().flatten()
+    }
+    fn open_uni(&mut self) -> Option<StreamId> {
+        self.endpoint.open_uni(self.conn).ok().flatten()
     }
     fn write(&mut self, stream: StreamId, bytes: &[u8]) -> Option<usize> {
         self.endpoint.write(self.conn, stream, bytes).ok()

@@ -45,7 +45,9 @@ fn attack_random_peer_input_never_underflows_buffered_and_resets_free_all() {
                 e.1 = 0;
             }
             match rng.below(10) {
-                0 => r.on_reset(s, CANCELLED, |_| {}),
+                0 => {
+                    r.on_reset(s, CANCELLED, |_| {});
+                }
                 1 => r.on_stopped(&mut io, s, CANCELLED, |_| {}),
                 _ => {
                     let left = e.0.len() - e.1;

@@ -23,12 +23,16 @@ struct Fake {
     stopped: HashSet<u64>,
     /// Streams a write found without credit (quinn-proto wakes these with `Writable`).
     blocked: HashSet<u64>,
+    /// Unidirectional streams that may still be opened, and how many were.
+    uni_limit: u64,
+    next_uni: u64,
 }
 
 impl Fake {
     fn new() -> Self {
         Self {
             limit: 100,
+            uni_limit: 3,
             ..Self::default()
         }
     }
@@ -45,6 +49,15 @@ impl StreamIo for Fake {
         }
         self.next += 1;
         Some((self.next - 1) * 4)
+    }
+    fn open_uni(&mut self) -> Option<u64> {
+        if self.uni_limit == 0 {
+            return None;
+        }
+        self.uni_limit -= 1;
+        self.next_uni += 1;
+        // Client-initiated unidirectional stream ids: 2, 6, 10, ...
+        Some((self.next_uni - 1) * 4 + 2)
     }
     fn write(&mut self, s: u64, bytes: &[u8]) -> Option<usize> {
         if self.stopped.contains(&s) {
@@ -631,3 +644,96 @@ fn partial_frames_are_counted_in_buffered_bytes_until_delivered_or_reset() {
 
 #[path = "router_buffer_tests.rs"]
 mod buffers;
+
+/// Our header streams (§27.4): opened on first use as unidirectional streams, their type byte
+/// first, bytes flow control does not take kept (and counted as pending) until the stream is
+/// writable; a connection whose peer allows no unidirectional stream yet opens them when it
+/// does.
+#[test]
+fn header_streams_open_on_first_use_with_their_type_byte() {
+    use crate::header_streams::HeaderStream;
+    let mut io = Fake::new();
+    let mut r = client();
+    r.send_header_streams(&mut io, &[0xc0, 0x01, b'x'], &[]);
+    assert_eq!(io.on(2), [0x02, 0xc0, 0x01, b'x']);
+    assert_eq!(r.pending_bytes(), 0);
+    assert_eq!(r.unended_sends(), 1, "a header stream never ends");
+    // Flow control takes 2 bytes of the decoder stream's 4: the rest waits for Writable.
+    io.credit = Some(2);
+    r.send_header_streams(&mut io, &[], &[0x01, 0x81, 0x83]);
+    assert_eq!(io.on(6), [0x03, 0x01]);
+    assert_eq!(r.pending_bytes(), 2);
+    io.credit = None;
+    r.on_writable(&mut io, 6);
+    assert_eq!(io.on(6), [0x03, 0x01, 0x81, 0x83]);
+    assert_eq!(r.pending_bytes(), 0);
+    assert!(r.is_header_stream(2) && r.is_header_stream(6) && !r.is_header_stream(0));
+
+    // No unidirectional stream allowed yet: kept, then opened when the peer allows it.
+    let mut io = Fake::new();
+    io.uni_limit = 0;
+    let mut r = client();
+    r.send_header_streams(&mut io, &[0xc1, 0x00], &[]);
+    assert_eq!(r.pending_bytes(), 3);
+    io.uni_limit = 1;
+    r.on_streams_available(&mut io);
+    assert_eq!(io.on(2), [0x02, 0xc1, 0x00]);
+    assert_eq!(r.pending_bytes(), 0);
+    let _ = HeaderStream::Encoder;
+}
+
+/// The peer's header streams: recognised by their type byte (which may come alone), their
+/// bytes delivered without it; a second stream of a type, or one that ends or is reset, is
+/// `quic_critical_stream`; a stream of another type is read and dropped.
+#[test]
+fn the_peers_header_streams_are_critical() {
+    use crate::header_streams::HeaderStream;
+    let mut r = server();
+    let mut got: Vec<(HeaderStream, Vec<u8>)> = Vec::new();
+    r.on_uni_bytes(2, &[0x02], false, |w, b| got.push((w, b.to_vec())))
+        .unwrap();
+    r.on_uni_bytes(2, &[0xc0, 0x01], false, |w, b| got.push((w, b.to_vec())))
+        .unwrap();
+    r.on_uni_bytes(6, &[0x03, 0x81], false, |w, b| got.push((w, b.to_vec())))
+        .unwrap();
+    // Another type: dropped, ending it is no error.
+    r.on_uni_bytes(10, &[0x21, 1, 2, 3], false, |w, b| {
+        got.push((w, b.to_vec()))
+    })
+    .unwrap();
+    r.on_uni_bytes(10, &[4], true, |w, b| got.push((w, b.to_vec())))
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            (HeaderStream::Encoder, vec![0xc0, 0x01]),
+            (HeaderStream::Decoder, vec![0x81]),
+        ]
+    );
+    let e = r
+        .on_uni_bytes(14, &[0x02, 0xc0], false, |_, _| {})
+        .unwrap_err();
+    assert_eq!(e.counter, "quic_critical_stream");
+    assert_eq!(e.status, StatusCode::Internal);
+    let e = r.on_uni_bytes(6, &[], true, |_, _| {}).unwrap_err();
+    assert_eq!(e.counter, "quic_critical_stream");
+    let e = r.on_uni_closed(2).unwrap_err();
+    assert_eq!(e.counter, "quic_critical_stream");
+    // Unidirectional bytes are no progress for a partial frame.
+    assert_eq!(r.received_bytes(), 0);
+}
+
+/// A reset that cuts a frame of an exchange off names the exchange (its header block is
+/// lost: the connection's decoder cancels it, §27.4); one between frames names none.
+#[test]
+fn a_reset_names_the_exchange_whose_frame_it_cut() {
+    let mut r = server_after_hello();
+    let req = f(FrameKind::Request, 1);
+    let mut got = Vec::new();
+    r.on_bytes(4, &req, false, |d| got.push(d.to_vec()))
+        .unwrap();
+    assert_eq!(r.on_reset(4, CANCELLED, |_| {}), None);
+    let req = frame(FrameKind::StreamOpen, Flags::empty(), 3, &[1, 2, 3]);
+    r.on_bytes(8, &req[..req.len() - 1], false, |_| {}).unwrap();
+    assert_eq!(r.on_reset(8, CANCELLED, |_| {}), Some(3));
+}

@@ -183,7 +183,8 @@ pub struct RawPeer {
     /// How long a receive waits ([`RAW_TIMEOUT`] unless the test changes it).
     pub timeout: Option<Duration>,
     /// The negotiated HPACK dynamic-table size (4096 until a handshake says otherwise; 0 on
-    /// `quic://`, docs/protocol.md §27.4): what [`RawPeer::header_encoder`] uses.
+    /// `quic://`, where the raw peer offers 0, docs/protocol.md §27.4 (a)): what
+    /// [`RawPeer::header_encoder`] uses.
     pub header_table_size: u32,
 }
 
@@ -218,6 +219,11 @@ impl RawPeer {
         cfg: ClientConfig,
     ) -> (RawPeer, Settings, usize) {
         let mut p = RawPeer::connect(t, addr);
+        let mut cfg = cfg;
+        if t.qpack {
+            // The raw peer writes HPACK blocks and opens no header streams (§27.4 (a)).
+            cfg.header_table_size = 0;
+        }
         let mut hs = ClientHandshake::new(cfg);
         let mut out = Vec::new();
         hs.start(&mut out).expect("hello");

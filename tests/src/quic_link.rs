@@ -294,6 +294,11 @@ impl StreamIo for RawIo<'_> {
         self.streams.control.get_or_insert(s);
         Some(s)
     }
+    fn open_uni(&mut self) -> Option<StreamId> {
+        // The raw peer negotiates `header_table_size` 0 (docs/protocol.md §27.4 (a)): it
+        // sends no header instructions.
+        None
+    }
     fn write(&mut self, s: StreamId, bytes: &[u8]) -> Option<usize> {
         let real = bytes.len() - self.placeholder.min(bytes.len());
         let o = self.streams.out.entry(s).or_default();
@@ -575,6 +580,19 @@ impl Conn {
     fn event(&mut self, ep: &mut QuicEndpoint, ev: QuicEvent) {
         let shared = self.shared.clone();
         match ev {
+            QuicEvent::StreamOpened { stream, .. } | QuicEvent::Readable { stream, .. }
+                if netron_engine::quic::router::is_unidirectional(stream) =>
+            {
+                // The engine's header streams (docs/protocol.md §27.4): a raw peer speaks no
+                // QPACK (it negotiates header_table_size 0 where it can), so their bytes are
+                // read and dropped.
+                let mut scratch = Vec::new();
+                while let Ok(Read::Bytes { fin: false, .. }) =
+                    ep.read(self.conn, stream, &mut scratch, 1 << 16)
+                {
+                    scratch.clear();
+                }
+            }
             QuicEvent::StreamOpened { stream, .. } | QuicEvent::Readable { stream, .. } => {
                 if !self.client {
                     self.streams.control.get_or_insert(stream);

@@ -41,6 +41,10 @@ pub struct Transport {
     /// `RuntimeConfig::send_zc_threshold` says so: TCP only (Unix sockets refuse it, record
     /// transports copy into their rings).
     pub zero_copy: bool,
+    /// Whether engines code header blocks with QPACK here (`quic://`, docs/protocol.md §27.4
+    /// (c)): a [`crate::RawPeer`], which writes HPACK blocks, then offers `header_table_size`
+    /// 0 (§27.4 (a): no dynamic table, no header streams).
+    pub qpack: bool,
     /// A fresh endpoint to listen on, unique per call (`tag` names the test in paths).
     pub listen: fn(tag: &str) -> String,
     /// The endpoint a client dials to reach a server bound on `endpoint` (as the engine
@@ -128,6 +132,7 @@ pub static TCP: Transport = Transport {
     name: "tcp",
     kind: Kind::Stream,
     zero_copy: true,
+    qpack: false,
     listen: |_| "tcp://127.0.0.1:0".to_owned(),
     dial: str::to_owned,
     relayed: false,
@@ -149,6 +154,7 @@ pub static UNIX: Transport = Transport {
     name: "unix",
     kind: Kind::Stream,
     zero_copy: false,
+    qpack: false,
     listen: |tag| format!("unix://{}", fresh_unix_path(tag)),
     dial: str::to_owned,
     relayed: false,
@@ -171,6 +177,7 @@ pub static INPROC: Transport = Transport {
     name: "inproc",
     kind: Kind::Record,
     zero_copy: false,
+    qpack: false,
     listen: |tag| format!("inproc://{}", fresh_inproc_name(tag)),
     dial: str::to_owned,
     relayed: false,
@@ -195,6 +202,7 @@ pub static SHM: Transport = Transport {
     name: "shm",
     kind: Kind::Record,
     zero_copy: false,
+    qpack: false,
     listen: |tag| format!("shm://{}", fresh_inproc_name(tag)),
     dial: str::to_owned,
     relayed: false,
@@ -221,6 +229,7 @@ pub static QUIC: Transport = Transport {
     name: "quic",
     kind: Kind::Stream,
     zero_copy: false,
+    qpack: true,
     listen: |_| "quic://127.0.0.1:0".to_owned(),
     dial: str::to_owned,
     relayed: false,
@@ -239,6 +248,7 @@ pub static SHM2P: Transport = Transport {
     name: "shm2p",
     kind: Kind::Record,
     zero_copy: false,
+    qpack: false,
     listen: |tag| format!("shm://{}", fresh_inproc_name(tag)),
     dial: crate::relay::dial,
     relayed: true,

@@ -83,6 +83,11 @@ impl QpackDecoder {
             .map(|(s, _)| *s)
     }
 
+    /// Whether decoder-stream instructions wait for [`QpackDecoder::take_instructions`].
+    pub fn has_instructions(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Appends the decoder-stream instructions produced so far to `out` (the stream type byte
     /// is the caller's) and forgets them.
     pub fn take_instructions(&mut self, out: &mut Vec<u8>) {

@@ -135,7 +135,8 @@ impl QpackEncoder {
             .is_some_and(|q| q.iter().any(|(ric, _)| *ric > self.known_received))
     }
 
-    /// Encodes `fields` as the header block of a frame on QUIC stream `stream` into `block`,
+    /// Encodes `fields` as the header block of a frame of exchange `stream` (its frame id,
+    /// §27.4: one QUIC stream per exchange and direction) into `block`,
     /// appending any insertions to `encoder_stream` (write those bytes to the encoder stream;
     /// the block may reach the peer first, it is then blocked there until they arrive).
     ///

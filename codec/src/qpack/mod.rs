@@ -12,6 +12,9 @@
 //! cancellations, insert count increments), so the encoder never evicts an entry a block in
 //! flight still needs.
 //!
+//! Blocks are tracked per *stream*, a `u64` the caller chooses: Netron uses the exchange id
+//! (the frame's `id`), which has one QUIC stream per direction (§27.4).
+//!
 //! - [`QpackEncoder`]: one per connection and direction, at the sender. Encodes header
 //!   blocks for a stream and appends the insertions they rely on to the encoder stream;
 //!   reads the peer's decoder stream.

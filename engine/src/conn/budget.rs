@@ -166,7 +166,7 @@ impl<C: Caller> Connection<C> {
 
     /// Re-counts this connection's buffer capacity against the core's budget.
     pub(crate) fn recharge(&mut self) {
-        let now = self.rx.capacity() + self.scratch.capacity();
+        let now = self.rx.capacity() + self.scratch.capacity() + self.dec.held_bytes();
         let b = &self.cfg.buffers;
         b.used.set(
             b.used

@@ -37,6 +37,8 @@ pub(crate) struct ConnConfig {
     pub buffers: std::rc::Rc<BufferBudget>,
     /// Limits and defaults of events.
     pub events: crate::events::EventConfig,
+    /// A `quic://` connection: with a dynamic table, header blocks are QPACK (§27.4 (c)).
+    pub quic: bool,
 }
 
 impl ConnConfig {
@@ -57,20 +59,20 @@ impl ConnConfig {
             idle_frames: p.idle_frame_budget,
             buffers: std::rc::Rc::new(BufferBudget::new(p.max_buffer_bytes)),
             events: p.events,
+            quic: false,
         }
     }
 }
 
 impl ConnConfig {
-    /// The configuration of a `quic://` connection: as `self`, but both handshake offers
-    /// carry `header_table_size` 0 (docs/protocol.md §27.4 option (a): the static table and
-    /// literals only, so a header block never depends on a block of another QUIC stream; the
-    /// negotiated size is the smaller offer, so it is 0 whatever the peer offers). The
-    /// buffer budget is shared.
+    /// The configuration of a `quic://` connection: as `self`, with header blocks coded by
+    /// QPACK (docs/protocol.md §27.4 (c): insertions travel on the encoder stream, blocks only
+    /// reference entries, so a block never depends on another QUIC stream's order) when the
+    /// negotiated `header_table_size` is not 0; with 0 (either side's offer), blocks use the
+    /// static table and literals only (§27.4 (a)). The buffer budget is shared.
     pub(crate) fn for_quic(&self) -> Self {
         let mut c = self.clone();
-        c.server.header_table_size = netron_quic::router::QUIC_HEADER_TABLE_SIZE;
-        c.client.header_table_size = netron_quic::router::QUIC_HEADER_TABLE_SIZE;
+        c.quic = true;
         c
     }
 }

@@ -12,6 +12,8 @@ mod budget;
 mod client;
 mod config;
 pub(crate) mod events;
+mod header_coding;
+mod header_streams;
 mod ids;
 mod reassembly;
 pub(crate) mod record;
@@ -35,7 +37,10 @@ use netron_codec::control::ControlEncoder;
 use netron_codec::handshake::{
     ClientHandshake, ClientProgress, ServerHandshake, ServerProgress, Settings,
 };
-use netron_codec::hpack::{HeaderDecoder, HeaderEncoder, HeaderList};
+use netron_codec::hpack::{HeaderEncoder, HeaderList};
+
+use header_coding::{Block, HeaderRecv, HeaderSend};
+pub(crate) use header_streams::HeaderStream;
 use netron_codec::{
     BatchEncoder, DecodeError, EncodeError, Frame, FrameIter, FrameKind, HandshakeError, Limits,
     StatusCode,
@@ -143,8 +148,9 @@ pub(crate) struct Connection<C: Caller> {
     state: State,
     /// Bytes of a partial frame (or of the handshake) carried over to the next receive.
     rx: Vec<u8>,
-    dec: HeaderDecoder,
-    enc: HeaderEncoder,
+    /// Header coding (HPACK, or QPACK on `quic://`: conn/header_coding.rs).
+    dec: HeaderRecv,
+    enc: HeaderSend,
     tx: BatchEncoder,
     /// Full batches waiting for the socket, oldest first, with their frame counts.
     tx_full: VecDeque<(Vec<u8>, u32)>,
@@ -244,8 +250,8 @@ impl<C: Caller> Connection<C> {
             role,
             state: State::Open,
             rx: Vec::new(),
-            dec: HeaderDecoder::new(0, 0),
-            enc: HeaderEncoder::new(0),
+            dec: HeaderRecv::Pending(Vec::new()),
+            enc: HeaderSend::Hpack(HeaderEncoder::new(0)),
             tx: BatchEncoder::new(handshake_limits()),
             tx_full: VecDeque::new(),
             spare: Vec::new(),
@@ -320,12 +326,16 @@ impl<C: Caller> Connection<C> {
             .map_or_else(handshake_limits, |s| s.limits)
     }
 
-    fn apply_settings(&mut self, s: Settings) {
-        self.dec = HeaderDecoder::new(s.header_table_size, s.limits.max_header_list_size as usize);
-        self.enc = HeaderEncoder::new(s.header_table_size);
+    fn apply_settings(&mut self, s: Settings) -> Result<(), ConnError> {
         let packed = s.features & netron_codec::features::PACKED_TRACE != 0;
-        self.enc.set_packed_trace(packed);
-        self.dec.set_packed_trace(packed);
+        let quic = self.cfg.quic;
+        self.enc = HeaderSend::new(quic, s.header_table_size, packed);
+        let started = self.dec.start(
+            quic,
+            s.header_table_size,
+            s.limits.max_header_list_size as usize,
+            packed,
+        );
         // Locally, batches on a stream socket are bounded by the negotiated limits too.
         self.tx.set_limits(s.limits);
         self.compressor = Compressor::new(s.compression, s.compression_threshold as usize);
@@ -335,6 +345,8 @@ impl<C: Caller> Connection<C> {
         }
         self.settings = Some(s);
         self.state = State::Open;
+        // Encoder-stream bytes that came before the handshake completed were applied now.
+        started.map_err(|e| netron_codec::DecodeError::from(e).into())
     }
 
     /// Feeds received bytes. On `Err` the connection is closing: an Error frame (id 0) was
@@ -469,7 +481,7 @@ impl<C: Caller> Connection<C> {
                         let r = hs.try_accept(&offer, &mut out);
                         self.tx.push_encoded(&out, 1);
                         let settings = r?;
-                        self.apply_settings(settings);
+                        self.apply_settings(settings)?;
                         env.stats.handshakes += 1;
                         consumed = n;
                     }
@@ -494,7 +506,7 @@ impl<C: Caller> Connection<C> {
                     settings,
                     consumed: n,
                 } => {
-                    self.apply_settings(settings);
+                    self.apply_settings(settings)?;
                     env.stats.handshakes += 1;
                     consumed = n;
                 }
@@ -524,10 +536,19 @@ impl<C: Caller> Connection<C> {
         // (refused, unknown id, late, cancelled): the peer's encoder already moved its table
         // (docs/protocol.md §9.1). A kind without headers has an empty block (checked by
         // the codec), which decodes to nothing.
-        if frame.kind().may_have_headers() {
-            self.dec
-                .decode_into(frame.header_block(), &mut self.headers)
-                .map_err(netron_codec::DecodeError::from)?;
+        //
+        // On QUIC a block may arrive before the insertions it needs (§27.4): its frame, and
+        // every later frame of its exchange, then waits until they arrive.
+        if self.dec.holds(frame.id()) {
+            return self.hold_blocked(frame);
+        }
+        if frame.kind().may_have_headers()
+            && self
+                .dec
+                .decode(frame.id(), frame.header_block(), &mut self.headers)?
+                == Block::Held
+        {
+            return self.hold_blocked(frame);
         }
         // Every control body is verified the same way, before anything acts on the frame.
         netron_codec::control::verify_body(&frame)?;
@@ -729,6 +750,7 @@ impl<C: Caller> Connection<C> {
             || !self.tx.is_empty()
             || self.streams_want_write()
             || self.events_want_write()
+            || self.header_streams_want_write()
     }
 
     /// Takes the next batch to write (oldest full batch first), leaving an empty buffer in its

@@ -736,6 +736,8 @@ mod bounds;
 mod dispatch;
 /// Calls in both directions on one connection (symmetric peers).
 mod peers;
+/// Header compression on `quic://` (QPACK, docs/protocol.md §27.4).
+mod qpack;
 /// The same connections over a record transport (docs/protocol.md §26).
 mod records;
 /// Handshake timeout and keepalive (own and advertised).

@@ -59,6 +59,15 @@ pub(crate) enum Input<'a> {
         status: netron_codec::StatusCode,
         message: &'a str,
     },
+    /// Bytes of one of the peer's header streams (QUIC, docs/protocol.md §27.4), their type
+    /// byte taken off.
+    HeaderStream {
+        stream: crate::conn::HeaderStream,
+        bytes: &'a [u8],
+    },
+    /// The peer reset the QUIC stream of exchange `id` with part of a frame lost (§27.4: its
+    /// header block will never be decoded).
+    ExchangeReset { id: u32 },
 }
 
 impl<'a> Input<'a> {
@@ -67,7 +76,8 @@ impl<'a> Input<'a> {
     pub(crate) fn bytes(self) -> &'a [u8] {
         match self {
             Input::Bytes(b) | Input::Record { bytes: b, .. } => b,
-            Input::Failed { .. } => &[],
+            Input::HeaderStream { bytes, .. } => bytes,
+            Input::Failed { .. } | Input::ExchangeReset { .. } => &[],
         }
     }
 }
@@ -97,6 +107,11 @@ pub(crate) fn feed<C: Caller>(
                 conn.fail(e.clone(), env);
             }
             Err(e)
+        }
+        Input::HeaderStream { stream, bytes } => conn.on_header_stream(stream, bytes, env),
+        Input::ExchangeReset { id } => {
+            conn.on_exchange_reset(id);
+            Ok(())
         }
     }
 }

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use netron_codec::StatusCode;
-use netron_quic::router::{EndpointStreams, Router};
+use netron_quic::router::{self, EndpointStreams, Router};
 use netron_quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
 
 use super::{Direct, Input, Link, Owner, Tx, TxPolicy, Update};
-use crate::conn::{Caller, Connection};
+use crate::conn::{Caller, Connection, HeaderStream};
 use crate::driver::token::{Op, Token};
 use crate::driver::{Driver, Event, OpId};
 
@@ -133,6 +133,9 @@ pub(crate) struct QuicLink {
     peer_identity: Option<crate::PeerCertificates>,
     rx: Vec<u8>,
     scratch: Vec<u8>,
+    /// The connection's encoder- and decoder-stream bytes on their way to the router
+    /// (buffers kept for reuse).
+    header_out: (Vec<u8>, Vec<u8>),
     tx: Vec<u8>,
 }
 
@@ -186,6 +189,7 @@ impl QuicLink {
             peer_identity: None,
             rx: vec![0; MAX_DATAGRAM],
             scratch: Vec::new(),
+            header_out: (Vec::new(), Vec::new()),
             tx: Vec::new(),
         };
         link.note_identity();
@@ -649,6 +653,11 @@ impl QuicLink {
                 // left in QUIC's buffers, where its flow-control windows bound it.
                 QuicEvent::StreamOpened { .. } | QuicEvent::Readable { .. }
                     if self.linger_until.is_some() => {}
+                QuicEvent::StreamOpened { conn, stream } | QuicEvent::Readable { conn, stream }
+                    if router::is_unidirectional(stream) =>
+                {
+                    got |= self.read_uni(conn, stream, deliver);
+                }
                 QuicEvent::StreamOpened { conn, stream } | QuicEvent::Readable { conn, stream } => {
                     got |= self.read_stream(conn, stream, deliver)?;
                 }
@@ -658,6 +667,13 @@ impl QuicLink {
                         conn,
                     };
                     self.router.on_writable(&mut io, stream);
+                }
+                QuicEvent::Stopped { stream, .. } if router::is_unidirectional(stream) => {
+                    // One of our header streams (§27.4): a critical stream may not be stopped.
+                    if let Err(e) = self.router.on_uni_closed(stream) {
+                        self.fail_input(&e, deliver);
+                        return Ok(true);
+                    }
                 }
                 QuicEvent::Stopped { conn, stream, code } => {
                     let mut io = EndpointStreams {
@@ -755,12 +771,7 @@ impl QuicLink {
                         // The peer broke §27.2 (or sent a frame length its decoder refuses):
                         // the connection fails as for its own decode errors, counting it and
                         // sending Error(0) with the status, before the close.
-                        deliver(Input::Failed {
-                            counter: e.counter,
-                            status: e.status,
-                            message: &e.message,
-                        });
-                        self.read_done = true;
+                        self.fail_input(&e, deliver);
                         return Ok(true);
                     }
                     if fin {
@@ -768,14 +779,70 @@ impl QuicLink {
                     }
                 }
                 Ok(Read::Reset { code }) => {
-                    self.router.on_reset(stream, code, |f| {
+                    let cut = self.router.on_reset(stream, code, |f| {
                         got = true;
                         deliver(Input::Bytes(f));
                     });
+                    if let Some(id) = cut {
+                        deliver(Input::ExchangeReset { id });
+                    }
                     return Ok(got);
                 }
                 Ok(Read::Blocked) | Err(_) => return Ok(got),
             }
+        }
+    }
+
+    /// The peer broke §27.2 or §27.4 (found by the router): the connection fails as for its
+    /// own decode errors, counting it and sending Error(0) with the status, before the close.
+    fn fail_input(&mut self, e: &router::RouteError, deliver: &mut impl FnMut(Input<'_>)) {
+        deliver(Input::Failed {
+            counter: e.counter,
+            status: e.status,
+            message: &e.message,
+        });
+        self.read_done = true;
+    }
+
+    /// Reads the peer's unidirectional stream `stream`: header-stream bytes go to the
+    /// connection (§27.4), other types are discarded; returns whether anything was delivered.
+    fn read_uni(
+        &mut self,
+        conn: ConnId,
+        stream: StreamId,
+        deliver: &mut impl FnMut(Input<'_>),
+    ) -> bool {
+        let mut got = false;
+        loop {
+            self.scratch.clear();
+            let r = match self
+                .endpoint
+                .read(conn, stream, &mut self.scratch, READ_CHUNK)
+            {
+                Ok(Read::Bytes { fin, .. }) => {
+                    let r = self
+                        .router
+                        .on_uni_bytes(stream, &self.scratch, fin, |which, bytes| {
+                            got = true;
+                            let stream = match which {
+                                router::HeaderStream::Encoder => HeaderStream::Encoder,
+                                router::HeaderStream::Decoder => HeaderStream::Decoder,
+                            };
+                            deliver(Input::HeaderStream { stream, bytes });
+                        });
+                    if r.is_ok() && !fin {
+                        continue;
+                    }
+                    r
+                }
+                Ok(Read::Reset { .. }) => self.router.on_uni_closed(stream),
+                Ok(Read::Blocked) | Err(_) => Ok(()),
+            };
+            if let Err(e) = r {
+                self.fail_input(&e, deliver);
+                return true;
+            }
+            return got;
         }
     }
 
@@ -972,7 +1039,23 @@ impl Link for QuicLink {
         let Some(quic) = self.conn else {
             return Tx::Nothing;
         };
-        let Some((buf, frames)) = conn.poll_transmit() else {
+        let batch = conn.poll_transmit();
+        // The header instructions the batch's blocks need (encoding may happen in
+        // `poll_transmit`), written before the batch so they tend to arrive first (§27.4).
+        let mut streams = EndpointStreams {
+            endpoint: &mut self.endpoint,
+            conn: quic,
+        };
+        if conn.header_streams_want_write() {
+            conn.take_header_streams(&mut self.header_out.0, &mut self.header_out.1);
+            self.router
+                .send_header_streams(&mut streams, &self.header_out.0, &self.header_out.1);
+            self.header_out.0.clear();
+            self.header_out.1.clear();
+        }
+        let Some((buf, frames)) = batch else {
+            self.send_out();
+            self.arm_timer(io);
             return Tx::Nothing;
         };
         let mut streams = EndpointStreams {

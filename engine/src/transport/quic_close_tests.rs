@@ -47,7 +47,11 @@ impl RawPeer {
         let mut ep = QuicEndpoint::new(None, Some(&cc)).unwrap();
         let conn = ep.connect(Instant::now(), addr, "127.0.0.1").unwrap();
         let (mut tx, mut rx) = (Vec::new(), vec![0u8; 65_535]);
-        let mut hs = ClientHandshake::new(netron_codec::handshake::ClientConfig::default());
+        // It writes HPACK blocks without a dynamic table and opens no header streams, so it
+        // offers header_table_size 0 (docs/protocol.md §27.4 (a)).
+        let mut hs = ClientHandshake::new(
+            netron_codec::handshake::ClientConfig::default().with_header_table_size(0),
+        );
         let (mut control, mut got) = (None, Vec::new());
         let until = Instant::now() + Duration::from_secs(10);
         loop {

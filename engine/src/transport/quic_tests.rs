@@ -1396,3 +1396,42 @@ fn quic_vs_tcp_round_trips() {
 
 #[path = "quic_close_tests.rs"]
 mod close;
+
+/// Engines on quic:// code headers with QPACK (docs/protocol.md §27.4 (c)): once the table
+/// holds a call's `:service` and `:method`, each request carries one byte per field; a client
+/// that offers `header_table_size` 0 gets the static table and literals (§27.4 (a)) and its
+/// requests repeat both names. Counted in the bytes the server's connection took per call.
+#[test]
+fn quic_requests_reference_the_header_table_once_it_holds_their_fields() {
+    let ca = Ca::new("ca");
+    let s = server(&ca, ClientAuth::None);
+    let ep = s.endpoints()[0].to_string();
+    let per_call = |table: u32| {
+        let cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+        let c = Engine::builder()
+            .cores(1)
+            .config(ProtocolConfig::default().with_quic_client(cc).with_client(
+                netron_codec::handshake::ClientConfig::default().with_header_table_size(table),
+            ))
+            .build()
+            .unwrap();
+        let ch = c.client().connect(&ep).expect("connects over quic");
+        let method = ch.method("echo@1.0.0", "say");
+        for _ in 0..3 {
+            assert_eq!(method.call(&[1u8][..], DL).unwrap(), [1]);
+        }
+        let before = s.total_stats().bytes_in();
+        for i in 0..20u8 {
+            assert_eq!(method.call(vec![i], DL).unwrap(), [i]);
+        }
+        (s.total_stats().bytes_in() - before) / 20
+    };
+    let qpack = per_call(4096);
+    let literal = per_call(0);
+    // A request's block: 4 bytes against ~20 ("echo@1.0.0" and "say" as literals).
+    assert!(
+        qpack + 12 <= literal,
+        "bytes per request: {qpack} with QPACK, {literal} without a dynamic table"
+    );
+    assert!(s.total_stats().errors().is_empty(), "{:?}", s.total_stats());
+}
