@@ -610,6 +610,15 @@ impl Conn {
                 self.streams.unacked.remove(&stream);
             }
             QuicEvent::Stopped { stream, code, .. } => {
+                // Nothing queued for a stopped stream will go out: it no longer counts as
+                // unsent (`try_send`'s backlog). The router resets only a stream whose half it
+                // has not ended, and it ends a half as soon as [`RawIo`] queued its last
+                // bytes, so bytes still queued here were left counted for ever: a flood whose
+                // requests the server stopped saw `try_send` refuse for good (WouldBlock with
+                // the server idle) and was never cut off (the flood tests over quic://, one
+                // run in three).
+                self.streams.out.remove(&stream);
+                self.streams.unacked.remove(&stream);
                 let (mut io, router) = (raw_io(ep, self.conn, &mut self.streams), &mut self.router);
                 router.on_stopped(&mut io, stream, code, |f| shared.push(f));
             }

@@ -24,6 +24,8 @@ pub(super) struct RawPeer {
     tx: Vec<u8>,
     /// Read nothing from the control stream after the Welcome.
     deaf_control: bool,
+    /// Read nothing from any exchange stream (replies stay in QUIC's buffers).
+    deaf_exchanges: bool,
 }
 
 impl RawPeer {
@@ -98,6 +100,7 @@ impl RawPeer {
                                 rx,
                                 tx,
                                 deaf_control: false,
+                                deaf_exchanges: false,
                             };
                         }
                     }
@@ -135,6 +138,9 @@ impl RawPeer {
             match ev {
                 QuicEvent::Readable { stream, .. } => {
                     if stream == self.control && self.deaf_control {
+                        continue;
+                    }
+                    if stream != self.control && self.deaf_exchanges {
                         continue;
                     }
                     let mut sink = Vec::new();
@@ -683,4 +689,59 @@ fn attack_mute_linger_on_a_hot_busy_poll_core() {
     drop(peer);
     assert!(took < linger * 4, "{took:?}");
     assert_eq!(st.buffer_bytes(), 0);
+}
+
+/// A peer that sends calls and reads none of the replies, with a small connection window
+/// (256 KiB): quinn-proto takes our writes only up to the peer's connection-level window
+/// (MAX_DATA), so the replies it cannot send wait in the router and the held-bytes check
+/// cuts the peer off at the stall timeout (`write_stalled`), as a TCP socket the peer does
+/// not read. (Written while chasing the flood tests' flake on quic://; it holds.)
+#[test]
+fn a_peer_that_reads_no_reply_is_cut_off_once_its_connection_window_is_shut() {
+    let ca = Ca::new("ca");
+    let s = server_with(&ca, |p| p.with_stall_timeout(Duration::from_millis(500)));
+    let mut peer = RawPeer::connect_with(quic_addr(&s), &ca, |cc| {
+        cc.settings.stream_receive_window = 64 << 10;
+        cc.settings.receive_window = 256 << 10;
+    });
+    peer.deaf_exchanges = true;
+    let mut enc = netron_codec::hpack::HeaderEncoder::new(0);
+    let mut id = 1u32;
+    let until = Instant::now() + Duration::from_secs(20);
+    while peer.closed.is_none() {
+        assert!(
+            Instant::now() < until,
+            "not cut off in 20 s: {:?}",
+            s.total_stats()
+        );
+        // As many 32 KiB echo calls as the server's stream limit lets us open.
+        while let Ok(Some(st)) = peer.ep.open_bi(peer.conn) {
+            let mut b = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
+            b.request(id, Some(Duration::from_secs(60)))
+                .unwrap()
+                .headers(
+                    &mut enc,
+                    &[
+                        netron_codec::hpack::Header::service(b"echo@1.0.0"),
+                        netron_codec::hpack::Header::method(b"say"),
+                    ],
+                )
+                .unwrap()
+                .payload(&[5u8; 32 << 10])
+                .finish()
+                .unwrap();
+            peer.write_all(st, b.as_slice());
+            let _ = peer.ep.finish(peer.conn, st);
+            id += 2;
+        }
+        peer.turn(false);
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let st = s.total_stats();
+    assert_eq!(st.errors_of("write_stalled"), 1, "{st:?}");
+    assert!(
+        matches!(peer.closed, Some(CloseReason::Application { .. })),
+        "{:?}",
+        peer.closed
+    );
 }
