@@ -182,6 +182,9 @@ pub struct Router<S> {
     batch: BatchEncoder,
     /// Both sides' header streams (§27.4).
     headers: HeaderStreams<S>,
+    /// Exchanges whose incoming half we stopped reading (STOP_SENDING) since
+    /// [`Router::take_abandoned`].
+    abandoned: Vec<u32>,
 }
 
 /// Capacity of an empty reassembly buffer kept for its stream (bytes); a larger one, left by
@@ -254,6 +257,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             enc: ControlEncoder::new(),
             batch: BatchEncoder::new(*limits),
             headers: HeaderStreams::default(),
+            abandoned: Vec::new(),
         }
     }
 
@@ -548,6 +552,11 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
                 e.recv_done = true;
                 self.buffered -= std::mem::take(&mut e.buf).capacity();
                 io.stop(s, CANCELLED);
+                // Whatever the callee sends on it now is discarded: its header blocks will
+                // never be decoded (the connection's decoder cancels the exchange, §27.4).
+                if !e.peer_ended {
+                    self.abandoned.push(id);
+                }
                 if !e.peer_ended {
                     let mut made = std::mem::take(&mut self.made);
                     self.error_frame(id, StatusCode::Cancelled, CANCELLED, |f| {
@@ -633,6 +642,16 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         if !self.made.is_empty() {
             deliver(&self.made);
             self.made.clear();
+        }
+    }
+
+    /// Hands over the exchanges whose incoming half [`Router::send`] stopped reading (a
+    /// Cancel turned into STOP_SENDING): header blocks the peer sent on them will not be
+    /// decoded, so the connection's QPACK decoder cancels them (RFC 9204 §4.4.2), or the
+    /// peer's encoder would keep them outstanding, pinning entries, for the connection's life.
+    pub fn take_abandoned(&mut self, mut f: impl FnMut(u32)) {
+        for id in self.abandoned.drain(..) {
+            f(id);
         }
     }
 
@@ -856,17 +875,19 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
     /// The peer reset stream `s` (RESET_STREAM): the exchange's opener cancelled it (a Cancel
     /// frame goes to `deliver`) or its callee gave up (`Error(id, Unavailable)`) (§27.2 rule 4).
     ///
-    /// Returns the exchange whose partial frame the reset cut off, if one was (its header
-    /// block will never be decoded: the connection's header decoder cancels it, §27.4).
+    /// Returns the exchange whose frames the reset may have cut off (a partial frame was
+    /// lost, or the peer's half had not ended: frames it sent may never arrive): their header
+    /// blocks will never be decoded, so the connection's header decoder cancels the exchange
+    /// (§27.4). A reset before 16 bytes of a new stream's first frame names no exchange.
     pub fn on_reset(&mut self, s: S, code: u64, deliver: impl FnMut(&[u8])) -> Option<u32> {
         let e = self.streams.get_mut(&s)?;
         e.recv_done = true;
         let lost = std::mem::take(&mut e.buf);
         self.buffered -= lost.capacity();
         let cut = match (lost.is_empty(), e.id) {
-            (true, _) => None,
+            (_, id) if id != 0 && (!lost.is_empty() || !e.peer_ended) => Some(id),
             (false, 0) => FrameHeader::parse(&lost).map(|h| h.id()),
-            (false, id) => Some(id),
+            _ => None,
         };
         let (id, ours, ended) = (e.id, e.ours, e.peer_ended);
         if e.control {

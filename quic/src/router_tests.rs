@@ -378,6 +378,12 @@ fn a_cancel_after_the_request_half_ended_stops_the_stream_and_ends_as_cancelled(
     c.send(&mut io, &f(FrameKind::Cancel, 1)).unwrap();
     assert_eq!(io.stops, vec![(4, CANCELLED)]);
     assert_eq!(io.on(4), f(FrameKind::Request, 1), "no frame after the FIN");
+    // The reply's header blocks will not be decoded: the exchange is handed over for the
+    // header decoder to cancel (§27.4), once.
+    let mut abandoned = Vec::new();
+    c.take_abandoned(|id| abandoned.push(id));
+    c.take_abandoned(|id| abandoned.push(id));
+    assert_eq!(abandoned, [1]);
     let mut got = Vec::new();
     c.take_made(|d| got.push(d.to_vec()));
     let fr = Frame::parse(&got[0], &Limits::default()).unwrap();
@@ -726,7 +732,7 @@ fn the_peers_header_streams_are_critical() {
 /// A reset that cuts a frame of an exchange off names the exchange (its header block is
 /// lost: the connection's decoder cancels it, §27.4); one between frames names none.
 #[test]
-fn a_reset_names_the_exchange_whose_frame_it_cut() {
+fn a_reset_names_the_exchange_whose_frames_it_may_have_cut() {
     let mut r = server_after_hello();
     let req = f(FrameKind::Request, 1);
     let mut got = Vec::new();
@@ -736,4 +742,8 @@ fn a_reset_names_the_exchange_whose_frame_it_cut() {
     let req = frame(FrameKind::StreamOpen, Flags::empty(), 3, &[1, 2, 3]);
     r.on_bytes(8, &req[..req.len() - 1], false, |_| {}).unwrap();
     assert_eq!(r.on_reset(8, CANCELLED, |_| {}), Some(3));
+    // Whole frames, but the peer's half had not ended: later frames may be lost.
+    let open = frame(FrameKind::StreamOpen, Flags::empty(), 5, &[1]);
+    r.on_bytes(12, &open, false, |_| {}).unwrap();
+    assert_eq!(r.on_reset(12, CANCELLED, |_| {}), Some(5));
 }

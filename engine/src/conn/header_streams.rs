@@ -87,8 +87,9 @@ impl<C: Caller> Connection<C> {
         Ok(())
     }
 
-    /// The QUIC stream of exchange `id` was reset by the peer with part of a frame lost: its
-    /// header block will never be decoded, so the peer's encoder is told to forget it.
+    /// The QUIC stream of exchange `id` was reset by the peer, or we stopped reading it, before
+    /// its frames all arrived: header blocks on it may never be decoded, so the peer's encoder
+    /// is told to forget the exchange (RFC 9204 §4.4.2).
     pub(crate) fn on_exchange_reset(&mut self, id: u32) {
         self.dec.on_reset(id);
     }

@@ -1063,6 +1063,7 @@ impl Link for QuicLink {
             conn: quic,
         };
         let routed = self.router.send(&mut streams, &buf);
+        self.router.take_abandoned(|id| conn.on_exchange_reset(id));
         let n = buf.len();
         self.written = Some((buf, frames));
         if let Err(e) = routed {

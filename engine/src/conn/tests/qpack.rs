@@ -248,3 +248,41 @@ fn insertions_before_the_handshake_completes_are_applied_after_it() {
     let (_, dec) = take_streams(&mut client);
     assert_eq!(dec, [0x01], "one insertion acknowledged");
 }
+
+/// An exchange whose stream was reset (or that we stopped reading) gets a Stream
+/// Cancellation, so the peer's encoder unpins what its lost blocks referenced (RFC 9204
+/// §4.4.2); one whose frames wait behind a blocked block gets it only after they are decoded
+/// (an earlier cancellation would let the encoder evict entries those blocks need).
+#[test]
+fn a_reset_exchange_is_cancelled_after_its_held_frames() {
+    let mut p = quic_pair(test_cfg());
+    p.server.on_exchange_reset(7);
+    assert_eq!(
+        take_streams(&mut p.server).1,
+        [0x47],
+        "Stream Cancellation 7"
+    );
+
+    // Held: the request of exchange 1 waits for its insertions, then its stream is reset.
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
+    p.client
+        .start_call(&Pair::spec(b"echo", b"x"), slot.clone(), p.now)
+        .unwrap();
+    let (batch, _) = p.client.poll_transmit().unwrap();
+    let mut env = conn_env!(p);
+    p.server.handle_input(&batch, &mut env).unwrap();
+    assert_eq!(p.server.dec.held_exchanges(), 1);
+    p.server.on_exchange_reset(1);
+    assert!(
+        take_streams(&mut p.server).1.is_empty(),
+        "no cancellation while its block waits"
+    );
+    let (enc, _) = take_streams(&mut p.client);
+    let mut env = conn_env!(p);
+    p.server
+        .on_header_stream(HeaderStream::Encoder, &enc, &mut env)
+        .unwrap();
+    // Decoded (Insert Count Increment 2, Section Acknowledgment 1), then cancelled.
+    assert_eq!(take_streams(&mut p.server).1, [0x02, 0x81, 0x41]);
+}
