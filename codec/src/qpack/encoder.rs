@@ -13,13 +13,35 @@ use crate::hpack::{Header, Indexing};
 pub const MAX_UNACKED_SECTIONS: usize = 1024;
 
 /// One field line, decided before the block is written (the prefix needs the largest
-/// reference first).
-enum Line<'h> {
+/// reference first). Literal values and names are named by their field's index in the list
+/// being encoded, so the encoder keeps one buffer of lines for every block (no allocation per
+/// block once it has grown to the longest list).
+#[derive(Debug, Clone, Copy)]
+enum Line {
     Static(u64),
     Dynamic(u64),
-    LiteralStaticName(u64, &'h [u8], bool),
-    LiteralDynamicName(u64, &'h [u8], bool),
-    Literal(&'h [u8], &'h [u8], bool),
+    LiteralStaticName(u64, usize, bool),
+    LiteralDynamicName(u64, usize, bool),
+    Literal(usize, bool),
+}
+
+/// The unacknowledged blocks of one stream, oldest first: (required insert count, smallest
+/// absolute index referenced). The first is kept inline: a call has one block per direction,
+/// so tracking it allocates nothing.
+#[derive(Debug)]
+struct Unacked {
+    first: (u64, u64),
+    rest: VecDeque<(u64, u64)>,
+}
+
+impl Unacked {
+    fn iter(&self) -> impl Iterator<Item = &(u64, u64)> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
 }
 
 /// Encodes header blocks for one direction of a QUIC connection (see the [module](super)).
@@ -40,11 +62,12 @@ pub struct QpackEncoder {
     table: Table,
     max_capacity: usize,
     known_received: u64,
-    /// Unacknowledged blocks with a non-zero Required Insert Count, per stream, in order:
-    /// (required insert count, smallest absolute index referenced).
-    outstanding: HashMap<u64, VecDeque<(u64, u64)>>,
+    /// Unacknowledged blocks with a non-zero Required Insert Count, per stream, in order.
+    outstanding: HashMap<u64, Unacked>,
     /// Decoder-stream bytes of an instruction not yet complete.
     pending: Vec<u8>,
+    /// The field lines of the block being encoded (kept for the next block).
+    lines: Vec<Line>,
 }
 
 impl QpackEncoder {
@@ -57,6 +80,7 @@ impl QpackEncoder {
             known_received: 0,
             outstanding: HashMap::new(),
             pending: Vec::new(),
+            lines: Vec::new(),
         }
     }
 
@@ -181,17 +205,18 @@ impl QpackEncoder {
         let start = block.len();
         // A peer that never acknowledges costs compression, not memory: past the bound, blocks
         // reference nothing dynamic (and insert nothing) until acknowledgements arrive.
-        let unacked: usize = self.outstanding.values().map(VecDeque::len).sum();
+        let unacked: usize = self.outstanding.values().map(Unacked::len).sum();
         // (A capacity below 32 bytes holds no entry: MaxEntries is 0, nothing dynamic.)
         let dynamic_ok = stream.is_some()
             && max_entries(self.max_capacity) > 0
             && unacked < MAX_UNACKED_SECTIONS;
         let may_block = stream
             .is_some_and(|s| self.is_blocking(s) || self.blocked_streams() < MAX_BLOCKED_STREAMS);
-        let mut lines: Vec<Line<'_>> = Vec::with_capacity(fields.len());
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.clear();
         let mut min_ref = u64::MAX;
         let mut max_ref: Option<u64> = None;
-        for h in fields {
+        for (f, h) in fields.iter().enumerate() {
             let (name, value) = (h.name, h.value);
             let policy = match h.indexing {
                 Indexing::Auto => auto_policy(name, value, self.table.capacity()),
@@ -240,13 +265,13 @@ impl QpackEncoder {
                 static_name,
                 by_name.filter(|a| usable(*a, self.known_received)),
             ) {
-                (Some(i), _) => lines.push(Line::LiteralStaticName(i, value, never)),
+                (Some(i), _) => lines.push(Line::LiteralStaticName(i, f, never)),
                 (None, Some(abs)) if self.table.get(abs).is_some() => {
-                    lines.push(Line::LiteralDynamicName(abs, value, never));
+                    lines.push(Line::LiteralDynamicName(abs, f, never));
                     min_ref = min_ref.min(abs);
                     max_ref = Some(max_ref.map_or(abs, |m| m.max(abs)));
                 }
-                _ => lines.push(Line::Literal(name, value, never)),
+                _ => lines.push(Line::Literal(f, never)),
             }
         }
         // Prefix: Required Insert Count and Base = Required Insert Count (all references are
@@ -264,25 +289,31 @@ impl QpackEncoder {
             match *line {
                 Line::Static(i) => encode_int(block, 0xc0, 6, i),
                 Line::Dynamic(abs) => encode_int(block, 0x80, 6, base - 1 - abs),
-                Line::LiteralStaticName(i, v, never) => {
+                Line::LiteralStaticName(i, f, never) => {
                     encode_int(block, 0x50 | if never { 0x20 } else { 0 }, 4, i);
-                    encode_str(block, 0x00, 7, v);
+                    encode_str(block, 0x00, 7, fields[f].value);
                 }
-                Line::LiteralDynamicName(abs, v, never) => {
+                Line::LiteralDynamicName(abs, f, never) => {
                     encode_int(
                         block,
                         0x40 | if never { 0x20 } else { 0 },
                         4,
                         base - 1 - abs,
                     );
-                    encode_str(block, 0x00, 7, v);
+                    encode_str(block, 0x00, 7, fields[f].value);
                 }
-                Line::Literal(n, v, never) => {
-                    encode_str(block, 0x20 | if never { 0x10 } else { 0 }, 3, n);
-                    encode_str(block, 0x00, 7, v);
+                Line::Literal(f, never) => {
+                    encode_str(
+                        block,
+                        0x20 | if never { 0x10 } else { 0 },
+                        3,
+                        fields[f].name,
+                    );
+                    encode_str(block, 0x00, 7, fields[f].value);
                 }
             }
         }
+        self.lines = lines;
         if block.len() - start > u16::MAX as usize {
             // The block is never sent, so it must not be tracked: no acknowledgement would ever
             // come, its stream would count as blocked and its entries stay pinned for good.
@@ -290,10 +321,17 @@ impl QpackEncoder {
             return Err(QpackError::BlockTooLarge);
         }
         if let (Some(s), true) = (stream, ric > 0) {
-            self.outstanding
-                .entry(s)
-                .or_default()
-                .push_back((ric, min_ref));
+            match self.outstanding.entry(s) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    e.get_mut().rest.push_back((ric, min_ref));
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Unacked {
+                        first: (ric, min_ref),
+                        rest: VecDeque::new(),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -342,9 +380,12 @@ impl QpackEncoder {
             .outstanding
             .get_mut(&stream)
             .ok_or(QpackError::UnexpectedAck(stream))?;
-        let (ric, _) = q.pop_front().ok_or(QpackError::UnexpectedAck(stream))?;
-        if q.is_empty() {
-            self.outstanding.remove(&stream);
+        let (ric, _) = q.first;
+        match q.rest.pop_front() {
+            Some(next) => q.first = next,
+            None => {
+                self.outstanding.remove(&stream);
+            }
         }
         self.known_received = self.known_received.max(ric);
         Ok(())
