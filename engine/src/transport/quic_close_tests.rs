@@ -39,6 +39,17 @@ impl RawPeer {
         ca: &Ca,
         tune: impl FnOnce(&mut ClientConfig),
     ) -> RawPeer {
+        Self::connect_offering(addr, ca, tune, 0)
+    }
+
+    /// As [`RawPeer::connect_with`], offering `header_table_size` `table`: with a table, the
+    /// server codes headers with QPACK and the test writes QPACK blocks by hand (§27.4).
+    fn connect_offering(
+        addr: std::net::SocketAddr,
+        ca: &Ca,
+        tune: impl FnOnce(&mut ClientConfig),
+        table: u32,
+    ) -> RawPeer {
         use netron_codec::handshake::{ClientHandshake, ClientProgress};
         use netron_quic::router::StreamIo;
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -49,10 +60,10 @@ impl RawPeer {
         let mut ep = QuicEndpoint::new(None, Some(&cc)).unwrap();
         let conn = ep.connect(Instant::now(), addr, "127.0.0.1").unwrap();
         let (mut tx, mut rx) = (Vec::new(), vec![0u8; 65_535]);
-        // It writes HPACK blocks without a dynamic table and opens no header streams, so it
-        // offers header_table_size 0 (docs/protocol.md §27.4 (a)).
+        // By default it writes HPACK blocks without a dynamic table and opens no header
+        // streams, so it offers header_table_size 0 (docs/protocol.md §27.4 (a)).
         let mut hs = ClientHandshake::new(
-            netron_codec::handshake::ClientConfig::default().with_header_table_size(0),
+            netron_codec::handshake::ClientConfig::default().with_header_table_size(table),
         );
         let (mut control, mut got) = (None, Vec::new());
         let until = Instant::now() + Duration::from_secs(10);
@@ -744,4 +755,65 @@ fn a_peer_that_reads_no_reply_is_cut_off_once_its_connection_window_is_shut() {
         "{:?}",
         peer.closed
     );
+}
+
+/// A peer whose header blocks need insertions it never sends (§27.4): each such Request is
+/// held by the server (charged to the buffer budget, not dispatched) and the 17th blocked
+/// exchange is a connection error `qpack_blocked_streams` (ResourceExhausted) with the
+/// Error(0) and a CONNECTION_CLOSE naming the status; what was held is released with the
+/// connection.
+#[test]
+fn a_peer_whose_blocks_never_unblock_holds_16_exchanges_at_most() {
+    let ca = Ca::new("ca");
+    let s = server_with(&ca, |p| p);
+    let mut peer = RawPeer::connect_offering(quic_addr(&s), &ca, |_| {}, 4096);
+    // Required Insert Count 1 (encoded 1 mod 256 + 1 = 2), Base 1, indexed dynamic relative
+    // 0: absolute entry 0, which is never inserted.
+    let block = [0x02u8, 0x00, 0x80];
+    let request = |id: u32| {
+        let mut b = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
+        b.request(id, Some(Duration::from_secs(30)))
+            .unwrap()
+            .header_block(&block)
+            .unwrap()
+            .payload(&[9u8; 1000])
+            .finish()
+            .unwrap();
+        b.as_slice().to_vec()
+    };
+    for i in 0..16u32 {
+        let st = peer.ep.open_bi(peer.conn).unwrap().expect("stream credit");
+        peer.write_all(st, &request(2 * i + 1));
+    }
+    peer.run_for(Duration::from_millis(300), false, |_| {});
+    assert!(peer.closed.is_none(), "16 blocked exchanges are allowed");
+    let st = s.total_stats();
+    assert_eq!(
+        st.calls_in(),
+        0,
+        "a blocked request is not dispatched: {st:?}"
+    );
+    assert!(
+        st.buffer_bytes() >= 16 * 1000,
+        "the held requests are charged: {st:?}"
+    );
+    let st17 = peer.ep.open_bi(peer.conn).unwrap().expect("stream credit");
+    peer.write_all(st17, &request(33));
+    let until = Instant::now() + Duration::from_secs(10);
+    while peer.closed.is_none() {
+        assert!(Instant::now() < until, "not closed: {:?}", s.total_stats());
+        peer.turn(false);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let Some(CloseReason::Application { code, .. }) = peer.closed else {
+        panic!("{:?}", peer.closed);
+    };
+    assert_eq!(code, netron_codec::StatusCode::ResourceExhausted as u64);
+    let until = Instant::now() + Duration::from_secs(10);
+    while s.total_stats().errors_of("qpack_blocked_streams") != 1
+        || s.total_stats().buffer_bytes() != 0
+    {
+        assert!(Instant::now() < until, "{:?}", s.total_stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
