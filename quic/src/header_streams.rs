@@ -13,32 +13,14 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 use netron_codec::StatusCode;
-use netron_codec::qpack::{DECODER_STREAM_TYPE, ENCODER_STREAM_TYPE};
+pub use netron_codec::qpack::HeaderStream;
 
 use crate::router::{RouteError, StreamIo};
 
-/// Which header stream bytes belong to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderStream {
-    /// Encoder instructions (type `0x02`): the peer's feed our decoder.
-    Encoder,
-    /// Decoder instructions (type `0x03`): the peer's feed our encoder.
-    Decoder,
-}
-
-impl HeaderStream {
-    fn type_byte(self) -> u8 {
-        match self {
-            HeaderStream::Encoder => ENCODER_STREAM_TYPE,
-            HeaderStream::Decoder => DECODER_STREAM_TYPE,
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            HeaderStream::Encoder => 0,
-            HeaderStream::Decoder => 1,
-        }
+fn index(which: HeaderStream) -> usize {
+    match which {
+        HeaderStream::Encoder => 0,
+        HeaderStream::Decoder => 1,
     }
 }
 
@@ -113,11 +95,6 @@ impl<S: Copy + Eq + Hash + Debug> HeaderStreams<S> {
         self.ours.iter().filter(|o| o.stream.is_some()).count()
     }
 
-    /// Whether `s` is one of ours or one of the peer's unidirectional streams we know.
-    pub(crate) fn knows(&self, s: S) -> bool {
-        self.ours.iter().any(|o| o.stream == Some(s)) || self.peer.iter().any(|(p, _)| *p == s)
-    }
-
     /// Queues `bytes` on our `which` stream (opened on first use, its type byte first) and
     /// writes what flow control takes.
     pub(crate) fn send<I: StreamIo<Stream = S>>(
@@ -129,7 +106,7 @@ impl<S: Copy + Eq + Hash + Debug> HeaderStreams<S> {
         if bytes.is_empty() {
             return;
         }
-        let o = &mut self.ours[which.index()];
+        let o = &mut self.ours[index(which)];
         if !o.started {
             o.started = true;
             o.buf.push(which.type_byte());
@@ -141,7 +118,7 @@ impl<S: Copy + Eq + Hash + Debug> HeaderStreams<S> {
     }
 
     fn flush<I: StreamIo<Stream = S>>(&mut self, io: &mut I, which: HeaderStream) {
-        let o = &mut self.ours[which.index()];
+        let o = &mut self.ours[index(which)];
         if o.stream.is_none() {
             // `None`: the peer's unidirectional-stream limit is reached; retried when it rises.
             o.stream = io.open_uni();
@@ -169,7 +146,7 @@ impl<S: Copy + Eq + Hash + Debug> HeaderStreams<S> {
     /// was one of ours.
     pub(crate) fn on_writable<I: StreamIo<Stream = S>>(&mut self, io: &mut I, s: S) -> bool {
         for which in [HeaderStream::Encoder, HeaderStream::Decoder] {
-            if self.ours[which.index()].stream == Some(s) {
+            if self.ours[index(which)].stream == Some(s) {
                 self.flush(io, which);
                 return true;
             }
@@ -180,7 +157,7 @@ impl<S: Copy + Eq + Hash + Debug> HeaderStreams<S> {
     /// The peer raised its stream limits: opens our header streams that wait for one.
     pub(crate) fn on_streams_available<I: StreamIo<Stream = S>>(&mut self, io: &mut I) {
         for which in [HeaderStream::Encoder, HeaderStream::Decoder] {
-            let o = &self.ours[which.index()];
+            let o = &self.ours[index(which)];
             if o.stream.is_none() && !o.buf.is_empty() {
                 self.flush(io, which);
             }
@@ -205,19 +182,15 @@ impl<S: Copy + Eq + Hash + Debug> HeaderStreams<S> {
             None => match bytes.split_first() {
                 None => None,
                 Some((&t, rest)) => {
-                    let k = match t {
-                        ENCODER_STREAM_TYPE => Peer::Header(HeaderStream::Encoder),
-                        DECODER_STREAM_TYPE => Peer::Header(HeaderStream::Decoder),
-                        _ => Peer::Other,
-                    };
+                    let k = HeaderStream::from_type_byte(t).map_or(Peer::Other, Peer::Header);
                     if k != Peer::Other && self.peer.iter().any(|(_, p)| *p == k) {
+                        let name = if k == Peer::Header(HeaderStream::Encoder) {
+                            "encoder"
+                        } else {
+                            "decoder"
+                        };
                         return Err(critical(format!(
-                            "a second header {} stream (type {t:#04x}) from the peer",
-                            if t == ENCODER_STREAM_TYPE {
-                                "encoder"
-                            } else {
-                                "decoder"
-                            }
+                            "a second header {name} stream (type {t:#04x}) from the peer"
                         )));
                     }
                     let others = self.peer.iter().filter(|(_, p)| *p == Peer::Other).count();
@@ -265,8 +238,8 @@ impl<S: Copy + Eq + Hash + Debug> HeaderStreams<S> {
             return Ok(());
         }
         for which in [HeaderStream::Encoder, HeaderStream::Decoder] {
-            if self.ours[which.index()].stream == Some(s) {
-                let o = &mut self.ours[which.index()];
+            if self.ours[index(which)].stream == Some(s) {
+                let o = &mut self.ours[index(which)];
                 self.pending -= o.buf.len();
                 o.buf = Vec::new();
                 return Err(critical(format!(

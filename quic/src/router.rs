@@ -429,11 +429,6 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         self.headers.on_closed(s)
     }
 
-    /// Whether `s` is one of the header streams (ours, or the peer's whose type arrived).
-    pub fn is_header_stream(&self, s: S) -> bool {
-        self.headers.knows(s)
-    }
-
     fn our_parity(&self, id: u32) -> bool {
         (id % 2 == 1) == self.client
     }

@@ -63,6 +63,34 @@ use crate::StatusCode;
 pub const ENCODER_STREAM_TYPE: u8 = 0x02;
 /// QUIC unidirectional stream type of the header decoder stream.
 pub const DECODER_STREAM_TYPE: u8 = 0x03;
+/// Which of a side's two header streams bytes belong to (docs/protocol.md §27.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderStream {
+    /// Encoder instructions ([`ENCODER_STREAM_TYPE`]): the peer's feed our decoder.
+    Encoder,
+    /// Decoder instructions ([`DECODER_STREAM_TYPE`]): the peer's feed our encoder.
+    Decoder,
+}
+
+impl HeaderStream {
+    /// The stream's type byte, the first byte on the stream.
+    pub fn type_byte(self) -> u8 {
+        match self {
+            HeaderStream::Encoder => ENCODER_STREAM_TYPE,
+            HeaderStream::Decoder => DECODER_STREAM_TYPE,
+        }
+    }
+
+    /// The stream a type byte names, if any.
+    pub fn from_type_byte(t: u8) -> Option<Self> {
+        match t {
+            ENCODER_STREAM_TYPE => Some(HeaderStream::Encoder),
+            DECODER_STREAM_TYPE => Some(HeaderStream::Decoder),
+            _ => None,
+        }
+    }
+}
+
 /// Most streams whose header blocks may be blocked at a decoder at once (fixed in version 1).
 pub const MAX_BLOCKED_STREAMS: usize = 16;
 

@@ -146,22 +146,30 @@ impl<C: Caller> Connection<C> {
             needed
         };
         let target = needed.max(declared.min(needed + max));
-        let grow = target - rx.capacity();
-        let b = &self.cfg.buffers;
-        if b.used.get().saturating_add(grow) > b.limit {
-            return Err(ConnError {
-                counter: "buffer_budget",
-                status: StatusCode::ResourceExhausted,
-                message: format!(
-                    "the core's buffers for partial and decompressed frames are full \
-                     (ProtocolConfig::max_buffer_bytes = {} bytes); a {target}-byte frame buffer \
-                     does not fit now",
-                    b.limit
-                ),
-            });
+        if target - rx.capacity() > self.budget_room() {
+            return Err(self.over_budget(format_args!("a {target}-byte frame buffer")));
         }
         rx.reserve_exact(target - rx.len());
         Ok(())
+    }
+
+    /// Bytes the core's buffer budget (`ProtocolConfig::max_buffer_bytes`) has left.
+    pub(super) fn budget_room(&self) -> usize {
+        let b = &self.cfg.buffers;
+        b.limit.saturating_sub(b.used.get())
+    }
+
+    /// The connection error for a buffer (`what`) the core's budget cannot take now.
+    pub(super) fn over_budget(&self, what: std::fmt::Arguments<'_>) -> ConnError {
+        ConnError {
+            counter: "buffer_budget",
+            status: StatusCode::ResourceExhausted,
+            message: format!(
+                "the core's buffers for partial and decompressed frames are full \
+                 (ProtocolConfig::max_buffer_bytes = {} bytes); {what} does not fit now",
+                self.cfg.buffers.limit
+            ),
+        }
     }
 
     /// Re-counts this connection's buffer capacity against the core's budget.
@@ -188,18 +196,10 @@ impl<C: Caller> Connection<C> {
             .declared_size(payload)
             .map_err(netron_codec::DecodeError::from)?;
         let grow = declared.saturating_sub(scratch.capacity());
-        let b = &self.cfg.buffers;
-        if grow > 0 && b.used.get().saturating_add(grow) > b.limit {
-            return Err(ConnError {
-                counter: "buffer_budget",
-                status: StatusCode::ResourceExhausted,
-                message: format!(
-                    "the core's buffers for partial and decompressed frames are full \
-                     (ProtocolConfig::max_buffer_bytes = {} bytes); a payload declaring {declared} \
-                     decompressed bytes does not fit now",
-                    b.limit
-                ),
-            });
+        if grow > 0 && grow > self.budget_room() {
+            return Err(self.over_budget(format_args!(
+                "a payload declaring {declared} decompressed bytes"
+            )));
         }
         Ok(())
     }

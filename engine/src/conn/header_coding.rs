@@ -124,8 +124,8 @@ pub(crate) struct QpackRecv {
 struct Held {
     id: u32,
     frames: Vec<u8>,
-    /// The exchange's QUIC stream was reset with part of a frame lost: once the held frames
-    /// are decoded, the encoder is told to forget the exchange (Stream Cancellation).
+    /// The exchange's blocks may never all arrive (see [`HeaderRecv::on_reset`]): once the
+    /// held frames are decoded, the encoder is told to forget the exchange.
     cancel: bool,
 }
 
@@ -138,8 +138,7 @@ pub(crate) const EARLY_LIMIT: usize = 64 << 10;
 pub(crate) enum Block {
     /// Decoded into the list: the frame goes on.
     Ready,
-    /// Blocked (or behind a blocked frame of its exchange): the frame was kept, see
-    /// [`HeaderRecv::hold`].
+    /// Blocked: keep the frame, and those after it of its exchange ([`HeaderRecv::hold`]).
     Held,
 }
 
@@ -179,7 +178,7 @@ impl HeaderRecv {
     #[inline]
     pub(crate) fn holds(&self, id: u32) -> bool {
         match self {
-            HeaderRecv::Qpack(q) => !q.held.is_empty() && q.held.iter().any(|h| h.id == id),
+            HeaderRecv::Qpack(q) => q.held.iter().any(|h| h.id == id),
             _ => false,
         }
     }
@@ -217,27 +216,45 @@ impl HeaderRecv {
         }
     }
 
-    /// Keeps `frame` (whole, as on the wire) of exchange `id` until its exchange is released.
-    /// Returns the bytes of buffer capacity this grew by (for the buffer budget).
-    pub(crate) fn hold(&mut self, id: u32, frame: &[u8]) -> usize {
+    /// Keeps `frame` (whole, as on the wire) of exchange `id` until its exchange is released,
+    /// growing the exchange's buffer by at most `room` bytes of capacity (what the core's
+    /// buffer budget has left; the growth is reserved exactly, so the budget cannot be passed
+    /// by a doubling it did not see). `false`: it does not fit, nothing was kept.
+    pub(crate) fn hold(&mut self, id: u32, frame: &[u8], room: usize) -> bool {
         let HeaderRecv::Qpack(q) = self else {
-            return 0;
+            return false;
         };
-        let at = match q.held.iter().position(|h| h.id == id) {
-            Some(at) => at,
-            None => {
+        let at = q.held.iter().position(|h| h.id == id);
+        let (len, cap) = at.map_or((0, 0), |at| {
+            let f = &q.held[at].frames;
+            (f.len(), f.capacity())
+        });
+        let need = len + frame.len();
+        if need > cap {
+            // Doubling while the budget allows (amortised copies for a long held run), else
+            // exactly what this frame needs.
+            let target = if need.max(2 * cap) - cap <= room {
+                need.max(2 * cap)
+            } else {
+                need
+            };
+            if target - cap > room {
+                return false;
+            }
+            let at = at.unwrap_or_else(|| {
                 q.held.push(Held {
                     id,
                     frames: Vec::new(),
                     cancel: false,
                 });
                 q.held.len() - 1
-            }
-        };
-        let frames = &mut q.held[at].frames;
-        let before = frames.capacity();
-        frames.extend_from_slice(frame);
-        frames.capacity() - before
+            });
+            q.held[at].frames.reserve_exact(target - len);
+            q.held[at].frames.extend_from_slice(frame);
+        } else if let Some(at) = at {
+            q.held[at].frames.extend_from_slice(frame);
+        }
+        true
     }
 
     /// Bytes of buffer capacity the held frames use.
@@ -259,8 +276,8 @@ impl HeaderRecv {
     }
 
     /// Applies the peer's encoder-stream bytes; the exchanges this unblocked go to
-    /// `released` (with their held frames, to be dispatched in order, then a
-    /// [`HeaderRecv::finish_release`]).
+    /// `released` with their held frames, to be dispatched in order, and whether a reset
+    /// came meanwhile (then [`HeaderRecv::on_reset`] once they are dispatched).
     ///
     /// # Errors
     ///
@@ -305,23 +322,10 @@ impl HeaderRecv {
         Ok(())
     }
 
-    /// After a released exchange's frames were dispatched: queues its Stream Cancellation if
-    /// its stream was reset meanwhile and nothing of it is held again.
-    pub(crate) fn finish_release(&mut self, id: u32, cancel: bool) {
-        if !cancel {
-            return;
-        }
-        if let HeaderRecv::Qpack(q) = self {
-            match q.held.iter_mut().find(|h| h.id == id) {
-                Some(h) => h.cancel = true,
-                None => q.dec.cancel_stream(u64::from(id)),
-            }
-        }
-    }
-
-    /// The QUIC stream of exchange `id` was reset with part of a frame lost: that frame's
-    /// block will never be decoded, so the peer's encoder is told to forget the exchange
-    /// (RFC 9204 §4.4.2) once the frames held for it, if any, are decoded.
+    /// Header blocks of exchange `id` may never be decoded (its QUIC stream was reset, or we
+    /// stopped reading it): the peer's encoder is told to forget the exchange (RFC 9204
+    /// §4.4.2; a Stream Cancellation), once the frames held for it, if any, are decoded (the
+    /// cancellation then follows their release).
     pub(crate) fn on_reset(&mut self, id: u32) {
         if let HeaderRecv::Qpack(q) = self {
             match q.held.iter_mut().find(|h| h.id == id) {

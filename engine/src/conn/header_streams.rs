@@ -3,18 +3,10 @@
 //! stream feeds our encoder, and ours go out through the link ([`Connection::take_header_streams`]).
 //! The QUIC link owns the unidirectional streams themselves (netron-quic's router).
 
-use netron_codec::{DecodeError, Frame, FrameIter, StatusCode};
+use netron_codec::qpack::HeaderStream;
+use netron_codec::{DecodeError, Frame, FrameIter};
 
 use super::{Caller, ConnError, Connection, Env};
-
-/// Which of the peer's two header streams bytes came on (§27.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeaderStream {
-    /// Stream type 0x02: the peer's encoder instructions, for our decoder.
-    Encoder,
-    /// Stream type 0x03: the peer's decoder instructions, for our encoder.
-    Decoder,
-}
 
 impl<C: Caller> Connection<C> {
     /// Bytes of the peer's header `stream` (its type byte already taken off). On `Err` the
@@ -60,7 +52,9 @@ impl<C: Caller> Connection<C> {
                     return Ok(());
                 }
             }
-            self.dec.finish_release(id, cancel);
+            if cancel {
+                self.dec.on_reset(id);
+            }
         }
         Ok(())
     }
@@ -68,21 +62,15 @@ impl<C: Caller> Connection<C> {
     /// Keeps `frame` behind its exchange's blocked header block, within the core's buffer
     /// budget (`ProtocolConfig::max_buffer_bytes`).
     pub(super) fn hold_blocked(&mut self, frame: Frame<'_>) -> Result<(), ConnError> {
-        let b = &self.cfg.buffers;
-        if b.used.get().saturating_add(frame.len()) > b.limit {
-            return Err(ConnError {
-                counter: "buffer_budget",
-                status: StatusCode::ResourceExhausted,
-                message: format!(
-                    "the core's buffers for partial and decompressed frames are full \
-                     (ProtocolConfig::max_buffer_bytes = {} bytes); a {}-byte frame waiting \
-                     for its header-table insertions (§27.4) does not fit now",
-                    b.limit,
-                    frame.len()
-                ),
-            });
+        if !self
+            .dec
+            .hold(frame.id(), frame.as_bytes(), self.budget_room())
+        {
+            return Err(self.over_budget(format_args!(
+                "a {}-byte frame waiting for its header-table insertions (§27.4)",
+                frame.len()
+            )));
         }
-        self.dec.hold(frame.id(), frame.as_bytes());
         self.recharge();
         Ok(())
     }

@@ -40,7 +40,6 @@ use netron_codec::handshake::{
 use netron_codec::hpack::{HeaderEncoder, HeaderList};
 
 use header_coding::{Block, HeaderRecv, HeaderSend};
-pub(crate) use header_streams::HeaderStream;
 use netron_codec::{
     BatchEncoder, DecodeError, EncodeError, Frame, FrameIter, FrameKind, HandshakeError, Limits,
     StatusCode,

@@ -68,6 +68,20 @@ fn deliver(
     }
 }
 
+/// `len` bytes no compressor shrinks (xorshift32), so a frame carrying them is as long on
+/// the wire as its payload.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_u32;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 fn registry() -> Registry {
     let mut r = Registry::default();
     r.add(

@@ -62,7 +62,7 @@ pub(crate) enum Input<'a> {
     /// Bytes of one of the peer's header streams (QUIC, docs/protocol.md §27.4), their type
     /// byte taken off.
     HeaderStream {
-        stream: crate::conn::HeaderStream,
+        stream: netron_codec::qpack::HeaderStream,
         bytes: &'a [u8],
     },
     /// The peer reset the QUIC stream of exchange `id` with part of a frame lost (§27.4: its

@@ -27,7 +27,7 @@ use netron_quic::router::{self, EndpointStreams, Router};
 use netron_quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
 
 use super::{Direct, Input, Link, Owner, Tx, TxPolicy, Update};
-use crate::conn::{Caller, Connection, HeaderStream};
+use crate::conn::{Caller, Connection};
 use crate::driver::token::{Op, Token};
 use crate::driver::{Driver, Event, OpId};
 
@@ -820,16 +820,12 @@ impl QuicLink {
                 .read(conn, stream, &mut self.scratch, READ_CHUNK)
             {
                 Ok(Read::Bytes { fin, .. }) => {
-                    let r = self
-                        .router
-                        .on_uni_bytes(stream, &self.scratch, fin, |which, bytes| {
-                            got = true;
-                            let stream = match which {
-                                router::HeaderStream::Encoder => HeaderStream::Encoder,
-                                router::HeaderStream::Decoder => HeaderStream::Decoder,
-                            };
-                            deliver(Input::HeaderStream { stream, bytes });
-                        });
+                    let r =
+                        self.router
+                            .on_uni_bytes(stream, &self.scratch, fin, |stream, bytes| {
+                                got = true;
+                                deliver(Input::HeaderStream { stream, bytes });
+                            });
                     if r.is_ok() && !fin {
                         continue;
                     }
@@ -1040,12 +1036,12 @@ impl Link for QuicLink {
             return Tx::Nothing;
         };
         let batch = conn.poll_transmit();
-        // The header instructions the batch's blocks need (encoding may happen in
-        // `poll_transmit`), written before the batch so they tend to arrive first (§27.4).
         let mut streams = EndpointStreams {
             endpoint: &mut self.endpoint,
             conn: quic,
         };
+        // The header instructions the batch's blocks need (encoding may happen in
+        // `poll_transmit`), written before the batch so they tend to arrive first (§27.4).
         if conn.header_streams_want_write() {
             conn.take_header_streams(&mut self.header_out.0, &mut self.header_out.1);
             self.router
@@ -1057,10 +1053,6 @@ impl Link for QuicLink {
             self.send_out();
             self.arm_timer(io);
             return Tx::Nothing;
-        };
-        let mut streams = EndpointStreams {
-            endpoint: &mut self.endpoint,
-            conn: quic,
         };
         let routed = self.router.send(&mut streams, &buf);
         self.router.take_abandoned(|id| conn.on_exchange_reset(id));

@@ -415,6 +415,27 @@ fn raw_handshake(sock: &std::net::UdpSocket, cc: &ClientConfig, close: bool) -> 
     }
 }
 
+/// An `echo@1.0.0/say` Request frame with id `id`, as a raw peer without a dynamic table
+/// writes it (HPACK, static table and literals: `header_table_size` 0, §27.4 (a)).
+fn echo_request(id: u32, deadline: Duration, payload: &[u8]) -> Vec<u8> {
+    let mut enc = netron_codec::hpack::HeaderEncoder::new(0);
+    let mut b = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
+    b.request(id, Some(deadline))
+        .unwrap()
+        .headers(
+            &mut enc,
+            &[
+                netron_codec::hpack::Header::service(b"echo@1.0.0"),
+                netron_codec::hpack::Header::method(b"say"),
+            ],
+        )
+        .unwrap()
+        .payload(payload)
+        .finish()
+        .unwrap();
+    b.as_slice().to_vec()
+}
+
 /// A raw QUIC client that speaks Netron by hand ([`close::RawPeer`]): it connects to
 /// `addr` and completes the Netron handshake, then calls `welcomed(endpoint, conn, control
 /// stream)` once and `turn(endpoint, conn)` on every loop; returns the reason of the
@@ -499,24 +520,10 @@ fn calls_whose_bytes_quic_spreads_over_many_streams_are_not_taken_for_a_slowlori
         quic_addr(&s),
         &ca,
         |ep, conn, _| {
-            let mut enc = netron_codec::hpack::HeaderEncoder::new(0);
             for i in 0..calls {
                 let st = ep.open_bi(conn).unwrap().expect("stream credit");
-                let mut b = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
-                b.request(2 * i + 1, Some(Duration::from_secs(20)))
-                    .unwrap()
-                    .headers(
-                        &mut enc,
-                        &[
-                            netron_codec::hpack::Header::service(b"echo@1.0.0"),
-                            netron_codec::hpack::Header::method(b"say"),
-                        ],
-                    )
-                    .unwrap()
-                    .payload(&[7u8; 8 << 10])
-                    .finish()
-                    .unwrap();
-                streams.borrow_mut().push((st, b.as_slice().to_vec(), 0));
+                let request = echo_request(2 * i + 1, Duration::from_secs(20), &[7u8; 8 << 10]);
+                streams.borrow_mut().push((st, request, 0));
             }
         },
         |ep, conn| {

@@ -55,15 +55,7 @@ fn partial_frames_share_the_cores_buffer_budget() {
     let mut b = Pair::with(cfg);
     b.pump(usize::MAX);
     // Incompressible, so the frame really is 200 KiB on the wire.
-    let mut x = 0x9e37_79b9_u32;
-    let big: Vec<u8> = (0..200 << 10)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let big = incompressible(200 << 10);
     let frame = |p: &mut Pair| {
         let slot = Arc::new(Completion::new());
         assert!(slot.arm());

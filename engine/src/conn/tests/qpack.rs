@@ -3,7 +3,7 @@
 //! arrives before or after the insertions it needs.
 
 use super::*;
-use crate::conn::HeaderStream;
+use netron_codec::qpack::HeaderStream;
 
 fn quic_pair(cfg: ConnConfig) -> Pair {
     let mut p = Pair::with(cfg.for_quic());
@@ -186,15 +186,7 @@ fn held_frames_are_charged_to_the_buffer_budget() {
     let slot = Arc::new(Completion::new());
     assert!(slot.arm());
     // Bytes that do not compress (a compressed request would be small).
-    let mut x = 0x9e37_79b9_u32;
-    let big: Vec<u8> = (0..100 << 10)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let big = incompressible(100 << 10);
     p.client
         .start_call(&Pair::spec(b"echo", &big), slot, p.now)
         .unwrap();
@@ -204,6 +196,43 @@ fn held_frames_are_charged_to_the_buffer_budget() {
     assert_eq!(e.counter, "buffer_budget");
     assert!(e.message.contains("max_buffer_bytes"), "{}", e.message);
     assert_eq!(p.server.dec.held_exchanges(), 0);
+}
+
+/// The held buffer's growth is what the budget checks: a frame held behind a large one does
+/// not let the buffer double past `max_buffer_bytes` (a check on the frame's own length
+/// alone let a 16-byte Cancel behind a 40 KiB request grow the held buffer to 80 KiB against
+/// a 64 KiB budget).
+#[test]
+fn held_frames_grow_their_buffer_within_the_budget() {
+    let cfg = ConnConfig::new(
+        &crate::ProtocolConfig::default()
+            .with_keepalive(Duration::ZERO, Duration::from_secs(1))
+            .with_max_buffer_bytes(64 << 10),
+    );
+    let mut p = quic_pair(cfg);
+    let slot = Arc::new(Completion::new());
+    assert!(slot.arm());
+    let big = incompressible(40 << 10);
+    p.client
+        .start_call(&Pair::spec(b"echo", &big), slot, p.now)
+        .unwrap();
+    let (request, _) = p.client.poll_transmit().unwrap();
+    let mut env = conn_env!(p);
+    p.server.handle_input(&request, &mut env).unwrap();
+    assert_eq!(p.server.dec.held_exchanges(), 1);
+    // A Cancel of the same exchange waits behind it.
+    let mut b = netron_codec::BatchEncoder::new(netron_codec::Limits::default());
+    b.empty_frame(FrameKind::Cancel, 1, 0).unwrap();
+    let mut env = conn_env!(p);
+    p.server.handle_input(b.as_slice(), &mut env).unwrap();
+    let budget = &p.server.cfg.buffers;
+    assert!(
+        budget.used.get() <= budget.limit,
+        "{} bytes charged against a {}-byte budget",
+        budget.used.get(),
+        budget.limit
+    );
+    assert!(p.server.is_open());
 }
 
 /// Insertions that overtake the Welcome (QUIC streams are independent) are kept until the
