@@ -246,7 +246,7 @@ impl<C: Caller> Connection<C> {
                 "events (EVENTS) are not in force on this connection",
             );
         }
-        if self.going_away {
+        if self.refuses_after_go_away(id) {
             return self.answer_error(
                 id,
                 StatusCode::Unavailable,

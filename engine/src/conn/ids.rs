@@ -35,7 +35,9 @@ impl<C: Caller> Connection<C> {
                 ),
             );
         }
-        self.last_peer_id = id;
+        if self.last_peer_id == 0 || super::client::serial_after(id, self.last_peer_id) {
+            self.last_peer_id = id;
+        }
         Ok(())
     }
 

@@ -182,8 +182,14 @@ pub(crate) struct Connection<C: Caller> {
     streams: Option<Box<stream::Streams>>,
     /// Subscriptions both ways (conn/events.rs), made on first use.
     events: Option<Box<events::Events>>,
-    /// The last id the peer opened (GoAway's `last_id`).
+    /// The latest id (in serial order, §14.1) of the exchanges the peer opened that arrived:
+    /// GoAway's `last_id`. The latest, not the last to arrive: over QUIC each exchange has
+    /// its own stream and they arrive in any order (§27.2).
     last_peer_id: u32,
+    /// The `last_id` our GoAway carried (meaningful once `going_away`): exchanges the peer
+    /// opened up to it are served even when they arrive after the GoAway (QUIC), later ones
+    /// are refused ([`Connection::refuses_after_go_away`]).
+    go_away_last: u32,
     /// The peer closed its sending side (EOF): finish what is in flight, then close.
     pub(crate) peer_eof: bool,
     /// When the handshake began or the partial frame in `rx` got its first byte.
@@ -272,6 +278,7 @@ impl<C: Caller> Connection<C> {
             streams: None,
             events: None,
             last_peer_id: 0,
+            go_away_last: 0,
             peer_eof: false,
             rx_started: now,
             opened_at: now,
@@ -791,11 +798,20 @@ impl<C: Caller> Connection<C> {
         }
         self.going_away = true;
         let last = self.last_peer_id;
+        self.go_away_last = last;
         let _ = self.queue(|c, b| {
             c.control
                 .go_away(b, last, StatusCode::Unavailable, why)
                 .map(|_| ())
         });
+    }
+
+    /// Whether an exchange the peer opens with `id` is refused because of our GoAway: it was
+    /// opened after the GoAway's `last_id` (§14.4). One up to `last_id` that arrives after
+    /// the GoAway (its QUIC stream was overtaken by later ones, §27.2) is served: the peer
+    /// was told it may have been processed and keeps waiting for its answer.
+    pub(crate) fn refuses_after_go_away(&self, id: u32) -> bool {
+        self.going_away && client::serial_after(id, self.go_away_last)
     }
 
     /// The connection error this side closes for, if any: its status code and text.

@@ -50,7 +50,7 @@ impl<C: Caller> Connection<C> {
         self.check_peer_id(id)?;
         self.budget.refund_half();
         env.stats.calls_in += 1;
-        if self.going_away {
+        if self.refuses_after_go_away(id) {
             return self.answer_error(
                 id,
                 StatusCode::Unavailable,

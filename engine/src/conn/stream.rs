@@ -380,7 +380,7 @@ impl<C: Caller> Connection<C> {
                 StatusCode::Unimplemented,
                 "streams (STREAMS) are not in force on this connection",
             ))
-        } else if self.going_away {
+        } else if self.refuses_after_go_away(id) {
             Some(Status::unavailable(
                 "the connection is going away (GoAway); retry on another connection",
             ))

@@ -748,6 +748,8 @@ fn replies_queued_before_eof_are_kept() {
 mod bounds;
 /// The dispatcher: interceptors, metadata both ways, deferred methods without a core.
 mod dispatch;
+/// GoAway's `last_id` with exchanges arriving out of order (QUIC).
+mod go_away;
 /// Calls in both directions on one connection (symmetric peers).
 mod peers;
 /// Header compression on `quic://` (QPACK, docs/protocol.md §27.4).
