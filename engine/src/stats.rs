@@ -106,6 +106,16 @@ pub struct DriverStats {
     /// Turns that parked in the kernel (an idle core under `IdlePolicy::Adaptive`, past its
     /// spin): never on [`crate::Core::poll_once`].
     pub parks: u64,
+    /// `sendmsg` calls on `quic://` sockets.
+    pub udp_sends: u64,
+    /// Datagrams those calls carried: more than `udp_sends` when UDP GSO sent several in one
+    /// call (`QuicSettings::gso`); `udp_datagrams_sent / udp_sends` is the mean per call.
+    pub udp_datagrams_sent: u64,
+    /// `recvmsg` calls on `quic://` sockets that returned data.
+    pub udp_receives: u64,
+    /// Datagrams those calls returned: more than `udp_receives` when UDP GRO merged several
+    /// (`QuicSettings::gro`).
+    pub udp_datagrams_received: u64,
 }
 
 impl DriverStats {
@@ -118,6 +128,10 @@ impl DriverStats {
         self.hot_promotions += o.hot_promotions;
         self.turns += o.turns;
         self.parks += o.parks;
+        self.udp_sends += o.udp_sends;
+        self.udp_datagrams_sent += o.udp_datagrams_sent;
+        self.udp_receives += o.udp_receives;
+        self.udp_datagrams_received += o.udp_datagrams_received;
     }
 }
 

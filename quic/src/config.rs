@@ -93,6 +93,16 @@ pub struct QuicSettings {
     pub receive_window: u32,
     /// QUIC datagrams (RFC 9221, events only, §27.6) accepted. Default off.
     pub datagrams: bool,
+    /// Send with UDP generic segmentation offload where the kernel offers it (Linux
+    /// `UDP_SEGMENT`, 4.18+): up to 64 datagrams of one connection leave in one `sendmsg`,
+    /// cut by the kernel (or the NIC). Default on. Used by the I/O driver (the engine's QUIC
+    /// link), not by the sans-IO endpoint; a kernel or NIC that refuses it (`EIO`/`EINVAL`)
+    /// turns it off for that socket and the datagrams go one per call (quinn-udp's fallback).
+    pub gso: bool,
+    /// Receive with UDP generic receive offload where the kernel offers it (Linux `UDP_GRO`,
+    /// 5.0+): datagrams of one flow arriving together come up in one `recvmsg` as one buffer
+    /// with their segment size. Default on; off turns `UDP_GRO` off on the socket.
+    pub gro: bool,
 }
 
 impl Default for QuicSettings {
@@ -104,6 +114,8 @@ impl Default for QuicSettings {
             stream_receive_window: 1 << 20,
             receive_window: 8 << 20,
             datagrams: false,
+            gso: true,
+            gro: true,
         }
     }
 }

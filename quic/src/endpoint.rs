@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+pub use quinn_proto::EcnCodepoint;
 use quinn_proto::crypto::rustls::HandshakeData;
 use quinn_proto::{
     Connection, ConnectionHandle, DatagramEvent, EndpointConfig, Event, Incoming, StreamEvent,
@@ -27,7 +28,8 @@ pub struct ConnId {
     generation: u32,
 }
 
-/// One datagram to send, written to the buffer given to [`QuicEndpoint::poll_transmit`].
+/// Datagrams to send, written to the buffer given to [`QuicEndpoint::poll_transmit`] (one)
+/// or [`QuicEndpoint::poll_transmit_batch`] (one or more of the same size, for UDP GSO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to send it.
@@ -36,6 +38,22 @@ pub struct Transmit {
     pub len: usize,
     /// The source address to send from, when the endpoint is bound to several.
     pub src_ip: Option<IpAddr>,
+    /// The ECN codepoint to mark the datagrams with (RFC 9000 §13.4; `None`: not ECN-capable).
+    pub ecn: Option<EcnCodepoint>,
+    /// `Some(s)`: the buffer holds several datagrams of `s` bytes each (the last may be
+    /// shorter), to send in one system call with UDP GSO (Linux `UDP_SEGMENT`); `None`: one
+    /// datagram of `len` bytes.
+    pub segment_size: Option<usize>,
+}
+
+impl Transmit {
+    /// The number of datagrams the buffer holds (`len` split at `segment_size`).
+    pub fn datagrams(&self) -> usize {
+        match self.segment_size {
+            Some(s) if s > 0 => self.len.div_ceil(s),
+            _ => 1,
+        }
+    }
 }
 
 /// Counters of an endpoint's defences (docs/quic.md, "Hardening").
@@ -110,6 +128,9 @@ pub struct QuicEndpoint {
     due: Vec<usize>,
     /// The latest `now` passed in (inputs only: no clock is read here).
     now: Option<Instant>,
+    /// `QuicSettings::gso` and `QuicSettings::gro` of the configuration (the server's if both
+    /// are given), for the I/O driver ([`Self::gso`], [`Self::gro`]).
+    offload: (bool, bool),
 }
 
 /// The application close code sent when the peer negotiated no ALPN: Netron's
@@ -144,7 +165,21 @@ impl QuicEndpoint {
         let config = server.map_or_else(EndpointConfig::default, ServerConfig::endpoint_config);
         let mut ep = Self::with_config(config, server_cfg, client_cfg, retry, max_pending);
         ep.max_pending_per_ip = max_pending_per_ip;
+        if let Some(q) = server.map(|s| &s.settings).or(client.map(|c| &c.settings)) {
+            ep.offload = (q.gso, q.gro);
+        }
         Ok(ep)
+    }
+
+    /// Whether the configuration asks for UDP GSO on sends (`QuicSettings::gso`; the
+    /// driver still uses it only where the kernel offers it).
+    pub fn gso(&self) -> bool {
+        self.offload.0
+    }
+
+    /// Whether the configuration asks for UDP GRO on receives (`QuicSettings::gro`).
+    pub fn gro(&self) -> bool {
+        self.offload.1
     }
 
     /// An endpoint on raw quinn-proto configurations (tests that need a misbehaving peer, e.g.
@@ -192,6 +227,7 @@ impl QuicEndpoint {
             pending: 0,
             due: Vec::new(),
             now: None,
+            offload: (true, true),
         }
     }
 
@@ -317,11 +353,25 @@ impl QuicEndpoint {
         local_ip: Option<IpAddr>,
         data: BytesMut,
     ) {
+        self.handle_datagram_ecn(now, remote, local_ip, None, data);
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) with the datagram's ECN marking, as the
+    /// socket reported it (`IP_RECVTOS`; RFC 9000 §13.4: QUIC's congestion controller reacts
+    /// to congestion-experienced marks).
+    pub fn handle_datagram_ecn(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
         self.now = Some(now);
         self.scratch.clear();
         match self
             .endpoint
-            .handle(now, remote, local_ip, None, data, &mut self.scratch)
+            .handle(now, remote, local_ip, ecn, data, &mut self.scratch)
         {
             None => {}
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
@@ -345,6 +395,8 @@ impl QuicEndpoint {
                 destination: t.destination,
                 len: t.size,
                 src_ip: t.src_ip,
+                ecn: t.ecn,
+                segment_size: t.segment_size,
             },
             bytes,
         ));
@@ -594,6 +646,19 @@ impl QuicEndpoint {
     /// Writes the next datagram to send into `buf` (cleared first) and says where it goes.
     /// Call until `None` after every input and operation. One datagram per call (no GSO yet).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.poll_transmit_batch(now, 1, buf)
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), but one connection may write up to
+    /// `max_datagrams` datagrams of one size to the same destination into `buf` at once
+    /// ([`Transmit::segment_size`]), for a single `sendmsg` with UDP GSO. quinn-proto
+    /// decides how many it has; `max_datagrams` of 0 is taken as 1.
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         buf.clear();
         if let Some((t, bytes)) = self.responses.pop_front() {
             buf.extend_from_slice(&bytes);
@@ -605,13 +670,15 @@ impl QuicEndpoint {
             let Some(slot) = self.conns.get_mut(index) else {
                 continue;
             };
-            if let Some(t) = slot.conn.poll_transmit(now, 1, buf) {
+            if let Some(t) = slot.conn.poll_transmit(now, max_datagrams.max(1), buf) {
                 self.tx_cursor = index + 1;
                 self.mark(index);
                 return Some(Transmit {
                     destination: t.destination,
                     len: t.size,
                     src_ip: t.src_ip,
+                    ecn: t.ecn,
+                    segment_size: t.segment_size,
                 });
             }
         }

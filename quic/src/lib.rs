@@ -34,7 +34,8 @@ pub use config::{
     ALPN, ClientAuth, ClientConfig, Identity, QuicSettings, RetryPolicy, ServerConfig, Trust,
 };
 pub use endpoint::{
-    ALPN_REFUSED, Admission, ConnId, EndpointStats, MAX_QUEUED_RESPONSES, QuicEndpoint, Transmit,
+    ALPN_REFUSED, Admission, ConnId, EcnCodepoint, EndpointStats, MAX_QUEUED_RESPONSES,
+    QuicEndpoint, Transmit,
 };
 pub use error::{ConfigError, QuicError};
 pub use event::{CloseReason, QuicEvent};

@@ -25,7 +25,12 @@ impl Core {
         limits.max_frame_size = limits
             .max_frame_size
             .max(self.conn_cfg.client.limits.max_frame_size);
-        match c.into_link(&limits, self.conn_cfg.stall_timeout, &self.conn_cfg.buffers) {
+        match c.into_link(
+            &limits,
+            self.conn_cfg.stall_timeout,
+            &self.conn_cfg.buffers,
+            &self.udp,
+        ) {
             Ok(link) => self.add_conn(link, role, now).ok_or_else(|| {
                 Status::new(
                     StatusCode::ResourceExhausted,

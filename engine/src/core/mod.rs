@@ -109,6 +109,8 @@ pub struct Core {
     conn_cfg: Rc<ConnConfig>,
     /// The configuration of `quic://` connections (`ConnConfig::for_quic`), made on first use.
     quic_conn_cfg: Option<Rc<ConnConfig>>,
+    /// The UDP counters of this core's QUIC links (added to [`CoreStats::driver`]).
+    udp: Rc<crate::transport::udp::UdpCounters>,
     stats: CoreStats,
     cqes: Vec<Cqe>,
     executor: Executor,
@@ -291,6 +293,7 @@ impl Core {
             cfg,
             conn_cfg,
             quic_conn_cfg: None,
+            udp: Rc::default(),
             stats: CoreStats::default(),
             cqes: Vec::with_capacity(256),
             executor: Executor::new(inbox.clone()),
@@ -331,6 +334,7 @@ impl Core {
     pub fn stats(&self) -> CoreStats {
         let mut s = self.stats.clone();
         s.driver.submits += self.driver.full_submits();
+        self.udp.add_to(&mut s.driver);
         s.buffer_bytes = self.conn_cfg.buffers.used() as u64;
         (s.subscriptions, s.event_queue_bytes) = self.event_gauges();
         s

@@ -37,6 +37,7 @@ pub(crate) mod record;
 pub(crate) mod shm;
 pub(crate) mod sock;
 pub(crate) mod stream;
+pub(crate) mod udp;
 
 use std::io;
 
@@ -276,22 +277,24 @@ impl Connected {
     /// The link a core runs this connection on; `limits` bound a QUIC link's reassembly
     /// (its `max_frame_size`), `stall` is `ProtocolConfig::stall_timeout` (a QUIC link
     /// applies it to output that QUIC flow control holds back and to partial frames), and
-    /// `buffers` the core's buffer budget (a QUIC link charges its streams' partial frames).
+    /// `buffers` the core's buffer budget (a QUIC link charges its streams' partial frames),
+    /// `udp` the core's UDP counters (a QUIC link's sends and receives).
     ///
     /// # Errors
     /// The OS error if the record link cannot duplicate its doorbell or the QUIC link its
-    /// socket (`EMFILE`).
+    /// socket (`EMFILE`) or set its options.
     pub(crate) fn into_link(
         self,
         limits: &netron_codec::Limits,
         stall: std::time::Duration,
         buffers: &std::rc::Rc<crate::conn::BufferBudget>,
+        udp: &std::rc::Rc<udp::UdpCounters>,
     ) -> io::Result<AnyLink> {
         Ok(match self {
             Connected::Socket(fd) => AnyLink::Stream(stream::StreamLink::new(fd)),
             Connected::Record(pipe) => AnyLink::Record(Box::new(record::RecordLink::new(*pipe)?)),
             Connected::Quic(pipe) => AnyLink::Quic(Box::new(quic::QuicLink::new(
-                *pipe, limits, stall, buffers,
+                *pipe, limits, stall, buffers, udp,
             )?)),
         })
     }

@@ -2,12 +2,13 @@
 //! socket and one [`QuicEndpoint`] holding one QUIC connection, polled through the driver.
 //!
 //! Input: a readiness poll on the socket (both drivers); when it fires the link receives every
-//! waiting datagram (non-blocking `recv_from`), hands each to the endpoint, applies the
+//! waiting datagram (non-blocking `recvmsg`, a GRO train cut into its datagrams:
+//! [`super::udp`]), hands each to the endpoint, applies the
 //! endpoint's events (stream bytes, resets, STOP_SENDING, credit) through the frame
 //! [`Router`], which hands whole frames to the connection as [`Input::Bytes`]. Output: the
-//! connection's batch goes through the router onto its QUIC streams, then every datagram the
-//! endpoint produced goes out with one non-blocking `send_to` each (no GSO / `sendmmsg`
-//! batching yet). QUIC's timers: one driver timeout at the endpoint's `poll_timeout`
+//! connection's batch goes through the router onto its QUIC streams, then the datagrams the
+//! endpoint produced go out with one non-blocking `sendmsg` per run of up to 64 datagrams of
+//! one size (UDP GSO where the kernel offers it, else one each). QUIC's timers: one driver timeout at the endpoint's `poll_timeout`
 //! (precise to the microsecond, which the core's 1 ms wheel is not; re-armed after every
 //! input).
 //!
@@ -21,7 +22,6 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use netron_codec::StatusCode;
 use netron_quic::router::{self, EndpointStreams, Router};
 use netron_quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
@@ -35,7 +35,7 @@ use crate::driver::{Driver, Event, OpId};
 /// from the connection (which then buffers as it does for a slow socket).
 const MAX_PENDING: usize = 4 << 20;
 /// Largest UDP datagram received.
-pub(crate) const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const MAX_DATAGRAM: usize = super::udp::RX_BUFFER;
 /// Bytes read from one stream per read call.
 const READ_CHUNK: usize = 64 << 10;
 /// ICMP port-unreachable errors (`ECONNREFUSED` on the connected socket) in a row, with no
@@ -131,7 +131,8 @@ pub(crate) struct QuicLink {
     charged: usize,
     /// The peer's verified certificate chain, DER, leaf first.
     peer_identity: Option<crate::PeerCertificates>,
-    rx: Vec<u8>,
+    /// The socket's `sendmsg`/`recvmsg` with GSO and GRO, and its receive buffer.
+    udp: super::udp::UdpIo,
     scratch: Vec<u8>,
     /// The connection's encoder- and decoder-stream bytes on their way to the router
     /// (buffers kept for reuse).
@@ -149,8 +150,11 @@ impl QuicLink {
         limits: &netron_codec::Limits,
         stall: Duration,
         buffers: &Rc<crate::conn::BufferBudget>,
+        udp: &Rc<super::udp::UdpCounters>,
     ) -> io::Result<QuicLink> {
         pipe.socket.set_nonblocking(true)?;
+        let udp =
+            super::udp::UdpIo::new(&pipe.socket, pipe.endpoint.gso(), pipe.endpoint.gro(), udp)?;
         let poll_fd = Rc::new(OwnedFd::from(pipe.socket.try_clone()?));
         let mut link = QuicLink {
             socket: pipe.socket,
@@ -187,7 +191,7 @@ impl QuicLink {
             buffers: buffers.clone(),
             charged: 0,
             peer_identity: None,
-            rx: vec![0; MAX_DATAGRAM],
+            udp,
             scratch: Vec::new(),
             header_out: (Vec::new(), Vec::new()),
             tx: Vec::new(),
@@ -338,13 +342,15 @@ impl QuicLink {
         Token::new(Op::Recv, self.owner.key, self.owner.generation)
     }
 
-    /// Sends every datagram the endpoint has (one `send_to` each).
+    /// Sends every datagram the endpoint has: one `sendmsg` per run of datagrams of one size
+    /// (up to 64 with UDP GSO, else one).
     fn send_out(&mut self) {
         let now = Instant::now();
-        while let Some(t) = self.endpoint.poll_transmit(now, &mut self.tx) {
-            // EAGAIN and other errors drop the datagram: QUIC retransmits. An ICMP error for
+        let max = self.udp.max_segments();
+        while let Some(t) = self.endpoint.poll_transmit_batch(now, max, &mut self.tx) {
+            // EAGAIN and other errors drop the datagrams: QUIC retransmits. An ICMP error for
             // an earlier datagram is reported by whichever of send and receive comes first.
-            match self.socket.send_to(&self.tx[..t.len], t.destination) {
+            match self.udp.send(&self.socket, &t, &self.tx) {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.note_refused(),
                 _ => {}
             }
@@ -590,15 +596,17 @@ impl QuicLink {
     /// socket failed, or the peer is unreachable).
     fn receive(&mut self) -> Result<(), Update> {
         loop {
-            match self.socket.recv_from(&mut self.rx) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
+            let now = Instant::now();
+            let endpoint = &mut self.endpoint;
+            let got = self.udp.recv(&self.socket, |from, ecn, data| {
+                endpoint.handle_datagram_ecn(now, from, None, ecn, data);
+            });
+            match got {
+                Ok(true) => {
                     self.refused = 0;
                     self.last_rx = now;
-                    let data = BytesMut::from(&self.rx[..n]);
-                    self.endpoint.handle_datagram(now, from, None, data);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(false) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram: the peer's port is closed. Gone
                 // after REFUSALS of them in a row; keep reading until then.

@@ -1403,6 +1403,8 @@ fn quic_vs_tcp_round_trips() {
 
 #[path = "quic_close_tests.rs"]
 mod close;
+#[path = "quic_udp_tests.rs"]
+mod udp;
 
 /// Engines on quic:// code headers with QPACK (docs/protocol.md §27.4 (c)): once the table
 /// holds a call's `:service` and `:method`, each request carries one byte per field; a client

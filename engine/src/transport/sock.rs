@@ -406,6 +406,32 @@ pub(crate) fn set_nodelay(fd: &OwnedFd) {
     let _ = socket2::SockRef::from(fd).set_tcp_nodelay(true);
 }
 
+/// Turns UDP generic receive offload (`UDP_GRO`, Linux 5.0+) on or off on a UDP socket.
+///
+/// # Errors
+/// The OS error (`ENOPROTOOPT` on a kernel without it).
+pub(crate) fn set_udp_gro(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+    /// `UDP_GRO` from linux/udp.h (not in every libc version).
+    const UDP_GRO: libc::c_int = 104;
+    let v = libc::c_int::from(on);
+    // SAFETY: `fd` is an open descriptor borrowed for the call; the option value points to a
+    // live c_int whose size is passed, and setsockopt only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Shuts both directions down, so pending receives and sends complete and the peer sees EOF.
 pub(crate) fn shutdown(fd: &OwnedFd) {
     // SAFETY: `fd` is a valid open descriptor owned by the caller for the whole call.
