@@ -94,7 +94,7 @@ pub struct QuicSettings {
     /// QUIC datagrams (RFC 9221, events only, §27.6) accepted. Default off.
     pub datagrams: bool,
     /// Send with UDP generic segmentation offload where the kernel offers it (Linux
-    /// `UDP_SEGMENT`, 4.18+): up to 64 datagrams of one connection leave in one `sendmsg`,
+    /// `UDP_SEGMENT`, 4.18+): up to 10 datagrams of one connection leave in one `sendmsg`,
     /// cut by the kernel (or the NIC). Default on. Used by the I/O driver (the engine's QUIC
     /// link), not by the sans-IO endpoint; a kernel or NIC that refuses it (`EIO`/`EINVAL`)
     /// turns it off for that socket and the datagrams go one per call (quinn-udp's fallback).

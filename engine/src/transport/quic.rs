@@ -7,10 +7,10 @@
 //! endpoint's events (stream bytes, resets, STOP_SENDING, credit) through the frame
 //! [`Router`], which hands whole frames to the connection as [`Input::Bytes`]. Output: the
 //! connection's batch goes through the router onto its QUIC streams, then the datagrams the
-//! endpoint produced go out with one non-blocking `sendmsg` per run of up to 64 datagrams of
-//! one size (UDP GSO where the kernel offers it, else one each). QUIC's timers: one driver timeout at the endpoint's `poll_timeout`
-//! (precise to the microsecond, which the core's 1 ms wheel is not; re-armed after every
-//! input).
+//! endpoint produced go out with one non-blocking `sendmsg` per run of up to 10 datagrams of
+//! one size (UDP GSO where the kernel offers it, else one each). QUIC's timers: one driver
+//! timeout at the endpoint's `poll_timeout` (precise to the microsecond, which the core's 1 ms
+//! wheel is not; re-armed after every input).
 //!
 //! A datagram the socket cannot take now (`EAGAIN`) is dropped: QUIC's loss recovery sends it
 //! again. Closing sends CONNECTION_CLOSE, then shuts the socket down so the poll completes,
@@ -343,7 +343,7 @@ impl QuicLink {
     }
 
     /// Sends every datagram the endpoint has: one `sendmsg` per run of datagrams of one size
-    /// (up to 64 with UDP GSO, else one).
+    /// (up to 10 with UDP GSO, else one).
     fn send_out(&mut self) {
         let now = Instant::now();
         let max = self.udp.max_segments();

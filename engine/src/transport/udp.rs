@@ -4,8 +4,8 @@
 //! when a kernel or NIC refuses a segmented send with `EIO`/`EINVAL`), counted per core
 //! ([`UdpCounters`], reported in [`crate::DriverStats`]).
 //!
-//! GSO (Linux `UDP_SEGMENT`, 4.18+): up to 64 datagrams of one size to one destination leave
-//! in one system call and the kernel (or the NIC) cuts them. GRO (`UDP_GRO`, 5.0+): datagrams
+//! GSO (Linux `UDP_SEGMENT`, 4.18+): up to [`MAX_SEGMENTS`] datagrams of one size to one
+//! destination leave in one system call and the kernel (or the NIC) cuts them. GRO (`UDP_GRO`, 5.0+): datagrams
 //! of one flow that arrive together come up in one `recvmsg` as one buffer with their
 //! segment size, cut here into datagrams again, each a slice of one buffer (one allocation and
 //! one copy per receive, not per datagram; quinn-proto decrypts each slice in place and keeps
@@ -24,6 +24,14 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 /// Largest buffer one receive fills: a datagram, or a GRO train (the kernel merges at most
 /// 64 KiB).
 pub(crate) const RX_BUFFER: usize = 65_535;
+
+/// Datagrams one `sendmsg` carries at most, as quinn's own driver does (quinn 0.11,
+/// `MAX_TRANSMIT_SEGMENTS`): the kernel takes up to 64 segments, but one send carries at most
+/// 64 KiB (an IP datagram's length), which 64 segments of a 1,452-byte QUIC packet pass (the
+/// kernel refuses the send with `EMSGSIZE`: the first version of this link lost those trains
+/// and ran bulk transfers at 0.4x the speed without GSO), and ten keep a train within a
+/// typical congestion burst.
+pub(crate) const MAX_SEGMENTS: usize = 10;
 
 /// A core's UDP counters, shared by its QUIC links (reported in [`crate::DriverStats`]).
 #[derive(Debug, Default)]
@@ -84,11 +92,11 @@ impl UdpIo {
         })
     }
 
-    /// Datagrams one send may carry: 1 without GSO (off, not offered, or given up after a
-    /// refusal).
+    /// Datagrams one send may carry: at most [`MAX_SEGMENTS`], 1 without GSO (off, not
+    /// offered, or given up after a refusal).
     pub(crate) fn max_segments(&self) -> usize {
         if self.gso {
-            self.state.max_gso_segments()
+            self.state.max_gso_segments().min(MAX_SEGMENTS)
         } else {
             1
         }
