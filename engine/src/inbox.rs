@@ -36,6 +36,9 @@ pub(crate) enum Command {
     CountError(&'static str, u64),
     /// Serve a new QUIC connection (a `quic://` listener's rendezvous thread sends it).
     AcceptQuic(Box<crate::transport::quic::QuicPipe>),
+    /// The listener posted datagrams for this `quic://` connection (its client's address
+    /// changed: `transport::quic_path`).
+    QuicMail(ConnRef),
     /// Start a call on a client connection.
     Call {
         conn: ConnRef,
@@ -332,6 +335,7 @@ impl Inbox {
                 Command::AcceptRecord(_)
                 | Command::CountError(..)
                 | Command::AcceptQuic(_)
+                | Command::QuicMail(_)
                 | Command::StreamWork { .. }
                 | Command::CancelSlot { .. }
                 | Command::Close { .. }

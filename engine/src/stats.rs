@@ -116,6 +116,11 @@ pub struct DriverStats {
     /// Datagrams those calls returned: more than `udp_receives` when UDP GRO merged several
     /// (`QuicSettings::gro`).
     pub udp_datagrams_received: u64,
+    /// Datagrams of `quic://` server connections that reached the listening socket instead
+    /// of the connection's (its client's address changed: connection migration) and were
+    /// routed to the connection by connection ID; once QUIC moved to the new path the
+    /// connection's socket takes them directly.
+    pub udp_datagrams_routed: u64,
 }
 
 impl DriverStats {
@@ -132,6 +137,7 @@ impl DriverStats {
         self.udp_datagrams_sent += o.udp_datagrams_sent;
         self.udp_receives += o.udp_receives;
         self.udp_datagrams_received += o.udp_datagrams_received;
+        self.udp_datagrams_routed += o.udp_datagrams_routed;
     }
 }
 

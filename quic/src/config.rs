@@ -179,6 +179,42 @@ fn roots(
     Ok(Arc::new(store))
 }
 
+/// Called with every connection ID a server endpoint issues (its length is
+/// [`CID_LEN`]): the engine routes a migrated client's datagrams, which reach the listening
+/// socket rather than the connection's, by the ID they carry (docs/quic.md "Connection
+/// migration").
+pub type CidHook = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The length of the connection IDs a server issues (quinn-proto's
+/// `HashedConnectionIdGenerator`: a 3-byte random nonce and a 5-byte keyed hash).
+pub const CID_LEN: usize = 8;
+
+/// quinn-proto's hashed generator, telling a hook of each ID it issues.
+struct ObservedCids {
+    inner: quinn_proto::HashedConnectionIdGenerator,
+    hook: CidHook,
+}
+
+impl quinn_proto::ConnectionIdGenerator for ObservedCids {
+    fn generate_cid(&mut self) -> quinn_proto::ConnectionId {
+        let cid = self.inner.generate_cid();
+        (self.hook)(&cid);
+        cid
+    }
+
+    fn validate(&self, cid: &quinn_proto::ConnectionId) -> Result<(), quinn_proto::InvalidCid> {
+        self.inner.validate(cid)
+    }
+
+    fn cid_len(&self) -> usize {
+        self.inner.cid_len()
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        self.inner.cid_lifetime()
+    }
+}
+
 /// A server's configuration: its certificate, client authentication, transport knobs and its
 /// defences against hostile clients.
 #[derive(Debug, Clone)]
@@ -214,6 +250,13 @@ pub struct ServerConfig {
     /// sharing one key behind one address share resets too. Give one explicitly to rotate it
     /// independently of the certificate.
     pub stateless_reset_key: Option<[u8; 32]>,
+    /// Connection migration (RFC 9000 §9): a client whose address changes (a NAT rebinding,
+    /// or a client moving to another port or network) keeps its connection; quinn-proto
+    /// validates the new path (PATH_CHALLENGE) before sending more than 3x what it received
+    /// there. In the engine the listener routes such a client's datagrams to its connection
+    /// by connection ID (docs/quic.md "Connection migration"). Default on; off sends the
+    /// `disable_active_migration` transport parameter and drops packets from a new address.
+    pub migration: bool,
 }
 
 /// SHA-256 of `label` then `secret`: a 32-byte key for one purpose from a server's secret.
@@ -232,7 +275,7 @@ impl ServerConfig {
     /// ([`ServerConfig::stateless_reset_key`], or derived from the identity's private key),
     /// and the key of its connection-id generator, so a restarted server recognises the ids
     /// it issued before (quinn drops a packet whose id it cannot validate, without a reset).
-    pub(crate) fn endpoint_config(&self) -> quinn_proto::EndpointConfig {
+    pub(crate) fn endpoint_config(&self, issued: Option<CidHook>) -> quinn_proto::EndpointConfig {
         let secret = self.secret();
         let cid = derive(b"netron-quic connection id key v1", &secret);
         let cid_key = u64::from_le_bytes(cid[..8].try_into().expect("8 of 32 bytes"));
@@ -243,7 +286,14 @@ impl ServerConfig {
                 &secret,
             )))
             .cid_generator(move || {
-                Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+                let inner = quinn_proto::HashedConnectionIdGenerator::from_key(cid_key);
+                match &issued {
+                    Some(hook) => Box::new(ObservedCids {
+                        inner,
+                        hook: hook.clone(),
+                    }),
+                    None => Box::new(inner),
+                }
             });
         config
     }
@@ -281,6 +331,7 @@ impl ServerConfig {
             incoming_buffer_bytes: 64 << 10,
             incoming_buffer_bytes_total: 4 << 20,
             stateless_reset_key: None,
+            migration: true,
         }
     }
 
@@ -345,8 +396,7 @@ impl ServerConfig {
             .max_incoming(self.max_pending_handshakes)
             .incoming_buffer_size(self.incoming_buffer_bytes)
             .incoming_buffer_size_total(self.incoming_buffer_bytes_total)
-            // Netron connections are bound to their path (§27); migration is a later step.
-            .migration(false);
+            .migration(self.migration);
         Ok(Arc::new(cfg))
     }
 }

@@ -155,6 +155,19 @@ impl QuicEndpoint {
         server: Option<&ServerConfig>,
         client: Option<&ClientConfig>,
     ) -> Result<Self, ConfigError> {
+        Self::with_cid_hook(server, client, None)
+    }
+
+    /// [`new`](Self::new), telling `issued` of every connection ID this endpoint issues as a
+    /// server (the engine routes a migrated client's datagrams by them).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the setting that cannot be used.
+    pub fn with_cid_hook(
+        server: Option<&ServerConfig>,
+        client: Option<&ClientConfig>,
+        issued: Option<crate::config::CidHook>,
+    ) -> Result<Self, ConfigError> {
         let server_cfg = server.map(ServerConfig::build).transpose()?;
         let client_cfg = client.map(ClientConfig::build).transpose()?;
         let retry = server.map_or(RetryPolicy::Never, |s| s.retry);
@@ -162,7 +175,7 @@ impl QuicEndpoint {
         let max_pending_per_ip = server.map_or(0, |s| s.max_pending_handshakes_per_ip);
         // Every endpoint of a server (one per connection in the engine, and those of a
         // restarted process) issues the same reset tokens for the same connection ids.
-        let config = server.map_or_else(EndpointConfig::default, ServerConfig::endpoint_config);
+        let config = server.map_or_else(EndpointConfig::default, |s| s.endpoint_config(issued));
         let mut ep = Self::with_config(config, server_cfg, client_cfg, retry, max_pending);
         ep.max_pending_per_ip = max_pending_per_ip;
         if let Some(q) = server.map(|s| &s.settings).or(client.map(|c| &c.settings)) {

@@ -31,7 +31,8 @@ pub mod router;
 mod stream;
 
 pub use config::{
-    ALPN, ClientAuth, ClientConfig, Identity, QuicSettings, RetryPolicy, ServerConfig, Trust,
+    ALPN, CID_LEN, CidHook, ClientAuth, ClientConfig, Identity, QuicSettings, RetryPolicy,
+    ServerConfig, Trust,
 };
 pub use endpoint::{
     ALPN_REFUSED, Admission, ConnId, EcnCodepoint, EndpointStats, MAX_QUEUED_RESPONSES,

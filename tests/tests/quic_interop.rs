@@ -254,3 +254,103 @@ fn a_quinn_client_speaking_netron_calls_our_engine_server() {
     assert_eq!(st.calls_ok(), 2, "{st:?}");
     server.shutdown(Duration::from_secs(1));
 }
+
+/// A quinn client rebinds its endpoint to a new UDP port mid-call (quinn's
+/// `Endpoint::rebind`, as a client moving between networks does): our server routes the
+/// datagrams from the new address to the connection (connection migration, RFC 9000 §9;
+/// docs/quic.md "Connection migration"), the call in flight completes and the next one too.
+/// Before, the listener answered the new address with a stateless reset, which ended the
+/// connection.
+#[test]
+fn a_quinn_client_that_rebinds_its_port_mid_call_keeps_its_calls() {
+    let (ca, identity) = certificates();
+    let server = Engine::builder()
+        .cores(1)
+        .quic_server(ServerConfig::new(identity))
+        .service(netron_tests::calc())
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let addr: std::net::SocketAddr = server.endpoints()[0]
+        .to_string()
+        .strip_prefix("quic://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"netron/1".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let rt = runtime();
+    let (old_port, new_port) = rt.block_on(async {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(client_cfg);
+        let old_port = endpoint.local_addr().unwrap().port();
+        let conn = endpoint.connect(addr, "127.0.0.1").unwrap().await.unwrap();
+        let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await.unwrap();
+        let mut hs = ClientHandshake::new(HelloConfig::default().with_header_table_size(0));
+        let mut hello = Vec::new();
+        hs.start(&mut hello).unwrap();
+        ctl_tx.write_all(&hello).await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = ctl_rx.read(&mut chunk).await.unwrap().expect("the Welcome");
+            got.extend_from_slice(&chunk[..n]);
+            if let ClientProgress::Done { .. } = hs.handle(&got).unwrap() {
+                break;
+            }
+        }
+        // A call the server answers after 200 ms; the client moves meanwhile.
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        tx.write_all(&request(1, b"calc@1.2.0", b"sleep", &[200]))
+            .await
+            .unwrap();
+        tx.finish().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        endpoint
+            .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let new_port = endpoint.local_addr().unwrap().port();
+        let bytes = rx
+            .read_to_end(1 << 20)
+            .await
+            .expect("the reply after the move");
+        let (kind, id, _, reply) = one_frame(&bytes);
+        assert_eq!(
+            (kind, id, &reply[..]),
+            (FrameKind::Response, 1, &b"slept"[..])
+        );
+        // And a call after it.
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        tx.write_all(&request(3, b"calc@1.2.0", b"add", &[20, 22]))
+            .await
+            .unwrap();
+        tx.finish().unwrap();
+        let bytes = rx.read_to_end(1 << 20).await.unwrap();
+        let (kind, id, _, reply) = one_frame(&bytes);
+        assert_eq!(
+            (kind, id, &reply[..]),
+            (FrameKind::Response, 3, &[42u8][..])
+        );
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        (old_port, new_port)
+    });
+    assert_ne!(old_port, new_port, "the client moved to another port");
+    let st = server.total_stats();
+    assert_eq!(st.calls_ok(), 2, "{st:?}");
+    assert!(
+        st.driver().udp_datagrams_routed >= 1,
+        "the new address's first datagrams came through the listener: {:?}",
+        st.driver()
+    );
+    assert!(st.errors().is_empty(), "{:?}", st.errors());
+    server.shutdown(Duration::from_secs(1));
+}

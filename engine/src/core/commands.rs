@@ -52,13 +52,33 @@ impl Core {
             },
             Command::CountError(label, n) => self.stats.count_errors(label, n),
             Command::AcceptQuic(pipe) => {
+                let mail = pipe.mail.clone();
                 if self.listeners.is_closing() {
                     self.stats.refused += 1;
-                } else if self
-                    .add_connected(crate::transport::Connected::Quic(pipe), Role::Server, now)
-                    .is_ok()
+                } else if let Ok(key) =
+                    self.add_connected(crate::transport::Connected::Quic(pipe), Role::Server, now)
                 {
                     self.stats.accepted += 1;
+                    if let Some(mail) = mail {
+                        let generation = self.conns[key].generation;
+                        mail.set_route(
+                            self.inbox.clone(),
+                            ConnRef {
+                                key: key as u32,
+                                generation,
+                            },
+                        );
+                    }
+                }
+            }
+            Command::QuicMail(conn) => {
+                if let Some(en) = self
+                    .conns
+                    .get_mut(conn.key as usize)
+                    .filter(|en| en.generation == conn.generation)
+                    && let crate::transport::AnyLink::Quic(l) = &mut en.link
+                {
+                    l.mail_arrived(&mut self.driver);
                 }
             }
             Command::AcceptRecord(pipe) => {

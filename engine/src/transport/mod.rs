@@ -33,6 +33,7 @@ pub(crate) const COUNT_EVERY: std::time::Duration = std::time::Duration::from_mi
 pub(crate) mod inproc;
 pub(crate) mod quic;
 pub(crate) mod quic_listen;
+pub(crate) mod quic_path;
 pub(crate) mod record;
 pub(crate) mod shm;
 pub(crate) mod sock;

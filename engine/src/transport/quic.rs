@@ -20,6 +20,7 @@ use std::io;
 use std::net::UdpSocket;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netron_codec::StatusCode;
@@ -64,6 +65,9 @@ pub(crate) struct QuicPipe {
     pub client: bool,
     /// A server's handshake in progress, counted in its listener's total until `Connected`.
     pub pending: Option<super::quic_listen::PendingHandshake>,
+    /// A server connection's datagrams that reached the listener (its client's address
+    /// changed: [`super::quic_path`]); the core that takes the connection sets its route.
+    pub mail: Option<Arc<super::quic_path::PathMail>>,
 }
 
 /// A QUIC connection's link.
@@ -133,6 +137,15 @@ pub(crate) struct QuicLink {
     peer_identity: Option<crate::PeerCertificates>,
     /// The socket's `sendmsg`/`recvmsg` with GSO and GRO, and its receive buffer.
     udp: super::udp::UdpIo,
+    /// A server connection's datagrams routed by its listener (migration), and whether some
+    /// wait ([`QuicLink::mail_arrived`]).
+    mail: Option<Arc<super::quic_path::PathMail>>,
+    mail_waiting: bool,
+    /// The address the socket is connected to: the peer's, until QUIC moves the connection
+    /// to a new path ([`QuicLink::follow_path`]).
+    peer: Option<std::net::SocketAddr>,
+    /// The connection took datagrams from its mail: its path may move.
+    may_move: bool,
     scratch: Vec<u8>,
     /// The connection's encoder- and decoder-stream bytes on their way to the router
     /// (buffers kept for reuse).
@@ -153,6 +166,7 @@ impl QuicLink {
         udp: &Rc<super::udp::UdpCounters>,
     ) -> io::Result<QuicLink> {
         pipe.socket.set_nonblocking(true)?;
+        let peer = pipe.socket.peer_addr().ok();
         let udp =
             super::udp::UdpIo::new(&pipe.socket, pipe.endpoint.gso(), pipe.endpoint.gro(), udp)?;
         let poll_fd = Rc::new(OwnedFd::from(pipe.socket.try_clone()?));
@@ -192,6 +206,10 @@ impl QuicLink {
             charged: 0,
             peer_identity: None,
             udp,
+            mail: pipe.mail,
+            mail_waiting: false,
+            peer,
+            may_move: false,
             scratch: Vec::new(),
             header_out: (Vec::new(), Vec::new()),
             tx: Vec::new(),
@@ -519,6 +537,51 @@ impl QuicLink {
         held
     }
 
+    /// The listener posted datagrams for this connection (its client's address changed:
+    /// [`super::quic_path`]): they are taken at the timer's completion, armed at once, or
+    /// by the next direct read of a hot link.
+    pub(crate) fn mail_arrived(&mut self, io: &mut Driver) {
+        self.mail_waiting = true;
+        self.arm_timer(io);
+    }
+
+    /// Hands the datagrams the listener routed here to the endpoint, with the addresses they
+    /// came from (quinn-proto then validates the new path and moves the connection to it).
+    fn take_mail(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.mail_waiting) {
+            return;
+        }
+        let Some(mail) = &self.mail else { return };
+        let (endpoint, udp) = (&mut self.endpoint, &self.udp);
+        let mut got = false;
+        mail.take(|from, data| {
+            got = true;
+            udp.count_routed();
+            endpoint.handle_datagram(now, from, None, data);
+        });
+        if got {
+            self.refused = 0;
+            self.last_rx = now;
+            self.may_move = true;
+        }
+    }
+
+    /// Once QUIC moved the connection to another path (the peer's address changed, or a
+    /// failed validation moved it back), connects the socket to the new address, so the
+    /// peer's datagrams come to it directly instead of through the listener's mail.
+    fn follow_path(&mut self) {
+        if !self.may_move {
+            return;
+        }
+        let Some(conn) = self.conn else { return };
+        let Ok(remote) = self.endpoint.remote_address(conn) else {
+            return;
+        };
+        if self.peer != Some(remote) && self.socket.connect(remote).is_ok() {
+            self.peer = Some(remote);
+        }
+    }
+
     /// Counts one ICMP port-unreachable error ([`REFUSALS`]).
     fn note_refused(&mut self) {
         self.refused = self.refused.saturating_add(1);
@@ -552,7 +615,7 @@ impl QuicLink {
             return;
         }
         let now = Instant::now();
-        let want = if self.made_waiting {
+        let want = if self.made_waiting || self.mail_waiting {
             Some(now)
         } else {
             // QUIC's own timers, the end of the flow-control stall wait, and the next probe
@@ -595,6 +658,7 @@ impl QuicLink {
     /// Receives every waiting datagram into the endpoint. `Err`: the link must close (the
     /// socket failed, or the peer is unreachable).
     fn receive(&mut self) -> Result<(), Update> {
+        self.take_mail(Instant::now());
         loop {
             let now = Instant::now();
             let endpoint = &mut self.endpoint;
@@ -891,6 +955,7 @@ impl QuicLink {
             update = Update::Input;
         }
         self.send_out();
+        self.follow_path();
         let ended = matches!(
             update,
             Update::RecvFailed { .. } | Update::Ended { .. } | Update::TlsFailed { .. }
@@ -982,6 +1047,7 @@ impl Link for QuicLink {
                     return self.linger_turn(io);
                 }
                 let now = Instant::now();
+                self.take_mail(now);
                 self.endpoint.handle_timeout(now);
                 self.probe(now);
                 self.pump(io, deliver)

@@ -161,6 +161,7 @@ fn connect_one(
                         conn: Some(conn),
                         client: true,
                         pending: None,
+                        mail: None,
                     });
                 }
                 QuicEvent::Closed {
@@ -249,11 +250,13 @@ pub(crate) enum Handed {
 pub(crate) type Acceptor = Arc<dyn Fn(Handed) + Send + Sync>;
 
 /// The handshakes in progress of one `quic://` listen, across all its addresses: the total,
-/// and per IP address those of clients that proved their address (Retry).
+/// and per IP address those of clients that proved their address (Retry); and the routes of
+/// its connections' IDs, for clients whose address changed (migration).
 #[derive(Debug, Default)]
 pub(crate) struct Admissions {
     total: AtomicUsize,
     proven: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+    routes: Arc<super::quic_path::CidRoutes>,
 }
 
 impl Admissions {
@@ -443,6 +446,13 @@ fn rendezvous(
         let Ok((n, from)) = got else {
             continue;
         };
+        // A datagram of a live connection whose client's address changed (or that overtook
+        // its connection's socket): to that connection, never to the gate, whose answer would
+        // be a stateless reset (docs/quic.md "Connection migration").
+        if let Some(mail) = admissions.routes.route(&rx[..n]) {
+            mail.post(from, BytesMut::from(&rx[..n]));
+            continue;
+        }
         handed.retain(|_, (at, _)| now.duration_since(*at) < HANDED_FOR);
         if handed
             .get(&from)
@@ -468,7 +478,8 @@ fn rendezvous(
         let Admission::Admit { validated } = admitted else {
             continue;
         };
-        let Some(mut pipe) = begin(socket, local, from, config, &rx[..n]) else {
+        let Some(mut pipe) = begin(socket, local, from, config, &rx[..n], &admissions.routes)
+        else {
             continue;
         };
         pipe.pending = Some(PendingHandshake::new(
@@ -496,8 +507,11 @@ fn begin(
     from: SocketAddr,
     config: &netron_quic::ServerConfig,
     first: &[u8],
+    routes: &Arc<super::quic_path::CidRoutes>,
 ) -> Option<QuicPipe> {
-    let mut endpoint = QuicEndpoint::new(Some(config), None).ok()?;
+    let mail = Arc::new(super::quic_path::PathMail::default());
+    let mut endpoint =
+        QuicEndpoint::with_cid_hook(Some(config), None, Some(routes.hook(&mail))).ok()?;
     // One connection per connected socket: a later Initial from the same address and port
     // (a client restarted on that port, or a forged one) is refused, never served inside
     // this connection (fresh user R9's finding 1: it was, with the first client's identity).
@@ -520,6 +534,7 @@ fn begin(
         conn: None,
         client: false,
         pending: None,
+        mail: Some(mail),
     })
 }
 

@@ -40,6 +40,7 @@ pub(crate) struct UdpCounters {
     datagrams_sent: Cell<u64>,
     receives: Cell<u64>,
     datagrams_received: Cell<u64>,
+    routed: Cell<u64>,
 }
 
 impl UdpCounters {
@@ -49,6 +50,7 @@ impl UdpCounters {
         d.udp_datagrams_sent += self.datagrams_sent.get();
         d.udp_receives += self.receives.get();
         d.udp_datagrams_received += self.datagrams_received.get();
+        d.udp_datagrams_routed += self.routed.get();
     }
 }
 
@@ -122,6 +124,11 @@ impl UdpIo {
         bump(&self.counters.sends, 1);
         bump(&self.counters.datagrams_sent, t.datagrams() as u64);
         Ok(())
+    }
+
+    /// Counts a datagram the listener routed to this link (connection migration).
+    pub(crate) fn count_routed(&self) {
+        bump(&self.counters.routed, 1);
     }
 
     /// Receives what one `recvmsg` returns and hands each datagram in it to `each` (its
