@@ -361,11 +361,12 @@ impl QuicLink {
     }
 
     /// Sends every datagram the endpoint has: one `sendmsg` per run of datagrams of one size
-    /// (up to 10 with UDP GSO, else one).
+    /// (up to 10 with UDP GSO while bulk data goes out, else one: [`super::udp`]).
     fn send_out(&mut self) {
         let now = Instant::now();
-        let max = self.udp.max_segments();
+        let (max, mut full) = (self.udp.max_segments(), 0);
         while let Some(t) = self.endpoint.poll_transmit_batch(now, max, &mut self.tx) {
+            full += super::udp::UdpIo::full_datagrams(&t);
             // EAGAIN and other errors drop the datagrams: QUIC retransmits. An ICMP error for
             // an earlier datagram is reported by whichever of send and receive comes first.
             match self.udp.send(&self.socket, &t, &self.tx) {
@@ -373,6 +374,7 @@ impl QuicLink {
                 _ => {}
             }
         }
+        self.udp.transmitted(full);
     }
 
     /// Follows the bytes QUIC flow control holds back: `Err` (`write_stalled`) once some have
@@ -658,19 +660,29 @@ impl QuicLink {
     /// Receives every waiting datagram into the endpoint. `Err`: the link must close (the
     /// socket failed, or the peer is unreachable).
     fn receive(&mut self) -> Result<(), Update> {
-        self.take_mail(Instant::now());
+        if self.mail_waiting {
+            self.take_mail(Instant::now());
+        }
+        let mut datagrams = 0;
         loop {
-            let now = Instant::now();
+            // The clock is read once per receive that returned data (a busy-poll turn's last
+            // receive finds none: no clock read for it).
+            let mut now = None;
             let endpoint = &mut self.endpoint;
-            let got = self.udp.recv(&self.socket, |from, ecn, data| {
-                endpoint.handle_datagram_ecn(now, from, None, ecn, data);
+            let got = self.udp.recv(&self.socket, |from, data| {
+                let now = *now.get_or_insert_with(Instant::now);
+                datagrams += 1;
+                endpoint.handle_datagram(now, from, None, data);
             });
             match got {
                 Ok(true) => {
                     self.refused = 0;
-                    self.last_rx = now;
+                    self.last_rx = now.unwrap_or_else(Instant::now);
                 }
-                Ok(false) => return Ok(()),
+                Ok(false) => {
+                    self.udp.drained(&self.socket, datagrams);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram: the peer's port is closed. Gone
                 // after REFUSALS of them in a row; keep reading until then.

@@ -106,3 +106,30 @@ fn with_gso_and_gro_off_each_call_carries_one_datagram() {
     }
     s.shutdown(Duration::from_secs(1));
 }
+
+/// 100 small calls in flight at once (ten rounds) carry few full-size datagrams: with offload
+/// on, no GSO train goes out (quinn-proto pads a train's datagrams to its segment size, which
+/// cost 64 pipelined small calls 11 % of their rate when trains were always on: this test
+/// then saw 81 datagrams in 53 sends) and every datagram is received on its own.
+#[test]
+fn small_calls_go_out_and_come_in_one_datagram_at_a_time() {
+    let (s, c) = pair(true);
+    let ch = c.client().connect(&s.endpoints()[0].to_string()).unwrap();
+    let m = ch.method("echo@1.0.0", "say");
+    for round in 0..10u8 {
+        // 100 calls in flight at once: replies and acknowledgements go out together, in at
+        // most 3 full-size datagrams (fewer than GSO_ON_AT).
+        let calls: Vec<_> = (0..100u8)
+            .map(|i| m.call_async(vec![round, i], DL))
+            .collect();
+        for (i, f) in calls.into_iter().enumerate() {
+            assert_eq!(super::block_on(f).unwrap(), [round, i as u8]);
+        }
+    }
+    for e in [&s, &c] {
+        let d = *e.total_stats().driver();
+        assert!(d.udp_sends > 20, "{d:?}");
+        assert_eq!(d.udp_datagrams_sent, d.udp_sends, "{d:?}");
+        assert_eq!(d.udp_datagrams_received, d.udp_receives, "{d:?}");
+    }
+}

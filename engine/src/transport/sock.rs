@@ -406,22 +406,150 @@ pub(crate) fn set_nodelay(fd: &OwnedFd) {
     let _ = socket2::SockRef::from(fd).set_tcp_nodelay(true);
 }
 
+/// What one [`recv_udp`] returned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UdpRecv {
+    /// Bytes received: one datagram, or a GRO train of datagrams of `stride` bytes each (the
+    /// last may be shorter).
+    pub len: usize,
+    /// The sender.
+    pub from: SocketAddr,
+    /// The segment size of a GRO train (`UDP_GRO` control message); `len` otherwise.
+    pub stride: usize,
+}
+
+/// `UDP_GRO` from linux/udp.h (not in every libc version).
+const UDP_GRO: libc::c_int = 104;
+
+/// A control-message buffer, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Control([u8; 256]);
+
+/// One non-blocking `recvmsg` on a UDP socket into `buf`, with the GRO segment size from its
+/// control messages (a `quic://` link's receive while GRO is on: transport/udp.rs). One
+/// system call and a 256-byte control buffer (quinn-udp's `recvmmsg` path zeroes a 2 KiB
+/// header array per call).
+///
+/// # Errors
+/// The OS error (`WouldBlock` when nothing is queued, `ConnectionRefused` for an ICMP error
+/// of an earlier send); `Interrupted` is retried. A datagram or train larger than `buf`, or
+/// whose control messages did not fit, is consumed and reported as `InvalidData`.
+pub(crate) fn recv_udp(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<UdpRecv> {
+    // SAFETY: all-zero bytes are a valid value of these plain C structs.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = Control([0; 256]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    let n = loop {
+        // SAFETY: `msg` points at `name`, `iov` (which points at `buf`) and `control`, all
+        // live and writable for the call with the lengths given; `fd` is open for the call.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a UDP datagram or its control messages did not fit the receive buffers",
+        ));
+    }
+    let mut stride = n;
+    // `msg` was filled by recvmsg: its control pointer and length describe the control
+    // messages the kernel wrote into `control`, which CMSG_FIRSTHDR / CMSG_NXTHDR walk within
+    // `msg_controllen` (each returns a header inside the buffer or null).
+    // SAFETY: as above; `msg` is a valid msghdr.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    while !c.is_null() {
+        // SAFETY: `c` is a non-null header inside `control` (above), aligned by the kernel.
+        let header = unsafe { &*c };
+        if (header.cmsg_level, header.cmsg_type) == (libc::SOL_UDP, UDP_GRO) {
+            // SAFETY: `c` is a valid header (above): CMSG_DATA is its data's address.
+            let data = unsafe { libc::CMSG_DATA(c) };
+            // SAFETY: a UDP_GRO message holds one int, inside `control`; read unaligned.
+            let size = unsafe { std::ptr::read_unaligned(data.cast::<libc::c_int>()) };
+            stride = size.max(1) as usize;
+        }
+        // SAFETY: `msg` is valid and `c` one of its headers (above).
+        c = unsafe { libc::CMSG_NXTHDR(&raw const msg, c) };
+    }
+    let from = sockaddr_to_std(&name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a UDP datagram from a non-IP address",
+        )
+    })?;
+    Ok(UdpRecv {
+        len: n,
+        from,
+        stride,
+    })
+}
+
+/// The IPv4 or IPv6 address in `s`.
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says `s` holds a sockaddr_in, which fits in the storage.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says `s` holds a sockaddr_in6, which fits in the storage.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// Turns UDP generic receive offload (`UDP_GRO`, Linux 5.0+) on or off on a UDP socket.
 ///
 /// # Errors
 /// The OS error (`ENOPROTOOPT` on a kernel without it).
 pub(crate) fn set_udp_gro(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
-    /// `UDP_GRO` from linux/udp.h (not in every libc version).
-    const UDP_GRO: libc::c_int = 104;
-    let v = libc::c_int::from(on);
+    set_int_option(fd, libc::SOL_UDP, UDP_GRO, libc::c_int::from(on))
+}
+
+/// Sets an integer socket option (`setsockopt(level, name, &value)`).
+///
+/// # Errors
+/// The OS error (`ENOPROTOOPT` for an option the kernel lacks).
+pub(crate) fn set_int_option(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `fd` is an open descriptor borrowed for the call; the option value points to a
     // live c_int whose size is passed, and setsockopt only reads it.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&raw const v).cast(),
+            level,
+            name,
+            (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
