@@ -95,13 +95,16 @@ pub struct QuicSettings {
     pub datagrams: bool,
     /// Send with UDP generic segmentation offload where the kernel offers it (Linux
     /// `UDP_SEGMENT`, 4.18+): up to 10 datagrams of one connection leave in one `sendmsg`,
-    /// cut by the kernel (or the NIC). Default on. Used by the I/O driver (the engine's QUIC
-    /// link), not by the sans-IO endpoint; a kernel or NIC that refuses it (`EIO`/`EINVAL`)
+    /// cut by the kernel (or the NIC), while bulk data goes out (the engine's link sends small
+    /// datagrams one by one: docs/quic.md "UDP GSO and GRO"). Default on. Used by the I/O
+    /// driver, not by the sans-IO endpoint; a kernel or NIC that refuses it (`EIO`/`EINVAL`)
     /// turns it off for that socket and the datagrams go one per call (quinn-udp's fallback).
     pub gso: bool,
     /// Receive with UDP generic receive offload where the kernel offers it (Linux `UDP_GRO`,
     /// 5.0+): datagrams of one flow arriving together come up in one `recvmsg` as one buffer
-    /// with their segment size. Default on; off turns `UDP_GRO` off on the socket.
+    /// with their segment size. The engine's link turns it on for bursts and off while
+    /// datagrams come one at a time (a plain `recvfrom` is cheaper then). Default on; off
+    /// keeps `UDP_GRO` off on the socket.
     pub gro: bool,
 }
 

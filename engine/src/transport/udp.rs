@@ -311,9 +311,17 @@ mod tests {
         for _ in 0..GSO_OFF_AFTER - 1 {
             io.transmitted(0);
         }
-        assert_eq!(io.max_segments(), offered, "a full datagram restarts the count");
+        assert_eq!(
+            io.max_segments(),
+            offered,
+            "a full datagram restarts the count"
+        );
         io.transmitted(0);
-        assert_eq!(io.max_segments(), 1, "no full datagram for a while: single sends");
+        assert_eq!(
+            io.max_segments(),
+            1,
+            "no full datagram for a while: single sends"
+        );
         let (_s, mut off) = udp_io(false, true);
         off.transmitted(100);
         assert_eq!(off.max_segments(), 1, "QuicSettings::gso off");
@@ -336,7 +344,10 @@ mod tests {
         }
         assert!(io.gro_on, "empty drains do not count");
         io.drained(&s, 1);
-        assert!(!io.gro_on && io.gro_draining, "single datagrams: off, draining");
+        assert!(
+            !io.gro_on && io.gro_draining,
+            "single datagrams: off, draining"
+        );
         // The drain ends at the first empty receive.
         assert!(!io.recv(&s, |_, _| {}).unwrap());
         assert!(!io.gro_draining);
