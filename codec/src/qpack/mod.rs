@@ -165,6 +165,26 @@ pub enum QpackError {
     /// Encoder side: a header block above 65 535 bytes.
     #[error("header block exceeds 65535 bytes")]
     BlockTooLarge,
+    /// Encoder- or decoder-stream instructions on a connection without a dynamic table
+    /// (`header_table_size` 0 offered by either side: blocks are HPACK with literals only and
+    /// no header streams are used, docs/protocol.md §27.4 (a)).
+    #[error(
+        "header-table instructions on a connection without a dynamic table (header_table_size 0 \
+         negotiated, so no encoder or decoder stream is used)"
+    )]
+    NoDynamicTable,
+    /// Encoder-stream bytes that came before the handshake settled the table size, above
+    /// what a receiver keeps for them.
+    #[error(
+        "{len} bytes of header-table insertions before the handshake completed exceed the {max} \
+         kept until then"
+    )]
+    EarlyInstructionsTooLarge {
+        /// Bytes so far.
+        len: u64,
+        /// What is kept at most.
+        max: usize,
+    },
 }
 
 impl QpackError {
@@ -186,15 +206,17 @@ impl QpackError {
             QpackError::ListTooLarge { .. } => "qpack_list_too_large",
             QpackError::DynamicInDatagram => "qpack_dynamic_in_datagram",
             QpackError::BlockTooLarge => "qpack_block_too_large",
+            QpackError::NoDynamicTable => "qpack_no_dynamic_table",
+            QpackError::EarlyInstructionsTooLarge { .. } => "qpack_early_instructions",
         }
     }
 
     /// The status of the connection error a receiver sends.
     pub fn status(&self) -> StatusCode {
         match self {
-            QpackError::ListTooLarge { .. } | QpackError::BlockedStreamsExceeded => {
-                StatusCode::ResourceExhausted
-            }
+            QpackError::ListTooLarge { .. }
+            | QpackError::BlockedStreamsExceeded
+            | QpackError::EarlyInstructionsTooLarge { .. } => StatusCode::ResourceExhausted,
             _ => StatusCode::Internal,
         }
     }

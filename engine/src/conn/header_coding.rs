@@ -92,7 +92,7 @@ impl HeaderSend {
             HeaderSend::Qpack(q) => q.enc.feed_decoder_stream(bytes),
             // No block of ours ever needed an acknowledgement.
             HeaderSend::Hpack(_) if bytes.is_empty() => Ok(()),
-            HeaderSend::Hpack(_) => Err(QpackError::BadIncrement),
+            HeaderSend::Hpack(_) => Err(QpackError::NoDynamicTable),
         }
     }
 }
@@ -292,7 +292,7 @@ impl HeaderRecv {
             HeaderRecv::Qpack(q) => q,
             HeaderRecv::Pending(early) => {
                 if early.len() + bytes.len() > EARLY_LIMIT {
-                    return Err(QpackError::StringTooLong {
+                    return Err(QpackError::EarlyInstructionsTooLarge {
                         len: (early.len() + bytes.len()) as u64,
                         max: EARLY_LIMIT,
                     });
@@ -301,12 +301,7 @@ impl HeaderRecv {
                 return Ok(());
             }
             HeaderRecv::Hpack(_) if bytes.is_empty() => return Ok(()),
-            HeaderRecv::Hpack(_) => {
-                return Err(QpackError::CapacityTooLarge {
-                    requested: 0,
-                    max: 0,
-                });
-            }
+            HeaderRecv::Hpack(_) => return Err(QpackError::NoDynamicTable),
         };
         q.dec.feed_encoder_stream(bytes)?;
         if q.held.is_empty() {

@@ -315,3 +315,59 @@ fn a_reset_exchange_is_cancelled_after_its_held_frames() {
     // Decoded (Insert Count Increment 2, Section Acknowledgment 1), then cancelled.
     assert_eq!(take_streams(&mut p.server).1, [0x02, 0x81, 0x41]);
 }
+
+/// With `header_table_size` 0 (the client offers 0, §27.4 (a)) no header streams are used:
+/// instructions on either one are a connection error that says so, `qpack_no_dynamic_table`
+/// (they were `qpack_capacity_too_large` "table capacity 0 exceeds the negotiated 0" and
+/// `qpack_bad_increment`, naming neither the setting nor the cause).
+#[test]
+fn header_instructions_without_a_dynamic_table_are_named_as_such() {
+    for stream in [HeaderStream::Encoder, HeaderStream::Decoder] {
+        let mut cfg = test_cfg();
+        cfg.client = cfg.client.clone().with_header_table_size(0);
+        let mut p = quic_pair(cfg);
+        let mut env = conn_env!(p);
+        // An Insert Count Increment of 1 / an insertion with a literal name.
+        let bytes: &[u8] = match stream {
+            HeaderStream::Encoder => &[0x41, b'a', 0x01, b'b'],
+            HeaderStream::Decoder => &[0x01],
+        };
+        let e = p
+            .server
+            .on_header_stream(stream, bytes, &mut env)
+            .unwrap_err();
+        assert_eq!(e.counter, "qpack_no_dynamic_table", "{stream:?}");
+        assert!(e.message.contains("header_table_size 0"), "{}", e.message);
+        assert!(p.server.is_closing());
+    }
+}
+
+/// Encoder-stream bytes that overtake the Welcome are kept up to 64 KiB; more is a connection
+/// error naming what it is, `qpack_early_instructions` (ResourceExhausted; it was
+/// `qpack_string_too_long`).
+#[test]
+fn too_many_insertions_before_the_handshake_are_named_as_such() {
+    let cfg = test_cfg().for_quic();
+    let now = Instant::now();
+    let mut client: Connection<Arc<Completion>> =
+        Connection::new(Role::Client, &std::rc::Rc::new(cfg), now);
+    let registry = registry();
+    let mut stats = CoreStats::default();
+    let mut env = Env {
+        registry: &registry,
+        now,
+        stats: &mut stats,
+        origin: None,
+    };
+    let chunk = vec![0u8; 16 << 10];
+    for _ in 0..4 {
+        client
+            .on_header_stream(HeaderStream::Encoder, &chunk, &mut env)
+            .unwrap();
+    }
+    let e = client
+        .on_header_stream(HeaderStream::Encoder, &chunk, &mut env)
+        .unwrap_err();
+    assert_eq!(e.counter, "qpack_early_instructions");
+    assert_eq!(e.status, StatusCode::ResourceExhausted);
+}
