@@ -200,6 +200,15 @@ impl QuicEndpoint {
             })
     }
 
+    /// The largest datagram the peer takes on the connection's path now; `None` if it accepts
+    /// none (it did not enable datagrams, RFC 9221) or ours are off.
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn max_datagram_size(&mut self, conn: ConnId) -> Result<Option<usize>, QuicError> {
+        Ok(self.slot(conn)?.conn.datagrams().max_size())
+    }
+
     /// The next received QUIC datagram, if any.
     ///
     /// # Errors

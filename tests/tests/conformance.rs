@@ -106,8 +106,6 @@ pub mod quic {
     bad_input {
         misbehaving_peers_are_cut_off_and_others_lose_nothing,
         alone misbehaving_peers_on_hot_connections_are_cut_off,
-        a_flood_without_reading_is_cut_off,
-        alone a_flood_on_a_hot_connection_is_cut_off,
         handshake_trickle_is_bounded,
         frame_trickle_is_bounded,
     }

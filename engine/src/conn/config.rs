@@ -69,10 +69,16 @@ impl ConnConfig {
     /// QPACK (docs/protocol.md §27.4 (c): insertions travel on the encoder stream, blocks only
     /// reference entries, so a block never depends on another QUIC stream's order) when the
     /// negotiated `header_table_size` is not 0; with 0 (either side's offer), blocks use the
-    /// static table and literals only (§27.4 (a)). The buffer budget is shared.
-    pub(crate) fn for_quic(&self) -> Self {
+    /// static table and literals only (§27.4 (a)). The buffer budget is shared. With
+    /// `datagram_events` (`QuicSettings::datagrams` on) both roles offer DATAGRAM_EVENTS
+    /// (§27.6).
+    pub(crate) fn for_quic(&self, datagram_events: bool) -> Self {
         let mut c = self.clone();
         c.quic = true;
+        if datagram_events {
+            c.server.features |= netron_codec::features::DATAGRAM_EVENTS;
+            c.client.features |= netron_codec::features::DATAGRAM_EVENTS;
+        }
         c
     }
 }

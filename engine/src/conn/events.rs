@@ -95,6 +95,9 @@ struct Served {
     /// queued into an emptied queue, so a depth-1 subscription nobody read grew the list by
     /// one entry per event, R11's finding 1, 2.5 GiB in 17 s).
     in_ready: bool,
+    /// The subscriber accepts loss and DATAGRAM_EVENTS is in force: events go in QUIC
+    /// datagrams where they fit (§27.6).
+    datagrams: bool,
 }
 
 struct Mine {
@@ -121,6 +124,8 @@ pub(crate) struct Events {
     published: Vec<Published>,
     /// Bytes of the events queued for served subscriptions (each reference counted whole).
     queued_bytes: usize,
+    /// Events going out in QUIC datagrams (§27.6: conn/event_datagrams.rs).
+    pub(super) datagrams: super::event_datagrams::Datagrams,
 }
 
 impl std::fmt::Debug for Events {
@@ -298,6 +303,7 @@ impl<C: Caller> Connection<C> {
             seq: 0,
             queue: VecDeque::new(),
             in_ready: false,
+            datagrams: body.datagrams() && self.datagram_events_in_force(),
         };
         let ev = self.events_mut();
         ev.served.insert(id, served);
@@ -388,6 +394,11 @@ impl<C: Caller> Connection<C> {
             return Ok(());
         };
         let seq = frame.arg();
+        if super::client::serial_after(m.next, seq) {
+            // Not after the highest number seen: a QUIC datagram that was overtaken (§24.3,
+            // §27.6); streams deliver in order, so never there. Dropped.
+            return Ok(());
+        }
         let lost = seq.wrapping_sub(m.next);
         m.next = seq.wrapping_add(1);
         env.stats.events_in += 1;
@@ -474,7 +485,7 @@ impl<C: Caller> Connection<C> {
         let fields = netron_codec::control::SubscribeFields {
             pattern,
             queue_depth: opts.queue_depth,
-            datagrams: false,
+            datagrams: opts.datagrams && self.datagram_events_in_force(),
             on_full: opts.policy.wire(),
             queue_group: group,
         };
@@ -643,6 +654,9 @@ impl<C: Caller> Connection<C> {
                 e.ready.push_back(id);
             }
             e.queued_bytes -= ev.size();
+            if s.datagrams && self.encode_datagram_event(id, seq, &ev.topic, &ev.payload) {
+                continue;
+            }
             let r = self.queue(|c, b| {
                 b.frame(FrameKind::Event, id)?
                     .arg(seq)

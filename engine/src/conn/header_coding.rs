@@ -87,6 +87,26 @@ impl HeaderSend {
     ///
     /// A [`QpackError`] (a connection error): an acknowledgement of nothing, a bad increment,
     /// or any instruction at all on a connection without a dynamic table.
+    /// Encodes `headers` for a QUIC datagram (§27.6): no insertion and no reference to the
+    /// dynamic table (QPACK's Required Insert Count 0; over HPACK, only used with
+    /// `header_table_size` 0, literals and the static table anyway).
+    ///
+    /// # Errors
+    /// A block above 65 535 bytes.
+    pub(crate) fn encode_datagram(
+        &mut self,
+        headers: &[Header<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), HeaderError> {
+        match self {
+            HeaderSend::Hpack(e) => e.encode(headers, out),
+            HeaderSend::Qpack(q) => q
+                .enc
+                .encode_datagram(headers, out)
+                .map_err(|_| HeaderError::BlockTooLarge),
+        }
+    }
+
     pub(crate) fn on_decoder_stream(&mut self, bytes: &[u8]) -> Result<(), QpackError> {
         match self {
             HeaderSend::Qpack(q) => q.enc.feed_decoder_stream(bytes),
@@ -212,6 +232,24 @@ impl HeaderRecv {
                 Decoded::Blocked => Ok(Block::Held),
             },
             // No frame is dispatched before the handshake completes.
+            HeaderRecv::Pending(_) => Err(HeaderError::Truncated.into()),
+        }
+    }
+
+    /// Decodes the header block of a frame that came in a QUIC datagram into `list`: it may
+    /// not reference the dynamic table (§27.6), so it never blocks.
+    ///
+    /// # Errors
+    /// The decoder's error; `qpack_dynamic_in_datagram` for a block with a Required Insert
+    /// Count.
+    pub(crate) fn decode_datagram(
+        &mut self,
+        block: &[u8],
+        list: &mut HeaderList,
+    ) -> Result<(), netron_codec::DecodeError> {
+        match self {
+            HeaderRecv::Hpack(d) => Ok(d.decode_into(block, list)?),
+            HeaderRecv::Qpack(q) => Ok(q.dec.decode_datagram(block, list)?),
             HeaderRecv::Pending(_) => Err(HeaderError::Truncated.into()),
         }
     }

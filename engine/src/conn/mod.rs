@@ -11,6 +11,7 @@
 mod budget;
 mod client;
 mod config;
+mod event_datagrams;
 pub(crate) mod events;
 mod header_coding;
 mod header_streams;

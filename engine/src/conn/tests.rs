@@ -746,6 +746,8 @@ fn replies_queued_before_eof_are_kept() {
 
 /// Stall, buffer budget and linger bounds.
 mod bounds;
+/// Events in QUIC datagrams (docs/protocol.md §27.6).
+mod datagrams;
 /// The dispatcher: interceptors, metadata both ways, deferred methods without a core.
 mod dispatch;
 /// GoAway's `last_id` with exchanges arriving out of order (QUIC).

@@ -56,8 +56,11 @@ impl Core {
         self.next_gen = self.next_gen.wrapping_add(1) & 0x00ff_ffff;
         let cfg = if matches!(link, AnyLink::Quic(_)) {
             // Built on first use (header_table_size 0: ConnConfig::for_quic).
+            let p = &self.cfg.protocol;
+            let datagrams = p.quic_server_in_use().is_some_and(|s| s.settings.datagrams)
+                || p.quic_client_in_use().is_some_and(|c| c.settings.datagrams);
             self.quic_conn_cfg
-                .get_or_insert_with(|| Rc::new(self.conn_cfg.for_quic()))
+                .get_or_insert_with(|| Rc::new(self.conn_cfg.for_quic(datagrams)))
         } else {
             &self.conn_cfg
         };

@@ -29,6 +29,7 @@ pub struct SubscribeOptions {
     pub(crate) queue_depth: u32,
     pub(crate) policy: SlowPolicy,
     pub(crate) group: Option<String>,
+    pub(crate) datagrams: bool,
 }
 
 impl SubscribeOptions {
@@ -59,6 +60,18 @@ impl SubscribeOptions {
     /// docs/architecture.md "Events").
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
+        self
+    }
+
+    /// Accepts loss for lower latency (default `false`): on a `quic://` connection whose
+    /// peers both enable `QuicSettings::datagrams`, the publisher sends this subscription's
+    /// events in QUIC datagrams (RFC 9221, docs/protocol.md §27.6), which are never
+    /// retransmitted or held behind a lost packet; an event lost on the way, or overtaken by
+    /// a later one, shows as [`Event::lost`] on the next. Events larger than the path's
+    /// datagram limit, and every event on other transports, go on the subscription's stream
+    /// as without this option.
+    pub fn datagrams(mut self, accept_loss: bool) -> Self {
+        self.datagrams = accept_loss;
         self
     }
 }

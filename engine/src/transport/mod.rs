@@ -70,6 +70,8 @@ pub(crate) enum Input<'a> {
     /// The peer reset the QUIC stream of exchange `id` with part of a frame lost (§27.4: its
     /// header block will never be decoded).
     ExchangeReset { id: u32 },
+    /// One QUIC datagram (Event frames, §27.6).
+    Datagram(&'a [u8]),
 }
 
 impl<'a> Input<'a> {
@@ -78,7 +80,7 @@ impl<'a> Input<'a> {
     pub(crate) fn bytes(self) -> &'a [u8] {
         match self {
             Input::Bytes(b) | Input::Record { bytes: b, .. } => b,
-            Input::HeaderStream { bytes, .. } => bytes,
+            Input::HeaderStream { bytes, .. } | Input::Datagram(bytes) => bytes,
             Input::Failed { .. } | Input::ExchangeReset { .. } => &[],
         }
     }
@@ -115,6 +117,7 @@ pub(crate) fn feed<C: Caller>(
             conn.on_exchange_reset(id);
             Ok(())
         }
+        Input::Datagram(bytes) => conn.on_datagram(bytes, env),
     }
 }
 

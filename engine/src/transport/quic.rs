@@ -823,7 +823,14 @@ impl QuicLink {
                         self.control_acked = true;
                     }
                 }
-                QuicEvent::Datagram { .. } | QuicEvent::Drained { .. } => {}
+                QuicEvent::Datagram { conn } => {
+                    // Events in datagrams (§27.6): each is an input of its own.
+                    while let Ok(Some(d)) = self.endpoint.recv_datagram(conn) {
+                        deliver(Input::Datagram(&d));
+                        got = true;
+                    }
+                }
+                QuicEvent::Drained { .. } => {}
             }
         }
         if self.router.control_closed() && !self.read_done {
@@ -1121,7 +1128,14 @@ impl Link for QuicLink {
         let Some(quic) = self.conn else {
             return Tx::Nothing;
         };
+        // Events may go in datagrams up to the path's limit now (§27.6).
+        conn.set_max_datagram(self.endpoint.max_datagram_size(quic).ok().flatten());
         let batch = conn.poll_transmit();
+        while let Some(d) = conn.take_datagram() {
+            // A datagram QUIC refuses (too large after a path change, datagrams off) is an
+            // event lost, as in the network: the subscriber sees the gap.
+            let _ = self.endpoint.send_datagram(quic, d);
+        }
         let mut streams = EndpointStreams {
             endpoint: &mut self.endpoint,
             conn: quic,

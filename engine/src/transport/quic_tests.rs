@@ -1403,6 +1403,8 @@ fn quic_vs_tcp_round_trips() {
 
 #[path = "quic_close_tests.rs"]
 mod close;
+#[path = "quic_datagram_events_tests.rs"]
+mod datagram_events;
 #[path = "quic_migration_tests.rs"]
 mod migration;
 #[path = "quic_udp_tests.rs"]

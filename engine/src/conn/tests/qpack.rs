@@ -6,7 +6,7 @@ use super::*;
 use netron_codec::qpack::HeaderStream;
 
 fn quic_pair(cfg: ConnConfig) -> Pair {
-    let mut p = Pair::with(cfg.for_quic());
+    let mut p = Pair::with(cfg.for_quic(false));
     p.pump(usize::MAX);
     assert!(p.client.is_open() && p.server.is_open());
     p
@@ -239,7 +239,7 @@ fn held_frames_grow_their_buffer_within_the_budget() {
 /// table size is known, then applied.
 #[test]
 fn insertions_before_the_handshake_completes_are_applied_after_it() {
-    let cfg = test_cfg().for_quic();
+    let cfg = test_cfg().for_quic(false);
     let now = Instant::now();
     let mut server: Connection<Arc<Completion>> =
         Connection::new(Role::Server, &std::rc::Rc::new(cfg.clone()), now);
@@ -347,7 +347,7 @@ fn header_instructions_without_a_dynamic_table_are_named_as_such() {
 /// `qpack_string_too_long`).
 #[test]
 fn too_many_insertions_before_the_handshake_are_named_as_such() {
-    let cfg = test_cfg().for_quic();
+    let cfg = test_cfg().for_quic(false);
     let now = Instant::now();
     let mut client: Connection<Arc<Completion>> =
         Connection::new(Role::Client, &std::rc::Rc::new(cfg), now);
