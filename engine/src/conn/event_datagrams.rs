@@ -28,6 +28,8 @@ pub(crate) struct Datagrams {
     /// The largest datagram the peer takes on the path now (the link sets it before each
     /// transmit); 0: none (the peer accepts no datagrams, or not a QUIC connection).
     pub(crate) max: usize,
+    /// Served subscriptions whose events go in datagrams.
+    pub(crate) served: usize,
     /// Encoded datagrams for the link, oldest first, and their bytes.
     out: VecDeque<Bytes>,
     out_bytes: usize,
@@ -58,6 +60,12 @@ impl<C: Caller> Connection<C> {
         self.settings
             .as_ref()
             .is_some_and(|s| s.features & netron_codec::features::DATAGRAM_EVENTS != 0)
+    }
+
+    /// Whether a served subscription takes its events in datagrams (only then does a QUIC
+    /// link look up the path's datagram limit before a transmit).
+    pub(crate) fn serves_datagrams(&self) -> bool {
+        self.events.as_ref().is_some_and(|e| e.datagrams.served > 0)
     }
 
     /// The largest datagram the peer takes on the path now (`None`: none): set by a QUIC

@@ -143,6 +143,7 @@ impl Events {
         match self.served.remove(&id) {
             Some(s) => {
                 self.queued_bytes -= s.queue.iter().map(|(_, e)| e.size()).sum::<usize>();
+                self.datagrams.served -= usize::from(s.datagrams);
                 self.changes.push(Change::Removed(id));
                 true
             }
@@ -306,6 +307,7 @@ impl<C: Caller> Connection<C> {
             datagrams: body.datagrams() && self.datagram_events_in_force(),
         };
         let ev = self.events_mut();
+        ev.datagrams.served += usize::from(served.datagrams);
         ev.served.insert(id, served);
         ev.changes.push(Change::Added(id));
         Ok(())

@@ -1128,8 +1128,11 @@ impl Link for QuicLink {
         let Some(quic) = self.conn else {
             return Tx::Nothing;
         };
-        // Events may go in datagrams up to the path's limit now (§27.6).
-        conn.set_max_datagram(self.endpoint.max_datagram_size(quic).ok().flatten());
+        // Events may go in datagrams up to the path's limit now (§27.6); looked up only for a
+        // connection that serves such subscriptions (a slab lookup per transmit otherwise).
+        if conn.serves_datagrams() {
+            conn.set_max_datagram(self.endpoint.max_datagram_size(quic).ok().flatten());
+        }
         let batch = conn.poll_transmit();
         while let Some(d) = conn.take_datagram() {
             // A datagram QUIC refuses (too large after a path change, datagrams off) is an
