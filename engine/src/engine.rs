@@ -494,11 +494,17 @@ impl Engine {
         self.files.clear();
         self.inproc.clear();
         self.shm.clear();
-        self.quic.clear();
+        // QUIC listeners take no new client but keep routing the datagrams of clients whose
+        // address changes to their draining connections (docs/quic.md "Connection
+        // migration"), until the cores are done.
+        for b in &self.quic {
+            b.stop_accepting();
+        }
         for inbox in &self.inboxes {
             inbox.push(Command::Shutdown { drain });
         }
         self.join_cores();
+        self.quic.clear();
     }
 
     /// Joins every core thread but the calling one: a handler may shut the engine down or

@@ -318,7 +318,11 @@ impl Core {
         // New inproc connects are refused from now on.
         self.listeners.inproc.clear();
         self.listeners.shm.clear();
-        self.listeners.quic.clear();
+        // Routing for migrated clients goes on while the connections drain; the bindings
+        // go with the core.
+        for b in &self.listeners.quic {
+            b.stop_accepting();
+        }
         for idx in 0..self.listeners.list.len() {
             self.close_listener(idx);
         }

@@ -53,6 +53,16 @@ const REFUSALS: u8 = 3;
 /// timeout (fresh user R9's finding 4). One small datagram a second, only while calls wait.
 const PROBE: Duration = Duration::from_secs(1);
 
+/// Tests: the next completion of a link whose socket's local port is this one panics inside
+/// [`QuicLink::guarded`] (0: none), as a quinn-proto assertion would.
+#[cfg(test)]
+pub(crate) static PANIC_AT_PORT: std::sync::atomic::AtomicU16 =
+    std::sync::atomic::AtomicU16::new(0);
+
+/// Why a link whose QUIC state machine panicked ended ([`QuicLink::guarded`]).
+const POISONED: &str = "the QUIC state machine (quinn-proto) panicked on this connection's \
+    input; the connection is closed, the core and its other connections go on";
+
 /// A QUIC connection made (client) or begun (server) on another thread, for a core to run.
 #[derive(Debug)]
 pub(crate) struct QuicPipe {
@@ -146,6 +156,9 @@ pub(crate) struct QuicLink {
     peer: Option<std::net::SocketAddr>,
     /// The connection took datagrams from its mail: its path may move.
     may_move: bool,
+    /// quinn-proto panicked inside a call of this link ([`QuicLink::guarded`]): the endpoint
+    /// is never touched again.
+    poisoned: bool,
     scratch: Vec<u8>,
     /// The connection's encoder- and decoder-stream bytes on their way to the router
     /// (buffers kept for reuse).
@@ -210,6 +223,7 @@ impl QuicLink {
             mail_waiting: false,
             peer,
             may_move: false,
+            poisoned: false,
             scratch: Vec::new(),
             header_out: (Vec::new(), Vec::new()),
             tx: Vec::new(),
@@ -539,6 +553,34 @@ impl QuicLink {
         held
     }
 
+    /// Runs `f` (a call into quinn-proto through this link), turning a panic inside it into
+    /// the end of this connection only. quinn-proto has debug assertions a peer can reach
+    /// (0.11.19 `connection/mod.rs:1836`, after the peer moved the connection to a path that
+    /// acknowledges nothing: fresh user R16's finding 1, which killed the core thread and
+    /// every connection on it in builds with debug assertions); release builds compile them
+    /// out, but any panic of the protocol library must not take a core down. After one the
+    /// endpoint's state is not trusted: it is never called again (no CONNECTION_CLOSE: the
+    /// peer learns at its idle timeout, or from its next datagram's ICMP error once the
+    /// socket is closed), the socket is shut down, and the connection fails with
+    /// `quic_internal_error`.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Result<T, Update> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(t) => Ok(t),
+            Err(_) => {
+                self.poisoned = true;
+                self.closed = true;
+                self.read_done = true;
+                self.pending = None;
+                self.linger_until = None;
+                let _ = rustix::net::shutdown(&*self.poll_fd, rustix::net::Shutdown::Both);
+                Err(Update::RecvFailed {
+                    counter: "quic_internal_error",
+                    why: POISONED.to_owned(),
+                })
+            }
+        }
+    }
+
     /// The listener posted datagrams for this connection (its client's address changed:
     /// [`super::quic_path`]): they are taken at the timer's completion, armed at once, or
     /// by the next direct read of a hot link.
@@ -561,9 +603,11 @@ impl QuicLink {
             udp.count_routed();
             endpoint.handle_datagram(now, from, None, data);
         });
+        // Not proof the peer lives (`refused`, `last_rx`): anyone who saw a connection ID can
+        // post datagrams through the listener, and quinn-proto drops forged ones unseen
+        // (fresh user R16's finding 4: a forged flood kept a dead client's connection 30 s
+        // instead of 5). The connection's own socket resets them once QUIC moved to the path.
         if got {
-            self.refused = 0;
-            self.last_rx = now;
             self.may_move = true;
         }
     }
@@ -1009,8 +1053,8 @@ impl QuicLink {
     }
 }
 
-impl Link for QuicLink {
-    fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
+impl QuicLink {
+    fn start_recv_inner(&mut self, io: &mut Driver, owner: Owner) {
         self.owner = owner;
         self.direct = false;
         // A server link's first datagram is already in the endpoint: answer it now.
@@ -1019,21 +1063,7 @@ impl Link for QuicLink {
         self.arm_timer(io);
     }
 
-    fn receiving(&self) -> bool {
-        self.poll.is_some()
-    }
-
-    fn stop_recv(&mut self, io: &mut Driver) {
-        // Hot: the core reads the socket itself from now on (`read_direct`); the cancelled
-        // poll's completion re-arms nothing. QUIC's timer stays armed by the driver (a
-        // transmit re-arms it), and `read_direct` also runs what is due on every turn.
-        self.direct = true;
-        if let Some(op) = self.poll {
-            io.cancel(op);
-        }
-    }
-
-    fn on_completion(
+    fn on_completion_inner(
         &mut self,
         io: &mut Driver,
         event: Event,
@@ -1075,15 +1105,11 @@ impl Link for QuicLink {
         }
     }
 
-    fn reads_directly(&self) -> bool {
-        !self.closed
-    }
-
     /// One busy-poll turn of a hot link, without the driver: the datagrams waiting (one
     /// non-blocking `recvfrom` each, and one that finds none), QUIC's timers that are due,
     /// the frames for the connection, and the datagrams to send (as after a poll's
     /// completion, [`QuicLink::pump`], less the re-arming: nothing is armed while hot).
-    fn read_direct(&mut self, _scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
+    fn read_direct_inner(&mut self, _scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
         if self.closed || self.read_done {
             return Direct::Empty;
         }
@@ -1105,19 +1131,7 @@ impl Link for QuicLink {
         }
     }
 
-    fn end_reading(&mut self, _shut: bool) {
-        self.read_done = true;
-    }
-
-    fn read_done(&self) -> bool {
-        self.read_done
-    }
-
-    fn writing(&self) -> bool {
-        self.written.is_some() || self.router.pending_bytes() > MAX_PENDING
-    }
-
-    fn transmit<C: Caller>(
+    fn transmit_inner<C: Caller>(
         &mut self,
         io: &mut Driver,
         owner: Owner,
@@ -1178,15 +1192,7 @@ impl Link for QuicLink {
         }
     }
 
-    fn take_written(&mut self) -> Option<Vec<u8>> {
-        self.written.as_mut().map(|(b, _)| std::mem::take(b))
-    }
-
-    fn end_write(&mut self) -> Option<(u32, bool)> {
-        self.written.take().map(|(_, frames)| (frames, false))
-    }
-
-    fn close(&mut self) {
+    fn close_inner(&mut self) {
         if self.closed {
             return;
         }
@@ -1200,6 +1206,123 @@ impl Link for QuicLink {
         }
         // The poll completes (HUP), and its completion cancels the timer.
         let _ = rustix::net::shutdown(&*self.poll_fd, rustix::net::Shutdown::Both);
+    }
+}
+
+impl Link for QuicLink {
+    fn start_recv(&mut self, io: &mut Driver, owner: Owner) {
+        let _ = self.guarded(|l| l.start_recv_inner(io, owner));
+    }
+
+    fn on_completion(
+        &mut self,
+        io: &mut Driver,
+        event: Event,
+        deliver: impl FnMut(Input<'_>),
+    ) -> Update {
+        if self.poisoned {
+            // Only the operations in flight end (the socket was shut down: the poll
+            // completes), so the link becomes quiescent and is freed.
+            match event {
+                Event::Polled { .. } => self.poll = None,
+                Event::TimedOut { .. } => {
+                    self.timer = None;
+                    self.timer_at = None;
+                }
+                _ => {}
+            }
+            return Update::Quiet(None);
+        }
+        let r = self.guarded(|l| {
+            #[cfg(test)]
+            {
+                use std::sync::atomic::Ordering::Relaxed;
+                let port = l.socket.local_addr().map_or(0, |a| a.port());
+                if port != 0
+                    && PANIC_AT_PORT
+                        .compare_exchange(port, 0, Relaxed, Relaxed)
+                        .is_ok()
+                {
+                    panic!("injected: a panic inside quinn-proto");
+                }
+            }
+            l.on_completion_inner(io, event, deliver)
+        });
+        if r.is_err()
+            && let Some(op) = self.timer
+        {
+            io.cancel(op);
+        }
+        r.unwrap_or_else(|end| end)
+    }
+
+    fn read_direct(&mut self, scratch: &mut [u8], deliver: impl FnMut(Input<'_>)) -> Direct {
+        if self.poisoned {
+            return Direct::Empty;
+        }
+        self.guarded(|l| l.read_direct_inner(scratch, deliver))
+            .unwrap_or_else(Direct::Ended)
+    }
+
+    fn transmit<C: Caller>(
+        &mut self,
+        io: &mut Driver,
+        owner: Owner,
+        conn: &mut Connection<C>,
+        policy: TxPolicy,
+    ) -> Tx {
+        if self.poisoned {
+            return Tx::Failed(io::Error::other(POISONED));
+        }
+        self.guarded(|l| l.transmit_inner(io, owner, conn, policy))
+            .unwrap_or_else(|_| Tx::Failed(io::Error::other(POISONED)))
+    }
+
+    fn close(&mut self) {
+        if self.poisoned {
+            self.closed = true;
+            let _ = rustix::net::shutdown(&*self.poll_fd, rustix::net::Shutdown::Both);
+            return;
+        }
+        let _ = self.guarded(QuicLink::close_inner);
+    }
+
+    fn receiving(&self) -> bool {
+        self.poll.is_some()
+    }
+
+    fn stop_recv(&mut self, io: &mut Driver) {
+        // Hot: the core reads the socket itself from now on (`read_direct`); the cancelled
+        // poll's completion re-arms nothing. QUIC's timer stays armed by the driver (a
+        // transmit re-arms it), and `read_direct` also runs what is due on every turn.
+        self.direct = true;
+        if let Some(op) = self.poll {
+            io.cancel(op);
+        }
+    }
+
+    fn reads_directly(&self) -> bool {
+        !self.closed
+    }
+
+    fn end_reading(&mut self, _shut: bool) {
+        self.read_done = true;
+    }
+
+    fn read_done(&self) -> bool {
+        self.read_done
+    }
+
+    fn writing(&self) -> bool {
+        self.written.is_some() || self.router.pending_bytes() > MAX_PENDING
+    }
+
+    fn take_written(&mut self) -> Option<Vec<u8>> {
+        self.written.as_mut().map(|(b, _)| std::mem::take(b))
+    }
+
+    fn end_write(&mut self) -> Option<(u32, bool)> {
+        self.written.take().map(|(_, frames)| (frames, false))
     }
 
     fn quiescent(&self) -> bool {

@@ -222,7 +222,18 @@ fn connect_one(
 #[derive(Debug)]
 pub(crate) struct Binding {
     stop: Arc<AtomicBool>,
+    /// New clients are taken (cleared when the engine starts draining).
+    accepting: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Binding {
+    /// Takes no new client from now on (a graceful shutdown's drain), while the datagrams of
+    /// live connections whose clients moved are still routed to them (migration); new
+    /// clients' datagrams are dropped until the binding is dropped and the port closes.
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Binding {
@@ -391,6 +402,8 @@ fn bind(
     socket.set_read_timeout(Some(Duration::from_millis(50)))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let accepting = Arc::new(AtomicBool::new(true));
+    let accepting2 = accepting.clone();
     let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("netron-quic-accept".to_owned())
@@ -399,13 +412,14 @@ fn bind(
                 &socket,
                 (local, only_v6),
                 (&config, gate, &admissions),
-                &stop2,
+                (&stop2, &accepting2),
                 &acceptor,
             )
         })?;
     Ok((
         Binding {
             stop,
+            accepting,
             thread: Some(thread),
         },
         local,
@@ -419,7 +433,7 @@ fn rendezvous(
     socket: &UdpSocket,
     local: (SocketAddr, bool),
     (config, mut gate, admissions): (&netron_quic::ServerConfig, QuicEndpoint, &Arc<Admissions>),
-    stop: &AtomicBool,
+    (stop, accepting): (&AtomicBool, &AtomicBool),
     acceptor: &Acceptor,
 ) {
     let mut handed: HashMap<SocketAddr, (Instant, Vec<u8>)> = HashMap::new();
@@ -451,6 +465,11 @@ fn rendezvous(
         // be a stateless reset (docs/quic.md "Connection migration").
         if let Some(mail) = admissions.routes.route(&rx[..n]) {
             mail.post(from, BytesMut::from(&rx[..n]));
+            continue;
+        }
+        // Draining (a graceful shutdown): live connections are still routed, new clients
+        // not taken.
+        if !accepting.load(Ordering::Relaxed) {
             continue;
         }
         handed.retain(|_, (at, _)| now.duration_since(*at) < HANDED_FOR);

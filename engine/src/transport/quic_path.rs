@@ -84,29 +84,45 @@ impl Issued {
             .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.insert(cid, self.mail.clone());
+        // An ID another live connection was issued first stays its (a collision: 64 random
+        // bits make it practically impossible, but the first owner keeps working).
+        let taken = map
+            .get(&cid)
+            .is_some_and(|m| m.strong_count() > 0 && !Weak::ptr_eq(m, &self.mail));
+        if !taken {
+            map.insert(cid, self.mail.clone());
+        }
         ids.push_back(cid);
         if ids.len() > MAX_IDS
             && let Some(old) = ids.pop_front()
         {
-            map.remove(&old);
+            self.forget(&mut map, &old);
+        }
+    }
+
+    /// Removes `cid`'s route if it is still this connection's (were two connections ever
+    /// issued the same ID, the other's route stays: fresh user R16's finding 2).
+    fn forget(&self, map: &mut HashMap<[u8; CID_LEN], Weak<PathMail>>, cid: &[u8; CID_LEN]) {
+        if map.get(cid).is_some_and(|m| Weak::ptr_eq(m, &self.mail)) {
+            map.remove(cid);
         }
     }
 }
 
 impl Drop for Issued {
     fn drop(&mut self) {
-        let ids = self
-            .ids
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ids = std::mem::take(
+            self.ids
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let mut map = self
             .routes
             .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for id in ids.iter() {
-            map.remove(id);
+            self.forget(&mut map, id);
         }
     }
 }

@@ -1407,6 +1407,8 @@ mod close;
 mod datagram_events;
 #[path = "quic_migration_tests.rs"]
 mod migration;
+#[path = "quic_review16_tests.rs"]
+mod review16;
 #[path = "quic_udp_tests.rs"]
 mod udp;
 

@@ -133,3 +133,54 @@ fn small_calls_go_out_and_come_in_one_datagram_at_a_time() {
         assert_eq!(d.udp_datagrams_received, d.udp_receives, "{d:?}");
     }
 }
+
+/// A panic inside quinn-proto on one connection (as its debug assertion quinn-rs/quinn#2658
+/// does after a migration, in builds with debug assertions) ends that connection only,
+/// counted `quic_internal_error`: the core thread and its other connections go on, and new
+/// clients are served (fresh user R16's finding 1: the core thread died with every
+/// connection on it).
+#[test]
+fn a_panic_inside_quic_ends_one_connection_not_the_core() {
+    let (s, c) = pair(true);
+    let url = s.endpoints()[0].to_string();
+    let (a, b) = (
+        c.client().connect(&url).unwrap(),
+        c.client().connect(&url).unwrap(),
+    );
+    for ch in [&a, &b] {
+        assert_eq!(ch.call("echo@1.0.0", "say", &b"x"[..], DL).unwrap(), b"x");
+    }
+    let port = super::quic_addr(&s).port();
+    crate::transport::quic::PANIC_AT_PORT.store(port, std::sync::atomic::Ordering::Relaxed);
+    // Calls on both until one connection's link took the injected panic.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while crate::transport::quic::PANIC_AT_PORT.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+        assert!(std::time::Instant::now() < until, "no link completed");
+        for ch in [&a, &b] {
+            let _ = ch.call(
+                "echo@1.0.0",
+                "say",
+                &b"y"[..],
+                Some(Duration::from_millis(200)),
+            );
+        }
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while s.total_stats().errors_of("quic_internal_error") == 0 {
+        assert!(std::time::Instant::now() < until, "{:?}", s.total_stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // One of the two still works; a new client is served by the same core.
+    let works = |ch: &crate::Channel| {
+        ch.call("echo@1.0.0", "say", &b"z"[..], Some(Duration::from_secs(2)))
+            .is_ok()
+    };
+    let alive = [works(&a), works(&b)];
+    assert_eq!(alive.iter().filter(|&&w| w).count(), 1, "{alive:?}");
+    let fresh = c.client().connect(&url).unwrap();
+    assert_eq!(
+        fresh.call("echo@1.0.0", "say", &b"new"[..], DL).unwrap(),
+        b"new"
+    );
+    assert_eq!(s.total_stats().errors_of("quic_internal_error"), 1);
+}
