@@ -84,6 +84,60 @@ fn one_frame(bytes: &[u8]) -> (FrameKind, u32, Vec<u8>, Vec<u8>) {
     )
 }
 
+/// An engine server on 127.0.0.1 with `calc@1.2.0`, its UDP address, and a quinn client
+/// configuration (plain rustls, ALPN `netron/1`) that trusts its CA.
+fn calc_server_and_quinn_client() -> (Engine, std::net::SocketAddr, quinn::ClientConfig) {
+    let (ca, identity) = certificates();
+    let server = Engine::builder()
+        .cores(1)
+        .quic_server(ServerConfig::new(identity))
+        .service(netron_tests::calc())
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let addr: std::net::SocketAddr = server.endpoints()[0]
+        .to_string()
+        .strip_prefix("quic://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"netron/1".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    (server, addr, quinn::ClientConfig::new(Arc::new(crypto)))
+}
+
+/// The Netron handshake from a quinn client (§27.3): the control stream with the preface
+/// and a Hello offering header_table_size 0, until the Welcome. Returns the settings and the
+/// control stream, which must stay open (its end is the client's end of input, §27.2).
+async fn netron_handshake(
+    conn: &quinn::Connection,
+) -> (
+    netron_codec::handshake::Settings,
+    (quinn::SendStream, quinn::RecvStream),
+) {
+    let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await.unwrap();
+    let mut hs = ClientHandshake::new(HelloConfig::default().with_header_table_size(0));
+    let mut hello = Vec::new();
+    hs.start(&mut hello).unwrap();
+    ctl_tx.write_all(&hello).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = ctl_rx.read(&mut chunk).await.unwrap().expect("the Welcome");
+        got.extend_from_slice(&chunk[..n]);
+        if let ClientProgress::Done { settings, .. } = hs.handle(&got).unwrap() {
+            return (settings, (ctl_tx, ctl_rx));
+        }
+    }
+}
+
 /// Our engine client calls a server written on quinn: the client opens the control stream
 /// with the preface and Hello, the quinn server answers with a Welcome from netron-codec's
 /// server handshake, then serves one call per bidirectional stream (Request, FIN → Response,
@@ -186,50 +240,13 @@ fn our_engine_client_calls_a_quinn_server_speaking_netron() {
 /// call on its own bidirectional stream (Request, FIN) and reads the Response to the FIN.
 #[test]
 fn a_quinn_client_speaking_netron_calls_our_engine_server() {
-    let (ca, identity) = certificates();
-    let server = Engine::builder()
-        .cores(1)
-        .quic_server(ServerConfig::new(identity))
-        .service(netron_tests::calc())
-        .listen("quic://127.0.0.1:0")
-        .build()
-        .unwrap();
-    let addr: std::net::SocketAddr = server.endpoints()[0]
-        .to_string()
-        .strip_prefix("quic://")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"netron/1".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let (server, addr, client_cfg) = calc_server_and_quinn_client();
     let rt = runtime();
     rt.block_on(async {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(client_cfg);
         let conn = endpoint.connect(addr, "127.0.0.1").unwrap().await.unwrap();
-        let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await.unwrap();
-        let mut hs = ClientHandshake::new(HelloConfig::default().with_header_table_size(0));
-        let mut hello = Vec::new();
-        hs.start(&mut hello).unwrap();
-        ctl_tx.write_all(&hello).await.unwrap();
-        let mut got = Vec::new();
-        let settings = loop {
-            let mut chunk = [0u8; 4096];
-            let n = ctl_rx.read(&mut chunk).await.unwrap().expect("the Welcome");
-            got.extend_from_slice(&chunk[..n]);
-            match hs.handle(&got).unwrap() {
-                ClientProgress::NeedMore { .. } => continue,
-                ClientProgress::Done { settings, .. } => break settings,
-            }
-        };
+        let (settings, _control) = netron_handshake(&conn).await;
         assert_eq!(
             settings.header_table_size, 0,
             "no dynamic table on quic (§27.4)"
@@ -263,50 +280,14 @@ fn a_quinn_client_speaking_netron_calls_our_engine_server() {
 /// connection.
 #[test]
 fn a_quinn_client_that_rebinds_its_port_mid_call_keeps_its_calls() {
-    let (ca, identity) = certificates();
-    let server = Engine::builder()
-        .cores(1)
-        .quic_server(ServerConfig::new(identity))
-        .service(netron_tests::calc())
-        .listen("quic://127.0.0.1:0")
-        .build()
-        .unwrap();
-    let addr: std::net::SocketAddr = server.endpoints()[0]
-        .to_string()
-        .strip_prefix("quic://")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"netron/1".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let client_cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    let (server, addr, client_cfg) = calc_server_and_quinn_client();
     let rt = runtime();
     let (old_port, new_port) = rt.block_on(async {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(client_cfg);
         let old_port = endpoint.local_addr().unwrap().port();
         let conn = endpoint.connect(addr, "127.0.0.1").unwrap().await.unwrap();
-        let (mut ctl_tx, mut ctl_rx) = conn.open_bi().await.unwrap();
-        let mut hs = ClientHandshake::new(HelloConfig::default().with_header_table_size(0));
-        let mut hello = Vec::new();
-        hs.start(&mut hello).unwrap();
-        ctl_tx.write_all(&hello).await.unwrap();
-        let mut got = Vec::new();
-        loop {
-            let mut chunk = [0u8; 4096];
-            let n = ctl_rx.read(&mut chunk).await.unwrap().expect("the Welcome");
-            got.extend_from_slice(&chunk[..n]);
-            if let ClientProgress::Done { .. } = hs.handle(&got).unwrap() {
-                break;
-            }
-        }
+        let (_settings, _control) = netron_handshake(&conn).await;
         // A call the server answers after 200 ms; the client moves meanwhile.
         let (mut tx, mut rx) = conn.open_bi().await.unwrap();
         tx.write_all(&request(1, b"calc@1.2.0", b"sleep", &[200]))

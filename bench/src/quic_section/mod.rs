@@ -88,6 +88,15 @@ fn netron_rtt(endpoint: &str, tls: &(ServerConfig, ClientConfig), n: usize) -> S
 
 /// A server stream of `count` chunks of [`CHUNK`] bytes over `endpoint`; bytes per second.
 fn netron_bulk(endpoint: &str, tls: &(ServerConfig, ClientConfig), count: u32) -> f64 {
+    netron_bulk_counted(endpoint, tls, count).0
+}
+
+/// [`netron_bulk`], with the client core's and the server's driver counters after it.
+fn netron_bulk_counted(
+    endpoint: &str,
+    tls: &(ServerConfig, ClientConfig),
+    count: u32,
+) -> (f64, netron_engine::DriverStats, netron_engine::DriverStats) {
     let engine = server(endpoint, &tls.0);
     let (mut core, conn) = client(&engine, &tls.1);
     let mut req = (CHUNK as u32).to_le_bytes().to_vec();
@@ -102,10 +111,11 @@ fn netron_bulk(endpoint: &str, tls: &(ServerConfig, ClientConfig), count: u32) -
     }
     let rate = got as f64 / t.elapsed().as_secs_f64();
     assert_eq!(got, CHUNK * count as usize);
+    let counts = (*core.stats().driver(), *engine.total_stats().driver());
     core.close(conn);
     drop(core);
     engine.shutdown(Duration::from_millis(200));
-    rate
+    (rate, counts.0, counts.1)
 }
 
 /// Runs the quic measurements.

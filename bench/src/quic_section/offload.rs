@@ -44,24 +44,8 @@ fn counts(a: &DriverStats, b: &DriverStats) -> (f64, f64) {
 
 /// A server stream of `count` chunks of [`CHUNK`] bytes; bytes per second.
 fn bulk(tls: &(ServerConfig, ClientConfig), count: u32) -> Run {
-    let engine = server("quic://127.0.0.1:0", &tls.0);
-    let (mut core, conn) = client(&engine, &tls.1);
-    let mut req = (CHUNK as u32).to_le_bytes().to_vec();
-    req.extend_from_slice(&count.to_le_bytes());
-    let t = Instant::now();
-    let s = core
-        .open_stream(conn, SERVICE, b"flood", Some(&req), true, None)
-        .expect("open");
-    let mut got = 0usize;
-    while let Some(len) = core.recv_chunk(&s, |c| c.len()).expect("chunk") {
-        got += len;
-    }
-    let rate = got as f64 / t.elapsed().as_secs_f64();
-    assert_eq!(got, CHUNK * count as usize);
-    let (per_send, per_recv) = counts(core.stats().driver(), engine.total_stats().driver());
-    core.close(conn);
-    drop(core);
-    engine.shutdown(Duration::from_millis(200));
+    let (rate, client, server) = super::netron_bulk_counted("quic://127.0.0.1:0", tls, count);
+    let (per_send, per_recv) = counts(&client, &server);
     Run {
         rate,
         per_send,
