@@ -12,8 +12,14 @@ use crate::{Engine, ProtocolConfig, SubscribeOptions};
 
 /// A one-core server and client with `QuicSettings::datagrams` on both.
 fn pair(ca: &Ca) -> (Engine, Engine) {
+    pair_with(ca, true)
+}
+
+/// A one-core server (`QuicSettings::datagrams` = `server_datagrams`) and a client with
+/// datagrams on.
+fn pair_with(ca: &Ca, server_datagrams: bool) -> (Engine, Engine) {
     let mut sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
-    sc.settings.datagrams = true;
+    sc.settings.datagrams = server_datagrams;
     let s = Engine::builder()
         .cores(1)
         .config(ProtocolConfig::default().with_quic_server(sc))
@@ -105,14 +111,7 @@ fn datagram_events_lost_on_the_path_are_counted_and_stream_events_are_not_lost()
 #[test]
 fn without_datagrams_on_both_sides_events_go_on_the_stream() {
     let ca = Ca::new("ca");
-    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
-    let s = Engine::builder()
-        .cores(1)
-        .config(ProtocolConfig::default().with_quic_server(sc))
-        .listen("quic://127.0.0.1:0")
-        .build()
-        .unwrap();
-    let (_, c) = pair(&ca);
+    let (s, c) = pair_with(&ca, false);
     let fwd = Forwarder::lossy(quic_addr(&s), 13, 7);
     let ch = c
         .client()
