@@ -330,6 +330,106 @@ pub struct ServerConfig {
     /// by connection ID (docs/quic.md "Connection migration"). Default on; off sends the
     /// `disable_active_migration` transport parameter and drops packets from a new address.
     pub migration: bool,
+    /// Session resumption (RFC 8446 §2.2): after a handshake the server sends the client two
+    /// TLS 1.3 session tickets, and a later handshake presenting one skips the certificate
+    /// exchange. Tickets are stateful and single-use: the session lives in this server's
+    /// cache ([`SESSION_CACHE_ENTRIES`] sessions, shared by every clone of this configuration
+    /// and every connection of a listener; the oldest are forgotten) and is removed when a
+    /// client uses it, so a ticket replayed by an attacker resumes nothing. A restarted
+    /// process starts with an empty cache (its clients do a full handshake once). Default on.
+    pub resumption: bool,
+    /// 0-RTT (RFC 9001 §4.6): a client resuming a session may send requests in its first
+    /// flight. The engine serves only calls that are marked idempotent on both sides (the
+    /// call's `CallOptions::idempotent` and the method's `Service::idempotent`) before the
+    /// handshake completes, and refuses the others with `Unavailable` (docs/protocol.md
+    /// §27.3); nothing else (streams, subscriptions) is accepted in 0-RTT. Needs
+    /// [`ServerConfig::resumption`]. Default off.
+    pub zero_rtt: bool,
+    /// The resumption cache, made in [`ServerConfig::new`] and shared by clones.
+    sessions: ServerSessions,
+}
+
+/// Sessions a server's resumption cache ([`ServerConfig::resumption`]) and a client's
+/// ([`ClientConfig::resumption`]) hold at most (rustls's in-memory caches; the least recently
+/// used go first). About 200 bytes each on a server.
+pub const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// A server's resumption cache, shared by the clones of its [`ServerConfig`].
+#[derive(Clone)]
+struct ServerSessions(Arc<rustls::server::ServerSessionMemoryCache>);
+
+impl Default for ServerSessions {
+    fn default() -> Self {
+        Self(rustls::server::ServerSessionMemoryCache::new(
+            SESSION_CACHE_ENTRIES,
+        ))
+    }
+}
+
+impl std::fmt::Debug for ServerSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerSessions")
+    }
+}
+
+/// A client's session tickets (per server name) and the rustls configuration that uses them,
+/// shared by the clones of its [`ClientConfig`]. rustls resumes a ticket only with the very
+/// configuration objects (certificate verifier, client certificate resolver) of the
+/// connection that got it (`ClientSessionCommon::compatible_config`, which compares them by
+/// pointer), so the rustls configuration is built once and rebuilt only when a setting it
+/// depends on changed ([`TlsInputs`]).
+#[derive(Clone)]
+struct ClientSessions {
+    store: Arc<rustls::client::ClientSessionMemoryCache>,
+    built: Arc<std::sync::Mutex<Option<BuiltTls>>>,
+}
+
+/// A rustls client configuration and what it was built from.
+type BuiltTls = (TlsInputs, Arc<rustls::ClientConfig>);
+
+impl Default for ClientSessions {
+    fn default() -> Self {
+        Self {
+            store: Arc::new(rustls::client::ClientSessionMemoryCache::new(
+                SESSION_CACHE_ENTRIES,
+            )),
+            built: Arc::default(),
+        }
+    }
+}
+
+/// What a client's rustls configuration is made of: trust anchors, identity (chain and key
+/// DER), resumption and 0-RTT.
+#[derive(PartialEq, Eq)]
+struct TlsInputs {
+    trust: Option<Vec<Vec<u8>>>,
+    identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    resumption: bool,
+    early_data: bool,
+}
+
+impl TlsInputs {
+    fn of(c: &ClientConfig) -> Self {
+        let der = |v: &[CertificateDer<'static>]| v.iter().map(|c| c.to_vec()).collect();
+        Self {
+            trust: match &c.trust {
+                Trust::WebPki => None,
+                Trust::Ca(cas) => Some(der(cas)),
+            },
+            identity: c
+                .identity
+                .as_ref()
+                .map(|id| (der(&id.chain), id.key.secret_der().to_vec())),
+            resumption: c.resumption,
+            early_data: c.resumption && c.zero_rtt,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSessions")
+    }
 }
 
 /// SHA-256 of `label` then `secret`: a 32-byte key for one purpose from a server's secret.
@@ -408,6 +508,9 @@ impl ServerConfig {
             incoming_buffer_bytes_total: 4 << 20,
             stateless_reset_key: None,
             migration: true,
+            resumption: true,
+            zero_rtt: false,
+            sessions: ServerSessions::default(),
         }
     }
 
@@ -463,6 +566,17 @@ impl ServerConfig {
                 source: e,
             })?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
+        if self.resumption {
+            tls.session_storage = self.sessions.0.clone();
+            // QUIC allows 0 or u32::MAX (RFC 9001 §4.6.1): quinn-proto's flow control bounds
+            // the early data instead.
+            if self.zero_rtt {
+                tls.max_early_data_size = u32::MAX;
+            }
+        } else {
+            tls.send_tls13_tickets = 0;
+            tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        }
         let crypto = QuicServerConfig::try_from(tls).map_err(|e| ConfigError::Setting {
             setting: "ServerConfig (TLS)",
             why: e.to_string(),
@@ -486,6 +600,22 @@ pub struct ClientConfig {
     pub identity: Option<Identity>,
     /// Transport knobs.
     pub settings: QuicSettings,
+    /// Session resumption: tickets the servers send are kept per server name
+    /// ([`SESSION_CACHE_ENTRIES`] at most, shared by every clone of this configuration, so
+    /// every connect of an engine), and a later connect to that name presents one (a
+    /// shorter handshake; the server's certificate was verified when the ticket was issued).
+    /// Default on.
+    pub resumption: bool,
+    /// 0-RTT (RFC 9001 §4.6): a connect that resumes a session whose server allowed early
+    /// data returns at once, before the handshake completes, and the connection's calls
+    /// marked `CallOptions::idempotent` go out in the first flight; everything else waits for
+    /// the handshake (docs/quic.md "0-RTT"). A server that refuses the early data makes the
+    /// engine send it again after the handshake. The price: failures of the handshake (a
+    /// server that changed its certificate, refuses the client, or is gone) show on the
+    /// first calls instead of the connect. Needs [`ClientConfig::resumption`]. Default off.
+    pub zero_rtt: bool,
+    /// The tickets, made in [`ClientConfig::new`] and shared by clones.
+    sessions: ClientSessions,
 }
 
 impl ClientConfig {
@@ -495,6 +625,9 @@ impl ClientConfig {
             trust,
             identity: None,
             settings: QuicSettings::default(),
+            resumption: true,
+            zero_rtt: false,
+            sessions: ClientSessions::default(),
         }
     }
 
@@ -504,6 +637,30 @@ impl ClientConfig {
     /// [`ConfigError`] naming the setting: an empty or bad CA list, a bad client certificate or
     /// key, a transport knob out of range.
     pub fn build(&self) -> Result<quinn_proto::ClientConfig, ConfigError> {
+        let tls = self.tls()?;
+        let crypto = QuicClientConfig::try_from(tls).map_err(|e| ConfigError::Setting {
+            setting: "ClientConfig (TLS)",
+            why: e.to_string(),
+        })?;
+        let mut cfg = quinn_proto::ClientConfig::new(Arc::new(crypto));
+        cfg.transport_config(Arc::new(self.settings.transport()?));
+        Ok(cfg)
+    }
+
+    /// The rustls configuration: the one built before by this configuration or a clone if
+    /// nothing it depends on changed since (so tickets stay usable), else a new one.
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+        let inputs = TlsInputs::of(self);
+        let mut built = self
+            .sessions
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((was, tls)) = built.as_ref() {
+            if *was == inputs {
+                return Ok(tls.clone());
+            }
+        }
         let store = match &self.trust {
             Trust::WebPki => Arc::new(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -527,13 +684,15 @@ impl ClientConfig {
                 })?,
         };
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto = QuicClientConfig::try_from(tls).map_err(|e| ConfigError::Setting {
-            setting: "ClientConfig (TLS)",
-            why: e.to_string(),
-        })?;
-        let mut cfg = quinn_proto::ClientConfig::new(Arc::new(crypto));
-        cfg.transport_config(Arc::new(self.settings.transport()?));
-        Ok(cfg)
+        tls.resumption = if self.resumption {
+            rustls::client::Resumption::store(self.sessions.store.clone())
+        } else {
+            rustls::client::Resumption::disabled()
+        };
+        tls.enable_early_data = inputs.early_data;
+        let tls = Arc::new(tls);
+        *built = Some((inputs, tls.clone()));
+        Ok(tls)
     }
 }
 

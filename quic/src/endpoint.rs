@@ -767,6 +767,34 @@ impl QuicEndpoint {
             .map(|chain| *chain))
     }
 
+    /// Whether the connection's TLS handshake is still in progress (on a server: stream data
+    /// read now came in 0-RTT packets, RFC 9001 §4.6, which an attacker may have replayed).
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn is_handshaking(&mut self, conn: ConnId) -> Result<bool, QuicError> {
+        Ok(self.slot(conn)?.conn.is_handshaking())
+    }
+
+    /// On a client: whether the connection resumed a session that allows 0-RTT, so what is
+    /// written before the handshake completes goes in 0-RTT packets.
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn has_0rtt(&mut self, conn: ConnId) -> Result<bool, QuicError> {
+        Ok(self.slot(conn)?.conn.has_0rtt())
+    }
+
+    /// Once connected: whether the server accepted the 0-RTT data. When it did not,
+    /// quinn-proto discarded every stream opened before the handshake completed (their IDs
+    /// are issued again from the first), and their data must be sent again.
+    ///
+    /// # Errors
+    /// [`QuicError::NoConnection`] for a stale handle.
+    pub fn accepted_0rtt(&mut self, conn: ConnId) -> Result<bool, QuicError> {
+        Ok(self.slot(conn)?.conn.accepted_0rtt())
+    }
+
     /// The peer's address.
     ///
     /// # Errors

@@ -32,7 +32,7 @@ mod stream;
 
 pub use config::{
     ALPN, CID_LEN, CidHook, ClientAuth, ClientConfig, Identity, QuicSettings, RetryPolicy,
-    ServerConfig, Trust,
+    SESSION_CACHE_ENTRIES, ServerConfig, Trust,
 };
 pub use endpoint::{
     ALPN_REFUSED, Admission, ConnId, EcnCodepoint, EndpointStats, MAX_QUEUED_RESPONSES,

@@ -122,6 +122,12 @@ impl Net {
         a
     }
 
+    /// Replaces the endpoint at `port` (a restarted process on the same address).
+    pub fn nodes_replace(&mut self, port: u16, ep: QuicEndpoint) {
+        let a = addr(port);
+        self.nodes.iter_mut().find(|(x, _)| *x == a).unwrap().1 = ep;
+    }
+
     pub fn ep(&mut self, a: SocketAddr) -> &mut QuicEndpoint {
         &mut self.nodes.iter_mut().find(|(x, _)| *x == a).unwrap().1
     }
