@@ -207,6 +207,8 @@ pub struct Method {
     channel: Channel,
     service: Arc<[u8]>,
     method: Arc<[u8]>,
+    /// Every call is marked idempotent ([`Method::idempotent`]).
+    idempotent: bool,
 }
 
 impl Channel {
@@ -255,6 +257,7 @@ impl Channel {
             channel: self.clone(),
             service: service.as_bytes().into(),
             method: method.as_bytes().into(),
+            idempotent: false,
         }
     }
 
@@ -411,9 +414,34 @@ impl Method {
         metadata: Option<Box<HeaderList>>,
         slot: &Arc<Completion>,
     ) {
+        self.send_marked(payload, deadline, metadata, self.idempotent, slot);
+    }
+
+    fn send_marked(
+        &self,
+        payload: Bytes,
+        deadline: Option<Duration>,
+        metadata: Option<Box<HeaderList>>,
+        idempotent: bool,
+        slot: &Arc<Completion>,
+    ) {
         let ch = &self.channel.inner;
         let names = (self.service.clone(), self.method.clone());
-        push_call(&ch.inbox, ch.conn, names, payload, deadline, metadata, slot);
+        let call = CallParts {
+            payload,
+            deadline,
+            metadata,
+            idempotent,
+        };
+        push_call(&ch.inbox, ch.conn, names, call, slot);
+    }
+
+    /// Marks every call made through this method idempotent, as
+    /// [`CallOptions::idempotent`] does for one call (on a `quic://` connection resumed with
+    /// 0-RTT they go in the first flight).
+    pub fn idempotent(mut self) -> Method {
+        self.idempotent = true;
+        self
     }
 
     /// Calls the method without blocking: the returned future resolves to the reply. Works with
@@ -566,7 +594,8 @@ impl Method {
         let metadata = Some(options.get_metadata())
             .filter(|m| !m.is_empty())
             .map(|m| Box::new(m.clone()));
-        self.send_with(payload, deadline, metadata, &slot);
+        let idempotent = self.idempotent || options.is_idempotent();
+        self.send_marked(payload, deadline, metadata, idempotent, &slot);
         let ch = &self.channel.inner;
         let slot = match await_slot(&ch.inbox, ch.conn, slot, until, LATE) {
             Ok(slot) => slot,
@@ -604,15 +633,32 @@ fn await_slot(
     Ok(slot)
 }
 
+/// What a call hands to the core besides its names.
+struct CallParts {
+    payload: Bytes,
+    deadline: Option<Duration>,
+    metadata: Option<Box<HeaderList>>,
+    idempotent: bool,
+}
+
+impl CallParts {
+    fn plain(payload: Bytes, deadline: Option<Duration>) -> Self {
+        Self {
+            payload,
+            deadline,
+            metadata: None,
+            idempotent: false,
+        }
+    }
+}
+
 /// Hands a call of `names` (service, method) on connection `conn` to the core behind `inbox`;
 /// its outcome goes to `slot`.
 fn push_call(
     inbox: &Arc<Inbox>,
     conn: ConnRef,
     names: (Arc<[u8]>, Arc<[u8]>),
-    payload: Bytes,
-    deadline: Option<Duration>,
-    metadata: Option<Box<HeaderList>>,
+    call: CallParts,
     slot: &Arc<Completion>,
 ) {
     let (service, method) = names;
@@ -620,10 +666,10 @@ fn push_call(
         conn,
         service,
         method,
-        payload,
-        deadline,
-        idempotent: false,
-        metadata,
+        payload: call.payload,
+        deadline: call.deadline,
+        idempotent: call.idempotent,
+        metadata: call.metadata,
         slot: slot.clone(),
     });
 }
@@ -646,9 +692,7 @@ pub(crate) fn start_async(
         inbox,
         conn,
         (service, method),
-        payload,
-        deadline,
-        None,
+        CallParts::plain(payload, deadline),
         &slot,
     );
     CallFuture {
@@ -682,7 +726,13 @@ pub(crate) fn call_blocking(
     }
     let until = deadline.and_then(|d| Instant::now().checked_add(d));
     let slot = thread_slot();
-    push_call(inbox, conn, spec, payload, deadline, None, &slot);
+    push_call(
+        inbox,
+        conn,
+        spec,
+        CallParts::plain(payload, deadline),
+        &slot,
+    );
     let slot = await_slot(
         inbox,
         conn,

@@ -368,6 +368,8 @@ pub struct Service {
     pub(crate) interceptors: crate::dispatch::Interceptors,
     /// This service's own async interceptors (applied to its handlers by the registry).
     asyncs: crate::dispatch::AsyncInterceptors,
+    /// Methods declared idempotent ([`Service::idempotent`]).
+    idempotent: rustc_hash::FxHashSet<Box<[u8]>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -419,6 +421,7 @@ impl Service {
             methods: FxHashMap::default(),
             interceptors: crate::dispatch::Interceptors::default(),
             asyncs: crate::dispatch::AsyncInterceptors::default(),
+            idempotent: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -470,6 +473,24 @@ impl Service {
             Handler::Deferred(Arc::new(handler)),
         );
         self
+    }
+
+    /// Declares `method` idempotent: serving a call twice does what serving it once does
+    /// (a read, or a write that sets rather than adds). Only such methods are served for
+    /// calls that arrive in QUIC 0-RTT, before the handshake completes, and only when the
+    /// call is marked idempotent too ([`crate::CallOptions::idempotent`]); any other call in
+    /// 0-RTT is answered `Unavailable` without running (the caller may retry), counted as
+    /// `zero_rtt_refused` (docs/quic.md "0-RTT"; 0-RTT data can be replayed by an attacker,
+    /// RFC 9001 §9.2). Declaring a method that is not (yet) added is allowed. No effect on
+    /// other transports or on calls after the handshake.
+    pub fn idempotent(mut self, method: &str) -> Self {
+        self.idempotent.insert(method.as_bytes().into());
+        self
+    }
+
+    /// Whether `method` is declared idempotent ([`Service::idempotent`]).
+    pub fn is_idempotent(&self, method: &[u8]) -> bool {
+        self.idempotent.contains(method)
     }
 
     /// Runs `interceptor` around every call of this service, inside the engine's
@@ -616,6 +637,15 @@ impl Registry {
 
     /// The handler for `service` (`name@version`) and `method`, or the status to answer.
     #[inline]
+    /// Whether `method` of the service `service` (`name@version`, exact) is declared
+    /// idempotent ([`Service::idempotent`]).
+    pub(crate) fn is_idempotent(&self, service: Option<&[u8]>, method: Option<&[u8]>) -> bool {
+        match (service.and_then(|s| self.by_key.get(s)), method) {
+            (Some(svc), Some(m)) => svc.is_idempotent(m),
+            _ => false,
+        }
+    }
+
     pub(crate) fn lookup(
         &self,
         service: Option<&[u8]>,

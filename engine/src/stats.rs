@@ -31,6 +31,13 @@ pub struct CoreStats {
     pub(crate) handshakes: u64,
     /// Requests received (server role).
     pub(crate) calls_in: u64,
+    /// Requests served that arrived in QUIC 0-RTT (server role).
+    pub(crate) zero_rtt_calls_in: u64,
+    /// `quic://` connections whose 0-RTT data the server accepted (client role).
+    pub(crate) zero_rtt_accepted: u64,
+    /// `quic://` connections whose 0-RTT data the server rejected, sent again after the
+    /// handshake (client role).
+    pub(crate) zero_rtt_rejected: u64,
     /// Calls that completed with a reply.
     pub(crate) calls_ok: u64,
     /// Calls that completed with an error status.
@@ -167,6 +174,23 @@ impl CoreStats {
     pub fn calls_in(&self) -> u64 {
         self.calls_in
     }
+    /// Requests that arrived in QUIC 0-RTT, before the handshake completed, and were served
+    /// (idempotent on both sides; the others count as the error `zero_rtt_refused`). Server
+    /// role; docs/quic.md "0-RTT".
+    pub fn zero_rtt_calls_in(&self) -> u64 {
+        self.zero_rtt_calls_in
+    }
+    /// `quic://` connections that resumed with 0-RTT and whose early data (the Hello and
+    /// idempotent calls) the server accepted. Client role.
+    pub fn zero_rtt_accepted(&self) -> u64 {
+        self.zero_rtt_accepted
+    }
+    /// `quic://` connections that tried 0-RTT and whose early data the server rejected (it
+    /// did not know the ticket, e.g. after a restart, or it refuses 0-RTT): the engine sent
+    /// it again once the handshake completed. Client role.
+    pub fn zero_rtt_rejected(&self) -> u64 {
+        self.zero_rtt_rejected
+    }
     /// Calls that completed with a reply.
     pub fn calls_ok(&self) -> u64 {
         self.calls_ok
@@ -288,6 +312,9 @@ impl CoreStats {
         self.closed += other.closed;
         self.handshakes += other.handshakes;
         self.calls_in += other.calls_in;
+        self.zero_rtt_calls_in += other.zero_rtt_calls_in;
+        self.zero_rtt_accepted += other.zero_rtt_accepted;
+        self.zero_rtt_rejected += other.zero_rtt_rejected;
         self.calls_ok += other.calls_ok;
         self.calls_failed += other.calls_failed;
         self.deadline_exceeded += other.deadline_exceeded;

@@ -343,7 +343,7 @@ pub struct ServerConfig {
     /// call's `CallOptions::idempotent` and the method's `Service::idempotent`) before the
     /// handshake completes, and refuses the others with `Unavailable` (docs/protocol.md
     /// §27.3); nothing else (streams, subscriptions) is accepted in 0-RTT. Needs
-    /// [`ServerConfig::resumption`]. Default off.
+    /// [`ServerConfig::resumption`]. Default on.
     pub zero_rtt: bool,
     /// The resumption cache, made in [`ServerConfig::new`] and shared by clones.
     sessions: ServerSessions,
@@ -382,6 +382,8 @@ impl std::fmt::Debug for ServerSessions {
 struct ClientSessions {
     store: Arc<rustls::client::ClientSessionMemoryCache>,
     built: Arc<std::sync::Mutex<Option<BuiltTls>>>,
+    /// A value the application remembers per server name ([`ClientConfig::remember`]).
+    remembered: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 /// A rustls client configuration and what it was built from.
@@ -394,6 +396,7 @@ impl Default for ClientSessions {
                 SESSION_CACHE_ENTRIES,
             )),
             built: Arc::default(),
+            remembered: Arc::default(),
         }
     }
 }
@@ -509,7 +512,7 @@ impl ServerConfig {
             stateless_reset_key: None,
             migration: true,
             resumption: true,
-            zero_rtt: false,
+            zero_rtt: true,
             sessions: ServerSessions::default(),
         }
     }
@@ -645,6 +648,34 @@ impl ClientConfig {
         let mut cfg = quinn_proto::ClientConfig::new(Arc::new(crypto));
         cfg.transport_config(Arc::new(self.settings.transport()?));
         Ok(cfg)
+    }
+
+    /// Remembers `value` for `server_name`, shared by this configuration's clones, for a
+    /// later 0-RTT connect to read ([`ClientConfig::recall`]): what a client must assume
+    /// of a server before the handshake tells it (RFC 9001 §4.6.2 asks the same of QUIC's
+    /// transport parameters; the engine keeps the negotiated header table size, docs/quic.md
+    /// "0-RTT"). At most [`SESSION_CACHE_ENTRIES`] names are kept (all are forgotten when a
+    /// new one would exceed it).
+    pub fn remember(&self, server_name: &str, value: u64) {
+        let mut m = self
+            .sessions
+            .remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= SESSION_CACHE_ENTRIES && !m.contains_key(server_name) {
+            m.clear();
+        }
+        m.insert(server_name.to_owned(), value);
+    }
+
+    /// The value last remembered for `server_name` ([`ClientConfig::remember`]).
+    pub fn recall(&self, server_name: &str) -> Option<u64> {
+        self.sessions
+            .remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(server_name)
+            .copied()
     }
 
     /// The rustls configuration: the one built before by this configuration or a clone if

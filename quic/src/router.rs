@@ -185,6 +185,19 @@ pub struct Router<S> {
     /// Exchanges whose incoming half we stopped reading (STOP_SENDING) since
     /// [`Router::take_abandoned`].
     abandoned: Vec<u32>,
+    /// The stream the control stream will be (a server's: the client's first bidirectional
+    /// stream, [`control_stream_id`]), once known: without it the first stream seen is
+    /// taken ([`Router::expect_control`]).
+    control_hint: Option<S>,
+    /// The control stream delivered its first frame (the Hello to a server, the Welcome or
+    /// Reject to a client). Until then exchange frames wait in `gated`: with QUIC 0-RTT a
+    /// client's calls may arrive before its Hello, and their replies before the Welcome
+    /// (each on its own stream, docs/protocol.md §27.3), but a connection acts on frames
+    /// only after its handshake frame.
+    handshake_seen: bool,
+    /// Whole exchange frames held until the handshake frame ([`Router::handshake_seen`]),
+    /// in arrival order; counted in [`Router::buffered_bytes`].
+    gated: Vec<u8>,
 }
 
 /// Capacity of an empty reassembly buffer kept for its stream (bytes); a larger one, left by
@@ -258,6 +271,60 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             batch: BatchEncoder::new(*limits),
             headers: HeaderStreams::default(),
             abandoned: Vec::new(),
+            handshake_seen: false,
+            gated: Vec::new(),
+            control_hint: None,
+        }
+    }
+
+    /// On a server: `s` is the control stream (QUIC: the client's first bidirectional
+    /// stream, [`control_stream_id`]), whichever stream's bytes come first. Without it the
+    /// first stream seen is taken, which a client's call sent in 0-RTT may be (it can
+    /// overtake the control stream's Hello, §27.3).
+    pub fn expect_control(&mut self, s: S) {
+        if self.control.is_none() {
+            self.control_hint = Some(s);
+        }
+    }
+
+    /// `frame` to `deliver`, or held while the handshake frame has not come (an exchange's
+    /// frame: `control` false; [`Router::handshake_seen`]).
+    fn pass(
+        gate: bool,
+        gated: &mut Vec<u8>,
+        control: bool,
+        frame: &[u8],
+        deliver: &mut impl FnMut(&[u8]),
+    ) {
+        if gate && !control {
+            gated.extend_from_slice(frame);
+        } else {
+            deliver(frame);
+        }
+    }
+
+    /// After the handshake frame: the held exchange frames go to `deliver`, in order.
+    fn open_gate(&mut self, gated: Vec<u8>, deliver: &mut impl FnMut(&[u8])) {
+        self.handshake_seen = true;
+        if !gated.is_empty() {
+            deliver(&gated);
+        }
+        self.buffered -= gated.capacity();
+    }
+
+    /// Frames made up for an exchange (a Cancel or Error standing for a reset) to
+    /// `deliver`, or held like the peer's own frames until the handshake frame, so they
+    /// follow the frames they end.
+    fn made_for_exchange(&mut self, made: &[u8], mut deliver: impl FnMut(&[u8])) {
+        if made.is_empty() {
+            return;
+        }
+        if self.handshake_seen {
+            deliver(made);
+        } else {
+            let before = self.gated.capacity();
+            self.gated.extend_from_slice(made);
+            self.buffered = self.buffered - before + self.gated.capacity();
         }
     }
 
@@ -719,7 +786,8 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
 
     fn entry(&mut self, s: S) -> &mut Entry {
         if !self.streams.contains_key(&s) {
-            let control = !self.client && self.control.is_none();
+            let control =
+                !self.client && self.control.is_none() && self.control_hint.is_none_or(|c| c == s);
             if control {
                 self.control = Some(s);
             } else {
@@ -760,6 +828,10 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             // nothing, so counting them let it keep a partial frame alive for ever.
             self.received += bytes.len() as u64;
         }
+        let gate = !self.handshake_seen;
+        let mut gated = std::mem::take(&mut self.gated);
+        let gated_before = gated.capacity();
+        let mut handshake_frame = false;
         let e = self.entry(s);
         let first = e.id == 0;
         let was_empty = e.buf.is_empty();
@@ -773,6 +845,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
                 let r = if fin { Err(truncated(&e.buf)) } else { Ok(()) };
                 let held = e.buf.capacity();
                 self.buffered = self.buffered - held_before + held;
+                self.gated = gated;
                 return r;
             }
             deliver(&e.buf[..PREFACE.len()]);
@@ -797,7 +870,14 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
                 }
                 e.peer_ended |= !e.control && ends_half(kind, flags);
             }
-            deliver(&e.buf[at..at + len]);
+            Self::pass(
+                gate,
+                &mut gated,
+                e.control,
+                &e.buf[at..at + len],
+                &mut deliver,
+            );
+            handshake_frame |= gate && e.control;
             at += len;
         }
         e.buf.drain(..at);
@@ -825,8 +905,13 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
             }
         }
         let control = e.control;
-        self.buffered = self.buffered - held_before + held;
+        self.buffered = self.buffered - held_before + held + gated.capacity() - gated_before;
         self.partial_started |= started;
+        if handshake_frame {
+            self.open_gate(gated, &mut deliver);
+        } else {
+            self.gated = gated;
+        }
         if preface_done {
             self.preface_in = false;
         }
@@ -847,7 +932,9 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
                     e.out = Vec::new();
                 }
                 self.stats.resets += 1;
-                cancel_frame(id, &mut deliver);
+                let mut made = Vec::new();
+                cancel_frame(id, |f| made.extend_from_slice(f));
+                self.made_for_exchange(&made, &mut deliver);
             }
         }
         if fin {
@@ -891,11 +978,7 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         }
         if id != 0 && !(ours && ended) {
             self.stats.resets += 1;
-            if ours {
-                self.error_frame(id, StatusCode::Unavailable, code, deliver);
-            } else {
-                cancel_frame(id, deliver);
-            }
+            self.made_up_end(id, ours, code, deliver);
         }
         self.reap(s);
         cut
@@ -938,13 +1021,31 @@ impl<S: Copy + Eq + Hash + Debug> Router<S> {
         }
         if id != 0 && !(ours && (ended || was_done)) {
             self.stats.resets += 1;
+            self.made_up_end(id, ours, code, deliver);
+        }
+        self.reap(s);
+    }
+
+    /// The frame that ends exchange `id` after a reset or STOP_SENDING: `Error(id,
+    /// Unavailable)` for one we opened, a Cancel for the peer's.
+    fn made_up_end(&mut self, id: u32, ours: bool, code: u64, deliver: impl FnMut(&[u8])) {
+        if self.handshake_seen {
             if ours {
                 self.error_frame(id, StatusCode::Unavailable, code, deliver);
             } else {
                 cancel_frame(id, deliver);
             }
+            return;
         }
-        self.reap(s);
+        let mut made = Vec::new();
+        if ours {
+            self.error_frame(id, StatusCode::Unavailable, code, |f| {
+                made.extend_from_slice(f);
+            });
+        } else {
+            cancel_frame(id, |f| made.extend_from_slice(f));
+        }
+        self.made_for_exchange(&made, deliver);
     }
 
     fn error_frame(
@@ -1063,6 +1164,11 @@ fn truncated(buf: &[u8]) -> RouteError {
 /// [`Router::on_uni_bytes`]); bidirectional ones carry frames ([`Router::on_bytes`]).
 pub fn is_unidirectional(s: StreamId) -> bool {
     s.dir() == quinn_proto::Dir::Uni
+}
+
+/// The control stream's ID: the client's first bidirectional stream (§27.2).
+pub fn control_stream_id() -> StreamId {
+    StreamId::new(quinn_proto::Side::Client, quinn_proto::Dir::Bi, 0)
 }
 
 /// [`StreamIo`] over one connection of a [`QuicEndpoint`].

@@ -134,6 +134,88 @@ fn server_after_hello() -> Router<u64> {
     r
 }
 
+/// The client `c` (its control stream opened, stream 0) receives the server's Welcome.
+fn welcome(c: &mut Router<u64>) {
+    let w = frame(FrameKind::Welcome, Flags::empty(), 0, b"w");
+    c.on_bytes(0, &w, false, |_| {}).expect("a Welcome is fine");
+}
+
+/// With QUIC 0-RTT a client's call may arrive before its Hello, and the reply before the
+/// Welcome (docs/protocol.md §27.3): exchange frames wait for the handshake frame, then
+/// follow it in arrival order, and a reset's made-up frame waits with them.
+#[test]
+fn exchange_frames_wait_for_the_handshake_frame() {
+    let mut r = server();
+    r.expect_control(0);
+    let mut got = Vec::new();
+    r.on_bytes(4, &f(FrameKind::Request, 1), false, |d| {
+        got.push(d.to_vec())
+    })
+    .unwrap();
+    r.on_bytes(8, &f(FrameKind::StreamOpen, 3), false, |d| {
+        got.push(d.to_vec())
+    })
+    .unwrap();
+    r.on_reset(8, CANCELLED, |d| got.push(d.to_vec()));
+    assert!(
+        got.is_empty(),
+        "delivered before the Hello: {:?}",
+        kinds(&got)
+    );
+    assert!(r.buffered_bytes() > 0, "held frames are counted");
+    let hello = frame(FrameKind::Hello, Flags::empty(), 0, b"x");
+    r.on_bytes(0, &cat(&[&PREFACE, &hello]), false, |d| {
+        got.push(d.to_vec())
+    })
+    .unwrap();
+    let mut frames = Vec::new();
+    for d in &got[1..] {
+        let mut rest = &d[..];
+        while let Some(h) = netron_codec::FrameHeader::parse(rest) {
+            let n = h.length() as usize;
+            frames.push(rest[..n].to_vec());
+            rest = &rest[n..];
+        }
+    }
+    assert_eq!(got[0], PREFACE.to_vec());
+    assert_eq!(
+        kinds(&frames),
+        vec![
+            (FrameKind::Hello, 0),
+            (FrameKind::Request, 1),
+            (FrameKind::StreamOpen, 3),
+            (FrameKind::Cancel, 3)
+        ]
+    );
+    // Only the control stream's kept buffer is left, as after a Hello alone.
+    assert_eq!(r.buffered_bytes(), server_after_hello().buffered_bytes());
+    // Later frames pass at once.
+    let mut later = Vec::new();
+    r.on_bytes(12, &f(FrameKind::Request, 5), false, |d| {
+        later.push(d.to_vec())
+    })
+    .unwrap();
+    assert_eq!(kinds(&later), vec![(FrameKind::Request, 5)]);
+
+    // The client: a reply overtaking the Welcome waits for it.
+    let mut io = Fake::new();
+    let mut c = client();
+    c.send(&mut io, &cat(&[&PREFACE, &f(FrameKind::Request, 1)]))
+        .unwrap();
+    let mut got = Vec::new();
+    c.on_bytes(4, &f(FrameKind::Response, 1), false, |d| {
+        got.push(d.to_vec())
+    })
+    .unwrap();
+    assert!(got.is_empty());
+    let w = frame(FrameKind::Welcome, Flags::empty(), 0, b"w");
+    c.on_bytes(0, &w, false, |d| got.push(d.to_vec())).unwrap();
+    assert_eq!(
+        kinds(&got),
+        vec![(FrameKind::Welcome, 0), (FrameKind::Response, 1)]
+    );
+}
+
 #[test]
 fn the_client_puts_connection_frames_on_control_and_each_call_on_its_own_stream() {
     let mut io = Fake::new();
@@ -304,6 +386,7 @@ fn rule_2_first_frame_parity_id_and_connection_kinds_are_enforced() {
     // On the client: a server stream must open with an even id.
     let mut c = client();
     c.send(&mut Fake::new(), &PREFACE).unwrap();
+    welcome(&mut c);
     assert_eq!(
         error_of(&mut c, 1, &f(FrameKind::Subscribe, 1)),
         "quic_unexpected_frame"
@@ -356,6 +439,7 @@ fn a_reset_from_the_opener_is_a_cancel_and_from_the_callee_an_unavailable_error(
     let mut c = client();
     c.send(&mut io, &cat(&[&PREFACE, &f(FrameKind::StreamOpen, 1)]))
         .unwrap();
+    welcome(&mut c);
     let mut got = Vec::new();
     c.on_reset(4, 99, |d| got.push(d.to_vec()));
     assert_eq!(kinds(&got), vec![(FrameKind::Error, 1)]);

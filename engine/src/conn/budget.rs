@@ -212,9 +212,11 @@ impl<C: Caller> Connection<C> {
         headers: &[netron_codec::hpack::Header<'_>],
         payload: &[u8],
     ) -> Result<(), crate::Status> {
-        let Some(s) = &self.settings else {
+        if self.settings.is_none() && !self.is_early() {
             return Err(crate::Status::unavailable("connection is not open yet"));
-        };
+        }
+        // In 0-RTT: the handshake's limits, which every peer accepts (§27.3).
+        let limits = self.limits();
         let block = netron_codec::hpack::HeaderEncoder::max_encoded_len(headers);
         if block > u16::MAX as usize {
             return Err(crate::Status::new(
@@ -232,7 +234,7 @@ impl<C: Caller> Connection<C> {
             .iter()
             .map(|h| h.name.len() + h.value.len() + 32)
             .sum();
-        let max_list = s.limits.max_header_list_size as usize;
+        let max_list = limits.max_header_list_size as usize;
         if list > max_list {
             return Err(crate::Status::new(
                 StatusCode::ResourceExhausted,
@@ -247,7 +249,7 @@ impl<C: Caller> Connection<C> {
         }
         // The payload is sent raw when compression does not shrink it: bound by the raw size.
         let frame = netron_codec::HEADER_LEN + block + payload.len();
-        let max = s.limits.max_frame_size as usize;
+        let max = limits.max_frame_size as usize;
         if frame > max {
             return Err(crate::Status::new(
                 StatusCode::ResourceExhausted,

@@ -183,7 +183,8 @@ impl<C: Caller> Connection<C> {
         slot: C,
         now: Instant,
     ) -> Result<u32, Status> {
-        if !self.is_open() {
+        let early = !self.is_open() && self.early_call_fits(spec);
+        if !self.is_open() && !early {
             return Err(Status::unavailable(if self.is_closing() {
                 self.close_reason
                     .as_deref()
@@ -198,16 +199,19 @@ impl<C: Caller> Connection<C> {
                 "the connection is going away (GoAway); open a new one",
             ));
         }
-        let Some(s) = &self.settings else {
-            return Err(Status::unavailable("connection is not open yet"));
+        let max_calls = match &self.settings {
+            Some(s) => s.max_concurrent_calls,
+            // 0-RTT: the early budget bounds the calls.
+            None if early => u32::MAX,
+            None => return Err(Status::unavailable("connection is not open yet")),
         };
-        if self.calls.len() >= s.max_concurrent_calls as usize {
+        if self.calls.len() >= max_calls as usize {
             return Err(Status::new(
                 StatusCode::ResourceExhausted,
                 format!(
                     "too many calls in flight on this connection: {} (the peer's \
                      max_concurrent_calls; {} of them cancelled and awaiting the peer's answer)",
-                    s.max_concurrent_calls, self.calls.abandoned
+                    max_calls, self.calls.abandoned
                 ),
             ));
         }
@@ -222,6 +226,9 @@ impl<C: Caller> Connection<C> {
                 self.encode_request(spec, headers)
             })?,
         };
+        if early {
+            self.spend_early(spec);
+        }
         if let Some(d) = deadline_at {
             self.calls.next_deadline = Some(self.calls.next_deadline.map_or(d, |n| n.min(d)));
         }

@@ -259,6 +259,15 @@ impl<C: Caller> Connection<C> {
                 "the connection is going away (GoAway); subscribe on another connection",
             );
         }
+        if self.early_data {
+            env.stats.count_error("zero_rtt_refused");
+            return self.answer_error(
+                id,
+                StatusCode::Unavailable,
+                "subscriptions are not taken in QUIC 0-RTT (before the handshake completed): \
+                 subscribe again on this connection now that it is complete",
+            );
+        }
         let body = netron_codec::control::read_subscribe(&frame)?;
         let pattern = body.pattern().unwrap_or("").as_bytes();
         let cfg = *self.event_cfg();

@@ -54,6 +54,21 @@ impl HeaderBlockEncoder for HeaderSend {
 }
 
 impl HeaderSend {
+    /// A `quic://` client's encoder for 0-RTT calls (§27.3), before the settings are known:
+    /// the format the server will decode (`qpack`: the last connection to it negotiated a
+    /// table), without dynamic table (QPACK blocks with Required Insert Count 0, or
+    /// static-only HPACK), so every block is valid whatever this connection negotiates.
+    pub(crate) fn early(qpack: bool) -> Self {
+        if qpack {
+            HeaderSend::Qpack(Box::new(QpackSend {
+                enc: QpackEncoder::new(0),
+                out: Vec::new(),
+            }))
+        } else {
+            HeaderSend::Hpack(HeaderEncoder::new(0))
+        }
+    }
+
     /// The encoder for the negotiated `table_size`: QPACK when `quic` and the size is not 0.
     pub(crate) fn new(quic: bool, table_size: u32, packed_trace: bool) -> Self {
         if quic && table_size > 0 {

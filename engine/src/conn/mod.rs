@@ -216,6 +216,14 @@ pub(crate) struct Connection<C: Caller> {
     pub(crate) handshake_failure: Option<crate::Status>,
     /// Budget of frames that do no work, in quarter tokens.
     budget: Budget,
+    /// Server role: the frames being handled arrived in QUIC 0-RTT (the link says so,
+    /// `Input::EarlyData`): replayable, so only idempotent calls are served.
+    pub(crate) early_data: bool,
+    /// Client role: the connection resumed with QUIC 0-RTT and its handshake is not done;
+    /// what is left of the early-call budget ([`Connection::early_call_fits`]).
+    early: Option<Box<EarlyBudget>>,
+    /// Client role: the handshake completed since [`Connection::take_opened`] last looked.
+    opened: bool,
     /// Bytes of `rx` and `scratch` capacity counted against the core's buffer budget.
     charged: usize,
     cfg: std::rc::Rc<ConnConfig>,
@@ -241,6 +249,30 @@ impl<C: Caller> std::fmt::Debug for Connection<C> {
 /// spare batch buffers): bigger ones are freed, so a connection that once carried a large
 /// frame does not hold that memory while idle.
 const KEEP_BUFFER: usize = 256 << 10;
+
+/// Calls a client sends in QUIC 0-RTT at most, and their request bytes (payload, names and
+/// metadata) at most; later calls wait for the handshake (docs/quic.md "0-RTT"). The link
+/// keeps a copy of the early data until the server accepts it, to send it again if it
+/// rejects it: these bound that copy.
+pub(crate) const EARLY_CALLS: u32 = 32;
+pub(crate) const EARLY_BYTES: usize = 64 << 10;
+
+/// What is left of a client's 0-RTT budget ([`EARLY_CALLS`], [`EARLY_BYTES`]).
+#[derive(Debug, Clone, Copy)]
+struct EarlyBudget {
+    calls: u32,
+    bytes: usize,
+}
+
+/// The bytes a call takes from the 0-RTT budget: names, payload and metadata.
+fn early_bytes(spec: &client::CallSpec<'_>) -> usize {
+    spec.service.len()
+        + spec.method.len()
+        + spec.payload.len()
+        + spec
+            .metadata
+            .map_or(0, |m| m.iter().map(|(n, v)| n.len() + v.len()).sum())
+}
 
 /// Limits in force before the handshake completes.
 fn handshake_limits() -> Limits {
@@ -290,6 +322,9 @@ impl<C: Caller> Connection<C> {
             close_code: None,
             handshake_failure: None,
             budget: Budget::new(config.idle_frames, now),
+            early_data: false,
+            early: None,
+            opened: false,
             charged: 0,
             cfg: std::rc::Rc::clone(config),
         };
@@ -314,6 +349,59 @@ impl<C: Caller> Connection<C> {
             }
         };
         c
+    }
+
+    /// Client role: the link resumed a QUIC session with 0-RTT, so calls marked idempotent
+    /// may go now, before the Welcome (docs/protocol.md §27.3): header blocks without dynamic
+    /// table references (Required Insert Count 0) until the settings are known, frames within
+    /// the handshake's limits, at most [`EARLY_CALLS`] calls and [`EARLY_BYTES`].
+    /// `table`: the header table size the last connection to the server negotiated (the
+    /// format the server decodes: QPACK, or static-only HPACK for 0).
+    pub(crate) fn enter_early(&mut self, table: u32) {
+        if self.role == Role::Client
+            && self.cfg.quic
+            && matches!(self.state, State::ClientHandshake(_))
+        {
+            self.enc = HeaderSend::early(table > 0);
+            self.early = Some(Box::new(EarlyBudget {
+                calls: EARLY_CALLS,
+                bytes: EARLY_BYTES,
+            }));
+        }
+    }
+
+    /// Client role: in the 0-RTT phase (after [`Connection::enter_early`], until the Welcome).
+    pub(crate) fn is_early(&self) -> bool {
+        self.early.is_some() && matches!(self.state, State::ClientHandshake(_))
+    }
+
+    /// Whether `spec` may start now, in 0-RTT: marked idempotent and within what is left of
+    /// the budget.
+    pub(crate) fn early_call_fits(&self, spec: &client::CallSpec<'_>) -> bool {
+        spec.idempotent
+            && self.is_early()
+            && self
+                .early
+                .as_ref()
+                .is_some_and(|b| b.calls > 0 && early_bytes(spec) <= b.bytes)
+    }
+
+    /// Client role: `Some(header_table_size)` once, after the handshake completed (the core
+    /// has a `quic://` link remember it for the next 0-RTT connect).
+    pub(crate) fn take_opened(&mut self) -> Option<u32> {
+        if !std::mem::take(&mut self.opened) {
+            return None;
+        }
+        self.settings.as_ref().map(|s| s.header_table_size)
+    }
+
+    /// Takes a call sent in 0-RTT from the budget.
+    fn spend_early(&mut self, spec: &client::CallSpec<'_>) {
+        let bytes = early_bytes(spec);
+        if let Some(b) = &mut self.early {
+            b.calls = b.calls.saturating_sub(1);
+            b.bytes = b.bytes.saturating_sub(bytes);
+        }
     }
 
     /// Whether the handshake completed and the connection is usable.
@@ -350,8 +438,10 @@ impl<C: Caller> Connection<C> {
         if self.role == Role::Client {
             self.keepalive = effective_keepalive(self.cfg.keepalive, s.keepalive_interval_ms);
         }
+        self.opened = self.role == Role::Client;
         self.settings = Some(s);
         self.state = State::Open;
+        self.early = None;
         // Encoder-stream bytes that came before the handshake completed were applied now.
         started.map_err(|e| netron_codec::DecodeError::from(e).into())
     }

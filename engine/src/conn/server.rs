@@ -103,6 +103,25 @@ impl<C: Caller> Connection<C> {
                 "the method is a stream: open it with a StreamOpen, not a Request",
             );
         }
+        if self.early_data {
+            // In QUIC 0-RTT (docs/protocol.md §27.3): replayable, so served only when both
+            // the caller and the method say running it twice is harmless.
+            let idempotent = frame.flags().contains(Flags::IDEMPOTENT)
+                && registry.is_idempotent(self.headers.service(), self.headers.method());
+            if !idempotent {
+                self.release_scratch(scratch);
+                env.stats.count_error("zero_rtt_refused");
+                return self.answer_error(
+                    id,
+                    StatusCode::Unavailable,
+                    "refused in QUIC 0-RTT (before the handshake completed): only calls \
+                     marked idempotent by the caller (CallOptions::idempotent) to a method \
+                     declared idempotent (Service::idempotent) are served early; not run, \
+                     retry on this connection",
+                );
+            }
+            env.stats.zero_rtt_calls_in += 1;
+        }
         let later = !matches!(handler, Handler::Sync(_));
         if later {
             let max = self

@@ -363,6 +363,8 @@ impl<C: Caller> Connection<C> {
     }
 
     fn on_stream_open(&mut self, frame: Frame<'_>, env: &mut Env<'_>) -> Result<(), ConnError> {
+        const ZERO_RTT_STREAM: &str = "streams are not opened in QUIC 0-RTT (before the \
+            handshake completed): retry on this connection now that it is complete";
         let id = frame.id();
         self.check_peer_id(id)?;
         self.budget.refund_half();
@@ -384,6 +386,9 @@ impl<C: Caller> Connection<C> {
             Some(Status::unavailable(
                 "the connection is going away (GoAway); retry on another connection",
             ))
+        } else if self.early_data {
+            env.stats.count_error("zero_rtt_refused");
+            Some(Status::unavailable(ZERO_RTT_STREAM))
         } else {
             None
         };

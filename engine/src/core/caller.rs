@@ -4,6 +4,14 @@
 use super::*;
 use crate::{CallError, ConnectError};
 
+/// A call's payload, deadline, request metadata and idempotent flag.
+pub(super) type CoreCall<'a> = (
+    &'a [u8],
+    Option<Duration>,
+    Option<&'a netron_codec::hpack::HeaderList>,
+    bool,
+);
+
 impl Core {
     /// Connects to `endpoint` as a client and completes the handshake within `timeout`
     /// (transport connect and handshake together; the core's
@@ -93,20 +101,19 @@ impl Core {
         deadline: Option<Duration>,
         slot: &mut CallSlot,
     ) -> Option<u32> {
-        self.start_with_metadata(conn, service, method, payload, deadline, None, slot)
+        let call = (payload, deadline, None, false);
+        self.start_with_metadata(conn, (service, method), call, slot)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `call`: payload, deadline, request metadata, idempotent.
     fn start_with_metadata(
         &mut self,
         conn: ConnId,
-        service: &[u8],
-        method: &[u8],
-        payload: &[u8],
-        deadline: Option<Duration>,
-        metadata: Option<&netron_codec::hpack::HeaderList>,
+        (service, method): (&[u8], &[u8]),
+        call: CoreCall<'_>,
         slot: &mut CallSlot,
     ) -> Option<u32> {
+        let (payload, deadline, metadata, idempotent) = call;
         if slot.inner.is_pending() {
             if let Some((c, id)) = slot.last.take() {
                 self.cancel(ConnId(c), id);
@@ -118,7 +125,7 @@ impl Core {
             method,
             payload,
             deadline,
-            idempotent: false,
+            idempotent,
             metadata,
         };
         // The clock only places a deadline; a call without one needs no clock read (a
@@ -199,7 +206,12 @@ impl Core {
             });
             return self.call_intercepted(conn, (service, method), payload, &opts, slot);
         }
-        self.call_inner(conn, service, method, payload, deadline, None, slot)
+        self.call_inner(
+            conn,
+            (service, method),
+            (payload, deadline, None, false),
+            slot,
+        )
     }
 
     /// [`Core::call`] with [`crate::CallOptions`]: its deadline and request metadata. The
@@ -224,23 +236,25 @@ impl Core {
         }
         options.check().map_err(CallError::Refused)?;
         let metadata = Some(options.get_metadata()).filter(|m| !m.is_empty());
-        let deadline = options.get_deadline();
-        self.call_inner(conn, service, method, payload, deadline, metadata, slot)
+        let call = (
+            payload,
+            options.get_deadline(),
+            metadata,
+            options.is_idempotent(),
+        );
+        self.call_inner(conn, (service, method), call, slot)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `call`: payload, deadline, request metadata, idempotent.
     pub(super) fn call_inner<'s>(
         &mut self,
         conn: ConnId,
-        service: &[u8],
-        method: &[u8],
-        payload: &[u8],
-        deadline: Option<Duration>,
-        metadata: Option<&netron_codec::hpack::HeaderList>,
+        names: (&[u8], &[u8]),
+        call: CoreCall<'_>,
         slot: &'s mut CallSlot,
     ) -> Result<&'s [u8], CallError> {
-        let until = deadline.and_then(|d| Instant::now().checked_add(d));
-        let id = self.start_with_metadata(conn, service, method, payload, deadline, metadata, slot);
+        let until = call.1.and_then(|d| Instant::now().checked_add(d));
+        let id = self.start_with_metadata(conn, names, call, slot);
         // Send now rather than after the next turn's reads: a hot connection writes directly,
         // others queue their send for the next enter.
         self.flush();

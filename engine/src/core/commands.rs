@@ -45,6 +45,9 @@ impl Core {
     }
 
     pub(super) fn on_command(&mut self, cmd: Command, now: Instant) {
+        let Some(cmd) = self.park(cmd, now) else {
+            return;
+        };
         match cmd {
             Command::Adopt { link, slot } => match self.add_connected(link, Role::Client, now) {
                 Ok(key) => self.conns[key].adopt = Some(slot),

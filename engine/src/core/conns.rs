@@ -64,7 +64,13 @@ impl Core {
         } else {
             &self.conn_cfg
         };
-        let conn = Conn::new(role, cfg, now);
+        let mut conn = Conn::new(role, cfg, now);
+        if let (Role::Client, AnyLink::Quic(l)) = (role, &link) {
+            if l.is_early() {
+                // 0-RTT: idempotent calls may go before the Welcome (docs/quic.md "0-RTT").
+                conn.enter_early(l.early_table());
+            }
+        }
         let key = self.conns.insert(Entry {
             link,
             conn,
@@ -75,6 +81,7 @@ impl Core {
             timer_gen: 0,
             scheduled: None,
             hot: None,
+            parked: None,
         });
         self.arm_recv(key);
         self.mark_dirty(key);
@@ -126,6 +133,8 @@ impl Core {
         if was_hot {
             self.hot.retain(|&k| k != key);
         }
+        // Commands held for its 0-RTT phase fail as for any closed connection.
+        self.unpark(key, now);
     }
 
     pub(super) fn finish_closes(&mut self) {
@@ -181,9 +190,22 @@ impl Core {
                 }
             }
         }
-        if en.adopt.is_some() && (en.conn.is_open() || en.conn.is_closing()) {
+        if let Some(table) = en.conn.take_opened() {
+            if let AnyLink::Quic(l) = &mut en.link {
+                l.remember_table(table);
+            }
+        }
+        if en.parked.is_some() && !en.conn.is_early() {
+            // The 0-RTT phase ended (opened or failed): the commands it held run now.
+            self.unpark(key, Instant::now());
+        }
+        let Some(en) = self.conns.get_mut(key) else {
+            return;
+        };
+        let open = en.conn.is_open() || en.conn.is_early();
+        if en.adopt.is_some() && (open || en.conn.is_closing()) {
             let slot = en.adopt.take().expect("checked");
-            if en.conn.is_open() {
+            if open {
                 let r = ConnRef {
                     key: key as u32,
                     generation: en.generation,

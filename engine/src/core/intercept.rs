@@ -33,11 +33,8 @@ impl Core {
         let mut result = self
             .call_inner(
                 conn,
-                service,
-                method,
-                payload,
-                opts.get_deadline(),
-                metadata,
+                (service, method),
+                (payload, opts.get_deadline(), metadata, opts.is_idempotent()),
                 slot,
             )
             .map(<[u8]>::to_vec);

@@ -9,6 +9,7 @@
 mod caller;
 mod commands;
 mod conns;
+mod early;
 mod events;
 mod hot;
 mod intercept;
@@ -81,6 +82,8 @@ struct Entry {
     scheduled: Option<Instant>,
     /// Hot (read directly, see `hot.rs`): when data last arrived.
     hot: Option<Instant>,
+    /// Commands waiting for the end of the connection's 0-RTT phase (early.rs).
+    parked: Option<Box<early::Parked>>,
 }
 
 /// A connection whose calls complete cross-thread slots.

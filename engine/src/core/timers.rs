@@ -35,7 +35,8 @@ impl Core {
         if en.closing {
             return;
         }
-        let Some(next) = en.conn.poll_timeout() else {
+        let parked = en.parked.as_ref().and_then(|p| p.next_deadline());
+        let Some(next) = [en.conn.poll_timeout(), parked].into_iter().flatten().min() else {
             return;
         };
         if en.scheduled.is_some_and(|s| s <= next) {
@@ -54,6 +55,13 @@ impl Core {
         self.wheel.advance(now, &mut fired);
         let mut expired = std::mem::take(&mut self.expired);
         for &(key, timer_gen) in &fired {
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|en| en.timer_gen == timer_gen && en.parked.is_some())
+            {
+                self.expire_parked(key, now);
+            }
             let Some(en) = self
                 .conns
                 .get_mut(key)

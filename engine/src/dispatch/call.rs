@@ -27,6 +27,7 @@ use crate::{CallError, Status};
 pub struct CallOptions {
     deadline: Option<Duration>,
     metadata: HeaderList,
+    idempotent: bool,
 }
 
 impl CallOptions {
@@ -54,6 +55,22 @@ impl CallOptions {
     pub fn metadata(mut self, name: &str, value: &[u8]) -> Self {
         self.metadata.push(name.as_bytes(), value);
         self
+    }
+    /// Marks the call idempotent (running it twice does what running it once does): the
+    /// Request carries the IDEMPOTENT flag (docs/protocol.md §8), and on a `quic://`
+    /// connection that resumed with 0-RTT (`netron_quic::ClientConfig::zero_rtt`) the call
+    /// goes in the first flight, before the handshake completes. A server serves such an
+    /// early call only if the method is declared idempotent too
+    /// ([`crate::Service::idempotent`]), else it answers `Unavailable` without running it
+    /// (docs/quic.md "0-RTT"). 0-RTT data can be replayed by an attacker: mark only calls
+    /// that are safe to run twice.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+    /// Whether the call is marked idempotent ([`CallOptions::idempotent`]).
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
     /// The deadline, if any.
     pub fn get_deadline(&self) -> Option<Duration> {

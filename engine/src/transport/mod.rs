@@ -72,6 +72,12 @@ pub(crate) enum Input<'a> {
     ExchangeReset { id: u32 },
     /// One QUIC datagram (Event frames, §27.6).
     Datagram(&'a [u8]),
+    /// Server role, QUIC: the frames delivered from now on arrived in 0-RTT (`true`, the
+    /// handshake is in progress: replayable) or after it (`false`), docs/protocol.md §27.3.
+    EarlyData(bool),
+    /// Client role, QUIC: the handshake of a connection that wrote in 0-RTT completed, and
+    /// the server `accepted` that data or not (then the link wrote it again).
+    ZeroRtt { accepted: bool },
 }
 
 impl<'a> Input<'a> {
@@ -81,7 +87,10 @@ impl<'a> Input<'a> {
         match self {
             Input::Bytes(b) | Input::Record { bytes: b, .. } => b,
             Input::HeaderStream { bytes, .. } | Input::Datagram(bytes) => bytes,
-            Input::Failed { .. } | Input::ExchangeReset { .. } => &[],
+            Input::Failed { .. }
+            | Input::ExchangeReset { .. }
+            | Input::EarlyData(_)
+            | Input::ZeroRtt { .. } => &[],
         }
     }
 }
@@ -118,6 +127,18 @@ pub(crate) fn feed<C: Caller>(
             Ok(())
         }
         Input::Datagram(bytes) => conn.on_datagram(bytes, env),
+        Input::EarlyData(early) => {
+            conn.early_data = early;
+            Ok(())
+        }
+        Input::ZeroRtt { accepted } => {
+            if accepted {
+                env.stats.zero_rtt_accepted += 1;
+            } else {
+                env.stats.zero_rtt_rejected += 1;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -78,6 +78,51 @@ pub(crate) struct QuicPipe {
     /// A server connection's datagrams that reached the listener (its client's address
     /// changed: [`super::quic_path`]); the core that takes the connection sets its route.
     pub mail: Option<Arc<super::quic_path::PathMail>>,
+    /// A client connection handed over before its handshake completed: it resumed a session
+    /// with 0-RTT (`netron_quic::ClientConfig::zero_rtt`), so what it writes now goes in
+    /// 0-RTT packets; the header table size the last connection to that server negotiated.
+    pub early: Option<u32>,
+    /// A client's configuration and server name, to remember the negotiated header table
+    /// size for the next 0-RTT connect ([`QuicLink::remember_table`]).
+    pub memo: Option<(netron_quic::ClientConfig, String)>,
+}
+
+/// What a client link wrote in 0-RTT, kept until the server accepts it, to write again if it
+/// rejects it (quinn-proto then forgets every stream opened before the handshake).
+#[derive(Debug, Default)]
+struct EarlyJournal {
+    /// The batches routed and the header-stream bytes written, in order.
+    writes: Vec<EarlyWrite>,
+    bytes: usize,
+    /// More than [`EARLY_JOURNAL_MAX`] was written: a rejection cannot be repaired.
+    overflowed: bool,
+}
+
+#[derive(Debug)]
+enum EarlyWrite {
+    Batch(Vec<u8>),
+    HeaderStreams(Vec<u8>, Vec<u8>),
+}
+
+/// Bytes of 0-RTT writes a client link keeps at most ([`EarlyJournal`]): the connection sends
+/// at most 64 KiB of early calls (`conn::EARLY_BYTES`) besides its Hello, so this is only
+/// reached by a connection that misbehaves; a rejection after it fails the connection.
+const EARLY_JOURNAL_MAX: usize = 256 << 10;
+
+impl EarlyJournal {
+    fn record(&mut self, w: EarlyWrite) {
+        let n = match &w {
+            EarlyWrite::Batch(b) => b.len(),
+            EarlyWrite::HeaderStreams(e, d) => e.len() + d.len(),
+        };
+        if self.overflowed || self.bytes + n > EARLY_JOURNAL_MAX {
+            self.overflowed = true;
+            self.writes = Vec::new();
+            return;
+        }
+        self.bytes += n;
+        self.writes.push(w);
+    }
 }
 
 /// A QUIC connection's link.
@@ -164,6 +209,18 @@ pub(crate) struct QuicLink {
     /// (buffers kept for reuse).
     header_out: (Vec<u8>, Vec<u8>),
     tx: Vec<u8>,
+    /// A client in 0-RTT: what it wrote, until the handshake says whether the server took
+    /// it ([`EarlyJournal`]).
+    early: Option<Box<EarlyJournal>>,
+    /// A server told its connection that the frames it delivers arrived in 0-RTT
+    /// (`Input::EarlyData(true)`), and has still to say that the handshake completed.
+    early_said: bool,
+    /// The frame limits the router was made with (to make it again after a rejected 0-RTT).
+    limits: netron_codec::Limits,
+    /// In 0-RTT: the header table size the last connection to the server negotiated.
+    early_table: u32,
+    /// A client's configuration and server name ([`QuicLink::remember_table`]).
+    memo: Option<(netron_quic::ClientConfig, String)>,
 }
 
 impl QuicLink {
@@ -183,12 +240,20 @@ impl QuicLink {
         let udp =
             super::udp::UdpIo::new(&pipe.socket, pipe.endpoint.gso(), pipe.endpoint.gro(), udp)?;
         let poll_fd = Rc::new(OwnedFd::from(pipe.socket.try_clone()?));
+        let mut router = Router::new(pipe.client, limits);
+        if !pipe.client {
+            // A client's call sent in 0-RTT may overtake its Hello: the control stream is
+            // the client's first bidirectional stream, whichever comes first.
+            router.expect_control(netron_quic::router::control_stream_id());
+        }
+        let early = pipe.early.filter(|_| pipe.client).map(|_| Box::default());
+        let early_table = pipe.early.unwrap_or(0);
         let mut link = QuicLink {
             socket: pipe.socket,
             poll_fd,
             endpoint: pipe.endpoint,
             conn: pipe.conn,
-            router: Router::new(pipe.client, limits),
+            router,
             owner: Owner {
                 key: 0,
                 generation: 0,
@@ -202,7 +267,7 @@ impl QuicLink {
             read_done: false,
             closed: false,
             refused: 0,
-            quic_connected: pipe.client,
+            quic_connected: pipe.client && pipe.early.is_none(),
             pending: pipe.pending,
             stall,
             last_rx: Instant::now(),
@@ -227,9 +292,34 @@ impl QuicLink {
             scratch: Vec::new(),
             header_out: (Vec::new(), Vec::new()),
             tx: Vec::new(),
+            early,
+            early_table,
+            early_said: false,
+            limits: *limits,
+            memo: pipe.memo,
         };
         link.note_identity();
         Ok(link)
+    }
+
+    /// A client link in 0-RTT (its handshake not complete yet): the connection may send
+    /// idempotent calls now (`Connection::enter_early`).
+    pub(crate) fn is_early(&self) -> bool {
+        self.early.is_some()
+    }
+
+    /// In 0-RTT: the header table size the last connection to this server negotiated (the
+    /// format of the early calls' header blocks).
+    pub(crate) fn early_table(&self) -> u32 {
+        self.early_table
+    }
+
+    /// A client connection opened with header table size `table`: remembered for the next
+    /// 0-RTT connect to the same server name.
+    pub(crate) fn remember_table(&mut self, table: u32) {
+        if let Some((config, server)) = self.memo.take() {
+            config.remember(&server, u64::from(table));
+        }
     }
 
     /// The peer's verified certificate chain, DER, leaf first (for
@@ -771,6 +861,24 @@ impl QuicLink {
                     self.quic_connected = true;
                     self.pending = None;
                     self.note_identity();
+                    if std::mem::take(&mut self.early_said) {
+                        deliver(Input::EarlyData(false));
+                    }
+                    if let Some(journal) = self.early.take() {
+                        let accepted = self.endpoint.accepted_0rtt(conn).unwrap_or(false);
+                        deliver(Input::ZeroRtt { accepted });
+                        if !accepted {
+                            if journal.overflowed {
+                                return Err(Update::RecvFailed {
+                                    counter: "zero_rtt_rejected",
+                                    why: "the server rejected the 0-RTT data and more of it \
+                                          was written than is kept to send again"
+                                        .to_owned(),
+                                });
+                            }
+                            self.replay_early(conn, *journal);
+                        }
+                    }
                     let mut io = EndpointStreams {
                         endpoint: &mut self.endpoint,
                         conn,
@@ -787,6 +895,12 @@ impl QuicLink {
                     got |= self.read_uni(conn, stream, deliver);
                 }
                 QuicEvent::StreamOpened { conn, stream } | QuicEvent::Readable { conn, stream } => {
+                    if !self.quic_connected && !self.early_said && self.early.is_none() {
+                        // A server reading before its handshake completed: 0-RTT data.
+                        self.early_said = true;
+                        self.note_identity();
+                        deliver(Input::EarlyData(true));
+                    }
                     got |= self.read_stream(conn, stream, deliver)?;
                 }
                 QuicEvent::Writable { conn, stream } => {
@@ -882,6 +996,30 @@ impl QuicLink {
             return Err(Update::Eof);
         }
         Ok(got)
+    }
+
+    /// The server rejected our 0-RTT data: quinn-proto forgot every stream opened before the
+    /// handshake (their IDs are issued again from the first) and nothing was received on
+    /// them (the server processed none of it). A new router routes the same writes again,
+    /// in order, so they take the same stream IDs; their header blocks reference no dynamic
+    /// table (Required Insert Count 0), so they are as valid now as then.
+    fn replay_early(&mut self, conn: ConnId, journal: EarlyJournal) {
+        self.router = Router::new(true, &self.limits);
+        let mut io = EndpointStreams {
+            endpoint: &mut self.endpoint,
+            conn,
+        };
+        for w in journal.writes {
+            match w {
+                EarlyWrite::HeaderStreams(enc, dec) => {
+                    self.router.send_header_streams(&mut io, &enc, &dec);
+                }
+                // Routed once already: the same bytes route the same way.
+                EarlyWrite::Batch(b) => {
+                    let _ = self.router.send(&mut io, &b);
+                }
+            }
+        }
     }
 
     fn read_stream(
@@ -1163,6 +1301,12 @@ impl QuicLink {
             conn.take_header_streams(&mut self.header_out.0, &mut self.header_out.1);
             self.router
                 .send_header_streams(&mut streams, &self.header_out.0, &self.header_out.1);
+            if let Some(j) = &mut self.early {
+                j.record(EarlyWrite::HeaderStreams(
+                    self.header_out.0.clone(),
+                    self.header_out.1.clone(),
+                ));
+            }
             self.header_out.0.clear();
             self.header_out.1.clear();
         }
@@ -1172,6 +1316,9 @@ impl QuicLink {
             return Tx::Nothing;
         };
         let routed = self.router.send(&mut streams, &buf);
+        if let Some(j) = &mut self.early {
+            j.record(EarlyWrite::Batch(buf.clone()));
+        }
         self.router.take_abandoned(|id| conn.on_exchange_reset(id));
         let n = buf.len();
         self.written = Some((buf, frames));

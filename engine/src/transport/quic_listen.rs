@@ -36,10 +36,21 @@ use super::quic::{HANDSHAKE_POLL, MAX_DATAGRAM, QuicPipe};
 pub(crate) const MAX_NEW_PER_SEC: u32 = 1000;
 /// How long an address handed to a connection socket is remembered, with the Destination
 /// Connection ID of its first Initial: datagrams of that connection that reached the listening
-/// socket before its own socket was connected are then dropped (QUIC retransmits them), while
-/// a new connection from the same address and port (another DCID) is served at once (fresh
+/// socket before its own socket was connected are then posted to the connection (its mail,
+/// as a migrated client's are: a client's 0-RTT packets follow its Initial at once, and
+/// dropping them cost a retransmission timeout and put its Hello behind its calls), while a
+/// new connection from the same address and port (another DCID) is served at once (fresh
 /// user R8's finding 4: a client reusing its port within this time stalled ~3 s).
 const HANDED_FOR: Duration = Duration::from_secs(2);
+
+/// A client address just handed to a connection socket ([`HANDED_FOR`]).
+struct Handoff {
+    at: Instant,
+    /// The Destination Connection ID of its first Initial.
+    dcid: Vec<u8>,
+    /// Where its datagrams that still reach the listening socket go.
+    mail: Option<Arc<super::quic_path::PathMail>>,
+}
 
 /// The Destination Connection ID of a long-header packet (RFC 8999 §5.1: the header form bit,
 /// a 32-bit version, then the DCID's length byte and the DCID, in every QUIC version); `None`
@@ -145,6 +156,29 @@ fn connect_one(
     let conn = ep
         .connect(Instant::now(), remote, server_name)
         .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let memo = Some((config.clone(), server_name.to_owned()));
+    // The header table size the last connection to this server negotiated: 0-RTT calls are
+    // coded in that connection's format (QPACK, or static-only HPACK for size 0), with no
+    // dynamic-table reference (§27.3). Never connected before: no 0-RTT.
+    let remembered = config.recall(server_name);
+    if let (true, Some(table)) = (
+        config.zero_rtt && ep.has_0rtt(conn).unwrap_or(false),
+        remembered,
+    ) {
+        // A resumed session that allows 0-RTT: the core takes the connection now and writes
+        // its Hello and idempotent calls in the first flight (docs/quic.md "0-RTT"); the
+        // handshake completes there.
+        return Ok(QuicPipe {
+            socket,
+            endpoint: ep,
+            conn: Some(conn),
+            client: true,
+            pending: None,
+            mail: None,
+            early: Some(u32::try_from(table).unwrap_or(0)),
+            memo,
+        });
+    }
     let mut tx = Vec::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -162,6 +196,8 @@ fn connect_one(
                         client: true,
                         pending: None,
                         mail: None,
+                        early: None,
+                        memo,
                     });
                 }
                 QuicEvent::Closed {
@@ -436,7 +472,7 @@ fn rendezvous(
     (stop, accepting): (&AtomicBool, &AtomicBool),
     acceptor: &Acceptor,
 ) {
-    let mut handed: HashMap<SocketAddr, (Instant, Vec<u8>)> = HashMap::new();
+    let mut handed: HashMap<SocketAddr, Handoff> = HashMap::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
     let (mut window, mut taken) = (Instant::now(), 0u32);
     let mut tx = Vec::new();
@@ -472,11 +508,14 @@ fn rendezvous(
         if !accepting.load(Ordering::Relaxed) {
             continue;
         }
-        handed.retain(|_, (at, _)| now.duration_since(*at) < HANDED_FOR);
-        if handed
+        handed.retain(|_, h| now.duration_since(h.at) < HANDED_FOR);
+        if let Some(h) = handed
             .get(&from)
-            .is_some_and(|(_, dcid)| of_handed_connection(&rx[..n], dcid))
+            .filter(|h| of_handed_connection(&rx[..n], &h.dcid))
         {
+            if let Some(mail) = &h.mail {
+                mail.post(from, BytesMut::from(&rx[..n]));
+            }
             continue;
         }
         if now.duration_since(window) >= Duration::from_secs(1) {
@@ -509,7 +548,15 @@ fn rendezvous(
         // nothing) cannot use it up and lock real clients out for the rest of the second.
         taken += 1;
         let dcid = long_header_dcid(&rx[..n]).unwrap_or_default().to_vec();
-        handed.insert(from, (now, dcid));
+        let mail = pipe.mail.clone();
+        handed.insert(
+            from,
+            Handoff {
+                at: now,
+                dcid,
+                mail,
+            },
+        );
         acceptor(Handed::Pipe(Box::new(pipe)));
     }
 }
@@ -554,6 +601,8 @@ fn begin(
         client: false,
         pending: None,
         mail: Some(mail),
+        early: None,
+        memo: None,
     })
 }
 

@@ -1411,6 +1411,8 @@ mod migration;
 mod review16;
 #[path = "quic_udp_tests.rs"]
 mod udp;
+#[path = "quic_zero_rtt_tests.rs"]
+mod zero_rtt;
 
 /// Engines on quic:// code headers with QPACK (docs/protocol.md §27.4 (c)): once the table
 /// holds a call's `:service` and `:method`, each request carries one byte per field; a client

@@ -1,0 +1,255 @@
+//! 0-RTT over `quic://` (docs/quic.md "0-RTT", docs/protocol.md §27.3): a client that
+//! resumes a session sends its idempotent calls in the first flight; the server serves them
+//! only for methods declared idempotent; other calls wait for the handshake; a server that
+//! does not know the ticket rejects the early data and the client sends it again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use netron_quic::{ClientConfig, ServerConfig, Trust};
+use rcgen::ExtendedKeyUsagePurpose;
+
+use super::{Ca, DL, quic_addr, wait_stats};
+use crate::{CallError, CallOptions, Engine, ProtocolConfig, Service, StatusCode};
+
+/// `kv@1.0.0`: `get` (declared idempotent) answers `v`; `put` (not declared) counts its runs.
+fn kv(puts: &Arc<AtomicUsize>) -> Service {
+    let puts = puts.clone();
+    Service::new("kv", "1.0.0")
+        .unwrap()
+        .unary("get", |_req, reply| {
+            reply.write(b"v");
+            Ok(())
+        })
+        .unary("put", move |_req, reply| {
+            puts.fetch_add(1, Ordering::SeqCst);
+            reply.write(b"ok");
+            Ok(())
+        })
+        .idempotent("get")
+}
+
+fn server(ca: &Ca, puts: &Arc<AtomicUsize>) -> Engine {
+    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_server(sc))
+        .service(kv(puts))
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap()
+}
+
+fn client(ca: &Ca, zero_rtt: bool) -> Engine {
+    let mut cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    cc.zero_rtt = zero_rtt;
+    Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_client(cc))
+        .build()
+        .unwrap()
+}
+
+/// Connects `c` to `s` once and makes a call, so `c` holds a ticket of `s`'s (sent after the
+/// handshake, before the reply).
+fn prime(c: &Engine, s: &Engine) {
+    let ch = c
+        .client()
+        .connect(&format!("quic://{}", quic_addr(s)))
+        .unwrap();
+    assert_eq!(ch.call("kv@1.0.0", "get", &b"k"[..], DL).unwrap(), b"v");
+}
+
+/// A UDP relay to `server` that holds every datagram from the server back `delay`: the
+/// handshake then takes at least that long, so calls made right after the connect returns
+/// surely leave before it completes (in 0-RTT).
+struct Delayer {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Delayer {
+    fn start(server: std::net::SocketAddr, delay: Duration) -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_535];
+            let mut client = None;
+            let mut later: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
+            while !halt.load(Ordering::Acquire) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if from == server {
+                        later.push_back((Instant::now() + delay, buf[..n].to_vec()));
+                    } else {
+                        client = Some(from);
+                        let _ = sock.send_to(&buf[..n], server);
+                    }
+                }
+                while later.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+                    let (_, d) = later.pop_front().unwrap();
+                    if let Some(c) = client {
+                        let _ = sock.send_to(&d, c);
+                    }
+                }
+            }
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("quic://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Delayer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const SLOW: Duration = Duration::from_millis(150);
+
+/// Resumed with 0-RTT: an idempotent call to an idempotent method is served from the first
+/// flight (counted by the server), a plain call made at the same moment waits for the
+/// handshake and is served after it (not refused), and the client counts the accepted 0-RTT.
+#[test]
+fn a_resumed_client_sends_idempotent_calls_in_0rtt_and_holds_the_others() {
+    let ca = Ca::new("ca");
+    let puts = Arc::new(AtomicUsize::new(0));
+    let s = server(&ca, &puts);
+    let c = client(&ca, true);
+    prime(&c, &s);
+    let relay = Delayer::start(quic_addr(&s), SLOW);
+    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    let get = ch.method("kv@1.0.0", "get").idempotent();
+    let early = std::thread::spawn(move || get.call(&b"k"[..], DL));
+    let put = ch.call("kv@1.0.0", "put", &b"x"[..], DL).unwrap();
+    assert_eq!(put, b"ok");
+    assert_eq!(early.join().unwrap().unwrap(), b"v");
+    assert_eq!(puts.load(Ordering::SeqCst), 1);
+    let st = s.total_stats();
+    assert_eq!(st.zero_rtt_calls_in(), 1, "the get came in 0-RTT: {st:?}");
+    assert_eq!(st.errors_of("zero_rtt_refused"), 0, "{st:?}");
+    wait_stats(&c, |st| st.zero_rtt_accepted() == 1);
+    assert_eq!(c.total_stats().zero_rtt_rejected(), 0);
+}
+
+/// A call marked idempotent to a method not declared so is refused in 0-RTT (Unavailable,
+/// not run, counted); the same call after the handshake is served.
+#[test]
+fn a_call_to_a_method_not_declared_idempotent_is_refused_in_0rtt_and_served_after() {
+    let ca = Ca::new("ca");
+    let puts = Arc::new(AtomicUsize::new(0));
+    let s = server(&ca, &puts);
+    let c = client(&ca, true);
+    prime(&c, &s);
+    let relay = Delayer::start(quic_addr(&s), SLOW);
+    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    let opts = CallOptions::new()
+        .idempotent()
+        .deadline(Duration::from_secs(10));
+    let r = ch.call_with("kv@1.0.0", "put", &b"x"[..], &opts);
+    let Err(CallError::Status(st)) = r.result() else {
+        panic!("served in 0-RTT: {:?}", r.result());
+    };
+    assert_eq!(st.code, StatusCode::Unavailable);
+    assert!(st.message.contains("0-RTT"), "{}", st.message);
+    assert_eq!(puts.load(Ordering::SeqCst), 0, "run although refused");
+    assert_eq!(s.total_stats().errors_of("zero_rtt_refused"), 1);
+    // The handshake is complete now: the same call is served.
+    let r = ch.call_with("kv@1.0.0", "put", &b"x"[..], &opts);
+    assert_eq!(r.result().unwrap(), b"ok");
+    assert_eq!(puts.load(Ordering::SeqCst), 1);
+    assert_eq!(s.total_stats().zero_rtt_calls_in(), 0);
+}
+
+/// A server that does not know the ticket (another process, an empty session cache) rejects
+/// the early data: the client sends its Hello and calls again after the handshake and they
+/// are served; the client counts the rejection.
+#[test]
+fn rejected_0rtt_data_is_sent_again_after_the_handshake() {
+    let ca = Ca::new("ca");
+    let puts = Arc::new(AtomicUsize::new(0));
+    let first = server(&ca, &puts);
+    let c = client(&ca, true);
+    prime(&c, &first);
+    // The same name and certificate authority, but a session cache that never saw the ticket.
+    let other = server(&ca, &puts);
+    let relay = Delayer::start(quic_addr(&other), SLOW);
+    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    let get = ch.method("kv@1.0.0", "get").idempotent();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let get = get.clone();
+            std::thread::spawn(move || get.call(&b"k"[..], DL))
+        })
+        .collect();
+    for t in calls {
+        assert_eq!(t.join().unwrap().unwrap(), b"v");
+    }
+    wait_stats(&c, |st| st.zero_rtt_rejected() == 1);
+    assert_eq!(c.total_stats().zero_rtt_accepted(), 0);
+    let st = other.total_stats();
+    assert_eq!(st.zero_rtt_calls_in(), 0, "{st:?}");
+    assert_eq!(st.calls_in(), 3);
+}
+
+/// A caller's deadline holds while its call waits for the handshake: a plain call with a
+/// deadline shorter than the (slowed) handshake fails with DeadlineExceeded and is never
+/// sent; 0-RTT off (the default) connects as before, with no 0-RTT counted.
+#[test]
+fn a_held_call_honours_its_deadline_and_0rtt_is_off_by_default() {
+    let ca = Ca::new("ca");
+    let puts = Arc::new(AtomicUsize::new(0));
+    let s = server(&ca, &puts);
+    let c = client(&ca, true);
+    prime(&c, &s);
+    let relay = Delayer::start(quic_addr(&s), Duration::from_secs(3));
+    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    let f = ch
+        .method("kv@1.0.0", "put")
+        .call_async(&b"x"[..], Some(Duration::from_millis(50)));
+    let r = futures_lite_block_on(f);
+    let Err(CallError::Status(st)) = r else {
+        panic!("{r:?}");
+    };
+    assert_eq!(st.code, StatusCode::DeadlineExceeded);
+    // Failed while the handshake was still under way (the prime's is the only one done):
+    // the core's timer, not the end of the handshake, ended the wait.
+    assert_eq!(c.total_stats().handshakes(), 1, "{:?}", c.total_stats());
+    // The connection goes on: a call after the handshake is served.
+    assert_eq!(ch.call("kv@1.0.0", "get", &b"k"[..], DL).unwrap(), b"v");
+    assert_eq!(puts.load(Ordering::SeqCst), 0, "the expired call was sent");
+
+    let plain = client(&ca, false);
+    prime(&plain, &s);
+    prime(&plain, &s);
+    let st = plain.total_stats();
+    assert_eq!((st.zero_rtt_accepted(), st.zero_rtt_rejected()), (0, 0));
+}
+
+/// Polls `f` on this thread until it is ready.
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
