@@ -254,6 +254,19 @@ impl QuicEndpoint {
         self.conns.len()
     }
 
+    /// The endpoint's connection when it has exactly one (an endpoint of one connected
+    /// socket, before its `Accepted` event was polled: the engine reads a resumed client's
+    /// identity, known from its ClientHello, before the first 0-RTT request is served).
+    pub fn only_connection(&self) -> Option<ConnId> {
+        if self.conns.len() != 1 {
+            return None;
+        }
+        self.conns.iter().next().map(|(index, s)| ConnId {
+            index: index as u32,
+            generation: s.generation,
+        })
+    }
+
     /// Sends a PING on `conn` with the next datagrams (ack-eliciting, so the peer answers, or
     /// its host answers ICMP port unreachable if nothing listens there any more).
     ///

@@ -248,11 +248,15 @@ impl QuicLink {
         }
         let early = pipe.early.filter(|_| pipe.client).map(|_| Box::default());
         let early_table = pipe.early.unwrap_or(0);
+        // A server's connection is known from the first datagram the listener fed it (its
+        // `Accepted` event confirms it): its identity too, for a resumed session (from the
+        // ticket), before any 0-RTT request is served.
+        let conn = pipe.conn.or_else(|| pipe.endpoint.only_connection());
         let mut link = QuicLink {
             socket: pipe.socket,
             poll_fd,
             endpoint: pipe.endpoint,
-            conn: pipe.conn,
+            conn,
             router,
             owner: Owner {
                 key: 0,

@@ -253,3 +253,51 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// With mutual TLS, a call served from 0-RTT sees the client's certificate (restored from the
+/// resumed session, known from the ClientHello before any request is read).
+#[test]
+fn a_0rtt_call_sees_the_resumed_client_certificate() {
+    let ca = Ca::new("ca");
+    let mut sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    sc.client_auth = netron_quic::ClientAuth::Required(vec![ca.cert.clone()]);
+    let who = Service::new("who", "1.0.0")
+        .unwrap()
+        .unary("am_i", |req, reply| {
+            let n = req.peer_certificates().map_or(0, |c| c.leaf().len());
+            reply.write(&(n as u32).to_le_bytes());
+            Ok(())
+        })
+        .idempotent("am_i");
+    let s = Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_server(sc))
+        .service(who)
+        .listen("quic://127.0.0.1:0")
+        .build()
+        .unwrap();
+    let id = ca.leaf("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let leaf = id.chain[0].len() as u32;
+    let mut cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    cc.identity = Some(id);
+    cc.zero_rtt = true;
+    let c = Engine::builder()
+        .cores(1)
+        .config(ProtocolConfig::default().with_quic_client(cc))
+        .build()
+        .unwrap();
+    let ask = |endpoint: &str| {
+        let ch = c.client().connect(endpoint).unwrap();
+        ch.method("who@1.0.0", "am_i")
+            .idempotent()
+            .call(&b""[..], DL)
+            .unwrap()
+    };
+    assert_eq!(
+        ask(&format!("quic://{}", quic_addr(&s))),
+        leaf.to_le_bytes()
+    );
+    let relay = Delayer::start(quic_addr(&s), SLOW);
+    assert_eq!(ask(&relay.endpoint()), leaf.to_le_bytes());
+    assert_eq!(s.total_stats().zero_rtt_calls_in(), 1);
+}
