@@ -10,17 +10,18 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use netron_quic::{ClientConfig, ServerConfig, Trust};
-use rcgen::ExtendedKeyUsagePurpose;
-
+use super::migration::{
+    Held, Nat, REBIND, REPLAY, SPOOF, SPOOF_ALL, answer, client, server, server_with,
+    shared_socket, wait_held,
+};
 use super::{Ca, DL, quic_addr};
+use crate::Engine;
 use crate::transport::quic_path::{CidRoutes, PathMail};
 use crate::transport::udp::UdpIo;
-use crate::{Bytes, Engine, ProtocolConfig, Service};
 
 // ---------------------------------------------------------------------------------------
 // CID routes: collisions between connections of one listener.
@@ -106,209 +107,6 @@ fn gro_trains_with_a_short_tail_and_one_byte_segments_are_cut_right() {
             *sizes.last().unwrap(),
             if len % seg == 0 { seg } else { len % seg }
         );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// A NAT that can rebind, report the connection ID, and replay a datagram from another port.
-// ---------------------------------------------------------------------------------------
-
-const REBIND: u8 = 1;
-/// Send the next short-header datagram of the client first from a fresh socket, which is
-/// then closed (its port answers with ICMP port unreachable), then the original.
-const REPLAY: u8 = 2;
-/// Send the next short-header datagram of the client first from `Nat::spoof_as` (another
-/// host's address: IP source spoofing), then the original.
-const SPOOF: u8 = 3;
-/// Rebind onto `Nat::spoof_as` (a port another NAT mapping used before).
-const REBIND_TO: u8 = 4;
-/// Like `SPOOF`, for every short-header datagram until told otherwise.
-const SPOOF_ALL: u8 = 5;
-
-/// A UDP socket on `addr` that another socket may share (SO_REUSEADDR), non-blocking.
-fn shared_socket(addr: SocketAddr) -> UdpSocket {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        None,
-    )
-    .unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.bind(&addr.into()).unwrap();
-    s.set_nonblocking(true).unwrap();
-    s.into()
-}
-
-struct Nat {
-    addr: SocketAddr,
-    cmd: Arc<AtomicU8>,
-    cid: Arc<Mutex<Option<[u8; netron_quic::CID_LEN]>>>,
-    /// The current upstream socket's address.
-    up: Arc<Mutex<Option<SocketAddr>>>,
-    /// Where `SPOOF` sends from.
-    spoof_as: Arc<Mutex<Option<SocketAddr>>>,
-    from_server: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Nat {
-    fn start(server: SocketAddr) -> Nat {
-        let ip = server.ip();
-        let inside = UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap();
-        inside.set_nonblocking(true).unwrap();
-        let addr = inside.local_addr().unwrap();
-        let cmd = Arc::new(AtomicU8::new(0));
-        let cid = Arc::new(Mutex::new(None));
-        let (from_server, stop) = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (c, id, fs, halt) = (cmd.clone(), cid.clone(), from_server.clone(), stop.clone());
-        let (up_addr, spoof_as) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
-        let (ua, sa) = (up_addr.clone(), spoof_as.clone());
-        let thread = std::thread::spawn(move || {
-            let upstream = || {
-                let s = shared_socket(SocketAddr::new(ip, 0));
-                *ua.lock().unwrap() = Some(s.local_addr().unwrap());
-                s
-            };
-            let (mut up, mut old) = (upstream(), Vec::new());
-            let mut client: Option<SocketAddr> = None;
-            let mut buf = vec![0u8; 65_535];
-            while !halt.load(Ordering::Acquire) {
-                if c.load(Ordering::Acquire) == REBIND {
-                    old.push(std::mem::replace(&mut up, upstream()));
-                    fs.store(0, Ordering::Release);
-                    c.store(0, Ordering::Release);
-                }
-                if c.load(Ordering::Acquire) == REBIND_TO {
-                    let to = shared_socket(sa.lock().unwrap().unwrap());
-                    *ua.lock().unwrap() = Some(to.local_addr().unwrap());
-                    old.push(std::mem::replace(&mut up, to));
-                    fs.store(0, Ordering::Release);
-                    c.store(0, Ordering::Release);
-                }
-                let mut idle = true;
-                while let Ok((n, from)) = inside.recv_from(&mut buf) {
-                    idle = false;
-                    client = Some(from);
-                    if n > 1 + netron_quic::CID_LEN && buf[0] & 0x80 == 0 {
-                        *id.lock().unwrap() =
-                            Some(buf[1..1 + netron_quic::CID_LEN].try_into().unwrap());
-                        if c.load(Ordering::Acquire) == REPLAY {
-                            let y = upstream();
-                            let _ = y.send_to(&buf[..n], server);
-                            drop(y);
-                            std::thread::sleep(Duration::from_millis(2));
-                            c.store(0, Ordering::Release);
-                        }
-                        if c.load(Ordering::Acquire) == SPOOF_ALL {
-                            let y = shared_socket(sa.lock().unwrap().unwrap());
-                            let _ = y.send_to(&buf[..n], server);
-                        }
-                        if c.load(Ordering::Acquire) == SPOOF {
-                            let y = shared_socket(sa.lock().unwrap().unwrap());
-                            let _ = y.send_to(&buf[..n], server);
-                            drop(y);
-                            std::thread::sleep(Duration::from_millis(2));
-                            c.store(0, Ordering::Release);
-                        }
-                    }
-                    let _ = up.send_to(&buf[..n], server);
-                }
-                while let Ok((n, _)) = up.recv_from(&mut buf) {
-                    idle = false;
-                    fs.fetch_add(1, Ordering::AcqRel);
-                    if let Some(c) = client {
-                        let _ = inside.send_to(&buf[..n], c);
-                    }
-                }
-                if idle {
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-            }
-        });
-        Nat {
-            addr,
-            cmd,
-            cid,
-            up: up_addr,
-            spoof_as,
-            from_server,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn order(&self, what: u8) {
-        self.cmd.store(what, Ordering::Release);
-        let until = Instant::now() + Duration::from_secs(10);
-        while self.cmd.load(Ordering::Acquire) != 0 {
-            assert!(Instant::now() < until, "the NAT did not do {what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("quic://{}", self.addr)
-    }
-}
-
-impl Drop for Nat {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.thread.take().map(std::thread::JoinHandle::join);
-    }
-}
-
-type Held = Arc<Mutex<Vec<(crate::DeferredReply, Vec<u8>)>>>;
-
-fn server(ca: &Ca, listen: &str, name: &str, held: &Held) -> Engine {
-    server_with(ca, listen, name, held, true)
-}
-
-fn server_with(ca: &Ca, listen: &str, name: &str, held: &Held, migration: bool) -> Engine {
-    let h = held.clone();
-    let gate = Service::new("gate", "1.0.0")
-        .unwrap()
-        .unary_deferred("wait", move |req, reply| {
-            h.lock().unwrap().push((reply, req.payload().to_vec()));
-        });
-    let mut sc = ServerConfig::new(ca.leaf(name, ExtendedKeyUsagePurpose::ServerAuth));
-    sc.migration = migration;
-    Engine::builder()
-        .cores(1)
-        .config(ProtocolConfig::default().with_quic_server(sc))
-        .service(super::echo())
-        .service(gate)
-        .listen(listen)
-        .build()
-        .unwrap()
-}
-
-fn client(ca: &Ca) -> Engine {
-    Engine::builder()
-        .cores(1)
-        .config(
-            ProtocolConfig::default()
-                .with_quic_client(ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]))),
-        )
-        .build()
-        .unwrap()
-}
-
-fn wait_held(held: &Held, n: usize) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while held.lock().unwrap().len() < n {
-        assert!(Instant::now() < until, "the held call did not arrive");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn answer(held: &Held) {
-    for (reply, payload) in held.lock().unwrap().drain(..) {
-        reply.answer(Ok(Bytes::from(payload)));
     }
 }
 
