@@ -41,15 +41,7 @@ impl HeaderBlockEncoder for HeaderSend {
         headers: &[Header<'_>],
         out: &mut Vec<u8>,
     ) -> Result<(), HeaderError> {
-        match self {
-            HeaderSend::Hpack(e) => e.encode(headers, out),
-            // Its one error is a block above 65 535 bytes; the insertions it appended are sent
-            // all the same (the table moved), the block is not tracked.
-            HeaderSend::Qpack(q) => q
-                .enc
-                .encode(u64::from(id), headers, out, &mut q.out)
-                .map_err(|_| HeaderError::BlockTooLarge),
-        }
+        self.encode(Some(id), headers, out)
     }
 }
 
@@ -96,12 +88,6 @@ impl HeaderSend {
         }
     }
 
-    /// Applies the peer's decoder-stream bytes (its acknowledgements of our blocks).
-    ///
-    /// # Errors
-    ///
-    /// A [`QpackError`] (a connection error): an acknowledgement of nothing, a bad increment,
-    /// or any instruction at all on a connection without a dynamic table.
     /// Encodes `headers` for a QUIC datagram (§27.6): no insertion and no reference to the
     /// dynamic table (QPACK's Required Insert Count 0; over HPACK, only used with
     /// `header_table_size` 0, literals and the static table anyway).
@@ -113,15 +99,43 @@ impl HeaderSend {
         headers: &[Header<'_>],
         out: &mut Vec<u8>,
     ) -> Result<(), HeaderError> {
-        match self {
-            HeaderSend::Hpack(e) => e.encode(headers, out),
-            HeaderSend::Qpack(q) => q
+        self.encode(None, headers, out)
+    }
+
+    /// Encodes `headers` for exchange `id`'s stream, or (`None`) for a datagram.
+    #[inline]
+    fn encode(
+        &mut self,
+        exchange: Option<u32>,
+        headers: &[Header<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), HeaderError> {
+        let q = match self {
+            HeaderSend::Hpack(e) => return e.encode(headers, out),
+            HeaderSend::Qpack(q) => q,
+        };
+        // Its one error is a block above 65 535 bytes; on a stream the insertions it
+        // appended are sent all the same (the table moved), the block is not tracked.
+        let r = match exchange {
+            Some(id) => q
                 .enc
-                .encode_datagram(headers, out)
-                .map_err(|_| HeaderError::BlockTooLarge),
+                .encode(u64::from(id), headers, out, &mut q.out)
+                .is_ok(),
+            None => q.enc.encode_datagram(headers, out).is_ok(),
+        };
+        if r {
+            Ok(())
+        } else {
+            Err(HeaderError::BlockTooLarge)
         }
     }
 
+    /// Applies the peer's decoder-stream bytes (its acknowledgements of our blocks).
+    ///
+    /// # Errors
+    ///
+    /// A [`QpackError`] (a connection error): an acknowledgement of nothing, a bad increment,
+    /// or any instruction at all on a connection without a dynamic table.
     pub(crate) fn on_decoder_stream(&mut self, bytes: &[u8]) -> Result<(), QpackError> {
         match self {
             HeaderSend::Qpack(q) => q.enc.feed_decoder_stream(bytes),

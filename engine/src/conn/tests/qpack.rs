@@ -73,6 +73,35 @@ fn block_len(batch: &[u8]) -> usize {
 /// and one byte per field, §27.4) and nothing on the encoder stream, where the static table
 /// and literals alone (header_table_size 0, §27.4 (a)) repeat `calc@1.2.0` and `add` in every
 /// request.
+/// A `quic://` connection in `role` on its own (the test configuration's QPACK settings).
+fn quic_conn(role: Role, now: Instant) -> Connection<Arc<Completion>> {
+    Connection::new(role, &std::rc::Rc::new(test_cfg().for_quic(false)), now)
+}
+
+/// The registry and counters the events of connections made with [`quic_conn`] borrow.
+struct World {
+    registry: Registry,
+    stats: CoreStats,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            registry: registry(),
+            stats: CoreStats::default(),
+        }
+    }
+
+    fn env(&mut self, now: Instant) -> Env<'_> {
+        Env {
+            registry: &self.registry,
+            now,
+            stats: &mut self.stats,
+            origin: None,
+        }
+    }
+}
+
 #[test]
 fn steady_state_requests_carry_one_byte_per_field() {
     let mut p = quic_pair(test_cfg());
@@ -239,20 +268,11 @@ fn held_frames_grow_their_buffer_within_the_budget() {
 /// table size is known, then applied.
 #[test]
 fn insertions_before_the_handshake_completes_are_applied_after_it() {
-    let cfg = test_cfg().for_quic(false);
     let now = Instant::now();
-    let mut server: Connection<Arc<Completion>> =
-        Connection::new(Role::Server, &std::rc::Rc::new(cfg.clone()), now);
-    let mut client: Connection<Arc<Completion>> =
-        Connection::new(Role::Client, &std::rc::Rc::new(cfg), now);
-    let registry = registry();
-    let mut stats = CoreStats::default();
-    let mut env = Env {
-        registry: &registry,
-        now,
-        stats: &mut stats,
-        origin: None,
-    };
+    let mut server = quic_conn(Role::Server, now);
+    let mut client = quic_conn(Role::Client, now);
+    let mut world = World::new();
+    let mut env = world.env(now);
     let (hello, _) = client.poll_transmit().unwrap();
     server.handle_input(&hello, &mut env).unwrap();
     let (welcome, _) = server.poll_transmit().unwrap();
@@ -347,18 +367,10 @@ fn header_instructions_without_a_dynamic_table_are_named_as_such() {
 /// `qpack_string_too_long`).
 #[test]
 fn too_many_insertions_before_the_handshake_are_named_as_such() {
-    let cfg = test_cfg().for_quic(false);
     let now = Instant::now();
-    let mut client: Connection<Arc<Completion>> =
-        Connection::new(Role::Client, &std::rc::Rc::new(cfg), now);
-    let registry = registry();
-    let mut stats = CoreStats::default();
-    let mut env = Env {
-        registry: &registry,
-        now,
-        stats: &mut stats,
-        origin: None,
-    };
+    let mut client = quic_conn(Role::Client, now);
+    let mut world = World::new();
+    let mut env = world.env(now);
     let chunk = vec![0u8; 16 << 10];
     for _ in 0..4 {
         client
