@@ -111,27 +111,28 @@ fn a_server_that_does_not_know_the_ticket_rejects_the_early_data() {
     assert_eq!(again.index(), 0);
 }
 
+/// Whether a second client endpoint of `cc` can write in 0-RTT to a server of `sc` that a
+/// first one of `cc` connected to.
+fn second_connect_has_0rtt(sc: &ServerConfig, cc: &ClientConfig, seed: u64) -> bool {
+    let mut net = Net::new(seed);
+    net.add(1, QuicEndpoint::new(Some(sc), None).unwrap());
+    first_connection(&mut net, cc, 2);
+    let c = net.add(3, QuicEndpoint::new(None, Some(cc)).unwrap());
+    let now = net.now;
+    let conn = net.ep(c).connect(now, addr(1), "localhost").unwrap();
+    net.ep(c).has_0rtt(conn).unwrap()
+}
+
 #[test]
 fn zero_rtt_off_on_the_server_rejects_and_resumption_off_offers_none() {
     let ca = Ca::new("ca");
+    let (sc, cc) = configs(&ca);
+    assert!(second_connect_has_0rtt(&sc, &cc, 12));
+    // The ticket allows no early data: the client knows and writes after the handshake.
     let (mut sc, cc) = configs(&ca);
     sc.zero_rtt = false;
-    let mut net = Net::new(13);
-    net.add(1, QuicEndpoint::new(Some(&sc), None).unwrap());
-    first_connection(&mut net, &cc, 2);
-    // The ticket allows no early data: the client knows and writes after the handshake.
-    let c = net.add(3, QuicEndpoint::new(None, Some(&cc)).unwrap());
-    let now = net.now;
-    let conn = net.ep(c).connect(now, addr(1), "localhost").unwrap();
-    assert!(!net.ep(c).has_0rtt(conn).unwrap());
-
+    assert!(!second_connect_has_0rtt(&sc, &cc, 13));
     let (sc, mut cc) = configs(&ca);
     cc.resumption = false;
-    let mut net = Net::new(14);
-    net.add(1, QuicEndpoint::new(Some(&sc), None).unwrap());
-    first_connection(&mut net, &cc, 2);
-    let c = net.add(3, QuicEndpoint::new(None, Some(&cc)).unwrap());
-    let now = net.now;
-    let conn = net.ep(c).connect(now, addr(1), "localhost").unwrap();
-    assert!(!net.ep(c).has_0rtt(conn).unwrap());
+    assert!(!second_connect_has_0rtt(&sc, &cc, 14));
 }

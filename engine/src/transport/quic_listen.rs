@@ -138,6 +138,26 @@ pub(crate) fn connect(
     Err(last)
 }
 
+/// A client's connection for a core (`early`: handed over in 0-RTT, see [`QuicPipe::early`]).
+fn client_pipe(
+    socket: UdpSocket,
+    endpoint: QuicEndpoint,
+    conn: netron_quic::ConnId,
+    early: Option<u32>,
+    memo: Option<(netron_quic::ClientConfig, String)>,
+) -> QuicPipe {
+    QuicPipe {
+        socket,
+        endpoint,
+        conn: Some(conn),
+        client: true,
+        pending: None,
+        mail: None,
+        early,
+        memo,
+    }
+}
+
 fn connect_one(
     remote: SocketAddr,
     server_name: &str,
@@ -168,16 +188,8 @@ fn connect_one(
         // A resumed session that allows 0-RTT: the core takes the connection now and writes
         // its Hello and idempotent calls in the first flight (docs/quic.md "0-RTT"); the
         // handshake completes there.
-        return Ok(QuicPipe {
-            socket,
-            endpoint: ep,
-            conn: Some(conn),
-            client: true,
-            pending: None,
-            mail: None,
-            early: Some(u32::try_from(table).unwrap_or(0)),
-            memo,
-        });
+        let early = Some(u32::try_from(table).unwrap_or(0));
+        return Ok(client_pipe(socket, ep, conn, early, memo));
     }
     let mut tx = Vec::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
@@ -189,16 +201,7 @@ fn connect_one(
         while let Some(ev) = ep.poll_event() {
             match ev {
                 QuicEvent::Connected { .. } => {
-                    return Ok(QuicPipe {
-                        socket,
-                        endpoint: ep,
-                        conn: Some(conn),
-                        client: true,
-                        pending: None,
-                        mail: None,
-                        early: None,
-                        memo,
-                    });
+                    return Ok(client_pipe(socket, ep, conn, None, memo));
                 }
                 QuicEvent::Closed {
                     reason: netron_quic::CloseReason::Tls(why),

@@ -122,18 +122,48 @@ impl Drop for Delayer {
 
 const SLOW: Duration = Duration::from_millis(150);
 
+/// A server (`puts` counts its `put` runs), a client with 0-RTT on that holds its ticket,
+/// and a channel connected through a relay slowing the server's datagrams by `delay` (so
+/// the channel is in its 0-RTT phase when it is returned).
+struct Resumed {
+    puts: Arc<AtomicUsize>,
+    s: Engine,
+    c: Engine,
+    ch: crate::Channel,
+    _relay: Delayer,
+}
+
+impl Resumed {
+    fn new(ca: &Ca, delay: Duration) -> Self {
+        let puts = Arc::new(AtomicUsize::new(0));
+        let s = server(ca, &puts);
+        let c = client(ca, true);
+        prime(&c, &s);
+        let relay = Delayer::start(quic_addr(&s), delay);
+        let ch = c.client().connect(&relay.endpoint()).unwrap();
+        Self {
+            puts,
+            s,
+            c,
+            ch,
+            _relay: relay,
+        }
+    }
+}
+
 /// Resumed with 0-RTT: an idempotent call to an idempotent method is served from the first
 /// flight (counted by the server), a plain call made at the same moment waits for the
 /// handshake and is served after it (not refused), and the client counts the accepted 0-RTT.
 #[test]
 fn a_resumed_client_sends_idempotent_calls_in_0rtt_and_holds_the_others() {
     let ca = Ca::new("ca");
-    let puts = Arc::new(AtomicUsize::new(0));
-    let s = server(&ca, &puts);
-    let c = client(&ca, true);
-    prime(&c, &s);
-    let relay = Delayer::start(quic_addr(&s), SLOW);
-    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    let Resumed {
+        puts,
+        s,
+        c,
+        ch,
+        _relay,
+    } = Resumed::new(&ca, SLOW);
     let get = ch.method("kv@1.0.0", "get").idempotent();
     let early = std::thread::spawn(move || get.call(&b"k"[..], DL));
     let put = ch.call("kv@1.0.0", "put", &b"x"[..], DL).unwrap();
@@ -152,12 +182,13 @@ fn a_resumed_client_sends_idempotent_calls_in_0rtt_and_holds_the_others() {
 #[test]
 fn a_call_to_a_method_not_declared_idempotent_is_refused_in_0rtt_and_served_after() {
     let ca = Ca::new("ca");
-    let puts = Arc::new(AtomicUsize::new(0));
-    let s = server(&ca, &puts);
-    let c = client(&ca, true);
-    prime(&c, &s);
-    let relay = Delayer::start(quic_addr(&s), SLOW);
-    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    let Resumed {
+        puts,
+        s,
+        c: _c,
+        ch,
+        _relay,
+    } = Resumed::new(&ca, SLOW);
     let opts = CallOptions::new()
         .idempotent()
         .deadline(Duration::from_secs(10));
@@ -213,12 +244,13 @@ fn rejected_0rtt_data_is_sent_again_after_the_handshake() {
 #[test]
 fn a_held_call_honours_its_deadline_and_0rtt_is_off_by_default() {
     let ca = Ca::new("ca");
-    let puts = Arc::new(AtomicUsize::new(0));
-    let s = server(&ca, &puts);
-    let c = client(&ca, true);
-    prime(&c, &s);
-    let relay = Delayer::start(quic_addr(&s), Duration::from_secs(3));
-    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    let Resumed {
+        puts,
+        s,
+        c,
+        ch,
+        _relay,
+    } = Resumed::new(&ca, Duration::from_secs(3));
     let f = ch
         .method("kv@1.0.0", "put")
         .call_async(&b"x"[..], Some(Duration::from_millis(50)));
