@@ -65,10 +65,14 @@ impl Core {
             &self.conn_cfg
         };
         let mut conn = Conn::new(role, cfg, now);
+        let mut parked = None;
         if let (Role::Client, AnyLink::Quic(l)) = (role, &link) {
             if l.is_early() {
-                // 0-RTT: idempotent calls may go before the Welcome (docs/quic.md "0-RTT").
+                // 0-RTT: idempotent calls may go before the Welcome, the rest waits
+                // (docs/quic.md "0-RTT").
                 conn.enter_early(l.early_table());
+                parked = Some(Box::default());
+                self.early_conns += 1;
             }
         }
         let key = self.conns.insert(Entry {
@@ -81,7 +85,7 @@ impl Core {
             timer_gen: 0,
             scheduled: None,
             hot: None,
-            parked: None,
+            parked,
         });
         self.arm_recv(key);
         self.mark_dirty(key);

@@ -9,7 +9,9 @@ use std::collections::VecDeque;
 
 use super::*;
 
-/// Commands waiting for a connection's 0-RTT phase to end, with when each arrived.
+/// Commands waiting for a connection's 0-RTT phase to end, with when each arrived. Made when
+/// the connection is added in its 0-RTT phase (and counted in `Core::early_conns`), taken when
+/// the phase ends ([`Core::unpark`]).
 #[derive(Default)]
 pub(super) struct Parked {
     cmds: VecDeque<(Instant, Command)>,
@@ -57,6 +59,9 @@ impl Core {
     /// Takes `cmd` if it is for a connection in its 0-RTT phase and cannot go yet (see the
     /// module documentation); `Some` hands it back to run now.
     pub(super) fn park(&mut self, cmd: Command, now: Instant) -> Option<Command> {
+        if self.early_conns == 0 {
+            return Some(cmd);
+        }
         let Some(conn) = target(&cmd) else {
             return Some(cmd);
         };
@@ -112,7 +117,9 @@ impl Core {
             }
             _ => {}
         }
-        let parked = en.parked.get_or_insert_with(Box::default);
+        let Some(parked) = en.parked.as_mut() else {
+            return Some(cmd);
+        };
         if parked.cmds.len() >= MAX_PARKED {
             if let Command::Call { slot, .. } = cmd {
                 slot.complete(Err(Status::new(
@@ -178,6 +185,7 @@ impl Core {
         let Some(parked) = self.conns.get_mut(key).and_then(|en| en.parked.take()) else {
             return;
         };
+        self.early_conns -= 1;
         for (at, mut cmd) in parked.cmds {
             if let Command::Call {
                 deadline: Some(d),

@@ -139,6 +139,9 @@ pub struct Core {
     dropping: bool,
     /// Hot connections (busy-poll cores), read directly every turn.
     hot: Vec<usize>,
+    /// Connections in their QUIC 0-RTT phase (entries with `parked`, early.rs): commands are
+    /// looked at for parking only while there are some.
+    early_conns: usize,
     /// The other half of `hot`'s double buffer (`poll_hot` swaps them).
     hot_spare: Vec<usize>,
     /// The other half of the direct-command buffer (`drain_local` swaps it with the
@@ -315,6 +318,7 @@ impl Core {
             stopped: false,
             dropping: false,
             hot: Vec::new(),
+            early_conns: 0,
             hot_spare: Vec::new(),
             local: Vec::new(),
             sent: Vec::new(),
