@@ -21,20 +21,24 @@ use crate::table::Table;
 /// A service with a server stream: the request is the chunk size (u32 LE) and the chunk count
 /// (u32 LE); the handler sends that many shared chunks.
 pub(crate) fn stream_service() -> Service {
-    service().server_stream("flood", |_, req, mut tx| async move {
-        let word = |i: usize| {
-            req.get(i..i + 4)
-                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
-        };
-        let (size, n) = (word(0) as usize, word(4));
-        // Incompressible, so that negotiated compression (on by default above 1 KiB) does not
-        // turn the row into a compression measurement against an uncompressed floor.
-        let chunk = Bytes::from(noise(size));
-        for _ in 0..n {
-            tx.send(chunk.clone()).await?;
-        }
-        Ok(())
-    })
+    // `echo` is safe to run twice: served from QUIC 0-RTT (the quic section's connect table).
+    let echo = std::str::from_utf8(crate::engine_section::METHOD).unwrap_or("echo");
+    service()
+        .idempotent(echo)
+        .server_stream("flood", |_, req, mut tx| async move {
+            let word = |i: usize| {
+                req.get(i..i + 4)
+                    .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+            };
+            let (size, n) = (word(0) as usize, word(4));
+            // Incompressible, so that negotiated compression (on by default above 1 KiB) does not
+            // turn the row into a compression measurement against an uncompressed floor.
+            let chunk = Bytes::from(noise(size));
+            for _ in 0..n {
+                tx.send(chunk.clone()).await?;
+            }
+            Ok(())
+        })
 }
 
 /// Raw floor: one thread writes `total` bytes in `size` chunks, this one reads them.

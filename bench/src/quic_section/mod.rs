@@ -4,11 +4,14 @@
 //! both sides (the floor busy-polls); and one-way bulk: a server stream of 64 KiB chunks read
 //! by the client, against the floor's one stream of the same bytes.
 //!
-//! The UDP offload table ([`offload`], issue 22): GSO and GRO on against off, same run.
+//! The UDP offload table ([`offload`], issue 22): GSO and GRO on against off, same run. The
+//! connect table ([`connect`], issue 22): connect + first call, full handshake against
+//! resumed and 0-RTT.
 //!
 //! Targets (issue 21): quic unary p50 <= 1.2x the QUIC floor; bulk >= 70 % of the floor's
 //! throughput.
 
+mod connect;
 mod floor;
 mod offload;
 
@@ -211,5 +214,10 @@ pub fn run(opts: &Options) -> Vec<Table> {
     bulk.note(format!(
         "{mib} MiB per run, 3 alternating floor / Netron runs per row, medians; the floor writes the same bytes on one quinn-proto stream as fast as its flow control lets it; target (issue 21): quic:// >= 70 % of the floor"
     ));
-    vec![lat, bulk, offload::table(&tls, opts.quick)]
+    vec![
+        lat,
+        bulk,
+        offload::table(&tls, opts.quick),
+        connect::table(&tls, opts.quick),
+    ]
 }
