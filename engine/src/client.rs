@@ -72,9 +72,15 @@ impl Client {
         }
     }
 
-    /// Connects to `endpoint` (`tcp://…`, `unix://…`, `inproc://…`) and completes the
-    /// handshake, waiting at most the engine's `ProtocolConfig::connect_timeout` (default
-    /// 10 s) for both together.
+    /// Connects to `endpoint` (`tcp://…`, `unix://…`, `inproc://…`, `shm://…`, `quic://…`)
+    /// and completes the handshake, waiting at most the engine's
+    /// `ProtocolConfig::connect_timeout` (default 10 s) for both together.
+    ///
+    /// `quic://` with 0-RTT (`netron_quic::ClientConfig::zero_rtt`): a connect that resumes a
+    /// session returns before the handshake completes; calls marked idempotent
+    /// ([`crate::CallOptions::idempotent`], [`Method::idempotent`]) go at once, in the first
+    /// flight, and everything else waits for the handshake (its deadline running). A handshake
+    /// that then fails fails those calls instead of the connect (docs/quic.md "0-RTT").
     ///
     /// # Errors
     /// As [`Client::connect_timeout`]; a [`ConnectError::Timeout`] names
