@@ -401,8 +401,8 @@ impl Default for ClientSessions {
     }
 }
 
-/// What a client's rustls configuration is made of: trust anchors, identity (chain and key
-/// DER), resumption and 0-RTT.
+/// What a client's rustls configuration is made of: trust anchors, identity (chain DER and
+/// the key's SHA-256), resumption and 0-RTT.
 #[derive(PartialEq, Eq)]
 struct TlsInputs {
     trust: Option<Vec<Vec<u8>>>,
@@ -419,10 +419,11 @@ impl TlsInputs {
                 Trust::WebPki => None,
                 Trust::Ca(cas) => Some(der(cas)),
             },
-            identity: c
-                .identity
-                .as_ref()
-                .map(|id| (der(&id.chain), id.key.secret_der().to_vec())),
+            // The key by its SHA-256: no second copy of the secret stays in memory.
+            identity: c.identity.as_ref().map(|id| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, id.key.secret_der());
+                (der(&id.chain), digest.as_ref().to_vec())
+            }),
             resumption: c.resumption,
             early_data: c.resumption && c.zero_rtt,
         }
@@ -731,6 +732,30 @@ impl ClientConfig {
 mod tests {
     use super::*;
     use quinn_proto::ConnectionIdGenerator;
+
+    /// A configuration and its clones build one rustls configuration (rustls resumes a ticket
+    /// only with the objects that got it), and a new one once a setting it is made of
+    /// changed (a ticket got under another identity or trust must not be resumed).
+    #[test]
+    fn clones_share_their_rustls_configuration_until_a_tls_setting_changes() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = ck.cert.der().clone();
+        let a = ClientConfig::new(Trust::Ca(vec![cert.clone()]));
+        let first = a.tls().unwrap();
+        let mut b = a.clone();
+        assert!(Arc::ptr_eq(&first, &b.tls().unwrap()));
+        b.settings.idle_timeout = Duration::from_secs(5);
+        assert!(Arc::ptr_eq(&first, &b.tls().unwrap()), "not a TLS setting");
+        b.zero_rtt = true;
+        let early = b.tls().unwrap();
+        assert!(!Arc::ptr_eq(&first, &early));
+        assert!(early.enable_early_data);
+        b.identity = Some(Identity {
+            chain: vec![cert],
+            key: PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into()),
+        });
+        assert!(!Arc::ptr_eq(&early, &b.tls().unwrap()));
+    }
 
     /// A server's connection IDs do not collide among many (the engine routes a migrated
     /// client's datagrams by them across all of a listener's connections; quinn-proto's
