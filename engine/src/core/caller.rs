@@ -258,6 +258,9 @@ impl Core {
         // Send now rather than after the next turn's reads: a hot connection writes directly,
         // others queue their send for the next enter.
         self.flush();
+        // Starting a call is work: an adaptive core spins its full `spin` for the reply from
+        // now, whatever idle turns came before the call.
+        self.idle_since = None;
         let mut looped = false;
         while !slot.inner.is_done() {
             let turned = self.turn(Some(&slot.inner), looped);

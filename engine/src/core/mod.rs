@@ -15,6 +15,8 @@ mod hot;
 mod intercept;
 mod listener;
 mod ring_io;
+#[cfg(test)]
+mod spin_tests;
 mod streams;
 mod subjects;
 mod timers;
@@ -437,6 +439,9 @@ impl Core {
             // timers, the inbox and closes run every few calls.
             self.short_turns += 1;
             self.clock_reuses = 0;
+            // The awaited completion is work: the adaptive spin starts again from here (left
+            // set, the next call's first idle turn would find it long past and park).
+            self.idle_since = None;
             return Ok(true);
         }
         self.short_turns = 0;

@@ -335,8 +335,10 @@ impl Core {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, CallError> {
         let mut f = Some(f);
-        // The first turn follows the caller's own time: it reads the clock.
+        // The first turn follows the caller's own time: it reads the clock, and the adaptive
+        // spin counts from now (the caller was away, the core was not idle).
         let mut looped = false;
+        self.idle_since = None;
         loop {
             if let Poll::Ready(r) = self.take_chunk(stream, &mut f)? {
                 return Ok(r);
