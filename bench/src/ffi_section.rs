@@ -37,7 +37,7 @@ const SIZE: usize = 64;
 pub fn run(opts: &Options) -> Vec<Table> {
     pin_to_cpu(0);
     let pairs = if opts.quick { 20_000 } else { 300_000 };
-    vec![alternated(pairs)]
+    vec![alternated(pairs, false), alternated(pairs, true)]
 }
 
 /// The mean and the standard error of `d` (ns).
@@ -63,9 +63,19 @@ fn median_and_interval(d: &mut [f64]) -> (f64, f64, f64) {
     (d[n / 2], d[lo], d[hi])
 }
 
-fn alternated(pairs: usize) -> Table {
+/// One table: the pairs on a client core made by `ntr_core_new` (adaptive idle policy, the
+/// default) or, with `busy`, by `ntr_core_new_with_idle(NTR_IDLE_BUSY_POLL)`.
+fn alternated(pairs: usize, busy: bool) -> Table {
+    let title = format!(
+        "C ABI: unary round trip through ntr_core_call and ntr_core_call_prepared vs the Rust caller-driven core, alternated call by call (64 B, tcp, busy-poll server on cpu1; client core: {})",
+        if busy {
+            "ntr_core_new_with_idle(NTR_IDLE_BUSY_POLL)"
+        } else {
+            "ntr_core_new, adaptive 50 us spin"
+        }
+    );
     let mut t = Table::new(
-        "C ABI: unary round trip through ntr_core_call and ntr_core_call_prepared vs the Rust caller-driven core, alternated call by call (64 B, tcp, busy-poll server on cpu1)",
+        &title,
         &[
             "caller",
             "p50",
@@ -81,8 +91,13 @@ fn alternated(pairs: usize) -> Table {
     let mut slot = CallSlot::new();
     let mut c_core = netron::ntr_core { id: 0 };
     let mut c_conn = netron::ntr_conn { id: 0 };
-    // SAFETY: a valid out-pointer to a local.
-    let st = unsafe { netron::ntr_core_new(&mut c_core) };
+    let st = if busy {
+        // SAFETY: a valid out-pointer to a local.
+        unsafe { netron::ntr_core_new_with_idle(netron::NTR_IDLE_BUSY_POLL, 0, &mut c_core) }
+    } else {
+        // SAFETY: a valid out-pointer to a local.
+        unsafe { netron::ntr_core_new(&mut c_core) }
+    };
     assert_eq!(st, netron::NTR_OK);
     // SAFETY: a NUL-terminated endpoint and a valid out-pointer to a local.
     let st = unsafe { netron::ntr_core_connect(c_core, ep_c.as_ptr(), 5000, &mut c_conn) };
@@ -159,7 +174,15 @@ fn alternated(pairs: usize) -> Table {
         took
     };
     let warm = pairs / 10;
+    let driver = || {
+        netron::with_core_and_conn(c_core, c_conn, |core, _| *core.stats().driver())
+            .expect("the C handles' core")
+    };
+    let mut before = None;
     for i in 0..2 * (pairs + warm) {
+        if i == 2 * warm {
+            before = Some(driver());
+        }
         // The order alternates, so neither caller always runs second (warm caches, a
         // reply that arrived during the other's call); the C variant every other pair.
         let rust_first = i % 2 == 0;
@@ -218,6 +241,16 @@ fn alternated(pairs: usize) -> Table {
     t.note(format!(
         "{pairs} pairs per C variant (after {warm} warm-up pairs each): a Rust call and a C ABI call on the same core and connection, order swapped every pair, the C variant (ntr_core_call, ntr_core_call_prepared) every other pair; added = C minus Rust per pair",
     ));
+    if let Some(b) = before {
+        let a = driver();
+        let calls = (4 * pairs) as f64;
+        t.note(format!(
+            "client core per call (both callers): {:.2} parks, {:.2} io_uring enters, {:.2} direct receives",
+            (a.parks - b.parks) as f64 / calls,
+            (a.submits - b.submits) as f64 / calls,
+            (a.direct_recvs - b.direct_recvs) as f64 / calls,
+        ));
+    }
     t.note("target: <= 50 ns added per call; allocations per call: 0 for all three (engine/ffi/tests/alloc.rs asserts it for both C calls); instruction count: docs/benchmarks.md \"C ABI\"");
     assert_eq!(
         netron::ntr_core_prepared_call_free(prepared),

@@ -92,6 +92,13 @@ impl EngineBuilder {
         self.config.runtime = runtime;
         self
     }
+    /// The cores' idle policy (default: [`IdlePolicy::Adaptive`] with a 50 µs spin), keeping
+    /// every other setting.
+    pub fn idle(mut self, idle: crate::IdlePolicy) -> Self {
+        let runtime = std::mem::take(&mut self.config.runtime);
+        self.config.runtime = runtime.with_idle(idle);
+        self
+    }
     /// Per-core protocol settings (handshake offers, limits, timeouts, keepalive), keeping the
     /// runtime settings.
     pub fn protocol(mut self, protocol: ProtocolConfig) -> Self {

@@ -27,6 +27,17 @@
 // End the subscription with `NTR_RESOURCE_EXHAUSTED` ("subscriber too slow").
 #define NTR_SLOW_DISCONNECT 2
 
+// Poll for `spin_us` µs after the last piece of work, then park in the kernel until a
+// completion, a doorbell or a timer (the default: 50 µs). Saves a CPU when idle; a call that
+// waits longer than the spin pays a wake-up (~25–30 µs on a virtual machine) and starts on
+// cold caches.
+#define NTR_IDLE_ADAPTIVE 0
+
+// Never sleep: poll in a loop, reading busy connections with no ring receive. The lowest
+// latency and the least added per call; one CPU at 100 % for as long as the core lives.
+// `spin_us` is ignored.
+#define NTR_IDLE_BUSY_POLL 1
+
 // A `timeout_ms` that waits with no time limit (a stream's own deadline still applies).
 #define NTR_FOREVER UINT64_MAX
 
@@ -421,8 +432,8 @@ ntr_status ntr_method_call_async(struct ntr_method method,
                                  ntr_completion done,
                                  void *user);
 
-// A new caller-driven core with default settings, owned by the calling thread, as a pure
-// client (it serves no services).
+// A new caller-driven core with default settings (idle policy `NTR_IDLE_ADAPTIVE`, 50 µs
+// spin), owned by the calling thread, as a pure client (it serves no services).
 //
 // # Errors
 // `NTR_START_FAILED` when its io_uring (or the epoll fallback) cannot be set up.
@@ -430,6 +441,20 @@ ntr_status ntr_method_call_async(struct ntr_method method,
 // # Safety
 // `out` is NULL or valid for a write.
 ntr_status ntr_core_new(struct ntr_core *out);
+
+// `ntr_core_new` with an idle policy: `NTR_IDLE_BUSY_POLL` (never sleeps: the lowest
+// latency, one CPU at 100 %) or `NTR_IDLE_ADAPTIVE` polling for `spin_us` µs after the last
+// piece of work before it parks. A latency-critical caller picks busy-poll: a call then
+// reads its reply with no wake-up, and the C boundary adds the least (docs/ffi.md
+// "Idle policy").
+//
+// # Errors
+// `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value; `NTR_START_FAILED`
+// when its io_uring (or the epoll fallback) cannot be set up.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+ntr_status ntr_core_new_with_idle(uint32_t idle, uint64_t spin_us, struct ntr_core *out);
 
 // Frees the core: its connections close, calls in flight fail, and its streams'
 // (`ntr_core_stream`) and prepared calls' (`ntr_core_prepared_call`) handles become invalid.
@@ -696,6 +721,17 @@ ntr_status ntr_engine_builder_new(struct ntr_engine_builder *out);
 // # Errors
 // `NTR_INVALID_HANDLE` for a builder that is not live.
 ntr_status ntr_engine_builder_cores(struct ntr_engine_builder builder, uint32_t cores);
+
+// Sets the cores' idle policy: `NTR_IDLE_ADAPTIVE` (the default, `spin_us` 50) polls for
+// `spin_us` µs after the last piece of work, then parks; `NTR_IDLE_BUSY_POLL` never sleeps
+// (one CPU per core at 100 %, the lowest latency; `spin_us` is ignored).
+//
+// # Errors
+// `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value (the builder is left
+// as it was); `NTR_INVALID_HANDLE` for a builder that is not live.
+ntr_status ntr_engine_builder_idle(struct ntr_engine_builder builder,
+                                   uint32_t idle,
+                                   uint64_t spin_us);
 
 // Adds an endpoint to listen on: `tcp://127.0.0.1:7000` (port 0: the OS picks one, see
 // `ntr_engine_endpoint`), `unix:///path/to/socket`, `inproc://name`. Checked by

@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 use crate::buf::{fill, ntr_buf};
 use crate::core_prepared::{Prepared, PreparedCalls};
 use crate::guard::{bytes_arg, entry, non_null, str_arg, write};
+use crate::idle::NTR_IDLE_ADAPTIVE;
 use crate::status::*;
 
 /// A core driven by the thread that created it (`ntr_core_new`): calls on it run its loop
@@ -257,8 +258,8 @@ pub fn with_core_and_conn<R>(
     .map_err(|e| e.status)
 }
 
-/// A new caller-driven core with default settings, owned by the calling thread, as a pure
-/// client (it serves no services).
+/// A new caller-driven core with default settings (idle policy `NTR_IDLE_ADAPTIVE`, 50 µs
+/// spin), owned by the calling thread, as a pure client (it serves no services).
 ///
 /// # Errors
 /// `NTR_START_FAILED` when its io_uring (or the epoll fallback) cannot be set up.
@@ -267,10 +268,34 @@ pub fn with_core_and_conn<R>(
 /// `out` is NULL or valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { ntr_core_new_with_idle(NTR_IDLE_ADAPTIVE, 50, out) }
+}
+
+/// `ntr_core_new` with an idle policy: `NTR_IDLE_BUSY_POLL` (never sleeps: the lowest
+/// latency, one CPU at 100 %) or `NTR_IDLE_ADAPTIVE` polling for `spin_us` µs after the last
+/// piece of work before it parks. A latency-critical caller picks busy-poll: a call then
+/// reads its reply with no wake-up, and the C boundary adds the least (docs/ffi.md
+/// "Idle policy").
+///
+/// # Errors
+/// `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value; `NTR_START_FAILED`
+/// when its io_uring (or the epoll fallback) cannot be set up.
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ntr_core_new_with_idle(
+    idle: u32,
+    spin_us: u64,
+    out: *mut ntr_core,
+) -> ntr_status {
     entry(|| {
         non_null(out, "out")?;
-        let core = Core::new(CoreConfig::default())
-            .map_err(|e| Error::new(NTR_START_FAILED, e.to_string()))?;
+        let idle = crate::idle::policy(idle, spin_us)?;
+        let cfg = CoreConfig::default()
+            .with_runtime(netron_engine::RuntimeConfig::default().with_idle(idle));
+        let core = Core::new(cfg).map_err(|e| Error::new(NTR_START_FAILED, e.to_string()))?;
         let me = u64::from(thread_no());
         let id = CORES.with(|c| {
             let mut c = c.borrow_mut();

@@ -78,6 +78,25 @@ pub extern "C" fn ntr_engine_builder_cores(builder: ntr_engine_builder, cores: u
     entry(|| BUILDERS.with(builder.id, |b| *b = std::mem::take(b).cores(cores as usize)))
 }
 
+/// Sets the cores' idle policy: `NTR_IDLE_ADAPTIVE` (the default, `spin_us` 50) polls for
+/// `spin_us` µs after the last piece of work, then parks; `NTR_IDLE_BUSY_POLL` never sleeps
+/// (one CPU per core at 100 %, the lowest latency; `spin_us` is ignored).
+///
+/// # Errors
+/// `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value (the builder is left
+/// as it was); `NTR_INVALID_HANDLE` for a builder that is not live.
+#[unsafe(no_mangle)]
+pub extern "C" fn ntr_engine_builder_idle(
+    builder: ntr_engine_builder,
+    idle: u32,
+    spin_us: u64,
+) -> ntr_status {
+    entry(|| {
+        let idle = crate::idle::policy(idle, spin_us)?;
+        BUILDERS.with(builder.id, |b| *b = std::mem::take(b).idle(idle))
+    })
+}
+
 /// Adds an endpoint to listen on: `tcp://127.0.0.1:7000` (port 0: the OS picks one, see
 /// `ntr_engine_endpoint`), `unix:///path/to/socket`, `inproc://name`. Checked by
 /// `ntr_engine_build`. The string is copied.

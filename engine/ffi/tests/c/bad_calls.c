@@ -503,8 +503,14 @@ int main(void) {
   TRUE(strstr(ntr_last_error(), "cores") != NULL);
   EXPECT(ntr_engine_builder_free(zero_cores), NTR_INVALID_HANDLE);
 
+  /* An idle policy that is not an NTR_IDLE_ value, named in the error; the builder is kept. */
+  EXPECT(ntr_engine_builder_idle(b, 2, 0), NTR_INVALID_CONFIG);
+  TRUE(strstr(ntr_last_error(), "NTR_IDLE_") != NULL);
+  EXPECT(ntr_engine_builder_idle(b, NTR_IDLE_ADAPTIVE, 20), NTR_OK);
+
   /* Zeroed handles. */
   EXPECT(ntr_engine_builder_cores(no_builder, 1), NTR_INVALID_HANDLE);
+  EXPECT(ntr_engine_builder_idle(no_builder, NTR_IDLE_BUSY_POLL, 0), NTR_INVALID_HANDLE);
   EXPECT(ntr_engine_builder_service(b, no_service), NTR_INVALID_HANDLE);
   EXPECT(ntr_engine_builder_free(no_builder), NTR_INVALID_HANDLE);
   EXPECT(ntr_service_free(no_service), NTR_INVALID_HANDLE);
@@ -589,6 +595,9 @@ int main(void) {
 
   /* A caller-driven core: NULLs, bad connections, another thread. */
   EXPECT(ntr_core_new(NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_new_with_idle(NTR_IDLE_BUSY_POLL, 0, NULL), NTR_NULL_ARGUMENT);
+  EXPECT(ntr_core_new_with_idle(7, 0, &main_core), NTR_INVALID_CONFIG);
+  TRUE(strstr(ntr_last_error(), "NTR_IDLE_") != NULL);
   EXPECT(ntr_core_new(&main_core), NTR_OK);
   ntr_conn conn;
   EXPECT(ntr_core_connect(main_core, NULL, 1000, &conn), NTR_NULL_ARGUMENT);
