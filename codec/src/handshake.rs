@@ -165,6 +165,13 @@ impl ServerConfig {
         self.features = features;
         self
     }
+    /// Sets the largest dynamic table the server keeps (bytes; 0: none). The connection
+    /// uses the smaller of this and the client's offer (docs/protocol.md §13.2). Cost: up to
+    /// twice this many bytes per direction and connection once the table fills.
+    pub fn with_header_table_size(mut self, size: u32) -> Self {
+        self.header_table_size = size;
+        self
+    }
 }
 
 /// The settings in force after the handshake (the Welcome's contents).

@@ -91,6 +91,9 @@ pub use engine::{CoreFailure, Engine, EngineBuilder, EngineError};
 pub use error::{CallError, ConnectError};
 pub use events::{Event, EventConfig, RecvError, SlowPolicy, SubscribeOptions, Subscription};
 pub use identity::PeerCertificates;
+/// The handshake offers ([`ProtocolConfig::with_client`], [`ProtocolConfig::with_server`]):
+/// header table size, limits, compression, features (`netron_codec::handshake`).
+pub use netron_codec::handshake;
 /// Header fields: request and response metadata ([`Request::headers`], [`Response::metadata`]).
 pub use netron_codec::hpack::HeaderList;
 /// The `quic://` TLS and QUIC settings ([`ProtocolConfig::with_quic_server`],

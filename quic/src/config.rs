@@ -669,6 +669,16 @@ impl ClientConfig {
         m.insert(server_name.to_owned(), value);
     }
 
+    /// Forgets what was remembered for `server_name` ([`ClientConfig::remember`]): it proved
+    /// wrong (a 0-RTT connect built on it failed), so the next connect learns it again.
+    pub fn forget(&self, server_name: &str) {
+        self.sessions
+            .remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(server_name);
+    }
+
     /// The value last remembered for `server_name` ([`ClientConfig::remember`]).
     pub fn recall(&self, server_name: &str) -> Option<u64> {
         self.sessions
@@ -732,6 +742,26 @@ impl ClientConfig {
 mod tests {
     use super::*;
     use quinn_proto::ConnectionIdGenerator;
+
+    /// What one clone remembers of a server the others recall; `forget` removes it for all;
+    /// names are kept apart.
+    #[test]
+    fn clones_share_what_they_remember_until_it_is_forgotten() {
+        let a = ClientConfig::new(Trust::Ca(Vec::new()));
+        let b = a.clone();
+        assert_eq!(b.recall("s"), None);
+        a.remember("s", 1);
+        a.remember("t", 0);
+        assert_eq!((b.recall("s"), b.recall("t")), (Some(1), Some(0)));
+        b.forget("s");
+        assert_eq!((a.recall("s"), a.recall("t")), (None, Some(0)));
+        let other = ClientConfig::new(Trust::Ca(Vec::new()));
+        assert_eq!(
+            other.recall("t"),
+            None,
+            "another configuration shares nothing"
+        );
+    }
 
     /// A configuration and its clones build one rustls configuration (rustls resumes a ticket
     /// only with the objects that got it), and a new one once a setting it is made of

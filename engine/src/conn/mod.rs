@@ -257,11 +257,59 @@ const KEEP_BUFFER: usize = 256 << 10;
 pub(crate) const EARLY_CALLS: u32 = 32;
 pub(crate) const EARLY_BYTES: usize = 64 << 10;
 
+/// What a client remembers of a server's header table between connections, for its next
+/// 0-RTT connect (kept in `netron_quic::ClientConfig::remember`, shared by the configuration's
+/// clones; docs/quic.md "0-RTT"). Negotiation keeps the smaller of the two offers (§13), so
+/// only a connection whose own offer was not 0 learns whether the server keeps a table; the
+/// early calls' format then follows from the next connection's own offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableMemo {
+    /// The server negotiated a table with an offer of ours that was not 0: QPACK.
+    Table,
+    /// The server negotiated 0 against a non-zero offer of ours: it keeps no table.
+    NoTable,
+    /// Connected before, but with an offer of 0: nothing learned of the server's table.
+    Unknown,
+}
+
+impl TableMemo {
+    /// The value kept in the client configuration.
+    pub(crate) fn to_u64(self) -> u64 {
+        match self {
+            TableMemo::NoTable => 0,
+            TableMemo::Table => 1,
+            TableMemo::Unknown => 2,
+        }
+    }
+
+    /// A kept value (anything else is taken as nothing learned).
+    pub(crate) fn from_u64(v: u64) -> TableMemo {
+        match v {
+            0 => TableMemo::NoTable,
+            1 => TableMemo::Table,
+            _ => TableMemo::Unknown,
+        }
+    }
+}
+
+/// Appended to the reason of a connection the server failed during its 0-RTT phase.
+pub(crate) const EARLY_FAILED_HINT: &str = " (a 0-RTT connect: its early calls were coded for \
+    the header table the last connection to this server negotiated; the next connect does a \
+    full handshake and learns the server's current setting)";
+
+/// Appended by a server to a header-block error found in a 0-RTT request.
+pub(crate) const EARLY_HEADER_HINT: &str = " (in a 0-RTT request: the client coded it for the \
+    header table its last connection negotiated, and this connection negotiated another \
+    header_table_size; its next connect learns this one)";
+
 /// What is left of a client's 0-RTT budget ([`EARLY_CALLS`], [`EARLY_BYTES`]).
 #[derive(Debug, Clone, Copy)]
 struct EarlyBudget {
     calls: u32,
     bytes: usize,
+    /// The server refused the handshake after calls went in 0-RTT
+    /// ([`Connection::take_early_failed`]).
+    failed: bool,
 }
 
 /// The bytes a call takes from the 0-RTT budget: names, payload and metadata.
@@ -355,17 +403,26 @@ impl<C: Caller> Connection<C> {
     /// may go now, before the Welcome (docs/protocol.md §27.3): header blocks without dynamic
     /// table references (Required Insert Count 0) until the settings are known, frames within
     /// the handshake's limits, at most [`EARLY_CALLS`] calls and [`EARLY_BYTES`].
-    /// `table`: the header table size the last connection to the server negotiated (the
-    /// format the server decodes: QPACK, or static-only HPACK for 0).
-    pub(crate) fn enter_early(&mut self, table: u32) {
+    /// `memo`: what this client remembered of the server's header table ([`TableMemo`]).
+    /// The negotiated size is the smaller offer, so the format the server will decode (QPACK,
+    /// or static-only HPACK for 0) follows from our own offer and whether the server keeps a
+    /// table; when that is not known, no call goes early (they wait for the Welcome).
+    pub(crate) fn enter_early(&mut self, memo: TableMemo) {
+        let qpack = match (self.cfg.client.header_table_size, memo) {
+            (0, _) => false,
+            (_, TableMemo::Table) => true,
+            (_, TableMemo::NoTable) => false,
+            (_, TableMemo::Unknown) => return,
+        };
         if self.role == Role::Client
             && self.cfg.quic
             && matches!(self.state, State::ClientHandshake(_))
         {
-            self.enc = HeaderSend::early(table > 0);
+            self.enc = HeaderSend::early(qpack);
             self.early = Some(Box::new(EarlyBudget {
                 calls: EARLY_CALLS,
                 bytes: EARLY_BYTES,
+                failed: false,
             }));
         }
     }
@@ -386,13 +443,28 @@ impl<C: Caller> Connection<C> {
                 .is_some_and(|b| b.calls > 0 && early_bytes(spec) <= b.bytes)
     }
 
-    /// Client role: `Some(header_table_size)` once, after the handshake completed (the core
-    /// has a `quic://` link remember it for the next 0-RTT connect).
-    pub(crate) fn take_opened(&mut self) -> Option<u32> {
+    /// Client role: once, after the handshake completed, what it taught of the server's
+    /// header table (the core has a `quic://` link remember it for the next 0-RTT connect).
+    pub(crate) fn take_opened(&mut self) -> Option<TableMemo> {
         if !std::mem::take(&mut self.opened) {
             return None;
         }
-        self.settings.as_ref().map(|s| s.header_table_size)
+        let negotiated = self.settings.as_ref()?.header_table_size;
+        Some(match (self.cfg.client.header_table_size, negotiated) {
+            // The smaller offer won: ours was 0, so the server's is not known.
+            (0, _) => TableMemo::Unknown,
+            (_, 0) => TableMemo::NoTable,
+            _ => TableMemo::Table,
+        })
+    }
+
+    /// Client role: whether the server refused the handshake after calls went in 0-RTT
+    /// (once). What this connect assumed of the server's header table ([`TableMemo`]) may be
+    /// what failed: the core has the link forget it, so the next connect learns it again.
+    pub(crate) fn take_early_failed(&mut self) -> bool {
+        self.early
+            .as_mut()
+            .is_some_and(|b| std::mem::take(&mut b.failed))
     }
 
     /// Takes a call sent in 0-RTT from the budget.
@@ -498,8 +570,15 @@ impl<C: Caller> Connection<C> {
 
     /// Queues an Error frame (id 0) for `e`, fails in-flight calls with a status that says
     /// why, and marks the connection closing.
-    pub(crate) fn fail(&mut self, e: ConnError, env: &mut Env<'_>) {
+    pub(crate) fn fail(&mut self, mut e: ConnError, env: &mut Env<'_>) {
         env.stats.count_error(e.counter);
+        if self.early_data && (e.counter.starts_with("header_") || e.counter.starts_with("qpack_"))
+        {
+            // A header block of a 0-RTT request: most likely coded for another header table
+            // size than this connection negotiated (the server's changed since the client's
+            // last connection), which the client learns on its next connect.
+            e.message.push_str(EARLY_HEADER_HINT);
+        }
         // Before the handshake completed the peer may not speak Netron at all: the handshake
         // already queued a Reject where one is due, and nothing else is sent.
         if self.is_open() {
@@ -592,8 +671,15 @@ impl<C: Caller> Connection<C> {
             }
             State::ClientHandshake(hs) => match hs.handle(buf).inspect_err(|e| {
                 if let HandshakeError::Rejected { status, reason, .. } = e {
+                    let mut reason = reason.clone();
+                    if let Some(b) = &mut self.early {
+                        // The early calls' header format may be what failed: the core has
+                        // the link forget it (`take_early_failed`).
+                        b.failed = true;
+                        reason.push_str(EARLY_FAILED_HINT);
+                    }
                     self.handshake_failure = Some(
-                        crate::Status::new(*status, reason.clone())
+                        crate::Status::new(*status, reason)
                             .with_origin(crate::status::Origin::HandshakeRefused),
                     );
                 }

@@ -70,7 +70,7 @@ impl Core {
             if l.is_early() {
                 // 0-RTT: idempotent calls may go before the Welcome, the rest waits
                 // (docs/quic.md "0-RTT").
-                conn.enter_early(l.early_table());
+                conn.enter_early(l.early_memo());
                 parked = Some(Box::default());
                 self.early_conns += 1;
             }
@@ -112,6 +112,9 @@ impl Core {
             return;
         }
         en.closing = true;
+        // What the handshake taught (or a 0-RTT failure disproved) of a QUIC server's header
+        // table, also when the input that opened the connection closed it.
+        note_table_memo(en);
         en.conn.handle_closed(why);
         self.events.index.remove_conn(key as u32);
         let was_hot = en.hot.take().is_some();
@@ -194,11 +197,7 @@ impl Core {
                 }
             }
         }
-        if let Some(table) = en.conn.take_opened() {
-            if let AnyLink::Quic(l) = &mut en.link {
-                l.remember_table(table);
-            }
-        }
+        note_table_memo(en);
         if en.parked.is_some() && !en.conn.is_early() {
             // The 0-RTT phase ended (opened or failed): the commands it held run now.
             self.unpark(key, Instant::now());
@@ -282,4 +281,20 @@ fn handshake_failure<C: crate::conn::Caller>(conn: &Connection<C>, why: &str) ->
             .unwrap_or_else(|| format!("connection closed during the handshake: {why}"));
         Status::unavailable(reason).with_origin(crate::status::Origin::Closed)
     })
+}
+
+/// A `quic://` client connection: keeps what its handshake taught of the server's header
+/// table for the next 0-RTT connect, or forgets what a failed 0-RTT phase assumed
+/// (docs/quic.md "0-RTT"). Once per connection (both are taken).
+fn note_table_memo(en: &mut Entry) {
+    if let Some(memo) = en.conn.take_opened() {
+        if let AnyLink::Quic(l) = &mut en.link {
+            l.remember_table(memo);
+        }
+    }
+    if en.conn.take_early_failed() {
+        if let AnyLink::Quic(l) = &mut en.link {
+            l.forget_early_memo();
+        }
+    }
 }

@@ -28,7 +28,7 @@ use netron_quic::router::{self, EndpointStreams, Router};
 use netron_quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent, Read, StreamId};
 
 use super::{Direct, Input, Link, Owner, Tx, TxPolicy, Update};
-use crate::conn::{Caller, Connection};
+use crate::conn::{Caller, Connection, TableMemo};
 use crate::driver::token::{Op, Token};
 use crate::driver::{Driver, Event, OpId};
 
@@ -80,10 +80,11 @@ pub(crate) struct QuicPipe {
     pub mail: Option<Arc<super::quic_path::PathMail>>,
     /// A client connection handed over before its handshake completed: it resumed a session
     /// with 0-RTT (`netron_quic::ClientConfig::zero_rtt`), so what it writes now goes in
-    /// 0-RTT packets; the header table size the last connection to that server negotiated.
-    pub early: Option<u32>,
-    /// A client's configuration and server name, to remember the negotiated header table
-    /// size for the next 0-RTT connect ([`QuicLink::remember_table`]).
+    /// 0-RTT packets; what the last connections to that server taught of its header table
+    /// (a [`TableMemo`] as kept in the client configuration).
+    pub early: Option<u64>,
+    /// A client's configuration and server name, to remember what the handshake teaches of
+    /// the server's header table for the next 0-RTT connect ([`QuicLink::remember_table`]).
     pub memo: Option<(netron_quic::ClientConfig, String)>,
 }
 
@@ -217,8 +218,11 @@ pub(crate) struct QuicLink {
     early_said: bool,
     /// The frame limits the router was made with (to make it again after a rejected 0-RTT).
     limits: netron_codec::Limits,
-    /// In 0-RTT: the header table size the last connection to the server negotiated.
-    early_table: u32,
+    /// In 0-RTT: what the last connections to the server taught of its header table.
+    early_memo: TableMemo,
+    /// Connected in 0-RTT: if the peer fails it before it opened, what it assumed of the
+    /// server is forgotten ([`QuicLink::forget_early_memo`]).
+    began_early: bool,
     /// A client's configuration and server name ([`QuicLink::remember_table`]).
     memo: Option<(netron_quic::ClientConfig, String)>,
 }
@@ -247,7 +251,7 @@ impl QuicLink {
             router.expect_control(netron_quic::router::control_stream_id());
         }
         let early = pipe.early.filter(|_| pipe.client).map(|_| Box::default());
-        let early_table = pipe.early.unwrap_or(0);
+        let early_memo = TableMemo::from_u64(pipe.early.unwrap_or(u64::MAX));
         // A server's connection is known from the first datagram the listener fed it (its
         // `Accepted` event confirms it): its identity too, for a resumed session (from the
         // ticket), before any 0-RTT request is served.
@@ -297,7 +301,8 @@ impl QuicLink {
             header_out: (Vec::new(), Vec::new()),
             tx: Vec::new(),
             early,
-            early_table,
+            early_memo,
+            began_early: pipe.early.is_some() && pipe.client,
             early_said: false,
             limits: *limits,
             memo: pipe.memo,
@@ -312,18 +317,36 @@ impl QuicLink {
         self.early.is_some()
     }
 
-    /// In 0-RTT: the header table size the last connection to this server negotiated (the
-    /// format of the early calls' header blocks).
-    pub(crate) fn early_table(&self) -> u32 {
-        self.early_table
+    /// In 0-RTT: what the last connections to this server taught of its header table (the
+    /// format of the early calls' header blocks follows from it and our own offer).
+    pub(crate) fn early_memo(&self) -> TableMemo {
+        self.early_memo
     }
 
-    /// A client connection opened with header table size `table`: remembered for the next
-    /// 0-RTT connect to the same server name.
-    pub(crate) fn remember_table(&mut self, table: u32) {
+    /// A client connection opened and learned `memo` of the server's header table: kept for
+    /// the next 0-RTT connect to the same server name. Nothing learned (our offer was 0)
+    /// does not replace what another connection of the configuration learned.
+    pub(crate) fn remember_table(&mut self, memo: TableMemo) {
         if let Some((config, server)) = self.memo.take() {
-            config.remember(&server, u64::from(table));
+            if memo != TableMemo::Unknown || config.recall(&server).is_none() {
+                config.remember(&server, memo.to_u64());
+            }
         }
+    }
+
+    /// The peer failed this connection during our 0-RTT phase (before it opened, so nothing
+    /// was remembered of it): what this connect assumed of the server's header table may be
+    /// what failed it (a server whose `header_table_size` changed since the last connection
+    /// cannot decode the early calls), so it is forgotten and the next connect does a full
+    /// handshake that learns it again. Returns whether it forgot.
+    pub(crate) fn forget_early_memo(&mut self) -> bool {
+        if !self.began_early {
+            return false;
+        }
+        self.memo.take().is_some_and(|(config, server)| {
+            config.forget(&server);
+            true
+        })
     }
 
     /// The peer's verified certificate chain, DER, leaf first (for
@@ -964,10 +987,13 @@ impl QuicLink {
                                 .map_or(netron_codec::StatusCode::Unknown, |c| {
                                     netron_codec::StatusCode::from_u16(c)
                                 });
-                            let why = format!(
+                            let mut why = format!(
                                 "the peer closed the connection: {status}: {}",
                                 crate::conn::truncate_message(reason)
                             );
+                            if self.forget_early_memo() {
+                                why.push_str(crate::conn::EARLY_FAILED_HINT);
+                            }
                             self.close_reason = Some(why.clone());
                             return Err(Update::RecvFailed {
                                 counter: "peer_error",

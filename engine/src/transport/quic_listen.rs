@@ -143,7 +143,7 @@ fn client_pipe(
     socket: UdpSocket,
     endpoint: QuicEndpoint,
     conn: netron_quic::ConnId,
-    early: Option<u32>,
+    early: Option<u64>,
     memo: Option<(netron_quic::ClientConfig, String)>,
 ) -> QuicPipe {
     QuicPipe {
@@ -177,9 +177,11 @@ fn connect_one(
         .connect(Instant::now(), remote, server_name)
         .map_err(|e| quic_err(io::ErrorKind::InvalidInput, e.to_string()))?;
     let memo = Some((config.clone(), server_name.to_owned()));
-    // The header table size the last connection to this server negotiated: 0-RTT calls are
-    // coded in that connection's format (QPACK, or static-only HPACK for size 0), with no
-    // dynamic-table reference (§27.3). Never connected before: no 0-RTT.
+    // What the last connections to this server taught of its header table (a
+    // `conn::TableMemo`): 0-RTT calls are coded in the format the server will decode (QPACK,
+    // or static-only HPACK when the negotiated size is 0), with no dynamic-table reference
+    // (§27.3). Nothing remembered (never connected, or a 0-RTT connect built on it failed):
+    // a full handshake, which learns it.
     let remembered = config.recall(server_name);
     if let (true, Some(table)) = (
         config.zero_rtt && ep.has_0rtt(conn).unwrap_or(false),
@@ -188,7 +190,7 @@ fn connect_one(
         // A resumed session that allows 0-RTT: the core takes the connection now and writes
         // its Hello and idempotent calls in the first flight (docs/quic.md "0-RTT"); the
         // handshake completes there.
-        let early = Some(u32::try_from(table).unwrap_or(0));
+        let early = Some(table);
         return Ok(client_pipe(socket, ep, conn, early, memo));
     }
     let mut tx = Vec::new();

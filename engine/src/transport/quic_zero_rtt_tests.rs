@@ -333,3 +333,105 @@ fn a_0rtt_call_sees_the_resumed_client_certificate() {
     assert_eq!(ask(&relay.endpoint()), leaf.to_le_bytes());
     assert_eq!(s.total_stats().zero_rtt_calls_in(), 1);
 }
+
+/// A client engine whose Hello offers a header table of `table` bytes, on a clone of `cc`
+/// (clones share one session cache and what was learned of each server).
+fn client_with_table(cc: &ClientConfig, table: u32) -> Engine {
+    let offer = crate::handshake::ClientConfig::default().with_header_table_size(table);
+    Engine::builder()
+        .cores(1)
+        .config(
+            ProtocolConfig::default()
+                .with_client(offer)
+                .with_quic_client(cc.clone()),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Connects `c` to `server` through a relay that slows the server's datagrams (a resumed
+/// session is then still in 0-RTT when the connect returns) and makes one idempotent `get`.
+fn early_get(c: &Engine, server: std::net::SocketAddr) -> Result<Vec<u8>, CallError> {
+    let relay = Delayer::start(server, SLOW);
+    let ch = c.client().connect(&relay.endpoint()).unwrap();
+    ch.method("kv@1.0.0", "get")
+        .idempotent()
+        .call(&b"k"[..], DL)
+        .map(|b| b.to_vec())
+}
+
+/// Two client engines share one `ClientConfig` (its session cache and what it learned of
+/// the server) but offer different header tables: each codes its 0-RTT calls in the format
+/// its own connection negotiates (static-only HPACK for an offer of 0, QPACK otherwise), and
+/// what one learns does not mislead the other (fresh user R17: the negotiated size was
+/// remembered as such, so the other engine's early calls failed to decode).
+#[test]
+fn clients_of_one_configuration_with_different_table_offers_send_0rtt_calls_that_decode() {
+    let ca = Ca::new("ca");
+    let puts = Arc::new(AtomicUsize::new(0));
+    let s = server(&ca, &puts);
+    let mut cc = ClientConfig::new(Trust::Ca(vec![ca.cert.clone()]));
+    cc.zero_rtt = true;
+    let with_table = client_with_table(&cc, 4096);
+    let without = client_with_table(&cc, 0);
+    for round in 0..2 {
+        for (offer, c) in [(0, &without), (4096, &with_table)] {
+            // A fresh ticket (an early get's connection ends before the server's tickets
+            // arrive) and, from the first round on, what an offer of 4096 learns.
+            prime(&with_table, &s);
+            let before = s.total_stats().zero_rtt_calls_in();
+            let r = early_get(c, quic_addr(&s));
+            assert_eq!(r.unwrap(), b"v", "offer {offer}, round {round}");
+            let st = s.total_stats();
+            assert_eq!(st.zero_rtt_calls_in(), before + 1, "came in 0-RTT: {st:?}");
+        }
+    }
+}
+
+/// A server restarted with another header table size, on the same session cache: the
+/// first 0-RTT connect's early calls (coded as the last connection taught) fail, the client
+/// forgets what it assumed, and the next connects work (a full handshake, then 0-RTT again
+/// in the new format).
+#[test]
+fn after_a_server_changes_its_table_one_0rtt_connect_fails_and_the_next_ones_work() {
+    let ca = Ca::new("ca");
+    let sc = ServerConfig::new(ca.leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth));
+    let puts = Arc::new(AtomicUsize::new(0));
+    let serve = |table: u32| {
+        let offer = crate::handshake::ServerConfig::default().with_header_table_size(table);
+        Engine::builder()
+            .cores(1)
+            .config(
+                ProtocolConfig::default()
+                    .with_server(offer)
+                    .with_quic_server(sc.clone()),
+            )
+            .service(kv(&puts))
+            .listen("quic://127.0.0.1:0")
+            .build()
+            .unwrap()
+    };
+    let before = serve(4096);
+    let after = serve(0);
+    let c = client(&ca, true);
+    prime(&c, &before);
+    let first = early_get(&c, quic_addr(&after));
+    let Err(CallError::Closed(st)) = first else {
+        panic!("coded for a table the server no longer keeps, yet: {first:?}");
+    };
+    assert!(
+        st.message.contains("header_table_size"),
+        "names the setting: {st}"
+    );
+    assert!(st.message.contains("0-RTT"), "{st}");
+    assert_eq!(early_get(&c, quic_addr(&after)).unwrap(), b"v");
+    // A fresh ticket (the early gets' connections end before the server's tickets arrive).
+    prime(&c, &after);
+    let served = after.total_stats().zero_rtt_calls_in();
+    assert_eq!(early_get(&c, quic_addr(&after)).unwrap(), b"v");
+    assert_eq!(
+        after.total_stats().zero_rtt_calls_in(),
+        served + 1,
+        "0-RTT again, in the new format"
+    );
+}
