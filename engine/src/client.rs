@@ -12,9 +12,10 @@ use crate::inbox::{Command, ConnRef, Inbox};
 use crate::slot::Completion;
 use crate::{CallError, CallOptions, ConnectError, Endpoint, Response, Status};
 
-/// What a blocking call says when its deadline passes before the reply.
-const LATE: &str =
-    "the deadline passed before a reply arrived (the connection's core did not answer in time)";
+/// What a blocking call says when its deadline passes before the reply: the same words as
+/// the core's own deadline timer (whichever sees it first ends the call), naming no culprit
+/// (a slow handler, a slow path or a busy core look the same from here).
+const LATE: &str = "the deadline passed before a reply arrived";
 
 /// How long a waiting caller spins before parking (a cross-core wake-up costs ~25–30 µs on
 /// small VMs, so spinning this long keeps a fast reply on the fast path).

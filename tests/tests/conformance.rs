@@ -90,6 +90,7 @@ pub mod quic {
         duration_max_deadline_means_never_async,
         connect_timeout_duration_max_does_not_panic,
         connect_timeout_zero_is_prompt,
+        a_zero_deadline_fails_at_once_and_sends_nothing,
         alone the_callers_deadline_holds_while_a_handler_blocks_the_core,
         caller_deadline_while_core_blocked,
         given_up_call_does_not_poison_next,

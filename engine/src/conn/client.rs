@@ -183,6 +183,12 @@ impl<C: Caller> Connection<C> {
         slot: C,
         now: Instant,
     ) -> Result<u32, Status> {
+        if spec.deadline == Some(Duration::ZERO) {
+            // Expired before it started: nothing is sent (the peer would only count it late).
+            return Err(Status::deadline_exceeded(
+                "the deadline (0) passed before the call was sent",
+            ));
+        }
         let early = !self.is_open() && self.early_call_fits(spec);
         if !self.is_open() && !early {
             return Err(Status::unavailable(if self.is_closing() {

@@ -40,6 +40,44 @@ pub fn deadline_exceeded_and_the_caller_moves_on(t: &Transport) {
     client_engine.shutdown(Duration::from_secs(1));
 }
 
+/// A zero deadline has passed before the call starts: on every calling path (blocking,
+/// async, the caller-driven core) the call fails DeadlineExceeded at once and nothing is sent
+/// (fresh user R17: the server received it and counted it late), and the connection goes on.
+pub fn a_zero_deadline_fails_at_once_and_sends_nothing(t: &Transport) {
+    let (server, ep) = crate::calc_server(t);
+    let client_engine = crate::builder(t).cores(1).build().unwrap();
+    let ch = client_engine.client().connect(&ep).unwrap();
+    let mut core = crate::new_core(t, RuntimeConfig::default()).unwrap();
+    let conn = core
+        .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
+        .unwrap();
+    let zero = Some(Duration::ZERO);
+    let before = server.total_stats().calls_in();
+    let err = ch.call("calc@1.2.0", "echo", &b"x"[..], zero).unwrap_err();
+    assert_eq!(err.code(), StatusCode::DeadlineExceeded, "{err}");
+    let call = ch.method("calc@1.2.0", "echo").call_async(&b"x"[..], zero);
+    let err = block_on(call).unwrap_err();
+    assert_eq!(err.code(), StatusCode::DeadlineExceeded, "{err}");
+    let mut slot = netron_engine::CallSlot::new();
+    let err = core
+        .call(conn, b"calc@1.2.0", b"echo", b"x", zero, &mut slot)
+        .unwrap_err();
+    assert_eq!(err.code(), StatusCode::DeadlineExceeded, "{err}");
+    assert_eq!(ch.call("calc@1.2.0", "echo", &b"y"[..], DL).unwrap(), b"y");
+    let r = core.call(conn, b"calc@1.2.0", b"echo", b"z", DL, &mut slot);
+    assert_eq!(r.unwrap(), b"z");
+    let st = server.total_stats();
+    assert_eq!(
+        st.calls_in(),
+        before + 2,
+        "only the two calls with time left arrived"
+    );
+    assert_eq!(st.deadline_exceeded(), 0, "{st:?}");
+    drop(core);
+    server.shutdown(Duration::from_secs(1));
+    client_engine.shutdown(Duration::from_secs(1));
+}
+
 /// Was a fault (fixed): architecture.md says "`Duration::MAX` is accepted and means never" for
 /// deadlines, but a blocking `Channel::call` with `Some(Duration::MAX)` failed with
 /// InvalidArgument (conn/client.rs `start_call` used `checked_add(..).ok_or_else(..)`
