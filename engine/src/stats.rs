@@ -234,11 +234,12 @@ impl CoreStats {
     pub fn frames_out(&self) -> u64 {
         self.frames_out
     }
-    /// Bytes received.
+    /// Bytes of Netron frames received (on `quic://`: the frames of the exchange streams;
+    /// QPACK encoder- and decoder-stream bytes and QUIC's own overhead are not counted).
     pub fn bytes_in(&self) -> u64 {
         self.bytes_in
     }
-    /// Bytes written.
+    /// Bytes of Netron frames written (as [`CoreStats::bytes_in`]).
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out
     }

@@ -23,6 +23,36 @@ pub struct Identity {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl Identity {
+    /// An identity from PEM text: `chain_pem` holds the certificates (`-----BEGIN
+    /// CERTIFICATE-----` blocks, leaf first), `key_pem` the leaf's private key (PKCS#8,
+    /// PKCS#1 or SEC1). Read files with `std::fs::read` first. Parsed with
+    /// `rustls-pki-types`' PEM reader; whether the key matches the leaf is checked when a
+    /// configuration is built.
+    ///
+    /// # Errors
+    /// [`ConfigError::Setting`] naming `Identity::from_pem` and the part at fault: PEM that
+    /// does not parse, no certificate in `chain_pem`, no private key in `key_pem`.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Identity, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |why: String| ConfigError::Setting {
+            setting: "Identity::from_pem",
+            why,
+        };
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("the certificate chain's PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(bad(
+                "no CERTIFICATE block in the certificate chain's PEM".into()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| bad(format!("the private key's PEM: {e}")))?;
+        Ok(Identity { chain, key })
+    }
+}
+
 impl Clone for Identity {
     fn clone(&self) -> Self {
         Self {
@@ -39,6 +69,29 @@ pub enum Trust {
     WebPki,
     /// Only these CA certificates (DER): private deployments and tests.
     Ca(Vec<CertificateDer<'static>>),
+}
+
+impl Trust {
+    /// Only the CA certificates in `pem` (`-----BEGIN CERTIFICATE-----` blocks; read a file
+    /// with `std::fs::read` first): [`Trust::Ca`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Setting`] naming `Trust::ca_from_pem`: PEM that does not parse, or no
+    /// certificate in it.
+    pub fn ca_from_pem(pem: &[u8]) -> Result<Trust, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |why: String| ConfigError::Setting {
+            setting: "Trust::ca_from_pem",
+            why,
+        };
+        let cas = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("the CA certificates' PEM: {e}")))?;
+        if cas.is_empty() {
+            return Err(bad("no CERTIFICATE block in the PEM".into()));
+        }
+        Ok(Trust::Ca(cas))
+    }
 }
 
 /// Whether a server asks clients for a certificate (mutual TLS).
@@ -742,6 +795,49 @@ impl ClientConfig {
 mod tests {
     use super::*;
     use quinn_proto::ConnectionIdGenerator;
+
+    /// PEM in, the same DER out; each kind of bad PEM named.
+    #[test]
+    fn identities_and_trust_read_from_pem() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (ck.cert.pem(), ck.key_pair.serialize_pem());
+        let id = Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        assert_eq!(id.chain, vec![ck.cert.der().clone()]);
+        assert_eq!(id.key.secret_der(), ck.key_pair.serialize_der());
+        let Trust::Ca(cas) = Trust::ca_from_pem(cert.as_bytes()).unwrap() else {
+            panic!("not a CA list");
+        };
+        assert_eq!(cas, vec![ck.cert.der().clone()]);
+        let two = format!("{cert}{cert}");
+        assert_eq!(
+            Identity::from_pem(two.as_bytes(), key.as_bytes())
+                .unwrap()
+                .chain
+                .len(),
+            2
+        );
+        for (what, r) in [
+            (
+                "no CERTIFICATE",
+                Identity::from_pem(b"", key.as_bytes()).map(|_| ()),
+            ),
+            (
+                "private key",
+                Identity::from_pem(cert.as_bytes(), cert.as_bytes()).map(|_| ()),
+            ),
+            (
+                "no CERTIFICATE",
+                Trust::ca_from_pem(key.as_bytes()).map(|_| ()),
+            ),
+            (
+                "PEM",
+                Trust::ca_from_pem(b"-----BEGIN CERTIFICATE-----\n!!\n").map(|_| ()),
+            ),
+        ] {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains(what) && e.contains("from_pem"), "{what}: {e}");
+        }
+    }
 
     /// What one clone remembers of a server the others recall; `forget` removes it for all;
     /// names are kept apart.

@@ -1000,7 +1000,11 @@ impl QuicLink {
                                 why,
                             });
                         }
-                        CloseReason::Tls(_) => return Err(Update::TlsFailed { why }),
+                        // The TLS text alone: `ConnectError::Tls` says "the TLS handshake
+                        // failed" already (R17: the phrase came twice).
+                        CloseReason::Tls(t) => {
+                            return Err(Update::TlsFailed { why: t.clone() });
+                        }
                         CloseReason::TimedOut => "quic_idle_timeout",
                         _ => "quic_closed",
                     };

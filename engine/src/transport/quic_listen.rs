@@ -431,7 +431,7 @@ fn bind(
             if e.kind() == io::ErrorKind::AddrInUse {
                 quic_err(
                     io::ErrorKind::AddrInUse,
-                    format!("quic://{addr}: address in use: another engine or process already listens on this UDP port"),
+                    "address in use: another engine or process already listens on this UDP port",
                 )
             } else {
                 e
