@@ -301,7 +301,7 @@ impl<C: Caller> Connection<C> {
             (Err(e), _) => {
                 env.stats.calls_failed += 1;
                 env.stats.count_error("reply_too_large");
-                self.answer_error(id, StatusCode::ResourceExhausted, &e.message)
+                self.answer_error(id, StatusCode::ResourceExhausted, &reply_too_large(&e))
             }
         };
         self.serve().response = response;
@@ -331,14 +331,19 @@ impl<C: Caller> Connection<C> {
                     });
                     if let Err(e) = r {
                         env.stats.count_error("reply_too_large");
-                        return self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
+                        return self.answer_error(
+                            id,
+                            StatusCode::ResourceExhausted,
+                            &reply_too_large(&e),
+                        );
                     }
                     Ok(())
                 }
                 Err(status) => {
                     env.stats.calls_failed += 1;
                     env.stats.count_error("reply_too_large");
-                    self.answer_error(id, status.code, &status.message)
+                    let why = format!("the handler's reply does not fit: {}", status.message);
+                    self.answer_error(id, status.code, &why)
                 }
             }
         })
@@ -388,7 +393,7 @@ impl<C: Caller> Connection<C> {
         self.serve().response = response;
         if let Err(e) = r {
             env.stats.count_error("reply_too_large");
-            let _ = self.answer_error(id, StatusCode::ResourceExhausted, &e.message);
+            let _ = self.answer_error(id, StatusCode::ResourceExhausted, &reply_too_large(&e));
         }
     }
 
@@ -432,4 +437,13 @@ impl<C: Caller> Connection<C> {
         let message = truncate_message(message);
         self.queue(|c, b| c.control.error(b, id, code, message, &[]).map(|_| ()))
     }
+}
+
+/// What the caller of a handler whose reply does not fit is told: that it is the reply, and
+/// the limit (R17: the encoder's text alone named neither).
+fn reply_too_large(e: &ConnError) -> String {
+    format!(
+        "the handler's reply does not fit: {} (max_frame_size, negotiated with the caller)",
+        e.message
+    )
 }

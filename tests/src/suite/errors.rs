@@ -76,6 +76,14 @@ pub fn hostile_handlers_fail_their_call_only(t: &Transport) {
                     "{method}: message of {}",
                     s.status().message.len()
                 );
+                if code == StatusCode::ResourceExhausted {
+                    // It names what did not fit and the limit.
+                    let m = &s.status().message;
+                    assert!(
+                        m.contains("reply") && m.contains("max_frame_size"),
+                        "{method}: {m}"
+                    );
+                }
             }
             (None, _) if method == "exact_limit" => {
                 // The largest reply a frame can carry: 16 MiB minus the frame header.
