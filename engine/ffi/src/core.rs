@@ -275,7 +275,7 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
 /// `ntr_core_new` with an idle policy: `NTR_IDLE_BUSY_POLL` (never sleeps: the lowest
 /// latency, one CPU at 100 %) or `NTR_IDLE_ADAPTIVE` polling for `spin_us` µs after the last
 /// piece of work before it parks. A latency-critical caller picks busy-poll: a call then
-/// reads its reply with no wake-up, and the C boundary adds the least (docs/ffi.md
+/// reads its reply directly, with no ring receive and no `io_uring_enter` (docs/ffi.md
 /// "Idle policy").
 ///
 /// # Errors
