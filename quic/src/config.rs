@@ -35,22 +35,37 @@ impl Identity {
     /// does not parse, no certificate in `chain_pem`, no private key in `key_pem`.
     pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Identity, ConfigError> {
         use rustls::pki_types::pem::PemObject;
-        let bad = |why: String| ConfigError::Setting {
-            setting: "Identity::from_pem",
-            why,
-        };
-        let chain = CertificateDer::pem_slice_iter(chain_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("the certificate chain's PEM: {e}")))?;
-        if chain.is_empty() {
-            return Err(bad(
-                "no CERTIFICATE block in the certificate chain's PEM".into()
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| bad(format!("the private key's PEM: {e}")))?;
+        const SETTING: &str = "Identity::from_pem";
+        let chain = certificates_from_pem(chain_pem, SETTING, "the certificate chain's PEM")?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ConfigError::Setting {
+            setting: SETTING,
+            why: format!("the private key's PEM: {e}"),
+        })?;
         Ok(Identity { chain, key })
     }
+}
+
+/// The certificates of `pem` (one or more `CERTIFICATE` blocks), for `setting`; `what` names
+/// the PEM in errors.
+fn certificates_from_pem(
+    pem: &[u8],
+    setting: &'static str,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::Setting {
+            setting,
+            why: format!("{what}: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::Setting {
+            setting,
+            why: format!("no CERTIFICATE block in {what}"),
+        });
+    }
+    Ok(certs)
 }
 
 impl Clone for Identity {
@@ -79,18 +94,7 @@ impl Trust {
     /// [`ConfigError::Setting`] naming `Trust::ca_from_pem`: PEM that does not parse, or no
     /// certificate in it.
     pub fn ca_from_pem(pem: &[u8]) -> Result<Trust, ConfigError> {
-        use rustls::pki_types::pem::PemObject;
-        let bad = |why: String| ConfigError::Setting {
-            setting: "Trust::ca_from_pem",
-            why,
-        };
-        let cas = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("the CA certificates' PEM: {e}")))?;
-        if cas.is_empty() {
-            return Err(bad("no CERTIFICATE block in the PEM".into()));
-        }
-        Ok(Trust::Ca(cas))
+        certificates_from_pem(pem, "Trust::ca_from_pem", "the CA certificates' PEM").map(Trust::Ca)
     }
 }
 
