@@ -4,6 +4,7 @@ use core::time::Duration;
 
 use crate::compress::Compressor;
 use crate::hpack::{Header, HeaderEncoder};
+use crate::txbuf::{OutBuf, TxBuf};
 use crate::{Deadline, EncodeError, Flags, FrameHeader, FrameKind, HEADER_LEN, Limits};
 
 /// Frames queued for one write (one SQE, one shared-memory record, one datagram).
@@ -12,9 +13,12 @@ use crate::{Deadline, EncodeError, Flags, FrameHeader, FrameKind, HEADER_LEN, Li
 /// encoding allocates nothing. The encoder refuses to start a frame once the batch holds
 /// `max_batch_frames` frames or `max_batch_bytes` bytes ([`EncodeError::BatchFull`]: flush,
 /// then encode again); only the last frame of a batch may cross `max_batch_bytes`.
+///
+/// The buffer is a [`TxBuf`]: a heap `Vec`, or memory a transport lent (a shared-memory
+/// ring's free space, so the batch is encoded in place: [`BatchEncoder::replace_buffer`]).
 #[derive(Debug)]
 pub struct BatchEncoder {
-    buf: Vec<u8>,
+    buf: TxBuf,
     frames: u32,
     limits: Limits,
     /// Payload bytes of the frame being built that were refused at `max_frame_size` (0: none).
@@ -25,7 +29,7 @@ impl BatchEncoder {
     /// An empty batch with the given limits.
     pub fn new(limits: Limits) -> Self {
         Self {
-            buf: Vec::new(),
+            buf: TxBuf::new(),
             frames: 0,
             limits,
             overflow: 0,
@@ -35,7 +39,7 @@ impl BatchEncoder {
     /// An empty batch with room for `bytes` bytes before it first allocates.
     pub fn with_capacity(limits: Limits, bytes: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(bytes),
+            buf: TxBuf::from(Vec::with_capacity(bytes)),
             frames: 0,
             limits,
             overflow: 0,
@@ -55,7 +59,7 @@ impl BatchEncoder {
     /// The encoded frames, ready to write.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_slice()
     }
 
     /// Bytes queued.
@@ -76,11 +80,18 @@ impl BatchEncoder {
         self.frames
     }
 
-    /// Whether no further frame may be started before a flush.
+    /// Whether no further frame may be started before a flush: `max_batch_frames` frames, or
+    /// `max_batch_bytes` bytes (or a lent buffer's [`TxBuf::batch_cap`], if smaller).
     #[inline]
     pub fn is_full(&self) -> bool {
         self.frames >= self.limits.max_batch_frames
-            || self.buf.len() >= self.limits.max_batch_bytes as usize
+            || self.buf.len() >= (self.limits.max_batch_bytes as usize).min(self.buf.batch_cap())
+    }
+
+    /// Whether the batch is being encoded into lent memory ([`TxBuf::is_lent`]).
+    #[inline]
+    pub fn is_lent(&self) -> bool {
+        self.buf.is_lent()
     }
 
     /// Forgets the queued frames (after they were written), keeping the capacity.
@@ -92,10 +103,20 @@ impl BatchEncoder {
 
     /// Swaps the internal buffer with `other` (e.g. to hand the bytes to an in-flight write
     /// and keep encoding into a spare buffer). The batch is empty afterwards if `other` was.
+    /// A lent buffer's bytes are copied into a `Vec` for `other` (use
+    /// [`BatchEncoder::replace_buffer`] to take them in place).
     pub fn swap_buffer(&mut self, other: &mut Vec<u8>) {
-        core::mem::swap(&mut self.buf, other);
-        self.buf.clear();
+        let old = self.replace_buffer(TxBuf::from(core::mem::take(other)));
+        *other = old.into_vec();
+    }
+
+    /// Puts `with` (emptied) in place of the buffer and returns the old one with the queued
+    /// frames; the batch is empty afterwards. With a lent buffer this hands the frames back
+    /// to the lender in place, or starts encoding into lent memory.
+    pub fn replace_buffer(&mut self, mut with: TxBuf) -> TxBuf {
+        with.clear();
         self.frames = 0;
+        core::mem::replace(&mut self.buf, with)
     }
 
     /// Appends `count` complete frames encoded elsewhere (e.g. by the handshake state
@@ -159,21 +180,21 @@ pub trait HeaderBlockEncoder {
     ///
     /// A [`HeaderError`](crate::HeaderError) if the list cannot be encoded (a block above
     /// 65 535 bytes); what `out` then holds past its old length is the caller's to drop.
-    fn encode_block(
+    fn encode_block<B: OutBuf + ?Sized>(
         &mut self,
         id: u32,
         headers: &[Header<'_>],
-        out: &mut Vec<u8>,
+        out: &mut B,
     ) -> Result<(), crate::HeaderError>;
 }
 
 impl HeaderBlockEncoder for HeaderEncoder {
     #[inline]
-    fn encode_block(
+    fn encode_block<B: OutBuf + ?Sized>(
         &mut self,
         _id: u32,
         headers: &[Header<'_>],
-        out: &mut Vec<u8>,
+        out: &mut B,
     ) -> Result<(), crate::HeaderError> {
         self.encode(headers, out)
     }
@@ -312,7 +333,7 @@ impl<'a> FrameBuilder<'a> {
     }
 
     fn header_mut(&mut self) -> &mut FrameHeader {
-        let bytes = &mut self.batch.buf[self.start..self.start + HEADER_LEN];
+        let bytes = &mut self.batch.buf.as_mut_slice()[self.start..self.start + HEADER_LEN];
         zerocopy::FromBytes::mut_from_bytes(bytes).expect("16 bytes")
     }
 
@@ -367,7 +388,7 @@ impl Drop for FrameBuilder<'_> {
 /// an error of kind `WriteZero` instead of dropping bytes silently.
 #[derive(Debug)]
 pub struct PayloadBuf<'a> {
-    buf: &'a mut Vec<u8>,
+    buf: &'a mut TxBuf,
     /// Bytes that may still be appended before the frame exceeds `max_frame_size`.
     room: usize,
     /// Bytes refused because they did not fit.
@@ -379,7 +400,7 @@ pub struct PayloadBuf<'a> {
 impl<'a> PayloadBuf<'a> {
     /// An append-only view of `buf` that takes at most `room` more bytes (for writing a
     /// payload outside a batch, e.g. a reply produced later and sent as a whole).
-    pub fn over(buf: &'a mut Vec<u8>, room: usize) -> Self {
+    pub fn over(buf: &'a mut TxBuf, room: usize) -> Self {
         PayloadBuf {
             buf,
             room,
@@ -418,7 +439,7 @@ impl PayloadBuf<'_> {
         self.buf.resize(start + len, 0);
         self.room -= len;
         self.written += len;
-        fill(&mut self.buf[start..]);
+        fill(&mut self.buf.as_mut_slice()[start..]);
     }
 
     /// Reserves capacity for at least `additional` more bytes (capped at what may still be
@@ -443,7 +464,8 @@ impl PayloadBuf<'_> {
     /// The bytes appended through this `PayloadBuf` so far.
     #[inline]
     pub fn written(&self) -> &[u8] {
-        &self.buf[self.buf.len() - self.written..]
+        let b = self.buf.as_slice();
+        &b[b.len() - self.written..]
     }
 
     /// Whether an append was refused because the frame would exceed `max_frame_size`.

@@ -129,7 +129,7 @@ impl Compressor {
     /// if compression is on, `data` reaches the threshold, no backoff is in force (see
     /// [`Compressor`]), and the result is smaller than `data`. Otherwise leaves `out`
     /// unchanged and returns `false`.
-    pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+    pub fn compress_into(&mut self, data: &[u8], out: &mut (impl crate::OutBuf + ?Sized)) -> bool {
         if self.algo == Compression::None
             || data.len() < self.threshold
             || data.len() > u32::MAX as usize
@@ -150,13 +150,14 @@ impl Compressor {
                     body + lz4_flex::block::get_maximum_output_size(data.len()),
                     0,
                 );
-                lz4_flex::block::compress_into(data, &mut out[body..]).ok()
+                lz4_flex::block::compress_into(data, &mut out.as_mut_slice()[body..]).ok()
             }
             #[cfg(feature = "zstd")]
             Compression::Zstd => match self.zstd.as_mut() {
                 Some(z) => {
                     out.resize(body + zstd::zstd_safe::compress_bound(data.len()), 0);
-                    z.compress_to_buffer(data, &mut out[body..]).ok()
+                    z.compress_to_buffer(data, &mut out.as_mut_slice()[body..])
+                        .ok()
                 }
                 None => None,
             },

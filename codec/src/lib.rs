@@ -70,6 +70,7 @@ mod status;
 pub mod stream;
 pub mod subject;
 pub mod sys;
+pub mod txbuf;
 
 pub use batch::{BatchEncoder, FrameBuilder, HeaderBlockEncoder, PayloadBuf};
 pub use compress::Compression;
@@ -79,6 +80,7 @@ pub use header::{FrameHeader, HEADER_LEN};
 pub use kind::{Body, Flags, FrameKind};
 pub use limits::Limits;
 pub use status::{Deadline, StatusCode};
+pub use txbuf::{OutBuf, TxBuf};
 
 /// Raw FlatBuffers types generated from `codec/schema/netron.fbs`, for callers that build or
 /// read control bodies themselves.

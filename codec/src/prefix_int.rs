@@ -14,7 +14,12 @@ pub(crate) enum IntError {
 /// Appends `value` with `prefix_bits` (1..=8) low bits in the first byte; `high` holds the
 /// representation's pattern bits above the prefix.
 #[inline]
-pub(crate) fn encode(out: &mut Vec<u8>, high: u8, prefix_bits: u8, value: u64) {
+pub(crate) fn encode(
+    out: &mut (impl crate::OutBuf + ?Sized),
+    high: u8,
+    prefix_bits: u8,
+    value: u64,
+) {
     let max = (1u64 << prefix_bits) - 1;
     if value < max {
         out.push(high | value as u8);

@@ -96,6 +96,10 @@ pub struct DriverStats {
     pub writes: u64,
     /// Of those, writes sent with `SendZc` (zero-copy).
     pub zero_copy_writes: u64,
+    /// Of those, batches of a record transport (`shm://`, `inproc://`) encoded in place, into
+    /// ring space the link lent to the encoder: written once, nothing copied into the ring
+    /// (docs/protocol.md §26.6). The other batches of such a link were copied in.
+    pub in_place_writes: u64,
     /// `io_uring_enter` calls.
     pub submits: u64,
     /// Non-blocking `recv(2)` calls on hot connections (busy-poll cores; see
@@ -134,6 +138,7 @@ impl DriverStats {
     fn merge(&mut self, o: &DriverStats) {
         self.writes += o.writes;
         self.zero_copy_writes += o.zero_copy_writes;
+        self.in_place_writes += o.in_place_writes;
         self.submits += o.submits;
         self.direct_recvs += o.direct_recvs;
         self.direct_sends += o.direct_sends;

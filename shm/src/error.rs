@@ -35,6 +35,12 @@ pub enum Error {
         /// The largest payload this ring accepts.
         max: usize,
     },
+    /// A record lent with [`Producer::lend`](crate::Producer::lend) is outstanding: commit or
+    /// cancel it before reserving again (a usage error of this side, not the peer's).
+    #[error(
+        "a lent record is outstanding on this ring; call commit_lent() or cancel_lent() before reserving again"
+    )]
+    Lent,
     /// The deadline passed before the operation could complete.
     #[error("deadline passed before the operation could complete; retry or give up")]
     Timeout,

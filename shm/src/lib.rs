@@ -75,4 +75,4 @@ pub use error::{Error, Result};
 pub use rendezvous::{PendingRendezvous, ShmListener};
 #[cfg(not(loom))]
 pub use ring::channel_with_doorbell;
-pub use ring::{Consumer, Producer, Records, Reservation, channel};
+pub use ring::{Consumer, LentSpace, Producer, Records, Reservation, channel};

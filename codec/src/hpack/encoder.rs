@@ -230,7 +230,11 @@ impl HeaderEncoder {
     }
 
     /// Appends one header block for `headers` to `out`.
-    pub fn encode<'h, I>(&mut self, headers: I, out: &mut Vec<u8>) -> Result<(), HeaderError>
+    pub fn encode<'h, I>(
+        &mut self,
+        headers: I,
+        out: &mut (impl crate::OutBuf + ?Sized),
+    ) -> Result<(), HeaderError>
     where
         I: IntoIterator<Item = &'h Header<'h>>,
     {
@@ -252,7 +256,7 @@ impl HeaderEncoder {
     }
 
     #[inline]
-    fn encode_field(&mut self, h: &Header<'_>, out: &mut Vec<u8>) {
+    fn encode_field(&mut self, h: &Header<'_>, out: &mut (impl crate::OutBuf + ?Sized)) {
         let (name, value) = (h.name, h.value);
         // A never-indexed field is always sent literally, even if the table holds it.
         let never = h.indexing == Indexing::Never
@@ -371,7 +375,7 @@ impl HeaderEncoder {
         name_index: Option<u32>,
         name: &[u8],
         value: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut (impl crate::OutBuf + ?Sized),
     ) {
         match name_index {
             Some(i) => encode_int(out, pattern, prefix, i),

@@ -5,7 +5,12 @@ use crate::HeaderError;
 /// Appends `value` as a prefix integer with `prefix_bits` (1..=8) low bits in the first byte;
 /// `high` holds the representation's pattern bits above the prefix.
 #[inline]
-pub(crate) fn encode_int(out: &mut Vec<u8>, high: u8, prefix_bits: u8, value: u32) {
+pub(crate) fn encode_int(
+    out: &mut (impl crate::OutBuf + ?Sized),
+    high: u8,
+    prefix_bits: u8,
+    value: u32,
+) {
     crate::prefix_int::encode(out, high, prefix_bits, value.into());
 }
 
@@ -22,7 +27,7 @@ pub(crate) fn decode_int(buf: &[u8], pos: &mut usize, prefix_bits: u8) -> Result
 
 /// Appends a raw string: length as a 7-bit prefix integer with the Huffman bit clear, then bytes.
 #[inline]
-pub(crate) fn encode_str(out: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn encode_str(out: &mut (impl crate::OutBuf + ?Sized), s: &[u8]) {
     encode_int(out, 0x00, 7, s.len() as u32);
     out.extend_from_slice(s);
 }

@@ -95,7 +95,7 @@ impl TraceParent {
     }
 
     /// Appends the packed bytes (26, or 10 when `reuse_trace_id`).
-    pub(crate) fn pack(&self, reuse_trace_id: bool, out: &mut Vec<u8>) {
+    pub(crate) fn pack(&self, reuse_trace_id: bool, out: &mut (impl crate::OutBuf + ?Sized)) {
         out.push(self.version);
         if !reuse_trace_id {
             out.extend_from_slice(&self.trace_id);

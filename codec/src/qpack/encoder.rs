@@ -119,7 +119,7 @@ impl QpackEncoder {
     pub fn set_capacity(
         &mut self,
         capacity: u32,
-        encoder_stream: &mut Vec<u8>,
+        encoder_stream: &mut (impl crate::OutBuf + ?Sized),
     ) -> Result<(), QpackError> {
         let capacity = capacity as usize;
         let pinned = self.evictable_below(u64::MAX);
@@ -174,8 +174,8 @@ impl QpackEncoder {
         &mut self,
         stream: u64,
         fields: &[Header<'_>],
-        block: &mut Vec<u8>,
-        encoder_stream: &mut Vec<u8>,
+        block: &mut (impl crate::OutBuf + ?Sized),
+        encoder_stream: &mut (impl crate::OutBuf + ?Sized),
     ) -> Result<(), QpackError> {
         self.encode_inner(Some(stream), fields, block, encoder_stream)
     }
@@ -190,7 +190,7 @@ impl QpackEncoder {
     pub fn encode_datagram(
         &mut self,
         fields: &[Header<'_>],
-        block: &mut Vec<u8>,
+        block: &mut (impl crate::OutBuf + ?Sized),
     ) -> Result<(), QpackError> {
         self.encode_inner(None, fields, block, &mut Vec::new())
     }
@@ -199,8 +199,8 @@ impl QpackEncoder {
         &mut self,
         stream: Option<u64>,
         fields: &[Header<'_>],
-        block: &mut Vec<u8>,
-        encoder_stream: &mut Vec<u8>,
+        block: &mut (impl crate::OutBuf + ?Sized),
+        encoder_stream: &mut (impl crate::OutBuf + ?Sized),
     ) -> Result<(), QpackError> {
         let start = block.len();
         // A peer that never acknowledges costs compression, not memory: past the bound, blocks

@@ -7,7 +7,12 @@ pub(crate) const MAX_INT: u64 = (1 << 62) - 1;
 
 /// Appends `value` with `prefix_bits` (1..=8) low bits in the first byte; `high` holds the
 /// pattern bits above the prefix.
-pub(crate) fn encode_int(out: &mut Vec<u8>, high: u8, prefix_bits: u8, value: u64) {
+pub(crate) fn encode_int(
+    out: &mut (impl crate::OutBuf + ?Sized),
+    high: u8,
+    prefix_bits: u8,
+    value: u64,
+) {
     crate::prefix_int::encode(out, high, prefix_bits, value);
 }
 
@@ -24,7 +29,12 @@ pub(crate) fn decode_int(buf: &[u8], pos: &mut usize, prefix_bits: u8) -> Result
 }
 
 /// Appends a raw string: H bit (just above the prefix) clear, length, bytes.
-pub(crate) fn encode_str(out: &mut Vec<u8>, high: u8, prefix_bits: u8, s: &[u8]) {
+pub(crate) fn encode_str(
+    out: &mut (impl crate::OutBuf + ?Sized),
+    high: u8,
+    prefix_bits: u8,
+    s: &[u8],
+) {
     encode_int(out, high, prefix_bits, s.len() as u64);
     out.extend_from_slice(s);
 }

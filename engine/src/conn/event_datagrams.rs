@@ -44,11 +44,11 @@ pub(crate) struct Datagrams {
 struct DatagramBlocks<'a>(&'a mut HeaderSend);
 
 impl HeaderBlockEncoder for DatagramBlocks<'_> {
-    fn encode_block(
+    fn encode_block<B: netron_codec::OutBuf + ?Sized>(
         &mut self,
         _id: u32,
         headers: &[Header<'_>],
-        out: &mut Vec<u8>,
+        out: &mut B,
     ) -> Result<(), HeaderError> {
         self.0.encode_datagram(headers, out)
     }

@@ -35,11 +35,11 @@ pub(crate) struct QpackSend {
 
 impl HeaderBlockEncoder for HeaderSend {
     #[inline]
-    fn encode_block(
+    fn encode_block<B: netron_codec::OutBuf + ?Sized>(
         &mut self,
         id: u32,
         headers: &[Header<'_>],
-        out: &mut Vec<u8>,
+        out: &mut B,
     ) -> Result<(), HeaderError> {
         self.encode(Some(id), headers, out)
     }
@@ -97,7 +97,7 @@ impl HeaderSend {
     pub(crate) fn encode_datagram(
         &mut self,
         headers: &[Header<'_>],
-        out: &mut Vec<u8>,
+        out: &mut (impl netron_codec::OutBuf + ?Sized),
     ) -> Result<(), HeaderError> {
         self.encode(None, headers, out)
     }
@@ -108,7 +108,7 @@ impl HeaderSend {
         &mut self,
         exchange: Option<u32>,
         headers: &[Header<'_>],
-        out: &mut Vec<u8>,
+        out: &mut (impl netron_codec::OutBuf + ?Sized),
     ) -> Result<(), HeaderError> {
         let q = match self {
             HeaderSend::Hpack(e) => return e.encode(headers, out),

@@ -43,7 +43,7 @@ use netron_codec::hpack::{HeaderEncoder, HeaderList};
 use header_coding::{Block, HeaderRecv, HeaderSend};
 use netron_codec::{
     BatchEncoder, DecodeError, EncodeError, Frame, FrameIter, FrameKind, HandshakeError, Limits,
-    StatusCode,
+    StatusCode, TxBuf,
 };
 
 pub(crate) use client::{CallSpec, Caller, PendingCalls};
@@ -153,7 +153,7 @@ pub(crate) struct Connection<C: Caller> {
     enc: HeaderSend,
     tx: BatchEncoder,
     /// Full batches waiting for the socket, oldest first, with their frame counts.
-    tx_full: VecDeque<(Vec<u8>, u32)>,
+    tx_full: VecDeque<(TxBuf, u32)>,
     /// Empty buffers to reuse for batches.
     spare: Vec<Vec<u8>>,
     control: ControlEncoder,
@@ -863,10 +863,10 @@ impl<C: Caller> Connection<C> {
     }
 
     fn rotate(&mut self, tx: &mut BatchEncoder) {
-        let mut fresh = self.spare.pop().unwrap_or_default();
+        let fresh = self.spare.pop().unwrap_or_default();
         let frames = tx.frame_count();
-        tx.swap_buffer(&mut fresh);
-        self.tx_full.push_back((fresh, frames));
+        let full = tx.replace_buffer(TxBuf::from(fresh));
+        self.tx_full.push_back((full, frames));
     }
 
     /// Bytes queued for the socket and not yet handed to it.
@@ -940,6 +940,15 @@ impl<C: Caller> Connection<C> {
     /// place. Returns the buffer and how many frames it holds. Give the buffer back with
     /// [`Connection::recycle`] once written.
     pub(crate) fn poll_transmit(&mut self) -> Option<(Vec<u8>, u32)> {
+        // A batch in lent memory is copied out here (a link that lends takes it with
+        // `poll_transmit_buf` instead).
+        self.poll_transmit_buf().map(|(b, n)| (b.into_vec(), n))
+    }
+
+    /// [`Connection::poll_transmit`] for a link that lends its own memory to the encoder
+    /// ([`Connection::lend_tx`]): the batch comes as it was encoded, lent or on the heap.
+    /// A heap batch goes back with [`Connection::recycle`] (`TxBuf::into_vec` moves it).
+    pub(crate) fn poll_transmit_buf(&mut self) -> Option<(TxBuf, u32)> {
         if let Some(full) = self.tx_full.pop_front() {
             return Some(full);
         }
@@ -953,13 +962,40 @@ impl<C: Caller> Connection<C> {
             return None;
         }
         let n = self.tx.frame_count();
-        let mut buf = self.spare.pop().unwrap_or_default();
-        self.tx.swap_buffer(&mut buf);
-        Some((buf, n))
+        let fresh = self.spare.pop().unwrap_or_default();
+        Some((self.tx.replace_buffer(TxBuf::from(fresh)), n))
+    }
+
+    /// Makes `buf` (memory the link lent: the free space of a shared-memory ring) the buffer
+    /// the next frames are encoded into, if nothing is queued: they are then written once,
+    /// in place (docs/protocol.md §26.6). Gives `buf` back if frames are queued or a lent
+    /// buffer is already in use.
+    pub(crate) fn lend_tx(&mut self, buf: TxBuf) -> Result<(), TxBuf> {
+        if !self.tx.is_empty() || self.tx.is_lent() || !self.tx_full.is_empty() {
+            return Err(buf);
+        }
+        let old = self.tx.replace_buffer(buf);
+        self.recycle(old.into_vec());
+        Ok(())
+    }
+
+    /// Whether [`Connection::lend_tx`] would take a lent buffer now (nothing queued).
+    pub(crate) fn can_lend(&self) -> bool {
+        self.tx.is_empty() && !self.tx.is_lent() && self.tx_full.is_empty()
+    }
+
+    /// Whether any queued or open batch is in lent memory (the lender must not take the
+    /// space back then).
+    pub(crate) fn holds_lent(&self) -> bool {
+        self.tx.is_lent() || self.tx_full.iter().any(|(b, _)| b.is_lent())
     }
 
     /// Returns a written batch buffer for reuse.
     pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            // Nothing to keep (a batch written in place came back as an empty `Vec`).
+            return;
+        }
         buf.clear();
         // Keep small buffers for reuse (steady state allocates nothing); let large ones go.
         if self.spare.len() < 2 && buf.capacity() <= KEEP_BUFFER {

@@ -3,7 +3,7 @@
 //! handing each to its connection, and flushing one batch per connection per turn.
 
 use super::*;
-use crate::transport::{Tx, TxPolicy, Update};
+use crate::transport::{Tx, TxPolicy, Update, Written};
 
 /// A flush with at most this many connections to write sends each directly (`send(2)`, no
 /// SQE): measured, see docs/architecture.md "Direct sends".
@@ -274,15 +274,17 @@ impl Core {
         let Some(en) = self.conns.get_mut(key) else {
             return;
         };
-        let Some((frames, zero_copy)) = en.link.end_write() else {
+        let Some((frames, how)) = en.link.end_write() else {
             return;
         };
         en.conn.write_blocked_since = None;
         if !en.closing {
             self.stats.driver.writes += 1;
             self.stats.frames_out += frames as u64;
-            if zero_copy {
-                self.stats.driver.zero_copy_writes += 1;
+            match how {
+                Written::ZeroCopy => self.stats.driver.zero_copy_writes += 1,
+                Written::InPlace => self.stats.driver.in_place_writes += 1,
+                Written::Copied => {}
             }
         }
         en.conn.recycle(buf);

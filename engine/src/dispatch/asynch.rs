@@ -160,7 +160,7 @@ fn run_sync(f: &crate::SyncHandler, req: &AsyncRequest) -> Result<Bytes, Status>
         req.deadline(),
         origin_of(&peer, req),
     );
-    let mut out = Vec::new();
+    let mut out = netron_codec::TxBuf::new();
     let mut metadata = HeaderList::default();
     // Bounded by the largest frame the protocol allows; the connection checks the reply
     // against the peer's negotiated `max_frame_size` when it sends it (ResourceExhausted
@@ -174,7 +174,7 @@ fn run_sync(f: &crate::SyncHandler, req: &AsyncRequest) -> Result<Bytes, Status>
             format!("the reply exceeds the largest frame the protocol allows ({room} bytes)"),
         ));
     }
-    Ok(Bytes::from(out))
+    Ok(Bytes::from(out.into_vec()))
 }
 
 /// Resolves when a deferred handler behind async interceptors answers (its

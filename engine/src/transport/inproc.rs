@@ -25,6 +25,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use netron_codec::TxBuf;
 use netron_shm::{Consumer, Error as ShmError, Producer};
 
 use crate::conn::Role;
@@ -34,6 +35,11 @@ use crate::conn::record::for_each_record;
 /// less (netron-shm's record header and slack, docs/shm.md "Records"), so the default batch
 /// limits (docs/architecture.md) fit one record and larger frames are fragmented.
 pub const RING_BYTES: usize = 1 << 20;
+
+/// The least free ring space worth lending to the encoder ([`RecordPipe::lend`]): a ring
+/// with less free in one piece is nearly full, and batches then go through the copying path
+/// (which waits for room record by record).
+pub(crate) const LEND_MIN: usize = 4 << 10;
 
 /// Records read per [`RecordPipe::read`] at most, so one busy peer does not starve a core's
 /// other connections in a turn (the rest waits for the next turn; nothing is lost).
@@ -268,6 +274,55 @@ impl RecordPipe {
                 WriteEnd::Blocked(wrote)
             }
         }
+    }
+
+    /// Lends the ring's free space (at least [`LEND_MIN`] bytes in one piece, up to all of it)
+    /// to the connection's encoder as a [`TxBuf`], so the next batch is encoded in place and
+    /// [`write_lent`](Self::write_lent) only commits it (docs/protocol.md §26.6). `None`
+    /// while this side's handshake is not out (its records follow §26.1's special cut), a
+    /// batch is midway (`write` resumes it), a lend is outstanding, or the ring has less
+    /// free (the copying path then waits for room).
+    pub(crate) fn lend(&mut self) -> Option<TxBuf> {
+        if self.first.is_some() || self.sent != 0 || self.tx.is_lent() {
+            return None;
+        }
+        let space = self.tx.lend(LEND_MIN).ok()?;
+        // SAFETY: `lend` gave `space.len()` bytes at `as_ptr` of the ring's unpublished free
+        // space, which its keepalive keeps mapped; until `commit_lent` or `cancel_lent` the
+        // producer hands them to no one else (`reserve` and `lend` fail) and the consumer
+        // reads only published records. The link commits or cancels only once the buffer
+        // came back from the connection or stopped using the space (`write_lent`,
+        // `cancel_lend`). A peer in another process that writes this space breaks the ring
+        // protocol; what that can do is docs/shm.md "Lending ring memory".
+        let buf = unsafe {
+            TxBuf::lent(
+                space.as_ptr(),
+                space.len(),
+                crate::conn::record::GROUP_BYTES,
+                space.keepalive(),
+            )
+        };
+        Some(buf)
+    }
+
+    /// Commits and publishes `buf`, a batch encoded in the space [`lend`](Self::lend) lent:
+    /// one record, nothing copied. A record group's size bounds the batch
+    /// ([`crate::conn::record::GROUP_BYTES`], `TxBuf`'s `batch_cap`; its last frame may
+    /// cross it), as the copying path groups frames.
+    pub(crate) fn write_lent(&mut self, buf: TxBuf) -> WriteEnd {
+        let len = buf.len();
+        // The encoder stops writing before the space is committed.
+        drop(buf);
+        match self.tx.commit_lent(len).and_then(|()| self.tx.publish()) {
+            Ok(()) => WriteEnd::Done(len),
+            Err(e) => WriteEnd::Failed(ring_err(&e, self.is_remote())),
+        }
+    }
+
+    /// Takes back space lent to an encoder that no longer uses it (a frame too large for it
+    /// moved the batch to the heap), so the ring can take that batch.
+    pub(crate) fn cancel_lend(&mut self) {
+        self.tx.cancel_lent();
     }
 
     /// Announces that the core is about to wait on [`doorbell`](Self::doorbell) and re-checks

@@ -205,6 +205,18 @@ pub(crate) enum Tx {
     Failed(io::Error),
 }
 
+/// How a written batch reached the transport (counted in [`crate::DriverStats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Copied: into the kernel (`send`, `write`) or into a ring's records.
+    Copied,
+    /// Sent with `SendZc`: the kernel took the pages, no copy.
+    ZeroCopy,
+    /// Encoded in place into ring space the link lent (`shm://`, `inproc://`): nothing to
+    /// copy (docs/protocol.md §26.6).
+    InPlace,
+}
+
 /// What a direct read returned.
 #[derive(Debug)]
 pub(crate) enum Direct {
@@ -276,9 +288,9 @@ pub(crate) trait Link {
     ) -> Tx;
     /// The batch a direct write took whole (its buffer, for [`Link::end_write`]).
     fn take_written(&mut self) -> Option<Vec<u8>>;
-    /// Ends the current write after its buffer came back: its frame count and whether it
-    /// went out zero-copy.
-    fn end_write(&mut self) -> Option<(u32, bool)>;
+    /// Ends the current write after its buffer came back: its frame count and how the batch
+    /// reached the transport.
+    fn end_write(&mut self) -> Option<(u32, Written)>;
     /// Closing: make pending operations complete (a stream link shuts the socket down).
     fn close(&mut self);
     /// Whether no operation of the link is in the driver (its entry may go).
@@ -506,7 +518,7 @@ impl Link for AnyLink {
     fn take_written(&mut self) -> Option<Vec<u8>> {
         each!(self, l => l.take_written())
     }
-    fn end_write(&mut self) -> Option<(u32, bool)> {
+    fn end_write(&mut self) -> Option<(u32, Written)> {
         each!(self, l => l.end_write())
     }
     fn close(&mut self) {

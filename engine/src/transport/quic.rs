@@ -1502,8 +1502,10 @@ impl Link for QuicLink {
         self.written.as_mut().map(|(b, _)| std::mem::take(b))
     }
 
-    fn end_write(&mut self) -> Option<(u32, bool)> {
-        self.written.take().map(|(_, frames)| (frames, false))
+    fn end_write(&mut self) -> Option<(u32, super::Written)> {
+        self.written
+            .take()
+            .map(|(_, frames)| (frames, super::Written::Copied))
     }
 
     fn quiescent(&self) -> bool {

@@ -29,6 +29,8 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use netron_codec::TxBuf;
+
 use super::inproc::{ReadEnd, RecordPipe, WriteEnd};
 use super::{Direct, Input, Link, Owner, Tx, TxPolicy, Update};
 use crate::conn::{Caller, Connection};
@@ -59,6 +61,9 @@ struct Writing {
     hot: bool,
     /// The whole batch is in the ring (`take_written` hands it back).
     complete: bool,
+    /// The batch was encoded in lent ring space and committed there (`buf` is an empty
+    /// `Vec`, allocating nothing).
+    in_place: bool,
 }
 
 /// A connection's two rings and doorbell.
@@ -174,6 +179,57 @@ impl RecordLink {
         };
         let limit = pipe.limit_in();
         pipe.read_some(budget, |bytes| deliver(Input::Record { bytes, limit }))
+    }
+
+    /// Lends the ring's free space to `conn`'s encoder if nothing is queued, so its next batch
+    /// is encoded in place (docs/protocol.md §26.6).
+    fn lend_to<C: Caller>(&mut self, conn: &mut Connection<C>) {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return;
+        };
+        if !conn.can_lend() {
+            return;
+        }
+        if let Some(buf) = pipe.lend() {
+            if conn.lend_tx(buf).is_err() {
+                pipe.cancel_lend();
+            }
+        }
+    }
+
+    /// Commits a batch the connection encoded in lent ring space (one record, no copy), then
+    /// lends the space after it.
+    fn write_lent<C: Caller>(&mut self, buf: TxBuf, frames: u32, conn: &mut Connection<C>) -> Tx {
+        let end = match self.pipe.as_mut() {
+            Some(p) => p.write_lent(buf),
+            None => WriteEnd::Failed("the link is closed".to_owned()),
+        };
+        match end {
+            WriteEnd::Done(n) => {
+                self.write = Some(Writing {
+                    // Empty: `take_written` hands it back for the core's accounting.
+                    buf: Some(Vec::new()),
+                    frames,
+                    retry: None,
+                    backoff: RETRY_MIN,
+                    hot: false,
+                    complete: true,
+                    in_place: true,
+                });
+                self.lend_to(conn);
+                Tx::Started {
+                    direct: Some(n),
+                    complete: true,
+                }
+            }
+            WriteEnd::Blocked(_) | WriteEnd::Failed(_) => {
+                let why = match end {
+                    WriteEnd::Failed(why) => why,
+                    _ => "a lent record could not be committed".to_owned(),
+                };
+                Tx::Failed(io::Error::new(io::ErrorKind::BrokenPipe, why))
+            }
+        }
     }
 
     /// Writes (the rest of) the current batch; arms a retry if the ring is full.
@@ -378,16 +434,25 @@ impl Link for RecordLink {
         policy: TxPolicy,
     ) -> Tx {
         self.owner = owner;
-        let Some((buf, frames)) = conn.poll_transmit() else {
+        let Some((buf, frames)) = conn.poll_transmit_buf() else {
+            self.lend_to(conn);
             return Tx::Nothing;
         };
+        if buf.is_lent() {
+            return self.write_lent(buf, frames, conn);
+        }
+        if let Some(p) = self.pipe.as_mut().filter(|_| !conn.holds_lent()) {
+            // Lent space the encoder left (a large frame moved its batch to the heap).
+            p.cancel_lend();
+        }
         self.write = Some(Writing {
-            buf: Some(buf),
+            buf: Some(buf.into_vec()),
             frames,
             retry: None,
             backoff: RETRY_MIN,
             hot: policy.hot,
             complete: false,
+            in_place: false,
         });
         match self.push(io) {
             Update::Sent {
@@ -398,6 +463,7 @@ impl Link for RecordLink {
                 if let Some(w) = self.write.as_mut() {
                     w.buf = Some(buf);
                 }
+                self.lend_to(conn);
                 Tx::Started {
                     direct: Some(n),
                     complete: true,
@@ -434,8 +500,15 @@ impl Link for RecordLink {
             .and_then(|w| w.buf.take())
     }
 
-    fn end_write(&mut self) -> Option<(u32, bool)> {
-        self.write.take().map(|w| (w.frames, false))
+    fn end_write(&mut self) -> Option<(u32, super::Written)> {
+        self.write.take().map(|w| {
+            let how = if w.in_place {
+                super::Written::InPlace
+            } else {
+                super::Written::Copied
+            };
+            (w.frames, how)
+        })
     }
 
     fn close(&mut self) {

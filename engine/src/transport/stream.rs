@@ -218,8 +218,15 @@ impl Link for StreamLink {
         self.write.as_mut().and_then(|w| w.written.take())
     }
 
-    fn end_write(&mut self) -> Option<(u32, bool)> {
-        self.write.take().map(|w| (w.frames, w.zero_copy))
+    fn end_write(&mut self) -> Option<(u32, super::Written)> {
+        self.write.take().map(|w| {
+            let how = if w.zero_copy {
+                super::Written::ZeroCopy
+            } else {
+                super::Written::Copied
+            };
+            (w.frames, how)
+        })
     }
 
     fn close(&mut self) {

@@ -161,6 +161,16 @@ impl RingMem {
         unsafe { std::slice::from_raw_parts(p, len) }
     }
 
+    /// The address of offset `pos` of the data area and what keeps it mapped, for space lent
+    /// out as raw memory (`Producer::lend`).
+    #[cfg(not(loom))]
+    pub(crate) fn raw(&self, pos: usize) -> (NonNull<u8>, Owner) {
+        assert!(pos <= self.cap, "ring offset out of range");
+        // `pos <= cap`: inside the data area or one past its end (an empty lend), not null.
+        let p = NonNull::new(self.data.as_ptr().wrapping_add(pos)).expect("inside the mapping");
+        (p, Arc::clone(&self._owner))
+    }
+
     /// The `len` bytes at `pos`, writable (space the producer reserved).
     #[inline]
     pub(crate) fn bytes_mut(&mut self, pos: usize, len: usize) -> &mut [u8] {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use consumer::{Consumer, Records};
-pub use producer::{Producer, Reservation};
+pub use producer::{LentSpace, Producer, Reservation};
 
 use crate::doorbell::{Bell, ThreadBell};
 use crate::error::Result;

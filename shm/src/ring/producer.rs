@@ -43,6 +43,49 @@ pub struct Producer {
     /// When a full ring last made [`reserve`](Producer::reserve) look at the liveness socket
     /// (`None`: never): at most one look per [`LOOK_EVERY`].
     last_look: Option<Instant>,
+    /// A record lent by [`lend`](Producer::lend): its position and largest payload.
+    lent: Option<(usize, usize)>,
+}
+
+/// Free ring space lent as raw memory for one record's payload ([`Producer::lend`]).
+///
+/// Holding it keeps the ring's memory mapped (it owns a reference to the mapping), so the
+/// pointer stays valid even if the producer is dropped; what may be written there, and when,
+/// is [`Producer::lend`]'s contract.
+pub struct LentSpace {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    keep: super::mem::Owner,
+}
+
+impl std::fmt::Debug for LentSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LentSpace")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LentSpace {
+    /// The first payload byte.
+    pub fn as_ptr(&self) -> std::ptr::NonNull<u8> {
+        self.ptr
+    }
+
+    /// The largest payload, in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no byte was lent (never: `lend` lends at least its `min`, which may be 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// What keeps the memory mapped (a mapping or a heap ring), to hold while writing.
+    pub fn keepalive(&self) -> std::sync::Arc<dyn std::any::Any + Send + Sync> {
+        std::sync::Arc::clone(&self.keep)
+    }
 }
 
 /// How often, at most, a `reserve` that finds the ring full looks at the liveness socket (one
@@ -77,6 +120,7 @@ impl Producer {
             link,
             spin,
             last_look: None,
+            lent: None,
         }
     }
 
@@ -108,6 +152,9 @@ impl Producer {
     /// instead of `Full` forever. While the ring has room, records go into it as into a
     /// socket's send buffer, peer or no peer.
     pub fn reserve(&mut self, len: usize) -> Result<Reservation<'_>> {
+        if self.lent.is_some() {
+            return Err(Error::Lent);
+        }
         if !self.make_room(len)? {
             self.look_at_peer()?;
             return Err(Error::Full);
@@ -165,8 +212,82 @@ impl Producer {
         len: usize,
         deadline: Option<Instant>,
     ) -> Result<Reservation<'_>> {
+        if self.lent.is_some() {
+            return Err(Error::Lent);
+        }
         self.wait_room(len, deadline)?;
         Ok(self.reservation(len))
+    }
+
+    /// Lends the free space at the write position for one record whose payload is written
+    /// over time and whose length is known only at the end (an encoder writing a batch in
+    /// place): at least `min` payload bytes, and as many more as the ring has free in one
+    /// piece (wrapping first, as `reserve` does, if fewer than `min` are left before the
+    /// end). [`commit_lent`](Self::commit_lent) then adds the record to the pending batch
+    /// with its final length, or [`cancel_lent`](Self::cancel_lent) gives the space back;
+    /// until then `reserve` and `lend` fail with [`Error::Lent`]. `publish` may run
+    /// meanwhile (it publishes what was committed before).
+    ///
+    /// The space is the consumer's to read only once committed and published: until then
+    /// this side alone may write it, through [`LentSpace::as_ptr`], for `len()` bytes, and
+    /// must stop writing before committing or cancelling.
+    ///
+    /// # Errors
+    /// As [`reserve`](Self::reserve): `Full` (fewer than `min` bytes free), `TooLarge`
+    /// (`min` can never fit), `PeerGone` / `Closed` / `Corrupt`; `Lent` if a lent record is
+    /// outstanding.
+    #[cfg(not(loom))]
+    pub fn lend(&mut self, min: usize) -> Result<LentSpace> {
+        if self.lent.is_some() {
+            return Err(Error::Lent);
+        }
+        if !self.make_room(min)? {
+            self.look_at_peer()?;
+            return Err(Error::Full);
+        }
+        // `make_room` left `min` contiguous (after any padding); take what else is free in
+        // the same piece: up to the end of the data area, keeping the 8-byte slack.
+        self.refresh_head()?;
+        let pos = (self.committed & self.mask) as usize;
+        let contiguous = self.cap - pos as u64;
+        let space = contiguous.min(self.free() - HEADER as u64) as usize;
+        let len = space - HEADER;
+        debug_assert!(len >= min && len <= self.max_record_len());
+        let (ptr, keep) = self.mem.raw(pos + HEADER);
+        self.lent = Some((pos, len));
+        Ok(LentSpace { ptr, len, keep })
+    }
+
+    /// Commits the record lent by [`lend`](Self::lend) with a payload of `len` bytes (those
+    /// written at the start of the lent space); [`publish`](Self::publish) makes it visible.
+    ///
+    /// # Errors
+    /// `TooLarge` if `len` is more than was lent, `Closed` if nothing is lent (both usage
+    /// errors of this side; nothing is committed).
+    pub fn commit_lent(&mut self, len: usize) -> Result<()> {
+        let Some((pos, max)) = self.lent else {
+            return Err(Error::Closed);
+        };
+        if len > max {
+            return Err(Error::TooLarge { len, max });
+        }
+        self.lent = None;
+        let size = record::size_for(len).unwrap_or(usize::MAX);
+        // len <= max < capacity <= 1 GiB, so the length fits in u32.
+        self.put_header(pos, record::encode(TAG_DATA, len as u32));
+        self.committed += size as u64;
+        Ok(())
+    }
+
+    /// Gives the space lent by [`lend`](Self::lend) back, committing nothing (no effect if
+    /// nothing is lent).
+    pub fn cancel_lent(&mut self) {
+        self.lent = None;
+    }
+
+    /// Whether a record lent by [`lend`](Self::lend) is outstanding.
+    pub fn is_lent(&self) -> bool {
+        self.lent.is_some()
     }
 
     /// Copies `data` into a new record and commits it (not yet published).

@@ -90,6 +90,49 @@ fn full_record_behind_padding_makes_progress() {
 }
 
 #[test]
+fn lent_space_is_committed_with_its_final_length() {
+    let (mut p, mut c) = pair(256);
+    p.send(&[7; 100]).unwrap();
+    let space = p.lend(16).unwrap();
+    // 256 - 112 used by the first record - 8 of slack - 8 for the lent record's header.
+    assert_eq!(space.len(), 128);
+    assert!(matches!(p.reserve(1), Err(Error::Lent)));
+    assert!(matches!(p.lend(1), Err(Error::Lent)));
+    // SAFETY: five bytes of the lent space, which nobody else writes until the commit.
+    unsafe { std::ptr::copy_nonoverlapping(b"hello".as_ptr(), space.as_ptr().as_ptr(), 5) };
+    p.publish().unwrap();
+    assert_eq!(
+        c.read().unwrap().unwrap(),
+        &[7; 100],
+        "published before the lend"
+    );
+    assert_eq!(c.read().unwrap(), None, "the lent record is not visible");
+    assert!(matches!(
+        p.commit_lent(129),
+        Err(Error::TooLarge { len: 129, max: 128 })
+    ));
+    p.commit_lent(5).unwrap();
+    assert!(
+        matches!(p.commit_lent(5), Err(Error::Closed)),
+        "nothing lent any more"
+    );
+    p.publish().unwrap();
+    assert_eq!(c.read().unwrap().unwrap(), b"hello");
+    c.release();
+    // Fewer than `min` bytes before the end: the lend wraps to the start, as a reserve does.
+    let space = p.lend(120).unwrap();
+    assert!(space.len() >= 120);
+    p.cancel_lent();
+    p.send(b"after").unwrap();
+    p.publish().unwrap();
+    assert_eq!(
+        c.read().unwrap().unwrap(),
+        b"after",
+        "a cancelled lend commits nothing"
+    );
+}
+
+#[test]
 fn abandoned_reservation_publishes_nothing() {
     let (mut p, c) = pair(128);
     {
@@ -246,10 +289,23 @@ fn threads_exchange_records_with_sleeping_consumer() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Send { len: usize, keep: Option<usize> },
-    Abandon { len: usize },
+    Send {
+        len: usize,
+        keep: Option<usize>,
+    },
+    Abandon {
+        len: usize,
+    },
+    /// `lend(min)`, write `len` bytes (at most what was lent), then commit or cancel.
+    Lend {
+        min: usize,
+        len: usize,
+        cancel: bool,
+    },
     Publish,
-    Read { n: usize },
+    Read {
+        n: usize,
+    },
     Release,
 }
 
@@ -260,6 +316,8 @@ fn op(max: usize) -> impl Strategy<Value = Op> {
             keep: keep.map(|k| k.min(len)),
         }),
         1 => (0..=max).prop_map(|len| Op::Abandon { len }),
+        3 => (0..=max, 0..=2 * max, proptest::bool::weighted(0.2))
+            .prop_map(|(min, len, cancel)| Op::Lend { min, len, cancel }),
         3 => Just(Op::Publish),
         3 => (0usize..6).prop_map(|n| Op::Read { n }),
         2 => Just(Op::Release),
@@ -346,6 +404,42 @@ proptest! {
                         r.fill(0xEE);
                     } else {
                         unread.extend(pending.drain(..));
+                    }
+                }
+                Op::Lend { min, .. } if min > max => {
+                    let too_large = matches!(p.lend(min), Err(Error::TooLarge { .. }));
+                    prop_assert!(too_large);
+                }
+                Op::Lend { min, len, cancel } => {
+                    biggest = biggest.max(record_footprint(min));
+                    match p.lend(min) {
+                        Ok(space) => {
+                            prop_assert!(space.len() >= min && space.len() <= max);
+                            let lent_again = matches!(p.reserve(0), Err(Error::Lent));
+                            prop_assert!(lent_again);
+                            let n = len.min(space.len());
+                            let data = payload(seq, n);
+                            // SAFETY: `lend` lent `space.len() >= n` bytes at `as_ptr`, written
+                            // by nobody else until the commit or cancel below.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(data.as_ptr(), space.as_ptr().as_ptr(), n);
+                            }
+                            if cancel {
+                                p.cancel_lent();
+                            } else {
+                                let refused = matches!(
+                                    p.commit_lent(space.len() + 1),
+                                    Err(Error::TooLarge { .. })
+                                );
+                                prop_assert!(refused);
+                                p.commit_lent(n).unwrap();
+                                pending.push(data);
+                                seq += 1;
+                            }
+                            prop_assert!(!p.is_lent());
+                        }
+                        Err(Error::Full) => unread.extend(pending.drain(..)),
+                        Err(e) => prop_assert!(false, "unexpected error {e}"),
                     }
                 }
                 Op::Publish => {

@@ -88,6 +88,7 @@ macro_rules! conformance {
                         a_handler_calls_another_service_on_its_own_core,
                         header_table_size_zero,
                         a_zero_copy_threshold_keeps_large_replies_intact,
+                        alone pipelined_bursts_and_large_replies_stay_intact_around_in_place_batches,
                     }
                     streams {
                         server_client_and_bidi_streams_work,

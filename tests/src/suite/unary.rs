@@ -340,3 +340,75 @@ pub fn a_zero_copy_threshold_keeps_large_replies_intact(t: &Transport) {
     assert!(client.driver().writes > client.driver().zero_copy_writes);
     e.shutdown(Duration::from_secs(1));
 }
+
+/// Batches a record link encodes in place, in ring space it lent to the encoder
+/// (docs/protocol.md §26.6), in every shape they take: a burst of 256 pipelined calls, more
+/// than a record group in a turn (the lent batch fills and the rest goes out on the heap,
+/// after it); replies larger than the lent space (the encoder moves its batch to the heap in
+/// the middle of a frame); frames larger than the ring (fragments). Every reply comes back
+/// intact, in every round, and on a ring transport both kinds of write happened on both
+/// sides (`DriverStats::in_place_writes`); on a byte stream none is in place.
+pub fn pipelined_bursts_and_large_replies_stay_intact_around_in_place_batches(t: &Transport) {
+    let busy = RuntimeConfig::default().with_idle(IdlePolicy::BusyPoll);
+    let (server, _) = crate::engine(t, busy.clone(), &[calc()], "inplace");
+    let mut core = crate::new_core(t, busy).unwrap();
+    let conn = core
+        .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
+        .unwrap();
+    let large = [3_000usize, 200_000, 700_000, 1_500_000];
+    let mut slots: Vec<CallSlot> = (0..256).map(|_| CallSlot::new()).collect();
+    for round in 0..8usize {
+        let payloads: Vec<Vec<u8>> = (0..256usize)
+            .map(|i| {
+                let len = if i % 64 == 63 {
+                    large[(round + i / 64) % large.len()]
+                } else {
+                    64
+                };
+                (0..len).map(|k| (round * 7 + i * 31 + k) as u8).collect()
+            })
+            .collect();
+        for (slot, p) in slots.iter_mut().zip(&payloads) {
+            core.start(conn, b"calc@1.2.0", b"echo", p, DL, slot);
+        }
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
+        while !slots.iter().all(CallSlot::is_done) {
+            core.run_once().unwrap();
+            assert!(
+                std::time::Instant::now() < give_up,
+                "{}: round {round} did not finish",
+                t.name
+            );
+        }
+        for (i, (slot, p)) in slots.iter().zip(&payloads).enumerate() {
+            match slot.reply() {
+                Some(Ok(r)) => assert!(
+                    r == &p[..],
+                    "{}: round {round}, call {i}: the reply differs",
+                    t.name
+                ),
+                other => panic!("{}: round {round}, call {i}: {other:?}", t.name),
+            }
+        }
+    }
+    let (c, s) = (core.stats(), server.total_stats());
+    for (side, d) in [("client", c.driver()), ("server", s.driver())] {
+        eprintln!(
+            "{}: {side}: {} writes, {} in place",
+            t.name, d.writes, d.in_place_writes
+        );
+        if t.kind == crate::Kind::Record {
+            assert!(
+                d.in_place_writes > 0 && d.in_place_writes < d.writes,
+                "{}: {side}: {} of {} writes in place: both kinds expected",
+                t.name,
+                d.in_place_writes,
+                d.writes
+            );
+        } else {
+            assert_eq!(d.in_place_writes, 0, "{}: {side}", t.name);
+        }
+    }
+    core.close(conn);
+    server.shutdown(Duration::from_secs(1));
+}

@@ -15,11 +15,11 @@ fn quic_pair(datagrams: bool) -> Pair {
 struct DatagramBlocks(netron_codec::qpack::QpackEncoder);
 
 impl netron_codec::HeaderBlockEncoder for DatagramBlocks {
-    fn encode_block(
+    fn encode_block<B: netron_codec::OutBuf + ?Sized>(
         &mut self,
         _id: u32,
         headers: &[netron_codec::hpack::Header<'_>],
-        out: &mut Vec<u8>,
+        out: &mut B,
     ) -> Result<(), netron_codec::HeaderError> {
         self.0
             .encode_datagram(headers, out)
