@@ -110,6 +110,15 @@ impl BatchEncoder {
         *other = old.into_vec();
     }
 
+    /// Cuts the queued frames off as a batch of their own and goes on encoding in the lent
+    /// space after them ([`TxBuf::split_batch`]), if at least `min` bytes are left there;
+    /// returns the batch. `None` on the heap, or with less room left.
+    pub fn split_batch(&mut self, min: usize) -> Option<TxBuf> {
+        let done = self.buf.split_batch(min)?;
+        self.frames = 0;
+        Some(done)
+    }
+
     /// Puts `with` (emptied) in place of the buffer and returns the old one with the queued
     /// frames; the batch is empty afterwards. With a lent buffer this hands the frames back
     /// to the lender in place, or starts encoding into lent memory.

@@ -105,6 +105,9 @@ struct Lent {
     len: usize,
     /// A batch in this buffer counts as full from this many bytes on.
     batch_cap: usize,
+    /// The lender's record layout: where the next record's payload starts, relative to the
+    /// start of one holding `len` bytes (`None`: one record only, no split).
+    span: Option<fn(usize) -> usize>,
     _keep: KeepAlive,
 }
 
@@ -154,9 +157,71 @@ impl TxBuf {
                 cap,
                 len: 0,
                 batch_cap,
+                span: None,
                 _keep: keep,
             }),
         }
+    }
+
+    /// [`TxBuf::lent`] over space that can hold several records one after the other:
+    /// [`TxBuf::split_batch`] cuts the bytes written off as one record and goes on in the
+    /// rest. `span(len)` is where the next record's payload starts, relative to the start of
+    /// one of `len` bytes (its length plus the lender's record header and alignment:
+    /// `netron_shm::ring::record_footprint`).
+    ///
+    /// # Safety
+    /// As [`TxBuf::lent`]; and the lender must read the records back at exactly the offsets
+    /// `span` gives.
+    #[allow(unsafe_code)]
+    pub unsafe fn lent_records(
+        ptr: NonNull<u8>,
+        cap: usize,
+        batch_cap: usize,
+        span: fn(usize) -> usize,
+        keep: KeepAlive,
+    ) -> Self {
+        TxBuf {
+            inner: Inner::Lent(Lent {
+                ptr,
+                cap,
+                len: 0,
+                batch_cap,
+                span: Some(span),
+                _keep: keep,
+            }),
+        }
+    }
+
+    /// Cuts the bytes written off as a buffer of their own (one record of the lender) and
+    /// goes on, empty, in the lent space after it, if at least `min` bytes of it are left
+    /// for the next record's payload. `None` (and nothing changes) on the heap, for a buffer
+    /// made by [`TxBuf::lent`], or with less room left.
+    #[allow(unsafe_code)]
+    pub fn split_batch(&mut self, min: usize) -> Option<TxBuf> {
+        let Inner::Lent(l) = &mut self.inner else {
+            return None;
+        };
+        let off = (l.span?)(l.len);
+        if off < l.len || l.cap.checked_sub(off)? < min {
+            return None;
+        }
+        let done = Lent {
+            ptr: l.ptr,
+            cap: l.len,
+            len: l.len,
+            batch_cap: l.batch_cap,
+            span: None,
+            _keep: Arc::clone(&l._keep),
+        };
+        // SAFETY: `off <= cap` (checked above), so the new start is inside the lent space
+        // (or one past its end, with `cap` 0 left); the bytes before it stay with `done`,
+        // the bytes after it with `l`: the two never overlap (`done.cap = len <= off`).
+        l.ptr = unsafe { l.ptr.add(off) };
+        l.cap -= off;
+        l.len = 0;
+        Some(TxBuf {
+            inner: Inner::Lent(done),
+        })
     }
 
     /// Bytes written.
@@ -326,12 +391,25 @@ impl OutBuf for TxBuf {
 mod tests {
     use super::*;
 
-    /// A lent buffer over a heap array (the test owns it through `keep`).
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// `cap` bytes of test memory (atomics: written through the lent pointer, read back
+    /// afterwards through the slice, with no reference to the bytes in between).
+    fn memory(cap: usize) -> (Arc<Vec<AtomicU8>>, NonNull<u8>) {
+        let mem: Arc<Vec<AtomicU8>> = Arc::new((0..cap).map(|_| AtomicU8::new(0)).collect());
+        let ptr = NonNull::new(mem.as_ptr().cast::<u8>().cast_mut()).unwrap();
+        (mem, ptr)
+    }
+
+    fn bytes(mem: &[AtomicU8]) -> Vec<u8> {
+        mem.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// A lent buffer over test memory (kept alive by the buffer).
     fn lent(cap: usize) -> (TxBuf, NonNull<u8>) {
-        let mem: Arc<std::sync::Mutex<Vec<u8>>> = Arc::new(std::sync::Mutex::new(vec![0; cap]));
-        let ptr = NonNull::new(mem.lock().unwrap().as_mut_ptr()).unwrap();
-        // SAFETY: the Vec's `cap` bytes live as long as `mem`, which the buffer keeps; the
-        // test touches them only through the buffer.
+        let (mem, ptr) = memory(cap);
+        // SAFETY: the `cap` bytes live as long as `mem`, which the buffer keeps; the test
+        // touches them only through the buffer.
         #[allow(unsafe_code)]
         let b = unsafe { TxBuf::lent(ptr, cap, cap / 2, mem) };
         (b, ptr)
@@ -380,6 +458,43 @@ mod tests {
             assert_eq!(&b.as_slice()[..4], &[9; 4]);
             assert!(b.len() > 8);
         }
+    }
+
+    #[test]
+    fn a_split_hands_the_batch_over_and_goes_on_after_the_next_record_header() {
+        let (mem, ptr) = memory(64);
+        let span: fn(usize) -> usize = |len| (len + 8 + 7) & !7;
+        // SAFETY: as in `lent`.
+        #[allow(unsafe_code)]
+        let mut b = unsafe { TxBuf::lent_records(ptr, 64, 32, span, mem.clone()) };
+        b.extend_from_slice(b"abc");
+        let first = b.split_batch(8).unwrap();
+        assert_eq!(first.as_slice(), b"abc");
+        assert!(b.is_empty() && b.is_lent());
+        // The next payload starts after a record of 3 bytes: 3 + 8 rounded up to 16.
+        assert_eq!(
+            b.lent_ptr().unwrap().as_ptr() as usize,
+            ptr.as_ptr() as usize + 16
+        );
+        b.extend_from_slice(&[9; 40]);
+        assert!(
+            b.split_batch(8).is_none(),
+            "no room left for another record"
+        );
+        drop(first);
+        b.truncate(30);
+        let second = b.split_batch(8).unwrap();
+        assert_eq!(second.as_slice(), &[9; 30][..]);
+        assert_eq!(b.len(), 0);
+        assert!(
+            b.split_batch(0).is_some(),
+            "an empty batch needs only its header"
+        );
+        assert!(TxBuf::new().split_batch(0).is_none());
+        drop((b, second));
+        let written = bytes(&mem);
+        assert_eq!(&written[..3], b"abc");
+        assert_eq!(&written[16..46], &[9; 30][..]);
     }
 
     #[test]

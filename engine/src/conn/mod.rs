@@ -863,8 +863,14 @@ impl<C: Caller> Connection<C> {
     }
 
     fn rotate(&mut self, tx: &mut BatchEncoder) {
-        let fresh = self.spare.pop().unwrap_or_default();
         let frames = tx.frame_count();
+        // A batch in lent ring space is cut off there as one record, and encoding goes on in
+        // the space after it (docs/protocol.md §26.6).
+        if let Some(full) = tx.split_batch(crate::transport::LEND_MIN) {
+            self.tx_full.push_back((full, frames));
+            return;
+        }
+        let fresh = self.spare.pop().unwrap_or_default();
         let full = tx.replace_buffer(TxBuf::from(fresh));
         self.tx_full.push_back((full, frames));
     }

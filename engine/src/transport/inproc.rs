@@ -283,9 +283,11 @@ impl RecordPipe {
     /// batch is midway (`write` resumes it), a lend is outstanding, or the ring has less
     /// free (the copying path then waits for room).
     pub(crate) fn lend(&mut self) -> Option<TxBuf> {
-        if self.first.is_some() || self.sent != 0 || self.tx.is_lent() {
+        if self.first.is_some() || self.sent != 0 {
             return None;
         }
+        // What is left of an earlier lend: the caller checked that no buffer holds it.
+        self.tx.cancel_lent();
         let space = self.tx.lend(LEND_MIN).ok()?;
         // SAFETY: `lend` gave `space.len()` bytes at `as_ptr` of the ring's unpublished free
         // space, which its keepalive keeps mapped; until `commit_lent` or `cancel_lent` the
@@ -294,11 +296,14 @@ impl RecordPipe {
         // came back from the connection or stopped using the space (`write_lent`,
         // `cancel_lend`). A peer in another process that writes this space breaks the ring
         // protocol; what that can do is docs/shm.md "Lending ring memory".
+        // Records follow one another in the lent space at netron-shm's own offsets
+        // (`record_footprint`), which `write_lent`'s `commit_lent_part` uses too.
         let buf = unsafe {
-            TxBuf::lent(
+            TxBuf::lent_records(
                 space.as_ptr(),
                 space.len(),
                 crate::conn::record::GROUP_BYTES,
+                netron_shm::ring::record_footprint,
                 space.keepalive(),
             )
         };
@@ -308,12 +313,17 @@ impl RecordPipe {
     /// Commits and publishes `buf`, a batch encoded in the space [`lend`](Self::lend) lent:
     /// one record, nothing copied. A record group's size bounds the batch
     /// ([`crate::conn::record::GROUP_BYTES`], `TxBuf`'s `batch_cap`; its last frame may
-    /// cross it), as the copying path groups frames.
+    /// cross it), as the copying path groups frames. The rest of the lent space stays lent
+    /// (the encoder may have gone on there: `TxBuf::split_batch`).
     pub(crate) fn write_lent(&mut self, buf: TxBuf) -> WriteEnd {
         let len = buf.len();
-        // The encoder stops writing before the space is committed.
+        // The encoder stops writing this batch before it is committed.
         drop(buf);
-        match self.tx.commit_lent(len).and_then(|()| self.tx.publish()) {
+        match self
+            .tx
+            .commit_lent_part(len)
+            .and_then(|_| self.tx.publish())
+        {
             Ok(()) => WriteEnd::Done(len),
             Err(e) => WriteEnd::Failed(ring_err(&e, self.is_remote())),
         }

@@ -205,6 +205,8 @@ pub(crate) enum Tx {
     Failed(io::Error),
 }
 
+pub(crate) use inproc::LEND_MIN;
+
 /// How a written batch reached the transport (counted in [`crate::DriverStats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Written {

@@ -279,6 +279,28 @@ impl Producer {
         Ok(())
     }
 
+    /// Commits the first `len` bytes of the lent space as a record, like
+    /// [`commit_lent`](Self::commit_lent), and keeps lending the rest: the next record's
+    /// payload starts [`record_footprint(len)`](super::record_footprint) bytes after this one's, and
+    /// may hold the returned number of bytes (`None`: no room is left for another record,
+    /// and nothing stays lent). A writer that filled one record goes on in the next without
+    /// a new `lend`.
+    ///
+    /// # Errors
+    /// As [`commit_lent`](Self::commit_lent).
+    pub fn commit_lent_part(&mut self, len: usize) -> Result<Option<usize>> {
+        let Some((pos, max)) = self.lent else {
+            return Err(Error::Closed);
+        };
+        self.commit_lent(len)?;
+        let size = record::size_for(len).unwrap_or(usize::MAX);
+        // The lent space was `max + HEADER` bytes from `pos`; the next record takes the
+        // `size` after this one's start, then its own header.
+        let rest = (max + HEADER).checked_sub(size + HEADER);
+        self.lent = rest.map(|rest| (pos + size, rest));
+        Ok(rest)
+    }
+
     /// Gives the space lent by [`lend`](Self::lend) back, committing nothing (no effect if
     /// nothing is lent).
     pub fn cancel_lent(&mut self) {

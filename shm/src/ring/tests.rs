@@ -133,6 +133,37 @@ fn lent_space_is_committed_with_its_final_length() {
 }
 
 #[test]
+fn a_lend_goes_on_record_after_record() {
+    let (mut p, c) = pair(256);
+    let space = p.lend(8).unwrap();
+    assert_eq!(space.len(), 240);
+    let base = space.as_ptr().as_ptr();
+    let mut at = 0;
+    for (i, word) in [&b"one"[..], b"second record", b""].iter().enumerate() {
+        // SAFETY: inside the lent space (checked against what `commit_lent_part` left),
+        // written by nobody else until committed.
+        let dst = base.wrapping_add(at);
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(word.as_ptr(), dst, word.len()) };
+        let left = p.commit_lent_part(word.len()).unwrap();
+        at += record_footprint(word.len());
+        assert_eq!(left, Some(240 - at), "record {i}");
+    }
+    assert!(p.is_lent());
+    assert!(matches!(p.reserve(1), Err(Error::Lent)));
+    // The rest: exactly what is left, after which no room for another header remains.
+    let rest = 240 - at;
+    assert_eq!(p.commit_lent_part(rest).unwrap(), None);
+    assert!(!p.is_lent());
+    p.publish().unwrap();
+    for want in [&b"one"[..], b"second record", b""] {
+        assert_eq!(c.read().unwrap().unwrap(), want);
+    }
+    assert_eq!(c.read().unwrap().unwrap().len(), rest);
+    assert_eq!(c.read().unwrap(), None);
+}
+
+#[test]
 fn abandoned_reservation_publishes_nothing() {
     let (mut p, c) = pair(128);
     {
