@@ -180,16 +180,12 @@ impl TxBuf {
         span: fn(usize) -> usize,
         keep: KeepAlive,
     ) -> Self {
-        TxBuf {
-            inner: Inner::Lent(Lent {
-                ptr,
-                cap,
-                len: 0,
-                batch_cap,
-                span: Some(span),
-                _keep: keep,
-            }),
+        // SAFETY: the caller's contract is `lent`'s.
+        let mut b = unsafe { TxBuf::lent(ptr, cap, batch_cap, keep) };
+        if let Inner::Lent(l) = &mut b.inner {
+            l.span = Some(span);
         }
+        b
     }
 
     /// Cuts the bytes written off as a buffer of their own (one record of the lender) and
