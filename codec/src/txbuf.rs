@@ -167,7 +167,7 @@ impl TxBuf {
     /// [`TxBuf::split_batch`] cuts the bytes written off as one record and goes on in the
     /// rest. `span(len)` is where the next record's payload starts, relative to the start of
     /// one of `len` bytes (its length plus the lender's record header and alignment:
-    /// `netron_shm::ring::record_footprint`).
+    /// `netron_shm::ring::lent_span`).
     ///
     /// # Safety
     /// As [`TxBuf::lent`]; and the lender must read the records back at exactly the offsets

@@ -297,13 +297,14 @@ impl RecordPipe {
         // `cancel_lend`). A peer in another process that writes this space breaks the ring
         // protocol; what that can do is docs/shm.md "Lending ring memory".
         // Records follow one another in the lent space at netron-shm's own offsets
-        // (`record_footprint`), which `write_lent`'s `commit_lent_part` uses too.
+        // (`lent_span`: each payload on a fresh cache line), which `write_lent`'s
+        // `commit_lent_part` uses too.
         let buf = unsafe {
             TxBuf::lent_records(
                 space.as_ptr(),
                 space.len(),
                 crate::conn::record::GROUP_BYTES,
-                netron_shm::ring::record_footprint,
+                netron_shm::ring::lent_span,
                 space.keepalive(),
             )
         };

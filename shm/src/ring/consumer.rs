@@ -180,6 +180,10 @@ impl Consumer {
                     }
                     return Ok(Some((pos, len)));
                 }
+                Ok(Record::Skip { size }) => {
+                    // Passed over; handed back with the next release.
+                    self.read.set(r + size as u64);
+                }
                 Ok(Record::Pad { size }) => {
                     let next = r + size as u64;
                     self.read.set(next);

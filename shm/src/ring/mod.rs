@@ -25,6 +25,14 @@ pub fn record_footprint(len: usize) -> usize {
     record::size_for(len).unwrap_or(usize::MAX)
 }
 
+/// In space lent by [`Producer::lend`]: how far after a committed record's payload the next
+/// one starts when [`Producer::commit_lent_part`] goes on (`len` bytes committed): the
+/// record's footprint rounded up to a 64-byte cache line (a skip record fills the gap), so
+/// every lent payload starts on a fresh line.
+pub fn lent_span(len: usize) -> usize {
+    record_footprint(len).saturating_add(producer::LINE - 1) & !(producer::LINE - 1)
+}
+
 /// An in-process ring of `capacity` bytes (a power of two, 64 B to 1 GiB) between two threads.
 ///
 /// Same code and rules as the shared-memory rings; the doorbell is a condvar, and dropping one

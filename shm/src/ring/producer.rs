@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::mem::RingMem;
-use super::record::{self, HEADER, TAG_DATA, TAG_PAD};
+use super::record::{self, HEADER, TAG_DATA, TAG_PAD, TAG_SKIP};
 use crate::doorbell::Bell;
 use crate::error::{Error, Result};
 use crate::liveness::Link;
@@ -87,6 +87,10 @@ impl LentSpace {
         std::sync::Arc::clone(&self.keep)
     }
 }
+
+/// Cache line size the lent payloads are aligned to ([`Producer::lend`]): 64 bytes on x86-64
+/// and most aarch64 parts.
+pub(crate) const LINE: usize = 64;
 
 /// How often, at most, a `reserve` that finds the ring full looks at the liveness socket (one
 /// `poll` system call): a producer retrying on `Full` learns of a dead peer within this long
@@ -245,9 +249,29 @@ impl Producer {
             self.look_at_peer()?;
             return Err(Error::Full);
         }
-        // `make_room` left `min` contiguous (after any padding); take what else is free in
-        // the same piece: up to the end of the data area, keeping the 8-byte slack.
-        self.refresh_head()?;
+        // A skip record first, when there is room for it, so the lent payload starts on a
+        // fresh cache line: the reader polls the header at the write position while the lent
+        // space is being written, and stores into that line over the whole encode would take
+        // it back from the reader again and again (docs/shm.md "Records"). The header then
+        // sits in the line's last word; up to 56 bytes of ring are skipped. (Without room, as
+        // in a nearly full ring, the lend is unaligned: `Full` means what it means for
+        // `reserve(min)`.)
+        let pos = self.committed & self.mask;
+        let skip = (LINE - HEADER).wrapping_sub((pos % LINE as u64) as usize) % LINE;
+        let need = (skip + record::size_for(min).unwrap_or(usize::MAX)) as u64;
+        let skip = if need <= self.cap - pos && need + HEADER as u64 <= self.free() {
+            skip
+        } else {
+            0
+        };
+        if skip > 0 {
+            let pos = (self.committed & self.mask) as usize;
+            self.put_header(pos, record::encode(TAG_SKIP, (skip - HEADER) as u32));
+            self.committed += skip as u64;
+        }
+        // `make_room` left `min` contiguous (after any padding); take what else is known free
+        // in the same piece (the cached head: re-reading the consumer's would cost a cache
+        // line transfer per lend), up to the end of the data area, keeping the 8-byte slack.
         let pos = (self.committed & self.mask) as usize;
         let contiguous = self.cap - pos as u64;
         let space = contiguous.min(self.free() - HEADER as u64) as usize;
@@ -281,10 +305,10 @@ impl Producer {
 
     /// Commits the first `len` bytes of the lent space as a record, like
     /// [`commit_lent`](Self::commit_lent), and keeps lending the rest: the next record's
-    /// payload starts [`record_footprint(len)`](super::record_footprint) bytes after this one's, and
-    /// may hold the returned number of bytes (`None`: no room is left for another record,
-    /// and nothing stays lent). A writer that filled one record goes on in the next without
-    /// a new `lend`.
+    /// payload starts [`lent_span(len)`](super::lent_span) bytes after this one's (on a
+    /// fresh cache line: a skip record fills the gap), and may hold the returned number of
+    /// bytes (`None`: no room is left for another record, and nothing stays lent). A writer
+    /// that filled one record goes on in the next without a new `lend`.
     ///
     /// # Errors
     /// As [`commit_lent`](Self::commit_lent).
@@ -294,11 +318,21 @@ impl Producer {
         };
         self.commit_lent(len)?;
         let size = record::size_for(len).unwrap_or(usize::MAX);
-        // The lent space was `max + HEADER` bytes from `pos`; the next record takes the
-        // `size` after this one's start, then its own header.
-        let rest = (max + HEADER).checked_sub(size + HEADER);
-        self.lent = rest.map(|rest| (pos + size, rest));
-        Ok(rest)
+        let span = super::lent_span(len);
+        // The lent space was `max + HEADER` bytes from `pos`; the next record's header goes
+        // `span` after this one's, its payload right after.
+        let Some(rest) = max.checked_sub(span) else {
+            self.lent = None;
+            return Ok(None);
+        };
+        if span > size {
+            // The gap: a skip record (at least a header: both are multiples of 8).
+            let at = pos + size;
+            self.put_header(at, record::encode(TAG_SKIP, (span - size - HEADER) as u32));
+            self.committed += (span - size) as u64;
+        }
+        self.lent = Some((pos + span, rest));
+        Ok(Some(rest))
     }
 
     /// Gives the space lent by [`lend`](Self::lend) back, committing nothing (no effect if

@@ -16,6 +16,10 @@ pub(crate) const HEADER: usize = 8;
 pub(crate) const TAG_DATA: u32 = u32::from_le_bytes(*b"DATA");
 /// Tag of a padding record (`"PADD"` little-endian).
 pub(crate) const TAG_PAD: u32 = u32::from_le_bytes(*b"PADD");
+/// Tag of a skip record (`"SKIP"` little-endian): bytes the reader passes over, anywhere in
+/// the ring, written so that the next record's payload starts on a fresh cache line
+/// (`Producer::lend`).
+pub(crate) const TAG_SKIP: u32 = u32::from_le_bytes(*b"SKIP");
 
 /// The header word for a record.
 #[inline]
@@ -36,6 +40,8 @@ pub(crate) enum Record {
     Data { len: usize, size: usize },
     /// A padding record of `size` bytes, reaching the end of the data area.
     Pad { size: usize },
+    /// A skip record of `size` bytes (passed over; no payload for the reader).
+    Skip { size: usize },
 }
 
 /// Decodes and checks the non-zero header word found at offset `pos` of a `cap`-byte data area,
@@ -54,7 +60,7 @@ pub(crate) fn decode(
     let len = (word & 0xFFFF_FFFF) as usize;
     let tag = (word >> 32) as u32;
     let room = (cap - pos) as u64;
-    if tag == TAG_DATA {
+    if tag == TAG_DATA || tag == TAG_SKIP {
         // len < 2^32, so this cannot overflow on 64-bit targets.
         let size = (len + HEADER + 7) & !7;
         if size as u64 > avail {
@@ -62,6 +68,9 @@ pub(crate) fn decode(
         }
         if size as u64 > room {
             return Err("record length runs past the end of the ring");
+        }
+        if tag == TAG_SKIP {
+            return Ok(Record::Skip { size });
         }
         Ok(Record::Data { len, size })
     } else if tag == TAG_PAD {
@@ -101,6 +110,10 @@ mod tests {
             decode(encode(TAG_PAD, 8), 48, 16, 64),
             Ok(Record::Pad { size: 16 })
         );
+        assert_eq!(
+            decode(encode(TAG_SKIP, 40), 8, 56, 64),
+            Ok(Record::Skip { size: 48 })
+        );
     }
 
     #[test]
@@ -110,6 +123,8 @@ mod tests {
         assert!(decode(encode(TAG_DATA, 8), 0, 8, 64).is_err()); // past the released space
         assert!(decode(encode(TAG_PAD, 0), 48, 16, 64).is_err()); // does not reach the end
         assert!(decode(encode(TAG_PAD, 8), 48, 8, 64).is_err()); // past the released space
+        assert!(decode(encode(TAG_SKIP, 60), 0, 64, 64).is_err()); // 72 > avail
+        assert!(decode(encode(TAG_SKIP, 9), 48, 64, 64).is_err()); // past the end
         assert!(decode(encode(7, 0), 0, 64, 64).is_err());
         assert!(decode(u64::MAX, 0, 64, 64).is_err());
     }
