@@ -50,11 +50,10 @@ const RETRY_HOT: Duration = Duration::from_micros(1);
 
 /// Batches of at least this many bytes make the link lend ring space for the next one
 /// (docs/protocol.md §26.6): in-place encoding pays for large batches (a 64 KiB echo over
-/// `shm://` between two processes: 1.41x `unix://` in place, 1.24x copied), and costs small
-/// ones, because the encoder's writes spread over the time it encodes, into the cache line
-/// where a busy-polling reader spins on the record header (64-byte calls: p50 1.12 µs in
-/// place against 0.84 µs copied, 16 in flight 2.7 M against 3.8 M calls/s; `netron-bench
-/// --quick shm`, same host, same hour). A copy of a small batch is one burst of stores.
+/// `shm://` between two processes: 1.40x `unix://` in place, 1.24x copied) and costs small
+/// ones, whose copy is one burst of stores from a hot buffer (64-byte calls: p50 0.97 µs in
+/// place against 0.80 µs copied, 16 in flight 2.9 M against 3.8 M calls/s; docs/benchmarks.md
+/// "batches encoded in place").
 pub(crate) const LEND_AFTER: usize = 16 << 10;
 
 /// A batch being written.
