@@ -83,6 +83,60 @@ fuzz_target!(|input: ShmRing| {
                     m.published.extend(pending);
                 }
             }
+            ShmOp::Lend {
+                min,
+                len,
+                part,
+                cancel,
+            } => {
+                let min = min as usize % (cap + 64);
+                match t.producer().lend(min) {
+                    Ok(space) => {
+                        assert!(!m.failed, "lend succeeded on a failed ring");
+                        assert!(space.len() >= min && space.len() <= max);
+                        let n = len as usize % (space.len() + 1);
+                        let data = payload(seq, n);
+                        // SAFETY: `n <= space.len()` bytes of the lent space, which nobody in
+                        // this process writes until the commit or cancel below (the fuzzer's
+                        // tampering writes only between operations).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                data.as_ptr(),
+                                space.as_ptr().as_ptr(),
+                                n,
+                            );
+                        }
+                        let p = t.producer();
+                        if cancel {
+                            p.cancel_lent();
+                        } else {
+                            let r = if part {
+                                p.commit_lent_part(n).map(|_| p.cancel_lent())
+                            } else {
+                                p.commit_lent(n)
+                            };
+                            match r {
+                                Ok(()) => {
+                                    m.pending.push(data);
+                                    seq += 1;
+                                }
+                                Err(e) => m.error(e),
+                            }
+                        }
+                        assert!(!t.producer().is_lent());
+                    }
+                    Err(Error::Full) => {
+                        assert!(!m.failed, "Full on a failed ring");
+                        let pending = std::mem::take(&mut m.pending);
+                        m.published.extend(pending);
+                    }
+                    Err(Error::TooLarge { len: l, max: x }) => {
+                        assert!(!m.failed, "TooLarge on a failed ring");
+                        assert_eq!((l, x), (min, max));
+                    }
+                    Err(e) => m.error(e),
+                }
+            }
             ShmOp::Publish => {
                 t.producer()
                     .publish()

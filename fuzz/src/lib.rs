@@ -806,6 +806,19 @@ pub enum ShmOp {
         /// Publish right after.
         publish: bool,
     },
+    /// The producer lends `min % (capacity + 64)` bytes, writes `len` of them (at most what
+    /// was lent), then commits (`part`: with `commit_lent_part`, then gives the rest back) or
+    /// cancels.
+    Lend {
+        /// Least bytes to lend, before reduction.
+        min: u16,
+        /// Bytes to write, before reduction.
+        len: u16,
+        /// Commit with `commit_lent_part`.
+        part: bool,
+        /// Cancel instead of committing.
+        cancel: bool,
+    },
     /// The producer publishes what it committed.
     Publish,
     /// The consumer reads up to `n % 8` records.
@@ -871,6 +884,8 @@ pub enum ShmTag {
     Data,
     /// A padding record's tag.
     Pad,
+    /// A skip record's tag.
+    Skip,
     /// Anything else.
     Other(u32),
 }
@@ -881,6 +896,7 @@ impl ShmTag {
         match self {
             Self::Data => SHM_TAG_DATA,
             Self::Pad => SHM_TAG_PAD,
+            Self::Skip => u32::from_le_bytes(*b"SKIP"),
             Self::Other(v) => v,
         }
     }
