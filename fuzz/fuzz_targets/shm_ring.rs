@@ -29,6 +29,25 @@ struct Model {
 }
 
 impl Model {
+    /// The producer refused a record of `len` bytes in a ring whose largest is `max`: `Full`
+    /// (which published what was pending) or `TooLarge` (only past `max`) on a working ring;
+    /// anything else is [`Model::error`].
+    fn refused(&mut self, e: Error, len: usize, max: usize) {
+        match e {
+            Error::Full => {
+                assert!(!self.failed, "Full on a failed ring");
+                let pending = std::mem::take(&mut self.pending);
+                self.published.extend(pending);
+            }
+            Error::TooLarge { len: l, max: x } => {
+                assert!(!self.failed, "TooLarge on a failed ring");
+                assert_eq!((l, x), (len, max));
+                assert!(len > max);
+            }
+            e => self.error(e),
+        }
+    }
+
     /// A half reported an error: only `Corrupt` (first) and `Closed` (after) are allowed, and
     /// only after tampering.
     fn error(&mut self, e: Error) {
@@ -63,17 +82,7 @@ fuzz_target!(|input: ShmRing| {
                         m.pending.push(data);
                         seq += 1;
                     }
-                    Err(Error::Full) => {
-                        assert!(!m.failed, "Full on a failed ring");
-                        let pending = std::mem::take(&mut m.pending);
-                        m.published.extend(pending);
-                    }
-                    Err(Error::TooLarge { len: l, max: x }) => {
-                        assert!(!m.failed, "TooLarge on a failed ring");
-                        assert_eq!((l, x), (len, max));
-                        assert!(len > max);
-                    }
-                    Err(e) => m.error(e),
+                    Err(e) => m.refused(e, len, max),
                 }
                 if publish {
                     t.producer()
@@ -125,16 +134,7 @@ fuzz_target!(|input: ShmRing| {
                         }
                         assert!(!t.producer().is_lent());
                     }
-                    Err(Error::Full) => {
-                        assert!(!m.failed, "Full on a failed ring");
-                        let pending = std::mem::take(&mut m.pending);
-                        m.published.extend(pending);
-                    }
-                    Err(Error::TooLarge { len: l, max: x }) => {
-                        assert!(!m.failed, "TooLarge on a failed ring");
-                        assert_eq!((l, x), (min, max));
-                    }
-                    Err(e) => m.error(e),
+                    Err(e) => m.refused(e, min, max),
                 }
             }
             ShmOp::Publish => {
