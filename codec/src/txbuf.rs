@@ -276,10 +276,11 @@ impl TxBuf {
         }
     }
 
-    /// Makes room for `additional` more bytes: nothing to do on the heap (the `Vec` grows) or
-    /// if they fit; otherwise moves to the heap (the spill).
-    #[inline]
-    fn room(&mut self, additional: usize) -> &mut Vec<u8> {
+    /// Moves lent bytes to the heap with room for `additional` more (the spill: rare, so out
+    /// of the appending paths); on the heap already, just the `Vec`.
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, additional: usize) -> &mut Vec<u8> {
         if let Inner::Lent(l) = &self.inner {
             let mut v = Vec::with_capacity((l.len + additional).max(2 * l.cap));
             v.extend_from_slice(l.written());
@@ -328,29 +329,32 @@ impl OutBuf for TxBuf {
     #[inline]
     fn push(&mut self, byte: u8) {
         match &mut self.inner {
+            Inner::Heap(v) => v.push(byte),
             Inner::Lent(l) if l.len < l.cap => l.grow(1)[0] = byte,
-            _ => self.room(1).push(byte),
+            Inner::Lent(_) => self.spill(1).push(byte),
         }
     }
     #[inline]
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         match &mut self.inner {
+            Inner::Heap(v) => v.extend_from_slice(bytes),
             Inner::Lent(l) if bytes.len() <= l.cap - l.len => {
                 l.grow(bytes.len()).copy_from_slice(bytes)
             }
-            _ => self.room(bytes.len()).extend_from_slice(bytes),
+            Inner::Lent(_) => self.spill(bytes.len()).extend_from_slice(bytes),
         }
     }
     fn resize(&mut self, len: usize, value: u8) {
         match &mut self.inner {
+            Inner::Heap(v) => v.resize(len, value),
             Inner::Lent(l) if len <= l.len => l.len = len,
             Inner::Lent(l) if len <= l.cap => {
                 let n = len - l.len;
                 l.grow(n).fill(value);
             }
-            _ => {
-                let extra = len.saturating_sub(self.len());
-                self.room(extra).resize(len, value);
+            Inner::Lent(l) => {
+                let extra = len - l.len;
+                self.spill(extra).resize(len, value);
             }
         }
     }
