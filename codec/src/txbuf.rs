@@ -282,7 +282,9 @@ impl TxBuf {
     #[inline(never)]
     fn spill(&mut self, additional: usize) -> &mut Vec<u8> {
         if let Inner::Lent(l) = &self.inner {
-            let mut v = Vec::with_capacity((l.len + additional).max(2 * l.cap));
+            // What is written plus what is asked for; later appends grow the `Vec` as usual
+            // (not a multiple of the lent space, which may be most of a large ring).
+            let mut v = Vec::with_capacity(l.len + additional);
             v.extend_from_slice(l.written());
             self.inner = Inner::Heap(v);
         }

@@ -977,7 +977,7 @@ impl<C: Caller> Connection<C> {
     /// in place (docs/protocol.md §26.6). Gives `buf` back if frames are queued or a lent
     /// buffer is already in use.
     pub(crate) fn lend_tx(&mut self, buf: TxBuf) -> Result<(), TxBuf> {
-        if !self.tx.is_empty() || self.tx.is_lent() || !self.tx_full.is_empty() {
+        if !self.can_lend() {
             return Err(buf);
         }
         let old = self.tx.replace_buffer(buf);

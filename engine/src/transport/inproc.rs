@@ -289,6 +289,9 @@ impl RecordPipe {
         // What is left of an earlier lend: the caller checked that no buffer holds it.
         self.tx.cancel_lent();
         let space = self.tx.lend(LEND_MIN).ok()?;
+        // Records follow one another in the lent space at netron-shm's own offsets
+        // (`lent_span`: each payload on a fresh cache line), which `write_lent`'s
+        // `commit_lent_part` uses too.
         // SAFETY: `lend` gave `space.len()` bytes at `as_ptr` of the ring's unpublished free
         // space, which its keepalive keeps mapped; until `commit_lent` or `cancel_lent` the
         // producer hands them to no one else (`reserve` and `lend` fail) and the consumer
@@ -296,9 +299,6 @@ impl RecordPipe {
         // came back from the connection or stopped using the space (`write_lent`,
         // `cancel_lend`). A peer in another process that writes this space breaks the ring
         // protocol; what that can do is docs/shm.md "Lending ring memory".
-        // Records follow one another in the lent space at netron-shm's own offsets
-        // (`lent_span`: each payload on a fresh cache line), which `write_lent`'s
-        // `commit_lent_part` uses too.
         let buf = unsafe {
             TxBuf::lent_records(
                 space.as_ptr(),
@@ -316,18 +316,16 @@ impl RecordPipe {
     /// ([`crate::conn::record::GROUP_BYTES`], `TxBuf`'s `batch_cap`; its last frame may
     /// cross it), as the copying path groups frames. The rest of the lent space stays lent
     /// (the encoder may have gone on there: `TxBuf::split_batch`).
-    pub(crate) fn write_lent(&mut self, buf: TxBuf) -> WriteEnd {
+    /// Returns the bytes written, or why the link failed (close).
+    pub(crate) fn write_lent(&mut self, buf: TxBuf) -> Result<usize, String> {
         let len = buf.len();
         // The encoder stops writing this batch before it is committed.
         drop(buf);
-        match self
-            .tx
+        self.tx
             .commit_lent_part(len)
             .and_then(|_| self.tx.publish())
-        {
-            Ok(()) => WriteEnd::Done(len),
-            Err(e) => WriteEnd::Failed(ring_err(&e, self.is_remote())),
-        }
+            .map(|()| len)
+            .map_err(|e| ring_err(&e, self.is_remote()))
     }
 
     /// Takes back space lent to an encoder that no longer uses it (a frame too large for it

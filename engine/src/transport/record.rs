@@ -69,9 +69,9 @@ struct Writing {
     hot: bool,
     /// The whole batch is in the ring (`take_written` hands it back).
     complete: bool,
-    /// The batch was encoded in lent ring space and committed there (`buf` is an empty
-    /// `Vec`, allocating nothing).
-    in_place: bool,
+    /// How the batch reached the ring: copied, or encoded in lent ring space and committed
+    /// there (`buf` is then an empty `Vec`, allocating nothing).
+    how: super::Written,
 }
 
 /// A connection's two rings and doorbell.
@@ -212,35 +212,28 @@ impl RecordLink {
     /// Commits a batch the connection encoded in lent ring space (one record, no copy), then
     /// lends the space after it.
     fn write_lent<C: Caller>(&mut self, buf: TxBuf, frames: u32, conn: &mut Connection<C>) -> Tx {
-        let end = match self.pipe.as_mut() {
+        let written = match self.pipe.as_mut() {
             Some(p) => p.write_lent(buf),
-            None => WriteEnd::Failed("the link is closed".to_owned()),
+            None => Err("the link is closed".to_owned()),
         };
-        match end {
-            WriteEnd::Done(n) => {
-                self.write = Some(Writing {
-                    // Empty: `take_written` hands it back for the core's accounting.
-                    buf: Some(Vec::new()),
-                    frames,
-                    retry: None,
-                    backoff: RETRY_MIN,
-                    hot: false,
-                    complete: true,
-                    in_place: true,
-                });
-                self.lend_to(conn, n);
-                Tx::Started {
-                    direct: Some(n),
-                    complete: true,
-                }
-            }
-            WriteEnd::Blocked(_) | WriteEnd::Failed(_) => {
-                let why = match end {
-                    WriteEnd::Failed(why) => why,
-                    _ => "a lent record could not be committed".to_owned(),
-                };
-                Tx::Failed(io::Error::new(io::ErrorKind::BrokenPipe, why))
-            }
+        let n = match written {
+            Ok(n) => n,
+            Err(why) => return Tx::Failed(io::Error::new(io::ErrorKind::BrokenPipe, why)),
+        };
+        self.write = Some(Writing {
+            // Empty: `take_written` hands it back for the core's accounting.
+            buf: Some(Vec::new()),
+            frames,
+            retry: None,
+            backoff: RETRY_MIN,
+            hot: false,
+            complete: true,
+            how: super::Written::InPlace,
+        });
+        self.lend_to(conn, n);
+        Tx::Started {
+            direct: Some(n),
+            complete: true,
         }
     }
 
@@ -463,7 +456,7 @@ impl Link for RecordLink {
             backoff: RETRY_MIN,
             hot: policy.hot,
             complete: false,
-            in_place: false,
+            how: super::Written::Copied,
         });
         match self.push(io) {
             Update::Sent {
@@ -512,14 +505,7 @@ impl Link for RecordLink {
     }
 
     fn end_write(&mut self) -> Option<(u32, super::Written)> {
-        self.write.take().map(|w| {
-            let how = if w.in_place {
-                super::Written::InPlace
-            } else {
-                super::Written::Copied
-            };
-            (w.frames, how)
-        })
+        self.write.take().map(|w| (w.frames, w.how))
     }
 
     fn close(&mut self) {

@@ -265,9 +265,7 @@ impl Producer {
             0
         };
         if skip > 0 {
-            let pos = (self.committed & self.mask) as usize;
-            self.put_header(pos, record::encode(TAG_SKIP, (skip - HEADER) as u32));
-            self.committed += skip as u64;
+            self.write_skip(pos as usize, skip);
         }
         // `make_room` left `min` contiguous (after any padding); take what else is known free
         // in the same piece (the cached head: re-reading the consumer's would cost a cache
@@ -327,9 +325,7 @@ impl Producer {
         };
         if span > size {
             // The gap: a skip record (at least a header: both are multiples of 8).
-            let at = pos + size;
-            self.put_header(at, record::encode(TAG_SKIP, (span - size - HEADER) as u32));
-            self.committed += (span - size) as u64;
+            self.write_skip(pos + size, span - size);
         }
         self.lent = Some((pos + span, rest));
         Ok(Some(rest))
@@ -467,6 +463,14 @@ impl Producer {
         }
         self.publish()?;
         Ok(false)
+    }
+
+    /// Commits a skip record of `bytes` (a multiple of 8, at least a header) at the write
+    /// position `pos`.
+    fn write_skip(&mut self, pos: usize, bytes: usize) {
+        // bytes < capacity <= 1 GiB, so the length fits in u32.
+        self.put_header(pos, record::encode(TAG_SKIP, (bytes - HEADER) as u32));
+        self.committed += bytes as u64;
     }
 
     fn write_pad(&mut self, pos: u64, pad: u64) {
