@@ -77,7 +77,8 @@ pub mod typed;
 pub use bytes::Bytes;
 pub use client::{CallFuture, Channel, Client, Method};
 pub use config::{
-    ConfigError, CoreConfig, DirectRecv, FrameBudget, IdlePolicy, ProtocolConfig, RuntimeConfig,
+    ConfigError, CoreConfig, DEFAULT_EARLY_WRITE_BYTES, DirectRecv, FrameBudget, IdlePolicy,
+    ProtocolConfig, RuntimeConfig,
 };
 pub use core::{ConnId, Core, CoreError, CoreStream};
 pub use dispatch::{

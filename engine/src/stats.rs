@@ -117,6 +117,9 @@ pub struct DriverStats {
     /// Turns that parked in the kernel (an idle core under `IdlePolicy::Adaptive`, past its
     /// spin): never on [`crate::Core::poll_once`].
     pub parks: u64,
+    /// Writes made before the end of their turn because a connection's queued output reached
+    /// `RuntimeConfig::early_write` (a parking core's pipelined calls; 0 when that is off).
+    pub early_writes: u64,
     /// `sendmsg` calls on `quic://` sockets.
     pub udp_sends: u64,
     /// Datagrams those calls carried: more than `udp_sends` when UDP GSO sent several in one
@@ -145,6 +148,7 @@ impl DriverStats {
         self.hot_promotions += o.hot_promotions;
         self.turns += o.turns;
         self.parks += o.parks;
+        self.early_writes += o.early_writes;
         self.udp_sends += o.udp_sends;
         self.udp_datagrams_sent += o.udp_datagrams_sent;
         self.udp_receives += o.udp_receives;

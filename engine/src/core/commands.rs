@@ -319,6 +319,7 @@ impl Core {
                     if spec.deadline.is_some() {
                         self.reschedule(key);
                     }
+                    self.write_early(key);
                     Some(id)
                 }
                 Err(s) => {

@@ -10,6 +10,8 @@ mod caller;
 mod commands;
 mod conns;
 mod early;
+#[cfg(test)]
+mod early_write_tests;
 mod events;
 mod hot;
 mod intercept;
@@ -135,6 +137,9 @@ pub struct Core {
     idle_since: Option<Instant>,
     /// The current turn must not park, whatever the idle policy ([`Core::poll_once`]).
     no_park: bool,
+    /// Bytes of queued output at which a connection is written before the turn ends
+    /// (`RuntimeConfig::early_write`, resolved against the idle policy once).
+    early_write: Option<usize>,
     drain_until: Option<Instant>,
     stopped: bool,
     /// The core is being dropped: links close at once (no QUIC close linger).
@@ -289,6 +294,7 @@ impl Core {
                 .max(cfg.protocol.client().limits.max_frame_size) as usize,
         );
         let conn_cfg = Rc::new(ConnConfig::new(&cfg.protocol));
+        let early_write = cfg.runtime.early_write();
         let mut core = Core {
             driver,
             conns: Slab::new(),
@@ -316,6 +322,7 @@ impl Core {
             clock_reuses: 0,
             idle_since: None,
             no_park: false,
+            early_write,
             drain_until: None,
             stopped: false,
             dropping: false,

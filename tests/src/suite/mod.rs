@@ -212,6 +212,7 @@ macro_rules! conformance {
                     }
                     counts {
                         isolated a_parked_sync_call_costs_fixed_writes_frames_and_enters,
+                        a_parked_burst_is_written_in_pieces_and_every_call_answered,
                     }
                     hot {
                         alone echoes_stay_intact_across_promotion_direct_reads_and_demotion,
