@@ -222,7 +222,11 @@ pub fn run(opts: &Options, write_docs: bool) -> Vec<Table> {
 
     let tables = vec![
         tcp_table(&floors, &floor_cpu, &rpcs, &wl, rounds),
-        ratio_table(&rpcs, &paired),
+        ratio_table(
+            &rpcs,
+            &paired,
+            (floors[0].1.clone().percentile(50.0) as f64, floor_cpu[0]),
+        ),
         ipc_table(&ipc, &floors, &wl),
         bytes_table(&bytes, &wl),
     ];
@@ -327,7 +331,10 @@ fn best<'a>(rpcs: &'a [Rpc], system: &str) -> Option<Best> {
     Some((p50, p99, cpu, rates))
 }
 
-fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 3]) -> Table {
+/// `blocking`: the blocking socket floor's p50 and CPU per round trip (ns), against which
+/// each lower-is-better spin-0 target is checked: a target under that floor is out of reach
+/// for any engine whose both sides park (the floor is the least two parked threads cost).
+fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 3], blocking: (f64, f64)) -> Table {
     let mut t = Table::new(
         "compare: ratios, Netron / peer (the better of the peer's two runtimes)",
         &[
@@ -354,6 +361,13 @@ fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 3]) -> Table {
     else {
         return t;
     };
+    // The floor each measure's spin-0 target is held against (lower-is-better ones only).
+    let floor_of = |name: &str| match name {
+        "p50 round trip" => Some(blocking.0),
+        "CPU time per call" => Some(blocking.1),
+        _ => None,
+    };
+    let mut under_floor = Vec::new();
     let measures: [Measure; 6] = [
         (
             "p50 round trip",
@@ -415,6 +429,18 @@ fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 3]) -> Table {
             }
         };
         let (a, b) = (x(park, &tonic), x(park, &tarpc));
+        if let (Some(f), Some((ga, gb))) = (floor_of(name), target) {
+            for (who, goal, best) in [("tonic", ga, &tonic), ("tarpc", gb, &tarpc)] {
+                let aim = goal * peer(best);
+                if aim < f {
+                    under_floor.push(format!(
+                        "{name} {goal}x {who} = {} < the blocking floor's {}",
+                        us(aim as u64),
+                        us(f as u64)
+                    ));
+                }
+            }
+        }
         t.row(&[
             name.to_owned(),
             format!("{a:.2}x"),
@@ -443,6 +469,12 @@ fn ratio_table(rpcs: &[Rpc], paired: &[Vec<(u64, u64)>; 3]) -> Table {
         }
     }
     t.note("spin 0: Netron parks in io_uring_enter whenever it has nothing to do, as the tokio peers park in epoll_wait, so these rows compare engines rather than idle policies");
+    if !under_floor.is_empty() {
+        t.note(format!(
+            "spin-0 targets below the blocking socket floor of this run (two parked threads, one write and one read each per round trip: the least any engine that parks can cost), out of reach here: {}",
+            under_floor.join("; ")
+        ));
+    }
     t.note("for time and CPU lower is better (ratio < 1 means Netron is cheaper); for calls/s higher is better");
     t
 }
