@@ -41,6 +41,10 @@ pub enum Error {
         "a lent record is outstanding on this ring; call commit_lent() or cancel_lent() before reserving again"
     )]
     Lent,
+    /// `commit_lent` or `commit_lent_part` was called with nothing lent (no
+    /// [`Producer::lend`](crate::Producer::lend) outstanding): a usage error of this side.
+    #[error("nothing is lent on this ring; call lend() before commit_lent() or commit_lent_part()")]
+    NotLent,
     /// The deadline passed before the operation could complete.
     #[error("deadline passed before the operation could complete; retry or give up")]
     Timeout,

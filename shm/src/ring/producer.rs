@@ -284,11 +284,11 @@ impl Producer {
     /// written at the start of the lent space); [`publish`](Self::publish) makes it visible.
     ///
     /// # Errors
-    /// `TooLarge` if `len` is more than was lent, `Closed` if nothing is lent (both usage
+    /// `TooLarge` if `len` is more than was lent, `NotLent` if nothing is lent (both usage
     /// errors of this side; nothing is committed).
     pub fn commit_lent(&mut self, len: usize) -> Result<()> {
         let Some((pos, max)) = self.lent else {
-            return Err(Error::Closed);
+            return Err(Error::NotLent);
         };
         if len > max {
             return Err(Error::TooLarge { len, max });
@@ -312,7 +312,7 @@ impl Producer {
     /// As [`commit_lent`](Self::commit_lent).
     pub fn commit_lent_part(&mut self, len: usize) -> Result<Option<usize>> {
         let Some((pos, max)) = self.lent else {
-            return Err(Error::Closed);
+            return Err(Error::NotLent);
         };
         self.commit_lent(len)?;
         let size = record::size_for(len).unwrap_or(usize::MAX);

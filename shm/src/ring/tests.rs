@@ -115,7 +115,7 @@ fn lent_space_is_committed_with_its_final_length() {
     ));
     p.commit_lent(5).unwrap();
     assert!(
-        matches!(p.commit_lent(5), Err(Error::Closed)),
+        matches!(p.commit_lent(5), Err(Error::NotLent)),
         "nothing lent any more"
     );
     p.publish().unwrap();
