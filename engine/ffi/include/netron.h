@@ -446,7 +446,9 @@ ntr_status ntr_core_new(struct ntr_core *out);
 // latency, one CPU at 100 %) or `NTR_IDLE_ADAPTIVE` polling for `spin_us` µs after the last
 // piece of work before it parks. A latency-critical caller picks busy-poll: a call then
 // reads its reply directly, with no ring receive and no `io_uring_enter` (docs/ffi.md
-// "Idle policy").
+// "Idle policy"). `NTR_IDLE_ADAPTIVE` with `spin_us` 0 parks at once and, as in Rust, writes
+// a connection's queued calls every 2 KiB instead of once per turn (early writes,
+// docs/architecture.md).
 //
 // # Errors
 // `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value; `NTR_START_FAILED`
@@ -724,7 +726,9 @@ ntr_status ntr_engine_builder_cores(struct ntr_engine_builder builder, uint32_t 
 
 // Sets the cores' idle policy: `NTR_IDLE_ADAPTIVE` (the default, `spin_us` 50) polls for
 // `spin_us` µs after the last piece of work, then parks; `NTR_IDLE_BUSY_POLL` never sleeps
-// (one CPU per core at 100 %, the lowest latency; `spin_us` is ignored).
+// (one CPU per core at 100 %, the lowest latency; `spin_us` is ignored). With `spin_us` 0
+// the cores park at once and write a connection's queued output every 2 KiB instead of once
+// per turn (early writes, docs/architecture.md).
 //
 // # Errors
 // `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value (the builder is left

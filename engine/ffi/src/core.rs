@@ -276,7 +276,9 @@ pub unsafe extern "C" fn ntr_core_new(out: *mut ntr_core) -> ntr_status {
 /// latency, one CPU at 100 %) or `NTR_IDLE_ADAPTIVE` polling for `spin_us` µs after the last
 /// piece of work before it parks. A latency-critical caller picks busy-poll: a call then
 /// reads its reply directly, with no ring receive and no `io_uring_enter` (docs/ffi.md
-/// "Idle policy").
+/// "Idle policy"). `NTR_IDLE_ADAPTIVE` with `spin_us` 0 parks at once and, as in Rust, writes
+/// a connection's queued calls every 2 KiB instead of once per turn (early writes,
+/// docs/architecture.md).
 ///
 /// # Errors
 /// `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value; `NTR_START_FAILED`

@@ -80,7 +80,9 @@ pub extern "C" fn ntr_engine_builder_cores(builder: ntr_engine_builder, cores: u
 
 /// Sets the cores' idle policy: `NTR_IDLE_ADAPTIVE` (the default, `spin_us` 50) polls for
 /// `spin_us` µs after the last piece of work, then parks; `NTR_IDLE_BUSY_POLL` never sleeps
-/// (one CPU per core at 100 %, the lowest latency; `spin_us` is ignored).
+/// (one CPU per core at 100 %, the lowest latency; `spin_us` is ignored). With `spin_us` 0
+/// the cores park at once and write a connection's queued output every 2 KiB instead of once
+/// per turn (early writes, docs/architecture.md).
 ///
 /// # Errors
 /// `NTR_INVALID_CONFIG` for an `idle` that is not an `NTR_IDLE_` value (the builder is left
