@@ -237,8 +237,9 @@ impl RuntimeConfig {
 
     /// Sets early writes: a connection's queued output is written as soon as it holds
     /// `bytes` (at least 1), at the next point where the core can write (right after a call
-    /// is started on it, or after a receive's input is handled), instead of at the end of the
-    /// loop turn; `None` turns them off. Default: [`DEFAULT_EARLY_WRITE_BYTES`] when the idle
+    /// is started on it, or after a receive's or a direct read's input is handled), instead
+    /// of at the end of the loop turn; only that connection is written then, directly
+    /// (`send(2)`). `None` turns them off; a threshold no batch reaches (`usize::MAX`) too. Default: [`DEFAULT_EARLY_WRITE_BYTES`] when the idle
     /// policy parks at once (`IdlePolicy::Adaptive { spin: Duration::ZERO }`), off otherwise.
     ///
     /// Why: when both sides park, a batch of many calls written at the end of the turn

@@ -117,8 +117,9 @@ pub struct DriverStats {
     /// Turns that parked in the kernel (an idle core under `IdlePolicy::Adaptive`, past its
     /// spin): never on [`crate::Core::poll_once`].
     pub parks: u64,
-    /// Writes made before the end of their turn because a connection's queued output reached
-    /// `RuntimeConfig::early_write` (a parking core's pipelined calls; 0 when that is off).
+    /// Writes made before the end of their turn because their connection's queued output
+    /// reached `RuntimeConfig::early_write` (a parking core's pipelined calls; 0 when that is
+    /// off); each is one write of that one connection, also counted in `writes`.
     pub early_writes: u64,
     /// `sendmsg` calls on `quic://` sockets.
     pub udp_sends: u64,

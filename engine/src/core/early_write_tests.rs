@@ -146,3 +146,105 @@ fn the_default_follows_the_idle_policy_and_zero_is_refused() {
         Ok(_) => panic!("an early write of 0 bytes is refused"),
     }
 }
+
+#[test]
+fn only_the_connection_over_the_threshold_is_written_early_and_directly() {
+    // Four connections with queued output: more than a flush writes directly
+    // (DIRECT_SEND_MAX_CONNS), so a flush of all of them would queue SQEs that go out only at
+    // the turn's io_uring_enter. An early write sends the one connection that crossed the
+    // threshold, at once, and leaves the others to the turn.
+    let cfg = RuntimeConfig::default().with_idle(PARKS);
+    let (server, mut core, bulk) = pair(cfg);
+    let ep = server.endpoints()[0].clone();
+    let small: Vec<ConnId> = (0..3)
+        .map(|_| core.connect(&ep, Duration::from_secs(5)).expect("connect"))
+        .collect();
+    for round in 0..3 {
+        let mut slots: Vec<CallSlot> = (0..small.len() + BURST / 4)
+            .map(|_| CallSlot::new())
+            .collect();
+        let before = *core.stats().driver();
+        let (few, many) = slots.split_at_mut(small.len());
+        for (&c, s) in small.iter().zip(few.iter_mut()) {
+            core.start(c, b"early@1.0.0", b"echo", &[7; 16], None, s)
+                .expect("started");
+        }
+        for (i, s) in many.iter_mut().enumerate() {
+            core.start(bulk, b"early@1.0.0", b"echo", &payload(i), None, s)
+                .expect("started");
+        }
+        let after = *core.stats().driver();
+        let (writes, early) = (
+            after.writes - before.writes,
+            after.early_writes - before.early_writes,
+        );
+        // 64 calls of ~75 bytes: two pieces of 2 KiB went out, each a whole write.
+        assert!(early >= 2, "round {round}: {early} early writes");
+        assert_eq!(
+            writes, early,
+            "round {round}: only the bulk connection was written before the turn"
+        );
+        let done = core
+            .run_until(Duration::from_secs(20), |_| {
+                slots.iter().all(|s| s.is_done())
+            })
+            .expect("turns");
+        assert!(done, "round {round}: every call completes");
+        for (s, want) in slots[..small.len()].iter().map(|s| (s, vec![7u8; 16])) {
+            assert_eq!(s.reply().expect("done").expect("a reply"), &want[..]);
+        }
+        for (i, s) in slots[small.len()..].iter().enumerate() {
+            assert_eq!(s.reply().expect("done").expect("a reply"), &payload(i)[..]);
+        }
+    }
+    drop(core);
+    server.shutdown(Duration::from_millis(100));
+}
+
+#[test]
+fn a_busy_poll_server_set_to_write_early_does_so_on_its_hot_connections() {
+    // A busy-poll core reads a busy connection directly ("hot", docs/architecture.md): the
+    // replies to each direct read are written early too when early writes are set.
+    let echo = Service::new("early", "1.0.0")
+        .expect("service")
+        .unary("echo", |req, reply| {
+            reply.write(req.payload());
+            Ok(())
+        });
+    let server = Engine::builder()
+        .cores(1)
+        .config(
+            RuntimeConfig::default()
+                .with_idle(IdlePolicy::BusyPoll)
+                .with_early_write(Some(64)),
+        )
+        .service(echo)
+        .listen("tcp://127.0.0.1:0")
+        .build()
+        .expect("server");
+    let mut core = Core::new(RuntimeConfig::default().with_idle(PARKS)).expect("core");
+    let conn = core
+        .connect(&server.endpoints()[0], Duration::from_secs(5))
+        .expect("connect");
+    // Warm-up: the connection turns hot on the server.
+    burst(&mut core, conn);
+    let before = server.total_stats();
+    for _ in 0..3 {
+        burst(&mut core, conn);
+    }
+    let after = server.total_stats();
+    assert!(
+        after.driver().hot_promotions >= 1,
+        "the server read the connection directly"
+    );
+    let (writes, early) = (
+        after.driver().writes - before.driver().writes,
+        after.driver().early_writes - before.driver().early_writes,
+    );
+    assert!(
+        early * 2 > writes,
+        "most replies to direct reads were written early: {early} of {writes} writes"
+    );
+    drop(core);
+    server.shutdown(Duration::from_millis(100));
+}

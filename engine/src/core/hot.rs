@@ -106,6 +106,7 @@ impl Core {
             }
             if got {
                 self.after_event(key);
+                self.write_early(key);
             }
             let Some(en) = self.conns.get_mut(key) else {
                 continue;

@@ -295,22 +295,27 @@ impl Core {
         self.after_event(key);
     }
 
-    /// Early writes (`RuntimeConfig::early_write`): writes what is due now if `key` holds at
-    /// least the threshold of queued output, rather than at the end of the turn, so a peer
-    /// that parks starts waking while this core goes on. Counted in
-    /// `DriverStats::early_writes`.
+    /// Early writes (`RuntimeConfig::early_write`): if `key` holds at least the threshold of
+    /// queued output, hands its next batch to the kernel now, directly (`send(2)`; what the
+    /// socket does not take goes on through a `Send` SQE), rather than at the end of the turn,
+    /// so a peer that parks starts waking while this core goes on. Only `key` is written:
+    /// other connections keep their one write per turn. Counted in
+    /// `DriverStats::early_writes` (and `writes`).
     pub(super) fn write_early(&mut self, key: usize) {
         let Some(at) = self.early_write else {
             return;
         };
-        let due = self
-            .conns
-            .get(key)
-            .is_some_and(|en| en.dirty && !en.link.writing() && en.conn.backlog_bytes() >= at);
-        if due {
-            self.stats.driver.early_writes += 1;
-            self.flush();
+        let due = self.conns.get(key).is_some_and(|en| {
+            en.dirty && !en.closing && !en.link.writing() && en.conn.backlog_bytes() >= at
+        });
+        if !due {
+            return;
         }
+        // `key` stays on the dirty list: the turn's flush writes whatever is queued after.
+        if self.transmit(key, true) == Transmit::Started {
+            self.stats.driver.early_writes += 1;
+        }
+        self.finish_sent();
     }
 
     /// Hands one batch per connection to the kernel (one send each).
@@ -330,80 +335,97 @@ impl Core {
                 continue;
             };
             en.dirty = false;
-            if en.closing {
-                continue;
-            }
-            // New messages are refused above `max_backlog_bytes` (that message only, see
-            // `Connection::check_outgoing`); only small control frames can pass it. A peer
-            // that takes no bytes is closed by the write-stall timer; this hard cap is the
-            // last line should control frames ever pile up.
-            let backlog = en.conn.backlog_bytes();
-            if backlog
-                > self
-                    .cfg
-                    .protocol
-                    .max_backlog_bytes
-                    .saturating_add(BACKLOG_SLACK)
-            {
-                self.stats.count_error("slow_consumer");
-                let why = format!(
-                    "{backlog} bytes of output waiting for a peer that does not read, above \
-                     ProtocolConfig::max_backlog_bytes ({}) and its control-frame allowance",
-                    self.cfg.protocol.max_backlog_bytes
-                );
-                self.begin_close(key, &why);
-                continue;
-            }
-            if en.link.writing() {
-                // Output waits behind a write the peer has not taken yet: from now on the
-                // peer has the stall timeout to take bytes.
-                if en.conn.write_blocked_since.is_none() {
-                    en.conn.write_blocked_since = Some(Instant::now());
-                    self.reschedule(key);
-                }
-                continue;
-            }
-            let owner = Owner {
-                key,
-                generation: en.generation,
-            };
-            let policy = TxPolicy {
-                zero_copy_at: self.cfg.runtime.send_zc_threshold,
-                // A hot connection is written the way it is read: directly.
-                direct: en.hot.is_some() || few,
-                hot: en.hot.is_some(),
-            };
-            match en
-                .link
-                .transmit(&mut self.driver, owner, &mut en.conn, policy)
-            {
-                Tx::Started { direct, complete } => {
-                    work = true;
-                    if let Some(n) = direct {
-                        self.stats.driver.direct_sends += 1;
-                        self.stats.bytes_out += n as u64;
-                    }
-                    if complete {
-                        // Finished after the loop, as a send completion would be (finishing
-                        // schedules the next batch, which must not land in the list taken
-                        // here).
-                        self.sent.push(key);
-                    }
-                }
-                Tx::Failed(e) => {
-                    work = true;
-                    self.stats.driver.direct_sends += 1;
-                    self.stats.count_error("send_failed");
-                    self.begin_close(key, &format!("send failed: {e}"));
-                }
-                Tx::Nothing => {
-                    if en.conn.is_closing() {
-                        self.begin_close(key, "closed");
-                    }
-                }
-            }
+            work |= self.transmit(key, few) != Transmit::Nothing;
         }
         self.dirty = dirty;
+        self.finish_sent();
+        work
+    }
+
+    /// Hands `key`'s next batch to the kernel: directly (`send(2)`) if `direct` or the
+    /// connection is hot, else as a `Send` SQE. Nothing while a write of it is in flight
+    /// (byte order), and a connection whose backlog is past every allowance is closed.
+    fn transmit(&mut self, key: usize, direct: bool) -> Transmit {
+        let Some(en) = self.conns.get_mut(key) else {
+            return Transmit::Nothing;
+        };
+        if en.closing {
+            return Transmit::Nothing;
+        }
+        // New messages are refused above `max_backlog_bytes` (that message only, see
+        // `Connection::check_outgoing`); only small control frames can pass it. A peer that
+        // takes no bytes is closed by the write-stall timer; this hard cap is the last line
+        // should control frames ever pile up.
+        let backlog = en.conn.backlog_bytes();
+        if backlog
+            > self
+                .cfg
+                .protocol
+                .max_backlog_bytes
+                .saturating_add(BACKLOG_SLACK)
+        {
+            self.stats.count_error("slow_consumer");
+            let why = format!(
+                "{backlog} bytes of output waiting for a peer that does not read, above \
+                 ProtocolConfig::max_backlog_bytes ({}) and its control-frame allowance",
+                self.cfg.protocol.max_backlog_bytes
+            );
+            self.begin_close(key, &why);
+            return Transmit::Nothing;
+        }
+        if en.link.writing() {
+            // Output waits behind a write the peer has not taken yet: from now on the peer
+            // has the stall timeout to take bytes.
+            if en.conn.write_blocked_since.is_none() {
+                en.conn.write_blocked_since = Some(Instant::now());
+                self.reschedule(key);
+            }
+            return Transmit::Nothing;
+        }
+        let owner = Owner {
+            key,
+            generation: en.generation,
+        };
+        let policy = TxPolicy {
+            zero_copy_at: self.cfg.runtime.send_zc_threshold,
+            // A hot connection is written the way it is read: directly.
+            direct: en.hot.is_some() || direct,
+            hot: en.hot.is_some(),
+        };
+        match en
+            .link
+            .transmit(&mut self.driver, owner, &mut en.conn, policy)
+        {
+            Tx::Started { direct, complete } => {
+                if let Some(n) = direct {
+                    self.stats.driver.direct_sends += 1;
+                    self.stats.bytes_out += n as u64;
+                }
+                if complete {
+                    // Finished by `finish_sent`, as a send completion would be (finishing
+                    // schedules the next batch, which must not land in a dirty list being
+                    // walked).
+                    self.sent.push(key);
+                }
+                Transmit::Started
+            }
+            Tx::Failed(e) => {
+                self.stats.driver.direct_sends += 1;
+                self.stats.count_error("send_failed");
+                self.begin_close(key, &format!("send failed: {e}"));
+                Transmit::Failed
+            }
+            Tx::Nothing => {
+                if en.conn.is_closing() {
+                    self.begin_close(key, "closed");
+                }
+                Transmit::Nothing
+            }
+        }
+    }
+
+    /// Finishes the writes that completed at once (direct sends the socket took whole).
+    fn finish_sent(&mut self) {
         let mut sent = std::mem::take(&mut self.sent);
         for key in sent.drain(..) {
             let buf = self
@@ -415,6 +437,16 @@ impl Core {
             }
         }
         self.sent = sent;
-        work
     }
+}
+
+/// What [`Core::transmit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transmit {
+    /// A write started (directly or as an SQE).
+    Started,
+    /// The send failed; the connection is closing.
+    Failed,
+    /// Nothing to write, or nothing now.
+    Nothing,
 }
