@@ -15,8 +15,9 @@ const PARKS: IdlePolicy = IdlePolicy::Adaptive {
 /// Calls in one burst: about 19 KiB of requests of 64-byte payloads.
 const BURST: usize = 256;
 
-/// A one-core echo server that parks when idle, and a caller-driven core with `cfg`.
-fn pair(cfg: RuntimeConfig) -> (Engine, Core, ConnId) {
+/// A one-core echo server with `server`, and a caller-driven core with `client` connected to
+/// it.
+fn pair_with(server: RuntimeConfig, client: RuntimeConfig) -> (Engine, Core, ConnId) {
     let echo = Service::new("early", "1.0.0")
         .expect("service")
         .unary("echo", |req, reply| {
@@ -25,16 +26,21 @@ fn pair(cfg: RuntimeConfig) -> (Engine, Core, ConnId) {
         });
     let server = Engine::builder()
         .cores(1)
-        .idle(PARKS)
+        .config(server)
         .service(echo)
         .listen("tcp://127.0.0.1:0")
         .build()
         .expect("server");
-    let mut core = Core::new(cfg).expect("core");
+    let mut core = Core::new(client).expect("core");
     let conn = core
         .connect(&server.endpoints()[0], Duration::from_secs(5))
         .expect("connect");
     (server, core, conn)
+}
+
+/// A one-core echo server that parks when idle, and a caller-driven core with `cfg`.
+fn pair(cfg: RuntimeConfig) -> (Engine, Core, ConnId) {
+    pair_with(RuntimeConfig::default().with_idle(PARKS), cfg)
 }
 
 /// The 64-byte payload of call `i`: its index in the first two bytes.
@@ -205,27 +211,12 @@ fn only_the_connection_over_the_threshold_is_written_early_and_directly() {
 fn a_busy_poll_server_set_to_write_early_does_so_on_its_hot_connections() {
     // A busy-poll core reads a busy connection directly ("hot", docs/architecture.md): the
     // replies to each direct read are written early too when early writes are set.
-    let echo = Service::new("early", "1.0.0")
-        .expect("service")
-        .unary("echo", |req, reply| {
-            reply.write(req.payload());
-            Ok(())
-        });
-    let server = Engine::builder()
-        .cores(1)
-        .config(
-            RuntimeConfig::default()
-                .with_idle(IdlePolicy::BusyPoll)
-                .with_early_write(Some(64)),
-        )
-        .service(echo)
-        .listen("tcp://127.0.0.1:0")
-        .build()
-        .expect("server");
-    let mut core = Core::new(RuntimeConfig::default().with_idle(PARKS)).expect("core");
-    let conn = core
-        .connect(&server.endpoints()[0], Duration::from_secs(5))
-        .expect("connect");
+    let (server, mut core, conn) = pair_with(
+        RuntimeConfig::default()
+            .with_idle(IdlePolicy::BusyPoll)
+            .with_early_write(Some(64)),
+        RuntimeConfig::default().with_idle(PARKS),
+    );
     // Warm-up: the connection turns hot on the server.
     burst(&mut core, conn);
     let before = server.total_stats();
