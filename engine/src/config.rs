@@ -239,15 +239,18 @@ impl RuntimeConfig {
     /// `bytes` (at least 1), at the next point where the core can write (right after a call
     /// is started on it, or after a receive's or a direct read's input is handled), instead
     /// of at the end of the loop turn; only that connection is written then, directly
-    /// (`send(2)`). `None` turns them off; a threshold no batch reaches (`usize::MAX`) too. Default: [`DEFAULT_EARLY_WRITE_BYTES`] when the idle
-    /// policy parks at once (`IdlePolicy::Adaptive { spin: Duration::ZERO }`), off otherwise.
+    /// (`send(2)`). `None` turns them off (as does a threshold no batch reaches, such as
+    /// `usize::MAX`); `Some(0)` is refused by [`CoreConfig::validate`]. Default:
+    /// [`DEFAULT_EARLY_WRITE_BYTES`] when the idle policy parks at once
+    /// (`IdlePolicy::Adaptive { spin: Duration::ZERO }`), off otherwise; set explicitly, it
+    /// holds whatever the idle policy.
     ///
     /// Why: when both sides park, a batch of many calls written at the end of the turn
     /// leaves the peer asleep while this core encodes all of them, then the peer pays its
     /// wake-up (tens of µs on a VM) before it starts on any; written in pieces, the peer's
     /// wake-up overlaps the rest of this core's work (pipelined calls/s of two parking cores
-    /// up by ~1.6x at 256 in flight, docs/architecture.md "Early writes"). Cost: one send per
-    /// `bytes` of output instead of one per turn, which a core that spins does not need
+    /// 1.2x to 1.7x at 256 in flight, docs/architecture.md "Early writes"). Cost: one send
+    /// per `bytes` of output instead of one per turn, which a core that spins does not need
     /// (its peer is awake).
     pub fn with_early_write(mut self, bytes: Option<usize>) -> Self {
         self.early_write = match bytes {

@@ -92,7 +92,7 @@ impl EngineBuilder {
         self.config.runtime = runtime;
         self
     }
-    /// The cores' idle policy (default: [`IdlePolicy::Adaptive`] with a 50 µs spin), keeping
+    /// The cores' idle policy (default: [`crate::IdlePolicy::Adaptive`] with a 50 µs spin), keeping
     /// every other setting.
     pub fn idle(mut self, idle: crate::IdlePolicy) -> Self {
         let runtime = std::mem::take(&mut self.config.runtime);
