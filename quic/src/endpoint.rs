@@ -68,6 +68,9 @@ pub struct EndpointStats {
     pub refused: u64,
     /// Connections closed because the peer negotiated no `netron/1` ALPN.
     pub alpn_refused: u64,
+    /// New clients from another address than this endpoint's connections, on an endpoint
+    /// limited by [`QuicEndpoint::limit_connections`] (a connected socket's): dropped.
+    pub strays: u64,
 }
 
 /// What a listener's gate decided about a datagram ([`QuicEndpoint::screen`]).
@@ -430,6 +433,24 @@ impl QuicEndpoint {
 
     fn incoming(&mut self, now: Instant, incoming: Incoming) {
         self.scratch.clear();
+        if self.conns.len() >= self.max_conns
+            && !self
+                .conns
+                .iter()
+                .any(|(_, s)| s.conn.remote_address() == incoming.remote_address())
+        {
+            // An endpoint limited to its peer's connections (a connected socket's) got a new
+            // client from another address: the kernel's socket lookup handed it a datagram
+            // meant for the listening socket (seen on Linux 6.18 with a SO_REUSEPORT group
+            // holding connected sockets, about once in 500 runs of nine concurrent connects
+            // on a loaded host). Neither a reason to close the connection whose handshake is
+            // in progress here (it was, `give_way`: its client saw a refusal) nor one to
+            // answer through a socket connected to someone else: dropped, as a lost datagram
+            // (the client sends its Initial again), and counted.
+            self.endpoint.ignore(incoming);
+            self.stats.strays += 1;
+            return;
+        }
         if self.conns.len() >= self.max_conns && !self.give_way(now) {
             let t = self.endpoint.refuse(incoming, &mut self.scratch);
             self.stats.refused += 1;
