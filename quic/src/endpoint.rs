@@ -433,28 +433,30 @@ impl QuicEndpoint {
 
     fn incoming(&mut self, now: Instant, incoming: Incoming) {
         self.scratch.clear();
-        if self.conns.len() >= self.max_conns
-            && !self
+        if self.conns.len() >= self.max_conns {
+            let from_peer = self
                 .conns
                 .iter()
-                .any(|(_, s)| s.conn.remote_address() == incoming.remote_address())
-        {
-            // An endpoint limited to its peer's connections (a connected socket's) got a new
-            // client from another address: the kernel's socket lookup handed it a datagram
-            // meant for the listening socket (seen on Linux 6.18 with a SO_REUSEPORT group
-            // holding connected sockets, about once in 500 runs of nine concurrent connects
-            // on a loaded host). Neither a reason to close the connection whose handshake is
-            // in progress here (it was, `give_way`: its client saw a refusal) nor one to
-            // answer through a socket connected to someone else: dropped, as a lost datagram
-            // (the client sends its Initial again), and counted.
-            self.endpoint.ignore(incoming);
-            self.stats.strays += 1;
-            return;
-        }
-        if self.conns.len() >= self.max_conns && !self.give_way(now) {
-            let t = self.endpoint.refuse(incoming, &mut self.scratch);
-            self.stats.refused += 1;
-            return self.respond(t);
+                .any(|(_, s)| s.conn.remote_address() == incoming.remote_address());
+            if !from_peer {
+                // An endpoint limited to its peer's connections (a connected socket's) got a
+                // new client from another address: the kernel's socket lookup handed it a
+                // datagram meant for the listening socket (seen on Linux 6.18 with a
+                // SO_REUSEPORT group holding connected sockets, about once in 250 runs of nine
+                // concurrent connects on a loaded host). Neither a reason to close the
+                // connection whose handshake is in progress here (it was, `give_way`: its
+                // client saw a refusal) nor one to answer through a socket connected to
+                // someone else: dropped, as a lost datagram (the client sends its Initial
+                // again), and counted.
+                self.endpoint.ignore(incoming);
+                self.stats.strays += 1;
+                return;
+            }
+            if !self.give_way(now) {
+                let t = self.endpoint.refuse(incoming, &mut self.scratch);
+                self.stats.refused += 1;
+                return self.respond(t);
+            }
         }
         let Some(incoming) = self.admission(incoming, self.pending, 0) else {
             return;
