@@ -25,19 +25,26 @@ fn per_call(after: &CoreStats, before: &CoreStats, calls: u64) -> [f64; 4] {
     ]
 }
 
+/// A server engine (the `calc` service) and a caller-driven client core connected to it,
+/// both parking as soon as they are idle (`IdlePolicy::Adaptive { spin: 0 }`).
+fn parked_pair(t: &Transport, tag: &str) -> (netron_engine::Engine, Core, netron_engine::ConnId) {
+    let park = RuntimeConfig::default().with_idle(IdlePolicy::Adaptive {
+        spin: Duration::ZERO,
+    });
+    let (server, _) = crate::engine(t, park.clone(), &[calc()], tag);
+    let mut core = crate::new_core(t, park).unwrap();
+    let conn = core
+        .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
+        .unwrap();
+    (server, core, conn)
+}
+
 /// One steady-state unary call (64-byte request and reply, a deadline, a caller-driven client
 /// core, a server engine core, both parking) costs exactly, per side: one batch written with
 /// one frame, a constant number of bytes, and a fixed number of `io_uring_enter` calls (see
 /// the comment at the assertion).
 pub fn a_parked_sync_call_costs_fixed_writes_frames_and_enters(t: &Transport) {
-    let park = RuntimeConfig::default().with_idle(IdlePolicy::Adaptive {
-        spin: Duration::ZERO,
-    });
-    let (server, _) = crate::engine(t, park.clone(), &[calc()], "counts");
-    let mut core = crate::new_core(t, park).unwrap();
-    let conn = core
-        .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
-        .unwrap();
+    let (server, mut core, conn) = parked_pair(t, "counts");
     let mut slot = CallSlot::new();
     let payload = [7u8; 64];
     let deadline = Some(Duration::from_secs(5));
@@ -124,14 +131,7 @@ pub fn a_parked_sync_call_costs_fixed_writes_frames_and_enters(t: &Transport) {
 /// written in pieces of ~2 KiB while it is started, not as one batch at the next turn, and
 /// every call still gets its own reply, in order of nothing but its id.
 pub fn a_parked_burst_is_written_in_pieces_and_every_call_answered(t: &Transport) {
-    let park = RuntimeConfig::default().with_idle(IdlePolicy::Adaptive {
-        spin: Duration::ZERO,
-    });
-    let (server, _) = crate::engine(t, park.clone(), &[calc()], "burst");
-    let mut core = crate::new_core(t, park).unwrap();
-    let conn = core
-        .connect(&crate::dial_of(t, &server), Duration::from_secs(5))
-        .unwrap();
+    let (server, mut core, conn) = parked_pair(t, "burst");
     const BURST: usize = 256;
     let payload = |i: usize| {
         let mut p = [0x3cu8; 64];
